@@ -418,6 +418,10 @@ class RunData:
     def tensor(self, name: str) -> TensorInfo:
         return self.tensors[self._col(name)]
 
+    def column(self, name: str) -> int:
+        """The tensor's column in stat_matrix() and present."""
+        return self._col(name)
+
     def _col(self, name: str) -> int:
         try:
             return self._col_of_name[name]
