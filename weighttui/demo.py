@@ -76,8 +76,10 @@ def train(path, *, steps: int = 3000, delay: float = 0.02, every: int = 5, seed:
                 order = rng.permutation(len(x))
             idx = order[b * batch:(b + 1) * batch]
             loss, acc, grads = model.loss_and_grads(x[idx], y[idx])
-            warm = min(1.0, (step + 1) / 200)  # learning-rate warm-up, then cosine decay
-            rate = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
+            # learning-rate warm-up, then cosine decay to a tenth (not to zero, which
+            # would make every tensor look stagnant at the end)
+            warm = min(1.0, (step + 1) / 200)
+            rate = lr * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
             rec.snapshot(step, model.params, epoch=epoch, batch=b, grads=grads,
                          scalars={"loss": loss, "accuracy": acc, "lr": rate})
             for k, gk in grads.items():
