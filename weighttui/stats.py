@@ -47,7 +47,8 @@ def as_float64(x) -> np.ndarray:
 
 def _finite_part(x64: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(finite elements, nan count, inf count); avoids a mask when all are finite."""
-    total = x64.sum()
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is the signal, not a problem
+        total = x64.sum()
     if np.isfinite(total):  # a float64 sum of finite values cannot overflow here
         return x64, 0, 0
     nan = int(np.count_nonzero(np.isnan(x64)))

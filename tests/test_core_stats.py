@@ -1,0 +1,185 @@
+"""weighttui.stats against a plain float64 brute force, element by element."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from weighttui.stats import (
+    DELTA_STATS,
+    WEIGHT_STATS,
+    delta_stats,
+    hist_percentiles,
+    histogram,
+    weight_stats,
+    weights_block,
+)
+
+
+def brute_weight_stats(x) -> dict:
+    """FORMAT.md's definitions, written out with Python floats."""
+    vals = [float(v) for v in np.asarray(x).reshape(-1).tolist()]
+    n = len(vals)
+    fin = [v for v in vals if math.isfinite(v)]
+    out = {
+        "nan": sum(1 for v in vals if math.isnan(v)),
+        "inf": sum(1 for v in vals if math.isinf(v)),
+        "zero_frac": (sum(1 for v in vals if v == 0) / n) if n else math.nan,
+        "norm": math.sqrt(math.fsum(v * v for v in fin)),
+    }
+    if fin:
+        mean = math.fsum(fin) / len(fin)
+        out.update(mean=mean, std=math.sqrt(math.fsum((v - mean) ** 2 for v in fin) / len(fin)),
+                   min=min(fin), max=max(fin), absmean=math.fsum(abs(v) for v in fin) / len(fin))
+    else:
+        out.update(mean=math.nan, std=math.nan, min=math.nan, max=math.nan, absmean=math.nan)
+    return out
+
+
+def brute_histogram(x, bins):
+    vals = [float(v) for v in np.asarray(x).reshape(-1).tolist() if math.isfinite(float(v))]
+    counts = [0] * bins
+    if not vals:
+        return math.nan, math.nan, counts
+    lo, hi = min(vals), max(vals)
+    if lo == hi:
+        counts[bins // 2] = len(vals)
+        return lo, hi, counts
+    edges = np.linspace(lo, hi, bins + 1)  # the edges numpy.histogram uses
+    for v in vals:
+        i = int(np.searchsorted(edges, v, side="right")) - 1
+        counts[min(i, bins - 1)] += 1  # the last bin is closed
+    return lo, hi, counts
+
+
+def assert_stats_match(got, want):
+    for i, name in enumerate(WEIGHT_STATS):
+        w = want[name]
+        if math.isnan(w):
+            assert math.isnan(got[i]), name
+        else:
+            assert got[i] == pytest.approx(w, rel=1e-9, abs=1e-12), name
+
+
+CASES = {
+    "float32 matrix": np.random.default_rng(0).normal(size=(17, 9)).astype(np.float32),
+    "float16": np.random.default_rng(1).normal(size=100).astype(np.float16),
+    "int8": np.arange(-64, 64, dtype=np.int8),
+    "int64 with zeros": np.array([0, 0, 3, -7, 0], dtype=np.int64),
+    "bool": np.array([True, False, True]),
+    "scalar": np.float32(2.5),
+    "0-d array": np.array(-1.25),
+    "zero-size": np.zeros((0, 4), dtype=np.float32),
+    "nan and inf": np.array([1.0, np.nan, -np.inf, 2.0, np.inf, 0.0]),
+    "all nan": np.full(7, np.nan, dtype=np.float32),
+    "all inf": np.array([np.inf, -np.inf]),
+    "constant": np.full(12, 3.0, dtype=np.float32),
+    "float32 extremes": np.array([3.4e38, -3.4e38, 1e38], dtype=np.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_weight_stats_match_brute_force(name):
+    x = CASES[name]
+    assert_stats_match(weight_stats(x), brute_weight_stats(x))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("bins", [1, 7, 64])
+def test_histogram_matches_brute_force(name, bins):
+    x = CASES[name]
+    lo, hi, counts = histogram(x, bins)
+    blo, bhi, bcounts = brute_histogram(x, bins)
+    assert counts.dtype == np.uint32 and counts.shape == (bins,)
+    assert counts.tolist() == bcounts
+    assert (math.isnan(lo) and math.isnan(blo)) or lo == blo
+    assert (math.isnan(hi) and math.isnan(bhi)) or hi == bhi
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, max_side=8),
+                  elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+def test_stats_and_histogram_property(x):
+    assert_stats_match(weight_stats(x), brute_weight_stats(x))
+    lo, hi, counts = histogram(x, 16)
+    assert counts.tolist() == brute_histogram(x, 16)[2]
+    assert int(counts.sum()) == int(np.isfinite(x).sum())
+
+
+def brute_delta(now, prev):
+    a = [float(v) for v in np.asarray(now).reshape(-1)]
+    b = [float(v) for v in np.asarray(prev).reshape(-1)]
+    n = len(a)
+    pairs = [(x, y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
+    d = [x - y for x, y in pairs]
+    dnorm = math.sqrt(math.fsum(v * v for v in d))
+    pnorm = math.sqrt(math.fsum(y * y for _x, y in pairs))
+    ratio = dnorm / pnorm if pnorm > 0 else (math.inf if dnorm > 0 else 0.0)
+    return {
+        "norm": dnorm, "ratio": ratio,
+        "max_abs": max((abs(v) for v in d), default=math.nan),
+        "mean_abs": math.fsum(abs(v) for v in d) / len(d) if d else math.nan,
+        "changed_frac": sum(1 for v in d if v != 0) / n if n else math.nan,
+        "exact": 1.0,
+    }
+
+
+@pytest.mark.parametrize("now,prev", [
+    (np.array([1.0, 2.0, 3.0], dtype=np.float32), np.array([1.0, 2.5, 2.0], dtype=np.float32)),
+    (np.array([1.0, np.nan, 3.0, np.inf]), np.array([1.0, 1.0, np.nan, 2.0])),
+    (np.array([0.0, 1.0]), np.zeros(2)),          # previous norm 0: ratio inf
+    (np.zeros(3), np.zeros(3)),                     # no change at all: ratio 0
+    (np.float32(1.5), np.float32(1.0)),             # scalars
+    (np.arange(6, dtype=np.int8), np.arange(6, dtype=np.int8)[::-1].copy()),
+])
+def test_delta_stats_match_brute_force(now, prev):
+    got = delta_stats(now, prev)
+    want = brute_delta(now, prev)
+    for i, name in enumerate(DELTA_STATS):
+        if math.isnan(want[name]):
+            assert math.isnan(got[i]), name
+        else:
+            assert got[i] == pytest.approx(want[name], rel=1e-9, abs=1e-12), name
+
+
+def test_sampled_delta_scales_norm_and_says_inexact():
+    rng = np.random.default_rng(0)
+    prev = rng.normal(size=4096)
+    now = prev + rng.normal(scale=1e-3, size=4096)
+    exact = delta_stats(now, prev)
+    idx = rng.choice(4096, 256, replace=False)
+    est = delta_stats(now[idx], prev[idx], exact=False, total=4096)
+    assert est[DELTA_STATS.index("exact")] == 0.0
+    # the scaled sample norm estimates the full norm (about 1/sqrt(256) relative error)
+    assert est[0] == pytest.approx(exact[0], rel=0.25)
+    assert est[1] == pytest.approx(exact[1], rel=0.25)
+
+
+def test_delta_of_zero_size_tensor():
+    got = delta_stats(np.zeros(0), np.zeros(0))
+    assert got[0] == 0.0 and math.isnan(got[1])
+
+
+def test_block_rows_follow_the_arrays():
+    arrays = [CASES["float32 matrix"], CASES["nan and inf"], CASES["zero-size"]]
+    block = weights_block(arrays, 8)
+    assert block.stats.shape == (3, len(WEIGHT_STATS))
+    for i, x in enumerate(arrays):
+        np.testing.assert_array_equal(block.stats[i], weight_stats(x))
+        np.testing.assert_array_equal(block.hist[2][i], histogram(x, 8)[2])
+
+
+def test_percentiles_from_histogram_track_the_data():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=20000)
+    lo, hi, counts = histogram(x, 64)
+    qs = [0, 7, 16, 31, 50, 69, 84, 93, 100]
+    est = hist_percentiles(lo, hi, counts, qs)
+    width = (hi - lo) / 64
+    np.testing.assert_allclose(est, np.percentile(x, qs), atol=width)
+    assert np.isnan(hist_percentiles(np.nan, np.nan, np.zeros(4), [50])).all()
