@@ -17,6 +17,7 @@ import fnmatch
 import os
 import queue
 import socket
+import stat
 import sys
 import threading
 import time
@@ -196,6 +197,7 @@ class Recorder:
         self.written = 0  # snapshots the writer thread wrote
         self.dropped = 0  # snapshots skipped: the writer fell behind, or failed
         self._dropped_reported = 0
+        self._missed_step = None  # last step counted by _count_missed
         self._closed = False
         self._failed = False
         self._fd = None
@@ -249,10 +251,23 @@ class Recorder:
 
     def should_record(self, step: int, epoch: int | None = None) -> bool:
         if not self.active:
+            if self._failed and not self._closed and self._scheduled(step, epoch):
+                self._count_missed(step)
             return False
+        return self._scheduled(step, epoch)
+
+    def _scheduled(self, step: int, epoch: int | None) -> bool:
         if self._epochs is not None:
             return self._epochs(epoch) and step % self.every == 0
         return step % self.every == 0
+
+    def _count_missed(self, step: int) -> None:
+        """After a write failure, a snapshot the schedule asked for counts as dropped
+        (once per step), so `dropped` says how much of the run the log lacks."""
+        with self._lock:
+            if step != self._missed_step:
+                self._missed_step = step
+                self.dropped += 1
 
     def wants_full(self, step: int, epoch: int | None = None) -> bool:
         if not self.active:
@@ -309,10 +324,11 @@ class Recorder:
         forces (True) or suppresses (False) storing complete values.
         """
         try:
-            if not self.active:
-                return False
             step = int(step)
             epoch = None if epoch is None else int(epoch)
+            if not self.active:
+                self.should_record(step, epoch)  # counts a missed snapshot after a failure
+                return False
             if scalars:
                 self.scalars(step, epoch=epoch, **scalars)
             if full is None:
@@ -490,9 +506,12 @@ class Recorder:
                 return
             if self._failed:
                 if job.snapshot is not None:
-                    self.dropped += 1
+                    self._add_dropped()
                 continue
             try:
+                if _unlinked(self._fd):
+                    # Writes to a removed file succeed but reach nobody: stop instead.
+                    raise FileNotFoundError("the log file (or its directory) was removed")
                 self._write_job(job)
                 self._report_drops()
                 if self.fsync_every is not None and time.monotonic() - self._last_fsync >= self.fsync_every:
@@ -500,8 +519,13 @@ class Recorder:
                     self._last_fsync = time.monotonic()
             except Exception as exc:
                 if job.snapshot is not None:
-                    self.dropped += 1
+                    self._add_dropped()
                 self._fail(exc, "writing the log")
+
+    def _add_dropped(self) -> None:
+        # the training thread counts drops too: += is not atomic across threads
+        with self._lock:
+            self.dropped += 1
 
     def _write_job(self, job: _Job) -> None:
         out = []
@@ -606,6 +630,15 @@ class Recorder:
         except Exception:
             pass
         return True
+
+
+def _unlinked(fd) -> bool:
+    """True if fd is a regular file that no longer has a name (deleted under us)."""
+    try:
+        st = os.fstat(fd)
+    except (OSError, TypeError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 0
 
 
 # --------------------------------------------------------------- encoding
