@@ -411,6 +411,17 @@ class RunData:
         return self._times[: self.n].copy()
 
     @property
+    def snapshot_index(self) -> np.ndarray:
+        """Index of each stored row among all the run's snapshots (0, 1, 2 ... until decimated).
+
+        A delta spans one writer snapshot interval, while stored rows may lie
+        several snapshots apart after decimation; dividing the step gap of two
+        rows by their index gap gives the writer's interval (diagnose uses it
+        to turn update ratios into per-step rates).
+        """
+        return self._gidx[: self.n].copy()
+
+    @property
     def tensor_names(self) -> list[str]:
         """Names of the run's tensors, in declaration order, each once."""
         return [t.name for i, t in enumerate(self.tensors) if self._col_of_name.get(t.name) == i]
