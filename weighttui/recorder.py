@@ -408,6 +408,8 @@ class Recorder:
         in infos order, or None. Returns False if the snapshot was dropped.
         """
         if not self.active:
+            if self._failed and not self._closed:
+                self._count_missed(int(step))  # the writer failed after should_record said yes
             return False
         payload = {
             "step": int(step),
