@@ -180,6 +180,8 @@ class WeightCallback(keras.callbacks.Callback):
         if not rec.active:
             return
         step = self.step if step is None else int(step)
+        if scalars:  # first, so that they survive a failure to read the weights
+            rec.scalars(step, epoch=epoch, **scalars)
         tracked = self._tracked()
         arrays, names = {}, {}
         for name, v, _layer, _trainable in tracked:
@@ -191,8 +193,7 @@ class WeightCallback(keras.callbacks.Callback):
             for g, v in grads:
                 if g is not None and id(v) in names:
                     grad_arrays[names[id(v)]] = _to_host(g)
-        if rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays,
-                        scalars=scalars, full=full):
+        if rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full):
             self._last_recorded = step
 
     def _scalars(self, logs) -> dict:
@@ -206,7 +207,8 @@ class WeightCallback(keras.callbacks.Callback):
             opt = getattr(self.model, "optimizer", None)
             if opt is not None:
                 try:
-                    out["learning_rate"] = float(keras.ops.convert_to_numpy(opt.learning_rate))
+                    lr = opt.learning_rate  # a variable, or a schedule's current value
+                    out["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
                 except Exception:
                     pass  # an optimizer without a readable learning rate
         return out
