@@ -329,12 +329,15 @@ class Recorder:
             if not self.active:
                 self.should_record(step, epoch)  # counts a missed snapshot after a failure
                 return False
-            if scalars:
-                self.scalars(step, epoch=epoch, **scalars)
             if full is None:
                 full = self.wants_full(step, epoch)
             if not (self.should_record(step, epoch) or full):
+                if scalars:
+                    self.scalars(step, epoch=epoch, **scalars)
                 return False
+            # scalars travel in the snapshot's queue slot: one job per training step
+            scalar_payload = self._scalars_payload(step, epoch, scalars) if scalars else None
+            extra = [] if scalar_payload is None else [(FrameType.SCALARS, scalar_payload)]
             names, arrays, infos = [], [], []
             for name, value in tensors.items():
                 name = str(name)
@@ -345,6 +348,8 @@ class Recorder:
                 arrays.append(arr)
                 infos.append(self.declare(name, arr.shape, arr.dtype.name))
             if not infos:
+                if scalar_payload is not None:
+                    self._put_frame(FrameType.SCALARS, scalar_payload)
                 return False
             weights = weights_block(arrays, self.bins)
             delta = self._numpy_delta(infos, arrays)
@@ -361,9 +366,8 @@ class Recorder:
                             part[i] = src[j]
             sample = self._gather_samples(infos, arrays)
             values = [np.array(a, copy=True) for a in arrays] if full else None
-            self.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
-                        sample=sample, values=values)
-            return True
+            return self.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
+                               sample=sample, values=values, extra_frames=extra)
         except Exception as exc:  # never into the training loop
             self._fail_soft(exc, "taking a snapshot")
             return False
@@ -401,11 +405,13 @@ class Recorder:
 
     def submit(self, step: int, infos, weights: Block, *, epoch=None, batch=None,
                delta: Block | None = None, grad: Block | None = None,
-               sample: np.ndarray | None = None, values=None, time_: float | None = None) -> bool:
+               sample: np.ndarray | None = None, values=None, time_: float | None = None,
+               extra_frames=()) -> bool:
         """Queue a snapshot whose blocks are already computed (rows follow infos).
 
         `values`: complete tensor values (numpy arrays, or ("bf16", uint16 bits))
-        in infos order, or None. Returns False if the snapshot was dropped.
+        in infos order, or None. `extra_frames`: (FrameType, payload) pairs
+        written right after the snapshot. Returns False if the snapshot was dropped.
         """
         if not self.active:
             if self._failed and not self._closed:
@@ -427,14 +433,14 @@ class Recorder:
             vals = [(int(step), payload["epoch"], info, v) for info, v in zip(infos, values)]
         with self._lock:
             job = _Job(declarations=list(self._pending_decl), snapshot=payload, values=vals,
-                       frames=self._nonfinite_events(step, infos, weights))
+                       frames=list(extra_frames) + self._nonfinite_events(step, infos, weights))
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
                 self.dropped += 1
                 return False
             self._pending_decl.clear()
-            self._nonfinite_seen.update(f[1]["tensor"] for f in job.frames)
+            self._nonfinite_seen.update(f[1]["tensor"] for f in job.frames if f[1].get("kind") == "nonfinite")
             self.queued += 1
         return True
 
@@ -463,19 +469,24 @@ class Recorder:
         try:
             if not self.active or not values:
                 return
-            clean = {}
-            for k, v in values.items():
-                try:
-                    clean[str(k)] = float(v)
-                except (TypeError, ValueError):
-                    continue  # a non-numeric log entry is not a scalar
-            if not clean:
-                return
-            payload = {"step": int(step), "epoch": None if epoch is None else int(epoch),
-                       "time": time.time(), "values": clean}
-            self._put_frame(FrameType.SCALARS, payload)
+            payload = self._scalars_payload(step, epoch, values)
+            if payload is not None:
+                self._put_frame(FrameType.SCALARS, payload)
         except Exception as exc:
             self._fail_soft(exc, "recording scalars")
+
+    @staticmethod
+    def _scalars_payload(step, epoch, values) -> dict | None:
+        clean = {}
+        for k, v in values.items():
+            try:
+                clean[str(k)] = float(v)
+            except (TypeError, ValueError):
+                continue  # a non-numeric log entry is not a scalar
+        if not clean:
+            return None
+        return {"step": int(step), "epoch": None if epoch is None else int(epoch),
+                "time": time.time(), "values": clean}
 
     def event(self, kind: str, message: str, *, level: str = "info", step=None, tensor=None) -> None:
         """An event record: something a person should notice."""
