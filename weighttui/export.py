@@ -85,12 +85,13 @@ def _stats_csv(run: RunData, out: str, kinds) -> str:
         w = csv.writer(fh)
         w.writerow(["step", "epoch", "tensor", "kind", "stat", "value"])
         for kind in kinds:
+            covered = present & _covered(run, kind)
             for stat in run.columns(kind):
                 m = run.stat_matrix(kind, stat)
                 for r in range(run.n):
                     ep = "" if epochs[r] < 0 else int(epochs[r])
                     for name, c in zip(names, cols):
-                        if present[r, c]:
+                        if covered[r, c]:
                             w.writerow([int(steps[r]), ep, name, kind, stat, repr(float(m[r, c]))])
                             rows += 1
         for sname in run.scalar_names:
@@ -99,6 +100,12 @@ def _stats_csv(run: RunData, out: str, kinds) -> str:
                 w.writerow([int(s), "", "", "scalar", sname, repr(float(v))])
                 rows += 1
     return f"{rows} rows of statistics to {out}"
+
+
+def _covered(run: RunData, kind: str) -> np.ndarray:
+    """[rows, tensors]: where the block has a row (FORMAT.md: uncovered rows are all NaN)."""
+    stacked = np.stack([run.stat_matrix(kind, s) for s in run.columns(kind)], axis=-1)
+    return ~np.isnan(stacked).all(axis=-1)
 
 
 def _stats_columns(run: RunData, kinds) -> dict:
