@@ -43,6 +43,13 @@ def _check_log(path: str, *, must_exist: bool) -> None:
 
 
 def cmd_watch(args) -> int:
+    from .remote import parse_remote, view_remote
+
+    spec = parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
+    if spec is not None:
+        from .tui.app import run_app
+
+        return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
     _check_log(args.path, must_exist=args.mode == "replay")
     from .tui.app import run_app
 
@@ -53,6 +60,7 @@ def cmd_info(args) -> int:
     from .info import info_dict, print_info
     from .run import open as open_run
 
+    args.path = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     run = open_run(args.path, run=args.run)
     alerts = _alerts(run, args.threshold)
@@ -63,6 +71,19 @@ def cmd_info(args) -> int:
     else:
         print_info(run, alerts, sys.stdout)
     return 0
+
+
+def _fetch_if_remote(path: str) -> str:
+    """A remote log (user@host:path, ssh://...) copied once to the local cache; else path."""
+    from .remote import fetch, parse_remote
+
+    spec = parse_remote(path)
+    if spec is None:
+        return path
+    try:
+        return fetch(spec)
+    except OSError as exc:  # ssh's own message: unknown host, no key, no such file
+        raise CliError(str(exc)) from None
 
 
 def _alerts(run, thresholds):
