@@ -1,0 +1,482 @@
+"""The Textual app behind `weighttui watch` and `weighttui replay`.
+
+State every screen reads (see the TUI contract in the docs):
+
+- `app.data`: the RunData, mutated only here on the UI thread. The follower
+  thread reads and decodes frames; `_drain()` ingests them in time-boxed
+  batches so a big log loads without freezing the keys.
+- `app.position` / `app.row`: the timeline. The position is remembered as a
+  step, so it survives RunData thinning old history (rows move, steps don't).
+- `app.alerts` from `weighttui.diagnose` (if present), at most once a second.
+
+Screen refreshes are coalesced to at most `MAX_REFRESH_HZ` a second; timeline
+moves refresh at once. Bad input found while running (the file replaced by
+something that is not a log, a newer format) ends the app with status 2 and
+a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import socket
+import sys
+import time
+
+import numpy as np
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+
+from ..run import RunData
+from .follower import Delivery, Failure, Follower
+from .help import HelpScreen
+from .overview import OverviewScreen, TensorStatsScreen
+from .widgets.timeline import GotoScreen, parse_goto
+
+MAX_REFRESH_HZ = 10
+INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
+SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
+STALL_DEAD_S = 10.0  # no growth this long and the writer's pid is gone: stalled
+STALL_ANY_S = 30.0  # no growth this long: stalled whatever the pid says
+
+
+class FollowerUpdate(Message):
+    """Posted (from the follower thread) when new polls are queued."""
+
+    bubble = False
+
+
+class WeightApp(App[int]):
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help"),
+        Binding("left", "step(-1)", "back", show=False),
+        Binding("right", "step(1)", "forward", show=False),
+        Binding("shift+left", "step(-10)", "back 10", show=False),
+        Binding("shift+right", "step(10)", "forward 10", show=False),
+        Binding("home", "first", "first", show=False),
+        Binding("end", "last", "latest", show=False),
+        Binding("space", "play", "play"),
+        Binding("plus,equals_sign", "speed(1)", "faster", show=False),
+        Binding("minus", "speed(-1)", "slower", show=False),
+        Binding("g", "goto", "go to"),
+        Binding("p", "pause", "pause"),
+        Binding("c", "changes", "changes"),
+        Binding("exclamation_mark", "alerts", "alerts"),
+        Binding("escape", "back", "back", show=False),
+    ]
+
+    def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 4096,
+                 clock=None, alerts: bool = True, follower_options: dict | None = None):
+        if mode not in ("watch", "replay"):
+            raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
+        super().__init__()
+        self.path = os.fspath(path)
+        self.mode = mode
+        self.title_text = title or f"weighttui · {os.path.basename(self.path)}"
+        self.title = self.title_text
+        # `clock` (wall time) is injectable so snapshot tests can freeze "time since".
+        self.clock = clock or time.time
+        self.data = RunData(self.path, max_rows=max_rows)
+        self.alerts: list = []
+        self.alerts_by_tensor: dict[str, list] = {}
+        self.tensor_order: list[str] = []
+        self.waiting: str | None = None
+        self.loading: float | None = None  # fraction read while a big log loads
+        self.error_message: str | None = None
+        self.display_paused = False
+        self.paused_new = 0
+        self.playing = False
+        self.speed = 10
+        self.refreshes = 0
+        self.last_refresh_at: float | None = None  # monotonic, for tests and the benchmark
+        self._pos_step: int | None = None
+        self._pause_step: int | None = None
+        self._started = False  # replay: moved to the first snapshot once it arrived
+        self._pending_bytes = 0
+        self._last_refresh = 0.0
+        self._refresh_timer = None
+        self._play_timer = None
+        self._resets_seen = 0
+        self._corruptions_seen = 0
+        self._snapshots_at_pause = 0
+        self._alerts_enabled = alerts
+        self._diagnose = None
+        self._alerts_dirty = False
+        self._alerts_at = 0.0
+        self._follower_options = follower_options or {}
+        self.follower: Follower | None = None
+
+    def get_default_screen(self):
+        return OverviewScreen()
+
+    # ---------------------------------------------------------- lifecycle
+
+    def on_mount(self) -> None:
+        if self._alerts_enabled and importlib.util.find_spec("weighttui.diagnose") is not None:
+            try:
+                self._diagnose = importlib.import_module("weighttui.diagnose")
+            except Exception as exc:  # a broken optional module must not stop the viewer
+                self.notify(f"alerts unavailable: {exc}", severity="warning")
+        self.follower = Follower(self.path, self._wake, **self._follower_options)
+        self.follower.start()
+        self.set_interval(1.0, self._tick)
+
+    def on_unmount(self) -> None:
+        self.stop_follower()
+
+    def stop_follower(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+
+    def _wake(self) -> None:  # follower thread
+        self.post_message(FollowerUpdate())
+
+    # ------------------------------------------------------------- ingest
+
+    def on_follower_update(self, _message: FollowerUpdate) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
+        if self.follower is None:
+            return
+        start = time.perf_counter()
+        changed = False
+        while True:
+            items = self.follower.drain(limit=1)
+            if not items:
+                break
+            item = items[0]
+            if isinstance(item, Failure):
+                self._fail(item.message)
+                return
+            changed |= self._ingest(item)
+            if time.perf_counter() - start > INGEST_BUDGET_S:
+                break
+        if self.follower.backlog:
+            # Let keys and rendering in, then read on: the follower stays quiet until drained.
+            self.set_timer(0.001, self._drain)
+        if changed:
+            self._schedule_refresh()
+
+    def _ingest(self, item: Delivery) -> bool:
+        poll = item.poll
+        before = self.data.snapshot_count
+        changed = self.data.ingest(poll)
+        if poll.waiting != self.waiting:
+            self.waiting = poll.waiting
+            changed = True
+        self._pending_bytes = item.pending
+        self.loading = None if item.caught_up or not poll.size else poll.offset / poll.size
+        if self.display_paused:
+            self.paused_new += max(0, self.data.snapshot_count - before)
+        if self.data.resets != self._resets_seen:
+            self._resets_seen = self.data.resets
+            self._corruptions_seen = 0
+            self._pos_step = None
+            self._pause_step = None
+            self._started = False
+            self.notify("the log was truncated or replaced by a new run: reloaded", severity="warning",
+                        timeout=6)
+        if self.mode == "replay" and not self._started and self.data.n:
+            self._started = True
+            self._pos_step = int(self.data.steps[0])
+        self._alerts_dirty = self._alerts_dirty or changed
+        return True  # a delivery always moves something on screen (at least size or growth time)
+
+    def _fail(self, message: str) -> None:
+        self.error_message = message
+        self.stop_follower()
+        self.exit(return_code=2)
+
+    # ------------------------------------------------------------ refresh
+
+    def _schedule_refresh(self) -> None:
+        wait = self._last_refresh + 1.0 / MAX_REFRESH_HZ - time.monotonic()
+        if wait <= 0:
+            self._refresh_now()
+        elif self._refresh_timer is None:
+            self._refresh_timer = self.set_timer(wait, self._refresh_now)
+
+    def _refresh_now(self, *, force: bool = False) -> None:
+        self._refresh_timer = None
+        self._last_refresh = time.monotonic()
+        self._update_alerts()
+        screen = self.screen
+        if self.display_paused and not force:
+            if hasattr(screen, "refresh_status"):
+                screen.refresh_status()
+            return
+        if hasattr(screen, "refresh_data"):
+            with self.batch_update():
+                screen.refresh_data()
+        self.refreshes += 1
+        self.last_refresh_at = time.monotonic()
+
+    def _tick(self) -> None:
+        """Each second: alerts if stale, and the header's clock-driven parts (time since, stalled)."""
+        if self._alerts_dirty and self._update_alerts():
+            self._refresh_now()
+            return
+        screen = self.screen
+        if hasattr(screen, "refresh_status"):
+            screen.refresh_status()
+
+    def _update_alerts(self, force: bool = False) -> bool:
+        """Recompute alerts (at most once a second); True if they changed."""
+        if self._diagnose is None or not self._alerts_dirty:
+            return False
+        if not force and time.monotonic() - self._alerts_at < 1.0:
+            return False
+        self._alerts_dirty = False
+        self._alerts_at = time.monotonic()
+        try:
+            alerts = self._diagnose.diagnose(self.data, upto_row=self.row if self.position is not None else None)
+        except Exception as exc:
+            self._diagnose = None
+            self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error")
+            return False
+        if alerts == self.alerts:
+            return False
+        self.set_alerts(alerts)
+        return True
+
+    def set_alerts(self, alerts: list) -> None:
+        self.alerts = list(alerts)
+        by: dict[str, list] = {}
+        for a in self.alerts:
+            if a.tensor:
+                by.setdefault(a.tensor, []).append(a)
+        self.alerts_by_tensor = by
+
+    # ----------------------------------------------------------- timeline
+
+    @property
+    def position(self) -> int | None:
+        """Row shown by the timeline, or None when following the latest snapshot."""
+        step = self._pause_step if self._pos_step is None else self._pos_step
+        if step is None or not self.data.n:
+            return None
+        return self._row_of_step(step)
+
+    @position.setter
+    def position(self, row: int | None) -> None:
+        if row is None or not self.data.n:
+            self._pos_step = None
+        else:
+            row = int(min(max(row, 0), self.data.n - 1))
+            self._pos_step = int(self.data.steps[row])
+        self._position_changed()
+
+    @property
+    def row(self) -> int:
+        """The effective row: the position, else the latest (-1 with no snapshots)."""
+        pos = self.position
+        return self.data.n - 1 if pos is None else pos
+
+    def _row_of_step(self, step: int) -> int:
+        steps = self.data.steps
+        return max(0, int(np.searchsorted(steps, step, side="right")) - 1)
+
+    def _position_changed(self) -> None:
+        self._alerts_dirty = self._alerts_dirty or self._diagnose is not None
+        self._refresh_now(force=True)
+
+    def action_step(self, delta: int) -> None:
+        n = self.data.n
+        if not n:
+            return
+        new = min(max(self.row + delta, 0), n - 1)
+        if self.mode == "watch" and new == n - 1 and delta > 0 and not self.display_paused:
+            self.position = None  # reaching the newest snapshot follows again
+        else:
+            self.position = new
+
+    def action_first(self) -> None:
+        if self.data.n:
+            self.position = 0
+
+    def action_last(self) -> None:
+        self._pause_step = None if not self.display_paused else self._pause_step
+        self.position = None if not self.display_paused else self.data.n - 1
+
+    def action_play(self) -> None:
+        self.playing = not self.playing
+        if self.playing and self.data.n and self.position is None:
+            self.position = 0 if self.mode == "replay" else max(0, self.data.n - 1)
+        self._restart_play_timer()
+        self._refresh_now(force=True)
+
+    def action_speed(self, direction: int) -> None:
+        i = SPEEDS.index(self.speed) if self.speed in SPEEDS else 3
+        self.speed = SPEEDS[min(max(i + direction, 0), len(SPEEDS) - 1)]
+        self._restart_play_timer()
+        self._refresh_now(force=True)
+
+    def _restart_play_timer(self) -> None:
+        if self._play_timer is not None:
+            self._play_timer.stop()
+            self._play_timer = None
+        if self.playing:
+            self._play_timer = self.set_interval(1.0 / min(self.speed, 20), self._play_tick)
+
+    def _play_tick(self) -> None:
+        n = self.data.n
+        pos = self.position
+        if not n or pos is None:
+            return
+        new = pos + max(1, round(self.speed / 20))
+        if new >= n - 1:
+            self.playing = False
+            self._restart_play_timer()
+            self.position = None if self.mode == "watch" else n - 1
+        else:
+            self.position = new
+
+    def action_goto(self) -> None:
+        self.push_screen(GotoScreen(), self._goto)
+
+    def _goto(self, text: str | None) -> None:
+        if not text:
+            return
+        row = parse_goto(text, self.data.steps, self.data.epochs)
+        if row is None:
+            self.notify(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)",
+                        severity="warning")
+            return
+        self.position = row
+
+    def action_pause(self) -> None:
+        self.display_paused = not self.display_paused
+        if self.display_paused:
+            self.paused_new = 0
+            if self._pos_step is None and self.data.n:
+                self._pause_step = int(self.data.steps[-1])  # freeze what is on screen
+        else:
+            self._pause_step = None
+            self.paused_new = 0
+        self._refresh_now(force=True)
+
+    # ------------------------------------------------------------ screens
+
+    def _screen_class(self, module: str, name: str):
+        """A screen class from an optional module of part 2, or None if it is not there."""
+        full = f"weighttui.tui.{module}"
+        if importlib.util.find_spec(full) is None:
+            return None
+        try:
+            return getattr(importlib.import_module(full), name)
+        except Exception as exc:
+            self.notify(f"{module} screen unavailable: {type(exc).__name__}: {exc}", severity="error")
+            return None
+
+    def open_tensor(self, name: str) -> None:
+        cls = self._screen_class("detail", "DetailScreen")
+        self.push_screen(cls(name) if cls is not None else TensorStatsScreen(name))
+
+    def action_changes(self) -> None:
+        cls = self._screen_class("change_table", "ChangeTableScreen")
+        if cls is None:
+            self.notify("the change table is not available in this version", severity="warning")
+        else:
+            self.push_screen(cls())
+
+    def action_alerts(self) -> None:
+        cls = self._screen_class("alerts_panel", "AlertsScreen")
+        if cls is None:
+            n = len(self.alerts)
+            self.notify(f"{n} alert{'s' if n != 1 else ''}" + "".join(
+                f"\n{a.severity}: {a.message}" for a in self.alerts[:5]), timeout=5)
+        else:
+            self.push_screen(cls())
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_back(self) -> None:
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    # ------------------------------------------------------------ status
+
+    def run_status(self) -> str:
+        """live / finished / failed / interrupted / stalled / waiting / loading."""
+        data = self.data
+        if self.waiting or data.run is None:
+            return "waiting"
+        if data.end is not None:
+            return data.end.status
+        if self.loading is not None:
+            return "loading"
+        age = self._growth_age()
+        if age >= STALL_ANY_S or (age >= STALL_DEAD_S and self._writer_dead()):
+            return "stalled"
+        return "live"
+
+    def _growth_age(self) -> float:
+        """Seconds since the file last grew (its mtime; our own observation if that is odd)."""
+        try:
+            age = self.clock() - os.stat(self.path).st_mtime
+        except OSError:
+            age = float("inf")
+        if self.data.last_growth is not None:
+            seen = time.monotonic() - self.data.last_growth
+            if age < 0:  # clock skew (network file system): trust what we saw
+                age = seen
+        return age
+
+    def _writer_dead(self) -> bool:
+        run = self.data.run
+        if run is None or not run.pid or run.host != socket.gethostname():
+            return False  # another machine: only the 30 s rule applies
+        try:
+            os.kill(run.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    @property
+    def torn_bytes(self) -> int:
+        """An incomplete final record once the writer is no longer live (while live it is just arriving)."""
+        if self._pending_bytes and self.run_status() not in ("live", "loading", "waiting"):
+            return self._pending_bytes
+        return 0
+
+    def since_last_record(self) -> float | None:
+        t = self.data.last_time
+        return None if t is None else self.clock() - t
+
+    def snapshot_rate(self) -> float | None:
+        """Snapshots per second from the log's own times: recent when no history was thinned."""
+        data = self.data
+        n = data.n
+        if n < 2:
+            return None
+        times = data.times
+        if data.snapshot_count == n:
+            k = min(n, 11)
+            span = times[-1] - times[-k]
+            count = k - 1
+        else:
+            span = times[-1] - times[0]
+            count = data.snapshot_count - 1
+        return count / span if span > 0 else None
+
+
+def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 4096) -> int:
+    """Run the app in this terminal; the exit status (0, or 2 for bad input found while running)."""
+    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows)
+    try:
+        app.run()
+    finally:
+        app.stop_follower()
+    if app.error_message:
+        print(f"weighttui: {app.error_message}", file=sys.stderr)
+    return app.return_code or 0

@@ -1,0 +1,194 @@
+"""What the layer table shows, computed from RunData with numpy (no widgets).
+
+- `TensorRow` / `GroupRow`: the table's rows, in the order `arrange()` puts
+  them (grouped by layer, or flat when sorted by a metric), after the filter.
+- `metric_values()`: for the rows on screen, each metric's value at the
+  timeline row and its history (for the sparkline), in one numpy pass.
+
+Kept apart from the widget so the ordering and numbers can be tested
+without a terminal.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# The metric columns: (key, kind, stat, label, log scale)
+METRICS = (
+    ("norm", "weights", "norm", "norm", False),
+    ("std", "weights", "std", "std", False),
+    ("ratio", "delta", "ratio", "update ratio", True),
+    ("grad", "grad", "norm", "grad norm", False),
+)
+SORTS = ("model", "name", "update ratio", "norm change", "alerts")
+GOOD_RATIO = (1e-4, 1e-2)  # the update-to-weight ratio band that is usually healthy
+
+
+@dataclass
+class TensorRow:
+    name: str
+    col: int  # column in RunData's matrices
+    layer: str
+    shape: tuple
+    size: int
+    trainable: bool
+
+    @property
+    def key(self) -> str:
+        return "t:" + self.name
+
+
+@dataclass
+class GroupRow:
+    layer: str
+    members: list = field(default_factory=list)  # TensorRow
+    collapsed: bool = False
+
+    @property
+    def key(self) -> str:
+        return "g:" + self.layer
+
+    @property
+    def size(self) -> int:
+        return sum(m.size for m in self.members)
+
+
+def natural_key(name: str):
+    """layers.2 sorts before layers.10."""
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
+
+
+def tensor_rows(data) -> list[TensorRow]:
+    """One row per tensor name (the newest declaration of a name wins), in declaration order."""
+    cols: dict[str, int] = {}
+    for i, info in enumerate(data.tensors):
+        cols[info.name] = i
+    out = []
+    for name, col in sorted(cols.items(), key=lambda kv: kv[1]):
+        info = data.tensors[col]
+        out.append(TensorRow(name, col, info.layer or "", tuple(info.shape), int(info.size), bool(info.trainable)))
+    return out
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Case-insensitive substring match, or a glob when the pattern has * ? or [."""
+    if not pattern:
+        return True
+    pat = pattern.lower()
+    if any(c in pat for c in "*?["):
+        return fnmatch.fnmatchcase(name.lower(), pat)
+    return pat in name.lower()
+
+
+def arrange(rows: list[TensorRow], *, sort: str, pattern: str, collapsed: set[str],
+            sort_values: dict[str, float] | None = None) -> list:
+    """The table's rows in display order: GroupRow and TensorRow items.
+
+    "model" keeps declaration order and "name" natural name order, both
+    grouped by layer (collapsed groups hide their tensors); the metric sorts
+    give a flat list, largest first, so the outliers are on top.
+    """
+    shown = [r for r in rows if matches(r.name, pattern)]
+    if sort in ("model", "name"):
+        groups: dict[str, GroupRow] = {}
+        for r in shown:
+            groups.setdefault(r.layer, GroupRow(r.layer)).members.append(r)
+        ordered = list(groups.values())
+        if sort == "name":
+            ordered.sort(key=lambda g: natural_key(g.layer))
+            for g in ordered:
+                g.members.sort(key=lambda r: natural_key(r.name))
+        out: list = []
+        for g in ordered:
+            g.collapsed = g.layer in collapsed
+            out.append(g)
+            if not g.collapsed:
+                out.extend(g.members)
+        return out
+    values = sort_values or {}
+
+    def key(r: TensorRow):
+        v = values.get(r.name, float("nan"))
+        missing = not np.isfinite(v)
+        return (missing, -v if not missing else 0.0, natural_key(r.name))
+
+    return sorted(shown, key=key)
+
+
+def _last_present(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: index of the last True row and whether there is one."""
+    has = present.any(axis=0)
+    last = present.shape[0] - 1 - np.argmax(present[::-1], axis=0)
+    return last, has
+
+
+def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+    """For each metric: (value at `row` per col, history up to `row` per col).
+
+    A tensor missing from the snapshot at `row` shows its last value before
+    it. History holds only the snapshots that covered the tensor.
+    """
+    out = {}
+    if row < 0 or not cols:
+        empty = np.full(len(cols), np.nan)
+        return {m[0]: (empty, [np.zeros(0)] * len(cols)) for m in METRICS}
+    idx = np.asarray(cols, dtype=np.int64)
+    present = data.present[: row + 1][:, idx]
+    last, has = _last_present(present)
+    span = np.arange(idx.size)
+    for key, kind, stat, _label, _log in METRICS:
+        if not data.has_kind(kind):
+            out[key] = (np.full(idx.size, np.nan), [np.zeros(0)] * idx.size)
+            continue
+        m = data.stat_matrix(kind, stat)[: row + 1][:, idx]
+        now = np.where(has, m[last, span], np.nan)
+        hist = [m[present[:, j], j] for j in range(idx.size)]
+        out[key] = (now, hist)
+    return out
+
+
+def sort_values(data, rows: list[TensorRow], row: int, sort: str, alerts_by_tensor: dict) -> dict[str, float]:
+    """The number each tensor is sorted by (largest first) for the metric sorts."""
+    if sort in ("model", "name") or not rows:
+        return {}
+    if sort == "alerts":
+        return {r.name: _alert_rank(alerts_by_tensor.get(r.name)) for r in rows}
+    cols = [r.col for r in rows]
+    if row < 0:
+        return {}
+    if sort == "update ratio":
+        now, _hist = metric_values(data, cols, row)["ratio"]
+        return {r.name: float(v) for r, v in zip(rows, now)}
+    # norm change: relative change of the norm since the tensor's first snapshot
+    idx = np.asarray(cols, dtype=np.int64)
+    present = data.present[: row + 1][:, idx]
+    m = data.stat_matrix("weights", "norm")[: row + 1][:, idx]
+    first = np.argmax(present, axis=0)
+    last, has = _last_present(present)
+    span = np.arange(idx.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = np.abs(m[last, span] / m[first, span] - 1.0)
+    change = np.where(has, change, np.nan)
+    return {r.name: float(v) for r, v in zip(rows, change)}
+
+
+def _alert_rank(alerts) -> float:
+    if not alerts:
+        return float("nan")
+    errors = sum(1 for a in alerts if a.severity == "error")
+    return errors * 1000.0 + len(alerts)
+
+
+def ratio_band(value: float) -> str:
+    """'good', 'slow', 'fast' or '' (unknown) for an update-to-weight ratio."""
+    if value is None or not np.isfinite(value):
+        return "fast" if value is not None and np.isinf(value) else ""
+    if value < GOOD_RATIO[0]:
+        return "slow"
+    if value > GOOD_RATIO[1]:
+        return "fast"
+    return "good"

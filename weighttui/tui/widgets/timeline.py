@@ -1,0 +1,107 @@
+"""The timeline bar (position among the snapshots) and the go-to prompt.
+
+The bar is one line: play state and speed, a track with a marker at the
+shown row, and which snapshot/step/epoch that is. Clicking the track moves
+the position there. The app owns the position; this widget only draws it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+def timeline_text(app, width: int) -> Text:
+    data = app.data
+    n = data.n
+    row = app.row
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append("▶ " if app.playing else "⏸ ", style="bold")
+    out.append(f"{app.speed:g}/s ", style="dim")
+    if app.position is None:
+        out.append("following ", style="bold green")
+    else:
+        out.append("replay    " if app.mode == "replay" else "scrubbing ", style="bold yellow")
+    if n <= 0:
+        out.append("─" * max(8, width - len(out) - 20), style="dim")
+        out.append("  no snapshots yet", style="dim")
+        return out
+    epoch = int(data.epochs[row])
+    label = f"  {row + 1}/{n}  step {int(data.steps[row])}"
+    if epoch >= 0:
+        label += f"  epoch {epoch}"
+    if data.snapshot_count > n:
+        label += f"  ({data.snapshot_count} recorded, thinned)"
+    track_w = max(8, width - len(out) - len(label))
+    at = 0 if n == 1 else round(row / (n - 1) * (track_w - 1))
+    out.append("━" * at, style="bold")
+    out.append("●", style="bold yellow")
+    out.append("─" * (track_w - at - 1), style="dim")
+    out.append(label)
+    return out
+
+
+class Timeline(Static):
+    DEFAULT_CSS = """
+    Timeline { height: 1; background: $panel; padding: 0 1; }
+    """
+
+    def refresh_from(self, app) -> None:
+        self.update(timeline_text(app, self.size.width - 2 if self.size.width else 78))
+
+    def on_resize(self) -> None:
+        self.refresh_from(self.app)
+
+    def on_click(self, event: events.Click) -> None:
+        app = self.app
+        n = app.data.n
+        text = timeline_text(app, self.size.width - 2)
+        plain = text.plain
+        start = plain.find("━") if "━" in plain else plain.find("●")
+        end = plain.rfind("─") if "─" in plain else plain.find("●")
+        if n <= 1 or start < 0 or end <= start:
+            return
+        frac = (event.x - 1 - start) / (end - start)
+        if 0 <= frac <= 1:
+            app.position = round(frac * (n - 1))
+
+
+def parse_goto(text: str, steps, epochs) -> int | None:
+    """The row for "120" / "step 120" (the last snapshot at or before that step)
+    or "e5" / "epoch 5" (the first snapshot of that epoch, or of the next one
+    recorded). None if the text is neither or nothing matches."""
+    m = re.fullmatch(r"\s*(?:(e|epoch)|(?:s|step))?\s*(-?\d+)\s*", text.lower())
+    if not m or len(steps) == 0:
+        return None
+    value = int(m.group(2))
+    if m.group(1):
+        later = np.nonzero(np.asarray(epochs) >= value)[0]
+        return int(later[0]) if later.size else None
+    return max(0, int(np.searchsorted(np.asarray(steps), value, side="right")) - 1)
+
+
+class GotoScreen(ModalScreen[str]):
+    """Asks for a step ("1200") or an epoch ("e5"); dismisses with the text, or "" on escape."""
+
+    DEFAULT_CSS = """
+    GotoScreen { align: center middle; }
+    GotoScreen > Vertical { width: 48; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    """
+    BINDINGS = [("escape", "cancel", "cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Go to step (e.g. 1200) or epoch (e.g. e5):")
+            yield Input(placeholder="step or eN", id="goto-input")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss("")
