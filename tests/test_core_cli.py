@@ -48,13 +48,21 @@ def test_info_reports_damage_of_independent_examples():
 def test_info_json_is_machine_readable(demo_log):
     doc = json.loads(cli("info", demo_log, "--json").stdout)
     run = weighttui.open(demo_log)
-    assert doc["snapshots"] == run.snapshot_count == 40
+    assert doc["steps"] == doc["snapshots"] == run.snapshot_count == 40
+    assert doc["tensors"] == 8 and doc["corruptions"] == [] and doc["torn_tail"] == 0
     assert doc["last_step"] == 195 and doc["status"] == "finished"
-    assert [t["name"] for t in doc["tensors"]] == run.tensor_names
+    assert [t["name"] for t in doc["tensor_list"]] == run.tensor_names
     assert doc["kinds"] == ["weights", "delta", "grad"]
     assert doc["full_values_steps"] == run.full_steps
     norm = run.series("layers.0.weight", "norm")[1][-1]
-    assert doc["tensors"][0]["norm"] == pytest.approx(norm)
+    assert doc["tensor_list"][0]["norm"] == pytest.approx(norm)
+
+
+def test_info_json_reports_damage():
+    doc = json.loads(cli("info", DATA / "bitflip_payload.wtui", "--json").stdout)
+    assert doc["corruptions"] == [23710] and doc["torn_tail"] == 0
+    doc = json.loads(cli("info", DATA / "torn_tail.wtui", "--json").stdout)
+    assert doc["torn_tail"] == 25
 
 
 @pytest.mark.parametrize("content,message", [

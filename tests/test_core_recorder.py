@@ -188,3 +188,14 @@ def test_constructor_rejects_bad_options(tmp_path):
         Recorder(tmp_path / "b", mode="x")
     with pytest.raises(ValueError):
         Recorder(tmp_path / "c", delta="sometimes")
+
+
+def test_full_epochs_store_once_per_epoch_in_a_step_loop(tmp_path):
+    path = tmp_path / "run.wtui"
+    with Recorder(path, every=4, full_epochs=[1]) as rec:
+        for step in range(30):
+            rec.snapshot(step, {"w": np.full(3, step, dtype=np.float32)}, epoch=step // 10)
+    run = weighttui.open(path)
+    assert run.full_steps == [10]  # the first call of epoch 1, not all ten of its steps
+    assert run.weights(epoch=1)["w"].tolist() == [10, 10, 10]
+    assert run.steps.tolist() == [0, 4, 8, 10, 12, 16, 20, 24, 28]

@@ -75,22 +75,33 @@ def info_dict(run: RunData, alerts=()) -> dict:
             "argv": rec.argv,
         },
         "runs_in_log": len(run.runs),
+        "steps": run.snapshot_count,  # the number of snapshots (the name for it)
         "snapshots": run.snapshot_count,
         "first_step": int(steps[0]) if steps.size else None,
         "last_step": int(steps[-1]) if steps.size else None,
         "last_epoch": max(epochs) if epochs else None,
         "last_record": _when(run.last_time),
+        "time_span_s": _span(run),
         "kinds": [k for k in ("weights", "delta", "grad") if run.has_kind(k)],
-        "tensors": tensor_rows(run),
+        "tensors": len(run.tensor_names),
+        "tensor_list": tensor_rows(run),
         "parameters": sum(t.size for t in (run.tensor(n) for n in run.tensor_names)),
         "scalars": {name: float(run.scalars(name)[1][-1]) for name in run.scalar_names},
         "full_values_steps": run.full_steps,
         "events": [{"step": e.step, "level": e.level, "kind": e.kind, "message": e.message}
                    for e in run.events],
         "dropped": None if run.end is None else run.end.dropped,
+        "corruptions": list(run.corruptions),
+        "torn_tail": run.torn_tail,
         "damage": damage(run),
         "alerts": [_alert_dict(a) for a in alerts],
     }
+
+
+def _span(run: RunData) -> float | None:
+    times = run.times
+    times = times[np.isfinite(times)]
+    return float(times[-1] - times[0]) if times.size else None
 
 
 def _alert_dict(alert) -> dict:
@@ -126,7 +137,8 @@ def print_info(run: RunData, alerts, out) -> None:
     if d["snapshots"]:
         epoch = "" if d["last_epoch"] is None else f", last epoch {d['last_epoch']}"
         w(f"  snapshots: {d['snapshots']} (steps {d['first_step']}..{d['last_step']}{epoch}); "
-          f"last record {d['last_record']}; blocks: {', '.join(d['kinds'])}\n")
+          f"last record {d['last_record']} ({_duration(d['time_span_s'])} of snapshots); "
+          f"blocks: {', '.join(d['kinds'])}\n")
     else:
         w("  snapshots: none yet\n")
     if d["full_values_steps"]:
@@ -143,7 +155,7 @@ def print_info(run: RunData, alerts, out) -> None:
     if dmg["unknown_frames"]:
         w(f"  {dmg['unknown_frames']} record(s) of a type this version does not know were skipped\n")
 
-    tensors = d["tensors"]
+    tensors = d["tensor_list"]
     if tensors:
         w(f"\n  {len(tensors)} tensors, {d['parameters']:,} parameters\n")
         name_w = min(48, max(len(t["name"]) for t in tensors))
@@ -171,6 +183,16 @@ def print_info(run: RunData, alerts, out) -> None:
                 w(f"      -> {a['advice']}\n")
     elif d["snapshots"]:
         w("\n  alerts: none\n")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _short_list(xs, k: int = 12) -> str:

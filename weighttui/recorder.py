@@ -181,6 +181,7 @@ class Recorder:
         self.full_every = full_every
         self._epochs = _epoch_selector(epochs, "epochs")
         self._full_epochs = _epoch_selector(full_epochs, "full_epochs")
+        self._full_epochs_done: set = set()
         self._include = _patterns(include, "include")
         self._exclude = _patterns(exclude, "exclude")
         self.delta_policy = {True: "exact", False: "off"}.get(delta, delta)
@@ -274,7 +275,11 @@ class Recorder:
             return False
         if self.full_every is not None and step % self.full_every == 0:
             return True
-        return self._full_epochs is not None and self._full_epochs(epoch)
+        # once per chosen epoch (its first recorded call), not at every step of it
+        if self._full_epochs is not None and self._full_epochs(epoch) and epoch not in self._full_epochs_done:
+            self._full_epochs_done.add(epoch)
+            return True
+        return False
 
     def selects(self, name: str) -> bool:
         """Whether include/exclude let this tensor name through."""
