@@ -141,6 +141,9 @@ class FrameDecoder:
         self._buf = bytearray()
         self._base = start_offset  # file offset of self._buf[0]
         self._resyncing = False
+        # (file offset of an incomplete front frame, file offset scanned up to)
+        # for _torn(), so a big frame arriving slowly is not rescanned each poll
+        self._torn_scan = (-1, 0)
 
     @property
     def offset(self) -> int:
@@ -194,7 +197,15 @@ class FrameDecoder:
                 length, ftype = head
                 end = pos + FRAME_OVERHEAD + length
                 if end > len(buf):
-                    return  # frame not complete yet (torn tail or still arriving)
+                    if not self._torn(buf, pos):
+                        return  # frame not complete yet (torn tail or still arriving)
+                    # A writer died mid-frame and another appended after it (a
+                    # restart with mode="a"): waiting for LEN bytes would hide
+                    # everything written since, so count it and resync.
+                    self._resyncing = True
+                    pos += 1
+                    yield Corruption(self._base + pos - 1, "incomplete frame followed by another frame")
+                    continue
                 with memoryview(buf)[pos + FRAME_HEADER_SIZE : end - 4] as body:
                     (pcrc,) = _U32.unpack_from(buf, end - 4)
                     try:
@@ -212,6 +223,35 @@ class FrameDecoder:
         finally:
             del buf[:pos]
             self._base += pos
+
+    def _torn(self, buf, pos: int) -> bool:
+        """Whether a complete, verified frame starts inside the incomplete frame at pos.
+
+        A frame being written has only its own bytes after it; a complete frame
+        with both CRCs right inside its extent means it will never be finished.
+        """
+        front = self._base + pos
+        start = pos + FRAME_HEADER_SIZE
+        if self._torn_scan[0] == front:
+            start = max(start, self._torn_scan[1] - self._base)
+        i = start
+        while True:
+            i = buf.find(SYNC, i)
+            if i < 0 or len(buf) - i < FRAME_HEADER_SIZE:
+                break
+            head = parse_frame_header(buf, i)
+            if head is not None:
+                end = i + FRAME_OVERHEAD + head[0]
+                if end > len(buf):
+                    break  # not all here yet: look again from this sync next time
+                (pcrc,) = _U32.unpack_from(buf, end - 4)
+                with memoryview(buf)[i + FRAME_HEADER_SIZE : end - 4] as body:
+                    if zlib.crc32(body) == pcrc:
+                        return True
+            i += 1
+        resume = len(buf) - (FRAME_HEADER_SIZE - 1) if i < 0 else i
+        self._torn_scan = (front, self._base + max(start, resume))
+        return False
 
     @staticmethod
     def _find_sync(buf, pos: int) -> tuple[int | None, bool]:
