@@ -1,0 +1,98 @@
+"""Time weighttui.diagnose.diagnose and weighttui.changes.change_table on a big run.
+
+    python benchmarks/bench_diagnose.py [--tensors 500] [--rows 4096]
+
+The run is synthetic but goes through the real reader: snapshot frames are
+built with the format's encoders and ingested into a RunData (statistics
+blocks for weights, delta and grad; no histograms, which these functions do
+not read). A few tensors carry planted faults so the rules have work to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+try:
+    from weighttui.changes import change_table
+except ImportError:  # while changes.py is being written
+    change_table = None
+from weighttui.diagnose import diagnose
+from weighttui.logformat import FrameType, encode_array
+from weighttui.run import RunData
+from weighttui.stats import DELTA_STATS, WEIGHT_STATS
+
+
+def frame(ftype, payload, offset=[0]):  # noqa: B006 - a running offset
+    offset[0] += 1
+    return SimpleNamespace(type=ftype, payload=payload, offset=offset[0])
+
+
+def block(names, stats):
+    return {"names": list(names), "stats": encode_array(np.ascontiguousarray(stats)), "hist": None}
+
+
+def build(t: int, rows: int, seed: int = 0) -> RunData:
+    rng = np.random.default_rng(seed)
+    data = RunData(None)
+    frames = [frame(FrameType.RUN, {"run_id": "bench", "created": 1.0, "bins": 64}),
+              frame(FrameType.TENSORS, {"tensors": [
+                  {"id": i, "name": f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}",
+                   "layer": f"layers.{i // 2}", "shape": [256, 256] if i % 2 == 0 else [256],
+                   "dtype": "float32", "trainable": True, "sample_index": None} for i in range(t)]})]
+    data.ingest(SimpleNamespace(frames=frames, corruptions=[], reset=False, size=0))
+    ids = encode_array(np.arange(t, dtype=np.uint32))
+    norm = 10 + rng.random(t)
+    for r in range(rows):
+        w = np.zeros((t, len(WEIGHT_STATS)))
+        norm *= 1 + 1e-4 * rng.standard_normal(t)
+        w[:, WEIGHT_STATS.index("norm")] = norm
+        w[:, WEIGHT_STATS.index("std")] = norm / 256
+        if r > rows // 2:
+            w[7, WEIGHT_STATS.index("nan")] = 3  # planted: NaN halfway
+        d = np.zeros((t, len(DELTA_STATS)))
+        d[:, DELTA_STATS.index("ratio")] = 1e-2 * np.exp(0.3 * rng.standard_normal(t))
+        d[:, DELTA_STATS.index("changed_frac")] = 1.0
+        d[3, :] = 0.0  # planted: a stagnant tensor
+        g = np.zeros((t, len(WEIGHT_STATS)))
+        g[:, WEIGHT_STATS.index("norm")] = np.exp(rng.standard_normal(t))
+        payload = {"step": r * 10, "epoch": None, "batch": None, "time": 1.0 + r, "ids": ids,
+                   "weights": block(WEIGHT_STATS, w), "delta": block(DELTA_STATS, d),
+                   "grad": block(WEIGHT_STATS, g), "sample": None}
+        data.ingest(SimpleNamespace(frames=[frame(FrameType.SNAPSHOT, payload)], corruptions=[],
+                                    reset=False, size=0))
+    return data
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tensors", type=int, default=500)
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    data = build(args.tensors, args.rows)
+    print(f"built a run of {args.tensors} tensors x {data.n} rows in {time.perf_counter() - t0:.1f} s")
+    alerts = diagnose(data)
+    print(f"diagnose: {len(alerts)} alerts ({', '.join(sorted({a.rule for a in alerts}))})")
+    print(f"diagnose, whole run:         {best_of(lambda: diagnose(data), args.repeat) * 1e3:8.1f} ms (best of {args.repeat})")
+    mid = data.n // 2
+    print(f"diagnose, upto_row={mid}:     {best_of(lambda: diagnose(data, upto_row=mid), args.repeat) * 1e3:8.1f} ms")
+    if change_table is not None:
+        print(f"change_table, latest row:    {best_of(lambda: change_table(data), args.repeat) * 1e3:8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
