@@ -1,0 +1,144 @@
+"""`weighttui export PATH --format tensorboard --out DIR`: a run log as TensorBoard event files.
+
+Written with the `tensorboard` package's own record writer and protos, never
+TensorFlow (tensorboard's EventFileWriter would import TensorFlow through
+`tensorboard.compat.tf` when it is installed, which costs seconds). What is
+written, at each snapshot's step and wall time:
+
+- histograms `weights/<tensor>`, `grad/<tensor>`, `delta/<tensor>`: the log's
+  own bins as the HistogramProto's bucket limits and counts (no re-binning);
+- every statistic as a scalar `<kind>.<stat>/<tensor>` (e.g.
+  `delta.ratio/fc1.weight`), so TensorBoard groups one statistic of all
+  tensors on one card, which is how layers are compared;
+- the run's own scalars (loss, learning rate ...) under their names.
+
+NaN statistics mean "not covered by this snapshot" in a run log and are left
+out; Inf (e.g. an update ratio from a zero tensor) is written as is.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from ..stats import KINDS
+
+
+def write_tensorboard(run, out_dir: str, *, kinds=None) -> str:
+    """Write `run` (a RunData) as one event file under out_dir; returns its path."""
+    kinds = [k for k in (kinds or KINDS) if run.has_kind(k)]
+    os.makedirs(out_dir, exist_ok=True)
+    created = run.run.created if run.run is not None else time.time()
+    name = f"events.out.tfevents.{int(created)}.{socket.gethostname()}.weighttui"
+    path = os.path.join(out_dir, name)
+    by_step = _Steps(run, created)
+    for kind in kinds:
+        _add_stats(run, kind, by_step)
+        _add_histograms(run, kind, by_step)
+    _add_scalars(run, by_step)
+    with open(path, "wb") as fh:
+        writer = RecordWriter(fh)
+        header = event_pb2.Event(wall_time=created, file_version="brain.Event:2")
+        writer.write(header.SerializeToString())
+        for step, wall_time, values in by_step.events():
+            event = event_pb2.Event(wall_time=wall_time, step=step, summary=summary_pb2.Summary(value=values))
+            writer.write(event.SerializeToString())
+        writer.flush()
+    return path
+
+
+class _Steps:
+    """Summary values collected per step, with the wall time of that step."""
+
+    def __init__(self, run, created: float):
+        steps, times = run.steps, run.times
+        self._values: dict[int, list] = {}
+        self._time: dict[int, float] = {}
+        for s, t in zip(steps.tolist(), times.tolist()):
+            self._time.setdefault(s, t if np.isfinite(t) else created)
+        # scalars may fall between snapshots: their time is interpolated
+        ok = np.isfinite(times)
+        self._xs, self._ts = steps[ok].astype(np.float64), times[ok]
+        self._created = created
+
+    def time_of(self, step: int) -> float:
+        if step in self._time:
+            return self._time[step]
+        if self._xs.size:
+            return float(np.interp(step, self._xs, self._ts))
+        return self._created
+
+    def add(self, step: int, value) -> None:
+        self._values.setdefault(int(step), []).append(value)
+
+    def events(self):
+        for step in sorted(self._values):
+            yield step, self.time_of(step), self._values[step]
+
+
+def _add_stats(run, kind: str, out: _Steps) -> None:
+    steps = run.steps
+    present = run.present
+    names = [t.name for t in run.tensors]
+    for stat in run.columns(kind):
+        matrix = run.stat_matrix(kind, stat)
+        rows, cols = np.nonzero(present & ~np.isnan(matrix))
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            out.add(steps[r], summary_pb2.Summary.Value(tag=f"{kind}.{stat}/{names[c]}",
+                                                        simple_value=float(matrix[r, c])))
+
+
+def _add_histograms(run, kind: str, out: _Steps) -> None:
+    exact = "mean" in run.columns(kind) and "norm" in run.columns(kind)
+    for name in run.tensor_names:
+        steps, lo, hi, counts = run.histograms(name, kind)
+        if not len(steps):
+            continue
+        means = norms = None
+        if exact:  # sum and sum of squares from the statistics rather than bin centres
+            st_steps, means = run.series(name, "mean", kind)
+            _s, norms = run.series(name, "norm", kind)
+            lookup = {s: i for i, s in enumerate(st_steps.tolist())}
+        for i, step in enumerate(steps.tolist()):
+            if not np.isfinite(lo[i]):
+                continue  # no finite value in this snapshot: nothing to draw
+            j = lookup.get(step) if exact else None
+            proto = histogram_proto(float(lo[i]), float(hi[i]), counts[i],
+                                    mean=None if j is None else float(means[j]),
+                                    norm=None if j is None else float(norms[j]))
+            out.add(step, summary_pb2.Summary.Value(tag=f"{kind}/{name}", histo=proto))
+
+
+def histogram_proto(lo: float, hi: float, counts, *, mean=None, norm=None) -> summary_pb2.HistogramProto:
+    """A HistogramProto with the log's own B equal-width bins over [lo, hi].
+
+    TensorBoard's bucket i holds values up to bucket_limit[i] (after the
+    previous limit), so the limits are the upper bin edges. When lo == hi
+    every value is in one bucket, written as a single bucket at that value.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    num = float(counts.sum())
+    if hi > lo:
+        edges = np.linspace(lo, hi, counts.size + 1)
+        limits, buckets = edges[1:], counts
+        centres = (edges[:-1] + edges[1:]) / 2
+    else:
+        limits, buckets, centres = np.array([hi]), np.array([num]), np.array([hi])
+    if mean is not None and norm is not None and np.isfinite(mean) and np.isfinite(norm):
+        total, squares = mean * num, norm * norm
+    else:
+        total, squares = float(buckets @ centres), float(buckets @ (centres * centres))
+    return summary_pb2.HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
+                                      bucket_limit=limits.tolist(), bucket=buckets.tolist())
+
+
+def _add_scalars(run, out: _Steps) -> None:
+    for name in run.scalar_names:
+        steps, values = run.scalars(name)
+        for s, v in zip(steps.tolist(), values.tolist()):
+            out.add(s, summary_pb2.Summary.Value(tag=name, simple_value=float(v)))
