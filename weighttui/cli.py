@@ -100,8 +100,14 @@ def cmd_export(args) -> int:
     from . import export
     from .run import open as open_run
 
+    args.path = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     run = open_run(args.path, run=args.run)
+    if args.format == "tensorboard":  # event files for TensorBoard (needs the tensorboard package)
+        from .integrations.tensorboard import write_tensorboard
+
+        print(f"wrote {write_tensorboard(run, args.out, kinds=args.kind)}", file=sys.stderr)
+        return 0
     wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
                           kinds=args.kind)
     print(f"wrote {wrote}", file=sys.stderr)
@@ -186,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="statistics as a table, or complete weights at a step")
     p.add_argument("path")
-    p.add_argument("--format", choices=("csv", "npz", "json", "changes"), required=True,
+    p.add_argument("--format", choices=("csv", "npz", "json", "changes", "tensorboard"), required=True,
                    help="csv/json: statistics (or weights with --step/--epoch, json and npz); "
-                        "npz: arrays; changes: the change table as CSV")
+                        "npz: arrays; changes: the change table as CSV; "
+                        "tensorboard: event files in the --out directory")
     p.add_argument("--out", required=True, help="output file ('-' for stdout with csv/json)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--step", type=int, help="complete weights stored at this step")
