@@ -143,3 +143,27 @@ def utc(monkeypatch):
     time.tzset()
 
 
+
+
+class _Helpers:
+    """Everything above, handed to tests as the `tui` fixture (tests never import conftest)."""
+
+    DATA = DATA
+    FIXED_TIME = FIXED_TIME
+    FixedLog = FixedLog
+    fixed_log = staticmethod(fixed_log)
+    layer_params = staticmethod(layer_params)
+    write_recorder_log = staticmethod(write_recorder_log)
+    wait_until = staticmethod(wait_until)
+    static_text = staticmethod(static_text)
+    cell_text = staticmethod(cell_text)
+
+
+@pytest.fixture
+def tui():
+    return _Helpers
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"

@@ -242,16 +242,19 @@ class WeightApp(App[int]):
             return False
         if alerts == self.alerts:
             return False
-        self.set_alerts(alerts)
+        self.set_alerts(alerts, refresh=False)
         return True
 
-    def set_alerts(self, alerts: list) -> None:
+    def set_alerts(self, alerts: list, *, refresh: bool = True) -> None:
+        """Replace the alerts (normally from diagnose) and redraw the screen with them."""
         self.alerts = list(alerts)
         by: dict[str, list] = {}
         for a in self.alerts:
             if a.tensor:
                 by.setdefault(a.tensor, []).append(a)
         self.alerts_by_tensor = by
+        if refresh:
+            self._refresh_now(force=True)
 
     # ----------------------------------------------------------- timeline
 

@@ -159,6 +159,8 @@ class LayerTable(DataTable, inherit_bindings=False):
     def _fill_visible(self) -> None:
         if self._run is None or not self._stale or self._lay is None:
             return
+        # Rows can be re-added (new tensors after a reload) before the next update_values.
+        self._at_row = min(self._at_row, self._run.n - 1)
         lo, hi = self.visible_range()
         todo = [e for e in self.entries[lo:hi] if e.key in self._stale]
         if not todo:

@@ -1,0 +1,280 @@
+"""Keys and mouse on the overview: navigation, filter, sort, fold, pause, timeline, go to, help, enter."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from weighttui.tui.app import WeightApp
+from weighttui.tui.help import HelpScreen
+from weighttui.tui.overview import TensorStatsScreen
+from weighttui.tui.widgets.header import RunHeader
+from weighttui.tui.widgets.layer_table import LayerTable
+from weighttui.tui.widgets.timeline import GotoScreen, Timeline
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+def keys(table) -> list[str]:
+    return [k.value for k in table.rows]
+
+
+def header(app) -> str:
+    return app.screen.query_one(RunHeader).content.plain
+
+
+async def loaded(tui, tmp_path, steps=30, size=(120, 30), mode="replay", **kw):
+    """A finished fixed log, opened and fully loaded; returns (app, context manager)."""
+    path = tmp_path / "run.wtui"
+    tui.fixed_log(path, steps)
+    app = WeightApp(path, mode=mode, alerts=False, **kw)
+    return app, app.run_test(size=size)
+
+
+async def test_navigation_filter_and_fold(tmp_path, tui):
+    app, ctx = await loaded(tui, tmp_path)
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        await pilot.pause(0.1)
+        table = app.screen.query_one(LayerTable)
+        assert keys(table)[:3] == ["g:encoder.layers.0", "t:encoder.layers.0.weight", "t:encoder.layers.0.bias"]
+        assert table.has_focus
+        await pilot.press("j", "j")
+        assert table.current_key() == "t:encoder.layers.0.bias"
+        await pilot.press("k")
+        assert table.current_key() == "t:encoder.layers.0.weight"
+        await pilot.press("down")
+        assert table.current_key() == "t:encoder.layers.0.bias"
+
+        # Substring filter, typed into the box that "/" opens.
+        await pilot.press("slash", *"bias")
+        assert [k for k in keys(table) if k.startswith("t:")] == [
+            "t:encoder.layers.0.bias", "t:encoder.layers.1.bias", "t:encoder.layers.2.bias"]
+        assert app.tensor_order == ["encoder.layers.0.bias", "encoder.layers.1.bias", "encoder.layers.2.bias"]
+        await pilot.press("enter")
+        assert table.has_focus
+        # Glob filter.
+        await pilot.press("slash", *("\b" * 4), *"*.[12].w*")
+        await pilot.pause(0.05)
+        assert [k for k in keys(table) if k.startswith("t:")] == [
+            "t:encoder.layers.1.weight", "t:encoder.layers.2.weight"]
+        # Escape clears it.
+        await pilot.press("escape")
+        assert len([k for k in keys(table) if k.startswith("t:")]) == 7
+
+        # Enter on a group row folds it; again unfolds.
+        table.move_cursor(row=0)
+        await pilot.press("enter")
+        assert "t:encoder.layers.0.weight" not in keys(table)
+        assert table.get_cell("g:encoder.layers.0", "name").plain.startswith("▸")
+        await pilot.press("enter")
+        assert "t:encoder.layers.0.weight" in keys(table)
+        await pilot.press("z")
+        assert all(k.startswith("g:") for k in keys(table))
+        assert len(app.tensor_order) == 7  # folded groups still count for [ ] on the detail screen
+        await pilot.press("z")
+        assert len(keys(table)) == 11
+
+
+async def test_sort_cycles_and_puts_the_fastest_tensor_first(tmp_path, tui):
+    app, ctx = await loaded(tui, tmp_path, mode="watch")
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        table = app.screen.query_one(LayerTable)
+        await pilot.press("s")
+        assert app.screen.sort == "name"
+        await pilot.press("s")
+        assert app.screen.sort == "update ratio"
+        assert not any(k.startswith("g:") for k in keys(table))  # flat when sorted by a metric
+        ratio = app.data.stat_matrix("delta", "ratio")[-1]
+        expected = [app.data.tensors[i].name for i in sorted(range(ratio.size), key=lambda i: -ratio[i])]
+        assert [k[2:] for k in keys(table)] == expected
+        await pilot.press("s")
+        assert app.screen.sort == "norm change"
+        norm = app.data.stat_matrix("weights", "norm")
+        change = abs(norm[-1] / norm[0] - 1)
+        assert keys(table)[0] == "t:" + app.data.tensors[int(change.argmax())].name
+        await pilot.press("s")
+        assert app.screen.sort == "alerts"
+
+        class A:  # the fields of weighttui.diagnose.Alert that the table uses
+            def __init__(self, tensor, severity):
+                self.tensor, self.severity, self.message = tensor, severity, "x"
+
+        app.set_alerts([A("encoder.layers.1.bias", "warning"), A("head.weight", "error")])
+        await pilot.press("s", "s", "s", "s", "s")  # round the cycle back to alerts, re-sorted
+        assert app.screen.sort == "alerts"
+        assert keys(table)[:2] == ["t:head.weight", "t:encoder.layers.1.bias"]
+        assert table.get_cell("t:head.weight", "mark").plain.strip() == "✖"
+        assert table.get_cell("t:encoder.layers.1.bias", "mark").plain.strip() == "▲"
+        assert table.get_cell("t:encoder.layers.0.bias", "mark").plain.strip() == ""
+
+
+async def test_timeline_keys_and_cells_follow_the_position(tmp_path, tui):
+    app, ctx = await loaded(tui, tmp_path, mode="replay")
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        table = app.screen.query_one(LayerTable)
+
+        def norm_cell():
+            return table.get_cell("t:head.weight", "norm").plain.split()[-1]
+
+        def norm_at(row):
+            return f"{app.data.stat_matrix('weights', 'norm')[row, 6]:.4g}"
+
+        assert app.position == 0 and norm_cell() == norm_at(0)
+        await pilot.press("right")
+        assert app.position == 1 and norm_cell() == norm_at(1)
+        await pilot.press("shift+right")
+        assert app.position == 11 and norm_cell() == norm_at(11)
+        assert "step 110" in header(app) and "12/30" in app.screen.query_one(Timeline).content.plain
+        await pilot.press("shift+left", "left")
+        assert app.position == 0
+        await pilot.press("left")
+        assert app.position == 0  # clamped
+        await pilot.press("end")
+        assert app.position is None and app.row == 29 and norm_cell() == norm_at(29)
+        await pilot.press("home")
+        assert app.position == 0
+
+        # g: a step (the last snapshot at or before it), then an epoch.
+        await pilot.press("g")
+        assert isinstance(app.screen, GotoScreen)
+        await pilot.press(*"155", "enter")
+        assert app.position == 15 and int(app.data.steps[15]) == 150
+        await pilot.press("g", *"e2", "enter")
+        assert app.position == 20 and int(app.data.epochs[20]) == 2
+        await pilot.press("g", *"nonsense", "enter")
+        assert app.position == 20
+        await pilot.press("g", "escape")
+        assert app.position == 20 and not isinstance(app.screen, GotoScreen)
+
+        # space plays at `speed` snapshots a second and stops again.
+        await pilot.press(*["minus"] * 5)
+        assert app.speed == 1
+        await pilot.press("space")
+        assert app.playing
+        await tui.wait_until(pilot, lambda: app.position > 20, timeout=5, what="one step of play")
+        await pilot.press("space")
+        assert not app.playing
+        stopped = app.position
+        await pilot.pause(1.3)
+        assert app.position == stopped
+        # +: faster; played to the end it stops by itself.
+        await pilot.press(*["plus"] * 6)
+        assert app.speed == 100
+        await pilot.press("space")
+        await tui.wait_until(pilot, lambda: not app.playing, timeout=10, what="play to the end")
+        assert app.row == 29
+
+
+async def test_watch_scrubs_back_and_end_follows_again(tmp_path, tui):
+    path = tmp_path / "live.wtui"
+    log = tui.FixedLog(path)
+    for s in range(10):
+        log.snapshot(s)
+    app = WeightApp(path, mode="watch", alerts=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 10)
+        assert app.position is None
+        await pilot.press("left", "left")
+        assert app.position == 7
+        log.snapshot(10)
+        await tui.wait_until(pilot, lambda: app.data.n == 11)
+        await pilot.pause(0.15)
+        assert app.position == 7 and "step 7" in header(app)  # scrubbing stays put
+        await pilot.press("right", "right", "right")
+        assert app.position is None  # stepping onto the newest follows again
+        await pilot.press("left")
+        await pilot.press("end")
+        assert app.position is None
+        log.snapshot(11)
+        await tui.wait_until(pilot, lambda: "step 11" in header(app), what="following")
+
+
+async def test_pause_freezes_the_display_while_data_keeps_loading(tmp_path, tui):
+    path = tmp_path / "live.wtui"
+    log = tui.FixedLog(path)
+    for s in range(3):
+        log.snapshot(s)
+    app = WeightApp(path, mode="watch", alerts=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 3)
+        await pilot.pause(0.15)
+        table = app.screen.query_one(LayerTable)
+        shown = table.get_cell("t:head.weight", "norm").plain
+        await pilot.press("p")
+        assert app.display_paused and "PAUSED" in header(app)
+        for s in range(3, 8):
+            log.snapshot(s)
+        await tui.wait_until(pilot, lambda: app.data.n == 8, what="data loading while paused")
+        await pilot.pause(0.25)
+        assert table.get_cell("t:head.weight", "norm").plain == shown
+        assert app.row == 2  # the frozen snapshot
+        assert "+5 new" in header(app) and "step 2" in header(app)
+        await pilot.press("p")
+        assert not app.display_paused and app.position is None
+        assert "step 7" in header(app)
+        assert table.get_cell("t:head.weight", "norm").plain != shown
+
+
+async def test_enter_opens_the_tensor_and_help_lists_the_keys(tmp_path, tui, monkeypatch):
+    app, ctx = await loaded(tui, tmp_path, mode="watch")
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        table = app.screen.query_one(LayerTable)
+        table.move_cursor(row=keys(table).index("t:head.weight"))
+        detail = importlib.util.find_spec("weighttui.tui.detail") is not None
+        await pilot.press("enter")
+        # The detail screen when part 2 is installed, else the fallback.
+        assert type(app.screen).__name__ == ("DetailScreen" if detail else "TensorStatsScreen")
+        await pilot.press("escape")
+        # Without the detail screen, the fallback shows the tensor's statistics.
+        monkeypatch.setattr(app, "_screen_class", lambda module, name: None)
+        await pilot.press("enter")
+        assert isinstance(app.screen, TensorStatsScreen)
+        shown = app.screen.query_one("#stats").content
+        rows = {(r[1], r[2]) for r in zip(*[c._cells for c in shown.columns])}
+        norm = app.data.stat_matrix("weights", "norm")[-1, 6]
+        assert ("norm", f"{norm:.4g}") in rows
+        await pilot.press("escape")
+        assert app.screen.query_one(LayerTable)
+
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one("Static").content.columns[1]._cells)
+        for what in ("filter", "sort", "pause", "go to", "play"):
+            assert what in text
+        await pilot.press("question_mark")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_mouse_click_on_the_timeline_moves_the_position(tmp_path, tui):
+    app, ctx = await loaded(tui, tmp_path, mode="replay", size=(100, 30))
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        await pilot.pause(0.1)
+        timeline = app.screen.query_one(Timeline)
+        plain = timeline.content.plain
+        end = plain.rfind("─")
+        await pilot.click(Timeline, offset=(end + 1, 0))
+        assert app.position == 29
+        # Clicking a row selects it; a second click opens it.
+        table = app.screen.query_one(LayerTable)
+        await pilot.click(LayerTable, offset=(5, 3))
+        assert table.cursor_row == 2
+
+
+async def test_footer_and_narrow_terminal(tmp_path, tui):
+    """80x24: every metric column still fits next to a readable name column."""
+    app, ctx = await loaded(tui, tmp_path, mode="watch", size=(80, 24))
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        await pilot.pause(0.1)
+        table = app.screen.query_one(LayerTable)
+        total = sum(c.width for c in table.columns.values())
+        assert total <= 78
+        assert table.columns[next(k for k in table.columns if k.value == "name")].width >= 20
