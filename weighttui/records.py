@@ -19,11 +19,19 @@ class InvalidRecord(ValueError):
     pass
 
 
+# Sanity limits: a hostile log must not make a reader allocate from them.
+MAX_BINS = 65536  # histogram bins (the Recorder writes at most 4096)
+MAX_NDIM = 32
+MAX_ELEMENTS = 2**48  # elements in one declared tensor
+
+
 def _int(v, what, *, nullable=False):
     if v is None and nullable:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
         raise InvalidRecord(f"{what} is not an int")
+    if not -(2**63) <= v < 2**63:  # readers store steps etc. in int64 arrays
+        raise InvalidRecord(f"{what} is out of the int64 range")
     return v
 
 
@@ -149,8 +157,8 @@ def parse_run(p: dict) -> RunRecord:
     if not isinstance(argv, list):
         raise InvalidRecord("run argv is not a list")
     bins = _int(p.get("bins", 64), "run bins")
-    if bins < 1:
-        raise InvalidRecord("run bins < 1")
+    if not 1 <= bins <= MAX_BINS:
+        raise InvalidRecord(f"run bins {bins} outside 1..{MAX_BINS}")
     return RunRecord(
         run_id=_str(p.get("run_id", ""), "run_id"),
         created=_float(p.get("created"), "run created", nullable=True) or 0.0,
@@ -184,6 +192,8 @@ def parse_tensors(p: dict, known: dict) -> list[TensorInfo]:
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise InvalidRecord("tensor shape is not a list of non-negative ints")
+        if len(shape) > MAX_NDIM or math.prod(shape) > MAX_ELEMENTS:
+            raise InvalidRecord(f"tensor shape {shape[:MAX_NDIM + 1]} is beyond any real tensor")
         name = _str(t.get("name"), "tensor name")
         layer = _str(t.get("layer"), "tensor layer", nullable=True, default=None)
         if layer is None:
@@ -233,6 +243,12 @@ def _block(v, what, t: int, required: bool) -> BlockRecord | None:
         counts = _array(hist.get("counts"), f"{what} hist counts", ndim=2, kinds="iu")
         if lo.shape != (t,) or hi.shape != (t,) or counts.shape[0] != t or counts.shape[1] < 1:
             raise InvalidRecord(f"{what} hist does not have one row per tensor")
+        if counts.shape[1] > MAX_BINS:
+            raise InvalidRecord(f"{what} hist has {counts.shape[1]} bins, more than {MAX_BINS}")
+        if counts.dtype != np.uint32 and counts.size:
+            # readers keep counts as uint32: anything else must fit, never wrap
+            if counts.min() < 0 or counts.max() >= 2**32:
+                raise InvalidRecord(f"{what} hist counts outside the uint32 range")
         hist = (lo.astype(np.float64), hi.astype(np.float64), counts)
     return BlockRecord(names, stats.astype(np.float64, copy=False), hist)
 
