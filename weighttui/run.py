@@ -494,7 +494,8 @@ class RunData:
         steps = self._steps[: self.n][rows]
         if idx is None:
             return steps, np.zeros((steps.size, 0), dtype=np.float32)
-        return steps, self._samples[: self.n][rows][:, idx]
+        # columns first: the sample matrix is as wide as all tensors' samples together
+        return steps, self._samples[: self.n, idx][rows]
 
     @property
     def scalar_names(self) -> list[str]:
