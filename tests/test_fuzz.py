@@ -382,3 +382,46 @@ def test_decoded_payload_memory_is_bounded_by_its_length(kind, n):
         tracemalloc.stop()
     assert isinstance(items[0], Frame)
     assert peak <= 80 * len(frame) + 100_000
+
+
+# ------------------------------------------------------------------ atheris
+
+ATHERIS_HARNESS = '''
+import sys, atheris
+with atheris.instrument_imports():
+    from weighttui.follow import Poll
+    from weighttui.logformat import Corruption, Frame, FrameDecoder
+    from weighttui.run import RunData
+
+def one(data: bytes):
+    dec = FrameDecoder(12)
+    half = len(data) // 2
+    items = []
+    for part in (data[:half], data[half:]):
+        dec.feed(part)
+        items.extend(dec.frames())
+    run = RunData(None, max_rows=8)
+    run.ingest(Poll(frames=[i for i in items if isinstance(i, Frame)],
+                    corruptions=[i for i in items if isinstance(i, Corruption)]))
+    run.steps, run.tensor_names, run.status
+
+atheris.Setup(sys.argv, one)
+atheris.Fuzz()
+'''
+
+
+def test_atheris_coverage_guided_fuzzing(tmp_path):
+    """libFuzzer-driven bytes through decoder and RunData, seeded with real frames."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, fb in enumerate(FRAMES[:6]):
+        (corpus / f"seed{i}").write_bytes(b"".join(FRAMES[: i + 1]))
+    proc = subprocess.run([sys.executable, "-c", ATHERIS_HARNESS, "-runs=3000", "-max_len=4096",
+                           "-rss_limit_mb=1024", str(corpus)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Done 3000 runs" in proc.stderr
