@@ -323,7 +323,8 @@ def test_a_failure_inside_weighttui_never_reaches_fit(tmp_path, monkeypatch, cap
     def broken(variable):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(wk, "_host_array", broken)
+    monkeypatch.setattr(wk, "_host_array", broken)  # the numpy path
+    monkeypatch.setattr(wk, "_tf_value", broken)  # the TF-ops path
     hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 3  # training ran to the end
     err = capfd.readouterr().err
@@ -356,3 +357,72 @@ def test_bad_options_fail_at_construction(tmp_path):
         WeightCallback(tmp_path / "c.wtui", epochs=0)
     with pytest.raises(ValueError):
         WeightCallback(tmp_path / "d.wtui", bins=0)
+
+
+def test_device_statistics_match_the_numpy_reference_on_the_same_fit(tmp_path):
+    keras.utils.set_random_seed(11)
+    x, y = regression(n=64, d=5)
+    model = keras.Sequential(name="sequential", layers=[
+        keras.Input((5,)), keras.layers.Dense(16, activation="relu", name="a"),
+        keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(1, name="b")])
+    model.compile(keras.optimizers.Adam(0.02), "mse")
+    kw = dict(every_batches=1, trainable_only=False, full_epochs=[1], bins=16)
+    device = WeightCallback(tmp_path / "device.wtui", stats="device", **kw)
+    reference = WeightCallback(tmp_path / "numpy.wtui", stats="numpy", **kw)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[device, reference])
+    a, b = weighttui.open(tmp_path / "device.wtui"), weighttui.open(tmp_path / "numpy.wtui")
+    assert a.tensor_names == b.tensor_names and a.steps.tolist() == b.steps.tolist()
+    assert a.n == 9
+    for kind in ("weights", "delta"):
+        for stat in a.columns(kind):
+            ma, mb = a.stat_matrix(kind, stat), b.stat_matrix(kind, stat)
+            np.testing.assert_allclose(ma, mb, rtol=1e-12, atol=1e-15, equal_nan=True, err_msg=f"{kind} {stat}")
+        for name in a.tensor_names:
+            ha, hb = a.histograms(name, kind), b.histograms(name, kind)
+            for pa, pb in zip(ha, hb):
+                np.testing.assert_array_equal(pa, pb, err_msg=f"{kind} histogram {name}")
+    for name in a.tensor_names:
+        np.testing.assert_array_equal(a.samples(name)[1], b.samples(name)[1])
+        assert a.weights(epoch=1)[name].tobytes() == b.weights(epoch=1)[name].tobytes()
+    assert np.nanmax(a.stat_matrix("delta", "max_abs")) > 0
+
+
+def test_device_statistics_edge_cases_match_the_reference():
+    from weighttui.integrations.keras_tf_stats import TFStats
+    from weighttui.stats import delta_stats, weights_block
+
+    rng = np.random.default_rng(12)
+    now = [
+        rng.normal(size=(40, 30)).astype(np.float32),
+        np.zeros(5, np.float32),  # lo == hi: every value in the middle bin
+        np.array([np.nan, 1, np.inf, -2, 0, -np.inf], np.float32),  # counted, not used
+        np.array([np.nan, np.nan], np.float32),  # nothing finite
+        rng.uniform(-1, 1, size=300).astype(np.float16),
+        np.linspace(-1, 1, 33).astype(np.float32),  # values exactly on bin edges
+    ]
+    prev = [a + rng.normal(scale=1e-3, size=a.shape).astype(a.dtype) for a in now]
+    prev[1] = now[1].copy()  # unchanged: zero delta
+    idx = [np.arange(min(8, a.size)) for a in now]
+    stats = TFStats(32, idx, delta=True)
+    has_prev = [True] * (len(now) - 1) + [False]
+    weights, delta, sample = stats([tf.constant(a) for a in now], [tf.constant(p) for p in prev], has_prev)
+
+    ref = weights_block(now, 32)
+    np.testing.assert_allclose(weights.stats, ref.stats, rtol=1e-12, atol=0, equal_nan=True)
+    for got, want in zip(weights.hist, ref.hist):
+        np.testing.assert_array_equal(got, want)
+    for i, (a, p) in enumerate(zip(now, prev)):
+        if has_prev[i]:
+            with np.errstate(invalid="ignore"):  # NaN - NaN is the point of the case
+                d = a.astype(np.float64) - p.astype(np.float64)
+                ref_delta = delta_stats(a, p)
+            np.testing.assert_allclose(delta.stats[i], ref_delta, rtol=1e-12, atol=0, equal_nan=True)
+            both = np.isfinite(a) & np.isfinite(p)
+            lo, hi, counts = histogram(d[both], 32)
+            assert delta.hist[2][i].tolist() == counts.tolist()
+            if both.any():
+                assert (delta.hist[0][i], delta.hist[1][i]) == (lo, hi)
+        else:
+            assert np.isnan(delta.stats[i]).all() and delta.hist[2][i].sum() == 0
+    want = np.concatenate([a.reshape(-1)[j] for a, j in zip(now, idx)]).astype(np.float32)
+    np.testing.assert_array_equal(sample, want)
