@@ -449,6 +449,26 @@ class Recorder:
             self.queued += 1
         return True
 
+    def submit_values(self, step: int, infos, values, *, epoch=None) -> bool:
+        """Queue complete values without a statistics snapshot (in infos order).
+
+        For integrations that store values at a point that is not a snapshot
+        step, e.g. the end of an epoch chosen by `full_epochs` when the last
+        snapshot was taken at the same step (a second snapshot there would show
+        a zero update). Returns False if dropped (the writer fell behind).
+        """
+        if not self.active:
+            return False
+        vals = [(int(step), None if epoch is None else int(epoch), info, v) for info, v in zip(infos, values)]
+        with self._lock:
+            job = _Job(declarations=list(self._pending_decl), values=vals)
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                return False
+            self._pending_decl.clear()
+        return True
+
     def _nonfinite_events(self, step, infos, weights: Block) -> list:
         """`nonfinite` event frames for tensors whose first NaN/Inf this is."""
         names = list(weights.names)
