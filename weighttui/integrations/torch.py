@@ -1,0 +1,691 @@
+"""PyTorch: `watch(model, "run.sock", optimizer=opt)` and training is recorded.
+
+With an optimizer, weighttui hooks its step (register_step_pre_hook /
+register_step_post_hook): gradient statistics are taken just before the step,
+weight and update (delta) statistics just after it, so the training loop stays
+as it was. Without one, call `handle.step()` after each optimizer step.
+
+Statistics are computed on the tensors' device by torch_stats (batched, one
+device-to-host copy per snapshot) and handed to Recorder.submit(); encoding and
+I/O happen on the recorder's writer thread. After watch() returns, no exception
+from weighttui reaches the training loop: failures are reported once and the
+snapshot is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+from ..logformat import FrameType
+from ..recorder import Recorder
+from ..stats import DELTA_STATS, WEIGHT_STATS, Block, delta_stats
+from . import torch_dist
+from .torch_stats import (
+    N_RAW,
+    _PSQ,
+    DeviceStats,
+    Work,
+    delta_rows,
+    hist_parts,
+    needs_slow_path,
+    sumsq,
+    supported,
+    weight_rows,
+)
+
+__all__ = ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET"]
+
+# delta="auto": exact previous copies are kept while they fit this many bytes
+# on each device; tensors past the budget get deltas from their sampled elements.
+DEFAULT_DELTA_BUDGET = 1 << 30
+
+# Prefixes that wrappers put in front of parameter names.
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def unwrap(model):
+    """The user's module inside DistributedDataParallel / torch.compile wrappers."""
+    for _ in range(8):
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+    return model
+
+
+def clean_name(name: str) -> str:
+    """Strip wrapper prefixes (also inside nested modules) from a parameter name."""
+    for prefix in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        name = name.replace(prefix, "")
+    return name
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _lazy(t) -> bool:
+    return isinstance(t, torch.nn.parameter.UninitializedTensorMixin)
+
+
+class _Entry:
+    """One recorded tensor: where it comes from and what weighttui keeps for it."""
+
+    __slots__ = ("name", "tensor", "info", "is_param", "exact", "sample_pos", "sample_local",
+                 "sample_dev", "replica")
+
+    def __init__(self, name, tensor, info, is_param):
+        self.name, self.tensor, self.info, self.is_param = name, tensor, info, is_param
+        self.exact = False  # delta from an exact previous copy (else from samples)
+        self.sample_pos = self.sample_local = self.sample_dev = None
+        self.replica = False  # a plain tensor in a sharded run: only rank 0 counts it
+
+
+class WatchHandle:
+    """What watch() returns: step(), scalars(), set_epoch(), end_epoch(), close()."""
+
+    def __init__(self, model, recorder, *, optimizer, grads, buffers, delta, delta_budget_bytes,
+                 skip_frozen, hist_sample, scaler, owns_recorder, writer):
+        self.model = model
+        self.recorder = recorder
+        self.optimizer = optimizer
+        self.grads = bool(grads)
+        self.buffers = bool(buffers)
+        self.delta = delta
+        self.delta_budget_bytes = int(delta_budget_bytes)
+        self.skip_frozen = bool(skip_frozen)
+        self.step_count = 0
+        self.epoch = None
+        self.writer = writer  # this rank writes (rank 0)
+        self._owns = owns_recorder
+        self._closed = False
+        self._hooks = []
+        self._entries: list[_Entry] = []
+        self._signature = None
+        self._prev: dict[str, torch.Tensor] = {}
+        self._prev_bytes: dict = {}  # device -> bytes held by exact copies
+        self._prev_sumsq: dict[str, float] = {}
+        self._sample_prev: dict[str, np.ndarray] = {}
+        self._grad_pending = None
+        self._values_step = None
+        self._stepped = False
+        self._scaler = None
+        self._scaler_pending = False
+        self._reported: set[str] = set()
+        sharded = any(torch_dist.shardable(p) for p in model.parameters())
+        reducer = None
+        if sharded:
+            mesh = next(p.device_mesh for p in model.parameters() if torch_dist.shardable(p))
+            reducer = torch_dist.ShardReducer(mesh.get_group())
+        self.sharded = sharded
+        self.engine = DeviceStats(recorder.bins if recorder is not None else 64,
+                                  hist_sample=hist_sample, reducer=reducer)
+        self.active = recorder is not None
+        if not self.active:
+            return
+        if optimizer is not None:
+            self._hooks.append(optimizer.register_step_pre_hook(self._pre_hook))
+            self._hooks.append(optimizer.register_step_post_hook(self._post_hook))
+        if scaler is not None:
+            self._wrap_scaler(scaler)
+
+    # ---------------------------------------------------------------- public
+
+    def step(self, epoch=None, scalars=None, *, step=None, batch=None) -> bool:
+        """Count one training step (call after optimizer.step()) and record it when due.
+
+        With an optimizer given to watch(), the hooks count steps; step() then
+        only sets the epoch and records scalars. Returns True if a snapshot was taken.
+        """
+        try:
+            if epoch is not None:
+                self.epoch = int(epoch)
+            if not self.active:
+                return False
+            if self.optimizer is not None:
+                if scalars:
+                    self.recorder.scalars(self.step_count, epoch=self.epoch, **scalars)
+                return False
+            self.step_count = int(step) if step is not None else self.step_count + 1
+            s = self.step_count
+            rec = self.recorder
+            full = self._full_due(s)
+            if not (rec.should_record(s, self.epoch) or full):
+                if scalars:
+                    rec.scalars(s, epoch=self.epoch, **scalars)
+                return False
+            grad = self._grad_stats() if self.grads else None
+            return self._snapshot(s, grad, full=full, batch=batch, scalars=scalars)
+        except Exception as exc:
+            self._fail_soft(exc, "taking a snapshot")
+            return False
+
+    def scalars(self, **values) -> None:
+        """Named numbers (loss, learning rate ...) at the current step."""
+        if self.active:
+            self.recorder.scalars(self.step_count, epoch=self.epoch, **values)
+
+    def set_epoch(self, epoch) -> None:
+        """Tag the snapshots that follow with this epoch."""
+        self.epoch = None if epoch is None else int(epoch)
+
+    def end_epoch(self, epoch=None, scalars=None) -> None:
+        """Mark the end of an epoch: records scalars, and complete values when
+        `full_epochs` chose this epoch (taken now, as they stand at the epoch's end)."""
+        try:
+            if epoch is not None:
+                self.epoch = int(epoch)
+            if not (self.active or self.sharded):
+                return
+            rec = self.recorder
+            if scalars and self.active:
+                rec.scalars(self.step_count, epoch=self.epoch, **scalars)
+            if rec is not None and rec.wants_full(self.step_count, self.epoch) \
+                    and self._values_step != self.step_count:
+                self._write_values(self.step_count, self._plan())
+        except Exception as exc:
+            self._fail_soft(exc, "recording complete values")
+
+    def close(self, status: str = "finished") -> None:
+        """Remove the hooks; close the recorder if watch() opened it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for h in self._hooks:
+            try:
+                h.remove()
+            except Exception:
+                pass
+        self._hooks.clear()
+        self._unwrap_scaler()
+        self._prev.clear()
+        self.engine.scratch.clear()
+        if self._owns and self.recorder is not None:
+            self.recorder.close(status=status)
+        self.active = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("failed")
+        return False
+
+    # ----------------------------------------------------------------- hooks
+
+    def _pre_hook(self, optimizer, args, kwargs):
+        try:
+            self._grad_pending = None
+            s = self.step_count + 1
+            if self.grads and self.active and self.recorder.should_record(s, self.epoch):
+                self._grad_pending = self._grad_stats()
+        except Exception as exc:
+            self._grad_pending = None
+            self._fail_soft(exc, "taking gradient statistics")
+
+    def _post_hook(self, optimizer, args, kwargs):
+        try:
+            self._stepped = True
+            self.step_count += 1
+            s = self.step_count
+            grad, self._grad_pending = self._grad_pending, None
+            if not self.active:
+                return
+            full = self._full_due(s)
+            if self.recorder.should_record(s, self.epoch) or full:
+                self._snapshot(s, grad, full=full)
+        except Exception as exc:
+            self._fail_soft(exc, "taking a snapshot")
+
+    def _full_due(self, s: int) -> bool:
+        """full_every steps; full_epochs are taken by end_epoch(), once per epoch."""
+        every = self.recorder.full_every if self.recorder is not None else None
+        return bool(every) and s % every == 0 and self.recorder.active
+
+    # ----------------------------------------------------------------- AMP
+
+    def _wrap_scaler(self, scaler) -> None:
+        """GradScaler.step skips optimizer.step when gradients hold inf/NaN; our
+        hooks then never run. Wrapping step/update (instance attributes, removed
+        on close) tells skipped steps apart and records them as events."""
+        orig_step, orig_update = scaler.step, scaler.update
+
+        def step(optimizer, *args, **kwargs):
+            self._scaler_pending = optimizer is self.optimizer
+            self._stepped = False
+            return orig_step(optimizer, *args, **kwargs)
+
+        def update(*args, **kwargs):
+            skipped = self._scaler_pending and not self._stepped
+            self._scaler_pending = False
+            before = None
+            if skipped:
+                try:
+                    before = scaler.get_scale()
+                except Exception:
+                    pass
+            out = orig_update(*args, **kwargs)
+            if skipped:
+                try:
+                    after = scaler.get_scale()
+                    self._skipped_event(before, after)
+                except Exception as exc:
+                    self._fail_soft(exc, "recording a skipped step")
+            return out
+
+        scaler.step, scaler.update = step, update
+        self._scaler = (scaler, step, update)
+
+    def _unwrap_scaler(self) -> None:
+        if self._scaler is None:
+            return
+        scaler, step, update = self._scaler
+        for attr, ours in (("step", step), ("update", update)):
+            if scaler.__dict__.get(attr) is ours:
+                del scaler.__dict__[attr]
+        self._scaler = None
+
+    def _skipped_event(self, before, after) -> None:
+        if not self.active:
+            return
+        self.recorder.event(
+            "skipped_step",
+            f"GradScaler skipped the optimizer step after step {self.step_count}: inf/NaN gradients; "
+            f"loss scale {before:g} -> {after:g}" if before is not None else
+            f"GradScaler skipped the optimizer step after step {self.step_count}: inf/NaN gradients",
+            level="warning", step=self.step_count)
+
+    # ----------------------------------------------------------------- plan
+
+    def _named_tensors(self):
+        model = self.model
+        for name, p in model.named_parameters():  # tied parameters come once
+            if _lazy(p) or not supported(p):
+                continue
+            if self.skip_frozen and not p.requires_grad:
+                continue
+            yield clean_name(name), p, True
+        if self.buffers:
+            for name, b in model.named_buffers():
+                if b is None or _lazy(b) or not supported(b):
+                    continue
+                yield clean_name(name), b, False
+
+    def _plan(self) -> list[_Entry]:
+        """The recorded tensors, re-read from the model so that parameters added
+        later or materialised (lazy modules) are declared when they appear."""
+        found = [(n, t, isp) for n, t, isp in self._named_tensors()
+                 if self.recorder is None or self.recorder.selects(n)]
+        sig = tuple((n, id(t), tuple(t.shape), t.dtype, t.device) for n, t, _ in found)
+        if sig == self._signature:
+            return self._entries
+        old = {e.name: e for e in self._entries}
+        entries = []
+        for name, t, is_param in found:
+            info = self.recorder.declare(name, tuple(t.shape), _dtype_name(t.dtype),
+                                         trainable=bool(is_param and t.requires_grad))
+            e = old.get(name)
+            if e is None or e.info is not info or e.tensor is not t:
+                e = _Entry(name, t, info, is_param)
+                if self.sharded and not torch_dist.is_dtensor(t):
+                    e.replica = True
+                if info.sample_index is not None:
+                    pos, loc = torch_dist.local_sample_positions(t, info.sample_index)
+                    if e.replica and torch_dist.rank() != 0:
+                        pos, loc = pos[:0], loc[:0]
+                    e.sample_pos = pos
+                    e.sample_local = loc
+                self._prev.pop(name, None)
+            entries.append(e)
+        self._entries = entries
+        self._signature = sig
+        self._assign_delta_policy()
+        return entries
+
+    def _assign_delta_policy(self) -> None:
+        """Which tensors keep exact previous copies (delta="auto": while the budget lasts)."""
+        policy = self.delta
+        used: dict = {}
+        world = torch.distributed.get_world_size() if self.sharded else 1
+        for e in self._entries:
+            t = e.tensor
+            nbytes = t.numel() * t.element_size()
+            if torch_dist.shardable(t):
+                nbytes = -(-nbytes // world)  # the same estimate on every rank
+            if policy == "exact":
+                e.exact = True
+            elif policy == "auto":
+                dev = str(t.device)
+                e.exact = used.get(dev, 0) + nbytes <= self.delta_budget_bytes
+                if e.exact:
+                    used[dev] = used.get(dev, 0) + nbytes
+            else:
+                e.exact = False
+            if not e.exact:
+                self._prev.pop(e.name, None)
+
+    def _local(self, e: _Entry):
+        t = e.tensor.detach()
+        if e.replica and torch_dist.rank() != 0:
+            return t.reshape(-1)[:0]  # counted by rank 0 only
+        return torch_dist.local(t)
+
+    # ------------------------------------------------------------- statistics
+
+    def _grad_stats(self):
+        """Device rows of the gradients now (kept on the device until the snapshot)."""
+        entries = self._plan()
+        rows, grads = [], []
+        for i, e in enumerate(entries):
+            g = e.tensor.grad if e.is_param else None
+            if g is None:
+                continue
+            if e.replica and torch_dist.rank() != 0:
+                g = g.detach().reshape(-1)[:0]
+            else:
+                g = torch_dist.local(g.detach())
+            rows.append(i)
+            grads.append(g)
+        if not rows and not self.sharded:
+            return None
+        work = Work(grads)
+        return entries, rows, work, self.engine.fast(work)
+
+    def _samples(self, entries, xs):
+        """Sampled values of every entry, concatenated in entries order (device, float64)."""
+        parts = []
+        total = 0
+        for e, x in zip(entries, xs):
+            k = 0 if e.info.sample_index is None else e.info.sample_index.size
+            if k == 0:
+                continue
+            total += k
+            if e.sample_dev is None or e.sample_dev[0].device != x.device:
+                e.sample_dev = (torch.as_tensor(e.sample_local, device=x.device),
+                                torch.as_tensor(e.sample_pos, device=x.device))
+            loc, pos = e.sample_dev
+            if self.sharded:
+                v = torch.zeros(k, dtype=torch.float64, device=x.device)
+                if loc.numel():
+                    v[pos] = x.reshape(-1)[loc].to(torch.float64)
+            else:
+                v = x.reshape(-1)[loc].to(torch.float64)
+            parts.append(v)
+        if not parts:
+            return None, 0
+        return torch.cat([p.to(parts[0].device) for p in parts]), total
+
+    def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
+        entries = self._plan()
+        if not entries:
+            return False
+        t_count = len(entries)
+        xs = [self._local(e) for e in entries]
+        w_parts = self.engine.fast(Work(xs))
+        d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
+        d_work = Work([xs[i] for i in d_rows], [self._prev[entries[i].name] for i in d_rows])
+        d_parts = self.engine.fast(d_work) if d_rows else []
+        sample_vec, n_samples = self._samples(entries, xs)
+        if sample_vec is not None and self.sharded:
+            sample_vec = self.engine.reducer.sum_vector(sample_vec)
+        g_parts = grad_part[3] if grad_part is not None and grad_part[0] is entries else []
+
+        # one device-to-host copy per device for everything above
+        host = _to_host([p for p, _ in w_parts] + [p for p, _ in d_parts] + [p for p, _ in g_parts]
+                        + ([sample_vec] if sample_vec is not None else []))
+        bins = self.engine.bins
+        width = N_RAW + bins
+        raw_w = np.zeros((t_count, width))
+        k = 0
+        for _p, idx in w_parts:
+            raw_w[idx] = host[k]
+            k += 1
+        raw_d = np.zeros((len(d_rows), width))
+        for _p, idx in d_parts:
+            raw_d[idx] = host[k]
+            k += 1
+        raw_g = None
+        if grad_part is not None and grad_part[0] is entries:
+            raw_g = np.zeros((len(grad_part[1]), width))
+            for _p, idx in g_parts:
+                raw_g[idx] = host[k]
+                k += 1
+        samples = host[k] if sample_vec is not None else None
+
+        # the rare masked pass: tensors holding NaN/Inf (or float32 overflow)
+        self._redo(raw_w, Work(xs))
+        if d_rows:
+            self._redo(raw_d, d_work, delta=True)
+        if raw_g is not None:
+            self._redo(raw_g, grad_part[2])
+
+        values = self._values(entries) if full else None  # a collective when sharded
+        if not self.writer:
+            self._after(entries, xs, raw_w, samples)
+            return False
+        weights = Block(WEIGHT_STATS, weight_rows(raw_w), hist_parts(raw_w, bins))
+        delta = self._delta_block(entries, d_rows, raw_d, samples)
+        grad = None
+        if raw_g is not None:
+            gs = np.full((t_count, len(WEIGHT_STATS)), np.nan)
+            glo, ghi = np.full(t_count, np.nan), np.full(t_count, np.nan)
+            gc = np.zeros((t_count, bins), dtype=np.uint32)
+            rows = grad_part[1]
+            gs[rows] = weight_rows(raw_g)
+            glo[rows], ghi[rows], gc[rows] = hist_parts(raw_g, bins)
+            grad = Block(WEIGHT_STATS, gs, (glo, ghi, gc))
+        infos = [e.info for e in entries]
+        extra = []
+        if scalars:
+            payload = Recorder._scalars_payload(step, self.epoch, scalars)
+            if payload is not None:
+                extra.append((FrameType.SCALARS, payload))
+        self._after(entries, xs, raw_w, samples)
+        ok = self.recorder.submit(step, infos, weights, epoch=self.epoch, batch=batch, delta=delta,
+                                  grad=grad, sample=None if samples is None else samples.astype(np.float32),
+                                  values=values, extra_frames=extra)
+        if full:
+            self._values_step = step
+        return ok
+
+    def _redo(self, raw, work, delta=False) -> None:
+        # Sharded, every rank holds the same reduced rows, so every rank picks the
+        # same ones and the masked pass's collectives match.
+        bad = np.nonzero(needs_slow_path(raw) & (raw[:, 0] > 0))[0]
+        if bad.size:
+            raw[bad] = self.engine.masked(work, bad.tolist()).numpy()
+
+    def _delta_block(self, entries, d_rows, raw_d, samples):
+        if self.delta == "off":
+            return None
+        t_count = len(entries)
+        bins = self.engine.bins
+        st = np.full((t_count, len(DELTA_STATS)), np.nan)
+        lo, hi = np.full(t_count, np.nan), np.full(t_count, np.nan)
+        counts = np.zeros((t_count, bins), dtype=np.uint32)
+        if d_rows:
+            slow = needs_slow_path(raw_d) | (raw_d[:, _PSQ] != 0)
+            psq = np.array([self._prev_sumsq.get(entries[i].name, np.nan) for i in d_rows])
+            psq = np.where(slow, raw_d[:, _PSQ], psq)
+            rows = delta_rows(raw_d, psq)
+            empty = raw_d[:, 0] == 0
+            rows[empty] = [0.0, np.nan, np.nan, np.nan, np.nan, 1.0]
+            st[d_rows] = rows
+            lo[d_rows], hi[d_rows], counts[d_rows] = hist_parts(raw_d, bins)
+        # sampled deltas, from the sampled values on the host
+        if samples is not None:
+            at = 0
+            for i, e in enumerate(entries):
+                k = 0 if e.info.sample_index is None else e.info.sample_index.size
+                now = samples[at:at + k]
+                at += k
+                if e.exact or k == 0:
+                    continue
+                prev = self._sample_prev.get(e.name)
+                if prev is not None and prev.shape == now.shape:
+                    st[i] = delta_stats(now, prev, exact=False, total=e.info.size)
+        any_exact = any(e.exact for e in entries)
+        return Block(DELTA_STATS, st, (lo, hi, counts) if any_exact else None)
+
+    def _after(self, entries, xs, raw_w, samples) -> None:
+        """Remember what the next snapshot's deltas compare against."""
+        sq = sumsq(raw_w)
+        fin = ~needs_slow_path(raw_w)
+        copies_to, copies_from = [], []
+        at = 0
+        for i, (e, x) in enumerate(zip(entries, xs)):
+            k = 0 if e.info.sample_index is None else e.info.sample_index.size
+            if samples is not None and k:
+                self._sample_prev[e.name] = samples[at:at + k].copy()
+            at += k
+            if fin[i]:
+                self._prev_sumsq[e.name] = float(sq[i])
+            else:
+                self._prev_sumsq.pop(e.name, None)
+            if not e.exact:
+                continue
+            prev = self._prev.get(e.name)
+            if prev is None or prev.shape != x.shape or prev.device != x.device:
+                self._prev[e.name] = x.detach().clone()
+            else:
+                copies_to.append(prev)
+                copies_from.append(x.detach())
+        if copies_to:
+            with torch.no_grad():
+                torch._foreach_copy_(copies_to, copies_from)
+
+    def _values(self, entries):
+        out = []
+        for e in entries:
+            t = torch_dist.full(e.tensor.detach())
+            if not self.writer:
+                continue
+            out.append(_host_value(t))
+        return out
+
+    def _write_values(self, step, entries) -> None:
+        values = self._values(entries)
+        if not self.writer or not values:
+            return
+        self.recorder.submit_values(step, [e.info for e in entries], values, epoch=self.epoch)
+        self._values_step = step
+
+    # ---------------------------------------------------------------- errors
+
+    def _fail_soft(self, exc, doing: str) -> None:
+        """Report once per kind of failure; training goes on."""
+        try:
+            if self.recorder is not None and self.writer:
+                self.recorder._fail_soft(exc, doing)
+                return
+            key = f"{doing}:{type(exc).__name__}"
+            if key not in self._reported:
+                self._reported.add(key)
+                print(f"weighttui: skipped while {doing}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        except Exception:
+            pass
+
+
+def _to_host(parts):
+    """Every part on the host with one copy per device (parts are float64)."""
+    if not parts:
+        return []
+    by_dev: dict = {}
+    for j, p in enumerate(parts):
+        by_dev.setdefault(p.device, []).append(j)
+    out = [None] * len(parts)
+    for dev, js in by_dev.items():
+        flat = torch.cat([parts[j].reshape(-1) for j in js])
+        host = flat.cpu().numpy() if flat.device.type != "cpu" else flat.numpy()
+        at = 0
+        for j in js:
+            n = parts[j].numel()
+            out[j] = host[at:at + n].reshape(parts[j].shape)
+            at += n
+    return out
+
+
+def _host_value(t: torch.Tensor):
+    """A host copy of complete values for a values record (bfloat16 as raw bits)."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return ("bf16", t.to("cpu", copy=True).contiguous().view(torch.int16).numpy().view(np.uint16))
+    return t.to("cpu", copy=True).contiguous().numpy()
+
+
+def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
+          buffers: bool = False, delta="auto", delta_budget_bytes: int = DEFAULT_DELTA_BUDGET,
+          skip_frozen: bool = False, hist_sample: int | None = None, scaler=None,
+          initial: bool = True, **recorder_options) -> WatchHandle:
+    """Record a torch module's weights, gradients and updates while it trains.
+
+    model: an nn.Module (DistributedDataParallel and torch.compile wrappers are
+      unwrapped; FSDP2 `fully_shard` DTensor parameters are reduced across ranks).
+    path_or_recorder: a run log path (opened by watch, closed by handle.close()),
+      or a weighttui.Recorder you own (`recorder_options` must then be empty).
+    optimizer: hook its step(): no change to the loop. Without it call
+      handle.step() after each optimizer step.
+    every: record every N steps (more Recorder options: epochs, bins, sample,
+      full_every, full_epochs, include, exclude, meta, mode ...).
+    grads: gradient statistics (taken before the optimizer step).
+    buffers: also record buffers (BatchNorm running statistics ...), trainable=False.
+    delta: "auto" (exact copies within delta_budget_bytes per device, sampled
+      elements beyond), "exact", "sample" or "off".
+    skip_frozen: leave out parameters with requires_grad=False (else recorded
+      with trainable=False).
+    hist_sample: histogram at most about this many elements of each tensor (a
+      deterministic strided subsample; statistics stay exact). None: all.
+    scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
+    initial: record the weights as they are when watch() is called (step 0).
+
+    In a distributed run only rank 0 writes; pass the same arguments on every rank.
+    """
+    if delta not in ("auto", "exact", "sample", "off", True, False):
+        raise ValueError(f"delta must be 'auto', 'exact', 'sample' or 'off', got {delta!r}")
+    delta = {True: "exact", False: "off"}.get(delta, delta)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap(model)
+    writer = torch_dist.rank() == 0
+    sharded = any(torch_dist.shardable(p) for p in model.parameters())
+    owns = not isinstance(path_or_recorder, Recorder)
+    if not owns and recorder_options:
+        raise TypeError("recorder options go to the Recorder you created, not to watch(): "
+                        f"{sorted(recorder_options)}")
+    recorder = None
+    if writer:
+        if owns:
+            recorder = Recorder(path_or_recorder, every=every, delta=False,
+                                framework=f"torch {torch.__version__}", **recorder_options)
+        else:
+            recorder = path_or_recorder
+    elif sharded:
+        # Other ranks of a sharded run compute their shards' part of every
+        # snapshot, so they need the schedule and tensor registry: a recorder
+        # that never gets a snapshot and writes nothing that is kept.
+        if owns:
+            recorder = Recorder(os.devnull, every=every, delta=False, **recorder_options)
+        else:
+            recorder = path_or_recorder
+        owns = True if owns else False
+    handle = WatchHandle(model, recorder, optimizer=optimizer, grads=grads, buffers=buffers,
+                         delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
+                         hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer)
+    if initial and handle.active:
+        try:
+            if recorder.should_record(0, None):
+                handle._snapshot(0, None)
+        except Exception as exc:
+            handle._fail_soft(exc, "taking the initial snapshot")
+    return handle

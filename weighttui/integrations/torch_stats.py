@@ -1,0 +1,430 @@
+"""FORMAT.md statistics of torch tensors, computed on the tensors' device.
+
+The numpy functions in weighttui.stats are the reference; this module computes
+the same numbers with torch ops where the tensors live, batched, and hands back
+*raw aggregates* that are additive (or min/max) so that shards of one tensor
+(FSDP, DTensor) can be combined by a collective before they are finalised:
+
+    RAW row = n, m (finite count), lo, hi (finite extrema), c (shift),
+              s1 = sum(x - c), s2 = sum((x - c)^2), asum = sum|x|,
+              zeros, nan, inf, psq (delta only: sum prev^2) | hist counts [B]
+
+The shift c (a value of the tensor) keeps the variance well conditioned
+(sum((x-c)^2) does not cancel when |mean| >> std, e.g. LayerNorm weights near 1).
+
+Fast path (all values finite, the usual case): per tensor (or per stack of
+equally sized small tensors, one [k, L] matrix) a handful of reductions with
+preallocated scratch buffers, results stacked on the device; the caller moves
+every row to the host with one copy. Rows whose extrema or sums come back
+non-finite are recomputed by the masked float64 slow path (a second copy, only
+in a snapshot where some tensor holds NaN/Inf).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..stats import DELTA_STATS, WEIGHT_STATS
+
+RAW = ("n", "m", "lo", "hi", "c", "s1", "s2", "asum", "zeros", "nan", "inf", "psq")
+N_RAW = len(RAW)
+_N, _M, _LO, _HI, _C, _S1, _S2, _ASUM, _ZEROS, _NAN, _INF, _PSQ = range(N_RAW)
+
+# Tensors with fewer elements than this are stacked with others of the same size
+# and reduced together (one op for k tensors instead of k ops each).
+SMALL = 1 << 16
+# Larger tensors are processed in slices of this many elements, so the scratch
+# buffers stay bounded on a model with huge embeddings.
+SLICE = 1 << 24
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16/float32; float64 for float64, integers and bool."""
+    if dtype in (torch.float16, torch.bfloat16, torch.float32):
+        return torch.float32
+    return torch.float64
+
+
+def supported(t: torch.Tensor) -> bool:
+    """Real numbers torch can reduce (not complex, not float8 storage types)."""
+    return not t.is_complex() and "float8" not in str(t.dtype)
+
+
+class Reducer:
+    """Combines raw aggregates of the shards of each tensor; the identity when unsharded."""
+
+    sharded = False
+
+    def ranges(self, lo: torch.Tensor, hi: torch.Tensor, total: torch.Tensor, count: torch.Tensor):
+        """Global (lo, hi, shift) per row from local extrema, sums and counts."""
+        return lo, hi, None
+
+    def sums(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw rows [R, N_RAW + B] summed over shards (lo/hi/c are already global)."""
+        return raw
+
+
+class Scratch:
+    """Reusable flat buffers per (device, dtype): no allocation (and, on CPU, no
+    page faults on fresh memory) per snapshot."""
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, slot: str, device, dtype, n: int) -> torch.Tensor:
+        key = (slot, str(device), dtype)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(max(n, 1), dtype=dtype, device=device)
+            self._bufs[key] = buf
+        return buf[:n]
+
+    def clear(self) -> None:
+        self._bufs.clear()
+
+
+@dataclass
+class Work:
+    """Rows of one kind to compute: weights/grads (x) or deltas (x - prev)."""
+
+    xs: list  # tensors (local shards), any shape
+    prevs: list | None = None  # for deltas: previous values, same shapes
+
+
+class DeviceStats:
+    """Raw aggregates of many tensors, batched, on their device(s)."""
+
+    def __init__(self, bins: int, *, hist_sample: int | None = None, reducer: Reducer | None = None):
+        self.bins = int(bins)
+        self.hist_sample = hist_sample
+        self.reducer = reducer or Reducer()
+        self.scratch = Scratch()
+
+    # ------------------------------------------------------------ fast path
+
+    def fast(self, work: Work) -> list:
+        """Raw rows of every input on its device: [(rows [k, N_RAW + B] float64, input indices)].
+
+        Unsharded, zero-size tensors are left out (the caller fills them from the
+        reference). Sharded, every input gets a row (an empty local shard is a
+        neutral row) and all rows come back as one group, reduced across ranks.
+        """
+        sharded = self.reducer.sharded
+        groups: dict = {}
+        empties = []
+        for i, x in enumerate(work.xs):
+            n = x.numel()
+            if n == 0:
+                empties.append(i)
+                continue
+            cdt = compute_dtype(x.dtype)
+            # Sharded: local shard sizes differ across ranks, so no stacking by size
+            # (every rank must run the same collectives over the same rows).
+            key = (x.device, cdt, n) if n < SMALL and not sharded else (x.device, cdt, n, i)
+            groups.setdefault(key, []).append(i)
+        groups = [_Group(self, work, idx, key[0], key[1], key[2]) for key, idx in groups.items()]
+        if not work.xs:
+            return []
+        with torch.no_grad():
+            if not sharded:
+                return [(g.rows(g.ranges()), g.idx) for g in groups]
+            return [self._sharded(work, groups, empties)]
+
+    def _sharded(self, work, groups, empties):
+        device = work.xs[0].device if work.xs else torch.device("cpu")
+        r = len(work.xs)
+        order = [i for g in groups for i in g.idx] + empties
+        phase = [g.ranges(local_sums=True) for g in groups]
+        for g in groups:
+            g._whole = None  # later groups reused the scratch: recompute in rows()
+        inf = torch.full((len(empties),), math.inf, dtype=torch.float64, device=device)
+        zero = torch.zeros(len(empties), dtype=torch.float64, device=device)
+        cols = [torch.cat([p[j].to(torch.float64).to(device) for p in phase] + [extra])
+                for j, extra in ((0, inf), (1, -inf), (3, zero), (4, zero))]
+        perm = torch.empty(r, dtype=torch.int64, device=device)
+        perm[torch.tensor(order, dtype=torch.int64, device=device)] = torch.arange(r, device=device)
+        lo, hi, total, count = (col[perm] for col in cols)
+        lo, hi, c = self.reducer.ranges(lo, hi, total, count)
+        rows = torch.zeros(r, N_RAW + self.bins, dtype=torch.float64, device=device)
+        for g in groups:
+            at = torch.tensor(g.idx, dtype=torch.int64, device=device)
+            rows[at] = g.rows((lo[at].to(g.cdt), hi[at].to(g.cdt), c[at].to(g.cdt))).to(device)
+        if empties:
+            at = torch.tensor(empties, dtype=torch.int64, device=device)
+            rows[at, _LO], rows[at, _HI], rows[at, _C] = lo[at], hi[at], c[at]
+        return self.reducer.sums(rows), list(range(r))
+
+    def _matrix(self, ts, cdt, slot, n, device) -> torch.Tensor:
+        """[k, n] in the compute dtype: a view when possible, else into scratch."""
+        if len(ts) == 1 and ts[0].dtype == cdt and ts[0].is_contiguous():
+            return ts[0].reshape(1, n)
+        buf = self.scratch.get(slot, device, cdt, len(ts) * n).view(len(ts), n)
+        if len(ts) == 1:
+            buf[0].copy_(ts[0].reshape(-1))
+        elif all(t.dtype == cdt for t in ts):
+            torch.stack([t.reshape(-1) for t in ts], out=buf)
+        else:
+            buf.copy_(torch.stack([t.reshape(-1) for t in ts]))
+        return buf
+
+    def _moments(self, m, lo, hi, c, device, cdt, stride, start) -> torch.Tensor:
+        """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]."""
+        k, L = m.shape
+        tmp = self.scratch.get("tmp", device, cdt, k * L).view(k, L)
+        # k == 1: whole-tensor reductions (the dim=1 kernels are slower on CPU)
+        red = (lambda t: t.sum().view(1)) if k == 1 else (lambda t: t.sum(1))
+        torch.sub(m, c[:, None], out=tmp)
+        s1 = red(tmp)  # torch's CPU sum is pairwise: ~1e-7 relative in float32
+        tmp.square_()
+        s2 = red(tmp)
+        torch.abs(m, out=tmp)
+        asum = red(tmp)
+        nz = torch.count_nonzero(m).view(1) if k == 1 else torch.count_nonzero(m, dim=1)
+        counts = self._hist(m, lo, hi, device, cdt, stride, start)
+        return torch.cat([torch.stack([s1.double(), s2.double(), asum.double(), nz.double()], 1),
+                          counts.double()], 1)
+
+    def _hist(self, m, lo, hi, device, cdt, stride, start) -> torch.Tensor:
+        """Counts [k, B] of m's rows in B equal bins over [lo, hi] (numpy.histogram's
+        bins, last one closed; every value in bin B // 2 when lo == hi). With a stride,
+        every stride-th element (counted from the tensor's start) is binned."""
+        bins = self.bins
+        if stride > 1:
+            first = (-start) % stride
+            m = m[:, first::stride]
+        k, L = m.shape
+        if L == 0:
+            return torch.zeros(k, bins, dtype=torch.int64, device=device)
+        span = (hi - lo).to(cdt)
+        scale = torch.where(span > 0, bins / span, torch.zeros_like(span))
+        t = self.scratch.get("tmp2", device, cdt, k * L).view(k, L)
+        torch.sub(m, lo[:, None].to(cdt), out=t)
+        t.mul_(scale[:, None])
+        it = self.scratch.get("idx", device, torch.int32, k * L).view(k, L)
+        it.copy_(t)  # truncation toward zero: floor for the non-negative values here
+        it.clamp_(0, bins - 1)  # x == hi lands in the last bin; NaN rows are redone later
+        base = torch.arange(k, device=device, dtype=torch.int32) * bins
+        base += torch.where(span > 0, 0, bins // 2).to(torch.int32)
+        it.add_(base[:, None])
+        return torch.bincount(it.view(-1), minlength=k * bins).view(k, bins)
+
+    # ------------------------------------------------------------ slow path
+
+    def masked(self, work: Work, rows) -> torch.Tensor:
+        """Raw rows of the chosen inputs, finite elements only, in float64.
+
+        For tensors holding NaN/Inf (or sums that overflowed float32). Returns a
+        [len(rows), N_RAW + B] float64 tensor on the CPU.
+        """
+        out = []
+        with torch.no_grad():
+            parts = []
+            for i in rows:
+                x = work.xs[i].detach().reshape(-1).to(torch.float64)
+                if work.prevs is None:
+                    nan = torch.isnan(x).sum()
+                    inf = torch.isinf(x).sum()
+                    zeros = (x == 0).sum()
+                    fin = x[torch.isfinite(x)]
+                    psq = torch.zeros((), dtype=torch.float64, device=x.device)
+                else:
+                    p = work.prevs[i].detach().reshape(-1).to(torch.float64)
+                    both = torch.isfinite(x) & torch.isfinite(p)
+                    fin = (x - p)[both]
+                    pb = p[both]
+                    psq = (pb * pb).sum()
+                    nan = torch.zeros((), dtype=torch.int64, device=x.device)
+                    inf = nan
+                    zeros = (fin == 0).sum()
+                parts.append((x.numel(), fin, zeros, nan, inf, psq))
+            # ranges first (all of them, so a sharded reducer can agree on them)
+            mins, maxs, sums, counts = [], [], [], []
+            for n, fin, *_ in parts:
+                if fin.numel():
+                    mn, mx = torch.aminmax(fin)
+                else:
+                    mn = torch.tensor(math.inf, dtype=torch.float64, device=fin.device)
+                    mx = -mn
+                mins.append(mn)
+                maxs.append(mx)
+                sums.append(fin.sum())
+                counts.append(torch.tensor(float(fin.numel()), dtype=torch.float64, device=fin.device))
+            if not parts:
+                return torch.zeros(0, N_RAW + self.bins, dtype=torch.float64)
+            dev = parts[0][1].device
+            mins = torch.stack([t.to(dev) for t in mins])
+            maxs = torch.stack([t.to(dev) for t in maxs])
+            shift = None
+            if self.reducer.sharded:
+                mins, maxs, shift = self.reducer.ranges(mins, maxs, torch.stack([t.to(dev) for t in sums]),
+                                                        torch.stack([t.to(dev) for t in counts]))
+            for j, (n, fin, zeros, nan, inf, psq) in enumerate(parts):
+                lo, hi = mins[j].to(fin.device), maxs[j].to(fin.device)
+                if shift is not None:
+                    c = shift[j].to(fin.device)
+                elif fin.numel():
+                    c = fin[0]
+                else:
+                    c = torch.zeros((), dtype=torch.float64, device=fin.device)
+                if fin.numel():
+                    t = fin - c
+                    s1, s2, asum = t.sum(), (t * t).sum(), fin.abs().sum()
+                    counts_ = self._hist(fin.view(1, -1), lo.view(1), hi.view(1), fin.device,
+                                         torch.float64, 1, 0)[0]
+                else:
+                    s1 = s2 = asum = torch.zeros((), dtype=torch.float64, device=fin.device)
+                    counts_ = torch.zeros(self.bins, dtype=torch.int64, device=fin.device)
+                head = torch.stack([
+                    torch.tensor(float(n), dtype=torch.float64, device=fin.device),
+                    torch.tensor(float(fin.numel()), dtype=torch.float64, device=fin.device),
+                    lo, hi, c.to(torch.float64), s1, s2, asum,
+                    zeros.to(torch.float64), nan.to(torch.float64), inf.to(torch.float64), psq])
+                out.append(torch.cat([head, counts_.to(torch.float64)]).to(dev))
+        raw = torch.stack(out)
+        if self.reducer.sharded:
+            raw = self.reducer.sums(raw)
+        return raw.cpu()
+
+
+class _Group:
+    """k equally sized tensors (or one big one) as a [k, n] matrix, in slices."""
+
+    def __init__(self, eng: DeviceStats, work: Work, idx, device, cdt, n):
+        self.eng, self.idx, self.device, self.cdt, self.n = eng, idx, device, cdt, n
+        self.k = len(idx)
+        self.xs = [work.xs[i].detach() for i in idx]
+        self.prevs = None if work.prevs is None else [work.prevs[i] for i in idx]
+        self.slices = [(a, min(n, a + SLICE)) for a in range(0, n, SLICE)]
+        self._whole = None
+
+    def part(self, a: int, b: int) -> torch.Tensor:
+        """Columns a:b of the matrix: the values, or the differences for deltas."""
+        eng, cdt, n, dev = self.eng, self.cdt, self.n, self.device
+        if self.prevs is None:
+            if len(self.slices) == 1:
+                return eng._matrix(self.xs, cdt, "x", n, dev)
+            return self.xs[0].reshape(1, n)[:, a:b].to(cdt)
+        if len(self.slices) == 1:
+            x = eng._matrix(self.xs, cdt, "x", n, dev)
+            p = eng._matrix(self.prevs, cdt, "p", n, dev)
+            d = eng.scratch.get("d", dev, cdt, self.k * n).view(self.k, n)
+            return torch.sub(x, p, out=d)
+        d = eng.scratch.get("d", dev, cdt, b - a).view(1, b - a)
+        d.copy_(self.xs[0].reshape(1, n)[:, a:b])
+        return d.sub_(self.prevs[0].reshape(1, n)[:, a:b])
+
+    def ranges(self, *, local_sums: bool = False):
+        """(lo, hi, c, sum, count) per row; sum/count only when asked (sharded shift)."""
+        los, his, sums = [], [], []
+        for a, b in self.slices:
+            m = self.part(a, b)
+            if len(self.slices) == 1:
+                self._whole = m  # reused by rows() when nothing ran in between
+            if self.k == 1:
+                mn, mx = torch.aminmax(m)
+                mn, mx = mn.view(1), mx.view(1)
+            else:
+                mn, mx = torch.aminmax(m, dim=1)
+            los.append(mn)
+            his.append(mx)
+            if local_sums:
+                sums.append(m.sum(1, dtype=torch.float64))
+        lo = los[0] if len(los) == 1 else torch.stack(los).amin(0)
+        hi = his[0] if len(his) == 1 else torch.stack(his).amax(0)
+        c = self.part(0, 1)[:, 0].clone() if self._whole is None else self._whole[:, 0].clone()
+        total = torch.stack(sums).sum(0) if sums else None
+        count = torch.full((self.k,), float(self.n), dtype=torch.float64, device=self.device)
+        return lo, hi, c, total, count
+
+    def rows(self, rng) -> torch.Tensor:
+        lo, hi, c = rng[0], rng[1], rng[2]
+        eng = self.eng
+        stride = 1
+        if eng.hist_sample and self.n > eng.hist_sample:
+            stride = -(-self.n // eng.hist_sample)
+        acc = None
+        for a, b in self.slices:
+            m = self._whole if self._whole is not None else self.part(a, b)
+            r = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a)
+            acc = r if acc is None else acc + r
+        self._whole = None
+        s1, s2, asum, nz, counts = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3], acc[:, 4:]
+        z = torch.zeros_like(s1)
+        nn = torch.full_like(s1, float(self.n))
+        head = torch.stack([nn, nn, lo.to(torch.float64), hi.to(torch.float64), c.to(torch.float64),
+                            s1, s2, asum, nn - nz, z, z, z], dim=1)
+        return torch.cat([head, counts], dim=1)
+
+
+# ----------------------------------------------------------------- host side
+
+
+def needs_slow_path(raw: np.ndarray) -> np.ndarray:
+    """Rows whose fast-path extrema or sums are not finite (NaN/Inf inside, or overflow)."""
+    cols = raw[:, [_LO, _HI, _C, _S1, _S2, _ASUM]]
+    return ~np.isfinite(cols).all(axis=1)
+
+
+def weight_rows(raw: np.ndarray) -> np.ndarray:
+    """WEIGHT_STATS [R, 9] from raw rows (as weighttui.stats.weight_stats defines them)."""
+    n, m, c, s1, s2 = raw[:, _N], raw[:, _M], raw[:, _C], raw[:, _S1], raw[:, _S2]
+    out = np.full((raw.shape[0], len(WEIGHT_STATS)), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = c + s1 / m
+        m2 = np.maximum(s2 - s1 * s1 / m, 0.0)
+        has = m > 0
+        out[:, 0] = np.where(has, mean, np.nan)
+        out[:, 1] = np.where(has, np.sqrt(m2 / m), np.nan)
+        out[:, 2] = np.where(has, raw[:, _LO], np.nan)
+        out[:, 3] = np.where(has, raw[:, _HI], np.nan)
+        out[:, 4] = np.where(has, raw[:, _ASUM] / m, np.nan)
+        out[:, 5] = np.where(has, np.sqrt(m2 + m * mean * mean), 0.0)
+        out[:, 6] = np.where(n > 0, raw[:, _ZEROS] / n, np.nan)
+    out[:, 7] = raw[:, _NAN]
+    out[:, 8] = raw[:, _INF]
+    return out
+
+
+def sumsq(raw: np.ndarray) -> np.ndarray:
+    """sum(x^2) over the finite elements of each row (0 where there are none)."""
+    m, c, s1, s2 = raw[:, _M], raw[:, _C], raw[:, _S1], raw[:, _S2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = c + s1 / m
+        m2 = np.maximum(s2 - s1 * s1 / m, 0.0)
+        return np.where(m > 0, m2 + m * mean * mean, 0.0)
+
+
+def delta_rows(raw: np.ndarray, prev_sumsq: np.ndarray) -> np.ndarray:
+    """DELTA_STATS [R, 6] of d = now - prev from raw rows of d.
+
+    prev_sumsq: sum(prev^2) over the elements finite in both, per row (the fast
+    path knows it from the previous snapshot; the slow path measured it, psq).
+    """
+    n, m = raw[:, _N], raw[:, _M]
+    out = np.full((raw.shape[0], len(DELTA_STATS)), np.nan)
+    dsq = sumsq(raw)
+    dnorm = np.sqrt(dsq)
+    pnorm = np.sqrt(np.maximum(prev_sumsq, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(pnorm > 0, dnorm / pnorm, np.where(dnorm > 0, np.inf, 0.0))
+        has = m > 0
+        out[:, 0] = dnorm
+        out[:, 1] = ratio
+        out[:, 2] = np.where(has, np.maximum(-raw[:, _LO], raw[:, _HI]), np.nan)
+        out[:, 3] = np.where(has, raw[:, _ASUM] / m, np.nan)
+        out[:, 4] = np.where(n > 0, (m - raw[:, _ZEROS]) / n, np.nan)
+    out[:, 5] = 1.0
+    return out
+
+
+def hist_parts(raw: np.ndarray, bins: int):
+    """(lo, hi, counts uint32) of raw rows; NaN bounds where no element is finite."""
+    m = raw[:, _M]
+    lo = np.where(m > 0, raw[:, _LO], np.nan)
+    hi = np.where(m > 0, raw[:, _HI], np.nan)
+    counts = np.rint(raw[:, N_RAW:N_RAW + bins]).astype(np.uint32)
+    return lo, hi, counts
