@@ -19,6 +19,7 @@ and the app pass them through `DiagnoseConfig.from_options`.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -200,11 +201,13 @@ def _median_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _first_jump(m: np.ndarray, window: int, *, factor: float | None = None, rise: float | None = None,
-                persist: int = 1, floor: np.ndarray | None = None):
+                persist: int = 1, floor: np.ndarray | None = None, start: int = 0,
+                skip: np.ndarray | None = None):
     """Per column, the first row r where m stays (for `persist` rows) far above its median before r.
 
     "Far above": > factor x median (factor rule) or > median + rise (rise
-    rule). Returns (row [T] or -1, median before that row [T]). The rolling
+    rule), for rows r >= start; columns in `skip` are left out. Returns
+    (row [T] or -1, median before that row [T]). The rolling
     minimum is a cheap lower bound of the median, so exact medians are taken
     only for the candidate cells, in row order, until each column is settled.
     """
@@ -219,7 +222,9 @@ def _first_jump(m: np.ndarray, window: int, *, factor: float | None = None, rise
         cand = (after > lo * factor) if factor is not None else (after > lo + rise)
         if floor is not None:
             cand &= after > floor[None, :] * (factor if factor is not None else 1.0)
-    cand[:window] = False
+    cand[: max(window, start)] = False
+    if skip is not None:
+        cand[:, skip] = False
     rr, cc = np.nonzero(cand)  # row-major: sorted by row
     if not rr.size:
         return rows, base
@@ -280,31 +285,66 @@ def _fmt(x: float) -> str:
 
 # ------------------------------------------------------------------- rules
 
+_TAIL = 64  # rows the state rules read first; older rows only for states that began before them
+
+
+class _History:
+    """Event-rule results over rows that can no longer change, kept between calls.
+
+    The app diagnoses a growing run about once a second: rows already decided
+    are not read again. Every stored row but the newest is final (the newest
+    may be replaced while decimating); decimation, a reset or another config
+    change the rows' snapshot indices or the key, and everything is redone.
+    """
+
+    def __init__(self, key, index: np.ndarray):
+        self.key = key
+        self.index = index  # snapshot_index of the rows committed so far
+        self.rules: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # rule -> (decided, row, extra)
+
+    def valid_for(self, run, key) -> bool:
+        if key != self.key or run.n < self.index.size:
+            return False
+        return np.array_equal(run.snapshot_index[: self.index.size], self.index)
+
+
+_histories = weakref.WeakKeyDictionary()  # RunData -> _History
+
 
 class _Context:
-    """What every rule needs, sliced to the rows being diagnosed."""
+    """What every rule needs, for the rows 0..n-1 being diagnosed."""
 
     def __init__(self, run, n: int, config: DiagnoseConfig):
         self.run = run
         self.n = n
+        self.n_final = run.n - 1  # rows below this are final
         self.config = config
         self.steps = run.steps[:n]
         self.tensors = list(run.tensors)
         t = len(self.tensors)
+        self.t = t
         self.present = run.present[:n, :t]
         self.trainable = np.array([bool(i.trainable) for i in self.tensors], dtype=bool)
         self.ndim = np.array([len(i.shape) for i in self.tensors], dtype=np.int64)
         self.size = np.array([max(1, int(i.size)) for i in self.tensors], dtype=np.float64)
         self.names = [i.name for i in self.tensors]
         self.alerts: list[Alert] = []
-        self._cache: dict = {}
+        key = (id(run.run), run.resets, t, dataclasses.astuple(config))
+        hist = _histories.get(run)
+        if hist is None or not hist.valid_for(run, key):
+            hist = _History(key, np.zeros(0, dtype=np.int64))
+            _histories[run] = hist
+        self.history = hist
 
-    def stat(self, kind: str, stat: str) -> np.ndarray:
-        """A C-contiguous copy of one statistic (the store interleaves them; strided math is slow)."""
-        key = (kind, stat)
-        if key not in self._cache:
-            self._cache[key] = np.ascontiguousarray(self.run.stat_matrix(kind, stat)[: self.n])
-        return self._cache[key]
+    def rows(self, kind: str, stat: str, lo: int, hi: int | None = None, cols=None) -> np.ndarray:
+        """Rows lo..hi-1 (default: to n) of one statistic, as a C-contiguous copy.
+
+        The store interleaves the statistics, so reading one is a strided
+        gather; reading only the rows (and columns) needed is what keeps a
+        call cheap on long runs.
+        """
+        m = self.run.stat_matrix(kind, stat)[lo : self.n if hi is None else hi]
+        return np.ascontiguousarray(m if cols is None else m[:, cols])
 
     def add(self, rule: str, col: int, row: int, severity: str, message: str) -> None:
         self.alerts.append(Alert(rule=rule, tensor=self.names[col], step=int(self.steps[row]),
@@ -314,29 +354,106 @@ class _Context:
         rows = np.nonzero(self.present[:, col])[0]
         return int(rows[0]) if rows.size else 0
 
+    def first_event(self, name: str, window: int, persist: int, detect):
+        """First row per column where an event rule fires, using and extending the history.
+
+        detect(lo, hi, start, skip) -> (row [T] absolute or -1, extra [T, k]):
+        candidate rows start..hi-persist, data rows lo..hi-1, columns in skip
+        already settled. Returns (row [T], extra [T, k]) valid for rows < n.
+        """
+        n, t = self.n, self.t
+        decided, row, extra = self.history.rules.get(name, (0, np.full(t, -1, dtype=np.int64), None))
+        last = n - persist  # the last row that can be judged with n rows
+        visible = (row >= 0) & (row <= last)
+        out_row = np.where(visible, row, -1)
+        out_extra = extra
+        if last >= decided:
+            lo = max(0, decided - window)
+            new_row, new_extra = detect(lo, n, decided, visible)
+            fresh = (new_row >= 0) & ~visible
+            out_row = np.where(fresh, new_row, out_row)
+            if out_extra is None:
+                out_extra = new_extra
+            else:
+                out_extra = np.where(fresh[:, None], new_extra, out_extra)
+            # keep what only final rows decided
+            limit = self.n_final - persist  # rows r <= limit read rows < n_final only
+            commit = fresh & (new_row <= limit)
+            if n >= self.n_final and limit + 1 > decided:
+                keep_row = np.where(commit, new_row, row)
+                keep_extra = new_extra if extra is None else np.where(commit[:, None], new_extra, extra)
+                self.history.rules[name] = (limit + 1, keep_row, keep_extra)
+                if self.history.index.size < self.n_final:
+                    self.history.index = self.run.snapshot_index[: self.n_final]
+        if out_extra is None:
+            out_extra = np.full((t, 1), np.nan)
+        return out_row, out_extra
+
+    def trailing_state(self, states, min_count: int = 1):
+        """(count [T], last_break [T] absolute or -1) of a state holding over the last rows.
+
+        states(lo, cols) -> (state, known) [rows lo..n-1, cols] booleans. The
+        last _TAIL rows are read first; columns whose state reaches back past
+        them are read in full.
+        """
+        n = self.n
+        lo = max(0, n - _TAIL)
+        state, known = states(lo, None)
+        count, last_break = _trailing(state, known)
+        last_break = np.where(last_break >= 0, last_break + lo, -1)
+        open_ = (last_break < 0) & (count >= min_count) & (lo > 0)
+        if open_.any():
+            cols = np.nonzero(open_)[0]
+            state, known = states(0, cols)
+            c2, b2 = _trailing(state, known)
+            count[cols], last_break[cols] = c2, b2
+        return count, last_break
+
+
+def _jump_detector(ctx: _Context, kind: str, stat: str, window: int, **kw):
+    def detect(lo, hi, start, skip):
+        m = ctx.rows(kind, stat, lo, hi)
+        rows, base = _first_jump(m, window, start=start - lo, skip=skip, **kw)
+        return np.where(rows >= 0, rows + lo, -1), base[:, None]
+    return detect
+
 
 def _rule_nonfinite(ctx: _Context) -> None:
     for kind, rule, severity in (("weights", "nonfinite", "error"), ("grad", "nonfinite_grad", "warning")):
         if rule in ctx.config.disabled or not ctx.run.has_kind(kind):
             continue
-        with np.errstate(invalid="ignore"):
-            bad = (ctx.stat(kind, "nan") > 0) | (ctx.stat(kind, "inf") > 0)
-        cols = np.nonzero(bad.any(axis=0))[0]
+
+        def detect(lo, hi, start, skip, kind=kind):
+            nan, inf = ctx.rows(kind, "nan", lo, hi), ctx.rows(kind, "inf", lo, hi)
+            with np.errstate(invalid="ignore"):
+                bad = (nan > 0) | (inf > 0)
+            bad[: start - lo] = False
+            bad[:, skip] = False
+            first = np.argmax(bad, axis=0)
+            cols = np.arange(bad.shape[1])
+            rows = np.where(bad.any(axis=0), first + lo, -1)
+            return rows, np.stack([nan[first, cols], inf[first, cols]], axis=1)
+
+        rows, extra = ctx.first_event(rule, 0, 1, detect)
+        cols = np.nonzero(rows >= 0)[0]
         if not cols.size:
             continue
-        first = np.argmax(bad, axis=0)
-        nan, inf = ctx.stat(kind, "nan"), ctx.stat(kind, "inf")
+        lo = max(0, ctx.n - _TAIL)
+        nan_now, inf_now = ctx.rows(kind, "nan", lo), ctx.rows(kind, "inf", lo)
+        what = "values" if kind == "weights" else "gradients"
         for c in cols:
-            r0 = int(first[c])
-            rows_bad = int(bad[:, c].sum())
-            last = int(np.nonzero(ctx.present[:, c])[0][-1])
-            what = "values" if kind == "weights" else "gradients"
+            r0 = int(rows[c])
+            here = np.nonzero(ctx.present[lo:, c])[0]
             now = ""
-            if bad[last, c]:
-                now = f"; now {int(nan[last, c])} NaN, {int(inf[last, c])} Inf"
+            if here.size:
+                k = here[-1]
+                if nan_now[k, c] > 0 or inf_now[k, c] > 0:
+                    now = f"; at step {int(ctx.steps[lo + k])}: {int(nan_now[k, c])} NaN, {int(inf_now[k, c])} Inf"
+                else:
+                    now = f"; finite again at step {int(ctx.steps[lo + k])}"
             ctx.add(rule, c, r0, severity,
-                    f"non-finite {what}: {int(nan[r0, c])} NaN, {int(inf[r0, c])} Inf at step "
-                    f"{int(ctx.steps[r0])}, in {rows_bad} snapshot(s){now}")
+                    f"non-finite {what} from step {int(ctx.steps[r0])}: {int(extra[c, 0])} NaN, "
+                    f"{int(extra[c, 1])} Inf{now}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:
@@ -345,18 +462,24 @@ def _rule_stagnant(ctx: _Context) -> set[int]:
     if "stagnant" in cfg.disabled or ctx.n < 2:
         return set()
     if ctx.run.has_kind("delta"):
-        changed = ctx.stat("delta", "changed_frac")
-        ratio = ctx.stat("delta", "ratio")
-        known = ctx.present & (np.isfinite(changed) | np.isfinite(ratio))
-        with np.errstate(invalid="ignore"):
-            still = (changed == 0) | (ratio < cfg.stagnant_ratio)
+        def states(lo, cols):
+            changed = ctx.rows("delta", "changed_frac", lo, cols=cols)
+            ratio = ctx.rows("delta", "ratio", lo, cols=cols)
+            present = ctx.present[lo:] if cols is None else ctx.present[lo:, cols]
+            known = present & (np.isfinite(changed) | np.isfinite(ratio))
+            with np.errstate(invalid="ignore"):
+                return (changed == 0) | (ratio < cfg.stagnant_ratio), known
     else:  # no update statistics in the log: identical statistics count as no change
-        stats = np.stack([ctx.stat("weights", s) for s in ("mean", "std", "min", "max", "norm")])
-        still = np.zeros(ctx.present.shape, dtype=bool)
-        known = np.zeros(ctx.present.shape, dtype=bool)
-        still[1:] = (stats[:, 1:] == stats[:, :-1]).all(axis=0)
-        known[1:] = ctx.present[1:] & ctx.present[:-1] & np.isfinite(stats[:, 1:]).all(axis=0)
-    count, last_break = _trailing(still, known)
+        def states(lo, cols):
+            lo1 = max(0, lo - 1)
+            st = np.stack([ctx.rows("weights", s, lo1, cols=cols) for s in ("mean", "std", "min", "max", "norm")])
+            present = ctx.present[lo1:] if cols is None else ctx.present[lo1:, cols]
+            still = np.zeros(present.shape, dtype=bool)
+            known = np.zeros(present.shape, dtype=bool)
+            still[1:] = (st[:, 1:] == st[:, :-1]).all(axis=0)
+            known[1:] = present[1:] & present[:-1] & np.isfinite(st[:, 1:]).all(axis=0)
+            return still[lo - lo1:], known[lo - lo1:]
+    count, last_break = ctx.trailing_state(states)
     hits = np.nonzero((count >= cfg.stagnant_window) & ctx.trainable)[0]
     for c in hits:
         r = int(last_break[c]) if last_break[c] >= 0 else ctx.first_present_row(c)
@@ -369,23 +492,20 @@ def _rule_stagnant(ctx: _Context) -> set[int]:
 def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
     cfg = ctx.config
     wanted = [r for r in ("ratio_high", "ratio_low") if r not in cfg.disabled]
-    if not wanted or not ctx.run.has_kind("delta") or ctx.n < 2:
-        return
-    w = min(cfg.ratio_window, ctx.n)
-    if ctx.n < cfg.ratio_window:
+    w = cfg.ratio_window
+    if not wanted or not ctx.run.has_kind("delta") or ctx.n < max(2, w):
         return  # not enough history to call anything persistent
-    r = ctx.stat("delta", "ratio") / step_interval(ctx.run, ctx.n)[:, None]
+    interval = step_interval(ctx.run, ctx.n)
+    recent = ctx.rows("delta", "ratio", ctx.n - w) / interval[-w:, None]
     eligible = ctx.trainable & (ctx.ndim >= cfg.ratio_min_ndim)
     eligible[list(skip)] = False
     with _quiet_nan(), np.errstate(invalid="ignore"):
-        recent = r[-w:]
         enough = np.isfinite(recent).sum(axis=0) >= max(1, w // 2)
         med = np.nanmedian(recent, axis=0)
         high = eligible & enough & (med > cfg.ratio_high)
         low = eligible & enough & (med < cfg.ratio_low)
-    # A tensor slow while the others learn is an outlier; all of them slow together is usually
-    # an annealed or converged run, worth an alert only if it was so from the start.
-    with _quiet_nan():
+        # A tensor slow while the others learn is an outlier; all of them slow together is
+        # usually an annealed or converged run, worth an alert only if it was so from the start.
         pool = med[eligible & enough]
         typical = float(np.nanmedian(pool)) if pool.size else np.nan
     others_learn = typical >= cfg.ratio_low
@@ -394,7 +514,9 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
         if rule not in wanted:
             continue
         for c in np.nonzero(mask)[0]:
-            start = _state_start(r[:, c], w, lambda m: m > bound if word == "above" else m < bound)
+            series = ctx.rows("delta", "ratio", 0, cols=[c])[:, 0] / interval
+            start = _state_start(series, w, (lambda m, b=bound: m > b) if word == "above"
+                                 else (lambda m, b=bound: m < b))
             if rule == "ratio_low" and not (others_learn or start == 0):
                 continue
             why = ""
@@ -409,59 +531,83 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
 def _state_start(series: np.ndarray, w: int, outside) -> int:
     """The row where the trailing stretch of 'rolling median outside the band' began."""
     n = series.size
-    view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w], ends at i+w-1
+    view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w]
     with _quiet_nan(), np.errstate(invalid="ignore"):
         med = np.nanmedian(view, axis=1)
         out = outside(med)
     inside = np.nonzero(~out)[0]
     first_window = int(inside[-1]) + 1 if inside.size else 0
-    return min(n - 1, first_window)  # the window that first showed it starts here
+    return min(n - 1, first_window)  # the first window of the stretch starts here
 
 
 def _rule_norm_growth(ctx: _Context) -> None:
     cfg = ctx.config
     if "norm_growth" in cfg.disabled:
         return
-    norm = ctx.stat("weights", "norm")
     floor = cfg.norm_floor * np.sqrt(ctx.size)  # an RMS of norm_floor, as a norm
-    rows, base = _first_jump(norm, cfg.norm_window, factor=cfg.norm_growth, floor=floor)
-    for c in np.nonzero(rows >= 0)[0]:
+    detect = _jump_detector(ctx, "weights", "norm", cfg.norm_window, factor=cfg.norm_growth, floor=floor)
+    rows, extra = ctx.first_event("norm_growth", cfg.norm_window, 1, detect)
+    cols = np.nonzero(rows >= 0)[0]
+    for c in cols:
         r = int(rows[c])
+        value = float(ctx.rows("weights", "norm", r, r + 1, cols=[c])[0, 0])
         ctx.add("norm_growth", c, r, "warning",
-                f"weight norm jumped to {_fmt(norm[r, c])}, {norm[r, c] / base[c]:.0f}x its median "
-                f"{_fmt(base[c])} over the {cfg.norm_window} snapshots before")
+                f"weight norm jumped to {_fmt(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{_fmt(extra[c, 0])} over the {cfg.norm_window} snapshots before")
 
 
-def _rule_gradients(ctx: _Context) -> None:
+def _rule_grad_explode(ctx: _Context) -> None:
     cfg = ctx.config
-    if not ctx.run.has_kind("grad"):
+    if "grad_explode" in cfg.disabled or not ctx.run.has_kind("grad"):
         return
-    g = ctx.stat("grad", "norm")
-    if "grad_explode" not in cfg.disabled:
-        rows, base = _first_jump(g, cfg.grad_window, factor=cfg.grad_explode, persist=cfg.grad_persist)
-        for c in np.nonzero((rows >= 0) & ctx.trainable)[0]:
-            r = int(rows[c])
-            ctx.add("grad_explode", c, r, "error",
-                    f"gradient norm jumped to {_fmt(g[r, c])}, {g[r, c] / base[c]:.0f}x its median "
-                    f"{_fmt(base[c])} over the {cfg.grad_window} snapshots before, and stayed up")
-    if "grad_vanish" not in cfg.disabled:
-        rms = g / np.sqrt(ctx.size)[None, :]
-        live = ctx.present & ctx.trainable[None, :] & np.isfinite(rms)
-        with _quiet_nan(), np.errstate(invalid="ignore"):
-            typical = _median_rows(np.where(live, rms, np.nan))  # [rows]
-            vanish = (rms == 0) | ((live.sum(axis=1) >= 2)[:, None] & (rms < cfg.grad_vanish * typical[:, None]))
-        count, last_break = _trailing(vanish, live)
-        for c in np.nonzero((count >= cfg.grad_vanish_window) & ctx.trainable)[0]:
-            r = int(last_break[c]) + 1 if last_break[c] >= 0 else ctx.first_present_row(c)
-            rows_c = np.nonzero(live[r:, c])[0] + r
-            r = int(rows_c[0]) if rows_c.size else r
-            last = int(rows_c[-1]) if rows_c.size else r
-            if g[last, c] == 0:
-                what = "exactly zero"
-            else:
-                what = f"{_fmt(rms[last, c])} RMS, {_fmt(rms[last, c] / typical[last])}x the median tensor's"
-            ctx.add("grad_vanish", c, r, "warning",
-                    f"gradient {what} for the last {int(count[c])} snapshots")
+    detect = _jump_detector(ctx, "grad", "norm", cfg.grad_window, factor=cfg.grad_explode,
+                            persist=cfg.grad_persist)
+    rows, extra = ctx.first_event("grad_explode", cfg.grad_window, cfg.grad_persist, detect)
+    for c in np.nonzero((rows >= 0) & ctx.trainable)[0]:
+        r = int(rows[c])
+        value = float(ctx.rows("grad", "norm", r, r + 1, cols=[c])[0, 0])
+        ctx.add("grad_explode", c, r, "error",
+                f"gradient norm jumped to {_fmt(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{_fmt(extra[c, 0])} over the {cfg.grad_window} snapshots before, and stayed up")
+
+
+def _rule_grad_vanish(ctx: _Context) -> None:
+    cfg = ctx.config
+    if "grad_vanish" in cfg.disabled or not ctx.run.has_kind("grad"):
+        return
+    root = np.sqrt(ctx.size)
+    typical_cache = {}
+
+    def rms_typical(lo):
+        if lo not in typical_cache:
+            rms = ctx.rows("grad", "norm", lo) / root[None, :]
+            live = ctx.present[lo:] & ctx.trainable[None, :] & np.isfinite(rms)
+            typical = _median_rows(np.where(live, rms, np.nan))  # the median tensor, per row
+            typical_cache[lo] = (rms, live, typical, live.sum(axis=1) >= 2)
+        return typical_cache[lo]
+
+    def states(lo, cols):
+        rms, live, typical, several = rms_typical(lo)
+        if cols is not None:
+            rms, live = rms[:, cols], live[:, cols]
+        with np.errstate(invalid="ignore"):
+            vanish = (rms == 0) | (several[:, None] & (rms < cfg.grad_vanish * typical[:, None]))
+        return vanish, live
+
+    count, last_break = ctx.trailing_state(states)
+    for c in np.nonzero((count >= cfg.grad_vanish_window) & ctx.trainable)[0]:
+        lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
+        rms, live, typical, _several = rms_typical(max(0, ctx.n - _TAIL))
+        off = max(0, ctx.n - _TAIL)
+        here = np.nonzero(live[:, c])[0]
+        k = here[-1] if here.size else rms.shape[0] - 1
+        r = lo + int(np.argmax(ctx.present[lo:, c]))
+        if rms[k, c] == 0:
+            what = "exactly zero"
+        else:
+            what = f"{_fmt(rms[k, c])} RMS, {_fmt(rms[k, c] / typical[k])}x the median tensor's"
+        ctx.add("grad_vanish", c, r, "warning", f"gradient {what} for the last {int(count[c])} snapshots "
+                f"(since step {int(ctx.steps[r])}; latest at step {int(ctx.steps[off + k])})")
 
 
 def _rule_dead_units(ctx: _Context) -> None:
@@ -471,18 +617,23 @@ def _rule_dead_units(ctx: _Context) -> None:
     for kind, what in (("weights", "zero weights"), ("grad", "zero gradients")):
         if not ctx.run.has_kind(kind):
             continue
-        zf = ctx.stat(kind, "zero_frac")
-        rows, base = _first_jump(zf, cfg.zero_window, rise=cfg.zero_rise, persist=cfg.zero_persist)
+        detect = _jump_detector(ctx, kind, "zero_frac", cfg.zero_window, rise=cfg.zero_rise,
+                                persist=cfg.zero_persist)
+        rows, extra = ctx.first_event(f"dead_units:{kind}", cfg.zero_window, cfg.zero_persist, detect)
         for c in np.nonzero(rows >= 0)[0]:
             r = int(rows[c])
+            value = float(ctx.rows(kind, "zero_frac", r, r + 1, cols=[c])[0, 0])
             ctx.add("dead_units", c, r, "warning",
-                    f"{what} rose from {base[c]:.0%} to {zf[r, c]:.0%} of the elements and stayed up")
+                    f"{what} rose from {extra[c, 0]:.0%} to {value:.0%} of the elements at step "
+                    f"{int(ctx.steps[r])} and stayed up")
 
 
 def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None = None) -> list[Alert]:
     """The alerts for a run, looking only at stored rows 0..upto_row (default: all).
 
-    Sorted: errors first, then by step, then by tensor name.
+    Sorted: errors first, then by step, then by tensor name. Results over
+    rows that can no longer change are remembered per RunData, so calling
+    this again as the run grows reads only the new rows (and a short tail).
     """
     config = DiagnoseConfig() if config is None else config
     n = run.n if upto_row is None else max(0, min(run.n, int(upto_row) + 1))
@@ -493,7 +644,8 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     stagnant = _rule_stagnant(ctx)
     _rule_ratio(ctx, stagnant)
     _rule_norm_growth(ctx)
-    _rule_gradients(ctx)
+    _rule_grad_explode(ctx)
+    _rule_grad_vanish(ctx)
     _rule_dead_units(ctx)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))
