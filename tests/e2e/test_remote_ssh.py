@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -241,4 +244,35 @@ def test_cli_watch_reaches_the_app_over_ssh(server, tmp_path, monkeypatch):
     assert cli.main(["watch", f"wtui-test:{remote}"]) == 0
     rec.close()
     assert seen["steps"] == list(range(6)) and "wtui-test" in seen["title"]
+    wait_until(lambda: not remote_tails(remote), 15, "the remote tail to exit after the app")
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux (.ci/setup-sshd installs it)")
+def test_watch_over_ssh_in_a_real_terminal(server, tmp_path):
+    """`weighttui watch host:path` in tmux: the real app shows the live remote run, then quits cleanly."""
+    remote = tmp_path / "tmux runs" / "demo 'x'.wtui"
+    remote.parent.mkdir()
+    trainer = subprocess.Popen([sys.executable, "-m", "weighttui.demo", str(remote), "--steps", "100000",
+                                "--delay", "0.02", "--quiet"], stdin=subprocess.DEVNULL)
+    session = f"wtui-{uuid.uuid4().hex[:8]}"
+    spec = f"wtui-test:{remote}"
+    cmd = " ".join(shlex.quote(a) for a in ["env", f"WEIGHTTUI_SSH={server.ssh}",
+                                            f"XDG_CACHE_HOME={tmp_path / 'cache'}",
+                                            sys.executable, "-m", "weighttui.cli", "watch", spec])
+    screen = lambda: subprocess.run(["tmux", "capture-pane", "-p", "-t", session],  # noqa: E731
+                                    capture_output=True, text=True).stdout
+    try:
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
+                        f"{cmd}; echo EXITED $?; sleep 60"], check=True)
+        wait_until(lambda: "(over ssh)" in screen() and "layers.0" in screen(), 60, "the app on the remote log")
+        assert "demo 'x'.wtui (over ssh)" in screen()  # the title names the remote log (long paths wrap)
+        shown = lambda: max(int(m) for m in re.findall(r"step (\d+)", screen()) or [-1])  # noqa: E731
+        first = shown()
+        wait_until(lambda: shown() > first, 30, "new steps on screen")  # live over ssh
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        wait_until(lambda: "EXITED 0" in screen(), 30, "the app to quit")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        trainer.terminate()
+        trainer.wait(10)
     wait_until(lambda: not remote_tails(remote), 15, "the remote tail to exit after the app")
