@@ -597,6 +597,14 @@ class WatchHandle:
             pass
 
 
+class _ScheduleOnly(Recorder):
+    """The schedule and tensor registry of a Recorder, without a file: for the
+    ranks of a sharded run that compute their part of each snapshot but do not write."""
+
+    def _open(self, mode, run_frame) -> None:
+        self._fd = None
+
+
 def _to_host(parts):
     """Every part on the host with one copy per device (parts are float64)."""
     if not parts:
@@ -674,11 +682,8 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
         # Other ranks of a sharded run compute their shards' part of every
         # snapshot, so they need the schedule and tensor registry: a recorder
         # that never gets a snapshot and writes nothing that is kept.
-        if owns:
-            recorder = Recorder(os.devnull, every=every, delta=False, **recorder_options)
-        else:
-            recorder = path_or_recorder
-        owns = True if owns else False
+        recorder = _ScheduleOnly(os.devnull, every=every, delta=False, **recorder_options) if owns \
+            else path_or_recorder
     handle = WatchHandle(model, recorder, optimizer=optimizer, grads=grads, buffers=buffers,
                          delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer)

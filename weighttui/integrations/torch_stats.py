@@ -171,7 +171,7 @@ class DeviceStats:
             buf.copy_(torch.stack([t.reshape(-1) for t in ts]))
         return buf
 
-    def _moments(self, m, lo, hi, c, device, cdt, stride, start) -> torch.Tensor:
+    def _moments(self, m, lo, hi, c, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
         """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]."""
         k, L = m.shape
         tmp = self.scratch.get("tmp", device, cdt, k * L).view(k, L)
@@ -184,14 +184,23 @@ class DeviceStats:
         torch.abs(m, out=tmp)
         asum = red(tmp)
         nz = torch.count_nonzero(m).view(1) if k == 1 else torch.count_nonzero(m, dim=1)
-        counts = self._hist(m, lo, hi, device, cdt, stride, start)
+        counts = self._hist(m, lo, hi, device, cdt, stride, start, exact_edges)
         return torch.cat([torch.stack([s1.double(), s2.double(), asum.double(), nz.double()], 1),
                           counts.double()], 1)
 
-    def _hist(self, m, lo, hi, device, cdt, stride, start) -> torch.Tensor:
+    def _hist(self, m, lo, hi, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
         """Counts [k, B] of m's rows in B equal bins over [lo, hi] (numpy.histogram's
         bins, last one closed; every value in bin B // 2 when lo == hi). With a stride,
-        every stride-th element (counted from the tensor's start) is binned."""
+        every stride-th element (counted from the tensor's start) is binned.
+
+        The bin is (x - lo) * B / (hi - lo) in the compute dtype. numpy compares
+        with float64 edges instead; with exact_edges the same comparison is made
+        here (edges rounded up to the compute dtype, which for values of that dtype
+        is the same test), so the counts equal numpy's. That matters for quantised
+        values (bfloat16, float16, integers) where many equal values sit on one
+        edge; for float32 values a value lands one bin over only when it is within
+        float32 rounding of an edge, so the cheaper plain binning is used.
+        """
         bins = self.bins
         if stride > 1:
             first = (-start) % stride
@@ -207,10 +216,37 @@ class DeviceStats:
         it = self.scratch.get("idx", device, torch.int32, k * L).view(k, L)
         it.copy_(t)  # truncation toward zero: floor for the non-negative values here
         it.clamp_(0, bins - 1)  # x == hi lands in the last bin; NaN rows are redone later
-        base = torch.arange(k, device=device, dtype=torch.int32) * bins
-        base += torch.where(span > 0, 0, bins // 2).to(torch.int32)
-        it.add_(base[:, None])
+        rows = torch.arange(k, device=device, dtype=torch.int32)
+        if exact_edges:
+            self._snap_to_edges(m, it, lo, hi, rows, cdt, device)
+        it.add_((rows * bins)[:, None])
+        centre = torch.where(span > 0, 0, bins // 2).to(torch.int32)
+        if exact_edges:  # rows with lo == hi: every value in the middle bin
+            it.copy_(torch.where(span[:, None] > 0, it, (rows * bins + centre)[:, None]))
+        else:
+            it.add_(centre[:, None])
         return torch.bincount(it.view(-1), minlength=k * bins).view(k, bins)
+
+    def _snap_to_edges(self, m, it, lo, hi, rows, cdt, device) -> None:
+        """numpy.histogram's correction: move a bin index down if x < its lower
+        edge, up if x >= its upper edge (edges as np.linspace(lo, hi, B + 1))."""
+        bins = self.bins
+        lo64, hi64 = lo.to(torch.float64), hi.to(torch.float64)
+        step = (hi64 - lo64) / bins
+        e64 = torch.arange(bins + 1, dtype=torch.float64, device=device)[None, :] * step[:, None] + lo64[:, None]
+        e64[:, -1] = hi64
+        e = e64.to(cdt)
+        if cdt != torch.float64:  # round up: x < e64 <=> x < e for x of this dtype
+            e = torch.where(e < e64, torch.nextafter(e, torch.full_like(e, float("inf"))), e)
+        table = e.reshape(-1)
+        base = (rows * (bins + 1))[:, None]
+        it.add_(base)
+        lower = table.index_select(0, it.view(-1)).view_as(m)
+        it.sub_((m < lower).to(torch.int32))
+        upper = table.index_select(0, (it + 1).view(-1)).view_as(m)
+        it.sub_(base)
+        it.add_(((m >= upper) & (it != bins - 1)).to(torch.int32))
+        it.clamp_(0, bins - 1)
 
     # ------------------------------------------------------------ slow path
 
@@ -274,7 +310,7 @@ class DeviceStats:
                     t = fin - c
                     s1, s2, asum = t.sum(), (t * t).sum(), fin.abs().sum()
                     counts_ = self._hist(fin.view(1, -1), lo.view(1), hi.view(1), fin.device,
-                                         torch.float64, 1, 0)[0]
+                                         torch.float64, 1, 0, exact_edges=True)[0]
                 else:
                     s1 = s2 = asum = torch.zeros((), dtype=torch.float64, device=fin.device)
                     counts_ = torch.zeros(self.bins, dtype=torch.int64, device=fin.device)
@@ -300,6 +336,8 @@ class _Group:
         self.prevs = None if work.prevs is None else [work.prevs[i] for i in idx]
         self.slices = [(a, min(n, a + SLICE)) for a in range(0, n, SLICE)]
         self._whole = None
+        # quantised values (and anything computed in float64): numpy's exact bin edges
+        self.exact_edges = cdt == torch.float64 or any(t.dtype in (torch.float16, torch.bfloat16) for t in self.xs)
 
     def part(self, a: int, b: int) -> torch.Tensor:
         """Columns a:b of the matrix: the values, or the differences for deltas."""
@@ -349,7 +387,7 @@ class _Group:
         acc = None
         for a, b in self.slices:
             m = self._whole if self._whole is not None else self.part(a, b)
-            r = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a)
+            r = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a, self.exact_edges)
             acc = r if acc is None else acc + r
         self._whole = None
         s1, s2, asum, nz, counts = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3], acc[:, 4:]
