@@ -1,12 +1,11 @@
 """Keras: what recording costs, measured side by side in one process.
 
 Part 1, one snapshot of a model with a few million parameters (stats +
-64-bin histograms + exact deltas + samples), three ways:
-  numpy      the WeightCallback path: variable -> host numpy -> weighttui.stats
-  get_weights  model.get_weights() copies, then the same numpy statistics
-  tf-ops f32/f64  the same statistics as one tf.function on the device,
-             one transfer of the results (what a GPU would want)
-  against a read pass (tf.reduce_sum over every variable) as the unit.
+64-bin histograms + exact deltas + samples): host copies (get_weights or
+variable reads) + numpy statistics, against the same statistics with TF ops
+where the variables live (stats="device", keras_tf_stats.py), against what
+TensorBoard's histograms cost, with a read pass (tf.reduce_sum over every
+variable) as the unit.
 Part 2, a small real `fit`: no callback, WeightCallback every epoch, every
 batch, and keras.callbacks.TensorBoard(histogram_freq=1), interleaved
 rounds, median seconds per fit.
@@ -29,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 from weighttui.integrations.keras import WeightCallback, _host_array  # noqa: E402
-from weighttui.recorder import Recorder, sample_index_for  # noqa: E402
+from weighttui.recorder import Recorder  # noqa: E402
 from weighttui.stats import delta_stats, histogram, weights_block  # noqa: E402
 
 BINS = 64
@@ -58,48 +57,10 @@ def timeit(fn, repeat: int) -> float:
 def numpy_snapshot(arrays, prev):
     """What Recorder.snapshot computes for the numpy path (stats, hist, exact delta)."""
     block = weights_block(arrays, BINS)
-    for i, (a, p) in enumerate(zip(arrays, prev)):
+    for a, p in zip(arrays, prev):
         delta_stats(a, p)
         histogram(a.astype(np.float64) - p, BINS)
     return block
-
-
-def _range(lo, hi):
-    # the op rejects lo == hi (a constant tensor); the cost is what is measured here
-    return tf.stack([lo, tf.where(hi > lo, hi, lo + 1)])
-
-
-def make_tf_ops(dtype):
-    """All statistics in one tf.function; returns (stats [T,9], hist [T,B], delta [T,4])."""
-
-    @tf.function(jit_compile=False)
-    def ops(variables, prevs):
-        rows, hists, deltas = [], [], []
-        for v, p in zip(variables, prevs):
-            x = tf.reshape(tf.cast(v, dtype), [-1])
-            n = tf.cast(tf.size(x), dtype)
-            mean = tf.reduce_sum(x) / n
-            c = x - mean
-            lo, hi = tf.reduce_min(x), tf.reduce_max(x)
-            absx = tf.abs(x)
-            rows.append(tf.stack([
-                mean, tf.sqrt(tf.reduce_sum(c * c) / n), lo, hi, tf.reduce_sum(absx) / n,
-                tf.sqrt(tf.reduce_sum(x * x)),
-                tf.cast(tf.math.count_nonzero(tf.equal(x, 0)), dtype) / n,
-                tf.cast(tf.math.count_nonzero(tf.math.is_nan(x)), dtype),
-                tf.cast(tf.math.count_nonzero(tf.math.is_inf(x)), dtype),
-            ]))
-            hists.append(tf.histogram_fixed_width(x, _range(lo, hi), nbins=BINS))
-            d = x - tf.reshape(tf.cast(p, dtype), [-1])
-            dlo, dhi = tf.reduce_min(d), tf.reduce_max(d)
-            hists.append(tf.histogram_fixed_width(d, _range(dlo, dhi), nbins=BINS))
-            deltas.append(tf.stack([
-                tf.sqrt(tf.reduce_sum(d * d)), tf.reduce_max(tf.abs(d)), tf.reduce_sum(tf.abs(d)) / n,
-                tf.cast(tf.math.count_nonzero(d), dtype) / n,
-            ]))
-        return tf.stack(rows), tf.stack(hists), tf.stack(deltas)
-
-    return ops
 
 
 def part1(width: int, repeat: int) -> None:
@@ -107,56 +68,57 @@ def part1(width: int, repeat: int) -> None:
     params = sum(int(np.prod(v.shape)) for v in model.weights)
     variables = list(model.weights)
     prev_np = [np.array(_host_array(v), copy=True) for v in variables]
-    prev_tf = [tf.identity(v.value) for v in variables]
-    samples = [sample_index_for(v.path, int(np.prod(v.shape)), 16) for v in variables]
+    tmp = tempfile.mkdtemp()
 
     def read_pass():
         for v in variables:
             tf.reduce_sum(v.value).numpy()
 
-    def numpy_path():
-        arrays = [_host_array(v) for v in variables]
-        numpy_snapshot(arrays, prev_np)
-        for a, s in zip(arrays, samples):
-            a.reshape(-1)[s]
-        [np.array(a, copy=True) for a in arrays]  # the exact-delta memory for next time
+    def get_weights_only():
+        model.get_weights()
 
-    def get_weights_path():
-        arrays = model.get_weights()
-        numpy_snapshot(arrays, prev_np)
+    def get_weights_numpy():
+        numpy_snapshot(model.get_weights(), prev_np)
 
-    ops32, ops64 = make_tf_ops(tf.float32), make_tf_ops(tf.float64)
+    def callback(stats):
+        # the real thing: a callback recording into a log, as fit would call it
+        rec = Recorder(os.path.join(tmp, f"{stats}.wtui"), queue_size=4096)
+        cb = WeightCallback(rec, initial=False, stats=stats)
+        cb.set_model(model)
+        step = [0]
 
-    def tf_ops(ops):
         def run():
-            stats, hist, delta = ops([v.value for v in variables], prev_tf)
-            np.asarray(stats), np.asarray(hist), np.asarray(delta)  # the one transfer
-            [tf.identity(v.value) for v in variables]  # the exact-delta memory for next time
-        return run
+            step[0] += 1
+            cb.record(step[0])
+        return rec, run
 
-    tmp = tempfile.mkdtemp()
-    rec = Recorder(os.path.join(tmp, "bench.wtui"), queue_size=1024)
-    cb = WeightCallback(rec, initial=False)
-    cb.set_model(model)
-    step = [0]
+    writer = tf.summary.create_file_writer(os.path.join(tmp, "tb"))
+    tb_step = [0]
 
-    def callback_record():
-        step[0] += 1
-        cb.record(step[0])
+    def tensorboard_histograms():
+        # what keras.callbacks.TensorBoard(histogram_freq=1) does at each epoch end
+        tb_step[0] += 1
+        with writer.as_default():
+            for v in variables:
+                tf.summary.histogram(v.path.replace("/", "_"), v.value, step=tb_step[0])
+        writer.flush()
 
     base = timeit(read_pass, repeat)
-    rows = [("read pass (tf.reduce_sum each variable)", base)]
-    rows.append(("numpy path (stats+hist+delta+samples)", timeit(numpy_path, repeat)))
-    rows.append(("get_weights() + numpy stats", timeit(get_weights_path, repeat)))
-    rows.append(("tf ops on device, float32", timeit(tf_ops(ops32), repeat)))
-    rows.append(("tf ops on device, float64", timeit(tf_ops(ops64), repeat)))
-    rows.append(("WeightCallback.record (real, incl. queueing)", timeit(callback_record, repeat)))
-    rec.close()
+    rows = [("read pass (tf.reduce_sum each variable)", base),
+            ("model.get_weights() alone", timeit(get_weights_only, repeat)),
+            ("get_weights() + numpy stats/hist/delta", timeit(get_weights_numpy, repeat))]
+    for stats in ("numpy", "device"):
+        rec, run = callback(stats)
+        rows.append((f"WeightCallback record, stats={stats!r}", timeit(run, repeat)))
+        rec.close()
+    rows.append(("TensorBoard: tf.summary.histogram each var", timeit(tensorboard_histograms, repeat)))
     print(f"\n## one snapshot, {params / 1e6:.2f}M parameters in {len(variables)} tensors, "
           f"median of {repeat}, keras {keras.__version__} ({keras.backend.backend()}), CPU")
-    print(f"{'method':48s} {'ms':>9s} {'x read pass':>12s}")
+    print("(WeightCallback: stats + 64-bin histograms + exact deltas with their histograms + 16 samples "
+          "per tensor, queued for the writer thread)")
+    print(f"{'method':46s} {'ms':>9s} {'x read pass':>12s}")
     for name, t in rows:
-        print(f"{name:48s} {t * 1e3:9.1f} {t / base:12.1f}")
+        print(f"{name:46s} {t * 1e3:9.1f} {t / base:12.1f}")
 
 
 def part2(rounds: int, epochs: int) -> None:
@@ -174,6 +136,8 @@ def part2(rounds: int, epochs: int) -> None:
             "none": [],
             "weighttui every epoch": lambda: [WeightCallback(os.path.join(tmp, "e.wtui"))],
             "weighttui every batch": lambda: [WeightCallback(os.path.join(tmp, "b.wtui"), every_batches=1)],
+            "weighttui every batch, numpy": lambda: [WeightCallback(os.path.join(tmp, "n.wtui"), every_batches=1,
+                                                                    stats="numpy")],
             "weighttui every 10 batches": lambda: [WeightCallback(os.path.join(tmp, "t.wtui"), every_batches=10)],
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
@@ -185,7 +149,7 @@ def part2(rounds: int, epochs: int) -> None:
         return time.perf_counter() - t0
 
     kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every batch",
-             "TensorBoard(histogram_freq=1)"]
+             "weighttui every batch, numpy", "TensorBoard(histogram_freq=1)"]
     times = {k: [] for k in kinds}
     for r in range(rounds):
         order = kinds if r % 2 == 0 else kinds[::-1]  # interleave against drift

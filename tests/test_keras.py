@@ -310,7 +310,8 @@ def test_recorder_snapshot_accepts_tf_variables_and_tensors(tmp_path):
     assert run.series("w", "mean", kind="grad")[1][0] == 0.5
 
 
-def test_a_failure_inside_weighttui_never_reaches_fit(tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("stats", ["numpy", "device"])
+def test_a_failure_inside_weighttui_never_reaches_fit(tmp_path, monkeypatch, capfd, stats):
     import weighttui.integrations.keras as wk
 
     keras.utils.set_random_seed(9)
@@ -318,7 +319,7 @@ def test_a_failure_inside_weighttui_never_reaches_fit(tmp_path, monkeypatch, cap
     model = dense_model()
     model.compile("sgd", "mse")
     path = tmp_path / "broken.wtui"
-    cb = WeightCallback(path, every_batches=1)
+    cb = WeightCallback(path, every_batches=1, stats=stats)
 
     def broken(variable):
         raise RuntimeError("injected failure")

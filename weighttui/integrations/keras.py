@@ -1,10 +1,10 @@
 """Keras 3: `WeightCallback` records a model's weights during `model.fit`.
 
-Works on every Keras 3 backend. On TensorFlow the statistics are computed
-with TF ops where the variables live (keras_tf_stats.py), which
-benchmarks/bench_keras.py measured several times faster than host copies +
-numpy, even on CPU (docs/keras.md); on other backends the weights are read
-as host numpy arrays and go through `Recorder.snapshot`, the numpy reference.
+Works on every Keras 3 backend. Weights are read as host numpy arrays and go
+through `Recorder.snapshot`, the numpy reference path, which
+benchmarks/bench_keras.py measured faster on CPU than the same statistics
+with TF ops (docs/keras.md). TF variables on a GPU/TPU use the TF-ops path
+(keras_tf_stats.py) instead, so that only the results leave the device.
 
 Tensor names are Keras variable paths (`sequential/dense/kernel`), the layer
 is the name of the layer that owns the variable. Steps count training
@@ -89,8 +89,8 @@ class WeightCallback(keras.callbacks.Callback):
     trainable_only: False also records non-trainable weights (BatchNorm
         moving statistics), marked trainable=False.
     initial: record the weights before the first batch (step 0, no epoch).
-    stats: "auto" (TF ops on the TensorFlow backend, numpy elsewhere),
-        "device" (TF ops; TensorFlow backend only) or "numpy".
+    stats: "auto" (TF ops for TensorFlow variables on a GPU/TPU, numpy
+        otherwise), "device" (TF ops; TensorFlow backend only) or "numpy".
     recorder_options: passed to `Recorder` (bins, sample, delta, include,
         exclude, meta, full_every ...).
     """
@@ -106,10 +106,10 @@ class WeightCallback(keras.callbacks.Callback):
                 raise TypeError(f"{bad}= is not a WeightCallback option (use epochs, every_batches, full_epochs)")
         if stats not in ("auto", "device", "numpy"):
             raise ValueError(f"stats must be 'auto', 'device' or 'numpy', got {stats!r}")
-        on_tf = keras.backend.backend() == "tensorflow"
-        if stats == "device" and not on_tf:
+        if stats == "device" and keras.backend.backend() != "tensorflow":
             raise ValueError("stats='device' needs the TensorFlow backend")
-        self._device = on_tf and stats != "numpy"
+        self.stats = stats
+        self._device = None if stats == "auto" else stats == "device"  # auto: decided on first use
         self._epochs = _epochs_pred(epochs, "epochs")
         self._full_epochs = _epochs_pred(full_epochs, "full_epochs")
         self.every_batches = None if every_batches is None else int(every_batches)
@@ -202,6 +202,8 @@ class WeightCallback(keras.callbacks.Callback):
         if grads is not None:
             by_id = {id(v): name for name, v, _l, _t in tracked}
             grad_arrays = {by_id[id(v)]: _to_host(g) for g, v in grads if g is not None and id(v) in by_id}
+        if self._device is None:
+            self._device = _on_accelerator(tracked[0][1])
         if self._device:
             done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
@@ -363,6 +365,17 @@ class WeightCallback(keras.callbacks.Callback):
     def close(self) -> None:
         """Close the log (done by `fit` itself when the callback owns it)."""
         self._guard("closing the log", self.recorder.close)
+
+
+def _on_accelerator(variable) -> bool:
+    """Whether a TensorFlow-backed variable lives on a GPU or TPU."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    try:
+        device = str(_tf_value(variable).device).upper()
+    except Exception:
+        return False
+    return ":GPU:" in device or ":TPU:" in device
 
 
 def _tf_value(variable):

@@ -1,16 +1,20 @@
 """The statistics of docs/FORMAT.md with TensorFlow ops, where the variables live.
 
 One tf.function computes, for every recorded tensor at once, the weight
-statistics, 64-bin histograms, exact update (delta) statistics against the
-previous snapshot's values (kept as immutable TF tensors, no host copy) and
-the sampled elements; the results come to the host as a few small arrays.
-benchmarks/bench_keras.py measured this at several times faster than host
-copies + numpy even on CPU (docs/keras.md).
+statistics, histograms, exact update (delta) statistics against the previous
+snapshot's values (kept as immutable TF tensors, no host copy) and the
+sampled elements; the results come to the host as a few small arrays.
 
 Everything is computed in float64 with the same operations, in the same
 order where it matters, as weighttui.stats (the reference): histogram bin
 indices follow numpy.histogram's formula and edge correction, so counts match
 it exactly; sums may differ from numpy's pairwise sums in the last bits.
+
+On CPU this is slower than host reads + numpy (about 4x for a 3.6M-parameter
+model, benchmarks/bench_keras.py, docs/keras.md): every masked float64 op is
+a full pass over memory. WeightCallback uses it for variables on a GPU/TPU,
+where those passes are cheap and the host copy is not (not measured here:
+no GPU was available), or when asked with stats="device".
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class TFStats:
         self.delta = bool(delta)
         self._samples = [None if s is None else tf.constant(np.asarray(s, dtype=np.int64))
                          for s in sample_indices]
-        self._fn = tf.function(self._compute, reduce_retracing=True)
+        self._fn = tf.function(self._compute, reduce_retracing=True)  # XLA measured slower on CPU
 
     def _compute(self, values, prevs):
         bins = self.bins
