@@ -7,7 +7,6 @@ run; tests/e2e/test_remote_ssh.py does the same against a real sshd).
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 import time

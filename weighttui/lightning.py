@@ -12,4 +12,4 @@ def __getattr__(name):
     return getattr(_impl, name)
 
 
-__all__ = ["WeightCallback", "PLWeightCallback"]
+__all__ = ["WeightCallback", "PLWeightCallback"]  # noqa: F822 (resolved by __getattr__)

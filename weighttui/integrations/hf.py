@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
 import transformers
 from transformers import TrainerCallback
