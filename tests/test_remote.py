@@ -352,3 +352,19 @@ def test_cli_watch_and_info_use_the_mirror(tmp_path, fake_ssh, monkeypatch, caps
     assert str(remote) in seen["title"] and seen["path"].startswith(str(tmp_path / "cache"))
     assert cli.main(["info", f"box:{remote}", "--json"]) == 0
     assert '"finished"' in capsys.readouterr().out
+
+
+def test_cli_watch_reports_ssh_failure_before_the_app(tmp_path, monkeypatch, capsys):
+    from weighttui import cli
+
+    failing = tmp_path / "ssh"
+    failing.write_text("#!/bin/sh\necho 'Permission denied (publickey).' >&2\nexit 255\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("WEIGHTTUI_SSH", str(failing))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    called = []
+    monkeypatch.setitem(sys.modules, "weighttui.tui.app",
+                        types.SimpleNamespace(run_app=lambda *a, **k: called.append(a) or 0))
+    assert cli.main(["watch", "box:/runs/r.sock"]) == 2
+    assert "Permission denied (publickey)" in capsys.readouterr().err and not called
+    assert cli.main(["watch", "box:"]) == 2  # a malformed spec is bad input too
