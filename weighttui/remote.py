@@ -479,13 +479,14 @@ def fetch(spec: RemoteSpec, local_path: str | None = None, *, ssh_command=None, 
 
 
 def view_remote(spec: RemoteSpec, run_app, *, mode: str = "watch", max_rows: int = 4096,
-                ssh_command=None, err=sys.stderr) -> int:
+                ssh_command=None, err=None) -> int:
     """`weighttui watch/replay SPEC`: the app on a local mirror of a remote log.
 
     watch: a background mirror follows the remote log while the app runs;
     replay: the log is fetched once first. ssh failing on the first
     connection (unknown host, no key) is reported here, before the app.
     """
+    err = sys.stderr if err is None else err
     if mode == "replay":
         try:
             path = fetch(spec, ssh_command=ssh_command)
