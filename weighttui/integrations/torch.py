@@ -689,8 +689,9 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer)
     if initial and handle.active:
         try:
-            if recorder.should_record(0, None):
-                handle._snapshot(0, None)
+            full = handle._full_due(0)
+            if recorder.should_record(0, None) or full:
+                handle._snapshot(0, None, full=full)
         except Exception as exc:
             handle._fail_soft(exc, "taking the initial snapshot")
     return handle
