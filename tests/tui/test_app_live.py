@@ -73,7 +73,7 @@ async def test_watch_waits_for_a_missing_file_then_follows_it(tmp_path, tui):
     async with app.run_test(size=(100, 30)) as pilot:
         await tui.wait_until(pilot, lambda: app.waiting == "missing", what="waiting state")
         await pilot.pause(0.1)
-        assert "waiting for" in header(app) and "to appear" in header(app)
+        assert "waiting for later.wtui to appear" in header(app)
         assert "Waiting for" in tui.static_text(app.screen.query_one("#empty"))
         log = tui.FixedLog(path)
         await tui.wait_until(pilot, lambda: app.data.run is not None, what="run record")

@@ -40,7 +40,7 @@ def header_text(app) -> Text:
 
     line2 = Text(no_wrap=True, overflow="ellipsis")
     if app.waiting == "missing":
-        line2.append(f"waiting for {app.path} to appear…", style="yellow")
+        line2.append(f"waiting for {os.path.basename(app.path)} to appear…", style="yellow")
         return Text("\n").join([line1, line2])
     if app.waiting == "no header" or run is None:
         line2.append(f"waiting for the run to start in {os.path.basename(app.path)}…", style="yellow")

@@ -198,8 +198,7 @@ class LayerTable(DataTable, inherit_bindings=False):
             if band is not None:
                 cell.append(line, style=BAND_STYLE[band])
                 cell.append(BAND_MARK[band], style=BAND_STYLE[band])
-                cell.append(" ")
-                cell.append(fmt(now, value_w), style=BAND_STYLE[band] if band != "" else "")
+                cell.append(" " + fmt(now, value_w - 1), style=BAND_STYLE[band] if band != "" else "")
             else:
                 cell.append(line, style=METRIC_STYLE[key])
                 cell.append(" ")

@@ -1,0 +1,47 @@
+"""`weighttui watch` must start without importing a training framework (fast first screen on a bare box)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+
+# Runs the real app headless on a log, then reports which framework modules got imported.
+PROBE = """
+import asyncio, sys
+from weighttui.cli import build_parser
+import weighttui.tui.app as appmod
+
+async def main(path):
+    app = appmod.WeightApp(path, mode="watch", alerts=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(1000):
+            if app.data.n:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause(0.2)
+        assert app.data.n, "log not loaded"
+        await pilot.press("enter", "escape", "c", "escape", "exclamation_mark", "escape")
+
+asyncio.run(main(sys.argv[1]))
+print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
+""" % (FRAMEWORKS,)
+
+
+@pytest.mark.timeout(120)
+def test_watch_does_not_import_frameworks(tmp_path, tui):
+    path = tmp_path / "run.wtui"
+    tui.fixed_log(path, 5)
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1:] in ([""], []), out.stdout
+
+
+def test_only_tui_imports_textual():
+    """The app's non-UI helpers (follower) stay free of textual, so they can be reused headless."""
+    code = "import sys, weighttui.tui.follower; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

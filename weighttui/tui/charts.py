@@ -1,0 +1,57 @@
+"""Line charts over steps, drawn by plotext through textual-plotext.
+
+`LineChart.show()` takes whole series (NaN gaps allowed) and a marker step
+(the timeline position, drawn as a vertical line); it remembers what it drew
+so an unchanged chart is not rebuilt (plotext is the slow part of a screen).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from textual_plotext import PlotextPlot
+
+# percentile bands, outermost first: faint at the extremes, bright at the median
+BAND_COLORS = ("gray", "blue", "cyan", "green", "yellow", "green", "cyan", "blue", "gray")
+SERIES_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")
+
+
+class LineChart(PlotextPlot):
+    DEFAULT_CSS = """
+    LineChart { height: 1fr; width: 1fr; }
+    """
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._key = None
+        self.drawn: list[str] = []  # labels of the series drawn last, for tests and the help line
+
+    def show(self, title: str, x, series, *, marker=None, log_y: bool = False, key=None) -> None:
+        """series: [(label, y values, colour)]; `key` (hashable) skips the redraw when unchanged."""
+        if key is not None and key == self._key:
+            return
+        self._key = key
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(title)
+        x = np.asarray(x, dtype=np.float64)
+        drawn = []
+        for label, y, color in series:
+            y = np.asarray(y, dtype=np.float64)
+            ok = np.isfinite(y) & np.isfinite(x)
+            if log_y:
+                ok &= y > 0
+            if not ok.any():
+                continue
+            plt.plot(x[ok].tolist(), y[ok].tolist(), label=label or None, color=color, marker="braille")
+            drawn.append(label)
+        if not drawn:
+            plt.text("no data", 0.5, 0.5, alignment="center")
+            plt.xlim(0, 1)
+            plt.ylim(0, 1)
+        else:
+            if log_y:
+                plt.yscale("log")
+            if marker is not None and np.isfinite(marker):
+                plt.vline(float(marker), "yellow")
+        self.drawn = drawn
+        self.refresh()
