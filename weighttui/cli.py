@@ -103,11 +103,6 @@ def cmd_export(args) -> int:
     args.path = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     run = open_run(args.path, run=args.run)
-    if args.format == "tensorboard":  # event files for TensorBoard (needs the tensorboard package)
-        from .integrations.tensorboard import write_tensorboard
-
-        print(f"wrote {write_tensorboard(run, args.out, kinds=args.kind)}", file=sys.stderr)
-        return 0
     wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
                           kinds=args.kind)
     print(f"wrote {wrote}", file=sys.stderr)

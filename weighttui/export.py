@@ -68,9 +68,9 @@ def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=Non
         return _stats_npz(run, out, _kinds(run, kinds))
     if fmt == "changes":
         return _changes_csv(run, out)
-    from .integrations.tensorboard import write_tensorboard
+    from .integrations.tensorboard import write_tensorboard  # needs the tensorboard package
 
-    return write_tensorboard(run, out)
+    return write_tensorboard(run, out, kinds=kinds)
 
 
 # ------------------------------------------------------------------ statistics
