@@ -114,5 +114,7 @@ def test_build_compresses_many_snapshots_and_log_mode(drifting):
 def test_window_selects_snapshots_up_to_the_position():
     steps = np.arange(0, 100, 10)
     assert heatmap.window(steps, None, 80, "run") == slice(0, 10)
-    assert heatmap.window(steps, 45, 80, "run") == slice(0, 5)
+    assert heatmap.window(steps, 45, 80, "run") == slice(0, 10)  # the whole run, position marked
     assert heatmap.window(steps, 95, 3, "recent") == slice(7, 10)
+    assert heatmap.window(steps, 45, 3, "recent") == slice(2, 5)
+    assert heatmap.window(steps, None, 80, "recent") == slice(0, 10)

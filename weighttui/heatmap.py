@@ -174,11 +174,12 @@ def build(steps, lo, hi, counts, *, columns: int, bins: int, vrange: tuple[float
 def window(steps, end_step: int | None, columns: int, zoom: str) -> slice:
     """The snapshots (indices into `steps`) the heatmap shows.
 
-    zoom "run": every snapshot up to the timeline position (end_step, None =
-    latest); "recent": only the last `columns` of them, one per screen column.
+    zoom "run": all of them (the position is marked); "recent": the last
+    `columns` up to the timeline position (end_step, None = latest), one per
+    screen column.
     """
     steps = np.asarray(steps)
+    if zoom != "recent":
+        return slice(0, steps.size)
     stop = steps.size if end_step is None else int(np.searchsorted(steps, end_step, side="right"))
-    if zoom == "recent":
-        return slice(max(0, stop - max(1, columns)), stop)
-    return slice(0, stop)
+    return slice(max(0, stop - max(1, columns)), stop)

@@ -72,14 +72,16 @@ class HeatmapView(Widget):
         self._built_for = None
         self.shown_rows = slice(0, 0)  # which snapshots the last drawing covered
         self.vrange: tuple[float, float] | None = None
+        self.position_column: int | None = None
         self.message = "no histograms"
 
     def show(self, steps, lo, hi, counts, *, position_step=None, zoom: str = "run", range_mode: str = "run",
              log: bool = False, message: str = "no histograms") -> None:
         """Histograms (steps [N], lo [N], hi [N], counts [N, B]) up to `position_step` (None: all).
 
-        zoom "run": every snapshot up to the position, squeezed to the width;
-        "recent": the last snapshots up to it, one per column. range_mode
+        zoom "run": every snapshot, squeezed to the width, the position
+        marked under the axis; "recent": the last snapshots up to the
+        position, one per column. range_mode
         "run": the value axis spans the whole run; "window": the snapshots shown.
         """
         self._source = (np.asarray(steps), np.asarray(lo), np.asarray(hi), np.asarray(counts),
@@ -124,10 +126,28 @@ class HeatmapView(Widget):
             segs.extend(_cells(top, bottom))
             lines.append(Strip(segs, width))
         first, last = int(hm.col_steps[0]), int(hm.col_steps[-1])
-        left = f"step {first}"
-        right = f"step {last}"
-        axis = " " * self.GUTTER + left + " " * max(1, plot_w - len(left) - len(right)) + right
-        lines.append(Strip([Segment(axis[:width].ljust(width), Style(dim=True))], width))
+        shown = steps[sel]
+        col = None
+        if pos is not None and shown.size:
+            s0, s1 = float(shown[0]), float(shown[-1])
+            col = 0 if s1 <= s0 else int((min(max(pos, s0), s1) - s0) / (s1 - s0) * plot_w)
+            col = min(col, plot_w - 1)
+        self.position_column = col
+        axis = [" "] * plot_w
+        left, right = f"step {first}", f"step {last}"
+        l_at, r_at = 0, plot_w - len(right)
+        if col is not None and col < len(left):  # keep labels clear of the marker
+            l_at = col + 1
+        if col is not None and col >= r_at:
+            r_at = col - len(right)
+        for at, label in ((l_at, left), (r_at, right)):
+            if at >= 0 and at + len(label) <= plot_w and all(c == " " for c in axis[at:at + len(label)]):
+                axis[at:at + len(label)] = list(label)
+        if col is not None:
+            axis[col] = "▲"
+        axis = list(" " * self.GUTTER) + axis
+        axis = (axis + [" "] * width)[:width]
+        lines.append(Strip([Segment("".join(axis), Style(dim=True))], width))
         return lines
 
     def render_line(self, y: int) -> Strip:

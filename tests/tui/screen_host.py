@@ -1,0 +1,99 @@
+"""A small App hosting one part-2 screen with the attributes of the TUI contract.
+
+It holds a RunData read whole from a log (no follower thread), binds the
+timeline keys at App level as the real app does, and calls the active
+screen's `refresh_data()` after every timeline move and `feed()`. Screens
+tested here then run unchanged inside `weighttui.tui.app.WeightApp`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from textual.app import App
+from textual.binding import Binding
+from textual.widgets import Static
+
+import weighttui
+from weighttui.follow import LogTail
+from weighttui.run import RunData
+
+
+class ScreenHost(App):
+    BINDINGS = [
+        Binding("left", "step(-1)", show=False),
+        Binding("right", "step(1)", show=False),
+        Binding("shift+left", "step(-10)", show=False),
+        Binding("shift+right", "step(10)", show=False),
+        Binding("home", "first", show=False),
+        Binding("end", "last", show=False),
+        Binding("escape", "back", show=False),
+    ]
+
+    def __init__(self, path=None, *, data: RunData | None = None, make_screen=None, alerts=None,
+                 tensor_order=None, position: int | None = None):
+        super().__init__()
+        self.path = None if path is None else os.fspath(path)
+        self.data = data if data is not None else weighttui.open(path)
+        self.make_screen = make_screen
+        self.alerts = list(alerts) if alerts is not None else []
+        self.tensor_order = list(tensor_order) if tensor_order is not None else self.data.tensor_names
+        self._position = position
+        self.opened: list[str] = []  # tensors open_tensor() was asked for
+        self.refreshes = 0
+        self.mode, self.playing, self.speed = "replay", False, 10
+
+    # the contract's timeline: a stored row, or None = following the latest
+    @property
+    def position(self) -> int | None:
+        return self._position
+
+    @position.setter
+    def position(self, row: int | None) -> None:
+        self._position = None if row is None else max(0, min(self.data.n - 1, int(row)))
+        self.refresh_screen()
+
+    @property
+    def row(self) -> int:
+        return self.data.n - 1 if self._position is None else self._position
+
+    def compose(self):
+        yield Static("host")
+
+    def on_mount(self) -> None:
+        if self.make_screen is not None:
+            self.push_screen(self.make_screen())
+
+    def refresh_screen(self) -> None:
+        screen = self.screen
+        if hasattr(screen, "refresh_data"):
+            with self.batch_update():
+                screen.refresh_data()
+        self.refreshes += 1
+
+    def feed(self, tail: LogTail) -> bool:
+        """Ingest what the log gained (as the real app does on the UI thread) and refresh."""
+        changed = self.data.ingest(tail.poll())
+        if changed:
+            self.refresh_screen()
+        return changed
+
+    def open_tensor(self, name: str) -> None:
+        from weighttui.tui.detail import DetailScreen
+
+        self.opened.append(name)
+        self.push_screen(DetailScreen(name))
+
+    def action_step(self, delta: int) -> None:
+        if self.data.n:
+            self.position = min(max(self.row + delta, 0), self.data.n - 1)
+
+    def action_first(self) -> None:
+        self.position = 0
+
+    def action_last(self) -> None:
+        self.position = None
+
+    def action_back(self) -> None:
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
