@@ -142,7 +142,7 @@ class WeightApp(App[int]):
         self._drain()
 
     def _drain(self) -> None:
-        if self.follower is None:
+        if self.follower is None or self._exit:
             return
         start = time.perf_counter()
         changed = False
@@ -202,11 +202,18 @@ class WeightApp(App[int]):
         elif self._refresh_timer is None:
             self._refresh_timer = self.set_timer(wait, self._refresh_now)
 
+    def _current_screen(self):
+        """The active screen, or None while the app is starting or shutting down."""
+        return self.screen if self.screen_stack and not self._exit else None
+
     def _refresh_now(self, *, force: bool = False) -> None:
+        # Alerts are not computed here: diagnose over a long history takes a
+        # while, and the first screen must not wait for it (see _tick).
         self._refresh_timer = None
         self._last_refresh = time.monotonic()
-        self._update_alerts()
-        screen = self.screen
+        screen = self._current_screen()
+        if screen is None:
+            return
         if self.display_paused and not force:
             if hasattr(screen, "refresh_status"):
                 screen.refresh_status()
@@ -222,8 +229,8 @@ class WeightApp(App[int]):
         if self._alerts_dirty and self._update_alerts():
             self._refresh_now()
             return
-        screen = self.screen
-        if hasattr(screen, "refresh_status"):
+        screen = self._current_screen()
+        if screen is not None and hasattr(screen, "refresh_status"):
             screen.refresh_status()
 
     def _update_alerts(self, force: bool = False) -> bool:
@@ -288,6 +295,9 @@ class WeightApp(App[int]):
     def _position_changed(self) -> None:
         self._alerts_dirty = self._alerts_dirty or self._diagnose is not None
         self._refresh_now(force=True)
+        if self._alerts_dirty and self._diagnose is not None:
+            # Alerts for the new position once this move is on screen (still at most 1/s).
+            self.set_timer(max(0.05, 1.0 - (time.monotonic() - self._alerts_at)), self._tick)
 
     def action_step(self, delta: int) -> None:
         n = self.data.n

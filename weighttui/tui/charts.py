@@ -23,7 +23,9 @@ class LineChart(PlotextPlot):
     def __init__(self, **kw):
         super().__init__(**kw)
         self._key = None
-        self.drawn: list[str] = []  # labels of the series drawn last, for tests and the help line
+        self.drawn: list[str] = []  # labels of the series drawn last
+        self.series_data: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, x, y) drawn last
+        self.title_text = ""
 
     def show(self, title: str, x, series, *, marker=None, log_y: bool = False, key=None) -> None:
         """series: [(label, y values, colour)]; `key` (hashable) skips the redraw when unchanged."""
@@ -34,7 +36,8 @@ class LineChart(PlotextPlot):
         plt.clear_figure()
         plt.title(title)
         x = np.asarray(x, dtype=np.float64)
-        drawn = []
+        drawn, data = [], []
+        self.title_text = title
         for label, y, color in series:
             y = np.asarray(y, dtype=np.float64)
             ok = np.isfinite(y) & np.isfinite(x)
@@ -44,6 +47,7 @@ class LineChart(PlotextPlot):
                 continue
             plt.plot(x[ok].tolist(), y[ok].tolist(), label=label or None, color=color, marker="braille")
             drawn.append(label)
+            data.append((label, x[ok], y[ok]))
         if not drawn:
             plt.text("no data", 0.5, 0.5, alignment="center")
             plt.xlim(0, 1)
@@ -54,4 +58,5 @@ class LineChart(PlotextPlot):
             if marker is not None and np.isfinite(marker):
                 plt.vline(float(marker), "yellow")
         self.drawn = drawn
+        self.series_data = data
         self.refresh()

@@ -125,8 +125,8 @@ class HeatmapView(Widget):
             segs = [Segment(label, Style(dim=True))]
             segs.extend(_cells(top, bottom))
             lines.append(Strip(segs, width))
-        first, last = int(hm.col_steps[0]), int(hm.col_steps[-1])
         shown = steps[sel]
+        first, last = int(shown[0]), int(shown[-1])
         col = None
         if pos is not None and shown.size:
             s0, s1 = float(shown[0]), float(shown[-1])
