@@ -253,19 +253,30 @@ def _block(v, what, t: int, required: bool) -> BlockRecord | None:
     return BlockRecord(names, stats.astype(np.float64, copy=False), hist)
 
 
-def parse_snapshot(p: dict, tensors: dict) -> SnapshotRecord:
-    """tensors: id -> TensorInfo of the current run (ids must be declared)."""
+def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> SnapshotRecord:
+    """tensors: id -> TensorInfo of the current run (ids must be declared).
+
+    checked: optional cache owned by the caller for one run, ids bytes ->
+    sample length; snapshots usually repeat the same ids, and ids are never
+    reused in a run, so their check is done once.
+    """
     ids = _array(p.get("ids"), "ids", ndim=1, kinds="iu")
     t = ids.size
-    for i in ids.tolist():
-        if i not in tensors:
-            raise InvalidRecord(f"snapshot names undeclared tensor id {i}")
-    if len(set(ids.tolist())) != t:
-        raise InvalidRecord("snapshot names a tensor twice")
+    key = ids.tobytes() + ids.dtype.str.encode()
+    expected = None if checked is None else checked.get(key)
+    if expected is None:
+        id_list = ids.tolist()
+        for i in id_list:
+            if i not in tensors:
+                raise InvalidRecord(f"snapshot names undeclared tensor id {i}")
+        if len(set(id_list)) != t:
+            raise InvalidRecord("snapshot names a tensor twice")
+        expected = sum(tensors[i].sample_len for i in id_list)
+        if checked is not None:
+            checked[key] = expected
     sample = p.get("sample")
     if sample is not None:
         sample = _array(sample, "sample", ndim=1, kinds="f")
-        expected = sum(tensors[i].sample_len for i in ids.tolist())
         if sample.size != expected:
             raise InvalidRecord(f"sample has {sample.size} values, expected {expected}")
     step = _int(p.get("step"), "snapshot step")

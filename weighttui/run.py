@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .follow import LogTail, Poll
+from .scan import load_indexed
 from .logformat import (
     FRAME_HEADER_SIZE,
     FrameType,
@@ -79,10 +80,13 @@ class _KindStore:
 
     def put(self, row: int, ids: np.ndarray, block) -> None:
         self.seen = True
-        for src, name in enumerate(block.names):
-            dst = self.col_index.get(name)
-            if dst is not None:  # unknown columns are ignored
-                self.stats[row, ids, dst] = block.stats[:, src]
+        if tuple(block.names) == self.columns:  # the usual case: one assignment
+            self.stats[row, ids] = block.stats
+        else:
+            for src, name in enumerate(block.names):
+                dst = self.col_index.get(name)
+                if dst is not None:  # unknown columns are ignored
+                    self.stats[row, ids, dst] = block.stats[:, src]
         if block.hist is not None:
             lo, hi, counts = block.hist
             if self.counts is None:
@@ -182,6 +186,8 @@ class RunData:
         self._sample_width = 0
         self._samples = np.full((cap_rows, 0), np.nan, dtype=np.float32)
         self._sample_idx_cache: dict[bytes, np.ndarray] = {}
+        self._cols_cache: dict[bytes, np.ndarray] = {}  # snapshot ids bytes -> columns
+        self._ids_checked: dict[bytes, int] = {}  # for records.parse_snapshot
 
     # ----------------------------------------------------------- ingest
 
@@ -211,6 +217,36 @@ class RunData:
             changed = True
         return changed
 
+    # -- for scan.load_indexed, the fast whole-file open with max_rows
+
+    def apply_frame(self, frame) -> None:
+        """Apply one decoded frame (what ingest does for each frame of a poll)."""
+        self._apply(frame)
+
+    def add_corruption(self, offset: int, reason: str) -> None:
+        self._corrupt(offset, reason)
+
+    def count_thinned_snapshot(self) -> None:
+        """A snapshot that thinning would drop, counted without decoding it."""
+        if self._ignoring:
+            return
+        if self.run is None:
+            self._start_run(RunRecord(run_id="", created=0.0), 0, counted=0)
+        self.snapshot_count += 1
+        self.record_counts["snapshot"] += 1
+        self.runs[-1].snapshots = self.snapshot_count
+
+    def reserve_rows(self, rows: int) -> None:
+        """Allocate row storage once when the number of rows to come is known."""
+        rows = min(rows, self.max_rows) if self.max_rows is not None else rows
+        if rows > self._steps.size:
+            self._grow(rows, self._present.shape[1])
+
+    def set_thinning(self, stride: int) -> None:
+        """Continue as if the stored rows had been thinned incrementally to this stride."""
+        self._stride = stride
+        self._provisional = bool(self._gidx[self.n - 1] % stride != 0)
+
     def _corrupt(self, offset: int, reason: str) -> None:
         self.corruptions.append(offset)
         self.corruption_reasons.append(reason)
@@ -231,10 +267,14 @@ class RunData:
             self._start_run(RunRecord(run_id="", created=0.0), frame.offset, counted=0)
         try:
             if ftype == FrameType.TENSORS:
-                for info in parse_tensors(p, self._by_id):
+                infos = parse_tensors(p, self._by_id)
+                need = len(self.tensors) + len(infos)
+                if need > self._present.shape[1]:  # grow once for a whole declaration
+                    self._grow(self._present.shape[0], need)
+                for info in infos:
                     self._add_tensor(info)
             elif ftype == FrameType.SNAPSHOT:
-                self._add_snapshot(parse_snapshot(p, self._tensor_by_id()))
+                self._add_snapshot(parse_snapshot(p, self._tensor_by_id(), self._ids_checked))
             elif ftype == FrameType.SCALARS:
                 s = parse_scalars(p)
                 for k, v in s.values.items():
@@ -320,22 +360,30 @@ class RunData:
             if block is not None and block.hist is not None and store.bins is not None \
                     and block.hist[2].shape[1] != store.bins:
                 raise InvalidRecord(f"{kind} histogram has {block.hist[2].shape[1]} bins, the run {store.bins}")
+        was_n = self.n
         row = self._row_for_next()
-        cols = np.fromiter((self._col_of_id[i] for i in s.ids.tolist()), dtype=np.int64, count=s.ids.size)
+        fresh = self.n == was_n + 1 and row == was_n  # rows past n are always blank
+        key = s.ids.tobytes()
+        cols = self._cols_cache.get(key)
+        if cols is None:  # snapshots mostly repeat their ids: map them to columns once
+            cols = np.fromiter((self._col_of_id[i] for i in s.ids.tolist()), dtype=np.int64, count=s.ids.size)
+            self._cols_cache[key] = cols
         self._steps[row] = s.step
         self._epochs[row] = -1 if s.epoch is None else s.epoch
         self._batches[row] = -1 if s.batch is None else s.batch
         self._times[row] = s.time
         self._gidx[row] = self.snapshot_count
-        self._present[row] = False
+        if not fresh:
+            self._present[row] = False
         self._present[row, cols] = True
         for kind in KINDS:
             store = self._stores[kind]
-            store.clear_row(row)
+            if not fresh:
+                store.clear_row(row)
             block = getattr(s, kind)
             if block is not None:
                 store.put(row, cols, block)
-        self._samples[row] = np.nan
+        self._samples[row] = np.nan  # (decimation does not blank samples past n)
         if s.sample is not None and s.sample.size:
             self._samples[row, self._sample_columns(cols)] = s.sample
         self.snapshot_count += 1
@@ -628,6 +676,14 @@ def _assemble(fh, info: TensorInfo, chunks) -> np.ndarray | None:
 def load(path, *, max_rows: int | None = None, run_index: int | None = None) -> RunData:
     """Read a whole log into a RunData (see `open`)."""
     data = RunData(path, max_rows=max_rows, run_index=run_index)
+    if max_rows is not None:
+        # thinning: index the headers and decode only the snapshots that are kept
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such run log: {os.fspath(path)}")
+        with builtins.open(path, "rb") as fh:
+            load_indexed(data, fh)
+        data.last_growth = time.monotonic() if data.file_size else None
+        return data
     with LogTail(path) as tail:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such run log: {os.fspath(path)}")
