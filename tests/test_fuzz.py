@@ -421,7 +421,8 @@ def test_atheris_coverage_guided_fuzzing(tmp_path):
     for i, fb in enumerate(FRAMES[:6]):
         (corpus / f"seed{i}").write_bytes(b"".join(FRAMES[: i + 1]))
     proc = subprocess.run([sys.executable, "-c", ATHERIS_HARNESS, "-runs=3000", "-max_len=4096",
-                           "-rss_limit_mb=1024", str(corpus)],
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Done 3000 runs" in proc.stderr
+                           "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", str(corpus)],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    report = proc.stderr[-4000:]
+    assert proc.returncode == 0, report
+    assert "Done 3000 runs" in proc.stderr, report
