@@ -136,8 +136,6 @@ def part2(rounds: int, epochs: int) -> None:
             "none": [],
             "weighttui every epoch": lambda: [WeightCallback(os.path.join(tmp, "e.wtui"))],
             "weighttui every batch": lambda: [WeightCallback(os.path.join(tmp, "b.wtui"), every_batches=1)],
-            "weighttui every batch, numpy": lambda: [WeightCallback(os.path.join(tmp, "n.wtui"), every_batches=1,
-                                                                    stats="numpy")],
             "weighttui every 10 batches": lambda: [WeightCallback(os.path.join(tmp, "t.wtui"), every_batches=10)],
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
@@ -149,7 +147,7 @@ def part2(rounds: int, epochs: int) -> None:
         return time.perf_counter() - t0
 
     kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every batch",
-             "weighttui every batch, numpy", "TensorBoard(histogram_freq=1)"]
+             "TensorBoard(histogram_freq=1)"]
     times = {k: [] for k in kinds}
     for r in range(rounds):
         order = kinds if r % 2 == 0 else kinds[::-1]  # interleave against drift
