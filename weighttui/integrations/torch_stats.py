@@ -209,23 +209,40 @@ class DeviceStats:
         if L == 0:
             return torch.zeros(k, bins, dtype=torch.int64, device=device)
         span = (hi - lo).to(cdt)
-        scale = torch.where(span > 0, bins / span, torch.zeros_like(span))
+        pos = span > 0
+        scale = torch.where(pos, bins / span, torch.zeros_like(span))
         t = self.scratch.get("tmp2", device, cdt, k * L).view(k, L)
-        torch.sub(m, lo[:, None].to(cdt), out=t)
-        t.mul_(scale[:, None])
         it = self.scratch.get("idx", device, torch.int32, k * L).view(k, L)
-        it.copy_(t)  # truncation toward zero: floor for the non-negative values here
-        it.clamp_(0, bins - 1)  # x == hi lands in the last bin; NaN rows are redone later
         rows = torch.arange(k, device=device, dtype=torch.int32)
+        centre = torch.where(pos, 0, bins // 2).to(cdt)  # lo == hi: scale 0, every value in B // 2
+        torch.sub(m, lo[:, None].to(cdt), out=t)
+        torch.addcmul(centre[:, None], t, scale[:, None], out=t)  # centre + (x - lo) * scale
+        t.clamp_(0, bins - 1)  # x == hi gives B: the last bin is closed
+        it.copy_(t)  # truncation toward zero: floor for these non-negative values
+        # A NaN (its row is redone by the masked path) converts to a negative
+        # index: an error for bincount, undefined for the gathers and atomics
+        # below. The CPU float32 path skips the extra pass and recovers instead.
+        careful = exact_edges or device.type != "cpu"
+        if careful:
+            it.clamp_(0, bins - 1)
         if exact_edges:
             self._snap_to_edges(m, it, lo, hi, rows, cdt, device)
-        it.add_((rows * bins)[:, None])
-        centre = torch.where(span > 0, 0, bins // 2).to(torch.int32)
-        if exact_edges:  # rows with lo == hi: every value in the middle bin
-            it.copy_(torch.where(span[:, None] > 0, it, (rows * bins + centre)[:, None]))
-        else:
-            it.add_(centre[:, None])
-        return torch.bincount(it.view(-1), minlength=k * bins).view(k, bins)
+            it.copy_(torch.where(pos[:, None], it, bins // 2))
+        base = (rows * bins)[:, None]
+        if k > 1:
+            it.add_(base)
+        try:
+            counts = _count(it.view(-1), k * bins)
+        except RuntimeError:
+            if careful:
+                raise
+            if k > 1:
+                it.sub_(base)
+            it.clamp_(0, bins - 1)
+            if k > 1:
+                it.add_(base)
+            counts = _count(it.view(-1), k * bins)
+        return counts.view(k, bins)
 
     def _snap_to_edges(self, m, it, lo, hi, rows, cdt, device) -> None:
         """numpy.histogram's correction: move a bin index down if x < its lower
@@ -324,6 +341,16 @@ class DeviceStats:
         if self.reducer.sharded:
             raw = self.reducer.sums(raw)
         return raw.cpu()
+
+
+def _count(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Occurrences of each value in 0..size-1. bincount on the CPU; on an
+    accelerator scatter_add_, since bincount there reads its maximum back to
+    the host (a synchronisation per call)."""
+    if index.device.type == "cpu":
+        return torch.bincount(index, minlength=size)
+    out = torch.zeros(size, dtype=torch.int64, device=index.device)
+    return out.scatter_add_(0, index.long(), torch.ones(1, dtype=torch.int64, device=index.device).expand(index.numel()))
 
 
 class _Group:
