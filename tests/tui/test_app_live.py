@@ -229,10 +229,11 @@ async def test_updates_are_coalesced_while_many_snapshots_arrive(tmp_path, tui):
             log.snapshot(s)
             if s % 20 == 0:
                 await pilot.pause(0.01)
-        await tui.wait_until(pilot, lambda: app.data.n == 200 and "step 199" in header(app), what="all 200")
+        await tui.wait_until(pilot, lambda: app.data.n == 200 and "step 199" in header(app), timeout=40,
+                             what="all 200")
         elapsed = time.monotonic() - started
         # At most ~10 refreshes a second (plus the odd forced one), far fewer than 200.
-        assert app.refreshes - before <= 10 * elapsed + 3
+        assert app.refreshes - before <= 10 * elapsed + 5, (app.refreshes - before, elapsed)
         assert app.refreshes - before < 200
 
 
