@@ -97,3 +97,40 @@ class ScreenHost(App):
     def action_back(self) -> None:
         if len(self.screen_stack) > 2:
             self.pop_screen()
+
+
+# ------------------------------------------------------------------ logs
+
+
+def tanh_neuron_log(path, *, steps: int = 160, every: int = 2, nan_at: int | None = None) -> str:
+    """A real little training run: one tanh neuron learning y = tanh(x1 + x2), so its two
+    weights climb to 1.0; plus a wider hidden layer so there is more than one tensor.
+
+    Deterministic (fixed seed); with `nan_at`, the hidden weights get a NaN from that step on.
+    """
+    import numpy as np
+
+    from weighttui import Recorder
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(256, 2))
+    y = np.tanh(x @ np.array([1.0, 1.0]))
+    w = np.array([[0.1, -0.2]])
+    b = np.zeros(1)
+    hidden = rng.normal(0, 0.5, size=(16, 8))
+    with Recorder(path, every=every, bins=16, sample=16) as rec:
+        for step in range(steps):
+            out = np.tanh(x @ w[0] + b[0])
+            err = (out - y) * (1 - out ** 2) / len(y)
+            gw = (err @ x)[None, :]
+            gb = np.array([err.sum()])
+            gh = rng.normal(0, 1e-2, hidden.shape)
+            params = {"neuron.weight": w, "neuron.bias": b, "hidden.weight": hidden.copy()}
+            if nan_at is not None and step >= nan_at:
+                params["hidden.weight"][0, 0] = np.nan
+            rec.snapshot(step, params, grads={"neuron.weight": gw, "neuron.bias": gb, "hidden.weight": gh},
+                         epoch=step // 50)
+            w = w - 1.0 * gw
+            b = b - 1.0 * gb
+            hidden = hidden - 0.05 * gh
+    return str(path)

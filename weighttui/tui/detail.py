@@ -225,7 +225,7 @@ class DetailScreen(Screen):
 
     def _bars(self, steps, lo, hi, counts, pos_step, stats) -> None:
         bars = self.query_one(HistogramBars)
-        what = KIND_NAMES[self.kind]
+        what = {"weights": "weights", "delta": "updates", "grad": "gradients"}[self.kind]
         if pos_step is None or not steps.size:
             bars.show(np.nan, np.nan, None, title=f"histogram of {what}", note=f"no {what} histograms")
             return
@@ -240,7 +240,7 @@ class DetailScreen(Screen):
             src = ""
         else:  # delta blocks carry no mean/std: estimate them from the histogram
             mean, std = _hist_moments(lo[i], hi[i], c)
-            src = " (μ, σ from bins)"
+            src = " · μ,σ from bins"
         total = int(c.sum())
         bars.show(float(lo[i]), float(hi[i]), c, mean=mean, std=std, log=self.log_density,
                   title=f"{what} at step {int(steps[i])}: {total:,} values{src}")
