@@ -199,3 +199,16 @@ def test_full_epochs_store_once_per_epoch_in_a_step_loop(tmp_path):
     assert run.full_steps == [10]  # the first call of epoch 1, not all ten of its steps
     assert run.weights(epoch=1)["w"].tolist() == [10, 10, 10]
     assert run.steps.tolist() == [0, 4, 8, 10, 12, 16, 20, 24, 28]
+
+
+@pytest.mark.torch
+def test_snapshot_accepts_torch_tensors_with_grad_and_bfloat16(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "run.wtui"
+    w = torch.nn.Parameter(torch.linspace(-1, 1, 6))
+    with Recorder(path) as rec:
+        assert rec.snapshot(0, {"w": w, "bf": w.detach().to(torch.bfloat16)}, grads={"w": torch.ones(6)})
+    run = weighttui.open(path)
+    assert run.series("w", "max")[1][0] == pytest.approx(1.0)
+    assert run.series("bf", "min")[1][0] == -1.0
+    assert run.series("w", "norm", "grad")[1][0] == pytest.approx(6 ** 0.5)

@@ -116,6 +116,11 @@ def to_numpy(x) -> np.ndarray:
     bfloat16 arrays (ml_dtypes) become float32; stats are taken in float64 anyway.
     """
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        # torch: leave autograd, come to the host, and widen bfloat16 (numpy has none)
+        if hasattr(x, "detach") and hasattr(x, "cpu"):
+            x = x.detach().cpu()
+            if str(getattr(x, "dtype", "")) == "torch.bfloat16":
+                x = x.float()
         try:
             x = x.numpy()
         except Exception:
