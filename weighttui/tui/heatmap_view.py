@@ -52,7 +52,7 @@ def fmt_value(v: float, width: int = 9) -> str:
     if v is None or not np.isfinite(v):
         return "-".rjust(width)
     s = f"{v:.3g}"
-    if len(s) > width:
+    if width and len(s) > width:
         s = f"{v:.1e}"
     return s.rjust(width)
 
