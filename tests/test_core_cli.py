@@ -131,3 +131,12 @@ def test_demo_without_the_app_trains_and_summarises(tmp_path):
     assert run.snapshot_count == 24 and run.status == "finished"
     loss = run.scalars("loss")[1]
     assert loss[-10:].mean() < loss[:10].mean()  # it really trains
+
+
+def test_info_escapes_control_characters_from_the_log(tmp_path):
+    path = tmp_path / "hostile.wtui"
+    with weighttui.Recorder(path) as rec:
+        rec.snapshot(0, {"evil\x1b]0;owned\x07\x1b[2J": np.ones(2)})
+    out = cli("info", path).stdout
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil\\x1b]0;owned\\x07" in out

@@ -212,3 +212,16 @@ def test_snapshot_accepts_torch_tensors_with_grad_and_bfloat16(tmp_path):
     assert run.series("w", "max")[1][0] == pytest.approx(1.0)
     assert run.series("bf", "min")[1][0] == -1.0
     assert run.series("w", "norm", "grad")[1][0] == pytest.approx(6 ** 0.5)
+
+
+def test_new_logs_are_private_unless_asked(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with Recorder(tmp_path / "private.wtui") as rec:
+            rec.snapshot(0, {"w": np.ones(1)})
+        with Recorder(tmp_path / "shared.wtui", file_mode=0o644) as rec:
+            rec.snapshot(0, {"w": np.ones(1)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "private.wtui").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "shared.wtui").stat().st_mode & 0o777 == 0o644

@@ -62,7 +62,8 @@ def cmd_info(args) -> int:
 
     args.path = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
-    run = open_run(args.path, run=args.run)
+    # a summary needs no more than 4096 snapshots of history: the fast path for big logs
+    run = open_run(args.path, run=args.run, max_rows=4096)
     alerts = _alerts(run, args.threshold)
     if args.json:
         import json

@@ -60,7 +60,7 @@ class MLP:
 
 
 def train(path, *, steps: int = 3000, delay: float = 0.02, every: int = 5, seed: int = 0,
-          batch: int = 128, lr: float = 0.3, quiet: bool = True) -> None:
+          batch: int = 128, lr: float = 0.1, quiet: bool = True) -> None:
     rng = np.random.default_rng(seed)
     x, y = two_spirals(2048, rng)
     model = MLP([2, 64, 64, 32, 1], rng)

@@ -14,6 +14,14 @@ import numpy as np
 from .run import RunData
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+
+
+def _safe(text) -> str:
+    """A string from the log, with control characters escaped: a log must not drive the terminal."""
+    return str(text).translate(_CONTROL)
+
+
 def _when(t: float | None) -> str | None:
     if not t:
         return None
@@ -118,7 +126,9 @@ def _fmt(x: float) -> str:
 def print_info(run: RunData, alerts, out) -> None:
     """The summary for a person, as a few aligned blocks of text."""
     d = info_dict(run, alerts)
-    w = out.write
+
+    def w(text: str) -> None:
+        out.write(_safe(text[:-1]) + "\n" if text.endswith("\n") else _safe(text))
     w(f"{d['path']}  ({d['file_size']:,} bytes)\n")
     if d["run"] is None:
         w("  no run yet: the log is empty or holds only the header (has the writer started?)\n")

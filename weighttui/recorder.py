@@ -162,6 +162,7 @@ class Recorder:
         framework: str = "numpy",
         queue_size: int = DEFAULT_QUEUE_SIZE,
         fsync_every: float | None = None,
+        file_mode: int = 0o600,
     ):
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be an int >= 1, got {every!r}")
@@ -191,6 +192,9 @@ class Recorder:
         self._exclude = _patterns(exclude, "exclude")
         self.delta_policy = {True: "exact", False: "off"}.get(delta, delta)
         self.fsync_every = fsync_every
+        # 0o600 by default: a log holds the command line (which may carry secrets)
+        # and possibly complete weights; pass file_mode=0o644 to share it
+        self.file_mode = int(file_mode)
 
         self._tensors: dict[str, TensorInfo] = {}  # name -> latest declaration
         self._ids: list[TensorInfo] = []  # id -> declaration
@@ -240,7 +244,7 @@ class Recorder:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
             if mode == "w":
                 flags |= os.O_TRUNC
-            self._fd = os.open(self.path, flags, 0o644)
+            self._fd = os.open(self.path, flags, self.file_mode)
             prefix = b""
             if mode == "w" or os.fstat(self._fd).st_size == 0:
                 prefix = HEADER
