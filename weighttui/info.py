@@ -127,8 +127,8 @@ def print_info(run: RunData, alerts, out) -> None:
     """The summary for a person, as a few aligned blocks of text."""
     d = info_dict(run, alerts)
 
-    def w(text: str) -> None:
-        out.write(_safe(text[:-1]) + "\n" if text.endswith("\n") else _safe(text))
+    def w(text: str) -> None:  # our own line breaks stay; everything else is escaped
+        out.write("\n".join(_safe(line) for line in text.split("\n")))
     w(f"{d['path']}  ({d['file_size']:,} bytes)\n")
     if d["run"] is None:
         w("  no run yet: the log is empty or holds only the header (has the writer started?)\n")
