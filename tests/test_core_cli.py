@@ -140,3 +140,4 @@ def test_info_escapes_control_characters_from_the_log(tmp_path):
     out = cli("info", path).stdout
     assert "\x1b" not in out and "\x07" not in out
     assert "evil\\x1b]0;owned\\x07" in out
+    assert "\\x0a" not in out and "\n  1 tensors" in out  # its own line breaks stay
