@@ -1,0 +1,354 @@
+"""The Textual app behind `weighttui watch a.sock b.sock` and `weighttui watch DIR`.
+
+Several runs side by side (a learning-rate sweep): a run list (status, loss,
+meta) and a comparison of one tensor's statistic across the runs. It is a
+separate app from the single-run viewer (`app.py`) and shares only the
+follower thread, the widgets and the chart with it.
+
+- One `Follower` thread per log reads and decodes off the UI thread; each
+  run's `RunData` is only mutated here, on the UI thread (`_drain`).
+- With a directory, it is rescanned every `scan_interval` seconds; new logs
+  join the list, files that are not logs are ignored with a note.
+- Screen refreshes are coalesced to at most `MAX_REFRESH_HZ` a second.
+- A run whose file turns into something unreadable shows as "error" with the
+  reason; the other runs go on.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from rich.text import Text
+from textual.app import App, SuspendNotSupported
+from textual.binding import Binding
+from textual.message import Message
+
+from ..multirun import (
+    STALL_DEAD_S,
+    DirectoryWatch,
+    Metric,
+    RunRow,
+    common_tensors,
+    meta_text,
+    metrics,
+    run_names,
+    run_status,
+    summarize,
+    writer_dead,
+)
+from ..run import RunData
+from .follower import Delivery, Failure, Follower
+from .runs_compare import CompareScreen
+from .runs_help import RunsHelpScreen
+from .runs_list import RunListScreen
+
+MAX_REFRESH_HZ = 5
+INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
+SCAN_INTERVAL_S = 1.0
+DEFAULT_METRIC = Metric("weights norm", "weights", "norm")
+
+
+class RunsUpdate(Message):
+    """Posted from a follower thread when it queued new polls."""
+
+    bubble = False
+
+
+class RunSlot:
+    """One log of the set: its path, short name, data and follower."""
+
+    def __init__(self, path: str, name: str, *, max_rows: int | None, clock):
+        self.path = path
+        self.name = name
+        self.data = RunData(path, max_rows=max_rows)
+        self.follower: Follower | None = None
+        self.waiting: str | None = None
+        self.loading = False
+        self.error: str | None = None
+        self._clock = clock
+
+    def growth_age(self) -> float | None:
+        """Seconds since the file last grew: its mtime, or what we saw if the clocks disagree."""
+        try:
+            age = self._clock() - os.stat(self.path).st_mtime
+        except OSError:
+            return None
+        if age < 0 and self.data.last_growth is not None:
+            age = time.monotonic() - self.data.last_growth
+        return age
+
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        age = self.growth_age()
+        dead = age is not None and age >= STALL_DEAD_S and writer_dead(self.data)
+        return run_status(self.data, waiting=self.waiting, loading=self.loading, growth_age=age,
+                          writer_dead=dead)
+
+    def meta_text(self) -> str:
+        run = self.data.run
+        return meta_text(run.meta if run else None, width=24)
+
+    def row(self) -> RunRow:
+        return summarize(self.name, self.data, self.status(), error=self.error)
+
+
+class MultiRunApp(App[int]):
+    ENABLE_COMMAND_PALETTE = False
+    MODES = {"list": RunListScreen, "compare": CompareScreen}
+    DEFAULT_MODE = "list"
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help"),
+        Binding("tab", "switch", "list/compare", priority=True),
+    ]
+
+    def __init__(self, paths=(), *, directory=None, mode: str = "watch", title: str | None = None,
+                 max_rows: int | None = 1024, clock=None, scan_interval: float = SCAN_INTERVAL_S,
+                 follower_options: dict | None = None):
+        if mode not in ("watch", "replay"):
+            raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
+        super().__init__()
+        self.mode = mode
+        self.directory = None if directory is None else os.fspath(directory)
+        self.title_text = title or "weighttui · runs"
+        self.title = self.title_text
+        self.clock = clock or time.time  # injectable: snapshot tests freeze "stalled"
+        self.max_rows = max_rows
+        self.scan_interval = scan_interval
+        self._follower_options = follower_options or {}
+        self.slots: list[RunSlot] = []
+        self.ignored: dict[str, str] = {}  # path -> why it is not a run log
+        self.watch_dir = DirectoryWatch(self.directory) if self.directory is not None else None
+        self.tensor: str | None = None
+        self.log_y = True
+        self._metric_label = DEFAULT_METRIC.label
+        self._tensor_key = None
+        self._tensor_names: list[str] = []
+        self.refreshes = 0
+        self.opened: list[str] = []  # runs `enter` asked to open (for tests)
+        self._last_refresh = 0.0
+        self._refresh_timer = None
+        self._drain_timer = None
+        self._initial = [os.fspath(p) for p in paths]
+
+    # ---------------------------------------------------------- lifecycle
+
+    def on_mount(self) -> None:
+        for path in self._initial:
+            self._add(path)
+        if self.watch_dir is not None:
+            self._scan(initial=True)
+            self.set_interval(self.scan_interval, self._scan)
+        self.set_interval(1.0, self._tick)
+        self._refresh_now()
+
+    def on_unmount(self) -> None:
+        self.stop_followers()
+
+    def stop_followers(self) -> None:
+        for slot in self.slots:
+            if slot.follower is not None:
+                slot.follower.stop()
+
+    def _add(self, path: str) -> None:
+        if any(s.path == path for s in self.slots):
+            return
+        slot = RunSlot(path, os.path.basename(path), max_rows=self.max_rows, clock=self.clock)
+        self.slots.append(slot)
+        for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory)):
+            s.name = name
+        slot.follower = Follower(path, self._wake, **self._follower_options)
+        slot.follower.start()
+
+    def _scan(self, initial: bool = False) -> None:
+        found = self.watch_dir.scan()
+        for path in found.logs:
+            self._add(path)
+        for path, why in found.ignored:
+            self.ignored[path] = why
+            if not initial:
+                self.notify(f"ignored {os.path.relpath(path, self.directory)}: {why}", severity="warning")
+        for path in [p for p in self.ignored if p not in self.watch_dir.ignored]:
+            del self.ignored[path]  # it became a log after all
+        if found.logs or found.ignored:
+            self._schedule_refresh()
+
+    def ignored_names(self) -> dict[str, str]:
+        base = self.directory
+        return {(os.path.relpath(p, base) if base else p): why for p, why in sorted(self.ignored.items())}
+
+    def _wake(self) -> None:  # a follower thread
+        self.post_message(RunsUpdate())
+
+    # ------------------------------------------------------------- ingest
+
+    def on_runs_update(self, _message: RunsUpdate) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
+        self._drain_timer = None
+        if self._exit:
+            return
+        start = time.perf_counter()
+        changed = False
+        backlog = False
+        for slot in self.slots:
+            follower = slot.follower
+            if follower is None:
+                continue
+            while time.perf_counter() - start < INGEST_BUDGET_S:
+                items = follower.drain(limit=1)
+                if not items:
+                    break
+                changed = True
+                item = items[0]
+                if isinstance(item, Failure):
+                    slot.error = item.message.removeprefix(f"{slot.path}: ")
+                    follower.stop()
+                    slot.follower = None
+                    break
+                self._ingest(slot, item)
+            backlog = backlog or (slot.follower is not None and slot.follower.backlog > 0)
+        if backlog and self._drain_timer is None:
+            # Let keys and rendering in, then read on (each run's follower waits until drained).
+            self._drain_timer = self.set_timer(0.001, self._drain)
+        if changed:
+            self._schedule_refresh()
+
+    @staticmethod
+    def _ingest(slot: RunSlot, item: Delivery) -> None:
+        poll = item.poll
+        slot.data.ingest(poll)
+        slot.waiting = poll.waiting
+        slot.loading = not item.caught_up and bool(poll.size)
+
+    # ------------------------------------------------------------ refresh
+
+    def _schedule_refresh(self) -> None:
+        wait = self._last_refresh + 1.0 / MAX_REFRESH_HZ - time.monotonic()
+        if wait <= 0:
+            self._refresh_now()
+        elif self._refresh_timer is None:
+            self._refresh_timer = self.set_timer(wait, self._refresh_now)
+
+    def _refresh_now(self) -> None:
+        self._refresh_timer = None
+        self._last_refresh = time.monotonic()
+        if not self.screen_stack or self._exit:
+            return
+        screen = self.screen
+        if hasattr(screen, "refresh_data"):
+            with self.batch_update():
+                screen.refresh_data()
+        self.refreshes += 1
+
+    def _tick(self) -> None:
+        """Each second: statuses move with the clock (stalled) even when no log grows."""
+        screen = self.screen if self.screen_stack and not self._exit else None
+        if screen is not None and hasattr(screen, "refresh_status"):
+            screen.refresh_status()
+
+    # ------------------------------------------------------- shared state
+
+    def run_rows(self) -> list[RunRow]:
+        return [slot.row() for slot in self.slots]
+
+    def title_line(self) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(self.title_text, style="bold")
+        n = len(self.slots)
+        line.append(f"  {n} run{'s' if n != 1 else ''}")
+        if self.directory is not None:
+            line.append(f" in {self.directory}", style="dim")
+            if self.mode == "watch":
+                line.append(" (new logs join as they appear)", style="dim")
+        counts: dict[str, int] = {}
+        for slot in self.slots:
+            st = slot.status()
+            counts[st] = counts.get(st, 0) + 1
+        if counts:
+            line.append("  · " + " · ".join(f"{k} {v}" for k, v in sorted(counts.items())), style="dim")
+        return line
+
+    def tensor_names(self) -> list[str]:
+        """Tensor names the runs share (recomputed only when some run's tensors changed)."""
+        key = tuple((s.path, s.data.resets, len(s.data.tensors)) for s in self.slots)
+        if key != self._tensor_key:
+            self._tensor_key = key
+            self._tensor_names = common_tensors([s.data for s in self.slots])
+        return self._tensor_names
+
+    def metric_list(self) -> list[Metric]:
+        return metrics([s.data for s in self.slots]) or [DEFAULT_METRIC]
+
+    @property
+    def metric(self) -> Metric:
+        items = self.metric_list()
+        for m in items:
+            if m.label == self._metric_label:
+                return m
+        return items[0]
+
+    def metric_position(self) -> str:
+        items = self.metric_list()
+        labels = [m.label for m in items]
+        i = labels.index(self.metric.label)
+        return f"{i + 1}/{len(items)}"
+
+    def cycle_metric(self, direction: int = 1) -> None:
+        items = self.metric_list()
+        labels = [m.label for m in items]
+        i = labels.index(self.metric.label)
+        self._metric_label = labels[(i + direction) % len(labels)]
+
+    def set_metric(self, label: str) -> None:
+        if label not in [m.label for m in self.metric_list()]:
+            raise KeyError(f"no statistic {label!r}; the runs have {[m.label for m in self.metric_list()]}")
+        self._metric_label = label
+
+    # --------------------------------------------------------------- keys
+
+    def action_switch(self) -> None:
+        if len(self.screen_stack) > 1:  # a modal (help) is open: leave it first
+            return
+        self.switch_mode("compare" if self.current_mode == "list" else "list")
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, RunsHelpScreen):
+            self.push_screen(RunsHelpScreen())
+
+    def viewer_command(self, path: str) -> list[str]:
+        return [sys.executable, "-m", "weighttui.cli", self.mode, path]
+
+    def open_run(self, path: str) -> None:
+        """Hand the terminal to the single-run viewer for this log; back here when it quits.
+
+        The followers keep reading meanwhile (their queues are bounded), so
+        the list is current again as soon as the viewer exits.
+        """
+        self.opened.append(path)
+        try:
+            with self.suspend():
+                subprocess.run(self.viewer_command(path), check=False)
+        except SuspendNotSupported:
+            self.notify(f"cannot hand over the terminal here; run: {shlex.join(['weighttui', self.mode, path])}",
+                        timeout=8)
+        except OSError as exc:
+            self.notify(f"could not start the viewer: {exc}", severity="error")
+        self._refresh_now()
+
+
+def run_multi_app(paths: list[str], *, directory: str | None = None, mode: str = "watch",
+                  title: str | None = None, max_rows: int = 1024) -> int:
+    """Run the multi-run app in this terminal; its exit status."""
+    app = MultiRunApp(paths, directory=directory, mode=mode, title=title, max_rows=max_rows)
+    try:
+        app.run()
+    finally:
+        app.stop_followers()
+    return app.return_code or 0
