@@ -45,6 +45,10 @@ def _check_log(path: str, *, must_exist: bool) -> None:
 def cmd_watch(args) -> int:
     from .remote import parse_remote, view_remote
 
+    if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
+        if len(args.path) > 1 or os.path.isdir(args.path[0]):
+            return _watch_several(args)
+        args.path = args.path[0]
     spec = parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
     if spec is not None:
         from .tui.app import run_app
@@ -54,6 +58,27 @@ def cmd_watch(args) -> int:
     from .tui.app import run_app
 
     return run_app(args.path, mode=args.mode, max_rows=args.max_rows)
+
+
+def _watch_several(args) -> int:
+    """`watch a.sock b.sock` / `watch DIR`: runs side by side (weighttui/tui/multi_app.py)."""
+    from .remote import parse_remote
+
+    files, dirs = [], []
+    for path in args.path:
+        if os.path.isdir(path):
+            dirs.append(path)
+            continue
+        if parse_remote(path) is not None:
+            raise CliError(f"{path}: remote logs are watched one at a time (weighttui watch {path})")
+        _check_log(path, must_exist=args.mode == "replay")
+        files.append(path)
+    if len(dirs) > 1:
+        raise CliError("give at most one directory of logs (and any number of log files)")
+    from .tui.multi_app import run_multi_app
+
+    return run_multi_app(files, directory=dirs[0] if dirs else None, mode=args.mode,
+                         max_rows=min(args.max_rows, 1024))
 
 
 def cmd_info(args) -> int:
@@ -174,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, mode, text in (("watch", "watch", "follow a run log live (waits for it to appear)"),
                              ("replay", "replay", "scrub through a run log from its first snapshot")):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("path", help="run log (e.g. run.sock)")
+        p.add_argument("path", nargs="+",
+                       help="run log (e.g. run.sock); several logs or a directory compare runs side by side")
         p.add_argument("--max-rows", type=int, default=4096,
                        help="snapshots kept in memory before old history is thinned (default 4096)")
         p.set_defaults(func=cmd_watch, mode=mode)
