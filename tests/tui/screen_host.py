@@ -20,6 +20,7 @@ from weighttui.run import RunData
 
 
 class ScreenHost(App):
+    ENABLE_COMMAND_PALETTE = False  # as in the real app
     BINDINGS = [
         Binding("left", "step(-1)", show=False),
         Binding("right", "step(1)", show=False),
@@ -118,7 +119,7 @@ def tanh_neuron_log(path, *, steps: int = 160, every: int = 2, nan_at: int | Non
     w = np.array([[0.1, -0.2]])
     b = np.zeros(1)
     hidden = rng.normal(0, 0.5, size=(16, 8))
-    with Recorder(path, every=every, bins=16, sample=16) as rec:
+    with Recorder(path, every=every, bins=16, sample=16, queue_size=4096) as rec:  # never drops
         for step in range(steps):
             out = np.tanh(x @ w[0] + b[0])
             err = (out - y) * (1 - out ** 2) / len(y)

@@ -24,7 +24,7 @@ def run_path(tmp_path_factory):
     shapes = {"enc.weight": (12, 6), "enc.bias": (12,), "mid.weight": (8, 12), "head.weight": (3, 8),
               "frozen.weight": (4, 4)}
     w = {n: rng.normal(0, 0.3, s) for n, s in shapes.items()}
-    with Recorder(path, bins=16, sample=6, full_every=20) as rec:
+    with Recorder(path, bins=16, sample=6, full_every=20, queue_size=4096) as rec:  # never drops
         for step in range(41):
             rec.snapshot(step, w)
             for n, v in w.items():

@@ -150,7 +150,7 @@ async def test_brackets_follow_the_app_tensor_order(neuron):
 
 async def test_missing_kinds_and_unknown_tensor(tmp_path):
     path = tmp_path / "nograd.wtui"
-    with Recorder(path, delta=False) as rec:
+    with Recorder(path, delta=False, queue_size=64) as rec:
         for s in range(5):
             rec.snapshot(s, {"w": np.arange(6.0).reshape(2, 3) * (s + 1)})
     app = detail_app(path, "w")
@@ -169,7 +169,7 @@ async def test_missing_kinds_and_unknown_tensor(tmp_path):
 
 async def test_new_snapshots_appear_while_open(tmp_path):
     path = tmp_path / "live.wtui"
-    rec = Recorder(path, bins=8)
+    rec = Recorder(path, bins=8, queue_size=64)
     for s in range(3):
         rec.snapshot(s, {"w": np.full((4, 4), float(s))})
     import time

@@ -49,7 +49,7 @@ CHARTS["grad"] = CHARTS["weights"]
 class DetailScreen(Screen):
     DEFAULT_CSS = """
     DetailScreen { layout: vertical; }
-    DetailScreen #dhead { height: 2; padding: 0 1; background: $panel; }
+    DetailScreen #dhead { height: 3; padding: 0 1; background: $panel; }
     DetailScreen #top { height: 2fr; }
     DetailScreen #heat { width: 3fr; }
     DetailScreen #bars { width: 2fr; margin-left: 1; }
@@ -183,23 +183,24 @@ class DetailScreen(Screen):
 
     def _header(self, info, row, pos_step, stats) -> None:
         data = self.app.data
-        t = Text(no_wrap=True, overflow="ellipsis")
+        t = Text()
         t.append(info.name, style="bold")
         shape = "x".join(map(str, info.shape)) or "scalar"
         t.append(f"  {shape}  {info.dtype}  layer {info.layer or '-'}")
         if not info.trainable:
             t.append("  (frozen)", style="yellow")
-        t.append("   view ")
+        second = Text()
+        second.append("view ", style="dim")
         for kind, key in (("weights", "w"), ("delta", "d"), ("grad", "g")):
             if not data.has_kind(kind):
-                t.append(f" {key}:{kind} ", style="dim strike")
+                second.append(f" {key}:{kind} ", style="dim strike")
             elif kind == self.kind:
-                t.append(f" {key}:{kind} ", style="reverse bold")
+                second.append(f" {key}:{kind} ", style="reverse bold")
             else:
-                t.append(f" {key}:{kind} ")
-        t.append(f"  density {'log' if self.log_density else 'linear'} · range {self.range_mode} · zoom {self.zoom}",
+                second.append(f" {key}:{kind} ")
+        second.append(f"  density {'log' if self.log_density else 'linear'} · range {self.range_mode} · zoom {self.zoom}",
                  style="dim")
-        t.append("\n")
+        first, t = t, Text()
         if pos_step is None:
             t.append("no snapshots yet", style="dim")
         else:
@@ -221,7 +222,10 @@ class DetailScreen(Screen):
                     bad = stat in ("nan", "inf") and v > 0
                     t.append(f"{label} ", style="dim")
                     t.append(f"{fmt_value(v, 0).strip()}  ", style="bold red" if bad else "")
-        self.query_one("#dhead", Static).update(t)
+        width = max(20, (self.size.width or 120) - 2)
+        for line in (first, second, t):  # one line each, cut rather than wrapped
+            line.truncate(width, overflow="ellipsis")
+        self.query_one("#dhead", Static).update(Text("\n").join([first, second, t]))
 
     def _bars(self, steps, lo, hi, counts, pos_step, stats) -> None:
         bars = self.query_one(HistogramBars)
@@ -252,7 +256,7 @@ class DetailScreen(Screen):
         series = [(f"p{q}" if q in (0, 50, 100) else "", bands[:, k], BAND_COLORS[k])
                   for k, q in enumerate(heatmap.PERCENTILES)]
         self.query_one("#bands", LineChart).show(
-            f"percentiles of {KIND_NAMES[self.kind]} (0 7 16 31 50 69 84 93 100)", steps, series, marker=marker,
+            "percentiles 0 7 16 31 50 69 84 93 100", steps, series, marker=marker,
             key=key)
         s_steps, samples = data.samples(self.tensor)
         info = data.tensor(self.tensor)
