@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from .widgets.header import RunHeader
 from .widgets.layer_rows import SORTS, GroupRow, TensorRow, arrange, sort_values, tensor_rows
@@ -167,7 +167,7 @@ class OverviewScreen(Screen):
         self.collapsed = set() if self.collapsed >= layers else layers
         self._arrange()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_layer_table_row_selected(self, event: LayerTable.RowSelected) -> None:
         entry = self.table.current_entry()
         if isinstance(entry, GroupRow):
             self.collapsed ^= {entry.layer}

@@ -1,20 +1,44 @@
-"""The layer table: one keyed row per tensor, grouped by layer.
+"""The layer table: one keyed row per tensor, grouped by layer, drawn line by line.
 
-Rows are added once (and again only when the filter, sort, grouping or the
-set of tensors changes); snapshots update cells in place with
-`update_cell(row_key, column_key)`. Only rows on screen are recomputed: a
-data update marks every row stale and fills the visible ones, scrolling fills
-the rest as they come into view, so 2,000 tensors cost what 40 do.
+A `ScrollView` on Textual's Line API (`render_line(y)` returns a `Strip`), as
+toolong does: Textual's `DataTable` renders every cell through Rich and
+throws its render cache away on each `update_cell`, which made paging
+through 2,000 tensors take ~200 ms a page.
+
+- Rows are keyed (`t:<name>`, `g:<layer>`) and set only when the filter,
+  sort, grouping or the set of tensors changes; snapshots update cells in
+  place (`update_values`).
+- A cell is a tuple of (text, style) pieces; a row's `Strip` is built from
+  its pieces (no Rich rendering) the first time it is drawn and kept until a
+  cell of that row changes, so scrolling and cursor moves only join cached
+  strips.
+- Only rows on screen are recomputed: a data update marks every row stale
+  and fills the visible ones, scrolling fills the rest as they come into
+  view, so 2,000 tensors cost what 40 do.
+- Line 0 is the column header (kept in place while the rows scroll); the
+  first two columns (alert mark, name) stay put when scrolling sideways.
+
+The read API mirrors the parts of DataTable that callers and tests use:
+`rows`, `columns`, `get_cell()`, `cursor_row`, `move_cursor()`,
+`get_row_index()`, `row_count`, and a `RowSelected` message.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
-from textual.widgets import DataTable
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from .layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
 from .sparkline import fmt, fmt_int, spark
@@ -25,6 +49,18 @@ BAND_STYLE = {"good": "green", "slow": "cyan", "fast": "bold red", "": "dim"}
 BAND_MARK = {"good": " ", "slow": "↓", "fast": "↑", "": " "}
 SHORT_LABEL = {"update ratio": "upd ratio", "grad norm": "grad"}
 METRIC_STYLE = {"norm": "bright_blue", "std": "magenta", "grad": "yellow"}
+FIXED_COLUMNS = 2  # mark and name stay in place when scrolling sideways
+HEADER_LINES = 1
+
+_STYLES: dict[str, Style] = {"": Style.null()}
+
+
+def _style(name: str) -> Style:
+    """Parsed Rich styles, cached: a row is built from a handful of them."""
+    style = _STYLES.get(name)
+    if style is None:
+        style = _STYLES[name] = Style.parse(name)
+    return style
 
 
 def layout_for(width: int) -> dict:
@@ -41,8 +77,56 @@ def layout_for(width: int) -> dict:
             "name": int(min(56, max(14, name_w))), "wide": wide}
 
 
-class LayerTable(DataTable, inherit_bindings=False):
-    """DataTable of tensors; left/right/home/end are left to the app's timeline."""
+class TableKey(str):
+    """A row or column key: compares and hashes as its text, with DataTable's `.value`."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
+@dataclass
+class Column:
+    key: TableKey
+    label: str
+    width: int
+
+
+Pieces = tuple  # ((text, style name), ...): one cell
+
+
+def _fit(text: str, width: int) -> str:
+    """Cut to `width` cells with an ellipsis."""
+    if cell_len(text) <= width:
+        return text
+    return set_cell_size(text, max(0, width - 1)) + "…"
+
+
+class LayerTable(ScrollView, inherit_bindings=False):
+    """The tensors table; left/right/home/end are left to the app's timeline."""
+
+    DEFAULT_CSS = """
+    LayerTable {
+        background: $surface;
+        color: $foreground;
+        &:focus { background-tint: $foreground 5%; }
+        & > .layer-table--header { text-style: bold; background: $panel; color: $foreground; }
+        &:ansi > .layer-table--header { background: ansi_bright_blue; color: ansi_default; }
+        & > .layer-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .layer-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
+    COMPONENT_CLASSES = {"layer-table--header", "layer-table--cursor"}
 
     BINDINGS = [
         Binding("enter", "select_cursor", "open", show=False),
@@ -54,15 +138,91 @@ class LayerTable(DataTable, inherit_bindings=False):
         Binding("ctrl+end", "scroll_bottom", show=False),
     ]
 
+    class RowSelected(Message):
+        """Enter, or a click on the row under the cursor."""
+
+        def __init__(self, table: "LayerTable", row_key: TableKey, cursor_row: int):
+            super().__init__()
+            self.table, self.row_key, self.cursor_row = table, row_key, cursor_row
+
+        @property
+        def control(self) -> "LayerTable":
+            return self.table
+
+    class RowHighlighted(RowSelected):
+        """The cursor moved to another row."""
+
     def __init__(self, **kwargs):
-        super().__init__(cursor_type="row", zebra_stripes=False, fixed_columns=2, cell_padding=0, **kwargs)
+        super().__init__(**kwargs)
         self.entries: list = []  # TensorRow / GroupRow in display order
+        self._index: dict[str, int] = {}  # row key -> position in entries
+        self._columns: list[Column] = []
         self._lay: dict | None = None
-        self._stale: set[str] = set()  # row keys whose cells are out of date
+        self._cells: dict[str, dict[str, Pieces]] = {}
+        self._strips: dict[str, Strip] = {}  # row key -> unstyled full-width line
+        self._header: Strip | None = None
+        self._stale: set[str] = set()  # row keys whose values are out of date
+        self._cursor = 0
         self._run = None
         self._at_row = -1
         self._alerts: dict = {}
+        self._line_styles: tuple | None = None
         self.cells_updated = 0  # counted for tests and the benchmark
+        self.strips_built = 0  # likewise: rows drawn from their pieces
+
+    # ------------------------------------------------------- DataTable-like
+
+    @property
+    def rows(self) -> dict[TableKey, object]:
+        """Row key -> entry, in display order."""
+        return {TableKey(e.key): e for e in self.entries}
+
+    @property
+    def row_count(self) -> int:
+        return len(self.entries)
+
+    @property
+    def columns(self) -> dict[TableKey, Column]:
+        return {c.key: c for c in self._columns}
+
+    def get_row_index(self, key: str) -> int:
+        return self._index[key]
+
+    def get_cell(self, row_key: str, column_key: str) -> Text:
+        """The cell as Rich Text (for tests and callers; drawing never makes Text)."""
+        if row_key not in self._index:
+            raise KeyError(row_key)
+        pieces = self._cells.get(row_key, {}).get(column_key, ())
+        return Text.assemble(*[(t, s) for t, s in pieces])
+
+    @property
+    def cursor_row(self) -> int:
+        return self._cursor if self.entries else -1
+
+    @cursor_row.setter
+    def cursor_row(self, row: int) -> None:
+        self.move_cursor(row=row)
+
+    def move_cursor(self, *, row: int, animate: bool = False, scroll: bool = True) -> None:
+        if not self.entries:
+            self._cursor = 0
+            return
+        row = int(min(max(row, 0), len(self.entries) - 1))
+        moved = row != self._cursor
+        self._cursor = row
+        if scroll:
+            self._scroll_cursor_into_view()
+        self.refresh()
+        if moved:
+            self.post_message(self.RowHighlighted(self, TableKey(self.entries[row].key), row))
+
+    def current_key(self) -> str | None:
+        if not self.entries or self._cursor >= len(self.entries):
+            return None
+        return self.entries[self._cursor].key
+
+    def current_entry(self):
+        return self.entries[self._cursor] if self.current_key() is not None else None
 
     # ------------------------------------------------------------ structure
 
@@ -72,19 +232,18 @@ class LayerTable(DataTable, inherit_bindings=False):
         if layout == self._lay:
             return False
         self._lay = layout
-        self.clear(columns=True)
-        # No cell padding: the cells carry their own leading gap, which buys
-        # the name column a dozen characters on an 80-column terminal.
-        self.add_column("", key="mark", width=2)
-        self.add_column("tensor", key="name", width=layout["name"])
+        # The cells carry their own leading gap, which buys the name column
+        # a dozen characters on an 80-column terminal.
+        cols = [Column(TableKey("mark"), "", 2), Column(TableKey("name"), "tensor", layout["name"])]
         if layout["wide"]:
-            self.add_column("  shape", key="shape", width=12)
-            self.add_column("  params", key="params", width=8)
+            cols += [Column(TableKey("shape"), "  shape", 12), Column(TableKey("params"), "  params", 8)]
         for key, _kind, _stat, label, _log in METRICS:
             if len(label) >= layout["metric"]:
                 label = SHORT_LABEL.get(label, label)
-            self.add_column(Text(label.rjust(layout["metric"])), key=key, width=layout["metric"])
-        self._add_rows()
+            cols.append(Column(TableKey(key), label.rjust(layout["metric"]), layout["metric"]))
+        self._columns = cols
+        self._header = None
+        self._add_rows(self.current_key())
         return True
 
     def set_entries(self, entries: list) -> None:
@@ -94,62 +253,54 @@ class LayerTable(DataTable, inherit_bindings=False):
         self._add_rows(keep)
 
     def _add_rows(self, keep: str | None = None) -> None:
+        self._index = {e.key: i for i, e in enumerate(self.entries)}
+        self._strips.clear()
         if self._lay is None:
             return
-        self.clear()
-        for entry in self.entries:
-            self.add_row(*self._static_cells(entry), key=entry.key)
-        self._stale = {e.key for e in self.entries}
-        if keep is not None and keep in self._keys():
-            self.move_cursor(row=self.get_row_index(keep), animate=False)
+        grouped = bool(self.entries) and isinstance(self.entries[0], GroupRow)
+        self._cells = {e.key: self._static_cells(e, grouped) for e in self.entries}
+        self._stale = set(self._index)
+        width = sum(c.width for c in self._columns)
+        self.virtual_size = Size(width, len(self.entries) + HEADER_LINES)
+        if keep is not None and keep in self._index:
+            self._cursor = self._index[keep]
+        self._cursor = min(self._cursor, max(0, len(self.entries) - 1))
+        self._scroll_cursor_into_view()
         self._fill_visible()
+        self.refresh()
 
-    def _keys(self) -> set:
-        return {e.key for e in self.entries}
-
-    def current_key(self) -> str | None:
-        if not self.entries or self.cursor_row < 0 or self.cursor_row >= len(self.entries):
-            return None
-        return self.entries[self.cursor_row].key
-
-    def current_entry(self):
-        key = self.current_key()
-        return None if key is None else self.entries[self.cursor_row]
-
-    def _static_cells(self, entry) -> list:
+    def _static_cells(self, entry, grouped: bool) -> dict[str, Pieces]:
         lay = self._lay
-        blank = Text("")
         if isinstance(entry, GroupRow):
             arrow = "▸" if entry.collapsed else "▾"
-            name = Text(f"{arrow} {entry.layer or '(no layer)'} ({len(entry.members)})", style="bold")
-            name.truncate(lay["name"], overflow="ellipsis")
-            cells = [blank, name]
+            name = _fit(f"{arrow} {entry.layer or '(no layer)'} ({len(entry.members)})", lay["name"])
+            cells = {"name": ((name, "bold"),)}
             if lay["wide"]:
-                cells += [blank, Text("  " + fmt_int(entry.size), style="bold")]
-            return cells + [blank] * len(METRICS)
-        cells = [blank, self._name_cell(entry, nonfinite=False)]
+                cells["params"] = (("  " + fmt_int(entry.size), "bold"),)
+            return cells
+        cells = {"name": self._name_cell(entry, grouped, nonfinite=False)}
         if lay["wide"]:
             shape = "×".join(str(d) for d in entry.shape) or "scalar"
-            cells += [Text("  " + shape, overflow="ellipsis", no_wrap=True), Text("  " + fmt_int(entry.size))]
-        return cells + [blank] * len(METRICS)
+            cells["shape"] = ((_fit("  " + shape, 12), ""),)
+            cells["params"] = (("  " + fmt_int(entry.size), ""),)
+        return cells
 
-    def _name_cell(self, entry: TensorRow, *, nonfinite: bool) -> Text:
-        grouped = any(isinstance(e, GroupRow) for e in self.entries[:1])
+    def _name_cell(self, entry: TensorRow, grouped: bool, *, nonfinite: bool) -> Pieces:
         label = entry.name
         if grouped and entry.layer and label.startswith(entry.layer) and len(label) > len(entry.layer) + 1:
             label = "  " + label[len(entry.layer) + 1:]
         style = "bold red" if nonfinite else ("" if entry.trainable else "dim")
         width = self._lay["name"]
-        if len(label) > width:  # keep the end of a long name: that is where layers differ
+        if cell_len(label) > width:  # keep the end of a long name: that is where layers differ
             label = "…" + label[-(width - 1):]
-        return Text(label, style=style, no_wrap=True)
+        return ((label, style),)
 
     # --------------------------------------------------------------- values
 
     def update_values(self, data, row: int, alerts_by_tensor: dict) -> None:
         """New data or a new timeline position: refresh visible rows, mark the rest stale."""
         self._run, self._at_row, self._alerts = data, row, alerts_by_tensor
-        self._stale = {e.key for e in self.entries}
+        self._stale = set(self._index)
         self._fill_visible()
 
     def visible_range(self) -> tuple[int, int]:
@@ -165,15 +316,19 @@ class LayerTable(DataTable, inherit_bindings=False):
         todo = [e for e in self.entries[lo:hi] if e.key in self._stale]
         if not todo:
             return
+        grouped = isinstance(self.entries[0], GroupRow)
         tensors = [e for e in todo if isinstance(e, TensorRow)]
         values = metric_values(self._run, [t.col for t in tensors], self._at_row)
         nonfinite = self._nonfinite([t.col for t in tensors])
         for i, entry in enumerate(tensors):
-            self._update_tensor_row(entry, {k: (v[0][i], v[1][i]) for k, v in values.items()}, nonfinite[i])
+            self._update_tensor_row(entry, {k: (v[0][i], v[1][i]) for k, v in values.items()},
+                                    bool(nonfinite[i]), grouped)
         for entry in todo:
             if isinstance(entry, GroupRow):
-                self._update_group_row(entry)
+                alerts = [a for m in entry.members for a in self._alerts.get(m.name, ())]
+                self._set(entry.key, "mark", self._mark(alerts, False))
             self._stale.discard(entry.key)
+        self.refresh()
 
     def _nonfinite(self, cols: list[int]) -> np.ndarray:
         """Whether each tensor had NaN/Inf values at the timeline row."""
@@ -184,40 +339,153 @@ class LayerTable(DataTable, inherit_bindings=False):
         bad = data.stat_matrix("weights", "nan")[row, idx] + data.stat_matrix("weights", "inf")[row, idx]
         return np.nan_to_num(bad) > 0
 
-    def _set(self, key: str, column: str, value) -> None:
-        self.update_cell(key, column, value)
+    def _set(self, key: str, column: str, pieces: Pieces) -> None:
+        cells = self._cells[key]
         self.cells_updated += 1
+        if cells.get(column) != pieces:
+            cells[column] = pieces
+            self._strips.pop(key, None)
 
-    def _update_tensor_row(self, entry: TensorRow, vals: dict, nonfinite: bool) -> None:
+    def _update_tensor_row(self, entry: TensorRow, vals: dict, nonfinite: bool, grouped: bool) -> None:
         width, gap, value_w = self._lay["spark"], self._lay["gap"], self._lay["value"]
+        pad = " " * gap
         for key, _kind, _stat, _label, log in METRICS:
             now, hist = vals[key]
             line = spark(hist, width, log=log) if hist.size else " " * width
-            band = ratio_band(now) if key == "ratio" else None
-            cell = Text(" " * gap, no_wrap=True)
-            if band is not None:
-                cell.append(line, style=BAND_STYLE[band])
-                cell.append(BAND_MARK[band], style=BAND_STYLE[band])
-                cell.append(" " + fmt(now, value_w - 1), style=BAND_STYLE[band] if band != "" else "")
+            if key == "ratio":
+                band = ratio_band(now)
+                style = BAND_STYLE[band]
+                cell = ((pad, ""), (line, style), (BAND_MARK[band], style),
+                        (" " + fmt(now, value_w - 1), style if band != "" else ""))
             else:
-                cell.append(line, style=METRIC_STYLE[key])
-                cell.append(" ")
-                cell.append(fmt(now, value_w))
+                cell = ((pad, ""), (line, METRIC_STYLE[key]), (" " + fmt(now, value_w), ""))
             self._set(entry.key, key, cell)
         self._set(entry.key, "mark", self._mark(self._alerts.get(entry.name), nonfinite))
-        self._set(entry.key, "name", self._name_cell(entry, nonfinite=nonfinite))
-
-    def _update_group_row(self, entry: GroupRow) -> None:
-        alerts = [a for m in entry.members for a in self._alerts.get(m.name, ())]
-        self._set(entry.key, "mark", self._mark(alerts, False))
+        self._set(entry.key, "name", self._name_cell(entry, grouped, nonfinite=nonfinite))
 
     @staticmethod
-    def _mark(alerts, nonfinite: bool) -> Text:
+    def _mark(alerts, nonfinite: bool) -> Pieces:
         if nonfinite or (alerts and any(a.severity == "error" for a in alerts)):
-            return Text(" ✖", style="bold red")
+            return ((" ✖", "bold red"),)
         if alerts:
-            return Text(" ▲", style="bold yellow")
-        return Text(" ")
+            return ((" ▲", "bold yellow"),)
+        return ((" ", ""),)
+
+    # -------------------------------------------------------------- drawing
+
+    def _line_of(self, cells: dict[str, Pieces]) -> Strip:
+        segments = []
+        for col in self._columns:
+            used = 0
+            for text, style in cells.get(col.key, ()):
+                room = col.width - used
+                if room <= 0:
+                    break
+                width = cell_len(text)
+                if width > room:
+                    text, width = set_cell_size(text, room), room
+                if text:
+                    segments.append(Segment(text, _style(style)))
+                    used += width
+            if used < col.width:
+                segments.append(Segment(" " * (col.width - used)))
+        return Strip(segments, sum(c.width for c in self._columns))
+
+    def _row_strip(self, index: int) -> Strip:
+        key = self.entries[index].key
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = self._line_of(self._cells.get(key, {}))
+            self.strips_built += 1
+        return strip
+
+    def render_lines(self, crop):
+        # Component styles once per paint, not once per line.
+        base = self.rich_style
+        cursor = self.get_component_rich_style("layer-table--cursor", partial=True)
+        self._line_styles = (base, base + self.get_component_rich_style("layer-table--header", partial=True),
+                             base + cursor, Style(color=cursor.color))
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        scroll_x, scroll_y = self.scroll_offset
+        if self._line_styles is None:
+            self._line_styles = (self.rich_style,) * 3 + (Style.null(),)
+        base, header, cursor, cursor_post = self._line_styles
+        if y < HEADER_LINES:
+            if self._header is None:
+                self._header = self._line_of({c.key: ((c.label, ""),) for c in self._columns})
+            strip, style, post = self._header, header, None
+        else:
+            index = scroll_y + y - HEADER_LINES
+            if index >= len(self.entries):
+                return Strip.blank(width, base)
+            strip = self._row_strip(index)
+            if index == self._cursor and self.entries:
+                style, post = cursor, cursor_post  # the cursor's colour wins over the cells'
+            else:
+                style, post = base, None
+        if scroll_x:
+            fixed = sum(c.width for c in self._columns[:FIXED_COLUMNS])
+            strip = Strip.join([strip.crop(0, fixed), strip.crop(fixed + scroll_x, fixed + scroll_x + width)])
+        strip = strip.crop_extend(0, width, None)
+        if post is None:
+            return strip.apply_style(style)
+        return Strip(Segment.apply_style(strip, style, post), strip.cell_length)
+
+    # ------------------------------------------------------- keys and mouse
+
+    def _scroll_cursor_into_view(self) -> None:
+        rows = max(1, self.size.height - HEADER_LINES - (1 if self.show_horizontal_scrollbar else 0))
+        top = int(self.scroll_y)
+        if self._cursor < top:
+            self.scroll_to(y=self._cursor, animate=False, force=True, immediate=True)
+        elif self._cursor >= top + rows:
+            self.scroll_to(y=self._cursor - rows + 1, animate=False, force=True, immediate=True)
+
+    def _page(self) -> int:
+        return max(1, self.size.height - HEADER_LINES - 1)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(row=self._cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(row=self._cursor + 1)
+
+    def action_page_down(self) -> None:
+        page = self._page()
+        self.scroll_to(y=self.scroll_y + page, animate=False, force=True, immediate=True)
+        self.move_cursor(row=self._cursor + page)
+
+    def action_page_up(self) -> None:
+        page = self._page()
+        self.scroll_to(y=max(0, self.scroll_y - page), animate=False, force=True, immediate=True)
+        self.move_cursor(row=self._cursor - page)
+
+    def action_scroll_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_scroll_bottom(self) -> None:
+        self.move_cursor(row=len(self.entries) - 1)
+
+    def action_select_cursor(self) -> None:
+        key = self.current_key()
+        if key is not None:
+            self.post_message(self.RowSelected(self, TableKey(key), self._cursor))
+
+    async def _on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < HEADER_LINES:
+            return
+        index = int(self.scroll_y) + offset.y - HEADER_LINES
+        if index >= len(self.entries):
+            return
+        event.stop()
+        if index == self._cursor:  # a click on the cursor row opens it, as DataTable did
+            self.action_select_cursor()
+        else:
+            self.move_cursor(row=index)
 
     # ------------------------------------------------------------- scrolling
 
