@@ -172,15 +172,24 @@ class DeviceStats:
         return buf
 
     def _moments(self, m, lo, hi, c, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
-        """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]."""
+        """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L].
+
+        c None (deltas: no mean or std to report): s1 = 0 and s2 = sum(m^2),
+        two passes fewer than the shifted sums.
+        """
         k, L = m.shape
         tmp = self.scratch.get("tmp", device, cdt, k * L).view(k, L)
         # k == 1: whole-tensor reductions (the dim=1 kernels are slower on CPU)
         red = (lambda t: t.sum().view(1)) if k == 1 else (lambda t: t.sum(1))
-        torch.sub(m, c[:, None], out=tmp)
-        s1 = red(tmp)  # torch's CPU sum is pairwise: ~1e-7 relative in float32
-        tmp.square_()
-        s2 = red(tmp)
+        if c is None:
+            torch.mul(m, m, out=tmp)
+            s2 = red(tmp)  # torch's CPU sum is pairwise: ~1e-7 relative in float32
+            s1 = torch.zeros_like(s2)
+        else:
+            torch.sub(m, c[:, None], out=tmp)
+            s1 = red(tmp)
+            tmp.square_()
+            s2 = red(tmp)
         torch.abs(m, out=tmp)
         asum = red(tmp)
         nz = torch.count_nonzero(m).view(1) if k == 1 else torch.count_nonzero(m, dim=1)
@@ -407,6 +416,8 @@ class _Group:
 
     def rows(self, rng) -> torch.Tensor:
         lo, hi, c = rng[0], rng[1], rng[2]
+        if self.prevs is not None:
+            c = None  # deltas: unshifted sums of squares (see _moments)
         eng = self.eng
         stride = 1
         if eng.hist_sample and self.n > eng.hist_sample:
@@ -420,7 +431,8 @@ class _Group:
         s1, s2, asum, nz, counts = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3], acc[:, 4:]
         z = torch.zeros_like(s1)
         nn = torch.full_like(s1, float(self.n))
-        head = torch.stack([nn, nn, lo.to(torch.float64), hi.to(torch.float64), c.to(torch.float64),
+        cc = z if c is None else c.to(torch.float64)
+        head = torch.stack([nn, nn, lo.to(torch.float64), hi.to(torch.float64), cc,
                             s1, s2, asum, nn - nz, z, z, z], dim=1)
         return torch.cat([head, counts], dim=1)
 

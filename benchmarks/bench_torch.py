@@ -1,0 +1,247 @@
+"""PyTorch recording cost, side by side in one run (prints a markdown table).
+
+1. One snapshot of a ResNet-50-shaped parameter set (161 tensors, 25.6M
+   float32 values) on the CPU: weighttui's statistics + 64-bin histograms +
+   exact delta + samples (what the training thread is blocked for), as a
+   multiple of one read pass (`torch.sum` over every parameter); against
+   TensorBoard's `SummaryWriter.add_histogram` over the same parameters, and
+   against W&B's `wandb.watch` histogram path (`TorchHistory.log_tensor_stats`,
+   what its forward/backward hooks call, offline mode) for parameters and
+   gradients.
+2. End-to-end slowdown of a real training loop (an MLP on synthetic data)
+   with a snapshot every step and every 10 steps, against no recording;
+   the configurations run interleaved, round after round, and the median
+   round counts, so that load from other processes hits all of them alike.
+
+    python benchmarks/bench_torch.py            # full run (a few minutes on 2 cores)
+    python benchmarks/bench_torch.py --quick    # small sizes, to check it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import weighttui.torch as wt  # noqa: E402
+
+
+def resnet50_shapes():
+    """Parameter shapes of torchvision's resnet50 (conv, batch norm, fc)."""
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    inp = 64
+    for blocks, mid, out in ((3, 64, 256), (4, 128, 512), (6, 256, 1024), (3, 512, 2048)):
+        for b in range(blocks):
+            shapes += [(mid, inp, 1, 1), (mid,), (mid,), (mid, mid, 3, 3), (mid,), (mid,),
+                       (out, mid, 1, 1), (out,), (out,)]
+            if b == 0:
+                shapes += [(out, inp, 1, 1), (out,), (out,)]
+            inp = out
+    return shapes + [(1000, 2048), (1000,)]
+
+
+class ParamSet(torch.nn.Module):
+    """The parameters of a model, with a forward that touches each of them (for hooks)."""
+
+    def __init__(self, shapes, scale=1.0):
+        super().__init__()
+        self.params = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.randn(s) * 0.05 * scale) for s in shapes)
+
+    def forward(self, x):
+        return x + sum(p.view(-1)[0] for p in self.params)
+
+
+def timed(fn, repeat):
+    """Median seconds of fn() over `repeat` runs (after one warm-up run)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
+            f"load average {load[0]:.2f}")
+
+
+def bench_snapshot(shapes, repeat, tmp, with_grads):
+    torch.manual_seed(0)
+    model = ParamSet(shapes)
+    params = list(model.parameters())
+    n = sum(p.numel() for p in params)
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    rows = []
+    read = timed(lambda: [p.sum() for p in params], repeat)
+    rows.append(("read pass: torch.sum over every parameter", read))
+
+    handle = wt.watch(model, tmp / "bench.wtui", delta="exact", initial=False, queue_size=1000)
+
+    def snap():
+        with torch.no_grad():
+            for p in params[:3]:  # an update, so deltas are not all zero
+                p.add_(1e-4)
+        handle.step()
+
+    handle.grads = False
+    t_snap = timed(snap, repeat)
+    rows.append(("weighttui snapshot: stats + 64-bin hist + exact delta + samples", t_snap))
+    if with_grads:
+        handle.grads = True
+        t_grad = timed(snap, repeat)
+        rows.append(("weighttui snapshot + gradient stats and hist", t_grad))
+    handle.engine.hist_sample = 1 << 16
+    handle.grads = False
+    t_hs = timed(snap, repeat)
+    rows.append(("weighttui snapshot, hist_sample=65536 (histograms subsampled)", t_hs))
+    handle.close()
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(str(tmp / "tb"))
+    step = [0]
+
+    def tb_hist():
+        step[0] += 1
+        for i, p in enumerate(params):
+            tb.add_histogram(f"p{i}", p, step[0])
+
+    t_tb = timed(tb_hist, max(1, repeat // 5))
+    tb.close()
+    rows.append(("TensorBoard add_histogram, every parameter", t_tb))
+
+    t_wandb = wandb_time(model, params, max(1, repeat // 5), tmp)
+    if isinstance(t_wandb, str):
+        rows.append((f"W&B wandb.watch histograms: not run ({t_wandb})", float("nan")))
+    else:
+        rows.append(("W&B wandb.watch path (log_tensor_stats), parameters + gradients", t_wandb))
+    return n, len(params), read, rows
+
+
+def wandb_time(model, params, repeat, tmp):
+    try:
+        import wandb
+    except ImportError:
+        return "wandb is not installed"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        run = wandb.init(mode="offline", dir=str(tmp), project="bench", settings=wandb.Settings(
+            console="off", x_disable_stats=True))
+    except Exception as exc:  # no service process, sandbox ...
+        return f"wandb.init failed: {type(exc).__name__}: {exc}"
+    try:
+        wandb.watch(model, log="all", log_freq=1)
+        hist = run._torch  # what the hooks installed by wandb.watch call, per tensor
+
+        def log_all():
+            for i, p in enumerate(params):
+                hist.log_tensor_stats(p.data.cpu(), f"parameters/p{i}")
+                hist.log_tensor_stats(p.grad.data, f"gradients/p{i}")
+            run.log({}, commit=True)
+
+        return timed(log_all, repeat)
+    finally:
+        wandb.unwatch(model)
+        run.finish()
+
+
+# ------------------------------------------------------------ end to end
+
+
+def make_mlp(width, depth):
+    layers, d = [], 256
+    for _ in range(depth):
+        layers += [torch.nn.Linear(d, width), torch.nn.GELU()]
+        d = width
+    return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10))
+
+
+def bench_training(rounds, steps, width, depth, batch, tmp):
+    torch.manual_seed(0)
+    x = torch.randn(batch, 256)
+    y = torch.randint(0, 10, (batch,))
+    configs = {"no recording": None, "weighttui every 10 steps": 10, "weighttui every step": 1}
+    results = {k: [] for k in configs}
+    n_params = sum(p.numel() for p in make_mlp(width, depth).parameters())
+    for r in range(rounds):
+        for name, every in configs.items():
+            torch.manual_seed(r)
+            model = make_mlp(width, depth)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            handle = None
+            if every is not None:
+                handle = wt.watch(model, tmp / f"train{r}_{every}.wtui", optimizer=opt, every=every,
+                                  initial=False)
+            for i in range(steps + 3):
+                if i == 3:  # after warm-up (allocator, first-snapshot copies)
+                    t0 = time.perf_counter()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            results[name].append((time.perf_counter() - t0) / steps)
+            if handle is not None:
+                handle.close()
+    med = {k: statistics.median(v) for k, v in results.items()}
+    return n_params, med
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: check that it runs")
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    shapes = resnet50_shapes()
+    if args.quick:
+        shapes = [tuple(max(1, d // 8) for d in s) for s in shapes]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        print(f"machine: {machine()}\n")
+        n, t, read, rows = bench_snapshot(shapes, 3 if args.quick else args.repeat, tmp, with_grads=True)
+        print(f"## One snapshot, {t} tensors, {n / 1e6:.1f}M float32 values (ResNet-50 shapes), CPU\n")
+        print("| what | time (ms) | x read pass | weighttui faster by |")
+        print("|---|---:|---:|---:|")
+        snap = rows[1][1]
+        for what, sec in rows:
+            faster = f"{sec / snap:.1f}x" if what.startswith(("TensorBoard", "W&B")) and sec == sec else ""
+            print(f"| {what} | {sec * 1e3:.1f} | {sec / read:.1f} | {faster} |")
+        width, depth, batch = (256, 2, 64) if args.quick else (1024, 4, 256)
+        steps = 10 if args.quick else 40
+        n_params, med = bench_training(2 if args.quick else args.rounds, steps, width, depth, batch, tmp)
+        base = med["no recording"]
+        print(f"\n## Training loop: MLP 256-{'-'.join([str(width)] * depth)}-10 ({n_params / 1e6:.1f}M "
+              f"parameters), AdamW, batch {batch}, {steps} steps, median of "
+              f"{2 if args.quick else args.rounds} interleaved rounds\n")
+        print("| configuration | ms per step | slowdown |")
+        print("|---|---:|---:|")
+        for name, sec in med.items():
+            print(f"| {name} | {sec * 1e3:.2f} | {100 * (sec / base - 1):+.1f}% |")
+        print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
