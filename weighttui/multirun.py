@@ -61,8 +61,9 @@ class DirectoryWatch:
 
     Files are recognised by the 8-byte magic, not the name (people call their
     logs run.sock, run.wtui, lr0.1.log ...). Everything else is ignored with a
-    reason, reported once; an ignored file is looked at again only if it is
-    replaced (new inode) or was too short to tell. Hidden entries are skipped.
+    reason, reported once; an ignored file is looked at again only when it
+    changed (inode, size or mtime: replaced or rewritten) or was too short to
+    tell. Hidden entries are skipped.
     """
 
     def __init__(self, directory, *, max_depth: int = MAX_DEPTH):
@@ -71,14 +72,19 @@ class DirectoryWatch:
         self.logs: list[str] = []
         self.ignored: dict[str, str] = {}  # path -> reason
         self._known: set[str] = set()
-        self._ignored_ino: dict[str, int] = {}
+        self._ignored_id: dict[str, tuple] = {}  # path -> (inode, size, mtime) when judged
 
     def scan(self) -> Scan:
         out = Scan()
-        for path, ino in self._files():
+        files = self._files()
+        present = {path for path, _ in files}
+        for gone in [p for p in self.ignored if p not in present]:  # deleted: forget it
+            del self.ignored[gone]
+            self._ignored_id.pop(gone, None)
+        for path, ident in files:
             if path in self._known:
                 continue
-            if self._ignored_ino.get(path) == ino:
+            if self._ignored_id.get(path) == ident:
                 continue
             reason = sniff(path)
             if reason == "pending":
@@ -86,11 +92,11 @@ class DirectoryWatch:
             if reason is None:
                 self._known.add(path)
                 self.ignored.pop(path, None)
-                self._ignored_ino.pop(path, None)
+                self._ignored_id.pop(path, None)
                 self.logs.append(path)
                 out.logs.append(path)
             else:
-                self._ignored_ino[path] = ino
+                self._ignored_id[path] = ident
                 if self.ignored.get(path) != reason:
                     out.ignored.append((path, reason))
                 self.ignored[path] = reason
@@ -98,7 +104,11 @@ class DirectoryWatch:
         return out
 
     def _files(self):
-        """(path, inode) of the regular files to consider, in name order."""
+        """(path, (inode, size, mtime)) of the regular files to consider, in name order.
+
+        Inode numbers are reused at once on many file systems, so size and
+        mtime tell a replaced file from the one judged before.
+        """
         stack = [(self.directory, 0)]
         found = []
         while stack:
@@ -112,7 +122,8 @@ class DirectoryWatch:
                     continue
                 try:
                     if entry.is_file():
-                        found.append((entry.path, entry.inode()))
+                        st = entry.stat()
+                        found.append((entry.path, (st.st_ino, st.st_size, st.st_mtime_ns)))
                     elif entry.is_dir() and depth < self.max_depth:
                         stack.append((entry.path, depth + 1))
                 except OSError:

@@ -22,12 +22,11 @@ from textual.widgets.option_list import Option
 
 from ..multirun import Aligned, compare, filter_names
 from .charts import SERIES_COLORS, LineChart
-from .widgets.header import STATUS_STYLE
-from .widgets.sparkline import fmt, spark
+from .widgets.sparkline import fmt
 
-TABLE_COLUMNS = (("run", "run"), ("meta", "meta"), ("status", "status"), ("last", "last step"),
-                 ("latest", "latest"), ("common", "at common step"), ("min", "min"), ("max", "max"),
-                 ("trend", "trend"))
+# The chart shows the trend and the run list the status: here only the numbers, to fit beside the list.
+TABLE_COLUMNS = (("run", "run"), ("meta", "meta"), ("last", "last step"), ("latest", "latest"),
+                 ("common", "at common step"), ("min", "min"), ("max", "max"))
 
 
 def series_color(i: int) -> str:
@@ -44,7 +43,7 @@ class TensorList(OptionList):
 class CompareScreen(Screen):
     DEFAULT_CSS = """
     CompareScreen #cmp-title { height: 1; background: $panel; padding: 0 1; }
-    CompareScreen #cmp-left { width: 34; max-width: 40%; }
+    CompareScreen #cmp-left { width: 30; max-width: 35%; }
     CompareScreen TensorList { height: 1fr; }
     CompareScreen #cmp-tensors-title { height: 1; padding: 0 1; color: $text-muted; }
     CompareScreen #cmp-filter { height: 3; }
@@ -127,7 +126,7 @@ class CompareScreen(Screen):
         self._refresh_table(aligned)
 
     def refresh_status(self) -> None:
-        self._refresh_table(self.aligned or compare([], None, self.app.metric))
+        pass  # nothing here moves with the clock alone (statuses are on the run list)
 
     def _refresh_tensors(self) -> None:
         app = self.app
@@ -162,18 +161,15 @@ class CompareScreen(Screen):
         for i, slot in enumerate(app.slots):
             row = aligned.values[i] if i < aligned.values.shape[0] else np.zeros(0)
             finite = row[np.isfinite(row)]
-            status = slot.status()
             cells = {
                 "run": Text("━━ ", style=series_color(i)) + Text(slot.name, style="bold"),
                 "meta": Text(slot.meta_text(), style="dim"),
-                "status": Text(status, style=STATUS_STYLE.get(status, "bold red")),
                 "last": Text("–" if i >= last_steps.size or last_steps[i] < 0 else str(int(last_steps[i])),
                              justify="right"),
                 "latest": _num(latest[i] if i < latest.size else math.nan),
                 "common": _num(at_common[i] if i < at_common.size else math.nan),
                 "min": _num(finite.min() if finite.size else math.nan),
                 "max": _num(finite.max() if finite.size else math.nan),
-                "trend": Text(spark(row, 16, log=app.metric.log) if finite.size else "", style=series_color(i)),
             }
             plain = {k: c.plain for k, c in cells.items()}
             old = self._cells.get(slot.path)

@@ -1,0 +1,213 @@
+"""The multi-run viewer driven by Pilot: a learning-rate sweep written by the real Recorder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import numpy as np
+import pytest
+from multi_conftest_helpers import sgd_run
+
+from weighttui.tui.charts import LineChart
+from weighttui.tui.multi_app import MultiRunApp
+from weighttui.tui.runs_compare import CompareScreen, TensorList
+from weighttui.tui.runs_help import RunsHelpScreen
+from weighttui.tui.runs_list import RunListScreen, RunTable
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+LRS = (0.001, 0.01, 0.1)
+STEPS = 30
+
+
+def sweep(tmp_path, statuses=("finished", "finished", "finished")):
+    """Three SGD runs (lr 0.001, 0.01, 0.1); a None status leaves that run live (the Recorder is returned)."""
+    out = {}
+    for lr, status in zip(LRS, statuses):
+        out[lr] = sgd_run(tmp_path / f"lr{lr}.sock", lr, STEPS, status=status)
+    return out
+
+
+def loaded(app, n_runs, steps=STEPS):
+    return lambda: (len(app.slots) == n_runs and all(s.data.n == steps for s in app.slots)
+                    and app.refreshes > 0)
+
+
+def cell(table, row_key, col) -> str:
+    return table.get_cell(row_key, col).plain
+
+
+def notes(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def test_run_list_statuses_ignored_files_and_a_new_log(tmp_path, tui):
+    runs = sweep(tmp_path, statuses=("finished", "failed", None))
+    live = runs[0.1]
+    (tmp_path / "notes.txt").write_text("lr sweep, see wiki")
+    app = MultiRunApp(directory=tmp_path, scan_interval=0.05)
+    try:
+        async with app.run_test(size=(140, 30)) as pilot:
+            await tui.wait_until(pilot, loaded(app, 3), what="three runs loaded")
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, RunListScreen)
+            table = app.screen.query_one(RunTable)
+            paths = [str(tmp_path / f"lr{lr}.sock") for lr in LRS]
+            assert [k.value for k in table.rows] == paths
+            assert [cell(table, p, "status") for p in paths] == ["finished", "failed", "live"]
+            assert [cell(table, p, "run") for p in paths] == ["lr0.001.sock", "lr0.01.sock", "lr0.1.sock"]
+            assert cell(table, paths[0], "meta") == "lr=0.001 optimizer=sgd"
+            assert cell(table, paths[2], "last_step") == str(STEPS - 1)
+            loss = app.slots[2].data.scalars("loss")[1][-1]
+            assert float(cell(table, paths[2], "loss")) == pytest.approx(loss, rel=1e-3)
+            assert len(cell(table, paths[0], "trend").strip()) > 0
+            note = tui.static_text(app.screen.query_one("#runs-note"))
+            assert "notes.txt" in note and "not a weighttui log" in note
+            assert f"weighttui watch {paths[0]}" in note  # the highlighted run, to open alone
+            assert "3 runs" in tui.static_text(app.screen.query_one("#runs-title"))
+
+            # A fourth run starts in the directory while we watch.
+            sgd_run(tmp_path / "lr0.3.sock", 0.3, 5)
+            new = str(tmp_path / "lr0.3.sock")
+            await tui.wait_until(pilot, lambda: table.row_count == 4 and cell(table, new, "status") == "finished",
+                                 what="the new log in the list")
+            assert cell(table, new, "snapshots") == "5"
+            # The live run ends: its row follows.
+            live.close(status="interrupted")
+            await tui.wait_until(pilot, lambda: cell(table, paths[2], "status") == "interrupted",
+                                 what="live run ended")
+            # Another file that is not a log appears: a note, not a crash.
+            (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04" + bytes(100))
+            await tui.wait_until(pilot, lambda: any("checkpoint.pt" in m for m in notes(app)),
+                                 what="note about the new non-log")
+            assert table.row_count == 4
+
+            await pilot.press("j", "j")
+            assert app.screen.current_path() == paths[2]
+            await pilot.press("k")
+            assert app.screen.current_path() == paths[1]
+    finally:
+        if not isinstance(live, str):
+            live.close()
+
+
+async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
+    sweep(tmp_path)
+    paths = [str(tmp_path / f"lr{lr}.sock") for lr in LRS]
+    app = MultiRunApp(paths)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await tui.wait_until(pilot, loaded(app, 3), what="three runs loaded")
+        await pilot.press("tab")
+        assert isinstance(app.screen, CompareScreen)
+        screen = app.screen
+        assert [o.id for o in screen.tensor_list.options] == ["fc1.weight", "fc1.bias", "fc2.weight"]
+        assert app.tensor == "fc1.weight" and app.metric.label == "weights norm"
+        await pilot.press("s", "s")
+        assert app.metric.label == "update ratio"
+        await pilot.pause(0.1)
+        chart = screen.query_one(LineChart)
+        assert chart.drawn == ["lr0.001.sock", "lr0.01.sock", "lr0.1.sock"]
+        for (label, x, y), slot in zip(chart.series_data, app.slots):
+            steps, ratio = slot.data.series("fc1.weight", "ratio", kind="delta")
+            ok = np.isfinite(ratio) & (ratio > 0)
+            np.testing.assert_array_equal(x, steps[ok])
+            np.testing.assert_array_equal(y, ratio[ok])
+        table = screen.query_one("#cmp-values")
+        assert table.row_count == 3
+        latest = [float(cell(table, p, "latest")) for p in paths]
+        assert latest[0] < latest[1] < latest[2]  # the bigger the learning rate, the bigger the step
+        assert str(table.columns["common"].label) == f"at step {STEPS - 1}"
+        assert "fc1.weight · update ratio" in tui.static_text(screen.query_one("#cmp-title"))
+
+        # Another tensor: j moves down the list, the chart follows.
+        await pilot.press("j")
+        assert app.tensor == "fc1.bias"
+        await pilot.pause(0.05)
+        steps, ratio = app.slots[1].data.series("fc1.bias", "ratio", kind="delta")
+        assert chart.series_data[1][2][-1] == ratio[-1]
+
+        # Filter the tensors; esc clears.
+        await pilot.press("slash", *"fc2")
+        assert [o.id for o in screen.tensor_list.options] == ["fc2.weight"]
+        assert app.tensor == "fc2.weight"
+        await pilot.press("enter")
+        assert screen.tensor_list.has_focus
+        await pilot.press("slash", "escape")
+        assert len(screen.tensor_list.options) == 3 and app.tensor == "fc2.weight"
+
+        # Statistics cycle forward to the scalars and back; l toggles the log axis.
+        await pilot.press("s", "s")
+        assert app.metric.label == "loss"
+        await pilot.pause(0.05)
+        assert len(chart.drawn) == 3
+        assert "a scalar" in tui.static_text(screen.query_one("#cmp-title"))
+        await pilot.press("s")
+        assert app.metric.label == "weights norm"  # wraps around
+        await pilot.press("S", "S", "S")
+        assert app.metric.label == "update ratio"
+        assert app.log_y
+        await pilot.press("l")
+        assert not app.log_y
+
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, RunsHelpScreen)
+        await pilot.press("tab")  # no switching under the help
+        assert isinstance(app.screen, RunsHelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, CompareScreen)
+        await pilot.press("tab")
+        assert isinstance(app.screen, RunListScreen)
+        await pilot.press("tab")
+        assert app.screen is screen and app.tensor == "fc2.weight"  # the comparison kept its state
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_enter_hands_the_terminal_to_the_single_run_viewer(tmp_path, tui, monkeypatch):
+    sweep(tmp_path)
+    paths = [str(tmp_path / f"lr{lr}.sock") for lr in LRS]
+    out = tmp_path / "viewer-argv.txt"
+    app = MultiRunApp(paths, mode="replay")
+    async with app.run_test(size=(120, 24)) as pilot:
+        await tui.wait_until(pilot, loaded(app, 3), what="three runs loaded")
+        # Headless: no terminal to hand over, so the command is shown instead.
+        await pilot.press("j", "enter")
+        assert app.opened == [paths[1]]
+        await tui.wait_until(pilot, lambda: any(f"weighttui replay {paths[1]}" in m for m in notes(app)),
+                             what="the command to run")
+        # With a terminal: suspend and run the viewer (a stand-in records its argv).
+        monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
+        monkeypatch.setattr(app, "viewer_command", lambda p: [
+            sys.executable, "-c", f"import sys; open({str(out)!r}, 'w').write(repr(sys.argv[1:]))", "replay", p])
+        await pilot.press("j", "enter")
+        assert app.opened == [paths[1], paths[2]]
+        assert out.read_text() == repr(["replay", paths[2]])
+    # The real command line is the CLI's own replay of that one log.
+    assert MultiRunApp(paths, mode="replay").viewer_command(paths[0])[-3:] == ["weighttui.cli", "replay",
+                                                                               paths[0]]
+
+
+async def test_a_log_replaced_by_garbage_shows_an_error_and_the_others_go_on(tmp_path, tui):
+    sweep(tmp_path)
+    paths = [str(tmp_path / f"lr{lr}.sock") for lr in LRS]
+    missing = str(tmp_path / "later.sock")
+    app = MultiRunApp(paths + [missing])
+    async with app.run_test(size=(140, 24)) as pilot:
+        await tui.wait_until(pilot, lambda: all(s.data.n == STEPS for s in app.slots[:3]), what="loaded")
+        table = app.screen.query_one(RunTable)
+        await tui.wait_until(pilot, lambda: cell(table, missing, "status") == "waiting", what="waiting row")
+        os.remove(paths[1])
+        with open(paths[1], "wb") as fh:
+            fh.write(b"this is not a weighttui log any more")
+        await tui.wait_until(pilot, lambda: cell(table, paths[1], "status") == "error", what="error status")
+        note = tui.static_text(app.screen.query_one("#runs-note"))
+        assert "lr0.01.sock: not a weighttui run log" in note
+        # The run that was awaited starts; the others are untouched.
+        sgd_run(missing, 0.05, 4)
+        await tui.wait_until(pilot, lambda: cell(table, missing, "status") == "finished", what="late run")
+        assert cell(table, paths[0], "status") == "finished"
+        assert app.slots[0].data.n == STEPS
+        await pilot.press("q")
+    assert app.return_code == 0  # one bad log is not a bad exit
