@@ -49,7 +49,7 @@ CHARTS["grad"] = CHARTS["weights"]
 class DetailScreen(Screen):
     DEFAULT_CSS = """
     DetailScreen { layout: vertical; }
-    DetailScreen #dhead { height: 3; padding: 0 1; background: $panel; }
+    DetailScreen #dhead { height: 3; padding: 0 1; background: $panel; text-wrap: nowrap; text-overflow: ellipsis; }
     DetailScreen #top { height: 2fr; }
     DetailScreen #heat { width: 3fr; }
     DetailScreen #bars { width: 2fr; margin-left: 1; }
@@ -222,9 +222,6 @@ class DetailScreen(Screen):
                     bad = stat in ("nan", "inf") and v > 0
                     t.append(f"{label} ", style="dim")
                     t.append(f"{fmt_value(v, 0).strip()}  ", style="bold red" if bad else "")
-        width = max(20, (self.size.width or 120) - 2)
-        for line in (first, second, t):  # one line each, cut rather than wrapped
-            line.truncate(width, overflow="ellipsis")
         self.query_one("#dhead", Static).update(Text("\n").join([first, second, t]))
 
     def _bars(self, steps, lo, hi, counts, pos_step, stats) -> None:
