@@ -208,9 +208,13 @@ def test_hist_sample_bins_a_strided_subsample_and_keeps_stats_exact():
     raw = _raw(eng, ts.Work([x]))
     _assert_weight_row(ts.weight_rows(raw)[0], stats.weight_stats(x.numpy()), x.numel())
     counts = ts.hist_parts(raw, BINS)[2][0]
-    assert counts.sum() == 10_000  # every 10th element
-    ref = np.histogram(x.numpy()[::10], bins=BINS, range=(float(x.min()), float(x.max())))[0]
-    _assert_counts(counts, ref, 10_000)
+    # every 11th element: the smallest odd prime >= 100,000 / 10,000, so that in a
+    # [rows, cols] matrix the sample visits every column, not a fixed few
+    assert counts.sum() == 9091
+    ref = np.histogram(x.numpy()[::11], bins=BINS, range=(float(x.min()), float(x.max())))[0]
+    _assert_counts(counts, ref, 9091)
+    cols = np.arange(100_000)[::11] % 100  # as a [1000, 100] matrix
+    assert len(set(cols.tolist())) == 100
 
 
 def test_scratch_is_reused_between_snapshots():

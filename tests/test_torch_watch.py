@@ -103,6 +103,22 @@ def test_histograms_in_the_log_match_numpy(tmp_path):
     assert np.abs(counts[-1].astype(int) - rcounts.astype(int)).sum() <= 4  # float32 binning at edges
 
 
+def test_cpu_histograms_of_huge_tensors_are_sampled_by_default(tmp_path):
+    # 360,000 weights > 262,144: every 3rd (the smallest odd prime stride) is binned
+    model = torch.nn.Linear(600, 600, bias=False)
+    with wt.watch(model, tmp_path / "auto.wtui"):
+        pass
+    with wt.watch(model, tmp_path / "all.wtui", hist_sample=None):
+        pass
+    auto, full = weighttui.open(tmp_path / "auto.wtui"), weighttui.open(tmp_path / "all.wtui")
+    n_auto = auto.histograms("weight", "weights")[3][0].sum()
+    assert n_auto == 120_000 and full.histograms("weight", "weights")[3][0].sum() == 360_000
+    # the statistics stay exact either way
+    np.testing.assert_array_equal(auto.stat_matrix("weights", "std"), full.stat_matrix("weights", "std"))
+    with pytest.raises(ValueError):
+        wt.watch(model, tmp_path / "bad.wtui", hist_sample=0)
+
+
 def test_manual_step_without_optimizer(tmp_path):
     path = tmp_path / "run.wtui"
     model = _mlp()

@@ -634,7 +634,7 @@ def _host_value(t: torch.Tensor):
 
 def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
           buffers: bool = False, delta="auto", delta_budget_bytes: int = DEFAULT_DELTA_BUDGET,
-          skip_frozen: bool = False, hist_sample: int | None = None, scaler=None,
+          skip_frozen: bool = False, hist_sample: int | str | None = "auto", scaler=None,
           initial: bool = True, **recorder_options) -> WatchHandle:
     """Record a torch module's weights, gradients and updates while it trains.
 
@@ -653,7 +653,9 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     skip_frozen: leave out parameters with requires_grad=False (else recorded
       with trainable=False).
     hist_sample: histogram at most about this many elements of each tensor (a
-      deterministic strided subsample; statistics stay exact). None: all.
+      deterministic strided subsample; the statistics stay exact). None: every
+      element. "auto" (default): every element on accelerators; on the CPU,
+      tensors over 262,144 elements are binned from a sample of that size.
     scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
     initial: record the weights as they are when watch() is called (step 0).
 
@@ -662,6 +664,9 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     if delta not in ("auto", "exact", "sample", "off", True, False):
         raise ValueError(f"delta must be 'auto', 'exact', 'sample' or 'off', got {delta!r}")
     delta = {True: "exact", False: "off"}.get(delta, delta)
+    if not (hist_sample is None or hist_sample == "auto"
+            or (isinstance(hist_sample, int) and not isinstance(hist_sample, bool) and hist_sample >= 1)):
+        raise ValueError(f"hist_sample must be None, 'auto' or an int >= 1, got {hist_sample!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
     model = unwrap(model)

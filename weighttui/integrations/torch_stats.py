@@ -40,6 +40,8 @@ SMALL = 1 << 16
 # Larger tensors are processed in slices of this many elements, so the scratch
 # buffers stay bounded on a model with huge embeddings.
 SLICE = 1 << 24
+# hist_sample="auto" on the CPU: histogram at most about this many elements per tensor.
+CPU_HIST_SAMPLE = 1 << 18
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -98,11 +100,23 @@ class Work:
 class DeviceStats:
     """Raw aggregates of many tensors, batched, on their device(s)."""
 
-    def __init__(self, bins: int, *, hist_sample: int | None = None, reducer: Reducer | None = None):
+    def __init__(self, bins: int, *, hist_sample: int | str | None = None, reducer: Reducer | None = None):
         self.bins = int(bins)
         self.hist_sample = hist_sample
         self.reducer = reducer or Reducer()
         self.scratch = Scratch()
+
+    def hist_cap(self, device) -> int | None:
+        """Most elements of one tensor that go into its histogram (None: all).
+
+        "auto": all on accelerators; on the CPU, where counting into bins costs
+        several reduction passes' worth per element, a strided sample of about
+        CPU_HIST_SAMPLE elements of larger tensors (the format allows it; the
+        counts then sum to less than the element count, shown as "sampled").
+        """
+        if self.hist_sample == "auto":
+            return CPU_HIST_SAMPLE if device.type == "cpu" else None
+        return self.hist_sample
 
     # ------------------------------------------------------------ fast path
 
@@ -181,18 +195,23 @@ class DeviceStats:
         tmp = self.scratch.get("tmp", device, cdt, k * L).view(k, L)
         # k == 1: whole-tensor reductions (the dim=1 kernels are slower on CPU)
         red = (lambda t: t.sum().view(1)) if k == 1 else (lambda t: t.sum(1))
+        # torch's CPU sum is pairwise: ~1e-7 relative in float32
         if c is None:
             torch.mul(m, m, out=tmp)
-            s2 = red(tmp)  # torch's CPU sum is pairwise: ~1e-7 relative in float32
+            s2 = red(tmp)
             s1 = torch.zeros_like(s2)
         else:
-            torch.sub(m, c[:, None], out=tmp)
+            torch.sub(m, _operand(c, k, cdt), out=tmp)
             s1 = red(tmp)
-            tmp.square_()
+            torch.mul(tmp, tmp, out=tmp)
             s2 = red(tmp)
         torch.abs(m, out=tmp)
         asum = red(tmp)
-        nz = torch.count_nonzero(m).view(1) if k == 1 else torch.count_nonzero(m, dim=1)
+        # sign(|x|) is 1 where x != 0: the count as a sum (count_nonzero is several
+        # times slower on the CPU); exact, since a slice has at most SLICE < 2^24
+        # elements (NaN stays NaN, and its row is redone by the masked path)
+        tmp.sign_()
+        nz = red(tmp)
         counts = self._hist(m, lo, hi, device, cdt, stride, start, exact_edges)
         return torch.cat([torch.stack([s1.double(), s2.double(), asum.double(), nz.double()], 1),
                           counts.double()], 1)
@@ -212,46 +231,49 @@ class DeviceStats:
         """
         bins = self.bins
         if stride > 1:
-            first = (-start) % stride
-            m = m[:, first::stride]
+            m = m[:, (-start) % stride::stride]
         k, L = m.shape
         if L == 0:
             return torch.zeros(k, bins, dtype=torch.int64, device=device)
         span = (hi - lo).to(cdt)
         pos = span > 0
-        scale = torch.where(pos, bins / span, torch.zeros_like(span))
+        scale = torch.where(pos, bins / span, torch.zeros_like(span))  # lo == hi: all in bin 0, moved below
         t = self.scratch.get("tmp2", device, cdt, k * L).view(k, L)
         it = self.scratch.get("idx", device, torch.int32, k * L).view(k, L)
-        rows = torch.arange(k, device=device, dtype=torch.int32)
-        centre = torch.where(pos, 0, bins // 2).to(cdt)  # lo == hi: scale 0, every value in B // 2
-        torch.sub(m, lo[:, None].to(cdt), out=t)
-        torch.addcmul(centre[:, None], t, scale[:, None], out=t)  # centre + (x - lo) * scale
-        t.clamp_(0, bins - 1)  # x == hi gives B: the last bin is closed
+        torch.sub(m, _operand(lo, k, cdt), out=t)
+        t.mul_(_operand(scale, k, cdt))
         it.copy_(t)  # truncation toward zero: floor for these non-negative values
-        # A NaN (its row is redone by the masked path) converts to a negative
-        # index: an error for bincount, undefined for the gathers and atomics
-        # below. The CPU float32 path skips the extra pass and recovers instead.
+        # x == hi gives index B: one overflow column per row, folded into the last
+        # bin after counting (cheaper than clamping every index). A NaN converts to
+        # a negative index: an error for bincount (recovered from below; its row is
+        # redone by the masked path), undefined for gathers and atomics, so those
+        # paths clamp first.
+        width = bins + 1
         careful = exact_edges or device.type != "cpu"
         if careful:
             it.clamp_(0, bins - 1)
         if exact_edges:
+            rows = torch.arange(k, device=device, dtype=torch.int32)
             self._snap_to_edges(m, it, lo, hi, rows, cdt, device)
-            it.copy_(torch.where(pos[:, None], it, bins // 2))
-        base = (rows * bins)[:, None]
+        base = (torch.arange(k, device=device, dtype=torch.int32) * width)[:, None]
         if k > 1:
             it.add_(base)
         try:
-            counts = _count(it.view(-1), k * bins)
+            counts = _count(it.view(-1), k * width)
         except RuntimeError:
             if careful:
                 raise
             if k > 1:
                 it.sub_(base)
-            it.clamp_(0, bins - 1)
+            it.clamp_(0, bins)
             if k > 1:
                 it.add_(base)
-            counts = _count(it.view(-1), k * bins)
-        return counts.view(k, bins)
+            counts = _count(it.view(-1), k * width)
+        counts = counts.view(k, width)
+        counts = counts[:, :bins] + torch.nn.functional.pad(counts[:, bins:], (bins - 1, 0))
+        centred = torch.zeros_like(counts)
+        centred[:, bins // 2] = counts.sum(1)
+        return torch.where(pos[:, None], counts, centred)
 
     def _snap_to_edges(self, m, it, lo, hi, rows, cdt, device) -> None:
         """numpy.histogram's correction: move a bin index down if x < its lower
@@ -352,6 +374,25 @@ class DeviceStats:
         return raw.cpu()
 
 
+def _operand(v: torch.Tensor, k: int, cdt) -> torch.Tensor | float:
+    """A per-row value for an elementwise op over [k, L]: a Python number when
+    there is one row on the CPU (torch's scalar kernels are several times faster
+    than broadcasting a tensor, and reading a CPU value costs no synchronisation),
+    else a [k, 1] tensor."""
+    if k == 1 and v.device.type == "cpu":
+        return v.reshape(-1)[0].item()
+    return v.to(cdt)[:, None]
+
+
+def _odd_prime_at_least(n: int) -> int:
+    """A prime stride: a strided sample of a [rows, cols] matrix then visits every
+    column (unless cols is a multiple of it), instead of the same few columns."""
+    n = max(3, n)
+    while any(n % d == 0 for d in range(2, int(n ** 0.5) + 1)):
+        n += 1
+    return n
+
+
 def _count(index: torch.Tensor, size: int) -> torch.Tensor:
     """Occurrences of each value in 0..size-1. bincount on the CPU; on an
     accelerator scatter_add_, since bincount there reads its maximum back to
@@ -420,8 +461,9 @@ class _Group:
             c = None  # deltas: unshifted sums of squares (see _moments)
         eng = self.eng
         stride = 1
-        if eng.hist_sample and self.n > eng.hist_sample:
-            stride = -(-self.n // eng.hist_sample)
+        cap = eng.hist_cap(self.device)
+        if cap and self.n > cap:
+            stride = _odd_prime_at_least(-(-self.n // cap))
         acc = None
         for a, b in self.slices:
             m = self._whole if self._whole is not None else self.part(a, b)
