@@ -25,7 +25,12 @@ def test_detail_weights(snap_compare, neuron):
 
 def test_detail_delta_recent_window(snap_compare, neuron):
     app = ScreenHost(neuron, make_screen=lambda: DetailScreen("neuron.weight"))
-    assert snap_compare(app, press=["d", "z", "r", "left", "left"], terminal_size=(120, 40))
+
+    async def run_before(pilot):
+        await pilot.press("d", "z", "r", "left", "left")
+        await pilot.pause(0.6)  # the charts follow the timeline after CHART_DELAY
+
+    assert snap_compare(app, run_before=run_before, terminal_size=(120, 40))
 
 
 def test_detail_grad_log_density(snap_compare, neuron):

@@ -15,6 +15,27 @@ BAND_COLORS = ("gray", "blue", "cyan", "green", "yellow", "green", "cyan", "blue
 SERIES_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")
 
 
+def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most 2 points per bucket (its min and max, in x order): what a chart of that width can show.
+
+    plotext draws every segment it is given and is the slow part of a screen;
+    keeping each bucket's extremes keeps the spikes (a NaN step, a jump) visible.
+    """
+    n = x.size
+    if n <= 2 * buckets or buckets < 1:
+        return x, y
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
+    keep = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        seg = y[a:b]
+        i, j = a + int(np.argmin(seg)), a + int(np.argmax(seg))
+        keep.extend(sorted({i, j}))
+    keep = np.asarray(keep, dtype=np.int64)
+    return x[keep], y[keep]
+
+
 class LineChart(PlotextPlot):
     DEFAULT_CSS = """
     LineChart { height: 1fr; width: 1fr; }
@@ -45,7 +66,8 @@ class LineChart(PlotextPlot):
                 ok &= y > 0
             if not ok.any():
                 continue
-            plt.plot(x[ok].tolist(), y[ok].tolist(), label=label or None, color=color, marker="braille")
+            xs, ys = envelope(x[ok], y[ok], max(16, (self.size.width or 160) - 8))
+            plt.plot(xs.tolist(), ys.tolist(), label=label or None, color=color, marker="braille")
             drawn.append(label)
             data.append((label, x[ok], y[ok]))
         if not drawn:

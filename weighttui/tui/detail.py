@@ -45,6 +45,10 @@ CHARTS = {
 }
 CHARTS["grad"] = CHARTS["weights"]
 
+# plotext is the slow part of this screen (tens of ms a chart): the heatmap, bars and header
+# follow every timeline move and update at once, the charts catch up at most this often.
+CHART_DELAY = 0.25
+
 
 class DetailScreen(Screen):
     DEFAULT_CSS = """
@@ -76,6 +80,9 @@ class DetailScreen(Screen):
         self.range_mode = "run"  # or "window": the snapshots shown
         self.zoom = "run"  # or "recent"
         self._key = None
+        self._charts_due = None  # arguments of the next chart redraw
+        self._charts_for = None  # (tensor, kind) the charts show
+        self._chart_timer = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="dhead")
@@ -156,7 +163,19 @@ class DetailScreen(Screen):
             steps, lo, hi, counts, position_step=pos_step, zoom=self.zoom, range_mode=self.range_mode,
             log=self.log_density, message=f"no {KIND_NAMES[self.kind]} histograms in this log")
         self._bars(steps, lo, hi, counts, pos_step, stats)
-        self._charts(steps, lo, hi, counts, pos_step, stats, key)
+        self._charts_due = (steps, lo, hi, counts, pos_step, stats, key)
+        if (self.tensor, self.kind) != self._charts_for:  # another tensor or view: all at once
+            self._flush_charts()
+        elif self._chart_timer is None:
+            self._chart_timer = self.set_timer(CHART_DELAY, self._flush_charts)
+
+    def _flush_charts(self) -> None:
+        self._chart_timer = None
+        if self._charts_due is None:
+            return
+        args, self._charts_due = self._charts_due, None
+        self._charts_for = (self.tensor, self.kind)
+        self._charts(*args)
 
     def _series(self) -> dict:
         """{"steps": [N], stat: [N]} of this tensor and kind, plus per-step ratio for deltas."""
