@@ -452,8 +452,7 @@ def _rule_nonfinite(ctx: _Context) -> None:
                 else:
                     now = f"; finite again at step {int(ctx.steps[lo + k])}"
             ctx.add(rule, c, r0, severity,
-                    f"non-finite {what} from step {int(ctx.steps[r0])}: {int(extra[c, 0])} NaN, "
-                    f"{int(extra[c, 1])} Inf{now}")
+                    f"non-finite {what}: {int(extra[c, 0])} NaN, {int(extra[c, 1])} Inf when first seen{now}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:

@@ -64,7 +64,7 @@ def test_nan_alert_in_the_app_and_in_info(tmp_path):
         term.tmux("send-keys", "End")
         term.tmux("send-keys", "!")
         text = term.wait_for(r"error\s+nonfinite\s+hidden\.weight\s+100")
-        assert "non-finite values from step 100: 1 NaN" in text
+        assert "non-finite values: 1 NaN, 0 Inf when first seen" in text
         assert "what it usually means / what to try" in text and "lower the learning" in text
         term.tmux("send-keys", "Enter")
         text = term.wait_for(r"nan 1\b")  # the detail screen's statistics at the latest step
