@@ -1,8 +1,10 @@
-"""Viewer benchmark: first screen, append-to-screen latency, 2,000 tensors, idle CPU, big-log memory.
+"""Viewer benchmark: first screen, append-to-screen latency, scrolling 2,000 tensors, idle CPU, big-log memory.
 
-    python benchmarks/bench_tui.py            # the headless measurements (about a minute)
-    python benchmarks/bench_tui.py --tmux     # plus first screen in a real terminal (tmux)
-    python benchmarks/bench_tui.py --big-mb 1024   # plus a log of that size: first screen, peak RSS
+    python benchmarks/bench_viewer.py                 # the headless measurements (a minute or two)
+    python benchmarks/bench_viewer.py --tmux          # plus first screen in a real terminal (tmux)
+    python benchmarks/bench_viewer.py --big-mb 1024   # plus a 1 GB log (make_big_log.py, under $TMPDIR):
+                                                      # first screen, fully loaded, peak RSS
+    python benchmarks/bench_viewer.py --only scroll --tensors 2000   # one part
 
 Logs are written frame by frame with synthetic statistics (the viewer's cost
 does not depend on the values). Prints one line per measurement; nothing here
@@ -76,6 +78,10 @@ def write_log(path, tensors: int, snapshots: int, *, end=True, target_bytes: int
 
 
 async def _first_screen(path, expect_n, size=(120, 40), max_rows=4096):
+    """(app, seconds to the first screen with data, seconds to fully loaded), from app construction.
+
+    Fully loaded: `expect_n` snapshots read, or (None) the end record read and nothing left to ingest.
+    """
     from weighttui.tui.app import WeightApp
 
     t0 = time.perf_counter()
@@ -85,7 +91,11 @@ async def _first_screen(path, expect_n, size=(120, 40), max_rows=4096):
         while True:
             if first is None and app.refreshes and app.data.n:
                 first = time.perf_counter() - t0
-            if app.data.snapshot_count >= expect_n and app.refreshes:
+            if expect_n is not None:
+                done = app.data.snapshot_count >= expect_n
+            else:
+                done = app.data.end is not None and app.loading is None and not app.follower.backlog
+            if done and app.refreshes and first is not None:
                 break
             await pilot.pause(0.005)
         loaded = time.perf_counter() - t0
@@ -147,13 +157,25 @@ def bench_latency(tmp, rounds=30):
 
 
 
-def bench_2000(tmp):
+def bench_2000(tmp, tensors=2000, n=200, pages=40, lines=60):
+    """Scrolling a big table: key-to-idle time and CPU per page down / line down, and one data refresh.
+
+    `pilot.press` returns once the app is idle again (the key handled and the
+    screen repainted by the headless driver); CPU is this process's time, so
+    it is much less sensitive to other jobs on the machine than the wall time.
+    """
     from weighttui.tui.app import WeightApp
     from weighttui.tui.widgets.layer_table import LayerTable
 
-    path = os.path.join(tmp, "t2000.wtui")
-    n = 200
-    write_log(path, 2000, n)
+    path = os.path.join(tmp, f"t{tensors}.wtui")
+    write_log(path, tensors, n)
+
+    async def timed(pilot, key, count):
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(count):
+            await pilot.press(key)
+        await pilot.pause()
+        return (time.perf_counter() - w0) / count, (time.process_time() - c0) / count
 
     async def run():
         t0 = time.perf_counter()
@@ -162,25 +184,26 @@ def bench_2000(tmp):
             while not (app.refreshes and app.data.snapshot_count >= n):
                 await pilot.pause(0.005)
             loaded = time.perf_counter() - t0
+            await pilot.pause(0.5)
             table = app.screen.query_one(LayerTable)
             cells0 = table.cells_updated
-            t1 = time.perf_counter()
-            pages = 40
-            for _ in range(pages):
-                await pilot.press("pagedown")
-            scroll = (time.perf_counter() - t1) / pages
+            page = await timed(pilot, "pagedown", pages)
             cells = table.cells_updated - cells0
-            # One refresh of visible rows, as after each new snapshot.
+            line = await timed(pilot, "down", lines)
+            back = await timed(pilot, "pageup", pages)
+            # One refresh of the visible rows, as after each new snapshot (paint not included).
             t2 = time.perf_counter()
             for _ in range(20):
                 app._refresh_now(force=True)
             refresh = (time.perf_counter() - t2) / 20
-            return loaded, scroll, cells, refresh, table.row_count
+            return loaded, page, line, back, cells, refresh, table.row_count
 
-    loaded, scroll, cells, refresh, rows = asyncio.run(run())
-    print(f"2,000 tensors x {n} snapshots ({os.path.getsize(path) / 1e6:.0f} MB): loaded+first screen "
-          f"{loaded * 1000:.0f} ms; {rows} table rows; page down {scroll * 1000:.1f} ms per page "
-          f"({cells} cells recomputed over 40 pages); one data refresh {refresh * 1000:.1f} ms")
+    loaded, page, line, back, cells, refresh, rows = asyncio.run(run())
+    print(f"{tensors:,} tensors x {n} snapshots ({os.path.getsize(path) / 1e6:.0f} MB), 160x48: loaded+first "
+          f"screen {loaded * 1000:.0f} ms; {rows} table rows; page down {page[0] * 1000:.1f} ms wall / "
+          f"{page[1] * 1000:.1f} ms CPU per page ({cells} cells recomputed over {pages} pages); "
+          f"page up {back[0] * 1000:.1f} / {back[1] * 1000:.1f} ms; line down {line[0] * 1000:.1f} / "
+          f"{line[1] * 1000:.1f} ms; one data refresh of the visible rows {refresh * 1000:.1f} ms")
 
 
 def bench_idle_cpu(tmp, seconds=10.0):
@@ -204,24 +227,79 @@ def bench_idle_cpu(tmp, seconds=10.0):
           "(process time, headless; includes the follower polling every 0.12 s)")
 
 
-def bench_big(tmp, megabytes):
-    path = os.path.join(tmp, "big.wtui")
-    t0 = time.perf_counter()
-    n = write_log(path, 300, 0, target_bytes=megabytes * 1024 * 1024)
+BIG = """
+import asyncio, resource, sys, time
+sys.path.insert(0, %r)
+import bench_viewer as b
+app, first, loaded = asyncio.run(b._first_screen(sys.argv[1], None))
+print("RESULT", first, loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, app.data.n,
+      app.data.snapshot_count, flush=True)
+"""
+
+
+def bench_big(tmp, megabytes, existing=None):
+    """A big finished log (benchmarks/make_big_log.py): first screen, fully loaded, peak RSS, in a fresh process."""
+    path = existing
+    if path is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import make_big_log
+
+        path = os.path.join(tmp, "big.wtui")
+        out = make_big_log.make(path, size_mb=megabytes, tensors=200, bins=32, sample=8, full_every=2000)
+        print(f"(wrote {out['bytes'] / 2**20:.0f} MiB, {out['tensors']} tensors x {out['snapshots']} snapshots "
+              f"in {out['seconds']:.0f} s)")
     size = os.path.getsize(path)
-    print(f"(wrote {size / 1e9:.2f} GB, 300 tensors x {n} snapshots in {time.perf_counter() - t0:.0f} s)")
-    code = ("import asyncio, resource, sys, time; sys.path.insert(0, %r)\n"
-            "import bench_tui as b\n"
-            "app, first, loaded = asyncio.run(b._first_screen(%r, %d))\n"
-            "print(first, loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-            % (os.path.dirname(os.path.abspath(__file__)), path, n))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
-    if out.returncode:
+    code = BIG % os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=1800)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    if out.returncode or not line:
         print(out.stderr[-3000:])
         return
-    first, loaded, rss = map(float, out.stdout.split()[-3:])
-    print(f"big log {size / 1e9:.2f} GB (300 tensors x {n} snapshots, max_rows 4096): first screen "
-          f"{first * 1000:.0f} ms, fully loaded {loaded:.1f} s, peak RSS {rss:.0f} MB")
+    first, loaded, rss, rows, snaps = map(float, line[-1].split()[1:])
+    print(f"big log {size / 2**20:.0f} MiB ({snaps:.0f} snapshots, {rows:.0f} rows kept with max_rows 4096), "
+          f"`watch` headless in a fresh process: first screen {first * 1000:.0f} ms, fully loaded "
+          f"{loaded:.1f} s, peak RSS {rss:.0f} MB")
+
+
+COLD = """
+import sys, time
+t0 = time.perf_counter()
+import asyncio
+from weighttui.tui.app import WeightApp
+imported = time.perf_counter() - t0
+
+async def main(path):
+    app = WeightApp(path, mode="watch", alerts=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        while not (app.refreshes and app.data.n):
+            await pilot.pause(0.002)
+        print("READY", imported, time.perf_counter() - t0, flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def bench_cold(tmp, runs=5):
+    """Process start to the first screen with data, headless: Python start-up and imports included."""
+    path = os.path.join(tmp, "cold.wtui")
+    write_log(path, 50, 500)
+    total, imports, inside = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", COLD, path], stdout=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            if line.startswith("READY"):
+                total.append(time.perf_counter() - t0)
+                _, imp, ins = line.split()
+                imports.append(float(imp))
+                inside.append(float(ins))
+                break
+        proc.wait(timeout=60)
+    med = statistics.median
+    print(f"first screen from process start, headless, 50 tensors x 500 snapshots, {runs} runs: median "
+          f"{med(total) * 1000:.0f} ms (min {min(total) * 1000:.0f}, max {max(total) * 1000:.0f}); of which "
+          f"importing weighttui.tui.app {med(imports) * 1000:.0f} ms, interpreter start "
+          f"{(med(total) - med(inside)) * 1000:.0f} ms")
 
 
 def bench_tmux(tmp):
@@ -246,22 +324,46 @@ def bench_tmux(tmp):
           f"{' / '.join(f'{t * 1000:.0f}' for t in times)} ms (process start, imports included)")
 
 
+PARTS = ("first", "cold", "latency", "scroll", "idle", "tmux", "big")
+DEFAULT_PARTS = ("first", "cold", "latency", "scroll", "idle")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tmux", action="store_true")
-    ap.add_argument("--big-mb", type=int, default=0)
+    ap.add_argument("--only", default=",".join(DEFAULT_PARTS),
+                    help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: %(default)s)")
+    ap.add_argument("--tmux", action="store_true", help="add the tmux part")
+    ap.add_argument("--big-mb", type=int, default=0, help="add the big-log part with a log of this size")
+    ap.add_argument("--big-log", help="use this existing big log instead of writing one")
+    ap.add_argument("--tensors", type=int, default=2000, help="tensors for the scroll part")
     args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    parts = [p for p in args.only.split(",") if p]
+    if args.tmux:
+        parts.append("tmux")
+    if args.big_mb or args.big_log:
+        parts.append("big")
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
-        bench_first_screen(tmp, 50, 1000, "existing log")
-        bench_latency(tmp)
-        bench_2000(tmp)
-        bench_idle_cpu(tmp)
-        if args.tmux:
+        if "first" in parts:
+            bench_first_screen(tmp, 50, 1000, "existing log")
+        if "cold" in parts:
+            bench_cold(tmp)
+        if "latency" in parts:
+            bench_latency(tmp)
+        if "scroll" in parts:
+            bench_2000(tmp, tensors=args.tensors)
+        if "idle" in parts:
+            bench_idle_cpu(tmp)
+        if "tmux" in parts:
             bench_tmux(tmp)
-        if args.big_mb:
-            bench_big(tmp, args.big_mb)
-    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        if "big" in parts:
+            bench_big(tmp, args.big_mb or 1024, args.big_log)
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+          f"(load average now {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

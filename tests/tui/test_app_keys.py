@@ -278,3 +278,36 @@ async def test_footer_and_narrow_terminal(tmp_path, tui):
         total = sum(c.width for c in table.columns.values())
         assert total <= 78
         assert table.columns[next(k for k in table.columns if k.value == "name")].width >= 20
+
+
+async def test_ctrl_s_saves_the_current_screen_as_svg(tmp_path, tui, monkeypatch):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    monkeypatch.setenv("WEIGHTTUI_SCREENSHOT_DIR", str(shots))
+    app, ctx = await loaded(tui, tmp_path, mode="replay")
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        await pilot.press("end")
+        await pilot.press("ctrl+s")
+        files = sorted(shots.iterdir())
+        assert len(files) == 1 and files[0].name.startswith("weighttui-run-") and files[0].suffix == ".svg"
+        svg = files[0].read_text()
+        assert svg.lstrip().startswith("<svg") and svg.rstrip().endswith("</svg>")
+        # What was on screen: the table's tensors and the step at the timeline position.
+        assert "encoder.layers.0" in svg and "head" in svg
+        assert "step&#160;290" in svg
+        assert any(str(files[0]) in n.message for n in app._notifications)
+
+        # The help screen on top: that is what gets saved; a second save never overwrites the first.
+        await pilot.press("question_mark", "ctrl+s")
+        new = set(shots.iterdir()) - set(files)
+        assert len(new) == 1
+        assert "save&#160;the&#160;screen&#160;as&#160;SVG" in new.pop().read_text()
+        await pilot.press("escape")
+
+        # A directory that cannot be written: an error notice, and the viewer goes on.
+        monkeypatch.setenv("WEIGHTTUI_SCREENSHOT_DIR", str(tmp_path / "missing"))
+        await pilot.press("ctrl+s")
+        assert any("could not save" in n.message for n in app._notifications)
+        await pilot.press("left")
+        assert app.position == 28

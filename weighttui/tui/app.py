@@ -40,6 +40,7 @@ INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to inp
 SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
 STALL_DEAD_S = 10.0  # no growth this long and the writer's pid is gone: stalled
 STALL_ANY_S = 30.0  # no growth this long: stalled whatever the pid says
+SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: the current directory)
 
 
 class FollowerUpdate(Message):
@@ -67,6 +68,8 @@ class WeightApp(App[int]):
         Binding("p", "pause", "pause"),
         Binding("c", "changes", "changes"),
         Binding("exclamation_mark", "alerts", "alerts"),
+        # priority: it works on modal screens (help, go to) and while the filter box has focus.
+        Binding("ctrl+s", "save_svg", "svg", priority=True),
         Binding("escape", "back", "back", show=False),
     ]
 
@@ -407,6 +410,16 @@ class WeightApp(App[int]):
         else:
             self.push_screen(cls())
 
+    def action_save_svg(self) -> None:
+        """Save the current screen as SVG (Textual renders it) and say where."""
+        directory = os.path.expanduser(os.environ.get(SCREENSHOT_DIR_ENV) or os.getcwd())
+        try:
+            saved = self.save_screenshot(filename=screenshot_name(self.path, directory), path=directory)
+        except OSError as exc:  # a read-only or missing directory must not end the viewer
+            self.notify(f"could not save the screen: {exc}", severity="error", timeout=6)
+            return
+        self.notify(f"screen saved to {saved}", timeout=6)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -481,6 +494,18 @@ class WeightApp(App[int]):
             span = times[-1] - times[0]
             count = data.snapshot_count - 1
         return count / span if span > 0 else None
+
+
+def screenshot_name(log_path: str, directory: str) -> str:
+    """weighttui-<log name>-<date>-<time>.svg, with -2, -3 ... if that file exists already."""
+    stem = os.path.splitext(os.path.basename(log_path))[0]
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "run"
+    base = f"weighttui-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base + ".svg", 1
+    while os.path.exists(os.path.join(directory, name)):
+        n += 1
+        name = f"{base}-{n}.svg"
+    return name
 
 
 def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 4096) -> int:

@@ -31,6 +31,7 @@ SECTIONS = (
     ("Screens", (
         ("c", "change table (how much each tensor moved)"),
         ("!", "alerts"),
+        ("ctrl+s", "save the screen as SVG (in $WEIGHTTUI_SCREENSHOT_DIR or the current directory)"),
         ("?", "this help"),
         ("esc", "back"),
         ("q", "quit"),

@@ -167,6 +167,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self._at_row = -1
         self._alerts: dict = {}
         self._line_styles: tuple | None = None
+        self._changed = False  # a cell changed in the current fill
         self.cells_updated = 0  # counted for tests and the benchmark
         self.strips_built = 0  # likewise: rows drawn from their pieces
 
@@ -208,11 +209,14 @@ class LayerTable(ScrollView, inherit_bindings=False):
             self._cursor = 0
             return
         row = int(min(max(row, 0), len(self.entries) - 1))
-        moved = row != self._cursor
+        old, top = self._cursor, self.scroll_offset.y
+        moved = row != old
         self._cursor = row
         if scroll:
             self._scroll_cursor_into_view()
-        self.refresh()
+        if self.scroll_offset.y == top:  # not scrolled: only the two cursor lines change
+            self.refresh_line(old + HEADER_LINES)
+            self.refresh_line(row + HEADER_LINES)
         if moved:
             self.post_message(self.RowHighlighted(self, TableKey(self.entries[row].key), row))
 
@@ -320,6 +324,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         tensors = [e for e in todo if isinstance(e, TensorRow)]
         values = metric_values(self._run, [t.col for t in tensors], self._at_row)
         nonfinite = self._nonfinite([t.col for t in tensors])
+        self._changed = False
         for i, entry in enumerate(tensors):
             self._update_tensor_row(entry, {k: (v[0][i], v[1][i]) for k, v in values.items()},
                                     bool(nonfinite[i]), grouped)
@@ -328,7 +333,8 @@ class LayerTable(ScrollView, inherit_bindings=False):
                 alerts = [a for m in entry.members for a in self._alerts.get(m.name, ())]
                 self._set(entry.key, "mark", self._mark(alerts, False))
             self._stale.discard(entry.key)
-        self.refresh()
+        if self._changed:  # repaint only when a cell on screen shows something new
+            self.refresh()
 
     def _nonfinite(self, cols: list[int]) -> np.ndarray:
         """Whether each tensor had NaN/Inf values at the timeline row."""
@@ -345,6 +351,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         if cells.get(column) != pieces:
             cells[column] = pieces
             self._strips.pop(key, None)
+            self._changed = True
 
     def _update_tensor_row(self, entry: TensorRow, vals: dict, nonfinite: bool, grouped: bool) -> None:
         width, gap, value_w = self._lay["spark"], self._lay["gap"], self._lay["value"]
