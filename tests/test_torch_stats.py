@@ -125,7 +125,9 @@ def test_nan_and_inf_are_counted_and_stats_use_finite_values():
     c = torch.full((20,), float("nan"))  # nothing finite
     d = torch.tensor([float("inf"), 1.0, 0.0], dtype=torch.bfloat16)
     e = torch.randn(1000, generator=g)  # clean, in the same group as a
-    _check_weights([a, b, c, d, e])
+    f = torch.randn(700, generator=g)  # same group, padded to 1024
+    f[0] = float("nan")  # ... with NaN as the padding value
+    _check_weights([a, b, c, d, e, f])
     raw = _raw(ts.DeviceStats(BINS), ts.Work([a, c]))
     rows = ts.weight_rows(raw)
     assert rows[0, stats.WEIGHT_STATS.index("nan")] == 3 and rows[0, stats.WEIGHT_STATS.index("inf")] == 2
@@ -184,7 +186,8 @@ def _check_delta(now, prev):
 def test_exact_delta_matches_reference(dtype):
     g = _gen(5)
     prev = [torch.randn(300, 300, generator=g).to(dtype), torch.randn(64, generator=g).to(dtype),
-            torch.randn(64, generator=g).to(dtype), torch.tensor(1.0, dtype=dtype)]
+            torch.randn(64, generator=g).to(dtype), torch.tensor(1.0, dtype=dtype),
+            torch.randn(50, generator=g).to(dtype), torch.randn(5, 7, generator=g).to(dtype)]  # padded to 64
     now = [p + (torch.randn(p.shape, generator=g) * 1e-2).to(dtype) for p in prev]
     now[1] = prev[1].clone()  # unchanged: changed_frac 0, ratio 0
     now[1][5] += 1
@@ -215,6 +218,24 @@ def test_hist_sample_bins_a_strided_subsample_and_keeps_stats_exact():
     _assert_counts(counts, ref, 9091)
     cols = np.arange(100_000)[::11] % 100  # as a [1000, 100] matrix
     assert len(set(cols.tolist())) == 100
+
+
+def test_small_tensors_of_many_sizes_share_padded_matrices():
+    """Rows shorter than their size class are padded; the padding is taken back out."""
+    g = _gen(8)
+    sizes = [1, 2, 3, 5, 17, 100, 255, 256, 257, 1000, 4000, 5000]
+    tensors = [torch.randn(n, generator=g) * (i + 1) + i for i, n in enumerate(sizes)]
+    tensors[4][3:] = 0.0  # many zeros, not in the first (padding) element
+    tensors[5][0] = 0.0  # zero padding value
+    eng = ts.DeviceStats(BINS)
+    groups = eng.fast(ts.Work(tensors))
+    assert len(groups) == len({ts._bucket(n) for n in sizes}) < len(sizes)  # one matrix per size class
+    assert sorted(len(idx) for _rows, idx in groups) == sorted(
+        [sum(1 for n in sizes if ts._bucket(n) == b) for b in {ts._bucket(n) for n in sizes}])
+    _check_weights(tensors)
+    prevs = [t + torch.randn(t.shape, generator=g) * 0.1 for t in tensors]
+    prevs[6] = tensors[6].clone()  # no change at all
+    _check_delta(tensors, prevs)
 
 
 def test_scratch_is_reused_between_snapshots():

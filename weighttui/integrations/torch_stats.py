@@ -105,6 +105,7 @@ class DeviceStats:
         self.hist_sample = hist_sample
         self.reducer = reducer or Reducer()
         self.scratch = Scratch()
+        self._plans: dict = {}
 
     def hist_cap(self, device) -> int | None:
         """Most elements of one tensor that go into its histogram (None: all).
@@ -136,9 +137,10 @@ class DeviceStats:
                 empties.append(i)
                 continue
             cdt = compute_dtype(x.dtype)
-            # Sharded: local shard sizes differ across ranks, so no stacking by size
-            # (every rank must run the same collectives over the same rows).
-            key = (x.device, cdt, n) if n < SMALL and not sharded else (x.device, cdt, n, i)
+            # Small tensors go into one [k, L] matrix per size class (L a power of 4,
+            # shorter rows padded). Sharded: local shard sizes differ across ranks,
+            # so no stacking (every rank must run the same collectives on the same rows).
+            key = (x.device, cdt, _bucket(n)) if n < SMALL and not sharded else (x.device, cdt, n, i)
             groups.setdefault(key, []).append(i)
         groups = [_Group(self, work, idx, key[0], key[1], key[2]) for key, idx in groups.items()]
         if not work.xs:
@@ -212,9 +214,9 @@ class DeviceStats:
         # elements (NaN stays NaN, and its row is redone by the masked path)
         tmp.sign_()
         nz = red(tmp)
-        counts = self._hist(m, lo, hi, device, cdt, stride, start, exact_edges)
+        counts, first = self._hist(m, lo, hi, device, cdt, stride, start, exact_edges)
         return torch.cat([torch.stack([s1.double(), s2.double(), asum.double(), nz.double()], 1),
-                          counts.double()], 1)
+                          counts.double()], 1), first
 
     def _hist(self, m, lo, hi, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
         """Counts [k, B] of m's rows in B equal bins over [lo, hi] (numpy.histogram's
@@ -234,7 +236,7 @@ class DeviceStats:
             m = m[:, (-start) % stride::stride]
         k, L = m.shape
         if L == 0:
-            return torch.zeros(k, bins, dtype=torch.int64, device=device)
+            return torch.zeros(k, bins, dtype=torch.int64, device=device), None
         span = (hi - lo).to(cdt)
         pos = span > 0
         scale = torch.where(pos, bins / span, torch.zeros_like(span))  # lo == hi: all in bin 0, moved below
@@ -273,7 +275,10 @@ class DeviceStats:
         counts = counts[:, :bins] + torch.nn.functional.pad(counts[:, bins:], (bins - 1, 0))
         centred = torch.zeros_like(counts)
         centred[:, bins // 2] = counts.sum(1)
-        return torch.where(pos[:, None], counts, centred)
+        # the final bin of each row's first element (padding repeats it: see _Group)
+        first = (it[:, 0] - base[:, 0] if k > 1 else it[:, 0]).long().clamp(0, bins - 1)
+        first = torch.where(pos, first, bins // 2)
+        return torch.where(pos[:, None], counts, centred), first
 
     def _snap_to_edges(self, m, it, lo, hi, rows, cdt, device) -> None:
         """numpy.histogram's correction: move a bin index down if x < its lower
@@ -358,7 +363,7 @@ class DeviceStats:
                     t = fin - c
                     s1, s2, asum = t.sum(), (t * t).sum(), fin.abs().sum()
                     counts_ = self._hist(fin.view(1, -1), lo.view(1), hi.view(1), fin.device,
-                                         torch.float64, 1, 0, exact_edges=True)[0]
+                                         torch.float64, 1, 0, exact_edges=True)[0][0]
                 else:
                     s1 = s2 = asum = torch.zeros((), dtype=torch.float64, device=fin.device)
                     counts_ = torch.zeros(self.bins, dtype=torch.int64, device=fin.device)
@@ -384,6 +389,14 @@ def _operand(v: torch.Tensor, k: int, cdt) -> torch.Tensor | float:
     return v.to(cdt)[:, None]
 
 
+def _bucket(n: int) -> int:
+    """The row length for a small tensor of n elements: the power of 4 >= n."""
+    b = 1
+    while b < n:
+        b *= 4
+    return b
+
+
 def _odd_prime_at_least(n: int) -> int:
     """A prime stride: a strided sample of a [rows, cols] matrix then visits every
     column (unless cols is a multiple of it), instead of the same few columns."""
@@ -404,28 +417,61 @@ def _count(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class _Group:
-    """k equally sized tensors (or one big one) as a [k, n] matrix, in slices."""
+    """k small tensors as the rows of one [k, L] matrix, or one big tensor as [1, n]
+    processed in slices.
+
+    Rows shorter than L are padded with copies of their first element v: that
+    changes no extremum, adds nothing to the shifted sums (the shift is v), and
+    its contributions to sum|x|, the nonzero count, sum(d^2) and v's bin are
+    taken back out per row (npad * ...), exactly.
+    """
 
     def __init__(self, eng: DeviceStats, work: Work, idx, device, cdt, n):
         self.eng, self.idx, self.device, self.cdt, self.n = eng, idx, device, cdt, n
         self.k = len(idx)
         self.xs = [work.xs[i].detach() for i in idx]
         self.prevs = None if work.prevs is None else [work.prevs[i] for i in idx]
+        self.sizes = [t.numel() for t in self.xs]
+        self.padded = any(size != n for size in self.sizes)
         self.slices = [(a, min(n, a + SLICE)) for a in range(0, n, SLICE)]
         self._whole = None
         # quantised values (and anything computed in float64): numpy's exact bin edges
         self.exact_edges = cdt == torch.float64 or any(t.dtype in (torch.float16, torch.bfloat16) for t in self.xs)
+
+    def _pad_plan(self):
+        """(gather index [k * L] into the concatenated tensors, npad [k]), cached."""
+        key = ("pad", self.device, self.n, tuple(self.sizes))
+        plan = self.eng._plans.get(key)
+        if plan is None:
+            L = self.n
+            sizes = torch.tensor(self.sizes, dtype=torch.int64)
+            starts = torch.cumsum(sizes, 0) - sizes
+            j = torch.arange(L, dtype=torch.int64)[None, :]
+            gidx = starts[:, None] + torch.where(j < sizes[:, None], j, torch.zeros_like(j))
+            plan = (gidx.reshape(-1).to(self.device), (L - sizes).to(torch.float64).to(self.device))
+            if len(self.eng._plans) > 256:
+                self.eng._plans.clear()
+            self.eng._plans[key] = plan
+        return plan
+
+    def _matrix(self, ts, slot):
+        if not self.padded:
+            return self.eng._matrix(ts, self.cdt, slot, self.n, self.device)
+        gidx, _ = self._pad_plan()
+        flat = torch.cat([t.reshape(-1) for t in ts]).to(self.cdt)
+        out = self.eng.scratch.get(slot, self.device, self.cdt, self.k * self.n)
+        return torch.index_select(flat, 0, gidx, out=out).view(self.k, self.n)
 
     def part(self, a: int, b: int) -> torch.Tensor:
         """Columns a:b of the matrix: the values, or the differences for deltas."""
         eng, cdt, n, dev = self.eng, self.cdt, self.n, self.device
         if self.prevs is None:
             if len(self.slices) == 1:
-                return eng._matrix(self.xs, cdt, "x", n, dev)
+                return self._matrix(self.xs, "x")
             return self.xs[0].reshape(1, n)[:, a:b].to(cdt)
         if len(self.slices) == 1:
-            x = eng._matrix(self.xs, cdt, "x", n, dev)
-            p = eng._matrix(self.prevs, cdt, "p", n, dev)
+            x = self._matrix(self.xs, "x")
+            p = self._matrix(self.prevs, "p")
             d = eng.scratch.get("d", dev, cdt, self.k * n).view(self.k, n)
             return torch.sub(x, p, out=d)
         d = eng.scratch.get("d", dev, cdt, b - a).view(1, b - a)
@@ -446,13 +492,13 @@ class _Group:
                 mn, mx = torch.aminmax(m, dim=1)
             los.append(mn)
             his.append(mx)
-            if local_sums:
+            if local_sums:  # sharded: never padded (see fast())
                 sums.append(m.sum(1, dtype=torch.float64))
         lo = los[0] if len(los) == 1 else torch.stack(los).amin(0)
         hi = his[0] if len(his) == 1 else torch.stack(his).amax(0)
         c = self.part(0, 1)[:, 0].clone() if self._whole is None else self._whole[:, 0].clone()
         total = torch.stack(sums).sum(0) if sums else None
-        count = torch.full((self.k,), float(self.n), dtype=torch.float64, device=self.device)
+        count = torch.tensor(self.sizes, dtype=torch.float64, device=self.device)
         return lo, hi, c, total, count
 
     def rows(self, rng) -> torch.Tensor:
@@ -462,17 +508,26 @@ class _Group:
         eng = self.eng
         stride = 1
         cap = eng.hist_cap(self.device)
-        if cap and self.n > cap:
+        if cap and self.k == 1 and self.n > cap:
             stride = _odd_prime_at_least(-(-self.n // cap))
         acc = None
         for a, b in self.slices:
             m = self._whole if self._whole is not None else self.part(a, b)
-            r = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a, self.exact_edges)
+            r, first = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a, self.exact_edges)
             acc = r if acc is None else acc + r
-        self._whole = None
         s1, s2, asum, nz, counts = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3], acc[:, 4:]
+        if self.padded:
+            _, npad = self._pad_plan()
+            v = m[:, 0].to(torch.float64)  # the padding value of each row
+            if c is None:
+                s2 = s2 - npad * v * v
+            asum = asum - npad * v.abs()
+            nz = nz - npad * (v != 0)
+            counts = counts.clone()
+            counts[torch.arange(self.k, device=self.device), first] -= npad
+        self._whole = None
         z = torch.zeros_like(s1)
-        nn = torch.full_like(s1, float(self.n))
+        nn = torch.tensor(self.sizes, dtype=torch.float64, device=self.device)
         cc = z if c is None else c.to(torch.float64)
         head = torch.stack([nn, nn, lo.to(torch.float64), hi.to(torch.float64), cc,
                             s1, s2, asum, nn - nz, z, z, z], dim=1)
