@@ -319,3 +319,54 @@ def test_empty_run(tmp_path):
     path = tmp_path / "empty.wtui"
     Recorder(path).close()
     assert diagnose(weighttui.open(path)) == []
+
+
+@pytest.mark.parametrize("max_rows", [None, 16])
+def test_remembered_results_equal_a_cold_diagnosis_at_every_poll(tmp_path, max_rows):
+    """Thinning (max_rows) moves rows and replaces the newest one: the memory must notice."""
+    from weighttui import diagnose as diagnose_module
+
+    def hook(s, params, grads):
+        if s >= 33:
+            params["b.weight"][0, 0] = np.inf
+        if s >= 41:
+            grads["a.weight"] *= 1e4
+        if s >= 47:
+            params["c.weight"][:2] = 0.0
+
+    sim = Sim(SHAPES)
+    sim.ratio["a.bias"] = 0.0
+    path = tmp_path / "thin.wtui"
+    record(path, 90, sim, hook=hook)
+    live = RunData(path, max_rows=max_rows)
+    config = DiagnoseConfig(stagnant_window=3, norm_window=4, grad_window=4, zero_window=4)
+    seen, memories = set(), set()
+    with LogTail(path, max_bytes_per_poll=6_000) as tail:
+        while True:
+            poll = tail.poll()
+            live.ingest(poll)
+            warm = diagnose(live, config)
+            assert diagnose_module._histories[live].rules  # results were remembered
+            memories.add(id(diagnose_module._histories[live]))
+            for row in (live.n // 2, live.n - 2):
+                if row >= 0:
+                    assert diagnose(live, config, upto_row=row) == _cold(diagnose_module, live, config, row)
+            assert warm == _cold(diagnose_module, live, config)
+            seen |= {a.rule for a in warm}
+            if not poll.frames:
+                break
+    assert {"nonfinite", "grad_explode", "dead_units", "stagnant"} <= seen
+    if max_rows is None:
+        assert len(memories) == 1  # one memory, extended poll after poll
+    if max_rows:
+        assert live.n <= max_rows < live.snapshot_count
+
+
+def _cold(module, run, config, row=None):
+    """diagnose without the remembered results, which are put back afterwards."""
+    saved = module._histories.pop(run, None)
+    out = module.diagnose(run, config, upto_row=row)
+    module._histories.pop(run, None)
+    if saved is not None:
+        module._histories[run] = saved
+    return out
