@@ -192,3 +192,44 @@ async def test_new_snapshots_appear_while_open(tmp_path):
         assert "step 5 " in header(app.screen)
         assert lines(app.screen.query_one(HistogramBars))[0].startswith("weights at step 5: 16 values")
     tail.close()
+
+
+async def test_click_on_the_heatmap_moves_the_timeline(neuron):
+    app = detail_app(neuron)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        heat = screen.query_one(HeatmapView)
+        await pilot.click("#heat", offset=(HeatmapView.GUTTER, 3))  # the first plot column
+        assert app.position == 0 and "step 0 epoch 0" in header(screen)
+        plot_w = heat.size.width - HeatmapView.GUTTER
+        await pilot.click("#heat", offset=(HeatmapView.GUTTER + plot_w // 2, 3))
+        step = int(app.data.steps[app.position])
+        assert abs(step - 79) <= 158 / plot_w + 2  # the middle of steps 0..158
+        assert heat.position_column in (plot_w // 2 - 1, plot_w // 2, plot_w // 2 + 1)
+        await pilot.click("#heat", offset=(2, 3))  # the value labels: nothing happens
+        assert int(app.data.steps[app.position]) == step
+
+
+async def test_screens_on_a_run_without_snapshots(tmp_path):
+    from weighttui.tui.alerts_panel import AlertsScreen
+    from weighttui.tui.change_table import ChangeTableScreen
+
+    path = tmp_path / "empty.wtui"
+    Recorder(path).close()
+    shown = {}
+    for make in (lambda: DetailScreen("w"), ChangeTableScreen, AlertsScreen):
+        app = ScreenHost(path, make_screen=make)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            await pilot.press("left", "a", "d", "l", "enter")  # nothing to move, mark or open: no crash
+            screen = app.screen
+            assert app.row == -1
+            if isinstance(screen, DetailScreen):
+                shown["detail"] = header(screen)
+            elif isinstance(screen, ChangeTableScreen):
+                shown["changes"] = screen.table.row_count
+            else:
+                shown["alerts"] = screen.query_one("#ahead").content.plain
+    assert shown == {"detail": "w: not in this run (yet)", "changes": 0,
+                     "alerts": "0 alerts · nothing looks wrong so far"}

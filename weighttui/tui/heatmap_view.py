@@ -159,6 +159,31 @@ class HeatmapView(Widget):
             return self._lines[y]
         return Strip.blank(self.size.width)
 
+    def step_at(self, x: int) -> int | None:
+        """The step drawn in screen column x of this widget (None outside the plot)."""
+        src = self._source
+        col = x - self.GUTTER
+        plot_w, _rows = self._layout()
+        if src is None or not 0 <= col < plot_w:
+            return None
+        shown = src[0][self.shown_rows]
+        if not shown.size:
+            return None
+        s0, s1 = float(shown[0]), float(shown[-1])
+        target = s0 + (s1 - s0) * (col + 0.5) / plot_w
+        i = int(np.searchsorted(shown, target, side="right")) - 1  # the snapshot drawn there
+        return int(shown[max(0, i)])
+
+    def on_click(self, event) -> None:
+        """Clicking the heatmap moves the app's timeline to the snapshot under the mouse."""
+        step = self.step_at(event.x)
+        app = self.app
+        if step is None or not hasattr(app, "position"):
+            return
+        row = int(np.searchsorted(app.data.steps, step, side="right")) - 1
+        if row >= 0:
+            app.position = row
+
 
 _style_cache: dict[tuple[int, int], Style] = {}
 
