@@ -420,11 +420,15 @@ class WatchHandle:
                 if loc.numel():
                     v[pos] = x.reshape(-1)[loc].to(torch.float64)
             else:
-                v = x.reshape(-1)[loc].to(torch.float64)
+                v = torch.index_select(x.reshape(-1), 0, loc)
+                if not v.is_floating_point():  # exact in float64, whatever cat promotes to
+                    v = v.to(torch.float64)
             parts.append(v)
         if not parts:
             return None, 0
-        return torch.cat([p.to(parts[0].device) for p in parts]), total
+        dev = parts[0].device
+        # one conversion for all: cat promotes to the widest dtype (float64 if any)
+        return torch.cat([p.to(dev) for p in parts]).to(torch.float64), total
 
     def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
         entries = self._plan()
