@@ -287,6 +287,8 @@ def test_config_from_options():
         DiagnoseConfig.from_options(["disable=nonsense"])
     with pytest.raises(ValueError):
         DiagnoseConfig.from_options(["norm_window=0"])
+    with pytest.raises(ValueError, match="ratio_low"):
+        DiagnoseConfig.from_options(["ratio_low=0.1"])
 
 
 def test_disable_a_rule(tmp_path):

@@ -119,6 +119,8 @@ class DiagnoseConfig:
                 raise ValueError(f"threshold {f.name} must be >= 1, got {v}")
             if isinstance(v, float) and not v >= 0:
                 raise ValueError(f"threshold {f.name} must be >= 0, got {v}")
+        if self.ratio_low > self.ratio_high:
+            raise ValueError(f"ratio_low ({self.ratio_low}) must not be above ratio_high ({self.ratio_high})")
         unknown = set(self.disabled) - set(RULES)
         if unknown:
             raise ValueError(f"cannot disable unknown rule(s) {', '.join(sorted(unknown))}; "
