@@ -105,6 +105,12 @@ class DetailScreen(Screen):
     def on_screen_resume(self) -> None:
         self.refresh_data()
 
+    def on_resize(self, event) -> None:
+        # small terminals: give the heatmap the room, drop the chart rows that would be unreadable
+        height = event.size.height
+        self.query_one("#bottom").display = height >= 34
+        self.query_one("#middle").display = height >= 24
+
     # ----------------------------------------------------------------- keys
 
     def action_close(self) -> None:
