@@ -96,6 +96,15 @@ def msgpack_pad(frame: bytes) -> bytes:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_sigkill_raw_writer_random_moments(tmp_path):
+    # The trials fork, so they run in a fresh interpreter: forking the test
+    # process after other tests started threads (JAX, torch) risks a deadlock.
+    proc = subprocess.run([sys.executable, __file__, "raw-trials", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def raw_trials(tmp_path) -> None:
     torn_trials = 0
     recovered_total = 0
     master = random.Random(12345)
@@ -228,3 +237,10 @@ def test_sigkill_recorder_then_append_a_new_run(tmp_path):
     print(f"\n{RECORDER_TRIALS} Recorder kills, {killed_mid_run} after the first snapshot, "
           f"{torn_before_append} left a torn tail")
     assert killed_mid_run > 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["raw-trials"]:
+        from pathlib import Path
+
+        raw_trials(Path(sys.argv[2]))

@@ -395,7 +395,8 @@ class Recorder:
                 prev = self._prev.get(info.id)
                 if prev is not None:
                     block.stats[i] = delta_stats(arr, prev)
-                    d = arr.astype(np.float64) - prev.astype(np.float64)
+                    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is masked below
+                        d = arr.astype(np.float64) - prev.astype(np.float64)
                     both = np.isfinite(arr) & np.isfinite(prev)
                     lo, hi, counts = histogram(d[both] if not both.all() else d, self.bins)
                     block.hist[0][i], block.hist[1][i], block.hist[2][i] = lo, hi, counts

@@ -106,7 +106,8 @@ def delta_stats(now, prev, *, exact: bool = True, total: int | None = None) -> n
     if a.shape != b.shape:
         raise ValueError("delta of arrays with different shapes")
     n = a.size
-    d = a - b
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: excluded just below
+        d = a - b
     both = np.isfinite(a) & np.isfinite(b)
     if not both.all():
         d, b = d[both], b[both]
