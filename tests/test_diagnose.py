@@ -348,8 +348,9 @@ def test_remembered_results_equal_a_cold_diagnosis_at_every_poll(tmp_path, max_r
             poll = tail.poll()
             live.ingest(poll)
             warm = diagnose(live, config)
-            assert diagnose_module._histories[live].rules  # results were remembered
-            memories.add(id(diagnose_module._histories[live]))
+            if live.n >= 8:  # enough final rows for every rule to have decided some
+                assert diagnose_module._histories[live].rules  # results were remembered
+                memories.add(id(diagnose_module._histories[live]))
             for row in (live.n // 2, live.n - 2):
                 if row >= 0:
                     assert diagnose(live, config, upto_row=row) == _cold(diagnose_module, live, config, row)
