@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from multi_conftest_helpers import sgd_run
+from textual import events
 
 from weighttui.tui.charts import LineChart
 from weighttui.tui.multi_app import MultiRunApp
@@ -102,6 +103,8 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
         await pilot.press("tab")
         assert isinstance(app.screen, CompareScreen)
         screen = app.screen
+        await pilot.pause(0.1)
+        assert screen.tensor_list.has_focus  # keys go to the list, not into the (hidden) filter box
         assert [o.id for o in screen.tensor_list.options] == ["fc1.weight", "fc1.bias", "fc2.weight"]
         assert app.tensor == "fc1.weight" and app.metric.label == "weights norm"
         await pilot.press("s", "s")
@@ -113,7 +116,7 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
             steps, ratio = slot.data.series("fc1.weight", "ratio", kind="delta")
             ok = np.isfinite(ratio) & (ratio > 0)
             np.testing.assert_array_equal(x, steps[ok])
-            np.testing.assert_array_equal(y, ratio[ok])
+            np.testing.assert_allclose(y, np.log10(ratio[ok]))  # the log axis: log10 values, decade labels
         table = screen.query_one("#cmp-values")
         assert table.row_count == 3
         latest = [float(cell(table, p, "latest")) for p in paths]
@@ -126,7 +129,7 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
         assert app.tensor == "fc1.bias"
         await pilot.pause(0.05)
         steps, ratio = app.slots[1].data.series("fc1.bias", "ratio", kind="delta")
-        assert chart.series_data[1][2][-1] == ratio[-1]
+        assert chart.series_data[1][2][-1] == pytest.approx(np.log10(ratio[-1]))
 
         # Filter the tensors; esc clears.
         await pilot.press("slash", *"fc2")
@@ -150,6 +153,9 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
         assert app.log_y
         await pilot.press("l")
         assert not app.log_y
+        await pilot.pause(0.05)
+        linear = app.slots[0].data.series("fc2.weight", "ratio", kind="delta")[1][1:]  # step 0 has no delta
+        np.testing.assert_array_equal(chart.series_data[0][2], linear)
 
         await pilot.press("question_mark")
         assert isinstance(app.screen, RunsHelpScreen)
@@ -163,6 +169,32 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
         assert app.screen is screen and app.tensor == "fc2.weight"  # the comparison kept its state
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_keys_typed_in_one_burst_land_where_they_were_meant(tmp_path, tui):
+    """A terminal delivers fast typing or a paste as one read: keys queue before focus moves."""
+    sweep(tmp_path)
+    app = MultiRunApp([str(tmp_path / f"lr{lr}.sock") for lr in LRS])
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, loaded(app, 3), what="three runs loaded")
+
+        def burst(*keys):
+            for key in keys:
+                app.post_message(events.Key(key, {"slash": "/", "enter": "\r", "tab": "\t"}.get(key, key)))
+
+        burst("tab", "s", "s")  # the comparison's list must have the focus before it is mounted
+        await tui.wait_until(pilot, lambda: app.metric.label == "update ratio", what="two statistics on")
+        screen = app.screen
+        assert screen.pattern == "" and len(screen.tensor_list.options) == 3
+        burst("slash", "f", "c", "2", "enter")  # the box opens at once, before "fc2" is handled
+        await tui.wait_until(pilot, lambda: screen.pattern == "fc2" and screen.focused is screen.tensor_list,
+                             what="filter typed in a burst")
+        assert [o.id for o in screen.tensor_list.options] == ["fc2.weight"]
+        await pilot.press("s")
+        assert app.metric.label == "grad norm" and screen.pattern == "fc2"
+        burst("slash", "x", "escape")
+        await tui.wait_until(pilot, lambda: screen.pattern == "" and len(screen.tensor_list.options) == 3
+                             and screen.focused is screen.tensor_list, what="filter cleared in a burst")
 
 
 async def test_enter_hands_the_terminal_to_the_single_run_viewer(tmp_path, tui, monkeypatch):
@@ -211,3 +243,13 @@ async def test_a_log_replaced_by_garbage_shows_an_error_and_the_others_go_on(tmp
         assert app.slots[0].data.n == STEPS
         await pilot.press("q")
     assert app.return_code == 0  # one bad log is not a bad exit
+
+
+def test_log_ticks_are_decades_or_plain_numbers():
+    from weighttui.tui.runs_compare import log_ticks
+
+    assert log_ticks(-3.2, 0.1) == ([-3.0, -2.0, -1.0, 0.0], ["1e-3", "1e-2", "1e-1", "1e0"])
+    ticks, labels = log_ticks(-12.5, 1.5)  # 14 decades: thinned to about six labels
+    assert 2 <= len(ticks) <= 7 and labels[0] == "1e-12"
+    ticks, labels = log_ticks(np.log10(0.02), np.log10(0.05))  # inside one decade: plain numbers
+    assert labels == ["0.02", "0.03162", "0.05"] and ticks[0] == pytest.approx(np.log10(0.02))

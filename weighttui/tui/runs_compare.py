@@ -39,6 +39,26 @@ class TensorList(OptionList):
         Binding("k", "cursor_up", show=False),
     ]
 
+    def on_key(self, event) -> None:
+        # Keys that arrive in one burst with "/" ("/fc2⏎" typed fast or pasted) are all queued
+        # here before the screen's "/" binding would run (it sees the key only after it bubbled
+        # up), so the box is opened here and the keys after it are handed to the box.
+        box = self.screen.query_one("#cmp-filter", Input)
+        if self.screen.focused is not box:  # (has_focus lags: it follows the Focus message)
+            if event.key == "slash":
+                self.screen.action_filter()
+                event.stop()
+                event.prevent_default()
+            return
+        if event.key in ("enter", "escape"):
+            self.screen.close_filter(clear=event.key == "escape")
+        elif event.is_printable and event.character:
+            box.insert_text_at_cursor(event.character)
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+
 
 class CompareScreen(Screen):
     DEFAULT_CSS = """
@@ -46,11 +66,13 @@ class CompareScreen(Screen):
     CompareScreen #cmp-left { width: 30; max-width: 35%; }
     CompareScreen TensorList { height: 1fr; }
     CompareScreen #cmp-tensors-title { height: 1; padding: 0 1; color: $text-muted; }
-    CompareScreen #cmp-filter { height: 3; }
+    CompareScreen #cmp-filter { height: 3; display: none; }
     CompareScreen #cmp-right { width: 1fr; }
     CompareScreen LineChart { height: 1fr; min-height: 8; }
     CompareScreen #cmp-values { height: auto; max-height: 12; }
     """
+    # Keys typed right after tab (before on_mount) must reach the list, never the filter box.
+    AUTO_FOCUS = "TensorList"
     BINDINGS = [
         Binding("s", "metric(1)", "statistic"),
         Binding("S", "metric(-1)", "previous statistic", show=False),
@@ -65,6 +87,7 @@ class CompareScreen(Screen):
         self._names: list[str] | None = None  # tensor names in the list now
         self._cells: dict[str, dict[str, str]] = {}
         self._order: list[str] = []  # run paths in table order
+        self._chart_key = None  # what the chart shows now: redrawn only when this changes
 
     def compose(self) -> ComposeResult:
         yield Static(id="cmp-title")
@@ -82,7 +105,6 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#cmp-filter", Input).display = False
         self.query_one(TensorList).focus()
         self.refresh_data()
 
@@ -121,9 +143,27 @@ class CompareScreen(Screen):
                                               len(s.data.scalar_names)) for s in app.slots),
                tuple(len(s.data.scalars(metric.stat)[0]) if metric.stat in s.data.scalar_names else 0
                      for s in app.slots) if not metric.per_tensor else ())
-        series = [(slot.name, aligned.values[i], series_color(i)) for i, slot in enumerate(app.slots)]
-        self.chart.show(what, aligned.steps, series, log_y=log_y, key=key)
+        if key != self._chart_key:
+            self._chart_key = key
+            self._draw(what, aligned, log_y)
         self._refresh_table(aligned)
+
+    def _draw(self, what: str, aligned: Aligned, log_y: bool) -> None:
+        values = aligned.values
+        if log_y:
+            # log10 here and decade labels, not plotext's yscale("log"): plotext takes the log of
+            # its stored data in place on every build, so a second render of the same figure
+            # would take the log of the log (and fail on values below 1).
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+        series = [(slot.name, values[i], series_color(i)) for i, slot in enumerate(self.app.slots)]
+        chart = self.chart
+        chart.show(what, aligned.steps, series)
+        finite = values[np.isfinite(values)]
+        if log_y and finite.size:
+            ticks, labels = log_ticks(float(finite.min()), float(finite.max()))
+            chart.plt.yticks(ticks, labels)
+            chart.refresh()
 
     def refresh_status(self) -> None:
         pass  # nothing here moves with the clock alone (statuses are on the run list)
@@ -202,7 +242,7 @@ class CompareScreen(Screen):
         box = self.query_one("#cmp-filter", Input)
         box.display = True
         box.value = self.pattern
-        box.focus()
+        self.set_focus(box)  # at once (focus() waits a turn): the next keys typed belong in the box
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "cmp-filter":
@@ -211,18 +251,35 @@ class CompareScreen(Screen):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "cmp-filter":
-            event.input.display = bool(self.pattern)
-            self.tensor_list.focus()
+            self.close_filter(clear=False)
 
     def on_key(self, event) -> None:
-        box = self.query_one("#cmp-filter", Input)
-        if event.key == "escape" and box.has_focus:
-            box.value = ""
-            self.pattern = ""
-            box.display = False
-            self.tensor_list.focus()
-            self.refresh_data()
+        if event.key == "escape" and self.focused is self.query_one("#cmp-filter", Input):
+            self.close_filter(clear=True)
             event.stop()
+
+    def close_filter(self, *, clear: bool) -> None:
+        """Back to the list (at once, so the next keys move in it); esc also drops the filter."""
+        box = self.query_one("#cmp-filter", Input)
+        if clear:
+            box.value = ""
+        if self.pattern != box.value.strip():  # the box's Changed message may not have come yet
+            self.pattern = box.value.strip()
+            self.refresh_data()
+        box.display = bool(self.pattern)
+        self.set_focus(self.tensor_list)
+
+
+def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Y ticks for log10 values in [lo, hi]: the decades inside (1e-3 ...), at most about six,
+    or, within less than two decades, the ends and the middle as plain numbers."""
+    decades = list(range(math.ceil(lo), math.floor(hi) + 1))
+    if len(decades) >= 2:
+        step = max(1, (len(decades) + 5) // 6)
+        ticks = decades[::step]
+        return [float(t) for t in ticks], [f"1e{t}" for t in ticks]
+    ticks = sorted({lo, (lo + hi) / 2, hi})
+    return ticks, [fmt(10.0 ** t, 7).strip() for t in ticks]
 
 
 def _num(value) -> Text:
