@@ -97,10 +97,12 @@ class WeightApp(App[int]):
         self.speed = 10
         self.refreshes = 0
         self.last_refresh_at: float | None = None  # monotonic, for tests and the benchmark
+        self.first_data_at: float | None = None  # monotonic: the first refresh that had snapshots
         self._pos_step: int | None = None
         self._pause_step: int | None = None
         self._started = False  # replay: moved to the first snapshot once it arrived
         self._pending_bytes = 0
+        self._shown_data = False  # a screen with snapshots has been drawn (see _drain)
         self._last_refresh = 0.0
         self._refresh_timer = None
         self._play_timer = None
@@ -158,13 +160,19 @@ class WeightApp(App[int]):
                 self._fail(item.message)
                 return
             changed |= self._ingest(item)
+            if not self._shown_data and self.data.n:
+                break  # the first snapshots go on screen before the rest is ingested
             if time.perf_counter() - start > INGEST_BUDGET_S:
                 break
-        if self.follower.backlog:
-            # Let keys and rendering in, then read on: the follower stays quiet until drained.
-            self.set_timer(0.001, self._drain)
+        first = not self._shown_data and self.data.n
         if changed:
             self._schedule_refresh()
+        if self.follower.backlog:
+            # Let keys and rendering in, then read on: the follower stays quiet until drained.
+            if first:
+                self.call_after_refresh(self._drain)  # paint the first screen before reading on
+            else:
+                self.set_timer(0.001, self._drain)
 
     def _ingest(self, item: Delivery) -> bool:
         poll = item.poll
@@ -224,6 +232,9 @@ class WeightApp(App[int]):
         if hasattr(screen, "refresh_data"):
             with self.batch_update():
                 screen.refresh_data()
+        if not self._shown_data and self.data.n:
+            self._shown_data = True
+            self.first_data_at = time.monotonic()
         self.refreshes += 1
         self.last_refresh_at = time.monotonic()
 

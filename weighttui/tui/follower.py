@@ -23,6 +23,10 @@ from ..logformat import LogFormatError
 # One poll reads at most this much, so the first screen of a big log comes
 # after the first chunk, not after the whole file.
 CHUNK_BYTES = 4 * 1024 * 1024
+# The very first poll reads less: enough for the run, the tensors and the
+# first snapshots, decoded in milliseconds, so the first screen does not wait
+# for a whole chunk to be decoded and ingested.
+FIRST_CHUNK_BYTES = 256 * 1024
 MAX_QUEUED = 4  # polls waiting for the UI thread before the reader waits too
 FAST_INTERVAL = 0.03  # seconds between polls right after the file grew
 IDLE_INTERVAL = 0.12  # ... and when it has been quiet for a while
@@ -53,7 +57,8 @@ class Follower(threading.Thread):
         super().__init__(name="weighttui-follower", daemon=True)
         self.path = path
         self._notify = notify
-        self._tail = LogTail(path, max_bytes_per_poll=chunk_bytes)
+        self._tail = LogTail(path, max_bytes_per_poll=min(chunk_bytes, FIRST_CHUNK_BYTES))
+        self._chunk_bytes = chunk_bytes
         self._fast = fast_interval
         self._idle = idle_interval
         self._items: collections.deque = collections.deque()
@@ -101,6 +106,8 @@ class Follower(threading.Thread):
                     self._put(Failure(f"{self.path}: {exc}"))
                     return
                 self.polls += 1
+                if poll.frames:  # the first screen's worth has been read: full chunks from now on
+                    self._tail.max_bytes_per_poll = self._chunk_bytes
                 caught_up = poll.offset + self._tail.pending >= poll.size
                 if self._worth_sending(poll):
                     self._put(Delivery(poll, self._tail.pending, caught_up))
