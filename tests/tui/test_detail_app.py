@@ -34,6 +34,8 @@ async def test_screens_in_the_real_app(tmp_path, tui):
                              what="the detail screen to follow the timeline")
         await pilot.press("d")
         assert detail.kind == "delta"
+        await pilot.press("g")  # on this screen g is the gradient view (the w/d/g), not "go to"
+        assert detail.kind == "grad" and app.screen is detail
         await pilot.press("right_square_bracket")
         assert detail.tensor == app.tensor_order[(app.tensor_order.index("neuron.weight") + 1) % 3]
         await pilot.press("escape")
