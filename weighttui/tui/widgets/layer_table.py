@@ -8,10 +8,10 @@ through 2,000 tensors take ~200 ms a page.
 - Rows are keyed (`t:<name>`, `g:<layer>`) and set only when the filter,
   sort, grouping or the set of tensors changes; snapshots update cells in
   place (`update_values`).
-- A cell is a tuple of (text, style) pieces; a row's `Strip` is built from
-  its pieces (no Rich rendering) the first time it is drawn and kept until a
-  cell of that row changes, so scrolling and cursor moves only join cached
-  strips.
+- A cell is a tuple of (text, style) pieces; a row's finished line (a
+  `Strip` of segments, no Rich rendering) is built the first time it is
+  drawn and kept until a cell of that row changes, so scrolling and cursor
+  moves only hand out cached lines.
 - Only rows on screen are recomputed: a data update marks every row stale
   and fills the visible ones, scrolling fills the rest as they come into
   view, so 2,000 tensors cost what 40 do.
@@ -35,13 +35,13 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from .layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
-from .sparkline import fmt, fmt_int, spark
+from .sparkline import fmt, fmt_int, spark_many
 
 VALUE_WIDTH = 8
 BAND_STYLE = {"good": "green", "slow": "cyan", "fast": "bold red", "": "dim"}
@@ -167,6 +167,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self._at_row = -1
         self._alerts: dict = {}
         self._line_styles: tuple | None = None
+        self._drawn_for: tuple | None = None  # (width, scroll x, styles) the cached lines were drawn for
         self._changed = False  # a cell changed in the current fill
         self.cells_updated = 0  # counted for tests and the benchmark
         self.strips_built = 0  # likewise: rows drawn from their pieces
@@ -325,8 +326,10 @@ class LayerTable(ScrollView, inherit_bindings=False):
         values = metric_values(self._run, [t.col for t in tensors], self._at_row)
         nonfinite = self._nonfinite([t.col for t in tensors])
         self._changed = False
+        width = self._lay["spark"]
+        lines = {key: spark_many(values[key][1], width, log=log) for key, _k, _s, _l, log in METRICS}
         for i, entry in enumerate(tensors):
-            self._update_tensor_row(entry, {k: (v[0][i], v[1][i]) for k, v in values.items()},
+            self._update_tensor_row(entry, {k: (v[0][i], lines[k][i]) for k, v in values.items()},
                                     bool(nonfinite[i]), grouped)
         for entry in todo:
             if isinstance(entry, GroupRow):
@@ -354,11 +357,10 @@ class LayerTable(ScrollView, inherit_bindings=False):
             self._changed = True
 
     def _update_tensor_row(self, entry: TensorRow, vals: dict, nonfinite: bool, grouped: bool) -> None:
-        width, gap, value_w = self._lay["spark"], self._lay["gap"], self._lay["value"]
+        gap, value_w = self._lay["gap"], self._lay["value"]
         pad = " " * gap
-        for key, _kind, _stat, _label, log in METRICS:
-            now, hist = vals[key]
-            line = spark(hist, width, log=log) if hist.size else " " * width
+        for key, _kind, _stat, _label, _log in METRICS:
+            now, line = vals[key]
             if key == "ratio":
                 band = ratio_band(now)
                 style = BAND_STYLE[band]
@@ -380,7 +382,8 @@ class LayerTable(ScrollView, inherit_bindings=False):
 
     # -------------------------------------------------------------- drawing
 
-    def _line_of(self, cells: dict[str, Pieces]) -> Strip:
+    def _line_of(self, cells: dict[str, Pieces], base: Style) -> Strip:
+        """One row as a Strip of the full table width, `base` under every cell's own style."""
         segments = []
         for col in self._columns:
             used = 0
@@ -392,17 +395,30 @@ class LayerTable(ScrollView, inherit_bindings=False):
                 if width > room:
                     text, width = set_cell_size(text, room), room
                 if text:
-                    segments.append(Segment(text, _style(style)))
+                    segments.append(Segment(text, base + _style(style)))
                     used += width
             if used < col.width:
-                segments.append(Segment(" " * (col.width - used)))
+                segments.append(Segment(" " * (col.width - used), base))
         return Strip(segments, sum(c.width for c in self._columns))
 
-    def _row_strip(self, index: int) -> Strip:
+    def _fit_width(self, strip: Strip, base: Style) -> Strip:
+        """The visible part: fixed columns, then the rest scrolled sideways, padded to the widget."""
+        width = self.size.width
+        scroll_x = self.scroll_offset.x
+        if scroll_x:
+            fixed = sum(c.width for c in self._columns[:FIXED_COLUMNS])
+            strip = Strip.join([strip.crop(0, fixed), strip.crop(fixed + scroll_x, fixed + scroll_x + width)])
+        if strip.cell_length != width:
+            strip = strip.crop_extend(0, width, base)
+        return strip
+
+    def _row_strip(self, index: int, base: Style) -> Strip:
+        """A row's finished line, built once and kept until a cell, the width or the style changes."""
         key = self.entries[index].key
         strip = self._strips.get(key)
         if strip is None:
-            strip = self._strips[key] = self._line_of(self._cells.get(key, {}))
+            strip = self._fit_width(self._line_of(self._cells.get(key, {}), base), base)
+            self._strips[key] = strip
             self.strips_built += 1
         return strip
 
@@ -410,36 +426,33 @@ class LayerTable(ScrollView, inherit_bindings=False):
         # Component styles once per paint, not once per line.
         base = self.rich_style
         cursor = self.get_component_rich_style("layer-table--cursor", partial=True)
-        self._line_styles = (base, base + self.get_component_rich_style("layer-table--header", partial=True),
-                             base + cursor, Style(color=cursor.color))
+        header = base + self.get_component_rich_style("layer-table--header", partial=True)
+        # Cached lines are only valid for one width, sideways scroll and widget style.
+        drawn_for = (self.size.width, self.scroll_offset.x, base, header)
+        if drawn_for != self._drawn_for:
+            self._drawn_for = drawn_for
+            self._strips.clear()
+            self._header = None
+        self._line_styles = (base, header, cursor)
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        scroll_x, scroll_y = self.scroll_offset
-        if self._line_styles is None:
-            self._line_styles = (self.rich_style,) * 3 + (Style.null(),)
-        base, header, cursor, cursor_post = self._line_styles
+        if self._line_styles is None:  # render_line called on its own (tests)
+            self.render_lines(Region(0, y, self.size.width, 1))
+        base, header, cursor = self._line_styles
         if y < HEADER_LINES:
             if self._header is None:
-                self._header = self._line_of({c.key: ((c.label, ""),) for c in self._columns})
-            strip, style, post = self._header, header, None
-        else:
-            index = scroll_y + y - HEADER_LINES
-            if index >= len(self.entries):
-                return Strip.blank(width, base)
-            strip = self._row_strip(index)
-            if index == self._cursor and self.entries:
-                style, post = cursor, cursor_post  # the cursor's colour wins over the cells'
-            else:
-                style, post = base, None
-        if scroll_x:
-            fixed = sum(c.width for c in self._columns[:FIXED_COLUMNS])
-            strip = Strip.join([strip.crop(0, fixed), strip.crop(fixed + scroll_x, fixed + scroll_x + width)])
-        strip = strip.crop_extend(0, width, None)
-        if post is None:
-            return strip.apply_style(style)
-        return Strip(Segment.apply_style(strip, style, post), strip.cell_length)
+                line = self._line_of({c.key: ((c.label, ""),) for c in self._columns}, header)
+                self._header = self._fit_width(line, header)
+            return self._header
+        index = self.scroll_offset.y + y - HEADER_LINES
+        if index >= len(self.entries):
+            return Strip.blank(self.size.width, base)
+        strip = self._row_strip(index, base)
+        if index == self._cursor:
+            # The cursor's colours win over the cells' (DataTable's "css" priority).
+            return Strip(Segment.apply_style(strip, None, cursor), strip.cell_length)
+        return strip
 
     # ------------------------------------------------------- keys and mouse
 
