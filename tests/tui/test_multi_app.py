@@ -11,7 +11,7 @@ import pytest
 from multi_conftest_helpers import sgd_run
 from textual import events
 
-from weighttui.tui.charts import LineChart
+from weighttui.tui.runs_chart import RunsChart
 from weighttui.tui.multi_app import MultiRunApp
 from weighttui.tui.runs_compare import CompareScreen, TensorList
 from weighttui.tui.runs_help import RunsHelpScreen
@@ -110,7 +110,7 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
         await pilot.press("s", "s")
         assert app.metric.label == "update ratio"
         await pilot.pause(0.1)
-        chart = screen.query_one(LineChart)
+        chart = screen.query_one(RunsChart)
         assert chart.drawn == ["lr0.001.sock", "lr0.01.sock", "lr0.1.sock"]
         for (label, x, y), slot in zip(chart.series_data, app.slots):
             steps, ratio = slot.data.series("fc1.weight", "ratio", kind="delta")
@@ -246,7 +246,7 @@ async def test_a_log_replaced_by_garbage_shows_an_error_and_the_others_go_on(tmp
 
 
 def test_log_ticks_are_decades_or_plain_numbers():
-    from weighttui.tui.runs_compare import log_ticks
+    from weighttui.tui.runs_chart import log_ticks
 
     assert log_ticks(-3.2, 0.1) == ([-3.0, -2.0, -1.0, 0.0], ["1e-3", "1e-2", "1e-1", "1e0"])
     ticks, labels = log_ticks(-12.5, 1.5)  # 14 decades: thinned to about six labels

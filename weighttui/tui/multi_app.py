@@ -70,6 +70,8 @@ class RunSlot:
         self.loading = False
         self.error: str | None = None
         self._clock = clock
+        self._row_key = None
+        self._row: RunRow | None = None
 
     def growth_age(self) -> float | None:
         """Seconds since the file last grew: its mtime, or what we saw if the clocks disagree."""
@@ -94,7 +96,20 @@ class RunSlot:
         return meta_text(run.meta if run else None, width=24)
 
     def row(self) -> RunRow:
-        return summarize(self.name, self.data, self.status(), error=self.error)
+        """The run list's row, rebuilt only when the log or the status moved on
+        (copying a long loss history five times a second for every run adds up)."""
+        status = self.status()
+        key = (self.name, status, self.error, self.version())
+        if key != self._row_key:
+            self._row_key = key
+            self._row = summarize(self.name, self.data, status, error=self.error)
+        return self._row
+
+    def version(self) -> tuple:
+        """Changes whenever anything the screens show from this run's data may have changed."""
+        d = self.data
+        return (d.resets, d.snapshot_count, d.n, d.record_counts.get("scalars", 0), len(d.corruptions),
+                d.end is not None, d.run is not None)
 
 
 class MultiRunApp(App[int]):

@@ -4,12 +4,15 @@ Left: the tensors the runs have in common (`/` filters them). Right: a
 plotext chart with one series per run and a legend, and a table of each
 run's latest value, its value at the last step every run reached (so a fast
 run is compared with a slow one at the same step), and its range.
-The chart is only redrawn when its inputs changed (plotext is the slow part).
+The chart is redrawn only when its inputs changed, and while runs are live
+at most once every LIVE_REDRAW_S (plotext is the slow part); choosing another
+tensor or statistic redraws at once.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from rich.text import Text
@@ -21,8 +24,11 @@ from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ..multirun import Aligned, compare, filter_names
-from .charts import SERIES_COLORS, LineChart
+from .charts import SERIES_COLORS
+from .runs_chart import RunsChart
 from .widgets.sparkline import fmt
+
+LIVE_REDRAW_S = 1.0
 
 # The chart shows the trend and the run list the status: here only the numbers, to fit beside the list.
 TABLE_COLUMNS = (("run", "run"), ("meta", "meta"), ("last", "last step"), ("latest", "latest"),
@@ -68,7 +74,7 @@ class CompareScreen(Screen):
     CompareScreen #cmp-tensors-title { height: 1; padding: 0 1; color: $text-muted; }
     CompareScreen #cmp-filter { height: 3; display: none; }
     CompareScreen #cmp-right { width: 1fr; }
-    CompareScreen LineChart { height: 1fr; min-height: 8; }
+    CompareScreen RunsChart { height: 1fr; min-height: 8; }
     CompareScreen #cmp-values { height: auto; max-height: 12; }
     """
     # Keys typed right after tab (before on_mount) must reach the list, never the filter box.
@@ -83,11 +89,16 @@ class CompareScreen(Screen):
     def __init__(self):
         super().__init__()
         self.pattern = ""
+        # Refreshes may be asked for (by the app's timers) between compose and mount, and while
+        # the app shuts down; widgets filled before they are mounted lose what they were given.
+        self._ready = False
         self.aligned: Aligned | None = None
         self._names: list[str] | None = None  # tensor names in the list now
         self._cells: dict[str, dict[str, str]] = {}
         self._order: list[str] = []  # run paths in table order
-        self._chart_key = None  # what the chart shows now: redrawn only when this changes
+        self._chart_key = None  # (view, data versions) the chart shows now
+        self._drawn_at = 0.0
+        self._redraw_timer = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="cmp-title")
@@ -97,7 +108,7 @@ class CompareScreen(Screen):
                 yield Input(placeholder="filter: substring or glob", id="cmp-filter")
                 yield TensorList(id="cmp-tensors")
             with Vertical(id="cmp-right"):
-                yield LineChart(id="cmp-chart")
+                yield RunsChart(id="cmp-chart")
                 table = DataTable(id="cmp-values", cursor_type="none", zebra_stripes=True)
                 for key, label in TABLE_COLUMNS:
                     table.add_column(label, key=key)
@@ -105,8 +116,12 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._ready = True
         self.query_one(TensorList).focus()
         self.refresh_data()
+
+    def on_unmount(self) -> None:
+        self._ready = False
 
     def on_screen_resume(self) -> None:
         self.refresh_data()
@@ -116,16 +131,31 @@ class CompareScreen(Screen):
         return self.query_one(TensorList)
 
     @property
-    def chart(self) -> LineChart:
-        return self.query_one(LineChart)
+    def chart(self) -> RunsChart:
+        return self.query_one(RunsChart)
 
     # ------------------------------------------------------------ refresh
 
     def refresh_data(self) -> None:
+        if not self._ready:
+            return
         app = self.app
         self._refresh_tensors()
         metric = app.metric
         tensor = app.tensor
+        log_y = metric.log and app.log_y
+        view = (tensor, metric, log_y, tuple((s.path, s.name) for s in app.slots))
+        versions = tuple(s.version() for s in app.slots)
+        if (view, versions) == self._chart_key:
+            return  # nothing this screen shows has changed
+        wait = self._drawn_at + LIVE_REDRAW_S - time.monotonic()
+        if self._chart_key is not None and view == self._chart_key[0] and wait > 0:
+            # Only live data moved on: draw it once the interval is over.
+            if self._redraw_timer is None:
+                self._redraw_timer = self.set_timer(wait, self._deferred_refresh)
+            return
+        self._chart_key = (view, versions)
+        self._drawn_at = time.monotonic()
         runs = [s.data for s in app.slots]
         self.aligned = aligned = compare(runs, tensor, metric)
         what = metric.label if not metric.per_tensor else f"{tensor or '(no tensor)'} · {metric.label}"
@@ -135,35 +165,17 @@ class CompareScreen(Screen):
         if not metric.per_tensor:
             title.append("  (a scalar: the same for every tensor)", style="dim")
         title.append(f"   {len(runs)} runs · s: next statistic ({app.metric_position()})", style="dim")
-        if app.log_y and metric.log:
+        if log_y:
             title.append(" · log scale", style="dim")
         self.query_one("#cmp-title", Static).update(title)
-        log_y = metric.log and app.log_y
-        key = (tensor, metric, log_y, tuple((s.path, s.data.resets, s.data.snapshot_count,
-                                              len(s.data.scalar_names)) for s in app.slots),
-               tuple(len(s.data.scalars(metric.stat)[0]) if metric.stat in s.data.scalar_names else 0
-                     for s in app.slots) if not metric.per_tensor else ())
-        if key != self._chart_key:
-            self._chart_key = key
-            self._draw(what, aligned, log_y)
+        series = [(slot.name, aligned.values[i], series_color(i)) for i, slot in enumerate(app.slots)]
+        self.chart.show(what, aligned.steps, series, log_y=log_y)
         self._refresh_table(aligned)
 
-    def _draw(self, what: str, aligned: Aligned, log_y: bool) -> None:
-        values = aligned.values
-        if log_y:
-            # log10 here and decade labels, not plotext's yscale("log"): plotext takes the log of
-            # its stored data in place on every build, so a second render of the same figure
-            # would take the log of the log (and fail on values below 1).
-            with np.errstate(divide="ignore", invalid="ignore"):
-                values = np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
-        series = [(slot.name, values[i], series_color(i)) for i, slot in enumerate(self.app.slots)]
-        chart = self.chart
-        chart.show(what, aligned.steps, series)
-        finite = values[np.isfinite(values)]
-        if log_y and finite.size:
-            ticks, labels = log_ticks(float(finite.min()), float(finite.max()))
-            chart.plt.yticks(ticks, labels)
-            chart.refresh()
+    def _deferred_refresh(self) -> None:
+        self._redraw_timer = None
+        if self.is_current:
+            self.refresh_data()
 
     def refresh_status(self) -> None:
         pass  # nothing here moves with the clock alone (statuses are on the run list)
@@ -268,18 +280,6 @@ class CompareScreen(Screen):
             self.refresh_data()
         box.display = bool(self.pattern)
         self.set_focus(self.tensor_list)
-
-
-def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
-    """Y ticks for log10 values in [lo, hi]: the decades inside (1e-3 ...), at most about six,
-    or, within less than two decades, the ends and the middle as plain numbers."""
-    decades = list(range(math.ceil(lo), math.floor(hi) + 1))
-    if len(decades) >= 2:
-        step = max(1, (len(decades) + 5) // 6)
-        ticks = decades[::step]
-        return [float(t) for t in ticks], [f"1e{t}" for t in ticks]
-    ticks = sorted({lo, (lo + hi) / 2, hi})
-    return ticks, [fmt(10.0 ** t, 7).strip() for t in ticks]
 
 
 def _num(value) -> Text:

@@ -62,6 +62,9 @@ class RunListScreen(Screen):
         super().__init__()
         self._cells: dict[str, dict[str, str]] = {}  # path -> column -> plain text shown
         self._loss_label = "loss"
+        # Refreshes may be asked for (by the app's timers) between compose and mount, and while
+        # the app shuts down; widgets filled before they are mounted lose what they were given.
+        self._ready = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="runs-title")
@@ -73,13 +76,19 @@ class RunListScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._ready = True
         self.refresh_data()
+
+    def on_unmount(self) -> None:
+        self._ready = False
 
     @property
     def table(self) -> RunTable:
         return self.query_one(RunTable)
 
     def refresh_data(self) -> None:
+        if not self._ready:
+            return
         app = self.app
         rows = app.run_rows()
         self.query_one("#runs-title", Static).update(app.title_line())
