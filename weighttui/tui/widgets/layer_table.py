@@ -104,6 +104,16 @@ def _fit(text: str, width: int) -> str:
     return set_cell_size(text, max(0, width - 1)) + "…"
 
 
+class _RowMessage(Message):
+    def __init__(self, table: "LayerTable", row_key: TableKey, cursor_row: int):
+        super().__init__()
+        self.table, self.row_key, self.cursor_row = table, row_key, cursor_row
+
+    @property
+    def control(self) -> "LayerTable":
+        return self.table
+
+
 class LayerTable(ScrollView, inherit_bindings=False):
     """The tensors table; left/right/home/end are left to the app's timeline."""
 
@@ -138,18 +148,10 @@ class LayerTable(ScrollView, inherit_bindings=False):
         Binding("ctrl+end", "scroll_bottom", show=False),
     ]
 
-    class RowSelected(Message):
+    class RowSelected(_RowMessage):
         """Enter, or a click on the row under the cursor."""
 
-        def __init__(self, table: "LayerTable", row_key: TableKey, cursor_row: int):
-            super().__init__()
-            self.table, self.row_key, self.cursor_row = table, row_key, cursor_row
-
-        @property
-        def control(self) -> "LayerTable":
-            return self.table
-
-    class RowHighlighted(RowSelected):
+    class RowHighlighted(_RowMessage):
         """The cursor moved to another row."""
 
     def __init__(self, **kwargs):
@@ -159,7 +161,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self._columns: list[Column] = []
         self._lay: dict | None = None
         self._cells: dict[str, dict[str, Pieces]] = {}
-        self._strips: dict[str, Strip] = {}  # row key -> unstyled full-width line
+        self._strips: dict[str, Strip] = {}  # row key -> its finished line (see render_lines)
         self._header: Strip | None = None
         self._stale: set[str] = set()  # row keys whose values are out of date
         self._cursor = 0
