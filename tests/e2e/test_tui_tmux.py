@@ -137,6 +137,29 @@ def test_replay_keys_in_a_real_terminal(tmux, tmp_path):
     assert tmux.exit_status() == 0
 
 
+def test_ctrl_s_saves_the_screen_and_pages_scroll(tmux, tmp_path):
+    """ctrl+s reaches the app through a real terminal (no XOFF) and writes the screen as SVG."""
+    path = tmp_path / "done.wtui"
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    subprocess.run([sys.executable, "-c", WRITER, str(path), "30", "0"], check=True, timeout=120)
+    tmux.start([*WEIGHTTUI, "watch", str(path)], env={"WEIGHTTUI_SCREENSHOT_DIR": str(shots)})
+    tmux.wait_for(r"step 29")
+    tmux.keys("C-s")
+    tmux.wait_for(r"screen saved to")
+    (svg,) = shots.iterdir()
+    text = svg.read_text()
+    assert text.lstrip().startswith("<svg") and "q_proj" in text and "step&#160;29" in text
+    tmux.keys("PageDown")  # the cursor goes to the last row of this short table
+    tmux.keys("Enter")  # ... which is a tensor: its detail screen (or statistics) opens
+    time.sleep(0.5)
+    assert "tensors · " not in tmux.screen()
+    tmux.keys("Escape")
+    tmux.wait_for(r"tensors · ")
+    tmux.keys("q")
+    assert tmux.exit_status() == 0
+
+
 def test_demo_runs_and_quits(tmux, tmp_path):
     tmux.start([*WEIGHTTUI, "demo", "--path", str(tmp_path / "demo.wtui"), "--steps", "2000", "--delay", "0.005"])
     first = int(tmux.wait_for(r"step (\d+)", timeout=60).group(1))
