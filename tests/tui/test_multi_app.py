@@ -171,6 +171,30 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
     assert app.return_code == 0
 
 
+async def test_comparison_follows_a_live_run(tmp_path, tui):
+    runs = sweep(tmp_path, statuses=("finished", "finished", None))
+    live = runs[0.1]
+    try:
+        app = MultiRunApp([str(tmp_path / f"lr{lr}.sock") for lr in LRS])
+        async with app.run_test(size=(120, 30)) as pilot:
+            await tui.wait_until(pilot, loaded(app, 3), what="three runs loaded")
+            await pilot.press("tab")
+            chart = app.screen.query_one(RunsChart)
+            await tui.wait_until(pilot, lambda: len(chart.series_data) == 3, what="first chart")
+            assert chart.series_data[2][1][-1] == STEPS - 1
+            params = {"fc1.weight": np.ones((8, 16)), "fc1.bias": np.zeros(16), "fc2.weight": np.ones((16, 4))}
+            for step in (STEPS + 10, STEPS + 20):
+                live.snapshot(step, params)
+            # Live data is redrawn at most once a second: give it a few.
+            await tui.wait_until(pilot, lambda: chart.series_data[2][1][-1] == STEPS + 20, timeout=10,
+                                 what="the live run's new snapshots on the chart")
+            assert chart.series_data[0][1][-1] == STEPS - 1  # the finished runs did not move
+            assert int(tui.cell_text(app.screen.query_one("#cmp-values"), str(tmp_path / "lr0.1.sock"),
+                                     "last")) == STEPS + 20
+    finally:
+        live.close()
+
+
 async def test_keys_typed_in_one_burst_land_where_they_were_meant(tmp_path, tui):
     """A terminal delivers fast typing or a paste as one read: keys queue before focus moves."""
     sweep(tmp_path)
