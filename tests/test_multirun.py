@@ -119,7 +119,9 @@ def test_run_names_are_short_and_distinct(tmp_path):
     d = str(tmp_path)
     assert run_names([os.path.join(d, "a", "run.sock"), os.path.join(d, "b.sock")], d) == [
         os.path.join("a", "run.sock"), "b.sock"]
-    assert run_names(["/elsewhere/c.sock"], d) == ["/elsewhere/c.sock"]
+    assert run_names(["/elsewhere/c.sock"], d) == ["c.sock"]  # a file given beside the directory
+    assert run_names([os.path.join(d, "a.sock"), "/elsewhere/a.sock"], d) == [
+        os.path.join(os.path.basename(d), "a.sock"), os.path.join("elsewhere", "a.sock")]
 
 
 # ------------------------------------------------------------------ status

@@ -139,7 +139,7 @@ def run_names(paths: list[str], directory: str | None = None) -> list[str]:
     for p in paths:
         if directory is not None:
             rel = os.path.relpath(p, directory)
-            names.append(p if rel.startswith("..") else rel)
+            names.append(os.path.basename(p) or p if rel.startswith("..") else rel)
         else:
             names.append(os.path.basename(p) or p)
     depth = 1
