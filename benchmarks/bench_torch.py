@@ -112,11 +112,11 @@ def bench_snapshot(shapes, repeat, tmp, with_grads):
     rows.append(("weighttui snapshot: stats + 64-bin hist (every element) + exact delta + samples", t_exact))
     handle.engine.hist_sample = "auto"
     t_auto = timed(snap, repeat)
-    rows.append(("weighttui snapshot, default hist_sample='auto' (CPU: tensors > 262,144 "
-                 "elements binned from a strided sample)", t_auto))
-    handle.engine.hist_sample = 1 << 16
+    rows.append(("weighttui snapshot, default hist_sample='auto' (CPU: tensors > 65,536 "
+                 "elements binned from a strided sample of that size)", t_auto))
+    handle.engine.hist_sample = 1 << 18
     t_hs = timed(snap, repeat)
-    rows.append(("weighttui snapshot, hist_sample=65536", t_hs))
+    rows.append(("weighttui snapshot, hist_sample=262144", t_hs))
     if with_grads:
         handle.engine.hist_sample = "auto"
         handle.grads = True
@@ -219,7 +219,11 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes: check that it runs")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (default: torch's own choice); 1 is steadier on a busy machine")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shapes = resnet50_shapes()
     if args.quick:
         shapes = [tuple(max(1, d // 8) for d in s) for s in shapes]

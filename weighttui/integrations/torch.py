@@ -659,7 +659,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     hist_sample: histogram at most about this many elements of each tensor (a
       deterministic strided subsample; the statistics stay exact). None: every
       element. "auto" (default): every element on accelerators; on the CPU,
-      tensors over 262,144 elements are binned from a sample of that size.
+      tensors over 65,536 elements are binned from a sample of that size.
     scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
     initial: record the weights as they are when watch() is called (step 0).
 

@@ -41,7 +41,7 @@ SMALL = 1 << 16
 # buffers stay bounded on a model with huge embeddings.
 SLICE = 1 << 24
 # hist_sample="auto" on the CPU: histogram at most about this many elements per tensor.
-CPU_HIST_SAMPLE = 1 << 18
+CPU_HIST_SAMPLE = 1 << 16
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
