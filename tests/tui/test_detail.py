@@ -233,3 +233,24 @@ async def test_screens_on_a_run_without_snapshots(tmp_path):
                 shown["alerts"] = screen.query_one("#ahead").content.plain
     assert shown == {"detail": "w: not in this run (yet)", "changes": 0,
                      "alerts": "0 alerts · nothing looks wrong so far"}
+
+
+async def test_log_axis_chart_survives_repeated_renders():
+    """plotext's yscale("log") re-logged its data on every render and raised on the second."""
+    from textual.app import App
+
+    from weighttui.tui.charts import LineChart
+
+    class Host(App):
+        def compose(self):
+            yield LineChart()
+
+    app = Host()
+    async with app.run_test(size=(80, 20)) as pilot:
+        chart = app.query_one(LineChart)
+        chart.show("ratio", [1, 2, 3], [("a", [1e-3, 2e-3, 5e-3], "cyan")], log_y=True)
+        for _ in range(3):
+            chart.refresh()
+            await pilot.pause(0.1)
+        assert chart.drawn == ["a"]
+        assert chart.series_data[0][2].tolist() == [1e-3, 2e-3, 5e-3]

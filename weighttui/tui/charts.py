@@ -7,8 +7,12 @@ so an unchanged chart is not rebuilt (plotext is the slow part of a screen).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from textual_plotext import PlotextPlot
+
+from .log_axis import log_ticks, to_log10
 
 # percentile bands, outermost first: faint at the extremes, bright at the median
 BAND_COLORS = ("gray", "blue", "cyan", "green", "yellow", "green", "cyan", "blue", "gray")
@@ -58,6 +62,7 @@ class LineChart(PlotextPlot):
         plt.title(title)
         x = np.asarray(x, dtype=np.float64)
         drawn, data = [], []
+        log_lo, log_hi = math.inf, -math.inf
         self.title_text = title
         for label, y, color in series:
             y = np.asarray(y, dtype=np.float64)
@@ -66,7 +71,10 @@ class LineChart(PlotextPlot):
                 ok &= y > 0
             if not ok.any():
                 continue
-            xs, ys = envelope(x[ok], y[ok], max(16, (self.size.width or 160) - 8))
+            plotted = to_log10(y[ok]) if log_y else y[ok]  # see log_axis: never plotext's yscale("log")
+            if log_y:
+                log_lo, log_hi = min(log_lo, float(plotted.min())), max(log_hi, float(plotted.max()))
+            xs, ys = envelope(x[ok], plotted, max(16, (self.size.width or 160) - 8))
             plt.plot(xs.tolist(), ys.tolist(), label=label or None, color=color, marker="braille")
             drawn.append(label)
             data.append((label, x[ok], y[ok]))
@@ -76,7 +84,7 @@ class LineChart(PlotextPlot):
             plt.ylim(0, 1)
         else:
             if log_y:
-                plt.yscale("log")
+                plt.yticks(*log_ticks(log_lo, log_hi))
             if marker is not None and np.isfinite(marker):
                 plt.vline(float(marker), "yellow")
         self.drawn = drawn

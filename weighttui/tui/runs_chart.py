@@ -20,28 +20,10 @@ import math
 import numpy as np
 from textual_plotext import PlotextPlot
 
+from .log_axis import log_ticks, to_log10
 from .widgets.sparkline import fmt, resample
 
 MAX_POINTS = 600
-
-
-def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
-    """Y ticks for log10 values in [lo, hi]: the decades inside (1e-3 ...), at most about six,
-    or, within less than two decades, the ends and the middle as plain numbers."""
-    decades = list(range(math.ceil(lo), math.floor(hi) + 1))
-    if len(decades) >= 2:
-        step = max(1, (len(decades) + 5) // 6)
-        ticks = decades[::step]
-        return [float(t) for t in ticks], [f"1e{t}" for t in ticks]
-    ticks = sorted({lo, (lo + hi) / 2, hi})
-    return ticks, [fmt(10.0 ** t, 7).strip() for t in ticks]
-
-
-def to_log10(values: np.ndarray) -> np.ndarray:
-    """log10 of the positive values, NaN elsewhere (a log axis has no place for them)."""
-    values = np.asarray(values, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
 
 
 class RunsChart(PlotextPlot):
