@@ -73,7 +73,7 @@ def _plain(obj, depth=0):
     return str(obj)
 
 
-def _epoch_selector(value, what):
+def epoch_selector(value, what):
     """None, an int N (every N), or a collection of ints -> predicate on epoch/step."""
     if value is None:
         return None
@@ -185,8 +185,8 @@ class Recorder:
         self.bins = int(bins)
         self.sample = int(sample)
         self.full_every = full_every
-        self._epochs = _epoch_selector(epochs, "epochs")
-        self._full_epochs = _epoch_selector(full_epochs, "full_epochs")
+        self._epochs = epoch_selector(epochs, "epochs")
+        self._full_epochs = epoch_selector(full_epochs, "full_epochs")
         self._full_epochs_done: set = set()
         self._include = _patterns(include, "include")
         self._exclude = _patterns(exclude, "exclude")

@@ -20,28 +20,10 @@ import sys
 import keras
 import numpy as np
 
-from ..recorder import Recorder
+from ..recorder import Recorder, epoch_selector
 from ..stats import DELTA_STATS, Block, delta_stats, empty_block, weights_block
 
 __all__ = ["WeightCallback"]
-
-
-def _epochs_pred(value, what):
-    """None (all), an int N (every N-th: 0, N, 2N ...) or a list -> predicate."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be None, an int or a list of ints")
-    if isinstance(value, (int, np.integer)):
-        if value < 1:
-            raise ValueError(f"{what} must be >= 1, got {value}")
-        n = int(value)
-        return lambda e: e % n == 0
-    try:
-        chosen = frozenset(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"{what} must be None, an int or a list of ints") from None
-    return lambda e: e in chosen
 
 
 def _host_array(variable) -> np.ndarray:
@@ -110,8 +92,8 @@ class WeightCallback(keras.callbacks.Callback):
             raise ValueError("stats='device' needs the TensorFlow backend")
         self.stats = stats
         self._device = None if stats == "auto" else stats == "device"  # auto: decided on first use
-        self._epochs = _epochs_pred(epochs, "epochs")
-        self._full_epochs = _epochs_pred(full_epochs, "full_epochs")
+        self._epochs = epoch_selector(epochs, "epochs")
+        self._full_epochs = epoch_selector(full_epochs, "full_epochs")
         self.every_batches = None if every_batches is None else int(every_batches)
         if isinstance(layers, str):
             layers = [layers]
