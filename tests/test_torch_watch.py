@@ -348,3 +348,25 @@ def test_unwritable_log_does_not_stop_training(tmp_path, capsys):
     finally:
         ro.chmod(0o700)
     assert "weighttui: error" in capsys.readouterr().err
+
+
+def test_one_host_copy_per_snapshot_and_masked_pass_only_for_nonfinite(tmp_path, monkeypatch):
+    from weighttui.integrations import torch as wti
+
+    copies, masked = [], []
+    real_to_host, real_masked = wti._to_host, torch_stats.DeviceStats.masked
+    monkeypatch.setattr(wti, "_to_host", lambda parts: copies.append(len(parts)) or real_to_host(parts))
+    monkeypatch.setattr(torch_stats.DeviceStats, "masked",
+                        lambda self, work, rows: masked.append(list(rows)) or real_masked(self, work, rows))
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _batch()
+    with wt.watch(model, tmp_path / "run.wtui", optimizer=opt, initial=False):
+        for _ in range(3):
+            _train_step(model, opt, x, y)
+        assert len(copies) == 3 and not masked  # weights, deltas, grads, samples: one transfer each
+        with torch.no_grad():
+            model[2].bias[0] = float("inf")
+        opt.step()
+    assert len(copies) == 4
+    assert masked == [[3], [3]]  # the weights row and the delta row of 2.bias, nothing else
