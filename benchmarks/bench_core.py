@@ -21,7 +21,7 @@ from weighttui.follow import LogTail
 from weighttui.logformat import FrameType, encode_array, encode_frame
 from weighttui.recorder import _encode_snapshot
 from weighttui.run import RunData
-from weighttui.stats import DELTA_STATS, delta_stats, histogram, weight_stats, weights_block
+from weighttui.stats import DELTA_STATS, delta_row, histogram, weight_stats, weights_block
 
 
 def best_of(fn, repeat=5):
@@ -127,13 +127,13 @@ def numpy_statistics(params: int, tensors: int) -> None:
         for a, p in zip(arrays, prev):
             weight_stats(a)
             histogram(a, 64)
-            delta_stats(a, p)
+            delta_row(a, p, 64)  # what the Recorder computes: delta statistics + histogram
 
     base = best_of(one_pass, 3)
     rows = [("np.sum over every tensor (one read pass)", base)]
     rows.append(("weights stats", best_of(stats_only, 3)))
     rows.append(("weights stats + 64-bin histogram", best_of(stats_hist, 3)))
-    rows.append(("+ exact delta stats (full numpy snapshot)", best_of(full_snapshot, 3)))
+    rows.append(("+ exact delta stats and histogram (a full snapshot)", best_of(full_snapshot, 3)))
     try:
         from tensorboard.plugins.histogram.summary import histogram_pb
 

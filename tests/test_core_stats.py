@@ -191,3 +191,98 @@ def test_percentiles_from_histogram_track_the_data():
     width = (hi - lo) / 64
     np.testing.assert_allclose(est, np.percentile(x, qs), atol=width)
     assert np.isnan(hist_percentiles(np.nan, np.nan, np.zeros(4), [50])).all()
+
+
+def brute_histogram_vectorised(x, bins):
+    """FORMAT.md's bin rule with searchsorted over numpy's edges, for big arrays."""
+    v = np.asarray(x, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    lo, hi = v.min(), v.max()
+    edges = np.linspace(lo, hi, bins + 1)
+    idx = np.minimum(np.searchsorted(edges, v, side="right") - 1, bins - 1)
+    return np.bincount(idx, minlength=bins)
+
+
+def _big_cases():
+    rng = np.random.default_rng(7)
+    n = 3 * (1 << 17) + 123  # several chunks and a ragged end
+    grid = np.linspace(-1.0, 1.0, 65)  # exactly the 64-bin edges of [-1, 1]
+    return {
+        "normal float32": rng.normal(size=n).astype(np.float32),
+        "values on every bin edge": np.resize(grid, n),
+        "float32 edges": np.resize(grid.astype(np.float32), n),
+        "shifted mean": (1000.0 + rng.normal(scale=1e-3, size=n)).astype(np.float32),
+        "int32": rng.integers(-50, 50, size=n).astype(np.int32),
+        "float16": rng.normal(size=n).astype(np.float16),
+        "bool": rng.random(n) < 0.3,
+        "sparse": np.where(rng.random(n) < 0.9, 0.0, rng.normal(size=n)),
+        "with nan": np.where(rng.random(n) < 0.01, np.nan, rng.normal(size=n)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_big_cases()))
+def test_chunked_paths_match_the_definitions_on_big_tensors(name):
+    """Tensors larger than one chunk take the chunked paths: same statistics, same counts."""
+    x = _big_cases()[name]
+    got = weight_stats(x)
+    want = brute_weight_stats(x)
+    assert_stats_match(got, want, x)
+    for bins in (7, 64):
+        _lo, _hi, counts = histogram(x, bins)
+        assert counts.tolist() == brute_histogram_vectorised(x, bins).tolist(), bins
+
+
+def test_chunked_histogram_agrees_next_to_every_bin_edge():
+    """Values one ulp either side of numpy's edges: where the index formula alone is wrong."""
+    real_cases = 0
+    for lo, hi in [(0.5811181041963531, 0.8752506008518791), (345.584192064786, 3649.954953898657),
+                   (905.3558666731177, 905.3603304188414)]:
+        for bins in (7, 64, 100):
+            edges = np.linspace(lo, hi, bins + 1)
+            near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+            near = near[(near >= lo) & (near <= hi)]
+            x = np.resize(near, 2 * (1 << 17) + 5)
+            raw = np.minimum(((x - lo) / (hi - lo) * bins).astype(np.intp), bins - 1)
+            reference = brute_histogram_vectorised(x, bins)
+            real_cases += np.bincount(raw, minlength=bins).tolist() != reference.tolist()
+            assert histogram(x, bins)[2].tolist() == reference.tolist(), (lo, hi, bins)
+    assert real_cases >= 3  # the corrections were needed, not just harmless
+
+
+@settings(max_examples=15, deadline=None)
+@given(lo=st.floats(-1e6, 1e6), log_width=st.floats(-8, 6), bins=st.integers(1, 200), seed=st.integers(0, 99))
+def test_chunked_histogram_property(lo, log_width, bins, seed):
+    hi = lo + 10.0 ** log_width
+    if not hi > lo:
+        return
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(lo, hi, bins + 1)
+    near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+    x = np.concatenate([near[(near >= lo) & (near <= hi)], rng.uniform(lo, hi, size=(1 << 17) + 7)])
+    assert histogram(x, bins)[2].tolist() == brute_histogram_vectorised(x, bins).tolist()
+
+
+@pytest.mark.parametrize("size", [5, (1 << 17) + 3])
+def test_histogram_of_a_range_a_few_ulps_wide(size):
+    """numpy.histogram refuses ("too many bins for data range"); a snapshot must not fail."""
+    x = 1e6 + (np.arange(size) % 5) * 1e-10
+    _lo, _hi, counts = histogram(x, 64)
+    assert counts.sum() == size
+    assert counts.tolist() == brute_histogram_vectorised(x, 64).tolist()
+
+
+@pytest.mark.parametrize("name", ["normal float32", "float16", "int32", "shifted mean"])
+def test_chunked_delta_matches_brute_force(name):
+    from weighttui.stats import delta_row
+
+    now = _big_cases()[name]
+    prev = now.copy()
+    prev[::3] = prev[::3] * 0.5  # a third of the elements changed
+    row, lo, hi, counts = delta_row(now, prev, 64)
+    want = brute_delta(now, prev)
+    for i, stat in enumerate(DELTA_STATS):
+        assert row[i] == pytest.approx(want[stat], rel=1e-9, abs=1e-12), stat
+    d = np.asarray(now, np.float64) - np.asarray(prev, np.float64)
+    assert counts.tolist() == brute_histogram_vectorised(d, 64).tolist()
+    assert (lo, hi) == (d.min(), d.max())
+    np.testing.assert_array_equal(delta_stats(now, prev), row)

@@ -39,7 +39,7 @@ from .logformat import (
     encode_frame,
 )
 from .records import TensorInfo, default_layer
-from .stats import DELTA_STATS, Block, delta_stats, empty_block, histogram, weights_block
+from .stats import DELTA_STATS, Block, delta_row, delta_stats, empty_block, weights_block
 
 # A values frame carries at most this many bytes of tensor data (the cap is 256 MiB).
 VALUES_CHUNK_BYTES = 64 * 1024 * 1024
@@ -394,11 +394,8 @@ class Recorder:
             if self.delta_policy == "exact":
                 prev = self._prev.get(info.id)
                 if prev is not None:
-                    block.stats[i] = delta_stats(arr, prev)
-                    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is masked below
-                        d = arr.astype(np.float64) - prev.astype(np.float64)
-                    both = np.isfinite(arr) & np.isfinite(prev)
-                    lo, hi, counts = histogram(d[both] if not both.all() else d, self.bins)
+                    row, lo, hi, counts = delta_row(arr, prev, self.bins)
+                    block.stats[i] = row
                     block.hist[0][i], block.hist[1][i], block.hist[2][i] = lo, hi, counts
                 self._prev[info.id] = np.array(arr, copy=True)
             elif info.sample_index is not None:

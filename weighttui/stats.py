@@ -56,8 +56,51 @@ def _finite_part(x64: np.ndarray) -> tuple[np.ndarray, int, int]:
     return x64[np.isfinite(x64)], nan, inf
 
 
+# Large tensors are walked in chunks that fit in cache, converted to float64 one
+# chunk at a time: a whole-tensor float64 copy cost more in page faults than in
+# arithmetic (measured: 31 ms -> see docs/core.md for 4M float32 values).
+CHUNK = 1 << 17
+
+
+def _flat_source(x) -> np.ndarray:
+    """A flat view of x in a dtype the chunked paths read exactly (float32/float64/ints)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"cannot take statistics of dtype {arr.dtype}")
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    elif arr.dtype.kind == "f" and arr.dtype.itemsize < 4:
+        arr = arr.astype(np.float32)  # float16 -> float32 is exact
+    return arr.reshape(-1)
+
+
+def _chunked_weight_stats(a: np.ndarray, total: float) -> np.ndarray:
+    """WEIGHT_STATS of an all-finite flat array whose float64 sum is `total`."""
+    n = a.size
+    mean = total / n
+    buf = np.empty(min(n, CHUNK))
+    tmp = np.empty_like(buf)
+    sumsq = abssum = centred = 0.0
+    for start in range(0, n, CHUNK):
+        chunk = a[start:start + CHUNK]
+        b = buf[: chunk.size]
+        np.copyto(b, chunk, casting="unsafe")  # exact: float32 and ints < 2**53 fit float64
+        sumsq += np.einsum("i,i->", b, b)  # einsum: no BLAS threads
+        abssum += np.abs(b, out=tmp[: b.size]).sum()
+        b -= mean
+        centred += np.einsum("i,i->", b, b)
+    zeros = n - np.count_nonzero(a)
+    return np.array([mean, np.sqrt(centred / n), float(a.min()), float(a.max()), abssum / n,
+                     np.sqrt(sumsq), zeros / n, 0.0, 0.0])
+
+
 def weight_stats(x) -> np.ndarray:
     """The 9 WEIGHT_STATS of one tensor, as float64."""
+    a = _flat_source(x)
+    if a.size > CHUNK:
+        total = a.sum(dtype=np.float64)
+        if np.isfinite(total):  # no NaN/Inf (and no overflow): the fast path
+            return _chunked_weight_stats(a, float(total))
     x64 = as_float64(x)
     n = x64.size
     fin, nan, inf = _finite_part(x64)
@@ -82,17 +125,84 @@ def histogram(x, bins: int = DEFAULT_BINS) -> tuple[float, float, np.ndarray]:
     As numpy.histogram(x, bins, range=(lo, hi)) counts them; if lo == hi every
     finite value falls in bin B // 2; no finite values gives NaN bounds and zeros.
     """
-    x64 = as_float64(x)
-    fin, _nan, _inf = _finite_part(x64)
+    a = _flat_source(x)
     counts = np.zeros(bins, dtype=np.uint32)
+    if a.size > CHUNK and np.isfinite(a.sum(dtype=np.float64)):
+        fin = a  # all finite: no masked copy
+    else:
+        fin, _nan, _inf = _finite_part(as_float64(a))
     if fin.size == 0:
         return _NAN, _NAN, counts
     lo, hi = float(fin.min()), float(fin.max())
     if lo == hi:
         counts[bins // 2] = fin.size
         return lo, hi, counts
-    counts[:] = np.histogram(fin, bins=bins, range=(lo, hi))[0]
+    counts[:] = histogram_counts(fin, bins, lo, hi)
     return lo, hi, counts
+
+
+def histogram_counts(values: np.ndarray, bins: int, lo: float, hi: float) -> np.ndarray:
+    """numpy.histogram(values, bins, range=(lo, hi)) counts, for finite values in [lo, hi]."""
+    values = values.reshape(-1)
+    if values.size <= CHUNK:
+        return _numpy_histogram(values, bins, lo, hi)
+    binner = _Binner(bins, lo, hi)
+    for start in range(0, values.size, CHUNK):
+        binner.add(values[start:start + CHUNK])
+    return binner.counts
+
+
+def _numpy_histogram(values, bins: int, lo: float, hi: float) -> np.ndarray:
+    try:
+        return np.histogram(values, bins=bins, range=(lo, hi))[0]
+    except ValueError:
+        # "Too many bins for data range": [lo, hi] is a few ulps wide, so some of
+        # numpy's edges coincide; bin against those same edges ourselves
+        edges = np.linspace(lo, hi, bins + 1)
+        idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+        return np.bincount(idx, minlength=bins)
+
+
+class _Binner:
+    """Accumulates numpy.histogram counts over chunks, about 3x faster than numpy.
+
+    The same index arithmetic as numpy's uniform-bin path, with numpy's edge
+    corrections applied only to the few values within rounding of a bin edge
+    (the only ones they can change): identical counts.
+    """
+
+    def __init__(self, bins: int, lo: float, hi: float):
+        self.bins, self.lo, self.hi = bins, lo, hi
+        self.counts = np.zeros(bins, dtype=np.int64)
+        # how far from an integer rounding can put a bin index: a few ulps of the
+        # values, in bin widths (large when the range is tiny next to |x|)
+        self.slack = 16 * np.finfo(np.float64).eps * max(abs(lo), abs(hi)) * bins / (hi - lo) + 1e-12
+        self.edges = np.linspace(lo, hi, bins + 1)
+        self._f = np.empty(CHUNK)
+        self._i = np.empty(CHUNK, dtype=np.intp)
+        self._r = np.empty(CHUNK)
+
+    def add(self, chunk: np.ndarray) -> None:
+        if self.slack > 0.25:  # a badly conditioned range: let numpy do all of it
+            self.counts += _numpy_histogram(chunk, self.bins, self.lo, self.hi)
+            return
+        m, bins = chunk.size, self.bins
+        fb, ib, rb = self._f[:m], self._i[:m], self._r[:m]
+        np.copyto(fb, chunk, casting="unsafe")
+        fb -= self.lo
+        fb /= self.hi - self.lo
+        fb *= bins  # as numpy: ((x - lo) / (hi - lo)) * bins
+        np.copyto(ib, fb, casting="unsafe")  # truncation == floor for x >= lo
+        np.subtract(fb, ib, out=rb)
+        near = np.flatnonzero((rb < self.slack) | (rb > 1 - self.slack) | (ib >= bins))
+        if near.size:
+            x = chunk[near].astype(np.float64)
+            j = ib[near]
+            j[j >= bins] = bins - 1
+            j[x < self.edges[j]] -= 1
+            j[(x >= self.edges[j + 1]) & (j != bins - 1)] += 1
+            ib[near] = j
+        self.counts += np.bincount(ib, minlength=bins)
 
 
 def delta_stats(now, prev, *, exact: bool = True, total: int | None = None) -> np.ndarray:
@@ -102,6 +212,10 @@ def delta_stats(now, prev, *, exact: bool = True, total: int | None = None) -> n
     `total` its full element count: norm is then scaled up to estimate the full
     tensor's, ratio is the sample's ratio, max_abs is a lower bound.
     """
+    if exact:
+        fast = _chunked_delta(now, prev, None)
+        if fast is not None:
+            return fast[0]
     a, b = as_float64(now), as_float64(prev)
     if a.shape != b.shape:
         raise ValueError("delta of arrays with different shapes")
@@ -123,6 +237,69 @@ def delta_stats(now, prev, *, exact: bool = True, total: int | None = None) -> n
     if not exact and total:
         dnorm *= np.sqrt(total / n)
     return np.array([dnorm, ratio, max_abs, mean_abs, changed, float(exact)])
+
+
+def delta_row(now, prev, bins: int | None = DEFAULT_BINS):
+    """(DELTA_STATS, lo, hi, counts) of an exact delta: the statistics and the
+    histogram of d = now - prev over the elements finite in both."""
+    fast = _chunked_delta(now, prev, bins)
+    if fast is not None:
+        return fast
+    row = delta_stats(now, prev)
+    if not bins:
+        return row, _NAN, _NAN, None
+    a, b = as_float64(now), as_float64(prev)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = a - b
+    lo, hi, counts = histogram(d[np.isfinite(a) & np.isfinite(b)], bins)
+    return row, lo, hi, counts
+
+
+def _chunked_delta(now, prev, bins):
+    """delta_row for big, all-finite pairs, walked in chunks; None where it does not apply."""
+    a, b = _flat_source(now), _flat_source(prev)
+    if a.shape != b.shape:
+        raise ValueError("delta of arrays with different shapes")
+    n = a.size
+    if n <= CHUNK:
+        return None
+    d_buf, b_buf, tmp = np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK)
+    dsq = psq = abssum = 0.0
+    dmin, dmax, changed = np.inf, -np.inf, 0
+
+    def chunk_delta(start):
+        m = min(CHUNK, n - start)
+        db, bb = d_buf[:m], b_buf[:m]
+        np.copyto(db, a[start:start + m], casting="unsafe")
+        np.copyto(bb, b[start:start + m], casting="unsafe")
+        db -= bb
+        return db, bb
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start in range(0, n, CHUNK):
+            db, bb = chunk_delta(start)
+            dsq += np.einsum("i,i->", db, db)
+            psq += np.einsum("i,i->", bb, bb)
+            dmin, dmax = min(dmin, db.min()), max(dmax, db.max())
+            abssum += np.abs(db, out=tmp[: db.size]).sum()
+            changed += np.count_nonzero(db)
+    if not (np.isfinite(dsq) and np.isfinite(psq) and np.isfinite(dmin) and np.isfinite(dmax)):
+        return None  # NaN/Inf somewhere: the masked path
+    dnorm, pnorm = np.sqrt(dsq), np.sqrt(psq)
+    ratio = dnorm / pnorm if pnorm > 0 else (np.inf if dnorm > 0 else 0.0)
+    row = np.array([dnorm, ratio, max(-dmin, dmax), abssum / n, changed / n, 1.0])
+    if not bins:
+        return row, _NAN, _NAN, None
+    lo, hi = float(dmin), float(dmax)
+    counts = np.zeros(bins, dtype=np.uint32)
+    if lo == hi:
+        counts[bins // 2] = n
+        return row, lo, hi, counts
+    binner = _Binner(bins, lo, hi)
+    for start in range(0, n, CHUNK):
+        binner.add(chunk_delta(start)[0])
+    counts[:] = binner.counts
+    return row, lo, hi, counts
 
 
 def weights_block(arrays, bins: int = DEFAULT_BINS, *, with_hist: bool = True) -> Block:
