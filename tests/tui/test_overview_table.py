@@ -82,6 +82,31 @@ async def test_paging_through_300_tensors_draws_the_right_rows(tmp_path, tui):
             assert key[2:] in app.screen.collapsed
 
 
+async def test_sort_and_filter_while_scrolled_down(tmp_path, tui):
+    """Re-ordering the rows while paged down (the DataTable version crashed here) keeps the cursor's tensor."""
+    app, ctx = await big_table(tui, tmp_path)
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 5 and app.data.end is not None)
+        await pilot.pause(0.1)
+        table = app.screen.query_one(LayerTable)
+        await pilot.press("pagedown", "pagedown", "pagedown", "j")
+        if not table.current_key().startswith("t:"):
+            await pilot.press("j")
+        key = table.current_key()
+        await pilot.press("s", "s")  # name, then update ratio (flat, largest first)
+        assert app.screen.sort == "update ratio"
+        assert table.current_key() == key  # the cursor stayed on its tensor, wherever it went
+        assert key[2:] in line_at_cursor(table)
+        ratio = app.data.stat_matrix("delta", "ratio")[app.row]
+        top = app.data.tensor_names[int(np.nanargmax(ratio))]
+        await pilot.press("ctrl+home")
+        assert table.current_key() == "t:" + top and top in line_at_cursor(table)
+        await pilot.press("slash", *"blocks.9")
+        assert {k[2:].split(".")[1] for k in table.rows} <= {"9"} | {str(i) for i in range(90, 100)}
+        await pilot.press("escape")
+        assert table.row_count == 300
+
+
 async def test_lines_are_cached_until_their_cells_change(tmp_path, tui):
     app, ctx = await big_table(tui, tmp_path)
     async with ctx as pilot:
