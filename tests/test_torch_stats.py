@@ -25,7 +25,7 @@ def _raw(eng, work: ts.Work) -> np.ndarray:
     raw = np.zeros((len(work.xs), ts.N_RAW + eng.bins))
     for rows, idx in eng.fast(work):
         raw[idx] = rows.cpu().numpy()
-    bad = np.nonzero(ts.needs_slow_path(raw) & (raw[:, 0] > 0))[0]
+    bad = np.nonzero(ts.needs_redo(raw))[0]
     if bad.size:
         raw[bad] = eng.masked(work, bad.tolist()).numpy()
     return raw
@@ -204,11 +204,65 @@ def test_delta_with_nonfinite_values_uses_elements_finite_in_both():
     _check_delta(now, prev)
 
 
-def test_hist_sample_bins_a_strided_subsample_and_keeps_stats_exact():
+def _chunk_sample(x: np.ndarray, chunk: int, count: int) -> np.ndarray:
+    """count runs of chunk contiguous elements, the first at the start, the last
+    at the end, the others evenly spaced (floor) in between."""
+    n = x.size
+    return np.concatenate([x[j * (n - chunk) // (count - 1):][:chunk] for j in range(count)])
+
+
+def test_hist_sample_bins_contiguous_chunks_and_keeps_stats_exact():
     g = _gen(7)
     x = torch.randn(100_000, generator=g)
     eng = ts.DeviceStats(BINS, hist_sample=10_000)
     raw = _raw(eng, ts.Work([x]))
+    _assert_weight_row(ts.weight_rows(raw)[0], stats.weight_stats(x.numpy()), x.numel())
+    counts = ts.hist_parts(raw, BINS)[2][0]
+    # 39 chunks of 256 elements (the most that fit in 10,000) spread over the tensor
+    sample = _chunk_sample(x.numpy(), 256, 39)
+    assert counts.sum() == sample.size == 9984
+    ref = np.histogram(sample, bins=BINS, range=(float(x.min()), float(x.max())))[0]
+    _assert_counts(counts, ref, sample.size)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_sampled_histograms_of_many_big_tensors_are_binned_together(dtype):
+    """Big tensors' chunk samples share one [T, S] matrix: each row keeps its own
+    range and counts, for weights and deltas, mixed with unsampled tensors."""
+    g = _gen(11)
+    xs = [(torch.randn(ts.SMALL + 997 * i, generator=g) * (i + 1) + i).to(dtype) for i in range(4)]
+    xs.insert(2, torch.randn(1500, generator=g).to(dtype))  # small: every element
+    eng = ts.DeviceStats(BINS, hist_sample=4096)
+    out = eng.fast(ts.Work(xs))
+    assert [len(idx) for _rows, idx in out].count(4) == 1  # the four big ones in one batch
+    raw = _raw(eng, ts.Work(xs))
+    lo, hi, counts = ts.hist_parts(raw, BINS)
+    for i, t in enumerate(xs):
+        x = _np(t)
+        _assert_weight_row(ts.weight_rows(raw)[i], stats.weight_stats(x), x.size)
+        sample = x if x.size <= 4096 else _chunk_sample(x, 256, 16)
+        ref = np.histogram(sample.astype(np.float64), bins=BINS, range=(float(x.min()), float(x.max())))[0]
+        assert (lo[i], hi[i]) == (float(x.min()), float(x.max()))
+        if dtype == torch.float32:
+            _assert_counts(counts[i], ref, sample.size)
+        else:  # quantised values: numpy's edges exactly
+            np.testing.assert_array_equal(counts[i], ref)
+    prevs = [t + (torch.randn(t.shape, generator=g) * 1e-2).to(dtype) for t in xs]
+    raw_d = _raw(eng, ts.Work(prevs, xs))
+    for i, (a, b) in enumerate(zip(prevs, xs)):
+        d = _np(a).astype(np.float64) - _np(b).astype(np.float64)
+        sample = d if d.size <= 4096 else _chunk_sample(d, 256, 16)
+        ref = np.histogram(sample, bins=BINS, range=(d.min(), d.max()))[0]
+        _assert_counts(ts.hist_parts(raw_d, BINS)[2][i], ref, sample.size)
+
+
+def test_hist_sample_of_a_sliced_tensor_is_strided(monkeypatch):
+    """Tensors reduced in slices keep the strided sample (counted from the tensor's
+    start, so that the slices' samples join up)."""
+    g = _gen(7)
+    x = torch.randn(100_000, generator=g)
+    monkeypatch.setattr(ts, "SLICE", 30_000)
+    raw = _raw(ts.DeviceStats(BINS, hist_sample=10_000), ts.Work([x]))
     _assert_weight_row(ts.weight_rows(raw)[0], stats.weight_stats(x.numpy()), x.numel())
     counts = ts.hist_parts(raw, BINS)[2][0]
     # every 11th element: the smallest odd prime >= 100,000 / 10,000, so that in a
@@ -216,8 +270,19 @@ def test_hist_sample_bins_a_strided_subsample_and_keeps_stats_exact():
     assert counts.sum() == 9091
     ref = np.histogram(x.numpy()[::11], bins=BINS, range=(float(x.min()), float(x.max())))[0]
     _assert_counts(counts, ref, 9091)
-    cols = np.arange(100_000)[::11] % 100  # as a [1000, 100] matrix
-    assert len(set(cols.tolist())) == 100
+
+
+def test_unshifted_sums_of_an_offset_tensor_are_recomputed():
+    """One big CPU tensor is summed about 0; when its mean dwarfs its spread
+    (sum(x^2) - sum(x)^2/m would cancel) the row is flagged and recomputed."""
+    g = _gen(12)
+    centred = torch.randn(200_000, generator=g) * 0.02
+    offset = 1.0 + torch.randn(200_000, generator=g) * 1e-4  # float32 sums lose the std here
+    eng = ts.DeviceStats(BINS)
+    first = np.concatenate([rows.numpy() for rows, _idx in eng.fast(ts.Work([centred, offset]))])
+    assert (first[:, ts._C] == 0).all()
+    assert ts.cancelled(first).tolist() == [False, True]
+    _check_weights([centred, offset])
 
 
 def test_small_tensors_of_many_sizes_share_padded_matrices():

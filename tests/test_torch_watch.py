@@ -104,15 +104,19 @@ def test_histograms_in_the_log_match_numpy(tmp_path):
 
 
 def test_cpu_histograms_of_huge_tensors_are_sampled_by_default(tmp_path):
-    # 360,000 weights > 65,536: every 7th (the smallest odd prime >= 360,000 / 65,536) is binned
+    # 360,000 weights > 65,536: 256 chunks of 256 contiguous elements, spread over the tensor
     model = torch.nn.Linear(600, 600, bias=False)
     with wt.watch(model, tmp_path / "auto.wtui"):
         pass
     with wt.watch(model, tmp_path / "all.wtui", hist_sample=None):
         pass
     auto, full = weighttui.open(tmp_path / "auto.wtui"), weighttui.open(tmp_path / "all.wtui")
-    n_auto = auto.histograms("weight", "weights")[3][0].sum()
-    assert n_auto == -(-360_000 // 7) and full.histograms("weight", "weights")[3][0].sum() == 360_000
+    counts = auto.histograms("weight", "weights")[3][0]
+    w = model.weight.detach().numpy().reshape(-1).astype(np.float64)
+    sample = np.concatenate([w[j * (360_000 - 256) // 255:][:256] for j in range(256)])
+    ref = np.histogram(sample, bins=counts.size, range=(w.min(), w.max()))[0]
+    assert counts.sum() == 65_536 and np.abs(counts.astype(np.int64) - ref).sum() <= 8
+    assert full.histograms("weight", "weights")[3][0].sum() == 360_000
     # the statistics stay exact either way
     np.testing.assert_array_equal(auto.stat_matrix("weights", "std"), full.stat_matrix("weights", "std"))
     with pytest.raises(ValueError):

@@ -31,6 +31,7 @@ from .torch_stats import (
     Work,
     delta_rows,
     hist_parts,
+    needs_redo,
     needs_slow_path,
     sumsq,
     supported,
@@ -506,7 +507,7 @@ class WatchHandle:
     def _redo(self, raw, work, delta=False) -> None:
         # Sharded, every rank holds the same reduced rows, so every rank picks the
         # same ones and the masked pass's collectives match.
-        bad = np.nonzero(needs_slow_path(raw) & (raw[:, 0] > 0))[0]
+        bad = np.nonzero(needs_redo(raw))[0]
         if bad.size:
             raw[bad] = self.engine.masked(work, bad.tolist()).numpy()
 

@@ -42,6 +42,21 @@ SMALL = 1 << 16
 SLICE = 1 << 24
 # hist_sample="auto" on the CPU: histogram at most about this many elements per tensor.
 CPU_HIST_SAMPLE = 1 << 16
+# A sampled histogram bins contiguous chunks of this many elements spread evenly
+# over the tensor: a strided sample touches nearly every cache line of the tensor
+# (measured on the CPU: as costly as a full read pass per tensor), chunks only
+# the sampled bytes.
+HIST_CHUNK = 256
+# Sums of squares of one big tensor: float32 norms of rows of this many elements,
+# combined in float64 (one read pass, no temporary; worst relative error measured
+# 3e-8 against float64, where one float32 norm of millions of values is off by 4e-5).
+NORM_ROW = 256
+# One float32 tensor on the CPU is summed unshifted (c = 0: sum(x) and sum(x^2)
+# are read passes, the shifted sums need a written temporary first); rows whose
+# mean^2 exceeds this many variances are recomputed (see cancelled()). At 4 the
+# variance keeps about 1e-6 relative (float32 pairwise sums ~1e-7, NORM_ROW sums
+# of squares ~3e-8, times at most 2 * 4 + 1).
+UNSHIFTED_LIMIT = 4.0
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -147,7 +162,20 @@ class DeviceStats:
             return []
         with torch.no_grad():
             if not sharded:
-                return [(g.rows(g.ranges()), g.idx) for g in groups]
+                sizes: dict = {}
+                for g in groups:
+                    key = g.batch_key()
+                    if key is not None:
+                        sizes[key] = sizes.get(key, 0) + 1
+                batches = {key: _HistBatch(self, torch.device(key[0]), key[1], key[2],
+                                           _sample_size(self.hist_cap(torch.device(key[0]))), count)
+                           for key, count in sizes.items()}
+                out = []
+                for g in groups:
+                    r = g.rows(g.ranges(), batches)
+                    if r is not None:
+                        out.append((r, g.idx))
+                return out + [b.finish() for b in batches.values()]
             return [self._sharded(work, groups, empties)]
 
     def _sharded(self, work, groups, empties):
@@ -187,18 +215,30 @@ class DeviceStats:
             buf.copy_(torch.stack([t.reshape(-1) for t in ts]))
         return buf
 
-    def _moments(self, m, lo, hi, c, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
-        """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L].
+    def _moments(self, m, lo, hi, c, device, cdt, stride, start, exact_edges=False,
+                 with_hist=True, unshifted=False) -> torch.Tensor:
+        """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]
+        (only the first 4 columns without with_hist).
 
         c None (deltas: no mean or std to report): s1 = 0 and s2 = sum(m^2),
-        two passes fewer than the shifted sums.
+        two passes fewer than the shifted sums. unshifted (one row, c == 0):
+        s1 = sum(m), s2 = sum(m^2), no temporary (see UNSHIFTED_LIMIT).
         """
         k, L = m.shape
         tmp = self.scratch.get("tmp", device, cdt, k * L).view(k, L)
         # k == 1: whole-tensor reductions (the dim=1 kernels are slower on CPU)
         red = (lambda t: t.sum().view(1)) if k == 1 else (lambda t: t.sum(1))
         # torch's CPU sum is pairwise: ~1e-7 relative in float32
-        if c is None:
+        if k == 1:
+            # one tensor: the sum of squares without a squared temporary (see NORM_ROW)
+            if c is None or unshifted:
+                s2 = _sumsq(m.reshape(-1)).view(1)
+                s1 = red(m).to(s2.dtype) if unshifted else torch.zeros_like(s2)
+            else:
+                torch.sub(m, _operand(c, k, cdt), out=tmp)
+                s1 = red(tmp)
+                s2 = _sumsq(tmp.reshape(-1)).view(1)
+        elif c is None:
             torch.mul(m, m, out=tmp)
             s2 = red(tmp)
             s1 = torch.zeros_like(s2)
@@ -214,9 +254,11 @@ class DeviceStats:
         # elements (NaN stays NaN, and its row is redone by the masked path)
         tmp.sign_()
         nz = red(tmp)
+        head = torch.stack([s1.double(), s2.double(), asum.double(), nz.double()], 1)
+        if not with_hist:
+            return head, None
         counts, first = self._hist(m, lo, hi, device, cdt, stride, start, exact_edges)
-        return torch.cat([torch.stack([s1.double(), s2.double(), asum.double(), nz.double()], 1),
-                          counts.double()], 1), first
+        return torch.cat([head, counts.double()], 1), first
 
     def _hist(self, m, lo, hi, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
         """Counts [k, B] of m's rows in B equal bins over [lo, hi] (numpy.histogram's
@@ -379,6 +421,63 @@ class DeviceStats:
         return raw.cpu()
 
 
+def _sumsq(v: torch.Tensor) -> torch.Tensor:
+    """sum(v^2) of a flat tensor as a 0-d float64: float32 (or float64) norms of
+    NORM_ROW-element rows, squared and added in float64; the rest added exactly."""
+    n = v.numel()
+    r = n // NORM_ROW
+    tail = v[r * NORM_ROW:]
+    s = torch.linalg.vector_norm(v[:r * NORM_ROW].view(r, NORM_ROW), dim=1).double().square().sum()
+    if tail.numel():
+        s = s + tail.double().square().sum()
+    return s
+
+
+def _sample_size(cap: int) -> int:
+    chunk, starts = _chunk_plan(cap + 1, cap)
+    return chunk * len(starts)
+
+
+def _chunk_plan(n: int, cap: int):
+    """(chunk length, chunk starts) of a sampled histogram: about cap elements of a
+    tensor of n > cap elements, as contiguous chunks spread evenly from its start
+    to its end (every tensor over the cap yields the same number of elements)."""
+    chunk = HIST_CHUNK if cap >= 16 * HIST_CHUNK else max(1, cap // 16)
+    count = max(1, cap // chunk)
+    if count == 1:
+        return chunk, [0]
+    return chunk, [j * (n - chunk) // (count - 1) for j in range(count)]
+
+
+class _HistBatch:
+    """Sampled histograms of many big tensors, binned together as one [T, S] matrix.
+
+    Each tensor's chunk sample is copied into a row as soon as its moments are
+    taken (deltas live in scratch that the next tensor reuses); finish() bins all
+    rows with one index computation and one count, and returns the raw rows of
+    those tensors as one group.
+    """
+
+    def __init__(self, eng: "DeviceStats", device, cdt, exact_edges: bool, size: int, total: int):
+        self.eng, self.device, self.cdt, self.exact_edges = eng, device, cdt, exact_edges
+        self.size = size  # sample elements per tensor
+        self.mat = eng.scratch.get(f"hist-batch-{exact_edges}", device, cdt, total * size).view(total, size)
+        self.heads, self.los, self.his, self.idx = [], [], [], []
+
+    def add(self, m: torch.Tensor, gather: torch.Tensor, head, lo, hi, idx) -> None:
+        torch.index_select(m.reshape(-1), 0, gather, out=self.mat[len(self.heads)])
+        self.heads.append(head)
+        self.los.append(lo.reshape(1))
+        self.his.append(hi.reshape(1))
+        self.idx.extend(idx)
+
+    def finish(self):
+        t = len(self.heads)
+        lo, hi = torch.cat(self.los), torch.cat(self.his)
+        counts, _ = self.eng._hist(self.mat[:t], lo, hi, self.device, self.cdt, 1, 0, self.exact_edges)
+        return torch.cat([torch.cat(self.heads), counts.double()], 1), self.idx
+
+
 def _operand(v: torch.Tensor, k: int, cdt) -> torch.Tensor | float:
     """A per-row value for an elementwise op over [k, L]: a Python number when
     there is one row on the CPU (torch's scalar kernels are several times faster
@@ -501,37 +600,83 @@ class _Group:
         count = torch.tensor(self.sizes, dtype=torch.float64, device=self.device)
         return lo, hi, c, total, count
 
-    def rows(self, rng) -> torch.Tensor:
+    def batch_key(self):
+        """The _HistBatch this group's sampled histogram joins, or None (binned here):
+        single tensors over the histogram cap, reduced in one slice."""
+        cap = self.eng.hist_cap(self.device)
+        if cap and self.k == 1 and not self.padded and self.n > cap and len(self.slices) == 1:
+            return (str(self.device), self.cdt, self.exact_edges)
+        return None
+
+    def _gather(self, cap: int) -> torch.Tensor:
+        """Flat indices of the chunk sample (see _chunk_plan), cached per size."""
+        key = ("chunks", str(self.device), self.n, cap)
+        plan = self.eng._plans.get(key)
+        if plan is None:
+            chunk, starts = _chunk_plan(self.n, cap)
+            plan = (torch.tensor(starts, dtype=torch.int64)[:, None]
+                    + torch.arange(chunk, dtype=torch.int64)[None, :]).reshape(-1).to(self.device)
+            if len(self.eng._plans) > 256:
+                self.eng._plans.clear()
+            self.eng._plans[key] = plan
+        return plan
+
+    def rows(self, rng, batches=None) -> torch.Tensor | None:
+        """Raw rows [k, N_RAW + B]; None when the histogram went to a _HistBatch
+        (in `batches`, keyed by batch_key()), which then returns the rows."""
         lo, hi, c = rng[0], rng[1], rng[2]
         if self.prevs is not None:
             c = None  # deltas: unshifted sums of squares (see _moments)
         eng = self.eng
+        # one big CPU tensor, unsharded (batches given): sums about 0, see
+        # UNSHIFTED_LIMIT (small ones are cheap, and scalars or constants would
+        # always be recomputed)
+        unshifted = (batches is not None and c is not None and self.k == 1 and self.n >= SMALL
+                     and not self.padded and self.device.type == "cpu")
+        if unshifted:
+            c = torch.zeros_like(c)
+        key = self.batch_key() if batches is not None else None
+        if key is not None:
+            m = self._whole if self._whole is not None else self.part(0, self.n)
+            acc, _ = eng._moments(m, lo, hi, c, self.device, self.cdt, 1, 0, with_hist=False,
+                                  unshifted=unshifted)
+            self._whole = None
+            batch = batches[key]
+            batch.add(m, self._gather(eng.hist_cap(self.device)), self._head(lo, hi, c, acc), lo, hi, self.idx)
+            return None
         stride = 1
         cap = eng.hist_cap(self.device)
-        if cap and self.k == 1 and self.n > cap:
+        if cap and self.k == 1 and not self.padded and self.n > cap:
+            # (a padded row is a small tensor: binned whole) several slices (or a shard): a strided sample, counted from the tensor's start
             stride = _odd_prime_at_least(-(-self.n // cap))
         acc = None
         for a, b in self.slices:
             m = self._whole if self._whole is not None else self.part(a, b)
-            r, first = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a, self.exact_edges)
+            r, first = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a, self.exact_edges,
+                                    unshifted=unshifted)
             acc = r if acc is None else acc + r
-        s1, s2, asum, nz, counts = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3], acc[:, 4:]
+        counts = acc[:, 4:]
         if self.padded:
             _, npad = self._pad_plan()
             v = m[:, 0].to(torch.float64)  # the padding value of each row
+            acc = acc[:, :4].clone()
             if c is None:
-                s2 = s2 - npad * v * v
-            asum = asum - npad * v.abs()
-            nz = nz - npad * (v != 0)
+                acc[:, 1] -= npad * v * v
+            acc[:, 2] -= npad * v.abs()
+            acc[:, 3] -= npad * (v != 0)
             counts = counts.clone()
             counts[torch.arange(self.k, device=self.device), first] -= npad
         self._whole = None
+        return torch.cat([self._head(lo, hi, c, acc), counts], dim=1)
+
+    def _head(self, lo, hi, c, acc) -> torch.Tensor:
+        """The N_RAW head columns [k, N_RAW] from the extrema, shift and moments."""
+        s1, s2, asum, nz = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3]
         z = torch.zeros_like(s1)
         nn = torch.tensor(self.sizes, dtype=torch.float64, device=self.device)
         cc = z if c is None else c.to(torch.float64)
-        head = torch.stack([nn, nn, lo.to(torch.float64), hi.to(torch.float64), cc,
+        return torch.stack([nn, nn, lo.to(torch.float64), hi.to(torch.float64), cc,
                             s1, s2, asum, nn - nz, z, z, z], dim=1)
-        return torch.cat([head, counts], dim=1)
 
 
 # ----------------------------------------------------------------- host side
@@ -541,6 +686,21 @@ def needs_slow_path(raw: np.ndarray) -> np.ndarray:
     """Rows whose fast-path extrema or sums are not finite (NaN/Inf inside, or overflow)."""
     cols = raw[:, [_LO, _HI, _C, _S1, _S2, _ASUM]]
     return ~np.isfinite(cols).all(axis=1)
+
+
+def cancelled(raw: np.ndarray) -> np.ndarray:
+    """Unshifted rows (c == 0) of tensors whose mean is large against their spread
+    (mean^2 > UNSHIFTED_LIMIT * variance): sum(x^2) - sum(x)^2/m then cancels
+    digits, so such rows are recomputed (the usual weight tensor, centred near
+    zero, is not affected; see DeviceStats._moments)."""
+    s1, m, s2 = raw[:, _S1], raw[:, _M], raw[:, _S2]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (raw[:, _C] == 0) & (s1 * s1 > UNSHIFTED_LIMIT * np.maximum(m * s2 - s1 * s1, 0.0))
+
+
+def needs_redo(raw: np.ndarray) -> np.ndarray:
+    """Rows the masked float64 pass recomputes: non-finite, or cancelled()."""
+    return (needs_slow_path(raw) | cancelled(raw)) & (raw[:, _N] > 0)
 
 
 def weight_rows(raw: np.ndarray) -> np.ndarray:
