@@ -240,6 +240,8 @@ class WeightApp(App[int]):
 
     def _tick(self) -> None:
         """Each second: alerts if stale, and the header's clock-driven parts (time since, stalled)."""
+        if self.follower is not None and self.follower.backlog and not self._exit:
+            self._drain()  # a safety net: a scheduled drain never lets the queue sit (see _drain)
         if self._alerts_dirty and self._update_alerts():
             self._refresh_now()
             return
