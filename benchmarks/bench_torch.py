@@ -113,7 +113,7 @@ def bench_snapshot(shapes, repeat, tmp, with_grads):
     handle.engine.hist_sample = "auto"
     t_auto = timed(snap, repeat)
     rows.append(("weighttui snapshot, default hist_sample='auto' (CPU: tensors > 65,536 "
-                 "elements binned from a strided sample of that size)", t_auto))
+                 "elements binned from a sample of that size)", t_auto))
     handle.engine.hist_sample = 1 << 18
     t_hs = timed(snap, repeat)
     rows.append(("weighttui snapshot, hist_sample=262144", t_hs))
@@ -173,6 +173,40 @@ def wandb_time(model, params, repeat, tmp):
         run.finish()
 
 
+def bench_passes(shapes, repeat):
+    """What one eager torch pass costs over the same parameters, in read passes:
+    the floor of a snapshot built from separate ops (each statistic is one)."""
+    torch.manual_seed(0)
+    xs = [torch.randn(s).reshape(-1) * 0.05 for s in shapes]
+    prev = [x - 1e-4 for x in xs]
+    tmp = torch.empty(max(x.numel() for x in xs))
+
+    def rows(x):  # as torch_stats sums squares: norms of 256-element rows
+        r = x.numel() // 256
+        return x[:r * 256].view(r, 256)
+
+    ops = [
+        ("read pass: sum", lambda x, p: x.sum()),
+        ("min and max: aminmax", lambda x, p: torch.aminmax(x)),
+        ("sum of squares: vector_norm of 256-element rows", lambda x, p: torch.linalg.vector_norm(rows(x), dim=1)),
+        ("same, as mul into a temporary + sum", lambda x, p: torch.mul(x, x, out=tmp[:x.numel()]).sum()),
+        ("shifted copy x - c into a temporary", lambda x, p: torch.sub(x, 0.01, out=tmp[:x.numel()])),
+        ("sum of abs(x) and nonzero count: abs into a temporary, sum, sign_, sum",
+         lambda x, p: (torch.abs(x, out=tmp[:x.numel()]).sum(), tmp[:x.numel()].sign_().sum())),
+        ("nonzero count: count_nonzero", lambda x, p: torch.count_nonzero(x)),
+        ("delta: x - prev into a temporary", lambda x, p: torch.sub(x, p, out=tmp[:x.numel()])),
+        ("delta: copy x into prev for the next one", lambda x, p: p.copy_(x)),
+    ]
+    res = {name: [] for name, _ in ops}
+    for _ in range(repeat):  # interleaved, so load hits every op alike
+        for name, fn in ops:
+            t0 = time.perf_counter()
+            for x, p in zip(xs, prev):
+                fn(x, p)
+            res[name].append(time.perf_counter() - t0)
+    return [(name, statistics.median(v)) for name, v in res.items()]
+
+
 # ------------------------------------------------------------ end to end
 
 
@@ -219,6 +253,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes: check that it runs")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-training", action="store_true", help="only the snapshot and per-pass tables")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads (default: torch's own choice); 1 is steadier on a busy machine")
     args = ap.parse_args(argv)
@@ -243,6 +278,16 @@ def main(argv=None):
             elif what.startswith("W&B") and sec == sec:
                 faster = f"{sec / grads:.1f}x (vs weighttui with gradients)"
             print(f"| {what} | {sec * 1e3:.1f} | {sec / read:.1f} | {faster} |")
+        passes = bench_passes(shapes, 3 if args.quick else args.repeat)
+        base = passes[0][1]
+        print("\n## What one torch pass costs over these parameters (median, interleaved)\n")
+        print("| pass | time (ms) | x read pass |")
+        print("|---|---:|---:|")
+        for what, sec in passes:
+            print(f"| {what} | {sec * 1e3:.1f} | {sec / base:.2f} |")
+        if args.no_training:
+            print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+            return
         width, depth, batch = (256, 2, 64) if args.quick else (1024, 4, 256)
         steps = 10 if args.quick else 40
         n_params, med = bench_training(2 if args.quick else args.rounds, steps, width, depth, batch, tmp)

@@ -107,3 +107,23 @@ def test_pytorch_lightning_package_gets_its_own_callback(tmp_path):
     fit(pl.Trainer, make_module(pl.LightningModule), PLWeightCallback(str(log), every=2))
     run = weighttui.open(log)
     assert run.steps.tolist() == [0, 2, 4] and "pytorch_lightning" in run.run.framework
+
+
+def test_statistics_come_from_the_torch_integration(tmp_path, monkeypatch):
+    """One host transfer per snapshot (weights, deltas, gradients together), and
+    the torch options (delta policy) reach it."""
+    from weighttui.integrations import torch as wti
+
+    copies = []
+    real = wti._to_host
+    monkeypatch.setattr(wti, "_to_host", lambda parts: copies.append(len(parts)) or real(parts))
+    log = tmp_path / "sampled.wtui"
+    cb = WeightCallback(str(log), every=2, delta="sample")
+    fit(L.Trainer, make_module(L.LightningModule), cb)
+    run = weighttui.open(log)
+    assert run.steps.tolist() == [0, 2, 4] and len(copies) == 3
+    exact = run.stat_matrix("delta", "exact")
+    assert (exact[1:] == 0).all()  # deltas from the sampled elements, as asked
+    assert np.isfinite(run.stat_matrix("grad", "norm")[1:]).all()
+    with weighttui.Recorder(tmp_path / "own.wtui") as own, pytest.raises(TypeError):
+        WeightCallback(own, bins=8)  # recorder options go to the Recorder you made

@@ -12,10 +12,13 @@ uses them; they are stored with the weights after that optimizer step. A
 transformers version without `on_pre_optimizer_step` gets weights and logs
 but no gradients (said once on stderr). Only the world process zero writes.
 
-Statistics are computed with numpy on a host copy of each parameter (the
-framework-free `Recorder.snapshot` path): simple and exact, but it copies the
-model to the host at each recorded step, so choose `every` accordingly on
-large models. Never raises into training: problems are reported once.
+Statistics are computed where the parameters live by the PyTorch
+integration (weighttui.torch: batched on the device, one device-to-host copy
+per snapshot, update statistics against previous copies kept on the device
+under `delta="auto"`'s memory budget). Sharded (FSDP2/DTensor) parameters are
+not recorded by this callback: it runs on process zero only, and their
+statistics need every rank. Never raises into training: problems are
+reported once.
 """
 
 from __future__ import annotations
@@ -27,29 +30,10 @@ import transformers
 from transformers import TrainerCallback
 
 from ..recorder import Recorder
+from . import torch_dist
+from .torch import split_options, watch
 
 HAS_PRE_OPTIMIZER_STEP = hasattr(TrainerCallback, "on_pre_optimizer_step")
-
-
-def torch_arrays(named, *, grads: bool = False) -> dict:
-    """{name: float numpy copy} of parameters (or their .grad), bf16/fp16 widened to float32."""
-    out = {}
-    for name, p in named:
-        t = p.grad if grads else p
-        if t is None:
-            continue
-        t = t.detach()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.float()
-        arr = t.cpu().numpy()
-        # weights: a view is enough (statistics are taken before training goes
-        # on); gradients are kept until the step ends and may be zeroed in place
-        out[name] = arr.copy() if grads and t.device.type == "cpu" else arr
-    return out
-
-
-def dtype_name(t) -> str:
-    return str(t.dtype).removeprefix("torch.")
 
 
 class WeightCallback(TrainerCallback):
@@ -58,7 +42,9 @@ class WeightCallback(TrainerCallback):
     path_or_recorder: a log path, or a `weighttui.Recorder` you manage (not closed here).
     trainable_only: skip parameters with requires_grad=False.
     grads: record gradient statistics.
-    recorder_options: passed to `Recorder` (bins, sample, full_every, include, exclude, delta, meta ...).
+    recorder_options: `delta` ("auto", "exact", "sample", "off"), `delta_budget_bytes`
+      and `hist_sample` go to weighttui.torch.watch; the rest to `Recorder` (bins,
+      sample, full_every, full_epochs, include, exclude, meta ...).
     """
 
     def __init__(self, path_or_recorder="run.sock", *, every: int = 10, grads: bool = True,
@@ -70,17 +56,16 @@ class WeightCallback(TrainerCallback):
         self.every = every
         self.grads = grads
         self.trainable_only = trainable_only
-        self.options = recorder_options
+        self.engine_options, self.options = split_options(recorder_options)
+        if self._given is not None and self.options:
+            raise TypeError(f"recorder options go to the Recorder you created: {sorted(self.options)}")
         self.recorder: Recorder | None = self._given
+        self.handle = None  # weighttui.torch's WatchHandle, from on_train_begin
         self._owned = False
         self._runs = 0
-        self._pending_grads = None
         self._reported: set[str] = set()
 
     # ------------------------------------------------------------ helpers
-
-    def _named(self, model):
-        return [(n, p) for n, p in model.named_parameters() if p.requires_grad or not self.trainable_only]
 
     def _guard(self, doing: str, fn, *args) -> None:
         try:
@@ -95,7 +80,8 @@ class WeightCallback(TrainerCallback):
         return None if state.epoch is None else int(state.epoch)
 
     def _active(self, state) -> bool:
-        return self.recorder is not None and state.is_world_process_zero and self.recorder.active
+        return (self.handle is not None and state.is_world_process_zero
+                and self.recorder is not None and self.recorder.active)
 
     # -------------------------------------------------------------- hooks
 
@@ -116,7 +102,8 @@ class WeightCallback(TrainerCallback):
             meta.update(options.pop("meta", None) or {})
             if self._runs:  # a second train() with this callback: a new run in the same log
                 options["mode"] = "a"
-            self.recorder = Recorder(self.path, every=self.every, meta=meta,
+            # delta=False: the torch integration computes the update statistics
+            self.recorder = Recorder(self.path, every=self.every, meta=meta, delta=False,
                                      framework=f"torch {torch.__version__} (transformers {transformers.__version__})",
                                      **options)
             self._owned = True
@@ -124,32 +111,33 @@ class WeightCallback(TrainerCallback):
         if self.grads and not HAS_PRE_OPTIMIZER_STEP:
             print(f"weighttui: transformers {transformers.__version__} has no on_pre_optimizer_step; "
                   "recording weights and logs without gradients", file=sys.stderr)
-        if model is not None and state.global_step == 0:
-            self._record(state, model)  # the weights before the first update
+        if model is None:
+            return
+        if any(torch_dist.shardable(p) for p in model.parameters()):
+            print("weighttui: sharded (DTensor) parameters: the Trainer callback records logs only; "
+                  "use weighttui.torch.watch on every rank for their statistics", file=sys.stderr)
+            return
+        self.handle = watch(model, self.recorder, grads=self.grads, skip_frozen=self.trainable_only,
+                            initial=False, **self.engine_options)
+        if state.global_step == 0:
+            self._record(state)  # the weights before the first update
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if self.grads and model is not None and self._active(state):
+        if self.grads and self._active(state):
             step = state.global_step + 1
             if self.recorder.should_record(step, self._epoch(state)):
-                self._guard("copying gradients", self._take_grads, model)
-
-    def _take_grads(self, model):
-        self._pending_grads = torch_arrays(self._named(model), grads=True)
+                self.handle.take_grads()  # on the device, until the step's snapshot
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and self._active(state):
-            self._guard("taking a snapshot", self._record, state, model)
-        self._pending_grads = None
+        if self._active(state):
+            self._guard("taking a snapshot", self._record, state)
 
-    def _record(self, state, model):
+    def _record(self, state):
         rec, step, epoch = self.recorder, state.global_step, self._epoch(state)
-        if not (rec.should_record(step, epoch) or rec.wants_full(step, epoch)):
-            return
-        named = self._named(model)
-        for name, p in named:  # declare with the framework's dtype name (bfloat16 ...)
-            if rec.selects(name) and name not in rec.tensors:
-                rec.declare(name, tuple(p.shape), dtype_name(p))
-        rec.snapshot(step, torch_arrays(named), epoch=epoch, grads=self._pending_grads)
+        due = rec.should_record(step, epoch)
+        full = rec.wants_full(step, epoch)
+        if due or full:
+            self.handle.record(step, epoch=epoch, full=full)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and self._active(state):
@@ -161,6 +149,9 @@ class WeightCallback(TrainerCallback):
         self.recorder.scalars(state.global_step, epoch=self._epoch(state), **values)
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.handle is not None:
+            self.handle.close()  # hooks and device copies; the recorder is closed below
+            self.handle = None
         if self._owned and self.recorder is not None:
             self.recorder.close()
             self.recorder = None

@@ -15,8 +15,12 @@ accumulated over `accumulate_grad_batches`, before Lightning clips them
 Metrics logged with `self.log(...)` (`trainer.callback_metrics`) are recorded
 as scalars. Only global rank zero writes (`trainer.is_global_zero`).
 
-Statistics are computed with numpy on a host copy of each parameter (the
-framework-free `Recorder.snapshot` path). Never raises into training.
+Statistics are computed where the parameters live by the PyTorch
+integration (weighttui.torch: batched on the device, one device-to-host copy
+per snapshot, update statistics against previous copies kept on the device
+under `delta="auto"`'s memory budget). Sharded (FSDP2/DTensor) parameters are
+not recorded by this callback (it runs on global rank zero only, and their
+statistics need every rank). Never raises into training.
 """
 
 from __future__ import annotations
@@ -26,27 +30,8 @@ import sys
 import torch
 
 from ..recorder import Recorder
-
-
-def torch_arrays(named, *, grads: bool = False) -> dict:
-    """{name: float numpy array} of parameters (or copies of their .grad), bf16/fp16 widened."""
-    out = {}
-    for name, p in named:
-        t = p.grad if grads else p
-        if t is None:
-            continue
-        t = t.detach()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.float()
-        arr = t.cpu().numpy()
-        # weights: a view is enough (statistics are taken before training goes
-        # on); gradients are kept until the batch ends and may be zeroed in place
-        out[name] = arr.copy() if grads and t.device.type == "cpu" else arr
-    return out
-
-
-def dtype_name(t) -> str:
-    return str(t.dtype).removeprefix("torch.")
+from . import torch_dist
+from .torch import split_options, watch
 
 
 class _WeightCallbackMixin:
@@ -63,11 +48,14 @@ class _WeightCallbackMixin:
         self.grads = grads
         self.trainable_only = trainable_only
         self.metrics = metrics
-        self.options = recorder_options
+        # delta, delta_budget_bytes, hist_sample: weighttui.torch.watch; the rest: Recorder
+        self.engine_options, self.options = split_options(recorder_options)
+        if self._given is not None and self.options:
+            raise TypeError(f"recorder options go to the Recorder you created: {sorted(self.options)}")
         self.recorder: Recorder | None = self._given
+        self.handle = None  # weighttui.torch's WatchHandle, from on_fit_start
         self._owned = False
         self._runs = 0
-        self._pending_grads = None
         self._last_step = None
         self._reported: set[str] = set()
 
@@ -79,11 +67,9 @@ class _WeightCallbackMixin:
                 self._reported.add(doing)
                 print(f"weighttui: skipped while {doing}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
-    def _named(self, module):
-        return [(n, p) for n, p in module.named_parameters() if p.requires_grad or not self.trainable_only]
-
     def _active(self, trainer) -> bool:
-        return self.recorder is not None and trainer.is_global_zero and self.recorder.active
+        return (self.handle is not None and trainer.is_global_zero
+                and self.recorder is not None and self.recorder.active)
 
     # -------------------------------------------------------------- hooks
 
@@ -101,42 +87,42 @@ class _WeightCallbackMixin:
             meta.update(options.pop("meta", None) or {})
             if self._runs:
                 options["mode"] = "a"  # a second fit(): a new run in the same log
-            self.recorder = Recorder(self.path, every=self.every, meta=meta,
+            # delta=False: the torch integration computes the update statistics
+            self.recorder = Recorder(self.path, every=self.every, meta=meta, delta=False,
                                      framework=f"torch {torch.__version__} ({self._package})",
                                      **options)
             self._owned = True
             self._runs += 1
         self._last_step = None
+        if any(torch_dist.shardable(p) for p in pl_module.parameters()):
+            print("weighttui: sharded (DTensor) parameters: the Lightning callback records metrics only; "
+                  "use weighttui.torch.watch on every rank for their statistics", file=sys.stderr)
+            return
+        self.handle = watch(pl_module, self.recorder, grads=self.grads, skip_frozen=self.trainable_only,
+                            initial=False, **self.engine_options)
         if trainer.global_step == 0:
-            self._record(trainer, pl_module)
+            self._record(trainer)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if self.grads and self._active(trainer):
             step = trainer.global_step + 1
             if self.recorder.should_record(step, trainer.current_epoch):
-                self._guard("copying gradients", self._take_grads, pl_module)
-
-    def _take_grads(self, pl_module):
-        self._pending_grads = torch_arrays(self._named(pl_module), grads=True)
+                self.handle.take_grads()  # on the device, until the step's snapshot
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._active(trainer) and trainer.global_step != self._last_step:
             # global_step moves only on optimizer steps (not every batch when accumulating)
-            self._guard("taking a snapshot", self._record, trainer, pl_module)
+            self._guard("taking a snapshot", self._record, trainer)
             if self.metrics:
                 self._guard("recording metrics", self._metrics, trainer)
 
-    def _record(self, trainer, pl_module):
+    def _record(self, trainer):
         rec, step, epoch = self.recorder, trainer.global_step, trainer.current_epoch
         self._last_step = step
-        if not (rec.should_record(step, epoch) or rec.wants_full(step, epoch)):
-            return
-        named = self._named(pl_module)
-        for name, p in named:
-            if rec.selects(name) and name not in rec.tensors:
-                rec.declare(name, tuple(p.shape), dtype_name(p))
-        rec.snapshot(step, torch_arrays(named), epoch=epoch, grads=self._pending_grads)
-        self._pending_grads = None
+        due = rec.should_record(step, epoch)
+        full = rec.wants_full(step, epoch)
+        if due or full:
+            self.handle.record(step, epoch=epoch, full=full)
 
     def _metrics(self, trainer):
         values = {}
@@ -156,6 +142,9 @@ class _WeightCallbackMixin:
         self._finish("interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
 
     def _finish(self, status: str):
+        if self.handle is not None:
+            self.handle.close()  # hooks and device copies; the recorder is closed below
+            self.handle = None
         if self._owned and self.recorder is not None:
             self.recorder.close(status=status)
             self.recorder = None

@@ -38,11 +38,22 @@ from .torch_stats import (
     weight_rows,
 )
 
-__all__ = ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET"]
+__all__ = ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET", "ENGINE_OPTIONS", "split_options"]
 
 # delta="auto": exact previous copies are kept while they fit this many bytes
 # on each device; tensors past the budget get deltas from their sampled elements.
 DEFAULT_DELTA_BUDGET = 1 << 30
+
+# watch() options that belong to the statistics engine, not to the Recorder:
+# trainer callbacks that create the Recorder themselves take them apart.
+ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers")
+
+
+def split_options(options: dict) -> tuple[dict, dict]:
+    """(watch() keyword arguments, Recorder keyword arguments) from one dict."""
+    engine = {k: v for k, v in options.items() if k in ENGINE_OPTIONS}
+    return engine, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS}
+
 
 # Prefixes that wrappers put in front of parameter names.
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
@@ -163,6 +174,34 @@ class WatchHandle:
                 return False
             grad = self._grad_stats() if self.grads else None
             return self._snapshot(s, grad, full=full, batch=batch, scalars=scalars)
+        except Exception as exc:
+            self._fail_soft(exc, "taking a snapshot")
+            return False
+
+    def take_grads(self) -> None:
+        """Gradient statistics of the gradients as they are now (kept on the device
+        and stored with the next record()): for trainers whose hooks see gradients
+        at another moment than the updated weights (Hugging Face, Lightning)."""
+        try:
+            self._grad_pending = self._grad_stats() if self.grads and self.active else None
+        except Exception as exc:
+            self._grad_pending = None
+            self._fail_soft(exc, "taking gradient statistics")
+
+    def record(self, step: int, *, epoch=None, full: bool | None = None, scalars=None, batch=None) -> bool:
+        """A snapshot at the caller's own step counter (weights, deltas since the
+        previous one, the gradients of take_grads() if any); `full` stores complete
+        values (None: when `full_every` says so). Returns True if it was taken."""
+        grad, self._grad_pending = self._grad_pending, None
+        try:
+            if epoch is not None:
+                self.epoch = int(epoch)
+            self.step_count = int(step)
+            if not self.active:
+                return False
+            if full is None:
+                full = self._full_due(self.step_count)
+            return self._snapshot(self.step_count, grad, full=bool(full), batch=batch, scalars=scalars)
         except Exception as exc:
             self._fail_soft(exc, "taking a snapshot")
             return False
