@@ -28,7 +28,10 @@ def test_detail_delta_recent_window(snap_compare, neuron):
 
     async def run_before(pilot):
         await pilot.press("d", "z", "r", "left", "left")
-        await pilot.pause(0.6)  # the charts follow the timeline after CHART_DELAY
+        # the charts follow the timeline after CHART_DELAY; flush them now rather
+        # than racing that timer (a fixed pause was flaky on a loaded machine)
+        pilot.app.screen._flush_charts()
+        await pilot.pause()
 
     assert snap_compare(app, run_before=run_before, terminal_size=(120, 40))
 

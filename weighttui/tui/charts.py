@@ -51,12 +51,24 @@ class LineChart(PlotextPlot):
         self.drawn: list[str] = []  # labels of the series drawn last
         self.series_data: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, x, y) drawn last
         self.title_text = ""
+        self._last_show = None
+        self._drawn_size = None
+
+    def on_resize(self) -> None:
+        # series are thinned to the width, and log ticks to the height, they were
+        # drawn at: a chart first drawn before layout or at another size is redrawn
+        if self._last_show is not None and self.size != self._drawn_size:
+            title, x, series, marker, log_y = self._last_show
+            self._key = None
+            self.show(title, x, series, marker=marker, log_y=log_y)
 
     def show(self, title: str, x, series, *, marker=None, log_y: bool = False, key=None) -> None:
         """series: [(label, y values, colour)]; `key` (hashable) skips the redraw when unchanged."""
         if key is not None and key == self._key:
             return
         self._key = key
+        self._last_show = (title, x, series, marker, log_y)
+        self._drawn_size = self.size
         plt = self.plt
         plt.clear_figure()
         plt.title(title)
@@ -84,7 +96,8 @@ class LineChart(PlotextPlot):
             plt.ylim(0, 1)
         else:
             if log_y:
-                plt.yticks(*log_ticks(log_lo, log_hi))
+                rows = self.size.height - 5  # the plot area, less title, x axis and frame
+                plt.yticks(*log_ticks(log_lo, log_hi, rows // 2 if rows > 0 else 6))
             if marker is not None and np.isfinite(marker):
                 plt.vline(float(marker), "yellow")
         self.drawn = drawn

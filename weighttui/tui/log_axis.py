@@ -14,12 +14,17 @@ import numpy as np
 from .widgets.sparkline import fmt
 
 
-def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
-    """Y ticks for log10 values in [lo, hi]: the decades inside (1e-3 ...), at most about six,
-    or, within less than two decades, the ends and the middle as plain numbers."""
+def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:
+    """Y ticks for log10 values in [lo, hi]: the decades inside (1e-3 ...), at most max_ticks,
+    or, within less than two decades, the ends and the middle as plain numbers.
+
+    Ticks must not outnumber the rows they go on: plotext keeps one label per
+    row, and which one wins a collision changed from run to run.
+    """
     decades = list(range(math.ceil(lo), math.floor(hi) + 1))
+    max_ticks = max(2, max_ticks)
     if len(decades) >= 2:
-        step = max(1, (len(decades) + 5) // 6)
+        step = max(1, math.ceil(len(decades) / max_ticks))
         ticks = decades[::step]
         return [float(t) for t in ticks], [f"1e{t}" for t in ticks]
     ticks = sorted({lo, (lo + hi) / 2, hi})
