@@ -43,11 +43,12 @@ SECTIONS = (
 )
 
 
-def help_table() -> Table:
+def help_table(sections=SECTIONS) -> Table:
+    """Keys and their meaning, by section: [(title, [(key, text), ...]), ...]."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
-    for title, rows in SECTIONS:
+    for title, rows in sections:
         table.add_row(Text(title, style="bold underline"), "")
         for key, text in rows:
             table.add_row(key, text)
@@ -63,9 +64,13 @@ class HelpScreen(ModalScreen):
     """
     BINDINGS = [("escape,q,question_mark", "close", "close")]
 
+    def __init__(self, sections=SECTIONS):
+        super().__init__()
+        self.sections = sections
+
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(help_table())
+            yield Static(help_table(self.sections))
 
     def action_close(self) -> None:
         self.dismiss()

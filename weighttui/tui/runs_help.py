@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Static
+from .help import HelpScreen
 
 SECTIONS = (
     ("Run list", (
@@ -33,29 +28,8 @@ SECTIONS = (
 )
 
 
-def help_table() -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold cyan", no_wrap=True)
-    table.add_column()
-    for title, rows in SECTIONS:
-        table.add_row(Text(title, style="bold underline"), "")
-        for key, text in rows:
-            table.add_row(key, text)
-        table.add_row("", "")
-    return table
+class RunsHelpScreen(HelpScreen):
+    """The help screen of the single-run viewer, listing the multi-run keys."""
 
-
-class RunsHelpScreen(ModalScreen):
-    DEFAULT_CSS = """
-    RunsHelpScreen { align: center middle; }
-    RunsHelpScreen > VerticalScroll { width: 90%; max-width: 100; height: 90%; border: round $accent;
-                                      background: $surface; padding: 0 1; }
-    """
-    BINDINGS = [("escape,q,question_mark", "close", "close")]
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Static(help_table())
-
-    def action_close(self) -> None:
-        self.dismiss()
+    def __init__(self):
+        super().__init__(SECTIONS)
