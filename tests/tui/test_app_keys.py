@@ -123,6 +123,9 @@ async def test_timeline_keys_and_cells_follow_the_position(tmp_path, tui):
         def norm_at(row):
             return f"{app.data.stat_matrix('weights', 'norm')[row, 6]:.4g}"
 
+        # visible rows are filled on the next refresh after the data arrives
+        await tui.wait_until(pilot, lambda: table.get_cell("t:head.weight", "norm").plain.strip() != "",
+                             what="the table's first values")
         assert app.position == 0 and norm_cell() == norm_at(0)
         await pilot.press("right")
         assert app.position == 1 and norm_cell() == norm_at(1)
