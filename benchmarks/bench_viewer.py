@@ -84,7 +84,7 @@ def _first_data_at(app):
     return time.monotonic() if app.refreshes and app.data.n else None
 
 
-async def _first_screen(path, expect_n, size=(120, 40), max_rows=4096):
+async def _first_screen(path, expect_n, size=(120, 40), max_rows=None):
     """(app, seconds to the first screen with data, seconds to fully loaded), from app construction.
 
     Fully loaded: `expect_n` snapshots read, or (None) the end record read and nothing left to ingest.
@@ -92,7 +92,8 @@ async def _first_screen(path, expect_n, size=(120, 40), max_rows=4096):
     from weighttui.tui.app import WeightApp
 
     t0 = time.monotonic()
-    app = WeightApp(path, mode="watch", alerts=True, max_rows=max_rows)
+    options = {} if max_rows is None else {"max_rows": max_rows}  # default: what `weighttui watch` uses
+    app = WeightApp(path, mode="watch", alerts=True, **options)
     async with app.run_test(size=size) as pilot:
         first = None
         while True:
@@ -250,7 +251,7 @@ sys.path.insert(0, %r)
 import bench_viewer as b
 app, first, loaded = asyncio.run(b._first_screen(sys.argv[1], None))
 print("RESULT", first, loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, app.data.n,
-      app.data.snapshot_count, flush=True)
+      app.data.snapshot_count, app.data.max_rows, flush=True)
 """
 
 
@@ -272,8 +273,9 @@ def bench_big(tmp, megabytes, existing=None):
     if out.returncode or not line:
         print(out.stderr[-3000:])
         return
-    first, loaded, rss, rows, snaps = map(float, line[-1].split()[1:])
-    print(f"big log {size / 2**20:.0f} MiB ({snaps:.0f} snapshots, {rows:.0f} rows kept with max_rows 4096), "
+    first, loaded, rss, rows, snaps, max_rows = map(float, line[-1].split()[1:])
+    print(f"big log {size / 2**20:.0f} MiB ({snaps:.0f} snapshots, {rows:.0f} rows kept with max_rows "
+          f"{max_rows:.0f}), "
           f"`watch` headless in a fresh process: first screen {first * 1000:.0f} ms, fully loaded "
           f"{loaded:.1f} s, peak RSS {rss:.0f} MB")
 

@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("path", nargs="+",
                        help="run log (e.g. run.sock); several logs or a directory compare runs side by side")
-        p.add_argument("--max-rows", type=int, default=4096,
-                       help="snapshots kept in memory before old history is thinned (default 4096)")
+        p.add_argument("--max-rows", type=int, default=2048,
+                       help="snapshots kept in memory before old history is thinned (default 2048: enough for any terminal width, and a 1 GB log stays under 500 MB)")
         p.set_defaults(func=cmd_watch, mode=mode)
 
     p = sub.add_parser("info", help="summary of a run log: run, tensors, steps, status, damage, alerts")

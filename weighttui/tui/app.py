@@ -73,7 +73,7 @@ class WeightApp(App[int]):
         Binding("escape", "back", "back", show=False),
     ]
 
-    def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 4096,
+    def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 2048,
                  clock=None, alerts: bool = True, follower_options: dict | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
@@ -521,7 +521,7 @@ def screenshot_name(log_path: str, directory: str) -> str:
     return name
 
 
-def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 4096) -> int:
+def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048) -> int:
     """Run the app in this terminal; the exit status (0, or 2 for bad input found while running)."""
     app = WeightApp(path, mode=mode, title=title, max_rows=max_rows)
     try:
