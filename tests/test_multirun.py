@@ -307,7 +307,7 @@ def test_cli_several_paths_or_a_directory_open_the_multi_run_app(tmp_path, launc
     assert main(["watch", a, str(tmp_path), "--max-rows", "100"]) == 0
     assert launched[-1] == ("multi", [a], {"directory": str(tmp_path), "mode": "watch", "max_rows": 100})
     assert main(["watch", a]) == 0  # one file: the single-run viewer as before
-    assert launched[-1] == ("single", a, {"mode": "watch", "max_rows": 4096})
+    assert launched[-1] == ("single", a, {"mode": "watch", "max_rows": 2048})
     assert main(["watch", a, str(tmp_path / "later.sock")]) == 0  # watch waits for a log to appear
     assert launched[-1][1] == [a, str(tmp_path / "later.sock")]
     n = len(launched)
