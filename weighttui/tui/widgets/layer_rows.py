@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...diagnose import step_interval
+
 # The metric columns: (key, kind, stat, label, log scale)
 METRICS = (
     ("norm", "weights", "norm", "norm", False),
@@ -145,6 +147,10 @@ def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray
             out[key] = (np.full(idx.size, np.nan), [np.zeros(0)] * idx.size)
             continue
         m = data.stat_matrix(kind, stat)[: row + 1][:, idx]
+        if key == "ratio":
+            # per optimizer step, like the alert rules: a writer recording every
+            # 10 steps must not look 10x "too fast" against the 1e-4..1e-2 band
+            m = m / step_interval(data, row + 1)[:, None]
         now = np.where(has, m[last, span], np.nan)
         hist = [m[present[:, j], j] for j in range(idx.size)]
         out[key] = (now, hist)
