@@ -56,6 +56,9 @@ def test_info_json_is_machine_readable(demo_log):
     assert doc["full_values_steps"] == run.full_steps
     norm = run.series("layers.0.weight", "norm")[1][-1]
     assert doc["tensor_list"][0]["norm"] == pytest.approx(norm)
+    ratio = run.series("layers.0.weight", "ratio", "delta")[1][-1]
+    assert doc["tensor_list"][0]["update_ratio"] == pytest.approx(ratio)
+    assert doc["tensor_list"][0]["update_ratio_per_step"] == pytest.approx(ratio / 5)  # every=5
 
 
 def test_info_json_reports_damage():

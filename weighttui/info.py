@@ -36,9 +36,28 @@ def _last(run: RunData, name: str, stat: str, kind: str) -> float:
     return float(finite[-1]) if finite.size else math.nan
 
 
+def _per_step_ratio(run: RunData):
+    """[rows, tensors] update ratio per optimizer step (as the alerts and the app show it)."""
+    if not run.has_kind("delta") or not run.n:
+        return None
+    from .diagnose import per_step_ratio
+
+    return per_step_ratio(run)
+
+
+def _last_of(matrix, run: RunData, name: str) -> float:
+    if matrix is None:
+        return math.nan
+    col = run.column(name)
+    values = matrix[run.present[:, col], col]
+    values = values[np.isfinite(values)]
+    return float(values[-1]) if values.size else math.nan
+
+
 def tensor_rows(run: RunData) -> list[dict]:
     """One dict per tensor: declaration and its latest statistics."""
     rows = []
+    per_step = _per_step_ratio(run)
     for name in run.tensor_names:
         t = run.tensor(name)
         rows.append({
@@ -52,7 +71,8 @@ def tensor_rows(run: RunData) -> list[dict]:
             "std": _last(run, name, "std", "weights"),
             "nan": _last(run, name, "nan", "weights"),
             "inf": _last(run, name, "inf", "weights"),
-            "update_ratio": _last(run, name, "ratio", "delta"),
+            "update_ratio": _last(run, name, "ratio", "delta"),  # between the last two snapshots
+            "update_ratio_per_step": _last_of(per_step, run, name),
             "grad_norm": _last(run, name, "norm", "grad"),
         })
     return rows
@@ -169,7 +189,7 @@ def print_info(run: RunData, alerts, out) -> None:
     if tensors:
         w(f"\n  {len(tensors)} tensors, {d['parameters']:,} parameters\n")
         name_w = min(48, max(len(t["name"]) for t in tensors))
-        w(f"  {'tensor':<{name_w}}  {'shape':>14}  {'norm':>9}  {'std':>9}  {'upd ratio':>9}  {'grad norm':>9}\n")
+        w(f"  {'tensor':<{name_w}}  {'shape':>14}  {'norm':>9}  {'std':>9}  {'upd/step':>9}  {'grad norm':>9}\n")
         for t in tensors:
             name = t["name"] if len(t["name"]) <= name_w else "…" + t["name"][-(name_w - 1):]
             shape = "x".join(map(str, t["shape"])) or "scalar"
@@ -178,7 +198,7 @@ def print_info(run: RunData, alerts, out) -> None:
             if bad:
                 flag += f"  {int(bad)} non-finite"
             w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
-              f"{_fmt(t['update_ratio']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
+              f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
 
     warn_events = [e for e in d["events"] if e["level"] != "info"]
     if warn_events:
