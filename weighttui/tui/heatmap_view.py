@@ -57,7 +57,29 @@ def fmt_value(v: float, width: int = 9) -> str:
     return s.rjust(width)
 
 
-class HeatmapView(Widget):
+class _LinesWidget(Widget):
+    """A widget drawn as whole lines by `_build()`, rebuilt only when its size or source changes."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._source = None
+        self._lines: list[Strip] | None = None
+        self._built_for = None
+
+    def _build(self) -> list[Strip]:
+        raise NotImplementedError
+
+    def render_line(self, y: int) -> Strip:
+        key = (self.size, id(self._source))
+        if self._lines is None or self._built_for != key:
+            self._lines = self._build()
+            self._built_for = key
+        if 0 <= y < len(self._lines):
+            return self._lines[y]
+        return Strip.blank(self.size.width)
+
+
+class HeatmapView(_LinesWidget):
     """Histograms over time; call `show()` with a tensor's histograms, it fits them to its size."""
 
     DEFAULT_CSS = """
@@ -67,9 +89,6 @@ class HeatmapView(Widget):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self._source = None
-        self._lines: list[Strip] | None = None
-        self._built_for = None
         self.shown_rows = slice(0, 0)  # which snapshots the last drawing covered
         self.vrange: tuple[float, float] | None = None
         self.position_column: int | None = None
@@ -150,15 +169,6 @@ class HeatmapView(Widget):
         lines.append(Strip([Segment("".join(axis), Style(dim=True))], width))
         return lines
 
-    def render_line(self, y: int) -> Strip:
-        key = (self.size, id(self._source))
-        if self._lines is None or self._built_for != key:
-            self._lines = self._build()
-            self._built_for = key
-        if 0 <= y < len(self._lines):
-            return self._lines[y]
-        return Strip.blank(self.size.width)
-
     def step_at(self, x: int) -> int | None:
         """The step drawn in screen column x of this widget (None outside the plot)."""
         src = self._source
@@ -226,18 +236,12 @@ def _segment(cell: tuple[int, int], run: int) -> Segment:
 EIGHTHS = " ▁▂▃▄▅▆▇█"
 
 
-class HistogramBars(Widget):
+class HistogramBars(_LinesWidget):
     """One histogram as bars, with its statistics marked underneath."""
 
     DEFAULT_CSS = """
     HistogramBars { height: 1fr; width: 1fr; }
     """
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self._source = None
-        self._lines = None
-        self._built_for = None
 
     def show(self, lo: float, hi: float, counts, *, mean=None, std=None, title: str = "", log: bool = False,
              note: str = "") -> None:
@@ -280,15 +284,6 @@ class HistogramBars(Widget):
         label = left + stats.center(mid)[:mid] + right
         lines.append(Strip([Segment(label[:width].ljust(width), Style(dim=True))], width))
         return lines
-
-    def render_line(self, y: int) -> Strip:
-        key = (self.size, id(self._source))
-        if self._lines is None or self._built_for != key:
-            self._lines = self._build()
-            self._built_for = key
-        if 0 <= y < len(self._lines):
-            return self._lines[y]
-        return Strip.blank(self.size.width)
 
 
 def _marks(lo: float, hi: float, width: int, mean, std) -> str:
