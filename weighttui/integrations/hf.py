@@ -30,6 +30,7 @@ import transformers
 from transformers import TrainerCallback
 
 from ..recorder import Recorder
+from .guard import ReportOnce
 from . import torch_dist
 from .torch import split_options, watch
 
@@ -63,17 +64,9 @@ class WeightCallback(TrainerCallback):
         self.handle = None  # weighttui.torch's WatchHandle, from on_train_begin
         self._owned = False
         self._runs = 0
-        self._reported: set[str] = set()
+        self._guard = ReportOnce()  # reports each kind of failure once, never raises
 
     # ------------------------------------------------------------ helpers
-
-    def _guard(self, doing: str, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # never into the training loop
-            if doing not in self._reported:
-                self._reported.add(doing)
-                print(f"weighttui: skipped while {doing}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     @staticmethod
     def _epoch(state):

@@ -30,6 +30,7 @@ import sys
 import torch
 
 from ..recorder import Recorder
+from .guard import ReportOnce
 from . import torch_dist
 from .torch import split_options, watch
 
@@ -57,15 +58,7 @@ class _WeightCallbackMixin:
         self._owned = False
         self._runs = 0
         self._last_step = None
-        self._reported: set[str] = set()
-
-    def _guard(self, doing: str, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # never into the training loop
-            if doing not in self._reported:
-                self._reported.add(doing)
-                print(f"weighttui: skipped while {doing}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        self._guard = ReportOnce()  # reports each kind of failure once, never raises
 
     def _active(self, trainer) -> bool:
         return (self.handle is not None and trainer.is_global_zero
