@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .diagnose import DiagnoseConfig, step_interval
+from .diagnose import DiagnoseConfig, quiet_nan, step_interval
 
 COLUMNS = (
     "ratio",  # update ratio per step at the row
@@ -161,7 +161,7 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
     if run.has_kind("delta"):
         recent = run.stat_matrix("delta", "ratio")[lo : r + 1][:, cols]
         recent = np.where(present[lo:], recent, np.nan)
-        with np.errstate(invalid="ignore"), _no_empty_warning():
+        with np.errstate(invalid="ignore"), quiet_nan():  # an all-NaN column's mean is NaN, shown as such
             out["ratio_mean"] = np.nanmean(recent / interval[lo : r + 1, None], axis=0)
             raw_mean = np.nanmean(recent, axis=0)
     else:
@@ -204,17 +204,3 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
         entry["change_ab_from"] = source  # "values" (complete tensors), "samples" or "" (no marks)
         table.append(entry)
     return table
-
-
-class _no_empty_warning:
-    """nanmean of an all-NaN column is NaN, which is what the table shows; no warning."""
-
-    def __enter__(self):
-        import warnings
-
-        self._cm = warnings.catch_warnings()
-        self._cm.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._cm.__exit__(*exc)

@@ -197,7 +197,7 @@ def _min_ahead(m: np.ndarray, p: int) -> np.ndarray:
 def _median_rows(x: np.ndarray) -> np.ndarray:
     """Median along axis 1, ignoring NaN; the plain (fast) median when there is none."""
     if np.isnan(x).any():
-        with _quiet_nan():
+        with quiet_nan():
             return np.nanmedian(x, axis=1)
     return np.median(x, axis=1)
 
@@ -253,7 +253,7 @@ def _first_jump(m: np.ndarray, window: int, *, factor: float | None = None, rise
     return rows, base
 
 
-class _quiet_nan:
+class quiet_nan:
     """Silence 'All-NaN slice' warnings: a column without data simply has no median."""
 
     def __enter__(self):
@@ -500,7 +500,7 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
     recent = ctx.rows("delta", "ratio", ctx.n - w) / interval[-w:, None]
     eligible = ctx.trainable & (ctx.ndim >= cfg.ratio_min_ndim)
     eligible[list(skip)] = False
-    with _quiet_nan(), np.errstate(invalid="ignore"):
+    with quiet_nan(), np.errstate(invalid="ignore"):
         enough = np.isfinite(recent).sum(axis=0) >= max(1, w // 2)
         med = np.nanmedian(recent, axis=0)
         high = eligible & enough & (med > cfg.ratio_high)
@@ -533,7 +533,7 @@ def _state_start(series: np.ndarray, w: int, outside) -> int:
     """The row where the trailing stretch of 'rolling median outside the band' began."""
     n = series.size
     view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w]
-    with _quiet_nan(), np.errstate(invalid="ignore"):
+    with quiet_nan(), np.errstate(invalid="ignore"):
         med = np.nanmedian(view, axis=1)
         out = outside(med)
     inside = np.nonzero(~out)[0]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import socket
 import sys
 import time
 
@@ -29,6 +28,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
+from ..multirun import writer_dead
 from ..run import RunData
 from .follower import Delivery, Failure, Follower
 from .help import HelpScreen
@@ -453,7 +453,7 @@ class WeightApp(App[int]):
         if self.loading is not None:
             return "loading"
         age = self._growth_age()
-        if age >= STALL_ANY_S or (age >= STALL_DEAD_S and self._writer_dead()):
+        if age >= STALL_ANY_S or (age >= STALL_DEAD_S and writer_dead(self.data)):
             return "stalled"
         return "live"
 
@@ -468,18 +468,6 @@ class WeightApp(App[int]):
             if age < 0:  # clock skew (network file system): trust what we saw
                 age = seen
         return age
-
-    def _writer_dead(self) -> bool:
-        run = self.data.run
-        if run is None or not run.pid or run.host != socket.gethostname():
-            return False  # another machine: only the 30 s rule applies
-        try:
-            os.kill(run.pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
 
     @property
     def torn_bytes(self) -> int:
