@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import weighttui  # noqa: E402
 import weighttui.torch as wt  # noqa: E402
 from weighttui import stats  # noqa: E402
-from weighttui.integrations import torch_stats  # noqa: E402
+from weighttui.integrations import torch_native, torch_stats  # noqa: E402
 
 pytestmark = pytest.mark.torch
 W = stats.WEIGHT_STATS
@@ -103,12 +103,12 @@ def test_histograms_in_the_log_match_numpy(tmp_path):
     assert np.abs(counts[-1].astype(int) - rcounts.astype(int)).sum() <= 4  # float32 binning at edges
 
 
-def test_cpu_histograms_of_huge_tensors_are_sampled_by_default(tmp_path):
+def test_torch_kernel_samples_cpu_histograms_of_huge_tensors_by_default(tmp_path):
     # 360,000 weights > 65,536: 256 chunks of 256 contiguous elements, spread over the tensor
     model = torch.nn.Linear(600, 600, bias=False)
-    with wt.watch(model, tmp_path / "auto.wtui"):
+    with wt.watch(model, tmp_path / "auto.wtui", cpu_kernel="torch"):
         pass
-    with wt.watch(model, tmp_path / "all.wtui", hist_sample=None):
+    with wt.watch(model, tmp_path / "all.wtui", hist_sample=None, cpu_kernel="torch"):
         pass
     auto, full = weighttui.open(tmp_path / "auto.wtui"), weighttui.open(tmp_path / "all.wtui")
     counts = auto.histograms("weight", "weights")[3][0]
@@ -307,17 +307,23 @@ def test_nonfinite_weights_are_counted_and_reported(tmp_path):
     assert any(e.kind == "nonfinite" for e in run.events)
 
 
-def test_no_exception_reaches_the_training_loop(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_no_exception_reaches_the_training_loop(tmp_path, monkeypatch, capsys, kernel):
+    if kernel == "fused" and not torch_native.available():
+        pytest.skip(torch_native.UNAVAILABLE)
     path = tmp_path / "run.wtui"
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = _batch()
-    h = wt.watch(model, path, optimizer=opt)
+    h = wt.watch(model, path, optimizer=opt, cpu_kernel=kernel)
 
-    def boom(self, work):
+    def boom(*args, **kwargs):
         raise RuntimeError("injected failure in the statistics")
 
-    monkeypatch.setattr(torch_stats.DeviceStats, "fast", boom)
+    if kernel == "fused":
+        monkeypatch.setattr(torch_native, "rows", boom)
+    else:
+        monkeypatch.setattr(torch_stats.DeviceStats, "fast", boom)
     before = model[0].weight.detach().clone()
     for _ in range(3):
         _train_step(model, opt, x, y)  # must not raise

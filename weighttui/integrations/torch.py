@@ -23,7 +23,7 @@ import torch
 from ..logformat import FrameType
 from ..recorder import Recorder
 from ..stats import DELTA_STATS, WEIGHT_STATS, Block, delta_stats
-from . import torch_dist
+from . import torch_dist, torch_native
 from .torch_stats import (
     N_RAW,
     _PSQ,
@@ -46,7 +46,7 @@ DEFAULT_DELTA_BUDGET = 1 << 30
 
 # watch() options that belong to the statistics engine, not to the Recorder:
 # trainer callbacks that create the Recorder themselves take them apart.
-ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers")
+ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers", "cpu_kernel")
 
 
 def split_options(options: dict) -> tuple[dict, dict]:
@@ -103,7 +103,7 @@ class WatchHandle:
     """What watch() returns: step(), scalars(), set_epoch(), end_epoch(), close()."""
 
     def __init__(self, model, recorder, *, optimizer, grads, buffers, delta, delta_budget_bytes,
-                 skip_frozen, hist_sample, scaler, owns_recorder, writer):
+                 skip_frozen, hist_sample, scaler, owns_recorder, writer, cpu_kernel="fused"):
         self.model = model
         self.recorder = recorder
         self.optimizer = optimizer
@@ -125,6 +125,7 @@ class WatchHandle:
         self._prev_sumsq: dict[str, float] = {}
         self._sample_prev: dict[str, np.ndarray] = {}
         self._grad_pending = None
+        self._copied: set[str] = set()  # previous copies the fused kernel moved to this snapshot
         self._values_step = None
         self._stepped = False
         self._scaler = None
@@ -138,6 +139,8 @@ class WatchHandle:
         self.sharded = sharded
         self.engine = DeviceStats(recorder.bins if recorder is not None else 64,
                                   hist_sample=hist_sample, reducer=reducer)
+        # "fused": CPU tensors go through weighttui._fastats when it is built
+        self.cpu_kernel = "fused" if cpu_kernel == "fused" and torch_native.available() else "torch"
         self.active = recorder is not None
         if not self.active:
             return
@@ -424,7 +427,8 @@ class WatchHandle:
     # ------------------------------------------------------------- statistics
 
     def _grad_stats(self):
-        """Device rows of the gradients now (kept on the device until the snapshot)."""
+        """Rows of the gradients now: the fused kernel's on the host, the rest kept
+        on the device until the snapshot's one copy."""
         entries = self._plan()
         rows, grads = [], []
         for i, e in enumerate(entries):
@@ -440,7 +444,46 @@ class WatchHandle:
         if not rows and not self.sharded:
             return None
         work = Work(grads)
-        return entries, rows, work, self.engine.fast(work)
+        return entries, rows, self._rows(work)
+
+    def _uses_kernel(self) -> bool:
+        """The fused CPU kernel computes what it can: not when sharded (the rows
+        are reduced across ranks), nor with an explicit hist_sample (it bins
+        every element)."""
+        return (self.cpu_kernel == "fused" and not self.sharded
+                and self.engine.hist_sample in (None, "auto"))
+
+    def _rows(self, work: Work, *, copy_prev: bool = False) -> "_Rows":
+        """Start the raw rows of work: the fused kernel takes the CPU tensors it can
+        (with copy_prev, it also copies each x into its prev for the next delta),
+        torch_stats the others (device parts, moved to the host later)."""
+        n = len(work.xs)
+        width = N_RAW + self.engine.bins
+        raw = np.zeros((n, width))
+        final = np.zeros(n, dtype=bool)
+        if self._uses_kernel() and n:
+            if work.prevs is None:
+                mine = [i for i, x in enumerate(work.xs) if torch_native.takes(x)]
+            else:
+                mine = [i for i, (x, p) in enumerate(zip(work.xs, work.prevs))
+                        if torch_native.takes(x) and torch_native.takes_pair(x, p)]
+            if mine:
+                xs = [work.xs[i] for i in mine]
+                if work.prevs is None:
+                    rw, _rd, done, _ = torch_native.rows(xs, [None] * len(xs), self.engine.bins, False)
+                else:
+                    _rw, rw, _wd, done = torch_native.rows(xs, [work.prevs[i] for i in mine],
+                                                          self.engine.bins, copy_prev)
+                at = np.asarray(mine)[done]
+                raw[at] = rw[done]
+                final[at] = True
+        rest = np.nonzero(~final)[0]
+        parts = []
+        if rest.size:
+            sub = work if rest.size == n else Work([work.xs[i] for i in rest],
+                                                   None if work.prevs is None else [work.prevs[i] for i in rest])
+            parts = [(p, rest[np.asarray(idx, dtype=np.int64)]) for p, idx in self.engine.fast(sub)]
+        return _Rows(work, raw, final, parts)
 
     def _samples(self, entries, xs):
         """Sampled values of every entry, concatenated in entries order (device, float64)."""
@@ -471,48 +514,46 @@ class WatchHandle:
         return torch.cat([p.to(dev) for p in parts]).to(torch.float64), total
 
     def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
+        self._copied = set()
+        try:
+            return self._take(step, grad_part, full=full, batch=batch, scalars=scalars)
+        except BaseException:
+            self._forget_copied()
+            raise
+
+    def _take(self, step, grad_part, *, full, batch, scalars) -> bool:
         entries = self._plan()
         if not entries:
             return False
         t_count = len(entries)
         xs = [self._local(e) for e in entries]
-        w_parts = self.engine.fast(Work(xs))
         d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
         d_work = Work([xs[i] for i in d_rows], [self._prev[entries[i].name] for i in d_rows])
-        d_parts = self.engine.fast(d_work) if d_rows else []
+        # the fused kernel computes the deltas first and copies x into prev as it goes
+        d = self._rows(d_work, copy_prev=True) if d_rows else None
+        self._copied = {entries[d_rows[j]].name for j in np.nonzero(d.final)[0]} if d is not None else set()
+        w = self._rows(Work(xs))
         sample_vec, n_samples = self._samples(entries, xs)
         if sample_vec is not None and self.sharded:
             sample_vec = self.engine.reducer.sum_vector(sample_vec)
-        g_parts = grad_part[3] if grad_part is not None and grad_part[0] is entries else []
+        g = grad_part[2] if grad_part is not None and grad_part[0] is entries else None
 
         # one device-to-host copy per device for everything above
-        host = _to_host([p for p, _ in w_parts] + [p for p, _ in d_parts] + [p for p, _ in g_parts]
+        pending = [r for r in (w, d, g) if r is not None]
+        host = _to_host([p for r in pending for p, _ in r.parts]
                         + ([sample_vec] if sample_vec is not None else []))
-        bins = self.engine.bins
-        width = N_RAW + bins
-        raw_w = np.zeros((t_count, width))
         k = 0
-        for _p, idx in w_parts:
-            raw_w[idx] = host[k]
-            k += 1
-        raw_d = np.zeros((len(d_rows), width))
-        for _p, idx in d_parts:
-            raw_d[idx] = host[k]
-            k += 1
-        raw_g = None
-        if grad_part is not None and grad_part[0] is entries:
-            raw_g = np.zeros((len(grad_part[1]), width))
-            for _p, idx in g_parts:
-                raw_g[idx] = host[k]
-                k += 1
+        for r in pending:
+            k = r.fill(host, k)
         samples = host[k] if sample_vec is not None else None
 
         # the rare masked pass: tensors holding NaN/Inf (or float32 overflow)
-        self._redo(raw_w, Work(xs))
-        if d_rows:
-            self._redo(raw_d, d_work, delta=True)
-        if raw_g is not None:
-            self._redo(raw_g, grad_part[2])
+        for r in pending:
+            self._redo(r)
+        bins = self.engine.bins
+        raw_w = w.raw
+        raw_d = d.raw if d is not None else np.zeros((0, N_RAW + bins))
+        raw_g = g.raw if g is not None else None
 
         values = self._values(entries) if full else None  # a collective when sharded
         if not self.writer:
@@ -543,12 +584,21 @@ class WatchHandle:
             self._values_step = step
         return ok
 
-    def _redo(self, raw, work, delta=False) -> None:
+    def _redo(self, rows: "_Rows") -> None:
         # Sharded, every rank holds the same reduced rows, so every rank picks the
-        # same ones and the masked pass's collectives match.
-        bad = np.nonzero(needs_redo(raw))[0]
+        # same ones and the masked pass's collectives match. The kernel's rows are
+        # final (it hands back what it cannot do exactly).
+        bad = np.nonzero(needs_redo(rows.raw) & ~rows.final)[0]
         if bad.size:
-            raw[bad] = self.engine.masked(work, bad.tolist()).numpy()
+            rows.raw[bad] = self.engine.masked(rows.work, bad.tolist()).numpy()
+
+    def _forget_copied(self) -> None:
+        """A snapshot failed after the kernel moved some previous copies to this
+        step: drop those copies, so that no delta is measured from a step that
+        was not recorded (they are taken afresh at the next snapshot)."""
+        for name in self._copied:
+            self._prev.pop(name, None)
+        self._copied = set()
 
     def _delta_block(self, entries, d_rows, raw_d, samples):
         if self.delta == "off":
@@ -599,6 +649,8 @@ class WatchHandle:
                 self._prev_sumsq.pop(e.name, None)
             if not e.exact:
                 continue
+            if e.name in self._copied:  # the fused kernel copied it already
+                continue
             prev = self._prev.get(e.name)
             if prev is None or prev.shape != x.shape or prev.device != x.device:
                 self._prev[e.name] = x.detach().clone()
@@ -641,6 +693,24 @@ class WatchHandle:
             pass
 
 
+class _Rows:
+    """The raw rows of one Work while a snapshot is taken: those the fused kernel
+    computed (already on the host, final) and torch_stats' device parts for the
+    others, filled in from the snapshot's one host copy."""
+
+    __slots__ = ("work", "raw", "final", "parts")
+
+    def __init__(self, work: Work, raw: np.ndarray, final: np.ndarray, parts: list):
+        self.work, self.raw, self.final, self.parts = work, raw, final, parts
+
+    def fill(self, host: list, k: int) -> int:
+        """Copy this Work's parts from host[k:]; returns the index after them."""
+        for _p, idx in self.parts:
+            self.raw[idx] = host[k]
+            k += 1
+        return k
+
+
 class _ScheduleOnly(Recorder):
     """The schedule and tensor registry of a Recorder, without a file: for the
     ranks of a sharded run that compute their part of each snapshot but do not write."""
@@ -679,7 +749,7 @@ def _host_value(t: torch.Tensor):
 def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
           buffers: bool = False, delta="auto", delta_budget_bytes: int = DEFAULT_DELTA_BUDGET,
           skip_frozen: bool = False, hist_sample: int | str | None = "auto", scaler=None,
-          initial: bool = True, **recorder_options) -> WatchHandle:
+          initial: bool = True, cpu_kernel: str = "fused", **recorder_options) -> WatchHandle:
     """Record a torch module's weights, gradients and updates while it trains.
 
     model: an nn.Module (DistributedDataParallel and torch.compile wrappers are
@@ -697,9 +767,14 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     skip_frozen: leave out parameters with requires_grad=False (else recorded
       with trainable=False).
     hist_sample: histogram at most about this many elements of each tensor (a
-      deterministic strided subsample; the statistics stay exact). None: every
-      element. "auto" (default): every element on accelerators; on the CPU,
-      tensors over 65,536 elements are binned from a sample of that size.
+      deterministic subsample; the statistics stay exact). None: every element.
+      "auto" (default): every element, except CPU tensors that the fused kernel
+      cannot take (see cpu_kernel) over 65,536 elements, binned from a sample of
+      that size.
+    cpu_kernel: "fused" (default): contiguous float32/float16/bfloat16 CPU
+      tensors with finite values go through weighttui's C kernel (two passes per
+      tensor for everything, when it is built: weighttui.integrations.torch_native);
+      "torch": torch ops only.
     scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
     initial: record the weights as they are when watch() is called (step 0).
 
@@ -711,6 +786,8 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     if not (hist_sample is None or hist_sample == "auto"
             or (isinstance(hist_sample, int) and not isinstance(hist_sample, bool) and hist_sample >= 1)):
         raise ValueError(f"hist_sample must be None, 'auto' or an int >= 1, got {hist_sample!r}")
+    if cpu_kernel not in ("fused", "torch"):
+        raise ValueError(f"cpu_kernel must be 'fused' or 'torch', got {cpu_kernel!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
     model = unwrap(model)
@@ -735,7 +812,8 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
             else path_or_recorder
     handle = WatchHandle(model, recorder, optimizer=optimizer, grads=grads, buffers=buffers,
                          delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
-                         hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer)
+                         hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
+                         cpu_kernel=cpu_kernel)
     if initial and handle.active:
         try:
             full = handle._full_due(0)

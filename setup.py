@@ -1,0 +1,19 @@
+"""Builds weighttui's one C extension, the fused CPU statistics kernel.
+
+Everything else is in pyproject.toml. The extension is optional: without a C
+compiler the install goes on and weighttui uses its torch-ops path instead
+(slower on the CPU, same numbers; see docs/torch.md).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "weighttui._fastats",
+            ["weighttui/native/fastats.c"],
+            extra_compile_args=["-O3", "-fno-math-errno", "-std=gnu11"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,677 @@
+/*
+ * weighttui._fastats: FORMAT.md statistics of CPU tensors in two fused passes.
+ *
+ * Why this exists: with separate eager ops (torch or numpy) every statistic is
+ * its own pass over memory (extrema, shifted sums, sums of squares, |x|, zeros,
+ * the delta, the copy for the next delta, the histogram), about 15 read passes
+ * per snapshot before binning (docs/torch.md). Here one pass ("A") reads each
+ * value and its previous copy once for every statistic of the value and of the
+ * update; a second pass ("B"), once the ranges are known, bins both and copies
+ * the value into the previous copy for the next snapshot.
+ *
+ * Contract (the Python side, weighttui/integrations/torch_native.py, relies on it):
+ * - inputs are C-contiguous float32, float16 or bfloat16 (raw uint16 bits) runs;
+ * - output rows have the raw layout of torch_stats.RAW followed by B histogram
+ *   counts, all float64: n, m, lo, hi, c, s1 = sum(x - c), s2 = sum((x - c)^2),
+ *   asum, zeros, nan, inf, psq | counts. Delta rows: c = s1 = 0, s2 = sum(d^2),
+ *   zeros = count(d == 0), psq = sum(prev^2); d = x - prev in float64 (exact for
+ *   these dtypes), as weighttui.stats computes it;
+ * - only all-finite inputs are handled: a tensor holding NaN/Inf (or whose
+ *   range is so narrow that bin edges nearly coincide) is reported back
+ *   (status bits) and left untouched, its previous copy included; the Python
+ *   side computes it with the general torch path;
+ * - histograms are numpy.histogram's counts against float64 edges
+ *   (np.linspace(lo, hi, B + 1), the last bin closed): a fast index in float32
+ *   (values) or float64 (deltas), and values within rounding of an edge redone
+ *   exactly as numpy corrects them.
+ * Everything runs without the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#define NRAW 12
+enum { R_N, R_M, R_LO, R_HI, R_C, R_S1, R_S2, R_ASUM, R_ZEROS, R_NAN, R_INF, R_PSQ };
+enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
+enum { ST_W_NOT_DONE = 1, ST_D_NOT_DONE = 2 };
+#define MAX_BINS 4096
+/* float16/bfloat16 are widened to float32 this many elements at a time */
+#define BLOCK 4096
+/* sub-histograms that consecutive elements rotate through (breaks the
+ * store-to-load dependency when neighbours fall in the same bin) */
+#define SUBH 4
+/* sub-histogram counts are uint32: flushed to the totals this often */
+#define FLUSH (1u << 28)
+
+/* Hot loops are compiled for AVX-512, AVX2 and the baseline, chosen at load
+ * time (GCC/clang function multiversioning). */
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HOT
+#endif
+
+/* ------------------------------------------------------------ pass A */
+
+typedef struct {
+    /* values */
+    double s1, s2, asum, zeros;
+    float lo, hi;
+    /* deltas */
+    double ds2, dasum, dzeros, psq, dlo, dhi;
+} acc_t;
+
+static void acc_init(acc_t *a) {
+    memset(a, 0, sizeof *a);
+    a->lo = INFINITY;
+    a->hi = -INFINITY;
+    a->dlo = INFINITY;
+    a->dhi = -INFINITY;
+}
+
+/* Statistics of x[0:n] (and of d = x - p when p is given) added into a.
+ * NaN/Inf are not masked: they make the sums non-finite, which the caller
+ * checks (a float64 sum of finite float32 values cannot overflow). */
+HOT static void pass_a(const float *restrict x, const float *restrict p, size_t n, float c, acc_t *a) {
+    double s1[LANES] = {0}, s2[LANES] = {0}, as[LANES] = {0}, z[LANES] = {0};
+    float lo[LANES], hi[LANES];
+    double ds2[LANES] = {0}, das[LANES] = {0}, dz[LANES] = {0}, ps[LANES] = {0}, dlo[LANES], dhi[LANES];
+    const double cd = (double)c;
+    size_t i = 0;
+    for (int j = 0; j < LANES; j++) {
+        lo[j] = a->lo;
+        hi[j] = a->hi;
+        dlo[j] = a->dlo;
+        dhi[j] = a->dhi;
+    }
+    if (p == NULL) {
+        for (; i + LANES <= n; i += LANES) {
+            for (int j = 0; j < LANES; j++) {
+                float v = x[i + j];
+                double t = (double)v - cd;
+                s1[j] += t;
+                s2[j] += t * t;
+                as[j] += (double)fabsf(v);
+                z[j] += v == 0.0f ? 1.0 : 0.0;
+                lo[j] = v < lo[j] ? v : lo[j];
+                hi[j] = v > hi[j] ? v : hi[j];
+            }
+        }
+    } else {
+        for (; i + LANES <= n; i += LANES) {
+            for (int j = 0; j < LANES; j++) {
+                float v = x[i + j];
+                double t = (double)v - cd;
+                s1[j] += t;
+                s2[j] += t * t;
+                as[j] += (double)fabsf(v);
+                z[j] += v == 0.0f ? 1.0 : 0.0;
+                lo[j] = v < lo[j] ? v : lo[j];
+                hi[j] = v > hi[j] ? v : hi[j];
+                double q = (double)p[i + j];
+                double d = (double)v - q;
+                ds2[j] += d * d;
+                das[j] += fabs(d);
+                dz[j] += d == 0.0 ? 1.0 : 0.0;
+                ps[j] += q * q;
+                dlo[j] = d < dlo[j] ? d : dlo[j];
+                dhi[j] = d > dhi[j] ? d : dhi[j];
+            }
+        }
+    }
+    for (; i < n; i++) { /* the tail goes into lane 0 */
+        float v = x[i];
+        double t = (double)v - cd;
+        s1[0] += t;
+        s2[0] += t * t;
+        as[0] += (double)fabsf(v);
+        z[0] += v == 0.0f ? 1.0 : 0.0;
+        lo[0] = v < lo[0] ? v : lo[0];
+        hi[0] = v > hi[0] ? v : hi[0];
+        if (p != NULL) {
+            double q = (double)p[i];
+            double d = (double)v - q;
+            ds2[0] += d * d;
+            das[0] += fabs(d);
+            dz[0] += d == 0.0 ? 1.0 : 0.0;
+            ps[0] += q * q;
+            dlo[0] = d < dlo[0] ? d : dlo[0];
+            dhi[0] = d > dhi[0] ? d : dhi[0];
+        }
+    }
+    for (int j = 0; j < LANES; j++) {
+        a->s1 += s1[j];
+        a->s2 += s2[j];
+        a->asum += as[j];
+        a->zeros += z[j];
+        a->lo = lo[j] < a->lo ? lo[j] : a->lo;
+        a->hi = hi[j] > a->hi ? hi[j] : a->hi;
+        a->ds2 += ds2[j];
+        a->dasum += das[j];
+        a->dzeros += dz[j];
+        a->psq += ps[j];
+        a->dlo = dlo[j] < a->dlo ? dlo[j] : a->dlo;
+        a->dhi = dhi[j] > a->dhi ? dhi[j] : a->dhi;
+    }
+}
+
+/* ------------------------------------------------------------ pass B */
+
+/* One histogram being filled: numpy's bins over [lo, hi] with float64 edges. */
+typedef struct {
+    int bins;
+    int constant;          /* lo == hi: every value in bin B // 2, no binning */
+    int f32;               /* the float32 index is close enough (else float64) */
+    double lo, hi, scale;  /* float64 index: (v - lo) * scale */
+    double slack;          /* an index within this of an integer is redone exactly */
+    float lof, scalef, slackf;
+    double edges[MAX_BINS + 1];
+    uint64_t total[MAX_BINS];
+} hist_t;
+
+/* Where pass B counts: every histogram has SUBH small tables that neighbouring
+ * elements rotate through (an increment is a load and a store; equal bins in a
+ * row would otherwise wait on each other), kept in L1 and added up at the end. */
+typedef struct {
+    uint32_t sub[2][SUBH][MAX_BINS];
+    uint64_t pending;      /* increments since the last flush (uint32 tables) */
+} tally_t;
+
+/* np.linspace(lo, hi, bins + 1) in float64, operation for operation: the
+ * product goes through a volatile so that it is rounded before the sum, as in
+ * numpy (a fused multiply-add would round once and move some edges). */
+static void numpy_edges(double lo, double hi, int bins, double *e) {
+    double delta = hi - lo;
+    double step = delta / bins;
+    for (int k = 0; k <= bins; k++) {
+        volatile double y = (double)k;
+        if (step == 0.0) {
+            y = y / bins;
+            y = y * delta;
+        } else {
+            y = y * step;
+        }
+        e[k] = y + lo;
+    }
+    e[bins] = hi;
+}
+
+/* Sets up h for [lo, hi]; returns 0 if the range is too narrow for a fast
+ * index (edges within a few ulps of each other: numpy's "too many bins"). */
+static int hist_setup(hist_t *h, int bins, double lo, double hi) {
+    h->bins = bins;
+    h->lo = lo;
+    h->hi = hi;
+    memset(h->total, 0, sizeof(uint64_t) * bins);
+    h->constant = lo == hi;
+    if (h->constant)
+        return 1;
+    numpy_edges(lo, hi, bins, h->edges);
+    for (int k = 0; k < bins; k++)
+        if (!(h->edges[k] < h->edges[k + 1]))
+            return 0;
+    h->scale = bins / (hi - lo);
+    if (!isfinite(h->scale))
+        return 0;
+    /* How far from the exact bin position an index can be, in bins: float64
+     * edges are a few ulps of max(|lo|, |hi|) off the ideal ones; a float32
+     * index adds the rounding of the value (deltas are rounded to float32),
+     * of lo, of the subtraction and of the product, each about 2^-24 of
+     * max(|v|, |lo|) or of the index. A factor 4 to spare. */
+    double mag = fmax(fabs(lo), fabs(hi)) / (hi - lo);
+    double edge_err = 8 * 1.11e-16 * mag * bins;
+    h->slack = 4.0 * (4 * 1.11e-16 * bins + edge_err);
+    h->lof = (float)lo;
+    h->scalef = (float)bins / ((float)hi - (float)lo);
+    double slackf = 4.0 * (5.96e-8 * bins * (4.0 + 3.0 * mag) + edge_err);
+    h->f32 = isfinite(h->scalef) && h->scalef > 0.0f && slackf < 0.01;
+    h->slackf = (float)slackf;
+    return h->slack < 0.25;
+}
+
+/* The bin numpy.histogram gives v, from a guess within one bin. */
+static inline int exact_bin(const hist_t *h, double v) {
+    int b = h->bins;
+    double f = (v - h->lo) * h->scale;
+    int k = f >= b ? b - 1 : (f > 0 ? (int)f : 0);
+    if (v < h->edges[k])
+        k--;
+    else if (k != b - 1 && v >= h->edges[k + 1])
+        k++;
+    return k < 0 ? 0 : (k >= b ? b - 1 : k);
+}
+
+static void tally_clear(tally_t *t, int bins) {
+    for (int w = 0; w < 2; w++)
+        for (int s = 0; s < SUBH; s++)
+            memset(t->sub[w][s], 0, sizeof(uint32_t) * bins);
+    t->pending = 0;
+}
+
+/* Adds the tables into the totals of hv and hd (either may be NULL), clears them. */
+static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
+    hist_t *hs[2] = {hv, hd};
+    for (int w = 0; w < 2; w++)
+        if (hs[w])
+            for (int s = 0; s < SUBH; s++)
+                for (int k = 0; k < bins; k++)
+                    hs[w]->total[k] += t->sub[w][s][k];
+    tally_clear(t, bins);
+}
+
+/* Pass B computes bin indices GROUP elements at a time, then counts them. */
+#define GROUP 256
+
+static inline int near_edge_f(float f, float sl, int32_t b) {
+    int32_t q = (int32_t)f;
+    float fr = f - (float)q;
+    return (fr < sl) | (fr > 1.0f - sl) | (q >= b) | (q < 0);
+}
+
+static inline int near_edge_d(double f, double sl, int32_t b) {
+    int32_t q = (int32_t)f;
+    double fr = f - (double)q;
+    return (fr < sl) | (fr > 1.0 - sl) | (q >= b) | (q < 0);
+}
+
+/* Bin indices of m <= GROUP values: a float32 index, redone exactly for the
+ * values within slack of an edge (one check per group, then per element). */
+HOT static void index_values(const float *restrict x, size_t m, const hist_t *h, int32_t *restrict k) {
+    const float lo = h->lof, sc = h->scalef, sl = h->slackf;
+    const int32_t b = h->bins;
+    int32_t any = 0;
+    for (size_t i = 0; i < m; i++) {
+        float f = (x[i] - lo) * sc;
+        int32_t q = (int32_t)f;
+        float fr = f - (float)q;
+        any |= (fr < sl) | (fr > 1.0f - sl) | (q >= b) | (q < 0);
+        k[i] = q;
+    }
+    if (any)
+        for (size_t i = 0; i < m; i++)
+            if (near_edge_f((x[i] - lo) * sc, sl, b))
+                k[i] = exact_bin(h, (double)x[i]);
+}
+
+/* The same for m <= GROUP deltas x - p: a float32 index, or float64 where the
+ * delta range is narrow next to its magnitude. */
+HOT static void index_deltas(const float *restrict x, const float *restrict p, size_t m, const hist_t *h,
+                             int32_t *restrict k) {
+    const int32_t b = h->bins;
+    int32_t any = 0;
+    if (h->f32) {
+        const float lo = h->lof, sc = h->scalef, sl = h->slackf;
+        for (size_t i = 0; i < m; i++) {
+            float f = ((x[i] - p[i]) - lo) * sc;
+            int32_t q = (int32_t)f;
+            float fr = f - (float)q;
+            any |= (fr < sl) | (fr > 1.0f - sl) | (q >= b) | (q < 0);
+            k[i] = q;
+        }
+        if (any)
+            for (size_t i = 0; i < m; i++)
+                if (near_edge_f(((x[i] - p[i]) - lo) * sc, sl, b))
+                    k[i] = exact_bin(h, (double)x[i] - (double)p[i]);
+    } else {
+        const double lo = h->lo, sc = h->scale, sl = h->slack;
+        for (size_t i = 0; i < m; i++) {
+            double f = (((double)x[i] - (double)p[i]) - lo) * sc;
+            int32_t q = (int32_t)f;
+            double fr = f - (double)q;
+            any |= (fr < sl) | (fr > 1.0 - sl) | (q >= b) | (q < 0);
+            k[i] = q;
+        }
+        if (any)
+            for (size_t i = 0; i < m; i++)
+                if (near_edge_d((((double)x[i] - (double)p[i]) - lo) * sc, sl, b))
+                    k[i] = exact_bin(h, (double)x[i] - (double)p[i]);
+    }
+}
+
+/* Counts m indices into the SUBH tables of one histogram. */
+static inline void count(uint32_t (*sub)[MAX_BINS], const int32_t *k, size_t m) {
+    size_t j = 0;
+    for (; j + SUBH <= m; j += SUBH)
+        for (int s = 0; s < SUBH; s++)
+            sub[s][k[j + s]]++;
+    for (; j < m; j++)
+        sub[0][k[j]]++;
+}
+
+/* Bins x[0:n] into hv (NULL: skip) and d = x - p into hd (NULL: skip); with
+ * copy, p[0:n] = x[0:n] afterwards (the previous copy for the next delta). */
+HOT static void pass_b(const float *restrict x, float *restrict p, size_t n, hist_t *hv, hist_t *hd,
+                       int copy, tally_t *t) {
+    int32_t kv[GROUP], kd[GROUP];
+    const int bins = hv ? hv->bins : (hd ? hd->bins : 1);
+    tally_clear(t, bins);
+    for (size_t i = 0; i < n; i += GROUP) {
+        size_t m = n - i < GROUP ? n - i : GROUP;
+        if (hv) {
+            index_values(x + i, m, hv, kv);
+            count(t->sub[0], kv, m);
+        }
+        if (hd) {
+            index_deltas(x + i, p + i, m, hd, kd);
+            count(t->sub[1], kd, m);
+        }
+        if (copy)
+            memcpy(p + i, x + i, m * sizeof(float));
+        t->pending += m;
+        if (t->pending >= FLUSH)
+            tally_flush(t, bins, hv, hd);
+    }
+    tally_flush(t, bins, hv, hd);
+}
+
+/* ------------------------------------------------------------ dtypes */
+
+/* float16 bits -> float32, exact for every value (subnormals, Inf, NaN), branch
+ * free so that it vectorises (F. Giesen's half_to_float). */
+static inline float half_to_float(uint16_t h) {
+    union { uint32_t u; float f; } o, magic = {113u << 23};
+    const uint32_t shifted_exp = 0x7c00u << 13;
+    o.u = (uint32_t)(h & 0x7fffu) << 13;
+    uint32_t exp = shifted_exp & o.u;
+    o.u += (127u - 15u) << 23;
+    if (exp == shifted_exp) {
+        o.u += (128u - 16u) << 23;
+    } else if (exp == 0) {
+        o.u += 1u << 23;
+        o.f -= magic.f;
+    }
+    o.u |= (uint32_t)(h & 0x8000u) << 16;
+    return o.f;
+}
+
+HOT static void widen(const uint16_t *restrict src, float *restrict dst, size_t n, int dtype) {
+    if (dtype == DT_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)src[i] << 16;
+            memcpy(dst + i, &u, 4);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = half_to_float(src[i]);
+    }
+}
+
+/* ------------------------------------------------------------ one tensor */
+
+typedef struct {
+    const void *x;
+    void *p;            /* NULL: no delta */
+    size_t n;
+    int dtype;
+    double *row_w, *row_d;
+    int status;
+} job_t;
+
+typedef struct {
+    float xs[BLOCK], ps[BLOCK];
+    hist_t hv, hd;
+    tally_t tally;
+} scratch_t;
+
+static size_t elem_size(int dtype) { return dtype == DT_F32 ? 4 : 2; }
+
+/* Runs pass A or B over the job's elements, widening 16-bit inputs blockwise. */
+static void run_a(job_t *jb, scratch_t *s, float c, acc_t *a) {
+    if (jb->dtype == DT_F32) {
+        pass_a((const float *)jb->x, (const float *)jb->p, jb->n, c, a);
+        return;
+    }
+    for (size_t at = 0; at < jb->n; at += BLOCK) {
+        size_t m = jb->n - at < BLOCK ? jb->n - at : BLOCK;
+        widen((const uint16_t *)jb->x + at, s->xs, m, jb->dtype);
+        if (jb->p)
+            widen((const uint16_t *)jb->p + at, s->ps, m, jb->dtype);
+        pass_a(s->xs, jb->p ? s->ps : NULL, m, c, a);
+    }
+}
+
+static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy) {
+    if (jb->dtype == DT_F32) {
+        pass_b((const float *)jb->x, (float *)jb->p, jb->n, hv, hd, copy, &s->tally);
+        return;
+    }
+    for (size_t at = 0; at < jb->n; at += BLOCK) {
+        size_t m = jb->n - at < BLOCK ? jb->n - at : BLOCK;
+        widen((const uint16_t *)jb->x + at, s->xs, m, jb->dtype);
+        if (hd)
+            widen((const uint16_t *)jb->p + at, s->ps, m, jb->dtype);
+        pass_b(s->xs, hd ? s->ps : NULL, m, hv, hd, 0, &s->tally);
+    }
+    if (copy)
+        memcpy(jb->p, jb->x, jb->n * elem_size(jb->dtype));
+}
+
+static float first_value(const job_t *jb) {
+    float v;
+    if (jb->dtype == DT_F32)
+        return ((const float *)jb->x)[0];
+    widen((const uint16_t *)jb->x, &v, 1, jb->dtype);
+    return v;
+}
+
+static void hist_store(const hist_t *h, double m, double *counts) {
+    if (h->constant) {
+        memset(counts, 0, sizeof(double) * h->bins);
+        counts[h->bins / 2] = m;
+        return;
+    }
+    for (int k = 0; k < h->bins; k++)
+        counts[k] = (double)h->total[k];
+}
+
+static void do_job(job_t *jb, scratch_t *s, int bins, int copy) {
+    jb->status = ST_W_NOT_DONE | (jb->p ? ST_D_NOT_DONE : 0);
+    if (jb->n == 0)
+        return;
+    acc_t a;
+    acc_init(&a);
+    float c = first_value(jb);
+    if (!isfinite(c))
+        return;
+    run_a(jb, s, c, &a);
+    double n = (double)jb->n;
+    int w_ok = isfinite(a.s1) && isfinite(a.s2) && isfinite(a.lo) && isfinite(a.hi);
+    int d_ok = jb->p && w_ok && isfinite(a.ds2) && isfinite(a.psq) && isfinite(a.dlo) && isfinite(a.dhi);
+    if (!w_ok)
+        return; /* NaN/Inf in the values: the general path does all of it */
+    if (!hist_setup(&s->hv, bins, a.lo, a.hi))
+        return;
+    if (d_ok && !hist_setup(&s->hd, bins, a.dlo, a.dhi))
+        d_ok = 0;
+    /* a delta left to the general path keeps its previous copy untouched */
+    run_b(jb, s, s->hv.constant ? NULL : &s->hv, d_ok && !s->hd.constant ? &s->hd : NULL, d_ok && copy);
+    double *w = jb->row_w;
+    w[R_N] = n;
+    w[R_M] = n;
+    w[R_LO] = a.lo;
+    w[R_HI] = a.hi;
+    w[R_C] = c;
+    w[R_S1] = a.s1;
+    w[R_S2] = a.s2;
+    w[R_ASUM] = a.asum;
+    w[R_ZEROS] = a.zeros;
+    w[R_NAN] = 0.0;
+    w[R_INF] = 0.0;
+    w[R_PSQ] = 0.0;
+    hist_store(&s->hv, n, w + NRAW);
+    jb->status &= ~ST_W_NOT_DONE;
+    if (!d_ok)
+        return;
+    double *d = jb->row_d;
+    d[R_N] = n;
+    d[R_M] = n;
+    d[R_LO] = a.dlo;
+    d[R_HI] = a.dhi;
+    d[R_C] = 0.0;
+    d[R_S1] = 0.0;
+    d[R_S2] = a.ds2;
+    d[R_ASUM] = a.dasum;
+    d[R_ZEROS] = a.dzeros;
+    d[R_NAN] = 0.0;
+    d[R_INF] = 0.0;
+    d[R_PSQ] = a.psq;
+    hist_store(&s->hd, n, d + NRAW);
+    jb->status &= ~ST_D_NOT_DONE;
+}
+
+/* ------------------------------------------------------------ Python */
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what, Py_ssize_t i) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd]: a C-contiguous%s buffer is needed", what, i,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(snapshot_doc,
+"snapshot(xs, prevs, dtypes, bins, out_w, out_d, copy) -> bytes\n\n"
+"Raw statistics rows of each x in xs (C-contiguous buffers of float32, or of\n"
+"float16/bfloat16 bits as uint16) into out_w, and of x - prev into out_d where\n"
+"prevs[i] is not None; with copy, each such prev is overwritten with x.\n"
+"dtypes: bytes, one code per tensor (0 float32, 1 float16, 2 bfloat16).\n"
+"out_w, out_d: writable float64 buffers of len(xs) * (12 + bins).\n"
+"Returns one status byte per tensor: bit 0 set = its weights row was not\n"
+"computed, bit 1 = its delta row was not (and its prev was not touched).");
+
+static PyObject *py_snapshot(PyObject *self, PyObject *args) {
+    PyObject *xs, *prevs, *out_w_obj, *out_d_obj;
+    Py_buffer dts, ow, od;
+    int bins, copy;
+    if (!PyArg_ParseTuple(args, "OOy*iOOp", &xs, &prevs, &dts, &bins, &out_w_obj, &out_d_obj, &copy))
+        return NULL;
+    PyObject *result = NULL;
+    PyObject *xseq = NULL, *pseq = NULL;
+    Py_buffer *views = NULL;
+    char *have = NULL;
+    job_t *jobs = NULL;
+    scratch_t *s = NULL;
+    Py_ssize_t t = 0, i;
+    int have_ow = 0, have_od = 0;
+
+    if (bins < 1 || bins > MAX_BINS) {
+        PyErr_Format(PyExc_ValueError, "bins must be in 1..%d", MAX_BINS);
+        goto done;
+    }
+    xseq = PySequence_Fast(xs, "xs must be a sequence");
+    pseq = xseq ? PySequence_Fast(prevs, "prevs must be a sequence") : NULL;
+    if (!pseq)
+        goto done;
+    t = PySequence_Fast_GET_SIZE(xseq);
+    if (PySequence_Fast_GET_SIZE(pseq) != t || dts.len != t) {
+        PyErr_SetString(PyExc_ValueError, "xs, prevs and dtypes must have the same length");
+        goto done;
+    }
+    if (PyObject_GetBuffer(out_w_obj, &ow, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+        goto done;
+    have_ow = 1;
+    if (PyObject_GetBuffer(out_d_obj, &od, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+        goto done;
+    have_od = 1;
+    size_t need = (size_t)t * (NRAW + bins) * sizeof(double);
+    if ((size_t)ow.len < need || (size_t)od.len < need) {
+        PyErr_SetString(PyExc_ValueError, "out_w/out_d are smaller than len(xs) * (12 + bins) float64");
+        goto done;
+    }
+    views = PyMem_Calloc(2 * (size_t)t + 1, sizeof(Py_buffer));
+    have = PyMem_Calloc(2 * (size_t)t + 1, 1);
+    jobs = PyMem_Calloc((size_t)t + 1, sizeof(job_t));
+    if (!views || !have || !jobs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < t; i++) {
+        int dt = ((const unsigned char *)dts.buf)[i];
+        if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16) {
+            PyErr_Format(PyExc_ValueError, "dtypes[%zd]: unknown code %d", i, dt);
+            goto done;
+        }
+        if (get_buffer(PySequence_Fast_GET_ITEM(xseq, i), &views[2 * i], 0, "xs", i) < 0)
+            goto done;
+        have[2 * i] = 1;
+        size_t es = elem_size(dt);
+        if (views[2 * i].len % es) {
+            PyErr_Format(PyExc_ValueError, "xs[%zd]: length is not a multiple of the element size", i);
+            goto done;
+        }
+        jobs[i].x = views[2 * i].buf;
+        jobs[i].n = (size_t)views[2 * i].len / es;
+        jobs[i].dtype = dt;
+        jobs[i].row_w = (double *)ow.buf + (size_t)i * (NRAW + bins);
+        jobs[i].row_d = (double *)od.buf + (size_t)i * (NRAW + bins);
+        PyObject *p = PySequence_Fast_GET_ITEM(pseq, i);
+        if (p != Py_None) {
+            if (get_buffer(p, &views[2 * i + 1], copy, "prevs", i) < 0)
+                goto done;
+            have[2 * i + 1] = 1;
+            if (views[2 * i + 1].len != views[2 * i].len) {
+                PyErr_Format(PyExc_ValueError, "prevs[%zd] and xs[%zd] differ in size", i, i);
+                goto done;
+            }
+            jobs[i].p = views[2 * i + 1].buf;
+        }
+    }
+    s = malloc(sizeof *s);
+    if (!s) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (i = 0; i < t; i++)
+        do_job(&jobs[i], s, bins, copy);
+    Py_END_ALLOW_THREADS
+    result = PyBytes_FromStringAndSize(NULL, t);
+    if (result) {
+        char *st = PyBytes_AS_STRING(result);
+        for (i = 0; i < t; i++)
+            st[i] = (char)jobs[i].status;
+    }
+done:
+    free(s);
+    if (views)
+        for (i = 0; i < 2 * t; i++)
+            if (have[i])
+                PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(have);
+    PyMem_Free(jobs);
+    if (have_ow)
+        PyBuffer_Release(&ow);
+    if (have_od)
+        PyBuffer_Release(&od);
+    PyBuffer_Release(&dts);
+    Py_XDECREF(xseq);
+    Py_XDECREF(pseq);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"snapshot", py_snapshot, METH_VARARGS, snapshot_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "weighttui._fastats",
+    "Fused FORMAT.md statistics of CPU tensors (see weighttui/native/fastats.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__fastats(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "NRAW", NRAW) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
