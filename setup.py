@@ -5,14 +5,19 @@ compiler the install goes on and weighttui uses its torch-ops path instead
 (slower on the CPU, same numbers; see docs/torch.md).
 """
 
+import os
+
 from setuptools import Extension, setup
+
+POSIX = os.name == "posix"
 
 setup(
     ext_modules=[
         Extension(
             "weighttui._fastats",
             ["weighttui/native/fastats.c"],
-            extra_compile_args=["-O3", "-fno-math-errno", "-std=gnu11"],
+            extra_compile_args=["-O3", "-fno-math-errno", "-std=gnu11", "-pthread"] if POSIX else [],
+            extra_link_args=["-pthread"] if POSIX else [],
             optional=True,
         )
     ]

@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import weighttui.torch as wt  # noqa: E402
+from weighttui.integrations import torch_native  # noqa: E402
 
 
 def resnet50_shapes():
@@ -96,33 +97,41 @@ def bench_snapshot(shapes, repeat, tmp, with_grads):
         p.grad = torch.randn_like(p) * 1e-3
     rows = []
     read = timed(lambda: [p.sum() for p in params], repeat)
-    rows.append(("read pass: torch.sum over every parameter", read))
+    rows.append(("read", "read pass: torch.sum over every parameter", read))
 
-    handle = wt.watch(model, tmp / "bench.wtui", delta="exact", initial=False, queue_size=1000,
-                      hist_sample=None)
+    def weighttui_time(grads, **options):
+        handle = wt.watch(model, tmp / "bench.wtui", delta="exact", initial=False, queue_size=1000,
+                          **options)
+        handle.grads = grads
 
-    def snap():
-        with torch.no_grad():
-            for p in params[:3]:  # an update, so deltas are not all zero
-                p.add_(1e-4)
-        handle.step()
+        def snap():
+            with torch.no_grad():
+                for p in params[:3]:  # an update, so deltas are not all zero
+                    p.add_(1e-4)
+            handle.step()
 
-    handle.grads = False
-    t_exact = timed(snap, repeat)
-    rows.append(("weighttui snapshot: stats + 64-bin hist (every element) + exact delta + samples", t_exact))
-    handle.engine.hist_sample = "auto"
-    t_auto = timed(snap, repeat)
-    rows.append(("weighttui snapshot, default hist_sample='auto' (CPU: tensors > 65,536 "
-                 "elements binned from a sample of that size)", t_auto))
-    handle.engine.hist_sample = 1 << 18
-    t_hs = timed(snap, repeat)
-    rows.append(("weighttui snapshot, hist_sample=262144", t_hs))
-    if with_grads:
-        handle.engine.hist_sample = "auto"
-        handle.grads = True
-        t_grad = timed(snap, repeat)
-        rows.append(("weighttui snapshot (default) + gradient stats and hist", t_grad))
-    handle.close()
+        try:
+            return timed(snap, repeat)
+        finally:
+            handle.close()
+
+    fused = "fused" if torch_native.available() else None
+    if fused:
+        rows.append(("default", "weighttui (default: fused CPU kernel): stats + 64-bin hist of every element "
+                     "+ exact delta + samples", weighttui_time(False)))
+        if with_grads:
+            rows.append(("grads", "weighttui (default) + gradient stats and hist",
+                         weighttui_time(True)))
+    else:
+        rows.append(("default", f"weighttui fused kernel: not run ({torch_native.UNAVAILABLE})", float("nan")))
+    rows.append(("torch-auto", "weighttui, torch-ops engine (cpu_kernel='torch'), hist_sample='auto' "
+                 "(tensors > 65,536 elements binned from a sample of that size)",
+                 weighttui_time(False, cpu_kernel="torch")))
+    rows.append(("torch-all", "weighttui, torch-ops engine, every element binned",
+                 weighttui_time(False, cpu_kernel="torch", hist_sample=None)))
+    if with_grads and not fused:
+        rows.append(("grads", "weighttui (torch-ops engine) + gradient stats and hist",
+                     weighttui_time(True, cpu_kernel="torch")))
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -136,17 +145,23 @@ def bench_snapshot(shapes, repeat, tmp, with_grads):
 
     t_tb = timed(tb_hist, max(1, repeat // 5))
     tb.close()
-    rows.append(("TensorBoard add_histogram, every parameter", t_tb))
+    rows.append(("tb", "TensorBoard add_histogram, every parameter", t_tb))
 
-    t_wandb = wandb_time(model, params, max(1, repeat // 5), tmp)
+    t_wandb = wandb_time(model, max(2, repeat // 3), tmp)
     if isinstance(t_wandb, str):
-        rows.append((f"W&B wandb.watch histograms: not run ({t_wandb})", float("nan")))
+        rows.append(("wandb", f"W&B wandb.watch: not run ({t_wandb})", float("nan")))
     else:
-        rows.append(("W&B wandb.watch path (log_tensor_stats), parameters + gradients", t_wandb))
+        rows.append(("wandb", "W&B wandb.watch(log='all', log_freq=1), offline: what its hooks add to "
+                     "one forward + backward (parameters and gradients)", t_wandb))
     return n, len(params), read, rows
 
 
-def wandb_time(model, params, repeat, tmp):
+def wandb_time(model, repeat, tmp):
+    """Seconds that wandb.watch's own hooks add to a forward + backward pass.
+
+    The hooks are W&B's real ones (a forward hook logging every parameter, a
+    gradient hook per parameter, log_freq=1), in offline mode; the cost is the
+    median step with them minus the median step without, interleaved."""
     try:
         import wandb
     except ImportError:
@@ -157,19 +172,28 @@ def wandb_time(model, params, repeat, tmp):
             console="off", x_disable_stats=True))
     except Exception as exc:  # no service process, sandbox ...
         return f"wandb.init failed: {type(exc).__name__}: {exc}"
+    x = torch.zeros(1)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+        run.log({}, commit=True)
+
     try:
-        wandb.watch(model, log="all", log_freq=1)
-        hist = run._torch  # what the hooks installed by wandb.watch call, per tensor
-
-        def log_all():
-            for i, p in enumerate(params):
-                hist.log_tensor_stats(p.data.cpu(), f"parameters/p{i}")
-                hist.log_tensor_stats(p.grad.data, f"gradients/p{i}")
-            run.log({}, commit=True)
-
-        return timed(log_all, repeat)
+        plain, hooked = [], []
+        step()
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            step()
+            plain.append(time.perf_counter() - t0)
+            wandb.watch(model, log="all", log_freq=1)
+            step()  # the first hooked step after watch() sets up its history
+            t0 = time.perf_counter()
+            step()
+            hooked.append(time.perf_counter() - t0)
+            wandb.unwatch(model)
+        return statistics.median(hooked) - statistics.median(plain)
     finally:
-        wandb.unwatch(model)
         run.finish()
 
 
@@ -267,16 +291,19 @@ def main(argv=None):
         print(f"machine: {machine()}\n")
         n, t, read, rows = bench_snapshot(shapes, 3 if args.quick else args.repeat, tmp, with_grads=True)
         print(f"## One snapshot, {t} tensors, {n / 1e6:.1f}M float32 values (ResNet-50 shapes), CPU\n")
-        print("| what | time (ms) | x read pass | default weighttui faster by |")
+        print("| what | time (ms) | x read pass | weighttui faster by |")
         print("|---|---:|---:|---:|")
-        snap = rows[2][1]  # the default configuration
-        grads = rows[4][1]
-        for what, sec in rows:
+        by = {key: sec for key, _, sec in rows}
+        snap = by["default"] if by["default"] == by["default"] else by["torch-auto"]
+        grads = by.get("grads", float("nan"))
+        for key, what, sec in rows:
             faster = ""
-            if what.startswith("TensorBoard") and sec == sec:
-                faster = f"{sec / snap:.1f}x"
-            elif what.startswith("W&B") and sec == sec:
+            if key == "tb" and sec == sec:
+                faster = f"{sec / snap:.1f}x (vs weighttui default)"
+            elif key == "wandb" and sec == sec:
                 faster = f"{sec / grads:.1f}x (vs weighttui with gradients)"
+            elif key.startswith("torch-") and sec == sec:
+                faster = f"{sec / snap:.1f}x (fused vs this)"
             print(f"| {what} | {sec * 1e3:.1f} | {sec / read:.1f} | {faster} |")
         passes = bench_passes(shapes, 3 if args.quick else args.repeat)
         base = passes[0][1]

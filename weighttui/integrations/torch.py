@@ -444,7 +444,7 @@ class WatchHandle:
         if not rows and not self.sharded:
             return None
         work = Work(grads)
-        return entries, rows, self._rows(work)
+        return entries, rows, self._rows(grads)[0]
 
     def _uses_kernel(self) -> bool:
         """The fused CPU kernel computes what it can: not when sharded (the rows
@@ -453,30 +453,49 @@ class WatchHandle:
         return (self.cpu_kernel == "fused" and not self.sharded
                 and self.engine.hist_sample in (None, "auto"))
 
-    def _rows(self, work: Work, *, copy_prev: bool = False) -> "_Rows":
-        """Start the raw rows of work: the fused kernel takes the CPU tensors it can
-        (with copy_prev, it also copies each x into its prev for the next delta),
-        torch_stats the others (device parts, moved to the host later)."""
-        n = len(work.xs)
+    def _rows(self, xs, prevs=None):
+        """Start the raw rows of xs and, where prevs[i] is not None, of the delta
+        xs[i] - prevs[i]: (_Rows of xs, _Rows of the deltas in the order of their
+        i or None without prevs, the indices i whose prev now holds x).
+
+        The fused kernel takes the CPU tensors it can, and copies each x into its
+        prev as it computes the delta; torch_stats takes the others (device parts,
+        moved to the host with the snapshot's one copy).
+        """
+        n = len(xs)
+        d_at = [] if prevs is None else [i for i, p in enumerate(prevs) if p is not None]
         width = N_RAW + self.engine.bins
-        raw = np.zeros((n, width))
-        final = np.zeros(n, dtype=bool)
+        raw_w, final_w = np.zeros((n, width)), np.zeros(n, dtype=bool)
+        raw_d, final_d = np.zeros((len(d_at), width)), np.zeros(len(d_at), dtype=bool)
+        copied = []
         if self._uses_kernel() and n:
-            if work.prevs is None:
-                mine = [i for i, x in enumerate(work.xs) if torch_native.takes(x)]
-            else:
-                mine = [i for i, (x, p) in enumerate(zip(work.xs, work.prevs))
-                        if torch_native.takes(x) and torch_native.takes_pair(x, p)]
+            mine = [i for i, x in enumerate(xs) if torch_native.takes(x)]
             if mine:
-                xs = [work.xs[i] for i in mine]
-                if work.prevs is None:
-                    rw, _rd, done, _ = torch_native.rows(xs, [None] * len(xs), self.engine.bins, False)
-                else:
-                    _rw, rw, _wd, done = torch_native.rows(xs, [work.prevs[i] for i in mine],
-                                                          self.engine.bins, copy_prev)
-                at = np.asarray(mine)[done]
-                raw[at] = rw[done]
-                final[at] = True
+                mp = [None] * len(mine)
+                if prevs is not None:
+                    mp = [p if p is not None and torch_native.takes_pair(xs[i], p) else None
+                          for i, p in ((i, prevs[i]) for i in mine)]
+                rw, rd, w_done, d_done = torch_native.rows([xs[i] for i in mine], mp, self.engine.bins,
+                                                            copy=True)
+                mine = np.asarray(mine)
+                raw_w[mine[w_done]] = rw[w_done]
+                final_w[mine[w_done]] = True
+                if d_at:
+                    pos = {i: j for j, i in enumerate(d_at)}
+                    for k in np.nonzero(d_done)[0]:
+                        j = pos[int(mine[k])]
+                        raw_d[j] = rd[k]
+                        final_d[j] = True
+                        copied.append(int(mine[k]))
+        w = self._finish_rows(Work(list(xs)), raw_w, final_w)
+        d = None
+        if prevs is not None:
+            d = self._finish_rows(Work([xs[i] for i in d_at], [prevs[i] for i in d_at]), raw_d, final_d)
+        return w, d, copied
+
+    def _finish_rows(self, work: Work, raw: np.ndarray, final: np.ndarray) -> "_Rows":
+        """torch_stats starts the rows the kernel did not do."""
+        n = len(work.xs)
         rest = np.nonzero(~final)[0]
         parts = []
         if rest.size:
@@ -528,11 +547,14 @@ class WatchHandle:
         t_count = len(entries)
         xs = [self._local(e) for e in entries]
         d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
-        d_work = Work([xs[i] for i in d_rows], [self._prev[entries[i].name] for i in d_rows])
-        # the fused kernel computes the deltas first and copies x into prev as it goes
-        d = self._rows(d_work, copy_prev=True) if d_rows else None
-        self._copied = {entries[d_rows[j]].name for j in np.nonzero(d.final)[0]} if d is not None else set()
-        w = self._rows(Work(xs))
+        prevs = [None] * t_count
+        for i in d_rows:
+            prevs[i] = self._prev[entries[i].name]
+        # the fused kernel copies x into prev as it computes the delta (see _after)
+        w, d, copied = self._rows(xs, prevs)
+        self._copied = {entries[i].name for i in copied}
+        if not d_rows:
+            d = None
         sample_vec, n_samples = self._samples(entries, xs)
         if sample_vec is not None and self.sharded:
             sample_vec = self.engine.reducer.sum_vector(sample_vec)

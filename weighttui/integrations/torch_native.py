@@ -55,8 +55,11 @@ def _flat(t: torch.Tensor) -> np.ndarray:
     return t.numpy() if t.dtype == torch.float32 else t.view(torch.int16).numpy()
 
 
-def rows(xs, prevs, bins: int, copy: bool):
+def rows(xs, prevs, bins: int, copy: bool, threads: int | None = None):
     """Raw rows of xs (and of x - prev where prevs[i] is not None).
+
+    threads: how many threads share the tensors (default: torch's intra-op
+    thread count, what torch's own ops would use while the training thread waits).
 
     Returns (raw_w [T, N_RAW + bins], raw_d [T, N_RAW + bins], w_done [T], d_done [T]):
     rows not done are garbage and must be computed elsewhere. With copy, every
@@ -67,7 +70,8 @@ def rows(xs, prevs, bins: int, copy: bool):
     raw_d = np.empty((t, N_RAW + bins))
     codes = bytes(_CODES[x.dtype] for x in xs)
     status = _fastats.snapshot([_flat(x) for x in xs], [None if p is None else _flat(p) for p in prevs],
-                               codes, bins, raw_w, raw_d, copy)
+                               codes, bins, raw_w, raw_d, copy,
+                               torch.get_num_threads() if threads is None else int(threads))
     st = np.frombuffer(status, dtype=np.uint8)
     has_prev = np.array([p is not None for p in prevs], dtype=bool)
     return raw_w, raw_d, (st & _W_NOT_DONE) == 0, has_prev & ((st & _D_NOT_DONE) == 0)

@@ -34,6 +34,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(_WIN32)
+#define HAVE_THREADS 0
+#else
+#include <pthread.h>
+#define HAVE_THREADS 1
+#endif
+
 #define LANES 16
 #define NRAW 12
 enum { R_N, R_M, R_LO, R_HI, R_C, R_S1, R_S2, R_ASUM, R_ZEROS, R_NAN, R_INF, R_PSQ };
@@ -524,6 +531,116 @@ static void do_job(job_t *jb, scratch_t *s, int bins, int copy) {
     jb->status &= ~ST_D_NOT_DONE;
 }
 
+/* ------------------------------------------------------------ threads */
+
+/* Whole tensors are shared out among the threads, largest first to the least
+ * loaded (LPT): no thread waits on another, and each tensor's second pass finds
+ * its values still in the cache. One tensor is never split, so a tensor that
+ * holds most of the elements bounds the speed-up. */
+typedef struct {
+    job_t *jobs;
+    size_t *order;  /* job indices of this worker */
+    size_t count;
+    int bins, copy;
+    scratch_t *scratch;
+} worker_t;
+
+static void *work(void *arg) {
+    worker_t *w = arg;
+    for (size_t i = 0; i < w->count; i++)
+        do_job(&w->jobs[w->order[i]], w->scratch, w->bins, w->copy);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
+typedef struct {
+    size_t n, index;
+} size_index_t;
+
+static int larger_first(const void *a, const void *b) {
+    const size_index_t *x = a, *y = b;
+    if (x->n != y->n)
+        return x->n < y->n ? 1 : -1;
+    return x->index < y->index ? -1 : (x->index > y->index);
+}
+
+/* Runs every job on nthreads threads (this one included); 0 on success, -1 if
+ * memory ran out before anything was computed. Called without the GIL. */
+static int run_jobs(job_t *jobs, size_t t, int bins, int copy, int nthreads) {
+    if (!HAVE_THREADS || nthreads < 1)
+        nthreads = 1;
+    if (nthreads > MAX_THREADS)
+        nthreads = MAX_THREADS;
+    if ((size_t)nthreads > t)
+        nthreads = t ? (int)t : 1;
+    int rc = -1;
+    size_index_t *by_size = malloc(sizeof(size_index_t) * (t + 1));
+    size_t *owner = malloc(sizeof(size_t) * (t + 1));
+    size_t *order = malloc(sizeof(size_t) * (t + 1));
+    worker_t ws[MAX_THREADS];
+    uint64_t load[MAX_THREADS];
+    memset(ws, 0, sizeof ws);
+    memset(load, 0, sizeof load);
+    if (!by_size || !owner || !order)
+        goto out;
+    for (int k = 0; k < nthreads; k++)
+        if (!(ws[k].scratch = malloc(sizeof(scratch_t))))
+            goto out;
+    for (size_t i = 0; i < t; i++) {
+        by_size[i].n = jobs[i].n;
+        by_size[i].index = i;
+    }
+    qsort(by_size, t, sizeof *by_size, larger_first);
+    for (size_t i = 0; i < t; i++) { /* largest first, to the least loaded */
+        int best = 0;
+        for (int k = 1; k < nthreads; k++)
+            if (load[k] < load[best])
+                best = k;
+        owner[by_size[i].index] = (size_t)best;
+        load[best] += by_size[i].n + 1024; /* + a per-tensor cost */
+        ws[best].count++;
+    }
+    size_t at = 0;
+    for (int k = 0; k < nthreads; k++) {
+        ws[k].order = order + at;
+        at += ws[k].count;
+        ws[k].count = 0;
+        ws[k].jobs = jobs;
+        ws[k].bins = bins;
+        ws[k].copy = copy;
+    }
+    for (size_t i = 0; i < t; i++) { /* each worker takes its tensors in the caller's order */
+        worker_t *w = &ws[owner[i]];
+        w->order[w->count++] = i;
+    }
+#if HAVE_THREADS
+    pthread_t tids[MAX_THREADS];
+    int started = 0;
+    for (int k = 1; k < nthreads; k++) {
+        if (pthread_create(&tids[started], NULL, work, &ws[k]) != 0)
+            break;
+        started++;
+    }
+    work(&ws[0]);
+    for (int k = 1 + started; k < nthreads; k++) /* threads that could not start: done here */
+        work(&ws[k]);
+    for (int k = 0; k < started; k++)
+        pthread_join(tids[k], NULL);
+#else
+    for (int k = 0; k < nthreads; k++)
+        work(&ws[k]);
+#endif
+    rc = 0;
+out:
+    for (int k = 0; k < nthreads; k++)
+        free(ws[k].scratch);
+    free(order);
+    free(owner);
+    free(by_size);
+    return rc;
+}
+
 /* ------------------------------------------------------------ Python */
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what, Py_ssize_t i) {
@@ -537,27 +654,28 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *
 }
 
 PyDoc_STRVAR(snapshot_doc,
-"snapshot(xs, prevs, dtypes, bins, out_w, out_d, copy) -> bytes\n\n"
+"snapshot(xs, prevs, dtypes, bins, out_w, out_d, copy, threads=1) -> bytes\n\n"
 "Raw statistics rows of each x in xs (C-contiguous buffers of float32, or of\n"
 "float16/bfloat16 bits as uint16) into out_w, and of x - prev into out_d where\n"
 "prevs[i] is not None; with copy, each such prev is overwritten with x.\n"
 "dtypes: bytes, one code per tensor (0 float32, 1 float16, 2 bfloat16).\n"
 "out_w, out_d: writable float64 buffers of len(xs) * (12 + bins).\n"
+"threads: how many threads share the tensors (whole tensors each).\n"
 "Returns one status byte per tensor: bit 0 set = its weights row was not\n"
 "computed, bit 1 = its delta row was not (and its prev was not touched).");
 
 static PyObject *py_snapshot(PyObject *self, PyObject *args) {
     PyObject *xs, *prevs, *out_w_obj, *out_d_obj;
     Py_buffer dts, ow, od;
-    int bins, copy;
-    if (!PyArg_ParseTuple(args, "OOy*iOOp", &xs, &prevs, &dts, &bins, &out_w_obj, &out_d_obj, &copy))
+    int bins, copy, nthreads = 1;
+    if (!PyArg_ParseTuple(args, "OOy*iOOp|i", &xs, &prevs, &dts, &bins, &out_w_obj, &out_d_obj, &copy,
+                          &nthreads))
         return NULL;
     PyObject *result = NULL;
     PyObject *xseq = NULL, *pseq = NULL;
     Py_buffer *views = NULL;
     char *have = NULL;
     job_t *jobs = NULL;
-    scratch_t *s = NULL;
     Py_ssize_t t = 0, i;
     int have_ow = 0, have_od = 0;
 
@@ -623,15 +741,14 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
             jobs[i].p = views[2 * i + 1].buf;
         }
     }
-    s = malloc(sizeof *s);
-    if (!s) {
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = run_jobs(jobs, (size_t)t, bins, copy, nthreads);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (i = 0; i < t; i++)
-        do_job(&jobs[i], s, bins, copy);
-    Py_END_ALLOW_THREADS
     result = PyBytes_FromStringAndSize(NULL, t);
     if (result) {
         char *st = PyBytes_AS_STRING(result);
@@ -639,7 +756,6 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
             st[i] = (char)jobs[i].status;
     }
 done:
-    free(s);
     if (views)
         for (i = 0; i < 2 * t; i++)
             if (have[i])
