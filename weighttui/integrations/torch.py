@@ -443,7 +443,6 @@ class WatchHandle:
             grads.append(g)
         if not rows and not self.sharded:
             return None
-        work = Work(grads)
         return entries, rows, self._rows(grads)[0]
 
     def _uses_kernel(self) -> bool:

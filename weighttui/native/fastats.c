@@ -65,37 +65,78 @@ enum { ST_W_NOT_DONE = 1, ST_D_NOT_DONE = 2 };
 
 /* ------------------------------------------------------------ pass A */
 
+/* Per-lane partial sums of pass A, kept across calls (16-bit inputs come in
+ * blocks), folded once per tensor by acc_fold: the same order of additions
+ * whatever the input dtype. */
 typedef struct {
     /* values */
+    double s1[LANES], s2[LANES], as[LANES], z[LANES];
+    float lo[LANES], hi[LANES];
+    /* deltas */
+    double ds2[LANES], das[LANES], dz[LANES], ps[LANES], dlo[LANES], dhi[LANES];
+} acc_t;
+
+/* The folded totals. */
+typedef struct {
     double s1, s2, asum, zeros;
     float lo, hi;
-    /* deltas */
     double ds2, dasum, dzeros, psq, dlo, dhi;
-} acc_t;
+} totals_t;
 
 static void acc_init(acc_t *a) {
     memset(a, 0, sizeof *a);
-    a->lo = INFINITY;
-    a->hi = -INFINITY;
-    a->dlo = INFINITY;
-    a->dhi = -INFINITY;
+    for (int j = 0; j < LANES; j++) {
+        a->lo[j] = INFINITY;
+        a->hi[j] = -INFINITY;
+        a->dlo[j] = INFINITY;
+        a->dhi[j] = -INFINITY;
+    }
 }
 
-/* Statistics of x[0:n] (and of d = x - p when p is given) added into a.
- * NaN/Inf are not masked: they make the sums non-finite, which the caller
- * checks (a float64 sum of finite float32 values cannot overflow). */
-HOT static void pass_a(const float *restrict x, const float *restrict p, size_t n, float c, acc_t *a) {
-    double s1[LANES] = {0}, s2[LANES] = {0}, as[LANES] = {0}, z[LANES] = {0};
+static void acc_fold(const acc_t *a, totals_t *t) {
+    memset(t, 0, sizeof *t);
+    t->lo = t->dlo = INFINITY;
+    t->hi = t->dhi = -INFINITY;
+    for (int j = 0; j < LANES; j++) {
+        t->s1 += a->s1[j];
+        t->s2 += a->s2[j];
+        t->asum += a->as[j];
+        t->zeros += a->z[j];
+        t->lo = a->lo[j] < t->lo ? a->lo[j] : t->lo;
+        t->hi = a->hi[j] > t->hi ? a->hi[j] : t->hi;
+        t->ds2 += a->ds2[j];
+        t->dasum += a->das[j];
+        t->dzeros += a->dz[j];
+        t->psq += a->ps[j];
+        t->dlo = a->dlo[j] < t->dlo ? a->dlo[j] : t->dlo;
+        t->dhi = a->dhi[j] > t->dhi ? a->dhi[j] : t->dhi;
+    }
+}
+
+/* Statistics of x[0:n] (and of d = x - p when p is given) added into a's lanes
+ * (element i of a call goes to lane i % LANES: the caller passes blocks whose
+ * length is a multiple of LANES, but for the last). NaN/Inf are not masked:
+ * they make the sums non-finite, which the caller checks (a float64 sum of
+ * finite float32 values cannot overflow). */
+HOT static void pass_a(const float *restrict x, const float *restrict p, size_t n, float c, acc_t *restrict a) {
+    double s1[LANES], s2[LANES], as[LANES], z[LANES];
     float lo[LANES], hi[LANES];
-    double ds2[LANES] = {0}, das[LANES] = {0}, dz[LANES] = {0}, ps[LANES] = {0}, dlo[LANES], dhi[LANES];
+    double ds2[LANES], das[LANES], dz[LANES], ps[LANES], dlo[LANES], dhi[LANES];
+    /* local copies, so that the lanes live in registers during the loop */
+    memcpy(s1, a->s1, sizeof s1);
+    memcpy(s2, a->s2, sizeof s2);
+    memcpy(as, a->as, sizeof as);
+    memcpy(z, a->z, sizeof z);
+    memcpy(lo, a->lo, sizeof lo);
+    memcpy(hi, a->hi, sizeof hi);
+    memcpy(ds2, a->ds2, sizeof ds2);
+    memcpy(das, a->das, sizeof das);
+    memcpy(dz, a->dz, sizeof dz);
+    memcpy(ps, a->ps, sizeof ps);
+    memcpy(dlo, a->dlo, sizeof dlo);
+    memcpy(dhi, a->dhi, sizeof dhi);
     const double cd = (double)c;
     size_t i = 0;
-    for (int j = 0; j < LANES; j++) {
-        lo[j] = a->lo;
-        hi[j] = a->hi;
-        dlo[j] = a->dlo;
-        dhi[j] = a->dhi;
-    }
     if (p == NULL) {
         for (; i + LANES <= n; i += LANES) {
             for (int j = 0; j < LANES; j++) {
@@ -131,40 +172,38 @@ HOT static void pass_a(const float *restrict x, const float *restrict p, size_t 
             }
         }
     }
-    for (; i < n; i++) { /* the tail goes into lane 0 */
+    for (int j = 0; i < n; i++, j++) { /* the tail: lanes in order */
         float v = x[i];
         double t = (double)v - cd;
-        s1[0] += t;
-        s2[0] += t * t;
-        as[0] += (double)fabsf(v);
-        z[0] += v == 0.0f ? 1.0 : 0.0;
-        lo[0] = v < lo[0] ? v : lo[0];
-        hi[0] = v > hi[0] ? v : hi[0];
+        s1[j] += t;
+        s2[j] += t * t;
+        as[j] += (double)fabsf(v);
+        z[j] += v == 0.0f ? 1.0 : 0.0;
+        lo[j] = v < lo[j] ? v : lo[j];
+        hi[j] = v > hi[j] ? v : hi[j];
         if (p != NULL) {
             double q = (double)p[i];
             double d = (double)v - q;
-            ds2[0] += d * d;
-            das[0] += fabs(d);
-            dz[0] += d == 0.0 ? 1.0 : 0.0;
-            ps[0] += q * q;
-            dlo[0] = d < dlo[0] ? d : dlo[0];
-            dhi[0] = d > dhi[0] ? d : dhi[0];
+            ds2[j] += d * d;
+            das[j] += fabs(d);
+            dz[j] += d == 0.0 ? 1.0 : 0.0;
+            ps[j] += q * q;
+            dlo[j] = d < dlo[j] ? d : dlo[j];
+            dhi[j] = d > dhi[j] ? d : dhi[j];
         }
     }
-    for (int j = 0; j < LANES; j++) {
-        a->s1 += s1[j];
-        a->s2 += s2[j];
-        a->asum += as[j];
-        a->zeros += z[j];
-        a->lo = lo[j] < a->lo ? lo[j] : a->lo;
-        a->hi = hi[j] > a->hi ? hi[j] : a->hi;
-        a->ds2 += ds2[j];
-        a->dasum += das[j];
-        a->dzeros += dz[j];
-        a->psq += ps[j];
-        a->dlo = dlo[j] < a->dlo ? dlo[j] : a->dlo;
-        a->dhi = dhi[j] > a->dhi ? dhi[j] : a->dhi;
-    }
+    memcpy(a->s1, s1, sizeof s1);
+    memcpy(a->s2, s2, sizeof s2);
+    memcpy(a->as, as, sizeof as);
+    memcpy(a->z, z, sizeof z);
+    memcpy(a->lo, lo, sizeof lo);
+    memcpy(a->hi, hi, sizeof hi);
+    memcpy(a->ds2, ds2, sizeof ds2);
+    memcpy(a->das, das, sizeof das);
+    memcpy(a->dz, dz, sizeof dz);
+    memcpy(a->ps, ps, sizeof ps);
+    memcpy(a->dlo, dlo, sizeof dlo);
+    memcpy(a->dhi, dhi, sizeof dhi);
 }
 
 /* ------------------------------------------------------------ pass B */
@@ -480,12 +519,14 @@ static void do_job(job_t *jb, scratch_t *s, int bins, int copy) {
     jb->status = ST_W_NOT_DONE | (jb->p ? ST_D_NOT_DONE : 0);
     if (jb->n == 0)
         return;
-    acc_t a;
-    acc_init(&a);
+    acc_t lanes;
+    acc_init(&lanes);
     float c = first_value(jb);
     if (!isfinite(c))
         return;
-    run_a(jb, s, c, &a);
+    run_a(jb, s, c, &lanes);
+    totals_t a;
+    acc_fold(&lanes, &a);
     double n = (double)jb->n;
     int w_ok = isfinite(a.s1) && isfinite(a.s2) && isfinite(a.lo) && isfinite(a.hi);
     int d_ok = jb->p && w_ok && isfinite(a.ds2) && isfinite(a.psq) && isfinite(a.dlo) && isfinite(a.dhi);
@@ -643,11 +684,23 @@ out:
 
 /* ------------------------------------------------------------ Python */
 
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what, Py_ssize_t i) {
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+/* A C-contiguous buffer whose items match the dtype code: float32 ('f') for
+ * code 0, 2-byte items (float16 'e', or the raw bits as 'H'/'h') otherwise. */
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, int dtype, const char *what, Py_ssize_t i) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
         PyErr_Format(PyExc_TypeError, "%s[%zd]: a C-contiguous%s buffer is needed", what, i,
                      writable ? " writable" : "");
+        return -1;
+    }
+    const char *f = view->format ? view->format : "B";
+    char kind = f[0] && strchr("@=<>!", f[0]) ? f[1] : f[0];
+    int ok = dtype == DT_F32 ? (kind == 'f' && view->itemsize == 4)
+                             : ((kind == 'e' || kind == 'H' || kind == 'h') && view->itemsize == 2);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd]: items of format '%s' do not match dtype code %d", what, i, f,
+                     dtype);
+        PyBuffer_Release(view);
         return -1;
     }
     return 0;
@@ -716,7 +769,7 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "dtypes[%zd]: unknown code %d", i, dt);
             goto done;
         }
-        if (get_buffer(PySequence_Fast_GET_ITEM(xseq, i), &views[2 * i], 0, "xs", i) < 0)
+        if (get_buffer(PySequence_Fast_GET_ITEM(xseq, i), &views[2 * i], 0, dt, "xs", i) < 0)
             goto done;
         have[2 * i] = 1;
         size_t es = elem_size(dt);
@@ -731,7 +784,7 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
         jobs[i].row_d = (double *)od.buf + (size_t)i * (NRAW + bins);
         PyObject *p = PySequence_Fast_GET_ITEM(pseq, i);
         if (p != Py_None) {
-            if (get_buffer(p, &views[2 * i + 1], copy, "prevs", i) < 0)
+            if (get_buffer(p, &views[2 * i + 1], copy, dt, "prevs", i) < 0)
                 goto done;
             have[2 * i + 1] = 1;
             if (views[2 * i + 1].len != views[2 * i].len) {
