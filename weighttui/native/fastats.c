@@ -123,87 +123,56 @@ HOT static void pass_a(const float *restrict x, const float *restrict p, size_t 
     float lo[LANES], hi[LANES];
     double ds2[LANES], das[LANES], dz[LANES], ps[LANES], dlo[LANES], dhi[LANES];
     /* local copies, so that the lanes live in registers during the loop */
-    memcpy(s1, a->s1, sizeof s1);
-    memcpy(s2, a->s2, sizeof s2);
-    memcpy(as, a->as, sizeof as);
-    memcpy(z, a->z, sizeof z);
-    memcpy(lo, a->lo, sizeof lo);
-    memcpy(hi, a->hi, sizeof hi);
-    memcpy(ds2, a->ds2, sizeof ds2);
-    memcpy(das, a->das, sizeof das);
-    memcpy(dz, a->dz, sizeof dz);
-    memcpy(ps, a->ps, sizeof ps);
-    memcpy(dlo, a->dlo, sizeof dlo);
-    memcpy(dhi, a->dhi, sizeof dhi);
+#define LANE_FIELDS(X) X(s1) X(s2) X(as) X(z) X(lo) X(hi) X(ds2) X(das) X(dz) X(ps) X(dlo) X(dhi)
+#define LOAD(f) memcpy(f, a->f, sizeof f);
+#define STORE(f) memcpy(a->f, f, sizeof f);
+    LANE_FIELDS(LOAD)
     const double cd = (double)c;
     size_t i = 0;
+/* one value v (and its delta from q) into lane j */
+#define VALUE_LANE(j, v)                      \
+    do {                                      \
+        double t_ = (double)(v) - cd;         \
+        s1[j] += t_;                          \
+        s2[j] += t_ * t_;                     \
+        as[j] += (double)fabsf(v);            \
+        z[j] += (v) == 0.0f ? 1.0 : 0.0;      \
+        lo[j] = (v) < lo[j] ? (v) : lo[j];    \
+        hi[j] = (v) > hi[j] ? (v) : hi[j];    \
+    } while (0)
+#define DELTA_LANE(j, v, q)                   \
+    do {                                      \
+        double q_ = (double)(q);              \
+        double d_ = (double)(v) - q_;         \
+        ds2[j] += d_ * d_;                    \
+        das[j] += fabs(d_);                   \
+        dz[j] += d_ == 0.0 ? 1.0 : 0.0;       \
+        ps[j] += q_ * q_;                     \
+        dlo[j] = d_ < dlo[j] ? d_ : dlo[j];   \
+        dhi[j] = d_ > dhi[j] ? d_ : dhi[j];   \
+    } while (0)
     if (p == NULL) {
-        for (; i + LANES <= n; i += LANES) {
-            for (int j = 0; j < LANES; j++) {
-                float v = x[i + j];
-                double t = (double)v - cd;
-                s1[j] += t;
-                s2[j] += t * t;
-                as[j] += (double)fabsf(v);
-                z[j] += v == 0.0f ? 1.0 : 0.0;
-                lo[j] = v < lo[j] ? v : lo[j];
-                hi[j] = v > hi[j] ? v : hi[j];
-            }
-        }
+        for (; i + LANES <= n; i += LANES)
+            for (int j = 0; j < LANES; j++)
+                VALUE_LANE(j, x[i + j]);
     } else {
-        for (; i + LANES <= n; i += LANES) {
+        for (; i + LANES <= n; i += LANES)
             for (int j = 0; j < LANES; j++) {
-                float v = x[i + j];
-                double t = (double)v - cd;
-                s1[j] += t;
-                s2[j] += t * t;
-                as[j] += (double)fabsf(v);
-                z[j] += v == 0.0f ? 1.0 : 0.0;
-                lo[j] = v < lo[j] ? v : lo[j];
-                hi[j] = v > hi[j] ? v : hi[j];
-                double q = (double)p[i + j];
-                double d = (double)v - q;
-                ds2[j] += d * d;
-                das[j] += fabs(d);
-                dz[j] += d == 0.0 ? 1.0 : 0.0;
-                ps[j] += q * q;
-                dlo[j] = d < dlo[j] ? d : dlo[j];
-                dhi[j] = d > dhi[j] ? d : dhi[j];
+                VALUE_LANE(j, x[i + j]);
+                DELTA_LANE(j, x[i + j], p[i + j]);
             }
-        }
     }
     for (int j = 0; i < n; i++, j++) { /* the tail: lanes in order */
-        float v = x[i];
-        double t = (double)v - cd;
-        s1[j] += t;
-        s2[j] += t * t;
-        as[j] += (double)fabsf(v);
-        z[j] += v == 0.0f ? 1.0 : 0.0;
-        lo[j] = v < lo[j] ? v : lo[j];
-        hi[j] = v > hi[j] ? v : hi[j];
-        if (p != NULL) {
-            double q = (double)p[i];
-            double d = (double)v - q;
-            ds2[j] += d * d;
-            das[j] += fabs(d);
-            dz[j] += d == 0.0 ? 1.0 : 0.0;
-            ps[j] += q * q;
-            dlo[j] = d < dlo[j] ? d : dlo[j];
-            dhi[j] = d > dhi[j] ? d : dhi[j];
-        }
+        VALUE_LANE(j, x[i]);
+        if (p != NULL)
+            DELTA_LANE(j, x[i], p[i]);
     }
-    memcpy(a->s1, s1, sizeof s1);
-    memcpy(a->s2, s2, sizeof s2);
-    memcpy(a->as, as, sizeof as);
-    memcpy(a->z, z, sizeof z);
-    memcpy(a->lo, lo, sizeof lo);
-    memcpy(a->hi, hi, sizeof hi);
-    memcpy(a->ds2, ds2, sizeof ds2);
-    memcpy(a->das, das, sizeof das);
-    memcpy(a->dz, dz, sizeof dz);
-    memcpy(a->ps, ps, sizeof ps);
-    memcpy(a->dlo, dlo, sizeof dlo);
-    memcpy(a->dhi, dhi, sizeof dhi);
+#undef VALUE_LANE
+#undef DELTA_LANE
+    LANE_FIELDS(STORE)
+#undef LOAD
+#undef STORE
+#undef LANE_FIELDS
 }
 
 /* ------------------------------------------------------------ pass B */
@@ -313,35 +282,35 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
 /* Pass B computes bin indices GROUP elements at a time, then counts them. */
 #define GROUP 256
 
-static inline int near_edge_f(float f, float sl, int32_t b) {
-    int32_t q = (int32_t)f;
-    float fr = f - (float)q;
-    return (fr < sl) | (fr > 1.0f - sl) | (q >= b) | (q < 0);
-}
+/* Bin indices k[0:m] of the values VALUE(i) (an expression of i), index
+ * arithmetic in type T with h's lo, scale and slack for T: one vectorised pass,
+ * then, if any index was within slack of an integer (a bin edge), those
+ * elements again, exactly (exact_bin on the float64 value EXACT(i)). */
+#define INDEX_GROUP(T, LO, SC, SL, VALUE, EXACT)                          \
+    do {                                                                \
+        const T lo_ = (LO), sc_ = (SC), sl_ = (SL);                     \
+        int32_t any_ = 0;                                               \
+        for (size_t i = 0; i < m; i++) {                                \
+            T f_ = ((T)(VALUE) - lo_) * sc_;                            \
+            int32_t q_ = (int32_t)f_;                                   \
+            T fr_ = f_ - (T)q_;                                         \
+            any_ |= (fr_ < sl_) | (fr_ > (T)1 - sl_) | (q_ >= b) | (q_ < 0); \
+            k[i] = q_;                                                  \
+        }                                                               \
+        if (any_)                                                       \
+            for (size_t i = 0; i < m; i++) {                            \
+                T f_ = ((T)(VALUE) - lo_) * sc_;                        \
+                int32_t q_ = (int32_t)f_;                               \
+                T fr_ = f_ - (T)q_;                                     \
+                if ((fr_ < sl_) | (fr_ > (T)1 - sl_) | (q_ >= b) | (q_ < 0)) \
+                    k[i] = exact_bin(h, (EXACT));                       \
+            }                                                           \
+    } while (0)
 
-static inline int near_edge_d(double f, double sl, int32_t b) {
-    int32_t q = (int32_t)f;
-    double fr = f - (double)q;
-    return (fr < sl) | (fr > 1.0 - sl) | (q >= b) | (q < 0);
-}
-
-/* Bin indices of m <= GROUP values: a float32 index, redone exactly for the
- * values within slack of an edge (one check per group, then per element). */
+/* Bin indices of m <= GROUP values: a float32 index, exact near the edges. */
 HOT static void index_values(const float *restrict x, size_t m, const hist_t *h, int32_t *restrict k) {
-    const float lo = h->lof, sc = h->scalef, sl = h->slackf;
     const int32_t b = h->bins;
-    int32_t any = 0;
-    for (size_t i = 0; i < m; i++) {
-        float f = (x[i] - lo) * sc;
-        int32_t q = (int32_t)f;
-        float fr = f - (float)q;
-        any |= (fr < sl) | (fr > 1.0f - sl) | (q >= b) | (q < 0);
-        k[i] = q;
-    }
-    if (any)
-        for (size_t i = 0; i < m; i++)
-            if (near_edge_f((x[i] - lo) * sc, sl, b))
-                k[i] = exact_bin(h, (double)x[i]);
+    INDEX_GROUP(float, h->lof, h->scalef, h->slackf, x[i], (double)x[i]);
 }
 
 /* The same for m <= GROUP deltas x - p: a float32 index, or float64 where the
@@ -349,34 +318,10 @@ HOT static void index_values(const float *restrict x, size_t m, const hist_t *h,
 HOT static void index_deltas(const float *restrict x, const float *restrict p, size_t m, const hist_t *h,
                              int32_t *restrict k) {
     const int32_t b = h->bins;
-    int32_t any = 0;
-    if (h->f32) {
-        const float lo = h->lof, sc = h->scalef, sl = h->slackf;
-        for (size_t i = 0; i < m; i++) {
-            float f = ((x[i] - p[i]) - lo) * sc;
-            int32_t q = (int32_t)f;
-            float fr = f - (float)q;
-            any |= (fr < sl) | (fr > 1.0f - sl) | (q >= b) | (q < 0);
-            k[i] = q;
-        }
-        if (any)
-            for (size_t i = 0; i < m; i++)
-                if (near_edge_f(((x[i] - p[i]) - lo) * sc, sl, b))
-                    k[i] = exact_bin(h, (double)x[i] - (double)p[i]);
-    } else {
-        const double lo = h->lo, sc = h->scale, sl = h->slack;
-        for (size_t i = 0; i < m; i++) {
-            double f = (((double)x[i] - (double)p[i]) - lo) * sc;
-            int32_t q = (int32_t)f;
-            double fr = f - (double)q;
-            any |= (fr < sl) | (fr > 1.0 - sl) | (q >= b) | (q < 0);
-            k[i] = q;
-        }
-        if (any)
-            for (size_t i = 0; i < m; i++)
-                if (near_edge_d((((double)x[i] - (double)p[i]) - lo) * sc, sl, b))
-                    k[i] = exact_bin(h, (double)x[i] - (double)p[i]);
-    }
+    if (h->f32)
+        INDEX_GROUP(float, h->lof, h->scalef, h->slackf, x[i] - p[i], (double)x[i] - (double)p[i]);
+    else
+        INDEX_GROUP(double, h->lo, h->scale, h->slack, (double)x[i] - (double)p[i], (double)x[i] - (double)p[i]);
 }
 
 /* Counts m indices into the SUBH tables of one histogram. */
