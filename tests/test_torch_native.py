@@ -285,11 +285,15 @@ def test_a_failed_snapshot_forgets_the_copies_the_kernel_moved(tmp_path, monkeyp
 def test_without_the_kernel_built_watch_uses_torch_ops(tmp_path, monkeypatch):
     """As on a machine where `pip install` found no C compiler."""
     monkeypatch.setattr(torch_native, "_fastats", None)
+    monkeypatch.setattr(torch_native, "UNAVAILABLE", "the fused CPU kernel weighttui._fastats is not built (test)")
     model, after, grads = _train(tmp_path / "run.wtui", steps=2)
     run = weighttui.open(tmp_path / "run.wtui")
     name = "fc1.weight"
     _close(_row(run, "weights", name, 2), stats.weight_stats(_f64(after[2][name])), 2e-6)
     with wt.watch(model, tmp_path / "again.wtui") as h:
         assert h.cpu_kernel == "torch"
+    # the log says why (once)
+    assert [e.kind for e in run.events if e.kind == "cpu_kernel"] == ["cpu_kernel"]
+    assert "not built" in next(e.message for e in run.events if e.kind == "cpu_kernel")
     with pytest.raises(ValueError):
         wt.watch(model, tmp_path / "bad.wtui", cpu_kernel="numba")

@@ -835,6 +835,10 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
                          delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
                          cpu_kernel=cpu_kernel)
+    if (handle.active and cpu_kernel == "fused" and not torch_native.available()
+            and any(p.device.type == "cpu" for p in model.parameters())):
+        # why CPU snapshots take the slower path, where `weighttui info` shows it
+        recorder.event("cpu_kernel", torch_native.UNAVAILABLE, step=0)
     if initial and handle.active:
         try:
             full = handle._full_due(0)
