@@ -22,9 +22,9 @@
  *   side computes it with the general torch path;
  * - histograms are numpy.histogram's counts against float64 edges
  *   (np.linspace(lo, hi, B + 1), the last bin closed): a fast index in float32
- *   (values) or float64 (deltas), and values within rounding of an edge redone
- *   exactly as numpy corrects them.
- * Everything runs without the GIL.
+ *   (float64 for a range narrow next to its magnitude), and values within its
+ *   rounding error of an edge redone exactly as numpy corrects them.
+ * Whole tensors are shared among threads; everything runs without the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -307,14 +307,18 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
             }                                                           \
     } while (0)
 
-/* Bin indices of m <= GROUP values: a float32 index, exact near the edges. */
+/* Bin indices of m <= GROUP values, exact near the edges: a float32 index, or
+ * float64 where the range is narrow next to its magnitude (LayerNorm weights
+ * early in training: near-edge checks would flag most values in float32). */
 HOT static void index_values(const float *restrict x, size_t m, const hist_t *h, int32_t *restrict k) {
     const int32_t b = h->bins;
-    INDEX_GROUP(float, h->lof, h->scalef, h->slackf, x[i], (double)x[i]);
+    if (h->f32)
+        INDEX_GROUP(float, h->lof, h->scalef, h->slackf, x[i], (double)x[i]);
+    else
+        INDEX_GROUP(double, h->lo, h->scale, h->slack, (double)x[i], (double)x[i]);
 }
 
-/* The same for m <= GROUP deltas x - p: a float32 index, or float64 where the
- * delta range is narrow next to its magnitude. */
+/* The same for m <= GROUP deltas x - p. */
 HOT static void index_deltas(const float *restrict x, const float *restrict p, size_t m, const hist_t *h,
                              int32_t *restrict k) {
     const int32_t b = h->bins;
