@@ -297,3 +297,48 @@ def test_without_the_kernel_built_watch_uses_torch_ops(tmp_path, monkeypatch):
     assert "not built" in next(e.message for e in run.events if e.kind == "cpu_kernel")
     with pytest.raises(ValueError):
         wt.watch(model, tmp_path / "bad.wtui", cpu_kernel="numba")
+
+
+def test_odd_tensors_mixed_with_kernel_tensors(tmp_path):
+    """A scalar parameter, a zero-size one, float64, int8 and bool buffers next to
+    ordinary float32/bfloat16 ones, in one snapshot: the kernel takes what it can,
+    torch_stats the rest, and every row matches the reference."""
+
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(0.5))
+            self.empty = torch.nn.Parameter(torch.zeros(0, 4))
+            self.w = torch.nn.Parameter(torch.randn(40, 30))
+            self.w16 = torch.nn.Parameter(torch.randn(300).bfloat16())
+            self.w64 = torch.nn.Parameter(torch.randn(7, dtype=torch.float64))
+            self.register_buffer("codes", torch.randint(-100, 100, (50,), dtype=torch.int8))
+            self.register_buffer("mask", torch.rand(30) > 0.5)
+
+    torch.manual_seed(1)
+    model = Odd()
+    path = tmp_path / "run.wtui"
+    seen = {}
+    with wt.watch(model, path, buffers=True) as h:
+        seen[0] = {n: t.detach().clone() for n, t in model.state_dict().items()}
+        with torch.no_grad():
+            model.scale += 0.25
+            model.w.mul_(1.01)
+            model.w16.add_(0.125)
+            model.w64.sub_(1e-9)
+            model.codes[:5] = 7
+        h.step()
+        seen[1] = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    run = weighttui.open(path)
+    assert set(run.tensor_names) == set(seen[0])
+    for name in run.tensor_names:
+        for r in (0, 1):
+            x = _f64(seen[r][name])
+            row = _row(run, "weights", name, r)
+            if x.size == 0:  # NaN statistics, norm 0, no NaN/Inf counted
+                np.testing.assert_array_equal(row, stats.weight_stats(x))
+                continue
+            _close(row, stats.weight_stats(x), 2e-6)
+        if x.size:
+            np.testing.assert_allclose(_row(run, "delta", name, 1), stats.delta_stats(x, _f64(seen[0][name])),
+                                       rtol=2e-6, atol=1e-300)
