@@ -5,9 +5,9 @@
    exact delta + samples (what the training thread is blocked for), as a
    multiple of one read pass (`torch.sum` over every parameter); against
    TensorBoard's `SummaryWriter.add_histogram` over the same parameters, and
-   against W&B's `wandb.watch` histogram path (`TorchHistory.log_tensor_stats`,
-   what its forward/backward hooks call, offline mode) for parameters and
-   gradients.
+   against what `wandb.watch(log="all", log_freq=1)`'s own hooks add to a
+   forward + backward pass (offline mode, parameters and gradients); also
+   weighttui's torch-ops engine (cpu_kernel="torch") next to the fused kernel.
 2. End-to-end slowdown of a real training loop (an MLP on synthetic data)
    with a snapshot every step and every 10 steps, against no recording;
    the configurations run interleaved, round after round, and the median

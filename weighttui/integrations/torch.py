@@ -470,12 +470,10 @@ class WatchHandle:
         if self._uses_kernel() and n:
             mine = [i for i, x in enumerate(xs) if torch_native.takes(x)]
             if mine:
-                mp = [None] * len(mine)
-                if prevs is not None:
-                    mp = [p if p is not None and torch_native.takes_pair(xs[i], p) else None
-                          for i, p in ((i, prevs[i]) for i in mine)]
-                rw, rd, w_done, d_done = torch_native.rows([xs[i] for i in mine], mp, self.engine.bins,
-                                                            copy=True)
+                mine_prevs = [None if prevs is None or prevs[i] is None
+                              or not torch_native.takes_pair(xs[i], prevs[i]) else prevs[i] for i in mine]
+                rw, rd, w_done, d_done = torch_native.rows([xs[i] for i in mine], mine_prevs,
+                                                            self.engine.bins, copy=True)
                 mine = np.asarray(mine)
                 raw_w[mine[w_done]] = rw[w_done]
                 final_w[mine[w_done]] = True
@@ -546,14 +544,14 @@ class WatchHandle:
         t_count = len(entries)
         xs = [self._local(e) for e in entries]
         d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
-        prevs = [None] * t_count
-        for i in d_rows:
-            prevs[i] = self._prev[entries[i].name]
+        prevs = None
+        if d_rows:
+            prevs = [None] * t_count
+            for i in d_rows:
+                prevs[i] = self._prev[entries[i].name]
         # the fused kernel copies x into prev as it computes the delta (see _after)
         w, d, copied = self._rows(xs, prevs)
         self._copied = {entries[i].name for i in copied}
-        if not d_rows:
-            d = None
         sample_vec, n_samples = self._samples(entries, xs)
         if sample_vec is not None and self.sharded:
             sample_vec = self.engine.reducer.sum_vector(sample_vec)

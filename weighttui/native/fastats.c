@@ -182,7 +182,7 @@ typedef struct {
     int bins;
     int constant;          /* lo == hi: every value in bin B // 2, no binning */
     int f32;               /* the float32 index is close enough (else float64) */
-    double lo, hi, scale;  /* float64 index: (v - lo) * scale */
+    double lo, scale;      /* float64 index: (v - lo) * scale */
     double slack;          /* an index within this of an integer is redone exactly */
     float lof, scalef, slackf;
     double edges[MAX_BINS + 1];
@@ -221,7 +221,6 @@ static void numpy_edges(double lo, double hi, int bins, double *e) {
 static int hist_setup(hist_t *h, int bins, double lo, double hi) {
     h->bins = bins;
     h->lo = lo;
-    h->hi = hi;
     memset(h->total, 0, sizeof(uint64_t) * bins);
     h->constant = lo == hi;
     if (h->constant)
