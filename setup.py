@@ -15,7 +15,7 @@ setup(
     ext_modules=[
         Extension(
             "weighttui._fastats",
-            ["weighttui/native/fastats.c"],
+            ["weighttui/record/native/fastats.c"],
             extra_compile_args=["-O3", "-fno-math-errno", "-std=gnu11", "-pthread"] if POSIX else [],
             extra_link_args=["-pthread"] if POSIX else [],
             optional=True,

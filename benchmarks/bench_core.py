@@ -17,11 +17,11 @@ import time
 import numpy as np
 
 from weighttui import Recorder
-from weighttui.follow import LogTail
-from weighttui.logformat import FrameType, encode_array, encode_frame
-from weighttui.recorder import _encode_snapshot
-from weighttui.run import RunData
-from weighttui.stats import DELTA_STATS, delta_row, histogram, weight_stats, weights_block
+from weighttui.log.tail import LogTail
+from weighttui.log.format import FrameType, encode_array, encode_frame
+from weighttui.record.recorder import _encode_snapshot
+from weighttui.data.run import RunData
+from weighttui.record.stats import DELTA_STATS, delta_row, histogram, weight_stats, weights_block
 
 
 def best_of(fn, repeat=5):

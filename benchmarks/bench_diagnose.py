@@ -1,4 +1,4 @@
-"""Time weighttui.diagnose.diagnose and weighttui.changes.change_table on a big run.
+"""Time weighttui.analysis.diagnose.diagnose and weighttui.analysis.changes.change_table on a big run.
 
     python benchmarks/bench_diagnose.py [--tensors 500] [--rows 4096]
 
@@ -17,13 +17,13 @@ from types import SimpleNamespace
 import numpy as np
 
 try:
-    from weighttui.changes import change_table
+    from weighttui.analysis.changes import change_table
 except ImportError:  # while changes.py is being written
     change_table = None
-from weighttui.diagnose import diagnose
-from weighttui.logformat import FrameType, encode_array
-from weighttui.run import RunData
-from weighttui.stats import DELTA_STATS, WEIGHT_STATS
+from weighttui.analysis.diagnose import diagnose
+from weighttui.log.format import FrameType, encode_array
+from weighttui.data.run import RunData
+from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
 
 
 def frame(ftype, payload, offset=[0]):  # noqa: B006 - a running offset

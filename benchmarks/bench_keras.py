@@ -28,8 +28,8 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 from weighttui.integrations.keras import WeightCallback, _host_array  # noqa: E402
-from weighttui.recorder import Recorder  # noqa: E402
-from weighttui.stats import delta_stats, histogram, weights_block  # noqa: E402
+from weighttui.record.recorder import Recorder  # noqa: E402
+from weighttui.record.stats import delta_stats, histogram, weights_block  # noqa: E402
 
 BINS = 64
 

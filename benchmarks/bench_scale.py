@@ -37,8 +37,8 @@ CHILD = textwrap.dedent('''
     t0 = time.perf_counter()
     import numpy as np
     import weighttui
-    from weighttui.follow import LogTail
-    from weighttui.run import RunData
+    from weighttui.log.tail import LogTail
+    from weighttui.data.run import RunData
     path, what = sys.argv[1], sys.argv[2]
     t1 = time.perf_counter()
     if what == "open":
@@ -48,7 +48,7 @@ CHILD = textwrap.dedent('''
         with LogTail(path) as tail:
             d.ingest(tail.poll())
     elif what == "info_max_rows":
-        from weighttui.info import info_dict
+        from weighttui.cli.info import info_dict
         d = weighttui.open(path, max_rows=4096)
         json.dumps(info_dict(d), default=str)
     # what a first screen needs: every tensor's latest stats and one histogram
@@ -85,7 +85,7 @@ WRITER = textwrap.dedent('''
     import numpy as np
     import weighttui
     path, seconds, rate, tensors = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-    from weighttui.stats import DELTA_STATS, Block, empty_block, weights_block
+    from weighttui.record.stats import DELTA_STATS, Block, empty_block, weights_block
     rng = np.random.default_rng(0)
     # Statistics come precomputed, as from a device backend (torch on the GPU):
     # this measures the log traffic and the viewer, not numpy statistics.
@@ -116,8 +116,8 @@ WRITER = textwrap.dedent('''
 def live(seconds: float, rate: float, tensors: int, tmpdir: str):
     import numpy as np
 
-    from weighttui.follow import LogTail
-    from weighttui.run import RunData
+    from weighttui.log.tail import LogTail
+    from weighttui.data.run import RunData
 
     path = os.path.join(tmpdir, "live.wtui")
     if os.path.exists(path):

@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from weighttui.logformat import HEADER, FrameType, encode_array, encode_frame
-from weighttui.stats import DELTA_STATS, WEIGHT_STATS
+from weighttui.log.format import HEADER, FrameType, encode_array, encode_frame
+from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
 
 BINS = 64
 

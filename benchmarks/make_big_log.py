@@ -2,7 +2,7 @@
 
     python benchmarks/make_big_log.py /tmp/big.wtui --size-mb 1024 --tensors 200
 
-Frames are encoded directly with `weighttui.logformat.encode_frame` (no
+Frames are encoded directly with `weighttui.log.format.encode_frame` (no
 Recorder, no statistics computed): a run frame, one tensors frame, then
 snapshots (weights stats + histogram, delta stats, samples), a scalars frame
 each snapshot, an event now and then, and full values every `--full-every`
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from weighttui.logformat import HEADER, FrameType, encode_array, encode_frame
-from weighttui.stats import DELTA_STATS, WEIGHT_STATS
+from weighttui.log.format import HEADER, FrameType, encode_array, encode_frame
+from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
 
 
 def make(path, *, size_mb: float, tensors: int, bins: int, sample: int, full_every: int,

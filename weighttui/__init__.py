@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .logformat import LogFormatError  # noqa: E402
-from .recorder import Recorder  # noqa: E402
-from .run import RunData, open  # noqa: E402,A004
+from weighttui.data.run import RunData, open  # noqa: A004
+from weighttui.log.format import LogFormatError
+from weighttui.record.recorder import Recorder
 
 __all__ = ["LogFormatError", "Recorder", "RunData", "open", "__version__"]

@@ -1,5 +1,5 @@
 """`from weighttui.hf import WeightCallback`: see weighttui.integrations.hf."""
 
-from .integrations.hf import WeightCallback
+from weighttui.integrations.hf import WeightCallback
 
 __all__ = ["WeightCallback"]

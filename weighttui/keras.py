@@ -1,5 +1,5 @@
 """`from weighttui.keras import WeightCallback`: the Keras 3 integration (imports keras)."""
 
-from .integrations.keras import WeightCallback
+from weighttui.integrations.keras import WeightCallback
 
 __all__ = ["WeightCallback"]

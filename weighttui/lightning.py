@@ -5,7 +5,7 @@ for the older `pytorch_lightning` package. Each is built on first use, so
 importing this module imports neither Lightning package.
 """
 
-from .integrations import lightning as _impl
+from weighttui.integrations import lightning as _impl
 
 
 def __getattr__(name):

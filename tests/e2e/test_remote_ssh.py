@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.recorder import Recorder
-from weighttui.remote import RemoteMirror, parse_remote
+from weighttui.record.recorder import Recorder
+from weighttui.data.remote import RemoteMirror, parse_remote
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = [
@@ -252,7 +252,7 @@ def test_watch_over_ssh_in_a_real_terminal(server, tmp_path):
     """`weighttui watch host:path` in tmux: the real app shows the live remote run, then quits cleanly."""
     remote = tmp_path / "tmux runs" / "demo 'x'.wtui"
     remote.parent.mkdir()
-    trainer = subprocess.Popen([sys.executable, "-m", "weighttui.demo", str(remote), "--steps", "100000",
+    trainer = subprocess.Popen([sys.executable, "-m", "weighttui.cli.demo", str(remote), "--steps", "100000",
                                 "--delay", "0.02", "--quiet"], stdin=subprocess.DEVNULL)
     session = f"wtui-{uuid.uuid4().hex[:8]}"
     spec = f"wtui-test:{remote}"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from weighttui import Recorder
-from weighttui.logformat import HEADER, FrameType, encode_array, encode_frame
-from weighttui.stats import DELTA_STATS, delta_stats, empty_block, weights_block
+from weighttui.log.format import HEADER, FrameType, encode_array, encode_frame
+from weighttui.record.stats import DELTA_STATS, delta_stats, empty_block, weights_block
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 FIXED_TIME = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC

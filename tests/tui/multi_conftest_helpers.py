@@ -7,8 +7,8 @@ import os
 import numpy as np
 
 from weighttui import Recorder
-from weighttui.logformat import HEADER, FrameType, encode_array, encode_frame
-from weighttui.stats import DELTA_STATS, delta_stats, empty_block, weights_block
+from weighttui.log.format import HEADER, FrameType, encode_array, encode_frame
+from weighttui.record.stats import DELTA_STATS, delta_stats, empty_block, weights_block
 
 FIXED_TIME = 1_700_000_000.0
 

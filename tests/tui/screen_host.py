@@ -15,8 +15,8 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 import weighttui
-from weighttui.follow import LogTail
-from weighttui.run import RunData
+from weighttui.log.tail import LogTail
+from weighttui.data.run import RunData
 
 
 class ScreenHost(App):
@@ -80,7 +80,7 @@ class ScreenHost(App):
         return changed
 
     def open_tensor(self, name: str) -> None:
-        from weighttui.tui.detail import DetailScreen
+        from weighttui.tui.screens.detail import DetailScreen
 
         self.opened.append(name)
         self.push_screen(DetailScreen(name))

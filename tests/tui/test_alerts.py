@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from screen_host import ScreenHost, tanh_neuron_log
 
-from weighttui.diagnose import Alert, diagnose
-from weighttui.tui.alerts_panel import AlertsScreen
-from weighttui.tui.detail import DetailScreen
+from weighttui.analysis.diagnose import Alert, diagnose
+from weighttui.tui.screens.alerts import AlertsScreen
+from weighttui.tui.screens.detail import DetailScreen
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

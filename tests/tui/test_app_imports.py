@@ -42,6 +42,6 @@ def test_watch_does_not_import_frameworks(tmp_path, tui):
 
 def test_only_tui_imports_textual():
     """The app's non-UI helpers (follower) stay free of textual, so they can be reused headless."""
-    code = "import sys, weighttui.tui.follower; print('textual' in sys.modules)"
+    code = "import sys, weighttui.data.follower; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from weighttui.tui.app import WeightApp
-from weighttui.tui.help import HelpScreen
-from weighttui.tui.overview import TensorStatsScreen
+from weighttui.tui.screens.help import HelpScreen
+from weighttui.tui.screens.overview import TensorStatsScreen
 from weighttui.tui.widgets.header import RunHeader
 from weighttui.tui.widgets.layer_table import LayerTable
 from weighttui.tui.widgets.timeline import GotoScreen, Timeline
@@ -98,7 +98,7 @@ async def test_sort_cycles_and_puts_the_fastest_tensor_first(tmp_path, tui):
         await pilot.press("s")
         assert app.screen.sort == "alerts"
 
-        class A:  # the fields of weighttui.diagnose.Alert that the table uses
+        class A:  # the fields of weighttui.analysis.diagnose.Alert that the table uses
             def __init__(self, tensor, severity):
                 self.tensor, self.severity, self.message = tensor, severity, "x"
 
@@ -228,7 +228,7 @@ async def test_enter_opens_the_tensor_and_help_lists_the_keys(tmp_path, tui, mon
         await tui.wait_until(pilot, lambda: app.data.n == 30)
         table = app.screen.query_one(LayerTable)
         table.move_cursor(row=keys(table).index("t:head.weight"))
-        detail = importlib.util.find_spec("weighttui.tui.detail") is not None
+        detail = importlib.util.find_spec("weighttui.tui.screens.detail") is not None
         await pilot.press("enter")
         # The detail screen when part 2 is installed, else the fallback.
         assert type(app.screen).__name__ == ("DetailScreen" if detail else "TensorStatsScreen")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from weighttui import Recorder
-from weighttui.logformat import HEADER
+from weighttui.log.format import HEADER
 from weighttui.tui.app import WeightApp
 from weighttui.tui.widgets.header import RunHeader
 from weighttui.tui.widgets.layer_table import LayerTable

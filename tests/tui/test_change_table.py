@@ -8,9 +8,9 @@ from screen_host import ScreenHost
 
 import weighttui
 from weighttui import Recorder
-from weighttui.changes import change_table
-from weighttui.tui.change_table import ChangeTableScreen
-from weighttui.tui.detail import DetailScreen
+from weighttui.analysis.changes import change_table
+from weighttui.tui.screens.change_table import ChangeTableScreen
+from weighttui.tui.screens.detail import DetailScreen
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

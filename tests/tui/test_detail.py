@@ -7,11 +7,12 @@ import pytest
 from screen_host import ScreenHost, tanh_neuron_log
 
 import weighttui
-from weighttui import Recorder, heatmap
-from weighttui.follow import LogTail
-from weighttui.tui.charts import LineChart
-from weighttui.tui.detail import DetailScreen
-from weighttui.tui.heatmap_view import HeatmapView, HistogramBars
+from weighttui import Recorder
+from weighttui.analysis import heatmap
+from weighttui.log.tail import LogTail
+from weighttui.tui.widgets.charts import LineChart
+from weighttui.tui.screens.detail import DetailScreen
+from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -212,8 +213,8 @@ async def test_click_on_the_heatmap_moves_the_timeline(neuron):
 
 
 async def test_screens_on_a_run_without_snapshots(tmp_path):
-    from weighttui.tui.alerts_panel import AlertsScreen
-    from weighttui.tui.change_table import ChangeTableScreen
+    from weighttui.tui.screens.alerts import AlertsScreen
+    from weighttui.tui.screens.change_table import ChangeTableScreen
 
     path = tmp_path / "empty.wtui"
     Recorder(path).close()
@@ -239,7 +240,7 @@ async def test_log_axis_chart_survives_repeated_renders():
     """plotext's yscale("log") re-logged its data on every render and raised on the second."""
     from textual.app import App
 
-    from weighttui.tui.charts import LineChart
+    from weighttui.tui.widgets.charts import LineChart
 
     class Host(App):
         def compose(self):

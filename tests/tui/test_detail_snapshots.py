@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from screen_host import ScreenHost, tanh_neuron_log
 
-from weighttui.diagnose import diagnose
-from weighttui.tui.alerts_panel import AlertsScreen
-from weighttui.tui.change_table import ChangeTableScreen
-from weighttui.tui.detail import DetailScreen
+from weighttui.analysis.diagnose import diagnose
+from weighttui.tui.screens.alerts import AlertsScreen
+from weighttui.tui.screens.change_table import ChangeTableScreen
+from weighttui.tui.screens.detail import DetailScreen
 
 pytestmark = pytest.mark.timeout(120)
 

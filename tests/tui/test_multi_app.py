@@ -11,11 +11,11 @@ import pytest
 from multi_conftest_helpers import sgd_run
 from textual import events
 
-from weighttui.tui.runs_chart import RunsChart
+from weighttui.tui.widgets.runs_chart import RunsChart
 from weighttui.tui.multi_app import MultiRunApp
-from weighttui.tui.runs_compare import CompareScreen, TensorList
-from weighttui.tui.runs_help import RunsHelpScreen
-from weighttui.tui.runs_list import RunListScreen, RunTable
+from weighttui.tui.screens.runs_compare import CompareScreen, TensorList
+from weighttui.tui.screens.runs_help import RunsHelpScreen
+from weighttui.tui.screens.runs_list import RunListScreen, RunTable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -270,7 +270,7 @@ async def test_a_log_replaced_by_garbage_shows_an_error_and_the_others_go_on(tmp
 
 
 def test_log_ticks_are_decades_or_plain_numbers():
-    from weighttui.tui.runs_chart import log_ticks
+    from weighttui.tui.widgets.runs_chart import log_ticks
 
     assert log_ticks(-3.2, 0.1) == ([-3.0, -2.0, -1.0, 0.0], ["1e-3", "1e-2", "1e-1", "1e0"])
     ticks, labels = log_ticks(-12.5, 1.5)  # 14 decades: thinned to about six labels

@@ -29,10 +29,10 @@ import torch
 import transformers
 from transformers import TrainerCallback
 
-from ..recorder import Recorder
-from .guard import ReportOnce
-from . import torch_dist
-from .torch import split_options, watch
+from weighttui.integrations import torch_dist
+from weighttui.integrations.guard import ReportOnce
+from weighttui.integrations.torch import split_options, watch
+from weighttui.record.recorder import Recorder
 
 HAS_PRE_OPTIMIZER_STEP = hasattr(TrainerCallback, "on_pre_optimizer_step")
 

@@ -24,7 +24,7 @@ import sys
 import jax
 import numpy as np
 
-from ..recorder import Recorder
+from weighttui.record.recorder import Recorder
 
 _reported: set = set()
 

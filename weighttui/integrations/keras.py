@@ -20,8 +20,8 @@ import sys
 import keras
 import numpy as np
 
-from ..recorder import Recorder, epoch_selector
-from ..stats import DELTA_STATS, Block, delta_stats, empty_block, weights_block
+from weighttui.record.recorder import Recorder, epoch_selector
+from weighttui.record.stats import DELTA_STATS, Block, delta_stats, empty_block, weights_block
 
 __all__ = ["WeightCallback"]
 
@@ -196,7 +196,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def _record_tf(self, step, tracked, epoch, batch, full, grad_arrays) -> bool:
         """Statistics with TF ops on the variables' device, then Recorder.submit."""
-        from .keras_tf_stats import TFStats
+        from weighttui.integrations.keras_tf_stats import TFStats
 
         rec = self.recorder
         infos = [rec.tensors[name] for name, _v, _l, _t in tracked]

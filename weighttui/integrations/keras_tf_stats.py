@@ -6,7 +6,7 @@ snapshot's values (kept as immutable TF tensors, no host copy) and the
 sampled elements; the results come to the host as a few small arrays.
 
 Everything is computed in float64 with the same operations, in the same
-order where it matters, as weighttui.stats (the reference): histogram bin
+order where it matters, as weighttui.record.stats (the reference): histogram bin
 indices follow numpy.histogram's formula and edge correction, so counts match
 it exactly; sums may differ from numpy's pairwise sums in the last bits.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..stats import DELTA_STATS, WEIGHT_STATS, Block
+from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS, Block
 
 _F64 = tf.float64
 

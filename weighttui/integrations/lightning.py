@@ -29,10 +29,10 @@ import sys
 
 import torch
 
-from ..recorder import Recorder
-from .guard import ReportOnce
-from . import torch_dist
-from .torch import split_options, watch
+from weighttui.integrations import torch_dist
+from weighttui.integrations.guard import ReportOnce
+from weighttui.integrations.torch import split_options, watch
+from weighttui.record.recorder import Recorder
 
 
 class _WeightCallbackMixin:

@@ -26,7 +26,7 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from ..stats import KINDS
+from weighttui.record.stats import KINDS
 
 
 def write_tensorboard(run, out_dir: str, *, kinds=None) -> str:

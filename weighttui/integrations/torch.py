@@ -20,13 +20,10 @@ import sys
 import numpy as np
 import torch
 
-from ..logformat import FrameType
-from ..recorder import Recorder
-from ..stats import DELTA_STATS, WEIGHT_STATS, Block, delta_stats
-from . import torch_dist, torch_native
-from .torch_stats import (
-    N_RAW,
+from weighttui.integrations import torch_dist, torch_native
+from weighttui.integrations.torch_stats import (
     _PSQ,
+    N_RAW,
     DeviceStats,
     Work,
     delta_rows,
@@ -37,6 +34,9 @@ from .torch_stats import (
     supported,
     weight_rows,
 )
+from weighttui.log.format import FrameType
+from weighttui.record.recorder import Recorder
+from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS, Block, delta_stats
 
 __all__ = ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET", "ENGINE_OPTIONS", "split_options"]
 
@@ -490,7 +490,7 @@ class WatchHandle:
             d = self._finish_rows(Work([xs[i] for i in d_at], [prevs[i] for i in d_at]), raw_d, final_d)
         return w, d, copied
 
-    def _finish_rows(self, work: Work, raw: np.ndarray, final: np.ndarray) -> "_Rows":
+    def _finish_rows(self, work: Work, raw: np.ndarray, final: np.ndarray) -> _Rows:
         """torch_stats starts the rows the kernel did not do."""
         n = len(work.xs)
         rest = np.nonzero(~final)[0]
@@ -603,7 +603,7 @@ class WatchHandle:
             self._values_step = step
         return ok
 
-    def _redo(self, rows: "_Rows") -> None:
+    def _redo(self, rows: _Rows) -> None:
         # Sharded, every rank holds the same reduced rows, so every rank picks the
         # same ones and the masked pass's collectives match. The kernel's rows are
         # final (it hands back what it cannot do exactly).

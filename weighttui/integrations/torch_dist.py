@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .torch_stats import _C, _HI, _LO, Reducer
+from weighttui.integrations.torch_stats import _C, _HI, _LO, Reducer
 
 try:  # torch >= 2.4 (public); DTensor support is off without it
     from torch.distributed.tensor import DTensor, Shard

@@ -1,4 +1,4 @@
-"""The fused CPU kernel (weighttui._fastats, weighttui/native/fastats.c) for torch tensors.
+"""The fused CPU kernel (weighttui._fastats, weighttui/record/native/fastats.c) for torch tensors.
 
 On the CPU, torch_stats' eager ops read every tensor about 15 times per
 snapshot (one pass per statistic, the delta, the copy for the next delta);
@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .torch_stats import N_RAW
+from weighttui.integrations.torch_stats import N_RAW
 
 try:
-    from .. import _fastats
+    from weighttui import _fastats
 except ImportError as exc:  # built by `pip install` (setup.py) when a C compiler is there
     _fastats = None
     UNAVAILABLE = (f"the fused CPU kernel weighttui._fastats is not built ({exc}); CPU statistics use "

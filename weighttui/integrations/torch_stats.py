@@ -1,6 +1,6 @@
 """FORMAT.md statistics of torch tensors, computed on the tensors' device.
 
-The numpy functions in weighttui.stats are the reference; this module computes
+The numpy functions in weighttui.record.stats are the reference; this module computes
 the same numbers with torch ops where the tensors live, batched, and hands back
 *raw aggregates* that are additive (or min/max) so that shards of one tensor
 (FSDP, DTensor) can be combined by a collective before they are finalised:
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..stats import DELTA_STATS, WEIGHT_STATS
+from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
 
 RAW = ("n", "m", "lo", "hi", "c", "s1", "s2", "asum", "zeros", "nan", "inf", "psq")
 N_RAW = len(RAW)
@@ -458,7 +458,7 @@ class _HistBatch:
     those tensors as one group.
     """
 
-    def __init__(self, eng: "DeviceStats", device, cdt, exact_edges: bool, size: int, total: int):
+    def __init__(self, eng: DeviceStats, device, cdt, exact_edges: bool, size: int, total: int):
         self.eng, self.device, self.cdt, self.exact_edges = eng, device, cdt, exact_edges
         self.size = size  # sample elements per tensor
         self.mat = eng.scratch.get(f"hist-batch-{exact_edges}", device, cdt, total * size).view(total, size)
@@ -704,7 +704,7 @@ def needs_redo(raw: np.ndarray) -> np.ndarray:
 
 
 def weight_rows(raw: np.ndarray) -> np.ndarray:
-    """WEIGHT_STATS [R, 9] from raw rows (as weighttui.stats.weight_stats defines them)."""
+    """WEIGHT_STATS [R, 9] from raw rows (as weighttui.record.stats.weight_stats defines them)."""
     n, m, c, s1, s2 = raw[:, _N], raw[:, _M], raw[:, _C], raw[:, _S1], raw[:, _S2]
     out = np.full((raw.shape[0], len(WEIGHT_STATS)), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):

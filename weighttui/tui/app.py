@@ -7,7 +7,7 @@ State every screen reads (see the TUI contract in the docs):
   batches so a big log loads without freezing the keys.
 - `app.position` / `app.row`: the timeline. The position is remembered as a
   step, so it survives RunData thinning old history (rows move, steps don't).
-- `app.alerts` from `weighttui.diagnose` (if present), at most once a second.
+- `app.alerts` from `weighttui.analysis.diagnose` (if present), at most once a second.
 
 Screen refreshes are coalesced to at most `MAX_REFRESH_HZ` a second; timeline
 moves refresh at once. Bad input found while running (the file replaced by
@@ -28,12 +28,12 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
-from ..multirun import writer_dead
-from ..run import RunData
-from .follower import Delivery, Failure, Follower
-from .help import HelpScreen
-from .overview import OverviewScreen, TensorStatsScreen
-from .widgets.timeline import GotoScreen, parse_goto
+from weighttui.analysis.multirun import writer_dead
+from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.data.run import RunData
+from weighttui.tui.screens.help import HelpScreen
+from weighttui.tui.screens.overview import OverviewScreen, TensorStatsScreen
+from weighttui.tui.widgets.timeline import GotoScreen, parse_goto
 
 MAX_REFRESH_HZ = 10
 INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
@@ -122,9 +122,9 @@ class WeightApp(App[int]):
     # ---------------------------------------------------------- lifecycle
 
     def on_mount(self) -> None:
-        if self._alerts_enabled and importlib.util.find_spec("weighttui.diagnose") is not None:
+        if self._alerts_enabled and importlib.util.find_spec("weighttui.analysis.diagnose") is not None:
             try:
-                self._diagnose = importlib.import_module("weighttui.diagnose")
+                self._diagnose = importlib.import_module("weighttui.analysis.diagnose")
             except Exception as exc:  # a broken optional module must not stop the viewer
                 self.notify(f"alerts unavailable: {exc}", severity="warning")
         self.follower = Follower(self.path, self._wake, **self._follower_options)
@@ -394,7 +394,7 @@ class WeightApp(App[int]):
 
     def _screen_class(self, module: str, name: str):
         """A screen class from an optional module of part 2, or None if it is not there."""
-        full = f"weighttui.tui.{module}"
+        full = f"weighttui.tui.screens.{module}"
         if importlib.util.find_spec(full) is None:
             return None
         try:
@@ -415,7 +415,7 @@ class WeightApp(App[int]):
             self.push_screen(cls())
 
     def action_alerts(self) -> None:
-        cls = self._screen_class("alerts_panel", "AlertsScreen")
+        cls = self._screen_class("alerts", "AlertsScreen")
         if cls is None:
             n = len(self.alerts)
             self.notify(f"{n} alert{'s' if n != 1 else ''}" + "".join(

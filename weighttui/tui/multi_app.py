@@ -27,7 +27,7 @@ from textual.app import App, SuspendNotSupported
 from textual.binding import Binding
 from textual.message import Message
 
-from ..multirun import (
+from weighttui.analysis.multirun import (
     STALL_DEAD_S,
     DirectoryWatch,
     Metric,
@@ -40,11 +40,11 @@ from ..multirun import (
     summarize,
     writer_dead,
 )
-from ..run import RunData
-from .follower import Delivery, Failure, Follower
-from .runs_compare import CompareScreen
-from .runs_help import RunsHelpScreen
-from .runs_list import RunListScreen
+from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.data.run import RunData
+from weighttui.tui.screens.runs_compare import CompareScreen
+from weighttui.tui.screens.runs_help import RunsHelpScreen
+from weighttui.tui.screens.runs_list import RunListScreen
 
 MAX_REFRESH_HZ = 5
 INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render

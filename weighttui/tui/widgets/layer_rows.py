@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...diagnose import step_interval
+from weighttui.analysis.diagnose import step_interval
 
 # The metric columns: (key, kind, stat, label, log scale)
 METRICS = (

@@ -40,8 +40,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
-from .sparkline import fmt, fmt_int, spark_many
+from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
+from weighttui.tui.widgets.sparkline import fmt, fmt_int, spark_many
 
 VALUE_WIDTH = 8
 BAND_STYLE = {"good": "green", "slow": "cyan", "fast": "bold red", "": "dim"}
@@ -105,12 +105,12 @@ def _fit(text: str, width: int) -> str:
 
 
 class _RowMessage(Message):
-    def __init__(self, table: "LayerTable", row_key: TableKey, cursor_row: int):
+    def __init__(self, table: LayerTable, row_key: TableKey, cursor_row: int):
         super().__init__()
         self.table, self.row_key, self.cursor_row = table, row_key, cursor_row
 
     @property
-    def control(self) -> "LayerTable":
+    def control(self) -> LayerTable:
         return self.table
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from rich.text import Text
 from textual.widgets import Static
 
-from .sparkline import fmt, spark
+from weighttui.tui.widgets.sparkline import fmt, spark
 
 MAX_LINES = 2
 PRIORITY = ("loss", "val_loss", "accuracy", "acc", "val_accuracy", "lr", "learning_rate")

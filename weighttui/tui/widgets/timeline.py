@@ -17,6 +17,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+
 def timeline_text(app, width: int) -> Text:
     data = app.data
     n = data.n

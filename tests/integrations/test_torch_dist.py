@@ -1,0 +1,201 @@
+"""weighttui.torch.watch under torch.distributed: DDP and FSDP2 (fully_shard), two
+CPU processes on the gloo backend.
+
+Each test starts two real worker processes (this file run as a script, with the
+usual MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE environment); the workers train
+and check the log themselves against the numpy reference over the full
+tensors, and exit non-zero on a failed check.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.torch
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(mode: str, tmp_path, world: int = 2):
+    pytest.importorskip("torch")
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                   WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, __file__, mode, str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        outs.append(out)
+    for rank, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"rank {rank} failed:\n{out}"
+    return outs
+
+
+def test_ddp_only_rank0_writes_and_other_ranks_do_nothing(tmp_path):
+    outs = _launch("ddp", tmp_path)
+    assert "rank 0 ok" in outs[0] and "rank 1 ok" in outs[1]
+
+
+def test_fsdp2_statistics_describe_the_whole_tensor(tmp_path):
+    outs = _launch("fsdp", tmp_path)
+    assert "rank 0 ok" in outs[0] and "rank 1 ok" in outs[1]
+
+
+# ---------------------------------------------------------------- the workers
+
+
+def _data(rank):
+    import torch
+
+    g = torch.Generator().manual_seed(100 + rank)
+    x = torch.randn(16, 8, generator=g)
+    return x, (x[:, :1] - x[:, 1:2]).tanh()
+
+
+def _mlp():
+    import torch
+
+    torch.manual_seed(0)
+    # 33 hidden units: shards of uneven size; 2.bias has one element, so one rank
+    # holds an empty shard of it
+    return torch.nn.Sequential(torch.nn.Linear(8, 33), torch.nn.Tanh(), torch.nn.Linear(33, 1))
+
+
+def _ddp_worker(rank, world, out_dir):
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import weighttui
+    import weighttui.torch as wt
+    from weighttui.record import stats
+
+    path = os.path.join(out_dir, "ddp.wtui")
+    model = DDP(_mlp())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    h = wt.watch(model, path, optimizer=opt, every=2)
+    x, y = _data(rank)
+    for _ in range(4):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if rank != 0:
+        # nothing costly: no recorder, no hooks on the optimizer, no statistics
+        assert not h.active and h.recorder is None
+        assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+    h.close()
+    dist.barrier()
+    if rank == 0:
+        run = weighttui.open(path)
+        assert len(run.runs) == 1 and run.run.pid == os.getpid()  # one writer: this process
+        assert list(run.steps) == [0, 2, 4]
+        assert run.tensor_names == ["0.weight", "0.bias", "2.weight", "2.bias"]  # no "module." prefix
+        for name, p in model.module.named_parameters():
+            ref = stats.weight_stats(p.detach().numpy())
+            np.testing.assert_allclose(run.stat_matrix("weights", "norm")[-1, run.tensor_names.index(name)],
+                                       ref[5], rtol=2e-6)
+    print(f"rank {rank} ok", flush=True)
+
+
+def _fsdp_worker(rank, world, out_dir):
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    import weighttui
+    import weighttui.torch as wt
+    from weighttui.record import stats
+
+    path = os.path.join(out_dir, "fsdp.wtui")
+    model = _mlp()
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            fully_shard(m)
+    fully_shard(model)
+    local = {n: tuple(p.to_local().shape) for n, p in model.named_parameters()}
+    assert local["0.weight"][0] != 33  # really sharded
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    h = wt.watch(model, path, optimizer=opt, full_every=3, sample=8)
+    x, y = _data(rank)
+    full_w, full_g = {}, {}
+    for step in range(1, 4):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        full_w[step] = {n: p.full_tensor().detach().numpy().copy() for n, p in model.named_parameters()}
+        full_g[step] = {n: p.grad.full_tensor().numpy().copy() for n, p in model.named_parameters()}
+    # a NaN in one rank's shard only: the masked pass must run on every rank
+    with torch.no_grad():
+        w0 = dict(model.named_parameters())["0.weight"]
+        if rank == 1:
+            w0.to_local()[0, 0] = float("nan")
+    opt.step()
+    nan_full = {n: p.full_tensor().detach().numpy().copy() for n, p in model.named_parameters()}
+    h.close()
+    dist.barrier()
+    if rank == 0:
+        run = weighttui.open(path)
+        assert list(run.steps) == [0, 1, 2, 3, 4]
+        names = run.tensor_names
+        assert [tuple(t.shape) for t in run.tensors] == [(33, 8), (33,), (1, 33), (1,)]  # global shapes
+        for name in names:
+            col = names.index(name)
+            w, g = full_w[3][name], full_g[3][name]
+            row = np.array([run.stat_matrix("weights", s)[3, col] for s in stats.WEIGHT_STATS])
+            ref = stats.weight_stats(w)
+            np.testing.assert_allclose(row, ref, rtol=5e-6, atol=2e-6 * ref[4])
+            grow = np.array([run.stat_matrix("grad", s)[3, col] for s in stats.WEIGHT_STATS])
+            gref = stats.weight_stats(g)
+            np.testing.assert_allclose(grow, gref, rtol=5e-6, atol=2e-6 * gref[4])
+            _, lo, hi, counts = run.histograms(name, "weights")
+            rlo, rhi, rcounts = stats.histogram(w, run.run.bins)
+            assert (lo[3], hi[3]) == (rlo, rhi)
+            assert counts[3].sum() == rcounts.sum()
+            assert np.abs(counts[3].astype(int) - rcounts.astype(int)).sum() <= 4  # float32 edges
+            dref = stats.delta_stats(w, full_w[2][name])
+            drow = np.array([run.stat_matrix("delta", s)[3, col] for s in stats.DELTA_STATS])
+            np.testing.assert_allclose(drow, dref, rtol=1e-5)
+            _, samples = run.samples(name)
+            idx = run.tensor(name).sample_index
+            np.testing.assert_array_equal(samples[3], w.reshape(-1)[idx])
+            np.testing.assert_array_equal(run.weights(step=3)[name], w)
+        col = names.index("0.weight")
+        assert run.stat_matrix("weights", "nan")[4, col] == 1
+        ref = stats.weight_stats(nan_full["0.weight"])
+        np.testing.assert_allclose(run.stat_matrix("weights", "std")[4, col], ref[1], rtol=5e-6)
+        assert any(e.kind == "nonfinite" for e in run.events)
+    else:
+        assert h.recorder._fd is None and h.recorder.queued == 0  # computed its part, wrote nothing
+    print(f"rank {rank} ok", flush=True)
+
+
+if __name__ == "__main__":
+    import torch.distributed as dist
+
+    mode, out_dir = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo")
+    try:
+        {"ddp": _ddp_worker, "fsdp": _fsdp_worker}[mode](dist.get_rank(), dist.get_world_size(), out_dir)
+    finally:
+        dist.destroy_process_group()

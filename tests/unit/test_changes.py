@@ -1,0 +1,121 @@
+"""The change table against brute force over the very weights a real Recorder logged."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+import weighttui
+from weighttui import Recorder
+from weighttui.analysis.changes import COLUMNS, change_table, row_at_step
+
+SHAPES = {"enc.weight": (12, 6), "enc.bias": (12,), "head.weight": (3, 12), "frozen.weight": (4, 4)}
+RATIOS = {"enc.weight": 2e-3, "enc.bias": 5e-2, "head.weight": 4e-2, "frozen.weight": 0.0}
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """(path, {step: {name: weights}}) of a run recorded every 2 steps, full values every 10."""
+    path = tmp_path_factory.mktemp("changes") / "run.wtui"
+    rng = np.random.default_rng(3)
+    w = {n: rng.normal(0, 0.3, s) for n, s in SHAPES.items()}
+    kept = {}
+    with Recorder(path, every=2, full_every=10, bins=16, sample=5, queue_size=4096) as rec:  # never drops
+        for step in range(60):
+            if step % 2 == 0:
+                kept[step] = {n: v.copy() for n, v in w.items()}
+            rec.snapshot(step, w)
+            for n, v in w.items():
+                d = rng.normal(size=v.shape)
+                if n == "enc.weight":
+                    d[0] = 0.0  # one row never changes: changed fraction below 1
+                v += d * (RATIOS[n] * np.linalg.norm(v) / np.linalg.norm(d))
+    return path, kept
+
+
+def by_name(table):
+    return {row["tensor"]: row for row in table}
+
+
+def test_columns_against_brute_force(logged):
+    path, kept = logged
+    run = weighttui.open(path)
+    steps = sorted(kept)
+    for row in (5, 17, run.n - 1):
+        t = by_name(change_table(run, row=row, window=4))
+        now, prev = kept[steps[row]], kept[steps[row - 1]]
+        for name in SHAPES:
+            d = now[name] - prev[name]
+            ratio = np.linalg.norm(d) / np.linalg.norm(prev[name])
+            assert t[name]["ratio"] == pytest.approx(ratio / 2, rel=1e-5)  # per step: deltas span 2 steps
+            assert t[name]["update_norm"] == pytest.approx(np.linalg.norm(d), rel=1e-6, abs=1e-12)
+            assert t[name]["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-6, abs=1e-12)
+            assert t[name]["changed_frac"] == pytest.approx(np.count_nonzero(d) / d.size)
+            mean = np.mean([np.linalg.norm(kept[steps[r]][name] - kept[steps[r - 1]][name])
+                            / np.linalg.norm(kept[steps[r - 1]][name]) / 2 for r in range(row - 3, row + 1)])
+            assert t[name]["ratio_mean"] == pytest.approx(mean, rel=1e-5, abs=1e-15)
+            n0 = np.linalg.norm(kept[0][name])
+            assert t[name]["norm_change"] == pytest.approx((np.linalg.norm(now[name]) - n0) / n0, rel=1e-5, abs=1e-12)
+            assert np.isnan(t[name]["change_ab"])
+    assert by_name(change_table(run))["enc.weight"]["changed_frac"] == pytest.approx(1 - 6 / 72)
+
+
+def test_change_between_marks_exact_from_complete_values(logged):
+    path, kept = logged
+    run = weighttui.open(path)
+    assert {10, 40} <= set(run.full_steps)
+    t = by_name(change_table(run, mark_a=10, mark_b=40))
+    for name in SHAPES:
+        a, b = kept[10][name], kept[40][name]
+        assert t[name]["change_ab"] == pytest.approx(np.linalg.norm(b - a) / np.linalg.norm(a), rel=1e-5)
+        assert t[name]["change_ab_from"] == "values"
+
+
+def test_change_between_marks_from_samples_otherwise(logged):
+    path, kept = logged
+    run = weighttui.open(path)
+    t = by_name(change_table(run, mark_a=13, mark_b=35))  # no complete values: rows of steps 12 and 34
+    for name in SHAPES:
+        idx = run.tensor(name).sample_index
+        a = kept[12][name].ravel()[idx].astype(np.float32).astype(np.float64)
+        b = kept[34][name].ravel()[idx].astype(np.float32).astype(np.float64)
+        expect = np.linalg.norm(b - a) / np.linalg.norm(a)
+        assert t[name]["change_ab"] == pytest.approx(expect, rel=1e-5, abs=1e-12)
+        assert t[name]["change_ab_from"] == "samples"
+
+
+def test_flags_stagnant_and_fast(logged):
+    run = weighttui.open(logged[0])
+    flags = {name: row["flag"] for name, row in by_name(change_table(run)).items()}
+    # head.weight moves 4e-2 per step: fast; enc.bias too, but biases are not judged by the band
+    assert flags == {"enc.weight": "", "enc.bias": "", "head.weight": "fast", "frozen.weight": "stagnant"}
+
+
+def test_rows_and_marks_by_step(logged):
+    run = weighttui.open(logged[0])
+    assert row_at_step(run, 13) == 6 and row_at_step(run, 12) == 6
+    assert row_at_step(run, -1) is None and row_at_step(run, None) is None
+    table = change_table(run)
+    assert [r["tensor"] for r in table] == list(SHAPES)
+    assert set(table[0]) >= {"tensor", "flag", *COLUMNS}
+
+
+def test_first_row_and_empty_run(tmp_path, logged):
+    run = weighttui.open(logged[0])
+    first = by_name(change_table(run, row=0))
+    assert np.isnan(first["enc.weight"]["ratio"]) and first["enc.weight"]["norm_change"] == 0.0
+    path = tmp_path / "empty.wtui"
+    Recorder(path).close()
+    assert change_table(weighttui.open(path)) == []
+
+
+def test_export_changes_csv(tmp_path, logged):
+    from weighttui.cli import export
+
+    out = tmp_path / "changes.csv"
+    export.export(weighttui.open(logged[0]), fmt="changes", out=str(out), step=None, epoch=None, kinds=None)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["tensor"] for r in rows] == list(SHAPES)
+    assert rows[3]["flag"] == "stagnant" and float(rows[0]["changed_frac"]) == pytest.approx(1 - 6 / 72)

@@ -1,0 +1,652 @@
+"""Alerts: what looks wrong in a run, and what it usually means. No textual.
+
+Each rule is a few vectorised numpy operations over `RunData.stat_matrix`
+([rows, tensors] matrices), so a run of 500 tensors x 4096 stored snapshots
+is diagnosed in milliseconds (docs/alerts.md has the measurement). Rules of
+two sorts:
+
+- events, reported from the step they first happened: non-finite values,
+  a norm jumping far above its recent median, exploding gradients, a sudden
+  rise in the fraction of zeros (dead units);
+- states, reported while they hold at the row diagnosed (the latest, or the
+  timeline position): stagnant tensors, update ratios persistently outside a
+  band, vanishing gradients; the step given is where the state began.
+
+Thresholds live in `DiagnoseConfig`; `weighttui info --threshold key=value`
+and the app pass them through `DiagnoseConfig.from_options`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+SEVERITIES = ("error", "warning")
+
+# what each rule's alert says a person should think about
+ADVICE = {
+    "nonfinite": "usually a too-high learning rate, an overflow (fp16/bf16) or a log/division of zero upstream: "
+                 "lower the learning rate, clip gradients, check the inputs and the loss for NaN",
+    "nonfinite_grad": "occasional Inf gradients are normal with a mixed-precision loss scaler (the step is skipped); "
+                      "if persistent, look for overflow or a NaN in the loss",
+    "stagnant": "a frozen or unused parameter: check requires_grad / trainable, that the optimizer was given it, "
+                "that it is used in the forward pass, and that the learning rate is not zero",
+    "ratio_high": "updates this large relative to the weights (rule of thumb: ~1e-3 per step) tend to diverge "
+                  "or thrash: lower the learning rate or warm it up",
+    "ratio_low": "this tensor barely learns: the learning rate may be too low for it, its gradient may vanish, "
+                 "or weight decay fights the updates",
+    "norm_growth": "weights running away: lower the learning rate, add weight decay or gradient clipping, "
+                   "check for a missing normalisation layer",
+    "grad_explode": "exploding gradients: clip the gradient norm, lower the learning rate, "
+                    "check the initialisation and for a missing normalisation layer",
+    "grad_vanish": "vanishing (or missing) gradient: check the initialisation, saturating activations "
+                   "(sigmoid/tanh), residual/normalisation layers, or whether the tensor is used at all",
+    "dead_units": "units stopped responding (dead ReLUs) or weights were zeroed: lower the learning rate, "
+                  "try LeakyReLU/GELU, check the initialisation and any pruning or masking",
+}
+RULES = tuple(ADVICE)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One finding: which rule, which tensor (None: the whole run), from which step."""
+
+    rule: str
+    tensor: str | None
+    step: int
+    severity: str  # "warning" | "error"
+    message: str  # what was seen
+    advice: str  # what it usually means / what to try
+
+
+@dataclass
+class DiagnoseConfig:
+    """Thresholds of the rules. A window counts stored snapshots (rows), not steps."""
+
+    stagnant_window: int = 5  # this many snapshots in a row without change: stagnant
+    stagnant_ratio: float = 1e-6  # an update ratio below this counts as no change
+    ratio_low: float = 1e-4  # per-step update ratio band; outside it persistently: alert
+    ratio_high: float = 1e-2
+    ratio_window: int = 20  # the median ratio over this many snapshots must be outside the band
+    ratio_min_ndim: int = 2  # ratio rules only for matrices/kernels (biases start at 0 and move fast)
+    norm_growth: float = 10.0  # weight norm above this times its recent median
+    norm_window: int = 10
+    norm_floor: float = 1e-3  # ignore tensors whose RMS value is still below this (zero-initialised)
+    grad_explode: float = 100.0  # gradient norm above this times its recent median ...
+    grad_window: int = 10
+    grad_persist: int = 2  # ... for this many snapshots in a row
+    grad_vanish: float = 1e-4  # gradient RMS below this times the median tensor's, or exactly 0 ...
+    grad_vanish_window: int = 5  # ... for this many snapshots in a row
+    zero_rise: float = 0.1  # zero fraction rising by this much (0.1 = 10 points) over its recent median ...
+    zero_window: int = 10
+    zero_persist: int = 3  # ... and staying up for this many snapshots
+    disable: str = ""  # comma-separated rule names not to run
+
+    @classmethod
+    def from_options(cls, options) -> DiagnoseConfig:
+        """From ["key=value", ...] (CLI --threshold); ValueError naming the valid keys."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for opt in options or ():
+            key, sep, raw = str(opt).partition("=")
+            key, raw = key.strip(), raw.strip()
+            if not sep or key not in fields:
+                raise ValueError(f"bad threshold {opt!r}: expected key=value with key one of "
+                                 f"{', '.join(fields)}")
+            default = fields[key].default
+            try:
+                if isinstance(default, str):
+                    value = raw
+                elif isinstance(default, int):
+                    value = int(raw)
+                else:
+                    value = float(raw)
+            except ValueError:
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise ValueError(f"threshold {key} must be {kind}, got {raw!r}") from None
+            values[key] = value
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith(("_window", "_persist")) and v < 1:
+                raise ValueError(f"threshold {f.name} must be >= 1, got {v}")
+            if isinstance(v, float) and not v >= 0:
+                raise ValueError(f"threshold {f.name} must be >= 0, got {v}")
+        if self.ratio_low > self.ratio_high:
+            raise ValueError(f"ratio_low ({self.ratio_low}) must not be above ratio_high ({self.ratio_high})")
+        unknown = set(self.disabled) - set(RULES)
+        if unknown:
+            raise ValueError(f"cannot disable unknown rule(s) {', '.join(sorted(unknown))}; "
+                             f"rules are {', '.join(RULES)}")
+
+    @property
+    def disabled(self) -> set[str]:
+        return {r.strip() for r in self.disable.split(",") if r.strip()}
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def step_interval(run, n: int | None = None) -> np.ndarray:
+    """Steps between the writer's snapshots, per stored row (what one delta spans).
+
+    Row gaps are divided by how many snapshots decimation dropped between
+    them; the first row borrows the second's interval. At least 1.
+    """
+    n = run.n if n is None else n
+    steps = run.steps[:n].astype(np.float64)
+    out = np.ones(n)
+    if n < 2:
+        return out
+    index = getattr(run, "snapshot_index", None)
+    gidx = np.arange(n, dtype=np.float64) if index is None else index[:n].astype(np.float64)
+    gap = np.diff(steps) / np.maximum(np.diff(gidx), 1.0)
+    out[1:] = np.where(gap > 0, gap, 1.0)
+    out[0] = out[1]
+    return out
+
+
+def per_step_ratio(run, n: int | None = None) -> np.ndarray:
+    """[rows, tensors] update ratio per optimizer step (delta ratio / steps it spans).
+
+    Linear scaling: exact for updates that keep their direction (momentum,
+    Adam over short spans), an underestimate of the per-step ratio for
+    updates that wander.
+    """
+    n = run.n if n is None else n
+    ratio = run.stat_matrix("delta", "ratio")[:n]
+    return ratio / step_interval(run, n)[:, None]
+
+
+def _window_min(m: np.ndarray, w: int, fmin) -> np.ndarray:
+    """out[i] = min(m[i:i+w]) for i in 0..n-w, in log2(w)+1 passes (doubling windows)."""
+    acc, span = m, 1
+    while span * 2 <= w:
+        acc = fmin(acc[:-span], acc[span:])
+        span *= 2
+    if span == w:
+        return acc.copy() if acc is m else acc
+    return fmin(acc[: m.shape[0] - w + 1], acc[w - span : w - span + m.shape[0] - w + 1])
+
+
+def _rolling_min_before(m: np.ndarray, w: int) -> np.ndarray:
+    """out[r] = nanmin(m[r-w:r]) for r >= w, NaN before (a lower bound of the median there)."""
+    n = m.shape[0]
+    out = np.full(m.shape, np.nan)
+    if n > w:
+        out[w:] = _window_min(m[: n - 1], w, np.fmin)
+    return out
+
+
+def _min_ahead(m: np.ndarray, p: int) -> np.ndarray:
+    """out[r] = min(m[r:r+p]) (NaN if any is NaN or the rows do not exist yet)."""
+    n = m.shape[0]
+    out = np.full(m.shape, np.nan)
+    if n >= p:
+        out[: n - p + 1] = _window_min(m, p, np.minimum)
+    return out
+
+
+def _median_rows(x: np.ndarray) -> np.ndarray:
+    """Median along axis 1, ignoring NaN; the plain (fast) median when there is none."""
+    if np.isnan(x).any():
+        with quiet_nan():
+            return np.nanmedian(x, axis=1)
+    return np.median(x, axis=1)
+
+
+def _first_jump(m: np.ndarray, window: int, *, factor: float | None = None, rise: float | None = None,
+                persist: int = 1, floor: np.ndarray | None = None, start: int = 0,
+                skip: np.ndarray | None = None):
+    """Per column, the first row r where m stays (for `persist` rows) far above its median before r.
+
+    "Far above": > factor x median (factor rule) or > median + rise (rise
+    rule), for rows r >= start; columns in `skip` are left out. Returns
+    (row [T] or -1, median before that row [T]). The rolling
+    minimum is a cheap lower bound of the median, so exact medians are taken
+    only for the candidate cells, in row order, until each column is settled.
+    """
+    n, t = m.shape
+    rows = np.full(t, -1, dtype=np.int64)
+    base = np.full(t, np.nan)
+    if n <= window:
+        return rows, base
+    lo = _rolling_min_before(m, window)
+    after = _min_ahead(m, persist)
+    with np.errstate(invalid="ignore"):
+        cand = (after > lo * factor) if factor is not None else (after > lo + rise)
+        if floor is not None:
+            cand &= after > floor[None, :] * (factor if factor is not None else 1.0)
+    cand[: max(window, start)] = False
+    if skip is not None:
+        cand[:, skip] = False
+    rr, cc = np.nonzero(cand)  # row-major: sorted by row
+    if not rr.size:
+        return rows, base
+    view = np.lib.stride_tricks.sliding_window_view(m, window, axis=0)  # view[i, c] = m[i:i+w, c]
+    done = np.zeros(t, dtype=bool)
+    chunk = 1 << 16
+    for start in range(0, rr.size, chunk):
+        r, c = rr[start : start + chunk], cc[start : start + chunk]
+        keep = ~done[c]
+        r, c = r[keep], c[keep]
+        if not r.size:
+            continue
+        med = _median_rows(view[r - window, c])
+        a = after[r, c]
+        with np.errstate(invalid="ignore"):
+            ok = (a > med * factor) & (med > 0) if factor is not None else a > med + rise
+            if floor is not None:
+                ok &= med > floor[c]
+        r, c, med = r[ok], c[ok], med[ok]
+        cols, first = np.unique(c, return_index=True)  # first hit per column (rows ascend)
+        rows[cols] = r[first]
+        base[cols] = med[first]
+        done[cols] = True
+    return rows, base
+
+
+class quiet_nan:
+    """Silence 'All-NaN slice' warnings: a column without data simply has no median."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+def _trailing(state: np.ndarray, known: np.ndarray):
+    """Per column: how many known rows at the end are in `state`, and the last known row not in it.
+
+    Unknown rows (tensor absent, no delta yet) neither count nor break the run.
+    Returns (count [T], last_breaking_row [T] or -1).
+    """
+    n = state.shape[0]
+    idx = np.arange(n)[:, None]
+    breaking = known & ~state
+    last_break = np.where(breaking, idx, -1).max(axis=0) if n else np.zeros(state.shape[1], dtype=np.int64)
+    count = (known & state & (idx > last_break[None, :])).sum(axis=0)
+    return count, last_break
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+# ------------------------------------------------------------------- rules
+
+_TAIL = 64  # rows the state rules read first; older rows only for states that began before them
+
+
+class _History:
+    """Event-rule results over rows that can no longer change, kept between calls.
+
+    The app diagnoses a growing run about once a second: rows already decided
+    are not read again. Every stored row but the newest is final (the newest
+    may be replaced while decimating); decimation, a reset or another config
+    change the rows' snapshot indices or the key, and everything is redone.
+    """
+
+    def __init__(self, key, index: np.ndarray):
+        self.key = key
+        self.index = index  # snapshot_index of the rows committed so far
+        self.rules: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # rule -> (decided, row, extra)
+
+    def valid_for(self, run, key) -> bool:
+        if key != self.key or run.n < self.index.size:
+            return False
+        return np.array_equal(run.snapshot_index[: self.index.size], self.index)
+
+
+_histories = weakref.WeakKeyDictionary()  # RunData -> _History
+
+
+class _Context:
+    """What every rule needs, for the rows 0..n-1 being diagnosed."""
+
+    def __init__(self, run, n: int, config: DiagnoseConfig):
+        self.run = run
+        self.n = n
+        self.n_final = run.n - 1  # rows below this are final
+        self.config = config
+        self.steps = run.steps[:n]
+        self.tensors = list(run.tensors)
+        t = len(self.tensors)
+        self.t = t
+        self.present = run.present[:n, :t]
+        self.trainable = np.array([bool(i.trainable) for i in self.tensors], dtype=bool)
+        self.ndim = np.array([len(i.shape) for i in self.tensors], dtype=np.int64)
+        self.size = np.array([max(1, int(i.size)) for i in self.tensors], dtype=np.float64)
+        self.names = [i.name for i in self.tensors]
+        self.alerts: list[Alert] = []
+        key = (id(run.run), run.resets, t, dataclasses.astuple(config))
+        hist = _histories.get(run)
+        if hist is None or not hist.valid_for(run, key):
+            hist = _History(key, np.zeros(0, dtype=np.int64))
+            _histories[run] = hist
+        self.history = hist
+
+    def rows(self, kind: str, stat: str, lo: int, hi: int | None = None, cols=None) -> np.ndarray:
+        """Rows lo..hi-1 (default: to n) of one statistic, as a C-contiguous copy.
+
+        The store interleaves the statistics, so reading one is a strided
+        gather; reading only the rows (and columns) needed is what keeps a
+        call cheap on long runs.
+        """
+        m = self.run.stat_matrix(kind, stat)[lo : self.n if hi is None else hi]
+        return np.ascontiguousarray(m if cols is None else m[:, cols])
+
+    def add(self, rule: str, col: int, row: int, severity: str, message: str) -> None:
+        self.alerts.append(Alert(rule=rule, tensor=self.names[col], step=int(self.steps[row]),
+                                 severity=severity, message=message, advice=ADVICE[rule]))
+
+    def first_present_row(self, col: int) -> int:
+        rows = np.nonzero(self.present[:, col])[0]
+        return int(rows[0]) if rows.size else 0
+
+    def first_event(self, name: str, window: int, persist: int, detect):
+        """First row per column where an event rule fires, using and extending the history.
+
+        detect(lo, hi, start, skip) -> (row [T] absolute or -1, extra [T, k]):
+        candidate rows start..hi-persist, data rows lo..hi-1, columns in skip
+        already settled. Returns (row [T], extra [T, k]) valid for rows < n.
+        """
+        n, t = self.n, self.t
+        decided, row, extra = self.history.rules.get(name, (0, np.full(t, -1, dtype=np.int64), None))
+        last = n - persist  # the last row that can be judged with n rows
+        visible = (row >= 0) & (row <= last)
+        out_row = np.where(visible, row, -1)
+        out_extra = extra
+        if last >= decided:
+            lo = max(0, decided - window)
+            new_row, new_extra = detect(lo, n, decided, visible)
+            fresh = (new_row >= 0) & ~visible
+            out_row = np.where(fresh, new_row, out_row)
+            if out_extra is None:
+                out_extra = new_extra
+            else:
+                out_extra = np.where(fresh[:, None], new_extra, out_extra)
+            # keep what only final rows decided
+            limit = self.n_final - persist  # rows r <= limit read rows < n_final only
+            commit = fresh & (new_row <= limit)
+            if n >= self.n_final and limit + 1 > decided:
+                keep_row = np.where(commit, new_row, row)
+                keep_extra = new_extra if extra is None else np.where(commit[:, None], new_extra, extra)
+                self.history.rules[name] = (limit + 1, keep_row, keep_extra)
+                if self.history.index.size < self.n_final:
+                    self.history.index = self.run.snapshot_index[: self.n_final]
+        if out_extra is None:
+            out_extra = np.full((t, 1), np.nan)
+        return out_row, out_extra
+
+    def trailing_state(self, states, min_count: int = 1):
+        """(count [T], last_break [T] absolute or -1) of a state holding over the last rows.
+
+        states(lo, cols) -> (state, known) [rows lo..n-1, cols] booleans. The
+        last _TAIL rows are read first; columns whose state reaches back past
+        them are read in full.
+        """
+        n = self.n
+        lo = max(0, n - _TAIL)
+        state, known = states(lo, None)
+        count, last_break = _trailing(state, known)
+        last_break = np.where(last_break >= 0, last_break + lo, -1)
+        open_ = (last_break < 0) & (count >= min_count) & (lo > 0)
+        if open_.any():
+            cols = np.nonzero(open_)[0]
+            state, known = states(0, cols)
+            c2, b2 = _trailing(state, known)
+            count[cols], last_break[cols] = c2, b2
+        return count, last_break
+
+
+def _jump_detector(ctx: _Context, kind: str, stat: str, window: int, **kw):
+    def detect(lo, hi, start, skip):
+        m = ctx.rows(kind, stat, lo, hi)
+        rows, base = _first_jump(m, window, start=start - lo, skip=skip, **kw)
+        return np.where(rows >= 0, rows + lo, -1), base[:, None]
+    return detect
+
+
+def _rule_nonfinite(ctx: _Context) -> None:
+    for kind, rule, severity in (("weights", "nonfinite", "error"), ("grad", "nonfinite_grad", "warning")):
+        if rule in ctx.config.disabled or not ctx.run.has_kind(kind):
+            continue
+
+        def detect(lo, hi, start, skip, kind=kind):
+            nan, inf = ctx.rows(kind, "nan", lo, hi), ctx.rows(kind, "inf", lo, hi)
+            with np.errstate(invalid="ignore"):
+                bad = (nan > 0) | (inf > 0)
+            bad[: start - lo] = False
+            bad[:, skip] = False
+            first = np.argmax(bad, axis=0)
+            cols = np.arange(bad.shape[1])
+            rows = np.where(bad.any(axis=0), first + lo, -1)
+            return rows, np.stack([nan[first, cols], inf[first, cols]], axis=1)
+
+        rows, extra = ctx.first_event(rule, 0, 1, detect)
+        cols = np.nonzero(rows >= 0)[0]
+        if not cols.size:
+            continue
+        lo = max(0, ctx.n - _TAIL)
+        nan_now, inf_now = ctx.rows(kind, "nan", lo), ctx.rows(kind, "inf", lo)
+        what = "values" if kind == "weights" else "gradients"
+        for c in cols:
+            r0 = int(rows[c])
+            here = np.nonzero(ctx.present[lo:, c])[0]
+            now = ""
+            if here.size:
+                k = here[-1]
+                if nan_now[k, c] > 0 or inf_now[k, c] > 0:
+                    now = f"; at step {int(ctx.steps[lo + k])}: {int(nan_now[k, c])} NaN, {int(inf_now[k, c])} Inf"
+                else:
+                    now = f"; finite again at step {int(ctx.steps[lo + k])}"
+            ctx.add(rule, c, r0, severity,
+                    f"non-finite {what}: {int(extra[c, 0])} NaN, {int(extra[c, 1])} Inf when first seen{now}")
+
+
+def _rule_stagnant(ctx: _Context) -> set[int]:
+    """Trainable tensors that did not change over the last K snapshots; returns their columns."""
+    cfg = ctx.config
+    if "stagnant" in cfg.disabled or ctx.n < 2:
+        return set()
+    if ctx.run.has_kind("delta"):
+        def states(lo, cols):
+            changed = ctx.rows("delta", "changed_frac", lo, cols=cols)
+            ratio = ctx.rows("delta", "ratio", lo, cols=cols)
+            present = ctx.present[lo:] if cols is None else ctx.present[lo:, cols]
+            known = present & (np.isfinite(changed) | np.isfinite(ratio))
+            with np.errstate(invalid="ignore"):
+                return (changed == 0) | (ratio < cfg.stagnant_ratio), known
+    else:  # no update statistics in the log: identical statistics count as no change
+        def states(lo, cols):
+            lo1 = max(0, lo - 1)
+            st = np.stack([ctx.rows("weights", s, lo1, cols=cols) for s in ("mean", "std", "min", "max", "norm")])
+            present = ctx.present[lo1:] if cols is None else ctx.present[lo1:, cols]
+            still = np.zeros(present.shape, dtype=bool)
+            known = np.zeros(present.shape, dtype=bool)
+            still[1:] = (st[:, 1:] == st[:, :-1]).all(axis=0)
+            known[1:] = present[1:] & present[:-1] & np.isfinite(st[:, 1:]).all(axis=0)
+            return still[lo - lo1:], known[lo - lo1:]
+    count, last_break = ctx.trailing_state(states)
+    hits = np.nonzero((count >= cfg.stagnant_window) & ctx.trainable)[0]
+    for c in hits:
+        r = int(last_break[c]) if last_break[c] >= 0 else ctx.first_present_row(c)
+        ctx.add("stagnant", c, r, "warning",
+                f"trainable but unchanged for the last {int(count[c])} snapshots "
+                f"(no element changed or update ratio < {_fmt(cfg.stagnant_ratio)}) since step {int(ctx.steps[r])}")
+    return set(hits.tolist())
+
+
+def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
+    cfg = ctx.config
+    wanted = [r for r in ("ratio_high", "ratio_low") if r not in cfg.disabled]
+    w = cfg.ratio_window
+    if not wanted or not ctx.run.has_kind("delta") or ctx.n < max(2, w):
+        return  # not enough history to call anything persistent
+    interval = step_interval(ctx.run, ctx.n)
+    recent = ctx.rows("delta", "ratio", ctx.n - w) / interval[-w:, None]
+    eligible = ctx.trainable & (ctx.ndim >= cfg.ratio_min_ndim)
+    eligible[list(skip)] = False
+    with quiet_nan(), np.errstate(invalid="ignore"):
+        enough = np.isfinite(recent).sum(axis=0) >= max(1, w // 2)
+        med = np.nanmedian(recent, axis=0)
+        high = eligible & enough & (med > cfg.ratio_high)
+        low = eligible & enough & (med < cfg.ratio_low)
+        # A tensor slow while the others learn is an outlier; all of them slow together is
+        # usually an annealed or converged run, worth an alert only if it was so from the start.
+        pool = med[eligible & enough]
+        typical = float(np.nanmedian(pool)) if pool.size else np.nan
+    others_learn = typical >= cfg.ratio_low
+    for rule, mask, word, bound in (("ratio_high", high, "above", cfg.ratio_high),
+                                    ("ratio_low", low, "below", cfg.ratio_low)):
+        if rule not in wanted:
+            continue
+        for c in np.nonzero(mask)[0]:
+            series = ctx.rows("delta", "ratio", 0, cols=[c])[:, 0] / interval
+            start = _state_start(series, w, (lambda m, b=bound: m > b) if word == "above"
+                                 else (lambda m, b=bound: m < b))
+            if rule == "ratio_low" and not (others_learn or start == 0):
+                continue
+            why = ""
+            if rule == "ratio_low":
+                why = (f" while the median tensor's is {_fmt(typical)}" if others_learn
+                       else " ever since the first snapshots")
+            ctx.add(rule, c, start, "warning",
+                    f"update ratio per step {word} {_fmt(bound)} for {ctx.n - start}+ snapshots "
+                    f"(median of the last {w}: {_fmt(med[c])}){why}")
+
+
+def _state_start(series: np.ndarray, w: int, outside) -> int:
+    """The row where the trailing stretch of 'rolling median outside the band' began."""
+    n = series.size
+    view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w]
+    with quiet_nan(), np.errstate(invalid="ignore"):
+        med = np.nanmedian(view, axis=1)
+        out = outside(med)
+    inside = np.nonzero(~out)[0]
+    first_window = int(inside[-1]) + 1 if inside.size else 0
+    return min(n - 1, first_window)  # the first window of the stretch starts here
+
+
+def _rule_norm_growth(ctx: _Context) -> None:
+    cfg = ctx.config
+    if "norm_growth" in cfg.disabled:
+        return
+    floor = cfg.norm_floor * np.sqrt(ctx.size)  # an RMS of norm_floor, as a norm
+    detect = _jump_detector(ctx, "weights", "norm", cfg.norm_window, factor=cfg.norm_growth, floor=floor)
+    rows, extra = ctx.first_event("norm_growth", cfg.norm_window, 1, detect)
+    cols = np.nonzero(rows >= 0)[0]
+    for c in cols:
+        r = int(rows[c])
+        value = float(ctx.rows("weights", "norm", r, r + 1, cols=[c])[0, 0])
+        ctx.add("norm_growth", c, r, "warning",
+                f"weight norm jumped to {_fmt(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{_fmt(extra[c, 0])} over the {cfg.norm_window} snapshots before")
+
+
+def _rule_grad_explode(ctx: _Context) -> None:
+    cfg = ctx.config
+    if "grad_explode" in cfg.disabled or not ctx.run.has_kind("grad"):
+        return
+    detect = _jump_detector(ctx, "grad", "norm", cfg.grad_window, factor=cfg.grad_explode,
+                            persist=cfg.grad_persist)
+    rows, extra = ctx.first_event("grad_explode", cfg.grad_window, cfg.grad_persist, detect)
+    for c in np.nonzero((rows >= 0) & ctx.trainable)[0]:
+        r = int(rows[c])
+        value = float(ctx.rows("grad", "norm", r, r + 1, cols=[c])[0, 0])
+        ctx.add("grad_explode", c, r, "error",
+                f"gradient norm jumped to {_fmt(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{_fmt(extra[c, 0])} over the {cfg.grad_window} snapshots before, and stayed up")
+
+
+def _rule_grad_vanish(ctx: _Context) -> None:
+    cfg = ctx.config
+    if "grad_vanish" in cfg.disabled or not ctx.run.has_kind("grad"):
+        return
+    root = np.sqrt(ctx.size)
+    typical_cache = {}
+
+    def rms_typical(lo):
+        if lo not in typical_cache:
+            rms = ctx.rows("grad", "norm", lo) / root[None, :]
+            live = ctx.present[lo:] & ctx.trainable[None, :] & np.isfinite(rms)
+            typical = _median_rows(np.where(live, rms, np.nan))  # the median tensor, per row
+            typical_cache[lo] = (rms, live, typical, live.sum(axis=1) >= 2)
+        return typical_cache[lo]
+
+    def states(lo, cols):
+        rms, live, typical, several = rms_typical(lo)
+        if cols is not None:
+            rms, live = rms[:, cols], live[:, cols]
+        with np.errstate(invalid="ignore"):
+            vanish = (rms == 0) | (several[:, None] & (rms < cfg.grad_vanish * typical[:, None]))
+        return vanish, live
+
+    count, last_break = ctx.trailing_state(states)
+    for c in np.nonzero((count >= cfg.grad_vanish_window) & ctx.trainable)[0]:
+        lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
+        rms, live, typical, _several = rms_typical(max(0, ctx.n - _TAIL))
+        off = max(0, ctx.n - _TAIL)
+        here = np.nonzero(live[:, c])[0]
+        k = here[-1] if here.size else rms.shape[0] - 1
+        r = lo + int(np.argmax(ctx.present[lo:, c]))
+        if rms[k, c] == 0:
+            what = "exactly zero"
+        else:
+            what = f"{_fmt(rms[k, c])} RMS, {_fmt(rms[k, c] / typical[k])}x the median tensor's"
+        ctx.add("grad_vanish", c, r, "warning", f"gradient {what} for the last {int(count[c])} snapshots "
+                f"(since step {int(ctx.steps[r])}; latest at step {int(ctx.steps[off + k])})")
+
+
+def _rule_dead_units(ctx: _Context) -> None:
+    cfg = ctx.config
+    if "dead_units" in cfg.disabled:
+        return
+    for kind, what in (("weights", "zero weights"), ("grad", "zero gradients")):
+        if not ctx.run.has_kind(kind):
+            continue
+        detect = _jump_detector(ctx, kind, "zero_frac", cfg.zero_window, rise=cfg.zero_rise,
+                                persist=cfg.zero_persist)
+        rows, extra = ctx.first_event(f"dead_units:{kind}", cfg.zero_window, cfg.zero_persist, detect)
+        for c in np.nonzero(rows >= 0)[0]:
+            r = int(rows[c])
+            value = float(ctx.rows(kind, "zero_frac", r, r + 1, cols=[c])[0, 0])
+            ctx.add("dead_units", c, r, "warning",
+                    f"{what} rose from {extra[c, 0]:.0%} to {value:.0%} of the elements at step "
+                    f"{int(ctx.steps[r])} and stayed up")
+
+
+def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None = None) -> list[Alert]:
+    """The alerts for a run, looking only at stored rows 0..upto_row (default: all).
+
+    Sorted: errors first, then by step, then by tensor name. Results over
+    rows that can no longer change are remembered per RunData, so calling
+    this again as the run grows reads only the new rows (and a short tail).
+    """
+    config = DiagnoseConfig() if config is None else config
+    n = run.n if upto_row is None else max(0, min(run.n, int(upto_row) + 1))
+    if n == 0 or not run.tensors:
+        return []
+    ctx = _Context(run, n, config)
+    _rule_nonfinite(ctx)
+    stagnant = _rule_stagnant(ctx)
+    _rule_ratio(ctx, stagnant)
+    _rule_norm_growth(ctx)
+    _rule_grad_explode(ctx)
+    _rule_grad_vanish(ctx)
+    _rule_dead_units(ctx)
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))

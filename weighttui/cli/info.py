@@ -1,0 +1,230 @@
+"""`weighttui info`: a summary of a run log, for people (text) and scripts (JSON).
+
+Everything here reads a RunData; nothing touches the file itself, so the same
+summary works on a live log and a finished one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+
+import numpy as np
+
+from weighttui.data.run import RunData
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+
+
+def _safe(text) -> str:
+    """A string from the log, with control characters escaped: a log must not drive the terminal."""
+    return str(text).translate(_CONTROL)
+
+
+def _when(t: float | None) -> str | None:
+    if not t:
+        return None
+    return _dt.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
+
+
+def _last(run: RunData, name: str, stat: str, kind: str) -> float:
+    if not run.has_kind(kind) or stat not in run.columns(kind):
+        return math.nan
+    _steps, values = run.series(name, stat, kind)
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else math.nan
+
+
+def _per_step_ratio(run: RunData):
+    """[rows, tensors] update ratio per optimizer step (as the alerts and the app show it)."""
+    if not run.has_kind("delta") or not run.n:
+        return None
+    from weighttui.analysis.diagnose import per_step_ratio
+
+    return per_step_ratio(run)
+
+
+def _last_of(matrix, run: RunData, name: str) -> float:
+    if matrix is None:
+        return math.nan
+    col = run.column(name)
+    values = matrix[run.present[:, col], col]
+    values = values[np.isfinite(values)]
+    return float(values[-1]) if values.size else math.nan
+
+
+def tensor_rows(run: RunData) -> list[dict]:
+    """One dict per tensor: declaration and its latest statistics."""
+    rows = []
+    per_step = _per_step_ratio(run)
+    for name in run.tensor_names:
+        t = run.tensor(name)
+        rows.append({
+            "name": name,
+            "layer": t.layer,
+            "shape": list(t.shape),
+            "dtype": t.dtype,
+            "params": t.size,
+            "trainable": t.trainable,
+            "norm": _last(run, name, "norm", "weights"),
+            "std": _last(run, name, "std", "weights"),
+            "nan": _last(run, name, "nan", "weights"),
+            "inf": _last(run, name, "inf", "weights"),
+            "update_ratio": _last(run, name, "ratio", "delta"),  # between the last two snapshots
+            "update_ratio_per_step": _last_of(per_step, run, name),
+            "grad_norm": _last(run, name, "norm", "grad"),
+        })
+    return rows
+
+
+def damage(run: RunData) -> dict:
+    return {
+        "corruptions": len(run.corruptions),
+        "corrupt_offsets": list(run.corruptions[:20]),
+        "corrupt_reasons": list(run.corruption_reasons[:20]),
+        "torn_tail_bytes": run.torn_tail,
+        "unknown_frames": run.unknown_frames,
+    }
+
+
+def info_dict(run: RunData, alerts=()) -> dict:
+    """The summary as plain data (what `weighttui info --json` prints)."""
+    rec = run.run
+    steps = run.steps
+    epochs = [int(e) for e in run.epochs if e >= 0]
+    return {
+        "path": run.path,
+        "file_size": run.file_size,
+        "status": run.status,
+        "run": None if rec is None else {
+            "run_id": rec.run_id, "created": _when(rec.created), "host": rec.host, "pid": rec.pid,
+            "framework": rec.framework, "writer": rec.writer, "bins": rec.bins, "meta": rec.meta,
+            "argv": rec.argv,
+        },
+        "runs_in_log": len(run.runs),
+        "steps": run.snapshot_count,  # the number of snapshots (the issue's name for it)
+        "snapshots": run.snapshot_count,
+        "first_step": int(steps[0]) if steps.size else None,
+        "last_step": int(steps[-1]) if steps.size else None,
+        "last_epoch": max(epochs) if epochs else None,
+        "last_record": _when(run.last_time),
+        "time_span_s": _span(run),
+        "kinds": [k for k in ("weights", "delta", "grad") if run.has_kind(k)],
+        "tensors": len(run.tensor_names),
+        "tensor_list": tensor_rows(run),
+        "parameters": sum(t.size for t in (run.tensor(n) for n in run.tensor_names)),
+        "scalars": {name: float(run.scalars(name)[1][-1]) for name in run.scalar_names},
+        "full_values_steps": run.full_steps,
+        "events": [{"step": e.step, "level": e.level, "kind": e.kind, "message": e.message}
+                   for e in run.events],
+        "dropped": None if run.end is None else run.end.dropped,
+        "corruptions": list(run.corruptions),
+        "torn_tail": run.torn_tail,
+        "damage": damage(run),
+        "alerts": [_alert_dict(a) for a in alerts],
+    }
+
+
+def _span(run: RunData) -> float | None:
+    times = run.times
+    times = times[np.isfinite(times)]
+    return float(times[-1] - times[0]) if times.size else None
+
+
+def _alert_dict(alert) -> dict:
+    fields = ("rule", "tensor", "step", "severity", "message", "advice")
+    return {f: getattr(alert, f, None) for f in fields}
+
+
+def _fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.3g}"
+
+
+def print_info(run: RunData, alerts, out) -> None:
+    """The summary for a person, as a few aligned blocks of text."""
+    d = info_dict(run, alerts)
+
+    def w(text: str) -> None:  # our own line breaks stay; everything else is escaped
+        out.write("\n".join(_safe(line) for line in text.split("\n")))
+    w(f"{d['path']}  ({d['file_size']:,} bytes)\n")
+    if d["run"] is None:
+        w("  no run yet: the log is empty or holds only the header (has the writer started?)\n")
+    else:
+        r = d["run"]
+        w(f"  run {r['run_id'][:12] or '?'}  written by {r['writer'] or '?'} ({r['framework'] or '?'}) "
+          f"on {r['host'] or '?'} pid {r['pid'] or '?'}, started {r['created'] or '?'}\n")
+        if d["runs_in_log"] > 1:
+            w(f"  this log holds {d['runs_in_log']} runs (appended); showing the latest (--run N for others)\n")
+        if r["meta"]:
+            w(f"  meta: {r['meta']}\n")
+    status = d["status"]
+    if d["dropped"]:
+        status += f", {d['dropped']} snapshots dropped by the writer"
+    w(f"  status: {status}\n")
+    if d["snapshots"]:
+        epoch = "" if d["last_epoch"] is None else f", last epoch {d['last_epoch']}"
+        w(f"  snapshots: {d['snapshots']} (steps {d['first_step']}..{d['last_step']}{epoch}); "
+          f"last record {d['last_record']} ({_duration(d['time_span_s'])} of snapshots); "
+          f"blocks: {', '.join(d['kinds'])}\n")
+    else:
+        w("  snapshots: none yet\n")
+    if d["full_values_steps"]:
+        w(f"  complete weights stored at steps: {_short_list(d['full_values_steps'])}\n")
+    if d["scalars"]:
+        w("  scalars (latest): " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["scalars"].items()) + "\n")
+
+    dmg = d["damage"]
+    if dmg["corruptions"]:
+        w(f"  DAMAGE: {dmg['corruptions']} corrupt record(s) skipped, first at byte "
+          f"{dmg['corrupt_offsets'][0]} ({dmg['corrupt_reasons'][0]}); everything else was read\n")
+    if dmg["torn_tail_bytes"]:
+        w(f"  incomplete final record, {dmg['torn_tail_bytes']} bytes ignored\n")
+    if dmg["unknown_frames"]:
+        w(f"  {dmg['unknown_frames']} record(s) of a type this version does not know were skipped\n")
+
+    tensors = d["tensor_list"]
+    if tensors:
+        w(f"\n  {len(tensors)} tensors, {d['parameters']:,} parameters\n")
+        name_w = min(48, max(len(t["name"]) for t in tensors))
+        w(f"  {'tensor':<{name_w}}  {'shape':>14}  {'norm':>9}  {'std':>9}  {'upd/step':>9}  {'grad norm':>9}\n")
+        for t in tensors:
+            name = t["name"] if len(t["name"]) <= name_w else "…" + t["name"][-(name_w - 1):]
+            shape = "x".join(map(str, t["shape"])) or "scalar"
+            flag = "" if t["trainable"] else "  (frozen)"
+            bad = t["nan"] + t["inf"] if not math.isnan(t["nan"]) else 0
+            if bad:
+                flag += f"  {int(bad)} non-finite"
+            w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
+              f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
+
+    warn_events = [e for e in d["events"] if e["level"] != "info"]
+    if warn_events:
+        w(f"\n  events ({len(warn_events)} warnings/errors):\n")
+        for e in warn_events[:10]:
+            w(f"    step {e['step']}: [{e['kind']}] {e['message']}\n")
+    if d["alerts"]:
+        w(f"\n  alerts ({len(d['alerts'])}):\n")
+        for a in d["alerts"]:
+            w(f"    {a['severity'] or 'warning'}: {a['tensor'] or '(run)'} from step {a['step']}: {a['message']}\n")
+            if a["advice"]:
+                w(f"      -> {a['advice']}\n")
+    elif d["snapshots"]:
+        w("\n  alerts: none\n")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _short_list(xs, k: int = 12) -> str:
+    if len(xs) <= k:
+        return ", ".join(map(str, xs))
+    return ", ".join(map(str, xs[: k // 2])) + ", ..., " + ", ".join(map(str, xs[-k // 2:]))

@@ -1,0 +1,259 @@
+"""`weighttui watch / replay / info / export / demo`.
+
+Heavy modules (the Textual app, numpy-heavy exports) are imported lazily so
+that `weighttui info` and the first screen of `weighttui watch` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from weighttui import __version__
+from weighttui.log.format import HEADER_SIZE, LogFormatError, check_header
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _check_log(path: str, *, must_exist: bool) -> None:
+    """Fail early (exit 2) on a missing file, not-a-log or a newer format."""
+    if not os.path.exists(path):
+        if must_exist:
+            raise CliError(f"no such run log: {path}")
+        return
+    if os.path.isdir(path):
+        raise CliError(f"{path} is a directory, not a run log")
+    with open(path, "rb") as fh:
+        head = fh.read(HEADER_SIZE)
+    if len(head) == HEADER_SIZE:
+        check_header(head)  # LogFormatError -> exit 2
+    elif head and not b"\x89WTUI\r\n\x1a".startswith(head[:8]):
+        raise LogFormatError("not a weighttui run log (bad magic bytes)")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_watch(args) -> int:
+    from weighttui.data.remote import parse_remote, view_remote
+
+    if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
+        if len(args.path) > 1 or os.path.isdir(args.path[0]):
+            return _watch_several(args)
+        args.path = args.path[0]
+    spec = parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
+    if spec is not None:
+        from weighttui.tui.app import run_app
+
+        return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
+    _check_log(args.path, must_exist=args.mode == "replay")
+    from weighttui.tui.app import run_app
+
+    return run_app(args.path, mode=args.mode, max_rows=args.max_rows)
+
+
+def _watch_several(args) -> int:
+    """`watch a.sock b.sock` / `watch DIR`: runs side by side (weighttui/tui/multi_app.py)."""
+    from weighttui.data.remote import parse_remote
+
+    files, dirs = [], []
+    for path in args.path:
+        if os.path.isdir(path):
+            dirs.append(path)
+            continue
+        if parse_remote(path) is not None:
+            raise CliError(f"{path}: remote logs are watched one at a time (weighttui watch {path})")
+        _check_log(path, must_exist=args.mode == "replay")
+        files.append(path)
+    if len(dirs) > 1:
+        raise CliError("give at most one directory of logs (and any number of log files)")
+    from weighttui.tui.multi_app import run_multi_app
+
+    return run_multi_app(files, directory=dirs[0] if dirs else None, mode=args.mode,
+                         max_rows=min(args.max_rows, 1024))
+
+
+def cmd_info(args) -> int:
+    from weighttui.cli.info import info_dict, print_info
+    from weighttui.data.run import open as open_run
+
+    args.path = _fetch_if_remote(args.path)
+    _check_log(args.path, must_exist=True)
+    # a summary needs no more than 4096 snapshots of history: the fast path for big logs
+    run = open_run(args.path, run=args.run, max_rows=4096)
+    alerts = _alerts(run, args.threshold)
+    if args.json:
+        import json
+
+        print(json.dumps(info_dict(run, alerts), indent=1, default=str))
+    else:
+        print_info(run, alerts, sys.stdout)
+    return 0
+
+
+def _fetch_if_remote(path: str) -> str:
+    """A remote log (user@host:path, ssh://...) copied once to the local cache; else path."""
+    from weighttui.data.remote import fetch, parse_remote
+
+    spec = parse_remote(path)
+    if spec is None:
+        return path
+    try:
+        return fetch(spec)
+    except OSError as exc:  # ssh's own message: unknown host, no key, no such file
+        raise CliError(str(exc)) from None
+
+
+def _alerts(run, thresholds):
+    """Alerts from weighttui.analysis.diagnose, or [] if that module is not available."""
+    try:
+        from weighttui.analysis import diagnose
+    except ImportError:
+        return []
+    config = diagnose.DiagnoseConfig.from_options(thresholds or [])
+    return diagnose.diagnose(run, config)
+
+
+def cmd_export(args) -> int:
+    from weighttui.cli import export
+    from weighttui.data.run import open as open_run
+
+    args.path = _fetch_if_remote(args.path)
+    _check_log(args.path, must_exist=True)
+    run = open_run(args.path, run=args.run)
+    wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
+                          kinds=args.kind)
+    print(f"wrote {wrote}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    path = args.path or os.path.join(tempfile.mkdtemp(prefix="weighttui-demo-"), "demo.wtui")
+    cmd = [sys.executable, "-m", "weighttui.demo", path, "--steps", str(args.steps),
+           "--delay", str(args.delay), "--quiet"]
+    print(f"weighttui demo: training a numpy MLP in a separate process, logging to {path}", file=sys.stderr)
+    trainer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    try:
+        if args.no_tui:
+            return _demo_progress(path, trainer)
+        from weighttui.tui.app import run_app
+
+        status = run_app(path, mode="watch", title="weighttui demo")
+        return status
+    finally:
+        if trainer.poll() is None:
+            trainer.terminate()
+            try:
+                trainer.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                trainer.kill()
+
+
+def _demo_progress(path: str, trainer: subprocess.Popen) -> int:
+    """--no-tui: print progress from the log while the trainer runs, then the summary."""
+    from weighttui.cli.info import print_info
+    from weighttui.data.run import RunData
+    from weighttui.data.run import open as open_run
+    from weighttui.log.tail import LogTail
+
+    data = RunData(path, max_rows=512)
+    tail = LogTail(path)
+    last_print = 0.0
+    while True:
+        done = trainer.poll() is not None
+        data.ingest(tail.poll())
+        now = time.monotonic()
+        if data.n and (now - last_print > 1.0 or done):
+            last_print = now
+            loss = data.scalars("loss")[1][-1] if "loss" in data.scalar_names else float("nan")
+            print(f"step {int(data.steps[-1]):6d}  snapshots {data.snapshot_count:5d}  loss {loss:.4f}",
+                  flush=True)
+        if done:
+            break
+        time.sleep(0.2)
+    tail.close()
+    if trainer.returncode != 0:
+        print(f"weighttui demo: the trainer exited with status {trainer.returncode}", file=sys.stderr)
+        return 1
+    print()
+    print_info(open_run(path), _alerts(open_run(path), []), sys.stdout)
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="weighttui", description="Watch neural-network weights while they train.")
+    ap.add_argument("--version", action="version", version=f"weighttui {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, mode, text in (("watch", "watch", "follow a run log live (waits for it to appear)"),
+                             ("replay", "replay", "scrub through a run log from its first snapshot")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("path", nargs="+",
+                       help="run log (e.g. run.sock); several logs or a directory compare runs side by side")
+        p.add_argument("--max-rows", type=int, default=2048,
+                       help="snapshots kept in memory before old history is thinned (default 2048: enough for any terminal width, and a 1 GB log stays under 500 MB)")
+        p.set_defaults(func=cmd_watch, mode=mode)
+
+    p = sub.add_parser("info", help="summary of a run log: run, tensors, steps, status, damage, alerts")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--run", type=int, default=None, help="which run of an appended log (0-based; default latest)")
+    p.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="change an alert threshold")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="statistics as a table, or complete weights at a step")
+    p.add_argument("path")
+    p.add_argument("--format", choices=("csv", "npz", "json", "changes", "tensorboard"), required=True,
+                   help="csv/json: statistics (or weights with --step/--epoch, json and npz); "
+                        "npz: arrays; changes: the change table as CSV; "
+                        "tensorboard: event files in the --out directory")
+    p.add_argument("--out", required=True, help="output file ('-' for stdout with csv/json)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--step", type=int, help="complete weights stored at this step")
+    g.add_argument("--epoch", type=int, help="complete weights stored at the end of this epoch")
+    p.add_argument("--kind", action="append", choices=("weights", "delta", "grad"),
+                   help="statistics blocks to export (default: all present)")
+    p.add_argument("--run", type=int, default=None, help="which run of an appended log")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="train a small numpy MLP in a separate process and watch it live")
+    p.add_argument("--path", help="where to write the log (default: a temporary directory)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--delay", type=float, default=0.02, help="seconds the trainer sleeps per step")
+    p.add_argument("--no-tui", action="store_true", help="print progress and the summary instead of the app")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, LogFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"weighttui: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyError as exc:  # e.g. no weights at that step: the message lists what exists
+        print(f"weighttui: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:
+        print(f"weighttui: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

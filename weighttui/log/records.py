@@ -1,0 +1,354 @@
+"""What the payloads of docs/FORMAT.md mean: validation into typed records.
+
+A payload that breaks the format (wrong types, arrays whose length does not
+match, ...) raises InvalidRecord; the reader counts it as a corruption at the
+frame's offset and goes on. Unknown keys are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from weighttui.log.format import FrameType, decode_array
+
+
+class InvalidRecord(ValueError):
+    pass
+
+
+# Sanity limits: a hostile log must not make a reader allocate from them.
+MAX_BINS = 65536  # histogram bins (the Recorder writes at most 4096)
+MAX_NDIM = 32
+MAX_ELEMENTS = 2**48  # elements in one declared tensor
+
+
+def _int(v, what, *, nullable=False):
+    if v is None and nullable:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InvalidRecord(f"{what} is not an int")
+    if not -(2**63) <= v < 2**63:  # readers store steps etc. in int64 arrays
+        raise InvalidRecord(f"{what} is out of the int64 range")
+    return v
+
+
+def _float(v, what, *, nullable=False):
+    if v is None and nullable:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidRecord(f"{what} is not a number")
+    return float(v)
+
+
+def _str(v, what, *, nullable=False, default=None):
+    if v is None:
+        if nullable:
+            return default
+    if not isinstance(v, str):
+        raise InvalidRecord(f"{what} is not a string")
+    return v
+
+
+def _array(v, what, ndim=None, kinds=None):
+    try:
+        arr = decode_array(v, ndim=ndim)
+    except ValueError as exc:
+        raise InvalidRecord(f"{what}: {exc}") from None
+    if kinds and arr.dtype.kind not in kinds:
+        raise InvalidRecord(f"{what} has dtype {arr.dtype}")
+    return arr
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    created: float
+    host: str = ""
+    pid: int | None = None
+    argv: list = field(default_factory=list)
+    framework: str = ""
+    writer: str = ""
+    bins: int = 64
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class TensorInfo:
+    id: int
+    name: str
+    layer: str
+    shape: tuple
+    dtype: str
+    trainable: bool
+    sample_index: np.ndarray | None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def sample_len(self) -> int:
+        return 0 if self.sample_index is None else int(self.sample_index.size)
+
+
+@dataclass
+class BlockRecord:
+    names: list
+    stats: np.ndarray  # [T, S] float64
+    hist: tuple | None  # (lo [T], hi [T], counts [T, B]) or None
+
+
+@dataclass
+class SnapshotRecord:
+    step: int
+    epoch: int | None
+    batch: int | None
+    time: float
+    ids: np.ndarray
+    weights: BlockRecord
+    delta: BlockRecord | None
+    grad: BlockRecord | None
+    sample: np.ndarray | None
+
+
+@dataclass
+class ScalarsRecord:
+    step: int
+    epoch: int | None
+    time: float
+    values: dict
+
+
+@dataclass
+class EventRecord:
+    step: int | None
+    time: float
+    level: str
+    kind: str
+    message: str
+    tensor: int | None
+
+
+@dataclass
+class EndRecord:
+    time: float
+    status: str
+    snapshots: int
+    dropped: int
+
+
+@dataclass
+class ValuesRecord:
+    step: int
+    epoch: int | None
+    id: int
+    offset: int
+    value: np.ndarray
+
+
+def parse_run(p: dict) -> RunRecord:
+    meta = p.get("meta") or {}
+    argv = p.get("argv") or []
+    if not isinstance(meta, dict):
+        raise InvalidRecord("run meta is not a map")
+    if not isinstance(argv, list):
+        raise InvalidRecord("run argv is not a list")
+    bins = _int(p.get("bins", 64), "run bins")
+    if not 1 <= bins <= MAX_BINS:
+        raise InvalidRecord(f"run bins {bins} outside 1..{MAX_BINS}")
+    return RunRecord(
+        run_id=_str(p.get("run_id", ""), "run_id"),
+        created=_float(p.get("created"), "run created", nullable=True) or 0.0,
+        host=_str(p.get("host"), "host", nullable=True, default=""),
+        pid=_int(p.get("pid"), "pid", nullable=True),
+        argv=[str(a) for a in argv],
+        framework=_str(p.get("framework"), "framework", nullable=True, default=""),
+        writer=_str(p.get("writer"), "writer", nullable=True, default=""),
+        bins=bins,
+        meta=meta,
+    )
+
+
+def parse_tensors(p: dict, known: dict) -> list[TensorInfo]:
+    items = p.get("tensors")
+    if not isinstance(items, list):
+        raise InvalidRecord("tensors is not a list")
+    out = []
+    seen = set()
+    for t in items:
+        if not isinstance(t, dict):
+            raise InvalidRecord("tensor declaration is not a map")
+        tid = _int(t.get("id"), "tensor id")
+        if tid < 0 or tid >= 2**32:
+            raise InvalidRecord("tensor id out of range")
+        if tid in known or tid in seen:
+            raise InvalidRecord(f"tensor id {tid} declared twice")
+        seen.add(tid)
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise InvalidRecord("tensor shape is not a list of non-negative ints")
+        if len(shape) > MAX_NDIM or math.prod(shape) > MAX_ELEMENTS:
+            raise InvalidRecord(f"tensor shape {shape[:MAX_NDIM + 1]} is beyond any real tensor")
+        name = _str(t.get("name"), "tensor name")
+        layer = _str(t.get("layer"), "tensor layer", nullable=True, default=None)
+        if layer is None:
+            layer = default_layer(name)
+        sample_index = t.get("sample_index")
+        if sample_index is not None:
+            sample_index = _array(sample_index, "sample_index", ndim=1, kinds="iu").astype(np.int64)
+            size = math.prod(shape)
+            if sample_index.size and (sample_index.min() < 0 or sample_index.max() >= size):
+                raise InvalidRecord("sample_index outside the tensor")
+        trainable = t.get("trainable", True)
+        if not isinstance(trainable, bool):
+            raise InvalidRecord("trainable is not a bool")
+        out.append(TensorInfo(
+            id=tid, name=name, layer=layer, shape=tuple(shape),
+            dtype=_str(t.get("dtype"), "tensor dtype", nullable=True, default=""),
+            trainable=trainable, sample_index=sample_index,
+        ))
+    return out
+
+
+def default_layer(name: str) -> str:
+    """The layer of a tensor name: everything before the last '.' or '/'."""
+    cut = max(name.rfind("."), name.rfind("/"))
+    return name[:cut] if cut > 0 else name
+
+
+def _block(v, what, t: int, required: bool) -> BlockRecord | None:
+    if v is None:
+        if required:
+            raise InvalidRecord(f"snapshot has no {what} block")
+        return None
+    if not isinstance(v, dict):
+        raise InvalidRecord(f"{what} block is not a map")
+    names = v.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidRecord(f"{what} names is not a list of strings")
+    stats = _array(v.get("stats"), f"{what} stats", ndim=2, kinds="f")
+    if stats.shape != (t, len(names)):
+        raise InvalidRecord(f"{what} stats has shape {stats.shape}, expected {(t, len(names))}")
+    hist = v.get("hist")
+    if hist is not None:
+        if not isinstance(hist, dict):
+            raise InvalidRecord(f"{what} hist is not a map")
+        lo = _array(hist.get("lo"), f"{what} hist lo", ndim=1, kinds="f")
+        hi = _array(hist.get("hi"), f"{what} hist hi", ndim=1, kinds="f")
+        counts = _array(hist.get("counts"), f"{what} hist counts", ndim=2, kinds="iu")
+        if lo.shape != (t,) or hi.shape != (t,) or counts.shape[0] != t or counts.shape[1] < 1:
+            raise InvalidRecord(f"{what} hist does not have one row per tensor")
+        if counts.shape[1] > MAX_BINS:
+            raise InvalidRecord(f"{what} hist has {counts.shape[1]} bins, more than {MAX_BINS}")
+        if counts.dtype != np.uint32 and counts.size:
+            # readers keep counts as uint32: anything else must fit, never wrap
+            if counts.min() < 0 or counts.max() >= 2**32:
+                raise InvalidRecord(f"{what} hist counts outside the uint32 range")
+        hist = (lo.astype(np.float64), hi.astype(np.float64), counts)
+    return BlockRecord(names, stats.astype(np.float64, copy=False), hist)
+
+
+def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> SnapshotRecord:
+    """tensors: id -> TensorInfo of the current run (ids must be declared).
+
+    checked: optional cache owned by the caller for one run, ids bytes ->
+    sample length; snapshots usually repeat the same ids, and ids are never
+    reused in a run, so their check is done once.
+    """
+    ids = _array(p.get("ids"), "ids", ndim=1, kinds="iu")
+    t = ids.size
+    key = ids.tobytes() + ids.dtype.str.encode()
+    expected = None if checked is None else checked.get(key)
+    if expected is None:
+        id_list = ids.tolist()
+        for i in id_list:
+            if i not in tensors:
+                raise InvalidRecord(f"snapshot names undeclared tensor id {i}")
+        if len(set(id_list)) != t:
+            raise InvalidRecord("snapshot names a tensor twice")
+        expected = sum(tensors[i].sample_len for i in id_list)
+        if checked is not None:
+            checked[key] = expected
+    sample = p.get("sample")
+    if sample is not None:
+        sample = _array(sample, "sample", ndim=1, kinds="f")
+        if sample.size != expected:
+            raise InvalidRecord(f"sample has {sample.size} values, expected {expected}")
+    step = _int(p.get("step"), "snapshot step")
+    return SnapshotRecord(
+        step=step,
+        epoch=_int(p.get("epoch"), "epoch", nullable=True),
+        batch=_int(p.get("batch"), "batch", nullable=True),
+        time=_float(p.get("time"), "time", nullable=True) or 0.0,
+        ids=ids.astype(np.int64),
+        weights=_block(p.get("weights"), "weights", t, required=True),
+        delta=_block(p.get("delta"), "delta", t, required=False),
+        grad=_block(p.get("grad"), "grad", t, required=False),
+        sample=sample,
+    )
+
+
+def parse_scalars(p: dict) -> ScalarsRecord:
+    values = p.get("values")
+    if not isinstance(values, dict):
+        raise InvalidRecord("scalars values is not a map")
+    clean = {}
+    for k, v in values.items():
+        if not isinstance(k, str):
+            raise InvalidRecord("scalar name is not a string")
+        clean[k] = _float(v, f"scalar {k}")
+    return ScalarsRecord(
+        step=_int(p.get("step"), "scalars step"),
+        epoch=_int(p.get("epoch"), "epoch", nullable=True),
+        time=_float(p.get("time"), "time", nullable=True) or 0.0,
+        values=clean,
+    )
+
+
+def parse_event(p: dict) -> EventRecord:
+    level = _str(p.get("level", "info"), "event level")
+    return EventRecord(
+        step=_int(p.get("step"), "event step", nullable=True),
+        time=_float(p.get("time"), "time", nullable=True) or 0.0,
+        level=level if level in ("info", "warning", "error") else "info",
+        kind=_str(p.get("kind", ""), "event kind"),
+        message=_str(p.get("message", ""), "event message"),
+        tensor=_int(p.get("tensor"), "event tensor", nullable=True),
+    )
+
+
+def parse_end(p: dict) -> EndRecord:
+    status = _str(p.get("status", "finished"), "end status")
+    return EndRecord(
+        time=_float(p.get("time"), "time", nullable=True) or 0.0,
+        status=status if status in ("finished", "failed", "interrupted") else "finished",
+        snapshots=_int(p.get("snapshots", 0), "end snapshots"),
+        dropped=_int(p.get("dropped", 0), "end dropped"),
+    )
+
+
+def parse_values(p: dict, tensors: dict) -> ValuesRecord:
+    tid = _int(p.get("id"), "values id")
+    if tid not in tensors:
+        raise InvalidRecord(f"values for undeclared tensor id {tid}")
+    value = _array(p.get("value"), "value", ndim=1)
+    offset = _int(p.get("offset", 0), "values offset")
+    if offset < 0 or offset + value.size > tensors[tid].size:
+        raise InvalidRecord("values chunk lies outside the tensor")
+    return ValuesRecord(
+        step=_int(p.get("step"), "values step"),
+        epoch=_int(p.get("epoch"), "epoch", nullable=True),
+        id=tid, offset=offset, value=value,
+    )
+
+
+RECORD_NAMES = {
+    FrameType.RUN: "run", FrameType.TENSORS: "tensors", FrameType.SNAPSHOT: "snapshot",
+    FrameType.SCALARS: "scalars", FrameType.EVENT: "event", FrameType.END: "end",
+    FrameType.VALUES: "values",
+}

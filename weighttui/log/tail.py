@@ -1,0 +1,159 @@
+"""Reading a run log from a path, whole or live.
+
+`LogTail.poll()` returns whatever frames were appended since the last poll.
+It handles the file not existing yet, a header not written yet, torn tails
+(kept and retried while live), corruption (counted, resynchronised) and the
+file being truncated or replaced by a new run (reported as a reset, reading
+starts over from offset 0). It never writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from weighttui.log.format import (
+    HEADER_SIZE,
+    Corruption,
+    Frame,
+    FrameDecoder,
+    check_header,
+)
+
+READ_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass
+class Poll:
+    """What one poll found."""
+
+    frames: list = field(default_factory=list)  # Frame, in file order
+    corruptions: list = field(default_factory=list)  # Corruption
+    reset: bool = False  # the file was truncated or replaced: drop what you had
+    waiting: str | None = None  # "missing" or "no header" while the run has not started
+    size: int = 0  # file size seen by this poll
+    offset: int = 0  # bytes consumed so far (header and complete frames)
+
+
+class LogTail:
+    """Incremental reader of one log file. Not thread-safe; one owner."""
+
+    def __init__(self, path, *, max_bytes_per_poll: int | None = None):
+        self.path = os.fspath(path)
+        self.max_bytes_per_poll = max_bytes_per_poll
+        self._fh = None
+        self._ino = None
+        self._decoder: FrameDecoder | None = None
+        self._first = b""  # header + first frame, to notice an in-place rewrite
+        self.version: int | None = None
+
+    # The decoder's consumed offset; what is left after it is pending bytes.
+    @property
+    def offset(self) -> int:
+        return self._decoder.offset if self._decoder else 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes after the last complete frame (a torn tail if the writer is gone)."""
+        return self._decoder.pending if self._decoder else 0
+
+    @property
+    def resyncing(self) -> bool:
+        return bool(self._decoder and self._decoder.resyncing)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = None
+        self._decoder = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _reopen(self) -> bool:
+        """Open (or reopen) the path; False if it does not exist."""
+        self.close()
+        try:
+            fh = open(self.path, "rb")  # read-only: a viewer never writes
+        except FileNotFoundError:
+            return False
+        self._fh = fh
+        self._ino = os.fstat(fh.fileno()).st_ino
+        self._decoder = None
+        self._first = b""
+        return True
+
+    def poll(self) -> Poll:
+        """Read what was appended since the last poll.
+
+        Raises LogFormatError for a file that is not a log or is too new, and
+        FileNotFoundError never: a missing file is reported as waiting.
+        """
+        out = Poll()
+        reset = self._check_replaced()
+        out.reset = reset
+        if self._fh is None and not self._reopen():
+            out.waiting = "missing"
+            return out
+        size = os.fstat(self._fh.fileno()).st_size
+        out.size = size
+        if self._decoder is None:
+            if size < HEADER_SIZE:
+                out.waiting = "no header"
+                return out
+            self._fh.seek(0)
+            head = self._fh.read(HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                out.waiting = "no header"
+                return out
+            self.version = check_header(head)
+            self._decoder = FrameDecoder(HEADER_SIZE)
+        dec = self._decoder
+        budget = self.max_bytes_per_poll
+        read_at = dec.offset + dec.pending
+        while read_at < size and (budget is None or budget > 0):
+            want = max(READ_CHUNK, dec.wanted())
+            if budget is not None:
+                want = min(want, max(budget, dec.wanted()))
+            self._fh.seek(read_at)
+            data = self._fh.read(min(want, size - read_at))
+            if not data:
+                break
+            read_at += len(data)
+            if budget is not None:
+                budget -= len(data)
+            dec.feed(data)
+            for item in dec.frames():
+                if isinstance(item, Frame):
+                    if not self._first and item.offset == HEADER_SIZE and item.size <= 65536:
+                        self._first = os.pread(self._fh.fileno(), HEADER_SIZE + item.size, 0)
+                    out.frames.append(item)
+                elif isinstance(item, Corruption):
+                    out.corruptions.append(item)
+        out.offset = dec.offset
+        return out
+
+    def _check_replaced(self) -> bool:
+        """True (and reopen) if the path now names another file or shrank."""
+        if self._fh is None:
+            return False
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            # Removed: keep reading the open file (the writer may still hold it).
+            return False
+        replaced = st.st_ino != self._ino or st.st_size < self.offset + self.pending
+        if not replaced and self._first:
+            # Truncated and rewritten in place (mode "w" keeps the inode): the
+            # first frame, which holds the run id, is no longer the same.
+            try:
+                replaced = os.pread(self._fh.fileno(), len(self._first), 0) != self._first
+            except OSError:
+                replaced = True
+        if replaced:
+            self._reopen()
+            return True
+        return False

@@ -1,0 +1,120 @@
+"""The alerts screen (key `!`): what looks wrong, where it began, what to try.
+
+Lists `app.alerts` (computed by the app with `weighttui.analysis.diagnose`); the
+highlighted alert's advice is shown below the list; enter opens its tensor
+(`app.open_tensor`), escape goes back.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from weighttui.tui.screens.change_table import RowTable
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
+
+
+class AlertsScreen(Screen):
+    DEFAULT_CSS = """
+    AlertsScreen { layout: vertical; }
+    AlertsScreen #ahead { height: 1; padding: 0 1; background: $panel; }
+    AlertsScreen DataTable { height: 1fr; }
+    AlertsScreen #advice { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary; }
+    """
+    BINDINGS = [
+        Binding("enter", "open", "open tensor"),
+        Binding("escape", "close", "back"),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self._shown: list | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="ahead")
+        yield RowTable(id="alerts", cursor_type="row", zebra_stripes=True)
+        yield Static(id="advice")
+        yield Footer(compact=True)
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one(DataTable)
+
+    def on_mount(self) -> None:
+        for label, key in (("severity", "severity"), ("rule", "rule"), ("tensor", "tensor"),
+                           ("from step", "step"), ("what", "message")):
+            self.table.add_column(label, key=key)
+        self.table.focus()
+        self.refresh_data()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        alerts = list(getattr(self.app, "alerts", []) or [])
+        if alerts == self._shown:
+            return
+        self._shown = alerts
+        table = self.table
+        keep = table.cursor_row
+        table.clear()
+        for i, a in enumerate(alerts):
+            style = SEVERITY_STYLE.get(a.severity, "")
+            table.add_row(Text(a.severity, style=style), a.rule, a.tensor or "(run)", Text(str(a.step), justify="right"),
+                          a.message, key=str(i))
+        if alerts:
+            table.move_cursor(row=min(keep, len(alerts) - 1))
+        errors = sum(1 for a in alerts if a.severity == "error")
+        head = Text(no_wrap=True)
+        head.append(f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}", style="bold")
+        if alerts:
+            head.append(f" · {errors} error{'s' if errors != 1 else ''}, {len(alerts) - errors} warnings",
+                        style="dim")
+            head.append(" · enter opens the tensor", style="dim")
+        else:
+            head.append(" · nothing looks wrong so far", style="dim")
+        self.query_one("#ahead", Static).update(head)
+        self._advice()
+
+    def _current(self):
+        if not self._shown:
+            return None
+        row = self.table.cursor_row
+        return self._shown[row] if 0 <= row < len(self._shown) else None
+
+    def _advice(self) -> None:
+        a = self._current()
+        box = self.query_one("#advice", Static)
+        if a is None:
+            box.update("")
+            return
+        t = Text()
+        t.append(f"{a.tensor or 'the run'}", style="bold")
+        t.append(f", from step {a.step}: ")
+        t.append(a.message + "\n")
+        t.append("what it usually means / what to try: ", style="dim")
+        t.append(a.advice)
+        box.update(t)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._advice()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        a = self._current()
+        if a is None:
+            return
+        if a.tensor:
+            self.app.open_tensor(a.tensor)
+        else:
+            self.notify("this alert is about the whole run, not one tensor")
+
+    def action_close(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()

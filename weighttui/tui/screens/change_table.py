@@ -1,0 +1,229 @@
+"""The change table screen (key `c`): how much each tensor moves, at the timeline position.
+
+Numbers come from `weighttui.analysis.changes.change_table` (pure). Rows are keyed by
+tensor and updated in place; they are rebuilt only when the set of tensors
+changes. Keys: `s` / `S` next sort column / reverse (or click a header),
+`a` / `b` mark the timeline position, `x` clear the marks, `w` averaging
+window, enter opens the tensor, escape goes back. Stagnant tensors are
+yellow, too-fast ones red.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from weighttui.analysis.changes import COLUMNS, LABELS, change_table
+from weighttui.analysis.diagnose import DiagnoseConfig
+from weighttui.tui.widgets.heatmap_view import fmt_value
+
+KEYS = ("tensor", *COLUMNS, "flag")
+WINDOWS = (5, 10, 20, 50)
+FLAG_STYLE = {"stagnant": "bold yellow", "fast": "bold red", "": ""}
+
+
+class RowTable(DataTable, inherit_bindings=False):
+    """A row-cursor DataTable that leaves left/right/home/end to the app's timeline."""
+
+    BINDINGS = [
+        Binding("enter", "select_cursor", "open", show=False),
+        Binding("up,k", "cursor_up", "up", show=False),
+        Binding("down,j", "cursor_down", "down", show=False),
+        Binding("pageup", "page_up", show=False),
+        Binding("pagedown", "page_down", show=False),
+        Binding("ctrl+home", "scroll_top", show=False),
+        Binding("ctrl+end", "scroll_bottom", show=False),
+    ]
+
+
+def _fmt(key: str, v) -> str:
+    if key == "changed_frac":
+        return "-" if v is None or not math.isfinite(v) else f"{v:.1%}"
+    if key in ("norm_change", "change_ab"):
+        if v is None or math.isnan(v):
+            return "-"
+        return "inf" if math.isinf(v) else f"{v:+.2%}" if key == "norm_change" else f"{v:.2%}"
+    return fmt_value(v, 0).strip()
+
+
+def _sort_key(key: str, entry: dict):
+    v = entry[key]
+    if isinstance(v, str):
+        return (0, v)
+    return (1, 0.0) if v is None or math.isnan(v) else (0, v)
+
+
+class ChangeTableScreen(Screen):
+    DEFAULT_CSS = """
+    ChangeTableScreen { layout: vertical; }
+    ChangeTableScreen #chead { height: 2; padding: 0 1; background: $panel; }
+    ChangeTableScreen DataTable { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("s", "sort", "sort"),
+        Binding("S", "reverse", "reverse"),
+        Binding("a", "mark('a')", "mark a"),
+        Binding("b", "mark('b')", "mark b"),
+        Binding("x", "clear_marks", "clear marks"),
+        Binding("w", "window", "window"),
+        Binding("enter", "open", "open tensor"),
+        Binding("escape", "close", "back"),
+    ]
+
+    def __init__(self, *, sort: str = "ratio", reverse: bool = True, config: DiagnoseConfig | None = None):
+        super().__init__()
+        self.sort_key = sort
+        self.reverse = reverse
+        self.window = 10
+        self.mark_a: int | None = None  # steps
+        self.mark_b: int | None = None
+        self.config = config
+        self.rows: list[dict] = []
+        self._shape = None
+        self._cells: dict[tuple[str, str], str] = {}
+        self._key = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="chead")
+        yield RowTable(id="changes", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True)
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one(DataTable)
+
+    def on_mount(self) -> None:
+        for key in KEYS:
+            self.table.add_column(LABELS[key], key=key)
+        self.table.focus()
+        self.refresh_data()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_data()
+
+    # ----------------------------------------------------------------- keys
+
+    def action_close(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def action_sort(self) -> None:
+        self.sort_key = KEYS[(KEYS.index(self.sort_key) + 1) % len(KEYS)]
+        self._resort()
+
+    def action_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self._resort()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = event.column_key.value
+        if key == self.sort_key:
+            self.reverse = not self.reverse
+        else:
+            self.sort_key, self.reverse = key, key not in ("tensor", "flag")
+        self._resort()
+
+    def action_mark(self, which: str) -> None:
+        data, row = self.app.data, self.app.row
+        if row < 0:
+            return
+        setattr(self, f"mark_{which}", int(data.steps[row]))
+        self.refresh_data(force=True)
+
+    def action_clear_marks(self) -> None:
+        self.mark_a = self.mark_b = None
+        self.refresh_data(force=True)
+
+    def action_window(self) -> None:
+        self.window = WINDOWS[(WINDOWS.index(self.window) + 1) % len(WINDOWS)] if self.window in WINDOWS else 10
+        self.refresh_data(force=True)
+
+    def action_open(self) -> None:
+        table = self.table
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+            self.app.open_tensor(key.value)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.app.open_tensor(event.row_key.value)
+
+    # -------------------------------------------------------------- refresh
+
+    def refresh_data(self, force: bool = False) -> None:
+        app = self.app
+        data = app.data
+        row = app.row
+        key = (data.resets, data.snapshot_count, data.n, row, self.window, self.mark_a, self.mark_b, id(data.run))
+        if key == self._key and not force:
+            return
+        self._key = key
+        self.rows = change_table(data, row=row if row >= 0 else None, window=self.window,
+                                 mark_a=self.mark_a, mark_b=self.mark_b, config=self.config)
+        self._header(row)
+        table = self.table
+        shape = tuple(r["tensor"] for r in self.rows)
+        if shape != self._shape:  # new tensors (or a new run): rebuild the rows once
+            self._shape = shape
+            table.clear()
+            self._cells.clear()
+            for entry in self.rows:
+                cells = self._cells_of(entry)
+                table.add_row(*cells, key=entry["tensor"])
+                for k, c in zip(KEYS, cells):
+                    self._cells[(entry["tensor"], k)] = c.plain + str(c.style)
+            self._resort()
+            return
+        changed = False
+        for entry in self.rows:
+            for k, c in zip(KEYS, self._cells_of(entry)):
+                sig = c.plain + str(c.style)
+                if self._cells.get((entry["tensor"], k)) != sig:
+                    self._cells[(entry["tensor"], k)] = sig
+                    table.update_cell(entry["tensor"], k, c)
+                    changed = True
+        if changed and self.sort_key != "tensor":
+            self._resort()
+
+    def _cells_of(self, entry: dict) -> list[Text]:
+        style = FLAG_STYLE[entry["flag"]]
+        cells = [Text(entry["tensor"], style=style)]
+        for k in COLUMNS:
+            cells.append(Text(_fmt(k, entry[k]), style=style, justify="right"))
+        cells.append(Text(entry["flag"], style=style))
+        return cells
+
+    def _resort(self) -> None:
+        order = {e["tensor"]: _sort_key(self.sort_key, e) for e in self.rows}
+        if self.table.row_count:
+            # one column asked for: the key function gets that cell (the tensor name) itself
+            self.table.sort("tensor", key=lambda cell: order.get(cell.plain, (2, 0)), reverse=self.reverse)
+        self._header(self.app.row)
+
+    def _header(self, row: int) -> None:
+        data = self.app.data
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append("changes", style="bold")
+        if row >= 0:
+            t.append(f" at step {int(data.steps[row])} (snapshot {row + 1}/{data.n})")
+        t.append(f" · mean over {self.window} snapshots · sorted by {LABELS[self.sort_key]} "
+                 f"{'↓' if self.reverse else '↑'}", style="dim")
+        stagnant = sum(1 for r in self.rows if r["flag"] == "stagnant")
+        fast = sum(1 for r in self.rows if r["flag"] == "fast")
+        t.append("\n")
+        t.append(f"{stagnant} stagnant", style=FLAG_STYLE["stagnant"] if stagnant else "dim")
+        t.append(" · ")
+        t.append(f"{fast} too fast", style=FLAG_STYLE["fast"] if fast else "dim")
+        t.append("  marks: ", style="dim")
+        t.append(f"a = step {self.mark_a}" if self.mark_a is not None else "a = (press a)")
+        t.append(", ")
+        t.append(f"b = step {self.mark_b}" if self.mark_b is not None else "b = (press b)")
+        src = self.rows[0].get("change_ab_from") if self.rows else ""
+        if src:
+            t.append(f"  (change a→b from {'complete values' if src == 'values' else 'sampled elements'})",
+                     style="dim")
+        self.query_one("#chead", Static).update(t)

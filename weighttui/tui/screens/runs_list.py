@@ -1,0 +1,163 @@
+"""The run list of the multi-run viewer: one row per log, updated in place.
+
+Rows are keyed by the log's path and cells are only rewritten when their
+text changed, so a sweep of dozens of live runs redraws little per refresh.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from weighttui.analysis.multirun import RunRow
+from weighttui.tui.widgets.header import STATUS_STYLE
+from weighttui.tui.widgets.sparkline import fmt, spark
+
+SPARK_WIDTH = 16
+COLUMNS = (("run", "run"), ("status", "status"), ("framework", "fw"), ("snapshots", "snaps"),
+           ("last_step", "last step"), ("loss", "loss"), ("trend", "trend"), ("meta", "meta"),
+           ("corrupt", "corrupt"))
+EXTRA_STYLE = {"error": "bold red"}
+
+
+def row_cells(row: RunRow) -> dict[str, Text]:
+    """The cells of one run's row, by column key."""
+    status_style = STATUS_STYLE.get(row.status, EXTRA_STYLE.get(row.status, "bold"))
+    loss = "–" if math.isnan(row.loss) else fmt(row.loss, 9).strip()
+    return {
+        "run": Text(row.name, style="bold"),
+        "status": Text(row.status, style=status_style),
+        "framework": Text(row.framework or "–"),
+        "snapshots": Text(str(row.snapshots), justify="right"),
+        "last_step": Text("–" if row.last_step is None else str(row.last_step), justify="right"),
+        "loss": Text(loss, justify="right"),
+        "trend": Text(spark(row.loss_values, SPARK_WIDTH) if row.loss_values.size else "", style="cyan"),
+        "meta": Text(row.meta, style="dim"),
+        "corrupt": Text(str(row.corruptions) if row.corruptions else "", style="bold yellow", justify="right"),
+    }
+
+
+class RunTable(DataTable):
+    BINDINGS = [
+        Binding("j", "cursor_down", show=False),
+        Binding("k", "cursor_up", show=False),
+    ]
+
+
+class RunListScreen(Screen):
+    DEFAULT_CSS = """
+    RunListScreen #runs-title { height: 1; background: $panel; padding: 0 1; }
+    RunListScreen RunTable { height: 1fr; }
+    RunListScreen #runs-note { height: auto; max-height: 6; padding: 0 1; color: $text-muted; }
+    """
+    BINDINGS = [Binding("enter", "open", "open run")]
+
+    def __init__(self):
+        super().__init__()
+        self._cells: dict[str, dict[str, str]] = {}  # path -> column -> plain text shown
+        self._loss_label = "loss"
+        # Refreshes may be asked for (by the app's timers) between compose and mount, and while
+        # the app shuts down; widgets filled before they are mounted lose what they were given.
+        self._ready = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="runs-title")
+        table = RunTable(id="runs", cursor_type="row", zebra_stripes=True)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Static(id="runs-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.refresh_data()
+
+    def on_unmount(self) -> None:
+        self._ready = False
+
+    @property
+    def table(self) -> RunTable:
+        return self.query_one(RunTable)
+
+    def refresh_data(self) -> None:
+        if not self._ready:
+            return
+        app = self.app
+        rows = app.run_rows()
+        self.query_one("#runs-title", Static).update(app.title_line())
+        table = self.table
+        for row in rows:
+            cells = row_cells(row)
+            plain = {k: c.plain + "|" + str(c.style) for k, c in cells.items()}
+            old = self._cells.get(row.path)
+            if old is None:
+                table.add_row(*(cells[k] for k, _ in COLUMNS), key=row.path)
+            else:
+                for k, text in plain.items():
+                    if old[k] != text:
+                        table.update_cell(row.path, k, cells[k], update_width=True)
+            self._cells[row.path] = plain
+        self._relabel_loss(rows)
+        self.refresh_note()
+
+    def _relabel_loss(self, rows: list[RunRow]) -> None:
+        """Call the loss column what the runs call it ("val_loss" ...), if they agree."""
+        names = {r.loss_name for r in rows if r.loss_name}
+        label = names.pop() if len(names) == 1 else "loss"
+        if label != self._loss_label:
+            self._loss_label = label
+            col = self.table.columns.get("loss")
+            if col is not None:
+                col.label = Text(label)
+                self.table.refresh()
+
+    def refresh_status(self) -> None:
+        self.refresh_data()
+
+    def current_path(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return row_key.value
+
+    def on_data_table_row_highlighted(self, _event) -> None:
+        self.refresh_note()
+
+    def on_data_table_row_selected(self, event) -> None:
+        self.app.open_run(event.row_key.value)
+
+    def action_open(self) -> None:
+        path = self.current_path()
+        if path is not None:
+            self.app.open_run(path)
+
+    def refresh_note(self) -> None:
+        """Below the table: errors, ignored files, and how to open the highlighted run alone."""
+        app = self.app
+        note = Text(no_wrap=False)
+        if not app.slots:
+            where = app.directory or "the given paths"
+            note.append(f"no run logs yet in {where}; waiting for one to appear…\n", style="yellow")
+        for slot in app.slots:
+            if slot.error:
+                note.append(f"{slot.name}: {slot.error}\n", style="red")
+        if app.ignored:
+            shown = ", ".join(f"{name} ({why})" for name, why in list(app.ignored_names().items())[:4])
+            more = len(app.ignored) - 4
+            n = len(app.ignored)
+            what = "file that is not a weighttui log" if n == 1 else "files that are not weighttui logs"
+            note.append(f"ignored {n} {what}: {shown}" + (f" and {more} more" if more > 0 else "") + "\n",
+                        style="dim")
+        path = self.current_path()
+        if path is not None:
+            note.append("enter opens it here; or in another terminal: ", style="dim")
+            note.append(shlex.join(["weighttui", app.mode, path]), style="bold")
+        self.query_one("#runs-note", Static).update(note)

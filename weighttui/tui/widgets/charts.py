@@ -1,0 +1,105 @@
+"""Line charts over steps, drawn by plotext through textual-plotext.
+
+`LineChart.show()` takes whole series (NaN gaps allowed) and a marker step
+(the timeline position, drawn as a vertical line); it remembers what it drew
+so an unchanged chart is not rebuilt (plotext is the slow part of a screen).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from textual_plotext import PlotextPlot
+
+from weighttui.tui.widgets.log_axis import log_ticks, to_log10
+
+# percentile bands, outermost first: faint at the extremes, bright at the median
+BAND_COLORS = ("gray", "blue", "cyan", "green", "yellow", "green", "cyan", "blue", "gray")
+SERIES_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")
+
+
+def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most 2 points per bucket (its min and max, in x order): what a chart of that width can show.
+
+    plotext draws every segment it is given and is the slow part of a screen;
+    keeping each bucket's extremes keeps the spikes (a NaN step, a jump) visible.
+    """
+    n = x.size
+    if n <= 2 * buckets or buckets < 1:
+        return x, y
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
+    keep = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        seg = y[a:b]
+        i, j = a + int(np.argmin(seg)), a + int(np.argmax(seg))
+        keep.extend(sorted({i, j}))
+    keep = np.asarray(keep, dtype=np.int64)
+    return x[keep], y[keep]
+
+
+class LineChart(PlotextPlot):
+    DEFAULT_CSS = """
+    LineChart { height: 1fr; width: 1fr; }
+    """
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._key = None
+        self.drawn: list[str] = []  # labels of the series drawn last
+        self.series_data: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, x, y) drawn last
+        self.title_text = ""
+        self._last_show = None
+        self._drawn_size = None
+
+    def on_resize(self) -> None:
+        # series are thinned to the width, and log ticks to the height, they were
+        # drawn at: a chart first drawn before layout or at another size is redrawn
+        if self._last_show is not None and self.size != self._drawn_size:
+            title, x, series, marker, log_y = self._last_show
+            self._key = None
+            self.show(title, x, series, marker=marker, log_y=log_y)
+
+    def show(self, title: str, x, series, *, marker=None, log_y: bool = False, key=None) -> None:
+        """series: [(label, y values, colour)]; `key` (hashable) skips the redraw when unchanged."""
+        if key is not None and key == self._key:
+            return
+        self._key = key
+        self._last_show = (title, x, series, marker, log_y)
+        self._drawn_size = self.size
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(title)
+        x = np.asarray(x, dtype=np.float64)
+        drawn, data = [], []
+        log_lo, log_hi = math.inf, -math.inf
+        self.title_text = title
+        for label, y, color in series:
+            y = np.asarray(y, dtype=np.float64)
+            ok = np.isfinite(y) & np.isfinite(x)
+            if log_y:
+                ok &= y > 0
+            if not ok.any():
+                continue
+            plotted = to_log10(y[ok]) if log_y else y[ok]  # see log_axis: never plotext's yscale("log")
+            if log_y:
+                log_lo, log_hi = min(log_lo, float(plotted.min())), max(log_hi, float(plotted.max()))
+            xs, ys = envelope(x[ok], plotted, max(16, (self.size.width or 160) - 8))
+            plt.plot(xs.tolist(), ys.tolist(), label=label or None, color=color, marker="braille")
+            drawn.append(label)
+            data.append((label, x[ok], y[ok]))
+        if not drawn:
+            plt.text("no data", 0.5, 0.5, alignment="center")
+            plt.xlim(0, 1)
+            plt.ylim(0, 1)
+        else:
+            if log_y:
+                rows = self.size.height - 5  # the plot area, less title, x axis and frame
+                plt.yticks(*log_ticks(log_lo, log_hi, rows // 2 if rows > 0 else 6))
+            if marker is not None and np.isfinite(marker):
+                plt.vline(float(marker), "yellow")
+        self.drawn = drawn
+        self.series_data = data
+        self.refresh()
