@@ -59,9 +59,9 @@ def test_sniff_tells_logs_from_other_files(tmp_path):
     (tmp_path / "half").write_bytes(MAGIC[:5])
     assert sniff(tmp_path / "half") == "pending"
     (tmp_path / "notes.txt").write_text("hello, not a log")
-    assert sniff(tmp_path / "notes.txt") == "not a weighttui log"
+    assert sniff(tmp_path / "notes.txt") == "not a weighttui run log (bad magic bytes)"
     (tmp_path / "short.txt").write_bytes(b"hi")
-    assert sniff(tmp_path / "short.txt") == "not a weighttui log"
+    assert sniff(tmp_path / "short.txt") == "not a weighttui run log (bad magic bytes)"
     (tmp_path / "future.sock").write_bytes(MAGIC + struct.pack("<HH", 99, 0))
     assert "newer" in sniff(tmp_path / "future.sock") or "version" in sniff(tmp_path / "future.sock")
 
@@ -82,7 +82,7 @@ def test_directory_watch_reports_each_log_once_and_picks_up_new_ones(tmp_path):
     first = watch.scan()
     assert first.logs == sorted([str(tmp_path / "lr0.01.wtui"), str(tmp_path / "lr0.1.sock"),
                                  str(sub / "run.log")])
-    assert first.ignored == [(str(tmp_path / "notes.txt"), "not a weighttui log")]
+    assert first.ignored == [(str(tmp_path / "notes.txt"), "not a weighttui run log (bad magic bytes)")]
     again = watch.scan()
     assert again.logs == [] and again.ignored == []
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from weighttui.data.run import RunData
-from weighttui.log.format import HEADER_SIZE, MAGIC, LogFormatError, check_header
+from weighttui.log.sniff import HeadState, sniff_file
 
 STALL_DEAD_S = 10.0  # no growth this long and the writer's pid is gone: stalled
 STALL_ANY_S = 30.0  # no growth this long: stalled whatever the pid says
@@ -31,21 +31,12 @@ def sniff(path) -> str | None:
     """None if `path` starts like a weighttui log, "pending" if too short to tell yet,
     else why it is not one (a person reads this)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(HEADER_SIZE)
+        head = sniff_file(path)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
-    if len(head) < len(MAGIC):
-        # A writer creates the file before its first write: decide on a later scan.
-        return "pending" if MAGIC.startswith(head) else "not a weighttui log"
-    if head[: len(MAGIC)] != MAGIC:
-        return "not a weighttui log"
-    if len(head) == HEADER_SIZE:
-        try:
-            check_header(head)
-        except LogFormatError as exc:
-            return str(exc)
-    return None
+    if head.state is HeadState.PENDING:
+        return "pending"  # a writer creates the file before its first write: decide on a later scan
+    return head.reason or None
 
 
 @dataclass

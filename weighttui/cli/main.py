@@ -14,7 +14,8 @@ import tempfile
 import time
 
 from weighttui import __version__
-from weighttui.log.format import HEADER_SIZE, LogFormatError, check_header
+from weighttui.log.format import LogFormatError
+from weighttui.log.sniff import sniff_file
 
 EXIT_BAD_INPUT = 2
 
@@ -31,12 +32,7 @@ def _check_log(path: str, *, must_exist: bool) -> None:
         return
     if os.path.isdir(path):
         raise CliError(f"{path} is a directory, not a run log")
-    with open(path, "rb") as fh:
-        head = fh.read(HEADER_SIZE)
-    if len(head) == HEADER_SIZE:
-        check_header(head)  # LogFormatError -> exit 2
-    elif head and not b"\x89WTUI\r\n\x1a".startswith(head[:8]):
-        raise LogFormatError("not a weighttui run log (bad magic bytes)")
+    sniff_file(path).raise_if_foreign()  # LogFormatError -> exit 2; a pending header is fine
 
 
 # ---------------------------------------------------------------- commands
