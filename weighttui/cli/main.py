@@ -42,6 +42,10 @@ def cmd_watch(args) -> int:
     from weighttui.data.remote import parse_remote, view_remote
 
     if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
+        if len(args.path) == 1 and _is_checkpoint_dir(args.path[0]):  # checkpoints, not run logs
+            from weighttui.integrations.importers.cli import watch_checkpoints
+
+            return watch_checkpoints(args.path[0], mode=args.mode, max_rows=args.max_rows)
         if len(args.path) > 1 or os.path.isdir(args.path[0]):
             return _watch_several(args)
         args.path = args.path[0]
@@ -54,6 +58,12 @@ def cmd_watch(args) -> int:
     from weighttui.tui.app import run_app
 
     return run_app(args.path, mode=args.mode, max_rows=args.max_rows)
+
+
+def _is_checkpoint_dir(path: str) -> bool:
+    from weighttui.integrations.importers.cli import is_checkpoint_dir
+
+    return is_checkpoint_dir(path)
 
 
 def _watch_several(args) -> int:
@@ -222,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="statistics blocks to export (default: all present)")
     p.add_argument("--run", type=int, default=None, help="which run of an appended log")
     p.set_defaults(func=cmd_export)
+
+    from weighttui.integrations.importers.cli import add_parser as add_import_parser
+
+    add_import_parser(sub)  # `weighttui import SRC --out PATH` (weighttui/integrations/importers/cli.py)
 
     p = sub.add_parser("demo", help="train a small numpy MLP in a separate process and watch it live")
     p.add_argument("--path", help="where to write the log (default: a temporary directory)")

@@ -1,0 +1,136 @@
+"""What every checkpoint reader gives the import driver, and the file-name rules for steps and epochs.
+
+A reader opens one checkpoint (a file, an HDF5 group, a Hugging Face
+`checkpoint-N/` directory) and hands out its tensors one at a time: `specs()`
+lists names, shapes and dtypes from the file's index without reading any
+values; `read(name)` reads one tensor. Nothing here unpickles or executes
+anything from a file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ImportFileError(Exception):
+    """A checkpoint that cannot be read: the message names the problem (the driver adds the file)."""
+
+
+@dataclass
+class Spec:
+    """A tensor as the checkpoint's index describes it."""
+
+    shape: tuple[int, ...]
+    dtype: str  # the framework's dtype name: float32, bfloat16, int64 ...
+    layer: str | None = None  # None: weighttui's default (everything before the last '.' or '/')
+
+
+@dataclass
+class Unit:
+    """One checkpoint to import: a file, a group inside a file, or a checkpoint directory."""
+
+    path: str  # the file or directory
+    kind: str  # safetensors, torch, hdf5, keras, npz, json, hf_checkpoint
+    label: str  # what messages and name-number parsing use (relative path, plus '#group')
+    member: str | None = None  # a group (HDF5) or top-level key (JSON) holding this checkpoint
+
+
+@dataclass
+class Meta:
+    """Step, epoch and scalars the checkpoint itself records (None: it does not say)."""
+
+    step: int | None = None
+    epoch: int | None = None
+    scalars: list = field(default_factory=list)  # [(step, epoch, {name: float})], HF log history
+
+
+class Reader:
+    """One open checkpoint. Subclasses implement specs() and read()."""
+
+    def __init__(self, unit: Unit):
+        self.unit = unit
+        self.meta = Meta()
+
+    def specs(self) -> dict[str, Spec]:
+        raise NotImplementedError
+
+    def read(self, name: str):
+        """(array for statistics, value for the log) of one tensor.
+
+        The first is a numpy array of a dtype the statistics take (bfloat16 is
+        widened to float32); the second is what the log stores (the same array,
+        or ("bf16", uint16 bits)).
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def bf16_pair(bits: np.ndarray):
+    """(float32 values, ("bf16", bits)) of raw bfloat16 bits."""
+    bits = np.ascontiguousarray(bits, dtype="<u2")
+    wide = (bits.astype(np.uint32) << 16).view(np.float32)
+    return wide, ("bf16", bits)
+
+
+def int_or_none(v) -> int | None:
+    """v as an int when it is a whole number (numpy scalars, 1-element arrays, floats like 3.0)."""
+    try:
+        if isinstance(v, (bytes, str)):
+            v = v.decode() if isinstance(v, bytes) else v
+            return int(v) if v.strip().lstrip("-").isdigit() else None
+        a = np.asarray(v)
+        if a.size != 1 or a.dtype.kind not in "iuf":
+            return None
+        f = float(a.reshape(-1)[0])
+        return int(f) if f.is_integer() else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+# ------------------------------------------------------- numbers in names
+
+_EPOCH = re.compile(r"(?:^|[^a-z])(?:epochs?|ep)[=_\-.]?(\d+)", re.IGNORECASE)
+_STEP = re.compile(r"(?:^|[^a-z])(?:global[_-]?step|steps?|checkpoint|ckpt|iter(?:ation)?s?|it|batch)[=_\-.]?(\d+)",
+                   re.IGNORECASE)
+_NUMBER = re.compile(r"\d+")
+_STRIP = re.compile(r"\.(safetensors|pth?|bin|ckpt|keras|weights\.h5|h5|hdf5|npz|json)$", re.IGNORECASE)
+
+
+def name_numbers(label: str) -> tuple[int | None, int | None]:
+    """(step, epoch) that a checkpoint's name states: `epoch_5`, `checkpoint-500`, `epoch=3-step=120`.
+
+    A number with no word in front (`model_7.pt`, `weights.05-0.23.h5`'s first
+    number) counts as a step. Only the last path component (and a '#group')
+    is read, so that `runs/v2/epoch_3.pt` is epoch 3.
+    """
+    base = label.replace("\\", "/")
+    group = ""
+    if "#" in base:
+        base, group = base.split("#", 1)
+    base = _STRIP.sub("", base.rstrip("/").rsplit("/", 1)[-1])
+    for text in (group, base):
+        if not text:
+            continue
+        e, s = _EPOCH.search(text), _STEP.search(text)
+        if e or s:
+            return (int(s.group(1)) if s else None), (int(e.group(1)) if e else None)
+    for text in (group, base):
+        m = _NUMBER.search(text) if text else None
+        if m:
+            return int(m.group(0)), None
+    return None, None
+
+
+def is_checkpoint_key(key: str) -> bool:
+    """Whether a group or key name says epoch or step (`epoch_3`, `step-100`), not just a number (`dense_1`)."""
+    return bool(_EPOCH.search(key) or _STEP.search(key))
+
+
+def natural_key(label: str):
+    """Sort key that puts epoch_2 before epoch_10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label)]

@@ -1,0 +1,82 @@
+"""The `weighttui import` subcommand and `weighttui watch DIR` on a checkpoint directory (wired in cli/main.py)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+
+
+def add_parser(sub) -> None:
+    text = "convert checkpoints (safetensors, .pt/.ckpt, Keras/HDF5, .npz, JSON), HF Trainer output or TensorBoard events into a run log"
+    p = sub.add_parser("import", help=text, description=text)
+    p.add_argument("src", metavar="SRC", help="a directory, a file or a quoted glob ('ckpt/epoch_*.pt')")
+    p.add_argument("--out", required=True, help="the run log to write (e.g. run.wtui; replaced if it exists)")
+    p.add_argument("--values", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep complete tensor values of every checkpoint, so weighttui.open(out).weights(epoch=N) "
+                        "works (default); --no-values keeps statistics, histograms, deltas and samples only")
+    p.add_argument("--bins", type=int, default=64, help="histogram bins (default 64)")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_import(args) -> int:
+    from weighttui.integrations.importers.base import ImportFileError
+    from weighttui.integrations.importers.driver import import_source
+
+    if not os.path.exists(args.src) and not any(c in args.src for c in "*?["):
+        raise FileNotFoundError(f"no such file or directory: {args.src}")
+    if os.path.abspath(args.out) == os.path.abspath(args.src):
+        raise ValueError("--out must not be the source")
+    try:
+        result = import_source(args.src, args.out, values=args.values, bins=args.bins)
+    except ImportFileError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"weighttui import: wrote {result['checkpoints']} snapshot(s) to {args.out}"
+          + (f" ({result['skipped']} file(s) skipped)" if result["skipped"] else ""), file=sys.stderr)
+    return 0 if result["checkpoints"] else 1
+
+
+def is_checkpoint_dir(path: str) -> bool:
+    """A directory holding no run logs but checkpoints, HF checkpoint-N/ dirs or TensorBoard events."""
+    if not os.path.isdir(path):
+        return False
+    from weighttui.analysis.multirun import DirectoryWatch
+    from weighttui.integrations.importers.discover import checkpoint_units, event_files, hf_dirs
+
+    if DirectoryWatch(path).scan().logs:
+        return False
+    try:
+        return bool(hf_dirs(path) or event_files(path) or checkpoint_units(path))
+    except Exception:
+        return False
+
+
+def cache_log(directory: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "weighttui", "import")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    key = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:12]
+    name = os.path.basename(os.path.normpath(os.path.abspath(directory))) or "checkpoints"
+    return os.path.join(folder, f"{name}-{key}.wtui")
+
+
+def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 2048, values: bool = True) -> int:
+    """Follow a checkpoint directory into a cached run log and show it in the single-run viewer."""
+    from weighttui.integrations.importers.follow import CheckpointFollower
+    from weighttui.tui.app import run_app
+
+    out = cache_log(directory)
+    messages: list[str] = []
+    follower = CheckpointFollower(directory, out, values=values, report=messages.append)
+    follower.start()
+    status = "interrupted"
+    try:
+        code = run_app(out, mode=mode, max_rows=max_rows, title=f"{directory} (checkpoints)")
+        status = "finished"
+        return code
+    finally:
+        follower.stop(status)
+        for m in messages:
+            print(f"weighttui import: {m}", file=sys.stderr)
+        print(f"weighttui: the imported run log is {out}", file=sys.stderr)

@@ -1,0 +1,114 @@
+"""What SRC holds: checkpoint units (files, HDF5/JSON groups, HF checkpoint-N dirs) or TensorBoard event files."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from weighttui.integrations.importers.base import ImportFileError, Unit, natural_key
+from weighttui.integrations.importers.readers import kind_of
+
+HF_DIR = re.compile(r"^checkpoint-(\d+)$")
+EVENTS = "events.out.tfevents."
+
+
+def _walk(root: str):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                yield os.path.join(dirpath, f)
+
+
+def hf_dirs(root: str) -> list[str]:
+    """checkpoint-N directories at root (or root itself if it is one), by N."""
+    if HF_DIR.match(os.path.basename(os.path.normpath(root))) or os.path.exists(os.path.join(root, "trainer_state.json")):
+        return [root]
+    found = [os.path.join(root, d) for d in os.listdir(root)
+             if HF_DIR.match(d) and os.path.isdir(os.path.join(root, d))]
+    return sorted(found, key=lambda p: int(HF_DIR.match(os.path.basename(p)).group(1)))  # type: ignore[union-attr]
+
+
+def event_files(root: str) -> list[str]:
+    if os.path.isfile(root):
+        return [root] if EVENTS in os.path.basename(root) else []
+    return [p for p in _walk(root) if EVENTS in os.path.basename(p)]
+
+
+def source_kind(src: str) -> str:
+    """'hf_trainer', 'tensorboard' or 'checkpoints' for SRC (a directory, file or glob)."""
+    if any(c in src for c in "*?[") and not os.path.exists(src):
+        paths = glob.glob(src, recursive=True)
+        if paths and all(EVENTS in os.path.basename(p) for p in paths):
+            return "tensorboard"
+        return "checkpoints"
+    if os.path.isdir(src):
+        if hf_dirs(src):
+            return "hf_trainer"
+        has_events = bool(event_files(src))
+        has_ckpt = any(kind_of(p) for p in _walk(src))
+        if has_events and not has_ckpt:
+            return "tensorboard"
+        return "checkpoints"
+    if EVENTS in os.path.basename(src):
+        return "tensorboard"
+    return "checkpoints"
+
+
+def file_units(paths: list[str], root: str | None) -> list[Unit]:
+    """Units of checkpoint files (files of unknown kinds are left out)."""
+    units = []
+    for p in paths:
+        kind = kind_of(p)
+        if kind is None or not os.path.isfile(p):
+            continue
+        label = os.path.relpath(p, root) if root else os.path.basename(p)
+        units.append(Unit(p, kind, label))
+    return units
+
+
+def split_groups(unit: Unit) -> list[Unit]:
+    """An HDF5 or JSON file with one group/key per epoch becomes one unit per group; else [unit]."""
+    try:
+        if unit.kind == "hdf5":
+            from weighttui.integrations.importers.hdf5_file import epoch_groups
+
+            keys = epoch_groups(unit)
+        elif unit.kind == "json":
+            from weighttui.integrations.importers.json_dump import epoch_keys
+
+            keys = epoch_keys(unit.path)
+        else:
+            return [unit]
+    except ImportFileError:
+        return [unit]  # the reader reports it
+    if not keys:
+        return [unit]
+    return [Unit(unit.path, unit.kind, f"{unit.label}#{k}", member=k) for k in keys]
+
+
+def checkpoint_units(src: str) -> list[Unit]:
+    """Every checkpoint unit of SRC, in natural name order (the driver orders by step after probing)."""
+    if any(c in src for c in "*?[") and not os.path.exists(src):
+        paths = sorted(glob.glob(src, recursive=True))
+        files = []
+        for p in paths:
+            files.extend(_walk(p) if os.path.isdir(p) else [p])
+        units = file_units(files, os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files]) if files else None)
+    elif os.path.isdir(src):
+        dirs = hf_dirs(src)
+        if dirs:
+            return [Unit(d, "hf_checkpoint", os.path.basename(os.path.normpath(d))) for d in dirs]
+        units = file_units(list(_walk(src)), src)
+    elif os.path.isfile(src):
+        units = file_units([src], None)
+        if not units:
+            raise ImportFileError(f"{src}: not a checkpoint format weighttui reads "
+                                  "(safetensors, .pt/.pth/.bin/.ckpt, .keras/.h5, .npz, .json)")
+    else:
+        raise FileNotFoundError(f"no such file or directory: {src}")
+    out = []
+    for u in units:
+        out.extend(split_groups(u))
+    return sorted(out, key=lambda u: natural_key(u.label))

@@ -1,0 +1,321 @@
+"""`weighttui import`: checkpoints (or TensorBoard events) into a run log, one tensor in memory at a time.
+
+For each checkpoint, in step order, every tensor is read on its own: its
+statistics and histogram; its exact delta against the same tensor in the
+previous checkpoint that had it (read again from that file, so no previous
+copies are kept in memory); its sampled elements; and, with values on, its
+complete values, handed to the Recorder's writer thread before the next
+tensor is read. The snapshot row block is small and is submitted last.
+
+Steps and epochs: the checkpoint's own metadata (HF trainer_state.json,
+Lightning's global_step/epoch, `epoch`/`step` keys or attributes), else
+numbers in its name (`epoch_5`, `checkpoint-500`, `epoch=3-step=120`),
+else the epoch (when only that is known), else its position. The run's meta
+says which (`meta["import"]`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from weighttui import __version__
+from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Unit, name_numbers
+from weighttui.integrations.importers.readers import open_reader
+from weighttui.log.format import FrameType
+from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
+from weighttui.record.recorder import Recorder, scalars_payload
+from weighttui.record.stats import DEFAULT_BINS, Block, delta_row, histogram, weight_stats
+
+QUEUE = 4  # writer-queue slots: at most one tensor's values are in flight (see _barrier)
+
+
+def say(message: str) -> None:
+    print(f"weighttui import: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Planned:
+    unit: Unit
+    step: int
+    epoch: int | None
+    step_from: str
+    epoch_from: str | None
+
+
+def probe(unit: Unit) -> Meta:
+    """The unit's own step/epoch (opens and closes it); ImportFileError if unreadable."""
+    reader = open_reader(unit)
+    try:
+        return reader.meta
+    finally:
+        reader.close()
+
+
+def resolve(unit: Unit, meta: Meta, position: int) -> tuple[int | None, int | None, str, str | None]:
+    """(step, epoch, where the step came from, where the epoch came from); step None: by position."""
+    n_step, n_epoch = name_numbers(unit.label)
+    epoch, epoch_from = (meta.epoch, "metadata") if meta.epoch is not None else (
+        (n_epoch, "name") if n_epoch is not None else (None, None))
+    if meta.step is not None:
+        return meta.step, epoch, "metadata", epoch_from
+    if n_step is not None:
+        return n_step, epoch, "name", epoch_from
+    if epoch is not None:
+        return epoch, epoch, "epoch", epoch_from
+    return None, epoch, "order", epoch_from
+
+
+def plan(units: list[Unit], report=say) -> list[Planned]:
+    """Units in step order with their step and epoch; unreadable ones are reported and left out."""
+    rows = []
+    for i, unit in enumerate(units):
+        try:
+            meta = probe(unit)
+        except ImportFileError as exc:
+            report(f"skipped {unit.label}: {exc}")
+            continue
+        except Exception as exc:
+            report(f"skipped {unit.label}: {type(exc).__name__}: {exc}")
+            continue
+        rows.append((unit, resolve(unit, meta, i)))
+    if rows and all(r[1][0] is not None for r in rows):
+        from weighttui.integrations.importers.base import natural_key
+
+        rows.sort(key=lambda r: (r[1][0], natural_key(r[0].label)))
+    out: list[Planned] = []
+    last = -1
+    for unit, (step, epoch, step_from, epoch_from) in rows:
+        if step is None:
+            step = last + 1
+        step = max(step, last) if step_from == "order" else step
+        out.append(Planned(unit, int(step), epoch, step_from, epoch_from))
+        last = max(last, int(step))
+    return out
+
+
+def summary(planned: list[Planned]) -> dict:
+    steps: dict[str, int] = {}
+    epochs: dict[str, int] = {}
+    for p in planned:
+        steps[p.step_from] = steps.get(p.step_from, 0) + 1
+        epochs[p.epoch_from or "unknown"] = epochs.get(p.epoch_from or "unknown", 0) + 1
+    return {"step_from": steps, "epoch_from": epochs}
+
+
+class Importer:
+    """Writes checkpoints, in order, as snapshots of one run log (through the public Recorder)."""
+
+    def __init__(self, out: str, *, source: str, kind: str, values: bool = True, bins: int = DEFAULT_BINS,
+                 sample: int = 16, meta: dict | None = None, report=say, mode: str = "w"):
+        self.values = values
+        self.bins = bins
+        self.report = report
+        info = {"source": os.path.abspath(source), "kind": kind, "values": values,
+                "importer": f"weighttui {__version__}"}
+        info.update(meta or {})
+        self.rec = Recorder(out, every=1, delta=False, bins=bins, sample=sample, mode=mode,
+                            meta={"import": info}, framework=f"weighttui import ({kind})", queue_size=QUEUE)
+        self.shapes: dict[str, tuple] = {}
+        self.last_seen: dict[str, Reader] = {}  # tensor name -> reader of the last checkpoint holding it
+        self.open_readers: list[Reader] = []
+        self.last_step: int | None = None
+        self.scalar_step = -1  # scalars up to this step are written
+        self.snapshots = 0
+        self.skipped = 0
+
+    # ------------------------------------------------------------ writer queue
+
+    def _wait(self, put) -> None:
+        while not put():
+            if not self.rec.active:
+                raise OSError("the run log stopped taking writes (see the message above)")
+            time.sleep(0.0005)
+
+    def _barrier(self) -> None:
+        """Return once every job queued so far is written: QUEUE + 1 empty jobs accepted after it
+        mean the writer has taken the first of them, so it finished everything before."""
+        for _ in range(QUEUE + 1):
+            self._wait(lambda: self.rec.submit_values(0, [], []))
+
+    def _submit(self, *args, **kwargs) -> None:
+        self._barrier()
+        for _ in range(200):  # the barrier's own empty jobs drain in microseconds
+            time.sleep(0.0005)
+            if self.rec.submit(*args, **kwargs):
+                return
+            if not self.rec.active:
+                break
+        raise OSError("the run log stopped taking writes")
+
+    # ------------------------------------------------------------- checkpoints
+
+    def skip(self, label: str, why) -> None:
+        self.skipped += 1
+        self.report(f"skipped {label}: {why}")
+        self.rec.event("import_skipped", f"{label}: {why}", level="warning")
+
+    def add(self, p: Planned, reader: Reader | None = None) -> bool:
+        """Import one checkpoint; False (reported) if it could not be read."""
+        label = p.unit.label
+        if self.last_step is not None and p.step < self.last_step:
+            self.skip(label, f"its step {p.step} is before the last imported step {self.last_step}")
+            return False
+        try:
+            if reader is None:
+                reader = open_reader(p.unit)
+            specs = reader.specs()
+        except ImportFileError as exc:
+            self.skip(label, exc)
+            return False
+        except Exception as exc:
+            self.skip(label, f"{type(exc).__name__}: {exc}")
+            return False
+        infos, wrows, drows, samples = [], [], [], []
+        problems: list[str] = []
+        seen = []
+        for name, spec in specs.items():
+            if name in self.shapes and self.shapes[name] != spec.shape:
+                problems.append(f"{name} changed shape {self.shapes[name]} -> {spec.shape} (left out)")
+                continue
+            try:
+                stat_arr, value = reader.read(name)
+                if stat_arr.dtype.kind not in "biuf":
+                    raise ImportFileError(f"tensor {name}: dtype {stat_arr.dtype} is not numeric")
+                row = weight_stats(stat_arr)
+                lo, hi, counts = histogram(stat_arr, self.bins)
+                info = self.rec.declare(name, spec.shape, spec.dtype, layer=spec.layer)
+                prev_reader = self.last_seen.get(name)
+                drow = None
+                if self.values:
+                    self._barrier()  # the previous tensor's values are written: at most two tensors in memory
+                if prev_reader is not None:
+                    prev = prev_reader.read(name)[0]
+                    if prev.shape != stat_arr.shape:
+                        raise ImportFileError(f"tensor {name}: the previous checkpoint's copy has shape {prev.shape}")
+                    drow = delta_row(stat_arr, prev, self.bins)
+                    del prev
+                if info.sample_index is not None and stat_arr.size:
+                    samples.append(stat_arr.reshape(-1)[info.sample_index].astype(np.float32))
+                if self.values:
+                    self._wait(lambda: self.rec.submit_values(p.step, [info], [value], epoch=p.epoch))
+            except ImportFileError as exc:
+                problems.append(str(exc))
+                continue
+            except Exception as exc:
+                problems.append(f"tensor {name}: {type(exc).__name__}: {exc}")
+                continue
+            finally:
+                stat_arr = value = None  # one tensor at a time
+            infos.append(info)
+            wrows.append((row, lo, hi, counts))
+            drows.append(drow)
+            seen.append(name)
+            self.shapes.setdefault(name, spec.shape)
+        missing = [n for n in self.last_seen if n not in specs]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            problems.append(f"missing {shown} (in earlier checkpoints)")
+        if problems:
+            self.report(f"{label}: " + "; ".join(problems))
+            self.rec.event("import_problem", f"{label}: " + "; ".join(problems), level="warning", step=p.step)
+        if not infos:
+            self.skip(label, "no tensor could be read")
+            reader.close()
+            return False
+        frames = self._scalar_frames(reader.meta.scalars, upto=p.step)
+        self._submit(p.step, infos, self._weights(wrows), epoch=p.epoch, delta=self._delta(drows),
+                     sample=np.concatenate(samples) if samples else None, extra_frames=frames)
+        self.snapshots += 1
+        self.last_step = p.step
+        for name in seen:
+            self.last_seen[name] = reader
+        self.open_readers.append(reader)
+        self._close_unused()
+        return True
+
+    def _scalar_frames(self, scalars, upto: int | None) -> list:
+        frames = []
+        for step, epoch, values in sorted(scalars, key=lambda s: s[0]):
+            if step <= self.scalar_step or (upto is not None and step > upto):
+                continue
+            payload = scalars_payload(step, epoch, values)
+            if payload is not None:
+                frames.append((FrameType.SCALARS, payload))
+        if frames:
+            self.scalar_step = max(f[1]["step"] for f in frames)
+        return frames
+
+    def _weights(self, rows) -> Block:
+        stats = np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), len(WEIGHT_STATS))
+        lo = np.array([r[1] for r in rows], dtype=np.float64)
+        hi = np.array([r[2] for r in rows], dtype=np.float64)
+        counts = np.array([r[3] for r in rows], dtype=np.uint32).reshape(len(rows), self.bins)
+        return Block(WEIGHT_STATS, stats, (lo, hi, counts))
+
+    def _delta(self, rows) -> Block | None:
+        if all(r is None for r in rows):
+            return None
+        t = len(rows)
+        stats = np.full((t, len(DELTA_STATS)), np.nan)
+        lo, hi = np.full(t, np.nan), np.full(t, np.nan)
+        counts = np.zeros((t, self.bins), dtype=np.uint32)
+        for i, r in enumerate(rows):
+            if r is None:
+                continue
+            stats[i], lo[i], hi[i] = r[0], r[1], r[2]
+            if r[3] is not None:
+                counts[i] = r[3]
+        return Block(DELTA_STATS, stats, (lo, hi, counts))
+
+    def _close_unused(self) -> None:
+        keep = {id(r) for r in self.last_seen.values()}
+        still = []
+        for r in self.open_readers:
+            if id(r) in keep:
+                still.append(r)
+            else:
+                r.close()
+        self.open_readers = still
+
+    def close(self, status: str = "finished") -> None:
+        for r in self.open_readers:
+            r.close()
+        self.open_readers = []
+        self.last_seen = {}
+        self.rec.close(status)
+
+
+def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAULT_BINS,
+                  report=say) -> dict:
+    """Import SRC (directory, file or glob) into the run log at out; returns a summary dict."""
+    from weighttui.integrations.importers.discover import checkpoint_units, source_kind
+
+    kind = source_kind(src)
+    if kind == "tensorboard":
+        from weighttui.integrations.importers.tensorboard_events import import_events
+
+        return import_events(src, out, bins=bins, report=report)
+    units = checkpoint_units(src)
+    if not units:
+        raise ImportFileError(f"{src}: no checkpoints found (safetensors, .pt/.pth/.bin/.ckpt, .keras/.h5, "
+                              ".npz, .json, HF checkpoint-N/ directories, TensorBoard event files)")
+    planned = plan(units, report=report)
+    imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
+                   meta={**summary(planned), "checkpoints": len(planned)})
+    status = "failed"
+    try:
+        for p in planned:
+            imp.add(p)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        imp.close(status)
+    return {"kind": kind, "checkpoints": imp.snapshots, "skipped": imp.skipped + len(units) - len(planned),
+            "out": out}

@@ -1,0 +1,139 @@
+"""`weighttui watch DIR` on a checkpoint directory: import each checkpoint once it is completely written.
+
+A checkpoint file is complete when its size and mtime are the same on two
+consecutive polls and its reader opens it (a file that parses only
+partially is retried on later polls, and reported after `give_up` tries); a
+Hugging Face `checkpoint-N/` directory when `trainer_state.json` is in it
+(the Trainer writes it last) and none of its files changed between two
+polls. TensorBoard event files are read incrementally: a torn final record
+waits for the next poll, and a step is written once a later step appears.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from weighttui.integrations.importers.base import ImportFileError, Unit, name_numbers
+from weighttui.integrations.importers.driver import Importer, Planned, say
+from weighttui.integrations.importers.readers import open_reader
+
+
+def signature(unit: Unit):
+    """(size, mtime) of the unit's file(s); None if it cannot be complete yet."""
+    try:
+        if unit.kind == "hf_checkpoint":
+            if not os.path.exists(os.path.join(unit.path, "trainer_state.json")):
+                return None
+            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(unit.path)
+                                if e.is_file()))
+        st = os.stat(unit.path)
+        return (st.st_size, st.st_mtime_ns)
+    except OSError:
+        return None
+
+
+class CheckpointFollower:
+    """Polls a directory and appends each new complete checkpoint to a run log, as a live run."""
+
+    def __init__(self, src: str, out: str, *, values: bool = True, report=say, give_up: int = 5):
+        from weighttui.integrations.importers.discover import source_kind
+
+        self.src = src
+        self.out = out
+        self.report = report
+        self.give_up = give_up
+        self.kind = source_kind(src)
+        self.events = None
+        self.importer = None
+        if self.kind == "tensorboard":
+            from weighttui.integrations.importers.tensorboard_events import EventsImporter
+
+            self.events = EventsImporter(src, out, report=report, watch=True)
+        else:
+            self.importer = Importer(out, source=src, kind=self.kind, values=values, report=report,
+                                     meta={"watch": True, "step_from": "per checkpoint: its metadata, else "
+                                           "numbers in its name, else its epoch, else the next step"})
+        self.sigs: dict[str, object] = {}
+        self.done: set[str] = set()
+        self.failures: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def snapshots(self) -> int:
+        return self.events.snapshots if self.events is not None else self.importer.snapshots  # type: ignore[union-attr]
+
+    def poll(self) -> int:
+        """One look at the directory; the number of checkpoints imported."""
+        if self.events is not None:
+            return self.events.poll()
+        from weighttui.integrations.importers.discover import checkpoint_units
+
+        assert self.importer is not None
+        try:
+            units = checkpoint_units(self.src)
+        except (OSError, ImportFileError):
+            return 0
+        ready = []
+        for unit in units:
+            if unit.label in self.done:
+                continue
+            sig = signature(unit)
+            if sig is None:
+                continue
+            if self.sigs.get(unit.label) != sig:  # new or still changing: look again next poll
+                self.sigs[unit.label] = sig
+                continue
+            try:
+                reader = open_reader(unit)
+            except ImportFileError as exc:
+                n = self.failures[unit.label] = self.failures.get(unit.label, 0) + 1
+                if n >= self.give_up:
+                    self.done.add(unit.label)
+                    self.importer.skip(unit.label, exc)
+                continue
+            ready.append((unit, reader))
+        planned = []
+        for unit, reader in ready:
+            n_step, n_epoch = name_numbers(unit.label)
+            meta = reader.meta
+            epoch = meta.epoch if meta.epoch is not None else n_epoch
+            step = meta.step if meta.step is not None else (n_step if n_step is not None else epoch)
+            step_from = "metadata" if meta.step is not None else ("name" if n_step is not None else
+                                                                  ("epoch" if epoch is not None else "order"))
+            planned.append((step, unit, reader, epoch, step_from))
+        planned.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0))
+        wrote = 0
+        for step, unit, reader, epoch, step_from in planned:
+            self.done.add(unit.label)
+            if step is None:
+                last = self.importer.last_step
+                step = 0 if last is None else last + 1
+            if self.importer.add(Planned(unit, int(step), epoch, step_from, None), reader=reader):
+                wrote += 1
+        return wrote
+
+    # ------------------------------------------------------------- background
+
+    def start(self, interval: float = 1.0) -> None:
+        def loop():
+            while not self._stop.is_set():
+                try:
+                    self.poll()
+                except Exception as exc:
+                    self.report(f"following {self.src} stopped: {type(exc).__name__}: {exc}")
+                    return
+                self._stop.wait(interval)
+
+        self._thread = threading.Thread(target=loop, name="weighttui-import-follow", daemon=True)
+        self._thread.start()
+
+    def stop(self, status: str = "finished") -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self.events is not None:
+            self.events.close(status)
+        elif self.importer is not None:
+            self.importer.close(status)
