@@ -1,0 +1,191 @@
+"""weighttui import of checkpoint folders written by the real libraries: values bit for bit, steps, epochs, deltas."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import weighttui
+from weighttui.integrations.importers.driver import import_source
+
+
+def _models(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    w = {"enc.weight": rng.standard_normal((40, 30)).astype(np.float32),
+         "enc.bias": rng.standard_normal(30).astype(np.float32),
+         "head.weight": rng.standard_normal((30, 3)).astype(np.float32)}
+    out = []
+    for _ in range(n):
+        w = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in w.items()}
+        out.append(w)
+    return out
+
+
+def _check(run, models, epochs):
+    assert list(run.steps) == sorted(run.steps)
+    for e, m in zip(epochs, models, strict=True):
+        got = run.weights(epoch=e)
+        assert set(got) == set(m)
+        for k in m:
+            assert got[k].dtype == m[k].dtype and np.array_equal(got[k], m[k]), k
+    steps, ratio = run.series("enc.weight", "ratio", kind="delta")
+    assert np.isnan(ratio[0]) and np.all(np.isfinite(ratio[1:]))
+    prev, now = models[0]["enc.weight"].astype(np.float64), models[1]["enc.weight"].astype(np.float64)
+    assert ratio[1] == pytest.approx(np.linalg.norm(now - prev) / np.linalg.norm(prev), rel=1e-9)
+
+
+def test_safetensors_epoch_names(tmp_path):
+    from safetensors.numpy import save_file
+
+    models = _models()
+    for i, m in enumerate(models, start=1):
+        save_file(m, str(tmp_path / f"epoch_{i}.safetensors"))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    run = weighttui.open(out)
+    _check(run, models, [1, 2, 3])
+    assert run.run.meta["import"]["epoch_from"] == {"name": 3}
+
+
+def test_torch_save_state_dicts_and_bf16(tmp_path):
+    torch = pytest.importorskip("torch")
+    models = _models()
+    for i, m in enumerate(models):
+        torch.save({k: torch.from_numpy(v) for k, v in m.items()}, str(tmp_path / f"epoch_{i * 10}.pt"))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path / "epoch_*.pt"), out)
+    run = weighttui.open(out)
+    _check(run, models, [0, 10, 20])
+    bf = torch.randn(8, 4).to(torch.bfloat16)
+    torch.save({"w": bf}, str(tmp_path / "bf16.pth"))
+    import_source(str(tmp_path / "bf16.pth"), out)
+    got = weighttui.open(out).weights()["w"]
+    assert np.array_equal(got, bf.float().numpy())
+
+
+def test_lightning_style_checkpoint_metadata(tmp_path):
+    torch = pytest.importorskip("torch")
+    models = _models()
+    for i, m in enumerate(models):
+        torch.save({"epoch": i, "global_step": 100 * (i + 1), "state_dict": {k: torch.from_numpy(v) for k, v in m.items()},
+                    "optimizer_states": [], "hyper_parameters": {"lr": 0.1}}, str(tmp_path / f"last-v{i}.ckpt"))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    run = weighttui.open(out)
+    assert list(run.steps) == [100, 200, 300]
+    _check(run, models, [0, 1, 2])
+    assert run.run.meta["import"]["step_from"] == {"metadata": 3}
+
+
+def test_real_lightning_trainer_ckpt(tmp_path):
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning")
+
+    class M(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.save_hyperparameters()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def training_step(self, batch, i):
+            return self.lin(batch[0]).pow(2).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    ds = torch.utils.data.TensorDataset(torch.randn(8, 3))
+    cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ck"), every_n_epochs=1, save_top_k=-1)
+    model = M()
+    L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, callbacks=[cb],
+              enable_model_summary=False).fit(model, torch.utils.data.DataLoader(ds, batch_size=4))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path / "ck"), out)
+    run = weighttui.open(out)
+    assert list(run.steps) == [2, 4]
+    assert np.array_equal(run.weights(epoch=1)["lin.weight"], model.lin.weight.detach().numpy())
+
+
+def test_keras_save_weights_and_model_save(tmp_path):
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.random.default_rng(1).standard_normal((16, 4)), np.zeros((16, 1))
+    dumped = []
+    for epoch in range(2):
+        model.fit(x, y, epochs=1, verbose=0)
+        model.save_weights(str(tmp_path / f"w_epoch_{epoch}.weights.h5"))
+        dumped.append([np.array(w) for w in model.get_weights()])
+    model.save(str(tmp_path / "model_epoch_2.keras"))
+    dumped.append([np.array(w) for w in model.get_weights()])
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    run = weighttui.open(out)
+    for epoch, ws in enumerate(dumped):
+        got = run.weights(epoch=epoch)
+        assert [got[k] for k in ("dense/vars/0", "dense/vars/1", "dense_1/vars/0", "dense_1/vars/1")] and all(
+            np.array_equal(a, b) for a, b in zip([got[k] for k in ("dense/vars/0", "dense/vars/1",
+                                                                   "dense_1/vars/0", "dense_1/vars/1")], ws, strict=True))
+
+
+def test_h5py_npz_json(tmp_path):
+    import json
+
+    import h5py
+
+    models = _models()
+    for i, m in enumerate(models):
+        with h5py.File(tmp_path / f"h5_step{i}.h5", "w") as f:
+            for k, v in m.items():
+                f.create_dataset(k, data=v)
+    out = str(tmp_path / "h5.wtui")
+    import_source(str(tmp_path / "h5_*.h5"), out)
+    run = weighttui.open(out)
+    assert np.array_equal(run.weights(step=2)["enc.weight"], models[2]["enc.weight"])
+    for i, m in enumerate(models):
+        np.savez(tmp_path / f"dump_{i}.npz", **m)
+        with open(tmp_path / f"weights_epoch_{i}.json", "w") as f:
+            json.dump({k: v.tolist() for k, v in m.items()}, f)
+    for pattern in ("dump_*.npz", "weights_epoch_*.json"):
+        out = str(tmp_path / "x.wtui")
+        import_source(str(tmp_path / pattern), out)
+        run = weighttui.open(out)
+        for i, m in enumerate(models):
+            got = run.weights(step=i)
+            assert all(np.array_equal(got[k], m[k]) for k in m), pattern
+
+
+def test_bad_files_are_named_and_skipped(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    models = _models(4)
+    for i, m in enumerate(models):
+        save_file(m, str(tmp_path / f"step_{i}.safetensors"))
+    data = (tmp_path / "step_1.safetensors").read_bytes()
+    (tmp_path / "step_1.safetensors").write_bytes(data[: len(data) // 2])  # truncated
+    save_file({**models[2], "enc.weight": np.zeros((5, 5), np.float32)}, str(tmp_path / "step_2.safetensors"))
+    save_file({k: v for k, v in models[3].items() if k != "enc.bias"}, str(tmp_path / "step_3.safetensors"))
+    (tmp_path / "step_4.safetensors").write_bytes(b"this is not a checkpoint")
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    err = capsys.readouterr().err.splitlines()
+    assert any("step_1.safetensors" in ln and "truncated" in ln for ln in err)
+    assert any("step_2.safetensors" in ln and "changed shape" in ln for ln in err)
+    assert any("step_3.safetensors" in ln and "missing enc.bias" in ln for ln in err)
+    assert any("step_4.safetensors" in ln for ln in err)
+    run = weighttui.open(out)
+    assert list(run.steps) == [0, 2, 3]
+    assert np.array_equal(run.weights(step=3)["head.weight"], models[3]["head.weight"])
+
+
+def test_no_values(tmp_path):
+    from safetensors.numpy import save_file
+
+    for i, m in enumerate(_models()):
+        save_file(m, str(tmp_path / f"epoch_{i}.safetensors"))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out, values=False)
+    run = weighttui.open(out)
+    assert run.n == 3 and run.full_steps == []
