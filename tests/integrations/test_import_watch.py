@@ -1,0 +1,98 @@
+"""`weighttui watch DIR` on a checkpoint directory: a writer process adds checkpoints while the follower runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import weighttui
+from weighttui.integrations.importers.follow import CheckpointFollower
+
+WRITER = r"""
+import sys, time, numpy as np
+from safetensors.numpy import save_file
+d = sys.argv[1]
+for i in range(3):
+    w = {"w": np.full((64, 64), i, np.float32), "b": np.arange(8, dtype=np.float32) + i}
+    save_file(w, f"{d}/.tmp"); import os; os.replace(f"{d}/.tmp", f"{d}/epoch_{i}.safetensors")
+    time.sleep(0.3)
+"""
+
+
+def _until(cond, follower, deadline=60.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        follower.poll()
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_follower_picks_up_checkpoints_and_waits_for_half_written_files(tmp_path):
+    from safetensors.numpy import save_file
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    out = str(tmp_path / "live.wtui")
+    messages = []
+    f = CheckpointFollower(str(d), out, report=messages.append)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(d)])
+    assert _until(lambda: f.snapshots == 3, f), messages
+    writer.wait(timeout=60)
+    # a file written in two parts: the first half must not be read
+    save_file({"w": np.full((64, 64), 9, np.float32), "b": np.zeros(8, np.float32)}, str(tmp_path / "full"))
+    data = (tmp_path / "full").read_bytes()
+    part = d / "epoch_9.safetensors"
+    part.write_bytes(data[:100])
+    for _ in range(4):
+        f.poll()
+    assert f.snapshots == 3 and not messages
+    with open(part, "ab") as fh:
+        fh.write(data[100:])
+    assert _until(lambda: f.snapshots == 4, f), messages
+    f.stop()
+    run = weighttui.open(out)
+    assert list(run.steps) == [0, 1, 2, 9]
+    assert np.array_equal(run.weights(epoch=9)["w"], np.full((64, 64), 9, np.float32))
+    assert run.run.meta["import"]["watch"] is True
+    assert not messages
+
+
+def test_watch_dir_through_the_tui(tmp_path, monkeypatch):
+    import asyncio
+
+    from safetensors.numpy import save_file
+
+    from weighttui.integrations.importers import cli as import_cli
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    for i in range(2):
+        save_file({"w": np.full((4, 4), i, np.float32)}, str(d / f"epoch_{i}.safetensors"))
+    assert import_cli.is_checkpoint_dir(str(d))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = import_cli.cache_log(str(d))
+    f = CheckpointFollower(str(d), out, report=lambda m: None)
+    f.start(interval=0.05)
+    from weighttui.tui.app import WeightApp
+
+    async def drive():
+        app = WeightApp(out, mode="watch")
+        async with app.run_test() as pilot:
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                await pilot.pause(0.1)
+                data = getattr(app, "data", None)
+                if data is not None and getattr(data, "n", 0) == 2:
+                    return True
+            return False
+
+    try:
+        ok = asyncio.run(drive())
+    finally:
+        f.stop()
+    assert ok
