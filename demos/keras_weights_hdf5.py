@@ -10,9 +10,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import h5py  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import h5py
+import keras
+import numpy as np
 
 
 class DumpWeightsH5(keras.callbacks.Callback):

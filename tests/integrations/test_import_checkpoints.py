@@ -69,7 +69,8 @@ def test_lightning_style_checkpoint_metadata(tmp_path):
     torch = pytest.importorskip("torch")
     models = _models()
     for i, m in enumerate(models):
-        torch.save({"epoch": i, "global_step": 100 * (i + 1), "state_dict": {k: torch.from_numpy(v) for k, v in m.items()},
+        state = {k: torch.from_numpy(v) for k, v in m.items()}
+        torch.save({"epoch": i, "global_step": 100 * (i + 1), "state_dict": state,
                     "optimizer_states": [], "hyper_parameters": {"lr": 0.1}}, str(tmp_path / f"last-v{i}.ckpt"))
     out = str(tmp_path / "run.wtui")
     import_source(str(tmp_path), out)
@@ -125,9 +126,8 @@ def test_keras_save_weights_and_model_save(tmp_path):
     run = weighttui.open(out)
     for epoch, ws in enumerate(dumped):
         got = run.weights(epoch=epoch)
-        assert [got[k] for k in ("dense/vars/0", "dense/vars/1", "dense_1/vars/0", "dense_1/vars/1")] and all(
-            np.array_equal(a, b) for a, b in zip([got[k] for k in ("dense/vars/0", "dense/vars/1",
-                                                                   "dense_1/vars/0", "dense_1/vars/1")], ws, strict=True))
+        names = ("dense/vars/0", "dense/vars/1", "dense_1/vars/0", "dense_1/vars/1")
+        assert all(np.array_equal(got[k], w) for k, w in zip(names, ws, strict=True))
 
 
 def test_h5py_npz_json(tmp_path):

@@ -9,7 +9,8 @@ import sys
 
 
 def add_parser(sub) -> None:
-    text = "convert checkpoints (safetensors, .pt/.ckpt, Keras/HDF5, .npz, JSON), HF Trainer output or TensorBoard events into a run log"
+    text = ("convert checkpoints (safetensors, .pt/.ckpt, Keras/HDF5, .npz, JSON), HF Trainer output "
+            "or TensorBoard events into a run log")
     p = sub.add_parser("import", help=text, description=text)
     p.add_argument("src", metavar="SRC", help="a directory, a file or a quoted glob ('ckpt/epoch_*.pt')")
     p.add_argument("--out", required=True, help="the run log to write (e.g. run.wtui; replaced if it exists)")

@@ -23,7 +23,8 @@ def _walk(root: str):
 
 def hf_dirs(root: str) -> list[str]:
     """checkpoint-N directories at root (or root itself if it is one), by N."""
-    if HF_DIR.match(os.path.basename(os.path.normpath(root))) or os.path.exists(os.path.join(root, "trainer_state.json")):
+    name = os.path.basename(os.path.normpath(root))
+    if HF_DIR.match(name) or os.path.exists(os.path.join(root, "trainer_state.json")):
         return [root]
     found = [os.path.join(root, d) for d in os.listdir(root)
              if HF_DIR.match(d) and os.path.isdir(os.path.join(root, d))]
@@ -92,10 +93,11 @@ def checkpoint_units(src: str) -> list[Unit]:
     """Every checkpoint unit of SRC, in natural name order (the driver orders by step after probing)."""
     if any(c in src for c in "*?[") and not os.path.exists(src):
         paths = sorted(glob.glob(src, recursive=True))
-        files = []
+        files: list[str] = []
         for p in paths:
             files.extend(_walk(p) if os.path.isdir(p) else [p])
-        units = file_units(files, os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files]) if files else None)
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files]) if files else None
+        units = file_units(files, root)
     elif os.path.isdir(src):
         dirs = hf_dirs(src)
         if dirs:

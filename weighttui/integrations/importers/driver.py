@@ -183,6 +183,8 @@ class Importer:
                 problems.append(f"{name} changed shape {self.shapes[name]} -> {spec.shape} (left out)")
                 continue
             try:
+                if self.values:
+                    self._barrier()  # the previous tensor's values are written: at most two tensors in memory
                 stat_arr, value = reader.read(name)
                 if stat_arr.dtype.kind not in "biuf":
                     raise ImportFileError(f"tensor {name}: dtype {stat_arr.dtype} is not numeric")
@@ -191,8 +193,6 @@ class Importer:
                 info = self.rec.declare(name, spec.shape, spec.dtype, layer=spec.layer)
                 prev_reader = self.last_seen.get(name)
                 drow = None
-                if self.values:
-                    self._barrier()  # the previous tensor's values are written: at most two tensors in memory
                 if prev_reader is not None:
                     prev = prev_reader.read(name)[0]
                     if prev.shape != stat_arr.shape:
@@ -202,7 +202,7 @@ class Importer:
                 if info.sample_index is not None and stat_arr.size:
                     samples.append(stat_arr.reshape(-1)[info.sample_index].astype(np.float32))
                 if self.values:
-                    self._wait(lambda: self.rec.submit_values(p.step, [info], [value], epoch=p.epoch))
+                    self._wait(lambda i=info, v=value: self.rec.submit_values(p.step, [i], [v], epoch=p.epoch))
             except ImportFileError as exc:
                 problems.append(str(exc))
                 continue

@@ -24,6 +24,7 @@ class NpzReader(Reader):
         self._specs: dict[str, Spec] = {}
         for key in self.npz.files:
             try:
+                assert self.npz.zip is not None
                 with self.npz.zip.open(key + ".npy") as fp:
                     version = np.lib.format.read_magic(fp)
                     header = _HEADERS.get(version)

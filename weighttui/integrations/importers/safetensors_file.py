@@ -75,7 +75,7 @@ class SafetensorsFile:
         arr = np.empty(shape, dtype=np_dtype)
         if nbytes:
             self._f.seek(offset)
-            got = self._f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))
+            got = self._f.readinto(arr.reshape(-1).view(np.uint8).data)
             if got != nbytes:
                 raise ImportFileError(f"truncated: tensor {name} is cut off")
         if dtype == "bfloat16":

@@ -136,7 +136,7 @@ def rebin(h: dict, bins: int) -> tuple[float, float, np.ndarray]:
     edges = lo + width * np.arange(bins + 1)
     left = np.clip(np.asarray(h["left"], dtype=np.float64), lo, hi)
     right = np.clip(np.asarray(h["right"], dtype=np.float64), lo, hi)
-    for a, b, n in zip(left, right, c):
+    for a, b, n in zip(left, right, c, strict=False):
         if n <= 0:
             continue
         if b <= a:  # a bucket of zero width (after clipping): all in the bin holding it
@@ -200,7 +200,7 @@ class EventsImporter:
         files = event_files(self.src)
         many_dirs = len({os.path.dirname(p) for p in files}) > 1
         root = self.src if os.path.isdir(self.src) else os.path.dirname(self.src)
-        items = []
+        items: list = []
         for path in files:
             if path in self.broken:
                 continue
@@ -244,7 +244,8 @@ class EventsImporter:
                 los.append(lo)
                 his.append(hi)
                 counts.append(c)
-            block = Block(WEIGHT_STATS, np.array(rows), (np.array(los), np.array(his), np.array(counts, dtype=np.uint32)))
+            hist = (np.array(los), np.array(his), np.array(counts, dtype=np.uint32))
+            block = Block(WEIGHT_STATS, np.array(rows), hist)
             frames = []
             payload = scalars_payload(step, None, scalars) if scalars else None
             if payload is not None:
