@@ -173,7 +173,7 @@ def failing_writes(monkeypatch, fd: int, after: int, exc_factory):
 def test_io_error_mid_run(tmp_path, baseline, capfd, monkeypatch):
     path = tmp_path / "run.wtui"
     rec = Recorder(path)
-    failing_writes(monkeypatch, rec._fd, after=25,
+    failing_writes(monkeypatch, rec.writer.fd, after=25,
                    exc_factory=lambda: OSError(errno.EIO, os.strerror(errno.EIO)))
     result = train(rec, STEPS)
     rec.close()
@@ -247,7 +247,7 @@ def test_blocked_writer_drops_and_counts(tmp_path, baseline, capfd, monkeypatch)
     rec = Recorder(path, queue_size=4)
     release = threading.Event()
     real = os.write
-    fd = rec._fd
+    fd = rec.writer.fd
 
     def write(f, data):
         if f == fd:

@@ -112,11 +112,11 @@ def test_pytorch_lightning_package_gets_its_own_callback(tmp_path):
 def test_statistics_come_from_the_torch_integration(tmp_path, monkeypatch):
     """One host transfer per snapshot (weights, deltas, gradients together), and
     the torch options (delta policy) reach it."""
-    from weighttui.integrations import torch as wti
+    from weighttui.integrations import torch_host
 
     copies = []
-    real = wti._to_host
-    monkeypatch.setattr(wti, "_to_host", lambda parts: copies.append(len(parts)) or real(parts))
+    real = torch_host.to_host
+    monkeypatch.setattr(torch_host, "to_host", lambda parts: copies.append(len(parts)) or real(parts))
     log = tmp_path / "sampled.wtui"
     cb = WeightCallback(str(log), every=2, delta="sample")
     fit(L.Trainer, make_module(L.LightningModule), cb)

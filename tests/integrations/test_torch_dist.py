@@ -186,7 +186,7 @@ def _fsdp_worker(rank, world, out_dir):
         np.testing.assert_allclose(run.stat_matrix("weights", "std")[4, col], ref[1], rtol=5e-6)
         assert any(e.kind == "nonfinite" for e in run.events)
     else:
-        assert h.recorder._fd is None and h.recorder.queued == 0  # computed its part, wrote nothing
+        assert h.recorder is None and h.schedule is not None  # computed its part, wrote nothing
     print(f"rank {rank} ok", flush=True)
 
 
@@ -197,5 +197,8 @@ if __name__ == "__main__":
     dist.init_process_group("gloo")
     try:
         {"ddp": _ddp_worker, "fsdp": _fsdp_worker}[mode](dist.get_rank(), dist.get_world_size(), out_dir)
+        # every rank reaches here before any tears gloo down: a rank that destroys its process group
+        # while a peer is still inside it can abort with "terminate called without an active exception"
+        dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -361,11 +361,11 @@ def test_unwritable_log_does_not_stop_training(tmp_path, capsys):
 
 
 def test_one_host_copy_per_snapshot_and_masked_pass_only_for_nonfinite(tmp_path, monkeypatch):
-    from weighttui.integrations import torch as wti
+    from weighttui.integrations import torch_host
 
     copies, masked = [], []
-    real_to_host, real_masked = wti._to_host, torch_stats.DeviceStats.masked
-    monkeypatch.setattr(wti, "_to_host", lambda parts: copies.append(len(parts)) or real_to_host(parts))
+    real_to_host, real_masked = torch_host.to_host, torch_stats.DeviceStats.masked
+    monkeypatch.setattr(torch_host, "to_host", lambda parts: copies.append(len(parts)) or real_to_host(parts))
     monkeypatch.setattr(torch_stats.DeviceStats, "masked",
                         lambda self, work, rows: masked.append(list(rows)) or real_masked(self, work, rows))
     model = _mlp()

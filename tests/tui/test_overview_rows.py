@@ -8,7 +8,8 @@ import pytest
 import weighttui
 from weighttui.tui.widgets.layer_rows import (GroupRow, TensorRow, arrange, matches, metric_values,
                                              natural_key, ratio_band, sort_values, tensor_rows)
-from weighttui.tui.widgets.sparkline import BARS, fmt, resample, spark
+from weighttui.tui.formatting import fmt
+from weighttui.tui.widgets.sparkline import BARS, resample, spark
 from weighttui.tui.widgets.timeline import parse_goto
 
 

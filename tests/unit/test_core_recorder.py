@@ -225,3 +225,28 @@ def test_new_logs_are_private_unless_asked(tmp_path):
         os.umask(old)
     assert (tmp_path / "private.wtui").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "shared.wtui").stat().st_mode & 0o777 == 0o644
+
+
+def test_appending_to_a_file_holding_only_part_of_a_header_starts_it_anew(tmp_path, capsys):
+    """A writer that died inside its first write leaves a prefix of the header: appending
+    to it starts the log anew (header, run) and says so once, on stderr and as an event."""
+    from weighttui.log.format import HEADER
+
+    path = tmp_path / "run.wtui"
+    path.write_bytes(HEADER[:5])
+    with Recorder(path, mode="a") as rec:
+        rec.snapshot(0, {"w": np.ones(2)})
+    assert rec.written == 1
+    assert capsys.readouterr().err.count("held only the start of a header") == 1
+    run = weighttui.open(path)
+    assert len(run.runs) == 1 and run.steps.tolist() == [0] and run.corruptions == []
+    assert [e.kind for e in run.events] == ["restarted"]
+    assert path.read_bytes().startswith(HEADER)
+
+
+def test_appending_to_a_foreign_file_raises_from_the_constructor(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"hello, this is not a log")
+    with pytest.raises(weighttui.LogFormatError, match="cannot append"):
+        Recorder(path, mode="a")
+    assert path.read_bytes() == b"hello, this is not a log"

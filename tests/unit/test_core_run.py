@@ -103,7 +103,7 @@ def test_unfinished_log_of_a_dead_writer_is_not_running(tmp_path):
 
 def test_values_of_a_tensor_cut_short_are_reported_not_returned(tmp_path, monkeypatch):
     """A writer that died between the chunks of a tensor's values leaves them incomplete."""
-    import weighttui.record.recorder as recorder_module
+    import weighttui.record.encode as recorder_module  # where values frames are chunked
     from weighttui.log.format import HEADER_SIZE, FrameDecoder, FrameType
 
     monkeypatch.setattr(recorder_module, "VALUES_CHUNK_BYTES", 16)  # 4 float32 per frame

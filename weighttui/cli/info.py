@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from weighttui.analysis.numbers import three_digits
 from weighttui.data.run import RunData
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
@@ -137,9 +138,7 @@ def _alert_dict(alert) -> dict:
 
 
 def _fmt(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.3g}"
+    return three_digits(x)
 
 
 def print_info(run: RunData, alerts, out) -> None:

@@ -26,8 +26,6 @@ import numpy as np
 
 from weighttui.record.recorder import Recorder
 
-_reported: set = set()
-
 
 def _key_name(key) -> str:
     for attr in ("key", "idx", "name"):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
@@ -76,8 +74,5 @@ def snapshot(rec: Recorder, step, params, *, grads=None, epoch=None, batch=None,
         return rec.snapshot(step, {k: np.asarray(v) for k, v in host.items()}, epoch=epoch, batch=batch,
                             grads=host_grads, full=full)
     except Exception as exc:  # never into the training loop
-        key = type(exc).__name__
-        if key not in _reported:
-            _reported.add(key)
-            print(f"weighttui: skipped a jax snapshot: {key}: {exc}", file=sys.stderr)
+        rec.reporter.failure(exc, "taking a jax snapshot")
         return False

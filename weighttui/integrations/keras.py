@@ -15,13 +15,14 @@ batches across all `fit` calls of one callback; epochs are Keras' own
 from __future__ import annotations
 
 import fnmatch
-import sys
 
 import keras
 import numpy as np
 
-from weighttui.record.recorder import Recorder, epoch_selector
-from weighttui.record.stats import DELTA_STATS, Block, delta_stats, empty_block, weights_block
+from weighttui.record.recorder import Recorder
+from weighttui.record.reporting import Reporter
+from weighttui.record.schedule import epoch_selector
+from weighttui.record.stats import DELTA_STATS, Block, delta_stats, empty_block, grad_block
 
 __all__ = ["WeightCallback"]
 
@@ -118,7 +119,8 @@ class WeightCallback(keras.callbacks.Callback):
         self._tf_stats = None  # TFStats for the current variable list
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
         self._n_weights = -1
-        self._reported: set[str] = set()
+        # one reporter for every fit; its events go to the log of the fit at hand
+        self._reporter = Reporter(event=lambda kind, message, level: self.recorder.event(kind, message, level=level))
         self._closed_by_fit = False
 
     def _new_recorder(self, mode: str) -> Recorder:
@@ -213,7 +215,7 @@ class WeightCallback(keras.callbacks.Callback):
             self._prev = dict(zip(names, values))
         elif rec.delta_policy == "sample":
             delta = self._sample_delta(infos, names, sample)
-        grad = _grad_block(names, grad_arrays, rec.bins)
+        grad = grad_block(names, grad_arrays, rec.bins) if grad_arrays else None
         full_values = [_full_value(x) for x in values] if full else None
         return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
                           sample=sample, values=full_values)
@@ -252,18 +254,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def _guard(self, doing: str, fn, *args) -> None:
         """Run one hook; a problem is reported once and training goes on."""
-        try:
-            fn(*args)
-        except Exception as exc:
-            key = f"{doing}:{type(exc).__name__}"
-            if key in self._reported:
-                return
-            self._reported.add(key)
-            try:
-                print(f"weighttui: skipped while {doing}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                self.recorder.event("recorder_error", f"{doing}: {type(exc).__name__}: {exc}", level="error")
-            except Exception:
-                pass
+        self._reporter.guard(doing, fn, *args)
 
     # -------------------------------------------------------- keras hooks
 
@@ -373,22 +364,6 @@ def _full_value(tensor):
     if arr.dtype.name == "bfloat16":
         return ("bf16", arr.view(np.uint16))
     return arr
-
-
-def _grad_block(names, grad_arrays, bins) -> Block | None:
-    """A grad block over `names` rows; rows without a gradient stay uncovered."""
-    if not grad_arrays:
-        return None
-    rows = [(i, grad_arrays[n]) for i, n in enumerate(names) if n in grad_arrays]
-    if not rows:
-        return None
-    sub = weights_block([a for _i, a in rows], bins)
-    block = empty_block(sub.names, len(names), bins)
-    for j, (i, _a) in enumerate(rows):
-        block.stats[i] = sub.stats[j]
-        for part, src in zip(block.hist, sub.hist):
-            part[i] = src[j]
-    return block
 
 
 def _to_host(x) -> np.ndarray:

@@ -5,38 +5,37 @@ register_step_post_hook): gradient statistics are taken just before the step,
 weight and update (delta) statistics just after it, so the training loop stays
 as it was. Without one, call `handle.step()` after each optimizer step.
 
-Statistics are computed on the tensors' device by torch_stats (batched, one
-device-to-host copy per snapshot) and handed to Recorder.submit(); encoding and
-I/O happen on the recorder's writer thread. After watch() returns, no exception
-from weighttui reaches the training loop: failures are reported once and the
-snapshot is skipped.
+Which tensors are recorded is torch_plan's, which code computes their rows
+torch_rows' (the fused CPU kernel or torch_stats' device ops), what leaves the
+device torch_host's (one device-to-host copy per snapshot); the blocks go to
+Recorder.submit(), whose writer thread encodes and writes them. After watch()
+returns, no exception from weighttui reaches the training loop: failures are
+reported once and the snapshot is skipped.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import torch
 
-from weighttui.integrations import torch_dist, torch_native
+from weighttui.integrations import torch_dist, torch_host, torch_native
+from weighttui.integrations.torch_plan import Entry, TensorPlan, unwrap
+from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
     _PSQ,
     N_RAW,
     DeviceStats,
-    Work,
     delta_rows,
     hist_parts,
-    needs_redo,
     needs_slow_path,
     sumsq,
-    supported,
     weight_rows,
 )
-from weighttui.log.format import FrameType
 from weighttui.record.recorder import Recorder
-from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS, Block, delta_stats
+from weighttui.record.registry import DEFAULT_SAMPLE, Registry
+from weighttui.record.reporting import Reporter
+from weighttui.record.schedule import Schedule
+from weighttui.record.stats import DEFAULT_BINS, DELTA_STATS, WEIGHT_STATS, Block, delta_stats
 
 __all__ = ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET", "ENGINE_OPTIONS", "split_options"]
 
@@ -48,6 +47,9 @@ DEFAULT_DELTA_BUDGET = 1 << 30
 # trainer callbacks that create the Recorder themselves take them apart.
 ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers", "cpu_kernel")
 
+# Recorder options that the ranks of a sharded run which do not write still need
+_SCHEDULE_OPTIONS = ("epochs", "full_every", "full_epochs", "include", "exclude")
+
 
 def split_options(options: dict) -> tuple[dict, dict]:
     """(watch() keyword arguments, Recorder keyword arguments) from one dict."""
@@ -55,55 +57,23 @@ def split_options(options: dict) -> tuple[dict, dict]:
     return engine, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS}
 
 
-# Prefixes that wrappers put in front of parameter names.
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+class ScheduleOnly:
+    """What a rank of a sharded run that does not write needs of a Recorder: the
+    schedule (every rank takes the same snapshots, their collectives match), a
+    registry (the same sample indices) and the bin count."""
 
-
-def unwrap(model):
-    """The user's module inside DistributedDataParallel / torch.compile wrappers."""
-    for _ in range(8):
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-    return model
-
-
-def clean_name(name: str) -> str:
-    """Strip wrapper prefixes (also inside nested modules) from a parameter name."""
-    for prefix in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
-        name = name.replace(prefix, "")
-    return name
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
-def _lazy(t) -> bool:
-    return isinstance(t, torch.nn.parameter.UninitializedTensorMixin)
-
-
-class _Entry:
-    """One recorded tensor: where it comes from and what weighttui keeps for it."""
-
-    __slots__ = ("name", "tensor", "info", "is_param", "exact", "sample_pos", "sample_local",
-                 "sample_dev", "replica")
-
-    def __init__(self, name, tensor, info, is_param):
-        self.name, self.tensor, self.info, self.is_param = name, tensor, info, is_param
-        self.exact = False  # delta from an exact previous copy (else from samples)
-        self.sample_pos = self.sample_local = self.sample_dev = None
-        self.replica = False  # a plain tensor in a sharded run: only rank 0 counts it
+    def __init__(self, every: int, options: dict):
+        self.schedule = Schedule(every=every, **{k: options[k] for k in _SCHEDULE_OPTIONS if k in options})
+        self.registry = Registry(int(options.get("sample", DEFAULT_SAMPLE)))
+        self.bins = int(options.get("bins", DEFAULT_BINS))
 
 
 class WatchHandle:
     """What watch() returns: step(), scalars(), set_epoch(), end_epoch(), close()."""
 
     def __init__(self, model, recorder, *, optimizer, grads, buffers, delta, delta_budget_bytes,
-                 skip_frozen, hist_sample, scaler, owns_recorder, writer, cpu_kernel="fused"):
+                 skip_frozen, hist_sample, scaler, owns_recorder, writer, cpu_kernel="fused",
+                 schedule_only: ScheduleOnly | None = None):
         self.model = model
         self.recorder = recorder
         self.optimizer = optimizer
@@ -117,11 +87,8 @@ class WatchHandle:
         self.writer = writer  # this rank writes (rank 0)
         self._owns = owns_recorder
         self._closed = False
-        self._hooks = []
-        self._entries: list[_Entry] = []
-        self._signature = None
+        self._hooks: list = []
         self._prev: dict[str, torch.Tensor] = {}
-        self._prev_bytes: dict = {}  # device -> bytes held by exact copies
         self._prev_sumsq: dict[str, float] = {}
         self._sample_prev: dict[str, np.ndarray] = {}
         self._grad_pending = None
@@ -130,20 +97,29 @@ class WatchHandle:
         self._stepped = False
         self._scaler = None
         self._scaler_pending = False
-        self._reported: set[str] = set()
+        # a Recorder, or the schedule alone (sharded ranks that do not write)
+        self.schedule: Recorder | Schedule | None = recorder
+        registry = recorder.registry if recorder is not None else None
+        bins = recorder.bins if recorder is not None else DEFAULT_BINS
+        if recorder is None and schedule_only is not None:
+            self.schedule, registry, bins = schedule_only.schedule, schedule_only.registry, schedule_only.bins
+        self.reporter = recorder.reporter if recorder is not None and writer else Reporter()
         sharded = any(torch_dist.shardable(p) for p in model.parameters())
         reducer = None
         if sharded:
             mesh = next(p.device_mesh for p in model.parameters() if torch_dist.shardable(p))
             reducer = torch_dist.ShardReducer(mesh.get_group())
         self.sharded = sharded
-        self.engine = DeviceStats(recorder.bins if recorder is not None else 64,
-                                  hist_sample=hist_sample, reducer=reducer)
-        # "fused": CPU tensors go through weighttui._fastats when it is built
-        self.cpu_kernel = "fused" if cpu_kernel == "fused" and torch_native.available() else "torch"
-        self.active = recorder is not None
-        if not self.active:
+        self.engine = DeviceStats(bins, hist_sample=hist_sample, reducer=reducer)
+        self.router = RowRouter(self.engine, cpu_kernel=cpu_kernel, sharded=sharded)
+        self.cpu_kernel = self.router.cpu_kernel
+        self.active = self.schedule is not None
+        if self.schedule is None or registry is None:
             return
+        self.plan = TensorPlan(model, selects=self.schedule.selects, registry=registry,
+                               buffers=self.buffers, skip_frozen=self.skip_frozen, sharded=sharded,
+                               delta=delta, delta_budget_bytes=delta_budget_bytes,
+                               forget=lambda name: self._prev.pop(name, None))
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_pre_hook(self._pre_hook))
             self._hooks.append(optimizer.register_step_post_hook(self._post_hook))
@@ -165,15 +141,14 @@ class WatchHandle:
                 return False
             if self.optimizer is not None:
                 if scalars:
-                    self.recorder.scalars(self.step_count, epoch=self.epoch, **scalars)
+                    self._scalars(self.step_count, scalars)
                 return False
             self.step_count = int(step) if step is not None else self.step_count + 1
             s = self.step_count
-            rec = self.recorder
             full = self._full_due(s)
-            if not (rec.should_record(s, self.epoch) or full):
+            if not (self._due(s) or full):
                 if scalars:
-                    rec.scalars(s, epoch=self.epoch, **scalars)
+                    self._scalars(s, scalars)
                 return False
             grad = self._grad_stats() if self.grads else None
             return self._snapshot(s, grad, full=full, batch=batch, scalars=scalars)
@@ -212,7 +187,7 @@ class WatchHandle:
     def scalars(self, **values) -> None:
         """Named numbers (loss, learning rate ...) at the current step."""
         if self.active:
-            self.recorder.scalars(self.step_count, epoch=self.epoch, **values)
+            self._scalars(self.step_count, values)
 
     def set_epoch(self, epoch) -> None:
         """Tag the snapshots that follow with this epoch."""
@@ -226,12 +201,11 @@ class WatchHandle:
                 self.epoch = int(epoch)
             if not (self.active or self.sharded):
                 return
-            rec = self.recorder
             if scalars and self.active:
-                rec.scalars(self.step_count, epoch=self.epoch, **scalars)
-            if rec is not None and rec.wants_full(self.step_count, self.epoch) \
+                self._scalars(self.step_count, scalars)
+            if self.schedule is not None and self.schedule.wants_full(self.step_count, self.epoch) \
                     and self._values_step != self.step_count:
-                self._write_values(self.step_count, self._plan())
+                self._write_values(self.step_count, self.plan.current())
         except Exception as exc:
             self._fail_soft(exc, "recording complete values")
 
@@ -243,7 +217,7 @@ class WatchHandle:
         for h in self._hooks:
             try:
                 h.remove()
-            except Exception:
+            except Exception:  # a hook torch already dropped: nothing left to remove
                 pass
         self._hooks.clear()
         self._unwrap_scaler()
@@ -271,7 +245,7 @@ class WatchHandle:
         try:
             self._grad_pending = None
             s = self.step_count + 1
-            if self.grads and self.active and self.recorder.should_record(s, self.epoch):
+            if self.grads and self.active and self._due(s):
                 self._grad_pending = self._grad_stats()
         except Exception as exc:
             self._grad_pending = None
@@ -286,15 +260,10 @@ class WatchHandle:
             if not self.active:
                 return
             full = self._full_due(s)
-            if self.recorder.should_record(s, self.epoch) or full:
+            if self._due(s) or full:
                 self._snapshot(s, grad, full=full)
         except Exception as exc:
             self._fail_soft(exc, "taking a snapshot")
-
-    def _full_due(self, s: int) -> bool:
-        """full_every steps; full_epochs are taken by end_epoch(), once per epoch."""
-        every = self.recorder.full_every if self.recorder is not None else None
-        return bool(every) and s % every == 0 and self.recorder.active
 
     # ----------------------------------------------------------------- AMP
 
@@ -316,7 +285,7 @@ class WatchHandle:
             if skipped:
                 try:
                     before = scaler.get_scale()
-                except Exception:
+                except Exception:  # the event is still recorded, without the scale
                     pass
             out = orig_update(*args, **kwargs)
             if skipped:
@@ -340,7 +309,7 @@ class WatchHandle:
         self._scaler = None
 
     def _skipped_event(self, before, after) -> None:
-        if not self.active:
+        if self.recorder is None or not self.active:
             return
         self.recorder.event(
             "skipped_step",
@@ -349,185 +318,40 @@ class WatchHandle:
             f"GradScaler skipped the optimizer step after step {self.step_count}: inf/NaN gradients",
             level="warning", step=self.step_count)
 
-    # ----------------------------------------------------------------- plan
+    def _due(self, s: int) -> bool:
+        return self.schedule is not None and self.schedule.should_record(s, self.epoch)
 
-    def _named_tensors(self):
-        model = self.model
-        for name, p in model.named_parameters():  # tied parameters come once
-            if _lazy(p) or not supported(p):
-                continue
-            if self.skip_frozen and not p.requires_grad:
-                continue
-            yield clean_name(name), p, True
-        if self.buffers:
-            for name, b in model.named_buffers():
-                if b is None or _lazy(b) or not supported(b):
-                    continue
-                yield clean_name(name), b, False
+    def _full_due(self, s: int) -> bool:
+        """full_every steps; full_epochs are taken by end_epoch(), once per epoch."""
+        if self.schedule is None or (self.recorder is not None and not self.recorder.active):
+            return False
+        every = self.schedule.full_every
+        return bool(every) and s % every == 0
 
-    def _plan(self) -> list[_Entry]:
-        """The recorded tensors, re-read from the model so that parameters added
-        later or materialised (lazy modules) are declared when they appear."""
-        found = [(n, t, isp) for n, t, isp in self._named_tensors()
-                 if self.recorder is None or self.recorder.selects(n)]
-        sig = tuple((n, id(t), tuple(t.shape), t.dtype, t.device) for n, t, _ in found)
-        if sig == self._signature:
-            return self._entries
-        old = {e.name: e for e in self._entries}
-        entries = []
-        for name, t, is_param in found:
-            info = self.recorder.declare(name, tuple(t.shape), _dtype_name(t.dtype),
-                                         trainable=bool(is_param and t.requires_grad))
-            e = old.get(name)
-            if e is None or e.info is not info or e.tensor is not t:
-                e = _Entry(name, t, info, is_param)
-                if self.sharded and not torch_dist.is_dtensor(t):
-                    e.replica = True
-                if info.sample_index is not None:
-                    pos, loc = torch_dist.local_sample_positions(t, info.sample_index)
-                    if e.replica and torch_dist.rank() != 0:
-                        pos, loc = pos[:0], loc[:0]
-                    e.sample_pos = pos
-                    e.sample_local = loc
-                self._prev.pop(name, None)
-            entries.append(e)
-        self._entries = entries
-        self._signature = sig
-        self._assign_delta_policy()
-        return entries
+    def _scalars(self, step: int, scalars: dict) -> None:
+        if self.recorder is not None:
+            self.recorder.scalars(step, epoch=self.epoch, **scalars)
 
-    def _assign_delta_policy(self) -> None:
-        """Which tensors keep exact previous copies (delta="auto": while the budget lasts)."""
-        policy = self.delta
-        used: dict = {}
-        world = torch.distributed.get_world_size() if self.sharded else 1
-        for e in self._entries:
-            t = e.tensor
-            nbytes = t.numel() * t.element_size()
-            if torch_dist.shardable(t):
-                nbytes = -(-nbytes // world)  # the same estimate on every rank
-            if policy == "exact":
-                e.exact = True
-            elif policy == "auto":
-                dev = str(t.device)
-                e.exact = used.get(dev, 0) + nbytes <= self.delta_budget_bytes
-                if e.exact:
-                    used[dev] = used.get(dev, 0) + nbytes
-            else:
-                e.exact = False
-            if not e.exact:
-                self._prev.pop(e.name, None)
-
-    def _local(self, e: _Entry):
-        t = e.tensor.detach()
-        if e.replica and torch_dist.rank() != 0:
-            return t.reshape(-1)[:0]  # counted by rank 0 only
-        return torch_dist.local(t)
+    def _fail_soft(self, exc: BaseException, doing: str) -> None:
+        """Report once per kind of failure; training goes on."""
+        self.reporter.failure(exc, doing)
 
     # ------------------------------------------------------------- statistics
 
     def _grad_stats(self):
         """Rows of the gradients now: the fused kernel's on the host, the rest kept
         on the device until the snapshot's one copy."""
-        entries = self._plan()
+        entries = self.plan.current()
         rows, grads = [], []
         for i, e in enumerate(entries):
-            g = e.tensor.grad if e.is_param else None
+            g = e.local_grad()
             if g is None:
                 continue
-            if e.replica and torch_dist.rank() != 0:
-                g = g.detach().reshape(-1)[:0]
-            else:
-                g = torch_dist.local(g.detach())
             rows.append(i)
             grads.append(g)
         if not rows and not self.sharded:
             return None
-        return entries, rows, self._rows(grads)[0]
-
-    def _uses_kernel(self) -> bool:
-        """The fused CPU kernel computes what it can: not when sharded (the rows
-        are reduced across ranks), nor with an explicit hist_sample (it bins
-        every element)."""
-        return (self.cpu_kernel == "fused" and not self.sharded
-                and self.engine.hist_sample in (None, "auto"))
-
-    def _rows(self, xs, prevs=None):
-        """Start the raw rows of xs and, where prevs[i] is not None, of the delta
-        xs[i] - prevs[i]: (_Rows of xs, _Rows of the deltas in the order of their
-        i or None without prevs, the indices i whose prev now holds x).
-
-        The fused kernel takes the CPU tensors it can, and copies each x into its
-        prev as it computes the delta; torch_stats takes the others (device parts,
-        moved to the host with the snapshot's one copy).
-        """
-        n = len(xs)
-        d_at = [] if prevs is None else [i for i, p in enumerate(prevs) if p is not None]
-        width = N_RAW + self.engine.bins
-        raw_w, final_w = np.zeros((n, width)), np.zeros(n, dtype=bool)
-        raw_d, final_d = np.zeros((len(d_at), width)), np.zeros(len(d_at), dtype=bool)
-        copied = []
-        if self._uses_kernel() and n:
-            mine = [i for i, x in enumerate(xs) if torch_native.takes(x)]
-            if mine:
-                mine_prevs = [None if prevs is None or prevs[i] is None
-                              or not torch_native.takes_pair(xs[i], prevs[i]) else prevs[i] for i in mine]
-                rw, rd, w_done, d_done = torch_native.rows([xs[i] for i in mine], mine_prevs,
-                                                            self.engine.bins, copy=True)
-                mine = np.asarray(mine)
-                raw_w[mine[w_done]] = rw[w_done]
-                final_w[mine[w_done]] = True
-                if d_at:
-                    pos = {i: j for j, i in enumerate(d_at)}
-                    for k in np.nonzero(d_done)[0]:
-                        j = pos[int(mine[k])]
-                        raw_d[j] = rd[k]
-                        final_d[j] = True
-                        copied.append(int(mine[k]))
-        w = self._finish_rows(Work(list(xs)), raw_w, final_w)
-        d = None
-        if prevs is not None:
-            d = self._finish_rows(Work([xs[i] for i in d_at], [prevs[i] for i in d_at]), raw_d, final_d)
-        return w, d, copied
-
-    def _finish_rows(self, work: Work, raw: np.ndarray, final: np.ndarray) -> _Rows:
-        """torch_stats starts the rows the kernel did not do."""
-        n = len(work.xs)
-        rest = np.nonzero(~final)[0]
-        parts = []
-        if rest.size:
-            sub = work if rest.size == n else Work([work.xs[i] for i in rest],
-                                                   None if work.prevs is None else [work.prevs[i] for i in rest])
-            parts = [(p, rest[np.asarray(idx, dtype=np.int64)]) for p, idx in self.engine.fast(sub)]
-        return _Rows(work, raw, final, parts)
-
-    def _samples(self, entries, xs):
-        """Sampled values of every entry, concatenated in entries order (device, float64)."""
-        parts = []
-        total = 0
-        for e, x in zip(entries, xs):
-            k = 0 if e.info.sample_index is None else e.info.sample_index.size
-            if k == 0:
-                continue
-            total += k
-            if e.sample_dev is None or e.sample_dev[0].device != x.device:
-                e.sample_dev = (torch.as_tensor(e.sample_local, device=x.device),
-                                torch.as_tensor(e.sample_pos, device=x.device))
-            loc, pos = e.sample_dev
-            if self.sharded:
-                v = torch.zeros(k, dtype=torch.float64, device=x.device)
-                if loc.numel():
-                    v[pos] = x.reshape(-1)[loc].to(torch.float64)
-            else:
-                v = torch.index_select(x.reshape(-1), 0, loc)
-                if not v.is_floating_point():  # exact in float64, whatever cat promotes to
-                    v = v.to(torch.float64)
-            parts.append(v)
-        if not parts:
-            return None, 0
-        dev = parts[0].device
-        # one conversion for all: cat promotes to the widest dtype (float64 if any)
-        return torch.cat([p.to(dev) for p in parts]).to(torch.float64), total
+        return entries, rows, self.router.rows(grads)[0]
 
     def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
         self._copied = set()
@@ -538,11 +362,11 @@ class WatchHandle:
             raise
 
     def _take(self, step, grad_part, *, full, batch, scalars) -> bool:
-        entries = self._plan()
+        entries = self.plan.current()
         if not entries:
             return False
         t_count = len(entries)
-        xs = [self._local(e) for e in entries]
+        xs = [e.local() for e in entries]
         d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
         prevs = None
         if d_rows:
@@ -550,16 +374,16 @@ class WatchHandle:
             for i in d_rows:
                 prevs[i] = self._prev[entries[i].name]
         # the fused kernel copies x into prev as it computes the delta (see _after)
-        w, d, copied = self._rows(xs, prevs)
+        w, d, copied = self.router.rows(xs, prevs)
         self._copied = {entries[i].name for i in copied}
-        sample_vec, n_samples = self._samples(entries, xs)
+        sample_vec, _count = torch_host.device_samples(entries, xs, sharded=self.sharded)
         if sample_vec is not None and self.sharded:
             sample_vec = self.engine.reducer.sum_vector(sample_vec)
         g = grad_part[2] if grad_part is not None and grad_part[0] is entries else None
 
         # one device-to-host copy per device for everything above
         pending = [r for r in (w, d, g) if r is not None]
-        host = _to_host([p for r in pending for p, _ in r.parts]
+        host = torch_host.to_host([p for r in pending for p, _ in r.parts]
                         + ([sample_vec] if sample_vec is not None else []))
         k = 0
         for r in pending:
@@ -568,7 +392,7 @@ class WatchHandle:
 
         # the rare masked pass: tensors holding NaN/Inf (or float32 overflow)
         for r in pending:
-            self._redo(r)
+            self.router.redo(r)
         bins = self.engine.bins
         raw_w = w.raw
         raw_d = d.raw if d is not None else np.zeros((0, N_RAW + bins))
@@ -590,26 +414,13 @@ class WatchHandle:
             glo[rows], ghi[rows], gc[rows] = hist_parts(raw_g, bins)
             grad = Block(WEIGHT_STATS, gs, (glo, ghi, gc))
         infos = [e.info for e in entries]
-        extra = []
-        if scalars:
-            payload = Recorder._scalars_payload(step, self.epoch, scalars)
-            if payload is not None:
-                extra.append((FrameType.SCALARS, payload))
         self._after(entries, xs, raw_w, samples)
         ok = self.recorder.submit(step, infos, weights, epoch=self.epoch, batch=batch, delta=delta,
                                   grad=grad, sample=None if samples is None else samples.astype(np.float32),
-                                  values=values, extra_frames=extra)
+                                  values=values, scalars=scalars)
         if full:
             self._values_step = step
         return ok
-
-    def _redo(self, rows: _Rows) -> None:
-        # Sharded, every rank holds the same reduced rows, so every rank picks the
-        # same ones and the masked pass's collectives match. The kernel's rows are
-        # final (it hands back what it cannot do exactly).
-        bad = np.nonzero(needs_redo(rows.raw) & ~rows.final)[0]
-        if bad.size:
-            rows.raw[bad] = self.engine.masked(rows.work, bad.tolist()).numpy()
 
     def _forget_copied(self) -> None:
         """A snapshot failed after the kernel moved some previous copies to this
@@ -686,7 +497,7 @@ class WatchHandle:
             t = torch_dist.full(e.tensor.detach())
             if not self.writer:
                 continue
-            out.append(_host_value(t))
+            out.append(torch_host.host_value(t))
         return out
 
     def _write_values(self, step, entries) -> None:
@@ -695,74 +506,6 @@ class WatchHandle:
             return
         self.recorder.submit_values(step, [e.info for e in entries], values, epoch=self.epoch)
         self._values_step = step
-
-    # ---------------------------------------------------------------- errors
-
-    def _fail_soft(self, exc, doing: str) -> None:
-        """Report once per kind of failure; training goes on."""
-        try:
-            if self.recorder is not None and self.writer:
-                self.recorder._fail_soft(exc, doing)
-                return
-            key = f"{doing}:{type(exc).__name__}"
-            if key not in self._reported:
-                self._reported.add(key)
-                print(f"weighttui: skipped while {doing}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        except Exception:
-            pass
-
-
-class _Rows:
-    """The raw rows of one Work while a snapshot is taken: those the fused kernel
-    computed (already on the host, final) and torch_stats' device parts for the
-    others, filled in from the snapshot's one host copy."""
-
-    __slots__ = ("work", "raw", "final", "parts")
-
-    def __init__(self, work: Work, raw: np.ndarray, final: np.ndarray, parts: list):
-        self.work, self.raw, self.final, self.parts = work, raw, final, parts
-
-    def fill(self, host: list, k: int) -> int:
-        """Copy this Work's parts from host[k:]; returns the index after them."""
-        for _p, idx in self.parts:
-            self.raw[idx] = host[k]
-            k += 1
-        return k
-
-
-class _ScheduleOnly(Recorder):
-    """The schedule and tensor registry of a Recorder, without a file: for the
-    ranks of a sharded run that compute their part of each snapshot but do not write."""
-
-    def _open(self, mode, run_frame) -> None:
-        self._fd = None
-
-
-def _to_host(parts):
-    """Every part on the host with one copy per device (parts are float64)."""
-    if not parts:
-        return []
-    by_dev: dict = {}
-    for j, p in enumerate(parts):
-        by_dev.setdefault(p.device, []).append(j)
-    out = [None] * len(parts)
-    for dev, js in by_dev.items():
-        flat = torch.cat([parts[j].reshape(-1) for j in js])
-        host = flat.cpu().numpy() if flat.device.type != "cpu" else flat.numpy()
-        at = 0
-        for j in js:
-            n = parts[j].numel()
-            out[j] = host[at:at + n].reshape(parts[j].shape)
-            at += n
-    return out
-
-
-def _host_value(t: torch.Tensor):
-    """A host copy of complete values for a values record (bfloat16 as raw bits)."""
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        return ("bf16", t.to("cpu", copy=True).contiguous().view(torch.int16).numpy().view(np.uint16))
-    return t.to("cpu", copy=True).contiguous().numpy()
 
 
 def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
@@ -817,6 +560,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
         raise TypeError("recorder options go to the Recorder you created, not to watch(): "
                         f"{sorted(recorder_options)}")
     recorder = None
+    schedule_only = None
     if writer:
         if owns:
             recorder = Recorder(path_or_recorder, every=every, delta=False,
@@ -825,22 +569,23 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
             recorder = path_or_recorder
     elif sharded:
         # Other ranks of a sharded run compute their shards' part of every
-        # snapshot, so they need the schedule and tensor registry: a recorder
-        # that never gets a snapshot and writes nothing that is kept.
-        recorder = _ScheduleOnly(os.devnull, every=every, delta=False, **recorder_options) if owns \
-            else path_or_recorder
+        # snapshot, so they need the schedule and tensor registry, not a log.
+        if owns:
+            schedule_only = ScheduleOnly(every, recorder_options)
+        else:
+            recorder = path_or_recorder
     handle = WatchHandle(model, recorder, optimizer=optimizer, grads=grads, buffers=buffers,
                          delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
-                         cpu_kernel=cpu_kernel)
-    if (handle.active and cpu_kernel == "fused" and not torch_native.available()
+                         cpu_kernel=cpu_kernel, schedule_only=schedule_only)
+    if (recorder is not None and handle.active and cpu_kernel == "fused" and not torch_native.available()
             and any(p.device.type == "cpu" for p in model.parameters())):
         # why CPU snapshots take the slower path, where `weighttui info` shows it
         recorder.event("cpu_kernel", torch_native.UNAVAILABLE, step=0)
     if initial and handle.active:
         try:
             full = handle._full_due(0)
-            if recorder.should_record(0, None) or full:
+            if handle._due(0) or full:
                 handle._snapshot(0, None, full=full)
         except Exception as exc:
             handle._fail_soft(exc, "taking the initial snapshot")

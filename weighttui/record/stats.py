@@ -327,6 +327,22 @@ def empty_block(names, t: int, bins: int | None) -> Block:
     return Block(tuple(names), stats, hist)
 
 
+def grad_block(names, grads: dict, bins: int = DEFAULT_BINS) -> Block | None:
+    """A WEIGHT_STATS block over the rows `names`, from `grads` (name -> array) where
+    a row has one; the others stay 'not covered'. None if no row has a gradient."""
+    rows = [(i, grads[n]) for i, n in enumerate(names) if n in grads]
+    if not rows:
+        return None
+    sub = weights_block([a for _i, a in rows], bins)
+    block = empty_block(sub.names, len(names), bins)
+    assert block.hist is not None and sub.hist is not None  # both made with histograms
+    for j, (i, _a) in enumerate(rows):
+        block.stats[i] = sub.stats[j]
+        for part, src in zip(block.hist, sub.hist):
+            part[i] = src[j]
+    return block
+
+
 def hist_percentiles(lo: float, hi: float, counts: np.ndarray, qs) -> np.ndarray:
     """Percentiles (0..100) estimated from one histogram by linear interpolation."""
     qs = np.asarray(qs, dtype=np.float64)

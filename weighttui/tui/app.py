@@ -245,6 +245,8 @@ class WeightApp(App[int]):
         if self._alerts_dirty and self._update_alerts():
             self._refresh_now()
             return
+        if self._refresh_timer is not None:
+            return  # new data is about to be drawn: the header must not show a step the table does not yet
         screen = self._current_screen()
         if screen is not None and hasattr(screen, "refresh_status"):
             screen.refresh_status()

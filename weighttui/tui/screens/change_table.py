@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from weighttui.analysis.changes import COLUMNS, LABELS, change_table
 from weighttui.analysis.diagnose import DiagnoseConfig
-from weighttui.tui.widgets.heatmap_view import fmt_value
+from weighttui.tui.formatting import fmt_change
 
 KEYS = ("tensor", *COLUMNS, "flag")
 WINDOWS = (5, 10, 20, 50)
@@ -39,16 +39,6 @@ class RowTable(DataTable, inherit_bindings=False):
         Binding("ctrl+home", "scroll_top", show=False),
         Binding("ctrl+end", "scroll_bottom", show=False),
     ]
-
-
-def _fmt(key: str, v) -> str:
-    if key == "changed_frac":
-        return "-" if v is None or not math.isfinite(v) else f"{v:.1%}"
-    if key in ("norm_change", "change_ab"):
-        if v is None or math.isnan(v):
-            return "-"
-        return "inf" if math.isinf(v) else f"{v:+.2%}" if key == "norm_change" else f"{v:.2%}"
-    return fmt_value(v, 0).strip()
 
 
 def _sort_key(key: str, entry: dict):
@@ -193,7 +183,7 @@ class ChangeTableScreen(Screen):
         style = FLAG_STYLE[entry["flag"]]
         cells = [Text(entry["tensor"], style=style)]
         for k in COLUMNS:
-            cells.append(Text(_fmt(k, entry[k]), style=style, justify="right"))
+            cells.append(Text(fmt_change(k, entry[k]), style=style, justify="right"))
         cells.append(Text(entry["flag"], style=style))
         return cells
 

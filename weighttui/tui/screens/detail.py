@@ -21,7 +21,8 @@ from textual.widgets import Footer, Static
 from weighttui.analysis import heatmap
 from weighttui.analysis.diagnose import step_interval
 from weighttui.tui.widgets.charts import BAND_COLORS, SERIES_COLORS, LineChart
-from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars, fmt_value
+from weighttui.tui.formatting import fmt_value
+from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars
 
 KIND_NAMES = {"weights": "weights", "delta": "updates (delta)", "grad": "gradients"}
 

@@ -18,7 +18,7 @@ from weighttui.tui.widgets.header import RunHeader
 from weighttui.tui.widgets.layer_rows import SORTS, GroupRow, TensorRow, arrange, sort_values, tensor_rows
 from weighttui.tui.widgets.layer_table import LayerTable
 from weighttui.tui.widgets.scalars import ScalarsPanel
-from weighttui.tui.widgets.sparkline import fmt, fmt_int
+from weighttui.tui.formatting import fmt, fmt_int
 from weighttui.tui.widgets.timeline import Timeline
 
 

@@ -26,7 +26,7 @@ from textual.widgets.option_list import Option
 from weighttui.analysis.multirun import Aligned, compare, filter_names
 from weighttui.tui.widgets.charts import SERIES_COLORS
 from weighttui.tui.widgets.runs_chart import RunsChart
-from weighttui.tui.widgets.sparkline import fmt
+from weighttui.tui.formatting import number_cell
 
 LIVE_REDRAW_S = 1.0
 
@@ -218,10 +218,10 @@ class CompareScreen(Screen):
                 "meta": Text(slot.meta_text(), style="dim"),
                 "last": Text("–" if i >= last_steps.size or last_steps[i] < 0 else str(int(last_steps[i])),
                              justify="right"),
-                "latest": _num(latest[i] if i < latest.size else math.nan),
-                "common": _num(at_common[i] if i < at_common.size else math.nan),
-                "min": _num(finite.min() if finite.size else math.nan),
-                "max": _num(finite.max() if finite.size else math.nan),
+                "latest": number_cell(latest[i] if i < latest.size else math.nan),
+                "common": number_cell(at_common[i] if i < at_common.size else math.nan),
+                "min": number_cell(finite.min() if finite.size else math.nan),
+                "max": number_cell(finite.max() if finite.size else math.nan),
             }
             plain = {k: c.plain for k, c in cells.items()}
             old = self._cells.get(slot.path)
@@ -280,8 +280,3 @@ class CompareScreen(Screen):
             self.refresh_data()
         box.display = bool(self.pattern)
         self.set_focus(self.tensor_list)
-
-
-def _num(value) -> Text:
-    v = float(value)
-    return Text("–" if math.isnan(v) else fmt(v, 9).strip(), justify="right")

@@ -6,7 +6,6 @@ text changed, so a sweep of dozens of live runs redraws little per refresh.
 
 from __future__ import annotations
 
-import math
 import shlex
 
 from rich.text import Text
@@ -17,7 +16,8 @@ from textual.widgets import DataTable, Footer, Static
 
 from weighttui.analysis.multirun import RunRow
 from weighttui.tui.widgets.header import STATUS_STYLE
-from weighttui.tui.widgets.sparkline import fmt, spark
+from weighttui.tui.formatting import number_cell
+from weighttui.tui.widgets.sparkline import spark
 
 SPARK_WIDTH = 16
 COLUMNS = (("run", "run"), ("status", "status"), ("framework", "fw"), ("snapshots", "snaps"),
@@ -29,14 +29,13 @@ EXTRA_STYLE = {"error": "bold red"}
 def row_cells(row: RunRow) -> dict[str, Text]:
     """The cells of one run's row, by column key."""
     status_style = STATUS_STYLE.get(row.status, EXTRA_STYLE.get(row.status, "bold"))
-    loss = "–" if math.isnan(row.loss) else fmt(row.loss, 9).strip()
     return {
         "run": Text(row.name, style="bold"),
         "status": Text(row.status, style=status_style),
         "framework": Text(row.framework or "–"),
         "snapshots": Text(str(row.snapshots), justify="right"),
         "last_step": Text("–" if row.last_step is None else str(row.last_step), justify="right"),
-        "loss": Text(loss, justify="right"),
+        "loss": number_cell(row.loss),
         "trend": Text(spark(row.loss_values, SPARK_WIDTH) if row.loss_values.size else "", style="cyan"),
         "meta": Text(row.meta, style="dim"),
         "corrupt": Text(str(row.corruptions) if row.corruptions else "", style="bold yellow", justify="right"),

@@ -12,7 +12,7 @@ import time
 from rich.text import Text
 from textual.widgets import Static
 
-from weighttui.tui.widgets.sparkline import fmt_age, fmt_bytes
+from weighttui.tui.formatting import fmt_age, fmt_bytes
 
 STATUS_STYLE = {
     "live": "bold green", "finished": "bold blue", "failed": "bold red", "interrupted": "bold yellow",

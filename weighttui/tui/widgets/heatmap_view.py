@@ -18,6 +18,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from weighttui.analysis import heatmap
+from weighttui.tui.formatting import fmt_value
 
 # viridis, sampled: dark blue (sparse) to yellow (dense); any non-zero density is visible
 _ANCHORS = np.array([
@@ -46,15 +47,6 @@ def level(density: np.ndarray) -> np.ndarray:
     out = np.ceil(np.clip(d, 0, 1) * (LEVELS - 1)).astype(np.int64)
     out[d <= 0] = -1
     return out
-
-
-def fmt_value(v: float, width: int = 9) -> str:
-    if v is None or not np.isfinite(v):
-        return "-".rjust(width)
-    s = f"{v:.3g}"
-    if width and len(s) > width:
-        s = f"{v:.1e}"
-    return s.rjust(width)
 
 
 class _LinesWidget(Widget):

@@ -41,7 +41,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
-from weighttui.tui.widgets.sparkline import fmt, fmt_int, spark_many
+from weighttui.tui.formatting import fmt, fmt_int
+from weighttui.tui.widgets.sparkline import spark_many
 
 VALUE_WIDTH = 8
 BAND_STYLE = {"good": "green", "slow": "cyan", "fast": "bold red", "": "dim"}

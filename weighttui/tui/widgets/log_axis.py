@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from weighttui.tui.widgets.sparkline import fmt
+from weighttui.tui.formatting import fmt
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:

@@ -11,7 +11,8 @@ import numpy as np
 from rich.text import Text
 from textual.widgets import Static
 
-from weighttui.tui.widgets.sparkline import fmt, spark
+from weighttui.tui.formatting import fmt
+from weighttui.tui.widgets.sparkline import spark
 
 MAX_LINES = 2
 PRIORITY = ("loss", "val_loss", "accuracy", "acc", "val_accuracy", "lr", "learning_rate")

@@ -1,12 +1,10 @@
-"""Unicode sparklines and compact number formatting for table cells.
+"""Unicode sparklines for table cells (the numbers beside them: `tui/formatting.py`).
 
 Plain functions over numpy arrays (no widgets): the layer table and the
 scalars panel call them for the rows on screen only.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -117,65 +115,3 @@ def _spark_rows(values: np.ndarray, width: int, log: bool) -> list[str]:
     levels = np.where(finite, levels, len(BARS))  # gaps
     pad = GAP * (width - pts.shape[1])
     return [pad + "".join(chars) for chars in _CHARS[levels].tolist()]
-
-
-def fmt(value, width: int = 8) -> str:
-    """A number in at most `width` characters: 0.0123, 1.23e-05, 12345, nan."""
-    if value is None:
-        return "–".rjust(width)
-    v = float(value)
-    if math.isnan(v):
-        return "–".rjust(width)
-    if math.isinf(v):
-        return ("inf" if v > 0 else "-inf").rjust(width)
-    a = abs(v)
-    if a == 0:
-        text = "0"
-    else:
-        text = ""
-        if 1e-3 <= a < 1e5:
-            for digits in (4, 3, 2):
-                text = f"{v:.{digits}g}".replace("e+0", "e").replace("e+", "e")
-                if len(text) <= width:
-                    break
-        if not text or len(text) > width:
-            for digits in (2, 1, 0):
-                text = f"{v:.{digits}e}".replace("e-0", "e-").replace("e+0", "e")
-                if len(text) <= width:
-                    break
-    return text.rjust(width)
-
-
-def fmt_int(n: int) -> str:
-    """Parameter counts: 1234 -> 1.2K, 25_000_000 -> 25M."""
-    n = int(n)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            v = n / div
-            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
-    return str(n)
-
-
-def fmt_bytes(n: int) -> str:
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def fmt_age(seconds: float | None) -> str:
-    """How long ago: 0.4s, 12s, 3m05s, 2h10m."""
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    s = max(0.0, seconds)
-    if s < 10:
-        return f"{s:.1f}s"
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 86400 * 2:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{int(s // 86400)}d"

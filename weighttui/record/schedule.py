@@ -1,0 +1,87 @@
+"""Which calls record a snapshot, which store complete values, which tensors are recorded.
+
+A `Schedule` needs no log: the recorder asks it, and so do the ranks of a
+sharded run that compute their part of each snapshot without writing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+EpochPredicate = Callable[[int | None], bool]
+
+
+def epoch_selector(value, what: str) -> EpochPredicate | None:
+    """None, an int N (every N), or a collection of ints -> predicate on epoch/step."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be None, an int or a list of ints")
+    if isinstance(value, (int, np.integer)):
+        if value < 1:
+            raise ValueError(f"{what} must be >= 1, got {value}")
+        n = int(value)
+        return lambda e: e is not None and e % n == 0
+    try:
+        chosen = frozenset(int(v) for v in value)
+    except TypeError:
+        raise TypeError(f"{what} must be None, an int or a list of ints") from None
+    return lambda e: e is not None and e in chosen
+
+
+def glob_patterns(value: str | Iterable[str] | None, what: str) -> list[str] | None:
+    """None, one glob pattern or several, as a list."""
+    if value is None:
+        return None
+    pats = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(p, str) for p in pats):
+        raise TypeError(f"{what} must be a glob pattern or a list of them")
+    return pats
+
+
+class Schedule:
+    """`every` / `epochs` pick the recorded calls, `full_every` / `full_epochs` those that
+    store complete values, `include` / `exclude` glob patterns the tensors."""
+
+    def __init__(self, *, every: int = 1, epochs=None, full_every: int | None = None,
+                 full_epochs=None, include=None, exclude=None):
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        if full_every is not None and (not isinstance(full_every, (int, np.integer)) or full_every < 1):
+            raise ValueError(f"full_every must be None or an int >= 1, got {full_every!r}")
+        self.every = int(every)
+        self.full_every = full_every
+        self._epochs = epoch_selector(epochs, "epochs")
+        self._full_epochs = epoch_selector(full_epochs, "full_epochs")
+        self._full_epochs_done: set[int | None] = set()
+        self._include = glob_patterns(include, "include")
+        self._exclude = glob_patterns(exclude, "exclude")
+
+    def should_record(self, step: int, epoch: int | None = None) -> bool:
+        if self._epochs is not None:
+            return self._epochs(epoch) and step % self.every == 0
+        return step % self.every == 0
+
+    def full_every_due(self, step: int) -> bool:
+        """Complete values by step count alone (full_every); full_epochs aside."""
+        return self.full_every is not None and step % self.full_every == 0
+
+    def wants_full(self, step: int, epoch: int | None = None) -> bool:
+        if self.full_every_due(step):
+            return True
+        # once per chosen epoch (its first recorded call), not at every step of it
+        if self._full_epochs is not None and self._full_epochs(epoch) and epoch not in self._full_epochs_done:
+            self._full_epochs_done.add(epoch)
+            return True
+        return False
+
+    def selects(self, name: str) -> bool:
+        """Whether include/exclude let this tensor name through."""
+        if self._include is not None and not any(fnmatch.fnmatchcase(name, p) for p in self._include):
+            return False
+        if self._exclude is not None and any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
+            return False
+        return True

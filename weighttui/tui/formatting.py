@@ -1,0 +1,104 @@
+"""Numbers, sizes and ages as the screens write them: every TUI formatter in one place."""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+
+from weighttui.analysis.numbers import three_digits
+
+MISSING = "–"  # a value the log does not have (compact cells)
+
+
+def fmt(value: float | None, width: int = 8) -> str:
+    """A number in at most `width` characters: 0.0123, 1.23e-05, 12345, –."""
+    if value is None:
+        return MISSING.rjust(width)
+    v = float(value)
+    if math.isnan(v):
+        return MISSING.rjust(width)
+    if math.isinf(v):
+        return ("inf" if v > 0 else "-inf").rjust(width)
+    a = abs(v)
+    if a == 0:
+        text = "0"
+    else:
+        text = ""
+        if 1e-3 <= a < 1e5:
+            for digits in (4, 3, 2):
+                text = f"{v:.{digits}g}".replace("e+0", "e").replace("e+", "e")
+                if len(text) <= width:
+                    break
+        if not text or len(text) > width:
+            for digits in (2, 1, 0):
+                text = f"{v:.{digits}e}".replace("e-0", "e-").replace("e+0", "e")
+                if len(text) <= width:
+                    break
+    return text.rjust(width)
+
+
+def number_cell(value: float | None, width: int = 9) -> Text:
+    """A table cell holding one number, right-aligned (`fmt` without its padding)."""
+    return Text(fmt(value, width).strip(), justify="right")
+
+
+def fmt_value(value: float | None, width: int = 9) -> str:
+    """Three significant digits (a shorter exponent form if that is wider than `width`); "-" if not finite."""
+    if value is None or not math.isfinite(value):
+        return "-".rjust(width)
+    text = three_digits(value)
+    if width and len(text) > width:
+        text = f"{value:.1e}"
+    return text.rjust(width)
+
+
+def fmt_change(key: str, value: float | None) -> str:
+    """A change-table column: fractions as percentages, the rest as `fmt_value`."""
+    if key == "changed_frac":
+        return "-" if value is None or not math.isfinite(value) else f"{value:.1%}"
+    if key in ("norm_change", "change_ab"):
+        if value is None or math.isnan(value):
+            return "-"
+        return "inf" if math.isinf(value) else f"{value:+.2%}" if key == "norm_change" else f"{value:.2%}"
+    return fmt_value(value, 0).strip()
+
+
+def fmt_int(n: int) -> str:
+    """Parameter counts: 1234 -> 1.2K, 25_000_000 -> 25M."""
+    n = int(n)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            v = n / div
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+    return str(n)
+
+
+def fmt_bytes(n: float) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def fmt_age(seconds: float | None) -> str:
+    """How long ago: 0.4s, 12s, 3m05s, 2h10m."""
+    if seconds is None or not math.isfinite(seconds):
+        return MISSING
+    s = max(0.0, seconds)
+    if s < 10:
+        return f"{s:.1f}s"
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s < 86400 * 2:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d"
+
+
+def fmt_band(value: float) -> str:
+    """A power of ten as the help writes it: 0.0001 -> 1e-4."""
+    return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")

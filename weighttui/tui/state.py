@@ -1,0 +1,97 @@
+"""The TUI contract: what screens and widgets read, and how they ask the app for something.
+
+- `RunView`: a frozen snapshot of the single-run viewer's state (the RunData,
+  the timeline row, status, alerts ...), built by the app each time a screen
+  draws. Widgets are handed the values they draw, never the App.
+- `RunHost` / `RunsHost`: what a screen may call on its app (the single-run
+  viewer, or a test host; the multi-run viewer).
+- `SeekStep`: a widget asking the app to move the timeline (messages go up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from rich.text import Text
+from textual.message import Message
+
+from weighttui.analysis.diagnose import Alert
+from weighttui.analysis.multirun import Metric, RunRow
+from weighttui.data.run import RunData
+
+if TYPE_CHECKING:
+    from weighttui.tui.multi_app import RunSlot
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run as the screens show it now."""
+
+    data: RunData
+    row: int  # the effective row: the position, else the latest (-1 with no snapshots)
+    position: int | None  # None: following the latest snapshot
+    alerts: Sequence[Alert] = ()
+    alerts_by_tensor: Mapping[str, Sequence[Alert]] = field(default_factory=dict)
+    tensor_order: Sequence[str] = ()  # the overview's order, which the detail screen's [ ] walk
+    mode: str = "replay"
+    playing: bool = False
+    speed: int = 10
+    # the header's parts
+    title: str = ""
+    path: str = ""
+    status: str = "live"
+    waiting: str | None = None
+    loading: float | None = None  # fraction read while a big log loads
+    display_paused: bool = False
+    paused_new: int = 0
+    since_last_record: float | None = None
+    snapshot_rate: float | None = None
+    torn_bytes: int = 0
+
+
+@runtime_checkable
+class RunHost(Protocol):
+    """The app behind the single-run screens."""
+
+    def view(self) -> RunView: ...
+
+    def open_tensor(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class RunsHost(Protocol):
+    """The app behind the multi-run screens."""
+
+    slots: list[RunSlot]
+    directory: str | None
+    mode: str
+    ignored: dict[str, str]
+    tensor: str | None
+    log_y: bool
+
+    @property
+    def metric(self) -> Metric: ...
+
+    def run_rows(self) -> list[RunRow]: ...
+
+    def title_line(self) -> Text: ...
+
+    def ignored_names(self) -> dict[str, str]: ...
+
+    def tensor_names(self) -> list[str]: ...
+
+    def metric_position(self) -> str: ...
+
+    def cycle_metric(self, direction: int = 1) -> None: ...
+
+    def open_run(self, path: str) -> None: ...
+
+
+class SeekStep(Message):
+    """Move the timeline to the last snapshot at or before `step` (a click on the timeline or a heatmap)."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
