@@ -46,7 +46,7 @@ from weighttui.log.records import (
     parse_tensors,
     parse_values,
 )
-from weighttui.log.schema import COLUMNS, KINDS
+from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 from weighttui.log.tail import LogTail, Poll
 
 STATUSES = ("finished", "failed", "interrupted", "running", "unfinished")
@@ -55,9 +55,12 @@ STATUSES = ("finished", "failed", "interrupted", "running", "unfinished")
 class _KindStore:
     """Statistics (and histograms) of one kind: weights, delta or grad."""
 
-    def __init__(self, columns, rows: int, tensors: int):
+    def __init__(self, columns, rows: int, tensors: int, base=()):
         self.columns = tuple(columns)
         self.col_index = {c: i for i, c in enumerate(self.columns)}
+        # which columns some block carried: optional (instrument) columns are
+        # listed by columns() only once a snapshot had them
+        self.filled = np.array([c in base for c in self.columns], dtype=bool)
         self.stats = np.full((rows, tensors, len(self.columns)), np.nan)
         self.seen = False  # any snapshot carried this block
         self.bins: int | None = None
@@ -81,11 +84,13 @@ class _KindStore:
         self.seen = True
         if tuple(block.names) == self.columns:  # the usual case: one assignment
             self.stats[row, ids] = block.stats
+            self.filled[:] = True
         else:
             for src, name in enumerate(block.names):
                 dst = self.col_index.get(name)
                 if dst is not None:  # unknown columns are ignored
                     self.stats[row, ids, dst] = block.stats[:, src]
+                    self.filled[dst] = True
         if block.hist is not None:
             lo, hi, counts = block.hist
             if self.counts is None:
@@ -180,7 +185,7 @@ class RunData:
         self._times = np.full(cap_rows, np.nan)
         self._gidx = np.zeros(cap_rows, dtype=np.int64)
         self._present = np.zeros((cap_rows, 8), dtype=bool)
-        self._stores = {k: _KindStore(COLUMNS[k], cap_rows, 8) for k in KINDS}
+        self._stores = {k: _KindStore(COLUMNS[k], cap_rows, 8, BASE_COLUMNS[k]) for k in KINDS}
         self._sample_cols: dict[int, np.ndarray] = {}  # tensor column -> sample column indices
         self._sample_width = 0
         self._samples = np.full((cap_rows, 0), np.nan, dtype=np.float32)
@@ -496,7 +501,10 @@ class RunData:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}") from None
 
     def columns(self, kind: str = "weights") -> tuple[str, ...]:
-        return self._store(kind).columns
+        """The statistics of this kind the run has: the format's base columns, and
+        the optional ones (instruments) that some snapshot carried."""
+        store = self._store(kind)
+        return tuple(c for c, f in zip(store.columns, store.filled) if f)
 
     def stat_matrix(self, kind: str, stat: str) -> np.ndarray:
         """[rows, tensor columns] view of one statistic (NaN where not covered)."""

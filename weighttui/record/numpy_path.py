@@ -52,6 +52,10 @@ class NumpyStats:
         wanted = {str(k): v for k, v in grads.items()}
         return grad_block(names, {n: to_numpy(wanted[n]) for n in names if n in wanted}, self.bins)
 
+    def previous(self, info: TensorInfo) -> np.ndarray | None:
+        """The exact previous values of a tensor, if kept (before delta() replaces them)."""
+        return self._prev.get(info.id) if self.delta_policy == "exact" else None
+
     def delta(self, infos: list[TensorInfo], arrays: list[np.ndarray]) -> Block | None:
         """Update statistics against the previous call's values, which these replace."""
         if self.delta_policy == "off":

@@ -26,6 +26,7 @@ import numpy as np
 from weighttui import __version__
 from weighttui.log.format import FrameType, encode_frame
 from weighttui.log.records import TensorInfo
+from weighttui.record import instruments as inst
 from weighttui.record.encode import plain
 from weighttui.record.numpy_path import NumpyStats, to_numpy
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
@@ -80,6 +81,7 @@ class Recorder:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         fsync_every: float | None = None,
         file_mode: int = 0o600,
+        instruments=True,
     ):
         self.schedule = Schedule(every=every, epochs=epochs, full_every=full_every,
                                  full_epochs=full_epochs, include=include, exclude=exclude)
@@ -108,7 +110,10 @@ class Recorder:
         self.registry = Registry(self.sample, self._lock)
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
+        # instrument columns of the numpy path (docs/instruments.md)
+        self.instruments = inst.Instruments(inst.parse_options(instruments))
         self._nonfinite_seen: set[int] = set()
+        self._origin_seen = False  # nan_origin is reported once per run
         self._closed = False
 
         run = {
@@ -191,12 +196,14 @@ class Recorder:
     # ----------------------------------------------------------- numpy path
 
     def snapshot(self, step, tensors, *, epoch=None, batch=None, grads=None, scalars=None,
-                 full: bool | None = None) -> bool:
+                 full: bool | None = None, optim=None) -> bool:
         """Record statistics of `tensors` (name -> array-like) at `step`.
 
         Returns True if this call recorded a snapshot. `grads` maps the same
         names to gradients; `scalars` are recorded at every call; `full`
-        forces (True) or suppresses (False) storing complete values.
+        forces (True) or suppresses (False) storing complete values. `optim`
+        maps names to optimizer state, {"m": first moment or momentum, "v":
+        second moment, "lr", "step", "beta2", "eps"} (docs/instruments.md).
         """
         try:
             step = int(step)
@@ -224,22 +231,74 @@ class Recorder:
                     self.scalars(step, epoch=epoch, **scalars)
                 return False
             stats = self._numpy
-            return self.submit(step, infos, stats.weights(arrays), epoch=epoch, batch=batch,
-                               delta=stats.delta(infos, arrays),
-                               grad=stats.grads(names, grads) if grads else None,
+            weights = stats.weights(arrays)
+            grad = stats.grads(names, grads) if grads else None
+            prevs = [stats.previous(i) for i in infos]
+            delta = stats.delta(infos, arrays)
+            optim_block, origin = None, []
+            if self.instruments:
+                weights, delta, optim_block, origin = self._instrument(
+                    step, infos, arrays, prevs, weights, delta, grad, grads, optim)
+            return self.submit(step, infos, weights, epoch=epoch, batch=batch,
+                               delta=delta, grad=grad, optim=optim_block,
                                sample=stats.samples(infos, arrays),
                                values=[np.array(a, copy=True) for a in arrays] if full else None,
-                               scalars=scalars)
+                               scalars=scalars, extra_frames=origin)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
             return False
+
+    def _instrument(self, step, infos, arrays, prevs, weights, delta, grad, grads, optim):
+        """The numpy path's instrument columns, optim block and NaN-origin event."""
+        ins = self.instruments
+        norms = weights.stats[:, list(weights.names).index("norm")]
+        wcols = ins.weights_columns(infos, arrays, norms)
+        weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+        if delta is not None:
+            g = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
+            delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS,
+                                      ins.delta_columns(infos, arrays, prevs, g, wcols[:, 0]))
+        optim_block = None
+        if optim and "optim" in ins.chosen:
+            optim_block = ins.optim_block(infos, {str(k): v for k, v in optim.items()})
+        frames = []
+        if "nan_origin" in ins.chosen:
+            gmap = {str(k): v for k, v in (grads or {}).items()}
+
+            def locate(kind, row):
+                name = infos[row].name
+                if kind == "grad":
+                    return inst.first_nonfinite(to_numpy(gmap[name]))
+                if kind == "optim":
+                    st = optim[name]
+                    for key in ("m", "v"):
+                        if st.get(key) is not None:
+                            at = inst.first_nonfinite(to_numpy(st[key]))
+                            if at is not None:
+                                return at
+                    return None
+                return inst.first_nonfinite(arrays[row])
+
+            frames = self.origin_frames(step, infos, {"weights": weights, "delta": delta, "grad": grad,
+                                                       "optim": optim_block}, locate)
+        return weights, delta, optim_block, frames
+
+    def origin_frames(self, step, infos, blocks, locate) -> list:
+        """A `nan_origin` event the first time a snapshot holds a non-finite value."""
+        if self._origin_seen:
+            return []
+        origin = inst.find_origin(step, infos, blocks, locate)
+        if origin is None:
+            return []
+        self._origin_seen = True
+        return [(FrameType.EVENT, {**origin.event(), "time": time.time()})]
 
     # ----------------------------------------------------------- submission
 
     def submit(self, step: int, infos, weights: Block, *, epoch=None, batch=None,
                delta: Block | None = None, grad: Block | None = None,
                sample: np.ndarray | None = None, values=None, time_: float | None = None,
-               scalars: dict | None = None, extra_frames=()) -> bool:
+               scalars: dict | None = None, extra_frames=(), optim: Block | None = None) -> bool:
         """Queue a snapshot whose blocks are already computed (rows follow infos).
 
         `values`: complete tensor values (numpy arrays, or ("bf16", uint16 bits))
@@ -263,6 +322,8 @@ class Recorder:
             "grad": grad,
             "sample": None if sample is None else np.asarray(sample, dtype="<f4"),
         }
+        if optim is not None:  # an addition of docs/instruments.md: absent when there is none
+            payload["optim"] = optim
         frames = list(extra_frames)
         scalar_record = scalars_payload(step, epoch, scalars) if scalars else None
         if scalar_record is not None:
