@@ -113,8 +113,9 @@ class WatchHandle:
             reducer = torch_dist.ShardReducer(mesh.get_group())
         self.sharded = sharded
         # instruments (docs/instruments.md); not across the shards of a sharded run
-        chosen = inst.parse_options(instruments) if not sharded else frozenset()
-        self.instruments = TorchInstruments(chosen, budget_bytes=self.delta_budget_bytes)
+        chosen, settings = inst.parse_options(instruments)
+        self.instruments = TorchInstruments(chosen if not sharded else (), budget_bytes=self.delta_budget_bytes,
+                                            **settings)
         self.engine = DeviceStats(bins, hist_sample=hist_sample, reducer=reducer)
         self.router = RowRouter(self.engine, cpu_kernel=cpu_kernel, sharded=sharded)
         self.cpu_kernel = self.router.cpu_kernel
@@ -578,9 +579,10 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
       "torch": torch ops only.
     scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
     initial: record the weights as they are when watch() is called (step 0).
-    instruments: True (all), False, or some of "sigma", "dist_init", "cos", "optim",
-      "nan_origin": spectral norms, distance from initialisation, update cosines,
-      optimizer state and where a NaN began (docs/instruments.md).
+    instruments: True (all), False, some of "sigma", "dist_init", "cos", "optim",
+      "nan_origin" (spectral norms, distance from initialisation, update cosines,
+      optimizer state, where a NaN began), or a dict of those names -> bool and
+      settings cos_sample / block / warmup (docs/instruments.md).
 
     In a distributed run only rank 0 writes; pass the same arguments on every rank.
     """

@@ -170,16 +170,16 @@ class TorchInstruments:
         for i, e in enumerate(entries):
             if not e.is_param:
                 continue
-            state = optimizer.state.get(e.tensor)
+            state = optimizer.state.get(e.tensor) or {}
             group = groups.get(id(e.tensor))
-            if not state or group is None:
+            if group is None:
                 continue
             m = state.get("exp_avg")
             if m is None:
                 m = state.get("momentum_buffer")
             v = state.get("exp_avg_sq")
-            if m is None and v is None:
-                continue
+            if m is None and v is None and ("betas" in group or group.get("momentum")):
+                continue  # the moments start at the first step
             step = state.get("step", 0)
             step = float(step.item() if torch.is_tensor(step) else step)
             betas = group.get("betas", (0.9, 0.999))

@@ -20,8 +20,8 @@ from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUME
 from weighttui.record.stats import Block
 
 DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
-DEFAULT_BLOCK = 4  # vectors of the warm-started subspace (power) iteration
-DEFAULT_WARMUP = 8  # iterations the first time a tensor is seen
+DEFAULT_BLOCK = 8  # vectors of the warm-started subspace (block power) iteration
+DEFAULT_WARMUP = 16  # iterations the first time a tensor is seen (random init has no spectral gap)
 ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin")
 
 
@@ -214,11 +214,11 @@ def find_origin(step: int, infos, blocks: dict, locate) -> Origin | None:
     only for the row reported (the search costs nothing on healthy snapshots).
     """
     found = None
-    total = 0
+    tensors: set[int] = set()
     for kind in ORIGIN_ORDER:
         bad = nonfinite_rows(blocks.get(kind), kind)
         rows = np.nonzero(bad)[0]
-        total += rows.size
+        tensors.update(rows.tolist())
         if found is None and rows.size:
             found = (kind, int(rows[0]))
     if found is None:
@@ -229,7 +229,7 @@ def find_origin(step: int, infos, blocks: dict, locate) -> Origin | None:
         index = locate(kind, row)
     except Exception:  # the counts stand; the index is a courtesy
         index = None
-    return Origin(int(step), info.id, info.name, kind, index, max(0, total - 1))
+    return Origin(int(step), info.id, info.name, kind, index, len(tensors) - 1)
 
 
 # ------------------------------------------------------------ numpy Recorder
@@ -242,19 +242,38 @@ def with_columns(block: Block | None, names, values: np.ndarray) -> Block | None
     return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
 
 
-def parse_options(instruments) -> frozenset:
-    """instruments=True (all), False/None (none) or an iterable of ALL's names."""
+SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "warmup": DEFAULT_WARMUP}
+
+
+def parse_options(instruments) -> tuple[frozenset, dict]:
+    """(chosen instruments, settings) from instruments=True (all), False/None (none),
+    an iterable of ALL's names, or a dict: names -> bool (the rest stay on) and
+    the SETTINGS (cos_sample, block, warmup) -> int."""
+    settings = dict(SETTINGS)
     if instruments is True:
-        return frozenset(ALL)
+        return frozenset(ALL), settings
     if instruments in (False, None):
-        return frozenset()
+        return frozenset(), settings
+    if isinstance(instruments, dict):
+        chosen = set(ALL)
+        for key, value in instruments.items():
+            if key in SETTINGS:
+                if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "cos_sample" else 1):
+                    raise ValueError(f"instruments {key} must be an int >= 1, got {value!r}")
+                settings[key] = value
+            elif key in ALL:
+                if not value:
+                    chosen.discard(key)
+            else:
+                raise ValueError(f"unknown instruments option {key!r}; choose from {ALL + tuple(SETTINGS)}")
+        return frozenset(chosen), settings
     if isinstance(instruments, str):
         instruments = [instruments]
     chosen = frozenset(str(i) for i in instruments)
     unknown = chosen - set(ALL)
     if unknown:
         raise ValueError(f"unknown instruments {sorted(unknown)}; choose from {ALL}")
-    return chosen
+    return chosen, settings
 
 
 class Instruments:

@@ -111,7 +111,8 @@ class Recorder:
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
         # instrument columns of the numpy path (docs/instruments.md)
-        self.instruments = inst.Instruments(inst.parse_options(instruments))
+        chosen, settings = inst.parse_options(instruments)
+        self.instruments = inst.Instruments(chosen, **settings)
         self._nonfinite_seen: set[int] = set()
         self._origin_seen = False  # nan_origin is reported once per run
         self._closed = False
@@ -237,8 +238,9 @@ class Recorder:
             delta = stats.delta(infos, arrays)
             optim_block, origin = None, []
             if self.instruments:
-                weights, delta, optim_block, origin = self._instrument(
-                    step, infos, arrays, prevs, weights, delta, grad, grads, optim)
+                with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
+                    weights, delta, optim_block, origin = self._instrument(
+                        step, infos, arrays, prevs, weights, delta, grad, grads, optim)
             return self.submit(step, infos, weights, epoch=epoch, batch=batch,
                                delta=delta, grad=grad, optim=optim_block,
                                sample=stats.samples(infos, arrays),
