@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from weighttui.data.run import RunData
+from weighttui.log.schema import KINDS
 
 FORMATS = ("csv", "json", "npz", "changes", "tensorboard")
 
@@ -36,7 +37,7 @@ def _text_out(out: str):
 
 
 def _kinds(run: RunData, kinds) -> list[str]:
-    present = [k for k in ("weights", "delta", "grad") if run.has_kind(k)]
+    present = [k for k in KINDS if run.has_kind(k)]
     if not kinds:
         return present
     missing = [k for k in kinds if k not in present]

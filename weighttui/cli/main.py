@@ -15,6 +15,7 @@ import time
 
 from weighttui import __version__
 from weighttui.log.format import LogFormatError
+from weighttui.log.schema import KINDS
 from weighttui.log.sniff import sniff_file
 
 EXIT_BAD_INPUT = 2
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--step", type=int, help="complete weights stored at this step")
     g.add_argument("--epoch", type=int, help="complete weights stored at the end of this epoch")
-    p.add_argument("--kind", action="append", choices=("weights", "delta", "grad"),
+    p.add_argument("--kind", action="append", choices=KINDS,
                    help="statistics blocks to export (default: all present)")
     p.add_argument("--run", type=int, default=None, help="which run of an appended log")
     p.set_defaults(func=cmd_export)

@@ -32,11 +32,11 @@ from weighttui.integrations.torch_stats import (
     sumsq,
     weight_rows,
 )
+from weighttui.record import instruments as inst
 from weighttui.record.recorder import Recorder
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
-from weighttui.record import instruments as inst
 from weighttui.record.stats import DEFAULT_BINS, DELTA_STATS, WEIGHT_STATS, Block, delta_stats
 
 __all__ = ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET", "ENGINE_OPTIONS", "split_options"]
@@ -432,7 +432,8 @@ class WatchHandle:
             wcols, dcols, optim = ins.finish(pend, inst_host, entries, weights.stats[:, WEIGHT_STATS.index("norm")],
                                              self.optimizer)
             weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
-            delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            if delta is not None:
+                delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
             if "nan_origin" in ins.chosen:
                 frames = self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
                                                           "optim": optim})

@@ -117,7 +117,7 @@ class TorchInstruments:
         if "cos" not in self.chosen:
             return
         with torch.no_grad():
-            for i, g in zip(rows, grads):
+            for i, g in zip(rows, grads, strict=True):
                 if g.is_floating_point() and g.numel() == entries[i].tensor.numel():
                     self._grads[entries[i].name] = self._coords(entries[i].name, g).to(torch.float64)
 
@@ -128,7 +128,7 @@ class TorchInstruments:
         Call before the fused kernel moves x into its previous copy."""
         pend = _Pending(len(entries))
         grads, self._grads = self._grads, {}
-        for i, (e, x) in enumerate(zip(entries, xs)):
+        for i, (e, x) in enumerate(zip(entries, xs, strict=True)):
             if not x.is_floating_point() or x.numel() == 0:
                 continue
             mn = ref.matrix_shape(tuple(x.shape))

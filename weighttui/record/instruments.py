@@ -235,10 +235,8 @@ def find_origin(step: int, infos, blocks: dict, locate) -> Origin | None:
 # ------------------------------------------------------------ numpy Recorder
 
 
-def with_columns(block: Block | None, names, values: np.ndarray) -> Block | None:
+def with_columns(block: Block, names, values: np.ndarray) -> Block:
     """The block with more statistics columns appended."""
-    if block is None:
-        return None
     return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
 
 
@@ -269,11 +267,11 @@ def parse_options(instruments) -> tuple[frozenset, dict]:
         return frozenset(chosen), settings
     if isinstance(instruments, str):
         instruments = [instruments]
-    chosen = frozenset(str(i) for i in instruments)
-    unknown = chosen - set(ALL)
+    names = frozenset(str(i) for i in instruments)
+    unknown = names - set(ALL)
     if unknown:
         raise ValueError(f"unknown instruments {sorted(unknown)}; choose from {ALL}")
-    return chosen, settings
+    return names, settings
 
 
 class Instruments:
@@ -309,7 +307,7 @@ class Instruments:
     def weights_columns(self, infos, arrays, fro_norms) -> np.ndarray:
         """[T, 3]: sigma_max, stable_rank, dist_init."""
         out = np.full((len(infos), len(WEIGHT_INSTRUMENTS)), np.nan)
-        for i, (info, arr) in enumerate(zip(infos, arrays)):
+        for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
             if arr.dtype.kind != "f":
                 continue
             mn = matrix_shape(arr.shape)
@@ -332,7 +330,7 @@ class Instruments:
         """[T, 3]: cos_prev, cos_grad, sigma_ratio; prevs[i] are the previous snapshot's
         values (None where not kept), grads name -> gradient array."""
         out = np.full((len(infos), len(DELTA_INSTRUMENTS)), np.nan)
-        for i, (info, arr) in enumerate(zip(infos, arrays)):
+        for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
             if arr.dtype.kind != "f":
                 continue
             if "cos" in self.chosen:
