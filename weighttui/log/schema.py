@@ -11,7 +11,6 @@ DELTA_STATS = ("norm", "ratio", "max_abs", "mean_abs", "changed_frac", "exact")
 # know them ignores them (columns are found by name).
 WEIGHT_INSTRUMENTS = ("sigma_max", "stable_rank", "dist_init")
 DELTA_INSTRUMENTS = ("cos_prev", "cos_grad", "sigma_ratio")
-GRAD_INSTRUMENTS = ("dead_units", "exploding_units")
 # The optional optim block: per tensor optimizer state (Adam moments, SGD momentum).
 OPTIM_STATS = ("m_norm", "v_norm", "eff_lr", "nonfinite")
 KINDS = ("weights", "delta", "grad", "optim")
@@ -22,6 +21,6 @@ BASE_COLUMNS = {"weights": WEIGHT_STATS, "delta": DELTA_STATS, "grad": WEIGHT_ST
 COLUMNS = {
     "weights": WEIGHT_STATS + WEIGHT_INSTRUMENTS,
     "delta": DELTA_STATS + DELTA_INSTRUMENTS,
-    "grad": WEIGHT_STATS + GRAD_INSTRUMENTS,
+    "grad": WEIGHT_STATS,
     "optim": OPTIM_STATS,
 }
