@@ -72,7 +72,8 @@ class WeightApp(App[int]):
     ]
 
     def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 2048,
-                 clock=None, alerts: bool = True, follower_options: dict | None = None):
+                 clock=None, alerts: bool = True, follower_options: dict | None = None,
+                 diagnose_config=None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
@@ -84,6 +85,7 @@ class WeightApp(App[int]):
         self.clock = clock or time.time
         self.data = RunData(self.path, max_rows=max_rows)
         self.alerts: list = []
+        self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
         self.alerts_by_tensor: dict[str, list] = {}
         self.tensor_order: list[str] = []
         self.waiting: str | None = None
@@ -258,7 +260,8 @@ class WeightApp(App[int]):
         self._alerts_dirty = False
         self._alerts_at = time.monotonic()
         try:
-            alerts = self._diagnose.diagnose(self.data, upto_row=self.row if self.position is not None else None)
+            alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
+                                             upto_row=self.row if self.position is not None else None)
         except Exception as exc:
             self._diagnose = None
             self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error")
@@ -488,9 +491,10 @@ def screenshot_name(log_path: str, directory: str) -> str:
     return name
 
 
-def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048) -> int:
+def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048,
+            diagnose_config=None) -> int:
     """Run the app in this terminal; the exit status (0, or 2 for bad input found while running)."""
-    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows)
+    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows, diagnose_config=diagnose_config)
     try:
         app.run()
     finally:
