@@ -14,7 +14,7 @@ PUBLIC = [
     ("weighttui.remote", ["parse_remote", "RemoteMirror", "fetch"], None),
     ("weighttui.demo", ["main", "train"], None),
     ("weighttui.integrations.tensorboard", ["write_tensorboard"], None),
-    ("weighttui.torch", ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET"], "torch"),
+    ("weighttui.torch", ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET", "ENGINE_OPTIONS", "split_options"], "torch"),
     ("weighttui.integrations.torch_native", ["available", "UNAVAILABLE"], "torch"),
     ("weighttui.jax", ["recorder", "snapshot", "named_leaves", "path_name"], "jax"),
     ("weighttui.hf", ["WeightCallback"], "transformers"),
