@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.tui.widgets.layer_rows import (GroupRow, TensorRow, arrange, matches, metric_values,
-                                             natural_key, ratio_band, sort_values, tensor_rows)
 from weighttui.tui.formatting import fmt
+from weighttui.tui.widgets.layer_rows import (
+    GroupRow,
+    TensorRow,
+    arrange,
+    matches,
+    metric_values,
+    natural_key,
+    ratio_band,
+    sort_values,
+    tensor_rows,
+)
 from weighttui.tui.widgets.sparkline import BARS, resample, spark
 from weighttui.tui.widgets.timeline import parse_goto
 
