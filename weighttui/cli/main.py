@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from weighttui import __version__
+from weighttui._version import __version__
 from weighttui.log.format import LogFormatError
 from weighttui.log.sniff import sniff_file
 
@@ -43,7 +43,7 @@ def cmd_watch(args) -> int:
 
     if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
         if len(args.path) == 1 and _is_checkpoint_dir(args.path[0]):  # checkpoints, not run logs
-            from weighttui.integrations.importers.cli import watch_checkpoints
+            from weighttui.cli.importing import watch_checkpoints
 
             return watch_checkpoints(args.path[0], mode=args.mode, max_rows=args.max_rows)
         if len(args.path) > 1 or os.path.isdir(args.path[0]):
@@ -61,7 +61,7 @@ def cmd_watch(args) -> int:
 
 
 def _is_checkpoint_dir(path: str) -> bool:
-    from weighttui.integrations.importers.cli import is_checkpoint_dir
+    from weighttui.cli.importing import is_checkpoint_dir
 
     return is_checkpoint_dir(path)
 
@@ -233,9 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=int, default=None, help="which run of an appended log")
     p.set_defaults(func=cmd_export)
 
-    from weighttui.integrations.importers.cli import add_parser as add_import_parser
+    from weighttui.cli.importing import add_parser as add_import_parser
 
-    add_import_parser(sub)  # `weighttui import SRC --out PATH` (weighttui/integrations/importers/cli.py)
+    add_import_parser(sub)  # `weighttui import SRC --out PATH` (weighttui/cli/importing.py)
 
     p = sub.add_parser("demo", help="train a small numpy MLP in a separate process and watch it live")
     p.add_argument("--path", help="where to write the log (default: a temporary directory)")

@@ -22,7 +22,7 @@ import torch
 from weighttui.integrations.torch_stats import N_RAW
 
 try:
-    from weighttui import _fastats
+    import weighttui._fastats as _fastats  # the C extension (setup.py); a module of its own, not the package root
 except ImportError as exc:  # built by `pip install` (setup.py) when a C compiler is there
     _fastats = None
     UNAVAILABLE = (f"the fused CPU kernel weighttui._fastats is not built ({exc}); CPU statistics use "

@@ -23,7 +23,7 @@ import uuid
 
 import numpy as np
 
-from weighttui import __version__
+from weighttui._version import __version__
 from weighttui.log.format import FrameType, encode_frame
 from weighttui.log.records import TensorInfo
 from weighttui.record.encode import plain

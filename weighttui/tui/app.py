@@ -33,8 +33,8 @@ from textual.binding import Binding
 from textual.timer import Timer
 
 from weighttui.analysis.diagnose import Alert
-from weighttui.analysis.multirun import writer_dead
 from weighttui.data.follower import Delivery, Follower
+from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
@@ -45,8 +45,6 @@ from weighttui.tui.widgets.timeline import GotoScreen, parse_goto
 
 MAX_REFRESH_HZ = 10
 SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
-STALL_DEAD_S = 10.0  # no growth this long and the writer's pid is gone: stalled
-STALL_ANY_S = 30.0  # no growth this long: stalled whatever the pid says
 SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: the current directory)
 
 
@@ -413,29 +411,8 @@ class WeightApp(App[int]):
 
     def run_status(self) -> str:
         """live / finished / failed / interrupted / stalled / waiting / loading."""
-        data = self.data
-        if self.waiting or data.run is None:
-            return "waiting"
-        if data.end is not None:
-            return data.end.status
-        if self.loading is not None:
-            return "loading"
-        age = self._growth_age()
-        if age >= STALL_ANY_S or (age >= STALL_DEAD_S and writer_dead(self.data)):
-            return "stalled"
-        return "live"
-
-    def _growth_age(self) -> float:
-        """Seconds since the file last grew (its mtime; our own observation if that is odd)."""
-        try:
-            age = self.clock() - os.stat(self.path).st_mtime
-        except OSError:
-            age = float("inf")
-        if self.data.last_growth is not None:
-            seen = time.monotonic() - self.data.last_growth
-            if age < 0:  # clock skew (network file system): trust what we saw
-                age = seen
-        return age
+        return run_status(self.data, waiting=self.waiting, loading=self.loading is not None,
+                          growth_age=growth_age(self.path, self.data.last_growth, self.clock()))
 
     def _torn_bytes(self, status: str) -> int:
         """An incomplete final record once the writer is no longer live (while live it is just arriving)."""

@@ -30,7 +30,6 @@ from textual.app import App, SuspendNotSupported
 from textual.binding import Binding
 
 from weighttui.analysis.multirun import (
-    STALL_DEAD_S,
     DirectoryWatch,
     Metric,
     RunRow,
@@ -38,11 +37,10 @@ from weighttui.analysis.multirun import (
     meta_text,
     metrics,
     run_names,
-    run_status,
     summarize,
-    writer_dead,
 )
 from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
@@ -70,23 +68,11 @@ class RunSlot:
         self._row_key: tuple | None = None
         self._row: RunRow | None = None
 
-    def growth_age(self) -> float | None:
-        """Seconds since the file last grew: its mtime, or what we saw if the clocks disagree."""
-        try:
-            age = self._clock() - os.stat(self.path).st_mtime
-        except OSError:
-            return None
-        if age < 0 and self.data.last_growth is not None:
-            age = time.monotonic() - self.data.last_growth
-        return age
-
     def status(self) -> str:
         if self.error:
             return "error"
-        age = self.growth_age()
-        dead = age is not None and age >= STALL_DEAD_S and writer_dead(self.data)
-        return run_status(self.data, waiting=self.waiting, loading=self.loading, growth_age=age,
-                          writer_dead=dead)
+        return run_status(self.data, waiting=self.waiting, loading=self.loading,
+                          growth_age=growth_age(self.path, self.data.last_growth, self._clock()))
 
     def meta_text(self) -> str:
         run = self.data.run
