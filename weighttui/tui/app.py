@@ -32,7 +32,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.timer import Timer
 
-from weighttui.analysis.diagnose import Alert
+from weighttui.analysis.diagnose import Alert, DiagnoseConfig
 from weighttui.data.follower import Delivery, Follower
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
@@ -74,7 +74,7 @@ class WeightApp(App[int]):
 
     def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 2048,
                  clock: Callable[[], float] | None = None, alerts: bool = True,
-                 follower_options: dict | None = None):
+                 follower_options: dict | None = None, diagnose_config: DiagnoseConfig | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
@@ -86,6 +86,7 @@ class WeightApp(App[int]):
         self.clock = clock or time.time
         self.data = RunData(self.path, max_rows=max_rows)
         self.alerts: list[Alert] = []
+        self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
         self.alerts_by_tensor: dict[str, list[Alert]] = {}
         self.tensor_order: list[str] = []
         self.waiting: str | None = None
@@ -232,7 +233,8 @@ class WeightApp(App[int]):
         self._alerts_dirty = False
         self._alerts_at = time.monotonic()
         try:
-            alerts = self._diagnose.diagnose(self.data, upto_row=self.row if self.position is not None else None)
+            alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
+                                             upto_row=self.row if self.position is not None else None)
         except Exception as exc:  # a bug in one rule must not end the viewer: the data stays on screen
             self._diagnose = None
             self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error", markup=False)
@@ -457,9 +459,10 @@ def screenshot_name(log_path: str, directory: str) -> str:
     return name
 
 
-def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048) -> int:
+def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048,
+            diagnose_config=None) -> int:
     """Run the app in this terminal; the exit status (0, or 2 for bad input found while running)."""
-    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows)
+    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows, diagnose_config=diagnose_config)
     try:
         app.run()
     finally:
