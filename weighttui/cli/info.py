@@ -151,10 +151,6 @@ def _alert_dict(alert) -> dict:
     return {f: getattr(alert, f, None) for f in fields}
 
 
-def _fmt(x: float) -> str:
-    return three_digits(x)
-
-
 def print_info(run: RunData, alerts, out) -> None:
     """The summary for a person, as a few aligned blocks of text."""
     d = info_dict(run, alerts)
@@ -186,7 +182,7 @@ def print_info(run: RunData, alerts, out) -> None:
     if d["full_values_steps"]:
         w(f"  complete weights stored at steps: {_short_list(d['full_values_steps'])}\n")
     if d["scalars"]:
-        w("  scalars (latest): " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["scalars"].items()) + "\n")
+        w("  scalars (latest): " + ", ".join(f"{k}={three_digits(v)}" for k, v in d["scalars"].items()) + "\n")
 
     dmg = d["damage"]
     if dmg["corruptions"]:
@@ -209,15 +205,15 @@ def print_info(run: RunData, alerts, out) -> None:
             bad = t["nan"] + t["inf"] if not math.isnan(t["nan"]) else 0
             if bad:
                 flag += f"  {int(bad)} non-finite"
-            w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
-              f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
+            w(f"  {name:<{name_w}}  {shape:>14}  {three_digits(t['norm']):>9}  {three_digits(t['std']):>9}  "
+              f"{three_digits(t['update_ratio_per_step']):>9}  {three_digits(t['grad_norm']):>9}{flag}\n")
         if _has_instruments(run):
             heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr")
             keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr")
             w(f"\n  instruments (latest)\n  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
             for t in tensors:
                 name = t["name"] if len(t["name"]) <= name_w else "…" + t["name"][-(name_w - 1):]
-                w(f"  {name:<{name_w}}  " + "  ".join(f"{_fmt(t[k]):>9}" for k in keys) + "\n")
+                w(f"  {name:<{name_w}}  " + "  ".join(f"{three_digits(t[k]):>9}" for k in keys) + "\n")
     if d["nan_origin"]:
         w(f"\n  NaN origin: {d['nan_origin']}\n")
 
