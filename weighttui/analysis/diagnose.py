@@ -695,9 +695,10 @@ def _rule_norm_jump(ctx: _Context) -> None:
     for c in np.nonzero(rows >= 0)[0]:
         r, dated, b, brow = int(rows[c]), int(extra[c, 0]), float(extra[c, 1]), int(extra[c, 2])
         value = float(ctx.rows("weights", "norm", r, r + 1, cols=[c])[0, 0])
+        span = f"{r - brow} snapshot{'s' if r - brow > 1 else ''}"
         ctx.add("norm_jump", int(c), dated, "error",
-                f"weight norm {_fmt(b)} at step {int(ctx.steps[brow])} -> {_fmt(value)} at step "
-                f"{int(ctx.steps[r])} ({_fmt(value / b)}x within {r - brow} snapshot{'s' if r - brow > 1 else ''})")
+                f"weight norm {three_digits(b)} at step {int(ctx.steps[brow])} -> {three_digits(value)} at step "
+                f"{int(ctx.steps[r])} ({three_digits(value / b)}x within {span})")
 
 
 def _rule_nonfinite_scalars(ctx: _Context) -> None:
