@@ -16,7 +16,6 @@ Without the built kernel the module is skipped, unless WEIGHTTUI_REQUIRE_KERNEL=
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 import pathlib
@@ -45,7 +44,7 @@ else:
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# torch_stats.RAW (checked against its source below: importing it needs torch)
+# weighttui.record.raw_rows.RAW (checked below)
 RAW = ("n", "m", "lo", "hi", "c", "s1", "s2", "asum", "zeros", "nan", "inf", "psq")
 N_RAW = len(RAW)
 _N, _M, _LO, _HI, _C, _S1, _S2, _ASUM, _ZEROS, _NAN, _INF, _PSQ = range(N_RAW)
@@ -53,7 +52,8 @@ W_NOT_DONE, D_NOT_DONE = 1, 2
 F32, F16, BF16, F64 = 0, 1, 2, 3
 CODES = (F32, F16, BF16, F64)
 # NaN, +Inf, -Inf as each dtype's elements (16-bit ones as bit patterns)
-BAD = {F32: (np.nan, np.inf, -np.inf), F64: (np.nan, np.inf, -np.inf), F16: (0x7E00, 0x7C00, 0xFC00), BF16: (0x7FC0, 0x7F80, 0xFF80)}
+BAD = {F32: (np.nan, np.inf, -np.inf), F64: (np.nan, np.inf, -np.inf),
+       F16: (0x7E00, 0x7C00, 0xFC00), BF16: (0x7FC0, 0x7F80, 0xFF80)}
 MAX_BINS = 4096
 BINS = (1, 2, 3, 7, 64, 4096)
 # the kernel works in lanes of 16, index groups of 256 and 4096-element blocks (16-bit inputs)
@@ -199,7 +199,7 @@ def assert_counts(row: np.ndarray, v64: np.ndarray, bins: int, what: str):
 
 
 def weight_stats_of(row: np.ndarray) -> np.ndarray:
-    """WEIGHT_STATS of one raw row, as torch_stats.weight_rows derives them."""
+    """WEIGHT_STATS of one raw row, as raw_rows.weight_rows derives them."""
     n, m, c, s1, s2 = row[_N], row[_M], row[_C], row[_S1], row[_S2]
     mean = c + s1 / m
     m2 = max(s2 - s1 * s1 / m, 0.0)
@@ -208,7 +208,7 @@ def weight_stats_of(row: np.ndarray) -> np.ndarray:
 
 
 def delta_stats_of(row: np.ndarray) -> np.ndarray:
-    """DELTA_STATS of one raw delta row (prev_sumsq = its psq), as torch_stats.delta_rows."""
+    """DELTA_STATS of one raw delta row (prev_sumsq = its psq), as raw_rows.delta_rows."""
     n, m, c, s1, s2 = row[_N], row[_M], row[_C], row[_S1], row[_S2]
     mean = c + s1 / m
     dnorm = math.sqrt(max(s2 - s1 * s1 / m, 0.0) + m * mean * mean)
@@ -388,12 +388,11 @@ def test_require_flag_turns_missing_kernel_into_failure():
     assert failed.returncode == 1 and "is not built" in failed.stdout, failed.stdout + failed.stderr
 
 
-def test_raw_layout_matches_torch_stats():
-    """The columns checked here are torch_stats.RAW (read from its source: importing it needs torch)."""
-    tree = ast.parse((ROOT / "weighttui" / "integrations" / "torch_stats.py").read_text())
-    raw = [ast.literal_eval(node.value) for node in tree.body
-           if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "RAW" for t in node.targets)]
-    assert raw == [RAW]
+def test_raw_layout_matches_raw_rows():
+    """The columns checked here are weighttui.record.raw_rows.RAW (the core's layout, which torch_stats re-exports)."""
+    from weighttui.record import raw_rows
+
+    assert raw_rows.RAW == RAW and raw_rows.N_RAW == N_RAW
 
 
 # ------------------------------------------------------------ weights rows
