@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import socket
 import struct
 import time
 import warnings
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from weighttui.data.liveness import writer_running
 from weighttui.data.scan import load_indexed
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
@@ -567,25 +567,7 @@ class RunData:
             return self.end.status
         if self.run is None:
             return "unfinished"
-        return "running" if self._writer_alive() else "unfinished"
-
-    def _writer_alive(self) -> bool:
-        """Whether the writer still seems to be at work (no end record yet)."""
-        run = self.run
-        if run.host and run.pid and run.host == socket.gethostname():
-            try:
-                os.kill(run.pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
-        if self.path is None:
-            return False
-        try:
-            return time.time() - os.stat(self.path).st_mtime < 30
-        except OSError:
-            return False
+        return "running" if writer_running(self) else "unfinished"
 
     # ------------------------------------------------------------ full values
 

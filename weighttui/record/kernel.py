@@ -20,7 +20,7 @@ import numpy as np
 from weighttui.record.raw_rows import N_RAW
 
 try:
-    from weighttui import _fastats  # type: ignore[attr-defined]
+    import weighttui._fastats as _fastats  # the C extension (setup.py); a module of its own, not the package root
 except ImportError as exc:  # built by `pip install` (setup.py) when a C compiler is there
     _fastats = None
     UNAVAILABLE: str | None = (

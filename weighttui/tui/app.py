@@ -28,8 +28,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
-from weighttui.analysis.multirun import writer_dead
 from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
 from weighttui.tui.screens.help import HelpScreen
 from weighttui.tui.screens.overview import OverviewScreen, TensorStatsScreen
@@ -38,8 +38,6 @@ from weighttui.tui.widgets.timeline import GotoScreen, parse_goto
 MAX_REFRESH_HZ = 10
 INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
 SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
-STALL_DEAD_S = 10.0  # no growth this long and the writer's pid is gone: stalled
-STALL_ANY_S = 30.0  # no growth this long: stalled whatever the pid says
 SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: the current directory)
 
 
@@ -74,7 +72,8 @@ class WeightApp(App[int]):
     ]
 
     def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 2048,
-                 clock=None, alerts: bool = True, follower_options: dict | None = None):
+                 clock=None, alerts: bool = True, follower_options: dict | None = None,
+                 diagnose_config=None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
@@ -86,6 +85,7 @@ class WeightApp(App[int]):
         self.clock = clock or time.time
         self.data = RunData(self.path, max_rows=max_rows)
         self.alerts: list = []
+        self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
         self.alerts_by_tensor: dict[str, list] = {}
         self.tensor_order: list[str] = []
         self.waiting: str | None = None
@@ -260,7 +260,8 @@ class WeightApp(App[int]):
         self._alerts_dirty = False
         self._alerts_at = time.monotonic()
         try:
-            alerts = self._diagnose.diagnose(self.data, upto_row=self.row if self.position is not None else None)
+            alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
+                                             upto_row=self.row if self.position is not None else None)
         except Exception as exc:
             self._diagnose = None
             self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error")
@@ -447,29 +448,8 @@ class WeightApp(App[int]):
 
     def run_status(self) -> str:
         """live / finished / failed / interrupted / stalled / waiting / loading."""
-        data = self.data
-        if self.waiting or data.run is None:
-            return "waiting"
-        if data.end is not None:
-            return data.end.status
-        if self.loading is not None:
-            return "loading"
-        age = self._growth_age()
-        if age >= STALL_ANY_S or (age >= STALL_DEAD_S and writer_dead(self.data)):
-            return "stalled"
-        return "live"
-
-    def _growth_age(self) -> float:
-        """Seconds since the file last grew (its mtime; our own observation if that is odd)."""
-        try:
-            age = self.clock() - os.stat(self.path).st_mtime
-        except OSError:
-            age = float("inf")
-        if self.data.last_growth is not None:
-            seen = time.monotonic() - self.data.last_growth
-            if age < 0:  # clock skew (network file system): trust what we saw
-                age = seen
-        return age
+        return run_status(self.data, waiting=self.waiting, loading=self.loading is not None,
+                          growth_age=growth_age(self.path, self.data.last_growth, self.clock()))
 
     @property
     def torn_bytes(self) -> int:
@@ -511,9 +491,10 @@ def screenshot_name(log_path: str, directory: str) -> str:
     return name
 
 
-def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048) -> int:
+def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048,
+            diagnose_config=None) -> int:
     """Run the app in this terminal; the exit status (0, or 2 for bad input found while running)."""
-    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows)
+    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows, diagnose_config=diagnose_config)
     try:
         app.run()
     finally:

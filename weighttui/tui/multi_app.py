@@ -28,7 +28,6 @@ from textual.binding import Binding
 from textual.message import Message
 
 from weighttui.analysis.multirun import (
-    STALL_DEAD_S,
     DirectoryWatch,
     Metric,
     RunRow,
@@ -36,11 +35,10 @@ from weighttui.analysis.multirun import (
     meta_text,
     metrics,
     run_names,
-    run_status,
     summarize,
-    writer_dead,
 )
 from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
 from weighttui.tui.screens.runs_compare import CompareScreen
 from weighttui.tui.screens.runs_help import RunsHelpScreen
@@ -73,23 +71,11 @@ class RunSlot:
         self._row_key = None
         self._row: RunRow | None = None
 
-    def growth_age(self) -> float | None:
-        """Seconds since the file last grew: its mtime, or what we saw if the clocks disagree."""
-        try:
-            age = self._clock() - os.stat(self.path).st_mtime
-        except OSError:
-            return None
-        if age < 0 and self.data.last_growth is not None:
-            age = time.monotonic() - self.data.last_growth
-        return age
-
     def status(self) -> str:
         if self.error:
             return "error"
-        age = self.growth_age()
-        dead = age is not None and age >= STALL_DEAD_S and writer_dead(self.data)
-        return run_status(self.data, waiting=self.waiting, loading=self.loading, growth_age=age,
-                          writer_dead=dead)
+        return run_status(self.data, waiting=self.waiting, loading=self.loading,
+                          growth_age=growth_age(self.path, self.data.last_growth, self._clock()))
 
     def meta_text(self) -> str:
         run = self.data.run

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from weighttui.analysis.diagnose import step_interval
+from weighttui.analysis.diagnose import RATIO_BAND, step_interval
 
 # The metric columns: (key, kind, stat, label, log scale)
 METRICS = (
@@ -27,7 +27,6 @@ METRICS = (
     ("grad", "grad", "norm", "grad norm", False),
 )
 SORTS = ("model", "name", "update ratio", "norm change", "alerts")
-GOOD_RATIO = (1e-4, 1e-2)  # the update-to-weight ratio band that is usually healthy
 
 
 @dataclass
@@ -149,7 +148,7 @@ def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray
         m = data.stat_matrix(kind, stat)[: row + 1][:, idx]
         if key == "ratio":
             # per optimizer step, like the alert rules: a writer recording every
-            # 10 steps must not look 10x "too fast" against the 1e-4..1e-2 band
+            # 10 steps must not look 10x "too fast" against the RATIO_BAND
             m = m / step_interval(data, row + 1)[:, None]
         now = np.where(has, m[last, span], np.nan)
         hist = [m[present[:, j], j] for j in range(idx.size)]
@@ -193,8 +192,8 @@ def ratio_band(value: float) -> str:
     """'good', 'slow', 'fast' or '' (unknown) for an update-to-weight ratio."""
     if value is None or not np.isfinite(value):
         return "fast" if value is not None and np.isinf(value) else ""
-    if value < GOOD_RATIO[0]:
+    if value < RATIO_BAND[0]:
         return "slow"
-    if value > GOOD_RATIO[1]:
+    if value > RATIO_BAND[1]:
         return "fast"
     return "good"
