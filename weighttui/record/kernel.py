@@ -15,15 +15,19 @@ framework's CPU path (numpy Recorder, torch, Keras, JAX) goes through here.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 from weighttui.record.raw_rows import N_RAW
 
+_fastats: ModuleType | None
+UNAVAILABLE: str | None
 try:
     import weighttui._fastats as _fastats  # the C extension (setup.py); a module of its own, not the package root
 except ImportError as exc:  # built by `pip install` (setup.py) when a C compiler is there
     _fastats = None
-    UNAVAILABLE: str | None = (
+    UNAVAILABLE = (
         f"the fused CPU kernel weighttui._fastats is not built ({exc}); statistics use the "
         "numpy reference path (same numbers, slower): reinstall weighttui with a C compiler present")
 else:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from weighttui.analysis.diagnose import RATIO_BAND, step_interval
+from weighttui.analysis.diagnose import RATIO_BAND, Alert, step_interval
+from weighttui.data.run import RunData
 
 # The metric columns: (key, kind, stat, label, log scale)
 METRICS = (
@@ -124,7 +126,7 @@ def _last_present(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column: index of the last True row and whether there is one."""
     has = present.any(axis=0)
     last = present.shape[0] - 1 - np.argmax(present[::-1], axis=0)
-    return last, has
+    return np.asarray(last), np.asarray(has)
 
 
 def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
@@ -156,7 +158,8 @@ def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray
     return out
 
 
-def sort_values(data, rows: list[TensorRow], row: int, sort: str, alerts_by_tensor: dict) -> dict[str, float]:
+def sort_values(data: RunData, rows: list[TensorRow], row: int, sort: str,
+                alerts_by_tensor: Mapping[str, Sequence[Alert]]) -> dict[str, float]:
     """The number each tensor is sorted by (largest first) for the metric sorts."""
     if sort in ("model", "name") or not rows:
         return {}
