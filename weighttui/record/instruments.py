@@ -326,9 +326,24 @@ class Instruments:
         out[:, 1] = stable_rank(fro_norms, out[:, 0])
         return out
 
-    def delta_columns(self, infos, arrays, prevs, grads: dict, sigma: np.ndarray) -> np.ndarray:
-        """[T, 3]: cos_prev, cos_grad, sigma_ratio; prevs[i] are the previous snapshot's
-        values (None where not kept), grads name -> gradient array."""
+    def update_sigmas(self, infos, arrays, prevs) -> np.ndarray:
+        """[T]: sigma_max of each update W - W_prev, where prevs[i] (the exact previous
+        values, or None) is kept; call before the previous copies are replaced."""
+        out = np.full(len(infos), np.nan)
+        if "sigma" not in self.chosen or prevs is None:
+            return out
+        for i, (info, arr, prev) in enumerate(zip(infos, arrays, prevs, strict=True)):
+            mn = matrix_shape(arr.shape)
+            if arr.dtype.kind != "f" or mn is None or prev is None or prev.shape != arr.shape:
+                continue
+            d2 = (arr.astype(np.float64) - prev.astype(np.float64)).reshape(mn)
+            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block, self.warmup))
+            out[i] = spec.update(d2)
+        return out
+
+    def delta_columns(self, infos, arrays, grads: dict, update_sigma: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """[T, 3]: cos_prev, cos_grad, sigma_ratio; grads name -> gradient array,
+        update_sigma from update_sigmas(), sigma the weights' sigma_max."""
         out = np.full((len(infos), len(DELTA_INSTRUMENTS)), np.nan)
         for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
             if arr.dtype.kind != "f":
@@ -346,13 +361,8 @@ class Instruments:
                         out[i, 1] = cosine(d, self._coords(info, np.asarray(g)))
                     self._d_prev[info.id] = d
                 self._xs_prev[info.id] = xs
-            mn = matrix_shape(arr.shape)
-            prev_full = prevs[i] if prevs is not None else None
-            if "sigma" in self.chosen and mn is not None and prev_full is not None \
-                    and prev_full.shape == arr.shape:
-                d2 = (arr.astype(np.float64) - prev_full.astype(np.float64)).reshape(mn)
-                spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block, self.warmup))
-                out[i, 2] = ratio(spec.update(d2), float(sigma[i]))
+            if not math.isnan(update_sigma[i]):
+                out[i, 2] = ratio(float(update_sigma[i]), float(sigma[i]))
         return out
 
     @staticmethod

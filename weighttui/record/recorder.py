@@ -28,7 +28,7 @@ from weighttui.log.records import TensorInfo
 from weighttui.record import instruments as inst
 from weighttui.record import lifecycle
 from weighttui.record.encode import plain
-from weighttui.record.numpy_path import NumpyStats, to_numpy
+from weighttui.record.numpy_path import NumpyStats, to_numpy, value_copy
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
@@ -236,25 +236,28 @@ class Recorder:
                         self.scalars(step, epoch=epoch, **scalars)
                     return False
                 stats = self._numpy
-                weights = stats.weights(arrays)
-                grad = stats.grads(names, grads) if grads else None
                 prevs = [stats.previous(i) for i in infos]
-                delta = stats.delta(infos, arrays)
+                update_sigma = None
+                if self.instruments:  # before blocks() moves the arrays into the previous copies
+                    with np.errstate(all="ignore"):
+                        update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
+                weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
+                grad = stats.grads(names, grads) if grads else None
                 optim_block, origin = None, []
                 if self.instruments:
                     with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
                         weights, delta, optim_block, origin = self._instrument(
-                            step, infos, arrays, prevs, weights, delta, grad, grads, optim)
+                            step, infos, arrays, update_sigma, weights, delta, grad, grads, optim)
                 return self.submit(step, infos, weights, epoch=epoch, batch=batch,
                                    delta=delta, grad=grad, optim=optim_block,
                                    sample=stats.samples(infos, arrays),
-                                   values=[np.array(a, copy=True) for a in arrays] if full else None,
+                                   values=[value_copy(a) for a in arrays] if full else None,
                                    scalars=scalars, extra_frames=origin)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
             return False
 
-    def _instrument(self, step, infos, arrays, prevs, weights, delta, grad, grads, optim):
+    def _instrument(self, step, infos, arrays, update_sigma, weights, delta, grad, grads, optim):
         """The numpy path's instrument columns, optim block and NaN-origin event."""
         ins = self.instruments
         norms = weights.stats[:, list(weights.names).index("norm")]
@@ -263,7 +266,7 @@ class Recorder:
         if delta is not None:
             g = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS,
-                                      ins.delta_columns(infos, arrays, prevs, g, wcols[:, 0]))
+                                      ins.delta_columns(infos, arrays, g, update_sigma, wcols[:, 0]))
         optim_block = None
         if optim and "optim" in ins.chosen:
             optim_block = ins.optim_block(infos, {str(k): v for k, v in optim.items()})
