@@ -1,7 +1,6 @@
 """weighttui: watch neural-network weights while they train, in the terminal."""
 
-__version__ = "0.1.0"
-
+from weighttui._version import __version__
 from weighttui.data.run import RunData, open  # noqa: A004
 from weighttui.log.format import LogFormatError
 from weighttui.record.recorder import Recorder

@@ -159,16 +159,26 @@ def test_one_log_per_rank(tmp_path):
         assert data.status == "finished" and data.corruptions == []
 
 
-def test_two_writers_on_one_log_garble_runs_but_never_crash_a_reader(tmp_path):
-    """Why one log per rank: frames never interleave at byte level (one O_APPEND
-    write each), but two runs' records do, and the reader attributes every frame
-    to the latest run frame."""
+def test_a_second_writer_on_a_live_log_is_refused_and_the_log_stays_whole(tmp_path):
+    """Two processes on one path would interleave their runs' records: the log's
+    advisory lock refuses the second writer with one line while the first
+    writes; once the first has closed, mode="a" appends a new run."""
     path = tmp_path / "shared.wtui"
     weighttui.Recorder(path).close()
-    writers = [start_writer(path, 40, start=1000 * r, mode="a") for r in range(2)]
-    assert [w.wait(60) for w in writers] == [0, 0]
+    first = start_writer(path, 400, start=0, mode="a")
+    deadline = time.monotonic() + 60
+    while (not path.exists() or len(weighttui.open(path).runs) < 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = subprocess.run([sys.executable, "-c", WRITER, str(path), "40", "1000", "a"],
+                            capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first writer was meant to be still writing"
+    assert first.wait(120) == 0 and second.returncode == 0
+    refusals = [ln for ln in second.stderr.splitlines() if "being written by another process" in ln]
+    assert len(refusals) == 1, second.stderr
     data = weighttui.open(path)
-    assert len(data.runs) == 3 and data.torn_tail == 0
-    total = sum(r.snapshots for r in data.runs)
-    # every frame verified; what does not fit the latest run is counted, not fatal
-    assert total + len(data.corruptions) >= 40
+    assert len(data.runs) == 2 and data.corruptions == [] and data.torn_tail == 0
+    assert data.steps.tolist() == list(range(400)) and data.status == "finished"
+    third = start_writer(path, 40, start=1000, mode="a")
+    assert third.wait(60) == 0
+    data = weighttui.open(path)
+    assert len(data.runs) == 3 and data.corruptions == [] and data.steps.tolist() == list(range(1000, 1040))

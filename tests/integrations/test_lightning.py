@@ -127,3 +127,22 @@ def test_statistics_come_from_the_torch_integration(tmp_path, monkeypatch):
     assert np.isfinite(run.stat_matrix("grad", "norm")[1:]).all()
     with weighttui.Recorder(tmp_path / "own.wtui") as own, pytest.raises(TypeError):
         WeightCallback(own, bins=8)  # recorder options go to the Recorder you made
+
+
+def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, capsys):
+    """The shared trainer recording's Reporter: one line on stderr, one event in the log, fit() unharmed."""
+    log = tmp_path / "run.wtui"
+    callback = WeightCallback(str(log), every=1)
+
+    def broken(trainer):
+        raise RuntimeError("metrics went away")
+
+    callback._metrics = broken
+    module = make_module(L.LightningModule)
+    trainer = fit(L.Trainer, module, callback)
+    assert trainer.global_step == 5
+    err = capsys.readouterr().err
+    assert err.count("weighttui: skipped while recording metrics: RuntimeError: metrics went away") == 1
+    run = weighttui.open(log)
+    assert run.status == "finished" and run.steps.tolist() == [0, 1, 2, 3, 4, 5]
+    assert [(e.kind, e.level) for e in run.events if "metrics went away" in e.message] == [("recorder_error", "error")]

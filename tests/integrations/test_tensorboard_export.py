@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import weighttui  # noqa: E402
 from weighttui.integrations.tensorboard import histogram_proto, write_tensorboard  # noqa: E402
 from weighttui.record.recorder import Recorder  # noqa: E402
+from weighttui.log.schema import export_name  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_statistics_and_scalars_read_back(exported):
             for name in ("lin.weight", "lin.bias"):
                 steps, values = run.series(name, stat, kind)
                 keep = ~np.isnan(values)  # NaN = not covered (no delta at the first snapshot)
-                got = acc.Scalars(f"{kind}.{stat}/{name}") if keep.any() else []
+                got = acc.Scalars(f"{kind}.{export_name(stat)}/{name}") if keep.any() else []
                 assert [e.step for e in got] == steps[keep].tolist()
                 np.testing.assert_allclose([e.value for e in got], values[keep].astype(np.float32), rtol=1e-6)
     assert "grad.norm/frozen.scale" not in tags  # no gradient was ever given for it

@@ -202,3 +202,9 @@ if __name__ == "__main__":
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # gloo's background threads can still be joinable when C++ static destructors run at
+    # interpreter exit, which aborts with "terminate called without an active exception"
+    # (seen under load on 2 cores, after every check had passed); the workers have closed
+    # their logs and printed their verdicts, so leave without running those destructors.
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,8 +1,8 @@
-"""A small App hosting one part-2 screen with the attributes of the TUI contract.
+"""A small App hosting one screen through the TUI contract (`RunHost`: `view()` and friends).
 
 It holds a RunData read whole from a log (no follower thread), binds the
-timeline keys at App level as the real app does, and calls the active
-screen's `refresh_data()` after every timeline move and `feed()`. Screens
+timeline keys at App level as the real app does, and redraws the active
+screen (`refresh_view()`) after every timeline move and `feed()`. Screens
 tested here then run unchanged inside `weighttui.tui.app.WeightApp`.
 """
 
@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from textual.app import App
 from textual.binding import Binding
 from textual.widgets import Static
 
 import weighttui
-from weighttui.log.tail import LogTail
 from weighttui.data.run import RunData
+from weighttui.log.tail import LogTail
+from weighttui.tui.screens.base import RefreshableScreen
+from weighttui.tui.state import RunHost, RunView, SeekStep
 
 
 class ScreenHost(App):
@@ -58,6 +61,22 @@ class ScreenHost(App):
     def row(self) -> int:
         return self.data.n - 1 if self._position is None else self._position
 
+    def view(self) -> RunView:
+        by: dict[str, list] = {}
+        for a in self.alerts:
+            if a.tensor:
+                by.setdefault(a.tensor, []).append(a)
+        return RunView(data=self.data, row=self.row, position=self.position, alerts=tuple(self.alerts),
+                       alerts_by_tensor=by, tensor_order=tuple(self.tensor_order), mode=self.mode,
+                       playing=self.playing, speed=self.speed, path=self.path or "", title="host")
+
+    def set_tensor_order(self, names: list[str]) -> None:
+        self.tensor_order = list(names)
+
+    def on_seek_step(self, message: SeekStep) -> None:
+        steps = self.data.steps
+        self.position = max(0, int(np.searchsorted(steps, message.step, side="right")) - 1)
+
     def compose(self):
         yield Static("host")
 
@@ -67,9 +86,9 @@ class ScreenHost(App):
 
     def refresh_screen(self) -> None:
         screen = self.screen
-        if hasattr(screen, "refresh_data"):
+        if isinstance(screen, RefreshableScreen):
             with self.batch_update():
-                screen.refresh_data()
+                screen.refresh_view()
         self.refreshes += 1
 
     def feed(self, tail: LogTail) -> bool:
@@ -98,6 +117,9 @@ class ScreenHost(App):
     def action_back(self) -> None:
         if len(self.screen_stack) > 2:
             self.pop_screen()
+
+
+assert issubclass(ScreenHost, RunHost)  # the host keeps to the contract
 
 
 # ------------------------------------------------------------------ logs

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from weighttui.tui.app import WeightApp
+from weighttui.tui.screens.detail import DetailScreen
 from weighttui.tui.screens.help import HelpScreen
-from weighttui.tui.screens.overview import TensorStatsScreen
 from weighttui.tui.widgets.header import RunHeader
 from weighttui.tui.widgets.layer_table import LayerTable
 from weighttui.tui.widgets.timeline import GotoScreen, Timeline
@@ -222,25 +220,14 @@ async def test_pause_freezes_the_display_while_data_keeps_loading(tmp_path, tui)
         assert table.get_cell("t:head.weight", "norm").plain != shown
 
 
-async def test_enter_opens_the_tensor_and_help_lists_the_keys(tmp_path, tui, monkeypatch):
+async def test_enter_opens_the_tensor_and_help_lists_the_keys(tmp_path, tui):
     app, ctx = await loaded(tui, tmp_path, mode="watch")
     async with ctx as pilot:
         await tui.wait_until(pilot, lambda: app.data.n == 30)
         table = app.screen.query_one(LayerTable)
         table.move_cursor(row=keys(table).index("t:head.weight"))
-        detail = importlib.util.find_spec("weighttui.tui.screens.detail") is not None
         await pilot.press("enter")
-        # The detail screen when part 2 is installed, else the fallback.
-        assert type(app.screen).__name__ == ("DetailScreen" if detail else "TensorStatsScreen")
-        await pilot.press("escape")
-        # Without the detail screen, the fallback shows the tensor's statistics.
-        monkeypatch.setattr(app, "_screen_class", lambda module, name: None)
-        await pilot.press("enter")
-        assert isinstance(app.screen, TensorStatsScreen)
-        shown = app.screen.query_one("#stats").content
-        rows = {(r[1], r[2]) for r in zip(*[c._cells for c in shown.columns])}
-        norm = app.data.stat_matrix("weights", "norm")[-1, 6]
-        assert ("norm", f"{norm:.4g}") in rows
+        assert isinstance(app.screen, DetailScreen) and app.screen.tensor == "head.weight"
         await pilot.press("escape")
         assert app.screen.query_one(LayerTable)
 

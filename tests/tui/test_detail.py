@@ -10,8 +10,8 @@ import weighttui
 from weighttui import Recorder
 from weighttui.analysis import heatmap
 from weighttui.log.tail import LogTail
-from weighttui.tui.widgets.charts import LineChart
 from weighttui.tui.screens.detail import DetailScreen
+from weighttui.tui.widgets.charts import LineChart
 from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from screen_host import tanh_neuron_log
 
-from weighttui.tui.screens.alerts import AlertsScreen
 from weighttui.tui.app import WeightApp
+from weighttui.tui.screens.alerts import AlertsScreen
 from weighttui.tui.screens.change_table import ChangeTableScreen
 from weighttui.tui.screens.detail import DetailScreen
 from weighttui.tui.widgets.layer_table import LayerTable

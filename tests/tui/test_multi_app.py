@@ -11,11 +11,11 @@ import pytest
 from multi_conftest_helpers import sgd_run
 from textual import events
 
-from weighttui.tui.widgets.runs_chart import RunsChart
 from weighttui.tui.multi_app import MultiRunApp
-from weighttui.tui.screens.runs_compare import CompareScreen, TensorList
+from weighttui.tui.screens.runs_compare import CompareScreen
 from weighttui.tui.screens.runs_help import RunsHelpScreen
 from weighttui.tui.screens.runs_list import RunListScreen, RunTable
+from weighttui.tui.widgets.runs_chart import RunsChart
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

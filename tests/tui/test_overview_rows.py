@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.tui.widgets.layer_rows import (GroupRow, TensorRow, arrange, matches, metric_values,
-                                             natural_key, ratio_band, sort_values, tensor_rows)
 from weighttui.tui.formatting import fmt
+from weighttui.tui.widgets.layer_rows import (
+    GroupRow,
+    TensorRow,
+    arrange,
+    matches,
+    metric_values,
+    natural_key,
+    ratio_band,
+    sort_values,
+    tensor_rows,
+)
 from weighttui.tui.widgets.sparkline import BARS, resample, spark
 from weighttui.tui.widgets.timeline import parse_goto
 
@@ -81,3 +90,19 @@ def test_ratio_band_and_goto():
     assert parse_goto("e9", steps, epochs) is None
     assert parse_goto("-5", steps, epochs) == 0
     assert parse_goto("banana", steps, epochs) is None
+
+
+def test_one_ratio_band_for_colours_alerts_and_help(monkeypatch):
+    """The overview's green band, the ratio alerts' defaults and the help text are one constant."""
+    from weighttui.analysis import diagnose
+    from weighttui.tui.screens import help as help_screen
+    from weighttui.tui.widgets import layer_rows
+
+    low, high = diagnose.RATIO_BAND
+    cfg = diagnose.DiagnoseConfig()
+    assert (cfg.ratio_low, cfg.ratio_high) == (low, high) == (1e-4, 1e-2)
+    assert [ratio_band(v) for v in (low * 0.99, low, high, high * 1.01)] == ["slow", "good", "good", "fast"]
+    colours = dict(help_screen.SECTIONS)["Colours"]
+    assert "green inside 1e-4..1e-2" in dict(colours)["update ratio"]
+    monkeypatch.setattr(layer_rows, "RATIO_BAND", (1e-3, 1e-1))  # the colours follow the constant
+    assert ratio_band(5e-4) == "slow" and ratio_band(5e-2) == "good"

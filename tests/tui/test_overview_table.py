@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from weighttui.tui.app import WeightApp
-from weighttui.tui.widgets.layer_table import LayerTable
 from weighttui.tui.formatting import fmt
+from weighttui.tui.widgets.layer_table import LayerTable
 from weighttui.tui.widgets.sparkline import spark, spark_many
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]

@@ -1,4 +1,6 @@
-"""The module boundaries of DESIGN.md, checked on the source and at import time."""
+"""Which third-party libraries each layer may import (docs/architecture.md), on the source and at import time.
+
+The layers among weighttui's own packages are tests/unit/test_layers.py's (import-linter)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import struct
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 
 import weighttui
 from weighttui import Recorder
-from weighttui.log.format import HEADER, MAGIC
 from weighttui.analysis.multirun import (
     TENSOR_METRICS,
     DirectoryWatch,
@@ -25,11 +23,11 @@ from weighttui.analysis.multirun import (
     metric_series,
     metrics,
     run_names,
-    run_status,
     sniff,
     summarize,
 )
 from weighttui.data.run import RunData
+from weighttui.log.format import HEADER, MAGIC
 
 
 def write_log(path, *, steps=5, names=("a.weight", "a.bias"), lr=0.1, scalars=("loss",), status="finished",
@@ -122,29 +120,6 @@ def test_run_names_are_short_and_distinct(tmp_path):
     assert run_names(["/elsewhere/c.sock"], d) == ["c.sock"]  # a file given beside the directory
     assert run_names([os.path.join(d, "a.sock"), "/elsewhere/a.sock"], d) == [
         os.path.join(os.path.basename(d), "a.sock"), os.path.join("elsewhere", "a.sock")]
-
-
-# ------------------------------------------------------------------ status
-
-
-def test_run_status_rules(tmp_path):
-    done = weighttui.open(write_log(tmp_path / "done.sock"))
-    failed = weighttui.open(write_log(tmp_path / "failed.sock", status="failed"))
-    assert run_status(done, growth_age=1e6) == "finished"  # an end record beats any age
-    assert run_status(failed) == "failed"
-    rec = write_log(tmp_path / "live.sock", status=None)
-    try:
-        live = weighttui.open(tmp_path / "live.sock")
-        assert live.end is None and live.run is not None
-        assert run_status(live, growth_age=1.0) == "live"
-        assert run_status(live, growth_age=12.0) == "live"  # writer alive: wait for the 30 s rule
-        assert run_status(live, growth_age=12.0, writer_dead=True) == "stalled"
-        assert run_status(live, growth_age=31.0) == "stalled"
-        assert run_status(live, growth_age=1.0, loading=True) == "loading"
-        assert run_status(live, waiting="no header") == "waiting"
-    finally:
-        rec.close()
-    assert run_status(RunData(tmp_path / "missing.sock")) == "waiting"
 
 
 # ------------------------------------------------------------ summary rows
@@ -259,18 +234,6 @@ def test_filter_names_substring_and_glob():
     assert filter_names(names, "BIAS") == ["enc.layers.1.bias"]
     assert filter_names(names, "*.weight") == ["enc.layers.0.weight", "head.weight"]
     assert filter_names(names, "enc.layers.[1]*") == ["enc.layers.1.bias"]
-
-
-def test_writer_dead_is_only_said_for_this_host(tmp_path):
-    from weighttui.analysis.multirun import writer_dead
-
-    data = weighttui.open(write_log(tmp_path / "a.sock"))
-    assert data.run.host == socket.gethostname()
-    assert writer_dead(data) is False  # this process wrote it and is alive
-    data.run.pid = 2 ** 22 + 12345  # beyond pid_max on Linux defaults: no such process
-    assert writer_dead(data) is True
-    data.run.host = "elsewhere"
-    assert writer_dead(data) is False
 
 
 def test_directory_watch_forgets_deleted_non_logs(tmp_path):

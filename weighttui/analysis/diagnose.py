@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from weighttui.analysis.numbers import three_digits
+
 SEVERITIES = ("error", "warning")
 
 # what each rule's alert says a person should think about
@@ -62,14 +64,19 @@ class Alert:
     advice: str  # what it usually means / what to try
 
 
+# The per-step update-to-weight ratio that is usually healthy (~1e-3 is the rule of thumb): the
+# ratio alerts' default thresholds, the overview's green band and the help text that explains it.
+RATIO_BAND = (1e-4, 1e-2)
+
+
 @dataclass
 class DiagnoseConfig:
     """Thresholds of the rules. A window counts stored snapshots (rows), not steps."""
 
     stagnant_window: int = 5  # this many snapshots in a row without change: stagnant
     stagnant_ratio: float = 1e-6  # an update ratio below this counts as no change
-    ratio_low: float = 1e-4  # per-step update ratio band; outside it persistently: alert
-    ratio_high: float = 1e-2
+    ratio_low: float = RATIO_BAND[0]  # per-step update ratio band; outside it persistently: alert
+    ratio_high: float = RATIO_BAND[1]
     ratio_window: int = 20  # the median ratio over this many snapshots must be outside the band
     ratio_min_ndim: int = 2  # ratio rules only for matrices/kernels (biases start at 0 and move fast)
     norm_growth: float = 10.0  # weight norm above this times its recent median
@@ -281,10 +288,6 @@ def _trailing(state: np.ndarray, known: np.ndarray):
     return count, last_break
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3g}"
-
-
 # ------------------------------------------------------------------- rules
 
 _TAIL = 64  # rows the state rules read first; older rows only for states that began before them
@@ -486,7 +489,8 @@ def _rule_stagnant(ctx: _Context) -> set[int]:
         r = int(last_break[c]) if last_break[c] >= 0 else ctx.first_present_row(c)
         ctx.add("stagnant", c, r, "warning",
                 f"trainable but unchanged for the last {int(count[c])} snapshots "
-                f"(no element changed or update ratio < {_fmt(cfg.stagnant_ratio)}) since step {int(ctx.steps[r])}")
+                f"(no element changed or update ratio < {three_digits(cfg.stagnant_ratio)}) "
+                f"since step {int(ctx.steps[r])}")
     return set(hits.tolist())
 
 
@@ -522,11 +526,11 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
                 continue
             why = ""
             if rule == "ratio_low":
-                why = (f" while the median tensor's is {_fmt(typical)}" if others_learn
+                why = (f" while the median tensor's is {three_digits(typical)}" if others_learn
                        else " ever since the first snapshots")
             ctx.add(rule, c, start, "warning",
-                    f"update ratio per step {word} {_fmt(bound)} for {ctx.n - start}+ snapshots "
-                    f"(median of the last {w}: {_fmt(med[c])}){why}")
+                    f"update ratio per step {word} {three_digits(bound)} for {ctx.n - start}+ snapshots "
+                    f"(median of the last {w}: {three_digits(med[c])}){why}")
 
 
 def _state_start(series: np.ndarray, w: int, outside) -> int:
@@ -553,8 +557,8 @@ def _rule_norm_growth(ctx: _Context) -> None:
         r = int(rows[c])
         value = float(ctx.rows("weights", "norm", r, r + 1, cols=[c])[0, 0])
         ctx.add("norm_growth", c, r, "warning",
-                f"weight norm jumped to {_fmt(value)}, {value / extra[c, 0]:.0f}x its median "
-                f"{_fmt(extra[c, 0])} over the {cfg.norm_window} snapshots before")
+                f"weight norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{three_digits(extra[c, 0])} over the {cfg.norm_window} snapshots before")
 
 
 def _rule_grad_explode(ctx: _Context) -> None:
@@ -568,8 +572,8 @@ def _rule_grad_explode(ctx: _Context) -> None:
         r = int(rows[c])
         value = float(ctx.rows("grad", "norm", r, r + 1, cols=[c])[0, 0])
         ctx.add("grad_explode", c, r, "error",
-                f"gradient norm jumped to {_fmt(value)}, {value / extra[c, 0]:.0f}x its median "
-                f"{_fmt(extra[c, 0])} over the {cfg.grad_window} snapshots before, and stayed up")
+                f"gradient norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{three_digits(extra[c, 0])} over the {cfg.grad_window} snapshots before, and stayed up")
 
 
 def _rule_grad_vanish(ctx: _Context) -> None:
@@ -606,7 +610,7 @@ def _rule_grad_vanish(ctx: _Context) -> None:
         if rms[k, c] == 0:
             what = "exactly zero"
         else:
-            what = f"{_fmt(rms[k, c])} RMS, {_fmt(rms[k, c] / typical[k])}x the median tensor's"
+            what = f"{three_digits(rms[k, c])} RMS, {three_digits(rms[k, c] / typical[k])}x the median tensor's"
         ctx.add("grad_vanish", c, r, "warning", f"gradient {what} for the last {int(count[c])} snapshots "
                 f"(since step {int(ctx.steps[r])}; latest at step {int(ctx.steps[off + k])})")
 

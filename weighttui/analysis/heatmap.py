@@ -183,3 +183,16 @@ def window(steps, end_step: int | None, columns: int, zoom: str) -> slice:
         return slice(0, steps.size)
     stop = steps.size if end_step is None else int(np.searchsorted(steps, end_step, side="right"))
     return slice(max(0, stop - max(1, columns)), stop)
+
+
+def hist_moments(lo: float, hi: float, counts: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation estimated from one histogram (bin centres); NaN if it is empty."""
+    total = counts.sum()
+    if not total or not (np.isfinite(lo) and np.isfinite(hi)):
+        return float("nan"), float("nan")
+    if hi == lo:
+        return float(lo), 0.0
+    edges = np.linspace(lo, hi, counts.size + 1)
+    mid = (edges[:-1] + edges[1:]) / 2
+    mean = float((counts * mid).sum() / total)
+    return mean, float(np.sqrt(max(0.0, (counts * (mid - mean) ** 2).sum() / total)))

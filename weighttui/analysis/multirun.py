@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-import socket
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,8 +18,6 @@ import numpy as np
 from weighttui.data.run import RunData
 from weighttui.log.sniff import HeadState, sniff_file
 
-STALL_DEAD_S = 10.0  # no growth this long and the writer's pid is gone: stalled
-STALL_ANY_S = 30.0  # no growth this long: stalled whatever the pid says
 MAX_DEPTH = 1  # a directory's own files and those of its subdirectories (runs/lr0.1/run.wtui)
 
 
@@ -144,42 +141,6 @@ def run_names(paths: list[str], directory: str | None = None) -> list[str]:
 def _tail(path: str, parts: int) -> str:
     bits = os.path.normpath(path).split(os.sep)
     return os.sep.join(bits[-parts:])
-
-
-# ------------------------------------------------------------------- status
-
-
-def run_status(data: RunData, *, waiting: str | None = None, loading: bool = False,
-               growth_age: float | None = None, writer_dead: bool = False) -> str:
-    """waiting / loading / live / stalled, or the end record's finished / failed / interrupted.
-
-    `growth_age`: seconds since the file last grew (None: unknown, not stalled).
-    The same rules as the single-run viewer: stalled after STALL_ANY_S without
-    growth, or STALL_DEAD_S when the writer's process is known to be gone.
-    """
-    if waiting or data.run is None:
-        return "waiting"
-    if data.end is not None:
-        return data.end.status
-    if loading:
-        return "loading"
-    if growth_age is not None and (growth_age >= STALL_ANY_S or (growth_age >= STALL_DEAD_S and writer_dead)):
-        return "stalled"
-    return "live"
-
-
-def writer_dead(data: RunData) -> bool:
-    """True only when the writer ran on this host and its pid is gone."""
-    run = data.run
-    if run is None or not run.pid or run.host != socket.gethostname():
-        return False
-    try:
-        os.kill(run.pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 # ------------------------------------------------------------ summary rows

@@ -8,6 +8,13 @@ Formats:
 - npz: the same statistics as arrays (`weights.norm` is [snapshots, tensors]),
   or with --step/--epoch the complete weights, one array per tensor name.
 - changes: the change table (weighttui.analysis.changes) as CSV.
+
+Statistic names in every export: the log's `nan` and `inf` counts are called
+`nan_count` and `inf_count` (log.schema.export_name), so pandas does not read
+them as missing values. Exported files get the log's permission bits (a log
+kept 0600 to protect the weights gives 0600 exports). Names from the log never
+become paths: npz member names that could leave the target directory when
+unzipped are percent-encoded (docs/security.md).
 """
 
 from __future__ import annotations
@@ -15,24 +22,85 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
+import os
+import stat as _stat
 import sys
+import urllib.parse
+import zipfile
 
 import numpy as np
 
+from weighttui.cli.errors import CliError
+from weighttui.cli.jsonout import json_number as _json_number
 from weighttui.data.run import RunData
+from weighttui.log.schema import export_name
 
 FORMATS = ("csv", "json", "npz", "changes", "tensorboard")
+TENSORBOARD_HINT = "pip install 'weighttui[tensorboard]'"
+
+
+def log_mode(run: RunData) -> int:
+    """The log's read/write permission bits, for what is exported from it (0600 if unknown)."""
+    if run.path is None:
+        return 0o600
+    try:
+        return _stat.S_IMODE(os.stat(run.path).st_mode) & 0o666
+    except (OSError, ValueError):
+        return 0o600
 
 
 @contextlib.contextmanager
-def _text_out(out: str):
+def _out_file(out: str, mode: int, *, binary: bool = False):
+    """`out` opened for writing with permission bits `mode` (also when it already existed)."""
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        if _stat.S_ISREG(os.fstat(fd).st_mode):  # not /dev/null or a pipe
+            os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="")) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _text_out(out: str, mode: int = 0o600):
     if out == "-":
         yield sys.stdout
         sys.stdout.flush()
     else:
-        with open(out, "w", newline="") as fh:
+        with _out_file(out, mode) as fh:
             yield fh
+
+
+def member_name(name: str) -> str:
+    """A zip member name for a key from the log: kept when it is a plain relative path,
+    else percent-encoded (`urllib.parse.unquote` gives the name back).
+
+    Kept: no empty, `.` or `..` component, no leading `/`, no backslash, drive
+    colon, `%` or control character; so no unzip tool writes it outside the target.
+    """
+    parts = name.split("/")
+    plain = (name and "%" not in name and "\\" not in name and ":" not in name
+             and all(p not in ("", ".", "..") for p in parts)
+             and all(ch.isprintable() for ch in name))
+    return name if plain else urllib.parse.quote(name, safe="")
+
+
+def _write_npz(out: str, arrays: dict, mode: int) -> int:
+    """Like numpy.savez_compressed, for any key (np.savez treats `file` and `allow_pickle` as its
+    own arguments) and with member names that stay inside the target (member_name).
+    Returns how many keys were encoded."""
+    if out == "-":
+        raise CliError("npz cannot go to stdout; give a file name with --out")
+    encoded = 0
+    with _out_file(out, mode, binary=True) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in arrays.items():
+            member = member_name(key)
+            encoded += member != key
+            with zf.open(member + ".npy", "w", force_zip64=True) as m:
+                np.lib.format.write_array(m, np.asanyarray(arr), allow_pickle=False)
+    return encoded
 
 
 def _kinds(run: RunData, kinds) -> list[str]:
@@ -41,62 +109,59 @@ def _kinds(run: RunData, kinds) -> list[str]:
         return present
     missing = [k for k in kinds if k not in present]
     if missing:
-        raise ValueError(f"this log has no {', '.join(missing)} statistics (it has: {', '.join(present) or 'none'})")
+        raise CliError(f"this log has no {', '.join(missing)} statistics (it has: {', '.join(present) or 'none'})")
     return list(kinds)
-
-
-def _json_number(x: float):
-    """JSON has no NaN/Inf: write them as null and strings so nothing is silently lost."""
-    if math.isnan(x):
-        return None
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
 
 
 def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=None) -> str:
     """Write `run` to `out` in `fmt`; returns a short description of what was written."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise CliError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    mode = log_mode(run)
     if step is not None or epoch is not None:
-        return _export_weights(run, fmt, out, step, epoch)
+        return _export_weights(run, fmt, out, step, epoch, mode)
     if fmt == "csv":
-        return _stats_csv(run, out, _kinds(run, kinds))
+        return _stats_csv(run, out, _kinds(run, kinds), mode)
     if fmt == "json":
-        return _stats_json(run, out, _kinds(run, kinds))
+        return _stats_json(run, out, _kinds(run, kinds), mode)
     if fmt == "npz":
-        return _stats_npz(run, out, _kinds(run, kinds))
+        return _stats_npz(run, out, _kinds(run, kinds), mode)
     if fmt == "changes":
-        return _changes_csv(run, out)
-    from weighttui.integrations.tensorboard import write_tensorboard  # needs the tensorboard package
-
-    return write_tensorboard(run, out, kinds=kinds)
+        return _changes_csv(run, out, mode)
+    try:
+        from weighttui.integrations.tensorboard import write_tensorboard
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in ("tensorboard", "google"):  # protobuf is google.*
+            raise
+        raise CliError(f"the tensorboard export needs the tensorboard package: {TENSORBOARD_HINT}") from None
+    return write_tensorboard(run, out, kinds=kinds, file_mode=mode)
 
 
 # ------------------------------------------------------------------ statistics
 
 
-def _stats_csv(run: RunData, out: str, kinds) -> str:
+def _stats_csv(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
     steps, epochs, names = run.steps, run.epochs, run.tensor_names
     cols = _name_cols(run)
     present = run.present
     rows = 0
-    with _text_out(out) as fh:
+    with _text_out(out, mode) as fh:
         w = csv.writer(fh)
         w.writerow(["step", "epoch", "tensor", "kind", "stat", "value"])
         for kind in kinds:
             covered = present & _covered(run, kind)
             for stat in run.columns(kind):
                 m = run.stat_matrix(kind, stat)
+                label = export_name(stat)
                 for r in range(run.n):
                     ep = "" if epochs[r] < 0 else int(epochs[r])
-                    for name, c in zip(names, cols):
+                    for name, c in zip(names, cols, strict=True):
                         if covered[r, c]:
-                            w.writerow([int(steps[r]), ep, name, kind, stat, repr(float(m[r, c]))])
+                            w.writerow([int(steps[r]), ep, name, kind, label, repr(float(m[r, c]))])
                             rows += 1
         for sname in run.scalar_names:
             s_steps, values = run.scalars(sname)
-            for s, v in zip(s_steps, values):
+            for s, v in zip(s_steps, values, strict=True):
                 w.writerow([int(s), "", "", "scalar", sname, repr(float(v))])
                 rows += 1
     return f"{rows} rows of statistics to {out}"
@@ -109,7 +174,8 @@ def _covered(run: RunData, kind: str) -> np.ndarray:
 
 
 def _stats_columns(run: RunData, kinds) -> dict:
-    return {kind: {stat: run.stat_matrix(kind, stat)[:, _name_cols(run)] for stat in run.columns(kind)}
+    return {kind: {export_name(stat): run.stat_matrix(kind, stat)[:, _name_cols(run)]
+                   for stat in run.columns(kind)}
             for kind in kinds}
 
 
@@ -117,7 +183,7 @@ def _name_cols(run: RunData) -> list[int]:
     return [run.column(n) for n in run.tensor_names]
 
 
-def _stats_json(run: RunData, out: str, kinds) -> str:
+def _stats_json(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
     stats = _stats_columns(run, kinds)
     doc = {
         "steps": run.steps.tolist(),
@@ -130,15 +196,13 @@ def _stats_json(run: RunData, out: str, kinds) -> str:
                         "values": [_json_number(float(x)) for x in run.scalars(n)[1]]}
                     for n in run.scalar_names},
     }
-    with _text_out(out) as fh:
+    with _text_out(out, mode) as fh:
         json.dump(doc, fh)
         fh.write("\n")
     return f"statistics of {len(doc['tensors'])} tensors over {len(doc['steps'])} snapshots to {out}"
 
 
-def _stats_npz(run: RunData, out: str, kinds) -> str:
-    if out == "-":
-        raise ValueError("npz cannot go to stdout; give a file name with --out")
+def _stats_npz(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
     arrays = {"steps": run.steps, "epochs": run.epochs, "tensors": np.array(run.tensor_names, dtype=str)}
     for kind, by_stat in _stats_columns(run, kinds).items():
         for stat, m in by_stat.items():
@@ -147,15 +211,20 @@ def _stats_npz(run: RunData, out: str, kinds) -> str:
         s_steps, values = run.scalars(sname)
         arrays[f"scalar.{sname}.steps"] = s_steps
         arrays[f"scalar.{sname}.values"] = values
-    np.savez_compressed(out, **arrays)
-    return f"{len(arrays)} arrays to {out}"
+    encoded = _write_npz(out, arrays, mode)
+    return f"{len(arrays)} arrays to {out}{_encoded_note(encoded)}"
 
 
-def _changes_csv(run: RunData, out: str) -> str:
+def _encoded_note(encoded: int) -> str:
+    return (f" ({encoded} name(s) percent-encoded to stay inside the archive; urllib.parse.unquote reads them)"
+            if encoded else "")
+
+
+def _changes_csv(run: RunData, out: str, mode: int = 0o600) -> str:
     from weighttui.analysis.changes import COLUMNS, change_table
 
     rows = change_table(run)
-    with _text_out(out) as fh:
+    with _text_out(out, mode) as fh:
         w = csv.DictWriter(fh, fieldnames=["tensor", *COLUMNS, "flag"], extrasaction="ignore")
         w.writeheader()
         for row in rows:
@@ -166,17 +235,26 @@ def _changes_csv(run: RunData, out: str) -> str:
 # ------------------------------------------------------------------ weights
 
 
-def _export_weights(run: RunData, fmt: str, out: str, step, epoch) -> str:
-    weights = run.weights(step=step, epoch=epoch)  # KeyError lists what exists
+def _export_weights(run: RunData, fmt: str, out: str, step, epoch, mode: int = 0o600) -> str:
+    if fmt not in ("npz", "json"):
+        raise CliError(f"complete weights export as npz or json, not {fmt}")
+    try:
+        weights = run.weights(step=step, epoch=epoch)
+    except KeyError as exc:  # no values there: the message lists where they exist
+        raise CliError(exc.args[0] if exc.args else str(exc)) from None
     where = f"step {step}" if step is not None else f"epoch {epoch}"
+    encoded = 0
     if fmt == "npz":
-        if out == "-":
-            raise ValueError("npz cannot go to stdout; give a file name with --out")
-        np.savez_compressed(out, **weights)
-    elif fmt == "json":
-        with _text_out(out) as fh:
-            json.dump({name: arr.tolist() for name, arr in weights.items()}, fh)
-            fh.write("\n")
+        encoded = _write_npz(out, weights, mode)
     else:
-        raise ValueError(f"complete weights export as npz or json, not {fmt}")
-    return f"{len(weights)} tensors at {where} to {out}"
+        with _text_out(out, mode) as fh:
+            json.dump({name: _json_values(arr) for name, arr in weights.items()}, fh)
+            fh.write("\n")
+    return f"{len(weights)} tensors at {where} to {out}{_encoded_note(encoded)}"
+
+
+def _json_values(arr: np.ndarray):
+    """Nested lists of a tensor's values; NaN/Inf as null/"inf"/"-inf" (JSON has neither)."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return np.vectorize(_json_number, otypes=[object])(arr.astype(np.float64)).tolist()
+    return arr.tolist()

@@ -137,10 +137,6 @@ def _alert_dict(alert) -> dict:
     return {f: getattr(alert, f, None) for f in fields}
 
 
-def _fmt(x: float) -> str:
-    return three_digits(x)
-
-
 def print_info(run: RunData, alerts, out) -> None:
     """The summary for a person, as a few aligned blocks of text."""
     d = info_dict(run, alerts)
@@ -172,7 +168,7 @@ def print_info(run: RunData, alerts, out) -> None:
     if d["full_values_steps"]:
         w(f"  complete weights stored at steps: {_short_list(d['full_values_steps'])}\n")
     if d["scalars"]:
-        w("  scalars (latest): " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["scalars"].items()) + "\n")
+        w("  scalars (latest): " + ", ".join(f"{k}={three_digits(v)}" for k, v in d["scalars"].items()) + "\n")
 
     dmg = d["damage"]
     if dmg["corruptions"]:
@@ -195,8 +191,8 @@ def print_info(run: RunData, alerts, out) -> None:
             bad = t["nan"] + t["inf"] if not math.isnan(t["nan"]) else 0
             if bad:
                 flag += f"  {int(bad)} non-finite"
-            w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
-              f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
+            w(f"  {name:<{name_w}}  {shape:>14}  {three_digits(t['norm']):>9}  {three_digits(t['std']):>9}  "
+              f"{three_digits(t['update_ratio_per_step']):>9}  {three_digits(t['grad_norm']):>9}{flag}\n")
 
     warn_events = [e for e in d["events"] if e["level"] != "info"]
     if warn_events:

@@ -13,15 +13,12 @@ import sys
 import tempfile
 import time
 
-from weighttui import __version__
+from weighttui._version import __version__
+from weighttui.cli.errors import EXIT_BAD_INPUT, CliError
 from weighttui.log.format import LogFormatError
 from weighttui.log.sniff import sniff_file
 
-EXIT_BAD_INPUT = 2
-
-
-class CliError(Exception):
-    """A problem with the user's input: printed as one line, exit status 2."""
+__all__ = ["EXIT_BAD_INPUT", "CliError", "build_parser", "main"]
 
 
 def _check_log(path: str, *, must_exist: bool) -> None:
@@ -38,44 +35,58 @@ def _check_log(path: str, *, must_exist: bool) -> None:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_watch(args) -> int:
-    from weighttui.data.remote import parse_remote, view_remote
+def _parse_remote(path: str):
+    """The RemoteSpec of `host:path` / `ssh://...`, None for a local path; a malformed one is bad input."""
+    from weighttui.data.remote import parse_remote
 
+    try:
+        return parse_remote(path)
+    except ValueError as exc:  # parse_remote's own messages name the spec and what is wrong
+        raise CliError(str(exc)) from None
+
+
+def cmd_watch(args) -> int:
+    import functools
+
+    from weighttui.data.remote import view_remote
+
+    config = _diagnose_config(args.threshold)  # bad thresholds fail before the app starts
     if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
         if len(args.path) == 1 and _is_checkpoint_dir(args.path[0]):  # checkpoints, not run logs
-            from weighttui.integrations.importers.cli import watch_checkpoints
+            from weighttui.cli.importing import watch_checkpoints
 
             return watch_checkpoints(args.path[0], mode=args.mode, max_rows=args.max_rows)
         if len(args.path) > 1 or os.path.isdir(args.path[0]):
+            if args.threshold:
+                raise CliError("--threshold applies to one run; the side-by-side view shows no alerts")
             return _watch_several(args)
         args.path = args.path[0]
-    spec = parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
+    spec = _parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
     if spec is not None:
         from weighttui.tui.app import run_app
 
-        return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
+        return view_remote(spec, functools.partial(run_app, diagnose_config=config), mode=args.mode,
+                           max_rows=args.max_rows)
     _check_log(args.path, must_exist=args.mode == "replay")
     from weighttui.tui.app import run_app
 
-    return run_app(args.path, mode=args.mode, max_rows=args.max_rows)
+    return run_app(args.path, mode=args.mode, max_rows=args.max_rows, diagnose_config=config)
 
 
 def _is_checkpoint_dir(path: str) -> bool:
-    from weighttui.integrations.importers.cli import is_checkpoint_dir
+    from weighttui.cli.importing import is_checkpoint_dir
 
     return is_checkpoint_dir(path)
 
 
 def _watch_several(args) -> int:
     """`watch a.sock b.sock` / `watch DIR`: runs side by side (weighttui/tui/multi_app.py)."""
-    from weighttui.data.remote import parse_remote
-
     files, dirs = [], []
     for path in args.path:
         if os.path.isdir(path):
             dirs.append(path)
             continue
-        if parse_remote(path) is not None:
+        if _parse_remote(path) is not None:
             raise CliError(f"{path}: remote logs are watched one at a time (weighttui watch {path})")
         _check_log(path, must_exist=args.mode == "replay")
         files.append(path)
@@ -99,7 +110,9 @@ def cmd_info(args) -> int:
     if args.json:
         import json
 
-        print(json.dumps(info_dict(run, alerts), indent=1, default=str))
+        from weighttui.cli.jsonout import json_safe
+
+        print(json.dumps(json_safe(info_dict(run, alerts)), indent=1, allow_nan=False))
     else:
         print_info(run, alerts, sys.stdout)
     return 0
@@ -107,9 +120,9 @@ def cmd_info(args) -> int:
 
 def _fetch_if_remote(path: str) -> str:
     """A remote log (user@host:path, ssh://...) copied once to the local cache; else path."""
-    from weighttui.data.remote import fetch, parse_remote
+    from weighttui.data.remote import fetch
 
-    spec = parse_remote(path)
+    spec = _parse_remote(path)
     if spec is None:
         return path
     try:
@@ -118,14 +131,23 @@ def _fetch_if_remote(path: str) -> str:
         raise CliError(str(exc)) from None
 
 
-def _alerts(run, thresholds):
-    """Alerts from weighttui.analysis.diagnose, or [] if that module is not available."""
+def _diagnose_config(thresholds):
+    """DiagnoseConfig from --threshold KEY=VALUE options; None without any."""
+    if not thresholds:
+        return None
+    from weighttui.analysis.diagnose import DiagnoseConfig
+
     try:
-        from weighttui.analysis import diagnose
-    except ImportError:
-        return []
-    config = diagnose.DiagnoseConfig.from_options(thresholds or [])
-    return diagnose.diagnose(run, config)
+        return DiagnoseConfig.from_options(thresholds)
+    except ValueError as exc:  # names the valid keys
+        raise CliError(str(exc)) from None
+
+
+def _alerts(run, thresholds):
+    """The alerts of a run (weighttui.analysis.diagnose) under the given thresholds."""
+    from weighttui.analysis import diagnose
+
+    return diagnose.diagnose(run, _diagnose_config(thresholds))
 
 
 def cmd_export(args) -> int:
@@ -197,29 +219,89 @@ def _demo_progress(path: str, trainer: subprocess.Popen) -> int:
 # ------------------------------------------------------------------ parser
 
 
+# One example per subcommand: `weighttui --help` teaches the tool, not only lists it.
+EXAMPLES = """\
+examples, one per command:
+  weighttui watch run.sock                    follow a live run (waits for the file to appear)
+  weighttui replay run.sock                   scrub a finished run from its first snapshot
+  weighttui info run.sock --json              summary: run, status, tensors, damage, alerts
+  weighttui export run.sock --format csv --out stats.csv      statistics (or json, npz, changes, tensorboard)
+  weighttui import ckpts/ --out run.wtui      existing checkpoints, HF Trainer output, TB events -> a run log
+  weighttui demo                              a small numpy MLP trains in another process; watch it live
+
+remote logs: any PATH may be [user@]host:path or ssh://user@host:port/path (your own ssh)
+`weighttui COMMAND --help` says more about each command; docs/ has the details.
+"""
+
+VIEW_EPILOG = """\
+examples:
+  weighttui {name} run.sock                       a log on this machine
+  weighttui {name} gpu-box:runs/run.sock          a log on another machine, over your own ssh
+  weighttui {name} ssh://me@gpu-box:2222/runs/run.sock   the same with a user and port
+  weighttui {name} sweep/                         every log under a directory, side by side
+  weighttui {name} run.sock --threshold ratio_high=0.05 --threshold disable=dead_units
+
+remote watching: host:path (scp style) or ssh://[user@]host[:port]/path runs `ssh` with your
+~/.ssh/config, keys and agent (never a password prompt; $WEIGHTTUI_SSH replaces the ssh
+command); nothing of weighttui is installed remotely. The log is mirrored into
+~/.cache/weighttui/remote/ (docs/remote.md).
+
+alerts: each rule has thresholds (--threshold KEY=VALUE, repeatable; disable=RULE,RULE
+turns rules off); `weighttui info PATH --threshold ...` takes the same. The rules and
+their defaults are in docs/alerts.md.
+"""
+
+
+def _at_least_4(text: str) -> int:
+    value = int(text)
+    if value < 4:
+        raise argparse.ArgumentTypeError("must be at least 4")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="weighttui", description="Watch neural-network weights while they train.")
+    raw = argparse.RawDescriptionHelpFormatter
+    ap = argparse.ArgumentParser(prog="weighttui", description="Watch neural-network weights while they train.",
+                                 epilog=EXAMPLES, formatter_class=raw)
     ap.add_argument("--version", action="version", version=f"weighttui {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name, mode, text in (("watch", "watch", "follow a run log live (waits for it to appear)"),
                              ("replay", "replay", "scrub through a run log from its first snapshot")):
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, epilog=VIEW_EPILOG.format(name=name),
+                           formatter_class=raw)
         p.add_argument("path", nargs="+",
-                       help="run log (e.g. run.sock); several logs or a directory compare runs side by side")
-        p.add_argument("--max-rows", type=int, default=2048,
-                       help="snapshots kept in memory before old history is thinned (default 2048: enough for any terminal width, and a 1 GB log stays under 500 MB)")
+                       help="run log (e.g. run.sock), local or [user@]host:path / ssh://user@host:port/path; "
+                            "several logs or a directory compare runs side by side")
+        p.add_argument("--max-rows", type=_at_least_4, default=2048,
+                       help="snapshots kept in memory before old history is thinned (default 2048: enough "
+                            "for any terminal width, and a 1 GB log stays under 500 MB)")
+        p.add_argument("--threshold", action="append", metavar="KEY=VALUE",
+                       help="change an alert threshold (see below; docs/alerts.md)")
         p.set_defaults(func=cmd_watch, mode=mode)
 
-    p = sub.add_parser("info", help="summary of a run log: run, tensors, steps, status, damage, alerts")
-    p.add_argument("path")
+    text = "summary of a run log: run, tensors, steps, status, damage, alerts"
+    p = sub.add_parser("info", help=text, description=text, formatter_class=raw, epilog="""\
+examples:
+  weighttui info run.sock
+  weighttui info gpu-box:runs/run.sock --json     (a remote log, copied once over ssh)
+  weighttui info run.sock --threshold ratio_high=0.05 --threshold disable=ratio_low
+""")
+    p.add_argument("path", help="run log, local or [user@]host:path / ssh://user@host:port/path")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--run", type=int, default=None, help="which run of an appended log (0-based; default latest)")
-    p.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="change an alert threshold")
+    p.add_argument("--threshold", action="append", metavar="KEY=VALUE",
+                   help="change an alert threshold (docs/alerts.md lists them)")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("export", help="statistics as a table, or complete weights at a step")
-    p.add_argument("path")
+    text = "statistics as a table, or complete weights at a step"
+    p = sub.add_parser("export", help=text, description=text, formatter_class=raw, epilog="""\
+examples:
+  weighttui export run.sock --format csv --out stats.csv       one row per snapshot, tensor, statistic
+  weighttui export run.sock --format npz --epoch 10 --out w10.npz   complete weights
+  weighttui export run.sock --format tensorboard --out tb/     needs: pip install 'weighttui[tensorboard]'
+""")
+    p.add_argument("path", help="run log, local or [user@]host:path / ssh://user@host:port/path")
     p.add_argument("--format", choices=("csv", "npz", "json", "changes", "tensorboard"), required=True,
                    help="csv/json: statistics (or weights with --step/--epoch, json and npz); "
                         "npz: arrays; changes: the change table as CSV; "
@@ -233,11 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=int, default=None, help="which run of an appended log")
     p.set_defaults(func=cmd_export)
 
-    from weighttui.integrations.importers.cli import add_parser as add_import_parser
+    from weighttui.cli.importing import add_parser as add_import_parser
 
-    add_import_parser(sub)  # `weighttui import SRC --out PATH` (weighttui/integrations/importers/cli.py)
+    add_import_parser(sub)  # `weighttui import SRC --out PATH` (weighttui/cli/importing.py)
 
-    p = sub.add_parser("demo", help="train a small numpy MLP in a separate process and watch it live")
+    text = "train a small numpy MLP in a separate process and watch it live"
+    p = sub.add_parser("demo", help=text, description=text, formatter_class=raw,
+                       epilog="example:\n  weighttui demo --steps 500 --no-tui\n")
     p.add_argument("--path", help="where to write the log (default: a temporary directory)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--delay", type=float, default=0.02, help="seconds the trainer sleeps per step")
@@ -246,17 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# What a command may raise that is about the user's input, not a bug: one line, exit 2.
+# Everything else (a ValueError or KeyError from deep inside, say) keeps its traceback.
+BAD_INPUT = (CliError, LogFormatError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+             PermissionError)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse: usage and exit 2 on a bad option
     try:
         return args.func(args)
-    except (CliError, LogFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"weighttui: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyError as exc:  # e.g. no weights at that step: the message lists what exists
-        print(f"weighttui: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValueError as exc:
+    except BAD_INPUT as exc:
         print(f"weighttui: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -22,13 +22,13 @@ from a follower thread with `ingest(poll)`.
 from __future__ import annotations
 
 import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from weighttui.data.liveness import writer_running
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
 from weighttui.log.format import HEADER_SIZE, check_header
@@ -629,26 +629,7 @@ class RunData:
             return self.end.status
         if self.run is None:
             return "unfinished"
-        return "running" if self._writer_alive() else "unfinished"
-
-    def _writer_alive(self) -> bool:
-        """Whether the writer still seems to be at work (no end record yet)."""
-        run = self.run
-        assert run is not None
-        if run.host and run.pid and run.host == socket.gethostname():
-            try:
-                os.kill(run.pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
-        if self.path is None:
-            return False
-        try:
-            return time.time() - os.stat(self.path).st_mtime < 30
-        except OSError:
-            return False
+        return "running" if writer_running(self) else "unfinished"
 
     # ------------------------------------------------------------ full values
 

@@ -29,40 +29,24 @@ import sys
 
 import torch
 
-from weighttui.integrations import torch_dist
-from weighttui.integrations.guard import ReportOnce
-from weighttui.integrations.torch import split_options, watch
-from weighttui.record.recorder import Recorder
+from weighttui.integrations.trainer import TrainerRecording
 
 
-class _WeightCallbackMixin:
-    """Recording logic; the Callback base class is added per Lightning package below."""
+class _WeightCallbackMixin(TrainerRecording):
+    """Lightning's hooks on the shared trainer recording; the Callback base class is added per package below."""
+
+    trainer_name = "Lightning"
+    _package = "lightning"  # set per package by _make
 
     def __init__(self, path_or_recorder="run.sock", *, every: int = 10, grads: bool = True,
                  trainable_only: bool = True, metrics: bool = True, **recorder_options):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
-        super().__init__()
-        self._given = path_or_recorder if isinstance(path_or_recorder, Recorder) else None
-        self.path = None if self._given else str(path_or_recorder)
-        self.every = every
-        self.grads = grads
-        self.trainable_only = trainable_only
+        super().__init__(path_or_recorder, every=every, grads=grads, trainable_only=trainable_only,
+                         **recorder_options)
         self.metrics = metrics
-        # delta, delta_budget_bytes, hist_sample: weighttui.torch.watch; the rest: Recorder
-        self.engine_options, self.options = split_options(recorder_options)
-        if self._given is not None and self.options:
-            raise TypeError(f"recorder options go to the Recorder you created: {sorted(self.options)}")
-        self.recorder: Recorder | None = self._given
-        self.handle = None  # weighttui.torch's WatchHandle, from on_fit_start
-        self._owned = False
-        self._runs = 0
-        self._last_step = None
-        self._guard = ReportOnce()  # reports each kind of failure once, never raises
+        self._last_step: int | None = None
 
     def _active(self, trainer) -> bool:
-        return (self.handle is not None and trainer.is_global_zero
-                and self.recorder is not None and self.recorder.active)
+        return self._recording() and trainer.is_global_zero
 
     # -------------------------------------------------------------- hooks
 
@@ -71,36 +55,18 @@ class _WeightCallbackMixin:
             self._guard("starting the recorder", self._begin, trainer, pl_module)
 
     def _begin(self, trainer, pl_module):
-        if self.recorder is None:
-            options = dict(self.options)
-            meta = {"lightning": {"max_steps": trainer.max_steps, "max_epochs": trainer.max_epochs,
-                                  "accumulate_grad_batches": trainer.accumulate_grad_batches,
-                                  "world_size": trainer.world_size},
-                    "module": type(pl_module).__name__}
-            meta.update(options.pop("meta", None) or {})
-            if self._runs:
-                options["mode"] = "a"  # a second fit(): a new run in the same log
-            # delta=False: the torch integration computes the update statistics
-            self.recorder = Recorder(self.path, every=self.every, meta=meta, delta=False,
-                                     framework=f"torch {torch.__version__} ({self._package})",
-                                     **options)
-            self._owned = True
-            self._runs += 1
+        meta = {"lightning": {"max_steps": trainer.max_steps, "max_epochs": trainer.max_epochs,
+                              "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                              "world_size": trainer.world_size},
+                "module": type(pl_module).__name__}
         self._last_step = None
-        if any(torch_dist.shardable(p) for p in pl_module.parameters()):
-            print("weighttui: sharded (DTensor) parameters: the Lightning callback records metrics only; "
-                  "use weighttui.torch.watch on every rank for their statistics", file=sys.stderr)
-            return
-        self.handle = watch(pl_module, self.recorder, grads=self.grads, skip_frozen=self.trainable_only,
-                            initial=False, **self.engine_options)
-        if trainer.global_step == 0:
-            self._record(trainer)
+        framework = f"torch {torch.__version__} ({self._package})"
+        if self._start(pl_module, meta=meta, framework=framework) and trainer.global_step == 0:
+            self._record(trainer)  # the weights before the first update
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        if self.grads and self._active(trainer):
-            step = trainer.global_step + 1
-            if self.recorder.should_record(step, trainer.current_epoch):
-                self.handle.take_grads()  # on the device, until the step's snapshot
+        if self._active(trainer):
+            self._take_grads(trainer.global_step + 1, trainer.current_epoch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._active(trainer) and trainer.global_step != self._last_step:
@@ -110,12 +76,8 @@ class _WeightCallbackMixin:
                 self._guard("recording metrics", self._metrics, trainer)
 
     def _record(self, trainer):
-        rec, step, epoch = self.recorder, trainer.global_step, trainer.current_epoch
-        self._last_step = step
-        due = rec.should_record(step, epoch)
-        full = rec.wants_full(step, epoch)
-        if due or full:
-            self.handle.record(step, epoch=epoch, full=full)
+        self._last_step = trainer.global_step
+        self._record_at(trainer.global_step, trainer.current_epoch)
 
     def _metrics(self, trainer):
         values = {}
@@ -125,7 +87,7 @@ class _WeightCallbackMixin:
                     continue
                 v = v.item()
             values[k if k not in ("step", "epoch") else f"{k}_metric"] = v
-        if values:
+        if values and self.recorder is not None:
             self.recorder.scalars(trainer.global_step, epoch=trainer.current_epoch, **values)
 
     def on_fit_end(self, trainer, pl_module):
@@ -133,15 +95,6 @@ class _WeightCallbackMixin:
 
     def on_exception(self, trainer, pl_module, exception):
         self._finish("interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
-
-    def _finish(self, status: str):
-        if self.handle is not None:
-            self.handle.close()  # hooks and device copies; the recorder is closed below
-            self.handle = None
-        if self._owned and self.recorder is not None:
-            self.recorder.close(status=status)
-            self.recorder = None
-            self._owned = False
 
 
 def _make(base, name: str):

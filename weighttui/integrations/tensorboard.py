@@ -12,8 +12,10 @@ written, at each snapshot's step and wall time:
   tensors on one card, which is how layers are compared;
 - the run's own scalars (loss, learning rate ...) under their names.
 
-NaN statistics mean "not covered by this snapshot" in a run log and are left
-out; Inf (e.g. an update ratio from a zero tensor) is written as is.
+A row whose statistics are all NaN means "not covered by this snapshot" in a
+run log and is left out; a NaN or Inf in a covered row (the norm of a tensor
+that is all NaN, an update ratio from a zero tensor) is written as is. The
+NaN and Inf counts are called `nan_count` and `inf_count`, as in every export.
 """
 
 from __future__ import annotations
@@ -26,14 +28,20 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from weighttui.record.stats import KINDS
+from weighttui.log.schema import KINDS, export_name
 
 
-def write_tensorboard(run, out_dir: str, *, kinds=None) -> str:
-    """Write `run` (a RunData) as one event file under out_dir; returns its path."""
+def write_tensorboard(run, out_dir: str, *, kinds=None, file_mode: int = 0o644) -> str:
+    """Write `run` (a RunData) as one event file under out_dir; returns its path.
+
+    file_mode: the event file's permission bits (the CLI passes the log's);
+    a directory it creates gets the matching search bits.
+    """
     kinds = [k for k in (kinds or KINDS) if run.has_kind(k)]
-    os.makedirs(out_dir, exist_ok=True)
-    created = run.run.created if run.run is not None else time.time()
+    os.makedirs(out_dir, mode=file_mode | ((file_mode & 0o444) >> 2), exist_ok=True)
+    created = run.run.created if run.run is not None else 0.0
+    if not (isinstance(created, float) and 0 < created < 2**53):  # absurd time in the log: now
+        created = time.time()
     name = f"events.out.tfevents.{int(created)}.{socket.gethostname()}.weighttui"
     path = os.path.join(out_dir, name)
     by_step = _Steps(run, created)
@@ -41,7 +49,9 @@ def write_tensorboard(run, out_dir: str, *, kinds=None) -> str:
         _add_stats(run, kind, by_step)
         _add_histograms(run, kind, by_step)
     _add_scalars(run, by_step)
-    with open(path, "wb") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), file_mode)
+    os.fchmod(fd, file_mode)
+    with os.fdopen(fd, "wb") as fh:
         writer = RecordWriter(fh)
         header = event_pb2.Event(wall_time=created, file_version="brain.Event:2")
         writer.write(header.SerializeToString())
@@ -59,7 +69,7 @@ class _Steps:
         steps, times = run.steps, run.times
         self._values: dict[int, list] = {}
         self._time: dict[int, float] = {}
-        for s, t in zip(steps.tolist(), times.tolist()):
+        for s, t in zip(steps.tolist(), times.tolist(), strict=True):
             self._time.setdefault(s, t if np.isfinite(t) else created)
         # scalars may fall between snapshots: their time is interpolated
         ok = np.isfinite(times)
@@ -83,13 +93,15 @@ class _Steps:
 
 def _add_stats(run, kind: str, out: _Steps) -> None:
     steps = run.steps
-    present = run.present
     names = [t.name for t in run.tensors]
-    for stat in run.columns(kind):
-        matrix = run.stat_matrix(kind, stat)
-        rows, cols = np.nonzero(present & ~np.isnan(matrix))
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            out.add(steps[r], summary_pb2.Summary.Value(tag=f"{kind}.{stat}/{names[c]}",
+    columns = run.columns(kind)
+    matrices = [run.stat_matrix(kind, stat) for stat in columns]
+    covered = run.present & ~np.all([np.isnan(m) for m in matrices], axis=0)
+    rows, cols = np.nonzero(covered)
+    for stat, matrix in zip(columns, matrices, strict=True):
+        label = export_name(stat)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            out.add(steps[r], summary_pb2.Summary.Value(tag=f"{kind}.{label}/{names[c]}",
                                                         simple_value=float(matrix[r, c])))
 
 
@@ -140,5 +152,5 @@ def histogram_proto(lo: float, hi: float, counts, *, mean=None, norm=None) -> su
 def _add_scalars(run, out: _Steps) -> None:
     for name in run.scalar_names:
         steps, values = run.scalars(name)
-        for s, v in zip(steps.tolist(), values.tolist()):
+        for s, v in zip(steps.tolist(), values.tolist(), strict=True):
             out.add(s, summary_pb2.Summary.Value(tag=name, simple_value=float(v)))

@@ -16,13 +16,17 @@ downstream is shared.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import torch
 
 from weighttui.integrations.torch_stats import N_RAW
 
+_fastats: ModuleType | None
+UNAVAILABLE: str | None
 try:
-    from weighttui import _fastats
+    import weighttui._fastats as _fastats  # the C extension (setup.py); a module of its own, not the package root
 except ImportError as exc:  # built by `pip install` (setup.py) when a C compiler is there
     _fastats = None
     UNAVAILABLE = (f"the fused CPU kernel weighttui._fastats is not built ({exc}); CPU statistics use "
@@ -65,6 +69,8 @@ def rows(xs, prevs, bins: int, copy: bool, threads: int | None = None):
     rows not done are garbage and must be computed elsewhere. With copy, every
     prev whose delta row was done now holds x (the others are untouched).
     """
+    if _fastats is None:
+        raise RuntimeError(UNAVAILABLE)  # callers check available() first
     t = len(xs)
     raw_w = np.empty((t, N_RAW + bins))
     raw_d = np.empty((t, N_RAW + bins))

@@ -68,7 +68,7 @@ class TrainerRecording:
             return False
         if any(torch_dist.shardable(p) for p in model.parameters()):
             self.reporter.once("sharded", f"weighttui: sharded (DTensor) parameters: the {self.trainer_name} "
-                               "callback records logs only; use weighttui.torch.watch on every rank "
+                               "callback records no statistics of them; use weighttui.torch.watch on every rank "
                                "for their statistics")
             return False
         self.handle = watch(model, self.recorder, grads=self.grads, skip_frozen=self.trainable_only,

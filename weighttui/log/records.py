@@ -138,6 +138,8 @@ class EndRecord:
     status: str
     snapshots: int
     dropped: int
+    error_type: str | None = None  # what ended the run (format addition; absent before)
+    error_message: str | None = None
 
 
 @dataclass
@@ -329,7 +331,14 @@ def parse_end(p: dict) -> EndRecord:
         status=status if status in ("finished", "failed", "interrupted") else "finished",
         snapshots=_int(p.get("snapshots", 0), "end snapshots"),
         dropped=_int(p.get("dropped", 0), "end dropped"),
+        error_type=_optional_str(p.get("error_type")),
+        error_message=_optional_str(p.get("error_message")),
     )
+
+
+def _optional_str(value) -> str | None:
+    """An optional text field: a bad one costs only itself."""
+    return value if isinstance(value, str) else None
 
 
 def parse_values(p: dict, tensors: dict) -> ValuesRecord:

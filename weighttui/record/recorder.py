@@ -13,7 +13,6 @@ machinery. They use the public parts: `schedule`, `registry`, `reporter`.
 
 from __future__ import annotations
 
-import atexit
 import os
 import socket
 import sys
@@ -23,16 +22,17 @@ import uuid
 
 import numpy as np
 
-from weighttui import __version__
+from weighttui._version import __version__
 from weighttui.log.format import FrameType, encode_frame
 from weighttui.log.records import TensorInfo
+from weighttui.record import lifecycle
 from weighttui.record.encode import plain
 from weighttui.record.numpy_path import NumpyStats, to_numpy
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
 from weighttui.record.stats import DEFAULT_BINS, Block
-from weighttui.record.writer import DEFAULT_QUEUE_SIZE, Job, LogWriter
+from weighttui.record.writer import DEFAULT_CLOSE_TIMEOUT, DEFAULT_QUEUE_SIZE, Job, LogWriter
 
 __all__ = ["Recorder", "scalars_payload"]
 
@@ -80,6 +80,7 @@ class Recorder:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         fsync_every: float | None = None,
         file_mode: int = 0o600,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ):
         self.schedule = Schedule(every=every, epochs=epochs, full_every=full_every,
                                  full_epochs=full_epochs, include=include, exclude=exclude)
@@ -95,6 +96,8 @@ class Recorder:
             raise TypeError("meta must be a dict")
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
+        if not close_timeout > 0:
+            raise ValueError(f"close_timeout must be > 0 seconds, got {close_timeout!r}")
         self.path = os.fspath(path)
         self.bins = int(bins)
         self.sample = int(sample)
@@ -105,6 +108,11 @@ class Recorder:
         self.file_mode = int(file_mode)
         self.run_id = uuid.uuid4().hex
         self._lock = threading.Lock()  # guards registry + queueing across threads
+        # one numpy snapshot at a time: threads sharing a recorder share its delta copies
+        self._snapshot_lock = threading.RLock()
+        self._last_step: int | None = None  # latest snapshot step queued (steps never go back)
+        self.refused = 0  # snapshots refused at the call (their step went back)
+        self._pid = os.getpid()
         self.registry = Registry(self.sample, self._lock)
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
@@ -124,9 +132,9 @@ class Recorder:
         }
         self.writer = LogWriter(self.path, mode=mode, run_frame=encode_frame(FrameType.RUN, run),
                                 lock=self._lock, reporter=self.reporter, queue_size=queue_size,
-                                fsync_every=fsync_every, file_mode=self.file_mode)
-        _install_exit_tracking()
-        atexit.register(self._close_at_exit)
+                                fsync_every=fsync_every, file_mode=self.file_mode,
+                                close_timeout=close_timeout, supersede=self._superseded)
+        lifecycle.register(self)
 
     # ------------------------------------------------------------- counters
 
@@ -210,29 +218,66 @@ class Recorder:
                 if scalars:
                     self.scalars(step, epoch=epoch, **scalars)
                 return False
-            names, arrays, infos = [], [], []
-            for name, value in tensors.items():
-                name = str(name)
-                if not self.selects(name):
-                    continue
-                arr = to_numpy(value)
-                names.append(name)
-                arrays.append(arr)
-                infos.append(self.declare(name, arr.shape, arr.dtype.name))
-            if not infos:
-                if scalars:
-                    self.scalars(step, epoch=epoch, **scalars)
+            if not self._step_ok(step):
                 return False
-            stats = self._numpy
-            return self.submit(step, infos, stats.weights(arrays), epoch=epoch, batch=batch,
-                               delta=stats.delta(infos, arrays),
-                               grad=stats.grads(names, grads) if grads else None,
-                               sample=stats.samples(infos, arrays),
-                               values=[np.array(a, copy=True) for a in arrays] if full else None,
-                               scalars=scalars)
+            with self._snapshot_lock:
+                names, arrays = self._arrays(tensors)
+                infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays)]
+                if not infos:
+                    if scalars:
+                        self.scalars(step, epoch=epoch, **scalars)
+                    return False
+                stats = self._numpy
+                return self.submit(step, infos, stats.weights(arrays), epoch=epoch, batch=batch,
+                                   delta=stats.delta(infos, arrays),
+                                   grad=stats.grads(names, grads) if grads else None,
+                                   sample=stats.samples(infos, arrays),
+                                   values=[np.array(a, copy=True) for a in arrays] if full else None,
+                                   scalars=scalars)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
             return False
+
+    def _arrays(self, tensors) -> tuple[list[str], list[np.ndarray]]:
+        """The selected tensors as numpy arrays; one that cannot be recorded (a
+        dtype, a name that repeats another's) is left out and said once."""
+        names: list[str] = []
+        arrays: list[np.ndarray] = []
+        for key, value in tensors.items():
+            name = str(key)
+            if not self.selects(name):
+                continue
+            if name in names:
+                self._skip_tensor(f"dup:{name}", f"tensor {key!r} skipped: its name is {name!r} as a string, "
+                                  "like another key of the same snapshot (names are strings in the log)")
+                continue
+            try:
+                arr = to_numpy(value)
+            except Exception as exc:
+                self._skip_tensor(f"tensor:{name}", f"tensor {name!r} skipped: {exc}; the other tensors "
+                                  "are recorded")
+                continue
+            names.append(name)
+            arrays.append(arr)
+        return names, arrays
+
+    def _skip_tensor(self, key: str, message: str) -> None:
+        """A tensor left out of snapshots: said once on stderr and in the log."""
+        if self.reporter.once(key, f"weighttui: {message}"):
+            self.reporter.record_event("tensor_skipped", message, "warning")
+
+    def _step_ok(self, step: int) -> bool:
+        """Refuse a snapshot whose step comes before one already queued (readers
+        keep snapshots in step order): said once, counted in `refused`."""
+        last = self._last_step
+        if last is None or step >= last:
+            return True
+        self.refused += 1
+        self.reporter.once("step_back", (
+            f"weighttui: snapshot at step {step} refused: step {last} is already recorded and steps "
+            "must not go back (a counter that restarts each epoch? pass a global step, e.g. "
+            "epoch * steps_per_epoch + i); later refusals are counted, not printed"))
+        return False
 
     # ----------------------------------------------------------- submission
 
@@ -271,9 +316,14 @@ class Recorder:
         if values is not None:
             vals = [(int(step), payload["epoch"], info, v) for info, v in zip(infos, values)]
         with self._lock:
+            if not self._step_ok(int(step)):
+                return False
             job = Job(snapshot=payload, values=vals, frames=frames + self._nonfinite_events(step, infos, weights))
             if not self._put(job):
+                if scalar_record is not None:  # the scalars go on without their snapshot
+                    self._put(Job(frames=[(FrameType.SCALARS, scalar_record)]))
                 return False
+            self._last_step = int(step)
             self._nonfinite_seen.update(f[1]["tensor"] for f in job.frames if f[1].get("kind") == "nonfinite")
         return True
 
@@ -335,11 +385,7 @@ class Recorder:
         try:
             if not self.active:
                 return
-            self._put_frame(FrameType.EVENT, {
-                "step": None if step is None else int(step), "time": time.time(),
-                "level": level, "kind": str(kind), "message": str(message),
-                "tensor": None if tensor is None else int(tensor),
-            })
+            self._put_frame(FrameType.EVENT, _event_payload(kind, message, level, step, tensor))
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "recording an event")
 
@@ -352,53 +398,51 @@ class Recorder:
 
     # ----------------------------------------------------------------- close
 
-    def close(self, status: str = "finished") -> None:
-        """Flush the queue, write the end record, fsync and close. Idempotent."""
+    def close(self, status: str = "finished", error=None, *, deadline: float | None = None) -> None:
+        """Flush the queue, write the end record, fsync and close. Idempotent.
+
+        `error`: the exception that ended training (its type and message go to
+        the end record). Waits while the writer makes progress, at most
+        `close_timeout` seconds without any (see writer.LogWriter.close).
+        In a forked child it returns at once: the log is the parent's.
+        """
         if self._closed:
             return
         self._closed = True
-        atexit.unregister(self._close_at_exit)
-        self.writer.close(status)
+        lifecycle.unregister(self)
+        if self._pid != os.getpid():
+            return
+        note = self.schedule.unfired_full_epochs()
+        if note is not None and not self.writer.failed:
+            self.reporter.once("full_epochs", f"weighttui: warning: {note}")
+            self._put_frame(FrameType.EVENT, _event_payload("full_epochs", note, "warning"))
+        self.writer.close(status, error=error, deadline=deadline)
 
-    def _close_at_exit(self) -> None:
-        self.close(status=_exit_status())
+    def _superseded(self, reason: str) -> None:
+        """Another Recorder in this process opened our file: close, and say why."""
+        self.reporter.once("superseded", f"weighttui: warning: closing the earlier recorder of {self.path}: {reason}")
+        self.close(status="interrupted")
+
+    def _forked(self) -> None:
+        """In a forked child (lifecycle): never write the parent's log."""
+        self._closed = True
+        self.writer.forget_in_child()
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            status = "finished"
-        elif issubclass(exc_type, KeyboardInterrupt):
-            status = "interrupted"
-        else:
-            status = "failed"
-        self.close(status=status)
+        self.close(status=status_of(exc_type), error=exc)
         return False
 
 
-# ------------------------------------------------------- interpreter exit
-
-_uncaught: list = []
-_tracking_installed = False
-
-
-def _install_exit_tracking() -> None:
-    """Remember an uncaught exception so the at-exit close says 'failed'."""
-    global _tracking_installed
-    if _tracking_installed:
-        return
-    _tracking_installed = True
-    previous = sys.excepthook
-
-    def hook(exc_type, exc, tb):
-        _uncaught.append(exc_type)
-        previous(exc_type, exc, tb)
-
-    sys.excepthook = hook
+def _event_payload(kind, message, level: str, step=None, tensor=None) -> dict:
+    return {"step": None if step is None else int(step), "time": time.time(), "level": level,
+            "kind": str(kind), "message": str(message), "tensor": None if tensor is None else int(tensor)}
 
 
-def _exit_status() -> str:
-    if not _uncaught:
+def status_of(exc_type) -> str:
+    """The end status for a `with` block that ended with exc_type (None: no exception)."""
+    if exc_type is None:
         return "finished"
-    return "interrupted" if issubclass(_uncaught[-1], KeyboardInterrupt) else "failed"
+    return "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"

@@ -56,7 +56,9 @@ class Schedule:
         self.full_every = full_every
         self._epochs = epoch_selector(epochs, "epochs")
         self._full_epochs = epoch_selector(full_epochs, "full_epochs")
+        self._full_epochs_given = full_epochs
         self._full_epochs_done: set[int | None] = set()
+        self.epochs_seen: set[int] = set()  # epoch numbers the calls carried (for the note at close)
         self._include = glob_patterns(include, "include")
         self._exclude = glob_patterns(exclude, "exclude")
 
@@ -70,6 +72,8 @@ class Schedule:
         return self.full_every is not None and step % self.full_every == 0
 
     def wants_full(self, step: int, epoch: int | None = None) -> bool:
+        if epoch is not None:
+            self.epochs_seen.add(epoch)
         if self.full_every_due(step):
             return True
         # once per chosen epoch (its first recorded call), not at every step of it
@@ -77,6 +81,28 @@ class Schedule:
             self._full_epochs_done.add(epoch)
             return True
         return False
+
+    def full_epoch_due(self, epoch: int | None) -> bool:
+        """Whether `epoch` is one full_epochs chose and whose values are not taken yet."""
+        if epoch is not None:
+            self.epochs_seen.add(epoch)
+        return (self._full_epochs is not None and self._full_epochs(epoch)
+                and epoch not in self._full_epochs_done)
+
+    def full_epoch_taken(self, epoch: int | None) -> None:
+        self._full_epochs_done.add(epoch)
+
+    def unfired_full_epochs(self) -> str | None:
+        """At close: a note if full_epochs was given but no epoch it chose was recorded."""
+        if self._full_epochs is None or self._full_epochs_done:
+            return None
+        if not self.epochs_seen:
+            return (f"full_epochs={self._full_epochs_given!r} stored nothing: no call said which epoch it "
+                    "was in (pass epoch= to snapshot(); with weighttui.torch call handle.set_epoch(e) or "
+                    "handle.end_epoch(e))")
+        seen = sorted(self.epochs_seen)
+        return (f"full_epochs={self._full_epochs_given!r} stored nothing: the epochs recorded were "
+                f"{seen[0]}..{seen[-1]}, none of them chosen")
 
     def selects(self, name: str) -> bool:
         """Whether include/exclude let this tensor name through."""

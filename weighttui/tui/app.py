@@ -9,44 +9,43 @@ State every screen reads (see the TUI contract in the docs):
   step, so it survives RunData thinning old history (rows move, steps don't).
 - `app.alerts` from `weighttui.analysis.diagnose` (if present), at most once a second.
 
-Screen refreshes are coalesced to at most `MAX_REFRESH_HZ` a second; timeline
-moves refresh at once. Bad input found while running (the file replaced by
+Screens get values, not the app: `view()` builds a frozen `RunView` each time
+a screen draws (`weighttui.tui.state`), and the app redraws the active screen
+through `RefreshableScreen.refresh_view()` (`weighttui.tui.screens.base`).
+Ingest and redraws go through the `Pump` shared with the multi-run app:
+redraws are coalesced to at most `MAX_REFRESH_HZ` a second; timeline moves
+redraw at once. Bad input found while running (the file replaced by
 something that is not a log, a newer format) ends the app with status 2 and
 a one-line message, never a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
 
 import numpy as np
 from textual.app import App
 from textual.binding import Binding
-from textual.message import Message
+from textual.timer import Timer
 
-from weighttui.analysis.multirun import writer_dead
-from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.analysis.diagnose import Alert, DiagnoseConfig
+from weighttui.data.follower import Delivery, Follower
+from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
+from weighttui.tui.pump import FollowerWake, Pump
+from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.screens.help import HelpScreen
-from weighttui.tui.screens.overview import OverviewScreen, TensorStatsScreen
+from weighttui.tui.screens.overview import OverviewScreen
+from weighttui.tui.state import RunView, SeekStep
 from weighttui.tui.widgets.timeline import GotoScreen, parse_goto
 
 MAX_REFRESH_HZ = 10
-INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
 SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
-STALL_DEAD_S = 10.0  # no growth this long and the writer's pid is gone: stalled
-STALL_ANY_S = 30.0  # no growth this long: stalled whatever the pid says
 SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: the current directory)
-
-
-class FollowerUpdate(Message):
-    """Posted (from the follower thread) when new polls are queued."""
-
-    bubble = False
 
 
 class WeightApp(App[int]):
@@ -74,7 +73,8 @@ class WeightApp(App[int]):
     ]
 
     def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 2048,
-                 clock=None, alerts: bool = True, follower_options: dict | None = None):
+                 clock: Callable[[], float] | None = None, alerts: bool = True,
+                 follower_options: dict | None = None, diagnose_config: DiagnoseConfig | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
@@ -85,8 +85,9 @@ class WeightApp(App[int]):
         # `clock` (wall time) is injectable so snapshot tests can freeze "time since".
         self.clock = clock or time.time
         self.data = RunData(self.path, max_rows=max_rows)
-        self.alerts: list = []
-        self.alerts_by_tensor: dict[str, list] = {}
+        self.alerts: list[Alert] = []
+        self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
+        self.alerts_by_tensor: dict[str, list[Alert]] = {}
         self.tensor_order: list[str] = []
         self.waiting: str | None = None
         self.loading: float | None = None  # fraction read while a big log loads
@@ -102,32 +103,45 @@ class WeightApp(App[int]):
         self._pause_step: int | None = None
         self._started = False  # replay: moved to the first snapshot once it arrived
         self._pending_bytes = 0
-        self._shown_data = False  # a screen with snapshots has been drawn (see _drain)
-        self._last_refresh = 0.0
-        self._refresh_timer = None
-        self._play_timer = None
+        self._shown_data = False  # a screen with snapshots has been drawn (see Pump's paint_first)
+        self._play_timer: Timer | None = None
         self._resets_seen = 0
-        self._corruptions_seen = 0
-        self._snapshots_at_pause = 0
         self._alerts_enabled = alerts
-        self._diagnose = None
+        self._diagnose: ModuleType | None = None
         self._alerts_dirty = False
         self._alerts_at = 0.0
         self._follower_options = follower_options or {}
         self.follower: Follower | None = None
+        self.pump: Pump[None] = Pump(
+            self, sources=lambda: [(None, self.follower)], ingest=lambda _key, item: self._ingest(item),
+            failed=lambda _key, failure: self._fail(failure.message), redraw=self._draw, hz=MAX_REFRESH_HZ,
+            paint_first=lambda: not self._shown_data and self.data.n > 0)
 
-    def get_default_screen(self):
+    def get_default_screen(self) -> OverviewScreen:
         return OverviewScreen()
+
+    # ------------------------------------------------------------- the view
+
+    def view(self) -> RunView:
+        """What the screens draw now (the TUI contract: screens and widgets read this, not the app)."""
+        status = self.run_status()
+        return RunView(
+            data=self.data, row=self.row, position=self.position, alerts=tuple(self.alerts),
+            alerts_by_tensor=self.alerts_by_tensor, tensor_order=tuple(self.tensor_order), mode=self.mode,
+            playing=self.playing, speed=self.speed, title=self.title_text, path=self.path, status=status,
+            waiting=self.waiting, loading=self.loading, display_paused=self.display_paused,
+            paused_new=self.paused_new, since_last_record=self.since_last_record(),
+            snapshot_rate=self.snapshot_rate(), torn_bytes=self._torn_bytes(status))
 
     # ---------------------------------------------------------- lifecycle
 
     def on_mount(self) -> None:
-        if self._alerts_enabled and importlib.util.find_spec("weighttui.analysis.diagnose") is not None:
-            try:
-                self._diagnose = importlib.import_module("weighttui.analysis.diagnose")
-            except Exception as exc:  # a broken optional module must not stop the viewer
-                self.notify(f"alerts unavailable: {exc}", severity="warning")
-        self.follower = Follower(self.path, self._wake, **self._follower_options)
+        if self._alerts_enabled:
+            # Imported here, not at the top: the first screen does not wait for the alert rules.
+            from weighttui.analysis import diagnose
+
+            self._diagnose = diagnose
+        self.follower = Follower(self.path, self.pump.wake, **self._follower_options)
         self.follower.start()
         self.set_interval(1.0, self._tick)
 
@@ -138,41 +152,10 @@ class WeightApp(App[int]):
         if self.follower is not None:
             self.follower.stop()
 
-    def _wake(self) -> None:  # follower thread
-        self.post_message(FollowerUpdate())
-
     # ------------------------------------------------------------- ingest
 
-    def on_follower_update(self, _message: FollowerUpdate) -> None:
-        self._drain()
-
-    def _drain(self) -> None:
-        if self.follower is None or self._exit:
-            return
-        start = time.perf_counter()
-        changed = False
-        while True:
-            items = self.follower.drain(limit=1)
-            if not items:
-                break
-            item = items[0]
-            if isinstance(item, Failure):
-                self._fail(item.message)
-                return
-            changed |= self._ingest(item)
-            if not self._shown_data and self.data.n:
-                break  # the first snapshots go on screen before the rest is ingested
-            if time.perf_counter() - start > INGEST_BUDGET_S:
-                break
-        first = not self._shown_data and self.data.n
-        if changed:
-            self._schedule_refresh()
-        if self.follower.backlog:
-            # Let keys and rendering in, then read on: the follower stays quiet until drained.
-            if first:
-                self.call_after_refresh(self._drain)  # paint the first screen before reading on
-            else:
-                self.set_timer(0.001, self._drain)
+    def on_follower_wake(self, _message: FollowerWake) -> None:
+        self.pump.drain()
 
     def _ingest(self, item: Delivery) -> bool:
         poll = item.poll
@@ -187,7 +170,6 @@ class WeightApp(App[int]):
             self.paused_new += max(0, self.data.snapshot_count - before)
         if self.data.resets != self._resets_seen:
             self._resets_seen = self.data.resets
-            self._corruptions_seen = 0
             self._pos_step = None
             self._pause_step = None
             self._started = False
@@ -206,33 +188,22 @@ class WeightApp(App[int]):
 
     # ------------------------------------------------------------ refresh
 
-    def _schedule_refresh(self) -> None:
-        wait = self._last_refresh + 1.0 / MAX_REFRESH_HZ - time.monotonic()
-        if wait <= 0:
-            self._refresh_now()
-        elif self._refresh_timer is None:
-            self._refresh_timer = self.set_timer(wait, self._refresh_now)
-
-    def _current_screen(self):
-        """The active screen, or None while the app is starting or shutting down."""
-        return self.screen if self.screen_stack and not self._exit else None
-
     def _refresh_now(self, *, force: bool = False) -> None:
+        """Redraw the active screen now (`force`: even while the display is paused)."""
+        self.pump.refresh_now(force=force)
+
+    def _draw(self, force: bool = False) -> None:
         # Alerts are not computed here: diagnose over a long history takes a
         # while, and the first screen must not wait for it (see _tick).
-        self._refresh_timer = None
-        self._last_refresh = time.monotonic()
-        screen = self._current_screen()
-        if screen is None:
-            return
+        screen = self.screen if self.screen_stack else None
+        if not isinstance(screen, RefreshableScreen):
+            return  # a modal (help, go to) is on top: the screen below redraws when it comes back
         if self.display_paused and not force:
-            if hasattr(screen, "refresh_status"):
-                screen.refresh_status()
+            screen.refresh_view(status_only=True)
             return
-        if hasattr(screen, "refresh_data"):
-            with self.batch_update():
-                screen.refresh_data()
-        if not self._shown_data and self.data.n:
+        with self.batch_update():
+            screen.refresh_view()
+        if not self._shown_data and self.data.n and screen.is_mounted:
             self._shown_data = True
             self.first_data_at = time.monotonic()
         self.refreshes += 1
@@ -240,16 +211,18 @@ class WeightApp(App[int]):
 
     def _tick(self) -> None:
         """Each second: alerts if stale, and the header's clock-driven parts (time since, stalled)."""
-        if self.follower is not None and self.follower.backlog and not self._exit:
-            self._drain()  # a safety net: a scheduled drain never lets the queue sit (see _drain)
+        if self.return_code is not None:
+            return
+        if self.pump.backlog():
+            self.pump.drain()  # a safety net: a scheduled drain never lets the queue sit
         if self._alerts_dirty and self._update_alerts():
             self._refresh_now()
             return
-        if self._refresh_timer is not None:
+        if self.pump.refresh_pending:
             return  # new data is about to be drawn: the header must not show a step the table does not yet
-        screen = self._current_screen()
-        if screen is not None and hasattr(screen, "refresh_status"):
-            screen.refresh_status()
+        screen = self.screen if self.screen_stack else None
+        if isinstance(screen, RefreshableScreen):
+            screen.refresh_view(status_only=True)
 
     def _update_alerts(self, force: bool = False) -> bool:
         """Recompute alerts (at most once a second); True if they changed."""
@@ -260,20 +233,21 @@ class WeightApp(App[int]):
         self._alerts_dirty = False
         self._alerts_at = time.monotonic()
         try:
-            alerts = self._diagnose.diagnose(self.data, upto_row=self.row if self.position is not None else None)
-        except Exception as exc:
+            alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
+                                             upto_row=self.row if self.position is not None else None)
+        except Exception as exc:  # a bug in one rule must not end the viewer: the data stays on screen
             self._diagnose = None
-            self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error")
+            self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error", markup=False)
             return False
         if alerts == self.alerts:
             return False
         self.set_alerts(alerts, refresh=False)
         return True
 
-    def set_alerts(self, alerts: list, *, refresh: bool = True) -> None:
+    def set_alerts(self, alerts: list[Alert], *, refresh: bool = True) -> None:
         """Replace the alerts (normally from diagnose) and redraw the screen with them."""
         self.alerts = list(alerts)
-        by: dict[str, list] = {}
+        by: dict[str, list[Alert]] = {}
         for a in self.alerts:
             if a.tensor:
                 by.setdefault(a.tensor, []).append(a)
@@ -309,6 +283,11 @@ class WeightApp(App[int]):
     def _row_of_step(self, step: int) -> int:
         steps = self.data.steps
         return max(0, int(np.searchsorted(steps, step, side="right")) - 1)
+
+    def on_seek_step(self, message: SeekStep) -> None:
+        """A click on the timeline or a heatmap: the last snapshot at or before that step."""
+        if self.data.n:
+            self.position = self._row_of_step(message.step)
 
     def _position_changed(self) -> None:
         self._alerts_dirty = self._alerts_dirty or self._diagnose is not None
@@ -377,7 +356,7 @@ class WeightApp(App[int]):
         row = parse_goto(text, self.data.steps, self.data.epochs)
         if row is None:
             self.notify(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)",
-                        severity="warning")
+                        severity="warning", markup=False)
             return
         self.position = row
 
@@ -394,36 +373,23 @@ class WeightApp(App[int]):
 
     # ------------------------------------------------------------ screens
 
-    def _screen_class(self, module: str, name: str):
-        """A screen class from an optional module of part 2, or None if it is not there."""
-        full = f"weighttui.tui.screens.{module}"
-        if importlib.util.find_spec(full) is None:
-            return None
-        try:
-            return getattr(importlib.import_module(full), name)
-        except Exception as exc:
-            self.notify(f"{module} screen unavailable: {type(exc).__name__}: {exc}", severity="error")
-            return None
+    def set_tensor_order(self, names: list[str]) -> None:
+        self.tensor_order = list(names)
 
     def open_tensor(self, name: str) -> None:
-        cls = self._screen_class("detail", "DetailScreen")
-        self.push_screen(cls(name) if cls is not None else TensorStatsScreen(name))
+        from weighttui.tui.screens.detail import DetailScreen  # plotext and the charts: on first use
+
+        self.push_screen(DetailScreen(name))
 
     def action_changes(self) -> None:
-        cls = self._screen_class("change_table", "ChangeTableScreen")
-        if cls is None:
-            self.notify("the change table is not available in this version", severity="warning")
-        else:
-            self.push_screen(cls())
+        from weighttui.tui.screens.change_table import ChangeTableScreen
+
+        self.push_screen(ChangeTableScreen())
 
     def action_alerts(self) -> None:
-        cls = self._screen_class("alerts", "AlertsScreen")
-        if cls is None:
-            n = len(self.alerts)
-            self.notify(f"{n} alert{'s' if n != 1 else ''}" + "".join(
-                f"\n{a.severity}: {a.message}" for a in self.alerts[:5]), timeout=5)
-        else:
-            self.push_screen(cls())
+        from weighttui.tui.screens.alerts import AlertsScreen
+
+        self.push_screen(AlertsScreen())
 
     def action_save_svg(self) -> None:
         """Save the current screen as SVG (Textual renders it) and say where."""
@@ -431,15 +397,15 @@ class WeightApp(App[int]):
         try:
             saved = self.save_screenshot(filename=screenshot_name(self.path, directory), path=directory)
         except OSError as exc:  # a read-only or missing directory must not end the viewer
-            self.notify(f"could not save the screen: {exc}", severity="error", timeout=6)
+            self.notify(f"could not save the screen: {exc}", severity="error", timeout=6, markup=False)
             return
-        self.notify(f"screen saved to {saved}", timeout=6)
+        self.notify(f"screen saved to {saved}", timeout=6, markup=False)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if len(self.screen_stack) > 1:
             self.pop_screen()
 
@@ -447,36 +413,18 @@ class WeightApp(App[int]):
 
     def run_status(self) -> str:
         """live / finished / failed / interrupted / stalled / waiting / loading."""
-        data = self.data
-        if self.waiting or data.run is None:
-            return "waiting"
-        if data.end is not None:
-            return data.end.status
-        if self.loading is not None:
-            return "loading"
-        age = self._growth_age()
-        if age >= STALL_ANY_S or (age >= STALL_DEAD_S and writer_dead(self.data)):
-            return "stalled"
-        return "live"
+        return run_status(self.data, waiting=self.waiting, loading=self.loading is not None,
+                          growth_age=growth_age(self.path, self.data.last_growth, self.clock()))
 
-    def _growth_age(self) -> float:
-        """Seconds since the file last grew (its mtime; our own observation if that is odd)."""
-        try:
-            age = self.clock() - os.stat(self.path).st_mtime
-        except OSError:
-            age = float("inf")
-        if self.data.last_growth is not None:
-            seen = time.monotonic() - self.data.last_growth
-            if age < 0:  # clock skew (network file system): trust what we saw
-                age = seen
-        return age
+    def _torn_bytes(self, status: str) -> int:
+        """An incomplete final record once the writer is no longer live (while live it is just arriving)."""
+        if self._pending_bytes and status not in ("live", "loading", "waiting"):
+            return self._pending_bytes
+        return 0
 
     @property
     def torn_bytes(self) -> int:
-        """An incomplete final record once the writer is no longer live (while live it is just arriving)."""
-        if self._pending_bytes and self.run_status() not in ("live", "loading", "waiting"):
-            return self._pending_bytes
-        return 0
+        return self._torn_bytes(self.run_status())
 
     def since_last_record(self) -> float | None:
         t = self.data.last_time
@@ -511,9 +459,10 @@ def screenshot_name(log_path: str, directory: str) -> str:
     return name
 
 
-def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048) -> int:
+def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048,
+            diagnose_config=None) -> int:
     """Run the app in this terminal; the exit status (0, or 2 for bad input found while running)."""
-    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows)
+    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows, diagnose_config=diagnose_config)
     try:
         app.run()
     finally:

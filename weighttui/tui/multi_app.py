@@ -9,7 +9,9 @@ follower thread, the widgets and the chart with it.
   run's `RunData` is only mutated here, on the UI thread (`_drain`).
 - With a directory, it is rescanned every `scan_interval` seconds; new logs
   join the list, files that are not logs are ignored with a note.
-- Screen refreshes are coalesced to at most `MAX_REFRESH_HZ` a second.
+- Ingest and redraws go through the `Pump` shared with the single-run app;
+  redraws are coalesced to at most `MAX_REFRESH_HZ` a second. Screens read
+  the app through the `RunsHost` protocol (`weighttui.tui.state`).
 - A run whose file turns into something unreadable shows as "error" with the
   reason; the other runs go on.
 """
@@ -21,14 +23,13 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 
 from rich.text import Text
 from textual.app import App, SuspendNotSupported
 from textual.binding import Binding
-from textual.message import Message
 
 from weighttui.analysis.multirun import (
-    STALL_DEAD_S,
     DirectoryWatch,
     Metric,
     RunRow,
@@ -36,32 +37,26 @@ from weighttui.analysis.multirun import (
     meta_text,
     metrics,
     run_names,
-    run_status,
     summarize,
-    writer_dead,
 )
 from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
+from weighttui.tui.pump import FollowerWake, Pump
+from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.screens.runs_compare import CompareScreen
 from weighttui.tui.screens.runs_help import RunsHelpScreen
 from weighttui.tui.screens.runs_list import RunListScreen
 
 MAX_REFRESH_HZ = 5
-INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
 SCAN_INTERVAL_S = 1.0
 DEFAULT_METRIC = Metric("weights norm", "weights", "norm")
-
-
-class RunsUpdate(Message):
-    """Posted from a follower thread when it queued new polls."""
-
-    bubble = False
 
 
 class RunSlot:
     """One log of the set: its path, short name, data and follower."""
 
-    def __init__(self, path: str, name: str, *, max_rows: int | None, clock):
+    def __init__(self, path: str, name: str, *, max_rows: int | None, clock: Callable[[], float]):
         self.path = path
         self.name = name
         self.data = RunData(path, max_rows=max_rows)
@@ -70,26 +65,14 @@ class RunSlot:
         self.loading = False
         self.error: str | None = None
         self._clock = clock
-        self._row_key = None
+        self._row_key: tuple | None = None
         self._row: RunRow | None = None
-
-    def growth_age(self) -> float | None:
-        """Seconds since the file last grew: its mtime, or what we saw if the clocks disagree."""
-        try:
-            age = self._clock() - os.stat(self.path).st_mtime
-        except OSError:
-            return None
-        if age < 0 and self.data.last_growth is not None:
-            age = time.monotonic() - self.data.last_growth
-        return age
 
     def status(self) -> str:
         if self.error:
             return "error"
-        age = self.growth_age()
-        dead = age is not None and age >= STALL_DEAD_S and writer_dead(self.data)
-        return run_status(self.data, waiting=self.waiting, loading=self.loading, growth_age=age,
-                          writer_dead=dead)
+        return run_status(self.data, waiting=self.waiting, loading=self.loading,
+                          growth_age=growth_age(self.path, self.data.last_growth, self._clock()))
 
     def meta_text(self) -> str:
         run = self.data.run
@@ -100,7 +83,7 @@ class RunSlot:
         (copying a long loss history five times a second for every run adds up)."""
         status = self.status()
         key = (self.name, status, self.error, self.version())
-        if key != self._row_key:
+        if key != self._row_key or self._row is None:
             self._row_key = key
             self._row = summarize(self.name, self.data, status, error=self.error)
         return self._row
@@ -123,7 +106,7 @@ class MultiRunApp(App[int]):
     ]
 
     def __init__(self, paths=(), *, directory=None, mode: str = "watch", title: str | None = None,
-                 max_rows: int | None = 1024, clock=None, scan_interval: float = SCAN_INTERVAL_S,
+                 max_rows: int | None = 1024, clock: Callable[[], float] | None = None, scan_interval: float = SCAN_INTERVAL_S,
                  follower_options: dict | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
@@ -142,13 +125,12 @@ class MultiRunApp(App[int]):
         self.tensor: str | None = None
         self.log_y = True
         self._metric_label = DEFAULT_METRIC.label
-        self._tensor_key = None
+        self._tensor_key: tuple | None = None
         self._tensor_names: list[str] = []
         self.refreshes = 0
         self.opened: list[str] = []  # runs `enter` asked to open (for tests)
-        self._last_refresh = 0.0
-        self._refresh_timer = None
-        self._drain_timer = None
+        self.pump: Pump[RunSlot] = Pump(self, sources=self._sources, ingest=self._ingest, failed=self._failed,
+                                        redraw=self._draw, hz=MAX_REFRESH_HZ)
         self._initial = [os.fspath(p) for p in paths]
 
     # ---------------------------------------------------------- lifecycle
@@ -160,7 +142,7 @@ class MultiRunApp(App[int]):
             self._scan(initial=True)
             self.set_interval(self.scan_interval, self._scan)
         self.set_interval(1.0, self._tick)
-        self._refresh_now()
+        self.pump.refresh_now()
 
     def on_unmount(self) -> None:
         self.stop_followers()
@@ -177,96 +159,68 @@ class MultiRunApp(App[int]):
         self.slots.append(slot)
         for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory)):
             s.name = name
-        slot.follower = Follower(path, self._wake, **self._follower_options)
+        slot.follower = Follower(path, self.pump.wake, **self._follower_options)
         slot.follower.start()
 
     def _scan(self, initial: bool = False) -> None:
+        if self.watch_dir is None:
+            return
         found = self.watch_dir.scan()
         for path in found.logs:
             self._add(path)
         for path, why in found.ignored:
             self.ignored[path] = why
             if not initial:
-                self.notify(f"ignored {os.path.relpath(path, self.directory)}: {why}", severity="warning")
+                self.notify(f"ignored {os.path.relpath(path, self.directory)}: {why}", severity="warning",
+                            markup=False)
         for path in [p for p in self.ignored if p not in self.watch_dir.ignored]:
             del self.ignored[path]  # it became a log after all
         if found.logs or found.ignored:
-            self._schedule_refresh()
+            self.pump.request_refresh()
 
     def ignored_names(self) -> dict[str, str]:
         base = self.directory
         return {(os.path.relpath(p, base) if base else p): why for p, why in sorted(self.ignored.items())}
 
-    def _wake(self) -> None:  # a follower thread
-        self.post_message(RunsUpdate())
-
     # ------------------------------------------------------------- ingest
 
-    def on_runs_update(self, _message: RunsUpdate) -> None:
-        self._drain()
+    def on_follower_wake(self, _message: FollowerWake) -> None:
+        self.pump.drain()
 
-    def _drain(self) -> None:
-        self._drain_timer = None
-        if self._exit:
-            return
-        start = time.perf_counter()
-        changed = False
-        backlog = False
-        for slot in self.slots:
-            follower = slot.follower
-            if follower is None:
-                continue
-            while time.perf_counter() - start < INGEST_BUDGET_S:
-                items = follower.drain(limit=1)
-                if not items:
-                    break
-                changed = True
-                item = items[0]
-                if isinstance(item, Failure):
-                    slot.error = item.message.removeprefix(f"{slot.path}: ")
-                    follower.stop()
-                    slot.follower = None
-                    break
-                self._ingest(slot, item)
-            backlog = backlog or (slot.follower is not None and slot.follower.backlog > 0)
-        if backlog and self._drain_timer is None:
-            # Let keys and rendering in, then read on (each run's follower waits until drained).
-            self._drain_timer = self.set_timer(0.001, self._drain)
-        if changed:
-            self._schedule_refresh()
+    def _sources(self) -> Iterable[tuple[RunSlot, Follower | None]]:
+        return [(slot, slot.follower) for slot in self.slots]
 
     @staticmethod
-    def _ingest(slot: RunSlot, item: Delivery) -> None:
+    def _ingest(slot: RunSlot, item: Delivery) -> bool:
         poll = item.poll
         slot.data.ingest(poll)
         slot.waiting = poll.waiting
         slot.loading = not item.caught_up and bool(poll.size)
+        return True
+
+    @staticmethod
+    def _failed(slot: RunSlot, failure: Failure) -> None:
+        """This run's file became unreadable: it shows as "error"; the other runs go on."""
+        slot.error = failure.message.removeprefix(f"{slot.path}: ")
+        slot.follower = None
 
     # ------------------------------------------------------------ refresh
 
-    def _schedule_refresh(self) -> None:
-        wait = self._last_refresh + 1.0 / MAX_REFRESH_HZ - time.monotonic()
-        if wait <= 0:
-            self._refresh_now()
-        elif self._refresh_timer is None:
-            self._refresh_timer = self.set_timer(wait, self._refresh_now)
-
     def _refresh_now(self) -> None:
-        self._refresh_timer = None
-        self._last_refresh = time.monotonic()
-        if not self.screen_stack or self._exit:
-            return
-        screen = self.screen
-        if hasattr(screen, "refresh_data"):
+        self.pump.refresh_now()
+
+    def _draw(self, _force: bool = False) -> None:
+        screen = self.screen if self.screen_stack else None
+        if isinstance(screen, RefreshableScreen):
             with self.batch_update():
-                screen.refresh_data()
+                screen.refresh_view()
         self.refreshes += 1
 
     def _tick(self) -> None:
         """Each second: statuses move with the clock (stalled) even when no log grows."""
-        screen = self.screen if self.screen_stack and not self._exit else None
-        if screen is not None and hasattr(screen, "refresh_status"):
-            screen.refresh_status()
+        screen = self.screen if self.screen_stack and self.return_code is None else None
+        if isinstance(screen, RefreshableScreen):
+            screen.refresh_view(status_only=True)
 
     # ------------------------------------------------------- shared state
 

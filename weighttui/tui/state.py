@@ -6,6 +6,8 @@
 - `RunHost` / `RunsHost`: what a screen may call on its app (the single-run
   viewer, or a test host; the multi-run viewer).
 - `SeekStep`: a widget asking the app to move the timeline (messages go up).
+- `RedrawRequest`: a widget whose size changed asking its screen to draw it
+  again from a fresh view (a widget never keeps a view: the data moves on).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class RunHost(Protocol):
 
     def open_tensor(self, name: str) -> None: ...
 
+    def set_tensor_order(self, names: list[str]) -> None:
+        """The overview's order of tensors (folded groups included), which the detail screen's [ ] walk."""
+
 
 @runtime_checkable
 class RunsHost(Protocol):
@@ -95,3 +100,10 @@ class SeekStep(Message):
     def __init__(self, step: int):
         super().__init__()
         self.step = step
+
+
+class RedrawRequest(Message):
+    """A widget needs its screen to draw again (it was resized); one pending request stands for many."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RedrawRequest)

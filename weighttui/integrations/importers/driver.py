@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weighttui import __version__
+from weighttui._version import __version__
 from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Unit, name_numbers
 from weighttui.integrations.importers.readers import open_reader
 from weighttui.log.format import FrameType

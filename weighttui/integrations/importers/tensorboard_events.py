@@ -174,7 +174,7 @@ class EventsImporter:
     """Event files -> snapshots (one per step that has histograms) and scalars, incrementally."""
 
     def __init__(self, src: str, out: str, *, bins: int = DEFAULT_BINS, report=None, watch: bool = False):
-        from weighttui import __version__
+        from weighttui._version import __version__
         from weighttui.record.recorder import Recorder
 
         self.src = src

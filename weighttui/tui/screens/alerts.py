@@ -1,8 +1,8 @@
 """The alerts screen (key `!`): what looks wrong, where it began, what to try.
 
-Lists `app.alerts` (computed by the app with `weighttui.analysis.diagnose`); the
-highlighted alert's advice is shown below the list; enter opens its tensor
-(`app.open_tensor`), escape goes back.
+Lists `RunView.alerts` (computed by the app with `weighttui.analysis.diagnose`);
+the highlighted alert's advice is shown below the list; enter opens its tensor
+(`open_tensor` on the app), escape goes back.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from weighttui.analysis.diagnose import Alert
+from weighttui.tui.screens.base import RunScreen
 from weighttui.tui.screens.change_table import RowTable
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
 
 
-class AlertsScreen(Screen):
+class AlertsScreen(RunScreen):
     DEFAULT_CSS = """
     AlertsScreen { layout: vertical; }
     AlertsScreen #ahead { height: 1; padding: 0 1; background: $panel; }
@@ -32,7 +33,7 @@ class AlertsScreen(Screen):
 
     def __init__(self):
         super().__init__()
-        self._shown: list | None = None
+        self._shown: list[Alert] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="ahead")
@@ -41,21 +42,17 @@ class AlertsScreen(Screen):
         yield Footer(compact=True)
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one(DataTable)
+    def table(self) -> RowTable:
+        return self.query_one(RowTable)
 
     def on_mount(self) -> None:
         for label, key in (("severity", "severity"), ("rule", "rule"), ("tensor", "tensor"),
                            ("from step", "step"), ("what", "message")):
             self.table.add_column(label, key=key)
-        self.table.focus()
-        self.refresh_data()
-
-    def on_screen_resume(self) -> None:
-        self.refresh_data()
+        self.table.focus()  # the base class draws next
 
     def refresh_data(self) -> None:
-        alerts = list(getattr(self.app, "alerts", []) or [])
+        alerts = list(self.view().alerts)
         if alerts == self._shown:
             return
         self._shown = alerts
@@ -64,8 +61,8 @@ class AlertsScreen(Screen):
         table.clear()
         for i, a in enumerate(alerts):
             style = SEVERITY_STYLE.get(a.severity, "")
-            table.add_row(Text(a.severity, style=style), a.rule, a.tensor or "(run)", Text(str(a.step), justify="right"),
-                          a.message, key=str(i))
+            table.add_row(Text(a.severity, style=style), Text(a.rule), Text(a.tensor or "(run)"),
+                          Text(str(a.step), justify="right"), Text(a.message), key=str(i))
         if alerts:
             table.move_cursor(row=min(keep, len(alerts) - 1))
         errors = sum(1 for a in alerts if a.severity == "error")
@@ -80,7 +77,7 @@ class AlertsScreen(Screen):
         self.query_one("#ahead", Static).update(head)
         self._advice()
 
-    def _current(self):
+    def _current(self) -> Alert | None:
         if not self._shown:
             return None
         row = self.table.cursor_row
@@ -111,10 +108,6 @@ class AlertsScreen(Screen):
         if a is None:
             return
         if a.tensor:
-            self.app.open_tensor(a.tensor)
+            self.host.open_tensor(a.tensor)
         else:
             self.notify("this alert is about the whole run, not one tensor")
-
-    def action_close(self) -> None:
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from textual.screen import Screen
 
-from weighttui.tui.state import RunHost, RunsHost, RunView
+from weighttui.tui.state import RedrawRequest, RunHost, RunsHost, RunView
 
 
 class RefreshableScreen(Screen[None]):
@@ -38,6 +38,10 @@ class RefreshableScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.refresh_data()  # the data moved on while another screen was on top
+
+    def on_redraw_request(self, message: RedrawRequest) -> None:
+        message.stop()
+        self.refresh_view()
 
     def action_close(self) -> None:
         if len(self.app.screen_stack) > 1:

@@ -11,23 +11,25 @@ yellow, too-fast ones red.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from weighttui.analysis.changes import COLUMNS, LABELS, change_table
 from weighttui.analysis.diagnose import DiagnoseConfig
 from weighttui.tui.formatting import fmt_change
+from weighttui.tui.screens.base import RunScreen
+from weighttui.tui.state import RunView
 
 KEYS = ("tensor", *COLUMNS, "flag")
 WINDOWS = (5, 10, 20, 50)
 FLAG_STYLE = {"stagnant": "bold yellow", "fast": "bold red", "": ""}
 
 
-class RowTable(DataTable, inherit_bindings=False):
+class RowTable(DataTable[Any], inherit_bindings=False):
     """A row-cursor DataTable that leaves left/right/home/end to the app's timeline."""
 
     BINDINGS = [
@@ -41,14 +43,14 @@ class RowTable(DataTable, inherit_bindings=False):
     ]
 
 
-def _sort_key(key: str, entry: dict):
+def _sort_key(key: str, entry: dict) -> tuple[int, Any]:
     v = entry[key]
     if isinstance(v, str):
         return (0, v)
     return (1, 0.0) if v is None or math.isnan(v) else (0, v)
 
 
-class ChangeTableScreen(Screen):
+class ChangeTableScreen(RunScreen):
     DEFAULT_CSS = """
     ChangeTableScreen { layout: vertical; }
     ChangeTableScreen #chead { height: 2; padding: 0 1; background: $panel; }
@@ -74,9 +76,9 @@ class ChangeTableScreen(Screen):
         self.mark_b: int | None = None
         self.config = config
         self.rows: list[dict] = []
-        self._shape = None
+        self._shape: tuple[str, ...] | None = None
         self._cells: dict[tuple[str, str], str] = {}
-        self._key = None
+        self._key: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="chead")
@@ -84,23 +86,15 @@ class ChangeTableScreen(Screen):
         yield Footer(compact=True)
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one(DataTable)
+    def table(self) -> RowTable:
+        return self.query_one(RowTable)
 
     def on_mount(self) -> None:
         for key in KEYS:
             self.table.add_column(LABELS[key], key=key)
-        self.table.focus()
-        self.refresh_data()
-
-    def on_screen_resume(self) -> None:
-        self.refresh_data()
+        self.table.focus()  # the base class draws next
 
     # ----------------------------------------------------------------- keys
-
-    def action_close(self) -> None:
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
 
     def action_sort(self) -> None:
         self.sort_key = KEYS[(KEYS.index(self.sort_key) + 1) % len(KEYS)]
@@ -111,7 +105,7 @@ class ChangeTableScreen(Screen):
         self._resort()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        key = event.column_key.value
+        key = str(event.column_key.value)
         if key == self.sort_key:
             self.reverse = not self.reverse
         else:
@@ -119,10 +113,10 @@ class ChangeTableScreen(Screen):
         self._resort()
 
     def action_mark(self, which: str) -> None:
-        data, row = self.app.data, self.app.row
-        if row < 0:
+        view = self.view()
+        if view.row < 0:
             return
-        setattr(self, f"mark_{which}", int(data.steps[row]))
+        setattr(self, f"mark_{which}", int(view.data.steps[view.row]))
         self.refresh_data(force=True)
 
     def action_clear_marks(self) -> None:
@@ -137,24 +131,26 @@ class ChangeTableScreen(Screen):
         table = self.table
         if table.row_count:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-            self.app.open_tensor(key.value)
+            if key.value is not None:
+                self.host.open_tensor(key.value)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_tensor(event.row_key.value)
+        if event.row_key.value is not None:
+            self.host.open_tensor(event.row_key.value)
 
     # -------------------------------------------------------------- refresh
 
     def refresh_data(self, force: bool = False) -> None:
-        app = self.app
-        data = app.data
-        row = app.row
+        view = self.view()
+        data = view.data
+        row = view.row
         key = (data.resets, data.snapshot_count, data.n, row, self.window, self.mark_a, self.mark_b, id(data.run))
         if key == self._key and not force:
             return
         self._key = key
         self.rows = change_table(data, row=row if row >= 0 else None, window=self.window,
                                  mark_a=self.mark_a, mark_b=self.mark_b, config=self.config)
-        self._header(row)
+        self._header(view)
         table = self.table
         shape = tuple(r["tensor"] for r in self.rows)
         if shape != self._shape:  # new tensors (or a new run): rebuild the rows once
@@ -166,7 +162,7 @@ class ChangeTableScreen(Screen):
                 table.add_row(*cells, key=entry["tensor"])
                 for k, c in zip(KEYS, cells):
                     self._cells[(entry["tensor"], k)] = c.plain + str(c.style)
-            self._resort()
+            self._resort(view)
             return
         changed = False
         for entry in self.rows:
@@ -177,7 +173,7 @@ class ChangeTableScreen(Screen):
                     table.update_cell(entry["tensor"], k, c)
                     changed = True
         if changed and self.sort_key != "tensor":
-            self._resort()
+            self._resort(view)
 
     def _cells_of(self, entry: dict) -> list[Text]:
         style = FLAG_STYLE[entry["flag"]]
@@ -187,15 +183,15 @@ class ChangeTableScreen(Screen):
         cells.append(Text(entry["flag"], style=style))
         return cells
 
-    def _resort(self) -> None:
+    def _resort(self, view: RunView | None = None) -> None:
         order = {e["tensor"]: _sort_key(self.sort_key, e) for e in self.rows}
         if self.table.row_count:
             # one column asked for: the key function gets that cell (the tensor name) itself
             self.table.sort("tensor", key=lambda cell: order.get(cell.plain, (2, 0)), reverse=self.reverse)
-        self._header(self.app.row)
+        self._header(view or self.view())
 
-    def _header(self, row: int) -> None:
-        data = self.app.data
+    def _header(self, view: RunView) -> None:
+        data, row = view.data, view.row
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append("changes", style="bold")
         if row >= 0:

@@ -1,33 +1,41 @@
 """The tensor detail screen: one tensor's histograms, percentiles, statistics and samples over time.
 
-Opened by `app.open_tensor(name)` (enter on a row). Keys: `[` / `]` previous
-/ next tensor along `app.tensor_order`; `w` / `d` / `g` weights, update
+Opened by `open_tensor(name)` on the app (enter on a row). Keys: `[` / `]` previous
+/ next tensor along the overview's order (`RunView.tensor_order`); `w` / `d` / `g` weights, update
 (delta) or gradient statistics; `l` linear / log density; `r` value range
 over the whole run / the snapshots shown; `z` all snapshots up to the
 position / only the most recent (one per column); escape goes back. The
-timeline keys belong to the app: this screen follows `app.row`.
+timeline keys belong to the app: this screen follows `RunView.row`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from weighttui.analysis import heatmap
-from weighttui.analysis.diagnose import step_interval
-from weighttui.tui.widgets.charts import BAND_COLORS, SERIES_COLORS, LineChart
+from weighttui.analysis.series import tensor_series
+from weighttui.log.records import TensorInfo
 from weighttui.tui.formatting import fmt_value
+from weighttui.tui.screens.base import RunScreen
+from weighttui.tui.state import RunView
+from weighttui.tui.widgets.charts import BAND_COLORS, SERIES_COLORS, LineChart
 from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars
+
+Series = dict[str, np.ndarray]
 
 KIND_NAMES = {"weights": "weights", "delta": "updates (delta)", "grad": "gradients"}
 
 # (chart title, [(label, how to compute it from the series dict, colour)], log y)
-CHARTS = {
+CHARTS: dict[str, list[tuple[str, list[tuple[str, Callable[[Series], np.ndarray], str]], bool]]] = {
     "weights": [
         ("mean ± std", [("mean", lambda s: s["mean"], "cyan"),
                         ("+std", lambda s: s["mean"] + s["std"], "blue"),
@@ -51,7 +59,7 @@ CHARTS["grad"] = CHARTS["weights"]
 CHART_DELAY = 0.25
 
 
-class DetailScreen(Screen):
+class DetailScreen(RunScreen):
     DEFAULT_CSS = """
     DetailScreen { layout: vertical; }
     DetailScreen #dhead { height: 3; padding: 0 1; background: $panel; text-wrap: nowrap; text-overflow: ellipsis; }
@@ -80,10 +88,10 @@ class DetailScreen(Screen):
         self.log_density = False
         self.range_mode = "run"  # or "window": the snapshots shown
         self.zoom = "run"  # or "recent"
-        self._key = None
-        self._charts_due = None  # arguments of the next chart redraw
-        self._charts_for = None  # (tensor, kind) the charts show
-        self._chart_timer = None
+        self._key: tuple | None = None
+        self._charts_due: tuple | None = None  # arguments of the next chart redraw
+        self._charts_for: tuple[str, str] | None = None  # (tensor, kind) the charts show
+        self._chart_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="dhead")
@@ -99,14 +107,10 @@ class DetailScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        if not self.app.data.has_kind(self.kind):
-            self.kind = "weights"
-        self.refresh_data()
+        if not self.view().data.has_kind(self.kind):
+            self.kind = "weights"  # the base class draws next
 
-    def on_screen_resume(self) -> None:
-        self.refresh_data()
-
-    def on_resize(self, event) -> None:
+    def on_resize(self, event: events.Resize) -> None:
         # small terminals: give the heatmap the room, drop the chart rows that would be unreadable
         height = event.size.height
         self.query_one("#bottom").display = height >= 34
@@ -114,12 +118,9 @@ class DetailScreen(Screen):
 
     # ----------------------------------------------------------------- keys
 
-    def action_close(self) -> None:
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
-
     def action_move(self, delta: int) -> None:
-        order = list(getattr(self.app, "tensor_order", None) or self.app.data.tensor_names)
+        view = self.view()
+        order = list(view.tensor_order or view.data.tensor_names)
         if not order:
             return
         i = order.index(self.tensor) if self.tensor in order else -delta if delta > 0 else 0
@@ -127,7 +128,7 @@ class DetailScreen(Screen):
         self.refresh_data()
 
     def action_kind(self, kind: str) -> None:
-        if not self.app.data.has_kind(kind):
+        if not self.view().data.has_kind(kind):
             self.notify(f"this log has no {KIND_NAMES[kind]} statistics", severity="warning")
             return
         self.kind = kind
@@ -148,10 +149,10 @@ class DetailScreen(Screen):
     # -------------------------------------------------------------- refresh
 
     def refresh_data(self) -> None:
-        """Redraw from app.data at app.row (the app calls this after updates and timeline moves)."""
-        app = self.app
-        data = app.data
-        row = app.row
+        """Redraw at the view's row (the app asks after updates and timeline moves)."""
+        view = self.view()
+        data = view.data
+        row = view.row
         key = (data.resets, data.snapshot_count, data.n, row, self.tensor, self.kind, self.log_density,
                self.range_mode, self.zoom, id(data.run))
         if key == self._key:
@@ -160,17 +161,19 @@ class DetailScreen(Screen):
         try:
             info = data.tensor(self.tensor)
         except KeyError:
-            self.query_one("#dhead", Static).update(Text(f"{self.tensor}: not in this run (yet)", style="bold red"))
+            head = Text(self.tensor, style="bold red")
+            head.append(": not in this run (yet)")
+            self.query_one("#dhead", Static).update(head)
             return
         pos_step = int(data.steps[row]) if 0 <= row < data.n else None
         steps, lo, hi, counts = data.histograms(self.tensor, self.kind)
-        stats = self._series()
-        self._header(info, row, pos_step, stats)
+        stats = tensor_series(data, self.tensor, self.kind)
+        self._header(view, info, pos_step, stats)
         self.query_one(HeatmapView).show(
             steps, lo, hi, counts, position_step=pos_step, zoom=self.zoom, range_mode=self.range_mode,
             log=self.log_density, message=f"no {KIND_NAMES[self.kind]} histograms in this log")
         self._bars(steps, lo, hi, counts, pos_step, stats)
-        self._charts_due = (steps, lo, hi, counts, pos_step, stats, key)
+        self._charts_due = (view, steps, lo, hi, counts, pos_step, stats, key)
         if (self.tensor, self.kind) != self._charts_for:  # another tensor or view: all at once
             self._flush_charts()
         elif self._chart_timer is None:
@@ -184,31 +187,17 @@ class DetailScreen(Screen):
         self._charts_for = (self.tensor, self.kind)
         self._charts(*args)
 
-    def _series(self) -> dict:
-        """{"steps": [N], stat: [N]} of this tensor and kind, plus per-step ratio for deltas."""
-        data = self.app.data
-        out = {}
-        if not data.has_kind(self.kind):
-            return {"steps": np.zeros(0, dtype=np.int64)}
-        for stat in data.columns(self.kind):
-            steps, values = data.series(self.tensor, stat, self.kind)
-            out[stat] = values
-            out["steps"] = steps
-        if self.kind == "delta" and "ratio" in out:
-            col = [i for i, t in enumerate(data.tensors) if t.name == self.tensor][-1]
-            rows = data.present[:, col]
-            out["ratio_step"] = out["ratio"] / step_interval(data)[rows]
-        return out
-
-    def _at(self, stats: dict, pos_step) -> int | None:
+    @staticmethod
+    def _at(stats: Series, pos_step: int | None) -> int | None:
         steps = stats.get("steps")
         if steps is None or not steps.size or pos_step is None:
             return None
         i = int(np.searchsorted(steps, pos_step, side="right")) - 1
         return i if i >= 0 else None
 
-    def _header(self, info, row, pos_step, stats) -> None:
-        data = self.app.data
+    def _header(self, view: RunView, info: TensorInfo, pos_step: int | None, stats: Series) -> None:
+        data = view.data
+        row = view.row
         t = Text()
         t.append(info.name, style="bold")
         shape = "x".join(map(str, info.shape)) or "scalar"
@@ -230,7 +219,7 @@ class DetailScreen(Screen):
         if pos_step is None:
             t.append("no snapshots yet", style="dim")
         else:
-            where = "following" if getattr(self.app, "position", None) is None else "at timeline position"
+            where = "following" if view.position is None else "at timeline position"
             t.append(f"step {pos_step}", style="bold")
             epoch = int(data.epochs[row])
             if epoch >= 0:
@@ -250,7 +239,8 @@ class DetailScreen(Screen):
                     t.append(f"{fmt_value(v, 0).strip()}  ", style="bold red" if bad else "")
         self.query_one("#dhead", Static).update(Text("\n").join([first, second, t]))
 
-    def _bars(self, steps, lo, hi, counts, pos_step, stats) -> None:
+    def _bars(self, steps: np.ndarray, lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, pos_step: int | None,
+              stats: Series) -> None:
         bars = self.query_one(HistogramBars)
         what = {"weights": "weights", "delta": "updates", "grad": "gradients"}[self.kind]
         if pos_step is None or not steps.size:
@@ -266,14 +256,15 @@ class DetailScreen(Screen):
             mean, std = float(stats["mean"][j]), float(stats["std"][j])
             src = ""
         else:  # delta blocks carry no mean/std: estimate them from the histogram
-            mean, std = _hist_moments(lo[i], hi[i], c)
+            mean, std = heatmap.hist_moments(lo[i], hi[i], c)
             src = " · μ,σ from bins"
         total = int(c.sum())
         bars.show(float(lo[i]), float(hi[i]), c, mean=mean, std=std, log=self.log_density,
                   title=f"{what} at step {int(steps[i])}: {total:,} values{src}")
 
-    def _charts(self, steps, lo, hi, counts, pos_step, stats, key) -> None:
-        data = self.app.data
+    def _charts(self, view: RunView, steps: np.ndarray, lo: np.ndarray, hi: np.ndarray, counts: np.ndarray,
+                pos_step: int | None, stats: Series, key: tuple) -> None:
+        data = view.data
         marker = pos_step
         bands = heatmap.percentile_bands(lo, hi, counts) if steps.size else np.zeros((0, 9))
         series = [(f"p{q}" if q in (0, 50, 100) else "", bands[:, k], BAND_COLORS[k])
@@ -295,14 +286,3 @@ class DetailScreen(Screen):
             chart.show(title, stats["steps"], [(label, fn(stats), color) for label, fn, color in lines],
                        marker=marker, log_y=log_y, key=key)
 
-
-def _hist_moments(lo: float, hi: float, counts) -> tuple[float, float]:
-    total = counts.sum()
-    if not total or not (np.isfinite(lo) and np.isfinite(hi)):
-        return float("nan"), float("nan")
-    if hi == lo:
-        return float(lo), 0.0
-    edges = np.linspace(lo, hi, counts.size + 1)
-    mid = (edges[:-1] + edges[1:]) / 2
-    mean = float((counts * mid).sum() / total)
-    return mean, float(np.sqrt(max(0.0, (counts * (mid - mean) ** 2).sum() / total)))

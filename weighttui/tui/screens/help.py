@@ -9,6 +9,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from weighttui.analysis.diagnose import RATIO_BAND
+from weighttui.tui.formatting import fmt_band
+
 SECTIONS = (
     ("Overview", (
         ("↑ ↓  j k", "move between tensors"),
@@ -37,7 +40,8 @@ SECTIONS = (
         ("q", "quit"),
     )),
     ("Colours", (
-        ("update ratio", "green inside 1e-4..1e-2, cyan ↓ below (slow), red ↑ above (fast)"),
+        ("update ratio", f"green inside {fmt_band(RATIO_BAND[0])}..{fmt_band(RATIO_BAND[1])}, cyan ↓ below (slow), "
+                          "red ↑ above (fast)"),
         ("✖ ▲", "error / warning alert on the tensor (✖ also for NaN/Inf values)"),
     )),
 )

@@ -19,14 +19,15 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
+from textual.widgets.data_table import ColumnKey
 from textual.widgets.option_list import Option
 
 from weighttui.analysis.multirun import Aligned, compare, filter_names
+from weighttui.tui.formatting import number_cell
+from weighttui.tui.screens.base import RunsScreen
 from weighttui.tui.widgets.charts import SERIES_COLORS
 from weighttui.tui.widgets.runs_chart import RunsChart
-from weighttui.tui.formatting import number_cell
 
 LIVE_REDRAW_S = 1.0
 
@@ -49,15 +50,18 @@ class TensorList(OptionList):
         # Keys that arrive in one burst with "/" ("/fc2⏎" typed fast or pasted) are all queued
         # here before the screen's "/" binding would run (it sees the key only after it bubbled
         # up), so the box is opened here and the keys after it are handed to the box.
-        box = self.screen.query_one("#cmp-filter", Input)
-        if self.screen.focused is not box:  # (has_focus lags: it follows the Focus message)
+        screen = self.screen
+        if not isinstance(screen, CompareScreen):
+            return
+        box = screen.query_one("#cmp-filter", Input)
+        if screen.focused is not box:  # (has_focus lags: it follows the Focus message)
             if event.key == "slash":
-                self.screen.action_filter()
+                screen.action_filter()
                 event.stop()
                 event.prevent_default()
             return
         if event.key in ("enter", "escape"):
-            self.screen.close_filter(clear=event.key == "escape")
+            screen.close_filter(clear=event.key == "escape")
         elif event.is_printable and event.character:
             box.insert_text_at_cursor(event.character)
         else:
@@ -66,7 +70,7 @@ class TensorList(OptionList):
         event.prevent_default()
 
 
-class CompareScreen(Screen):
+class CompareScreen(RunsScreen):
     DEFAULT_CSS = """
     CompareScreen #cmp-title { height: 1; background: $panel; padding: 0 1; }
     CompareScreen #cmp-left { width: 30; max-width: 35%; }
@@ -89,9 +93,6 @@ class CompareScreen(Screen):
     def __init__(self):
         super().__init__()
         self.pattern = ""
-        # Refreshes may be asked for (by the app's timers) between compose and mount, and while
-        # the app shuts down; widgets filled before they are mounted lose what they were given.
-        self._ready = False
         self.aligned: Aligned | None = None
         self._names: list[str] | None = None  # tensor names in the list now
         self._cells: dict[str, dict[str, str]] = {}
@@ -109,22 +110,14 @@ class CompareScreen(Screen):
                 yield TensorList(id="cmp-tensors")
             with Vertical(id="cmp-right"):
                 yield RunsChart(id="cmp-chart")
-                table = DataTable(id="cmp-values", cursor_type="none", zebra_stripes=True)
+                table: DataTable[Text] = DataTable(id="cmp-values", cursor_type="none", zebra_stripes=True)
                 for key, label in TABLE_COLUMNS:
                     table.add_column(label, key=key)
                 yield table
         yield Footer()
 
     def on_mount(self) -> None:
-        self._ready = True
-        self.query_one(TensorList).focus()
-        self.refresh_data()
-
-    def on_unmount(self) -> None:
-        self._ready = False
-
-    def on_screen_resume(self) -> None:
-        self.refresh_data()
+        self.query_one(TensorList).focus()  # the base class draws next
 
     @property
     def tensor_list(self) -> TensorList:
@@ -137,9 +130,7 @@ class CompareScreen(Screen):
     # ------------------------------------------------------------ refresh
 
     def refresh_data(self) -> None:
-        if not self._ready:
-            return
-        app = self.app
+        app = self.host
         self._refresh_tensors()
         metric = app.metric
         tensor = app.tensor
@@ -175,13 +166,13 @@ class CompareScreen(Screen):
     def _deferred_refresh(self) -> None:
         self._redraw_timer = None
         if self.is_current:
-            self.refresh_data()
+            self.refresh_view()
 
     def refresh_status(self) -> None:
         pass  # nothing here moves with the clock alone (statuses are on the run list)
 
     def _refresh_tensors(self) -> None:
-        app = self.app
+        app = self.host
         every = app.tensor_names()
         names = filter_names(every, self.pattern)
         if names == self._names:
@@ -191,7 +182,7 @@ class CompareScreen(Screen):
         self.query_one("#cmp-tensors-title", Static).update(title)
         lst = self.tensor_list
         lst.clear_options()
-        lst.add_options([Option(n, id=n) for n in names])
+        lst.add_options([Option(Text(n), id=n) for n in names])  # Text: a name is never markup
         if app.tensor in names:
             lst.highlighted = names.index(app.tensor)
         elif names:
@@ -199,7 +190,7 @@ class CompareScreen(Screen):
             app.tensor = names[0]
 
     def _refresh_table(self, aligned: Aligned) -> None:
-        app = self.app
+        app = self.host
         table = self.query_one("#cmp-values", DataTable)
         order = [s.path for s in app.slots]
         if order[: len(self._order)] != self._order:  # a run went away (not expected): rebuild
@@ -209,7 +200,7 @@ class CompareScreen(Screen):
         common = aligned.common_step
         at_common = aligned.at(common)
         last_steps, latest = aligned.latest()
-        table.columns["common"].label = Text("at common step" if common is None else f"at step {common}")
+        table.columns[ColumnKey("common")].label = Text("at common step" if common is None else f"at step {common}")
         for i, slot in enumerate(app.slots):
             row = aligned.values[i] if i < aligned.values.shape[0] else np.zeros(0)
             finite = row[np.isfinite(row)]
@@ -238,16 +229,16 @@ class CompareScreen(Screen):
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         name = event.option.id
-        if name is not None and name != self.app.tensor:
-            self.app.tensor = name
+        if name is not None and name != self.host.tensor:
+            self.host.tensor = name
             self.refresh_data()
 
     def action_metric(self, direction: int) -> None:
-        self.app.cycle_metric(direction)
+        self.host.cycle_metric(direction)
         self.refresh_data()
 
     def action_log(self) -> None:
-        self.app.log_y = not self.app.log_y
+        self.host.log_y = not self.host.log_y
         self.refresh_data()
 
     def action_filter(self) -> None:

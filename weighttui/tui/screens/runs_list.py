@@ -11,12 +11,13 @@ import shlex
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from textual.widgets.data_table import ColumnKey
 
 from weighttui.analysis.multirun import RunRow
-from weighttui.tui.widgets.header import STATUS_STYLE
 from weighttui.tui.formatting import number_cell
+from weighttui.tui.screens.base import RunsScreen
+from weighttui.tui.widgets.header import STATUS_STYLE
 from weighttui.tui.widgets.sparkline import spark
 
 SPARK_WIDTH = 16
@@ -49,7 +50,7 @@ class RunTable(DataTable):
     ]
 
 
-class RunListScreen(Screen):
+class RunListScreen(RunsScreen):
     DEFAULT_CSS = """
     RunListScreen #runs-title { height: 1; background: $panel; padding: 0 1; }
     RunListScreen RunTable { height: 1fr; }
@@ -61,9 +62,6 @@ class RunListScreen(Screen):
         super().__init__()
         self._cells: dict[str, dict[str, str]] = {}  # path -> column -> plain text shown
         self._loss_label = "loss"
-        # Refreshes may be asked for (by the app's timers) between compose and mount, and while
-        # the app shuts down; widgets filled before they are mounted lose what they were given.
-        self._ready = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="runs-title")
@@ -74,21 +72,12 @@ class RunListScreen(Screen):
         yield Static(id="runs-note")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self._ready = True
-        self.refresh_data()
-
-    def on_unmount(self) -> None:
-        self._ready = False
-
     @property
     def table(self) -> RunTable:
         return self.query_one(RunTable)
 
     def refresh_data(self) -> None:
-        if not self._ready:
-            return
-        app = self.app
+        app = self.host
         rows = app.run_rows()
         self.query_one("#runs-title", Static).update(app.title_line())
         table = self.table
@@ -112,7 +101,7 @@ class RunListScreen(Screen):
         label = names.pop() if len(names) == 1 else "loss"
         if label != self._loss_label:
             self._loss_label = label
-            col = self.table.columns.get("loss")
+            col = self.table.columns.get(ColumnKey("loss"))
             if col is not None:
                 col.label = Text(label)
                 self.table.refresh()
@@ -131,16 +120,17 @@ class RunListScreen(Screen):
         self.refresh_note()
 
     def on_data_table_row_selected(self, event) -> None:
-        self.app.open_run(event.row_key.value)
+        if event.row_key.value is not None:
+            self.host.open_run(event.row_key.value)
 
     def action_open(self) -> None:
         path = self.current_path()
         if path is not None:
-            self.app.open_run(path)
+            self.host.open_run(path)
 
     def refresh_note(self) -> None:
         """Below the table: errors, ignored files, and how to open the highlighted run alone."""
-        app = self.app
+        app = self.host
         note = Text(no_wrap=False)
         if not app.slots:
             where = app.directory or "the given paths"

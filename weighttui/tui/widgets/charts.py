@@ -29,15 +29,15 @@ def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np
     if n <= 2 * buckets or buckets < 1:
         return x, y
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-    keep = []
+    keep: list[int] = []
     for a, b in zip(edges[:-1], edges[1:]):
         if b <= a:
             continue
         seg = y[a:b]
         i, j = a + int(np.argmin(seg)), a + int(np.argmax(seg))
         keep.extend(sorted({i, j}))
-    keep = np.asarray(keep, dtype=np.int64)
-    return x[keep], y[keep]
+    index = np.asarray(keep, dtype=np.int64)
+    return x[index], y[index]
 
 
 class LineChart(PlotextPlot):

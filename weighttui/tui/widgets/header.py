@@ -1,7 +1,7 @@
 """The run header: who wrote the log, its status, where the run is, log health.
 
-Two lines of text built from the app's state (`app.data`, `app.run_status()`,
-the clock the app was given), so every screen can show the same header.
+Two lines of text built from a `RunView` (the app's state as values), so
+every screen can show the same header.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from weighttui.tui.formatting import fmt_age, fmt_bytes
+from weighttui.tui.state import RunView
 
 STATUS_STYLE = {
     "live": "bold green", "finished": "bold blue", "failed": "bold red", "interrupted": "bold yellow",
@@ -20,11 +21,11 @@ STATUS_STYLE = {
 }
 
 
-def header_text(app) -> Text:
-    data = app.data
-    status = app.run_status()
+def header_text(view: RunView) -> Text:
+    data = view.data
+    status = view.status
     line1 = Text(no_wrap=True, overflow="ellipsis")
-    line1.append(app.title_text, style="bold")
+    line1.append(view.title, style="bold")
     run = data.run
     if run is not None:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)) if run.created else "?"
@@ -32,20 +33,20 @@ def header_text(app) -> Text:
         line1.append("  " + " · ".join(bits))
     line1.append("  ")
     line1.append(f" {status.upper()} ", style="reverse " + STATUS_STYLE.get(status, "bold"))
-    if app.display_paused:
+    if view.display_paused:
         line1.append("  ")
         line1.append(" PAUSED ", style="reverse bold yellow")
-        if app.paused_new:
-            line1.append(f" +{app.paused_new} new")
+        if view.paused_new:
+            line1.append(f" +{view.paused_new} new")
 
     line2 = Text(no_wrap=True, overflow="ellipsis")
-    if app.waiting == "missing":
-        line2.append(f"waiting for {os.path.basename(app.path)} to appear…", style="yellow")
+    if view.waiting == "missing":
+        line2.append(f"waiting for {os.path.basename(view.path)} to appear…", style="yellow")
         return Text("\n").join([line1, line2])
-    if app.waiting == "no header" or run is None:
-        line2.append(f"waiting for the run to start in {os.path.basename(app.path)}…", style="yellow")
+    if view.waiting == "no header" or run is None:
+        line2.append(f"waiting for the run to start in {os.path.basename(view.path)}…", style="yellow")
         return Text("\n").join([line1, line2])
-    row = app.row
+    row = view.row
     if row >= 0:
         step = int(data.steps[row])
         epoch = int(data.epochs[row])
@@ -57,19 +58,19 @@ def header_text(app) -> Text:
     else:
         line2.append("no snapshot yet", style="dim")
     parts = []
-    rate = app.snapshot_rate()
+    rate = view.snapshot_rate
     if rate is not None:
         parts.append(f"{rate:.3g} snap/s")
-    parts.append(f"last record {fmt_age(app.since_last_record())} ago")
+    parts.append(f"last record {fmt_age(view.since_last_record)} ago")
     parts.append(fmt_bytes(data.file_size))
     line2.append("  · " + " · ".join(parts), style="dim")
-    if app.loading is not None:
-        line2.append(f"  loading {app.loading:.0%}", style="cyan")
+    if view.loading is not None:
+        line2.append(f"  loading {view.loading:.0%}", style="cyan")
     if data.corruptions:
         n = len(data.corruptions)
         line2.append(f"  ⚠ {n} corrupt record{'s' if n != 1 else ''} skipped", style="bold yellow")
-    if app.torn_bytes:
-        line2.append(f"  incomplete final record, {app.torn_bytes} bytes ignored", style="yellow")
+    if view.torn_bytes:
+        line2.append(f"  incomplete final record, {view.torn_bytes} bytes ignored", style="yellow")
     if data.resets:
         line2.append(f"  reloaded ×{data.resets}", style="yellow")
     return Text("\n").join([line1, line2])
@@ -80,5 +81,5 @@ class RunHeader(Static):
     RunHeader { height: 2; background: $panel; padding: 0 1; }
     """
 
-    def refresh_from(self, app) -> None:
-        self.update(header_text(app))
+    def show(self, view: RunView) -> None:
+        self.update(header_text(view))

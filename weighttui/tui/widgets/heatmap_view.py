@@ -19,6 +19,7 @@ from textual.widget import Widget
 
 from weighttui.analysis import heatmap
 from weighttui.tui.formatting import fmt_value
+from weighttui.tui.state import SeekStep
 
 # viridis, sampled: dark blue (sparse) to yellow (dense); any non-zero density is visible
 _ANCHORS = np.array([
@@ -34,7 +35,7 @@ def _palette(levels: int = LEVELS) -> list[tuple[int, int, int]]:
     hi = np.minimum(lo + 1, len(_ANCHORS) - 1)
     frac = (pos - lo)[:, None]
     rgb = _ANCHORS[lo] * (1 - frac) + _ANCHORS[hi] * frac
-    return [tuple(int(round(c)) for c in row) for row in rgb]
+    return [(int(round(r)), int(round(g)), int(round(b))) for r, g, b in rgb]
 
 
 PALETTE = _palette()
@@ -177,14 +178,10 @@ class HeatmapView(_LinesWidget):
         return int(shown[max(0, i)])
 
     def on_click(self, event) -> None:
-        """Clicking the heatmap moves the app's timeline to the snapshot under the mouse."""
+        """Clicking the heatmap asks to move the timeline to the snapshot under the mouse."""
         step = self.step_at(event.x)
-        app = self.app
-        if step is None or not hasattr(app, "position"):
-            return
-        row = int(np.searchsorted(app.data.steps, step, side="right")) - 1
-        if row >= 0:
-            app.position = row
+        if step is not None:
+            self.post_message(SeekStep(step))
 
 
 _style_cache: dict[tuple[int, int], Style] = {}

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from weighttui.analysis.diagnose import step_interval
+from weighttui.analysis.diagnose import RATIO_BAND, Alert, step_interval
+from weighttui.data.run import RunData
 
 # The metric columns: (key, kind, stat, label, log scale)
 METRICS = (
@@ -27,7 +29,6 @@ METRICS = (
     ("grad", "grad", "norm", "grad norm", False),
 )
 SORTS = ("model", "name", "update ratio", "norm change", "alerts")
-GOOD_RATIO = (1e-4, 1e-2)  # the update-to-weight ratio band that is usually healthy
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _last_present(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column: index of the last True row and whether there is one."""
     has = present.any(axis=0)
     last = present.shape[0] - 1 - np.argmax(present[::-1], axis=0)
-    return last, has
+    return np.asarray(last), np.asarray(has)
 
 
 def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
@@ -149,7 +150,7 @@ def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray
         m = data.stat_matrix(kind, stat)[: row + 1][:, idx]
         if key == "ratio":
             # per optimizer step, like the alert rules: a writer recording every
-            # 10 steps must not look 10x "too fast" against the 1e-4..1e-2 band
+            # 10 steps must not look 10x "too fast" against the RATIO_BAND
             m = m / step_interval(data, row + 1)[:, None]
         now = np.where(has, m[last, span], np.nan)
         hist = [m[present[:, j], j] for j in range(idx.size)]
@@ -157,7 +158,8 @@ def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray
     return out
 
 
-def sort_values(data, rows: list[TensorRow], row: int, sort: str, alerts_by_tensor: dict) -> dict[str, float]:
+def sort_values(data: RunData, rows: list[TensorRow], row: int, sort: str,
+                alerts_by_tensor: Mapping[str, Sequence[Alert]]) -> dict[str, float]:
     """The number each tensor is sorted by (largest first) for the metric sorts."""
     if sort in ("model", "name") or not rows:
         return {}
@@ -193,8 +195,8 @@ def ratio_band(value: float) -> str:
     """'good', 'slow', 'fast' or '' (unknown) for an update-to-weight ratio."""
     if value is None or not np.isfinite(value):
         return "fast" if value is not None and np.isinf(value) else ""
-    if value < GOOD_RATIO[0]:
+    if value < RATIO_BAND[0]:
         return "slow"
-    if value > GOOD_RATIO[1]:
+    if value > RATIO_BAND[1]:
         return "fast"
     return "good"

@@ -26,6 +26,7 @@ The read API mirrors the parts of DataTable that callers and tests use:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +41,10 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
+from weighttui.analysis.diagnose import Alert
+from weighttui.data.run import RunData
 from weighttui.tui.formatting import fmt, fmt_int
+from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
 from weighttui.tui.widgets.sparkline import spark_many
 
 VALUE_WIDTH = 8
@@ -160,7 +163,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self.entries: list = []  # TensorRow / GroupRow in display order
         self._index: dict[str, int] = {}  # row key -> position in entries
         self._columns: list[Column] = []
-        self._lay: dict | None = None
+        self._lay: dict = {}  # layout_for() of the width drawn for (empty: not laid out yet)
         self._cells: dict[str, dict[str, Pieces]] = {}
         self._strips: dict[str, Strip] = {}  # row key -> its finished line (see render_lines)
         self._header: Strip | None = None
@@ -168,7 +171,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self._cursor = 0
         self._run = None
         self._at_row = -1
-        self._alerts: dict = {}
+        self._alerts: Mapping[str, Sequence[Alert]] = {}
         self._line_styles: tuple | None = None
         self._drawn_for: tuple | None = None  # (width, scroll x, styles) the cached lines were drawn for
         self._changed = False  # a cell changed in the current fill
@@ -263,7 +266,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
     def _add_rows(self, keep: str | None = None) -> None:
         self._index = {e.key: i for i, e in enumerate(self.entries)}
         self._strips.clear()
-        if self._lay is None:
+        if not self._lay:
             return
         grouped = bool(self.entries) and isinstance(self.entries[0], GroupRow)
         self._cells = {e.key: self._static_cells(e, grouped) for e in self.entries}
@@ -305,7 +308,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
 
     # --------------------------------------------------------------- values
 
-    def update_values(self, data, row: int, alerts_by_tensor: dict) -> None:
+    def update_values(self, data: RunData, row: int, alerts_by_tensor: Mapping[str, Sequence[Alert]]) -> None:
         """New data or a new timeline position: refresh visible rows, mark the rest stale."""
         self._run, self._at_row, self._alerts = data, row, alerts_by_tensor
         self._stale = set(self._index)
@@ -316,7 +319,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         return max(0, top - 2), min(len(self.entries), top + self.size.height + 2)
 
     def _fill_visible(self) -> None:
-        if self._run is None or not self._stale or self._lay is None:
+        if self._run is None or not self._stale or not self._lay:
             return
         # Rows can be re-added (new tensors after a reload) before the next update_values.
         self._at_row = min(self._at_row, self._run.n - 1)
@@ -362,6 +365,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
     def _update_tensor_row(self, entry: TensorRow, vals: dict, nonfinite: bool, grouped: bool) -> None:
         gap, value_w = self._lay["gap"], self._lay["value"]
         pad = " " * gap
+        cell: Pieces
         for key, _kind, _stat, _label, _log in METRICS:
             now, line = vals[key]
             if key == "ratio":
@@ -442,6 +446,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
     def render_line(self, y: int) -> Strip:
         if self._line_styles is None:  # render_line called on its own (tests)
             self.render_lines(Region(0, y, self.size.width, 1))
+        assert self._line_styles is not None  # render_lines set them
         base, header, cursor = self._line_styles
         if y < HEADER_LINES:
             if self._header is None:

@@ -27,8 +27,8 @@ def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], li
         step = max(1, math.ceil(len(decades) / max_ticks))
         ticks = decades[::step]
         return [float(t) for t in ticks], [f"1e{t}" for t in ticks]
-    ticks = sorted({lo, (lo + hi) / 2, hi})
-    return ticks, [fmt(10.0 ** t, 7).strip() for t in ticks]
+    points = sorted({float(lo), (lo + hi) / 2, float(hi)})
+    return points, [fmt(10.0 ** t, 7).strip() for t in points]
 
 
 def to_log10(values) -> np.ndarray:

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from weighttui.tui.formatting import fmt
+from weighttui.tui.state import RedrawRequest, RunView
 from weighttui.tui.widgets.sparkline import spark
 
 MAX_LINES = 2
@@ -24,12 +25,12 @@ def ordered_names(names: list[str]) -> list[str]:
     return first + [n for n in names if n not in first]
 
 
-def scalars_text(app, width: int) -> Text:
-    data = app.data
+def scalars_text(view: RunView, width: int) -> Text:
+    data = view.data
     names = ordered_names(data.scalar_names)
     if not names:
         return Text("")
-    row = app.row
+    row = view.row
     upto = int(data.steps[row]) if row >= 0 else None
     cell = 34 if width >= 140 else 26
     per_line = max(1, width // cell)
@@ -38,7 +39,7 @@ def scalars_text(app, width: int) -> Text:
     line = Text(no_wrap=True, overflow="ellipsis")
     for i, name in enumerate(names[:room]):
         steps, values = data.scalars(name)
-        if upto is not None and app.position is not None:
+        if upto is not None and view.position is not None:
             values = values[: int(np.searchsorted(steps, upto, side="right"))]
         label = name if len(name) <= 10 else name[:9] + "…"
         spark_w = cell - 10 - 1 - 8 - 3
@@ -63,10 +64,10 @@ class ScalarsPanel(Static):
     ScalarsPanel { height: auto; max-height: 2; padding: 0 1; }
     """
 
-    def refresh_from(self, app) -> None:
-        text = scalars_text(app, self.size.width - 2 if self.size.width else 78)
+    def show(self, view: RunView) -> None:
+        text = scalars_text(view, self.size.width - 2 if self.size.width else 78)
         self.display = bool(text.plain)
         self.update(text)
 
     def on_resize(self) -> None:
-        self.refresh_from(self.app)
+        self.post_message(RedrawRequest())  # drawn for another width: the screen draws it again

@@ -2,7 +2,7 @@
 
 The bar is one line: play state and speed, a track with a marker at the
 shown row, and which snapshot/step/epoch that is. Clicking the track moves
-the position there. The app owns the position; this widget only draws it.
+the position there. The app owns the position; this widget draws it and asks to move it (`SeekStep`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from weighttui.tui.state import RedrawRequest, RunView, SeekStep
 
-def timeline_text(app, width: int) -> Text:
-    data = app.data
+
+def timeline_text(view: RunView, width: int) -> Text:
+    data = view.data
     n = data.n
-    row = app.row
+    row = view.row
     out = Text(no_wrap=True, overflow="ellipsis")
-    out.append("▶ " if app.playing else "⏸ ", style="bold")
-    out.append(f"{app.speed:g}/s ", style="dim")
-    if app.position is None:
+    out.append("▶ " if view.playing else "⏸ ", style="bold")
+    out.append(f"{view.speed:g}/s ", style="dim")
+    if view.position is None:
         out.append("following ", style="bold green")
     else:
-        out.append("replay    " if app.mode == "replay" else "scrubbing ", style="bold yellow")
+        out.append("replay    " if view.mode == "replay" else "scrubbing ", style="bold yellow")
     if n <= 0:
         out.append("─" * max(8, width - len(out) - 20), style="dim")
         out.append("  no snapshots yet", style="dim")
@@ -53,24 +55,29 @@ class Timeline(Static):
     Timeline { height: 1; background: $panel; padding: 0 1; }
     """
 
-    def refresh_from(self, app) -> None:
-        self.update(timeline_text(app, self.size.width - 2 if self.size.width else 78))
+    _steps: np.ndarray | None = None  # the steps of the snapshots drawn (a click picks one)
+    _plain = ""
+
+    def show(self, view: RunView) -> None:
+        text = timeline_text(view, self.size.width - 2 if self.size.width else 78)
+        self._steps, self._plain = view.data.steps, text.plain
+        self.update(text)
 
     def on_resize(self) -> None:
-        self.refresh_from(self.app)
+        self.post_message(RedrawRequest())  # drawn for another width: the screen draws it again
 
     def on_click(self, event: events.Click) -> None:
-        app = self.app
-        n = app.data.n
-        text = timeline_text(app, self.size.width - 2)
-        plain = text.plain
+        steps, plain = self._steps, self._plain
+        if steps is None:
+            return
+        n = steps.size
         start = plain.find("━") if "━" in plain else plain.find("●")
         end = plain.rfind("─") if "─" in plain else plain.find("●")
         if n <= 1 or start < 0 or end <= start:
             return
         frac = (event.x - 1 - start) / (end - start)
         if 0 <= frac <= 1:
-            app.position = round(frac * (n - 1))
+            self.post_message(SeekStep(int(steps[round(frac * (n - 1))])))
 
 
 def parse_goto(text: str, steps, epochs) -> int | None:

@@ -22,17 +22,18 @@ def add_parser(sub) -> None:
 
 
 def cmd_import(args) -> int:
+    from weighttui.cli.errors import CliError
     from weighttui.integrations.importers.base import ImportFileError
     from weighttui.integrations.importers.driver import import_source
 
     if not os.path.exists(args.src) and not any(c in args.src for c in "*?["):
         raise FileNotFoundError(f"no such file or directory: {args.src}")
     if os.path.abspath(args.out) == os.path.abspath(args.src):
-        raise ValueError("--out must not be the source")
+        raise CliError("--out must not be the source")
     try:
         result = import_source(args.src, args.out, values=args.values, bins=args.bins)
     except ImportFileError as exc:
-        raise ValueError(str(exc)) from None
+        raise CliError(str(exc)) from None
     print(f"weighttui import: wrote {result['checkpoints']} snapshot(s) to {args.out}"
           + (f" ({result['skipped']} file(s) skipped)" if result["skipped"] else ""), file=sys.stderr)
     return 0 if result["checkpoints"] else 1

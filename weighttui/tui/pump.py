@@ -1,0 +1,130 @@
+"""From follower threads to the screen, shared by both apps: ingest in time-boxed batches, redraw coalesced.
+
+- A follower thread posts `FollowerWake`; a wake still queued stands for any
+  number of later ones (`can_replace`), so a burst of appends is one message.
+- `Pump.drain()` takes the followers' deliveries on the UI thread (the only
+  thread that mutates a RunData) until `INGEST_BUDGET_S` is spent, then lets
+  keys and rendering in and reads on from a timer: a big log loads without
+  freezing the keys.
+- `Pump.request_refresh()` redraws at most `hz` times a second: requests
+  inside the interval fold into one redraw at its end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from textual.app import App
+from textual.message import Message
+from textual.timer import Timer
+
+from weighttui.data.follower import Delivery, Failure, Follower
+
+INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
+
+K = TypeVar("K")
+
+
+class FollowerWake(Message):
+    """A follower queued new polls (posted from its thread)."""
+
+    bubble = False
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, FollowerWake)
+
+
+class Pump(Generic[K]):
+    """Deliveries from `sources()` (key, follower) into `ingest(key, delivery)`; redraws by `redraw(force)`.
+
+    `failed(key, failure)` is told when a log cannot be read any more (that
+    follower is not read further). `paint_first()` True means: stop reading
+    and paint now (the first snapshots go on screen before the rest loads).
+    """
+
+    def __init__(self, app: App, *, sources: Callable[[], Iterable[tuple[K, Follower | None]]],
+                 ingest: Callable[[K, Delivery], bool], failed: Callable[[K, Failure], None],
+                 redraw: Callable[[bool], None], hz: float, paint_first: Callable[[], bool] | None = None,
+                 budget: float = INGEST_BUDGET_S):
+        self.app = app
+        self._sources = sources
+        self._ingest = ingest
+        self._failed = failed
+        self._redraw = redraw
+        self._interval = 1.0 / hz
+        self._paint_first = paint_first
+        self.budget = budget
+        self._last_redraw = 0.0
+        self._redraw_timer: Timer | None = None
+        self._drain_timer: Timer | None = None
+
+    def _closing(self) -> bool:
+        return self.app.return_code is not None  # exit() was called: nothing more to draw
+
+    def wake(self) -> None:
+        """From a follower thread."""
+        self.app.post_message(FollowerWake())
+
+    # ------------------------------------------------------------- ingest
+
+    def backlog(self) -> bool:
+        return any(f is not None and f.backlog for _, f in self._sources())
+
+    def drain(self) -> None:
+        """Ingest what the followers queued, for at most `budget` seconds; read on later if more is queued."""
+        self._drain_timer = None
+        if self._closing():
+            return
+        start = time.perf_counter()
+        changed = False
+        paint = False
+        for key, follower in list(self._sources()):
+            while follower is not None and time.perf_counter() - start < self.budget:
+                items = follower.drain(limit=1)
+                if not items:
+                    break
+                item = items[0]
+                if isinstance(item, Failure):
+                    follower.stop()
+                    self._failed(key, item)
+                    changed = True
+                    break
+                changed |= self._ingest(key, item)
+                if self._paint_first is not None and self._paint_first():
+                    paint = True
+                    break
+            if paint or self._closing():
+                break
+        if changed:
+            self.request_refresh()
+        if self._closing() or self._drain_timer is not None or not self.backlog():
+            return
+        if paint:
+            self.app.call_after_refresh(self.drain)  # the first screen is painted before reading on
+        else:
+            self._drain_timer = self.app.set_timer(0.001, self.drain)
+
+    # ------------------------------------------------------------ redraws
+
+    @property
+    def refresh_pending(self) -> bool:
+        """New data is about to be drawn."""
+        return self._redraw_timer is not None
+
+    def request_refresh(self) -> None:
+        wait = self._last_redraw + self._interval - time.monotonic()
+        if wait <= 0:
+            self.refresh_now()
+        elif self._redraw_timer is None:
+            self._redraw_timer = self.app.set_timer(wait, self.refresh_now)
+
+    def refresh_now(self, force: bool = False) -> None:
+        """Redraw now (`force` is handed to `redraw`: the single-run app redraws even while paused)."""
+        if self._redraw_timer is not None:
+            self._redraw_timer.stop()
+            self._redraw_timer = None
+        self._last_redraw = time.monotonic()
+        if not self._closing():
+            self._redraw(force)
