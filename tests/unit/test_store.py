@@ -30,7 +30,7 @@ import weighttui
 from weighttui.data.store import builder as store_builder
 from weighttui.data.store import columns as store_columns
 from weighttui.data.store import index as store_index
-from weighttui.log.format import HEADER, HEADER_SIZE, FrameType, encode_array, encode_frame
+from weighttui.log.format import HEADER, HEADER_SIZE, FrameDecoder, FrameType, encode_array, encode_frame
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -48,7 +48,7 @@ def indexed(monkeypatch, tmp_path):
     return tmp_path
 
 
-def write_run(path, steps, *, mode="w", start=0, seed=0, close=True):
+def write_run(path, steps, *, mode="w", start=0, seed=0):
     rng = np.random.default_rng(seed)
     rec = weighttui.Recorder(path, mode=mode, bins=8, sample=3, full_every=7, queue_size=100000)
     for step in range(start, start + steps):
@@ -57,11 +57,7 @@ def write_run(path, steps, *, mode="w", start=0, seed=0, close=True):
             ts["c"] = rng.normal(size=3)  # covered by every third snapshot only
         rec.snapshot(step, ts, grads={"a": rng.normal(size=(4, 5))}, scalars={"loss": 1 / (step + 1)},
                      epoch=step // 10)
-    if close:
-        rec.close()
-    else:
-        rec.flush() if hasattr(rec, "flush") else None
-    return rec
+    rec.close()
 
 
 def two_runs_with_damage(path):
@@ -337,11 +333,12 @@ def test_two_builders_at_once_in_separate_processes(tmp_path):
 def test_torn_frame_then_appended_run_reads_the_same_on_every_path(tmp_path):
     """A writer killed mid-frame, restarted with mode="a": the old run is not finished, no new frame lost."""
     path = tmp_path / "torn.wtui"
-    write_run(path, 20, close=False)  # no end record (killed)
-    import time
-
-    time.sleep(0.5)
-    raw = path.read_bytes()
+    write_run(path, 20)
+    full = path.read_bytes()
+    dec = FrameDecoder(HEADER_SIZE)
+    dec.feed(full[HEADER_SIZE:])
+    end = [f for f in dec.frames() if f.type == FrameType.END][0]
+    raw = full[: end.offset]  # as if the writer were killed before its end record
     snap = encode_frame(FrameType.SNAPSHOT, {"step": 99, "time": 0.0, "ids": encode_array(np.zeros(1, "<u4")),
                                              "weights": {"names": ["mean"], "stats": encode_array(np.zeros((1, 1)))}})
     path.write_bytes(raw + snap[: len(snap) // 2])  # the torn frame
@@ -394,7 +391,7 @@ def test_declared_sizes_do_not_choose_reader_memory(tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["tensors"] == 100_000 and got["snapshots"] == 3
     assert got["hist"][0] == [0] and got["hist"][1] == [-1e308] and got["hist"][3] == [1, 65536]
-    assert got["rss_mb"] < 400, got  # (the old dense store asked for rows x 100k x 65,536 x 4 bytes)
+    assert got["rss_mb"] < 400, got["rss_mb"]  # (the old dense store asked for rows x 100k x 65,536 x 4 bytes)
 
 
 def test_edge_shapes_and_ranges_do_not_break_readers(tmp_path):
