@@ -8,7 +8,7 @@
 
 Logs are written frame by frame with synthetic statistics (the viewer's cost
 does not depend on the values). Prints one line per measurement; nothing here
-asserts a time. Targets (DESIGN.md): first screen < 0.5 s, append-to-screen
+asserts a time. Targets (docs/architecture.md): first screen < 0.5 s, append-to-screen
 < 250 ms, a 1 GB log's first screen < 2 s with memory < 500 MB.
 """
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -259,3 +260,120 @@ def test_a_forked_child_never_writes_the_parents_log(tmp_path):
     assert run.corruptions == [] and run.status == "finished"
     ends = [f for f in LogTail(path).poll().frames if f.type == FrameType.END]
     assert len(ends) == 1
+
+
+# ---------------------------------------------------------------- the log file
+
+def test_close_never_closes_a_descriptor_under_a_stuck_writer(tmp_path, capfd):
+    """A FIFO whose reader stalls stands in for a hung mount: close() returns
+    after its timeout without closing the descriptor the writer thread is
+    blocked on; the next file the program opens gets another number; when the
+    stall ends the thread finishes its frame and closes its descriptor."""
+    path = tmp_path / "run.wtui"
+    fifo = tmp_path / "hung"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    rec = Recorder(path, full_every=1, close_timeout=0.5)
+    fd = rec.writer.fd
+    stalled = os.open(fifo, os.O_WRONLY)
+    os.dup2(stalled, fd)  # the log's descriptor now blocks once the pipe is full
+    os.close(stalled)
+    for step in range(4):
+        rec.snapshot(step, {"w": np.full((256, 256), step, np.float32)})  # 256 kB of values each
+    rec.close()
+    thread = rec.writer._thread
+    assert thread.is_alive()  # close() returned while the write is still blocked
+    assert os.path.samefile(f"/proc/self/fd/{fd}", fifo)  # the descriptor is still the writer's
+    other = tmp_path / "checkpoint.bin"
+    with open(other, "wb") as fh:
+        assert fh.fileno() != fd
+        fh.write(b"user data")
+    err = capfd.readouterr().err
+    stuck = [ln for ln in err.splitlines() if "stuck in write()" in ln]
+    assert len(stuck) == 1 and "left unwritten" in stuck[0] and "no end record" in stuck[0]
+    while thread.is_alive():  # the mount comes back
+        try:
+            os.read(reader, 1 << 20)
+        except BlockingIOError:
+            pass
+        thread.join(0.01)
+    os.close(reader)
+    assert other.read_bytes() == b"user data"
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed by the thread, once it was done with it
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "directory"])
+def test_a_special_file_is_refused_with_one_line(tmp_path, kind):
+    """In a child with a deadline: a FIFO must not hang the constructor."""
+    path = tmp_path / "run.sock"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    proc = run_script(tmp_path, """
+        import socket, sys, numpy as np, weighttui
+        path, kind = sys.argv[1], sys.argv[2]
+        if kind == "socket":
+            s = socket.socket(socket.AF_UNIX); s.bind(path)
+        rec = weighttui.Recorder(path)
+        for step in range(5):
+            rec.snapshot(step, {"w": np.ones(3)})
+        rec.close()
+        print("active", rec.active)
+    """, path, kind, timeout=60)
+    assert proc.returncode == 0 and "active False" in proc.stdout, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("weighttui")]
+    assert len(lines) == 1 and "not a regular file" in lines[0], proc.stderr
+
+
+def test_a_second_recorder_on_the_same_file_closes_the_first(tmp_path, capfd):
+    """A notebook cell run twice without close(): the earlier recorder is closed
+    (said once), the log stays readable."""
+    path = tmp_path / "run.wtui"
+    first = Recorder(path)
+    first.snapshot(0, {"w": np.ones(3)})
+    second = Recorder(path, mode="a")
+    assert not first.active
+    second.snapshot(0, {"w": np.ones(3)})
+    first.snapshot(1, {"w": np.ones(3)})  # the old handle: nothing, no error
+    second.close()
+    err = capfd.readouterr().err
+    assert err.count("closing the earlier recorder") == 1
+    run = weighttui.open(path)
+    assert len(run.runs) == 2 and run.corruptions == [] and run.status == "finished"
+    assert [r.status for r in run.runs] == ["interrupted", "finished"]
+
+
+def test_a_log_truncated_under_the_writer_starts_again(tmp_path):
+    """`: > run.sock` or logrotate copytruncate while a real writer runs: the
+    writer notices, writes a header, the run and its tensors again, says so
+    once, and the rest of the run reads."""
+    path = tmp_path / "run.wtui"
+    go = tmp_path / "truncated"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import os, sys, time, numpy as np, weighttui
+        path, go = sys.argv[1], sys.argv[2]
+        with weighttui.Recorder(path) as rec:
+            for step in range(40):
+                rec.snapshot(step, {"w": np.full(8, step, np.float32), "b": np.ones(2)})
+                time.sleep(0.01)
+                if step == 19:
+                    print("ready", flush=True)
+                    while not os.path.exists(go):
+                        time.sleep(0.01)
+    """), str(path), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)  # the writer thread has written step 19
+    with open(path, "r+b") as fh:
+        fh.truncate(0)
+    go.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err.count("was truncated while being written") == 1
+    run = weighttui.open(path)
+    assert run.corruptions == [] and run.status == "finished"
+    assert run.steps.tolist() == list(range(20, 40)) and run.tensor_names == ["w", "b"]
+    assert np.array_equal(run.series("w", "mean")[1], np.arange(20, 40))
+    assert [e.kind for e in run.events] == ["truncated"]

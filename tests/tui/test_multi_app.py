@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from multi_conftest_helpers import sgd_run
+from logbuilder import sgd_run
 from textual import events
 
 from weighttui.tui.multi_app import MultiRunApp

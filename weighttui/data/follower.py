@@ -43,10 +43,9 @@ class Delivery:
 
 @dataclass
 class Failure:
-    """The log cannot be read any more (replaced by something that is not a log)."""
+    """The log cannot be read any more (replaced by something that is not a log); always final."""
 
     message: str
-    permanent: bool = True
 
 
 class Follower(threading.Thread):

@@ -15,6 +15,9 @@ reported once and the snapshot is skipped.
 
 from __future__ import annotations
 
+import sys
+import weakref
+
 import numpy as np
 import torch
 
@@ -508,6 +511,31 @@ class WatchHandle:
         self._values_step = step
 
 
+_live: list[weakref.ref] = []  # handles watch() returned, to find one watching the same model
+
+
+def _close_earlier_watches(model, optimizer) -> None:
+    """watch() again on a model or optimizer that is still watched (a notebook cell
+    run twice without close()): two sets of hooks would record every step twice.
+    The earlier handle is closed (its hooks removed, its log closed if it owns it)."""
+    alive = []
+    for ref in _live:
+        old = ref()
+        if old is None or old._closed:
+            continue
+        if old.model is model or (optimizer is not None and old.optimizer is optimizer):
+            try:
+                print("weighttui: warning: this model or optimizer was already watched (watch() called "
+                      "again without handle.close()): closing the earlier watch and removing its hooks",
+                      file=sys.stderr, flush=True)
+                old.close("interrupted")
+            except Exception:  # a broken old handle must not stop the new watch
+                pass
+            continue
+        alive.append(ref)
+    _live[:] = alive
+
+
 def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
           buffers: bool = False, delta="auto", delta_budget_bytes: int = DEFAULT_DELTA_BUDGET,
           skip_frozen: bool = False, hist_sample: int | str | None = "auto", scaler=None,
@@ -553,6 +581,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
     model = unwrap(model)
+    _close_earlier_watches(model, optimizer)
     writer = torch_dist.rank() == 0
     sharded = any(torch_dist.shardable(p) for p in model.parameters())
     owns = not isinstance(path_or_recorder, Recorder)
@@ -578,6 +607,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
                          delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
                          cpu_kernel=cpu_kernel, schedule_only=schedule_only)
+    _live.append(weakref.ref(handle))
     if (recorder is not None and handle.active and cpu_kernel == "fused" and not torch_native.available()
             and any(p.device.type == "cpu" for p in model.parameters())):
         # why CPU snapshots take the slower path, where `weighttui info` shows it

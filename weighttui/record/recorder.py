@@ -27,7 +27,7 @@ from weighttui.log.format import FrameType, encode_frame
 from weighttui.log.records import TensorInfo
 from weighttui.record import lifecycle
 from weighttui.record.encode import plain
-from weighttui.record.numpy_path import NumpyStats, to_numpy
+from weighttui.record.numpy_path import NumpyStats, to_numpy, value_copy
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
@@ -228,11 +228,11 @@ class Recorder:
                         self.scalars(step, epoch=epoch, **scalars)
                     return False
                 stats = self._numpy
-                return self.submit(step, infos, stats.weights(arrays), epoch=epoch, batch=batch,
-                                   delta=stats.delta(infos, arrays),
+                weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
+                return self.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta,
                                    grad=stats.grads(names, grads) if grads else None,
                                    sample=stats.samples(infos, arrays),
-                                   values=[np.array(a, copy=True) for a in arrays] if full else None,
+                                   values=[value_copy(a) for a in arrays] if full else None,
                                    scalars=scalars)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")

@@ -25,7 +25,7 @@ SPARK_WIDTH = 16
 COLUMNS = (("run", "run"), ("status", "status"), ("framework", "fw"), ("snapshots", "snaps"),
            ("last_step", "last step"), ("loss", "loss"), ("trend", "trend"), ("meta", "meta"),
            ("corrupt", "corrupt"))
-EXTRA_STYLE = {"error": "bold red"}
+EXTRA_STYLE = {"error": "bold red", "diverged": "bold red"}
 
 
 def row_cells(row: RunRow) -> dict[str, Text]:
