@@ -52,6 +52,7 @@ def tensor_rows(run: RunData) -> list[dict]:
                 cache[kind, stat] = latest(matrix, cover[kind])
         return cache[kind, stat]
 
+    instruments = INSTRUMENT_STATS if _has_instruments(run) else ()
     rows = []
     for name in run.tensor_names:
         t = run.tensor(name)
@@ -70,8 +71,8 @@ def tensor_rows(run: RunData) -> list[dict]:
             "update_ratio": last("delta", "ratio")[c],  # between the last two snapshots
             "update_ratio_per_step": last("delta", "ratio/step")[c] if run.has_kind("delta") else None,
             "grad_norm": last("grad", "norm")[c],
-            # instruments (docs/instruments.md): None where the log has none
-            **{stat: last(kind, stat)[c] for kind, stat in INSTRUMENT_STATS},
+            # instruments (docs/instruments.md), when the log has them
+            **{stat: last(kind, stat)[c] for kind, stat in instruments},
         })
     return rows
 
