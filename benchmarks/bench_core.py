@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 from weighttui import Recorder
-from weighttui.log.tail import LogTail
-from weighttui.log.format import FrameType, encode_array, encode_frame
-from weighttui.record.recorder import _encode_snapshot
 from weighttui.data.run import RunData
+from weighttui.log.format import FrameType, encode_frame
+from weighttui.log.tail import LogTail
+from weighttui.record.recorder import _encode_snapshot
 from weighttui.record.stats import DELTA_STATS, delta_row, histogram, weight_stats, weights_block
 
 
@@ -124,7 +124,7 @@ def numpy_statistics(params: int, tensors: int) -> None:
             histogram(a, 64)
 
     def full_snapshot():
-        for a, p in zip(arrays, prev):
+        for a, p in zip(arrays, prev, strict=True):
             weight_stats(a)
             histogram(a, 64)
             delta_row(a, p, 64)  # what the Recorder computes: delta statistics + histogram

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.log.tail import LogTail
-from weighttui.log.format import HEADER_SIZE
 from weighttui.data.run import RunData
 from weighttui.data.scan import kept_snapshots
+from weighttui.log.format import HEADER_SIZE
+from weighttui.log.tail import LogTail
 
 
 def incremental(path, max_rows, run_index=None, chunk=4096):
@@ -39,9 +39,9 @@ def assert_same(a: RunData, b: RunData):
         for stat in a.columns(kind):
             np.testing.assert_array_equal(a.stat_matrix(kind, stat), b.stat_matrix(kind, stat))
     for name in a.tensor_names:
-        for x, y in zip(a.histograms(name), b.histograms(name)):
+        for x, y in zip(a.histograms(name), b.histograms(name), strict=True):
             np.testing.assert_array_equal(x, y)
-        for x, y in zip(a.samples(name), b.samples(name)):
+        for x, y in zip(a.samples(name), b.samples(name), strict=True):
             np.testing.assert_array_equal(x, y)
     assert a.scalar_names == b.scalar_names
     for s in a.scalar_names:

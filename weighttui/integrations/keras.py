@@ -208,11 +208,11 @@ class WeightCallback(keras.callbacks.Callback):
         values = [_tf_value(v) for _n, v, _l, _t in tracked]
         names = [name for name, _v, _l, _t in tracked]
         has_prev = [n in self._prev for n in names]
-        prevs = [self._prev.get(n, x) for n, x in zip(names, values)]
+        prevs = [self._prev.get(n, x) for n, x in zip(names, values, strict=True)]
         weights, delta, sample = self._tf_stats(values, prevs, has_prev)
         if exact:
             # TF tensors are immutable: holding the read keeps this snapshot's values
-            self._prev = dict(zip(names, values))
+            self._prev = dict(zip(names, values, strict=True))
         elif rec.delta_policy == "sample":
             delta = self._sample_delta(infos, names, sample)
         grad = grad_block(names, grad_arrays, rec.bins) if grad_arrays else None
@@ -224,7 +224,7 @@ class WeightCallback(keras.callbacks.Callback):
         """delta="sample": update statistics from the sampled elements only."""
         block = empty_block(DELTA_STATS, len(infos), None)
         pos = 0
-        for i, (info, name) in enumerate(zip(infos, names)):
+        for i, (info, name) in enumerate(zip(infos, names, strict=True)):
             if info.sample_index is None:
                 continue
             now = sample[pos:pos + info.sample_index.size]
