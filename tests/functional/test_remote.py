@@ -339,7 +339,7 @@ def test_cli_watch_and_info_use_the_mirror(tmp_path, fake_ssh, monkeypatch, caps
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     seen = {}
 
-    def fake_run_app(path, mode="watch", title=None, max_rows=4096, diagnose_config=None):
+    def fake_run_app(path, mode="watch", title=None, max_rows=4096):
         # the app would tail this file: it fills while the app runs
         wait_until(lambda: os.path.exists(path) and same_bytes(remote, path), what="the mirror under the app")
         seen.update(path=path, mode=mode, title=title, steps=weighttui.open(path).steps.tolist())

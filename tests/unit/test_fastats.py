@@ -374,6 +374,13 @@ def test_kernel_is_built():
     assert kernel().NRAW == N_RAW
 
 
+def test_kernel_build_is_current():
+    """The built extension reads every dtype code of the source (a stale build, from before
+    float64, would hand float64 tensors to the slow paths): rebuild with
+    `python setup.py build_ext --inplace` (or `pip install -e .`) if this fails."""
+    assert getattr(kernel(), "DTYPES", 3) == 4
+
+
 def test_require_flag_turns_missing_kernel_into_failure():
     """With the kernel hidden (sys.modules entry None), the module skips without
     WEIGHTTUI_REQUIRE_KERNEL and fails with it set to 1."""

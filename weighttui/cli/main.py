@@ -61,16 +61,15 @@ def cmd_watch(args) -> int:
                 raise CliError("--threshold applies to one run; the side-by-side view shows no alerts")
             return _watch_several(args)
         args.path = args.path[0]
-    spec = _parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
-    if spec is not None:
-        from weighttui.tui.app import run_app
-
-        return view_remote(spec, functools.partial(run_app, diagnose_config=config), mode=args.mode,
-                           max_rows=args.max_rows)
-    _check_log(args.path, must_exist=args.mode == "replay")
     from weighttui.tui.app import run_app
 
-    return run_app(args.path, mode=args.mode, max_rows=args.max_rows, diagnose_config=config)
+    if config is not None:  # --threshold: the app's alerts use it
+        run_app = functools.partial(run_app, diagnose_config=config)
+    spec = _parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
+    if spec is not None:
+        return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
+    _check_log(args.path, must_exist=args.mode == "replay")
+    return run_app(args.path, mode=args.mode, max_rows=args.max_rows)
 
 
 def _is_checkpoint_dir(path: str) -> bool:

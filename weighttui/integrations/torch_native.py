@@ -34,6 +34,7 @@ def available() -> bool:
 def takes(t: torch.Tensor) -> bool:
     """Whether the kernel can read t in place (a plain, contiguous CPU tensor of a float dtype it knows)."""
     return (t.device.type == "cpu" and t.dtype in _CODES and t.layout == torch.strided
+            and (t.dtype != torch.float64 or kernel.code_of(np.float64) is not None)
             and t.numel() > 0 and t.is_contiguous() and type(t) in (torch.Tensor, torch.nn.Parameter))
 
 

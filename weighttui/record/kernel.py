@@ -35,6 +35,8 @@ else:
 
 F32, F16, BF16, F64 = 0, 1, 2, 3
 W_NOT_DONE, D_NOT_DONE = 1, 2
+# a build from before float64 support (a checkout that was not rebuilt) reads codes 0..2 only
+_CODES_READ = getattr(_fastats, "DTYPES", 3) if _fastats is not None else 0
 
 
 def available() -> bool:
@@ -47,7 +49,7 @@ def code_of(dtype) -> int | None:
     if dtype == np.float32:
         return F32
     if dtype == np.float64:
-        return F64
+        return F64 if _CODES_READ > F64 else None
     if dtype == np.float16:
         return F16
     if dtype.name == "bfloat16" and dtype.itemsize == 2:  # ml_dtypes (TF, JAX)

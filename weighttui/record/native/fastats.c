@@ -855,7 +855,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fastats(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "NRAW", NRAW) < 0) {
+    /* DTYPES: how many dtype codes this build reads (3 before float64: a stale build) */
+    if (m && (PyModule_AddIntConstant(m, "NRAW", NRAW) < 0 || PyModule_AddIntConstant(m, "DTYPES", 4) < 0)) {
         Py_DECREF(m);
         return NULL;
     }
