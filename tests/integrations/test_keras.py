@@ -300,6 +300,72 @@ def test_custom_training_loop_records_gradients(tmp_path):
     assert loss.size == 3 and loss[-1] < loss[0]
 
 
+def _sgd_fit(path, optimizer, *, epochs=2, every_batches=1, **options):
+    keras.utils.set_random_seed(3)
+    x, y = regression(n=64)
+    model = dense_model()
+    model.compile(optimizer, "mse")
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0,
+              callbacks=[WeightCallback(path, every_batches=every_batches, **options)])
+    return model, weighttui.open(path)
+
+
+def _grad_and_update_norms(run, name):
+    gsteps, g = run.series(name, "norm", kind="grad")
+    dsteps, d = run.series(name, "norm", kind="delta")
+    covered = ~np.isnan(g)
+    return gsteps[covered], g[covered], dict(zip(dsteps.tolist(), d.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("opt", ["sgd", "clipnorm", "clipvalue", "loss_scale"])
+def test_sgd_update_norm_is_lr_times_the_gradient_norm_inside_fit(tmp_path, opt):
+    """Gradients inside plain model.fit (no custom train_step): for SGD the update
+    between two consecutive batches is -lr * the gradient applied, so the logged
+    update norm equals lr x the logged gradient norm at every batch; with clipping
+    the logged gradient is the clipped one, under a LossScaleOptimizer the unscaled one."""
+    lr = 0.1
+    make = {
+        "sgd": lambda: keras.optimizers.SGD(lr),
+        "clipnorm": lambda: keras.optimizers.SGD(lr, clipnorm=0.05),
+        "clipvalue": lambda: keras.optimizers.SGD(lr, clipvalue=0.01),
+        "loss_scale": lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(lr), initial_scale=1024.0),
+    }[opt]
+    model, run = _sgd_fit(tmp_path / "run.wtui", make())
+    assert run.has_kind("grad")
+    for name in run.tensor_names:
+        steps, g, d = _grad_and_update_norms(run, name)
+        assert steps.tolist() == list(range(1, 9)), name  # every batch of 2 epochs x 4 batches
+        for step, gnorm in zip(steps.tolist(), g.tolist(), strict=True):
+            assert d[step] == pytest.approx(lr * gnorm, rel=1e-4), (name, step)
+        if opt == "clipnorm":
+            assert g.max() <= 0.05 * (1 + 1e-6), name
+        if opt == "clipvalue":
+            _, gmax = run.series(name, "max", kind="grad")
+            _, gmin = run.series(name, "min", kind="grad")
+            assert np.nanmax(gmax) <= 0.01 + 1e-9 and np.nanmin(gmin) >= -0.01 - 1e-9, name
+    # fit leaves the optimizer as it found it
+    assert "_distributed_tf_update_step" not in vars(model.optimizer)
+
+
+def test_gradients_at_epoch_ends_and_after_an_earlier_fit(tmp_path):
+    """With the default schedule (epoch ends) the gradient of each epoch's last batch
+    is recorded with the epoch's snapshot, also when the model was fit before without
+    the callback (its traced train function is rebuilt); grads=False records none."""
+    keras.utils.set_random_seed(4)
+    x, y = regression(n=64)
+    model = dense_model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # traced without weighttui
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[WeightCallback(tmp_path / "a.wtui")])
+    run = weighttui.open(tmp_path / "a.wtui")
+    steps, g = run.series("sequential/dense/kernel", "norm", kind="grad")
+    assert steps[~np.isnan(g)].tolist() == [4, 8, 12]
+    assert np.all(g[~np.isnan(g)] > 0)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[WeightCallback(tmp_path / "b.wtui", grads=False)])
+    assert not weighttui.open(tmp_path / "b.wtui").has_kind("grad")
+
+
 def test_recorder_snapshot_accepts_tf_variables_and_tensors(tmp_path):
     v = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
     g = tf.constant(np.full((2, 3), 0.5, dtype=np.float32))
