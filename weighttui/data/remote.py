@@ -40,13 +40,15 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from types import ModuleType
 
+from weighttui.log.format import HEADER_SIZE, MAGIC, Corruption, Frame, FrameDecoder, LogFormatError, check_header
+
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks, one viewer per remote log
     fcntl = None
-
-from weighttui.log.format import HEADER_SIZE, MAGIC, Corruption, Frame, FrameDecoder, LogFormatError, check_header
 
 PREFIX_CHECK = 4096  # first bytes of the file compared on every reconnect
 FETCH_ATTEMPTS = 8  # connections a one-time copy may use (damage checks, drops) before it gives up
@@ -294,7 +296,7 @@ class RemoteMirror:
             self.state.status = "done"
             return self.local_path
         finally:
-            os.close(self._fd)
+            os.close(self._local())
             self._fd = None
 
     def wait_connected(self, timeout: float = 15.0) -> bool:
@@ -336,21 +338,27 @@ class RemoteMirror:
                 self.local_path = self.local_path[: -len(".wtui")] + f"-{os.getpid()}.wtui"
                 self._default_path = False
                 return self._open_local()
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._local(), 0)
         self._prefix = b""
         self.state.remote_offset = 0
 
+    def _local(self) -> int:
+        """The local copy's descriptor (open from start() or fetch() until they end)."""
+        assert self._fd is not None, "the local copy is not open"
+        return self._fd
+
     def _reset_local(self) -> None:
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._local(), 0)
         self._prefix = b""
         self._verified_damage.clear()
         self.state.remote_offset = 0
         self.state.resets += 1
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
+        fd = self._local()
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(fd, view):]
         if len(self._prefix) < self.prefix_check:
             self._prefix += bytes(data[: self.prefix_check - len(self._prefix)])
 
@@ -556,7 +564,10 @@ def view_remote(spec: RemoteSpec, run_app, *, mode: str = "watch", max_rows: int
 
 
 if __name__ == "__main__":  # python -m weighttui.data.remote SPEC LOCAL: mirror until ^C (debugging aid)
-    mirror = RemoteMirror(parse_remote(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None).start()
+    spec_ = parse_remote(sys.argv[1])
+    if spec_ is None:
+        sys.exit(f"not a remote log (host:path or ssh://host/path): {sys.argv[1]}")
+    mirror = RemoteMirror(spec_, sys.argv[2] if len(sys.argv) > 2 else None).start()
     try:
         while True:
             time.sleep(1)
