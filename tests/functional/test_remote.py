@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.log.format import HEADER, FrameType, encode_frame
-from weighttui.record.recorder import Recorder
 from weighttui.data.remote import (
     RemoteMirror,
     RemoteSpec,
@@ -29,6 +27,8 @@ from weighttui.data.remote import (
     remote_command,
     ssh_base_command,
 )
+from weighttui.log.format import HEADER, FrameType, encode_frame
+from weighttui.record.recorder import Recorder
 
 # ------------------------------------------------------------------ parser
 
