@@ -134,7 +134,9 @@ def _sgd_run(path, stats, steps=4, nan_at=None):
         if step == nan_at:
             params["head"]["w"] = params["head"]["w"].at[3, 0].set(jnp.nan)
         assert wj.snapshot(rec, step, params, grads=grads, stats=stats, full=step == steps - 1)
-    assert (rec in wj._engines) == (stats == "device")  # the jnp engine ran (or did not)
+    from weighttui.integrations import jax as integration
+
+    assert (rec in integration._engines) == (stats == "device")  # the jnp engine ran (or did not)
     rec.close()
     return weighttui.open(path)
 
