@@ -69,7 +69,7 @@ def test_weights_at_epochs_5_10_15_equal_get_weights_bit_for_bit(tmp_path):
     for epoch in (5, 10, 15):
         stored = run.weights(epoch=epoch)
         assert list(stored) == names
-        for name, expected in zip(names, plain.taken[epoch]):
+        for name, expected in zip(names, plain.taken[epoch], strict=True):
             got = stored[name]
             assert got.dtype == expected.dtype and got.shape == expected.shape
             assert got.tobytes() == expected.tobytes(), (epoch, name)
@@ -229,7 +229,7 @@ def test_functional_and_subclassed_models_use_variable_paths_and_layer_names(tmp
         run = weighttui.open(path)
         assert run.tensor_names == [v.path for v in model.weights]
         stored = run.weights(epoch=1)
-        for v, expected in zip(model.weights, model.get_weights()):
+        for v, expected in zip(model.weights, model.get_weights(), strict=True):
             assert np.array_equal(stored[v.path], expected)
         layers = {t.name: t.layer for t in run.tensors}
         if tag == "func":
@@ -280,9 +280,9 @@ def test_custom_training_loop_records_gradients(tmp_path):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
-        cb.record(step, grads=zip(grads, model.trainable_variables), logs={"loss": loss})
+        cb.record(step, grads=zip(grads, model.trainable_variables, strict=True), logs={"loss": loss})
         taken[step] = [g.numpy() for g in grads]
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     cb.close()
 
     run = weighttui.open(path)
@@ -446,7 +446,7 @@ def test_device_statistics_match_the_numpy_reference_on_the_same_fit(tmp_path):
             np.testing.assert_allclose(ma, mb, rtol=1e-12, atol=1e-15, equal_nan=True, err_msg=f"{kind} {stat}")
         for name in a.tensor_names:
             ha, hb = a.histograms(name, kind), b.histograms(name, kind)
-            for pa, pb in zip(ha, hb):
+            for pa, pb in zip(ha, hb, strict=True):
                 np.testing.assert_array_equal(pa, pb, err_msg=f"{kind} histogram {name}")
     for name in a.tensor_names:
         np.testing.assert_array_equal(a.samples(name)[1], b.samples(name)[1])
@@ -476,9 +476,9 @@ def test_device_statistics_edge_cases_match_the_reference():
 
     ref = weights_block(now, 32)
     np.testing.assert_allclose(weights.stats, ref.stats, rtol=1e-12, atol=0, equal_nan=True)
-    for got, want in zip(weights.hist, ref.hist):
+    for got, want in zip(weights.hist, ref.hist, strict=True):
         np.testing.assert_array_equal(got, want)
-    for i, (a, p) in enumerate(zip(now, prev)):
+    for i, (a, p) in enumerate(zip(now, prev, strict=True)):
         if has_prev[i]:
             with np.errstate(invalid="ignore"):  # NaN - NaN is the point of the case
                 d = a.astype(np.float64) - p.astype(np.float64)
@@ -491,5 +491,5 @@ def test_device_statistics_edge_cases_match_the_reference():
                 assert (delta.hist[0][i], delta.hist[1][i]) == (lo, hi)
         else:
             assert np.isnan(delta.stats[i]).all() and delta.hist[2][i].sum() == 0
-    want = np.concatenate([a.reshape(-1)[j] for a, j in zip(now, idx)]).astype(np.float32)
+    want = np.concatenate([a.reshape(-1)[j] for a, j in zip(now, idx, strict=True)]).astype(np.float32)
     np.testing.assert_array_equal(sample, want)

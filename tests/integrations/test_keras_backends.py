@@ -162,7 +162,7 @@ def _torch_case(out: str) -> None:
         loss.backward()
         variables = model.trainable_variables
         grads = [v.value.grad for v in variables]
-        cb.record(step, grads=zip(grads, variables), logs={"loss": loss})
+        cb.record(step, grads=zip(grads, variables, strict=True), logs={"loss": loss})
         np.savez(os.path.join(out, "loop.npz"), g0=grads[0].numpy())
         opt.apply(grads, variables)
     cb.close()
