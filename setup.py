@@ -16,7 +16,7 @@ setup(
         Extension(
             "weighttui._fastats",
             ["weighttui/record/native/fastats.c"],
-            extra_compile_args=["-O3", "-fno-math-errno", "-std=gnu11", "-pthread"] if POSIX else [],
+            extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=gnu11", "-pthread"] if POSIX else [],
             extra_link_args=["-pthread"] if POSIX else [],
             optional=True,
         )

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import weighttui  # noqa: E402
-from weighttui.integrations.tensorboard import histogram_proto, write_tensorboard  # noqa: E402
-from weighttui.record.recorder import Recorder  # noqa: E402
-from weighttui.log.schema import export_name  # noqa: E402
+import weighttui
+from weighttui.integrations.tensorboard import histogram_proto, write_tensorboard
+from weighttui.log.schema import export_name
+from weighttui.record.recorder import Recorder
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_histograms_carry_the_logs_own_bins(exported):
             steps, lo, hi, counts = run.histograms(name, kind)
             events = acc.Histograms(f"{kind}/{name}")
             assert [e.step for e in events] == steps.tolist() and len(events) > 0
-            for e, a, b, c in zip(events, lo, hi, counts):
+            for e, a, b, c in zip(events, lo, hi, counts, strict=True):
                 h = e.histogram_value
                 assert (h.min, h.max, h.num) == (a, b, c.sum())
                 if b > a:

@@ -8,7 +8,7 @@ and look at the SVGs under tests/tui/__snapshots__/ before committing them.
 from __future__ import annotations
 
 import pytest
-from multi_conftest_helpers import FIXED_TIME, fixed_sweep_log
+from logbuilder import FIXED_TIME, fixed_sweep_log
 
 from weighttui.tui.multi_app import MultiRunApp
 

@@ -1,8 +1,8 @@
 """weighttui._fastats.snapshot (weighttui/record/native/fastats.c) against numpy and weighttui.record.stats.
 
 The fused CPU kernel is tested directly with numpy arrays (no torch here): raw
-rows in torch_stats' RAW layout plus histogram counts, for float32, float16
-and bfloat16 (raw uint16 bits) inputs, exact deltas, the copy into the previous
+rows in the RAW layout of weighttui.record.raw_rows plus histogram counts, for float32,
+float16, bfloat16 (raw uint16 bits) and float64 inputs, exact deltas, the copy into the previous
 buffer, status bytes and argument errors.
 
 References: the raw columns that are counts or extrema must be exact; the
@@ -16,7 +16,6 @@ Without the built kernel the module is skipped, unless WEIGHTTUI_REQUIRE_KERNEL=
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 import pathlib
@@ -45,15 +44,16 @@ else:
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# torch_stats.RAW (checked against its source below: importing it needs torch)
+# weighttui.record.raw_rows.RAW (checked below)
 RAW = ("n", "m", "lo", "hi", "c", "s1", "s2", "asum", "zeros", "nan", "inf", "psq")
 N_RAW = len(RAW)
 _N, _M, _LO, _HI, _C, _S1, _S2, _ASUM, _ZEROS, _NAN, _INF, _PSQ = range(N_RAW)
 W_NOT_DONE, D_NOT_DONE = 1, 2
-F32, F16, BF16 = 0, 1, 2
-CODES = (F32, F16, BF16)
+F32, F16, BF16, F64 = 0, 1, 2, 3
+CODES = (F32, F16, BF16, F64)
 # NaN, +Inf, -Inf as each dtype's elements (16-bit ones as bit patterns)
-BAD = {F32: (np.nan, np.inf, -np.inf), F16: (0x7E00, 0x7C00, 0xFC00), BF16: (0x7FC0, 0x7F80, 0xFF80)}
+BAD = {F32: (np.nan, np.inf, -np.inf), F64: (np.nan, np.inf, -np.inf),
+       F16: (0x7E00, 0x7C00, 0xFC00), BF16: (0x7FC0, 0x7F80, 0xFF80)}
 MAX_BINS = 4096
 BINS = (1, 2, 3, 7, 64, 4096)
 # the kernel works in lanes of 16, index groups of 256 and 4096-element blocks (16-bit inputs)
@@ -99,13 +99,17 @@ def as_code(values32: np.ndarray, code: int) -> np.ndarray:
     """A new array: float32 values as the kernel's input of dtype `code` (16-bit ones rounded/truncated)."""
     if code == F32:
         return np.array(values32, dtype=np.float32)
+    if code == F64:
+        return np.array(values32, dtype=np.float64)
     return f16_bits(values32) if code == F16 else bf16_bits(values32)
 
 
 def widen(x: np.ndarray, code: int) -> np.ndarray:
-    """The float32 values the kernel reads from input x of dtype `code` (exact)."""
+    """The values the kernel reads from input x of dtype `code` (exact: float32, float64 as they are)."""
     if code == F32:
         return x.view(np.float32)
+    if code == F64:
+        return x.view(np.float64)
     if code == F16:
         return x.view(np.float16).astype(np.float32)
     return (x.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
@@ -195,7 +199,7 @@ def assert_counts(row: np.ndarray, v64: np.ndarray, bins: int, what: str):
 
 
 def weight_stats_of(row: np.ndarray) -> np.ndarray:
-    """WEIGHT_STATS of one raw row, as torch_stats.weight_rows derives them."""
+    """WEIGHT_STATS of one raw row, as raw_rows.weight_rows derives them."""
     n, m, c, s1, s2 = row[_N], row[_M], row[_C], row[_S1], row[_S2]
     mean = c + s1 / m
     m2 = max(s2 - s1 * s1 / m, 0.0)
@@ -204,7 +208,7 @@ def weight_stats_of(row: np.ndarray) -> np.ndarray:
 
 
 def delta_stats_of(row: np.ndarray) -> np.ndarray:
-    """DELTA_STATS of one raw delta row (prev_sumsq = its psq), as torch_stats.delta_rows."""
+    """DELTA_STATS of one raw delta row (prev_sumsq = its psq), as raw_rows.delta_rows."""
     n, m, c, s1, s2 = row[_N], row[_M], row[_C], row[_S1], row[_S2]
     mean = c + s1 / m
     dnorm = math.sqrt(max(s2 - s1 * s1 / m, 0.0) + m * mean * mean)
@@ -304,7 +308,14 @@ def check_snapshot(xs, prevs=None, codes=None, bins=64, copy=False):
         w_done = not status[i] & W_NOT_DONE
         d_done = not status[i] & D_NOT_DONE
         finite = v.size > 0 and bool(np.isfinite(v).all())
-        assert w_done == finite, f"tensor {i}: status {status[i]}, weights finite: {finite}"
+        if code == F64 and finite and not w_done:
+            # float64 values may be handed back where float32 ones never are: sums that
+            # overflow, a range a few float64 ulps wide (numpy's edges nearly coincide) or
+            # so small that bins / range overflows (subnormals)
+            assert overflows(v) or may_decline(v, bins) or scale_overflows(v, bins), \
+                f"tensor {i}: float64 handed back"
+        else:
+            assert w_done == finite, f"tensor {i}: status {status[i]}, weights finite: {finite}"
         if w_done:
             check_weight_row(raw_w[i], v, bins, f"tensor {i} weights")
         if p is not None:
@@ -312,8 +323,10 @@ def check_snapshot(xs, prevs=None, codes=None, bins=64, copy=False):
             if not (finite and np.isfinite(q).all()):
                 assert not d_done, f"tensor {i}: delta of non-finite values reported done"
             elif not d_done:
-                d = v.astype(np.float64) - q.astype(np.float64)
-                assert may_decline(d, bins), f"tensor {i}: a well-conditioned delta was handed back"
+                with np.errstate(over="ignore", invalid="ignore"):
+                    d = v.astype(np.float64) - q.astype(np.float64)
+                assert not w_done or overflows(d) or overflows(q) or may_decline(d, bins) or scale_overflows(d, bins), \
+                    f"tensor {i}: a well-conditioned delta was handed back"
             if d_done:
                 check_delta_row(raw_d[i], v, q, bins, f"tensor {i} delta")
             if copy and d_done:
@@ -322,6 +335,21 @@ def check_snapshot(xs, prevs=None, codes=None, bins=64, copy=False):
                 assert bits_equal(p, prevs_before[i]), f"tensor {i}: prev changed (status {status[i]})"
         assert bits_equal(x, xs_before[i]), f"tensor {i}: x changed"
     return raw_w, raw_d, status
+
+
+def overflows(v: np.ndarray) -> bool:
+    """Whether a float64 sum of squares (or the range) of v overflows: float64 inputs the kernel hands back."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = v.astype(np.float64)
+        c = v - v[0]
+        return not (np.isfinite(np.square(c).sum()) and np.isfinite(np.square(v).sum())
+                    and np.isfinite(v.max() - v.min()) and np.isfinite(c.sum()))
+
+
+def scale_overflows(v: np.ndarray, bins: int) -> bool:
+    """Whether bins / (max - min) overflows float64 (a range of subnormals)."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return v.max() > v.min() and not np.isfinite(bins / (float(v.max()) - float(v.min())))
 
 
 def random_values(n: int, seed: int, scale: float = 1.0, loc: float = 0.0) -> np.ndarray:
@@ -346,6 +374,13 @@ def test_kernel_is_built():
     assert kernel().NRAW == N_RAW
 
 
+def test_kernel_build_is_current():
+    """The built extension reads every dtype code of the source (a stale build, from before
+    float64, would hand float64 tensors to the slow paths): rebuild with
+    `python setup.py build_ext --inplace` (or `pip install -e .`) if this fails."""
+    assert getattr(kernel(), "DTYPES", 3) == 4
+
+
 def test_require_flag_turns_missing_kernel_into_failure():
     """With the kernel hidden (sys.modules entry None), the module skips without
     WEIGHTTUI_REQUIRE_KERNEL and fails with it set to 1."""
@@ -360,12 +395,11 @@ def test_require_flag_turns_missing_kernel_into_failure():
     assert failed.returncode == 1 and "is not built" in failed.stdout, failed.stdout + failed.stderr
 
 
-def test_raw_layout_matches_torch_stats():
-    """The columns checked here are torch_stats.RAW (read from its source: importing it needs torch)."""
-    tree = ast.parse((ROOT / "weighttui" / "integrations" / "torch_stats.py").read_text())
-    raw = [ast.literal_eval(node.value) for node in tree.body
-           if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "RAW" for t in node.targets)]
-    assert raw == [RAW]
+def test_raw_layout_matches_raw_rows():
+    """The columns checked here are weighttui.record.raw_rows.RAW (the core's layout, which torch_stats re-exports)."""
+    from weighttui.record import raw_rows
+
+    assert raw_rows.RAW == RAW and raw_rows.N_RAW == N_RAW
 
 
 # ------------------------------------------------------------ weights rows
@@ -670,7 +704,7 @@ def test_status_bits_in_a_mixed_call():
         for value in BAD[code][1:]:  # a delta of constant -Inf/+Inf: not the lo == hi shortcut
             add(g.copy(), np.full_like(g, value), code, D_NOT_DONE)
             add(g[:1].copy(), np.full_like(g[:1], value), code, D_NOT_DONE)
-        empty = np.empty(0, np.float32 if code == F32 else np.uint16)
+        empty = np.empty(0, {F32: np.float32, F64: np.float64}.get(code, np.uint16))
         add(empty, None, code, W_NOT_DONE)
         add(empty.copy(), empty.copy(), code, W_NOT_DONE | D_NOT_DONE)
         add(g.copy(), None, code, 0)
@@ -681,6 +715,69 @@ def test_status_bits_in_a_mixed_call():
 def test_empty_call():
     """No tensors: an empty status, nothing else."""
     assert kernel().snapshot([], [], b"", 64, np.zeros(0), np.zeros(0), True) == b""
+
+
+# ------------------------------------------------------------ float64
+
+
+def random64(n: int, seed: int, scale: float = 1.0, loc: float = 0.0) -> np.ndarray:
+    """float64 values that float32 cannot hold (full 53-bit mantissas)."""
+    return loc + scale * rng(seed).standard_normal(n)
+
+
+F64_CASES = {
+    "normal": lambda n: random64(n, 1),
+    "layernorm": lambda n: random64(n, 2, 1e-9, 1.0),  # |mean| >> std, spread below float32's ulp
+    "wide": lambda n: random64(n, 3, 1e100),  # beyond float32's range
+    "tiny": lambda n: random64(n, 4, 1e-300),  # near the bottom of float64's normal range
+    "subnormal": lambda n: random64(n, 4, 1e-310),  # may be handed back (bins / range overflows)
+    "integers": lambda n: rng(5).integers(-3, 4, n).astype(np.float64),
+}
+
+
+@pytest.mark.parametrize("case,n", [(c, n) for c in sorted(F64_CASES) for n in (1, 17, 257, 4097, 300_001)])
+def test_float64_rows(case, n):
+    """float64 weights and exact deltas (d = x - prev rounded once, as numpy does):
+    the same contract as float32, with float64 lanes and a float64 bin index."""
+    x = F64_CASES[case](n)
+    prev = x - 1e-3 * np.abs(x).max() * rng(6).standard_normal(n) if n > 1 else x - 0.5
+    prev[::5] = x[::5]
+    _, _, status = check_snapshot([x], [prev.copy()], [F64], bins=64 if n > 300 else 7, copy=True)
+    assert status[0] == 0 or case == "subnormal"
+
+
+@pytest.mark.parametrize("bins", BINS)
+@pytest.mark.parametrize("lo,hi", [(-1.0, 1.0), (0.1, 0.7), (-3.7e100, 1.2e101), (1 - 1e-9, 1 + 1e-9)])
+def test_float64_values_on_bin_edges(lo, hi, bins):
+    """float64 values on numpy's float64 edges and one float64 ulp either side."""
+    edges = np.linspace(lo, hi, bins + 1)
+    vals = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [lo, hi]])
+    vals = vals[(vals >= lo) & (vals <= hi)]
+    x = np.tile(vals, 3)
+    rng(bins).shuffle(x)
+    _, _, status = check_snapshot([np.r_[lo, x], x.copy()], codes=[F64, F64], bins=bins)
+    assert not status.any()
+
+
+def test_float64_overflow_is_handed_back():
+    """Finite float64 values whose sums of squares (or range, or delta) overflow are
+    handed back untouched, and a tensor next to them is still done."""
+    big = np.array([1e300, -1e300, 5e299])
+    ok = random64(100, 7)
+    xs = [big.copy(), ok.copy(), np.array([1.7e308, -1.7e308])]
+    prevs = [None, ok - 1e-3 * random64(100, 8), np.array([-1.7e308, 1.7e308])]
+    _, _, status = check_snapshot(xs, prevs, [F64] * 3, bins=64, copy=True)
+    assert list(status) == [W_NOT_DONE, 0, W_NOT_DONE | D_NOT_DONE]
+
+
+def test_float32_values_as_float64_give_the_same_rows():
+    """float32 values passed as float64 give the float32 rows (extrema, counts, sums
+    within the summation bound: the lanes are the same, only the pass differs)."""
+    x32 = random_values(10_000, 8)
+    p32 = step_from(x32, 9)
+    w32, d32, _ = run([x32], [p32], [F32])
+    w64, d64, _ = run([x32.astype(np.float64)], [p32.astype(np.float64)], [F64])
+    assert bits_equal(w32, w64) and bits_equal(d32, d64)
 
 
 # ------------------------------------------------------------ 16-bit dtypes
@@ -756,7 +853,7 @@ BAD_ARGS = {
     "prevs shorter than xs": dict(prevs=[]),
     "dtypes longer than xs": dict(dtypes=bytes([F32, F32])),
     "dtypes empty": dict(dtypes=b""),
-    "unknown dtype 3": dict(dtypes=bytes([3])),
+    "unknown dtype 4": dict(dtypes=bytes([4])),
     "unknown dtype 255": dict(dtypes=bytes([255])),
     "dtypes not bytes": dict(dtypes="\x00"),
     "bins 0": dict(bins=0),

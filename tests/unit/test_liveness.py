@@ -6,32 +6,21 @@ import os
 import socket
 import time
 
-import numpy as np
+from logbuilder import moving_log
 
 import weighttui
-from weighttui import Recorder
 from weighttui.data.liveness import STALL_ANY_S, STALL_DEAD_S, growth_age, run_status, writer_dead
 from weighttui.data.run import RunData
 
 NO_SUCH_PID = 2 ** 22 + 12345  # beyond pid_max on Linux defaults: no such process
 
 
-def _log(path, *, status: str | None = "finished"):
-    rec = Recorder(path, delta=True)
-    for s in range(3):
-        rec.snapshot(s, {"a.weight": np.full((4, 4), 1.0 + s, dtype=np.float32)})
-    if status is None:
-        return rec
-    rec.close(status=status)
-    return os.fspath(path)
-
-
 def test_run_status_rules(tmp_path):
-    done = weighttui.open(_log(tmp_path / "done.sock"))
-    failed = weighttui.open(_log(tmp_path / "failed.sock", status="failed"))
+    done = weighttui.open(moving_log(tmp_path / "done.sock"))
+    failed = weighttui.open(moving_log(tmp_path / "failed.sock", status="failed"))
     assert run_status(done, growth_age=1e6) == "finished"  # an end record beats any age
     assert run_status(failed) == "failed"
-    rec = _log(tmp_path / "live.sock", status=None)
+    rec = moving_log(tmp_path / "live.sock", status=None)
     try:
         live = weighttui.open(tmp_path / "live.sock")
         assert live.end is None and live.run is not None
@@ -51,7 +40,7 @@ def test_run_status_rules(tmp_path):
 
 
 def test_writer_dead_is_only_said_for_this_host(tmp_path):
-    data = weighttui.open(_log(tmp_path / "a.sock"))
+    data = weighttui.open(moving_log(tmp_path / "a.sock"))
     assert data.run.host == socket.gethostname()
     assert writer_dead(data) is False  # this process wrote it and is alive
     data.run.pid = NO_SUCH_PID
@@ -77,7 +66,7 @@ def test_growth_age_from_mtime_else_from_what_was_seen(tmp_path):
 
 
 def test_rundata_status_running_then_unfinished(tmp_path):
-    rec = _log(tmp_path / "r.sock", status=None)
+    rec = moving_log(tmp_path / "r.sock", status=None)
     deadline = time.monotonic() + 30
     while rec.written < 3 and time.monotonic() < deadline:  # no write may touch the mtime set below
         time.sleep(0.01)

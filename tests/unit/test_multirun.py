@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from logbuilder import moving_log
 
 import weighttui
 from weighttui import Recorder
@@ -29,28 +30,11 @@ from weighttui.analysis.multirun import (
 from weighttui.data.run import RunData
 from weighttui.log.format import HEADER, MAGIC
 
-
-def write_log(path, *, steps=5, names=("a.weight", "a.bias"), lr=0.1, scalars=("loss",), status="finished",
-              step_every=1):
-    """A real Recorder log whose weights move by `lr` per step."""
-    rec = Recorder(path, meta={"lr": lr, "bs": 32}, delta=True)
-    for s in range(steps):
-        params = {n: np.full((4, 4) if n.endswith("weight") else (4,), 1.0 + lr * s, dtype=np.float32)
-                  + np.arange(16 if n.endswith("weight") else 4, dtype=np.float32).reshape(
-                      (4, 4) if n.endswith("weight") else (4,)) * 0.01 for n in names}
-        rec.snapshot(s * step_every, params, grads={n: v * lr for n, v in params.items()},
-                     scalars={k: 1.0 / (1 + lr * s) for k in scalars})
-    if status is None:
-        return rec
-    rec.close(status=status)
-    return os.fspath(path)
-
-
 # --------------------------------------------------------------- discovery
 
 
 def test_sniff_tells_logs_from_other_files(tmp_path):
-    log = write_log(tmp_path / "run.sock")
+    log = moving_log(tmp_path / "run.sock")
     assert sniff(log) is None
     (tmp_path / "empty").write_bytes(b"")
     assert sniff(tmp_path / "empty") == "pending"  # a writer may not have written yet
@@ -65,16 +49,16 @@ def test_sniff_tells_logs_from_other_files(tmp_path):
 
 
 def test_directory_watch_reports_each_log_once_and_picks_up_new_ones(tmp_path):
-    write_log(tmp_path / "lr0.1.sock", lr=0.1)
-    write_log(tmp_path / "lr0.01.wtui", lr=0.01)
+    moving_log(tmp_path / "lr0.1.sock", lr=0.1)
+    moving_log(tmp_path / "lr0.01.wtui", lr=0.01)
     (tmp_path / "notes.txt").write_text("sweep notes")
     (tmp_path / ".hidden.sock").write_bytes(HEADER)
     sub = tmp_path / "seed1"
     sub.mkdir()
-    write_log(sub / "run.log", lr=0.5)
+    moving_log(sub / "run.log", lr=0.5)
     deep = sub / "ckpt" / "deeper"
     deep.mkdir(parents=True)
-    write_log(deep / "too-deep.sock")  # below MAX_DEPTH: not looked at
+    moving_log(deep / "too-deep.sock")  # below MAX_DEPTH: not looked at
 
     watch = DirectoryWatch(tmp_path)
     first = watch.scan()
@@ -87,7 +71,7 @@ def test_directory_watch_reports_each_log_once_and_picks_up_new_ones(tmp_path):
     # A run starting later: first an empty file (decided later), then the Recorder's header.
     (tmp_path / "lr1.sock").write_bytes(b"")
     assert watch.scan().logs == []
-    rec = write_log(tmp_path / "lr1.sock", lr=1.0, status=None)
+    rec = moving_log(tmp_path / "lr1.sock", lr=1.0, status=None)
     try:
         assert watch.scan().logs == [str(tmp_path / "lr1.sock")]
     finally:
@@ -96,7 +80,7 @@ def test_directory_watch_reports_each_log_once_and_picks_up_new_ones(tmp_path):
 
     # A non-log replaced by a log (new inode) is looked at again and then counts.
     os.remove(tmp_path / "notes.txt")
-    write_log(tmp_path / "notes.txt")
+    moving_log(tmp_path / "notes.txt")
     later = watch.scan()
     assert later.logs == [str(tmp_path / "notes.txt")]
     assert str(tmp_path / "notes.txt") not in watch.ignored
@@ -107,7 +91,7 @@ def test_directory_watch_survives_a_missing_directory(tmp_path):
     watch = DirectoryWatch(tmp_path / "not-yet")
     assert watch.scan().logs == []
     (tmp_path / "not-yet").mkdir()
-    write_log(tmp_path / "not-yet" / "a.sock")
+    moving_log(tmp_path / "not-yet" / "a.sock")
     assert watch.scan().logs == [str(tmp_path / "not-yet" / "a.sock")]
 
 
@@ -126,7 +110,7 @@ def test_run_names_are_short_and_distinct(tmp_path):
 
 
 def test_summarize_a_real_log(tmp_path):
-    path = write_log(tmp_path / "r.sock", steps=6, lr=0.25, scalars=("accuracy", "val_loss"), step_every=10)
+    path = moving_log(tmp_path / "r.sock", steps=6, lr=0.25, scalars=("accuracy", "val_loss"), step_every=10)
     data = weighttui.open(path)
     row = summarize("r", data, "finished")
     assert (row.name, row.path, row.status, row.framework) == ("r", path, "finished", "numpy")
@@ -140,10 +124,10 @@ def test_summarize_a_real_log(tmp_path):
 
 
 def test_loss_name_and_meta_text(tmp_path):
-    data = weighttui.open(write_log(tmp_path / "a.sock", scalars=("acc", "loss")))
+    data = weighttui.open(moving_log(tmp_path / "a.sock", scalars=("acc", "loss")))
     assert loss_name(data) == "loss"
-    assert loss_name(weighttui.open(write_log(tmp_path / "b.sock", scalars=("acc", "lr")))) == "acc"
-    assert loss_name(weighttui.open(write_log(tmp_path / "c.sock", scalars=()))) is None
+    assert loss_name(weighttui.open(moving_log(tmp_path / "b.sock", scalars=("acc", "lr")))) == "acc"
+    assert loss_name(weighttui.open(moving_log(tmp_path / "c.sock", scalars=()))) is None
     assert meta_text({"lr": 0.00012345678, "opt": "adam", "layers": [1, 2], "cfg": {"x": 1}}) == "lr=0.0001235 opt=adam"
     assert meta_text(None) == ""
     long = meta_text({f"k{i}": i for i in range(30)}, width=20)
@@ -188,7 +172,7 @@ def test_align_ignores_nan_for_common_and_latest():
 
 def test_compare_lines_up_a_tensor_statistic_across_real_runs(tmp_path):
     lrs = (0.001, 0.01, 0.1)
-    runs = [weighttui.open(write_log(tmp_path / f"lr{lr}.sock", lr=lr, steps=8)) for lr in lrs]
+    runs = [weighttui.open(moving_log(tmp_path / f"lr{lr}.sock", lr=lr, steps=8)) for lr in lrs]
     ratio = Metric("update ratio", "delta", "ratio", log=True)
     al = compare(runs, "a.weight", ratio)
     assert al.values.shape == (3, 8)
@@ -205,15 +189,15 @@ def test_compare_lines_up_a_tensor_statistic_across_real_runs(tmp_path):
 
 
 def test_metrics_and_common_tensors(tmp_path):
-    a = weighttui.open(write_log(tmp_path / "a.sock", names=("enc.weight", "enc.bias", "head.weight"),
+    a = weighttui.open(moving_log(tmp_path / "a.sock", names=("enc.weight", "enc.bias", "head.weight"),
                                  scalars=("accuracy", "loss")))
-    b = weighttui.open(write_log(tmp_path / "b.sock", names=("head.weight", "enc.weight"),
+    b = weighttui.open(moving_log(tmp_path / "b.sock", names=("head.weight", "enc.weight"),
                                  scalars=("val_loss",)))
     labels = [m.label for m in metrics([a, b])]
     assert labels[: len(TENSOR_METRICS)] == [m.label for m in TENSOR_METRICS]
     assert labels[len(TENSOR_METRICS):] == ["loss", "val_loss", "accuracy"]
     assert common_tensors([a, b]) == ["enc.weight", "head.weight"]  # the first run's order
-    c = weighttui.open(write_log(tmp_path / "c.sock", names=("other.weight",)))
+    c = weighttui.open(moving_log(tmp_path / "c.sock", names=("other.weight",)))
     assert common_tensors([b, c]) == ["head.weight", "enc.weight", "other.weight"]  # nothing shared: union
     assert common_tensors([a, RunData(tmp_path / "nothing.sock")]) == a.tensor_names
     assert common_tensors([]) == []
@@ -261,8 +245,8 @@ def launched(monkeypatch):
 def test_cli_several_paths_or_a_directory_open_the_multi_run_app(tmp_path, launched, capsys):
     from weighttui.cli import main
 
-    a = write_log(tmp_path / "a.sock")
-    b = write_log(tmp_path / "b.sock")
+    a = moving_log(tmp_path / "a.sock")
+    b = moving_log(tmp_path / "b.sock")
     assert main(["watch", a, b]) == 0
     assert launched[-1] == ("multi", [a, b], {"directory": None, "mode": "watch", "max_rows": 1024})
     assert main(["replay", str(tmp_path)]) == 0

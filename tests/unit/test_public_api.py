@@ -14,7 +14,7 @@ PUBLIC = [
     ("weighttui.remote", ["parse_remote", "RemoteMirror", "fetch"], None),
     ("weighttui.demo", ["main", "train"], None),
     ("weighttui.integrations.tensorboard", ["write_tensorboard"], None),
-    ("weighttui.torch", ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET"], "torch"),
+    ("weighttui.torch", ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET", "ENGINE_OPTIONS", "split_options"], "torch"),
     ("weighttui.integrations.torch_native", ["available", "UNAVAILABLE"], "torch"),
     ("weighttui.jax", ["recorder", "snapshot", "named_leaves", "path_name"], "jax"),
     ("weighttui.hf", ["WeightCallback"], "transformers"),
@@ -54,3 +54,23 @@ def test_documented_calls_keep_their_signatures():
     rec = inspect.signature(weighttui.Recorder).parameters
     assert {"every", "full_epochs", "meta"} <= set(rec)
     assert callable(weighttui.open)
+
+
+def test_the_extension_stub_matches_the_extension():
+    """weighttui/_fastats.pyi names what the built module has, with the parameters its docstring gives."""
+    import ast
+    from pathlib import Path
+
+    import weighttui
+
+    fastats = pytest.importorskip("weighttui._fastats", reason="the C extension is not built here")
+    stub = ast.parse((Path(weighttui.__file__).parent / "_fastats.pyi").read_text())
+    declared = {n.name: n for n in stub.body if isinstance(n, ast.FunctionDef)}
+    declared_vars = {n.target.id for n in stub.body if isinstance(n, ast.AnnAssign)}
+    public = {n for n in dir(fastats) if not n.startswith("_")}
+    assert public == set(declared) | declared_vars
+    for name, fn in declared.items():
+        args = fn.args.posonlyargs + fn.args.args
+        defaults = [None] * (len(args) - len(fn.args.defaults)) + fn.args.defaults
+        params = [a.arg if d is None else f"{a.arg}={ast.unparse(d)}" for a, d in zip(args, defaults, strict=True)]
+        assert getattr(fastats, name).__doc__.startswith(f"{name}({', '.join(params)}) ->")

@@ -34,6 +34,11 @@ ADVICE = {
                  "lower the learning rate, clip gradients, check the inputs and the loss for NaN",
     "nonfinite_grad": "occasional Inf gradients are normal with a mixed-precision loss scaler (the step is skipped); "
                       "if persistent, look for overflow or a NaN in the loss",
+    "nonfinite_scalar": "a NaN or Inf loss (or other logged value) means the run has diverged or a batch held bad "
+                        "values: lower the learning rate, clip gradients, check the inputs and the loss for "
+                        "log(0) or a division by zero",
+    "norm_jump": "the run is diverging: weights grew by orders of magnitude within two snapshots; lower the "
+                 "learning rate, clip gradients, check the loss scale (fp16) and the learning-rate schedule",
     "stagnant": "a frozen or unused parameter: check requires_grad / trainable, that the optimizer was given it, "
                 "that it is used in the forward pass, and that the learning rate is not zero",
     "ratio_high": "updates this large relative to the weights (rule of thumb: ~1e-3 per step) tend to diverge "
@@ -82,6 +87,7 @@ class DiagnoseConfig:
     norm_growth: float = 10.0  # weight norm above this times its recent median
     norm_window: int = 10
     norm_floor: float = 1e-3  # ignore tensors whose RMS value is still below this (zero-initialised)
+    norm_jump: float = 100.0  # weight norm this many times its value one or two snapshots before: diverging
     grad_explode: float = 100.0  # gradient norm above this times its recent median ...
     grad_window: int = 10
     grad_persist: int = 2  # ... for this many snapshots in a row
@@ -334,6 +340,7 @@ class _Context:
         self.size = np.array([max(1, int(i.size)) for i in self.tensors], dtype=np.float64)
         self.names = [i.name for i in self.tensors]
         self.alerts: list[Alert] = []
+        self.nonfinite: dict[str, np.ndarray] = {}  # kind -> first non-finite row per tensor, or -1
         key = (id(run.run), run.resets, t, dataclasses.astuple(config))
         hist = _histories.get(run)
         if hist is None or not hist.valid_for(run, key):
@@ -424,8 +431,9 @@ def _jump_detector(ctx: _Context, kind: str, stat: str, window: int, **kw):
 
 
 def _rule_nonfinite(ctx: _Context) -> None:
+    """First non-finite values per tensor; sets ctx.nonfinite[kind] (first row [T] or -1) for the quieting."""
     for kind, rule, severity in (("weights", "nonfinite", "error"), ("grad", "nonfinite_grad", "warning")):
-        if rule in ctx.config.disabled or not ctx.run.has_kind(kind):
+        if not ctx.run.has_kind(kind):
             continue
 
         def detect(lo, hi, start, skip, kind=kind):
@@ -440,8 +448,9 @@ def _rule_nonfinite(ctx: _Context) -> None:
             return rows, np.stack([nan[first, cols], inf[first, cols]], axis=1)
 
         rows, extra = ctx.first_event(rule, 0, 1, detect)
+        ctx.nonfinite[kind] = rows
         cols = np.nonzero(rows >= 0)[0]
-        if not cols.size:
+        if not cols.size or rule in ctx.config.disabled:
             continue
         lo = max(0, ctx.n - _TAIL)
         nan_now, inf_now = ctx.rows(kind, "nan", lo), ctx.rows(kind, "inf", lo)
@@ -456,8 +465,11 @@ def _rule_nonfinite(ctx: _Context) -> None:
                     now = f"; at step {int(ctx.steps[lo + k])}: {int(nan_now[k, c])} NaN, {int(inf_now[k, c])} Inf"
                 else:
                     now = f"; finite again at step {int(ctx.steps[lo + k])}"
+            held = ("other alerts for this tensor are held back from then on (they assume finite values)"
+                    if kind == "weights" else
+                    "gradient alerts for it are held back while its gradients are not finite")
             ctx.add(rule, c, r0, severity,
-                    f"non-finite {what}: {int(extra[c, 0])} NaN, {int(extra[c, 1])} Inf when first seen{now}")
+                    f"non-finite {what}: {int(extra[c, 0])} NaN, {int(extra[c, 1])} Inf when first seen{now}; {held}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:
@@ -633,6 +645,139 @@ def _rule_dead_units(ctx: _Context) -> None:
                     f"{int(ctx.steps[r])} and stayed up")
 
 
+def _rule_norm_jump(ctx: _Context) -> None:
+    """A weight norm `norm_jump` times its value one or two snapshots before: divergence under way.
+
+    norm_growth compares with a median over norm_window snapshots, so a run that
+    blows up within its first few snapshots, or within two, is caught here. The
+    alert is dated to the first snapshot that showed the jump: the first after
+    the base that was at least halfway there in orders of magnitude.
+    """
+    cfg = ctx.config
+    if "norm_jump" in cfg.disabled or ctx.n < 2:
+        return
+    floor = cfg.norm_floor * np.sqrt(ctx.size)
+    factor = cfg.norm_jump
+
+    def detect(lo, hi, start, skip):
+        m = ctx.rows("weights", "norm", lo, hi)
+        k, t = m.shape
+        rows = np.full(t, -1, dtype=np.int64)
+        extra = np.full((t, 3), np.nan)  # dated row, base value, base row
+        if k < 2:
+            return rows, extra
+        prev1 = np.full_like(m, np.nan)
+        prev1[1:] = m[:-1]
+        prev2 = np.full_like(m, np.nan)
+        prev2[2:] = m[:-2]
+        base = np.fmin(prev1, prev2)
+        with np.errstate(invalid="ignore", over="ignore"):
+            hit = (m >= base * factor) & (base > floor[None, :])
+        hit[: max(start - lo, 1)] = False
+        if skip is not None:
+            hit[:, skip] = False
+        has = hit.any(axis=0)
+        first = np.argmax(hit, axis=0)
+        for c in np.nonzero(has)[0]:
+            r = int(first[c])
+            b = float(base[r, c])
+            brow = r - 2 if r >= 2 and not prev1[r, c] < prev2[r, c] else r - 1
+            dated = next(j for j in range(brow + 1, r + 1) if m[j, c] >= b * np.sqrt(factor))
+            rows[c] = r + lo
+            extra[c] = (dated + lo, b, brow + lo)
+        return rows, extra
+
+    rows, extra = ctx.first_event("norm_jump", 2, 1, detect)
+    jumped = {ctx.names[c]: int(ctx.steps[int(extra[c, 0])]) for c in np.nonzero(rows >= 0)[0]}
+    # the same run-up seen later against a 10-snapshot median says nothing new
+    ctx.alerts = [a for a in ctx.alerts if not (a.rule == "norm_growth" and a.tensor in jumped
+                                                and a.step >= jumped[a.tensor])]
+    for c in np.nonzero(rows >= 0)[0]:
+        r, dated, b, brow = int(rows[c]), int(extra[c, 0]), float(extra[c, 1]), int(extra[c, 2])
+        value = float(ctx.rows("weights", "norm", r, r + 1, cols=[c])[0, 0])
+        span = f"{r - brow} snapshot{'s' if r - brow > 1 else ''}"
+        ctx.add("norm_jump", int(c), dated, "error",
+                f"weight norm {three_digits(b)} at step {int(ctx.steps[brow])} -> {three_digits(value)} at step "
+                f"{int(ctx.steps[r])} ({three_digits(value / b)}x within {span})")
+
+
+def _rule_nonfinite_scalars(ctx: _Context) -> None:
+    """A logged scalar (the loss ...) that is NaN or Inf: named, from the first step it was."""
+    if "nonfinite_scalar" in ctx.config.disabled:
+        return
+    last_step = int(ctx.steps[ctx.n - 1])
+    for name in ctx.run.scalar_names:
+        steps, values = ctx.run.scalars(name)
+        upto = int(np.searchsorted(steps, last_step, side="right"))
+        bad = ~np.isfinite(values[:upto])
+        if not bad.any():
+            continue
+        i = int(np.argmax(bad))
+        latest = values[upto - 1]
+        now = (f"; still {latest} at step {int(steps[upto - 1])}" if not np.isfinite(latest)
+               else f"; finite again at step {int(steps[upto - 1])}")
+        ctx.alerts.append(Alert(rule="nonfinite_scalar", tensor=None, step=int(steps[i]), severity="error",
+                                message=f"scalar {name!r} is {values[i]} from step {int(steps[i])} "
+                                        f"({int(bad.sum())} non-finite value(s)){now}",
+                                advice=ADVICE["nonfinite_scalar"]))
+
+
+# states and gradient events that non-finite values fake: a NaN element freezes the rest of the
+# tensor's update statistics (stagnant), a NaN gradient is not a small one (grad_vanish)
+_STATES = ("stagnant", "ratio_high", "ratio_low", "grad_vanish")
+
+
+def _quiet_after_nonfinite(ctx: _Context) -> None:
+    """Once a tensor's values are NaN/Inf, rules that assume finite values say nothing more about it.
+
+    Weights: events dated before the first non-finite snapshot stay (they may be
+    how it began); states and later events go. Gradients: states and gradient
+    events are quiet while the gradients were non-finite within the rule's window
+    (a loss scaler's occasional Inf gradient skips a step, which looks like a
+    stagnant tensor; it must not silence the rules for the rest of the run).
+    """
+    none = np.full(ctx.t, -1, dtype=np.int64)
+    weights = ctx.nonfinite.get("weights", none)
+    grad = ctx.nonfinite.get("grad", none)
+    w_any, g_any = bool((weights >= 0).any()), bool((grad >= 0).any())
+    if not (w_any or g_any):
+        return
+    col = {name: i for i, name in enumerate(ctx.names)}
+    cfg = ctx.config
+    windows = {"stagnant": cfg.stagnant_window, "ratio_high": cfg.ratio_window, "ratio_low": cfg.ratio_window,
+               "grad_vanish": cfg.grad_vanish_window}
+    grad_bad: dict[int, np.ndarray] = {}
+
+    def grad_bad_in(c: int, lo: int, hi: int) -> bool:
+        if c not in grad_bad:
+            nan = ctx.rows("grad", "nan", 0, cols=[c])[:, 0]
+            inf = ctx.rows("grad", "inf", 0, cols=[c])[:, 0]
+            with np.errstate(invalid="ignore"):
+                grad_bad[c] = (nan > 0) | (inf > 0)
+        return bool(grad_bad[c][max(0, lo):max(0, hi)].any())
+
+    keep = []
+    for a in ctx.alerts:
+        c = col.get(a.tensor) if a.tensor is not None else None
+        if c is None or a.rule.startswith("nonfinite"):
+            keep.append(a)
+            continue
+        if weights[c] >= 0 and (a.rule in _STATES or a.step >= int(ctx.steps[weights[c]])):
+            continue
+        if grad[c] >= 0:
+            if a.rule in _STATES:
+                lo, hi = ctx.n - windows[a.rule], ctx.n
+            elif a.rule == "grad_explode":
+                row = int(np.searchsorted(ctx.steps, a.step))
+                lo, hi = row - cfg.grad_window, row + cfg.grad_persist
+            else:
+                lo = hi = 0
+            if hi > lo and grad_bad_in(c, lo, hi):
+                continue
+        keep.append(a)
+    ctx.alerts = keep
+
+
 def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None = None) -> list[Alert]:
     """The alerts for a run, looking only at stored rows 0..upto_row (default: all).
 
@@ -652,5 +797,8 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     _rule_grad_explode(ctx)
     _rule_grad_vanish(ctx)
     _rule_dead_units(ctx)
+    _rule_norm_jump(ctx)
+    _rule_nonfinite_scalars(ctx)
+    _quiet_after_nonfinite(ctx)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from weighttui.analysis.series import nonfinite_now
 from weighttui.data.run import RunData
 from weighttui.log.sniff import HeadState, sniff_file
 
@@ -134,7 +135,7 @@ def run_names(paths: list[str], directory: str | None = None) -> list[str]:
     while len(set(names)) < len(names) and depth < 8:
         depth += 1
         dup = {n for n in names if names.count(n) > 1}
-        names = [_tail(p, depth) if n in dup else n for n, p in zip(names, paths)]
+        names = [_tail(p, depth) if n in dup else n for n, p in zip(names, paths, strict=True)]
     return names
 
 
@@ -190,14 +191,22 @@ class RunRow:
     meta: str
     corruptions: int
     error: str | None = None
+    diverged: bool = False  # the latest loss or weights hold NaN/Inf (status then says "diverged")
 
 
 def summarize(name: str, data: RunData, status: str, *, error: str | None = None) -> RunRow:
+    """The run list's row. A run whose latest loss or weights are NaN/Inf is marked "diverged"
+    whatever its writer's state (finished, live, stalled ...): that is what its owner must know."""
     run = data.run
     lname = loss_name(data)
     values = data.scalars(lname)[1] if lname else np.zeros(0)
+    diverged = bool((values.size and not np.isfinite(values[-1])) or nonfinite_now(data))
+    if error:
+        status = "error"
+    elif diverged and status not in ("waiting", "loading"):
+        status = "diverged"
     return RunRow(
-        name=name, path=data.path or "", status="error" if error else status,
+        name=name, path=data.path or "", status=status, diverged=diverged,
         framework=(run.framework if run else "") or "",
         snapshots=data.snapshot_count,
         last_step=int(data.steps[-1]) if data.n else None,

@@ -31,7 +31,7 @@ class MLP:
 
     def __init__(self, sizes, rng):
         self.params = {}
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             scale = math.sqrt(1.0 / fan_in)
             self.params[f"layers.{i}.weight"] = rng.normal(scale=scale, size=(fan_out, fan_in)).astype(np.float32)
             self.params[f"layers.{i}.bias"] = np.zeros(fan_out, dtype=np.float32)

@@ -30,6 +30,7 @@ import zipfile
 
 import numpy as np
 
+from weighttui.analysis.series import covered
 from weighttui.cli.errors import CliError
 from weighttui.cli.jsonout import json_number as _json_number
 from weighttui.data.run import RunData
@@ -143,20 +144,19 @@ def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=Non
 def _stats_csv(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
     steps, epochs, names = run.steps, run.epochs, run.tensor_names
     cols = _name_cols(run)
-    present = run.present
     rows = 0
     with _text_out(out, mode) as fh:
         w = csv.writer(fh)
         w.writerow(["step", "epoch", "tensor", "kind", "stat", "value"])
         for kind in kinds:
-            covered = present & _covered(run, kind)
+            cover = covered(run, kind)  # NaN in a covered row is a value and is written
             for stat in run.columns(kind):
                 m = run.stat_matrix(kind, stat)
                 label = export_name(stat)
                 for r in range(run.n):
                     ep = "" if epochs[r] < 0 else int(epochs[r])
                     for name, c in zip(names, cols, strict=True):
-                        if covered[r, c]:
+                        if cover[r, c]:
                             w.writerow([int(steps[r]), ep, name, kind, label, repr(float(m[r, c]))])
                             rows += 1
         for sname in run.scalar_names:
@@ -165,12 +165,6 @@ def _stats_csv(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
                 w.writerow([int(s), "", "", "scalar", sname, repr(float(v))])
                 rows += 1
     return f"{rows} rows of statistics to {out}"
-
-
-def _covered(run: RunData, kind: str) -> np.ndarray:
-    """[rows, tensors]: where the block has a row (FORMAT.md: uncovered rows are all NaN)."""
-    stacked = np.stack([run.stat_matrix(kind, s) for s in run.columns(kind)], axis=-1)
-    return ~np.isnan(stacked).all(axis=-1)
 
 
 def _stats_columns(run: RunData, kinds) -> dict:

@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 
+from weighttui.analysis.diagnose import per_step_ratio
 from weighttui.analysis.numbers import three_digits
+from weighttui.analysis.series import covered, latest
 from weighttui.data.run import RunData
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
@@ -28,38 +30,31 @@ def _when(t: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
 
 
-def _last(run: RunData, name: str, stat: str, kind: str) -> float:
-    if not run.has_kind(kind) or stat not in run.columns(kind):
-        return math.nan
-    _steps, values = run.series(name, stat, kind)
-    finite = values[np.isfinite(values)]
-    return float(finite[-1]) if finite.size else math.nan
-
-
-def _per_step_ratio(run: RunData):
-    """[rows, tensors] update ratio per optimizer step (as the alerts and the app show it)."""
-    if not run.has_kind("delta") or not run.n:
-        return None
-    from weighttui.analysis.diagnose import per_step_ratio
-
-    return per_step_ratio(run)
-
-
-def _last_of(matrix, run: RunData, name: str) -> float:
-    if matrix is None:
-        return math.nan
-    col = run.column(name)
-    values = matrix[run.present[:, col], col]
-    values = values[np.isfinite(values)]
-    return float(values[-1]) if values.size else math.nan
-
-
 def tensor_rows(run: RunData) -> list[dict]:
-    """One dict per tensor: declaration and its latest statistics."""
+    """One dict per tensor: declaration and its latest statistics.
+
+    "Latest" is the value at the tensor's latest covered row (analysis.series):
+    NaN or Inf there is reported as such (a diverged tensor's norm is NaN, not
+    its last finite value); None means no row of that kind covers it.
+    """
+    cover: dict[str, np.ndarray] = {}
+    cache: dict[tuple[str, str], list] = {}
+
+    def last(kind: str, stat: str) -> list:
+        if (kind, stat) not in cache:
+            if not run.has_kind(kind) or stat.partition("/")[0] not in run.columns(kind):
+                cache[kind, stat] = [None] * len(run.tensors)
+            else:
+                if kind not in cover:
+                    cover[kind] = covered(run, kind)
+                matrix = per_step_ratio(run) if stat == "ratio/step" else run.stat_matrix(kind, stat)
+                cache[kind, stat] = latest(matrix, cover[kind])
+        return cache[kind, stat]
+
     rows = []
-    per_step = _per_step_ratio(run)
     for name in run.tensor_names:
         t = run.tensor(name)
+        c = run.column(name)
         rows.append({
             "name": name,
             "layer": t.layer,
@@ -67,13 +62,13 @@ def tensor_rows(run: RunData) -> list[dict]:
             "dtype": t.dtype,
             "params": t.size,
             "trainable": t.trainable,
-            "norm": _last(run, name, "norm", "weights"),
-            "std": _last(run, name, "std", "weights"),
-            "nan": _last(run, name, "nan", "weights"),
-            "inf": _last(run, name, "inf", "weights"),
-            "update_ratio": _last(run, name, "ratio", "delta"),  # between the last two snapshots
-            "update_ratio_per_step": _last_of(per_step, run, name),
-            "grad_norm": _last(run, name, "norm", "grad"),
+            "norm": last("weights", "norm")[c],
+            "std": last("weights", "std")[c],
+            "nan": last("weights", "nan")[c],
+            "inf": last("weights", "inf")[c],
+            "update_ratio": last("delta", "ratio")[c],  # between the last two snapshots
+            "update_ratio_per_step": last("delta", "ratio/step")[c] if run.has_kind("delta") else None,
+            "grad_norm": last("grad", "norm")[c],
         })
     return rows
 
@@ -137,6 +132,13 @@ def _alert_dict(alert) -> dict:
     return {f: getattr(alert, f, None) for f in fields}
 
 
+def _fmt(x: float | None) -> str:
+    """None (no value) as "-"; a NaN that the log holds as "nan", as any other value."""
+    if x is not None and math.isnan(x):
+        return "nan"
+    return three_digits(x)
+
+
 def print_info(run: RunData, alerts, out) -> None:
     """The summary for a person, as a few aligned blocks of text."""
     d = info_dict(run, alerts)
@@ -168,7 +170,7 @@ def print_info(run: RunData, alerts, out) -> None:
     if d["full_values_steps"]:
         w(f"  complete weights stored at steps: {_short_list(d['full_values_steps'])}\n")
     if d["scalars"]:
-        w("  scalars (latest): " + ", ".join(f"{k}={three_digits(v)}" for k, v in d["scalars"].items()) + "\n")
+        w("  scalars (latest): " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["scalars"].items()) + "\n")
 
     dmg = d["damage"]
     if dmg["corruptions"]:
@@ -188,11 +190,11 @@ def print_info(run: RunData, alerts, out) -> None:
             name = t["name"] if len(t["name"]) <= name_w else "…" + t["name"][-(name_w - 1):]
             shape = "x".join(map(str, t["shape"])) or "scalar"
             flag = "" if t["trainable"] else "  (frozen)"
-            bad = t["nan"] + t["inf"] if not math.isnan(t["nan"]) else 0
+            bad = (t["nan"] or 0) + (t["inf"] or 0)
             if bad:
                 flag += f"  {int(bad)} non-finite"
-            w(f"  {name:<{name_w}}  {shape:>14}  {three_digits(t['norm']):>9}  {three_digits(t['std']):>9}  "
-              f"{three_digits(t['update_ratio_per_step']):>9}  {three_digits(t['grad_norm']):>9}{flag}\n")
+            w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
+              f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
 
     warn_events = [e for e in d["events"] if e["level"] != "info"]
     if warn_events:

@@ -61,16 +61,15 @@ def cmd_watch(args) -> int:
                 raise CliError("--threshold applies to one run; the side-by-side view shows no alerts")
             return _watch_several(args)
         args.path = args.path[0]
-    spec = _parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
-    if spec is not None:
-        from weighttui.tui.app import run_app
-
-        return view_remote(spec, functools.partial(run_app, diagnose_config=config), mode=args.mode,
-                           max_rows=args.max_rows)
-    _check_log(args.path, must_exist=args.mode == "replay")
     from weighttui.tui.app import run_app
 
-    return run_app(args.path, mode=args.mode, max_rows=args.max_rows, diagnose_config=config)
+    if config is not None:  # --threshold: the app's alerts use it
+        run_app = functools.partial(run_app, diagnose_config=config)
+    spec = _parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
+    if spec is not None:
+        return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
+    _check_log(args.path, must_exist=args.mode == "replay")
+    return run_app(args.path, mode=args.mode, max_rows=args.max_rows)
 
 
 def _is_checkpoint_dir(path: str) -> bool:
@@ -102,7 +101,7 @@ def cmd_info(args) -> int:
     from weighttui.cli.info import info_dict, print_info
     from weighttui.data.run import open as open_run
 
-    args.path = _fetch_if_remote(args.path)
+    args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
     run = open_run(args.path, run=args.run, max_rows=4096)
@@ -115,18 +114,23 @@ def cmd_info(args) -> int:
         print(json.dumps(json_safe(info_dict(run, alerts)), indent=1, allow_nan=False))
     else:
         print_info(run, alerts, sys.stdout)
-    return 0
+    return 0 if complete else 1
 
 
-def _fetch_if_remote(path: str) -> str:
-    """A remote log (user@host:path, ssh://...) copied once to the local cache; else path."""
-    from weighttui.data.remote import fetch
+def _fetch_if_remote(path: str) -> tuple[str, bool]:
+    """(local path, complete): a remote log (user@host:path, ssh://...) copied once to the local
+    cache, else path itself. A copy that stopped early is said on stderr and used as far as it
+    goes; the command then exits 1."""
+    from weighttui.data.remote import IncompleteCopy, fetch
 
     spec = _parse_remote(path)
     if spec is None:
-        return path
+        return path, True
     try:
-        return fetch(spec)
+        return fetch(spec), True
+    except IncompleteCopy as exc:
+        print(f"weighttui: warning: {exc}", file=sys.stderr)
+        return exc.path, False
     except OSError as exc:  # ssh's own message: unknown host, no key, no such file
         raise CliError(str(exc)) from None
 
@@ -154,13 +158,13 @@ def cmd_export(args) -> int:
     from weighttui.cli import export
     from weighttui.data.run import open as open_run
 
-    args.path = _fetch_if_remote(args.path)
+    args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     run = open_run(args.path, run=args.run)
     wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
                           kinds=args.kind)
     print(f"wrote {wrote}", file=sys.stderr)
-    return 0
+    return 0 if complete else 1
 
 
 def cmd_demo(args) -> int:

@@ -43,10 +43,9 @@ class Delivery:
 
 @dataclass
 class Failure:
-    """The log cannot be read any more (replaced by something that is not a log)."""
+    """The log cannot be read any more (replaced by something that is not a log); always final."""
 
     message: str
-    permanent: bool = True
 
 
 class Follower(threading.Thread):
@@ -74,7 +73,7 @@ class Follower(threading.Thread):
     def drain(self, limit: int | None = None) -> list:
         """Take up to `limit` queued items (all by default); re-arms the notification."""
         with self._cond:
-            out = []
+            out: list[Delivery | Failure] = []
             while self._items and (limit is None or len(out) < limit):
                 out.append(self._items.popleft())
             if not self._items:

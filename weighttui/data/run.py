@@ -1,118 +1,44 @@
-"""RunData: the columnar, in-memory view of one run in a log.
+"""RunData: one run of a log, read through the run store (weighttui/data/store).
 
-Frames from `follow.LogTail` are validated (`records.py`) and appended to
-dense arrays: for each kind (weights, delta, grad) a `[rows, tensors, stats]`
-float64 matrix and, where the log has histograms, `[rows, tensors, bins]`
-counts. A row is a snapshot; `present[row, tensor]` says which tensors it
-covered. With `max_rows`, old history is decimated (every other row dropped,
-the newest row always kept) so memory stays bounded on long runs.
+The store keeps every snapshot of every run in tensor-major columns (entries per
+tensor, histograms per tensor, sealed into segments that live in an index file
+beside the log or in memory); RunData is a view of one run on top of it:
 
-`weighttui.open(path)` reads a whole log into a RunData for scripts and
-notebooks; the TUI feeds one incrementally from a follower thread.
+- `series()`, `histograms()`, `samples()` read one tensor's columns: every
+  snapshot, or those of a step range (`start=`, `stop=`) at full resolution.
+- `steps`, `stat_matrix()`, `present` (the dense [rows, tensors] matrices the
+  viewer and diagnose use) hold the *row view*: every snapshot, or with
+  `max_rows` at most that many rows spread over the run (the first and latest
+  always), so a viewer's memory is bounded on any log; the rows left out stay
+  reachable through the range reads. Dense matrices are built on first use and
+  extended as rows arrive.
+- `weights()` reads full tensor values from their frames on demand.
+
+`weighttui.open(path)` builds (or reuses, or extends) the log's index and returns
+a RunData; `refresh()` reads what was appended since. The TUI feeds a RunData
+from a follower thread with `ingest(poll)`.
 """
 
 from __future__ import annotations
 
-import builtins
 import os
-import struct
 import time
 import warnings
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from weighttui.data.liveness import writer_running
-from weighttui.data.scan import load_indexed
-from weighttui.log.format import (
-    FRAME_HEADER_SIZE,
-    FrameType,
-    decode_payload,
-    parse_frame_header,
-)
-from weighttui.log.records import (
-    RECORD_NAMES,
-    EndRecord,
-    EventRecord,
-    InvalidRecord,
-    RunRecord,
-    TensorInfo,
-    parse_end,
-    parse_event,
-    parse_run,
-    parse_scalars,
-    parse_snapshot,
-    parse_tensors,
-    parse_values,
-)
-from weighttui.log.schema import COLUMNS, KINDS
-from weighttui.log.tail import LogTail, Poll
+from weighttui.data.store import index as store_index
+from weighttui.data.store.builder import LogIndex, RunState
+from weighttui.log.format import HEADER_SIZE, check_header
+from weighttui.log.reader import read_frame_at, scan_frames
+from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
+from weighttui.log.schema import KINDS
+from weighttui.log.tail import Poll
 
 STATUSES = ("finished", "failed", "interrupted", "running", "unfinished")
-
-
-class _KindStore:
-    """Statistics (and histograms) of one kind: weights, delta or grad."""
-
-    def __init__(self, columns, rows: int, tensors: int):
-        self.columns = tuple(columns)
-        self.col_index = {c: i for i, c in enumerate(self.columns)}
-        self.stats = np.full((rows, tensors, len(self.columns)), np.nan)
-        self.seen = False  # any snapshot carried this block
-        self.bins: int | None = None
-        self.lo = self.hi = self.counts = None
-
-    def grow(self, rows: int, tensors: int) -> None:
-        self.stats = _grown(self.stats, (rows, tensors, self.stats.shape[2]), np.nan)
-        if self.counts is not None:
-            self.lo = _grown(self.lo, (rows, tensors), np.nan)
-            self.hi = _grown(self.hi, (rows, tensors), np.nan)
-            self.counts = _grown(self.counts, (rows, tensors, self.bins), 0)
-
-    def clear_row(self, row: int) -> None:
-        self.stats[row] = np.nan
-        if self.counts is not None:
-            self.lo[row] = np.nan
-            self.hi[row] = np.nan
-            self.counts[row] = 0
-
-    def put(self, row: int, ids: np.ndarray, block) -> None:
-        self.seen = True
-        if tuple(block.names) == self.columns:  # the usual case: one assignment
-            self.stats[row, ids] = block.stats
-        else:
-            for src, name in enumerate(block.names):
-                dst = self.col_index.get(name)
-                if dst is not None:  # unknown columns are ignored
-                    self.stats[row, ids, dst] = block.stats[:, src]
-        if block.hist is not None:
-            lo, hi, counts = block.hist
-            if self.counts is None:
-                rows, tensors = self.stats.shape[:2]
-                self.bins = counts.shape[1]
-                self.lo = np.full((rows, tensors), np.nan)
-                self.hi = np.full((rows, tensors), np.nan)
-                self.counts = np.zeros((rows, tensors, self.bins), dtype=np.uint32)
-            self.lo[row, ids] = lo
-            self.hi[row, ids] = hi
-            self.counts[row, ids] = counts
-
-    def keep_rows(self, keep: np.ndarray) -> None:
-        n = keep.size
-        self.stats[:n] = self.stats[keep]
-        self.stats[n:] = np.nan
-        if self.counts is not None:
-            self.lo[:n], self.hi[:n], self.counts[:n] = self.lo[keep], self.hi[keep], self.counts[keep]
-            self.lo[n:], self.hi[n:], self.counts[n:] = np.nan, np.nan, 0
-
-
-def _grown(arr: np.ndarray, shape, fill) -> np.ndarray:
-    if arr.shape == tuple(shape):
-        return arr
-    new = np.full(shape, fill, dtype=arr.dtype)
-    new[tuple(slice(0, s) for s in arr.shape)] = arr
-    return new
+_FIRST_BYTES = 65536  # header + first frame kept to notice a log rewritten in place
 
 
 @dataclass
@@ -128,80 +54,91 @@ class RunSummary:
     status: str = "unfinished"
 
 
+class _Thinning:
+    """Which rows the row view keeps with max_rows: halve the history when full, keep the newest.
+
+    Works on snapshot indices alone, so the rows kept depend only on how many
+    snapshots the run has, whatever order they were read in.
+    """
+
+    def __init__(self, max_rows: int | None):
+        self.max_rows = max_rows
+        self.rows: list[int] = []
+        self.stride = 1
+        self.provisional = False  # the newest row is kept only because it is the newest
+        self.count = 0
+
+    def add(self, upto: int) -> None:
+        while self.count < upto:
+            self._add_one()
+
+    def _add_one(self) -> None:
+        g = self.count
+        self.count += 1
+        if self.provisional:
+            self.rows[-1] = g
+        else:
+            if self.max_rows is not None and len(self.rows) >= self.max_rows:
+                self.stride *= 2
+                newest = self.rows[-1]
+                self.rows = [r for r in self.rows if r % self.stride == 0]
+                if not self.rows or self.rows[-1] != newest:
+                    self.rows.append(newest)
+                if newest % self.stride != 0:
+                    self.rows[-1] = g
+                    self.provisional = g % self.stride != 0
+                    return
+            self.rows.append(g)
+        self.provisional = g % self.stride != 0
+
+
+class _Dense:
+    """A [rows, tensors] matrix of the row view, kept with spare capacity and extended in place."""
+
+    __slots__ = ("rows", "buf", "run")
+
+    def __init__(self, rows, buf, run):
+        self.rows, self.buf, self.run = rows, buf, run
+
+
 class RunData:
     """The latest run of a log (or the run at `run_index`), as time series.
 
-    Feed it with `ingest(poll)`; read it with the accessors below. Steps,
-    epochs and times are per stored row (a snapshot); `series()` and friends
-    return only the rows that covered the tensor asked for.
+    Steps, epochs and times are per row of the row view (a snapshot);
+    `series()` and friends return only the rows that covered the tensor asked for.
     """
 
-    def __init__(self, path=None, *, max_rows: int | None = None, run_index: int | None = None):
+    def __init__(self, path=None, *, max_rows: int | None = None, run_index: int | None = None,
+                 cache: bool = True):
         if max_rows is not None and max_rows < 4:
             raise ValueError("max_rows must be at least 4")
         self.path = None if path is None else os.fspath(path)
         self.max_rows = max_rows
         self.run_index = run_index
-        self.corruptions: list[int] = []  # byte offsets, whole file
-        self.corruption_reasons: list[str] = []
+        self.cache = cache
         self.torn_tail = 0
-        self.unknown_frames = 0
         self.resets = 0  # times the file was truncated or replaced under us
-        self.runs: list[RunSummary] = []
         self.file_size = 0
-        self.last_growth = None  # monotonic time the file last grew
-        self._runs_seen = 0
-        self._ignoring = False  # past the run asked for
-        self._reset_run()
+        self.last_growth: float | None = None  # monotonic time the file last grew
+        self.index_path: str | None = None  # where the index was read or written, if anywhere
+        self._store = LogIndex()
+        self._ident: tuple | None = None  # (dev, inode, first bytes) of the file read
+        self._loaded = False
+        self._reset_view()
 
-    # ------------------------------------------------------------- state
+    def _reset_view(self) -> None:
+        self._thin = _Thinning(self.max_rows)
+        self._view_run: RunState | None = None
+        self._shown_cache: tuple | None = None
+        self._dense: dict = {}
 
-    def _reset_run(self) -> None:
-        self.run: RunRecord | None = None
-        self.end: EndRecord | None = None
-        self.tensors: list[TensorInfo] = []  # by position (column index)
-        self._col_of_id: dict[int, int] = {}
-        self._by_id: dict[int, TensorInfo] = {}
-        self._col_of_name: dict[str, int] = {}
-        self.events: list[EventRecord] = []
-        self.record_counts = {name: 0 for name in RECORD_NAMES.values()}
-        self._scalars: dict[str, tuple[list, list]] = {}
-        self._values: dict[int, dict[int, list]] = {}  # step -> tensor id -> [(frame offset, start, n)]
-        self._values_epoch: dict[int, int | None] = {}
-        self.snapshot_count = 0  # every snapshot of the run, stored or decimated away
-        self.last_time: float | None = None
-        self._stride = 1
-        self._provisional = False
-        self.n = 0
-        cap_rows = 64 if self.max_rows is None else min(64, self.max_rows)
-        self._steps = np.zeros(cap_rows, dtype=np.int64)
-        self._epochs = np.full(cap_rows, -1, dtype=np.int64)
-        self._batches = np.full(cap_rows, -1, dtype=np.int64)
-        self._times = np.full(cap_rows, np.nan)
-        self._gidx = np.zeros(cap_rows, dtype=np.int64)
-        self._present = np.zeros((cap_rows, 8), dtype=bool)
-        self._stores = {k: _KindStore(COLUMNS[k], cap_rows, 8) for k in KINDS}
-        self._sample_cols: dict[int, np.ndarray] = {}  # tensor column -> sample column indices
-        self._sample_width = 0
-        self._samples = np.full((cap_rows, 0), np.nan, dtype=np.float32)
-        self._sample_idx_cache: dict[bytes, np.ndarray] = {}
-        self._cols_cache: dict[bytes, np.ndarray] = {}  # snapshot ids bytes -> columns
-        self._ids_checked: dict[bytes, int] = {}  # for records.parse_snapshot
-
-    # ----------------------------------------------------------- ingest
+    # ------------------------------------------------------------- reading
 
     def ingest(self, poll: Poll) -> bool:
-        """Apply one poll's results; True if anything visible changed."""
+        """Apply one LogTail poll's results; True if anything visible changed."""
         changed = False
         if poll.reset:
-            self.resets += 1
-            self.corruptions.clear()
-            self.corruption_reasons.clear()
-            self.unknown_frames = 0
-            self.runs.clear()
-            self._runs_seen = 0
-            self._ignoring = False
-            self._reset_run()
+            self._reset()
             changed = True
         if poll.size > self.file_size:
             self.last_growth = time.monotonic()
@@ -209,269 +146,231 @@ class RunData:
         items = [(f.offset, f) for f in poll.frames] + [(c.offset, c) for c in poll.corruptions]
         items.sort(key=lambda x: x[0])
         for _off, item in items:
-            if hasattr(item, "payload"):
-                self._apply(item)
-            else:
-                self._corrupt(item.offset, item.reason)
+            self._store.apply(item)
             changed = True
         return changed
 
-    # -- for scan.load_indexed, the fast whole-file open with max_rows
+    def _reset(self) -> None:
+        self.resets += 1
+        self._store = LogIndex()
+        self._ident = None
+        self._reset_view()
 
-    def apply_frame(self, frame) -> None:
-        """Apply one decoded frame (what ingest does for each frame of a poll)."""
-        self._apply(frame)
+    def refresh(self) -> bool:
+        """Read what was appended to the file since the last read (all of it the first time).
 
-    def add_corruption(self, offset: int, reason: str) -> None:
-        self._corrupt(offset, reason)
-
-    def count_thinned_snapshot(self) -> None:
-        """A snapshot that thinning would drop, counted without decoding it."""
-        if self._ignoring:
-            return
-        if self.run is None:
-            self._start_run(RunRecord(run_id="", created=0.0), 0, counted=0)
-        self.snapshot_count += 1
-        self.record_counts["snapshot"] += 1
-        self.runs[-1].snapshots = self.snapshot_count
-
-    def reserve_rows(self, rows: int) -> None:
-        """Allocate row storage once when the number of rows to come is known."""
-        rows = min(rows, self.max_rows) if self.max_rows is not None else rows
-        if rows > self._steps.size:
-            self._grow(rows, self._present.shape[1])
-
-    def set_thinning(self, stride: int) -> None:
-        """Continue as if the stored rows had been thinned incrementally to this stride."""
-        self._stride = stride
-        self._provisional = bool(self._gidx[self.n - 1] % stride != 0)
-
-    def _corrupt(self, offset: int, reason: str) -> None:
-        self.corruptions.append(offset)
-        self.corruption_reasons.append(reason)
-
-    def _apply(self, frame) -> None:
-        ftype, p = frame.type, frame.payload
-        if ftype == FrameType.RUN:
-            try:
-                record = parse_run(p)
-            except (InvalidRecord, ValueError, TypeError) as exc:
-                self._corrupt(frame.offset, str(exc))
-                return
-            self._start_run(record, frame.offset)
-            return
-        if self._ignoring:
-            return
-        if self.run is None:  # the run frame was lost: read on under a placeholder
-            self._start_run(RunRecord(run_id="", created=0.0), frame.offset, counted=0)
+        Uses and extends the log's index unless cache=False. A file truncated or
+        replaced meanwhile is read again from its start (counted in `resets`).
+        Raises FileNotFoundError for a missing file and LogFormatError for a file
+        that is not a log or is too new. True if anything changed.
+        """
+        if self.path is None:
+            raise ValueError("this RunData has no path to read")
+        fd = os.open(self.path, os.O_RDONLY)  # a reader never writes to the log
         try:
-            if ftype == FrameType.TENSORS:
-                infos = parse_tensors(p, self._by_id)
-                need = len(self.tensors) + len(infos)
-                if need > self._present.shape[1]:  # grow once for a whole declaration
-                    self._grow(self._present.shape[0], need)
-                for info in infos:
-                    self._add_tensor(info)
-            elif ftype == FrameType.SNAPSHOT:
-                self._add_snapshot(parse_snapshot(p, self._tensor_by_id(), self._ids_checked))
-            elif ftype == FrameType.SCALARS:
-                s = parse_scalars(p)
-                for k, v in s.values.items():
-                    steps, vals = self._scalars.setdefault(k, ([], []))
-                    steps.append(s.step)
-                    vals.append(v)
-                self._touch(s.time)
-            elif ftype == FrameType.EVENT:
-                ev = parse_event(p)
-                self.events.append(ev)
-                self._touch(ev.time)
-            elif ftype == FrameType.END:
-                self.end = parse_end(p)
-                self.runs[-1].status = self.end.status
-                self._touch(self.end.time)
-            elif ftype == FrameType.VALUES:
-                v = parse_values(p, self._tensor_by_id())
-                self._values.setdefault(v.step, {}).setdefault(v.id, []).append(
-                    (frame.offset, v.offset, int(v.value.size)))
-                self._values_epoch.setdefault(v.step, v.epoch)
-            else:
-                self.unknown_frames += 1
-                return
-        except (InvalidRecord, ValueError, TypeError, OverflowError) as exc:
-            self._corrupt(frame.offset, str(exc))
-            return
-        self.record_counts[RECORD_NAMES[FrameType(ftype)]] += 1
+            st = os.fstat(fd)
+            store = self._store
+            if self._ident is not None and not self._same_file(fd, st):
+                self._reset()
+                store = self._store
+            if st.st_size > self.file_size:
+                self.last_growth = time.monotonic()
+            self.file_size = st.st_size
+            if st.st_size < HEADER_SIZE:
+                return False  # not started yet
+            if self._ident is None:
+                check_header(os.pread(fd, HEADER_SIZE, 0))
+                self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
+                if not self._loaded and self.cache:
+                    self._loaded = True
+                    got = store_index.load_index(self.path, fd, st)
+                    if got is not None:
+                        self._store, self.index_path = got
+                        store = self._store
+            before = store.version
+            start = store.scan.offset
+            if self.cache and store.spill is None and st.st_size - start >= store_index.MIN_LOG_BYTES:
+                store.spill = store_index.spiller_for(self.path, st.st_size)
+                for r in store.runs:
+                    r.spill = store.spill
+            for item in scan_frames(fd, store.scan, st.st_size):
+                store.apply(item)
+            store.size = st.st_size
+            self.torn_tail = store.scan.torn_tail
+            if self.cache and store.scan.offset != start:
+                where = store_index.save_index(self.path, fd, st, store,
+                                               store.spill.directory if store.spill is not None else None)
+                self.index_path = where or self.index_path
+            return store.version != before
+        finally:
+            os.close(fd)
 
-    def _start_run(self, record: RunRecord, offset: int, counted: int = 1) -> None:
-        self._runs_seen += 1
-        if self.run_index is not None and self._runs_seen - 1 > self.run_index:
-            self._ignoring = True
-            self.runs.append(RunSummary(len(self.runs), record, offset))
-            return
-        self._reset_run()
-        self.run = record
-        self.runs.append(RunSummary(len(self.runs), record, offset))
-        self.record_counts["run"] += counted
-        self._touch(record.created or None)
+    def _same_file(self, fd: int, st) -> bool:
+        assert self._ident is not None
+        dev, ino, first = self._ident
+        if (st.st_dev, st.st_ino) != (dev, ino) or st.st_size < self._store.scan.offset + self._store.scan.pending:
+            return False
+        now = os.pread(fd, len(first), 0)
+        return now == first or (len(first) < _FIRST_BYTES and now[: len(first)] == first and
+                                self._store.scan.offset <= len(first))
 
-    def _touch(self, t) -> None:
-        if t:
-            self.last_time = t if self.last_time is None else max(self.last_time, t)
+    # -------------------------------------------------------- file level
 
-    def _tensor_by_id(self) -> dict[int, TensorInfo]:
-        return self._by_id
+    @property
+    def corruptions(self) -> list[int]:
+        """Byte offsets of damaged or invalid frames, whole file."""
+        return [off for off, _r in self._store.corruptions]
 
-    def _add_tensor(self, info: TensorInfo) -> None:
-        col = len(self.tensors)
-        self.tensors.append(info)
-        self._col_of_id[info.id] = col
-        self._by_id[info.id] = info
-        self._col_of_name[info.name] = col  # a re-declared name points at the newest
-        cap = self._present.shape[1]
-        if col >= cap:
-            self._grow(self._present.shape[0], max(8, cap * 2))
-        if info.sample_len:
-            start = self._sample_width
-            self._sample_width += info.sample_len
-            self._sample_cols[col] = np.arange(start, self._sample_width)
-            if self._sample_width > self._samples.shape[1]:
-                self._samples = _grown(
-                    self._samples, (self._samples.shape[0], max(64, self._sample_width * 2)), np.nan)
+    @property
+    def corruption_reasons(self) -> list[str]:
+        return [r for _o, r in self._store.corruptions]
 
-    def _grow(self, rows: int, tensors: int) -> None:
-        self._present = _grown(self._present, (rows, tensors), False)
-        for store in self._stores.values():
-            store.grow(rows, tensors)
-        if rows != self._steps.size:
-            self._steps = _grown(self._steps, (rows,), 0)
-            self._epochs = _grown(self._epochs, (rows,), -1)
-            self._batches = _grown(self._batches, (rows,), -1)
-            self._times = _grown(self._times, (rows,), np.nan)
-            self._gidx = _grown(self._gidx, (rows,), 0)
-            self._samples = _grown(self._samples, (rows, self._samples.shape[1]), np.nan)
+    @property
+    def unknown_frames(self) -> int:
+        return self._store.unknown_frames
 
-    def _add_snapshot(self, s) -> None:
-        if self.n and s.step < self._steps[self.n - 1]:
-            raise InvalidRecord(f"snapshot step {s.step} goes back from {self._steps[self.n - 1]}")
-        for kind in KINDS:
-            block = getattr(s, kind)
-            store = self._stores[kind]
-            if block is not None and block.hist is not None and store.bins is not None \
-                    and block.hist[2].shape[1] != store.bins:
-                raise InvalidRecord(f"{kind} histogram has {block.hist[2].shape[1]} bins, the run {store.bins}")
-        was_n = self.n
-        row = self._row_for_next()
-        fresh = self.n == was_n + 1 and row == was_n  # rows past n are always blank
-        key = s.ids.tobytes()
-        cols = self._cols_cache.get(key)
-        if cols is None:  # snapshots mostly repeat their ids: map them to columns once
-            cols = np.fromiter((self._col_of_id[i] for i in s.ids.tolist()), dtype=np.int64, count=s.ids.size)
-            self._cols_cache[key] = cols
-        self._steps[row] = s.step
-        self._epochs[row] = -1 if s.epoch is None else s.epoch
-        self._batches[row] = -1 if s.batch is None else s.batch
-        self._times[row] = s.time
-        self._gidx[row] = self.snapshot_count
-        if not fresh:
-            self._present[row] = False
-        self._present[row, cols] = True
-        for kind in KINDS:
-            store = self._stores[kind]
-            if not fresh:
-                store.clear_row(row)
-            block = getattr(s, kind)
-            if block is not None:
-                store.put(row, cols, block)
-        self._samples[row] = np.nan  # (decimation does not blank samples past n)
-        if s.sample is not None and s.sample.size:
-            self._samples[row, self._sample_columns(cols)] = s.sample
-        self.snapshot_count += 1
-        summary = self.runs[-1]
-        summary.snapshots = self.snapshot_count
-        summary.first_step = s.step if summary.first_step is None else summary.first_step
-        summary.last_step = s.step
-        self._touch(s.time)
+    @property
+    def runs(self) -> list[RunSummary]:
+        out = []
+        for i, r in enumerate(self._store.runs):
+            out.append(RunSummary(i, r.record, r.offset, r.rows, r.first_step, r.last_step, r.status))
+        return out
 
-    def _sample_columns(self, cols: np.ndarray) -> np.ndarray:
-        key = cols.tobytes()
-        idx = self._sample_idx_cache.get(key)
-        if idx is None:
-            parts = [self._sample_cols[c] for c in cols.tolist() if c in self._sample_cols]
-            idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-            self._sample_idx_cache[key] = idx
-        return idx
+    # --------------------------------------------------------- the run
 
-    def _row_for_next(self) -> int:
-        """The row the next snapshot goes in, decimating when max_rows is reached."""
-        g = self.snapshot_count
-        if self._provisional:  # the newest row was kept only because it was newest
-            row = self.n - 1
+    @property
+    def _run(self) -> RunState | None:
+        runs = self._store.runs
+        if self.run_index is None:
+            return runs[-1] if runs else None
+        return runs[self.run_index] if 0 <= self.run_index < len(runs) else None
+
+    @property
+    def _r(self) -> RunState:
+        """The run, where a tensor of it was already found (so it exists)."""
+        run = self._run
+        if run is None:
+            raise KeyError("this log holds no run yet")
+        return run
+
+    @property
+    def run(self) -> RunRecord | None:
+        r = self._run
+        return None if r is None else r.record
+
+    @property
+    def end(self):
+        r = self._run
+        return None if r is None else r.end
+
+    @property
+    def tensors(self) -> list[TensorInfo]:
+        r = self._run
+        return [] if r is None else r.tensors
+
+    @property
+    def events(self) -> list:
+        r = self._run
+        return [] if r is None else r.events
+
+    @property
+    def record_counts(self) -> dict:
+        r = self._run
+        if r is None:
+            return {n: 0 for n in ("run", "tensors", "snapshot", "scalars", "event", "end", "values")}
+        return r.record_counts
+
+    @property
+    def snapshot_count(self) -> int:
+        """Every snapshot of the run (the row view may show fewer with max_rows)."""
+        r = self._run
+        return 0 if r is None else r.rows
+
+    @property
+    def last_time(self) -> float | None:
+        r = self._run
+        return None if r is None else r.last_time
+
+    # ------------------------------------------------------- the row view
+
+    def _shown(self) -> np.ndarray:
+        """Snapshot indices of the rows in the row view."""
+        run = self._run
+        if run is not self._view_run:
+            self._thin = _Thinning(self.max_rows)
+            self._view_run = run
+            self._dense = {}
+            self._shown_cache = None
+        count = 0 if run is None else run.rows
+        hit = self._shown_cache
+        if hit is not None and hit[0] == count:
+            return hit[1]
+        if self.max_rows is None:
+            rows = np.arange(count, dtype=np.int64)
         else:
-            if self.max_rows is not None and self.n >= self.max_rows:
-                self._decimate()
-                if self._provisional:
-                    self._provisional = g % self._stride != 0
-                    return self.n - 1
-            row = self.n
-            self.n += 1
-            if row >= self._steps.size:
-                cap = self._steps.size * 2
-                if self.max_rows is not None:
-                    cap = min(cap, self.max_rows)
-                self._grow(cap, self._present.shape[1])
-        self._provisional = g % self._stride != 0
-        return row
+            self._thin.add(count)
+            rows = np.array(self._thin.rows, dtype=np.int64)
+        self._shown_cache = (count, rows)
+        return rows
 
-    def _decimate(self) -> None:
-        """Halve the stored history: keep rows on the doubled stride, and the newest."""
-        self._stride *= 2
-        g = self._gidx[: self.n]
-        keep = np.nonzero(g % self._stride == 0)[0]
-        if keep.size == 0 or keep[-1] != self.n - 1:
-            keep = np.append(keep, self.n - 1)
-        self._provisional = bool(g[-1] % self._stride != 0)
-        n = keep.size
-        for arr in (self._steps, self._epochs, self._batches, self._times, self._gidx):
-            arr[:n] = arr[keep]
-        self._present[:n] = self._present[keep]
-        self._present[n:] = False
-        self._samples[:n] = self._samples[keep]
-        for store in self._stores.values():
-            store.keep_rows(keep)
-        self.n = n
-        self._sample_idx_cache.clear()
+    @property
+    def n(self) -> int:
+        """Rows in the row view."""
+        return int(self._shown().size)
 
-    # ----------------------------------------------------------- accessors
+    def _row_table(self, name: str) -> np.ndarray:
+        run = self._run
+        shown = self._shown()
+        if run is None:
+            return np.zeros(0, dtype=np.float64 if name == "times" else np.int64)
+        return getattr(run, name).view[shown]
 
     @property
     def steps(self) -> np.ndarray:
-        """Steps of the stored snapshots (all of them unless decimated)."""
-        return self._steps[: self.n].copy()
+        """Steps of the rows in the row view (every snapshot unless max_rows thins them)."""
+        return self._row_table("steps")
 
     @property
     def epochs(self) -> np.ndarray:
-        """Epoch per stored snapshot, -1 where unknown."""
-        return self._epochs[: self.n].copy()
+        """Epoch per row, -1 where unknown."""
+        return self._row_table("epochs")
 
     @property
     def times(self) -> np.ndarray:
-        return self._times[: self.n].copy()
+        return self._row_table("times")
 
     @property
     def snapshot_index(self) -> np.ndarray:
-        """Index of each stored row among all the run's snapshots (0, 1, 2 ... until decimated).
+        """Index of each row among all the run's snapshots (0, 1, 2 ... unless thinned).
 
-        A delta spans one writer snapshot interval, while stored rows may lie
-        several snapshots apart after decimation; dividing the step gap of two
-        rows by their index gap gives the writer's interval (diagnose uses it
-        to turn update ratios into per-step rates).
+        A delta spans one writer snapshot interval, while rows may lie several
+        snapshots apart after thinning; dividing the step gap of two rows by
+        their index gap gives the writer's interval (diagnose uses it).
         """
-        return self._gidx[: self.n].copy()
+        return self._shown().copy()
+
+    @property
+    def row_count(self) -> int:
+        """Every snapshot of the run: what range reads (start/stop) can reach."""
+        return self.snapshot_count
+
+    def rows_for_steps(self, start: int | None = None, stop: int | None = None) -> tuple[int, int]:
+        """[lo, hi): the snapshot indices whose steps lie in [start, stop)."""
+        run = self._run
+        if run is None:
+            return 0, 0
+        steps = run.steps.view
+        lo = 0 if start is None else int(np.searchsorted(steps, start, "left"))
+        hi = steps.size if stop is None else int(np.searchsorted(steps, stop, "left"))
+        return lo, max(lo, hi)
 
     @property
     def tensor_names(self) -> list[str]:
         """Names of the run's tensors, in declaration order, each once."""
-        return [t.name for i, t in enumerate(self.tensors) if self._col_of_name.get(t.name) == i]
+        run = self._run
+        if run is None:
+            return []
+        return [t.name for i, t in enumerate(run.tensors) if run.col_of_name.get(t.name) == i]
 
     def tensor(self, name: str) -> TensorInfo:
         return self.tensors[self._col(name)]
@@ -481,84 +380,247 @@ class RunData:
         return self._col(name)
 
     def _col(self, name: str) -> int:
+        run = self._run
         try:
-            return self._col_of_name[name]
-        except KeyError:
+            return run.col_of_name[name]  # type: ignore[union-attr]
+        except (KeyError, AttributeError):
             raise KeyError(f"no tensor named {name!r} in this run") from None
 
-    def has_kind(self, kind: str) -> bool:
-        return self._store(kind).seen
+    def _kind(self, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        run = self._run
+        return None if run is None else run.kinds[kind]
 
-    def _store(self, kind: str) -> _KindStore:
-        try:
-            return self._stores[kind]
-        except KeyError:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}") from None
+    def has_kind(self, kind: str) -> bool:
+        kc = self._kind(kind)
+        return bool(kc is not None and kc.seen)
 
     def columns(self, kind: str = "weights") -> tuple[str, ...]:
-        return self._store(kind).columns
+        from weighttui.log.schema import COLUMNS
+
+        self._kind(kind)
+        return COLUMNS[kind]
 
     def stat_matrix(self, kind: str, stat: str) -> np.ndarray:
-        """[rows, tensor columns] view of one statistic (NaN where not covered)."""
-        store = self._store(kind)
-        try:
-            col = store.col_index[stat]
-        except KeyError:
-            raise ValueError(f"{kind} statistics are {store.columns}, not {stat!r}") from None
-        return store.stats[: self.n, : len(self.tensors), col]
+        """[rows, tensor columns] of one statistic over the row view (NaN where not covered)."""
+        cols = self.columns(kind)
+        if stat not in cols:
+            raise ValueError(f"{kind} statistics are {cols}, not {stat!r}")
+        return self._dense_matrix((kind, cols.index(stat)), np.nan, np.float64)
 
     @property
     def present(self) -> np.ndarray:
-        """[rows, tensor columns]: which tensors each stored snapshot covered."""
-        return self._present[: self.n, : len(self.tensors)]
+        """[rows, tensor columns]: which tensors each row's snapshot covered."""
+        return self._dense_matrix(("weights", None), False, np.bool_)
 
-    def series(self, name: str, stat: str, kind: str = "weights") -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of one statistic of one tensor over the snapshots covering it."""
-        col = self._col(name)
-        values = self.stat_matrix(kind, stat)[:, col]
-        rows = self.present[:, col]
-        return self._steps[: self.n][rows], values[rows].copy()
+    def _dense_matrix(self, key, fill, dtype) -> np.ndarray:
+        shown = self._shown()
+        run = self._run
+        t = 0 if run is None else len(run.tensors)
+        n = shown.size
+        hit = self._dense.get(key)
+        if hit is not None and hit.run is run and hit.buf.shape[1] >= t:
+            old = hit.rows
+            k = min(old.size, n)
+            same = int(np.argmin(old[:k] == shown[:k])) if k and not np.array_equal(old[:k], shown[:k]) else k
+            if same == old.size and n <= hit.buf.shape[0] and same == n:
+                return hit.buf[:n, :t]
+            if same >= old.size - 1:  # appended rows (and perhaps the newest replaced): extend in place
+                buf = hit.buf
+                if n > buf.shape[0]:
+                    buf = np.concatenate((buf, np.full((max(n, 2 * buf.shape[0]) - buf.shape[0], buf.shape[1]),
+                                                       fill, dtype=dtype)))
+                buf[same:n] = fill
+                self._fill(buf, np.arange(same, n), shown[same:], key)
+                hit.rows, hit.buf = shown, buf
+                return buf[:n, :t]
+        cap_t = max(t, 8) if self.max_rows is None else t
+        buf = np.full((max(n, 16), max(cap_t, t)), fill, dtype=dtype)
+        if run is not None:
+            # carry rows over from the old matrix where the row set only shrank (thinning)
+            if hit is not None and hit.run is run and hit.rows.size:
+                keep = np.isin(shown, hit.rows)
+                src = np.searchsorted(hit.rows, shown[keep])
+                width = min(hit.buf.shape[1], buf.shape[1])
+                buf[np.nonzero(keep)[0], :width] = hit.buf[src, :width]
+                need = np.nonzero(~keep)[0]
+                self._fill(buf, need, shown[need], key)
+            else:
+                self._fill(buf, np.arange(n), shown, key)
+        self._dense[key] = _Dense(shown, buf, run)
+        return buf[:n, :t]
 
-    def histograms(self, name: str, kind: str = "weights"):
-        """(steps, lo, hi, counts[N, B]); empty arrays if the log has none."""
+    def _fill(self, buf: np.ndarray, dest: np.ndarray, rows: np.ndarray, key) -> None:
+        """buf[dest[i], col] = value of (snapshot rows[i], col) for every entry of those rows."""
+        if rows.size == 0:
+            return
+        if buf.shape[1] < len(self._r.tensors):
+            raise AssertionError("dense buffer narrower than the tensors")
+        kind, s = key
+        run = self._r
+        lo, hi = int(rows[0]), int(rows[-1])
+        dense_rows = rows.size == hi - lo + 1  # contiguous: position = row - lo
+        tail_start = run.sealed_rows
+        for seg in run.sealed(kind):
+            if seg.row1 <= lo or seg.row0 > hi:
+                continue
+            srows = seg.part("rows")
+            if dense_rows:
+                mask = (srows >= lo) & (srows <= hi)
+                pos = dest[srows[mask] - lo]
+            else:
+                mask = np.isin(srows, rows)
+                pos = dest[np.searchsorted(rows, srows[mask])]
+            cols = seg.part("cols")[mask]
+            buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
+        if hi < tail_start:
+            return
+        lookup = {} if dense_rows else dict(zip(rows.tolist(), dest.tolist(), strict=True))
+        for piece in reversed(run.kinds[kind].tail):
+            r = int(piece["rows"][0]) if piece["rows"].size else -1
+            if r < lo:
+                break
+            if dense_rows:
+                if r > hi:
+                    continue
+                d = dest[r - lo]
+            else:
+                d = lookup.get(r)
+                if d is None:
+                    continue
+            buf[d, piece["cols"]] = True if s is None else piece["stats"][:, s]
+
+    # ----------------------------------------------------- per-tensor reads
+
+    def _range(self, start, stop) -> np.ndarray | None:
+        """Snapshot indices wanted: those of the row view (None) or of a step range."""
+        if start is None and stop is None:
+            return None
+        lo, hi = self.rows_for_steps(start, stop)
+        return np.arange(lo, hi, dtype=np.int64)
+
+    def _entries(self, kind: str, col: int, want: np.ndarray | None):
+        """[(segment, a, b, mask)] of one tensor's entries whose rows are wanted."""
+        run = self._r
+        shown = self._shown() if want is None else want
+        out: list = []
+        if not shown.size:
+            return out
+        lo, hi = int(shown[0]), int(shown[-1])
+        contiguous = shown.size == hi - lo + 1
+        for seg in run.segment_list(kind):
+            if seg.row1 <= lo or seg.row0 > hi:
+                continue
+            a, b = seg.span(col)
+            if a == b:
+                continue
+            rows = seg.part("rows", a, b)
+            mask = (rows >= lo) & (rows <= hi) if contiguous else np.isin(rows, shown)
+            out.append((seg, a, b, mask, rows[mask]))
+        return out
+
+    def series(self, name: str, stat: str, kind: str = "weights", *, start: int | None = None,
+               stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one statistic of one tensor over the snapshots covering it.
+
+        Without start/stop: the rows of the row view; with them: every snapshot
+        whose step lies in [start, stop), at full resolution.
+        """
         col = self._col(name)
-        store = self._store(kind)
-        rows = self.present[:, col]
-        steps = self._steps[: self.n][rows]
-        if store.counts is None:
-            return steps[:0], np.zeros(0), np.zeros(0), np.zeros((0, 0), dtype=np.uint32)
-        lo = store.lo[: self.n, col][rows]
-        hi = store.hi[: self.n, col][rows]
-        counts = store.counts[: self.n, col][rows]
+        cols = self.columns(kind)
+        if stat not in cols:
+            raise ValueError(f"{kind} statistics are {cols}, not {stat!r}")
+        s = cols.index(stat)
+        want = self._range(start, stop)
+        present = self._entries("weights", col, want)
+        rows = np.concatenate([e[4] for e in present]) if present else np.zeros(0, np.int64)
+        run = self._r
+        steps = run.steps.view[rows]
+        values = np.full(rows.size, np.nan)
+        got = self._entries(kind, col, want) if kind != "weights" else present
+        if got:
+            krows = np.concatenate([e[4] for e in got])
+            kvals = np.concatenate([seg.part("stats", a, b, s)[mask] for seg, a, b, mask, _r in got])
+            values[np.searchsorted(rows, krows)] = kvals
+        return steps, values
+
+    def histograms(self, name: str, kind: str = "weights", *, start: int | None = None,
+                   stop: int | None = None):
+        """(steps, lo, hi, counts[N, B]) of one tensor; empty arrays if the log has none.
+
+        Without start/stop: the rows of the row view; with them: every snapshot
+        whose step lies in [start, stop).
+        """
+        col = self._col(name)
+        self._kind(kind)
+        got = [e for e in self._entries(kind, col, self._range(start, stop)) if e[0].counts is not None]
+        run = self._r
+        if not got:
+            return run.steps.view[:0].copy(), np.zeros(0), np.zeros(0), np.zeros((0, 0), dtype=np.uint32)
+        rows = np.concatenate([e[4] for e in got])
+        lo = np.concatenate([seg.part("lo", a, b)[m] for seg, a, b, m, _r in got])
+        hi = np.concatenate([seg.part("hi", a, b)[m] for seg, a, b, m, _r in got])
+        counts = np.concatenate([seg.part("counts", a, b)[m].astype(np.uint32) for seg, a, b, m, _r in got])
         has = (counts.sum(axis=1) > 0) | np.isfinite(lo)
-        return steps[has], lo[has], hi[has], counts[has].copy()
+        return run.steps.view[rows[has]], lo[has], hi[has], counts[has]
 
-    def samples(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def samples(self, name: str, *, start: int | None = None, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[N, k]) of the tensor's sampled elements (see sample_index)."""
         col = self._col(name)
-        rows = self.present[:, col]
-        idx = self._sample_cols.get(col)
-        steps = self._steps[: self.n][rows]
-        if idx is None:
-            return steps, np.zeros((steps.size, 0), dtype=np.float32)
-        # columns first: the sample matrix is as wide as all tensors' samples together
-        return steps, self._samples[: self.n, idx][rows]
+        k = self.tensors[col].sample_len
+        got = self._entries("weights", col, self._range(start, stop))
+        run = self._r
+        rows = np.concatenate([e[4] for e in got]) if got else np.zeros(0, np.int64)
+        steps = run.steps.view[rows]
+        out = np.full((rows.size, k), np.nan, dtype=np.float32)
+        if not k:
+            return steps, out
+        at = 0
+        for seg, a, b, mask, _r in got:
+            n = int(mask.sum())
+            if seg.soff is not None:
+                soff = seg.part("soff", a, b + 1)
+                flat = seg.part("samples", int(soff[0]), int(soff[-1]))
+                lens = np.diff(soff)
+                full = lens == k  # snapshots that carried no samples have none here
+                block = np.full((b - a, k), np.nan, dtype=np.float32)
+                if full.all():
+                    block = flat.reshape(b - a, k)
+                else:
+                    starts = soff[:-1] - soff[0]
+                    for i in np.nonzero(full)[0]:
+                        block[i] = flat[starts[i]:starts[i] + k]
+                out[at:at + n] = block[mask]
+            at += n
+        return steps, out
 
     @property
     def scalar_names(self) -> list[str]:
-        return list(self._scalars)
+        r = self._run
+        return [] if r is None else list(r.scalars)
 
     def scalars(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        r = self._run
         try:
-            steps, vals = self._scalars[name]
-        except KeyError:
+            steps, vals = r.scalars[name]  # type: ignore[union-attr]
+        except (KeyError, AttributeError):
             raise KeyError(f"no scalar named {name!r}; the run has {self.scalar_names}") from None
-        return np.array(steps, dtype=np.int64), np.array(vals, dtype=np.float64)
+        return steps.view.copy(), vals.view.copy()
 
     @property
     def full_steps(self) -> list[int]:
         """Steps at which the log holds complete tensor values."""
-        return sorted(self._values)
+        r = self._run
+        return [] if r is None else sorted(r.values)
+
+    def to_frame(self):
+        """The run's statistics as one tidy pandas DataFrame (see weighttui.data.tidy)."""
+        from weighttui.data.tidy import to_frame
+
+        return to_frame(self)
+
+    to_pandas = to_frame
 
     @property
     def status(self) -> str:
@@ -577,67 +639,58 @@ class RunData:
         With neither, the latest step that has them. Raises KeyError listing
         the steps that do have values when none match.
         """
-        if not self._values:
+        run = self._run
+        values = {} if run is None else run.values
+        values_epoch = {} if run is None else run.values_epoch
+        if not values:
             raise KeyError("this log holds no complete tensor values (record with full_every or full_epochs)")
         if step is not None and epoch is not None:
             raise ValueError("give step or epoch, not both")
         if epoch is not None:
-            matching = [s for s in self.full_steps if self._values_epoch.get(s) == epoch]
+            matching = [s for s in self.full_steps if values_epoch.get(s) == epoch]
             if not matching:
                 raise KeyError(f"no complete values for epoch {epoch}; they exist for epochs "
-                               f"{sorted({e for e in self._values_epoch.values() if e is not None})} "
+                               f"{sorted({e for e in values_epoch.values() if e is not None})} "
                                f"(steps {self.full_steps})")
             step = matching[-1]
         elif step is None:
             step = self.full_steps[-1]
-        if step not in self._values:
+        if step not in values:
             raise KeyError(f"no complete values at step {step}; they exist at steps {self.full_steps}")
         out, incomplete = {}, []
-        by_id = self._tensor_by_id()
-        with builtins.open(self.path, "rb") as fh:
-            for tid, chunks in self._values[step].items():
+        by_id = self._r.by_id
+        if self.path is None:
+            raise KeyError("this RunData has no file to read values from")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for tid, chunks in values[step].items():
                 info = by_id[tid]
-                arr = _assemble(fh, info, chunks)
+                arr = _assemble(fd, info, chunks)
                 if arr is None:
                     incomplete.append(info.name)
                 else:
                     out[info.name] = arr
+        finally:
+            os.close(fd)
         if incomplete:
             warnings.warn(f"incomplete values at step {step} (the writer stopped between chunks): "
                           f"{', '.join(incomplete)}", stacklevel=2)
         return out
 
     def values_epoch(self, step: int) -> int | None:
-        return self._values_epoch.get(step)
+        run = self._run
+        return None if run is None else run.values_epoch.get(step)
 
 
-def _read_frame_at(fh, offset: int):
-    """Re-read and verify one frame; None if it no longer verifies."""
-    fh.seek(offset)
-    head = fh.read(FRAME_HEADER_SIZE)
-    if len(head) < FRAME_HEADER_SIZE:
-        return None
-    parsed = parse_frame_header(head, 0)
-    if parsed is None:
-        return None
-    length, ftype = parsed
-    rest = fh.read(length + 4)
-    if len(rest) != length + 4 or zlib.crc32(rest[:length]) != struct.unpack("<I", rest[length:])[0]:
-        return None
-    try:
-        return decode_payload(rest[:length])
-    except ValueError:
-        return None
-
-
-def _assemble(fh, info: TensorInfo, chunks) -> np.ndarray | None:
+def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
     """A tensor from its values chunks, or None unless they cover it exactly once."""
     size = info.size
     pieces = []
-    for frame_offset, start, n in sorted(chunks, key=lambda c: c[1]):
-        payload = _read_frame_at(fh, frame_offset)
-        if payload is None:
+    for frame_offset, start, _n in sorted(chunks, key=lambda c: c[1]):
+        got = read_frame_at(fd, frame_offset)
+        if got is None:
             return None
+        payload = got[1]
         try:
             rec = parse_values(payload, {info.id: info})
         except (InvalidRecord, ValueError):
@@ -651,35 +704,32 @@ def _assemble(fh, info: TensorInfo, chunks) -> np.ndarray | None:
     if pos != size:
         return None
     flat = np.concatenate([v for _s, v in pieces]) if pieces else np.zeros(0)
-    return flat.reshape(info.shape).copy()
+    try:
+        return flat.reshape(info.shape).copy()
+    except ValueError:  # a declared shape numpy cannot hold, e.g. (0, 2**64 - 1): the values, flat
+        return flat.copy()
 
 
-def load(path, *, max_rows: int | None = None, run_index: int | None = None) -> RunData:
+def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True) -> RunData:
     """Read a whole log into a RunData (see `open`)."""
-    data = RunData(path, max_rows=max_rows, run_index=run_index)
-    if max_rows is not None:
-        # thinning: index the headers and decode only the snapshots that are kept
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such run log: {os.fspath(path)}")
-        with builtins.open(path, "rb") as fh:
-            load_indexed(data, fh)
-        data.last_growth = time.monotonic() if data.file_size else None
-        return data
-    with LogTail(path) as tail:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such run log: {os.fspath(path)}")
-        poll = tail.poll()
-        data.ingest(poll)
-        data.torn_tail = 0 if tail.resyncing else tail.pending
+    data = RunData(path, max_rows=max_rows, run_index=run_index, cache=cache)
+    try:
+        data.refresh()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such run log: {os.fspath(path)}") from None
     return data
 
 
-def open(path, *, run: int | None = None, max_rows: int | None = None) -> RunData:  # noqa: A001
+def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True) -> RunData:  # noqa: A001
     """Open a run log for reading: `weighttui.open("run.sock").weights(epoch=10)`.
 
     `run` picks a run by index when the log holds several (mode="a"); the
-    latest by default. Raises FileNotFoundError for a missing file and
-    weighttui.LogFormatError for a file that is not a log or is too new.
-    An empty or header-only file opens as a run with no snapshots yet.
+    latest by default. `max_rows` bounds the row view (steps, stat_matrix,
+    present); every snapshot stays reachable through series/histograms/samples
+    with start/stop. The log's index is reused and extended (beside the log,
+    or under $XDG_CACHE_HOME/weighttui/index); cache=False reads without
+    touching the disk. Raises FileNotFoundError for a missing file and
+    weighttui.LogFormatError for a file that is not a log or is too new. An
+    empty or header-only file opens as a run with no snapshots yet.
     """
-    return load(path, max_rows=max_rows, run_index=run)
+    return load(path, max_rows=max_rows, run_index=run, cache=cache)

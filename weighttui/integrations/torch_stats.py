@@ -25,14 +25,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
-
-RAW = ("n", "m", "lo", "hi", "c", "s1", "s2", "asum", "zeros", "nan", "inf", "psq")
-N_RAW = len(RAW)
-_N, _M, _LO, _HI, _C, _S1, _S2, _ASUM, _ZEROS, _NAN, _INF, _PSQ = range(N_RAW)
+# The raw row layout and its host-side finishing live in the framework-free core
+# (the fused kernel's numpy interface uses them too); re-exported for the torch modules.
+from weighttui.record.raw_rows import (  # noqa: F401
+    _C,
+    _HI,
+    _LO,
+    _PSQ,
+    N_RAW,
+    RAW,
+    UNSHIFTED_LIMIT,
+    cancelled,
+    delta_rows,
+    hist_parts,
+    needs_redo,
+    needs_slow_path,
+    sumsq,
+    weight_rows,
+)
 
 # Tensors with fewer elements than this are stacked with others of the same size
 # and reduced together (one op for k tensors instead of k ops each).
@@ -51,12 +63,6 @@ HIST_CHUNK = 256
 # combined in float64 (one read pass, no temporary; worst relative error measured
 # 3e-8 against float64, where one float32 norm of millions of values is off by 4e-5).
 NORM_ROW = 256
-# One float32 tensor on the CPU is summed unshifted (c = 0: sum(x) and sum(x^2)
-# are read passes, the shifted sums need a written temporary first); rows whose
-# mean^2 exceeds this many variances are recomputed (see cancelled()). At 4 the
-# variance keeps about 1e-6 relative (float32 pairwise sums ~1e-7, NORM_ROW sums
-# of squares ~3e-8, times at most 2 * 4 + 1).
-UNSHIFTED_LIMIT = 4.0
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -89,7 +95,7 @@ class Scratch:
     """Reusable flat buffers per (device, dtype): no allocation (and, on CPU, no
     page faults on fresh memory) per snapshot."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._bufs: dict = {}
 
     def get(self, slot: str, device, dtype, n: int) -> torch.Tensor:
@@ -130,7 +136,7 @@ class DeviceStats:
         CPU_HIST_SAMPLE elements of larger tensors (the format allows it; the
         counts then sum to less than the element count, shown as "sampled").
         """
-        if self.hist_sample == "auto":
+        if isinstance(self.hist_sample, str):  # "auto", the one word watch() takes
             return CPU_HIST_SAMPLE if device.type == "cpu" else None
         return self.hist_sample
 
@@ -144,7 +150,7 @@ class DeviceStats:
         neutral row) and all rows come back as one group, reduced across ranks.
         """
         sharded = self.reducer.sharded
-        groups: dict = {}
+        keyed: dict[tuple, list[int]] = {}
         empties = []
         for i, x in enumerate(work.xs):
             n = x.numel()
@@ -156,8 +162,8 @@ class DeviceStats:
             # shorter rows padded). Sharded: local shard sizes differ across ranks,
             # so no stacking (every rank must run the same collectives on the same rows).
             key = (x.device, cdt, _bucket(n)) if n < SMALL and not sharded else (x.device, cdt, n, i)
-            groups.setdefault(key, []).append(i)
-        groups = [_Group(self, work, idx, key[0], key[1], key[2]) for key, idx in groups.items()]
+            keyed.setdefault(key, []).append(i)
+        groups = [_Group(self, work, idx, key[0], key[1], key[2]) for key, idx in keyed.items()]
         if not work.xs:
             return []
         with torch.no_grad():
@@ -167,8 +173,9 @@ class DeviceStats:
                     key = g.batch_key()
                     if key is not None:
                         sizes[key] = sizes.get(key, 0) + 1
+                # a batch key exists only where hist_cap() gave a cap (batch_key)
                 batches = {key: _HistBatch(self, torch.device(key[0]), key[1], key[2],
-                                           _sample_size(self.hist_cap(torch.device(key[0]))), count)
+                                           _sample_size(self.hist_cap(torch.device(key[0])) or 0), count)
                            for key, count in sizes.items()}
                 out = []
                 for g in groups:
@@ -216,9 +223,9 @@ class DeviceStats:
         return buf
 
     def _moments(self, m, lo, hi, c, device, cdt, stride, start, exact_edges=False,
-                 with_hist=True, unshifted=False) -> torch.Tensor:
-        """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]
-        (only the first 4 columns without with_hist).
+                 with_hist=True, unshifted=False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]
+        (only the first 4 columns without with_hist), each row's first element's bin or None).
 
         c None (deltas: no mean or std to report): s1 = 0 and s2 = sum(m^2),
         two passes fewer than the shifted sums. unshifted (one row, c == 0):
@@ -260,7 +267,8 @@ class DeviceStats:
         counts, first = self._hist(m, lo, hi, device, cdt, stride, start, exact_edges)
         return torch.cat([head, counts.double()], 1), first
 
-    def _hist(self, m, lo, hi, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
+    def _hist(self, m, lo, hi, device, cdt, stride, start,
+              exact_edges=False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Counts [k, B] of m's rows in B equal bins over [lo, hi] (numpy.histogram's
         bins, last one closed; every value in bin B // 2 when lo == hi). With a stride,
         every stride-th element (counted from the tensor's start) is binned.
@@ -373,22 +381,25 @@ class DeviceStats:
                     zeros = (fin == 0).sum()
                 parts.append((x.numel(), fin, zeros, nan, inf, psq))
             # ranges first (all of them, so a sharded reducer can agree on them)
-            mins, maxs, sums, counts = [], [], [], []
-            for n, fin, *_ in parts:
+            mins_: list[torch.Tensor] = []
+            maxs_: list[torch.Tensor] = []
+            sums: list[torch.Tensor] = []
+            counts: list[torch.Tensor] = []
+            for _n, fin, *_ in parts:
                 if fin.numel():
                     mn, mx = torch.aminmax(fin)
                 else:
                     mn = torch.tensor(math.inf, dtype=torch.float64, device=fin.device)
                     mx = -mn
-                mins.append(mn)
-                maxs.append(mx)
+                mins_.append(mn)
+                maxs_.append(mx)
                 sums.append(fin.sum())
                 counts.append(torch.tensor(float(fin.numel()), dtype=torch.float64, device=fin.device))
             if not parts:
                 return torch.zeros(0, N_RAW + self.bins, dtype=torch.float64)
             dev = parts[0][1].device
-            mins = torch.stack([t.to(dev) for t in mins])
-            maxs = torch.stack([t.to(dev) for t in maxs])
+            mins = torch.stack([t.to(dev) for t in mins_])
+            maxs = torch.stack([t.to(dev) for t in maxs_])
             shift = None
             if self.reducer.sharded:
                 mins, maxs, shift = self.reducer.ranges(mins, maxs, torch.stack([t.to(dev) for t in sums]),
@@ -462,7 +473,10 @@ class _HistBatch:
         self.eng, self.device, self.cdt, self.exact_edges = eng, device, cdt, exact_edges
         self.size = size  # sample elements per tensor
         self.mat = eng.scratch.get(f"hist-batch-{exact_edges}", device, cdt, total * size).view(total, size)
-        self.heads, self.los, self.his, self.idx = [], [], [], []
+        self.heads: list[torch.Tensor] = []
+        self.los: list[torch.Tensor] = []
+        self.his: list[torch.Tensor] = []
+        self.idx: list[int] = []
 
     def add(self, m: torch.Tensor, gather: torch.Tensor, head, lo, hi, idx) -> None:
         torch.index_select(m.reshape(-1), 0, gather, out=self.mat[len(self.heads)])
@@ -512,7 +526,8 @@ def _count(index: torch.Tensor, size: int) -> torch.Tensor:
     if index.device.type == "cpu":
         return torch.bincount(index, minlength=size)
     out = torch.zeros(size, dtype=torch.int64, device=index.device)
-    return out.scatter_add_(0, index.long(), torch.ones(1, dtype=torch.int64, device=index.device).expand(index.numel()))
+    ones = torch.ones(1, dtype=torch.int64, device=index.device).expand(index.numel())
+    return out.scatter_add_(0, index.long(), ones)
 
 
 class _Group:
@@ -533,7 +548,7 @@ class _Group:
         self.sizes = [t.numel() for t in self.xs]
         self.padded = any(size != n for size in self.sizes)
         self.slices = [(a, min(n, a + SLICE)) for a in range(0, n, SLICE)]
-        self._whole = None
+        self._whole: torch.Tensor | None = None
         # quantised values (and anything computed in float64): numpy's exact bin edges
         self.exact_edges = cdt == torch.float64 or any(t.dtype in (torch.float16, torch.bfloat16) for t in self.xs)
 
@@ -642,19 +657,23 @@ class _Group:
                                   unshifted=unshifted)
             self._whole = None
             batch = batches[key]
-            batch.add(m, self._gather(eng.hist_cap(self.device)), self._head(lo, hi, c, acc), lo, hi, self.idx)
+            batch_cap = eng.hist_cap(self.device) or 0  # batch_key() gave a key: there is a cap
+            batch.add(m, self._gather(batch_cap), self._head(lo, hi, c, acc), lo, hi, self.idx)
             return None
         stride = 1
         cap = eng.hist_cap(self.device)
         if cap and self.k == 1 and not self.padded and self.n > cap:
-            # (a padded row is a small tensor: binned whole) several slices (or a shard): a strided sample, counted from the tensor's start
+            # (a padded row is a small tensor: binned whole) several slices (or a shard):
+            # a strided sample, counted from the tensor's start
             stride = _odd_prime_at_least(-(-self.n // cap))
-        acc = None
+        summed: torch.Tensor | None = None
         for a, b in self.slices:
             m = self._whole if self._whole is not None else self.part(a, b)
             r, first = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a, self.exact_edges,
                                     unshifted=unshifted)
-            acc = r if acc is None else acc + r
+            summed = r if summed is None else summed + r
+        assert summed is not None  # a group's tensors are not empty: at least one slice
+        acc = summed
         counts = acc[:, 4:]
         if self.padded:
             _, npad = self._pad_plan()
@@ -677,88 +696,3 @@ class _Group:
         cc = z if c is None else c.to(torch.float64)
         return torch.stack([nn, nn, lo.to(torch.float64), hi.to(torch.float64), cc,
                             s1, s2, asum, nn - nz, z, z, z], dim=1)
-
-
-# ----------------------------------------------------------------- host side
-
-
-def needs_slow_path(raw: np.ndarray) -> np.ndarray:
-    """Rows whose fast-path extrema or sums are not finite (NaN/Inf inside, or overflow)."""
-    cols = raw[:, [_LO, _HI, _C, _S1, _S2, _ASUM]]
-    return ~np.isfinite(cols).all(axis=1)
-
-
-def cancelled(raw: np.ndarray) -> np.ndarray:
-    """Unshifted rows (c == 0) of tensors whose mean is large against their spread
-    (mean^2 > UNSHIFTED_LIMIT * variance): sum(x^2) - sum(x)^2/m then cancels
-    digits, so such rows are recomputed (the usual weight tensor, centred near
-    zero, is not affected; see DeviceStats._moments)."""
-    s1, m, s2 = raw[:, _S1], raw[:, _M], raw[:, _S2]
-    with np.errstate(invalid="ignore", over="ignore"):
-        return (raw[:, _C] == 0) & (s1 * s1 > UNSHIFTED_LIMIT * np.maximum(m * s2 - s1 * s1, 0.0))
-
-
-def needs_redo(raw: np.ndarray) -> np.ndarray:
-    """Rows the masked float64 pass recomputes: non-finite, or cancelled()."""
-    return (needs_slow_path(raw) | cancelled(raw)) & (raw[:, _N] > 0)
-
-
-def weight_rows(raw: np.ndarray) -> np.ndarray:
-    """WEIGHT_STATS [R, 9] from raw rows (as weighttui.record.stats.weight_stats defines them)."""
-    n, m, c, s1, s2 = raw[:, _N], raw[:, _M], raw[:, _C], raw[:, _S1], raw[:, _S2]
-    out = np.full((raw.shape[0], len(WEIGHT_STATS)), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = c + s1 / m
-        m2 = np.maximum(s2 - s1 * s1 / m, 0.0)
-        has = m > 0
-        out[:, 0] = np.where(has, mean, np.nan)
-        out[:, 1] = np.where(has, np.sqrt(m2 / m), np.nan)
-        out[:, 2] = np.where(has, raw[:, _LO], np.nan)
-        out[:, 3] = np.where(has, raw[:, _HI], np.nan)
-        out[:, 4] = np.where(has, raw[:, _ASUM] / m, np.nan)
-        out[:, 5] = np.where(has, np.sqrt(m2 + m * mean * mean), 0.0)
-        out[:, 6] = np.where(n > 0, raw[:, _ZEROS] / n, np.nan)
-    out[:, 7] = raw[:, _NAN]
-    out[:, 8] = raw[:, _INF]
-    return out
-
-
-def sumsq(raw: np.ndarray) -> np.ndarray:
-    """sum(x^2) over the finite elements of each row (0 where there are none)."""
-    m, c, s1, s2 = raw[:, _M], raw[:, _C], raw[:, _S1], raw[:, _S2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = c + s1 / m
-        m2 = np.maximum(s2 - s1 * s1 / m, 0.0)
-        return np.where(m > 0, m2 + m * mean * mean, 0.0)
-
-
-def delta_rows(raw: np.ndarray, prev_sumsq: np.ndarray) -> np.ndarray:
-    """DELTA_STATS [R, 6] of d = now - prev from raw rows of d.
-
-    prev_sumsq: sum(prev^2) over the elements finite in both, per row (the fast
-    path knows it from the previous snapshot; the slow path measured it, psq).
-    """
-    n, m = raw[:, _N], raw[:, _M]
-    out = np.full((raw.shape[0], len(DELTA_STATS)), np.nan)
-    dsq = sumsq(raw)
-    dnorm = np.sqrt(dsq)
-    pnorm = np.sqrt(np.maximum(prev_sumsq, 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(pnorm > 0, dnorm / pnorm, np.where(dnorm > 0, np.inf, 0.0))
-        has = m > 0
-        out[:, 0] = dnorm
-        out[:, 1] = ratio
-        out[:, 2] = np.where(has, np.maximum(-raw[:, _LO], raw[:, _HI]), np.nan)
-        out[:, 3] = np.where(has, raw[:, _ASUM] / m, np.nan)
-        out[:, 4] = np.where(n > 0, (m - raw[:, _ZEROS]) / n, np.nan)
-    out[:, 5] = 1.0
-    return out
-
-
-def hist_parts(raw: np.ndarray, bins: int):
-    """(lo, hi, counts uint32) of raw rows; NaN bounds where no element is finite."""
-    m = raw[:, _M]
-    lo = np.where(m > 0, raw[:, _LO], np.nan)
-    hi = np.where(m > 0, raw[:, _HI], np.nan)
-    counts = np.rint(raw[:, N_RAW:N_RAW + bins]).astype(np.uint32)
-    return lo, hi, counts

@@ -137,10 +137,10 @@ class FrameDecoder:
     so a reader can fetch a large frame in one read instead of many.
     """
 
-    def __init__(self, start_offset: int):
+    def __init__(self, start_offset: int, *, resyncing: bool = False):
         self._buf = bytearray()
         self._base = start_offset  # file offset of self._buf[0]
-        self._resyncing = False
+        self._resyncing = resyncing  # True: go on skipping damage found by an earlier reader
         # (file offset of an incomplete front frame, file offset scanned up to)
         # for _torn(), so a big frame arriving slowly is not rescanned each poll
         self._torn_scan = (-1, 0)
@@ -342,3 +342,4 @@ def decode_array(obj: Any, *, ndim: int | None = None) -> np.ndarray:
         bits = np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16
         return bits.view(np.float32).reshape(shape)
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+

@@ -252,7 +252,33 @@ def _block(v, what, t: int, required: bool) -> BlockRecord | None:
             if counts.min() < 0 or counts.max() >= 2**32:
                 raise InvalidRecord(f"{what} hist counts outside the uint32 range")
         hist = (lo.astype(np.float64), hi.astype(np.float64), counts)
-    return BlockRecord(names, stats.astype(np.float64, copy=False), hist)
+    return BlockRecord(names, _no_finite_is_nan(names, stats.astype(np.float64, copy=False)), hist)
+
+
+# Statistics a writer sums over the finite elements: with none finite the sum is over nothing and
+# writers put 0 there (an all-NaN tensor had "norm 0", a NaN update "ratio 0" and "changed 0"),
+# which reads as a real, healthy value. Such a row says so itself: weights/grad have a NaN mean
+# and NaN/Inf counts; delta a NaN mean_abs with a changed_frac (a zero-size tensor has none, and
+# its norm of 0 is right). These columns then become NaN, for every writer and every log written.
+def _no_finite_is_nan(names: list, stats: np.ndarray) -> np.ndarray:
+    col = {n: i for i, n in enumerate(names)}
+    with np.errstate(invalid="ignore"):
+        if {"mean", "nan", "inf"} <= col.keys():
+            empty = np.isnan(stats[:, col["mean"]]) & ((stats[:, col["nan"]] > 0) | (stats[:, col["inf"]] > 0))
+            targets = ("norm",)
+        elif {"mean_abs", "changed_frac"} <= col.keys():
+            empty = np.isnan(stats[:, col["mean_abs"]]) & ~np.isnan(stats[:, col["changed_frac"]])
+            targets = ("norm", "ratio", "changed_frac")
+        else:
+            return stats
+    cols = [col[c] for c in targets if c in col]
+    if not cols or not empty.any():
+        return stats
+    if not stats.flags.writeable:
+        stats = stats.copy()
+    for c in cols:
+        stats[empty, c] = np.nan
+    return stats
 
 
 def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> SnapshotRecord:

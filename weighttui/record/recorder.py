@@ -27,7 +27,7 @@ from weighttui.log.format import FrameType, encode_frame
 from weighttui.log.records import TensorInfo
 from weighttui.record import lifecycle
 from weighttui.record.encode import plain
-from weighttui.record.numpy_path import NumpyStats, to_numpy
+from weighttui.record.numpy_path import NumpyStats, to_numpy, value_copy
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
@@ -113,7 +113,7 @@ class Recorder:
         self._last_step: int | None = None  # latest snapshot step queued (steps never go back)
         self.refused = 0  # snapshots refused at the call (their step went back)
         self._pid = os.getpid()
-        self._epoch_copy = None  # (step, epoch, names, copies): the latest call of a chosen epoch
+        self._epoch_copy = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
         self.registry = Registry(self.sample, self._lock)
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
@@ -237,7 +237,8 @@ class Recorder:
             with self._snapshot_lock:
                 names, arrays = self._arrays(tensors)
                 if keep:
-                    self._epoch_copy = (step, epoch, names, [np.array(a, copy=True) for a in arrays])
+                    infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]
+                    self._epoch_copy = (step, epoch, infos, [value_copy(a) for a in arrays])
                 if not due:
                     if scalars:
                         self.scalars(step, epoch=epoch, **scalars)
@@ -258,11 +259,11 @@ class Recorder:
                 self.scalars(step, epoch=epoch, **scalars)
             return False
         stats = self._numpy
-        return self.submit(step, infos, stats.weights(arrays), epoch=epoch, batch=batch,
-                           delta=stats.delta(infos, arrays),
+        weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
+        return self.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta,
                            grad=stats.grads(names, grads) if grads else None,
                            sample=stats.samples(infos, arrays),
-                           values=[np.array(a, copy=True) for a in arrays] if full else None,
+                           values=[value_copy(a) for a in arrays] if full else None,
                            scalars=scalars)
 
     def _epoch_boundary(self, epoch) -> None:
@@ -273,11 +274,8 @@ class Recorder:
             self._store_epoch(kept)
 
     def _store_epoch(self, kept) -> None:
-        step, epoch, names, copies = kept
-        if not self.schedule.full_epoch_due(epoch):
-            return
-        infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, copies, strict=True)]
-        if infos and self.submit_values(step, infos, copies, epoch=epoch):
+        step, epoch, infos, copies = kept
+        if infos and self.schedule.full_epoch_due(epoch) and self.submit_values(step, infos, copies, epoch=epoch):
             self.schedule.full_epoch_taken(epoch)
 
     def _finish_numpy(self) -> None:

@@ -36,6 +36,7 @@ from weighttui.analysis.diagnose import Alert, DiagnoseConfig
 from weighttui.data.follower import Delivery, Follower
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
+from weighttui.log.text import inert
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.screens.help import HelpScreen
@@ -80,7 +81,7 @@ class WeightApp(App[int]):
         super().__init__()
         self.path = os.fspath(path)
         self.mode = mode
-        self.title_text = title or f"weighttui · {os.path.basename(self.path)}"
+        self.title_text = inert(title or f"weighttui · {os.path.basename(self.path)}")
         self.title = self.title_text
         # `clock` (wall time) is injectable so snapshot tests can freeze "time since".
         self.clock = clock or time.time
@@ -237,7 +238,7 @@ class WeightApp(App[int]):
                                              upto_row=self.row if self.position is not None else None)
         except Exception as exc:  # a bug in one rule must not end the viewer: the data stays on screen
             self._diagnose = None
-            self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error", markup=False)
+            self.notify(inert(f"alerts disabled: {type(exc).__name__}: {exc}"), severity="error", markup=False)
             return False
         if alerts == self.alerts:
             return False
@@ -355,7 +356,7 @@ class WeightApp(App[int]):
             return
         row = parse_goto(text, self.data.steps, self.data.epochs)
         if row is None:
-            self.notify(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)",
+            self.notify(inert(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)"),
                         severity="warning", markup=False)
             return
         self.position = row
@@ -468,5 +469,5 @@ def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: in
     finally:
         app.stop_follower()
     if app.error_message:
-        print(f"weighttui: {app.error_message}", file=sys.stderr)
+        print(f"weighttui: {inert(app.error_message)}", file=sys.stderr)
     return app.return_code or 0

@@ -10,12 +10,14 @@
  * the value into the previous copy for the next snapshot.
  *
  * Contract (the Python side, weighttui/integrations/torch_native.py, relies on it):
- * - inputs are C-contiguous float32, float16 or bfloat16 (raw uint16 bits) runs;
+ * - inputs are C-contiguous float32, float16 or bfloat16 (raw uint16 bits) or
+ *   float64 runs (16-bit ones are widened to float32, exactly; float64 ones are
+ *   read as they are, with float64 lanes and a float64 bin index);
  * - output rows have the raw layout of torch_stats.RAW followed by B histogram
  *   counts, all float64: n, m, lo, hi, c, s1 = sum(x - c), s2 = sum((x - c)^2),
  *   asum, zeros, nan, inf, psq | counts. Delta rows: c = s1 = 0, s2 = sum(d^2),
  *   zeros = count(d == 0), psq = sum(prev^2); d = x - prev in float64 (exact for
- *   these dtypes), as weighttui.stats computes it;
+ *   the 16/32-bit dtypes, rounded once for float64), as weighttui.stats computes it;
  * - only all-finite inputs are handled: a tensor holding NaN/Inf (or whose
  *   range is so narrow that bin edges nearly coincide) is reported back
  *   (status bits) and left untouched, its previous copy included; the Python
@@ -44,7 +46,7 @@
 #define LANES 16
 #define NRAW 12
 enum { R_N, R_M, R_LO, R_HI, R_C, R_S1, R_S2, R_ASUM, R_ZEROS, R_NAN, R_INF, R_PSQ };
-enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
+enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_F64 = 3 };
 enum { ST_W_NOT_DONE = 1, ST_D_NOT_DONE = 2 };
 #define MAX_BINS 4096
 /* float16/bfloat16 are widened to float32 this many elements at a time */
@@ -71,7 +73,7 @@ enum { ST_W_NOT_DONE = 1, ST_D_NOT_DONE = 2 };
 typedef struct {
     /* values */
     double s1[LANES], s2[LANES], as[LANES], z[LANES];
-    float lo[LANES], hi[LANES];
+    double lo[LANES], hi[LANES]; /* float32 inputs keep float32 values here */
     /* deltas */
     double ds2[LANES], das[LANES], dz[LANES], ps[LANES], dlo[LANES], dhi[LANES];
 } acc_t;
@@ -79,7 +81,7 @@ typedef struct {
 /* The folded totals. */
 typedef struct {
     double s1, s2, asum, zeros;
-    float lo, hi;
+    double lo, hi;
     double ds2, dasum, dzeros, psq, dlo, dhi;
 } totals_t;
 
@@ -117,26 +119,72 @@ static void acc_fold(const acc_t *a, totals_t *t) {
  * (element i of a call goes to lane i % LANES: the caller passes blocks whose
  * length is a multiple of LANES, but for the last). NaN/Inf are not masked:
  * they make the sums non-finite, which the caller checks (a float64 sum of
- * finite float32 values cannot overflow). */
-HOT static void pass_a(const float *restrict x, const float *restrict p, size_t n, float c, acc_t *restrict a) {
-    double s1[LANES], s2[LANES], as[LANES], z[LANES];
-    float lo[LANES], hi[LANES];
-    double ds2[LANES], das[LANES], dz[LANES], ps[LANES], dlo[LANES], dhi[LANES];
-    /* local copies, so that the lanes live in registers during the loop */
-#define LANE_FIELDS(X) X(s1) X(s2) X(as) X(z) X(lo) X(hi) X(ds2) X(das) X(dz) X(ps) X(dlo) X(dhi)
-#define LOAD(f) memcpy(f, a->f, sizeof f);
-#define STORE(f) memcpy(a->f, f, sizeof f);
-    LANE_FIELDS(LOAD)
-    const double cd = (double)c;
-    size_t i = 0;
+ * finite float32 values cannot overflow; one of float64 values that does is
+ * non-finite too, and handed back the same way). One body for float32 and
+ * float64 inputs: T is the element type, the extrema lanes are kept in T. */
+#define DEFINE_PASS_A(NAME, T)                                                            \
+    HOT static void NAME(const T *restrict x, const T *restrict p, size_t n, double c,    \
+                         acc_t *restrict a) {                                             \
+        double s1[LANES], s2[LANES], as[LANES], z[LANES];                                 \
+        T lo[LANES], hi[LANES];                                                           \
+        double ds2[LANES], das[LANES], dz[LANES], ps[LANES], dlo[LANES], dhi[LANES];      \
+        /* local copies, so that the lanes live in registers during the loop */          \
+        memcpy(s1, a->s1, sizeof s1);                                                     \
+        memcpy(s2, a->s2, sizeof s2);                                                     \
+        memcpy(as, a->as, sizeof as);                                                     \
+        memcpy(z, a->z, sizeof z);                                                        \
+        memcpy(ds2, a->ds2, sizeof ds2);                                                  \
+        memcpy(das, a->das, sizeof das);                                                  \
+        memcpy(dz, a->dz, sizeof dz);                                                     \
+        memcpy(ps, a->ps, sizeof ps);                                                     \
+        memcpy(dlo, a->dlo, sizeof dlo);                                                  \
+        memcpy(dhi, a->dhi, sizeof dhi);                                                  \
+        for (int j = 0; j < LANES; j++) {                                                 \
+            lo[j] = (T)a->lo[j];                                                          \
+            hi[j] = (T)a->hi[j];                                                          \
+        }                                                                                 \
+        const double cd = c;                                                              \
+        size_t i = 0;                                                                     \
+        if (p == NULL) {                                                                  \
+            for (; i + LANES <= n; i += LANES)                                            \
+                for (int j = 0; j < LANES; j++)                                           \
+                    VALUE_LANE(j, x[i + j]);                                              \
+        } else {                                                                          \
+            for (; i + LANES <= n; i += LANES)                                            \
+                for (int j = 0; j < LANES; j++) {                                         \
+                    VALUE_LANE(j, x[i + j]);                                              \
+                    DELTA_LANE(j, x[i + j], p[i + j]);                                    \
+                }                                                                         \
+        }                                                                                 \
+        for (int j = 0; i < n; i++, j++) { /* the tail: lanes in order */                \
+            VALUE_LANE(j, x[i]);                                                          \
+            if (p != NULL)                                                                \
+                DELTA_LANE(j, x[i], p[i]);                                                \
+        }                                                                                 \
+        memcpy(a->s1, s1, sizeof s1);                                                     \
+        memcpy(a->s2, s2, sizeof s2);                                                     \
+        memcpy(a->as, as, sizeof as);                                                     \
+        memcpy(a->z, z, sizeof z);                                                        \
+        memcpy(a->ds2, ds2, sizeof ds2);                                                  \
+        memcpy(a->das, das, sizeof das);                                                  \
+        memcpy(a->dz, dz, sizeof dz);                                                     \
+        memcpy(a->ps, ps, sizeof ps);                                                     \
+        memcpy(a->dlo, dlo, sizeof dlo);                                                  \
+        memcpy(a->dhi, dhi, sizeof dhi);                                                  \
+        for (int j = 0; j < LANES; j++) {                                                 \
+            a->lo[j] = (double)lo[j];                                                     \
+            a->hi[j] = (double)hi[j];                                                     \
+        }                                                                                 \
+    }
+
 /* one value v (and its delta from q) into lane j */
 #define VALUE_LANE(j, v)                      \
     do {                                      \
         double t_ = (double)(v) - cd;         \
         s1[j] += t_;                          \
         s2[j] += t_ * t_;                     \
-        as[j] += (double)fabsf(v);            \
-        z[j] += (v) == 0.0f ? 1.0 : 0.0;      \
+        as[j] += fabs((double)(v));           \
+        z[j] += (v) == 0 ? 1.0 : 0.0;         \
         lo[j] = (v) < lo[j] ? (v) : lo[j];    \
         hi[j] = (v) > hi[j] ? (v) : hi[j];    \
     } while (0)
@@ -151,29 +199,11 @@ HOT static void pass_a(const float *restrict x, const float *restrict p, size_t 
         dlo[j] = d_ < dlo[j] ? d_ : dlo[j];   \
         dhi[j] = d_ > dhi[j] ? d_ : dhi[j];   \
     } while (0)
-    if (p == NULL) {
-        for (; i + LANES <= n; i += LANES)
-            for (int j = 0; j < LANES; j++)
-                VALUE_LANE(j, x[i + j]);
-    } else {
-        for (; i + LANES <= n; i += LANES)
-            for (int j = 0; j < LANES; j++) {
-                VALUE_LANE(j, x[i + j]);
-                DELTA_LANE(j, x[i + j], p[i + j]);
-            }
-    }
-    for (int j = 0; i < n; i++, j++) { /* the tail: lanes in order */
-        VALUE_LANE(j, x[i]);
-        if (p != NULL)
-            DELTA_LANE(j, x[i], p[i]);
-    }
+DEFINE_PASS_A(pass_a, float)
+DEFINE_PASS_A(pass_a64, double)
 #undef VALUE_LANE
 #undef DELTA_LANE
-    LANE_FIELDS(STORE)
-#undef LOAD
-#undef STORE
-#undef LANE_FIELDS
-}
+#undef DEFINE_PASS_A
 
 /* ------------------------------------------------------------ pass B */
 
@@ -186,6 +216,9 @@ typedef struct {
     double slack;          /* an index within this of an integer is redone exactly */
     float lof, scalef, slackf;
     double edges[MAX_BINS + 1];
+    /* bin k holds [below[k], above[k]): numpy's edges, open at both ends (its
+     * last bin is closed), for the branch-free correction */
+    double below[MAX_BINS], above[MAX_BINS];
     uint64_t total[MAX_BINS];
 } hist_t;
 
@@ -217,20 +250,28 @@ static void numpy_edges(double lo, double hi, int bins, double *e) {
 }
 
 /* Sets up h for [lo, hi]; returns 0 if the range is too narrow for a fast
- * index (edges within a few ulps of each other: numpy's "too many bins"). */
-static int hist_setup(hist_t *h, int bins, double lo, double hi) {
+ * index (edges within a few ulps of each other: numpy's "too many bins") or
+ * wider than float64 can hold. allow_f32: the values are float32 (a float32
+ * index may do); float64 values always get the float64 index. */
+static int hist_setup(hist_t *h, int bins, double lo, double hi, int allow_f32) {
     h->bins = bins;
     h->lo = lo;
     memset(h->total, 0, sizeof(uint64_t) * bins);
     h->constant = lo == hi;
     if (h->constant)
         return 1;
+    if (!isfinite(hi - lo))
+        return 0;
     numpy_edges(lo, hi, bins, h->edges);
     for (int k = 0; k < bins; k++)
         if (!(h->edges[k] < h->edges[k + 1]))
             return 0;
+    for (int k = 0; k < bins; k++) {
+        h->below[k] = k == 0 ? -INFINITY : h->edges[k];
+        h->above[k] = k == bins - 1 ? INFINITY : h->edges[k + 1];
+    }
     h->scale = bins / (hi - lo);
-    if (!isfinite(h->scale))
+    if (!isfinite(h->scale) || !(h->scale > 0.0))
         return 0;
     /* How far from the exact bin position an index can be, in bins: float64
      * edges are a few ulps of max(|lo|, |hi|) off the ideal ones; a float32
@@ -243,21 +284,9 @@ static int hist_setup(hist_t *h, int bins, double lo, double hi) {
     h->lof = (float)lo;
     h->scalef = (float)bins / ((float)hi - (float)lo);
     double slackf = 4.0 * (5.96e-8 * bins * (4.0 + 3.0 * mag) + edge_err);
-    h->f32 = isfinite(h->scalef) && h->scalef > 0.0f && slackf < 0.01;
+    h->f32 = allow_f32 && isfinite(h->scalef) && h->scalef > 0.0f && slackf < 0.01;
     h->slackf = (float)slackf;
     return h->slack < 0.25;
-}
-
-/* The bin numpy.histogram gives v, from a guess within one bin. */
-static inline int exact_bin(const hist_t *h, double v) {
-    int b = h->bins;
-    double f = (v - h->lo) * h->scale;
-    int k = f >= b ? b - 1 : (f > 0 ? (int)f : 0);
-    if (v < h->edges[k])
-        k--;
-    else if (k != b - 1 && v >= h->edges[k + 1])
-        k++;
-    return k < 0 ? 0 : (k >= b ? b - 1 : k);
 }
 
 static void tally_clear(tally_t *t, int bins) {
@@ -282,9 +311,14 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
 #define GROUP 256
 
 /* Bin indices k[0:m] of the values VALUE(i) (an expression of i), index
- * arithmetic in type T with h's lo, scale and slack for T: one vectorised pass,
- * then, if any index was within slack of an integer (a bin edge), those
- * elements again, exactly (exact_bin on the float64 value EXACT(i)). */
+ * arithmetic in type T with h's lo, scale and slack for T: one vectorised pass;
+ * then, if any index was within slack of an inner bin edge, every index
+ * of the group is corrected against numpy's float64 edges with the float64
+ * value EXACT(i): one step down if below its bin's lower edge, one up if at or
+ * above its upper edge (the guess is within one bin). That correction has no
+ * branches (two table loads and compares), so inputs whose values sit on the
+ * edges group after group (few distinct values, updates of +-lr or a constant
+ * shift) cost about what any other input costs. */
 #define INDEX_GROUP(T, LO, SC, SL, VALUE, EXACT)                          \
     do {                                                                \
         const T lo_ = (LO), sc_ = (SC), sl_ = (SL);                     \
@@ -293,17 +327,23 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
             T f_ = ((T)(VALUE) - lo_) * sc_;                            \
             int32_t q_ = (int32_t)f_;                                   \
             T fr_ = f_ - (T)q_;                                         \
-            any_ |= (fr_ < sl_) | (fr_ > (T)1 - sl_) | (q_ >= b) | (q_ < 0); \
-            k[i] = q_;                                                  \
+            /* near an inner edge (lo and hi are no bin boundaries: an  \
+             * index just outside [0, B) is clamped, exactly), or lost */ \
+            any_ |= ((fr_ < sl_) & (q_ > 0) & (q_ < b))                 \
+                  | ((fr_ > (T)1 - sl_) & (q_ >= 0) & (q_ < b - 1))     \
+                  | (q_ < 0) | (q_ > b);                                \
+            k[i] = q_ < 0 ? 0 : (q_ >= b ? b - 1 : q_);                 \
         }                                                               \
-        if (any_)                                                       \
+        if (any_) {                                                     \
+            const double *below_ = h->below, *above_ = h->above;        \
             for (size_t i = 0; i < m; i++) {                            \
-                T f_ = ((T)(VALUE) - lo_) * sc_;                        \
-                int32_t q_ = (int32_t)f_;                               \
-                T fr_ = f_ - (T)q_;                                     \
-                if ((fr_ < sl_) | (fr_ > (T)1 - sl_) | (q_ >= b) | (q_ < 0)) \
-                    k[i] = exact_bin(h, (EXACT));                       \
+                double v_ = (EXACT);                                    \
+                int32_t q_ = k[i];                                      \
+                q_ -= v_ < below_[q_];                                  \
+                q_ += v_ >= above_[q_];                                 \
+                k[i] = q_;                                              \
             }                                                           \
+        }                                                               \
     } while (0)
 
 /* Bin indices of m <= GROUP values, exact near the edges: a float32 index, or
@@ -327,6 +367,18 @@ HOT static void index_deltas(const float *restrict x, const float *restrict p, s
         INDEX_GROUP(double, h->lo, h->scale, h->slack, (double)x[i] - (double)p[i], (double)x[i] - (double)p[i]);
 }
 
+/* float64 inputs: the float64 index only (hist_setup never allows float32 for them). */
+HOT static void index_values64(const double *restrict x, size_t m, const hist_t *h, int32_t *restrict k) {
+    const int32_t b = h->bins;
+    INDEX_GROUP(double, h->lo, h->scale, h->slack, x[i], x[i]);
+}
+
+HOT static void index_deltas64(const double *restrict x, const double *restrict p, size_t m, const hist_t *h,
+                               int32_t *restrict k) {
+    const int32_t b = h->bins;
+    INDEX_GROUP(double, h->lo, h->scale, h->slack, x[i] - p[i], x[i] - p[i]);
+}
+
 /* Counts m indices into the SUBH tables of one histogram. */
 static inline void count(uint32_t (*sub)[MAX_BINS], const int32_t *k, size_t m) {
     size_t j = 0;
@@ -339,29 +391,33 @@ static inline void count(uint32_t (*sub)[MAX_BINS], const int32_t *k, size_t m) 
 
 /* Bins x[0:n] into hv (NULL: skip) and d = x - p into hd (NULL: skip); with
  * copy, p[0:n] = x[0:n] afterwards (the previous copy for the next delta). */
-HOT static void pass_b(const float *restrict x, float *restrict p, size_t n, hist_t *hv, hist_t *hd,
-                       int copy, tally_t *t) {
-    int32_t kv[GROUP], kd[GROUP];
-    const int bins = hv ? hv->bins : (hd ? hd->bins : 1);
-    tally_clear(t, bins);
-    for (size_t i = 0; i < n; i += GROUP) {
-        size_t m = n - i < GROUP ? n - i : GROUP;
-        if (hv) {
-            index_values(x + i, m, hv, kv);
-            count(t->sub[0], kv, m);
-        }
-        if (hd) {
-            index_deltas(x + i, p + i, m, hd, kd);
-            count(t->sub[1], kd, m);
-        }
-        if (copy)
-            memcpy(p + i, x + i, m * sizeof(float));
-        t->pending += m;
-        if (t->pending >= FLUSH)
-            tally_flush(t, bins, hv, hd);
+#define DEFINE_PASS_B(NAME, T, INDEX_V, INDEX_D)                                             \
+    HOT static void NAME(const T *restrict x, T *restrict p, size_t n, hist_t *hv, hist_t *hd, \
+                         int copy, tally_t *t) {                                             \
+        int32_t kv[GROUP], kd[GROUP];                                                        \
+        const int bins = hv ? hv->bins : (hd ? hd->bins : 1);                                \
+        tally_clear(t, bins);                                                                \
+        for (size_t i = 0; i < n; i += GROUP) {                                              \
+            size_t m = n - i < GROUP ? n - i : GROUP;                                        \
+            if (hv) {                                                                        \
+                INDEX_V(x + i, m, hv, kv);                                                   \
+                count(t->sub[0], kv, m);                                                     \
+            }                                                                                \
+            if (hd) {                                                                        \
+                INDEX_D(x + i, p + i, m, hd, kd);                                            \
+                count(t->sub[1], kd, m);                                                     \
+            }                                                                                \
+            if (copy)                                                                        \
+                memcpy(p + i, x + i, m * sizeof(T));                                         \
+            t->pending += m;                                                                 \
+            if (t->pending >= FLUSH)                                                         \
+                tally_flush(t, bins, hv, hd);                                                \
+        }                                                                                    \
+        tally_flush(t, bins, hv, hd);                                                        \
     }
-    tally_flush(t, bins, hv, hd);
-}
+DEFINE_PASS_B(pass_b, float, index_values, index_deltas)
+DEFINE_PASS_B(pass_b64, double, index_values64, index_deltas64)
+#undef DEFINE_PASS_B
 
 /* ------------------------------------------------------------ dtypes */
 
@@ -412,10 +468,14 @@ typedef struct {
     tally_t tally;
 } scratch_t;
 
-static size_t elem_size(int dtype) { return dtype == DT_F32 ? 4 : 2; }
+static size_t elem_size(int dtype) { return dtype == DT_F64 ? 8 : (dtype == DT_F32 ? 4 : 2); }
 
 /* Runs pass A or B over the job's elements, widening 16-bit inputs blockwise. */
-static void run_a(job_t *jb, scratch_t *s, float c, acc_t *a) {
+static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
+    if (jb->dtype == DT_F64) {
+        pass_a64((const double *)jb->x, (const double *)jb->p, jb->n, c, a);
+        return;
+    }
     if (jb->dtype == DT_F32) {
         pass_a((const float *)jb->x, (const float *)jb->p, jb->n, c, a);
         return;
@@ -430,6 +490,10 @@ static void run_a(job_t *jb, scratch_t *s, float c, acc_t *a) {
 }
 
 static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy) {
+    if (jb->dtype == DT_F64) {
+        pass_b64((const double *)jb->x, (double *)jb->p, jb->n, hv, hd, copy, &s->tally);
+        return;
+    }
     if (jb->dtype == DT_F32) {
         pass_b((const float *)jb->x, (float *)jb->p, jb->n, hv, hd, copy, &s->tally);
         return;
@@ -445,8 +509,10 @@ static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy) {
         memcpy(jb->p, jb->x, jb->n * elem_size(jb->dtype));
 }
 
-static float first_value(const job_t *jb) {
+static double first_value(const job_t *jb) {
     float v;
+    if (jb->dtype == DT_F64)
+        return ((const double *)jb->x)[0];
     if (jb->dtype == DT_F32)
         return ((const float *)jb->x)[0];
     widen((const uint16_t *)jb->x, &v, 1, jb->dtype);
@@ -469,7 +535,7 @@ static void do_job(job_t *jb, scratch_t *s, int bins, int copy) {
         return;
     acc_t lanes;
     acc_init(&lanes);
-    float c = first_value(jb);
+    double c = first_value(jb);
     if (!isfinite(c))
         return;
     run_a(jb, s, c, &lanes);
@@ -480,9 +546,10 @@ static void do_job(job_t *jb, scratch_t *s, int bins, int copy) {
     int d_ok = jb->p && w_ok && isfinite(a.ds2) && isfinite(a.psq) && isfinite(a.dlo) && isfinite(a.dhi);
     if (!w_ok)
         return; /* NaN/Inf in the values: the general path does all of it */
-    if (!hist_setup(&s->hv, bins, a.lo, a.hi))
+    int f32 = jb->dtype != DT_F64;
+    if (!hist_setup(&s->hv, bins, a.lo, a.hi, f32))
         return;
-    if (d_ok && !hist_setup(&s->hd, bins, a.dlo, a.dhi))
+    if (d_ok && !hist_setup(&s->hd, bins, a.dlo, a.dhi, f32))
         d_ok = 0;
     /* a delta left to the general path keeps its previous copy untouched */
     run_b(jb, s, s->hv.constant ? NULL : &s->hv, d_ok && !s->hd.constant ? &s->hd : NULL, d_ok && copy);
@@ -633,7 +700,8 @@ out:
 /* ------------------------------------------------------------ Python */
 
 /* A C-contiguous buffer whose items match the dtype code: float32 ('f') for
- * code 0, 2-byte items (float16 'e', or the raw bits as 'H'/'h') otherwise. */
+ * code 0, float64 ('d') for code 3, 2-byte items (float16 'e', or the raw bits
+ * as 'H'/'h') for codes 1 and 2. */
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, int dtype, const char *what, Py_ssize_t i) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
@@ -643,8 +711,9 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, int dtype, c
     }
     const char *f = view->format ? view->format : "B";
     char kind = f[0] && strchr("@=<>!", f[0]) ? f[1] : f[0];
-    int ok = dtype == DT_F32 ? (kind == 'f' && view->itemsize == 4)
-                             : ((kind == 'e' || kind == 'H' || kind == 'h') && view->itemsize == 2);
+    int ok = dtype == DT_F32   ? (kind == 'f' && view->itemsize == 4)
+             : dtype == DT_F64 ? (kind == 'd' && view->itemsize == 8)
+                               : ((kind == 'e' || kind == 'H' || kind == 'h') && view->itemsize == 2);
     if (!ok) {
         PyErr_Format(PyExc_TypeError, "%s[%zd]: items of format '%s' do not match dtype code %d", what, i, f,
                      dtype);
@@ -656,10 +725,10 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, int dtype, c
 
 PyDoc_STRVAR(snapshot_doc,
 "snapshot(xs, prevs, dtypes, bins, out_w, out_d, copy, threads=1) -> bytes\n\n"
-"Raw statistics rows of each x in xs (C-contiguous buffers of float32, or of\n"
-"float16/bfloat16 bits as uint16) into out_w, and of x - prev into out_d where\n"
+"Raw statistics rows of each x in xs (C-contiguous buffers of float32 or float64,\n"
+"or of float16/bfloat16 bits as uint16) into out_w, and of x - prev into out_d where\n"
 "prevs[i] is not None; with copy, each such prev is overwritten with x.\n"
-"dtypes: bytes, one code per tensor (0 float32, 1 float16, 2 bfloat16).\n"
+"dtypes: bytes, one code per tensor (0 float32, 1 float16, 2 bfloat16, 3 float64).\n"
 "out_w, out_d: writable float64 buffers of len(xs) * (12 + bins).\n"
 "threads: how many threads share the tensors (whole tensors each).\n"
 "Returns one status byte per tensor: bit 0 set = its weights row was not\n"
@@ -713,7 +782,7 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
     }
     for (i = 0; i < t; i++) {
         int dt = ((const unsigned char *)dts.buf)[i];
-        if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16) {
+        if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16 && dt != DT_F64) {
             PyErr_Format(PyExc_ValueError, "dtypes[%zd]: unknown code %d", i, dt);
             goto done;
         }
@@ -781,12 +850,13 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "weighttui._fastats",
-    "Fused FORMAT.md statistics of CPU tensors (see weighttui/native/fastats.c).", -1, methods,
+    "Fused FORMAT.md statistics of CPU tensors (see weighttui/record/native/fastats.c).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__fastats(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "NRAW", NRAW) < 0) {
+    /* DTYPES: how many dtype codes this build reads (3 before float64: a stale build) */
+    if (m && (PyModule_AddIntConstant(m, "NRAW", NRAW) < 0 || PyModule_AddIntConstant(m, "DTYPES", 4) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -4,7 +4,8 @@ The apps call `refresh_view()` on the active screen after each coalesced data
 update and each second (`status_only`). A screen that was just pushed is on
 the stack before its widgets are mounted; a refresh then is dropped, because
 the screen draws what is current once it is mounted (`on_mount`) and each
-time it comes back on top (`on_screen_resume`).
+time it comes back on top (`on_screen_resume`). Likewise while the app shuts
+down: its timers still fire after the screens' widgets are gone.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from weighttui.tui.state import RedrawRequest, RunHost, RunsHost, RunView
 class RefreshableScreen(Screen[None]):
     def refresh_view(self, *, status_only: bool = False) -> None:
         """Redraw from the app's state now (only the clock-driven parts with `status_only`)."""
-        if not self.is_mounted:
-            return  # on_mount draws
+        if not (self.is_mounted and self.is_running and self.app.is_running):
+            # Not mounted yet: on_mount draws. Or closing (the app shutting down prunes the
+            # widgets while its timers still tick): nothing to draw into.
+            return
         if status_only:
             self.refresh_status()
         else:

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from weighttui.analysis.changes import COLUMNS, LABELS, change_table
 from weighttui.analysis.diagnose import DiagnoseConfig
+from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt_change
 from weighttui.tui.screens.base import RunScreen
 from weighttui.tui.state import RunView
@@ -177,14 +178,14 @@ class ChangeTableScreen(RunScreen):
 
     def _cells_of(self, entry: dict) -> list[Text]:
         style = FLAG_STYLE[entry["flag"]]
-        cells = [Text(entry["tensor"], style=style)]
+        cells = [Text(inert(entry["tensor"]), style=style)]
         for k in COLUMNS:
             cells.append(Text(fmt_change(k, entry[k]), style=style, justify="right"))
         cells.append(Text(entry["flag"], style=style))
         return cells
 
     def _resort(self, view: RunView | None = None) -> None:
-        order = {e["tensor"]: _sort_key(self.sort_key, e) for e in self.rows}
+        order = {inert(e["tensor"]): _sort_key(self.sort_key, e) for e in self.rows}  # by the cell shown
         if self.table.row_count:
             # one column asked for: the key function gets that cell (the tensor name) itself
             self.table.sort("tensor", key=lambda cell: order.get(cell.plain, (2, 0)), reverse=self.reverse)

@@ -24,6 +24,7 @@ from textual.widgets import Footer, Static
 from weighttui.analysis import heatmap
 from weighttui.analysis.series import tensor_series
 from weighttui.log.records import TensorInfo
+from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt_value
 from weighttui.tui.screens.base import RunScreen
 from weighttui.tui.state import RunView
@@ -161,7 +162,7 @@ class DetailScreen(RunScreen):
         try:
             info = data.tensor(self.tensor)
         except KeyError:
-            head = Text(self.tensor, style="bold red")
+            head = Text(inert(self.tensor), style="bold red")
             head.append(": not in this run (yet)")
             self.query_one("#dhead", Static).update(head)
             return
@@ -199,9 +200,9 @@ class DetailScreen(RunScreen):
         data = view.data
         row = view.row
         t = Text()
-        t.append(info.name, style="bold")
+        t.append(inert(info.name), style="bold")
         shape = "x".join(map(str, info.shape)) or "scalar"
-        t.append(f"  {shape}  {info.dtype}  layer {info.layer or '-'}")
+        t.append(f"  {shape}  {inert(info.dtype)}  layer {inert(info.layer) or '-'}")
         if not info.trainable:
             t.append("  (frozen)", style="yellow")
         second = Text()

@@ -43,6 +43,7 @@ from textual.strip import Strip
 
 from weighttui.analysis.diagnose import Alert
 from weighttui.data.run import RunData
+from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt, fmt_int
 from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
 from weighttui.tui.widgets.sparkline import spark_many
@@ -284,7 +285,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         lay = self._lay
         if isinstance(entry, GroupRow):
             arrow = "▸" if entry.collapsed else "▾"
-            name = _fit(f"{arrow} {entry.layer or '(no layer)'} ({len(entry.members)})", lay["name"])
+            name = _fit(f"{arrow} {inert(entry.layer) or '(no layer)'} ({len(entry.members)})", lay["name"])
             cells = {"name": ((name, "bold"),)}
             if lay["wide"]:
                 cells["params"] = (("  " + fmt_int(entry.size), "bold"),)
@@ -300,6 +301,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         label = entry.name
         if grouped and entry.layer and label.startswith(entry.layer) and len(label) > len(entry.layer) + 1:
             label = "  " + label[len(entry.layer) + 1:]
+        label = inert(label)
         style = "bold red" if nonfinite else ("" if entry.trainable else "dim")
         width = self._lay["name"]
         if cell_len(label) > width:  # keep the end of a long name: that is where layers differ

@@ -11,6 +11,7 @@ import numpy as np
 from rich.text import Text
 from textual.widgets import Static
 
+from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt
 from weighttui.tui.state import RedrawRequest, RunView
 from weighttui.tui.widgets.sparkline import spark
@@ -41,7 +42,8 @@ def scalars_text(view: RunView, width: int) -> Text:
         steps, values = data.scalars(name)
         if upto is not None and view.position is not None:
             values = values[: int(np.searchsorted(steps, upto, side="right"))]
-        label = name if len(name) <= 10 else name[:9] + "…"
+        shown = inert(name)
+        label = shown if len(shown) <= 10 else shown[:9] + "…"
         spark_w = cell - 10 - 1 - 8 - 3
         piece = Text(no_wrap=True)
         piece.append(f"{label:<10} ", style="bold")

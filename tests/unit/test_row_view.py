@@ -1,8 +1,8 @@
-"""The fast whole-file open (weighttui.data.scan): same rows as the incremental path.
+"""The whole-file open and a poll-by-poll reader give the same run, thinned or not.
 
-`weighttui.open(path, max_rows=N)` indexes headers and decodes only the
-snapshots that thinning keeps; a RunData fed poll by poll decodes everything
-and thins as it goes. Both must end with the same stored rows and values.
+`weighttui.open(path, max_rows=N)` scans the file through the store; a RunData
+fed poll by poll (as the TUI does) applies the same frames in smaller pieces.
+Both must end with the same row view and values.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.log.tail import LogTail
+from weighttui.data.run import RunData, _Thinning
 from weighttui.log.format import HEADER_SIZE
-from weighttui.data.run import RunData
-from weighttui.data.scan import kept_snapshots
+from weighttui.log.tail import LogTail
 
 
 def incremental(path, max_rows, run_index=None, chunk=4096):
@@ -39,9 +38,9 @@ def assert_same(a: RunData, b: RunData):
         for stat in a.columns(kind):
             np.testing.assert_array_equal(a.stat_matrix(kind, stat), b.stat_matrix(kind, stat))
     for name in a.tensor_names:
-        for x, y in zip(a.histograms(name), b.histograms(name)):
+        for x, y in zip(a.histograms(name), b.histograms(name), strict=True):
             np.testing.assert_array_equal(x, y)
-        for x, y in zip(a.samples(name), b.samples(name)):
+        for x, y in zip(a.samples(name), b.samples(name), strict=True):
             np.testing.assert_array_equal(x, y)
     assert a.scalar_names == b.scalar_names
     for s in a.scalar_names:
@@ -64,16 +63,18 @@ def write_run(path, steps, *, mode="w", start=0):
 
 @pytest.mark.parametrize("count", [1, 7, 8, 9, 63, 64, 65, 200, 333])
 @pytest.mark.parametrize("max_rows", [4, 5, 8, 50])
-def test_kept_snapshots_mirror_incremental_thinning(count, max_rows):
-    data = RunData(None, max_rows=max_rows)
-    for g in range(count):  # drive the real state machine with indices only
-        data.snapshot_count = g
-        row = data._row_for_next()
-        data._gidx[row] = g
-    keep, stride = kept_snapshots(count, max_rows)
-    expected = set(data._gidx[: data.n].tolist())
-    assert (keep if keep is not None else set(range(count))) == expected
-    assert stride == data._stride
+def test_row_view_thinning_keeps_first_latest_and_an_even_stride(count, max_rows):
+    thin = _Thinning(max_rows)
+    for g in range(1, count + 1):
+        thin.add(g)  # one snapshot at a time, as a live reader sees them
+        rows = thin.rows
+        assert rows[0] == 0 and rows[-1] == g - 1 and len(rows) <= max_rows
+        assert rows == sorted(set(rows))
+        # all but the newest lie on the current stride
+        assert all(r % thin.stride == 0 for r in rows[:-1])
+    once = _Thinning(max_rows)
+    once.add(count)  # all at once (a whole-file open): the same rows
+    assert once.rows == thin.rows
 
 
 @pytest.mark.parametrize("max_rows", [4, 16, 100, 1000])
@@ -96,13 +97,10 @@ def test_fast_open_of_appended_runs_and_damage(tmp_path):
         for max_rows in (8, 64):
             fast = weighttui.open(path, max_rows=max_rows, run=run)
             slow = incremental(path, max_rows, run_index=run)
-            if run == 0:
-                assert_same(fast, slow)
-            else:
-                # thinned-away snapshots are not decoded: damage inside one of them is not seen
-                assert fast.steps.tolist() == slow.steps.tolist() or len(slow.corruptions) > 0
-                assert fast.torn_tail == slow.torn_tail == 50
-                assert fast.status == slow.status == "finished"
+            # one reading rule: the whole-file open and a poll-by-poll reader agree exactly
+            assert_same(fast, slow)
+            assert fast.torn_tail == slow.torn_tail == 50
+            assert fast.status == slow.status == "finished"
 
 
 def test_fast_open_with_no_thinning_needed_matches_full_read(tmp_path):

@@ -1,0 +1,423 @@
+"""The run store and its index: every way of reading a log gives the same run.
+
+A run read through a fresh index, a reused one, one extended from a shorter
+prefix, one built from another log at the same path, a damaged one, or none at
+all (cache=False) must be identical, down to every statistic, histogram, sample,
+scalar, event and the damage reported. Logs here are small, so the index size
+threshold and the segment size are lowered (fixture `indexed`).
+
+Read-only directories: the tests run as root, for whom chmod does not stop
+writes, so they replace `weighttui.data.store.index.writable` (the one check the
+store makes before writing) to simulate read-only media.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import weighttui
+from weighttui.data.store import builder as store_builder
+from weighttui.data.store import columns as store_columns
+from weighttui.data.store import index as store_index
+from weighttui.log.format import HEADER, HEADER_SIZE, FrameDecoder, FrameType, encode_array, encode_frame
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+EXPECTED = json.loads((DATA / "expected.json").read_text())
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def indexed(monkeypatch, tmp_path):
+    """Index even tiny logs, in small segments; the user cache under tmp_path."""
+    monkeypatch.setattr(store_index, "MIN_LOG_BYTES", 0)
+    monkeypatch.setattr(store_columns, "SEAL_ENTRIES", 40)
+    monkeypatch.setattr(store_index, "SEAL_ENTRIES", 40)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert store_builder  # (imported for the layering it documents)
+    return tmp_path
+
+
+def write_run(path, steps, *, mode="w", start=0, seed=0):
+    rng = np.random.default_rng(seed)
+    rec = weighttui.Recorder(path, mode=mode, bins=8, sample=3, full_every=7, queue_size=100000)
+    for step in range(start, start + steps):
+        ts = {"a": rng.normal(size=(4, 5)), "b": rng.normal(size=7)}
+        if step % 3 == 0:
+            ts["c"] = rng.normal(size=3)  # covered by every third snapshot only
+        rec.snapshot(step, ts, grads={"a": rng.normal(size=(4, 5))}, scalars={"loss": 1 / (step + 1)},
+                     epoch=step // 10)
+    rec.close()
+
+
+def two_runs_with_damage(path):
+    write_run(path, 40)
+    write_run(path, 30, mode="a", start=1000, seed=1)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) * 3 // 4] ^= 0x40  # a damaged frame inside the second run
+    raw += raw[HEADER_SIZE:HEADER_SIZE + 50]  # and a torn tail
+    path.write_bytes(bytes(raw))
+    return bytes(raw)
+
+
+def digest(run) -> dict:
+    """Everything a reader can ask of a RunData, as plain values."""
+    out = {
+        "runs": [(r.index, r.record.run_id, r.offset, r.snapshots, r.first_step, r.last_step, r.status)
+                 for r in run.runs],
+        "corruptions": list(zip(run.corruptions, run.corruption_reasons, strict=True)),
+        "torn": run.torn_tail, "unknown": run.unknown_frames, "counts": dict(run.record_counts),
+        "n": run.n, "snapshots": run.snapshot_count, "steps": run.steps.tolist(), "epochs": run.epochs.tolist(),
+        "times": run.times.tolist(), "index": run.snapshot_index.tolist(), "names": run.tensor_names,
+        "present": run.present.tolist(), "status": run.end.status if run.end else None,
+        "events": [(e.step, e.kind, e.message) for e in run.events],
+        "scalars": {s: [a.tolist() for a in run.scalars(s)] for s in run.scalar_names},
+        "full": run.full_steps,
+    }
+    for kind in ("weights", "delta", "grad"):
+        out[f"has_{kind}"] = run.has_kind(kind)
+        for stat in run.columns(kind):
+            out[f"m_{kind}_{stat}"] = np.nan_to_num(run.stat_matrix(kind, stat), nan=-7.0).tolist()
+        for name in run.tensor_names:
+            for stat in run.columns(kind):
+                s, v = run.series(name, stat, kind)
+                out[f"s_{kind}_{name}_{stat}"] = (s.tolist(), np.nan_to_num(v, nan=-7.0).tolist())
+            out[f"h_{kind}_{name}"] = [np.nan_to_num(a, nan=-7.0).tolist() for a in run.histograms(name, kind)]
+    for name in run.tensor_names:
+        out[f"sample_{name}"] = [np.nan_to_num(a, nan=-7.0).tolist() for a in run.samples(name)]
+        if run.snapshot_count:
+            lo = int(run.steps[0]) if run.n else None
+            out[f"range_{name}"] = run.series(name, "norm", start=lo, stop=None)[0].tolist()
+    if run.full_steps:
+        out["weights"] = {k: v.tolist() for k, v in run.weights(step=run.full_steps[-1]).items()}
+    return out
+
+
+def index_dir(path) -> Path:
+    return Path(path).parent / f".{Path(path).name}.wtuidx"
+
+
+# ------------------------------------------------------------------ conformance
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_conformance_logs_read_the_same_through_a_fresh_and_a_reused_index(indexed, name):
+    path = indexed / name
+    shutil.copy(DATA / name, path)
+    plain = weighttui.open(path, cache=False)
+    assert not index_dir(path).exists()
+    first = weighttui.open(path)
+    assert first.index_path == str(index_dir(path)) and (index_dir(path) / "manifest.json").exists()
+    again = weighttui.open(path)
+    assert again.index_path == str(index_dir(path))
+    want = EXPECTED[name]
+    for run in (first, again):
+        assert {k: v for k, v in run.record_counts.items() if v} == want["records"]
+        assert run.corruptions == want["corrupt_offsets"] and run.torn_tail == want["torn_tail_bytes"]
+        assert run.steps.tolist() == want["snapshot_steps"] and run.full_steps == want["full_values_steps"]
+        for tensor, stats in want["last_weights_stats"].items():
+            for stat, value in stats.items():
+                assert run.series(tensor, stat)[1][-1] == pytest.approx(value, rel=1e-12, abs=0)
+        assert digest(run) == digest(plain)
+
+
+def test_small_logs_get_no_index_by_default(tmp_path):
+    path = tmp_path / "small.wtui"
+    write_run(path, 5)
+    run = weighttui.open(path)
+    assert run.index_path is None and not index_dir(path).exists()
+
+
+# ------------------------------------------------------------------ prefixes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_prefix_reads_the_same_with_or_without_an_index(indexed, data):
+    """A prefix read through an index built from a shorter prefix, or from another log at the same path."""
+    src = indexed / "src.wtui"
+    if not src.exists():
+        two_runs_with_damage(src)
+        write_run(indexed / "other.wtui", 25, seed=5)
+    raw = src.read_bytes()
+    other = (indexed / "other.wtui").read_bytes()
+    cut2 = data.draw(st.integers(0, len(raw)), label="prefix")
+    how = data.draw(st.sampled_from(["shorter", "other-inplace", "other-replaced", "none"]), label="index from")
+    path = indexed / "p.wtui"
+    shutil.rmtree(index_dir(path), ignore_errors=True)
+    if how == "shorter":
+        cut1 = data.draw(st.integers(0, cut2), label="shorter")
+        path.write_bytes(raw[:cut1])
+        weighttui.open(path)
+        with open(path, "ab") as fh:  # the same file grows, as a live log does
+            fh.write(raw[cut1:cut2])
+    elif how.startswith("other"):
+        path.write_bytes(other)
+        weighttui.open(path)
+        if how == "other-inplace":
+            with open(path, "r+b") as fh:  # same inode, other bytes
+                fh.truncate(0)
+                fh.write(raw[:cut2])
+        else:
+            tmp = indexed / "p.tmp"
+            tmp.write_bytes(raw[:cut2])
+            os.replace(tmp, path)
+    else:
+        path.write_bytes(raw[:cut2])
+    if cut2 < 12:
+        assert weighttui.open(path).n == 0
+        return
+    for run_index in (None, 0):
+        for max_rows in (None, 8):
+            got = weighttui.open(path, run=run_index, max_rows=max_rows)
+            want = weighttui.open(path, run=run_index, max_rows=max_rows, cache=False)
+            assert digest(got) == digest(want)
+
+
+def test_live_refresh_extends_the_index(indexed):
+    path = indexed / "live.wtui"
+    raw = two_runs_with_damage(indexed / "full.wtui")
+    cuts = [HEADER_SIZE + 10, len(raw) // 5, len(raw) // 2, len(raw) * 4 // 5, len(raw)]
+    path.write_bytes(raw[: cuts[0]])
+    live = weighttui.open(path)
+    covered = []
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        with open(path, "ab") as fh:
+            fh.write(raw[a:b])
+        live.refresh()
+        assert digest(live) == digest(weighttui.open(path, cache=False))
+        covered.append(json.loads((index_dir(path) / "manifest.json").read_text())["log"]["covered"])
+    assert covered == sorted(covered) and covered[-1] > covered[0]
+    assert live.resets == 0
+
+
+# ------------------------------------------------------------------ damaged or foreign index
+
+
+def _files(path):
+    return sorted(p for p in index_dir(path).iterdir() if p.suffix == ".seg")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "manifest-garbage", "manifest-other-log", "delete-seg",
+                                    "manifest-truncated"])
+def test_damaged_or_foreign_index_never_gives_wrong_numbers(indexed, damage):
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    want = digest(weighttui.open(path, cache=False))
+    weighttui.open(path)
+    seg = _files(path)[0]
+    manifest = index_dir(path) / "manifest.json"
+    if damage == "flip":
+        b = bytearray(seg.read_bytes())
+        for i in range(0, len(b), 97):
+            b[i] ^= 0xFF
+        seg.write_bytes(bytes(b))
+    elif damage == "truncate":
+        seg.write_bytes(seg.read_bytes()[: seg.stat().st_size // 2])
+    elif damage == "manifest-garbage":
+        manifest.write_bytes(b"\x00{not json")
+    elif damage == "manifest-truncated":
+        manifest.write_bytes(manifest.read_bytes()[:100])
+    elif damage == "delete-seg":
+        seg.unlink()
+    else:
+        other = indexed / "other.wtui"
+        write_run(other, 12, seed=9)
+        weighttui.open(other)
+        shutil.copy(index_dir(other) / "manifest.json", manifest)
+    assert digest(weighttui.open(path)) == want
+    assert digest(weighttui.open(path)) == want  # and after whatever the first reader rewrote
+
+
+# ------------------------------------------------------------------ where the index goes
+
+
+def test_read_only_directory_uses_the_user_cache_then_nothing(indexed, monkeypatch):
+    path = indexed / "ro" / "run.wtui"
+    path.parent.mkdir()
+    write_run(path, 30)
+    want = digest(weighttui.open(path, cache=False))
+    real = store_index.writable
+    monkeypatch.setattr(store_index, "writable", lambda d: real(d) and not d.startswith(str(path.parent)))
+    run = weighttui.open(path)
+    assert run.index_path is not None and run.index_path.startswith(str(indexed / "xdg" / "weighttui" / "index"))
+    assert not index_dir(path).exists() and digest(run) == want
+    assert weighttui.open(path).index_path == run.index_path
+    monkeypatch.setattr(store_index, "writable", lambda d: False)
+    shutil.rmtree(indexed / "xdg")
+    run = weighttui.open(path)
+    assert run.index_path is None and digest(run) == want
+
+
+def test_cache_false_touches_no_disk(indexed):
+    path = indexed / "run.wtui"
+    write_run(path, 30)
+    before = sorted(os.listdir(indexed))
+    weighttui.open(path, cache=False)
+    assert sorted(os.listdir(indexed)) == before and not (indexed / "xdg").exists()
+
+
+def test_reader_never_writes_the_log(indexed):
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    before = (path.read_bytes(), os.stat(path).st_mtime_ns)
+    weighttui.open(path)
+    weighttui.open(path, max_rows=8).refresh()
+    assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
+
+
+def test_log_replaced_while_open_is_read_again(indexed):
+    path = indexed / "run.wtui"
+    write_run(path, 30)
+    run = weighttui.open(path)
+    write_run(path, 12, start=500, seed=3)  # mode="w": truncated and rewritten in place
+    run.refresh()
+    assert run.resets == 1 and run.steps.tolist() == list(range(500, 512))
+    assert digest(run) == digest(weighttui.open(path, cache=False))
+    tmp = indexed / "new.wtui"
+    write_run(tmp, 4, start=7, seed=4)
+    os.replace(tmp, path)  # replaced by another file
+    run.refresh()
+    assert run.resets == 2 and run.steps.tolist() == [7, 8, 9, 10]
+
+
+def test_two_builders_at_once_in_separate_processes(tmp_path):
+    """Four processes open a fresh 3 MB log at the same moment; all agree, the index ends valid."""
+    path = tmp_path / "big.wtui"
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from make_big_log import make
+    finally:
+        sys.path.pop(0)
+    make(path, size_mb=3, tensors=20, bins=16, sample=4, full_every=50)
+    script = textwrap.dedent("""
+        import hashlib, sys, weighttui
+        run = weighttui.open(sys.argv[1])
+        h = hashlib.sha256()
+        for name in run.tensor_names:
+            for a in run.series(name, "norm") + run.histograms(name)[1:]:
+                h.update(a.tobytes())
+        h.update(run.stat_matrix("delta", "ratio").tobytes())
+        print(h.hexdigest(), run.snapshot_count)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    plain = subprocess.run([sys.executable, "-c", script.replace("open(sys.argv[1])",
+                                                                "open(sys.argv[1], cache=False)"), str(path)],
+                           stdout=subprocess.PIPE, text=True, env=env, check=True).stdout.split()
+    assert all(o == plain for o in outs)
+    assert (index_dir(path) / "manifest.json").exists()
+    reread = subprocess.run([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True, env=env,
+                            check=True).stdout.split()
+    assert reread == plain
+    leftovers = [n for n in os.listdir(index_dir(path)) if n.startswith(".tmp-")]
+    assert leftovers == []
+
+
+# ------------------------------------------------------------------ issue 19, items 5, 6 and 17
+
+
+def test_torn_frame_then_appended_run_reads_the_same_on_every_path(tmp_path):
+    """A writer killed mid-frame, restarted with mode="a": the old run is not finished, no new frame lost."""
+    path = tmp_path / "torn.wtui"
+    write_run(path, 20)
+    full = path.read_bytes()
+    dec = FrameDecoder(HEADER_SIZE)
+    dec.feed(full[HEADER_SIZE:])
+    end = [f for f in dec.frames() if f.type == FrameType.END][0]
+    raw = full[: end.offset]  # as if the writer were killed before its end record
+    snap = encode_frame(FrameType.SNAPSHOT, {"step": 99, "time": 0.0, "ids": encode_array(np.zeros(1, "<u4")),
+                                             "weights": {"names": ["mean"], "stats": encode_array(np.zeros((1, 1)))}})
+    path.write_bytes(raw + snap[: len(snap) // 2])  # the torn frame
+    torn_at = len(raw)
+    write_run(path, 15, mode="a", start=0, seed=2)
+    runs = [weighttui.open(path), weighttui.open(path, max_rows=8), weighttui.open(path, cache=False)]
+    for run in runs:
+        assert [r.snapshots for r in run.runs] == [20, 15]
+        assert [r.status for r in run.runs] == ["unfinished", "finished"]
+        assert run.corruptions == [torn_at]
+    info = subprocess.run([sys.executable, "-m", "weighttui.cli", "info", "--json", str(path)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)
+    doc = json.loads(info.stdout)
+    assert doc["corruptions"] == [torn_at] and doc["runs_in_log"] == 2
+    assert doc["snapshots"] == 15 and doc["status"] == "finished"  # the latest run, all of it
+
+
+def _huge_declarations_log(path, tensors=100_000, bins=65536):
+    decls = [{"id": i, "name": f"t{i}", "shape": [2], "dtype": "float32", "trainable": True} for i in range(tensors)]
+    frames = [encode_frame(FrameType.RUN, {"run_id": "huge", "created": 1.0, "bins": bins}),
+              encode_frame(FrameType.TENSORS, {"tensors": decls})]
+    for step in range(3):
+        counts = np.zeros((1, bins), "<u4")
+        counts[0, 5] = 2
+        frames.append(encode_frame(FrameType.SNAPSHOT, {
+            "step": step, "time": 1.0 + step, "ids": encode_array(np.array([tensors - 1 - step], "<u4")),
+            "weights": {"names": ["mean", "norm"], "stats": encode_array(np.ones((1, 2))),
+                        "hist": {"lo": encode_array(np.array([-1e308])), "hi": encode_array(np.array([1e308])),
+                                 "counts": encode_array(counts)}}}))
+    path.write_bytes(HEADER + b"".join(frames))
+
+
+def test_declared_sizes_do_not_choose_reader_memory(tmp_path):
+    """65,536 bins and 100k declared tensors in a few-MB log: readers stay small (RSS from outside)."""
+    path = tmp_path / "huge.wtui"
+    _huge_declarations_log(path)
+    script = textwrap.dedent("""
+        import json, resource, sys, weighttui
+        from weighttui.cli.info import info_dict
+        run = weighttui.open(sys.argv[1])
+        steps, lo, hi, counts = run.histograms(run.tensor_names[-1])
+        doc = json.dumps(info_dict(run), default=str)
+        run.stat_matrix("weights", "norm"); run.present
+        print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "hist": [steps.tolist(), lo.tolist(), hi.tolist(), counts.shape],
+                          "tensors": len(run.tensor_names), "snapshots": run.snapshot_count}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(tmp_path / "xdg")))
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["tensors"] == 100_000 and got["snapshots"] == 3
+    assert got["hist"][0] == [0] and got["hist"][1] == [-1e308] and got["hist"][3] == [1, 65536]
+    assert got["rss_mb"] < 400, got["rss_mb"]  # (the old dense store asked for rows x 100k x 65,536 x 4 bytes)
+
+
+def test_edge_shapes_and_ranges_do_not_break_readers(tmp_path):
+    """A declared shape (0, 2**64-1) costs only that tensor's reshape; histograms over +-1e308 read back."""
+    path = tmp_path / "edge.wtui"
+    decls = [{"id": 0, "name": "odd", "shape": [0, 2**64 - 1], "dtype": "float32", "trainable": True},
+             {"id": 1, "name": "w", "shape": [2], "dtype": "float32", "trainable": True}]
+    frames = [encode_frame(FrameType.RUN, {"run_id": "edge", "created": 1.0, "bins": 4}),
+              encode_frame(FrameType.TENSORS, {"tensors": decls}),
+              encode_frame(FrameType.SNAPSHOT, {
+                  "step": 0, "time": 1.0, "ids": encode_array(np.array([0, 1], "<u4")),
+                  "weights": {"names": ["mean"], "stats": encode_array(np.array([[np.nan], [1.0]])),
+                              "hist": {"lo": encode_array(np.array([-1e308, -1e308])),
+                                       "hi": encode_array(np.array([1e308, 1e308])),
+                                       "counts": encode_array(np.array([[0, 0, 0, 0], [1, 0, 0, 1]], "<u4"))}}}),
+              encode_frame(FrameType.VALUES, {"step": 0, "id": 0, "offset": 0,
+                                              "value": encode_array(np.zeros(0, "<f4"))}),
+              encode_frame(FrameType.VALUES, {"step": 0, "id": 1, "offset": 0,
+                                              "value": encode_array(np.array([1.0, 2.0], "<f4"))})]
+    path.write_bytes(HEADER + b"".join(frames))
+    run = weighttui.open(path)
+    assert not run.corruptions
+    w = run.weights(step=0)
+    assert w["w"].tolist() == [1.0, 2.0] and w["odd"].size == 0
+    steps, lo, hi, counts = run.histograms("w")
+    assert lo.tolist() == [-1e308] and hi.tolist() == [1e308] and counts.tolist() == [[1, 0, 0, 1]]
+    from weighttui.cli.info import info_dict
+
+    json.dumps(info_dict(run), default=str)

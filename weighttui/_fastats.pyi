@@ -1,0 +1,30 @@
+# Type stub of the C extension weighttui._fastats (weighttui/record/native/fastats.c, built by setup.py;
+# optional: without a C compiler it is absent and weighttui.integrations.torch_native uses torch ops).
+from collections.abc import Sequence
+
+from typing_extensions import Buffer
+
+NRAW: int  # raw statistics per row before the histogram counts (12)
+DTYPES: int  # how many dtype codes this build reads (4: float32, float16, bfloat16, float64)
+
+def snapshot(
+    xs: Sequence[Buffer],
+    prevs: Sequence[Buffer | None],
+    dtypes: bytes,
+    bins: int,
+    out_w: Buffer,
+    out_d: Buffer,
+    copy: bool,
+    threads: int = 1,
+    /,
+) -> bytes:
+    """Raw statistics rows of each x in xs into out_w, and of x - prev into out_d where prevs[i] is not None;
+    with copy, each such prev is overwritten with x.
+
+    xs: C-contiguous buffers of float32 or float64, or of float16/bfloat16 bits as 2-byte items.
+    dtypes: one code per tensor (0 float32, 1 float16, 2 bfloat16, 3 float64).
+    out_w, out_d: writable float64 buffers of len(xs) * (NRAW + bins).
+    threads: how many threads share the tensors (whole tensors each).
+    Returns one status byte per tensor: bit 0 set = its weights row was not computed,
+    bit 1 = its delta row was not (and its prev was not touched).
+    """

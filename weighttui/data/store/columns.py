@@ -1,0 +1,287 @@
+"""Tensor-major columns of one run: statistics, histograms and samples per tensor.
+
+A run's snapshots arrive row by row (one row = one snapshot, covering some
+tensors). They are kept as *entries* (row, tensor column, statistics, histogram,
+samples): memory is proportional to what the log holds, never to declared
+tensors x bins. New entries collect in a small in-memory tail; full tails are
+sealed into `Segment`s whose entries are sorted by (column, row), so one tensor's
+history in a segment is one contiguous slice of each array. Segments may be
+in-memory arrays or views of an index file (numpy memmaps): only the slices a
+query touches are read.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+
+from weighttui.log.schema import COLUMNS, KINDS
+
+# A tail is sealed into a segment at this many entries (tensor-snapshots) or bytes,
+# whichever comes first: bounded memory while building, few segments per GiB of log.
+SEAL_ENTRIES = 131072
+SEAL_BYTES = 32 * 1024 * 1024
+
+_EMPTY_I4 = np.zeros(0, dtype=np.int32)
+CRC_BLOCK = 1 << 16
+
+
+class FileArray:
+    """An array in an index file, read with pread when a query asks for part of it.
+
+    Nothing is mapped into memory (a reader's RSS holds only what it asked for),
+    and every read is checked against the CRCs the manifest keeps per CRC_BLOCK
+    bytes of the array.
+    """
+
+    __slots__ = ("path", "offset", "dtype", "shape", "crcs")
+
+    def __init__(self, path: str, offset: int, dtype: str, shape, crcs: list):
+        self.path, self.offset, self.dtype, self.shape, self.crcs = path, offset, np.dtype(dtype), tuple(shape), crcs
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.itemsize
+
+    def read(self, lo: int, hi: int) -> bytes | None:
+        """Bytes [lo, hi) of the array, or None if a CRC does not match (or the file is short)."""
+        if hi <= lo:
+            return b""
+        b0, b1 = lo // CRC_BLOCK, -(-hi // CRC_BLOCK)
+        start, end = b0 * CRC_BLOCK, min(b1 * CRC_BLOCK, self.nbytes)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            data = os.pread(fd, end - start, self.offset + start)
+        finally:
+            os.close(fd)
+        if len(data) != end - start or b1 > len(self.crcs):
+            return None
+        view = memoryview(data)
+        for blk in range(b0, b1):
+            at = (blk - b0) * CRC_BLOCK
+            if zlib.crc32(view[at:at + CRC_BLOCK]) != self.crcs[blk]:
+                return None
+        return data[lo - start:hi - start]
+
+
+class Segment:
+    """Entries of one kind for rows [row0, row1), sorted by (col, row).
+
+    rows, cols: [E] int32; stats: [S, E] float64 (one statistic contiguous);
+    lo, hi: [E] float64 and counts: [E, B] (uint8/16/32) when the kind has
+    histograms, else None; samples: flat float32 with soff [E + 1] offsets
+    (weights only). Each is a numpy array or a FileArray; read them with part().
+    """
+
+    __slots__ = ("row0", "row1", "rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff", "on_damage",
+                 "_cols")
+
+    def __init__(self, row0, row1, rows, cols, stats, lo=None, hi=None, counts=None, samples=None, soff=None):
+        self.row0, self.row1 = int(row0), int(row1)
+        self.rows, self.cols, self.stats = rows, cols, stats
+        self.lo, self.hi, self.counts = lo, hi, counts
+        self.samples, self.soff = samples, soff
+        self.on_damage = None  # for FileArrays: replaces them with arrays derived from the log
+        self._cols = None
+
+    @property
+    def entries(self) -> int:
+        return int(self.rows.size)
+
+    def part(self, name: str, a: int | None = None, b: int | None = None, s: int | None = None) -> np.ndarray:
+        """array[a:b] (stats: stats[s, a:b]), read from the index file if it lives there."""
+        arr = getattr(self, name)
+        if not isinstance(arr, FileArray):
+            out = (arr[s] if a is None else arr[s, a:b]) if name == "stats" else (arr if a is None else arr[a:b])
+            return np.asarray(out)
+        if name == "stats":
+            width = arr.shape[1]
+            a, b = (0 if a is None else a), (width if b is None else b)
+            lo, hi, shape = (s * width + a) * arr.itemsize, (s * width + b) * arr.itemsize, (b - a,)
+        else:
+            a, b = (0 if a is None else a), (arr.shape[0] if b is None else b)
+            row = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+            lo, hi, shape = a * row, b * row, (b - a, *arr.shape[1:])
+        data = arr.read(lo, hi)
+        if data is None:  # the index file is damaged: derive this segment from the log again
+            self.on_damage(self)
+            return self.part(name, a, b, s)
+        return np.frombuffer(data, dtype=arr.dtype).reshape(shape)
+
+    def span(self, col: int) -> tuple[int, int]:
+        """[a, b): the entries of tensor column `col`."""
+        cols = self._cols
+        if cols is None:
+            cols = self._cols = self.part("cols")  # small, asked for by every query: read once
+        return int(np.searchsorted(cols, col, "left")), int(np.searchsorted(cols, col, "right"))
+
+    def replace_arrays(self, other: Segment) -> None:
+        for name in ("rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff"):
+            setattr(self, name, getattr(other, name))
+        self._cols = None
+
+    def arrays(self) -> dict:
+        """name -> array, for writing to an index file."""
+        out = {"rows": self.rows, "cols": self.cols, "stats": self.stats}
+        for name in ("lo", "hi", "counts", "samples", "soff"):
+            arr = getattr(self, name)
+            if arr is not None:
+                out[name] = arr
+        return out
+
+
+def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool) -> Segment:
+    """One Segment from pieces given in row order.
+
+    Each piece: {"rows", "cols", "stats" [E, S] or [S, E] via "stats_t", "lo", "hi",
+    "counts", "samples" (flat), "slen" [E]} - a snapshot or an existing segment.
+    """
+    rows = np.concatenate([p["rows"] for p in parts]) if parts else _EMPTY_I4
+    cols = np.concatenate([p["cols"] for p in parts]) if parts else _EMPTY_I4
+    order = np.argsort(cols, kind="stable")  # rows are in order already: (col, row) order
+    if parts:
+        stats = np.concatenate([p["stats_t"].T if "stats_t" in p else p["stats"] for p in parts])
+        stats = np.ascontiguousarray(stats[order].T)
+    else:
+        stats = np.zeros((nstats, 0))
+    lo = hi = counts = None
+    if bins is not None:
+        nan = np.full(0, np.nan)
+
+        def field(p, name, shape, fill):
+            v = p.get(name)
+            return v if v is not None else np.full(shape, fill, dtype=np.uint32 if name == "counts" else np.float64)
+
+        lo = np.concatenate([field(p, "lo", p["rows"].size, np.nan) for p in parts]) if parts else nan
+        hi = np.concatenate([field(p, "hi", p["rows"].size, np.nan) for p in parts]) if parts else nan
+        counts = np.concatenate([field(p, "counts", (p["rows"].size, bins), 0) for p in parts]) if parts \
+            else np.zeros((0, bins), np.uint32)
+        cmax = int(counts.max()) if counts.size else 0
+        dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
+        lo, hi, counts = lo[order], hi[order], counts[order].astype(dtype, copy=False)
+    samples = soff = None
+    if with_samples:
+        slen = np.concatenate([p["slen"] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+        flat = np.concatenate([p["samples"] for p in parts]).astype(np.float32, copy=False) if parts \
+            else np.zeros(0, np.float32)
+        starts = np.concatenate(([0], np.cumsum(slen)))
+        lens = slen[order]
+        soff = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+        gather = np.repeat(starts[:-1][order] - soff[:-1], lens) + np.arange(int(soff[-1]))
+        samples = flat[gather]
+    return Segment(row0, row1, rows[order].astype(np.int32), cols[order].astype(np.int32), stats,
+                   lo, hi, counts, samples, soff)
+
+
+def segment_piece(seg: Segment) -> dict:
+    """A segment as a merge() piece (to merge a small saved segment with new rows)."""
+    stats = np.stack([seg.part("stats", s=s) for s in range(seg.stats.shape[0])]) if seg.stats.shape[0] \
+        else np.zeros((0, seg.entries))
+    piece = {"rows": seg.part("rows"), "cols": seg.part("cols"), "stats_t": stats}
+    if seg.counts is not None:
+        piece.update(lo=seg.part("lo"), hi=seg.part("hi"), counts=seg.part("counts"))
+    if seg.soff is not None:
+        piece.update(samples=seg.part("samples"), slen=np.diff(seg.part("soff")))
+    return piece
+
+
+class KindColumns:
+    """The entries of one kind (weights, delta or grad) of one run."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.columns = COLUMNS[kind]
+        self.col_index = {c: i for i, c in enumerate(self.columns)}
+        self.segments: list[Segment] = []
+        self.tail: list[dict] = []  # snapshots not sealed yet, in row order
+        self.tail_entries = 0
+        self.tail_bytes = 0
+        self.bins: int | None = None
+        self.seen = False
+        self._tail_seg: Segment | None = None  # the tail sorted, built when a query needs it
+
+    def add(self, row: int, cols: np.ndarray, block, samples=None, slen=None) -> None:
+        """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
+        self.seen = True
+        n = cols.size
+        if tuple(block.names) == self.columns:
+            stats = block.stats
+        else:  # columns in another order or unknown ones: map by name, NaN where missing
+            stats = np.full((n, len(self.columns)), np.nan)
+            for src, name in enumerate(block.names):
+                dst = self.col_index.get(name)
+                if dst is not None:
+                    stats[:, dst] = block.stats[:, src]
+        piece = {"rows": np.full(n, row, dtype=np.int32), "cols": cols, "stats": stats}
+        size = stats.nbytes
+        if block.hist is not None:
+            lo, hi, counts = block.hist
+            if self.bins is None:
+                self.bins = counts.shape[1]
+            piece.update(lo=lo, hi=hi, counts=counts)
+            size += counts.nbytes + 16 * n
+        if samples is not None:
+            piece.update(samples=samples, slen=slen)
+            size += samples.nbytes
+        self.tail.append(piece)
+        self.tail_entries += n
+        self.tail_bytes += size
+        self._tail_seg = None
+
+    def check_bins(self, block) -> str | None:
+        """Why this block's histogram cannot join the run's, or None."""
+        if block is not None and block.hist is not None and self.bins is not None \
+                and block.hist[2].shape[1] != self.bins:
+            return f"{self.kind} histogram has {block.hist[2].shape[1]} bins, the run {self.bins}"
+        return None
+
+    def full(self) -> bool:
+        return self.tail_entries >= SEAL_ENTRIES or self.tail_bytes >= SEAL_BYTES
+
+    def _pieces_of_tail(self, with_samples: bool) -> list[dict]:
+        if not with_samples:
+            return self.tail
+        # snapshots without samples still need lengths (zero) for the sample offsets
+        out = []
+        for p in self.tail:
+            if "slen" not in p:
+                p = dict(p, samples=np.zeros(0, np.float32), slen=np.zeros(p["rows"].size, np.int64))
+            out.append(p)
+        return out
+
+    def tail_segment(self, row0: int, row1: int, with_samples: bool) -> Segment | None:
+        if not self.tail:
+            return None
+        if self._tail_seg is None:
+            self._tail_seg = merge(self._pieces_of_tail(with_samples), row0, row1, len(self.columns),
+                                   self.bins, with_samples)
+        return self._tail_seg
+
+    def seal(self, row0: int, row1: int, with_samples: bool, base: Segment | None = None) -> Segment:
+        """The tail (after `base`, a small segment being rewritten) as one sorted segment; empties the tail."""
+        parts = ([segment_piece(base)] if base is not None else []) + self._pieces_of_tail(with_samples)
+        seg = merge(parts, base.row0 if base is not None else row0, row1, len(self.columns), self.bins,
+                    with_samples)
+        self.tail, self.tail_entries, self.tail_bytes, self._tail_seg = [], 0, 0, None
+        return seg
+
+
+def new_kinds() -> dict[str, KindColumns]:
+    return {k: KindColumns(k) for k in KINDS}

@@ -1,0 +1,553 @@
+"""The store on disk: an index directory that is only ever a cache of the log.
+
+Layout of `<dir>/.<log name>.wtuidx/` (or `$XDG_CACHE_HOME/weighttui/index/<hash>/`
+when the log's directory is not writable):
+
+- `manifest.json`: the log's identity (device, inode, a hash of its first bytes
+  and of the bytes just before the point covered), how far the log was read
+  (scan state), damage found, every run's small state (frame offsets of its run,
+  tensors and end records, events, values locations) and where its arrays are.
+- `<gen>-g<run>-<row0>.seg`: one group of sealed segments (all kinds of a row
+  range), raw little-endian arrays, immutable, with a CRC in the manifest that is
+  and a CRC per 64 KiB of every array in the manifest, checked the first time a
+  read touches that block (a damaged segment is re-derived from the log's frames,
+  whose offsets the index keeps).
+- `<gen>-rows.bin`: row tables (step, epoch, batch, time, frame offset) and scalars.
+
+Writes go to temporary names and are renamed into place, the manifest last,
+under an advisory lock, so a crash or two builders at once leave either the old
+index or the new one. Anything that does not check out (other log, shorter
+log, rewritten log, unknown version, bad structure) makes the reader rebuild or
+read without the index; no failure here ever reaches the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import time
+import zlib
+
+import numpy as np
+
+from weighttui.log.reader import ScanState, read_frame_at
+from weighttui.log.records import (
+    InvalidRecord,
+    RunRecord,
+    parse_end,
+    parse_run,
+    parse_snapshot,
+    parse_tensors,
+)
+from weighttui.log.schema import COLUMNS, KINDS
+
+from .builder import Group, LogIndex, RunState, _Growing, event_from_json, event_to_json
+from .columns import CRC_BLOCK, SEAL_ENTRIES, FileArray, KindColumns, Segment
+
+INDEX_VERSION = 1
+# Logs smaller than this are read in milliseconds: no index is written for them
+# (it would only litter directories of small logs, e.g. test data).
+MIN_LOG_BYTES = 1 << 20
+_ALIGN = 64
+_DTYPES = {"<i4", "<i8", "<f8", "<f4", "|u1", "<u2", "<u4"}
+_HASH_BYTES = 65536
+STALE_TEMP_S = 3600.0  # a temporary file this old belongs to a builder that died
+
+
+class _Unusable(Exception):
+    """The index does not match the log or is damaged: read without it."""
+
+
+# ---------------------------------------------------------------- location
+
+
+def writable(directory: str) -> bool:
+    """Whether an index may be created in this directory (tests replace this to simulate read-only media)."""
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "weighttui", "index")
+
+
+def candidates(path: str) -> list[str]:
+    """Index directories for a log, the preferred one first."""
+    real = os.path.realpath(path)
+    beside = os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.wtuidx")
+    cached = os.path.join(cache_root(), hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32])
+    return [beside, cached]
+
+
+def _usable_dir(d: str) -> bool:
+    try:
+        st = os.lstat(d)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+def _dir_for_writing(path: str) -> str | None:
+    beside, cached = candidates(path)
+    if _usable_dir(beside) and writable(beside):
+        return beside
+    parent = os.path.dirname(beside)
+    if not os.path.lexists(beside) and writable(parent):
+        try:
+            os.mkdir(beside, 0o700)
+            return beside
+        except OSError:
+            pass
+    try:
+        os.makedirs(os.path.dirname(cached), mode=0o700, exist_ok=True)
+        if not os.path.lexists(cached):
+            os.mkdir(cached, 0o700)
+    except OSError:
+        return None
+    return cached if _usable_dir(cached) and writable(cached) else None
+
+
+# ---------------------------------------------------------------- identity
+
+
+def _identity(fd: int, st, covered: int) -> dict:
+    head = os.pread(fd, min(_HASH_BYTES, covered), 0)
+    lo = max(0, covered - 4096)
+    before = os.pread(fd, covered - lo, lo)
+    return {"dev": st.st_dev, "ino": st.st_ino, "covered": covered,
+            "head": hashlib.sha256(head).hexdigest(), "before": hashlib.sha256(before).hexdigest()}
+
+
+def _matches(fd: int, st, ident: dict) -> bool:
+    covered = ident.get("covered")
+    if not isinstance(covered, int) or covered > st.st_size:
+        return False
+    if (ident.get("dev"), ident.get("ino")) != (st.st_dev, st.st_ino):
+        return False
+    return _identity(fd, st, covered) == ident
+
+
+# ---------------------------------------------------------------- arrays in files
+
+
+class _Writer:
+    """Collects arrays for one file; refs are [file, offset, dtype, shape]."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.parts: list[bytes | memoryview] = []
+        self.size = 0
+
+    def add(self, arr: np.ndarray) -> list:
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        pad = -self.size % _ALIGN
+        if pad:
+            self._put(b"\0" * pad)
+        raw = memoryview(arr.reshape(-1).view(np.uint8).data) if arr.size else memoryview(b"")
+        crcs = [zlib.crc32(raw[i:i + CRC_BLOCK]) for i in range(0, len(raw), CRC_BLOCK)]
+        ref = [self.name, self.size, arr.dtype.str, list(arr.shape), crcs]
+        if arr.size:
+            self._put(raw)
+        return ref
+
+    def _put(self, b) -> None:
+        self.parts.append(b)
+        self.size += len(b)
+
+    def write(self, directory: str) -> dict:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for part in self.parts:
+                    fh.write(part)
+            os.replace(tmp, os.path.join(directory, self.name))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return {"size": self.size}
+
+
+class _Files:
+    """Index data files named in a manifest: FileArrays into them, checked for size and bounds."""
+
+    def __init__(self, directory: str, files: dict):
+        self.dir = directory
+        self.files = files
+        self.sizes: dict[str, int] = {}
+
+    def array(self, ref, name: str | None = None) -> FileArray:
+        fname, off, dtype, shape, crcs = ref
+        fname = name or fname
+        if fname not in self.files or dtype not in _DTYPES or not isinstance(off, int) or off < 0:
+            raise _Unusable("bad array reference")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise _Unusable("bad array shape")
+        path = os.path.join(self.dir, fname)
+        size = self.sizes.get(fname)
+        if size is None:
+            size = self.sizes[fname] = os.path.getsize(path)
+            if size != self.files[fname]["size"]:
+                raise _Unusable("index file has the wrong size")
+        arr = FileArray(path, off, dtype, shape, crcs)
+        if off + arr.nbytes > size or len(crcs) != -(-arr.nbytes // CRC_BLOCK):
+            raise _Unusable("array outside its file")
+        return arr
+
+    def loaded(self, ref) -> np.ndarray:
+        """A small array (row tables, scalars) read whole."""
+        arr = self.array(ref)
+        data = arr.read(0, arr.nbytes)
+        if data is None:
+            raise _Unusable("index file damaged")
+        return np.frombuffer(data, dtype=arr.dtype).reshape(arr.shape)
+
+
+# ---------------------------------------------------------------- save
+
+
+def save_index(path: str, fd: int, st, store: LogIndex, directory: str | None = None) -> str | None:
+    """Write or extend the log's index; the directory used, or None (nothing written). Never raises."""
+    if st.st_size < MIN_LOG_BYTES:
+        return None
+    try:
+        directory = directory or _dir_for_writing(path)
+        if directory is None:
+            return None
+        _save(directory, fd, st, store)
+        return directory
+    except Exception:  # a full disk, a read-only mount, a race: the index is only a cache
+        return None
+
+
+def _seal_for_saving(run: RunState) -> None:
+    last = run.groups[-1] if run.groups else None
+    small = last is not None and sum(s.entries for s in last.kinds.values()) < SEAL_ENTRIES // 2
+    if run.sealed_rows < run.rows:
+        run.seal(base=small)
+
+
+def _save(directory: str, fd: int, st, store: LogIndex) -> None:
+    covered = store.scan.offset
+    gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
+    lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        old = _read_manifest(directory)
+        if old is not None and isinstance(old.get("log"), dict) and _matches(fd, st, old["log"]) \
+                and old["log"]["covered"] >= covered:
+            _drop_spilled(directory, store)
+            return  # another reader already saved as much of this log
+        files: dict[str, dict] = {}
+        runs = []
+        rows_file = _Writer(f"{gen}-rows.bin")
+        for run in store.runs:
+            _seal_for_saving(run)
+            groups = []
+            for g in run.groups:
+                if g.ref is None:
+                    g.ref = _write_group(directory, f"{gen}-r{run.offset}-{g.row0}.seg", g)
+                if "tmp" in g.ref:  # spilled while building: now it becomes part of the index
+                    final = os.path.join(directory, g.ref["file"])
+                    os.replace(os.path.join(directory, g.ref.pop("tmp")), final)
+                    for seg in g.kinds.values():
+                        for arr in seg.arrays().values():
+                            if isinstance(arr, FileArray):
+                                arr.path = final
+                files[g.ref["file"]] = g.ref["info"]
+                groups.append(g.ref)
+            runs.append(_run_json(run, groups, rows_file))
+        files[rows_file.name] = rows_file.write(directory)
+        manifest = {
+            "weighttui_index": INDEX_VERSION,
+            "log": _identity(fd, st, covered),
+            "scan": [store.scan.offset, store.scan.resyncing, store.scan.pending],
+            "size": store.size,
+            "corruptions": store.corruptions,
+            "unknown_frames": store.unknown_frames,
+            "files": files,
+            "runs": runs,
+        }
+        body = json.dumps(manifest, separators=(",", ":")).encode()
+        tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        with os.fdopen(tmp_fd, "wb") as fh:
+            fh.write(body)
+        os.replace(tmp, os.path.join(directory, "manifest.json"))
+        _collect_garbage(directory, set(files))
+    finally:
+        os.close(lock_fd)
+
+
+def _write_group(directory: str, name: str, g: Group, tmp: str | None = None) -> dict:
+    w = _Writer(tmp or name)
+    kinds = {k: {a: w.add(arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
+    info = w.write(directory)
+    for arrays in kinds.values():
+        for aref in arrays.values():
+            aref[0] = name
+    ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "info": info}
+    if tmp:
+        ref["tmp"] = tmp
+    return ref
+
+
+def _drop_spilled(directory: str, store: LogIndex) -> None:
+    for run in store.runs:
+        for g in run.groups:
+            if g.ref is not None and "tmp" in g.ref:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, g.ref["tmp"]))
+
+
+class Spiller:
+    """Writes groups sealed while a big log is being indexed straight to the index directory.
+
+    They go to temporary names (the next save renames them into the index) and
+    are read back as memmaps, so building holds one tail in memory, not the whole
+    store.
+    """
+
+    def __init__(self, directory: str, log: str):
+        self.directory = directory
+        self.log = log
+        self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
+
+    def __call__(self, run: RunState, g: Group) -> Group:
+        try:
+            name = f"{self.gen}-r{run.offset}-{g.row0}.seg"
+            ref = _write_group(self.directory, name, g, tmp=f".tmp-{name}")
+            files = _Files(self.directory, {ref["tmp"]: ref["info"]})
+            kinds = {}
+            for k, arrays in ref["kinds"].items():
+                a = {n: files.array(r, ref["tmp"]) for n, r in arrays.items()}
+                kinds[k] = Segment(g.row0, g.row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"),
+                                   a.get("counts"), a.get("samples"), a.get("soff"))
+            group = Group(g.row0, g.row1, kinds, ref=ref)
+            for seg in kinds.values():
+                seg.on_damage = _repair(run, group, self.log)
+            return group
+        except Exception:  # a full disk: keep the group in memory
+            return g
+
+
+def spiller_for(path: str, size: int) -> Spiller | None:
+    if size < MIN_LOG_BYTES:
+        return None
+    try:
+        directory = _dir_for_writing(path)
+    except OSError:
+        return None
+    return None if directory is None else Spiller(directory, path)
+
+
+def _run_json(run: RunState, groups: list, w: _Writer) -> dict:
+    names = list(run.scalars)
+    sc_steps = [run.scalars[n][0].view for n in names]
+    sc_vals = [run.scalars[n][1].view for n in names]
+    return {
+        "offset": run.offset,
+        "placeholder": not run.run_offset_valid,
+        "end_offset": run.end_offset,
+        "tensor_frames": run.tensor_frames,
+        "events": [event_to_json(e) for e in run.events],
+        "record_counts": run.record_counts,
+        "last_time": run.last_time,
+        "rows": {k: w.add(getattr(run, k).view) for k in ("steps", "epochs", "batches", "times", "offsets")},
+        "scalars": {"names": names, "lengths": [int(a.size) for a in sc_steps],
+                    "steps": w.add(np.concatenate(sc_steps) if names else np.zeros(0, np.int64)),
+                    "values": w.add(np.concatenate(sc_vals) if names else np.zeros(0))},
+        "values": [[step, run.values_epoch.get(step), tid, off, start, n]
+                   for step, per in run.values.items() for tid, chunks in per.items() for off, start, n in chunks],
+        "kinds": {k: {"bins": kc.bins, "seen": kc.seen} for k, kc in run.kinds.items()},
+        "groups": groups,
+    }
+
+
+def _collect_garbage(directory: str, keep: set) -> None:
+    now = time.time()
+    for name in os.listdir(directory):
+        if name in keep or name in ("manifest.json", "lock"):
+            continue
+        full = os.path.join(directory, name)
+        try:
+            if name.startswith(".tmp-") and now - os.lstat(full).st_mtime < STALE_TEMP_S:
+                continue  # another builder may be writing it right now
+            os.unlink(full)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- load
+
+
+def _read_manifest(directory: str) -> dict | None:
+    try:
+        with open(os.path.join(directory, "manifest.json"), "rb") as fh:
+            m = json.loads(fh.read(1 << 30))
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("weighttui_index") == INDEX_VERSION else None
+
+
+def load_index(path: str, fd: int, st) -> tuple[LogIndex, str] | None:
+    """(the store as far as the index covers the log, its directory), or None to read without it."""
+    for directory in candidates(path):
+        if not _usable_dir(directory):
+            continue
+        for _attempt in range(3):  # a builder may replace the files between our reads
+            m = _read_manifest(directory)
+            if m is None:
+                break
+            try:
+                if not _matches(fd, st, m["log"]):
+                    break
+                return _load(directory, m, fd, path), directory
+            except FileNotFoundError:
+                continue
+            except Exception:  # anything malformed: read without this index
+                break
+    return None
+
+
+def _load(directory: str, m: dict, fd: int, path: str) -> LogIndex:
+    files = _Files(directory, m["files"])
+    store = LogIndex()
+    offset, resyncing, pending = m["scan"]
+    store.scan = ScanState(int(offset), bool(resyncing), int(pending))
+    store.size = int(m["size"])
+    store.corruptions = [(int(o), str(r)) for o, r in m["corruptions"]]
+    store.unknown_frames = int(m["unknown_frames"])
+    for rj in m["runs"]:
+        store.runs.append(_load_run(rj, files, fd, path))
+    return store
+
+
+def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
+    if rj["placeholder"]:
+        run = RunState(RunRecord(run_id="", created=0.0), int(rj["offset"]), run_offset_valid=False)
+    else:
+        got = read_frame_at(fd, int(rj["offset"]))
+        if got is None:
+            raise _Unusable("run frame no longer verifies")
+        run = RunState(parse_run(got[1]), int(rj["offset"]))
+    for off in rj["tensor_frames"]:
+        got = read_frame_at(fd, int(off))
+        if got is None:
+            raise _Unusable("tensors frame no longer verifies")
+        run.add_tensors(parse_tensors(got[1], run.by_id))
+        run.tensor_frames.append(int(off))
+    if rj["end_offset"] >= 0:
+        got = read_frame_at(fd, int(rj["end_offset"]))
+        if got is None:
+            raise _Unusable("end frame no longer verifies")
+        run.end = parse_end(got[1])
+        run.end_offset = int(rj["end_offset"])
+    run.events = [event_from_json(e) for e in rj["events"]]
+    run.record_counts = {str(k): int(v) for k, v in rj["record_counts"].items()}
+    run.last_time = rj["last_time"]
+    rows = rj["rows"]
+    run.steps = _Growing(np.int64, data=files.loaded(rows["steps"]))
+    run.epochs = _Growing(np.int64, data=files.loaded(rows["epochs"]))
+    run.batches = _Growing(np.int64, data=files.loaded(rows["batches"]))
+    run.times = _Growing(np.float64, data=files.loaded(rows["times"]))
+    run.offsets = _Growing(np.int64, data=files.loaded(rows["offsets"]))
+    n = run.steps.n
+    if not all(getattr(run, k).n == n for k in ("epochs", "batches", "times", "offsets")):
+        raise _Unusable("row tables of different lengths")
+    sc = rj["scalars"]
+    steps, values = files.loaded(sc["steps"]), files.loaded(sc["values"])
+    at = 0
+    for name, length in zip(sc["names"], sc["lengths"], strict=True):
+        run.scalars[str(name)] = (_Growing(np.int64, data=steps[at:at + length]),
+                                  _Growing(np.float64, data=values[at:at + length]))
+        at += length
+    for step, epoch, tid, off, start, count in rj["values"]:
+        run.values.setdefault(int(step), {}).setdefault(int(tid), []).append((int(off), int(start), int(count)))
+        run.values_epoch.setdefault(int(step), epoch)
+    for k, kj in rj["kinds"].items():
+        kc = run.kinds[k]
+        kc.bins = None if kj["bins"] is None else int(kj["bins"])
+        kc.seen = bool(kj["seen"])
+    at = 0
+    for gj in rj["groups"]:
+        row0, row1 = int(gj["row0"]), int(gj["row1"])
+        if row0 != at or row1 <= row0 or row1 > n:
+            raise _Unusable("groups do not tile the rows")
+        kinds = {}
+        for k, arrays in gj["kinds"].items():
+            if k not in KINDS:
+                raise _Unusable("unknown kind")
+            a = {name: files.array(ref) for name, ref in arrays.items()}
+            seg = Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
+                          a.get("samples"), a.get("soff"))
+            e = seg.rows.size
+            if seg.cols.shape != (e,) or seg.stats.shape != (len(COLUMNS[k]), e):
+                raise _Unusable("segment shapes do not match")
+            if seg.counts is not None and (seg.counts.shape[0] != e or seg.counts.shape[1] != kc_bins(run, k)):
+                raise _Unusable("histogram shape does not match")
+            if seg.soff is not None and (seg.soff.shape != (e + 1,) or seg.samples.ndim != 1):
+                raise _Unusable("sample offsets do not match")
+            kinds[k] = seg
+        group = Group(row0, row1, kinds, ref=gj)
+        for seg in kinds.values():
+            seg.on_damage = _repair(run, group, path)
+        run.groups.append(group)
+        # column indices are checked when first read (span): a bad one means a damaged segment
+        at = row1
+    run.sealed_rows = at
+    if at != n:
+        raise _Unusable("rows past the last group")
+    return run
+
+
+def kc_bins(run: RunState, kind: str) -> int | None:
+    return run.kinds[kind].bins
+
+
+def _repair(run: RunState, group: Group, path: str):
+    def on_damage(_seg: Segment) -> None:
+        fresh = _rederive(run, group, path)
+        for k, seg in group.kinds.items():
+            seg.replace_arrays(fresh.kinds[k])
+        group.ref = None  # written again at the next save
+
+    return on_damage
+
+
+def _rederive(run: RunState, g: Group, path: str) -> Group:
+    """A group whose index file is damaged, built again from the log's snapshot frames."""
+    kinds = {k: KindColumns(k) for k in KINDS}
+    for k, kc in kinds.items():
+        kc.bins = run.kinds[k].bins
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for row in range(g.row0, g.row1):
+            # a frame that no longer verifies (the log was rewritten in place) is left out, not guessed
+            got = read_frame_at(fd, int(run.offsets.a[row]))
+            try:
+                s = parse_snapshot(got[1], run.by_id) if got is not None else None
+            except InvalidRecord:
+                s = None
+            if s is None:
+                continue
+            cols, slen = run.cols_of(s.ids)
+            for k in KINDS:
+                block = getattr(s, k)
+                if block is None:
+                    continue
+                if k == "weights" and s.sample is not None and slen is not None:
+                    kinds[k].add(row, cols, block, s.sample, slen)
+                else:
+                    kinds[k].add(row, cols, block)
+    finally:
+        os.close(fd)
+    segs = {k: kc.seal(g.row0, g.row1, k == "weights") for k, kc in kinds.items()}
+    return Group(g.row0, g.row1, segs)
+

@@ -1,0 +1,86 @@
+"""Reading a run log file by position: whole-file scans and single frames by offset.
+
+One reading rule for every reader: `scan_frames` drives format.FrameDecoder (frame
+verification, resynchronisation after damage, an incomplete frame followed by an
+appended one, a torn tail) over a file descriptor, and `read_frame_at` re-reads
+one frame whose offset an index recorded, with the same checks. Nothing here
+writes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+from weighttui.log.format import (
+    FRAME_HEADER_SIZE,
+    HEADER_SIZE,
+    FrameDecoder,
+    decode_payload,
+    parse_frame_header,
+)
+
+READ_CHUNK = 8 * 1024 * 1024
+_U32 = struct.Struct("<I")
+
+
+@dataclass
+class ScanState:
+    """Where a scan of a file stopped, so the next one can go on from there.
+
+    offset: first byte not consumed (the start of an incomplete frame, or of the
+    bytes kept while resynchronising); resyncing: damage was being skipped;
+    pending: bytes after `offset` (a torn tail when not resyncing).
+    """
+
+    offset: int = HEADER_SIZE
+    resyncing: bool = False
+    pending: int = 0
+
+    @property
+    def torn_tail(self) -> int:
+        return 0 if self.resyncing else self.pending
+
+
+def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK):
+    """Frames and corruptions of the file `fd` from `state.offset` up to `size`.
+
+    Every reader goes through this (or through FrameDecoder, its engine, when it
+    is fed from a pipe): frame verification, resynchronisation after damage, an
+    incomplete frame followed by an appended one, a torn tail. `state` is
+    updated when the generator is exhausted; reading never writes.
+    """
+    dec = FrameDecoder(state.offset, resyncing=state.resyncing)
+    read_at = state.offset
+    while read_at < size:
+        want = min(max(chunk, dec.wanted()), size - read_at)
+        data = os.pread(fd, want, read_at)
+        if not data:
+            break  # the file shrank under us: stop, the caller notices the reset
+        read_at += len(data)
+        dec.feed(data)
+        yield from dec.frames()
+    state.offset, state.resyncing, state.pending = dec.offset, dec.resyncing, dec.pending
+
+
+def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
+    """(TYPE, payload) of the frame at `offset`, verified as scan_frames would; None if it does not verify."""
+    head = os.pread(fd, FRAME_HEADER_SIZE, offset)
+    if len(head) < FRAME_HEADER_SIZE:
+        return None
+    parsed = parse_frame_header(head, 0)
+    if parsed is None:
+        return None
+    length, ftype = parsed
+    rest = os.pread(fd, length + 4, offset + FRAME_HEADER_SIZE)
+    if len(rest) != length + 4:
+        return None
+    body = memoryview(rest)[:length]
+    if zlib.crc32(body) != _U32.unpack_from(rest, length)[0]:
+        return None
+    try:
+        return ftype, decode_payload(body)
+    except ValueError:
+        return None
