@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from weighttui.integrations import torch_dist, torch_host, torch_native
+from weighttui.integrations.torch_instruments import TorchInstruments, first_nonfinite
 from weighttui.integrations.torch_plan import Entry, TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
@@ -34,6 +35,7 @@ from weighttui.integrations.torch_stats import (
     sumsq,
     weight_rows,
 )
+from weighttui.record import instruments as inst
 from weighttui.record.recorder import Recorder
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
@@ -48,7 +50,7 @@ DEFAULT_DELTA_BUDGET = 1 << 30
 
 # watch() options that belong to the statistics engine, not to the Recorder:
 # trainer callbacks that create the Recorder themselves take them apart.
-ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers", "cpu_kernel")
+ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers", "cpu_kernel", "instruments")
 
 # Recorder options that the ranks of a sharded run which do not write still need
 _SCHEDULE_OPTIONS = ("epochs", "full_every", "full_epochs", "include", "exclude")
@@ -76,7 +78,7 @@ class WatchHandle:
 
     def __init__(self, model, recorder, *, optimizer, grads, buffers, delta, delta_budget_bytes,
                  skip_frozen, hist_sample, scaler, owns_recorder, writer, cpu_kernel="fused",
-                 schedule_only: ScheduleOnly | None = None):
+                 schedule_only: ScheduleOnly | None = None, instruments=True):
         self.model = model
         self.recorder = recorder
         self.optimizer = optimizer
@@ -113,6 +115,10 @@ class WatchHandle:
             mesh = next(p.device_mesh for p in model.parameters() if torch_dist.shardable(p))
             reducer = torch_dist.ShardReducer(mesh.get_group())
         self.sharded = sharded
+        # instruments (docs/instruments.md); not across the shards of a sharded run
+        chosen, settings = inst.parse_options(instruments)
+        self.instruments = TorchInstruments(chosen if not sharded else (), budget_bytes=self.delta_budget_bytes,
+                                            **settings)
         self.engine = DeviceStats(bins, hist_sample=hist_sample, reducer=reducer)
         self.router = RowRouter(self.engine, cpu_kernel=cpu_kernel, sharded=sharded)
         self.cpu_kernel = self.router.cpu_kernel
@@ -225,6 +231,7 @@ class WatchHandle:
         self._hooks.clear()
         self._unwrap_scaler()
         self._prev.clear()
+        self.instruments.clear()
         self.engine.scratch.clear()
         if self._owns and self.recorder is not None:
             self.recorder.close(status=status)
@@ -354,6 +361,8 @@ class WatchHandle:
             grads.append(g)
         if not rows and not self.sharded:
             return None
+        if self.instruments:
+            self.instruments.take_grads(entries, rows, grads)
         return entries, rows, self.router.rows(grads)[0]
 
     def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
@@ -376,7 +385,9 @@ class WatchHandle:
             prevs = [None] * t_count
             for i in d_rows:
                 prevs[i] = self._prev[entries[i].name]
-        # the fused kernel copies x into prev as it computes the delta (see _after)
+        ins = self.instruments if self.writer else None
+        # before the fused kernel copies x into prev as it computes the delta (see _after)
+        pend = ins.start(entries, xs, prevs, self.optimizer) if ins else None
         w, d, copied = self.router.rows(xs, prevs)
         self._copied = {entries[i].name for i in copied}
         sample_vec, _count = torch_host.device_samples(entries, xs, sharded=self.sharded)
@@ -387,11 +398,13 @@ class WatchHandle:
         # one device-to-host copy per device for everything above
         pending = [r for r in (w, d, g) if r is not None]
         host = torch_host.to_host([p for r in pending for p, _ in r.parts]
-                        + ([sample_vec] if sample_vec is not None else []))
+                        + ([sample_vec] if sample_vec is not None else [])
+                        + (pend.parts if pend is not None else []))
         k = 0
         for r in pending:
             k = r.fill(host, k)
         samples = host[k] if sample_vec is not None else None
+        inst_host = host[k + (sample_vec is not None):]
 
         # the rare masked pass: tensors holding NaN/Inf (or float32 overflow)
         for r in pending:
@@ -417,13 +430,40 @@ class WatchHandle:
             glo[rows], ghi[rows], gc[rows] = hist_parts(raw_g, bins)
             grad = Block(WEIGHT_STATS, gs, (glo, ghi, gc))
         infos = [e.info for e in entries]
+        optim, frames = None, []
+        if pend is not None and ins is not None:
+            wcols, dcols, optim = ins.finish(pend, inst_host, entries, weights.stats[:, WEIGHT_STATS.index("norm")],
+                                             self.optimizer)
+            weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+            if delta is not None:
+                delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            if "nan_origin" in ins.chosen:
+                frames = self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
+                                                          "optim": optim})
         self._after(entries, xs, raw_w, samples)
         ok = self.recorder.submit(step, infos, weights, epoch=self.epoch, batch=batch, delta=delta,
                                   grad=grad, sample=None if samples is None else samples.astype(np.float32),
-                                  values=values, scalars=scalars)
+                                  values=values, scalars=scalars, optim=optim, extra_frames=frames)
         if full:
             self._values_step = step
         return ok
+
+    def _origin(self, step, entries, xs, blocks) -> list:
+        """A nan_origin event for the first snapshot that holds a non-finite value."""
+        def locate(kind, row):
+            e = entries[row]
+            if kind == "grad":
+                return first_nonfinite(e.local_grad())
+            if kind == "optim":
+                state = self.optimizer.state.get(e.tensor, {}) if self.optimizer is not None else {}
+                for key in ("exp_avg", "momentum_buffer", "exp_avg_sq"):
+                    at = first_nonfinite(state.get(key))
+                    if at is not None:
+                        return at
+                return None
+            return first_nonfinite(xs[row])
+
+        return self.recorder.origin_frames(step, [e.info for e in entries], blocks, locate)
 
     def _forget_copied(self) -> None:
         """A snapshot failed after the kernel moved some previous copies to this
@@ -539,7 +579,8 @@ def _close_earlier_watches(model, optimizer) -> None:
 def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
           buffers: bool = False, delta="auto", delta_budget_bytes: int = DEFAULT_DELTA_BUDGET,
           skip_frozen: bool = False, hist_sample: int | str | None = "auto", scaler=None,
-          initial: bool = True, cpu_kernel: str = "fused", **recorder_options) -> WatchHandle:
+          initial: bool = True, cpu_kernel: str = "fused", instruments=True,
+          **recorder_options) -> WatchHandle:
     """Record a torch module's weights, gradients and updates while it trains.
 
     model: an nn.Module (DistributedDataParallel and torch.compile wrappers are
@@ -567,6 +608,10 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
       "torch": torch ops only.
     scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
     initial: record the weights as they are when watch() is called (step 0).
+    instruments: True (all), False, some of "sigma", "dist_init", "cos", "optim",
+      "nan_origin" (spectral norms, distance from initialisation, update cosines,
+      optimizer state, where a NaN began), or a dict of those names -> bool and
+      settings cos_sample / block / warmup (docs/instruments.md).
 
     In a distributed run only rank 0 writes; pass the same arguments on every rank.
     """
@@ -576,6 +621,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     if not (hist_sample is None or hist_sample == "auto"
             or (isinstance(hist_sample, int) and not isinstance(hist_sample, bool) and hist_sample >= 1)):
         raise ValueError(f"hist_sample must be None, 'auto' or an int >= 1, got {hist_sample!r}")
+    inst.parse_options(instruments)  # a bad name fails here, not in training
     if cpu_kernel not in ("fused", "torch"):
         raise ValueError(f"cpu_kernel must be 'fused' or 'torch', got {cpu_kernel!r}")
     if not isinstance(model, torch.nn.Module):
@@ -606,7 +652,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     handle = WatchHandle(model, recorder, optimizer=optimizer, grads=grads, buffers=buffers,
                          delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
-                         cpu_kernel=cpu_kernel, schedule_only=schedule_only)
+                         cpu_kernel=cpu_kernel, schedule_only=schedule_only, instruments=instruments)
     _live.append(weakref.ref(handle))
     if (recorder is not None and handle.active and cpu_kernel == "fused" and not torch_native.available()
             and any(p.device.type == "cpu" for p in model.parameters())):
