@@ -36,7 +36,7 @@ from weighttui.integrations.torch_stats import (
     weight_rows,
 )
 from weighttui.record import instruments as inst
-from weighttui.record.recorder import Recorder
+from weighttui.record.recorder import Recorder, status_of
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
@@ -99,6 +99,9 @@ class WatchHandle:
         self._grad_pending = None
         self._copied: set[str] = set()  # previous copies the fused kernel moved to this snapshot
         self._values_step = None
+        self._last_snap_step: int | None = None  # step of the latest snapshot taken
+        self._marked = False  # end_epoch()/set_epoch() say when epochs end
+        self._epoch_keep = None  # (step, epoch, entries, device copies): see _keep_epoch_copy
         self._stepped = False
         self._scaler = None
         self._scaler_pending = False
@@ -145,7 +148,8 @@ class WatchHandle:
         """
         try:
             if epoch is not None:
-                self.epoch = int(epoch)
+                # a new epoch number: the previous epoch ended before this step's update
+                self._epoch_changes_to(int(epoch), moved=True)
             if not self.active:
                 return False
             if self.optimizer is not None:
@@ -155,12 +159,14 @@ class WatchHandle:
             self.step_count = int(step) if step is not None else self.step_count + 1
             s = self.step_count
             full = self._full_due(s)
-            if not (self._due(s) or full):
-                if scalars:
-                    self._scalars(s, scalars)
-                return False
-            grad = self._grad_stats() if self.grads else None
-            return self._snapshot(s, grad, full=full, batch=batch, scalars=scalars)
+            taken = False
+            if self._due(s) or full:
+                grad = self._grad_stats() if self.grads else None
+                taken = self._snapshot(s, grad, full=full, batch=batch, scalars=scalars)
+            elif scalars:
+                self._scalars(s, scalars)
+            self._keep_epoch_copy(s)  # this step may be the last of its epoch
+            return taken
         except Exception as exc:
             self._fail_soft(exc, "taking a snapshot")
             return False
@@ -199,29 +205,82 @@ class WatchHandle:
             self._scalars(self.step_count, values)
 
     def set_epoch(self, epoch) -> None:
-        """Tag the snapshots that follow with this epoch."""
-        self.epoch = None if epoch is None else int(epoch)
+        """Tag the snapshots that follow with this epoch (call it before the epoch's
+        first step): a new number also ends the previous epoch, whose complete
+        values are taken now if `full_epochs` chose it."""
+        try:
+            self._marked = True
+            self._epoch_changes_to(None if epoch is None else int(epoch), moved=False)
+        except Exception as exc:
+            self._fail_soft(exc, "recording complete values")
 
     def end_epoch(self, epoch=None, scalars=None) -> None:
         """Mark the end of an epoch: records scalars, and complete values when
         `full_epochs` chose this epoch (taken now, as they stand at the epoch's end)."""
         try:
+            self._marked = True
             if epoch is not None:
                 self.epoch = int(epoch)
-            if not (self.active or self.sharded):
-                return
             if scalars and self.active:
                 self._scalars(self.step_count, scalars)
-            if self.schedule is not None and self.schedule.wants_full(self.step_count, self.epoch) \
-                    and self._values_step != self.step_count:
-                self._write_values(self.step_count, self.plan.current())
+            self._epoch_ended(self.epoch)
         except Exception as exc:
             self._fail_soft(exc, "recording complete values")
 
-    def close(self, status: str = "finished") -> None:
-        """Remove the hooks; close the recorder if watch() opened it. Idempotent."""
+    # One rule for every way of marking epochs (docs/core.md, "Epochs"): the
+    # complete values of epoch N are the weights when N has ended, after its last
+    # optimizer step, stored with that step and epoch N.
+
+    def _epoch_changes_to(self, new, *, moved: bool) -> None:
+        """The epoch number changes: the previous epoch has ended. `moved`: an
+        optimizer step of the new epoch has happened already (step(epoch=)), so
+        its end is the copy _keep_epoch_copy kept."""
+        old, self.epoch = self.epoch, new
+        if old is not None and new != old:
+            self._epoch_ended(old, kept=moved)
+
+    def _epoch_ended(self, epoch, *, kept: bool = False) -> None:
+        sched = self.schedule
+        if sched is None or not (self.active or self.sharded) or not sched.full_epoch_due(epoch):
+            return
+        if kept:
+            keep, self._epoch_keep = self._epoch_keep, None
+            if keep is None or keep[1] != epoch:
+                return
+            step, _epoch, entries, copies = keep
+            if self.writer:
+                self.recorder.submit_values(step, [e.info for e in entries],
+                                            [torch_host.host_value(c) for c in copies], epoch=epoch)
+        elif self._values_step != self.step_count:
+            self._write_values(self.step_count, self.plan.current(), epoch=epoch)
+        sched.full_epoch_taken(epoch)
+
+    def _keep_epoch_copy(self, step: int) -> None:
+        """Epochs marked by step(epoch=) alone: weighttui learns that epoch N ended
+        only after the first update of N+1. While a chosen epoch runs, a device
+        copy of the weights after each step is kept (one model's memory) to have
+        them then. end_epoch()/set_epoch() make this unnecessary."""
+        sched = self.schedule
+        if self._marked or self.sharded or sched is None or not sched.full_epoch_due(self.epoch):
+            return
+        entries = self.plan.current()
+        keep = self._epoch_keep
+        with torch.no_grad():
+            if keep is not None and keep[2] == entries:
+                torch._foreach_copy_(keep[3], [e.tensor.detach() for e in entries])
+                copies = keep[3]
+            else:
+                copies = [e.tensor.detach().clone() for e in entries]
+        self._epoch_keep = (step, self.epoch, entries, copies)
+
+    def close(self, status: str = "finished", error=None) -> None:
+        """Training ended: a last snapshot if the last step was not recorded, the
+        epoch in progress ended (complete values if `full_epochs` chose it); remove
+        the hooks; close the recorder if watch() opened it. Idempotent."""
         if self._closed:
             return
+        if status == "finished":
+            self._finish_training()
         self._closed = True
         for h in self._hooks:
             try:
@@ -233,26 +292,35 @@ class WatchHandle:
         self._prev.clear()
         self.instruments.clear()
         self.engine.scratch.clear()
+        self._epoch_keep = None
         if self._owns and self.recorder is not None:
-            self.recorder.close(status=status)
+            self.recorder.close(status=status, error=error)
         self.active = False
+
+    def _finish_training(self) -> None:
+        try:
+            if self.active and (self._last_snap_step is None or self.step_count > self._last_snap_step):
+                # the gradients still held are the last step's (loops zero them before backward)
+                self._snapshot(self.step_count, self._grad_stats() if self.grads else None)
+        except Exception as exc:
+            self._fail_soft(exc, "taking the final snapshot")
+        try:
+            self._epoch_ended(self.epoch)
+        except Exception as exc:
+            self._fail_soft(exc, "recording complete values")
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("interrupted")
-        else:
-            self.close("failed")
+        self.close(status_of(exc_type), error=exc)
         return False
 
     # ----------------------------------------------------------------- hooks
 
     def _pre_hook(self, optimizer, args, kwargs):
         try:
+            self._keep_epoch_copy(self.step_count)  # the weights before this update: maybe an epoch's end
             self._grad_pending = None
             s = self.step_count + 1
             if self.grads and self.active and self._due(s):
@@ -332,7 +400,7 @@ class WatchHandle:
         return self.schedule is not None and self.schedule.should_record(s, self.epoch)
 
     def _full_due(self, s: int) -> bool:
-        """full_every steps; full_epochs are taken by end_epoch(), once per epoch."""
+        """full_every steps; full_epochs are taken when their epoch ends."""
         if self.schedule is None or (self.recorder is not None and not self.recorder.active):
             return False
         every = self.schedule.full_every
@@ -377,6 +445,7 @@ class WatchHandle:
         entries = self.plan.current()
         if not entries:
             return False
+        self._last_snap_step = step
         t_count = len(entries)
         xs = [e.local() for e in entries]
         d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
@@ -543,11 +612,12 @@ class WatchHandle:
             out.append(torch_host.host_value(t))
         return out
 
-    def _write_values(self, step, entries) -> None:
+    def _write_values(self, step, entries, epoch=None) -> None:
         values = self._values(entries)
         if not self.writer or not values:
             return
-        self.recorder.submit_values(step, [e.info for e in entries], values, epoch=self.epoch)
+        self.recorder.submit_values(step, [e.info for e in entries], values,
+                                    epoch=self.epoch if epoch is None else epoch)
         self._values_step = step
 
 

@@ -115,6 +115,7 @@ class Recorder:
         self._last_step: int | None = None  # latest snapshot step queued (steps never go back)
         self.refused = 0  # snapshots refused at the call (their step went back)
         self._pid = os.getpid()
+        self._epoch_copy = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
         self.registry = Registry(self.sample, self._lock)
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
@@ -184,6 +185,13 @@ class Recorder:
     def wants_full(self, step: int, epoch: int | None = None) -> bool:
         return self.active and self.schedule.wants_full(step, epoch)
 
+    def full_epoch_due(self, epoch: int | None) -> bool:
+        """Whether `epoch` is one `full_epochs` chose and whose values are not stored yet."""
+        return self.active and self.schedule.full_epoch_due(epoch)
+
+    def full_epoch_taken(self, epoch: int | None) -> None:
+        self.schedule.full_epoch_taken(epoch)
+
     def selects(self, name: str) -> bool:
         """Whether include/exclude let this tensor name through."""
         return self.schedule.selects(name)
@@ -213,6 +221,11 @@ class Recorder:
         forces (True) or suppresses (False) storing complete values. `optim`
         maps names to optimizer state, {"m": first moment or momentum, "v":
         second moment, "lr", "step", "beta2", "eps"} (docs/instruments.md).
+
+        Epochs (docs/core.md, "Epochs"): the complete values of an epoch that
+        `full_epochs` chose are those of its last call, stored when the next
+        epoch's first call (or close()) shows that it ended; during such an
+        epoch every call keeps a copy of its tensors for that.
         """
         try:
             step = int(step)
@@ -220,42 +233,78 @@ class Recorder:
             if not self.active:
                 self.should_record(step, epoch)  # counts a missed snapshot after a failure
                 return False
+            self._epoch_boundary(epoch)
             if full is None:
                 full = self.wants_full(step, epoch)
-            if not (self.should_record(step, epoch) or full):
+            due = self.should_record(step, epoch) or full
+            keep = self.schedule.full_epoch_due(epoch)  # this call may be its epoch's last
+            if not (due or keep):
                 if scalars:
                     self.scalars(step, epoch=epoch, **scalars)
                 return False
-            if not self._step_ok(step):
-                return False
             with self._snapshot_lock:
                 names, arrays = self._arrays(tensors)
-                infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays)]
-                if not infos:
+                if keep:
+                    infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]
+                    self._epoch_copy = (step, epoch, infos, [value_copy(a) for a in arrays])
+                if not due:
                     if scalars:
                         self.scalars(step, epoch=epoch, **scalars)
                     return False
-                stats = self._numpy
-                prevs = [stats.previous(i) for i in infos]
-                update_sigma = None
-                if self.instruments:  # before blocks() moves the arrays into the previous copies
-                    with np.errstate(all="ignore"):
-                        update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
-                weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
-                grad = stats.grads(names, grads) if grads else None
-                optim_block, origin = None, []
-                if self.instruments:
-                    with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
-                        weights, delta, optim_block, origin = self._instrument(
-                            step, infos, arrays, update_sigma, weights, delta, grad, grads, optim)
-                return self.submit(step, infos, weights, epoch=epoch, batch=batch,
-                                   delta=delta, grad=grad, optim=optim_block,
-                                   sample=stats.samples(infos, arrays),
-                                   values=[value_copy(a) for a in arrays] if full else None,
-                                   scalars=scalars, extra_frames=origin)
+                return self._take(step, names, arrays, epoch=epoch, batch=batch, grads=grads,
+                                  scalars=scalars, full=full, optim=optim)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
             return False
+
+    def _take(self, step: int, names, arrays, *, epoch, batch=None, grads=None, scalars=None,
+              full=False, optim=None) -> bool:
+        if not self._step_ok(step):
+            return False
+        infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]
+        if not infos:
+            if scalars:
+                self.scalars(step, epoch=epoch, **scalars)
+            return False
+        stats = self._numpy
+        prevs = [stats.previous(i) for i in infos]
+        update_sigma = None
+        if self.instruments:  # before blocks() moves the arrays into the previous copies
+            with np.errstate(all="ignore"):
+                update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
+        weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
+        grad = stats.grads(names, grads) if grads else None
+        optim_block, origin = None, []
+        if self.instruments:
+            with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
+                weights, delta, optim_block, origin = self._instrument(
+                    step, infos, arrays, update_sigma, weights, delta, grad, grads, optim)
+        return self.submit(step, infos, weights, epoch=epoch, batch=batch,
+                           delta=delta, grad=grad, optim=optim_block,
+                           sample=stats.samples(infos, arrays),
+                           values=[value_copy(a) for a in arrays] if full else None,
+                           scalars=scalars, extra_frames=origin)
+
+    def _epoch_boundary(self, epoch) -> None:
+        """A call in another epoch than the kept copy's: that epoch ended at its last call."""
+        kept = self._epoch_copy
+        if kept is not None and kept[1] != epoch:
+            self._epoch_copy = None
+            self._store_epoch(kept)
+
+    def _store_epoch(self, kept) -> None:
+        step, epoch, infos, copies = kept
+        if infos and self.schedule.full_epoch_due(epoch) and self.submit_values(step, infos, copies, epoch=epoch):
+            self.schedule.full_epoch_taken(epoch)
+
+    def _finish_numpy(self) -> None:
+        """Training ended: the epoch in progress ended at the last call (its values,
+        if full_epochs chose it). The numpy path takes no snapshot of its own: its
+        caller says which calls are recorded (full=True forces one)."""
+        with self._snapshot_lock:
+            kept, self._epoch_copy = self._epoch_copy, None
+            if kept is not None:
+                self._store_epoch(kept)
 
     def _instrument(self, step, infos, arrays, update_sigma, weights, delta, grad, grads, optim):
         """The numpy path's instrument columns, optim block and NaN-origin event."""
@@ -380,7 +429,7 @@ class Recorder:
             frames.insert(0, (FrameType.SCALARS, scalar_record))
         vals = []
         if values is not None:
-            vals = [(int(step), payload["epoch"], info, v) for info, v in zip(infos, values)]
+            vals = [(int(step), payload["epoch"], info, v) for info, v in zip(infos, values, strict=True)]
         with self._lock:
             if not self._step_ok(int(step)):
                 return False
@@ -403,7 +452,7 @@ class Recorder:
         """
         if not self.active:
             return False
-        vals = [(int(step), None if epoch is None else int(epoch), info, v) for info, v in zip(infos, values)]
+        vals = [(int(step), None if epoch is None else int(epoch), info, v) for info, v in zip(infos, values, strict=True)]
         with self._lock:
             return self._put(Job(values=vals))
 
@@ -474,10 +523,16 @@ class Recorder:
         """
         if self._closed:
             return
+        if self._pid != os.getpid():
+            self._closed = True
+            return
+        if status == "finished" and self.active:
+            try:
+                self._finish_numpy()
+            except Exception as exc:  # never into the training loop
+                self.reporter.failure(exc, "taking the final snapshot")
         self._closed = True
         lifecycle.unregister(self)
-        if self._pid != os.getpid():
-            return
         note = self.schedule.unfired_full_epochs()
         if note is not None and not self.writer.failed:
             self.reporter.once("full_epochs", f"weighttui: warning: {note}")
