@@ -579,14 +579,7 @@ def _rule_norm_growth(ctx: _Context) -> None:
         return
     floor = cfg.norm_floor * np.sqrt(ctx.size)  # an RMS of norm_floor, as a norm
     detect = _jump_detector(ctx, "weights", "norm", cfg.norm_window, factor=cfg.norm_growth, floor=floor)
-    rows, extra = ctx.first_event("norm_growth", cfg.norm_window, 1, detect)
-    cols = np.nonzero(rows >= 0)[0]
-    for c in cols:
-        r = int(rows[c])
-        value = float(ctx.rows("weights", "norm", r, r + 1, cols=[c])[0, 0])
-        ctx.add("norm_growth", c, r, "warning",
-                f"weight norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
-                f"{three_digits(extra[c, 0])} over the {cfg.norm_window} snapshots before")
+    _report_jumps(ctx, "norm_growth", "weights", cfg.norm_window, 1, detect, "warning", "weight", "")
 
 
 def _rule_grad_explode(ctx: _Context) -> None:
@@ -595,13 +588,21 @@ def _rule_grad_explode(ctx: _Context) -> None:
         return
     detect = _jump_detector(ctx, "grad", "norm", cfg.grad_window, factor=cfg.grad_explode,
                             persist=cfg.grad_persist)
-    rows, extra = ctx.first_event("grad_explode", cfg.grad_window, cfg.grad_persist, detect)
-    for c in np.nonzero((rows >= 0) & ctx.trainable)[0]:
+    _report_jumps(ctx, "grad_explode", "grad", cfg.grad_window, cfg.grad_persist, detect, "error", "gradient",
+                  ", and stayed up", only=ctx.trainable)
+
+
+def _report_jumps(ctx: _Context, rule: str, kind: str, window: int, persist: int, detect, severity: str,
+                  noun: str, tail: str, only: np.ndarray | None = None) -> None:
+    """One alert per tensor at the first jump `detect` finds in its `kind` norm (tensors in `only`)."""
+    rows, extra = ctx.first_event(rule, window, persist, detect)
+    hit = rows >= 0
+    for c in np.nonzero(hit if only is None else hit & only)[0]:
         r = int(rows[c])
-        value = float(ctx.rows("grad", "norm", r, r + 1, cols=[c])[0, 0])
-        ctx.add("grad_explode", c, r, "error",
-                f"gradient norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
-                f"{three_digits(extra[c, 0])} over the {cfg.grad_window} snapshots before, and stayed up")
+        value = float(ctx.rows(kind, "norm", r, r + 1, cols=[c])[0, 0])
+        ctx.add(rule, c, r, severity,
+                f"{noun} norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{three_digits(extra[c, 0])} over the {window} snapshots before{tail}")
 
 
 def _rule_grad_vanish(ctx: _Context) -> None:
