@@ -199,7 +199,7 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
         fast = trainable & matrix & (out["ratio_mean"] > config.ratio_high)
     table = []
     for i, nm in enumerate(names):
-        entry = {"tensor": nm}
+        entry: dict[str, str | float] = {"tensor": nm}
         for c in COLUMNS:
             entry[c] = float(out[c][i])
         entry["flag"] = "stagnant" if stagnant[i] else ("fast" if fast[i] else "")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class DiagnoseConfig:
     def from_options(cls, options) -> DiagnoseConfig:
         """From ["key=value", ...] (CLI --threshold); ValueError naming the valid keys."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
+        values: dict[str, Any] = {}
         for opt in options or ():
             key, sep, raw = str(opt).partition("=")
             key, raw = key.strip(), raw.strip()
@@ -110,6 +111,7 @@ class DiagnoseConfig:
                 raise ValueError(f"bad threshold {opt!r}: expected key=value with key one of "
                                  f"{', '.join(fields)}")
             default = fields[key].default
+            value: str | int | float
             try:
                 if isinstance(default, str):
                     value = raw
@@ -319,7 +321,7 @@ class _History:
         return np.array_equal(run.snapshot_index[: self.index.size], self.index)
 
 
-_histories = weakref.WeakKeyDictionary()  # RunData -> _History
+_histories: weakref.WeakKeyDictionary[Any, _History] = weakref.WeakKeyDictionary()  # RunData -> _History
 
 
 class _Context:
@@ -358,11 +360,11 @@ class _Context:
         m = self.run.stat_matrix(kind, stat)[lo : self.n if hi is None else hi]
         return np.ascontiguousarray(m if cols is None else m[:, cols])
 
-    def add(self, rule: str, col: int, row: int, severity: str, message: str) -> None:
+    def add(self, rule: str, col: int | np.integer, row: int | np.integer, severity: str, message: str) -> None:
         self.alerts.append(Alert(rule=rule, tensor=self.names[col], step=int(self.steps[row]),
                                  severity=severity, message=message, advice=ADVICE[rule]))
 
-    def first_present_row(self, col: int) -> int:
+    def first_present_row(self, col: int | np.integer) -> int:
         rows = np.nonzero(self.present[:, col])[0]
         return int(rows[0]) if rows.size else 0
 

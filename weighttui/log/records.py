@@ -112,6 +112,7 @@ class SnapshotRecord:
     delta: BlockRecord | None
     grad: BlockRecord | None
     sample: np.ndarray | None
+    optim: BlockRecord | None = None  # optimizer state (an addition; absent in older logs)
 
 
 @dataclass
@@ -318,6 +319,7 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
         delta=_block(p.get("delta"), "delta", t, required=False),
         grad=_block(p.get("grad"), "grad", t, required=False),
         sample=sample,
+        optim=_block(p.get("optim"), "optim", t, required=False),
     )
 
 

@@ -7,6 +7,7 @@ so an unchanged chart is not rebuilt (plotext is the slow part of a screen).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -30,7 +31,7 @@ def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np
         return x, y
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
     keep: list[int] = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
         seg = y[a:b]

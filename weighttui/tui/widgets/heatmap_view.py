@@ -39,7 +39,7 @@ def _palette(levels: int = LEVELS) -> list[tuple[int, int, int]]:
 
 
 PALETTE = _palette()
-_COLORS = ["#%02x%02x%02x" % c for c in PALETTE]
+_COLORS = ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE]
 
 
 def level(density: np.ndarray) -> np.ndarray:
@@ -133,7 +133,10 @@ class HeatmapView(_LinesWidget):
         for y in range(rows):
             top = lv[2 * (rows - 1 - y) + 1]
             bottom = lv[2 * (rows - 1 - y)]
-            label = fmt_value(label_rows[y], self.GUTTER - 2) + " ┤" if y in label_rows else " " * (self.GUTTER - 1) + "│"
+            if y in label_rows:
+                label = fmt_value(label_rows[y], self.GUTTER - 2) + " ┤"
+            else:
+                label = " " * (self.GUTTER - 1) + "│"
             segs = [Segment(label, Style(dim=True))]
             segs.extend(_cells(top, bottom))
             lines.append(Strip(segs, width))
@@ -200,7 +203,7 @@ def _cells(top: np.ndarray, bottom: np.ndarray) -> list[Segment]:
     """Half-block cells, runs of equal cells merged into one segment."""
     segs = []
     prev, run = None, 0
-    for t, b in zip(top.tolist(), bottom.tolist()):
+    for t, b in zip(top.tolist(), bottom.tolist(), strict=True):
         cell = (t, b)
         if cell == prev:
             run += 1

@@ -170,7 +170,7 @@ def sort_values(data: RunData, rows: list[TensorRow], row: int, sort: str,
         return {}
     if sort == "update ratio":
         now, _hist = metric_values(data, cols, row)["ratio"]
-        return {r.name: float(v) for r, v in zip(rows, now)}
+        return {r.name: float(v) for r, v in zip(rows, now, strict=True)}
     # norm change: relative change of the norm since the tensor's first snapshot
     idx = np.asarray(cols, dtype=np.int64)
     present = data.present[: row + 1][:, idx]
@@ -181,7 +181,7 @@ def sort_values(data: RunData, rows: list[TensorRow], row: int, sort: str,
     with np.errstate(invalid="ignore", divide="ignore"):
         change = np.abs(m[last, span] / m[first, span] - 1.0)
     change = np.where(has, change, np.nan)
-    return {r.name: float(v) for r, v in zip(rows, change)}
+    return {r.name: float(v) for r, v in zip(rows, change, strict=True)}
 
 
 def _alert_rank(alerts) -> float:
