@@ -406,7 +406,7 @@ class WeightApp(App[int]):
     def action_help(self) -> None:
         screen = self.screen
         if isinstance(screen, RefreshableScreen):
-            self.push_screen(HelpScreen((*screen.HELP, TIMELINE, SCREENS),
+            self.push_screen(HelpScreen((*screen.KEYS_HELP, TIMELINE, SCREENS),
                                         title=f"keys: {screen.HELP_TITLE}" if screen.HELP_TITLE else ""))
 
     async def action_back(self) -> None:

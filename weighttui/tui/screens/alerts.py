@@ -32,7 +32,7 @@ class AlertsScreen(RunScreen):
         Binding("enter", "open", "open tensor"),
     ]
     HELP_TITLE = "alerts"
-    HELP = (("Alerts", (
+    KEYS_HELP = (("Alerts", (
         ("↑ ↓  j k", "move between alerts; the advice below follows"),
         ("enter", "open the alert's tensor"),
         ("esc", "back"),

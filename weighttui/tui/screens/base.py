@@ -19,7 +19,7 @@ HelpSection = tuple[str, tuple[tuple[str, str], ...]]  # (title, ((keys, what th
 
 class RefreshableScreen(Screen[None]):
     # This screen's own keys for the `?` help (the app adds the keys that work everywhere).
-    HELP: tuple[HelpSection, ...] = ()
+    KEYS_HELP: tuple[HelpSection, ...] = ()
     HELP_TITLE = ""
     def refresh_view(self, *, status_only: bool = False) -> None:
         """Redraw from the app's state now (only the clock-driven parts with `status_only`)."""

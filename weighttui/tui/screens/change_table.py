@@ -68,7 +68,7 @@ class ChangeTableScreen(RunScreen):
         Binding("enter", "open", "open tensor", show=False),
     ]
     HELP_TITLE = "change table"
-    HELP = (("Change table", (
+    KEYS_HELP = (("Change table", (
         ("↑ ↓  j k", "move between tensors"),
         ("enter", "open the tensor"),
         ("s  S", "next sort column / reverse the order (or click a column header)"),

@@ -85,7 +85,7 @@ class DetailScreen(RunScreen):
         Binding("z", "toggle_zoom", "zoom", show=False),
     ]
     HELP_TITLE = "tensor detail"
-    HELP = (("Tensor detail", (
+    KEYS_HELP = (("Tensor detail", (
         ("[ ]", "previous / next tensor (in the overview's order)"),
         ("w d g", "weights / updates (delta) / gradients"),
         ("l", "histogram density: linear / log"),

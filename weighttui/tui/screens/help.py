@@ -1,6 +1,6 @@
 """The `?` help screen: the keys of the screen it was opened on, then those that work everywhere.
 
-Each screen lists its own keys (`RefreshableScreen.HELP`); the app adds the timeline and the
+Each screen lists its own keys (`RefreshableScreen.KEYS_HELP`); the app adds the timeline and the
 screen keys (`TIMELINE`, `SCREENS`). Escape or `?` closes the help; `q` quits, as everywhere.
 """
 

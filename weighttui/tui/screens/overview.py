@@ -24,7 +24,7 @@ from weighttui.tui.widgets.timeline import Timeline
 
 
 class OverviewScreen(RunScreen):
-    HELP = (OVERVIEW, COLOURS)
+    KEYS_HELP = (OVERVIEW, COLOURS)
     HELP_TITLE = "overview"
     BINDINGS = [
         Binding("slash", "filter", "filter"),
