@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 from weighttui import Recorder
-from weighttui.log.tail import LogTail
-from weighttui.log.format import FrameType, encode_array, encode_frame
-from weighttui.record.recorder import _encode_snapshot
 from weighttui.data.run import RunData
+from weighttui.log.format import FrameType, encode_frame
+from weighttui.log.tail import LogTail
+from weighttui.record.encode import encode_snapshot
 from weighttui.record.stats import DELTA_STATS, delta_row, histogram, weight_stats, weights_block
 
 
@@ -51,7 +51,7 @@ def bytes_per_tensor(tensors: int, bins: int) -> None:
     payload = {"step": 10, "epoch": 1, "batch": None, "time": time.time(),
                "ids": np.arange(tensors, dtype="<u4"), "weights": block, "delta": None, "grad": None,
                "sample": None}
-    frame = encode_frame(FrameType.SNAPSHOT, _encode_snapshot(payload))
+    frame = encode_frame(FrameType.SNAPSHOT, encode_snapshot(payload))
     ours = len(frame) / tensors
     print(f"\n## Log size: one statistics block (9 stats + {bins}-bin histogram), {tensors} tensors per snapshot")
     print(f"weighttui: {ours:.0f} bytes per tensor per snapshot (frame of {len(frame)} bytes)")
@@ -124,7 +124,7 @@ def numpy_statistics(params: int, tensors: int) -> None:
             histogram(a, 64)
 
     def full_snapshot():
-        for a, p in zip(arrays, prev):
+        for a, p in zip(arrays, prev, strict=True):
             weight_stats(a)
             histogram(a, 64)
             delta_row(a, p, 64)  # what the Recorder computes: delta statistics + histogram

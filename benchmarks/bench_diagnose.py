@@ -21,8 +21,8 @@ try:
 except ImportError:  # while changes.py is being written
     change_table = None
 from weighttui.analysis.diagnose import diagnose
-from weighttui.log.format import FrameType, encode_array
 from weighttui.data.run import RunData
+from weighttui.log.format import FrameType, encode_array
 from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
 
 

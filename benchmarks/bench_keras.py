@@ -23,13 +23,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from weighttui.integrations.keras import WeightCallback, _host_array  # noqa: E402
-from weighttui.record.recorder import Recorder  # noqa: E402
-from weighttui.record.stats import delta_stats, histogram, weights_block  # noqa: E402
+from weighttui.integrations.keras import WeightCallback, _host_array
+from weighttui.record.recorder import Recorder
+from weighttui.record.stats import delta_stats, histogram, weights_block
 
 BINS = 64
 
@@ -57,7 +57,7 @@ def timeit(fn, repeat: int) -> float:
 def numpy_snapshot(arrays, prev):
     """What Recorder.snapshot computes for the numpy path (stats, hist, exact delta)."""
     block = weights_block(arrays, BINS)
-    for a, p in zip(arrays, prev):
+    for a, p in zip(arrays, prev, strict=True):
         delta_stats(a, p)
         histogram(a.astype(np.float64) - p, BINS)
     return block

@@ -116,8 +116,8 @@ WRITER = textwrap.dedent('''
 def live(seconds: float, rate: float, tensors: int, tmpdir: str):
     import numpy as np
 
-    from weighttui.log.tail import LogTail
     from weighttui.data.run import RunData
+    from weighttui.log.tail import LogTail
 
     path = os.path.join(tmpdir, "live.wtui")
     if os.path.exists(path):

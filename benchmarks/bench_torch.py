@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import weighttui.torch as wt  # noqa: E402
-from weighttui.integrations import torch_native  # noqa: E402
+import weighttui.torch as wt
+from weighttui.integrations import torch_native
 
 
 def resnet50_shapes():
@@ -225,7 +225,7 @@ def bench_passes(shapes, repeat):
     for _ in range(repeat):  # interleaved, so load hits every op alike
         for name, fn in ops:
             t0 = time.perf_counter()
-            for x, p in zip(xs, prev):
+            for x, p in zip(xs, prev, strict=True):
                 fn(x, p)
             res[name].append(time.perf_counter() - t0)
     return [(name, statistics.median(v)) for name, v in res.items()]

@@ -220,7 +220,8 @@ def bench_2000(tmp, tensors=2000, n=200, pages=40, lines=60):
           f"{page[1] * 1000:.1f} ms CPU per page ({cells} cells recomputed over {pages} pages); "
           f"page up {back[0] * 1000:.1f} / {back[1] * 1000:.1f} ms; line down {line[0] * 1000:.1f} / "
           f"{line[1] * 1000:.1f} ms; sort (s) {sort[0] * 1000:.0f} / {sort[1] * 1000:.0f} ms; a key typed in the "
-          f"filter {typed[0] * 1000:.0f} / {typed[1] * 1000:.0f} ms; one timeline move (data refresh of header, scalars and the visible rows, paint not included) "
+          f"filter {typed[0] * 1000:.0f} / {typed[1] * 1000:.0f} ms; one timeline move (data refresh of header, "
+          f"scalars and the visible rows, paint not included) "
           f"{refresh * 1000:.1f} ms")
 
 

@@ -34,7 +34,7 @@ def make(path, *, size_mb: float, tensors: int, bins: int, sample: int, full_eve
     decls = [{"id": i, "name": n, "layer": n.rsplit(".", 1)[0], "shape": list(s), "dtype": "float32",
               "trainable": True,
               "sample_index": encode_array(np.sort(rng.choice(65536, sample, replace=False)).astype("<i8"))}
-             for i, (n, s) in enumerate(zip(names, shapes))]
+             for i, (n, s) in enumerate(zip(names, shapes, strict=True))]
     ids = encode_array(np.arange(tensors, dtype="<u4"))
     base_std = rng.uniform(0.02, 0.2, tensors)
     shape_of_hist = np.exp(-0.5 * np.linspace(-3, 3, bins) ** 2)
@@ -48,7 +48,7 @@ def make(path, *, size_mb: float, tensors: int, bins: int, sample: int, full_eve
             written += len(b)
 
         put(HEADER + encode_frame(FrameType.RUN, {
-            "run_id": "big%08x" % seed, "created": time.time(), "host": "bench", "pid": 0,
+            "run_id": f"big{seed:08x}", "created": time.time(), "host": "bench", "pid": 0,
             "argv": ["make_big_log.py"], "framework": "synthetic", "writer": "make_big_log",
             "bins": bins, "meta": {"tensors": tensors}}))
         put(encode_frame(FrameType.TENSORS, {"tensors": decls}))
@@ -111,7 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tensors", type=int, default=200)
     ap.add_argument("--bins", type=int, default=32)
     ap.add_argument("--sample", type=int, default=8)
-    ap.add_argument("--full-every", type=int, default=2000, help="full values of 4 tensors every N snapshots (0: never)")
+    ap.add_argument("--full-every", type=int, default=2000,
+                    help="full values of 4 tensors every N snapshots (0: never)")
     args = ap.parse_args(argv)
     out = make(args.path, size_mb=args.size_mb, tensors=args.tensors, bins=args.bins,
                sample=args.sample, full_every=args.full_every)

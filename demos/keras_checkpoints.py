@@ -14,11 +14,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import weighttui  # noqa: E402
-from weighttui.keras import WeightCallback  # noqa: E402
+import weighttui
+from weighttui.keras import WeightCallback
 
 
 def main(argv=None) -> int:

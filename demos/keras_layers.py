@@ -14,11 +14,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import weighttui  # noqa: E402
-from weighttui.keras import WeightCallback  # noqa: E402
+import weighttui
+from weighttui.keras import WeightCallback
 
 
 def main(argv=None) -> int:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         WeightCallback(logs["trainable"]),  # the default: trainable weights only
         WeightCallback(logs["chosen"], layers=["conv*", "classifier"]),  # by name or glob
     ])
-    for name, path in logs.items():
+    for path in logs.values():
         run = weighttui.open(path)
         print(f"{path}: {len(run.tensors)} tensors")
         for t in run.tensors:

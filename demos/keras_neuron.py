@@ -17,11 +17,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import weighttui  # noqa: E402
-from weighttui.keras import WeightCallback  # noqa: E402
+import weighttui
+from weighttui.keras import WeightCallback
 
 
 class Slow(keras.callbacks.Callback):

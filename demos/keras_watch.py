@@ -18,11 +18,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import weighttui  # noqa: E402
-from weighttui.keras import WeightCallback  # noqa: E402
+import weighttui
+from weighttui.keras import WeightCallback
 
 
 class FreezeAt(keras.callbacks.Callback):
@@ -40,7 +40,7 @@ class FreezeAt(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if hasattr(self, "frozen"):
-            for v, value in zip(self.model.get_layer(self.layer).weights, self.frozen):
+            for v, value in zip(self.model.get_layer(self.layer).weights, self.frozen, strict=True):
                 v.assign(value)
         if self.delay:
             time.sleep(self.delay)

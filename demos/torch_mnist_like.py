@@ -28,7 +28,8 @@ def synthetic_digits(n: int, seed: int = 0):
     protos = nn.functional.avg_pool2d(protos, 3, stride=1, padding=1)  # thicker strokes
     labels = torch.randint(0, 10, (n,), generator=g)
     shifts = torch.randint(-2, 3, (n, 2), generator=g)
-    images = torch.stack([torch.roll(protos[c], tuple(s.tolist()), dims=(1, 2)) for c, s in zip(labels, shifts)])
+    images = torch.stack([torch.roll(protos[c], tuple(s.tolist()), dims=(1, 2))
+                          for c, s in zip(labels, shifts, strict=True)])
     images = images + 0.3 * torch.randn(images.shape, generator=g)
     return images, labels
 

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing_extensions import Buffer
 
 NRAW: int  # raw statistics per row before the histogram counts (12)
+DTYPES: int  # how many dtype codes this build reads (4: float32, float16, bfloat16, float64)
 
 def snapshot(
     xs: Sequence[Buffer],

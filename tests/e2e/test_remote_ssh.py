@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.record.recorder import Recorder
 from weighttui.data.remote import RemoteMirror, parse_remote
+from weighttui.record.recorder import Recorder
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = [
@@ -60,7 +60,7 @@ class Server:
         self.root = root
         self.port = free_port()
         self.user = getpass.getuser()
-        run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=60)  # noqa: E731
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=60)
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host_key"))
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "client_key"))
         (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
@@ -259,14 +259,14 @@ def test_watch_over_ssh_in_a_real_terminal(server, tmp_path):
     cmd = " ".join(shlex.quote(a) for a in ["env", f"WEIGHTTUI_SSH={server.ssh}",
                                             f"XDG_CACHE_HOME={tmp_path / 'cache'}",
                                             sys.executable, "-m", "weighttui.cli", "watch", spec])
-    screen = lambda: subprocess.run(["tmux", "capture-pane", "-p", "-t", session],  # noqa: E731
+    screen = lambda: subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
                                     capture_output=True, text=True).stdout
     try:
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
                         f"{cmd}; echo EXITED $?; sleep 60"], check=True)
         wait_until(lambda: "(over ssh)" in screen() and "layers.0" in screen(), 60, "the app on the remote log")
         assert "demo 'x'.wtui (over ssh)" in screen()  # the title names the remote log (long paths wrap)
-        shown = lambda: max(int(m) for m in re.findall(r"step (\d+)", screen()) or [-1])  # noqa: E731
+        shown = lambda: max(int(m) for m in re.findall(r"step (\d+)", screen()) or [-1])
         first = shown()
         wait_until(lambda: shown() > first, 30, "new steps on screen")  # live over ssh
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)

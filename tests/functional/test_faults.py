@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import threading
 
 import numpy as np

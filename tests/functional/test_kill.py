@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 
 import weighttui
+from weighttui.log.format import HEADER, FrameType, encode_frame
 from weighttui.log.tail import LogTail
-from weighttui.log.format import FRAME_OVERHEAD, HEADER, FrameType, encode_frame
 
 TRIALS = int(os.environ.get("WEIGHTTUI_KILL_TRIALS", "100"))
 RECORDER_TRIALS = max(2, TRIALS // 12)

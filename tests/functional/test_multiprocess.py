@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 import weighttui
-from weighttui.log.tail import LogTail
 from weighttui.data.run import RunData
+from weighttui.log.tail import LogTail
 
 WRITER = textwrap.dedent('''
     import sys, time

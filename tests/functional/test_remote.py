@@ -6,6 +6,7 @@ run; tests/e2e/test_remote_ssh.py does the same against a real sshd).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,8 +18,6 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.log.format import HEADER, FrameType, encode_frame
-from weighttui.record.recorder import Recorder
 from weighttui.data.remote import (
     RemoteMirror,
     RemoteSpec,
@@ -28,6 +27,8 @@ from weighttui.data.remote import (
     remote_command,
     ssh_base_command,
 )
+from weighttui.log.format import HEADER, FrameType, encode_frame
+from weighttui.record.recorder import Recorder
 
 # ------------------------------------------------------------------ parser
 
@@ -256,9 +257,10 @@ def test_mirror_skips_real_damage_and_goes_on(tmp_path, fake_ssh):
     mirror = RemoteMirror(RemoteSpec("box", str(remote)), str(local), ssh_command=fake_ssh,
                           backoff=(0.02, 0.2)).start()
     try:
-        wait_until(lambda: weighttui.open(local).status == "finished", what="the end record")
+        wait_until(lambda: same_bytes(remote, local), what="the whole log, damage included")
         mirrored = weighttui.open(local)
-        assert mirrored.corruptions == []  # the mirror holds only verified frames
+        assert mirrored.status == "finished"
+        assert mirrored.corruptions == damaged.corruptions  # reported as a local reader reports them
         assert mirror.state.corruptions == damaged.corruptions
         assert mirrored.steps.tolist() == damaged.steps.tolist()
         assert set(mirrored.steps.tolist()) < set(reference.steps.tolist()) or mirrored.n == reference.n
@@ -274,7 +276,8 @@ def test_fetch_copies_once_and_reports_missing(tmp_path, fake_ssh):
     with open(remote, "ab") as fh:  # a torn tail is left behind
         fh.write(b"\xd7WTR\x05")
     local = RemoteMirror(RemoteSpec("box", str(remote)), str(tmp_path / "copy.wtui"), ssh_command=fake_ssh).fetch()
-    assert open(local, "rb").read() == remote.read_bytes()[:-5]
+    assert open(local, "rb").read() == remote.read_bytes()  # the torn tail too: the reader reports it
+    assert weighttui.open(local).torn_tail == 5
     with pytest.raises(OSError, match="No such file"):
         RemoteMirror(RemoteSpec("box", str(tmp_path / "missing.sock")), str(tmp_path / "m.wtui"),
                      ssh_command=fake_ssh).fetch()
@@ -368,3 +371,143 @@ def test_cli_watch_reports_ssh_failure_before_the_app(tmp_path, monkeypatch, cap
     assert cli.main(["watch", "box:/runs/r.sock"]) == 2
     assert "Permission denied (publickey)" in capsys.readouterr().err and not called
     assert cli.main(["watch", "box:"]) == 2  # a malformed spec is bad input too
+
+
+# ------------------------------------------- damage and hostile servers (issue 19.4)
+
+
+def _damaged_log(path, *, snapshots=57, damage=(), seed=0):
+    """A finished log of `snapshots` snapshots, with one byte flipped at each fraction in `damage`
+    (of the file's length, or an int: an absolute offset)."""
+    rec = Recorder(path, bins=16)
+    train(rec, range(snapshots), seed=seed)
+    rec.close()
+    blob = bytearray(path.read_bytes())
+    for at in damage:
+        pos = at if isinstance(at, int) else int(len(blob) * at)
+        blob[pos] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    return weighttui.open(path)
+
+
+def test_fetch_with_many_damaged_frames_reports_them_like_a_local_read(tmp_path, fake_ssh, monkeypatch, capsys):
+    from weighttui import cli
+
+    remote = tmp_path / "run.sock"
+    local_read = _damaged_log(remote, damage=(0.2, 0.35, 0.5, 0.65, 0.8))
+    assert len(local_read.corruptions) >= 3 and local_read.status == "finished"
+    monkeypatch.setenv("WEIGHTTUI_SSH", fake_ssh)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli.main(["info", f"box:{remote}", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "finished" and doc["snapshots"] == local_read.snapshot_count
+    assert doc["corruptions"] == local_read.corruptions
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) <= 3  # the copy, one identity check after the first damage (and no storm)
+
+
+def test_damage_in_the_first_4k_is_passed_once(tmp_path, fake_ssh):
+    remote = tmp_path / "run.sock"
+    local_read = _damaged_log(remote, snapshots=20, damage=(200, 1500))
+    assert local_read.corruptions
+    local = tmp_path / "mirror.wtui"
+    mirror = RemoteMirror(RemoteSpec("box", str(remote)), str(local), ssh_command=fake_ssh,
+                          backoff=(0.05, 0.5)).start()
+    try:
+        wait_until(lambda: same_bytes(remote, local), what="the whole log past the early damage")
+        time.sleep(0.5)  # a follow loop stuck on the damage would reconnect all the while
+        assert mirror.state.connects <= 3, mirror.state
+        assert weighttui.open(local).corruptions == local_read.corruptions
+    finally:
+        mirror.stop()
+
+
+def test_random_bytes_after_a_valid_header_cost_no_connection_storm(tmp_path, fake_ssh):
+    remote = tmp_path / "hostile.sock"
+    remote.write_bytes(HEADER + np.random.default_rng(0).bytes(300_000))
+    local = tmp_path / "mirror.wtui"
+    mirror = RemoteMirror(RemoteSpec("box", str(remote)), str(local), ssh_command=fake_ssh,
+                          backoff=(0.05, 0.5)).start()
+    try:
+        wait_until(lambda: local.exists() and local.stat().st_size >= remote.stat().st_size - 16,
+                   what="the garbage, copied as damage")
+        time.sleep(1.0)
+        assert mirror.state.connects <= 3, mirror.state
+        assert weighttui.open(local).corruptions == weighttui.open(remote).corruptions
+    finally:
+        mirror.stop()
+
+
+HOSTILE_SSH = r"""#!/bin/sh
+# A server that answers every connection with a missing file's identity line, a valid
+# header and garbage, then hangs up: each connection resets the mirror.
+echo "$$" >> "$FAKE_SSH_PIDS"
+echo
+cat "$HOSTILE_HEADER"
+head -c 4000 /dev/urandom
+exit 0
+"""
+
+
+def test_a_server_that_keeps_restarting_is_reconnected_with_backoff(tmp_path, monkeypatch):
+    script = tmp_path / "hostile-ssh"
+    script.write_text(HOSTILE_SSH)
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_SSH_PIDS", str(tmp_path / "pids"))
+    (tmp_path / "header").write_bytes(HEADER)
+    monkeypatch.setenv("HOSTILE_HEADER", str(tmp_path / "header"))
+    mirror = RemoteMirror(RemoteSpec("box", "/r.sock"), str(tmp_path / "m.wtui"), ssh_command=str(script),
+                          backoff=(0.05, 0.4)).start()
+    started = time.monotonic()
+    try:
+        time.sleep(2.0)
+    finally:
+        mirror.stop()
+    elapsed = time.monotonic() - started
+    # every reconnect waits at least the shortest backoff
+    assert 2 <= mirror.state.connects <= elapsed / 0.05 + 2, mirror.state
+
+
+DROPPING_SSH = r"""#!/bin/sh
+# ssh whose connection drops after a few kilobytes every time
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done
+shift 2
+echo "$$" >> "$FAKE_SSH_PIDS"
+out=$(mktemp)
+sh -c "$1" > "$out"; status=$?
+head -c "$DROP_AFTER" "$out"
+size=$(wc -c < "$out")
+rm -f "$out"
+[ "$size" -gt "$DROP_AFTER" ] && exit 255
+exit $status
+"""
+
+
+def test_a_copy_that_cannot_finish_says_so(tmp_path, monkeypatch, capsys):
+    from weighttui import cli
+    from weighttui.data.remote import IncompleteCopy
+
+    script = tmp_path / "dropping-ssh"
+    script.write_text(DROPPING_SSH)
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_SSH_PIDS", str(tmp_path / "pids"))
+    remote = tmp_path / "big.sock"
+    _damaged_log(remote, snapshots=120)
+    size = remote.stat().st_size
+    monkeypatch.setenv("DROP_AFTER", str(8193 + 6000))  # the identity line, then 6 kB per connection
+    assert size > 8 * 6000
+    with pytest.raises(IncompleteCopy) as info:
+        RemoteMirror(RemoteSpec("box", str(remote)), str(tmp_path / "c.wtui"), ssh_command=str(script),
+                     backoff=(0.01, 0.05)).fetch()
+    assert "stopped after" in str(info.value) and os.path.getsize(info.value.path) < size
+    # the CLI shows what arrived, says it is not all, and exits 1 (not 0 as if it were whole)
+    monkeypatch.setenv("WEIGHTTUI_SSH", str(script))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli.main(["info", f"box:{remote}"]) == 1
+    err = capsys.readouterr().err
+    assert "warning" in err and "stopped after" in err
+    # a connection that drops a few times but gets there in the end is a whole copy
+    monkeypatch.setenv("DROP_AFTER", str(8193 + size // 3 + 1))
+    local = RemoteMirror(RemoteSpec("box", str(remote)), str(tmp_path / "d.wtui"), ssh_command=str(script),
+                         backoff=(0.01, 0.05)).fetch()
+    assert same_bytes(remote, local)

@@ -16,12 +16,11 @@ import tracemalloc
 import msgpack
 import numpy as np
 import pytest
-
-import weighttui.log.format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from weighttui.log.tail import Poll
+import weighttui.log.format
+from weighttui.data.run import RunData
 from weighttui.log.format import (
     HEADER_SIZE,
     MAX_PAYLOAD,
@@ -34,7 +33,7 @@ from weighttui.log.format import (
     encode_frame,
     encode_frame_bytes,
 )
-from weighttui.data.run import RunData
+from weighttui.log.tail import Poll
 from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -231,7 +230,8 @@ def _replace(obj, path, value):
 
 
 BASES = {FrameType.RUN: run_payload(), FrameType.TENSORS: tensors_payload((2,)),
-         FrameType.SNAPSHOT: snapshot_payload(5), FrameType.SCALARS: {"step": 5, "epoch": 0, "time": 1.0, "values": {"a": 1.0}},
+         FrameType.SNAPSHOT: snapshot_payload(5),
+         FrameType.SCALARS: {"step": 5, "epoch": 0, "time": 1.0, "values": {"a": 1.0}},
          FrameType.EVENT: {"step": 5, "time": 1.0, "level": "info", "kind": "k", "message": "m", "tensor": 0},
          FrameType.VALUES: {"step": 5, "epoch": None, "id": 0, "offset": 0,
                             "value": encode_array(np.zeros(6, dtype="<f4"))},
@@ -424,7 +424,7 @@ def test_atheris_coverage_guided_fuzzing(tmp_path):
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i, fb in enumerate(FRAMES[:6]):
+    for i in range(min(6, len(FRAMES))):
         (corpus / f"seed{i}").write_bytes(b"".join(FRAMES[: i + 1]))
     proc = subprocess.run([sys.executable, "-c", ATHERIS_HARNESS, "-runs=3000", "-max_len=4096",
                            "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", str(corpus)],

@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerState, TrainingArguments  # noqa: E402
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerState, TrainingArguments
 
-import weighttui  # noqa: E402
-from weighttui.hf import WeightCallback  # noqa: E402
+import weighttui
+from weighttui.hf import WeightCallback
 
 pytestmark = pytest.mark.torch
 

@@ -67,7 +67,7 @@ def test_watch_dir_through_the_tui(tmp_path, monkeypatch):
 
     from safetensors.numpy import save_file
 
-    from weighttui.integrations.importers import cli as import_cli
+    from weighttui.cli import importing as import_cli
 
     d = tmp_path / "ck"
     d.mkdir()

@@ -105,3 +105,75 @@ def test_flax_linen_parameter_names(tmp_path):
     assert sorted(run.tensor_names) == ["params/Dense_0/bias", "params/Dense_0/kernel",
                                         "params/Dense_1/bias", "params/Dense_1/kernel"]
     assert "flax" in run.run.framework
+
+
+def _sgd_run(path, stats, steps=4, nan_at=None):
+    """A small SGD loop recorded every step with the chosen statistics engine."""
+    key = jax.random.PRNGKey(1)
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {"layers": [{"w": jax.random.normal(k1, (6, 300)) * 0.5, "b": jnp.ones(300)}],
+              "head": {"w": jax.random.normal(k2, (300, 1)) * 0.5},
+              "emb": jnp.linspace(-1, 1, 64, dtype=jnp.bfloat16),
+              "count": jnp.arange(5, dtype=jnp.int32)}
+    x = jax.random.normal(k3, (16, 6))
+
+    def loss_fn(p):
+        h = jnp.tanh(x @ p["layers"][0]["w"] + p["layers"][0]["b"])
+        return jnp.mean((h @ p["head"]["w"]) ** 2) + jnp.sum(p["emb"].astype(jnp.float32) ** 2)
+
+    grad_fn = jax.jit(jax.grad(loss_fn, allow_int=True))
+    rec = wj.recorder(path, bins=32)
+    for step in range(steps):
+        grads = grad_fn(params)
+        grads = {k: v for k, v in grads.items() if k != "count"}
+        params = {"layers": [{"w": params["layers"][0]["w"] - LR * grads["layers"][0]["w"],
+                              "b": params["layers"][0]["b"] - LR * grads["layers"][0]["b"]}],
+                  "head": {"w": params["head"]["w"] - LR * grads["head"]["w"]},
+                  "emb": (params["emb"] - LR * grads["emb"]).astype(jnp.bfloat16),
+                  "count": params["count"] + 1}
+        if step == nan_at:
+            params["head"]["w"] = params["head"]["w"].at[3, 0].set(jnp.nan)
+        assert wj.snapshot(rec, step, params, grads=grads, stats=stats, full=step == steps - 1)
+    from weighttui.integrations import jax as integration
+
+    assert (rec in integration._engines) == (stats == "device")  # the jnp engine ran (or did not)
+    rec.close()
+    return weighttui.open(path)
+
+
+@pytest.mark.parametrize("nan_at", [None, 2])
+def test_device_statistics_equal_the_host_kernel_path(tmp_path, nan_at):
+    """stats="device" (jnp on the leaves' device, forced here on the CPU, one transfer per
+    snapshot) logs what the host path (the fused kernel, the numpy reference for what
+    it hands back) logs: histograms and counts exactly, statistics within 1e-9, for
+    float32, bfloat16 and int32 leaves, exact deltas and gradients, a NaN included."""
+    host = _sgd_run(tmp_path / "host.wtui", "host", nan_at=nan_at)
+    dev = _sgd_run(tmp_path / "dev.wtui", "device", nan_at=nan_at)
+    assert dev.tensor_names == host.tensor_names
+    assert dev.tensor("emb").dtype == "bfloat16"
+    for kind in ("weights", "delta", "grad"):
+        assert dev.has_kind(kind) and host.has_kind(kind)
+        for stat in dev.columns(kind):
+            np.testing.assert_allclose(dev.stat_matrix(kind, stat), host.stat_matrix(kind, stat),
+                                       rtol=1e-9, atol=1e-15, err_msg=f"{kind} {stat}")
+        for name in dev.tensor_names:
+            got, want = dev.histograms(name, kind), host.histograms(name, kind)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w, err_msg=f"{kind} {name}")
+    for name in dev.tensor_names:
+        np.testing.assert_array_equal(dev.samples(name)[1], host.samples(name)[1])
+    last = dev.steps.tolist()[-1]
+    for name, value in host.weights(step=last).items():
+        np.testing.assert_array_equal(dev.weights(step=last)[name], value)
+    if nan_at is not None:
+        steps, nan = dev.series("head/w", "nan")
+        assert nan[:3].tolist() == [0, 0, 1] and nan[3] > 1  # then it spreads through training
+
+
+def test_host_path_reads_cpu_leaves_without_device_get(tmp_path, monkeypatch):
+    """CPU leaves are numpy views into the kernel: no jax.device_get (a copy) at all."""
+    monkeypatch.setattr(jax, "device_get", lambda *a, **k: (_ for _ in ()).throw(AssertionError("copied")))
+    rec = wj.recorder(tmp_path / "v.wtui")
+    assert wj.snapshot(rec, 0, {"w": jnp.ones((50, 50))}, grads={"w": jnp.full((50, 50), 0.5)})
+    rec.close()
+    assert weighttui.open(tmp_path / "v.wtui").series("w", "norm", "grad")[1].tolist() == [25.0]

@@ -63,13 +63,14 @@ def test_weights_at_epochs_5_10_15_equal_get_weights_bit_for_bit(tmp_path):
 
     run = weighttui.open(path)
     assert run.status == "finished"
-    assert sorted(set(run.epochs.tolist())) == [-1, 5, 10, 15]  # -1: the initial snapshot
+    # -1: the initial snapshot; 19: the end of training (always recorded)
+    assert sorted(set(run.epochs.tolist())) == [-1, 5, 10, 15, 19]
     names = [v.path for v in model.weights]
     assert run.tensor_names == names
     for epoch in (5, 10, 15):
         stored = run.weights(epoch=epoch)
         assert list(stored) == names
-        for name, expected in zip(names, plain.taken[epoch]):
+        for name, expected in zip(names, plain.taken[epoch], strict=True):
             got = stored[name]
             assert got.dtype == expected.dtype and got.shape == expected.shape
             assert got.tobytes() == expected.tobytes(), (epoch, name)
@@ -229,7 +230,7 @@ def test_functional_and_subclassed_models_use_variable_paths_and_layer_names(tmp
         run = weighttui.open(path)
         assert run.tensor_names == [v.path for v in model.weights]
         stored = run.weights(epoch=1)
-        for v, expected in zip(model.weights, model.get_weights()):
+        for v, expected in zip(model.weights, model.get_weights(), strict=True):
             assert np.array_equal(stored[v.path], expected)
         layers = {t.name: t.layer for t in run.tensors}
         if tag == "func":
@@ -280,9 +281,9 @@ def test_custom_training_loop_records_gradients(tmp_path):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
-        cb.record(step, grads=zip(grads, model.trainable_variables), logs={"loss": loss})
+        cb.record(step, grads=zip(grads, model.trainable_variables, strict=True), logs={"loss": loss})
         taken[step] = [g.numpy() for g in grads]
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     cb.close()
 
     run = weighttui.open(path)
@@ -298,6 +299,72 @@ def test_custom_training_loop_records_gradients(tmp_path):
             assert gmean[row] == pytest.approx(ref[0], rel=1e-12, abs=1e-15)
     _, loss = run.scalars("loss")
     assert loss.size == 3 and loss[-1] < loss[0]
+
+
+def _sgd_fit(path, optimizer, *, epochs=2, every_batches=1, **options):
+    keras.utils.set_random_seed(3)
+    x, y = regression(n=64)
+    model = dense_model()
+    model.compile(optimizer, "mse")
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0,
+              callbacks=[WeightCallback(path, every_batches=every_batches, **options)])
+    return model, weighttui.open(path)
+
+
+def _grad_and_update_norms(run, name):
+    gsteps, g = run.series(name, "norm", kind="grad")
+    dsteps, d = run.series(name, "norm", kind="delta")
+    covered = ~np.isnan(g)
+    return gsteps[covered], g[covered], dict(zip(dsteps.tolist(), d.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("opt", ["sgd", "clipnorm", "clipvalue", "loss_scale"])
+def test_sgd_update_norm_is_lr_times_the_gradient_norm_inside_fit(tmp_path, opt):
+    """Gradients inside plain model.fit (no custom train_step): for SGD the update
+    between two consecutive batches is -lr * the gradient applied, so the logged
+    update norm equals lr x the logged gradient norm at every batch; with clipping
+    the logged gradient is the clipped one, under a LossScaleOptimizer the unscaled one."""
+    lr = 0.1
+    make = {
+        "sgd": lambda: keras.optimizers.SGD(lr),
+        "clipnorm": lambda: keras.optimizers.SGD(lr, clipnorm=0.05),
+        "clipvalue": lambda: keras.optimizers.SGD(lr, clipvalue=0.01),
+        "loss_scale": lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(lr), initial_scale=1024.0),
+    }[opt]
+    model, run = _sgd_fit(tmp_path / "run.wtui", make())
+    assert run.has_kind("grad")
+    for name in run.tensor_names:
+        steps, g, d = _grad_and_update_norms(run, name)
+        assert steps.tolist() == list(range(1, 9)), name  # every batch of 2 epochs x 4 batches
+        for step, gnorm in zip(steps.tolist(), g.tolist(), strict=True):
+            assert d[step] == pytest.approx(lr * gnorm, rel=1e-4), (name, step)
+        if opt == "clipnorm":
+            assert g.max() <= 0.05 * (1 + 1e-6), name
+        if opt == "clipvalue":
+            _, gmax = run.series(name, "max", kind="grad")
+            _, gmin = run.series(name, "min", kind="grad")
+            assert np.nanmax(gmax) <= 0.01 + 1e-9 and np.nanmin(gmin) >= -0.01 - 1e-9, name
+    # fit leaves the optimizer as it found it
+    assert "_distributed_tf_update_step" not in vars(model.optimizer)
+
+
+def test_gradients_at_epoch_ends_and_after_an_earlier_fit(tmp_path):
+    """With the default schedule (epoch ends) the gradient of each epoch's last batch
+    is recorded with the epoch's snapshot, also when the model was fit before without
+    the callback (its traced train function is rebuilt); grads=False records none."""
+    keras.utils.set_random_seed(4)
+    x, y = regression(n=64)
+    model = dense_model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # traced without weighttui
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[WeightCallback(tmp_path / "a.wtui")])
+    run = weighttui.open(tmp_path / "a.wtui")
+    steps, g = run.series("sequential/dense/kernel", "norm", kind="grad")
+    assert steps[~np.isnan(g)].tolist() == [4, 8, 12]
+    assert np.all(g[~np.isnan(g)] > 0)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[WeightCallback(tmp_path / "b.wtui", grads=False)])
+    assert not weighttui.open(tmp_path / "b.wtui").has_kind("grad")
 
 
 def test_recorder_snapshot_accepts_tf_variables_and_tensors(tmp_path):
@@ -329,7 +396,8 @@ def test_a_failure_inside_weighttui_never_reaches_fit(tmp_path, monkeypatch, cap
     hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 3  # training ran to the end
     err = capfd.readouterr().err
-    assert err.count("injected failure") == 3  # once per hook kind (begin, batch, epoch), not per call
+    # once per hook kind (begin, batch, epoch, final snapshot), not per call
+    assert err.count("injected failure") == 4
     run = weighttui.open(path)
     assert run.n == 0 and run.status == "finished"
     assert any(e.kind == "recorder_error" and "injected failure" in e.message for e in run.events)
@@ -380,7 +448,7 @@ def test_device_statistics_match_the_numpy_reference_on_the_same_fit(tmp_path):
             np.testing.assert_allclose(ma, mb, rtol=1e-12, atol=1e-15, equal_nan=True, err_msg=f"{kind} {stat}")
         for name in a.tensor_names:
             ha, hb = a.histograms(name, kind), b.histograms(name, kind)
-            for pa, pb in zip(ha, hb):
+            for pa, pb in zip(ha, hb, strict=True):
                 np.testing.assert_array_equal(pa, pb, err_msg=f"{kind} histogram {name}")
     for name in a.tensor_names:
         np.testing.assert_array_equal(a.samples(name)[1], b.samples(name)[1])
@@ -410,9 +478,9 @@ def test_device_statistics_edge_cases_match_the_reference():
 
     ref = weights_block(now, 32)
     np.testing.assert_allclose(weights.stats, ref.stats, rtol=1e-12, atol=0, equal_nan=True)
-    for got, want in zip(weights.hist, ref.hist):
+    for got, want in zip(weights.hist, ref.hist, strict=True):
         np.testing.assert_array_equal(got, want)
-    for i, (a, p) in enumerate(zip(now, prev)):
+    for i, (a, p) in enumerate(zip(now, prev, strict=True)):
         if has_prev[i]:
             with np.errstate(invalid="ignore"):  # NaN - NaN is the point of the case
                 d = a.astype(np.float64) - p.astype(np.float64)
@@ -425,5 +493,5 @@ def test_device_statistics_edge_cases_match_the_reference():
                 assert (delta.hist[0][i], delta.hist[1][i]) == (lo, hi)
         else:
             assert np.isnan(delta.stats[i]).all() and delta.hist[2][i].sum() == 0
-    want = np.concatenate([a.reshape(-1)[j] for a, j in zip(now, idx)]).astype(np.float32)
+    want = np.concatenate([a.reshape(-1)[j] for a, j in zip(now, idx, strict=True)]).astype(np.float32)
     np.testing.assert_array_equal(sample, want)

@@ -58,6 +58,12 @@ def test_torch_backend_sequential_functional_subclassed(tmp_path):
         assert np.all(dmax[1:] > 0)
         steps, loss = run.scalars("loss")
         assert loss.size == 3 and steps.tolist() == info[kind]["epoch_end_steps"]
+    # gradients inside fit on the torch backend, clipped
+    sgd = weighttui.open(tmp_path / "sgd.wtui")
+    _assert_sgd_gradients(sgd, 0.1, 8)
+    for name in sgd.tensor_names:
+        _, g = sgd.series(name, "norm", kind="grad")
+        assert np.nanmax(g) <= 0.05 * (1 + 1e-6)
     # custom loop on the torch backend: gradients are torch tensors
     run = weighttui.open(tmp_path / "loop.wtui")
     assert run.has_kind("grad")
@@ -78,6 +84,20 @@ def test_mirrored_strategy_on_two_cpu_devices_writes_one_log(tmp_path):
     steps = run.steps.tolist()
     assert steps == sorted(set(steps))
     assert steps[-1] == info["batches"]
+    _assert_sgd_gradients(run, 0.1, info["batches"])
+
+
+def _assert_sgd_gradients(run, lr, batches):
+    """Gradients recorded inside fit at every batch: the SGD update is lr x the gradient applied."""
+    assert run.has_kind("grad")
+    for name in run.tensor_names:
+        gsteps, g = run.series(name, "norm", kind="grad")
+        dsteps, d = run.series(name, "norm", kind="delta")
+        by_step = dict(zip(dsteps.tolist(), d.tolist(), strict=True))
+        covered = ~np.isnan(g)
+        assert gsteps[covered].tolist() == list(range(1, batches + 1)), name
+        for step, gnorm in zip(gsteps[covered].tolist(), g[covered].tolist(), strict=True):
+            assert by_step[step] == pytest.approx(lr * gnorm, rel=1e-4), (name, step)
 
 
 # ------------------------------------------------------------------ scripts
@@ -127,6 +147,11 @@ def _torch_case(out: str) -> None:
                       "epoch_end_steps": [4, 8, 12]}
 
     model = sequential()
+    model.compile(keras.optimizers.SGD(0.1, clipnorm=0.05), "mse")
+    model.fit(x[:32], y[:32], batch_size=8, epochs=2, verbose=0,
+              callbacks=[WeightCallback(os.path.join(out, "sgd.wtui"), every_batches=1)])
+
+    model = sequential()
     model.build((None, 4))
     cb = WeightCallback(os.path.join(out, "loop.wtui"))
     cb.set_model(model)
@@ -137,7 +162,7 @@ def _torch_case(out: str) -> None:
         loss.backward()
         variables = model.trainable_variables
         grads = [v.value.grad for v in variables]
-        cb.record(step, grads=zip(grads, variables), logs={"loss": loss})
+        cb.record(step, grads=zip(grads, variables, strict=True), logs={"loss": loss})
         np.savez(os.path.join(out, "loop.npz"), g0=grads[0].numpy())
         opt.apply(grads, variables)
     cb.close()
@@ -164,7 +189,7 @@ def _mirrored_case(out: str) -> None:
         model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="tanh", name="h"),
                                   keras.layers.Dense(1, name="o")], name="mirrored")
         model.compile(keras.optimizers.SGD(0.1), "mse")
-    cb = WeightCallback(os.path.join(out, "mirrored.wtui"), every_batches=2, full_epochs=[3])
+    cb = WeightCallback(os.path.join(out, "mirrored.wtui"), every_batches=1, full_epochs=[3])
     model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[cb])
     np.savez(os.path.join(out, "mirrored.npz"), **{f"w{i}": w for i, w in enumerate(model.get_weights())})
     with open(os.path.join(out, "expected.json"), "w") as fh:

@@ -43,7 +43,7 @@ def _launch(mode: str, tmp_path, world: int = 2):
                 q.kill()
             raise
         outs.append(out)
-    for rank, (p, out) in enumerate(zip(procs, outs)):
+    for rank, (p, out) in enumerate(zip(procs, outs, strict=True)):
         assert p.returncode == 0, f"rank {rank} failed:\n{out}"
     return outs
 

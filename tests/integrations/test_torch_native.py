@@ -239,7 +239,7 @@ def test_threads_give_identical_rows():
     ps = [x + 1e-3 * torch.randn(x.shape, generator=g) for x in xs]
     one = torch_native.rows(xs, [p.clone() for p in ps], 64, copy=True, threads=1)
     two = torch_native.rows(xs, [p.clone() for p in ps], 64, copy=True, threads=2)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from weighttui.record import stats  # noqa: E402
 from weighttui.integrations import torch_stats as ts  # noqa: E402
+from weighttui.record import stats  # noqa: E402
 
 pytestmark = pytest.mark.torch
 BINS = 64
@@ -164,7 +164,7 @@ def _check_delta(now, prev):
     psq = np.where(raw[:, ts._PSQ] != 0, raw[:, ts._PSQ], psq)
     got = ts.delta_rows(raw, psq)
     lo, hi, counts = ts.hist_parts(raw, BINS)
-    for i, (a, b) in enumerate(zip(now, prev)):
+    for i, (a, b) in enumerate(zip(now, prev, strict=True)):
         na, nb = _np(a), _np(b)
         ref = stats.delta_stats(na, nb)
         for j, name in enumerate(stats.DELTA_STATS):
@@ -249,7 +249,7 @@ def test_sampled_histograms_of_many_big_tensors_are_binned_together(dtype):
             np.testing.assert_array_equal(counts[i], ref)
     prevs = [t + (torch.randn(t.shape, generator=g) * 1e-2).to(dtype) for t in xs]
     raw_d = _raw(eng, ts.Work(prevs, xs))
-    for i, (a, b) in enumerate(zip(prevs, xs)):
+    for i, (a, b) in enumerate(zip(prevs, xs, strict=True)):
         d = _np(a).astype(np.float64) - _np(b).astype(np.float64)
         sample = d if d.size <= 4096 else _chunk_sample(d, 256, 16)
         ref = np.histogram(sample, bins=BINS, range=(d.min(), d.max()))[0]

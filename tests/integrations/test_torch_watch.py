@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 
 import weighttui  # noqa: E402
 import weighttui.torch as wt  # noqa: E402
-from weighttui.record import stats  # noqa: E402
 from weighttui.integrations import torch_native, torch_stats  # noqa: E402
+from weighttui.record import stats  # noqa: E402
 
 pytestmark = pytest.mark.torch
 W = stats.WEIGHT_STATS

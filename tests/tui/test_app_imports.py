@@ -10,7 +10,7 @@ import pytest
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
 
 # Runs the real app headless on a log, then reports which framework modules got imported.
-PROBE = """
+PROBE = f"""
 import asyncio, sys
 from weighttui.cli import build_parser
 import weighttui.tui.app as appmod
@@ -27,8 +27,8 @@ async def main(path):
         await pilot.press("enter", "escape", "c", "escape", "exclamation_mark", "escape")
 
 asyncio.run(main(sys.argv[1]))
-print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
-""" % (FRAMEWORKS,)
+print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in {FRAMEWORKS!r})))
+"""
 
 
 @pytest.mark.timeout(120)

@@ -54,7 +54,8 @@ async def test_values_flags_and_header(run_path):
         expect = {r["tensor"]: r for r in change_table(app.data, window=10)}
         assert set(order(table)) == set(RATIOS)
         assert cell(table, "mid.weight", "ratio") == f"{expect['mid.weight']['ratio']:.3g}"
-        assert float(cell(table, "mid.weight", "ratio_mean")) == pytest.approx(expect["mid.weight"]["ratio_mean"], rel=1e-2)
+        assert float(cell(table, "mid.weight", "ratio_mean")) == pytest.approx(expect["mid.weight"]["ratio_mean"],
+                                                                               rel=1e-2)
         assert cell(table, "frozen.weight", "changed_frac") == "0.0%"
         assert cell(table, "frozen.weight", "flag") == "stagnant"
         assert cell(table, "head.weight", "flag") == "fast"

@@ -26,7 +26,7 @@ STEPS = 30
 def sweep(tmp_path, statuses=("finished", "finished", "finished")):
     """Three SGD runs (lr 0.001, 0.01, 0.1); a None status leaves that run live (the Recorder is returned)."""
     out = {}
-    for lr, status in zip(LRS, statuses):
+    for lr, status in zip(LRS, statuses, strict=True):
         out[lr] = sgd_run(tmp_path / f"lr{lr}.sock", lr, STEPS, status=status)
     return out
 
@@ -112,7 +112,7 @@ async def test_compare_update_ratio_has_one_series_per_run(tmp_path, tui):
         await pilot.pause(0.1)
         chart = screen.query_one(RunsChart)
         assert chart.drawn == ["lr0.001.sock", "lr0.01.sock", "lr0.1.sock"]
-        for (label, x, y), slot in zip(chart.series_data, app.slots):
+        for (_label, x, y), slot in zip(chart.series_data, app.slots, strict=True):
             steps, ratio = slot.data.series("fc1.weight", "ratio", kind="delta")
             ok = np.isfinite(ratio) & (ratio > 0)
             np.testing.assert_array_equal(x, steps[ok])

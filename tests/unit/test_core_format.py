@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import weighttui
-from weighttui.log.tail import LogTail
 from weighttui.log.format import (
     FRAME_OVERHEAD,
     HEADER,
@@ -31,6 +30,7 @@ from weighttui.log.format import (
     encode_bf16_bits,
     encode_frame,
 )
+from weighttui.log.tail import LogTail
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPECTED = json.loads((DATA / "expected.json").read_text())

@@ -11,8 +11,8 @@ import pytest
 
 import weighttui
 from weighttui import Recorder
-from weighttui.log.tail import LogTail
 from weighttui.data.run import RunData
+from weighttui.log.tail import LogTail
 
 
 def _write(path, steps, *, start=0, mode="w", close=True):

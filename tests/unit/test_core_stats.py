@@ -123,7 +123,7 @@ def brute_delta(now, prev):
     a = [float(v) for v in np.asarray(now).reshape(-1)]
     b = [float(v) for v in np.asarray(prev).reshape(-1)]
     n = len(a)
-    pairs = [(x, y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)]
     d = [x - y for x, y in pairs]
     dnorm = math.sqrt(math.fsum(v * v for v in d))
     pnorm = math.sqrt(math.fsum(y * y for _x, y in pairs))

@@ -9,10 +9,10 @@ import pytest
 
 import weighttui
 from weighttui import Recorder
-from weighttui.cli.demo import train
 from weighttui.analysis.diagnose import RULES, Alert, DiagnoseConfig, diagnose, per_step_ratio, step_interval
-from weighttui.log.tail import LogTail
+from weighttui.cli.demo import train
 from weighttui.data.run import RunData
+from weighttui.log.tail import LogTail
 
 
 class Sim:

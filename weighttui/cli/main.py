@@ -16,6 +16,7 @@ import time
 from weighttui._version import __version__
 from weighttui.cli.errors import EXIT_BAD_INPUT, CliError
 from weighttui.log.format import LogFormatError
+from weighttui.log.schema import KINDS
 from weighttui.log.sniff import sniff_file
 
 __all__ = ["EXIT_BAD_INPUT", "CliError", "build_parser", "main"]
@@ -101,7 +102,7 @@ def cmd_info(args) -> int:
     from weighttui.cli.info import info_dict, print_info
     from weighttui.data.run import open as open_run
 
-    args.path = _fetch_if_remote(args.path)
+    args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
     run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache)
@@ -114,18 +115,23 @@ def cmd_info(args) -> int:
         print(json.dumps(json_safe(info_dict(run, alerts)), indent=1, allow_nan=False))
     else:
         print_info(run, alerts, sys.stdout)
-    return 0
+    return 0 if complete else 1
 
 
-def _fetch_if_remote(path: str) -> str:
-    """A remote log (user@host:path, ssh://...) copied once to the local cache; else path."""
-    from weighttui.data.remote import fetch
+def _fetch_if_remote(path: str) -> tuple[str, bool]:
+    """(local path, complete): a remote log (user@host:path, ssh://...) copied once to the local
+    cache, else path itself. A copy that stopped early is said on stderr and used as far as it
+    goes; the command then exits 1."""
+    from weighttui.data.remote import IncompleteCopy, fetch
 
     spec = _parse_remote(path)
     if spec is None:
-        return path
+        return path, True
     try:
-        return fetch(spec)
+        return fetch(spec), True
+    except IncompleteCopy as exc:
+        print(f"weighttui: warning: {exc}", file=sys.stderr)
+        return exc.path, False
     except OSError as exc:  # ssh's own message: unknown host, no key, no such file
         raise CliError(str(exc)) from None
 
@@ -153,13 +159,13 @@ def cmd_export(args) -> int:
     from weighttui.cli import export
     from weighttui.data.run import open as open_run
 
-    args.path = _fetch_if_remote(args.path)
+    args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     run = open_run(args.path, run=args.run)
     wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
                           kinds=args.kind)
     print(f"wrote {wrote}", file=sys.stderr)
-    return 0
+    return 0 if complete else 1
 
 
 def cmd_demo(args) -> int:
@@ -313,7 +319,7 @@ examples:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--step", type=int, help="complete weights stored at this step")
     g.add_argument("--epoch", type=int, help="complete weights stored at the end of this epoch")
-    p.add_argument("--kind", action="append", choices=("weights", "delta", "grad"),
+    p.add_argument("--kind", action="append", choices=KINDS,
                    help="statistics blocks to export (default: all present)")
     p.add_argument("--run", type=int, default=None, help="which run of an appended log")
     p.set_defaults(func=cmd_export)

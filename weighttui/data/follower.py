@@ -73,7 +73,7 @@ class Follower(threading.Thread):
     def drain(self, limit: int | None = None) -> list:
         """Take up to `limit` queued items (all by default); re-arms the notification."""
         with self._cond:
-            out = []
+            out: list[Delivery | Failure] = []
             while self._items and (limit is None or len(out) < limit):
                 out.append(self._items.popleft())
             if not self._items:

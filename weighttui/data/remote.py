@@ -9,12 +9,19 @@ RunData, the app) reads a plain local log.
 Nothing of weighttui runs remotely: the remote side is POSIX `head`, `od`
 and `tail -c +N -F`, started by the `ssh` binary with the user's own config,
 keys and agent (`-o BatchMode=yes`: never a password prompt in the viewer).
-Only verified frames are appended to the mirror, so a dropped connection
-leaves it at a frame boundary; the next connection resumes at that remote
-offset after checking that the remote file still starts with the same
-header and first (run) frame. A remote file that was truncated, replaced or
-deleted restarts the mirror from offset 0 (the local viewer sees that as a
-truncation and starts over, as it does for a local log).
+The mirror is a byte-for-byte copy of the remote log, damage included, so a
+local reader of it skips and reports damage exactly as it would on the remote
+machine. Bytes are appended as the frame decoder consumes them (whole frames,
+and damaged stretches it has skipped), so a dropped connection leaves the
+mirror at a frame boundary; the next connection resumes at that remote offset
+after checking that the remote file still starts with the same first bytes. A
+remote file that was truncated, replaced or deleted restarts the mirror from
+offset 0 (the local viewer sees that as a truncation and starts over, as it
+does for a local log). Damage is told apart from a truncate-and-regrow that
+`tail -F` missed by one reconnection per connection (the identity check),
+after which damage on that connection is copied and counted. Every reconnect
+waits (backoff doubling up to a limit while connections make no progress), and
+a one-time copy that cannot finish says so (IncompleteCopy).
 
 This module has no dependency beyond the standard library and
 `weighttui.log.format`; it never imports textual or a framework.
@@ -33,15 +40,18 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from types import ModuleType
 
+from weighttui.log.format import HEADER_SIZE, MAGIC, Corruption, Frame, FrameDecoder, LogFormatError, check_header
+
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks, one viewer per remote log
     fcntl = None
 
-from weighttui.log.format import HEADER_SIZE, MAGIC, Corruption, Frame, FrameDecoder, LogFormatError, check_header
-
-PREFIX_CHECK = 4096  # bytes of header + first frame compared on every reconnect
+PREFIX_CHECK = 4096  # first bytes of the file compared on every reconnect
+FETCH_ATTEMPTS = 8  # connections a one-time copy may use (damage checks, drops) before it gives up
 DEFAULT_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3")
 
 # A host may be a name, an IPv4 address or a bracketed IPv6 address; it must
@@ -185,6 +195,14 @@ def default_cache_path(spec: RemoteSpec) -> str:
 # ------------------------------------------------------------------ mirror
 
 
+class IncompleteCopy(OSError):
+    """A one-time copy that stopped before the end of the remote log; `path` holds what arrived."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
+
+
 @dataclass
 class MirrorState:
     """What the mirror has done so far (read by the UI title or tests)."""
@@ -222,8 +240,9 @@ class RemoteMirror:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._fd: int | None = None
-        self._prefix = b""  # local copy of header + first frame (up to prefix_check bytes)
-        self._verified_damage: set[int] = set()
+        self._prefix = b""  # the mirror's first bytes (up to prefix_check), = the remote file's
+        self._verified_damage: set[int] = set()  # damage offsets confirmed by an identity check
+        self._trust_damage = False  # this connection passed an identity check after damage
         self._stderr_tail = b""
         self._first = threading.Event()  # set once the first connection streams or fails
 
@@ -253,15 +272,31 @@ class RemoteMirror:
         self._open_local()
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
-            for _attempt in range(3):  # "again": the file changed under us, start over
-                if self._connect_and_stream(follow=False, deadline=deadline) != "again":
+            delay = self.backoff[0]
+            outcome = "failed"
+            for _attempt in range(FETCH_ATTEMPTS):
+                before = self.state.remote_offset
+                outcome = self._connect_and_stream(follow=False, deadline=deadline)
+                if outcome in ("done", "failed"):
                     break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if self.state.remote_offset > before:
+                    delay = self.backoff[0]
+                time.sleep(delay if left is None else min(delay, left))  # every reconnect waits
+                delay = min(delay * 2, self.backoff[1])
             if self.state.remote_offset < HEADER_SIZE:
                 raise OSError(f"{self.spec}: {self.state.last_error or 'no run log there (or not started yet)'}")
+            if outcome != "done":
+                why = self.state.last_error or ("the connection kept dropping" if outcome == "dropped"
+                                                else "the remote file kept changing")
+                raise IncompleteCopy(f"{self.spec}: the copy stopped after {self.state.remote_offset:,} bytes "
+                                     f"({why}); what was copied is in {self.local_path}", self.local_path)
             self.state.status = "done"
             return self.local_path
         finally:
-            os.close(self._fd)
+            os.close(self._local())
             self._fd = None
 
     def wait_connected(self, timeout: float = 15.0) -> bool:
@@ -303,21 +338,27 @@ class RemoteMirror:
                 self.local_path = self.local_path[: -len(".wtui")] + f"-{os.getpid()}.wtui"
                 self._default_path = False
                 return self._open_local()
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._local(), 0)
         self._prefix = b""
         self.state.remote_offset = 0
 
+    def _local(self) -> int:
+        """The local copy's descriptor (open from start() or fetch() until they end)."""
+        assert self._fd is not None, "the local copy is not open"
+        return self._fd
+
     def _reset_local(self) -> None:
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._local(), 0)
         self._prefix = b""
         self._verified_damage.clear()
         self.state.remote_offset = 0
         self.state.resets += 1
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
+        fd = self._local()
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(fd, view):]
         if len(self._prefix) < self.prefix_check:
             self._prefix += bytes(data[: self.prefix_check - len(self._prefix)])
 
@@ -326,15 +367,14 @@ class RemoteMirror:
     def _loop(self) -> None:
         delay = self.backoff[0]
         while not self._stop.is_set():
-            before = self.state.bytes_received
-            outcome = self._connect_and_stream(follow=True)
+            before = self.state.remote_offset
+            self._connect_and_stream(follow=True)
             if self._stop.is_set():
                 break
-            if outcome == "again":
-                delay = self.backoff[0]
-                continue
-            if self.state.bytes_received > before:
-                delay = self.backoff[0]  # the connection worked for a while
+            if self.state.remote_offset > before:
+                delay = self.backoff[0]  # the connection moved the mirror on
+            # Every reconnect waits, whatever ended the connection (damage, a reset, a drop): a
+            # server that sends garbage or keeps restarting costs a connection per wait, not a storm.
             self.state.status = "reconnecting"
             self._stop.wait(delay)
             delay = min(delay * 2, self.backoff[1])
@@ -371,7 +411,7 @@ class RemoteMirror:
             timer.daemon = True
             timer.start()
         try:
-            return self._stream(proc, prefix, offset)
+            return self._stream(proc, prefix, offset, follow)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -394,7 +434,7 @@ class RemoteMirror:
                  if ln.strip() and "has appeared" not in ln]
         return lines[-1].strip() if lines else ""
 
-    def _stream(self, proc, prefix: bytes, offset: int) -> str:
+    def _stream(self, proc, prefix: bytes, offset: int, follow: bool = True) -> str:
         out = proc.stdout
         # 1. the identity line: hex of the remote file's first bytes
         line = out.readline(2 * self.prefix_check + 2)
@@ -411,15 +451,26 @@ class RemoteMirror:
             return "again"
         self.state.status = "streaming"
         self._first.set()
+        self._trust_damage = False
         # 2. the log bytes from `offset`
         raw = bytearray()  # bytes not yet written locally; raw[0] is at remote offset `base`
         base = offset
         decoder = None if offset < HEADER_SIZE else FrameDecoder(offset)
+        got = 0  # log bytes this connection delivered
         while True:
             chunk = out.read1(1 << 20)
             if not chunk:
-                return "done" if proc.wait() == 0 else "dropped"
+                if proc.wait() != 0:
+                    # nothing at all: the remote side refused (no such file, no permission, ssh
+                    # could not connect again); else the link dropped mid-stream
+                    return "dropped" if got else "failed"
+                if not follow and raw and decoder is not None:
+                    # the whole file has arrived: its torn tail too, for the reader to report
+                    self._append(raw)
+                    self.state.remote_offset = base + len(raw)
+                return "done"
             self.state.bytes_received += len(chunk)
+            got += len(chunk)
             raw += chunk
             if decoder is None:
                 if base + len(raw) < HEADER_SIZE:
@@ -438,39 +489,44 @@ class RemoteMirror:
                 decoder.feed(bytes(raw))
             else:
                 decoder.feed(chunk)
-            restart = self._take_frames(decoder, raw, base)
-            base = decoder.offset
-            del raw[: len(raw) - decoder.pending]
+            restart, base = self._take_frames(decoder, raw, base)
             if restart:
                 return restart
 
-    def _take_frames(self, decoder: FrameDecoder, raw: bytearray, base: int) -> str | None:
-        """Append verified frames; react to damage. Returns "again" to reconnect."""
+    def _copy_upto(self, raw: bytearray, base: int, upto: int) -> int:
+        """Append raw's bytes up to remote offset `upto` to the mirror; returns the new base."""
+        n = upto - base
+        if n > 0:
+            self._append(raw[:n])
+            del raw[:n]
+            self.state.remote_offset = upto
+        return max(base, upto)
+
+    def _take_frames(self, decoder: FrameDecoder, raw: bytearray, base: int) -> tuple[str | None, int]:
+        """Copy what the decoder consumed (frames and skipped damage); react to damage.
+
+        Returns (None or "again" to reconnect, the remote offset of raw[0]).
+        """
         for item in decoder.frames():
             if isinstance(item, Frame):
-                start = item.offset - base
-                self._append(raw[start : start + item.size])
                 self.state.frames += 1
-                self.state.remote_offset = item.offset + item.size
                 continue
             assert isinstance(item, Corruption)
             at = item.offset - base
             if raw[at : at + len(MAGIC)] == MAGIC:
                 # tail -F started over: the remote file was truncated or replaced
                 self._reset_local()
-                return "again"
-            if item.offset in self._verified_damage:
+                return "again", 0
+            if self._trust_damage or item.offset in self._verified_damage:
+                self._trust_damage = True  # the file is the one we know: copy its damage as it is
                 self.state.corruptions.append(item.offset)
                 continue
-            # Damage mid-stream: a truncate-and-regrow that tail missed looks
-            # like this too. Reconnect: the identity check tells them apart, and
-            # damage seen again at the same offset is then real and skipped.
+            # Damage mid-stream: a truncate-and-regrow that tail missed looks like this too.
+            # Reconnect (after the usual wait): the identity check tells them apart, and the
+            # damage is then real, copied and counted, as is any later damage on that connection.
             self._verified_damage.add(item.offset)
-            self.state.remote_offset = item.offset
-            return "again"
-        if not decoder.resyncing:
-            self.state.remote_offset = decoder.offset
-        return None
+            return "again", self._copy_upto(raw, base, item.offset)
+        return None, self._copy_upto(raw, base, decoder.offset)
 
 
 def fetch(spec: RemoteSpec, local_path: str | None = None, *, ssh_command=None, timeout: float = 300.0) -> str:
@@ -490,6 +546,9 @@ def view_remote(spec: RemoteSpec, run_app, *, mode: str = "watch", max_rows: int
     if mode == "replay":
         try:
             path = fetch(spec, ssh_command=ssh_command)
+        except IncompleteCopy as exc:  # show what arrived, and say it is not all
+            print(f"weighttui: warning: {exc}", file=err)
+            path = exc.path
         except OSError as exc:
             print(f"weighttui: {exc}", file=err)
             return 2
@@ -505,7 +564,10 @@ def view_remote(spec: RemoteSpec, run_app, *, mode: str = "watch", max_rows: int
 
 
 if __name__ == "__main__":  # python -m weighttui.data.remote SPEC LOCAL: mirror until ^C (debugging aid)
-    mirror = RemoteMirror(parse_remote(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None).start()
+    spec_ = parse_remote(sys.argv[1])
+    if spec_ is None:
+        sys.exit(f"not a remote log (host:path or ssh://host/path): {sys.argv[1]}")
+    mirror = RemoteMirror(spec_, sys.argv[2] if len(sys.argv) > 2 else None).start()
     try:
         while True:
             time.sleep(1)

@@ -11,8 +11,15 @@
 Names come from `jax.tree_util.tree_flatten_with_path`, joined with "/":
 a Flax `{"params": {"Dense_0": {"kernel": ...}}}` gives `params/Dense_0/kernel`,
 a list of layers `layers/0/w`. The layer of a tensor is its path without the
-last part. Leaves are copied to the host with one `jax.device_get` and only
-at the steps the recorder records; statistics are the numpy reference ones.
+last part. Leaves are read only at the steps the recorder records.
+
+Where the statistics are computed (`stats=`):
+- "host": leaves on the CPU are read as numpy views (no copy) and go through
+  the Recorder's fused C kernel (record/kernel.py), others come to the host
+  with one jax.device_get first;
+- "device": jnp on the leaves' device, one host transfer of the results per
+  snapshot (jax_stats.py); exact deltas hold the previous leaves (immutable);
+- "auto" (default): "device" when a leaf lives on an accelerator, else "host".
 Pass `params` and `grads` as the same structure (jax.grad's output is).
 Never raises into the training loop: problems are reported once.
 """
@@ -20,11 +27,15 @@ Never raises into the training loop: problems are reported once.
 from __future__ import annotations
 
 import sys
+import weakref
 
 import jax
 import numpy as np
 
+from weighttui.record.numpy_path import value_copy
 from weighttui.record.recorder import Recorder
+
+_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Recorder -> jax_stats.DeviceStats
 
 
 def _key_name(key) -> str:
@@ -54,25 +65,73 @@ def recorder(path, **options) -> Recorder:
     return Recorder(path, **options)
 
 
+def _on_accelerator(leaves) -> bool:
+    for leaf in leaves:
+        for d in getattr(leaf, "devices", lambda: ())():
+            if getattr(d, "platform", "cpu") != "cpu":
+                return True
+    return False
+
+
+def _host(named: dict) -> dict:
+    """numpy arrays of the leaves: views of CPU buffers, one device_get for the others."""
+    out, remote = {}, {}
+    for k, v in named.items():
+        if isinstance(v, jax.Array) and not _on_accelerator([v]):
+            out[k] = np.asarray(v)  # a view of the CPU buffer, no copy
+        else:
+            remote[k] = v
+    if remote:
+        out.update({k: np.asarray(v) for k, v in jax.device_get(remote).items()})
+    return {k: out[k] for k in named}
+
+
 def snapshot(rec: Recorder, step, params, *, grads=None, epoch=None, batch=None, scalars=None,
-             full=None, sep: str = "/") -> bool:
-    """Record `params` (a pytree of arrays) at `step`; True if a snapshot was taken."""
+             full=None, sep: str = "/", stats: str = "auto") -> bool:
+    """Record `params` (a pytree of arrays) at `step`; True if a snapshot was taken.
+
+    stats: "auto", "host" or "device" (see the module's docstring).
+    """
+    if stats not in ("auto", "host", "device"):
+        raise ValueError(f"stats must be 'auto', 'host' or 'device', got {stats!r}")
     try:
         step = int(step)
         if scalars:
             rec.scalars(step, epoch=epoch, **{k: float(v) for k, v in scalars.items()})
         if full is None:
             full = rec.wants_full(step, epoch)
-        if not (rec.should_record(step, epoch) or full):
+        # a chosen epoch's calls all go through: its last one is its complete values
+        if not (rec.should_record(step, epoch) or full or rec.full_epoch_due(epoch)):
             return False
-        named = named_leaves(params, sep)
+        named = {k: v for k, v in named_leaves(params, sep).items() if rec.selects(k)}
         for name, leaf in named.items():  # declared with JAX's dtype name (bfloat16 ...)
-            if rec.selects(name) and name not in rec.tensors:
+            if name not in rec.tensors:
                 rec.declare(name, tuple(leaf.shape), str(leaf.dtype))
-        host = jax.device_get(named)
-        host_grads = jax.device_get(named_leaves(grads, sep)) if grads is not None else None
-        return rec.snapshot(step, {k: np.asarray(v) for k, v in host.items()}, epoch=epoch, batch=batch,
-                            grads=host_grads, full=full)
+        named_grads = named_leaves(grads, sep) if grads is not None else None
+        device = stats == "device" or (stats == "auto" and _on_accelerator(named.values()))
+        if device and rec.delta_policy != "sample":
+            return _device_snapshot(rec, step, named, named_grads, epoch, batch, full)
+        host_grads = _host(named_grads) if named_grads is not None else None
+        return rec.snapshot(step, _host(named), epoch=epoch, batch=batch, grads=host_grads, full=full)
     except Exception as exc:  # never into the training loop
         rec.reporter.failure(exc, "taking a jax snapshot")
         return False
+
+
+def _device_snapshot(rec: Recorder, step: int, named: dict, named_grads, epoch, batch, full) -> bool:
+    """Statistics with jnp where the leaves live (jax_stats.py), then Recorder.submit."""
+    from weighttui.integrations.jax_stats import DeviceStats
+
+    if not named:
+        return False
+    engine = _engines.get(rec)
+    if engine is None:
+        engine = _engines[rec] = DeviceStats(rec.bins)
+    names = list(named)
+    infos = [rec.declare(n, tuple(named[n].shape), str(named[n].dtype)) for n in names]
+    leaves = [named[n] for n in names]
+    weights, delta, sample = engine(infos, leaves, delta=rec.delta_policy == "exact")
+    grad = engine.grads(names, named_grads) if named_grads else None
+    values = [value_copy(a) for a in jax.device_get(leaves)] if full else None
+    return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
+                      sample=sample, values=values)

@@ -1,10 +1,12 @@
 """Keras 3: `WeightCallback` records a model's weights during `model.fit`.
 
-Works on every Keras 3 backend. Weights are read as host numpy arrays and go
-through `Recorder.snapshot`, the numpy reference path, which
-benchmarks/bench_keras.py measured faster on CPU than the same statistics
-with TF ops (docs/keras.md). TF variables on a GPU/TPU use the TF-ops path
-(keras_tf_stats.py) instead, so that only the results leave the device.
+Works on every Keras 3 backend. On the CPU, weights are read as host numpy
+arrays without a copy (a view of the TF tensor or torch tensor) and go through
+`Recorder.snapshot`, whose statistics, histograms and exact deltas come from
+the fused C kernel (record/kernel.py) in one call per snapshot; TF variables
+on a GPU/TPU use the TF-ops path (keras_tf_stats.py) instead, so that only the
+results leave the device. Gradients inside `fit` are taken where the
+optimizer applies them (keras_grads.py).
 
 Tensor names are Keras variable paths (`sequential/dense/kernel`), the layer
 is the name of the layer that owns the variable. Steps count training
@@ -19,6 +21,7 @@ import fnmatch
 import keras
 import numpy as np
 
+from weighttui.integrations.keras_grads import GradientCapture
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import epoch_selector
@@ -28,18 +31,14 @@ __all__ = ["WeightCallback"]
 
 
 def _host_array(variable) -> np.ndarray:
-    """A numpy array of a Keras variable's current value, cheaply.
+    """A numpy array of a Keras variable's current value, without a copy on the CPU.
 
-    May be a view of the live buffer (torch on CPU): use it before the next
-    optimizer step, and copy what must outlive that (Recorder.snapshot does).
+    May be a view of the live buffer: use it before the next optimizer step,
+    and copy what must outlive that (Recorder.snapshot does).
     """
-    value = variable.value
-    backend = keras.backend.backend()
-    if backend == "torch":
-        return value.detach().cpu().numpy()
-    if backend == "tensorflow":
-        return value.numpy()  # MirroredVariable: the primary replica's value
-    return np.asarray(keras.ops.convert_to_numpy(value))
+    if keras.backend.backend() == "tensorflow":
+        return _to_host(_tf_value(variable))  # MirroredVariable: the primary replica's value
+    return _to_host(variable.value)
 
 
 def _owners(model) -> dict[int, str]:
@@ -72,6 +71,11 @@ class WeightCallback(keras.callbacks.Callback):
     trainable_only: False also records non-trainable weights (BatchNorm
         moving statistics), marked trainable=False.
     initial: record the weights before the first batch (step 0, no epoch).
+    grads: also record the gradients `fit` applies (after clipping; unscaled
+        under a LossScaleOptimizer) at the batches and epoch ends recorded,
+        by wrapping the model's optimizer for the duration of `fit`
+        (TensorFlow and torch backends; on TensorFlow one extra copy of the
+        trainable weights holds them between the graph and the host).
     stats: "auto" (TF ops for TensorFlow variables on a GPU/TPU, numpy
         otherwise), "device" (TF ops; TensorFlow backend only) or "numpy".
     recorder_options: passed to `Recorder` (bins, sample, delta, include,
@@ -79,7 +83,8 @@ class WeightCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, path_or_recorder, *, epochs=None, every_batches=None, full_epochs=None,
-                 layers=None, trainable_only=True, initial=True, stats="auto", **recorder_options):
+                 layers=None, trainable_only=True, initial=True, stats="auto", grads=True,
+                 **recorder_options):
         super().__init__()
         if every_batches is not None and (isinstance(every_batches, bool) or not isinstance(
                 every_batches, (int, np.integer)) or every_batches < 1):
@@ -101,6 +106,8 @@ class WeightCallback(keras.callbacks.Callback):
         self.layers = None if layers is None else [str(p) for p in layers]
         self.trainable_only = bool(trainable_only)
         self.initial = bool(initial)
+        self.grads = bool(grads)
+        self._capture: GradientCapture | None = None
         if isinstance(path_or_recorder, Recorder):
             if recorder_options:
                 raise TypeError("recorder options go to the Recorder you passed, not to WeightCallback")
@@ -183,6 +190,8 @@ class WeightCallback(keras.callbacks.Callback):
         if not tracked:
             return  # a subclassed model before fit built it
         grad_arrays = None
+        if grads is None and self._capture is not None:
+            grads = self._capture.take()  # the gradients of the batch just done, if it was wanted
         if grads is not None:
             by_id = {id(v): name for name, v, _l, _t in tracked}
             grad_arrays = {by_id[id(v)]: _to_host(g) for g, v in grads if g is not None and id(v) in by_id}
@@ -208,11 +217,11 @@ class WeightCallback(keras.callbacks.Callback):
         values = [_tf_value(v) for _n, v, _l, _t in tracked]
         names = [name for name, _v, _l, _t in tracked]
         has_prev = [n in self._prev for n in names]
-        prevs = [self._prev.get(n, x) for n, x in zip(names, values)]
+        prevs = [self._prev.get(n, x) for n, x in zip(names, values, strict=True)]
         weights, delta, sample = self._tf_stats(values, prevs, has_prev)
         if exact:
             # TF tensors are immutable: holding the read keeps this snapshot's values
-            self._prev = dict(zip(names, values))
+            self._prev = dict(zip(names, values, strict=True))
         elif rec.delta_policy == "sample":
             delta = self._sample_delta(infos, names, sample)
         grad = grad_block(names, grad_arrays, rec.bins) if grad_arrays else None
@@ -224,7 +233,7 @@ class WeightCallback(keras.callbacks.Callback):
         """delta="sample": update statistics from the sampled elements only."""
         block = empty_block(DELTA_STATS, len(infos), None)
         pos = 0
-        for i, (info, name) in enumerate(zip(infos, names)):
+        for i, (info, name) in enumerate(zip(infos, names, strict=True)):
             if info.sample_index is None:
                 continue
             now = sample[pos:pos + info.sample_index.size]
@@ -270,12 +279,46 @@ class WeightCallback(keras.callbacks.Callback):
             self._prev = {}  # delta history starts afresh with the new run
         if self.initial and self.step == 0 and self._last_recorded < 0:
             self._record(epoch=None, batch=None, full=False)
+        if self.grads and self.recorder.active:
+            self._install_capture()
+
+    def _install_capture(self):
+        tracked = self._tracked()
+        trainable = [v for _n, v, _l, t in tracked if t]
+        if not trainable:
+            return
+        capture = GradientCapture(self.model, trainable)
+        why = capture.install()
+        if why is not None:  # said in the log (once per fit): weights are recorded all the same
+            self.recorder.event("keras_grads", why, step=self.step)
+            return
+        self._capture = capture
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._capture is not None:
+            self._guard("preparing gradients", self._batch_begin, int(batch))
+
+    def _batch_begin(self, batch):
+        """Whether the batch about to run ends at a step that is recorded: then its gradients are kept."""
+        k = getattr(self.model, "steps_per_execution", 1)
+        k = k if isinstance(k, int) and k > 0 else 1
+        before = self._epoch_base + batch
+        after = before + k
+        n = self.every_batches
+        wanted = n is not None and after // n != before // n
+        steps = (self.params or {}).get("steps")
+        epoch = self._epoch
+        if epoch is not None and (self._epochs is None or self._epochs(epoch)) and (not steps or batch + k >= steps):
+            wanted = True  # the epoch-end snapshot follows this batch (or may: steps unknown)
+        self._capture.batch_begin(wanted)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
         self._epoch_base = self.step
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._capture is not None:
+            self._capture.batch_done()
         before = self.step
         # `batch` is the last batch done (several per call with steps_per_execution)
         self.step = self._epoch_base + int(batch) + 1
@@ -314,6 +357,12 @@ class WeightCallback(keras.callbacks.Callback):
             self.recorder.scalars(self.step, epoch=epoch, **scalars)
 
     def on_train_end(self, logs=None):
+        # the end of training is always in the log, whatever `epochs` / `every_batches` chose
+        if self.step != self._last_recorded:
+            self._guard("taking the final snapshot", lambda: self._record(epoch=self._epoch, batch=None, full=False))
+        if self._capture is not None:
+            self._guard("restoring the optimizer", self._capture.uninstall)
+            self._capture = None
         if self._owns:
             self._closed_by_fit = True
             self._guard("closing the log", self.recorder.close)
@@ -367,11 +416,27 @@ def _full_value(tensor):
 
 
 def _to_host(x) -> np.ndarray:
-    """A gradient (TF tensor, torch tensor, IndexedSlices ...) as numpy."""
+    """A tensor (TF, torch, JAX, IndexedSlices ...) as numpy, a view without a copy where it is on the CPU."""
     if hasattr(x, "detach"):  # torch: may require grad or live on a GPU
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # numpy has no bfloat16: the raw bits as ml_dtypes'
+            try:
+                import ml_dtypes
+
+                return x.view(_torch_int16()).numpy().view(ml_dtypes.bfloat16)
+            except ImportError:
+                return x.float().numpy()
+        return x.numpy()
     if type(x).__name__ == "IndexedSlices":  # sparse embedding gradients
         import tensorflow as tf
 
         x = tf.convert_to_tensor(x)
+    if type(x).__name__ == "EagerTensor":
+        return np.asarray(x)  # a view of the tensor's buffer (x.numpy() would copy)
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _torch_int16():
+    import torch
+
+    return torch.int16

@@ -111,7 +111,7 @@ def _add_histograms(run, kind: str, out: _Steps) -> None:
         steps, lo, hi, counts = run.histograms(name, kind)
         if not len(steps):
             continue
-        means = norms = None
+        means = norms = np.zeros(0)
         if exact:  # sum and sum of squares from the statistics rather than bin centres
             st_steps, means = run.series(name, "mean", kind)
             _s, norms = run.series(name, "norm", kind)

@@ -17,8 +17,9 @@ from weighttui.integrations.torch_stats import _C, _HI, _LO, Reducer
 
 try:  # torch >= 2.4 (public); DTensor support is off without it
     from torch.distributed.tensor import DTensor, Shard
+    HAS_DTENSOR = True
 except ImportError:  # pragma: no cover - old torch
-    DTensor = Shard = None
+    HAS_DTENSOR = False
 
 
 def initialized() -> bool:
@@ -30,7 +31,7 @@ def rank() -> int:
 
 
 def is_dtensor(t) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
+    return HAS_DTENSOR and isinstance(t, DTensor)
 
 
 def shardable(t) -> bool:

@@ -40,7 +40,7 @@ def device_samples(entries: list[Entry], xs: list[torch.Tensor], *, sharded: boo
     float64, ready for the snapshot's one copy), and how many: (tensor or None, count)."""
     parts = []
     total = 0
-    for e, x in zip(entries, xs):
+    for e, x in zip(entries, xs, strict=True):
         k = 0 if e.info.sample_index is None else e.info.sample_index.size
         if k == 0:
             continue

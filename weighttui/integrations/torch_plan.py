@@ -27,8 +27,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     for _ in range(8):
         if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
+        elif isinstance(inner := getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = inner
         else:
             return model
     return model
@@ -46,7 +46,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def _lazy(t) -> bool:
-    return isinstance(t, torch.nn.parameter.UninitializedTensorMixin)
+    return torch.nn.parameter.is_lazy(t)
 
 
 class Entry:

@@ -95,7 +95,7 @@ class Scratch:
     """Reusable flat buffers per (device, dtype): no allocation (and, on CPU, no
     page faults on fresh memory) per snapshot."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._bufs: dict = {}
 
     def get(self, slot: str, device, dtype, n: int) -> torch.Tensor:
@@ -136,7 +136,7 @@ class DeviceStats:
         CPU_HIST_SAMPLE elements of larger tensors (the format allows it; the
         counts then sum to less than the element count, shown as "sampled").
         """
-        if self.hist_sample == "auto":
+        if isinstance(self.hist_sample, str):  # "auto", the one word watch() takes
             return CPU_HIST_SAMPLE if device.type == "cpu" else None
         return self.hist_sample
 
@@ -150,7 +150,7 @@ class DeviceStats:
         neutral row) and all rows come back as one group, reduced across ranks.
         """
         sharded = self.reducer.sharded
-        groups: dict = {}
+        keyed: dict[tuple, list[int]] = {}
         empties = []
         for i, x in enumerate(work.xs):
             n = x.numel()
@@ -162,8 +162,8 @@ class DeviceStats:
             # shorter rows padded). Sharded: local shard sizes differ across ranks,
             # so no stacking (every rank must run the same collectives on the same rows).
             key = (x.device, cdt, _bucket(n)) if n < SMALL and not sharded else (x.device, cdt, n, i)
-            groups.setdefault(key, []).append(i)
-        groups = [_Group(self, work, idx, key[0], key[1], key[2]) for key, idx in groups.items()]
+            keyed.setdefault(key, []).append(i)
+        groups = [_Group(self, work, idx, key[0], key[1], key[2]) for key, idx in keyed.items()]
         if not work.xs:
             return []
         with torch.no_grad():
@@ -173,8 +173,9 @@ class DeviceStats:
                     key = g.batch_key()
                     if key is not None:
                         sizes[key] = sizes.get(key, 0) + 1
+                # a batch key exists only where hist_cap() gave a cap (batch_key)
                 batches = {key: _HistBatch(self, torch.device(key[0]), key[1], key[2],
-                                           _sample_size(self.hist_cap(torch.device(key[0]))), count)
+                                           _sample_size(self.hist_cap(torch.device(key[0])) or 0), count)
                            for key, count in sizes.items()}
                 out = []
                 for g in groups:
@@ -222,9 +223,9 @@ class DeviceStats:
         return buf
 
     def _moments(self, m, lo, hi, c, device, cdt, stride, start, exact_edges=False,
-                 with_hist=True, unshifted=False) -> torch.Tensor:
-        """[k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]
-        (only the first 4 columns without with_hist).
+                 with_hist=True, unshifted=False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([k, 4 + B] float64: s1, s2, asum, nonzero count, hist counts of m [k, L]
+        (only the first 4 columns without with_hist), each row's first element's bin or None).
 
         c None (deltas: no mean or std to report): s1 = 0 and s2 = sum(m^2),
         two passes fewer than the shifted sums. unshifted (one row, c == 0):
@@ -266,7 +267,8 @@ class DeviceStats:
         counts, first = self._hist(m, lo, hi, device, cdt, stride, start, exact_edges)
         return torch.cat([head, counts.double()], 1), first
 
-    def _hist(self, m, lo, hi, device, cdt, stride, start, exact_edges=False) -> torch.Tensor:
+    def _hist(self, m, lo, hi, device, cdt, stride, start,
+              exact_edges=False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Counts [k, B] of m's rows in B equal bins over [lo, hi] (numpy.histogram's
         bins, last one closed; every value in bin B // 2 when lo == hi). With a stride,
         every stride-th element (counted from the tensor's start) is binned.
@@ -379,22 +381,25 @@ class DeviceStats:
                     zeros = (fin == 0).sum()
                 parts.append((x.numel(), fin, zeros, nan, inf, psq))
             # ranges first (all of them, so a sharded reducer can agree on them)
-            mins, maxs, sums, counts = [], [], [], []
-            for n, fin, *_ in parts:
+            mins_: list[torch.Tensor] = []
+            maxs_: list[torch.Tensor] = []
+            sums: list[torch.Tensor] = []
+            counts: list[torch.Tensor] = []
+            for _n, fin, *_ in parts:
                 if fin.numel():
                     mn, mx = torch.aminmax(fin)
                 else:
                     mn = torch.tensor(math.inf, dtype=torch.float64, device=fin.device)
                     mx = -mn
-                mins.append(mn)
-                maxs.append(mx)
+                mins_.append(mn)
+                maxs_.append(mx)
                 sums.append(fin.sum())
                 counts.append(torch.tensor(float(fin.numel()), dtype=torch.float64, device=fin.device))
             if not parts:
                 return torch.zeros(0, N_RAW + self.bins, dtype=torch.float64)
             dev = parts[0][1].device
-            mins = torch.stack([t.to(dev) for t in mins])
-            maxs = torch.stack([t.to(dev) for t in maxs])
+            mins = torch.stack([t.to(dev) for t in mins_])
+            maxs = torch.stack([t.to(dev) for t in maxs_])
             shift = None
             if self.reducer.sharded:
                 mins, maxs, shift = self.reducer.ranges(mins, maxs, torch.stack([t.to(dev) for t in sums]),
@@ -468,7 +473,10 @@ class _HistBatch:
         self.eng, self.device, self.cdt, self.exact_edges = eng, device, cdt, exact_edges
         self.size = size  # sample elements per tensor
         self.mat = eng.scratch.get(f"hist-batch-{exact_edges}", device, cdt, total * size).view(total, size)
-        self.heads, self.los, self.his, self.idx = [], [], [], []
+        self.heads: list[torch.Tensor] = []
+        self.los: list[torch.Tensor] = []
+        self.his: list[torch.Tensor] = []
+        self.idx: list[int] = []
 
     def add(self, m: torch.Tensor, gather: torch.Tensor, head, lo, hi, idx) -> None:
         torch.index_select(m.reshape(-1), 0, gather, out=self.mat[len(self.heads)])
@@ -518,7 +526,8 @@ def _count(index: torch.Tensor, size: int) -> torch.Tensor:
     if index.device.type == "cpu":
         return torch.bincount(index, minlength=size)
     out = torch.zeros(size, dtype=torch.int64, device=index.device)
-    return out.scatter_add_(0, index.long(), torch.ones(1, dtype=torch.int64, device=index.device).expand(index.numel()))
+    ones = torch.ones(1, dtype=torch.int64, device=index.device).expand(index.numel())
+    return out.scatter_add_(0, index.long(), ones)
 
 
 class _Group:
@@ -539,7 +548,7 @@ class _Group:
         self.sizes = [t.numel() for t in self.xs]
         self.padded = any(size != n for size in self.sizes)
         self.slices = [(a, min(n, a + SLICE)) for a in range(0, n, SLICE)]
-        self._whole = None
+        self._whole: torch.Tensor | None = None
         # quantised values (and anything computed in float64): numpy's exact bin edges
         self.exact_edges = cdt == torch.float64 or any(t.dtype in (torch.float16, torch.bfloat16) for t in self.xs)
 
@@ -648,19 +657,23 @@ class _Group:
                                   unshifted=unshifted)
             self._whole = None
             batch = batches[key]
-            batch.add(m, self._gather(eng.hist_cap(self.device)), self._head(lo, hi, c, acc), lo, hi, self.idx)
+            batch_cap = eng.hist_cap(self.device) or 0  # batch_key() gave a key: there is a cap
+            batch.add(m, self._gather(batch_cap), self._head(lo, hi, c, acc), lo, hi, self.idx)
             return None
         stride = 1
         cap = eng.hist_cap(self.device)
         if cap and self.k == 1 and not self.padded and self.n > cap:
-            # (a padded row is a small tensor: binned whole) several slices (or a shard): a strided sample, counted from the tensor's start
+            # (a padded row is a small tensor: binned whole) several slices (or a shard):
+            # a strided sample, counted from the tensor's start
             stride = _odd_prime_at_least(-(-self.n // cap))
-        acc = None
+        summed: torch.Tensor | None = None
         for a, b in self.slices:
             m = self._whole if self._whole is not None else self.part(a, b)
             r, first = eng._moments(m, lo, hi, c, self.device, self.cdt, stride, a, self.exact_edges,
                                     unshifted=unshifted)
-            acc = r if acc is None else acc + r
+            summed = r if summed is None else summed + r
+        assert summed is not None  # a group's tensors are not empty: at least one slice
+        acc = summed
         counts = acc[:, 4:]
         if self.padded:
             _, npad = self._pad_plan()

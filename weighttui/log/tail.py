@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from weighttui.log.format import (
     HEADER_SIZE,
@@ -41,8 +42,8 @@ class LogTail:
     def __init__(self, path, *, max_bytes_per_poll: int | None = None):
         self.path = os.fspath(path)
         self.max_bytes_per_poll = max_bytes_per_poll
-        self._fh = None
-        self._ino = None
+        self._fh: BinaryIO | None = None
+        self._ino: int | None = None
         self._decoder: FrameDecoder | None = None
         self._first = b""  # header + first frame, to notice an in-place rewrite
         self.version: int | None = None
@@ -98,14 +99,16 @@ class LogTail:
         if self._fh is None and not self._reopen():
             out.waiting = "missing"
             return out
-        size = os.fstat(self._fh.fileno()).st_size
+        fh = self._fh
+        assert fh is not None  # open, or _reopen() just opened it
+        size = os.fstat(fh.fileno()).st_size
         out.size = size
         if self._decoder is None:
             if size < HEADER_SIZE:
                 out.waiting = "no header"
                 return out
-            self._fh.seek(0)
-            head = self._fh.read(HEADER_SIZE)
+            fh.seek(0)
+            head = fh.read(HEADER_SIZE)
             if len(head) < HEADER_SIZE:
                 out.waiting = "no header"
                 return out
@@ -118,8 +121,8 @@ class LogTail:
             want = max(READ_CHUNK, dec.wanted())
             if budget is not None:
                 want = min(want, max(budget, dec.wanted()))
-            self._fh.seek(read_at)
-            data = self._fh.read(min(want, size - read_at))
+            fh.seek(read_at)
+            data = fh.read(min(want, size - read_at))
             if not data:
                 break
             read_at += len(data)
@@ -129,7 +132,7 @@ class LogTail:
             for item in dec.frames():
                 if isinstance(item, Frame):
                     if not self._first and item.offset == HEADER_SIZE and item.size <= 65536:
-                        self._first = os.pread(self._fh.fileno(), HEADER_SIZE + item.size, 0)
+                        self._first = os.pread(fh.fileno(), HEADER_SIZE + item.size, 0)
                     out.frames.append(item)
                 elif isinstance(item, Corruption):
                     out.corruptions.append(item)

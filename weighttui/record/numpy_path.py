@@ -83,7 +83,7 @@ class NumpyStats:
         prevs = [self._prev.get(info.id) for info in infos] if exact else [None] * len(infos)
         weights, delta, done = self._rows(arrays, prevs, with_delta=exact)
         if exact:
-            for i, (info, arr) in enumerate(zip(infos, arrays, strict=False)):
+            for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
                 if done[i]:
                     continue  # the kernel copied arr into the previous copy
                 prev = prevs[i]
@@ -115,9 +115,13 @@ class NumpyStats:
         assert block.hist is not None and sub.hist is not None
         at = np.array([i for i, _a in rows], dtype=np.int64)
         block.stats[at] = sub.stats
-        for part, src in zip(block.hist, sub.hist, strict=False):
+        for part, src in zip(block.hist, sub.hist, strict=True):
             part[at] = src
         return block
+
+    def previous(self, info: TensorInfo) -> np.ndarray | None:
+        """The exact previous values of a tensor, if kept (read them before blocks() or delta() replaces them)."""
+        return self._prev.get(info.id) if self.delta_policy == "exact" else None
 
     def delta(self, infos: list[TensorInfo], arrays: list[np.ndarray]) -> Block | None:
         """Update statistics against the previous call's values, which these replace."""
@@ -159,7 +163,7 @@ class NumpyStats:
     def _sample_delta(self, infos, arrays) -> Block:
         """delta="sample": update statistics from the sampled elements only."""
         block = empty_block(DELTA_STATS, len(infos), None)
-        for i, (info, arr) in enumerate(zip(infos, arrays, strict=False)):
+        for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
             if info.sample_index is None:
                 continue
             now = reference_view(arr.reshape(-1)[info.sample_index])

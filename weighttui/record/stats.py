@@ -338,7 +338,7 @@ def grad_block(names, grads: dict, bins: int = DEFAULT_BINS) -> Block | None:
     assert block.hist is not None and sub.hist is not None  # both made with histograms
     for j, (i, _a) in enumerate(rows):
         block.stats[i] = sub.stats[j]
-        for part, src in zip(block.hist, sub.hist):
+        for part, src in zip(block.hist, sub.hist, strict=True):
             part[i] = src[j]
     return block
 

@@ -36,9 +36,10 @@ from weighttui.analysis.diagnose import Alert, DiagnoseConfig
 from weighttui.data.follower import Delivery, Follower
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
+from weighttui.log.text import inert
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
-from weighttui.tui.screens.help import HelpScreen
+from weighttui.tui.screens.help import SCREENS, TIMELINE, HelpScreen
 from weighttui.tui.screens.overview import OverviewScreen
 from weighttui.tui.state import RunView, SeekStep
 from weighttui.tui.widgets.timeline import GotoScreen, parse_goto
@@ -63,12 +64,13 @@ class WeightApp(App[int]):
         Binding("space", "play", "play"),
         Binding("plus,equals_sign", "speed(1)", "faster", show=False),
         Binding("minus", "speed(-1)", "slower", show=False),
-        Binding("g", "goto", "go to"),
-        Binding("p", "pause", "pause"),
+        # Shown in `?` rather than the footer, which must fit 80 columns with each screen's own keys.
+        Binding("g", "goto", "go to", show=False),
+        Binding("p", "pause", "pause", show=False),
         Binding("c", "changes", "changes"),
         Binding("exclamation_mark", "alerts", "alerts"),
         # priority: it works on modal screens (help, go to) and while the filter box has focus.
-        Binding("ctrl+s", "save_svg", "svg", priority=True),
+        Binding("ctrl+s", "save_svg", "svg", priority=True, show=False),
         Binding("escape", "back", "back", show=False),
     ]
 
@@ -80,7 +82,7 @@ class WeightApp(App[int]):
         super().__init__()
         self.path = os.fspath(path)
         self.mode = mode
-        self.title_text = title or f"weighttui · {os.path.basename(self.path)}"
+        self.title_text = inert(title or f"weighttui · {os.path.basename(self.path)}")
         self.title = self.title_text
         # `clock` (wall time) is injectable so snapshot tests can freeze "time since".
         self.clock = clock or time.time
@@ -237,7 +239,7 @@ class WeightApp(App[int]):
                                              upto_row=self.row if self.position is not None else None)
         except Exception as exc:  # a bug in one rule must not end the viewer: the data stays on screen
             self._diagnose = None
-            self.notify(f"alerts disabled: {type(exc).__name__}: {exc}", severity="error", markup=False)
+            self.notify(inert(f"alerts disabled: {type(exc).__name__}: {exc}"), severity="error", markup=False)
             return False
         if alerts == self.alerts:
             return False
@@ -355,7 +357,7 @@ class WeightApp(App[int]):
             return
         row = parse_goto(text, self.data.steps, self.data.epochs)
         if row is None:
-            self.notify(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)",
+            self.notify(inert(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)"),
                         severity="warning", markup=False)
             return
         self.position = row
@@ -402,8 +404,10 @@ class WeightApp(App[int]):
         self.notify(f"screen saved to {saved}", timeout=6, markup=False)
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        screen = self.screen
+        if isinstance(screen, RefreshableScreen):
+            self.push_screen(HelpScreen((*screen.KEYS_HELP, TIMELINE, SCREENS),
+                                        title=f"keys: {screen.HELP_TITLE}" if screen.HELP_TITLE else ""))
 
     async def action_back(self) -> None:
         if len(self.screen_stack) > 1:
@@ -468,5 +472,5 @@ def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: in
     finally:
         app.stop_follower()
     if app.error_message:
-        print(f"weighttui: {app.error_message}", file=sys.stderr)
+        print(f"weighttui: {inert(app.error_message)}", file=sys.stderr)
     return app.return_code or 0

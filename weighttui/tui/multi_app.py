@@ -42,6 +42,7 @@ from weighttui.analysis.multirun import (
 from weighttui.data.follower import Delivery, Failure, Follower
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
+from weighttui.log.text import inert
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.screens.runs_compare import CompareScreen
@@ -106,14 +107,14 @@ class MultiRunApp(App[int]):
     ]
 
     def __init__(self, paths=(), *, directory=None, mode: str = "watch", title: str | None = None,
-                 max_rows: int | None = 1024, clock: Callable[[], float] | None = None, scan_interval: float = SCAN_INTERVAL_S,
-                 follower_options: dict | None = None):
+                 max_rows: int | None = 1024, clock: Callable[[], float] | None = None,
+                 scan_interval: float = SCAN_INTERVAL_S, follower_options: dict | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
         self.mode = mode
         self.directory = None if directory is None else os.fspath(directory)
-        self.title_text = title or "weighttui · runs"
+        self.title_text = inert(title or "weighttui · runs")
         self.title = self.title_text
         self.clock = clock or time.time  # injectable: snapshot tests freeze "stalled"
         self.max_rows = max_rows
@@ -157,7 +158,7 @@ class MultiRunApp(App[int]):
             return
         slot = RunSlot(path, os.path.basename(path), max_rows=self.max_rows, clock=self.clock)
         self.slots.append(slot)
-        for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory)):
+        for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory), strict=True):
             s.name = name
         slot.follower = Follower(path, self.pump.wake, **self._follower_options)
         slot.follower.start()
@@ -171,7 +172,7 @@ class MultiRunApp(App[int]):
         for path, why in found.ignored:
             self.ignored[path] = why
             if not initial:
-                self.notify(f"ignored {os.path.relpath(path, self.directory)}: {why}", severity="warning",
+                self.notify(inert(f"ignored {os.path.relpath(path, self.directory)}: {why}"), severity="warning",
                             markup=False)
         for path in [p for p in self.ignored if p not in self.watch_dir.ignored]:
             del self.ignored[path]  # it became a log after all
@@ -233,7 +234,7 @@ class MultiRunApp(App[int]):
         n = len(self.slots)
         line.append(f"  {n} run{'s' if n != 1 else ''}")
         if self.directory is not None:
-            line.append(f" in {self.directory}", style="dim")
+            line.append(f" in {inert(self.directory)}", style="dim")
             if self.mode == "watch":
                 line.append(" (new logs join as they appear)", style="dim")
         counts: dict[str, int] = {}
@@ -305,10 +306,11 @@ class MultiRunApp(App[int]):
             with self.suspend():
                 subprocess.run(self.viewer_command(path), check=False)
         except SuspendNotSupported:
-            self.notify(f"cannot hand over the terminal here; run: {shlex.join(['weighttui', self.mode, path])}",
+            self.notify(inert(f"cannot hand over the terminal here; run: {shlex.join(['weighttui', self.mode, path])}"),
+                        markup=False,
                         timeout=8)
         except OSError as exc:
-            self.notify(f"could not start the viewer: {exc}", severity="error")
+            self.notify(inert(f"could not start the viewer: {exc}"), severity="error", markup=False)
         self._refresh_now()
 
 

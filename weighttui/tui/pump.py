@@ -61,7 +61,8 @@ class Pump(Generic[K]):
         self._drain_timer: Timer | None = None
 
     def _closing(self) -> bool:
-        return self.app.return_code is not None  # exit() was called: nothing more to draw
+        # exit() was called, or the app is shutting down (run_test's end): nothing more to draw
+        return self.app.return_code is not None or not self.app.is_running
 
     def wake(self) -> None:
         """From a follower thread."""

@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
 from weighttui.analysis.diagnose import Alert
+from weighttui.log.text import inert
 from weighttui.tui.screens.base import RunScreen
 from weighttui.tui.screens.change_table import RowTable
 
@@ -27,9 +28,15 @@ class AlertsScreen(RunScreen):
     AlertsScreen #advice { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary; }
     """
     BINDINGS = [
-        Binding("enter", "open", "open tensor"),
         Binding("escape", "close", "back"),
+        Binding("enter", "open", "open tensor"),
     ]
+    HELP_TITLE = "alerts"
+    KEYS_HELP = (("Alerts", (
+        ("↑ ↓  j k", "move between alerts; the advice below follows"),
+        ("enter", "open the alert's tensor"),
+        ("esc", "back"),
+    )),)
 
     def __init__(self):
         super().__init__()
@@ -61,8 +68,8 @@ class AlertsScreen(RunScreen):
         table.clear()
         for i, a in enumerate(alerts):
             style = SEVERITY_STYLE.get(a.severity, "")
-            table.add_row(Text(a.severity, style=style), Text(a.rule), Text(a.tensor or "(run)"),
-                          Text(str(a.step), justify="right"), Text(a.message), key=str(i))
+            table.add_row(Text(a.severity, style=style), Text(a.rule), Text(inert(a.tensor or "(run)")),
+                          Text(str(a.step), justify="right"), Text(inert(a.message)), key=str(i))
         if alerts:
             table.move_cursor(row=min(keep, len(alerts) - 1))
         errors = sum(1 for a in alerts if a.severity == "error")
@@ -90,11 +97,11 @@ class AlertsScreen(RunScreen):
             box.update("")
             return
         t = Text()
-        t.append(f"{a.tensor or 'the run'}", style="bold")
+        t.append(inert(a.tensor or "the run"), style="bold")
         t.append(f", from step {a.step}: ")
-        t.append(a.message + "\n")
+        t.append(inert(a.message) + "\n")
         t.append("what it usually means / what to try: ", style="dim")
-        t.append(a.advice)
+        t.append(inert(a.advice))
         box.update(t)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

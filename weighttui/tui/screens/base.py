@@ -4,7 +4,8 @@ The apps call `refresh_view()` on the active screen after each coalesced data
 update and each second (`status_only`). A screen that was just pushed is on
 the stack before its widgets are mounted; a refresh then is dropped, because
 the screen draws what is current once it is mounted (`on_mount`) and each
-time it comes back on top (`on_screen_resume`).
+time it comes back on top (`on_screen_resume`). Likewise while the app shuts
+down: its timers still fire after the screens' widgets are gone.
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ from textual.screen import Screen
 
 from weighttui.tui.state import RedrawRequest, RunHost, RunsHost, RunView
 
+HelpSection = tuple[str, tuple[tuple[str, str], ...]]  # (title, ((keys, what they do), ...))
+
 
 class RefreshableScreen(Screen[None]):
+    # This screen's own keys for the `?` help (the app adds the keys that work everywhere).
+    KEYS_HELP: tuple[HelpSection, ...] = ()
+    HELP_TITLE = ""
     def refresh_view(self, *, status_only: bool = False) -> None:
         """Redraw from the app's state now (only the clock-driven parts with `status_only`)."""
-        if not self.is_mounted:
-            return  # on_mount draws
+        if not (self.is_mounted and self.is_running and self.app.is_running):
+            # Not mounted yet: on_mount draws. Or closing (the app shutting down prunes the
+            # widgets while its timers still tick): nothing to draw into.
+            return
         if status_only:
             self.refresh_status()
         else:

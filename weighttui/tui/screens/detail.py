@@ -24,6 +24,7 @@ from textual.widgets import Footer, Static
 from weighttui.analysis import heatmap
 from weighttui.analysis.series import tensor_series
 from weighttui.log.records import TensorInfo
+from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt_value
 from weighttui.tui.screens.base import RunScreen
 from weighttui.tui.state import RunView
@@ -33,6 +34,7 @@ from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars
 Series = dict[str, np.ndarray]
 
 KIND_NAMES = {"weights": "weights", "delta": "updates (delta)", "grad": "gradients"}
+STAT_LABELS = {"ratio_step": "ratio/step", "zero_frac": "zeros", "changed_frac": "changed"}  # the statistics table
 
 # (chart title, [(label, how to compute it from the series dict, colour)], log y)
 CHARTS: dict[str, list[tuple[str, list[tuple[str, Callable[[Series], np.ndarray], str]], bool]]] = {
@@ -53,6 +55,7 @@ CHARTS: dict[str, list[tuple[str, list[tuple[str, Callable[[Series], np.ndarray]
     ],
 }
 CHARTS["grad"] = CHARTS["weights"]
+YLIM = {"zero fraction": (0.0, 1.0), "changed fraction": (0.0, 1.0)}  # fractions: the whole 0..1
 
 # plotext is the slow part of this screen (tens of ms a chart): the heatmap, bars and header
 # follow every timeline move and update at once, the charts catch up at most this often.
@@ -69,17 +72,28 @@ class DetailScreen(RunScreen):
     DetailScreen #middle { height: 1fr; }
     DetailScreen #bottom { height: 1fr; }
     """
+    # The footer shows the first ones (esc back first: it must fit at 80 columns); all are in `?`.
     BINDINGS = [
-        Binding("left_square_bracket", "move(-1)", "prev tensor"),
-        Binding("right_square_bracket", "move(1)", "next tensor"),
-        Binding("w", "kind('weights')", "weights"),
-        Binding("d", "kind('delta')", "delta"),
-        Binding("g", "kind('grad')", "grads"),
-        Binding("l", "toggle_log", "lin/log"),
-        Binding("r", "toggle_range", "range"),
-        Binding("z", "toggle_zoom", "zoom"),
         Binding("escape", "close", "back"),
+        Binding("left_square_bracket", "move(-1)", "prev", show=False),
+        Binding("right_square_bracket", "move(1)", "next tensor"),
+        Binding("w", "kind('weights')", "weights", show=False),
+        Binding("d", "kind('delta')", "delta", show=False),
+        Binding("g", "kind('grad')", "grads", show=False),
+        Binding("l", "toggle_log", "lin/log", show=False),
+        Binding("r", "toggle_range", "range", show=False),
+        Binding("z", "toggle_zoom", "zoom", show=False),
     ]
+    HELP_TITLE = "tensor detail"
+    KEYS_HELP = (("Tensor detail", (
+        ("[ ]", "previous / next tensor (in the overview's order)"),
+        ("w d g", "weights / updates (delta) / gradients"),
+        ("l", "histogram density: linear / log"),
+        ("r", "value range: the whole run / the snapshots shown"),
+        ("z", "zoom: every snapshot up to the position / the most recent"),
+        ("click", "on the heatmap: move the timeline there"),
+        ("esc", "back to the list"),
+    )),)
 
     def __init__(self, name: str, *, kind: str = "weights"):
         super().__init__()
@@ -161,7 +175,7 @@ class DetailScreen(RunScreen):
         try:
             info = data.tensor(self.tensor)
         except KeyError:
-            head = Text(self.tensor, style="bold red")
+            head = Text(inert(self.tensor), style="bold red")
             head.append(": not in this run (yet)")
             self.query_one("#dhead", Static).update(head)
             return
@@ -199,9 +213,9 @@ class DetailScreen(RunScreen):
         data = view.data
         row = view.row
         t = Text()
-        t.append(info.name, style="bold")
+        t.append(inert(info.name), style="bold")
         shape = "x".join(map(str, info.shape)) or "scalar"
-        t.append(f"  {shape}  {info.dtype}  layer {info.layer or '-'}")
+        t.append(f"  {shape}  {inert(info.dtype)}  layer {inert(info.layer) or '-'}")
         if not info.trainable:
             t.append("  (frozen)", style="yellow")
         second = Text()
@@ -213,8 +227,8 @@ class DetailScreen(RunScreen):
                 second.append(f" {key}:{kind} ", style="reverse bold")
             else:
                 second.append(f" {key}:{kind} ")
-        second.append(f"  density {'log' if self.log_density else 'linear'} · range {self.range_mode} · zoom {self.zoom}",
-                 style="dim")
+        density = "log" if self.log_density else "linear"
+        second.append(f"  density {density} · range {self.range_mode} · zoom {self.zoom}", style="dim")
         first, t = t, Text()
         if pos_step is None:
             t.append("no snapshots yet", style="dim")
@@ -233,7 +247,7 @@ class DetailScreen(RunScreen):
                     else ("ratio_step", "norm", "max_abs", "mean_abs", "changed_frac")
                 for stat in shown:
                     v = stats[stat][i]
-                    label = {"ratio_step": "ratio/step", "zero_frac": "zeros", "changed_frac": "changed"}.get(stat, stat)
+                    label = STAT_LABELS.get(stat, stat)
                     bad = stat in ("nan", "inf") and v > 0
                     t.append(f"{label} ", style="dim")
                     t.append(f"{fmt_value(v, 0).strip()}  ", style="bold red" if bad else "")
@@ -270,7 +284,7 @@ class DetailScreen(RunScreen):
         series = [(f"p{q}" if q in (0, 50, 100) else "", bands[:, k], BAND_COLORS[k])
                   for k, q in enumerate(heatmap.PERCENTILES)]
         self.query_one("#bands", LineChart).show(
-            "percentiles 0 7 16 31 50 69 84 93 100", steps, series, marker=marker,
+            "percentiles: p0 p50 p100, and 7 16 31 69 84 93 between", steps, series, marker=marker,
             key=key)
         s_steps, samples = data.samples(self.tensor)
         info = data.tensor(self.tensor)
@@ -284,5 +298,5 @@ class DetailScreen(RunScreen):
                 chart.show(title, np.zeros(0), [], key=key)
                 continue
             chart.show(title, stats["steps"], [(label, fn(stats), color) for label, fn, color in lines],
-                       marker=marker, log_y=log_y, key=key)
+                       marker=marker, log_y=log_y, key=key, ylim=YLIM.get(title))
 

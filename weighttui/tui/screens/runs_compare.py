@@ -24,6 +24,7 @@ from textual.widgets.data_table import ColumnKey
 from textual.widgets.option_list import Option
 
 from weighttui.analysis.multirun import Aligned, compare, filter_names
+from weighttui.log.text import inert
 from weighttui.tui.formatting import number_cell
 from weighttui.tui.screens.base import RunsScreen
 from weighttui.tui.widgets.charts import SERIES_COLORS
@@ -149,7 +150,7 @@ class CompareScreen(RunsScreen):
         self._drawn_at = time.monotonic()
         runs = [s.data for s in app.slots]
         self.aligned = aligned = compare(runs, tensor, metric)
-        what = metric.label if not metric.per_tensor else f"{tensor or '(no tensor)'} · {metric.label}"
+        what = inert(metric.label if not metric.per_tensor else f"{tensor or '(no tensor)'} · {metric.label}")
         title = Text(no_wrap=True, overflow="ellipsis")
         title.append("compare ", style="dim")
         title.append(what, style="bold")
@@ -159,7 +160,7 @@ class CompareScreen(RunsScreen):
         if log_y:
             title.append(" · log scale", style="dim")
         self.query_one("#cmp-title", Static).update(title)
-        series = [(slot.name, aligned.values[i], series_color(i)) for i, slot in enumerate(app.slots)]
+        series = [(inert(slot.name), aligned.values[i], series_color(i)) for i, slot in enumerate(app.slots)]
         self.chart.show(what, aligned.steps, series, log_y=log_y)
         self._refresh_table(aligned)
 
@@ -182,7 +183,7 @@ class CompareScreen(RunsScreen):
         self.query_one("#cmp-tensors-title", Static).update(title)
         lst = self.tensor_list
         lst.clear_options()
-        lst.add_options([Option(Text(n), id=n) for n in names])  # Text: a name is never markup
+        lst.add_options([Option(Text(inert(n)), id=n) for n in names])  # Text: a name is never markup
         if app.tensor in names:
             lst.highlighted = names.index(app.tensor)
         elif names:
@@ -205,8 +206,8 @@ class CompareScreen(RunsScreen):
             row = aligned.values[i] if i < aligned.values.shape[0] else np.zeros(0)
             finite = row[np.isfinite(row)]
             cells = {
-                "run": Text("━━ ", style=series_color(i)) + Text(slot.name, style="bold"),
-                "meta": Text(slot.meta_text(), style="dim"),
+                "run": Text("━━ ", style=series_color(i)) + Text(inert(slot.name), style="bold"),
+                "meta": Text(inert(slot.meta_text()), style="dim"),
                 "last": Text("–" if i >= last_steps.size or last_steps[i] < 0 else str(int(last_steps[i])),
                              justify="right"),
                 "latest": number_cell(latest[i] if i < latest.size else math.nan),

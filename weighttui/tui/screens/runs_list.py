@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.widgets.data_table import ColumnKey
 
 from weighttui.analysis.multirun import RunRow
+from weighttui.log.text import inert
 from weighttui.tui.formatting import number_cell
 from weighttui.tui.screens.base import RunsScreen
 from weighttui.tui.widgets.header import STATUS_STYLE
@@ -31,14 +32,14 @@ def row_cells(row: RunRow) -> dict[str, Text]:
     """The cells of one run's row, by column key."""
     status_style = STATUS_STYLE.get(row.status, EXTRA_STYLE.get(row.status, "bold"))
     return {
-        "run": Text(row.name, style="bold"),
+        "run": Text(inert(row.name), style="bold"),
         "status": Text(row.status, style=status_style),
-        "framework": Text(row.framework or "–"),
+        "framework": Text(inert(row.framework or "–")),
         "snapshots": Text(str(row.snapshots), justify="right"),
         "last_step": Text("–" if row.last_step is None else str(row.last_step), justify="right"),
         "loss": number_cell(row.loss),
         "trend": Text(spark(row.loss_values, SPARK_WIDTH) if row.loss_values.size else "", style="cyan"),
-        "meta": Text(row.meta, style="dim"),
+        "meta": Text(inert(row.meta), style="dim"),
         "corrupt": Text(str(row.corruptions) if row.corruptions else "", style="bold yellow", justify="right"),
     }
 
@@ -103,7 +104,7 @@ class RunListScreen(RunsScreen):
             self._loss_label = label
             col = self.table.columns.get(ColumnKey("loss"))
             if col is not None:
-                col.label = Text(label)
+                col.label = Text(inert(label))
                 self.table.refresh()
 
     def refresh_status(self) -> None:
@@ -137,9 +138,9 @@ class RunListScreen(RunsScreen):
             note.append(f"no run logs yet in {where}; waiting for one to appear…\n", style="yellow")
         for slot in app.slots:
             if slot.error:
-                note.append(f"{slot.name}: {slot.error}\n", style="red")
+                note.append(f"{inert(slot.name)}: {inert(slot.error)}\n", style="red")
         if app.ignored:
-            shown = ", ".join(f"{name} ({why})" for name, why in list(app.ignored_names().items())[:4])
+            shown = ", ".join(f"{inert(name)} ({inert(why)})" for name, why in list(app.ignored_names().items())[:4])
             more = len(app.ignored) - 4
             n = len(app.ignored)
             what = "file that is not a weighttui log" if n == 1 else "files that are not weighttui logs"
@@ -148,5 +149,5 @@ class RunListScreen(RunsScreen):
         path = self.current_path()
         if path is not None:
             note.append("enter opens it here; or in another terminal: ", style="dim")
-            note.append(shlex.join(["weighttui", app.mode, path]), style="bold")
+            note.append(inert(shlex.join(["weighttui", app.mode, path])), style="bold")
         self.query_one("#runs-note", Static).update(note)

@@ -12,6 +12,7 @@ import time
 from rich.text import Text
 from textual.widgets import Static
 
+from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt_age, fmt_bytes
 from weighttui.tui.state import RunView
 
@@ -25,12 +26,10 @@ def header_text(view: RunView) -> Text:
     data = view.data
     status = view.status
     line1 = Text(no_wrap=True, overflow="ellipsis")
-    line1.append(view.title, style="bold")
+    line1.append(inert(view.title), style="bold")
     run = data.run
-    if run is not None:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)) if run.created else "?"
-        bits = [run.framework or "?", run.host or "?", f"started {started}"]
-        line1.append("  " + " · ".join(bits))
+    # The status (and PAUSED) right after the title: on a narrow terminal the line is cut at its end,
+    # where the host and start time can go.
     line1.append("  ")
     line1.append(f" {status.upper()} ", style="reverse " + STATUS_STYLE.get(status, "bold"))
     if view.display_paused:
@@ -38,13 +37,17 @@ def header_text(view: RunView) -> Text:
         line1.append(" PAUSED ", style="reverse bold yellow")
         if view.paused_new:
             line1.append(f" +{view.paused_new} new")
+    if run is not None:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)) if run.created else "?"
+        bits = [inert(run.framework or "?"), inert(run.host or "?"), f"started {started}"]
+        line1.append("  " + " · ".join(bits), style="dim")
 
     line2 = Text(no_wrap=True, overflow="ellipsis")
     if view.waiting == "missing":
-        line2.append(f"waiting for {os.path.basename(view.path)} to appear…", style="yellow")
+        line2.append(f"waiting for {inert(os.path.basename(view.path))} to appear…", style="yellow")
         return Text("\n").join([line1, line2])
     if view.waiting == "no header" or run is None:
-        line2.append(f"waiting for the run to start in {os.path.basename(view.path)}…", style="yellow")
+        line2.append(f"waiting for the run to start in {inert(os.path.basename(view.path))}…", style="yellow")
         return Text("\n").join([line1, line2])
     row = view.row
     if row >= 0:
@@ -78,7 +81,7 @@ def header_text(view: RunView) -> Text:
 
 class RunHeader(Static):
     DEFAULT_CSS = """
-    RunHeader { height: 2; background: $panel; padding: 0 1; }
+    RunHeader { height: 2; background: $panel; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def show(self, view: RunView) -> None:

@@ -39,7 +39,7 @@ def _palette(levels: int = LEVELS) -> list[tuple[int, int, int]]:
 
 
 PALETTE = _palette()
-_COLORS = ["#%02x%02x%02x" % c for c in PALETTE]
+_COLORS = ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE]
 
 
 def level(density: np.ndarray) -> np.ndarray:
@@ -133,7 +133,10 @@ class HeatmapView(_LinesWidget):
         for y in range(rows):
             top = lv[2 * (rows - 1 - y) + 1]
             bottom = lv[2 * (rows - 1 - y)]
-            label = fmt_value(label_rows[y], self.GUTTER - 2) + " ┤" if y in label_rows else " " * (self.GUTTER - 1) + "│"
+            if y in label_rows:
+                label = fmt_value(label_rows[y], self.GUTTER - 2) + " ┤"
+            else:
+                label = " " * (self.GUTTER - 1) + "│"
             segs = [Segment(label, Style(dim=True))]
             segs.extend(_cells(top, bottom))
             lines.append(Strip(segs, width))
@@ -200,7 +203,7 @@ def _cells(top: np.ndarray, bottom: np.ndarray) -> list[Segment]:
     """Half-block cells, runs of equal cells merged into one segment."""
     segs = []
     prev, run = None, 0
-    for t, b in zip(top.tolist(), bottom.tolist()):
+    for t, b in zip(top.tolist(), bottom.tolist(), strict=True):
         cell = (t, b)
         if cell == prev:
             run += 1
@@ -267,12 +270,25 @@ class HistogramBars(_LinesWidget):
             text = "".join(EIGHTHS[f] for f in fill.tolist())
             lines.append(Strip([Segment(text, style)], width))
         lines.append(Strip([Segment(_marks(lo, hi, width, mean, std), Style(color="yellow"))], width))
-        stats = f"μ {fmt_value(mean, 0).strip()}  σ {fmt_value(std, 0).strip()}" if mean is not None else ""
-        left, right = fmt_value(lo, 0).strip(), fmt_value(hi, 0).strip()
-        mid = max(1, width - len(left) - len(right))
-        label = left + stats.center(mid)[:mid] + right
-        lines.append(Strip([Segment(label[:width].ljust(width), Style(dim=True))], width))
+        mu, sigma = (f"μ {fmt_value(mean, 0).strip()}", f"σ {fmt_value(std, 0).strip()}") if mean is not None \
+            else ("", "")
+        label = axis_label(width, fmt_value(lo, 0).strip(), fmt_value(hi, 0).strip(),
+                           (f"{mu}  {sigma}", f"{mu} {sigma}", mu) if mu else ())
+        lines.append(Strip([Segment(label.ljust(width), Style(dim=True))], width))
         return lines
+
+
+def axis_label(width: int, left: str, right: str, middles: tuple[str, ...] = ()) -> str:
+    """`left` at the start, `right` at the end and the first of `middles` that fits between them,
+    with at least one space on each side: labels never run into each other. What does not fit is
+    left out (the middle first, then the right end)."""
+    room = width - len(left) - len(right)
+    for mid in middles:
+        if len(mid) + 2 <= room:
+            return left + mid.center(room) + right
+    if room >= 1:
+        return left + " " * room + right
+    return left[:width]
 
 
 def _marks(lo: float, hi: float, width: int, mean, std) -> str:

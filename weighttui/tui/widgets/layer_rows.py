@@ -170,7 +170,7 @@ def sort_values(data: RunData, rows: list[TensorRow], row: int, sort: str,
         return {}
     if sort == "update ratio":
         now, _hist = metric_values(data, cols, row)["ratio"]
-        return {r.name: float(v) for r, v in zip(rows, now)}
+        return {r.name: float(v) for r, v in zip(rows, now, strict=True)}
     # norm change: relative change of the norm since the tensor's first snapshot
     idx = np.asarray(cols, dtype=np.int64)
     present = data.present[: row + 1][:, idx]
@@ -181,7 +181,7 @@ def sort_values(data: RunData, rows: list[TensorRow], row: int, sort: str,
     with np.errstate(invalid="ignore", divide="ignore"):
         change = np.abs(m[last, span] / m[first, span] - 1.0)
     change = np.where(has, change, np.nan)
-    return {r.name: float(v) for r, v in zip(rows, change)}
+    return {r.name: float(v) for r, v in zip(rows, change, strict=True)}
 
 
 def _alert_rank(alerts) -> float:
@@ -191,8 +191,11 @@ def _alert_rank(alerts) -> float:
     return errors * 1000.0 + len(alerts)
 
 
-def ratio_band(value: float) -> str:
-    """'good', 'slow', 'fast' or '' (unknown) for an update-to-weight ratio."""
+def ratio_band(value: float, *, trainable: bool = True) -> str:
+    """'good', 'slow', 'fast', 'frozen' (not trainable, or not moving at all) or '' (unknown)
+    for an update-to-weight ratio."""
+    if not trainable or value == 0:
+        return "frozen"
     if value is None or not np.isfinite(value):
         return "fast" if value is not None and np.isinf(value) else ""
     if value < RATIO_BAND[0]:

@@ -11,6 +11,7 @@ import numpy as np
 from rich.text import Text
 from textual.widgets import Static
 
+from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt
 from weighttui.tui.state import RedrawRequest, RunView
 from weighttui.tui.widgets.sparkline import spark
@@ -32,8 +33,10 @@ def scalars_text(view: RunView, width: int) -> Text:
         return Text("")
     row = view.row
     upto = int(data.steps[row]) if row >= 0 else None
-    cell = 34 if width >= 140 else 26
-    per_line = max(1, width // cell)
+    # Cells of at least 26 characters; with fewer scalars than fit on a line, each gets more room, so the
+    # sparklines are wider (up to 60 characters a cell).
+    per_line = max(1, min(width // 26, len(names)))
+    cell = max(26, min(60, width // per_line))
     room = per_line * MAX_LINES
     lines = []
     line = Text(no_wrap=True, overflow="ellipsis")
@@ -41,7 +44,8 @@ def scalars_text(view: RunView, width: int) -> Text:
         steps, values = data.scalars(name)
         if upto is not None and view.position is not None:
             values = values[: int(np.searchsorted(steps, upto, side="right"))]
-        label = name if len(name) <= 10 else name[:9] + "…"
+        shown = inert(name)
+        label = shown if len(shown) <= 10 else shown[:9] + "…"
         spark_w = cell - 10 - 1 - 8 - 3
         piece = Text(no_wrap=True)
         piece.append(f"{label:<10} ", style="bold")

@@ -52,7 +52,7 @@ def spark(values, width: int, *, log: bool = False) -> str:
     else:
         safe = np.where(finite, pts, lo)
         levels = np.clip(((safe - lo) / (hi - lo) * (len(BARS) - 1) + 0.5).astype(np.int64), 0, len(BARS) - 1)
-    chars = [BARS[lv] if ok else GAP for lv, ok in zip(levels.tolist(), finite.tolist())]
+    chars = [BARS[lv] if ok else GAP for lv, ok in zip(levels.tolist(), finite.tolist(), strict=True)]
     return GAP * (width - len(chars)) + "".join(chars)
 
 
@@ -80,7 +80,7 @@ def spark_many(series: list, width: int, *, log: bool = False) -> list[str]:
                 out[i] = spark(series[i], width, log=log)
             continue
         values = np.asarray([series[i] for i in idx], dtype=np.float64)
-        for i, line in zip(idx, _spark_rows(values, width, log)):
+        for i, line in zip(idx, _spark_rows(values, width, log), strict=True):
             out[i] = line
     return out
 

@@ -1,0 +1,168 @@
+"""Gradients inside `model.fit`, with no change to the user's model or train_step.
+
+The same idea as the PyTorch optimizer hooks: the innermost Keras optimizer
+(a LossScaleOptimizer's inner one) gets a wrapper around the method that
+receives the gradients it is about to apply, after unscaling, gradient
+accumulation and clipping:
+
+- TensorFlow: `_distributed_tf_update_step(distribution, grads_and_vars, lr)`,
+  which runs in cross-replica context with the all-reduced gradients (one
+  value per variable under MirroredStrategy too). `fit` runs it inside a
+  tf.function, so the wrapper adds graph ops: when the boolean variable `want`
+  is set (the callback sets it before a batch it will record), each gradient
+  is assigned to a slot variable of its own (one extra copy of the trainable
+  weights in memory; a copy of the gradients only at those batches). The
+  callback reads the slots on the host after the batch. Eagerly
+  (run_eagerly=True), the gradients are kept as they are.
+- torch: `_backend_update_step(grads, variables, lr)` runs eagerly: the
+  gradients of a wanted batch are cloned (the update may reuse their memory).
+
+Other backends (JAX: a stateless, jitted apply) record no gradients inside
+`fit`; `install()` says why.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def innermost(optimizer):
+    """The optimizer that applies the update (a LossScaleOptimizer's inner optimizer)."""
+    seen = 0
+    while getattr(optimizer, "inner_optimizer", None) is not None and seen < 8:
+        optimizer = optimizer.inner_optimizer
+        seen += 1
+    return optimizer
+
+
+class GradientCapture:
+    """Gradients the optimizer applies, for the batches the callback wants them."""
+
+    def __init__(self, model, variables):
+        self.model = model
+        self.variables = list(variables)  # keras Variables whose gradients are wanted
+        self.backend = keras.backend.backend()
+        self.optimizer = None
+        self._method = None  # the wrapped attribute's name
+        self._want = False
+        self._want_var = None
+        self._slots: dict[int, tuple] = {}  # id(tf variable) -> (keras variable, slot)
+        self._eager = None  # [(gradient, keras variable)] of the last wanted batch
+        self._fresh = False
+
+    # ------------------------------------------------------------ setup
+
+    def install(self) -> str | None:
+        """Wrap the optimizer; None on success, else why gradients cannot be recorded."""
+        opt = innermost(getattr(self.model, "optimizer", None))
+        if opt is None:
+            return "the model has no optimizer"
+        if self.backend == "tensorflow" and hasattr(opt, "_distributed_tf_update_step"):
+            self._make_tf_slots()
+            name, wrapper = "_distributed_tf_update_step", self._tf_wrapper(opt._distributed_tf_update_step)
+        elif self.backend == "torch" and hasattr(opt, "_backend_update_step"):
+            name, wrapper = "_backend_update_step", self._torch_wrapper(opt._backend_update_step)
+        else:
+            return (f"gradients are not recorded inside fit on the {self.backend} backend "
+                    "(record(grads=...) from a custom loop records them)")
+        object.__setattr__(opt, name, wrapper)  # an instance attribute shadows the method
+        self.optimizer, self._method = opt, name
+        if self.backend == "tensorflow" and not getattr(self.model, "run_eagerly", False):
+            # a train function traced before (an earlier fit) would not call the wrapper
+            self.model.make_train_function(force=True)
+        return None
+
+    def uninstall(self) -> None:
+        opt, name = self.optimizer, self._method
+        if opt is not None and name is not None and name in vars(opt):
+            object.__delattr__(opt, name)
+        self.optimizer = self._method = None
+        self.set_wanted(False)
+
+    def _make_tf_slots(self) -> None:
+        import tensorflow as tf
+
+        strategy = getattr(self.model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        with strategy.scope():
+            self._want_var = tf.Variable(False, trainable=False, name="weighttui_want_grads",
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            for v in self.variables:
+                tv = v.value
+                key = id(tv)
+                if key not in self._slots:
+                    slot = tf.Variable(tf.zeros(tuple(v.shape), dtype=tv.dtype), trainable=False,
+                                       name="weighttui_grad",
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                    self._slots[key] = (v, slot)
+
+    # ------------------------------------------------------------ wrappers
+
+    def _tf_wrapper(self, original):
+        import tensorflow as tf
+
+        def wrapped(distribution, grads_and_vars, learning_rate):
+            grads_and_vars = list(grads_and_vars)
+            if tf.executing_eagerly():  # run_eagerly=True: tensors are immutable, keep them
+                if self._want:
+                    self._eager = [(g, self._slots[id(v)][0]) for g, v in grads_and_vars
+                                   if g is not None and id(v) in self._slots]
+            else:
+                pairs = [(g, self._slots[id(v)][1]) for g, v in grads_and_vars
+                         if g is not None and id(v) in self._slots]
+
+                def store():
+                    for g, slot in pairs:
+                        if isinstance(g, tf.IndexedSlices):  # embeddings: dense (per-replica values stay)
+                            g = tf.convert_to_tensor(g)
+                        distribution.extended.update(slot, lambda s, x: s.assign(tf.cast(x, s.dtype)),
+                                                     args=(g,), group=False)
+                    return tf.constant(True)
+
+                if pairs:
+                    tf.cond(self._want_var.read_value(), store, lambda: tf.constant(False))
+            return original(distribution, grads_and_vars, learning_rate)
+
+        return wrapped
+
+    def _torch_wrapper(self, original):
+        wanted = {id(v) for v in self.variables}
+
+        def wrapped(grads, trainable_variables, learning_rate):
+            if self._want:
+                self._eager = [(g.detach().clone(), v) for g, v in zip(grads, trainable_variables, strict=False)
+                               if g is not None and id(v) in wanted]
+            return original(grads, trainable_variables, learning_rate)
+
+        return wrapped
+
+    # ------------------------------------------------------------ per batch
+
+    def batch_begin(self, wanted: bool) -> None:
+        """Before a batch: whether its gradients are kept (a batch not wanted leaves none)."""
+        self._fresh = False
+        self._eager = None
+        self.set_wanted(wanted)
+
+    def set_wanted(self, flag: bool) -> None:
+        flag = bool(flag)
+        if flag == self._want:
+            return
+        self._want = flag
+        if self._want_var is not None:
+            self._want_var.assign(flag)
+
+    def batch_done(self) -> None:
+        """After a batch: its gradients are there if it was wanted."""
+        self._fresh = self._want and self.optimizer is not None
+
+    def take(self):
+        """[(gradient, keras variable)] of the last batch if it was wanted, else None."""
+        if not self._fresh:
+            return None
+        self._fresh = False
+        if self._eager is not None:
+            pairs, self._eager = self._eager, None
+            return pairs
+        if self._slots:
+            return [(slot.read_value(), v) for v, slot in self._slots.values()]
+        return None
