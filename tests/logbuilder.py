@@ -106,39 +106,47 @@ def _default_scalars(step: int) -> dict[str, float]:
 class FixedLog:
     """Writes a log frame by frame with fixed times, host and values, so screens are reproducible.
 
-    Tensor i at a step is sin(arange * (i + 1)) * (1 + growth * step * (i + 1)) + 0.001 * step;
-    its gradient is `grad_scale` times that. Snapshots are 2 s apart from `created`.
+    Tensor i at a step is sin(arange * (i + 1)) * (1 + growth * t * (i + 1)) + 0.001 * t, where t
+    is the step divided by `step_scale`; its gradient is `grad_scale` times that (None: no gradient
+    block). Snapshots are 2 s apart from `created`. The run record's strings (host, framework,
+    argv, meta) and the tensor names are the caller's, as they are: hostile ones included.
     """
 
     def __init__(self, path, *, names=None, host="trainbox", pid=1, created=FIXED_TIME, bins=16,
-                 meta: dict | None = None, run_id: str = "0" * 32, growth: float = 0.02, grad_scale: float = 0.05,
-                 scalars: Callable[[int], dict[str, float]] = _default_scalars):
+                 meta: dict | None = None, run_id: str = "0" * 32, growth: float = 0.02,
+                 grad_scale: float | None = 0.05, step_scale: float = 1.0,
+                 scalars: Callable[[int], dict[str, float]] = _default_scalars,
+                 shape: Callable[[str], tuple[int, ...]] | None = None, framework: str = "numpy",
+                 argv: list[str] | None = None):
         self.path = os.fspath(path)
         self.bins = bins
         self.names = list(names) if names else [f"encoder.layers.{i}.{p}" for i in range(3)
                                                 for p in ("weight", "bias")] + ["head.weight"]
-        self.growth, self.grad_scale, self.scalars = growth, grad_scale, scalars
+        self.growth, self.grad_scale, self.step_scale, self.scalars = growth, grad_scale, step_scale, scalars
+        if shape is not None:
+            self.shape = shape  # type: ignore[method-assign]
         self.prev: list[np.ndarray] | None = None
         self.t = created
         with open(self.path, "wb") as fh:
             fh.write(HEADER + encode_frame(FrameType.RUN, {
-                "run_id": run_id, "created": created, "host": host, "pid": pid, "argv": ["train.py"],
-                "framework": "numpy", "writer": "weighttui 0.1.0", "bins": bins, "meta": meta or {}}))
+                "run_id": run_id, "created": created, "host": host, "pid": pid, "argv": argv or ["train.py"],
+                "framework": framework, "writer": "weighttui 0.1.0", "bins": bins, "meta": meta or {}}))
             fh.write(encode_frame(FrameType.TENSORS, {"tensors": [
-                {"id": i, "name": n, "layer": n.rsplit(".", 1)[0], "shape": list(self.shape(n)),
+                {"id": i, "name": n, "layer": n.rsplit(".", 1)[0] if "." in n else "", "shape": list(self.shape(n)),
                  "dtype": "float32", "trainable": True, "sample_index": None}
                 for i, n in enumerate(self.names)]}))
 
     @staticmethod
-    def shape(name):
+    def shape(name: str) -> tuple[int, ...]:
         return (6,) if name.endswith("bias") else (6, 6)
 
     def arrays(self, step):
+        t = step / self.step_scale if self.step_scale != 1.0 else step
         out = []
         for i, n in enumerate(self.names):
             size = math.prod(self.shape(n))
             base = np.sin(np.arange(size, dtype=np.float64) * (i + 1)).reshape(self.shape(n))
-            out.append((base * (1 + self.growth * step * (i + 1)) + 0.001 * step).astype(np.float32))
+            out.append((base * (1 + self.growth * t * (i + 1)) + 0.001 * t).astype(np.float32))
         return out
 
     def frames(self, step, *, epoch=None, nan_in=None) -> bytes:
@@ -150,13 +158,13 @@ class FixedLog:
         if self.prev is not None:
             for i, (a, p) in enumerate(zip(arrays, self.prev, strict=True)):
                 delta.stats[i] = delta_stats(a, p)
-        grad = weights_block([a * self.grad_scale for a in arrays], self.bins)
+        grad = None if self.grad_scale is None else weights_block([a * self.grad_scale for a in arrays], self.bins)
         self.prev = arrays
         self.t += 2.0
         snap = {"step": step, "epoch": epoch, "batch": None, "time": self.t,
                 "ids": encode_array(np.arange(len(arrays), dtype="<u4")),
                 "weights": weights.to_payload(encode_array), "delta": delta.to_payload(encode_array),
-                "grad": grad.to_payload(encode_array), "sample": None}
+                "grad": None if grad is None else grad.to_payload(encode_array), "sample": None}
         scal = {"step": step, "epoch": epoch, "time": self.t, "values": self.scalars(step)}
         return encode_frame(FrameType.SNAPSHOT, snap) + encode_frame(FrameType.SCALARS, scal)
 

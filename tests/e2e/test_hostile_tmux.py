@@ -21,7 +21,7 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
-HOSTILE_LOG = Path(__file__).resolve().parent.parent / "tui" / "hostile_log.py"
+HOSTILE_LOG = Path(__file__).resolve().parent.parent / "hostile_log.py"
 TITLE = "PWNED-TITLE"  # hostile_log.TITLE
 CLIPBOARD = "ZXZpbA=="  # base64 of "evil": what its OSC 52 sequences write
 

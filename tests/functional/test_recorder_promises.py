@@ -377,3 +377,25 @@ def test_a_log_truncated_under_the_writer_starts_again(tmp_path):
     assert run.steps.tolist() == list(range(20, 40)) and run.tensor_names == ["w", "b"]
     assert np.array_equal(run.series("w", "mean")[1], np.arange(20, 40))
     assert [e.kind for e in run.events] == ["truncated"]
+
+
+def test_a_torn_header_then_append_starts_anew(tmp_path, capfd):
+    """A writer killed while writing the header, restarted with mode="a": every
+    prefix length is an empty log, said once; through watch() too."""
+    from weighttui.log.format import HEADER
+
+    path = tmp_path / "run.wtui"
+    for n in range(1, len(HEADER)):
+        path.write_bytes(HEADER[:n])
+        with Recorder(path, mode="a") as rec:
+            assert rec.snapshot(0, {"w": np.ones(2)})
+        run = weighttui.open(path)
+        assert run.snapshot_count == 1 and run.corruptions == [] and len(run.runs) == 1
+    assert capfd.readouterr().err.count("held only the start of a header") == len(HEADER) - 1
+    torch = pytest.importorskip("torch")
+    import weighttui.torch as wt
+
+    path.write_bytes(HEADER[:3])
+    with wt.watch(torch.nn.Linear(2, 2), path, mode="a"):
+        pass
+    assert weighttui.open(path).status == "finished"

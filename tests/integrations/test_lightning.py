@@ -106,7 +106,8 @@ def test_pytorch_lightning_package_gets_its_own_callback(tmp_path):
     log = tmp_path / "pl.wtui"
     fit(pl.Trainer, make_module(pl.LightningModule), PLWeightCallback(str(log), every=2))
     run = weighttui.open(log)
-    assert run.steps.tolist() == [0, 2, 4] and "pytorch_lightning" in run.run.framework
+    # 0: before training; 5: the end of training (a final snapshot whatever `every` says)
+    assert run.steps.tolist() == [0, 2, 4, 5] and "pytorch_lightning" in run.run.framework
 
 
 def test_statistics_come_from_the_torch_integration(tmp_path, monkeypatch):
@@ -121,7 +122,7 @@ def test_statistics_come_from_the_torch_integration(tmp_path, monkeypatch):
     cb = WeightCallback(str(log), every=2, delta="sample")
     fit(L.Trainer, make_module(L.LightningModule), cb)
     run = weighttui.open(log)
-    assert run.steps.tolist() == [0, 2, 4] and len(copies) == 3
+    assert run.steps.tolist() == [0, 2, 4, 5] and len(copies) == 4
     exact = run.stat_matrix("delta", "exact")
     assert (exact[1:] == 0).all()  # deltas from the sampled elements, as asked
     assert np.isfinite(run.stat_matrix("grad", "norm")[1:]).all()

@@ -189,15 +189,30 @@ def test_constructor_rejects_bad_options(tmp_path):
         Recorder(tmp_path / "c", delta="sometimes")
 
 
-def test_full_epochs_store_once_per_epoch_in_a_step_loop(tmp_path):
+def test_full_epochs_store_the_end_of_each_chosen_epoch_in_a_step_loop(tmp_path):
+    """The weights at epoch N are those of its last call (docs/core.md, Epochs):
+    stored when the next epoch's first call shows that it ended, or at close()."""
     path = tmp_path / "run.wtui"
-    with Recorder(path, every=4, full_epochs=[1]) as rec:
+    with Recorder(path, every=4, full_epochs=[1, 2]) as rec:
         for step in range(30):
-            rec.snapshot(step, {"w": np.full(3, step, dtype=np.float32)}, epoch=step // 10)
+            w = np.full(3, step, dtype=np.float32)
+            rec.snapshot(step, {"w": w}, epoch=step // 10)
+            w += 1000  # an in-place update after the call does not change what was kept
     run = weighttui.open(path)
-    assert run.full_steps == [10]  # the first call of epoch 1, not all ten of its steps
-    assert run.weights(epoch=1)["w"].tolist() == [10, 10, 10]
-    assert run.steps.tolist() == [0, 4, 8, 10, 12, 16, 20, 24, 28]
+    assert run.full_steps == [19, 29]  # once per chosen epoch, at its last call
+    assert run.weights(epoch=1)["w"].tolist() == [19, 19, 19]
+    assert run.weights(epoch=2)["w"].tolist() == [29, 29, 29]  # ended by close()
+    assert run.steps.tolist() == [0, 4, 8, 12, 16, 20, 24, 28]
+
+
+def test_full_epochs_given_but_never_marked_is_said_at_close(tmp_path, capfd):
+    path = tmp_path / "run.wtui"
+    with Recorder(path, full_epochs=[1]) as rec:
+        for step in range(5):
+            rec.snapshot(step, {"w": np.ones(2)})
+    err = capfd.readouterr().err
+    assert err.count("full_epochs=[1] stored nothing: no call said which epoch") == 1
+    assert [e.kind for e in weighttui.open(path).events] == ["full_epochs"]
 
 
 @pytest.mark.torch

@@ -303,7 +303,7 @@ def check_snapshot(xs, prevs=None, codes=None, bins=64, copy=False):
     xs_before = [x.copy() for x in xs]
     prevs_before = [None if p is None else p.copy() for p in prevs]
     raw_w, raw_d, status = run(xs, prevs, codes, bins, copy)
-    for i, (x, p, code) in enumerate(zip(xs, prevs, codes)):
+    for i, (x, p, code) in enumerate(zip(xs, prevs, codes, strict=True)):
         v = widen(x, code)
         w_done = not status[i] & W_NOT_DONE
         d_done = not status[i] & D_NOT_DONE
@@ -907,7 +907,7 @@ def test_bad_arguments_raise(name):
     before = [None if p is None else p.copy() for p in prevs]
     with pytest.raises((TypeError, ValueError, BufferError)):
         call(args)
-    for p, b in zip(prevs, before):
+    for p, b in zip(prevs, before, strict=True):
         assert p is None or bits_equal(p, b)
 
 
@@ -928,7 +928,7 @@ def test_error_in_a_later_tensor_computes_nothing(bad):
     out = np.zeros((3, N_RAW + 64))
     with pytest.raises((TypeError, ValueError)):
         kernel().snapshot(xs, prevs, bytes(codes), 64, out, out.copy(), True)
-    assert all(bits_equal(p, b) for p, b in zip(prevs, before))
+    assert all(bits_equal(p, b) for p, b in zip(prevs, before, strict=True))
 
 
 # ------------------------------------------------------------ property test
@@ -991,5 +991,5 @@ def test_property_random_tensors(batch, bins, copy):
     prevs = [p for _, p, _ in batch]
     codes = [c for _, _, c in batch]
     _, _, status = check_snapshot(xs, prevs, codes, bins=bins, copy=copy)
-    for p, code, st_ in zip(prevs, codes, status):  # what was covered (--hypothesis-show-statistics)
+    for p, code, st_ in zip(prevs, codes, status, strict=True):  # what was covered (--hypothesis-show-statistics)
         event(f"dtype {code}, {'delta' if p is not None else 'weights only'}, status {st_}")

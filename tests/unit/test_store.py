@@ -382,7 +382,10 @@ def test_declared_sizes_do_not_choose_reader_memory(tmp_path):
         steps, lo, hi, counts = run.histograms(run.tensor_names[-1])
         doc = json.dumps(info_dict(run), default=str)
         run.stat_matrix("weights", "norm"); run.present
-        print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's across exec)
+        hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+        rss = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"rss_mb": rss,
                           "hist": [steps.tolist(), lo.tolist(), hi.tolist(), counts.shape],
                           "tensors": len(run.tensor_names), "snapshots": run.snapshot_count}))
     """)

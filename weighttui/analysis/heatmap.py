@@ -34,6 +34,9 @@ def bin_edges(lo: float, hi: float, n: int) -> np.ndarray:
     """n+1 equal-width edges from lo to hi, like np.linspace, but finite for any finite lo and hi:
     lo*(1-t) + hi*t, where linspace's hi - lo overflows for ranges near the float64 limits
     (a hostile log's [-1e308, 1e308] histogram)."""
+    with np.errstate(over="ignore"):
+        if np.isfinite(hi - lo):
+            return np.linspace(lo, hi, n + 1)
     t = np.arange(n + 1) / n
     return lo * (1 - t) + hi * t
 
@@ -61,8 +64,10 @@ def rebin(lo, hi, counts, edges) -> np.ndarray:
         lo_s, hi_s, c = lo[spread], hi[spread], counts[spread]
         cum = np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(c, axis=1)], axis=1)
         # each grid edge's position in source-bin units; the cumulative count there
-        # halves: hi - lo overflows for ranges near the float64 limits
-        u = (edges[None, :] / 2 - lo_s[:, None] / 2) / (hi_s / 2 - lo_s / 2)[:, None] * b
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = (edges[None, :] - lo_s[:, None]) / (hi_s - lo_s)[:, None] * b
+            if not np.isfinite(u).all():  # hi - lo overflows near the float64 limits: in halves
+                u = (edges[None, :] / 2 - lo_s[:, None] / 2) / (hi_s / 2 - lo_s / 2)[:, None] * b
         u = np.clip(np.nan_to_num(u, nan=0.0), 0.0, b)
         k = np.minimum(np.floor(u).astype(np.int64), b - 1)
         frac = u - k
@@ -202,6 +207,6 @@ def hist_moments(lo: float, hi: float, counts: np.ndarray) -> tuple[float, float
     if hi == lo:
         return float(lo), 0.0
     edges = bin_edges(lo, hi, counts.size)
-    mid = edges[:-1] / 2 + edges[1:] / 2
+    mid = (edges[:-1] + edges[1:]) / 2 if np.isfinite(hi - lo) else edges[:-1] / 2 + edges[1:] / 2
     mean = float((counts * mid).sum() / total)
     return mean, float(np.sqrt(max(0.0, (counts * (mid - mean) ** 2).sum() / total)))

@@ -34,7 +34,7 @@ from weighttui.analysis.series import covered
 from weighttui.cli.errors import CliError
 from weighttui.cli.jsonout import json_number as _json_number
 from weighttui.data.run import RunData
-from weighttui.log.schema import export_name
+from weighttui.log.schema import KINDS, export_name
 
 FORMATS = ("csv", "json", "npz", "changes", "tensorboard")
 TENSORBOARD_HINT = "pip install 'weighttui[tensorboard]'"
@@ -105,7 +105,7 @@ def _write_npz(out: str, arrays: dict, mode: int) -> int:
 
 
 def _kinds(run: RunData, kinds) -> list[str]:
-    present = [k for k in ("weights", "delta", "grad") if run.has_kind(k)]
+    present = [k for k in KINDS if run.has_kind(k)]
     if not kinds:
         return present
     missing = [k for k in kinds if k not in present]

@@ -15,6 +15,7 @@ from weighttui.analysis.diagnose import per_step_ratio
 from weighttui.analysis.numbers import three_digits
 from weighttui.analysis.series import covered, latest
 from weighttui.data.run import RunData
+from weighttui.log.schema import KINDS
 from weighttui.log.text import inert
 
 
@@ -50,6 +51,7 @@ def tensor_rows(run: RunData) -> list[dict]:
                 cache[kind, stat] = latest(matrix, cover[kind])
         return cache[kind, stat]
 
+    instruments = INSTRUMENT_STATS if _has_instruments(run) else ()
     rows = []
     for name in run.tensor_names:
         t = run.tensor(name)
@@ -68,8 +70,20 @@ def tensor_rows(run: RunData) -> list[dict]:
             "update_ratio": last("delta", "ratio")[c],  # between the last two snapshots
             "update_ratio_per_step": last("delta", "ratio/step")[c] if run.has_kind("delta") else None,
             "grad_norm": last("grad", "norm")[c],
+            # instruments (docs/instruments.md), when the log has them
+            **{stat: last(kind, stat)[c] for kind, stat in instruments},
         })
     return rows
+
+
+# the instrument columns `info` shows, latest value per tensor
+INSTRUMENT_STATS = (("weights", "sigma_max"), ("weights", "stable_rank"), ("weights", "dist_init"),
+                    ("delta", "cos_prev"), ("delta", "cos_grad"), ("delta", "sigma_ratio"),
+                    ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr"))
+
+
+def _has_instruments(run: RunData) -> bool:
+    return any(run.has_kind(k) and s in run.columns(k) for k, s in INSTRUMENT_STATS)
 
 
 def damage(run: RunData) -> dict:
@@ -104,7 +118,8 @@ def info_dict(run: RunData, alerts=()) -> dict:
         "last_epoch": max(epochs) if epochs else None,
         "last_record": _when(run.last_time),
         "time_span_s": _span(run),
-        "kinds": [k for k in ("weights", "delta", "grad") if run.has_kind(k)],
+        "kinds": [k for k in KINDS if run.has_kind(k)],
+        "nan_origin": next((e.message for e in run.events if e.kind == "nan_origin"), None),
         "tensors": len(run.tensor_names),
         "tensor_list": tensor_rows(run),
         "parameters": sum(t.size for t in (run.tensor(n) for n in run.tensor_names)),
@@ -201,6 +216,15 @@ def print_info(run: RunData, alerts, out) -> None:
                 flag += f"  {int(bad) if math.isfinite(bad) and bad == int(bad) else _fmt(bad)} non-finite"
             w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
               f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
+        if _has_instruments(run):
+            heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr")
+            keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr")
+            w(f"\n  instruments (latest)\n  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
+            for t, name in zip(tensors, names, strict=True):
+                name = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
+                w(f"  {name:<{name_w}}  " + "  ".join(f"{three_digits(t[k]):>9}" for k in keys) + "\n")
+    if d["nan_origin"]:
+        w(f"\n  NaN origin: {inert(d['nan_origin'])}\n")
 
     warn_events = [e for e in d["events"] if e["level"] != "info"]
     if warn_events:

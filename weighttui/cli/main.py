@@ -16,6 +16,7 @@ import time
 from weighttui._version import __version__
 from weighttui.cli.errors import EXIT_BAD_INPUT, CliError
 from weighttui.log.format import LogFormatError
+from weighttui.log.schema import KINDS
 from weighttui.log.sniff import sniff_file
 
 __all__ = ["EXIT_BAD_INPUT", "CliError", "build_parser", "main"]
@@ -314,7 +315,7 @@ examples:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--step", type=int, help="complete weights stored at this step")
     g.add_argument("--epoch", type=int, help="complete weights stored at the end of this epoch")
-    p.add_argument("--kind", action="append", choices=("weights", "delta", "grad"),
+    p.add_argument("--kind", action="append", choices=KINDS,
                    help="statistics blocks to export (default: all present)")
     p.add_argument("--run", type=int, default=None, help="which run of an appended log")
     p.set_defaults(func=cmd_export)

@@ -34,7 +34,7 @@ from weighttui.data.store.builder import LogIndex, RunState
 from weighttui.log.format import HEADER_SIZE, check_header
 from weighttui.log.reader import read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
-from weighttui.log.schema import KINDS
+from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 from weighttui.log.tail import Poll
 
 STATUSES = ("finished", "failed", "interrupted", "running", "unfinished")
@@ -397,16 +397,20 @@ class RunData:
         return bool(kc is not None and kc.seen)
 
     def columns(self, kind: str = "weights") -> tuple[str, ...]:
-        from weighttui.log.schema import COLUMNS
-
-        self._kind(kind)
-        return COLUMNS[kind]
+        """The statistics of this kind the run has: the format's base columns, and
+        the optional ones (instruments, docs/instruments.md) that some snapshot carried."""
+        kc = self._kind(kind)
+        if kc is None:
+            return BASE_COLUMNS[kind]
+        return tuple(c for c, f in zip(kc.columns, kc.filled, strict=True) if f)
 
     def stat_matrix(self, kind: str, stat: str) -> np.ndarray:
-        """[rows, tensor columns] of one statistic over the row view (NaN where not covered)."""
-        cols = self.columns(kind)
+        """[rows, tensor columns] of one statistic over the row view (NaN where not covered;
+        every statistic of log/schema.COLUMNS can be asked for, NaN where the log has none)."""
+        self._kind(kind)
+        cols = COLUMNS[kind]
         if stat not in cols:
-            raise ValueError(f"{kind} statistics are {cols}, not {stat!r}")
+            raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
         return self._dense_matrix((kind, cols.index(stat)), np.nan, np.float64)
 
     @property
@@ -528,9 +532,10 @@ class RunData:
         whose step lies in [start, stop), at full resolution.
         """
         col = self._col(name)
-        cols = self.columns(kind)
+        self._kind(kind)
+        cols = COLUMNS[kind]
         if stat not in cols:
-            raise ValueError(f"{kind} statistics are {cols}, not {stat!r}")
+            raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
         s = cols.index(stat)
         want = self._range(start, stop)
         present = self._entries("weights", col, want)

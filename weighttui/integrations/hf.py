@@ -23,6 +23,8 @@ reported once.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import transformers
 from transformers import TrainerCallback
@@ -47,7 +49,11 @@ class WeightCallback(TrainerRecording, TrainerCallback):
 
     @staticmethod
     def _epoch(state):
-        return None if state.epoch is None else int(state.epoch)
+        """The 0-based epoch in progress: the Trainer's `state.epoch` runs from 0 to 1.0
+        over the first pass (1.0 at its last step), so its ceiling less one."""
+        if state.epoch is None:
+            return None
+        return max(0, math.ceil(float(state.epoch) - 1e-9) - 1)
 
     def _active(self, state) -> bool:
         return self._recording() and state.is_world_process_zero
@@ -94,5 +100,9 @@ class WeightCallback(TrainerRecording, TrainerCallback):
         values = {("epoch_progress" if k == "epoch" else k): v for k, v in logs.items() if k != "step"}
         self.recorder.scalars(state.global_step, epoch=self._epoch(state), **values)
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._active(state):
+            self._guard("recording complete values", self._epoch_end, state.global_step, self._epoch(state))
+
     def on_train_end(self, args, state, control, **kwargs):
-        self._finish()
+        self._finish(step=state.global_step, epoch=self._epoch(state))

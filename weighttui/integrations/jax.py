@@ -100,7 +100,8 @@ def snapshot(rec: Recorder, step, params, *, grads=None, epoch=None, batch=None,
             rec.scalars(step, epoch=epoch, **{k: float(v) for k, v in scalars.items()})
         if full is None:
             full = rec.wants_full(step, epoch)
-        if not (rec.should_record(step, epoch) or full):
+        # a chosen epoch's calls all go through: its last one is its complete values
+        if not (rec.should_record(step, epoch) or full or rec.full_epoch_due(epoch)):
             return False
         named = {k: v for k, v in named_leaves(params, sep).items() if rec.selects(k)}
         for name, leaf in named.items():  # declared with JAX's dtype name (bfloat16 ...)

@@ -357,6 +357,9 @@ class WeightCallback(keras.callbacks.Callback):
             self.recorder.scalars(self.step, epoch=epoch, **scalars)
 
     def on_train_end(self, logs=None):
+        # the end of training is always in the log, whatever `epochs` / `every_batches` chose
+        if self.step != self._last_recorded:
+            self._guard("taking the final snapshot", lambda: self._record(epoch=self._epoch, batch=None, full=False))
         if self._capture is not None:
             self._guard("restoring the optimizer", self._capture.uninstall)
             self._capture = None

@@ -44,6 +44,7 @@ class _WeightCallbackMixin(TrainerRecording):
                          **recorder_options)
         self.metrics = metrics
         self._last_step: int | None = None
+        self._last_epoch: int | None = None
 
     def _active(self, trainer) -> bool:
         return self._recording() and trainer.is_global_zero
@@ -60,6 +61,7 @@ class _WeightCallbackMixin(TrainerRecording):
                               "world_size": trainer.world_size},
                 "module": type(pl_module).__name__}
         self._last_step = None
+        self._last_epoch = None
         framework = f"torch {torch.__version__} ({self._package})"
         if self._start(pl_module, meta=meta, framework=framework) and trainer.global_step == 0:
             self._record(trainer)  # the weights before the first update
@@ -77,6 +79,7 @@ class _WeightCallbackMixin(TrainerRecording):
 
     def _record(self, trainer):
         self._last_step = trainer.global_step
+        self._last_epoch = trainer.current_epoch
         self._record_at(trainer.global_step, trainer.current_epoch)
 
     def _metrics(self, trainer):
@@ -90,11 +93,18 @@ class _WeightCallbackMixin(TrainerRecording):
         if values and self.recorder is not None:
             self.recorder.scalars(trainer.global_step, epoch=trainer.current_epoch, **values)
 
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._active(trainer):
+            self._guard("recording complete values", self._epoch_end, trainer.global_step,
+                        trainer.current_epoch)
+
     def on_fit_end(self, trainer, pl_module):
-        self._finish("finished")
+        # current_epoch has moved past the last epoch by now: the last one seen is the one that ended
+        self._finish("finished", step=trainer.global_step, epoch=self._last_epoch)
 
     def on_exception(self, trainer, pl_module, exception):
-        self._finish("interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+        self._finish("interrupted" if isinstance(exception, KeyboardInterrupt) else "failed",
+                     error=exception)
 
 
 def _make(base, name: str):

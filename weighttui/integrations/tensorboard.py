@@ -136,12 +136,16 @@ def histogram_proto(lo: float, hi: float, counts, *, mean=None, norm=None) -> su
     counts = np.asarray(counts, dtype=np.float64)
     num = float(counts.sum())
     if hi > lo:
-        # lo*(1-t) + hi*t, not linspace's lo + i*(hi-lo)/n: hi - lo overflows for ranges near
-        # the float64 limits (a log may hold [-1e308, 1e308]); this stays finite
-        t = np.arange(counts.size + 1) / counts.size
-        edges = lo * (1 - t) + hi * t
+        with np.errstate(over="ignore"):
+            wide = not np.isfinite(hi - lo)
+        if wide:  # near the float64 limits (a hostile log): linspace's hi - lo overflows
+            t = np.arange(counts.size + 1) / counts.size
+            edges = lo * (1 - t) + hi * t
+            centres = edges[:-1] / 2 + edges[1:] / 2
+        else:
+            edges = np.linspace(lo, hi, counts.size + 1)
+            centres = (edges[:-1] + edges[1:]) / 2
         limits, buckets = edges[1:], counts
-        centres = edges[:-1] / 2 + edges[1:] / 2
     else:
         limits, buckets, centres = np.array([hi]), np.array([num]), np.array([hi])
     if mean is not None and norm is not None and np.isfinite(mean) and np.isfinite(norm):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from weighttui.integrations import torch_dist, torch_host, torch_native
+from weighttui.integrations.torch_instruments import TorchInstruments, first_nonfinite
 from weighttui.integrations.torch_plan import Entry, TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
@@ -34,7 +35,8 @@ from weighttui.integrations.torch_stats import (
     sumsq,
     weight_rows,
 )
-from weighttui.record.recorder import Recorder
+from weighttui.record import instruments as inst
+from weighttui.record.recorder import Recorder, status_of
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
@@ -48,7 +50,7 @@ DEFAULT_DELTA_BUDGET = 1 << 30
 
 # watch() options that belong to the statistics engine, not to the Recorder:
 # trainer callbacks that create the Recorder themselves take them apart.
-ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers", "cpu_kernel")
+ENGINE_OPTIONS = ("delta", "delta_budget_bytes", "hist_sample", "buffers", "cpu_kernel", "instruments")
 
 # Recorder options that the ranks of a sharded run which do not write still need
 _SCHEDULE_OPTIONS = ("epochs", "full_every", "full_epochs", "include", "exclude")
@@ -76,7 +78,7 @@ class WatchHandle:
 
     def __init__(self, model, recorder, *, optimizer, grads, buffers, delta, delta_budget_bytes,
                  skip_frozen, hist_sample, scaler, owns_recorder, writer, cpu_kernel="fused",
-                 schedule_only: ScheduleOnly | None = None):
+                 schedule_only: ScheduleOnly | None = None, instruments=True):
         self.model = model
         self.recorder = recorder
         self.optimizer = optimizer
@@ -97,6 +99,9 @@ class WatchHandle:
         self._grad_pending = None
         self._copied: set[str] = set()  # previous copies the fused kernel moved to this snapshot
         self._values_step = None
+        self._last_snap_step: int | None = None  # step of the latest snapshot taken
+        self._marked = False  # end_epoch()/set_epoch() say when epochs end
+        self._epoch_keep = None  # (step, epoch, entries, device copies): see _keep_epoch_copy
         self._stepped = False
         self._scaler = None
         self._scaler_pending = False
@@ -113,6 +118,10 @@ class WatchHandle:
             mesh = next(p.device_mesh for p in model.parameters() if torch_dist.shardable(p))
             reducer = torch_dist.ShardReducer(mesh.get_group())
         self.sharded = sharded
+        # instruments (docs/instruments.md); not across the shards of a sharded run
+        chosen, settings = inst.parse_options(instruments)
+        self.instruments = TorchInstruments(chosen if not sharded else (), budget_bytes=self.delta_budget_bytes,
+                                            **settings)
         self.engine = DeviceStats(bins, hist_sample=hist_sample, reducer=reducer)
         self.router = RowRouter(self.engine, cpu_kernel=cpu_kernel, sharded=sharded)
         self.cpu_kernel = self.router.cpu_kernel
@@ -139,7 +148,8 @@ class WatchHandle:
         """
         try:
             if epoch is not None:
-                self.epoch = int(epoch)
+                # a new epoch number: the previous epoch ended before this step's update
+                self._epoch_changes_to(int(epoch), moved=True)
             if not self.active:
                 return False
             if self.optimizer is not None:
@@ -149,12 +159,14 @@ class WatchHandle:
             self.step_count = int(step) if step is not None else self.step_count + 1
             s = self.step_count
             full = self._full_due(s)
-            if not (self._due(s) or full):
-                if scalars:
-                    self._scalars(s, scalars)
-                return False
-            grad = self._grad_stats() if self.grads else None
-            return self._snapshot(s, grad, full=full, batch=batch, scalars=scalars)
+            taken = False
+            if self._due(s) or full:
+                grad = self._grad_stats() if self.grads else None
+                taken = self._snapshot(s, grad, full=full, batch=batch, scalars=scalars)
+            elif scalars:
+                self._scalars(s, scalars)
+            self._keep_epoch_copy(s)  # this step may be the last of its epoch
+            return taken
         except Exception as exc:
             self._fail_soft(exc, "taking a snapshot")
             return False
@@ -193,29 +205,82 @@ class WatchHandle:
             self._scalars(self.step_count, values)
 
     def set_epoch(self, epoch) -> None:
-        """Tag the snapshots that follow with this epoch."""
-        self.epoch = None if epoch is None else int(epoch)
+        """Tag the snapshots that follow with this epoch (call it before the epoch's
+        first step): a new number also ends the previous epoch, whose complete
+        values are taken now if `full_epochs` chose it."""
+        try:
+            self._marked = True
+            self._epoch_changes_to(None if epoch is None else int(epoch), moved=False)
+        except Exception as exc:
+            self._fail_soft(exc, "recording complete values")
 
     def end_epoch(self, epoch=None, scalars=None) -> None:
         """Mark the end of an epoch: records scalars, and complete values when
         `full_epochs` chose this epoch (taken now, as they stand at the epoch's end)."""
         try:
+            self._marked = True
             if epoch is not None:
                 self.epoch = int(epoch)
-            if not (self.active or self.sharded):
-                return
             if scalars and self.active:
                 self._scalars(self.step_count, scalars)
-            if self.schedule is not None and self.schedule.wants_full(self.step_count, self.epoch) \
-                    and self._values_step != self.step_count:
-                self._write_values(self.step_count, self.plan.current())
+            self._epoch_ended(self.epoch)
         except Exception as exc:
             self._fail_soft(exc, "recording complete values")
 
-    def close(self, status: str = "finished") -> None:
-        """Remove the hooks; close the recorder if watch() opened it. Idempotent."""
+    # One rule for every way of marking epochs (docs/core.md, "Epochs"): the
+    # complete values of epoch N are the weights when N has ended, after its last
+    # optimizer step, stored with that step and epoch N.
+
+    def _epoch_changes_to(self, new, *, moved: bool) -> None:
+        """The epoch number changes: the previous epoch has ended. `moved`: an
+        optimizer step of the new epoch has happened already (step(epoch=)), so
+        its end is the copy _keep_epoch_copy kept."""
+        old, self.epoch = self.epoch, new
+        if old is not None and new != old:
+            self._epoch_ended(old, kept=moved)
+
+    def _epoch_ended(self, epoch, *, kept: bool = False) -> None:
+        sched = self.schedule
+        if sched is None or not (self.active or self.sharded) or not sched.full_epoch_due(epoch):
+            return
+        if kept:
+            keep, self._epoch_keep = self._epoch_keep, None
+            if keep is None or keep[1] != epoch:
+                return
+            step, _epoch, entries, copies = keep
+            if self.writer:
+                self.recorder.submit_values(step, [e.info for e in entries],
+                                            [torch_host.host_value(c) for c in copies], epoch=epoch)
+        elif self._values_step != self.step_count:
+            self._write_values(self.step_count, self.plan.current(), epoch=epoch)
+        sched.full_epoch_taken(epoch)
+
+    def _keep_epoch_copy(self, step: int) -> None:
+        """Epochs marked by step(epoch=) alone: weighttui learns that epoch N ended
+        only after the first update of N+1. While a chosen epoch runs, a device
+        copy of the weights after each step is kept (one model's memory) to have
+        them then. end_epoch()/set_epoch() make this unnecessary."""
+        sched = self.schedule
+        if self._marked or self.sharded or sched is None or not sched.full_epoch_due(self.epoch):
+            return
+        entries = self.plan.current()
+        keep = self._epoch_keep
+        with torch.no_grad():
+            if keep is not None and keep[2] == entries:
+                torch._foreach_copy_(keep[3], [e.tensor.detach() for e in entries])
+                copies = keep[3]
+            else:
+                copies = [e.tensor.detach().clone() for e in entries]
+        self._epoch_keep = (step, self.epoch, entries, copies)
+
+    def close(self, status: str = "finished", error=None) -> None:
+        """Training ended: a last snapshot if the last step was not recorded, the
+        epoch in progress ended (complete values if `full_epochs` chose it); remove
+        the hooks; close the recorder if watch() opened it. Idempotent."""
         if self._closed:
             return
+        if status == "finished":
+            self._finish_training()
         self._closed = True
         for h in self._hooks:
             try:
@@ -225,27 +290,37 @@ class WatchHandle:
         self._hooks.clear()
         self._unwrap_scaler()
         self._prev.clear()
+        self.instruments.clear()
         self.engine.scratch.clear()
+        self._epoch_keep = None
         if self._owns and self.recorder is not None:
-            self.recorder.close(status=status)
+            self.recorder.close(status=status, error=error)
         self.active = False
+
+    def _finish_training(self) -> None:
+        try:
+            if self.active and (self._last_snap_step is None or self.step_count > self._last_snap_step):
+                # the gradients still held are the last step's (loops zero them before backward)
+                self._snapshot(self.step_count, self._grad_stats() if self.grads else None)
+        except Exception as exc:
+            self._fail_soft(exc, "taking the final snapshot")
+        try:
+            self._epoch_ended(self.epoch)
+        except Exception as exc:
+            self._fail_soft(exc, "recording complete values")
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("interrupted")
-        else:
-            self.close("failed")
+        self.close(status_of(exc_type), error=exc)
         return False
 
     # ----------------------------------------------------------------- hooks
 
     def _pre_hook(self, optimizer, args, kwargs):
         try:
+            self._keep_epoch_copy(self.step_count)  # the weights before this update: maybe an epoch's end
             self._grad_pending = None
             s = self.step_count + 1
             if self.grads and self.active and self._due(s):
@@ -325,7 +400,7 @@ class WatchHandle:
         return self.schedule is not None and self.schedule.should_record(s, self.epoch)
 
     def _full_due(self, s: int) -> bool:
-        """full_every steps; full_epochs are taken by end_epoch(), once per epoch."""
+        """full_every steps; full_epochs are taken when their epoch ends."""
         if self.schedule is None or (self.recorder is not None and not self.recorder.active):
             return False
         every = self.schedule.full_every
@@ -354,6 +429,8 @@ class WatchHandle:
             grads.append(g)
         if not rows and not self.sharded:
             return None
+        if self.instruments:
+            self.instruments.take_grads(entries, rows, grads)
         return entries, rows, self.router.rows(grads)[0]
 
     def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
@@ -368,6 +445,7 @@ class WatchHandle:
         entries = self.plan.current()
         if not entries:
             return False
+        self._last_snap_step = step
         t_count = len(entries)
         xs = [e.local() for e in entries]
         d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
@@ -376,7 +454,9 @@ class WatchHandle:
             prevs = [None] * t_count
             for i in d_rows:
                 prevs[i] = self._prev[entries[i].name]
-        # the fused kernel copies x into prev as it computes the delta (see _after)
+        ins = self.instruments if self.writer else None
+        # before the fused kernel copies x into prev as it computes the delta (see _after)
+        pend = ins.start(entries, xs, prevs, self.optimizer) if ins else None
         w, d, copied = self.router.rows(xs, prevs)
         self._copied = {entries[i].name for i in copied}
         sample_vec, _count = torch_host.device_samples(entries, xs, sharded=self.sharded)
@@ -387,11 +467,13 @@ class WatchHandle:
         # one device-to-host copy per device for everything above
         pending = [r for r in (w, d, g) if r is not None]
         host = torch_host.to_host([p for r in pending for p, _ in r.parts]
-                        + ([sample_vec] if sample_vec is not None else []))
+                        + ([sample_vec] if sample_vec is not None else [])
+                        + (pend.parts if pend is not None else []))
         k = 0
         for r in pending:
             k = r.fill(host, k)
         samples = host[k] if sample_vec is not None else None
+        inst_host = host[k + (sample_vec is not None):]
 
         # the rare masked pass: tensors holding NaN/Inf (or float32 overflow)
         for r in pending:
@@ -417,13 +499,40 @@ class WatchHandle:
             glo[rows], ghi[rows], gc[rows] = hist_parts(raw_g, bins)
             grad = Block(WEIGHT_STATS, gs, (glo, ghi, gc))
         infos = [e.info for e in entries]
+        optim, frames = None, []
+        if pend is not None and ins is not None:
+            wcols, dcols, optim = ins.finish(pend, inst_host, entries, weights.stats[:, WEIGHT_STATS.index("norm")],
+                                             self.optimizer)
+            weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+            if delta is not None:
+                delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            if "nan_origin" in ins.chosen:
+                frames = self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
+                                                          "optim": optim})
         self._after(entries, xs, raw_w, samples)
         ok = self.recorder.submit(step, infos, weights, epoch=self.epoch, batch=batch, delta=delta,
                                   grad=grad, sample=None if samples is None else samples.astype(np.float32),
-                                  values=values, scalars=scalars)
+                                  values=values, scalars=scalars, optim=optim, extra_frames=frames)
         if full:
             self._values_step = step
         return ok
+
+    def _origin(self, step, entries, xs, blocks) -> list:
+        """A nan_origin event for the first snapshot that holds a non-finite value."""
+        def locate(kind, row):
+            e = entries[row]
+            if kind == "grad":
+                return first_nonfinite(e.local_grad())
+            if kind == "optim":
+                state = self.optimizer.state.get(e.tensor, {}) if self.optimizer is not None else {}
+                for key in ("exp_avg", "momentum_buffer", "exp_avg_sq"):
+                    at = first_nonfinite(state.get(key))
+                    if at is not None:
+                        return at
+                return None
+            return first_nonfinite(xs[row])
+
+        return self.recorder.origin_frames(step, [e.info for e in entries], blocks, locate)
 
     def _forget_copied(self) -> None:
         """A snapshot failed after the kernel moved some previous copies to this
@@ -503,11 +612,12 @@ class WatchHandle:
             out.append(torch_host.host_value(t))
         return out
 
-    def _write_values(self, step, entries) -> None:
+    def _write_values(self, step, entries, epoch=None) -> None:
         values = self._values(entries)
         if not self.writer or not values:
             return
-        self.recorder.submit_values(step, [e.info for e in entries], values, epoch=self.epoch)
+        self.recorder.submit_values(step, [e.info for e in entries], values,
+                                    epoch=self.epoch if epoch is None else epoch)
         self._values_step = step
 
 
@@ -539,7 +649,8 @@ def _close_earlier_watches(model, optimizer) -> None:
 def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
           buffers: bool = False, delta="auto", delta_budget_bytes: int = DEFAULT_DELTA_BUDGET,
           skip_frozen: bool = False, hist_sample: int | str | None = "auto", scaler=None,
-          initial: bool = True, cpu_kernel: str = "fused", **recorder_options) -> WatchHandle:
+          initial: bool = True, cpu_kernel: str = "fused", instruments=True,
+          **recorder_options) -> WatchHandle:
     """Record a torch module's weights, gradients and updates while it trains.
 
     model: an nn.Module (DistributedDataParallel and torch.compile wrappers are
@@ -567,6 +678,10 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
       "torch": torch ops only.
     scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
     initial: record the weights as they are when watch() is called (step 0).
+    instruments: True (all), False, some of "sigma", "dist_init", "cos", "optim",
+      "nan_origin" (spectral norms, distance from initialisation, update cosines,
+      optimizer state, where a NaN began), or a dict of those names -> bool and
+      settings cos_sample / block / warmup (docs/instruments.md).
 
     In a distributed run only rank 0 writes; pass the same arguments on every rank.
     """
@@ -576,6 +691,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     if not (hist_sample is None or hist_sample == "auto"
             or (isinstance(hist_sample, int) and not isinstance(hist_sample, bool) and hist_sample >= 1)):
         raise ValueError(f"hist_sample must be None, 'auto' or an int >= 1, got {hist_sample!r}")
+    inst.parse_options(instruments)  # a bad name fails here, not in training
     if cpu_kernel not in ("fused", "torch"):
         raise ValueError(f"cpu_kernel must be 'fused' or 'torch', got {cpu_kernel!r}")
     if not isinstance(model, torch.nn.Module):
@@ -606,7 +722,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     handle = WatchHandle(model, recorder, optimizer=optimizer, grads=grads, buffers=buffers,
                          delta=delta, delta_budget_bytes=delta_budget_bytes, skip_frozen=skip_frozen,
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
-                         cpu_kernel=cpu_kernel, schedule_only=schedule_only)
+                         cpu_kernel=cpu_kernel, schedule_only=schedule_only, instruments=instruments)
     _live.append(weakref.ref(handle))
     if (recorder is not None and handle.active and cpu_kernel == "fused" and not torch_native.available()
             and any(p.device.type == "cpu" for p in model.parameters())):

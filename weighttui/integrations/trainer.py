@@ -88,11 +88,24 @@ class TrainerRecording:
         if due or full:
             self.handle.record(step, epoch=epoch, full=full)
 
-    def _finish(self, status: str = "finished") -> None:
+    def _epoch_end(self, step: int, epoch) -> None:
+        """The trainer's epoch `epoch` ended after optimizer step `step`: its complete
+        values if `full_epochs` chose it (docs/core.md, "Epochs")."""
         if self.handle is not None:
-            self.handle.close()  # hooks and device copies; the recorder is closed below
+            self.handle.step_count = int(step)
+            self.handle.end_epoch(epoch)
+
+    def _finish(self, status: str = "finished", *, step: int | None = None, epoch=None,
+                error=None) -> None:
+        """Training ended (at optimizer step `step` in `epoch`): the torch handle takes
+        a last snapshot and ends the epoch in progress when it finished; then close."""
+        if self.handle is not None:
+            if step is not None:
+                self.handle.step_count = int(step)
+                self.handle.epoch = None if epoch is None else int(epoch)
+            self.handle.close(status)  # hooks and device copies; the recorder is closed below
             self.handle = None
         if self._owned and self.recorder is not None:
-            self.recorder.close(status=status)
+            self.recorder.close(status=status, error=error)
             self.recorder = None
             self._owned = False

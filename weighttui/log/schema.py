@@ -6,9 +6,24 @@ them; both import the names from here so that they can never disagree.
 
 WEIGHT_STATS = ("mean", "std", "min", "max", "absmean", "norm", "zero_frac", "nan", "inf")
 DELTA_STATS = ("norm", "ratio", "max_abs", "mean_abs", "changed_frac", "exact")
-KINDS = ("weights", "delta", "grad")
-# The statistics columns of each kind of block (grad blocks use the weights columns).
-COLUMNS = {"weights": WEIGHT_STATS, "delta": DELTA_STATS, "grad": WEIGHT_STATS}
+# Instrument columns (docs/instruments.md): appended to a block's columns when the
+# writer computes them; a block without them is complete, a reader that does not
+# know them ignores them (columns are found by name).
+WEIGHT_INSTRUMENTS = ("sigma_max", "stable_rank", "dist_init")
+DELTA_INSTRUMENTS = ("cos_prev", "cos_grad", "sigma_ratio")
+# The optional optim block: per tensor optimizer state (Adam moments, SGD momentum).
+OPTIM_STATS = ("m_norm", "v_norm", "eff_lr", "nonfinite")
+KINDS = ("weights", "delta", "grad", "optim")
+# Columns every block of a kind has always had (format 1 as first written); the
+# others of COLUMNS are optional additions.
+BASE_COLUMNS = {"weights": WEIGHT_STATS, "delta": DELTA_STATS, "grad": WEIGHT_STATS, "optim": ()}
+# Every column a reader keeps for each kind of block.
+COLUMNS = {
+    "weights": WEIGHT_STATS + WEIGHT_INSTRUMENTS,
+    "delta": DELTA_STATS + DELTA_INSTRUMENTS,
+    "grad": WEIGHT_STATS,
+    "optim": OPTIM_STATS,
+}
 
 # Outside the log (CSV, JSON, npz, TensorBoard exports), a statistic called "nan" or "inf" reads
 # back as a missing value or a number in pandas and spreadsheets: exports name those columns by

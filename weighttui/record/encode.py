@@ -54,6 +54,8 @@ def encode_snapshot(p: dict) -> dict:
     out["weights"] = _encode_block(p["weights"])
     out["delta"] = _encode_block(p["delta"])
     out["grad"] = _encode_block(p["grad"])
+    if p.get("optim") is not None:
+        out["optim"] = _encode_block(p["optim"])
     if p["sample"] is not None:
         out["sample"] = encode_array(p["sample"])
     return out

@@ -119,6 +119,10 @@ class NumpyStats:
             part[at] = src
         return block
 
+    def previous(self, info: TensorInfo) -> np.ndarray | None:
+        """The exact previous values of a tensor, if kept (read them before blocks() or delta() replaces them)."""
+        return self._prev.get(info.id) if self.delta_policy == "exact" else None
+
     def delta(self, infos: list[TensorInfo], arrays: list[np.ndarray]) -> Block | None:
         """Update statistics against the previous call's values, which these replace."""
         return self.blocks(infos, arrays)[1]

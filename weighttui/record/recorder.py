@@ -25,6 +25,7 @@ import numpy as np
 from weighttui._version import __version__
 from weighttui.log.format import FrameType, encode_frame
 from weighttui.log.records import TensorInfo
+from weighttui.record import instruments as inst
 from weighttui.record import lifecycle
 from weighttui.record.encode import plain
 from weighttui.record.numpy_path import NumpyStats, to_numpy, value_copy
@@ -80,6 +81,7 @@ class Recorder:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         fsync_every: float | None = None,
         file_mode: int = 0o600,
+        instruments=True,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ):
         self.schedule = Schedule(every=every, epochs=epochs, full_every=full_every,
@@ -113,10 +115,15 @@ class Recorder:
         self._last_step: int | None = None  # latest snapshot step queued (steps never go back)
         self.refused = 0  # snapshots refused at the call (their step went back)
         self._pid = os.getpid()
+        self._epoch_copy = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
         self.registry = Registry(self.sample, self._lock)
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
+        # instrument columns of the numpy path (docs/instruments.md)
+        chosen, settings = inst.parse_options(instruments)
+        self.instruments = inst.Instruments(chosen, **settings)
         self._nonfinite_seen: set[int] = set()
+        self._origin_seen = False  # nan_origin is reported once per run
         self._closed = False
 
         run = {
@@ -178,6 +185,13 @@ class Recorder:
     def wants_full(self, step: int, epoch: int | None = None) -> bool:
         return self.active and self.schedule.wants_full(step, epoch)
 
+    def full_epoch_due(self, epoch: int | None) -> bool:
+        """Whether `epoch` is one `full_epochs` chose and whose values are not stored yet."""
+        return self.active and self.schedule.full_epoch_due(epoch)
+
+    def full_epoch_taken(self, epoch: int | None) -> None:
+        self.schedule.full_epoch_taken(epoch)
+
     def selects(self, name: str) -> bool:
         """Whether include/exclude let this tensor name through."""
         return self.schedule.selects(name)
@@ -199,12 +213,19 @@ class Recorder:
     # ----------------------------------------------------------- numpy path
 
     def snapshot(self, step, tensors, *, epoch=None, batch=None, grads=None, scalars=None,
-                 full: bool | None = None) -> bool:
+                 full: bool | None = None, optim=None) -> bool:
         """Record statistics of `tensors` (name -> array-like) at `step`.
 
         Returns True if this call recorded a snapshot. `grads` maps the same
         names to gradients; `scalars` are recorded at every call; `full`
-        forces (True) or suppresses (False) storing complete values.
+        forces (True) or suppresses (False) storing complete values. `optim`
+        maps names to optimizer state, {"m": first moment or momentum, "v":
+        second moment, "lr", "step", "beta2", "eps"} (docs/instruments.md).
+
+        Epochs (docs/core.md, "Epochs"): the complete values of an epoch that
+        `full_epochs` chose are those of its last call, stored when the next
+        epoch's first call (or close()) shows that it ended; during such an
+        epoch every call keeps a copy of its tensors for that.
         """
         try:
             step = int(step)
@@ -212,31 +233,123 @@ class Recorder:
             if not self.active:
                 self.should_record(step, epoch)  # counts a missed snapshot after a failure
                 return False
+            self._epoch_boundary(epoch)
             if full is None:
                 full = self.wants_full(step, epoch)
-            if not (self.should_record(step, epoch) or full):
+            due = self.should_record(step, epoch) or full
+            keep = self.schedule.full_epoch_due(epoch)  # this call may be its epoch's last
+            if not (due or keep):
                 if scalars:
                     self.scalars(step, epoch=epoch, **scalars)
                 return False
-            if not self._step_ok(step):
-                return False
             with self._snapshot_lock:
                 names, arrays = self._arrays(tensors)
-                infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays)]
-                if not infos:
+                if keep:
+                    infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]
+                    self._epoch_copy = (step, epoch, infos, [value_copy(a) for a in arrays])
+                if not due:
                     if scalars:
                         self.scalars(step, epoch=epoch, **scalars)
                     return False
-                stats = self._numpy
-                weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
-                return self.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta,
-                                   grad=stats.grads(names, grads) if grads else None,
-                                   sample=stats.samples(infos, arrays),
-                                   values=[value_copy(a) for a in arrays] if full else None,
-                                   scalars=scalars)
+                return self._take(step, names, arrays, epoch=epoch, batch=batch, grads=grads,
+                                  scalars=scalars, full=full, optim=optim)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
             return False
+
+    def _take(self, step: int, names, arrays, *, epoch, batch=None, grads=None, scalars=None,
+              full=False, optim=None) -> bool:
+        if not self._step_ok(step):
+            return False
+        infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]
+        if not infos:
+            if scalars:
+                self.scalars(step, epoch=epoch, **scalars)
+            return False
+        stats = self._numpy
+        prevs = [stats.previous(i) for i in infos]
+        update_sigma = None
+        if self.instruments:  # before blocks() moves the arrays into the previous copies
+            with np.errstate(all="ignore"):
+                update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
+        weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
+        grad = stats.grads(names, grads) if grads else None
+        optim_block, origin = None, []
+        if self.instruments:
+            with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
+                weights, delta, optim_block, origin = self._instrument(
+                    step, infos, arrays, update_sigma, weights, delta, grad, grads, optim)
+        return self.submit(step, infos, weights, epoch=epoch, batch=batch,
+                           delta=delta, grad=grad, optim=optim_block,
+                           sample=stats.samples(infos, arrays),
+                           values=[value_copy(a) for a in arrays] if full else None,
+                           scalars=scalars, extra_frames=origin)
+
+    def _epoch_boundary(self, epoch) -> None:
+        """A call in another epoch than the kept copy's: that epoch ended at its last call."""
+        kept = self._epoch_copy
+        if kept is not None and kept[1] != epoch:
+            self._epoch_copy = None
+            self._store_epoch(kept)
+
+    def _store_epoch(self, kept) -> None:
+        step, epoch, infos, copies = kept
+        if infos and self.schedule.full_epoch_due(epoch) and self.submit_values(step, infos, copies, epoch=epoch):
+            self.schedule.full_epoch_taken(epoch)
+
+    def _finish_numpy(self) -> None:
+        """Training ended: the epoch in progress ended at the last call (its values,
+        if full_epochs chose it). The numpy path takes no snapshot of its own: its
+        caller says which calls are recorded (full=True forces one)."""
+        with self._snapshot_lock:
+            kept, self._epoch_copy = self._epoch_copy, None
+            if kept is not None:
+                self._store_epoch(kept)
+
+    def _instrument(self, step, infos, arrays, update_sigma, weights, delta, grad, grads, optim):
+        """The numpy path's instrument columns, optim block and NaN-origin event."""
+        ins = self.instruments
+        norms = weights.stats[:, list(weights.names).index("norm")]
+        wcols = ins.weights_columns(infos, arrays, norms)
+        weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+        if delta is not None:
+            g = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
+            delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS,
+                                      ins.delta_columns(infos, arrays, g, update_sigma, wcols[:, 0]))
+        optim_block = None
+        if optim and "optim" in ins.chosen:
+            optim_block = ins.optim_block(infos, {str(k): v for k, v in optim.items()})
+        frames = []
+        if "nan_origin" in ins.chosen:
+            gmap = {str(k): v for k, v in (grads or {}).items()}
+
+            def locate(kind, row):
+                name = infos[row].name
+                if kind == "grad":
+                    return inst.first_nonfinite(to_numpy(gmap[name]))
+                if kind == "optim":
+                    st = optim[name]
+                    for key in ("m", "v"):
+                        if st.get(key) is not None:
+                            at = inst.first_nonfinite(to_numpy(st[key]))
+                            if at is not None:
+                                return at
+                    return None
+                return inst.first_nonfinite(arrays[row])
+
+            frames = self.origin_frames(step, infos, {"weights": weights, "delta": delta, "grad": grad,
+                                                       "optim": optim_block}, locate)
+        return weights, delta, optim_block, frames
+
+    def origin_frames(self, step, infos, blocks, locate) -> list:
+        """A `nan_origin` event the first time a snapshot holds a non-finite value."""
+        if self._origin_seen:
+            return []
+        origin = inst.find_origin(step, infos, blocks, locate)
+        if origin is None:
+            return []
+        self._origin_seen = True
+        return [(FrameType.EVENT, {**origin.event(), "time": time.time()})]
 
     def _arrays(self, tensors) -> tuple[list[str], list[np.ndarray]]:
         """The selected tensors as numpy arrays; one that cannot be recorded (a
@@ -284,7 +397,7 @@ class Recorder:
     def submit(self, step: int, infos, weights: Block, *, epoch=None, batch=None,
                delta: Block | None = None, grad: Block | None = None,
                sample: np.ndarray | None = None, values=None, time_: float | None = None,
-               scalars: dict | None = None, extra_frames=()) -> bool:
+               scalars: dict | None = None, extra_frames=(), optim: Block | None = None) -> bool:
         """Queue a snapshot whose blocks are already computed (rows follow infos).
 
         `values`: complete tensor values (numpy arrays, or ("bf16", uint16 bits))
@@ -308,13 +421,15 @@ class Recorder:
             "grad": grad,
             "sample": None if sample is None else np.asarray(sample, dtype="<f4"),
         }
+        if optim is not None:  # an addition of docs/instruments.md: absent when there is none
+            payload["optim"] = optim
         frames = list(extra_frames)
         scalar_record = scalars_payload(step, epoch, scalars) if scalars else None
         if scalar_record is not None:
             frames.insert(0, (FrameType.SCALARS, scalar_record))
         vals = []
         if values is not None:
-            vals = [(int(step), payload["epoch"], info, v) for info, v in zip(infos, values)]
+            vals = [(int(step), payload["epoch"], info, v) for info, v in zip(infos, values, strict=True)]
         with self._lock:
             if not self._step_ok(int(step)):
                 return False
@@ -337,7 +452,7 @@ class Recorder:
         """
         if not self.active:
             return False
-        vals = [(int(step), None if epoch is None else int(epoch), info, v) for info, v in zip(infos, values)]
+        vals = [(int(step), None if epoch is None else int(epoch), info, v) for info, v in zip(infos, values, strict=True)]
         with self._lock:
             return self._put(Job(values=vals))
 
@@ -408,10 +523,16 @@ class Recorder:
         """
         if self._closed:
             return
+        if self._pid != os.getpid():
+            self._closed = True
+            return
+        if status == "finished" and self.active:
+            try:
+                self._finish_numpy()
+            except Exception as exc:  # never into the training loop
+                self.reporter.failure(exc, "taking the final snapshot")
         self._closed = True
         lifecycle.unregister(self)
-        if self._pid != os.getpid():
-            return
         note = self.schedule.unfired_full_epochs()
         if note is not None and not self.writer.failed:
             self.reporter.once("full_epochs", f"weighttui: warning: {note}")

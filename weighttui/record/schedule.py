@@ -74,13 +74,8 @@ class Schedule:
     def wants_full(self, step: int, epoch: int | None = None) -> bool:
         if epoch is not None:
             self.epochs_seen.add(epoch)
-        if self.full_every_due(step):
-            return True
-        # once per chosen epoch (its first recorded call), not at every step of it
-        if self._full_epochs is not None and self._full_epochs(epoch) and epoch not in self._full_epochs_done:
-            self._full_epochs_done.add(epoch)
-            return True
-        return False
+        # full_epochs are taken when their epoch ends (full_epoch_due / full_epoch_taken)
+        return self.full_every_due(step)
 
     def full_epoch_due(self, epoch: int | None) -> bool:
         """Whether `epoch` is one full_epochs chose and whose values are not taken yet."""

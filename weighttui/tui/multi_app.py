@@ -107,8 +107,8 @@ class MultiRunApp(App[int]):
     ]
 
     def __init__(self, paths=(), *, directory=None, mode: str = "watch", title: str | None = None,
-                 max_rows: int | None = 1024, clock: Callable[[], float] | None = None, scan_interval: float = SCAN_INTERVAL_S,
-                 follower_options: dict | None = None):
+                 max_rows: int | None = 1024, clock: Callable[[], float] | None = None,
+                 scan_interval: float = SCAN_INTERVAL_S, follower_options: dict | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
@@ -158,7 +158,7 @@ class MultiRunApp(App[int]):
             return
         slot = RunSlot(path, os.path.basename(path), max_rows=self.max_rows, clock=self.clock)
         self.slots.append(slot)
-        for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory)):
+        for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory), strict=True):
             s.name = name
         slot.follower = Follower(path, self.pump.wake, **self._follower_options)
         slot.follower.start()

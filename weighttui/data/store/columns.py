@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 
-from weighttui.log.schema import COLUMNS, KINDS
+from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 
 # A tail is sealed into a segment at this many entries (tensor-snapshots) or bytes,
 # whichever comes first: bounded memory while building, few segments per GiB of log.
@@ -209,6 +209,9 @@ class KindColumns:
         self.kind = kind
         self.columns = COLUMNS[kind]
         self.col_index = {c: i for i, c in enumerate(self.columns)}
+        # which columns some block carried: the optional ones (instruments) are
+        # listed by RunData.columns() only once a snapshot had them
+        self.filled = np.array([c in BASE_COLUMNS[kind] for c in self.columns], dtype=bool)
         self.segments: list[Segment] = []
         self.tail: list[dict] = []  # snapshots not sealed yet, in row order
         self.tail_entries = 0
@@ -223,12 +226,14 @@ class KindColumns:
         n = cols.size
         if tuple(block.names) == self.columns:
             stats = block.stats
+            self.filled[:] = True
         else:  # columns in another order or unknown ones: map by name, NaN where missing
             stats = np.full((n, len(self.columns)), np.nan)
             for src, name in enumerate(block.names):
                 dst = self.col_index.get(name)
                 if dst is not None:
                     stats[:, dst] = block.stats[:, src]
+                    self.filled[dst] = True
         piece = {"rows": np.full(n, row, dtype=np.int32), "cols": cols, "stats": stats}
         size = stats.nbytes
         if block.hist is not None:

@@ -365,7 +365,7 @@ def _run_json(run: RunState, groups: list, w: _Writer) -> dict:
                     "values": w.add(np.concatenate(sc_vals) if names else np.zeros(0))},
         "values": [[step, run.values_epoch.get(step), tid, off, start, n]
                    for step, per in run.values.items() for tid, chunks in per.items() for off, start, n in chunks],
-        "kinds": {k: {"bins": kc.bins, "seen": kc.seen} for k, kc in run.kinds.items()},
+        "kinds": {k: {"bins": kc.bins, "seen": kc.seen, "filled": kc.filled.tolist()} for k, kc in run.kinds.items()},
         "groups": groups,
     }
 
@@ -475,6 +475,10 @@ def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
         kc = run.kinds[k]
         kc.bins = None if kj["bins"] is None else int(kj["bins"])
         kc.seen = bool(kj["seen"])
+        filled = kj.get("filled")
+        if not isinstance(filled, list) or len(filled) != len(kc.columns):
+            raise _Unusable("columns of another version")
+        kc.filled = np.array(filled, dtype=bool)
     at = 0
     for gj in rj["groups"]:
         row0, row1 = int(gj["row0"]), int(gj["row1"])

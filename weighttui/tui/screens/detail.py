@@ -34,6 +34,7 @@ from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars
 Series = dict[str, np.ndarray]
 
 KIND_NAMES = {"weights": "weights", "delta": "updates (delta)", "grad": "gradients"}
+STAT_LABELS = {"ratio_step": "ratio/step", "zero_frac": "zeros", "changed_frac": "changed"}  # the statistics table
 
 # (chart title, [(label, how to compute it from the series dict, colour)], log y)
 CHARTS: dict[str, list[tuple[str, list[tuple[str, Callable[[Series], np.ndarray], str]], bool]]] = {
@@ -214,8 +215,8 @@ class DetailScreen(RunScreen):
                 second.append(f" {key}:{kind} ", style="reverse bold")
             else:
                 second.append(f" {key}:{kind} ")
-        second.append(f"  density {'log' if self.log_density else 'linear'} · range {self.range_mode} · zoom {self.zoom}",
-                 style="dim")
+        density = "log" if self.log_density else "linear"
+        second.append(f"  density {density} · range {self.range_mode} · zoom {self.zoom}", style="dim")
         first, t = t, Text()
         if pos_step is None:
             t.append("no snapshots yet", style="dim")
@@ -234,7 +235,7 @@ class DetailScreen(RunScreen):
                     else ("ratio_step", "norm", "max_abs", "mean_abs", "changed_frac")
                 for stat in shown:
                     v = stats[stat][i]
-                    label = {"ratio_step": "ratio/step", "zero_frac": "zeros", "changed_frac": "changed"}.get(stat, stat)
+                    label = STAT_LABELS.get(stat, stat)
                     bad = stat in ("nan", "inf") and v > 0
                     t.append(f"{label} ", style="dim")
                     t.append(f"{fmt_value(v, 0).strip()}  ", style="bold red" if bad else "")

@@ -1,0 +1,186 @@
+"""Instruments of watch() (docs/instruments.md) on real torch training, against float64
+references computed from the complete values the same log stores (full_every=1)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import weighttui
+import weighttui.torch as wt
+from weighttui.integrations import torch_native
+from weighttui.log.schema import BASE_COLUMNS
+from weighttui.record import instruments as inst
+
+KERNELS = ["torch"] + (["fused"] if torch_native.available() else [])
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.norm = torch.nn.BatchNorm2d(8)
+        self.fc1 = torch.nn.Linear(8 * 6 * 6, 96)  # 27,648 weights: sampled cosines at cos_sample=4096
+        self.fc2 = torch.nn.Linear(96, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.norm(self.conv(x)))
+        return self.fc2(torch.relu(self.fc1(h.flatten(1))))
+
+
+def _train(path, *, opt="adamw", steps=25, cpu_kernel="torch", nan_at=None, every=1, **kw):
+    torch.manual_seed(0)
+    model = Net()
+    if opt == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    elif opt == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    x = torch.randn(64, 3, 8, 8)
+    y = torch.randint(0, 5, (64,))
+    grads = {}
+    handle = wt.watch(model, path, optimizer=optimizer, every=every, full_every=every, cpu_kernel=cpu_kernel, **kw)
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if nan_at == step:
+            with torch.no_grad():
+                model.fc2.weight.grad[2, 7] = float("nan")
+        grads[step] = {n: p.grad.detach().double().numpy().copy() for n, p in model.named_parameters()}
+        optimizer.step()
+    handle.close()
+    return model, optimizer, grads
+
+
+@pytest.mark.parametrize("cpu_kernel", KERNELS)
+def test_adamw_training_against_float64_references(tmp_path, cpu_kernel):
+    path = tmp_path / "run.wtui"
+    model, optimizer, grads = _train(path, cpu_kernel=cpu_kernel, buffers=True)
+    run = weighttui.open(path)
+    full = {s: run.weights(step=s) for s in run.full_steps}
+    assert run.full_steps[:3] == [0, 1, 2]
+    checked = 0
+    for name in run.tensor_names:
+        steps, sig = run.series(name, "sigma_max")
+        _, srank = run.series(name, "stable_rank")
+        _, norm = run.series(name, "norm")
+        _, dist = run.series(name, "dist_init")
+        _, cos_prev = run.series(name, "cos_prev", kind="delta")
+        _, cos_grad = run.series(name, "cos_grad", kind="delta")
+        _, sratio = run.series(name, "sigma_ratio", kind="delta")
+        for i, s in enumerate(steps.tolist()):
+            w = full[s][name].astype(np.float64)
+            if "num_batches" in name:  # an int buffer
+                continue
+            assert dist[i] == pytest.approx(inst.dist_init_ref(w, full[0][name]), rel=1e-5, abs=1e-7)
+            if w.ndim >= 2:
+                ref = inst.sigma_max_ref(w)
+                assert sig[i] <= ref * (1 + 1e-5)  # a Ritz value: from below
+                if s == 0 or s >= 15:  # warmed up; a new top direction (early Adam steps) takes a few snapshots
+                    assert sig[i] == pytest.approx(ref, rel=1e-3), (name, s)
+                assert srank[i] == pytest.approx(norm[i] ** 2 / sig[i] ** 2, rel=1e-12)
+                checked += 1
+            else:
+                assert math.isnan(sig[i])
+            if s >= 1 and w.ndim >= 2:
+                d = w - full[s - 1][name]
+                ratio_ref = inst.sigma_max_ref(d) / inst.sigma_max_ref(w)
+                assert sratio[i] == pytest.approx(ratio_ref, rel=5e-2), (name, s)
+            if s >= 2 and name in grads[s]:
+                d = (w - full[s - 1][name]).reshape(-1)
+                dp = (full[s - 1][name].astype(np.float64) - full[s - 2][name]).reshape(-1)
+                g = grads[s][name].reshape(-1)
+                idx = inst.sample_index(name, d.size, inst.DEFAULT_COS_SAMPLE)
+                if idx is None:  # every element: the cosine itself
+                    assert cos_prev[i] == pytest.approx(inst.cosine(d, dp), abs=1e-9)
+                    assert cos_grad[i] == pytest.approx(inst.cosine(d, g), abs=1e-9)
+                else:  # the sampled coordinates' cosine, close to the full one
+                    assert cos_prev[i] == pytest.approx(inst.cosine(d[idx], dp[idx]), abs=1e-9)
+                    assert cos_grad[i] == pytest.approx(inst.cosine(d[idx], g[idx]), abs=1e-9)
+                    assert abs(cos_grad[i] - inst.cosine(d, g)) < 3 / math.sqrt(idx.size)
+    assert checked >= 3 * 20
+    # optimizer state at the last snapshot: the state as it is now
+    for name, p in model.named_parameters():
+        st = optimizer.state[p]
+        _, m = run.series(name, "m_norm", kind="optim")
+        _, v = run.series(name, "v_norm", kind="optim")
+        _, eff = run.series(name, "eff_lr", kind="optim")
+        _, bad = run.series(name, "nonfinite", kind="optim")
+        m_ref = np.linalg.norm(st["exp_avg"].double().numpy())
+        v_ref = np.linalg.norm(st["exp_avg_sq"].double().numpy())
+        assert m[-1] == pytest.approx(m_ref, rel=1e-5)
+        assert v[-1] == pytest.approx(v_ref, rel=1e-5)
+        assert eff[-1] == pytest.approx(inst.adam_eff_lr(3e-3, v_ref, p.numel(), float(st["step"]), 0.999, 1e-8),
+                                        rel=1e-5)
+        assert bad[-1] == 0
+    # buffers are not parameters: no optimizer state
+    assert np.isnan(run.series("norm.running_mean", "m_norm", kind="optim")[1]).all()
+    assert not [e for e in run.events if e.kind == "nan_origin"]
+
+
+@pytest.mark.parametrize("cpu_kernel", KERNELS)
+def test_plain_sgd_updates_point_against_the_gradient(tmp_path, cpu_kernel):
+    path = tmp_path / "run.wtui"
+    _train(path, opt="sgd", steps=6, cpu_kernel=cpu_kernel)
+    run = weighttui.open(path)
+    for name in ("conv.weight", "fc1.weight", "fc2.bias"):
+        steps, cos_grad = run.series(name, "cos_grad", kind="delta")
+        assert steps.tolist() == list(range(7))
+        assert math.isnan(cos_grad[0])
+        assert np.allclose(cos_grad[1:], -1.0, atol=1e-5)
+        _, eff = run.series(name, "eff_lr", kind="optim")
+        assert np.all(eff == 0.05)  # plain SGD: the learning rate
+
+
+def test_sgd_momentum_buffer_norm(tmp_path):
+    path = tmp_path / "run.wtui"
+    model, optimizer, _ = _train(path, opt="momentum", steps=5)
+    run = weighttui.open(path)
+    for name, p in model.named_parameters():
+        _, m = run.series(name, "m_norm", kind="optim")
+        _, v = run.series(name, "v_norm", kind="optim")
+        assert m[-1] == pytest.approx(float(optimizer.state[p]["momentum_buffer"].norm()), rel=1e-5)
+        assert np.isnan(v).all()
+    # momentum keeps consecutive updates pointing the same way
+    _, cos_prev = run.series("fc1.weight", "cos_prev", kind="delta")
+    assert np.all(cos_prev[3:] > 0.5)
+
+
+@pytest.mark.parametrize("cpu_kernel", KERNELS)
+def test_nan_origin_names_the_gradient(tmp_path, cpu_kernel):
+    path = tmp_path / "run.wtui"
+    _train(path, opt="sgd", steps=6, nan_at=4, cpu_kernel=cpu_kernel)
+    run = weighttui.open(path)
+    origins = [e for e in run.events if e.kind == "nan_origin"]
+    assert len(origins) == 1
+    ev = origins[0]
+    assert ev.step == 4 and run.tensors[ev.tensor].name == "fc2.weight"
+    assert "gradient of fc2.weight at flat index 199" in ev.message  # [2, 7] of 5 x 96
+
+
+def test_sampled_steps_and_options(tmp_path):
+    # every=3: deltas and cosines span three optimizer steps; gradients are the snapshot step's
+    path = tmp_path / "run.wtui"
+    _train(path, opt="sgd", steps=9, every=3, instruments={"cos_sample": 64, "optim": False})
+    run = weighttui.open(path)
+    assert run.steps.tolist() == [0, 3, 6, 9]
+    assert not run.has_kind("optim")
+    full = {s: run.weights(step=s) for s in run.full_steps}
+    _, cos_prev = run.series("fc2.weight", "cos_prev", kind="delta")
+    idx = inst.sample_index("fc2.weight", 480, 64)
+    d = (full[9]["fc2.weight"].astype(np.float64) - full[6]["fc2.weight"]).reshape(-1)[idx]
+    dp = (full[6]["fc2.weight"].astype(np.float64) - full[3]["fc2.weight"]).reshape(-1)[idx]
+    assert cos_prev[-1] == pytest.approx(inst.cosine(d, dp), abs=1e-9)
+    with pytest.raises(ValueError, match="unknown instruments"):
+        wt.watch(Net(), tmp_path / "x.wtui", instruments={"spectrum": True})
+
+    path = tmp_path / "off.wtui"
+    _train(path, steps=3, instruments=False)
+    run = weighttui.open(path)
+    assert run.columns("weights") == BASE_COLUMNS["weights"]
+    assert run.columns("delta") == BASE_COLUMNS["delta"]
+    assert not run.has_kind("optim")

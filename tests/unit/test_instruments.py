@@ -1,0 +1,233 @@
+"""Instruments of the numpy Recorder (docs/instruments.md) against float64 references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import weighttui
+from weighttui.log.schema import BASE_COLUMNS
+from weighttui.record import instruments as inst
+from weighttui.record.recorder import Recorder
+
+
+def _train(path, steps=30, *, cos_sample=inst.DEFAULT_COS_SAMPLE, nan_at=None, lr=0.05, **kw):
+    """A real numpy training: two-layer regression, full-batch gradient descent with
+    momentum (hand-written backward). Returns the weights after each step."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 24))
+    y = np.tanh(x @ rng.standard_normal((24, 6)))
+    w1 = rng.standard_normal((40, 24)) * 0.2
+    w2 = rng.standard_normal((6, 40)) * 0.2
+    b1 = np.zeros(40)
+    params = {"l1.weight": w1, "l1.bias": b1, "l2.weight": w2}
+    mom = {k: np.zeros_like(v) for k, v in params.items()}
+    history, grads_hist = [], []
+    rec = Recorder(path, instruments={"cos_sample": cos_sample}, **kw)
+    with rec:
+        rec.snapshot(0, {k: v.astype(np.float32) for k, v in params.items()})
+        history.append({k: v.astype(np.float32) for k, v in params.items()})
+        grads_hist.append(None)
+        for step in range(1, steps + 1):
+            h = np.tanh(x @ params["l1.weight"].T + params["l1.bias"])
+            out = h @ params["l2.weight"].T
+            e = (out - y) / len(x)
+            g2 = e.T @ h
+            dh = (e @ params["l2.weight"]) * (1 - h**2)
+            g1 = dh.T @ x
+            gb = dh.sum(0)
+            grads = {"l1.weight": g1, "l1.bias": gb, "l2.weight": g2}
+            if nan_at == step:
+                grads["l2.weight"][3, 5] = np.nan
+            for k in params:
+                mom[k] = 0.9 * mom[k] + grads[k]
+                params[k] = params[k] - lr * mom[k]
+            snap = {k: v.astype(np.float32) for k, v in params.items()}
+            g32 = {k: v.astype(np.float32) for k, v in grads.items()}
+            rec.snapshot(step, snap, grads=g32,
+                         optim={k: {"m": mom[k], "lr": lr} for k in params})
+            history.append(snap)
+            grads_hist.append(g32)
+    return history, grads_hist, mom
+
+
+def test_numpy_training_against_float64_references(tmp_path):
+    path = tmp_path / "run.wtui"
+    hist, grads, mom = _train(path)
+    run = weighttui.open(path)
+    assert run.columns("weights")[-3:] == inst.WEIGHT_INSTRUMENTS
+    assert run.columns("delta")[-3:] == inst.DELTA_INSTRUMENTS
+    for name in ("l1.weight", "l1.bias", "l2.weight"):
+        steps, dist = run.series(name, "dist_init")
+        _, sig = run.series(name, "sigma_max")
+        _, srank = run.series(name, "stable_rank")
+        _, norm = run.series(name, "norm")
+        _, cos_prev = run.series(name, "cos_prev", kind="delta")
+        _, cos_grad = run.series(name, "cos_grad", kind="delta")
+        _, sratio = run.series(name, "sigma_ratio", kind="delta")
+        for i, s in enumerate(steps.tolist()):
+            w = hist[s][name]
+            assert dist[i] == pytest.approx(inst.dist_init_ref(w, hist[0][name]), rel=1e-12, abs=1e-15)
+            if w.ndim == 1:
+                assert math.isnan(sig[i]) and math.isnan(srank[i]) and math.isnan(sratio[i])
+            else:
+                ref = inst.sigma_max_ref(w)
+                assert sig[i] <= ref * (1 + 1e-12)  # a Ritz value never exceeds sigma_max
+                assert sig[i] == pytest.approx(ref, rel=1e-3)  # warmed up at the first snapshot
+                assert srank[i] == pytest.approx(norm[i] ** 2 / sig[i] ** 2, rel=1e-12)
+            if s >= 2:
+                d = hist[s][name].astype(np.float64) - hist[s - 1][name]
+                dp = hist[s - 1][name].astype(np.float64) - hist[s - 2][name]
+                assert cos_prev[i] == pytest.approx(inst.cosine(d, dp), abs=1e-12)
+                assert cos_prev[i] > 0.5  # heavy-ball momentum: consecutive updates agree
+            if s >= 1:
+                d = hist[s][name].astype(np.float64) - hist[s - 1][name]
+                assert cos_grad[i] == pytest.approx(inst.cosine(d, grads[s][name]), abs=1e-12)
+                if s == 1:  # the first momentum step is -lr * gradient
+                    assert cos_grad[i] == pytest.approx(-1.0, abs=1e-5)
+                if w.ndim == 2 and s >= 2:  # an estimate: one warm-started iteration per snapshot
+                    ref = inst.sigma_max_ref(d) / inst.sigma_max_ref(w)
+                    assert sratio[i] == pytest.approx(ref, rel=1e-2)
+            else:
+                assert math.isnan(cos_grad[i])
+    # the optim block: momentum buffer norms, lr as the step size
+    for name in ("l1.weight", "l2.weight"):
+        _, m = run.series(name, "m_norm", kind="optim")
+        _, lr = run.series(name, "eff_lr", kind="optim")
+        assert m[-1] == pytest.approx(np.linalg.norm(mom[name]), rel=1e-12)
+        assert lr[-1] == 0.05
+    assert not [e for e in run.events if e.kind == "nan_origin"]
+
+
+def test_first_step_cosines_and_first_snapshot():
+    assert math.isnan(inst.cosine(np.zeros(3), np.ones(3)))
+    assert inst.cosine([1, 0], [-1, 0]) == -1.0
+    assert inst.ratio(0.0, 0.0) == 0.0 and inst.ratio(1.0, 0.0) == math.inf
+
+
+def test_sampled_cosines_are_exact_on_their_coordinates_and_close_to_the_full_cosine(tmp_path):
+    # cos_sample below the tensor sizes: the cosine of the sampled coordinates,
+    # exactly; and (the accuracy it costs) within a few 1/sqrt(k) of the full cosine
+    k = 256
+    path = tmp_path / "run.wtui"
+    hist, grads, _ = _train(path, steps=12, cos_sample=k)
+    run = weighttui.open(path)
+    name = "l1.weight"  # 960 elements, 256 sampled
+    idx = inst.sample_index(name, hist[0][name].size, k)
+    assert idx is not None and idx.size == k and np.all(np.diff(idx) > 0)
+    steps, cos_grad = run.series(name, "cos_grad", kind="delta")
+    _, cos_prev = run.series(name, "cos_prev", kind="delta")
+    worst = 0.0
+    for i, s in enumerate(steps.tolist()):
+        if s < 2:
+            continue
+        d = (hist[s][name].astype(np.float64) - hist[s - 1][name]).reshape(-1)
+        dp = (hist[s - 1][name].astype(np.float64) - hist[s - 2][name]).reshape(-1)
+        g = grads[s][name].reshape(-1)
+        assert cos_prev[i] == pytest.approx(inst.cosine(d[idx], dp[idx]), abs=1e-12)
+        assert cos_grad[i] == pytest.approx(inst.cosine(d[idx], g[idx]), abs=1e-12)
+        worst = max(worst, abs(cos_grad[i] - inst.cosine(d, g)), abs(cos_prev[i] - inst.cosine(d, dp)))
+    assert worst < 3 / math.sqrt(k)
+
+
+def test_nan_origin_names_the_gradient_its_index_and_step_once(tmp_path):
+    path = tmp_path / "run.wtui"
+    _train(path, steps=8, nan_at=5)
+    run = weighttui.open(path)
+    origins = [e for e in run.events if e.kind == "nan_origin"]
+    assert len(origins) == 1
+    ev = origins[0]
+    assert ev.step == 5 and ev.level == "error"
+    assert "gradient of l2.weight" in ev.message and "flat index 125" in ev.message  # [3, 5] of 6 x 40
+    assert "more tensor" not in ev.message  # its update and momentum are the same tensor's
+    assert run.tensors[ev.tensor].name == "l2.weight"
+
+
+def test_nan_origin_in_weights_and_optimizer_state(tmp_path):
+    path = tmp_path / "run.wtui"
+    w = np.ones((4, 5), dtype=np.float32)
+    with Recorder(path) as rec:
+        rec.snapshot(1, {"a": w, "b": w}, optim={"b": {"m": np.ones(20), "v": np.ones(20), "lr": 1e-3,
+                                                       "step": 1, "beta2": 0.999, "eps": 1e-8}})
+        v = np.ones(20)
+        v[7] = np.inf
+        bad = w.copy()
+        bad[2, 1] = np.nan
+        rec.snapshot(2, {"a": bad, "b": w}, optim={"b": {"m": np.ones(20), "v": v, "lr": 1e-3, "step": 2}})
+    run = weighttui.open(path)
+    (ev,) = [e for e in run.events if e.kind == "nan_origin"]
+    # the optimizer state comes before the weights in a training step
+    assert ev.step == 2 and "optimizer state of b at flat index 7" in ev.message
+    assert "1 more tensor" in ev.message
+    _, nonfinite = run.series("b", "nonfinite", kind="optim")
+    assert nonfinite.tolist() == [0, 1]
+    _, eff = run.series("b", "eff_lr", kind="optim")
+    assert eff[0] == pytest.approx(inst.adam_eff_lr(1e-3, math.sqrt(20), 20, 1, 0.999, 1e-8))
+    assert eff[0] == pytest.approx(1e-3 / (math.sqrt(1 / 0.001) + 1e-8))
+
+
+def test_instruments_off_and_bad_names(tmp_path):
+    path = tmp_path / "run.wtui"
+    with Recorder(path, instruments=False) as rec:
+        rec.snapshot(0, {"w": np.ones((3, 3))})
+        rec.snapshot(1, {"w": np.ones((3, 3)) * 2})
+    run = weighttui.open(path)
+    assert run.columns("weights") == BASE_COLUMNS["weights"]
+    assert run.columns("delta") == BASE_COLUMNS["delta"]
+    assert not run.has_kind("optim")
+    assert np.isnan(run.series("w", "sigma_max")[1]).all()
+    with pytest.raises(ValueError, match="unknown instruments"):
+        Recorder(tmp_path / "x.wtui", instruments=["sigma", "spectrum"])
+    path = tmp_path / "some.wtui"
+    with Recorder(path, instruments=["dist_init"]) as rec:
+        rec.snapshot(0, {"w": np.ones((3, 3))})
+        rec.snapshot(1, {"w": np.ones((3, 3)) * 2})
+    run = weighttui.open(path)
+    assert run.series("w", "dist_init")[1].tolist() == [0.0, 1.0]
+    assert np.isnan(run.series("w", "sigma_max")[1]).all()
+
+
+def test_logs_from_before_read_and_unknown_columns_are_ignored(tmp_path):
+    from pathlib import Path
+
+    old = Path(__file__).resolve().parents[1] / "data" / "clean.wtui"
+    run = weighttui.open(old)
+    assert run.columns("weights") == BASE_COLUMNS["weights"]
+    assert run.columns("delta") == BASE_COLUMNS["delta"]
+    assert not run.has_kind("optim")
+    name = run.tensor_names[0]
+    steps, sig = run.series(name, "sigma_max")
+    assert steps.size and np.isnan(sig).all()
+    # a newer writer's column that this reader does not know is ignored
+    from weighttui.record.stats import Block
+
+    path = tmp_path / "new.wtui"
+    with Recorder(path, instruments=False) as rec:
+        info = rec.declare("w", (2, 2), "float32")
+        base = rec._numpy.weights([np.ones((2, 2))])
+        rec.submit(0, [info], Block(base.names + ("spectral_gap",), np.hstack([base.stats, [[7.0]]]), base.hist))
+    run = weighttui.open(path)
+    assert "spectral_gap" not in run.columns("weights")
+    assert run.series("w", "mean")[1].tolist() == [1.0]
+
+
+def test_spectral_iteration_converges_warm_started():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((200, 120))
+    spec = inst.Spectral("w")
+    ref = inst.sigma_max_ref(w)
+    estimates = [spec.update(w) for _ in range(20)]
+    assert all(e <= ref * (1 + 1e-12) for e in estimates)
+    assert estimates[-1] == pytest.approx(ref, rel=1e-3)
+    # a conv kernel is (out, in * kh * kw)
+    assert inst.matrix_shape((8, 3, 3, 3)) == (8, 27)
+    assert inst.matrix_shape((8,)) is None and inst.matrix_shape((0, 4)) is None
+    # a zero matrix, then a real one: the iteration recovers
+    spec = inst.Spectral("z")
+    assert spec.update(np.zeros((5, 4))) == 0.0
+    w = rng.standard_normal((5, 4))
+    for _ in range(3):
+        got = spec.update(w)
+    assert got == pytest.approx(inst.sigma_max_ref(w), rel=1e-9)

@@ -1,0 +1,396 @@
+"""Instruments (docs/instruments.md): spectral norms, distance from initialisation,
+update direction, optimizer state and where a NaN began, in numpy.
+
+The float64 reference functions (`sigma_max_ref`, `cosine`, ...) define what
+the columns of log/schema.py's WEIGHT_INSTRUMENTS, DELTA_INSTRUMENTS and
+OPTIM_STATS mean; `Instruments` computes them for the numpy Recorder, keeping
+per tensor only what the next snapshot needs (see `memory` in the docs).
+The torch path (integrations/torch_instruments.py) is tested against these.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUMENTS
+from weighttui.record.stats import Block
+
+DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
+DEFAULT_BLOCK = 8  # vectors of the warm-started subspace (block power) iteration
+DEFAULT_WARMUP = 16  # iterations the first time a tensor is seen (random init has no spectral gap)
+ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin")
+
+
+def matrix_shape(shape) -> tuple[int, int] | None:
+    """(rows, cols) of a weight seen as a matrix: (out, everything else), conv kernels
+    included; None for 0-D/1-D tensors and empty ones."""
+    if len(shape) < 2:
+        return None
+    m, n = int(shape[0]), math.prod(int(s) for s in shape[1:])
+    return (m, n) if m and n else None
+
+
+# ------------------------------------------------------------ references (float64)
+
+
+def sigma_max_ref(w) -> float:
+    """The largest singular value of w as a matrix (exact, numpy.linalg.svd)."""
+    mn = matrix_shape(np.shape(w))
+    if mn is None:
+        return math.nan
+    return float(np.linalg.svd(np.asarray(w, dtype=np.float64).reshape(mn), compute_uv=False)[0])
+
+
+def stable_rank(fro_norm, sigma):
+    """||W||_F^2 / sigma_max^2 (NaN where sigma is 0 or unknown)."""
+    fro_norm = np.asarray(fro_norm, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = fro_norm**2 / sigma**2
+    return np.where(sigma > 0, out, np.nan)
+
+
+def ratio(num: float, den: float) -> float:
+    """num / den with the delta block's `ratio` convention: Inf if den is 0 and num is not."""
+    if not (math.isfinite(num) and math.isfinite(den)):
+        return math.nan
+    if den > 0:
+        return num / den
+    return math.inf if num > 0 else 0.0
+
+
+def dist_init_ref(x, x0) -> float:
+    """||x - x0|| / ||x0||, float64."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
+    return ratio(float(np.linalg.norm(x - x0)), float(np.linalg.norm(x0)))
+
+
+def cosine(a, b) -> float:
+    """Cosine of two vectors in float64; NaN if either is zero or not finite."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if not (na > 0 and nb > 0 and math.isfinite(na) and math.isfinite(nb)):
+        return math.nan
+    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+
+
+def sample_index(name: str, size: int, k: int) -> np.ndarray | None:
+    """The fixed coordinates of a tensor that the update cosines are computed on:
+    None (every element) when size <= k, else k sorted indices drawn once from
+    the tensor's name (the same on every snapshot, rank and run)."""
+    if k <= 0 or size <= k:
+        return None
+    rng = np.random.default_rng(zlib.crc32(name.encode()) + 0x5EED)
+    return np.sort(rng.choice(size, size=k, replace=False)).astype(np.int64)
+
+
+def adam_eff_lr(lr: float, v_norm: float, size: int, step: float, beta2: float, eps: float) -> float:
+    """The effective step size of Adam for an element whose second moment is the
+    tensor's RMS one: lr / (sqrt(rms(v) / (1 - beta2^t)) + eps), rms(v) = ||v|| / sqrt(n)."""
+    if size <= 0 or not step or not math.isfinite(v_norm):
+        return math.nan
+    bc2 = 1.0 - beta2 ** float(step)
+    if bc2 <= 0:
+        return math.nan
+    return float(lr / (math.sqrt(v_norm / math.sqrt(size) / bc2) + eps))
+
+
+# ------------------------------------------------------------ spectral norm
+
+
+def ritz_sigma(gram) -> float:
+    """sigma_max estimate from B B^T, B = Q^T W (p x p): sqrt of its largest eigenvalue."""
+    g = np.asarray(gram, dtype=np.float64)
+    if not np.all(np.isfinite(g)):
+        return math.nan
+    g = (g + g.T) / 2
+    return float(math.sqrt(max(float(np.linalg.eigvalsh(g)[-1]), 0.0)))
+
+
+def start_block(name: str, n: int, p: int) -> np.ndarray:
+    """The first subspace of a tensor: p Gaussian vectors drawn from its name."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    return rng.standard_normal((n, p))
+
+
+def subspace_step(w2: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One warm-started block power iteration (two passes over w2):
+    Q = orth(W V), B = Q^T W; returns (next V = B^T, B B^T)."""
+    q, _ = np.linalg.qr(w2 @ v)
+    b = q.T @ w2
+    return b.T, b @ b.T
+
+
+class Spectral:
+    """sigma_max of a sequence of matrices (one tensor's snapshots), each estimate
+    one block iteration warm-started from the previous snapshot's subspace."""
+
+    __slots__ = ("name", "block", "warmup", "v")
+
+    def __init__(self, name: str, block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP):
+        self.name, self.block, self.warmup = name, block, warmup
+        self.v: np.ndarray | None = None
+
+    def update(self, w2: np.ndarray) -> float:
+        m, n = w2.shape
+        p = max(1, min(self.block, m, n))
+        iters = 1
+        if self.v is None or self.v.shape != (n, p) or not np.any(self.v):
+            self.v, iters = start_block(self.name, n, p), max(1, self.warmup)
+        v, gram = self.v, None
+        for _ in range(iters):
+            v, gram = subspace_step(w2, v)
+        sigma = ritz_sigma(gram)
+        if math.isfinite(sigma):  # a NaN matrix leaves the subspace as it was
+            self.v = v
+        return sigma
+
+
+# ------------------------------------------------------------ NaN origin
+
+ORIGIN_ORDER = ("grad", "optim", "delta", "weights")  # the order a training step computes them
+ORIGIN_WORDS = {"grad": "gradient", "optim": "optimizer state", "delta": "update", "weights": "weights"}
+
+
+def first_nonfinite(arr) -> int | None:
+    """Flat (C order) index of the first NaN/Inf element, or None."""
+    a = np.asarray(arr).reshape(-1)
+    if a.dtype.kind != "f":
+        return None
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return None
+    return int(np.argmax(bad))
+
+
+@dataclass
+class Origin:
+    step: int
+    tensor: int  # id
+    name: str
+    kind: str  # grad, optim, delta, weights
+    index: int | None
+    others: int  # other tensors non-finite in this snapshot
+
+    def event(self) -> dict:
+        at = "" if self.index is None else f" at flat index {self.index}"
+        more = f"; {self.others} more tensor(s) non-finite in this snapshot" if self.others else ""
+        return {
+            "step": self.step, "level": "error", "kind": "nan_origin", "tensor": self.tensor,
+            "where": self.kind, "index": self.index,
+            "message": (f"first non-finite value: {ORIGIN_WORDS[self.kind]} of {self.name}{at}, "
+                        f"step {self.step}{more}"),
+        }
+
+
+def nonfinite_rows(block: Block | None, kind: str) -> np.ndarray:
+    """Bool [T]: rows of a block that hold NaN/Inf (by its counts or non-finite stats)."""
+    if block is None:
+        return np.zeros(0, dtype=bool)
+    names = list(block.names)
+    if kind == "optim":
+        col = names.index("nonfinite") if "nonfinite" in names else None
+        return np.zeros(block.stats.shape[0], bool) if col is None else block.stats[:, col] > 0
+    if kind == "delta":
+        # a delta over elements finite in both is finite; the weights tell NaN apart
+        return np.zeros(block.stats.shape[0], dtype=bool)
+    out = np.zeros(block.stats.shape[0], dtype=bool)
+    for c in ("nan", "inf"):
+        if c in names:
+            out |= block.stats[:, names.index(c)] > 0
+    return out
+
+
+def find_origin(step: int, infos, blocks: dict, locate) -> Origin | None:
+    """The first non-finite tensor of a snapshot, in ORIGIN_ORDER then tensor order.
+
+    blocks: kind -> Block or None; locate(kind, row) -> flat index or None, asked
+    only for the row reported (the search costs nothing on healthy snapshots).
+    """
+    found = None
+    tensors: set[int] = set()
+    for kind in ORIGIN_ORDER:
+        bad = nonfinite_rows(blocks.get(kind), kind)
+        rows = np.nonzero(bad)[0]
+        tensors.update(rows.tolist())
+        if found is None and rows.size:
+            found = (kind, int(rows[0]))
+    if found is None:
+        return None
+    kind, row = found
+    info = infos[row]
+    try:
+        index = locate(kind, row)
+    except Exception:  # the counts stand; the index is a courtesy
+        index = None
+    return Origin(int(step), info.id, info.name, kind, index, len(tensors) - 1)
+
+
+# ------------------------------------------------------------ numpy Recorder
+
+
+def with_columns(block: Block, names, values: np.ndarray) -> Block:
+    """The block with more statistics columns appended."""
+    return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
+
+
+SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "warmup": DEFAULT_WARMUP}
+
+
+def parse_options(instruments) -> tuple[frozenset, dict]:
+    """(chosen instruments, settings) from instruments=True (all), False/None (none),
+    an iterable of ALL's names, or a dict: names -> bool (the rest stay on) and
+    the SETTINGS (cos_sample, block, warmup) -> int."""
+    settings = dict(SETTINGS)
+    if instruments is True:
+        return frozenset(ALL), settings
+    if instruments in (False, None):
+        return frozenset(), settings
+    if isinstance(instruments, dict):
+        chosen = set(ALL)
+        for key, value in instruments.items():
+            if key in SETTINGS:
+                if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "cos_sample" else 1):
+                    raise ValueError(f"instruments {key} must be an int >= 1, got {value!r}")
+                settings[key] = value
+            elif key in ALL:
+                if not value:
+                    chosen.discard(key)
+            else:
+                raise ValueError(f"unknown instruments option {key!r}; choose from {ALL + tuple(SETTINGS)}")
+        return frozenset(chosen), settings
+    if isinstance(instruments, str):
+        instruments = [instruments]
+    names = frozenset(str(i) for i in instruments)
+    unknown = names - set(ALL)
+    if unknown:
+        raise ValueError(f"unknown instruments {sorted(unknown)}; choose from {ALL}")
+    return names, settings
+
+
+class Instruments:
+    """The instrument columns of numpy snapshots, one tensor id at a time.
+
+    Per tensor it keeps: the subspace of the spectral iteration (n x 4 float64)
+    and one for the update; the initial values (a copy, for dist_init); and for
+    the cosines the previous values and update at `cos_sample` coordinates.
+    """
+
+    def __init__(self, chosen=ALL, *, cos_sample: int = DEFAULT_COS_SAMPLE,
+                 block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP):
+        self.chosen = frozenset(chosen)
+        self.cos_sample = int(cos_sample)
+        self.block, self.warmup = int(block), int(warmup)
+        self._spec: dict[int, Spectral] = {}
+        self._spec_d: dict[int, Spectral] = {}
+        self._init: dict[int, tuple[np.ndarray, float]] = {}
+        self._idx: dict[int, np.ndarray | None] = {}
+        self._xs_prev: dict[int, np.ndarray] = {}
+        self._d_prev: dict[int, np.ndarray] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.chosen)
+
+    def _coords(self, info, arr: np.ndarray) -> np.ndarray:
+        if info.id not in self._idx:
+            self._idx[info.id] = sample_index(info.name, arr.size, self.cos_sample)
+        idx = self._idx[info.id]
+        flat = arr.reshape(-1)
+        return (flat if idx is None else flat[idx]).astype(np.float64)
+
+    def weights_columns(self, infos, arrays, fro_norms) -> np.ndarray:
+        """[T, 3]: sigma_max, stable_rank, dist_init."""
+        out = np.full((len(infos), len(WEIGHT_INSTRUMENTS)), np.nan)
+        for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
+            if arr.dtype.kind != "f":
+                continue
+            mn = matrix_shape(arr.shape)
+            if "sigma" in self.chosen and mn is not None:
+                spec = self._spec.setdefault(info.id, Spectral(info.name, self.block, self.warmup))
+                out[i, 0] = spec.update(arr.reshape(mn).astype(np.float64, copy=False))
+            if "dist_init" in self.chosen:
+                init = self._init.get(info.id)
+                if init is None and np.all(np.isfinite(arr)):
+                    x0 = np.array(arr, copy=True)
+                    init = self._init[info.id] = (x0, float(np.linalg.norm(x0.astype(np.float64))))
+                if init is not None:
+                    x0, n0 = init
+                    d = float(np.linalg.norm(arr.astype(np.float64) - x0.astype(np.float64)))
+                    out[i, 2] = ratio(d, n0)
+        out[:, 1] = stable_rank(fro_norms, out[:, 0])
+        return out
+
+    def update_sigmas(self, infos, arrays, prevs) -> np.ndarray:
+        """[T]: sigma_max of each update W - W_prev, where prevs[i] (the exact previous
+        values, or None) is kept; call before the previous copies are replaced."""
+        out = np.full(len(infos), np.nan)
+        if "sigma" not in self.chosen or prevs is None:
+            return out
+        for i, (info, arr, prev) in enumerate(zip(infos, arrays, prevs, strict=True)):
+            mn = matrix_shape(arr.shape)
+            if arr.dtype.kind != "f" or mn is None or prev is None or prev.shape != arr.shape:
+                continue
+            d2 = (arr.astype(np.float64) - prev.astype(np.float64)).reshape(mn)
+            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block, self.warmup))
+            out[i] = spec.update(d2)
+        return out
+
+    def delta_columns(self, infos, arrays, grads: dict, update_sigma: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """[T, 3]: cos_prev, cos_grad, sigma_ratio; grads name -> gradient array,
+        update_sigma from update_sigmas(), sigma the weights' sigma_max."""
+        out = np.full((len(infos), len(DELTA_INSTRUMENTS)), np.nan)
+        for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
+            if arr.dtype.kind != "f":
+                continue
+            if "cos" in self.chosen:
+                xs = self._coords(info, arr)
+                prev = self._xs_prev.get(info.id)
+                if prev is not None and prev.shape == xs.shape:
+                    d = xs - prev
+                    dp = self._d_prev.get(info.id)
+                    if dp is not None:
+                        out[i, 0] = cosine(d, dp)
+                    g = grads.get(info.name)
+                    if g is not None and np.size(g) == arr.size:
+                        out[i, 1] = cosine(d, self._coords(info, np.asarray(g)))
+                    self._d_prev[info.id] = d
+                self._xs_prev[info.id] = xs
+            if not math.isnan(update_sigma[i]):
+                out[i, 2] = ratio(float(update_sigma[i]), float(sigma[i]))
+        return out
+
+    @staticmethod
+    def optim_block(infos, state: dict) -> Block | None:
+        """The optim block from `state`: name -> {"m": array, "v": array (Adam),
+        "lr", "step", "beta2", "eps"} (SGD momentum: "m" only)."""
+        rows = np.full((len(infos), len(OPTIM_STATS)), np.nan)
+        seen = False
+        for i, info in enumerate(infos):
+            st = state.get(info.name)
+            if not st:
+                continue
+            seen = True
+            bad = 0
+            m = st.get("m")
+            if m is not None:
+                m64 = np.asarray(m, dtype=np.float64)
+                rows[i, 0] = float(np.linalg.norm(m64[np.isfinite(m64)]))
+                bad += int(np.count_nonzero(~np.isfinite(m64)))
+            v = st.get("v")
+            if v is not None:
+                v64 = np.asarray(v, dtype=np.float64)
+                rows[i, 1] = float(np.linalg.norm(v64[np.isfinite(v64)]))
+                bad += int(np.count_nonzero(~np.isfinite(v64)))
+                rows[i, 2] = adam_eff_lr(float(st.get("lr", math.nan)), rows[i, 1], v64.size,
+                                         float(st.get("step", 0) or 0), float(st.get("beta2", 0.999)),
+                                         float(st.get("eps", 1e-8)))
+            elif "lr" in st:
+                rows[i, 2] = float(st["lr"])
+            rows[i, 3] = bad
+        return Block(OPTIM_STATS, rows, None) if seen else None
