@@ -52,6 +52,16 @@ ADVICE = {
                     "check the initialisation and for a missing normalisation layer",
     "grad_vanish": "vanishing (or missing) gradient: check the initialisation, saturating activations "
                    "(sigmoid/tanh), residual/normalisation layers, or whether the tensor is used at all",
+    "oscillation": "consecutive updates point in opposite directions (cos_prev < 0): the weights bounce across a "
+                   "valley instead of descending it; lower the learning rate (or raise momentum damping), "
+                   "check the learning-rate schedule and warm-up",
+    "ascent": "the updates move along the gradient (cos_grad > 0), i.e. uphill: check the sign of the loss "
+              "(maximising by mistake), a custom optimizer or gradient hook, or gradients read at another "
+              "step than the update",
+    "nan_origin": "where the first non-finite value appeared: a gradient first means the loss or the forward "
+                  "pass produced it (check inputs, log/sqrt/division, fp16 overflow, loss scaling); optimizer "
+                  "state first means the update rule (eps, a zero denominator); weights first means the update "
+                  "itself overflowed",
     "dead_units": "units stopped responding (dead ReLUs) or weights were zeroed: lower the learning rate, "
                   "try LeakyReLU/GELU, check the initialisation and any pruning or masking",
 }
@@ -97,6 +107,10 @@ class DiagnoseConfig:
     zero_rise: float = 0.1  # zero fraction rising by this much (0.1 = 10 points) over its recent median ...
     zero_window: int = 10
     zero_persist: int = 3  # ... and staying up for this many snapshots
+    osc_cos: float = -0.5  # cos_prev (docs/instruments.md) at or below this ...
+    osc_window: int = 5  # ... for this many snapshots in a row: oscillation
+    ascent_cos: float = 0.1  # cos_grad at or above this ...
+    ascent_window: int = 10  # ... for this many snapshots in a row: the updates climb the gradient
     disable: str = ""  # comma-separated rule names not to run
 
     @classmethod
@@ -132,7 +146,7 @@ class DiagnoseConfig:
             v = getattr(self, f.name)
             if f.name.endswith(("_window", "_persist")) and v < 1:
                 raise ValueError(f"threshold {f.name} must be >= 1, got {v}")
-            if isinstance(v, float) and not v >= 0:
+            if isinstance(v, float) and not v >= 0 and f.name not in ("osc_cos", "ascent_cos"):
                 raise ValueError(f"threshold {f.name} must be >= 0, got {v}")
         if self.ratio_low > self.ratio_high:
             raise ValueError(f"ratio_low ({self.ratio_low}) must not be above ratio_high ({self.ratio_high})")
@@ -432,6 +446,12 @@ def _jump_detector(ctx: _Context, kind: str, stat: str, window: int, **kw):
     return detect
 
 
+def _count(x) -> str:
+    """A NaN/Inf count from the log: an integer, or whatever else a hostile log put there."""
+    x = float(x)
+    return str(int(x)) if np.isfinite(x) and x == int(x) else three_digits(x)
+
+
 def _rule_nonfinite(ctx: _Context) -> None:
     """First non-finite values per tensor; sets ctx.nonfinite[kind] (first row [T] or -1) for the quieting."""
     for kind, rule, severity in (("weights", "nonfinite", "error"), ("grad", "nonfinite_grad", "warning")):
@@ -464,14 +484,15 @@ def _rule_nonfinite(ctx: _Context) -> None:
             if here.size:
                 k = here[-1]
                 if nan_now[k, c] > 0 or inf_now[k, c] > 0:
-                    now = f"; at step {int(ctx.steps[lo + k])}: {int(nan_now[k, c])} NaN, {int(inf_now[k, c])} Inf"
+                    now = (f"; at step {int(ctx.steps[lo + k])}: {_count(nan_now[k, c])} NaN, "
+                           f"{_count(inf_now[k, c])} Inf")
                 else:
                     now = f"; finite again at step {int(ctx.steps[lo + k])}"
             held = ("other alerts for this tensor are held back from then on (they assume finite values)"
                     if kind == "weights" else
                     "gradient alerts for it are held back while its gradients are not finite")
             ctx.add(rule, c, r0, severity,
-                    f"non-finite {what}: {int(extra[c, 0])} NaN, {int(extra[c, 1])} Inf when first seen{now}; {held}")
+                    f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen{now}; {held}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:
@@ -565,14 +586,7 @@ def _rule_norm_growth(ctx: _Context) -> None:
         return
     floor = cfg.norm_floor * np.sqrt(ctx.size)  # an RMS of norm_floor, as a norm
     detect = _jump_detector(ctx, "weights", "norm", cfg.norm_window, factor=cfg.norm_growth, floor=floor)
-    rows, extra = ctx.first_event("norm_growth", cfg.norm_window, 1, detect)
-    cols = np.nonzero(rows >= 0)[0]
-    for c in cols:
-        r = int(rows[c])
-        value = float(ctx.rows("weights", "norm", r, r + 1, cols=[c])[0, 0])
-        ctx.add("norm_growth", c, r, "warning",
-                f"weight norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
-                f"{three_digits(extra[c, 0])} over the {cfg.norm_window} snapshots before")
+    _report_jumps(ctx, "norm_growth", "weights", cfg.norm_window, 1, detect, "warning", "weight", "")
 
 
 def _rule_grad_explode(ctx: _Context) -> None:
@@ -581,13 +595,21 @@ def _rule_grad_explode(ctx: _Context) -> None:
         return
     detect = _jump_detector(ctx, "grad", "norm", cfg.grad_window, factor=cfg.grad_explode,
                             persist=cfg.grad_persist)
-    rows, extra = ctx.first_event("grad_explode", cfg.grad_window, cfg.grad_persist, detect)
-    for c in np.nonzero((rows >= 0) & ctx.trainable)[0]:
+    _report_jumps(ctx, "grad_explode", "grad", cfg.grad_window, cfg.grad_persist, detect, "error", "gradient",
+                  ", and stayed up", only=ctx.trainable)
+
+
+def _report_jumps(ctx: _Context, rule: str, kind: str, window: int, persist: int, detect, severity: str,
+                  noun: str, tail: str, only: np.ndarray | None = None) -> None:
+    """One alert per tensor at the first jump `detect` finds in its `kind` norm (tensors in `only`)."""
+    rows, extra = ctx.first_event(rule, window, persist, detect)
+    hit = rows >= 0
+    for c in np.nonzero(hit if only is None else hit & only)[0]:
         r = int(rows[c])
-        value = float(ctx.rows("grad", "norm", r, r + 1, cols=[c])[0, 0])
-        ctx.add("grad_explode", c, r, "error",
-                f"gradient norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
-                f"{three_digits(extra[c, 0])} over the {cfg.grad_window} snapshots before, and stayed up")
+        value = float(ctx.rows(kind, "norm", r, r + 1, cols=[c])[0, 0])
+        ctx.add(rule, c, r, severity,
+                f"{noun} norm jumped to {three_digits(value)}, {value / extra[c, 0]:.0f}x its median "
+                f"{three_digits(extra[c, 0])} over the {window} snapshots before{tail}")
 
 
 def _rule_grad_vanish(ctx: _Context) -> None:
@@ -761,7 +783,7 @@ def _quiet_after_nonfinite(ctx: _Context) -> None:
     keep = []
     for a in ctx.alerts:
         c = col.get(a.tensor) if a.tensor is not None else None
-        if c is None or a.rule.startswith("nonfinite"):
+        if c is None or a.rule.startswith("nonfinite") or a.rule == "nan_origin":
             keep.append(a)
             continue
         if weights[c] >= 0 and (a.rule in _STATES or a.step >= int(ctx.steps[weights[c]])):
@@ -778,6 +800,60 @@ def _quiet_after_nonfinite(ctx: _Context) -> None:
                 continue
         keep.append(a)
     ctx.alerts = keep
+
+
+def _rule_cosines(ctx: _Context) -> None:
+    """oscillation and ascent: the update cosines (delta cos_prev, cos_grad) persistently past a bound."""
+    cfg = ctx.config
+    run = ctx.run
+    if not run.has_kind("delta"):
+        return
+    for rule, stat, bound, window, sign in (("oscillation", "cos_prev", cfg.osc_cos, cfg.osc_window, -1),
+                                            ("ascent", "cos_grad", cfg.ascent_cos, cfg.ascent_window, 1)):
+        if rule in cfg.disabled or stat not in run.columns("delta"):
+            continue
+
+        def states(lo, cols, stat=stat, bound=bound, sign=sign):
+            m = ctx.rows("delta", stat, lo, cols=cols)
+            known = np.isfinite(m)
+            with np.errstate(invalid="ignore"):
+                state = m <= bound if sign < 0 else m >= bound
+            return state, known
+
+        count, last_break = ctx.trailing_state(states, window)
+        for c in np.nonzero((count >= window) & ctx.trainable)[0]:
+            lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
+            held, _known = states(lo, [c])
+            r = lo + int(np.argmax(held[:, 0]))  # the first snapshot that showed it
+            latest = ctx.rows("delta", stat, ctx.n - 1, cols=[c])[0, 0]
+            word = "at or below" if sign < 0 else "at or above"
+            ctx.add(rule, c, r, "warning",
+                    f"{stat} {word} {bound:g} for the last {int(count[c])} snapshots "
+                    f"(since step {int(ctx.steps[r])}; latest {three_digits(latest)})")
+
+
+def _rule_nan_origin(ctx: _Context) -> None:
+    """The writer's nan_origin event (docs/instruments.md) as an alert, once it is in the rows
+    diagnosed; when it is the weights of a tensor whose `nonfinite` alert starts at the same
+    step, that alert gets the flat index instead of a second alert."""
+    if "nan_origin" in ctx.config.disabled or not ctx.n:
+        return
+    last_step = int(ctx.steps[ctx.n - 1])
+    cols = {info.id: c for c, info in enumerate(ctx.tensors)}
+    for ev in getattr(ctx.run, "events", ()):
+        if ev.kind != "nan_origin" or ev.step is None or ev.step > last_step or ev.tensor not in cols:
+            continue
+        name = ctx.names[cols[ev.tensor]]
+        if ev.where == "weights":
+            for i, a in enumerate(ctx.alerts):
+                if a.rule == "nonfinite" and a.tensor == name and a.step >= ev.step:  # (rows thinned)
+                    at = "" if ev.index is None else f" at flat index {ev.index}"
+                    ctx.alerts[i] = dataclasses.replace(
+                        a, message=f"{a.message}; the first non-finite value of the run{at}")
+                    return
+        ctx.alerts.append(Alert(rule="nan_origin", tensor=name, step=int(ev.step), severity="error",
+                                message=ev.message, advice=ADVICE["nan_origin"]))
+        return
 
 
 def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None = None) -> list[Alert]:
@@ -801,6 +877,8 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     _rule_dead_units(ctx)
     _rule_norm_jump(ctx)
     _rule_nonfinite_scalars(ctx)
+    _rule_cosines(ctx)
+    _rule_nan_origin(ctx)
     _quiet_after_nonfinite(ctx)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))

@@ -131,6 +131,10 @@ class EventRecord:
     kind: str
     message: str
     tensor: int | None
+    # nan_origin events (docs/instruments.md): which kind held the first non-finite
+    # value and its flat index; None for other events and older logs
+    where: str | None = None
+    index: int | None = None
 
 
 @dataclass
@@ -349,6 +353,9 @@ def parse_event(p: dict) -> EventRecord:
         kind=_str(p.get("kind", ""), "event kind"),
         message=_str(p.get("message", ""), "event message"),
         tensor=_int(p.get("tensor"), "event tensor", nullable=True),
+        # additions: a value of the wrong type is dropped, the event still reads
+        where=p["where"] if isinstance(p.get("where"), str) else None,
+        index=p["index"] if isinstance(p.get("index"), int) and not isinstance(p.get("index"), bool) else None,
     )
 
 

@@ -1,0 +1,73 @@
+"""Alert rules on the instrument columns (docs/alerts.md: oscillation, ascent, nan_origin), on real runs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import weighttui
+from weighttui.analysis.diagnose import DiagnoseConfig, diagnose
+from weighttui.record.recorder import Recorder
+
+
+def _quadratic(path, lr, steps=30, *, sign=1.0, nan_at=None):
+    """Gradient descent on f(w) = 0.5 * sum(a * w^2) (a real optimisation): lr * a > 2 oscillates."""
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.9, 1.1, (8, 8))
+    w = rng.standard_normal((8, 8))
+    with Recorder(path) as rec:
+        for step in range(steps + 1):
+            g = a * w
+            if nan_at == step:
+                g[1, 2] = np.nan
+            rec.snapshot(step, {"w": w.astype(np.float32)}, grads={"w": g.astype(np.float32)})
+            w = w - sign * lr * g
+    return weighttui.open(path)
+
+
+def test_oscillating_updates_alert_and_converging_ones_do_not(tmp_path):
+    run = _quadratic(tmp_path / "osc.wtui", lr=1.95)  # w flips sign each step, shrinking slowly
+    _, cos_prev = run.series("w", "cos_prev", kind="delta")
+    assert np.nanmax(cos_prev) < -0.99
+    alerts = [a for a in diagnose(run) if a.rule == "oscillation"]
+    assert len(alerts) == 1 and alerts[0].tensor == "w" and alerts[0].step == 2  # the first cos_prev
+    assert "cos_prev at or below -0.5" in alerts[0].message
+    calm = _quadratic(tmp_path / "calm.wtui", lr=0.3)
+    assert not [a for a in diagnose(calm) if a.rule in ("oscillation", "ascent")]
+    # thresholds and disabling
+    assert not [a for a in diagnose(run, DiagnoseConfig(osc_window=40)) if a.rule == "oscillation"]
+    assert not [a for a in diagnose(run, DiagnoseConfig(disable="oscillation")) if a.rule == "oscillation"]
+
+
+def test_updates_along_the_gradient_alert(tmp_path):
+    run = _quadratic(tmp_path / "up.wtui", lr=0.01, sign=-1.0)  # gradient ascent
+    _, cos_grad = run.series("w", "cos_grad", kind="delta")
+    assert np.allclose(cos_grad[1:], 1.0, atol=1e-5)
+    (alert,) = [a for a in diagnose(run) if a.rule == "ascent"]
+    assert alert.tensor == "w" and alert.step == 1
+
+
+def test_nan_origin_is_an_alert_that_outlives_the_nonfinite_silence(tmp_path):
+    run = _quadratic(tmp_path / "nan.wtui", lr=0.3, steps=10, nan_at=6)
+    alerts = diagnose(run)
+    (origin,) = [a for a in alerts if a.rule == "nan_origin"]
+    assert origin.severity == "error" and origin.tensor == "w" and origin.step == 6
+    assert "gradient of w at flat index 10" in origin.message
+    # rows before the NaN: no alert yet
+    assert not [a for a in diagnose(run, upto_row=5) if a.rule == "nan_origin"]
+
+
+def test_nan_origin_in_the_weights_goes_into_their_nonfinite_alert(tmp_path):
+    path = tmp_path / "w.wtui"
+    w = np.ones((3, 4), dtype=np.float32)
+    with Recorder(path) as rec:
+        rec.snapshot(0, {"w": w, "b": w})
+        w = w.copy()
+        w[2, 3] = np.inf
+        rec.snapshot(1, {"w": w, "b": np.ones((3, 4), dtype=np.float32)})
+    run = weighttui.open(path)
+    (ev,) = [e for e in run.events if e.kind == "nan_origin"]
+    assert (ev.where, ev.index) == ("weights", 11)
+    alerts = diagnose(run)
+    assert not [a for a in alerts if a.rule == "nan_origin"]
+    (nf,) = [a for a in alerts if a.rule == "nonfinite"]
+    assert nf.tensor == "w" and nf.message.endswith("the first non-finite value of the run at flat index 11")
