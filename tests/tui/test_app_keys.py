@@ -38,7 +38,8 @@ async def test_navigation_filter_and_fold(tmp_path, tui):
         table = app.screen.query_one(LayerTable)
         assert keys(table)[:3] == ["g:encoder.layers.0", "t:encoder.layers.0.weight", "t:encoder.layers.0.bias"]
         assert table.has_focus
-        await pilot.press("j", "j")
+        assert table.current_key() == "t:encoder.layers.0.weight"  # on a tensor, not its group row
+        await pilot.press("j")
         assert table.current_key() == "t:encoder.layers.0.bias"
         await pilot.press("k")
         assert table.current_key() == "t:encoder.layers.0.weight"
@@ -292,7 +293,7 @@ async def test_ctrl_s_saves_the_current_screen_as_svg(tmp_path, tui, monkeypatch
         await pilot.press("question_mark", "ctrl+s")
         new = set(shots.iterdir()) - set(files)
         assert len(new) == 1
-        assert "save&#160;the&#160;screen&#160;as&#160;SVG" in new.pop().read_text()
+        assert "filter&#160;tensors&#160;by&#160;substring" in new.pop().read_text()
         await pilot.press("escape")
 
         # A directory that cannot be written: an error notice, and the viewer goes on.
@@ -301,3 +302,47 @@ async def test_ctrl_s_saves_the_current_screen_as_svg(tmp_path, tui, monkeypatch
         assert any("could not save" in n.message for n in app._notifications)
         await pilot.press("left")
         assert app.position == 28
+
+
+def help_text(app) -> str:
+    table = app.screen.query_one("Static").content
+    return " ".join(str(c) for col in table.columns for c in col._cells)
+
+
+def footer_text(app) -> str:
+    from textual.widgets import Footer
+
+    footer = app.screen.query_one(Footer)
+    return " ".join(f"{k.key_display} {k.description}" for k in footer.query("FooterKey"))
+
+
+@pytest.mark.parametrize("screen_key, screen_name, own, absent", [
+    (None, "OverviewScreen", ("filter tensors", "fold or unfold"), ("previous / next tensor",)),
+    ("enter", "DetailScreen", ("previous / next tensor", "histogram density"), ("fold or unfold",)),
+    ("c", "ChangeTableScreen", ("mark the timeline position", "averaging window"), ("filter tensors",)),
+    ("exclamation_mark", "AlertsScreen", ("open the alert's tensor",), ("averaging window",)),
+])
+async def test_each_screen_has_its_own_help_and_q_in_help_quits(tmp_path, tui, screen_key, screen_name, own,
+                                                                absent):
+    app, ctx = await loaded(tui, tmp_path, size=(80, 24))
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        if screen_key:
+            await pilot.press(screen_key)
+        await tui.wait_until(pilot, lambda: type(app.screen).__name__ == screen_name and app.screen.is_mounted)
+        await pilot.pause()
+        footer = footer_text(app)
+        # At 80 columns the footer keeps what matters: back (on pushed screens), help and quit.
+        for key in (("esc back",) if screen_key else ()) + ("? help", "q quit"):
+            assert key in footer, (key, footer)
+        assert sum(len(k.key_display) + len(k.description) + 2 for k in app.screen.query("FooterKey")) <= 80
+        await pilot.press("question_mark")
+        await tui.wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = help_text(app)
+        for what in own + ("previous / next snapshot", "quit"):  # its own keys, then those of every screen
+            assert what in text, what
+        for what in absent:
+            assert what not in text, what
+        await pilot.press("q")  # q quits from the help too, as the footer says
+        await tui.wait_until(pilot, lambda: app.return_code is not None, what="the app to quit")
+    assert app.return_code == 0

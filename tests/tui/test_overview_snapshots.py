@@ -32,14 +32,28 @@ def loaded(tui, app, n):
     return run_before
 
 
-def test_overview_80x24(snap_compare, tui, tmp_path, utc):
-    app = make_app(tui, tmp_path)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded(tui, app, 30))
+SIZES = [(60, 15), (80, 24), (120, 40), (200, 60)]  # 80x24 first: the layout is made for it
 
 
-def test_overview_160x48(snap_compare, tui, tmp_path, utc):
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_overview_sizes(snap_compare, tui, tmp_path, utc, size):
     app = make_app(tui, tmp_path)
-    assert snap_compare(app, terminal_size=(160, 48), run_before=loaded(tui, app, 30))
+    assert snap_compare(app, terminal_size=size, run_before=loaded(tui, app, 30))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_detail_sizes(snap_compare, tui, tmp_path, utc, size):
+    """The tensor detail screen through the real app (header, heatmap, histogram axis, charts)."""
+    app = make_app(tui, tmp_path)
+    before = loaded(tui, app, 30)
+
+    async def run_before(pilot):
+        await before(pilot)
+        app.open_tensor("encoder.layers.1.weight")
+        await tui.wait_until(pilot, lambda: type(app.screen).__name__ == "DetailScreen" and app.screen.is_mounted,
+                             what="the detail screen")
+        await pilot.pause(0.6)  # the charts follow a moment later (CHART_DELAY)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
 def test_replay_position_nan_and_sort_120x30(snap_compare, tui, tmp_path, utc):

@@ -49,7 +49,7 @@ async def test_paging_through_300_tensors_draws_the_right_rows(tmp_path, tui):
         assert table.render_line(0).text.split()[:2] == ["tensor", "norm"]
 
         await pilot.press("pagedown")
-        assert table.cursor_row == visible - 1 and table.scroll_y > 0
+        assert table.cursor_row == 1 + visible - 1 and table.scroll_y > 0  # from row 1: the first tensor
         await pilot.press("pagedown", "pagedown")
         entry = table.current_entry()
         line = line_at_cursor(table)
@@ -133,7 +133,21 @@ async def test_narrow_terminal_scrolls_sideways_with_the_names_fixed(tmp_path, t
         await tui.wait_until(pilot, lambda: app.data.n == 5 and app.data.end is not None)
         await pilot.pause(0.1)
         table = app.screen.query_one(LayerTable)
+        assert table.shown_metrics == ("norm", "ratio")  # narrow: two metrics, wide sparklines, no scrolling
+        assert table.virtual_size.width <= table.size.width
+        # The user picks every metric column (m, then space on std and grad): now it scrolls sideways.
+        await pilot.press("m")
+        await tui.wait_until(pilot, lambda: type(app.screen).__name__ == "ColumnsScreen")
+        await pilot.press("down", "space", "down", "down", "space", "enter")
+        await tui.wait_until(pilot, lambda: type(app.screen).__name__ == "OverviewScreen")
+        assert table.shown_metrics == ("norm", "std", "ratio", "grad")
+        assert [c for c in table.columns][-4:] == ["norm", "std", "ratio", "grad"]
         assert table.virtual_size.width > table.size.width
+        await pilot.press("m")  # escape leaves the choice as it is
+        await tui.wait_until(pilot, lambda: type(app.screen).__name__ == "ColumnsScreen")
+        await pilot.press("space", "escape")
+        await tui.wait_until(pilot, lambda: type(app.screen).__name__ == "OverviewScreen")
+        assert table.shown_metrics == ("norm", "std", "ratio", "grad")
         await pilot.press("j")
         name_w = table.columns["mark"].width + table.columns["name"].width
         plain = table.render_line(2).text

@@ -175,7 +175,9 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
     n0 = np.where(has_first, norms[first, np.arange(len(cols))], np.nan)
     n_now = np.where(ok, norms[rows, np.arange(len(cols))], np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["norm_change"] = np.where(n0 > 0, (n_now - n0) / n0, np.where(n_now == n0, 0.0, np.inf))
+        # A tensor that started at norm 0 (a zero-initialised bias) has no relative change: NaN here,
+        # and its entry's "norm_start" (0) says why (the viewer shows "from 0", not inf).
+        out["norm_change"] = np.where(n0 > 0, (n_now - n0) / n0, np.where(n_now == n0, 0.0, np.nan))
     out["norm_change"][~(has_first & ok)] = np.nan
 
     out["change_ab"] = nan.copy()
@@ -202,5 +204,6 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
             entry[c] = float(out[c][i])
         entry["flag"] = "stagnant" if stagnant[i] else ("fast" if fast[i] else "")
         entry["change_ab_from"] = source  # "values" (complete tensors), "samples" or "" (no marks)
+        entry["norm_start"] = float(n0[i])  # the norm norm_change is relative to (NaN: none yet)
         table.append(entry)
     return table

@@ -39,7 +39,7 @@ from weighttui.data.run import RunData
 from weighttui.log.text import inert
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
-from weighttui.tui.screens.help import HelpScreen
+from weighttui.tui.screens.help import SCREENS, TIMELINE, HelpScreen
 from weighttui.tui.screens.overview import OverviewScreen
 from weighttui.tui.state import RunView, SeekStep
 from weighttui.tui.widgets.timeline import GotoScreen, parse_goto
@@ -64,12 +64,13 @@ class WeightApp(App[int]):
         Binding("space", "play", "play"),
         Binding("plus,equals_sign", "speed(1)", "faster", show=False),
         Binding("minus", "speed(-1)", "slower", show=False),
-        Binding("g", "goto", "go to"),
-        Binding("p", "pause", "pause"),
+        # Shown in `?` rather than the footer, which must fit 80 columns with each screen's own keys.
+        Binding("g", "goto", "go to", show=False),
+        Binding("p", "pause", "pause", show=False),
         Binding("c", "changes", "changes"),
         Binding("exclamation_mark", "alerts", "alerts"),
         # priority: it works on modal screens (help, go to) and while the filter box has focus.
-        Binding("ctrl+s", "save_svg", "svg", priority=True),
+        Binding("ctrl+s", "save_svg", "svg", priority=True, show=False),
         Binding("escape", "back", "back", show=False),
     ]
 
@@ -403,8 +404,10 @@ class WeightApp(App[int]):
         self.notify(f"screen saved to {saved}", timeout=6, markup=False)
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        screen = self.screen
+        if isinstance(screen, RefreshableScreen):
+            self.push_screen(HelpScreen((*screen.KEYS_HELP, TIMELINE, SCREENS),
+                                        title=f"keys: {screen.HELP_TITLE}" if screen.HELP_TITLE else ""))
 
     async def action_back(self) -> None:
         if len(self.screen_stack) > 1:

@@ -11,15 +11,18 @@ from weighttui.analysis.numbers import three_digits
 MISSING = "–"  # a value the log does not have (compact cells)
 
 
+def nonfinite(value: float) -> str:
+    """NaN and Inf as themselves (a diverged value is shown, never as 0 or a blank): nan, inf, -inf."""
+    return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+
+
 def fmt(value: float | None, width: int = 8) -> str:
-    """A number in at most `width` characters: 0.0123, 1.23e-05, 12345, –."""
+    """A number in at most `width` characters: 0.0123, 1.23e-05, 12345, nan, inf; – when the log has none."""
     if value is None:
         return MISSING.rjust(width)
     v = float(value)
-    if math.isnan(v):
-        return MISSING.rjust(width)
-    if math.isinf(v):
-        return ("inf" if v > 0 else "-inf").rjust(width)
+    if not math.isfinite(v):
+        return nonfinite(v).rjust(width)
     a = abs(v)
     if a == 0:
         text = "0"
@@ -44,23 +47,33 @@ def number_cell(value: float | None, width: int = 9) -> Text:
 
 
 def fmt_value(value: float | None, width: int = 9) -> str:
-    """Three significant digits (a shorter exponent form if that is wider than `width`); "-" if not finite."""
-    if value is None or not math.isfinite(value):
+    """Three significant digits (a shorter exponent form if that is wider than `width`); nan / inf as such,
+    "-" when there is no value."""
+    if value is None:
         return "-".rjust(width)
+    if not math.isfinite(value):
+        return nonfinite(value).rjust(width)
     text = three_digits(value)
     if width and len(text) > width:
         text = f"{value:.1e}"
     return text.rjust(width)
 
 
-def fmt_change(key: str, value: float | None) -> str:
-    """A change-table column: fractions as percentages, the rest as `fmt_value`."""
-    if key == "changed_frac":
-        return "-" if value is None or not math.isfinite(value) else f"{value:.1%}"
-    if key in ("norm_change", "change_ab"):
-        if value is None or math.isnan(value):
-            return "-"
-        return "inf" if math.isinf(value) else f"{value:+.2%}" if key == "norm_change" else f"{value:.2%}"
+def fmt_change(key: str, value: float | None, *, from_zero: bool = False) -> str:
+    """A change-table column: fractions as percentages, the rest as `fmt_value`; nan / inf as such.
+
+    `from_zero`: the tensor's norm started at 0 (a zero-initialised bias), so it has no relative
+    norm change: "from 0" rather than inf.
+    """
+    if value is None:
+        return "-"
+    if key == "norm_change" and from_zero and not math.isfinite(value):
+        return "from 0"
+    if key in ("changed_frac", "norm_change", "change_ab"):
+        if not math.isfinite(value):
+            return "-" if math.isnan(value) else nonfinite(value)  # NaN here: no delta to compare yet
+        return f"{value:.1%}" if key == "changed_frac" else f"{value:+.2%}" if key == "norm_change" \
+            else f"{value:.2%}"
     return fmt_value(value, 0).strip()
 
 

@@ -215,10 +215,13 @@ typedef struct {
     double lo, scale;      /* float64 index: (v - lo) * scale */
     double slack;          /* an index within this of an integer is redone exactly */
     float lof, scalef, slackf;
+    /* indices are clamped into [clamp_lo, clamp_hi]: within 2 slacks of 0 or of B
+     * the bin is 0 or B - 1 whatever the rounding, and no flag is raised there */
+    double clamp_lo, clamp_hi;
+    float clamp_lof, clamp_hif;
+    int edgy;              /* the last group had values near an edge: index and correct in one loop */
+    double step;           /* numpy's edge k < B is k * step + lo (two roundings) */
     double edges[MAX_BINS + 1];
-    /* bin k holds [below[k], above[k]): numpy's edges, open at both ends (its
-     * last bin is closed), for the branch-free correction */
-    double below[MAX_BINS], above[MAX_BINS];
     uint64_t total[MAX_BINS];
 } hist_t;
 
@@ -258,6 +261,7 @@ static int hist_setup(hist_t *h, int bins, double lo, double hi, int allow_f32) 
     h->lo = lo;
     memset(h->total, 0, sizeof(uint64_t) * bins);
     h->constant = lo == hi;
+    h->edgy = 0;
     if (h->constant)
         return 1;
     if (!isfinite(hi - lo))
@@ -266,10 +270,9 @@ static int hist_setup(hist_t *h, int bins, double lo, double hi, int allow_f32) 
     for (int k = 0; k < bins; k++)
         if (!(h->edges[k] < h->edges[k + 1]))
             return 0;
-    for (int k = 0; k < bins; k++) {
-        h->below[k] = k == 0 ? -INFINITY : h->edges[k];
-        h->above[k] = k == bins - 1 ? INFINITY : h->edges[k + 1];
-    }
+    h->step = (hi - lo) / bins;
+    if (!(h->step > 0.0)) /* numpy then computes its edges another way */
+        return 0;
     h->scale = bins / (hi - lo);
     if (!isfinite(h->scale) || !(h->scale > 0.0))
         return 0;
@@ -286,6 +289,14 @@ static int hist_setup(hist_t *h, int bins, double lo, double hi, int allow_f32) 
     double slackf = 4.0 * (5.96e-8 * bins * (4.0 + 3.0 * mag) + edge_err);
     h->f32 = allow_f32 && isfinite(h->scalef) && h->scalef > 0.0f && slackf < 0.01;
     h->slackf = (float)slackf;
+    h->clamp_lo = 2 * h->slack;
+    h->clamp_hi = bins - 2 * h->slack;
+    h->clamp_lof = 2 * h->slackf;
+    h->clamp_hif = (float)bins - 2 * h->slackf;
+    while ((int)h->clamp_hi >= bins) /* rounded up to B: the number just below it */
+        h->clamp_hi = nextafter(h->clamp_hi, 0.0);
+    while ((int)h->clamp_hif >= bins)
+        h->clamp_hif = nextafterf(h->clamp_hif, 0.0f);
     return h->slack < 0.25;
 }
 
@@ -310,6 +321,19 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
 /* Pass B computes bin indices GROUP elements at a time, then counts them. */
 #define GROUP 256
 
+/* numpy's correction of a bin index q within one bin of v's: down one if v is
+ * below edge q, up one if at or above edge q + 1 (not past the last bin, which
+ * is closed). The edges are computed as numpy_edges does, k * step rounded,
+ * then + lo rounded (-ffp-contract=off: no fused multiply-add), so the loop
+ * has no table loads (which compilers turn into scalar gathers). */
+#define CORRECT(q, v)                                                   \
+    do {                                                                \
+        const double v_ = (v);                                          \
+        const double below_ = (double)(q) * step_ + e0_;                \
+        const double above_ = (double)((q) + 1) * step_ + e0_;          \
+        (q) = (q) - (v_ < below_) + (((q) < last_) & (v_ >= above_));   \
+    } while (0)
+
 /* Bin indices k[0:m] of the values VALUE(i) (an expression of i), index
  * arithmetic in type T with h's lo, scale and slack for T: one vectorised pass;
  * then, if any index was within slack of an inner bin edge, every index
@@ -317,66 +341,75 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
  * value EXACT(i): one step down if below its bin's lower edge, one up if at or
  * above its upper edge (the guess is within one bin). That correction has no
  * branches (two table loads and compares), so inputs whose values sit on the
- * edges group after group (few distinct values, updates of +-lr or a constant
- * shift) cost about what any other input costs. */
-#define INDEX_GROUP(T, LO, SC, SL, VALUE, EXACT)                          \
+ * edges group after group (few distinct values, a constant shift) cost about
+ * what any other input costs. Indices within two slacks of 0 or B are clamped
+ * first (their bin is 0 or B - 1 however they round) and raise no flag: lo
+ * and hi are no inner edges (updates of +-lr sit there, every element). */
+#define INDEX_GROUP(T, LO, SC, SL, CLO, CHI, VALUE, EXACT)                \
     do {                                                                \
-        const T lo_ = (LO), sc_ = (SC), sl_ = (SL);                     \
+        const T lo_ = (LO), sc_ = (SC), sl_ = (SL), clo_ = (CLO), chi_ = (CHI); \
+        const double step_ = h->step, e0_ = h->lo;                      \
+        const int32_t last_ = h->bins - 1;                              \
         int32_t any_ = 0;                                               \
-        for (size_t i = 0; i < m; i++) {                                \
-            T f_ = ((T)(VALUE) - lo_) * sc_;                            \
-            int32_t q_ = (int32_t)f_;                                   \
-            T fr_ = f_ - (T)q_;                                         \
-            /* near an inner edge (lo and hi are no bin boundaries: an  \
-             * index just outside [0, B) is clamped, exactly), or lost */ \
-            any_ |= ((fr_ < sl_) & (q_ > 0) & (q_ < b))                 \
-                  | ((fr_ > (T)1 - sl_) & (q_ >= 0) & (q_ < b - 1))     \
-                  | (q_ < 0) | (q_ > b);                                \
-            k[i] = q_ < 0 ? 0 : (q_ >= b ? b - 1 : q_);                 \
-        }                                                               \
-        if (any_) {                                                     \
-            const double *below_ = h->below, *above_ = h->above;        \
+        if (h->edgy) { /* one loop: every index corrected */            \
             for (size_t i = 0; i < m; i++) {                            \
-                double v_ = (EXACT);                                    \
-                int32_t q_ = k[i];                                      \
-                q_ -= v_ < below_[q_];                                  \
-                q_ += v_ >= above_[q_];                                 \
+                T f_ = ((T)(VALUE) - lo_) * sc_;                        \
+                f_ = f_ < clo_ ? clo_ : (f_ > chi_ ? chi_ : f_);        \
+                int32_t q_ = (int32_t)f_;                               \
+                T fr_ = f_ - (T)q_;                                     \
+                any_ |= (fr_ < sl_) | (fr_ > (T)1 - sl_);               \
+                CORRECT(q_, (EXACT));                                   \
                 k[i] = q_;                                              \
             }                                                           \
+        } else {                                                        \
+            for (size_t i = 0; i < m; i++) {                            \
+                T f_ = ((T)(VALUE) - lo_) * sc_;                        \
+                /* lo and hi are no bin boundaries: no flag next to them */ \
+                f_ = f_ < clo_ ? clo_ : (f_ > chi_ ? chi_ : f_);        \
+                int32_t q_ = (int32_t)f_;                               \
+                T fr_ = f_ - (T)q_;                                     \
+                any_ |= (fr_ < sl_) | (fr_ > (T)1 - sl_);               \
+                k[i] = q_;                                              \
+            }                                                           \
+            if (any_)                                                   \
+                for (size_t i = 0; i < m; i++) {                        \
+                    int32_t q_ = k[i];                                  \
+                    CORRECT(q_, (EXACT));                               \
+                    k[i] = q_;                                          \
+                }                                                       \
         }                                                               \
+        h->edgy = any_ != 0;                                            \
     } while (0)
 
 /* Bin indices of m <= GROUP values, exact near the edges: a float32 index, or
  * float64 where the range is narrow next to its magnitude (LayerNorm weights
  * early in training: near-edge checks would flag most values in float32). */
-HOT static void index_values(const float *restrict x, size_t m, const hist_t *h, int32_t *restrict k) {
-    const int32_t b = h->bins;
+HOT static void index_values(const float *restrict x, size_t m, hist_t *h, int32_t *restrict k) {
     if (h->f32)
-        INDEX_GROUP(float, h->lof, h->scalef, h->slackf, x[i], (double)x[i]);
+        INDEX_GROUP(float, h->lof, h->scalef, h->slackf, h->clamp_lof, h->clamp_hif, x[i], x[i]);
     else
-        INDEX_GROUP(double, h->lo, h->scale, h->slack, (double)x[i], (double)x[i]);
+        INDEX_GROUP(double, h->lo, h->scale, h->slack, h->clamp_lo, h->clamp_hi, (double)x[i], x[i]);
 }
 
 /* The same for m <= GROUP deltas x - p. */
-HOT static void index_deltas(const float *restrict x, const float *restrict p, size_t m, const hist_t *h,
+HOT static void index_deltas(const float *restrict x, const float *restrict p, size_t m, hist_t *h,
                              int32_t *restrict k) {
-    const int32_t b = h->bins;
     if (h->f32)
-        INDEX_GROUP(float, h->lof, h->scalef, h->slackf, x[i] - p[i], (double)x[i] - (double)p[i]);
+        INDEX_GROUP(float, h->lof, h->scalef, h->slackf, h->clamp_lof, h->clamp_hif, x[i] - p[i],
+                    (double)x[i] - (double)p[i]);
     else
-        INDEX_GROUP(double, h->lo, h->scale, h->slack, (double)x[i] - (double)p[i], (double)x[i] - (double)p[i]);
+        INDEX_GROUP(double, h->lo, h->scale, h->slack, h->clamp_lo, h->clamp_hi, (double)x[i] - (double)p[i],
+                    (double)x[i] - (double)p[i]);
 }
 
 /* float64 inputs: the float64 index only (hist_setup never allows float32 for them). */
-HOT static void index_values64(const double *restrict x, size_t m, const hist_t *h, int32_t *restrict k) {
-    const int32_t b = h->bins;
-    INDEX_GROUP(double, h->lo, h->scale, h->slack, x[i], x[i]);
+HOT static void index_values64(const double *restrict x, size_t m, hist_t *h, int32_t *restrict k) {
+    INDEX_GROUP(double, h->lo, h->scale, h->slack, h->clamp_lo, h->clamp_hi, x[i], x[i]);
 }
 
-HOT static void index_deltas64(const double *restrict x, const double *restrict p, size_t m, const hist_t *h,
+HOT static void index_deltas64(const double *restrict x, const double *restrict p, size_t m, hist_t *h,
                                int32_t *restrict k) {
-    const int32_t b = h->bins;
-    INDEX_GROUP(double, h->lo, h->scale, h->slack, x[i] - p[i], x[i] - p[i]);
+    INDEX_GROUP(double, h->lo, h->scale, h->slack, h->clamp_lo, h->clamp_hi, x[i] - p[i], x[i] - p[i]);
 }
 
 /* Counts m indices into the SUBH tables of one histogram. */

@@ -28,9 +28,15 @@ class AlertsScreen(RunScreen):
     AlertsScreen #advice { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary; }
     """
     BINDINGS = [
-        Binding("enter", "open", "open tensor"),
         Binding("escape", "close", "back"),
+        Binding("enter", "open", "open tensor"),
     ]
+    HELP_TITLE = "alerts"
+    KEYS_HELP = (("Alerts", (
+        ("↑ ↓  j k", "move between alerts; the advice below follows"),
+        ("enter", "open the alert's tensor"),
+        ("esc", "back"),
+    )),)
 
     def __init__(self):
         super().__init__()

@@ -14,8 +14,13 @@ from textual.screen import Screen
 
 from weighttui.tui.state import RedrawRequest, RunHost, RunsHost, RunView
 
+HelpSection = tuple[str, tuple[tuple[str, str], ...]]  # (title, ((keys, what they do), ...))
+
 
 class RefreshableScreen(Screen[None]):
+    # This screen's own keys for the `?` help (the app adds the keys that work everywhere).
+    KEYS_HELP: tuple[HelpSection, ...] = ()
+    HELP_TITLE = ""
     def refresh_view(self, *, status_only: bool = False) -> None:
         """Redraw from the app's state now (only the clock-driven parts with `status_only`)."""
         if not (self.is_mounted and self.is_running and self.app.is_running):

@@ -58,15 +58,29 @@ class ChangeTableScreen(RunScreen):
     ChangeTableScreen DataTable { height: 1fr; }
     """
     BINDINGS = [
+        Binding("escape", "close", "back"),
         Binding("s", "sort", "sort"),
-        Binding("S", "reverse", "reverse"),
+        Binding("S", "reverse", "reverse", show=False),
         Binding("a", "mark('a')", "mark a"),
         Binding("b", "mark('b')", "mark b"),
-        Binding("x", "clear_marks", "clear marks"),
-        Binding("w", "window", "window"),
-        Binding("enter", "open", "open tensor"),
-        Binding("escape", "close", "back"),
+        Binding("x", "clear_marks", "clear marks", show=False),
+        Binding("w", "window", "window", show=False),
+        Binding("enter", "open", "open tensor", show=False),
     ]
+    HELP_TITLE = "change table"
+    KEYS_HELP = (("Change table", (
+        ("↑ ↓  j k", "move between tensors"),
+        ("enter", "open the tensor"),
+        ("s  S", "next sort column / reverse the order (or click a column header)"),
+        ("a  b", "mark the timeline position as a / b: the change a→b column"),
+        ("x", "clear the marks"),
+        ("w", "averaging window: 5, 10, 20, 50 snapshots"),
+        ("esc", "back"),
+    )), ("Flags", (
+        ("stagnant", "yellow: a trainable tensor that hardly moves"),
+        ("fast", "red: update ratio above the healthy band"),
+        ("from 0", "the norm started at 0 (a zero-initialised bias): no relative change"),
+    )))
 
     def __init__(self, *, sort: str = "ratio", reverse: bool = True, config: DiagnoseConfig | None = None):
         super().__init__()
@@ -179,8 +193,9 @@ class ChangeTableScreen(RunScreen):
     def _cells_of(self, entry: dict) -> list[Text]:
         style = FLAG_STYLE[entry["flag"]]
         cells = [Text(inert(entry["tensor"]), style=style)]
+        from_zero = entry.get("norm_start") == 0.0
         for k in COLUMNS:
-            cells.append(Text(fmt_change(k, entry[k]), style=style, justify="right"))
+            cells.append(Text(fmt_change(k, entry[k], from_zero=from_zero), style=style, justify="right"))
         cells.append(Text(entry["flag"], style=style))
         return cells
 

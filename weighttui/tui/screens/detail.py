@@ -55,6 +55,7 @@ CHARTS: dict[str, list[tuple[str, list[tuple[str, Callable[[Series], np.ndarray]
     ],
 }
 CHARTS["grad"] = CHARTS["weights"]
+YLIM = {"zero fraction": (0.0, 1.0), "changed fraction": (0.0, 1.0)}  # fractions: the whole 0..1
 
 # plotext is the slow part of this screen (tens of ms a chart): the heatmap, bars and header
 # follow every timeline move and update at once, the charts catch up at most this often.
@@ -71,17 +72,28 @@ class DetailScreen(RunScreen):
     DetailScreen #middle { height: 1fr; }
     DetailScreen #bottom { height: 1fr; }
     """
+    # The footer shows the first ones (esc back first: it must fit at 80 columns); all are in `?`.
     BINDINGS = [
-        Binding("left_square_bracket", "move(-1)", "prev tensor"),
-        Binding("right_square_bracket", "move(1)", "next tensor"),
-        Binding("w", "kind('weights')", "weights"),
-        Binding("d", "kind('delta')", "delta"),
-        Binding("g", "kind('grad')", "grads"),
-        Binding("l", "toggle_log", "lin/log"),
-        Binding("r", "toggle_range", "range"),
-        Binding("z", "toggle_zoom", "zoom"),
         Binding("escape", "close", "back"),
+        Binding("left_square_bracket", "move(-1)", "prev", show=False),
+        Binding("right_square_bracket", "move(1)", "next tensor"),
+        Binding("w", "kind('weights')", "weights", show=False),
+        Binding("d", "kind('delta')", "delta", show=False),
+        Binding("g", "kind('grad')", "grads", show=False),
+        Binding("l", "toggle_log", "lin/log", show=False),
+        Binding("r", "toggle_range", "range", show=False),
+        Binding("z", "toggle_zoom", "zoom", show=False),
     ]
+    HELP_TITLE = "tensor detail"
+    KEYS_HELP = (("Tensor detail", (
+        ("[ ]", "previous / next tensor (in the overview's order)"),
+        ("w d g", "weights / updates (delta) / gradients"),
+        ("l", "histogram density: linear / log"),
+        ("r", "value range: the whole run / the snapshots shown"),
+        ("z", "zoom: every snapshot up to the position / the most recent"),
+        ("click", "on the heatmap: move the timeline there"),
+        ("esc", "back to the list"),
+    )),)
 
     def __init__(self, name: str, *, kind: str = "weights"):
         super().__init__()
@@ -272,7 +284,7 @@ class DetailScreen(RunScreen):
         series = [(f"p{q}" if q in (0, 50, 100) else "", bands[:, k], BAND_COLORS[k])
                   for k, q in enumerate(heatmap.PERCENTILES)]
         self.query_one("#bands", LineChart).show(
-            "percentiles 0 7 16 31 50 69 84 93 100", steps, series, marker=marker,
+            "percentiles: p0 p50 p100, and 7 16 31 69 84 93 between", steps, series, marker=marker,
             key=key)
         s_steps, samples = data.samples(self.tensor)
         info = data.tensor(self.tensor)
@@ -286,5 +298,5 @@ class DetailScreen(RunScreen):
                 chart.show(title, np.zeros(0), [], key=key)
                 continue
             chart.show(title, stats["steps"], [(label, fn(stats), color) for label, fn, color in lines],
-                       marker=marker, log_y=log_y, key=key)
+                       marker=marker, log_y=log_y, key=key, ylim=YLIM.get(title))
 

@@ -1,4 +1,8 @@
-"""The `?` help screen: every key, grouped by what it does."""
+"""The `?` help screen: the keys of the screen it was opened on, then those that work everywhere.
+
+Each screen lists its own keys (`RefreshableScreen.KEYS_HELP`); the app adds the timeline and the
+screen keys (`TIMELINE`, `SCREENS`). Escape or `?` closes the help; `q` quits, as everywhere.
+"""
 
 from __future__ import annotations
 
@@ -12,39 +16,41 @@ from textual.widgets import Static
 from weighttui.analysis.diagnose import RATIO_BAND
 from weighttui.tui.formatting import fmt_band
 
-SECTIONS = (
-    ("Overview", (
-        ("↑ ↓  j k", "move between tensors"),
-        ("PgUp PgDn", "move a page"),
-        ("enter / click", "open the tensor (or fold/unfold a layer group)"),
-        ("/", "filter tensors by substring or glob (e.g. *attn*.weight); esc clears"),
-        ("s", "cycle the sort: model order, name, update ratio, norm change, alerts"),
-        ("z", "fold or unfold every layer group"),
-    )),
-    ("Timeline (every screen)", (
-        ("← →", "previous / next snapshot"),
-        ("shift+← →", "10 snapshots back / forward"),
-        ("home", "first snapshot"),
-        ("end", "latest snapshot, and follow new ones"),
-        ("space", "play / stop"),
-        ("+ -", "play faster / slower"),
-        ("g", "go to a step (1200) or an epoch (e5)"),
-        ("p", "pause the display (data keeps loading)"),
-    )),
-    ("Screens", (
-        ("c", "change table (how much each tensor moved)"),
-        ("!", "alerts"),
-        ("ctrl+s", "save the screen as SVG (in $WEIGHTTUI_SCREENSHOT_DIR or the current directory)"),
-        ("?", "this help"),
-        ("esc", "back"),
-        ("q", "quit"),
-    )),
-    ("Colours", (
-        ("update ratio", f"green inside {fmt_band(RATIO_BAND[0])}..{fmt_band(RATIO_BAND[1])}, cyan ↓ below (slow), "
-                          "red ↑ above (fast)"),
-        ("✖ ▲", "error / warning alert on the tensor (✖ also for NaN/Inf values)"),
-    )),
-)
+OVERVIEW = ("Overview", (
+    ("↑ ↓  j k", "move between tensors"),
+    ("PgUp PgDn", "move a page"),
+    ("enter / click", "open the tensor (or fold/unfold a layer group)"),
+    ("/", "filter tensors by substring or glob (e.g. *attn*.weight); esc clears"),
+    ("s", "cycle the sort: model order, name, update ratio, norm change, alerts"),
+    ("z", "fold or unfold every layer group"),
+    ("m", "choose the metric columns (fewer columns, wider sparklines)"),
+))
+TIMELINE = ("Timeline (every screen)", (
+    ("← →", "previous / next snapshot"),
+    ("shift+← →", "10 snapshots back / forward"),
+    ("home", "first snapshot"),
+    ("end", "latest snapshot, and follow new ones"),
+    ("space", "play / stop"),
+    ("+ -", "play faster / slower"),
+    ("g", "go to a step (1200) or an epoch (e5)"),
+    ("p", "pause the display (data keeps loading)"),
+))
+SCREENS = ("Screens", (
+    ("c", "change table (how much each tensor moved)"),
+    ("!", "alerts"),
+    ("ctrl+s", "save the screen as SVG (in $WEIGHTTUI_SCREENSHOT_DIR or the current directory)"),
+    ("?", "this help (esc or ? closes it)"),
+    ("esc", "back"),
+    ("q", "quit"),
+))
+COLOURS = ("Colours", (
+    ("update ratio", f"green inside {fmt_band(RATIO_BAND[0])}..{fmt_band(RATIO_BAND[1])}, cyan ↓ below (slow), "
+                     "red ↑ above (fast), dim \"frozen\" when it does not move (or is not trainable)"),
+    ("✖ ▲", "error / warning alert on the tensor (✖ also for NaN/Inf values)"),
+    ("nan inf", "a statistic that is not finite; – where the log has no value"),
+))
+# The overview's help (other screens list their own keys first, then TIMELINE and SCREENS).
+SECTIONS = (OVERVIEW, TIMELINE, SCREENS, COLOURS)
 
 
 def help_table(sections=SECTIONS) -> Table:
@@ -66,14 +72,18 @@ class HelpScreen(ModalScreen):
     HelpScreen > VerticalScroll { width: 90%; max-width: 100; height: 90%; border: round $accent;
                                   background: $surface; padding: 0 1; }
     """
-    BINDINGS = [("escape,q,question_mark", "close", "close")]
+    # q quits, as on every other screen (a modal screen does not pass keys on to the app's bindings)
+    BINDINGS = [("escape,question_mark", "close", "close"), ("q", "app.quit", "quit")]
 
-    def __init__(self, sections=SECTIONS):
+    def __init__(self, sections=SECTIONS, *, title: str = ""):
         super().__init__()
         self.sections = sections
+        self.title_text = title
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
+        with VerticalScroll() as box:
+            if self.title_text:
+                box.border_title = self.title_text
             yield Static(help_table(self.sections))
 
     def action_close(self) -> None:

@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.widgets import Footer, Input, Static
 
 from weighttui.tui.screens.base import RunScreen
+from weighttui.tui.screens.help import COLOURS, OVERVIEW
 from weighttui.tui.state import RunView
 from weighttui.tui.widgets.header import RunHeader
 from weighttui.tui.widgets.layer_rows import SORTS, GroupRow, TensorRow, arrange, sort_values, tensor_rows
@@ -23,10 +24,13 @@ from weighttui.tui.widgets.timeline import Timeline
 
 
 class OverviewScreen(RunScreen):
+    KEYS_HELP = (OVERVIEW, COLOURS)
+    HELP_TITLE = "overview"
     BINDINGS = [
         Binding("slash", "filter", "filter"),
         Binding("s", "sort", "sort"),
         Binding("z", "fold_all", "fold", show=False),
+        Binding("m", "columns", "columns", show=False),
     ]
 
     def __init__(self):
@@ -158,6 +162,18 @@ class OverviewScreen(RunScreen):
             self._arrange()
             self.table.focus()
             event.stop()
+
+    def action_columns(self) -> None:
+        from weighttui.tui.screens.columns import ColumnsScreen
+
+        self.app.push_screen(ColumnsScreen(self.table.shown_metrics), self._set_columns)
+
+    def _set_columns(self, chosen: tuple[str, ...] | None) -> None:
+        if chosen is None:
+            return
+        self.table.chosen_metrics = chosen
+        if self.table.set_layout(self.size.width or self.app.size.width):
+            self.refresh_view()
 
     def action_fold_all(self) -> None:
         layers = {r.layer for r in self._rows}

@@ -19,6 +19,8 @@ from weighttui.tui.widgets.log_axis import log_ticks, to_log10
 BAND_COLORS = ("gray", "blue", "cyan", "green", "yellow", "green", "cyan", "blue", "gray")
 SERIES_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")
 
+PLOT_LIMIT = 1e300  # larger magnitudes are not plotted (see ChartView.show)
+
 
 def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
     """At most 2 points per bucket (its min and max, in x order): what a chart of that width can show.
@@ -59,16 +61,18 @@ class LineChart(PlotextPlot):
         # series are thinned to the width, and log ticks to the height, they were
         # drawn at: a chart first drawn before layout or at another size is redrawn
         if self._last_show is not None and self.size != self._drawn_size:
-            title, x, series, marker, log_y = self._last_show
+            title, x, series, marker, log_y, ylim = self._last_show
             self._key = None
-            self.show(title, x, series, marker=marker, log_y=log_y)
+            self.show(title, x, series, marker=marker, log_y=log_y, ylim=ylim)
 
-    def show(self, title: str, x, series, *, marker=None, log_y: bool = False, key=None) -> None:
-        """series: [(label, y values, colour)]; `key` (hashable) skips the redraw when unchanged."""
+    def show(self, title: str, x, series, *, marker=None, log_y: bool = False, key=None,
+             ylim: tuple[float, float] | None = None) -> None:
+        """series: [(label, y values, colour)]; `key` (hashable) skips the redraw when unchanged;
+        `ylim`: a fixed y range (fractions: 0..1) instead of the data's."""
         if key is not None and key == self._key:
             return
         self._key = key
-        self._last_show = (title, x, series, marker, log_y)
+        self._last_show = (title, x, series, marker, log_y, ylim)
         self._drawn_size = self.size
         plt = self.plt
         plt.clear_figure()
@@ -79,7 +83,9 @@ class LineChart(PlotextPlot):
         self.title_text = title
         for label, y, color in series:
             y = np.asarray(y, dtype=np.float64)
-            ok = np.isfinite(y) & np.isfinite(x)
+            # plotext's axis arithmetic overflows to NaN (and raises) on spans near the float64
+            # limits: values no training produces (a hostile log's 1e308) are left out, not drawn
+            ok = np.isfinite(y) & np.isfinite(x) & (np.abs(y) < PLOT_LIMIT) & (np.abs(x) < PLOT_LIMIT)
             if log_y:
                 ok &= y > 0
             if not ok.any():
@@ -99,6 +105,8 @@ class LineChart(PlotextPlot):
             if log_y:
                 rows = self.size.height - 5  # the plot area, less title, x axis and frame
                 plt.yticks(*log_ticks(log_lo, log_hi, rows // 2 if rows > 0 else 6))
+            if ylim is not None:
+                plt.ylim(*ylim)
             if marker is not None and np.isfinite(marker):
                 plt.vline(float(marker), "yellow")
         self.drawn = drawn

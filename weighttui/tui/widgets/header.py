@@ -22,16 +22,24 @@ STATUS_STYLE = {
 }
 
 
+def _clock_time(t: float | None) -> str:
+    """A time from the log as local date and time; "?" for none or one no clock shows (inf, NaN)."""
+    if not t:
+        return "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    except (OverflowError, ValueError, OSError):
+        return "?"
+
+
 def header_text(view: RunView) -> Text:
     data = view.data
     status = view.status
     line1 = Text(no_wrap=True, overflow="ellipsis")
     line1.append(inert(view.title), style="bold")
     run = data.run
-    if run is not None:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)) if run.created else "?"
-        bits = [inert(run.framework or "?"), inert(run.host or "?"), f"started {started}"]
-        line1.append("  " + " · ".join(bits))
+    # The status (and PAUSED) right after the title: on a narrow terminal the line is cut at its end,
+    # where the host and start time can go.
     line1.append("  ")
     line1.append(f" {status.upper()} ", style="reverse " + STATUS_STYLE.get(status, "bold"))
     if view.display_paused:
@@ -39,6 +47,10 @@ def header_text(view: RunView) -> Text:
         line1.append(" PAUSED ", style="reverse bold yellow")
         if view.paused_new:
             line1.append(f" +{view.paused_new} new")
+    if run is not None:
+        started = _clock_time(run.created)
+        bits = [inert(run.framework or "?"), inert(run.host or "?"), f"started {started}"]
+        line1.append("  " + " · ".join(bits), style="dim")
 
     line2 = Text(no_wrap=True, overflow="ellipsis")
     if view.waiting == "missing":
@@ -79,7 +91,7 @@ def header_text(view: RunView) -> Text:
 
 class RunHeader(Static):
     DEFAULT_CSS = """
-    RunHeader { height: 2; background: $panel; padding: 0 1; }
+    RunHeader { height: 2; background: $panel; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def show(self, view: RunView) -> None:

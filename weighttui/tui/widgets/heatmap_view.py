@@ -254,7 +254,7 @@ class HistogramBars(_LinesWidget):
             return lines + [blank] * (height - 2)
         bar_rows = height - 3
         if hi > lo:
-            values = heatmap.rebin(np.array([lo]), np.array([hi]), counts[None], np.linspace(lo, hi, width + 1))[0]
+            values = heatmap.rebin(np.array([lo]), np.array([hi]), counts[None], heatmap.bin_edges(lo, hi, width))[0]
         else:
             values = np.zeros(width)
             values[width // 2] = counts.sum()
@@ -270,12 +270,25 @@ class HistogramBars(_LinesWidget):
             text = "".join(EIGHTHS[f] for f in fill.tolist())
             lines.append(Strip([Segment(text, style)], width))
         lines.append(Strip([Segment(_marks(lo, hi, width, mean, std), Style(color="yellow"))], width))
-        stats = f"μ {fmt_value(mean, 0).strip()}  σ {fmt_value(std, 0).strip()}" if mean is not None else ""
-        left, right = fmt_value(lo, 0).strip(), fmt_value(hi, 0).strip()
-        mid = max(1, width - len(left) - len(right))
-        label = left + stats.center(mid)[:mid] + right
-        lines.append(Strip([Segment(label[:width].ljust(width), Style(dim=True))], width))
+        mu, sigma = (f"μ {fmt_value(mean, 0).strip()}", f"σ {fmt_value(std, 0).strip()}") if mean is not None \
+            else ("", "")
+        label = axis_label(width, fmt_value(lo, 0).strip(), fmt_value(hi, 0).strip(),
+                           (f"{mu}  {sigma}", f"{mu} {sigma}", mu) if mu else ())
+        lines.append(Strip([Segment(label.ljust(width), Style(dim=True))], width))
         return lines
+
+
+def axis_label(width: int, left: str, right: str, middles: tuple[str, ...] = ()) -> str:
+    """`left` at the start, `right` at the end and the first of `middles` that fits between them,
+    with at least one space on each side: labels never run into each other. What does not fit is
+    left out (the middle first, then the right end)."""
+    room = width - len(left) - len(right)
+    for mid in middles:
+        if len(mid) + 2 <= room:
+            return left + mid.center(room) + right
+    if room >= 1:
+        return left + " " * room + right
+    return left[:width]
 
 
 def _marks(lo: float, hi: float, width: int, mean, std) -> str:
@@ -285,7 +298,10 @@ def _marks(lo: float, hi: float, width: int, mean, std) -> str:
     def col(v):
         if v is None or not np.isfinite(v) or hi <= lo:
             return None
-        c = int((v - lo) / (hi - lo) * width)
+        pos = (v / 2 - lo / 2) / (hi / 2 - lo / 2) * width  # halves: no overflow near the float limits
+        if not np.isfinite(pos):
+            return None
+        c = int(pos)
         return c if 0 <= c < width else (width - 1 if c == width else None)
 
     line[0] = "╵"

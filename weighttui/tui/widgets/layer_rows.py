@@ -191,8 +191,11 @@ def _alert_rank(alerts) -> float:
     return errors * 1000.0 + len(alerts)
 
 
-def ratio_band(value: float) -> str:
-    """'good', 'slow', 'fast' or '' (unknown) for an update-to-weight ratio."""
+def ratio_band(value: float, *, trainable: bool = True) -> str:
+    """'good', 'slow', 'fast', 'frozen' (not trainable, or not moving at all) or '' (unknown)
+    for an update-to-weight ratio."""
+    if not trainable or value == 0:
+        return "frozen"
     if value is None or not np.isfinite(value):
         return "fast" if value is not None and np.isinf(value) else ""
     if value < RATIO_BAND[0]:

@@ -49,9 +49,9 @@ from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metri
 from weighttui.tui.widgets.sparkline import spark_many
 
 VALUE_WIDTH = 8
-BAND_STYLE = {"good": "green", "slow": "cyan", "fast": "bold red", "": "dim"}
+BAND_STYLE = {"good": "green", "slow": "cyan", "fast": "bold red", "frozen": "dim", "": "dim"}
 # Shown next to an out-of-band ratio, so the meaning survives NO_COLOR.
-BAND_MARK = {"good": " ", "slow": "↓", "fast": "↑", "": " "}
+BAND_MARK = {"good": " ", "slow": "↓", "fast": "↑", "frozen": " ", "": " "}
 SHORT_LABEL = {"update ratio": "upd ratio", "grad norm": "grad"}
 METRIC_STYLE = {"norm": "bright_blue", "std": "magenta", "grad": "yellow"}
 FIXED_COLUMNS = 2  # mark and name stay in place when scrolling sideways
@@ -68,18 +68,33 @@ def _style(name: str) -> Style:
     return style
 
 
-def layout_for(width: int) -> dict:
-    """Column widths for a terminal width: narrow terminals drop shape/params and shorten sparklines."""
+METRIC_KEYS = tuple(m[0] for m in METRICS)
+# The metric columns shown when the user has not chosen (key `m` on the overview): fewer on narrow
+# terminals, so that each keeps a sparkline wide enough to read a trend (80x24 first).
+DEFAULT_METRICS = ((100, ("norm", "ratio")), (140, ("norm", "ratio", "grad")), (10**9, METRIC_KEYS))
+
+
+def default_metrics(width: int) -> tuple[str, ...]:
+    return next(keys for limit, keys in DEFAULT_METRICS if width < limit)
+
+
+def layout_for(width: int, metrics: tuple[str, ...] | None = None) -> dict:
+    """Column widths for a terminal width and the metric columns shown (default: by width).
+
+    The name gets about 40% of the width (24..56 cells); the metric columns share the rest, each a
+    gap, a sparkline (4..24 cells), a band mark and a value. Shape and params only from 140 columns.
+    """
+    shown = tuple(k for k in METRIC_KEYS if k in (metrics if metrics is not None else default_metrics(width)))
     wide = width >= 140
-    if width < 100:
-        spark_w, gap, value_w = 3, 1, 7
-    else:
-        spark_w, gap, value_w = (6 if width < 140 else 10 if width < 170 else 14), 2, VALUE_WIDTH
+    gap, value_w = (1, 7) if width < 100 else (2, VALUE_WIDTH)
+    room = width - 2 - 2 - (12 + 8 if wide else 0)  # mark, scrollbar, shape and params
+    name_w = int(min(56, max(24 if width >= 80 else 14, room * 0.4)))
+    per = (room - name_w) // max(1, len(shown))
+    spark_w = int(min(24, max(4, per - gap - 1 - value_w)))
     metric_w = gap + spark_w + 1 + value_w  # gap, spark, band mark, value
-    fixed = 2 + 4 * metric_w + (12 + 8 if wide else 0)
-    name_w = width - fixed - 2  # 2: scrollbar
+    name_w = int(min(56, max(14, room - metric_w * len(shown))))
     return {"spark": spark_w, "gap": gap, "value": value_w, "metric": metric_w,
-            "name": int(min(56, max(14, name_w))), "wide": wide}
+            "name": name_w, "wide": wide, "metrics": shown}
 
 
 class TableKey(str):
@@ -165,6 +180,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self._index: dict[str, int] = {}  # row key -> position in entries
         self._columns: list[Column] = []
         self._lay: dict = {}  # layout_for() of the width drawn for (empty: not laid out yet)
+        self.chosen_metrics: tuple[str, ...] | None = None  # the user's metric columns (None: by width)
         self._cells: dict[str, dict[str, Pieces]] = {}
         self._strips: dict[str, Strip] = {}  # row key -> its finished line (see render_lines)
         self._header: Strip | None = None
@@ -238,9 +254,14 @@ class LayerTable(ScrollView, inherit_bindings=False):
 
     # ------------------------------------------------------------ structure
 
+    @property
+    def shown_metrics(self) -> tuple[str, ...]:
+        """The metric columns laid out now."""
+        return tuple(self._lay.get("metrics", ()))
+
     def set_layout(self, width: int) -> bool:
-        """Re-create the columns if the width tier changed; True if it did."""
-        layout = layout_for(width)
+        """Re-create the columns if the layout for this width (and the chosen metrics) changed; True if it did."""
+        layout = layout_for(width, self.chosen_metrics)
         if layout == self._lay:
             return False
         self._lay = layout
@@ -250,6 +271,8 @@ class LayerTable(ScrollView, inherit_bindings=False):
         if layout["wide"]:
             cols += [Column(TableKey("shape"), "  shape", 12), Column(TableKey("params"), "  params", 8)]
         for key, _kind, _stat, label, _log in METRICS:
+            if key not in layout["metrics"]:
+                continue
             if len(label) >= layout["metric"]:
                 label = SHORT_LABEL.get(label, label)
             cols.append(Column(TableKey(key), label.rjust(layout["metric"]), layout["metric"]))
@@ -276,6 +299,9 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self.virtual_size = Size(width, len(self.entries) + HEADER_LINES)
         if keep is not None and keep in self._index:
             self._cursor = self._index[keep]
+        elif keep is None and self._cursor == 0:
+            # The first rows: start on a tensor, so the first enter opens it instead of folding a group.
+            self._cursor = next((i for i, e in enumerate(self.entries) if isinstance(e, TensorRow)), 0)
         self._cursor = min(self._cursor, max(0, len(self.entries) - 1))
         self._scroll_cursor_into_view()
         self._fill_visible()
@@ -332,13 +358,14 @@ class LayerTable(ScrollView, inherit_bindings=False):
         grouped = isinstance(self.entries[0], GroupRow)
         tensors = [e for e in todo if isinstance(e, TensorRow)]
         values = metric_values(self._run, [t.col for t in tensors], self._at_row)
-        nonfinite = self._nonfinite([t.col for t in tensors])
+        nonfinite, nans = self._nonfinite([t.col for t in tensors])
         self._changed = False
         width = self._lay["spark"]
-        lines = {key: spark_many(values[key][1], width, log=log) for key, _k, _s, _l, log in METRICS}
+        lines = {key: spark_many(values[key][1], width, log=log) for key, _k, _s, _l, log in METRICS
+                 if key in self._lay["metrics"]}
         for i, entry in enumerate(tensors):
-            self._update_tensor_row(entry, {k: (v[0][i], lines[k][i]) for k, v in values.items()},
-                                    bool(nonfinite[i]), grouped)
+            self._update_tensor_row(entry, {k: (v[0][i], lines[k][i]) for k, v in values.items() if k in lines},
+                                    bool(nonfinite[i]), grouped, bool(nans[i]))
         for entry in todo:
             if isinstance(entry, GroupRow):
                 alerts = [a for m in entry.members for a in self._alerts.get(m.name, ())]
@@ -347,14 +374,15 @@ class LayerTable(ScrollView, inherit_bindings=False):
         if self._changed:  # repaint only when a cell on screen shows something new
             self.refresh()
 
-    def _nonfinite(self, cols: list[int]) -> np.ndarray:
-        """Whether each tensor had NaN/Inf values at the timeline row."""
+    def _nonfinite(self, cols: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each tensor had NaN/Inf values at the timeline row, and whether NaN."""
         data, row = self._run, self._at_row
-        if row < 0 or not cols:
-            return np.zeros(len(cols), dtype=bool)
+        if data is None or row < 0 or not cols:
+            return np.zeros(len(cols), dtype=bool), np.zeros(len(cols), dtype=bool)
         idx = np.asarray(cols)
-        bad = data.stat_matrix("weights", "nan")[row, idx] + data.stat_matrix("weights", "inf")[row, idx]
-        return np.nan_to_num(bad) > 0
+        nan = np.nan_to_num(data.stat_matrix("weights", "nan")[row, idx]) > 0
+        inf = np.nan_to_num(data.stat_matrix("weights", "inf")[row, idx]) > 0
+        return nan | inf, nan
 
     def _set(self, key: str, column: str, pieces: Pieces) -> None:
         cells = self._cells[key]
@@ -364,19 +392,28 @@ class LayerTable(ScrollView, inherit_bindings=False):
             self._strips.pop(key, None)
             self._changed = True
 
-    def _update_tensor_row(self, entry: TensorRow, vals: dict, nonfinite: bool, grouped: bool) -> None:
+    def _update_tensor_row(self, entry: TensorRow, vals: dict, nonfinite: bool, grouped: bool,
+                           has_nan: bool = False) -> None:
         gap, value_w = self._lay["gap"], self._lay["value"]
         pad = " " * gap
         cell: Pieces
         for key, _kind, _stat, _label, _log in METRICS:
+            if key not in self._lay["metrics"]:
+                continue
             now, line = vals[key]
             if key == "ratio":
-                band = ratio_band(now)
+                band = ratio_band(now, trainable=entry.trainable)
                 style = BAND_STYLE[band]
+                shown = "frozen".rjust(value_w - 1) if band == "frozen" and not np.isnan(now) \
+                    else fmt(None if np.isnan(now) else now, value_w - 1)  # NaN: not covered (first delta)
                 cell = ((pad, ""), (line, style), (BAND_MARK[band], style),
-                        (" " + fmt(now, value_w - 1), style if band != "" else ""))
+                        (" " + shown, style if band != "" else ""))
+            elif nonfinite and key in ("norm", "std"):
+                # statistics are over the finite elements: a tensor holding NaN/Inf is shown as such
+                shown = "nan" if has_nan else "inf"
+                cell = ((pad, ""), (line, METRIC_STYLE[key]), (" " + shown.rjust(value_w), "bold red"))
             else:
-                cell = ((pad, ""), (line, METRIC_STYLE[key]), (" " + fmt(now, value_w), ""))
+                cell = ((pad, ""), (line, METRIC_STYLE[key]), (" " + fmt(None if np.isnan(now) else now, value_w), ""))
             self._set(entry.key, key, cell)
         self._set(entry.key, "mark", self._mark(self._alerts.get(entry.name), nonfinite))
         self._set(entry.key, "name", self._name_cell(entry, grouped, nonfinite=nonfinite))
@@ -467,6 +504,8 @@ class LayerTable(ScrollView, inherit_bindings=False):
     # ------------------------------------------------------- keys and mouse
 
     def _scroll_cursor_into_view(self) -> None:
+        if not self.size.height:
+            return  # not laid out yet: nothing is on screen to scroll
         rows = max(1, self.size.height - HEADER_LINES - (1 if self.show_horizontal_scrollbar else 0))
         top = int(self.scroll_y)
         if self._cursor < top:

@@ -33,8 +33,10 @@ def scalars_text(view: RunView, width: int) -> Text:
         return Text("")
     row = view.row
     upto = int(data.steps[row]) if row >= 0 else None
-    cell = 34 if width >= 140 else 26
-    per_line = max(1, width // cell)
+    # Cells of at least 26 characters; with fewer scalars than fit on a line, each gets more room, so the
+    # sparklines are wider (up to 60 characters a cell).
+    per_line = max(1, min(width // 26, len(names)))
+    cell = max(26, min(60, width // per_line))
     room = per_line * MAX_LINES
     lines = []
     line = Text(no_wrap=True, overflow="ellipsis")

@@ -25,9 +25,17 @@ def timeline_text(view: RunView, width: int) -> Text:
     n = data.n
     row = view.row
     out = Text(no_wrap=True, overflow="ellipsis")
-    out.append("▶ " if view.playing else "⏸ ", style="bold")
-    out.append(f"{view.speed:g}/s ", style="dim")
-    if view.position is None:
+    following = view.position is None and view.mode == "watch" and not view.playing
+    if following and view.status in ("live", "loading", "waiting"):
+        out.append("● live ", style="bold green")  # not "⏸": new snapshots come on screen as they arrive
+    elif following:
+        out.append("■ ended ", style="dim")  # following a run that is over: nothing more will come
+    else:
+        out.append("▶ " if view.playing else "⏸ ", style="bold")
+        out.append(f"{view.speed:g}/s ", style="dim")
+    if following and view.status not in ("live", "loading", "waiting"):
+        out.append("latest ", style="bold")
+    elif view.position is None:
         out.append("following ", style="bold green")
     else:
         out.append("replay    " if view.mode == "replay" else "scrubbing ", style="bold yellow")
