@@ -1,6 +1,6 @@
 """Core costs, side by side in one run: log size, encode/decode speed, numpy statistics.
 
-    python benchmarks/bench_core.py [--params 25_000_000] [--tensors 200]
+    python benchmarks/bench_core.py [--tensors 200] [--repeat 7]
 
 Prints one table per question, with ratios; results are copied into docs/core.md.
 Nothing here is asserted: tests never check wall-clock times.
@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import numpy as np
+from shapes import resnet50_shapes
 
 from weighttui import Recorder
 from weighttui.data.run import RunData
@@ -31,17 +32,6 @@ def best_of(fn, repeat=5):
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
-
-
-def model_arrays(params: int, tensors: int, rng) -> list[np.ndarray]:
-    """`tensors` float32 arrays totalling about `params` elements, a mix of matrices and vectors."""
-    big = tensors // 2
-    per = params // big
-    side = int(np.sqrt(per))
-    out = []
-    for i in range(tensors):
-        out.append(rng.normal(scale=0.05, size=(side, side) if i % 2 == 0 else (side,)).astype(np.float32))
-    return out
 
 
 def bytes_per_tensor(tensors: int, bins: int) -> None:
@@ -104,63 +94,134 @@ def encode_decode(tensors: int, snapshots: int) -> None:
           f"{size / read / 1e6:.0f} MB/s")
 
 
-def numpy_statistics(params: int, tensors: int) -> None:
+def cpu_best(fn, repeat=5, setup=None):
+    """Least CPU seconds of this process over `repeat` calls of fn() (setup() untimed before each).
+
+    CPU time, not wall time: the machines these numbers come from share their
+    cores with other work, which stretches wall time but not the CPU time of a
+    single-threaded computation (everything timed here runs on one thread).
+    """
+    best = float("inf")
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def numpy_statistics(repeat: int) -> None:
+    """The numpy Recorder's statistics on ResNet-50 shapes: the fused kernel against the
+    numpy reference it replaces, TensorBoard's histograms, and the perf-cliff inputs."""
+    from weighttui.record import kernel
+    from weighttui.record.numpy_path import NumpyStats
+    from weighttui.record.registry import Registry
+
     rng = np.random.default_rng(2)
-    arrays = model_arrays(params, tensors, rng)
-    prev = [a + rng.normal(scale=1e-4, size=a.shape).astype(np.float32) for a in arrays]
+    shapes = resnet50_shapes()
+    arrays = [(0.05 * rng.standard_normal(int(np.prod(s)), dtype=np.float32)).reshape(s) for s in shapes]
     total = sum(a.size for a in arrays)
+    registry = Registry(16)
+    infos = [registry.declare(f"t{i}", a.shape, "float32") for i, a in enumerate(arrays)]
 
-    def one_pass():
-        for a in arrays:
-            a.sum()
+    def update(kind):
+        g = np.random.default_rng(3)
+        if kind == "normal update":
+            return [(a - 1e-3 * g.standard_normal(a.shape, dtype=np.float32)).astype(np.float32) for a in arrays]
+        if kind == "constant shift (weight decay, bias step)":
+            return [(a + np.float32(1e-3)).astype(np.float32) for a in arrays]
+        if kind == "deltas of +-lr (sign optimizers: Lion)":
+            return [(a + np.float32(1e-4) * np.sign(g.standard_normal(a.shape)).astype(np.float32)) for a in arrays]
+        if kind == "all-zero deltas (frozen tensors)":
+            return [a.copy() for a in arrays]
+        raise KeyError(kind)
 
-    def stats_only():
-        for a in arrays:
-            weight_stats(a)
+    def snapshot_time(stats: NumpyStats, xs, prevs) -> float:
+        def setup():
+            for info, p in zip(infos, prevs, strict=True):
+                stats._prev[info.id] = p.copy()  # the delta is against prevs at every call
+        return cpu_best(lambda: stats.blocks(infos, xs), repeat, setup)
 
-    def stats_hist():
-        for a in arrays:
+    def reference(xs, prevs):
+        for a, p in zip(xs, prevs, strict=True):  # what the numpy Recorder computed before the kernel
             weight_stats(a)
             histogram(a, 64)
+            delta_row(a, p, 64)
 
-    def full_snapshot():
-        for a, p in zip(arrays, prev, strict=True):
-            weight_stats(a)
-            histogram(a, 64)
-            delta_row(a, p, 64)  # what the Recorder computes: delta statistics + histogram
-
-    base = best_of(one_pass, 3)
-    rows = [("np.sum over every tensor (one read pass)", base)]
-    rows.append(("weights stats", best_of(stats_only, 3)))
-    rows.append(("weights stats + 64-bin histogram", best_of(stats_hist, 3)))
-    rows.append(("+ exact delta stats and histogram (a full snapshot)", best_of(full_snapshot, 3)))
+    base = cpu_best(lambda: [a.sum() for a in arrays], repeat)
+    prevs = update("normal update")
+    fused = NumpyStats(64, "exact")
+    rows = [("np.sum over every tensor (one read pass)", base),
+            ("numpy reference (stats.py): stats + hist + exact delta + delta hist",
+             cpu_best(lambda: reference(arrays, prevs), max(1, repeat // 2)))]
+    if kernel.available():
+        rows.append(("fused kernel (NumpyStats.blocks): the same", snapshot_time(fused, arrays, prevs)))
+    else:
+        rows.append((f"fused kernel: not built ({kernel.UNAVAILABLE})", float("nan")))
     try:
         from tensorboard.plugins.histogram.summary import histogram_pb
 
-        def tb_hist():
-            for i, a in enumerate(arrays):
-                histogram_pb(f"t{i}", a, buckets=64)
-
-        rows.append(("TensorBoard histogram_pb (numpy), same tensors", best_of(tb_hist, 3)))
+        rows.append(("TensorBoard histogram_pb (numpy, 30 buckets), values only",
+                     cpu_best(lambda: [histogram_pb(f"t{i}", a) for i, a in enumerate(arrays)], repeat)))
     except ImportError:
         pass
-    print(f"\n## numpy statistics, {total / 1e6:.1f}M float32 parameters in {tensors} tensors (best of 3)")
-    print(f"{'what':<50} {'seconds':>9} {'x np.sum':>9}")
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)  # one thread, as everything here
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            writer = tf.summary.create_file_writer(tmp)
+            tensors = [tf.constant(a) for a in arrays]
+            tb_step = [0]
+
+            def tb_hist():
+                tb_step[0] += 1
+                with writer.as_default():
+                    for i, t in enumerate(tensors):
+                        tf.summary.histogram(f"t{i}", t, step=tb_step[0])
+                writer.flush()
+
+            rows.append(("TensorBoard tf.summary.histogram (TF ops, 1 thread), values only",
+                         cpu_best(tb_hist, repeat)))
+    except ImportError:
+        pass
+    print(f"\n## numpy Recorder statistics: one full snapshot, ResNet-50 shapes ({len(arrays)} tensors, "
+          f"{total / 1e6:.1f}M float32), CPU seconds, best of {repeat}")
+    print(f"{'what':<72} {'ms':>8} {'x np.sum':>9}")
     for name, t in rows:
-        print(f"{name:<50} {t:9.3f} {t / base:9.1f}")
+        print(f"{name:<72} {t * 1e3:8.1f} {t / base:9.1f}")
+    if not kernel.available():
+        return
+    print("\n## the same snapshot for updates real optimizers make (fused kernel, 64 bins, exact deltas)")
+    print(f"{'update':<44} {'ms':>8} {'x normal':>9} {'x np.sum':>9}")
+    normal = None
+    cases = ["normal update", "constant shift (weight decay, bias step)", "deltas of +-lr (sign optimizers: Lion)",
+             "all-zero deltas (frozen tensors)"]
+    timings = [(c, snapshot_time(fused, arrays, update(c))) for c in cases]
+    few = [np.round(a * 20).astype(np.float32) / 20 for a in arrays]
+    g = np.random.default_rng(4)
+    few_prev = [(a - 1e-3 * g.standard_normal(a.shape, dtype=np.float32)).astype(np.float32) for a in few]
+    timings.append(("tensors of a few distinct values", snapshot_time(fused, few, few_prev)))
+    for c, t in timings:
+        normal = normal or t
+        print(f"{c:<44} {t * 1e3:8.1f} {t / normal:9.2f} {t / base:9.1f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", type=int, default=25_000_000)
     ap.add_argument("--tensors", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--snapshots", type=int, default=500)
     args = ap.parse_args()
     print(f"# weighttui core benchmark: {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, numpy {np.__version__}")
     bytes_per_tensor(args.tensors, 64)
     encode_decode(args.tensors, args.snapshots)
-    numpy_statistics(args.params, args.tensors)
+    numpy_statistics(args.repeat)
+    print(f"\nload (uptime): {os.getloadavg()} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Keras: what recording costs, measured side by side in one process.
 
-Part 1, one snapshot of a model with a few million parameters (stats +
-64-bin histograms + exact deltas + samples): host copies (get_weights or
-variable reads) + numpy statistics, against the same statistics with TF ops
-where the variables live (stats="device", keras_tf_stats.py), against what
-TensorBoard's histograms cost, with a read pass (tf.reduce_sum over every
-variable) as the unit.
-Part 2, a small real `fit`: no callback, WeightCallback every epoch, every
-batch, and keras.callbacks.TensorBoard(histogram_freq=1), interleaved
-rounds, median seconds per fit.
+Part 1, one snapshot (stats + 64-bin histograms + exact deltas + samples) of
+an MLP of 3.6M parameters and of a CNN of 5M: WeightCallback.record on the
+CPU path (variable views into the fused kernel), the same with the kernel
+switched off (the numpy reference: what it did before), with TF ops where the
+variables live (stats="device", keras_tf_stats.py), and TensorBoard's
+tf.summary.histogram of every variable, with a read pass (tf.reduce_sum over
+every variable) as the unit.
+Part 2, a small real `fit`: no callback, WeightCallback every epoch, every 10
+batches, every batch (gradients inside fit included, the default), and
+keras.callbacks.TensorBoard(histogram_freq=1), interleaved rounds, median
+seconds per fit.
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick]
 """
@@ -27,11 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from weighttui.integrations.keras import WeightCallback, _host_array
+from weighttui.integrations.keras import WeightCallback
+from weighttui.record import kernel
 from weighttui.record.recorder import Recorder
-from weighttui.record.stats import delta_stats, histogram, weights_block
-
-BINS = 64
 
 
 def big_model(width: int) -> keras.Model:
@@ -44,53 +44,62 @@ def big_model(width: int) -> keras.Model:
     return model
 
 
+def cnn_model() -> keras.Model:
+    """A VGG-like CNN of about 5M parameters (built, not trained: part 1 needs its weights only)."""
+    layers = [keras.Input((32, 32, 3))]
+    for width in (64, 128, 256, 256, 512, 512):
+        layers.append(keras.layers.Conv2D(width, 3, padding="same", activation="relu"))
+    layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1024, activation="relu"),
+               keras.layers.Dense(10)]
+    return keras.Sequential(layers, name="cnn")
+
+
 def timeit(fn, repeat: int) -> float:
+    """Least wall seconds of fn() over `repeat` calls after a warm-up (least: the cores are shared)."""
     fn()  # warm-up (tracing, caches)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
-def numpy_snapshot(arrays, prev):
-    """What Recorder.snapshot computes for the numpy path (stats, hist, exact delta)."""
-    block = weights_block(arrays, BINS)
-    for a, p in zip(arrays, prev, strict=True):
-        delta_stats(a, p)
-        histogram(a.astype(np.float64) - p, BINS)
-    return block
-
-
-def part1(width: int, repeat: int) -> None:
-    model = big_model(width)
+def part1(model: keras.Model, repeat: int) -> None:
     params = sum(int(np.prod(v.shape)) for v in model.weights)
     variables = list(model.weights)
-    prev_np = [np.array(_host_array(v), copy=True) for v in variables]
     tmp = tempfile.mkdtemp()
+    rng = np.random.default_rng(0)
+
+    def nudge():
+        # a small update between snapshots (what an optimizer step does), outside the clock
+        for v in variables:
+            v.assign(v.value + 1e-4 * rng.standard_normal(tuple(v.shape)).astype(np.float32))
 
     def read_pass():
         for v in variables:
             tf.reduce_sum(v.value).numpy()
 
-    def get_weights_only():
-        model.get_weights()
-
-    def get_weights_numpy():
-        numpy_snapshot(model.get_weights(), prev_np)
-
-    def callback(stats):
+    def timed_record(stats, without_kernel=False, **options):
         # the real thing: a callback recording into a log, as fit would call it
-        rec = Recorder(os.path.join(tmp, f"{stats}.wtui"), queue_size=4096)
+        rec = Recorder(os.path.join(tmp, f"{stats}{time.monotonic_ns()}.wtui"), queue_size=4096, **options)
         cb = WeightCallback(rec, initial=False, stats=stats)
         cb.set_model(model)
-        step = [0]
-
-        def run():
-            step[0] += 1
-            cb.record(step[0])
-        return rec, run
+        saved = kernel._fastats
+        if without_kernel:
+            kernel._fastats = None  # the numpy reference path, as before the kernel
+        try:
+            cb.record(0)  # warm-up: the first snapshot has no delta
+            best = float("inf")
+            for step in range(1, repeat + 1):
+                nudge()
+                t0 = time.perf_counter()
+                cb.record(step)
+                best = min(best, time.perf_counter() - t0)
+        finally:
+            kernel._fastats = saved
+        rec.close()
+        return best
 
     writer = tf.summary.create_file_writer(os.path.join(tmp, "tb"))
     tb_step = [0]
@@ -104,21 +113,22 @@ def part1(width: int, repeat: int) -> None:
         writer.flush()
 
     base = timeit(read_pass, repeat)
-    rows = [("read pass (tf.reduce_sum each variable)", base),
-            ("model.get_weights() alone", timeit(get_weights_only, repeat)),
-            ("get_weights() + numpy stats/hist/delta", timeit(get_weights_numpy, repeat))]
-    for stats in ("numpy", "device"):
-        rec, run = callback(stats)
-        rows.append((f"WeightCallback record, stats={stats!r}", timeit(run, repeat)))
-        rec.close()
-    rows.append(("TensorBoard: tf.summary.histogram each var", timeit(tensorboard_histograms, repeat)))
-    print(f"\n## one snapshot, {params / 1e6:.2f}M parameters in {len(variables)} tensors, "
-          f"median of {repeat}, keras {keras.__version__} ({keras.backend.backend()}), CPU")
+    rows = [("read pass (tf.reduce_sum each variable)", base)]
+    if kernel.available():
+        rows.append(("WeightCallback record, CPU: views + fused kernel", timed_record("numpy", instruments=False)))
+    rows.append(("WeightCallback record, CPU: numpy reference (before)",
+                 timed_record("numpy", without_kernel=True, instruments=False)))
+    rows.append(("WeightCallback record, stats='device' (TF ops)", timed_record("device", instruments=False)))
+    rows.append(("WeightCallback record, CPU, kernel + default instruments", timed_record("numpy")))
+    rows.append(("TensorBoard: tf.summary.histogram each variable", timeit(tensorboard_histograms, repeat)))
+    print(f"\n## one snapshot, {model.name}: {params / 1e6:.2f}M parameters in {len(variables)} tensors, "
+          f"least of {repeat}, keras {keras.__version__} ({keras.backend.backend()}), CPU")
     print("(WeightCallback: stats + 64-bin histograms + exact deltas with their histograms + 16 samples "
-          "per tensor, queued for the writer thread)")
-    print(f"{'method':46s} {'ms':>9s} {'x read pass':>12s}")
+          "per tensor, queued for the writer thread, instruments=False but in the last row (docs/instruments.md: "
+          "spectral norms ...); TensorBoard: its histograms of the values only)")
+    print(f"{'method':54s} {'ms':>9s} {'x read pass':>12s}")
     for name, t in rows:
-        print(f"{name:46s} {t * 1e3:9.1f} {t / base:12.1f}")
+        print(f"{name:54s} {t * 1e3:9.1f} {t / base:12.1f}")
 
 
 def part2(rounds: int, epochs: int) -> None:
@@ -132,11 +142,18 @@ def part2(rounds: int, epochs: int) -> None:
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
                                   keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
         model.compile(keras.optimizers.Adam(1e-3), "mse")
+
+        def wt(name, **options):
+            return lambda: [WeightCallback(os.path.join(tmp, f"{name}.wtui"), **options)]
+
+        plain = {"instruments": False}  # the statistics of the issue's table; instruments are docs/instruments.md
         callbacks = {
             "none": [],
-            "weighttui every epoch": lambda: [WeightCallback(os.path.join(tmp, "e.wtui"))],
-            "weighttui every batch": lambda: [WeightCallback(os.path.join(tmp, "b.wtui"), every_batches=1)],
-            "weighttui every 10 batches": lambda: [WeightCallback(os.path.join(tmp, "t.wtui"), every_batches=10)],
+            "weighttui every epoch": wt("e", **plain),
+            "weighttui every 10 batches": wt("t", every_batches=10, **plain),
+            "weighttui every 10 batches, no grads": wt("n", every_batches=10, grads=False, **plain),
+            "weighttui every batch": wt("b", every_batches=1, **plain),
+            "weighttui every 10 batches, instruments on": wt("i", every_batches=10),
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
         }[kind]
@@ -146,8 +163,8 @@ def part2(rounds: int, epochs: int) -> None:
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
         return time.perf_counter() - t0
 
-    kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every batch",
-             "TensorBoard(histogram_freq=1)"]
+    kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every 10 batches, no grads",
+             "weighttui every batch", "weighttui every 10 batches, instruments on", "TensorBoard(histogram_freq=1)"]
     times = {k: [] for k in kinds}
     for r in range(rounds):
         order = kinds if r % 2 == 0 else kinds[::-1]  # interleave against drift
@@ -157,10 +174,11 @@ def part2(rounds: int, epochs: int) -> None:
     params = 64 * 256 + 256 + 256 * 256 + 256 + 257
     print(f"\n## fit: MLP 64-256-256-1 ({params / 1e3:.0f}k parameters), 4096 samples, batch 64 "
           f"(64 batches/epoch), {epochs} epochs, median of {rounds} interleaved rounds")
-    print(f"{'callbacks':32s} {'s/fit':>8s} {'slowdown':>9s}")
+    print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on')")
+    print(f"{'callbacks':44s} {'s/fit':>8s} {'slowdown':>9s}")
     for k in kinds:
         t = statistics.median(times[k])
-        print(f"{k:32s} {t:8.2f} {100 * (t / base - 1):+8.1f}%")
+        print(f"{k:44s} {t:8.2f} {100 * (t / base - 1):+8.1f}%")
 
 
 def main() -> None:
@@ -168,11 +186,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller and fewer runs (a smoke test)")
     args = ap.parse_args()
     if args.quick:
-        part1(width=512, repeat=3)
+        part1(big_model(512), repeat=3)
         part2(rounds=1, epochs=2)
     else:
-        part1(width=1536, repeat=7)
+        part1(big_model(1536), repeat=7)
+        part1(cnn_model(), repeat=5)
         part2(rounds=5, epochs=5)
+    print(f"\nload (uptime): {os.getloadavg()} on {os.cpu_count()} cores (shared with other work)")
 
 
 if __name__ == "__main__":

@@ -446,6 +446,12 @@ def _jump_detector(ctx: _Context, kind: str, stat: str, window: int, **kw):
     return detect
 
 
+def _count(x) -> str:
+    """A NaN/Inf count from the log: an integer, or whatever else a hostile log put there."""
+    x = float(x)
+    return str(int(x)) if np.isfinite(x) and x == int(x) else three_digits(x)
+
+
 def _rule_nonfinite(ctx: _Context) -> None:
     """First non-finite values per tensor; sets ctx.nonfinite[kind] (first row [T] or -1) for the quieting."""
     for kind, rule, severity in (("weights", "nonfinite", "error"), ("grad", "nonfinite_grad", "warning")):
@@ -478,14 +484,15 @@ def _rule_nonfinite(ctx: _Context) -> None:
             if here.size:
                 k = here[-1]
                 if nan_now[k, c] > 0 or inf_now[k, c] > 0:
-                    now = f"; at step {int(ctx.steps[lo + k])}: {int(nan_now[k, c])} NaN, {int(inf_now[k, c])} Inf"
+                    now = (f"; at step {int(ctx.steps[lo + k])}: {_count(nan_now[k, c])} NaN, "
+                           f"{_count(inf_now[k, c])} Inf")
                 else:
                     now = f"; finite again at step {int(ctx.steps[lo + k])}"
             held = ("other alerts for this tensor are held back from then on (they assume finite values)"
                     if kind == "weights" else
                     "gradient alerts for it are held back while its gradients are not finite")
             ctx.add(rule, c, r0, severity,
-                    f"non-finite {what}: {int(extra[c, 0])} NaN, {int(extra[c, 1])} Inf when first seen{now}; {held}")
+                    f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen{now}; {held}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:

@@ -109,7 +109,7 @@ def cmd_info(args) -> int:
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
-    run = open_run(args.path, run=args.run, max_rows=4096)
+    run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache)
     alerts = _alerts(run, args.threshold)
     if args.json:
         import json
@@ -310,6 +310,8 @@ examples:
     p.add_argument("--run", type=int, default=None, help="which run of an appended log (0-based; default latest)")
     p.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                    help="change an alert threshold (docs/alerts.md lists them)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read the log without using or writing its index (nothing is written to disk)")
     p.set_defaults(func=cmd_info)
 
     text = "statistics as a table, or complete weights at a step"
@@ -318,12 +320,14 @@ examples:
   weighttui export run.sock --format csv --out stats.csv       one row per snapshot, tensor, statistic
   weighttui export run.sock --format npz --epoch 10 --out w10.npz   complete weights
   weighttui export run.sock --format tensorboard --out tb/     needs: pip install 'weighttui[tensorboard]'
+  weighttui export run.sock --format parquet --out run.parquet  tidy table for DuckDB/Polars/pandas
 """)
     p.add_argument("path", help="run log, local or [user@]host:path / ssh://user@host:port/path")
-    p.add_argument("--format", choices=("csv", "npz", "json", "changes", "tensorboard"), required=True,
+    p.add_argument("--format", choices=("csv", "npz", "json", "changes", "tensorboard", "parquet"), required=True,
                    help="csv/json: statistics (or weights with --step/--epoch, json and npz); "
                         "npz: arrays; changes: the change table as CSV; "
-                        "tensorboard: event files in the --out directory")
+                        "tensorboard: event files in the --out directory; "
+                        "parquet: one tidy table run_id, step, epoch, tensor, kind, stat, value (needs pyarrow)")
     p.add_argument("--out", required=True, help="output file ('-' for stdout with csv/json)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--step", type=int, help="complete weights stored at this step")

@@ -22,6 +22,16 @@ STATUS_STYLE = {
 }
 
 
+def _clock_time(t: float | None) -> str:
+    """A time from the log as local date and time; "?" for none or one no clock shows (inf, NaN)."""
+    if not t:
+        return "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    except (OverflowError, ValueError, OSError):
+        return "?"
+
+
 def header_text(view: RunView) -> Text:
     data = view.data
     status = view.status
@@ -41,7 +51,7 @@ def header_text(view: RunView) -> Text:
         line1.append("  ")
         line1.append(f"run {view.run_number} of {view.run_count}", style="bold")
     if run is not None:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)) if run.created else "?"
+        started = _clock_time(run.created)
         bits = [inert(run.framework or "?"), inert(run.host or "?"), f"started {started}"]
         line1.append("  " + " · ".join(bits), style="dim")
 
