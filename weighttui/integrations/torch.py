@@ -36,6 +36,7 @@ from weighttui.integrations.torch_stats import (
     weight_rows,
 )
 from weighttui.record import instruments as inst
+from weighttui.record import lifecycle
 from weighttui.record.recorder import Recorder, status_of
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
@@ -299,7 +300,9 @@ class WatchHandle:
 
     def _finish_training(self) -> None:
         try:
-            if self.active and (self._last_snap_step is None or self.step_count > self._last_snap_step):
+            writable = self.recorder is None or self.recorder.active  # not in a forked child
+            if self.active and writable and (self._last_snap_step is None
+                                             or self.step_count > self._last_snap_step):
                 # the gradients still held are the last step's (loops zero them before backward)
                 self._snapshot(self.step_count, self._grad_stats() if self.grads else None)
         except Exception as exc:
@@ -724,6 +727,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
                          cpu_kernel=cpu_kernel, schedule_only=schedule_only, instruments=instruments)
     _live.append(weakref.ref(handle))
+    lifecycle.register_handle(handle)  # the end of training recorded at exit without close()
     if (recorder is not None and handle.active and cpu_kernel == "fused" and not torch_native.available()
             and any(p.device.type == "cpu" for p in model.parameters())):
         # why CPU snapshots take the slower path, where `weighttui info` shows it
