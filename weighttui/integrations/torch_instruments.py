@@ -192,6 +192,7 @@ class TorchInstruments:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 groups[id(p)] = group
+        want: dict[tuple, list[torch.Tensor]] = {}
         for i, e in enumerate(entries):
             if not e.is_param:
                 continue
@@ -210,10 +211,13 @@ class TorchInstruments:
             betas = group.get("betas", (0.9, 0.999))
             lr = group.get("lr", math.nan)
             lr = float(lr.item() if torch.is_tensor(lr) else lr)
-            mi = None if m is None else pend.add(torch.linalg.vector_norm(m.detach()))
-            vi = None if v is None else pend.add(torch.linalg.vector_norm(v.detach()))
+            mi, vi = _queue(want, m), _queue(want, v)
             n = e.tensor.numel()
             pend.optim[i] = (mi, vi, lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)  # type: ignore[assignment]
+        # one foreach norm per device and dtype (a kernel launch per list, not per tensor)
+        at = {key: pend.add(torch.stack(torch._foreach_norm(ts))) for key, ts in want.items()}
+        pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
+                          *rest) for i, (mi, vi, *rest) in pend.optim.items()}  # type: ignore[misc]
 
     def finish(self, pend: _Pending, host: list[np.ndarray], entries, fro_norms: np.ndarray,
                optimizer=None) -> tuple[np.ndarray, np.ndarray, Block | None]:
@@ -262,8 +266,8 @@ class TorchInstruments:
         if pend.optim:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
             for i, (mi, vi, lr, step, beta2, eps, n) in pend.optim.items():
-                m_norm = math.nan if mi is None else float(host[mi][0])
-                v_norm = math.nan if vi is None else float(host[vi][0])
+                m_norm = math.nan if mi is None else float(host[mi[0]][mi[1]])
+                v_norm = math.nan if vi is None else float(host[vi[0]][vi[1]])
                 bad = 0
                 if not (math.isfinite(m_norm) or mi is None) or not (math.isfinite(v_norm) or vi is None):
                     m_norm, v_norm, bad = self._masked_optim(optimizer, entries[i].tensor)
@@ -287,6 +291,15 @@ class TorchInstruments:
             bad += int((~fin).sum())
             out.append(float(torch.linalg.vector_norm(torch.where(fin, t, torch.zeros_like(t)).double())))
         return out[0], out[1], bad
+
+
+def _queue(want: dict, t: torch.Tensor | None):
+    """Queue t for its (device, dtype) list's foreach norm: (device, dtype, position) or None."""
+    if t is None:
+        return None
+    group = want.setdefault((t.device, t.dtype), [])
+    group.append(t.detach())
+    return (t.device, t.dtype, len(group) - 1)
 
 
 def first_nonfinite(t: torch.Tensor | None) -> int | None:
