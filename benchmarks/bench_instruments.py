@@ -67,7 +67,7 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
             handle.optimizer = opt  # its state, without hooking its step
             step = [0]
 
-            def snap():
+            def snap(handle=handle, step=step):
                 with torch.no_grad():
                     for p in params[:3]:  # an update, so deltas are not all zero
                         p.add_(1e-4)
