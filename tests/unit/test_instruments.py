@@ -267,3 +267,37 @@ def test_per_unit_norms_dead_and_exploding_units(tmp_path):
     np.testing.assert_allclose(gn[3], inst.unit_norms_ref(grads[3]), rtol=2**-8)
     assert gn[3][2] == 0 and gn[3][7] == 0
     assert unit_norms(path, "b")[1].shape == (0, 0)
+
+
+def test_info_and_exports_carry_the_instruments(tmp_path):
+    import csv
+    import io
+    import json
+
+    from weighttui.cli.export import export
+    from weighttui.cli.info import info_dict, print_info
+
+    path = tmp_path / "run.wtui"
+    _train(path, steps=6, nan_at=5)
+    run = weighttui.open(path)
+    d = info_dict(run)
+    assert "optim" in d["kinds"]
+    assert d["nan_origin"].startswith("first non-finite value: gradient of l2.weight at flat index 125, step 5")
+    row = next(t for t in d["tensor_list"] if t["name"] == "l1.weight")
+    np.testing.assert_equal(row["sigma_max"], run.series("l1.weight", "sigma_max")[1][-1])  # NaN after step 5
+    assert row["eff_lr"] == 0.05
+    out = io.StringIO()
+    print_info(run, [], out)
+    text = out.getvalue()
+    assert "instruments (latest)" in text and "NaN origin: first non-finite value: gradient of l2.weight" in text
+    export(run, fmt="csv", out=str(tmp_path / "s.csv"))
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    stats = {(r["kind"], r["stat"]) for r in rows}
+    for kind, stat in (("weights", "sigma_max"), ("weights", "dist_init"), ("delta", "cos_prev"),
+                       ("delta", "sigma_ratio"), ("optim", "m_norm"), ("grad", "dead_units"),
+                       ("weights", "exploding_units")):
+        assert (kind, stat) in stats
+    export(run, fmt="json", out=str(tmp_path / "s.json"))
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert "sigma_max" in json.dumps(doc) and "optim" in json.dumps(doc)
