@@ -56,9 +56,9 @@ def test_every_reader_survives_and_keeps_the_rest(corpus, case, tmp_path, capsys
     out_dir = tmp_path / "exports"
     out_dir.mkdir()
     for fmt, out in (("csv", "s.csv"), ("json", "s.json"), ("npz", "s.npz"), ("changes", "c.csv"),
-                     ("tensorboard", "tb")):
-        if fmt == "tensorboard":
-            pytest.importorskip("tensorboard")
+                     ("tensorboard", "tb"), ("parquet", "s.parquet")):
+        if fmt in ("tensorboard", "parquet"):
+            pytest.importorskip({"tensorboard": "tensorboard", "parquet": "pyarrow"}[fmt])
         assert cli.main(["export", path, "--format", fmt, "--out", str(out_dir / out)]) == 0, fmt
     if fmt_steps := run.full_steps:
         for fmt in ("npz", "json"):

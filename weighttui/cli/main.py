@@ -58,6 +58,8 @@ def cmd_watch(args) -> int:
 
             return watch_checkpoints(args.path[0], mode=args.mode, max_rows=args.max_rows)
         if len(args.path) > 1 or os.path.isdir(args.path[0]):
+            if args.run is not None:
+                raise CliError("--run picks a run of one appended log; the side-by-side view shows the latest of each")
             if args.threshold:
                 raise CliError("--threshold applies to one run; the side-by-side view shows no alerts")
             return _watch_several(args)
@@ -66,6 +68,8 @@ def cmd_watch(args) -> int:
 
     if config is not None:  # --threshold: the app's alerts use it
         run_app = functools.partial(run_app, diagnose_config=config)
+    if args.run is not None:  # --run N: that run of an appended log, not the latest
+        run_app = functools.partial(run_app, run=args.run)
     spec = _parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
     if spec is not None:
         return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
@@ -257,6 +261,13 @@ their defaults are in docs/alerts.md.
 """
 
 
+def _run_number(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more (the first run of a log is 0)")
+    return value
+
+
 def _at_least_4(text: str) -> int:
     value = int(text)
     if value < 4:
@@ -283,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "for any terminal width, and a 1 GB log stays under 500 MB)")
         p.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                        help="change an alert threshold (see below; docs/alerts.md)")
+        p.add_argument("--run", type=_run_number, default=None,
+                       help="which run of an appended log (mode=\"a\"): 0-based; default the latest")
         p.set_defaults(func=cmd_watch, mode=mode)
 
     text = "summary of a run log: run, tensors, steps, status, damage, alerts"

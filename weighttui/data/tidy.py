@@ -94,6 +94,7 @@ def write_parquet(run, out, kinds=None, mode: int = 0o600) -> int:
     except ImportError:
         raise ImportError(f"the parquet export needs pyarrow: {PARQUET_HINT}") from None
     import os
+    import stat
 
     codes_of, levels = _levels(tensor_names_by_column(run))
     tensor_dict = pa.array(levels, pa.string())
@@ -103,6 +104,12 @@ def write_parquet(run, out, kinds=None, mode: int = 0o600) -> int:
                         ("stat", pa.string()), ("value", pa.float64())])
     total = 0
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, mode)  # an existing file gets the log's mode too, never wider
+    except OSError:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
         for p in chunks(run, kinds):
             n = p["step"].size

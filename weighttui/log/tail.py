@@ -23,6 +23,7 @@ from weighttui.log.format import (
     check_header,
     parse_frame_header,
 )
+from weighttui.log.sniff import open_readonly
 
 READ_CHUNK = 8 * 1024 * 1024
 
@@ -85,7 +86,7 @@ class LogTail:
         """Open (or reopen) the path; False if it does not exist."""
         self.close()
         try:
-            fh = open(self.path, "rb")  # read-only: a viewer never writes
+            fh = os.fdopen(open_readonly(self.path), "rb")  # read-only: a viewer never writes
         except FileNotFoundError:
             return False
         self._fh = fh

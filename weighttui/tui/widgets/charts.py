@@ -88,6 +88,8 @@ class LineChart(PlotextPlot):
             ok = np.isfinite(y) & np.isfinite(x) & (np.abs(y) < PLOT_LIMIT) & (np.abs(x) < PLOT_LIMIT)
             if log_y:
                 ok &= y > 0
+            if ylim is not None:  # plotext fails on points outside a fixed range (a fraction of 5)
+                ok &= (y >= ylim[0]) & (y <= ylim[1])
             if not ok.any():
                 continue
             plotted = to_log10(y[ok]) if log_y else y[ok]  # see log_axis: never plotext's yscale("log")
