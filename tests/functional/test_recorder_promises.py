@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import weighttui
-from weighttui.log.format import FrameType
 from weighttui.data.run import RunData
+from weighttui.log.format import FrameType
 from weighttui.log.tail import LogTail
 from weighttui.record.recorder import Recorder
 
