@@ -177,9 +177,11 @@ def test_weights_npz_keeps_every_name_and_stays_inside_the_target(log, tmp_path)
     (["--format", "json", "--epoch", "0", "--out", "{tmp}/o.json"], None),  # no epochs: bad input
     (["--format", "json", "--step", "2", "--out", "{tmp}/o.json"], "o.json"),
     (["--format", "tensorboard", "--out", "{tmp}/tb"], "tb"),
+    (["--format", "parquet", "--out", "{tmp}/o.parquet"], "o.parquet"),
 ])
 def test_exports_get_the_logs_mode(log, tmp_path, args, made):
     pytest.importorskip("tensorboard") if "tensorboard" in args else None
+    pytest.importorskip("pyarrow") if "parquet" in args else None
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     if made and made != "tb":

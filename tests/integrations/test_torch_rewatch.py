@@ -42,3 +42,35 @@ def test_watching_again_drops_the_earlier_hooks(tmp_path, capfd, same_path):
     else:
         earlier = weighttui.open(first_path)
         assert earlier.corruptions == [] and earlier.status == "interrupted"
+
+
+def test_a_handle_left_open_records_the_end_of_training_at_exit(tmp_path):
+    """No handle.close(): at interpreter exit the handle ends the epoch in progress
+    (its complete values) and takes the last snapshot before the log closes."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "run.wtui"
+    script = textwrap.dedent("""
+        import sys, torch, weighttui.torch as wt
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        handle = wt.watch(model, sys.argv[1], optimizer=opt, every=5, full_epochs=[1])
+        for epoch in range(2):
+            handle.set_epoch(epoch)
+            for _ in range(4):
+                opt.zero_grad(); model(torch.randn(8, 4)).sum().backward(); opt.step()
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, sys.argv[1] + ".pt")
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    run = weighttui.open(path)
+    assert run.status == "finished" and run.steps.tolist() == [0, 5, 8]
+    final = torch.load(str(path) + ".pt")
+    assert run.full_steps == [8]
+    assert run.weights(epoch=1)["weight"].tobytes() == final["weight"].numpy().tobytes()

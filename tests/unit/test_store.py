@@ -424,3 +424,67 @@ def test_edge_shapes_and_ranges_do_not_break_readers(tmp_path):
     from weighttui.cli.info import info_dict
 
     json.dumps(info_dict(run), default=str)
+
+
+# ------------------------------------------------------------------ tidy table: pandas, parquet, duckdb
+
+
+def test_to_frame_and_the_parquet_export_give_the_same_tidy_table(tmp_path):
+    pd = pytest.importorskip("pandas")
+    duckdb = pytest.importorskip("duckdb")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "run.wtui"
+    write_run(path, 20)
+    run = weighttui.open(path)
+    frame = run.to_frame()
+    assert list(frame.columns) == ["run_id", "step", "epoch", "tensor", "kind", "stat", "value"]
+    # every statistic a reader can ask for is a row, and nothing else is
+    for kind in ("weights", "delta", "grad"):
+        for name in run.tensor_names:
+            steps, values = run.series(name, "norm", kind)
+            keep = ~np.isnan(values)
+            rows = frame[(frame.tensor == name) & (frame.kind == kind) & (frame.stat == "norm")]
+            assert len(steps) and rows.step.tolist() == steps[keep].tolist()  # (the log has no NaN statistics)
+            np.testing.assert_array_equal(rows.value.to_numpy(), values[keep])
+    loss = frame[(frame.kind == "scalar") & (frame.stat == "loss")]
+    assert loss.step.tolist() == run.scalars("loss")[0].tolist() and loss.tensor.isna().all()
+    assert frame[frame.kind == "weights"].epoch.tolist() == [int(s) // 10 for s in frame[frame.kind == "weights"].step]
+    assert "nan_count" in set(frame.stat) and "nan" not in set(frame.stat)
+
+    out = tmp_path / "run.parquet"
+    from weighttui.cli.main import main
+
+    assert main(["export", str(path), "--format", "parquet", "--out", str(out)]) == 0
+    back = duckdb.sql(f"SELECT run_id, step, epoch, CAST(tensor AS VARCHAR) AS tensor, kind, stat, value "
+                      f"FROM '{out}'").df()
+    assert len(back) == len(frame)
+    pd.testing.assert_series_equal(back.value, frame.value, check_names=False)
+    assert back.step.tolist() == frame.step.tolist()
+    assert back.tensor.fillna("").tolist() == frame.tensor.astype(object).fillna("").tolist()
+    assert set(back.run_id) == {run.run.run_id}
+    # one query over a directory of runs
+    write_run(tmp_path / "b.wtui", 5, seed=4)
+    assert main(["export", str(tmp_path / "b.wtui"), "--format", "parquet", "--out", str(tmp_path / "b.parquet")]) == 0
+    per_run = duckdb.sql(f"SELECT run_id, max(step) FROM '{tmp_path}/*.parquet' WHERE kind = 'weights' "
+                         f"GROUP BY run_id ORDER BY 2").fetchall()
+    assert [m for _r, m in per_run] == [4, 19]
+
+
+def test_parquet_export_without_pyarrow_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *a, **k):
+        if name.startswith("pyarrow"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    path = tmp_path / "run.wtui"
+    write_run(path, 3)
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    from weighttui.cli.main import main
+
+    assert main(["export", str(path), "--format", "parquet", "--out", str(tmp_path / "x.parquet")]) != 0
+    err = capsys.readouterr().err
+    assert "pip install 'weighttui[parquet]'" in err and len(err.strip().splitlines()) == 1

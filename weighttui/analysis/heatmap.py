@@ -30,6 +30,17 @@ def value_range(lo: np.ndarray, hi: np.ndarray) -> tuple[float, float] | None:
     return vmin, vmax
 
 
+def bin_edges(lo: float, hi: float, n: int) -> np.ndarray:
+    """n+1 equal-width edges from lo to hi, like np.linspace, but finite for any finite lo and hi:
+    lo*(1-t) + hi*t, where linspace's hi - lo overflows for ranges near the float64 limits
+    (a hostile log's [-1e308, 1e308] histogram)."""
+    with np.errstate(over="ignore"):
+        if np.isfinite(hi - lo):
+            return np.linspace(lo, hi, n + 1)
+    t = np.arange(n + 1) / n
+    return lo * (1 - t) + hi * t
+
+
 def rebin(lo, hi, counts, edges) -> np.ndarray:
     """Counts of N histograms moved onto the grid `edges` (G+1 increasing values): [N, G] float64.
 
@@ -53,8 +64,11 @@ def rebin(lo, hi, counts, edges) -> np.ndarray:
         lo_s, hi_s, c = lo[spread], hi[spread], counts[spread]
         cum = np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(c, axis=1)], axis=1)
         # each grid edge's position in source-bin units; the cumulative count there
-        u = (edges[None, :] - lo_s[:, None]) / (hi_s - lo_s)[:, None] * b
-        u = np.clip(u, 0.0, b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = (edges[None, :] - lo_s[:, None]) / (hi_s - lo_s)[:, None] * b
+            if not np.isfinite(u).all():  # hi - lo overflows near the float64 limits: in halves
+                u = (edges[None, :] / 2 - lo_s[:, None] / 2) / (hi_s / 2 - lo_s / 2)[:, None] * b
+        u = np.clip(np.nan_to_num(u, nan=0.0), 0.0, b)
         k = np.minimum(np.floor(u).astype(np.int64), b - 1)
         frac = u - k
         at = np.take_along_axis(cum, k, axis=1) + frac * np.take_along_axis(c, k, axis=1)
@@ -90,7 +104,7 @@ def percentile_bands(lo, hi, counts, qs=PERCENTILES) -> np.ndarray:
     rows = np.nonzero(ok)[0]
     cdf = np.cumsum(counts[rows], axis=1) / total[rows, None]  # [R, B], value at each bin's top edge
     cdf[:, -1] = 1.0
-    width = (hi[rows] - lo[rows]) / b
+    width = hi[rows] / b - lo[rows] / b  # not (hi - lo) / b: that overflows for ranges near the float limits
     for j, qj in enumerate(q):
         # the first bin whose top edge reaches the quantile, then interpolate inside it
         k = np.argmax(cdf >= qj - 1e-12, axis=1)
@@ -146,7 +160,7 @@ def build(steps, lo, hi, counts, *, columns: int, bins: int, vrange: tuple[float
         if vrange is None:
             return None
     vmin, vmax = vrange
-    edges = np.linspace(vmin, vmax, bins + 1)
+    edges = bin_edges(vmin, vmax, bins)
     grid = rebin(lo, hi, counts, edges)  # [N, G]
     total = np.asarray(counts, dtype=np.float64).sum(axis=1)
     grid /= np.where(total > 0, total, 1.0)[:, None]
@@ -192,7 +206,7 @@ def hist_moments(lo: float, hi: float, counts: np.ndarray) -> tuple[float, float
         return float("nan"), float("nan")
     if hi == lo:
         return float(lo), 0.0
-    edges = np.linspace(lo, hi, counts.size + 1)
-    mid = (edges[:-1] + edges[1:]) / 2
+    edges = bin_edges(lo, hi, counts.size)
+    mid = (edges[:-1] + edges[1:]) / 2 if np.isfinite(hi - lo) else edges[:-1] / 2 + edges[1:] / 2
     mean = float((counts * mid).sum() / total)
     return mean, float(np.sqrt(max(0.0, (counts * (mid - mean) ** 2).sum() / total)))

@@ -8,6 +8,9 @@ Formats:
 - npz: the same statistics as arrays (`weights.norm` is [snapshots, tensors]),
   or with --step/--epoch the complete weights, one array per tensor name.
 - changes: the change table (weighttui.analysis.changes) as CSV.
+- parquet: one tidy table (run_id, step, epoch, tensor, kind, stat, value) of every
+  snapshot's statistics and the scalars (kind "scalar"), for DuckDB, Polars,
+  pandas or Spark over a directory of runs; needs pyarrow (weighttui[parquet]).
 
 Statistic names in every export: the log's `nan` and `inf` counts are called
 `nan_count` and `inf_count` (log.schema.export_name), so pandas does not read
@@ -36,7 +39,7 @@ from weighttui.cli.jsonout import json_number as _json_number
 from weighttui.data.run import RunData
 from weighttui.log.schema import KINDS, export_name
 
-FORMATS = ("csv", "json", "npz", "changes", "tensorboard")
+FORMATS = ("csv", "json", "npz", "changes", "tensorboard", "parquet")
 TENSORBOARD_HINT = "pip install 'weighttui[tensorboard]'"
 
 
@@ -129,6 +132,8 @@ def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=Non
         return _stats_npz(run, out, _kinds(run, kinds), mode)
     if fmt == "changes":
         return _changes_csv(run, out, mode)
+    if fmt == "parquet":
+        return _stats_parquet(run, out, kinds, mode)
     try:
         from weighttui.integrations.tensorboard import write_tensorboard
     except ImportError as exc:
@@ -207,6 +212,19 @@ def _stats_npz(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
         arrays[f"scalar.{sname}.values"] = values
     encoded = _write_npz(out, arrays, mode)
     return f"{len(arrays)} arrays to {out}{_encoded_note(encoded)}"
+
+
+def _stats_parquet(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
+    from weighttui.data.tidy import PARQUET_HINT, write_parquet
+
+    if out == "-":
+        raise CliError("parquet cannot go to stdout; give a file name with --out")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise CliError(f"the parquet export needs pyarrow: {PARQUET_HINT}") from None
+    rows = write_parquet(run, out, _kinds(run, kinds) if kinds else None, mode)
+    return f"{rows} rows (run_id, step, epoch, tensor, kind, stat, value) to {out}"
 
 
 def _encoded_note(encoded: int) -> str:

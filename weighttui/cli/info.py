@@ -16,19 +16,18 @@ from weighttui.analysis.numbers import three_digits
 from weighttui.analysis.series import covered, latest
 from weighttui.data.run import RunData
 from weighttui.log.schema import KINDS
-
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
-
-
-def _safe(text) -> str:
-    """A string from the log, with control characters escaped: a log must not drive the terminal."""
-    return str(text).translate(_CONTROL)
+from weighttui.log.text import inert
 
 
 def _when(t: float | None) -> str | None:
+    """A time from the log as local date and time; one no clock can show (inf, NaN, year 10^292)
+    is shown as the number it is, so one bad field costs only itself."""
     if not t:
         return None
-    return _dt.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
+    try:
+        return _dt.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
+    except (OverflowError, ValueError, OSError):
+        return f"not a time ({t!r})"
 
 
 def tensor_rows(run: RunData) -> list[dict]:
@@ -106,6 +105,7 @@ def info_dict(run: RunData, alerts=()) -> dict:
         "path": run.path,
         "file_size": run.file_size,
         "status": run.status,
+        "ended_by": None if run.end is None else run.end.reason,  # the exception or signal, if any
         "run": None if rec is None else {
             "run_id": rec.run_id, "created": _when(rec.created), "host": rec.host, "pid": rec.pid,
             "framework": rec.framework, "writer": rec.writer, "bins": rec.bins, "meta": rec.meta,
@@ -155,25 +155,32 @@ def _fmt(x: float | None) -> str:
 
 
 def print_info(run: RunData, alerts, out) -> None:
-    """The summary for a person, as a few aligned blocks of text."""
-    d = info_dict(run, alerts)
+    """The summary for a person, as a few aligned blocks of text.
 
-    def w(text: str) -> None:  # our own line breaks stay; everything else is escaped
-        out.write("\n".join(_safe(line) for line in text.split("\n")))
-    w(f"{d['path']}  ({d['file_size']:,} bytes)\n")
+    Every string that comes from the log (names, host, meta, messages, the end
+    record's status ...) goes through log.text.inert where it is put in a line,
+    so a newline in a tensor name cannot print a forged `status:` line and an
+    escape cannot drive the terminal: the line breaks are this function's own.
+    """
+    d = info_dict(run, alerts)
+    w = out.write
+    w(f"{inert(d['path'])}  ({d['file_size']:,} bytes)\n")
     if d["run"] is None:
         w("  no run yet: the log is empty or holds only the header (has the writer started?)\n")
     else:
         r = d["run"]
-        w(f"  run {r['run_id'][:12] or '?'}  written by {r['writer'] or '?'} ({r['framework'] or '?'}) "
-          f"on {r['host'] or '?'} pid {r['pid'] or '?'}, started {r['created'] or '?'}\n")
+        w(f"  run {inert(r['run_id'][:12]) or '?'}  written by {inert(r['writer']) or '?'} "
+          f"({inert(r['framework']) or '?'}) on {inert(r['host']) or '?'} pid {r['pid'] or '?'}, "
+          f"started {r['created'] or '?'}\n")
         if d["runs_in_log"] > 1:
             w(f"  this log holds {d['runs_in_log']} runs (appended); showing the latest (--run N for others)\n")
         if r["meta"]:
-            w(f"  meta: {r['meta']}\n")
-    status = d["status"]
+            w(f"  meta: {inert(r['meta'])}\n")
+    status = inert(d["status"])
+    if d.get("ended_by"):
+        status += f" ({inert(d['ended_by'])})"
     if d["dropped"]:
-        status += f", {d['dropped']} snapshots dropped by the writer"
+        status += f", {inert(d['dropped'])} snapshots dropped by the writer"
     w(f"  status: {status}\n")
     if d["snapshots"]:
         epoch = "" if d["last_epoch"] is None else f", last epoch {d['last_epoch']}"
@@ -185,12 +192,13 @@ def print_info(run: RunData, alerts, out) -> None:
     if d["full_values_steps"]:
         w(f"  complete weights stored at steps: {_short_list(d['full_values_steps'])}\n")
     if d["scalars"]:
-        w("  scalars (latest): " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["scalars"].items()) + "\n")
+        w("  scalars (latest): " + ", ".join(f"{_clip(inert(k))}={_fmt(v)}" for k, v in d["scalars"].items())
+          + "\n")
 
     dmg = d["damage"]
     if dmg["corruptions"]:
         w(f"  DAMAGE: {dmg['corruptions']} corrupt record(s) skipped, first at byte "
-          f"{dmg['corrupt_offsets'][0]} ({dmg['corrupt_reasons'][0]}); everything else was read\n")
+          f"{dmg['corrupt_offsets'][0]} ({inert(dmg['corrupt_reasons'][0])}); everything else was read\n")
     if dmg["torn_tail_bytes"]:
         w(f"  incomplete final record, {dmg['torn_tail_bytes']} bytes ignored\n")
     if dmg["unknown_frames"]:
@@ -199,40 +207,46 @@ def print_info(run: RunData, alerts, out) -> None:
     tensors = d["tensor_list"]
     if tensors:
         w(f"\n  {len(tensors)} tensors, {d['parameters']:,} parameters\n")
-        name_w = min(48, max(len(t["name"]) for t in tensors))
+        names = [inert(t["name"]) for t in tensors]
+        name_w = min(48, max(len(n) for n in names))
         w(f"  {'tensor':<{name_w}}  {'shape':>14}  {'norm':>9}  {'std':>9}  {'upd/step':>9}  {'grad norm':>9}\n")
-        for t in tensors:
-            name = t["name"] if len(t["name"]) <= name_w else "…" + t["name"][-(name_w - 1):]
+        for t, name in zip(tensors, names, strict=True):
+            name = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
             shape = "x".join(map(str, t["shape"])) or "scalar"
             flag = "" if t["trainable"] else "  (frozen)"
             bad = (t["nan"] or 0) + (t["inf"] or 0)
-            if bad:
-                flag += f"  {int(bad)} non-finite"
+            if bad:  # a count from the log: may be anything a float can be
+                flag += f"  {int(bad) if math.isfinite(bad) and bad == int(bad) else _fmt(bad)} non-finite"
             w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
               f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
         if _has_instruments(run):
             heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr")
             keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr")
             w(f"\n  instruments (latest)\n  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
-            for t in tensors:
-                name = t["name"] if len(t["name"]) <= name_w else "…" + t["name"][-(name_w - 1):]
+            for t, name in zip(tensors, names, strict=True):
+                name = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
                 w(f"  {name:<{name_w}}  " + "  ".join(f"{three_digits(t[k]):>9}" for k in keys) + "\n")
     if d["nan_origin"]:
-        w(f"\n  NaN origin: {d['nan_origin']}\n")
+        w(f"\n  NaN origin: {inert(d['nan_origin'])}\n")
 
     warn_events = [e for e in d["events"] if e["level"] != "info"]
     if warn_events:
         w(f"\n  events ({len(warn_events)} warnings/errors):\n")
         for e in warn_events[:10]:
-            w(f"    step {e['step']}: [{e['kind']}] {e['message']}\n")
+            w(f"    step {e['step']}: [{inert(e['kind'])}] {inert(e['message'])}\n")
     if d["alerts"]:
         w(f"\n  alerts ({len(d['alerts'])}):\n")
-        for a in d["alerts"]:
-            w(f"    {a['severity'] or 'warning'}: {a['tensor'] or '(run)'} from step {a['step']}: {a['message']}\n")
+        for a in d["alerts"]:  # alert texts quote names from the log
+            w(f"    {a['severity'] or 'warning'}: {inert(a['tensor']) if a['tensor'] is not None else '(run)'} "
+              f"from step {a['step']}: {inert(a['message'])}\n")
             if a["advice"]:
-                w(f"      -> {a['advice']}\n")
+                w(f"      -> {inert(a['advice'])}\n")
     elif d["snapshots"]:
         w("\n  alerts: none\n")
+
+
+def _clip(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _duration(seconds: float | None) -> str:

@@ -58,6 +58,8 @@ def cmd_watch(args) -> int:
 
             return watch_checkpoints(args.path[0], mode=args.mode, max_rows=args.max_rows)
         if len(args.path) > 1 or os.path.isdir(args.path[0]):
+            if args.run is not None:
+                raise CliError("--run picks a run of one appended log; the side-by-side view shows the latest of each")
             if args.threshold:
                 raise CliError("--threshold applies to one run; the side-by-side view shows no alerts")
             return _watch_several(args)
@@ -66,6 +68,8 @@ def cmd_watch(args) -> int:
 
     if config is not None:  # --threshold: the app's alerts use it
         run_app = functools.partial(run_app, diagnose_config=config)
+    if args.run is not None:  # --run N: that run of an appended log, not the latest
+        run_app = functools.partial(run_app, run=args.run)
     spec = _parse_remote(args.path)  # user@host:path or ssh://...: a local mirror over ssh
     if spec is not None:
         return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
@@ -105,7 +109,7 @@ def cmd_info(args) -> int:
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
-    run = open_run(args.path, run=args.run, max_rows=4096)
+    run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache)
     alerts = _alerts(run, args.threshold)
     if args.json:
         import json
@@ -257,6 +261,13 @@ their defaults are in docs/alerts.md.
 """
 
 
+def _run_number(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more (the first run of a log is 0)")
+    return value
+
+
 def _at_least_4(text: str) -> int:
     value = int(text)
     if value < 4:
@@ -283,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "for any terminal width, and a 1 GB log stays under 500 MB)")
         p.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                        help="change an alert threshold (see below; docs/alerts.md)")
+        p.add_argument("--run", type=_run_number, default=None,
+                       help="which run of an appended log (mode=\"a\"): 0-based; default the latest")
         p.set_defaults(func=cmd_watch, mode=mode)
 
     text = "summary of a run log: run, tensors, steps, status, damage, alerts"
@@ -297,6 +310,8 @@ examples:
     p.add_argument("--run", type=int, default=None, help="which run of an appended log (0-based; default latest)")
     p.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                    help="change an alert threshold (docs/alerts.md lists them)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read the log without using or writing its index (nothing is written to disk)")
     p.set_defaults(func=cmd_info)
 
     text = "statistics as a table, or complete weights at a step"
@@ -305,12 +320,14 @@ examples:
   weighttui export run.sock --format csv --out stats.csv       one row per snapshot, tensor, statistic
   weighttui export run.sock --format npz --epoch 10 --out w10.npz   complete weights
   weighttui export run.sock --format tensorboard --out tb/     needs: pip install 'weighttui[tensorboard]'
+  weighttui export run.sock --format parquet --out run.parquet  tidy table for DuckDB/Polars/pandas
 """)
     p.add_argument("path", help="run log, local or [user@]host:path / ssh://user@host:port/path")
-    p.add_argument("--format", choices=("csv", "npz", "json", "changes", "tensorboard"), required=True,
+    p.add_argument("--format", choices=("csv", "npz", "json", "changes", "tensorboard", "parquet"), required=True,
                    help="csv/json: statistics (or weights with --step/--epoch, json and npz); "
                         "npz: arrays; changes: the change table as CSV; "
-                        "tensorboard: event files in the --out directory")
+                        "tensorboard: event files in the --out directory; "
+                        "parquet: one tidy table run_id, step, epoch, tensor, kind, stat, value (needs pyarrow)")
     p.add_argument("--out", required=True, help="output file ('-' for stdout with csv/json)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--step", type=int, help="complete weights stored at this step")

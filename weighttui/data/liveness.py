@@ -29,6 +29,8 @@ def writer_process(run: RunRecord | None) -> bool | None:
     """True: the writer's process exists; False: it is gone; None: cannot tell (another host, no pid)."""
     if run is None or not run.pid or not run.host or run.host != socket.gethostname():
         return None
+    if not 0 < run.pid < 2**31:  # no process has it (0 and negatives name process groups): a log's lie
+        return None
     try:
         os.kill(run.pid, 0)
     except ProcessLookupError:

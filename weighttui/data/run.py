@@ -35,6 +35,7 @@ from weighttui.log.format import HEADER_SIZE, check_header
 from weighttui.log.reader import read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
+from weighttui.log.sniff import open_readonly
 from weighttui.log.tail import Poll
 
 STATUSES = ("finished", "failed", "interrupted", "running", "unfinished")
@@ -166,7 +167,7 @@ class RunData:
         """
         if self.path is None:
             raise ValueError("this RunData has no path to read")
-        fd = os.open(self.path, os.O_RDONLY)  # a reader never writes to the log
+        fd = open_readonly(self.path)  # a reader never writes to the log; a FIFO is refused
         try:
             st = os.fstat(fd)
             store = self._store

@@ -136,15 +136,23 @@ def histogram_proto(lo: float, hi: float, counts, *, mean=None, norm=None) -> su
     counts = np.asarray(counts, dtype=np.float64)
     num = float(counts.sum())
     if hi > lo:
-        edges = np.linspace(lo, hi, counts.size + 1)
+        with np.errstate(over="ignore"):
+            wide = not np.isfinite(hi - lo)
+        if wide:  # near the float64 limits (a hostile log): linspace's hi - lo overflows
+            t = np.arange(counts.size + 1) / counts.size
+            edges = lo * (1 - t) + hi * t
+            centres = edges[:-1] / 2 + edges[1:] / 2
+        else:
+            edges = np.linspace(lo, hi, counts.size + 1)
+            centres = (edges[:-1] + edges[1:]) / 2
         limits, buckets = edges[1:], counts
-        centres = (edges[:-1] + edges[1:]) / 2
     else:
         limits, buckets, centres = np.array([hi]), np.array([num]), np.array([hi])
     if mean is not None and norm is not None and np.isfinite(mean) and np.isfinite(norm):
         total, squares = mean * num, norm * norm
     else:
-        total, squares = float(buckets @ centres), float(buckets @ (centres * centres))
+        with np.errstate(over="ignore", invalid="ignore"):  # huge ranges: inf, written as is
+            total, squares = float(buckets @ centres), float(buckets @ (centres * centres))
     return summary_pb2.HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
                                       bucket_limit=limits.tolist(), bucket=buckets.tolist())
 

@@ -16,6 +16,7 @@ reported once and the snapshot is skipped.
 from __future__ import annotations
 
 import sys
+import time
 import weakref
 
 import numpy as np
@@ -35,7 +36,9 @@ from weighttui.integrations.torch_stats import (
     sumsq,
     weight_rows,
 )
+from weighttui.log.format import FrameType
 from weighttui.record import instruments as inst
+from weighttui.record import lifecycle
 from weighttui.record.recorder import Recorder, status_of
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
@@ -299,7 +302,9 @@ class WatchHandle:
 
     def _finish_training(self) -> None:
         try:
-            if self.active and (self._last_snap_step is None or self.step_count > self._last_snap_step):
+            writable = self.recorder is None or self.recorder.active  # not in a forked child
+            if self.active and writable and (self._last_snap_step is None
+                                             or self.step_count > self._last_snap_step):
                 # the gradients still held are the last step's (loops zero them before backward)
                 self._snapshot(self.step_count, self._grad_stats() if self.grads else None)
         except Exception as exc:
@@ -499,20 +504,27 @@ class WatchHandle:
             glo[rows], ghi[rows], gc[rows] = hist_parts(raw_g, bins)
             grad = Block(WEIGHT_STATS, gs, (glo, ghi, gc))
         infos = [e.info for e in entries]
-        optim, frames = None, []
+        optim, frames, units = None, [], None
         if pend is not None and ins is not None:
             wcols, dcols, optim = ins.finish(pend, inst_host, entries, weights.stats[:, WEIGHT_STATS.index("norm")],
                                              self.optimizer)
             weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
             if delta is not None:
                 delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            units = None
+            if "units" in ins.chosen:
+                wu, gu, units, unit_events = ins.units.update(infos, *ins.unit_norms)
+                weights = inst.with_columns(weights, inst.UNIT_WEIGHT_STATS, wu)
+                if grad is not None:
+                    grad = inst.with_columns(grad, inst.UNIT_GRAD_STATS, gu)
+                frames += [(FrameType.EVENT, {**ev, "step": int(step), "time": time.time()}) for ev in unit_events]
             if "nan_origin" in ins.chosen:
-                frames = self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
-                                                          "optim": optim})
+                frames += self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
+                                                           "optim": optim})
         self._after(entries, xs, raw_w, samples)
         ok = self.recorder.submit(step, infos, weights, epoch=self.epoch, batch=batch, delta=delta,
                                   grad=grad, sample=None if samples is None else samples.astype(np.float32),
-                                  values=values, scalars=scalars, optim=optim, extra_frames=frames)
+                                  values=values, scalars=scalars, optim=optim, units=units, extra_frames=frames)
         if full:
             self._values_step = step
         return ok
@@ -724,6 +736,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
                          hist_sample=hist_sample, scaler=scaler, owns_recorder=owns, writer=writer,
                          cpu_kernel=cpu_kernel, schedule_only=schedule_only, instruments=instruments)
     _live.append(weakref.ref(handle))
+    lifecycle.register_handle(handle)  # the end of training recorded at exit without close()
     if (recorder is not None and handle.active and cpu_kernel == "fused" and not torch_native.available()
             and any(p.device.type == "cpu" for p in model.parameters())):
         # why CPU snapshots take the slower path, where `weighttui info` shows it

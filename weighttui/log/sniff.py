@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 from dataclasses import dataclass
 
 from weighttui.log.format import HEADER_SIZE, MAGIC, LogFormatError, check_header
@@ -45,7 +46,38 @@ def classify_head(head: bytes) -> Head:
         return Head(HeadState.FOREIGN, str(exc))
 
 
+def not_a_file(mode: int, *, devices: bool = False) -> str | None:
+    """What a file type that cannot hold a run log is called (a FIFO would block
+    whoever opens it, a socket cannot be opened); None for a regular file, and
+    for a character device when `devices` (a writer may write to /dev/null)."""
+    if stat.S_ISREG(mode) or (devices and stat.S_ISCHR(mode)):
+        return None
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISCHR, "a character device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_readonly(path: str | os.PathLike[str]) -> int:
+    """A read-only descriptor of the file at `path`, never blocking: LogFormatError
+    (one line) for anything but a regular file, OSError if it cannot be opened."""
+    kind = not_a_file(os.stat(path).st_mode)
+    if kind is None:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        kind = not_a_file(os.fstat(fd).st_mode)  # replaced by a FIFO in between
+        if kind is None:
+            return fd
+        os.close(fd)
+    raise LogFormatError(f"{os.fspath(path)} is {kind}, not a regular file: not a run log")
+
+
 def sniff_file(path: str | os.PathLike[str]) -> Head:
-    """Classify the file at `path` (OSError if it cannot be opened)."""
+    """Classify the file at `path` (OSError if it cannot be opened). Anything but a
+    regular file is FOREIGN, without being opened (a FIFO would block)."""
+    kind = not_a_file(os.stat(path).st_mode)
+    if kind is not None:
+        return Head(HeadState.FOREIGN, f"{os.fspath(path)} is {kind}, not a regular file: not a run log")
     with open(path, "rb") as fh:
         return classify_head(fh.read(HEADER_SIZE))

@@ -20,6 +20,7 @@ from weighttui.log.format import (
     FrameDecoder,
     check_header,
 )
+from weighttui.log.sniff import open_readonly
 
 READ_CHUNK = 8 * 1024 * 1024
 
@@ -78,7 +79,7 @@ class LogTail:
         """Open (or reopen) the path; False if it does not exist."""
         self.close()
         try:
-            fh = open(self.path, "rb")  # read-only: a viewer never writes
+            fh = os.fdopen(open_readonly(self.path), "rb")  # read-only: a viewer never writes
         except FileNotFoundError:
             return False
         self._fh = fh

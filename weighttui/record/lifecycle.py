@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 from weighttui.record import logfile
@@ -31,6 +32,9 @@ from weighttui.record import logfile
 SIGTERM_FLUSH_SECONDS = 10.0
 
 _live: dict[int, Any] = {}  # id -> Recorder, open in this process (strong: closed at exit)
+# integration handles (weighttui.torch's WatchHandle) closed at exit before their recorders,
+# so that the end of training is recorded even without handle.close()
+_handles: list[weakref.ref] = []
 _live_lock = threading.RLock()
 _uncaught: list[BaseException] = []
 _installed = False
@@ -41,6 +45,14 @@ def register(recorder) -> None:
     _install()
     with _live_lock:
         _live[id(recorder)] = recorder
+
+
+def register_handle(handle) -> None:
+    """An object with close(status, error) to close at interpreter exit, before the recorders."""
+    _install()
+    with _live_lock:
+        _handles[:] = [r for r in _handles if r() is not None]
+        _handles.append(weakref.ref(handle))
 
 
 def unregister(recorder) -> None:
@@ -91,6 +103,13 @@ def _open_recorders() -> list:
 
 def _close_all_at_exit() -> None:
     status, exc = exit_status()
+    with _live_lock:
+        handles = [h for h in (r() for r in _handles) if h is not None]
+    for handle in handles:
+        try:
+            handle.close(status, exc)
+        except Exception:  # the interpreter is ending: the recorders still get closed
+            pass
     for rec in _open_recorders():
         rec.close(status=status, error=exc)
 
@@ -113,6 +132,7 @@ def _after_fork_in_child() -> None:
     _live_lock = threading.RLock()
     recorders = list(_live.values())
     _live.clear()
+    _handles.clear()
     for rec in recorders:
         rec._forked()
     logfile.forget_all()

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from weighttui.log.format import HEADER_SIZE, LogFormatError
-from weighttui.log.sniff import HeadState, classify_head
+from weighttui.log.sniff import HeadState, classify_head, not_a_file
 
 # (st_dev, st_ino) -> a callable that closes the recorder writing it, in this process
 _writers: dict[tuple[int, int], Callable[[str], None]] = {}
@@ -47,19 +47,8 @@ class OpenedLog:
     locked: bool
 
 
-def _kind(mode: int) -> str | None:
-    """What a non-log file type is called; None for those a log may be written to."""
-    if stat.S_ISREG(mode) or stat.S_ISCHR(mode):
-        return None
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 def _refuse_special(path: str, mode: int) -> None:
-    kind = _kind(mode)
+    kind = not_a_file(mode, devices=True)
     if kind is not None:
         raise NotALogFile(f"{path} is {kind}, not a regular file: a run log must be a file")
 

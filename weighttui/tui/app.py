@@ -76,7 +76,8 @@ class WeightApp(App[int]):
 
     def __init__(self, path, *, mode: str = "watch", title: str | None = None, max_rows: int | None = 2048,
                  clock: Callable[[], float] | None = None, alerts: bool = True,
-                 follower_options: dict | None = None, diagnose_config: DiagnoseConfig | None = None):
+                 follower_options: dict | None = None, diagnose_config: DiagnoseConfig | None = None,
+                 run: int | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
@@ -86,7 +87,7 @@ class WeightApp(App[int]):
         self.title = self.title_text
         # `clock` (wall time) is injectable so snapshot tests can freeze "time since".
         self.clock = clock or time.time
-        self.data = RunData(self.path, max_rows=max_rows)
+        self.data = RunData(self.path, max_rows=max_rows, run_index=run)  # run: which of an appended log
         self.alerts: list[Alert] = []
         self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
         self.alerts_by_tensor: dict[str, list[Alert]] = {}
@@ -133,7 +134,13 @@ class WeightApp(App[int]):
             playing=self.playing, speed=self.speed, title=self.title_text, path=self.path, status=status,
             waiting=self.waiting, loading=self.loading, display_paused=self.display_paused,
             paused_new=self.paused_new, since_last_record=self.since_last_record(),
-            snapshot_rate=self.snapshot_rate(), torn_bytes=self._torn_bytes(status))
+            snapshot_rate=self.snapshot_rate(), torn_bytes=self._torn_bytes(status), **self._run_of())
+
+    def _run_of(self) -> dict[str, int]:
+        """Which run of an appended log is shown ("run 2 of 2"): the one asked for, else the latest."""
+        count = len(self.data.runs)
+        index = self.data.run_index if self.data.run_index is not None else count - 1
+        return {"run_number": index + 1, "run_count": count}
 
     # ---------------------------------------------------------- lifecycle
 
@@ -464,9 +471,12 @@ def screenshot_name(log_path: str, directory: str) -> str:
 
 
 def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048,
-            diagnose_config=None) -> int:
-    """Run the app in this terminal; the exit status (0, or 2 for bad input found while running)."""
-    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows, diagnose_config=diagnose_config)
+            diagnose_config: DiagnoseConfig | None = None, run: int | None = None) -> int:
+    """Run the app in this terminal; the exit status (0, or 2 for bad input found while running).
+
+    `run`: which run of an appended log to show (0-based; default: the latest, following new ones).
+    """
+    app = WeightApp(path, mode=mode, title=title, max_rows=max_rows, diagnose_config=diagnose_config, run=run)
     try:
         app.run()
     finally:

@@ -51,6 +51,8 @@ class RunView:
     since_last_record: float | None = None
     snapshot_rate: float | None = None
     torn_bytes: int = 0
+    run_number: int = 1  # which run of an appended log is shown (1-based) ...
+    run_count: int = 1  # ... of how many runs the log holds
 
 
 @runtime_checkable

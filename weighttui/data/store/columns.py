@@ -153,6 +153,9 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     Each piece: {"rows", "cols", "stats" [E, S] or [S, E] via "stats_t", "lo", "hi",
     "counts", "samples" (flat), "slen" [E]} - a snapshot or an existing segment.
     """
+    grid = _grid(parts, row0, row1, nstats, bins, with_samples)
+    if grid is not None:
+        return grid
     rows = np.concatenate([p["rows"] for p in parts]) if parts else _EMPTY_I4
     cols = np.concatenate([p["cols"] for p in parts]) if parts else _EMPTY_I4
     order = np.argsort(cols, kind="stable")  # rows are in order already: (col, row) order
@@ -188,6 +191,53 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
         samples = flat[gather]
     return Segment(row0, row1, rows[order].astype(np.int32), cols[order].astype(np.int32), stats,
                    lo, hi, counts, samples, soff)
+
+
+def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool):
+    """merge() for the usual tail: snapshots that all cover the same tensors (the same cols object).
+
+    Their entries form a [rows, tensors] grid, so (col, row) order is a transpose:
+    each output array is written in one pass, without a concatenation and a gather.
+    """
+    if not parts or "stats_t" in parts[0]:
+        return None
+    c0 = parts[0]["cols"]
+    has_hist = parts[0].get("counts") is not None
+    slen0 = parts[0].get("slen")
+    for p in parts:
+        if p["cols"] is not c0 or "stats_t" in p or (p.get("counts") is not None) != has_hist \
+                or p.get("slen") is not slen0:
+            return None
+    if (bins is not None) != has_hist or (with_samples and slen0 is None):
+        return None
+    t, r = c0.size, len(parts)
+    perm = np.argsort(c0, kind="stable")
+    ident = bool(np.array_equal(perm, np.arange(t)))
+    rowvals = np.fromiter((p["rows"][0] for p in parts), dtype=np.int32, count=r)
+    stats = np.empty((nstats, t, r))
+    for i, p in enumerate(parts):
+        stats[:, :, i] = (p["stats"] if ident else p["stats"][perm]).T
+    lo = hi = counts = None
+    if has_hist:
+        cmax = max(int(p["counts"].max()) if p["counts"].size else 0 for p in parts)
+        dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
+        counts = np.empty((t, r, bins), dtype=dtype)
+        lo, hi = np.empty((t, r)), np.empty((t, r))
+        for i, p in enumerate(parts):
+            counts[:, i] = p["counts"] if ident else p["counts"][perm]
+            lo[:, i] = p["lo"] if ident else p["lo"][perm]
+            hi[:, i] = p["hi"] if ident else p["hi"][perm]
+        counts, lo, hi = counts.reshape(t * r, bins), lo.reshape(-1), hi.reshape(-1)
+    samples = soff = None
+    if with_samples:
+        starts = np.concatenate(([0], np.cumsum(slen0)))
+        table = np.stack([p["samples"] for p in parts])  # [rows, all samples of a snapshot]
+        samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
+            if t else np.zeros(0, np.float32)
+        soff = np.concatenate(([0], np.cumsum(np.repeat(slen0[perm], r)))).astype(np.int64)
+    return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
+                   stats.reshape(nstats, t * r), lo, hi, counts, samples.astype(np.float32, copy=False)
+                   if samples is not None else None, soff)
 
 
 def segment_piece(seg: Segment) -> dict:

@@ -19,6 +19,8 @@ from weighttui.tui.widgets.log_axis import log_ticks, to_log10
 BAND_COLORS = ("gray", "blue", "cyan", "green", "yellow", "green", "cyan", "blue", "gray")
 SERIES_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")
 
+PLOT_LIMIT = 1e300  # larger magnitudes are not plotted (see ChartView.show)
+
 
 def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
     """At most 2 points per bucket (its min and max, in x order): what a chart of that width can show.
@@ -81,9 +83,13 @@ class LineChart(PlotextPlot):
         self.title_text = title
         for label, y, color in series:
             y = np.asarray(y, dtype=np.float64)
-            ok = np.isfinite(y) & np.isfinite(x)
+            # plotext's axis arithmetic overflows to NaN (and raises) on spans near the float64
+            # limits: values no training produces (a hostile log's 1e308) are left out, not drawn
+            ok = np.isfinite(y) & np.isfinite(x) & (np.abs(y) < PLOT_LIMIT) & (np.abs(x) < PLOT_LIMIT)
             if log_y:
                 ok &= y > 0
+            if ylim is not None:  # plotext fails on points outside a fixed range (a fraction of 5)
+                ok &= (y >= ylim[0]) & (y <= ylim[1])
             if not ok.any():
                 continue
             plotted = to_log10(y[ok]) if log_y else y[ok]  # see log_axis: never plotext's yscale("log")

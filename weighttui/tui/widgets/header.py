@@ -22,6 +22,16 @@ STATUS_STYLE = {
 }
 
 
+def _clock_time(t: float | None) -> str:
+    """A time from the log as local date and time; "?" for none or one no clock shows (inf, NaN)."""
+    if not t:
+        return "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    except (OverflowError, ValueError, OSError):
+        return "?"
+
+
 def header_text(view: RunView) -> Text:
     data = view.data
     status = view.status
@@ -32,13 +42,19 @@ def header_text(view: RunView) -> Text:
     # where the host and start time can go.
     line1.append("  ")
     line1.append(f" {status.upper()} ", style="reverse " + STATUS_STYLE.get(status, "bold"))
+    reason = None if data.end is None else data.end.reason  # the exception or signal that ended it
+    if reason:
+        line1.append(" " + inert(reason), style="bold red")
     if view.display_paused:
         line1.append("  ")
         line1.append(" PAUSED ", style="reverse bold yellow")
         if view.paused_new:
             line1.append(f" +{view.paused_new} new")
+    if view.run_count > 1 or view.run_number > view.run_count:  # an appended log: say which run this is
+        line1.append("  ")
+        line1.append(f"run {view.run_number} of {view.run_count}", style="bold")
     if run is not None:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)) if run.created else "?"
+        started = _clock_time(run.created)
         bits = [inert(run.framework or "?"), inert(run.host or "?"), f"started {started}"]
         line1.append("  " + " · ".join(bits), style="dim")
 

@@ -254,7 +254,7 @@ class HistogramBars(_LinesWidget):
             return lines + [blank] * (height - 2)
         bar_rows = height - 3
         if hi > lo:
-            values = heatmap.rebin(np.array([lo]), np.array([hi]), counts[None], np.linspace(lo, hi, width + 1))[0]
+            values = heatmap.rebin(np.array([lo]), np.array([hi]), counts[None], heatmap.bin_edges(lo, hi, width))[0]
         else:
             values = np.zeros(width)
             values[width // 2] = counts.sum()
@@ -298,7 +298,10 @@ def _marks(lo: float, hi: float, width: int, mean, std) -> str:
     def col(v):
         if v is None or not np.isfinite(v) or hi <= lo:
             return None
-        c = int((v - lo) / (hi - lo) * width)
+        pos = (v / 2 - lo / 2) / (hi / 2 - lo / 2) * width  # halves: no overflow near the float limits
+        if not np.isfinite(pos):
+            return None
+        c = int(pos)
         return c if 0 <= c < width else (width - 1 if c == width else None)
 
     line[0] = "╵"

@@ -1,0 +1,278 @@
+"""The run store on a big log: first open, reopen, reads, memory, index size, live append.
+
+    python benchmarks/make_big_log.py /tmp/big.wtui --size-mb 1024 --tensors 200 --bins 64
+    python benchmarks/bench_store.py /tmp/big.wtui [--before /path/to/old/checkout] [--live-seconds 10]
+
+Every measurement runs in a fresh child process; its wall time is taken inside
+(after imports) and its peak RSS from outside (os.wait4's rusage of the child).
+Side by side, in one run:
+
+- store: `weighttui.open(path)` building the index (none before), then reopening
+  it, and `open(cache=False)` (no index, nothing written); each followed by one
+  series() and one histograms() of a tensor over the whole run.
+- before: the same calls against an older checkout (--before), the dense
+  in-memory reader the store replaced.
+- info: `weighttui info --json` first (no index) and again.
+- parquet: the same segments (tensor-sorted entries, one row group per
+  segment) written as Parquet with pyarrow (zstd), then a series and a
+  histogram read back with a filter on the tensor column: the second storage
+  option, compared on size, write time, read latency and memory.
+- live: a writer appends snapshots of N tensors at R/s while a reader calls
+  RunData.refresh() every 50 ms (extending the index as it goes); lag = when the
+  snapshot became readable - its time stamp, and the cost of one refresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+OPEN = textwrap.dedent('''
+    import json, sys, time
+    t0 = time.perf_counter()
+    import weighttui
+    path, mode = sys.argv[1], sys.argv[2]
+    t1 = time.perf_counter()
+    d = weighttui.open(path) if mode in ("before", "cache") else weighttui.open(path, cache=False)
+    t2 = time.perf_counter()
+    name = d.tensor_names[len(d.tensor_names) // 2]
+    steps, values = d.series(name, "norm")
+    t3 = time.perf_counter()
+    hs = d.histograms(name)
+    t4 = time.perf_counter()
+    d.stat_matrix("weights", "norm")
+    t5 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "series_s": t3 - t2, "hist_s": t4 - t3,
+                      "matrix_s": t5 - t4, "total_s": t5 - t1, "snapshots": d.snapshot_count,
+                      "tensors": len(d.tensor_names), "series_len": int(steps.size),
+                      "hist_shape": list(hs[3].shape), "index": getattr(d, "index_path", None)}))
+''')
+
+PARQUET_WRITE = textwrap.dedent('''
+    import json, os, sys, time
+    import numpy as np
+    import pyarrow as pa, pyarrow.parquet as pq
+    import weighttui
+    path, out = sys.argv[1], sys.argv[2]
+    d = weighttui.open(path)
+    run = d._run
+    t0 = time.perf_counter()
+    for kind in ("weights", "delta"):
+        writer = None
+        for seg in run.segment_list(kind):
+            cols = {"row": pa.array(seg.part("rows")), "col": pa.array(seg.part("cols"))}
+            for s, stat in enumerate(d.columns(kind)):
+                cols[stat] = pa.array(seg.part("stats", s=s))
+            if seg.counts is not None:
+                cols["lo"], cols["hi"] = pa.array(seg.part("lo")), pa.array(seg.part("hi"))
+                c = seg.part("counts")
+                cols["counts"] = pa.FixedSizeListArray.from_arrays(pa.array(c.reshape(-1)), c.shape[1])
+            table = pa.table(cols)
+            if writer is None:
+                writer = pq.ParquetWriter(os.path.join(out, kind + ".parquet"), table.schema, compression="zstd")
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+    print(json.dumps({"write_s": time.perf_counter() - t0}))
+''')
+
+PARQUET_READ = textwrap.dedent('''
+    import json, os, sys, time
+    t0 = time.perf_counter()
+    import pyarrow.parquet as pq
+    out, col = sys.argv[1], int(sys.argv[2])
+    t1 = time.perf_counter()
+    f = pq.ParquetFile(os.path.join(out, "weights.parquet"))
+    t2 = time.perf_counter()
+    s = pq.read_table(os.path.join(out, "weights.parquet"), columns=["row", "norm"], filters=[("col", "=", col)])
+    t3 = time.perf_counter()
+    h = pq.read_table(os.path.join(out, "weights.parquet"), columns=["row", "lo", "hi", "counts"],
+                      filters=[("col", "=", col)])
+    counts = h.column("counts").combine_chunks().flatten().to_numpy()
+    t4 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "series_s": t3 - t2, "hist_s": t4 - t3,
+                      "series_len": s.num_rows, "row_groups": f.num_row_groups}))
+''')
+
+
+def measured(args, env=None) -> dict:
+    """Run a child; its JSON line, its wall time and its peak RSS measured from outside."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=err, env=env)
+        # wait4: this child's own rusage, so its peak RSS is measured by the parent
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text, etext = out.read().decode(), err.read().decode()
+    if proc.returncode:
+        raise SystemExit(f"{args[:5]} failed:\n{etext[-2000:]}")
+    lines = [ln for ln in text.strip().splitlines() if ln.startswith("{")]
+    doc = json.loads(lines[-1]) if lines and args[1] == "-c" else {}
+    doc["wall_s"] = wall
+    doc["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return doc
+
+
+def env_for(pythonpath: str, cache_home: str) -> dict:
+    return dict(os.environ, PYTHONPATH=pythonpath, XDG_CACHE_HOME=cache_home)
+
+
+def du(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def index_dir(path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.wtuidx")
+
+
+def live(seconds: float, rate: float, tensors: int, tmpdir: str) -> dict:
+    sys.path.insert(0, REPO)
+    import numpy as np
+
+    import weighttui
+    from weighttui.data.run import RunData
+    from weighttui.data.store import index as store_index
+
+    writer = textwrap.dedent('''
+        import sys, time
+        import numpy as np
+        import weighttui
+        path, seconds, rate, tensors = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+        rng = np.random.default_rng(0)
+        arrays = {f"layers.{i}.weight": rng.normal(size=(16, 16)).astype(np.float32) for i in range(tensors)}
+        rec = weighttui.Recorder(path, bins=64, sample=16, queue_size=10000)
+        start = time.monotonic()
+        step = 0
+        while time.monotonic() - start < seconds:
+            due = start + step / rate
+            now = time.monotonic()
+            if now < due:
+                time.sleep(due - now)
+            rec.snapshot(step, arrays)
+            step += 1
+        rec.close()
+        print(step, rec.written, rec.dropped)
+    ''')
+    path = os.path.join(tmpdir, "live.wtui")
+    store_index.MIN_LOG_BYTES = 0  # index the live log from its first bytes
+    proc = subprocess.Popen([sys.executable, "-c", writer, path, str(seconds), str(rate), str(tensors)],
+                            stdout=subprocess.PIPE, text=True, env=env_for(REPO, tmpdir))
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    data = RunData(path)
+    lags, costs, seen = [], [], 0
+    while True:
+        done = proc.poll() is not None
+        t0 = time.perf_counter()
+        try:
+            data.refresh()
+        except weighttui.LogFormatError:
+            pass
+        costs.append(time.perf_counter() - t0)
+        now = time.time()
+        if data.snapshot_count > seen:
+            times = data._run.times.view
+            lags.extend((now - times[seen:]).tolist())
+            seen = data.snapshot_count
+        if done:
+            break
+        time.sleep(0.05)
+    out = proc.stdout.read().split()
+    lags_a, costs_a = np.array(lags), np.array(costs)
+    return {"snapshots": seen, "written": int(out[1]) if len(out) > 1 else None,
+            "lag_p50_ms": float(np.percentile(lags_a, 50) * 1e3), "lag_p95_ms": float(np.percentile(lags_a, 95) * 1e3),
+            "lag_max_ms": float(lags_a.max() * 1e3), "refresh_p50_ms": float(np.percentile(costs_a, 50) * 1e3),
+            "refresh_max_ms": float(costs_a.max() * 1e3), "index_mb": du(index_dir(path)) / 2**20}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path")
+    ap.add_argument("--before", help="an older checkout (PYTHONPATH) whose reader is measured side by side")
+    ap.add_argument("--live-seconds", type=float, default=10.0)
+    ap.add_argument("--live-rate", type=float, default=20.0)
+    ap.add_argument("--live-tensors", type=int, default=500)
+    ap.add_argument("--skip", action="append", default=[], help="parts to skip: before, parquet, info, live")
+    args = ap.parse_args(argv)
+    path = os.path.abspath(args.path)
+    py = sys.executable
+    tmp = tempfile.mkdtemp(prefix="bench_store-")
+    cache_home = os.path.join(tmp, "xdg")
+    env = env_for(REPO, cache_home)
+    load = os.getloadavg()
+    rows = {}
+    try:
+        shutil.rmtree(index_dir(path), ignore_errors=True)
+        if args.before and "before" not in args.skip:
+            rows["before: open + series + hist"] = measured([py, "-c", OPEN, path, "before"],
+                                                            env_for(args.before, cache_home))
+        rows["store: cache=False"] = measured([py, "-c", OPEN, path, "nocache"], env)
+        rows["store: first open (builds index)"] = measured([py, "-c", OPEN, path, "cache"], env)
+        index_bytes = du(index_dir(path))
+        rows["store: reopen"] = measured([py, "-c", OPEN, path, "cache"], env)
+        rows["store: reopen again"] = measured([py, "-c", OPEN, path, "cache"], env)
+        if "info" not in args.skip:
+            shutil.rmtree(index_dir(path), ignore_errors=True)
+            rows["info --json (no index)"] = measured([py, "-m", "weighttui.cli", "info", "--json", path], env)
+            rows["info --json (again)"] = measured([py, "-m", "weighttui.cli", "info", "--json", path], env)
+            rows["info --json --no-cache"] = measured([py, "-m", "weighttui.cli", "info", "--json", "--no-cache",
+                                                       path], env)
+        parquet = {}
+        if "parquet" not in args.skip:
+            out = os.path.join(tmp, "parquet")
+            os.makedirs(out)
+            w = measured([py, "-c", PARQUET_WRITE, path, out], env)
+            parquet = {"write_s": w["write_s"], "size_mb": du(out) / 2**20}
+            rows["parquet: open + series + hist"] = measured([py, "-c", PARQUET_READ, out, "100"], env)
+        live_row = None
+        if "live" not in args.skip and args.live_seconds > 0:
+            live_row = live(args.live_seconds, args.live_rate, args.live_tensors, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    size = os.path.getsize(path)
+    print(f"log: {path}, {size / 2**30:.2f} GiB; load average at start {load[0]:.2f}, at end "
+          f"{os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+    print(f"{'what':36s} {'wall s':>7s} {'open s':>7s} {'series ms':>9s} {'hist ms':>8s} {'peak RSS MB':>11s}")
+    for name, r in rows.items():
+        opened = r.get("open_s")
+        print(f"{name:36s} {r['wall_s']:7.2f} {'' if opened is None else f'{opened:7.2f}':>7s} "
+              f"{r.get('series_s', float('nan')) * 1e3:9.1f} {r.get('hist_s', float('nan')) * 1e3:8.1f} "
+              f"{r['peak_rss_mb']:11.0f}")
+    first = rows["store: first open (builds index)"]
+    snaps, tensors = first.get("snapshots", 0), first.get("tensors", 0)
+    print(f"index on disk: {index_bytes / 2**20:.0f} MiB ({index_bytes / size:.2f} x the log); "
+          f"ingest {snaps * tensors / first['open_s'] / 1e6:.2f} M tensor-snapshots/s on first open "
+          f"({snaps * tensors / rows['store: cache=False']['open_s'] / 1e6:.2f} M/s without writing an index)")
+    if "before: open + series + hist" in rows:
+        b = rows["before: open + series + hist"]
+        again = rows["store: reopen again"]
+        print(f"before/after: first open {b['total_s'] / first['total_s']:.1f}x faster, reopen "
+              f"{b['total_s'] / again['total_s']:.1f}x, peak RSS "
+              f"{b['peak_rss_mb'] / first['peak_rss_mb']:.1f}x / {b['peak_rss_mb'] / again['peak_rss_mb']:.1f}x lower")
+    if parquet:
+        print(f"parquet (zstd): {parquet['size_mb']:.0f} MiB, written in {parquet['write_s']:.2f} s from the store")
+    if live_row:
+        print("live: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in live_row.items()))
+    print(json.dumps({"rows": rows, "parquet": parquet, "live": live_row, "index_bytes": index_bytes,
+                      "log_bytes": size, "load": load}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
