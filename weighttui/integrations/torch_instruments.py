@@ -27,13 +27,12 @@ def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     One vector: u = W v / |W v|, b = u^T W (two matrix-vector products)."""
     b = None
     for _ in range(iters):
-        y = w2 @ v
-        if v.shape[1] == 1:  # torch's matrix-vector paths; a QR of one column is a normalisation
-            u = y[:, 0] / torch.linalg.vector_norm(y)
-            b = (u @ w2)[None, :]
+        if v.shape[1] == 1:  # torch's matrix-vector paths (mv, vm); a QR of one column is a normalisation
+            y = torch.mv(w2, v[:, 0].contiguous())
+            b = (y / torch.linalg.vector_norm(y) @ w2)[None, :]
         else:
-            b = torch.linalg.qr(y).Q.T @ w2
-        v = b.T
+            b = torch.linalg.qr(w2 @ v).Q.T @ w2
+        v = b.T.contiguous()  # a strided V sends the next product down a slow path
     assert b is not None
     return v, b @ b.T
 
