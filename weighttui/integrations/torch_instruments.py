@@ -53,6 +53,7 @@ class _Pending:
         self.optim: dict[int, tuple[int, int | None, float, float, float, float, int]] = {}
         self.units: dict[int, int] = {}  # row -> part index of the per-unit weight norms
         self.gunits: dict[int, int] = {}  # row -> part index of the per-unit gradient norms
+        self.alpha: dict[int, int] = {}  # row -> part index of the singular values (alpha's fit)
         self.t = t
 
     def add(self, x: torch.Tensor) -> int:
@@ -62,7 +63,8 @@ class _Pending:
 
 class TorchInstruments:
     def __init__(self, chosen, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
-                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30):
+                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30,
+                 alpha_every: int = ref.ALPHA_EVERY, alpha_max: int = ref.ALPHA_MAX_ELEMENTS):
         self.chosen = frozenset(chosen)
         self.cos_sample = int(cos_sample)
         self.block, self.warmup = int(block), int(warmup)
@@ -78,6 +80,8 @@ class TorchInstruments:
         self._grads: dict[str, torch.Tensor] = {}  # sampled gradients of the coming snapshot
         self._gunits: dict[str, torch.Tensor] = {}  # per-unit gradient norms of the coming snapshot
         self.units = ref.UnitHealth()
+        self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
+        self.alpha_col = np.zeros((0, 1))
         self._scratch: dict[tuple, torch.Tensor] = {}
 
     def __bool__(self) -> bool:
@@ -161,6 +165,8 @@ class TorchInstruments:
                     d2 = torch.sub(x, prev, out=self._buf(x)).reshape(mn)
                     pend.vd_new[i], gram_d = self._spectral(self._vd, e.name, d2)
                     pend.gram_d[i] = pend.add(gram_d)
+            if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
+                pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
             if "units" in self.chosen and mn is not None:
                 pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=torch.float32))
                 if e.name in gunits:
@@ -273,6 +279,9 @@ class TorchInstruments:
                 rows[i, 0], rows[i, 1], rows[i, 3] = m_norm, v_norm, bad
                 rows[i, 2] = ref.adam_eff_lr(lr, v_norm, n, step, beta2, eps) if vi is not None else lr
             optim = Block(OPTIM_STATS, rows, None)
+        self.alpha_col = np.full((t, 1), np.nan)
+        for i, k in pend.alpha.items():
+            self.alpha_col[i, 0] = ref.powerlaw_alpha(host[k] ** 2)
         self.unit_norms = ({i: host[k] for i, k in pend.units.items()}, {i: host[k] for i, k in pend.gunits.items()})
         return w, d, optim
 
