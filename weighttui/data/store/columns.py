@@ -289,9 +289,10 @@ class KindColumns:
         """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
         self.seen = True
         n = cols.size
-        if tuple(block.names) == self.columns:
-            stats = block.stats
-            self.filled[:] = True
+        names = tuple(block.names)
+        if names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
+            stats = block.stats  # (stored as wide as it is: the columns after it read as NaN)
+            self.filled[: len(names)] = True
         else:  # columns in another order or unknown ones: map by name, NaN where missing
             stats = np.full((n, len(self.columns)), np.nan)
             for src, name in enumerate(block.names):
