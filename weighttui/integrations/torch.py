@@ -24,7 +24,7 @@ import torch
 
 from weighttui.integrations import torch_dist, torch_host, torch_native
 from weighttui.integrations.torch_instruments import TorchInstruments, first_nonfinite
-from weighttui.integrations.torch_plan import Entry, TensorPlan, unwrap
+from weighttui.integrations.torch_plan import TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
     _PSQ,
@@ -91,7 +91,7 @@ class WatchHandle:
         self.delta_budget_bytes = int(delta_budget_bytes)
         self.skip_frozen = bool(skip_frozen)
         self.step_count = 0
-        self.epoch = None
+        self.epoch: int | None = None
         self.writer = writer  # this rank writes (rank 0)
         self._owns = owns_recorder
         self._closed = False
@@ -104,7 +104,7 @@ class WatchHandle:
         self._values_step = None
         self._last_snap_step: int | None = None  # step of the latest snapshot taken
         self._marked = False  # end_epoch()/set_epoch() say when epochs end
-        self._epoch_keep = None  # (step, epoch, entries, device copies): see _keep_epoch_copy
+        self._epoch_keep: tuple | None = None  # (step, epoch, entries, device copies): see _keep_epoch_copy
         self._stepped = False
         self._scaler = None
         self._scaler_pending = False
@@ -511,6 +511,8 @@ class WatchHandle:
             weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
             if delta is not None:
                 delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            if "alpha" in ins.chosen:
+                weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_col)
             units = None
             if "units" in ins.chosen:
                 wu, gu, units, unit_events = ins.units.update(infos, *ins.unit_norms)

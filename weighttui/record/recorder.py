@@ -115,7 +115,7 @@ class Recorder:
         self._last_step: int | None = None  # latest snapshot step queued (steps never go back)
         self.refused = 0  # snapshots refused at the call (their step went back)
         self._pid = os.getpid()
-        self._epoch_copy = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
+        self._epoch_copy: tuple | None = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
         self.registry = Registry(self.sample, self._lock)
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
@@ -312,6 +312,8 @@ class Recorder:
         norms = weights.stats[:, list(weights.names).index("norm")]
         wcols = ins.weights_columns(infos, arrays, norms)
         weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+        if "alpha" in ins.chosen:
+            weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_columns(infos, arrays))
         units, unit_events = None, []
         if "units" in ins.chosen:
             gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
