@@ -511,6 +511,8 @@ class WatchHandle:
             weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
             if delta is not None:
                 delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            if "alpha" in ins.chosen:
+                weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_col)
             units = None
             if "units" in ins.chosen:
                 wu, gu, units, unit_events = ins.units.update(infos, *ins.unit_norms)
