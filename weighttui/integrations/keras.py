@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from weighttui.integrations.keras_grads import GradientCapture, capture_for
+from weighttui.integrations.keras_instruments import optimizer_state
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import epoch_selector
@@ -201,7 +202,8 @@ class WeightCallback(keras.callbacks.Callback):
             done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
             arrays = {name: _host_array(v) for name, v, _l, _t in tracked}
-            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full)
+            optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
+            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim)
         if done:
             self._last_recorded = step
 
