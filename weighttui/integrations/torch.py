@@ -24,7 +24,7 @@ import torch
 
 from weighttui.integrations import torch_dist, torch_host, torch_native
 from weighttui.integrations.torch_instruments import TorchInstruments, first_nonfinite
-from weighttui.integrations.torch_plan import Entry, TensorPlan, unwrap
+from weighttui.integrations.torch_plan import TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
     _PSQ,

@@ -29,7 +29,7 @@ def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     for _ in range(iters):
         if v.shape[1] == 1:  # torch's matrix-vector paths (mv, vm); a QR of one column is a normalisation
             y = torch.mv(w2, v[:, 0].contiguous())
-            b = (y / torch.linalg.vector_norm(y) @ w2)[None, :]
+            b = (y / torch.linalg.vector_norm(y).clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
         else:
             b = torch.linalg.qr(w2 @ v).Q.T @ w2
         v = b.T.contiguous()  # a strided V sends the next product down a slow path
@@ -234,13 +234,11 @@ class TorchInstruments:
         for i, k in pend.gram.items():
             sigma = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
             w[i, 0] = sigma
-            if math.isfinite(sigma):
-                self._v[entries[i].name] = pend.v_new[i]
+            self._commit(self._v, entries[i].name, pend.v_new[i], sigma)
         w[:, 1] = ref.stable_rank(fro_norms, w[:, 0])
         for i, k in pend.gram_d.items():
             sd = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
-            if math.isfinite(sd):
-                self._vd[entries[i].name] = pend.vd_new[i]
+            self._commit(self._vd, entries[i].name + "/delta", pend.vd_new[i], sd, key=entries[i].name)
             d[i, 2] = ref.ratio(sd, w[i, 0])
         for i in pend.fresh_init:
             name = entries[i].name
@@ -284,6 +282,18 @@ class TorchInstruments:
             self.alpha_col[i, 0] = ref.powerlaw_alpha(host[k] ** 2)
         self.unit_norms = ({i: host[k] for i, k in pend.units.items()}, {i: host[k] for i, k in pend.gunits.items()})
         return w, d, optim
+
+    @staticmethod
+    def _commit(store: dict, name: str, v: torch.Tensor, sigma: float, key: str | None = None) -> None:
+        """Keep the iteration's vectors for the next snapshot. A NaN matrix leaves them as they
+        were; a zero one (a frozen tensor's update) would leave zero vectors that stay zero:
+        a fresh random block instead, iterated once from the next snapshot on (no warm-up)."""
+        key = name if key is None else key
+        if sigma > 0:
+            store[key] = v
+        elif sigma == 0:
+            store[key] = torch.as_tensor(ref.start_block(name, v.shape[0], v.shape[1]), dtype=v.dtype,
+                                         device=v.device)
 
     @staticmethod
     def _masked_optim(optimizer, param) -> tuple[float, float, int]:

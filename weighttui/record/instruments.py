@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from weighttui.log.format import encode_array, encode_bf16_bits
-from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUMENTS
 from weighttui.log.schema import ALPHA_STATS as ALPHA_STATS  # re-exported for the writers
+from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUMENTS
 from weighttui.log.schema import UNIT_GRAD_STATS as UNIT_GRAD_STATS
 from weighttui.log.schema import UNIT_WEIGHT_STATS as UNIT_WEIGHT_STATS
 from weighttui.record.stats import Block
@@ -157,7 +157,7 @@ class Spectral:
     def update(self, w2: np.ndarray) -> float:
         m, n = w2.shape
         p = max(1, min(self.block, m, n))
-        if self.v is None or self.v.shape != (n, p) or not np.any(self.v):
+        if self.v is None or self.v.shape != (n, p):
             # warm-up: a block of vectors, then the top p Ritz vectors go on
             v = start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n)))
             for _ in range(max(1, self.warmup)):
@@ -168,8 +168,10 @@ class Spectral:
             v = self.v
         v, gram = subspace_step(w2, v)
         sigma = ritz_sigma(gram)
-        if math.isfinite(sigma):  # a NaN matrix leaves the subspace as it was
+        if sigma > 0:  # a NaN matrix leaves the subspace as it was
             self.v = v
+        elif sigma == 0:  # a zero matrix: a fresh block, iterated once from the next snapshot on
+            self.v = start_block(self.name, n, p)
         return sigma
 
 
