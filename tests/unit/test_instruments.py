@@ -267,3 +267,72 @@ def test_per_unit_norms_dead_and_exploding_units(tmp_path):
     np.testing.assert_allclose(gn[3], inst.unit_norms_ref(grads[3]), rtol=2**-8)
     assert gn[3][2] == 0 and gn[3][7] == 0
     assert unit_norms(path, "b")[1].shape == (0, 0)
+
+
+def test_info_and_exports_carry_the_instruments(tmp_path):
+    import csv
+    import io
+    import json
+
+    from weighttui.cli.export import export
+    from weighttui.cli.info import info_dict, print_info
+
+    path = tmp_path / "run.wtui"
+    _train(path, steps=6, nan_at=5)
+    run = weighttui.open(path)
+    d = info_dict(run)
+    assert "optim" in d["kinds"]
+    assert d["nan_origin"].startswith("first non-finite value: gradient of l2.weight at flat index 125, step 5")
+    row = next(t for t in d["tensor_list"] if t["name"] == "l1.weight")
+    np.testing.assert_equal(row["sigma_max"], run.series("l1.weight", "sigma_max")[1][-1])  # NaN after step 5
+    assert row["eff_lr"] == 0.05
+    out = io.StringIO()
+    print_info(run, [], out)
+    text = out.getvalue()
+    assert "instruments (latest)" in text and "NaN origin: first non-finite value: gradient of l2.weight" in text
+    export(run, fmt="csv", out=str(tmp_path / "s.csv"))
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    stats = {(r["kind"], r["stat"]) for r in rows}
+    for kind, stat in (("weights", "sigma_max"), ("weights", "dist_init"), ("delta", "cos_prev"),
+                       ("delta", "sigma_ratio"), ("optim", "m_norm"), ("grad", "dead_units"),
+                       ("weights", "exploding_units")):
+        assert (kind, stat) in stats
+    export(run, fmt="json", out=str(tmp_path / "s.json"))
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert "sigma_max" in json.dumps(doc) and "optim" in json.dumps(doc)
+
+
+@pytest.mark.parametrize("alpha", [2.5, 3.0, 4.5])
+def test_alpha_of_a_known_power_law_spectrum(alpha):
+    # eigenvalues of W^T W drawn from p(x) ~ x^-alpha (x >= 1), W = U diag(sqrt(x)) V^T
+    rng = np.random.default_rng(int(alpha * 10))
+    n = 600
+    x = (1 - rng.random(n)) ** (-1 / (alpha - 1))
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    w = (u * np.sqrt(x)) @ v.T
+    eigs = np.linalg.svd(w, compute_uv=False) ** 2
+    np.testing.assert_allclose(np.sort(eigs), np.sort(x), rtol=1e-8)
+    got = inst.powerlaw_alpha(eigs)
+    assert got == pytest.approx(alpha, abs=0.35)
+    # the fit on the exact sample: the MLE over its own tail is what the KS search returns
+    assert got == pytest.approx(inst.powerlaw_alpha(x), rel=1e-6)
+    # a Marchenko-Pastur bulk (random init) has no power-law tail: a steep fit
+    assert inst.powerlaw_alpha(np.linalg.svd(rng.standard_normal((400, 400)), compute_uv=False) ** 2) > 6
+
+
+def test_alpha_is_recorded_every_k_snapshots_for_small_matrices(tmp_path):
+    path = tmp_path / "run.wtui"
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 48)).astype(np.float32)
+    big = np.ones((1024, 512), dtype=np.float32)
+    with Recorder(path, instruments={"alpha_every": 3}) as rec:
+        for step in range(7):
+            rec.snapshot(step, {"w": w, "big": big})
+    run = weighttui.open(path)
+    _, a = run.series("w", "alpha")
+    assert np.isfinite(a[[0, 3, 6]]).all() and np.isnan(a[[1, 2, 4, 5]]).all()
+    ref = inst.powerlaw_alpha(np.linalg.svd(w.astype(np.float64), compute_uv=False) ** 2)
+    assert a[0] == pytest.approx(ref, rel=1e-12)
+    assert np.isnan(run.series("big", "alpha")[1]).all()  # above alpha_max: off
