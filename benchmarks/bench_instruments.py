@@ -25,18 +25,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import weighttui.torch as wt  # noqa: E402
-from bench_torch import ParamSet, machine, make_mlp, resnet50_shapes  # noqa: E402
+from bench_torch import ParamSet, machine, make_mlp, resnet50_shapes
+
+import weighttui.torch as wt
 
 CONFIGS = {
     "no instruments, no gradients (today's default snapshot)": dict(grads=False, instruments=False),
     "no instruments (gradients)": dict(grads=True, instruments=False),
     "+ sigma (sigma_max, stable_rank, sigma_ratio)": dict(grads=True, instruments=["sigma"]),
+    "+ sigma, block=1 (power iteration: 2 matrix-vector products per matrix)":
+        dict(grads=True, instruments={"sigma": True, "dist_init": False, "cos": False, "optim": False,
+                                      "nan_origin": False, "units": False, "block": 1}),
     "+ dist_init": dict(grads=True, instruments=["dist_init"]),
     "+ cos (cos_prev, cos_grad)": dict(grads=True, instruments=["cos"]),
     "+ optim (AdamW state)": dict(grads=True, instruments=["optim"]),
     "+ nan_origin (healthy run)": dict(grads=True, instruments=["nan_origin"]),
+    "+ units (per-unit norms of weights and gradients)": dict(grads=True, instruments=["units"]),
     "all instruments": dict(grads=True, instruments=True),
+    "all instruments, block=1": dict(grads=True, instruments={"block": 1}),
 }
 
 
@@ -61,7 +67,7 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
             handle.optimizer = opt  # its state, without hooking its step
             step = [0]
 
-            def snap():
+            def snap(handle=handle, step=step):
                 with torch.no_grad():
                     for p in params[:3]:  # an update, so deltas are not all zero
                         p.add_(1e-4)

@@ -65,6 +65,22 @@ def timeit(fn, repeat: int) -> float:
     return min(times)
 
 
+def measure(fn, repeat: int, cpu_clock, setup=None) -> tuple[float, float]:
+    """(least wall seconds, least CPU seconds by cpu_clock) of fn() over `repeat` calls, after a warm-up.
+
+    CPU time is the honest number on a shared machine: other work stretches wall time, not CPU time.
+    """
+    fn()
+    wall = cpu = float("inf")
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        w0, c0 = time.perf_counter(), cpu_clock()
+        fn()
+        wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, cpu_clock() - c0)
+    return wall, cpu
+
+
 def part1(model: keras.Model, repeat: int) -> None:
     params = sum(int(np.prod(v.shape)) for v in model.weights)
     variables = list(model.weights)
@@ -72,34 +88,36 @@ def part1(model: keras.Model, repeat: int) -> None:
     rng = np.random.default_rng(0)
 
     def nudge():
-        # a small update between snapshots (what an optimizer step does), outside the clock
+        # a small update between snapshots (what an optimizer step does), outside the clock,
+        # then a pause so that the writer thread is done with the previous snapshot
         for v in variables:
             v.assign(v.value + 1e-4 * rng.standard_normal(tuple(v.shape)).astype(np.float32))
+        time.sleep(0.2)
 
     def read_pass():
         for v in variables:
             tf.reduce_sum(v.value).numpy()
 
     def timed_record(stats, without_kernel=False, **options):
-        # the real thing: a callback recording into a log, as fit would call it
+        # the real thing: a callback recording into a log, as fit would call it; the CPU time is
+        # the calling (training) thread's: encoding and writing run on the writer thread
         rec = Recorder(os.path.join(tmp, f"{stats}{time.monotonic_ns()}.wtui"), queue_size=4096, **options)
         cb = WeightCallback(rec, initial=False, stats=stats)
         cb.set_model(model)
         saved = kernel._fastats
         if without_kernel:
             kernel._fastats = None  # the numpy reference path, as before the kernel
+        step = [0]
+
+        def run():
+            step[0] += 1
+            cb.record(step[0])
         try:
-            cb.record(0)  # warm-up: the first snapshot has no delta
-            best = float("inf")
-            for step in range(1, repeat + 1):
-                nudge()
-                t0 = time.perf_counter()
-                cb.record(step)
-                best = min(best, time.perf_counter() - t0)
+            # the numpy path runs on the calling thread; TF ops (stats="device") on TF's threads
+            return measure(run, repeat, time.thread_time if stats == "numpy" else time.process_time, nudge)
         finally:
             kernel._fastats = saved
-        rec.close()
-        return best
+            rec.close()
 
     writer = tf.summary.create_file_writer(os.path.join(tmp, "tb"))
     tb_step = [0]
@@ -112,7 +130,7 @@ def part1(model: keras.Model, repeat: int) -> None:
                 tf.summary.histogram(v.path.replace("/", "_"), v.value, step=tb_step[0])
         writer.flush()
 
-    base = timeit(read_pass, repeat)
+    base = measure(read_pass, repeat, time.process_time)  # TF's threads: the process's CPU time
     rows = [("read pass (tf.reduce_sum each variable)", base)]
     if kernel.available():
         rows.append(("WeightCallback record, CPU: views + fused kernel", timed_record("numpy", instruments=False)))
@@ -120,15 +138,18 @@ def part1(model: keras.Model, repeat: int) -> None:
                  timed_record("numpy", without_kernel=True, instruments=False)))
     rows.append(("WeightCallback record, stats='device' (TF ops)", timed_record("device", instruments=False)))
     rows.append(("WeightCallback record, CPU, kernel + default instruments", timed_record("numpy")))
-    rows.append(("TensorBoard: tf.summary.histogram each variable", timeit(tensorboard_histograms, repeat)))
+    rows.append(("TensorBoard: tf.summary.histogram each variable",
+                 measure(tensorboard_histograms, repeat, time.process_time)))
     print(f"\n## one snapshot, {model.name}: {params / 1e6:.2f}M parameters in {len(variables)} tensors, "
           f"least of {repeat}, keras {keras.__version__} ({keras.backend.backend()}), CPU")
     print("(WeightCallback: stats + 64-bin histograms + exact deltas with their histograms + 16 samples "
-          "per tensor, queued for the writer thread, instruments=False but in the last row (docs/instruments.md: "
-          "spectral norms ...); TensorBoard: its histograms of the values only)")
-    print(f"{'method':54s} {'ms':>9s} {'x read pass':>12s}")
-    for name, t in rows:
-        print(f"{name:54s} {t * 1e3:9.1f} {t / base:12.1f}")
+          "per tensor, queued for the writer thread, instruments=False but in the 'default instruments' row "
+          "(docs/instruments.md); TensorBoard: its histograms of the values only. CPU ms: the calling "
+          "thread's for WeightCallback on the CPU path, the whole process's (TF's threads) for stats='device', "
+          "the read pass and TensorBoard)")
+    print(f"{'method':56s} {'wall ms':>9s} {'CPU ms':>9s} {'x read pass (CPU)':>18s}")
+    for name, (wall, cpu) in rows:
+        print(f"{name:56s} {wall * 1e3:9.1f} {cpu * 1e3:9.1f} {cpu / base[1]:18.1f}")
 
 
 def part2(rounds: int, epochs: int) -> None:
@@ -157,28 +178,41 @@ def part2(rounds: int, epochs: int) -> None:
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
         }[kind]
+        # trace outside the clock, with the same kind of callback: a one-time cost (a train function
+        # traced again once for the gradient wrapper) is not what a long fit pays per batch
+        model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
+                  callbacks=callbacks() if callable(callbacks) else callbacks)
         cbs = callbacks() if callable(callbacks) else callbacks
-        model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)  # trace outside the clock
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
-        return time.perf_counter() - t0
+        for cb in cbs:  # the writer thread's work is part of the cost: wait for it
+            rec = getattr(cb, "recorder", None)
+            if rec is not None:
+                rec.close()
+        return time.perf_counter() - t0, time.process_time() - c0
 
     kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every 10 batches, no grads",
              "weighttui every batch", "weighttui every 10 batches, instruments on", "TensorBoard(histogram_freq=1)"]
     times = {k: [] for k in kinds}
+    cpu = {k: [] for k in kinds}
     for r in range(rounds):
         order = kinds if r % 2 == 0 else kinds[::-1]  # interleave against drift
         for k in order:
-            times[k].append(fit(k))
+            wall, used = fit(k)
+            times[k].append(wall)
+            cpu[k].append(used)
     base = statistics.median(times["none"])
+    cbase = statistics.median(cpu["none"])
     params = 64 * 256 + 256 + 256 * 256 + 256 + 257
     print(f"\n## fit: MLP 64-256-256-1 ({params / 1e3:.0f}k parameters), 4096 samples, batch 64 "
           f"(64 batches/epoch), {epochs} epochs, median of {rounds} interleaved rounds")
     print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on')")
-    print(f"{'callbacks':44s} {'s/fit':>8s} {'slowdown':>9s}")
+    print("(wall: seconds per fit; CPU: the process's CPU seconds, every thread: TF's, the writer's, "
+          "the kernel's; on a shared machine the CPU column is the one to trust)")
+    print(f"{'callbacks':44s} {'wall s':>8s} {'slowdown':>9s} {'CPU s':>8s} {'slowdown':>9s}")
     for k in kinds:
-        t = statistics.median(times[k])
-        print(f"{k:44s} {t:8.2f} {100 * (t / base - 1):+8.1f}%")
+        t, c = statistics.median(times[k]), statistics.median(cpu[k])
+        print(f"{k:44s} {t:8.2f} {100 * (t / base - 1):+8.1f}% {c:8.2f} {100 * (c / cbase - 1):+8.1f}%")
 
 
 def main() -> None:

@@ -108,7 +108,8 @@ def measured(args, env=None) -> dict:
     """Run a child; its JSON line, its wall time and its peak RSS measured from outside."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=err, env=env)
+        # cwd: not the repository, so PYTHONPATH (the checkout measured) decides what is imported
+        proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=tempfile.gettempdir())
         # wait4: this child's own rusage, so its peak RSS is measured by the parent
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0

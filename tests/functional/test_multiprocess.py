@@ -164,20 +164,30 @@ def test_a_second_writer_on_a_live_log_is_refused_and_the_log_stays_whole(tmp_pa
     advisory lock refuses the second writer with one line while the first
     writes; once the first has closed, mode="a" appends a new run."""
     path = tmp_path / "shared.wtui"
+    go = tmp_path / "go"
     weighttui.Recorder(path).close()
-    first = start_writer(path, 400, start=0, mode="a")
-    deadline = time.monotonic() + 60
-    while (not path.exists() or len(weighttui.open(path).runs) < 2) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    holder = textwrap.dedent('''
+        import os, sys, time, numpy as np, weighttui
+        path, go = sys.argv[1], sys.argv[2]
+        with weighttui.Recorder(path, mode="a") as rec:
+            for step in range(40):
+                rec.snapshot(step, {"w": np.full(4, step, np.float32)})
+                if step == 19:
+                    print("ready", flush=True)
+                    while not os.path.exists(go):
+                        time.sleep(0.01)
+    ''')
+    first = subprocess.Popen([sys.executable, "-c", holder, str(path), str(go)], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "ready"
     second = subprocess.run([sys.executable, "-c", WRITER, str(path), "40", "1000", "a"],
                             capture_output=True, text=True, timeout=120)
-    assert first.poll() is None, "the first writer was meant to be still writing"
+    go.touch()
     assert first.wait(120) == 0 and second.returncode == 0
     refusals = [ln for ln in second.stderr.splitlines() if "being written by another process" in ln]
     assert len(refusals) == 1, second.stderr
     data = weighttui.open(path)
     assert len(data.runs) == 2 and data.corruptions == [] and data.torn_tail == 0
-    assert data.steps.tolist() == list(range(400)) and data.status == "finished"
+    assert data.steps.tolist() == list(range(40)) and data.status == "finished"
     third = start_writer(path, 40, start=1000, mode="a")
     assert third.wait(60) == 0
     data = weighttui.open(path)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import weighttui
+from weighttui.data.run import RunData
 from weighttui.log.format import FrameType
 from weighttui.log.tail import LogTail
 from weighttui.record.recorder import Recorder
@@ -240,10 +241,11 @@ def test_a_forked_child_never_writes_the_parents_log(tmp_path):
             if pid == 0:  # a DataLoader worker, a multiprocessing child
                 rec.snapshot(99, {"w": np.zeros(3)})
                 rec.scalars(99, loss=1.0)
-                t = time.monotonic()
+                # the parent's writer thread does not exist here: waiting for it is what took 30 s
+                rec.writer.close = lambda *a, **k: print("child waited for the writer", flush=True)
                 if how == "close":
                     rec.close()
-                print(how, "child close took", round(time.monotonic() - t, 3), flush=True)
+                print(how, "child done", flush=True)
                 sys.exit(0)  # runs atexit: the parent's recorder must stay untouched
             pids.append(pid)
         for pid in pids:
@@ -253,8 +255,7 @@ def test_a_forked_child_never_writes_the_parents_log(tmp_path):
         rec.close()
     """, path, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    took = [float(ln.split()[-1]) for ln in proc.stdout.splitlines() if "took" in ln]
-    assert len(took) == 2 and max(took) < 5
+    assert proc.stdout.count("child done") == 2 and "waited" not in proc.stdout
     run = weighttui.open(path)
     assert run.steps.tolist() == [0, 1, 2, 3, 4] and run.scalar_names == []
     assert run.corruptions == [] and run.status == "finished"
@@ -365,11 +366,20 @@ def test_a_log_truncated_under_the_writer_starts_again(tmp_path):
     """), str(path), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.2)  # the writer thread has written step 19
+    follower = RunData(path)  # a viewer following the live log
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the writer thread has written step 19
+        follower.refresh()
+        if follower.n == 20:
+            break
+        time.sleep(0.02)
+    assert follower.steps.tolist() == list(range(20))
     with open(path, "r+b") as fh:
         fh.truncate(0)
     go.touch()
     out, err = proc.communicate(timeout=60)
+    follower.refresh()  # the viewer follows the new start
+    assert follower.steps.tolist() == list(range(20, 40)) and follower.status == "finished"
     assert proc.returncode == 0, err
     assert err.count("was truncated while being written") == 1
     run = weighttui.open(path)

@@ -186,3 +186,29 @@ def test_lightning_epoch_n_is_on_train_epoch_end(tmp_path):
     assert_same(run.weights(epoch=2), ends[2][1])
     assert run.steps.tolist() == [0, 5, 10, 12]
     assert run.status == "finished"
+
+
+# ---------------------------------------------------------------------- JAX
+
+def test_jax_epoch_n_is_its_last_call(tmp_path):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import weighttui.jax as wj
+
+    params = {"dense": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}}
+    rec = wj.recorder(tmp_path / "run.wtui", every=4, full_epochs=[0, 1])
+    ends = {}
+    step = 0
+    for epoch in range(2):
+        for _ in range(3):
+            step += 1
+            params = jax.tree_util.tree_map(lambda p: p * 0.9 + 0.1, params)
+            wj.snapshot(rec, step, params, epoch=epoch)
+        ends[epoch] = (step, jax.device_get(params))
+    rec.close()
+    run = weighttui.open(tmp_path / "run.wtui")
+    assert run.full_steps == [3, 6] and run.steps.tolist() == [4]
+    for epoch, (_s, host) in ends.items():
+        got = run.weights(epoch=epoch)
+        assert np.asarray(host["dense"]["w"]).tobytes() == got["dense/w"].tobytes()

@@ -184,3 +184,28 @@ def test_sampled_steps_and_options(tmp_path):
     assert run.columns("weights") == BASE_COLUMNS["weights"]
     assert run.columns("delta") == BASE_COLUMNS["delta"]
     assert not run.has_kind("optim")
+
+
+@pytest.mark.parametrize("cpu_kernel", KERNELS)
+def test_per_unit_norms_of_weights_and_gradients(tmp_path, cpu_kernel):
+    from weighttui.data.units import unit_norms
+
+    path = tmp_path / "run.wtui"
+    model, _opt, grads = _train(path, opt="sgd", steps=4, cpu_kernel=cpu_kernel)
+    with torch.no_grad():
+        model.fc1.weight[5] = 0.0  # after training: not in the log
+    run = weighttui.open(path)
+    for name in ("conv.weight", "fc1.weight", "fc2.weight"):
+        steps, w = unit_norms(path, name)
+        _, g = unit_norms(path, name, kind="grad")
+        assert steps.tolist() == run.steps.tolist()
+        for i, s in enumerate(steps.tolist()):
+            np.testing.assert_allclose(w[i], inst.unit_norms_ref(run.weights(step=s)[name]), rtol=2**-8)
+            if s == 0:
+                assert np.isnan(g[i]).all()  # the initial snapshot has no gradient
+            else:
+                np.testing.assert_allclose(g[i], inst.unit_norms_ref(grads[s][name]), rtol=2**-8)
+        _, dead = run.series(name, "dead_units", kind="grad")
+        assert dead[1:].tolist() == [0] * 4
+    # a conv weight's units are its output channels
+    assert unit_norms(path, "conv.weight")[1].shape == (5, 8)

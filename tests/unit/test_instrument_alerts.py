@@ -71,3 +71,22 @@ def test_nan_origin_in_the_weights_goes_into_their_nonfinite_alert(tmp_path):
     assert not [a for a in alerts if a.rule == "nan_origin"]
     (nf,) = [a for a in alerts if a.rule == "nonfinite"]
     assert nf.tensor == "w" and nf.message.endswith("the first non-finite value of the run at flat index 11")
+
+
+def test_dead_and_exploding_units_are_alerts_naming_which(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "units.wtui"
+    w = rng.standard_normal((12, 5)).astype(np.float32)
+    w[9] *= 40
+    with Recorder(path) as rec:
+        for step in range(8):
+            g = rng.standard_normal((12, 5)).astype(np.float32)
+            if step >= 3:
+                g[[1, 6, 11]] = 0.0
+            rec.snapshot(step, {"w": w}, grads={"w": g})
+    alerts = {a.rule: a for a in diagnose(weighttui.open(path))}
+    dead = alerts["units_dead"]
+    assert dead.tensor == "w" and dead.step == 5  # zero at steps 3, 4, 5
+    assert "3 of 12 units dead" in dead.message and "1, 6, 11" in dead.message
+    hot = alerts["units_exploding"]
+    assert hot.step == 0 and "1 of 12 units exploding" in hot.message and ": 9 (since step 0)" in hot.message

@@ -57,7 +57,7 @@ def test_numpy_training_against_float64_references(tmp_path):
     path = tmp_path / "run.wtui"
     hist, grads, mom = _train(path)
     run = weighttui.open(path)
-    assert run.columns("weights")[-3:] == inst.WEIGHT_INSTRUMENTS
+    assert set(inst.WEIGHT_INSTRUMENTS) <= set(run.columns("weights"))
     assert run.columns("delta")[-3:] == inst.DELTA_INSTRUMENTS
     for name in ("l1.weight", "l1.bias", "l2.weight"):
         steps, dist = run.series(name, "dist_init")
@@ -231,3 +231,73 @@ def test_spectral_iteration_converges_warm_started():
     for _ in range(3):
         got = spec.update(w)
     assert got == pytest.approx(inst.sigma_max_ref(w), rel=1e-9)
+
+
+def test_per_unit_norms_dead_and_exploding_units(tmp_path):
+    from weighttui.data.units import unit_norms
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((10, 6)).astype(np.float32)
+    w[4] *= 50  # one exploding unit
+    path = tmp_path / "units.wtui"
+    grads = []
+    with Recorder(path) as rec:
+        for step in range(6):
+            g = rng.standard_normal((10, 6)).astype(np.float32)
+            g[[2, 7]] = 0.0  # two units whose gradient is exactly zero throughout
+            if step < 2:
+                g[7, 0] = 1.0  # unit 7 dies only at step 2
+            grads.append(g)
+            rec.snapshot(step, {"w": w, "b": np.ones(10, np.float32)}, grads={"w": g})
+    run = weighttui.open(path)
+    steps, dead = run.series("w", "dead_units", kind="grad")
+    assert dead.tolist() == [0, 0, 1, 1, 2, 2]  # 3 snapshots in a row make a unit dead
+    _, hot = run.series("w", "exploding_units")
+    assert hot.tolist() == [1] * 6
+    assert np.isnan(run.series("b", "exploding_units")[1]).all()  # 1-D: no units
+    events = [e for e in run.events if e.kind in ("dead_units", "exploding_units")]
+    assert [(e.kind, e.step) for e in events] == [("exploding_units", 0), ("dead_units", 2), ("dead_units", 4)]
+    assert events[-1].message.endswith("units dead (gradient exactly zero for 3+ snapshots): 2, 7")
+    assert "w: 1 of 10 units exploding" in events[0].message and events[0].message.endswith(": 4")
+    # the per-unit norms in the log: bfloat16 (8 significant bits) of the float64 reference
+    s, norms = unit_norms(path, "w")
+    assert s.tolist() == steps.tolist() and norms.shape == (6, 10)
+    np.testing.assert_allclose(norms[0], inst.unit_norms_ref(w), rtol=2**-8)
+    s, gn = unit_norms(path, "w", kind="grad")
+    np.testing.assert_allclose(gn[3], inst.unit_norms_ref(grads[3]), rtol=2**-8)
+    assert gn[3][2] == 0 and gn[3][7] == 0
+    assert unit_norms(path, "b")[1].shape == (0, 0)
+
+
+def test_info_and_exports_carry_the_instruments(tmp_path):
+    import csv
+    import io
+    import json
+
+    from weighttui.cli.export import export
+    from weighttui.cli.info import info_dict, print_info
+
+    path = tmp_path / "run.wtui"
+    _train(path, steps=6, nan_at=5)
+    run = weighttui.open(path)
+    d = info_dict(run)
+    assert "optim" in d["kinds"]
+    assert d["nan_origin"].startswith("first non-finite value: gradient of l2.weight at flat index 125, step 5")
+    row = next(t for t in d["tensor_list"] if t["name"] == "l1.weight")
+    np.testing.assert_equal(row["sigma_max"], run.series("l1.weight", "sigma_max")[1][-1])  # NaN after step 5
+    assert row["eff_lr"] == 0.05
+    out = io.StringIO()
+    print_info(run, [], out)
+    text = out.getvalue()
+    assert "instruments (latest)" in text and "NaN origin: first non-finite value: gradient of l2.weight" in text
+    export(run, fmt="csv", out=str(tmp_path / "s.csv"))
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    stats = {(r["kind"], r["stat"]) for r in rows}
+    for kind, stat in (("weights", "sigma_max"), ("weights", "dist_init"), ("delta", "cos_prev"),
+                       ("delta", "sigma_ratio"), ("optim", "m_norm"), ("grad", "dead_units"),
+                       ("weights", "exploding_units")):
+        assert (kind, stat) in stats
+    export(run, fmt="json", out=str(tmp_path / "s.json"))
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert "sigma_max" in json.dumps(doc) and "optim" in json.dumps(doc)

@@ -216,3 +216,8 @@ def test_skipped_steps_with_inf_gradients_are_not_stagnant_and_rules_come_back(t
                         frozen_from=25)
     assert sorted(a.rule for a in diagnose(run) if a.tensor == "w" and a.rule != "nan_origin") == [
         "nonfinite_grad", "stagnant"]
+
+
+def test_run_list_tells_no_loss_from_a_nan_loss(tmp_path):
+    quiet = _diverging(tmp_path / "q.wtui", scalars=False)
+    assert summarize("q", quiet, "finished").loss is None  # shown as "-", not "nan"

@@ -62,6 +62,11 @@ ADVICE = {
                   "pass produced it (check inputs, log/sqrt/division, fp16 overflow, loss scaling); optimizer "
                   "state first means the update rule (eps, a zero denominator); weights first means the update "
                   "itself overflowed",
+    "units_dead": "output units (rows, channels) whose gradient has been exactly zero for several snapshots: "
+                  "dead ReLUs or units cut off by a mask; lower the learning rate, try LeakyReLU/GELU, check "
+                  "the initialisation, biases driven very negative, and any pruning",
+    "units_exploding": "a few units carry most of the layer's weight norm: a runaway feature; lower the learning "
+                       "rate, add weight decay or normalisation, look at what drives those units",
     "dead_units": "units stopped responding (dead ReLUs) or weights were zeroed: lower the learning rate, "
                   "try LeakyReLU/GELU, check the initialisation and any pruning or masking",
 }
@@ -832,6 +837,33 @@ def _rule_cosines(ctx: _Context) -> None:
                     f"(since step {int(ctx.steps[r])}; latest {three_digits(latest)})")
 
 
+def _rule_units(ctx: _Context) -> None:
+    """units_dead / units_exploding: the per-unit counts (docs/instruments.md) nonzero now,
+    with which units from the writer's latest event about the tensor."""
+    run = ctx.run
+    for rule, kind, stat, event in (("units_dead", "grad", "dead_units", "dead_units"),
+                                    ("units_exploding", "weights", "exploding_units", "exploding_units")):
+        if rule in ctx.config.disabled or not run.has_kind(kind) or stat not in run.columns(kind):
+            continue
+
+        def states(lo, cols, kind=kind, stat=stat):
+            m = ctx.rows(kind, stat, lo, cols=cols)
+            return m > 0, np.isfinite(m)
+
+        count, last_break = ctx.trailing_state(states)
+        last_step = int(ctx.steps[ctx.n - 1])
+        for c in np.nonzero(count >= 1)[0]:
+            lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
+            held, _known = states(lo, [c])
+            r = lo + int(np.argmax(held[:, 0]))
+            now = ctx.rows(kind, stat, ctx.n - 1, cols=[c])[0, 0]
+            tid = ctx.tensors[c].id
+            which = [e for e in getattr(run, "events", ()) if e.kind == event and e.tensor == tid
+                     and e.step is not None and e.step <= last_step]
+            detail = which[-1].message.split(": ", 1)[-1] if which else f"{int(now)} units"
+            ctx.add(rule, c, r, "warning", f"{detail} (since step {int(ctx.steps[r])})")
+
+
 def _rule_nan_origin(ctx: _Context) -> None:
     """The writer's nan_origin event (docs/instruments.md) as an alert, once it is in the rows
     diagnosed; when it is the weights of a tensor whose `nonfinite` alert starts at the same
@@ -878,6 +910,7 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     _rule_norm_jump(ctx)
     _rule_nonfinite_scalars(ctx)
     _rule_cosines(ctx)
+    _rule_units(ctx)
     _rule_nan_origin(ctx)
     _quiet_after_nonfinite(ctx)
     order = {s: i for i, s in enumerate(SEVERITIES)}

@@ -9,7 +9,6 @@ tested on its own.
 from __future__ import annotations
 
 import fnmatch
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -186,7 +185,7 @@ class RunRow:
     snapshots: int
     last_step: int | None
     loss_name: str | None
-    loss: float
+    loss: float | None  # the latest loss (NaN/Inf as they are); None: the run logs no loss yet
     loss_values: np.ndarray
     meta: str
     corruptions: int
@@ -211,7 +210,7 @@ def summarize(name: str, data: RunData, status: str, *, error: str | None = None
         snapshots=data.snapshot_count,
         last_step=int(data.steps[-1]) if data.n else None,
         loss_name=lname,
-        loss=float(values[-1]) if values.size else math.nan,
+        loss=float(values[-1]) if values.size else None,
         loss_values=values,
         meta=meta_text(run.meta if run else None),
         corruptions=len(data.corruptions),

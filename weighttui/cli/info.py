@@ -105,6 +105,7 @@ def info_dict(run: RunData, alerts=()) -> dict:
         "path": run.path,
         "file_size": run.file_size,
         "status": run.status,
+        "ended_by": None if run.end is None else run.end.reason,  # the exception or signal, if any
         "run": None if rec is None else {
             "run_id": rec.run_id, "created": _when(rec.created), "host": rec.host, "pid": rec.pid,
             "framework": rec.framework, "writer": rec.writer, "bins": rec.bins, "meta": rec.meta,
@@ -176,6 +177,8 @@ def print_info(run: RunData, alerts, out) -> None:
         if r["meta"]:
             w(f"  meta: {inert(r['meta'])}\n")
     status = inert(d["status"])
+    if d.get("ended_by"):
+        status += f" ({inert(d['ended_by'])})"
     if d["dropped"]:
         status += f", {inert(d['dropped'])} snapshots dropped by the writer"
     w(f"  status: {status}\n")

@@ -52,11 +52,13 @@ class Follower(threading.Thread):
     """Polls a log and queues `Delivery` / `Failure` items for the UI thread."""
 
     def __init__(self, path, notify: Callable[[], None], *, chunk_bytes: int = CHUNK_BYTES,
-                 fast_interval: float = FAST_INTERVAL, idle_interval: float = IDLE_INTERVAL):
+                 fast_interval: float = FAST_INTERVAL, idle_interval: float = IDLE_INTERVAL, start=None):
         super().__init__(name="weighttui-follower", daemon=True)
         self.path = path
         self._notify = notify
-        self._tail = LogTail(path, max_bytes_per_poll=min(chunk_bytes, FIRST_CHUNK_BYTES))
+        # start: where the RunData's index of the log ends (RunData.load_index), so only what
+        # was appended since is read
+        self._tail = LogTail(path, max_bytes_per_poll=min(chunk_bytes, FIRST_CHUNK_BYTES), start=start)
         self._chunk_bytes = chunk_bytes
         self._fast = fast_interval
         self._idle = idle_interval

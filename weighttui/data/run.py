@@ -32,7 +32,7 @@ from weighttui.data.liveness import writer_running
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
 from weighttui.log.format import HEADER_SIZE, check_header
-from weighttui.log.reader import read_frame_at, scan_frames
+from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 from weighttui.log.sniff import open_readonly
@@ -141,6 +141,12 @@ class RunData:
         if poll.reset:
             self._reset()
             changed = True
+        if self.cache and self.path is not None and self._store.spill is None \
+                and poll.size >= store_index.MIN_LOG_BYTES:
+            # a big log read by a viewer: sealed segments go to the index directory, not memory
+            self._store.spill = store_index.spiller_for(self.path, poll.size)
+            for r in self._store.runs:
+                r.spill = self._store.spill
         if poll.size > self.file_size:
             self.last_growth = time.monotonic()
         self.file_size = poll.size or self.file_size
@@ -149,6 +155,8 @@ class RunData:
         for _off, item in items:
             self._store.apply(item)
             changed = True
+        if poll.offset >= HEADER_SIZE:  # how far the store covers the log, for save_index()
+            self._store.scan = ScanState(poll.offset, poll.resyncing, max(0, poll.size - poll.offset))
         return changed
 
     def _reset(self) -> None:
@@ -205,6 +213,67 @@ class RunData:
             return store.version != before
         finally:
             os.close(fd)
+
+    def load_index(self):
+        """Take the run as far as the log's index covers it (a viewer's start); the ScanState to
+        read on from, or None when there is no usable index (then read the log from its start)."""
+        if not self.cache or self.path is None or self._store.runs or self._store.corruptions:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if st.st_size < HEADER_SIZE:
+                return None
+            check_header(os.pread(fd, HEADER_SIZE, 0))
+            got = store_index.load_index(self.path, fd, st)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        if got is None:
+            return None
+        self._store, self.index_path = got
+        self._loaded = True
+        self.file_size = self._store.size
+        self.torn_tail = self._store.scan.torn_tail
+        self._reset_view()
+        return self._store.scan
+
+    def save_index(self) -> str | None:
+        """Write what a viewer has read (via ingest) to the log's index; never raises.
+
+        Written only if the file still holds what was read: its first frame and the
+        last frame applied read back the same (a log replaced meanwhile is not indexed).
+        """
+        store = self._store
+        if not self.cache or self.path is None or not store.runs or store.last_frame is None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            off, ftype = store.last_frame
+            got = read_frame_at(fd, off)
+            first = store.runs[0]
+            head = read_frame_at(fd, first.offset) if first.run_offset_valid else None
+            if got is None or got[0] != ftype or st.st_size < store.scan.offset + store.scan.pending:
+                return None
+            if first.run_offset_valid and (head is None or head[1].get("run_id") != first.record.run_id):
+                return None
+            store.size = st.st_size
+            where = store_index.save_index(self.path, fd, st, store,
+                                           store.spill.directory if store.spill is not None else None)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        self.index_path = where or self.index_path
+        return where
 
     def _same_file(self, fd: int, st) -> bool:
         assert self._ident is not None

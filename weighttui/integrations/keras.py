@@ -21,7 +21,7 @@ import fnmatch
 import keras
 import numpy as np
 
-from weighttui.integrations.keras_grads import GradientCapture
+from weighttui.integrations.keras_grads import GradientCapture, capture_for
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import epoch_selector
@@ -287,10 +287,9 @@ class WeightCallback(keras.callbacks.Callback):
         trainable = [v for _n, v, _l, t in tracked if t]
         if not trainable:
             return
-        capture = GradientCapture(self.model, trainable)
-        why = capture.install()
-        if why is not None:  # said in the log (once per fit): weights are recorded all the same
-            self.recorder.event("keras_grads", why, step=self.step)
+        capture, why = capture_for(self.model, trainable)
+        if capture is None:  # said in the log (once per fit): weights are recorded all the same
+            self.recorder.event("keras_grads", str(why), step=self.step)
             return
         self._capture = capture
 
@@ -361,7 +360,7 @@ class WeightCallback(keras.callbacks.Callback):
         if self.step != self._last_recorded:
             self._guard("taking the final snapshot", lambda: self._record(epoch=self._epoch, batch=None, full=False))
         if self._capture is not None:
-            self._guard("restoring the optimizer", self._capture.uninstall)
+            self._guard("releasing the gradients", self._capture.release)
             self._capture = None
         if self._owns:
             self._closed_by_fit = True

@@ -18,7 +18,13 @@ accumulation and clipping:
   gradients of a wanted batch are cloned (the update may reuse their memory).
 
 Other backends (JAX: a stateless, jitted apply) record no gradients inside
-`fit`; `install()` says why.
+`fit`; `capture_for()` says why.
+
+The wrapper stays on the optimizer after `fit` (inert: nothing is kept while
+`want` is off) and a later `fit` with a WeightCallback reuses it: a train
+function traced with it need not be traced again. Installing it where `fit`
+traced a train function before (a warm-up `fit` without the callback) makes
+Keras trace a new one, once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,26 @@ def innermost(optimizer):
         optimizer = optimizer.inner_optimizer
         seen += 1
     return optimizer
+
+
+_ATTR = "_weighttui_grad_capture"
+
+
+def capture_for(model, variables):
+    """(GradientCapture, None) wrapping model's optimizer for these variables, reused when
+    an earlier fit installed one that covers them; (None, why) where gradients cannot be had."""
+    opt = innermost(getattr(model, "optimizer", None))
+    if opt is None:
+        return None, "the model has no optimizer"
+    existing = vars(opt).get(_ATTR)
+    if existing is not None and existing.model is model and existing.covers(variables):
+        return existing, None
+    capture = GradientCapture(model, variables)
+    why = capture.install()
+    if why is not None:
+        return None, why
+    object.__setattr__(opt, _ATTR, capture)
+    return capture, None
 
 
 class GradientCapture:
@@ -65,19 +91,28 @@ class GradientCapture:
         else:
             return (f"gradients are not recorded inside fit on the {self.backend} backend "
                     "(record(grads=...) from a custom loop records them)")
+        if name in vars(opt):  # an earlier capture's wrapper (other variables): ours goes around the method
+            object.__delattr__(opt, name)
+            original = getattr(opt, name)
+            wrapper = self._tf_wrapper(original) if self.backend == "tensorflow" else self._torch_wrapper(original)
         object.__setattr__(opt, name, wrapper)  # an instance attribute shadows the method
         self.optimizer, self._method = opt, name
-        if self.backend == "tensorflow" and not getattr(self.model, "run_eagerly", False):
-            # a train function traced before (an earlier fit) would not call the wrapper
+        if (self.backend == "tensorflow" and not getattr(self.model, "run_eagerly", False)
+                and getattr(self.model, "train_function", None) is not None):
+            # one traced before (an earlier fit) would not call the wrapper; one fit has just
+            # made and not yet traced costs nothing to make again
             self.model.make_train_function(force=True)
         return None
 
-    def uninstall(self) -> None:
-        opt, name = self.optimizer, self._method
-        if opt is not None and name is not None and name in vars(opt):
-            object.__delattr__(opt, name)
-        self.optimizer = self._method = None
+    def covers(self, variables) -> bool:
+        ids = {id(v) for v in self.variables}
+        return all(id(v) in ids for v in variables)
+
+    def release(self) -> None:
+        """After fit: keep nothing more (the wrapper stays, inert, for the next fit)."""
         self.set_wanted(False)
+        self._fresh = False
+        self._eager = None
 
     def _make_tf_slots(self) -> None:
         import tensorflow as tf

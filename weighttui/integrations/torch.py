@@ -16,6 +16,7 @@ reported once and the snapshot is skipped.
 from __future__ import annotations
 
 import sys
+import time
 import weakref
 
 import numpy as np
@@ -35,6 +36,7 @@ from weighttui.integrations.torch_stats import (
     sumsq,
     weight_rows,
 )
+from weighttui.log.format import FrameType
 from weighttui.record import instruments as inst
 from weighttui.record import lifecycle
 from weighttui.record.recorder import Recorder, status_of
@@ -89,7 +91,7 @@ class WatchHandle:
         self.delta_budget_bytes = int(delta_budget_bytes)
         self.skip_frozen = bool(skip_frozen)
         self.step_count = 0
-        self.epoch = None
+        self.epoch: int | None = None
         self.writer = writer  # this rank writes (rank 0)
         self._owns = owns_recorder
         self._closed = False
@@ -102,7 +104,7 @@ class WatchHandle:
         self._values_step = None
         self._last_snap_step: int | None = None  # step of the latest snapshot taken
         self._marked = False  # end_epoch()/set_epoch() say when epochs end
-        self._epoch_keep = None  # (step, epoch, entries, device copies): see _keep_epoch_copy
+        self._epoch_keep: tuple | None = None  # (step, epoch, entries, device copies): see _keep_epoch_copy
         self._stepped = False
         self._scaler = None
         self._scaler_pending = False
@@ -502,20 +504,27 @@ class WatchHandle:
             glo[rows], ghi[rows], gc[rows] = hist_parts(raw_g, bins)
             grad = Block(WEIGHT_STATS, gs, (glo, ghi, gc))
         infos = [e.info for e in entries]
-        optim, frames = None, []
+        optim, frames, units = None, [], None
         if pend is not None and ins is not None:
             wcols, dcols, optim = ins.finish(pend, inst_host, entries, weights.stats[:, WEIGHT_STATS.index("norm")],
                                              self.optimizer)
             weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
             if delta is not None:
                 delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            units = None
+            if "units" in ins.chosen:
+                wu, gu, units, unit_events = ins.units.update(infos, *ins.unit_norms)
+                weights = inst.with_columns(weights, inst.UNIT_WEIGHT_STATS, wu)
+                if grad is not None:
+                    grad = inst.with_columns(grad, inst.UNIT_GRAD_STATS, gu)
+                frames += [(FrameType.EVENT, {**ev, "step": int(step), "time": time.time()}) for ev in unit_events]
             if "nan_origin" in ins.chosen:
-                frames = self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
-                                                          "optim": optim})
+                frames += self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
+                                                           "optim": optim})
         self._after(entries, xs, raw_w, samples)
         ok = self.recorder.submit(step, infos, weights, epoch=self.epoch, batch=batch, delta=delta,
                                   grad=grad, sample=None if samples is None else samples.astype(np.float32),
-                                  values=values, scalars=scalars, optim=optim, extra_frames=frames)
+                                  values=values, scalars=scalars, optim=optim, units=units, extra_frames=frames)
         if full:
             self._values_step = step
         return ok

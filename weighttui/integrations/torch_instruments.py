@@ -23,11 +23,16 @@ from weighttui.record.stats import Block
 
 def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     """Block power iteration (two passes over w2 each): (next V, B B^T) with
-    Q = orth(W V), B = Q^T W; B B^T's largest eigenvalue is sigma_max^2 (Ritz)."""
+    Q = orth(W V), B = Q^T W; B B^T's largest eigenvalue is sigma_max^2 (Ritz).
+    One vector: u = W v / |W v|, b = u^T W (two matrix-vector products)."""
     b = None
     for _ in range(iters):
-        q = torch.linalg.qr(w2 @ v).Q
-        b = q.T @ w2
+        y = w2 @ v
+        if v.shape[1] == 1:  # torch's matrix-vector paths; a QR of one column is a normalisation
+            u = y[:, 0] / torch.linalg.vector_norm(y)
+            b = (u @ w2)[None, :]
+        else:
+            b = torch.linalg.qr(y).Q.T @ w2
         v = b.T
     assert b is not None
     return v, b @ b.T
@@ -47,6 +52,8 @@ class _Pending:
         self.xs: dict[int, int] = {}  # row -> part index of the sampled values
         self.gs: dict[int, int] = {}  # row -> part index of the sampled gradient
         self.optim: dict[int, tuple[int, int | None, float, float, float, float, int]] = {}
+        self.units: dict[int, int] = {}  # row -> part index of the per-unit weight norms
+        self.gunits: dict[int, int] = {}  # row -> part index of the per-unit gradient norms
         self.t = t
 
     def add(self, x: torch.Tensor) -> int:
@@ -70,6 +77,8 @@ class TorchInstruments:
         self._xs_prev: dict[str, np.ndarray] = {}
         self._d_prev: dict[str, np.ndarray] = {}
         self._grads: dict[str, torch.Tensor] = {}  # sampled gradients of the coming snapshot
+        self._gunits: dict[str, torch.Tensor] = {}  # per-unit gradient norms of the coming snapshot
+        self.units = ref.UnitHealth()
         self._scratch: dict[tuple, torch.Tensor] = {}
 
     def __bool__(self) -> bool:
@@ -101,25 +110,36 @@ class TorchInstruments:
         m, n = w2.shape
         p = max(1, min(self.block, m, n))
         v = store.get(name)
-        iters = 1
-        if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
-            gen = ref.start_block(name, n, p)
-            v, iters = torch.as_tensor(gen, dtype=torch.float32, device=w2.device), max(1, self.warmup)
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
-        return _spectral_step(w2, v, iters)
+        if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
+            # warm-up: a block of vectors, then the top p Ritz vectors go on (as ref.Spectral)
+            gen = ref.start_block(name, n, max(p, min(ref.WARMUP_BLOCK, m, n)))
+            v, gram = _spectral_step(w2, torch.as_tensor(gen, dtype=torch.float32, device=w2.device),
+                                     max(1, self.warmup))
+            if v.shape[1] > p:
+                if p == 1:
+                    _w, y = torch.linalg.eigh((gram + gram.T) / 2)
+                    v = v @ y[:, -1:]
+                else:
+                    v = v[:, :p]
+        return _spectral_step(w2, v, 1)
 
     # ------------------------------------------------------------ per snapshot
 
     def take_grads(self, entries, rows, grads) -> None:
         """Sampled gradients (at the cosines' coordinates) for the next snapshot."""
-        self._grads = {}
-        if "cos" not in self.chosen:
-            return
+        self._grads, self._gunits = {}, {}
         with torch.no_grad():
             for i, g in zip(rows, grads, strict=True):
-                if g.is_floating_point() and g.numel() == entries[i].tensor.numel():
-                    self._grads[entries[i].name] = self._coords(entries[i].name, g).to(torch.float64)
+                if not (g.is_floating_point() and g.numel() == entries[i].tensor.numel()):
+                    continue
+                name = entries[i].name
+                if "cos" in self.chosen:
+                    self._grads[name] = self._coords(name, g).to(torch.float64)
+                mn = ref.matrix_shape(tuple(g.shape))
+                if "units" in self.chosen and mn is not None:
+                    self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=torch.float32)
 
     @torch.no_grad()
     def start(self, entries, xs, prevs, optimizer=None) -> _Pending:
@@ -128,6 +148,7 @@ class TorchInstruments:
         Call before the fused kernel moves x into its previous copy."""
         pend = _Pending(len(entries))
         grads, self._grads = self._grads, {}
+        gunits, self._gunits = self._gunits, {}
         for i, (e, x) in enumerate(zip(entries, xs, strict=True)):
             if not x.is_floating_point() or x.numel() == 0:
                 continue
@@ -141,6 +162,10 @@ class TorchInstruments:
                     d2 = torch.sub(x, prev, out=self._buf(x)).reshape(mn)
                     pend.vd_new[i], gram_d = self._spectral(self._vd, e.name, d2)
                     pend.gram_d[i] = pend.add(gram_d)
+            if "units" in self.chosen and mn is not None:
+                pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=torch.float32))
+                if e.name in gunits:
+                    pend.gunits[i] = pend.add(gunits[e.name])
             if "dist_init" in self.chosen:
                 x0 = self._init.get(e.name)
                 if x0 is None or x0.shape != x.shape or x0.device != x.device:
@@ -167,6 +192,7 @@ class TorchInstruments:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 groups[id(p)] = group
+        want: dict[tuple, list[torch.Tensor]] = {}
         for i, e in enumerate(entries):
             if not e.is_param:
                 continue
@@ -185,10 +211,13 @@ class TorchInstruments:
             betas = group.get("betas", (0.9, 0.999))
             lr = group.get("lr", math.nan)
             lr = float(lr.item() if torch.is_tensor(lr) else lr)
-            mi = None if m is None else pend.add(torch.linalg.vector_norm(m.detach()))
-            vi = None if v is None else pend.add(torch.linalg.vector_norm(v.detach()))
+            mi, vi = _queue(want, m), _queue(want, v)
             n = e.tensor.numel()
             pend.optim[i] = (mi, vi, lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)  # type: ignore[assignment]
+        # one foreach norm per device and dtype (a kernel launch per list, not per tensor)
+        at = {key: pend.add(torch.stack(torch._foreach_norm(ts))) for key, ts in want.items()}
+        pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
+                          *rest) for i, (mi, vi, *rest) in pend.optim.items()}  # type: ignore[misc]
 
     def finish(self, pend: _Pending, host: list[np.ndarray], entries, fro_norms: np.ndarray,
                optimizer=None) -> tuple[np.ndarray, np.ndarray, Block | None]:
@@ -237,14 +266,15 @@ class TorchInstruments:
         if pend.optim:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
             for i, (mi, vi, lr, step, beta2, eps, n) in pend.optim.items():
-                m_norm = math.nan if mi is None else float(host[mi][0])
-                v_norm = math.nan if vi is None else float(host[vi][0])
+                m_norm = math.nan if mi is None else float(host[mi[0]][mi[1]])
+                v_norm = math.nan if vi is None else float(host[vi[0]][vi[1]])
                 bad = 0
                 if not (math.isfinite(m_norm) or mi is None) or not (math.isfinite(v_norm) or vi is None):
                     m_norm, v_norm, bad = self._masked_optim(optimizer, entries[i].tensor)
                 rows[i, 0], rows[i, 1], rows[i, 3] = m_norm, v_norm, bad
                 rows[i, 2] = ref.adam_eff_lr(lr, v_norm, n, step, beta2, eps) if vi is not None else lr
             optim = Block(OPTIM_STATS, rows, None)
+        self.unit_norms = ({i: host[k] for i, k in pend.units.items()}, {i: host[k] for i, k in pend.gunits.items()})
         return w, d, optim
 
     @staticmethod
@@ -261,6 +291,15 @@ class TorchInstruments:
             bad += int((~fin).sum())
             out.append(float(torch.linalg.vector_norm(torch.where(fin, t, torch.zeros_like(t)).double())))
         return out[0], out[1], bad
+
+
+def _queue(want: dict, t: torch.Tensor | None):
+    """Queue t for its (device, dtype) list's foreach norm: (device, dtype, position) or None."""
+    if t is None:
+        return None
+    group = want.setdefault((t.device, t.dtype), [])
+    group.append(t.detach())
+    return (t.device, t.dtype, len(group) - 1)
 
 
 def first_nonfinite(t: torch.Tensor | None) -> int | None:

@@ -146,6 +146,13 @@ class EndRecord:
     error_type: str | None = None  # what ended the run (format addition; absent before)
     error_message: str | None = None
 
+    @property
+    def reason(self) -> str | None:
+        """What ended the run, "Type: message", for people (None after a normal end)."""
+        if self.error_type is None:
+            return None
+        return f"{self.error_type}: {self.error_message}" if self.error_message else self.error_type
+
 
 @dataclass
 class ValuesRecord:

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from weighttui.log.format import (
+    FRAME_HEADER_SIZE,
+    FRAME_OVERHEAD,
     HEADER_SIZE,
     Corruption,
     Frame,
     FrameDecoder,
     check_header,
+    parse_frame_header,
 )
 from weighttui.log.sniff import open_readonly
 
@@ -35,14 +38,18 @@ class Poll:
     waiting: str | None = None  # "missing" or "no header" while the run has not started
     size: int = 0  # file size seen by this poll
     offset: int = 0  # bytes consumed so far (header and complete frames)
+    resyncing: bool = False  # the reader is skipping damage at `offset`
 
 
 class LogTail:
     """Incremental reader of one log file. Not thread-safe; one owner."""
 
-    def __init__(self, path, *, max_bytes_per_poll: int | None = None):
+    def __init__(self, path, *, max_bytes_per_poll: int | None = None, start=None):
+        """start: a ScanState (log/reader.py) to go on from, e.g. where an index of the log ends;
+        used for the first open of the path only (a replaced file is read from its start)."""
         self.path = os.fspath(path)
         self.max_bytes_per_poll = max_bytes_per_poll
+        self._start = start
         self._fh: BinaryIO | None = None
         self._ino: int | None = None
         self._decoder: FrameDecoder | None = None
@@ -114,7 +121,12 @@ class LogTail:
                 out.waiting = "no header"
                 return out
             self.version = check_header(head)
-            self._decoder = FrameDecoder(HEADER_SIZE)
+            start, self._start = self._start, None
+            if start is not None and HEADER_SIZE <= start.offset <= size:
+                self._decoder = FrameDecoder(start.offset, resyncing=start.resyncing)
+                self._first = self._first_frame(fh.fileno())
+            else:
+                self._decoder = FrameDecoder(HEADER_SIZE)
         dec = self._decoder
         budget = self.max_bytes_per_poll
         read_at = dec.offset + dec.pending
@@ -138,7 +150,17 @@ class LogTail:
                 elif isinstance(item, Corruption):
                     out.corruptions.append(item)
         out.offset = dec.offset
+        out.resyncing = dec.resyncing
         return out
+
+    @staticmethod
+    def _first_frame(fd: int) -> bytes:
+        """Header + first frame (as kept when read from the start), to notice an in-place rewrite."""
+        head = os.pread(fd, FRAME_HEADER_SIZE, HEADER_SIZE)
+        parsed = parse_frame_header(head, 0) if len(head) == FRAME_HEADER_SIZE else None
+        if parsed is None or parsed[0] + FRAME_OVERHEAD > 65536:
+            return b""
+        return os.pread(fd, HEADER_SIZE + FRAME_OVERHEAD + parsed[0], 0)
 
     def _check_replaced(self) -> bool:
         """True (and reopen) if the path now names another file or shrank."""

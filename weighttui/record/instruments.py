@@ -16,13 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from weighttui.log.format import encode_array, encode_bf16_bits
 from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUMENTS
+from weighttui.log.schema import UNIT_GRAD_STATS as UNIT_GRAD_STATS  # re-exported for the writers
+from weighttui.log.schema import UNIT_WEIGHT_STATS as UNIT_WEIGHT_STATS
 from weighttui.record.stats import Block
 
 DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
-DEFAULT_BLOCK = 8  # vectors of the warm-started subspace (block power) iteration
-DEFAULT_WARMUP = 16  # iterations the first time a tensor is seen (random init has no spectral gap)
-ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin")
+# vectors of the warm-started block iteration per snapshot (block=1: plain power iteration)
+DEFAULT_BLOCK = 8
+WARMUP_BLOCK = 8  # vectors of the block iteration the first time a tensor is seen
+DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vector would converge slowly)
+ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units")
+DEAD_WINDOW = 3  # snapshots in a row with a unit's gradient exactly zero: dead
+EXPLODING_FACTOR = 10.0  # a unit's weight norm above this times the tensor's median unit norm: exploding
 
 
 def matrix_shape(shape) -> tuple[int, int] | None:
@@ -127,6 +134,13 @@ def subspace_step(w2: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return b.T, b @ b.T
 
 
+def top_vector(v: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    """The top Ritz vector (n x 1) of a block iteration's (V = B^T, B B^T)."""
+    g = (np.asarray(gram, dtype=np.float64) + np.asarray(gram, dtype=np.float64).T) / 2
+    _w, y = np.linalg.eigh(g)
+    return v @ y[:, -1:]
+
+
 class Spectral:
     """sigma_max of a sequence of matrices (one tensor's snapshots), each estimate
     one block iteration warm-started from the previous snapshot's subspace."""
@@ -140,12 +154,16 @@ class Spectral:
     def update(self, w2: np.ndarray) -> float:
         m, n = w2.shape
         p = max(1, min(self.block, m, n))
-        iters = 1
         if self.v is None or self.v.shape != (n, p) or not np.any(self.v):
-            self.v, iters = start_block(self.name, n, p), max(1, self.warmup)
-        v, gram = self.v, None
-        for _ in range(iters):
-            v, gram = subspace_step(w2, v)
+            # warm-up: a block of vectors, then the top p Ritz vectors go on
+            v = start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n)))
+            for _ in range(max(1, self.warmup)):
+                v, gram = subspace_step(w2, v)
+            if v.shape[1] > p and np.all(np.isfinite(gram)):
+                v = top_vector(v, gram) if p == 1 else v[:, :p]
+        else:
+            v = self.v
+        v, gram = subspace_step(w2, v)
         sigma = ritz_sigma(gram)
         if math.isfinite(sigma):  # a NaN matrix leaves the subspace as it was
             self.v = v
@@ -293,6 +311,7 @@ class Instruments:
         self._idx: dict[int, np.ndarray | None] = {}
         self._xs_prev: dict[int, np.ndarray] = {}
         self._d_prev: dict[int, np.ndarray] = {}
+        self.units = UnitHealth()
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
@@ -394,3 +413,92 @@ class Instruments:
                 rows[i, 2] = float(st["lr"])
             rows[i, 3] = bad
         return Block(OPTIM_STATS, rows, None) if seen else None
+
+
+# ------------------------------------------------------------ per-unit health
+
+
+def unit_norms_ref(x) -> np.ndarray | None:
+    """L2 norm of each unit (row of x as a matrix), float64; None below two dimensions."""
+    mn = matrix_shape(np.shape(x))
+    if mn is None:
+        return None
+    return np.linalg.norm(np.asarray(x, dtype=np.float64).reshape(mn), axis=1)
+
+
+def bf16_bits(x) -> np.ndarray:
+    """float values as bfloat16 bits (round to nearest even; NaN stays NaN)."""
+    f = np.ascontiguousarray(x, dtype=np.float32)
+    u = f.view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(f), np.uint16(0x7FC0), rounded)
+
+
+class UnitHealth:
+    """Counts of dead and exploding units per tensor, and the snapshot's `units` payload.
+
+    A unit is a row of W seen as a matrix (an output feature of a Linear, an output
+    channel of a conv). Dead: its gradient row was exactly zero in each of the last
+    DEAD_WINDOW snapshots that had a gradient (kept: one int32 streak per unit).
+    Exploding: its weight norm is above EXPLODING_FACTOR times the tensor's median
+    unit norm. The per-unit norms go into the log as bfloat16: 2 bytes per unit
+    for the weights and 2 for the gradient, per snapshot.
+    """
+
+    def __init__(self, window: int = DEAD_WINDOW, factor: float = EXPLODING_FACTOR):
+        self.window, self.factor = window, factor
+        self._streak: dict[int, np.ndarray] = {}
+        self._reported: dict[tuple[int, str], int] = {}
+
+    def update(self, infos, w_norms: dict, g_norms: dict):
+        """w_norms / g_norms: row -> per-unit norms (host arrays). Returns (weights column
+        [T, 1], grad column [T, 1], units payload or None, event payloads)."""
+        t = len(infos)
+        wcol = np.full((t, 1), np.nan)
+        gcol = np.full((t, 1), np.nan)
+        events = []
+        rows = sorted(w_norms)
+        for i in rows:
+            info, w = infos[i], np.asarray(w_norms[i], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                med = float(np.median(w)) if w.size else math.nan
+                hot = np.nonzero(w > self.factor * med)[0] if med > 0 else np.zeros(0, dtype=np.int64)
+            wcol[i, 0] = hot.size
+            events += self._event(info, "exploding", hot, w.size, f"weight norm above {self.factor:g}x the "
+                                  f"median unit's ({three(med)})")
+            g = g_norms.get(i)
+            if g is not None and np.size(g) == w.size:
+                g = np.asarray(g, dtype=np.float64)
+                streak = self._streak.get(info.id)
+                if streak is None or streak.shape != g.shape:
+                    streak = self._streak[info.id] = np.zeros(g.shape, dtype=np.int32)
+                streak[:] = np.where(g == 0, streak + 1, 0)
+                dead = np.nonzero(streak >= self.window)[0]
+                gcol[i, 0] = dead.size
+                events += self._event(info, "dead", dead, w.size,
+                                      f"gradient exactly zero for {self.window}+ snapshots")
+        if not rows:
+            return wcol, gcol, None, events
+        ids = np.array([infos[i].id for i in rows], dtype="<u4")
+        wv = np.concatenate([np.asarray(w_norms[i], dtype=np.float32) for i in rows])
+        payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(wv)), "grad": None}
+        if any(i in g_norms for i in rows):
+            gv = np.concatenate([np.asarray(g_norms[i], dtype=np.float32) if i in g_norms
+                                 else np.full(np.size(w_norms[i]), np.nan, np.float32) for i in rows])
+            payload["grad"] = encode_bf16_bits(bf16_bits(gv))
+        return wcol, gcol, payload, events
+
+    def _event(self, info, what: str, units: np.ndarray, total: int, why: str) -> list:
+        """An event when a tensor has more such units than ever reported before."""
+        key = (info.id, what)
+        if units.size <= self._reported.get(key, 0):
+            return []
+        self._reported[key] = int(units.size)
+        shown = ", ".join(str(int(u)) for u in units[:20]) + (" ..." if units.size > 20 else "")
+        return [{"level": "warning", "kind": f"{what}_units", "tensor": info.id, "count": int(units.size),
+                 "units": [int(u) for u in units[:1000]],
+                 "message": f"{info.name}: {units.size} of {total} units {what} ({why}): {shown}"}]
+
+
+def three(x: float) -> str:
+    return f"{x:.3g}"

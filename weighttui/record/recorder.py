@@ -115,7 +115,7 @@ class Recorder:
         self._last_step: int | None = None  # latest snapshot step queued (steps never go back)
         self.refused = 0  # snapshots refused at the call (their step went back)
         self._pid = os.getpid()
-        self._epoch_copy = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
+        self._epoch_copy: tuple | None = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
         self.registry = Registry(self.sample, self._lock)
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
@@ -274,13 +274,13 @@ class Recorder:
                 update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
         weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
         grad = stats.grads(names, grads) if grads else None
-        optim_block, origin = None, []
+        optim_block, units, origin = None, None, []
         if self.instruments:
             with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
-                weights, delta, optim_block, origin = self._instrument(
+                weights, delta, grad, optim_block, units, origin = self._instrument(
                     step, infos, arrays, update_sigma, weights, delta, grad, grads, optim)
         return self.submit(step, infos, weights, epoch=epoch, batch=batch,
-                           delta=delta, grad=grad, optim=optim_block,
+                           delta=delta, grad=grad, optim=optim_block, units=units,
                            sample=stats.samples(infos, arrays),
                            values=[value_copy(a) for a in arrays] if full else None,
                            scalars=scalars, extra_frames=origin)
@@ -312,6 +312,20 @@ class Recorder:
         norms = weights.stats[:, list(weights.names).index("norm")]
         wcols = ins.weights_columns(infos, arrays, norms)
         weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+        units, unit_events = None, []
+        if "units" in ins.chosen:
+            gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
+            w_norms, g_norms = {}, {}
+            for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
+                if arr.dtype.kind == "f" and inst.matrix_shape(arr.shape) is not None:
+                    w_norms[i] = inst.unit_norms_ref(arr)
+                    g = gmap_np.get(info.name)
+                    if g is not None and g.shape == arr.shape:
+                        g_norms[i] = inst.unit_norms_ref(g)
+            wu, gu, units, unit_events = ins.units.update(infos, w_norms, g_norms)
+            weights = inst.with_columns(weights, inst.UNIT_WEIGHT_STATS, wu)
+            if grad is not None:
+                grad = inst.with_columns(grad, inst.UNIT_GRAD_STATS, gu)
         if delta is not None:
             g = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS,
@@ -339,7 +353,8 @@ class Recorder:
 
             frames = self.origin_frames(step, infos, {"weights": weights, "delta": delta, "grad": grad,
                                                        "optim": optim_block}, locate)
-        return weights, delta, optim_block, frames
+        frames += [(FrameType.EVENT, {**e, "step": int(step), "time": time.time()}) for e in unit_events]
+        return weights, delta, grad, optim_block, units, frames
 
     def origin_frames(self, step, infos, blocks, locate) -> list:
         """A `nan_origin` event the first time a snapshot holds a non-finite value."""
@@ -397,7 +412,8 @@ class Recorder:
     def submit(self, step: int, infos, weights: Block, *, epoch=None, batch=None,
                delta: Block | None = None, grad: Block | None = None,
                sample: np.ndarray | None = None, values=None, time_: float | None = None,
-               scalars: dict | None = None, extra_frames=(), optim: Block | None = None) -> bool:
+               scalars: dict | None = None, extra_frames=(), optim: Block | None = None,
+               units: dict | None = None) -> bool:
         """Queue a snapshot whose blocks are already computed (rows follow infos).
 
         `values`: complete tensor values (numpy arrays, or ("bf16", uint16 bits))
@@ -421,8 +437,10 @@ class Recorder:
             "grad": grad,
             "sample": None if sample is None else np.asarray(sample, dtype="<f4"),
         }
-        if optim is not None:  # an addition of docs/instruments.md: absent when there is none
+        if optim is not None:  # additions of docs/instruments.md: absent when there are none
             payload["optim"] = optim
+        if units is not None:
+            payload["units"] = units
         frames = list(extra_frames)
         scalar_record = scalars_payload(step, epoch, scalars) if scalars else None
         if scalar_record is not None:

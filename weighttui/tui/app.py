@@ -49,6 +49,9 @@ SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
 SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: the current directory)
 
 
+# A viewer that has caught up with a log writes the log's index at most this often (data/store).
+INDEX_SAVE_S = 10.0
+
 class WeightApp(App[int]):
     CSS_PATH = "app.tcss"
     ENABLE_COMMAND_PALETTE = False
@@ -106,6 +109,7 @@ class WeightApp(App[int]):
         self._pause_step: int | None = None
         self._started = False  # replay: moved to the first snapshot once it arrived
         self._pending_bytes = 0
+        self._index_saved = time.monotonic()
         self._shown_data = False  # a screen with snapshots has been drawn (see Pump's paint_first)
         self._play_timer: Timer | None = None
         self._resets_seen = 0
@@ -155,12 +159,16 @@ class WeightApp(App[int]):
             from weighttui.analysis import diagnose
 
             self._diagnose = diagnose
-        self.follower = Follower(self.path, self.pump.wake, **self._follower_options)
+        # history from the log's index when it has one (built by open()/info or an earlier viewer):
+        # the follower reads only what was appended since
+        start = self.data.load_index()
+        self.follower = Follower(self.path, self.pump.wake, start=start, **self._follower_options)
         self.follower.start()  # reads while the first screen is being mounted (the pump waits for it)
         self.set_interval(1.0, self._tick)
 
     def on_unmount(self) -> None:
         self.stop_follower()
+        self.data.save_index()  # the next viewer starts from here
 
     def stop_follower(self) -> None:
         if self.follower is not None:
@@ -180,6 +188,9 @@ class WeightApp(App[int]):
             changed = True
         self._pending_bytes = item.pending
         self.loading = None if item.caught_up or not poll.size else poll.offset / poll.size
+        if item.caught_up and time.monotonic() - self._index_saved > INDEX_SAVE_S:
+            self._index_saved = time.monotonic()
+            self.data.save_index()
         if self.display_paused:
             self.paused_new += max(0, self.data.snapshot_count - before)
         if self.data.resets != self._resets_seen:

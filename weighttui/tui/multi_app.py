@@ -160,7 +160,8 @@ class MultiRunApp(App[int]):
         self.slots.append(slot)
         for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory), strict=True):
             s.name = name
-        slot.follower = Follower(path, self.pump.wake, **self._follower_options)
+        # history from the log's index when it has one; the follower reads what was appended since
+        slot.follower = Follower(path, self.pump.wake, start=slot.data.load_index(), **self._follower_options)
         slot.follower.start()
 
     def _scan(self, initial: bool = False) -> None:

@@ -221,6 +221,7 @@ class LogIndex:
         self.size = 0  # file size when last read
         self.version = 0
         self.spill = None  # given to every run (see index.Spiller)
+        self.last_frame: tuple[int, int] | None = None  # (offset, type) of the last frame applied
 
     @property
     def current(self) -> RunState | None:
@@ -237,6 +238,7 @@ class LogIndex:
             self.corrupt(item.offset, item.reason)
             return
         ftype, p, off = item.type, item.payload, item.offset
+        self.last_frame = (off, ftype)
         if ftype == FrameType.RUN:
             try:
                 record = parse_run(p)

@@ -55,6 +55,19 @@ CHARTS: dict[str, list[tuple[str, list[tuple[str, Callable[[Series], np.ndarray]
     ],
 }
 CHARTS["grad"] = CHARTS["weights"]
+# Instrument charts (docs/instruments.md), one row under the others when the log has them:
+# (chart title, kind of the series, [(label, stat, colour)], log y, y range)
+INSTRUMENT_CHARTS: dict[str, list[tuple[str, str, list[tuple[str, str, str]], bool, tuple | None]]] = {
+    "weights": [("spectral norm sigma_max", "weights", [("sigma", "sigma_max", "green")], False, None),
+                ("distance from init |W-W0|/|W0|", "weights", [("dist", "dist_init", "cyan")], False, None)],
+    "delta": [("cos(update, previous update) · cos(update, gradient)", "delta",
+               [("prev", "cos_prev", "yellow"), ("grad", "cos_grad", "magenta")], False, (-1.0, 1.0)),
+              ("spectral update sigma(dW)/sigma(W)", "delta", [("ratio", "sigma_ratio", "orange")], True, None)],
+    "grad": [("dead units (gradient 0 for 3+ snapshots)", "grad", [("dead", "dead_units", "red")], False, None),
+             ("optimizer: Adam step size · moment norms", "optim",
+              [("step", "eff_lr", "yellow"), ("|m|", "m_norm", "cyan"), ("|v|", "v_norm", "blue")], True, None)],
+}
+INSTRUMENT_MIN_HEIGHT = 44  # the instrument row only on tall terminals (the others keep their room)
 YLIM = {"zero fraction": (0.0, 1.0), "changed fraction": (0.0, 1.0)}  # fractions: the whole 0..1
 
 # plotext is the slow part of this screen (tens of ms a chart): the heatmap, bars and header
@@ -71,6 +84,7 @@ class DetailScreen(RunScreen):
     DetailScreen #bars { width: 2fr; margin-left: 1; }
     DetailScreen #middle { height: 1fr; }
     DetailScreen #bottom { height: 1fr; }
+    DetailScreen #instruments { height: 1fr; display: none; }
     """
     # The footer shows the first ones (esc back first: it must fit at 80 columns); all are in `?`.
     BINDINGS = [
@@ -106,6 +120,8 @@ class DetailScreen(RunScreen):
         self._charts_due: tuple | None = None  # arguments of the next chart redraw
         self._charts_for: tuple[str, str] | None = None  # (tensor, kind) the charts show
         self._chart_timer: Timer | None = None
+        self._tall = False
+        self._inst_shown = False  # the log has instrument columns for this tensor and view
 
     def compose(self) -> ComposeResult:
         yield Static(id="dhead")
@@ -118,6 +134,9 @@ class DetailScreen(RunScreen):
         with Horizontal(id="bottom"):
             for i in range(4):
                 yield LineChart(id=f"stat{i}")
+        with Horizontal(id="instruments"):
+            for i in range(2):
+                yield LineChart(id=f"inst{i}")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -129,6 +148,8 @@ class DetailScreen(RunScreen):
         height = event.size.height
         self.query_one("#bottom").display = height >= 34
         self.query_one("#middle").display = height >= 24
+        self._tall = height >= INSTRUMENT_MIN_HEIGHT
+        self.query_one("#instruments").display = self._inst_shown and self._tall
 
     # ----------------------------------------------------------------- keys
 
@@ -299,4 +320,21 @@ class DetailScreen(RunScreen):
                 continue
             chart.show(title, stats["steps"], [(label, fn(stats), color) for label, fn, color in lines],
                        marker=marker, log_y=log_y, key=key, ylim=YLIM.get(title))
+        self._instrument_charts(data, marker, key)
+
+    def _instrument_charts(self, data, marker, key) -> None:
+        """The instrument row: shown on tall terminals when the log has any of its columns."""
+        shown = False
+        for i, (title, kind, lines, log_y, ylim) in enumerate(INSTRUMENT_CHARTS[self.kind]):
+            chart = self.query_one(f"#inst{i}", LineChart)
+            series = tensor_series(data, self.tensor, kind) if data.has_kind(kind) else {}
+            traces = [(label, series[stat], color) for label, stat, color in lines
+                      if stat in series and np.isfinite(series[stat]).any()]
+            if not traces:
+                chart.show(title + ": not in this log", np.zeros(0), [], key=key)
+                continue
+            shown = True
+            chart.show(title, series["steps"], traces, marker=marker, log_y=log_y, key=key, ylim=ylim)
+        self._inst_shown = shown
+        self.query_one("#instruments").display = shown and self._tall
 

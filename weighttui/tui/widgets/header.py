@@ -42,6 +42,9 @@ def header_text(view: RunView) -> Text:
     # where the host and start time can go.
     line1.append("  ")
     line1.append(f" {status.upper()} ", style="reverse " + STATUS_STYLE.get(status, "bold"))
+    reason = None if data.end is None else data.end.reason  # the exception or signal that ended it
+    if reason:
+        line1.append(" " + inert(reason), style="bold red")
     if view.display_paused:
         line1.append("  ")
         line1.append(" PAUSED ", style="reverse bold yellow")

@@ -27,6 +27,15 @@ METRICS = (
     ("std", "weights", "std", "std", False),
     ("ratio", "delta", "ratio", "update ratio", True),
     ("grad", "grad", "norm", "grad norm", False),
+    # instruments (docs/instruments.md): chosen with `m`, not shown by default
+    ("sigma", "weights", "sigma_max", "sigma max", False),
+    ("srank", "weights", "stable_rank", "stable rank", False),
+    ("dist", "weights", "dist_init", "dist init", False),
+    ("cos_prev", "delta", "cos_prev", "cos prev upd", False),
+    ("cos_grad", "delta", "cos_grad", "cos upd/grad", False),
+    ("sratio", "delta", "sigma_ratio", "sigma ratio", True),
+    ("eff_lr", "optim", "eff_lr", "Adam step", True),
+    ("dead", "grad", "dead_units", "dead units", False),
 )
 SORTS = ("model", "name", "update ratio", "norm change", "alerts")
 

@@ -68,7 +68,7 @@ def _style(name: str) -> Style:
     return style
 
 
-METRIC_KEYS = tuple(m[0] for m in METRICS)
+METRIC_KEYS = ("norm", "std", "ratio", "grad")  # shown by default; the instruments' are chosen with `m`
 # The metric columns shown when the user has not chosen (key `m` on the overview): fewer on narrow
 # terminals, so that each keeps a sparkline wide enough to read a trend (80x24 first).
 DEFAULT_METRICS = ((100, ("norm", "ratio")), (140, ("norm", "ratio", "grad")), (10**9, METRIC_KEYS))
@@ -84,7 +84,7 @@ def layout_for(width: int, metrics: tuple[str, ...] | None = None) -> dict:
     The name gets about 40% of the width (24..56 cells); the metric columns share the rest, each a
     gap, a sparkline (4..24 cells), a band mark and a value. Shape and params only from 140 columns.
     """
-    shown = tuple(k for k in METRIC_KEYS if k in (metrics if metrics is not None else default_metrics(width)))
+    shown = tuple(m[0] for m in METRICS if m[0] in (metrics if metrics is not None else default_metrics(width)))
     wide = width >= 140
     gap, value_w = (1, 7) if width < 100 else (2, VALUE_WIDTH)
     room = width - 2 - 2 - (12 + 8 if wide else 0)  # mark, scrollbar, shape and params
@@ -413,7 +413,8 @@ class LayerTable(ScrollView, inherit_bindings=False):
                 shown = "nan" if has_nan else "inf"
                 cell = ((pad, ""), (line, METRIC_STYLE[key]), (" " + shown.rjust(value_w), "bold red"))
             else:
-                cell = ((pad, ""), (line, METRIC_STYLE[key]), (" " + fmt(None if np.isnan(now) else now, value_w), ""))
+                cell = ((pad, ""), (line, METRIC_STYLE.get(key, "cyan")),
+                        (" " + fmt(None if np.isnan(now) else now, value_w), ""))
             self._set(entry.key, key, cell)
         self._set(entry.key, "mark", self._mark(self._alerts.get(entry.name), nonfinite))
         self._set(entry.key, "name", self._name_cell(entry, grouped, nonfinite=nonfinite))
