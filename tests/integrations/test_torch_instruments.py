@@ -103,6 +103,14 @@ def test_adamw_training_against_float64_references(tmp_path, cpu_kernel):
                     assert cos_grad[i] == pytest.approx(inst.cosine(d[idx], g[idx]), abs=1e-9)
                     assert abs(cos_grad[i] - inst.cosine(d, g)) < 3 / math.sqrt(idx.size)
     assert checked >= 3 * 20
+    # alpha: every 10 snapshots of matrices with at least 10 rows and columns (fc1: 96 x 288)
+    steps, alpha = run.series("fc1.weight", "alpha")
+    due = np.isfinite(alpha)
+    assert steps[due].tolist() == [0, 10, 20]
+    for s in (0, 10, 20):
+        eigs = np.linalg.svd(full[s]["fc1.weight"].astype(np.float64), compute_uv=False) ** 2
+        assert alpha[steps.tolist().index(s)] == pytest.approx(inst.powerlaw_alpha(eigs), rel=1e-3)
+    assert np.isnan(run.series("fc2.weight", "alpha")[1]).all()  # 5 rows: too few eigenvalues
     # optimizer state at the last snapshot: the state as it is now
     for name, p in model.named_parameters():
         st = optimizer.state[p]

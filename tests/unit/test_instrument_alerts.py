@@ -90,3 +90,22 @@ def test_dead_and_exploding_units_are_alerts_naming_which(tmp_path):
     assert "3 of 12 units dead" in dead.message and "1, 6, 11" in dead.message
     hot = alerts["units_exploding"]
     assert hot.step == 0 and "1 of 12 units exploding" in hot.message and ": 9 (since step 0)" in hot.message
+
+
+def test_alpha_band(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 200
+    x = (1 - rng.random(n)) ** (-1 / (1.6 - 1))  # alpha 1.6: very heavy-tailed
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    heavy = ((u * np.sqrt(x)) @ v.T).astype(np.float32)
+    bulk = rng.standard_normal((n, n)).astype(np.float32)  # random: alpha far above 6
+    path = tmp_path / "a.wtui"
+    with Recorder(path, instruments={"alpha_every": 1}) as rec:
+        for step in range(6):
+            rec.snapshot(step, {"heavy": heavy, "bulk": bulk})
+    run = weighttui.open(path)
+    alerts = {a.tensor: a for a in diagnose(run) if a.rule == "alpha_band"}
+    assert "below 2" in alerts["heavy"].message and alerts["heavy"].step == 5
+    assert "above 6 in the last 5 fits" in alerts["bulk"].message and alerts["bulk"].step == 1
+    assert not [a for a in diagnose(run, upto_row=3) if a.rule == "alpha_band" and a.tensor == "bulk"]

@@ -301,3 +301,38 @@ def test_info_and_exports_carry_the_instruments(tmp_path):
     export(run, fmt="json", out=str(tmp_path / "s.json"))
     doc = json.loads((tmp_path / "s.json").read_text())
     assert "sigma_max" in json.dumps(doc) and "optim" in json.dumps(doc)
+
+
+@pytest.mark.parametrize("alpha", [2.5, 3.0, 4.5])
+def test_alpha_of_a_known_power_law_spectrum(alpha):
+    # eigenvalues of W^T W drawn from p(x) ~ x^-alpha (x >= 1), W = U diag(sqrt(x)) V^T
+    rng = np.random.default_rng(int(alpha * 10))
+    n = 600
+    x = (1 - rng.random(n)) ** (-1 / (alpha - 1))
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    w = (u * np.sqrt(x)) @ v.T
+    eigs = np.linalg.svd(w, compute_uv=False) ** 2
+    np.testing.assert_allclose(np.sort(eigs), np.sort(x), rtol=1e-8)
+    got = inst.powerlaw_alpha(eigs)
+    assert got == pytest.approx(alpha, abs=0.35)
+    # the fit on the exact sample: the MLE over its own tail is what the KS search returns
+    assert got == pytest.approx(inst.powerlaw_alpha(x), rel=1e-6)
+    # a Marchenko-Pastur bulk (random init) has no power-law tail: a steep fit
+    assert inst.powerlaw_alpha(np.linalg.svd(rng.standard_normal((400, 400)), compute_uv=False) ** 2) > 6
+
+
+def test_alpha_is_recorded_every_k_snapshots_for_small_matrices(tmp_path):
+    path = tmp_path / "run.wtui"
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 48)).astype(np.float32)
+    big = np.ones((1024, 512), dtype=np.float32)
+    with Recorder(path, instruments={"alpha_every": 3}) as rec:
+        for step in range(7):
+            rec.snapshot(step, {"w": w, "big": big})
+    run = weighttui.open(path)
+    _, a = run.series("w", "alpha")
+    assert np.isfinite(a[[0, 3, 6]]).all() and np.isnan(a[[1, 2, 4, 5]]).all()
+    ref = inst.powerlaw_alpha(np.linalg.svd(w.astype(np.float64), compute_uv=False) ** 2)
+    assert a[0] == pytest.approx(ref, rel=1e-12)
+    assert np.isnan(run.series("big", "alpha")[1]).all()  # above alpha_max: off

@@ -488,3 +488,34 @@ def test_parquet_export_without_pyarrow_says_what_to_install(tmp_path, monkeypat
     assert main(["export", str(path), "--format", "parquet", "--out", str(tmp_path / "x.parquet")]) != 0
     err = capsys.readouterr().err
     assert "pip install 'weighttui[parquet]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_columns_a_block_adds_later_or_reorders_read_back_by_name(indexed):
+    """Snapshots with the base columns, then with instrument columns, then reordered: NaN where absent."""
+    from weighttui.log.schema import WEIGHT_INSTRUMENTS, WEIGHT_STATS
+
+    path = indexed / "cols.wtui"
+    decl = [{"id": i, "name": f"t{i}", "shape": [3], "dtype": "float32", "trainable": True} for i in range(3)]
+    frames = [encode_frame(FrameType.RUN, {"run_id": "cols", "created": 1.0}),
+              encode_frame(FrameType.TENSORS, {"tensors": decl})]
+    ids = encode_array(np.arange(3, dtype="<u4"))
+    for step in range(60):
+        if step < 25:
+            names = list(WEIGHT_STATS)
+        elif step < 45:
+            names = list(WEIGHT_STATS + WEIGHT_INSTRUMENTS)
+        else:
+            names = list(reversed(WEIGHT_STATS + WEIGHT_INSTRUMENTS))
+        stats = np.array([[step * 100 + i * 10 + WEIGHT_STATS.index(n) if n in WEIGHT_STATS else
+                           -(step * 100 + i) for n in names] for i in range(3)], dtype=float)
+        frames.append(encode_frame(FrameType.SNAPSHOT, {"step": step, "time": 1.0, "ids": ids,
+                                                         "weights": {"names": names, "stats": encode_array(stats)}}))
+    path.write_bytes(HEADER + b"".join(frames))
+    want = digest(weighttui.open(path, cache=False))
+    weighttui.open(path)
+    run = weighttui.open(path)
+    assert run.index_path is not None and digest(run) == want
+    steps, norm = run.series("t2", "norm")
+    assert norm.tolist() == [s * 100 + 20 + WEIGHT_STATS.index("norm") for s in range(60)]
+    _s, sigma = run.series("t1", "sigma_max")
+    assert np.isnan(sigma[:25]).all() and sigma[25:].tolist() == [-(s * 100 + 1) for s in range(25, 60)]

@@ -62,6 +62,10 @@ ADVICE = {
                   "pass produced it (check inputs, log/sqrt/division, fp16 overflow, loss scaling); optimizer "
                   "state first means the update rule (eps, a zero denominator); weights first means the update "
                   "itself overflowed",
+    "alpha_band": "WeightWatcher's power-law exponent of the layer's spectrum outside 2..6: below 2 the layer "
+                  "is very heavy-tailed (over-trained, possibly memorising: more regularisation or data, a "
+                  "smaller learning rate); above 6 after many fits it still looks like random initialisation "
+                  "(under-trained: more training, a larger learning rate, check that the layer learns)",
     "units_dead": "output units (rows, channels) whose gradient has been exactly zero for several snapshots: "
                   "dead ReLUs or units cut off by a mask; lower the learning rate, try LeakyReLU/GELU, check "
                   "the initialisation, biases driven very negative, and any pruning",
@@ -116,6 +120,9 @@ class DiagnoseConfig:
     osc_window: int = 5  # ... for this many snapshots in a row: oscillation
     ascent_cos: float = 0.1  # cos_grad at or above this ...
     ascent_window: int = 10  # ... for this many snapshots in a row: the updates climb the gradient
+    alpha_low: float = 2.0  # WeightWatcher's alpha (docs/instruments.md) below this: heavy-tailed ...
+    alpha_high: float = 6.0  # ... above this in every one of the layer's last alpha_fits fits: random-like
+    alpha_fits: int = 5
     disable: str = ""  # comma-separated rule names not to run
 
     @classmethod
@@ -497,7 +504,8 @@ def _rule_nonfinite(ctx: _Context) -> None:
                     if kind == "weights" else
                     "gradient alerts for it are held back while its gradients are not finite")
             ctx.add(rule, c, r0, severity,
-                    f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen{now}; {held}")
+                    f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen"
+                    f"{now}; {held}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:
@@ -864,6 +872,28 @@ def _rule_units(ctx: _Context) -> None:
             ctx.add(rule, c, r, "warning", f"{detail} (since step {int(ctx.steps[r])})")
 
 
+def _rule_alpha(ctx: _Context) -> None:
+    """alpha_band: the latest alpha fit below alpha_low, or the last alpha_fits fits all above alpha_high."""
+    cfg = ctx.config
+    if "alpha_band" in cfg.disabled or "alpha" not in ctx.run.columns("weights"):
+        return
+    m = ctx.rows("weights", "alpha", 0)
+    for c in range(ctx.t):
+        rows = np.nonzero(np.isfinite(m[:, c]))[0]
+        if not rows.size:
+            continue
+        last = float(m[rows[-1], c])
+        recent = m[rows[-cfg.alpha_fits:], c]
+        if last < cfg.alpha_low:
+            ctx.add("alpha_band", c, int(rows[-1]), "warning",
+                    f"alpha {last:.2f} below {cfg.alpha_low:g} (heavy-tailed spectrum)")
+        elif rows.size >= cfg.alpha_fits and np.all(recent > cfg.alpha_high):
+            r = int(rows[-cfg.alpha_fits])
+            ctx.add("alpha_band", c, r, "warning",
+                    f"alpha above {cfg.alpha_high:g} in the last {cfg.alpha_fits} fits (latest {last:.2f}): "
+                    f"the spectrum still looks random")
+
+
 def _rule_nan_origin(ctx: _Context) -> None:
     """The writer's nan_origin event (docs/instruments.md) as an alert, once it is in the rows
     diagnosed; when it is the weights of a tensor whose `nonfinite` alert starts at the same
@@ -911,6 +941,7 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     _rule_nonfinite_scalars(ctx)
     _rule_cosines(ctx)
     _rule_units(ctx)
+    _rule_alpha(ctx)
     _rule_nan_origin(ctx)
     _quiet_after_nonfinite(ctx)
     order = {s: i for i, s in enumerate(SEVERITIES)}

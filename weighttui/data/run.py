@@ -563,7 +563,10 @@ class RunData:
                 d = lookup.get(r)
                 if d is None:
                     continue
-            buf[d, piece["cols"]] = True if s is None else piece["stats"][:, s]
+            if s is None:
+                buf[d, piece["cols"]] = True
+            elif s < piece["stats"].shape[1]:  # (a narrower block: the columns after it stay NaN)
+                buf[d, piece["cols"]] = piece["stats"][:, s]
 
     # ----------------------------------------------------- per-tensor reads
 

@@ -24,7 +24,7 @@ import torch
 
 from weighttui.integrations import torch_dist, torch_host, torch_native
 from weighttui.integrations.torch_instruments import TorchInstruments, first_nonfinite
-from weighttui.integrations.torch_plan import Entry, TensorPlan, unwrap
+from weighttui.integrations.torch_plan import TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
     _PSQ,
@@ -511,6 +511,8 @@ class WatchHandle:
             weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
             if delta is not None:
                 delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
+            if "alpha" in ins.chosen:
+                weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_col)
             units = None
             if "units" in ins.chosen:
                 wu, gu, units, unit_events = ins.units.update(infos, *ins.unit_norms)

@@ -27,13 +27,12 @@ def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     One vector: u = W v / |W v|, b = u^T W (two matrix-vector products)."""
     b = None
     for _ in range(iters):
-        y = w2 @ v
-        if v.shape[1] == 1:  # torch's matrix-vector paths; a QR of one column is a normalisation
-            u = y[:, 0] / torch.linalg.vector_norm(y)
-            b = (u @ w2)[None, :]
+        if v.shape[1] == 1:  # torch's matrix-vector paths (mv, vm); a QR of one column is a normalisation
+            y = torch.mv(w2, v[:, 0].contiguous())
+            b = (y / torch.linalg.vector_norm(y).clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
         else:
-            b = torch.linalg.qr(y).Q.T @ w2
-        v = b.T
+            b = torch.linalg.qr(w2 @ v).Q.T @ w2
+        v = b.T.contiguous()  # a strided V sends the next product down a slow path
     assert b is not None
     return v, b @ b.T
 
@@ -54,6 +53,7 @@ class _Pending:
         self.optim: dict[int, tuple[int, int | None, float, float, float, float, int]] = {}
         self.units: dict[int, int] = {}  # row -> part index of the per-unit weight norms
         self.gunits: dict[int, int] = {}  # row -> part index of the per-unit gradient norms
+        self.alpha: dict[int, int] = {}  # row -> part index of the singular values (alpha's fit)
         self.t = t
 
     def add(self, x: torch.Tensor) -> int:
@@ -63,7 +63,8 @@ class _Pending:
 
 class TorchInstruments:
     def __init__(self, chosen, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
-                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30):
+                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30,
+                 alpha_every: int = ref.ALPHA_EVERY, alpha_max: int = ref.ALPHA_MAX_ELEMENTS):
         self.chosen = frozenset(chosen)
         self.cos_sample = int(cos_sample)
         self.block, self.warmup = int(block), int(warmup)
@@ -79,6 +80,8 @@ class TorchInstruments:
         self._grads: dict[str, torch.Tensor] = {}  # sampled gradients of the coming snapshot
         self._gunits: dict[str, torch.Tensor] = {}  # per-unit gradient norms of the coming snapshot
         self.units = ref.UnitHealth()
+        self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
+        self.alpha_col = np.zeros((0, 1))
         self._scratch: dict[tuple, torch.Tensor] = {}
 
     def __bool__(self) -> bool:
@@ -162,6 +165,8 @@ class TorchInstruments:
                     d2 = torch.sub(x, prev, out=self._buf(x)).reshape(mn)
                     pend.vd_new[i], gram_d = self._spectral(self._vd, e.name, d2)
                     pend.gram_d[i] = pend.add(gram_d)
+            if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
+                pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
             if "units" in self.chosen and mn is not None:
                 pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=torch.float32))
                 if e.name in gunits:
@@ -229,13 +234,11 @@ class TorchInstruments:
         for i, k in pend.gram.items():
             sigma = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
             w[i, 0] = sigma
-            if math.isfinite(sigma):
-                self._v[entries[i].name] = pend.v_new[i]
+            self._commit(self._v, entries[i].name, pend.v_new[i], sigma)
         w[:, 1] = ref.stable_rank(fro_norms, w[:, 0])
         for i, k in pend.gram_d.items():
             sd = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
-            if math.isfinite(sd):
-                self._vd[entries[i].name] = pend.vd_new[i]
+            self._commit(self._vd, entries[i].name + "/delta", pend.vd_new[i], sd, key=entries[i].name)
             d[i, 2] = ref.ratio(sd, w[i, 0])
         for i in pend.fresh_init:
             name = entries[i].name
@@ -274,8 +277,23 @@ class TorchInstruments:
                 rows[i, 0], rows[i, 1], rows[i, 3] = m_norm, v_norm, bad
                 rows[i, 2] = ref.adam_eff_lr(lr, v_norm, n, step, beta2, eps) if vi is not None else lr
             optim = Block(OPTIM_STATS, rows, None)
+        self.alpha_col = np.full((t, 1), np.nan)
+        for i, k in pend.alpha.items():
+            self.alpha_col[i, 0] = ref.powerlaw_alpha(host[k] ** 2)
         self.unit_norms = ({i: host[k] for i, k in pend.units.items()}, {i: host[k] for i, k in pend.gunits.items()})
         return w, d, optim
+
+    @staticmethod
+    def _commit(store: dict, name: str, v: torch.Tensor, sigma: float, key: str | None = None) -> None:
+        """Keep the iteration's vectors for the next snapshot. A NaN matrix leaves them as they
+        were; a zero one (a frozen tensor's update) would leave zero vectors that stay zero:
+        a fresh random block instead, iterated once from the next snapshot on (no warm-up)."""
+        key = name if key is None else key
+        if sigma > 0:
+            store[key] = v
+        elif sigma == 0:
+            store[key] = torch.as_tensor(ref.start_block(name, v.shape[0], v.shape[1]), dtype=v.dtype,
+                                         device=v.device)
 
     @staticmethod
     def _masked_optim(optimizer, param) -> tuple[float, float, int]:

@@ -11,6 +11,8 @@ DELTA_STATS = ("norm", "ratio", "max_abs", "mean_abs", "changed_frac", "exact")
 # know them ignores them (columns are found by name).
 WEIGHT_INSTRUMENTS = ("sigma_max", "stable_rank", "dist_init")
 DELTA_INSTRUMENTS = ("cos_prev", "cos_grad", "sigma_ratio")
+# WeightWatcher's power-law exponent of the eigenvalues of W^T W, every few snapshots.
+ALPHA_STATS = ("alpha",)
 # Per-unit health (rows of W as a matrix: output units / channels), counts per tensor.
 UNIT_WEIGHT_STATS = ("exploding_units",)
 UNIT_GRAD_STATS = ("dead_units",)
@@ -22,7 +24,7 @@ KINDS = ("weights", "delta", "grad", "optim")
 BASE_COLUMNS = {"weights": WEIGHT_STATS, "delta": DELTA_STATS, "grad": WEIGHT_STATS, "optim": ()}
 # Every column a reader keeps for each kind of block.
 COLUMNS = {
-    "weights": WEIGHT_STATS + WEIGHT_INSTRUMENTS + UNIT_WEIGHT_STATS,
+    "weights": WEIGHT_STATS + WEIGHT_INSTRUMENTS + UNIT_WEIGHT_STATS + ALPHA_STATS,
     "delta": DELTA_STATS + DELTA_INSTRUMENTS,
     "grad": WEIGHT_STATS + UNIT_GRAD_STATS,
     "optim": OPTIM_STATS,

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from weighttui.log.format import encode_array, encode_bf16_bits
+from weighttui.log.schema import ALPHA_STATS as ALPHA_STATS  # re-exported for the writers
 from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUMENTS
-from weighttui.log.schema import UNIT_GRAD_STATS as UNIT_GRAD_STATS  # re-exported for the writers
+from weighttui.log.schema import UNIT_GRAD_STATS as UNIT_GRAD_STATS
 from weighttui.log.schema import UNIT_WEIGHT_STATS as UNIT_WEIGHT_STATS
 from weighttui.record.stats import Block
 
@@ -27,7 +28,9 @@ DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
 DEFAULT_BLOCK = 8
 WARMUP_BLOCK = 8  # vectors of the block iteration the first time a tensor is seen
 DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vector would converge slowly)
-ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units")
+ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
+ALPHA_EVERY = 10  # the power-law fit every this many snapshots of a tensor ...
+ALPHA_MAX_ELEMENTS = 1 << 18  # ... for matrices up to this size (a full SVD: 512 x 512 takes ~30 ms here)
 DEAD_WINDOW = 3  # snapshots in a row with a unit's gradient exactly zero: dead
 EXPLODING_FACTOR = 10.0  # a unit's weight norm above this times the tensor's median unit norm: exploding
 
@@ -154,7 +157,7 @@ class Spectral:
     def update(self, w2: np.ndarray) -> float:
         m, n = w2.shape
         p = max(1, min(self.block, m, n))
-        if self.v is None or self.v.shape != (n, p) or not np.any(self.v):
+        if self.v is None or self.v.shape != (n, p):
             # warm-up: a block of vectors, then the top p Ritz vectors go on
             v = start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n)))
             for _ in range(max(1, self.warmup)):
@@ -165,8 +168,10 @@ class Spectral:
             v = self.v
         v, gram = subspace_step(w2, v)
         sigma = ritz_sigma(gram)
-        if math.isfinite(sigma):  # a NaN matrix leaves the subspace as it was
+        if sigma > 0:  # a NaN matrix leaves the subspace as it was
             self.v = v
+        elif sigma == 0:  # a zero matrix: a fresh block, iterated once from the next snapshot on
+            self.v = start_block(self.name, n, p)
         return sigma
 
 
@@ -258,7 +263,8 @@ def with_columns(block: Block, names, values: np.ndarray) -> Block:
     return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
 
 
-SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "warmup": DEFAULT_WARMUP}
+SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "warmup": DEFAULT_WARMUP,
+            "alpha_every": ALPHA_EVERY, "alpha_max": ALPHA_MAX_ELEMENTS}
 
 
 def parse_options(instruments) -> tuple[frozenset, dict]:
@@ -301,8 +307,10 @@ class Instruments:
     """
 
     def __init__(self, chosen=ALL, *, cos_sample: int = DEFAULT_COS_SAMPLE,
-                 block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP):
+                 block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, alpha_every: int = ALPHA_EVERY,
+                 alpha_max: int = ALPHA_MAX_ELEMENTS):
         self.chosen = frozenset(chosen)
+        self.alpha = AlphaSchedule(alpha_every, alpha_max)
         self.cos_sample = int(cos_sample)
         self.block, self.warmup = int(block), int(warmup)
         self._spec: dict[int, Spectral] = {}
@@ -343,6 +351,15 @@ class Instruments:
                     d = float(np.linalg.norm(arr.astype(np.float64) - x0.astype(np.float64)))
                     out[i, 2] = ratio(d, n0)
         out[:, 1] = stable_rank(fro_norms, out[:, 0])
+        return out
+
+    def alpha_columns(self, infos, arrays) -> np.ndarray:
+        """[T, 1]: alpha where due (AlphaSchedule), NaN elsewhere."""
+        out = np.full((len(infos), 1), np.nan)
+        for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
+            if arr.dtype.kind == "f" and self.alpha.due(info, arr.shape) and np.all(np.isfinite(arr)):
+                sv = np.linalg.svd(arr.reshape(matrix_shape(arr.shape)).astype(np.float64), compute_uv=False)
+                out[i, 0] = powerlaw_alpha(sv**2)
         return out
 
     def update_sigmas(self, infos, arrays, prevs) -> np.ndarray:
@@ -502,3 +519,51 @@ class UnitHealth:
 
 def three(x: float) -> str:
     return f"{x:.3g}"
+
+
+# ------------------------------------------------------------ power-law tail (alpha)
+
+
+def powerlaw_alpha(eigs, *, min_tail: int = 10) -> float:
+    """WeightWatcher's alpha: the exponent of a power law p(x) ~ x^-alpha fitted to the
+    tail of the eigenvalues (x = sigma^2 of W) by maximum likelihood (Clauset, Shalizi and
+    Newman 2009), the tail's start xmin chosen among the eigenvalues to minimise the
+    Kolmogorov-Smirnov distance; NaN with fewer than min_tail positive eigenvalues."""
+    x = np.sort(np.asarray(eigs, dtype=np.float64))
+    x = x[np.isfinite(x) & (x > 0)]
+    n = x.size
+    if n < min_tail:
+        return math.nan
+    logs = np.log(x)
+    # suffix sums: for xmin = x[k], the tail is x[k:], sum(log(x/xmin)) = S[k] - (n - k) log x[k]
+    suffix = np.cumsum(logs[::-1])[::-1]
+    best, best_d = math.nan, math.inf
+    for k in range(0, n - min_tail + 1):
+        m = n - k
+        denom = suffix[k] - m * logs[k]
+        if denom <= 0:
+            continue
+        a = 1.0 + m / denom
+        tail = x[k:]
+        fit = 1.0 - (tail / x[k]) ** (1.0 - a)  # the fitted CDF at each tail point
+        emp = np.arange(m) / m
+        d = float(np.max(np.maximum(np.abs(fit - emp), np.abs(fit - (emp + 1.0 / m)))))
+        if d < best_d:
+            best, best_d = a, d
+    return best
+
+
+class AlphaSchedule:
+    """Which snapshots of which tensors get the alpha fit."""
+
+    def __init__(self, every: int = ALPHA_EVERY, max_elements: int = ALPHA_MAX_ELEMENTS):
+        self.every, self.max_elements = int(every), int(max_elements)
+        self._count: dict[int, int] = {}
+
+    def due(self, info, shape) -> bool:
+        mn = matrix_shape(shape)
+        if mn is None or mn[0] * mn[1] > self.max_elements or min(mn) < 10:
+            return False
+        k = self._count.get(info.id, 0)
+        self._count[info.id] = k + 1
+        return k % max(1, self.every) == 0

@@ -312,6 +312,8 @@ class Recorder:
         norms = weights.stats[:, list(weights.names).index("norm")]
         wcols = ins.weights_columns(infos, arrays, norms)
         weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+        if "alpha" in ins.chosen:
+            weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_columns(infos, arrays))
         units, unit_events = None, []
         if "units" in ins.chosen:
             gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}

@@ -84,7 +84,8 @@ class FileArray:
 class Segment:
     """Entries of one kind for rows [row0, row1), sorted by (col, row).
 
-    rows, cols: [E] int32; stats: [S, E] float64 (one statistic contiguous);
+    rows, cols: [E] int32; stats: [W, E] float64 (one statistic contiguous; the kind's first
+    W columns, W <= S: columns no snapshot of the segment carried are not stored, and read as NaN);
     lo, hi: [E] float64 and counts: [E, B] (uint8/16/32) when the kind has
     histograms, else None; samples: flat float32 with soff [E + 1] offsets
     (weights only). Each is a numpy array or a FileArray; read them with part().
@@ -108,6 +109,9 @@ class Segment:
     def part(self, name: str, a: int | None = None, b: int | None = None, s: int | None = None) -> np.ndarray:
         """array[a:b] (stats: stats[s, a:b]), read from the index file if it lives there."""
         arr = getattr(self, name)
+        if name == "stats" and s >= arr.shape[0]:  # a column no snapshot of this segment carried
+            e = arr.shape[1]
+            return np.full((e if a is None else (e if b is None else b) - a), np.nan)
         if not isinstance(arr, FileArray):
             out = (arr[s] if a is None else arr[s, a:b]) if name == "stats" else (arr if a is None else arr[a:b])
             return np.asarray(out)
@@ -160,10 +164,11 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     cols = np.concatenate([p["cols"] for p in parts]) if parts else _EMPTY_I4
     order = np.argsort(cols, kind="stable")  # rows are in order already: (col, row) order
     if parts:
-        stats = np.concatenate([p["stats_t"].T if "stats_t" in p else p["stats"] for p in parts])
+        width = max(p["stats_t"].shape[0] if "stats_t" in p else p["stats"].shape[1] for p in parts)
+        stats = np.concatenate([_widened(p["stats_t"].T if "stats_t" in p else p["stats"], width) for p in parts])
         stats = np.ascontiguousarray(stats[order].T)
     else:
-        stats = np.zeros((nstats, 0))
+        stats = np.zeros((0, 0))
     lo = hi = counts = None
     if bins is not None:
         nan = np.full(0, np.nan)
@@ -193,6 +198,15 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
                    lo, hi, counts, samples, soff)
 
 
+def _widened(stats: np.ndarray, width: int) -> np.ndarray:
+    """[n, w] statistics as [n, width], NaN in the columns it lacks."""
+    if stats.shape[1] == width:
+        return stats
+    out = np.full((stats.shape[0], width), np.nan)
+    out[:, : stats.shape[1]] = stats
+    return out
+
+
 def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool):
     """merge() for the usual tail: snapshots that all cover the same tensors (the same cols object).
 
@@ -202,11 +216,12 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     if not parts or "stats_t" in parts[0]:
         return None
     c0 = parts[0]["cols"]
+    width = parts[0]["stats"].shape[1]
     has_hist = parts[0].get("counts") is not None
     slen0 = parts[0].get("slen")
     for p in parts:
         if p["cols"] is not c0 or "stats_t" in p or (p.get("counts") is not None) != has_hist \
-                or p.get("slen") is not slen0:
+                or p.get("slen") is not slen0 or p["stats"].shape[1] != width:
             return None
     if (bins is not None) != has_hist or (with_samples and slen0 is None):
         return None
@@ -214,7 +229,7 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     perm = np.argsort(c0, kind="stable")
     ident = bool(np.array_equal(perm, np.arange(t)))
     rowvals = np.fromiter((p["rows"][0] for p in parts), dtype=np.int32, count=r)
-    stats = np.empty((nstats, t, r))
+    stats = np.empty((width, t, r))
     for i, p in enumerate(parts):
         stats[:, :, i] = (p["stats"] if ident else p["stats"][perm]).T
     lo = hi = counts = None
@@ -236,14 +251,14 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
             if t else np.zeros(0, np.float32)
         soff = np.concatenate(([0], np.cumsum(np.repeat(slen0[perm], r)))).astype(np.int64)
     return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
-                   stats.reshape(nstats, t * r), lo, hi, counts, samples.astype(np.float32, copy=False)
+                   stats.reshape(width, t * r), lo, hi, counts, samples.astype(np.float32, copy=False)
                    if samples is not None else None, soff)
 
 
 def segment_piece(seg: Segment) -> dict:
     """A segment as a merge() piece (to merge a small saved segment with new rows)."""
     stats = np.stack([seg.part("stats", s=s) for s in range(seg.stats.shape[0])]) if seg.stats.shape[0] \
-        else np.zeros((0, seg.entries))
+        else np.zeros((0, seg.entries))  # (a segment of a kind no snapshot carried)
     piece = {"rows": seg.part("rows"), "cols": seg.part("cols"), "stats_t": stats}
     if seg.counts is not None:
         piece.update(lo=seg.part("lo"), hi=seg.part("hi"), counts=seg.part("counts"))
@@ -274,9 +289,10 @@ class KindColumns:
         """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
         self.seen = True
         n = cols.size
-        if tuple(block.names) == self.columns:
-            stats = block.stats
-            self.filled[:] = True
+        names = tuple(block.names)
+        if names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
+            stats = block.stats  # (stored as wide as it is: the columns after it read as NaN)
+            self.filled[: len(names)] = True
         else:  # columns in another order or unknown ones: map by name, NaN where missing
             stats = np.full((n, len(self.columns)), np.nan)
             for src, name in enumerate(block.names):
