@@ -232,27 +232,31 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     stats = np.empty((width, t, r))
     for i, p in enumerate(parts):
         stats[:, :, i] = (p["stats"] if ident else p["stats"][perm]).T
-    lo = hi = counts = None
-    if has_hist:
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    if has_hist and bins is not None:
         cmax = max(int(p["counts"].max()) if p["counts"].size else 0 for p in parts)
         dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
-        counts = np.empty((t, r, bins), dtype=dtype)
-        lo, hi = np.empty((t, r)), np.empty((t, r))
+        grid_counts = np.empty((t, r, bins), dtype=dtype)
+        grid_lo, grid_hi = np.empty((t, r)), np.empty((t, r))
         for i, p in enumerate(parts):
-            counts[:, i] = p["counts"] if ident else p["counts"][perm]
-            lo[:, i] = p["lo"] if ident else p["lo"][perm]
-            hi[:, i] = p["hi"] if ident else p["hi"][perm]
-        counts, lo, hi = counts.reshape(t * r, bins), lo.reshape(-1), hi.reshape(-1)
-    samples = soff = None
-    if with_samples:
-        starts = np.concatenate(([0], np.cumsum(slen0)))
+            grid_counts[:, i] = p["counts"] if ident else p["counts"][perm]
+            grid_lo[:, i] = p["lo"] if ident else p["lo"][perm]
+            grid_hi[:, i] = p["hi"] if ident else p["hi"][perm]
+        counts, lo, hi = grid_counts.reshape(t * r, bins), grid_lo.reshape(-1), grid_hi.reshape(-1)
+    samples: np.ndarray | None = None
+    soff: np.ndarray | None = None
+    if with_samples and slen0 is not None:
+        slen = np.asarray(slen0, dtype=np.int64)
+        starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(slen)))
         table = np.stack([p["samples"] for p in parts])  # [rows, all samples of a snapshot]
         samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
             if t else np.zeros(0, np.float32)
-        soff = np.concatenate(([0], np.cumsum(np.repeat(slen0[perm], r)))).astype(np.int64)
+        soff = np.concatenate((np.zeros(1, np.int64), np.cumsum(np.repeat(slen[perm], r)))).astype(np.int64)
     return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
-                   stats.reshape(width, t * r), lo, hi, counts, samples.astype(np.float32, copy=False)
-                   if samples is not None else None, soff)
+                   stats.reshape(width, t * r), lo, hi, counts,
+                   None if samples is None else samples.astype(np.float32, copy=False), soff)
 
 
 def segment_piece(seg: Segment) -> dict:
