@@ -536,6 +536,7 @@ class RunData:
         lo, hi = int(rows[0]), int(rows[-1])
         dense_rows = rows.size == hi - lo + 1  # contiguous: position = row - lo
         tail_start = run.sealed_rows
+        posmap = None
         for seg in run.sealed(kind):
             if seg.row1 <= lo or seg.row0 > hi:
                 continue
@@ -544,8 +545,12 @@ class RunData:
                 mask = (srows >= lo) & (srows <= hi)
                 pos = dest[srows[mask] - lo]
             else:
-                mask = np.isin(srows, rows)
-                pos = dest[np.searchsorted(rows, srows[mask])]
+                if posmap is None:  # snapshot index -> destination row, -1 where not wanted
+                    posmap = np.full(hi + 1, -1, dtype=np.int64)
+                    posmap[rows] = dest
+                at = posmap[np.minimum(srows, hi)]
+                mask = (at >= 0) & (srows <= hi)
+                pos = at[mask]
             cols = seg.part("cols")[mask]
             buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
         if hi < tail_start:
@@ -563,7 +568,10 @@ class RunData:
                 d = lookup.get(r)
                 if d is None:
                     continue
-            buf[d, piece["cols"]] = True if s is None else piece["stats"][:, s]
+            if s is None:
+                buf[d, piece["cols"]] = True
+            elif s < piece["stats"].shape[1]:  # (a narrower block: the columns after it stay NaN)
+                buf[d, piece["cols"]] = piece["stats"][:, s]
 
     # ----------------------------------------------------- per-tensor reads
 

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from weighttui.integrations.keras_grads import GradientCapture, capture_for
+from weighttui.integrations.keras_instruments import optimizer_state
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import epoch_selector
@@ -206,7 +207,8 @@ class WeightCallback(keras.callbacks.Callback):
             arrays = {name: a for (name, _v, _l, _t), a in zip(tracked, host, strict=False)}
             grad_arrays = {name: a for (_g, name), a in zip(pairs, host[len(tracked):], strict=True)} \
                 if grads is not None else None
-            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full)
+            optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
+            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim)
         if done:
             self._last_recorded = step
 
