@@ -50,7 +50,9 @@ class _Pending:
         self.fresh_init: set[int] = set()  # rows whose initial copy was taken now
         self.xs: dict[int, int] = {}  # row -> part index of the sampled values
         self.gs: dict[int, int] = {}  # row -> part index of the sampled gradient
-        self.optim: dict[int, tuple[int, int | None, float, float, float, float, int]] = {}
+        # row -> (m norm at, v norm at, lr, step, beta2, eps, n); "at": (device, dtype, position) while
+        # queued, then (part index, position) in the foreach norms' parts
+        self.optim: dict[int, tuple] = {}
         self.units: dict[int, int] = {}  # row -> part index of the per-unit weight norms
         self.gunits: dict[int, int] = {}  # row -> part index of the per-unit gradient norms
         self.alpha: dict[int, int] = {}  # row -> part index of the singular values (alpha's fit)
@@ -219,11 +221,11 @@ class TorchInstruments:
             lr = float(lr.item() if torch.is_tensor(lr) else lr)
             mi, vi = _queue(want, m), _queue(want, v)
             n = e.tensor.numel()
-            pend.optim[i] = (mi, vi, lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)  # type: ignore[assignment]
+            pend.optim[i] = (mi, vi, lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
         # one foreach norm per device and dtype (a kernel launch per list, not per tensor)
         at = {key: pend.add(torch.stack(torch._foreach_norm(ts))) for key, ts in want.items()}
         pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
-                          *rest) for i, (mi, vi, *rest) in pend.optim.items()}  # type: ignore[misc]
+                          *rest) for i, (mi, vi, *rest) in pend.optim.items()}
 
     def finish(self, pend: _Pending, host: list[np.ndarray], entries, fro_norms: np.ndarray,
                optimizer=None) -> tuple[np.ndarray, np.ndarray, Block | None]:
