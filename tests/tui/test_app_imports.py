@@ -52,7 +52,7 @@ def test_the_first_screen_defers_what_it_does_not_draw(tmp_path, tui):
     plotext and no detail/change/alerts screen: they load when first used (issue 18, item 17)."""
     path = tmp_path / "run.wtui"
     tui.fixed_log(path, 5)
-    code = f"""
+    code = """
 import asyncio, sys
 from weighttui.cli.main import build_parser
 import weighttui.tui.app as appmod
