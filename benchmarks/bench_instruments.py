@@ -54,6 +54,7 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     opt.step()  # the state (exp_avg, exp_avg_sq) exists
+    noise = [torch.randn_like(p) * 1e-4 for p in params]
     read_times = []
     times = {k: [] for k in CONFIGS}
     for r in range(rounds):
@@ -67,17 +68,21 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
             handle.optimizer = opt  # its state, without hooking its step
             step = [0]
 
-            def snap(handle=handle, step=step):
+            def update():  # every tensor moves (untimed), as in training
                 with torch.no_grad():
-                    for p in params[:3]:  # an update, so deltas are not all zero
-                        p.add_(1e-4)
+                    for p, d in zip(params, noise, strict=True):
+                        p.add_(d)
+
+            def snap(handle=handle, step=step):
                 step[0] += 1
                 g = handle._grad_stats() if handle.grads else None
                 handle._snapshot(step[0], g)
 
             snap()  # first snapshot: copies, the spectral warm-up
+            update()
             snap()
             for _ in range(repeat):
+                update()
                 t0 = time.perf_counter()
                 snap()
                 times[name].append(time.perf_counter() - t0)

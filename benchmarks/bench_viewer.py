@@ -326,39 +326,68 @@ def bench_cold(tmp, runs=5):
           f"{(med(total) - med(inside)) * 1000:.0f} ms")
 
 
+BARE_APP = """
+from textual.app import App
+from textual.widgets import Static
+class Bare(App):
+    def compose(self):
+        yield Static("bare textual app ready")
+Bare().run()
+"""
+
+
 def bench_tmux(tmp, runs=5):
-    """`weighttui watch` in tmux: process start to the first screen with the table, and to the latest step."""
+    """`weighttui watch` in tmux: process start to the first screen with the table, and to the latest step;
+    side by side with the floor: a bare Textual app that paints one line (runs interleaved, same terminal)."""
     import re
 
     path = os.path.join(tmp, "tmux.wtui")
     write_log(path, 50, 500)
+    bare = os.path.join(tmp, "bare_app.py")
+    with open(bare, "w") as fh:
+        fh.write(BARE_APP)
     sock = f"wt-bench-{os.getpid()}"
-    first, latest = [], []
-    for _ in range(runs):
+
+    def until(command, first_seen, done):
         t0 = time.perf_counter()
-        subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "120", "-y", "40",
-                        f"{sys.executable} -m weighttui.cli watch {path}"], check=True)
+        subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "120", "-y", "40", command], check=True)
         seen = None
         while True:
             screen = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p"], capture_output=True,
                                     text=True).stdout
             now = time.perf_counter() - t0
-            if seen is None and re.search(r"step\s+\d+", screen) and "q_proj" in screen:
+            if seen is None and first_seen(screen):
                 seen = now
-            if "step 499" in screen and "q_proj" in screen:
+            if seen is not None and done(screen):
                 break
             if now > 60:
-                raise RuntimeError("the viewer did not show the log within 60 s:\n" + screen)
-            time.sleep(0.02)  # each capture is a tmux process: polling harder loads the machine
-        first.append(seen)
-        latest.append(now)
+                raise RuntimeError(f"{command} did not paint within 60 s:\n" + screen)
+            time.sleep(0.01)  # each capture is a tmux process: polling harder loads the machine
         subprocess.run(["tmux", "-L", sock, "kill-server"])
         time.sleep(0.3)
+        return seen, now
+
+    bare_np = os.path.join(tmp, "bare_numpy_app.py")
+    with open(bare_np, "w") as fh:
+        fh.write("import numpy\n" + BARE_APP)  # the reader needs numpy: what that alone adds to the floor
+    first, latest, floor, floor_np = [], [], [], []
+    for _ in range(runs):
+        floor.append(until(f"{sys.executable} {bare}", lambda s: "bare textual app ready" in s, lambda s: True)[0])
+        floor_np.append(until(f"{sys.executable} {bare_np}", lambda s: "bare textual app ready" in s,
+                              lambda s: True)[0])
+        seen, now = until(f"{sys.executable} -m weighttui.cli watch {path}",
+                          lambda s: bool(re.search(r"step\s+\d+", s)) and "q_proj" in s,
+                          lambda s: "step 499" in s and "q_proj" in s)
+        first.append(seen)
+        latest.append(now)
     med = statistics.median
-    print(f"tmux, `weighttui watch` on a 50-tensor x 500-snapshot log (12 MB), {runs} runs, process start "
-          f"(imports included): first screen with the table median {med(first) * 1000:.0f} ms "
-          f"({' / '.join(f'{t * 1000:.0f}' for t in first)}), latest step on screen median "
-          f"{med(latest) * 1000:.0f} ms")
+    print(f"tmux, {runs} runs interleaved, process start (imports included) to the first paint: "
+          f"a bare Textual app painting one line median {med(floor) * 1000:.0f} ms "
+          f"({' / '.join(f'{t * 1000:.0f}' for t in floor)}); `weighttui watch` on a 50-tensor x 500-snapshot "
+          f"log (12 MB), first screen with the table median {med(first) * 1000:.0f} ms "
+          f"({' / '.join(f'{t * 1000:.0f}' for t in first)}), ratio {med(first) / med(floor):.2f}x the floor "
+          f"(target <= 1.3x); latest step on screen median {med(latest) * 1000:.0f} ms; the bare app importing "
+          f"numpy first: median {med(floor_np) * 1000:.0f} ms ({med(floor_np) / med(floor):.2f}x the floor)")
 
 
 PARTS = ("first", "cold", "latency", "scroll", "idle", "tmux", "big")

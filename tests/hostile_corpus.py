@@ -66,7 +66,8 @@ class Log:
         dstats = np.tile(np.array([0.01, 1e-3, 0.01, 0.001, 1.0, 1.0]), (t, 1))
         payload = {"step": step, "epoch": epoch, "batch": None, "time": T0 + step if time is None else time,
                    "ids": encode_array(np.arange(t, dtype="<u4")), "weights": block,
-                   "delta": {"names": list(DELTA_STATS), "stats": encode_array(dstats), "hist": None} if delta else None,
+                   "delta": ({"names": list(DELTA_STATS), "stats": encode_array(dstats), "hist": None}
+                             if delta else None),
                    "grad": block if grad else None, "sample": None}
         self.frame(FrameType.SNAPSHOT, payload)
 

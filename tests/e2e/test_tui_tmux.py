@@ -177,8 +177,10 @@ def test_no_color_still_marks_out_of_band_ratios(tmux, tmp_path):
     subprocess.run([sys.executable, "-c", WRITER, str(path), "30", "0"], check=True, timeout=120)
     tmux.start([*WEIGHTTUI, "watch", str(path)], env={"NO_COLOR": "1"})
     tmux.wait_for(r"step 29")
-    # Without colour, the band is still readable: ↓ (slow) next to the frozen tensor's ratio.
-    tmux.wait_for(r"embed \(1\)\s*\n.*weight .*↓\s+0\s")
+    # Without colour, the band is still readable: ↑ (fast) next to the bias's ratio, and the
+    # frozen tensor says so in words (issue 18, item 13: it used to show a "slow" ↓ 0).
+    tmux.wait_for(r"embed \(1\)\s*\n.*weight .*\sfrozen\s")
+    assert re.search(r"bias .*↑\s*\d", tmux.screen())
     tmux.keys("q")
     assert tmux.exit_status() == 0
 

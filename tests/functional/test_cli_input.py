@@ -102,6 +102,11 @@ def test_top_level_help_teaches_every_command():
         assert f"  weighttui {name} " in res.stdout, name  # one example each
 
 
+def test_bare_command_shows_the_examples_and_exits_2():
+    res = run_cli()
+    assert res.returncode == 2 and "weighttui watch run.sock" in res.stderr and "Traceback" not in res.stderr
+
+
 @pytest.mark.parametrize("command", ["watch", "replay"])
 def test_view_help_mentions_remote_and_thresholds(command):
     out = run_cli(command, "--help").stdout

@@ -16,6 +16,7 @@ from hostile_corpus import generate
 import weighttui
 from weighttui import cli
 
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")

@@ -511,3 +511,27 @@ def test_a_copy_that_cannot_finish_says_so(tmp_path, monkeypatch, capsys):
     local = RemoteMirror(RemoteSpec("box", str(remote)), str(tmp_path / "d.wtui"), ssh_command=str(script),
                          backoff=(0.01, 0.05)).fetch()
     assert same_bytes(remote, local)
+
+
+def test_replay_of_a_copy_that_cannot_finish_warns_and_shows_what_arrived(tmp_path, monkeypatch, capsys):
+    from weighttui import cli
+
+    script = tmp_path / "dropping-ssh"
+    script.write_text(DROPPING_SSH)
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_SSH_PIDS", str(tmp_path / "pids"))
+    monkeypatch.setenv("DROP_AFTER", str(8193 + 6000))
+    monkeypatch.setenv("WEIGHTTUI_SSH", str(script))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    remote = tmp_path / "big.sock"
+    _damaged_log(remote, snapshots=120)
+    seen = {}
+
+    def fake_run_app(path, mode="watch", title=None, max_rows=4096):
+        seen.update(path=path, size=os.path.getsize(path))
+        return 0
+
+    monkeypatch.setitem(sys.modules, "weighttui.tui.app", types.SimpleNamespace(run_app=fake_run_app))
+    assert cli.main(["replay", f"box:{remote}"]) == 0
+    assert "warning" in capsys.readouterr().err
+    assert 0 < seen["size"] < remote.stat().st_size

@@ -395,7 +395,8 @@ def test_a_failure_inside_weighttui_never_reaches_fit(tmp_path, monkeypatch, cap
     def broken(variable):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(wk, "_host_array", broken)  # the numpy path
+    monkeypatch.setattr(wk, "_host_array", broken)  # the numpy path (one variable)
+    monkeypatch.setattr(wk, "_read_host", broken)  # the numpy path (all variables in one TF call)
     monkeypatch.setattr(wk, "_tf_value", broken)  # the TF-ops path
     hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 3  # training ran to the end

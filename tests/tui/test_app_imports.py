@@ -45,3 +45,32 @@ def test_only_tui_imports_textual():
     code = "import sys, weighttui.data.follower; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_first_screen_defers_what_it_does_not_draw(tmp_path, tui):
+    """Until the first screen is up, `weighttui watch` imports no recorder (a training-side module), no
+    plotext and no detail/change/alerts screen: they load when first used (issue 18, item 17)."""
+    path = tmp_path / "run.wtui"
+    tui.fixed_log(path, 5)
+    code = """
+import asyncio, sys
+from weighttui.cli.main import build_parser
+import weighttui.tui.app as appmod
+
+async def main(path):
+    app = appmod.WeightApp(path, mode="watch", alerts=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(1000):
+            if app.first_data_at is not None:
+                break
+            await pilot.pause(0.02)
+        assert app.data.n
+        print(",".join(sorted(m for m in sys.modules if m.startswith(("plotext", "textual_plotext",
+              "weighttui.record", "weighttui.tui.screens.detail", "weighttui.tui.screens.change_table",
+              "weighttui.tui.screens.alerts")))))
+
+asyncio.run(main(sys.argv[1]))
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1:] in ([""], []), out.stdout

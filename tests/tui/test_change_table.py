@@ -126,3 +126,16 @@ async def test_enter_opens_the_tensor_and_escape_comes_back(run_path):
         assert isinstance(app.screen, ChangeTableScreen)
         await pilot.press("w")
         assert app.screen.window == 20 and "mean over 20 snapshots" in head(app.screen)
+
+
+def test_zero_initialised_tensors_read_from_0_not_inf():
+    from weighttui.tui.formatting import fmt_change
+
+    assert fmt_change("norm_change", float("nan"), from_zero=True) == "from 0"
+    assert fmt_change("norm_change", float("nan")) == "-"
+    assert fmt_change("norm_change", 0.5) == "+50.00%"
+    assert fmt_change("change_ab", float("inf")) == "from 0"
+    assert fmt_change("change_ab", 0.25) == "25.00%"
+    assert fmt_change("changed_frac", float("nan")) == "-"
+    assert fmt_change("ratio", float("inf")) == "inf"
+    assert fmt_change("ratio", None) == "-"

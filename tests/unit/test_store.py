@@ -488,3 +488,54 @@ def test_parquet_export_without_pyarrow_says_what_to_install(tmp_path, monkeypat
     assert main(["export", str(path), "--format", "parquet", "--out", str(tmp_path / "x.parquet")]) != 0
     err = capsys.readouterr().err
     assert "pip install 'weighttui[parquet]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_columns_a_block_adds_later_or_reorders_read_back_by_name(indexed):
+    """Snapshots with the base columns, then with instrument columns, then reordered: NaN where absent."""
+    from weighttui.log.schema import WEIGHT_INSTRUMENTS, WEIGHT_STATS
+
+    path = indexed / "cols.wtui"
+    decl = [{"id": i, "name": f"t{i}", "shape": [3], "dtype": "float32", "trainable": True} for i in range(3)]
+    frames = [encode_frame(FrameType.RUN, {"run_id": "cols", "created": 1.0}),
+              encode_frame(FrameType.TENSORS, {"tensors": decl})]
+    ids = encode_array(np.arange(3, dtype="<u4"))
+    for step in range(60):
+        if step < 25:
+            names = list(WEIGHT_STATS)
+        elif step < 45:
+            names = list(WEIGHT_STATS + WEIGHT_INSTRUMENTS)
+        else:
+            names = list(reversed(WEIGHT_STATS + WEIGHT_INSTRUMENTS))
+        stats = np.array([[step * 100 + i * 10 + WEIGHT_STATS.index(n) if n in WEIGHT_STATS else
+                           -(step * 100 + i) for n in names] for i in range(3)], dtype=float)
+        frames.append(encode_frame(FrameType.SNAPSHOT, {"step": step, "time": 1.0, "ids": ids,
+                                                         "weights": {"names": names, "stats": encode_array(stats)}}))
+    path.write_bytes(HEADER + b"".join(frames))
+    want = digest(weighttui.open(path, cache=False))
+    weighttui.open(path)
+    run = weighttui.open(path)
+    assert run.index_path is not None and digest(run) == want
+    steps, norm = run.series("t2", "norm")
+    assert norm.tolist() == [s * 100 + 20 + WEIGHT_STATS.index("norm") for s in range(60)]
+    _s, sigma = run.series("t1", "sigma_max")
+    assert np.isnan(sigma[:25]).all() and sigma[25:].tolist() == [-(s * 100 + 1) for s in range(25, 60)]
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+@pytest.mark.parametrize("ordered", [True, False])
+def test_sealing_a_grid_of_snapshots_equals_the_general_merge(monkeypatch, ordered, uniform):
+    """The transpose fast path (same tensors in every snapshot) and concatenate+gather agree exactly."""
+    rng = np.random.default_rng(3)
+    t, bins = 7, 5
+    cols = np.arange(t, dtype=np.int32) if ordered else rng.permutation(t).astype(np.int32)
+    slen = np.full(t, 3, np.int64) if uniform else rng.integers(0, 4, t).astype(np.int64)
+    parts = [{"rows": np.full(t, r, np.int32), "cols": cols, "stats": rng.normal(size=(t, 9)),
+              "lo": rng.normal(size=t), "hi": rng.normal(size=t),
+              "counts": rng.integers(0, 300, (t, bins)).astype(np.uint32),
+              "samples": rng.normal(size=int(slen.sum())).astype(np.float32), "slen": slen} for r in range(11)]
+    fast = store_columns.merge(parts, 0, 11, 9, bins, True)
+    monkeypatch.setattr(store_columns, "_grid", lambda *a, **k: None)
+    slow = store_columns.merge(parts, 0, 11, 9, bins, True)
+    for name in ("rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff"):
+        a, b = getattr(fast, name), getattr(slow, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name

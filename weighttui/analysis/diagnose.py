@@ -504,7 +504,8 @@ def _rule_nonfinite(ctx: _Context) -> None:
                     if kind == "weights" else
                     "gradient alerts for it are held back while its gradients are not finite")
             ctx.add(rule, c, r0, severity,
-                    f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen{now}; {held}")
+                    f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen"
+                    f"{now}; {held}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:

@@ -359,7 +359,11 @@ BAD_INPUT = (CliError, LogFormatError, FileNotFoundError, IsADirectoryError, Not
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)  # argparse: usage and exit 2 on a bad option
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `weighttui`: the help, with its examples
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(argv)  # argparse: usage and exit 2 on a bad option
     try:
         return args.func(args)
     except BAD_INPUT as exc:

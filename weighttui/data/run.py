@@ -206,6 +206,8 @@ class RunData:
                 store.apply(item)
             store.size = st.st_size
             self.torn_tail = store.scan.torn_tail
+            if len(self._ident[2]) < min(_FIRST_BYTES, store.scan.offset):  # keep what was read as the identity
+                self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
             if self.cache and store.scan.offset != start:
                 where = store_index.save_index(self.path, fd, st, store,
                                                store.spill.directory if store.spill is not None else None)
@@ -280,9 +282,7 @@ class RunData:
         dev, ino, first = self._ident
         if (st.st_dev, st.st_ino) != (dev, ino) or st.st_size < self._store.scan.offset + self._store.scan.pending:
             return False
-        now = os.pread(fd, len(first), 0)
-        return now == first or (len(first) < _FIRST_BYTES and now[: len(first)] == first and
-                                self._store.scan.offset <= len(first))
+        return os.pread(fd, len(first), 0) == first
 
     # -------------------------------------------------------- file level
 
@@ -536,6 +536,7 @@ class RunData:
         lo, hi = int(rows[0]), int(rows[-1])
         dense_rows = rows.size == hi - lo + 1  # contiguous: position = row - lo
         tail_start = run.sealed_rows
+        posmap = None
         for seg in run.sealed(kind):
             if seg.row1 <= lo or seg.row0 > hi:
                 continue
@@ -544,8 +545,12 @@ class RunData:
                 mask = (srows >= lo) & (srows <= hi)
                 pos = dest[srows[mask] - lo]
             else:
-                mask = np.isin(srows, rows)
-                pos = dest[np.searchsorted(rows, srows[mask])]
+                if posmap is None:  # snapshot index -> destination row, -1 where not wanted
+                    posmap = np.full(hi + 1, -1, dtype=np.int64)
+                    posmap[rows] = dest
+                at = posmap[np.minimum(srows, hi)]
+                mask = (at >= 0) & (srows <= hi)
+                pos = at[mask]
             cols = seg.part("cols")[mask]
             buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
         if hi < tail_start:
@@ -563,7 +568,10 @@ class RunData:
                 d = lookup.get(r)
                 if d is None:
                     continue
-            buf[d, piece["cols"]] = True if s is None else piece["stats"][:, s]
+            if s is None:
+                buf[d, piece["cols"]] = True
+            elif s < piece["stats"].shape[1]:  # (a narrower block: the columns after it stay NaN)
+                buf[d, piece["cols"]] = piece["stats"][:, s]
 
     # ----------------------------------------------------- per-tensor reads
 

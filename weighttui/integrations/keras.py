@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from weighttui.integrations.keras_grads import GradientCapture, capture_for
+from weighttui.integrations.keras_instruments import optimizer_state
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import epoch_selector
@@ -192,16 +193,22 @@ class WeightCallback(keras.callbacks.Callback):
         grad_arrays = None
         if grads is None and self._capture is not None:
             grads = self._capture.take()  # the gradients of the batch just done, if it was wanted
-        if grads is not None:
-            by_id = {id(v): name for name, v, _l, _t in tracked}
-            grad_arrays = {by_id[id(v)]: _to_host(g) for g, v in grads if g is not None and id(v) in by_id}
         if self._device is None:
             self._device = _on_accelerator(tracked[0][1])
+        by_id = {id(v): name for name, v, _l, _t in tracked}
+        pairs = [] if grads is None else [(g, by_id[id(v)]) for g, v in grads if g is not None and id(v) in by_id]
         if self._device:
+            grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
+                           for g, name in pairs} if grads is not None else None
             done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
-            arrays = {name: _host_array(v) for name, v, _l, _t in tracked}
-            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full)
+            # weights and gradient slots read together (one TF call for all of them)
+            host = _read_host([v for _n, v, _l, _t in tracked] + [g for g, _name in pairs])
+            arrays = {name: a for (name, _v, _l, _t), a in zip(tracked, host, strict=False)}
+            grad_arrays = {name: a for (_g, name), a in zip(pairs, host[len(tracked):], strict=True)} \
+                if grads is not None else None
+            optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
+            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim)
         if done:
             self._last_recorded = step
 
@@ -397,6 +404,41 @@ def _on_accelerator(variable) -> bool:
     except Exception:
         return False
     return ":GPU:" in device or ":TPU:" in device
+
+
+_reader = None  # tf.function reading a list of variables (one call instead of one op each)
+
+
+def _read_host(items) -> list:
+    """numpy arrays of Keras variables, TF variables and tensors, in order (views on the CPU).
+
+    On TensorFlow, plain (not distributed) variables are read by one tf.function call:
+    each eager read is an op dispatch of its own, which for a small model cost more
+    than the statistics."""
+    items = list(items)
+    if keras.backend.backend() != "tensorflow":
+        return [_host_array(x) if hasattr(x, "value") and hasattr(x, "path") else _to_host(x) for x in items]
+    import tensorflow as tf
+
+    global _reader
+    plain = []
+    for x in items:
+        tv = x.value if hasattr(x, "path") and hasattr(x, "value") else x  # a Keras variable's tf.Variable
+        plain.append(tv if type(tv).__name__ == "ResourceVariable" else None)
+    at = [i for i, tv in enumerate(plain) if tv is not None]
+    out: list = [None] * len(items)
+    if len(at) > 1 and tf.executing_eagerly():
+        if _reader is None:
+            _reader = tf.function(lambda vs: [v.read_value() for v in vs], reduce_retracing=True)
+        for i, t in zip(at, _reader([plain[i] for i in at]), strict=True):
+            out[i] = np.asarray(t)  # a view of the read tensor
+    for i, x in enumerate(items):
+        if out[i] is None:
+            if hasattr(x, "path") and hasattr(x, "value"):  # a Keras variable
+                out[i] = _host_array(x)
+            else:  # a TF variable (a gradient slot; MirroredVariable: the primary) or a tensor
+                out[i] = _to_host(x.read_value() if hasattr(x, "read_value") else x)
+    return out
 
 
 def _tf_value(variable):

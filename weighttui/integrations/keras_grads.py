@@ -198,6 +198,6 @@ class GradientCapture:
         if self._eager is not None:
             pairs, self._eager = self._eager, None
             return pairs
-        if self._slots:
-            return [(slot.read_value(), v) for v, slot in self._slots.values()]
+        if self._slots:  # the slot variables themselves: the callback reads them with the weights
+            return [(slot, v) for v, slot in self._slots.values()]
         return None

@@ -24,7 +24,7 @@ import torch
 
 from weighttui.integrations import torch_dist, torch_host, torch_native
 from weighttui.integrations.torch_instruments import TorchInstruments, first_nonfinite
-from weighttui.integrations.torch_plan import Entry, TensorPlan, unwrap
+from weighttui.integrations.torch_plan import TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
     _PSQ,
@@ -248,7 +248,10 @@ class WatchHandle:
             return
         if kept:
             keep, self._epoch_keep = self._epoch_keep, None
-            if keep is None or keep[1] != epoch:
+            if keep is None or keep[1] != epoch:  # sharded: no copies are kept
+                self.reporter.once("epoch_end_unknown", (
+                    f"weighttui: complete values of epoch {epoch} not stored: its end was marked only by "
+                    "the next epoch's step(epoch=); call handle.end_epoch() at the end of each epoch"))
                 return
             step, _epoch, entries, copies = keep
             if self.writer:

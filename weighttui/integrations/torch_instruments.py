@@ -29,7 +29,7 @@ def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     for _ in range(iters):
         if v.shape[1] == 1:  # torch's matrix-vector paths (mv, vm); a QR of one column is a normalisation
             y = torch.mv(w2, v[:, 0].contiguous())
-            b = (y / torch.linalg.vector_norm(y) @ w2)[None, :]
+            b = (y / torch.linalg.vector_norm(y).clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
         else:
             b = torch.linalg.qr(w2 @ v).Q.T @ w2
         v = b.T.contiguous()  # a strided V sends the next product down a slow path
@@ -50,7 +50,9 @@ class _Pending:
         self.fresh_init: set[int] = set()  # rows whose initial copy was taken now
         self.xs: dict[int, int] = {}  # row -> part index of the sampled values
         self.gs: dict[int, int] = {}  # row -> part index of the sampled gradient
-        self.optim: dict[int, tuple[int, int | None, float, float, float, float, int]] = {}
+        # row -> (m norm at, v norm at, lr, step, beta2, eps, n); "at": (device, dtype, position) while
+        # queued, then (part index, position) in the foreach norms' parts
+        self.optim: dict[int, tuple] = {}
         self.units: dict[int, int] = {}  # row -> part index of the per-unit weight norms
         self.gunits: dict[int, int] = {}  # row -> part index of the per-unit gradient norms
         self.alpha: dict[int, int] = {}  # row -> part index of the singular values (alpha's fit)
@@ -142,7 +144,8 @@ class TorchInstruments:
                     self._grads[name] = self._coords(name, g).to(torch.float64)
                 mn = ref.matrix_shape(tuple(g.shape))
                 if "units" in self.chosen and mn is not None:
-                    self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=torch.float32)
+                    # float32 norms of 16/32-bit rows; float64 ones cannot be narrowed by vector_norm
+                    self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=_norm_dtype(g))
 
     @torch.no_grad()
     def start(self, entries, xs, prevs, optimizer=None) -> _Pending:
@@ -168,7 +171,7 @@ class TorchInstruments:
             if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
                 pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
             if "units" in self.chosen and mn is not None:
-                pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=torch.float32))
+                pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=_norm_dtype(x)))
                 if e.name in gunits:
                     pend.gunits[i] = pend.add(gunits[e.name])
             if "dist_init" in self.chosen:
@@ -218,11 +221,11 @@ class TorchInstruments:
             lr = float(lr.item() if torch.is_tensor(lr) else lr)
             mi, vi = _queue(want, m), _queue(want, v)
             n = e.tensor.numel()
-            pend.optim[i] = (mi, vi, lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)  # type: ignore[assignment]
+            pend.optim[i] = (mi, vi, lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
         # one foreach norm per device and dtype (a kernel launch per list, not per tensor)
         at = {key: pend.add(torch.stack(torch._foreach_norm(ts))) for key, ts in want.items()}
         pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
-                          *rest) for i, (mi, vi, *rest) in pend.optim.items()}  # type: ignore[misc]
+                          *rest) for i, (mi, vi, *rest) in pend.optim.items()}
 
     def finish(self, pend: _Pending, host: list[np.ndarray], entries, fro_norms: np.ndarray,
                optimizer=None) -> tuple[np.ndarray, np.ndarray, Block | None]:
@@ -234,13 +237,11 @@ class TorchInstruments:
         for i, k in pend.gram.items():
             sigma = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
             w[i, 0] = sigma
-            if math.isfinite(sigma):
-                self._v[entries[i].name] = pend.v_new[i]
+            self._commit(self._v, entries[i].name, pend.v_new[i], sigma)
         w[:, 1] = ref.stable_rank(fro_norms, w[:, 0])
         for i, k in pend.gram_d.items():
             sd = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
-            if math.isfinite(sd):
-                self._vd[entries[i].name] = pend.vd_new[i]
+            self._commit(self._vd, entries[i].name + "/delta", pend.vd_new[i], sd, key=entries[i].name)
             d[i, 2] = ref.ratio(sd, w[i, 0])
         for i in pend.fresh_init:
             name = entries[i].name
@@ -286,6 +287,18 @@ class TorchInstruments:
         return w, d, optim
 
     @staticmethod
+    def _commit(store: dict, name: str, v: torch.Tensor, sigma: float, key: str | None = None) -> None:
+        """Keep the iteration's vectors for the next snapshot. A NaN matrix leaves them as they
+        were; a zero one (a frozen tensor's update) would leave zero vectors that stay zero:
+        a fresh random block instead, iterated once from the next snapshot on (no warm-up)."""
+        key = name if key is None else key
+        if sigma > 0:
+            store[key] = v
+        elif sigma == 0:
+            store[key] = torch.as_tensor(ref.start_block(name, v.shape[0], v.shape[1]), dtype=v.dtype,
+                                         device=v.device)
+
+    @staticmethod
     def _masked_optim(optimizer, param) -> tuple[float, float, int]:
         """Norms over the finite elements and the non-finite count (the rare path)."""
         state = optimizer.state.get(param, {}) if optimizer is not None else {}
@@ -316,3 +329,8 @@ def first_nonfinite(t: torch.Tensor | None) -> int | None:
         return None
     bad = torch.nonzero(~torch.isfinite(t.detach().reshape(-1)))
     return int(bad[0, 0]) if bad.numel() else None
+
+
+def _norm_dtype(t: torch.Tensor) -> torch.dtype:
+    """float32 for the row norms of 16/32-bit tensors, float64 for float64 ones (vector_norm cannot narrow)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32

@@ -277,7 +277,7 @@ def _no_finite_is_nan(names: list, stats: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         if {"mean", "nan", "inf"} <= col.keys():
             empty = np.isnan(stats[:, col["mean"]]) & ((stats[:, col["nan"]] > 0) | (stats[:, col["inf"]] > 0))
-            targets = ("norm",)
+            targets: tuple[str, ...] = ("norm",)
         elif {"mean_abs", "changed_frac"} <= col.keys():
             empty = np.isnan(stats[:, col["mean_abs"]]) & ~np.isnan(stats[:, col["changed_frac"]])
             targets = ("norm", "ratio", "changed_frac")

@@ -122,7 +122,12 @@ class WeightApp(App[int]):
         self.pump: Pump[None] = Pump(
             self, sources=lambda: [(None, self.follower)], ingest=lambda _key, item: self._ingest(item),
             failed=lambda _key, failure: self._fail(failure.message), redraw=self._draw, hz=MAX_REFRESH_HZ,
-            paint_first=lambda: not self._shown_data and self.data.n > 0)
+            paint_first=lambda: not self._shown_data and self.data.n > 0, ready=self._screen_ready)
+
+    def _screen_ready(self) -> bool:
+        """The screen can draw: a delivery ingested before would be read on past, not shown."""
+        screen = self.screen if self.screen_stack else None
+        return screen is not None and screen.is_mounted
 
     def get_default_screen(self) -> OverviewScreen:
         return OverviewScreen()
@@ -158,7 +163,7 @@ class WeightApp(App[int]):
         # the follower reads only what was appended since
         start = self.data.load_index()
         self.follower = Follower(self.path, self.pump.wake, start=start, **self._follower_options)
-        self.follower.start()
+        self.follower.start()  # reads while the first screen is being mounted (the pump waits for it)
         self.set_interval(1.0, self._tick)
 
     def on_unmount(self) -> None:
@@ -172,7 +177,7 @@ class WeightApp(App[int]):
     # ------------------------------------------------------------- ingest
 
     def on_follower_wake(self, _message: FollowerWake) -> None:
-        self.pump.drain()
+        self.pump.on_wake()
 
     def _ingest(self, item: Delivery) -> bool:
         poll = item.poll

@@ -69,6 +69,10 @@ def fmt_change(key: str, value: float | None, *, from_zero: bool = False) -> str
         return "-"
     if key == "norm_change" and from_zero and not math.isfinite(value):
         return "from 0"
+    if key == "change_ab" and value == math.inf:
+        # over the elements finite at both marks, the change is infinite only when the values at
+        # mark a are all 0 (a zero-initialised bias marked at step 0): no relative change
+        return "from 0"
     if key in ("changed_frac", "norm_change", "change_ab"):
         if not math.isfinite(value):
             return "-" if math.isnan(value) else nonfinite(value)  # NaN here: no delta to compare yet

@@ -187,7 +187,7 @@ class MultiRunApp(App[int]):
     # ------------------------------------------------------------- ingest
 
     def on_follower_wake(self, _message: FollowerWake) -> None:
-        self.pump.drain()
+        self.pump.on_wake()
 
     def _sources(self) -> Iterable[tuple[RunSlot, Follower | None]]:
         return [(slot, slot.follower) for slot in self.slots]

@@ -23,6 +23,8 @@ from textual.timer import Timer
 from weighttui.data.follower import Delivery, Failure, Follower
 
 INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
+FIRST_PAINT_S = 0.1  # after the first snapshots are drawn: a few frames' time for them to be painted
+READY_POLL_S = 0.01  # deliveries that arrive before the first screen is mounted wait this long at a time
 
 K = TypeVar("K")
 
@@ -42,12 +44,14 @@ class Pump(Generic[K]):
     `failed(key, failure)` is told when a log cannot be read any more (that
     follower is not read further). `paint_first()` True means: stop reading
     and paint now (the first snapshots go on screen before the rest loads).
+    `ready()` False means: nothing can be drawn yet (the first screen is being
+    mounted), so nothing is ingested yet either.
     """
 
     def __init__(self, app: App, *, sources: Callable[[], Iterable[tuple[K, Follower | None]]],
                  ingest: Callable[[K, Delivery], bool], failed: Callable[[K, Failure], None],
                  redraw: Callable[[bool], None], hz: float, paint_first: Callable[[], bool] | None = None,
-                 budget: float = INGEST_BUDGET_S):
+                 budget: float = INGEST_BUDGET_S, ready: Callable[[], bool] | None = None):
         self.app = app
         self._sources = sources
         self._ingest = ingest
@@ -55,6 +59,7 @@ class Pump(Generic[K]):
         self._redraw = redraw
         self._interval = 1.0 / hz
         self._paint_first = paint_first
+        self._ready = ready
         self.budget = budget
         self._last_redraw = 0.0
         self._redraw_timer: Timer | None = None
@@ -70,6 +75,12 @@ class Pump(Generic[K]):
 
     # ------------------------------------------------------------- ingest
 
+    def on_wake(self) -> None:
+        """A follower's wake reached the UI thread: drain, unless a drain is already timed (after the
+        first paint, or between batches), which then reads what the wake announced."""
+        if self._drain_timer is None:
+            self.drain()
+
     def backlog(self) -> bool:
         return any(f is not None and f.backlog for _, f in self._sources())
 
@@ -77,6 +88,9 @@ class Pump(Generic[K]):
         """Ingest what the followers queued, for at most `budget` seconds; read on later if more is queued."""
         self._drain_timer = None
         if self._closing():
+            return
+        if self._ready is not None and not self._ready():
+            self._drain_timer = self.app.set_timer(READY_POLL_S, self.drain)  # the screen is being mounted
             return
         start = time.perf_counter()
         changed = False
@@ -98,14 +112,18 @@ class Pump(Generic[K]):
                     break
             if paint or self._closing():
                 break
-        if changed:
+        if paint:
+            self.refresh_now()  # the first snapshots: drawn now, not at the end of the redraw interval
+        elif changed:
             self.request_refresh()
-        if self._closing() or self._drain_timer is not None or not self.backlog():
+        if self._closing() or self._drain_timer is not None:
             return
         if paint:
-            self.app.call_after_refresh(self.drain)  # the first screen is painted before reading on
-        else:
-            self._drain_timer = self.app.set_timer(0.001, self.drain)
+            # Hold reading (wakes included) until the first screen reached the terminal: a queue
+            # kept busy with ingest holds Textual's next frame back until the whole log was read.
+            self._drain_timer = self.app.set_timer(FIRST_PAINT_S, self.drain)
+        elif self.backlog():
+            self._drain_timer = self.app.set_timer(0.001, self.drain)  # keys and rendering first
 
     # ------------------------------------------------------------ redraws
 

@@ -84,7 +84,8 @@ class FileArray:
 class Segment:
     """Entries of one kind for rows [row0, row1), sorted by (col, row).
 
-    rows, cols: [E] int32; stats: [S, E] float64 (one statistic contiguous);
+    rows, cols: [E] int32; stats: [W, E] float64 (one statistic contiguous; the kind's first
+    W columns, W <= S: columns no snapshot of the segment carried are not stored, and read as NaN);
     lo, hi: [E] float64 and counts: [E, B] (uint8/16/32) when the kind has
     histograms, else None; samples: flat float32 with soff [E + 1] offsets
     (weights only). Each is a numpy array or a FileArray; read them with part().
@@ -108,6 +109,9 @@ class Segment:
     def part(self, name: str, a: int | None = None, b: int | None = None, s: int | None = None) -> np.ndarray:
         """array[a:b] (stats: stats[s, a:b]), read from the index file if it lives there."""
         arr = getattr(self, name)
+        if name == "stats" and s >= arr.shape[0]:  # a column no snapshot of this segment carried
+            e = arr.shape[1]
+            return np.full((e if a is None else (e if b is None else b) - a), np.nan)
         if not isinstance(arr, FileArray):
             out = (arr[s] if a is None else arr[s, a:b]) if name == "stats" else (arr if a is None else arr[a:b])
             return np.asarray(out)
@@ -160,10 +164,11 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     cols = np.concatenate([p["cols"] for p in parts]) if parts else _EMPTY_I4
     order = np.argsort(cols, kind="stable")  # rows are in order already: (col, row) order
     if parts:
-        stats = np.concatenate([p["stats_t"].T if "stats_t" in p else p["stats"] for p in parts])
+        width = max(p["stats_t"].shape[0] if "stats_t" in p else p["stats"].shape[1] for p in parts)
+        stats = np.concatenate([_widened(p["stats_t"].T if "stats_t" in p else p["stats"], width) for p in parts])
         stats = np.ascontiguousarray(stats[order].T)
     else:
-        stats = np.zeros((nstats, 0))
+        stats = np.zeros((0, 0))
     lo = hi = counts = None
     if bins is not None:
         nan = np.full(0, np.nan)
@@ -193,6 +198,15 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
                    lo, hi, counts, samples, soff)
 
 
+def _widened(stats: np.ndarray, width: int) -> np.ndarray:
+    """[n, w] statistics as [n, width], NaN in the columns it lacks."""
+    if stats.shape[1] == width:
+        return stats
+    out = np.full((stats.shape[0], width), np.nan)
+    out[:, : stats.shape[1]] = stats
+    return out
+
+
 def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool):
     """merge() for the usual tail: snapshots that all cover the same tensors (the same cols object).
 
@@ -202,11 +216,12 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     if not parts or "stats_t" in parts[0]:
         return None
     c0 = parts[0]["cols"]
+    width = parts[0]["stats"].shape[1]
     has_hist = parts[0].get("counts") is not None
     slen0 = parts[0].get("slen")
     for p in parts:
         if p["cols"] is not c0 or "stats_t" in p or (p.get("counts") is not None) != has_hist \
-                or p.get("slen") is not slen0:
+                or p.get("slen") is not slen0 or p["stats"].shape[1] != width:
             return None
     if (bins is not None) != has_hist or (with_samples and slen0 is None):
         return None
@@ -214,36 +229,44 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     perm = np.argsort(c0, kind="stable")
     ident = bool(np.array_equal(perm, np.arange(t)))
     rowvals = np.fromiter((p["rows"][0] for p in parts), dtype=np.int32, count=r)
-    stats = np.empty((nstats, t, r))
-    for i, p in enumerate(parts):
-        stats[:, :, i] = (p["stats"] if ident else p["stats"][perm]).T
-    lo = hi = counts = None
-    if has_hist:
+    grid = np.stack([p["stats"] for p in parts])  # [rows, tensors, columns]: one contiguous copy
+    stats = np.ascontiguousarray((grid if ident else grid[:, perm]).transpose(2, 1, 0))
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    if has_hist and bins is not None:
         cmax = max(int(p["counts"].max()) if p["counts"].size else 0 for p in parts)
         dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
-        counts = np.empty((t, r, bins), dtype=dtype)
-        lo, hi = np.empty((t, r)), np.empty((t, r))
+        grid_counts = np.empty((t, r, bins), dtype=dtype)
+        grid_lo, grid_hi = np.empty((t, r)), np.empty((t, r))
         for i, p in enumerate(parts):
-            counts[:, i] = p["counts"] if ident else p["counts"][perm]
-            lo[:, i] = p["lo"] if ident else p["lo"][perm]
-            hi[:, i] = p["hi"] if ident else p["hi"][perm]
-        counts, lo, hi = counts.reshape(t * r, bins), lo.reshape(-1), hi.reshape(-1)
-    samples = soff = None
-    if with_samples:
-        starts = np.concatenate(([0], np.cumsum(slen0)))
+            grid_counts[:, i] = p["counts"] if ident else p["counts"][perm]
+            grid_lo[:, i] = p["lo"] if ident else p["lo"][perm]
+            grid_hi[:, i] = p["hi"] if ident else p["hi"][perm]
+        counts, lo, hi = grid_counts.reshape(t * r, bins), grid_lo.reshape(-1), grid_hi.reshape(-1)
+    samples: np.ndarray | None = None
+    soff: np.ndarray | None = None
+    if with_samples and slen0 is not None:
+        slen = np.asarray(slen0, dtype=np.int64)
+        starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(slen)))
         table = np.stack([p["samples"] for p in parts])  # [rows, all samples of a snapshot]
-        samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
-            if t else np.zeros(0, np.float32)
-        soff = np.concatenate(([0], np.cumsum(np.repeat(slen0[perm], r)))).astype(np.int64)
+        k = int(slen[0]) if t else 0
+        if t and (slen == k).all():  # every tensor samples k values: a transpose again
+            cube = table.reshape(r, t, k)
+            samples = np.ascontiguousarray((cube if ident else cube[:, perm]).transpose(1, 0, 2)).reshape(-1)
+        else:
+            samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
+                if t else np.zeros(0, np.float32)
+        soff = np.concatenate((np.zeros(1, np.int64), np.cumsum(np.repeat(slen[perm], r)))).astype(np.int64)
     return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
-                   stats.reshape(nstats, t * r), lo, hi, counts, samples.astype(np.float32, copy=False)
-                   if samples is not None else None, soff)
+                   stats.reshape(width, t * r), lo, hi, counts,
+                   None if samples is None else samples.astype(np.float32, copy=False), soff)
 
 
 def segment_piece(seg: Segment) -> dict:
     """A segment as a merge() piece (to merge a small saved segment with new rows)."""
     stats = np.stack([seg.part("stats", s=s) for s in range(seg.stats.shape[0])]) if seg.stats.shape[0] \
-        else np.zeros((0, seg.entries))
+        else np.zeros((0, seg.entries))  # (a segment of a kind no snapshot carried)
     piece = {"rows": seg.part("rows"), "cols": seg.part("cols"), "stats_t": stats}
     if seg.counts is not None:
         piece.update(lo=seg.part("lo"), hi=seg.part("hi"), counts=seg.part("counts"))
@@ -274,9 +297,10 @@ class KindColumns:
         """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
         self.seen = True
         n = cols.size
-        if tuple(block.names) == self.columns:
-            stats = block.stats
-            self.filled[:] = True
+        names = tuple(block.names)
+        if names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
+            stats = block.stats  # (stored as wide as it is: the columns after it read as NaN)
+            self.filled[: len(names)] = True
         else:  # columns in another order or unknown ones: map by name, NaN where missing
             stats = np.full((n, len(self.columns)), np.nan)
             for src, name in enumerate(block.names):

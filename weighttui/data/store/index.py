@@ -492,7 +492,8 @@ def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
             seg = Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
                           a.get("samples"), a.get("soff"))
             e = seg.rows.size
-            if seg.cols.shape != (e,) or seg.stats.shape != (len(COLUMNS[k]), e):
+            if seg.cols.shape != (e,) or seg.stats.ndim != 2 or seg.stats.shape[0] > len(COLUMNS[k]) \
+                    or seg.stats.shape[1] != e:
                 raise _Unusable("segment shapes do not match")
             if seg.counts is not None and (seg.counts.shape[0] != e or seg.counts.shape[1] != kc_bins(run, k)):
                 raise _Unusable("histogram shape does not match")

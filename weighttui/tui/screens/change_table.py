@@ -175,13 +175,13 @@ class ChangeTableScreen(RunScreen):
             for entry in self.rows:
                 cells = self._cells_of(entry)
                 table.add_row(*cells, key=entry["tensor"])
-                for k, c in zip(KEYS, cells):
+                for k, c in zip(KEYS, cells, strict=True):
                     self._cells[(entry["tensor"], k)] = c.plain + str(c.style)
             self._resort(view)
             return
         changed = False
         for entry in self.rows:
-            for k, c in zip(KEYS, self._cells_of(entry)):
+            for k, c in zip(KEYS, self._cells_of(entry), strict=True):
                 sig = c.plain + str(c.style)
                 if self._cells.get((entry["tensor"], k)) != sig:
                     self._cells[(entry["tensor"], k)] = sig

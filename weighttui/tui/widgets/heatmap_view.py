@@ -281,14 +281,14 @@ class HistogramBars(_LinesWidget):
 def axis_label(width: int, left: str, right: str, middles: tuple[str, ...] = ()) -> str:
     """`left` at the start, `right` at the end and the first of `middles` that fits between them,
     with at least one space on each side: labels never run into each other. What does not fit is
-    left out (the middle first, then the right end)."""
+    left out whole (the middle first, then the right end, then the left), never cut."""
     room = width - len(left) - len(right)
     for mid in middles:
         if len(mid) + 2 <= room:
             return left + mid.center(room) + right
     if room >= 1:
         return left + " " * room + right
-    return left[:width]
+    return left if len(left) <= width else ""  # a number cut short would read as another number
 
 
 def _marks(lo: float, hi: float, width: int, mean, std) -> str:

@@ -1,0 +1,49 @@
+"""The optim instrument with Keras 3 (docs/instruments.md): Adam moments and SGD momentum after fit()."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+import weighttui  # noqa: E402
+from weighttui.keras import WeightCallback  # noqa: E402
+from weighttui.record import instruments as inst  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_optimizer_state_after_fit(tmp_path, name):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 6)).astype("float32"), rng.standard_normal((64, 2)).astype("float32")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu", name="hidden"),
+                              keras.layers.Dense(2, name="head")])
+    opt = keras.optimizers.Adam(1e-2) if name == "adam" else keras.optimizers.SGD(1e-2, momentum=0.9)
+    model.compile(optimizer=opt, loss="mse")
+    path = tmp_path / "run.wtui"
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[WeightCallback(path)])
+    run = weighttui.open(path)
+    assert run.has_kind("optim")
+    for var in model.trainable_variables:
+        tensor = next(n for n in run.tensor_names if n.endswith(var.path.split("/")[-1])
+                      and var.path.split("/")[-2] in n)
+        i = opt._get_variable_index(var)
+        _, m = run.series(tensor, "m_norm", kind="optim")
+        _, v = run.series(tensor, "v_norm", kind="optim")
+        _, eff = run.series(tensor, "eff_lr", kind="optim")
+        if name == "adam":
+            m_ref = np.linalg.norm(np.asarray(opt._momentums[i], dtype=np.float64))
+            v_ref = np.linalg.norm(np.asarray(opt._velocities[i], dtype=np.float64))
+            assert m[-1] == pytest.approx(m_ref, rel=1e-6) and v[-1] == pytest.approx(v_ref, rel=1e-6)
+            n = int(np.prod(var.shape))
+            assert eff[-1] == pytest.approx(inst.adam_eff_lr(float(np.asarray(opt.learning_rate)), v_ref, n,
+                                                             float(np.asarray(opt.iterations)), 0.999, 1e-7),
+                                            rel=1e-6)
+        else:
+            m_ref = np.linalg.norm(np.asarray(opt.momentums[i], dtype=np.float64))
+            assert m[-1] == pytest.approx(m_ref, rel=1e-6) and math.isnan(v[-1])
+            assert eff[-1] == pytest.approx(1e-2)

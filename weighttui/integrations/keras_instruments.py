@@ -1,0 +1,46 @@
+"""Keras optimizer state for the `optim` instrument (docs/instruments.md).
+
+Keras 3 optimizers keep one slot variable per trainable variable: Adam and
+AdamW `_momentums` / `_velocities`, SGD with momentum `momentums`, indexed by
+`optimizer._get_variable_index(variable)`. What a snapshot needs is read on
+the host: {name: {"m", "v", "lr", "step", "beta2", "eps"}} for Recorder.snapshot(optim=...).
+Anything unexpected (another optimizer, a Keras version without these slots)
+gives no state, never an error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def optimizer_state(model, tracked) -> dict | None:
+    """tracked: (name, variable, layer, trainable) as KerasWatcher records them."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not hasattr(opt, "_get_variable_index"):
+        return None
+    m_slots = getattr(opt, "_momentums", None) or getattr(opt, "momentums", None)
+    v_slots = getattr(opt, "_velocities", None)
+    if not m_slots and not v_slots:
+        return None
+    try:
+        lr = float(np.asarray(opt.learning_rate))
+        step = float(np.asarray(opt.iterations))
+    except Exception:  # a schedule object or a symbolic value: no step size, the norms still go
+        lr, step = float("nan"), float("nan")
+    beta2, eps = getattr(opt, "beta_2", None), getattr(opt, "epsilon", None)
+    out = {}
+    for name, var, _layer, _trainable in tracked:
+        try:
+            i = opt._get_variable_index(var)
+        except Exception:  # not a variable this optimizer trains
+            continue
+        st: dict = {"lr": lr, "step": step}
+        if m_slots and i < len(m_slots):
+            st["m"] = np.asarray(m_slots[i])
+        if v_slots and i < len(v_slots):
+            st["v"] = np.asarray(v_slots[i])
+            st["beta2"] = float(beta2) if beta2 is not None else 0.999
+            st["eps"] = float(eps) if eps is not None else 1e-7
+        if "m" in st or "v" in st:
+            out[name] = st
+    return out or None
