@@ -142,7 +142,7 @@ def test_hf_trainer_epoch_n_is_the_end_of_its_nth_pass(tmp_path):
     assert_same(run.weights(epoch=0), ends[0][1])
     assert_same(run.weights(epoch=2), ends[2][1])
     assert run.steps.tolist() == [0, 5, 10, 12]  # the end of training is recorded
-    epochs = dict(zip(run.steps.tolist(), run.epochs.tolist()))
+    epochs = dict(zip(run.steps.tolist(), run.epochs.tolist(), strict=True))
     assert epochs[5] == 1 and epochs[12] == 2  # 0-based, the epoch each step belongs to
 
 

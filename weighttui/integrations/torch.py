@@ -106,7 +106,7 @@ class WatchHandle:
         self._marked = False  # end_epoch()/set_epoch() say when epochs end
         self._epoch_keep: tuple | None = None  # (step, epoch, entries, device copies): see _keep_epoch_copy
         self._stepped = False
-        self._scaler = None
+        self._scaler: tuple | None = None  # (the GradScaler, our step, our update): see _unwrap_scaler
         self._scaler_pending = False
         # a Recorder, or the schedule alone (sharded ranks that do not write)
         self.schedule: Recorder | Schedule | None = recorder
@@ -134,7 +134,7 @@ class WatchHandle:
         self.plan = TensorPlan(model, selects=self.schedule.selects, registry=registry,
                                buffers=self.buffers, skip_frozen=self.skip_frozen, sharded=sharded,
                                delta=delta, delta_budget_bytes=delta_budget_bytes,
-                               forget=lambda name: self._prev.pop(name, None))
+                               forget=self._forget_prev)
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_pre_hook(self._pre_hook))
             self._hooks.append(optimizer.register_step_post_hook(self._post_hook))
@@ -407,12 +407,16 @@ class WatchHandle:
     def _due(self, s: int) -> bool:
         return self.schedule is not None and self.schedule.should_record(s, self.epoch)
 
+    def _forget_prev(self, name: str) -> None:
+        """The plan dropped `name`: its previous copy goes too."""
+        self._prev.pop(name, None)
+
     def _full_due(self, s: int) -> bool:
         """full_every steps; full_epochs are taken when their epoch ends."""
         if self.schedule is None or (self.recorder is not None and not self.recorder.active):
             return False
         every = self.schedule.full_every
-        return bool(every) and s % every == 0
+        return every is not None and s % every == 0
 
     def _scalars(self, step: int, scalars: dict) -> None:
         if self.recorder is not None:
@@ -457,7 +461,7 @@ class WatchHandle:
         t_count = len(entries)
         xs = [e.local() for e in entries]
         d_rows = [i for i, e in enumerate(entries) if e.exact and e.name in self._prev]
-        prevs = None
+        prevs: list[torch.Tensor | None] | None = None
         if d_rows:
             prevs = [None] * t_count
             for i in d_rows:
@@ -597,7 +601,7 @@ class WatchHandle:
         fin = ~needs_slow_path(raw_w)
         copies_to, copies_from = [], []
         at = 0
-        for i, (e, x) in enumerate(zip(entries, xs)):
+        for i, (e, x) in enumerate(zip(entries, xs, strict=True)):
             k = 0 if e.info.sample_index is None else e.info.sample_index.size
             if samples is not None and k:
                 self._sample_prev[e.name] = samples[at:at + k].copy()
@@ -745,7 +749,7 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
     if (recorder is not None and handle.active and cpu_kernel == "fused" and not torch_native.available()
             and any(p.device.type == "cpu" for p in model.parameters())):
         # why CPU snapshots take the slower path, where `weighttui info` shows it
-        recorder.event("cpu_kernel", torch_native.UNAVAILABLE, step=0)
+        recorder.event("cpu_kernel", torch_native.UNAVAILABLE or "", step=0)
     if initial and handle.active:
         try:
             full = handle._full_due(0)

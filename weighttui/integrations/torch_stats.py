@@ -90,6 +90,10 @@ class Reducer:
         """Raw rows [R, N_RAW + B] summed over shards (lo/hi/c are already global)."""
         return raw
 
+    def sum_vector(self, v: torch.Tensor) -> torch.Tensor:
+        """A vector summed over shards (each rank filled in its own positions)."""
+        return v
+
 
 class Scratch:
     """Reusable flat buffers per (device, dtype): no allocation (and, on CPU, no

@@ -320,13 +320,15 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
         if sample.size != expected:
             raise InvalidRecord(f"sample has {sample.size} values, expected {expected}")
     step = _int(p.get("step"), "snapshot step")
+    weights = _block(p.get("weights"), "weights", t, required=True)
+    assert weights is not None  # required: _block raised InvalidRecord otherwise
     return SnapshotRecord(
         step=step,
         epoch=_int(p.get("epoch"), "epoch", nullable=True),
         batch=_int(p.get("batch"), "batch", nullable=True),
         time=_float(p.get("time"), "time", nullable=True) or 0.0,
         ids=ids.astype(np.int64),
-        weights=_block(p.get("weights"), "weights", t, required=True),
+        weights=weights,
         delta=_block(p.get("delta"), "delta", t, required=False),
         grad=_block(p.get("grad"), "grad", t, required=False),
         sample=sample,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -66,6 +66,7 @@ def values_frames(step, epoch, info: TensorInfo, value) -> Iterator[bytes]:
 
     value: a numpy array, or ("bf16", uint16 bits) for bfloat16.
     """
+    enc: Callable[[np.ndarray], dict]
     if isinstance(value, tuple) and value[0] == "bf16":
         flat = np.ascontiguousarray(value[1]).reshape(-1)
         enc = encode_bf16_bits

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 
@@ -428,7 +429,7 @@ class Recorder:
             if self.writer.failed and not self._closed:
                 self.writer.count_missed(int(step))  # the writer failed after should_record said yes
             return False
-        payload = {
+        payload: dict[str, Any] = {
             "step": int(step),
             "epoch": None if epoch is None else int(epoch),
             "batch": None if batch is None else int(batch),
@@ -472,7 +473,8 @@ class Recorder:
         """
         if not self.active:
             return False
-        vals = [(int(step), None if epoch is None else int(epoch), info, v) for info, v in zip(infos, values, strict=True)]
+        epoch_ = None if epoch is None else int(epoch)
+        vals = [(int(step), epoch_, info, v) for info, v in zip(infos, values, strict=True)]
         with self._lock:
             return self._put(Job(values=vals))
 
