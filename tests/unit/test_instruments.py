@@ -69,12 +69,12 @@ def test_numpy_training_against_float64_references(tmp_path):
         _, sratio = run.series(name, "sigma_ratio", kind="delta")
         for i, s in enumerate(steps.tolist()):
             w = hist[s][name]
-            assert dist[i] == pytest.approx(inst.dist_init_ref(w, hist[0][name]), rel=1e-12, abs=1e-15)
+            assert dist[i] == pytest.approx(inst.dist_init_ref(w, hist[0][name]), rel=1e-5, abs=1e-7)  # float32 math
             if w.ndim == 1:
                 assert math.isnan(sig[i]) and math.isnan(srank[i]) and math.isnan(sratio[i])
             else:
                 ref = inst.sigma_max_ref(w)
-                assert sig[i] <= ref * (1 + 1e-12)  # a Ritz value never exceeds sigma_max
+                assert sig[i] <= ref * (1 + 1e-6)  # a Ritz value never exceeds sigma_max (float32 rounding aside)
                 assert sig[i] == pytest.approx(ref, rel=1e-3)  # warmed up at the first snapshot
                 assert srank[i] == pytest.approx(norm[i] ** 2 / sig[i] ** 2, rel=1e-12)
             if s >= 2:

@@ -10,9 +10,9 @@ order where it matters, as weighttui.record.stats (the reference): histogram bin
 indices follow numpy.histogram's formula and edge correction, so counts match
 it exactly; sums may differ from numpy's pairwise sums in the last bits.
 
-On CPU this is slower than host reads + numpy (about 4x for a 3.6M-parameter
-model, benchmarks/bench_keras.py, docs/keras.md): every masked float64 op is
-a full pass over memory. WeightCallback uses it for variables on a GPU/TPU,
+On CPU this is far slower than host views + the fused C kernel (30x to 50x,
+benchmarks/bench_keras.py, docs/keras.md): every masked float64 op is a full
+pass over memory. WeightCallback uses it for variables on a GPU/TPU,
 where those passes are cheap and the host copy is not (not measured here:
 no GPU was available), or when asked with stats="device".
 """

@@ -144,7 +144,8 @@ class TorchInstruments:
                     self._grads[name] = self._coords(name, g).to(torch.float64)
                 mn = ref.matrix_shape(tuple(g.shape))
                 if "units" in self.chosen and mn is not None:
-                    self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=torch.float32)
+                    # float32 norms of 16/32-bit rows; float64 ones cannot be narrowed by vector_norm
+                    self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=_norm_dtype(g))
 
     @torch.no_grad()
     def start(self, entries, xs, prevs, optimizer=None) -> _Pending:
@@ -170,7 +171,7 @@ class TorchInstruments:
             if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
                 pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
             if "units" in self.chosen and mn is not None:
-                pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=torch.float32))
+                pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=_norm_dtype(x)))
                 if e.name in gunits:
                     pend.gunits[i] = pend.add(gunits[e.name])
             if "dist_init" in self.chosen:
@@ -328,3 +329,8 @@ def first_nonfinite(t: torch.Tensor | None) -> int | None:
         return None
     bad = torch.nonzero(~torch.isfinite(t.detach().reshape(-1)))
     return int(bad[0, 0]) if bad.numel() else None
+
+
+def _norm_dtype(t: torch.Tensor) -> torch.dtype:
+    """float32 for the row norms of 16/32-bit tensors, float64 for float64 ones (vector_norm cannot narrow)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32

@@ -114,6 +114,12 @@ def adam_eff_lr(lr: float, v_norm: float, size: int, step: float, beta2: float, 
 # ------------------------------------------------------------ spectral norm
 
 
+def _compute(arr: np.ndarray) -> np.ndarray:
+    """The dtype the numpy path computes instruments in: float32 arrays stay float32 (BLAS at
+    memory speed, no float64 copy of every tensor; results to ~1e-6 relative), others float64."""
+    return arr if arr.dtype == np.float32 else arr.astype(np.float64)
+
+
 def ritz_sigma(gram) -> float:
     """sigma_max estimate from B B^T, B = Q^T W (p x p): sqrt of its largest eigenvalue."""
     g = np.asarray(gram, dtype=np.float64)
@@ -157,13 +163,13 @@ class Spectral:
     def update(self, w2: np.ndarray) -> float:
         m, n = w2.shape
         p = max(1, min(self.block, m, n))
-        if self.v is None or self.v.shape != (n, p):
+        if self.v is None or self.v.shape != (n, p) or self.v.dtype != w2.dtype:
             # warm-up: a block of vectors, then the top p Ritz vectors go on
-            v = start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n)))
+            v = start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n))).astype(w2.dtype)
             for _ in range(max(1, self.warmup)):
                 v, gram = subspace_step(w2, v)
             if v.shape[1] > p and np.all(np.isfinite(gram)):
-                v = top_vector(v, gram) if p == 1 else v[:, :p]
+                v = (top_vector(v, gram) if p == 1 else v[:, :p]).astype(w2.dtype)
         else:
             v = self.v
         v, gram = subspace_step(w2, v)
@@ -171,7 +177,7 @@ class Spectral:
         if sigma > 0:  # a NaN matrix leaves the subspace as it was
             self.v = v
         elif sigma == 0:  # a zero matrix: a fresh block, iterated once from the next snapshot on
-            self.v = start_block(self.name, n, p)
+            self.v = start_block(self.name, n, p).astype(w2.dtype)
         return sigma
 
 
@@ -340,15 +346,15 @@ class Instruments:
             mn = matrix_shape(arr.shape)
             if "sigma" in self.chosen and mn is not None:
                 spec = self._spec.setdefault(info.id, Spectral(info.name, self.block, self.warmup))
-                out[i, 0] = spec.update(arr.reshape(mn).astype(np.float64, copy=False))
+                out[i, 0] = spec.update(_compute(arr).reshape(mn))
             if "dist_init" in self.chosen:
                 init = self._init.get(info.id)
                 if init is None and np.all(np.isfinite(arr)):
                     x0 = np.array(arr, copy=True)
-                    init = self._init[info.id] = (x0, float(np.linalg.norm(x0.astype(np.float64))))
+                    init = self._init[info.id] = (x0, float(np.linalg.norm(_compute(x0).reshape(-1))))
                 if init is not None:
                     x0, n0 = init
-                    d = float(np.linalg.norm(arr.astype(np.float64) - x0.astype(np.float64)))
+                    d = float(np.linalg.norm((_compute(arr) - _compute(x0)).reshape(-1)))
                     out[i, 2] = ratio(d, n0)
         out[:, 1] = stable_rank(fro_norms, out[:, 0])
         return out
@@ -372,7 +378,7 @@ class Instruments:
             mn = matrix_shape(arr.shape)
             if arr.dtype.kind != "f" or mn is None or prev is None or prev.shape != arr.shape:
                 continue
-            d2 = (arr.astype(np.float64) - prev.astype(np.float64)).reshape(mn)
+            d2 = (_compute(arr) - _compute(prev)).reshape(mn)
             spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block, self.warmup))
             out[i] = spec.update(d2)
         return out
@@ -441,6 +447,13 @@ def unit_norms_ref(x) -> np.ndarray | None:
     if mn is None:
         return None
     return np.linalg.norm(np.asarray(x, dtype=np.float64).reshape(mn), axis=1)
+
+
+def unit_norms(x: np.ndarray) -> np.ndarray:
+    """Per-unit L2 norms as the numpy path records them (float32 input in float32)."""
+    mn = matrix_shape(x.shape)
+    assert mn is not None
+    return np.linalg.norm(_compute(np.asarray(x)).reshape(mn), axis=1)
 
 
 def bf16_bits(x) -> np.ndarray:

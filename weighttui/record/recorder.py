@@ -320,10 +320,10 @@ class Recorder:
             w_norms, g_norms = {}, {}
             for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
                 if arr.dtype.kind == "f" and inst.matrix_shape(arr.shape) is not None:
-                    w_norms[i] = inst.unit_norms_ref(arr)
+                    w_norms[i] = inst.unit_norms(arr)
                     g = gmap_np.get(info.name)
                     if g is not None and g.shape == arr.shape:
-                        g_norms[i] = inst.unit_norms_ref(g)
+                        g_norms[i] = inst.unit_norms(g)
             wu, gu, units, unit_events = ins.units.update(infos, w_norms, g_norms)
             weights = inst.with_columns(weights, inst.UNIT_WEIGHT_STATS, wu)
             if grad is not None:
