@@ -150,14 +150,21 @@ def live(seconds: float, rate: float, tensors: int, tmpdir: str) -> dict:
     from weighttui.data.run import RunData
     from weighttui.data.store import index as store_index
 
+    # Statistics come precomputed, as from a device backend (torch on the GPU): this measures the
+    # log traffic and the reader, not numpy statistics (as benchmarks/bench_scale.py does).
     writer = textwrap.dedent('''
         import sys, time
         import numpy as np
         import weighttui
+        from weighttui.record.stats import DELTA_STATS, Block, empty_block, weights_block
         path, seconds, rate, tensors = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
         rng = np.random.default_rng(0)
-        arrays = {f"layers.{i}.weight": rng.normal(size=(16, 16)).astype(np.float32) for i in range(tensors)}
-        rec = weighttui.Recorder(path, bins=64, sample=16, queue_size=10000)
+        arrays = [rng.normal(size=(32, 32)).astype(np.float32) for _ in range(tensors)]
+        rec = weighttui.Recorder(path, bins=64, sample=16, delta=True, queue_size=10000)
+        infos = [rec.declare(f"layers.{i}.weight", (32, 32), "float32") for i in range(tensors)]
+        base = weights_block(arrays, 64)
+        delta = empty_block(DELTA_STATS, tensors, 64)
+        sample = np.concatenate([a.reshape(-1)[i.sample_index] for a, i in zip(arrays, infos)])
         start = time.monotonic()
         step = 0
         while time.monotonic() - start < seconds:
@@ -165,7 +172,8 @@ def live(seconds: float, rate: float, tensors: int, tmpdir: str) -> dict:
             now = time.monotonic()
             if now < due:
                 time.sleep(due - now)
-            rec.snapshot(step, arrays)
+            w = Block(base.names, base.stats + 1e-3 * step, base.hist)
+            rec.submit(step, infos, w, delta=delta, grad=w, sample=sample + 1e-3 * step)
             step += 1
         rec.close()
         print(step, rec.written, rec.dropped)
@@ -210,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--live-rate", type=float, default=20.0)
     ap.add_argument("--live-tensors", type=int, default=500)
     ap.add_argument("--skip", action="append", default=[], help="parts to skip: before, parquet, info, live")
+    ap.add_argument("--live-only", action="store_true", help="only the live append measurement")
     args = ap.parse_args(argv)
     path = os.path.abspath(args.path)
     py = sys.executable
@@ -218,6 +227,13 @@ def main(argv=None) -> int:
     env = env_for(REPO, cache_home)
     load = os.getloadavg()
     rows = {}
+    if args.live_only:
+        try:
+            print(json.dumps({"load": os.getloadavg(), "live": live(args.live_seconds, args.live_rate,
+                                                                    args.live_tensors, tmp)}))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     try:
         shutil.rmtree(index_dir(path), ignore_errors=True)
         if args.before and "before" not in args.skip:

@@ -114,6 +114,8 @@ if mode == "fsize":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 elif mode == "setuid":
+    # load the recorder (and the stdlib it imports) first: `nobody` cannot read root's Python
+    import weighttui.record.recorder  # noqa: F401
     os.setgid(65534)
     os.setuid(65534)  # nobody: may not create files in a root-owned directory
 rec = weighttui.Recorder(path, every=2)

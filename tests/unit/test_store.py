@@ -521,13 +521,14 @@ def test_columns_a_block_adds_later_or_reorders_read_back_by_name(indexed):
     assert np.isnan(sigma[:25]).all() and sigma[25:].tolist() == [-(s * 100 + 1) for s in range(25, 60)]
 
 
+@pytest.mark.parametrize("uniform", [True, False])
 @pytest.mark.parametrize("ordered", [True, False])
-def test_sealing_a_grid_of_snapshots_equals_the_general_merge(monkeypatch, ordered):
+def test_sealing_a_grid_of_snapshots_equals_the_general_merge(monkeypatch, ordered, uniform):
     """The transpose fast path (same tensors in every snapshot) and concatenate+gather agree exactly."""
     rng = np.random.default_rng(3)
     t, bins = 7, 5
     cols = np.arange(t, dtype=np.int32) if ordered else rng.permutation(t).astype(np.int32)
-    slen = rng.integers(0, 4, t).astype(np.int64)
+    slen = np.full(t, 3, np.int64) if uniform else rng.integers(0, 4, t).astype(np.int64)
     parts = [{"rows": np.full(t, r, np.int32), "cols": cols, "stats": rng.normal(size=(t, 9)),
               "lo": rng.normal(size=t), "hi": rng.normal(size=t),
               "counts": rng.integers(0, 300, (t, bins)).astype(np.uint32),

@@ -206,6 +206,8 @@ class RunData:
                 store.apply(item)
             store.size = st.st_size
             self.torn_tail = store.scan.torn_tail
+            if len(self._ident[2]) < min(_FIRST_BYTES, store.scan.offset):  # keep what was read as the identity
+                self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
             if self.cache and store.scan.offset != start:
                 where = store_index.save_index(self.path, fd, st, store,
                                                store.spill.directory if store.spill is not None else None)
@@ -280,9 +282,7 @@ class RunData:
         dev, ino, first = self._ident
         if (st.st_dev, st.st_ino) != (dev, ino) or st.st_size < self._store.scan.offset + self._store.scan.pending:
             return False
-        now = os.pread(fd, len(first), 0)
-        return now == first or (len(first) < _FIRST_BYTES and now[: len(first)] == first and
-                                self._store.scan.offset <= len(first))
+        return os.pread(fd, len(first), 0) == first
 
     # -------------------------------------------------------- file level
 

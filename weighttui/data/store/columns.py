@@ -229,9 +229,8 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     perm = np.argsort(c0, kind="stable")
     ident = bool(np.array_equal(perm, np.arange(t)))
     rowvals = np.fromiter((p["rows"][0] for p in parts), dtype=np.int32, count=r)
-    stats = np.empty((width, t, r))
-    for i, p in enumerate(parts):
-        stats[:, :, i] = (p["stats"] if ident else p["stats"][perm]).T
+    grid = np.stack([p["stats"] for p in parts])  # [rows, tensors, columns]: one contiguous copy
+    stats = np.ascontiguousarray((grid if ident else grid[:, perm]).transpose(2, 1, 0))
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
     counts: np.ndarray | None = None
@@ -251,8 +250,13 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
         slen = np.asarray(slen0, dtype=np.int64)
         starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(slen)))
         table = np.stack([p["samples"] for p in parts])  # [rows, all samples of a snapshot]
-        samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
-            if t else np.zeros(0, np.float32)
+        k = int(slen[0]) if t else 0
+        if t and (slen == k).all():  # every tensor samples k values: a transpose again
+            cube = table.reshape(r, t, k)
+            samples = np.ascontiguousarray((cube if ident else cube[:, perm]).transpose(1, 0, 2)).reshape(-1)
+        else:
+            samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
+                if t else np.zeros(0, np.float32)
         soff = np.concatenate((np.zeros(1, np.int64), np.cumsum(np.repeat(slen[perm], r)))).astype(np.int64)
     return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
                    stats.reshape(width, t * r), lo, hi, counts,
