@@ -392,7 +392,7 @@ def test_a_failure_inside_weighttui_never_reaches_fit(tmp_path, monkeypatch, cap
     path = tmp_path / "broken.wtui"
     cb = WeightCallback(path, every_batches=1, stats=stats)
 
-    def broken(variable):
+    def broken(*args):
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(wk, "_host_array", broken)  # the numpy path (one variable)

@@ -32,6 +32,7 @@ class Net(torch.nn.Module):
 
 
 def _train(path, *, opt="adamw", steps=25, cpu_kernel="torch", nan_at=None, every=1, **kw):
+    kw.setdefault("instruments", True)  # every instrument, not the cheap default set
     torch.manual_seed(0)
     model = Net()
     if opt == "adamw":
@@ -217,3 +218,13 @@ def test_per_unit_norms_of_weights_and_gradients(tmp_path, cpu_kernel):
         assert dead[1:].tolist() == [0] * 4
     # a conv weight's units are its output channels
     assert unit_norms(path, "conv.weight")[1].shape == (5, 8)
+
+
+def test_default_watch_records_only_the_cheap_instruments(tmp_path):
+    """watch() without instruments= : optimizer state and unit counts, no spectral/cosine columns."""
+    path = tmp_path / "default.wtui"
+    _train(path, steps=4, instruments="default")
+    run = weighttui.open(path)
+    assert "sigma_max" not in run.columns("weights") and "cos_prev" not in run.columns("delta")
+    assert "exploding_units" in run.columns("weights")
+    assert "m_norm" in run.columns("optim")

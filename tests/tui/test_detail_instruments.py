@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     x, y = rng.standard_normal((64, 12)), rng.standard_normal((64, 4))
     w = rng.standard_normal((4, 12)) * 0.1
     m = np.zeros_like(w)
-    with Recorder(path) as rec:
+    with Recorder(path, instruments=True) as rec:
         for step in range(30):
             g = (x @ w.T - y).T @ x / len(x)
             m = 0.9 * m + g

@@ -14,7 +14,7 @@ def _quadratic(path, lr, steps=30, *, sign=1.0, nan_at=None):
     rng = np.random.default_rng(1)
     a = rng.uniform(0.9, 1.1, (8, 8))
     w = rng.standard_normal((8, 8))
-    with Recorder(path) as rec:
+    with Recorder(path, instruments=True) as rec:
         for step in range(steps + 1):
             g = a * w
             if nan_at == step:
@@ -59,7 +59,7 @@ def test_nan_origin_is_an_alert_that_outlives_the_nonfinite_silence(tmp_path):
 def test_nan_origin_in_the_weights_goes_into_their_nonfinite_alert(tmp_path):
     path = tmp_path / "w.wtui"
     w = np.ones((3, 4), dtype=np.float32)
-    with Recorder(path) as rec:
+    with Recorder(path, instruments=True) as rec:
         rec.snapshot(0, {"w": w, "b": w})
         w = w.copy()
         w[2, 3] = np.inf
@@ -78,7 +78,7 @@ def test_dead_and_exploding_units_are_alerts_naming_which(tmp_path):
     path = tmp_path / "units.wtui"
     w = rng.standard_normal((12, 5)).astype(np.float32)
     w[9] *= 40
-    with Recorder(path) as rec:
+    with Recorder(path, instruments=True) as rec:
         for step in range(8):
             g = rng.standard_normal((12, 5)).astype(np.float32)
             if step >= 3:

@@ -336,3 +336,24 @@ def test_alpha_is_recorded_every_k_snapshots_for_small_matrices(tmp_path):
     ref = inst.powerlaw_alpha(np.linalg.svd(w.astype(np.float64), compute_uv=False) ** 2)
     assert a[0] == pytest.approx(ref, rel=1e-12)
     assert np.isnan(run.series("big", "alpha")[1]).all()  # above alpha_max: off
+
+
+def test_default_set_is_the_cheap_instruments(tmp_path):
+    """instruments="default" (the default) records optimizer state, NaN origin and unit norms;
+    the spectral norms, cosines, distance and alpha only when asked for."""
+    assert inst.parse_options("default")[0] == frozenset(inst.DEFAULT)
+    assert inst.parse_options(True)[0] == frozenset(inst.ALL)
+    rng = np.random.default_rng(0)
+    paths = {}
+    for label, option in (("default", "default"), ("all", True)):
+        paths[label] = path = tmp_path / f"{label}.wtui"
+        w = rng.standard_normal((8, 6)).astype(np.float32)
+        kwargs = {} if option == "default" else {"instruments": option}
+        with Recorder(path, **kwargs) as rec:
+            for step in range(4):
+                w = w - 0.01 * rng.standard_normal(w.shape).astype(np.float32)
+                rec.snapshot(step, {"w": w})
+    default_run, all_run = (weighttui.open(paths[k]) for k in ("default", "all"))
+    assert "sigma_max" in all_run.columns("weights") and "cos_prev" in all_run.columns("delta")
+    assert "sigma_max" not in default_run.columns("weights")
+    assert "cos_prev" not in default_run.columns("delta")

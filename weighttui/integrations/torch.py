@@ -81,7 +81,7 @@ class WatchHandle:
 
     def __init__(self, model, recorder, *, optimizer, grads, buffers, delta, delta_budget_bytes,
                  skip_frozen, hist_sample, scaler, owns_recorder, writer, cpu_kernel="fused",
-                 schedule_only: ScheduleOnly | None = None, instruments=True):
+                 schedule_only: ScheduleOnly | None = None, instruments="default"):
         self.model = model
         self.recorder = recorder
         self.optimizer = optimizer
@@ -515,8 +515,9 @@ class WatchHandle:
         if pend is not None and ins is not None:
             wcols, dcols, optim = ins.finish(pend, inst_host, entries, weights.stats[:, WEIGHT_STATS.index("norm")],
                                              self.optimizer)
-            weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
-            if delta is not None:
+            if inst.fills(ins.chosen, "weights"):
+                weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+            if delta is not None and inst.fills(ins.chosen, "delta"):
                 delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
             if "alpha" in ins.chosen:
                 weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_col)
@@ -670,7 +671,7 @@ def _close_earlier_watches(model, optimizer) -> None:
 def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: bool = True,
           buffers: bool = False, delta="auto", delta_budget_bytes: int = DEFAULT_DELTA_BUDGET,
           skip_frozen: bool = False, hist_sample: int | str | None = "auto", scaler=None,
-          initial: bool = True, cpu_kernel: str = "fused", instruments=True,
+          initial: bool = True, cpu_kernel: str = "fused", instruments="default",
           **recorder_options) -> WatchHandle:
     """Record a torch module's weights, gradients and updates while it trains.
 
@@ -699,9 +700,10 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
       "torch": torch ops only.
     scaler: a torch.amp.GradScaler; steps it skips are recorded as events.
     initial: record the weights as they are when watch() is called (step 0).
-    instruments: True (all), False, some of "sigma", "dist_init", "cos", "optim",
-      "nan_origin" (spectral norms, distance from initialisation, update cosines,
-      optimizer state, where a NaN began), or a dict of those names -> bool and
+    instruments: "default" (optimizer state, where a NaN began, per-unit norms: within
+      the noise of a snapshot's cost), True (all), False, some of "sigma", "dist_init",
+      "cos", "optim", "nan_origin", "units", "alpha" (spectral norms, distance from
+      initialisation, update cosines, ...), or a dict of those names -> bool and
       settings cos_sample / block / warmup (docs/instruments.md).
 
     In a distributed run only rank 0 writes; pass the same arguments on every rank.

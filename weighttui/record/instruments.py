@@ -29,6 +29,12 @@ DEFAULT_BLOCK = 8
 WARMUP_BLOCK = 8  # vectors of the block iteration the first time a tensor is seen
 DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vector would converge slowly)
 ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
+# What instruments="default" records: the instruments whose cost is within the noise of a
+# snapshot (docs/instruments.md: optimizer state, NaN origin, per-unit norms). The spectral
+# estimate (+105 ms on the ResNet-50 shapes, about +120%), the cosines (+45 ms) and the
+# distance from initialisation (+13 ms and a copy of the initial weights) are opt-in:
+# instruments=True records all of them.
+DEFAULT = ("optim", "nan_origin", "units")
 ALPHA_EVERY = 10  # the power-law fit every this many snapshots of a tensor ...
 ALPHA_MAX_ELEMENTS = 1 << 18  # ... for matrices up to this size (a full SVD: 512 x 512 takes ~30 ms here)
 DEAD_WINDOW = 3  # snapshots in a row with a unit's gradient exactly zero: dead
@@ -264,6 +270,17 @@ def find_origin(step: int, infos, blocks: dict, locate) -> Origin | None:
 # ------------------------------------------------------------ numpy Recorder
 
 
+# The instruments that fill each group of columns; a group none of them fills is left out
+# of the block (a block without instrument columns is complete: FORMAT.md), so a log
+# recorded with the cheap default set carries no columns of NaN.
+FILLED_BY = {"weights": frozenset({"sigma", "dist_init"}), "delta": frozenset({"cos", "sigma"})}
+
+
+def fills(chosen, kind: str) -> bool:
+    """Whether the chosen instruments fill the instrument columns of this kind of block."""
+    return bool(FILLED_BY[kind] & frozenset(chosen))
+
+
 def with_columns(block: Block, names, values: np.ndarray) -> Block:
     """The block with more statistics columns appended."""
     return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
@@ -274,10 +291,12 @@ SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "warmup": 
 
 
 def parse_options(instruments) -> tuple[frozenset, dict]:
-    """(chosen instruments, settings) from instruments=True (all), False/None (none),
+    """(chosen instruments, settings) from instruments="default" (DEFAULT), True (all), False/None (none),
     an iterable of ALL's names, or a dict: names -> bool (the rest stay on) and
     the SETTINGS (cos_sample, block, warmup) -> int."""
     settings = dict(SETTINGS)
+    if isinstance(instruments, str) and instruments == "default":
+        return frozenset(DEFAULT), settings
     if instruments is True:
         return frozenset(ALL), settings
     if instruments in (False, None):

@@ -82,7 +82,7 @@ class Recorder:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         fsync_every: float | None = None,
         file_mode: int = 0o600,
-        instruments=True,
+        instruments="default",
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ):
         self.schedule = Schedule(every=every, epochs=epochs, full_every=full_every,
@@ -312,7 +312,8 @@ class Recorder:
         ins = self.instruments
         norms = weights.stats[:, list(weights.names).index("norm")]
         wcols = ins.weights_columns(infos, arrays, norms)
-        weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
+        if inst.fills(ins.chosen, "weights"):
+            weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
         if "alpha" in ins.chosen:
             weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_columns(infos, arrays))
         units, unit_events = None, []
@@ -329,7 +330,7 @@ class Recorder:
             weights = inst.with_columns(weights, inst.UNIT_WEIGHT_STATS, wu)
             if grad is not None:
                 grad = inst.with_columns(grad, inst.UNIT_GRAD_STATS, gu)
-        if delta is not None:
+        if delta is not None and inst.fills(ins.chosen, "delta"):
             g = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS,
                                       ins.delta_columns(infos, arrays, g, update_sigma, wcols[:, 0]))
