@@ -430,7 +430,7 @@ def _read_host(items, cache: dict | None = None) -> list:
         key = tuple(id(plain[i]) for i in at)
         reader = cache.get(key)
         if reader is None:
-            tvars = [plain[i] for i in at]
+            tvars = [tv for tv in plain if tv is not None]  # plain[i] for i in at
             if len(cache) > 8:  # variable sets come and go (a model rebuilt): keep a few
                 cache.clear()
             reader = cache[key] = tf.function(lambda: [v.read_value() for v in tvars]).get_concrete_function()
