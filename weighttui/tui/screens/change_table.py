@@ -24,6 +24,7 @@ from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt_change
 from weighttui.tui.screens.base import RunScreen
 from weighttui.tui.state import RunView
+from weighttui.tui.widgets.layer_table import ROW_TABLE_BINDINGS
 
 KEYS = ("tensor", *COLUMNS, "flag")
 WINDOWS = (5, 10, 20, 50)
@@ -33,15 +34,7 @@ FLAG_STYLE = {"stagnant": "bold yellow", "fast": "bold red", "": ""}
 class RowTable(DataTable[Any], inherit_bindings=False):
     """A row-cursor DataTable that leaves left/right/home/end to the app's timeline."""
 
-    BINDINGS = [
-        Binding("enter", "select_cursor", "open", show=False),
-        Binding("up,k", "cursor_up", "up", show=False),
-        Binding("down,j", "cursor_down", "down", show=False),
-        Binding("pageup", "page_up", show=False),
-        Binding("pagedown", "page_down", show=False),
-        Binding("ctrl+home", "scroll_top", show=False),
-        Binding("ctrl+end", "scroll_bottom", show=False),
-    ]
+    BINDINGS = list(ROW_TABLE_BINDINGS)
 
 
 def _sort_key(key: str, entry: dict) -> tuple[int, Any]:

@@ -134,6 +134,19 @@ class _RowMessage(Message):
         return self.table
 
 
+
+# The keys of a row-cursor table, shared with the change table's: left/right/home/end stay with
+# the app's timeline.
+ROW_TABLE_BINDINGS = (
+    Binding("enter", "select_cursor", "open", show=False),
+    Binding("up,k", "cursor_up", "up", show=False),
+    Binding("down,j", "cursor_down", "down", show=False),
+    Binding("pageup", "page_up", show=False),
+    Binding("pagedown", "page_down", show=False),
+    Binding("ctrl+home", "scroll_top", show=False),
+    Binding("ctrl+end", "scroll_bottom", show=False),
+)
+
 class LayerTable(ScrollView, inherit_bindings=False):
     """The tensors table; left/right/home/end are left to the app's timeline."""
 
@@ -158,15 +171,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
     """
     COMPONENT_CLASSES = {"layer-table--header", "layer-table--cursor"}
 
-    BINDINGS = [
-        Binding("enter", "select_cursor", "open", show=False),
-        Binding("up,k", "cursor_up", "up", show=False),
-        Binding("down,j", "cursor_down", "down", show=False),
-        Binding("pageup", "page_up", show=False),
-        Binding("pagedown", "page_down", show=False),
-        Binding("ctrl+home", "scroll_top", show=False),
-        Binding("ctrl+end", "scroll_bottom", show=False),
-    ]
+    BINDINGS = list(ROW_TABLE_BINDINGS)
 
     class RowSelected(_RowMessage):
         """Enter, or a click on the row under the cursor."""
