@@ -21,9 +21,11 @@ from a follower thread with `ingest(poll)`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,20 +223,17 @@ class RunData:
         read on from, or None when there is no usable index (then read the log from its start)."""
         if not self.cache or self.path is None or self._store.runs or self._store.corruptions:
             return None
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if st.st_size < HEADER_SIZE:
+        with self._log_for_index(self.path) as fd:
+            if fd is None:
                 return None
-            check_header(os.pread(fd, HEADER_SIZE, 0))
-            got = store_index.load_index(self.path, fd, st)
-        except (OSError, ValueError):
-            return None
-        finally:
-            os.close(fd)
+            try:
+                st = os.fstat(fd)
+                if st.st_size < HEADER_SIZE:
+                    return None
+                check_header(os.pread(fd, HEADER_SIZE, 0))
+                got = store_index.load_index(self.path, fd, st)
+            except (OSError, ValueError):
+                return None
         if got is None:
             return None
         self._store, self.index_path = got
@@ -253,9 +252,16 @@ class RunData:
         store = self._store
         if not self.cache or self.path is None or not store.runs or store.last_frame is None:
             return None
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
+        with self._log_for_index(self.path) as fd:
+            if fd is None:
+                return None
+            where = self._save_index_from(self.path, fd)
+        self.index_path = where or self.index_path
+        return where
+
+    def _save_index_from(self, path: str, fd: int) -> str | None:
+        store = self._store
+        if store.last_frame is None:
             return None
         try:
             st = os.fstat(fd)
@@ -268,14 +274,24 @@ class RunData:
             if first.run_offset_valid and (head is None or head[1].get("run_id") != first.record.run_id):
                 return None
             store.size = st.st_size
-            where = store_index.save_index(self.path, fd, st, store,
-                                           store.spill.directory if store.spill is not None else None)
+            return store_index.save_index(path, fd, st, store,
+                                          store.spill.directory if store.spill is not None else None)
         except OSError:
             return None
+
+    @contextlib.contextmanager
+    def _log_for_index(self, path: str) -> Iterator[int | None]:
+        """The log opened read-only (never blocking: log/sniff.py) for the index's checks, or
+        None when it cannot be opened: the index is a cache, so no index then, never an error."""
+        try:
+            fd = open_readonly(path)
+        except (OSError, ValueError):
+            yield None
+            return
+        try:
+            yield fd
         finally:
             os.close(fd)
-        self.index_path = where or self.index_path
-        return where
 
     def _same_file(self, fd: int, st) -> bool:
         assert self._ident is not None
