@@ -41,6 +41,7 @@ CONFIGS = {
     "+ optim (AdamW state)": dict(grads=True, instruments=["optim"]),
     "+ nan_origin (healthy run)": dict(grads=True, instruments=["nan_origin"]),
     "+ units (per-unit norms of weights and gradients)": dict(grads=True, instruments=["units"]),
+    'the default set (instruments="default": optim, nan_origin, units)': dict(grads=True, instruments="default"),
     "all instruments": dict(grads=True, instruments=True),
     "all instruments, block=1": dict(grads=True, instruments={"block": 1}),
 }
@@ -95,7 +96,8 @@ def bench_training(rounds, steps, width, depth, batch, tmp):
     torch.manual_seed(0)
     x = torch.randn(batch, 256)
     y = torch.randint(0, 10, (batch,))
-    configs = {"no recording": None, "every 10 steps, no instruments": False, "every 10 steps, all instruments": True}
+    configs = {"no recording": None, "every 10 steps, no instruments": False,
+               "every 10 steps, the default instruments": "default", "every 10 steps, all instruments": True}
     results = {k: [] for k in configs}
     for r in range(rounds):
         for name, instruments in configs.items():
