@@ -46,13 +46,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(cond, timeout=30.0, what="condition"):
+def wait_until(cond, timeout=30.0, what="condition", show=None):
+    """Wait for cond(); on timeout fail, with what show() returns (the terminal) when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"; the screen:\n{show()}" if show else ""))
 
 
 class Server:
@@ -264,7 +265,8 @@ def test_watch_over_ssh_in_a_real_terminal(server, tmp_path):
     try:
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
                         f"{cmd}; echo EXITED $?; sleep 60"], check=True)
-        wait_until(lambda: "(over ssh)" in screen() and "layers.0" in screen(), 60, "the app on the remote log")
+        wait_until(lambda: "(over ssh)" in screen() and "layers.0" in screen(), 60, "the app on the remote log",
+                   show=screen)
         assert "demo 'x'.wtui (over ssh)" in screen()  # the title names the remote log (long paths wrap)
         shown = lambda: max(int(m) for m in re.findall(r"step (\d+)", screen()) or [-1])
         first = shown()

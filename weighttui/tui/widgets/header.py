@@ -32,11 +32,23 @@ def _clock_time(t: float | None) -> str:
         return "?"
 
 
+TITLE_CELLS = 60  # a longer title (a deep path, host:path over ssh) is cut in its middle
+
+
+def short_title(title: str, cells: int = TITLE_CELLS) -> str:
+    """The title cut in its middle to `cells` characters: its start and its end (the file
+    name, "(over ssh)") stay, and the status after it stays on screen at 80 columns."""
+    if len(title) <= cells:
+        return title
+    head = cells // 3
+    return title[:head] + "…" + title[-(cells - head - 1):]
+
+
 def header_text(view: RunView) -> Text:
     data = view.data
     status = view.status
     line1 = Text(no_wrap=True, overflow="ellipsis")
-    line1.append(inert(view.title), style="bold")
+    line1.append(short_title(inert(view.title)), style="bold")
     run = data.run
     # The status (and PAUSED) right after the title: on a narrow terminal the line is cut at its end,
     # where the host and start time can go.
