@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_torch import ParamSet, machine, make_mlp, resnet50_shapes
+from bench_torch import ParamSet, machine, resnet50_shapes, time_training
 
 import weighttui.torch as wt
 
@@ -93,32 +93,11 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
 
 
 def bench_training(rounds, steps, width, depth, batch, tmp):
-    torch.manual_seed(0)
-    x = torch.randn(batch, 256)
-    y = torch.randint(0, 10, (batch,))
-    configs = {"no recording": None, "every 10 steps, no instruments": False,
-               "every 10 steps, the default instruments": "default", "every 10 steps, all instruments": True}
-    results = {k: [] for k in configs}
-    for r in range(rounds):
-        for name, instruments in configs.items():
-            torch.manual_seed(r)
-            model = make_mlp(width, depth)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            handle = None
-            if instruments is not None:
-                handle = wt.watch(model, tmp / f"train{r}.wtui", optimizer=opt, every=10, initial=False,
-                                  instruments=instruments)
-            for i in range(steps + 3):
-                if i == 3:
-                    t0 = time.perf_counter()
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            results[name].append((time.perf_counter() - t0) / steps)
-            if handle is not None:
-                handle.close()
-    return {k: statistics.median(v) for k, v in results.items()}
+    configs = {"no recording": None,
+               "every 10 steps, no instruments": {"every": 10, "instruments": False},
+               "every 10 steps, the default instruments": {"every": 10, "instruments": "default"},
+               "every 10 steps, all instruments": {"every": 10, "instruments": True}}
+    return time_training(configs, rounds, steps, width, depth, batch, tmp)
 
 
 def main(argv=None):

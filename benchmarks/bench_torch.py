@@ -230,22 +230,21 @@ def make_mlp(width, depth):
     return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10))
 
 
-def bench_training(rounds, steps, width, depth, batch, tmp):
+def time_training(configs, rounds, steps, width, depth, batch, tmp):
+    """Median seconds per training step of the MLP for each configuration: name -> the
+    options of wt.watch (None: no recording), run interleaved, round after round."""
     torch.manual_seed(0)
     x = torch.randn(batch, 256)
     y = torch.randint(0, 10, (batch,))
-    configs = {"no recording": None, "weighttui every 10 steps": 10, "weighttui every step": 1}
     results = {k: [] for k in configs}
-    n_params = sum(p.numel() for p in make_mlp(width, depth).parameters())
     for r in range(rounds):
-        for name, every in configs.items():
+        for c, (name, options) in enumerate(configs.items()):
             torch.manual_seed(r)
             model = make_mlp(width, depth)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
             handle = None
-            if every is not None:
-                handle = wt.watch(model, tmp / f"train{r}_{every}.wtui", optimizer=opt, every=every,
-                                  initial=False)
+            if options is not None:
+                handle = wt.watch(model, tmp / f"train{r}_{c}.wtui", optimizer=opt, initial=False, **options)
             for i in range(steps + 3):
                 if i == 3:  # after warm-up (allocator, first-snapshot copies)
                     t0 = time.perf_counter()
@@ -256,8 +255,13 @@ def bench_training(rounds, steps, width, depth, batch, tmp):
             results[name].append((time.perf_counter() - t0) / steps)
             if handle is not None:
                 handle.close()
-    med = {k: statistics.median(v) for k, v in results.items()}
-    return n_params, med
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
+def bench_training(rounds, steps, width, depth, batch, tmp):
+    configs = {"no recording": None, "weighttui every 10 steps": {"every": 10}, "weighttui every step": {"every": 1}}
+    n_params = sum(p.numel() for p in make_mlp(width, depth).parameters())
+    return n_params, time_training(configs, rounds, steps, width, depth, batch, tmp)
 
 
 def main(argv=None):
