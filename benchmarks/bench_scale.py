@@ -85,12 +85,13 @@ WRITER = textwrap.dedent('''
     import numpy as np
     import weighttui
     path, seconds, rate, tensors = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    queue_size = int(sys.argv[5]) if len(sys.argv) > 5 else 32  # bench_store: room for every snapshot
     from weighttui.record.stats import DELTA_STATS, Block, empty_block, weights_block
     rng = np.random.default_rng(0)
     # Statistics come precomputed, as from a device backend (torch on the GPU):
     # this measures the log traffic and the viewer, not numpy statistics.
     arrays = [rng.normal(size=(32, 32)).astype(np.float32) for _ in range(tensors)]
-    rec = weighttui.Recorder(path, bins=64, sample=16, delta=True)
+    rec = weighttui.Recorder(path, bins=64, sample=16, delta=True, queue_size=queue_size)
     infos = [rec.declare(f"layers.{i}.weight", (32, 32), "float32") for i in range(tensors)]
     base = weights_block(arrays, 64)
     delta = empty_block(DELTA_STATS, tensors, 64)

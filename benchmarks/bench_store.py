@@ -34,6 +34,8 @@ import tempfile
 import textwrap
 import time
 
+from bench_scale import WRITER  # the live writer: precomputed blocks at a fixed rate
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 OPEN = textwrap.dedent('''
@@ -152,35 +154,10 @@ def live(seconds: float, rate: float, tensors: int, tmpdir: str) -> dict:
 
     # Statistics come precomputed, as from a device backend (torch on the GPU): this measures the
     # log traffic and the reader, not numpy statistics (as benchmarks/bench_scale.py does).
-    writer = textwrap.dedent('''
-        import sys, time
-        import numpy as np
-        import weighttui
-        from weighttui.record.stats import DELTA_STATS, Block, empty_block, weights_block
-        path, seconds, rate, tensors = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-        rng = np.random.default_rng(0)
-        arrays = [rng.normal(size=(32, 32)).astype(np.float32) for _ in range(tensors)]
-        rec = weighttui.Recorder(path, bins=64, sample=16, delta=True, queue_size=10000)
-        infos = [rec.declare(f"layers.{i}.weight", (32, 32), "float32") for i in range(tensors)]
-        base = weights_block(arrays, 64)
-        delta = empty_block(DELTA_STATS, tensors, 64)
-        sample = np.concatenate([a.reshape(-1)[i.sample_index] for a, i in zip(arrays, infos)])
-        start = time.monotonic()
-        step = 0
-        while time.monotonic() - start < seconds:
-            due = start + step / rate
-            now = time.monotonic()
-            if now < due:
-                time.sleep(due - now)
-            w = Block(base.names, base.stats + 1e-3 * step, base.hist)
-            rec.submit(step, infos, w, delta=delta, grad=w, sample=sample + 1e-3 * step)
-            step += 1
-        rec.close()
-        print(step, rec.written, rec.dropped)
-    ''')
     path = os.path.join(tmpdir, "live.wtui")
     store_index.MIN_LOG_BYTES = 0  # index the live log from its first bytes
-    proc = subprocess.Popen([sys.executable, "-c", writer, path, str(seconds), str(rate), str(tensors)],
+    # bench_scale's live writer, with room in its queue for every snapshot
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, path, str(seconds), str(rate), str(tensors), "10000"],
                             stdout=subprocess.PIPE, text=True, env=env_for(REPO, tmpdir))
     while not os.path.exists(path):
         time.sleep(0.01)
