@@ -196,6 +196,11 @@ class FrameDecoder:
         return self._resyncing
 
     @property
+    def search(self) -> int:
+        """A header or frame must begin before this offset in a file whose start is damaged."""
+        return self._search
+
+    @property
     def at_start(self) -> bool:
         """True while the file's start is undecided: a header not all here yet, or
         a damaged start with no header or frame found after it so far."""

@@ -20,7 +20,6 @@ from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     HEADER_SIZE,
     MAGIC,
-    START_SEARCH,
     FrameDecoder,
     LogFormatError,
     check_header,
@@ -91,7 +90,8 @@ def sniff_file(path: str | os.PathLike[str], *, search: int | None = None) -> He
 
     A file whose first bytes are not a header is a LOG with a damaged start
     (`damaged`) when a header or a verified frame header begins in its first
-    `search` bytes, as a reader would find it (format.FrameDecoder); a smaller
+    `search` bytes (format.START_SEARCH by default), as a reader would find it
+    (format.FrameDecoder); a smaller
     `search` bounds what is read of each file (directory discovery)."""
     kind = not_a_file(os.stat(path).st_mode)
     if kind is not None:
@@ -108,12 +108,11 @@ def sniff_fd(fd: int, *, search: int | None = None) -> Head:
     head = classify_head(os.pread(fd, HEADER_SIZE, 0))
     if head.state is not HeadState.FOREIGN or not head.reason.endswith("(bad magic bytes)"):
         return head
-    search = START_SEARCH if search is None else search
     dec = FrameDecoder(0, file_start=True, search=search)
     size = os.fstat(fd).st_size
     at = 0
     try:
-        while dec.at_start and at < min(size, search + FRAME_HEADER_SIZE):
+        while dec.at_start and at < min(size, dec.search + FRAME_HEADER_SIZE):
             data = os.pread(fd, min(1 << 20, size - at), at)
             if not data:
                 break
