@@ -536,6 +536,9 @@ def test_sealing_a_grid_of_snapshots_equals_the_general_merge(monkeypatch, order
     fast = store_columns.merge(parts, 0, 11, 9, bins, True)
     monkeypatch.setattr(store_columns, "_grid", lambda *a, **k: None)
     slow = store_columns.merge(parts, 0, 11, 9, bins, True)
-    for name in ("rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff"):
-        a, b = getattr(fast, name), getattr(slow, name)
+    for name in ("rows", "cols", "lo", "hi", "counts", "samples", "soff"):
+        a, b = fast.part(name), slow.part(name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert fast.width == slow.width == 9
+    for s in range(9):
+        assert np.array_equal(fast.part("stats", s=s), slow.part("stats", s=s))

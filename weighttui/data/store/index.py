@@ -47,9 +47,21 @@ from weighttui.log.records import (
 from weighttui.log.schema import COLUMNS, KINDS
 
 from .builder import Group, LogIndex, RunState, _Growing, event_from_json, event_to_json
-from .columns import CRC_BLOCK, SEAL_ENTRIES, FileArray, KindColumns, Segment
+from .columns import (
+    CRC_BLOCK,
+    SEAL_ENTRIES,
+    VIRTUAL,
+    Alias,
+    Const,
+    FileArray,
+    KindColumns,
+    Runs,
+    Segment,
+    Tiled,
+    Uniform,
+)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (columns.compact)
 # Logs smaller than this are read in milliseconds: no index is written for them
 # (it would only litter directories of small logs, e.g. test data).
 MIN_LOG_BYTES = 1 << 20
@@ -161,13 +173,14 @@ class _Writer:
         self.parts.append(b)
         self.size += len(b)
 
-    def write(self, directory: str) -> dict:
+    def write(self, directory: str, as_name: str | None = None) -> dict:
+        """Write the file (under as_name instead of its name: a spilled group's temporary name)."""
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
                 for part in self.parts:
                     fh.write(part)
-            os.replace(tmp, os.path.join(directory, self.name))
+            os.replace(tmp, os.path.join(directory, as_name or self.name))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -258,9 +271,8 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
                     final = os.path.join(directory, g.ref["file"])
                     os.replace(os.path.join(directory, g.ref.pop("tmp")), final)
                     for seg in g.kinds.values():
-                        for arr in seg.arrays().values():
-                            if isinstance(arr, FileArray):
-                                arr.path = final
+                        for arr in seg.file_arrays():
+                            arr.path = final
                 files[g.ref["file"]] = g.ref["info"]
                 groups.append(g.ref)
             runs.append(_run_json(run, groups, rows_file))
@@ -286,12 +298,9 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
 
 
 def _write_group(directory: str, name: str, g: Group, tmp: str | None = None) -> dict:
-    w = _Writer(tmp or name)
-    kinds = {k: {a: w.add(arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
-    info = w.write(directory)
-    for arrays in kinds.values():
-        for aref in arrays.values():
-            aref[0] = name
+    w = _Writer(name)
+    kinds = {k: {a: _ref_out(w, arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
+    info = w.write(directory, tmp)
     ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "info": info}
     if tmp:
         ref["tmp"] = tmp
@@ -324,11 +333,7 @@ class Spiller:
             name = f"{self.gen}-r{run.offset}-{g.row0}.seg"
             ref = _write_group(self.directory, name, g, tmp=f".tmp-{name}")
             files = _Files(self.directory, {ref["tmp"]: ref["info"]})
-            kinds = {}
-            for k, arrays in ref["kinds"].items():
-                a = {n: files.array(r, ref["tmp"]) for n, r in arrays.items()}
-                kinds[k] = Segment(g.row0, g.row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"),
-                                   a.get("counts"), a.get("samples"), a.get("soff"))
+            kinds = {k: _segment_in(files, arrays, g.row0, g.row1, ref["tmp"]) for k, arrays in ref["kinds"].items()}
             group = Group(g.row0, g.row1, kinds, ref=ref)
             for seg in kinds.values():
                 seg.on_damage = _repair(run, group, self.log)
@@ -488,16 +493,18 @@ def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
         for k, arrays in gj["kinds"].items():
             if k not in KINDS:
                 raise _Unusable("unknown kind")
-            a = {name: files.array(ref) for name, ref in arrays.items()}
-            seg = Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
-                          a.get("samples"), a.get("soff"))
-            e = seg.rows.size
-            if seg.cols.shape != (e,) or seg.stats.ndim != 2 or seg.stats.shape[0] > len(COLUMNS[k]) \
-                    or seg.stats.shape[1] != e:
+            seg = _segment_in(files, arrays, row0, row1)
+            e = seg.entries
+            if seg.width > len(COLUMNS[k]) or any(_shape(c) != (e,) for c in [seg.cols, *seg.stats]):
                 raise _Unusable("segment shapes do not match")
-            if seg.counts is not None and (seg.counts.shape[0] != e or seg.counts.shape[1] != kc_bins(run, k)):
+            if any(x is not None and _shape(x) != (e,) for x in (seg.lo, seg.hi)):
+                raise _Unusable("histogram edges do not match")
+            if any(isinstance(x, Alias) and x.stat >= seg.width for x in (seg.lo, seg.hi)):
+                raise _Unusable("histogram edges name a missing statistic")
+            if seg.counts is not None and (_shape(seg.counts) != (e, kc_bins(run, k))):
                 raise _Unusable("histogram shape does not match")
-            if seg.soff is not None and (seg.soff.shape != (e + 1,) or seg.samples.ndim != 1):
+            if seg.soff is not None and (_shape(seg.soff) != (e + 1,) or seg.samples is None
+                                         or len(_shape(seg.samples)) != 1):
                 raise _Unusable("sample offsets do not match")
             kinds[k] = seg
         group = Group(row0, row1, kinds, ref=gj)
@@ -510,6 +517,69 @@ def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
     if at != n:
         raise _Unusable("rows past the last group")
     return run
+
+
+def _ref_out(w: _Writer, arr):
+    """The manifest's reference to one stored array or stand-in (columns.py), its data added to w."""
+    if isinstance(arr, list):  # statistics: one reference per column
+        return [_ref_out(w, a) for a in arr]
+    if isinstance(arr, Const):
+        return {"const": arr.bits, "n": arr.n}
+    if isinstance(arr, Uniform):
+        return {"uniform": arr.k, "n": arr.n}
+    if isinstance(arr, Alias):
+        return {"alias": arr.stat, "n": arr.n}
+    if isinstance(arr, Tiled):
+        return {"tile": _ref_out(w, arr.base), "n": arr.n}
+    if isinstance(arr, Runs):
+        return {"runs": _ref_out(w, arr.cols), "starts": _ref_out(w, arr.starts), "n": arr.n}
+    if isinstance(arr, FileArray):  # (a group is written from memory; read it whole if not)
+        data = arr.read(0, arr.nbytes)
+        if data is None:
+            raise OSError("index file damaged while rewriting it")
+        arr = np.frombuffer(data, dtype=arr.dtype).reshape(arr.shape)
+    return w.add(arr)
+
+
+def _ref_in(files: _Files, ref, fname: str | None = None):
+    """A stored array or stand-in from its manifest reference (the inverse of _ref_out)."""
+    if isinstance(ref, list):
+        return files.array(ref, fname)
+    if not isinstance(ref, dict) or not isinstance(ref.get("n"), int) or ref["n"] < 0:
+        raise _Unusable("bad array reference")
+    n = ref["n"]
+    if isinstance(ref.get("const"), int) and -(2**63) <= ref["const"] < 2**63:
+        return Const(ref["const"], n)
+    if isinstance(ref.get("uniform"), int) and ref["uniform"] >= 0:
+        return Uniform(ref["uniform"], n)
+    if isinstance(ref.get("alias"), int) and ref["alias"] >= 0:
+        return Alias(ref["alias"], n)
+    if "tile" in ref:
+        base = files.array(ref["tile"], fname)
+        if base.ndim != 1 or (base.shape[0] == 0) != (n == 0) or (base.shape[0] and n % base.shape[0]):
+            raise _Unusable("bad tiled rows")
+        return Tiled(base, n)
+    if "runs" in ref:
+        cols, starts = files.array(ref["runs"], fname), files.array(ref["starts"], fname)
+        if cols.ndim != 1 or starts.shape != (cols.shape[0] + 1,):
+            raise _Unusable("bad column runs")
+        return Runs(cols, starts, n)
+    raise _Unusable("unknown array reference")
+
+
+def _shape(arr) -> tuple:
+    return (arr.n,) if isinstance(arr, VIRTUAL) else tuple(arr.shape)
+
+
+def _segment_in(files: _Files, arrays: dict, row0: int, row1: int, fname: str | None = None) -> Segment:
+    if not isinstance(arrays, dict) or not isinstance(arrays.get("stats"), list):
+        raise _Unusable("bad segment")
+    a = {name: ([_ref_in(files, r, fname) for r in ref] if name == "stats" else _ref_in(files, ref, fname))
+         for name, ref in arrays.items()}
+    if any(isinstance(c, VIRTUAL) and not isinstance(c, Const) for c in a["stats"]):
+        raise _Unusable("bad statistic column")
+    return Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
+                   a.get("samples"), a.get("soff"))
 
 
 def kc_bins(run: RunState, kind: str) -> int | None:
