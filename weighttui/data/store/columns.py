@@ -257,7 +257,7 @@ class Segment:
 
     def grid(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(rows [r], cols [u]) when the segment is every col x every row (value (c, r) at c * r + r's place)."""
-        hit = self._cache.get("grid")
+        hit: tuple | None = self._cache.get("grid")
         if hit is None:
             hit = self._cache["grid"] = (False,)
             if isinstance(self.rows, Tiled):

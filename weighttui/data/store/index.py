@@ -32,6 +32,8 @@ import stat
 import tempfile
 import time
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -148,11 +150,15 @@ def _matches(fd: int, st, ident: dict) -> bool:
 
 
 class _Writer:
-    """Collects arrays for one file; refs are [file, offset, dtype, shape]."""
+    """Collects arrays for one file; refs are [file, offset, dtype, shape, CRCs].
+
+    The CRCs are filled in by write() (which may run on the Spiller's thread):
+    a ref is used only once its file is written.
+    """
 
     def __init__(self, name: str):
         self.name = name
-        self.parts: list[bytes | memoryview] = []
+        self.parts: list[tuple[bytes | memoryview, list | None]] = []  # (bytes, the CRC list they fill)
         self.size = 0
 
     def add(self, arr: np.ndarray) -> list:
@@ -161,16 +167,15 @@ class _Writer:
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         pad = -self.size % _ALIGN
         if pad:
-            self._put(b"\0" * pad)
-        raw = memoryview(arr.reshape(-1).view(np.uint8).data) if arr.size else memoryview(b"")
-        crcs = [zlib.crc32(raw[i:i + CRC_BLOCK]) for i in range(0, len(raw), CRC_BLOCK)]
+            self._put(b"\0" * pad, None)
+        crcs: list[int] = []
         ref = [self.name, self.size, arr.dtype.str, list(arr.shape), crcs]
         if arr.size:
-            self._put(raw)
+            self._put(memoryview(arr.reshape(-1).view(np.uint8).data), crcs)
         return ref
 
-    def _put(self, b) -> None:
-        self.parts.append(b)
+    def _put(self, b, crcs) -> None:
+        self.parts.append((b, crcs))
         self.size += len(b)
 
     def write(self, directory: str, as_name: str | None = None) -> dict:
@@ -178,7 +183,9 @@ class _Writer:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
-                for part in self.parts:
+                for part, crcs in self.parts:
+                    if crcs is not None:
+                        crcs[:] = [zlib.crc32(part[i:i + CRC_BLOCK]) for i in range(0, len(part), CRC_BLOCK)]
                     fh.write(part)
             os.replace(tmp, os.path.join(directory, as_name or self.name))
         except BaseException:
@@ -241,10 +248,14 @@ def save_index(path: str, fd: int, st, store: LogIndex, directory: str | None = 
 
 
 def _seal_for_saving(run: RunState) -> None:
+    if isinstance(run.spill, Spiller):
+        run.spill.settle(wait=True)  # (a group being written is not rewritten)
     last = run.groups[-1] if run.groups else None
     small = last is not None and sum(s.entries for s in last.kinds.values()) < SEAL_ENTRIES // 2
     if run.sealed_rows < run.rows:
         run.seal(base=small)
+    if isinstance(run.spill, Spiller):
+        run.spill.settle(wait=True)  # (the tail may have been spilled just now)
 
 
 def _save(directory: str, fd: int, st, store: LogIndex) -> None:
@@ -252,6 +263,7 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
     gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
     lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        _settle_spills(store)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         old = _read_manifest(directory)
         if old is not None and isinstance(old.get("log"), dict) and _matches(fd, st, old["log"]) \
@@ -297,14 +309,18 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
         os.close(lock_fd)
 
 
-def _write_group(directory: str, name: str, g: Group, tmp: str | None = None) -> dict:
+def _write_group(directory: str, name: str, g: Group) -> dict:
     w = _Writer(name)
     kinds = {k: {a: _ref_out(w, arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
-    info = w.write(directory, tmp)
-    ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "info": info}
-    if tmp:
-        ref["tmp"] = tmp
-    return ref
+    info = w.write(directory)
+    return {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "info": info}
+
+
+def _settle_spills(store: LogIndex) -> None:
+    """Wait for the groups a Spiller is still writing (every run shares the store's)."""
+    for spill in {id(r.spill): r.spill for r in store.runs if r.spill is not None}.values():
+        if isinstance(spill, Spiller):
+            spill.settle(wait=True)
 
 
 def _drop_spilled(directory: str, store: LogIndex) -> None:
@@ -319,27 +335,60 @@ class Spiller:
     """Writes groups sealed while a big log is being indexed straight to the index directory.
 
     They go to temporary names (the next save renames them into the index) and
-    are read back as memmaps, so building holds one tail in memory, not the whole
-    store.
+    are then read from there, so building holds a tail and at most MAX_PENDING
+    groups in memory, not the whole store. The writing (and its CRCs) runs on
+    one background thread while the log goes on being parsed; a group stays in
+    memory until its file is written, and only then reads from the file
+    (`settle`, on the caller's thread: segments are never changed under it).
     """
+
+    MAX_PENDING = 2
 
     def __init__(self, directory: str, log: str):
         self.directory = directory
         self.log = log
         self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque = deque()  # (future, run, group, ref), oldest first
 
     def __call__(self, run: RunState, g: Group) -> Group:
+        # (before g joins the pending ones: g itself joins run.groups only when this returns)
+        self.settle(wait=len(self._pending) >= self.MAX_PENDING)
         try:
             name = f"{self.gen}-r{run.offset}-{g.row0}.seg"
-            ref = _write_group(self.directory, name, g, tmp=f".tmp-{name}")
-            files = _Files(self.directory, {ref["tmp"]: ref["info"]})
-            kinds = {k: _segment_in(files, arrays, g.row0, g.row1, ref["tmp"]) for k, arrays in ref["kinds"].items()}
-            group = Group(g.row0, g.row1, kinds, ref=ref)
-            for seg in kinds.values():
-                seg.on_damage = _repair(run, group, self.log)
-            return group
-        except Exception:  # a full disk: keep the group in memory
-            return g
+            w = _Writer(name)
+            kinds = {k: {a: _ref_out(w, arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
+            tmp = f".tmp-{name}"
+            ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "tmp": tmp}
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
+            g.ref = ref  # (saved only after settle(): its file is then written)
+            self._pending.append((self._pool.submit(w.write, self.directory, tmp), run, g, ref))
+        except Exception:  # keep the group in memory
+            g.ref = None
+        return g
+
+    def settle(self, wait: bool = False) -> None:
+        """Groups whose files are written read from them from now on (wait: for every pending one)."""
+        while self._pending and (wait or self._pending[0][0].done()):
+            future, run, g, ref = self._pending.popleft()
+            try:
+                ref["info"] = future.result()
+                files = _Files(self.directory, {ref["tmp"]: ref["info"]})
+                kinds = {k: _segment_in(files, arrays, g.row0, g.row1, ref["tmp"])
+                         for k, arrays in ref["kinds"].items()}
+            except Exception:  # a full disk: the group stays in memory, written by the next save
+                g.ref = None
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, ref["tmp"]))
+                continue
+            if not any(x is g for x in run.groups):  # merged into a rewritten group meanwhile
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, ref["tmp"]))
+                continue
+            for k, seg in g.kinds.items():
+                seg.replace_arrays(kinds[k])
+                seg.on_damage = _repair(run, g, self.log)
 
 
 def spiller_for(path: str, size: int) -> Spiller | None:
@@ -387,6 +436,59 @@ def _collect_garbage(directory: str, keep: set) -> None:
             os.unlink(full)
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------- derived values
+
+
+def _derived_name(key: str) -> str:
+    return "derived-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json"
+
+
+def load_derived(directory: str, path: str, covered: int, key: str) -> tuple | None:
+    """(value,) that save_derived kept for `key` and this log as read up to `covered`, or None.
+
+    A derived value is a cache of the index's kind: the log's identity (the same
+    hashes as the manifest's) must match at the point it was computed for, which
+    must be where the reader is now; each save of the index removes them all.
+    """
+    try:
+        with open(os.path.join(directory, _derived_name(key)), "rb") as fh:
+            doc = json.loads(fh.read(1 << 28))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            ok = isinstance(doc, dict) and doc.get("key") == key and isinstance(doc.get("log"), dict) \
+                and doc["log"].get("covered") == covered and _matches(fd, os.fstat(fd), doc["log"])
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return None
+    return (doc["value"],) if ok else None
+
+
+def save_derived(directory: str, path: str, covered: int, key: str, value) -> bool:
+    """Keep a value computed from the log read up to `covered` (JSON) beside its index; never raises."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if covered > st.st_size or not _usable_dir(directory) or not writable(directory):
+                return False
+            body = json.dumps({"key": key, "log": _identity(fd, st, covered), "value": value}).encode()
+        finally:
+            os.close(fd)
+        tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        try:
+            with os.fdopen(tmp_fd, "wb") as fh:
+                fh.write(body)
+            os.replace(tmp, os.path.join(directory, _derived_name(key)))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return True
+    except Exception:  # (TypeError/ValueError: a value JSON cannot hold) the cache is optional
+        return False
 
 
 # ---------------------------------------------------------------- load
