@@ -134,6 +134,7 @@ class RunData:
         self._view_run: RunState | None = None
         self._shown_cache: tuple | None = None
         self._dense: dict = {}
+        self._fill_maps: dict = {}  # id(segment) -> where its entries go in the row view (_fill)
 
     # ------------------------------------------------------------- reading
 
@@ -280,6 +281,27 @@ class RunData:
         except OSError:
             return None
 
+    def derived(self, key: str, compute):
+        """compute(), or the value it gave for the same key on this log as read so far.
+
+        For summaries that are costly to compute and depend only on what the log
+        holds (`weighttui info`'s alerts and latest values): kept as JSON beside
+        the log's index and valid while the log's identity and the point read up
+        to are the same (a cache with the index's rules; any save of the index
+        drops them). The key must name everything else the value depends on
+        (code version, options, row view). Without an index (cache=False, a
+        small log, no writable place) compute() is called every time.
+        """
+        directory, covered = self.index_path, self._store.scan.offset
+        if not self.cache or self.path is None or directory is None:
+            return compute()
+        got = store_index.load_derived(directory, self.path, covered, key)
+        if got is not None:
+            return got[0]
+        value = compute()
+        store_index.save_derived(directory, self.path, covered, key, value)
+        return value
+
     @contextlib.contextmanager
     def _log_for_index(self, path: str) -> Iterator[int | None]:
         """The log opened read-only (never blocking: log/sniff.py) for the index's checks, or
@@ -398,6 +420,7 @@ class RunData:
             self._thin.add(count)
             rows = np.array(self._thin.rows, dtype=np.int64)
         self._shown_cache = (count, rows)
+        self._fill_maps = {}
         return rows
 
     @property
@@ -557,19 +580,25 @@ class RunData:
         for seg in run.sealed(kind):
             if seg.row1 <= lo or seg.row0 > hi:
                 continue
-            srows = seg.part("rows")
-            if dense_rows:
-                mask = (srows >= lo) & (srows <= hi)
-                pos = dest[srows[mask] - lo]
+            # which entries of the segment are wanted and where they go: the same for every statistic
+            hit = self._fill_maps.get(id(seg))
+            if hit is not None and hit[0] is seg and hit[1] is rows and np.array_equal(hit[2], dest):
+                where = hit[3]
             else:
-                if posmap is None:  # snapshot index -> destination row, -1 where not wanted
+                if not dense_rows and posmap is None:  # snapshot index -> destination row, -1 where not wanted
                     posmap = np.full(hi + 1, -1, dtype=np.int64)
                     posmap[rows] = dest
-                at = posmap[np.minimum(srows, hi)]
-                mask = (at >= 0) & (srows <= hi)
-                pos = at[mask]
-            cols = seg.part("cols")[mask]
-            buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
+                where = self._fill_map(seg, dest, lo, hi, posmap)
+                self._fill_maps[id(seg)] = (seg, rows, dest, where)
+            if where[0] == "grid":  # every tensor x every row: a 2-D gather
+                _g, sel, to, ucols = where
+                if sel.size:
+                    block = True if s is None else \
+                        seg.part("stats", s=s).reshape(ucols.size, -1)[:, sel].T
+                    buf[np.ix_(to, ucols)] = block
+            else:
+                _g, mask, pos, cols = where
+                buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
         if hi < tail_start:
             return
         lookup = {} if dense_rows else dict(zip(rows.tolist(), dest.tolist(), strict=True))
@@ -589,6 +618,23 @@ class RunData:
                 buf[d, piece["cols"]] = True
             elif s < piece["stats"].shape[1]:  # (a narrower block: the columns after it stay NaN)
                 buf[d, piece["cols"]] = piece["stats"][:, s]
+
+    @staticmethod
+    def _fill_map(seg, dest: np.ndarray, lo: int, hi: int, posmap: np.ndarray | None) -> tuple:
+        """Where a sealed segment's entries go in a dense matrix: ("grid", rows wanted, their
+        destinations, tensor columns) or ("entries", mask, destinations, tensor columns)."""
+        grid = seg.grid()
+        srows = grid[0] if grid is not None else seg.part("rows")
+        if posmap is None:
+            mask = (srows >= lo) & (srows <= hi)
+            pos = dest[srows[mask] - lo]
+        else:
+            at = posmap[np.minimum(srows, hi)]
+            mask = (at >= 0) & (srows <= hi)
+            pos = at[mask]
+        if grid is not None:
+            return ("grid", np.nonzero(mask)[0], pos, grid[1])
+        return ("entries", mask, pos, seg.part("cols")[mask])
 
     # ----------------------------------------------------- per-tensor reads
 
