@@ -33,7 +33,7 @@ import numpy as np
 from weighttui.data.liveness import writer_running
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
-from weighttui.log.format import HEADER_SIZE, check_header
+from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
@@ -158,7 +158,7 @@ class RunData:
         for _off, item in items:
             self._store.apply(item)
             changed = True
-        if poll.offset >= HEADER_SIZE:  # how far the store covers the log, for save_index()
+        if poll.offset > 0:  # past the file's start: how far the store covers the log, for save_index()
             self._store.scan = ScanState(poll.offset, poll.resyncing, max(0, poll.size - poll.offset))
         return changed
 
@@ -189,9 +189,11 @@ class RunData:
                 self.last_growth = time.monotonic()
             self.file_size = st.st_size
             if st.st_size < HEADER_SIZE:
-                return False  # not started yet
-            if self._ident is None:
-                check_header(os.pread(fd, HEADER_SIZE, 0))
+                # not started yet (empty, a header prefix); anything else that short is not a log
+                for _item in scan_frames(fd, ScanState(), st.st_size):
+                    pass
+                return False
+            if self._ident is None:  # the file header (or a damaged start) is checked by the scan
                 self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
                 if not self._loaded and self.cache:
                     self._loaded = True
@@ -231,8 +233,7 @@ class RunData:
                 st = os.fstat(fd)
                 if st.st_size < HEADER_SIZE:
                     return None
-                check_header(os.pread(fd, HEADER_SIZE, 0))
-                got = store_index.load_index(self.path, fd, st)
+                got = store_index.load_index(self.path, fd, st)  # only an index of these very bytes
             except (OSError, ValueError):
                 return None
         if got is None:

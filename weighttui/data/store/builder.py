@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from weighttui.log.format import HEADER_SIZE, FrameType
+from weighttui.log.format import FrameType
 from weighttui.log.reader import ScanState
 from weighttui.log.records import (
     RECORD_NAMES,
@@ -226,7 +226,7 @@ class LogIndex:
         self.runs: list[RunState] = []
         self.corruptions: list[tuple[int, str]] = []
         self.unknown_frames = 0
-        self.scan = ScanState(HEADER_SIZE)
+        self.scan = ScanState()  # from the file's start: header (or damaged start) first
         self.size = 0  # file size when last read
         self.version = 0
         self.spill = None  # given to every run (see index.Spiller)
