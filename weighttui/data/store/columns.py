@@ -437,15 +437,16 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     hi: np.ndarray | None = None
     counts: np.ndarray | None = None
     if has_hist and bins is not None:
-        cmax = max(int(p["counts"].max()) if p["counts"].size else 0 for p in parts)
+        # whole-array copies (numpy runs them without the GIL: this may run on the spiller's thread)
+        stacked = np.stack([p["counts"] for p in parts])  # [rows, tensors, bins]
+        cmax = int(stacked.max()) if stacked.size else 0
         dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
         grid_counts = np.empty((t, r, bins), dtype=dtype)
-        grid_lo, grid_hi = np.empty((t, r)), np.empty((t, r))
-        for i, p in enumerate(parts):
-            grid_counts[:, i] = p["counts"] if ident else p["counts"][perm]
-            grid_lo[:, i] = p["lo"] if ident else p["lo"][perm]
-            grid_hi[:, i] = p["hi"] if ident else p["hi"][perm]
-        counts, lo, hi = grid_counts.reshape(t * r, bins), grid_lo.reshape(-1), grid_hi.reshape(-1)
+        grid_counts[...] = (stacked if ident else stacked[:, perm]).transpose(1, 0, 2)
+        del stacked
+        edges = np.stack([np.stack((p["lo"], p["hi"])) for p in parts])  # [rows, 2, tensors]
+        edges = np.ascontiguousarray((edges if ident else edges[:, :, perm]).transpose(1, 2, 0))
+        counts, lo, hi = grid_counts.reshape(t * r, bins), edges[0].reshape(-1), edges[1].reshape(-1)
     samples: np.ndarray | None = None
     soff: np.ndarray | None = None
     if with_samples and slen0 is not None:
@@ -559,10 +560,21 @@ class KindColumns:
     def seal(self, row0: int, row1: int, with_samples: bool, base: Segment | None = None) -> Segment:
         """The tail (after `base`, a small segment being rewritten) as one sorted segment; empties the tail."""
         parts = ([segment_piece(base)] if base is not None else []) + self._pieces_of_tail(with_samples)
-        seg = merge(parts, base.row0 if base is not None else row0, row1, len(self.columns), self.bins,
-                    with_samples)
         self.tail, self.tail_entries, self.tail_bytes, self._tail_seg = [], 0, 0, None
-        return compact(seg, self.edges)
+        return sealed_segment(parts, base.row0 if base is not None else row0, row1, len(self.columns), self.bins,
+                              with_samples, self.edges)
+
+    def take(self, row0: int, row1: int, with_samples: bool):
+        """The tail's pieces and how to seal them (sealed_segment's arguments); empties the tail.
+
+        For sealing on another thread: the pieces are never changed once added."""
+        parts = self._pieces_of_tail(with_samples)
+        self.tail, self.tail_entries, self.tail_bytes, self._tail_seg = [], 0, 0, None
+        return (parts, row0, row1, len(self.columns), self.bins, with_samples, self.edges)
+
+
+def sealed_segment(parts, row0, row1, nstats, bins, with_samples, edges) -> Segment:
+    return compact(merge(parts, row0, row1, nstats, bins, with_samples), edges)
 
 
 def new_kinds() -> dict[str, KindColumns]:

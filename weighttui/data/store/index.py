@@ -61,6 +61,7 @@ from .columns import (
     Segment,
     Tiled,
     Uniform,
+    sealed_segment,
 )
 
 INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (columns.compact)
@@ -349,43 +350,53 @@ class Spiller:
         self.log = log
         self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque = deque()  # (future, run, group, ref), oldest first
+        self._pending: deque = deque()  # (future of (ref, error), run, group), oldest first
 
-    def __call__(self, run: RunState, g: Group) -> Group:
-        # (before g joins the pending ones: g itself joins run.groups only when this returns)
+    def __call__(self, run: RunState, row0: int, row1: int, jobs: dict) -> Group:
+        """A group for rows [row0, row1) whose segments are sealed (columns.sealed_segment(*jobs[kind]))
+        and written on the spiller's thread; the log is parsed on meanwhile."""
+        # (before the new group joins the pending ones: it joins run.groups only when this returns)
         self.settle(wait=len(self._pending) >= self.MAX_PENDING)
+        name = f"{self.gen}-r{run.offset}-{row0}.seg"
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
+        kinds = self._pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
+        g = Group(row0, row1, kinds)
+        self._pending.append((self._pool.submit(self._write, g, name), run, g))
+        return g
+
+    def _write(self, g: Group, name: str):
+        """(ref, None) once the group's file is written under its temporary name, or (None, the error)."""
         try:
-            name = f"{self.gen}-r{run.offset}-{g.row0}.seg"
             w = _Writer(name)
             kinds = {k: {a: _ref_out(w, arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
-            tmp = f".tmp-{name}"
-            ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "tmp": tmp}
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
-            g.ref = ref  # (saved only after settle(): its file is then written)
-            self._pending.append((self._pool.submit(w.write, self.directory, tmp), run, g, ref))
-        except Exception:  # keep the group in memory
-            g.ref = None
-        return g
+            ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "tmp": f".tmp-{name}"}
+            ref["info"] = w.write(self.directory, ref["tmp"])
+            return ref, None
+        except Exception as exc:  # a full disk: the group stays in memory
+            return None, exc
 
     def settle(self, wait: bool = False) -> None:
         """Groups whose files are written read from them from now on (wait: for every pending one)."""
         while self._pending and (wait or self._pending[0][0].done()):
-            future, run, g, ref = self._pending.popleft()
+            future, run, g = self._pending.popleft()
+            ref, _error = future.result()
             try:
-                ref["info"] = future.result()
+                if ref is None:
+                    raise OSError("not written")
                 files = _Files(self.directory, {ref["tmp"]: ref["info"]})
                 kinds = {k: _segment_in(files, arrays, g.row0, g.row1, ref["tmp"])
                          for k, arrays in ref["kinds"].items()}
-            except Exception:  # a full disk: the group stays in memory, written by the next save
-                g.ref = None
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.directory, ref["tmp"]))
+            except Exception:  # the group stays in memory, written by the next save
+                if ref is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.directory, ref["tmp"]))
                 continue
             if not any(x is g for x in run.groups):  # merged into a rewritten group meanwhile
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.directory, ref["tmp"]))
                 continue
+            g.ref = ref
             for k, seg in g.kinds.items():
                 seg.replace_arrays(kinds[k])
                 seg.on_damage = _repair(run, g, self.log)
