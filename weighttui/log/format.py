@@ -86,6 +86,36 @@ def encode_frame_bytes(ftype: int, body: bytes) -> bytes:
     )
 
 
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a bin of n bytes (as packb(use_bin_type=True) writes it)."""
+    if n < 1 << 8:
+        return b"\xc4" + struct.pack(">B", n)
+    if n < 1 << 16:
+        return b"\xc5" + struct.pack(">H", n)
+    return b"\xc6" + struct.pack(">I", n)
+
+
+def encode_frame_parts(ftype: int, payload: dict, data) -> list:
+    """The bytes of encode_frame(ftype, payload with `data` as its last bin), as pieces to write in order,
+    without copying `data` (any C-contiguous buffer: a numpy array, a view of a mapped file).
+
+    payload's last value must be a map (or the bin itself) whose last value is
+    None: the place of `data`. Used for complete values, which are most of a
+    log's bytes.
+    """
+    view = memoryview(data).cast("B")
+    body = msgpack.packb(payload, use_bin_type=True)
+    if not body.endswith(b"\xc0"):  # nil: the placeholder is the payload's last item
+        raise ValueError("the data placeholder must be the payload's last item")
+    prefix = body[:-1] + _bin_header(view.nbytes)
+    size = len(prefix) + view.nbytes
+    if size > MAX_PAYLOAD:
+        raise ValueError(f"payload of {size} bytes exceeds the {MAX_PAYLOAD}-byte cap")
+    head = struct.pack("<4sIB3s", SYNC, size, ftype, b"\0\0\0")
+    crc = zlib.crc32(view, zlib.crc32(prefix))
+    return [head + _U32.pack(zlib.crc32(head)) + prefix, view, _U32.pack(crc)]
+
+
 @dataclass(frozen=True)
 class Frame:
     offset: int  # byte offset of the frame's sync in the file
@@ -399,13 +429,18 @@ BF16 = "bf16"
 
 def encode_array(arr: np.ndarray) -> dict:
     """{"dtype", "shape", "data"} with little-endian C-order data."""
+    arr = little_endian(arr)
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": np.ascontiguousarray(arr).tobytes()}
+
+
+def little_endian(arr) -> np.ndarray:
+    """arr as an array of a dtype the format stores, little-endian (a copy only if it was big-endian)."""
     arr = np.asarray(arr)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    dtype = arr.dtype.str
-    if dtype not in _DTYPES:
+    if arr.dtype.str not in _DTYPES:
         raise TypeError(f"cannot store arrays of dtype {arr.dtype}")
-    return {"dtype": dtype, "shape": list(arr.shape), "data": np.ascontiguousarray(arr).tobytes()}
+    return arr
 
 
 def encode_bf16_bits(bits: np.ndarray) -> dict:
