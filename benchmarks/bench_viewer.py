@@ -336,9 +336,16 @@ Bare().run()
 """
 
 
-def bench_tmux(tmp, runs=5):
-    """`weighttui watch` in tmux: process start to the first screen with the table, and to the latest step;
-    side by side with the floor: a bare Textual app that paints one line (runs interleaved, same terminal)."""
+def bench_tmux(tmp, runs=5, caches=("env", "cached")):
+    """`weighttui watch` in tmux against the floor, a bare Textual app that paints one line (runs
+    interleaved, same terminal): process start to the first paint (the header), to the table with a
+    step, and to the latest step; and the bare app importing numpy first.
+
+    caches: "env" runs as this environment is (PYTHONDONTWRITEBYTECODE=1 here, and weighttui's tree
+    has no __pycache__, so its modules are compiled at every start); "cached" runs with bytecode
+    cached (PYTHONPYCACHEPREFIX in a temporary directory, warmed by one run of each program first),
+    as an installed package is.
+    """
     import re
 
     path = os.path.join(tmp, "tmux.wtui")
@@ -346,48 +353,68 @@ def bench_tmux(tmp, runs=5):
     bare = os.path.join(tmp, "bare_app.py")
     with open(bare, "w") as fh:
         fh.write(BARE_APP)
+    bare_np = os.path.join(tmp, "bare_numpy_app.py")
+    with open(bare_np, "w") as fh:
+        fh.write("import numpy\n" + BARE_APP)  # the reader needs numpy: what that alone adds to the floor
     sock = f"wt-bench-{os.getpid()}"
+    title = f"weighttui · {os.path.basename(path)}"
 
-    def until(command, first_seen, done):
+    def until(command, env, marks):
+        """Seconds from starting `command` in a fresh tmux until each of `marks` (screen -> bool) held."""
         t0 = time.perf_counter()
-        subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "120", "-y", "40", command], check=True)
-        seen = None
+        subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "120", "-y", "40", *env, command],
+                       check=True)
+        seen = [None] * len(marks)
         while True:
             screen = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p"], capture_output=True,
                                     text=True).stdout
             now = time.perf_counter() - t0
-            if seen is None and first_seen(screen):
-                seen = now
-            if seen is not None and done(screen):
+            for i, mark in enumerate(marks):
+                if seen[i] is None and mark(screen):
+                    seen[i] = now
+            if all(t is not None for t in seen):
                 break
             if now > 60:
                 raise RuntimeError(f"{command} did not paint within 60 s:\n" + screen)
             time.sleep(0.01)  # each capture is a tmux process: polling harder loads the machine
         subprocess.run(["tmux", "-L", sock, "kill-server"])
         time.sleep(0.3)
-        return seen, now
+        return seen
 
-    bare_np = os.path.join(tmp, "bare_numpy_app.py")
-    with open(bare_np, "w") as fh:
-        fh.write("import numpy\n" + BARE_APP)  # the reader needs numpy: what that alone adds to the floor
-    first, latest, floor, floor_np = [], [], [], []
-    for _ in range(runs):
-        floor.append(until(f"{sys.executable} {bare}", lambda s: "bare textual app ready" in s, lambda s: True)[0])
-        floor_np.append(until(f"{sys.executable} {bare_np}", lambda s: "bare textual app ready" in s,
-                              lambda s: True)[0])
-        seen, now = until(f"{sys.executable} -m weighttui.cli watch {path}",
-                          lambda s: bool(re.search(r"step\s+\d+", s)) and "q_proj" in s,
-                          lambda s: "step 499" in s and "q_proj" in s)
-        first.append(seen)
-        latest.append(now)
     med = statistics.median
-    print(f"tmux, {runs} runs interleaved, process start (imports included) to the first paint: "
-          f"a bare Textual app painting one line median {med(floor) * 1000:.0f} ms "
-          f"({' / '.join(f'{t * 1000:.0f}' for t in floor)}); `weighttui watch` on a 50-tensor x 500-snapshot "
-          f"log (12 MB), first screen with the table median {med(first) * 1000:.0f} ms "
-          f"({' / '.join(f'{t * 1000:.0f}' for t in first)}), ratio {med(first) / med(floor):.2f}x the floor "
-          f"(target <= 1.3x); latest step on screen median {med(latest) * 1000:.0f} ms; the bare app importing "
-          f"numpy first: median {med(floor_np) * 1000:.0f} ms ({med(floor_np) / med(floor):.2f}x the floor)")
+    ms = lambda xs: " / ".join(f"{t * 1000:.0f}" for t in xs)
+    watch = f"{sys.executable} -m weighttui.cli watch {path}"
+    for cache in caches:
+        # tmux's new-session -e sets the command's environment (the server keeps the one it started with)
+        if cache == "env":
+            env: list[str] = []
+        else:
+            prefix = os.path.join(tmp, "pycache")
+            env = ["-e", "PYTHONDONTWRITEBYTECODE=", "-e", f"PYTHONPYCACHEPREFIX={prefix}"]
+            for command in (bare, bare_np):  # warm the cache
+                until(f"{sys.executable} {command}", env, [lambda s: "bare textual app ready" in s])
+            until(watch, env, [lambda s: "step 499" in s])
+        floor, floor_np, paint, table, latest = [], [], [], [], []
+        for _ in range(runs):
+            floor += until(f"{sys.executable} {bare}", env, [lambda s: "bare textual app ready" in s])
+            floor_np += until(f"{sys.executable} {bare_np}", env, [lambda s: "bare textual app ready" in s])
+            a, b, c = until(watch, env, [lambda s: title in s,
+                                         lambda s: bool(re.search(r"step\s+\d+", s)) and "q_proj" in s,
+                                         lambda s: "step 499" in s and "q_proj" in s])
+            paint.append(a)
+            table.append(b)
+            latest.append(c)
+        bytecode = os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONDONTWRITEBYTECODE=1, " or ""
+        what = (f"as this environment is ({bytecode}weighttui compiled at each start unless its tree has "
+                f"__pycache__)" if cache == "env" else "bytecode cached (PYTHONPYCACHEPREFIX, warmed)")
+        print(f"tmux, {what}, {runs} runs interleaved, process start (imports included): a bare Textual app "
+              f"painting one line (the floor) median {med(floor) * 1000:.0f} ms ({ms(floor)}); "
+              f"`weighttui watch` on a 50-tensor x 500-snapshot log (12 MB): first paint (the header) median "
+              f"{med(paint) * 1000:.0f} ms ({ms(paint)}), ratio {med(paint) / med(floor):.2f}x the floor "
+              f"(target <= 1.3x); the table with a step median {med(table) * 1000:.0f} ms ({ms(table)}, "
+              f"{med(table) / med(floor):.2f}x); latest step median {med(latest) * 1000:.0f} ms; the bare app "
+              f"importing numpy first: median {med(floor_np) * 1000:.0f} ms "
+              f"({med(floor_np) / med(floor):.2f}x the floor)", flush=True)
 
 
 PARTS = ("first", "cold", "latency", "scroll", "idle", "tmux", "big")
