@@ -165,6 +165,91 @@ def bench_latency(tmp, rounds=30):
 
 
 
+async def _live(path, writer, index_save_s):
+    """Follow a live log in the real app (headless) while `writer` writes it; per step that reached the
+    header, the time from the snapshot's time stamp (taken by the writer when it submitted the
+    snapshot, so the writer's own queue and encoding count too) to the header showing it. Also the
+    UI thread's longest pauses: saving the index and computing the alerts (both on the UI thread)."""
+    import weighttui.tui.app as appmod
+    from weighttui.data.run import RunData
+    from weighttui.tui.widgets.header import RunHeader
+
+    appmod.INDEX_SAVE_S = index_save_s  # extend the log's index on disk this often while following
+    from weighttui.data.store.builder import RunState
+
+    spent: dict[str, list[float]] = {"ingest": [], "seal": [], "save_index": [], "alerts": [], "draw": [],
+                                     "stall": []}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name].append(time.perf_counter() - t)
+        return wrapper
+
+    app = appmod.WeightApp(path, mode="watch", alerts=True)
+    save_index, seal = RunData.save_index, RunState.seal
+    RunData.save_index = timed("save_index", save_index)  # type: ignore[method-assign]
+    RunState.seal = timed("seal", seal)  # type: ignore[method-assign]
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            while not (app.data.n and app.screen.query(RunHeader)):
+                await pilot.pause(0.005)
+            app._update_alerts = timed("alerts", app._update_alerts)
+            app._ingest = timed("ingest", app._ingest)
+            app.pump._redraw = timed("draw", app.pump._redraw)
+            lat, shown = [], None
+            c0, t0 = time.process_time(), time.perf_counter()
+            last = time.perf_counter()
+            while writer.poll() is None or (app.data.end is None and time.perf_counter() - t0 < 60):
+                now = time.perf_counter()
+                spent["stall"].append(now - last - 0.005)  # the UI thread's pause beyond the 5 ms asked for
+                last = now
+                data = app.data
+                line = app.screen.query_one(RunHeader).content.plain.splitlines()[-1]
+                if line.startswith("step "):
+                    step = int(line.split()[1])
+                    if step != shown and data.n:
+                        shown = step
+                        row = int(np.searchsorted(data.steps, step, side="right")) - 1
+                        if row >= 0 and int(data.steps[row]) == step:
+                            lat.append(time.time() - float(data.times[row]))
+                await pilot.pause(0.005)
+            cpu = (time.process_time() - c0) / (time.perf_counter() - t0)
+            return lat, cpu, app.data.snapshot_count, app.data.index_path, spent
+    finally:
+        RunData.save_index = save_index  # type: ignore[method-assign]
+        RunState.seal = seal  # type: ignore[method-assign]
+
+
+def bench_live(tmp, seconds=15.0, rate=20.0, tensors=500, index_save_s=1.0):
+    """Append-to-screen while a run is live: `tensors` tensors at `rate` snapshots a second, the index
+    extended as the log grows (segments sealed into it; the app writes it every `index_save_s`)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_scale import WRITER  # the live writer: precomputed blocks at a fixed rate
+
+    path = os.path.join(tmp, "live.wtui")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, path, str(seconds), str(rate), str(tensors), "10000"],
+                              stdout=subprocess.PIPE, text=True)
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    lat, cpu, seen, index, spent = asyncio.run(_live(path, writer, index_save_s))
+    out = writer.stdout.read().split()
+    ms = np.array(lat) * 1000
+    index_mb = (sum(os.path.getsize(os.path.join(index, f)) for f in os.listdir(index)) / 2**20
+                if index and os.path.isdir(index) else 0.0)
+    print(f"live append-to-screen, {tensors} tensors at {rate:g} snapshots/s for {seconds:g} s "
+          f"({os.path.getsize(path) / 2**20:.0f} MiB, {seen} snapshots read of {out[1] if len(out) > 1 else '?'} "
+          f"written; index {index_mb:.0f} MiB, written every {index_save_s:g} s while following): "
+          f"{len(ms)} steps reached the header; snapshot time stamp to header median {np.median(ms):.0f} ms, "
+          f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms (target < 250 ms); viewer CPU "
+          f"{cpu * 100:.0f}% of one core (headless, the header polled every 5 ms); on the UI thread: "
+          + "; ".join(f"{name} x{len(v)} median {np.median(v) * 1000:.1f} max {max(v) * 1000:.0f} ms"
+                      for name, v in spent.items() if v), flush=True)
+
+
 def bench_2000(tmp, tensors=2000, n=200, pages=40, lines=60):
     """Scrolling a big table: key-to-idle time and CPU per page down / line down, and one data refresh.
 
@@ -417,8 +502,8 @@ def bench_tmux(tmp, runs=5, caches=("env", "cached")):
               f"({med(floor_np) / med(floor):.2f}x the floor)", flush=True)
 
 
-PARTS = ("first", "cold", "latency", "scroll", "idle", "tmux", "big")
-DEFAULT_PARTS = ("first", "cold", "latency", "scroll", "idle")
+PARTS = ("first", "cold", "latency", "live", "scroll", "idle", "tmux", "big")
+DEFAULT_PARTS = ("first", "cold", "latency", "live", "scroll", "idle")
 
 
 def main():
@@ -429,6 +514,7 @@ def main():
     ap.add_argument("--big-mb", type=int, default=0, help="add the big-log part with a log of this size")
     ap.add_argument("--big-log", help="use this existing big log instead of writing one")
     ap.add_argument("--tensors", type=int, default=2000, help="tensors for the scroll part")
+    ap.add_argument("--live-seconds", type=float, default=15.0, help="how long the live part's writer runs")
     args = ap.parse_args()
     parts = [p for p in args.only.split(",") if p]
     if args.tmux:
@@ -447,6 +533,8 @@ def main():
             bench_cold(tmp)
         if "latency" in parts:
             bench_latency(tmp)
+        if "live" in parts:
+            bench_live(tmp, seconds=args.live_seconds)
         if "scroll" in parts:
             bench_2000(tmp, tensors=args.tensors)
         if "idle" in parts:

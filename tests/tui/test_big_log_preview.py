@@ -110,6 +110,28 @@ async def test_progress_shows_while_indexing_and_goes_away(tmp_path, tui, previe
         assert app.data.snapshot_count == STEPS
 
 
+async def test_a_log_grown_past_its_index_previews_too(tmp_path, tui, preview_any_size, monkeypatch):
+    """An index that covers the first half: the latest snapshots first, then the history from the index
+    and the rest of the log read behind it."""
+    from weighttui.data.store import index as store_index
+
+    monkeypatch.setattr(store_index, "MIN_LOG_BYTES", 0)  # index this small log
+    path = tmp_path / "grown.wtui"
+    log = tui.fixed_log(path, STEPS // 2, end=False)
+    assert weighttui.open(path).snapshot_count == STEPS // 2 and weighttui.open(path).index_path  # indexed
+    for s in range(STEPS // 2, STEPS):
+        log.snapshot(s * 10, epoch=s // 10)
+    log.end(snapshots=STEPS)
+    app = HeldApp(path, mode="watch", alerts=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.first_data_at is not None, what="the first screen")
+        assert f"step {(STEPS - 1) * 10} " in header_lines(app)[1] and "indexing" in header_lines(app)[1]
+        assert app._building is not None and app._building.snapshot_count == STEPS // 2  # from the index
+        app.release()
+        await tui.wait_until(pilot, lambda: app._building is None and app.loading is None, what="indexed")
+        assert app.data.snapshot_count == STEPS and list(app.data.steps) == [s * 10 for s in range(STEPS)]
+
+
 async def test_an_appended_log_previews_its_latest_run(tmp_path, tui, preview_any_size):
     path = tmp_path / "appended.wtui"
     tui.fixed_log(path, 5)

@@ -33,6 +33,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from weighttui.data.liveness import growth_age, run_status
+from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
 from weighttui.tui.pump import Pump
 from weighttui.tui.screens.base import RefreshableScreen
@@ -235,15 +236,15 @@ class WeightApp(App[int]):
         # history from the log's index when it has one (built by open()/info or an earlier viewer):
         # the follower reads only what was appended since
         start = self.data.load_index()
-        if start is None:
-            self._preview_latest()
+        self._preview_latest(HEADER_SIZE if start is None else start.offset)
         self.follower = Follower(self.path, self.pump.wake, start=start, **self._follower_options)
         self.follower.start()  # reads while the overview is being mounted (the pump waits for it)
         self._booted = True
         self.switch_screen(OverviewScreen())
 
-    def _preview_latest(self) -> None:
-        """`watch` on a big log without an index: show its latest snapshots now, read the rest behind them.
+    def _preview_latest(self, covered: int) -> None:
+        """`watch` on a big log not covered by an index up to `covered`: show its latest snapshots now,
+        read (and index) the rest behind them.
 
         Replay starts at the first snapshot, which the ordinary reading shows at once, and `--run N`
         may ask for an earlier run: both read the log from its start as before.
@@ -254,7 +255,7 @@ class WeightApp(App[int]):
             size = os.stat(self.path).st_size
         except OSError:
             return
-        if size < PREVIEW_MIN_BYTES:
+        if size - covered <= 0 or size - covered < PREVIEW_MIN_BYTES:
             return
         from weighttui.data.latest import latest_frames
         from weighttui.data.run import RunData
