@@ -258,3 +258,102 @@ async def test_unit_strip_on_a_torch_run(tmp_path):
         assert graded.sum() >= 10 and (live[:, graded] < LEVELS).all()
         for unit in (3, 7):
             assert (codes[unit_rows(strip, unit)][:, graded] == DEAD).all()
+
+
+async def test_click_on_the_zoomed_heatmap_picks_that_snapshot(long_log):
+    app = host(long_log)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        for _ in range(3):
+            await pilot.press("i")
+        heat = screen.query_one(HeatmapView)
+        thinned = set(app.data.steps.tolist())
+        for x in range(HeatmapView.GUTTER, heat.size.width):
+            step = heat.step_at(x)
+            if step is not None and step not in thinned:
+                break
+        else:
+            raise AssertionError("no snapshot outside the row view on the zoomed heatmap")
+        await pilot.click(HeatmapView, offset=(x, 3))
+        await pilot.pause()
+        assert screen.cursor == step
+        assert f"step {step} " in header(screen)
+        assert app.data.steps[app.row] == max(s for s in thinned if s <= step)
+
+
+async def test_zoom_in_the_real_app(long_log):
+    """Inside WeightApp: the app's timeline keys are the screen's while zoomed, and a timeline
+    move from elsewhere (home) drops the cursor."""
+    from weighttui.tui.app import WeightApp
+
+    app = WeightApp(long_log, mode="replay", max_rows=MAX_ROWS, alerts=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        deadline = 200
+        while app.data.row_count < STEPS and deadline:
+            await pilot.pause(0.05)
+            deadline -= 1
+        await pilot.press("end")
+        app.open_tensor("fc.weight")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DetailScreen)
+        await pilot.press("i", "i", "i", "left")
+        await pilot.pause()
+        assert screen.cursor == STEPS - 2 and STEPS - 2 not in set(app.data.steps.tolist())
+        assert f"step {STEPS - 2} " in header(screen)
+        width = screen.span[1] - screen.span[0]
+        await pilot.press("home")
+        await pilot.pause()
+        assert screen.cursor is None and "step 0 " in header(screen)
+        assert screen.span == (0, width)  # the range followed the timeline
+
+
+async def test_zoomed_strip_follows_a_live_run(tmp_path):
+    """Live: new snapshots read through LogTail; the zoomed range follows the latest and the
+    strip reads the new snapshots' unit norms from their frames."""
+    import time
+
+    from weighttui.log.tail import LogTail
+
+    path = tmp_path / "live.wtui"
+    rng = np.random.default_rng(0)
+    rec = Recorder(path, every=1, bins=8, queue_size=4096)
+
+    def write(steps):
+        for s in steps:
+            rec.snapshot(s, {"fc.weight": rng.normal(0, 1, (6, 4)) * (1 + s)},
+                         grads={"fc.weight": rng.normal(0, 1, (6, 4))})
+
+    write(range(40))
+    deadline = time.monotonic() + 10
+    while rec.written < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tail = LogTail(path)
+    data = weighttui.RunData(path, max_rows=8)
+    data.ingest(tail.poll())
+    app = ScreenHost(data=data, make_screen=lambda: DetailScreen("fc.weight"))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await pilot.press("u", "i", "i")
+            await pilot.pause()
+            screen = app.screen
+            strip = screen.query_one(UnitStrip)
+            before = screen.span
+            assert before[1] == 40 and strip._source[0][-1] == 39
+            write(range(40, 60))
+            rec.close()
+            deadline = time.monotonic() + 10
+            while app.data.row_count < 60 and time.monotonic() < deadline:
+                app.feed(tail)
+                await pilot.pause(0.02)
+            await pilot.pause()
+            assert screen.span == (60 - (before[1] - before[0]), 60)  # followed the latest
+            steps_all, w_all = unit_norms(path, "fc.weight", "weights")
+            got = strip._source[0]
+            assert got[-1] == 59 and np.diff(got).max() == 1  # every snapshot of the range
+            np.testing.assert_array_equal(strip._source[1], w_all[np.searchsorted(steps_all, got)])
+    finally:
+        tail.close()

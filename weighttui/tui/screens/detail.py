@@ -153,6 +153,7 @@ class DetailScreen(RunScreen):
         self.cursor: int | None = None  # a snapshot's step chosen inside the zoom (the row view may lack it)
         self.units = False  # the per-unit strip instead of the histogram heatmap
         self.window: Window | None = None  # what is drawn now
+        self._pos_before: int | None = None  # the position step at the last draw
         self._window_key: tuple | None = None
         self._units_cache: dict[tuple[str, int], tuple | None] = {}
         self._units_for: tuple | None = None  # the data the cache belongs to
@@ -298,6 +299,11 @@ class DetailScreen(RunScreen):
         data = view.data
         row = view.row
         pos_step = self._position_step(view)
+        if self.span is not None and pos_step is not None and pos_step != self._pos_before:
+            # the timeline moved outside the zoomed range (home, play, a live run's latest): the range
+            # follows it, keeping its width (panning away from the position leaves it be)
+            self.span = detail_zoom.follow(data, self.span, pos_step)
+        self._pos_before = pos_step
         strip_w = self.query_one(UnitStrip).size.width if self.units else 0
         key = (data.resets, data.snapshot_count, data.n, row, self.tensor, self.kind, self.log_density,
                self.range_mode, self.zoom, id(data.run), self.span, pos_step, self.units, strip_w)
