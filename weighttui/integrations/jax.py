@@ -134,7 +134,7 @@ def _device_snapshot(rec: Recorder, step: int, named: dict, named_grads, epoch, 
     import jax.numpy as jnp
 
     from weighttui.integrations.jax_stats import DeviceStats
-    from weighttui.record.device_instruments import ArrayInstruments
+    from weighttui.record.device_instruments import ArrayInstruments, locator
 
     if not named:
         return False
@@ -155,34 +155,12 @@ def _device_snapshot(rec: Recorder, step: int, named: dict, named_grads, epoch, 
     frames: list = []
     optim_block = units = None
     if pend is not None:
-        weights, delta, grad, optim_block, units, frames = ins.finish(step, pend, flat, infos, weights, delta, grad)
-        if "nan_origin" in ins.chosen:
-            frames = rec.origin_frames(step, infos, {"weights": weights, "delta": delta, "grad": grad,
-                                                     "optim": optim_block},
-                                       _locator(leaves, names, named_grads, optim)) + frames
+        weights, delta, grad, optim_block, units, frames = ins.finish(
+            step, pend, flat, infos, weights, delta, grad, origin=rec.origin_frames,
+            locate=locator(leaves, names, named_grads, optim, lambda t: np.asarray(jax.device_get(t))))
     values = [value_copy(a) for a in jax.device_get(leaves)] if full else None
     return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
                       sample=sample, values=values, optim=optim_block, units=units, extra_frames=frames)
-
-
-def _locator(leaves, names, grads, optim):
-    """locate(kind, row) for the nan_origin event: one tensor to the host (the rare path)."""
-    from weighttui.record.instruments import first_nonfinite
-
-    def locate(kind, row):
-        name = names[row]
-        if kind == "grad":
-            return first_nonfinite(np.asarray(jax.device_get(grads[name])))
-        if kind == "optim":
-            for key in ("m", "v"):
-                t = optim[name].get(key)
-                at = None if t is None else first_nonfinite(np.asarray(jax.device_get(t)))
-                if at is not None:
-                    return at
-            return None
-        return first_nonfinite(np.asarray(jax.device_get(leaves[row])))
-
-    return locate
 
 
 def adam_state(params, state, *, lr: float, beta2: float = 0.999, eps: float = 1e-8, sep: str = "/") -> dict:

@@ -209,9 +209,10 @@ class ArrayInstruments:
     # ---------------------------------------------------------- on the host
 
     def finish(self, step: int, pend: _Pending, flat: np.ndarray | None, infos, weights: Block,
-               delta: Block | None, grad: Block | None):
+               delta: Block | None, grad: Block | None, *, origin=None, locate=None):
         """(weights, delta, grad, optim Block or None, units payload or None, event frames) from the
-        host copy of pend.flat; commits the spectral subspaces and the cosines' history."""
+        host copy of pend.flat; commits the spectral subspaces and the cosines' history.
+        origin: Recorder.origin_frames, asked with locate (locator()) for the nan_origin event."""
         t = pend.t
         host: list[np.ndarray] = []
         if flat is not None:
@@ -271,7 +272,30 @@ class ArrayInstruments:
                 rows[i] = optim_row(m_norm, v_norm, int(m_bad + v_bad), st, size)
             optim = Block(ref.OPTIM_STATS, rows, None)
         frames = [(FrameType.EVENT, {**e, "step": int(step), "time": time.time()}) for e in events]
+        if "nan_origin" in self.chosen and origin is not None and locate is not None:
+            frames = origin(step, infos, {"weights": weights, "delta": delta, "grad": grad, "optim": optim},
+                            locate) + frames
         return weights, delta, grad, optim, payload, frames
+
+
+def locator(arrays, names, grads, optim, host):
+    """locate(kind, row) for Recorder.origin_frames: the flat index of the first non-finite
+    element of one tensor, brought to the host with host(array) (the rare path)."""
+
+    def locate(kind, row):
+        name = names[row]
+        if kind == "grad":
+            return ref.first_nonfinite(host(grads[name]))
+        if kind == "optim":
+            for key in ("m", "v"):
+                t = optim[name].get(key)
+                at = None if t is None else ref.first_nonfinite(host(t))
+                if at is not None:
+                    return at
+            return None
+        return ref.first_nonfinite(host(arrays[row]))
+
+    return locate
 
 
 def _ritz(gram: np.ndarray) -> float:
