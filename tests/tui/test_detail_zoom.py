@@ -415,3 +415,28 @@ async def test_hostile_unit_payloads_are_skipped(tmp_path, tui):
         assert (codes[unit_rows(strip, 3)][:, last] == NONFINITE).all()
         assert (codes[unit_rows(strip, 0)][:, last] < LEVELS).all()
         assert (codes[unit_rows(strip, 0)][:, strip.drawn.col_steps == 6] == DEAD).all()
+
+
+async def test_most_recent_at_full_resolution(long_log):
+    """`z` on a thinned run: the heatmap's columns are the last snapshots up to the position, every
+    one of them (not the row view's rows, which lie 16 snapshots apart there)."""
+    exact = weighttui.open(long_log)
+    all_steps, lo_all, hi_all, counts_all = exact.histograms("fc.weight")
+    app = host(long_log)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("z")
+        await pilot.pause()
+        screen = app.screen
+        heat = screen.query_one(HeatmapView)
+        plot_w = heat.size.width - HeatmapView.GUTTER
+        np.testing.assert_array_equal(heat._source[0], all_steps[-plot_w:])
+        np.testing.assert_array_equal(heat._source[3], counts_all[-plot_w:])
+        assert heat.shown_rows == slice(0, plot_w)
+        assert "most recent, every snapshot" in header(screen)
+        await pilot.press("home")  # the position moves: the window ends there
+        await pilot.pause()
+        assert heat._source[0].tolist() == [0]
+        await pilot.press("z")  # back to every row of the row view
+        await pilot.pause()
+        np.testing.assert_array_equal(heat._source[0], app.data.steps)
