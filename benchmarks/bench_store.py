@@ -2,6 +2,7 @@
 
     python benchmarks/make_big_log.py /tmp/big.wtui --size-mb 1024 --tensors 200 --bins 64
     python benchmarks/bench_store.py /tmp/big.wtui [--before /path/to/old/checkout] [--live-seconds 10]
+    (quick: --skip parquet --skip live)
 
 Every measurement runs in a fresh child process; its wall time is taken inside
 (after imports) and its peak RSS from outside (os.wait4's rusage of the child).
@@ -10,8 +11,9 @@ Side by side, in one run:
 - store: `weighttui.open(path)` building the index (none before), then reopening
   it, and `open(cache=False)` (no index, nothing written); each followed by one
   series() and one histograms() of a tensor over the whole run.
-- before: the same calls against an older checkout (--before), the dense
-  in-memory reader the store replaced.
+- before: the same calls against an older checkout (--before): the dense
+  in-memory reader the store replaced, or an earlier store (first open,
+  reopen, info --json twice), each on its own index (removed in between).
 - info: `weighttui info --json` first (no index) and again.
 - parquet: the same segments (tensor-sorted entries, one row group per
   segment) written as Parquet with pyarrow (zstd), then a series and a
@@ -124,6 +126,7 @@ def measured(args, env=None) -> dict:
     lines = [ln for ln in text.strip().splitlines() if ln.startswith("{")]
     doc = json.loads(lines[-1]) if lines and args[1] == "-c" else {}
     doc["wall_s"] = wall
+    doc["cpu_s"] = usage.ru_utime + usage.ru_stime  # every thread of the child, from outside
     doc["peak_rss_mb"] = usage.ru_maxrss / 1024
     return doc
 
@@ -138,6 +141,36 @@ def du(path: str) -> int:
         for f in files:
             total += os.path.getsize(os.path.join(root, f))
     return total
+
+
+def index_parts(directory: str) -> dict:
+    """MiB of the index per kind/array (from its manifest), to see what the index spends its space on."""
+    try:
+        with open(os.path.join(directory, "manifest.json")) as fh:
+            m = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    out: dict = {}
+
+    def walk(key, ref):
+        if isinstance(ref, list) and ref and isinstance(ref[0], str):  # [file, offset, dtype, shape, crcs]
+            n = 1
+            for d in ref[3]:
+                n *= d
+            out[key] = out.get(key, 0) + n * int(ref[2][2:]) / 2**20
+        elif isinstance(ref, list):
+            for r in ref:
+                walk(key, r)
+        elif isinstance(ref, dict):
+            for r in ref.values():
+                walk(key, r)
+
+    for run in m.get("runs", []):
+        for g in run.get("groups", []):
+            for kind, arrays in g["kinds"].items():
+                for name, ref in arrays.items():
+                    walk(f"{kind}.{name}", ref)
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
 def index_dir(path: str) -> str:
@@ -214,11 +247,20 @@ def main(argv=None) -> int:
     try:
         shutil.rmtree(index_dir(path), ignore_errors=True)
         if args.before and "before" not in args.skip:
-            rows["before: open + series + hist"] = measured([py, "-c", OPEN, path, "before"],
-                                                            env_for(args.before, cache_home))
+            benv = env_for(args.before, cache_home)
+            rows["before: open + series + hist"] = measured([py, "-c", OPEN, path, "before"], benv)
+            rows["before: reopen"] = measured([py, "-c", OPEN, path, "before"], benv)
+            if "info" not in args.skip:
+                shutil.rmtree(index_dir(path), ignore_errors=True)
+                rows["before: info --json (no index)"] = measured([py, "-m", "weighttui.cli", "info", "--json", path],
+                                                                  benv)
+                rows["before: info --json (again)"] = measured([py, "-m", "weighttui.cli", "info", "--json", path],
+                                                               benv)
+            shutil.rmtree(index_dir(path), ignore_errors=True)
         rows["store: cache=False"] = measured([py, "-c", OPEN, path, "nocache"], env)
         rows["store: first open (builds index)"] = measured([py, "-c", OPEN, path, "cache"], env)
         index_bytes = du(index_dir(path))
+        parts = index_parts(index_dir(path))
         rows["store: reopen"] = measured([py, "-c", OPEN, path, "cache"], env)
         rows["store: reopen again"] = measured([py, "-c", OPEN, path, "cache"], env)
         if "info" not in args.skip:
@@ -242,20 +284,24 @@ def main(argv=None) -> int:
     size = os.path.getsize(path)
     print(f"log: {path}, {size / 2**30:.2f} GiB; load average at start {load[0]:.2f}, at end "
           f"{os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
-    print(f"{'what':36s} {'wall s':>7s} {'open s':>7s} {'series ms':>9s} {'hist ms':>8s} {'peak RSS MB':>11s}")
+    print(f"{'what':36s} {'wall s':>7s} {'cpu s':>6s} {'open s':>7s} {'series ms':>9s} {'hist ms':>8s} "
+          f"{'peak RSS MB':>11s}")
     for name, r in rows.items():
         opened = r.get("open_s")
-        print(f"{name:36s} {r['wall_s']:7.2f} {'' if opened is None else f'{opened:7.2f}':>7s} "
+        print(f"{name:36s} {r['wall_s']:7.2f} {r['cpu_s']:6.2f} {'' if opened is None else f'{opened:7.2f}':>7s} "
               f"{r.get('series_s', float('nan')) * 1e3:9.1f} {r.get('hist_s', float('nan')) * 1e3:8.1f} "
               f"{r['peak_rss_mb']:11.0f}")
     first = rows["store: first open (builds index)"]
     snaps, tensors = first.get("snapshots", 0), first.get("tensors", 0)
+    print("index MiB by array: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
     print(f"index on disk: {index_bytes / 2**20:.0f} MiB ({index_bytes / size:.2f} x the log); "
           f"ingest {snaps * tensors / first['open_s'] / 1e6:.2f} M tensor-snapshots/s on first open "
           f"({snaps * tensors / rows['store: cache=False']['open_s'] / 1e6:.2f} M/s without writing an index)")
     if "before: open + series + hist" in rows:
         b = rows["before: open + series + hist"]
         again = rows["store: reopen again"]
+        print(f"before/after CPU: first open {b['cpu_s']:.2f} / {first['cpu_s']:.2f} s, reopen "
+              f"{rows['before: reopen']['cpu_s']:.2f} / {again['cpu_s']:.2f} s")
         print(f"before/after: first open {b['total_s'] / first['total_s']:.1f}x faster, reopen "
               f"{b['total_s'] / again['total_s']:.1f}x, peak RSS "
               f"{b['peak_rss_mb'] / first['peak_rss_mb']:.1f}x / {b['peak_rss_mb'] / again['peak_rss_mb']:.1f}x lower")
@@ -264,7 +310,7 @@ def main(argv=None) -> int:
     if live_row:
         print("live: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in live_row.items()))
     print(json.dumps({"rows": rows, "parquet": parquet, "live": live_row, "index_bytes": index_bytes,
-                      "log_bytes": size, "load": load}, default=str))
+                      "index_parts": parts, "log_bytes": size, "load": load}, default=str))
     return 0
 
 

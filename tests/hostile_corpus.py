@@ -3,9 +3,11 @@ writer would never produce, behind valid CRCs, one class of abuse per log.
 
     python tests/hostile_corpus.py OUTDIR      # writes OUTDIR/<case>.wtui and prints the cases
 
-Every log is a valid log by docs/FORMAT.md's framing: what is hostile is the values (absurd
-times, a pid of 2**40 on this host, bytes keys in meta, histograms and statistics no writer
-computes, names that are paths, escapes or numpy's own argument names). The promise tested
+Every log but the `start_*` ones is a valid log by docs/FORMAT.md's framing: what is hostile is
+the values (absurd times, a pid of 2**40 on this host, bytes keys in meta, histograms and
+statistics no writer computes, names that are paths, escapes or numpy's own argument names).
+The `start_*` logs have a damaged start (overwritten magic bytes, garbage prepended, a zeroed
+first block, frames before a second writer's header) and intact frames after it. The promise tested
 (tests/functional/test_hostile_corpus.py): `info`, `info --json`, every export format,
 `weighttui.open()` and the TUI's screens never die on them; a bad field costs only that field
 or record.
@@ -199,8 +201,47 @@ def case_end(out):
     yield "end_odd", log
 
 
+def _damage_start(path: str, damaged: bytes, upto: int) -> None:
+    """Replace the first `upto` bytes of the log at `path` with `damaged`."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with open(path, "wb") as fh:
+        fh.write(damaged + data[upto:])
+
+
+def case_start(out):
+    """Logs whose start is damaged, with intact frames after it: read from the first header or
+    frame after the damage, the damage reported as a corruption at offset 0 (docs/FORMAT.md)."""
+    rng = np.random.default_rng(19)
+    log = _plain(Log(os.path.join(out, "start_overwritten.wtui")))
+    _damage_start(log.path, b"\0" * 8, 8)  # the magic bytes overwritten
+    yield "start_overwritten", log
+    log = _plain(Log(os.path.join(out, "start_prepended.wtui")))
+    _damage_start(log.path, rng.bytes(3000), 0)  # garbage before the header
+    yield "start_prepended", log
+    # a zeroed first block: the first run's header, run and tensors frames are gone; the run
+    # appended after it (mode="a") is whole
+    log = _plain(Log(os.path.join(out, "start_zeroed_block.wtui")), steps=12)
+    log.frame(FrameType.RUN, {"run_id": "e" * 32, "created": T0 + 100, "host": "trainbox", "pid": 2,
+                              "argv": ["train.py"], "framework": "numpy", "writer": "weighttui 0.1.0",
+                              "bins": BINS, "meta": {}})
+    log.frame(FrameType.TENSORS, {"tensors": [
+        {"id": i, "name": n, "layer": "layer", "shape": list(s), "dtype": "float32", "trainable": True,
+         "sample_index": None} for i, (n, s) in enumerate(zip(log.names, log.shapes, strict=True))]})
+    _plain(log)
+    assert os.path.getsize(log.path) > 8192
+    _damage_start(log.path, b"\0" * 4096, 4096)
+    yield "start_zeroed_block", log
+    # a second writer truncated the log and wrote its header after the first writer's next frames
+    old_frames = (encode_frame(FrameType.SCALARS, {"step": 50, "epoch": None, "time": T0 + 50, "values": {"loss": 0.1}})
+                  + encode_frame(FrameType.END, {"time": T0 + 60, "status": "finished", "snapshots": 6, "dropped": 0}))
+    log = _plain(Log(os.path.join(out, "start_rewritten.wtui"), run={"run_id": "d" * 32}))
+    _damage_start(log.path, old_frames + HEADER, len(HEADER))
+    yield "start_rewritten", log
+
+
 CASES = (case_created_times, case_snapshot_times, case_pid, case_meta, case_histograms, case_statistics,
-         case_steps, case_names, case_scalars, case_end)
+         case_steps, case_names, case_scalars, case_end, case_start)
 
 
 def generate(out) -> dict[str, str]:

@@ -78,7 +78,7 @@ def test_every_reader_survives_and_keeps_the_rest(corpus, case, tmp_path, capsys
 
 def test_the_corpus_covers_every_class(corpus):
     classes = {name.split("_")[0] for name in corpus}
-    assert classes >= {"times", "pid", "meta", "hist", "stats", "steps", "names", "scalars", "end"}
+    assert classes >= {"times", "pid", "meta", "hist", "stats", "steps", "names", "scalars", "end", "start"}
     assert len(corpus) >= 30
 
 

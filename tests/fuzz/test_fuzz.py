@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import weighttui.log.format
 from weighttui.data.run import RunData
 from weighttui.log.format import (
+    HEADER,
     HEADER_SIZE,
     MAX_PAYLOAD,
     SYNC,
@@ -160,6 +161,55 @@ def test_damaged_log_yields_only_intact_frames_and_all_of_them(muts, cuts, trunc
 @given(st.binary(max_size=4000), st.lists(st.integers(0, 4000), max_size=6))
 def test_random_bytes_never_raise(data, cuts):
     items, _dec = decode_all(data, cuts)
+    assert all(isinstance(i, (Frame, Corruption)) for i in items)
+
+
+def decode_file(data: bytes, cuts=()):
+    """Feed a whole file (header first) in pieces; every item, in order, and the decoder."""
+    dec = FrameDecoder(0, file_start=True)
+    items, start = [], 0
+    for cut in sorted(set(c for c in cuts if 0 < c < len(data))) + [len(data)]:
+        dec.feed(data[start:cut])
+        start = cut
+        items.extend(dec.frames())
+    dec.end_of_data()
+    return items, dec
+
+
+@FUZZ
+@given(damage=st.binary(max_size=600), cut=st.integers(0, 700), cuts=st.lists(st.integers(0, len(LOG)), max_size=6))
+def test_a_damaged_start_costs_only_the_frames_it_touched(damage, cut, cuts):
+    """Whatever replaces the start of a file, every frame wholly after the damage is read where it
+    is, the damage is reported once at offset 0, and nothing else passes for a frame."""
+    whole = HEADER + LOG
+    data = damage + whole[cut:]
+    if data[:8] == HEADER[:8]:
+        return  # the magic bytes survived: not a damaged start (the version decides: check_header)
+    items, dec = decode_file(data, cuts)
+    assert isinstance(items[0], Corruption) and items[0].offset == 0 and "bad magic bytes" in items[0].reason
+    offsets = [i.offset for i in items]
+    assert offsets == sorted(offsets)
+    got = {i.offset for i in items if isinstance(i, Frame)}
+    at, intact = HEADER_SIZE, set()
+    for fb in FRAMES:  # frames wholly after the replaced bytes, where they now are
+        if at >= cut:
+            intact.add(at - cut + len(damage))
+        at += len(fb)
+    assert intact <= got
+    # a frame before them is one whose whole bytes are still there (one that the damage left whole)
+    for item in items:
+        if isinstance(item, Frame) and item.offset not in intact:
+            assert data[item.offset:item.offset + item.size] in FRAMES
+
+
+@FUZZ
+@given(st.binary(max_size=4000), st.lists(st.integers(0, 4000), max_size=6))
+def test_random_bytes_read_as_a_file_are_a_log_or_refused_with_one_message(data, cuts):
+    try:
+        items, _dec = decode_file(data, cuts)
+    except weighttui.log.format.LogFormatError as exc:
+        assert str(exc).startswith(("not a weighttui run log", "written by a newer weighttui"))
+        return
     assert all(isinstance(i, (Frame, Corruption)) for i in items)
 
 

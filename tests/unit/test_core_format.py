@@ -103,6 +103,83 @@ def test_empty_or_header_only_file_is_a_run_not_started(tmp_path, content):
     assert run.run is None and run.n == 0 and not run.corruptions
 
 
+# ------------------------------------------------------ the file's start (FrameDecoder file_start)
+
+
+def _from_file_start(data: bytes, step: int | None = None, *, end: bool = True, search=None):
+    """Items of `data` read from offset 0 as a file, fed `step` bytes at a time."""
+    dec = FrameDecoder(0, file_start=True, search=search)
+    items = []
+    step = step or max(1, len(data))
+    for i in range(0, len(data), step):
+        dec.feed(data[i:i + step])
+        items.extend(dec.frames())
+    if end:
+        dec.end_of_data()
+    return items, dec
+
+
+def test_a_whole_header_is_read_and_not_reported():
+    log, spans = _frames_log(4)
+    items, dec = _from_file_start(log)
+    assert [i.offset for i in items] == [s for s, _e in spans] and dec.version == 1 and not dec.at_start
+
+
+@pytest.mark.parametrize("n", range(len(HEADER)))
+def test_a_header_prefix_is_a_log_not_started_yet(n):
+    items, dec = _from_file_start(HEADER[:n])
+    assert items == [] and dec.at_start and dec.offset == 0 and dec.pending == n
+
+
+@pytest.mark.parametrize("prefix, reason", [
+    (b"\0" * 8 + HEADER[8:], "12 bytes skipped to the frame at offset 12"),
+    (b"junk" * 250 + HEADER, "1000 bytes skipped to the file header at offset 1000"),
+    (b"", "the file starts with a frame"),
+    (HEADER[:5], "5 bytes skipped to the frame at offset 5"),
+])
+@pytest.mark.parametrize("step", [1, 7, None])
+def test_a_damaged_start_is_skipped_to_the_first_header_or_frame_and_reported_once(prefix, reason, step):
+    log, spans = _frames_log(5, seed=3)
+    frames = log[len(HEADER):]
+    data = prefix + frames
+    items, dec = _from_file_start(data, step)
+    start = len(prefix)  # where the frames begin
+    assert isinstance(items[0], Corruption) and items[0].offset == 0 and reason in items[0].reason
+    assert "bad magic bytes" in items[0].reason
+    assert [i.offset for i in items[1:]] == [s - len(HEADER) + start for s, _e in spans]
+    assert all(isinstance(i, Frame) for i in items[1:]) and dec.version == 1
+
+
+@pytest.mark.parametrize("data", [b"hello", b"\x89PNG\r\n\x1a\n" + b"\0" * 5000, bytes(range(256)) * 40,
+                                  HEADER[:8] + b"\0" * 4 + b"x" * 100])
+def test_bytes_with_no_header_or_frame_are_not_a_log(data):
+    with pytest.raises(LogFormatError, match=r"^not a weighttui run log"):
+        _from_file_start(data, 13)
+
+
+def test_a_newer_header_after_damage_says_upgrade():
+    with pytest.raises(LogFormatError, match="newer weighttui: format 3"):
+        _from_file_start(b"junk" + HEADER[:8] + struct.pack("<HH", 3, 0) + b"x" * 40)
+
+
+def test_a_damaged_start_ending_inside_a_frame_header_waits():
+    log, _spans = _frames_log(2)
+    data = b"junk" + log[len(HEADER):len(HEADER) + 9]  # a sync and 5 more bytes of a frame header
+    items, dec = _from_file_start(data)  # end_of_data: not refused, the header may still arrive
+    assert items == [] and dec.at_start and dec.offset == 0
+    dec.feed(log[len(HEADER) + 9:])
+    items = list(dec.frames())
+    assert items[0].offset == 0 and "4 bytes skipped" in items[0].reason and items[1].offset == 4
+
+
+def test_the_search_for_a_header_is_bounded():
+    log, _spans = _frames_log(2)
+    items, _dec = _from_file_start(b"\0" * 999 + log, 256, search=1000)
+    assert items[0].offset == 0 and "999 bytes skipped" in items[0].reason
+    with pytest.raises(LogFormatError, match="bad magic bytes"):  # refused before the file ends
+        _from_file_start(b"\0" * 1001 + log, 256, end=False, search=1000)
+
+
 # ------------------------------------------------------------ frame decoding
 
 

@@ -536,6 +536,103 @@ def test_sealing_a_grid_of_snapshots_equals_the_general_merge(monkeypatch, order
     fast = store_columns.merge(parts, 0, 11, 9, bins, True)
     monkeypatch.setattr(store_columns, "_grid", lambda *a, **k: None)
     slow = store_columns.merge(parts, 0, 11, 9, bins, True)
-    for name in ("rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff"):
-        a, b = getattr(fast, name), getattr(slow, name)
+    for name in ("rows", "cols", "lo", "hi", "counts", "samples", "soff"):
+        a, b = fast.part(name), slow.part(name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert fast.width == slow.width == 9
+    for s in range(9):
+        assert np.array_equal(fast.part("stats", s=s), slow.part("stats", s=s))
+
+
+def test_compact_segments_keep_every_bit(indexed):
+    """Sealed segments keep constant, integer and float32-exact statistics and lo/hi equal to min/max in
+    smaller forms (columns.compact): what the index gives back is the log's values bit for bit (a NaN's
+    payload, -0.0), and a column that only looks narrow (a fraction, a -0.0 among counts) stays exact."""
+    from weighttui.log.schema import WEIGHT_STATS
+
+    path = indexed / "bits.wtui"
+    rng = np.random.default_rng(5)
+    decl = [{"id": i, "name": f"t{i}", "shape": [4], "dtype": "float32",
+             "sample_index": encode_array(np.arange(2, dtype="<i8"))} for i in range(3)]
+    frames = [encode_frame(FrameType.RUN, {"run_id": "bits", "created": 1.0, "bins": 4}),
+              encode_frame(FrameType.TENSORS, {"tensors": decl})]
+    payload_nan = np.array([0x7FF8000000000123], dtype="<i8").view("<f8")[0]
+    col = {n: i for i, n in enumerate(WEIGHT_STATS)}
+    for step in range(70):
+        stats = np.empty((3, len(WEIGHT_STATS)))
+        stats[:, col["mean"]] = rng.normal(size=3)  # float64
+        stats[:, col["std"]] = rng.normal(size=3).astype(np.float32)  # float32-exact
+        stats[:, col["min"]] = -rng.random(3).astype(np.float32)
+        stats[:, col["max"]] = rng.random(3)
+        stats[:, col["absmean"]] = payload_nan  # one NaN with a payload, every row
+        stats[:, col["norm"]] = [-0.0, 0.0, 3.0] if step % 2 else [0.0, 0.0, 0.0]  # not uint8: -0.0
+        stats[:, col["zero_frac"]] = 0.25 * (step % 5)  # a fraction: float32, not an integer
+        stats[:, col["nan"]] = step * 7  # integral, above 255 by the end: uint16
+        stats[:, col["inf"]] = step % 3  # integral, small: uint8
+        lo, hi = stats[:, col["min"]].copy(), stats[:, col["max"]].copy()
+        if step == 33:
+            lo[1] -= 1.0  # edges that differ from min in one segment: stored as they are there
+        frames.append(encode_frame(FrameType.SNAPSHOT, {
+            "step": step, "time": 1.0 + step, "ids": encode_array(np.arange(3, dtype="<u4")),
+            "weights": {"names": list(WEIGHT_STATS), "stats": encode_array(stats),
+                        "hist": {"lo": encode_array(lo), "hi": encode_array(hi),
+                                 "counts": encode_array(rng.integers(0, 9, (3, 4)).astype("<u4"))}},
+            "sample": encode_array(rng.normal(size=6).astype("<f4"))}))
+    path.write_bytes(HEADER + b"".join(frames))
+
+    def bits(run):
+        out = {s: run.stat_matrix("weights", s).view(np.int64).tolist() for s in WEIGHT_STATS}
+        for name in run.tensor_names:
+            for s in WEIGHT_STATS:
+                out[f"{name}/{s}"] = run.series(name, s)[1].view(np.int64).tolist()
+            steps, lo, hi, counts = run.histograms(name)
+            out[f"{name}/hist"] = (steps.tolist(), lo.view(np.int64).tolist(), hi.view(np.int64).tolist(),
+                                   counts.tolist())
+            out[f"{name}/samples"] = run.samples(name)[1].view(np.int32).tolist()
+        return out
+
+    want = bits(weighttui.open(path, cache=False))
+    built = weighttui.open(path)
+    again = weighttui.open(path)
+    assert again.index_path is not None and bits(built) == want and bits(again) == want
+    seg = again._run.groups[0].kinds["weights"]
+    stats = {name: seg.stats[col[name]] for name in WEIGHT_STATS}
+    assert isinstance(stats["absmean"], store_columns.Const)
+    assert stats["std"].dtype == np.float32 and stats["zero_frac"].dtype == np.float32
+    assert stats["norm"].dtype == np.float32 and stats["mean"].dtype == np.float64
+    assert stats["inf"].dtype == np.uint8
+    assert isinstance(seg.lo, store_columns.Alias) and isinstance(seg.hi, store_columns.Alias)
+    assert isinstance(seg.rows, store_columns.Tiled) and isinstance(seg.soff, store_columns.Uniform)
+    assert any(not isinstance(g.kinds["weights"].lo, store_columns.Alias) for g in again._run.groups)
+    assert max(g.kinds["weights"].stats[col["nan"]].dtype.itemsize for g in again._run.groups) == 2
+
+
+def test_info_summary_is_kept_beside_the_index_and_never_stale(indexed, capsys, monkeypatch):
+    """`info` keeps its alerts and latest values beside the index (RunData.derived): the next `info` on
+    the same log reads them without diagnosing again, and a log that grew or was replaced is summarised
+    afresh - every time equal to `info --no-cache`."""
+    from weighttui.analysis import diagnose as diagnose_mod
+    from weighttui.cli.main import main as cli
+
+    path = indexed / "run.wtui"
+
+    def info(*extra):
+        assert cli(["info", "--json", *extra, str(path)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    write_run(path, 40)
+    fresh = info("--no-cache")
+    assert info() == fresh and fresh["alerts"] is not None
+    assert any(p.name.startswith("derived-") for p in index_dir(path).iterdir())
+    calls = []
+    real = diagnose_mod.diagnose
+    monkeypatch.setattr(diagnose_mod, "diagnose", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert info() == fresh and not calls  # read back, not computed
+    write_run(path, 25, mode="a", start=1000, seed=4)  # the log grows: a new summary
+    grown = info("--no-cache")
+    assert grown != fresh and info() == grown and calls
+    path.unlink()
+    write_run(path, 30, seed=8)  # another log at the same path
+    other = info("--no-cache")
+    assert info() == other and info(*["--threshold", "ratio_high=0.5"]) == info("--no-cache", "--threshold",
+                                                                                  "ratio_high=0.5")

@@ -19,6 +19,10 @@ from weighttui.data.run import RunData
 from weighttui.log.sniff import HeadState, sniff_file
 
 MAX_DEPTH = 1  # a directory's own files and those of its subdirectories (runs/lr0.1/run.wtui)
+# A file whose start is not a header is taken for a damaged log when a header or frame
+# begins in its first 64 KiB (a reader of one named file searches 64 MiB: format.START_SEARCH);
+# the smaller bound keeps a directory of big foreign files (checkpoints, text logs) cheap to scan.
+DISCOVERY_SEARCH = 64 * 1024
 
 
 # ----------------------------------------------------------------- discovery
@@ -28,7 +32,7 @@ def sniff(path) -> str | None:
     """None if `path` starts like a weighttui log, "pending" if too short to tell yet,
     else why it is not one (a person reads this)."""
     try:
-        head = sniff_file(path)
+        head = sniff_file(path, search=DISCOVERY_SEARCH)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     if head.state is HeadState.PENDING:

@@ -6,6 +6,7 @@ summary works on a live log and a finished one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 
@@ -30,7 +31,31 @@ def _when(t: float | None) -> str | None:
         return f"not a time ({t!r})"
 
 
+def _summary_key(run: RunData, what: str, *options) -> str:
+    """Everything a cached summary depends on besides the log itself (RunData.derived)."""
+    import json
+
+    from weighttui import __version__
+
+    return json.dumps([what, __version__, run.run_index, run.max_rows, run.resets, *options], default=repr)
+
+
+def alerts_of(run: RunData, config=None) -> list:
+    """diagnose(run, config), kept beside the log's index for the next `info` on the same log."""
+    from weighttui.analysis.diagnose import Alert, diagnose
+
+    options = None if config is None else dataclasses.astuple(config)
+    got = run.derived(_summary_key(run, "alerts", options),
+                      lambda: [dataclasses.asdict(a) for a in diagnose(run, config)])
+    return [Alert(**a) for a in got]
+
+
 def tensor_rows(run: RunData) -> list[dict]:
+    """tensor_rows_now(run), kept beside the log's index (RunData.derived) for the next `info`."""
+    return run.derived(_summary_key(run, "tensor_rows"), lambda: tensor_rows_now(run))
+
+
+def tensor_rows_now(run: RunData) -> list[dict]:
     """One dict per tensor: declaration and its latest statistics.
 
     "Latest" is the value at the tensor's latest covered row (analysis.series):

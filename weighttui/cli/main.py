@@ -103,14 +103,14 @@ def _watch_several(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from weighttui.cli.info import info_dict, print_info
+    from weighttui.cli.info import alerts_of, info_dict, print_info
     from weighttui.data.run import open as open_run
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
     run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache)
-    alerts = _alerts(run, args.threshold)
+    alerts = alerts_of(run, _diagnose_config(args.threshold))  # (kept beside the index for the next info)
     if args.json:
         import json
 

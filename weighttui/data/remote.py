@@ -42,7 +42,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from weighttui.log.format import HEADER_SIZE, MAGIC, Corruption, Frame, FrameDecoder, LogFormatError, check_header
+from weighttui.log.format import MAGIC, Corruption, Frame, FrameDecoder, LogFormatError
 
 fcntl: ModuleType | None
 try:
@@ -222,7 +222,8 @@ class RemoteMirror:
 
     `start()` runs in a background thread until `stop()`; `fetch()` copies
     what the remote log holds now and returns. The local file always holds
-    the remote header and a whole number of frames, so a reader of it never
+    the remote file's start (its header, or a damaged start and what the
+    decoder skipped) and a whole number of frames, so a reader of it never
     sees a torn frame made by the network.
     """
 
@@ -286,7 +287,7 @@ class RemoteMirror:
                     delay = self.backoff[0]
                 time.sleep(delay if left is None else min(delay, left))  # every reconnect waits
                 delay = min(delay * 2, self.backoff[1])
-            if self.state.remote_offset < HEADER_SIZE:
+            if self.state.remote_offset == 0:
                 raise OSError(f"{self.spec}: {self.state.last_error or 'no run log there (or not started yet)'}")
             if outcome != "done":
                 why = self.state.last_error or ("the connection kept dropping" if outcome == "dropped"
@@ -455,43 +456,34 @@ class RemoteMirror:
         # 2. the log bytes from `offset`
         raw = bytearray()  # bytes not yet written locally; raw[0] is at remote offset `base`
         base = offset
-        decoder = None if offset < HEADER_SIZE else FrameDecoder(offset)
+        # from offset 0 the decoder reads the file header, or skips a damaged start as a local reader does
+        decoder = FrameDecoder(0, file_start=True) if offset == 0 else FrameDecoder(offset)
         got = 0  # log bytes this connection delivered
-        while True:
-            chunk = out.read1(1 << 20)
-            if not chunk:
-                if proc.wait() != 0:
-                    # nothing at all: the remote side refused (no such file, no permission, ssh
-                    # could not connect again); else the link dropped mid-stream
-                    return "dropped" if got else "failed"
-                if not follow and raw and decoder is not None:
-                    # the whole file has arrived: its torn tail too, for the reader to report
-                    self._append(raw)
-                    self.state.remote_offset = base + len(raw)
-                return "done"
-            self.state.bytes_received += len(chunk)
-            got += len(chunk)
-            raw += chunk
-            if decoder is None:
-                if base + len(raw) < HEADER_SIZE:
-                    continue
-                try:
-                    check_header(bytes(raw[:HEADER_SIZE]))
-                except LogFormatError as exc:
-                    self.state.last_error = str(exc)
-                    return "failed"
-                self._append(raw[:HEADER_SIZE])
-                del raw[:HEADER_SIZE]
-                base = self.state.remote_offset = HEADER_SIZE
-                decoder = FrameDecoder(HEADER_SIZE)
-                if not raw:
-                    continue
-                decoder.feed(bytes(raw))
-            else:
+        try:
+            while True:
+                chunk = out.read1(1 << 20)
+                if not chunk:
+                    if proc.wait() != 0:
+                        # nothing at all: the remote side refused (no such file, no permission, ssh
+                        # could not connect again); else the link dropped mid-stream
+                        return "dropped" if got else "failed"
+                    if not follow:
+                        decoder.end_of_data()  # the whole file arrived: is a damaged start a log at all?
+                        if raw and not decoder.at_start:
+                            # the whole file has arrived: its torn tail too, for the reader to report
+                            self._append(raw)
+                            self.state.remote_offset = base + len(raw)
+                    return "done"
+                self.state.bytes_received += len(chunk)
+                got += len(chunk)
+                raw += chunk
                 decoder.feed(chunk)
-            restart, base = self._take_frames(decoder, raw, base)
-            if restart:
-                return restart
+                restart, base = self._take_frames(decoder, raw, base)
+                if restart:
+                    return restart
+        except LogFormatError as exc:  # not a log, or a newer format
+            self.state.last_error = str(exc)
+            return "failed"
 
     def _copy_upto(self, raw: bytearray, base: int, upto: int) -> int:
         """Append raw's bytes up to remote offset `upto` to the mirror; returns the new base."""
@@ -517,6 +509,11 @@ class RemoteMirror:
                 # tail -F started over: the remote file was truncated or replaced
                 self._reset_local()
                 return "again", 0
+            if item.offset == 0:
+                # a damaged start, read on a connection from offset 0: nothing earlier could have
+                # been truncated away, so it is the file's own damage
+                self.state.corruptions.append(item.offset)
+                continue
             if self._trust_damage or item.offset in self._verified_damage:
                 self._trust_damage = True  # the file is the one we know: copy its damage as it is
                 self.state.corruptions.append(item.offset)

@@ -33,7 +33,7 @@ import numpy as np
 from weighttui.data.liveness import writer_running
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
-from weighttui.log.format import HEADER_SIZE, check_header
+from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
@@ -134,6 +134,7 @@ class RunData:
         self._view_run: RunState | None = None
         self._shown_cache: tuple | None = None
         self._dense: dict = {}
+        self._fill_maps: dict = {}  # id(segment) -> where its entries go in the row view (_fill)
 
     # ------------------------------------------------------------- reading
 
@@ -157,7 +158,7 @@ class RunData:
         for _off, item in items:
             self._store.apply(item)
             changed = True
-        if poll.offset >= HEADER_SIZE:  # how far the store covers the log, for save_index()
+        if poll.offset > 0:  # past the file's start: how far the store covers the log, for save_index()
             self._store.scan = ScanState(poll.offset, poll.resyncing, max(0, poll.size - poll.offset))
         return changed
 
@@ -188,9 +189,11 @@ class RunData:
                 self.last_growth = time.monotonic()
             self.file_size = st.st_size
             if st.st_size < HEADER_SIZE:
-                return False  # not started yet
-            if self._ident is None:
-                check_header(os.pread(fd, HEADER_SIZE, 0))
+                # not started yet (empty, a header prefix); anything else that short is not a log
+                for _item in scan_frames(fd, ScanState(), st.st_size):
+                    pass
+                return False
+            if self._ident is None:  # the file header (or a damaged start) is checked by the scan
                 self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
                 if not self._loaded and self.cache:
                     self._loaded = True
@@ -230,8 +233,7 @@ class RunData:
                 st = os.fstat(fd)
                 if st.st_size < HEADER_SIZE:
                     return None
-                check_header(os.pread(fd, HEADER_SIZE, 0))
-                got = store_index.load_index(self.path, fd, st)
+                got = store_index.load_index(self.path, fd, st)  # only an index of these very bytes
             except (OSError, ValueError):
                 return None
         if got is None:
@@ -278,6 +280,27 @@ class RunData:
                                           store.spill.directory if store.spill is not None else None)
         except OSError:
             return None
+
+    def derived(self, key: str, compute):
+        """compute(), or the value it gave for the same key on this log as read so far.
+
+        For summaries that are costly to compute and depend only on what the log
+        holds (`weighttui info`'s alerts and latest values): kept as JSON beside
+        the log's index and valid while the log's identity and the point read up
+        to are the same (a cache with the index's rules; any save of the index
+        drops them). The key must name everything else the value depends on
+        (code version, options, row view). Without an index (cache=False, a
+        small log, no writable place) compute() is called every time.
+        """
+        directory, covered = self.index_path, self._store.scan.offset
+        if not self.cache or self.path is None or directory is None:
+            return compute()
+        got = store_index.load_derived(directory, self.path, covered, key)
+        if got is not None:
+            return got[0]
+        value = compute()
+        store_index.save_derived(directory, self.path, covered, key, value)
+        return value
 
     @contextlib.contextmanager
     def _log_for_index(self, path: str) -> Iterator[int | None]:
@@ -397,6 +420,7 @@ class RunData:
             self._thin.add(count)
             rows = np.array(self._thin.rows, dtype=np.int64)
         self._shown_cache = (count, rows)
+        self._fill_maps = {}
         return rows
 
     @property
@@ -449,6 +473,18 @@ class RunData:
         lo = 0 if start is None else int(np.searchsorted(steps, start, "left"))
         hi = steps.size if stop is None else int(np.searchsorted(steps, stop, "left"))
         return lo, max(lo, hi)
+
+    def snapshot_rows(self, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, frame offsets) of the run's snapshots [lo, hi) at full resolution (snapshot
+        indices, as rows_for_steps gives them): what the row view leaves out, and where each
+        snapshot's frame lies for what the store does not keep (data/units.py)."""
+        run = self._run
+        if run is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        n = run.rows
+        hi = n if hi is None else min(max(hi, 0), n)
+        lo = min(max(lo, 0), hi)
+        return run.steps.view[lo:hi].copy(), run.offsets.view[lo:hi].copy()
 
     @property
     def tensor_names(self) -> list[str]:
@@ -556,19 +592,25 @@ class RunData:
         for seg in run.sealed(kind):
             if seg.row1 <= lo or seg.row0 > hi:
                 continue
-            srows = seg.part("rows")
-            if dense_rows:
-                mask = (srows >= lo) & (srows <= hi)
-                pos = dest[srows[mask] - lo]
+            # which entries of the segment are wanted and where they go: the same for every statistic
+            hit = self._fill_maps.get(id(seg))
+            if hit is not None and hit[0] is seg and hit[1] is rows and np.array_equal(hit[2], dest):
+                where = hit[3]
             else:
-                if posmap is None:  # snapshot index -> destination row, -1 where not wanted
+                if not dense_rows and posmap is None:  # snapshot index -> destination row, -1 where not wanted
                     posmap = np.full(hi + 1, -1, dtype=np.int64)
                     posmap[rows] = dest
-                at = posmap[np.minimum(srows, hi)]
-                mask = (at >= 0) & (srows <= hi)
-                pos = at[mask]
-            cols = seg.part("cols")[mask]
-            buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
+                where = self._fill_map(seg, dest, lo, hi, posmap)
+                self._fill_maps[id(seg)] = (seg, rows, dest, where)
+            if where[0] == "grid":  # every tensor x every row: a 2-D gather
+                _g, sel, to, ucols = where
+                if sel.size:
+                    block = True if s is None else \
+                        seg.part("stats", s=s).reshape(ucols.size, -1)[:, sel].T
+                    buf[np.ix_(to, ucols)] = block
+            else:
+                _g, mask, pos, cols = where
+                buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
         if hi < tail_start:
             return
         lookup = {} if dense_rows else dict(zip(rows.tolist(), dest.tolist(), strict=True))
@@ -588,6 +630,23 @@ class RunData:
                 buf[d, piece["cols"]] = True
             elif s < piece["stats"].shape[1]:  # (a narrower block: the columns after it stay NaN)
                 buf[d, piece["cols"]] = piece["stats"][:, s]
+
+    @staticmethod
+    def _fill_map(seg, dest: np.ndarray, lo: int, hi: int, posmap: np.ndarray | None) -> tuple:
+        """Where a sealed segment's entries go in a dense matrix: ("grid", rows wanted, their
+        destinations, tensor columns) or ("entries", mask, destinations, tensor columns)."""
+        grid = seg.grid()
+        srows = grid[0] if grid is not None else seg.part("rows")
+        if posmap is None:
+            mask = (srows >= lo) & (srows <= hi)
+            pos = dest[srows[mask] - lo]
+        else:
+            at = posmap[np.minimum(srows, hi)]
+            mask = (at >= 0) & (srows <= hi)
+            pos = at[mask]
+        if grid is not None:
+            return ("grid", np.nonzero(mask)[0], pos, grid[1])
+        return ("entries", mask, pos, seg.part("cols")[mask])
 
     # ----------------------------------------------------- per-tensor reads
 

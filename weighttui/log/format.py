@@ -11,10 +11,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported inside the array functions, not here: `weighttui watch` reads the header and
+# paints its first screen before numpy loads (it is 1.5x a bare Textual app's start on its own).
 
 MAGIC = b"\x89WTUI\r\n\x1a"
 FORMAT_VERSION = 1
@@ -25,6 +30,10 @@ SYNC = b"\xd7WTR"
 FRAME_HEADER_SIZE = 16
 FRAME_OVERHEAD = 20
 MAX_PAYLOAD = 256 * 1024 * 1024
+# A file whose first bytes are not the header is read as a damaged log only if a
+# header or a verified frame header begins in its first START_SEARCH bytes (one
+# values chunk of weighttui's writer, 64 MiB, fits); else it is not a log.
+START_SEARCH = 64 * 1024 * 1024
 
 _FRAME_HEAD = struct.Struct("<4sIB3sI")  # sync, LEN, TYPE, reserved, HCRC
 _U32 = struct.Struct("<I")
@@ -82,6 +91,36 @@ def encode_frame_bytes(ftype: int, body: bytes) -> bytes:
     )
 
 
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a bin of n bytes (as packb(use_bin_type=True) writes it)."""
+    if n < 1 << 8:
+        return b"\xc4" + struct.pack(">B", n)
+    if n < 1 << 16:
+        return b"\xc5" + struct.pack(">H", n)
+    return b"\xc6" + struct.pack(">I", n)
+
+
+def encode_frame_parts(ftype: int, payload: dict, data) -> list:
+    """The bytes of encode_frame(ftype, payload with `data` as its last bin), as pieces to write in order,
+    without copying `data` (any C-contiguous buffer: a numpy array, a view of a mapped file).
+
+    payload's last value must be a map (or the bin itself) whose last value is
+    None: the place of `data`. Used for complete values, which are most of a
+    log's bytes.
+    """
+    view = memoryview(data).cast("B")
+    body = msgpack.packb(payload, use_bin_type=True)
+    if not body.endswith(b"\xc0"):  # nil: the placeholder is the payload's last item
+        raise ValueError("the data placeholder must be the payload's last item")
+    prefix = body[:-1] + _bin_header(view.nbytes)
+    size = len(prefix) + view.nbytes
+    if size > MAX_PAYLOAD:
+        raise ValueError(f"payload of {size} bytes exceeds the {MAX_PAYLOAD}-byte cap")
+    head = struct.pack("<4sIB3s", SYNC, size, ftype, b"\0\0\0")
+    crc = zlib.crc32(view, zlib.crc32(prefix))
+    return [head + _U32.pack(zlib.crc32(head)) + prefix, view, _U32.pack(crc)]
+
+
 @dataclass(frozen=True)
 class Frame:
     offset: int  # byte offset of the frame's sync in the file
@@ -127,23 +166,41 @@ def decode_payload(body) -> dict:
 
 
 class FrameDecoder:
-    """Splits a byte stream (starting at a frame boundary) into frames.
+    """Splits a byte stream (starting at a frame boundary, or at the file's start) into frames.
 
     Feed it with `feed(data)`; `frames()` yields Frame and Corruption items
     until the buffer holds no more complete frame. What remains (`pending`)
     is either a torn tail or a frame still being written.
 
+    With `file_start=True` the stream is a whole file from offset 0: the decoder
+    checks the file header first (LogFormatError for a newer format). A start
+    that is not the header is damage if a header or a verified frame header
+    begins in the first START_SEARCH bytes: one Corruption at offset 0 says how
+    many bytes were skipped, and reading goes on from there. Otherwise the file
+    is not a log: LogFormatError ("bad magic bytes") once START_SEARCH bytes
+    were searched, or from `end_of_data()` when the whole file has been fed.
+
     `wanted()` says how many more bytes would complete the frame at the front,
     so a reader can fetch a large frame in one read instead of many.
     """
 
-    def __init__(self, start_offset: int, *, resyncing: bool = False):
+    def __init__(self, start_offset: int, *, resyncing: bool = False, file_start: bool = False,
+                 search: int | None = None):
+        if file_start and start_offset != 0:
+            raise ValueError("a file's start is at offset 0")
         self._buf = bytearray()
         self._base = start_offset  # file offset of self._buf[0]
         self._resyncing = resyncing  # True: go on skipping damage found by an earlier reader
         # (file offset of an incomplete front frame, file offset scanned up to)
         # for _torn(), so a big frame arriving slowly is not rescanned each poll
         self._torn_scan = (-1, 0)
+        # the file header: "header" (not checked yet), "search" (bad magic: looking for
+        # a later header or frame), None (done, or a stream that starts at a frame)
+        self._head: str | None = "header" if file_start else None
+        self._search = START_SEARCH if search is None else search  # a header or frame begins before this
+        self._search_at = 0  # "search": bytes of the buffer already searched
+        self._maybe = False  # "search": the buffer ends inside what may become a header
+        self.version: int | None = None  # the file header's format version, once read
 
     @property
     def offset(self) -> int:
@@ -159,6 +216,8 @@ class FrameDecoder:
 
     def wanted(self) -> int:
         buf = self._buf
+        if self._head is not None:
+            return max(0, HEADER_SIZE - len(buf))
         if len(buf) < FRAME_HEADER_SIZE:
             return FRAME_HEADER_SIZE - len(buf)
         head = parse_frame_header(buf, 0)
@@ -171,7 +230,89 @@ class FrameDecoder:
         """True while scanning past damage for the next verified frame."""
         return self._resyncing
 
+    @property
+    def search(self) -> int:
+        """A header or frame must begin before this offset in a file whose start is damaged."""
+        return self._search
+
+    @property
+    def at_start(self) -> bool:
+        """True while the file's start is undecided: a header not all here yet, or
+        a damaged start with no header or frame found after it so far."""
+        return self._head is not None
+
+    def end_of_data(self) -> None:
+        """Say that every byte the file holds has been fed: LogFormatError if its
+        start is damaged and nothing after it is a log (a file that is not one).
+        A header prefix, or a damaged start whose bytes end inside what may become
+        a header or frame header, is a log not started yet: no error."""
+        if self._head == "search" and not self._maybe:
+            raise LogFormatError("not a weighttui run log (bad magic bytes)")
+
+    def _file_start(self) -> Corruption | bool:
+        """Read the file header, or search past a damaged one (see the class).
+
+        True: the header was read; a Corruption: damage was skipped; False: wait."""
+        buf = self._buf
+        if self._head == "header":
+            if len(buf) < HEADER_SIZE and MAGIC.startswith(bytes(buf[: len(MAGIC)])):
+                return False  # empty or a header prefix: not started yet
+            if buf[: len(MAGIC)] == MAGIC:
+                self.version = check_header(bytes(buf[:HEADER_SIZE]))
+                del buf[:HEADER_SIZE]
+                self._base += HEADER_SIZE
+                self._head = None
+                return True
+            self._head = "search"
+        found, i = None, self._search_at
+        at_magic, at_sync = buf.find(MAGIC, i), buf.find(SYNC, i)  # the next of each, found once
+        while True:
+            if at_magic >= 0 and at_magic < i:
+                at_magic = buf.find(MAGIC, i)
+            if at_sync >= 0 and at_sync < i:
+                at_sync = buf.find(SYNC, i)
+            cands = [j for j in (at_magic, at_sync) if j >= 0]
+            i = min(cands) if cands else -1
+            if i < 0 or i >= self._search:
+                self._search_at, self._maybe = max(self._search_at, len(buf) - (FRAME_HEADER_SIZE - 1)), False
+                break
+            if buf[i : i + len(MAGIC)] == MAGIC:
+                if len(buf) - i < HEADER_SIZE:
+                    self._search_at, self._maybe = i, True
+                    break
+                version = struct.unpack_from("<H", buf, i + len(MAGIC))[0]
+                if version >= 1:  # a newer one raises below; version 0 is damage
+                    found = (i, "file header", HEADER_SIZE)
+                    break
+            else:
+                if len(buf) - i < FRAME_HEADER_SIZE:
+                    self._search_at, self._maybe = i, True
+                    break
+                if parse_frame_header(buf, i) is not None:
+                    found = (i, "frame", 0)
+                    break
+            i += 1
+        if found is None:
+            if self._search_at >= self._search:
+                raise LogFormatError("not a weighttui run log (bad magic bytes)")
+            return False
+        at, what, skip = found
+        self.version = check_header(bytes(buf[at : at + HEADER_SIZE])) if skip else FORMAT_VERSION
+        del buf[: at + skip]
+        self._base += at + skip
+        self._head = None
+        if at == 0:  # e.g. a second writer truncated the log and the first appended before its header
+            return Corruption(0, "file header missing (bad magic bytes): the file starts with a frame")
+        return Corruption(0, f"file header damaged (bad magic bytes): {at} bytes skipped to the {what} "
+                             f"at offset {at}")
+
     def frames(self):
+        if self._head is not None:
+            start = self._file_start()
+            if start is False:
+                return
+            if isinstance(start, Corruption):
+                yield start
         buf = self._buf
         pos = 0
         try:
@@ -293,17 +434,28 @@ BF16 = "bf16"
 
 def encode_array(arr: np.ndarray) -> dict:
     """{"dtype", "shape", "data"} with little-endian C-order data."""
+    import numpy as np
+
+    arr = little_endian(arr)
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": np.ascontiguousarray(arr).tobytes()}
+
+
+def little_endian(arr) -> np.ndarray:
+    """arr as an array of a dtype the format stores, little-endian (a copy only if it was big-endian)."""
+    import numpy as np
+
     arr = np.asarray(arr)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    dtype = arr.dtype.str
-    if dtype not in _DTYPES:
+    if arr.dtype.str not in _DTYPES:
         raise TypeError(f"cannot store arrays of dtype {arr.dtype}")
-    return {"dtype": dtype, "shape": list(arr.shape), "data": np.ascontiguousarray(arr).tobytes()}
+    return arr
 
 
 def encode_bf16_bits(bits: np.ndarray) -> dict:
     """An array of raw bfloat16 bits (uint16) as the `bf16` dtype."""
+    import numpy as np
+
     bits = np.ascontiguousarray(bits, dtype="<u2")
     return {"dtype": BF16, "shape": list(bits.shape), "data": bits.tobytes()}
 
@@ -314,6 +466,8 @@ def decode_array(obj: Any, *, ndim: int | None = None) -> np.ndarray:
     The result is a read-only view of the payload bytes (no copy), except for
     bf16, which is widened to float32.
     """
+    import numpy as np
+
     if not isinstance(obj, dict):
         raise ValueError("array is not a map")
     dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")

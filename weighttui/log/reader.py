@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
-    HEADER_SIZE,
     FrameDecoder,
     decode_payload,
     parse_frame_header,
@@ -31,17 +30,18 @@ class ScanState:
     """Where a scan of a file stopped, so the next one can go on from there.
 
     offset: first byte not consumed (the start of an incomplete frame, or of the
-    bytes kept while resynchronising); resyncing: damage was being skipped;
-    pending: bytes after `offset` (a torn tail when not resyncing).
+    bytes kept while resynchronising; 0: the file's start, its header not read
+    yet); resyncing: damage was being skipped; pending: bytes after `offset`
+    (a torn tail when not resyncing).
     """
 
-    offset: int = HEADER_SIZE
+    offset: int = 0
     resyncing: bool = False
     pending: int = 0
 
     @property
     def torn_tail(self) -> int:
-        return 0 if self.resyncing else self.pending
+        return 0 if self.resyncing or self.offset == 0 else self.pending
 
 
 def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK):
@@ -49,10 +49,12 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
 
     Every reader goes through this (or through FrameDecoder, its engine, when it
     is fed from a pipe): frame verification, resynchronisation after damage, an
-    incomplete frame followed by an appended one, a torn tail. `state` is
-    updated when the generator is exhausted; reading never writes.
+    incomplete frame followed by an appended one, a torn tail; from offset 0, the
+    file header and a damaged start (FrameDecoder's file_start). `state` is
+    updated when the generator is exhausted; reading never writes. Raises
+    LogFormatError for a file that is not a log or is too new.
     """
-    dec = FrameDecoder(state.offset, resyncing=state.resyncing)
+    dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0)
     read_at = state.offset
     while read_at < size:
         want = min(max(chunk, dec.wanted()), size - read_at)
@@ -62,6 +64,8 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
         read_at += len(data)
         dec.feed(data)
         yield from dec.frames()
+    if read_at >= size:
+        dec.end_of_data()
     state.offset, state.resyncing, state.pending = dec.offset, dec.resyncing, dec.pending
 
 

@@ -273,24 +273,47 @@ def _block(v, what, t: int, required: bool) -> BlockRecord | None:
 # and NaN/Inf counts; delta a NaN mean_abs with a changed_frac (a zero-size tensor has none, and
 # its norm of 0 is right). These columns then become NaN, for every writer and every log written.
 def _no_finite_is_nan(names: list, stats: np.ndarray) -> np.ndarray:
-    col = {n: i for i, n in enumerate(names)}
+    key = tuple(names)
+    plan = _NO_FINITE_PLANS.get(key)
+    if plan is None:
+        plan = _no_finite_plan(names)
+        if len(_NO_FINITE_PLANS) < 256:  # (a log's blocks repeat a few column lists)
+            _NO_FINITE_PLANS[key] = plan
+    which, probe, cols, reads = plan
+    if not cols or not np.isnan(stats[:, probe]).any():  # the usual row: a finite mean: nothing to do
+        return stats
     with np.errstate(invalid="ignore"):
-        if {"mean", "nan", "inf"} <= col.keys():
-            empty = np.isnan(stats[:, col["mean"]]) & ((stats[:, col["nan"]] > 0) | (stats[:, col["inf"]] > 0))
-            targets: tuple[str, ...] = ("norm",)
-        elif {"mean_abs", "changed_frac"} <= col.keys():
-            empty = np.isnan(stats[:, col["mean_abs"]]) & ~np.isnan(stats[:, col["changed_frac"]])
-            targets = ("norm", "ratio", "changed_frac")
+        if which == "weights":
+            i_mean, i_nan, i_inf = reads
+            empty = np.isnan(stats[:, i_mean]) & ((stats[:, i_nan] > 0) | (stats[:, i_inf] > 0))
         else:
-            return stats
-    cols = [col[c] for c in targets if c in col]
-    if not cols or not empty.any():
+            i_mean_abs, i_changed = reads
+            empty = np.isnan(stats[:, i_mean_abs]) & ~np.isnan(stats[:, i_changed])
+    if not empty.any():
         return stats
     if not stats.flags.writeable:
         stats = stats.copy()
     for c in cols:
         stats[empty, c] = np.nan
     return stats
+
+
+_NO_FINITE_PLANS: dict[tuple, tuple] = {}
+
+
+def _no_finite_plan(names: list) -> tuple:
+    """(which block, the column whose NaN says a row may have no finite element, columns to blank,
+    the columns the rule reads) for a block's column names."""
+    col = {n: i for i, n in enumerate(names)}
+    if {"mean", "nan", "inf"} <= col.keys():
+        targets: tuple[str, ...] = ("norm",)
+        return ("weights", col["mean"], [col[c] for c in targets if c in col],
+                (col["mean"], col["nan"], col["inf"]))
+    if {"mean_abs", "changed_frac"} <= col.keys():
+        targets = ("norm", "ratio", "changed_frac")
+        return ("delta", col["mean_abs"], [col[c] for c in targets if c in col],
+                (col["mean_abs"], col["changed_frac"]))
+    return (None, 0, [], ())
 
 
 def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> SnapshotRecord:

@@ -1,7 +1,9 @@
 """Reading a run log from a path, whole or live.
 
 `LogTail.poll()` returns whatever frames were appended since the last poll.
-It handles the file not existing yet, a header not written yet, torn tails
+It handles the file not existing yet, a header not written yet, a damaged start
+(skipped to the first header or frame after it, reported as a corruption at
+offset 0: format.FrameDecoder), torn tails
 (kept and retried while live), corruption (counted, resynchronised) and the
 file being truncated or replaced by a new run (reported as a reset, reading
 starts over from offset 0). It never writes anything.
@@ -17,15 +19,16 @@ from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     FRAME_OVERHEAD,
     HEADER_SIZE,
+    MAGIC,
     Corruption,
     Frame,
     FrameDecoder,
-    check_header,
     parse_frame_header,
 )
 from weighttui.log.sniff import open_readonly
 
 READ_CHUNK = 8 * 1024 * 1024
+_FIRST_MAX = 65536  # the first bytes kept (header, any damaged start, first frame) to notice a rewrite
 
 
 @dataclass
@@ -112,21 +115,12 @@ class LogTail:
         size = os.fstat(fh.fileno()).st_size
         out.size = size
         if self._decoder is None:
-            if size < HEADER_SIZE:
-                out.waiting = "no header"
-                return out
-            fh.seek(0)
-            head = fh.read(HEADER_SIZE)
-            if len(head) < HEADER_SIZE:
-                out.waiting = "no header"
-                return out
-            self.version = check_header(head)
             start, self._start = self._start, None
-            if start is not None and HEADER_SIZE <= start.offset <= size:
+            if start is not None and 0 < start.offset <= size:
                 self._decoder = FrameDecoder(start.offset, resyncing=start.resyncing)
-                self._first = self._first_frame(fh.fileno())
-            else:
-                self._decoder = FrameDecoder(HEADER_SIZE)
+                self._first = self._first_frame(fh.fileno(), start.offset)
+            else:  # from the file's start: the decoder checks the header (or skips a damaged start)
+                self._decoder = FrameDecoder(0, file_start=True)
         dec = self._decoder
         budget = self.max_bytes_per_poll
         read_at = dec.offset + dec.pending
@@ -144,21 +138,30 @@ class LogTail:
             dec.feed(data)
             for item in dec.frames():
                 if isinstance(item, Frame):
-                    if not self._first and item.offset == HEADER_SIZE and item.size <= 65536:
-                        self._first = os.pread(fh.fileno(), HEADER_SIZE + item.size, 0)
+                    if not self._first and item.offset + item.size <= _FIRST_MAX:
+                        self._first = os.pread(fh.fileno(), item.offset + item.size, 0)
                     out.frames.append(item)
                 elif isinstance(item, Corruption):
                     out.corruptions.append(item)
+        if read_at >= size:
+            dec.end_of_data()  # a damaged start with nothing of a log after it: not a log
+        if dec.at_start:
+            out.waiting = "no header"
+        else:
+            self.version = dec.version or self.version
         out.offset = dec.offset
         out.resyncing = dec.resyncing
         return out
 
     @staticmethod
-    def _first_frame(fd: int) -> bytes:
-        """Header + first frame (as kept when read from the start), to notice an in-place rewrite."""
-        head = os.pread(fd, FRAME_HEADER_SIZE, HEADER_SIZE)
-        parsed = parse_frame_header(head, 0) if len(head) == FRAME_HEADER_SIZE else None
-        if parsed is None or parsed[0] + FRAME_OVERHEAD > 65536:
+    def _first_frame(fd: int, covered: int) -> bytes:
+        """Header + first frame (as kept when read from the start), to notice an in-place
+        rewrite; for a damaged start, the first bytes (at most 4 KiB) of the `covered` ones."""
+        head = os.pread(fd, HEADER_SIZE + FRAME_HEADER_SIZE, 0)
+        if head[: len(MAGIC)] != MAGIC:
+            return os.pread(fd, min(covered, 4096), 0)
+        parsed = parse_frame_header(head, HEADER_SIZE) if len(head) == HEADER_SIZE + FRAME_HEADER_SIZE else None
+        if parsed is None or HEADER_SIZE + parsed[0] + FRAME_OVERHEAD > _FIRST_MAX:
             return b""
         return os.pread(fd, HEADER_SIZE + FRAME_OVERHEAD + parsed[0], 0)
 

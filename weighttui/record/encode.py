@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from weighttui.log.format import FrameType, encode_array, encode_bf16_bits, encode_frame
+from weighttui.log.format import BF16, FrameType, encode_array, encode_frame, encode_frame_parts, little_endian
 from weighttui.log.records import TensorInfo
 from weighttui.record.stats import Block
 
@@ -61,21 +61,22 @@ def encode_snapshot(p: dict) -> dict:
     return out
 
 
-def values_frames(step, epoch, info: TensorInfo, value) -> Iterator[bytes]:
-    """Values frames for one tensor, chunked under VALUES_CHUNK_BYTES each.
+def values_frames(step, epoch, info: TensorInfo, value) -> Iterator[list]:
+    """Values frames for one tensor, chunked under VALUES_CHUNK_BYTES each, as
+    encode_frame_parts pieces (the data is not copied: a view of value).
 
     value: a numpy array, or ("bf16", uint16 bits) for bfloat16.
     """
-    enc: Callable[[np.ndarray], dict]
     if isinstance(value, tuple) and value[0] == "bf16":
-        flat = np.ascontiguousarray(value[1]).reshape(-1)
-        enc = encode_bf16_bits
+        flat = np.ascontiguousarray(value[1], dtype="<u2").reshape(-1)
+        dtype = BF16
     else:
-        flat = np.ascontiguousarray(value).reshape(-1)
-        enc = encode_array
+        flat = np.ascontiguousarray(little_endian(value)).reshape(-1)  # a view when value is C-contiguous
+        dtype = flat.dtype.str
     per = max(1, VALUES_CHUNK_BYTES // max(1, flat.itemsize))
     for start in range(0, max(flat.size, 1), per):
-        yield encode_frame(FrameType.VALUES, {
+        chunk = flat[start : start + per]
+        yield encode_frame_parts(FrameType.VALUES, {
             "step": step, "epoch": epoch, "id": info.id, "offset": start,
-            "value": enc(flat[start : start + per]),
-        })
+            "value": {"dtype": dtype, "shape": [int(chunk.size)], "data": None},
+        }, chunk)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from weighttui.log.format import HEADER_SIZE, LogFormatError
-from weighttui.log.sniff import HeadState, classify_head, not_a_file
+from weighttui.log.sniff import Head, HeadState, classify_head, not_a_file, sniff_fd
 
 # (st_dev, st_ino) -> a callable that closes the recorder writing it, in this process
 _writers: dict[tuple[int, int], Callable[[str], None]] = {}
@@ -126,12 +126,18 @@ def forget_all() -> None:
 
 def _pending_header(fd: int, path: str) -> bool:
     """Appending: True if the file holds only the first bytes of a header (a log
-    whose writer never got further); LogFormatError if it is not a weighttui log."""
+    whose writer never got further); LogFormatError if it is not a weighttui log.
+    A log whose start is damaged (a header or frame after it: log/sniff.py) is
+    appended to; readers skip its damaged start and report it."""
     if os.fstat(fd).st_size == 0:
         return False
     rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         head = classify_head(os.pread(rfd, HEADER_SIZE, 0))
+        if head.state is HeadState.FOREIGN and head.reason.endswith("(bad magic bytes)"):
+            head = sniff_fd(rfd)
+            if head.state is HeadState.PENDING:  # garbage ending in a partial frame header: not a log to append to
+                head = Head(HeadState.FOREIGN, "not a weighttui run log (bad magic bytes)")
     finally:
         os.close(rfd)
     if head.state is HeadState.FOREIGN:

@@ -552,6 +552,22 @@ class Recorder:
     def _report_event(self, kind: str, message: str, level: str) -> None:
         self.event(kind, message, level=level)
 
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written (True), or the writer
+        stopped or `timeout` seconds passed (False). For callers that hand the
+        writer views of memory they are about to reuse (weighttui import)."""
+        if not self.active:
+            return False
+        done = threading.Event()
+        with self._lock:
+            if not self._put(Job(done=done)):
+                return False
+        end = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.05):
+            if not self.writer.running or (end is not None and time.monotonic() >= end):
+                return False
+        return not self.writer.failed
+
     def _put_frame(self, ftype, payload) -> None:
         with self._lock:
             self._put(Job(frames=[(ftype, payload)]))

@@ -44,6 +44,7 @@ class Job:
     snapshot: dict | None = None  # payload with numpy arrays still unencoded
     values: list = field(default_factory=list)  # (step, epoch, TensorInfo, ndarray)
     frames: list = field(default_factory=list)  # (FrameType, payload) written as is
+    done: threading.Event | None = None  # set once the writer is past this job (Recorder.drain)
 
     @property
     def heavy(self) -> bool:
@@ -144,6 +145,11 @@ class LogWriter:
         self._thread.start()
 
     @property
+    def running(self) -> bool:
+        """Whether the writer thread is still there to take jobs."""
+        return self._thread.is_alive()
+
+    @property
     def dropped(self) -> int:
         """Snapshots skipped: the writer fell behind, or failed."""
         return self._dropped_put + self._dropped_write
@@ -220,21 +226,28 @@ class LogWriter:
             job = self._queue.get()
             if job is _STOP or self._abandoned:
                 return
-            if self.failed:
-                if job.snapshot is not None:
-                    self._dropped_write += 1
-                continue
             try:
-                self._check_file()
-                self._write_job(job)
-                self._report_drops()
-                if self.fsync_every is not None and time.monotonic() - self._last_fsync >= self.fsync_every:
-                    os.fsync(self._fd())
-                    self._last_fsync = time.monotonic()
-            except Exception as exc:  # whatever stops the writing stops only the writing
-                if job.snapshot is not None:
-                    self._dropped_write += 1
-                self._fail(exc, "writing the log")
+                self._do(job)
+            finally:
+                if job.done is not None:  # Recorder.drain: everything queued up to this job is written
+                    job.done.set()
+
+    def _do(self, job: Job) -> None:
+        if self.failed:
+            if job.snapshot is not None:
+                self._dropped_write += 1
+            return
+        try:
+            self._check_file()
+            self._write_job(job)
+            self._report_drops()
+            if self.fsync_every is not None and time.monotonic() - self._last_fsync >= self.fsync_every:
+                os.fsync(self._fd())
+                self._last_fsync = time.monotonic()
+        except Exception as exc:  # whatever stops the writing stops only the writing
+            if job.snapshot is not None:
+                self._dropped_write += 1
+            self._fail(exc, "writing the log")
 
     def _check_file(self) -> None:
         """Before a job: the file must still have a name and hold what we wrote."""
@@ -278,8 +291,9 @@ class LogWriter:
         for frame in out:
             self._write(frame)
         for step, epoch, info, value in job.values:
-            for frame in values_frames(step, epoch, info, value):
-                self._write(frame)
+            for pieces in values_frames(step, epoch, info, value):
+                for piece in pieces:  # the data piece is a view of the values (no copy)
+                    self._write(piece)
         if job.snapshot is not None:
             self.written += 1
 
@@ -297,9 +311,9 @@ class LogWriter:
             raise OSError("the log is not open")
         return self.fd
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data) -> None:
         fd = self._fd()
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         while view:
             n = os.write(fd, view)
             view = view[n:]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from weighttui.log.format import HEADER_SIZE, FrameType
+from weighttui.log.format import FrameType
 from weighttui.log.reader import ScanState
 from weighttui.log.records import (
     RECORD_NAMES,
@@ -40,13 +40,20 @@ from .columns import KindColumns, Segment, new_kinds
 class Group:
     """The sealed segments of every kind for rows [row0, row1) of a run.
 
-    ref: where an index file holds them (None until saved).
+    ref: where an index file holds them (None until saved). kinds may be given
+    as a future (a Spiller sealing the group on its thread): reading it waits.
     """
 
-    __slots__ = ("row0", "row1", "kinds", "ref")
+    __slots__ = ("row0", "row1", "_kinds", "ref")
 
-    def __init__(self, row0: int, row1: int, kinds: dict, ref=None):
-        self.row0, self.row1, self.kinds, self.ref = row0, row1, kinds, ref
+    def __init__(self, row0: int, row1: int, kinds, ref=None):
+        self.row0, self.row1, self._kinds, self.ref = row0, row1, kinds, ref
+
+    @property
+    def kinds(self) -> dict:
+        if not isinstance(self._kinds, dict):
+            self._kinds = self._kinds.result()
+        return self._kinds
 
 
 class _Growing:
@@ -189,11 +196,13 @@ class RunState:
         if prev is not None:
             self.groups.pop()
         row0 = prev.row0 if prev is not None else self.sealed_rows
-        kinds = {kind: kc.seal(row0, row1, kind == "weights", prev.kinds.get(kind) if prev else None)
-                 for kind, kc in self.kinds.items()}
-        group = Group(row0, row1, kinds)
-        if self.spill is not None and not base:
-            group = self.spill(self, group)
+        if self.spill is not None and not base:  # sealed and written on the spiller's thread
+            group = self.spill(self, row0, row1, {kind: kc.take(row0, row1, kind == "weights")
+                                                  for kind, kc in self.kinds.items()})
+        else:
+            group = Group(row0, row1, {kind: kc.seal(row0, row1, kind == "weights",
+                                                     prev.kinds.get(kind) if prev else None)
+                                       for kind, kc in self.kinds.items()})
         self.groups.append(group)
         self.sealed_rows = row1
         self.version += 1
@@ -217,7 +226,7 @@ class LogIndex:
         self.runs: list[RunState] = []
         self.corruptions: list[tuple[int, str]] = []
         self.unknown_frames = 0
-        self.scan = ScanState(HEADER_SIZE)
+        self.scan = ScanState()  # from the file's start: header (or damaged start) first
         self.size = 0  # file size when last read
         self.version = 0
         self.spill = None  # given to every run (see index.Spiller)

@@ -6,8 +6,11 @@ samples): memory is proportional to what the log holds, never to declared
 tensors x bins. New entries collect in a small in-memory tail; full tails are
 sealed into `Segment`s whose entries are sorted by (column, row), so one tensor's
 history in a segment is one contiguous slice of each array. Segments may be
-in-memory arrays or views of an index file (numpy memmaps): only the slices a
-query touches are read.
+in-memory arrays or arrays in an index file (read with pread): only the slices
+a query touches are read. A sealed segment keeps what it can in a smaller exact
+form (`compact`): tensor columns as runs, the row numbers of a grid once, a
+constant statistic as one value, a statistic that float32 or uint8/16 holds
+exactly in that dtype, histogram edges equal to min/max not at all.
 """
 
 from __future__ import annotations
@@ -81,74 +84,273 @@ class FileArray:
         return data[lo - start:hi - start]
 
 
+class _Damaged(Exception):
+    """An index file read did not check out: the segment is derived from the log again."""
+
+
+def _real(arr, a: int, b: int) -> np.ndarray:
+    """Entries [a, b) (first axis) of a stored array: an ndarray or a FileArray."""
+    if not isinstance(arr, FileArray):
+        return np.asarray(arr[a:b])
+    row = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+    data = arr.read(a * row, b * row)
+    if data is None:
+        raise _Damaged
+    return np.frombuffer(data, dtype=arr.dtype).reshape((b - a, *arr.shape[1:]))
+
+
+class Const:
+    """n copies of one float64, kept as its bits (a NaN's payload stays what it was)."""
+
+    __slots__ = ("bits", "n")
+
+    def __init__(self, bits: int, n: int):
+        self.bits, self.n = int(bits), int(n)
+
+    def values(self, seg, a: int, b: int) -> np.ndarray:
+        return np.full(b - a, self.bits, dtype=np.int64).view(np.float64)
+
+
+class Tiled:
+    """Row numbers of a grid segment: the same rows `base` [r] for each of n / r tensors."""
+
+    __slots__ = ("base", "n")
+
+    def __init__(self, base, n: int):
+        self.base, self.n = base, int(n)
+
+    def values(self, seg, a: int, b: int) -> np.ndarray:
+        base = seg.cached("base", lambda: _real(self.base, 0, self.base.shape[0]))
+        if a == 0 and b == self.n and base.size:
+            return np.tile(base, self.n // base.size)
+        return base[np.arange(a, b) % max(1, base.size)] if b > a else base[:0]
+
+
+class Runs:
+    """Sorted tensor columns as runs: `cols` [u] each repeated up to the next of `starts` [u + 1]."""
+
+    __slots__ = ("cols", "starts", "n")
+
+    def __init__(self, cols, starts, n: int):
+        self.cols, self.starts, self.n = cols, starts, int(n)
+
+    def runs(self, seg) -> tuple[np.ndarray, np.ndarray]:
+        return seg.cached("runs", lambda: (_real(self.cols, 0, self.cols.shape[0]),
+                                           _real(self.starts, 0, self.starts.shape[0])))
+
+    def values(self, seg, a: int, b: int) -> np.ndarray:
+        cols, starts = self.runs(seg)
+        return np.repeat(cols, np.diff(starts))[a:b]
+
+
+class Uniform:
+    """Sample offsets when every entry holds k samples: [0, k, 2k, ...] (n offsets)."""
+
+    __slots__ = ("k", "n")
+
+    def __init__(self, k: int, n: int):
+        self.k, self.n = int(k), int(n)
+
+    def values(self, seg, a: int, b: int) -> np.ndarray:
+        return np.arange(a, b, dtype=np.int64) * self.k
+
+
+class Alias:
+    """Histogram edges equal, bit for bit, to one statistic (lo = min, hi = max): not stored twice."""
+
+    __slots__ = ("stat", "n")
+
+    def __init__(self, stat: int, n: int):
+        self.stat, self.n = int(stat), int(n)
+
+    def values(self, seg, a: int, b: int) -> np.ndarray:
+        return seg._stat(self.stat, a, b)
+
+
+VIRTUAL = (Const, Tiled, Runs, Uniform, Alias)
+
+
+def length(arr) -> int:
+    """Entries of a stored array or a virtual one (first axis)."""
+    return arr.n if isinstance(arr, VIRTUAL) else int(arr.shape[0])
+
+
 class Segment:
     """Entries of one kind for rows [row0, row1), sorted by (col, row).
 
-    rows, cols: [E] int32; stats: [W, E] float64 (one statistic contiguous; the kind's first
-    W columns, W <= S: columns no snapshot of the segment carried are not stored, and read as NaN);
-    lo, hi: [E] float64 and counts: [E, B] (uint8/16/32) when the kind has
+    rows, cols: [E] int32; stats: W columns of [E] (the kind's first W statistics,
+    W <= S: columns no snapshot of the segment carried are not stored, and read as
+    NaN); lo, hi: [E] float64 and counts: [E, B] (uint8/16/32) when the kind has
     histograms, else None; samples: flat float32 with soff [E + 1] offsets
-    (weights only). Each is a numpy array or a FileArray; read them with part().
+    (weights only). Each is a numpy array, a FileArray, or (sealed segments,
+    see `compact`) a smaller exact stand-in: Const, Tiled, Runs, Uniform, Alias,
+    or a statistic column in a narrower dtype that holds it exactly. Read them
+    with part(), which always gives the plain array.
     """
 
     __slots__ = ("row0", "row1", "rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff", "on_damage",
-                 "_cols")
+                 "_cache")
 
     def __init__(self, row0, row1, rows, cols, stats, lo=None, hi=None, counts=None, samples=None, soff=None):
         self.row0, self.row1 = int(row0), int(row1)
-        self.rows, self.cols, self.stats = rows, cols, stats
+        self.rows, self.cols = rows, cols
+        self.stats = list(stats)  # one [E] column per statistic (a [W, E] array gives its rows)
         self.lo, self.hi, self.counts = lo, hi, counts
         self.samples, self.soff = samples, soff
         self.on_damage = None  # for FileArrays: replaces them with arrays derived from the log
-        self._cols = None
+        self._cache: dict = {}
 
     @property
     def entries(self) -> int:
-        return int(self.rows.size)
+        return length(self.rows)
+
+    @property
+    def width(self) -> int:
+        """Statistic columns stored (the kind's first `width`)."""
+        return len(self.stats)
+
+    def cached(self, key: str, make):
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = make()
+        return hit
+
+    def _get(self, arr, a: int, b: int) -> np.ndarray:
+        return arr.values(self, a, b) if isinstance(arr, VIRTUAL) else _real(arr, a, b)
+
+    def _stat(self, s: int, a: int, b: int) -> np.ndarray:
+        if s >= len(self.stats):  # a column no snapshot of this segment carried
+            return np.full(b - a, np.nan)
+        return self._get(self.stats[s], a, b).astype(np.float64, copy=False)
 
     def part(self, name: str, a: int | None = None, b: int | None = None, s: int | None = None) -> np.ndarray:
-        """array[a:b] (stats: stats[s, a:b]), read from the index file if it lives there."""
-        arr = getattr(self, name)
-        if name == "stats" and s >= arr.shape[0]:  # a column no snapshot of this segment carried
-            e = arr.shape[1]
-            return np.full((e if a is None else (e if b is None else b) - a), np.nan)
-        if not isinstance(arr, FileArray):
-            out = (arr[s] if a is None else arr[s, a:b]) if name == "stats" else (arr if a is None else arr[a:b])
-            return np.asarray(out)
-        if name == "stats":
-            width = arr.shape[1]
-            a, b = (0 if a is None else a), (width if b is None else b)
-            lo, hi, shape = (s * width + a) * arr.itemsize, (s * width + b) * arr.itemsize, (b - a,)
-        else:
-            a, b = (0 if a is None else a), (arr.shape[0] if b is None else b)
-            row = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
-            lo, hi, shape = a * row, b * row, (b - a, *arr.shape[1:])
-        data = arr.read(lo, hi)
-        if data is None:  # the index file is damaged: derive this segment from the log again
+        """array[a:b] (stats: statistic s, entries a:b) as a plain array, read from the index file if it lives
+        there; a damaged file is replaced by arrays derived from the log again."""
+        arr = None if name == "stats" else getattr(self, name)
+        a, b = (0 if a is None else a), ((self.entries if arr is None else length(arr)) if b is None else b)
+        try:
+            if arr is None:
+                assert s is not None
+                return self._stat(s, a, b)
+            return self._get(arr, a, b)
+        except _Damaged:
             self.on_damage(self)
             return self.part(name, a, b, s)
-        return np.frombuffer(data, dtype=arr.dtype).reshape(shape)
+
+    def _runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tensor columns, entry starts [u + 1]) of the segment's runs of equal columns."""
+        if isinstance(self.cols, Runs):
+            try:
+                return self.cols.runs(self)
+            except _Damaged:
+                self.on_damage(self)
+                return self._runs()
+        return self.cached("runs", lambda: runs_of(self.part("cols")))
 
     def span(self, col: int) -> tuple[int, int]:
         """[a, b): the entries of tensor column `col`."""
-        cols = self._cols
-        if cols is None:
-            cols = self._cols = self.part("cols")  # small, asked for by every query: read once
-        return int(np.searchsorted(cols, col, "left")), int(np.searchsorted(cols, col, "right"))
+        cols, starts = self._runs()
+        i = int(np.searchsorted(cols, col, "left"))
+        if i == cols.size or cols[i] != col:
+            return 0, 0
+        return int(starts[i]), int(starts[i + 1])
+
+    def grid(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows [r], cols [u]) when the segment is every col x every row (value (c, r) at c * r + r's place)."""
+        hit: tuple | None = self._cache.get("grid")
+        if hit is None:
+            hit = self._cache["grid"] = (False,)
+            if isinstance(self.rows, Tiled):
+                cols, starts = self._runs()
+                base = self.part("rows", 0, self.rows.n // max(1, cols.size))
+                if cols.size and self.rows.n == cols.size * base.size \
+                        and np.array_equal(starts, np.arange(cols.size + 1) * base.size):
+                    hit = self._cache["grid"] = (True, base, cols)
+        return (hit[1], hit[2]) if hit[0] else None
 
     def replace_arrays(self, other: Segment) -> None:
         for name in ("rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff"):
             setattr(self, name, getattr(other, name))
-        self._cols = None
+        self._cache = {}
 
     def arrays(self) -> dict:
-        """name -> array, for writing to an index file."""
+        """name -> stored array or stand-in (stats: a list of them), for writing to an index file."""
         out = {"rows": self.rows, "cols": self.cols, "stats": self.stats}
         for name in ("lo", "hi", "counts", "samples", "soff"):
             arr = getattr(self, name)
             if arr is not None:
                 out[name] = arr
         return out
+
+    def file_arrays(self):
+        """Every FileArray the segment reads from (also those inside stand-ins)."""
+        for arr in [self.rows, self.cols, *self.stats, self.lo, self.hi, self.counts, self.samples, self.soff]:
+            if isinstance(arr, FileArray):
+                yield arr
+            elif isinstance(arr, Tiled) and isinstance(arr.base, FileArray):
+                yield arr.base
+            elif isinstance(arr, Runs):
+                yield from (x for x in (arr.cols, arr.starts) if isinstance(x, FileArray))
+
+
+def runs_of(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted columns as (distinct columns, starts [u + 1])."""
+    if not cols.size:
+        return cols.astype(np.int32), np.zeros(1, np.int64)
+    cut = np.flatnonzero(cols[1:] != cols[:-1]) + 1
+    starts = np.concatenate(([0], cut, [cols.size])).astype(np.int64)
+    return cols[starts[:-1]].astype(np.int32), starts
+
+
+def _narrow(col: np.ndarray):
+    """One statistic column in the smallest exact form: Const, uint8/16, float32, or as it is."""
+    n = col.size
+    if not n:
+        return col
+    bits = col.view(np.int64)
+    if (bits == bits[0]).all():
+        return Const(int(bits[0]), n)
+    head = col[:256]
+    if not np.array_equal(head.astype(np.float32).astype(np.float64).view(np.int64), head.view(np.int64)):
+        return col  # the usual float64 statistic: decided by its first values
+    f32 = col.astype(np.float32)
+    if not np.array_equal(f32.astype(np.float64).view(np.int64), bits):
+        return col
+    with np.errstate(invalid="ignore"):
+        if (f32 >= 0).all() and f32.max() < 2**16:
+            small = f32.astype(np.uint8 if f32.max() < 2**8 else np.uint16)
+            if np.array_equal(small.astype(np.float64).view(np.int64), bits):  # (-0.0 and fractions fail)
+                return small
+    return f32
+
+
+def compact(seg: Segment, edges: tuple[int | None, int | None] = (None, None)) -> Segment:
+    """A sealed in-memory segment with the stand-ins that hold the same values in less space.
+
+    edges: the statistics (min, max) that a histogram's lo and hi usually repeat.
+    """
+    e = seg.entries
+    if not isinstance(seg.rows, np.ndarray) or any(not isinstance(c, np.ndarray) for c in seg.stats):
+        return seg
+    cols, starts = runs_of(seg.cols)
+    rows: object = seg.rows
+    if cols.size and e % cols.size == 0 and np.array_equal(starts, np.arange(cols.size + 1) * (e // cols.size)):
+        r = e // cols.size
+        block = seg.rows.reshape(cols.size, r)
+        if (block == block[0]).all():
+            rows = Tiled(block[0].astype(np.int32), e)
+    out = Segment(seg.row0, seg.row1, rows, Runs(cols, starts, e), [_narrow(c) for c in seg.stats],
+                  seg.lo, seg.hi, seg.counts, seg.samples, seg.soff)
+    for name, s in zip(("lo", "hi"), edges, strict=True):
+        arr = getattr(seg, name)
+        if isinstance(arr, np.ndarray) and s is not None and s < seg.width \
+                and np.array_equal(arr.view(np.int64), seg.stats[s].view(np.int64)):
+            setattr(out, name, Alias(s, e))
+    if isinstance(seg.soff, np.ndarray) and seg.soff.size > 1:
+        k = int(seg.soff[1])
+        if seg.soff[0] == 0 and (np.diff(seg.soff) == k).all():
+            out.soff = Uniform(k, seg.soff.size)
+    return out
 
 
 def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool) -> Segment:
@@ -235,15 +437,16 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     hi: np.ndarray | None = None
     counts: np.ndarray | None = None
     if has_hist and bins is not None:
-        cmax = max(int(p["counts"].max()) if p["counts"].size else 0 for p in parts)
+        # whole-array copies (numpy runs them without the GIL: this may run on the spiller's thread)
+        stacked = np.stack([p["counts"] for p in parts])  # [rows, tensors, bins]
+        cmax = int(stacked.max()) if stacked.size else 0
         dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
         grid_counts = np.empty((t, r, bins), dtype=dtype)
-        grid_lo, grid_hi = np.empty((t, r)), np.empty((t, r))
-        for i, p in enumerate(parts):
-            grid_counts[:, i] = p["counts"] if ident else p["counts"][perm]
-            grid_lo[:, i] = p["lo"] if ident else p["lo"][perm]
-            grid_hi[:, i] = p["hi"] if ident else p["hi"][perm]
-        counts, lo, hi = grid_counts.reshape(t * r, bins), grid_lo.reshape(-1), grid_hi.reshape(-1)
+        grid_counts[...] = (stacked if ident else stacked[:, perm]).transpose(1, 0, 2)
+        del stacked
+        edges = np.stack([np.stack((p["lo"], p["hi"])) for p in parts])  # [rows, 2, tensors]
+        edges = np.ascontiguousarray((edges if ident else edges[:, :, perm]).transpose(1, 2, 0))
+        counts, lo, hi = grid_counts.reshape(t * r, bins), edges[0].reshape(-1), edges[1].reshape(-1)
     samples: np.ndarray | None = None
     soff: np.ndarray | None = None
     if with_samples and slen0 is not None:
@@ -265,7 +468,7 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
 
 def segment_piece(seg: Segment) -> dict:
     """A segment as a merge() piece (to merge a small saved segment with new rows)."""
-    stats = np.stack([seg.part("stats", s=s) for s in range(seg.stats.shape[0])]) if seg.stats.shape[0] \
+    stats = np.stack([seg.part("stats", s=s) for s in range(seg.width)]) if seg.width \
         else np.zeros((0, seg.entries))  # (a segment of a kind no snapshot carried)
     piece = {"rows": seg.part("rows"), "cols": seg.part("cols"), "stats_t": stats}
     if seg.counts is not None:
@@ -282,6 +485,7 @@ class KindColumns:
         self.kind = kind
         self.columns = COLUMNS[kind]
         self.col_index = {c: i for i, c in enumerate(self.columns)}
+        self.edges = (self.col_index.get("min"), self.col_index.get("max"))  # what lo and hi usually repeat
         # which columns some block carried: the optional ones (instruments) are
         # listed by RunData.columns() only once a snapshot had them
         self.filled = np.array([c in BASE_COLUMNS[kind] for c in self.columns], dtype=bool)
@@ -356,10 +560,21 @@ class KindColumns:
     def seal(self, row0: int, row1: int, with_samples: bool, base: Segment | None = None) -> Segment:
         """The tail (after `base`, a small segment being rewritten) as one sorted segment; empties the tail."""
         parts = ([segment_piece(base)] if base is not None else []) + self._pieces_of_tail(with_samples)
-        seg = merge(parts, base.row0 if base is not None else row0, row1, len(self.columns), self.bins,
-                    with_samples)
         self.tail, self.tail_entries, self.tail_bytes, self._tail_seg = [], 0, 0, None
-        return seg
+        return sealed_segment(parts, base.row0 if base is not None else row0, row1, len(self.columns), self.bins,
+                              with_samples, self.edges)
+
+    def take(self, row0: int, row1: int, with_samples: bool):
+        """The tail's pieces and how to seal them (sealed_segment's arguments); empties the tail.
+
+        For sealing on another thread: the pieces are never changed once added."""
+        parts = self._pieces_of_tail(with_samples)
+        self.tail, self.tail_entries, self.tail_bytes, self._tail_seg = [], 0, 0, None
+        return (parts, row0, row1, len(self.columns), self.bins, with_samples, self.edges)
+
+
+def sealed_segment(parts, row0, row1, nstats, bins, with_samples, edges) -> Segment:
+    return compact(merge(parts, row0, row1, nstats, bins, with_samples), edges)
 
 
 def new_kinds() -> dict[str, KindColumns]:

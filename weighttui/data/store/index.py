@@ -32,6 +32,8 @@ import stat
 import tempfile
 import time
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -47,9 +49,22 @@ from weighttui.log.records import (
 from weighttui.log.schema import COLUMNS, KINDS
 
 from .builder import Group, LogIndex, RunState, _Growing, event_from_json, event_to_json
-from .columns import CRC_BLOCK, SEAL_ENTRIES, FileArray, KindColumns, Segment
+from .columns import (
+    CRC_BLOCK,
+    SEAL_ENTRIES,
+    VIRTUAL,
+    Alias,
+    Const,
+    FileArray,
+    KindColumns,
+    Runs,
+    Segment,
+    Tiled,
+    Uniform,
+    sealed_segment,
+)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (columns.compact)
 # Logs smaller than this are read in milliseconds: no index is written for them
 # (it would only litter directories of small logs, e.g. test data).
 MIN_LOG_BYTES = 1 << 20
@@ -136,11 +151,15 @@ def _matches(fd: int, st, ident: dict) -> bool:
 
 
 class _Writer:
-    """Collects arrays for one file; refs are [file, offset, dtype, shape]."""
+    """Collects arrays for one file; refs are [file, offset, dtype, shape, CRCs].
+
+    The CRCs are filled in by write() (which may run on the Spiller's thread):
+    a ref is used only once its file is written.
+    """
 
     def __init__(self, name: str):
         self.name = name
-        self.parts: list[bytes | memoryview] = []
+        self.parts: list[tuple[bytes | memoryview, list | None]] = []  # (bytes, the CRC list they fill)
         self.size = 0
 
     def add(self, arr: np.ndarray) -> list:
@@ -149,25 +168,27 @@ class _Writer:
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         pad = -self.size % _ALIGN
         if pad:
-            self._put(b"\0" * pad)
-        raw = memoryview(arr.reshape(-1).view(np.uint8).data) if arr.size else memoryview(b"")
-        crcs = [zlib.crc32(raw[i:i + CRC_BLOCK]) for i in range(0, len(raw), CRC_BLOCK)]
+            self._put(b"\0" * pad, None)
+        crcs: list[int] = []
         ref = [self.name, self.size, arr.dtype.str, list(arr.shape), crcs]
         if arr.size:
-            self._put(raw)
+            self._put(memoryview(arr.reshape(-1).view(np.uint8).data), crcs)
         return ref
 
-    def _put(self, b) -> None:
-        self.parts.append(b)
+    def _put(self, b, crcs) -> None:
+        self.parts.append((b, crcs))
         self.size += len(b)
 
-    def write(self, directory: str) -> dict:
+    def write(self, directory: str, as_name: str | None = None) -> dict:
+        """Write the file (under as_name instead of its name: a spilled group's temporary name)."""
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
-                for part in self.parts:
+                for part, crcs in self.parts:
+                    if crcs is not None:
+                        crcs[:] = [zlib.crc32(part[i:i + CRC_BLOCK]) for i in range(0, len(part), CRC_BLOCK)]
                     fh.write(part)
-            os.replace(tmp, os.path.join(directory, self.name))
+            os.replace(tmp, os.path.join(directory, as_name or self.name))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -228,10 +249,14 @@ def save_index(path: str, fd: int, st, store: LogIndex, directory: str | None = 
 
 
 def _seal_for_saving(run: RunState) -> None:
+    if isinstance(run.spill, Spiller):
+        run.spill.settle(wait=True)  # (a group being written is not rewritten)
     last = run.groups[-1] if run.groups else None
     small = last is not None and sum(s.entries for s in last.kinds.values()) < SEAL_ENTRIES // 2
     if run.sealed_rows < run.rows:
         run.seal(base=small)
+    if isinstance(run.spill, Spiller):
+        run.spill.settle(wait=True)  # (the tail may have been spilled just now)
 
 
 def _save(directory: str, fd: int, st, store: LogIndex) -> None:
@@ -239,6 +264,7 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
     gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
     lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        _settle_spills(store)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         old = _read_manifest(directory)
         if old is not None and isinstance(old.get("log"), dict) and _matches(fd, st, old["log"]) \
@@ -258,9 +284,8 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
                     final = os.path.join(directory, g.ref["file"])
                     os.replace(os.path.join(directory, g.ref.pop("tmp")), final)
                     for seg in g.kinds.values():
-                        for arr in seg.arrays().values():
-                            if isinstance(arr, FileArray):
-                                arr.path = final
+                        for arr in seg.file_arrays():
+                            arr.path = final
                 files[g.ref["file"]] = g.ref["info"]
                 groups.append(g.ref)
             runs.append(_run_json(run, groups, rows_file))
@@ -285,17 +310,18 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
         os.close(lock_fd)
 
 
-def _write_group(directory: str, name: str, g: Group, tmp: str | None = None) -> dict:
-    w = _Writer(tmp or name)
-    kinds = {k: {a: w.add(arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
+def _write_group(directory: str, name: str, g: Group) -> dict:
+    w = _Writer(name)
+    kinds = {k: {a: _ref_out(w, arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
     info = w.write(directory)
-    for arrays in kinds.values():
-        for aref in arrays.values():
-            aref[0] = name
-    ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "info": info}
-    if tmp:
-        ref["tmp"] = tmp
-    return ref
+    return {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "info": info}
+
+
+def _settle_spills(store: LogIndex) -> None:
+    """Wait for the groups a Spiller is still writing (every run shares the store's)."""
+    for spill in {id(r.spill): r.spill for r in store.runs if r.spill is not None}.values():
+        if isinstance(spill, Spiller):
+            spill.settle(wait=True)
 
 
 def _drop_spilled(directory: str, store: LogIndex) -> None:
@@ -310,31 +336,70 @@ class Spiller:
     """Writes groups sealed while a big log is being indexed straight to the index directory.
 
     They go to temporary names (the next save renames them into the index) and
-    are read back as memmaps, so building holds one tail in memory, not the whole
-    store.
+    are then read from there, so building holds a tail and at most MAX_PENDING
+    groups in memory, not the whole store. The writing (and its CRCs) runs on
+    one background thread while the log goes on being parsed; a group stays in
+    memory until its file is written, and only then reads from the file
+    (`settle`, on the caller's thread: segments are never changed under it).
     """
+
+    MAX_PENDING = 1  # groups written while the next one is sealed: memory for about two groups
 
     def __init__(self, directory: str, log: str):
         self.directory = directory
         self.log = log
         self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque = deque()  # (future of (ref, error), run, group), oldest first
 
-    def __call__(self, run: RunState, g: Group) -> Group:
+    def __call__(self, run: RunState, row0: int, row1: int, jobs: dict) -> Group:
+        """A group for rows [row0, row1) whose segments are sealed (columns.sealed_segment(*jobs[kind]))
+        and written on the spiller's thread; the log is parsed on meanwhile."""
+        # (before the new group joins the pending ones: it joins run.groups only when this returns)
+        self.settle(wait=len(self._pending) >= self.MAX_PENDING)
+        name = f"{self.gen}-r{run.offset}-{row0}.seg"
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
+        kinds = self._pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
+        g = Group(row0, row1, kinds)
+        self._pending.append((self._pool.submit(self._write, g, name), run, g))
+        return g
+
+    def _write(self, g: Group, name: str):
+        """(ref, None) once the group's file is written under its temporary name, or (None, the error)."""
         try:
-            name = f"{self.gen}-r{run.offset}-{g.row0}.seg"
-            ref = _write_group(self.directory, name, g, tmp=f".tmp-{name}")
-            files = _Files(self.directory, {ref["tmp"]: ref["info"]})
-            kinds = {}
-            for k, arrays in ref["kinds"].items():
-                a = {n: files.array(r, ref["tmp"]) for n, r in arrays.items()}
-                kinds[k] = Segment(g.row0, g.row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"),
-                                   a.get("counts"), a.get("samples"), a.get("soff"))
-            group = Group(g.row0, g.row1, kinds, ref=ref)
-            for seg in kinds.values():
-                seg.on_damage = _repair(run, group, self.log)
-            return group
-        except Exception:  # a full disk: keep the group in memory
-            return g
+            w = _Writer(name)
+            kinds = {k: {a: _ref_out(w, arr) for a, arr in seg.arrays().items()} for k, seg in g.kinds.items()}
+            ref: dict = {"row0": g.row0, "row1": g.row1, "kinds": kinds, "file": name, "tmp": f".tmp-{name}"}
+            ref["info"] = w.write(self.directory, ref["tmp"])
+            return ref, None
+        except Exception as exc:  # a full disk: the group stays in memory
+            return None, exc
+
+    def settle(self, wait: bool = False) -> None:
+        """Groups whose files are written read from them from now on (wait: for every pending one)."""
+        while self._pending and (wait or self._pending[0][0].done()):
+            future, run, g = self._pending.popleft()
+            ref, _error = future.result()
+            try:
+                if ref is None:
+                    raise OSError("not written")
+                files = _Files(self.directory, {ref["tmp"]: ref["info"]})
+                kinds = {k: _segment_in(files, arrays, g.row0, g.row1, ref["tmp"])
+                         for k, arrays in ref["kinds"].items()}
+            except Exception:  # the group stays in memory, written by the next save
+                if ref is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.directory, ref["tmp"]))
+                continue
+            if not any(x is g for x in run.groups):  # merged into a rewritten group meanwhile
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, ref["tmp"]))
+                continue
+            g.ref = ref
+            for k, seg in g.kinds.items():
+                seg.replace_arrays(kinds[k])
+                seg.on_damage = _repair(run, g, self.log)
 
 
 def spiller_for(path: str, size: int) -> Spiller | None:
@@ -382,6 +447,59 @@ def _collect_garbage(directory: str, keep: set) -> None:
             os.unlink(full)
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------- derived values
+
+
+def _derived_name(key: str) -> str:
+    return "derived-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json"
+
+
+def load_derived(directory: str, path: str, covered: int, key: str) -> tuple | None:
+    """(value,) that save_derived kept for `key` and this log as read up to `covered`, or None.
+
+    A derived value is a cache of the index's kind: the log's identity (the same
+    hashes as the manifest's) must match at the point it was computed for, which
+    must be where the reader is now; each save of the index removes them all.
+    """
+    try:
+        with open(os.path.join(directory, _derived_name(key)), "rb") as fh:
+            doc = json.loads(fh.read(1 << 28))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            ok = isinstance(doc, dict) and doc.get("key") == key and isinstance(doc.get("log"), dict) \
+                and doc["log"].get("covered") == covered and _matches(fd, os.fstat(fd), doc["log"])
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return None
+    return (doc["value"],) if ok else None
+
+
+def save_derived(directory: str, path: str, covered: int, key: str, value) -> bool:
+    """Keep a value computed from the log read up to `covered` (JSON) beside its index; never raises."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if covered > st.st_size or not _usable_dir(directory) or not writable(directory):
+                return False
+            body = json.dumps({"key": key, "log": _identity(fd, st, covered), "value": value}).encode()
+        finally:
+            os.close(fd)
+        tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        try:
+            with os.fdopen(tmp_fd, "wb") as fh:
+                fh.write(body)
+            os.replace(tmp, os.path.join(directory, _derived_name(key)))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return True
+    except Exception:  # (TypeError/ValueError: a value JSON cannot hold) the cache is optional
+        return False
 
 
 # ---------------------------------------------------------------- load
@@ -488,16 +606,18 @@ def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
         for k, arrays in gj["kinds"].items():
             if k not in KINDS:
                 raise _Unusable("unknown kind")
-            a = {name: files.array(ref) for name, ref in arrays.items()}
-            seg = Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
-                          a.get("samples"), a.get("soff"))
-            e = seg.rows.size
-            if seg.cols.shape != (e,) or seg.stats.ndim != 2 or seg.stats.shape[0] > len(COLUMNS[k]) \
-                    or seg.stats.shape[1] != e:
+            seg = _segment_in(files, arrays, row0, row1)
+            e = seg.entries
+            if seg.width > len(COLUMNS[k]) or any(_shape(c) != (e,) for c in [seg.cols, *seg.stats]):
                 raise _Unusable("segment shapes do not match")
-            if seg.counts is not None and (seg.counts.shape[0] != e or seg.counts.shape[1] != kc_bins(run, k)):
+            if any(x is not None and _shape(x) != (e,) for x in (seg.lo, seg.hi)):
+                raise _Unusable("histogram edges do not match")
+            if any(isinstance(x, Alias) and x.stat >= seg.width for x in (seg.lo, seg.hi)):
+                raise _Unusable("histogram edges name a missing statistic")
+            if seg.counts is not None and (_shape(seg.counts) != (e, kc_bins(run, k))):
                 raise _Unusable("histogram shape does not match")
-            if seg.soff is not None and (seg.soff.shape != (e + 1,) or seg.samples.ndim != 1):
+            if seg.soff is not None and (_shape(seg.soff) != (e + 1,) or seg.samples is None
+                                         or len(_shape(seg.samples)) != 1):
                 raise _Unusable("sample offsets do not match")
             kinds[k] = seg
         group = Group(row0, row1, kinds, ref=gj)
@@ -510,6 +630,69 @@ def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
     if at != n:
         raise _Unusable("rows past the last group")
     return run
+
+
+def _ref_out(w: _Writer, arr):
+    """The manifest's reference to one stored array or stand-in (columns.py), its data added to w."""
+    if isinstance(arr, list):  # statistics: one reference per column
+        return [_ref_out(w, a) for a in arr]
+    if isinstance(arr, Const):
+        return {"const": arr.bits, "n": arr.n}
+    if isinstance(arr, Uniform):
+        return {"uniform": arr.k, "n": arr.n}
+    if isinstance(arr, Alias):
+        return {"alias": arr.stat, "n": arr.n}
+    if isinstance(arr, Tiled):
+        return {"tile": _ref_out(w, arr.base), "n": arr.n}
+    if isinstance(arr, Runs):
+        return {"runs": _ref_out(w, arr.cols), "starts": _ref_out(w, arr.starts), "n": arr.n}
+    if isinstance(arr, FileArray):  # (a group is written from memory; read it whole if not)
+        data = arr.read(0, arr.nbytes)
+        if data is None:
+            raise OSError("index file damaged while rewriting it")
+        arr = np.frombuffer(data, dtype=arr.dtype).reshape(arr.shape)
+    return w.add(arr)
+
+
+def _ref_in(files: _Files, ref, fname: str | None = None):
+    """A stored array or stand-in from its manifest reference (the inverse of _ref_out)."""
+    if isinstance(ref, list):
+        return files.array(ref, fname)
+    if not isinstance(ref, dict) or not isinstance(ref.get("n"), int) or ref["n"] < 0:
+        raise _Unusable("bad array reference")
+    n = ref["n"]
+    if isinstance(ref.get("const"), int) and -(2**63) <= ref["const"] < 2**63:
+        return Const(ref["const"], n)
+    if isinstance(ref.get("uniform"), int) and ref["uniform"] >= 0:
+        return Uniform(ref["uniform"], n)
+    if isinstance(ref.get("alias"), int) and ref["alias"] >= 0:
+        return Alias(ref["alias"], n)
+    if "tile" in ref:
+        base = files.array(ref["tile"], fname)
+        if base.ndim != 1 or (base.shape[0] == 0) != (n == 0) or (base.shape[0] and n % base.shape[0]):
+            raise _Unusable("bad tiled rows")
+        return Tiled(base, n)
+    if "runs" in ref:
+        cols, starts = files.array(ref["runs"], fname), files.array(ref["starts"], fname)
+        if cols.ndim != 1 or starts.shape != (cols.shape[0] + 1,):
+            raise _Unusable("bad column runs")
+        return Runs(cols, starts, n)
+    raise _Unusable("unknown array reference")
+
+
+def _shape(arr) -> tuple:
+    return (arr.n,) if isinstance(arr, VIRTUAL) else tuple(arr.shape)
+
+
+def _segment_in(files: _Files, arrays: dict, row0: int, row1: int, fname: str | None = None) -> Segment:
+    if not isinstance(arrays, dict) or not isinstance(arrays.get("stats"), list):
+        raise _Unusable("bad segment")
+    a = {name: ([_ref_in(files, r, fname) for r in ref] if name == "stats" else _ref_in(files, ref, fname))
+         for name, ref in arrays.items()}
+    if any(isinstance(c, VIRTUAL) and not isinstance(c, Const) for c in a["stats"]):
+        raise _Unusable("bad statistic column")
+    return Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
+                   a.get("samples"), a.get("soff"))
 
 
 def kc_bins(run: RunState, kind: str) -> int | None:

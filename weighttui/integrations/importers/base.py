@@ -66,6 +66,20 @@ class Reader:
         """
         raise NotImplementedError
 
+    def raw(self, name: str) -> tuple[np.ndarray, bool]:
+        """(array, is_bfloat16): one tensor as stored, bfloat16 as its raw uint16 bits.
+
+        Mapped readers return a read-only view of the file (valid until
+        release(name) or close()); the others what read() gives.
+        """
+        _stat, value = self.read(name)
+        if isinstance(value, tuple):
+            return value[1], True
+        return value, False
+
+    def release(self, name: str) -> None:
+        """Done with name for now: a mapped reader gives its pages back (it can still be read again)."""
+
     def close(self) -> None:
         pass
 

@@ -18,20 +18,24 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from weighttui._version import __version__
+from weighttui.integrations.importers import tensor_stats
 from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Unit, name_numbers
 from weighttui.integrations.importers.readers import open_reader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
 from weighttui.record.recorder import Recorder, scalars_payload
-from weighttui.record.stats import DEFAULT_BINS, Block, delta_row, histogram, weight_stats
+from weighttui.record.stats import DEFAULT_BINS, Block
 
-QUEUE = 4  # writer-queue slots: at most one tensor's values are in flight (see _barrier)
+QUEUE = 4  # writer-queue slots: at most one tensor's values are in flight (see _drain)
+
+
+class LogStopped(OSError):
+    """The run log stopped taking writes (the writer said why on stderr): the import stops."""
 
 
 def say(message: str) -> None:
@@ -111,8 +115,9 @@ class Importer:
     """Writes checkpoints, in order, as snapshots of one run log (through the public Recorder)."""
 
     def __init__(self, out: str, *, source: str, kind: str, values: bool = True, bins: int = DEFAULT_BINS,
-                 sample: int = 16, meta: dict | None = None, report=say, mode: str = "w"):
+                 sample: int = 16, meta: dict | None = None, report=say, mode: str = "w", mapped: bool = False):
         self.values = values
+        self.mapped = mapped
         self.bins = bins
         self.report = report
         info = {"source": os.path.abspath(source), "kind": kind, "values": values,
@@ -130,27 +135,11 @@ class Importer:
 
     # ------------------------------------------------------------ writer queue
 
-    def _wait(self, put) -> None:
-        while not put():
-            if not self.rec.active:
-                raise OSError("the run log stopped taking writes (see the message above)")
-            time.sleep(0.0005)
-
-    def _barrier(self) -> None:
-        """Return once every job queued so far is written: QUEUE + 1 empty jobs accepted after it
-        mean the writer has taken the first of them, so it finished everything before."""
-        for _ in range(QUEUE + 1):
-            self._wait(lambda: self.rec.submit_values(0, [], []))
-
-    def _submit(self, *args, **kwargs) -> None:
-        self._barrier()
-        for _ in range(200):  # the barrier's own empty jobs drain in microseconds
-            time.sleep(0.0005)
-            if self.rec.submit(*args, **kwargs):
-                return
-            if not self.rec.active:
-                break
-        raise OSError("the run log stopped taking writes")
+    def _drain(self) -> None:
+        """Return once the writer has written everything queued (it reads values from views of the
+        checkpoint files, whose pages are given back next)."""
+        if not self.rec.drain():
+            raise LogStopped("the run log stopped taking writes (see the message above)")
 
     # ------------------------------------------------------------- checkpoints
 
@@ -167,7 +156,7 @@ class Importer:
             return False
         try:
             if reader is None:
-                reader = open_reader(p.unit)
+                reader = open_reader(p.unit, mapped=self.mapped)
             specs = reader.specs()
         except ImportFileError as exc:
             self.skip(label, exc)
@@ -182,37 +171,42 @@ class Importer:
             if name in self.shapes and self.shapes[name] != spec.shape:
                 problems.append(f"{name} changed shape {self.shapes[name]} -> {spec.shape} (left out)")
                 continue
+            prev_reader = self.last_seen.get(name)
+            arr = prev = value = None
             try:
-                if self.values:
-                    self._barrier()  # the previous tensor's values are written: at most two tensors in memory
-                stat_arr, value = reader.read(name)
-                if stat_arr.dtype.kind not in "biuf":
-                    raise ImportFileError(f"tensor {name}: dtype {stat_arr.dtype} is not numeric")
-                row = weight_stats(stat_arr)
-                lo, hi, counts = histogram(stat_arr, self.bins)
-                info = self.rec.declare(name, spec.shape, spec.dtype, layer=spec.layer)
-                prev_reader = self.last_seen.get(name)
-                drow = None
+                arr, bf16 = reader.raw(name)
+                if arr.dtype.kind not in "biuf":
+                    raise ImportFileError(f"tensor {name}: dtype {arr.dtype} is not numeric")
+                prev_bf16 = False
                 if prev_reader is not None:
-                    prev = prev_reader.read(name)[0]
-                    if prev.shape != stat_arr.shape:
+                    prev, prev_bf16 = prev_reader.raw(name)
+                    if prev.shape != arr.shape:
                         raise ImportFileError(f"tensor {name}: the previous checkpoint's copy has shape {prev.shape}")
-                    drow = delta_row(stat_arr, prev, self.bins)
-                    del prev
-                if info.sample_index is not None and stat_arr.size:
-                    samples.append(stat_arr.reshape(-1)[info.sample_index].astype(np.float32))
+                info = self.rec.declare(name, spec.shape, spec.dtype, layer=spec.layer)
+                if self.values:  # written from the file's pages while the statistics are taken
+                    value = ("bf16", arr) if bf16 else arr
+                    if not self.rec.submit_values(p.step, [info], [value], epoch=p.epoch):
+                        raise LogStopped("the run log stopped taking writes (see the message above)")
+                row, drow = tensor_stats.rows(arr, bf16, prev, prev_bf16, self.bins)
+                if info.sample_index is not None and arr.size:
+                    samples.append(tensor_stats.samples(arr, bf16, info.sample_index))
                 if self.values:
-                    self._wait(lambda i=info, v=value: self.rec.submit_values(p.step, [i], [v], epoch=p.epoch))
+                    self._drain()  # one tensor (and its previous copy) in memory at a time
             except ImportFileError as exc:
                 problems.append(str(exc))
                 continue
+            except LogStopped:
+                raise
             except Exception as exc:
                 problems.append(f"tensor {name}: {type(exc).__name__}: {exc}")
                 continue
             finally:
-                stat_arr = value = None  # one tensor at a time
+                arr = prev = value = None
+                reader.release(name)
+                if prev_reader is not None:
+                    prev_reader.release(name)
             infos.append(info)
-            wrows.append((row, lo, hi, counts))
+            wrows.append(row)
             drows.append(drow)
             seen.append(name)
             self.shapes.setdefault(name, spec.shape)
@@ -228,8 +222,10 @@ class Importer:
             reader.close()
             return False
         frames = self._scalar_frames(reader.meta.scalars, upto=p.step)
-        self._submit(p.step, infos, self._weights(wrows), epoch=p.epoch, delta=self._delta(drows),
-                     sample=np.concatenate(samples) if samples else None, extra_frames=frames)
+        self._drain()  # room in the queue: a refused snapshot would count as dropped
+        if not self.rec.submit(p.step, infos, self._weights(wrows), epoch=p.epoch, delta=self._delta(drows),
+                               sample=np.concatenate(samples) if samples else None, extra_frames=frames):
+            raise LogStopped("the run log stopped taking writes (see the message above)")
         self.snapshots += 1
         self.last_step = p.step
         for name in seen:
@@ -306,7 +302,7 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
                               ".npz, .json, HF checkpoint-N/ directories, TensorBoard event files)")
     planned = plan(units, report=report)
     imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
-                   meta={**summary(planned), "checkpoints": len(planned)})
+                   meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
     status = "failed"
     try:
         for p in planned:

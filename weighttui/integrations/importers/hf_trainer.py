@@ -73,7 +73,7 @@ def log_scalars(state: dict) -> list:
 class HfCheckpointReader(Reader):
     """All weight files of one checkpoint-N directory, as one checkpoint."""
 
-    def __init__(self, unit: Unit):
+    def __init__(self, unit: Unit, *, mapped: bool = False):
         super().__init__(unit)
         state = read_state(unit.path)
         self.meta.step = int_or_none(state.get("global_step"))
@@ -89,7 +89,7 @@ class HfCheckpointReader(Reader):
         try:
             for path in files:
                 part = open_reader(Unit(path, "safetensors" if path.endswith(".safetensors") else "torch",
-                                        os.path.basename(path)))
+                                        os.path.basename(path)), mapped=mapped)
                 self.parts.append(part)
                 for name in part.specs():
                     self.where.setdefault(name, part)
@@ -106,6 +106,12 @@ class HfCheckpointReader(Reader):
 
     def read(self, name):
         return self.where[name].read(name)
+
+    def raw(self, name):
+        return self.where[name].raw(name)
+
+    def release(self, name):
+        self.where[name].release(name)
 
     def close(self):
         for part in self.parts:

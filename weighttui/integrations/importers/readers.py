@@ -29,13 +29,17 @@ def kind_of(path: str) -> str | None:
     return None
 
 
-def open_reader(unit: Unit) -> Reader:
-    """The reader for unit; ImportFileError (a one-line reason) if it cannot be opened."""
+def open_reader(unit: Unit, *, mapped: bool = False) -> Reader:
+    """The reader for unit; ImportFileError (a one-line reason) if it cannot be opened.
+
+    mapped: memory-map the file where the format allows (safetensors, stored
+    .npz members; see mapped.py), for a file nobody rewrites meanwhile.
+    """
     kind = unit.kind
     if kind == "safetensors":
         from weighttui.integrations.importers.safetensors_file import SafetensorsReader
 
-        return SafetensorsReader(unit)
+        return SafetensorsReader(unit, mapped=mapped)
     if kind == "torch":
         try:
             from weighttui.integrations.importers.torch_state import TorchReader
@@ -53,7 +57,7 @@ def open_reader(unit: Unit) -> Reader:
     if kind == "npz":
         from weighttui.integrations.importers.npz_file import NpzReader
 
-        return NpzReader(unit)
+        return NpzReader(unit, mapped=mapped)
     if kind == "json":
         from weighttui.integrations.importers.json_dump import JsonReader
 
@@ -61,5 +65,5 @@ def open_reader(unit: Unit) -> Reader:
     if kind == "hf_checkpoint":
         from weighttui.integrations.importers.hf_trainer import HfCheckpointReader
 
-        return HfCheckpointReader(unit)
+        return HfCheckpointReader(unit, mapped=mapped)
     raise ImportFileError(f"not a checkpoint format weighttui reads ({kind})")

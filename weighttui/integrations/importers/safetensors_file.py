@@ -1,8 +1,10 @@
 """safetensors files, read by their own index: one tensor at a time, no library needed.
 
 The format is an 8-byte little-endian header length, a JSON header (name ->
-dtype, shape, data_offsets) and the raw tensor bytes. Reading a tensor is one
-`readinto` of its byte range (from the page cache when the file is warm).
+dtype, shape, data_offsets) and the raw tensor bytes. With `mapped` (the
+default of `weighttui import`) the file is memory-mapped and a tensor is a
+read-only view of its byte range (no copy; its pages are given back by
+release()); without (`weighttui watch`), one `readinto` of the byte range.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import struct
 
 import numpy as np
 
+from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers.base import ImportFileError, Reader, Spec, Unit, bf16_pair, int_or_none
 
 _DTYPES = {
@@ -27,9 +30,10 @@ _MAX_HEADER = 100 * 1024 * 1024
 class SafetensorsFile:
     """The index of one .safetensors file and reads of its tensors."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, mapped: bool = False):
         self.path = path
         self._f = open(path, "rb")
+        self._mm = None
         try:
             size = os.fstat(self._f.fileno()).st_size
             head = self._f.read(8)
@@ -63,6 +67,9 @@ class SafetensorsFile:
                     raise ImportFileError(f"truncated: tensor {name} ends at byte {base + end}, "
                                           f"the file has {size}")
                 self.entries[name] = (np_dtype, shape, base + begin, end - begin, dtype)
+            self.size = size
+            if mapped:
+                self._mm = mapping.map_file(self._f)
         except BaseException:
             self._f.close()
             raise
@@ -70,26 +77,45 @@ class SafetensorsFile:
     def specs(self) -> dict[str, Spec]:
         return {name: Spec(shape, dtype) for name, (_d, shape, _o, _n, dtype) in self.entries.items()}
 
-    def read(self, name: str):
+    def raw(self, name: str) -> tuple[np.ndarray, bool]:
         np_dtype, shape, offset, nbytes, dtype = self.entries[name]
+        if self._mm is not None and nbytes:
+            # a file cut short since it was opened would fault on the missing pages: refuse instead
+            if os.fstat(self._f.fileno()).st_size < self.size:
+                raise ImportFileError(f"truncated while being read: tensor {name} is cut off")
+            return mapping.view(self._mm, np_dtype, shape, offset), dtype == "bfloat16"
         arr = np.empty(shape, dtype=np_dtype)
         if nbytes:
             self._f.seek(offset)
             got = self._f.readinto(arr.reshape(-1).view(np.uint8).data)
             if got != nbytes:
                 raise ImportFileError(f"truncated: tensor {name} is cut off")
-        if dtype == "bfloat16":
+        return arr, dtype == "bfloat16"
+
+    def read(self, name: str):
+        arr, bf16 = self.raw(name)
+        if bf16:
             return bf16_pair(arr)
         return arr, arr
 
+    def release(self, name: str) -> None:
+        _d, _s, offset, nbytes, _dt = self.entries[name]
+        mapping.drop(self._mm, offset, nbytes)
+
     def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a view is still referenced somewhere: the map goes with it
+                pass
+            self._mm = None
         self._f.close()
 
 
 class SafetensorsReader(Reader):
-    def __init__(self, unit: Unit):
+    def __init__(self, unit: Unit, *, mapped: bool = False):
         super().__init__(unit)
-        self.file = SafetensorsFile(unit.path)
+        self.file = SafetensorsFile(unit.path, mapped=mapped)
         md = self.file.metadata
         if isinstance(md, dict):
             self.meta.step = int_or_none(md.get("step", md.get("global_step")))
@@ -100,6 +126,12 @@ class SafetensorsReader(Reader):
 
     def read(self, name):
         return self.file.read(name)
+
+    def raw(self, name):
+        return self.file.raw(name)
+
+    def release(self, name):
+        self.file.release(name)
 
     def close(self):
         self.file.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import time
 
 import numpy as np
 
@@ -250,10 +249,9 @@ class EventsImporter:
             payload = scalars_payload(step, None, scalars) if scalars else None
             if payload is not None:
                 frames.append((FrameType.SCALARS, payload))
-            while not self.rec.submit(step, infos, block, extra_frames=frames):
-                if not self.rec.active:
-                    raise OSError("the run log stopped taking writes")
-                time.sleep(0.001)
+            # room in the queue first: a refused snapshot would count (and be reported) as dropped
+            if not self.rec.drain() or not self.rec.submit(step, infos, block, extra_frames=frames):
+                raise OSError("the run log stopped taking writes")
             self.last_step = step
             self.snapshots += 1
             wrote += 1

@@ -3,8 +3,10 @@
 weights_only is torch's restricted unpickler: tensors, dicts, lists, numbers
 and strings load, any other class is refused (so nothing in the file runs).
 The file is memory-mapped (`mmap=True`, torch's zip format) so a tensor's
-bytes are read when that tensor is, not at load. torch is imported only when
-a PyTorch file is met.
+bytes are read when that tensor is, not at load; raw() hands out numpy views
+of the mapped tensors (no copy) and release() gives their pages back (only
+where they lie inside the file's mapping). torch is imported only when a
+PyTorch file is met.
 
 Which dict holds the weights: Lightning's `state_dict`, the common recipe's
 `model_state_dict` / `model` / `state_dict`, else the object itself (a
@@ -18,22 +20,24 @@ import pickle
 
 import numpy as np
 
-from weighttui.integrations.importers.base import ImportFileError, Reader, Spec, Unit, int_or_none
+from weighttui.integrations.importers import mapped as mapping
+from weighttui.integrations.importers.base import ImportFileError, Reader, Spec, Unit, bf16_pair, int_or_none
 
 _WRAPPERS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "weights")
 
 
 def _load(path: str):
+    """(the loaded object, whether its tensors are views of the mapped file)."""
     import torch
 
     try:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
         except RuntimeError as exc:
             if "mmap" not in str(exc) and "zip" not in str(exc).lower():
                 raise
             # legacy (pre-1.6, non-zip) serialization cannot be mapped: load it whole
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
         why = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
@@ -58,7 +62,8 @@ class TorchReader(Reader):
         import torch
 
         self._torch = torch
-        obj = _load(unit.path)
+        obj, was_mapped = _load(unit.path)
+        self._ranges = mapping.file_ranges(unit.path) if was_mapped else []
         tensors: dict = {}
         if isinstance(obj, dict):
             self.meta.epoch = int_or_none(obj.get("epoch")) if "epoch" in obj else None
@@ -77,18 +82,26 @@ class TorchReader(Reader):
     def specs(self):
         return {name: Spec(tuple(t.shape), str(t.dtype).replace("torch.", "")) for name, t in self.tensors.items()}
 
-    def read(self, name):
+    def raw(self, name):
         torch = self._torch
         t = self.tensors[name].detach()
         if t.dtype == torch.bfloat16:
-            bits = t.contiguous().view(torch.int16).numpy().view(np.uint16).copy()
-            from weighttui.integrations.importers.base import bf16_pair
-
-            return bf16_pair(bits)
+            return t.contiguous().view(torch.int16).numpy().view(np.uint16), True
         if t.dtype in (torch.complex64, torch.complex128) or t.is_floating_point() and t.element_size() == 1:
             raise ImportFileError(f"tensor {name}: dtype {t.dtype} is not supported")
-        arr = t.contiguous().numpy().copy()  # a copy: the mapped pages are not kept referenced
+        return t.contiguous().numpy(), False  # a view of the mapped file when the tensor is contiguous
+
+    def read(self, name):
+        arr, bf16 = self.raw(name)
+        if bf16:
+            return bf16_pair(arr)
         return arr, arr
+
+    def release(self, name):
+        t = self.tensors.get(name)
+        if t is not None and self._ranges and t.is_contiguous():
+            mapping.drop_address(t.detach().numpy() if t.dtype != self._torch.bfloat16
+                                 else t.view(self._torch.int16).numpy(), self._ranges)
 
     def close(self):
         self.tensors = {}

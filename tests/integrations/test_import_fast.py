@@ -1,0 +1,247 @@
+"""The fast import path: mapped reads, the fused kernel's exact deltas, values written from the files' pages,
+and the peak-RSS bound (docs/import.md "Memory and speed").
+
+Imported logs are checked against float64 numpy computed here from the
+checkpoints as written, for every reader that maps (safetensors, torch .pt,
+.npz stored and compressed) and for the tensors the kernel hands back (NaN,
+integers, a dtype change between checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import weighttui
+from weighttui.integrations.importers.base import Unit
+from weighttui.integrations.importers.driver import import_source
+from weighttui.integrations.importers.readers import open_reader
+from weighttui.record import kernel
+
+BINS = 64
+
+
+def _models(n=3, seed=1):
+    """Checkpoints with a tensor over the statistics' chunk size, a small one, a float16 one, one with a
+    NaN (the reference path), an int one, and one that changes dtype after the first checkpoint."""
+    rng = np.random.default_rng(seed)
+    w = {"big.weight": rng.standard_normal((700, 300)).astype(np.float32) * 0.05,
+         "small.bias": rng.standard_normal(7).astype(np.float32),
+         "half.weight": rng.standard_normal((33, 17)).astype(np.float16),
+         "nan.weight": rng.standard_normal((20, 20)).astype(np.float32),
+         "count": np.arange(50, dtype=np.int64),
+         "mixed": rng.standard_normal((9, 9)).astype(np.float32)}
+    out = []
+    for i in range(n):
+        w = {k: (v + (1e-3 * rng.standard_normal(v.shape)).astype(v.dtype) if v.dtype.kind == "f" else v + i)
+             for k, v in w.items()}
+        w["big.weight"].reshape(-1)[::97] = 0.0  # some unchanged elements: changed_frac < 1
+        m = dict(w)
+        m["nan.weight"] = w["nan.weight"].copy()
+        m["nan.weight"][3, 4] = np.nan
+        if i:
+            m["mixed"] = w["mixed"].astype(np.float64)
+        out.append(m)
+    return out
+
+
+def _expect_delta(now, prev):
+    a, b = now.astype(np.float64).reshape(-1), prev.astype(np.float64).reshape(-1)
+    fin = np.isfinite(a) & np.isfinite(b)
+    d = (a - b)[fin]
+    bn = np.linalg.norm(b[fin])
+    dn = np.linalg.norm(d)
+    stats = [dn, dn / bn, np.abs(d).max(), np.abs(d).mean(), np.count_nonzero(d) / a.size, 1.0]
+    counts = np.histogram(d, bins=BINS, range=(d.min(), d.max()))[0] if d.min() < d.max() else None
+    return stats, d.min(), d.max(), counts
+
+
+def _expect_weights(x):
+    a = x.astype(np.float64).reshape(-1)
+    f = a[np.isfinite(a)]
+    return ([f.mean(), f.std(), f.min(), f.max(), np.abs(f).mean(), np.linalg.norm(f),
+             np.count_nonzero(a == 0) / a.size, np.isnan(a).sum(), np.isinf(a).sum()],
+            np.histogram(f, bins=BINS, range=(f.min(), f.max()))[0])
+
+
+def _check_log(out, models, steps):
+    run = weighttui.open(out)
+    assert list(run.steps) == steps
+    for i, (step, m) in enumerate(zip(steps, models, strict=True)):
+        got = run.weights(step=step)
+        for k, v in m.items():
+            assert got[k].dtype == v.dtype and np.array_equal(got[k], v, equal_nan=True), (step, k)
+        for k, v in m.items():
+            (wstats, wcounts) = _expect_weights(v)
+            _s, lo, hi, counts = run.histograms(k, "weights", start=step, stop=step + 1)
+            assert np.array_equal(counts[0], wcounts), (step, k)
+            for stat, want in zip(("mean", "std", "min", "max", "absmean", "norm", "zero_frac", "nan", "inf"),
+                                  wstats, strict=True):
+                s, series = run.series(k, stat, kind="weights")
+                assert series[i] == pytest.approx(want, rel=1e-6, abs=1e-12), (step, k, stat)
+            if i == 0:
+                continue
+            stats, dlo, dhi, dcounts = _expect_delta(v, models[i - 1][k])
+            for stat, want in zip(("norm", "ratio", "max_abs", "mean_abs", "changed_frac", "exact"), stats,
+                                  strict=True):
+                s, series = run.series(k, stat, kind="delta")
+                assert series[i] == pytest.approx(want, rel=1e-9, abs=1e-15), (step, k, stat)
+            _s, lo, hi, counts = run.histograms(k, "delta", start=step, stop=step + 1)
+            assert lo[0] == dlo and hi[0] == dhi, (step, k)
+            if dcounts is not None:
+                assert np.array_equal(counts[0], dcounts), (step, k)
+
+
+def _save(fmt, path, m):
+    if fmt == "safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(m, path)
+    elif fmt == "npz":
+        np.savez(path, **m)
+    elif fmt == "npz_compressed":
+        np.savez_compressed(path, **m)
+    else:
+        torch = pytest.importorskip("torch")
+        torch.save({k: torch.from_numpy(v) for k, v in m.items()}, path)
+
+
+SUFFIX = {"safetensors": "safetensors", "npz": "npz", "npz_compressed": "npz", "pt": "pt"}
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "npz", "npz_compressed"])
+def test_exact_deltas_against_float64_numpy(tmp_path, fmt, capsys, monkeypatch):
+    models = _models()
+    for i, m in enumerate(models):
+        _save(fmt, str(tmp_path / f"step_{(i + 1) * 10}.{SUFFIX[fmt]}"), m)
+    out = str(tmp_path / "run.wtui")
+    calls = []
+    real = kernel.run
+    monkeypatch.setattr(kernel, "run", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    import_source(str(tmp_path), out)
+    _check_log(out, models, [10, 20, 30])
+    err = capsys.readouterr().err
+    assert "dropped" not in err  # the writer is drained, never refused
+    if kernel.available():  # the float tensors went through the kernel (the others through the reference)
+        assert len(calls) >= 3 * 3 and {kernel.F32, kernel.F16} <= {c[0] for c in calls}
+
+
+def test_bfloat16_safetensors_deltas(tmp_path):
+    """bfloat16 goes to the kernel as its raw bits; the log keeps the bits and the deltas are exact."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(3)
+    from safetensors.numpy import save_file
+
+    base = rng.standard_normal((400, 500)).astype(np.float32)
+    models = []
+    for i in range(3):
+        bf = (base + 0.01 * i * rng.standard_normal(base.shape).astype(np.float32)).astype(ml_dtypes.bfloat16)
+        models.append(bf)
+        save_file({"w": bf}, str(tmp_path / f"step_{i}.safetensors"))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    run = weighttui.open(out)
+    for i, bf in enumerate(models):
+        assert np.array_equal(run.weights(step=i)["w"], bf.astype(np.float32))
+    _s, norm = run.series("w", "norm", kind="delta")
+    for i in (1, 2):
+        want = np.linalg.norm(models[i].astype(np.float64) - models[i - 1].astype(np.float64))
+        assert norm[i] == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npz"])
+def test_mapped_and_read_tensors_are_the_same(tmp_path, fmt):
+    """`weighttui watch` reads (no map), `weighttui import` maps: both hand out the same tensors."""
+    m = _models(1)[0]
+    path = str(tmp_path / f"a.{SUFFIX[fmt]}")
+    _save(fmt, path, m)
+    unit = Unit(path, fmt, os.path.basename(path))
+    mapped, read = open_reader(unit, mapped=True), open_reader(unit)
+    try:
+        for k, v in m.items():
+            a, a_bf = mapped.raw(k)
+            b, b_bf = read.raw(k)
+            assert a_bf == b_bf is False
+            assert np.array_equal(a, v, equal_nan=True) and np.array_equal(b, v, equal_nan=True)
+            assert a.flags.aligned  # the kernel reads aligned items (.npz members are copied when not)
+            mapped.release(k)
+            assert np.array_equal(a, v, equal_nan=True)  # given-back pages are read again from the file
+    finally:
+        mapped.close()
+        read.close()
+
+
+def test_a_file_cut_short_after_mapping_is_refused_not_faulted(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from weighttui.integrations.importers.base import ImportFileError
+
+    m = _models(1)[0]
+    path = str(tmp_path / "a.safetensors")
+    save_file(m, path)
+    reader = open_reader(Unit(path, "safetensors", "a.safetensors"), mapped=True)
+    try:
+        os.truncate(path, 100)
+        with pytest.raises(ImportFileError, match="truncated while being read"):
+            reader.raw("big.weight")
+    finally:
+        reader.close()
+
+
+# ------------------------------------------------------------------ peak RSS
+
+CHILD = """
+import json, resource, sys
+from weighttui.integrations.importers import driver, safetensors_file, npz_file, tensor_stats
+from weighttui.record import kernel, recorder
+if sys.argv[3] == "pt":
+    import torch
+    from weighttui.integrations.importers import torch_state
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+driver.import_source(sys.argv[1], sys.argv[2], values=sys.argv[4] == "values")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base": base * 1024, "peak": peak * 1024}))
+"""
+# The child is started by a small launcher: Linux carries a process's RSS high-water mark over exec, so a
+# child of pytest itself would start from pytest's (hundreds of MB with torch and TensorFlow loaded).
+LAUNCH = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+LARGEST = 16 * 1024 * 1024  # float32 elements: 64 MiB
+FIXED = 40 * 1024 * 1024  # what the bound allows on top of two tensors (docs/import.md)
+
+
+@pytest.mark.parametrize("fmt,values", [("safetensors", "values"), ("safetensors", "no-values"),
+                                        ("npz", "values"), ("pt", "values")])
+def test_peak_rss_is_two_tensors_plus_a_fixed_amount(tmp_path, fmt, values):
+    if fmt == "pt":
+        pytest.importorskip("torch")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("ru_maxrss in KiB and /proc semantics are Linux's")
+    rng = np.random.default_rng(0)
+    src = tmp_path / "ck"
+    src.mkdir()
+    m = {"emb": rng.standard_normal(LARGEST, dtype=np.float32).reshape(4096, -1)}
+    for i in range(4):
+        m[f"block{i}"] = rng.standard_normal((1024, 2048), dtype=np.float32)
+    for step in range(3):
+        for v in m.values():
+            v += np.float32(1e-3)
+        _save(fmt, str(src / f"step_{step}.{SUFFIX[fmt]}"), m)
+    del m
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run([sys.executable, "-c", LAUNCH, sys.executable, "-c", CHILD, str(src),
+                           str(tmp_path / "run.wtui"), fmt, values], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    largest = LARGEST * 4
+    grew = got["peak"] - got["base"]
+    assert grew < 2 * largest + FIXED, f"peak RSS grew {grew / 2**20:.0f} MiB over two tensors of {largest / 2**20:.0f}"
+    if values == "values":
+        run = weighttui.open(str(tmp_path / "run.wtui"))
+        assert run.n == 3 and len(run.weights(step=2)) == 5

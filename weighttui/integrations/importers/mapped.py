@@ -1,0 +1,105 @@
+"""Tensors as read-only views of memory-mapped checkpoint files, and giving their pages back.
+
+A mapped tensor costs no copy: the statistics kernel and the log writer read
+the page cache directly. Pages a process has touched count in its RSS for as
+long as they stay mapped, so the import gives a tensor's pages back
+(madvise(MADV_DONTNEED): they stay in the page cache, a later read maps them
+again) once its statistics and values are done; that keeps the peak at about
+two tensors (the current one and its previous copy), whatever the file size.
+
+A file that shrinks while mapped would fault (SIGBUS) on the pages past its
+new end, so a reader checks the file's size before it hands out a view, and
+`weighttui watch` (files that a trainer may still rewrite) reads into memory
+instead of mapping.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+
+import numpy as np
+
+PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_libc_madvise = None
+
+
+def map_file(f) -> mmap.mmap | None:
+    """A read-only map of an open file (None where it cannot be mapped: empty, or not a regular file)."""
+    try:
+        if os.fstat(f.fileno()).st_size == 0:
+            return None
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
+def view(mm: mmap.mmap, dtype, shape: tuple[int, ...], offset: int) -> np.ndarray:
+    """A read-only array over mm[offset:]; where the offset is not aligned for dtype (.npz members), an
+    aligned copy instead (the kernel reads aligned items), whose source pages are given back at once."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    arr = np.frombuffer(mm, dtype=dtype, count=count, offset=offset).reshape(shape)
+    if arr.flags.aligned:
+        return arr
+    out = np.empty(shape, dtype=dtype)
+    step = max(1, (1 << 22) // max(1, dtype.itemsize))  # 4 MiB at a time, each given back once copied
+    flat_in, flat_out = arr.reshape(-1), out.reshape(-1)
+    for start in range(0, count, step):
+        flat_out[start:start + step] = flat_in[start:start + step]
+        drop(mm, offset + start * dtype.itemsize, min(step, count - start) * dtype.itemsize)
+    return out
+
+
+def drop(mm: mmap.mmap | None, offset: int, nbytes: int) -> None:
+    """Unmap the pages of mm[offset:offset + nbytes] from this process (not from the page cache)."""
+    if mm is None or _MADV_DONTNEED is None or nbytes <= 0:
+        return
+    start = offset - offset % PAGE
+    end = min(len(mm), offset + nbytes)
+    try:
+        mm.madvise(_MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError):
+        pass
+
+
+def file_ranges(path: str) -> list[tuple[int, int]]:
+    """Address ranges where this process maps the file at path (Linux /proc/self/maps; [] elsewhere)."""
+    try:
+        st = os.stat(path)
+        out = []
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                parts = line.split(None, 5)
+                if len(parts) < 5 or parts[4] != str(st.st_ino):
+                    continue
+                major, minor = (int(x, 16) for x in parts[3].split(":"))
+                if os.makedev(major, minor) != st.st_dev:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                out.append((lo, hi))
+        return out
+    except (OSError, ValueError):
+        return []
+
+
+def drop_address(arr: np.ndarray, ranges: list[tuple[int, int]]) -> None:
+    """drop() for an array that a library mapped (torch.load(mmap=True)): only where its memory lies inside
+    one of `ranges` (file_ranges of that file), so that anonymous memory is never touched."""
+    global _libc_madvise
+    if _MADV_DONTNEED is None or not sys.platform.startswith("linux") or arr.nbytes == 0:
+        return
+    addr = arr.__array_interface__["data"][0]
+    start, end = addr - addr % PAGE, addr + arr.nbytes
+    if not any(lo <= start and end <= hi for lo, hi in ranges):
+        return
+    if _libc_madvise is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _libc_madvise = libc.madvise
+        _libc_madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        _libc_madvise.restype = ctypes.c_int
+    _libc_madvise(start, end - start, _MADV_DONTNEED)
