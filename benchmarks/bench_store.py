@@ -2,6 +2,7 @@
 
     python benchmarks/make_big_log.py /tmp/big.wtui --size-mb 1024 --tensors 200 --bins 64
     python benchmarks/bench_store.py /tmp/big.wtui [--before /path/to/old/checkout] [--live-seconds 10]
+    (quick: --skip parquet --skip live)
 
 Every measurement runs in a fresh child process; its wall time is taken inside
 (after imports) and its peak RSS from outside (os.wait4's rusage of the child).
@@ -10,8 +11,9 @@ Side by side, in one run:
 - store: `weighttui.open(path)` building the index (none before), then reopening
   it, and `open(cache=False)` (no index, nothing written); each followed by one
   series() and one histograms() of a tensor over the whole run.
-- before: the same calls against an older checkout (--before), the dense
-  in-memory reader the store replaced.
+- before: the same calls against an older checkout (--before): the dense
+  in-memory reader the store replaced, or an earlier store (first open,
+  reopen, info --json twice), each on its own index (removed in between).
 - info: `weighttui info --json` first (no index) and again.
 - parquet: the same segments (tensor-sorted entries, one row group per
   segment) written as Parquet with pyarrow (zstd), then a series and a
@@ -245,8 +247,16 @@ def main(argv=None) -> int:
     try:
         shutil.rmtree(index_dir(path), ignore_errors=True)
         if args.before and "before" not in args.skip:
-            rows["before: open + series + hist"] = measured([py, "-c", OPEN, path, "before"],
-                                                            env_for(args.before, cache_home))
+            benv = env_for(args.before, cache_home)
+            rows["before: open + series + hist"] = measured([py, "-c", OPEN, path, "before"], benv)
+            rows["before: reopen"] = measured([py, "-c", OPEN, path, "before"], benv)
+            if "info" not in args.skip:
+                shutil.rmtree(index_dir(path), ignore_errors=True)
+                rows["before: info --json (no index)"] = measured([py, "-m", "weighttui.cli", "info", "--json", path],
+                                                                  benv)
+                rows["before: info --json (again)"] = measured([py, "-m", "weighttui.cli", "info", "--json", path],
+                                                               benv)
+            shutil.rmtree(index_dir(path), ignore_errors=True)
         rows["store: cache=False"] = measured([py, "-c", OPEN, path, "nocache"], env)
         rows["store: first open (builds index)"] = measured([py, "-c", OPEN, path, "cache"], env)
         index_bytes = du(index_dir(path))
@@ -290,6 +300,8 @@ def main(argv=None) -> int:
     if "before: open + series + hist" in rows:
         b = rows["before: open + series + hist"]
         again = rows["store: reopen again"]
+        print(f"before/after CPU: first open {b['cpu_s']:.2f} / {first['cpu_s']:.2f} s, reopen "
+              f"{rows['before: reopen']['cpu_s']:.2f} / {again['cpu_s']:.2f} s")
         print(f"before/after: first open {b['total_s'] / first['total_s']:.1f}x faster, reopen "
               f"{b['total_s'] / again['total_s']:.1f}x, peak RSS "
               f"{b['peak_rss_mb'] / first['peak_rss_mb']:.1f}x / {b['peak_rss_mb'] / again['peak_rss_mb']:.1f}x lower")

@@ -165,6 +165,91 @@ def bench_latency(tmp, rounds=30):
 
 
 
+async def _live(path, writer, index_save_s):
+    """Follow a live log in the real app (headless) while `writer` writes it; per step that reached the
+    header, the time from the snapshot's time stamp (taken by the writer when it submitted the
+    snapshot, so the writer's own queue and encoding count too) to the header showing it. Also the
+    UI thread's longest pauses: saving the index and computing the alerts (both on the UI thread)."""
+    import weighttui.tui.app as appmod
+    from weighttui.data.run import RunData
+    from weighttui.tui.widgets.header import RunHeader
+
+    appmod.INDEX_SAVE_S = index_save_s  # extend the log's index on disk this often while following
+    from weighttui.data.store.builder import RunState
+
+    spent: dict[str, list[float]] = {"ingest": [], "seal": [], "save_index": [], "alerts": [], "draw": [],
+                                     "stall": []}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name].append(time.perf_counter() - t)
+        return wrapper
+
+    app = appmod.WeightApp(path, mode="watch", alerts=True)
+    save_index, seal = RunData.save_index, RunState.seal
+    RunData.save_index = timed("save_index", save_index)  # type: ignore[method-assign]
+    RunState.seal = timed("seal", seal)  # type: ignore[method-assign]
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            while not (app.data.n and app.screen.query(RunHeader)):
+                await pilot.pause(0.005)
+            app._update_alerts = timed("alerts", app._update_alerts)
+            app._ingest = timed("ingest", app._ingest)
+            app.pump._redraw = timed("draw", app.pump._redraw)
+            lat, shown = [], None
+            c0, t0 = time.process_time(), time.perf_counter()
+            last = time.perf_counter()
+            while writer.poll() is None or (app.data.end is None and time.perf_counter() - t0 < 60):
+                now = time.perf_counter()
+                spent["stall"].append(now - last - 0.005)  # the UI thread's pause beyond the 5 ms asked for
+                last = now
+                data = app.data
+                line = app.screen.query_one(RunHeader).content.plain.splitlines()[-1]
+                if line.startswith("step "):
+                    step = int(line.split()[1])
+                    if step != shown and data.n:
+                        shown = step
+                        row = int(np.searchsorted(data.steps, step, side="right")) - 1
+                        if row >= 0 and int(data.steps[row]) == step:
+                            lat.append(time.time() - float(data.times[row]))
+                await pilot.pause(0.005)
+            cpu = (time.process_time() - c0) / (time.perf_counter() - t0)
+            return lat, cpu, app.data.snapshot_count, app.data.index_path, spent
+    finally:
+        RunData.save_index = save_index  # type: ignore[method-assign]
+        RunState.seal = seal  # type: ignore[method-assign]
+
+
+def bench_live(tmp, seconds=15.0, rate=20.0, tensors=500, index_save_s=1.0):
+    """Append-to-screen while a run is live: `tensors` tensors at `rate` snapshots a second, the index
+    extended as the log grows (segments sealed into it; the app writes it every `index_save_s`)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_scale import WRITER  # the live writer: precomputed blocks at a fixed rate
+
+    path = os.path.join(tmp, "live.wtui")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, path, str(seconds), str(rate), str(tensors), "10000"],
+                              stdout=subprocess.PIPE, text=True)
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    lat, cpu, seen, index, spent = asyncio.run(_live(path, writer, index_save_s))
+    out = writer.stdout.read().split()
+    ms = np.array(lat) * 1000
+    index_mb = (sum(os.path.getsize(os.path.join(index, f)) for f in os.listdir(index)) / 2**20
+                if index and os.path.isdir(index) else 0.0)
+    print(f"live append-to-screen, {tensors} tensors at {rate:g} snapshots/s for {seconds:g} s "
+          f"({os.path.getsize(path) / 2**20:.0f} MiB, {seen} snapshots read of {out[1] if len(out) > 1 else '?'} "
+          f"written; index {index_mb:.0f} MiB, written every {index_save_s:g} s while following): "
+          f"{len(ms)} steps reached the header; snapshot time stamp to header median {np.median(ms):.0f} ms, "
+          f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms (target < 250 ms); viewer CPU "
+          f"{cpu * 100:.0f}% of one core (headless, the header polled every 5 ms); on the UI thread: "
+          + "; ".join(f"{name} x{len(v)} median {np.median(v) * 1000:.1f} max {max(v) * 1000:.0f} ms"
+                      for name, v in spent.items() if v), flush=True)
+
+
 def bench_2000(tmp, tensors=2000, n=200, pages=40, lines=60):
     """Scrolling a big table: key-to-idle time and CPU per page down / line down, and one data refresh.
 
@@ -336,9 +421,16 @@ Bare().run()
 """
 
 
-def bench_tmux(tmp, runs=5):
-    """`weighttui watch` in tmux: process start to the first screen with the table, and to the latest step;
-    side by side with the floor: a bare Textual app that paints one line (runs interleaved, same terminal)."""
+def bench_tmux(tmp, runs=5, caches=("env", "cached")):
+    """`weighttui watch` in tmux against the floor, a bare Textual app that paints one line (runs
+    interleaved, same terminal): process start to the first paint (the header), to the table with a
+    step, and to the latest step; and the bare app importing numpy first.
+
+    caches: "env" runs as this environment is (PYTHONDONTWRITEBYTECODE=1 here, and weighttui's tree
+    has no __pycache__, so its modules are compiled at every start); "cached" runs with bytecode
+    cached (PYTHONPYCACHEPREFIX in a temporary directory, warmed by one run of each program first),
+    as an installed package is.
+    """
     import re
 
     path = os.path.join(tmp, "tmux.wtui")
@@ -346,52 +438,72 @@ def bench_tmux(tmp, runs=5):
     bare = os.path.join(tmp, "bare_app.py")
     with open(bare, "w") as fh:
         fh.write(BARE_APP)
+    bare_np = os.path.join(tmp, "bare_numpy_app.py")
+    with open(bare_np, "w") as fh:
+        fh.write("import numpy\n" + BARE_APP)  # the reader needs numpy: what that alone adds to the floor
     sock = f"wt-bench-{os.getpid()}"
+    title = f"weighttui · {os.path.basename(path)}"
 
-    def until(command, first_seen, done):
+    def until(command, env, marks):
+        """Seconds from starting `command` in a fresh tmux until each of `marks` (screen -> bool) held."""
         t0 = time.perf_counter()
-        subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "120", "-y", "40", command], check=True)
-        seen = None
+        subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "120", "-y", "40", *env, command],
+                       check=True)
+        seen = [None] * len(marks)
         while True:
             screen = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p"], capture_output=True,
                                     text=True).stdout
             now = time.perf_counter() - t0
-            if seen is None and first_seen(screen):
-                seen = now
-            if seen is not None and done(screen):
+            for i, mark in enumerate(marks):
+                if seen[i] is None and mark(screen):
+                    seen[i] = now
+            if all(t is not None for t in seen):
                 break
             if now > 60:
                 raise RuntimeError(f"{command} did not paint within 60 s:\n" + screen)
             time.sleep(0.01)  # each capture is a tmux process: polling harder loads the machine
         subprocess.run(["tmux", "-L", sock, "kill-server"])
         time.sleep(0.3)
-        return seen, now
+        return seen
 
-    bare_np = os.path.join(tmp, "bare_numpy_app.py")
-    with open(bare_np, "w") as fh:
-        fh.write("import numpy\n" + BARE_APP)  # the reader needs numpy: what that alone adds to the floor
-    first, latest, floor, floor_np = [], [], [], []
-    for _ in range(runs):
-        floor.append(until(f"{sys.executable} {bare}", lambda s: "bare textual app ready" in s, lambda s: True)[0])
-        floor_np.append(until(f"{sys.executable} {bare_np}", lambda s: "bare textual app ready" in s,
-                              lambda s: True)[0])
-        seen, now = until(f"{sys.executable} -m weighttui.cli watch {path}",
-                          lambda s: bool(re.search(r"step\s+\d+", s)) and "q_proj" in s,
-                          lambda s: "step 499" in s and "q_proj" in s)
-        first.append(seen)
-        latest.append(now)
     med = statistics.median
-    print(f"tmux, {runs} runs interleaved, process start (imports included) to the first paint: "
-          f"a bare Textual app painting one line median {med(floor) * 1000:.0f} ms "
-          f"({' / '.join(f'{t * 1000:.0f}' for t in floor)}); `weighttui watch` on a 50-tensor x 500-snapshot "
-          f"log (12 MB), first screen with the table median {med(first) * 1000:.0f} ms "
-          f"({' / '.join(f'{t * 1000:.0f}' for t in first)}), ratio {med(first) / med(floor):.2f}x the floor "
-          f"(target <= 1.3x); latest step on screen median {med(latest) * 1000:.0f} ms; the bare app importing "
-          f"numpy first: median {med(floor_np) * 1000:.0f} ms ({med(floor_np) / med(floor):.2f}x the floor)")
+    ms = lambda xs: " / ".join(f"{t * 1000:.0f}" for t in xs)
+    watch = f"{sys.executable} -m weighttui.cli watch {path}"
+    for cache in caches:
+        # tmux's new-session -e sets the command's environment (the server keeps the one it started with)
+        if cache == "env":
+            env: list[str] = []
+        else:
+            prefix = os.path.join(tmp, "pycache")
+            env = ["-e", "PYTHONDONTWRITEBYTECODE=", "-e", f"PYTHONPYCACHEPREFIX={prefix}"]
+            for command in (bare, bare_np):  # warm the cache
+                until(f"{sys.executable} {command}", env, [lambda s: "bare textual app ready" in s])
+            until(watch, env, [lambda s: "step 499" in s])
+        floor, floor_np, paint, table, latest = [], [], [], [], []
+        for _ in range(runs):
+            floor += until(f"{sys.executable} {bare}", env, [lambda s: "bare textual app ready" in s])
+            floor_np += until(f"{sys.executable} {bare_np}", env, [lambda s: "bare textual app ready" in s])
+            a, b, c = until(watch, env, [lambda s: title in s,
+                                         lambda s: bool(re.search(r"step\s+\d+", s)) and "q_proj" in s,
+                                         lambda s: "step 499" in s and "q_proj" in s])
+            paint.append(a)
+            table.append(b)
+            latest.append(c)
+        bytecode = os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONDONTWRITEBYTECODE=1, " or ""
+        what = (f"as this environment is ({bytecode}weighttui compiled at each start unless its tree has "
+                f"__pycache__)" if cache == "env" else "bytecode cached (PYTHONPYCACHEPREFIX, warmed)")
+        print(f"tmux, {what}, {runs} runs interleaved, process start (imports included): a bare Textual app "
+              f"painting one line (the floor) median {med(floor) * 1000:.0f} ms ({ms(floor)}); "
+              f"`weighttui watch` on a 50-tensor x 500-snapshot log (12 MB): first paint (the header) median "
+              f"{med(paint) * 1000:.0f} ms ({ms(paint)}), ratio {med(paint) / med(floor):.2f}x the floor "
+              f"(target <= 1.3x); the table with a step median {med(table) * 1000:.0f} ms ({ms(table)}, "
+              f"{med(table) / med(floor):.2f}x); latest step median {med(latest) * 1000:.0f} ms; the bare app "
+              f"importing numpy first: median {med(floor_np) * 1000:.0f} ms "
+              f"({med(floor_np) / med(floor):.2f}x the floor)", flush=True)
 
 
-PARTS = ("first", "cold", "latency", "scroll", "idle", "tmux", "big")
-DEFAULT_PARTS = ("first", "cold", "latency", "scroll", "idle")
+PARTS = ("first", "cold", "latency", "live", "scroll", "idle", "tmux", "big")
+DEFAULT_PARTS = ("first", "cold", "latency", "live", "scroll", "idle")
 
 
 def main():
@@ -402,6 +514,7 @@ def main():
     ap.add_argument("--big-mb", type=int, default=0, help="add the big-log part with a log of this size")
     ap.add_argument("--big-log", help="use this existing big log instead of writing one")
     ap.add_argument("--tensors", type=int, default=2000, help="tensors for the scroll part")
+    ap.add_argument("--live-seconds", type=float, default=15.0, help="how long the live part's writer runs")
     args = ap.parse_args()
     parts = [p for p in args.only.split(",") if p]
     if args.tmux:
@@ -420,6 +533,8 @@ def main():
             bench_cold(tmp)
         if "latency" in parts:
             bench_latency(tmp)
+        if "live" in parts:
+            bench_live(tmp, seconds=args.live_seconds)
         if "scroll" in parts:
             bench_2000(tmp, tensors=args.tensors)
         if "idle" in parts:

@@ -6,6 +6,7 @@ from typing_extensions import Buffer
 
 NRAW: int  # raw statistics per row before the histogram counts (12)
 DTYPES: int  # how many dtype codes this build reads (4: float32, float16, bfloat16, float64)
+EXTRAS: int  # 1: snapshot() takes `extras` (the instruments computed in its passes; absent in older builds)
 
 def snapshot(
     xs: Sequence[Buffer],
@@ -16,6 +17,7 @@ def snapshot(
     out_d: Buffer,
     copy: bool,
     threads: int = 1,
+    extras: Sequence[tuple | None] | None = None,
     /,
 ) -> bytes:
     """Raw statistics rows of each x in xs into out_w, and of x - prev into out_d where prevs[i] is not None;
@@ -25,6 +27,8 @@ def snapshot(
     dtypes: one code per tensor (0 float32, 1 float16, 2 bfloat16, 3 float64).
     out_w, out_d: writable float64 buffers of len(xs) * (NRAW + bins).
     threads: how many threads share the tensors (whole tensors each).
+    extras: None or per tensor None or (x0, rows, units, v, vd, idx, states, out): the instruments
+    computed in the same passes (weighttui.record.kernel.Extras documents them and the layout of out).
     Returns one status byte per tensor: bit 0 set = its weights row was not computed,
     bit 1 = its delta row was not (and its prev was not touched).
     """

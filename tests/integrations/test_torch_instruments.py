@@ -228,3 +228,51 @@ def test_default_watch_records_only_the_cheap_instruments(tmp_path):
     assert "sigma_max" not in run.columns("weights") and "cos_prev" not in run.columns("delta")
     assert "exploding_units" in run.columns("weights")
     assert "m_norm" in run.columns("optim")
+
+
+INSTRUMENT_COLUMNS = [("sigma_max", "weights"), ("stable_rank", "weights"), ("dist_init", "weights"),
+                      ("cos_prev", "delta"), ("cos_grad", "delta"), ("sigma_ratio", "delta"),
+                      ("m_norm", "optim"), ("v_norm", "optim"), ("eff_lr", "optim"),
+                      ("exploding_units", "weights"), ("dead_units", "grad")]
+
+
+@pytest.mark.skipif("fused" not in KERNELS or not torch_native.has_extras(), reason="the fused kernel is not built")
+@pytest.mark.parametrize("nan_at", [None, 12])
+def test_instruments_in_the_kernel_passes_equal_torch_ops(tmp_path, monkeypatch, nan_at):
+    """With one vector (block=1), the fused kernel computes the instruments in its passes
+    (kernel.Extras); the numbers equal the torch-ops path's (float32 vs float64 products: 1e-5).
+    A NaN gradient at step 12 makes the weights NaN: the kernel hands those tensors back and
+    torch ops compute their instruments (the same NaN columns, the same nan_origin)."""
+    from weighttui.record import kernel
+
+    seen = []
+    real_run = kernel.run
+
+    def spy(*args, **kw):
+        out = real_run(*args, **kw)
+        extras = args[6] if len(args) > 6 else kw.get("extras")
+        seen.extend(e for e in extras or () if e is not None)
+        return out
+
+    monkeypatch.setattr(kernel, "run", spy)
+    cfg = {"block": 1, "cos_sample": 256}
+    _train(tmp_path / "fused.wtui", cpu_kernel="fused", steps=16, nan_at=nan_at, instruments=cfg)
+    assert any(e.b is not None and e.bd is not None and e.x0 is not None and e.states and e.w_done for e in seen)
+    assert any(e.gathered is not None and e.unit_norms is not None and e.w_done for e in seen)  # gradients too
+    if nan_at:
+        assert any(not e.w_done for e in seen)  # handed back, done with torch ops
+    _train(tmp_path / "torch.wtui", cpu_kernel="torch", steps=16, nan_at=nan_at, instruments=cfg)
+    fused, ops = weighttui.open(tmp_path / "fused.wtui"), weighttui.open(tmp_path / "torch.wtui")
+    compared = 0
+    for name in ops.tensor_names:
+        for stat, kind in INSTRUMENT_COLUMNS:
+            s1, a = fused.series(name, stat, kind=kind)
+            s2, b = ops.series(name, stat, kind=kind)
+            assert s1.tolist() == s2.tolist()
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9, err_msg=f"{name} {stat}")
+            compared += int(np.isfinite(b).sum())
+    assert compared > 600
+    assert [e.message for e in fused.events if e.kind == "nan_origin"] == \
+        [e.message for e in ops.events if e.kind == "nan_origin"]
+    if nan_at:
+        assert np.isnan(fused.series("fc2.weight", "sigma_max")[1][-1])

@@ -114,7 +114,7 @@ async def test_log_density_range_and_zoom(neuron):
         sel = heat.shown_rows
         assert heat.vrange == heatmap.value_range(lo[sel], hi[sel])
         assert (heat.vrange[1] - heat.vrange[0]) < 0.1 * (whole[1] - whole[0])  # late small updates resolved
-        assert "range window · zoom recent" in header(screen)
+        assert "range window · most recent" in header(screen)
 
 
 async def test_timeline_keys_move_the_screen(neuron):

@@ -17,25 +17,47 @@ from weighttui.analysis.diagnose import step_interval
 from weighttui.data.run import RunData
 
 
-def tensor_series(data: RunData, tensor: str, kind: str) -> dict[str, np.ndarray]:
+def tensor_series(data: RunData, tensor: str, kind: str, *, start: int | None = None,
+                  stop: int | None = None) -> dict[str, np.ndarray]:
     """{"steps": [N], stat: [N] ...} of one tensor and kind (weights / delta / grad).
 
     Update (delta) statistics also get "ratio_step": the update ratio divided
     by the steps one delta spans, so runs recorded every 1 and every 10 steps
-    read alike.
+    read alike. Without start/stop: the rows of the row view; with them:
+    every snapshot whose step lies in [start, stop) (RunData's range reads).
     """
     out: dict[str, np.ndarray] = {"steps": np.zeros(0, dtype=np.int64)}
     if not data.has_kind(kind):
         return out
     for stat in data.columns(kind):
-        steps, values = data.series(tensor, stat, kind)
+        steps, values = data.series(tensor, stat, kind, start=start, stop=stop)
         out[stat] = values
         out["steps"] = steps
     if kind == "delta" and "ratio" in out:
-        col = [i for i, t in enumerate(data.tensors) if t.name == tensor][-1]
-        rows = data.present[:, col]
-        out["ratio_step"] = out["ratio"] / step_interval(data)[rows]
+        if start is None and stop is None:
+            col = [i for i, t in enumerate(data.tensors) if t.name == tensor][-1]
+            rows = data.present[:, col]
+            out["ratio_step"] = out["ratio"] / step_interval(data)[rows]
+        else:
+            out["ratio_step"] = out["ratio"] / _range_interval(data, out["steps"], start, stop)
     return out
+
+
+def _range_interval(data: RunData, steps: np.ndarray, start: int | None, stop: int | None) -> np.ndarray:
+    """Steps one delta spans at each of `steps` (snapshots of a range read, every one of them):
+    the gap to the snapshot before it, as step_interval counts it (the run's first borrows the
+    second's gap; at least 1)."""
+    lo, hi = data.rows_for_steps(start, stop)
+    first = max(0, lo - 1)
+    every, _offsets = data.snapshot_rows(first, max(hi, min(first + 2, data.row_count)))
+    gaps = np.ones(every.size)
+    if every.size >= 2:
+        d = np.diff(every).astype(np.float64)
+        gaps[1:] = np.where(d > 0, d, 1.0)
+        if first == 0:
+            gaps[0] = gaps[1]
+    at = np.clip(np.searchsorted(every, steps), 0, max(0, every.size - 1))
+    return gaps[at] if every.size else np.ones(steps.size)
 
 
 def covered(run, kind: str) -> np.ndarray:

@@ -474,6 +474,18 @@ class RunData:
         hi = steps.size if stop is None else int(np.searchsorted(steps, stop, "left"))
         return lo, max(lo, hi)
 
+    def snapshot_rows(self, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, frame offsets) of the run's snapshots [lo, hi) at full resolution (snapshot
+        indices, as rows_for_steps gives them): what the row view leaves out, and where each
+        snapshot's frame lies for what the store does not keep (data/units.py)."""
+        run = self._run
+        if run is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        n = run.rows
+        hi = n if hi is None else min(max(hi, 0), n)
+        lo = min(max(lo, 0), hi)
+        return run.steps.view[lo:hi].copy(), run.offsets.view[lo:hi].copy()
+
     @property
     def tensor_names(self) -> list[str]:
         """Names of the run's tensors, in declaration order, each once."""

@@ -1,9 +1,11 @@
 """Per-unit norms (docs/instruments.md, "Per-unit health"): the snapshots' optional `units` key.
 
 Read on demand from the log (one pass over its frames), for a strip of units
-over time or a list of which units died: `unit_norms(path, "fc1.weight")`.
-The run store does not keep them (they are as many numbers per snapshot as a
-layer has output units).
+over time or a list of which units died: `unit_norms(path, "fc1.weight")`;
+or only the snapshots whose frames are named (`units_at`, with the offsets the
+run store keeps: `RunData.snapshot_rows`), as the detail screen reads the
+columns it draws. The run store does not keep them (they are as many numbers
+per snapshot as a layer has output units).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import numpy as np
 
 from weighttui.log.format import FrameType, decode_array
-from weighttui.log.reader import ScanState, scan_frames
+from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, parse_tensors
 
 
@@ -57,6 +59,36 @@ def unit_norms(path, name: str, kind: str = "weights", *, run: int | None = None
     if not rows or len({r.size for r in rows}) != 1:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     return np.array(steps, dtype=np.int64), np.stack(rows).astype(np.float32)
+
+
+def units_at(path, offsets, name: str, tensors: dict) -> list[tuple[np.ndarray | None, np.ndarray | None] | None]:
+    """Per frame offset (of a snapshot frame): (weights norms, gradient norms) of tensor `name`
+    (float32 [units]; gradient None when the snapshot has none), or None when the snapshot holds
+    no unit norms for it or its frame does not verify. `tensors`: tensor id -> TensorInfo of the
+    run (the ids a snapshot's `units` key names)."""
+    out: list[tuple[np.ndarray | None, np.ndarray | None] | None] = []
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        for off in offsets:
+            got = read_frame_at(fd, int(off))
+            if got is None or got[0] != FrameType.SNAPSHOT or not isinstance(got[1].get("units"), dict):
+                out.append(None)
+                continue
+            p = got[1]
+            try:
+                w = _units_of(p, p["units"], tensors, name, "weights")
+                g = _units_of(p, p["units"], tensors, name, "grad") if p["units"].get("grad") is not None \
+                    else None
+            except (InvalidRecord, ValueError, TypeError, KeyError):
+                out.append(None)  # an invalid record is skipped, as the run store does
+                continue
+            if w is None:
+                out.append(None)
+            else:
+                out.append((w[1], None if g is None else g[1]))
+    finally:
+        os.close(fd)
+    return out
 
 
 def _units_of(p: dict, units: dict, tensors: dict, name: str, kind: str):

@@ -441,9 +441,12 @@ class WatchHandle:
             grads.append(g)
         if not rows and not self.sharded:
             return None
-        if self.instruments:
-            self.instruments.take_grads(entries, rows, grads)
-        return entries, rows, self.router.rows(grads)[0]
+        # the instruments' reads of the gradients go into the kernel's passes where it takes them
+        extras = self.instruments.take_grads(entries, rows, grads, self.router) if self.instruments else None
+        out = self.router.rows(grads, extras=extras)[0]
+        if extras is not None:
+            self.instruments.grads_done()
+        return entries, rows, out
 
     def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
         self._copied = set()
@@ -468,8 +471,11 @@ class WatchHandle:
                 prevs[i] = self._prev[entries[i].name]
         ins = self.instruments if self.writer else None
         # before the fused kernel copies x into prev as it computes the delta (see _after)
-        pend = ins.start(entries, xs, prevs, self.optimizer) if ins else None
-        w, d, copied = self.router.rows(xs, prevs)
+        pend = ins.start(entries, xs, prevs, self.optimizer, self.router) if ins else None
+        extras = [pend.extras.get(i) for i in range(t_count)] if pend is not None and pend.extras else None
+        w, d, copied = self.router.rows(xs, prevs, extras=extras)
+        if pend is not None and ins is not None:
+            ins.after_kernel(pend, entries, xs, prevs)
         self._copied = {entries[i].name for i in copied}
         sample_vec, _count = torch_host.device_samples(entries, xs, sharded=self.sharded)
         if sample_vec is not None and self.sharded:

@@ -7,6 +7,13 @@ weighttui.record.instruments'. Per tensor this keeps: the spectral iteration's
 subspace (n x block float32, and one for the update), the initial values (a
 copy, within `budget_bytes` per device) and the cosines' coordinates, previous
 sampled values and previous sampled update (host float64, cos_sample each).
+
+Tensors whose statistics the fused CPU kernel computes (RowRouter.takes) get the
+instruments that read every element computed in the kernel's own two passes
+(kernel.Extras: distance from the initial copy, per-unit norms, optimizer state
+norms, one power-iteration step of W and of the update, the sampled
+coordinates), so that memory is read once; torch ops do the rest and every
+tensor the kernel hands back (NaN/Inf).
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import math
 import numpy as np
 import torch
 
+from weighttui.integrations import torch_native
 from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUMENTS
 from weighttui.record import instruments as ref
+from weighttui.record import kernel
 from weighttui.record.stats import Block
 
 
@@ -56,6 +65,14 @@ class _Pending:
         self.units: dict[int, int] = {}  # row -> part index of the per-unit weight norms
         self.gunits: dict[int, int] = {}  # row -> part index of the per-unit gradient norms
         self.alpha: dict[int, int] = {}  # row -> part index of the singular values (alpha's fit)
+        self.extras: dict[int, kernel.Extras] = {}  # row -> what the fused kernel computes in its passes
+        self.g_host: dict[int, np.ndarray] = {}  # row -> sampled gradient already on the host (kernel)
+        self.gunits_host: dict[int, np.ndarray] = {}  # row -> per-unit gradient norms on the host (kernel)
+        # row -> (has m, has v, lr, step, beta2, eps, n): optimizer state norms from the kernel's extras
+        self.optim_fused: dict[int, tuple] = {}
+        self.optimizer = None
+        self.grad_samples: dict = {}  # name -> sampled gradient (device tensor or host array)
+        self.grad_units: dict = {}  # name -> per-unit gradient norms (device tensor or host array)
         self.t = t
 
     def add(self, x: torch.Tensor) -> int:
@@ -85,12 +102,14 @@ class TorchInstruments:
         self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
         self.alpha_col = np.zeros((0, 1))
         self._scratch: dict[tuple, torch.Tensor] = {}
+        self._hidx: dict[tuple[str, int], np.ndarray] = {}  # host coordinates of the kernel's gather
+        self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
 
     def clear(self) -> None:
-        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch):
+        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx):
             d.clear()
 
     # ------------------------------------------------------------ helpers
@@ -118,82 +137,234 @@ class TorchInstruments:
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
         if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
-            # warm-up: a block of vectors, then the top p Ritz vectors go on (as ref.Spectral)
-            gen = ref.start_block(name, n, max(p, min(ref.WARMUP_BLOCK, m, n)))
-            v, gram = _spectral_step(w2, torch.as_tensor(gen, dtype=torch.float32, device=w2.device),
-                                     max(1, self.warmup))
-            if v.shape[1] > p:
-                if p == 1:
-                    _w, y = torch.linalg.eigh((gram + gram.T) / 2)
-                    v = v @ y[:, -1:]
-                else:
-                    v = v[:, :p]
-        return _spectral_step(w2, v, 1)
+            v = self._warm(name, w2, p)
+        return _spectral_step(w2, v.to(torch.float32), 1)
+
+    def _warm(self, name: str, w2: torch.Tensor, p: int) -> torch.Tensor:
+        """The first subspace of a tensor (n x p float32): a block of vectors iterated `warmup` times
+        from a Gaussian block drawn from its name, then the top p Ritz vectors (as ref.Spectral)."""
+        m, n = w2.shape
+        if w2.dtype != torch.float32:
+            w2 = w2.to(torch.float32)
+        gen = ref.start_block(name, n, max(p, min(ref.WARMUP_BLOCK, m, n)))
+        v, gram = _spectral_step(w2, torch.as_tensor(gen, dtype=torch.float32, device=w2.device),
+                                 max(1, self.warmup))
+        if v.shape[1] > p:
+            if p == 1:
+                _w, y = torch.linalg.eigh((gram + gram.T) / 2)
+                v = v @ y[:, -1:]
+            else:
+                v = v[:, :p]
+        return v
+
+    def _fused_vector(self, store: dict, name: str, w2: torch.Tensor) -> np.ndarray:
+        """The kernel's iteration vector of w2 (float64 [n]): the one kept, else a warm-up's."""
+        n = w2.shape[1]
+        v = store.get(name)
+        if v is None or tuple(v.shape) != (n, 1) or v.device != w2.device:
+            v = self._warm(name, w2, 1)
+        return v.reshape(-1).to(torch.float64).contiguous().numpy()
+
+    def _host_idx(self, name: str, size: int) -> np.ndarray:
+        """The cosines' coordinates of a tensor as the kernel gathers them (every element when small)."""
+        key = (name, size)
+        idx = self._hidx.get(key)
+        if idx is None:
+            idx = ref.sample_index(name, size, self.cos_sample)
+            idx = self._hidx[key] = np.arange(size, dtype=np.int64) if idx is None else idx
+        return idx
 
     # ------------------------------------------------------------ per snapshot
 
-    def take_grads(self, entries, rows, grads) -> None:
-        """Sampled gradients (at the cosines' coordinates) for the next snapshot."""
-        self._grads, self._gunits = {}, {}
+    def take_grads(self, entries, rows, grads, router=None) -> list | None:
+        """Sampled gradients (at the cosines' coordinates) and per-unit gradient norms for the
+        next snapshot. With the router whose kernel computes the gradients' rows: returns the
+        kernel.Extras to give router.rows(grads, extras=...) (None: none), then call grads_done()."""
+        self._grads, self._gunits, self._gpending = {}, {}, []
+        fuse = router is not None and torch_native.has_extras()
+        extras: list | None = [None] * len(grads) if fuse else None
         with torch.no_grad():
-            for i, g in zip(rows, grads, strict=True):
+            for k, (i, g) in enumerate(zip(rows, grads, strict=True)):
                 if not (g.is_floating_point() and g.numel() == entries[i].tensor.numel()):
                     continue
                 name = entries[i].name
-                if "cos" in self.chosen:
-                    self._grads[name] = self._coords(name, g).to(torch.float64)
                 mn = ref.matrix_shape(tuple(g.shape))
-                if "units" in self.chosen and mn is not None:
-                    # float32 norms of 16/32-bit rows; float64 ones cannot be narrowed by vector_norm
-                    self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=_norm_dtype(g))
+                cos, units = "cos" in self.chosen, "units" in self.chosen and mn is not None
+                if not (cos or units):
+                    continue
+                if extras is not None and router.takes(g):
+                    ex = kernel.Extras(rows=mn[0] if units and mn else 0, units=units,
+                                       idx=self._host_idx(name, g.numel()) if cos else None)
+                    extras[k] = ex
+                    self._gpending.append((name, g, ex, cos, units))
+                else:
+                    self._grads_torch(name, g, cos, units)
+        return extras if extras is not None and self._gpending else None
+
+    def _grads_torch(self, name: str, g: torch.Tensor, cos: bool, units: bool) -> None:
+        if cos:
+            self._grads[name] = self._coords(name, g).to(torch.float64)
+        mn = ref.matrix_shape(tuple(g.shape))
+        if units and mn is not None:
+            # float32 norms of 16/32-bit rows; float64 ones cannot be narrowed by vector_norm
+            self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=_norm_dtype(g))
 
     @torch.no_grad()
-    def start(self, entries, xs, prevs, optimizer=None) -> _Pending:
+    def grads_done(self) -> None:
+        """After the kernel ran on the gradients: its results, torch ops for those it handed back."""
+        for name, g, ex, cos, units in self._gpending:
+            if ex.w_done:
+                if cos:
+                    self._grads[name] = ex.gathered
+                if units:
+                    self._gunits[name] = ex.unit_norms
+            else:
+                self._grads_torch(name, g, cos, units)
+        self._gpending = []
+
+    @torch.no_grad()
+    def start(self, entries, xs, prevs, optimizer=None, router=None) -> _Pending:
         """Start every instrument on the device; prevs[i]: the exact previous values or None.
 
-        Call before the fused kernel moves x into its previous copy."""
+        Call before the fused kernel moves x into its previous copy. With the router
+        whose kernel computes the rows, the tensors it takes get their instruments in
+        its passes: give pend.extras to router.rows() and call after_kernel() then."""
         pend = _Pending(len(entries))
-        grads, self._grads = self._grads, {}
-        gunits, self._gunits = self._gunits, {}
+        pend.grad_samples, self._grads = self._grads, {}
+        pend.grad_units, self._gunits = self._gunits, {}
+        fuse = router is not None and torch_native.has_extras()
         for i, (e, x) in enumerate(zip(entries, xs, strict=True)):
             if not x.is_floating_point() or x.numel() == 0:
                 continue
+            prev = prevs[i] if prevs is not None else None
+            if prev is not None and prev.shape != x.shape:
+                prev = None
             mn = ref.matrix_shape(tuple(x.shape))
-            if "sigma" in self.chosen and mn is not None:
-                w2 = x.reshape(mn)
-                pend.v_new[i], gram = self._spectral(self._v, e.name, w2)
-                pend.gram[i] = pend.add(gram)
-                prev = prevs[i] if prevs is not None else None
-                if prev is not None and prev.shape == x.shape:
-                    d2 = torch.sub(x, prev, out=self._buf(x)).reshape(mn)
-                    pend.vd_new[i], gram_d = self._spectral(self._vd, e.name, d2)
-                    pend.gram_d[i] = pend.add(gram_d)
             if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
                 pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
-            if "units" in self.chosen and mn is not None:
-                pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=_norm_dtype(x)))
-                if e.name in gunits:
-                    pend.gunits[i] = pend.add(gunits[e.name])
             if "dist_init" in self.chosen:
-                x0 = self._init.get(e.name)
-                if x0 is None or x0.shape != x.shape or x0.device != x.device:
-                    size = x.numel() * x.element_size()
-                    used = self._init_bytes.get(x.device, 0)
-                    if used + size <= self.budget_bytes:
-                        self._init[e.name] = x.detach().clone()
-                        self._init_bytes[x.device] = used + size
-                        pend.fresh_init.add(i)
-                else:
-                    pend.dist[i] = pend.add(torch.linalg.vector_norm(torch.sub(x, x0, out=self._buf(x))))
-            if "cos" in self.chosen:
-                pend.xs[i] = pend.add(self._coords(e.name, x))
-                g = grads.get(e.name)
-                if g is not None:
-                    pend.gs[i] = len(pend.parts)
-                    pend.parts.append(g)
+                self._take_init(pend, i, e.name, x)
+            if fuse and router.takes(x):
+                pend.extras[i] = self._extras(pend, i, e.name, x, prev, mn, router.takes_pair(x, prev))
+                continue
+            self._sigma_torch(pend, i, e.name, x, prev, mn, weights=True, delta=True)
+            self._rest_torch(pend, i, e.name, x, mn)
         if "optim" in self.chosen and optimizer is not None:
+            pend.optimizer = optimizer
             self._optim_start(pend, entries, optimizer)
+        for i, ex in list(pend.extras.items()):
+            if ex.x0 is None and not ex.rows and ex.idx is None and not ex.states:
+                del pend.extras[i]  # nothing for the kernel to do: no extras (whole-tensor passes)
         return pend
+
+    def _take_init(self, pend: _Pending, i: int, name: str, x: torch.Tensor) -> None:
+        """The initial copy of x for dist_init, the first time (within the budget)."""
+        x0 = self._init.get(name)
+        if x0 is None or x0.shape != x.shape or x0.device != x.device:
+            size = x.numel() * x.element_size()
+            used = self._init_bytes.get(x.device, 0)
+            if used + size <= self.budget_bytes:
+                self._init[name] = x.detach().clone()
+                self._init_bytes[x.device] = used + size
+                pend.fresh_init.add(i)
+
+    def _extras(self, pend: _Pending, i: int, name: str, x: torch.Tensor, prev, mn, pair: bool) -> kernel.Extras:
+        """What the kernel computes for x in its passes; the rest with torch ops now."""
+        ex = kernel.Extras()
+        if "sigma" in self.chosen and mn is not None:
+            p = max(1, min(self.block, *mn))
+            w2 = x.reshape(mn)
+            if p == 1:  # one vector: the kernel's two passes are the iteration's two products
+                ex.rows, ex.v = mn[0], self._fused_vector(self._v, name, w2)
+            else:
+                self._sigma_torch(pend, i, name, x, None, mn, weights=True, delta=False)
+            if prev is not None:
+                if p == 1 and pair:
+                    vd = self._vd.get(name)
+                    if vd is None or tuple(vd.shape) != (mn[1], 1):  # warm-up on the update, once
+                        vd = self._warm(name + "/delta", torch.sub(x, prev, out=self._buf(x)).reshape(mn), 1)
+                    ex.rows, ex.vd = mn[0], vd.reshape(-1).to(torch.float64).contiguous().numpy()
+                else:
+                    self._sigma_torch(pend, i, name, x, prev, mn, weights=False, delta=True)
+        if "units" in self.chosen and mn is not None:
+            ex.rows, ex.units = mn[0], True
+            self._grad_units(pend, i, name)
+        if "dist_init" in self.chosen and i not in pend.fresh_init:
+            x0 = self._init.get(name)
+            if x0 is not None and x0.dtype == x.dtype and x0.shape == x.shape and x0.is_contiguous():
+                ex.x0 = torch_native.flat(x0)
+        if "cos" in self.chosen:
+            ex.idx = self._host_idx(name, x.numel())
+            self._grad_sample(pend, i, name)
+        return ex
+
+    @staticmethod
+    def _grad_sample(pend: _Pending, i: int, name: str) -> None:
+        """Row i's sampled gradient into the snapshot (a device part or a host array), once."""
+        g = pend.grad_samples.get(name)
+        if i in pend.gs or i in pend.g_host or g is None:
+            return
+        if isinstance(g, np.ndarray):
+            pend.g_host[i] = g
+        else:
+            pend.gs[i] = len(pend.parts)
+            pend.parts.append(g)
+
+    @staticmethod
+    def _grad_units(pend: _Pending, i: int, name: str) -> None:
+        """Row i's per-unit gradient norms into the snapshot, once."""
+        g = pend.grad_units.get(name)
+        if i in pend.gunits or i in pend.gunits_host or g is None:
+            return
+        if isinstance(g, np.ndarray):
+            pend.gunits_host[i] = g
+        else:
+            pend.gunits[i] = pend.add(g)
+
+    @torch.no_grad()
+    def after_kernel(self, pend: _Pending, entries, xs, prevs) -> None:
+        """After router.rows(): torch ops for the instruments of the tensors the kernel handed back
+        (their values and previous copies untouched: NaN/Inf, a range too narrow to bin)."""
+        for i, ex in pend.extras.items():
+            e, x = entries[i], xs[i]
+            mn = ref.matrix_shape(tuple(x.shape))
+            prev = prevs[i] if prevs is not None else None
+            if not ex.w_done:
+                if ex.v is not None:
+                    self._sigma_torch(pend, i, e.name, x, None, mn, weights=True, delta=False)
+                self._rest_torch(pend, i, e.name, x, mn, units=ex.units, dist=ex.x0 is not None,
+                                 cos=ex.idx is not None)
+                if i in pend.optim_fused:
+                    self._optim_torch(pend, i, e.tensor)
+            if ex.vd is not None and not ex.d_done:
+                self._sigma_torch(pend, i, e.name, x, prev, mn, weights=False, delta=True)
+
+    def _sigma_torch(self, pend: _Pending, i: int, name: str, x, prev, mn, *, weights: bool, delta: bool) -> None:
+        """sigma_max of x (weights) and of x - prev (delta) with torch ops."""
+        if "sigma" not in self.chosen or mn is None:
+            return
+        w2 = x.reshape(mn)
+        if weights:
+            pend.v_new[i], gram = self._spectral(self._v, name, w2)
+            pend.gram[i] = pend.add(gram)
+        if delta and prev is not None and prev.shape == x.shape:
+            d2 = torch.sub(x, prev, out=self._buf(x)).reshape(mn)
+            pend.vd_new[i], gram_d = self._spectral(self._vd, name, d2)
+            pend.gram_d[i] = pend.add(gram_d)
+
+    def _rest_torch(self, pend: _Pending, i: int, name: str, x, mn, *, units: bool = True, dist: bool = True,
+                    cos: bool = True) -> None:
+        """Per-unit norms, dist_init and the sampled values of x with torch ops."""
+        if units and "units" in self.chosen and mn is not None:
+            pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=_norm_dtype(x)))
+            self._grad_units(pend, i, name)
+        if dist and "dist_init" in self.chosen and i not in pend.fresh_init:
+            x0 = self._init.get(name)
+            if x0 is not None and x0.shape == x.shape and x0.device == x.device:
+                pend.dist[i] = pend.add(torch.linalg.vector_norm(torch.sub(x, x0, out=self._buf(x))))
+        if cos and "cos" in self.chosen:
+            pend.xs[i] = pend.add(self._coords(name, x))
+            self._grad_sample(pend, i, name)
 
     def _optim_start(self, pend: _Pending, entries, optimizer) -> None:
         groups = {}
@@ -219,13 +390,31 @@ class TorchInstruments:
             betas = group.get("betas", (0.9, 0.999))
             lr = group.get("lr", math.nan)
             lr = float(lr.item() if torch.is_tensor(lr) else lr)
-            mi, vi = _queue(want, m), _queue(want, v)
             n = e.tensor.numel()
-            pend.optim[i] = (mi, vi, lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
+            rest = (lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
+            ex = pend.extras.get(i)
+            x = e.tensor
+            if ex is not None and all(t is None or (torch_native.takes(t) and t.dtype == x.dtype
+                                                    and t.numel() == x.numel()) for t in (m, v)):
+                # read in the kernel's first pass, beside the tensor's own values
+                ex.states = tuple(None if t is None else torch_native.flat(t) for t in (m, v))
+                pend.optim_fused[i] = (m is not None, v is not None, *rest)
+                continue
+            pend.optim[i] = (_queue(want, m), _queue(want, v), *rest)
         # one foreach norm per device and dtype (a kernel launch per list, not per tensor)
         at = {key: pend.add(torch.stack(torch._foreach_norm(ts))) for key, ts in want.items()}
         pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
                           *rest) for i, (mi, vi, *rest) in pend.optim.items()}
+
+    def _optim_torch(self, pend: _Pending, i: int, param) -> None:
+        """Row i's optimizer state norms with torch ops (the kernel handed its tensor back)."""
+        has_m, has_v, *rest = pend.optim_fused.pop(i)
+        state: dict = pend.optimizer.state.get(param, {}) if pend.optimizer is not None else {}
+        at = []
+        for key, has in ((("exp_avg", "momentum_buffer"), has_m), (("exp_avg_sq",), has_v)):
+            t = next((state[k] for k in key if state.get(k) is not None), None) if has else None
+            at.append(None if t is None else (pend.add(torch.linalg.vector_norm(t.detach()).reshape(1)), 0))
+        pend.optim[i] = (at[0], at[1], *rest)
 
     def finish(self, pend: _Pending, host: list[np.ndarray], entries, fro_norms: np.ndarray,
                optimizer=None) -> tuple[np.ndarray, np.ndarray, Block | None]:
@@ -238,11 +427,24 @@ class TorchInstruments:
             sigma = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
             w[i, 0] = sigma
             self._commit(self._v, entries[i].name, pend.v_new[i], sigma)
+        done = {i: ex for i, ex in pend.extras.items() if ex.w_done}
+        for i, ex in done.items():
+            b = ex.b
+            if b is not None:  # one step: b = W^T u, |u| = 1; |b| is the Ritz value
+                w[i, 0] = sigma = float(np.linalg.norm(b))
+                self._commit(self._v, entries[i].name, torch.from_numpy(b).view(-1, 1), sigma)
         w[:, 1] = ref.stable_rank(fro_norms, w[:, 0])
         for i, k in pend.gram_d.items():
             sd = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
             self._commit(self._vd, entries[i].name + "/delta", pend.vd_new[i], sd, key=entries[i].name)
             d[i, 2] = ref.ratio(sd, w[i, 0])
+        for i, ex in pend.extras.items():
+            bd = ex.bd
+            if bd is not None and ex.d_done:
+                sd = float(np.linalg.norm(bd))
+                self._commit(self._vd, entries[i].name + "/delta", torch.from_numpy(bd).view(-1, 1), sd,
+                             key=entries[i].name)
+                d[i, 2] = ref.ratio(sd, w[i, 0])
         for i in pend.fresh_init:
             name = entries[i].name
             if math.isfinite(fro_norms[i]):
@@ -251,39 +453,54 @@ class TorchInstruments:
             else:  # initial values with NaN: take them again at the next snapshot
                 x0 = self._init.pop(name)
                 self._init_bytes[x0.device] -= x0.numel() * x0.element_size()
-        for i, k in pend.dist.items():
+        dists = {i: float(host[k][0]) for i, k in pend.dist.items()}
+        dists.update({i: ex.dist for i, ex in done.items() if ex.x0 is not None})
+        for i, dist in dists.items():
             n0 = self._init_norm.get(entries[i].name)
             if n0 is not None:
-                w[i, 2] = ref.ratio(float(host[k][0]), n0)
-        for i, k in pend.xs.items():
+                w[i, 2] = ref.ratio(dist, n0)
+        samples = {i: host[k] for i, k in pend.xs.items()}
+        samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
+        for i, xs in samples.items():
             name = entries[i].name
-            xs = host[k]
             prev = self._xs_prev.get(name)
             if prev is not None and prev.shape == xs.shape:
                 delta = xs - prev
                 dp = self._d_prev.get(name)
                 if dp is not None:
                     d[i, 0] = ref.cosine(delta, dp)
-                if i in pend.gs:
-                    d[i, 1] = ref.cosine(delta, host[pend.gs[i]])
+                g = host[pend.gs[i]] if i in pend.gs else pend.g_host.get(i)
+                if g is not None:
+                    d[i, 1] = ref.cosine(delta, g)
                 self._d_prev[name] = delta
             self._xs_prev[name] = xs.copy()
         optim = None
-        if pend.optim:
+        if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
-            for i, (mi, vi, lr, step, beta2, eps, n) in pend.optim.items():
-                m_norm = math.nan if mi is None else float(host[mi[0]][mi[1]])
-                v_norm = math.nan if vi is None else float(host[vi[0]][vi[1]])
+            norms = {i: (math.nan if mi is None else float(host[mi[0]][mi[1]]),
+                         math.nan if vi is None else float(host[vi[0]][vi[1]]), mi is None, vi is None, rest)
+                     for i, (mi, vi, *rest) in pend.optim.items()}
+            norms.update({i: (*pend.extras[i].state_norms, not has_m, not has_v, rest)
+                          for i, (has_m, has_v, *rest) in pend.optim_fused.items()})
+            for i, (m_norm, v_norm, no_m, no_v, (lr, step, beta2, eps, n)) in norms.items():
+                if no_m:
+                    m_norm = math.nan
+                if no_v:
+                    v_norm = math.nan
                 bad = 0
-                if not (math.isfinite(m_norm) or mi is None) or not (math.isfinite(v_norm) or vi is None):
+                if not (math.isfinite(m_norm) or no_m) or not (math.isfinite(v_norm) or no_v):
                     m_norm, v_norm, bad = self._masked_optim(optimizer, entries[i].tensor)
                 rows[i, 0], rows[i, 1], rows[i, 3] = m_norm, v_norm, bad
-                rows[i, 2] = ref.adam_eff_lr(lr, v_norm, n, step, beta2, eps) if vi is not None else lr
+                rows[i, 2] = ref.adam_eff_lr(lr, v_norm, n, step, beta2, eps) if not no_v else lr
             optim = Block(OPTIM_STATS, rows, None)
         self.alpha_col = np.full((t, 1), np.nan)
         for i, k in pend.alpha.items():
             self.alpha_col[i, 0] = ref.powerlaw_alpha(host[k] ** 2)
-        self.unit_norms = ({i: host[k] for i, k in pend.units.items()}, {i: host[k] for i, k in pend.gunits.items()})
+        wu = {i: host[k] for i, k in pend.units.items()}
+        wu.update({i: ex.unit_norms for i, ex in done.items() if ex.unit_norms is not None})
+        gu = {i: host[k] for i, k in pend.gunits.items()}
+        gu.update(pend.gunits_host)
+        self.unit_norms = (dict(sorted(wu.items())), gu)
         return w, d, optim
 
     @staticmethod

@@ -43,18 +43,27 @@ def takes_pair(x: torch.Tensor, prev: torch.Tensor) -> bool:
     return takes(prev) and prev.dtype == x.dtype and prev.numel() == x.numel()
 
 
+def has_extras() -> bool:
+    """Whether the built kernel computes instruments in its passes (kernel.Extras)."""
+    return kernel.has_extras()
+
+
 def _flat(t: torch.Tensor) -> np.ndarray:
     """A numpy view of t's memory (16-bit floats as their raw bits)."""
     t = t.detach().reshape(-1)
     return t.view(torch.int16).numpy() if t.element_size() == 2 else t.numpy()
 
 
-def rows(xs, prevs, bins: int, copy: bool, threads: int | None = None):
+flat = _flat
+
+
+def rows(xs, prevs, bins: int, copy: bool, threads: int | None = None, extras=None):
     """Raw rows of xs (and of x - prev where prevs[i] is not None): kernel.run's.
 
     threads: how many threads share the tensors (default: torch's intra-op
     thread count, what torch's own ops would use while the training thread waits).
+    extras: None or one kernel.Extras (x0 and states as flat() views) or None per tensor.
     """
     codes = bytes(_CODES[x.dtype] for x in xs)
     return kernel.run([_flat(x) for x in xs], [None if p is None else _flat(p) for p in prevs], codes, bins, copy,
-                      torch.get_num_threads() if threads is None else int(threads))
+                      torch.get_num_threads() if threads is None else int(threads), extras)

@@ -46,14 +46,23 @@ class RowRouter:
         self.uses_kernel = (self.cpu_kernel == "fused" and not sharded
                             and engine.hist_sample in (None, "auto"))
 
-    def rows(self, xs, prevs=None) -> tuple[Rows, Rows | None, list[int]]:
+    def takes(self, x) -> bool:
+        """Whether the fused kernel computes x's rows (and so the instruments it is given for x)."""
+        return self.uses_kernel and torch_native.takes(x)
+
+    def takes_pair(self, x, prev) -> bool:
+        """Whether the kernel computes the delta x - prev (prev: its previous copy, written in place)."""
+        return self.takes(x) and prev is not None and torch_native.takes_pair(x, prev)
+
+    def rows(self, xs, prevs=None, extras=None) -> tuple[Rows, Rows | None, list[int]]:
         """Start the raw rows of xs and, where prevs[i] is not None, of the delta
         xs[i] - prevs[i]: (Rows of xs, Rows of the deltas in the order of their
         i or None without prevs, the indices i whose prev now holds x).
 
         The fused kernel takes the CPU tensors it can, and copies each x into its
         prev as it computes the delta; torch_stats takes the others (device parts,
-        moved to the host with the snapshot's one copy).
+        moved to the host with the snapshot's one copy). extras: None or per x a
+        kernel.Extras (only where takes(x); filled in place) or None.
         """
         n = len(xs)
         d_at = [] if prevs is None else [i for i, p in enumerate(prevs) if p is not None]
@@ -67,7 +76,9 @@ class RowRouter:
                 mine_prevs = [None if prevs is None or prevs[i] is None
                               or not torch_native.takes_pair(xs[i], prevs[i]) else prevs[i] for i in mine]
                 rw, rd, w_done, d_done = torch_native.rows([xs[i] for i in mine], mine_prevs,
-                                                            self.engine.bins, copy=True)
+                                                            self.engine.bins, copy=True,
+                                                            extras=None if extras is None else
+                                                            [extras[i] for i in mine])
                 at = np.asarray(mine)
                 raw_w[at[w_done]] = rw[w_done]
                 final_w[at[w_done]] = True

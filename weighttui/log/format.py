@@ -11,10 +11,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported inside the array functions, not here: `weighttui watch` reads the header and
+# paints its first screen before numpy loads (it is 1.5x a bare Textual app's start on its own).
 
 MAGIC = b"\x89WTUI\r\n\x1a"
 FORMAT_VERSION = 1
@@ -429,12 +434,16 @@ BF16 = "bf16"
 
 def encode_array(arr: np.ndarray) -> dict:
     """{"dtype", "shape", "data"} with little-endian C-order data."""
+    import numpy as np
+
     arr = little_endian(arr)
     return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": np.ascontiguousarray(arr).tobytes()}
 
 
 def little_endian(arr) -> np.ndarray:
     """arr as an array of a dtype the format stores, little-endian (a copy only if it was big-endian)."""
+    import numpy as np
+
     arr = np.asarray(arr)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
@@ -445,6 +454,8 @@ def little_endian(arr) -> np.ndarray:
 
 def encode_bf16_bits(bits: np.ndarray) -> dict:
     """An array of raw bfloat16 bits (uint16) as the `bf16` dtype."""
+    import numpy as np
+
     bits = np.ascontiguousarray(bits, dtype="<u2")
     return {"dtype": BF16, "shape": list(bits.shape), "data": bits.tobytes()}
 
@@ -455,6 +466,8 @@ def decode_array(obj: Any, *, ndim: int | None = None) -> np.ndarray:
     The result is a read-only view of the payload bytes (no copy), except for
     bf16, which is widened to float32.
     """
+    import numpy as np
+
     if not isinstance(obj, dict):
         raise ValueError("array is not a map")
     dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")

@@ -16,6 +16,9 @@ ALPHA_STATS = ("alpha",)
 # Per-unit health (rows of W as a matrix: output units / channels), counts per tensor.
 UNIT_WEIGHT_STATS = ("exploding_units",)
 UNIT_GRAD_STATS = ("dead_units",)
+# What those two count (docs/FORMAT.md), here so the writers and the readers' unit strip share them:
+DEAD_WINDOW = 3  # snapshots in a row with a unit's gradient exactly zero: dead
+EXPLODING_FACTOR = 10.0  # a unit's weight norm above this times the tensor's median unit norm: exploding
 # The optional optim block: per tensor optimizer state (Adam moments, SGD momentum).
 OPTIM_STATS = ("m_norm", "v_norm", "eff_lr", "nonfinite")
 KINDS = ("weights", "delta", "grad", "optim")

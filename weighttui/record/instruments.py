@@ -18,7 +18,9 @@ import numpy as np
 
 from weighttui.log.format import encode_array, encode_bf16_bits
 from weighttui.log.schema import ALPHA_STATS as ALPHA_STATS  # re-exported for the writers
+from weighttui.log.schema import DEAD_WINDOW as DEAD_WINDOW
 from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUMENTS
+from weighttui.log.schema import EXPLODING_FACTOR as EXPLODING_FACTOR
 from weighttui.log.schema import UNIT_GRAD_STATS as UNIT_GRAD_STATS
 from weighttui.log.schema import UNIT_WEIGHT_STATS as UNIT_WEIGHT_STATS
 from weighttui.record.stats import Block
@@ -37,8 +39,6 @@ ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
 DEFAULT = ("optim", "nan_origin", "units")
 ALPHA_EVERY = 10  # the power-law fit every this many snapshots of a tensor ...
 ALPHA_MAX_ELEMENTS = 1 << 18  # ... for matrices up to this size (a full SVD: 512 x 512 takes ~30 ms here)
-DEAD_WINDOW = 3  # snapshots in a row with a unit's gradient exactly zero: dead
-EXPLODING_FACTOR = 10.0  # a unit's weight norm above this times the tensor's median unit norm: exploding
 
 
 def matrix_shape(shape) -> tuple[int, int] | None:

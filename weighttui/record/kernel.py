@@ -11,10 +11,17 @@ arrays in place. Tensors holding NaN/Inf, ranges a few ulps wide and float64
 sums that overflow are handed back (status bits) with their previous copy
 untouched: the numpy reference (record/stats.py) computes those. Every
 framework's CPU path (numpy Recorder, torch, Keras, JAX) goes through here.
+
+`Extras` asks the same two passes for the instruments that read every element
+(docs/instruments.md): the distance from an initial copy, the norms of
+optimizer state buffers, per-row (unit) norms, one step of the power iteration
+(W v in pass A, W^T u in pass B, for the tensor and for its update) and the
+values at fixed coordinates, so that memory is read once for all of them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from types import ModuleType
 
 import numpy as np
@@ -37,6 +44,90 @@ F32, F16, BF16, F64 = 0, 1, 2, 3
 W_NOT_DONE, D_NOT_DONE = 1, 2
 # a build from before float64 support (a checkout that was not rebuilt) reads codes 0..2 only
 _CODES_READ = getattr(_fastats, "DTYPES", 3) if _fastats is not None else 0
+HEAD = 8  # the header of an Extras' output: dist, |W v|, |dW vd|, state norms 0 and 1, 3 spare
+
+
+def has_extras() -> bool:
+    """Whether the built kernel computes Extras (a build from before them does not: a stale checkout)."""
+    return _fastats is not None and getattr(_fastats, "EXTRAS", 0) >= 1
+
+
+@dataclass(eq=False)
+class Extras:
+    """The instruments the kernel computes for one tensor in its two passes (snapshot()'s extras).
+
+    Inputs (flat buffers as flat() makes them; x0 and states of the tensor's dtype and size):
+    x0 (-> dist = ||x - x0||), rows (x as a [rows, cols] matrix; 0: none), units (-> unit_norms,
+    one L2 norm per row), v / vd (float64 [cols]: one power iteration step of W and of the update
+    W - prev: u = W v / |W v|, b = W^T u; |b| is the Ritz estimate of sigma_max when v is not 0),
+    idx (int64 flat indices -> gathered, float64) and states (up to 2 buffers -> state_norms).
+    After run(): w_done / d_done say whether the values (everything but vd's) and the update's
+    (vd's) are valid: a tensor the kernel hands back (NaN/Inf, ...) gets neither.
+    """
+
+    x0: np.ndarray | None = None
+    rows: int = 0
+    units: bool = False
+    v: np.ndarray | None = None
+    vd: np.ndarray | None = None
+    idx: np.ndarray | None = None
+    states: tuple = ()
+    out: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    w_done: bool = False
+    d_done: bool = False
+
+    def _arg(self, n: int) -> tuple:
+        cols = n // self.rows if self.rows else 0
+        k = 0 if self.idx is None else int(self.idx.size)
+        self._at: dict[str, tuple[int, int]] = {}
+        at = self._at
+        size = HEAD
+        for name, length, on in (("units", self.rows, self.units), ("y", self.rows, self.v is not None),
+                                 ("b", cols, self.v is not None), ("yd", self.rows, self.vd is not None),
+                                 ("bd", cols, self.vd is not None), ("g", k, k > 0)):
+            if on:
+                at[name] = (size, size + length)
+                size += length
+        self.out = np.zeros(size)
+        self.w_done = self.d_done = False
+        return (self.x0, int(self.rows), bool(self.units), self.v, self.vd, self.idx,
+                tuple(self.states) if self.states else None, self.out)
+
+    def _part(self, name: str) -> np.ndarray | None:
+        span = getattr(self, "_at", {}).get(name)
+        return None if span is None else self.out[span[0]:span[1]]
+
+    @property
+    def dist(self) -> float:
+        return float(self.out[0])
+
+    @property
+    def y_norm(self) -> float:
+        return float(self.out[1])
+
+    @property
+    def yd_norm(self) -> float:
+        return float(self.out[2])
+
+    @property
+    def state_norms(self) -> tuple[float, float]:
+        return float(self.out[3]), float(self.out[4])
+
+    @property
+    def unit_norms(self) -> np.ndarray | None:
+        return self._part("units")
+
+    @property
+    def b(self) -> np.ndarray | None:
+        return self._part("b")
+
+    @property
+    def bd(self) -> np.ndarray | None:
+        return self._part("bd")
+
+    @property
+    def gathered(self) -> np.ndarray | None:
+        return self._part("g")
 
 
 def available() -> bool:
@@ -69,10 +160,11 @@ def flat(arr: np.ndarray) -> np.ndarray:
     return a.view(np.uint16) if a.dtype.itemsize == 2 else a
 
 
-def run(xs, prevs, codes: bytes, bins: int, copy: bool, threads: int = 1):
+def run(xs, prevs, codes: bytes, bins: int, copy: bool, threads: int = 1, extras=None):
     """Raw rows of the flat buffers xs (and of x - prev where prevs[i] is not None).
 
     xs/prevs: buffers as flat() makes them, codes one dtype code per tensor.
+    extras: None or one Extras (or None) per tensor, filled in place (has_extras() builds only).
     Returns (raw_w [T, N_RAW + bins], raw_d [T, N_RAW + bins], w_done [T], d_done [T]):
     rows not done are garbage and must be computed elsewhere. With copy, every
     prev whose delta row was done now holds x (the others are untouched).
@@ -82,14 +174,30 @@ def run(xs, prevs, codes: bytes, bins: int, copy: bool, threads: int = 1):
     raw_d = np.empty((t, N_RAW + bins))
     if _fastats is None:
         raise RuntimeError(UNAVAILABLE)
-    status = _fastats.snapshot(list(xs), list(prevs), codes, bins, raw_w, raw_d, bool(copy), int(threads))
+    args = [list(xs), list(prevs), codes, bins, raw_w, raw_d, bool(copy), int(threads)]
+    if extras is not None and any(e is not None for e in extras):
+        if not has_extras():
+            raise RuntimeError("the built kernel weighttui._fastats computes no instruments (a stale build): "
+                               "rebuild it (python setup.py build_ext --inplace)")
+        args.append([None if e is None else e._arg(x.size)
+                     for e, x in zip(extras, xs, strict=True)])
+    status = _fastats.snapshot(*args)
     st = np.frombuffer(status, dtype=np.uint8)
     has_prev = np.array([p is not None for p in prevs], dtype=bool)
-    return raw_w, raw_d, (st & W_NOT_DONE) == 0, has_prev & ((st & D_NOT_DONE) == 0)
+    w_done, d_done = (st & W_NOT_DONE) == 0, has_prev & ((st & D_NOT_DONE) == 0)
+    for i, e in enumerate(extras or ()):
+        if e is not None:
+            e.w_done, e.d_done = bool(w_done[i]), bool(d_done[i])
+    return raw_w, raw_d, w_done, d_done
 
 
-def rows(arrays, prevs, bins: int, copy: bool, threads: int = 1):
-    """run() for numpy arrays that takes() accepts; prevs[i] None or an array of arrays[i]'s dtype and size."""
+def rows(arrays, prevs, bins: int, copy: bool, threads: int = 1, extras=None):
+    """run() for numpy arrays that takes() accepts; prevs[i] None or an array of arrays[i]'s dtype and size.
+    extras: as run()'s, with x0 and states as arrays of arrays[i]'s dtype and size (flattened here)."""
     codes = bytes(code_of(a.dtype) for a in arrays)  # type: ignore[misc]
+    for e in extras or ():
+        if e is not None:
+            e.x0 = None if e.x0 is None else flat(e.x0)
+            e.states = tuple(None if s is None else flat(s) for s in e.states)
     return run([flat(a) for a in arrays], [None if p is None else flat(p) for p in prevs], codes, bins, copy,
-               threads)
+               threads, extras)

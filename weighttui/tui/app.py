@@ -25,24 +25,27 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-import numpy as np
-from textual.app import App
+from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.screen import Screen
 from textual.timer import Timer
 
-from weighttui.analysis.diagnose import Alert, DiagnoseConfig
-from weighttui.data.follower import Delivery, Follower
 from weighttui.data.liveness import growth_age, run_status
-from weighttui.data.run import RunData
+from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
-from weighttui.tui.pump import FollowerWake, Pump
+from weighttui.tui.pump import Pump
 from weighttui.tui.screens.base import RefreshableScreen
-from weighttui.tui.screens.help import SCREENS, TIMELINE, HelpScreen
-from weighttui.tui.screens.overview import OverviewScreen
 from weighttui.tui.state import RunView, SeekStep
-from weighttui.tui.widgets.timeline import GotoScreen, parse_goto
+from weighttui.tui.widgets.header import RunHeader, start_header_text
+
+if TYPE_CHECKING:  # the rest loads after the first frame (`_boot`): see StartScreen
+    from types import ModuleType
+
+    from weighttui.analysis.diagnose import Alert, DiagnoseConfig
+    from weighttui.data.follower import Delivery, Follower
+    from weighttui.data.run import RunData
 
 MAX_REFRESH_HZ = 10
 SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
@@ -51,9 +54,43 @@ SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: 
 
 # A viewer that has caught up with a log writes the log's index at most this often (data/store).
 INDEX_SAVE_S = 10.0
+# Actions that work before the first screen is replaced by the overview (see `_boot`).
+BOOT_ACTIONS = frozenset({"quit", "save_svg"})
+# `watch` on a log with at least this much not covered by an index shows its latest snapshots first
+# (data/latest.py) while the whole log is indexed; a smaller one is read from its start in a moment.
+PREVIEW_MIN_BYTES = 32 * 1024 * 1024
+
+
+class StartScreen(Screen[None]):
+    """The first frame: the header alone (title, LOADING, the file and its size).
+
+    `weighttui watch` paints this before numpy, the reader, the alert rules and the
+    table's modules are imported (issue 18, item 17: a bare Textual app's start is the
+    floor); the app then loads them (`WeightApp._boot`) and switches to the overview.
+    """
+
+    def __init__(self, title: str, path: str):
+        super().__init__()
+        self._title = title
+        self._path = path
+
+    def compose(self) -> ComposeResult:
+        try:
+            size: int | None = os.stat(self._path).st_size
+        except OSError:
+            size = None
+        yield RunHeader(start_header_text(self._title, self._path, size), id="header")
+
+    def _pop_result_callback(self) -> None:
+        # Textual's switch_screen pops the replaced screen's result callback, which only a pushed
+        # screen has; the app's default screen has none (Textual 8). The overview replaces this one,
+        # so that it is the bottom of the stack as before (esc on it does not uncover a blank screen).
+        if self._result_callbacks:
+            super()._pop_result_callback()
+
 
 class WeightApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = os.path.join(os.path.dirname(__file__), "app.tcss")  # absolute: also for subclasses elsewhere
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("q", "quit", "quit"),
@@ -90,7 +127,13 @@ class WeightApp(App[int]):
         self.title = self.title_text
         # `clock` (wall time) is injectable so snapshot tests can freeze "time since".
         self.clock = clock or time.time
-        self.data = RunData(self.path, max_rows=max_rows, run_index=run)  # run: which of an appended log
+        self._max_rows = max_rows
+        self._run = run  # which run of an appended log (None: the latest)
+        self._data: RunData | None = None  # made on first use: `data`
+        # While a big log is indexed, `data` holds only its latest snapshots (data/latest.py) and the
+        # follower's deliveries go to this one, which replaces `data` once it has caught up.
+        self._building: RunData | None = None
+        self._booted = False  # the overview replaced the start screen (`_boot`)
         self.alerts: list[Alert] = []
         self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
         self.alerts_by_tensor: dict[str, list[Alert]] = {}
@@ -124,13 +167,31 @@ class WeightApp(App[int]):
             failed=lambda _key, failure: self._fail(failure.message), redraw=self._draw, hz=MAX_REFRESH_HZ,
             paint_first=lambda: not self._shown_data and self.data.n > 0, ready=self._screen_ready)
 
+    @property
+    def data(self) -> RunData:
+        """The run on screen (RunData, mutated only on the UI thread). Made on first use, so that
+        the first frame is painted before the reader (and numpy) is imported."""
+        if self._data is None:
+            from weighttui.data.run import RunData
+
+            self._data = RunData(self.path, max_rows=self._max_rows, run_index=self._run)
+        return self._data
+
+    @data.setter
+    def data(self, value: RunData) -> None:
+        self._data = value
+
     def _screen_ready(self) -> bool:
         """The screen can draw: a delivery ingested before would be read on past, not shown."""
         screen = self.screen if self.screen_stack else None
-        return screen is not None and screen.is_mounted
+        return self._booted and screen is not None and screen.is_mounted
 
-    def get_default_screen(self) -> OverviewScreen:
-        return OverviewScreen()
+    def get_default_screen(self) -> Screen:
+        return StartScreen(self.title_text, self.path)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Until the overview is up (a fraction of a second) only quit and ctrl+s do anything."""
+        return self._booted or action in BOOT_ACTIONS
 
     # ------------------------------------------------------------- the view
 
@@ -154,21 +215,68 @@ class WeightApp(App[int]):
     # ---------------------------------------------------------- lifecycle
 
     def on_mount(self) -> None:
+        self.set_interval(1.0, self._tick)
+
+    def on_ready(self) -> None:
+        """The first frame (StartScreen) was handed to the terminal: now load the rest."""
+        self.call_later(self._boot)
+
+    def _boot(self) -> None:
+        """Import what the start screen did not need, start reading and switch to the overview."""
+        if self._booted or self.return_code is not None:
+            return
+        from weighttui.data.follower import Follower
+        from weighttui.tui.screens.overview import OverviewScreen  # numpy, the table, the scalars
+
         if self._alerts_enabled:
-            # Imported here, not at the top: the first screen does not wait for the alert rules.
+            # The first screen does not wait for the alert rules: computed later, at most once a second.
             from weighttui.analysis import diagnose
 
             self._diagnose = diagnose
         # history from the log's index when it has one (built by open()/info or an earlier viewer):
         # the follower reads only what was appended since
         start = self.data.load_index()
+        self._preview_latest(HEADER_SIZE if start is None else start.offset)
         self.follower = Follower(self.path, self.pump.wake, start=start, **self._follower_options)
-        self.follower.start()  # reads while the first screen is being mounted (the pump waits for it)
-        self.set_interval(1.0, self._tick)
+        self.follower.start()  # reads while the overview is being mounted (the pump waits for it)
+        self._booted = True
+        self.switch_screen(OverviewScreen())
+
+    def _preview_latest(self, covered: int) -> None:
+        """`watch` on a big log not covered by an index up to `covered`: show its latest snapshots now,
+        read (and index) the rest behind them.
+
+        Replay starts at the first snapshot, which the ordinary reading shows at once, and `--run N`
+        may ask for an earlier run: both read the log from its start as before.
+        """
+        if self.mode != "watch" or self._run is not None:
+            return
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            return
+        if size - covered <= 0 or size - covered < PREVIEW_MIN_BYTES:
+            return
+        from weighttui.data.latest import latest_frames
+        from weighttui.data.run import RunData
+        from weighttui.log.tail import Poll
+
+        frames = latest_frames(self.path)
+        if not frames:
+            return  # damage, no snapshot yet, or a slow walk: read from the start as before
+        preview = RunData(self.path, max_rows=self._max_rows, cache=False)
+        preview.ingest(Poll(frames=frames, size=size))
+        if not preview.n:
+            return
+        self._building, self.data = self.data, preview
+        self.loading = 0.0
 
     def on_unmount(self) -> None:
         self.stop_follower()
-        self.data.save_index()  # the next viewer starts from here
+        # the next viewer starts from here (also from a big log's index built part of the way)
+        data = self._building if self._building is not None else self._data
+        if data is not None:
+            data.save_index()
 
     def stop_follower(self) -> None:
         if self.follower is not None:
@@ -176,23 +284,30 @@ class WeightApp(App[int]):
 
     # ------------------------------------------------------------- ingest
 
-    def on_follower_wake(self, _message: FollowerWake) -> None:
+    def on_follower_wake(self, _message) -> None:  # tui.pump.FollowerWake
         self.pump.on_wake()
 
     def _ingest(self, item: Delivery) -> bool:
         poll = item.poll
-        before = self.data.snapshot_count
-        changed = self.data.ingest(poll)
+        building = self._building
+        target = self.data if building is None else building
+        before = target.snapshot_count
+        changed = target.ingest(poll)
         if poll.waiting != self.waiting:
             self.waiting = poll.waiting
             changed = True
         self._pending_bytes = item.pending
         self.loading = None if item.caught_up or not poll.size else poll.offset / poll.size
+        if building is not None and (item.caught_up or building.resets or poll.waiting):
+            # indexed (or the file was replaced meanwhile): the whole history replaces the latest snapshots
+            self._building = None
+            self.data = building
+            changed = True
         if item.caught_up and time.monotonic() - self._index_saved > INDEX_SAVE_S:
             self._index_saved = time.monotonic()
-            self.data.save_index()
+            target.save_index()
         if self.display_paused:
-            self.paused_new += max(0, self.data.snapshot_count - before)
+            self.paused_new += max(0, target.snapshot_count - before)
         if self.data.resets != self._resets_seen:
             self._resets_seen = self.data.resets
             self._pos_step = None
@@ -203,7 +318,7 @@ class WeightApp(App[int]):
         if self.mode == "replay" and not self._started and self.data.n:
             self._started = True
             self._pos_step = int(self.data.steps[0])
-        self._alerts_dirty = self._alerts_dirty or changed
+        self._alerts_dirty = self._alerts_dirty or (changed and self._building is None)
         return True  # a delivery always moves something on screen (at least size or growth time)
 
     def _fail(self, message: str) -> None:
@@ -223,7 +338,9 @@ class WeightApp(App[int]):
         screen = self.screen if self.screen_stack else None
         if not isinstance(screen, RefreshableScreen):
             return  # a modal (help, go to) is on top: the screen below redraws when it comes back
-        if self.display_paused and not force:
+        if (self.display_paused or (self._building is not None and self._shown_data)) and not force:
+            # paused, or a big log's latest snapshots shown while it is indexed: only the header
+            # (the progress) moves, and the table is not redrawn from the same data ten times a second
             screen.refresh_view(status_only=True)
             return
         with self.batch_update():
@@ -251,8 +368,8 @@ class WeightApp(App[int]):
 
     def _update_alerts(self, force: bool = False) -> bool:
         """Recompute alerts (at most once a second); True if they changed."""
-        if self._diagnose is None or not self._alerts_dirty:
-            return False
+        if self._diagnose is None or not self._alerts_dirty or self._building is not None:
+            return False  # (while a big log is indexed: alerts over its whole history once it is read)
         if not force and time.monotonic() - self._alerts_at < 1.0:
             return False
         self._alerts_dirty = False
@@ -306,6 +423,8 @@ class WeightApp(App[int]):
         return self.data.n - 1 if pos is None else pos
 
     def _row_of_step(self, step: int) -> int:
+        import numpy as np  # loaded by the reader already
+
         steps = self.data.steps
         return max(0, int(np.searchsorted(steps, step, side="right")) - 1)
 
@@ -373,11 +492,15 @@ class WeightApp(App[int]):
             self.position = new
 
     def action_goto(self) -> None:
+        from weighttui.tui.widgets.timeline import GotoScreen
+
         self.push_screen(GotoScreen(), self._goto)
 
     def _goto(self, text: str | None) -> None:
         if not text:
             return
+        from weighttui.tui.widgets.timeline import parse_goto
+
         row = parse_goto(text, self.data.steps, self.data.epochs)
         if row is None:
             self.notify(inert(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)"),
@@ -427,6 +550,8 @@ class WeightApp(App[int]):
         self.notify(f"screen saved to {saved}", timeout=6, markup=False)
 
     def action_help(self) -> None:
+        from weighttui.tui.screens.help import SCREENS, TIMELINE, HelpScreen
+
         screen = self.screen
         if isinstance(screen, RefreshableScreen):
             self.push_screen(HelpScreen((*screen.KEYS_HELP, TIMELINE, SCREENS),
@@ -445,7 +570,7 @@ class WeightApp(App[int]):
 
     def _torn_bytes(self, status: str) -> int:
         """An incomplete final record once the writer is no longer live (while live it is just arriving)."""
-        if self._pending_bytes and status not in ("live", "loading", "waiting"):
+        if self._pending_bytes and self.loading is None and status not in ("live", "loading", "waiting"):
             return self._pending_bytes
         return 0
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from textual.app import App
 from textual.message import Message
-from textual.timer import Timer
 
-from weighttui.data.follower import Delivery, Failure, Follower
+if TYPE_CHECKING:  # the single-run app imports this module before its first frame; the reader loads after it
+    from textual.app import App
+    from textual.timer import Timer
+
+    from weighttui.data.follower import Delivery, Failure, Follower
 
 INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
 FIRST_PAINT_S = 0.1  # after the first snapshots are drawn: a few frames' time for them to be painted
@@ -92,6 +94,8 @@ class Pump(Generic[K]):
         if self._ready is not None and not self._ready():
             self._drain_timer = self.app.set_timer(READY_POLL_S, self.drain)  # the screen is being mounted
             return
+        from weighttui.data.follower import Failure
+
         start = time.perf_counter()
         changed = False
         paint = False

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from rich.text import Text
 from textual.message import Message
 
-from weighttui.analysis.diagnose import Alert
-from weighttui.analysis.multirun import Metric, RunRow
-from weighttui.data.run import RunData
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the first screen of `watch` is painted before numpy and the reader load
+    from weighttui.analysis.diagnose import Alert
+    from weighttui.analysis.multirun import Metric, RunRow
+    from weighttui.data.run import RunData
     from weighttui.tui.multi_app import RunSlot
 
 

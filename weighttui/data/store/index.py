@@ -343,7 +343,7 @@ class Spiller:
     (`settle`, on the caller's thread: segments are never changed under it).
     """
 
-    MAX_PENDING = 2
+    MAX_PENDING = 1  # groups written while the next one is sealed: memory for about two groups
 
     def __init__(self, directory: str, log: str):
         self.directory = directory

@@ -423,13 +423,14 @@ static inline void count(uint32_t (*sub)[MAX_BINS], const int32_t *k, size_t m) 
 }
 
 /* Bins x[0:n] into hv (NULL: skip) and d = x - p into hd (NULL: skip); with
- * copy, p[0:n] = x[0:n] afterwards (the previous copy for the next delta). */
+ * copy, p[0:n] = x[0:n] afterwards (the previous copy for the next delta).
+ * The tally is cleared before the first call of a tensor and flushed after its
+ * last (run_b): a tensor may come in several calls. */
 #define DEFINE_PASS_B(NAME, T, INDEX_V, INDEX_D)                                             \
     HOT static void NAME(const T *restrict x, T *restrict p, size_t n, hist_t *hv, hist_t *hd, \
                          int copy, tally_t *t) {                                             \
         int32_t kv[GROUP], kd[GROUP];                                                        \
         const int bins = hv ? hv->bins : (hd ? hd->bins : 1);                                \
-        tally_clear(t, bins);                                                                \
         for (size_t i = 0; i < n; i += GROUP) {                                              \
             size_t m = n - i < GROUP ? n - i : GROUP;                                        \
             if (hv) {                                                                        \
@@ -446,7 +447,6 @@ static inline void count(uint32_t (*sub)[MAX_BINS], const int32_t *k, size_t m) 
             if (t->pending >= FLUSH)                                                         \
                 tally_flush(t, bins, hv, hd);                                                \
         }                                                                                    \
-        tally_flush(t, bins, hv, hd);                                                        \
     }
 DEFINE_PASS_B(pass_b, float, index_values, index_deltas)
 DEFINE_PASS_B(pass_b64, double, index_values64, index_deltas64)
@@ -484,6 +484,226 @@ HOT static void widen(const uint16_t *restrict src, float *restrict dst, size_t 
     }
 }
 
+/* ------------------------------------------------------------ instruments */
+
+/* The instruments of one tensor that read every element (docs/instruments.md),
+ * folded into the two passes so that memory is read once: in pass A,
+ * ||x - x0|| (distance from the initial copy), the sums of squares of up to two
+ * other buffers of x's size (optimizer state), the L2 norm of each row of x as a
+ * [rows, cols] matrix (per-unit norms) and the power iteration's first
+ * matrix-vector product y = W v (and yd = dW vd for the update dW = x - prev);
+ * between the passes y is normalised to u; in pass B, b = W^T u (and bd). The
+ * passes take the tensor in chunks that stay in the cache while both the
+ * statistics and these read them. Sums are float64, in XL lanes. */
+#define XL 32
+/* elements per chunk of a float32/float64 tensor with instruments (16-bit ones go by BLOCK) */
+#define XCHUNK 16384
+/* out[] header: ||x - x0||, ||W v||, ||dW vd||, ||state 0||, ||state 1||, then the parts */
+enum { X_DIST, X_YN, X_YDN, X_S0, X_S1, X_HEAD = 8 };
+
+typedef struct {
+    const void *x0;       /* initial copy (x's dtype) or NULL */
+    const void *st[2];    /* optimizer state (x's dtype) or NULL */
+    size_t rows, cols;    /* the matrix (cols = n / rows); rows 0: none */
+    int units;
+    const double *v, *vd; /* iteration vectors (cols) or NULL */
+    const int64_t *idx;   /* coordinates to gather, or NULL */
+    size_t k;
+    double *out;
+    double *un, *y, *b, *yd, *bd, *g; /* parts of out (NULL where not asked) */
+    /* 16/32-bit tensors: the products in float32 (an estimate: float32 sums of XL lanes, about
+     * 1e-6 relative), with float32 copies of v, vd and float32 b, bd (cols each, allocated) */
+    float *vf, *vdf, *bf, *bdf;
+    float *fbuf; /* their one allocation */
+    size_t brows; /* rows added into bf, bdf since they were last added into b, bd */
+    double dl[XL], sl[2][XL];
+} xjob_t;
+
+/* sum of squares, dot products with a float64 vector, in XL lanes */
+#define DEFINE_SEG(SUFFIX, T, VT)                                                              \
+    static inline double sumsq_##SUFFIX(const T *restrict a, size_t n) {                   \
+        double l[XL] = {0};                                                                \
+        size_t i = 0;                                                                      \
+        for (; i + XL <= n; i += XL)                                                       \
+            for (int j = 0; j < XL; j++)                                                   \
+                l[j] += (double)a[i + j] * (double)a[i + j];                               \
+        for (int j = 0; i < n; i++, j++)                                                   \
+            l[j] += (double)a[i] * (double)a[i];                                           \
+        double s = 0;                                                                      \
+        for (int j = 0; j < XL; j++)                                                       \
+            s += l[j];                                                                     \
+        return s;                                                                          \
+    }                                                                                      \
+    static inline void sumsq_lanes_##SUFFIX(const T *restrict a, const T *restrict z, size_t n, \
+                                            double *restrict lanes) {                      \
+        double l[XL];                                                                      \
+        memcpy(l, lanes, sizeof l);                                                        \
+        size_t i = 0;                                                                      \
+        if (z) {                                                                           \
+            for (; i + XL <= n; i += XL)                                                   \
+                for (int j = 0; j < XL; j++) {                                             \
+                    double t = (double)a[i + j] - (double)z[i + j];                        \
+                    l[j] += t * t;                                                         \
+                }                                                                          \
+            for (int j = 0; i < n; i++, j++) {                                             \
+                double t = (double)a[i] - (double)z[i];                                    \
+                l[j] += t * t;                                                             \
+            }                                                                              \
+        } else {                                                                           \
+            for (; i + XL <= n; i += XL)                                                   \
+                for (int j = 0; j < XL; j++)                                               \
+                    l[j] += (double)a[i + j] * (double)a[i + j];                           \
+            for (int j = 0; i < n; i++, j++)                                               \
+                l[j] += (double)a[i] * (double)a[i];                                       \
+        }                                                                                  \
+        memcpy(lanes, l, sizeof l);                                                        \
+    }                                                                                      \
+    static inline double dot_##SUFFIX(const T *restrict a, const T *restrict p,            \
+                                      const VT *restrict v, size_t n) {                    \
+        VT l[XL] = {0};                                                                    \
+        size_t i = 0;                                                                      \
+        if (p) {                                                                           \
+            for (; i + XL <= n; i += XL)                                                   \
+                for (int j = 0; j < XL; j++)                                               \
+                    l[j] += ((VT)a[i + j] - (VT)p[i + j]) * v[i + j];                      \
+            for (int j = 0; i < n; i++, j++)                                               \
+                l[j] += ((VT)a[i] - (VT)p[i]) * v[i];                                      \
+        } else {                                                                           \
+            for (; i + XL <= n; i += XL)                                                   \
+                for (int j = 0; j < XL; j++)                                               \
+                    l[j] += (VT)a[i + j] * v[i + j];                                       \
+            for (int j = 0; i < n; i++, j++)                                               \
+                l[j] += (VT)a[i] * v[i];                                                   \
+        }                                                                                  \
+        double s = 0;                                                                      \
+        for (int j = 0; j < XL; j++)                                                       \
+            s += (double)l[j];                                                             \
+        return s;                                                                          \
+    }
+
+/* Pass A's instruments over elements [g0, g0 + n) of the tensor (x, p, x0, the
+ * states: their chunks; p NULL without an update). */
+#define DEFINE_EXTRA_A(NAME, SUFFIX, T, VT, V, VD)                                            \
+    DEFINE_SEG(SUFFIX, T, VT)                                                                   \
+    HOT static void NAME(const T *restrict x, const T *restrict p, const T *restrict x0,     \
+                         const T *restrict s0, const T *restrict s1, size_t g0, size_t n,     \
+                         xjob_t *restrict e) {                                                \
+        if (x0)                                                                               \
+            sumsq_lanes_##SUFFIX(x, x0, n, e->dl);                                            \
+        if (s0)                                                                               \
+            sumsq_lanes_##SUFFIX(s0, NULL, n, e->sl[0]);                                      \
+        if (s1)                                                                               \
+            sumsq_lanes_##SUFFIX(s1, NULL, n, e->sl[1]);                                      \
+        const int yd = e->vd && p;                                                            \
+        if (!e->rows || !(e->units || e->v || yd))                                            \
+            return;                                                                           \
+        for (size_t i = 0; i < n;) { /* row by row (segments of rows at the chunk's ends) */ \
+            size_t g = g0 + i, r = g / e->cols, j = g - r * e->cols;                          \
+            size_t seg = e->cols - j < n - i ? e->cols - j : n - i;                           \
+            if (e->units)                                                                     \
+                e->un[r] += sumsq_##SUFFIX(x + i, seg);                                       \
+            if (e->v)                                                                         \
+                e->y[r] += dot_##SUFFIX(x + i, NULL, e->V + j, seg);                          \
+            if (yd)                                                                           \
+                e->yd[r] += dot_##SUFFIX(x + i, p + i, e->VD + j, seg);                       \
+            i += seg;                                                                         \
+        }                                                                                     \
+    }
+
+/* float32 b and bd are added into the float64 ones every BFLUSH rows (a float32 sum
+ * over tens of thousands of rows would lose digits) */
+#define BFLUSH 64
+static void flush_b(xjob_t *e) {
+    for (size_t j = 0; e->bf && j < e->cols; j++) {
+        e->b[j] += e->bf[j];
+        e->bf[j] = 0.0f;
+    }
+    for (size_t j = 0; e->bdf && j < e->cols; j++) {
+        e->bd[j] += e->bdf[j];
+        e->bdf[j] = 0.0f;
+    }
+    e->brows = 0;
+}
+
+/* Pass B's: b += W^T u and bd += dW^T ud over elements [g0, g0 + n) (before
+ * the previous copy is overwritten). */
+#define DEFINE_EXTRA_B(NAME, T, VT, B, BD, FLUSH_ROWS)                                                             \
+    HOT static void NAME(const T *restrict x, const T *restrict p, size_t g0, size_t n,      \
+                         xjob_t *restrict e, int with_d) {                                    \
+        for (size_t i = 0; i < n;) {                                                          \
+            size_t g = g0 + i, r = g / e->cols, j = g - r * e->cols;                          \
+            size_t seg = e->cols - j < n - i ? e->cols - j : n - i;                           \
+            const T *restrict xs = x + i;                                                     \
+            VT u = e->v ? (VT)e->y[r] : (VT)0;                                                \
+            if (u != (VT)0) {                                                                 \
+                VT *restrict b = e->B + j;                                                    \
+                for (size_t t = 0; t < seg; t++)                                              \
+                    b[t] += u * (VT)xs[t];                                                    \
+            }                                                                                 \
+            VT ud = with_d && e->vd ? (VT)e->yd[r] : (VT)0;                                   \
+            if (ud != (VT)0) {                                                                \
+                const T *restrict ps = p + i;                                                 \
+                VT *restrict bd = e->BD + j;                                                  \
+                for (size_t t = 0; t < seg; t++)                                              \
+                    bd[t] += ud * ((VT)xs[t] - (VT)ps[t]);                                    \
+            }                                                                                 \
+            i += seg;                                                                         \
+            if (FLUSH_ROWS && j + seg == e->cols && ++e->brows >= FLUSH_ROWS)                 \
+                flush_b(e);                                                                   \
+        }                                                                                     \
+    }
+DEFINE_EXTRA_A(extra_a, f32, float, float, vf, vdf)
+DEFINE_EXTRA_A(extra_a64, f64, double, double, v, vd)
+DEFINE_EXTRA_B(extra_b, float, float, bf, bdf, BFLUSH)
+DEFINE_EXTRA_B(extra_b64, double, double, b, bd, 0)
+#undef DEFINE_SEG
+#undef DEFINE_EXTRA_A
+#undef DEFINE_EXTRA_B
+
+static double lanes_sum(const double *l) {
+    double s = 0;
+    for (int j = 0; j < XL; j++)
+        s += l[j];
+    return s;
+}
+
+/* Zeroes the accumulators before pass A. */
+static void extra_start(xjob_t *e) {
+    memset(e->dl, 0, sizeof e->dl);
+    memset(e->sl, 0, sizeof e->sl);
+    memset(e->out, 0, sizeof(double) * X_HEAD);
+    if (e->un)
+        memset(e->un, 0, sizeof(double) * e->rows);
+    if (e->y) {
+        memset(e->y, 0, sizeof(double) * e->rows);
+        memset(e->b, 0, sizeof(double) * e->cols);
+    }
+    if (e->yd) {
+        memset(e->yd, 0, sizeof(double) * e->rows);
+        memset(e->bd, 0, sizeof(double) * e->cols);
+    }
+    e->brows = 0;
+    for (size_t j = 0; e->vf && j < e->cols; j++) {
+        e->vf[j] = (float)e->v[j];
+        e->bf[j] = 0.0f;
+    }
+    for (size_t j = 0; e->vdf && j < e->cols; j++) {
+        e->vdf[j] = (float)e->vd[j];
+        e->bdf[j] = 0.0f;
+    }
+}
+
+/* y -> u = y / ||y|| (zero if y is), ||y|| into out[at]. */
+static void normalise(double *y, size_t m, double *out) {
+    double s = 0;
+    for (size_t r = 0; r < m; r++)
+        s += y[r] * y[r];
+    *out = sqrt(s);
+    double inv = s > 0 ? 1.0 / *out : 0.0;
+    for (size_t r = 0; r < m; r++)
+        y[r] *= inv;
+}
+
 /* ------------------------------------------------------------ one tensor */
 
 typedef struct {
@@ -492,25 +712,43 @@ typedef struct {
     size_t n;
     int dtype;
     double *row_w, *row_d;
+    xjob_t *ex;         /* instruments, or NULL */
     int status;
 } job_t;
 
 typedef struct {
-    float xs[BLOCK], ps[BLOCK];
+    float xs[BLOCK], ps[BLOCK], x0s[BLOCK], s0s[BLOCK], s1s[BLOCK];
     hist_t hv, hd;
     tally_t tally;
 } scratch_t;
 
 static size_t elem_size(int dtype) { return dtype == DT_F64 ? 8 : (dtype == DT_F32 ? 4 : 2); }
 
-/* Runs pass A or B over the job's elements, widening 16-bit inputs blockwise. */
+/* base + at elements of the dtype, or NULL */
+static const void *at_elem(const void *base, size_t at, int dtype) {
+    return base ? (const char *)base + at * elem_size(dtype) : NULL;
+}
+
+/* Runs pass A over the job's elements, widening 16-bit inputs blockwise; with
+ * instruments, chunk by chunk, each chunk's instruments right after its statistics. */
 static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
-    if (jb->dtype == DT_F64) {
-        pass_a64((const double *)jb->x, (const double *)jb->p, jb->n, c, a);
-        return;
-    }
-    if (jb->dtype == DT_F32) {
-        pass_a((const float *)jb->x, (const float *)jb->p, jb->n, c, a);
+    xjob_t *e = jb->ex;
+    if (jb->dtype == DT_F64 || jb->dtype == DT_F32) {
+        size_t chunk = e ? XCHUNK : jb->n;
+        for (size_t at = 0; at < jb->n; at += chunk) {
+            size_t m = jb->n - at < chunk ? jb->n - at : chunk;
+            if (jb->dtype == DT_F64) {
+                pass_a64(at_elem(jb->x, at, DT_F64), at_elem(jb->p, at, DT_F64), m, c, a);
+                if (e)
+                    extra_a64(at_elem(jb->x, at, DT_F64), at_elem(jb->p, at, DT_F64), at_elem(e->x0, at, DT_F64),
+                              at_elem(e->st[0], at, DT_F64), at_elem(e->st[1], at, DT_F64), at, m, e);
+            } else {
+                pass_a(at_elem(jb->x, at, DT_F32), at_elem(jb->p, at, DT_F32), m, c, a);
+                if (e)
+                    extra_a(at_elem(jb->x, at, DT_F32), at_elem(jb->p, at, DT_F32), at_elem(e->x0, at, DT_F32),
+                            at_elem(e->st[0], at, DT_F32), at_elem(e->st[1], at, DT_F32), at, m, e);
+            }
+        }
         return;
     }
     for (size_t at = 0; at < jb->n; at += BLOCK) {
@@ -519,37 +757,84 @@ static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
         if (jb->p)
             widen((const uint16_t *)jb->p + at, s->ps, m, jb->dtype);
         pass_a(s->xs, jb->p ? s->ps : NULL, m, c, a);
+        if (e) {
+            float *w[3] = {s->x0s, s->s0s, s->s1s};
+            const void *src[3] = {e->x0, e->st[0], e->st[1]};
+            for (int q = 0; q < 3; q++)
+                if (src[q])
+                    widen((const uint16_t *)src[q] + at, w[q], m, jb->dtype);
+            extra_a(s->xs, jb->p ? s->ps : NULL, e->x0 ? s->x0s : NULL, e->st[0] ? s->s0s : NULL,
+                    e->st[1] ? s->s1s : NULL, at, m, e);
+        }
     }
 }
 
-static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy) {
-    if (jb->dtype == DT_F64) {
-        pass_b64((const double *)jb->x, (double *)jb->p, jb->n, hv, hd, copy, &s->tally);
-        return;
+/* Pass B (and, with_x, the instruments' second products, with_d: of the update too). */
+static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy, int with_x, int with_d) {
+    xjob_t *e = with_x ? jb->ex : NULL;
+    const int bins = hv ? hv->bins : (hd ? hd->bins : 1);
+    tally_clear(&s->tally, bins);
+    if (jb->dtype == DT_F64 || jb->dtype == DT_F32) {
+        size_t chunk = e ? XCHUNK : jb->n;
+        for (size_t at = 0; at < jb->n; at += chunk) {
+            size_t m = jb->n - at < chunk ? jb->n - at : chunk;
+            if (jb->dtype == DT_F64) {
+                const double *x = at_elem(jb->x, at, DT_F64);
+                double *p = jb->p ? (double *)jb->p + at : NULL;
+                if (e)
+                    extra_b64(x, p, at, m, e, with_d);
+                pass_b64(x, p, m, hv, hd, copy, &s->tally);
+            } else {
+                const float *x = at_elem(jb->x, at, DT_F32);
+                float *p = jb->p ? (float *)jb->p + at : NULL;
+                if (e)
+                    extra_b(x, p, at, m, e, with_d);
+                pass_b(x, p, m, hv, hd, copy, &s->tally);
+            }
+        }
+    } else {
+        int need_p = hd || (e && with_d);
+        for (size_t at = 0; at < jb->n; at += BLOCK) {
+            size_t m = jb->n - at < BLOCK ? jb->n - at : BLOCK;
+            widen((const uint16_t *)jb->x + at, s->xs, m, jb->dtype);
+            if (need_p)
+                widen((const uint16_t *)jb->p + at, s->ps, m, jb->dtype);
+            if (e)
+                extra_b(s->xs, need_p ? s->ps : NULL, at, m, e, with_d);
+            pass_b(s->xs, hd ? s->ps : NULL, m, hv, hd, 0, &s->tally);
+        }
+        if (copy)
+            memcpy(jb->p, jb->x, jb->n * elem_size(jb->dtype));
     }
-    if (jb->dtype == DT_F32) {
-        pass_b((const float *)jb->x, (float *)jb->p, jb->n, hv, hd, copy, &s->tally);
-        return;
-    }
-    for (size_t at = 0; at < jb->n; at += BLOCK) {
-        size_t m = jb->n - at < BLOCK ? jb->n - at : BLOCK;
-        widen((const uint16_t *)jb->x + at, s->xs, m, jb->dtype);
-        if (hd)
-            widen((const uint16_t *)jb->p + at, s->ps, m, jb->dtype);
-        pass_b(s->xs, hd ? s->ps : NULL, m, hv, hd, 0, &s->tally);
-    }
-    if (copy)
-        memcpy(jb->p, jb->x, jb->n * elem_size(jb->dtype));
+    tally_flush(&s->tally, bins, hv, hd);
 }
 
-static double first_value(const job_t *jb) {
+static double value_at(const void *x, size_t i, int dtype) {
     float v;
-    if (jb->dtype == DT_F64)
-        return ((const double *)jb->x)[0];
-    if (jb->dtype == DT_F32)
-        return ((const float *)jb->x)[0];
-    widen((const uint16_t *)jb->x, &v, 1, jb->dtype);
+    if (dtype == DT_F64)
+        return ((const double *)x)[i];
+    if (dtype == DT_F32)
+        return ((const float *)x)[i];
+    widen((const uint16_t *)x + i, &v, 1, dtype);
     return v;
+}
+
+static double first_value(const job_t *jb) { return value_at(jb->x, 0, jb->dtype); }
+
+/* The instruments' results once both passes ran (the products' second halves
+ * are in b and bd already). */
+static void extra_finish(job_t *jb, xjob_t *e) {
+    flush_b(e);
+    if (e->x0)
+        e->out[X_DIST] = sqrt(lanes_sum(e->dl));
+    for (int q = 0; q < 2; q++)
+        if (e->st[q])
+            e->out[X_S0 + q] = sqrt(lanes_sum(e->sl[q]));
+    if (e->un)
+        for (size_t r = 0; r < e->rows; r++)
+            e->un[r] = sqrt(e->un[r]);
+    for (size_t i = 0; i < e->k; i++)
+        e->g[i] = value_at(jb->x, (size_t)e->idx[i], jb->dtype);
 }
 
 static void hist_store(const hist_t *h, double m, double *counts) {
@@ -571,6 +856,9 @@ static void do_job(job_t *jb, scratch_t *s, int bins, int copy) {
     double c = first_value(jb);
     if (!isfinite(c))
         return;
+    xjob_t *e = jb->ex;
+    if (e)
+        extra_start(e);
     run_a(jb, s, c, &lanes);
     totals_t a;
     acc_fold(&lanes, &a);
@@ -584,8 +872,19 @@ static void do_job(job_t *jb, scratch_t *s, int bins, int copy) {
         return;
     if (d_ok && !hist_setup(&s->hd, bins, a.dlo, a.dhi, f32))
         d_ok = 0;
+    int with_x = 0;
+    if (e) {
+        if (e->y)
+            normalise(e->y, e->rows, &e->out[X_YN]);
+        if (e->yd && d_ok)
+            normalise(e->yd, e->rows, &e->out[X_YDN]);
+        with_x = e->y || (e->yd && d_ok);
+    }
     /* a delta left to the general path keeps its previous copy untouched */
-    run_b(jb, s, s->hv.constant ? NULL : &s->hv, d_ok && !s->hd.constant ? &s->hd : NULL, d_ok && copy);
+    run_b(jb, s, s->hv.constant ? NULL : &s->hv, d_ok && !s->hd.constant ? &s->hd : NULL, d_ok && copy, with_x,
+          d_ok);
+    if (e)
+        extra_finish(jb, e);
     double *w = jb->row_w;
     w[R_N] = n;
     w[R_M] = n;
@@ -756,29 +1055,202 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, int dtype, c
     return 0;
 }
 
+/* A C-contiguous float64 ('d') or int64 ('q'/'l', 8 bytes) buffer of at least `need` items. */
+static int get_vector(PyObject *obj, Py_buffer *view, int writable, char kind64, size_t need, const char *what,
+                      Py_ssize_t i) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "extras[%zd] %s: a C-contiguous%s buffer is needed", i, what,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    const char *f = view->format ? view->format : "B";
+    char kind = f[0] && strchr("@=<>!", f[0]) ? f[1] : f[0];
+    int ok = view->itemsize == 8 && (kind64 == 'd' ? kind == 'd' : (kind == 'q' || kind == 'l'));
+    if (!ok || (size_t)view->len / 8 < need) {
+        PyErr_Format(PyExc_ValueError, "extras[%zd] %s: %s of at least %zu items needed (got format '%s', %zd bytes)",
+                     i, what, kind64 == 'd' ? "float64" : "int64", need, f, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses extras[i] = (x0, rows, units, v, vd, idx, states, out) for job jb into e;
+ * buffers taken go into views[0..6] (have[] set). See snapshot_doc. */
+static int parse_extra(PyObject *item, job_t *jb, xjob_t *e, Py_buffer *views, char *have, Py_ssize_t i) {
+    memset(e, 0, sizeof *e);
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 8) {
+        PyErr_Format(PyExc_TypeError, "extras[%zd]: None or a tuple (x0, rows, units, v, vd, idx, states, out)", i);
+        return -1;
+    }
+    int dt = jb->dtype;
+    PyObject *o = PyTuple_GET_ITEM(item, 0);
+    if (o != Py_None) {
+        if (get_buffer(o, &views[0], 0, dt, "extras x0", i) < 0)
+            return -1;
+        have[0] = 1;
+        if ((size_t)views[0].len != jb->n * elem_size(dt)) {
+            PyErr_Format(PyExc_ValueError, "extras[%zd] x0 and xs[%zd] differ in size", i, i);
+            return -1;
+        }
+        e->x0 = views[0].buf;
+    }
+    Py_ssize_t rows = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
+    if (rows == -1 && PyErr_Occurred())
+        return -1;
+    int units = PyObject_IsTrue(PyTuple_GET_ITEM(item, 2));
+    if (units < 0)
+        return -1;
+    PyObject *v = PyTuple_GET_ITEM(item, 3), *vd = PyTuple_GET_ITEM(item, 4);
+    if (rows < 0 || (rows == 0 && (units || v != Py_None || vd != Py_None)) ||
+        (rows > 0 && (jb->n == 0 || jb->n % (size_t)rows))) {
+        PyErr_Format(PyExc_ValueError, "extras[%zd]: rows must be >= 1 and divide the size of xs[%zd] "
+                     "(0: no matrix, then no units, v or vd)", i, i);
+        return -1;
+    }
+    e->rows = (size_t)rows;
+    e->cols = rows ? jb->n / (size_t)rows : 0;
+    e->units = units;
+    if (v != Py_None) {
+        if (get_vector(v, &views[1], 0, 'd', e->cols, "v", i) < 0)
+            return -1;
+        have[1] = 1;
+        e->v = views[1].buf;
+    }
+    if (vd != Py_None) {
+        if (!jb->p) {
+            PyErr_Format(PyExc_ValueError, "extras[%zd] vd: needs prevs[%zd]", i, i);
+            return -1;
+        }
+        if (get_vector(vd, &views[2], 0, 'd', e->cols, "vd", i) < 0)
+            return -1;
+        have[2] = 1;
+        e->vd = views[2].buf;
+    }
+    o = PyTuple_GET_ITEM(item, 5);
+    if (o != Py_None) {
+        if (get_vector(o, &views[3], 0, 'q', 0, "idx", i) < 0)
+            return -1;
+        have[3] = 1;
+        e->idx = views[3].buf;
+        e->k = (size_t)views[3].len / 8;
+        for (size_t q = 0; q < e->k; q++)
+            if (e->idx[q] < 0 || (size_t)e->idx[q] >= jb->n) {
+                PyErr_Format(PyExc_IndexError, "extras[%zd] idx: %lld out of range for %zu elements", i,
+                             (long long)e->idx[q], jb->n);
+                return -1;
+            }
+    }
+    o = PyTuple_GET_ITEM(item, 6);
+    if (o != Py_None) {
+        PyObject *sq = PySequence_Fast(o, "extras states: None or a sequence of at most 2 buffers");
+        if (!sq)
+            return -1;
+        Py_ssize_t ns = PySequence_Fast_GET_SIZE(sq);
+        int rc = 0;
+        if (ns > 2) {
+            PyErr_Format(PyExc_ValueError, "extras[%zd] states: at most 2", i);
+            rc = -1;
+        }
+        for (Py_ssize_t q = 0; q < ns && rc == 0; q++) {
+            PyObject *b = PySequence_Fast_GET_ITEM(sq, q);
+            if (b == Py_None)
+                continue;
+            if (get_buffer(b, &views[4 + q], 0, dt, "extras states", i) < 0) {
+                rc = -1;
+                break;
+            }
+            have[4 + q] = 1;
+            if ((size_t)views[4 + q].len != jb->n * elem_size(dt)) {
+                PyErr_Format(PyExc_ValueError, "extras[%zd] states[%zd] and xs[%zd] differ in size", i, q, i);
+                rc = -1;
+                break;
+            }
+            e->st[q] = views[4 + q].buf;
+        }
+        Py_DECREF(sq);
+        if (rc < 0)
+            return -1;
+    }
+    size_t need = X_HEAD + (units ? e->rows : 0) + (e->v ? e->rows + e->cols : 0) +
+                  (e->vd ? e->rows + e->cols : 0) + e->k;
+    if (get_vector(PyTuple_GET_ITEM(item, 7), &views[6], 1, 'd', need, "out", i) < 0)
+        return -1;
+    have[6] = 1;
+    double *out = views[6].buf;
+    e->out = out;
+    out += X_HEAD;
+    if (units) {
+        e->un = out;
+        out += e->rows;
+    }
+    if (e->v) {
+        e->y = out;
+        e->b = out + e->rows;
+        out += e->rows + e->cols;
+    }
+    if (e->vd) {
+        e->yd = out;
+        e->bd = out + e->rows;
+        out += e->rows + e->cols;
+    }
+    if (e->k)
+        e->g = out;
+    if (dt != DT_F64 && (e->v || e->vd)) { /* float32 products: the copies (freed by py_snapshot) */
+        float *f = PyMem_Calloc(4 * e->cols + 1, sizeof(float));
+        if (!f) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        e->vf = e->v ? f : NULL;
+        e->bf = e->v ? f + e->cols : NULL;
+        e->vdf = e->vd ? f + 2 * e->cols : NULL;
+        e->bdf = e->vd ? f + 3 * e->cols : NULL;
+        e->fbuf = f;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(snapshot_doc,
-"snapshot(xs, prevs, dtypes, bins, out_w, out_d, copy, threads=1) -> bytes\n\n"
+"snapshot(xs, prevs, dtypes, bins, out_w, out_d, copy, threads=1, extras=None) -> bytes\n\n"
 "Raw statistics rows of each x in xs (C-contiguous buffers of float32 or float64,\n"
 "or of float16/bfloat16 bits as uint16) into out_w, and of x - prev into out_d where\n"
 "prevs[i] is not None; with copy, each such prev is overwritten with x.\n"
 "dtypes: bytes, one code per tensor (0 float32, 1 float16, 2 bfloat16, 3 float64).\n"
 "out_w, out_d: writable float64 buffers of len(xs) * (12 + bins).\n"
 "threads: how many threads share the tensors (whole tensors each).\n"
+"extras: None or one item per tensor, None or (x0, rows, units, v, vd, idx, states, out),\n"
+"the instruments computed in the same passes (weighttui/record/kernel.py):\n"
+"  x0: None or a buffer like x: out[0] = ||x - x0||;\n"
+"  rows: x as a [rows, n / rows] matrix (0: none); units: out gets each row's L2 norm;\n"
+"  v / vd: None or float64 [n / rows]: out[1] = ||W v||, out gets u = W v / ||W v|| and\n"
+"    b = W^T u (vd: the same for W - prev, out[2]);\n"
+"  idx: None or int64 flat indices: out gets x at each (float64);\n"
+"  states: None or up to 2 buffers like x: out[3 + j] = ||states[j]||;\n"
+"  out: writable float64: 8 header items, then units [rows], then u [rows], b [n / rows]\n"
+"    (with v), then ud [rows], bd [n / rows] (with vd), then the gathered values.\n"
+"  A tensor's extras are valid where its weights row was computed (those of vd: where\n"
+"  its delta row was).\n"
 "Returns one status byte per tensor: bit 0 set = its weights row was not\n"
 "computed, bit 1 = its delta row was not (and its prev was not touched).");
 
+/* buffers per tensor: x, prev, then extras' x0, v, vd, idx, states[0], states[1], out */
+#define NVIEW 9
+
 static PyObject *py_snapshot(PyObject *self, PyObject *args) {
-    PyObject *xs, *prevs, *out_w_obj, *out_d_obj;
+    PyObject *xs, *prevs, *out_w_obj, *out_d_obj, *extras = Py_None;
     Py_buffer dts, ow, od;
     int bins, copy, nthreads = 1;
-    if (!PyArg_ParseTuple(args, "OOy*iOOp|i", &xs, &prevs, &dts, &bins, &out_w_obj, &out_d_obj, &copy,
-                          &nthreads))
+    if (!PyArg_ParseTuple(args, "OOy*iOOp|iO", &xs, &prevs, &dts, &bins, &out_w_obj, &out_d_obj, &copy,
+                          &nthreads, &extras))
         return NULL;
     PyObject *result = NULL;
-    PyObject *xseq = NULL, *pseq = NULL;
+    PyObject *xseq = NULL, *pseq = NULL, *eseq = NULL;
     Py_buffer *views = NULL;
     char *have = NULL;
     job_t *jobs = NULL;
+    xjob_t *xjobs = NULL;
     Py_ssize_t t = 0, i;
     int have_ow = 0, have_od = 0;
 
@@ -795,6 +1267,15 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "xs, prevs and dtypes must have the same length");
         goto done;
     }
+    if (extras != Py_None) {
+        eseq = PySequence_Fast(extras, "extras must be None or a sequence");
+        if (!eseq)
+            goto done;
+        if (PySequence_Fast_GET_SIZE(eseq) != t) {
+            PyErr_SetString(PyExc_ValueError, "extras must have the length of xs");
+            goto done;
+        }
+    }
     if (PyObject_GetBuffer(out_w_obj, &ow, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
         goto done;
     have_ow = 1;
@@ -806,10 +1287,11 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "out_w/out_d are smaller than len(xs) * (12 + bins) float64");
         goto done;
     }
-    views = PyMem_Calloc(2 * (size_t)t + 1, sizeof(Py_buffer));
-    have = PyMem_Calloc(2 * (size_t)t + 1, 1);
+    views = PyMem_Calloc(NVIEW * (size_t)t + 1, sizeof(Py_buffer));
+    have = PyMem_Calloc(NVIEW * (size_t)t + 1, 1);
     jobs = PyMem_Calloc((size_t)t + 1, sizeof(job_t));
-    if (!views || !have || !jobs) {
+    xjobs = eseq ? PyMem_Calloc((size_t)t + 1, sizeof(xjob_t)) : NULL;
+    if (!views || !have || !jobs || (eseq && !xjobs)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -819,29 +1301,35 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "dtypes[%zd]: unknown code %d", i, dt);
             goto done;
         }
-        if (get_buffer(PySequence_Fast_GET_ITEM(xseq, i), &views[2 * i], 0, dt, "xs", i) < 0)
+        if (get_buffer(PySequence_Fast_GET_ITEM(xseq, i), &views[NVIEW * i], 0, dt, "xs", i) < 0)
             goto done;
-        have[2 * i] = 1;
+        have[NVIEW * i] = 1;
         size_t es = elem_size(dt);
-        if (views[2 * i].len % es) {
+        if (views[NVIEW * i].len % es) {
             PyErr_Format(PyExc_ValueError, "xs[%zd]: length is not a multiple of the element size", i);
             goto done;
         }
-        jobs[i].x = views[2 * i].buf;
-        jobs[i].n = (size_t)views[2 * i].len / es;
+        jobs[i].x = views[NVIEW * i].buf;
+        jobs[i].n = (size_t)views[NVIEW * i].len / es;
         jobs[i].dtype = dt;
         jobs[i].row_w = (double *)ow.buf + (size_t)i * (NRAW + bins);
         jobs[i].row_d = (double *)od.buf + (size_t)i * (NRAW + bins);
         PyObject *p = PySequence_Fast_GET_ITEM(pseq, i);
         if (p != Py_None) {
-            if (get_buffer(p, &views[2 * i + 1], copy, dt, "prevs", i) < 0)
+            if (get_buffer(p, &views[NVIEW * i + 1], copy, dt, "prevs", i) < 0)
                 goto done;
-            have[2 * i + 1] = 1;
-            if (views[2 * i + 1].len != views[2 * i].len) {
+            have[NVIEW * i + 1] = 1;
+            if (views[NVIEW * i + 1].len != views[NVIEW * i].len) {
                 PyErr_Format(PyExc_ValueError, "prevs[%zd] and xs[%zd] differ in size", i, i);
                 goto done;
             }
-            jobs[i].p = views[2 * i + 1].buf;
+            jobs[i].p = views[NVIEW * i + 1].buf;
+        }
+        PyObject *ex = eseq ? PySequence_Fast_GET_ITEM(eseq, i) : Py_None;
+        if (ex != Py_None) {
+            if (parse_extra(ex, &jobs[i], &xjobs[i], &views[NVIEW * i + 2], &have[NVIEW * i + 2], i) < 0)
+                goto done;
+            jobs[i].ex = &xjobs[i];
         }
     }
     int rc;
@@ -860,12 +1348,16 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args) {
     }
 done:
     if (views)
-        for (i = 0; i < 2 * t; i++)
+        for (i = 0; i < NVIEW * t; i++)
             if (have[i])
                 PyBuffer_Release(&views[i]);
     PyMem_Free(views);
     PyMem_Free(have);
     PyMem_Free(jobs);
+    if (xjobs)
+        for (i = 0; i < t; i++)
+            PyMem_Free(xjobs[i].fbuf);
+    PyMem_Free(xjobs);
     if (have_ow)
         PyBuffer_Release(&ow);
     if (have_od)
@@ -873,6 +1365,7 @@ done:
     PyBuffer_Release(&dts);
     Py_XDECREF(xseq);
     Py_XDECREF(pseq);
+    Py_XDECREF(eseq);
     return result;
 }
 
@@ -889,7 +1382,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__fastats(void) {
     PyObject *m = PyModule_Create(&module);
     /* DTYPES: how many dtype codes this build reads (3 before float64: a stale build) */
-    if (m && (PyModule_AddIntConstant(m, "NRAW", NRAW) < 0 || PyModule_AddIntConstant(m, "DTYPES", 4) < 0)) {
+    if (m && (PyModule_AddIntConstant(m, "NRAW", NRAW) < 0 || PyModule_AddIntConstant(m, "DTYPES", 4) < 0 ||
+              PyModule_AddIntConstant(m, "EXTRAS", 1) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

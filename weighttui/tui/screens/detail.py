@@ -2,10 +2,13 @@
 
 Opened by `open_tensor(name)` on the app (enter on a row). Keys: `[` / `]` previous
 / next tensor along the overview's order (`RunView.tensor_order`); `w` / `d` / `g` weights, update
-(delta) or gradient statistics; `l` linear / log density; `r` value range
-over the whole run / the snapshots shown; `z` all snapshots up to the
-position / only the most recent (one per column); escape goes back. The
-timeline keys belong to the app: this screen follows `RunView.row`.
+(delta) or gradient statistics; `u` the per-unit norms strip instead of the histograms;
+`l` linear / log density; `r` value range over the whole run / the snapshots shown;
+`z` all snapshots up to the position / only the most recent (one per column);
+`i` / `o` zoom in / out, `<` / `>` pan, `0` the whole run again: a zoomed range is read
+at full resolution (screens/detail_zoom.py), and while zoomed ← → walk every snapshot
+of the run (the timeline's row view may have thinned them); escape goes back. The
+timeline keys belong to the app otherwise: this screen follows `RunView.row`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 from rich.text import Text
 from textual import events
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -22,14 +26,18 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from weighttui.analysis import heatmap
-from weighttui.analysis.series import tensor_series
+from weighttui.data.units import units_at
 from weighttui.log.records import TensorInfo
+from weighttui.log.schema import DEAD_WINDOW
 from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt_value
+from weighttui.tui.screens import detail_zoom
 from weighttui.tui.screens.base import RunScreen
-from weighttui.tui.state import RunView
+from weighttui.tui.screens.detail_zoom import Span, Window
+from weighttui.tui.state import RunView, SeekStep
 from weighttui.tui.widgets.charts import BAND_COLORS, SERIES_COLORS, LineChart
 from weighttui.tui.widgets.heatmap_view import HeatmapView, HistogramBars
+from weighttui.tui.widgets.unit_strip import UnitStrip, exploding
 
 Series = dict[str, np.ndarray]
 
@@ -75,12 +83,21 @@ YLIM = {"zero fraction": (0.0, 1.0), "changed fraction": (0.0, 1.0)}  # fraction
 CHART_DELAY = 0.25
 
 
+UNITS_CACHE = 4096  # snapshots' unit norms kept for the strip (one tensor's: a few KiB each)
+
+
+def _ids(units: np.ndarray, most: int = 8) -> str:
+    shown = " ".join(f"#{int(u)}" for u in units[:most])
+    return shown + (f" +{units.size - most}" if units.size > most else "")
+
+
 class DetailScreen(RunScreen):
     DEFAULT_CSS = """
     DetailScreen { layout: vertical; }
     DetailScreen #dhead { height: 3; padding: 0 1; background: $panel; text-wrap: nowrap; text-overflow: ellipsis; }
     DetailScreen #top { height: 2fr; }
     DetailScreen #heat { width: 3fr; }
+    DetailScreen #units { width: 3fr; display: none; }
     DetailScreen #bars { width: 2fr; margin-left: 1; }
     DetailScreen #middle { height: 1fr; }
     DetailScreen #bottom { height: 1fr; }
@@ -94,18 +111,34 @@ class DetailScreen(RunScreen):
         Binding("w", "kind('weights')", "weights", show=False),
         Binding("d", "kind('delta')", "delta", show=False),
         Binding("g", "kind('grad')", "grads", show=False),
+        Binding("u", "toggle_units", "units", show=False),
         Binding("l", "toggle_log", "lin/log", show=False),
         Binding("r", "toggle_range", "range", show=False),
-        Binding("z", "toggle_zoom", "zoom", show=False),
+        Binding("z", "toggle_zoom", "recent", show=False),
+        Binding("i", "zoom(0.5)", "zoom in", show=False),
+        Binding("o", "zoom(2.0)", "zoom out", show=False),
+        Binding("comma,less_than_sign", "pan(-1)", "pan back", show=False),
+        Binding("full_stop,greater_than_sign", "pan(1)", "pan on", show=False),
+        Binding("0", "reset_zoom", "whole run", show=False),
+        # while zoomed, the timeline keys walk every snapshot (else they are the app's: SkipAction)
+        Binding("left", "cursor(-1)", "back", show=False),
+        Binding("right", "cursor(1)", "forward", show=False),
+        Binding("shift+left", "cursor(-10)", "back 10", show=False),
+        Binding("shift+right", "cursor(10)", "forward 10", show=False),
     ]
     HELP_TITLE = "tensor detail"
     KEYS_HELP = (("Tensor detail", (
         ("[ ]", "previous / next tensor (in the overview's order)"),
         ("w d g", "weights / updates (delta) / gradients"),
+        ("u", "per-unit norms over time (units x snapshots) / histograms"),
         ("l", "histogram density: linear / log"),
         ("r", "value range: the whole run / the snapshots shown"),
-        ("z", "zoom: every snapshot up to the position / the most recent"),
-        ("click", "on the heatmap: move the timeline there"),
+        ("z", "every snapshot up to the position / the most recent, one per column"),
+        ("i o", "zoom in / out around the position: a range at full resolution"),
+        ("< >  , .", "pan the zoomed range back / on by half its width"),
+        ("0", "the whole run again (the timeline's rows)"),
+        ("← → shift+← →", "while zoomed: one / ten snapshots, every snapshot of the run"),
+        ("click", "on the heatmap or the strip: move the timeline there (zoomed: that snapshot)"),
         ("esc", "back to the list"),
     )),)
 
@@ -116,6 +149,14 @@ class DetailScreen(RunScreen):
         self.log_density = False
         self.range_mode = "run"  # or "window": the snapshots shown
         self.zoom = "run"  # or "recent"
+        self.span: Span | None = None  # the zoomed step range [start, stop); None: the whole run
+        self.cursor: int | None = None  # a snapshot's step chosen inside the zoom (the row view may lack it)
+        self.units = False  # the per-unit strip instead of the histogram heatmap
+        self.window: Window | None = None  # what is drawn now
+        self._pos_before: int | None = None  # the position step at the last draw
+        self._window_key: tuple | None = None
+        self._units_cache: dict[tuple[str, int], tuple | None] = {}
+        self._units_for: tuple | None = None  # the data the cache belongs to
         self._key: tuple | None = None
         self._charts_due: tuple | None = None  # arguments of the next chart redraw
         self._charts_for: tuple[str, str] | None = None  # (tensor, kind) the charts show
@@ -127,6 +168,7 @@ class DetailScreen(RunScreen):
         yield Static(id="dhead")
         with Horizontal(id="top"):
             yield HeatmapView(id="heat")
+            yield UnitStrip(id="units")
             yield HistogramBars(id="bars")
         with Horizontal(id="middle"):
             yield LineChart(id="bands")
@@ -169,6 +211,13 @@ class DetailScreen(RunScreen):
         self.kind = kind
         self.refresh_data()
 
+    def action_toggle_units(self) -> None:
+        self.units = not self.units
+        self.query_one(HeatmapView).display = not self.units
+        self.query_one(UnitStrip).display = self.units
+        self.refresh_data()
+        self.call_after_refresh(self.refresh_data)  # again once the strip has its width
+
     def action_toggle_log(self) -> None:
         self.log_density = not self.log_density
         self.refresh_data()
@@ -181,15 +230,83 @@ class DetailScreen(RunScreen):
         self.zoom = "recent" if self.zoom == "run" else "run"
         self.refresh_data()
 
+    def action_zoom(self, factor: float) -> None:
+        view = self.view()
+        self.span = detail_zoom.zoom(view.data, self.span, self._position_step(view), factor)
+        if self.span is None:
+            self.cursor = None
+        self.refresh_data()
+
+    def action_pan(self, direction: int) -> None:
+        self.span = detail_zoom.pan(self.view().data, self.span, direction)
+        self.refresh_data()
+
+    def action_reset_zoom(self) -> None:
+        self.span = None
+        self.cursor = None
+        self.refresh_data()
+
+    def action_cursor(self, delta: int) -> None:
+        """While zoomed: move to the snapshot `delta` snapshots away, at full resolution."""
+        view = self.view()
+        data = view.data
+        here = self._position_step(view)
+        if self.span is None or here is None or not data.row_count:
+            raise SkipAction()  # not zoomed: the app's timeline keys
+        i = data.rows_for_steps(None, here + 1)[1] - 1
+        j = min(max(i + delta, 0), data.row_count - 1)
+        step = int(data.snapshot_rows(j, j + 1)[0][0])
+        self.span = detail_zoom.follow(data, self.span, step)
+        self.cursor = step
+        self.post_message(SeekStep(step))  # the app's timeline follows (to the row at or before it)
+        self.refresh_data()
+
+    def on_seek_step(self, message: SeekStep) -> None:
+        # a click on the zoomed heatmap names a snapshot the row view may lack: remember it exactly;
+        # the message goes on to the app, whose timeline moves to the row at or before it
+        if self.span is not None:
+            self.cursor = message.step
+
     # -------------------------------------------------------------- refresh
+
+    def _position_step(self, view: RunView) -> int | None:
+        """The step the screen is at: the zoom's cursor while the app's timeline stays on the row
+        at or before it, else the timeline's row."""
+        data = view.data
+        row = view.row
+        row_step = int(data.steps[row]) if 0 <= row < data.n else None
+        cur = self.cursor
+        if cur is not None:
+            steps = data.steps
+            at = int(np.searchsorted(steps, cur, side="right")) - 1
+            if self.span is None or row_step is None or at < 0 or int(steps[at]) != row_step:
+                self.cursor = cur = None  # the timeline moved elsewhere: follow it
+        return cur if cur is not None else row_step
+
+    def _read(self, data, span: Span | None) -> Window:
+        """The tensor's window, read again only when the rows of the range changed."""
+        rows = data.rows_for_steps(*span) if span is not None else None
+        key = (self.tensor, self.kind, span, rows, data.snapshot_count if span is None else None,
+               data.n, data.resets, id(data.run))
+        if key != self._window_key or self.window is None:
+            self.window = detail_zoom.read(data, self.tensor, self.kind, span)
+            self._window_key = key
+        return self.window
 
     def refresh_data(self) -> None:
         """Redraw at the view's row (the app asks after updates and timeline moves)."""
         view = self.view()
         data = view.data
         row = view.row
+        pos_step = self._position_step(view)
+        if self.span is not None and pos_step is not None and pos_step != self._pos_before:
+            # the timeline moved outside the zoomed range (home, play, a live run's latest): the range
+            # follows it, keeping its width (panning away from the position leaves it be)
+            self.span = detail_zoom.follow(data, self.span, pos_step)
+        self._pos_before = pos_step
+        strip_w = self.query_one(UnitStrip).size.width if self.units else 0
         key = (data.resets, data.snapshot_count, data.n, row, self.tensor, self.kind, self.log_density,
-               self.range_mode, self.zoom, id(data.run))
+               self.range_mode, self.zoom, id(data.run), self.span, pos_step, self.units, strip_w)
         if key == self._key:
             return
         self._key = key
@@ -200,15 +317,17 @@ class DetailScreen(RunScreen):
             head.append(": not in this run (yet)")
             self.query_one("#dhead", Static).update(head)
             return
-        pos_step = int(data.steps[row]) if 0 <= row < data.n else None
-        steps, lo, hi, counts = data.histograms(self.tensor, self.kind)
-        stats = tensor_series(data, self.tensor, self.kind)
-        self._header(view, info, pos_step, stats)
-        self.query_one(HeatmapView).show(
-            steps, lo, hi, counts, position_step=pos_step, zoom=self.zoom, range_mode=self.range_mode,
-            log=self.log_density, message=f"no {KIND_NAMES[self.kind]} histograms in this log")
+        win = self._read(data, self.span)
+        steps, lo, hi, counts = win.hist
+        stats = win.stats
+        heat = self.query_one(HeatmapView)
+        self._header(view, info, pos_step, stats, win, heat.size.width - heat.GUTTER)
+        heat.show(steps, lo, hi, counts, position_step=pos_step, zoom=self.zoom, range_mode=self.range_mode,
+                  log=self.log_density, message=f"no {KIND_NAMES[self.kind]} histograms in this log")
+        if self.units:
+            self._units(view, info, pos_step)
         self._bars(steps, lo, hi, counts, pos_step, stats)
-        self._charts_due = (view, steps, lo, hi, counts, pos_step, stats, key)
+        self._charts_due = (view, win, pos_step, key)
         if (self.tensor, self.kind) != self._charts_for:  # another tensor or view: all at once
             self._flush_charts()
         elif self._chart_timer is None:
@@ -230,7 +349,8 @@ class DetailScreen(RunScreen):
         i = int(np.searchsorted(steps, pos_step, side="right")) - 1
         return i if i >= 0 else None
 
-    def _header(self, view: RunView, info: TensorInfo, pos_step: int | None, stats: Series) -> None:
+    def _header(self, view: RunView, info: TensorInfo, pos_step: int | None, stats: Series, win: Window,
+                columns: int) -> None:
         data = view.data
         row = view.row
         t = Text()
@@ -244,22 +364,30 @@ class DetailScreen(RunScreen):
         for kind, key in (("weights", "w"), ("delta", "d"), ("grad", "g")):
             if not data.has_kind(kind):
                 second.append(f" {key}:{kind} ", style="dim strike")
-            elif kind == self.kind:
+            elif kind == self.kind and not self.units:
                 second.append(f" {key}:{kind} ", style="reverse bold")
             else:
                 second.append(f" {key}:{kind} ")
+        second.append(" u:units ", style="reverse bold" if self.units else "")
+        second.append("  ")
+        second.append(win.label(self.span, columns if columns > 0 and not self.units else None),
+                      style="bold" if self.span is not None else "")
         density = "log" if self.log_density else "linear"
-        second.append(f"  density {density} · range {self.range_mode} · zoom {self.zoom}", style="dim")
+        recent = " · most recent" if self.zoom == "recent" else ""
+        second.append(f"  density {density} · range {self.range_mode}{recent}", style="dim")
         first, t = t, Text()
         if pos_step is None:
             t.append("no snapshots yet", style="dim")
         else:
             where = "following" if view.position is None else "at timeline position"
+            if self.cursor is not None:
+                where = "zoom cursor"
             t.append(f"step {pos_step}", style="bold")
-            epoch = int(data.epochs[row])
+            epoch = int(data.epochs[row]) if self.cursor is None else -1
             if epoch >= 0:
                 t.append(f" epoch {epoch}")
-            t.append(f" (snapshot {row + 1}/{data.n}, {where})  ", style="dim")
+            index = data.rows_for_steps(None, pos_step + 1)[1]
+            t.append(f" (snapshot {index}/{data.row_count}, {where})  ", style="dim")
             i = self._at(stats, pos_step)
             if i is None:
                 t.append("this tensor has no statistics here", style="dim")
@@ -273,6 +401,95 @@ class DetailScreen(RunScreen):
                     t.append(f"{label} ", style="dim")
                     t.append(f"{fmt_value(v, 0).strip()}  ", style="bold red" if bad else "")
         self.query_one("#dhead", Static).update(Text("\n").join([first, second, t]))
+
+    # ------------------------------------------------------------ units
+
+    def _unit_rows(self, data, pos_step: int | None, columns: int) -> np.ndarray:
+        """Snapshot indices the strip reads: those of the range (or the most recent up to the
+        position), every stride-th when there are more than columns (stride a power of two, so
+        the rows stay the same as a live run grows), and the latest of them always."""
+        lo, hi = data.rows_for_steps(*self.span) if self.span is not None else (0, data.row_count)
+        if self.zoom == "recent" and pos_step is not None:
+            hi = min(hi, data.rows_for_steps(None, pos_step + 1)[1])
+            lo = max(lo, hi - columns)
+        if hi <= lo:
+            return np.zeros(0, dtype=np.int64)
+        stride = 1
+        while -(-(hi - lo) // stride) > max(1, columns - 1):
+            stride *= 2
+        rows = np.arange(-(-lo // stride) * stride, hi, stride, dtype=np.int64)
+        if not rows.size or rows[-1] != hi - 1:
+            rows = np.append(rows, hi - 1)
+        return rows
+
+    def _unit_norms(self, data, rows: np.ndarray) -> list[tuple | None]:
+        """(weights, grad) unit norms of the tensor at these snapshot indices, read from their
+        frames (cached: the store does not keep them)."""
+        ident = (data.path, data.resets, id(data.run))
+        if ident != self._units_for or len(self._units_cache) > UNITS_CACHE:
+            self._units_cache = {}
+            self._units_for = ident
+        if data.path is None or not rows.size:
+            return [None] * int(rows.size)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        _steps, offsets = data.snapshot_rows(lo, hi)
+        offs = offsets[rows - lo]
+        want = [int(o) for o in offs if (self.tensor, int(o)) not in self._units_cache]
+        if want:
+            by_id = {t.id: t for t in data.tensors}
+            try:
+                got = units_at(data.path, want, self.tensor, by_id)
+            except OSError:
+                got = [None] * len(want)
+            for o, g in zip(want, got, strict=True):
+                self._units_cache[(self.tensor, o)] = g
+        return [self._units_cache[(self.tensor, int(o))] for o in offs]
+
+    def _units(self, view: RunView, info: TensorInfo, pos_step: int | None) -> None:
+        data = view.data
+        strip = self.query_one(UnitStrip)
+        what = "gradients" if self.kind == "grad" else "weights"
+        columns = max(1, strip.size.width - strip.GUTTER)
+        rows = self._unit_rows(data, pos_step, columns)
+        norms = self._unit_norms(data, rows)
+        units = next((w.size for w in (n[0] for n in norms if n is not None)), 0)
+        keep = [i for i, n in enumerate(norms) if n is not None and n[0].size == units]
+        pairs = [n for n in norms if n is not None and n[0].size == units]
+        if not units or not keep:
+            strip.show(np.zeros(0), np.zeros((0, 0)), title=f"per-unit norms of {inert(info.name)}",
+                       message="no per-unit norms for this tensor in this log (2-D and conv weights, "
+                               "recorded with the 'units' instrument: docs/instruments.md)")
+            return
+        steps, _offs = data.snapshot_rows(int(rows[0]), int(rows[-1]) + 1)
+        steps = steps[rows[keep] - rows[0]]
+        w = np.stack([wn for wn, _gn in pairs]).astype(np.float64)
+        g = np.stack([gn if gn is not None and gn.size == units else np.full(units, np.nan)
+                      for _wn, gn in pairs]).astype(np.float64)
+        stride = int(np.median(np.diff(rows))) if rows.size > 1 else 1
+        res = "every snapshot" if stride <= 1 else f"every {detail_zoom.ordinal(stride)} snapshot"
+        title = f"per-unit norms of {what}: {units} units × snapshots ({res})"
+        strip.show(steps, g if self.kind == "grad" else w, w, g, position_step=pos_step, title=title,
+                   summary=self._unit_summary(data, pos_step, units))
+
+    def _unit_summary(self, data, pos_step: int | None, units: int) -> str:
+        """Dead and exploding units at the position, by the rules of the dead_units and
+        exploding_units columns (log/schema.py), naming which."""
+        if pos_step is None:
+            return ""
+        end = data.rows_for_steps(None, pos_step + 1)[1]
+        rows = np.arange(max(0, end - 3 * DEAD_WINDOW), end, dtype=np.int64)
+        norms = [n for n in self._unit_norms(data, rows) if n is not None and n[0].size == units]
+        if not norms:
+            return f"step {pos_step}: no unit norms"
+        hot = np.nonzero(exploding(norms[-1][0][None, :])[0])[0]
+        grads = [n[1] for n in norms if n[1] is not None and n[1].size == units and not np.isnan(n[1]).all()]
+        out = f"step {pos_step}: "
+        if len(grads) >= DEAD_WINDOW:
+            dead = np.nonzero(np.all(np.stack(grads[-DEAD_WINDOW:]) == 0, axis=0))[0]
+            out += f"{dead.size} dead" + (f" {_ids(dead)}" if dead.size else "") + " · "
+        return out + f"{hot.size} exploding" + (f" {_ids(hot)}" if hot.size else "")
+
+    # ------------------------------------------------------------ panels
 
     def _bars(self, steps: np.ndarray, lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, pos_step: int | None,
               stats: Series) -> None:
@@ -297,17 +514,18 @@ class DetailScreen(RunScreen):
         bars.show(float(lo[i]), float(hi[i]), c, mean=mean, std=std, log=self.log_density,
                   title=f"{what} at step {int(steps[i])}: {total:,} values{src}")
 
-    def _charts(self, view: RunView, steps: np.ndarray, lo: np.ndarray, hi: np.ndarray, counts: np.ndarray,
-                pos_step: int | None, stats: Series, key: tuple) -> None:
+    def _charts(self, view: RunView, win: Window, pos_step: int | None, key: tuple) -> None:
         data = view.data
         marker = pos_step
+        steps, lo, hi, counts = win.hist
+        stats = win.stats
         bands = heatmap.percentile_bands(lo, hi, counts) if steps.size else np.zeros((0, 9))
         series = [(f"p{q}" if q in (0, 50, 100) else "", bands[:, k], BAND_COLORS[k])
                   for k, q in enumerate(heatmap.PERCENTILES)]
         self.query_one("#bands", LineChart).show(
             "percentiles: p0 p50 p100, and 7 16 31 69 84 93 between", steps, series, marker=marker,
             key=key)
-        s_steps, samples = data.samples(self.tensor)
+        s_steps, samples = win.samples
         info = data.tensor(self.tensor)
         traces = [("", samples[:, k], SERIES_COLORS[k % len(SERIES_COLORS)]) for k in range(samples.shape[1])]
         self.query_one("#samples", LineChart).show(
@@ -320,14 +538,14 @@ class DetailScreen(RunScreen):
                 continue
             chart.show(title, stats["steps"], [(label, fn(stats), color) for label, fn, color in lines],
                        marker=marker, log_y=log_y, key=key, ylim=YLIM.get(title))
-        self._instrument_charts(data, marker, key)
+        self._instrument_charts(data, win, marker, key)
 
-    def _instrument_charts(self, data, marker, key) -> None:
+    def _instrument_charts(self, data, win: Window, marker, key) -> None:
         """The instrument row: shown on tall terminals when the log has any of its columns."""
         shown = False
         for i, (title, kind, lines, log_y, ylim) in enumerate(INSTRUMENT_CHARTS[self.kind]):
             chart = self.query_one(f"#inst{i}", LineChart)
-            series = tensor_series(data, self.tensor, kind) if data.has_kind(kind) else {}
+            series = detail_zoom.series(data, self.tensor, kind, self.span, win.full) if data.has_kind(kind) else {}
             traces = [(label, series[stat], color) for label, stat, color in lines
                       if stat in series and np.isfinite(series[stat]).any()]
             if not traces:
@@ -337,4 +555,3 @@ class DetailScreen(RunScreen):
             chart.show(title, series["steps"], traces, marker=marker, log_y=log_y, key=key, ylim=ylim)
         self._inst_shown = shown
         self.query_one("#instruments").display = shown and self._tall
-

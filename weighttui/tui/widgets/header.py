@@ -88,6 +88,8 @@ def header_text(view: RunView) -> Text:
             line2.append(f"{epoch}", style="bold")
     else:
         line2.append("no snapshot yet", style="dim")
+    if view.loading is not None:  # read and indexed so far (a big log: its latest snapshots are shown meanwhile)
+        line2.append(f"  indexing {view.loading:.0%}", style="bold cyan")
     parts = []
     rate = view.snapshot_rate
     if rate is not None:
@@ -95,8 +97,6 @@ def header_text(view: RunView) -> Text:
     parts.append(f"last record {fmt_age(view.since_last_record)} ago")
     parts.append(fmt_bytes(data.file_size))
     line2.append("  · " + " · ".join(parts), style="dim")
-    if view.loading is not None:
-        line2.append(f"  loading {view.loading:.0%}", style="cyan")
     if data.corruptions:
         n = len(data.corruptions)
         line2.append(f"  ⚠ {n} corrupt record{'s' if n != 1 else ''} skipped", style="bold yellow")
@@ -104,6 +104,21 @@ def header_text(view: RunView) -> Text:
         line2.append(f"  incomplete final record, {view.torn_bytes} bytes ignored", style="yellow")
     if data.resets:
         line2.append(f"  reloaded ×{data.resets}", style="yellow")
+    return Text("\n").join([line1, line2])
+
+
+def start_header_text(title: str, path: str, size: int | None) -> Text:
+    """The header of the first frame, before the log is read: the title, LOADING, the file and its size."""
+    line1 = Text(no_wrap=True, overflow="ellipsis")
+    line1.append(short_title(inert(title)), style="bold")
+    line1.append("  ")
+    line1.append(" LOADING ", style="reverse " + STATUS_STYLE["loading"])
+    line2 = Text(no_wrap=True, overflow="ellipsis")
+    name = inert(os.path.basename(path))
+    if size is None:
+        line2.append(f"opening {name}…", style="dim")
+    else:
+        line2.append(f"opening {name} · {fmt_bytes(size)}…", style="dim")
     return Text("\n").join([line1, line2])
 
 

@@ -39,7 +39,7 @@ def _palette(levels: int = LEVELS) -> list[tuple[int, int, int]]:
 
 
 PALETTE = _palette()
-_COLORS = ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE]
+COLORS = ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE]
 
 
 def level(density: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def level(density: np.ndarray) -> np.ndarray:
     return out
 
 
-class _LinesWidget(Widget):
+class LinesWidget(Widget):
     """A widget drawn as whole lines by `_build()`, rebuilt only when its size or source changes."""
 
     def __init__(self, **kw):
@@ -72,7 +72,7 @@ class _LinesWidget(Widget):
         return Strip.blank(self.size.width)
 
 
-class HeatmapView(_LinesWidget):
+class HeatmapView(LinesWidget):
     """Histograms over time; call `show()` with a tensor's histograms, it fits them to its size."""
 
     DEFAULT_CSS = """
@@ -148,21 +148,7 @@ class HeatmapView(_LinesWidget):
             col = 0 if s1 <= s0 else int((min(max(pos, s0), s1) - s0) / (s1 - s0) * plot_w)
             col = min(col, plot_w - 1)
         self.position_column = col
-        axis = [" "] * plot_w
-        left, right = f"step {first}", f"step {last}"
-        l_at, r_at = 0, plot_w - len(right)
-        if col is not None and col < len(left):  # keep labels clear of the marker
-            l_at = col + 1
-        if col is not None and col >= r_at:
-            r_at = col - len(right)
-        for at, label in ((l_at, left), (r_at, right)):
-            if at >= 0 and at + len(label) <= plot_w and all(c == " " for c in axis[at:at + len(label)]):
-                axis[at:at + len(label)] = list(label)
-        if col is not None:
-            axis[col] = "▲"
-        axis = list(" " * self.GUTTER) + axis
-        axis = (axis + [" "] * width)[:width]
-        lines.append(Strip([Segment("".join(axis), Style(dim=True))], width))
+        lines.append(step_axis(first, last, col, plot_w, self.GUTTER, width))
         return lines
 
     def step_at(self, x: int) -> int | None:
@@ -187,6 +173,26 @@ class HeatmapView(_LinesWidget):
             self.post_message(SeekStep(step))
 
 
+def step_axis(first: int, last: int, col: int | None, plot_w: int, gutter: int, width: int) -> Strip:
+    """The line under a plot over steps: `step first` and `step last` at its ends, ▲ at column
+    `col` (the timeline position), the labels kept clear of the marker."""
+    axis = [" "] * plot_w
+    left, right = f"step {first}", f"step {last}"
+    l_at, r_at = 0, plot_w - len(right)
+    if col is not None and col < len(left):  # keep labels clear of the marker
+        l_at = col + 1
+    if col is not None and col >= r_at:
+        r_at = col - len(right)
+    for at, label in ((l_at, left), (r_at, right)):
+        if at >= 0 and at + len(label) <= plot_w and all(c == " " for c in axis[at:at + len(label)]):
+            axis[at:at + len(label)] = list(label)
+    if col is not None:
+        axis[col] = "▲"
+    line = list(" " * gutter) + axis
+    line = (line + [" "] * width)[:width]
+    return Strip([Segment("".join(line), Style(dim=True))], width)
+
+
 _style_cache: dict[tuple[int, int], Style] = {}
 
 
@@ -194,7 +200,7 @@ def _style(top: int, bottom: int) -> Style:
     key = (top, bottom)
     style = _style_cache.get(key)
     if style is None:
-        style = Style(color=_COLORS[top] if top >= 0 else None, bgcolor=_COLORS[bottom] if bottom >= 0 else None)
+        style = Style(color=COLORS[top] if top >= 0 else None, bgcolor=COLORS[bottom] if bottom >= 0 else None)
         _style_cache[key] = style
     return style
 
@@ -228,7 +234,7 @@ def _segment(cell: tuple[int, int], run: int) -> Segment:
 EIGHTHS = " ▁▂▃▄▅▆▇█"
 
 
-class HistogramBars(_LinesWidget):
+class HistogramBars(LinesWidget):
     """One histogram as bars, with its statistics marked underneath."""
 
     DEFAULT_CSS = """
@@ -263,7 +269,7 @@ class HistogramBars(_LinesWidget):
         peak = values.max() or 1.0
         eighths = np.round(values / peak * bar_rows * 8).astype(int)
         eighths[(values > 0) & (eighths == 0)] = 1  # a few elements still show
-        style = Style(color=_COLORS[LEVELS * 2 // 3])
+        style = Style(color=COLORS[LEVELS * 2 // 3])
         for y in range(bar_rows):
             level_from_bottom = bar_rows - 1 - y
             fill = np.clip(eighths - level_from_bottom * 8, 0, 8)

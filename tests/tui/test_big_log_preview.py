@@ -1,0 +1,196 @@
+"""`watch` on a big log without an index: its latest snapshots first, the history indexed behind them (issue 14).
+
+The follower's deliveries are held back (`HeldApp`) until the test has looked at the first screen,
+so "before indexing completes" does not depend on how fast this machine reads.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import weighttui
+import weighttui.tui.app as appmod
+from weighttui.data.latest import latest_frames
+from weighttui.log.format import FrameType
+from weighttui.tui.app import WeightApp
+from weighttui.tui.formatting import fmt
+from weighttui.tui.widgets.header import RunHeader
+from weighttui.tui.widgets.layer_table import LayerTable
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+STEPS = 120
+
+
+class HeldApp(WeightApp):
+    """The real app, whose ingest of the follower's deliveries waits until `release()`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hold = True
+        self.held: list = []
+
+    def _ingest(self, item) -> bool:
+        if self.hold:
+            self.held.append(item)
+            return False
+        return super()._ingest(item)
+
+    def release(self) -> None:
+        self.hold = False
+        for item in self.held:
+            super()._ingest(item)
+        self.held.clear()
+        self.pump.request_refresh()
+
+
+def header_lines(app) -> list[str]:
+    return app.screen.query_one(RunHeader).content.plain.splitlines()
+
+
+def norm_at_last_step(path, name) -> str:
+    run = weighttui.open(path, cache=False)  # an independent read of the whole log
+    return fmt(run.series(name, "norm")[1][-1], 7).strip()
+
+
+@pytest.fixture
+def preview_any_size(monkeypatch):
+    monkeypatch.setattr(appmod, "PREVIEW_MIN_BYTES", 0)
+
+
+async def test_latest_snapshot_first_then_the_history(tmp_path, tui, preview_any_size):
+    path = tmp_path / "big.wtui"
+    tui.fixed_log(path, STEPS)  # steps 0, 10, ... 1190, then the end record
+    last = (STEPS - 1) * 10
+    name = "head.weight"
+    app = HeldApp(path, mode="watch", alerts=True)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.first_data_at is not None, what="the first screen with data")
+        # Nothing of the follower's reading has been ingested, and the latest step is on screen.
+        assert app.held and app._building is not None and app._building.snapshot_count == 0
+        lines = header_lines(app)
+        assert f"step {last} " in lines[1] and "indexing 0%" in lines[1], lines
+        assert app.data.snapshot_count < STEPS and int(app.data.steps[-1]) == last
+        table = app.screen.query_one(LayerTable)
+        assert norm_at_last_step(path, name) in table.get_cell("t:" + name, "norm").plain
+
+        app.release()
+        await tui.wait_until(pilot, lambda: app._building is None and app.loading is None, what="indexed")
+        await pilot.pause(0.2)
+        lines = header_lines(app)
+        assert "indexing" not in lines[1] and f"step {last} " in lines[1], lines
+        assert app.data.snapshot_count == STEPS and app.data.n == STEPS  # the whole history, every snapshot
+        assert norm_at_last_step(path, name) in table.get_cell("t:" + name, "norm").plain
+        await pilot.press("home")  # the history is there to move through
+        assert "step 0 " in header_lines(app)[1] + " "
+
+
+async def test_progress_shows_while_indexing_and_goes_away(tmp_path, tui, preview_any_size):
+    """With deliveries let through one at a time, the header counts up and the status leaves LOADING."""
+    path = tmp_path / "big.wtui"
+    tui.fixed_log(path, STEPS)
+    app = HeldApp(path, mode="watch", alerts=False, follower_options={"chunk_bytes": 16 * 1024})
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.first_data_at is not None and len(app.held) >= 3,
+                             what="deliveries queued")
+        assert " LOADING " in header_lines(app)[0] or " FINISHED " in header_lines(app)[0]
+        seen = []
+        while app._building is not None:  # one delivery at a time (later ones keep being held)
+            await tui.wait_until(pilot, lambda: app.held, what="the next delivery")
+            WeightApp._ingest(app, app.held.pop(0))
+            app.pump.refresh_now()
+            await pilot.pause()
+            seen.append(header_lines(app)[1])
+        app.release()
+        progress = [line.split("indexing ")[1].split("%")[0] for line in seen if "indexing " in line]
+        assert len(progress) >= 2 and int(progress[0]) < int(progress[-1]), seen
+        await tui.wait_until(pilot, lambda: app._building is None and app.loading is None, what="indexed")
+        await pilot.pause(0.2)
+        assert "indexing" not in header_lines(app)[1]
+        assert app.data.snapshot_count == STEPS
+
+
+async def test_a_log_grown_past_its_index_previews_too(tmp_path, tui, preview_any_size, monkeypatch):
+    """An index that covers the first half: the latest snapshots first, then the history from the index
+    and the rest of the log read behind it."""
+    from weighttui.data.store import index as store_index
+
+    monkeypatch.setattr(store_index, "MIN_LOG_BYTES", 0)  # index this small log
+    path = tmp_path / "grown.wtui"
+    log = tui.fixed_log(path, STEPS // 2, end=False)
+    assert weighttui.open(path).snapshot_count == STEPS // 2 and weighttui.open(path).index_path  # indexed
+    for s in range(STEPS // 2, STEPS):
+        log.snapshot(s * 10, epoch=s // 10)
+    log.end(snapshots=STEPS)
+    app = HeldApp(path, mode="watch", alerts=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.first_data_at is not None, what="the first screen")
+        assert f"step {(STEPS - 1) * 10} " in header_lines(app)[1] and "indexing" in header_lines(app)[1]
+        assert app._building is not None and app._building.snapshot_count == STEPS // 2  # from the index
+        app.release()
+        await tui.wait_until(pilot, lambda: app._building is None and app.loading is None, what="indexed")
+        assert app.data.snapshot_count == STEPS and list(app.data.steps) == [s * 10 for s in range(STEPS)]
+
+
+async def test_an_appended_log_previews_its_latest_run(tmp_path, tui, preview_any_size):
+    path = tmp_path / "appended.wtui"
+    tui.fixed_log(path, 5)
+    second = tui.FixedLog(tmp_path / "second.wtui", names=["other.weight"], run_id="1" * 32)
+    for s in range(3):
+        second.snapshot(1000 + s)
+    with open(path, "ab") as fh, open(second.path, "rb") as src:
+        fh.write(src.read()[12:])  # the second run's frames after the first run's (mode="a")
+    app = HeldApp(path, mode="watch", alerts=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.first_data_at is not None, what="the first screen")
+        lines = header_lines(app)
+        assert "run 2 of 2" in lines[0] and "step 1002 " in lines[1], lines
+        assert app.data.tensor_names == ["other.weight"]
+        app.release()
+        await tui.wait_until(pilot, lambda: app._building is None, what="indexed")
+        assert app.data.tensor_names == ["other.weight"] and len(app.data.runs) == 2
+
+
+async def test_small_logs_replay_and_run_n_read_from_the_start(tmp_path, tui):
+    path = tmp_path / "small.wtui"
+    tui.fixed_log(path, 5)
+    for app in (WeightApp(path, mode="watch"), WeightApp(path, mode="replay"),
+                WeightApp(path, mode="watch", run=0)):
+        async with app.run_test(size=(100, 30)) as pilot:
+            await tui.wait_until(pilot, lambda app=app: app.data.n == 5, what="loaded")
+            assert app._building is None
+
+
+def test_latest_frames(tmp_path, tui):
+    path = tmp_path / "run.wtui"
+    tui.fixed_log(path, 40)
+    frames = latest_frames(path, snapshots=3)
+    assert frames is not None
+    types = [f.type for f in frames]
+    assert types[:2] == [FrameType.RUN, FrameType.TENSORS] and types.count(FrameType.SNAPSHOT) == 3
+    assert [f.payload["step"] for f in frames if f.type == FrameType.SNAPSHOT] == [370, 380, 390]
+    assert types[-1] == FrameType.END and [f.offset for f in frames] == sorted(f.offset for f in frames)
+    # a damaged frame header: no shortcut (the full reader resynchronises and counts it)
+    data = bytearray(path.read_bytes())
+    first_snapshot = frames[1].offset + frames[1].size
+    damaged = tmp_path / "damaged.wtui"
+    damaged.write_bytes(bytes(data[:first_snapshot + 5]) + b"\xff" + bytes(data[first_snapshot + 6:]))
+    assert latest_frames(damaged) is None
+    # a damaged payload elsewhere is not read here: the frames handed out are each verified
+    data[first_snapshot + 40] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert [f.offset for f in latest_frames(damaged, snapshots=3)] == [f.offset for f in frames]
+    data[frames[-2].offset + 40] ^= 0xFF  # ... and one of those damaged: none
+    damaged.write_bytes(bytes(data))
+    assert latest_frames(damaged, snapshots=3) is None
+    # not started, or no snapshot yet
+    assert latest_frames(tmp_path / "missing.wtui") is None
+    empty = tmp_path / "empty.wtui"
+    tui.fixed_log(empty, 0, end=False)
+    assert latest_frames(empty) is None
+    # a torn final frame (a writer died mid-write) is left out
+    torn = tmp_path / "torn.wtui"
+    torn.write_bytes(path.read_bytes()[:-10])
+    got = latest_frames(torn, snapshots=1)
+    assert got is not None and FrameType.END not in [f.type for f in got]
+    assert [f.payload["step"] for f in got if f.type == FrameType.SNAPSHOT] == [390]

@@ -1,0 +1,98 @@
+"""The latest snapshots of a log without reading the whole log: what a viewer shows first on a big log.
+
+`latest_frames(path)` walks the frame headers from the start of the file (16 bytes a frame,
+each header verified by its HCRC, no payload read: about 3 µs a frame, 0.1 s for a 1 GiB
+log of 25,000 frames) to find the latest run's run and tensors frames and its last
+snapshots, then reads those frames with `log/reader.read_frame_at` (the payload CRC checked
+as every reader checks it). The frames go to a RunData like any poll's: the viewer shows
+them while the whole log is indexed (tui/app.py).
+
+Anything unusual gives None, and the caller reads the log the ordinary way: damage (a
+header that does not verify: only the resynchronising reader may decide what follows), no
+snapshot yet, a walk that takes longer than its deadline (a huge log on a slow disk).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+
+from weighttui.log.format import (
+    FRAME_HEADER_SIZE,
+    FRAME_OVERHEAD,
+    HEADER_SIZE,
+    Frame,
+    FrameType,
+    check_header,
+    parse_frame_header,
+)
+from weighttui.log.reader import read_frame_at
+from weighttui.log.sniff import open_readonly
+
+SNAPSHOTS = 16  # the last snapshots read: the update ratio needs two, a few more give the sparklines a start
+DEADLINE_S = 0.5  # the header walk gives up after this long (the viewer then shows the log from its start)
+
+
+def latest_frames(path, *, snapshots: int = SNAPSHOTS, deadline_s: float = DEADLINE_S) -> list[Frame] | None:
+    """The frames a reader needs for the latest run's last `snapshots` snapshots, in file order: every
+    run frame (so that "run 2 of 2" holds), the latest run's tensors frames, its last snapshots and
+    the scalars and end frames after the first of them. None when the log cannot be walked cleanly."""
+    try:
+        fd = open_readonly(path)
+    except (OSError, ValueError):
+        return None
+    try:
+        return _latest(fd, snapshots, time.monotonic() + deadline_s)
+    except (OSError, ValueError):  # a bad header, a file shrinking under us: the ordinary reader decides
+        return None
+    finally:
+        os.close(fd)
+
+
+def _latest(fd: int, snapshots: int, deadline: float) -> list[Frame] | None:
+    size = os.fstat(fd).st_size
+    check_header(os.pread(fd, HEADER_SIZE, 0))
+    runs: list[tuple[int, int]] = []  # (offset, frame size)
+    tensors: list[tuple[int, int]] = []  # of the latest run
+    snaps: deque[tuple[int, int]] = deque(maxlen=max(1, snapshots))
+    after: list[tuple[int, int]] = []  # scalars and end frames of the latest run, since snaps[0]
+    off = HEADER_SIZE
+    frames = 0
+    while off + FRAME_HEADER_SIZE <= size:
+        head = os.pread(fd, FRAME_HEADER_SIZE, off)
+        parsed = parse_frame_header(head, 0) if len(head) == FRAME_HEADER_SIZE else None
+        if parsed is None:
+            return None  # damage (or the file shrank): resynchronising is the full reader's job
+        length, ftype = parsed
+        end = off + FRAME_OVERHEAD + length
+        if end > size:
+            break  # a frame still being written, or a torn tail
+        item = (off, end - off)
+        if ftype == FrameType.RUN:
+            runs.append(item)
+            tensors.clear()
+            snaps.clear()
+            after.clear()
+        elif ftype == FrameType.TENSORS:
+            tensors.append(item)
+        elif ftype == FrameType.SNAPSHOT:
+            snaps.append(item)
+            if len(after) > 4 * len(snaps):  # keep only what follows the oldest snapshot kept
+                after = [a for a in after if a[0] > snaps[0][0]]
+        elif ftype in (FrameType.SCALARS, FrameType.END):
+            after.append(item)
+        off = end
+        frames += 1
+        if frames % 1024 == 0 and time.monotonic() > deadline:
+            return None
+    if not runs or not snaps:
+        return None
+    wanted = sorted([*runs, *tensors, *snaps, *(a for a in after if a[0] > snaps[0][0])])
+    out = []
+    for at, n in wanted:
+        got = read_frame_at(fd, at)
+        if got is None:
+            return None
+        out.append(Frame(at, got[0], got[1], n))
+    return out
