@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
-from screen_host import ScreenHost
+from screen_host import ScreenHost, tanh_neuron_log
 
 import weighttui
 from weighttui import Recorder
 from weighttui.analysis.series import tensor_series
-from weighttui.data.units import unit_norms
+from weighttui.data.units import unit_norms, units_at
+from weighttui.log.format import FrameType, encode_array, encode_bf16_bits, encode_frame
+from weighttui.log.tail import LogTail
+from weighttui.tui.app import WeightApp
 from weighttui.tui.formatting import fmt_value
 from weighttui.tui.screens.detail import DetailScreen
 from weighttui.tui.widgets.heatmap_view import LEVELS, HeatmapView
-from weighttui.tui.widgets.unit_strip import DEAD, EXPLODING, UnitStrip
+from weighttui.tui.widgets.unit_strip import DEAD, EXPLODING, NONFINITE, UnitStrip
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -132,8 +137,6 @@ async def test_zoom_keeps_a_range_of_a_few_snapshots(long_log):
 def test_range_series_match_the_whole_run(long_log, tmp_path):
     """tensor_series over a range: the same numbers as over the run, ratio_step included (the
     steps one delta spans come from the full-resolution snapshot table)."""
-    from screen_host import tanh_neuron_log
-
     path = tanh_neuron_log(tmp_path / "neuron.wtui")  # every 2 steps
     data = weighttui.open(path)
     whole = tensor_series(data, "neuron.weight", "delta")
@@ -285,8 +288,6 @@ async def test_click_on_the_zoomed_heatmap_picks_that_snapshot(long_log):
 async def test_zoom_in_the_real_app(long_log):
     """Inside WeightApp: the app's timeline keys are the screen's while zoomed, and a timeline
     move from elsewhere (home) drops the cursor."""
-    from weighttui.tui.app import WeightApp
-
     app = WeightApp(long_log, mode="replay", max_rows=MAX_ROWS, alerts=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
@@ -313,10 +314,6 @@ async def test_zoom_in_the_real_app(long_log):
 async def test_zoomed_strip_follows_a_live_run(tmp_path):
     """Live: new snapshots read through LogTail; the zoomed range follows the latest and the
     strip reads the new snapshots' unit norms from their frames."""
-    import time
-
-    from weighttui.log.tail import LogTail
-
     path = tmp_path / "live.wtui"
     rng = np.random.default_rng(0)
     rec = Recorder(path, every=1, bins=8, queue_size=4096)
@@ -360,8 +357,6 @@ async def test_zoomed_strip_follows_a_live_run(tmp_path):
 
 
 def bf16(values) -> dict:
-    from weighttui.log.format import encode_bf16_bits
-
     u = np.asarray(values, dtype=np.float32).view(np.uint32)
     return encode_bf16_bits((u >> 16).astype(np.uint16))
 
@@ -369,12 +364,6 @@ def bf16(values) -> dict:
 async def test_hostile_unit_payloads_are_skipped(tmp_path, tui):
     """Units payloads a reader cannot use (not a map, bad ids, unknown tensors, too short, a
     declared shape far beyond the values) are skipped, never raised; Inf/NaN norms are marked."""
-    from weighttui.data.units import units_at
-    from weighttui.log.format import encode_array
-    from weighttui.tui.widgets.unit_strip import NONFINITE
-
-    from weighttui.log.format import FrameType, encode_frame
-
     log = tui.FixedLog(tmp_path / "hostile.wtui", names=["head.weight"])
     log.append(encode_frame(FrameType.TENSORS, {"tensors": [  # declared, never in a snapshot
         {"id": 1, "name": "huge.weight", "layer": "huge", "shape": [2 ** 40, 1], "dtype": "float32",
