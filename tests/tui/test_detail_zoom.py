@@ -357,3 +357,86 @@ async def test_zoomed_strip_follows_a_live_run(tmp_path):
             np.testing.assert_array_equal(strip._source[1], w_all[np.searchsorted(steps_all, got)])
     finally:
         tail.close()
+
+
+def bf16(values) -> dict:
+    from weighttui.log.format import encode_bf16_bits
+
+    u = np.asarray(values, dtype=np.float32).view(np.uint32)
+    return encode_bf16_bits((u >> 16).astype(np.uint16))
+
+
+async def test_hostile_unit_payloads_are_skipped(tmp_path, tui):
+    """Units payloads a reader cannot use (not a map, bad ids, unknown tensors, too short, a
+    declared shape far beyond the values) are skipped, never raised; Inf/NaN norms are marked."""
+    from weighttui.data.units import units_at
+    from weighttui.log.format import encode_array
+    from weighttui.tui.widgets.unit_strip import NONFINITE
+
+    from weighttui.log.format import FrameType, encode_frame
+
+    log = tui.FixedLog(tmp_path / "hostile.wtui", names=["head.weight"])
+    log.append(encode_frame(FrameType.TENSORS, {"tensors": [  # declared, never in a snapshot
+        {"id": 1, "name": "huge.weight", "layer": "huge", "shape": [2 ** 40, 1], "dtype": "float32",
+         "trainable": True, "sample_index": None}]}))
+    ids = encode_array(np.array([0], dtype="<u4"))
+    good = np.linspace(1.0, 2.0, 6)
+    payloads = [
+        "not a map",
+        {"ids": "x", "weights": bf16(good), "grad": None},
+        {"ids": encode_array(np.array([99], dtype="<u4")), "weights": bf16(good), "grad": None},
+        {"ids": ids, "weights": bf16(good[:3]), "grad": None},
+        {"ids": encode_array(np.array([1], dtype="<u4")), "weights": bf16(good), "grad": None},
+        {"ids": ids, "weights": bf16(good), "grad": None},
+        {"ids": ids, "weights": bf16(good), "grad": bf16(np.zeros(6))},
+        {"ids": ids, "weights": bf16([1.0, np.inf, 1.0, np.nan, 1.0, 1.0]), "grad": bf16(np.ones(6))},
+    ]
+    for step, units in enumerate(payloads):
+        log.snapshot(step, units=units)
+    log.end(snapshots=len(payloads))
+    data = weighttui.open(log.path)
+    _steps, offsets = data.snapshot_rows()
+    got = units_at(log.path, offsets, "head.weight", {t.id: t for t in data.tensors})
+    assert got[:5] == [None] * 5
+    assert units_at(log.path, offsets[4:5], "huge.weight", {t.id: t for t in data.tensors}) == [None]
+    np.testing.assert_allclose(got[5][0], good, rtol=1e-2)
+    assert got[5][1] is None and (got[6][1] == 0).all()
+
+    app = ScreenHost(data=data, make_screen=lambda: DetailScreen("head.weight"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("u")
+        await pilot.pause()
+        strip = app.screen.query_one(UnitStrip)
+        assert strip._source[0].tolist() == [5, 6, 7]  # the snapshots with usable unit norms
+        codes = strip.drawn.codes
+        last = strip.drawn.col_steps == 7
+        assert (codes[unit_rows(strip, 1)][:, last] == NONFINITE).all()
+        assert (codes[unit_rows(strip, 3)][:, last] == NONFINITE).all()
+        assert (codes[unit_rows(strip, 0)][:, last] < LEVELS).all()
+        assert (codes[unit_rows(strip, 0)][:, strip.drawn.col_steps == 6] == DEAD).all()
+
+
+async def test_most_recent_at_full_resolution(long_log):
+    """`z` on a thinned run: the heatmap's columns are the last snapshots up to the position, every
+    one of them (not the row view's rows, which lie 16 snapshots apart there)."""
+    exact = weighttui.open(long_log)
+    all_steps, lo_all, hi_all, counts_all = exact.histograms("fc.weight")
+    app = host(long_log)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("z")
+        await pilot.pause()
+        screen = app.screen
+        heat = screen.query_one(HeatmapView)
+        plot_w = heat.size.width - HeatmapView.GUTTER
+        np.testing.assert_array_equal(heat._source[0], all_steps[-plot_w:])
+        np.testing.assert_array_equal(heat._source[3], counts_all[-plot_w:])
+        assert heat.shown_rows == slice(0, plot_w)
+        assert "most recent, every snapshot" in header(screen)
+        await pilot.press("home")  # the position moves: the window ends there
+        await pilot.pause()
+        assert heat._source[0].tolist() == [0]
+        await pilot.press("z")  # back to every row of the row view
+        await pilot.pause()
+        np.testing.assert_array_equal(heat._source[0], app.data.steps)
