@@ -15,6 +15,7 @@ exactly in that dtype, histogram edges equal to min/max not at all.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 
@@ -46,7 +47,7 @@ class FileArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # (math.prod: called for every array of a manifest on reopen)
 
     @property
     def ndim(self) -> int:
@@ -92,7 +93,7 @@ def _real(arr, a: int, b: int) -> np.ndarray:
     """Entries [a, b) (first axis) of a stored array: an ndarray or a FileArray."""
     if not isinstance(arr, FileArray):
         return np.asarray(arr[a:b])
-    row = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+    row = arr.itemsize * math.prod(arr.shape[1:])
     data = arr.read(a * row, b * row)
     if data is None:
         raise _Damaged
