@@ -126,6 +126,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
         self._readers: dict = {}  # concrete functions reading the tracked variables (and gradient slots)
+        self._by_id: tuple | None = None  # (tracked, id(variable) -> name, names, variables) of `tracked`
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
         self._n_weights = -1
         # one reporter for every fit; its events go to the log of the fit at hand
@@ -182,35 +183,61 @@ class WeightCallback(keras.callbacks.Callback):
 
     # ---------------------------------------------------------- recording
 
-    def _record(self, *, epoch, batch, full, scalars=None, grads=None, step=None) -> None:
+    def _record(self, *, epoch, batch, full, scalars=None, grads=None, step=None, lr=False) -> None:
+        """A snapshot now. lr: add the learning rate to `scalars` (read with the weights)."""
         rec = self.recorder
         if not rec.active:
             return
         step = self.step if step is None else int(step)
-        if scalars:  # first, so that they survive a failure to read the weights
-            rec.scalars(step, epoch=epoch, **scalars)
         tracked = self._tracked()
+        lr_value = self._learning_rate(scalars) if lr and scalars is not None else None
+        if not tracked or self._device or self._device is None:
+            if lr_value is not None:  # read now (no CPU-path read of the weights to join)
+                self._add_learning_rate(scalars, lr_value)
+                lr_value = None
         if not tracked:
+            if scalars:
+                rec.scalars(step, epoch=epoch, **scalars)
             return  # a subclassed model before fit built it
         grad_arrays = None
         if grads is None and self._capture is not None:
             grads = self._capture.take()  # the gradients of the batch just done, if it was wanted
         if self._device is None:
             self._device = _on_accelerator(tracked[0][1])
-        by_id = {id(v): name for name, v, _l, _t in tracked}
-        pairs = [] if grads is None else [(g, by_id[id(v)]) for g, v in grads if g is not None and id(v) in by_id]
+        by_id = self._by_id
+        if by_id is None or by_id[0] is not tracked:
+            by_id = self._by_id = (tracked, {id(v): name for name, v, _l, _t in tracked},
+                                   [name for name, _v, _l, _t in tracked], [v for _n, v, _l, _t in tracked])
+        _tr, names_of, names, variables = by_id
+        pairs = [] if grads is None else [(g, names_of[id(v)]) for g, v in grads
+                                          if g is not None and id(v) in names_of]
         if self._device:
+            if scalars:
+                rec.scalars(step, epoch=epoch, **scalars)
             grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
                            for g, name in pairs} if grads is not None else None
             done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
-            # weights and gradient slots read together (one TF call for all of them)
-            host = _read_host([v for _n, v, _l, _t in tracked] + [g for g, _name in pairs], self._readers)
-            arrays = {name: a for (name, _v, _l, _t), a in zip(tracked, host, strict=False)}
-            grad_arrays = {name: a for (_g, name), a in zip(pairs, host[len(tracked):], strict=True)} \
+            lr_var = [lr_value] if isinstance(lr_value, keras.Variable) else []
+            try:  # weights, gradient slots and learning rate read together (one TF call for all of them)
+                host = _read_host(variables + [g for g, _name in pairs] + lr_var, self._readers)
+            except Exception:
+                if scalars:  # they survive a failure to read the weights
+                    self._add_learning_rate(scalars, lr_value)
+                    rec.scalars(step, epoch=epoch, **scalars)
+                raise
+            if lr_var:
+                self._add_learning_rate(scalars, float(host.pop()))
+            elif lr_value is not None:
+                self._add_learning_rate(scalars, lr_value)
+            n = len(names)
+            arrays = dict(zip(names, host[:n], strict=True))
+            grad_arrays = {name: a for (_g, name), a in zip(pairs, host[n:], strict=True)} \
                 if grads is not None else None
             optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
-            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim)
+            # the scalars go in the snapshot's job (one queue entry, one wake of the writer thread)
+            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim,
+                                scalars=scalars or None)
         if done:
             self._last_recorded = step
 
@@ -253,22 +280,44 @@ class WeightCallback(keras.callbacks.Callback):
             self._prev[name] = now.copy()
         return block
 
-    def _scalars(self, logs) -> dict:
+    def _scalars(self, logs, *, lr=True) -> dict:
+        """fit's logs as numbers, and the learning rate unless they hold one (lr=False: the
+        caller adds it, read with the weights; see _learning_rate)."""
         out = {}
         for k, v in (logs or {}).items():
             try:
                 out[str(k)] = float(v)
             except (TypeError, ValueError):
                 continue
-        if "learning_rate" not in out and "lr" not in out:
-            opt = getattr(self.model, "optimizer", None)
-            if opt is not None:
-                try:
-                    lr = opt.learning_rate  # a variable, or a schedule's current value
-                    out["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
-                except Exception:
-                    pass  # an optimizer without a readable learning rate
+        if lr:
+            self._add_learning_rate(out)
         return out
+
+    def _learning_rate(self, scalars: dict):
+        """The optimizer's learning rate to add to `scalars`: None (the logs have one, or there
+        is no optimizer), a Keras variable (to be read with the weights, in the same TF call), or
+        a number (a schedule's current value, read now)."""
+        if "learning_rate" in scalars or "lr" in scalars:
+            return None
+        opt = getattr(self.model, "optimizer", None)
+        if opt is None:
+            return None
+        try:
+            lr = opt.learning_rate  # a variable, or a schedule's current value
+            if isinstance(lr, keras.Variable):
+                return lr
+            return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+        except Exception:
+            return None  # an optimizer without a readable learning rate
+
+    def _add_learning_rate(self, scalars: dict, value=None) -> None:
+        lr = self._learning_rate(scalars) if value is None else value
+        if lr is None:
+            return
+        try:
+            scalars["learning_rate"] = float(_host_array(lr) if isinstance(lr, keras.Variable) else lr)
+        except Exception:
+            pass  # an optimizer without a readable learning rate
 
     def _guard(self, doing: str, fn, *args) -> None:
         """Run one hook; a problem is reported once and training goes on."""
@@ -342,7 +391,7 @@ class WeightCallback(keras.callbacks.Callback):
         if steps and batch + 1 >= steps and epoch is not None and self._epoch_wanted(epoch):
             return  # the epoch-end snapshot is this same step, with the epoch's logs
         full = self._full_every_due()
-        self._record(epoch=epoch, batch=batch, full=full, scalars=self._scalars(logs))
+        self._record(epoch=epoch, batch=batch, full=full, scalars=self._scalars(logs, lr=False), lr=True)
 
     def _full_every_due(self) -> bool:
         every = self.recorder.full_every
@@ -412,28 +461,26 @@ def _read_host(items, cache: dict | None = None) -> list:
     """numpy arrays of Keras variables, TF variables and tensors, in order (views on the CPU).
 
     On TensorFlow, plain (not distributed) variables are read by one call of a
-    concrete function that closes over them, kept in `cache` (per set of
-    variables): each eager read is an op dispatch of its own, which for a small
+    concrete function that closes over them, kept in `cache` (per list of
+    items): each eager read is an op dispatch of its own, which for a small
     model cost more than the statistics (12 reads: 240 us eagerly, 38 us so)."""
     items = list(items)
     if keras.backend.backend() != "tensorflow":
         return [_host_array(x) if hasattr(x, "value") and hasattr(x, "path") else _to_host(x) for x in items]
     import tensorflow as tf
 
-    plain = []
-    for x in items:
-        tv = x.value if hasattr(x, "path") and hasattr(x, "value") else x  # a Keras variable's tf.Variable
-        plain.append(tv if type(tv).__name__ == "ResourceVariable" else None)
-    at = [i for i, tv in enumerate(plain) if tv is not None]
-    out: list = [None] * len(items)
-    if len(at) > 1 and cache is not None and tf.executing_eagerly():
-        key = tuple(id(plain[i]) for i in at)
-        reader = cache.get(key)
-        if reader is None:
-            tvars = [tv for tv in plain if tv is not None]  # plain[i] for i in at
+    eager = tf.executing_eagerly()
+    key = tuple(map(id, items))
+    plan = cache.get(key) if cache is not None and eager else None
+    if plan is None or not all(a is b for a, b in zip(plan[0], items, strict=True)):
+        plan = _read_plan(items, tf)
+        if cache is not None and eager:
             if len(cache) > 8:  # variable sets come and go (a model rebuilt): keep a few
                 cache.clear()
-            reader = cache[key] = tf.function(lambda: [v.read_value() for v in tvars]).get_concrete_function()
+            cache[key] = plan
+    _items, at, reader = plan
+    out: list = [None] * len(items)
+    if reader is not None:
         for i, t in zip(at, reader(), strict=True):
             out[i] = np.asarray(t)  # a view of the read tensor
     for i, x in enumerate(items):
@@ -443,6 +490,36 @@ def _read_host(items, cache: dict | None = None) -> list:
             else:  # a TF variable (a gradient slot; MirroredVariable: the primary) or a tensor
                 out[i] = _to_host(x.read_value() if hasattr(x, "read_value") else x)
     return out
+
+
+def _read_plan(items, tf) -> tuple:
+    """(items, positions read by the reader, reader or None): a concrete function reading every plain
+    ResourceVariable among items (a Keras variable's tf.Variable, a gradient slot) in one call."""
+    plain = []
+    for x in items:
+        tv = x.value if hasattr(x, "path") and hasattr(x, "value") else x  # a Keras variable's tf.Variable
+        plain.append(tv if type(tv).__name__ == "ResourceVariable" else None)
+    at = [i for i, tv in enumerate(plain) if tv is not None]
+    if len(at) < 2 or not tf.executing_eagerly():
+        return tuple(items), [], None
+    tvars = [tv for tv in plain if tv is not None]  # plain[i] for i in at
+    reader = tf.function(lambda: [v.read_value() for v in tvars]).get_concrete_function()
+    return tuple(items), at, _flat_call(reader, len(at))
+
+
+def _flat_call(concrete, n: int):
+    """A call of a concrete function without inputs that skips its Python argument binding and
+    output packing (its atomic function's call_flat, what ConcreteFunction.__call__ ends in when
+    no tape watches: about a third of the call for a small model); the concrete function itself
+    where that private path is not there or does not give its n outputs."""
+    try:
+        atomic = concrete._inference_function
+        captured = list(concrete.captured_inputs)
+        if len(atomic.call_flat(*captured)) == n:
+            return lambda: atomic.call_flat(*captured)
+    except Exception:  # another TensorFlow: the public call
+        pass
+    return concrete
 
 
 def _tf_value(variable):
