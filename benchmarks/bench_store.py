@@ -301,13 +301,12 @@ def main(argv=None) -> int:
           + (f"({snaps * tensors / rows['store: cache=False']['open_s'] / 1e6:.2f} M/s without writing an index)"
              if "store: cache=False" in rows else ""))
     if "before: open + series + hist" in rows:
-        b = rows["before: open + series + hist"]
+        b, br = rows["before: open + series + hist"], rows["before: reopen"]
         again = rows["store: reopen again"]
-        print(f"before/after CPU: first open {b['cpu_s']:.2f} / {first['cpu_s']:.2f} s, reopen "
-              f"{rows['before: reopen']['cpu_s']:.2f} / {again['cpu_s']:.2f} s")
-        print(f"before/after: first open {b['total_s'] / first['total_s']:.1f}x faster, reopen "
-              f"{b['total_s'] / again['total_s']:.1f}x, peak RSS "
-              f"{b['peak_rss_mb'] / first['peak_rss_mb']:.1f}x / {b['peak_rss_mb'] / again['peak_rss_mb']:.1f}x lower")
+        print(f"before/after: first open {b['wall_s']:.2f} / {first['wall_s']:.2f} s wall, "
+              f"{b['cpu_s']:.2f} / {first['cpu_s']:.2f} s CPU, peak RSS {b['peak_rss_mb']:.0f} / "
+              f"{first['peak_rss_mb']:.0f} MB; reopen {br['wall_s']:.2f} / {again['wall_s']:.2f} s wall, "
+              f"{br['cpu_s']:.2f} / {again['cpu_s']:.2f} s CPU")
     if parquet:
         print(f"parquet (zstd): {parquet['size_mb']:.0f} MiB, written in {parquet['write_s']:.2f} s from the store")
     if live_row:

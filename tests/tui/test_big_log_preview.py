@@ -93,7 +93,6 @@ async def test_progress_shows_while_indexing_and_goes_away(tmp_path, tui, previe
     async with app.run_test(size=(120, 30)) as pilot:
         await tui.wait_until(pilot, lambda: app.first_data_at is not None and len(app.held) >= 3,
                              what="deliveries queued")
-        assert " LOADING " in header_lines(app)[0] or " FINISHED " in header_lines(app)[0]
         seen = []
         while app._building is not None:  # one delivery at a time (later ones keep being held)
             await tui.wait_until(pilot, lambda: app.held, what="the next delivery")

@@ -636,3 +636,28 @@ def test_info_summary_is_kept_beside_the_index_and_never_stale(indexed, capsys, 
     other = info("--no-cache")
     assert info() == other and info(*["--threshold", "ratio_high=0.5"]) == info("--no-cache", "--threshold",
                                                                                   "ratio_high=0.5")
+
+
+def test_segments_the_spiller_cannot_write_stay_in_memory_and_are_saved_later(indexed, monkeypatch):
+    """A group whose file the background writer fails to write (a full disk for a moment) is kept in
+    memory and written by the save; the result is the same run, and the index that is left works."""
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    want = digest(weighttui.open(path, cache=False))
+    real = store_index._Writer.write
+    failed = []
+
+    def flaky(self, directory, as_name=None):
+        if as_name is not None:  # the spiller's writes (temporary names); the save's own go through
+            failed.append(as_name)
+            raise OSError(28, "No space left on device")
+        return real(self, directory, as_name)
+
+    monkeypatch.setattr(store_index._Writer, "write", flaky)
+    run = weighttui.open(path)
+    assert failed and run.index_path is not None and digest(run) == want
+    assert not [p for p in index_dir(path).iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(store_index._Writer, "write", real)
+    again = weighttui.open(path)
+    assert again._run.groups and all(g.ref is not None for g in again._run.groups)
+    assert digest(again) == want

@@ -269,7 +269,7 @@ class WeightApp(App[int]):
         if not preview.n:
             return
         self._building, self.data = self.data, preview
-        self.loading = 0.0
+        self.loading = covered / size if covered > HEADER_SIZE else 0.0  # an index may cover the start
 
     def on_unmount(self) -> None:
         self.stop_follower()
