@@ -193,3 +193,24 @@ def test_latest_frames(tmp_path, tui):
     got = latest_frames(torn, snapshots=1)
     assert got is not None and FrameType.END not in [f.type for f in got]
     assert [f.payload["step"] for f in got if f.type == FrameType.SNAPSHOT] == [390]
+
+
+async def test_before_the_overview_only_quit_works(tmp_path, tui):
+    """While the start screen (header only) is up, keys other than q and ctrl+s do nothing, and quitting
+    then reads nothing and writes no index."""
+
+    class SlowStart(WeightApp):
+        def _boot(self) -> None:  # the overview never comes: the start screen stays
+            pass
+
+    path = tmp_path / "run.wtui"
+    tui.fixed_log(path, 5)
+    app = SlowStart(path, mode="watch")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "StartScreen"
+        assert "opening run.wtui" in header_lines(app)[1] and " LOADING " in header_lines(app)[0]
+        await pilot.press("c", "exclamation_mark", "question_mark", "g", "space")
+        assert type(app.screen).__name__ == "StartScreen" and len(app.screen_stack) == 1
+        await pilot.press("q")
+    assert app.return_code == 0 and app._data is None and app.follower is None
