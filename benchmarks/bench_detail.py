@@ -2,6 +2,7 @@
 
     python benchmarks/bench_detail.py --quick          # 4,000 snapshots (about a minute)
     python benchmarks/bench_detail.py                  # 20,000 snapshots x 20 tensors (a few minutes)
+    python benchmarks/bench_detail.py --quick --units 1378   # ResNet-50's 27,560 units a snapshot
     python benchmarks/bench_detail.py --log PATH       # an existing log (its first 2-D tensor)
 
 The log is written frame by frame (statistics, 64-bin histograms and per-unit norms of
@@ -28,7 +29,7 @@ from weighttui.log.format import HEADER, FrameType, encode_array, encode_bf16_bi
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
 
 BINS = 64
-UNITS = 64  # rows of each [64, 256] weight
+UNITS = 64  # rows of each [UNITS, 256] weight (--units)
 
 
 def _bf16(x: np.ndarray) -> np.ndarray:
@@ -36,7 +37,7 @@ def _bf16(x: np.ndarray) -> np.ndarray:
     return (u >> 16).astype(np.uint16)
 
 
-def write_log(path, tensors: int, snapshots: int) -> None:
+def write_log(path, tensors: int, snapshots: int, units_per: int = UNITS) -> None:
     rng = np.random.default_rng(0)
     names = [f"model.layers.{i}.proj.weight" for i in range(tensors)]
 
@@ -51,15 +52,15 @@ def write_log(path, tensors: int, snapshots: int) -> None:
 
     blocks = [(block(WEIGHT_STATS, True), block(DELTA_STATS, False), block(WEIGHT_STATS, False)) for _ in range(4)]
     units = [{"ids": encode_array(np.arange(tensors, dtype="<u4")),
-              "weights": encode_bf16_bits(_bf16(rng.uniform(0.5, 2.0, tensors * UNITS))),
-              "grad": encode_bf16_bits(_bf16(rng.uniform(0.0, 1e-2, tensors * UNITS)))} for _ in range(4)]
+              "weights": encode_bf16_bits(_bf16(rng.uniform(0.5, 2.0, tensors * units_per))),
+              "grad": encode_bf16_bits(_bf16(rng.uniform(0.0, 1e-2, tensors * units_per)))} for _ in range(4)]
     ids = encode_array(np.arange(tensors, dtype="<u4"))
     with open(path, "wb") as fh:
         fh.write(HEADER + encode_frame(FrameType.RUN, {
             "run_id": "d" * 32, "created": time.time(), "host": "bench", "pid": 0, "argv": [],
             "framework": "numpy", "writer": "bench", "bins": BINS, "meta": {}}))
         fh.write(encode_frame(FrameType.TENSORS, {"tensors": [
-            {"id": i, "name": n, "layer": n.rsplit(".", 1)[0], "shape": [UNITS, 256], "dtype": "float32",
+            {"id": i, "name": n, "layer": n.rsplit(".", 1)[0], "shape": [units_per, 256], "dtype": "float32",
              "trainable": True, "sample_index": None} for i, n in enumerate(names)]}))
         for step in range(snapshots):
             w, d, g = blocks[step % 4]
@@ -148,6 +149,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--snapshots", type=int, default=20000)
     ap.add_argument("--tensors", type=int, default=20)
+    ap.add_argument("--units", type=int, default=UNITS, help="units (rows) of each tensor; 1378 x 20 tensors is "
+                    "ResNet-50's 27,560 units, 108 KiB of unit norms per snapshot")
     ap.add_argument("--quick", action="store_true", help="4,000 snapshots")
     ap.add_argument("--log", help="an existing log instead of a generated one")
     args = ap.parse_args()
@@ -158,7 +161,7 @@ def main() -> None:
             path = os.path.join(tmp, "detail.wtui")
             n = 4000 if args.quick else args.snapshots
             t0 = time.perf_counter()
-            write_log(path, args.tensors, n)
+            write_log(path, args.tensors, n, args.units)
             print(f"wrote {n:,} snapshots x {args.tensors} tensors ({os.path.getsize(path) / 2**20:.0f} MiB) "
                   f"in {time.perf_counter() - t0:.1f} s", flush=True)
         asyncio.run(run(path))

@@ -429,3 +429,24 @@ async def test_most_recent_at_full_resolution(long_log):
         await pilot.press("z")  # back to every row of the row view
         await pilot.pause()
         np.testing.assert_array_equal(heat._source[0], app.data.steps)
+
+
+def test_a_range_too_long_for_one_read_uses_the_row_view(long_log, monkeypatch):
+    """A zoomed range of more than FULL_MAX snapshots is drawn from the row view's rows inside it
+    (memory stays bounded), and says so."""
+    from weighttui.tui.screens import detail_zoom
+
+    data = weighttui.open(long_log, max_rows=MAX_ROWS)
+    monkeypatch.setattr(detail_zoom, "FULL_MAX", 50)
+    span = (100, 300)
+    win = detail_zoom.read(data, "fc.weight", "weights", span)
+    rows = data.steps[(data.steps >= 100) & (data.steps < 300)]
+    assert not win.full and win.snapshots == 200 and win.shown == rows.size
+    np.testing.assert_array_equal(win.stats["steps"], rows)
+    np.testing.assert_array_equal(win.hist[0], rows)
+    assert win.label(span) == f"steps 100-299 · every {detail_zoom.ordinal(win.stride)} snapshot " \
+                              f"({rows.size} of 200)"
+    monkeypatch.setattr(detail_zoom, "FULL_MAX", 200)
+    win = detail_zoom.read(data, "fc.weight", "weights", span)
+    assert win.full and win.label(span) == "steps 100-299 · every snapshot (200)"
+    assert detail_zoom.ordinal(1) == "1st" and detail_zoom.ordinal(12) == "12th" and detail_zoom.ordinal(22) == "22nd"

@@ -133,12 +133,12 @@ class DetailScreen(RunScreen):
         ("u", "per-unit norms over time (units x snapshots) / histograms"),
         ("l", "histogram density: linear / log"),
         ("r", "value range: the whole run / the snapshots shown"),
-        ("z", "every snapshot up to the position / the most recent, one per column, at full resolution"),
-        ("i o", "zoom in / out around the position: a range at full resolution"),
+        ("z", "all snapshots up to the position / the latest, one per column"),
+        ("i o", "zoom in / out around the position (every snapshot)"),
         ("< >  , .", "pan the zoomed range back / on by half its width"),
         ("0", "the whole run again (the timeline's rows)"),
-        ("← → shift+← →", "while zoomed: one / ten snapshots, every snapshot of the run"),
-        ("click", "on the heatmap or the strip: move the timeline there (zoomed: that snapshot)"),
+        ("← → shift+← →", "while zoomed: one / ten snapshots of the whole log"),
+        ("click", "on the heatmap or the strip: go to that snapshot"),
         ("esc", "back to the list"),
     )),)
 
