@@ -202,7 +202,8 @@ class WeightApp(App[int]):
             data=self.data, row=self.row, position=self.position, alerts=tuple(self.alerts),
             alerts_by_tensor=self.alerts_by_tensor, tensor_order=tuple(self.tensor_order), mode=self.mode,
             playing=self.playing, speed=self.speed, title=self.title_text, path=self.path, status=status,
-            waiting=self.waiting, loading=self.loading, display_paused=self.display_paused,
+            waiting=self.waiting, loading=self.loading, previewing=self._building is not None,
+            display_paused=self.display_paused,
             paused_new=self.paused_new, since_last_record=self.since_last_record(),
             snapshot_rate=self.snapshot_rate(), torn_bytes=self._torn_bytes(status), **self._run_of())
 
