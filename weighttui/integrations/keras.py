@@ -125,6 +125,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._last_recorded = -1  # step of the latest weights snapshot
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
+        self._tf_instruments = None  # TFInstruments of the current recorder
         self._reads: _ReadSet | None = None  # what the CPU path reads: _read_set()
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
         self._n_weights = -1
@@ -242,7 +243,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def _record_tf(self, step, tracked, epoch, batch, full, grad_arrays) -> bool:
         """Statistics with TF ops on the variables' device, then Recorder.submit."""
-        from weighttui.integrations.keras_tf_stats import TFStats
+        from weighttui.integrations.keras_tf_stats import TFInstruments, TFStats
 
         rec = self.recorder
         infos = [rec.tensors[name] for name, _v, _l, _t in tracked]
@@ -253,6 +254,14 @@ class WeightCallback(keras.callbacks.Callback):
         names = [name for name, _v, _l, _t in tracked]
         has_prev = [n in self._prev for n in names]
         prevs = [self._prev.get(n, x) for n, x in zip(names, values, strict=True)]
+        ins = self._tf_instruments
+        if ins is None or ins.rec is not rec:
+            ins = self._tf_instruments = TFInstruments(rec)
+        pend = optim = None
+        if ins:  # docs/instruments.md, in TF ops (before the previous values are replaced)
+            optim = optimizer_state(self.model, tracked, read=_tf_value) if "optim" in ins.ins.chosen else None
+            pend = ins.start(infos, values, {i: self._prev[n] for i, n in enumerate(names)
+                                             if exact and n in self._prev}, grad_arrays, optim)
         weights, delta, sample = self._tf_stats(values, prevs, has_prev)
         if exact:
             # TF tensors are immutable: holding the read keeps this snapshot's values
@@ -260,9 +269,14 @@ class WeightCallback(keras.callbacks.Callback):
         elif rec.delta_policy == "sample":
             delta = self._sample_delta(infos, names, sample)
         grad = grad_block(names, grad_arrays, rec.bins) if grad_arrays else None
+        optim_block = units = None
+        frames: list = []
+        if pend is not None:
+            weights, delta, grad, optim_block, units, frames = ins.finish(step, pend, infos, values, grad_arrays,
+                                                                          optim, weights, delta, grad)
         full_values = [_full_value(x) for x in values] if full else None
         return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
-                          sample=sample, values=full_values)
+                          sample=sample, values=full_values, optim=optim_block, units=units, extra_frames=frames)
 
     def _sample_delta(self, infos, names, sample) -> Block:
         """delta="sample": update statistics from the sampled elements only."""
