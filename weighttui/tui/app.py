@@ -279,6 +279,11 @@ class WeightApp(App[int]):
         if data is not None:
             data.save_index()
 
+    def _save_index(self) -> None:
+        data = self._building if self._building is not None else self._data
+        if data is not None and self.return_code is None:
+            data.save_index()
+
     def stop_follower(self) -> None:
         if self.follower is not None:
             self.follower.stop()
@@ -306,7 +311,9 @@ class WeightApp(App[int]):
             changed = True
         if item.caught_up and time.monotonic() - self._index_saved > INDEX_SAVE_S:
             self._index_saved = time.monotonic()
-            target.save_index()
+            # after the redraw this delivery asks for (at most 1/MAX_REFRESH_HZ away): writing the index
+            # takes tens of ms on the UI thread, and the new step should not wait for it
+            self.set_timer(1.5 / MAX_REFRESH_HZ, self._save_index)
         if self.display_paused:
             self.paused_new += max(0, target.snapshot_count - before)
         if self.data.resets != self._resets_seen:
