@@ -54,6 +54,7 @@ SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: 
 
 # A viewer that has caught up with a log writes the log's index at most this often (data/store).
 INDEX_SAVE_S = 10.0
+BOOT_FALLBACK_S = 1.0  # `_boot` runs at the first frame, or after this long without one
 # Actions that work before the first screen is replaced by the overview (see `_boot`).
 BOOT_ACTIONS = frozenset({"quit", "save_svg"})
 # `watch` on a log with at least this much not covered by an index shows its latest snapshots first
@@ -217,6 +218,9 @@ class WeightApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
+        # Ready (below) comes with the first frame; a terminal with no size yet draws none, so the
+        # overview must not wait for it forever
+        self.set_timer(BOOT_FALLBACK_S, self._boot)
 
     def on_ready(self) -> None:
         """The first frame (StartScreen) was handed to the terminal: now load the rest."""
