@@ -113,3 +113,27 @@ def test_a_schedule_every_batch(tmp_path):
     steps, lr = weighttui.open(path).scalars("learning_rate")
     assert steps.tolist() == [1, 2, 3, 4]
     assert lr.tolist() == pytest.approx([0.1 * 0.5 ** s for s in steps], rel=1e-6)  # after s steps
+
+
+def test_one_traced_reader_per_model_across_snapshots_callbacks_and_fits(tmp_path, monkeypatch):
+    """Snapshots with and without kept gradients, the initial one and those of a later fit with
+    a new callback all read through one concrete function (tracing one costs ~15 ms a time)."""
+    import weighttui.integrations.keras as wk
+
+    made = []
+    real = wk._read_plan
+    monkeypatch.setattr(wk, "_read_plan", lambda items, tf_: made.append(len(items)) or real(items, tf_))
+    keras.utils.set_random_seed(24)
+    x, y = _data(96)
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    for i in range(2):
+        path = tmp_path / f"fit{i}.wtui"
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                  callbacks=[WeightCallback(path, every_batches=4, instruments=False)])
+        run = weighttui.open(path)
+        assert run.steps.tolist() == [0, 4, 6, 8, 12]  # initial, every 4 batches, the end of epoch 0
+        _s, g = run.series("sequential/dense/kernel", "norm", "grad")
+        assert np.isfinite(g[-4:]).all()  # gradients at every recorded batch
+    # 4 weights + 4 gradient slots + the learning rate, traced once
+    assert made == [9]

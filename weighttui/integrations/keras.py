@@ -125,8 +125,8 @@ class WeightCallback(keras.callbacks.Callback):
         self._last_recorded = -1  # step of the latest weights snapshot
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
-        self._readers: dict = {}  # concrete functions reading the tracked variables (and gradient slots)
-        self._by_id: tuple | None = None  # (tracked, id(variable) -> name, names, variables) of `tracked`
+        self._tf_instruments = None  # TFInstruments of the current recorder
+        self._reads: _ReadSet | None = None  # what the CPU path reads: _read_set()
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
         self._n_weights = -1
         # one reporter for every fit; its events go to the log of the fit at hand
@@ -147,7 +147,7 @@ class WeightCallback(keras.callbacks.Callback):
             self._n_weights = len(weights)
             self._variables = self._select(weights)
             self._tf_stats = None
-            self._readers = {}
+            self._reads = None
         return self._variables
 
     def _select(self, weights):
@@ -204,13 +204,9 @@ class WeightCallback(keras.callbacks.Callback):
             grads = self._capture.take()  # the gradients of the batch just done, if it was wanted
         if self._device is None:
             self._device = _on_accelerator(tracked[0][1])
-        by_id = self._by_id
-        if by_id is None or by_id[0] is not tracked:
-            by_id = self._by_id = (tracked, {id(v): name for name, v, _l, _t in tracked},
-                                   [name for name, _v, _l, _t in tracked], [v for _n, v, _l, _t in tracked])
-        _tr, names_of, names, variables = by_id
-        pairs = [] if grads is None else [(g, names_of[id(v)]) for g, v in grads
-                                          if g is not None and id(v) in names_of]
+        rs = self._read_set(tracked)
+        pairs = [] if grads is None else [(g, rs.names_of[id(v)]) for g, v in grads
+                                          if g is not None and id(v) in rs.names_of]
         if self._device:
             if scalars:
                 rec.scalars(step, epoch=epoch, **scalars)
@@ -218,22 +214,26 @@ class WeightCallback(keras.callbacks.Callback):
                            for g, name in pairs} if grads is not None else None
             done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
-            lr_var = [lr_value] if isinstance(lr_value, keras.Variable) else []
-            try:  # weights, gradient slots and learning rate read together (one TF call for all of them)
-                host = _read_host(variables + [g for g, _name in pairs] + lr_var, self._readers)
+            # the same items every call (weights, every gradient slot, the learning rate variable), so
+            # that one concrete function, traced once per model, reads them; gradients that are not
+            # slots (a custom loop's tensors) are read after them
+            extra = [g for g, _name in pairs if id(g) not in rs.slot_at]
+            try:
+                host = _read_host(rs.items, _reader_cache(self.model))
+                if extra:
+                    host += _read_host(extra)
             except Exception:
                 if scalars:  # they survive a failure to read the weights
                     self._add_learning_rate(scalars, lr_value)
                     rec.scalars(step, epoch=epoch, **scalars)
                 raise
-            if lr_var:
-                self._add_learning_rate(scalars, float(host.pop()))
-            elif lr_value is not None:
-                self._add_learning_rate(scalars, lr_value)
-            n = len(names)
-            arrays = dict(zip(names, host[:n], strict=True))
-            grad_arrays = {name: a for (_g, name), a in zip(pairs, host[n:], strict=True)} \
-                if grads is not None else None
+            if lr_value is not None:
+                self._add_learning_rate(scalars, float(host[rs.lr_at]) if lr_value is rs.lr else lr_value)
+            arrays = dict(zip(rs.names, host, strict=False))
+            grad_arrays = None
+            if grads is not None:
+                at, more = rs.slot_at, iter(host[len(rs.items):])
+                grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
             optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
             # the scalars go in the snapshot's job (one queue entry, one wake of the writer thread)
             done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim,
@@ -243,7 +243,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def _record_tf(self, step, tracked, epoch, batch, full, grad_arrays) -> bool:
         """Statistics with TF ops on the variables' device, then Recorder.submit."""
-        from weighttui.integrations.keras_tf_stats import TFStats
+        from weighttui.integrations.keras_tf_stats import TFInstruments, TFStats
 
         rec = self.recorder
         infos = [rec.tensors[name] for name, _v, _l, _t in tracked]
@@ -254,6 +254,14 @@ class WeightCallback(keras.callbacks.Callback):
         names = [name for name, _v, _l, _t in tracked]
         has_prev = [n in self._prev for n in names]
         prevs = [self._prev.get(n, x) for n, x in zip(names, values, strict=True)]
+        ins = self._tf_instruments
+        if ins is None or ins.rec is not rec:
+            ins = self._tf_instruments = TFInstruments(rec)
+        pend = optim = None
+        if ins:  # docs/instruments.md, in TF ops (before the previous values are replaced)
+            optim = optimizer_state(self.model, tracked, read=_tf_value) if "optim" in ins.ins.chosen else None
+            pend = ins.start(infos, values, {i: self._prev[n] for i, n in enumerate(names)
+                                             if exact and n in self._prev}, grad_arrays, optim)
         weights, delta, sample = self._tf_stats(values, prevs, has_prev)
         if exact:
             # TF tensors are immutable: holding the read keeps this snapshot's values
@@ -261,9 +269,14 @@ class WeightCallback(keras.callbacks.Callback):
         elif rec.delta_policy == "sample":
             delta = self._sample_delta(infos, names, sample)
         grad = grad_block(names, grad_arrays, rec.bins) if grad_arrays else None
+        optim_block = units = None
+        frames: list = []
+        if pend is not None:
+            weights, delta, grad, optim_block, units, frames = ins.finish(step, pend, infos, values, grad_arrays,
+                                                                          optim, weights, delta, grad)
         full_values = [_full_value(x) for x in values] if full else None
         return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
-                          sample=sample, values=full_values)
+                          sample=sample, values=full_values, optim=optim_block, units=units, extra_frames=frames)
 
     def _sample_delta(self, infos, names, sample) -> Block:
         """delta="sample": update statistics from the sampled elements only."""
@@ -292,6 +305,21 @@ class WeightCallback(keras.callbacks.Callback):
         if lr:
             self._add_learning_rate(out)
         return out
+
+    def _read_set(self, tracked) -> _ReadSet:
+        """The items the CPU path reads at every snapshot, made again when the tracked variables,
+        the gradient capture or the learning rate variable change."""
+        cap = self._capture
+        opt = getattr(self.model, "optimizer", None)
+        try:
+            lr = opt.learning_rate if opt is not None else None
+        except Exception:  # an optimizer without a readable learning rate
+            lr = None
+        lr = lr if isinstance(lr, keras.Variable) else None
+        rs = self._reads
+        if rs is None or rs.tracked is not tracked or rs.capture is not cap or rs.lr is not lr:
+            rs = self._reads = _ReadSet(tracked, cap, lr)
+        return rs
 
     def _learning_rate(self, scalars: dict):
         """The optimizer's learning rate to add to `scalars`: None (the logs have one, or there
@@ -335,10 +363,10 @@ class WeightCallback(keras.callbacks.Callback):
             self.recorder = self._new_recorder(mode="a")
             self._variables = None
             self._prev = {}  # delta history starts afresh with the new run
+        if self.grads and self.recorder.active:  # first: the initial snapshot reads what later ones do
+            self._install_capture()
         if self.initial and self.step == 0 and self._last_recorded < 0:
             self._record(epoch=None, batch=None, full=False)
-        if self.grads and self.recorder.active:
-            self._install_capture()
 
     def _install_capture(self):
         tracked = self._tracked()
@@ -446,6 +474,42 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("closing the log", self.recorder.close)
 
 
+class _ReadSet:
+    """The tracked variables, the gradient capture's slot variables and the learning rate variable
+    as one list, read by one TF call per snapshot (weights, gradients and learning rate together).
+    A batch whose gradients were not kept reads its slots all the same (views, no copy) and leaves
+    them: the same list every time, one concrete function."""
+
+    def __init__(self, tracked, capture, lr):
+        self.tracked, self.capture, self.lr = tracked, capture, lr
+        self.names = [name for name, _v, _l, _t in tracked]
+        self.names_of = {id(v): name for name, v, _l, _t in tracked}
+        self.items: list = [v for _n, v, _l, _t in tracked]
+        self.slot_at: dict[int, int] = {}  # id(slot variable) -> its position in items
+        for slot, v in capture.slots() if capture is not None else ():
+            # plain variables only: a distributed one is read on its own, so only when it is wanted
+            if id(v) in self.names_of and type(slot).__name__ == "ResourceVariable":
+                self.slot_at[id(slot)] = len(self.items)
+                self.items.append(slot)
+        self.lr_at = len(self.items)
+        if lr is not None:
+            self.items.append(lr)
+
+
+def _reader_cache(model) -> dict:
+    """Concrete functions reading a model's variables, kept on the model (object.__setattr__: Keras
+    does not track it), so that every callback and fit on that model reuses them: tracing one costs
+    about 15 ms, which a new callback per fit would pay at each fit."""
+    cache = vars(model).get("_weighttui_readers")
+    if cache is None:
+        cache = {}
+        try:
+            object.__setattr__(model, "_weighttui_readers", cache)
+        except Exception:  # a model that takes no attributes: one cache per call site's lifetime
+            pass
+    return cache
+
+
 def _on_accelerator(variable) -> bool:
     """Whether a TensorFlow-backed variable lives on a GPU or TPU."""
     if keras.backend.backend() != "tensorflow":
@@ -469,16 +533,16 @@ def _read_host(items, cache: dict | None = None) -> list:
         return [_host_array(x) if hasattr(x, "value") and hasattr(x, "path") else _to_host(x) for x in items]
     import tensorflow as tf
 
-    eager = tf.executing_eagerly()
-    key = tuple(map(id, items))
-    plan = cache.get(key) if cache is not None and eager else None
-    if plan is None or not all(a is b for a, b in zip(plan[0], items, strict=True)):
-        plan = _read_plan(items, tf)
-        if cache is not None and eager:
+    at: list[int] = []
+    reader = None
+    if cache is not None and tf.executing_eagerly():  # a traced reader is kept: worth making
+        key = tuple(map(id, items))
+        plan = cache.get(key)
+        if plan is None or not all(a is b for a, b in zip(plan[0], items, strict=True)):
             if len(cache) > 8:  # variable sets come and go (a model rebuilt): keep a few
                 cache.clear()
-            cache[key] = plan
-    _items, at, reader = plan
+            plan = cache[key] = _read_plan(items, tf)
+        _items, at, reader = plan
     out: list = [None] * len(items)
     if reader is not None:
         for i, t in zip(at, reader(), strict=True):

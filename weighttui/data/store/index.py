@@ -59,6 +59,7 @@ from .columns import (
     KindColumns,
     Runs,
     Segment,
+    Split,
     Tiled,
     Uniform,
     sealed_segment,
@@ -69,7 +70,7 @@ INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (column
 # (it would only litter directories of small logs, e.g. test data).
 MIN_LOG_BYTES = 1 << 20
 _ALIGN = 64
-_DTYPES = {"<i4", "<i8", "<f8", "<f4", "|u1", "<u2", "<u4"}
+_DTYPES = {"<i4", "<i8", "<f8", "<f4", "|u1", "<u2", "<u4", "|i1"}
 _HASH_BYTES = 65536
 STALE_TEMP_S = 3600.0  # a temporary file this old belongs to a builder that died
 
@@ -646,6 +647,9 @@ def _ref_out(w: _Writer, arr):
         return {"tile": _ref_out(w, arr.base), "n": arr.n}
     if isinstance(arr, Runs):
         return {"runs": _ref_out(w, arr.cols), "starts": _ref_out(w, arr.starts), "n": arr.n}
+    if isinstance(arr, Split):
+        return {"split": [None if p is None else _ref_out(w, p) for p in arr.parts], "cls": _ref_out(w, arr.cls),
+                "at": _ref_out(w, arr.at), "n": arr.n, "bins": arr.bins, "dtype": arr.dtype.str}
     if isinstance(arr, FileArray):  # (a group is written from memory; read it whole if not)
         data = arr.read(0, arr.nbytes)
         if data is None:
@@ -677,10 +681,24 @@ def _ref_in(files: _Files, ref, fname: str | None = None):
         if cols.ndim != 1 or starts.shape != (cols.shape[0] + 1,):
             raise _Unusable("bad column runs")
         return Runs(cols, starts, n)
+    if "split" in ref:
+        kinds = ("|u1", "<u2", "<u4")
+        if not isinstance(ref["split"], list) or len(ref["split"]) != 3 or ref.get("dtype") not in kinds \
+                or not isinstance(ref.get("bins"), int):
+            raise _Unusable("bad split counts")
+        parts = [None if r is None else files.array(r, fname) for r in ref["split"]]
+        cls, at = files.array(ref["cls"], fname), files.array(ref["at"], fname)
+        if any(p is not None and (p.dtype.str != kinds[c] or p.ndim != 2 or p.shape[1] != ref["bins"])
+               for c, p in enumerate(parts)) or sum(p.shape[0] for p in parts if p is not None) != n \
+                or cls.ndim != 1 or at.shape != cls.shape or cls.dtype.str != "|i1" or at.dtype.str != "<i8":
+            raise _Unusable("bad split counts")
+        return Split(parts, cls, at, n, ref["bins"], ref["dtype"])
     raise _Unusable("unknown array reference")
 
 
 def _shape(arr) -> tuple:
+    if isinstance(arr, Split):
+        return (arr.n, arr.bins)
     return (arr.n,) if isinstance(arr, VIRTUAL) else tuple(arr.shape)
 
 
@@ -691,6 +709,11 @@ def _segment_in(files: _Files, arrays: dict, row0: int, row1: int, fname: str | 
          for name, ref in arrays.items()}
     if any(isinstance(c, VIRTUAL) and not isinstance(c, Const) for c in a["stats"]):
         raise _Unusable("bad statistic column")
+    counts = a.get("counts")
+    if isinstance(counts, Split) and (not isinstance(a["cols"], Runs) or _shape(counts.cls) != _shape(a["cols"].cols)):
+        raise _Unusable("split counts do not match the column runs")
+    if isinstance(a.get("samples"), VIRTUAL) or isinstance(counts, VIRTUAL) and not isinstance(counts, Split):
+        raise _Unusable("bad stand-in")
     return Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
                    a.get("samples"), a.get("soff"))
 
