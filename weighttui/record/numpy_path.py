@@ -279,6 +279,7 @@ class RawBlock:
     """A weights or delta Block whose rows the kernel computed, kept as raw rows and finished
     (raw_rows.py: some fifty small numpy operations) when first read: by the writer thread when
     it encodes the snapshot, so the training thread does not pay for it. Reads like a Block.
+    Row ranges of one (rows(): a snapshot's weights and gradients) are finished together, once.
 
     Every row is of a tensor the kernel took whole, so none holds NaN or Inf (the kernel hands
     those back to the reference path): `finite` says so without finishing the rows."""
@@ -290,13 +291,19 @@ class RawBlock:
         self._raw: np.ndarray | None = raw
         self._bins = bins
         self._block: Block | None = None
+        self._of: tuple[RawBlock, int, int | None] | None = None  # (whole, start, stop) of rows()
 
     def block(self) -> Block:
         if self._block is None:
-            raw = self._raw
-            assert raw is not None
-            rows = weight_rows(raw) if self.names == WEIGHT_STATS else delta_rows(raw, raw[:, _PSQ])
-            self._block, self._raw = Block(self.names, rows, hist_parts(raw, self._bins)), None
+            if self._of is not None:
+                whole, start, stop = self._of
+                self._block = _split(whole.block(), start, stop)
+            else:
+                raw = self._raw
+                assert raw is not None
+                rows = weight_rows(raw) if self.names == WEIGHT_STATS else delta_rows(raw, raw[:, _PSQ])
+                self._block = Block(self.names, rows, hist_parts(raw, self._bins))
+            self._raw = self._of = None
         return self._block
 
     @property
@@ -311,14 +318,14 @@ class RawBlock:
         return self.block().to_payload(encode_array)
 
     def rows(self, start: int, stop: int | None = None) -> RawBlock:
-        """Rows start:stop, still raw (views)."""
-        if self._raw is None:
-            return _split(self.block(), start, stop)
-        return RawBlock(self.names, self._raw[start:stop], self._bins)
+        """Rows start:stop, finished with the others when one of them is read."""
+        part = RawBlock(self.names, np.zeros((0, 0)), self._bins)
+        part._raw, part._of = None, (self, start, stop)
+        return part
 
 
 def _split(block, start: int, stop: int | None = None):
-    """Rows start:stop of a block (views)."""
+    """Rows start:stop of a block (views; of a RawBlock: finished with the others)."""
     if isinstance(block, RawBlock):
         return block.rows(start, stop)
     hist = None if block.hist is None else tuple(part[start:stop] for part in block.hist)
