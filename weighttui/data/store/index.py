@@ -30,6 +30,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 import time
 import zlib
 from collections import deque
@@ -333,6 +334,19 @@ def _drop_spilled(directory: str, store: LogIndex) -> None:
                     os.unlink(os.path.join(directory, g.ref["tmp"]))
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One writer thread for every Spiller of the process (a viewer of 50 runs starts one, not 50)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
+        return _POOL
+
+
 class Spiller:
     """Writes groups sealed while a big log is being indexed straight to the index directory.
 
@@ -342,6 +356,7 @@ class Spiller:
     one background thread while the log goes on being parsed; a group stays in
     memory until its file is written, and only then reads from the file
     (`settle`, on the caller's thread: segments are never changed under it).
+    Every Spiller of the process shares the one thread (`_pool`).
     """
 
     MAX_PENDING = 1  # groups written while the next one is sealed: memory for about two groups
@@ -350,7 +365,6 @@ class Spiller:
         self.directory = directory
         self.log = log
         self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
-        self._pool: ThreadPoolExecutor | None = None
         self._pending: deque = deque()  # (future of (ref, error), run, group), oldest first
 
     def __call__(self, run: RunState, row0: int, row1: int, jobs: dict) -> Group:
@@ -359,11 +373,10 @@ class Spiller:
         # (before the new group joins the pending ones: it joins run.groups only when this returns)
         self.settle(wait=len(self._pending) >= self.MAX_PENDING)
         name = f"{self.gen}-r{run.offset}-{row0}.seg"
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
-        kinds = self._pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
+        pool = _pool()
+        kinds = pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
         g = Group(row0, row1, kinds)
-        self._pending.append((self._pool.submit(self._write, g, name), run, g))
+        self._pending.append((pool.submit(self._write, g, name), run, g))
         return g
 
     def _write(self, g: Group, name: str):
