@@ -729,6 +729,14 @@ static const void *at_elem(const void *base, size_t at, int dtype) {
     return base ? (const char *)base + at * elem_size(dtype) : NULL;
 }
 
+static void prefetch_chunk(const xjob_t *e, size_t at, size_t m, size_t es) {
+    const char *bufs[3] = {e->x0, e->st[0], e->st[1]};
+    for (int q = 0; q < 3; q++)
+        if (bufs[q])
+            for (size_t off = 0; off < m * es; off += 64)
+                __builtin_prefetch(bufs[q] + at * es + off, 0, 3);
+}
+
 /* Runs pass A over the job's elements, widening 16-bit inputs blockwise; with
  * instruments, chunk by chunk, each chunk's instruments right after its statistics. */
 static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
@@ -737,6 +745,8 @@ static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
         size_t chunk = e ? XCHUNK : jb->n;
         for (size_t at = 0; at < jb->n; at += chunk) {
             size_t m = jb->n - at < chunk ? jb->n - at : chunk;
+            if (e) /* the instruments' own buffers on their way while pass A computes */
+                prefetch_chunk(e, at, m, elem_size(jb->dtype));
             if (jb->dtype == DT_F64) {
                 pass_a64(at_elem(jb->x, at, DT_F64), at_elem(jb->p, at, DT_F64), m, c, a);
                 if (e)
@@ -778,19 +788,24 @@ static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy, int
         size_t chunk = e ? XCHUNK : jb->n;
         for (size_t at = 0; at < jb->n; at += chunk) {
             size_t m = jb->n - at < chunk ? jb->n - at : chunk;
+            /* the statistics first (their compute hides the reads from memory), then the
+             * products on the chunk in the cache, then the copy (the update needs prev) */
             if (jb->dtype == DT_F64) {
                 const double *x = at_elem(jb->x, at, DT_F64);
                 double *p = jb->p ? (double *)jb->p + at : NULL;
+                pass_b64(x, p, m, hv, hd, copy && !e, &s->tally);
                 if (e)
                     extra_b64(x, p, at, m, e, with_d);
-                pass_b64(x, p, m, hv, hd, copy, &s->tally);
             } else {
                 const float *x = at_elem(jb->x, at, DT_F32);
                 float *p = jb->p ? (float *)jb->p + at : NULL;
+                pass_b(x, p, m, hv, hd, copy && !e, &s->tally);
                 if (e)
                     extra_b(x, p, at, m, e, with_d);
-                pass_b(x, p, m, hv, hd, copy, &s->tally);
             }
+            if (e && copy)
+                memcpy((char *)jb->p + at * elem_size(jb->dtype), at_elem(jb->x, at, jb->dtype),
+                       m * elem_size(jb->dtype));
         }
     } else {
         int need_p = hd || (e && with_d);
