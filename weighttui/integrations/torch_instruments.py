@@ -82,11 +82,11 @@ class _Pending:
 
 class TorchInstruments:
     def __init__(self, chosen, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
-                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30,
+                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30, block_max: int = ref.BLOCK_MAX,
                  alpha_every: int = ref.ALPHA_EVERY, alpha_max: int = ref.ALPHA_MAX_ELEMENTS):
         self.chosen = frozenset(chosen)
         self.cos_sample = int(cos_sample)
-        self.block, self.warmup = int(block), int(warmup)
+        self.block, self.warmup, self.block_max = int(block), int(warmup), int(block_max)
         self.budget_bytes = int(budget_bytes)
         self._v: dict[str, torch.Tensor] = {}
         self._vd: dict[str, torch.Tensor] = {}
@@ -132,7 +132,7 @@ class TorchInstruments:
 
     def _spectral(self, store: dict, name: str, w2: torch.Tensor):
         m, n = w2.shape
-        p = max(1, min(self.block, m, n))
+        p = ref.vectors(m, n, self.block, self.block_max)
         v = store.get(name)
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
@@ -272,7 +272,7 @@ class TorchInstruments:
         """What the kernel computes for x in its passes; the rest with torch ops now."""
         ex = kernel.Extras()
         if "sigma" in self.chosen and mn is not None:
-            p = max(1, min(self.block, *mn))
+            p = ref.vectors(*mn, self.block, self.block_max)
             w2 = x.reshape(mn)
             if p == 1:  # one vector: the kernel's two passes are the iteration's two products
                 ex.rows, ex.v = mn[0], self._fused_vector(self._v, name, w2)
