@@ -103,13 +103,14 @@ class TorchInstruments:
         self.alpha_col = np.zeros((0, 1))
         self._scratch: dict[tuple, torch.Tensor] = {}
         self._hidx: dict[tuple[str, int], np.ndarray] = {}  # host coordinates of the kernel's gather
+        self._flats: dict[int, tuple] = {}  # id(tensor) -> (tensor, data_ptr, its kernel view): see _flat
         self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
 
     def clear(self) -> None:
-        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx):
+        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx, self._flats):
             d.clear()
 
     # ------------------------------------------------------------ helpers
@@ -164,6 +165,17 @@ class TorchInstruments:
         if v is None or tuple(v.shape) != (n, 1) or v.device != w2.device:
             v = self._warm(name, w2, 1)
         return v.reshape(-1).to(torch.float64).contiguous().numpy()
+
+    def _flat(self, t: torch.Tensor) -> np.ndarray:
+        """torch_native.flat(t), kept for tensors that stay (initial copies, optimizer state: updated in place)."""
+        got = self._flats.get(id(t))
+        if got is not None and got[0] is t and got[1] == t.data_ptr():
+            return got[2]
+        view = torch_native.flat(t)
+        if len(self._flats) > 4 * (len(self._init) + len(self._v)) + 1024:
+            self._flats.clear()
+        self._flats[id(t)] = (t, t.data_ptr(), view)
+        return view
 
     def _host_idx(self, name: str, size: int) -> np.ndarray:
         """The cosines' coordinates of a tensor as the kernel gathers them (every element when small)."""
@@ -292,7 +304,7 @@ class TorchInstruments:
         if "dist_init" in self.chosen and i not in pend.fresh_init:
             x0 = self._init.get(name)
             if x0 is not None and x0.dtype == x.dtype and x0.shape == x.shape and x0.is_contiguous():
-                ex.x0 = torch_native.flat(x0)
+                ex.x0 = self._flat(x0)
         if "cos" in self.chosen:
             ex.idx = self._host_idx(name, x.numel())
             self._grad_sample(pend, i, name)
@@ -397,7 +409,7 @@ class TorchInstruments:
             if ex is not None and all(t is None or (torch_native.takes(t) and t.dtype == x.dtype
                                                     and t.numel() == x.numel()) for t in (m, v)):
                 # read in the kernel's first pass, beside the tensor's own values
-                ex.states = tuple(None if t is None else torch_native.flat(t) for t in (m, v))
+                ex.states = tuple(None if t is None else self._flat(t) for t in (m, v))
                 pend.optim_fused[i] = (m is not None, v is not None, *rest)
                 continue
             pend.optim[i] = (_queue(want, m), _queue(want, v), *rest)

@@ -544,6 +544,8 @@ typedef struct {
     float *vf, *vdf, *bf, *bdf;
     float *fbuf; /* their one allocation */
     size_t brows; /* rows added into bf, bdf since they were last added into b, bd */
+    size_t gpos;  /* coordinates gathered in pass A (those of a sorted prefix of idx) */
+    size_t sorted_k; /* idx[0:sorted_k] is non-decreasing */
     double dl[XL], sl[2][XL];
     double al[3 * LANES]; /* the same sums when pass A's loop computes them: x0, states 0 and 1 */
 } xjob_t;
@@ -623,6 +625,9 @@ typedef struct {
             sumsq_lanes_##SUFFIX(s0, NULL, n, e->sl[0]);                                      \
         if (s1)                                                                               \
             sumsq_lanes_##SUFFIX(s1, NULL, n, e->sl[1]);                                      \
+        /* sorted coordinates: gathered from the chunk while it is in the cache */           \
+        for (; e->gpos < e->sorted_k && (size_t)e->idx[e->gpos] < g0 + n; e->gpos++)          \
+            e->g[e->gpos] = (double)x[(size_t)e->idx[e->gpos] - g0];                          \
         const int yd = e->vd && p;                                                            \
         if (!e->rows || !(e->units || e->v || yd))                                            \
             return;                                                                           \
@@ -700,6 +705,7 @@ static double lanes_sum(const double *l) {
 static void extra_start(xjob_t *e) {
     memset(e->dl, 0, sizeof e->dl);
     memset(e->al, 0, sizeof e->al);
+    e->gpos = 0;
     memset(e->sl, 0, sizeof e->sl);
     memset(e->out, 0, sizeof(double) * X_HEAD);
     if (e->un)
@@ -890,7 +896,7 @@ static void extra_finish(job_t *jb, xjob_t *e) {
     if (e->un)
         for (size_t r = 0; r < e->rows; r++)
             e->un[r] = sqrt(e->un[r]);
-    for (size_t i = 0; i < e->k; i++)
+    for (size_t i = e->gpos; i < e->k; i++) /* unsorted coordinates: the rest from memory */
         e->g[i] = value_at(jb->x, (size_t)e->idx[i], jb->dtype);
 }
 
@@ -1192,12 +1198,16 @@ static int parse_extra(PyObject *item, job_t *jb, xjob_t *e, Py_buffer *views, c
         have[3] = 1;
         e->idx = views[3].buf;
         e->k = (size_t)views[3].len / 8;
-        for (size_t q = 0; q < e->k; q++)
+        e->sorted_k = e->k;
+        for (size_t q = 0; q < e->k; q++) {
+            if (q && e->idx[q] < e->idx[q - 1] && e->sorted_k == e->k)
+                e->sorted_k = q;
             if (e->idx[q] < 0 || (size_t)e->idx[q] >= jb->n) {
                 PyErr_Format(PyExc_IndexError, "extras[%zd] idx: %lld out of range for %zu elements", i,
                              (long long)e->idx[q], jb->n);
                 return -1;
             }
+        }
     }
     o = PyTuple_GET_ITEM(item, 6);
     if (o != Py_None) {
