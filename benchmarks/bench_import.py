@@ -1,19 +1,20 @@
 """`weighttui import` throughput and peak RSS against `cat > /dev/null` of the same checkpoints.
 
     python benchmarks/bench_import.py [--params 100e6] [--checkpoints 20] [--format safetensors|pt|npz]
-                                      [--modes values,no-values] [--keep DIR] [--quick]
+                                      [--modes values,no-values] [--keep DIR] [--quick] [--no-copy]
 
 Generates N checkpoints of a transformer-shaped model (an embedding of 1/3 of
 the parameters, the rest in 12 square-ish blocks) in a temporary directory
 (or DIR with --keep, reused when it already holds them), reads them once with
-cat (page cache warm), times `cat * > /dev/null`, then runs
-`python -m weighttui.cli import` in a child process for each mode (values
-kept, --no-values), side by side, with `cat` timed again next to each. For
-each: wall time, the child's CPU time (user + system, from wait4), the
-throughput ratio against cat, and peak RSS (the child's VmHWM, sampled every
-20 ms and at exit from wait4's ru_maxrss) against the largest tensor. The
-weighttui that runs is the one on PYTHONPATH (to compare two trees, run the
-script twice with the same --keep DIR).
+cat (page cache warm), then runs `python -m weighttui.cli import` in a child
+process for each mode (values kept, --no-values), side by side, each between
+two timings of `cat * > /dev/null` (the faster is used). For values, also
+`cat * > file` + fsync: the disk's share of writing a log as large as the
+checkpoints (--no-copy leaves it out). For each: wall time, the child's CPU
+time (user + system, from wait4), throughput against cat, and peak RSS (the
+child's own VmHWM, said at its exit and sampled every 20 ms) against the
+largest tensor. The weighttui that runs is the one on PYTHONPATH (to compare
+two trees, run the script twice with the same --keep DIR).
 
 --quick: 20M parameters x 5 checkpoints (400 MB), for a check while developing.
 """
@@ -120,6 +121,20 @@ def cat_time(files) -> float:
     return time.perf_counter() - t0
 
 
+def copy_time(files, dest: str) -> float:
+    """`cat FILES > dest` and an fsync: what writing a log as large as the checkpoints costs at least."""
+    t0 = time.perf_counter()
+    subprocess.run(f"cat {' '.join(files)} > {dest}", shell=True, check=True)
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    took = time.perf_counter() - t0
+    os.unlink(dest)
+    return took
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", type=float, default=100e6)
@@ -128,6 +143,8 @@ def main() -> None:
     ap.add_argument("--modes", default="values,no-values", help="comma-separated: values, no-values")
     ap.add_argument("--keep", help="generate into (or reuse) this directory instead of a temporary one")
     ap.add_argument("--quick", action="store_true", help="20M parameters x 5 checkpoints")
+    ap.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
+                    help="with values, also time writing the same bytes to a file (cat > file + fsync)")
     args = ap.parse_args()
     if args.quick:
         args.params, args.checkpoints = 20e6, 5
@@ -161,6 +178,10 @@ def main() -> None:
                   f"{cpu:.2f} s CPU ({total / wall / 1e9:.3f} GB/s) | import/cat throughput {cat_s / wall:.3f} | "
                   f"peak RSS {rss / 1e6:.0f} MB = {(rss - base_rss) / largest:.2f} x largest tensor + "
                   f"{base_rss / 1e6:.0f} MB | log {log / 1e9:.2f} GB | load {os.getloadavg()[0]:.1f}")
+            if mode == "values" and args.copy:
+                cp_s = copy_time(files, os.path.join(tmp, "copy"))
+                print(f"  {'':9s}  cat > file + fsync (the log's bytes written, nothing computed): {cp_s:.2f} s "
+                      f"({total / cp_s / 1e9:.2f} GB/s) | import/copy throughput {cp_s / wall:.3f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ batches, every batch (gradients inside fit included, the default), and
 keras.callbacks.TensorBoard(histogram_freq=1), interleaved rounds, median
 seconds per fit.
 
-    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick]
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick] [--fit-only] [--rounds N]
 """
 
 from __future__ import annotations
@@ -65,20 +65,23 @@ def timeit(fn, repeat: int) -> float:
     return min(times)
 
 
-def measure(fn, repeat: int, cpu_clock, setup=None) -> tuple[float, float]:
-    """(least wall seconds, least CPU seconds by cpu_clock) of fn() over `repeat` calls, after a warm-up.
+def measure(fn, repeat: int, cpu_clock, setup=None) -> tuple[float, float, float]:
+    """(median wall seconds, median CPU seconds by cpu_clock, least CPU seconds) of fn() over
+    `repeat` calls, after a warm-up.
 
-    CPU time is the honest number on a shared machine: other work stretches wall time, not CPU time.
+    CPU time is the honest number on a shared machine: other work stretches wall time, not CPU
+    time; the median of many calls is steadier than the least of a few for sub-millisecond work.
     """
     fn()
-    wall = cpu = float("inf")
+    walls, cpus = [], []
     for _ in range(repeat):
         if setup is not None:
             setup()
         w0, c0 = time.perf_counter(), cpu_clock()
         fn()
-        wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, cpu_clock() - c0)
-    return wall, cpu
+        walls.append(time.perf_counter() - w0)
+        cpus.append(cpu_clock() - c0)
+    return statistics.median(walls), statistics.median(cpus), min(cpus)
 
 
 def part1(model: keras.Model, repeat: int) -> None:
@@ -112,9 +115,10 @@ def part1(model: keras.Model, repeat: int) -> None:
         def run():
             step[0] += 1
             cb.record(step[0])
+            rec.drain()  # the writer thread's part (finishing the kernel's rows, encoding, writing) counts
         try:
-            # the numpy path runs on the calling thread; TF ops (stats="device") on TF's threads
-            return measure(run, repeat, time.thread_time if stats == "numpy" else time.process_time, nudge)
+            # the process's CPU time: the calling thread's, the writer's, TF's threads' (stats="device")
+            return measure(run, repeat, time.process_time, nudge)
         finally:
             kernel._fastats = saved
             rec.close()
@@ -141,15 +145,14 @@ def part1(model: keras.Model, repeat: int) -> None:
     rows.append(("TensorBoard: tf.summary.histogram each variable",
                  measure(tensorboard_histograms, repeat, time.process_time)))
     print(f"\n## one snapshot, {model.name}: {params / 1e6:.2f}M parameters in {len(variables)} tensors, "
-          f"least of {repeat}, keras {keras.__version__} ({keras.backend.backend()}), CPU")
+          f"median of {repeat}, keras {keras.__version__} ({keras.backend.backend()}), CPU")
     print("(WeightCallback: stats + 64-bin histograms + exact deltas with their histograms + 16 samples "
-          "per tensor, queued for the writer thread, instruments=False but in the 'default instruments' row "
-          "(docs/instruments.md); TensorBoard: its histograms of the values only. CPU ms: the calling "
-          "thread's for WeightCallback on the CPU path, the whole process's (TF's threads) for stats='device', "
-          "the read pass and TensorBoard)")
-    print(f"{'method':56s} {'wall ms':>9s} {'CPU ms':>9s} {'x read pass (CPU)':>18s}")
-    for name, (wall, cpu) in rows:
-        print(f"{name:56s} {wall * 1e3:9.1f} {cpu * 1e3:9.1f} {cpu / base[1]:18.1f}")
+          "per tensor, written by the writer thread before the clock stops; instruments=False but in the "
+          "'default instruments' row (docs/instruments.md); TensorBoard: its histograms of the values only. "
+          "CPU ms: the whole process's, every thread (calling, writer, TF's), median and least)")
+    print(f"{'method':56s} {'wall ms':>9s} {'CPU ms':>9s} {'least':>7s} {'x read pass (CPU)':>18s}")
+    for name, (wall, cpu, least) in rows:
+        print(f"{name:56s} {wall * 1e3:9.2f} {cpu * 1e3:9.2f} {least * 1e3:7.2f} {cpu / base[1]:18.1f}")
 
 
 def part2(rounds: int, epochs: int) -> None:
@@ -174,6 +177,7 @@ def part2(rounds: int, epochs: int) -> None:
             "weighttui every 10 batches": wt("t", every_batches=10, **plain),
             "weighttui every 10 batches, no grads": wt("n", every_batches=10, grads=False, **plain),
             "weighttui every batch": wt("b", every_batches=1, **plain),
+            "weighttui every batch, no grads": wt("m", every_batches=1, grads=False, **plain),
             "weighttui every 10 batches, instruments on": wt("i", every_batches=10),
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
@@ -192,7 +196,8 @@ def part2(rounds: int, epochs: int) -> None:
         return time.perf_counter() - t0, time.process_time() - c0
 
     kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every 10 batches, no grads",
-             "weighttui every batch", "weighttui every 10 batches, instruments on", "TensorBoard(histogram_freq=1)"]
+             "weighttui every batch", "weighttui every batch, no grads", "weighttui every 10 batches, instruments on",
+             "TensorBoard(histogram_freq=1)"]
     times = {k: [] for k in kinds}
     cpu = {k: [] for k in kinds}
     for r in range(rounds):
@@ -218,15 +223,21 @@ def part2(rounds: int, epochs: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller and fewer runs (a smoke test)")
+    ap.add_argument("--fit-only", action="store_true", help="part 2 only (the fit slowdowns)")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of part 2 (median)")
     args = ap.parse_args()
+    t0 = time.perf_counter()
+    print(f"load (uptime) at the start: {os.getloadavg()} on {os.cpu_count()} cores")
     if args.quick:
         part1(big_model(512), repeat=3)
         part2(rounds=1, epochs=2)
     else:
-        part1(big_model(1536), repeat=7)
-        part1(cnn_model(), repeat=5)
-        part2(rounds=5, epochs=5)
-    print(f"\nload (uptime): {os.getloadavg()} on {os.cpu_count()} cores (shared with other work)")
+        if not args.fit_only:
+            part1(big_model(1536), repeat=15)
+            part1(cnn_model(), repeat=9)
+        part2(rounds=args.rounds, epochs=5)
+    print(f"\nload (uptime) at the end: {os.getloadavg()} on {os.cpu_count()} cores (shared with other work); "
+          f"{time.perf_counter() - t0:.0f} s in all")
 
 
 if __name__ == "__main__":

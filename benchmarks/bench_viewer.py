@@ -179,15 +179,47 @@ async def _live(path, writer, index_save_s):
 
     spent: dict[str, list[float]] = {"ingest": [], "seal": [], "save_index": [], "alerts": [], "draw": [],
                                      "stall": []}
+    cpu: dict[str, list[float]] = {name: [] for name in spent}  # the UI thread's CPU time in each
 
     def timed(name, fn):
         def wrapper(*a, **kw):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return fn(*a, **kw)
             finally:
                 spent[name].append(time.perf_counter() - t)
+                cpu[name].append(time.thread_time() - c)
         return wrapper
+
+    # When each byte reached the file: a thread polls its size every 2 ms (the writer appends a frame
+    # with one write()), so a step's append-to-screen time is from its frame's last byte in the file.
+    import threading
+
+    grown: list[tuple[float, int]] = []
+    watching = threading.Event()
+
+    def watch_size():
+        while not watching.is_set():
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                size = 0
+            if not grown or size != grown[-1][1]:
+                grown.append((time.time(), size))
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch_size, daemon=True)
+    watcher.start()
+    fd = os.open(path, os.O_RDONLY)
+
+    def appended_at(data, step):
+        lo, hi = data.rows_for_steps(step, step + 1)
+        _steps, offsets = data.snapshot_rows(lo, hi)
+        if not len(offsets):
+            return None
+        head = os.pread(fd, 8, int(offsets[0]))
+        end = int(offsets[0]) + 20 + int.from_bytes(head[4:8], "little")  # docs/FORMAT.md: the frame's LEN
+        return next((t for t, size in grown if size >= end), None)
 
     app = appmod.WeightApp(path, mode="watch", alerts=True)
     save_index, seal = RunData.save_index, RunState.seal
@@ -200,13 +232,14 @@ async def _live(path, writer, index_save_s):
             app._update_alerts = timed("alerts", app._update_alerts)
             app._ingest = timed("ingest", app._ingest)
             app.pump._redraw = timed("draw", app.pump._redraw)
-            lat, shown = [], None
+            lat, lat_append, shown = [], [], None
             c0, t0 = time.process_time(), time.perf_counter()
-            last = time.perf_counter()
+            last, last_cpu = time.perf_counter(), time.thread_time()
             while writer.poll() is None or (app.data.end is None and time.perf_counter() - t0 < 60):
-                now = time.perf_counter()
+                now, now_cpu = time.perf_counter(), time.thread_time()
                 spent["stall"].append(now - last - 0.005)  # the UI thread's pause beyond the 5 ms asked for
-                last = now
+                cpu["stall"].append(now_cpu - last_cpu)
+                last, last_cpu = now, now_cpu
                 data = app.data
                 line = app.screen.query_one(RunHeader).content.plain.splitlines()[-1]
                 if line.startswith("step "):
@@ -215,16 +248,22 @@ async def _live(path, writer, index_save_s):
                         shown = step
                         row = int(np.searchsorted(data.steps, step, side="right")) - 1
                         if row >= 0 and int(data.steps[row]) == step:
-                            lat.append(time.time() - float(data.times[row]))
+                            now_wall = time.time()
+                            lat.append(now_wall - float(data.times[row]))
+                            at = appended_at(data, step)
+                            if at is not None:
+                                lat_append.append(now_wall - at)
                 await pilot.pause(0.005)
-            cpu = (time.process_time() - c0) / (time.perf_counter() - t0)
-            return lat, cpu, app.data.snapshot_count, app.data.index_path, spent
+            share = (time.process_time() - c0) / (time.perf_counter() - t0)
+            return lat, lat_append, share, app.data.snapshot_count, app.data.index_path, spent, cpu
     finally:
+        watching.set()
+        os.close(fd)
         RunData.save_index = save_index  # type: ignore[method-assign]
         RunState.seal = seal  # type: ignore[method-assign]
 
 
-def bench_live(tmp, seconds=15.0, rate=20.0, tensors=500, index_save_s=1.0):
+def bench_live(tmp, seconds=15.0, rate=20.0, tensors=500, index_save_s=10.0):
     """Append-to-screen while a run is live: `tensors` tensors at `rate` snapshots a second, the index
     extended as the log grows (segments sealed into it; the app writes it every `index_save_s`)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -235,19 +274,23 @@ def bench_live(tmp, seconds=15.0, rate=20.0, tensors=500, index_save_s=1.0):
                               stdout=subprocess.PIPE, text=True)
     while not os.path.exists(path):
         time.sleep(0.01)
-    lat, cpu, seen, index, spent = asyncio.run(_live(path, writer, index_save_s))
+    lat, lat_append, share, seen, index, spent, cpu = asyncio.run(_live(path, writer, index_save_s))
     out = writer.stdout.read().split()
     ms = np.array(lat) * 1000
+    ams = np.array(lat_append) * 1000
     index_mb = (sum(os.path.getsize(os.path.join(index, f)) for f in os.listdir(index)) / 2**20
                 if index and os.path.isdir(index) else 0.0)
     print(f"live append-to-screen, {tensors} tensors at {rate:g} snapshots/s for {seconds:g} s "
           f"({os.path.getsize(path) / 2**20:.0f} MiB, {seen} snapshots read of {out[1] if len(out) > 1 else '?'} "
           f"written; index {index_mb:.0f} MiB, written every {index_save_s:g} s while following): "
-          f"{len(ms)} steps reached the header; snapshot time stamp to header median {np.median(ms):.0f} ms, "
-          f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms (target < 250 ms); viewer CPU "
-          f"{cpu * 100:.0f}% of one core (headless, the header polled every 5 ms); on the UI thread: "
-          + "; ".join(f"{name} x{len(v)} median {np.median(v) * 1000:.1f} max {max(v) * 1000:.0f} ms"
-                      for name, v in spent.items() if v), flush=True)
+          f"{len(ms)} steps reached the header; its frame's last byte in the file to the header: median "
+          f"{np.median(ams):.0f} ms, p95 {np.percentile(ams, 95):.0f} ms, max {ams.max():.0f} ms (target < 250 ms); "
+          f"the writer's time stamp (at submit) to the header: median {np.median(ms):.0f} ms, "
+          f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms; viewer CPU "
+          f"{share * 100:.0f}% of one core (headless, the header polled every 5 ms); on the UI thread, wall "
+          f"(CPU of the longest): "
+          + "; ".join(f"{name} x{len(v)} median {np.median(v) * 1000:.1f} max {max(v) * 1000:.0f} "
+                      f"({cpu[name][int(np.argmax(v))] * 1000:.0f}) ms" for name, v in spent.items() if v), flush=True)
 
 
 def bench_2000(tmp, tensors=2000, n=200, pages=40, lines=60):
@@ -332,17 +375,40 @@ def bench_idle_cpu(tmp, seconds=10.0):
 
 
 BIG = """
-import asyncio, resource, sys, time
-sys.path.insert(0, %r)
-import bench_viewer as b
-app, first, loaded = asyncio.run(b._first_screen(sys.argv[1], None))
-print("RESULT", first, loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, app.data.n,
-      app.data.snapshot_count, app.data.max_rows, flush=True)
+import time
+t0 = time.monotonic()  # the interpreter has started; imports from here on count
+import asyncio, sys
+
+async def main(path):
+    from weighttui.tui.app import WeightApp
+    imported = time.monotonic() - t0
+    app = WeightApp(path, mode="watch", alerts=True)
+    first = first_step = first_cpu = None
+    async with app.run_test(size=(120, 40)) as pilot:
+        while True:
+            if first is None and app.first_data_at is not None:
+                first, first_step = app.first_data_at - t0, int(app.data.steps[app.row])
+                first_cpu = time.process_time()
+            if first is not None and app.data.end is not None and app.loading is None and not app.follower.backlog:
+                break
+            await pilot.pause(0.005)
+        loaded = time.monotonic() - t0
+        # VmHWM, not ru_maxrss: that one carries over the parent's peak at fork (the live part's)
+        with open("/proc/self/status") as fh:
+            hwm = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+        print("RESULT", imported, first, first_cpu, first_step, int(app.data.steps[-1]), loaded,
+              hwm / 1024, app.data.n, app.data.snapshot_count,
+              app.data.max_rows, time.process_time(), flush=True)
+
+asyncio.run(main(sys.argv[1]))
 """
 
 
 def bench_big(tmp, megabytes, existing=None):
-    """A big finished log (benchmarks/make_big_log.py): first screen, fully loaded, peak RSS, in a fresh process."""
+    """A big finished log (benchmarks/make_big_log.py), `watch` headless in a fresh process: without an
+    index (the latest snapshots first, the log indexed behind them), then again with the index it left."""
+    import shutil
+
     path = existing
     if path is None:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -353,17 +419,23 @@ def bench_big(tmp, megabytes, existing=None):
         print(f"(wrote {out['bytes'] / 2**20:.0f} MiB, {out['tensors']} tensors x {out['snapshots']} snapshots "
               f"in {out['seconds']:.0f} s)")
     size = os.path.getsize(path)
-    code = BIG % os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=1800)
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    if out.returncode or not line:
-        print(out.stderr[-3000:])
-        return
-    first, loaded, rss, rows, snaps, max_rows = map(float, line[-1].split()[1:])
-    print(f"big log {size / 2**20:.0f} MiB ({snaps:.0f} snapshots, {rows:.0f} rows kept with max_rows "
-          f"{max_rows:.0f}), "
-          f"`watch` headless in a fresh process: first screen {first * 1000:.0f} ms, fully loaded "
-          f"{loaded:.1f} s, peak RSS {rss:.0f} MB")
+    index = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.wtuidx")
+    shutil.rmtree(index, ignore_errors=True)  # (an index in the cache directory is not removed)
+    code = BIG
+    for label in ("no index", "with the index it left"):
+        out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=1800)
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+        if out.returncode or not line:
+            print(out.stderr[-3000:])
+            return
+        imported, first, first_cpu, first_step, last_step, loaded, rss, rows, snaps, max_rows, cpu = map(
+            float, line[-1].split()[1:])
+        print(f"big log {size / 2**20:.0f} MiB ({snaps:.0f} snapshots, {rows:.0f} rows kept with max_rows "
+              f"{max_rows:.0f}), `watch` headless in a fresh process, {label}: first screen {first * 1000:.0f} ms "
+              f"after the interpreter started ({first_cpu * 1000:.0f} ms of CPU since the process started; imports "
+              f"{imported * 1000:.0f} ms) showing step {first_step:.0f} "
+              f"(latest {last_step:.0f}); whole history {loaded:.1f} s; CPU {cpu:.1f} s; peak RSS {rss:.0f} MB",
+              flush=True)
 
 
 COLD = """
@@ -421,7 +493,7 @@ Bare().run()
 """
 
 
-def bench_tmux(tmp, runs=5, caches=("env", "cached")):
+def bench_tmux(tmp, runs=7, caches=("env", "cached")):
     """`weighttui watch` in tmux against the floor, a bare Textual app that paints one line (runs
     interleaved, same terminal): process start to the first paint (the header), to the table with a
     step, and to the latest step; and the bare app importing numpy first.
@@ -502,8 +574,61 @@ def bench_tmux(tmp, runs=5, caches=("env", "cached")):
               f"({med(floor_np) / med(floor):.2f}x the floor)", flush=True)
 
 
-PARTS = ("first", "cold", "latency", "live", "scroll", "idle", "tmux", "big")
-DEFAULT_PARTS = ("first", "cold", "latency", "live", "scroll", "idle")
+# Process start to the first frame (Textual's Ready event) with the terminal driver headless, so the
+# CPU time the process spent is measured (less sensitive to other jobs than the wall time in tmux).
+READY_BARE = """
+import time
+from textual.app import App
+from textual.widgets import Static
+class Bare(App):
+    def compose(self):
+        yield Static("bare textual app ready")
+    def on_ready(self):
+        print("READY", time.process_time(), flush=True)
+        self.exit()
+Bare().run(headless=True)
+"""
+
+READY_WATCH = """
+import sys, time
+import textual.app
+_run = textual.app.App.run
+textual.app.App.run = lambda self, *a, **kw: _run(self, *a, **{**kw, "headless": True})
+import weighttui.tui.app as appmod
+def on_ready(self):
+    print("READY", time.process_time(), ",".join(m for m in ("numpy", "weighttui.data.run") if m in sys.modules),
+          flush=True)
+    self.exit()
+appmod.WeightApp.on_ready = on_ready
+from weighttui.cli.main import main
+main(["watch", sys.argv[1]])
+"""
+
+
+def bench_paint_cpu(tmp, runs=7):
+    """CPU time from process start to the first frame: a bare Textual app that paints one line against
+    `weighttui watch` (through cli.main.main), headless, interleaved, with the environment as it is."""
+    path = os.path.join(tmp, "paint.wtui")
+    write_log(path, 50, 500)
+    bare, watch = [], []
+    for _ in range(runs):
+        for code, out, args in ((READY_BARE, bare, []), (READY_WATCH, watch, [path])):
+            got = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+            line = [ln for ln in got.stdout.splitlines() if ln.startswith("READY")]
+            if not line:
+                print(got.stderr[-2000:])
+                return
+            out.append(float(line[-1].split()[1]))
+            if len(line[-1].split()) > 2:
+                raise RuntimeError(f"imported before the first frame: {line[-1].split()[2]}")
+    med = statistics.median
+    print(f"CPU time from process start to the first frame (headless driver, {runs} runs interleaved): bare "
+          f"Textual app painting one line median {med(bare) * 1000:.0f} ms, `weighttui watch` median "
+          f"{med(watch) * 1000:.0f} ms: {med(watch) / med(bare):.2f}x", flush=True)
+
+
+PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle", "tmux", "big")
+DEFAULT_PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle")
 
 
 def main():
@@ -515,6 +640,8 @@ def main():
     ap.add_argument("--big-log", help="use this existing big log instead of writing one")
     ap.add_argument("--tensors", type=int, default=2000, help="tensors for the scroll part")
     ap.add_argument("--live-seconds", type=float, default=15.0, help="how long the live part's writer runs")
+    ap.add_argument("--index-save-s", type=float, default=10.0,
+                    help="live part: the app writes the index this often while following (its default: 10)")
     args = ap.parse_args()
     parts = [p for p in args.only.split(",") if p]
     if args.tmux:
@@ -531,10 +658,12 @@ def main():
             bench_first_screen(tmp, 50, 1000, "existing log")
         if "cold" in parts:
             bench_cold(tmp)
+        if "paintcpu" in parts:
+            bench_paint_cpu(tmp)
         if "latency" in parts:
             bench_latency(tmp)
         if "live" in parts:
-            bench_live(tmp, seconds=args.live_seconds)
+            bench_live(tmp, seconds=args.live_seconds, index_save_s=args.index_save_s)
         if "scroll" in parts:
             bench_2000(tmp, tensors=args.tensors)
         if "idle" in parts:

@@ -113,9 +113,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=8)
     ap.add_argument("--full-every", type=int, default=2000,
                     help="full values of 4 tensors every N snapshots (0: never)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed (also the run id): a sweep's runs differ")
     args = ap.parse_args(argv)
     out = make(args.path, size_mb=args.size_mb, tensors=args.tensors, bins=args.bins,
-               sample=args.sample, full_every=args.full_every)
+               sample=args.sample, full_every=args.full_every, seed=args.seed)
     print(f"wrote {out['bytes'] / 2**20:.0f} MiB, {out['snapshots']} snapshots of {out['tensors']} tensors "
           f"to {out['path']} in {out['seconds']:.1f} s", file=sys.stderr)
     return 0

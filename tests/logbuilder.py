@@ -149,7 +149,7 @@ class FixedLog:
             out.append((base * (1 + self.growth * t * (i + 1)) + 0.001 * t).astype(np.float32))
         return out
 
-    def frames(self, step, *, epoch=None, nan_in=None) -> bytes:
+    def frames(self, step, *, epoch=None, nan_in=None, units: dict | None = None) -> bytes:
         arrays = self.arrays(step)
         if nan_in is not None:
             arrays[nan_in].reshape(-1)[0] = np.nan
@@ -165,6 +165,8 @@ class FixedLog:
                 "ids": encode_array(np.arange(len(arrays), dtype="<u4")),
                 "weights": weights.to_payload(encode_array), "delta": delta.to_payload(encode_array),
                 "grad": None if grad is None else grad.to_payload(encode_array), "sample": None}
+        if units is not None:  # the optional per-unit norms, as given (docs/FORMAT.md)
+            snap["units"] = units
         scal = {"step": step, "epoch": epoch, "time": self.t, "values": self.scalars(step)}
         return encode_frame(FrameType.SNAPSHOT, snap) + encode_frame(FrameType.SCALARS, scal)
 

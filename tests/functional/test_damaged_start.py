@@ -246,3 +246,22 @@ def test_directory_discovery_finds_a_log_whose_start_is_damaged(tmp_path, intact
     found = watch.scan()
     assert found.logs == [str(tmp_path / "a.wtui")]
     assert found.ignored == [(str(tmp_path / "notes.txt"), "not a weighttui run log (bad magic bytes)")]
+
+
+def test_a_log_damaged_after_it_was_indexed_or_read_is_read_again_from_its_start(tmp_path, monkeypatch):
+    """The index and an open RunData know the log by its first bytes: overwriting them in place
+    (same inode, same size) makes both read it again, now as a log with a damaged start."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(store_index, "MIN_LOG_BYTES", 0)
+    path = tmp_path / "run.wtui"
+    recorder_log(path, steps=5)
+    held = weighttui.open(path)
+    assert held.index_path is not None and held.corruptions == []
+    fd = os.open(path, os.O_WRONLY)
+    os.pwrite(fd, b"\0" * 8, 0)
+    os.close(fd)
+    again = weighttui.open(path)  # the index's identity no longer matches: read from the log
+    assert again.corruptions == [0] and list(again.steps) == list(range(5))
+    assert held.refresh() and held.resets == 1
+    assert held.corruptions == [0] and list(held.steps) == list(range(5))
+    assert weighttui.open(path).corruptions == [0]  # and the index rebuilt for the damaged log serves it

@@ -51,3 +51,17 @@ def test_import_cli_bad_files_and_pickles(tmp_path):
     assert weighttui.open(str(out)).full_steps == []
     r = _cli("import", str(tmp_path / "nothing"), "--out", str(out))
     assert r.returncode == 2 and "nothing" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_import_cli_log_that_cannot_be_written(tmp_path):
+    """An --out that cannot be opened: the writer's reason and one line from import, exit 1, no traceback."""
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_file({"w": np.ones((3, 3), np.float32)}, str(ck / "step_1.safetensors"))
+    r = _cli("import", str(ck), "--out", str(tmp_path / "missing" / "run.wtui"))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert any(ln.startswith("weighttui import: ") and "missing" in ln and "stopped taking writes" in ln
+               for ln in r.stderr.splitlines()), r.stderr

@@ -535,3 +535,70 @@ def test_replay_of_a_copy_that_cannot_finish_warns_and_shows_what_arrived(tmp_pa
     assert cli.main(["replay", f"box:{remote}"]) == 0
     assert "warning" in capsys.readouterr().err
     assert 0 < seen["size"] < remote.stat().st_size
+
+
+# ------------------------------------------------- a damaged start (issue 19, item 9)
+
+
+def _damaged_start_log(path, steps=range(4), prefix=b"\0" * 8):
+    """A log whose magic bytes are overwritten in place while its writer (returned) is live."""
+    rec = Recorder(path, bins=16)
+    train(rec, steps)
+    fd = os.open(path, os.O_WRONLY)
+    os.pwrite(fd, prefix, 0)
+    os.close(fd)
+    return rec
+
+
+def test_fetch_of_a_log_with_a_damaged_start_reads_as_a_local_read(tmp_path, fake_ssh, monkeypatch, capsys):
+    from weighttui import cli
+
+    remote = tmp_path / "run.sock"
+    rec = Recorder(remote, bins=16)
+    train(rec, range(4))
+    rec.close()
+    remote.write_bytes(np.random.default_rng(1).bytes(3000) + remote.read_bytes())  # garbage prepended
+    local_read = weighttui.open(remote, cache=False)
+    assert local_read.corruptions[0] == 0 and local_read.status == "finished"
+    copy = RemoteMirror(RemoteSpec("box", str(remote)), str(tmp_path / "copy.wtui"), ssh_command=fake_ssh)
+    assert open(copy.fetch(), "rb").read() == remote.read_bytes()  # the damaged start copied as it is
+    assert copy.state.corruptions == [0]
+    monkeypatch.setenv("WEIGHTTUI_SSH", fake_ssh)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli.main(["info", f"box:{remote}", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["corruptions"] == local_read.corruptions == [0]
+    assert doc["snapshots"] == local_read.snapshot_count == 4 and doc["status"] == "finished"
+    assert len((tmp_path / "pids").read_text().split()) == 2  # one copy each, no reconnect for the start
+
+
+def test_the_mirror_follows_a_log_with_a_damaged_start_as_it_grows(tmp_path, fake_ssh):
+    remote = tmp_path / "live.sock"
+    rec = _damaged_start_log(remote)  # the magic bytes overwritten under a live writer
+    local = tmp_path / "mirror.wtui"
+    mirror = RemoteMirror(RemoteSpec("box", str(remote)), str(local), ssh_command=fake_ssh,
+                          backoff=(0.05, 0.5)).start()
+    try:
+        wait_until(lambda: same_bytes(remote, local), what="the log past its damaged start")
+        train(rec, range(4, 8), seed=1)
+        rec.close()
+        wait_until(lambda: same_bytes(remote, local), what="the frames appended after it")
+        mirrored = weighttui.open(local, cache=False)
+        assert mirrored.steps.tolist() == list(range(8)) and mirrored.status == "finished"
+        assert mirrored.corruptions == [0] and mirror.state.corruptions == [0]
+        assert mirror.state.connects == 1, mirror.state
+    finally:
+        mirror.stop()
+
+
+def test_a_remote_file_that_is_not_a_log_is_refused_with_one_line(tmp_path, fake_ssh, monkeypatch):
+    remote = tmp_path / "notes.txt"
+    remote.write_bytes(b"epoch 1 loss 0.5\n" * 500)
+    with pytest.raises(OSError, match=r"not a weighttui run log \(bad magic bytes\)"):
+        RemoteMirror(RemoteSpec("box", str(remote)), str(tmp_path / "m.wtui"), ssh_command=fake_ssh).fetch()
+    monkeypatch.setenv("WEIGHTTUI_SSH", fake_ssh)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-c", "import sys; from weighttui.cli import main; sys.exit(main())",
+                           "info", f"box:{remote}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not a weighttui run log (bad magic bytes)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

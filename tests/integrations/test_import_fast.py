@@ -128,7 +128,8 @@ def test_exact_deltas_against_float64_numpy(tmp_path, fmt, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "dropped" not in err  # the writer is drained, never refused
     if kernel.available():  # the float tensors went through the kernel (the others through the reference)
-        assert len(calls) >= 3 * 3 and {kernel.F32, kernel.F16} <= {c[0] for c in calls}
+        codes = b"".join(calls)  # one call per group of tensors
+        assert len(codes) == 5 * 3 and {kernel.F32, kernel.F16, kernel.F64} <= set(codes)
 
 
 def test_bfloat16_safetensors_deltas(tmp_path):
@@ -245,3 +246,16 @@ def test_peak_rss_is_two_tensors_plus_a_fixed_amount(tmp_path, fmt, values):
     if values == "values":
         run = weighttui.open(str(tmp_path / "run.wtui"))
         assert run.n == 3 and len(run.weights(step=2)) == 5
+
+
+def test_groups_keep_order_and_stay_under_the_largest_tensor():
+    from weighttui.integrations.importers.base import Spec
+    from weighttui.integrations.importers.driver import _nbytes, groups
+
+    specs = {"emb": Spec((1000, 64), "float32"), "a": Spec((100, 64), "float32"), "b": Spec((300, 64), "bfloat16"),
+             "c": Spec((900, 64), "float32"), "d": Spec((7,), "int64"), "e": Spec((), "float16")}
+    got = groups(specs)
+    assert [n for g in got for n, _s in g] == list(specs)  # the snapshot's rows keep the file's order
+    budget = _nbytes(specs["emb"])
+    assert all(sum(_nbytes(s) for _n, s in g) <= budget for g in got)
+    assert [[n for n, _s in g] for g in got] == [["emb"], ["a", "b"], ["c", "d", "e"]]

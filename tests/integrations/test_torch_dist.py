@@ -58,6 +58,11 @@ def test_fsdp2_statistics_describe_the_whole_tensor(tmp_path):
     assert "rank 0 ok" in outs[0] and "rank 1 ok" in outs[1]
 
 
+def test_fsdp2_instruments_equal_the_float64_references_over_whole_tensors(tmp_path):
+    outs = _launch("fsdp_inst", tmp_path)
+    assert "rank 0 ok" in outs[0] and "rank 1 ok" in outs[1]
+
+
 # ---------------------------------------------------------------- the workers
 
 
@@ -190,13 +195,81 @@ def _fsdp_worker(rank, world, out_dir):
     print(f"rank {rank} ok", flush=True)
 
 
+def _fsdp_instruments_worker(rank, world, out_dir):
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    import weighttui
+    import weighttui.torch as wt
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from instrument_check import check_log, check_optim
+
+    torch.manual_seed(0)
+    # 33 and 40 rows: uneven shards; 3.weight (40 x 33): an 8-vector block of 33 (a real iteration)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 33), torch.nn.Tanh(), torch.nn.Linear(33, 40), torch.nn.Tanh(),
+                                torch.nn.Linear(40, 1))
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            fully_shard(m)
+    fully_shard(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=0.01)
+    path = os.path.join(out_dir, "fsdp_inst.wtui")
+    # cos_sample 64: the cosines' coordinates fall in both ranks' shards of the matrices
+    h = wt.watch(model, path, optimizer=opt, full_every=1, instruments={"cos_sample": 64})
+    x, y = _data(rank)
+    grads = {}
+    steps = 16
+    for step in range(1, steps + 1):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        if step == steps:  # a NaN in rank 1's shard of one gradient: the origin is found across the shards
+            g = dict(model.named_parameters())["2.weight"].grad
+            if rank == 1:
+                g.to_local()[3, 5] = float("nan")
+        grads[step] = {n: p.grad.full_tensor().double().numpy().copy() for n, p in model.named_parameters()}
+        opt.step()
+        if step == steps - 1:  # the optimizer state before the NaN (collectives: every rank)
+            state = {n: (opt.state[p]["exp_avg"].full_tensor().numpy(),
+                         opt.state[p]["exp_avg_sq"].full_tensor().numpy(), float(opt.state[p]["step"]))
+                     for n, p in model.named_parameters()}
+    h.close()
+    dist.barrier()
+    if rank == 0:
+        run = weighttui.open(path)
+        assert run.steps.tolist() == list(range(steps + 1))
+        counts = check_log(path, {s: g for s, g in grads.items() if s < steps}, warm_after=8, cos_sample=64)
+        assert counts["sigma_max"] >= 3 * 9 and counts["cos_grad"] >= 6 * (steps - 3)
+        assert counts["grad_units"] >= 3 * (steps - 1) and counts["sigma_ratio"] >= 3 * 7
+        check_optim(path, state, lr=3e-2, beta2=0.999, eps=1e-8, at=-2)
+        _, bad = run.series("2.weight", "nonfinite", kind="optim")
+        assert bad[-1] == 2  # the NaN gradient's element in both moments (counted across the shards)
+        # alpha every 10 snapshots of matrices >= 10 x 10 (3.weight: 40 x 33), the matrix gathered
+        from weighttui.record import instruments as inst
+
+        steps_a, alpha = run.series("2.weight", "alpha")
+        assert steps_a[np.isfinite(alpha)].tolist() == [0, 10]
+        w10 = run.weights(step=10)["2.weight"].astype(np.float64)
+        assert alpha[10] == pytest.approx(inst.powerlaw_alpha(np.linalg.svd(w10, compute_uv=False) ** 2), rel=1e-3)
+        origins = [e for e in run.events if e.kind == "nan_origin"]
+        assert len(origins) == 1 and origins[0].step == steps
+        at = int(np.flatnonzero(np.isnan(grads[steps]["2.weight"]))[0])  # rank 1's [3, 5] in the whole tensor
+        assert at == 23 * 33 + 5  # rows 20..39 are rank 1's
+        assert f"gradient of 2.weight at flat index {at}," in origins[0].message, origins[0].message
+    print(f"rank {rank} ok", flush=True)
+
+
 if __name__ == "__main__":
     import torch.distributed as dist
 
     mode, out_dir = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo")
     try:
-        {"ddp": _ddp_worker, "fsdp": _fsdp_worker}[mode](dist.get_rank(), dist.get_world_size(), out_dir)
+        workers = {"ddp": _ddp_worker, "fsdp": _fsdp_worker, "fsdp_inst": _fsdp_instruments_worker}
+        workers[mode](dist.get_rank(), dist.get_world_size(), out_dir)
         # every rank reaches here before any tears gloo down: a rank that destroys its process group
         # while a peer is still inside it can abort with "terminate called without an active exception"
         dist.barrier()

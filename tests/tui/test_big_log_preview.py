@@ -69,7 +69,7 @@ async def test_latest_snapshot_first_then_the_history(tmp_path, tui, preview_any
         # Nothing of the follower's reading has been ingested, and the latest step is on screen.
         assert app.held and app._building is not None and app._building.snapshot_count == 0
         lines = header_lines(app)
-        assert f"step {last} " in lines[1] and "indexing 0%" in lines[1], lines
+        assert f"step {last} " in lines[1] and "indexing 0%, history follows" in lines[1], lines
         assert app.data.snapshot_count < STEPS and int(app.data.steps[-1]) == last
         table = app.screen.query_one(LayerTable)
         assert norm_at_last_step(path, name) in table.get_cell("t:" + name, "norm").plain
@@ -78,7 +78,7 @@ async def test_latest_snapshot_first_then_the_history(tmp_path, tui, preview_any
         await tui.wait_until(pilot, lambda: app._building is None and app.loading is None, what="indexed")
         await pilot.pause(0.2)
         lines = header_lines(app)
-        assert "indexing" not in lines[1] and f"step {last} " in lines[1], lines
+        assert "indexing" not in lines[1] and "history" not in lines[1] and f"step {last} " in lines[1], lines
         assert app.data.snapshot_count == STEPS and app.data.n == STEPS  # the whole history, every snapshot
         assert norm_at_last_step(path, name) in table.get_cell("t:" + name, "norm").plain
         await pilot.press("home")  # the history is there to move through
@@ -93,7 +93,6 @@ async def test_progress_shows_while_indexing_and_goes_away(tmp_path, tui, previe
     async with app.run_test(size=(120, 30)) as pilot:
         await tui.wait_until(pilot, lambda: app.first_data_at is not None and len(app.held) >= 3,
                              what="deliveries queued")
-        assert " LOADING " in header_lines(app)[0] or " FINISHED " in header_lines(app)[0]
         seen = []
         while app._building is not None:  # one delivery at a time (later ones keep being held)
             await tui.wait_until(pilot, lambda: app.held, what="the next delivery")
@@ -194,3 +193,24 @@ def test_latest_frames(tmp_path, tui):
     got = latest_frames(torn, snapshots=1)
     assert got is not None and FrameType.END not in [f.type for f in got]
     assert [f.payload["step"] for f in got if f.type == FrameType.SNAPSHOT] == [390]
+
+
+async def test_before_the_overview_only_quit_works(tmp_path, tui):
+    """While the start screen (header only) is up, keys other than q and ctrl+s do nothing, and quitting
+    then reads nothing and writes no index."""
+
+    class SlowStart(WeightApp):
+        def _boot(self) -> None:  # the overview never comes: the start screen stays
+            pass
+
+    path = tmp_path / "run.wtui"
+    tui.fixed_log(path, 5)
+    app = SlowStart(path, mode="watch")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "StartScreen"
+        assert "opening run.wtui" in header_lines(app)[1] and " LOADING " in header_lines(app)[0]
+        await pilot.press("c", "exclamation_mark", "question_mark", "g", "space")
+        assert type(app.screen).__name__ == "StartScreen" and len(app.screen_stack) == 1
+        await pilot.press("q")
+    assert app.return_code == 0 and app._data is None and app.follower is None

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
-from screen_host import ScreenHost
+from screen_host import ScreenHost, tanh_neuron_log
 
 import weighttui
 from weighttui import Recorder
 from weighttui.analysis.series import tensor_series
-from weighttui.data.units import unit_norms
+from weighttui.data.units import unit_norms, units_at
+from weighttui.log.format import FrameType, encode_array, encode_bf16_bits, encode_frame
+from weighttui.log.tail import LogTail
+from weighttui.tui.app import WeightApp
 from weighttui.tui.formatting import fmt_value
 from weighttui.tui.screens.detail import DetailScreen
 from weighttui.tui.widgets.heatmap_view import LEVELS, HeatmapView
-from weighttui.tui.widgets.unit_strip import DEAD, EXPLODING, UnitStrip
+from weighttui.tui.widgets.unit_strip import DEAD, EXPLODING, NONFINITE, UnitStrip
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -132,8 +137,6 @@ async def test_zoom_keeps_a_range_of_a_few_snapshots(long_log):
 def test_range_series_match_the_whole_run(long_log, tmp_path):
     """tensor_series over a range: the same numbers as over the run, ratio_step included (the
     steps one delta spans come from the full-resolution snapshot table)."""
-    from screen_host import tanh_neuron_log
-
     path = tanh_neuron_log(tmp_path / "neuron.wtui")  # every 2 steps
     data = weighttui.open(path)
     whole = tensor_series(data, "neuron.weight", "delta")
@@ -285,8 +288,6 @@ async def test_click_on_the_zoomed_heatmap_picks_that_snapshot(long_log):
 async def test_zoom_in_the_real_app(long_log):
     """Inside WeightApp: the app's timeline keys are the screen's while zoomed, and a timeline
     move from elsewhere (home) drops the cursor."""
-    from weighttui.tui.app import WeightApp
-
     app = WeightApp(long_log, mode="replay", max_rows=MAX_ROWS, alerts=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
@@ -313,10 +314,6 @@ async def test_zoom_in_the_real_app(long_log):
 async def test_zoomed_strip_follows_a_live_run(tmp_path):
     """Live: new snapshots read through LogTail; the zoomed range follows the latest and the
     strip reads the new snapshots' unit norms from their frames."""
-    import time
-
-    from weighttui.log.tail import LogTail
-
     path = tmp_path / "live.wtui"
     rng = np.random.default_rng(0)
     rec = Recorder(path, every=1, bins=8, queue_size=4096)
@@ -357,3 +354,99 @@ async def test_zoomed_strip_follows_a_live_run(tmp_path):
             np.testing.assert_array_equal(strip._source[1], w_all[np.searchsorted(steps_all, got)])
     finally:
         tail.close()
+
+
+def bf16(values) -> dict:
+    u = np.asarray(values, dtype=np.float32).view(np.uint32)
+    return encode_bf16_bits((u >> 16).astype(np.uint16))
+
+
+async def test_hostile_unit_payloads_are_skipped(tmp_path, tui):
+    """Units payloads a reader cannot use (not a map, bad ids, unknown tensors, too short, a
+    declared shape far beyond the values) are skipped, never raised; Inf/NaN norms are marked."""
+    log = tui.FixedLog(tmp_path / "hostile.wtui", names=["head.weight"])
+    log.append(encode_frame(FrameType.TENSORS, {"tensors": [  # declared, never in a snapshot
+        {"id": 1, "name": "huge.weight", "layer": "huge", "shape": [2 ** 40, 1], "dtype": "float32",
+         "trainable": True, "sample_index": None}]}))
+    ids = encode_array(np.array([0], dtype="<u4"))
+    good = np.linspace(1.0, 2.0, 6)
+    payloads = [
+        "not a map",
+        {"ids": "x", "weights": bf16(good), "grad": None},
+        {"ids": encode_array(np.array([99], dtype="<u4")), "weights": bf16(good), "grad": None},
+        {"ids": ids, "weights": bf16(good[:3]), "grad": None},
+        {"ids": encode_array(np.array([1], dtype="<u4")), "weights": bf16(good), "grad": None},
+        {"ids": ids, "weights": bf16(good), "grad": None},
+        {"ids": ids, "weights": bf16(good), "grad": bf16(np.zeros(6))},
+        {"ids": ids, "weights": bf16([1.0, np.inf, 1.0, np.nan, 1.0, 1.0]), "grad": bf16(np.ones(6))},
+    ]
+    for step, units in enumerate(payloads):
+        log.snapshot(step, units=units)
+    log.end(snapshots=len(payloads))
+    data = weighttui.open(log.path)
+    _steps, offsets = data.snapshot_rows()
+    got = units_at(log.path, offsets, "head.weight", {t.id: t for t in data.tensors})
+    assert got[:5] == [None] * 5
+    assert units_at(log.path, offsets[4:5], "huge.weight", {t.id: t for t in data.tensors}) == [None]
+    np.testing.assert_allclose(got[5][0], good, rtol=1e-2)
+    assert got[5][1] is None and (got[6][1] == 0).all()
+
+    app = ScreenHost(data=data, make_screen=lambda: DetailScreen("head.weight"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("u")
+        await pilot.pause()
+        strip = app.screen.query_one(UnitStrip)
+        assert strip._source[0].tolist() == [5, 6, 7]  # the snapshots with usable unit norms
+        codes = strip.drawn.codes
+        last = strip.drawn.col_steps == 7
+        assert (codes[unit_rows(strip, 1)][:, last] == NONFINITE).all()
+        assert (codes[unit_rows(strip, 3)][:, last] == NONFINITE).all()
+        assert (codes[unit_rows(strip, 0)][:, last] < LEVELS).all()
+        assert (codes[unit_rows(strip, 0)][:, strip.drawn.col_steps == 6] == DEAD).all()
+
+
+async def test_most_recent_at_full_resolution(long_log):
+    """`z` on a thinned run: the heatmap's columns are the last snapshots up to the position, every
+    one of them (not the row view's rows, which lie 16 snapshots apart there)."""
+    exact = weighttui.open(long_log)
+    all_steps, lo_all, hi_all, counts_all = exact.histograms("fc.weight")
+    app = host(long_log)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("z")
+        await pilot.pause()
+        screen = app.screen
+        heat = screen.query_one(HeatmapView)
+        plot_w = heat.size.width - HeatmapView.GUTTER
+        np.testing.assert_array_equal(heat._source[0], all_steps[-plot_w:])
+        np.testing.assert_array_equal(heat._source[3], counts_all[-plot_w:])
+        assert heat.shown_rows == slice(0, plot_w)
+        assert "most recent, every snapshot" in header(screen)
+        await pilot.press("home")  # the position moves: the window ends there
+        await pilot.pause()
+        assert heat._source[0].tolist() == [0]
+        await pilot.press("z")  # back to every row of the row view
+        await pilot.pause()
+        np.testing.assert_array_equal(heat._source[0], app.data.steps)
+
+
+def test_a_range_too_long_for_one_read_uses_the_row_view(long_log, monkeypatch):
+    """A zoomed range of more than FULL_MAX snapshots is drawn from the row view's rows inside it
+    (memory stays bounded), and says so."""
+    from weighttui.tui.screens import detail_zoom
+
+    data = weighttui.open(long_log, max_rows=MAX_ROWS)
+    monkeypatch.setattr(detail_zoom, "FULL_MAX", 50)
+    span = (100, 300)
+    win = detail_zoom.read(data, "fc.weight", "weights", span)
+    rows = data.steps[(data.steps >= 100) & (data.steps < 300)]
+    assert not win.full and win.snapshots == 200 and win.shown == rows.size
+    np.testing.assert_array_equal(win.stats["steps"], rows)
+    np.testing.assert_array_equal(win.hist[0], rows)
+    assert win.label(span) == f"steps 100-299 · every {detail_zoom.ordinal(win.stride)} snapshot " \
+                              f"({rows.size} of 200)"
+    monkeypatch.setattr(detail_zoom, "FULL_MAX", 200)
+    win = detail_zoom.read(data, "fc.weight", "weights", span)
+    assert win.full and win.label(span) == "steps 100-299 · every snapshot (200)"
+    assert detail_zoom.ordinal(1) == "1st" and detail_zoom.ordinal(12) == "12th" and detail_zoom.ordinal(22) == "22nd"

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 CASES = ("times_created_inf", "times_created_nan", "times_snapshot_inf", "times_snapshot_nan", "times_created_huge",
          "pid_2pow40", "meta_bytes_keys", "hist_reversed", "hist_infinite", "hist_nan_bounds_with_counts",
          "hist_edge_of_float", "hist_max_counts", "stats_huge_counts", "stats_all_inf", "stats_nonsense",
-         "stats_extremes", "steps_extreme", "scalars_odd", "end_odd")
+         "stats_extremes", "steps_extreme", "scalars_odd", "end_odd", "start_zeroed_block", "start_rewritten")
 
 
 @pytest.fixture(scope="module")

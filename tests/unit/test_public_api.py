@@ -16,7 +16,7 @@ PUBLIC = [
     ("weighttui.integrations.tensorboard", ["write_tensorboard"], None),
     ("weighttui.torch", ["watch", "WatchHandle", "DEFAULT_DELTA_BUDGET", "ENGINE_OPTIONS", "split_options"], "torch"),
     ("weighttui.integrations.torch_native", ["available", "UNAVAILABLE"], "torch"),
-    ("weighttui.jax", ["recorder", "snapshot", "named_leaves", "path_name"], "jax"),
+    ("weighttui.jax", ["recorder", "snapshot", "named_leaves", "path_name", "adam_state"], "jax"),
     ("weighttui.hf", ["WeightCallback"], "transformers"),
     ("weighttui.lightning", ["WeightCallback"], "lightning"),
     ("weighttui.lightning", ["PLWeightCallback"], "pytorch_lightning"),

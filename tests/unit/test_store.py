@@ -636,3 +636,77 @@ def test_info_summary_is_kept_beside_the_index_and_never_stale(indexed, capsys, 
     other = info("--no-cache")
     assert info() == other and info(*["--threshold", "ratio_high=0.5"]) == info("--no-cache", "--threshold",
                                                                                   "ratio_high=0.5")
+
+
+def test_segments_the_spiller_cannot_write_stay_in_memory_and_are_saved_later(indexed, monkeypatch):
+    """A group whose file the background writer fails to write (a full disk for a moment) is kept in
+    memory and written by the save; the result is the same run, and the index that is left works."""
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    want = digest(weighttui.open(path, cache=False))
+    real = store_index._Writer.write
+    failed = []
+
+    def flaky(self, directory, as_name=None):
+        if as_name is not None:  # the spiller's writes (temporary names); the save's own go through
+            failed.append(as_name)
+            raise OSError(28, "No space left on device")
+        return real(self, directory, as_name)
+
+    monkeypatch.setattr(store_index._Writer, "write", flaky)
+    run = weighttui.open(path)
+    assert failed and run.index_path is not None and digest(run) == want
+    assert not [p for p in index_dir(path).iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(store_index._Writer, "write", real)
+    again = weighttui.open(path)
+    assert again._run.groups and all(g.ref is not None for g in again._run.groups)
+    assert digest(again) == want
+
+
+def test_counts_of_small_tensors_are_kept_narrow_beside_big_ones(indexed):
+    """A segment's histogram counts are stored per tensor in the dtype that tensor's counts need
+    (columns.Split): a bias's counts in uint8 beside a big matrix's in uint16/uint32. Reads give the
+    same counts as without an index, also after the log grew and the last segment was rewritten."""
+    from weighttui.log.schema import WEIGHT_STATS
+
+    path = indexed / "mixed.wtui"
+    rng = np.random.default_rng(11)
+    big = {0: 70000, 2: 300}  # tensor id -> its largest count (uint32, uint16); ids 1 and 3 stay under 256
+    decl = [{"id": i, "name": f"t{i}", "shape": [4], "dtype": "float32"} for i in range(4)]
+
+    def frames(steps):
+        out = []
+        for step in steps:
+            counts = rng.integers(0, 250, (4, 6)).astype("<u4")
+            for tid, top in big.items():
+                counts[tid, step % 6] = top - step % 7
+            stats = rng.normal(size=(4, 9))
+            out.append(encode_frame(FrameType.SNAPSHOT, {
+                "step": step, "time": 1.0, "ids": encode_array(np.arange(4, dtype="<u4")),
+                "weights": {"names": list(WEIGHT_STATS), "stats": encode_array(stats),
+                            "hist": {"lo": encode_array(stats[:, 2].copy()), "hi": encode_array(stats[:, 3].copy()),
+                                     "counts": encode_array(counts)}}}))
+        return out
+
+    path.write_bytes(HEADER + encode_frame(FrameType.RUN, {"run_id": "mixed", "created": 1.0, "bins": 6})
+                     + encode_frame(FrameType.TENSORS, {"tensors": decl}) + b"".join(frames(range(50))))
+
+    def hists(run):
+        return {name: [a.tolist() for a in run.histograms(name)] + [a.tolist() for a in
+                                                                     run.histograms(name, start=7, stop=31)]
+                for name in run.tensor_names}
+
+    for grow in (None, range(50, 63)):
+        if grow is not None:
+            with open(path, "ab") as fh:
+                fh.write(b"".join(frames(grow)))
+        want = hists(weighttui.open(path, cache=False))
+        assert hists(weighttui.open(path)) == want
+        again = weighttui.open(path)
+        assert again.index_path is not None and hists(again) == want
+        split = [g.kinds["weights"].counts for g in again._run.groups]
+        assert all(isinstance(c, store_columns.Split) for c in split)
+        assert [p is not None for p in split[0].parts] == [True, True, True]
+        assert split[0].parts[0].dtype == np.uint8 and split[0].dtype == np.uint32
+        seg = again._run.groups[0].kinds["weights"]
+        assert np.array_equal(seg.part("counts"), np.concatenate([seg.part("counts", *seg.span(c)) for c in range(4)]))

@@ -195,9 +195,11 @@ class RunRow:
     corruptions: int
     error: str | None = None
     diverged: bool = False  # the latest loss or weights hold NaN/Inf (status then says "diverged")
+    partial: bool = False  # only the latest snapshots are read yet (the count is not known)
 
 
-def summarize(name: str, data: RunData, status: str, *, error: str | None = None) -> RunRow:
+def summarize(name: str, data: RunData, status: str, *, error: str | None = None,
+              partial: bool = False) -> RunRow:
     """The run list's row. A run whose latest loss or weights are NaN/Inf is marked "diverged"
     whatever its writer's state (finished, live, stalled ...): that is what its owner must know."""
     run = data.run
@@ -218,7 +220,7 @@ def summarize(name: str, data: RunData, status: str, *, error: str | None = None
         loss_values=values,
         meta=meta_text(run.meta if run else None),
         corruptions=len(data.corruptions),
-        error=error)
+        error=error, partial=partial)
 
 
 # -------------------------------------------------------------- comparison

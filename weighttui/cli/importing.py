@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 def cmd_import(args) -> int:
     from weighttui.cli.errors import CliError
     from weighttui.integrations.importers.base import ImportFileError
-    from weighttui.integrations.importers.driver import import_source
+    from weighttui.integrations.importers.driver import LogStopped, import_source
 
     if not os.path.exists(args.src) and not any(c in args.src for c in "*?["):
         raise FileNotFoundError(f"no such file or directory: {args.src}")
@@ -34,6 +34,9 @@ def cmd_import(args) -> int:
         result = import_source(args.src, args.out, values=args.values, bins=args.bins)
     except ImportFileError as exc:
         raise CliError(str(exc)) from None
+    except LogStopped as exc:  # the writer said why (cannot open, disk full ...)
+        print(f"weighttui import: {args.out}: {exc}", file=sys.stderr)
+        return 1
     print(f"weighttui import: wrote {result['checkpoints']} snapshot(s) to {args.out}"
           + (f" ({result['skipped']} file(s) skipped)" if result["skipped"] else ""), file=sys.stderr)
     return 0 if result["checkpoints"] else 1

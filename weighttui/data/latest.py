@@ -18,6 +18,7 @@ import os
 import time
 from collections import deque
 
+from weighttui.data.run import RunData
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     FRAME_OVERHEAD,
@@ -29,7 +30,11 @@ from weighttui.log.format import (
 )
 from weighttui.log.reader import read_frame_at
 from weighttui.log.sniff import open_readonly
+from weighttui.log.tail import Poll
 
+# A log with less than this left to read (not covered by its index) is read from its start: the
+# whole history comes in about as fast as its latest snapshots would.
+PREVIEW_MIN_BYTES = 32 * 1024 * 1024
 SNAPSHOTS = 16  # the last snapshots read: the update ratio needs two, a few more give the sparklines a start
 DEADLINE_S = 0.5  # the header walk gives up after this long (the viewer then shows the log from its start)
 
@@ -48,6 +53,25 @@ def latest_frames(path, *, snapshots: int = SNAPSHOTS, deadline_s: float = DEADL
         return None
     finally:
         os.close(fd)
+
+
+def preview(path, covered: int, *, max_rows: int | None, min_bytes: int | None = None) -> RunData | None:
+    """A RunData (no index: cache=False) of the latest run's last snapshots, for a viewer to show
+    while the whole log is read behind them; None when the log has less than `min_bytes` past
+    `covered` (where its index ends; default PREVIEW_MIN_BYTES) or cannot be walked cleanly
+    (then it is read from its start)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None
+    if size - covered <= 0 or size - covered < (PREVIEW_MIN_BYTES if min_bytes is None else min_bytes):
+        return None
+    frames = latest_frames(path)
+    if not frames:
+        return None  # damage, no snapshot yet, or a slow walk: read from the start as before
+    data = RunData(path, max_rows=max_rows, cache=False)
+    data.ingest(Poll(frames=frames, size=size))
+    return data if data.n else None
 
 
 def _latest(fd: int, snapshots: int, deadline: float) -> list[Frame] | None:

@@ -222,7 +222,8 @@ class RemoteMirror:
 
     `start()` runs in a background thread until `stop()`; `fetch()` copies
     what the remote log holds now and returns. The local file always holds
-    the remote header and a whole number of frames, so a reader of it never
+    the remote file's start (its header, or a damaged start and what the
+    decoder skipped) and a whole number of frames, so a reader of it never
     sees a torn frame made by the network.
     """
 

@@ -20,6 +20,8 @@ Where the statistics are computed (`stats=`):
 - "device": jnp on the leaves' device, one host transfer of the results per
   snapshot (jax_stats.py); exact deltas hold the previous leaves (immutable);
 - "auto" (default): "device" when a leaf lives on an accelerator, else "host".
+The instruments (docs/instruments.md) are computed on either path: the numpy
+Recorder's on the host, record/device_instruments.py's with jnp on the device.
 Pass `params` and `grads` as the same structure (jax.grad's output is).
 Never raises into the training loop: problems are reported once.
 """
@@ -87,10 +89,13 @@ def _host(named: dict) -> dict:
 
 
 def snapshot(rec: Recorder, step, params, *, grads=None, epoch=None, batch=None, scalars=None,
-             full=None, sep: str = "/", stats: str = "auto") -> bool:
+             full=None, sep: str = "/", stats: str = "auto", optim=None) -> bool:
     """Record `params` (a pytree of arrays) at `step`; True if a snapshot was taken.
 
-    stats: "auto", "host" or "device" (see the module's docstring).
+    stats: "auto", "host" or "device" (see the module's docstring). optim: the
+    optimizer state for the `optim` instrument, {name: {"m", "v", "lr", "step",
+    "beta2", "eps"}} as Recorder.snapshot takes it (arrays may be jax.Arrays);
+    `adam_state()` builds it from optax's Adam state.
     """
     if stats not in ("auto", "host", "device"):
         raise ValueError(f"stats must be 'auto', 'host' or 'device', got {stats!r}")
@@ -110,28 +115,72 @@ def snapshot(rec: Recorder, step, params, *, grads=None, epoch=None, batch=None,
         named_grads = named_leaves(grads, sep) if grads is not None else None
         device = stats == "device" or (stats == "auto" and _on_accelerator(named.values()))
         if device and rec.delta_policy != "sample":
-            return _device_snapshot(rec, step, named, named_grads, epoch, batch, full)
+            return _device_snapshot(rec, step, named, named_grads, epoch, batch, full, optim)
         host_grads = _host(named_grads) if named_grads is not None else None
-        return rec.snapshot(step, _host(named), epoch=epoch, batch=batch, grads=host_grads, full=full)
+        host_optim = None
+        if optim:
+            host_optim = {k: {**st, **_host({key: st[key] for key in ("m", "v") if st.get(key) is not None})}
+                          for k, st in optim.items()}
+        return rec.snapshot(step, _host(named), epoch=epoch, batch=batch, grads=host_grads, full=full,
+                            optim=host_optim)
     except Exception as exc:  # never into the training loop
         rec.reporter.failure(exc, "taking a jax snapshot")
         return False
 
 
-def _device_snapshot(rec: Recorder, step: int, named: dict, named_grads, epoch, batch, full) -> bool:
-    """Statistics with jnp where the leaves live (jax_stats.py), then Recorder.submit."""
+def _device_snapshot(rec: Recorder, step: int, named: dict, named_grads, epoch, batch, full, optim) -> bool:
+    """Statistics and instruments with jnp where the leaves live (jax_stats.py,
+    record/device_instruments.py), one host transfer, then Recorder.submit."""
+    import jax.numpy as jnp
+
     from weighttui.integrations.jax_stats import DeviceStats
+    from weighttui.record.device_instruments import ArrayInstruments, locator
 
     if not named:
         return False
-    engine = _engines.get(rec)
-    if engine is None:
-        engine = _engines[rec] = DeviceStats(rec.bins)
+    got = _engines.get(rec)
+    if got is None:
+        got = _engines[rec] = (DeviceStats(rec.bins), ArrayInstruments.like(rec.instruments, jnp))
+    engine, ins = got
     names = list(named)
     infos = [rec.declare(n, tuple(named[n].shape), str(named[n].dtype)) for n in names]
     leaves = [named[n] for n in names]
-    weights, delta, sample = engine(infos, leaves, delta=rec.delta_policy == "exact")
-    grad = engine.grads(names, named_grads) if named_grads else None
+    exact = rec.delta_policy == "exact"
+    pend = None
+    if ins:
+        with jax.enable_x64(True):  # the parts go to the host as float64
+            pend = ins.start(infos, leaves, engine.previous(infos, leaves, delta=exact), named_grads, optim)
+    weights, delta, grad, sample, flat = engine(infos, leaves, delta=exact, names=names, grads=named_grads,
+                                                extra=None if pend is None else pend.flat)
+    frames: list = []
+    optim_block = units = None
+    if pend is not None:
+        weights, delta, grad, optim_block, units, frames = ins.finish(
+            step, pend, flat, infos, weights, delta, grad, origin=rec.origin_frames,
+            locate=locator(leaves, names, named_grads, optim, lambda t: np.asarray(jax.device_get(t))))
     values = [value_copy(a) for a in jax.device_get(leaves)] if full else None
     return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
-                      sample=sample, values=values)
+                      sample=sample, values=values, optim=optim_block, units=units, extra_frames=frames)
+
+
+def adam_state(params, state, *, lr: float, beta2: float = 0.999, eps: float = 1e-8, sep: str = "/") -> dict:
+    """`optim=` for snapshot() from optax's Adam/AdamW state: the ScaleByAdamState found in
+    `state` (its `mu`, `nu` pytrees shaped like `params`, and `count`)."""
+    found = _find_adam(state)
+    if found is None:
+        return {}
+    mu, nu = named_leaves(found.mu, sep), named_leaves(found.nu, sep)
+    step = float(np.asarray(found.count))
+    return {name: {"m": mu[name], "v": nu.get(name), "lr": float(lr), "step": step, "beta2": beta2, "eps": eps}
+            for name in named_leaves(params, sep) if name in mu}
+
+
+def _find_adam(state):
+    if all(hasattr(state, a) for a in ("mu", "nu", "count")):
+        return state
+    if isinstance(state, (tuple, list)):
+        for s in state:
+            got = _find_adam(s)
+            if got is not None:
+                return got
+    return None

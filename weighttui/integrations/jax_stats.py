@@ -6,7 +6,9 @@ nan, inf, psq | histogram counts) of the values and of the exact update
 against the previous snapshot's leaves (jax.Arrays are immutable: holding the
 previous pytree's leaves is the previous copy, no copy is made), plus the
 sampled elements; the rows come to the host in one jax.device_get and are
-finished by raw_rows like every other engine's.
+finished by raw_rows like every other engine's. The gradients' rows and the
+instruments' parts (record/device_instruments.py, computed with jnp on the same
+device) join that one transfer.
 
 Everything is computed in float64 (inside jax.enable_x64, whatever the
 program's setting) with numpy's formulas: histogram bins are numpy.histogram's
@@ -99,15 +101,26 @@ class DeviceStats:
         self.bins = int(bins)
         self._prev: dict[int, jax.Array] = {}
 
-    def __call__(self, infos, leaves, *, delta: bool):
-        """(weights Block, delta Block or None, samples float32 or None) of one snapshot."""
-        with_prev = [i for i, info in enumerate(infos) if delta and info.id in self._prev
-                     and self._prev[info.id].shape == leaves[i].shape]
+    def previous(self, infos, leaves, *, delta: bool) -> dict[int, jax.Array]:
+        """row -> the previous snapshot's leaf, where the exact delta has one (same shape)."""
+        return {i: self._prev[info.id] for i, info in enumerate(infos) if delta and info.id in self._prev
+                and self._prev[info.id].shape == leaves[i].shape}
+
+    def __call__(self, infos, leaves, *, delta: bool, names=None, grads: dict | None = None, extra=None):
+        """(weights Block, delta Block or None, gradient Block or None, samples float32 or None,
+        host copy of `extra` or None) of one snapshot, in one device-to-host transfer.
+
+        grads: name -> jax.Array, for the rows of `names`; extra: a device array that joins
+        the transfer (the instruments' parts, record/device_instruments.py)."""
+        with_prev = sorted(self.previous(infos, leaves, delta=delta))
         samples = tuple(None if info.sample_index is None else np.asarray(info.sample_index) for info in infos)
         prevs = tuple(self._prev[infos[i].id] for i in with_prev)
+        grows = [(i, grads[n]) for i, n in enumerate(names or ()) if grads and n in grads]
         with jax.enable_x64(True):
             out = _jitted(tuple(leaves), prevs, samples, prev_at=tuple(with_prev), bins=self.bins)
-            raw_w, raw_d, sample = jax.device_get(out)  # the one transfer
+            gout = _jitted(tuple(g for _i, g in grows), (), tuple(None for _ in grows), prev_at=(),
+                           bins=self.bins)[0] if grows else None
+            raw_w, raw_d, sample, raw_g, extra_h = jax.device_get((*out, gout, extra))  # the one transfer
         weights = _block(WEIGHT_STATS, np.asarray(raw_w), self.bins)
         block = None
         if delta:
@@ -121,24 +134,17 @@ class DeviceStats:
                 block.hist[0][at], block.hist[1][at], block.hist[2][at] = lo, hi, counts
             for info, leaf in zip(infos, leaves, strict=True):
                 self._prev[info.id] = leaf  # immutable: the reference is the copy
-        return weights, block, None if sample is None else np.asarray(sample, dtype=np.float32)
-
-    def grads(self, names, grads: dict) -> Block | None:
-        """The gradient block over `names` (grads: name -> jax.Array), computed on the device."""
-        rows = [(i, grads[n]) for i, n in enumerate(names) if n in grads]
-        if not rows:
-            return None
-        with jax.enable_x64(True):
-            raw, _, _ = jax.device_get(_jitted(tuple(g for _i, g in rows), (), tuple(None for _ in rows),
-                                               prev_at=(), bins=self.bins))
-        sub = _block(WEIGHT_STATS, np.asarray(raw), self.bins)
-        block = empty_block(WEIGHT_STATS, len(names), self.bins)
-        at = np.asarray([i for i, _g in rows])
-        block.stats[at] = sub.stats
-        assert block.hist is not None and sub.hist is not None
-        for part, src in zip(block.hist, sub.hist, strict=True):
-            part[at] = src
-        return block
+        grad = None
+        if grows:
+            sub = _block(WEIGHT_STATS, np.asarray(raw_g), self.bins)
+            grad = empty_block(WEIGHT_STATS, len(infos), self.bins)
+            at = np.asarray([i for i, _g in grows])
+            grad.stats[at] = sub.stats
+            assert grad.hist is not None and sub.hist is not None
+            for part, src in zip(grad.hist, sub.hist, strict=True):
+                part[at] = src
+        sample = None if sample is None else np.asarray(sample, dtype=np.float32)
+        return weights, block, grad, sample, None if extra_h is None else np.asarray(extra_h)
 
 
 def _block(names, raw: np.ndarray, bins: int) -> Block:

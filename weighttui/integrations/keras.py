@@ -125,7 +125,8 @@ class WeightCallback(keras.callbacks.Callback):
         self._last_recorded = -1  # step of the latest weights snapshot
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
-        self._readers: dict = {}  # concrete functions reading the tracked variables (and gradient slots)
+        self._tf_instruments = None  # TFInstruments of the current recorder
+        self._reads: _ReadSet | None = None  # what the CPU path reads: _read_set()
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
         self._n_weights = -1
         # one reporter for every fit; its events go to the log of the fit at hand
@@ -146,7 +147,7 @@ class WeightCallback(keras.callbacks.Callback):
             self._n_weights = len(weights)
             self._variables = self._select(weights)
             self._tf_stats = None
-            self._readers = {}
+            self._reads = None
         return self._variables
 
     def _select(self, weights):
@@ -182,41 +183,67 @@ class WeightCallback(keras.callbacks.Callback):
 
     # ---------------------------------------------------------- recording
 
-    def _record(self, *, epoch, batch, full, scalars=None, grads=None, step=None) -> None:
+    def _record(self, *, epoch, batch, full, scalars=None, grads=None, step=None, lr=False) -> None:
+        """A snapshot now. lr: add the learning rate to `scalars` (read with the weights)."""
         rec = self.recorder
         if not rec.active:
             return
         step = self.step if step is None else int(step)
-        if scalars:  # first, so that they survive a failure to read the weights
-            rec.scalars(step, epoch=epoch, **scalars)
         tracked = self._tracked()
+        lr_value = self._learning_rate(scalars) if lr and scalars is not None else None
+        if not tracked or self._device or self._device is None:
+            if lr_value is not None:  # read now (no CPU-path read of the weights to join)
+                self._add_learning_rate(scalars, lr_value)
+                lr_value = None
         if not tracked:
+            if scalars:
+                rec.scalars(step, epoch=epoch, **scalars)
             return  # a subclassed model before fit built it
         grad_arrays = None
         if grads is None and self._capture is not None:
             grads = self._capture.take()  # the gradients of the batch just done, if it was wanted
         if self._device is None:
             self._device = _on_accelerator(tracked[0][1])
-        by_id = {id(v): name for name, v, _l, _t in tracked}
-        pairs = [] if grads is None else [(g, by_id[id(v)]) for g, v in grads if g is not None and id(v) in by_id]
+        rs = self._read_set(tracked)
+        pairs = [] if grads is None else [(g, rs.names_of[id(v)]) for g, v in grads
+                                          if g is not None and id(v) in rs.names_of]
         if self._device:
+            if scalars:
+                rec.scalars(step, epoch=epoch, **scalars)
             grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
                            for g, name in pairs} if grads is not None else None
             done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
-            # weights and gradient slots read together (one TF call for all of them)
-            host = _read_host([v for _n, v, _l, _t in tracked] + [g for g, _name in pairs], self._readers)
-            arrays = {name: a for (name, _v, _l, _t), a in zip(tracked, host, strict=False)}
-            grad_arrays = {name: a for (_g, name), a in zip(pairs, host[len(tracked):], strict=True)} \
-                if grads is not None else None
+            # the same items every call (weights, every gradient slot, the learning rate variable), so
+            # that one concrete function, traced once per model, reads them; gradients that are not
+            # slots (a custom loop's tensors) are read after them
+            extra = [g for g, _name in pairs if id(g) not in rs.slot_at]
+            try:
+                host = _read_host(rs.items, _reader_cache(self.model))
+                if extra:
+                    host += _read_host(extra)
+            except Exception:
+                if scalars:  # they survive a failure to read the weights
+                    self._add_learning_rate(scalars, lr_value)
+                    rec.scalars(step, epoch=epoch, **scalars)
+                raise
+            if lr_value is not None:
+                self._add_learning_rate(scalars, float(host[rs.lr_at]) if lr_value is rs.lr else lr_value)
+            arrays = dict(zip(rs.names, host, strict=False))
+            grad_arrays = None
+            if grads is not None:
+                at, more = rs.slot_at, iter(host[len(rs.items):])
+                grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
             optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
-            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim)
+            # the scalars go in the snapshot's job (one queue entry, one wake of the writer thread)
+            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim,
+                                scalars=scalars or None)
         if done:
             self._last_recorded = step
 
     def _record_tf(self, step, tracked, epoch, batch, full, grad_arrays) -> bool:
         """Statistics with TF ops on the variables' device, then Recorder.submit."""
-        from weighttui.integrations.keras_tf_stats import TFStats
+        from weighttui.integrations.keras_tf_stats import TFInstruments, TFStats
 
         rec = self.recorder
         infos = [rec.tensors[name] for name, _v, _l, _t in tracked]
@@ -227,6 +254,14 @@ class WeightCallback(keras.callbacks.Callback):
         names = [name for name, _v, _l, _t in tracked]
         has_prev = [n in self._prev for n in names]
         prevs = [self._prev.get(n, x) for n, x in zip(names, values, strict=True)]
+        ins = self._tf_instruments
+        if ins is None or ins.rec is not rec:
+            ins = self._tf_instruments = TFInstruments(rec)
+        pend = optim = None
+        if ins:  # docs/instruments.md, in TF ops (before the previous values are replaced)
+            optim = optimizer_state(self.model, tracked, read=_tf_value) if "optim" in ins.ins.chosen else None
+            pend = ins.start(infos, values, {i: self._prev[n] for i, n in enumerate(names)
+                                             if exact and n in self._prev}, grad_arrays, optim)
         weights, delta, sample = self._tf_stats(values, prevs, has_prev)
         if exact:
             # TF tensors are immutable: holding the read keeps this snapshot's values
@@ -234,9 +269,14 @@ class WeightCallback(keras.callbacks.Callback):
         elif rec.delta_policy == "sample":
             delta = self._sample_delta(infos, names, sample)
         grad = grad_block(names, grad_arrays, rec.bins) if grad_arrays else None
+        optim_block = units = None
+        frames: list = []
+        if pend is not None:
+            weights, delta, grad, optim_block, units, frames = ins.finish(step, pend, infos, values, grad_arrays,
+                                                                          optim, weights, delta, grad)
         full_values = [_full_value(x) for x in values] if full else None
         return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
-                          sample=sample, values=full_values)
+                          sample=sample, values=full_values, optim=optim_block, units=units, extra_frames=frames)
 
     def _sample_delta(self, infos, names, sample) -> Block:
         """delta="sample": update statistics from the sampled elements only."""
@@ -253,22 +293,59 @@ class WeightCallback(keras.callbacks.Callback):
             self._prev[name] = now.copy()
         return block
 
-    def _scalars(self, logs) -> dict:
+    def _scalars(self, logs, *, lr=True) -> dict:
+        """fit's logs as numbers, and the learning rate unless they hold one (lr=False: the
+        caller adds it, read with the weights; see _learning_rate)."""
         out = {}
         for k, v in (logs or {}).items():
             try:
                 out[str(k)] = float(v)
             except (TypeError, ValueError):
                 continue
-        if "learning_rate" not in out and "lr" not in out:
-            opt = getattr(self.model, "optimizer", None)
-            if opt is not None:
-                try:
-                    lr = opt.learning_rate  # a variable, or a schedule's current value
-                    out["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
-                except Exception:
-                    pass  # an optimizer without a readable learning rate
+        if lr:
+            self._add_learning_rate(out)
         return out
+
+    def _read_set(self, tracked) -> _ReadSet:
+        """The items the CPU path reads at every snapshot, made again when the tracked variables,
+        the gradient capture or the learning rate variable change."""
+        cap = self._capture
+        opt = getattr(self.model, "optimizer", None)
+        try:
+            lr = opt.learning_rate if opt is not None else None
+        except Exception:  # an optimizer without a readable learning rate
+            lr = None
+        lr = lr if isinstance(lr, keras.Variable) else None
+        rs = self._reads
+        if rs is None or rs.tracked is not tracked or rs.capture is not cap or rs.lr is not lr:
+            rs = self._reads = _ReadSet(tracked, cap, lr)
+        return rs
+
+    def _learning_rate(self, scalars: dict):
+        """The optimizer's learning rate to add to `scalars`: None (the logs have one, or there
+        is no optimizer), a Keras variable (to be read with the weights, in the same TF call), or
+        a number (a schedule's current value, read now)."""
+        if "learning_rate" in scalars or "lr" in scalars:
+            return None
+        opt = getattr(self.model, "optimizer", None)
+        if opt is None:
+            return None
+        try:
+            lr = opt.learning_rate  # a variable, or a schedule's current value
+            if isinstance(lr, keras.Variable):
+                return lr
+            return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+        except Exception:
+            return None  # an optimizer without a readable learning rate
+
+    def _add_learning_rate(self, scalars: dict, value=None) -> None:
+        lr = self._learning_rate(scalars) if value is None else value
+        if lr is None:
+            return
+        try:
+            scalars["learning_rate"] = float(_host_array(lr) if isinstance(lr, keras.Variable) else lr)
+        except Exception:
+            pass  # an optimizer without a readable learning rate
 
     def _guard(self, doing: str, fn, *args) -> None:
         """Run one hook; a problem is reported once and training goes on."""
@@ -286,10 +363,10 @@ class WeightCallback(keras.callbacks.Callback):
             self.recorder = self._new_recorder(mode="a")
             self._variables = None
             self._prev = {}  # delta history starts afresh with the new run
+        if self.grads and self.recorder.active:  # first: the initial snapshot reads what later ones do
+            self._install_capture()
         if self.initial and self.step == 0 and self._last_recorded < 0:
             self._record(epoch=None, batch=None, full=False)
-        if self.grads and self.recorder.active:
-            self._install_capture()
 
     def _install_capture(self):
         tracked = self._tracked()
@@ -342,7 +419,7 @@ class WeightCallback(keras.callbacks.Callback):
         if steps and batch + 1 >= steps and epoch is not None and self._epoch_wanted(epoch):
             return  # the epoch-end snapshot is this same step, with the epoch's logs
         full = self._full_every_due()
-        self._record(epoch=epoch, batch=batch, full=full, scalars=self._scalars(logs))
+        self._record(epoch=epoch, batch=batch, full=full, scalars=self._scalars(logs, lr=False), lr=True)
 
     def _full_every_due(self) -> bool:
         every = self.recorder.full_every
@@ -397,6 +474,42 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("closing the log", self.recorder.close)
 
 
+class _ReadSet:
+    """The tracked variables, the gradient capture's slot variables and the learning rate variable
+    as one list, read by one TF call per snapshot (weights, gradients and learning rate together).
+    A batch whose gradients were not kept reads its slots all the same (views, no copy) and leaves
+    them: the same list every time, one concrete function."""
+
+    def __init__(self, tracked, capture, lr):
+        self.tracked, self.capture, self.lr = tracked, capture, lr
+        self.names = [name for name, _v, _l, _t in tracked]
+        self.names_of = {id(v): name for name, v, _l, _t in tracked}
+        self.items: list = [v for _n, v, _l, _t in tracked]
+        self.slot_at: dict[int, int] = {}  # id(slot variable) -> its position in items
+        for slot, v in capture.slots() if capture is not None else ():
+            # plain variables only: a distributed one is read on its own, so only when it is wanted
+            if id(v) in self.names_of and type(slot).__name__ == "ResourceVariable":
+                self.slot_at[id(slot)] = len(self.items)
+                self.items.append(slot)
+        self.lr_at = len(self.items)
+        if lr is not None:
+            self.items.append(lr)
+
+
+def _reader_cache(model) -> dict:
+    """Concrete functions reading a model's variables, kept on the model (object.__setattr__: Keras
+    does not track it), so that every callback and fit on that model reuses them: tracing one costs
+    about 15 ms, which a new callback per fit would pay at each fit."""
+    cache = vars(model).get("_weighttui_readers")
+    if cache is None:
+        cache = {}
+        try:
+            object.__setattr__(model, "_weighttui_readers", cache)
+        except Exception:  # a model that takes no attributes: one cache per call site's lifetime
+            pass
+    return cache
+
+
 def _on_accelerator(variable) -> bool:
     """Whether a TensorFlow-backed variable lives on a GPU or TPU."""
     if keras.backend.backend() != "tensorflow":
@@ -412,28 +525,26 @@ def _read_host(items, cache: dict | None = None) -> list:
     """numpy arrays of Keras variables, TF variables and tensors, in order (views on the CPU).
 
     On TensorFlow, plain (not distributed) variables are read by one call of a
-    concrete function that closes over them, kept in `cache` (per set of
-    variables): each eager read is an op dispatch of its own, which for a small
+    concrete function that closes over them, kept in `cache` (per list of
+    items): each eager read is an op dispatch of its own, which for a small
     model cost more than the statistics (12 reads: 240 us eagerly, 38 us so)."""
     items = list(items)
     if keras.backend.backend() != "tensorflow":
         return [_host_array(x) if hasattr(x, "value") and hasattr(x, "path") else _to_host(x) for x in items]
     import tensorflow as tf
 
-    plain = []
-    for x in items:
-        tv = x.value if hasattr(x, "path") and hasattr(x, "value") else x  # a Keras variable's tf.Variable
-        plain.append(tv if type(tv).__name__ == "ResourceVariable" else None)
-    at = [i for i, tv in enumerate(plain) if tv is not None]
-    out: list = [None] * len(items)
-    if len(at) > 1 and cache is not None and tf.executing_eagerly():
-        key = tuple(id(plain[i]) for i in at)
-        reader = cache.get(key)
-        if reader is None:
-            tvars = [tv for tv in plain if tv is not None]  # plain[i] for i in at
+    at: list[int] = []
+    reader = None
+    if cache is not None and tf.executing_eagerly():  # a traced reader is kept: worth making
+        key = tuple(map(id, items))
+        plan = cache.get(key)
+        if plan is None or not all(a is b for a, b in zip(plan[0], items, strict=True)):
             if len(cache) > 8:  # variable sets come and go (a model rebuilt): keep a few
                 cache.clear()
-            reader = cache[key] = tf.function(lambda: [v.read_value() for v in tvars]).get_concrete_function()
+            plan = cache[key] = _read_plan(items, tf)
+        _items, at, reader = plan
+    out: list = [None] * len(items)
+    if reader is not None:
         for i, t in zip(at, reader(), strict=True):
             out[i] = np.asarray(t)  # a view of the read tensor
     for i, x in enumerate(items):
@@ -443,6 +554,36 @@ def _read_host(items, cache: dict | None = None) -> list:
             else:  # a TF variable (a gradient slot; MirroredVariable: the primary) or a tensor
                 out[i] = _to_host(x.read_value() if hasattr(x, "read_value") else x)
     return out
+
+
+def _read_plan(items, tf) -> tuple:
+    """(items, positions read by the reader, reader or None): a concrete function reading every plain
+    ResourceVariable among items (a Keras variable's tf.Variable, a gradient slot) in one call."""
+    plain = []
+    for x in items:
+        tv = x.value if hasattr(x, "path") and hasattr(x, "value") else x  # a Keras variable's tf.Variable
+        plain.append(tv if type(tv).__name__ == "ResourceVariable" else None)
+    at = [i for i, tv in enumerate(plain) if tv is not None]
+    if len(at) < 2 or not tf.executing_eagerly():
+        return tuple(items), [], None
+    tvars = [tv for tv in plain if tv is not None]  # plain[i] for i in at
+    reader = tf.function(lambda: [v.read_value() for v in tvars]).get_concrete_function()
+    return tuple(items), at, _flat_call(reader, len(at))
+
+
+def _flat_call(concrete, n: int):
+    """A call of a concrete function without inputs that skips its Python argument binding and
+    output packing (its atomic function's call_flat, what ConcreteFunction.__call__ ends in when
+    no tape watches: about a third of the call for a small model); the concrete function itself
+    where that private path is not there or does not give its n outputs."""
+    try:
+        atomic = concrete._inference_function
+        captured = list(concrete.captured_inputs)
+        if len(atomic.call_flat(*captured)) == n:
+            return lambda: atomic.call_flat(*captured)
+    except Exception:  # another TensorFlow: the public call
+        pass
+    return concrete
 
 
 def _tf_value(variable):

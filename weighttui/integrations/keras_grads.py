@@ -184,11 +184,16 @@ class GradientCapture:
             return
         self._want = flag
         if self._want_var is not None:
-            self._want_var.assign(flag)
+            self._want_var.assign(flag, read_value=False)  # (reading it back cost twice the assignment)
 
     def batch_done(self) -> None:
         """After a batch: its gradients are there if it was wanted."""
         self._fresh = self._want and self.optimizer is not None
+
+    def slots(self) -> list:
+        """[(slot variable, keras variable)]: where a compiled train step leaves the gradients
+        (TensorFlow; empty elsewhere). The callback reads them with the weights."""
+        return [(slot, v) for v, slot in self._slots.values()]
 
     def take(self):
         """[(gradient, keras variable)] of the last batch if it was wanted, else None."""
@@ -199,5 +204,5 @@ class GradientCapture:
             pairs, self._eager = self._eager, None
             return pairs
         if self._slots:  # the slot variables themselves: the callback reads them with the weights
-            return [(slot, v) for v, slot in self._slots.values()]
+            return self.slots()
         return None

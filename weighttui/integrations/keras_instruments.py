@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def optimizer_state(model, tracked) -> dict | None:
-    """tracked: (name, variable, layer, trainable) as KerasWatcher records them."""
+def optimizer_state(model, tracked, read=np.asarray) -> dict | None:
+    """tracked: (name, variable, layer, trainable) as KerasWatcher records them; read: how a
+    slot variable is read (numpy on the host; the TF-ops path reads TF tensors)."""
     opt = getattr(model, "optimizer", None)
     if opt is None or not hasattr(opt, "_get_variable_index"):
         return None
@@ -36,9 +37,9 @@ def optimizer_state(model, tracked) -> dict | None:
             continue
         st: dict = {"lr": lr, "step": step}
         if m_slots and i < len(m_slots):
-            st["m"] = np.asarray(m_slots[i])
+            st["m"] = read(m_slots[i])
         if v_slots and i < len(v_slots):
-            st["v"] = np.asarray(v_slots[i])
+            st["v"] = read(v_slots[i])
             st["beta2"] = float(beta2) if beta2 is not None else 0.999
             st["eps"] = float(eps) if eps is not None else 1e-7
         if "m" in st or "v" in st:

@@ -15,6 +15,10 @@ benchmarks/bench_keras.py, docs/keras.md): every masked float64 op is a full
 pass over memory. WeightCallback uses it for variables on a GPU/TPU,
 where those passes are cheap and the host copy is not (not measured here:
 no GPU was available), or when asked with stats="device".
+
+The instruments (docs/instruments.md) are record/device_instruments.py's, with
+the TF ops of TFArrays (TFInstruments); the gradients this path reads are the
+host copies its gradient block is computed from.
 """
 
 from __future__ import annotations
@@ -22,9 +26,48 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from weighttui.record.device_instruments import ArrayInstruments, locator
 from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS, Block
 
 _F64 = tf.float64
+
+
+class TFArrays:
+    """The array module record/device_instruments.py computes the instruments with, in TF ops
+    (on the tensors' device): numpy's names for what that module uses."""
+
+    float32, float64 = tf.float32, tf.float64
+    linalg = type("linalg", (), {
+        "qr": staticmethod(lambda a: tf.linalg.qr(a)),  # reduced, as numpy's
+        "eigh": staticmethod(tf.linalg.eigh),
+        "svdvals": staticmethod(lambda a: tf.linalg.svd(a, compute_uv=False)),
+    })
+    matmul = staticmethod(tf.linalg.matmul)
+    transpose = staticmethod(tf.transpose)
+    reshape = staticmethod(tf.reshape)
+    take = staticmethod(tf.gather)
+    sqrt = staticmethod(tf.sqrt)
+    where = staticmethod(tf.where)
+    isfinite = staticmethod(tf.math.is_finite)
+    logical_not = staticmethod(tf.logical_not)
+    zeros_like = staticmethod(tf.zeros_like)
+    stack = staticmethod(tf.stack)
+
+    @staticmethod
+    def sum(a, axis=None):
+        return tf.reduce_sum(a, axis=axis)
+
+    @staticmethod
+    def astype(a, dtype):
+        return tf.cast(a, dtype)
+
+    @staticmethod
+    def asarray(a, dtype=None):
+        return tf.convert_to_tensor(a, dtype=dtype)
+
+    @staticmethod
+    def concatenate(parts):
+        return tf.concat(parts, 0)
 
 
 def _hist(x, mask, lo, hi, bins: int):
@@ -84,6 +127,27 @@ def _delta(x, p):
     row = tf.stack([dnorm, pnorm, tf.reduce_max(ad), tf.reduce_sum(ad) / m,
                     tf.reduce_sum(tf.cast(tf.not_equal(d, 0), _F64)) / n, m])
     return row, d, both
+
+
+class TFInstruments:
+    """The instruments of WeightCallback's TF-ops path (record/device_instruments.py in TF ops):
+    start() before the statistics, finish() after them; the parts come to the host in one copy."""
+
+    def __init__(self, recorder):
+        self.rec = recorder
+        self.ins = ArrayInstruments.like(recorder.instruments, TFArrays)
+
+    def __bool__(self) -> bool:
+        return bool(self.ins)
+
+    def start(self, infos, values, prevs: dict, grads: dict | None, optim: dict | None):
+        return self.ins.start(infos, values, prevs, grads, optim)
+
+    def finish(self, step, pend, infos, values, grads, optim, weights, delta, grad):
+        names = [i.name for i in infos]
+        flat = None if pend.flat is None else pend.flat.numpy()  # the instruments' one transfer
+        return self.ins.finish(step, pend, flat, infos, weights, delta, grad, origin=self.rec.origin_frames,
+                               locate=locator(values, names, grads, optim, np.asarray))
 
 
 class TFStats:

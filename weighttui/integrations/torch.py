@@ -26,6 +26,7 @@ from weighttui.integrations import torch_dist, torch_host, torch_native
 from weighttui.integrations.torch_instruments import TorchInstruments, first_nonfinite
 from weighttui.integrations.torch_plan import TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
+from weighttui.integrations.torch_shard_instruments import ShardInstruments
 from weighttui.integrations.torch_stats import (
     _PSQ,
     N_RAW,
@@ -39,6 +40,7 @@ from weighttui.integrations.torch_stats import (
 from weighttui.log.format import FrameType
 from weighttui.record import instruments as inst
 from weighttui.record import lifecycle
+from weighttui.record.device_instruments import assemble
 from weighttui.record.recorder import Recorder, status_of
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
@@ -125,6 +127,9 @@ class WatchHandle:
         chosen, settings = inst.parse_options(instruments)
         self.instruments = TorchInstruments(chosen if not sharded else (), budget_bytes=self.delta_budget_bytes,
                                             **settings)
+        # across the shards: every rank computes its part (torch_shard_instruments.py)
+        self.shard_instruments = ShardInstruments(chosen, reducer.group, reporter=self.reporter if writer else None,
+                                                  **settings) if reducer is not None and chosen else None
         self.engine = DeviceStats(bins, hist_sample=hist_sample, reducer=reducer)
         self.router = RowRouter(self.engine, cpu_kernel=cpu_kernel, sharded=sharded)
         self.cpu_kernel = self.router.cpu_kernel
@@ -297,6 +302,8 @@ class WatchHandle:
         self._unwrap_scaler()
         self._prev.clear()
         self.instruments.clear()
+        if self.shard_instruments is not None:
+            self.shard_instruments.clear()
         self.engine.scratch.clear()
         self._epoch_keep = None
         if self._owns and self.recorder is not None:
@@ -443,6 +450,8 @@ class WatchHandle:
             return None
         # the instruments' reads of the gradients go into the kernel's passes where it takes them
         extras = self.instruments.take_grads(entries, rows, grads, self.router) if self.instruments else None
+        if self.shard_instruments is not None:
+            self.shard_instruments.take_grads(entries, rows, grads)
         out = self.router.rows(grads, extras=extras)[0]
         if extras is not None:
             self.instruments.grads_done()
@@ -472,6 +481,8 @@ class WatchHandle:
         ins = self.instruments if self.writer else None
         # before the fused kernel copies x into prev as it computes the delta (see _after)
         pend = ins.start(entries, xs, prevs, self.optimizer, self.router) if ins else None
+        sh = self.shard_instruments
+        spend = sh.start(entries, xs, prevs, self.optimizer) if sh is not None else None
         extras = [pend.extras.get(i) for i in range(t_count)] if pend is not None and pend.extras else None
         w, d, copied = self.router.rows(xs, prevs, extras=extras)
         if pend is not None and ins is not None:
@@ -486,12 +497,15 @@ class WatchHandle:
         pending = [r for r in (w, d, g) if r is not None]
         host = torch_host.to_host([p for r in pending for p, _ in r.parts]
                         + ([sample_vec] if sample_vec is not None else [])
-                        + (pend.parts if pend is not None else []))
+                        + (pend.parts if pend is not None else [])
+                        + (spend.host if spend is not None else []))
         k = 0
         for r in pending:
             k = r.fill(host, k)
         samples = host[k] if sample_vec is not None else None
         inst_host = host[k + (sample_vec is not None):]
+        if spend is not None:
+            shard_host = inst_host[len(inst_host) - len(spend.host):]
 
         # the rare masked pass: tensors holding NaN/Inf (or float32 overflow)
         for r in pending:
@@ -502,6 +516,11 @@ class WatchHandle:
         raw_g = g.raw if g is not None else None
 
         values = self._values(entries) if full else None  # a collective when sharded
+        shard_out = origin = None
+        if sh is not None and spend is not None:  # every rank (their commits, the origin's collectives)
+            shard_out = sh.finish(spend, shard_host, entries, np.sqrt(sumsq(raw_w)), write=self.writer)
+            origin = sh.origin(entries, xs, raw_w, raw_g, grad_part[1] if raw_g is not None else None,
+                               sh.optim_bad, self.optimizer)
         if not self.writer:
             self._after(entries, xs, raw_w, samples)
             return False
@@ -537,6 +556,10 @@ class WatchHandle:
             if "nan_origin" in ins.chosen:
                 frames += self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
                                                            "optim": optim})
+        if sh is not None and shard_out is not None:
+            weights, delta, grad, optim, units, more = self._shard_columns(step, sh, shard_out, origin, infos,
+                                                                         weights, delta, grad)
+            frames += more
         self._after(entries, xs, raw_w, samples)
         ok = self.recorder.submit(step, infos, weights, epoch=self.epoch, batch=batch, delta=delta,
                                   grad=grad, sample=None if samples is None else samples.astype(np.float32),
@@ -544,6 +567,25 @@ class WatchHandle:
         if full:
             self._values_step = step
         return ok
+
+    def _shard_columns(self, step, sh, shard_out, origin, infos, weights, delta, grad):
+        """A sharded run's instrument columns (rank 0), from ShardInstruments.finish()."""
+        w, dcols, alpha, optim, wu, gu = shard_out
+        frames, units, unit_result = [], None, None
+        if "units" in sh.chosen:
+            wcount, gcount, units, events = sh.units.update(infos, wu, gu)
+            unit_result = (wcount, gcount)
+            frames += [(FrameType.EVENT, {**ev, "step": int(step), "time": time.time()}) for ev in events]
+        weights, delta, grad = assemble(sh.chosen, weights, delta, grad, w, dcols, alpha, unit_result)
+        if origin is not None:
+            at = origin
+
+            def locate(kind, row):  # found by every rank together in ShardInstruments.origin
+                return at[2] if (kind, row) == at[:2] else None
+
+            frames = self.recorder.origin_frames(step, infos, {"weights": weights, "delta": delta, "grad": grad,
+                                                               "optim": optim}, locate) + frames
+        return weights, delta, grad, optim, units, frames
 
     def _origin(self, step, entries, xs, blocks) -> list:
         """A nan_origin event for the first snapshot that holds a non-finite value."""

@@ -152,51 +152,71 @@ def start_block(name: str, n: int, p: int) -> np.ndarray:
     return rng.standard_normal((n, p))
 
 
-def subspace_step(w2: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def subspace_step(w2, v, xp=np):
     """One warm-started block power iteration (two passes over w2):
-    Q = orth(W V), B = Q^T W; returns (next V = B^T, B B^T)."""
-    q, _ = np.linalg.qr(w2 @ v)
-    b = q.T @ w2
-    return b.T, b @ b.T
+    Q = orth(W V), B = Q^T W; returns (next V = B^T, B B^T). `xp`: the array module the
+    arrays belong to (numpy here; jax.numpy and a TF adapter on the device paths)."""
+    q, _ = xp.linalg.qr(xp.matmul(w2, v))
+    b = xp.matmul(xp.transpose(q), w2)
+    return xp.transpose(b), xp.matmul(b, xp.transpose(b))
 
 
-def top_vector(v: np.ndarray, gram: np.ndarray) -> np.ndarray:
+def top_vector(v, gram, xp=np):
     """The top Ritz vector (n x 1) of a block iteration's (V = B^T, B B^T)."""
-    g = (np.asarray(gram, dtype=np.float64) + np.asarray(gram, dtype=np.float64).T) / 2
-    _w, y = np.linalg.eigh(g)
-    return v @ y[:, -1:]
+    if xp is np:
+        gram = np.asarray(gram, dtype=np.float64)
+    g = (gram + xp.transpose(gram)) / 2
+    _w, y = xp.linalg.eigh(g)
+    return xp.matmul(v, xp.astype(y[:, -1:], v.dtype) if xp is not np else y[:, -1:])
 
 
 class Spectral:
     """sigma_max of a sequence of matrices (one tensor's snapshots), each estimate
-    one block iteration warm-started from the previous snapshot's subspace."""
+    one block iteration warm-started from the previous snapshot's subspace.
 
-    __slots__ = ("name", "block", "warmup", "v", "block_max")
+    `step` (no host sync: device arrays stay on their device with xp) then `commit`
+    with the Ritz value of its B B^T; `update` does both on numpy arrays."""
 
-    def __init__(self, name: str, block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP,
+    __slots__ = ("name", "block", "warmup", "v", "xp", "block_max")
+
+    def __init__(self, name: str, block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, xp=np,
                  block_max: int = BLOCK_MAX):
-        self.name, self.block, self.warmup, self.block_max = name, block, warmup, block_max
-        self.v: np.ndarray | None = None
+        self.name, self.block, self.warmup, self.xp, self.block_max = name, block, warmup, xp, block_max
+        self.v = None
 
     def update(self, w2: np.ndarray) -> float:
+        v, gram = self.step(w2)
+        sigma = ritz_sigma(gram)
+        self.commit(v, sigma)
+        return sigma
+
+    def step(self, w2):
+        """(next V, B B^T) of one iteration on w2 (a warm-up the first time)."""
+        xp = self.xp
         m, n = w2.shape
         p = vectors(m, n, self.block, self.block_max)
-        if self.v is None or self.v.shape != (n, p) or self.v.dtype != w2.dtype:
+        if self.v is None or tuple(self.v.shape) != (n, p) or self.v.dtype != w2.dtype:
             # warm-up: a block of vectors, then the top p Ritz vectors go on
-            v = start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n))).astype(w2.dtype)
+            v = xp.asarray(start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n))), dtype=w2.dtype)
             for _ in range(max(1, self.warmup)):
-                v, gram = subspace_step(w2, v)
-            if v.shape[1] > p and np.all(np.isfinite(gram)):
-                v = (top_vector(v, gram) if p == 1 else v[:, :p]).astype(w2.dtype)
+                v, gram = subspace_step(w2, v, xp)
+            # numpy's eigh raises on NaN; the device modules give NaN, and commit() drops it
+            if v.shape[1] > p and (xp is not np or np.all(np.isfinite(gram))):
+                v = top_vector(v, gram, xp) if p == 1 else v[:, :p]
+                if xp is np:
+                    v = v.astype(w2.dtype)
         else:
             v = self.v
-        v, gram = subspace_step(w2, v)
-        sigma = ritz_sigma(gram)
-        if sigma > 0:  # a NaN matrix leaves the subspace as it was
+        return subspace_step(w2, v, xp)
+
+    def commit(self, v, sigma: float) -> None:
+        """Keep the subspace for the next snapshot: a NaN matrix leaves it as it was; a zero
+        matrix gets a fresh block, iterated once from the next snapshot on."""
+        if sigma > 0:
             self.v = v
-        elif sigma == 0:  # a zero matrix: a fresh block, iterated once from the next snapshot on
-            self.v = start_block(self.name, n, p).astype(w2.dtype)
-        return sigma
+        elif sigma == 0:
+            n, p = v.shape
+            self.v = self.xp.asarray(start_block(self.name, n, p), dtype=v.dtype)
 
 
 # ------------------------------------------------------------ NaN origin

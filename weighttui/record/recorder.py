@@ -118,6 +118,7 @@ class Recorder:
         self._pid = os.getpid()
         self._epoch_copy: tuple | None = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
         self.registry = Registry(self.sample, self._lock)
+        self._plans: dict[tuple, tuple] = {}  # names -> (shapes and dtypes, registry.count, infos): _infos()
         self.reporter = Reporter(event=self._report_event)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
         # instrument columns of the numpy path (docs/instruments.md)
@@ -262,19 +263,19 @@ class Recorder:
               full=False, optim=None) -> bool:
         if not self._step_ok(step):
             return False
-        infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]
+        infos = self._infos(names, arrays)
         if not infos:
             if scalars:
                 self.scalars(step, epoch=epoch, **scalars)
             return False
         stats = self._numpy
-        prevs = [stats.previous(i) for i in infos]
         update_sigma = None
-        if self.instruments:  # before blocks() moves the arrays into the previous copies
+        if self.instruments:  # before snapshot() moves the arrays into the previous copies
+            prevs = [stats.previous(i) for i in infos]
             with np.errstate(all="ignore"):
                 update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
-        weights, delta = stats.blocks(infos, arrays)  # one kernel call for both
-        grad = stats.grads(names, grads) if grads else None
+        # weights, exact deltas and gradients: one kernel call
+        weights, delta, grad = stats.snapshot(infos, arrays, _grad_rows(names, grads) if grads else None)
         optim_block, units, origin = None, None, []
         if self.instruments:
             with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
@@ -285,6 +286,22 @@ class Recorder:
                            sample=stats.samples(infos, arrays),
                            values=[value_copy(a) for a in arrays] if full else None,
                            scalars=scalars, extra_frames=origin)
+
+    def _infos(self, names: list[str], arrays: list[np.ndarray]) -> list[TensorInfo]:
+        """The declarations of a snapshot's tensors. A training loop hands the same tensors every
+        call: their declarations are looked up once per (names, shapes, dtypes) and kept while the
+        registry declares nothing new (declare() per tensor, dtype names included, was a large part
+        of a small model's snapshot)."""
+        key = tuple(names)
+        sig = tuple([(a.shape, a.dtype) for a in arrays])
+        plan = self._plans.get(key)
+        if plan is not None and plan[0] == sig and plan[1] == self.registry.count:
+            return plan[2]
+        infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]
+        if len(self._plans) >= 16:  # tensor sets come and go (a model rebuilt): keep a few
+            self._plans.clear()
+        self._plans[key] = (sig, self.registry.count, infos)
+        return infos
 
     def _epoch_boundary(self, epoch) -> None:
         """A call in another epoch than the kept copy's: that epoch ended at its last call."""
@@ -375,11 +392,13 @@ class Recorder:
         dtype, a name that repeats another's) is left out and said once."""
         names: list[str] = []
         arrays: list[np.ndarray] = []
+        seen: set[str] = set()
+        every = self.schedule.selects_all
         for key, value in tensors.items():
-            name = str(key)
-            if not self.selects(name):
+            name = key if type(key) is str else str(key)
+            if not (every or self.selects(name)):
                 continue
-            if name in names:
+            if name in seen:
                 self._skip_tensor(f"dup:{name}", f"tensor {key!r} skipped: its name is {name!r} as a string, "
                                   "like another key of the same snapshot (names are strings in the log)")
                 continue
@@ -390,6 +409,7 @@ class Recorder:
                                   "are recorded")
                 continue
             names.append(name)
+            seen.add(name)
             arrays.append(arr)
         return names, arrays
 
@@ -489,6 +509,8 @@ class Recorder:
 
     def _nonfinite_events(self, step, infos, weights: Block) -> list:
         """`nonfinite` event frames for tensors whose first NaN/Inf this is."""
+        if getattr(weights, "finite", False):  # numpy_path.RawBlock: known finite, not finished here
+            return []
         names = list(weights.names)
         if "nan" not in names or "inf" not in names:
             return []
@@ -594,6 +616,17 @@ class Recorder:
     def __exit__(self, exc_type, exc, tb):
         self.close(status=status_of(exc_type), error=exc)
         return False
+
+
+def _grad_rows(names: list[str], grads: dict) -> list | None:
+    """grads (name -> array-like) as numpy arrays in the rows of `names` (None where a row has none);
+    None if no row has one."""
+    if not all(type(k) is str for k in grads):
+        grads = {str(k): v for k, v in grads.items()}
+    rows = [grads.get(n) for n in names]
+    if all(g is None for g in rows):
+        return None
+    return [None if g is None else to_numpy(g) for g in rows]
 
 
 def _event_payload(kind, message, level: str, step=None, tensor=None) -> dict:

@@ -58,5 +58,10 @@ class Registry:
             return info
 
     @property
+    def count(self) -> int:
+        """Declarations made so far (ids are never reused: this only grows)."""
+        return len(self._by_id)
+
+    @property
     def tensors(self) -> dict[str, TensorInfo]:
         return dict(self._by_name)

@@ -61,6 +61,7 @@ class Schedule:
         self.epochs_seen: set[int] = set()  # epoch numbers the calls carried (for the note at close)
         self._include = glob_patterns(include, "include")
         self._exclude = glob_patterns(exclude, "exclude")
+        self.selects_all = self._include is None and self._exclude is None  # selects() is True for any name
 
     def should_record(self, step: int, epoch: int | None = None) -> bool:
         if self._epochs is not None:

@@ -54,6 +54,7 @@ SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: 
 
 # A viewer that has caught up with a log writes the log's index at most this often (data/store).
 INDEX_SAVE_S = 10.0
+BOOT_FALLBACK_S = 1.0  # `_boot` runs at the first frame, or after this long without one
 # Actions that work before the first screen is replaced by the overview (see `_boot`).
 BOOT_ACTIONS = frozenset({"quit", "save_svg"})
 # `watch` on a log with at least this much not covered by an index shows its latest snapshots first
@@ -202,7 +203,8 @@ class WeightApp(App[int]):
             data=self.data, row=self.row, position=self.position, alerts=tuple(self.alerts),
             alerts_by_tensor=self.alerts_by_tensor, tensor_order=tuple(self.tensor_order), mode=self.mode,
             playing=self.playing, speed=self.speed, title=self.title_text, path=self.path, status=status,
-            waiting=self.waiting, loading=self.loading, display_paused=self.display_paused,
+            waiting=self.waiting, loading=self.loading, previewing=self._building is not None,
+            display_paused=self.display_paused,
             paused_new=self.paused_new, since_last_record=self.since_last_record(),
             snapshot_rate=self.snapshot_rate(), torn_bytes=self._torn_bytes(status), **self._run_of())
 
@@ -216,6 +218,9 @@ class WeightApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
+        # Ready (below) comes with the first frame; a terminal with no size yet draws none, so the
+        # overview must not wait for it forever
+        self.set_timer(BOOT_FALLBACK_S, self._boot)
 
     def on_ready(self) -> None:
         """The first frame (StartScreen) was handed to the terminal: now load the rest."""
@@ -269,13 +274,18 @@ class WeightApp(App[int]):
         if not preview.n:
             return
         self._building, self.data = self.data, preview
-        self.loading = 0.0
+        self.loading = covered / size if covered > HEADER_SIZE else 0.0  # an index may cover the start
 
     def on_unmount(self) -> None:
         self.stop_follower()
         # the next viewer starts from here (also from a big log's index built part of the way)
         data = self._building if self._building is not None else self._data
         if data is not None:
+            data.save_index()
+
+    def _save_index(self) -> None:
+        data = self._building if self._building is not None else self._data
+        if data is not None and self.return_code is None:
             data.save_index()
 
     def stop_follower(self) -> None:
@@ -305,7 +315,9 @@ class WeightApp(App[int]):
             changed = True
         if item.caught_up and time.monotonic() - self._index_saved > INDEX_SAVE_S:
             self._index_saved = time.monotonic()
-            target.save_index()
+            # after the redraw this delivery asks for (at most 1/MAX_REFRESH_HZ away): writing the index
+            # takes tens of ms on the UI thread, and the new step should not wait for it
+            self.set_timer(1.5 / MAX_REFRESH_HZ, self._save_index)
         if self.display_paused:
             self.paused_new += max(0, target.snapshot_count - before)
         if self.data.resets != self._resets_seen:

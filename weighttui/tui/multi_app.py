@@ -18,6 +18,7 @@ follower thread, the widgets and the chart with it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import subprocess
@@ -39,9 +40,11 @@ from weighttui.analysis.multirun import (
     run_names,
     summarize,
 )
-from weighttui.data.follower import Delivery, Failure, Follower
+from weighttui.data.follower import INDEX_SAVE_S, Delivery, Failure, Follower
+from weighttui.data.latest import preview
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
+from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
@@ -50,29 +53,119 @@ from weighttui.tui.screens.runs_help import RunsHelpScreen
 from weighttui.tui.screens.runs_list import RunListScreen
 
 MAX_REFRESH_HZ = 5
+# Runs reading their history at once; the others wait their turn (showing their index or their
+# latest snapshots meanwhile). Each reader holds its follower's queue of chunks and a store tail
+# being sealed, so this, not the number of runs, bounds the memory a sweep takes while loading.
+LOAD_AT_ONCE = 2
+PREPARE_BUDGET_S = 0.03  # UI-thread time per batch of runs prepared (index loaded or preview read)
 SCAN_INTERVAL_S = 1.0
 DEFAULT_METRIC = Metric("weights norm", "weights", "norm")
 
 
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _libc_call(name: str, *args: int) -> None:
+    """Call a glibc allocator function if this C library has it (musl, macOS: nothing happens)."""
+    try:
+        getattr(ctypes.CDLL(None), name)(*args)
+    except (OSError, AttributeError):
+        pass
+
+
+def share_malloc_arena() -> None:
+    """One malloc arena for every thread of this process.
+
+    glibc gives each thread its own arena and keeps what a thread freed there for reuse: every
+    follower thread decodes its log's chunks into its own, so a sweep read run after run held
+    each run's high-water mark (5 runs of 100 MB: 220 MB after reading, 75 MB with one arena;
+    benchmarks/bench_store_sweep.py --app). The threads take turns under the GIL anyway.
+    """
+    _libc_call("mallopt", _M_ARENA_MAX, 1)
+
+
+def release_freed_memory() -> None:
+    """Hand what reading a run took (chunks, the store's tail) back to the system once it is read."""
+    _libc_call("malloc_trim", 0)
+
+
 class RunSlot:
-    """One log of the set: its path, short name, data and follower."""
+    """One log of the set: its path, short name, data and follower.
+
+    A slot goes through: queued (nothing read) -> prepared (history from the log's index, or
+    without one on a big log its latest snapshots: `data` is then a preview and `building`
+    receives the whole history) -> reading (its follower reads what the index does not cover)
+    -> caught up (read to the end once; it follows the log from then on).
+    """
 
     def __init__(self, path: str, name: str, *, max_rows: int | None, clock: Callable[[], float]):
         self.path = path
         self.name = name
-        self.data = RunData(path, max_rows=max_rows)
+        self.max_rows = max_rows
+        self.data = RunData(path, max_rows=max_rows)  # what the screens show
+        self.building: RunData | None = None  # the whole history, read while `data` is a preview
         self.follower: Follower | None = None
+        self.prepared = False
+        self.caught_up = False
+        self.generation = 0  # bumped when `data` is replaced by another RunData
         self.waiting: str | None = None
         self.loading = False
         self.error: str | None = None
+        self._start = None  # where the index ends (a ScanState), where the follower starts
+        self._saved_at = 0.0
         self._clock = clock
         self._row_key: tuple | None = None
         self._row: RunRow | None = None
 
+    def prepare(self) -> None:
+        """Take the run as far as its index covers it; on a big log not (fully) covered, show its
+        latest snapshots while the rest is read (data/latest.py: the single-run viewer's rule)."""
+        self._start = self.data.load_index()
+        shown = preview(self.path, HEADER_SIZE if self._start is None else self._start.offset,
+                        max_rows=self.max_rows)
+        if shown is not None:
+            self.building, self.data = self.data, shown
+            self.generation += 1
+        self.prepared = True
+
+    def start(self, notify: Callable[[], None], options: dict) -> None:
+        self.follower = Follower(self.path, notify, start=self._start, **options)
+        self.follower.start()
+
+    @property
+    def reading(self) -> bool:
+        """Its follower is reading the log's history (it holds a chunk queue and a store tail)."""
+        return self.follower is not None and not self.caught_up and self.error is None
+
+    def ingest(self, item: Delivery) -> None:
+        poll = item.poll
+        target = self.building if self.building is not None else self.data
+        target.ingest(poll)
+        self.waiting = poll.waiting
+        self.loading = not item.caught_up and bool(poll.size)
+        building = self.building
+        if building is not None and (item.caught_up or building.resets or poll.waiting):
+            self.data, self.building = building, None  # the whole history replaces the preview
+            self.generation += 1
+        if item.caught_up:
+            first, self.caught_up = not self.caught_up, True
+            now = time.monotonic()
+            if first or now - self._saved_at > INDEX_SAVE_S:
+                # the store's rule: what was read goes to the log's index (and out of memory: the
+                # store's tail is sealed and written there)
+                self._saved_at = now
+                self.data.save_index()
+
+    def save_index(self) -> None:
+        data = self.building if self.building is not None else self.data
+        data.save_index()
+
     def status(self) -> str:
         if self.error:
             return "error"
-        return run_status(self.data, waiting=self.waiting, loading=self.loading,
+        if not self.prepared or (self.follower is None and self.data.run is None):
+            return "queued"
+        return run_status(self.data, waiting=self.waiting, loading=self.loading or not self.caught_up,
                           growth_age=growth_age(self.path, self.data.last_growth, self._clock()))
 
     def meta_text(self) -> str:
@@ -86,14 +179,15 @@ class RunSlot:
         key = (self.name, status, self.error, self.version())
         if key != self._row_key or self._row is None:
             self._row_key = key
-            self._row = summarize(self.name, self.data, status, error=self.error)
+            self._row = summarize(self.name, self.data, status, error=self.error,
+                                  partial=self.building is not None or not self.prepared)
         return self._row
 
     def version(self) -> tuple:
         """Changes whenever anything the screens show from this run's data may have changed."""
         d = self.data
-        return (d.resets, d.snapshot_count, d.n, d.record_counts.get("scalars", 0), len(d.corruptions),
-                d.end is not None, d.run is not None)
+        return (self.generation, d.resets, d.snapshot_count, d.n, d.record_counts.get("scalars", 0),
+                len(d.corruptions), d.end is not None, d.run is not None)
 
 
 class MultiRunApp(App[int]):
@@ -112,6 +206,7 @@ class MultiRunApp(App[int]):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
+        share_malloc_arena()  # before the followers' threads start
         self.mode = mode
         self.directory = None if directory is None else os.fspath(directory)
         self.title_text = inert(title or "weighttui · runs")
@@ -133,6 +228,7 @@ class MultiRunApp(App[int]):
         self.pump: Pump[RunSlot] = Pump(self, sources=self._sources, ingest=self._ingest, failed=self._failed,
                                         redraw=self._draw, hz=MAX_REFRESH_HZ)
         self._initial = [os.fspath(p) for p in paths]
+        self._prepare_queued = False
 
     # ---------------------------------------------------------- lifecycle
 
@@ -147,6 +243,9 @@ class MultiRunApp(App[int]):
 
     def on_unmount(self) -> None:
         self.stop_followers()
+        for slot in self.slots:  # the next viewer starts from here (also from a log read part of the way)
+            if slot.prepared:
+                slot.save_index()
 
     def stop_followers(self) -> None:
         for slot in self.slots:
@@ -160,9 +259,43 @@ class MultiRunApp(App[int]):
         self.slots.append(slot)
         for s, name in zip(self.slots, run_names([s.path for s in self.slots], self.directory), strict=True):
             s.name = name
-        # history from the log's index when it has one; the follower reads what was appended since
-        slot.follower = Follower(path, self.pump.wake, start=slot.data.load_index(), **self._follower_options)
-        slot.follower.start()
+        # read later, a few runs at a time (LOAD_AT_ONCE): the list shows every run at once
+        self._prepare_soon()
+
+    def _prepare_soon(self) -> None:
+        if not self._prepare_queued:
+            self._prepare_queued = True
+            self.call_after_refresh(self._prepare)
+
+    def _prepare(self) -> None:
+        """Prepare queued runs (index or latest snapshots) for a moment, then let the screen draw."""
+        self._prepare_queued = False
+        if self.return_code is not None or not self.is_running:
+            return
+        t0 = time.perf_counter()
+        for slot in [s for s in self.slots if not s.prepared]:
+            if time.perf_counter() - t0 > PREPARE_BUDGET_S:
+                self._prepare_soon()  # the rest after this frame: keys and drawing first
+                break
+            try:
+                slot.prepare()
+            except Exception as exc:  # a log that cannot be read shows as "error"; the others go on
+                slot.prepared = True
+                slot.error = f"{type(exc).__name__}: {exc}"
+        else:
+            # every run is on the list with what is quick to show: now read their history
+            self._start_readers()
+        self.pump.request_refresh()
+
+    def _start_readers(self) -> None:
+        """Start the followers of prepared runs while fewer than LOAD_AT_ONCE read their history."""
+        busy = sum(s.reading for s in self.slots)
+        for slot in self.slots:
+            if busy >= LOAD_AT_ONCE:
+                return
+            if slot.prepared and slot.follower is None and slot.error is None and not slot.caught_up:
+                slot.start(self.pump.wake, self._follower_options)
+                busy += 1
 
     def _scan(self, initial: bool = False) -> None:
         if self.watch_dir is None:
@@ -192,19 +325,19 @@ class MultiRunApp(App[int]):
     def _sources(self) -> Iterable[tuple[RunSlot, Follower | None]]:
         return [(slot, slot.follower) for slot in self.slots]
 
-    @staticmethod
-    def _ingest(slot: RunSlot, item: Delivery) -> bool:
-        poll = item.poll
-        slot.data.ingest(poll)
-        slot.waiting = poll.waiting
-        slot.loading = not item.caught_up and bool(poll.size)
+    def _ingest(self, slot: RunSlot, item: Delivery) -> bool:
+        was_reading = slot.reading
+        slot.ingest(item)
+        if was_reading and not slot.reading:
+            release_freed_memory()  # what reading it took (chunks, the store's tail) back to the system
+            self._start_readers()  # this one has read its history: the next run's turn
         return True
 
-    @staticmethod
-    def _failed(slot: RunSlot, failure: Failure) -> None:
+    def _failed(self, slot: RunSlot, failure: Failure) -> None:
         """This run's file became unreadable: it shows as "error"; the other runs go on."""
         slot.error = failure.message.removeprefix(f"{slot.path}: ")
         slot.follower = None
+        self._start_readers()
 
     # ------------------------------------------------------------ refresh
 
@@ -248,7 +381,7 @@ class MultiRunApp(App[int]):
 
     def tensor_names(self) -> list[str]:
         """Tensor names the runs share (recomputed only when some run's tensors changed)."""
-        key = tuple((s.path, s.data.resets, len(s.data.tensors)) for s in self.slots)
+        key = tuple((s.path, s.generation, s.data.resets, len(s.data.tensors)) for s in self.slots)
         if key != self._tensor_key:
             self._tensor_key = key
             self._tensor_names = common_tensors([s.data for s in self.slots])

@@ -45,6 +45,7 @@ class RunView:
     status: str = "live"
     waiting: str | None = None
     loading: float | None = None  # fraction read while a big log loads
+    previewing: bool = False  # `data` holds a big log's latest snapshots while the whole log is indexed
     display_paused: bool = False
     paused_new: int = 0
     since_last_record: float | None = None

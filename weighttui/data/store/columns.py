@@ -15,6 +15,7 @@ exactly in that dtype, histogram edges equal to min/max not at all.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 
@@ -46,7 +47,7 @@ class FileArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # (math.prod: called for every array of a manifest on reopen)
 
     @property
     def ndim(self) -> int:
@@ -92,7 +93,7 @@ def _real(arr, a: int, b: int) -> np.ndarray:
     """Entries [a, b) (first axis) of a stored array: an ndarray or a FileArray."""
     if not isinstance(arr, FileArray):
         return np.asarray(arr[a:b])
-    row = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+    row = arr.itemsize * math.prod(arr.shape[1:])
     data = arr.read(a * row, b * row)
     if data is None:
         raise _Damaged
@@ -167,7 +168,80 @@ class Alias:
         return seg._stat(self.stat, a, b)
 
 
-VIRTUAL = (Const, Tiled, Runs, Uniform, Alias)
+_COUNT_DTYPES = (np.uint8, np.uint16, np.uint32)
+
+
+class Split:
+    """Histogram counts kept per tensor in the narrowest dtype its own largest count needs.
+
+    parts[c]: the entries [k, B] of the runs (tensors) of class c (uint8, uint16, uint32; None
+    when no run is of that class), in run order; cls [u]: each run's class; at [u]: where its
+    entries start in its part. part() gives them as `dtype` (the widest class), as a segment
+    without this stand-in holds them.
+    """
+
+    __slots__ = ("parts", "cls", "at", "n", "bins", "dtype")
+
+    def __init__(self, parts: list, cls, at, n: int, bins: int, dtype):
+        self.parts, self.cls, self.at, self.n, self.bins, self.dtype = parts, cls, at, int(n), int(bins), \
+            np.dtype(dtype)
+
+    def values(self, seg, a: int, b: int) -> np.ndarray:
+        cols, starts = seg._runs()
+        u = cols.size
+        cls, at = seg.cached("split", lambda: (_real(self.cls, 0, u), _real(self.at, 0, u)))
+        out = np.empty((max(0, b - a), self.bins), dtype=self.dtype)
+        if b <= a:
+            return out
+        if a == 0 and b == self.n:  # everything: each part read once, scattered to its runs
+            lens = np.diff(starts)
+            for c, part in enumerate(self.parts):
+                runs = np.flatnonzero(cls == c)
+                if part is None or not runs.size:
+                    continue
+                k = lens[runs]
+                where = np.repeat(starts[runs] - np.concatenate(([0], np.cumsum(k)[:-1])), k)
+                out[where + np.arange(int(k.sum()))] = _real(part, 0, int(k.sum()))
+            return out
+        i = max(0, int(np.searchsorted(starts, a, "right")) - 1)
+        while i < u and starts[i] < b:  # (a tensor's entries: one run, one read)
+            lo, hi = max(a, int(starts[i])), min(b, int(starts[i + 1]))
+            if hi > lo:
+                part = self.parts[int(cls[i])]
+                if part is None:
+                    raise _Damaged
+                off = int(at[i]) + lo - int(starts[i])
+                out[lo - a:hi - a] = _real(part, off, off + hi - lo)
+            i += 1
+        return out
+
+
+def _split_counts(counts: np.ndarray, starts: np.ndarray) -> Split | None:
+    """counts [E, B] as a Split when some tensors' counts fit a narrower dtype than the segment's."""
+    u = starts.size - 1
+    top = _COUNT_DTYPES.index(counts.dtype.type) if counts.dtype.type in _COUNT_DTYPES else -1
+    if u < 2 or top < 1 or not counts.size:
+        return None
+    runmax = np.maximum.reduceat(counts.max(axis=1), starts[:-1])
+    cls = np.where(runmax < 2**8, 0, np.where(runmax < 2**16, 1, 2)).astype(np.int8)
+    if not (cls < top).any():
+        return None
+    lens = np.diff(starts)
+    at = np.zeros(u, np.int64)
+    parts: list = []
+    for c, dtype in enumerate(_COUNT_DTYPES):
+        runs = np.flatnonzero(cls == c)
+        if not runs.size:
+            parts.append(None)
+            continue
+        k = lens[runs]
+        at[runs] = np.concatenate(([0], np.cumsum(k)[:-1]))
+        where = np.repeat(starts[runs] - at[runs], k) + np.arange(int(k.sum()))
+        parts.append(counts[where].astype(dtype))
+    return Split(parts, cls, at, counts.shape[0], counts.shape[1], counts.dtype)
+
+
+VIRTUAL = (Const, Tiled, Runs, Uniform, Alias, Split)
 
 
 def length(arr) -> int:
@@ -291,6 +365,8 @@ class Segment:
                 yield arr.base
             elif isinstance(arr, Runs):
                 yield from (x for x in (arr.cols, arr.starts) if isinstance(x, FileArray))
+            elif isinstance(arr, Split):
+                yield from (x for x in (*arr.parts, arr.cls, arr.at) if isinstance(x, FileArray))
 
 
 def runs_of(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,6 +422,10 @@ def compact(seg: Segment, edges: tuple[int | None, int | None] = (None, None)) -
         if isinstance(arr, np.ndarray) and s is not None and s < seg.width \
                 and np.array_equal(arr.view(np.int64), seg.stats[s].view(np.int64)):
             setattr(out, name, Alias(s, e))
+    if isinstance(seg.counts, np.ndarray):
+        split = _split_counts(seg.counts, starts)
+        if split is not None:
+            out.counts = split
     if isinstance(seg.soff, np.ndarray) and seg.soff.size > 1:
         k = int(seg.soff[1])
         if seg.soff[0] == 0 and (np.diff(seg.soff) == k).all():

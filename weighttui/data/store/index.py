@@ -30,6 +30,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 import time
 import zlib
 from collections import deque
@@ -59,6 +60,7 @@ from .columns import (
     KindColumns,
     Runs,
     Segment,
+    Split,
     Tiled,
     Uniform,
     sealed_segment,
@@ -69,7 +71,7 @@ INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (column
 # (it would only litter directories of small logs, e.g. test data).
 MIN_LOG_BYTES = 1 << 20
 _ALIGN = 64
-_DTYPES = {"<i4", "<i8", "<f8", "<f4", "|u1", "<u2", "<u4"}
+_DTYPES = {"<i4", "<i8", "<f8", "<f4", "|u1", "<u2", "<u4", "|i1"}
 _HASH_BYTES = 65536
 STALE_TEMP_S = 3600.0  # a temporary file this old belongs to a builder that died
 
@@ -332,6 +334,19 @@ def _drop_spilled(directory: str, store: LogIndex) -> None:
                     os.unlink(os.path.join(directory, g.ref["tmp"]))
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One writer thread for every Spiller of the process (a viewer of 50 runs starts one, not 50)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
+        return _POOL
+
+
 class Spiller:
     """Writes groups sealed while a big log is being indexed straight to the index directory.
 
@@ -341,6 +356,7 @@ class Spiller:
     one background thread while the log goes on being parsed; a group stays in
     memory until its file is written, and only then reads from the file
     (`settle`, on the caller's thread: segments are never changed under it).
+    Every Spiller of the process shares the one thread (`_pool`).
     """
 
     MAX_PENDING = 1  # groups written while the next one is sealed: memory for about two groups
@@ -349,7 +365,6 @@ class Spiller:
         self.directory = directory
         self.log = log
         self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
-        self._pool: ThreadPoolExecutor | None = None
         self._pending: deque = deque()  # (future of (ref, error), run, group), oldest first
 
     def __call__(self, run: RunState, row0: int, row1: int, jobs: dict) -> Group:
@@ -358,11 +373,10 @@ class Spiller:
         # (before the new group joins the pending ones: it joins run.groups only when this returns)
         self.settle(wait=len(self._pending) >= self.MAX_PENDING)
         name = f"{self.gen}-r{run.offset}-{row0}.seg"
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
-        kinds = self._pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
+        pool = _pool()
+        kinds = pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
         g = Group(row0, row1, kinds)
-        self._pending.append((self._pool.submit(self._write, g, name), run, g))
+        self._pending.append((pool.submit(self._write, g, name), run, g))
         return g
 
     def _write(self, g: Group, name: str):
@@ -646,6 +660,9 @@ def _ref_out(w: _Writer, arr):
         return {"tile": _ref_out(w, arr.base), "n": arr.n}
     if isinstance(arr, Runs):
         return {"runs": _ref_out(w, arr.cols), "starts": _ref_out(w, arr.starts), "n": arr.n}
+    if isinstance(arr, Split):
+        return {"split": [None if p is None else _ref_out(w, p) for p in arr.parts], "cls": _ref_out(w, arr.cls),
+                "at": _ref_out(w, arr.at), "n": arr.n, "bins": arr.bins, "dtype": arr.dtype.str}
     if isinstance(arr, FileArray):  # (a group is written from memory; read it whole if not)
         data = arr.read(0, arr.nbytes)
         if data is None:
@@ -677,10 +694,24 @@ def _ref_in(files: _Files, ref, fname: str | None = None):
         if cols.ndim != 1 or starts.shape != (cols.shape[0] + 1,):
             raise _Unusable("bad column runs")
         return Runs(cols, starts, n)
+    if "split" in ref:
+        kinds = ("|u1", "<u2", "<u4")
+        if not isinstance(ref["split"], list) or len(ref["split"]) != 3 or ref.get("dtype") not in kinds \
+                or not isinstance(ref.get("bins"), int):
+            raise _Unusable("bad split counts")
+        parts = [None if r is None else files.array(r, fname) for r in ref["split"]]
+        cls, at = files.array(ref["cls"], fname), files.array(ref["at"], fname)
+        if any(p is not None and (p.dtype.str != kinds[c] or p.ndim != 2 or p.shape[1] != ref["bins"])
+               for c, p in enumerate(parts)) or sum(p.shape[0] for p in parts if p is not None) != n \
+                or cls.ndim != 1 or at.shape != cls.shape or cls.dtype.str != "|i1" or at.dtype.str != "<i8":
+            raise _Unusable("bad split counts")
+        return Split(parts, cls, at, n, ref["bins"], ref["dtype"])
     raise _Unusable("unknown array reference")
 
 
 def _shape(arr) -> tuple:
+    if isinstance(arr, Split):
+        return (arr.n, arr.bins)
     return (arr.n,) if isinstance(arr, VIRTUAL) else tuple(arr.shape)
 
 
@@ -691,6 +722,11 @@ def _segment_in(files: _Files, arrays: dict, row0: int, row1: int, fname: str | 
          for name, ref in arrays.items()}
     if any(isinstance(c, VIRTUAL) and not isinstance(c, Const) for c in a["stats"]):
         raise _Unusable("bad statistic column")
+    counts = a.get("counts")
+    if isinstance(counts, Split) and (not isinstance(a["cols"], Runs) or _shape(counts.cls) != _shape(a["cols"].cols)):
+        raise _Unusable("split counts do not match the column runs")
+    if isinstance(a.get("samples"), VIRTUAL) or isinstance(counts, VIRTUAL) and not isinstance(counts, Split):
+        raise _Unusable("bad stand-in")
     return Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
                    a.get("samples"), a.get("soff"))
 

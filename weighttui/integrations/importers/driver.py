@@ -16,6 +16,7 @@ says which (`meta["import"]`).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -24,14 +25,24 @@ import numpy as np
 
 from weighttui._version import __version__
 from weighttui.integrations.importers import tensor_stats
-from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Unit, name_numbers
+from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Spec, Unit, name_numbers
 from weighttui.integrations.importers.readers import open_reader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
 from weighttui.record.recorder import Recorder, scalars_payload
 from weighttui.record.stats import DEFAULT_BINS, Block
 
-QUEUE = 4  # writer-queue slots: at most one tensor's values are in flight (see _drain)
+QUEUE = 4  # writer-queue slots: at most one group's values are in flight (see _drain)
+GROUP_MAX = 256  # tensors per kernel call
+
+
+def default_threads() -> int:
+    """Kernel threads: the cores this process may use, at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
 
 
 class LogStopped(OSError):
@@ -49,6 +60,31 @@ class Planned:
     epoch: int | None
     step_from: str
     epoch_from: str | None
+
+
+def _nbytes(spec: Spec) -> int:
+    try:
+        item = 2 if spec.dtype == "bfloat16" else np.dtype(spec.dtype).itemsize
+    except TypeError:
+        item = 4
+    return math.prod(spec.shape) * item
+
+
+def groups(specs: dict[str, Spec]) -> list[list[tuple[str, Spec]]]:
+    """Consecutive tensors in groups no larger together than the checkpoint's largest tensor: the
+    kernel's threads share a group (whole tensors each) while memory holds at most that much (and the
+    previous copies) at a time."""
+    budget = max((_nbytes(s) for s in specs.values()), default=0)
+    out: list[list[tuple[str, Spec]]] = []
+    size = 0
+    for name, spec in specs.items():
+        nb = _nbytes(spec)
+        if not out or size + nb > budget or len(out[-1]) >= GROUP_MAX:
+            out.append([])
+            size = 0
+        out[-1].append((name, spec))
+        size += nb
+    return out
 
 
 def probe(unit: Unit) -> Meta:
@@ -115,9 +151,11 @@ class Importer:
     """Writes checkpoints, in order, as snapshots of one run log (through the public Recorder)."""
 
     def __init__(self, out: str, *, source: str, kind: str, values: bool = True, bins: int = DEFAULT_BINS,
-                 sample: int = 16, meta: dict | None = None, report=say, mode: str = "w", mapped: bool = False):
+                 sample: int = 16, meta: dict | None = None, report=say, mode: str = "w", mapped: bool = False,
+                 threads: int | None = None):
         self.values = values
         self.mapped = mapped
+        self.threads = threads if threads is not None else default_threads()
         self.bins = bins
         self.report = report
         info = {"source": os.path.abspath(source), "kind": kind, "values": values,
@@ -167,49 +205,15 @@ class Importer:
         infos, wrows, drows, samples = [], [], [], []
         problems: list[str] = []
         seen = []
-        for name, spec in specs.items():
-            if name in self.shapes and self.shapes[name] != spec.shape:
-                problems.append(f"{name} changed shape {self.shapes[name]} -> {spec.shape} (left out)")
-                continue
-            prev_reader = self.last_seen.get(name)
-            arr = prev = value = None
-            try:
-                arr, bf16 = reader.raw(name)
-                if arr.dtype.kind not in "biuf":
-                    raise ImportFileError(f"tensor {name}: dtype {arr.dtype} is not numeric")
-                prev_bf16 = False
-                if prev_reader is not None:
-                    prev, prev_bf16 = prev_reader.raw(name)
-                    if prev.shape != arr.shape:
-                        raise ImportFileError(f"tensor {name}: the previous checkpoint's copy has shape {prev.shape}")
-                info = self.rec.declare(name, spec.shape, spec.dtype, layer=spec.layer)
-                if self.values:  # written from the file's pages while the statistics are taken
-                    value = ("bf16", arr) if bf16 else arr
-                    if not self.rec.submit_values(p.step, [info], [value], epoch=p.epoch):
-                        raise LogStopped("the run log stopped taking writes (see the message above)")
-                row, drow = tensor_stats.rows(arr, bf16, prev, prev_bf16, self.bins)
-                if info.sample_index is not None and arr.size:
-                    samples.append(tensor_stats.samples(arr, bf16, info.sample_index))
-                if self.values:
-                    self._drain()  # one tensor (and its previous copy) in memory at a time
-            except ImportFileError as exc:
-                problems.append(str(exc))
-                continue
-            except LogStopped:
-                raise
-            except Exception as exc:
-                problems.append(f"tensor {name}: {type(exc).__name__}: {exc}")
-                continue
-            finally:
-                arr = prev = value = None
-                reader.release(name)
-                if prev_reader is not None:
-                    prev_reader.release(name)
-            infos.append(info)
-            wrows.append(row)
-            drows.append(drow)
-            seen.append(name)
-            self.shapes.setdefault(name, spec.shape)
+        for group in groups(specs):
+            for name, spec, info, wrow, drow, sample in self._group(reader, group, p, problems):
+                infos.append(info)
+                wrows.append(wrow)
+                drows.append(drow)
+                if sample is not None:
+                    samples.append(sample)
+                seen.append(name)
+                self.shapes.setdefault(name, spec.shape)
         missing = [n for n in self.last_seen if n not in specs]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -233,6 +237,65 @@ class Importer:
         self.open_readers.append(reader)
         self._close_unused()
         return True
+
+    def _group(self, reader: Reader, group, p: Planned, problems: list[str]) -> list:
+        """[(name, spec, info, weights row, delta row, samples)] of a group of tensors read together (the
+        arrays die with this call: views of mapped pages, or copies, are not kept past it)."""
+        loaded = []  # (name, spec, info, arr, bf16, prev, prev_bf16, prev_reader)
+        done = []
+        try:
+            for name, spec in group:
+                if name in self.shapes and self.shapes[name] != spec.shape:
+                    problems.append(f"{name} changed shape {self.shapes[name]} -> {spec.shape} (left out)")
+                    continue
+                prev_reader = self.last_seen.get(name)
+                try:
+                    loaded.append((name, spec, *self._load(reader, prev_reader, name, spec), prev_reader))
+                    continue
+                except ImportFileError as exc:
+                    problems.append(str(exc))
+                except Exception as exc:
+                    problems.append(f"tensor {name}: {type(exc).__name__}: {exc}")
+                reader.release(name)
+                if prev_reader is not None:
+                    prev_reader.release(name)
+            if not loaded:
+                return []
+            if self.values:  # written from the files' pages while the statistics are taken
+                if not self.rec.submit_values(p.step, [t[2] for t in loaded],
+                                              [("bf16", t[3]) if t[4] else t[3] for t in loaded], epoch=p.epoch):
+                    raise LogStopped("the run log stopped taking writes (see the message above)")
+            results = tensor_stats.rows_many([t[3:7] for t in loaded], self.bins, self.threads)
+            for t, res in zip(loaded, results, strict=True):
+                name, spec, info, arr, bf16 = t[:5]
+                if isinstance(res, Exception):
+                    problems.append(f"tensor {name}: {type(res).__name__}: {res}")
+                    continue
+                sample = None
+                if info.sample_index is not None and arr.size:
+                    sample = tensor_stats.samples(arr, bf16, info.sample_index)
+                done.append((name, spec, info, res[0], res[1], sample))
+            if self.values:
+                self._drain()  # the writer is done with these pages: one group in memory at a time
+            return done
+        finally:
+            for t in loaded:
+                reader.release(t[0])
+                if t[-1] is not None:
+                    t[-1].release(t[0])
+
+    def _load(self, reader: Reader, prev_reader: Reader | None, name: str, spec):
+        """(info, array, bf16, previous copy or None, its bf16) of one tensor; ImportFileError if unusable."""
+        arr, bf16 = reader.raw(name)
+        if arr.dtype.kind not in "biuf":
+            raise ImportFileError(f"tensor {name}: dtype {arr.dtype} is not numeric")
+        prev, prev_bf16 = None, False
+        if prev_reader is not None:
+            prev, prev_bf16 = prev_reader.raw(name)
+            if prev.shape != arr.shape:
+                raise ImportFileError(f"tensor {name}: the previous checkpoint's copy has shape {prev.shape}")
+        info = self.rec.declare(name, spec.shape, spec.dtype, layer=spec.layer)
+        return info, arr, bf16, prev, prev_bf16
 
     def _scalar_frames(self, scalars, upto: int | None) -> list:
         frames = []

@@ -34,26 +34,45 @@ def _code(arr: np.ndarray, bf16: bool) -> int | None:
     return kernel.code_of(arr.dtype) if arr.dtype.isnative else None
 
 
-def rows(arr: np.ndarray, bf16: bool, prev: np.ndarray | None, prev_bf16: bool, bins: int):
-    """((WEIGHT_STATS, lo, hi, counts), (DELTA_STATS, lo, hi, counts) or None when prev is None)."""
-    code = _code(arr, bf16)
-    w = d = None
-    if code is not None:
+def rows_many(items, bins: int, threads: int = 1) -> list:
+    """rows() of several tensors [(arr, bf16, prev or None, prev_bf16)] in one kernel call whose threads
+    share them (whole tensors each): [((WEIGHT_STATS, lo, hi, counts), delta row or None) or the exception
+    that computing that tensor raised]."""
+    out: list = [None] * len(items)
+    mine, xs, prevs, codes = [], [], [], []
+    for i, (arr, bf16, prev, prev_bf16) in enumerate(items):
+        code = _code(arr, bf16)
+        if code is None:
+            continue
         pcode = None if prev is None else _code(prev, prev_bf16)
-        kprev = kernel.flat(prev) if prev is not None and pcode == code and prev.size == arr.size else None
-        raw_w, raw_d, w_done, d_done = kernel.run([kernel.flat(arr)], [kprev], bytes([code]), bins, copy=False)
-        if w_done[0]:
-            lo, hi, counts = hist_parts(raw_w[:1], bins)
-            w = (weight_rows(raw_w[:1])[0], float(lo[0]), float(hi[0]), counts[0])
-        if d_done[0]:
-            lo, hi, counts = hist_parts(raw_d[:1], bins)
-            d = (delta_rows(raw_d[:1], raw_d[:1, _PSQ])[0], float(lo[0]), float(hi[0]), counts[0])
-    if w is None:
-        ref = widened(arr, bf16)
-        w = (weight_stats(ref), *histogram(ref, bins))
-    if d is None and prev is not None:
-        d = delta_row(widened(arr, bf16), widened(prev, prev_bf16), bins)
-    return w, d
+        mine.append(i)
+        xs.append(kernel.flat(arr))
+        prevs.append(kernel.flat(prev) if prev is not None and pcode == code and prev.size == arr.size else None)
+        codes.append(code)
+    done: dict[int, list] = {}
+    if mine:
+        raw_w, raw_d, w_done, d_done = kernel.run(xs, prevs, bytes(codes), bins, copy=False,
+                                                  threads=max(1, min(threads, len(mine))))
+        with np.errstate(all="ignore"):  # rows not done are garbage, dropped below
+            w_lo, w_hi, w_counts = hist_parts(raw_w, bins)
+            w_stats = weight_rows(raw_w)
+            d_lo, d_hi, d_counts = hist_parts(raw_d, bins)
+            d_stats = delta_rows(raw_d, raw_d[:, _PSQ])
+        for k, i in enumerate(mine):
+            done[i] = [(w_stats[k], float(w_lo[k]), float(w_hi[k]), w_counts[k]) if w_done[k] else None,
+                       (d_stats[k], float(d_lo[k]), float(d_hi[k]), d_counts[k]) if d_done[k] else None]
+    for i, (arr, bf16, prev, prev_bf16) in enumerate(items):
+        w, d = done.get(i, [None, None])
+        try:
+            if w is None:
+                ref = widened(arr, bf16)
+                w = (weight_stats(ref), *histogram(ref, bins))
+            if d is None and prev is not None:
+                d = delta_row(widened(arr, bf16), widened(prev, prev_bf16), bins)
+            out[i] = (w, d)
+        except Exception as exc:  # reported for that tensor alone
+            out[i] = exc
+    return out
 
 
 def samples(arr: np.ndarray, bf16: bool, index: np.ndarray) -> np.ndarray:

@@ -133,12 +133,12 @@ class DetailScreen(RunScreen):
         ("u", "per-unit norms over time (units x snapshots) / histograms"),
         ("l", "histogram density: linear / log"),
         ("r", "value range: the whole run / the snapshots shown"),
-        ("z", "every snapshot up to the position / the most recent, one per column"),
-        ("i o", "zoom in / out around the position: a range at full resolution"),
+        ("z", "all snapshots up to the position / the latest, one per column"),
+        ("i o", "zoom in / out around the position (every snapshot)"),
         ("< >  , .", "pan the zoomed range back / on by half its width"),
         ("0", "the whole run again (the timeline's rows)"),
-        ("← → shift+← →", "while zoomed: one / ten snapshots, every snapshot of the run"),
-        ("click", "on the heatmap or the strip: move the timeline there (zoomed: that snapshot)"),
+        ("← → shift+← →", "while zoomed: one / ten snapshots of the whole log"),
+        ("click", "on the heatmap or the strip: go to that snapshot"),
         ("esc", "back to the list"),
     )),)
 
@@ -154,6 +154,8 @@ class DetailScreen(RunScreen):
         self.units = False  # the per-unit strip instead of the histogram heatmap
         self.window: Window | None = None  # what is drawn now
         self._pos_before: int | None = None  # the position step at the last draw
+        self._recent: tuple | None = None  # `z` on a thinned run: the latest snapshots' histograms
+        self._recent_key: tuple | None = None
         self._window_key: tuple | None = None
         self._units_cache: dict[tuple[str, int], tuple | None] = {}
         self._units_for: tuple | None = None  # the data the cache belongs to
@@ -293,6 +295,22 @@ class DetailScreen(RunScreen):
             self._window_key = key
         return self.window
 
+    def _recent_span(self, data, win: Window, pos_step: int | None, columns: int) -> Span | None:
+        """With `z` (the most recent snapshots, one per column) on a thinned row view: the steps of
+        the last `columns` snapshots up to the position, to read at full resolution."""
+        if self.zoom != "recent" or self.span is not None or win.full or pos_step is None or columns < 1:
+            return None
+        hi = data.rows_for_steps(None, pos_step + 1)[1]
+        steps, _offsets = data.snapshot_rows(max(0, hi - columns), hi)
+        return (int(steps[0]), int(steps[-1]) + 1) if steps.size else None
+
+    def _recent_hist(self, data, span: Span):
+        key = (self.tensor, self.kind, span, data.resets, id(data.run))
+        if self._recent_key != key or self._recent is None:
+            self._recent = data.histograms(self.tensor, self.kind, start=span[0], stop=span[1])
+            self._recent_key = key
+        return self._recent
+
     def refresh_data(self) -> None:
         """Redraw at the view's row (the app asks after updates and timeline moves)."""
         view = self.view()
@@ -318,10 +336,12 @@ class DetailScreen(RunScreen):
             self.query_one("#dhead", Static).update(head)
             return
         win = self._read(data, self.span)
-        steps, lo, hi, counts = win.hist
-        stats = win.stats
         heat = self.query_one(HeatmapView)
-        self._header(view, info, pos_step, stats, win, heat.size.width - heat.GUTTER)
+        columns = heat.size.width - heat.GUTTER
+        recent = self._recent_span(data, win, pos_step, columns)
+        steps, lo, hi, counts = win.hist if recent is None else self._recent_hist(data, recent)
+        stats = win.stats
+        self._header(view, info, pos_step, stats, win, columns, recent_full=recent is not None)
         heat.show(steps, lo, hi, counts, position_step=pos_step, zoom=self.zoom, range_mode=self.range_mode,
                   log=self.log_density, message=f"no {KIND_NAMES[self.kind]} histograms in this log")
         if self.units:
@@ -350,7 +370,7 @@ class DetailScreen(RunScreen):
         return i if i >= 0 else None
 
     def _header(self, view: RunView, info: TensorInfo, pos_step: int | None, stats: Series, win: Window,
-                columns: int) -> None:
+                columns: int, *, recent_full: bool = False) -> None:
         data = view.data
         row = view.row
         t = Text()
@@ -373,7 +393,7 @@ class DetailScreen(RunScreen):
         second.append(win.label(self.span, columns if columns > 0 and not self.units else None),
                       style="bold" if self.span is not None else "")
         density = "log" if self.log_density else "linear"
-        recent = " · most recent" if self.zoom == "recent" else ""
+        recent = " · most recent" + (", every snapshot" if recent_full else "") if self.zoom == "recent" else ""
         second.append(f"  density {density} · range {self.range_mode}{recent}", style="dim")
         first, t = t, Text()
         if pos_step is None:

@@ -35,7 +35,7 @@ def row_cells(row: RunRow) -> dict[str, Text]:
         "run": Text(inert(row.name), style="bold"),
         "status": Text(row.status, style=status_style),
         "framework": Text(inert(row.framework or "–")),
-        "snapshots": Text(str(row.snapshots), justify="right"),
+        "snapshots": Text("…" if row.partial else str(row.snapshots), justify="right"),
         "last_step": Text("–" if row.last_step is None else str(row.last_step), justify="right"),
         "loss": number_cell(row.loss),
         "trend": Text(spark(row.loss_values, SPARK_WIDTH) if row.loss_values.size else "", style="cyan"),

@@ -90,6 +90,8 @@ def header_text(view: RunView) -> Text:
         line2.append("no snapshot yet", style="dim")
     if view.loading is not None:  # read and indexed so far (a big log: its latest snapshots are shown meanwhile)
         line2.append(f"  indexing {view.loading:.0%}", style="bold cyan")
+        if view.previewing:
+            line2.append(", history follows", style="cyan")  # the latest snapshots are shown meanwhile
     parts = []
     rate = view.snapshot_rate
     if rate is not None:

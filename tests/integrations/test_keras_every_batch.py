@@ -1,0 +1,139 @@
+"""WeightCallback recording every batch inside a real `fit` (TensorFlow backend): what the lean
+per-snapshot path (one TF call reading weights, gradient slots and learning rate; one kernel call;
+the scalars in the snapshot's queue entry) writes must equal what the model holds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+import weighttui  # noqa: E402
+from weighttui.keras import WeightCallback  # noqa: E402
+from weighttui.record.stats import delta_row, weight_stats  # noqa: E402
+
+pytestmark = pytest.mark.tf
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - misconfigured environment
+    pytest.skip("these tests run Keras on the TensorFlow backend", allow_module_level=True)
+
+
+class Snap(keras.callbacks.Callback):
+    """model.get_weights() after every batch (runs after the WeightCallback in the list)."""
+
+    def __init__(self):
+        super().__init__()
+        self.taken = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.taken.append([w.copy() for w in self.model.get_weights()])
+
+
+class LrPerBatch(keras.callbacks.Callback):
+    """A learning rate that changes inside the epoch: 0.1 / (1 + batch)."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(0.1 / (1 + batch))
+
+
+def _model():
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(7, activation="tanh", name="dense"),
+                             keras.layers.Dense(1, name="head")], name="sequential")
+
+
+def _data(n=96):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 5)).astype("float32")
+    return x, (x @ rng.normal(size=(5, 1))).astype("float32")
+
+
+def test_every_batch_snapshot_equals_the_weights_fit_holds(tmp_path):
+    keras.utils.set_random_seed(21)
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    path = tmp_path / "run.wtui"
+    snap = Snap()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[WeightCallback(path, every_batches=1, instruments=False), snap])
+    run = weighttui.open(path)
+    assert run.steps.tolist() == list(range(0, 13))  # initial + 12 batches
+    names = [v.path for v in model.weights]
+    for i, name in enumerate(names):
+        steps, means = run.series(name, "mean")
+        _s, norms = run.series(name, "norm")
+        _s, dnorm = run.series(name, "norm", "delta")
+        for step in range(1, 13):
+            now = snap.taken[step - 1][i]
+            ref = weight_stats(now)
+            assert means[step] == pytest.approx(ref[0], rel=1e-12, abs=1e-15)
+            assert norms[step] == pytest.approx(ref[5], rel=1e-12)
+            if step > 1:
+                want = delta_row(now, snap.taken[step - 2][i], 64)[0]
+                assert dnorm[step] == pytest.approx(want[0], rel=1e-9)
+        _g, gnorm = run.series(name, "norm", "grad")
+        assert np.isfinite(gnorm[1:]).all() and (gnorm[1:] > 0).all()  # every batch's gradient
+
+
+def test_learning_rate_of_every_batch_is_the_one_it_used(tmp_path):
+    """Read with the weights (one TF call) at every recorded batch, as it is then."""
+    keras.utils.set_random_seed(22)
+    x, y = _data(64)
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    path = tmp_path / "lr.wtui"
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[LrPerBatch(), WeightCallback(path, every_batches=1, instruments=False)])
+    run = weighttui.open(path)
+    steps, lr = run.scalars("learning_rate")
+    assert steps.tolist() == list(range(1, 9))
+    assert lr.tolist() == pytest.approx([0.1 / (1 + (s - 1) % 4) for s in range(1, 9)], rel=1e-6)
+    # and what SGD applied with it: update norm == lr x gradient norm, batch by batch
+    name = "sequential/dense/kernel"
+    _s, upd = run.series(name, "norm", "delta")
+    _s, grad = run.series(name, "norm", "grad")
+    np.testing.assert_allclose(upd[1:], lr * grad[1:], rtol=1e-4)
+
+
+def test_a_schedule_every_batch(tmp_path):
+    keras.utils.set_random_seed(23)
+    x, y = _data(64)
+    model = _model()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    model.compile(keras.optimizers.SGD(schedule), "mse")
+    path = tmp_path / "sched.wtui"
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[WeightCallback(path, every_batches=1, instruments=False)])
+    steps, lr = weighttui.open(path).scalars("learning_rate")
+    assert steps.tolist() == [1, 2, 3, 4]
+    assert lr.tolist() == pytest.approx([0.1 * 0.5 ** s for s in steps], rel=1e-6)  # after s steps
+
+
+def test_one_traced_reader_per_model_across_snapshots_callbacks_and_fits(tmp_path, monkeypatch):
+    """Snapshots with and without kept gradients, the initial one and those of a later fit with
+    a new callback all read through one concrete function (tracing one costs ~15 ms a time)."""
+    import weighttui.integrations.keras as wk
+
+    made = []
+    real = wk._read_plan
+    monkeypatch.setattr(wk, "_read_plan", lambda items, tf_: made.append(len(items)) or real(items, tf_))
+    keras.utils.set_random_seed(24)
+    x, y = _data(96)
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    for i in range(2):
+        path = tmp_path / f"fit{i}.wtui"
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                  callbacks=[WeightCallback(path, every_batches=4, instruments=False)])
+        run = weighttui.open(path)
+        assert run.steps.tolist() == [0, 4, 6, 8, 12]  # initial, every 4 batches, the end of epoch 0
+        _s, g = run.series("sequential/dense/kernel", "norm", "grad")
+        assert np.isfinite(g[-4:]).all()  # gradients at every recorded batch
+    # 4 weights + 4 gradient slots + the learning rate, traced once
+    assert made == [9]
