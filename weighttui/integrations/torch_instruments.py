@@ -284,7 +284,7 @@ class TorchInstruments:
         """What the kernel computes for x in its passes; the rest with torch ops now."""
         ex = kernel.Extras()
         if "sigma" in self.chosen and mn is not None:
-            p = ref.vectors(*mn, self.block, self.block_max)
+            p = ref.vectors(mn[0], mn[1], self.block, self.block_max)
             w2 = x.reshape(mn)
             if p == 1:  # one vector: the kernel's two passes are the iteration's two products
                 ex.rows, ex.v = mn[0], self._fused_vector(self._v, name, w2)
