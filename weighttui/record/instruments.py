@@ -400,7 +400,7 @@ class Instruments:
             mn = matrix_shape(arr.shape)
             if "sigma" in self.chosen and mn is not None:
                 spec = self._spec.setdefault(info.id, Spectral(info.name, self.block, self.warmup,
-                                                                         self.block_max))
+                                                                         block_max=self.block_max))
                 out[i, 0] = spec.update(_compute(arr).reshape(mn))
             if "dist_init" in self.chosen:
                 init = self._init.get(info.id)
@@ -435,7 +435,7 @@ class Instruments:
                 continue
             d2 = (_compute(arr) - _compute(prev)).reshape(mn)
             spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block,
-                                                                              self.warmup, self.block_max))
+                                                                              self.warmup, block_max=self.block_max))
             out[i] = spec.update(d2)
         return out
 
