@@ -108,6 +108,41 @@ PARQUET_READ = textwrap.dedent('''
 ''')
 
 
+RECORDER_LOG = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import weighttui
+    # a small transformer-like model recorded by the numpy Recorder: weights, delta and grad blocks
+    rng = np.random.default_rng(0)
+    shapes = {}
+    for i in range(10):
+        shapes[f"blocks.{i}.attn.weight"], shapes[f"blocks.{i}.attn.bias"] = (256, 256), (256,)
+        shapes[f"blocks.{i}.mlp.weight"], shapes[f"blocks.{i}.norm.weight"] = (512, 256), (256,)
+    w = {k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in shapes.items()}
+    rec = weighttui.Recorder(sys.argv[1], bins=64, sample=8, queue_size=100000)
+    for step in range(int(sys.argv[2])):
+        g = {k: rng.normal(0, 1e-3, v.shape).astype(np.float32) for k, v in w.items()}
+        for k in w:
+            w[k] -= 1e-1 * g[k]
+        rec.snapshot(step, w, grads=g, scalars={"loss": 1.0 / (1 + step)})
+    rec.close()
+''')
+
+
+def recorder_index_sizes(snapshots: int, before: str | None, tmp: str) -> dict:
+    """The index of a log the numpy Recorder wrote (40 tensors of mixed sizes), for each checkout."""
+    path = os.path.join(tmp, "recorder.wtui")
+    measured([sys.executable, "-c", RECORDER_LOG, path, str(snapshots)], env_for(REPO, tmp))
+    out = {"log_mib": os.path.getsize(path) / 2**20}
+    for name, checkout in (("before", before), ("after", REPO)):
+        if checkout is None:
+            continue
+        shutil.rmtree(index_dir(path), ignore_errors=True)
+        measured([sys.executable, "-c", OPEN, path, "cache"], env_for(checkout, tmp))
+        out[name] = {"index_mib": du(index_dir(path)) / 2**20, "parts": index_parts(index_dir(path))}
+    return out
+
+
 def measured(args, env=None) -> dict:
     """Run a child; its JSON line, its wall time and its peak RSS measured from outside."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -229,6 +264,9 @@ def main(argv=None) -> int:
     ap.add_argument("--live-tensors", type=int, default=500)
     ap.add_argument("--skip", action="append", default=[], help="parts to skip: before, nocache, parquet, info, live")
     ap.add_argument("--live-only", action="store_true", help="only the live append measurement")
+    ap.add_argument("--recorder-index", type=int, metavar="SNAPSHOTS",
+                    help="only: the index size of a log the numpy Recorder writes (40 mixed tensors, this many "
+                         "snapshots; 1500 is about 106 MiB), with --before side by side")
     args = ap.parse_args(argv)
     path = os.path.abspath(args.path)
     py = sys.executable
@@ -237,6 +275,12 @@ def main(argv=None) -> int:
     env = env_for(REPO, cache_home)
     load = os.getloadavg()
     rows = {}
+    if args.recorder_index:
+        try:
+            print(json.dumps(recorder_index_sizes(args.recorder_index, args.before, tmp)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     if args.live_only:
         try:
             print(json.dumps({"load": os.getloadavg(), "live": live(args.live_seconds, args.live_rate,

@@ -63,6 +63,14 @@ def test_fsdp2_instruments_equal_the_float64_references_over_whole_tensors(tmp_p
     assert "rank 0 ok" in outs[0] and "rank 1 ok" in outs[1]
 
 
+def test_fsdp2_instruments_of_tensors_sharded_on_their_columns(tmp_path):
+    outs = _launch("fsdp_cols", tmp_path)
+    assert "rank 0 ok" in outs[0] and "rank 1 ok" in outs[1]
+    # the spectral columns it cannot record: said once, by the writing rank
+    said = [line for out in outs for line in out.splitlines() if "not recorded for tensors sharded" in line]
+    assert len(said) == 1 and said[0].startswith("weighttui: sigma_max")
+
+
 # ---------------------------------------------------------------- the workers
 
 
@@ -262,13 +270,60 @@ def _fsdp_instruments_worker(rank, world, out_dir):
     print(f"rank {rank} ok", flush=True)
 
 
+def _fsdp_cols_worker(rank, world, out_dir):
+    """Matrices sharded on dimension 1 (every rank part of each row): norms, units, cosines and
+    optimizer state summed over partial rows; the spectral columns NaN (said once)."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
+
+    import weighttui
+    import weighttui.torch as wt
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from instrument_check import check_log, check_optim
+
+    torch.manual_seed(0)
+    # FSDP2 shards dimension 1 evenly only: 8 and 34 columns
+    model = torch.nn.Sequential(torch.nn.Linear(8, 34), torch.nn.Tanh(), torch.nn.Linear(34, 1))
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            fully_shard(m, shard_placement_fn=lambda p: Shard(1) if p.ndim == 2 else Shard(0))
+    fully_shard(model)
+    assert tuple(dict(model.named_parameters())["0.weight"].to_local().shape) == (34, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    path = os.path.join(out_dir, "fsdp_cols.wtui")
+    h = wt.watch(model, path, optimizer=opt, full_every=1, instruments={"cos_sample": 64})
+    x, y = _data(rank)
+    grads = {}
+    for step in range(1, 6):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        grads[step] = {n: p.grad.full_tensor().double().numpy().copy() for n, p in model.named_parameters()}
+        opt.step()
+    state = {n: (opt.state[p]["exp_avg"].full_tensor().numpy(), opt.state[p]["exp_avg_sq"].full_tensor().numpy(),
+                 float(opt.state[p]["step"])) for n, p in model.named_parameters()}
+    h.close()
+    dist.barrier()
+    if rank == 0:
+        counts = check_log(path, grads, warm_after=0, cos_sample=64, sigma=False)
+        assert counts["units"] == 2 * 6 and counts["grad_units"] == 2 * 5 and counts["cos_grad"] == 4 * 4
+        check_optim(path, state, lr=1e-2, beta2=0.999, eps=1e-8)
+        run = weighttui.open(path)
+        assert [e.kind for e in run.events].count("instrument_unsupported") == 1
+    print(f"rank {rank} ok", flush=True)
+
+
 if __name__ == "__main__":
     import torch.distributed as dist
 
     mode, out_dir = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo")
     try:
-        workers = {"ddp": _ddp_worker, "fsdp": _fsdp_worker, "fsdp_inst": _fsdp_instruments_worker}
+        workers = {"ddp": _ddp_worker, "fsdp": _fsdp_worker, "fsdp_inst": _fsdp_instruments_worker,
+                   "fsdp_cols": _fsdp_cols_worker}
         workers[mode](dist.get_rank(), dist.get_world_size(), out_dir)
         # every rank reaches here before any tears gloo down: a rank that destroys its process group
         # while a peer is still inside it can abort with "terminate called without an active exception"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import os
+import sys
 
 import numpy as np
 
@@ -31,13 +33,31 @@ def _when(t: float | None) -> str | None:
         return f"not a time ({t!r})"
 
 
+def _code_stamp() -> list:
+    """Size and mtime of the code a summary comes from: a changed rule or column (also within one
+    version, while developing) makes a new key, never a stale summary."""
+    import weighttui.analysis.diagnose as diagnose_mod
+    import weighttui.analysis.series as series_mod
+    import weighttui.data.run as run_mod
+
+    out: list[list | None] = []
+    for mod in (diagnose_mod, series_mod, run_mod, sys.modules[__name__]):
+        try:
+            st = os.stat(mod.__file__ or "")
+            out.append([os.path.basename(mod.__file__ or ""), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append(None)
+    return out
+
+
 def _summary_key(run: RunData, what: str, *options) -> str:
     """Everything a cached summary depends on besides the log itself (RunData.derived)."""
     import json
 
     from weighttui import __version__
 
-    return json.dumps([what, __version__, run.run_index, run.max_rows, run.resets, *options], default=repr)
+    return json.dumps([what, __version__, _code_stamp(), run.run_index, run.max_rows, run.resets, *options],
+                      default=repr)
 
 
 def alerts_of(run: RunData, config=None) -> list:
@@ -47,7 +67,10 @@ def alerts_of(run: RunData, config=None) -> list:
     options = None if config is None else dataclasses.astuple(config)
     got = run.derived(_summary_key(run, "alerts", options),
                       lambda: [dataclasses.asdict(a) for a in diagnose(run, config)])
-    return [Alert(**a) for a in got]
+    try:
+        return [Alert(**a) for a in got]
+    except TypeError:  # (kept by a differently shaped Alert)
+        return diagnose(run, config)
 
 
 def tensor_rows(run: RunData) -> list[dict]:

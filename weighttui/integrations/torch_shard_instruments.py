@@ -240,10 +240,11 @@ class ShardInstruments:
         return list(torch.split(flat, sizes))
 
     def _once(self, key: str, message: str) -> None:
+        """An instrument this path cannot record: said once, on stderr and in the log (rank 0)."""
         if key not in self.said:
             self.said.add(key)
-            if self.reporter is not None:
-                self.reporter.once(f"shard-instruments:{key}", f"weighttui: {message}")
+            if self.reporter is not None and self.reporter.once(f"shard-instruments:{key}", f"weighttui: {message}"):
+                self.reporter.record_event("instrument_unsupported", message, "warning")
 
     # ------------------------------------------------------------ per snapshot
 
@@ -305,8 +306,8 @@ class ShardInstruments:
                     pend.host.append(grad[(e.name, "c")])
             if "sigma" in ch and mn is not None:
                 if lay.mode == "cols":
-                    self._once("sigma_cols", f"sigma_max, stable_rank and sigma_ratio are not recorded for "
-                                f"{e.name}: it is sharded on a dimension other than its first (NaN)")
+                    self._once("sigma_cols", f"sigma_max, stable_rank and sigma_ratio are not recorded for tensors "
+                                f"sharded on a dimension other than their first ({e.name} and any others: NaN)")
                 else:
                     self._sigma_start(pend, i, e.name, x, None if prevs is None else prevs[i], mn, add, lay)
             if "alpha" in ch and mn is not None and self.alpha.due(e.info, lay.shape):
