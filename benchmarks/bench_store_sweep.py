@@ -70,8 +70,9 @@ def _app_child(directory: str, spawned: float, timeout: float, alerts: bool = Tr
     """In the child: drive the app headless and print the times (seconds since `spawned`)."""
     import asyncio
 
-    from weighttui.tui.multi_app import MultiRunApp
+    from weighttui.tui.multi_app import MultiRunApp, share_malloc_arena
 
+    share_malloc_arena()  # as run_multi_app (what `weighttui watch DIR` calls) does
     n_logs = len([p for p in glob.glob(directory + "/*") if os.path.isfile(p)])
     out: dict = {"runs": n_logs}
 

@@ -42,12 +42,13 @@ from weighttui.analysis.multirun import (
     run_names,
     summarize,
 )
-from weighttui.data.follower import INDEX_SAVE_S, Delivery, Failure, Follower
+from weighttui.data.follower import Delivery, Failure, Follower
 from weighttui.data.latest import preview
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
+from weighttui.tui.app import INDEX_SAVE_S  # the single-run viewer's rule for keeping the index
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.screens.runs_compare import CompareScreen
@@ -233,7 +234,6 @@ class MultiRunApp(App[int]):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
-        share_malloc_arena()  # before the followers' threads start
         self.mode = mode
         self.directory = None if directory is None else os.fspath(directory)
         self.title_text = inert(title or "weighttui · runs")
@@ -533,6 +533,7 @@ def run_multi_app(paths: list[str], *, directory: str | None = None, mode: str =
                   title: str | None = None, max_rows: int = 1024,
                   diagnose_config: DiagnoseConfig | None = None) -> int:
     """Run the multi-run app in this terminal; its exit status."""
+    share_malloc_arena()  # this process is the viewer's: before the followers' threads start
     app = MultiRunApp(paths, directory=directory, mode=mode, title=title, max_rows=max_rows,
                       diagnose_config=diagnose_config)
     try:
