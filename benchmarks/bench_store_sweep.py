@@ -18,8 +18,8 @@ with the indexes that first run left. The parent polls the child's VmHWM/VmRSS i
 RSS from outside; `wait4`'s ru_maxrss would carry the parent's high-water mark over the exec)
 and reads its CPU time from wait4. The child reports, from its own start (interpreter start,
 imports included): every run's row on the list, every row showing its run's latest step, every
-run read to its end, and the comparison screen (`tab`) drawn with the weights norm of the
-first common tensor. `--cases` picks "cold", "warm" or both.
+run read to its end, every run's alerts computed, and the comparison screen (`tab`) drawn with
+the weights norm of the first common tensor. `--cases` picks "cold", "warm" or both.
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ def data_side(directory: str, mode: str) -> int:
 # ------------------------------------------------------------------ --app
 
 
-def _app_child(directory: str, spawned: float, timeout: float) -> int:
+def _app_child(directory: str, spawned: float, timeout: float, alerts: bool = True) -> int:
     """In the child: drive the app headless and print the times (seconds since `spawned`)."""
     import asyncio
 
-    from weighttui.tui.multi_app import MultiRunApp
+    from weighttui.tui.multi_app import MultiRunApp, share_malloc_arena
 
+    share_malloc_arena()  # as run_multi_app (what `weighttui watch DIR` calls) does
     n_logs = len([p for p in glob.glob(directory + "/*") if os.path.isfile(p)])
     out: dict = {"runs": n_logs}
 
@@ -96,7 +97,7 @@ def _app_child(directory: str, spawned: float, timeout: float) -> int:
         from weighttui.tui.screens.runs_compare import CompareScreen
         from weighttui.tui.screens.runs_list import RunTable
 
-        app = MultiRunApp(directory=directory, mode="watch")
+        app = MultiRunApp(directory=directory, mode="watch", **({} if alerts else {"alerts": False}))
         async with app.run_test(size=APP_SIZE) as pilot:
             out["mounted_s"] = since()
             table = app.screen.query_one(RunTable)
@@ -112,6 +113,10 @@ def _app_child(directory: str, spawned: float, timeout: float) -> int:
             await until(pilot, lambda: all(_read(s) for s in app.slots), "every run read")
             out["all_read_s"] = since()
             out["rss_all_read_mb"] = round(rss_mb())
+            if alerts and hasattr(app.slots[0], "alerts"):  # (the app before alerts in the run list had none)
+                await until(pilot, lambda: all(s.alerts is not None for s in app.slots), "every run's alerts")
+                out["alerts_s"] = since()
+                out["rss_alerts_mb"] = round(rss_mb())
             await pilot.pause(0.5)
             t = time.perf_counter()
             await pilot.press("tab")
@@ -143,10 +148,11 @@ def _remove_indexes(directory: str) -> int:
     return gone
 
 
-def _run_case(directory: str, timeout: float) -> dict:
+def _run_case(directory: str, timeout: float, alerts: bool) -> dict:
     """One app child; its report plus peak RSS (VmHWM, polled from here) and CPU time (wait4)."""
     spawned = time.time()
-    cmd = [sys.executable, __file__, directory, "--app-child", str(spawned), "--timeout", str(timeout)]
+    cmd = [sys.executable, __file__, directory, "--app-child", str(spawned), "--timeout", str(timeout),
+           *([] if alerts else ["--no-alerts"])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     status = f"/proc/{proc.pid}/status"
@@ -173,13 +179,13 @@ def _run_case(directory: str, timeout: float) -> dict:
     return result
 
 
-def app_side(directory: str, cases: list[str], timeout: float) -> int:
+def app_side(directory: str, cases: list[str], timeout: float, alerts: bool) -> int:
     load = os.getloadavg()
     print(f"# load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     for case in cases:
         if case == "cold":
             print(f"# cold: removed {_remove_indexes(directory)} index directories")
-        res = _run_case(directory, timeout)
+        res = _run_case(directory, timeout, alerts)
         res["case"] = case
         print(json.dumps(res), flush=True)
     load = os.getloadavg()
@@ -195,12 +201,13 @@ def main(argv=None) -> int:
     ap.add_argument("--app", action="store_true", help="measure the Textual multi-run app instead")
     ap.add_argument("--cases", default="cold,warm", help="--app: cold (no indexes), warm (indexes), or both")
     ap.add_argument("--timeout", type=float, default=900.0, help="--app: seconds per wait before giving up")
+    ap.add_argument("--no-alerts", action="store_true", help="--app: without the run list's alerts")
     ap.add_argument("--app-child", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.app_child is not None:
-        return _app_child(args.directory, args.app_child, args.timeout)
+        return _app_child(args.directory, args.app_child, args.timeout, not args.no_alerts)
     if args.app:
-        return app_side(args.directory, [c for c in args.cases.split(",") if c], args.timeout)
+        return app_side(args.directory, [c for c in args.cases.split(",") if c], args.timeout, not args.no_alerts)
     return data_side(args.directory, args.mode)
 
 

@@ -50,6 +50,7 @@ def log(tmp_path):
     ["info", "{log}", "--threshold", "nope=1"],
     ["info", "{log}", "--threshold", "ratio_high=abc"],
     ["watch", "{log}", "--threshold", "nope=1"],
+    ["watch", "{log}", "{log}", "--threshold", "nope=1"],  # several runs: the same check
     ["export", "{log}", "--format", "npz", "--out", "-"],
     ["export", "{log}", "--format", "npz", "--step", "3", "--out", "{tmp}/w.npz"],  # no values at step 3
     ["export", "{log}", "--format", "csv", "--step", "2", "--out", "{tmp}/w.csv"],
@@ -126,6 +127,22 @@ def test_watch_passes_thresholds_to_the_app(log, monkeypatch):
     assert cli.main(["watch", str(log), "--threshold", "ratio_high=0.05"]) == 0
     assert seen["config"].ratio_high == 0.05
     assert cli.main(["replay", str(log)]) == 0 and seen["config"] is None
+
+
+def test_watch_of_several_runs_takes_the_same_thresholds(log, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run_multi_app(files, directory=None, mode="watch", title=None, max_rows=1024, diagnose_config=None):
+        seen.update(files=files, directory=directory, config=diagnose_config)
+        return 0
+
+    monkeypatch.setitem(sys.modules, "weighttui.tui.multi_app",
+                        types.SimpleNamespace(run_multi_app=fake_run_multi_app))
+    assert cli.main(["watch", str(log), str(log), "--threshold", "ratio_high=0.05",
+                     "--threshold", "disable=dead_units"]) == 0
+    assert seen["config"].ratio_high == 0.05 and seen["config"].disable == "dead_units"
+    assert cli.main(["replay", str(tmp_path)]) == 0 and seen["directory"] == str(tmp_path)
+    assert seen["config"] is None
 
 
 # ------------------------------------------------------------ exports

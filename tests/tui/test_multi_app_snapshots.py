@@ -30,7 +30,8 @@ def make_app(tmp_path, monkeypatch):
 def loaded(tui, app):
     async def run_before(pilot):
         await tui.wait_until(pilot, lambda: len(app.slots) == 3 and all(s.data.end is not None for s in app.slots)
-                             and app.refreshes > 0, what="logs loaded")
+                             and all(s.alerts is not None for s in app.slots) and app.refreshes > 0,
+                             what="logs loaded and their alerts computed")
         await pilot.pause(0.3)
     return run_before
 

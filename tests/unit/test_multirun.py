@@ -248,11 +248,14 @@ def test_cli_several_paths_or_a_directory_open_the_multi_run_app(tmp_path, launc
     a = moving_log(tmp_path / "a.sock")
     b = moving_log(tmp_path / "b.sock")
     assert main(["watch", a, b]) == 0
-    assert launched[-1] == ("multi", [a, b], {"directory": None, "mode": "watch", "max_rows": 1024})
+    assert launched[-1] == ("multi", [a, b], {"directory": None, "mode": "watch", "max_rows": 1024,
+                                              "diagnose_config": None})
     assert main(["replay", str(tmp_path)]) == 0
-    assert launched[-1] == ("multi", [], {"directory": str(tmp_path), "mode": "replay", "max_rows": 1024})
+    assert launched[-1] == ("multi", [], {"directory": str(tmp_path), "mode": "replay", "max_rows": 1024,
+                                          "diagnose_config": None})
     assert main(["watch", a, str(tmp_path), "--max-rows", "100"]) == 0
-    assert launched[-1] == ("multi", [a], {"directory": str(tmp_path), "mode": "watch", "max_rows": 100})
+    assert launched[-1] == ("multi", [a], {"directory": str(tmp_path), "mode": "watch", "max_rows": 100,
+                                           "diagnose_config": None})
     assert main(["watch", a]) == 0  # one file: the single-run viewer as before
     assert launched[-1] == ("single", a, {"mode": "watch", "max_rows": 2048})
     assert main(["watch", a, str(tmp_path / "later.sock")]) == 0  # watch waits for a log to appear

@@ -11,12 +11,16 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from weighttui.analysis.series import nonfinite_now
 from weighttui.data.run import RunData
 from weighttui.log.sniff import HeadState, sniff_file
+
+if TYPE_CHECKING:
+    from weighttui.analysis.diagnose import Alert
 
 MAX_DEPTH = 1  # a directory's own files and those of its subdirectories (runs/lr0.1/run.wtui)
 # A file whose start is not a header is taken for a damaged log when a header or frame
@@ -196,12 +200,16 @@ class RunRow:
     error: str | None = None
     diverged: bool = False  # the latest loss or weights hold NaN/Inf (status then says "diverged")
     partial: bool = False  # only the latest snapshots are read yet (the count is not known)
+    alerts: int | None = None  # how many alerts (weighttui.analysis.diagnose); None: not computed (yet)
+    alert_rule: str = ""  # the first alert's rule (errors first, then the earliest)
+    alert_severity: str = ""  # its severity: "error" | "warning"
 
 
 def summarize(name: str, data: RunData, status: str, *, error: str | None = None,
-              partial: bool = False) -> RunRow:
+              partial: bool = False, alerts: list[Alert] | None = None) -> RunRow:
     """The run list's row. A run whose latest loss or weights are NaN/Inf is marked "diverged"
-    whatever its writer's state (finished, live, stalled ...): that is what its owner must know."""
+    whatever its writer's state (finished, live, stalled ...): that is what its owner must know.
+    `alerts`: the run's alerts as `diagnose` sorts them (errors first), None if not computed."""
     run = data.run
     lname = loss_name(data)
     values = data.scalars(lname)[1] if lname else np.zeros(0)
@@ -220,7 +228,10 @@ def summarize(name: str, data: RunData, status: str, *, error: str | None = None
         loss_values=values,
         meta=meta_text(run.meta if run else None),
         corruptions=len(data.corruptions),
-        error=error, partial=partial)
+        error=error, partial=partial,
+        alerts=None if alerts is None else len(alerts),
+        alert_rule=alerts[0].rule if alerts else "",
+        alert_severity=alerts[0].severity if alerts else "")
 
 
 # -------------------------------------------------------------- comparison

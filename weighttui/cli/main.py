@@ -60,9 +60,7 @@ def cmd_watch(args) -> int:
         if len(args.path) > 1 or os.path.isdir(args.path[0]):
             if args.run is not None:
                 raise CliError("--run picks a run of one appended log; the side-by-side view shows the latest of each")
-            if args.threshold:
-                raise CliError("--threshold applies to one run; the side-by-side view shows no alerts")
-            return _watch_several(args)
+            return _watch_several(args, config)
         args.path = args.path[0]
     from weighttui.tui.app import run_app
 
@@ -83,7 +81,7 @@ def _is_checkpoint_dir(path: str) -> bool:
     return is_checkpoint_dir(path)
 
 
-def _watch_several(args) -> int:
+def _watch_several(args, config) -> int:
     """`watch a.sock b.sock` / `watch DIR`: runs side by side (weighttui/tui/multi_app.py)."""
     files, dirs = [], []
     for path in args.path:
@@ -99,7 +97,7 @@ def _watch_several(args) -> int:
     from weighttui.tui.multi_app import run_multi_app
 
     return run_multi_app(files, directory=dirs[0] if dirs else None, mode=args.mode,
-                         max_rows=min(args.max_rows, 1024))
+                         max_rows=min(args.max_rows, 1024), diagnose_config=config)
 
 
 def cmd_info(args) -> int:
@@ -256,8 +254,9 @@ command); nothing of weighttui is installed remotely. The log is mirrored into
 ~/.cache/weighttui/remote/ (docs/remote.md).
 
 alerts: each rule has thresholds (--threshold KEY=VALUE, repeatable; disable=RULE,RULE
-turns rules off); `weighttui info PATH --threshold ...` takes the same. The rules and
-their defaults are in docs/alerts.md.
+turns rules off); `weighttui info PATH --threshold ...` takes the same, and so does a view of
+several runs (its alerts column, and the run opened from it). The rules and their defaults
+are in docs/alerts.md.
 """
 
 

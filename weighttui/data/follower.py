@@ -30,9 +30,6 @@ FIRST_CHUNK_BYTES = 256 * 1024
 MAX_QUEUED = 4  # polls waiting for the UI thread before the reader waits too
 FAST_INTERVAL = 0.03  # seconds between polls right after the file grew
 IDLE_INTERVAL = 0.12  # ... and when it has been quiet for a while
-# A viewer fed by a follower writes what it read to the log's index (RunData.save_index) once it
-# has caught up and then at most this often, and when it closes: the next viewer starts from there.
-INDEX_SAVE_S = 10.0
 
 
 @dataclass

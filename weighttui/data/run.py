@@ -526,6 +526,13 @@ class RunData:
             return BASE_COLUMNS[kind]
         return tuple(c for c, f in zip(kc.columns, kc.filled, strict=True) if f)
 
+    def release_views(self) -> None:
+        """Drop the row view's dense matrices built so far; they are built again from the store
+        when asked for. A viewer holding many runs (the multi-run app, after a run's alerts)
+        keeps only what it shows."""
+        self._dense = {}
+        self._fill_maps = {}
+
     def stat_matrix(self, kind: str, stat: str) -> np.ndarray:
         """[rows, tensor columns] of one statistic over the row view (NaN where not covered;
         every statistic of log/schema.COLUMNS can be asked for, NaN where the log has none)."""

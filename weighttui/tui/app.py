@@ -52,14 +52,15 @@ SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200)  # snapshots per second when playing
 SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: the current directory)
 
 
-# A viewer that has caught up with a log writes the log's index at most this often (data/store).
+# A viewer that has caught up with a log writes the log's index at most this often (data/store;
+# the multi-run app keeps each run's index by the same rule).
 INDEX_SAVE_S = 10.0
 BOOT_FALLBACK_S = 1.0  # `_boot` runs at the first frame, or after this long without one
 # Actions that work before the first screen is replaced by the overview (see `_boot`).
 BOOT_ACTIONS = frozenset({"quit", "save_svg"})
-# `watch` on a log with at least this much not covered by an index shows its latest snapshots first
-# (data/latest.py) while the whole log is indexed; a smaller one is read from its start in a moment.
-PREVIEW_MIN_BYTES = 32 * 1024 * 1024
+# `watch` on a log with at least data/latest.PREVIEW_MIN_BYTES not covered by an index shows its
+# latest snapshots first while the whole log is indexed (None: that rule; tests lower it here).
+PREVIEW_MIN_BYTES: int | None = None
 
 
 class StartScreen(Screen[None]):
@@ -256,24 +257,13 @@ class WeightApp(App[int]):
         """
         if self.mode != "watch" or self._run is not None:
             return
-        try:
-            size = os.stat(self.path).st_size
-        except OSError:
-            return
-        if size - covered <= 0 or size - covered < PREVIEW_MIN_BYTES:
-            return
-        from weighttui.data.latest import latest_frames
-        from weighttui.data.run import RunData
-        from weighttui.log.tail import Poll
+        from weighttui.data.latest import preview
 
-        frames = latest_frames(self.path)
-        if not frames:
-            return  # damage, no snapshot yet, or a slow walk: read from the start as before
-        preview = RunData(self.path, max_rows=self._max_rows, cache=False)
-        preview.ingest(Poll(frames=frames, size=size))
-        if not preview.n:
-            return
-        self._building, self.data = self.data, preview
+        shown = preview(self.path, covered, max_rows=self._max_rows, min_bytes=PREVIEW_MIN_BYTES)
+        if shown is None:
+            return  # small, damaged, no snapshot yet, or a slow walk: read from the start as before
+        self._building, self.data = self.data, shown
+        size = max(shown.file_size, 1)
         self.loading = covered / size if covered > HEADER_SIZE else 0.0  # an index may cover the start
 
     def on_unmount(self) -> None:

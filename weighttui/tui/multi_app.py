@@ -19,12 +19,14 @@ follower thread, the widgets and the chart with it.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import App, SuspendNotSupported
@@ -40,17 +42,21 @@ from weighttui.analysis.multirun import (
     run_names,
     summarize,
 )
-from weighttui.data.follower import INDEX_SAVE_S, Delivery, Failure, Follower
+from weighttui.data.follower import Delivery, Failure, Follower
 from weighttui.data.latest import preview
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.data.run import RunData
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
+from weighttui.tui.app import INDEX_SAVE_S  # the single-run viewer's rule for keeping the index
 from weighttui.tui.pump import FollowerWake, Pump
 from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.screens.runs_compare import CompareScreen
 from weighttui.tui.screens.runs_help import RunsHelpScreen
 from weighttui.tui.screens.runs_list import RunListScreen
+
+if TYPE_CHECKING:
+    from weighttui.analysis.diagnose import Alert, DiagnoseConfig
 
 MAX_REFRESH_HZ = 5
 # Runs reading their history at once; the others wait their turn (showing their index or their
@@ -58,6 +64,9 @@ MAX_REFRESH_HZ = 5
 # being sealed, so this, not the number of runs, bounds the memory a sweep takes while loading.
 LOAD_AT_ONCE = 2
 PREPARE_BUDGET_S = 0.03  # UI-thread time per batch of runs prepared (index loaded or preview read)
+ALERTS_EVERY_S = 5.0  # a growing run's alerts are computed again at most this often
+ALERTS_TICK_S = 0.5  # how often runs whose alerts are due are looked for ...
+ALERTS_BUDGET_S = 0.1  # ... and the UI-thread time spent on them each time (at least one run)
 SCAN_INTERVAL_S = 1.0
 DEFAULT_METRIC = Metric("weights norm", "weights", "norm")
 
@@ -111,6 +120,9 @@ class RunSlot:
         self.waiting: str | None = None
         self.loading = False
         self.error: str | None = None
+        self.alerts: list[Alert] | None = None  # diagnose's, once the whole run is read; None: not yet
+        self._alerts_key: tuple | None = None  # version() they were computed for
+        self._alerts_at = 0.0
         self._start = None  # where the index ends (a ScanState), where the follower starts
         self._saved_at = 0.0
         self._clock = clock
@@ -156,6 +168,20 @@ class RunSlot:
                 self._saved_at = now
                 self.data.save_index()
 
+    def alerts_due(self, now: float) -> bool:
+        """Read to the end, changed since its alerts were computed, and not computed just now."""
+        return (self.caught_up and self.building is None and self.error is None
+                and self._alerts_key != self.version()
+                and (self.alerts is None or now - self._alerts_at >= ALERTS_EVERY_S))
+
+    def update_alerts(self, diagnose: Callable[[RunData], list[Alert]], now: float) -> None:
+        self._alerts_key = self.version()
+        self._alerts_at = now
+        self.alerts = diagnose(self.data)
+        # the rules read a dozen statistics over the row view: rebuilt when next asked for, not
+        # kept for every run of a sweep (the run list needs three)
+        self.data.release_views()
+
     def save_index(self) -> None:
         data = self.building if self.building is not None else self.data
         data.save_index()
@@ -176,11 +202,12 @@ class RunSlot:
         """The run list's row, rebuilt only when the log or the status moved on
         (copying a long loss history five times a second for every run adds up)."""
         status = self.status()
-        key = (self.name, status, self.error, self.version())
+        key = (self.name, status, self.error, self.version(), self._alerts_key, self._alerts_at)
         if key != self._row_key or self._row is None:
             self._row_key = key
             self._row = summarize(self.name, self.data, status, error=self.error,
-                                  partial=self.building is not None or not self.prepared)
+                                  partial=self.building is not None or not self.prepared,
+                                  alerts=self.alerts)
         return self._row
 
     def version(self) -> tuple:
@@ -202,11 +229,11 @@ class MultiRunApp(App[int]):
 
     def __init__(self, paths=(), *, directory=None, mode: str = "watch", title: str | None = None,
                  max_rows: int | None = 1024, clock: Callable[[], float] | None = None,
-                 scan_interval: float = SCAN_INTERVAL_S, follower_options: dict | None = None):
+                 scan_interval: float = SCAN_INTERVAL_S, follower_options: dict | None = None,
+                 alerts: bool = True, diagnose_config: DiagnoseConfig | None = None):
         if mode not in ("watch", "replay"):
             raise ValueError(f"mode must be 'watch' or 'replay', not {mode!r}")
         super().__init__()
-        share_malloc_arena()  # before the followers' threads start
         self.mode = mode
         self.directory = None if directory is None else os.fspath(directory)
         self.title_text = inert(title or "weighttui · runs")
@@ -229,6 +256,10 @@ class MultiRunApp(App[int]):
                                         redraw=self._draw, hz=MAX_REFRESH_HZ)
         self._initial = [os.fspath(p) for p in paths]
         self._prepare_queued = False
+        # alerts per run (the run list's column), under `watch --threshold` when given
+        self.alerts_enabled = alerts
+        self.diagnose_config = diagnose_config
+        self._alert_next = 0  # where the next look for due alerts starts (round robin)
 
     # ---------------------------------------------------------- lifecycle
 
@@ -239,6 +270,8 @@ class MultiRunApp(App[int]):
             self._scan(initial=True)
             self.set_interval(self.scan_interval, self._scan)
         self.set_interval(1.0, self._tick)
+        if self.alerts_enabled:
+            self.set_interval(ALERTS_TICK_S, self._update_alerts)
         self.pump.refresh_now()
 
     def on_unmount(self) -> None:
@@ -357,6 +390,39 @@ class MultiRunApp(App[int]):
         if isinstance(screen, RefreshableScreen):
             screen.refresh_view(status_only=True)
 
+    def _update_alerts(self) -> None:
+        """Alerts of the runs that changed (read to the end, at most every ALERTS_EVERY_S), a
+        few at a time so that keys and drawing go on between them."""
+        if not self.alerts_enabled or self.return_code is not None or not self.slots:
+            return
+        if any(not s.prepared for s in self.slots):
+            return  # every run on the list first
+        reading = any(s.reading for s in self.slots)  # then one run's alerts a tick while runs are read
+        from weighttui.analysis.diagnose import diagnose
+
+        t0 = time.perf_counter()
+        now = time.monotonic()
+        changed = False
+        n = len(self.slots)
+        for k in range(n):
+            if changed and (reading or time.perf_counter() - t0 > ALERTS_BUDGET_S):
+                break
+            i = (self._alert_next + k) % n
+            slot = self.slots[i]
+            if not slot.alerts_due(now):
+                continue
+            try:
+                slot.update_alerts(lambda d: diagnose(d, self.diagnose_config), now)
+            except Exception as exc:  # a bug in one rule must not end the viewer: the runs stay on screen
+                self.alerts_enabled = False
+                self.notify(inert(f"alerts disabled: {type(exc).__name__}: {exc}"), severity="error",
+                            markup=False)
+                return
+            changed = True
+            self._alert_next = (i + 1) % n
+        if changed:
+            self.pump.request_refresh()
+
     # ------------------------------------------------------- shared state
 
     def run_rows(self) -> list[RunRow]:
@@ -427,7 +493,22 @@ class MultiRunApp(App[int]):
             self.push_screen(RunsHelpScreen())
 
     def viewer_command(self, path: str) -> list[str]:
-        return [sys.executable, "-m", "weighttui.cli", self.mode, path]
+        """The single-run viewer of one run, with the same alert thresholds as this view."""
+        return [sys.executable, "-m", "weighttui.cli", self.mode, path, *self.threshold_options()]
+
+    def threshold_options(self) -> list[str]:
+        """`--threshold KEY=VALUE` options that give the single-run viewer this view's thresholds."""
+        if self.diagnose_config is None:
+            return []
+        from weighttui.analysis.diagnose import DiagnoseConfig
+
+        out: list[str] = []
+        default = DiagnoseConfig()
+        for f in dataclasses.fields(self.diagnose_config):
+            value = getattr(self.diagnose_config, f.name)
+            if value != getattr(default, f.name):
+                out += ["--threshold", f"{f.name}={value}"]
+        return out
 
     def open_run(self, path: str) -> None:
         """Hand the terminal to the single-run viewer for this log; back here when it quits.
@@ -449,9 +530,12 @@ class MultiRunApp(App[int]):
 
 
 def run_multi_app(paths: list[str], *, directory: str | None = None, mode: str = "watch",
-                  title: str | None = None, max_rows: int = 1024) -> int:
+                  title: str | None = None, max_rows: int = 1024,
+                  diagnose_config: DiagnoseConfig | None = None) -> int:
     """Run the multi-run app in this terminal; its exit status."""
-    app = MultiRunApp(paths, directory=directory, mode=mode, title=title, max_rows=max_rows)
+    share_malloc_arena()  # this process is the viewer's: before the followers' threads start
+    app = MultiRunApp(paths, directory=directory, mode=mode, title=title, max_rows=max_rows,
+                      diagnose_config=diagnose_config)
     try:
         app.run()
     finally:

@@ -95,6 +95,8 @@ class RunsHost(Protocol):
 
     def open_run(self, path: str) -> None: ...
 
+    def threshold_options(self) -> list[str]: ...
+
 
 class SeekStep(Message):
     """Move the timeline to the last snapshot at or before `step` (a click on the timeline or a heatmap)."""

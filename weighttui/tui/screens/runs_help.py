@@ -22,7 +22,12 @@ SECTIONS = (
     )),
     ("Columns", (
         ("status", "live, finished, failed, interrupted, stalled (no growth for 30 s, or 10 s with "
-                   "the writer gone), waiting (file or header not there yet), error (unreadable)"),
+                   "the writer gone), waiting (file or header not there yet), error (unreadable), "
+                   "queued (not read yet: a few runs are read at a time), diverged (NaN/Inf now)"),
+        ("alerts", "ok, or the first alert's rule and how many more (--threshold KEY=VALUE sets the "
+                   "rules' thresholds, as for one run); the highlighted run's alerts are listed under the "
+                   "table; … until the run has been read"),
+        ("snaps", "… while only a big log's latest snapshots are read (its history follows)"),
         ("at step N", "each run's value at the last step every run reached: like with like"),
     )),
 )

@@ -22,10 +22,22 @@ from weighttui.tui.widgets.header import STATUS_STYLE
 from weighttui.tui.widgets.sparkline import spark
 
 SPARK_WIDTH = 16
-COLUMNS = (("run", "run"), ("status", "status"), ("framework", "fw"), ("snapshots", "snaps"),
+COLUMNS = (("run", "run"), ("status", "status"), ("alerts", "alerts"), ("framework", "fw"), ("snapshots", "snaps"),
            ("last_step", "last step"), ("loss", "loss"), ("trend", "trend"), ("meta", "meta"),
            ("corrupt", "corrupt"))
 EXTRA_STYLE = {"error": "bold red", "diverged": "bold red"}
+ALERT_STYLE = {"error": "bold red", "warning": "yellow"}
+ALERTS_SHOWN = 3  # the highlighted run's first alerts, under the list
+
+
+def alerts_cell(row: RunRow) -> Text:
+    """`ok`, or the first alert's rule (errors first) and how many more; `…` until computed."""
+    if row.alerts is None:
+        return Text("…", style="dim")
+    if not row.alerts:
+        return Text("ok", style="dim green")
+    more = f" +{row.alerts - 1}" if row.alerts > 1 else ""
+    return Text(row.alert_rule + more, style=ALERT_STYLE.get(row.alert_severity, "yellow"))
 
 
 def row_cells(row: RunRow) -> dict[str, Text]:
@@ -34,6 +46,7 @@ def row_cells(row: RunRow) -> dict[str, Text]:
     return {
         "run": Text(inert(row.name), style="bold"),
         "status": Text(row.status, style=status_style),
+        "alerts": alerts_cell(row),
         "framework": Text(inert(row.framework or "–")),
         "snapshots": Text("…" if row.partial else str(row.snapshots), justify="right"),
         "last_step": Text("–" if row.last_step is None else str(row.last_step), justify="right"),
@@ -55,7 +68,7 @@ class RunListScreen(RunsScreen):
     DEFAULT_CSS = """
     RunListScreen #runs-title { height: 1; background: $panel; padding: 0 1; }
     RunListScreen RunTable { height: 1fr; }
-    RunListScreen #runs-note { height: auto; max-height: 6; padding: 0 1; color: $text-muted; }
+    RunListScreen #runs-note { height: auto; max-height: 8; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [Binding("enter", "open", "open run")]
 
@@ -147,7 +160,16 @@ class RunListScreen(RunsScreen):
             note.append(f"ignored {n} {what}: {shown}" + (f" and {more} more" if more > 0 else "") + "\n",
                         style="dim")
         path = self.current_path()
+        current = next((s for s in app.slots if s.path == path), None)
+        if current is not None and current.alerts:
+            for a in current.alerts[:ALERTS_SHOWN]:
+                where = f"{inert(a.tensor)}: " if a.tensor else ""
+                note.append(f"{inert(current.name)}: {a.rule} ", style=ALERT_STYLE.get(a.severity, "yellow"))
+                note.append(f"{where}{inert(a.message)} (from step {a.step})\n")
+            if len(current.alerts) > ALERTS_SHOWN:
+                more_alerts = len(current.alerts) - ALERTS_SHOWN
+                note.append(f"and {more_alerts} more: open the run for all of them\n", style="dim")
         if path is not None:
             note.append("enter opens it here; or in another terminal: ", style="dim")
-            note.append(inert(shlex.join(["weighttui", app.mode, path])), style="bold")
+            note.append(inert(shlex.join(["weighttui", app.mode, path, *app.threshold_options()])), style="bold")
         self.query_one("#runs-note", Static).update(note)
