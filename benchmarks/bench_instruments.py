@@ -7,8 +7,12 @@
 2. Training slowdown of bench_torch's MLP (AdamW) with a snapshot every 10
    steps: no recording, weighttui without instruments, with all of them.
 
-    python benchmarks/bench_instruments.py            # full run (a few minutes on 2 cores)
-    python benchmarks/bench_instruments.py --quick    # small sizes, to check it runs
+Both are timed as CPU time of the process (time.process_time: what a snapshot costs,
+steadier than wall time on a shared machine; it includes the recorder's writer thread)
+and as wall time.
+
+    python benchmarks/bench_instruments.py --threads 1   # full run (about 3 minutes on 2 cores)
+    python benchmarks/bench_instruments.py --quick       # small sizes, to check it runs
 """
 
 from __future__ import annotations
@@ -28,22 +32,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_torch import ParamSet, machine, resnet50_shapes, time_training
 
 import weighttui.torch as wt
+from weighttui.record import instruments as inst
 
+OFF = {name: False for name in inst.ALL}
 CONFIGS = {
     "no instruments, no gradients (today's default snapshot)": dict(grads=False, instruments=False),
     "no instruments (gradients)": dict(grads=True, instruments=False),
     "+ sigma (sigma_max, stable_rank, sigma_ratio)": dict(grads=True, instruments=["sigma"]),
-    "+ sigma, block=1 (power iteration: 2 matrix-vector products per matrix)":
-        dict(grads=True, instruments={"sigma": True, "dist_init": False, "cos": False, "optim": False,
-                                      "nan_origin": False, "units": False, "block": 1}),
+    "+ sigma, 8 vectors for every matrix (block_max=inf: torch ops)":
+        dict(grads=True, instruments={**OFF, "sigma": True, "block_max": 1 << 62}),
+    "+ sigma, one vector for every matrix (block=1: in the kernel's passes)":
+        dict(grads=True, instruments={**OFF, "sigma": True, "block": 1}),
     "+ dist_init": dict(grads=True, instruments=["dist_init"]),
     "+ cos (cos_prev, cos_grad)": dict(grads=True, instruments=["cos"]),
     "+ optim (AdamW state)": dict(grads=True, instruments=["optim"]),
     "+ nan_origin (healthy run)": dict(grads=True, instruments=["nan_origin"]),
     "+ units (per-unit norms of weights and gradients)": dict(grads=True, instruments=["units"]),
     'the default set (instruments="default": optim, nan_origin, units)': dict(grads=True, instruments="default"),
+    "all of 1-5 (sigma, dist_init, cos, units, optim; nan_origin)": dict(grads=True,
+                                                                     instruments={"alpha": False}),
     "all instruments": dict(grads=True, instruments=True),
-    "all instruments, block=1": dict(grads=True, instruments={"block": 1}),
+    "all instruments, 8 vectors for every matrix (block_max=inf)": dict(grads=True,
+                                                                        instruments={"block_max": 1 << 62}),
 }
 
 
@@ -58,6 +68,7 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
     noise = [torch.randn_like(p) * 1e-4 for p in params]
     read_times = []
     times = {k: [] for k in CONFIGS}
+    cpu = {k: [] for k in CONFIGS}
     for r in range(rounds):
         t0 = time.perf_counter()
         for _ in range(repeat):
@@ -84,26 +95,35 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
             snap()
             for _ in range(repeat):
                 update()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 snap()
                 times[name].append(time.perf_counter() - t0)
+                handle.recorder.drain()  # the writer thread's encoding of this snapshot: in the CPU time
+                cpu[name].append(time.process_time() - c0)
             handle.close()
     return sum(p.numel() for p in params), len(params), statistics.median(read_times), \
-        {k: statistics.median(v) for k, v in times.items()}
+        {k: statistics.median(v) for k, v in times.items()}, {k: statistics.median(v) for k, v in cpu.items()}
+
+
+TRAINING = {"no recording": None,
+            "every 10 steps, no instruments": {"every": 10, "instruments": False},
+            "every 10 steps, the default instruments": {"every": 10, "instruments": "default"},
+            "every 10 steps, all of 1-5 (no alpha)": {"every": 10, "instruments": {"alpha": False}},
+            "every 10 steps, all instruments": {"every": 10, "instruments": True}}
 
 
 def bench_training(rounds, steps, width, depth, batch, tmp):
-    configs = {"no recording": None,
-               "every 10 steps, no instruments": {"every": 10, "instruments": False},
-               "every 10 steps, the default instruments": {"every": 10, "instruments": "default"},
-               "every 10 steps, all instruments": {"every": 10, "instruments": True}}
-    return time_training(configs, rounds, steps, width, depth, batch, tmp)
+    """(CPU, wall) medians per step of each TRAINING configuration."""
+    cpu = time_training(TRAINING, rounds, steps, width, depth, batch, tmp, clock=time.process_time)
+    wall = time_training(TRAINING, rounds, steps, width, depth, batch, tmp)
+    return cpu, wall
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-training", action="store_true", help="only the snapshot table")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,23 +135,29 @@ def main(argv=None):
     print(f"machine: {machine()}\n")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        n, t, read, times = bench_snapshot(shapes, rounds, repeat, tmp)
-        base = times["no instruments, no gradients (today's default snapshot)"]
-        base_g = times["no instruments (gradients)"]
+        n, t, read, times, cpu = bench_snapshot(shapes, rounds, repeat, tmp)
+        base = "no instruments, no gradients (today's default snapshot)"
+        base_g = "no instruments (gradients)"
         print(f"### One snapshot, {t} tensors, {n / 1e6:.1f}M float32 values; read pass {read * 1e3:.1f} ms\n")
-        print("| configuration | ms | x today's default | x no instruments (gradients) | instrument alone: ms |")
+        print("| configuration | CPU ms | x no instruments (gradients) | instrument alone: CPU ms | wall ms |")
         print("|---|---:|---:|---:|---:|")
-        for name, s in times.items():
-            alone = "" if "no instruments" in name else f"{(s - base_g) * 1e3:+.1f}"
-            print(f"| {name} | {s * 1e3:.1f} | {s / base:.2f} | {s / base_g:.2f} | {alone} |")
-        med = bench_training(rounds, steps, width, 4, 256, tmp)
-        plain = med["no recording"]
-        print("\n### Training: MLP 256-1024x4-10, AdamW, batch 256, median of interleaved rounds\n")
-        print("| configuration | ms per step | slowdown |")
-        print("|---|---:|---:|")
-        for name, s in med.items():
-            slow = "" if name == "no recording" else f"{(s / plain - 1) * 100:+.1f}%"
-            print(f"| {name} | {s * 1e3:.2f} | {slow} |")
+        for name in CONFIGS:
+            alone = "" if "no instruments" in name else f"{(cpu[name] - cpu[base_g]) * 1e3:+.1f}"
+            print(f"| {name} | {cpu[name] * 1e3:.1f} | {cpu[name] / cpu[base_g]:.2f} | {alone} "
+                  f"| {times[name] * 1e3:.1f} |")
+        del base
+        if args.no_training:
+            return
+        med_cpu, med_wall = bench_training(rounds, steps, width, 4, 256, tmp)
+        print(f"\n### Training: MLP 256-{width}x4-10, AdamW, batch 256, median of interleaved rounds\n")
+        print("| configuration | CPU ms per step | slowdown (CPU) | wall ms per step | slowdown (wall) |")
+        print("|---|---:|---:|---:|---:|")
+        for name in TRAINING:
+            c, w = med_cpu[name], med_wall[name]
+            plain_c, plain_w = med_cpu["no recording"], med_wall["no recording"]
+            slow_c = "" if name == "no recording" else f"{(c / plain_c - 1) * 100:+.1f}%"
+            slow_w = "" if name == "no recording" else f"{(w / plain_w - 1) * 100:+.1f}%"
+            print(f"| {name} | {c * 1e3:.2f} | {slow_c} | {w * 1e3:.2f} | {slow_w} |")
 
 
 if __name__ == "__main__":

@@ -230,9 +230,11 @@ def make_mlp(width, depth):
     return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10))
 
 
-def time_training(configs, rounds, steps, width, depth, batch, tmp):
+def time_training(configs, rounds, steps, width, depth, batch, tmp, clock=time.perf_counter):
     """Median seconds per training step of the MLP for each configuration: name -> the
-    options of wt.watch (None: no recording), run interleaved, round after round."""
+    options of wt.watch (None: no recording), run interleaved, round after round.
+    clock: time.perf_counter (wall) or time.process_time (the process's CPU time, steadier
+    on a busy machine; it counts the recorder's writer thread too)."""
     torch.manual_seed(0)
     x = torch.randn(batch, 256)
     y = torch.randint(0, 10, (batch,))
@@ -247,12 +249,12 @@ def time_training(configs, rounds, steps, width, depth, batch, tmp):
                 handle = wt.watch(model, tmp / f"train{r}_{c}.wtui", optimizer=opt, initial=False, **options)
             for i in range(steps + 3):
                 if i == 3:  # after warm-up (allocator, first-snapshot copies)
-                    t0 = time.perf_counter()
+                    t0 = clock()
                 loss = torch.nn.functional.cross_entropy(model(x), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            results[name].append((time.perf_counter() - t0) / steps)
+            results[name].append((clock() - t0) / steps)
             if handle is not None:
                 handle.close()
     return {k: statistics.median(v) for k, v in results.items()}

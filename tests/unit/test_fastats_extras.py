@@ -252,3 +252,17 @@ def test_vd_needs_a_prev_and_extras_their_length():
         kernel._fastats.snapshot([x.reshape(-1)], [None], bytes([0]), BINS, out, out.copy(), True, 1, [])
     with pytest.raises(TypeError):
         kernel._fastats.snapshot([x.reshape(-1)], [None], bytes([0]), BINS, out, out.copy(), True, 1, [(1, 2)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_gathered_values_for_any_order_of_coordinates(dtype):
+    """Sorted coordinates are gathered while each chunk is in the cache, any others after the passes:
+    sorted, repeated, unsorted after a sorted prefix, across chunk and block boundaries."""
+    x = values((50_000,), dtype, 11)
+    g = rng(12)
+    for idx in (np.sort(g.choice(x.size, 500, replace=False)), np.array([0, 0, 16383, 16384, 49_999, 49_999]),
+                np.r_[np.arange(10, 40_000, 997), [3, 45_000, 1, 16384]], g.integers(0, x.size, 300)):
+        ex = kernel.Extras(idx=idx.astype(np.int64))
+        run([x], [None], [ex])
+        assert ex.w_done
+        np.testing.assert_array_equal(ex.gathered, f64(x)[idx])

@@ -357,3 +357,22 @@ def test_default_set_is_the_cheap_instruments(tmp_path):
     assert "sigma_max" in all_run.columns("weights") and "cos_prev" in all_run.columns("delta")
     assert "sigma_max" not in default_run.columns("weights")
     assert "cos_prev" not in default_run.columns("delta")
+
+
+def test_vectors_by_matrix_size_and_block_max_option():
+    """block vectors up to block_max elements, one above (the kernel's passes compute its products);
+    never more than the smaller side; block_max is an instruments setting (0: one vector everywhere)."""
+    assert inst.vectors(96, 288) == 8 and inst.vectors(6, 40) == 6 and inst.vectors(256, 256) == 8
+    assert inst.vectors(256, 257) == 1 and inst.vectors(2048, 512) == 1
+    assert inst.vectors(96, 288, block=8, block_max=0) == 1 and inst.vectors(2048, 512, 4, 1 << 30) == 4
+    chosen, settings = inst.parse_options({"block_max": 0, "cos": False})
+    assert settings["block_max"] == 0 and "cos" not in chosen
+    with pytest.raises(ValueError, match="block_max"):
+        inst.parse_options({"block_max": -1})
+    # one vector on a small matrix: still a Ritz value (from below), warmed up at the first snapshot
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((40, 24)) * np.linspace(2.0, 0.1, 24)
+    spec = inst.Spectral("w", block=8, block_max=0)
+    est = spec.update(w)
+    assert spec.v.shape == (24, 1)
+    assert est <= inst.sigma_max_ref(w) * (1 + 1e-12) and est == pytest.approx(inst.sigma_max_ref(w), rel=1e-3)

@@ -82,11 +82,11 @@ class _Pending:
 
 class TorchInstruments:
     def __init__(self, chosen, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
-                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30,
+                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30, block_max: int = ref.BLOCK_MAX,
                  alpha_every: int = ref.ALPHA_EVERY, alpha_max: int = ref.ALPHA_MAX_ELEMENTS):
         self.chosen = frozenset(chosen)
         self.cos_sample = int(cos_sample)
-        self.block, self.warmup = int(block), int(warmup)
+        self.block, self.warmup, self.block_max = int(block), int(warmup), int(block_max)
         self.budget_bytes = int(budget_bytes)
         self._v: dict[str, torch.Tensor] = {}
         self._vd: dict[str, torch.Tensor] = {}
@@ -103,13 +103,14 @@ class TorchInstruments:
         self.alpha_col = np.zeros((0, 1))
         self._scratch: dict[tuple, torch.Tensor] = {}
         self._hidx: dict[tuple[str, int], np.ndarray] = {}  # host coordinates of the kernel's gather
+        self._flats: dict[int, tuple] = {}  # id(tensor) -> (tensor, data_ptr, its kernel view): see _flat
         self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
 
     def clear(self) -> None:
-        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx):
+        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx, self._flats):
             d.clear()
 
     # ------------------------------------------------------------ helpers
@@ -132,7 +133,7 @@ class TorchInstruments:
 
     def _spectral(self, store: dict, name: str, w2: torch.Tensor):
         m, n = w2.shape
-        p = max(1, min(self.block, m, n))
+        p = ref.vectors(m, n, self.block, self.block_max)
         v = store.get(name)
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
@@ -164,6 +165,17 @@ class TorchInstruments:
         if v is None or tuple(v.shape) != (n, 1) or v.device != w2.device:
             v = self._warm(name, w2, 1)
         return v.reshape(-1).to(torch.float64).contiguous().numpy()
+
+    def _flat(self, t: torch.Tensor) -> np.ndarray:
+        """torch_native.flat(t), kept for tensors that stay (initial copies, optimizer state: updated in place)."""
+        got = self._flats.get(id(t))
+        if got is not None and got[0] is t and got[1] == t.data_ptr():
+            return got[2]
+        view = torch_native.flat(t)
+        if len(self._flats) > 4 * (len(self._init) + len(self._v)) + 1024:
+            self._flats.clear()
+        self._flats[id(t)] = (t, t.data_ptr(), view)
+        return view
 
     def _host_idx(self, name: str, size: int) -> np.ndarray:
         """The cosines' coordinates of a tensor as the kernel gathers them (every element when small)."""
@@ -272,7 +284,7 @@ class TorchInstruments:
         """What the kernel computes for x in its passes; the rest with torch ops now."""
         ex = kernel.Extras()
         if "sigma" in self.chosen and mn is not None:
-            p = max(1, min(self.block, *mn))
+            p = ref.vectors(mn[0], mn[1], self.block, self.block_max)
             w2 = x.reshape(mn)
             if p == 1:  # one vector: the kernel's two passes are the iteration's two products
                 ex.rows, ex.v = mn[0], self._fused_vector(self._v, name, w2)
@@ -292,7 +304,7 @@ class TorchInstruments:
         if "dist_init" in self.chosen and i not in pend.fresh_init:
             x0 = self._init.get(name)
             if x0 is not None and x0.dtype == x.dtype and x0.shape == x.shape and x0.is_contiguous():
-                ex.x0 = torch_native.flat(x0)
+                ex.x0 = self._flat(x0)
         if "cos" in self.chosen:
             ex.idx = self._host_idx(name, x.numel())
             self._grad_sample(pend, i, name)
@@ -397,7 +409,7 @@ class TorchInstruments:
             if ex is not None and all(t is None or (torch_native.takes(t) and t.dtype == x.dtype
                                                     and t.numel() == x.numel()) for t in (m, v)):
                 # read in the kernel's first pass, beside the tensor's own values
-                ex.states = tuple(None if t is None else torch_native.flat(t) for t in (m, v))
+                ex.states = tuple(None if t is None else self._flat(t) for t in (m, v))
                 pend.optim_fused[i] = (m is not None, v is not None, *rest)
                 continue
             pend.optim[i] = (_queue(want, m), _queue(want, v), *rest)

@@ -31,11 +31,15 @@ def available() -> bool:
     return kernel.available()
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_F64 = kernel.code_of(np.float64) is not None  # a stale build reads no float64
+
+
 def takes(t: torch.Tensor) -> bool:
     """Whether the kernel can read t in place (a plain, contiguous CPU tensor of a float dtype it knows)."""
-    return (t.device.type == "cpu" and t.dtype in _CODES and t.layout == torch.strided
-            and (t.dtype != torch.float64 or kernel.code_of(np.float64) is not None)
-            and t.numel() > 0 and t.is_contiguous() and type(t) in (torch.Tensor, torch.nn.Parameter))
+    # cheapest tests first: this runs for every tensor, gradient and optimizer state of every snapshot
+    return (type(t) in _PLAIN and t.dtype in _CODES and t.device.type == "cpu" and t.layout == torch.strided
+            and (_F64 or t.dtype != torch.float64) and t.is_contiguous() and t.numel() > 0)
 
 
 def takes_pair(x: torch.Tensor, prev: torch.Tensor) -> bool:

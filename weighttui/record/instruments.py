@@ -28,6 +28,10 @@ from weighttui.record.stats import Block
 DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
 # vectors of the warm-started block iteration per snapshot (block=1: plain power iteration)
 DEFAULT_BLOCK = 8
+# ... for matrices up to this many elements; larger ones iterate one vector (plain power iteration),
+# whose two matrix-vector products the fused CPU kernel computes in its own two passes over the
+# tensor (docs/instruments.md: 8 vectors cost 8x the arithmetic, which dominates on big matrices)
+BLOCK_MAX = 1 << 16
 WARMUP_BLOCK = 8  # vectors of the block iteration the first time a tensor is seen
 DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vector would converge slowly)
 ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
@@ -90,10 +94,11 @@ def cosine(a, b) -> float:
     """Cosine of two vectors in float64; NaN if either is zero or not finite."""
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     b = np.asarray(b, dtype=np.float64).reshape(-1)
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    # sqrt(a . a) is what np.linalg.norm computes for a float64 vector, with less overhead per call
+    na, nb = math.sqrt(float(np.dot(a, a))), math.sqrt(float(np.dot(b, b)))
     if not (na > 0 and nb > 0 and math.isfinite(na) and math.isfinite(nb)):
         return math.nan
-    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+    return min(1.0, max(-1.0, float(np.dot(a, b)) / (na * nb)))
 
 
 def sample_index(name: str, size: int, k: int) -> np.ndarray | None:
@@ -135,6 +140,12 @@ def ritz_sigma(gram) -> float:
     return float(math.sqrt(max(float(np.linalg.eigvalsh(g)[-1]), 0.0)))
 
 
+def vectors(m: int, n: int, block: int = DEFAULT_BLOCK, block_max: int = BLOCK_MAX) -> int:
+    """How many vectors the spectral iteration of an m x n matrix keeps: `block` up to `block_max`
+    elements, one above (never more than min(m, n))."""
+    return max(1, min(block if m * n <= block_max else 1, m, n))
+
+
 def start_block(name: str, n: int, p: int) -> np.ndarray:
     """The first subspace of a tensor: p Gaussian vectors drawn from its name."""
     rng = np.random.default_rng(zlib.crc32(name.encode()))
@@ -166,10 +177,11 @@ class Spectral:
     `step` (no host sync: device arrays stay on their device with xp) then `commit`
     with the Ritz value of its B B^T; `update` does both on numpy arrays."""
 
-    __slots__ = ("name", "block", "warmup", "v", "xp")
+    __slots__ = ("name", "block", "warmup", "v", "xp", "block_max")
 
-    def __init__(self, name: str, block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, xp=np):
-        self.name, self.block, self.warmup, self.xp = name, block, warmup, xp
+    def __init__(self, name: str, block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, xp=np,
+                 block_max: int = BLOCK_MAX):
+        self.name, self.block, self.warmup, self.xp, self.block_max = name, block, warmup, xp, block_max
         self.v = None
 
     def update(self, w2: np.ndarray) -> float:
@@ -182,7 +194,7 @@ class Spectral:
         """(next V, B B^T) of one iteration on w2 (a warm-up the first time)."""
         xp = self.xp
         m, n = w2.shape
-        p = max(1, min(self.block, m, n))
+        p = vectors(m, n, self.block, self.block_max)
         if self.v is None or tuple(self.v.shape) != (n, p) or self.v.dtype != w2.dtype:
             # warm-up: a block of vectors, then the top p Ritz vectors go on
             v = xp.asarray(start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n))), dtype=w2.dtype)
@@ -306,7 +318,8 @@ def with_columns(block: Block, names, values: np.ndarray) -> Block:
     return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
 
 
-SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "warmup": DEFAULT_WARMUP,
+SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "block_max": BLOCK_MAX,
+            "warmup": DEFAULT_WARMUP,
             "alpha_every": ALPHA_EVERY, "alpha_max": ALPHA_MAX_ELEMENTS}
 
 
@@ -325,7 +338,8 @@ def parse_options(instruments) -> tuple[frozenset, dict]:
         chosen = set(ALL)
         for key, value in instruments.items():
             if key in SETTINGS:
-                if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "cos_sample" else 1):
+                if isinstance(value, bool) or not isinstance(value, int) or \
+                        value < (0 if key in ("cos_sample", "block_max") else 1):
                     raise ValueError(f"instruments {key} must be an int >= 1, got {value!r}")
                 settings[key] = value
             elif key in ALL:
@@ -353,11 +367,12 @@ class Instruments:
 
     def __init__(self, chosen=ALL, *, cos_sample: int = DEFAULT_COS_SAMPLE,
                  block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, alpha_every: int = ALPHA_EVERY,
+                 block_max: int = BLOCK_MAX,
                  alpha_max: int = ALPHA_MAX_ELEMENTS):
         self.chosen = frozenset(chosen)
         self.alpha = AlphaSchedule(alpha_every, alpha_max)
         self.cos_sample = int(cos_sample)
-        self.block, self.warmup = int(block), int(warmup)
+        self.block, self.warmup, self.block_max = int(block), int(warmup), int(block_max)
         self._spec: dict[int, Spectral] = {}
         self._spec_d: dict[int, Spectral] = {}
         self._init: dict[int, tuple[np.ndarray, float]] = {}
@@ -384,7 +399,8 @@ class Instruments:
                 continue
             mn = matrix_shape(arr.shape)
             if "sigma" in self.chosen and mn is not None:
-                spec = self._spec.setdefault(info.id, Spectral(info.name, self.block, self.warmup))
+                spec = self._spec.setdefault(info.id, Spectral(info.name, self.block, self.warmup,
+                                                                         block_max=self.block_max))
                 out[i, 0] = spec.update(_compute(arr).reshape(mn))
             if "dist_init" in self.chosen:
                 init = self._init.get(info.id)
@@ -418,7 +434,8 @@ class Instruments:
             if arr.dtype.kind != "f" or mn is None or prev is None or prev.shape != arr.shape:
                 continue
             d2 = (_compute(arr) - _compute(prev)).reshape(mn)
-            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block, self.warmup))
+            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block,
+                                                                              self.warmup, block_max=self.block_max))
             out[i] = spec.update(d2)
         return out
 

@@ -124,7 +124,7 @@ static void acc_fold(const acc_t *a, totals_t *t) {
  * float64 inputs: T is the element type, the extrema lanes are kept in T. */
 #define DEFINE_PASS_A(NAME, T)                                                            \
     HOT static void NAME(const T *restrict x, const T *restrict p, size_t n, double c,    \
-                         acc_t *restrict a) {                                             \
+                         acc_t *restrict a, const T *w0, const T *m0, const T *m1, double *restrict xl) { \
         double s1[LANES], s2[LANES], as[LANES], z[LANES];                                 \
         T lo[LANES], hi[LANES];                                                           \
         double ds2[LANES], das[LANES], dz[LANES], ps[LANES], dlo[LANES], dhi[LANES];      \
@@ -149,12 +149,40 @@ static void acc_fold(const acc_t *a, totals_t *t) {
             for (; i + LANES <= n; i += LANES)                                            \
                 for (int j = 0; j < LANES; j++)                                           \
                     VALUE_LANE(j, x[i + j]);                                              \
-        } else {                                                                          \
+        } else if (w0 == NULL && m0 == NULL && m1 == NULL) {                                 \
             for (; i + LANES <= n; i += LANES)                                            \
                 for (int j = 0; j < LANES; j++) {                                         \
                     VALUE_LANE(j, x[i + j]);                                              \
                     DELTA_LANE(j, x[i + j], p[i + j]);                                    \
                 }                                                                         \
+        } else { /* and the instruments' streams (w0, m0, m1: xl's lanes; a NULL one reads x and     \
+                  * is dropped): one loop, their reads hidden behind this loop's arithmetic */    \
+            double dd[LANES], q0[LANES], q1[LANES];                                       \
+            memcpy(dd, xl, sizeof dd);                                                    \
+            memcpy(q0, xl + LANES, sizeof q0);                                            \
+            memcpy(q1, xl + 2 * LANES, sizeof q1);                                        \
+            const T *restrict z0 = w0 ? w0 : x, *restrict t0 = m0 ? m0 : x, *restrict t1 = m1 ? m1 : x; \
+            for (; i + LANES <= n; i += LANES)                                            \
+                for (int j = 0; j < LANES; j++) {                                         \
+                    VALUE_LANE(j, x[i + j]);                                              \
+                    DELTA_LANE(j, x[i + j], p[i + j]);                                    \
+                    double e_ = (double)x[i + j] - (double)z0[i + j];                     \
+                    dd[j] += e_ * e_;                                                     \
+                    q0[j] += (double)t0[i + j] * (double)t0[i + j];                       \
+                    q1[j] += (double)t1[i + j] * (double)t1[i + j];                       \
+                }                                                                         \
+            for (size_t k = i, j = 0; k < n; k++, j++) {                                  \
+                double e_ = (double)x[k] - (double)z0[k];                                 \
+                dd[j] += e_ * e_;                                                         \
+                q0[j] += (double)t0[k] * (double)t0[k];                                   \
+                q1[j] += (double)t1[k] * (double)t1[k];                                   \
+            }                                                                             \
+            if (w0)                                                                       \
+                memcpy(xl, dd, sizeof dd);                                                \
+            if (m0)                                                                       \
+                memcpy(xl + LANES, q0, sizeof q0);                                        \
+            if (m1)                                                                       \
+                memcpy(xl + 2 * LANES, q1, sizeof q1);                                    \
         }                                                                                 \
         for (int j = 0; i < n; i++, j++) { /* the tail: lanes in order */                \
             VALUE_LANE(j, x[i]);                                                          \
@@ -516,7 +544,10 @@ typedef struct {
     float *vf, *vdf, *bf, *bdf;
     float *fbuf; /* their one allocation */
     size_t brows; /* rows added into bf, bdf since they were last added into b, bd */
+    size_t gpos;  /* coordinates gathered in pass A (those of a sorted prefix of idx) */
+    size_t sorted_k; /* idx[0:sorted_k] is non-decreasing */
     double dl[XL], sl[2][XL];
+    double al[3 * LANES]; /* the same sums when pass A's loop computes them: x0, states 0 and 1 */
 } xjob_t;
 
 /* sum of squares, dot products with a float64 vector, in XL lanes */
@@ -594,6 +625,9 @@ typedef struct {
             sumsq_lanes_##SUFFIX(s0, NULL, n, e->sl[0]);                                      \
         if (s1)                                                                               \
             sumsq_lanes_##SUFFIX(s1, NULL, n, e->sl[1]);                                      \
+        /* sorted coordinates: gathered from the chunk while it is in the cache */           \
+        for (; e->gpos < e->sorted_k && (size_t)e->idx[e->gpos] < g0 + n; e->gpos++)          \
+            e->g[e->gpos] = (double)x[(size_t)e->idx[e->gpos] - g0];                          \
         const int yd = e->vd && p;                                                            \
         if (!e->rows || !(e->units || e->v || yd))                                            \
             return;                                                                           \
@@ -670,6 +704,8 @@ static double lanes_sum(const double *l) {
 /* Zeroes the accumulators before pass A. */
 static void extra_start(xjob_t *e) {
     memset(e->dl, 0, sizeof e->dl);
+    memset(e->al, 0, sizeof e->al);
+    e->gpos = 0;
     memset(e->sl, 0, sizeof e->sl);
     memset(e->out, 0, sizeof(double) * X_HEAD);
     if (e->un)
@@ -729,24 +765,42 @@ static const void *at_elem(const void *base, size_t at, int dtype) {
     return base ? (const char *)base + at * elem_size(dtype) : NULL;
 }
 
+static void prefetch_chunk(const xjob_t *e, size_t at, size_t m, size_t es) {
+    const char *bufs[3] = {e->x0, e->st[0], e->st[1]};
+    for (int q = 0; q < 3; q++)
+        if (bufs[q])
+            for (size_t off = 0; off < m * es; off += 64)
+                __builtin_prefetch(bufs[q] + at * es + off, 0, 3);
+}
+
 /* Runs pass A over the job's elements, widening 16-bit inputs blockwise; with
  * instruments, chunk by chunk, each chunk's instruments right after its statistics. */
 static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
     xjob_t *e = jb->ex;
+    /* with an update, pass A's own loop reads x0 and the states (their reads hidden behind its arithmetic) */
+    const int in_a = e && jb->p && (e->x0 || e->st[0] || e->st[1]);
     if (jb->dtype == DT_F64 || jb->dtype == DT_F32) {
         size_t chunk = e ? XCHUNK : jb->n;
         for (size_t at = 0; at < jb->n; at += chunk) {
             size_t m = jb->n - at < chunk ? jb->n - at : chunk;
+            if (e) /* the instruments' own buffers on their way while pass A computes */
+                prefetch_chunk(e, at, m, elem_size(jb->dtype));
             if (jb->dtype == DT_F64) {
-                pass_a64(at_elem(jb->x, at, DT_F64), at_elem(jb->p, at, DT_F64), m, c, a);
+                pass_a64(at_elem(jb->x, at, DT_F64), at_elem(jb->p, at, DT_F64), m, c, a,
+                         in_a ? at_elem(e->x0, at, DT_F64) : NULL, in_a ? at_elem(e->st[0], at, DT_F64) : NULL,
+                         in_a ? at_elem(e->st[1], at, DT_F64) : NULL, in_a ? e->al : NULL);
                 if (e)
-                    extra_a64(at_elem(jb->x, at, DT_F64), at_elem(jb->p, at, DT_F64), at_elem(e->x0, at, DT_F64),
-                              at_elem(e->st[0], at, DT_F64), at_elem(e->st[1], at, DT_F64), at, m, e);
+                    extra_a64(at_elem(jb->x, at, DT_F64), at_elem(jb->p, at, DT_F64), in_a ? NULL : at_elem(e->x0, at, DT_F64),
+                              in_a ? NULL : at_elem(e->st[0], at, DT_F64), in_a ? NULL : at_elem(e->st[1], at, DT_F64), at, m,
+                              e);
             } else {
-                pass_a(at_elem(jb->x, at, DT_F32), at_elem(jb->p, at, DT_F32), m, c, a);
+                pass_a(at_elem(jb->x, at, DT_F32), at_elem(jb->p, at, DT_F32), m, c, a,
+                       in_a ? at_elem(e->x0, at, DT_F32) : NULL, in_a ? at_elem(e->st[0], at, DT_F32) : NULL,
+                       in_a ? at_elem(e->st[1], at, DT_F32) : NULL, in_a ? e->al : NULL);
                 if (e)
-                    extra_a(at_elem(jb->x, at, DT_F32), at_elem(jb->p, at, DT_F32), at_elem(e->x0, at, DT_F32),
-                            at_elem(e->st[0], at, DT_F32), at_elem(e->st[1], at, DT_F32), at, m, e);
+                    extra_a(at_elem(jb->x, at, DT_F32), at_elem(jb->p, at, DT_F32), in_a ? NULL : at_elem(e->x0, at, DT_F32),
+                            in_a ? NULL : at_elem(e->st[0], at, DT_F32), in_a ? NULL : at_elem(e->st[1], at, DT_F32), at, m,
+                            e);
             }
         }
         return;
@@ -756,7 +810,7 @@ static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
         widen((const uint16_t *)jb->x + at, s->xs, m, jb->dtype);
         if (jb->p)
             widen((const uint16_t *)jb->p + at, s->ps, m, jb->dtype);
-        pass_a(s->xs, jb->p ? s->ps : NULL, m, c, a);
+        pass_a(s->xs, jb->p ? s->ps : NULL, m, c, a, NULL, NULL, NULL, NULL);
         if (e) {
             float *w[3] = {s->x0s, s->s0s, s->s1s};
             const void *src[3] = {e->x0, e->st[0], e->st[1]};
@@ -778,19 +832,24 @@ static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy, int
         size_t chunk = e ? XCHUNK : jb->n;
         for (size_t at = 0; at < jb->n; at += chunk) {
             size_t m = jb->n - at < chunk ? jb->n - at : chunk;
+            /* the statistics first (their compute hides the reads from memory), then the
+             * products on the chunk in the cache, then the copy (the update needs prev) */
             if (jb->dtype == DT_F64) {
                 const double *x = at_elem(jb->x, at, DT_F64);
                 double *p = jb->p ? (double *)jb->p + at : NULL;
+                pass_b64(x, p, m, hv, hd, copy && !e, &s->tally);
                 if (e)
                     extra_b64(x, p, at, m, e, with_d);
-                pass_b64(x, p, m, hv, hd, copy, &s->tally);
             } else {
                 const float *x = at_elem(jb->x, at, DT_F32);
                 float *p = jb->p ? (float *)jb->p + at : NULL;
+                pass_b(x, p, m, hv, hd, copy && !e, &s->tally);
                 if (e)
                     extra_b(x, p, at, m, e, with_d);
-                pass_b(x, p, m, hv, hd, copy, &s->tally);
             }
+            if (e && copy)
+                memcpy((char *)jb->p + at * elem_size(jb->dtype), at_elem(jb->x, at, jb->dtype),
+                       m * elem_size(jb->dtype));
         }
     } else {
         int need_p = hd || (e && with_d);
@@ -825,15 +884,19 @@ static double first_value(const job_t *jb) { return value_at(jb->x, 0, jb->dtype
  * are in b and bd already). */
 static void extra_finish(job_t *jb, xjob_t *e) {
     flush_b(e);
+    double al[3] = {0, 0, 0}; /* zero unless pass A's loop summed them */
+    for (int q = 0; q < 3; q++)
+        for (int j = 0; j < LANES; j++)
+            al[q] += e->al[q * LANES + j];
     if (e->x0)
-        e->out[X_DIST] = sqrt(lanes_sum(e->dl));
+        e->out[X_DIST] = sqrt(lanes_sum(e->dl) + al[0]);
     for (int q = 0; q < 2; q++)
         if (e->st[q])
-            e->out[X_S0 + q] = sqrt(lanes_sum(e->sl[q]));
+            e->out[X_S0 + q] = sqrt(lanes_sum(e->sl[q]) + al[1 + q]);
     if (e->un)
         for (size_t r = 0; r < e->rows; r++)
             e->un[r] = sqrt(e->un[r]);
-    for (size_t i = 0; i < e->k; i++)
+    for (size_t i = e->gpos; i < e->k; i++) /* unsorted coordinates: the rest from memory */
         e->g[i] = value_at(jb->x, (size_t)e->idx[i], jb->dtype);
 }
 
@@ -1135,12 +1198,16 @@ static int parse_extra(PyObject *item, job_t *jb, xjob_t *e, Py_buffer *views, c
         have[3] = 1;
         e->idx = views[3].buf;
         e->k = (size_t)views[3].len / 8;
-        for (size_t q = 0; q < e->k; q++)
+        e->sorted_k = e->k;
+        for (size_t q = 0; q < e->k; q++) {
+            if (q && e->idx[q] < e->idx[q - 1] && e->sorted_k == e->k)
+                e->sorted_k = q;
             if (e->idx[q] < 0 || (size_t)e->idx[q] >= jb->n) {
                 PyErr_Format(PyExc_IndexError, "extras[%zd] idx: %lld out of range for %zu elements", i,
                              (long long)e->idx[q], jb->n);
                 return -1;
             }
+        }
     }
     o = PyTuple_GET_ITEM(item, 6);
     if (o != Py_None) {
