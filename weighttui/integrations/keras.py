@@ -139,9 +139,12 @@ class WeightCallback(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ variables
 
-    def _tracked(self):
+    def _tracked(self, refresh: bool = True):
         """The variables to record, refreshed when the model's weights change
-        (a subclassed model builds its weights on the first batch)."""
+        (a subclassed model builds its weights on the first batch). refresh=False (a batch's
+        snapshot) looks again only while there are none: `model.weights` walks every layer."""
+        if not refresh and self._variables:
+            return self._variables
         weights = self.model.weights
         if self._variables is None or len(weights) != self._n_weights:
             self._n_weights = len(weights)
@@ -189,7 +192,7 @@ class WeightCallback(keras.callbacks.Callback):
         if not rec.active:
             return
         step = self.step if step is None else int(step)
-        tracked = self._tracked()
+        tracked = self._tracked(refresh=batch is None)  # looked at again at epoch ends, not every batch
         lr_value = self._learning_rate(scalars) if lr and scalars is not None else None
         if not tracked or self._device or self._device is None:
             if lr_value is not None:  # read now (no CPU-path read of the weights to join)
