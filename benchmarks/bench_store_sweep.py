@@ -109,9 +109,11 @@ def _app_child(directory: str, spawned: float, timeout: float, alerts: bool = Tr
 
             await until(pilot, shown, "every row showing its latest step")
             out["rows_filled_s"] = since()
+            out["cpu_at_rows_filled_s"] = round(time.process_time(), 2)  # this process's CPU so far (all threads)
             out["rss_at_rows_filled_mb"] = round(rss_mb())
             await until(pilot, lambda: all(_read(s) for s in app.slots), "every run read")
             out["all_read_s"] = since()
+            out["cpu_at_all_read_s"] = round(time.process_time(), 2)
             out["rss_all_read_mb"] = round(rss_mb())
             if alerts and hasattr(app.slots[0], "alerts"):  # (the app before alerts in the run list had none)
                 await until(pilot, lambda: all(s.alerts is not None for s in app.slots), "every run's alerts")
