@@ -86,10 +86,11 @@ class ArrayInstruments:
 
     def __init__(self, chosen, xp, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
                  warmup: int = ref.DEFAULT_WARMUP, alpha_every: int = ref.ALPHA_EVERY,
-                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS):
+                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS, block_max: int = ref.BLOCK_MAX):
         self.chosen = frozenset(chosen)
         self.xp = xp
         self.cos_sample, self.block, self.warmup = int(cos_sample), int(block), int(warmup)
+        self.block_max = int(block_max)
         self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
         self.units = ref.UnitHealth()
         self._spec: dict[int, ref.Spectral] = {}
@@ -105,7 +106,7 @@ class ArrayInstruments:
         """The device twin of a Recorder's instruments: the same choice and settings."""
         ins = numpy_instruments
         return cls(ins.chosen, xp, cos_sample=ins.cos_sample, block=ins.block, warmup=ins.warmup,
-                   alpha_every=ins.alpha.every, alpha_max=ins.alpha.max_elements)
+                   alpha_every=ins.alpha.every, alpha_max=ins.alpha.max_elements, block_max=ins.block_max)
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
@@ -155,14 +156,15 @@ class ArrayInstruments:
             if "sigma" in ch and mn is not None:
                 spec = self._spec.get(info.id)
                 if spec is None:
-                    spec = self._spec[info.id] = ref.Spectral(info.name, self.block, self.warmup, xp)
+                    spec = self._spec[info.id] = ref.Spectral(info.name, self.block, self.warmup, xp, self.block_max)
                 pend.v_new[i], gram = spec.step(xp.reshape(w, mn))
                 pend.gram[i] = self._add(pend, gram)
                 prev = None if prevs is None else prevs.get(i)
                 if prev is not None and tuple(prev.shape) == tuple(x.shape):
                     sd = self._spec_d.get(info.id)
                     if sd is None:
-                        sd = self._spec_d[info.id] = ref.Spectral(info.name + "/delta", self.block, self.warmup, xp)
+                        sd = self._spec_d[info.id] = ref.Spectral(info.name + "/delta", self.block, self.warmup, xp,
+                                                                     self.block_max)
                     pend.vd_new[i], gram_d = sd.step(xp.reshape(w - self._work(prev), mn))
                     pend.gram_d[i] = self._add(pend, gram_d)
             if "dist_init" in ch:
