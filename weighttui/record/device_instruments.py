@@ -12,8 +12,9 @@ float64 vector, which the caller brings to the host in the snapshot's one
 transfer (beside the statistics); `finish()` turns the host copy into the
 instrument columns, the optim block, the `units` payload and the events.
 Per tensor it keeps: the spectral subspaces (n x block, on the device), the
-initial values (a reference: jax and TF tensors are immutable) and the cosines'
-previous sampled values and update (host float64, cos_sample each).
+initial values (a copy for jax, whose buffers a training step may donate; TF
+reads are copies already) and the cosines' previous sampled values and update
+(host float64, cos_sample each).
 """
 
 from __future__ import annotations
@@ -170,7 +171,9 @@ class ArrayInstruments:
             if "dist_init" in ch:
                 x0 = self._init.get(info.id)
                 if x0 is None or tuple(x0.shape) != tuple(x.shape):
-                    self._init[info.id] = x  # immutable: the reference is the copy
+                    # a copy where the module makes one (jax: a donated buffer is deleted); TF reads are copies
+                    keep = getattr(xp, "array", None)
+                    self._init[info.id] = x if keep is None else keep(x, copy=True)
                     pend.fresh.add(i)
                 else:
                     pend.dist[i] = self._add(pend, xp.sqrt(self._sq(w - self._work(x0))))
@@ -205,7 +208,7 @@ class ArrayInstruments:
         s = self._work(s)
         ok = xp.isfinite(s)
         fin = xp.where(ok, s, xp.zeros_like(s))
-        bad = xp.sum(xp.astype(xp.logical_not(ok), s.dtype))
+        bad = xp.astype(xp.sum(xp.astype(xp.logical_not(ok), xp.int32)), s.dtype)  # counted exactly
         return self._add(pend, xp.stack([xp.sqrt(self._sq(fin)), bad]))
 
     # ---------------------------------------------------------- on the host
