@@ -258,11 +258,15 @@ class Recorder:
                                   scalars=scalars, full=full, optim=optim)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
+            if scalars:  # they go on without the snapshot (submit, which queues them, is the last step)
+                self.scalars(step, epoch=epoch, **scalars)
             return False
 
     def _take(self, step: int, names, arrays, *, epoch, batch=None, grads=None, scalars=None,
               full=False, optim=None) -> bool:
         if not self._step_ok(step):
+            if scalars:  # recorded at every call, a refused snapshot's too
+                self.scalars(step, epoch=epoch, **scalars)
             return False
         infos = self._infos(names, arrays)
         if not infos:
