@@ -47,12 +47,20 @@ def bench_jax(shapes, rounds, tmp):
     grads = {k: v * 0.01 for k, v in params.items()}
     m = {k: v * 0.1 for k, v in grads.items()}
     v2 = {k: v * v for k, v in grads.items()}
+    from weighttui.integrations.jax import _engines
+    from weighttui.integrations.jax_stats import DeviceStats
+    from weighttui.record.device_instruments import ArrayInstruments
+
+    configs = CONFIGS + (("default, eager", "default"), ("all, eager", True))
     recs = {name: wj.recorder(os.path.join(tmp, f"jax-{i}.wtui"), instruments=opt, delta=True)
-            for i, (name, opt) in enumerate(CONFIGS)}
-    times: dict[str, list] = {name: [] for name, _ in CONFIGS}
+            for i, (name, opt) in enumerate(configs)}
+    for name, rec in recs.items():  # the instruments' kernels op by op, as before they were jitted
+        if name.endswith("eager"):
+            _engines[rec] = (DeviceStats(rec.bins), ArrayInstruments.like(rec.instruments, jnp))
+    times: dict[str, list] = {name: [] for name, _ in configs}
     step = 0
     for r in range(rounds + 1):  # round 0: warm-up (jit, the spectral warm-up), not counted
-        for name, _opt in CONFIGS:
+        for name, _opt in configs:
             step += 1
             params = {k: p + 1e-3 * g for k, p, g in zip(params, params.values(), grads.values(), strict=True)}
             jax.block_until_ready(params)
