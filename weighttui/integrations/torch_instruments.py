@@ -257,7 +257,8 @@ class TorchInstruments:
             if "dist_init" in self.chosen:
                 self._take_init(pend, i, e.name, x)
             if fuse and router.takes(x):
-                pend.extras[i] = self._extras(pend, i, e.name, x, prev, mn, router.takes_pair(x, prev))
+                pair = prev is not None and torch_native.takes_pair(x, prev)
+                pend.extras[i] = self._extras(pend, i, e.name, x, prev, mn, pair)
                 continue
             self._sigma_torch(pend, i, e.name, x, prev, mn, weights=True, delta=True)
             self._rest_torch(pend, i, e.name, x, mn)
