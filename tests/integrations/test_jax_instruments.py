@@ -109,3 +109,54 @@ def test_device_path_takes_one_host_transfer_per_snapshot(tmp_path, monkeypatch)
     monkeypatch.setattr(jax, "device_get", lambda x: calls.append(1) or real(x))
     _train(tmp_path / "one.wtui", stats="device", steps=3, full_every=None)
     assert len(calls) == 4  # steps 0..3, every instrument on: statistics, gradients and instruments together
+
+
+def test_bfloat16_leaves_on_the_device_path(tmp_path):
+    # bfloat16 parameters: the instruments computed in float32 from the bfloat16 values the log stores
+    k = jax.random.split(jax.random.PRNGKey(1), 3)
+    params = {"a": (jax.random.normal(k[0], (8, 6)) * 0.3).astype(jnp.bfloat16),
+              "b": (jax.random.normal(k[1], (3, 8)) * 0.3).astype(jnp.bfloat16)}
+    x = jax.random.normal(k[2], (16, 6)).astype(jnp.bfloat16)
+
+    def loss(p):
+        return jnp.mean(jnp.tanh(x @ p["a"].T) @ p["b"].T).astype(jnp.float32)
+
+    path = tmp_path / "bf16.wtui"
+    rec = wj.recorder(path, every=1, full_every=1, instruments=True)
+    grads_at = {}
+    wj.snapshot(rec, 0, params, stats="device")
+    for step in range(1, 8):
+        g = jax.grad(loss)(params)
+        params = jax.tree_util.tree_map(lambda p, gg: (p - 0.5 * gg).astype(jnp.bfloat16), params, g)
+        grads_at[step] = {n: np.asarray(v.astype(jnp.float32), dtype=np.float64)
+                          for n, v in wj.named_leaves(g).items()}
+        assert wj.snapshot(rec, step, params, grads=g, stats="device")
+    rec.close()
+    run = weighttui.open(path)
+    assert run.tensor("a").dtype == "bfloat16"
+    counts = check_log(path, grads_at, warm_after=0)  # 6 and 8 columns: the block holds them all (exact)
+    assert counts["sigma_max"] == 2 * 8 and counts["cos_grad"] == 2 * 6
+
+
+def test_donated_parameter_buffers(tmp_path, capsys):
+    # a jitted step that donates the parameters deletes the buffers the previous snapshot saw:
+    # the initial values are a copy, the exact updates switch to copies (said once)
+    step_fn = jax.jit(lambda p, g: jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, p, g), donate_argnums=(0,))
+    params = {"w": jax.random.normal(jax.random.PRNGKey(2), (12, 10)), "b": jnp.zeros(12)}
+    grads = {"w": jnp.full((12, 10), 0.5), "b": jnp.ones(12)}
+    path = tmp_path / "donated.wtui"
+    rec = wj.recorder(path, every=1, full_every=1, instruments=True)
+    for step in range(6):
+        assert wj.snapshot(rec, step, params, grads=grads, stats="device")
+        params = step_fn(params, grads)
+    rec.close()
+    run = weighttui.open(path)
+    assert run.steps.tolist() == list(range(6))
+    full = {s: run.weights(step=s) for s in run.full_steps}
+    _, dist = run.series("w", "dist_init")
+    for s in range(6):
+        assert dist[s] == pytest.approx(inst.dist_init_ref(full[s]["w"], full[0]["w"]), rel=1e-5, abs=1e-7)
+    _, ratio = run.series("w", "ratio", kind="delta")
+    assert np.isnan(ratio[1]) and np.isfinite(ratio[3:]).all()  # the deltas start again from copies
+    err = capsys.readouterr().err
+    assert err.count("donated") == 1

@@ -137,3 +137,26 @@ def test_one_traced_reader_per_model_across_snapshots_callbacks_and_fits(tmp_pat
         assert np.isfinite(g[-4:]).all()  # gradients at every recorded batch
     # 4 weights + 4 gradient slots + the learning rate, traced once
     assert made == [9]
+
+
+def test_a_failing_gradient_capture_costs_no_weights(tmp_path, monkeypatch, capfd):
+    """The capture is installed before the initial snapshot; if installing it fails, that is said
+    once and every snapshot of the weights (the initial one included) is still taken."""
+    import weighttui.integrations.keras as wk
+
+    def broken(*args):
+        raise RuntimeError("injected capture failure")
+
+    monkeypatch.setattr(wk, "capture_for", broken)
+    keras.utils.set_random_seed(25)
+    x, y = _data(64)
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    path = tmp_path / "nocap.wtui"
+    hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                     callbacks=[WeightCallback(path, every_batches=2, instruments=False)])
+    assert len(hist.history["loss"]) == 2
+    assert capfd.readouterr().err.count("injected capture failure") == 1
+    run = weighttui.open(path)
+    assert run.steps.tolist() == [0, 2, 4, 6, 8]
+    assert np.isnan(run.series("sequential/dense/kernel", "norm", "grad")[1]).all()

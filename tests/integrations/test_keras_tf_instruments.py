@@ -19,7 +19,7 @@ from weighttui.data.units import unit_norms  # noqa: E402
 from weighttui.keras import WeightCallback  # noqa: E402
 
 
-def _fit(tmp_path, epochs=4, nan=False, **kw):
+def _fit(tmp_path, epochs=4, nan=False, optimizer=None, **kw):
     keras.utils.set_random_seed(3)
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((64, 12)).astype("float32"), rng.standard_normal((64, 3)).astype("float32")
@@ -28,7 +28,7 @@ def _fit(tmp_path, epochs=4, nan=False, **kw):
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(80, activation="tanh", name="hidden"),
                               keras.layers.Dense(64, activation="relu", name="mid"),  # 80 x 64: sampled cosines
                               keras.layers.Dense(3, name="head")])
-    opt = keras.optimizers.Adam(3e-3)
+    opt = optimizer or keras.optimizers.Adam(3e-3)
     model.compile(optimizer=opt, loss="mse")
     kw = dict(every_batches=1, full_every=1, initial=False, **{"instruments": True, **kw})  # values at every snapshot
     device = WeightCallback(tmp_path / "device.wtui", stats="device", **kw)
@@ -74,3 +74,14 @@ def test_tf_path_nan_origin(tmp_path):
         assert len(origins) == 1
         ev[which] = (origins[0].step, run.tensors[origins[0].tensor].name, origins[0].message)
     assert ev["device"] == ev["numpy"] and ev["device"][0] == 3 and "gradient of" in ev["device"][2]
+
+
+def test_tf_path_sgd_momentum_state(tmp_path):
+    _model, opt = _fit(tmp_path, epochs=1, optimizer=keras.optimizers.SGD(1e-2, momentum=0.9))
+    dev, ref = weighttui.open(tmp_path / "device.wtui"), weighttui.open(tmp_path / "numpy.wtui")
+    for var in opt._trainable_variables:
+        name = next(n for n in dev.tensor_names if n.endswith("/".join(var.path.split("/")[-2:])))
+        m, v, eff = (dev.series(name, s, kind="optim")[1] for s in ("m_norm", "v_norm", "eff_lr"))
+        m_ref = np.linalg.norm(np.asarray(opt.momentums[opt._get_variable_index(var)], dtype=np.float64))
+        assert m[-1] == pytest.approx(m_ref, rel=1e-6) and np.isnan(v).all() and eff[-1] == pytest.approx(1e-2)
+        np.testing.assert_allclose(m, ref.series(name, "m_norm", kind="optim")[1], rtol=1e-6, equal_nan=True)

@@ -275,3 +275,21 @@ def test_cli_several_paths_or_a_directory_open_the_multi_run_app(tmp_path, launc
     assert main(["watch", str(tmp_path), str(other)]) == 2
     assert "at most one directory" in capsys.readouterr().err
     assert len(launched) == n
+
+
+def test_release_views_drops_the_matrices_and_rebuilds_the_same(tmp_path):
+    """The multi-run app drops a run's dense matrices after its alerts; asking again gives the same values."""
+    from weighttui.analysis.diagnose import diagnose
+
+    path = moving_log(tmp_path / "a.sock")
+    data = weighttui.open(path, max_rows=8)
+    before = {(k, s): data.stat_matrix(k, s).copy() for k in ("weights", "delta") if data.has_kind(k)
+              for s in data.columns(k)}
+    present = data.present.copy()
+    alerts = diagnose(data)
+    data.release_views()
+    assert not data._dense  # nothing kept for this run
+    for (k, s), m in before.items():
+        np.testing.assert_array_equal(data.stat_matrix(k, s), m)
+    np.testing.assert_array_equal(data.present, present)
+    assert diagnose(data) == alerts

@@ -131,3 +131,19 @@ def test_nonfinite_values_still_take_the_reference_path_and_are_reported(tmp_pat
     assert run.series("a", "nan")[1].tolist() == [0, 1]
     assert any(e.kind == "nonfinite" for e in run.events)
     assert run.series("b", "norm", "delta")[1][1] == pytest.approx(np.linalg.norm(np.ones(50)), rel=1e-6)
+
+
+def test_scalars_given_with_a_snapshot_are_kept_when_the_snapshot_is_not(tmp_path, monkeypatch):
+    """scalars= is recorded at every call: with a snapshot refused (its step went back) or one that
+    failed, they are written on their own (Keras hands a batch's logs to snapshot() this way)."""
+    path = tmp_path / "run.wtui"
+    a = np.linspace(-1, 1, 20, dtype=np.float32)
+    with Recorder(path, bins=BINS, instruments=False) as rec:
+        assert rec.snapshot(5, {"a": a}, scalars={"loss": 1.0})
+        assert not rec.snapshot(3, {"a": a}, scalars={"loss": 2.0})  # refused: step 5 is recorded
+        monkeypatch.setattr(rec._numpy, "snapshot", lambda *args, **kw: 1 / 0)
+        assert not rec.snapshot(7, {"a": a}, scalars={"loss": 3.0})  # failed inside
+    run = weighttui.open(path)
+    steps, loss = run.scalars("loss")
+    assert sorted(zip(steps.tolist(), loss.tolist(), strict=True)) == [(3, 2.0), (5, 1.0), (7, 3.0)]
+    assert run.steps.tolist() == [5]

@@ -140,7 +140,9 @@ def _device_snapshot(rec: Recorder, step: int, named: dict, named_grads, epoch, 
         return False
     got = _engines.get(rec)
     if got is None:
-        got = _engines[rec] = (DeviceStats(rec.bins), ArrayInstruments.like(rec.instruments, jnp))
+        # the instruments' per-tensor kernels jitted (one dispatch each, cached per shape)
+        got = _engines[rec] = (DeviceStats(rec.bins, rec.reporter),
+                               ArrayInstruments.like(rec.instruments, jnp, jax.jit))
     engine, ins = got
     names = list(named)
     infos = [rec.declare(n, tuple(named[n].shape), str(named[n].dtype)) for n in names]

@@ -97,12 +97,25 @@ class DeviceStats:
     Keeps the previous snapshot's leaves (by tensor id) for the exact deltas.
     """
 
-    def __init__(self, bins: int):
+    def __init__(self, bins: int, reporter=None):
         self.bins = int(bins)
         self._prev: dict[int, jax.Array] = {}
+        # jax.Arrays are immutable, so the previous leaves are held, not copied, until a training
+        # step donates them (jit donate_argnums deletes their buffers): then copies from that on
+        self.copy = False
+        self.reporter = reporter
 
     def previous(self, infos, leaves, *, delta: bool) -> dict[int, jax.Array]:
         """row -> the previous snapshot's leaf, where the exact delta has one (same shape)."""
+        gone = [k for k, leaf in self._prev.items() if leaf.is_deleted()]
+        if gone:
+            for k in gone:
+                del self._prev[k]
+            if not self.copy and self.reporter is not None:
+                self.reporter.once("jax-donated", "weighttui: the parameters' buffers were donated (jit "
+                                   "donate_argnums): their exact updates start again at the next snapshot, from "
+                                   "copies weighttui keeps from now on")
+            self.copy = True
         return {i: self._prev[info.id] for i, info in enumerate(infos) if delta and info.id in self._prev
                 and self._prev[info.id].shape == leaves[i].shape}
 
@@ -133,7 +146,8 @@ class DeviceStats:
                 assert block.hist is not None
                 block.hist[0][at], block.hist[1][at], block.hist[2][at] = lo, hi, counts
             for info, leaf in zip(infos, leaves, strict=True):
-                self._prev[info.id] = leaf  # immutable: the reference is the copy
+                # immutable: the reference is the copy (unless buffers are donated)
+                self._prev[info.id] = jnp.array(leaf, copy=True) if self.copy else leaf
         grad = None
         if grows:
             sub = _block(WEIGHT_STATS, np.asarray(raw_g), self.bins)

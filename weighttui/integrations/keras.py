@@ -367,7 +367,8 @@ class WeightCallback(keras.callbacks.Callback):
             self._variables = None
             self._prev = {}  # delta history starts afresh with the new run
         if self.grads and self.recorder.active:  # first: the initial snapshot reads what later ones do
-            self._install_capture()
+            # a failure here (reported once) leaves the weights recorded, the initial snapshot included
+            self._guard("recording gradients inside fit", self._install_capture)
         if self.initial and self.step == 0 and self._last_recorded < 0:
             self._record(epoch=None, batch=None, full=False)
 

@@ -36,7 +36,7 @@ class TFArrays:
     """The array module record/device_instruments.py computes the instruments with, in TF ops
     (on the tensors' device): numpy's names for what that module uses."""
 
-    float32, float64 = tf.float32, tf.float64
+    float32, float64, int32 = tf.float32, tf.float64, tf.int32
     linalg = type("linalg", (), {
         "qr": staticmethod(lambda a: tf.linalg.qr(a)),  # reduced, as numpy's
         "eigh": staticmethod(tf.linalg.eigh),

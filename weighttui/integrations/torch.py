@@ -540,19 +540,12 @@ class WatchHandle:
         if pend is not None and ins is not None:
             wcols, dcols, optim = ins.finish(pend, inst_host, entries, weights.stats[:, WEIGHT_STATS.index("norm")],
                                              self.optimizer)
-            if inst.fills(ins.chosen, "weights"):
-                weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
-            if delta is not None and inst.fills(ins.chosen, "delta"):
-                delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS, dcols)
-            if "alpha" in ins.chosen:
-                weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_col)
-            units = None
+            unit_result = None
             if "units" in ins.chosen:
                 wu, gu, units, unit_events = ins.units.update(infos, *ins.unit_norms)
-                weights = inst.with_columns(weights, inst.UNIT_WEIGHT_STATS, wu)
-                if grad is not None:
-                    grad = inst.with_columns(grad, inst.UNIT_GRAD_STATS, gu)
+                unit_result = (wu, gu)
                 frames += [(FrameType.EVENT, {**ev, "step": int(step), "time": time.time()}) for ev in unit_events]
+            weights, delta, grad = assemble(ins.chosen, weights, delta, grad, wcols, dcols, ins.alpha_col, unit_result)
             if "nan_origin" in ins.chosen:
                 frames += self._origin(step, entries, xs, {"weights": weights, "delta": delta, "grad": grad,
                                                            "optim": optim})

@@ -79,15 +79,15 @@ def _sq(x: torch.Tensor) -> torch.Tensor:
 class _Spectral:
     """ref.Spectral's iteration over a matrix sharded by rows (V replicated on every rank)."""
 
-    __slots__ = ("name", "block", "warmup", "v", "group")
+    __slots__ = ("name", "block", "warmup", "v", "group", "block_max")
 
-    def __init__(self, name: str, block: int, warmup: int, group):
-        self.name, self.block, self.warmup, self.group = name, block, warmup, group
+    def __init__(self, name: str, block: int, warmup: int, group, block_max: int = ref.BLOCK_MAX):
+        self.name, self.block, self.warmup, self.group, self.block_max = name, block, warmup, group, block_max
         self.v: torch.Tensor | None = None
 
     def first_v(self, w2: torch.Tensor, m: int, n: int) -> torch.Tensor:
         """The subspace to iterate from: the kept one, or a warm-up's (collectives of its own)."""
-        p = max(1, min(self.block, m, n))
+        p = ref.vectors(m, n, self.block, self.block_max)
         if self.v is not None and tuple(self.v.shape) == (n, p) and self.v.device == w2.device:
             return self.v
         v = torch.as_tensor(ref.start_block(self.name, n, max(p, min(ref.WARMUP_BLOCK, m, n))),
@@ -160,10 +160,11 @@ class ShardInstruments:
 
     def __init__(self, chosen, group, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
                  warmup: int = ref.DEFAULT_WARMUP, alpha_every: int = ref.ALPHA_EVERY,
-                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS, reporter=None, **_ignored):
+                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS, block_max: int = ref.BLOCK_MAX, reporter=None):
         self.chosen = frozenset(chosen)
         self.group = group
         self.cos_sample, self.block, self.warmup = int(cos_sample), int(block), int(warmup)
+        self.block_max = int(block_max)
         self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
         self.units = ref.UnitHealth()
         self.reporter = reporter
@@ -343,7 +344,7 @@ class ShardInstruments:
         w2 = x.reshape(-1, n).to(torch.float32)
         spec = self._spec.get(name)
         if spec is None:
-            spec = self._spec[name] = _Spectral(name, self.block, self.warmup, self.group)
+            spec = self._spec[name] = _Spectral(name, self.block, self.warmup, self.group, self.block_max)
         y = w2 @ spec.first_v(w2, m, n)
         pend.spec[i] = (spec, y, w2)
         add(("gram_w", i), y.to(torch.float64).T @ y.to(torch.float64))
@@ -351,7 +352,8 @@ class ShardInstruments:
             d2 = (x - prev).reshape(-1, n).to(torch.float32)
             sd = self._spec_d.get(name)
             if sd is None:
-                sd = self._spec_d[name] = _Spectral(name + "/delta", self.block, self.warmup, self.group)
+                sd = self._spec_d[name] = _Spectral(name + "/delta", self.block, self.warmup, self.group,
+                                                          self.block_max)
             yd = d2 @ sd.first_v(d2, m, n)
             pend.spec_d[i] = (sd, yd, d2)
             add(("gram_d", i), yd.to(torch.float64).T @ yd.to(torch.float64))

@@ -12,8 +12,9 @@ float64 vector, which the caller brings to the host in the snapshot's one
 transfer (beside the statistics); `finish()` turns the host copy into the
 instrument columns, the optim block, the `units` payload and the events.
 Per tensor it keeps: the spectral subspaces (n x block, on the device), the
-initial values (a reference: jax and TF tensors are immutable) and the cosines'
-previous sampled values and update (host float64, cos_sample each).
+initial values (a copy for jax, whose buffers a training step may donate; TF
+reads are copies already) and the cosines' previous sampled values and update
+(host float64, cos_sample each).
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ class ArrayInstruments:
 
     def __init__(self, chosen, xp, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
                  warmup: int = ref.DEFAULT_WARMUP, alpha_every: int = ref.ALPHA_EVERY,
-                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS):
+                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS, block_max: int = ref.BLOCK_MAX, jit=None):
         self.chosen = frozenset(chosen)
         self.xp = xp
+        self._k = self._kernels(jit or (lambda f: f))
         self.cos_sample, self.block, self.warmup = int(cos_sample), int(block), int(warmup)
+        self.block_max = int(block_max)
         self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
         self.units = ref.UnitHealth()
         self._spec: dict[int, ref.Spectral] = {}
@@ -101,21 +104,54 @@ class ArrayInstruments:
         self._d_prev: dict[int, np.ndarray] = {}
 
     @classmethod
-    def like(cls, numpy_instruments: ref.Instruments, xp) -> ArrayInstruments:
-        """The device twin of a Recorder's instruments: the same choice and settings."""
+    def like(cls, numpy_instruments: ref.Instruments, xp, jit=None) -> ArrayInstruments:
+        """The device twin of a Recorder's instruments: the same choice and settings. jit: how the
+        per-tensor kernels are compiled (jax.jit: one dispatch each instead of one per op)."""
         ins = numpy_instruments
         return cls(ins.chosen, xp, cos_sample=ins.cos_sample, block=ins.block, warmup=ins.warmup,
-                   alpha_every=ins.alpha.every, alpha_max=ins.alpha.max_elements)
+                   alpha_every=ins.alpha.every, alpha_max=ins.alpha.max_elements, block_max=ins.block_max,
+                   jit=jit)
+
+    def _kernels(self, jit) -> dict:
+        """The per-tensor computations other than the spectral step, each ending in the flat float64
+        part that goes to the host: flat (any array), dist (||x - x0||), rows (per-unit norms),
+        state ([norm over the finite elements, non-finite count]), take (the cosines' coordinates)."""
+        xp, work = self.xp, self._work
+
+        def flat(a):
+            return xp.astype(xp.reshape(a, (-1,)), xp.float64)
+
+        def dist(x, x0):
+            d = work(x) - work(x0)
+            return flat(xp.sqrt(xp.sum(d * d)))
+
+        def rows(x):
+            w = work(x)
+            w2 = xp.reshape(w, (w.shape[0], -1))
+            return flat(xp.sqrt(xp.sum(w2 * w2, axis=1)))
+
+        def state(s):
+            s = work(s)
+            ok = xp.isfinite(s)
+            fin = xp.where(ok, s, xp.zeros_like(s))
+            bad = xp.astype(xp.sum(xp.astype(xp.logical_not(ok), xp.int32)), s.dtype)  # counted exactly
+            return flat(xp.stack([xp.sqrt(xp.sum(fin * fin)), bad]))
+
+        def take(x, idx):
+            return flat(xp.take(xp.reshape(x, (-1,)), idx))
+
+        return {f.__name__: jit(f) for f in (flat, dist, rows, state, take)}
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
 
     # ---------------------------------------------------------- on the device
 
-    def _add(self, pend: _Pending, x) -> int:
-        xp = self.xp
-        pend.parts.append(xp.astype(xp.reshape(x, (-1,)), xp.float64))
-        pend.sizes.append(_size(x))
+    def _add(self, pend: _Pending, x, kernel: str = "flat", *args) -> int:
+        """A part for the host: kernel(x, *args), a flat float64 vector."""
+        part = self._k[kernel](x, *args)
+        pend.parts.append(part)
+        pend.sizes.append(int(part.shape[0]))
         return len(pend.parts) - 1
 
     def _work(self, x):
@@ -123,18 +159,13 @@ class ArrayInstruments:
         xp = self.xp
         return x if x.dtype == xp.float64 else xp.astype(x, xp.float32)
 
-    def _coords(self, info, x):
-        xp = self.xp
+    def _coords(self, pend: _Pending, info, x) -> int:
+        """The part of the values of x at the cosines' coordinates (every element when small)."""
         got = self._idx.get(info.id)
         if got is None:
             host = ref.sample_index(info.name, _size(x), self.cos_sample)
-            got = self._idx[info.id] = (host, None if host is None else xp.asarray(host))
-        flat = xp.reshape(x, (-1,))
-        return flat if got[1] is None else xp.take(flat, got[1])
-
-    def _sq(self, x):
-        xp = self.xp
-        return xp.sum(x * x)
+            got = self._idx[info.id] = (host, None if host is None else self.xp.asarray(host))
+        return self._add(pend, x) if got[1] is None else self._add(pend, x, "take", got[1])
 
     def start(self, infos, arrays, prevs=None, grads=None, optim=None) -> _Pending:
         """Launch every chosen instrument of one snapshot on the device.
@@ -155,56 +186,43 @@ class ArrayInstruments:
             if "sigma" in ch and mn is not None:
                 spec = self._spec.get(info.id)
                 if spec is None:
-                    spec = self._spec[info.id] = ref.Spectral(info.name, self.block, self.warmup, xp)
+                    spec = self._spec[info.id] = ref.Spectral(info.name, self.block, self.warmup, xp, self.block_max)
                 pend.v_new[i], gram = spec.step(xp.reshape(w, mn))
                 pend.gram[i] = self._add(pend, gram)
                 prev = None if prevs is None else prevs.get(i)
                 if prev is not None and tuple(prev.shape) == tuple(x.shape):
                     sd = self._spec_d.get(info.id)
                     if sd is None:
-                        sd = self._spec_d[info.id] = ref.Spectral(info.name + "/delta", self.block, self.warmup, xp)
+                        sd = self._spec_d[info.id] = ref.Spectral(info.name + "/delta", self.block, self.warmup, xp,
+                                                                     self.block_max)
                     pend.vd_new[i], gram_d = sd.step(xp.reshape(w - self._work(prev), mn))
                     pend.gram_d[i] = self._add(pend, gram_d)
             if "dist_init" in ch:
                 x0 = self._init.get(info.id)
                 if x0 is None or tuple(x0.shape) != tuple(x.shape):
-                    self._init[info.id] = x  # immutable: the reference is the copy
+                    # a copy where the module makes one (jax: a donated buffer is deleted); TF reads are copies
+                    keep = getattr(xp, "array", None)
+                    self._init[info.id] = x if keep is None else keep(x, copy=True)
                     pend.fresh.add(i)
                 else:
-                    pend.dist[i] = self._add(pend, xp.sqrt(self._sq(w - self._work(x0))))
+                    pend.dist[i] = self._add(pend, x, "dist", x0)
             if "cos" in ch:
-                pend.xs[i] = self._add(pend, self._coords(info, x))
+                pend.xs[i] = self._coords(pend, info, x)
                 if g is not None:
-                    pend.gs[i] = self._add(pend, self._coords(info, g))
+                    pend.gs[i] = self._coords(pend, info, g)
             if "units" in ch and mn is not None:
-                pend.units[i] = self._add(pend, self._row_norms(w, mn))
+                pend.units[i] = self._add(pend, x, "rows")
                 if g is not None:
-                    pend.gunits[i] = self._add(pend, self._row_norms(self._work(g), mn))
+                    pend.gunits[i] = self._add(pend, g, "rows")
             if "alpha" in ch and mn is not None and self.alpha.due(info, tuple(x.shape)):
                 pend.alpha[i] = self._add(pend, xp.linalg.svdvals(xp.reshape(self._work(x), mn)))
             st = (optim or {}).get(info.name) if "optim" in ch else None
             if st:
-                pend.optim[i] = (self._state_part(pend, st.get("m")), self._state_part(pend, st.get("v")),
-                                 st, _size(x))
+                pend.optim[i] = tuple(None if st.get(k) is None else self._add(pend, st[k], "state")
+                                      for k in ("m", "v")) + (st, _size(x))
         if pend.parts:
             pend.flat = xp.concatenate(pend.parts)
         return pend
-
-    def _row_norms(self, w, mn):
-        xp = self.xp
-        w2 = xp.reshape(w, mn)
-        return xp.sqrt(xp.sum(w2 * w2, axis=1))
-
-    def _state_part(self, pend: _Pending, s):
-        """[norm over the finite elements, non-finite count] of an optimizer state tensor."""
-        if s is None:
-            return None
-        xp = self.xp
-        s = self._work(s)
-        ok = xp.isfinite(s)
-        fin = xp.where(ok, s, xp.zeros_like(s))
-        bad = xp.sum(xp.astype(xp.logical_not(ok), s.dtype))
-        return self._add(pend, xp.stack([xp.sqrt(self._sq(fin)), bad]))
 
     # ---------------------------------------------------------- on the host
 

@@ -28,6 +28,7 @@ from weighttui.log.format import FrameType, encode_frame
 from weighttui.log.records import TensorInfo
 from weighttui.record import instruments as inst
 from weighttui.record import lifecycle
+from weighttui.record.device_instruments import assemble, locator
 from weighttui.record.encode import plain
 from weighttui.record.numpy_path import NumpyStats, to_numpy, value_copy
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
@@ -257,11 +258,15 @@ class Recorder:
                                   scalars=scalars, full=full, optim=optim)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
+            if scalars:  # they go on without the snapshot (submit, which queues them, is the last step)
+                self.scalars(step, epoch=epoch, **scalars)
             return False
 
     def _take(self, step: int, names, arrays, *, epoch, batch=None, grads=None, scalars=None,
               full=False, optim=None) -> bool:
         if not self._step_ok(step):
+            if scalars:  # recorded at every call, a refused snapshot's too
+                self.scalars(step, epoch=epoch, **scalars)
             return False
         infos = self._infos(names, arrays)
         if not infos:
@@ -329,11 +334,8 @@ class Recorder:
         ins = self.instruments
         norms = weights.stats[:, list(weights.names).index("norm")]
         wcols = ins.weights_columns(infos, arrays, norms)
-        if inst.fills(ins.chosen, "weights"):
-            weights = inst.with_columns(weights, inst.WEIGHT_INSTRUMENTS, wcols)
-        if "alpha" in ins.chosen:
-            weights = inst.with_columns(weights, inst.ALPHA_STATS, ins.alpha_columns(infos, arrays))
-        units, unit_events = None, []
+        alpha = ins.alpha_columns(infos, arrays) if "alpha" in ins.chosen else None
+        units, unit_events, unit_result = None, [], None
         if "units" in ins.chosen:
             gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             w_norms, g_norms = {}, {}
@@ -344,34 +346,20 @@ class Recorder:
                     if g is not None and g.shape == arr.shape:
                         g_norms[i] = inst.unit_norms(g)
             wu, gu, units, unit_events = ins.units.update(infos, w_norms, g_norms)
-            weights = inst.with_columns(weights, inst.UNIT_WEIGHT_STATS, wu)
-            if grad is not None:
-                grad = inst.with_columns(grad, inst.UNIT_GRAD_STATS, gu)
+            unit_result = (wu, gu)
+        dcols = None
         if delta is not None and inst.fills(ins.chosen, "delta"):
             g = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
-            delta = inst.with_columns(delta, inst.DELTA_INSTRUMENTS,
-                                      ins.delta_columns(infos, arrays, g, update_sigma, wcols[:, 0]))
+            dcols = ins.delta_columns(infos, arrays, g, update_sigma, wcols[:, 0])
+        # which columns each block carries: one rule for every path (record/device_instruments.py)
+        weights, delta, grad = assemble(ins.chosen, weights, delta, grad, wcols, dcols, alpha, unit_result)
         optim_block = None
         if optim and "optim" in ins.chosen:
             optim_block = ins.optim_block(infos, {str(k): v for k, v in optim.items()})
         frames = []
         if "nan_origin" in ins.chosen:
-            gmap = {str(k): v for k, v in (grads or {}).items()}
-
-            def locate(kind, row):
-                name = infos[row].name
-                if kind == "grad":
-                    return inst.first_nonfinite(to_numpy(gmap[name]))
-                if kind == "optim":
-                    st = optim[name]
-                    for key in ("m", "v"):
-                        if st.get(key) is not None:
-                            at = inst.first_nonfinite(to_numpy(st[key]))
-                            if at is not None:
-                                return at
-                    return None
-                return inst.first_nonfinite(arrays[row])
-
+            locate = locator(arrays, [i.name for i in infos], {str(k): v for k, v in (grads or {}).items()},
+                             optim, to_numpy)
             frames = self.origin_frames(step, infos, {"weights": weights, "delta": delta, "grad": grad,
                                                        "optim": optim_block}, locate)
         frames += [(FrameType.EVENT, {**e, "step": int(step), "time": time.time()}) for e in unit_events]
