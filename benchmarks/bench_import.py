@@ -31,6 +31,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from childproc import wait_measured
+
 
 def shapes(params: int) -> list[tuple[int, int]]:
     emb_rows = 32000
@@ -89,22 +92,8 @@ def run_measured(cmd) -> tuple[float, float, int, str]:
     err_chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: err_chunks.append(p.stderr.read() if p.stderr else b""))
     reader.start()
-    peak = 0
-    status = f"/proc/{p.pid}/status"
-    while True:
-        pid, code, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        try:
-            with open(status) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]) * 1024)
-        except OSError:
-            pass
-        time.sleep(0.02)
+    _code, cpu, peak = wait_measured(p)
     wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(code)
     reader.join()
     err = b"".join(err_chunks).decode(errors="replace")
     if p.returncode != 0:
@@ -112,7 +101,7 @@ def run_measured(cmd) -> tuple[float, float, int, str]:
     said = [ln for ln in err.splitlines() if ln.startswith("VmHWM ")]
     if said:
         peak = max(peak, int(said[-1].split()[1]) * 1024)
-    return wall, ru.ru_utime + ru.ru_stime, peak, err
+    return wall, cpu, peak, err
 
 
 def cat_time(files) -> float:

@@ -189,21 +189,24 @@ def part2(rounds: int, epochs: int) -> None:
         cbs = callbacks() if callable(callbacks) else callbacks
         t0, c0 = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
+        written = 0
         for cb in cbs:  # the writer thread's work is part of the cost: wait for it
             rec = getattr(cb, "recorder", None)
             if rec is not None:
                 rec.close()
-        return time.perf_counter() - t0, time.process_time() - c0
+                written += rec.written
+        return time.perf_counter() - t0, time.process_time() - c0, written
 
     kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every 10 batches, no grads",
              "weighttui every batch", "weighttui every batch, no grads", "weighttui every 10 batches, instruments on",
              "TensorBoard(histogram_freq=1)"]
     times = {k: [] for k in kinds}
+    snaps = dict.fromkeys(kinds, 0)
     cpu = {k: [] for k in kinds}
     for r in range(rounds):
         order = kinds if r % 2 == 0 else kinds[::-1]  # interleave against drift
         for k in order:
-            wall, used = fit(k)
+            wall, used, snaps[k] = fit(k)
             times[k].append(wall)
             cpu[k].append(used)
     base = statistics.median(times["none"])
@@ -214,10 +217,15 @@ def part2(rounds: int, epochs: int) -> None:
     print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on')")
     print("(wall: seconds per fit; CPU: the process's CPU seconds, every thread: TF's, the writer's, "
           "the kernel's; on a shared machine the CPU column is the one to trust)")
-    print(f"{'callbacks':44s} {'wall s':>8s} {'slowdown':>9s} {'CPU s':>8s} {'slowdown':>9s}")
+    print("(per snapshot: the CPU added over 'none', divided by the snapshots written; a batch is "
+          f"{1e3 * statistics.median(cpu['none']) / (64 * epochs):.2f} ms of CPU without callbacks)")
+    print(f"{'callbacks':44s} {'wall s':>8s} {'slowdown':>9s} {'CPU s':>8s} {'slowdown':>9s} {'snapshots':>9s} "
+          f"{'ms each':>8s}")
     for k in kinds:
         t, c = statistics.median(times[k]), statistics.median(cpu[k])
-        print(f"{k:44s} {t:8.2f} {100 * (t / base - 1):+8.1f}% {c:8.2f} {100 * (c / cbase - 1):+8.1f}%")
+        each = f"{1e3 * (c - cbase) / snaps[k]:8.2f}" if snaps[k] else f"{'':8s}"
+        print(f"{k:44s} {t:8.2f} {100 * (t / base - 1):+8.1f}% {c:8.2f} {100 * (c / cbase - 1):+8.1f}% "
+              f"{snaps[k]:9d} {each}")
 
 
 def main() -> None:

@@ -33,6 +33,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from childproc import wait_measured
+
 APP_SIZE = (160, 48)
 
 
@@ -156,28 +159,15 @@ def _run_case(directory: str, timeout: float, alerts: bool) -> dict:
     cmd = [sys.executable, __file__, directory, "--app-child", str(spawned), "--timeout", str(timeout),
            *([] if alerts else ["--no-alerts"])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    status = f"/proc/{proc.pid}/status"
-    while True:
-        pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        try:
-            with open(status) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.05)
+    code, cpu, peak = wait_measured(proc, poll_s=0.05)
     stdout = proc.stdout.read() if proc.stdout else ""
     stderr = proc.stderr.read() if proc.stderr else ""
     result = next((json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")), None)
     if result is None:
         raise SystemExit(f"the app child failed (status {code}):\n{stderr[-3000:]}")
     result["wall_s"] = round(time.time() - spawned, 2)
-    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
-    result["peak_rss_mb"] = round(peak / 1024)
+    result["cpu_s"] = round(cpu, 2)
+    result["peak_rss_mb"] = round(peak / 2**20)
     return result
 
 

@@ -11,6 +11,8 @@ mean, mean ± std, min and max marked under it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
@@ -138,7 +140,7 @@ class HeatmapView(LinesWidget):
             else:
                 label = " " * (self.GUTTER - 1) + "│"
             segs = [Segment(label, Style(dim=True))]
-            segs.extend(_cells(top, bottom))
+            segs.extend(half_block_cells(top, bottom))
             lines.append(Strip(segs, width))
         shown = steps[sel]
         first, last = int(shown[0]), int(shown[-1])
@@ -193,20 +195,27 @@ def step_axis(first: int, last: int, col: int | None, plot_w: int, gutter: int, 
     return Strip([Segment("".join(line), Style(dim=True))], width)
 
 
-_style_cache: dict[tuple[int, int], Style] = {}
+def heat_color(code: int) -> str | None:
+    """The heatmap's colour of a density level (None: an empty half cell)."""
+    return COLORS[code] if code >= 0 else None
 
 
-def _style(top: int, bottom: int) -> Style:
-    key = (top, bottom)
+_style_cache: dict[tuple[Callable[[int], str | None], int, int], Style] = {}
+
+
+def _style(color_of: Callable[[int], str | None], top: int, bottom: int) -> Style:
+    key = (color_of, top, bottom)
     style = _style_cache.get(key)
     if style is None:
-        style = Style(color=COLORS[top] if top >= 0 else None, bgcolor=COLORS[bottom] if bottom >= 0 else None)
+        style = Style(color=color_of(top) if top >= 0 else None, bgcolor=color_of(bottom) if bottom >= 0 else None)
         _style_cache[key] = style
     return style
 
 
-def _cells(top: np.ndarray, bottom: np.ndarray) -> list[Segment]:
-    """Half-block cells, runs of equal cells merged into one segment."""
+def half_block_cells(top: np.ndarray, bottom: np.ndarray,
+                     color_of: Callable[[int], str | None] = heat_color) -> list[Segment]:
+    """Half-block cells ("▀": foreground the upper code, background the lower; a negative code
+    is empty), runs of equal cells merged into one segment. Shared by every heat strip."""
     segs = []
     prev, run = None, 0
     for t, b in zip(top.tolist(), bottom.tolist(), strict=True):
@@ -215,20 +224,20 @@ def _cells(top: np.ndarray, bottom: np.ndarray) -> list[Segment]:
             run += 1
             continue
         if prev is not None:
-            segs.append(_segment(prev, run))
+            segs.append(_segment(prev, run, color_of))
         prev, run = cell, 1
     if prev is not None:
-        segs.append(_segment(prev, run))
+        segs.append(_segment(prev, run, color_of))
     return segs
 
 
-def _segment(cell: tuple[int, int], run: int) -> Segment:
+def _segment(cell: tuple[int, int], run: int, color_of: Callable[[int], str | None]) -> Segment:
     t, b = cell
     if t < 0 and b < 0:
         return Segment(" " * run)
     if t < 0:  # only the lower half: draw it as the foreground of a lower half block
-        return Segment("▄" * run, _style(b, -1))
-    return Segment("▀" * run, _style(t, b))
+        return Segment("▄" * run, _style(color_of, b, -1))
+    return Segment("▀" * run, _style(color_of, t, b))
 
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"

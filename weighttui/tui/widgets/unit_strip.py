@@ -22,7 +22,7 @@ from textual.strip import Strip
 from weighttui.analysis.heatmap import column_of
 from weighttui.log.schema import EXPLODING_FACTOR
 from weighttui.tui.state import RedrawRequest, SeekStep
-from weighttui.tui.widgets.heatmap_view import COLORS, LEVELS, LinesWidget, step_axis
+from weighttui.tui.widgets.heatmap_view import COLORS, LEVELS, LinesWidget, half_block_cells, step_axis
 
 DEAD, EXPLODING, NONFINITE = LEVELS, LEVELS + 1, LEVELS + 2  # marks after the palette's levels
 MARK_COLORS = {DEAD: "#9e9e9e", EXPLODING: "#ff3030", NONFINITE: "#ff40ff"}
@@ -165,7 +165,7 @@ class UnitStrip(LinesWidget):
             elif y == used // 2 and used > 4:
                 label = str(first)
             segs = [Segment(label[:self.GUTTER - 2].rjust(self.GUTTER - 2) + " │", Style(dim=True))]
-            segs.extend(_cells(top, bottom))
+            segs.extend(half_block_cells(top, bottom, _color))
             lines.append(Strip(segs, width))
         shown_steps = got.col_steps[got.col_steps >= 0]
         first_step, last_step = int(shown_steps[0]), int(shown_steps[-1])
@@ -208,32 +208,3 @@ def _color(code: int) -> str | None:
     if code < 0:
         return None
     return COLORS[code] if code < LEVELS else MARK_COLORS[code]
-
-
-_styles: dict[tuple[int, int], Style] = {}
-
-
-def _cells(top: np.ndarray, bottom: np.ndarray) -> list[Segment]:
-    """Half-block cells ("▀": foreground the upper unit, background the lower), runs merged."""
-    segs: list[Segment] = []
-    prev, run = None, 0
-    for cell in zip(top.tolist(), bottom.tolist(), strict=True):
-        if cell == prev:
-            run += 1
-            continue
-        if prev is not None:
-            segs.append(_segment(prev, run))
-        prev, run = cell, 1
-    if prev is not None:
-        segs.append(_segment(prev, run))
-    return segs
-
-
-def _segment(cell: tuple[int, int], run: int) -> Segment:
-    t, b = cell
-    if t < 0 and b < 0:
-        return Segment(" " * run)
-    style = _styles.get(cell)
-    if style is None:
-        style = _styles[cell] = Style(color=_color(t), bgcolor=_color(b)) if t >= 0 else Style(color=_color(b))
-    return Segment(("▀" if t >= 0 else "▄") * run, style)
