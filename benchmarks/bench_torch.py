@@ -230,11 +230,12 @@ def make_mlp(width, depth):
     return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10))
 
 
-def time_training(configs, rounds, steps, width, depth, batch, tmp, clock=time.perf_counter):
+def time_training(configs, rounds, steps, width, depth, batch, tmp, clock=time.perf_counter, warm=3):
     """Median seconds per training step of the MLP for each configuration: name -> the
     options of wt.watch (None: no recording), run interleaved, round after round.
     clock: time.perf_counter (wall) or time.process_time (the process's CPU time, steadier
-    on a busy machine; it counts the recorder's writer thread too)."""
+    on a busy machine; it counts the recorder's writer thread too). The clock starts after
+    `warm` steps (allocator warm-up; a larger value also leaves out the first snapshots' one-time work)."""
     torch.manual_seed(0)
     x = torch.randn(batch, 256)
     y = torch.randint(0, 10, (batch,))
@@ -247,8 +248,8 @@ def time_training(configs, rounds, steps, width, depth, batch, tmp, clock=time.p
             handle = None
             if options is not None:
                 handle = wt.watch(model, tmp / f"train{r}_{c}.wtui", optimizer=opt, initial=False, **options)
-            for i in range(steps + 3):
-                if i == 3:  # after warm-up (allocator, first-snapshot copies)
+            for i in range(steps + warm):
+                if i == warm:  # after warm-up (allocator, first-snapshot copies)
                     t0 = clock()
                 loss = torch.nn.functional.cross_entropy(model(x), y)
                 opt.zero_grad()

@@ -111,7 +111,14 @@ def percentile_bands(lo, hi, counts, qs=PERCENTILES) -> np.ndarray:
         below = np.where(k > 0, cdf[np.arange(rows.size), np.maximum(k - 1, 0)], 0.0)
         inbin = cdf[np.arange(rows.size), k] - below
         frac = np.where(inbin > 0, (qj - below) / np.where(inbin > 0, inbin, 1.0), 0.0)
-        out[rows, j] = lo[rows] + (k + np.clip(frac, 0.0, 1.0)) * width
+        pos = k + np.clip(frac, 0.0, 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = lo[rows] + pos * width
+        edge = ~np.isfinite(value)  # a range near the float limits: the same point as a convex combination
+        if edge.any():
+            t = pos[edge] / b
+            value[edge] = lo[rows][edge] * (1 - t) + hi[rows][edge] * t
+        out[rows, j] = value
     if q.size:
         out[rows[:, None], np.nonzero(q <= 0)[0][None, :]] = lo[rows, None]  # 0th: the minimum
         out[rows[:, None], np.nonzero(q >= 1)[0][None, :]] = hi[rows, None]  # 100th: the maximum

@@ -104,13 +104,15 @@ class TorchInstruments:
         self._scratch: dict[tuple, torch.Tensor] = {}
         self._hidx: dict[tuple[str, int], np.ndarray] = {}  # host coordinates of the kernel's gather
         self._flats: dict[int, tuple] = {}  # id(tensor) -> (tensor, data_ptr, its kernel view): see _flat
+        self._states: dict[int, tuple] = {}  # id(param) -> (param, m, v, the kernel reads them): _states_fused
         self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
 
     def clear(self) -> None:
-        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx, self._flats):
+        for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx, self._flats,
+                  self._states):
             d.clear()
 
     # ------------------------------------------------------------ helpers
@@ -257,7 +259,8 @@ class TorchInstruments:
             if "dist_init" in self.chosen:
                 self._take_init(pend, i, e.name, x)
             if fuse and router.takes(x):
-                pend.extras[i] = self._extras(pend, i, e.name, x, prev, mn, router.takes_pair(x, prev))
+                pair = prev is not None and torch_native.takes_pair(x, prev)
+                pend.extras[i] = self._extras(pend, i, e.name, x, prev, mn, pair)
                 continue
             self._sigma_torch(pend, i, e.name, x, prev, mn, weights=True, delta=True)
             self._rest_torch(pend, i, e.name, x, mn)
@@ -405,9 +408,7 @@ class TorchInstruments:
             n = e.tensor.numel()
             rest = (lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
             ex = pend.extras.get(i)
-            x = e.tensor
-            if ex is not None and all(t is None or (torch_native.takes(t) and t.dtype == x.dtype
-                                                    and t.numel() == x.numel()) for t in (m, v)):
+            if ex is not None and self._states_fused(e.tensor, m, v):
                 # read in the kernel's first pass, beside the tensor's own values
                 ex.states = tuple(None if t is None else self._flat(t) for t in (m, v))
                 pend.optim_fused[i] = (m is not None, v is not None, *rest)
@@ -417,6 +418,16 @@ class TorchInstruments:
         at = {key: pend.add(torch.stack(torch._foreach_norm(ts))) for key, ts in want.items()}
         pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
                           *rest) for i, (mi, vi, *rest) in pend.optim.items()}
+
+    def _states_fused(self, x: torch.Tensor, m, v) -> bool:
+        """Whether the kernel can read x's optimizer state beside x (its dtype and size); kept per state."""
+        got = self._states.get(id(x))
+        if got is not None and got[0] is x and got[1] is m and got[2] is v:
+            return got[3]
+        ok = all(t is None or (torch_native.takes(t) and t.dtype == x.dtype and t.numel() == x.numel())
+                 for t in (m, v))
+        self._states[id(x)] = (x, m, v, ok)
+        return ok
 
     def _optim_torch(self, pend: _Pending, i: int, param) -> None:
         """Row i's optimizer state norms with torch ops (the kernel handed its tensor back)."""

@@ -21,7 +21,6 @@ values at fixed coordinates, so that memory is read once for all of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from types import ModuleType
 
 import numpy as np
@@ -52,7 +51,6 @@ def has_extras() -> bool:
     return _fastats is not None and getattr(_fastats, "EXTRAS", 0) >= 1
 
 
-@dataclass(eq=False)
 class Extras:
     """The instruments the kernel computes for one tensor in its two passes (snapshot()'s extras).
 
@@ -65,37 +63,48 @@ class Extras:
     (vd's) are valid: a tensor the kernel hands back (NaN/Inf, ...) gets neither.
     """
 
-    x0: np.ndarray | None = None
-    rows: int = 0
-    units: bool = False
-    v: np.ndarray | None = None
-    vd: np.ndarray | None = None
-    idx: np.ndarray | None = None
-    states: tuple = ()
-    out: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    w_done: bool = False
-    d_done: bool = False
+    __slots__ = ("x0", "rows", "units", "v", "vd", "idx", "states", "out", "w_done", "d_done",
+                 "unit_norms", "b", "bd", "gathered")
+
+    def __init__(self, x0=None, rows: int = 0, units: bool = False, v=None, vd=None, idx=None, states=()):
+        self.x0, self.rows, self.units, self.v, self.vd, self.idx = x0, rows, units, v, vd, idx
+        self.states = states
+        self.out = np.zeros(0)
+        self.w_done = self.d_done = False
+        # the outputs: views into out once run() placed them (None where not asked)
+        self.unit_norms: np.ndarray | None = None
+        self.b: np.ndarray | None = None
+        self.bd: np.ndarray | None = None
+        self.gathered: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (f"Extras(rows={self.rows}, units={self.units}, x0={self.x0 is not None}, v={self.v is not None}, "
+                f"vd={self.vd is not None}, idx={None if self.idx is None else self.idx.size}, "
+                f"states={len(self.states)}, w_done={self.w_done}, d_done={self.d_done})")
 
     def _arg(self, n: int) -> tuple:
-        cols = n // self.rows if self.rows else 0
+        rows = self.rows
+        cols = n // rows if rows else 0
         k = 0 if self.idx is None else int(self.idx.size)
-        self._at: dict[str, tuple[int, int]] = {}
-        at = self._at
-        size = HEAD
-        for name, length, on in (("units", self.rows, self.units), ("y", self.rows, self.v is not None),
-                                 ("b", cols, self.v is not None), ("yd", self.rows, self.vd is not None),
-                                 ("bd", cols, self.vd is not None), ("g", k, k > 0)):
-            if on:
-                at[name] = (size, size + length)
-                size += length
-        self.out = np.zeros(size)
+        has_v, has_vd = self.v is not None, self.vd is not None
+        size = HEAD + (rows if self.units else 0) + (rows + cols) * (has_v + has_vd) + k
+        out = self.out = np.zeros(size)
+        at = HEAD
+        self.unit_norms = self.b = self.bd = self.gathered = None
+        if self.units:
+            self.unit_norms = out[at:at + rows]
+            at += rows
+        if has_v:
+            self.b = out[at + rows:at + rows + cols]
+            at += rows + cols
+        if has_vd:
+            self.bd = out[at + rows:at + rows + cols]
+            at += rows + cols
+        if k:
+            self.gathered = out[at:at + k]
         self.w_done = self.d_done = False
-        return (self.x0, int(self.rows), bool(self.units), self.v, self.vd, self.idx,
-                tuple(self.states) if self.states else None, self.out)
-
-    def _part(self, name: str) -> np.ndarray | None:
-        span = getattr(self, "_at", {}).get(name)
-        return None if span is None else self.out[span[0]:span[1]]
+        return (self.x0, int(rows), bool(self.units), self.v, self.vd, self.idx,
+                tuple(self.states) if self.states else None, out)
 
     @property
     def dist(self) -> float:
@@ -112,22 +121,6 @@ class Extras:
     @property
     def state_norms(self) -> tuple[float, float]:
         return float(self.out[3]), float(self.out[4])
-
-    @property
-    def unit_norms(self) -> np.ndarray | None:
-        return self._part("units")
-
-    @property
-    def b(self) -> np.ndarray | None:
-        return self._part("b")
-
-    @property
-    def bd(self) -> np.ndarray | None:
-        return self._part("bd")
-
-    @property
-    def gathered(self) -> np.ndarray | None:
-        return self._part("g")
 
 
 def available() -> bool:

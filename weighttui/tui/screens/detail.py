@@ -556,8 +556,9 @@ class DetailScreen(RunScreen):
             if "steps" not in stats or not stats["steps"].size:
                 chart.show(title, np.zeros(0), [], key=key)
                 continue
-            chart.show(title, stats["steps"], [(label, fn(stats), color) for label, fn, color in lines],
-                       marker=marker, log_y=log_y, key=key, ylim=YLIM.get(title))
+            with np.errstate(all="ignore"):  # mean ± std of extreme values overflows to inf: drawn as such
+                traces = [(label, fn(stats), color) for label, fn, color in lines]
+            chart.show(title, stats["steps"], traces, marker=marker, log_y=log_y, key=key, ylim=YLIM.get(title))
         self._instrument_charts(data, win, marker, key)
 
     def _instrument_charts(self, data, win: Window, marker, key) -> None:
