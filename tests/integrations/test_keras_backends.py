@@ -64,6 +64,16 @@ def test_torch_backend_sequential_functional_subclassed(tmp_path):
     for name in sgd.tensor_names:
         _, g = sgd.series(name, "norm", kind="grad")
         assert np.nanmax(g) <= 0.05 * (1 + 1e-6)
+    sgd_b = weighttui.open(tmp_path / "sgd_b.wtui")  # the second every-batch callback (one layer)
+    assert sgd_b.tensor_names == ["seq/out/kernel", "seq/out/bias"]
+    _assert_sgd_gradients(sgd_b, 0.1, 8)
+    sgd_3 = weighttui.open(tmp_path / "sgd_3.wtui")
+    for name in sgd_3.tensor_names:  # every 3 batches and the epoch ends: the same gradients as sgd.wtui
+        steps, g = sgd_3.series(name, "norm", kind="grad")
+        ref = dict(zip(*(a.tolist() for a in sgd.series(name, "norm", kind="grad")), strict=True))
+        assert steps[~np.isnan(g)].tolist() == [3, 4, 6, 8], name
+        for step, gnorm in zip(steps[~np.isnan(g)].tolist(), g[~np.isnan(g)].tolist(), strict=True):
+            assert gnorm == pytest.approx(ref[step], rel=1e-6), (name, step)
     # custom loop on the torch backend: gradients are torch tensors
     run = weighttui.open(tmp_path / "loop.wtui")
     assert run.has_kind("grad")
@@ -148,8 +158,12 @@ def _torch_case(out: str) -> None:
 
     model = sequential()
     model.compile(keras.optimizers.SGD(0.1, clipnorm=0.05), "mse")
+    # three callbacks share the optimizer's capture: a less frequent one between two every-batch
+    # ones switches neither off, and the second every-batch one gets the epochs' last batches too
     model.fit(x[:32], y[:32], batch_size=8, epochs=2, verbose=0,
-              callbacks=[WeightCallback(os.path.join(out, "sgd.wtui"), every_batches=1)])
+              callbacks=[WeightCallback(os.path.join(out, "sgd.wtui"), every_batches=1),
+                         WeightCallback(os.path.join(out, "sgd_3.wtui"), every_batches=3),
+                         WeightCallback(os.path.join(out, "sgd_b.wtui"), every_batches=1, layers=["out"])])
 
     model = sequential()
     model.build((None, 4))
