@@ -84,6 +84,8 @@ def test_torch_backend_sequential_functional_subclassed(tmp_path):
 
 def test_mirrored_strategy_on_two_cpu_devices_writes_one_log(tmp_path):
     pytest.importorskip("tensorflow")
+    import weighttui
+
     info = _run_case("mirrored", tmp_path, "tensorflow")
     assert info["replicas"] == 2
     names = info["names"]
@@ -95,6 +97,10 @@ def test_mirrored_strategy_on_two_cpu_devices_writes_one_log(tmp_path):
     assert steps == sorted(set(steps))
     assert steps[-1] == info["batches"]
     _assert_sgd_gradients(run, 0.1, info["batches"])
+    # a second callback on one layer: the shared capture grows its slots under the strategy
+    other = weighttui.open(tmp_path / "mirrored_o.wtui")
+    assert other.tensor_names == ["mirrored/o/kernel", "mirrored/o/bias"]
+    _assert_sgd_gradients(other, 0.1, info["batches"])
 
 
 def _assert_sgd_gradients(run, lr, batches):
@@ -204,7 +210,8 @@ def _mirrored_case(out: str) -> None:
                                   keras.layers.Dense(1, name="o")], name="mirrored")
         model.compile(keras.optimizers.SGD(0.1), "mse")
     cb = WeightCallback(os.path.join(out, "mirrored.wtui"), every_batches=1, full_epochs=[3])
-    model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[cb])
+    other = WeightCallback(os.path.join(out, "mirrored_o.wtui"), every_batches=1, layers=["o"])
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[cb, other])
     np.savez(os.path.join(out, "mirrored.npz"), **{f"w{i}": w for i, w in enumerate(model.get_weights())})
     with open(os.path.join(out, "expected.json"), "w") as fh:
         json.dump({"replicas": strategy.num_replicas_in_sync, "names": [v.path for v in model.weights],

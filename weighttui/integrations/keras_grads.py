@@ -132,6 +132,10 @@ class GradientCapture:
             if self.backend == "tensorflow":
                 self._make_tf_slots()
                 self._retrace()  # the traced step fills the slots it knew when traced
+        for other in self._live_taps():
+            # taps are made as a fit begins, when no batch is in flight: a tap still wanting one is
+            # left from a fit that raised before on_train_end, and must not keep `want` on
+            other.wanted = other._fresh = False
         tap = GradientTap(self, variables)
         self._taps = [r for r in self._taps if r() is not None] + [weakref.ref(tap)]
         return tap
