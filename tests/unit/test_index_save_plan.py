@@ -4,8 +4,11 @@ committed): the store goes on ingesting between them, and the index left reads t
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 
+import pytest
 import test_store
 from test_store import digest, index_dir, two_runs_with_damage, write_run
 
@@ -25,7 +28,15 @@ def feed(data: RunData, tail: LogTail, max_polls: int | None = None) -> None:
             return
 
 
-def test_index_saved_while_the_store_goes_on_ingesting(indexed):
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_index_saved_while_the_store_goes_on_ingesting(indexed, monkeypatch, hard_links):
+    refused: list[str] = []
+    if not hard_links:  # a filesystem without them: the spilled files are copied to their final names
+        def no_link(src, _dst):
+            refused.append(src)
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
     path = indexed / "run.wtui"
     two_runs_with_damage(path)
     whole = path.read_bytes()
@@ -43,6 +54,7 @@ def test_index_saved_while_the_store_goes_on_ingesting(indexed):
     written.start()
     written.join()
     assert job.where is not None
+    assert bool(refused) != hard_links  # (spilled groups were there to link)
     job.commit()
     # the index covers what was read when the save was taken; the next open extends it to the end
     want = digest(weighttui.open(path, cache=False))
