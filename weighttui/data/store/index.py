@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -380,10 +381,7 @@ class SavePlan:
                         ref = dict(ref)
                         tmp = ref.pop("tmp")
                         keep.add(tmp)  # the live store reads it until commit()
-                        try:
-                            os.link(os.path.join(d, tmp), os.path.join(d, ref["file"]))
-                        except FileExistsError:
-                            pass  # linked by an earlier save
+                        _link(d, tmp, ref["file"])
                         self.linked.append((g, ref, tmp))
                     files[ref["file"]] = ref["info"]
                     refs.append(ref)
@@ -431,6 +429,25 @@ class SavePlan:
             if g.ref is None:
                 g.ref = ref  # (its segments stay in memory, as after a save on this thread)
         self.linked, self.written = [], []
+
+
+def _link(directory: str, tmp: str, final: str) -> None:
+    """The spilled file `tmp` also under its final name (the live store goes on reading `tmp`)."""
+    src, dst = os.path.join(directory, tmp), os.path.join(directory, final)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        pass  # linked by an earlier save (names are unique per Spiller and row)
+    except OSError:  # a filesystem without hard links: a copy, renamed into place
+        fd, part = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, part)
+            os.replace(part, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
 
 
 def prepare_save(path: str, size: int, store: LogIndex, directory: str | None = None) -> SavePlan | None:
