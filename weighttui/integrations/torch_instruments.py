@@ -484,19 +484,8 @@ class TorchInstruments:
                 w[i, 2] = ref.ratio(dist, n0)
         samples = {i: host[k] for i, k in pend.xs.items()}
         samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
-        for i, xs in samples.items():
-            name = entries[i].name
-            prev = self._xs_prev.get(name)
-            if prev is not None and prev.shape == xs.shape:
-                delta = xs - prev
-                dp = self._d_prev.get(name)
-                if dp is not None:
-                    d[i, 0] = ref.cosine(delta, dp)
-                g = host[pend.gs[i]] if i in pend.gs else pend.g_host.get(i)
-                if g is not None:
-                    d[i, 1] = ref.cosine(delta, g)
-                self._d_prev[name] = delta
-            self._xs_prev[name] = xs.copy()
+        if samples:
+            self._cosines(samples, {i: host[k] for i, k in pend.gs.items()} | pend.g_host, entries, d)
         optim = None
         if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
@@ -525,6 +514,54 @@ class TorchInstruments:
         gu.update(pend.gunits_host)
         self.unit_norms = (dict(sorted(wu.items())), gu)
         return w, d, optim
+
+    def _cosines(self, samples: dict, grads: dict, entries, d: np.ndarray) -> None:
+        """cos_prev and cos_grad of every tensor at once: its sampled values less the previous ones,
+        against the previous update and the sampled gradient; the pieces of all tensors concatenated,
+        so a few numpy calls in all (one home of the rule: ref.cosines_from_dots)."""
+        xs_prev, d_prev = self._xs_prev, self._d_prev
+        items = list(samples.items())
+        sizes = np.fromiter((xs.size for _, xs in items), dtype=np.int64, count=len(items))
+        starts = np.zeros(len(items), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        cur = np.concatenate([xs.reshape(-1) for _, xs in items])  # kept: exactly the samples, nothing more
+        old, dps, gs, moved = [], [], [], []
+        for k, (i, xs) in enumerate(items):
+            name = entries[i].name
+            prev = xs_prev.get(name)
+            xs_prev[name] = cur[starts[k]:starts[k] + sizes[k]]
+            if prev is None or prev.size != xs.size:  # the first snapshot of the tensor: no update yet
+                old.append(xs.reshape(-1))
+                dps.append(None)
+                gs.append(None)
+                continue
+            moved.append(k)
+            old.append(prev)
+            dp = d_prev.get(name)
+            dps.append(dp if dp is not None and dp.size == xs.size else None)
+            g = grads.get(i)
+            gs.append(None if g is None or g.size != xs.size else g.reshape(-1))
+        if not moved:
+            return
+        delta = cur - np.concatenate(old)
+        dd = ref.segment_dots(delta, delta, starts)
+        rows = np.fromiter((i for i, _ in items), dtype=np.int64, count=len(items))
+        for col, others in ((0, dps), (1, gs)):
+            have = [k for k, o in enumerate(others) if o is not None]
+            if not have:
+                continue
+            sel = np.asarray(have)
+            if len(have) == len(items):
+                o_cat, st, dsel = np.concatenate(others), starts, delta
+            else:  # only the tensors that have one
+                o_cat = np.concatenate([others[k] for k in have])
+                st = np.zeros(len(have), dtype=np.int64)
+                np.cumsum(sizes[sel][:-1], out=st[1:])
+                dsel = np.concatenate([delta[starts[k]:starts[k] + sizes[k]] for k in have])
+            d[rows[sel], col] = ref.cosines_from_dots(ref.segment_dots(dsel, o_cat, st), dd[sel],
+                                                      ref.segment_dots(o_cat, o_cat, st))
+        for k in moved:
+            d_prev[entries[items[k][0]].name] = delta[starts[k]:starts[k] + sizes[k]]
 
     @staticmethod
     def _commit(store: dict, name: str, v: torch.Tensor, sigma: float, key: str | None = None) -> None:
