@@ -104,7 +104,7 @@ class TorchInstruments:
         self._scratch: dict[tuple, torch.Tensor] = {}
         self._hidx: dict[tuple[str, int], np.ndarray] = {}  # host coordinates of the kernel's gather
         self._flats: dict[int, tuple] = {}  # id(tensor) -> (tensor, data_ptr, its kernel view): see _flat
-        self._states: dict[int, tuple] = {}  # id(param) -> (param, m, v, the kernel reads them): _states_fused
+        self._states: dict[int, tuple] = {}  # id(param) -> (param, m, v, their data_ptrs, kernel views): _states_fused
         self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
 
     def __bool__(self) -> bool:
@@ -408,9 +408,9 @@ class TorchInstruments:
             n = e.tensor.numel()
             rest = (lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
             ex = pend.extras.get(i)
-            if ex is not None and self._states_fused(e.tensor, m, v):
-                # read in the kernel's first pass, beside the tensor's own values
-                ex.states = tuple(None if t is None else self._flat(t) for t in (m, v))
+            views = self._states_fused(e.tensor, m, v) if ex is not None else None
+            if ex is not None and views is not None:  # read in the kernel's first pass, beside x's values
+                ex.states = views
                 pend.optim_fused[i] = (m is not None, v is not None, *rest)
                 continue
             pend.optim[i] = (_queue(want, m), _queue(want, v), *rest)
@@ -419,15 +419,19 @@ class TorchInstruments:
         pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
                           *rest) for i, (mi, vi, *rest) in pend.optim.items()}
 
-    def _states_fused(self, x: torch.Tensor, m, v) -> bool:
-        """Whether the kernel can read x's optimizer state beside x (its dtype and size); kept per state."""
+    def _states_fused(self, x: torch.Tensor, m, v) -> tuple | None:
+        """The kernel's views of x's optimizer state (flat() of m and v, None where absent) when it can read
+        them beside x (its dtype and size), else None; kept per parameter while its state tensors (and
+        their memory) stay the same: the optimizers update them in place."""
+        ptrs = (0 if m is None else m.data_ptr(), 0 if v is None else v.data_ptr())
         got = self._states.get(id(x))
-        if got is not None and got[0] is x and got[1] is m and got[2] is v:
-            return got[3]
+        if got is not None and got[0] is x and got[1] is m and got[2] is v and got[3] == ptrs:
+            return got[4]
         ok = all(t is None or (torch_native.takes(t) and t.dtype == x.dtype and t.numel() == x.numel())
                  for t in (m, v))
-        self._states[id(x)] = (x, m, v, ok)
-        return ok
+        views = tuple(None if t is None else torch_native.flat(t) for t in (m, v)) if ok else None
+        self._states[id(x)] = (x, m, v, ptrs, views)
+        return views
 
     def _optim_torch(self, pend: _Pending, i: int, param) -> None:
         """Row i's optimizer state norms with torch ops (the kernel handed its tensor back)."""
