@@ -155,13 +155,15 @@ def test_bfloat16_safetensors_deltas(tmp_path):
         assert norm[i] == pytest.approx(want, rel=1e-9)
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "npz"])
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt"])
 def test_mapped_and_read_tensors_are_the_same(tmp_path, fmt):
-    """`weighttui watch` reads (no map), `weighttui import` maps: both hand out the same tensors."""
+    """`weighttui import` maps a settled file in place, `weighttui watch` maps a private copy: both hand out
+    the same tensors."""
     m = _models(1)[0]
     path = str(tmp_path / f"a.{SUFFIX[fmt]}")
     _save(fmt, path, m)
-    unit = Unit(path, fmt, os.path.basename(path))
+    os.utime(path, (1e9, 1e9))  # unchanged for long: read in place
+    unit = Unit(path, "torch" if fmt == "pt" else fmt, os.path.basename(path))
     mapped, read = open_reader(unit, mapped=True), open_reader(unit)
     try:
         for k, v in m.items():
@@ -177,21 +179,32 @@ def test_mapped_and_read_tensors_are_the_same(tmp_path, fmt):
         read.close()
 
 
-def test_a_file_cut_short_after_mapping_is_refused_not_faulted(tmp_path, capsys):
-    from safetensors.numpy import save_file
-
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt"])
+def test_a_file_cut_short_after_mapping_is_refused_not_faulted(tmp_path, fmt):
+    """A settled file is mapped in place and checked before each tensor; a recent one (which a trainer may
+    still rewrite) is read from a private copy, which the truncation does not reach."""
     from weighttui.integrations.importers.base import ImportFileError
 
+    if fmt == "pt":
+        pytest.importorskip("torch")
     m = _models(1)[0]
-    path = str(tmp_path / "a.safetensors")
-    save_file(m, path)
-    reader = open_reader(Unit(path, "safetensors", "a.safetensors"), mapped=True)
+    settled, recent = str(tmp_path / f"a.{SUFFIX[fmt]}"), str(tmp_path / f"b.{SUFFIX[fmt]}")
+    _save(fmt, settled, m)
+    _save(fmt, recent, m)
+    os.utime(settled, (1e9, 1e9))
+    kind = "torch" if fmt == "pt" else fmt
+    in_place = open_reader(Unit(settled, kind, "a"), mapped=True)
+    copied = open_reader(Unit(recent, kind, "b"), mapped=True, copy_dir=str(tmp_path))
     try:
-        os.truncate(path, 100)
+        os.truncate(settled, 100)
+        os.truncate(recent, 100)
         with pytest.raises(ImportFileError, match="truncated while being read"):
-            reader.raw("big.weight")
+            in_place.raw("big.weight")
+        assert np.array_equal(copied.raw("big.weight")[0], m["big.weight"])  # the copy as it was opened
+        assert not [f for f in os.listdir(tmp_path) if f.startswith(".weighttui-copy-")]  # unlinked at once
     finally:
-        reader.close()
+        in_place.close()
+        copied.close()
 
 
 # ------------------------------------------------------------------ peak RSS
@@ -216,9 +229,11 @@ LARGEST = 16 * 1024 * 1024  # float32 elements: 64 MiB
 FIXED = 40 * 1024 * 1024  # what the bound allows on top of two tensors (docs/import.md)
 
 
-@pytest.mark.parametrize("fmt,values", [("safetensors", "values"), ("safetensors", "no-values"),
-                                        ("npz", "values"), ("pt", "values")])
-def test_peak_rss_is_two_tensors_plus_a_fixed_amount(tmp_path, fmt, values):
+@pytest.mark.parametrize("fmt,values,settled", [("safetensors", "values", True), ("safetensors", "no-values", True),
+                                                ("npz", "values", True), ("pt", "values", True),
+                                                ("pt", "values", False)])
+def test_peak_rss_is_two_tensors_plus_a_fixed_amount(tmp_path, fmt, values, settled):
+    """Mapped in place (settled files) and mapped private copies (recent files) alike."""
     if fmt == "pt":
         pytest.importorskip("torch")
     if not sys.platform.startswith("linux"):
@@ -233,6 +248,8 @@ def test_peak_rss_is_two_tensors_plus_a_fixed_amount(tmp_path, fmt, values):
         for v in m.values():
             v += np.float32(1e-3)
         _save(fmt, str(src / f"step_{step}.{SUFFIX[fmt]}"), m)
+        if settled:
+            os.utime(src / f"step_{step}.{SUFFIX[fmt]}", (1e9, 1e9))
     del m
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.run([sys.executable, "-c", LAUNCH, sys.executable, "-c", CHILD, str(src),

@@ -64,6 +64,16 @@ def test_torch_backend_sequential_functional_subclassed(tmp_path):
     for name in sgd.tensor_names:
         _, g = sgd.series(name, "norm", kind="grad")
         assert np.nanmax(g) <= 0.05 * (1 + 1e-6)
+    sgd_b = weighttui.open(tmp_path / "sgd_b.wtui")  # the second every-batch callback (one layer)
+    assert sgd_b.tensor_names == ["seq/out/kernel", "seq/out/bias"]
+    _assert_sgd_gradients(sgd_b, 0.1, 8)
+    sgd_3 = weighttui.open(tmp_path / "sgd_3.wtui")
+    for name in sgd_3.tensor_names:  # every 3 batches and the epoch ends: the same gradients as sgd.wtui
+        steps, g = sgd_3.series(name, "norm", kind="grad")
+        ref = dict(zip(*(a.tolist() for a in sgd.series(name, "norm", kind="grad")), strict=True))
+        assert steps[~np.isnan(g)].tolist() == [3, 4, 6, 8], name
+        for step, gnorm in zip(steps[~np.isnan(g)].tolist(), g[~np.isnan(g)].tolist(), strict=True):
+            assert gnorm == pytest.approx(ref[step], rel=1e-6), (name, step)
     # custom loop on the torch backend: gradients are torch tensors
     run = weighttui.open(tmp_path / "loop.wtui")
     assert run.has_kind("grad")
@@ -74,6 +84,8 @@ def test_torch_backend_sequential_functional_subclassed(tmp_path):
 
 def test_mirrored_strategy_on_two_cpu_devices_writes_one_log(tmp_path):
     pytest.importorskip("tensorflow")
+    import weighttui
+
     info = _run_case("mirrored", tmp_path, "tensorflow")
     assert info["replicas"] == 2
     names = info["names"]
@@ -85,6 +97,10 @@ def test_mirrored_strategy_on_two_cpu_devices_writes_one_log(tmp_path):
     assert steps == sorted(set(steps))
     assert steps[-1] == info["batches"]
     _assert_sgd_gradients(run, 0.1, info["batches"])
+    # a second callback on one layer: the shared capture grows its slots under the strategy
+    other = weighttui.open(tmp_path / "mirrored_o.wtui")
+    assert other.tensor_names == ["mirrored/o/kernel", "mirrored/o/bias"]
+    _assert_sgd_gradients(other, 0.1, info["batches"])
 
 
 def _assert_sgd_gradients(run, lr, batches):
@@ -148,8 +164,12 @@ def _torch_case(out: str) -> None:
 
     model = sequential()
     model.compile(keras.optimizers.SGD(0.1, clipnorm=0.05), "mse")
+    # three callbacks share the optimizer's capture: a less frequent one between two every-batch
+    # ones switches neither off, and the second every-batch one gets the epochs' last batches too
     model.fit(x[:32], y[:32], batch_size=8, epochs=2, verbose=0,
-              callbacks=[WeightCallback(os.path.join(out, "sgd.wtui"), every_batches=1)])
+              callbacks=[WeightCallback(os.path.join(out, "sgd.wtui"), every_batches=1),
+                         WeightCallback(os.path.join(out, "sgd_3.wtui"), every_batches=3),
+                         WeightCallback(os.path.join(out, "sgd_b.wtui"), every_batches=1, layers=["out"])])
 
     model = sequential()
     model.build((None, 4))
@@ -190,7 +210,8 @@ def _mirrored_case(out: str) -> None:
                                   keras.layers.Dense(1, name="o")], name="mirrored")
         model.compile(keras.optimizers.SGD(0.1), "mse")
     cb = WeightCallback(os.path.join(out, "mirrored.wtui"), every_batches=1, full_epochs=[3])
-    model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[cb])
+    other = WeightCallback(os.path.join(out, "mirrored_o.wtui"), every_batches=1, layers=["o"])
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[cb, other])
     np.savez(os.path.join(out, "mirrored.npz"), **{f"w{i}": w for i, w in enumerate(model.get_weights())})
     with open(os.path.join(out, "expected.json"), "w") as fh:
         json.dump({"replicas": strategy.num_replicas_in_sync, "names": [v.path for v in model.weights],

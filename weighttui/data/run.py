@@ -104,6 +104,53 @@ class _Dense:
         self.rows, self.buf, self.run = rows, buf, run
 
 
+
+def _read_marks(store) -> tuple:
+    """What a save checks the log still holds: the last frame applied (offset, type), the first run's
+    frame (offset, run id; None for a run without one) and how far the store reaches."""
+    first = store.runs[0]
+    return (store.last_frame, (first.offset, first.record.run_id) if first.run_offset_valid else None,
+            store.scan.offset + store.scan.pending)
+
+
+def _still_holds(fd: int, st, marks: tuple) -> bool:
+    """The log (fd) holds what was read: a log replaced meanwhile is not indexed."""
+    (off, ftype), first, end = marks
+    got = read_frame_at(fd, off)
+    if got is None or got[0] != ftype or st.st_size < end:
+        return False
+    if first is not None:
+        head = read_frame_at(fd, first[0])
+        if head is None or head[1].get("run_id") != first[1]:
+            return False
+    return True
+
+
+class IndexSave:
+    """One save of a viewer's index off its UI thread (RunData.index_save)."""
+
+    def __init__(self, data: RunData, plan, marks: tuple):
+        self.data, self.plan, self.marks = data, plan, marks
+        self.where: str | None = None
+
+    def write(self) -> str | None:
+        """On any thread; never raises. The directory written, or None."""
+        try:
+            with self.data._log_for_index(self.plan.path) as fd:
+                if fd is not None:
+                    st = os.fstat(fd)
+                    if _still_holds(fd, st, self.marks):
+                        self.where = self.plan.write(fd, st)
+        except Exception:  # the index is only a cache
+            self.where = None
+        return self.where
+
+    def commit(self) -> None:
+        """On the thread that ingests, after write()."""
+        self.plan.commit()
+        self.data.index_path = self.where or self.data.index_path
+
+
 class RunData:
     """The latest run of a log (or the run at `run_index`), as time series.
 
@@ -267,19 +314,24 @@ class RunData:
             return None
         try:
             st = os.fstat(fd)
-            off, ftype = store.last_frame
-            got = read_frame_at(fd, off)
-            first = store.runs[0]
-            head = read_frame_at(fd, first.offset) if first.run_offset_valid else None
-            if got is None or got[0] != ftype or st.st_size < store.scan.offset + store.scan.pending:
-                return None
-            if first.run_offset_valid and (head is None or head[1].get("run_id") != first.record.run_id):
+            if not _still_holds(fd, st, _read_marks(store)):
                 return None
             store.size = st.st_size
             return store_index.save_index(path, fd, st, store,
                                           store.spill.directory if store.spill is not None else None)
         except OSError:
             return None
+
+    def index_save(self) -> IndexSave | None:
+        """save_index() for a viewer that must not wait for it: taken now (cheap, on the thread that
+        ingests), written by IndexSave.write() on another thread, then IndexSave.commit() here again.
+        None when there is nothing to save."""
+        store = self._store
+        if not self.cache or self.path is None or not store.runs or store.last_frame is None:
+            return None
+        plan = store_index.prepare_save(self.path, self.file_size, store,
+                                        store.spill.directory if store.spill is not None else None)
+        return None if plan is None else IndexSave(self, plan, _read_marks(store))
 
     def derived(self, key: str, compute):
         """compute(), or the value it gave for the same key on this log as read so far.

@@ -21,7 +21,7 @@ import fnmatch
 import keras
 import numpy as np
 
-from weighttui.integrations.keras_grads import GradientCapture, capture_for
+from weighttui.integrations.keras_grads import GradientTap, capture_for
 from weighttui.integrations.keras_instruments import optimizer_state
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
@@ -108,7 +108,7 @@ class WeightCallback(keras.callbacks.Callback):
         self.trainable_only = bool(trainable_only)
         self.initial = bool(initial)
         self.grads = bool(grads)
-        self._capture: GradientCapture | None = None
+        self._capture: GradientTap | None = None  # this callback's view of the optimizer's capture
         if isinstance(path_or_recorder, Recorder):
             if recorder_options:
                 raise TypeError("recorder options go to the Recorder you passed, not to WeightCallback")
@@ -366,6 +366,8 @@ class WeightCallback(keras.callbacks.Callback):
             self.recorder = self._new_recorder(mode="a")
             self._variables = None
             self._prev = {}  # delta history starts afresh with the new run
+        if self._capture is not None:  # an earlier fit that ended without on_train_end
+            self._release_capture()
         if self.grads and self.recorder.active:  # first: the initial snapshot reads what later ones do
             # a failure here (reported once) leaves the weights recorded, the initial snapshot included
             self._guard("recording gradients inside fit", self._install_capture)
@@ -449,9 +451,7 @@ class WeightCallback(keras.callbacks.Callback):
         # the end of training is always in the log, whatever `epochs` / `every_batches` chose
         if self.step != self._last_recorded:
             self._guard("taking the final snapshot", lambda: self._record(epoch=self._epoch, batch=None, full=False))
-        if self._capture is not None:
-            self._guard("releasing the gradients", self._capture.release)
-            self._capture = None
+        self._release_capture()
         if self._owns:
             self._closed_by_fit = True
             self._guard("closing the log", self.recorder.close)
@@ -475,7 +475,13 @@ class WeightCallback(keras.callbacks.Callback):
 
     def close(self) -> None:
         """Close the log (done by `fit` itself when the callback owns it)."""
+        self._release_capture()  # inside a fit: other callbacks keep their gradients, this one stops asking
         self._guard("closing the log", self.recorder.close)
+
+    def _release_capture(self) -> None:
+        if self._capture is not None:
+            self._guard("releasing the gradients", self._capture.release)
+            self._capture = None
 
 
 class _ReadSet:

@@ -25,9 +25,19 @@ The wrapper stays on the optimizer after `fit` (inert: nothing is kept while
 function traced with it need not be traced again. Installing it where `fit`
 traced a train function before (a warm-up `fit` without the callback) makes
 Keras trace a new one, once.
+
+One capture per optimizer, shared by every WeightCallback of the `fit`: each
+callback holds a `GradientTap` of its own (its variables, whether it wants the
+batch about to run, whether it has taken that batch's gradients). `want` is on
+when any attached tap wants the batch, and one tap taking the gradients leaves
+them for the others (they stay until the next wanted batch), so two callbacks
+never switch each other's gradients off or consume them; a tap released (its
+callback closed, or its fit done) no longer counts.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import keras
 
@@ -45,28 +55,30 @@ _ATTR = "_weighttui_grad_capture"
 
 
 def capture_for(model, variables):
-    """(GradientCapture, None) wrapping model's optimizer for these variables, reused when
-    an earlier fit installed one that covers them; (None, why) where gradients cannot be had."""
+    """(GradientTap, None): a tap of its own for one callback on the capture that wraps model's
+    optimizer (made on first use, grown to cover these variables); (None, why) where gradients
+    cannot be had."""
     opt = innermost(getattr(model, "optimizer", None))
     if opt is None:
         return None, "the model has no optimizer"
     existing = vars(opt).get(_ATTR)
-    if existing is not None and existing.model is model and existing.covers(variables):
-        return existing, None
+    if existing is not None and existing.model is model:
+        return existing.tap(variables), None
     capture = GradientCapture(model, variables)
     why = capture.install()
     if why is not None:
         return None, why
     object.__setattr__(opt, _ATTR, capture)
-    return capture, None
+    return capture.tap(variables), None
 
 
 class GradientCapture:
-    """Gradients the optimizer applies, for the batches the callback wants them."""
+    """Gradients the optimizer applies, for the batches that some attached tap wants."""
 
     def __init__(self, model, variables):
         self.model = model
-        self.variables = list(variables)  # keras Variables whose gradients are wanted
+        self.variables = list(variables)  # keras Variables whose gradients are wanted (every tap's)
+        self._ids = {id(v) for v in self.variables}
         self.backend = keras.backend.backend()
         self.optimizer = None
         self._method = None  # the wrapped attribute's name
@@ -74,7 +86,7 @@ class GradientCapture:
         self._want_var = None
         self._slots: dict[int, tuple] = {}  # id(tf variable) -> (keras variable, slot)
         self._eager = None  # [(gradient, keras variable)] of the last wanted batch
-        self._fresh = False
+        self._taps: list = []  # weak references: a callback dropped without release stops counting
 
     # ------------------------------------------------------------ setup
 
@@ -91,36 +103,54 @@ class GradientCapture:
         else:
             return (f"gradients are not recorded inside fit on the {self.backend} backend "
                     "(record(grads=...) from a custom loop records them)")
-        if name in vars(opt):  # an earlier capture's wrapper (other variables): ours goes around the method
+        if name in vars(opt):  # an earlier capture's wrapper (another model's): ours goes around the method
             object.__delattr__(opt, name)
             original = getattr(opt, name)
             wrapper = self._tf_wrapper(original) if self.backend == "tensorflow" else self._torch_wrapper(original)
         object.__setattr__(opt, name, wrapper)  # an instance attribute shadows the method
         self.optimizer, self._method = opt, name
-        if (self.backend == "tensorflow" and not getattr(self.model, "run_eagerly", False)
-                and getattr(self.model, "train_function", None) is not None):
-            # one traced before (an earlier fit) would not call the wrapper; one fit has just
-            # made and not yet traced costs nothing to make again
-            self.model.make_train_function(force=True)
+        self._retrace()
         return None
 
-    def covers(self, variables) -> bool:
-        ids = {id(v) for v in self.variables}
-        return all(id(v) in ids for v in variables)
+    def _retrace(self) -> None:
+        if (self.backend == "tensorflow" and not getattr(self.model, "run_eagerly", False)
+                and getattr(self.model, "train_function", None) is not None):
+            # one traced before (an earlier fit) would not call the wrapper (or not fill the slots
+            # just added); one fit has just made and not yet traced costs nothing to make again
+            self.model.make_train_function(force=True)
 
-    def release(self) -> None:
-        """After fit: keep nothing more (the wrapper stays, inert, for the next fit)."""
-        self.set_wanted(False)
-        self._fresh = False
-        self._eager = None
+    def covers(self, variables) -> bool:
+        return all(id(v) in self._ids for v in variables)
+
+    def tap(self, variables) -> GradientTap:
+        """A tap for one callback, the capture grown first where it lacks some of these variables."""
+        variables = list(variables)
+        new = [v for v in variables if id(v) not in self._ids]
+        if new:
+            self.variables += new
+            self._ids.update(id(v) for v in new)
+            if self.backend == "tensorflow":
+                self._make_tf_slots()
+                self._retrace()  # the traced step fills the slots it knew when traced
+        for other in self._live_taps():
+            # taps are made as a fit begins, when no batch is in flight: a tap still wanting one is
+            # left from a fit that raised before on_train_end, and must not keep `want` on
+            other.wanted = other._fresh = False
+        tap = GradientTap(self, variables)
+        self._taps = [r for r in self._taps if r() is not None] + [weakref.ref(tap)]
+        return tap
+
+    def _live_taps(self) -> list:
+        return [t for t in (r() for r in self._taps) if t is not None and t.attached]
 
     def _make_tf_slots(self) -> None:
         import tensorflow as tf
 
         strategy = getattr(self.model, "distribute_strategy", None) or tf.distribute.get_strategy()
         with strategy.scope():
-            self._want_var = tf.Variable(False, trainable=False, name="weighttui_want_grads",
-                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            if self._want_var is None:
+                self._want_var = tf.Variable(False, trainable=False, name="weighttui_want_grads",
+                                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             for v in self.variables:
                 tv = v.value
                 key = id(tv)
@@ -160,10 +190,9 @@ class GradientCapture:
         return wrapped
 
     def _torch_wrapper(self, original):
-        wanted = {id(v) for v in self.variables}
-
         def wrapped(grads, trainable_variables, learning_rate):
             if self._want:
+                wanted = self._ids  # read at each call: a later tap may add variables
                 self._eager = [(g.detach().clone(), v) for g, v in zip(grads, trainable_variables, strict=False)
                                if g is not None and id(v) in wanted]
             return original(grads, trainable_variables, learning_rate)
@@ -172,37 +201,71 @@ class GradientCapture:
 
     # ------------------------------------------------------------ per batch
 
-    def batch_begin(self, wanted: bool) -> None:
-        """Before a batch: whether its gradients are kept (a batch not wanted leaves none)."""
-        self._fresh = False
-        self._eager = None
-        self.set_wanted(wanted)
-
-    def set_wanted(self, flag: bool) -> None:
-        flag = bool(flag)
+    def _update_want(self) -> None:
+        """`want` on when any attached tap wants the batch about to run."""
+        flag = any(t.wanted for t in self._live_taps())
+        if not flag:
+            self._eager = None  # nothing wants the last batch's any more (every tap has moved on)
         if flag == self._want:
             return
         self._want = flag
         if self._want_var is not None:
             self._want_var.assign(flag, read_value=False)  # (reading it back cost twice the assignment)
 
+    def slots(self, ids=None) -> list:
+        """[(slot variable, keras variable)] (of the variables with these ids): where a compiled
+        train step leaves the gradients (TensorFlow; empty elsewhere)."""
+        return [(slot, v) for v, slot in self._slots.values() if ids is None or id(v) in ids]
+
+    def pairs(self, ids):
+        """[(gradient, keras variable)] of the last wanted batch, for the variables with these ids."""
+        if self._eager is not None:
+            return [(g, v) for g, v in self._eager if id(v) in ids]
+        if self._slots:  # the slot variables themselves: the callback reads them with the weights
+            return self.slots(ids)
+        return None
+
+
+class GradientTap:
+    """One callback's view of the shared GradientCapture: the batches it wants, the gradients it takes."""
+
+    def __init__(self, capture: GradientCapture, variables):
+        self.capture = capture
+        self._ids = {id(v) for v in variables}
+        self.wanted = False
+        self.attached = True
+        self._fresh = False
+
+    def batch_begin(self, wanted: bool) -> None:
+        """Before a batch: whether this callback wants its gradients (others may want them too)."""
+        self._fresh = False
+        self.wanted = bool(wanted) and self.attached
+        if self.attached:
+            # every tap has taken the last batch's gradients by now (on_train_batch_end and
+            # on_epoch_end of all callbacks run before the next batch begins)
+            self.capture._eager = None
+            self.capture._update_want()
+
     def batch_done(self) -> None:
-        """After a batch: its gradients are there if it was wanted."""
-        self._fresh = self._want and self.optimizer is not None
+        """After a batch: its gradients are there if this tap wanted it."""
+        self._fresh = self.wanted and self.capture.optimizer is not None
 
     def slots(self) -> list:
-        """[(slot variable, keras variable)]: where a compiled train step leaves the gradients
-        (TensorFlow; empty elsewhere). The callback reads them with the weights."""
-        return [(slot, v) for v, slot in self._slots.values()]
+        """[(slot variable, keras variable)] of this tap's variables (TensorFlow; empty elsewhere).
+        The callback reads them with the weights."""
+        return self.capture.slots(self._ids)
 
     def take(self):
-        """[(gradient, keras variable)] of the last batch if it was wanted, else None."""
+        """[(gradient, keras variable)] of the last batch if this tap wanted it, else None.
+        The gradients stay for the other taps."""
         if not self._fresh:
             return None
         self._fresh = False
-        if self._eager is not None:
-            pairs, self._eager = self._eager, None
-            return pairs
-        if self._slots:  # the slot variables themselves: the callback reads them with the weights
-            return self.slots()
-        return None
+        return self.capture.pairs(self._ids)
+
+    def release(self) -> None:
+        """The callback is done (its fit ended, or it was closed): it no longer counts."""
+        self.wanted = self._fresh = False
+        if self.attached:
+            self.attached = False
+            self.capture._update_want()

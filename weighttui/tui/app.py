@@ -35,7 +35,7 @@ from textual.timer import Timer
 from weighttui.data.liveness import growth_age, run_status
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
-from weighttui.tui.pump import Pump
+from weighttui.tui.pump import IndexSaver, Pump
 from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.state import RunView, SeekStep
 from weighttui.tui.widgets.header import RunHeader, start_header_text
@@ -164,6 +164,7 @@ class WeightApp(App[int]):
         self._alerts_at = 0.0
         self._follower_options = follower_options or {}
         self.follower: Follower | None = None
+        self.index_saver = IndexSaver(self)
         self.pump: Pump[None] = Pump(
             self, sources=lambda: [(None, self.follower)], ingest=lambda _key, item: self._ingest(item),
             failed=lambda _key, failure: self._fail(failure.message), redraw=self._draw, hz=MAX_REFRESH_HZ,
@@ -268,6 +269,7 @@ class WeightApp(App[int]):
 
     def on_unmount(self) -> None:
         self.stop_follower()
+        self.index_saver.finish()  # a save in flight is completed first: two saves never overlap
         # the next viewer starts from here (also from a big log's index built part of the way)
         data = self._building if self._building is not None else self._data
         if data is not None:
@@ -276,7 +278,10 @@ class WeightApp(App[int]):
     def _save_index(self) -> None:
         data = self._building if self._building is not None else self._data
         if data is not None and self.return_code is None:
-            data.save_index()
+            self.index_saver.start(data)  # written on the saver's thread; skipped while one is in flight
+
+    def on_index_saved(self, _message) -> None:  # tui.pump.IndexSaved
+        self.index_saver.saved()
 
     def stop_follower(self) -> None:
         if self.follower is not None:
@@ -305,8 +310,8 @@ class WeightApp(App[int]):
             changed = True
         if item.caught_up and time.monotonic() - self._index_saved > INDEX_SAVE_S:
             self._index_saved = time.monotonic()
-            # after the redraw this delivery asks for (at most 1/MAX_REFRESH_HZ away): writing the index
-            # takes tens of ms on the UI thread, and the new step should not wait for it
+            # written on the index saver's thread (tens of ms, mostly waiting for the disk); what it
+            # takes on this thread comes after the redraw this delivery asks for (1/MAX_REFRESH_HZ away)
             self.set_timer(1.5 / MAX_REFRESH_HZ, self._save_index)
         if self.display_paused:
             self.paused_new += max(0, target.snapshot_count - before)

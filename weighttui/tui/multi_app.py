@@ -49,7 +49,7 @@ from weighttui.data.run import RunData
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
 from weighttui.tui.app import INDEX_SAVE_S  # the single-run viewer's rule for keeping the index
-from weighttui.tui.pump import FollowerWake, Pump
+from weighttui.tui.pump import FollowerWake, IndexSaved, IndexSaver, Pump
 from weighttui.tui.screens.base import RefreshableScreen
 from weighttui.tui.screens.runs_compare import CompareScreen
 from weighttui.tui.screens.runs_help import RunsHelpScreen
@@ -125,6 +125,7 @@ class RunSlot:
         self._alerts_at = 0.0
         self._start = None  # where the index ends (a ScanState), where the follower starts
         self._saved_at = 0.0
+        self.save_due = False  # a periodic save of the index is due (MultiRunApp starts it)
         self._clock = clock
         self._row_key: tuple | None = None
         self._row: RunRow | None = None
@@ -162,11 +163,13 @@ class RunSlot:
         if item.caught_up:
             first, self.caught_up = not self.caught_up, True
             now = time.monotonic()
-            if first or now - self._saved_at > INDEX_SAVE_S:
+            if first:
                 # the store's rule: what was read goes to the log's index (and out of memory: the
-                # store's tail is sealed and written there)
+                # store's tail is sealed and written there) -- once, at the end of loading
                 self._saved_at = now
                 self.data.save_index()
+            elif now - self._saved_at > INDEX_SAVE_S:
+                self.save_due = True  # live: the app's IndexSaver writes it off the UI thread
 
     def alerts_due(self, now: float) -> bool:
         """Read to the end, changed since its alerts were computed, and not computed just now."""
@@ -185,6 +188,14 @@ class RunSlot:
     def save_index(self) -> None:
         data = self.building if self.building is not None else self.data
         data.save_index()
+
+    def start_save(self, saver: IndexSaver) -> None:
+        """A due periodic save, on the saver's thread (left due while another run's save is in flight)."""
+        if saver.busy:
+            return
+        self.save_due = False
+        self._saved_at = time.monotonic()
+        saver.start(self.building if self.building is not None else self.data)
 
     def status(self) -> str:
         if self.error:
@@ -252,6 +263,7 @@ class MultiRunApp(App[int]):
         self._tensor_names: list[str] = []
         self.refreshes = 0
         self.opened: list[str] = []  # runs `enter` asked to open (for tests)
+        self.index_saver = IndexSaver(self)
         self.pump: Pump[RunSlot] = Pump(self, sources=self._sources, ingest=self._ingest, failed=self._failed,
                                         redraw=self._draw, hz=MAX_REFRESH_HZ)
         self._initial = [os.fspath(p) for p in paths]
@@ -276,6 +288,7 @@ class MultiRunApp(App[int]):
 
     def on_unmount(self) -> None:
         self.stop_followers()
+        self.index_saver.finish()  # a save in flight is completed first: two saves never overlap
         for slot in self.slots:  # the next viewer starts from here (also from a log read part of the way)
             if slot.prepared:
                 slot.save_index()
@@ -355,12 +368,17 @@ class MultiRunApp(App[int]):
     def on_follower_wake(self, _message: FollowerWake) -> None:
         self.pump.on_wake()
 
+    def on_index_saved(self, _message: IndexSaved) -> None:
+        self.index_saver.saved()
+
     def _sources(self) -> Iterable[tuple[RunSlot, Follower | None]]:
         return [(slot, slot.follower) for slot in self.slots]
 
     def _ingest(self, slot: RunSlot, item: Delivery) -> bool:
         was_reading = slot.reading
         slot.ingest(item)
+        if slot.save_due:
+            slot.start_save(self.index_saver)
         if was_reading and not slot.reading:
             release_freed_memory()  # what reading it took (chunks, the store's tail) back to the system
             self._start_readers()  # this one has read its history: the next run's turn

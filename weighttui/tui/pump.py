@@ -8,10 +8,13 @@
   freezing the keys.
 - `Pump.request_refresh()` redraws at most `hz` times a second: requests
   inside the interval fold into one redraw at its end.
+- `IndexSaver` writes a log's index on a thread of its own (one save at a time):
+  a live run's appends reach the screen while the index is written.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -23,6 +26,7 @@ if TYPE_CHECKING:  # the single-run app imports this module before its first fra
     from textual.timer import Timer
 
     from weighttui.data.follower import Delivery, Failure, Follower
+    from weighttui.data.run import IndexSave, RunData
 
 INGEST_BUDGET_S = 0.05  # UI-thread time per ingest batch before yielding to input/render
 FIRST_PAINT_S = 0.1  # after the first snapshots are drawn: a few frames' time for them to be painted
@@ -38,6 +42,78 @@ class FollowerWake(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, FollowerWake)
+
+
+class IndexSaved(Message):
+    """The index saver's thread finished a save (posted from it)."""
+
+    bubble = False
+
+
+class IndexSaver:
+    """Saves runs' indexes off the UI thread, one save at a time (docs/tui.md).
+
+    `start(data)` takes what is to be saved on the UI thread (RunData.index_save:
+    cheap, nothing waited for) and writes it on a thread; the app hands the
+    `IndexSaved` it posts to `saved()`, which lets the run read from the index's
+    files. `finish()` (quitting) waits for a save in flight and completes it. A
+    failing save is only a missing cache: nothing here raises.
+    """
+
+    def __init__(self, app: App):
+        self.app = app
+        self._job: IndexSave | None = None
+        self._thread: threading.Thread | None = None
+        self._written = threading.Event()
+        self.saves = 0  # saves completed (for tests)
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def start(self, data: RunData) -> bool:
+        """Start saving `data`'s index; False when a save is in flight (skipped) or nothing is to save."""
+        if self._job is not None:
+            return False
+        try:
+            job = data.index_save()
+        except Exception:  # the index is a cache: the viewer goes on without it
+            return False
+        if job is None:
+            return False
+        self._job = job
+        self._written.clear()
+        self._thread = threading.Thread(target=self._write, args=(job,), name="weighttui-index-save", daemon=True)
+        self._thread.start()
+        return True
+
+    def _write(self, job: IndexSave) -> None:
+        job.write()  # never raises
+        self._written.set()
+        try:  # (not call_from_thread: finish() may be joining this thread)
+            self.app.post_message(IndexSaved())
+        except RuntimeError:  # the app's loop is gone: finish() completed it, or nobody will
+            pass
+
+    def saved(self) -> None:
+        """On the UI thread once the thread posted IndexSaved."""
+        if self._job is not None and self._written.is_set():
+            self._complete()
+
+    def finish(self) -> None:
+        """On the UI thread: wait for a save in flight and complete it (quitting, before the last save)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._complete()
+
+    def _complete(self) -> None:
+        job, self._job, self._thread = self._job, None, None
+        if job is not None:
+            try:
+                job.commit()
+            except Exception:  # (the live store keeps reading the files it read before)
+                pass
+            self.saves += 1
 
 
 class Pump(Generic[K]):

@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -310,6 +311,155 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
         _collect_garbage(directory, set(files))
     finally:
         os.close(lock_fd)
+
+
+class SavePlan:
+    """A save of a live store split in three, for a viewer that must not wait for it (docs/store.md).
+
+    `prepare_save` (on the thread that owns the store, cheap: nothing waited for,
+    nothing written) takes what the index will hold: the run states as JSON, the
+    row tables (append-only: what was read never changes), the groups and the
+    tail's pieces (never changed once added). `write` (any thread, never raises)
+    waits for the Spiller, writes the tail as one more group, links the spilled
+    files to their final names and the manifest under the lock; the live store is
+    not touched. `commit` (the owner's thread again) lets the live groups read
+    from the files now in the index and removes the temporary names.
+    """
+
+    def __init__(self, path: str, directory: str, store: LogIndex):
+        self.path, self.directory = path, directory
+        self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
+        self.covered = store.scan.offset
+        self.scan = [store.scan.offset, store.scan.resyncing, store.scan.pending]
+        self.corruptions = list(store.corruptions)
+        self.unknown_frames = store.unknown_frames
+        self.rows_file = _Writer(f"{self.gen}-rows.bin")
+        self.runs: list[tuple[dict, list, dict]] = []  # (run JSON, [(group, ref, pending future)], tail jobs)
+        for spill in {id(r.spill): r.spill for r in store.runs if r.spill is not None}.values():
+            if isinstance(spill, Spiller):
+                spill.settle()  # what is written already; the rest is waited for by write()
+        for run in store.runs:
+            pending = {id(g): fut for fut, r, g in getattr(run.spill, "_pending", ()) if r is run}
+            groups = [(g, g.ref, pending.get(id(g))) for g in run.groups]
+            tail = {k: (list(kc._pieces_of_tail(k == "weights")), run.sealed_rows, run.rows, len(kc.columns),
+                        kc.bins, k == "weights", kc.edges)
+                    for k, kc in run.kinds.items()} if run.sealed_rows < run.rows else {}
+            self.runs.append((_run_json(run, [], self.rows_file), groups, tail))
+        self.linked: list[tuple[Group, dict, str]] = []  # (live group, its ref, final name) for commit()
+        self.written: list[tuple[RunState | None, Group, dict]] = []
+
+    def write(self, fd: int, st) -> str | None:
+        """Write the index (the log is `fd`, checked by the caller); the directory, or None. Never raises."""
+        try:
+            self._write(fd, st)
+            return self.directory
+        except Exception:  # a full disk, a read-only mount, a race: the index is only a cache
+            return None
+
+    def _write(self, fd: int, st) -> None:
+        d = self.directory
+        lock_fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            old = _read_manifest(d)
+            if old is not None and isinstance(old.get("log"), dict) and _matches(fd, st, old["log"]) \
+                    and old["log"]["covered"] >= self.covered:
+                return  # another reader already saved as much of this log
+            files: dict[str, dict] = {}
+            keep: set[str] = set()
+            runs = []
+            for rj, groups, tail in self.runs:
+                refs = []
+                for g, ref, future in groups:
+                    if ref is None and future is not None:
+                        ref, _error = future.result()  # the Spiller's file (None: it could not write it)
+                    if ref is None:
+                        kinds = g._kinds if isinstance(g._kinds, dict) else g._kinds.result()
+                        ref = _write_group(d, f"{self.gen}-r{rj['offset']}-{g.row0}.seg", Group(g.row0, g.row1, kinds))
+                        self.written.append((None, g, ref))
+                    elif "tmp" in ref:  # spilled: its file joins the index under its final name
+                        ref = dict(ref)
+                        tmp = ref.pop("tmp")
+                        keep.add(tmp)  # the live store reads it until commit()
+                        _link(d, tmp, ref["file"])
+                        self.linked.append((g, ref, tmp))
+                    files[ref["file"]] = ref["info"]
+                    refs.append(ref)
+                if tail:
+                    row0 = next(iter(tail.values()))[1]
+                    kinds = {k: sealed_segment(*job) for k, job in tail.items()}
+                    ref = _write_group(d, f"{self.gen}-r{rj['offset']}-{row0}.seg",
+                                       Group(row0, next(iter(tail.values()))[2], kinds))
+                    files[ref["file"]] = ref["info"]
+                    refs.append(ref)
+                runs.append(dict(rj, groups=refs))
+            files[self.rows_file.name] = self.rows_file.write(d)
+            manifest = {
+                "weighttui_index": INDEX_VERSION,
+                "log": _identity(fd, st, self.covered),
+                "scan": self.scan,
+                "size": st.st_size,
+                "corruptions": self.corruptions,
+                "unknown_frames": self.unknown_frames,
+                "files": files,
+                "runs": runs,
+            }
+            body = json.dumps(manifest, separators=(",", ":")).encode()
+            tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+            with os.fdopen(tmp_fd, "wb") as fh:
+                fh.write(body)
+            os.replace(tmp, os.path.join(d, "manifest.json"))
+            _collect_garbage(d, set(files) | keep)
+        finally:
+            os.close(lock_fd)
+
+    def commit(self) -> None:
+        """On the store's thread after write(): live groups read from the index's files from now on."""
+        for g, ref, tmp in self.linked:
+            if g.ref is None or g.ref.get("tmp") != tmp:
+                continue  # not settled yet, or rewritten meanwhile: the next save links it again
+            final = os.path.join(self.directory, ref["file"])
+            for seg in g.kinds.values():
+                for arr in seg.file_arrays():
+                    arr.path = final
+            g.ref = ref
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.directory, tmp))
+        for _run, g, ref in self.written:
+            if g.ref is None:
+                g.ref = ref  # (its segments stay in memory, as after a save on this thread)
+        self.linked, self.written = [], []
+
+
+def _link(directory: str, tmp: str, final: str) -> None:
+    """The spilled file `tmp` also under its final name (the live store goes on reading `tmp`)."""
+    src, dst = os.path.join(directory, tmp), os.path.join(directory, final)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        pass  # linked by an earlier save (names are unique per Spiller and row)
+    except OSError:  # a filesystem without hard links: a copy, renamed into place
+        fd, part = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, part)
+            os.replace(part, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+
+
+def prepare_save(path: str, size: int, store: LogIndex, directory: str | None = None) -> SavePlan | None:
+    """A SavePlan for the store of a log of `size` bytes (None: nothing to save, or nowhere to write).
+    Never raises."""
+    if size < MIN_LOG_BYTES or not store.runs:
+        return None
+    try:
+        directory = directory or _dir_for_writing(path)
+        return None if directory is None else SavePlan(path, directory, store)
+    except Exception:
+        return None
 
 
 def _write_group(directory: str, name: str, g: Group) -> dict:

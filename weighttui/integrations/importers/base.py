@@ -53,6 +53,7 @@ class Reader:
     def __init__(self, unit: Unit):
         self.unit = unit
         self.meta = Meta()
+        self.source: object = None  # which version of the file(s) this reads (readers.open_reader)
 
     def specs(self) -> dict[str, Spec]:
         raise NotImplementedError

@@ -60,6 +60,7 @@ class Planned:
     epoch: int | None
     step_from: str
     epoch_from: str | None
+    source: object = None  # the version of the file that gave step and epoch (Reader.source); None: any
 
 
 def _nbytes(spec: Spec) -> int:
@@ -87,11 +88,12 @@ def groups(specs: dict[str, Spec]) -> list[list[tuple[str, Spec]]]:
     return out
 
 
-def probe(unit: Unit) -> Meta:
-    """The unit's own step/epoch (opens and closes it); ImportFileError if unreadable."""
-    reader = open_reader(unit)
+def probe(unit: Unit, copy_dir: str | None = None) -> tuple[Meta, object]:
+    """(the unit's own step/epoch, which version of the file said so) (opens and closes it); ImportFileError
+    if unreadable."""
+    reader = open_reader(unit, mapped=True, copy_dir=copy_dir)
     try:
-        return reader.meta
+        return reader.meta, reader.source
     finally:
         reader.close()
 
@@ -110,30 +112,30 @@ def resolve(unit: Unit, meta: Meta, position: int) -> tuple[int | None, int | No
     return None, epoch, "order", epoch_from
 
 
-def plan(units: list[Unit], report=say) -> list[Planned]:
+def plan(units: list[Unit], report=say, copy_dir: str | None = None) -> list[Planned]:
     """Units in step order with their step and epoch; unreadable ones are reported and left out."""
     rows = []
     for i, unit in enumerate(units):
         try:
-            meta = probe(unit)
+            meta, source = probe(unit, copy_dir)
         except ImportFileError as exc:
             report(f"skipped {unit.label}: {exc}")
             continue
         except Exception as exc:
             report(f"skipped {unit.label}: {type(exc).__name__}: {exc}")
             continue
-        rows.append((unit, resolve(unit, meta, i)))
+        rows.append((unit, resolve(unit, meta, i), source))
     if rows and all(r[1][0] is not None for r in rows):
         from weighttui.integrations.importers.base import natural_key
 
         rows.sort(key=lambda r: (r[1][0], natural_key(r[0].label)))
     out: list[Planned] = []
     last = -1
-    for unit, (step, epoch, step_from, epoch_from) in rows:
+    for unit, (step, epoch, step_from, epoch_from), source in rows:
         if step is None:
             step = last + 1
         step = max(step, last) if step_from == "order" else step
-        out.append(Planned(unit, int(step), epoch, step_from, epoch_from))
+        out.append(Planned(unit, int(step), epoch, step_from, epoch_from, source))
         last = max(last, int(step))
     return out
 
@@ -155,6 +157,7 @@ class Importer:
                  threads: int | None = None):
         self.values = values
         self.mapped = mapped
+        self.copy_dir = os.path.dirname(os.path.abspath(out))  # private copies of files that may change
         self.threads = threads if threads is not None else default_threads()
         self.bins = bins
         self.report = report
@@ -194,7 +197,12 @@ class Importer:
             return False
         try:
             if reader is None:
-                reader = open_reader(p.unit, mapped=self.mapped)
+                reader = open_reader(p.unit, mapped=self.mapped, copy_dir=self.copy_dir)
+            if p.source is not None and reader.source != p.source:
+                reader.close()
+                self.skip(label, "rewritten since the import listed it (a trainer still writing it?): "
+                          "left out, import it again once it is done")
+                return False
             specs = reader.specs()
         except ImportFileError as exc:
             self.skip(label, exc)
@@ -363,7 +371,7 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
     if not units:
         raise ImportFileError(f"{src}: no checkpoints found (safetensors, .pt/.pth/.bin/.ckpt, .keras/.h5, "
                               ".npz, .json, HF checkpoint-N/ directories, TensorBoard event files)")
-    planned = plan(units, report=report)
+    planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)))
     imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
                    meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
     status = "failed"

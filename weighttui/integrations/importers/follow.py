@@ -1,8 +1,13 @@
 """`weighttui watch DIR` on a checkpoint directory: import each checkpoint once it is completely written.
 
-A checkpoint file is complete when its size and mtime are the same on two
-consecutive polls and its reader opens it (a file that parses only
-partially is retried on later polls, and reported after `give_up` tries); a
+A checkpoint file is complete when its size, mtime and inode are the same on
+two consecutive polls and on either side of copying it, and its reader opens
+the copy (a file that parses only partially is retried on later polls, and
+reported after `give_up` tries). Files are read from private copies
+(readers.open_reader), never mapped in place: a trainer may rewrite a file in
+place (Lightning's last.ckpt), which would kill a process that maps it
+(SIGBUS); a file rewritten after it was imported is imported again once
+complete (its step must be later than the last one imported). A
 Hugging Face `checkpoint-N/` directory when `trainer_state.json` is in it
 (the Trainer writes it last) and none of its files changed between two
 polls. TensorBoard event files are read incrementally: a torn final record
@@ -14,21 +19,21 @@ from __future__ import annotations
 import os
 import threading
 
+from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers.base import ImportFileError, Unit, name_numbers
 from weighttui.integrations.importers.driver import Importer, Planned, say
 from weighttui.integrations.importers.readers import open_reader
 
 
 def signature(unit: Unit):
-    """(size, mtime) of the unit's file(s); None if it cannot be complete yet."""
+    """What changes when the unit's file(s) change (size, mtime, inode); None if it cannot be complete yet."""
     try:
         if unit.kind == "hf_checkpoint":
             if not os.path.exists(os.path.join(unit.path, "trainer_state.json")):
                 return None
             return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(unit.path)
                                 if e.is_file()))
-        st = os.stat(unit.path)
-        return (st.st_size, st.st_mtime_ns)
+        return mapping.signature(os.stat(unit.path))
     except OSError:
         return None
 
@@ -54,8 +59,9 @@ class CheckpointFollower:
             self.importer = Importer(out, source=src, kind=self.kind, values=values, report=report,
                                      meta={"watch": True, "step_from": "per checkpoint: its metadata, else "
                                            "numbers in its name, else its epoch, else the next step"})
+        self.copy_dir = os.path.dirname(os.path.abspath(out))
         self.sigs: dict[str, object] = {}
-        self.done: set[str] = set()
+        self.done: dict[str, object] = {}  # label -> its signature when imported (or given up)
         self.failures: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,41 +83,53 @@ class CheckpointFollower:
             return 0
         ready = []
         for unit in units:
-            if unit.label in self.done:
-                continue
             sig = signature(unit)
-            if sig is None:
-                continue
+            if sig is None or self.done.get(unit.label) == sig:
+                continue  # not complete yet, or imported and unchanged since
             if self.sigs.get(unit.label) != sig:  # new or still changing: look again next poll
                 self.sigs[unit.label] = sig
                 continue
             try:
-                reader = open_reader(unit)
+                # a private copy of the file (never the file itself mapped: a trainer may rewrite it in place)
+                reader = open_reader(unit, copy_dir=self.copy_dir)
             except ImportFileError as exc:
                 n = self.failures[unit.label] = self.failures.get(unit.label, 0) + 1
                 if n >= self.give_up:
-                    self.done.add(unit.label)
+                    self.done[unit.label] = sig
+                    self.failures.pop(unit.label, None)
                     self.importer.skip(unit.label, exc)
                 continue
-            ready.append((unit, reader))
+            if signature(unit) != sig:  # changed while it was copied: it is not complete, look again
+                reader.close()
+                self.sigs.pop(unit.label, None)
+                continue
+            self.failures.pop(unit.label, None)
+            ready.append((unit, reader, sig))
         planned = []
-        for unit, reader in ready:
+        for unit, reader, sig in ready:
             n_step, n_epoch = name_numbers(unit.label)
             meta = reader.meta
             epoch = meta.epoch if meta.epoch is not None else n_epoch
             step = meta.step if meta.step is not None else (n_step if n_step is not None else epoch)
             step_from = "metadata" if meta.step is not None else ("name" if n_step is not None else
                                                                   ("epoch" if epoch is not None else "order"))
-            planned.append((step, unit, reader, epoch, step_from))
+            planned.append((step, unit, reader, epoch, step_from, sig))
         planned.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0))
         wrote = 0
-        for step, unit, reader, epoch, step_from in planned:
-            self.done.add(unit.label)
+        for step, unit, reader, epoch, step_from, sig in planned:
+            again = unit.label in self.done
+            self.done[unit.label] = sig
+            if again and step is not None and step == self.importer.last_step:
+                reader.close()
+                self.importer.skip(unit.label, f"rewritten at step {step}, which is imported already")
+                continue
             if step is None:
                 last = self.importer.last_step
                 step = 0 if last is None else last + 1
             if self.importer.add(Planned(unit, int(step), epoch, step_from, None), reader=reader):
                 wrote += 1
+            else:
+                reader.close()
         return wrote
 
     # ------------------------------------------------------------- background

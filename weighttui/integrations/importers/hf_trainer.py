@@ -73,7 +73,7 @@ def log_scalars(state: dict) -> list:
 class HfCheckpointReader(Reader):
     """All weight files of one checkpoint-N directory, as one checkpoint."""
 
-    def __init__(self, unit: Unit, *, mapped: bool = False):
+    def __init__(self, unit: Unit, *, mapped: bool = False, copy_dir: str | None = None):
         super().__init__(unit)
         state = read_state(unit.path)
         self.meta.step = int_or_none(state.get("global_step"))
@@ -89,10 +89,11 @@ class HfCheckpointReader(Reader):
         try:
             for path in files:
                 part = open_reader(Unit(path, "safetensors" if path.endswith(".safetensors") else "torch",
-                                        os.path.basename(path)), mapped=mapped)
+                                        os.path.basename(path)), mapped=mapped, copy_dir=copy_dir)
                 self.parts.append(part)
                 for name in part.specs():
                     self.where.setdefault(name, part)
+            self.source = tuple(part.source for part in self.parts)
         except BaseException:
             self.close()
             raise

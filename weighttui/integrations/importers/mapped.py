@@ -7,10 +7,13 @@ long as they stay mapped, so the import gives a tensor's pages back
 again) once its statistics and values are done; that keeps the peak at about
 two tensors (the current one and its previous copy), whatever the file size.
 
-A file that shrinks while mapped would fault (SIGBUS) on the pages past its
-new end, so a reader checks the file's size before it hands out a view, and
-`weighttui watch` (files that a trainer may still rewrite) reads into memory
-instead of mapping.
+A file that shrinks while mapped would fault (SIGBUS, which kills the
+process: no Python exception) on the pages past its new end. So a file is
+mapped in place only when nobody is likely to rewrite it (`weighttui import`,
+a file unchanged for SETTLED_S; readers.open_reader decides), and a mapped
+reader checks the file's size before each tensor; every other file
+(`weighttui watch`, a file changed recently) is first copied with
+private_copy() into a file nobody else writes, and that copy is mapped.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+import tempfile
 
 import numpy as np
 
+from weighttui.integrations.importers.base import ImportFileError
+
 PAGE = mmap.PAGESIZE
+_COPY_CHUNK = 1 << 24
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 _libc_madvise = None
 
@@ -103,3 +110,65 @@ def drop_address(arr: np.ndarray, ranges: list[tuple[int, int]]) -> None:
         _libc_madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
         _libc_madvise.restype = ctypes.c_int
     _libc_madvise(start, end - start, _MADV_DONTNEED)
+
+
+def signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes when a file is rewritten (in place or replaced): device, inode, size, mtime, ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def private_copy(path: str, directory: str | None = None) -> tuple[str, tuple]:
+    """A copy of path in a new file in directory (the system's temporary directory if None) that nobody else
+    writes, so that it can be mapped safely; ImportFileError ("changed while being read") if path changed
+    (size, mtime, inode) while it was copied. Returns (the copy's path, signature() of the file copied); the
+    caller opens the copy and then unlinks it.
+
+    read()/sendfile() of a file cut short return fewer bytes (no fault), and the copy goes through the
+    kernel (sendfile), not through this process's memory.
+    """
+    base = os.path.basename(path)
+    try:
+        src = open(path, "rb")
+    except OSError as exc:
+        raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
+    with src:
+        before = signature(os.fstat(src.fileno()))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".weighttui-copy-", suffix=f"-{base}", dir=directory)
+        except OSError as exc:
+            raise ImportFileError(f"no room for a private copy in {directory or tempfile.gettempdir()}: "
+                                  f"{exc.strerror or exc}") from None
+        try:
+            try:
+                with os.fdopen(fd, "wb") as dst:
+                    copied = _copy(src, dst)
+                    after = signature(os.fstat(src.fileno()))
+            except OSError as exc:
+                raise ImportFileError(f"could not be copied for reading: {exc.strerror or exc}") from None
+            if before != after or copied != before[2]:
+                raise ImportFileError(f"changed while being read ({copied} bytes copied of "
+                                      f"{before[2]}, now {after[2]}; a trainer rewriting it?): left for later")
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    return tmp, before
+
+
+def _copy(src, dst) -> int:
+    copied = 0
+    try:
+        while True:
+            n = os.sendfile(dst.fileno(), src.fileno(), copied, _COPY_CHUNK)
+            if n == 0:
+                return copied
+            copied += n
+    except (AttributeError, OSError):  # no sendfile here (or not for these files): read and write
+        src.seek(copied)
+        dst.seek(copied)
+        buf = bytearray(_COPY_CHUNK)
+        while True:
+            n = src.readinto(buf)
+            if not n:
+                return copied
+            dst.write(memoryview(buf)[:n])
+            copied += n

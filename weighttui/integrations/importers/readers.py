@@ -1,8 +1,18 @@
-"""Which reader opens which checkpoint (imports of the libraries stay lazy)."""
+"""Which reader opens which checkpoint (imports of the libraries stay lazy), and whether in place or from a
+private copy (a file that may be rewritten while mapped would kill the process with SIGBUS: mapped.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
+
+from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers.base import ImportFileError, Reader, Unit
+
+# A file unchanged for this long is read in place by `weighttui import` (mapped); a younger one may still be
+# rewritten by a trainer (Lightning's last.ckpt, torch.save in place) and is read from a private copy.
+SETTLED_S = 30.0
 
 SUFFIX_KINDS = (
     (".safetensors", "safetensors"),
@@ -29,12 +39,53 @@ def kind_of(path: str) -> str | None:
     return None
 
 
-def open_reader(unit: Unit, *, mapped: bool = False) -> Reader:
+def settled(path: str, now: float | None = None) -> bool:
+    """Whether path has not changed for SETTLED_S (a modification time in the future: not settled)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    age = (time.time() if now is None else now) - st.st_mtime_ns / 1e9
+    return st.st_size > 0 and SETTLED_S <= age
+
+
+def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None) -> Reader:
     """The reader for unit; ImportFileError (a one-line reason) if it cannot be opened.
 
-    mapped: memory-map the file where the format allows (safetensors, stored
-    .npz members; see mapped.py), for a file nobody rewrites meanwhile.
+    mapped (`weighttui import`): a file that has not changed for SETTLED_S is
+    memory-mapped in place where the format allows (safetensors, PyTorch zip
+    files, stored .npz members; see mapped.py). Every other file (`weighttui
+    watch`, and a file changed recently) is copied first into copy_dir
+    (mapped.private_copy: refused if it changed during the copy), the reader
+    opens the copy (mapped: nobody else writes it) and the copy is unlinked
+    at once (its space is freed when the reader closes). Files under a
+    Hugging Face checkpoint directory are decided one by one.
     """
+    if unit.kind == "hf_checkpoint":
+        from weighttui.integrations.importers.hf_trainer import HfCheckpointReader
+
+        return HfCheckpointReader(unit, mapped=mapped, copy_dir=copy_dir)
+    if mapped and settled(unit.path):
+        try:
+            source = mapping.signature(os.stat(unit.path))
+        except OSError as exc:
+            raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
+        reader = _open(unit, mapped=True)
+        reader.source = source
+        return reader
+    copy, source = mapping.private_copy(unit.path, copy_dir)
+    try:
+        reader = _open(dataclasses.replace(unit, path=copy), mapped=True)
+        reader.source = source
+        return reader
+    finally:
+        try:
+            os.unlink(copy)
+        except OSError:
+            pass
+
+
+def _open(unit: Unit, *, mapped: bool) -> Reader:
     kind = unit.kind
     if kind == "safetensors":
         from weighttui.integrations.importers.safetensors_file import SafetensorsReader
@@ -62,8 +113,4 @@ def open_reader(unit: Unit, *, mapped: bool = False) -> Reader:
         from weighttui.integrations.importers.json_dump import JsonReader
 
         return JsonReader(unit)
-    if kind == "hf_checkpoint":
-        from weighttui.integrations.importers.hf_trainer import HfCheckpointReader
-
-        return HfCheckpointReader(unit, mapped=mapped)
     raise ImportFileError(f"not a checkpoint format weighttui reads ({kind})")

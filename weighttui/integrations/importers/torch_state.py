@@ -5,7 +5,9 @@ and strings load, any other class is refused (so nothing in the file runs).
 The file is memory-mapped (`mmap=True`, torch's zip format) so a tensor's
 bytes are read when that tensor is, not at load; raw() hands out numpy views
 of the mapped tensors (no copy) and release() gives their pages back (only
-where they lie inside the file's mapping). torch is imported only when a
+where they lie inside the file's mapping). Before each tensor the file's size
+is checked (a file cut short would fault: "truncated while being read");
+files that may be rewritten are read from a private copy (readers.open_reader). torch is imported only when a
 PyTorch file is met.
 
 Which dict holds the weights: Lightning's `state_dict`, the common recipe's
@@ -16,6 +18,7 @@ state dict); nested dicts of tensors are flattened with '.'. `epoch`,
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -62,7 +65,19 @@ class TorchReader(Reader):
         import torch
 
         self._torch = torch
-        obj, was_mapped = _load(unit.path)
+        # our own descriptor of the file torch maps: its size is checked before each tensor
+        try:
+            self._fd: int | None = os.open(unit.path, os.O_RDONLY)
+        except OSError as exc:
+            raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
+        try:
+            self._size = os.fstat(self._fd).st_size
+            obj, was_mapped = _load(unit.path)
+            if was_mapped and os.stat(unit.path).st_ino != os.fstat(self._fd).st_ino:
+                raise ImportFileError("replaced while being read: left for later")
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._ranges = mapping.file_ranges(unit.path) if was_mapped else []
         tensors: dict = {}
         if isinstance(obj, dict):
@@ -76,6 +91,7 @@ class TorchReader(Reader):
         elif isinstance(obj, torch.Tensor):
             tensors["tensor"] = obj
         if not tensors:
+            self.close()
             raise ImportFileError("holds no tensors (not a state dict or checkpoint)")
         self.tensors = {k: v for k, v in tensors.items() if v.layout == torch.strided and not v.is_quantized}
 
@@ -84,6 +100,8 @@ class TorchReader(Reader):
 
     def raw(self, name):
         torch = self._torch
+        if self._ranges and self._fd is not None and os.fstat(self._fd).st_size < self._size:
+            raise ImportFileError(f"truncated while being read: tensor {name} is cut off")
         t = self.tensors[name].detach()
         if t.dtype == torch.bfloat16:
             return t.contiguous().view(torch.int16).numpy().view(np.uint16), True
@@ -105,3 +123,6 @@ class TorchReader(Reader):
 
     def close(self):
         self.tensors = {}
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
