@@ -133,11 +133,7 @@ def private_copy(path: str, directory: str | None = None) -> tuple[str, tuple]:
         raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
     with src:
         before = signature(os.fstat(src.fileno()))
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".weighttui-copy-", suffix=f"-{base}", dir=directory)
-        except OSError as exc:
-            raise ImportFileError(f"no room for a private copy in {directory or tempfile.gettempdir()}: "
-                                  f"{exc.strerror or exc}") from None
+        fd, tmp = _new_file(base, directory)
         try:
             try:
                 with os.fdopen(fd, "wb") as dst:
@@ -152,6 +148,17 @@ def private_copy(path: str, directory: str | None = None) -> tuple[str, tuple]:
             os.unlink(tmp)
             raise
     return tmp, before
+
+
+def _new_file(base: str, directory: str | None) -> tuple[int, str]:
+    """mkstemp in directory, else (missing, not writable) in the system's temporary directory."""
+    for where in ([directory] if directory else []) + [None]:
+        try:
+            return tempfile.mkstemp(prefix=".weighttui-copy-", suffix=f"-{base}", dir=where)
+        except OSError as exc:
+            why = exc
+    raise ImportFileError(f"no room for a private copy in {directory or tempfile.gettempdir()}: "
+                          f"{why.strerror or why}") from None
 
 
 def _copy(src, dst) -> int:
