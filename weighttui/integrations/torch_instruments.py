@@ -95,7 +95,7 @@ class TorchInstruments:
         self._init_bytes: dict[torch.device, int] = {}
         self._idx: dict[str, tuple[torch.Tensor | None, torch.device]] = {}
         self._xs_prev: dict[str, np.ndarray] = {}
-        self._d_prev: dict[str, np.ndarray] = {}
+        self._d_prev: dict[str, tuple[np.ndarray, float]] = {}  # previous sampled update, its squared norm
         self._grads: dict[str, torch.Tensor] = {}  # sampled gradients of the coming snapshot
         self._gunits: dict[str, torch.Tensor] = {}  # per-unit gradient norms of the coming snapshot
         self.units = ref.UnitHealth()
@@ -104,7 +104,7 @@ class TorchInstruments:
         self._scratch: dict[tuple, torch.Tensor] = {}
         self._hidx: dict[tuple[str, int], np.ndarray] = {}  # host coordinates of the kernel's gather
         self._flats: dict[int, tuple] = {}  # id(tensor) -> (tensor, data_ptr, its kernel view): see _flat
-        self._states: dict[int, tuple] = {}  # id(param) -> (param, m, v, the kernel reads them): _states_fused
+        self._states: dict[int, tuple] = {}  # id(param) -> (param, m, v, their data_ptrs, kernel views): _states_fused
         self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
 
     def __bool__(self) -> bool:
@@ -408,9 +408,9 @@ class TorchInstruments:
             n = e.tensor.numel()
             rest = (lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
             ex = pend.extras.get(i)
-            if ex is not None and self._states_fused(e.tensor, m, v):
-                # read in the kernel's first pass, beside the tensor's own values
-                ex.states = tuple(None if t is None else self._flat(t) for t in (m, v))
+            views = self._states_fused(e.tensor, m, v) if ex is not None else None
+            if ex is not None and views is not None:  # read in the kernel's first pass, beside x's values
+                ex.states = views
                 pend.optim_fused[i] = (m is not None, v is not None, *rest)
                 continue
             pend.optim[i] = (_queue(want, m), _queue(want, v), *rest)
@@ -419,15 +419,19 @@ class TorchInstruments:
         pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
                           *rest) for i, (mi, vi, *rest) in pend.optim.items()}
 
-    def _states_fused(self, x: torch.Tensor, m, v) -> bool:
-        """Whether the kernel can read x's optimizer state beside x (its dtype and size); kept per state."""
+    def _states_fused(self, x: torch.Tensor, m, v) -> tuple | None:
+        """The kernel's views of x's optimizer state (flat() of m and v, None where absent) when it can read
+        them beside x (its dtype and size), else None; kept per parameter while its state tensors (and
+        their memory) stay the same: the optimizers update them in place."""
+        ptrs = (0 if m is None else m.data_ptr(), 0 if v is None else v.data_ptr())
         got = self._states.get(id(x))
-        if got is not None and got[0] is x and got[1] is m and got[2] is v:
-            return got[3]
+        if got is not None and got[0] is x and got[1] is m and got[2] is v and got[3] == ptrs:
+            return got[4]
         ok = all(t is None or (torch_native.takes(t) and t.dtype == x.dtype and t.numel() == x.numel())
                  for t in (m, v))
-        self._states[id(x)] = (x, m, v, ok)
-        return ok
+        views = tuple(None if t is None else torch_native.flat(t) for t in (m, v)) if ok else None
+        self._states[id(x)] = (x, m, v, ptrs, views)
+        return views
 
     def _optim_torch(self, pend: _Pending, i: int, param) -> None:
         """Row i's optimizer state norms with torch ops (the kernel handed its tensor back)."""
@@ -484,19 +488,8 @@ class TorchInstruments:
                 w[i, 2] = ref.ratio(dist, n0)
         samples = {i: host[k] for i, k in pend.xs.items()}
         samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
-        for i, xs in samples.items():
-            name = entries[i].name
-            prev = self._xs_prev.get(name)
-            if prev is not None and prev.shape == xs.shape:
-                delta = xs - prev
-                dp = self._d_prev.get(name)
-                if dp is not None:
-                    d[i, 0] = ref.cosine(delta, dp)
-                g = host[pend.gs[i]] if i in pend.gs else pend.g_host.get(i)
-                if g is not None:
-                    d[i, 1] = ref.cosine(delta, g)
-                self._d_prev[name] = delta
-            self._xs_prev[name] = xs.copy()
+        if samples:
+            self._cosines(samples, {i: host[k] for i, k in pend.gs.items()} | pend.g_host, entries, d)
         optim = None
         if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
@@ -525,6 +518,29 @@ class TorchInstruments:
         gu.update(pend.gunits_host)
         self.unit_norms = (dict(sorted(wu.items())), gu)
         return w, d, optim
+
+    def _cosines(self, samples: dict, grads: dict, entries, d: np.ndarray) -> None:
+        """cos_prev and cos_grad from the sampled values (1-D float64 host arrays): bare dot products
+        per tensor (a microsecond each for 4096 coordinates; numpy's per-call overhead is the cost
+        here), the previous update's squared norm kept with it."""
+        xs_prev, d_prev, dot = self._xs_prev, self._d_prev, np.dot
+        for i, xs in samples.items():
+            name = entries[i].name
+            xs = xs.reshape(-1)
+            prev = xs_prev.get(name)
+            if prev is not None and prev.size == xs.size:
+                delta = xs - prev
+                dd = float(dot(delta, delta))
+                got = d_prev.get(name)
+                if got is not None and got[0].size == xs.size:
+                    d[i, 0] = ref.cosine_of_dots(float(dot(delta, got[0])), dd, got[1])
+                g = grads.get(i)
+                if g is not None and g.size == xs.size:
+                    g = g.reshape(-1)
+                    d[i, 1] = ref.cosine_of_dots(float(dot(delta, g)), dd, float(dot(g, g)))
+                d_prev[name] = (delta, dd)
+            # a copy: xs is a view of a bigger buffer (the kernel's output, the snapshot's host copy)
+            xs_prev[name] = xs.copy()
 
     @staticmethod
     def _commit(store: dict, name: str, v: torch.Tensor, sigma: float, key: str | None = None) -> None:

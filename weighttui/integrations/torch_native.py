@@ -38,7 +38,7 @@ _F64 = kernel.code_of(np.float64) is not None  # a stale build reads no float64
 def takes(t: torch.Tensor) -> bool:
     """Whether the kernel can read t in place (a plain, contiguous CPU tensor of a float dtype it knows)."""
     # cheapest tests first: this runs for every tensor, gradient and optimizer state of every snapshot
-    return (type(t) in _PLAIN and t.dtype in _CODES and t.device.type == "cpu" and t.layout == torch.strided
+    return (type(t) in _PLAIN and t.dtype in _CODES and t.is_cpu and t.layout == torch.strided
             and (_F64 or t.dtype != torch.float64) and t.is_contiguous() and t.numel() > 0)
 
 

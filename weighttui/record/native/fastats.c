@@ -626,8 +626,15 @@ typedef struct {
         if (s1)                                                                               \
             sumsq_lanes_##SUFFIX(s1, NULL, n, e->sl[1]);                                      \
         /* sorted coordinates: gathered from the chunk while it is in the cache */           \
-        for (; e->gpos < e->sorted_k && (size_t)e->idx[e->gpos] < g0 + n; e->gpos++)          \
-            e->g[e->gpos] = (double)x[(size_t)e->idx[e->gpos] - g0];                          \
+        if (e->gpos < e->sorted_k) { /* locals: the stores to g cannot alias e's fields */    \
+            const int64_t *restrict ix_ = e->idx;                                             \
+            double *restrict gv_ = e->g;                                                      \
+            size_t q_ = e->gpos;                                                              \
+            const size_t end_ = e->sorted_k, lim_ = g0 + n;                                   \
+            for (; q_ < end_ && (size_t)ix_[q_] < lim_; q_++)                                 \
+                gv_[q_] = (double)x[(size_t)ix_[q_] - g0];                                    \
+            e->gpos = q_;                                                                     \
+        }                                                                                     \
         const int yd = e->vd && p;                                                            \
         if (!e->rows || !(e->units || e->v || yd))                                            \
             return;                                                                           \
