@@ -37,6 +37,8 @@ def content(v):
     elif fmt == "safetensors":
         from safetensors.numpy import save
         return save({"w": w, "b": b}, metadata={"step": str(v)})
+    elif fmt == "npz":
+        np.savez(bio, w=w, b=b, step=np.int64(v))
     else:
         import h5py
         with h5py.File(bio, "w") as f:
@@ -91,7 +93,7 @@ else:
 print(json.dumps({"messages": messages, "outs": outs}))
 """
 
-SUFFIX = {"torch": "ckpt", "safetensors": "safetensors", "hdf5": "h5"}
+SUFFIX = {"torch": "ckpt", "safetensors": "safetensors", "hdf5": "h5", "npz": "npz"}
 
 
 def _stable_first(d, fmt):
@@ -106,6 +108,8 @@ def _stable_first(d, fmt):
         from safetensors.numpy import save_file
 
         save_file({"w": w, "b": b}, path, metadata={"step": "0"})
+    elif fmt == "npz":
+        np.savez(path, w=w, b=b, step=np.int64(0))
     else:
         import h5py
 
@@ -149,7 +153,7 @@ def _complete_versions(path) -> list[int]:
     return steps
 
 
-@pytest.mark.parametrize("fmt", ["torch", "safetensors", "hdf5"])
+@pytest.mark.parametrize("fmt", ["torch", "safetensors", "hdf5", "npz"])
 def test_watch_survives_last_ckpt_rewritten_in_place(tmp_path, fmt):
     if fmt == "torch":
         pytest.importorskip("torch")
@@ -166,7 +170,7 @@ def test_watch_survives_last_ckpt_rewritten_in_place(tmp_path, fmt):
         assert "last." in m, m
 
 
-@pytest.mark.parametrize("fmt", ["torch", "safetensors", "hdf5"])
+@pytest.mark.parametrize("fmt", ["torch", "safetensors", "hdf5", "npz"])
 def test_import_survives_last_ckpt_rewritten_in_place(tmp_path, fmt):
     if fmt == "torch":
         pytest.importorskip("torch")

@@ -92,7 +92,9 @@ class CheckpointFollower:
             try:
                 # a private copy of the file (never the file itself mapped: a trainer may rewrite it in place)
                 reader = open_reader(unit, copy_dir=self.copy_dir)
-            except ImportFileError as exc:
+            except Exception as exc:  # ImportFileError, or a library's error on a file cut short
+                if not isinstance(exc, ImportFileError):
+                    exc = ImportFileError(f"{type(exc).__name__}: {exc}")
                 n = self.failures[unit.label] = self.failures.get(unit.label, 0) + 1
                 if n >= self.give_up:
                     self.done[unit.label] = sig

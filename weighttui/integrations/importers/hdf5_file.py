@@ -51,9 +51,12 @@ def epoch_groups(unit: Unit) -> list[str]:
     try:
         import h5py
 
-        keys = list(f.keys())
-        if len(keys) < 2 or not all(isinstance(f[k], h5py.Group) for k in keys):
-            return []
+        try:
+            keys = list(f.keys())
+            if len(keys) < 2 or not all(isinstance(f[k], h5py.Group) for k in keys):
+                return []
+        except (RuntimeError, OSError, KeyError, ValueError) as exc:  # a file cut short or being rewritten
+            raise ImportFileError(f"not a readable HDF5 file (truncated or being written?): {exc}") from None
         if all(is_checkpoint_key(k) for k in keys):
             return keys
         return []
