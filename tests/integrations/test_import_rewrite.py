@@ -184,3 +184,32 @@ def test_import_survives_last_ckpt_rewritten_in_place(tmp_path, fmt):
             assert "last." in m, m
     # the last import ran after the rewriter finished: the final version is in
     assert _complete_versions(res["outs"][-1][0])[-1] == 60
+
+
+def test_a_file_mapped_in_place_that_changes_is_left_out_a_copy_is_not(tmp_path):
+    """`weighttui import` maps a settled file in place; if it changes before its tensors are read, they are
+    left out (said), never recorded as a mix of two versions. A private copy is not affected."""
+    from safetensors.numpy import save_file
+
+    from weighttui.integrations.importers.base import Unit
+    from weighttui.integrations.importers.driver import Importer, Planned
+    from weighttui.integrations.importers.readers import open_reader
+
+    paths = [str(tmp_path / f"step_{i}.safetensors") for i in (1, 2)]
+    for p in paths:
+        save_file({"w": np.ones((64, 64), np.float32), "b": np.ones(8, np.float32)}, p)
+        os.utime(p, (1e9, 1e9))
+    messages: list[str] = []
+    imp = Importer(str(tmp_path / "run.wtui"), source=str(tmp_path), kind="checkpoints", report=messages.append)
+    in_place = open_reader(Unit(paths[0], "safetensors", "step_1.safetensors"), mapped=True)
+    copied = open_reader(Unit(paths[1], "safetensors", "step_2.safetensors"), copy_dir=str(tmp_path))
+    assert in_place.in_place and not copied.in_place
+    for p in paths:
+        os.utime(p, (1e9 + 7, 1e9 + 7))  # what a rewrite does to it (and its ctime)
+    assert not imp.add(Planned(in_place.unit, 1, None, "name", None), reader=in_place)
+    assert imp.add(Planned(copied.unit, 2, None, "name", None), reader=copied)
+    imp.close()
+    assert any("step_1.safetensors changed while being read" in m for m in messages), messages
+    assert any(m.startswith("skipped step_1.safetensors: ") for m in messages), messages
+    run = weighttui.open(str(tmp_path / "run.wtui"))
+    assert list(run.steps) == [2]

@@ -54,6 +54,7 @@ class Reader:
         self.unit = unit
         self.meta = Meta()
         self.source: object = None  # which version of the file(s) this reads (readers.open_reader)
+        self.in_place = False  # mapped in the trainer's file itself, not in a private copy
 
     def specs(self) -> dict[str, Spec]:
         raise NotImplementedError

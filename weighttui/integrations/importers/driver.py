@@ -26,7 +26,7 @@ import numpy as np
 from weighttui._version import __version__
 from weighttui.integrations.importers import tensor_stats
 from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Spec, Unit, name_numbers
-from weighttui.integrations.importers.readers import open_reader
+from weighttui.integrations.importers.readers import check_unchanged, open_reader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
 from weighttui.record.recorder import Recorder, scalars_payload
@@ -43,6 +43,10 @@ def default_threads() -> int:
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
     return max(1, min(4, n))
+
+
+class Rewritten(Exception):
+    """The checkpoint's file changed while it was read in place: the rest of it is left out."""
 
 
 class LogStopped(OSError):
@@ -214,7 +218,12 @@ class Importer:
         problems: list[str] = []
         seen = []
         for group in groups(specs):
-            for name, spec, info, wrow, drow, sample in self._group(reader, group, p, problems):
+            try:
+                rows = self._group(reader, group, p, problems)
+            except Rewritten as exc:
+                problems.append(str(exc))
+                break
+            for name, spec, info, wrow, drow, sample in rows:
                 infos.append(info)
                 wrows.append(wrow)
                 drows.append(drow)
@@ -269,6 +278,10 @@ class Importer:
                     prev_reader.release(name)
             if not loaded:
                 return []
+            try:  # a file mapped in place that a trainer began to rewrite: keep what was read before
+                check_unchanged(reader)
+            except ImportFileError as exc:
+                raise Rewritten(f"{exc}: {len(loaded)} tensor(s) from {loaded[0][0]} on left out") from None
             if self.values:  # written from the files' pages while the statistics are taken
                 if not self.rec.submit_values(p.step, [t[2] for t in loaded],
                                               [("bf16", t[3]) if t[4] else t[3] for t in loaded], epoch=p.epoch):

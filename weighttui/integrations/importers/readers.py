@@ -72,6 +72,7 @@ def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None
             raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
         reader = _open(unit, mapped=True)
         reader.source = source
+        reader.in_place = True
         return reader
     copy, source = mapping.private_copy(unit.path, copy_dir)
     try:
@@ -83,6 +84,21 @@ def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None
             os.unlink(copy)
         except OSError:
             pass
+
+
+def check_unchanged(reader: Reader) -> None:
+    """ImportFileError if a file the reader maps in place changed since it was opened (a private copy never
+    does). By path: a file replaced by rename counts as changed too (its map would be fine; refused anyway)."""
+    for r in getattr(reader, "parts", None) or [reader]:
+        if not r.in_place:
+            continue
+        try:
+            now = mapping.signature(os.stat(r.unit.path))
+        except OSError:
+            now = None
+        if now != r.source:
+            raise ImportFileError(f"{os.path.basename(r.unit.path)} changed while being read "
+                                  "(a trainer rewriting it?)")
 
 
 def _open(unit: Unit, *, mapped: bool) -> Reader:
