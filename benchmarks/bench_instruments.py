@@ -13,6 +13,7 @@ and as wall time.
 
     python benchmarks/bench_instruments.py --threads 1   # full run (about 3 minutes on 2 cores)
     python benchmarks/bench_instruments.py --quick       # small sizes, to check it runs
+    python benchmarks/bench_instruments.py --threads 1 --kernel-parts   # the kernel's time per instrument part
 """
 
 from __future__ import annotations
@@ -110,6 +111,55 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
         {k: statistics.median(v) for k, v in first.items()}
 
 
+KERNEL_PARTS = ("none", "x0", "states", "units", "v", "vd", "idx", "all")
+
+
+def bench_kernel_parts(shapes, reps):
+    """CPU ms of the fused kernel alone on the weights (exact deltas) with each kernel.Extras part
+    alone and all of them: where the instruments' kernel time goes (the Python around it excluded)."""
+    import numpy as np
+
+    from weighttui.integrations import torch_native
+    from weighttui.record import kernel
+
+    torch.manual_seed(0)
+    xs = [torch.randn(s) for s in shapes]
+    prevs = [x + 1e-4 * torch.randn_like(x) for x in xs]
+    x0s = [torch_native.flat(x + 1e-3 * torch.randn_like(x)) for x in xs]
+    ms = [torch_native.flat(torch.randn_like(x)) for x in xs]
+    vs = [torch_native.flat(torch.rand_like(x)) for x in xs]
+    mns = [inst.matrix_shape(tuple(x.shape)) for x in xs]
+    idx = [np.arange(x.numel()) if x.numel() <= inst.DEFAULT_COS_SAMPLE
+           else inst.sample_index(str(i), x.numel(), inst.DEFAULT_COS_SAMPLE) for i, x in enumerate(xs)]
+    vec = [None if mn is None else np.random.default_rng(i).random(mn[1]) for i, mn in enumerate(mns)]
+
+    def extras(part, i):
+        mn, kw = mns[i], {}
+        if part in ("x0", "all"):
+            kw["x0"] = x0s[i]
+        if part in ("states", "all"):
+            kw["states"] = (ms[i], vs[i])
+        if mn is not None:
+            if part in ("units", "all"):
+                kw.update(rows=mn[0], units=True)
+            if part in ("v", "all"):
+                kw.update(rows=mn[0], v=vec[i])
+            if part in ("vd", "all"):
+                kw.update(rows=mn[0], vd=vec[i])
+        if part in ("idx", "all"):
+            kw["idx"] = idx[i]
+        return kernel.Extras(**kw)
+
+    out: dict[str, list[float]] = {p: [] for p in KERNEL_PARTS}
+    for _ in range(reps):  # interleaved
+        for part in KERNEL_PARTS:
+            ex = None if part == "none" else [extras(part, i) for i in range(len(xs))]
+            c0 = time.process_time()
+            torch_native.rows(xs, prevs, 64, copy=True, threads=1, extras=ex)
+            out[part].append(time.process_time() - c0)
+    return {p: statistics.median(v) for p, v in out.items()}
+
+
 TRAINING = {"no recording": None,
             "every 10 steps, no instruments": {"every": 10, "instruments": False},
             "every 10 steps, the default instruments": {"every": 10, "instruments": "default"},
@@ -134,6 +184,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-training", action="store_true", help="only the snapshot table")
+    ap.add_argument("--kernel-parts", action="store_true",
+                    help="only the fused kernel's time per instrument part (kernel.Extras), about 20 s")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,6 +195,13 @@ def main(argv=None):
         shapes = [(64, 3, 7, 7), (256, 64, 3, 3), (1000, 512), (1000,)]
         rounds, repeat, steps, width = 1, 2, 10, 128
     print(f"machine: {machine()}\n")
+    if args.kernel_parts:
+        parts = bench_kernel_parts(shapes, 5 if args.quick else 25)
+        print("### The fused kernel alone on the weights (exact deltas), CPU ms, median\n")
+        print("| Extras part | CPU ms | added |\n|---|---:|---:|")
+        for part, sec in parts.items():
+            print(f"| {part} | {sec * 1e3:.2f} | {(sec - parts['none']) * 1e3:+.2f} |")
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         n, t, read, times, cpu, first = bench_snapshot(shapes, rounds, repeat, tmp)
