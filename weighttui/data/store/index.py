@@ -262,6 +262,35 @@ def _seal_for_saving(run: RunState) -> None:
         run.spill.settle(wait=True)  # (the tail may have been spilled just now)
 
 
+def _already_saved(directory: str, fd: int, st, covered: int) -> bool:
+    """Whether the directory's manifest is of this log and covers at least `covered` bytes of it."""
+    old = _read_manifest(directory)
+    return old is not None and isinstance(old.get("log"), dict) and _matches(fd, st, old["log"]) \
+        and old["log"]["covered"] >= covered
+
+
+def _write_manifest(directory: str, fd: int, st, covered: int, scan, size: int, corruptions, unknown_frames,
+                    files: dict[str, dict], runs: list, keep: frozenset[str] | set[str] = frozenset()) -> None:
+    """Replace the manifest (written to a temporary file, then renamed: readers see the old one or
+    the new one), then collect the files no manifest names any more (but `keep`)."""
+    manifest = {
+        "weighttui_index": INDEX_VERSION,
+        "log": _identity(fd, st, covered),
+        "scan": scan,
+        "size": size,
+        "corruptions": corruptions,
+        "unknown_frames": unknown_frames,
+        "files": files,
+        "runs": runs,
+    }
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    with os.fdopen(tmp_fd, "wb") as fh:
+        fh.write(body)
+    os.replace(tmp, os.path.join(directory, "manifest.json"))
+    _collect_garbage(directory, set(files) | keep)
+
+
 def _save(directory: str, fd: int, st, store: LogIndex) -> None:
     covered = store.scan.offset
     gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
@@ -269,9 +298,7 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
     try:
         _settle_spills(store)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        old = _read_manifest(directory)
-        if old is not None and isinstance(old.get("log"), dict) and _matches(fd, st, old["log"]) \
-                and old["log"]["covered"] >= covered:
+        if _already_saved(directory, fd, st, covered):
             _drop_spilled(directory, store)
             return  # another reader already saved as much of this log
         files: dict[str, dict] = {}
@@ -293,22 +320,8 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
                 groups.append(g.ref)
             runs.append(_run_json(run, groups, rows_file))
         files[rows_file.name] = rows_file.write(directory)
-        manifest = {
-            "weighttui_index": INDEX_VERSION,
-            "log": _identity(fd, st, covered),
-            "scan": [store.scan.offset, store.scan.resyncing, store.scan.pending],
-            "size": store.size,
-            "corruptions": store.corruptions,
-            "unknown_frames": store.unknown_frames,
-            "files": files,
-            "runs": runs,
-        }
-        body = json.dumps(manifest, separators=(",", ":")).encode()
-        tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        with os.fdopen(tmp_fd, "wb") as fh:
-            fh.write(body)
-        os.replace(tmp, os.path.join(directory, "manifest.json"))
-        _collect_garbage(directory, set(files))
+        _write_manifest(directory, fd, st, covered, [store.scan.offset, store.scan.resyncing, store.scan.pending],
+                        store.size, store.corruptions, store.unknown_frames, files, runs)
     finally:
         os.close(lock_fd)
 
@@ -361,9 +374,7 @@ class SavePlan:
         lock_fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            old = _read_manifest(d)
-            if old is not None and isinstance(old.get("log"), dict) and _matches(fd, st, old["log"]) \
-                    and old["log"]["covered"] >= self.covered:
+            if _already_saved(d, fd, st, self.covered):
                 return  # another reader already saved as much of this log
             files: dict[str, dict] = {}
             keep: set[str] = set()
@@ -394,22 +405,8 @@ class SavePlan:
                     refs.append(ref)
                 runs.append(dict(rj, groups=refs))
             files[self.rows_file.name] = self.rows_file.write(d)
-            manifest = {
-                "weighttui_index": INDEX_VERSION,
-                "log": _identity(fd, st, self.covered),
-                "scan": self.scan,
-                "size": st.st_size,
-                "corruptions": self.corruptions,
-                "unknown_frames": self.unknown_frames,
-                "files": files,
-                "runs": runs,
-            }
-            body = json.dumps(manifest, separators=(",", ":")).encode()
-            tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-            with os.fdopen(tmp_fd, "wb") as fh:
-                fh.write(body)
-            os.replace(tmp, os.path.join(d, "manifest.json"))
-            _collect_garbage(d, set(files) | keep)
+            _write_manifest(d, fd, st, self.covered, self.scan, st.st_size, self.corruptions, self.unknown_frames,
+                            files, runs, keep)
         finally:
             os.close(lock_fd)
 
