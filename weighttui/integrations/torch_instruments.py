@@ -382,31 +382,14 @@ class TorchInstruments:
             self._grad_sample(pend, i, name)
 
     def _optim_start(self, pend: _Pending, entries, optimizer) -> None:
-        groups = {}
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                groups[id(p)] = group
+        groups = param_groups(optimizer)
         want: dict[tuple, list[torch.Tensor]] = {}
         for i, e in enumerate(entries):
-            if not e.is_param:
+            got = optim_state(optimizer, groups, e.tensor) if e.is_param else None
+            if got is None:
                 continue
-            state = optimizer.state.get(e.tensor) or {}
-            group = groups.get(id(e.tensor))
-            if group is None:
-                continue
-            m = state.get("exp_avg")
-            if m is None:
-                m = state.get("momentum_buffer")
-            v = state.get("exp_avg_sq")
-            if m is None and v is None and ("betas" in group or group.get("momentum")):
-                continue  # the moments start at the first step
-            step = state.get("step", 0)
-            step = float(step.item() if torch.is_tensor(step) else step)
-            betas = group.get("betas", (0.9, 0.999))
-            lr = group.get("lr", math.nan)
-            lr = float(lr.item() if torch.is_tensor(lr) else lr)
-            n = e.tensor.numel()
-            rest = (lr, step, float(betas[1]), float(group.get("eps", 1e-8)), n)
+            m, v, hyper = got
+            rest = (*hyper, e.tensor.numel())
             ex = pend.extras.get(i)
             views = self._states_fused(e.tensor, m, v) if ex is not None else None
             if ex is not None and views is not None:  # read in the kernel's first pass, beside x's values
@@ -568,6 +551,33 @@ class TorchInstruments:
             bad += int((~fin).sum())
             out.append(float(torch.linalg.vector_norm(torch.where(fin, t, torch.zeros_like(t)).double())))
         return out[0], out[1], bad
+
+
+def param_groups(optimizer) -> dict[int, dict]:
+    """id(parameter) -> its param group."""
+    return {id(p): g for g in optimizer.param_groups for p in g["params"]}
+
+
+def optim_state(optimizer, groups: dict[int, dict], param: torch.Tensor):
+    """(m, v, (lr, step, beta2, eps)) of one parameter under torch's Adam/AdamW (exp_avg,
+    exp_avg_sq) or SGD momentum (momentum_buffer) state, m or v None where the optimizer keeps
+    none; None for a tensor the optimizer does not hold, or before its moments exist (they start
+    at the first step). One reading of the state for the whole and the sharded instruments."""
+    group = groups.get(id(param))
+    if group is None:
+        return None
+    state = optimizer.state.get(param) or {}
+    m = state.get("exp_avg")
+    if m is None:
+        m = state.get("momentum_buffer")
+    v = state.get("exp_avg_sq")
+    if m is None and v is None and ("betas" in group or group.get("momentum")):
+        return None
+    step = state.get("step", 0)
+    step = float(step.item() if torch.is_tensor(step) else step)
+    lr = group.get("lr", math.nan)
+    lr = float(lr.item() if torch.is_tensor(lr) else lr)
+    return m, v, (lr, step, float(group.get("betas", (0.9, 0.999))[1]), float(group.get("eps", 1e-8)))
 
 
 def _queue(want: dict, t: torch.Tensor | None):

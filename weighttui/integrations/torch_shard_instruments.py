@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from weighttui.integrations import torch_dist
+from weighttui.integrations.torch_instruments import optim_state, param_groups
 from weighttui.record import instruments as ref
 from weighttui.record.raw_rows import _INF, _NAN
 from weighttui.record.stats import Block
@@ -359,18 +360,12 @@ class ShardInstruments:
             add(("gram_d", i), yd.to(torch.float64).T @ yd.to(torch.float64))
 
     def _optim_start(self, pend: _Pending, entries, optimizer, add) -> None:
-        groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        groups = param_groups(optimizer)
         for i, e in enumerate(entries):
-            group = groups.get(id(e.tensor))
-            if not e.is_param or group is None:
+            got = optim_state(optimizer, groups, e.tensor) if e.is_param else None
+            if got is None:
                 continue
-            state = optimizer.state.get(e.tensor) or {}
-            m = state.get("exp_avg")
-            if m is None:
-                m = state.get("momentum_buffer")
-            v = state.get("exp_avg_sq")
-            if m is None and v is None and ("betas" in group or group.get("momentum")):
-                continue  # the moments start at the first step
+            m, v, hyper = got
             lay = self._lay(e)
             for key, s in (("m", m), ("v", v)):
                 if s is not None:
@@ -378,12 +373,7 @@ class ShardInstruments:
                     ok = torch.isfinite(s)
                     add((key, i), torch.stack([_sq(torch.where(ok, s, torch.zeros_like(s))),
                                                (~ok).sum().to(torch.float64)]))
-            step = state.get("step", 0)
-            step = float(step.item() if torch.is_tensor(step) else step)
-            lr = group.get("lr", math.nan)
-            lr = float(lr.item() if torch.is_tensor(lr) else lr)
-            pend.optim[i] = (m is not None, v is not None, lr, step, float(group.get("betas", (0.9, 0.999))[1]),
-                             float(group.get("eps", 1e-8)), math.prod(lay.shape))
+            pend.optim[i] = (m is not None, v is not None, *hyper, math.prod(lay.shape))
 
     def finish(self, pend: _Pending, host: list[np.ndarray], entries, fro_norms: np.ndarray, *, write: bool):
         """Every rank: commits the iteration state from the host copy. write (rank 0): returns
