@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--mlp", action="store_true", help="bench_keras's MLP shapes (3.6M values, cache-resident)")
     args = ap.parse_args()
     rounds = 3 if args.quick else args.rounds
-    builds = {"this": kernel._fastats}
+    builds: dict[str, Any] = {"this": kernel._fastats}
     for k, p in enumerate(args.other):
         builds[f"other{k}:{Path(p).name}"] = load(p, f"_wtk_other{k}")
     rng = np.random.default_rng(0)
