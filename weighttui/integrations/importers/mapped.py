@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import sys
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -30,6 +32,7 @@ from weighttui.integrations.importers.base import ImportFileError
 PAGE = mmap.PAGESIZE
 _COPY_CHUNK = 1 << 24
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # zip local header: signature, ..., name length, extra field length
 _libc_madvise = None
 
 
@@ -58,6 +61,21 @@ def view(mm: mmap.mmap, dtype, shape: tuple[int, ...], offset: int) -> np.ndarra
         flat_out[start:start + step] = flat_in[start:start + step]
         drop(mm, offset + start * dtype.itemsize, min(step, count - start) * dtype.itemsize)
     return out
+
+
+def zip_member_start(mm: mmap.mmap, info: zipfile.ZipInfo) -> int | None:
+    """Where a stored (uncompressed) zip member's bytes start in the mapped archive (None: compressed, or its
+    local header is not where the central directory says)."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    at = info.header_offset
+    if at + _LOCAL_HEADER.size > len(mm):
+        return None
+    sig, n_name, n_extra = _LOCAL_HEADER.unpack_from(mm, at)
+    if sig != b"PK\x03\x04":
+        return None
+    start = at + _LOCAL_HEADER.size + n_name + n_extra
+    return start if start + info.file_size <= len(mm) else None
 
 
 def drop(mm: mmap.mmap | None, offset: int, nbytes: int) -> None:

@@ -120,7 +120,7 @@ def _open(unit: Unit, *, mapped: bool) -> Reader:
             raise ImportFileError("reading HDF5 and Keras files needs h5py (pip install h5py)") from None
         from weighttui.integrations.importers.hdf5_file import Hdf5Reader
 
-        return Hdf5Reader(unit)
+        return Hdf5Reader(unit, mapped=mapped)
     if kind == "npz":
         from weighttui.integrations.importers.npz_file import NpzReader
 
