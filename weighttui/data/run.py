@@ -538,6 +538,47 @@ class RunData:
         lo = min(max(lo, 0), hi)
         return run.steps.view[lo:hi].copy(), run.offsets.view[lo:hi].copy()
 
+    def snapshot_meta(self, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(steps, epochs (-1 where unknown), times) of the run's snapshots [lo, hi) at full
+        resolution (snapshot indices, as snapshot_rows): the row view's `steps/epochs/times`
+        for the snapshots it leaves out (the viewer's replay cursor walks every one)."""
+        run = self._run
+        if run is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        n = run.rows
+        hi = n if hi is None else min(max(hi, 0), n)
+        lo = min(max(lo, 0), hi)
+        return run.steps.view[lo:hi].copy(), run.epochs.view[lo:hi].copy(), run.times.view[lo:hi].copy()
+
+    def snapshot_stats(self, index: int, keys: list[tuple[str, str | None]]) -> list[np.ndarray]:
+        """One snapshot's values for every tensor column, by its index among all the run's
+        snapshots (whether or not the row view has it): per (kind, stat) a [tensor columns] array
+        as a row of stat_matrix (NaN where not covered), and for (kind, None) as a row of
+        `present`. Read from the store, nothing kept."""
+        run = self._run
+        t = 0 if run is None else len(run.tensors)
+        out = []
+        if run is None or not 0 <= index < run.rows:
+            return [np.zeros(t, dtype=np.bool_) if s is None else np.full(t, np.nan) for _k, s in keys]
+        rows, dest = np.array([index], dtype=np.int64), np.zeros(1, dtype=np.int64)
+        maps, self._fill_maps = self._fill_maps, {}  # the row view's fill maps stay as they are
+        try:
+            for kind, stat in keys:
+                self._kind(kind)
+                if stat is None:
+                    buf = np.zeros((1, t), dtype=np.bool_)
+                    self._fill(buf, dest, rows, ("weights", None))
+                else:
+                    cols = COLUMNS[kind]
+                    if stat not in cols:
+                        raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
+                    buf = np.full((1, t), np.nan)
+                    self._fill(buf, dest, rows, (kind, cols.index(stat)))
+                out.append(buf[0])
+        finally:
+            self._fill_maps = maps
+        return out
+
     @property
     def tensor_names(self) -> list[str]:
         """Names of the run's tensors, in declaration order, each once."""
