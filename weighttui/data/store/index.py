@@ -41,11 +41,9 @@ import numpy as np
 
 from weighttui.log.reader import ScanState, read_frame_at
 from weighttui.log.records import (
-    InvalidRecord,
     RunRecord,
     parse_end,
     parse_run,
-    parse_snapshot,
     parse_tensors,
 )
 from weighttui.log.schema import COLUMNS, KINDS
@@ -66,6 +64,7 @@ from .columns import (
     Uniform,
     sealed_segment,
 )
+from .fromlog import snapshot_at
 
 INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (columns.compact)
 # Logs smaller than this are read in milliseconds: no index is written for them
@@ -901,11 +900,7 @@ def _rederive(run: RunState, g: Group, path: str) -> Group:
     try:
         for row in range(g.row0, g.row1):
             # a frame that no longer verifies (the log was rewritten in place) is left out, not guessed
-            got = read_frame_at(fd, int(run.offsets.a[row]))
-            try:
-                s = parse_snapshot(got[1], run.by_id) if got is not None else None
-            except InvalidRecord:
-                s = None
+            s = snapshot_at(fd, run, row)
             if s is None:
                 continue
             cols, slen = run.cols_of(s.ids)
