@@ -106,15 +106,22 @@ def _save(fmt, path, m):
         np.savez(path, **m)
     elif fmt == "npz_compressed":
         np.savez_compressed(path, **m)
+    elif fmt in ("h5", "h5_gzip"):
+        h5py = pytest.importorskip("h5py")
+        with h5py.File(path, "w") as f:  # h5py's default layout (contiguous) is mapped; gzip is read by h5py
+            for k, v in m.items():
+                f.create_dataset(k, data=v, **({"compression": "gzip"} if fmt == "h5_gzip" and v.ndim else {}))
     else:
         torch = pytest.importorskip("torch")
         torch.save({k: torch.from_numpy(v) for k, v in m.items()}, path)
 
 
-SUFFIX = {"safetensors": "safetensors", "npz": "npz", "npz_compressed": "npz", "pt": "pt"}
+SUFFIX = {"safetensors": "safetensors", "npz": "npz", "npz_compressed": "npz", "pt": "pt", "h5": "h5",
+          "h5_gzip": "h5"}
+KIND = {"pt": "torch", "h5": "hdf5", "h5_gzip": "hdf5"}
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "pt", "npz", "npz_compressed"])
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "npz", "npz_compressed", "h5", "h5_gzip"])
 def test_exact_deltas_against_float64_numpy(tmp_path, fmt, capsys, monkeypatch):
     models = _models()
     for i, m in enumerate(models):
@@ -155,7 +162,7 @@ def test_bfloat16_safetensors_deltas(tmp_path):
         assert norm[i] == pytest.approx(want, rel=1e-9)
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt"])
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt", "h5"])
 def test_mapped_and_read_tensors_are_the_same(tmp_path, fmt):
     """`weighttui import` maps a settled file in place, `weighttui watch` maps a private copy: both hand out
     the same tensors."""
@@ -163,9 +170,11 @@ def test_mapped_and_read_tensors_are_the_same(tmp_path, fmt):
     path = str(tmp_path / f"a.{SUFFIX[fmt]}")
     _save(fmt, path, m)
     os.utime(path, (1e9, 1e9))  # unchanged for long: read in place
-    unit = Unit(path, "torch" if fmt == "pt" else fmt, os.path.basename(path))
+    unit = Unit(path, KIND.get(fmt, fmt), os.path.basename(path))
     mapped, read = open_reader(unit, mapped=True), open_reader(unit)
     try:
+        if fmt == "h5":  # every numeric dataset of a default h5py file is read from the map
+            assert set(mapped.mapped) == set(m) == set(read.mapped)
         for k, v in m.items():
             a, a_bf = mapped.raw(k)
             b, b_bf = read.raw(k)
@@ -179,7 +188,7 @@ def test_mapped_and_read_tensors_are_the_same(tmp_path, fmt):
         read.close()
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt"])
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt", "h5"])
 def test_a_file_cut_short_after_mapping_is_refused_not_faulted(tmp_path, fmt):
     """A settled file is mapped in place and checked before each tensor; a recent one (which a trainer may
     still rewrite) is read from a private copy, which the truncation does not reach."""
@@ -192,7 +201,7 @@ def test_a_file_cut_short_after_mapping_is_refused_not_faulted(tmp_path, fmt):
     _save(fmt, settled, m)
     _save(fmt, recent, m)
     os.utime(settled, (1e9, 1e9))
-    kind = "torch" if fmt == "pt" else fmt
+    kind = KIND.get(fmt, fmt)
     in_place = open_reader(Unit(settled, kind, "a"), mapped=True)
     copied = open_reader(Unit(recent, kind, "b"), mapped=True, copy_dir=str(tmp_path))
     try:
@@ -216,6 +225,9 @@ from weighttui.record import kernel, recorder
 if sys.argv[3] == "pt":
     import torch
     from weighttui.integrations.importers import torch_state
+if sys.argv[3] == "h5":
+    import h5py
+    from weighttui.integrations.importers import hdf5_file
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 driver.import_source(sys.argv[1], sys.argv[2], values=sys.argv[4] == "values")
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -231,7 +243,7 @@ FIXED = 40 * 1024 * 1024  # what the bound allows on top of two tensors (docs/im
 
 @pytest.mark.parametrize("fmt,values,settled", [("safetensors", "values", True), ("safetensors", "no-values", True),
                                                 ("npz", "values", True), ("pt", "values", True),
-                                                ("pt", "values", False)])
+                                                ("pt", "values", False), ("h5", "no-values", True)])
 def test_peak_rss_is_two_tensors_plus_a_fixed_amount(tmp_path, fmt, values, settled):
     """Mapped in place (settled files) and mapped private copies (recent files) alike."""
     if fmt == "pt":

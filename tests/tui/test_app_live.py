@@ -249,6 +249,6 @@ async def test_long_run_history_is_thinned(tmp_path, tui):
         await pilot.pause(0.15)
         assert app.data.n <= 64
         timeline = tui.static_text(app.screen.query_one(Timeline))
-        assert "300 recorded, thinned" in timeline
+        assert f"300/300  step 299  (charts thinned to {app.data.n})" in timeline
         assert "step 299" in header(app)
         np.testing.assert_array_equal(app.data.steps[-1], 299)
