@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 
 import numpy as np
 
+from weighttui.log.format import crc32_blocks
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 
 # A tail is sealed into a segment at this many entries (tensor-snapshots) or bytes,
@@ -77,11 +77,8 @@ class FileArray:
             os.close(fd)
         if len(data) != end - start or b1 > len(self.crcs):
             return None
-        view = memoryview(data)
-        for blk in range(b0, b1):
-            at = (blk - b0) * CRC_BLOCK
-            if zlib.crc32(view[at:at + CRC_BLOCK]) != self.crcs[blk]:
-                return None
+        if crc32_blocks(data, CRC_BLOCK) != self.crcs[b0:b1]:
+            return None
         return data[lo - start:hi - start]
 
 
@@ -560,24 +557,21 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     perm = np.argsort(c0, kind="stable")
     ident = bool(np.array_equal(perm, np.arange(t)))
     rowvals = np.fromiter((p["rows"][0] for p in parts), dtype=np.int32, count=r)
-    grid = np.stack([p["stats"] for p in parts])  # [rows, tensors, columns]: one contiguous copy
+    grid = _stacked(parts, "stats")  # [rows, tensors, columns]: one contiguous copy
     stats = np.ascontiguousarray((grid if ident else grid[:, perm]).transpose(2, 1, 0))
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
     counts: np.ndarray | None = None
-    if has_hist and bins is not None and not heavy:
-        edges = np.stack([np.stack((p["lo"], p["hi"])) for p in parts])  # [rows, 2, tensors]
-        edges = np.ascontiguousarray((edges if ident else edges[:, :, perm]).transpose(1, 2, 0))
-        lo, hi = edges[0].reshape(-1), edges[1].reshape(-1)
-    elif has_hist and bins is not None:
+    if has_hist and bins is not None:
+        lo, hi = (np.ascontiguousarray((e if ident else e[:, perm]).T).reshape(-1)
+                  for e in (_stacked(parts, "lo"), _stacked(parts, "hi")))  # [rows, tensors] -> (tensor, row)
+    if has_hist and bins is not None and heavy:
         # whole-array copies (numpy runs them without the GIL: this may run on the spiller's thread)
-        stacked = np.stack([p["counts"] for p in parts])  # [rows, tensors, bins]
+        stacked = _stacked(parts, "counts")  # [rows, tensors, bins]
         grid_counts = np.empty((t, r, bins), dtype=count_dtype(stacked))
         grid_counts[...] = (stacked if ident else stacked[:, perm]).transpose(1, 0, 2)
         del stacked
-        edges = np.stack([np.stack((p["lo"], p["hi"])) for p in parts])  # [rows, 2, tensors]
-        edges = np.ascontiguousarray((edges if ident else edges[:, :, perm]).transpose(1, 2, 0))
-        counts, lo, hi = grid_counts.reshape(t * r, bins), edges[0].reshape(-1), edges[1].reshape(-1)
+        counts = grid_counts.reshape(t * r, bins)
     samples: np.ndarray | None = None
     soff: np.ndarray | None = None
     if with_samples and slen0 is not None:
@@ -585,7 +579,7 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
         starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(slen)))
         k = int(slen[0]) if t else 0
         if heavy:  # (heavy=False: only the offsets, below)
-            table = np.stack([p["samples"] for p in parts])  # [rows, all samples of a snapshot]
+            table = _stacked(parts, "samples")  # [rows, all samples of a snapshot]
             if t and (slen == k).all():  # every tensor samples k values: a transpose again
                 cube = table.reshape(r, t, k)
                 samples = np.ascontiguousarray((cube if ident else cube[:, perm]).transpose(1, 0, 2)).reshape(-1)
@@ -596,6 +590,13 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
                    stats.reshape(width, t * r), lo, hi, counts,
                    None if samples is None else samples.astype(np.float32, copy=False), soff)
+
+
+def _stacked(parts: list[dict], name: str) -> np.ndarray:
+    """np.stack of every part's array `name` (all of one shape): one concatenation in C, where
+    np.stack makes a view of each part in Python first (holding the GIL, which the reader wants)."""
+    first = parts[0][name]
+    return np.concatenate([p[name] for p in parts]).reshape(len(parts), *first.shape)
 
 
 def segment_piece(seg: Segment) -> dict:

@@ -33,12 +33,12 @@ import stat
 import tempfile
 import threading
 import time
-import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from weighttui.log.format import crc32_blocks
 from weighttui.log.reader import ScanState, read_frame_at
 from weighttui.log.records import (
     RunRecord,
@@ -188,7 +188,7 @@ class _Writer:
             with os.fdopen(fd, "wb") as fh:
                 for part, crcs in self.parts:
                     if crcs is not None:
-                        crcs[:] = [zlib.crc32(part[i:i + CRC_BLOCK]) for i in range(0, len(part), CRC_BLOCK)]
+                        crcs[:] = crc32_blocks(part, CRC_BLOCK)
                     fh.write(part)
             os.replace(tmp, os.path.join(directory, as_name or self.name))
         except BaseException:
