@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from dataclasses import dataclass
 
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     FrameDecoder,
+    crc32,
     decode_payload,
     parse_frame_header,
 )
@@ -82,7 +82,7 @@ def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
     if len(rest) != length + 4:
         return None
     body = memoryview(rest)[:length]
-    if zlib.crc32(body) != _U32.unpack_from(rest, length)[0]:
+    if crc32(body) != _U32.unpack_from(rest, length)[0]:
         return None
     try:
         return ftype, decode_payload(body)

@@ -184,7 +184,7 @@ class RunState:
         self.times.append(s.time)
         self.touch(s.time)
         self.version += 1
-        if any(k.full() for k in self.kinds.values()):
+        if any(k.full(getattr(self.spill, "seal_bytes", None)) for k in self.kinds.values()):
             self.seal()
 
     def seal(self, base: bool = False) -> None:
