@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from weighttui._version import __version__
+from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers import tensor_stats
 from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Spec, Unit, name_numbers
-from weighttui.integrations.importers.readers import check_unchanged, open_reader
+from weighttui.integrations.importers.readers import changed, check_unchanged, open_reader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
 from weighttui.record.recorder import Recorder, scalars_payload
@@ -216,10 +217,11 @@ class Importer:
             return False
         infos, wrows, drows, samples = [], [], [], []
         problems: list[str] = []
+        no_delta: dict[str, list[str]] = {}  # why the previous copy could not be read -> tensors
         seen = []
         for group in groups(specs):
             try:
-                rows = self._group(reader, group, p, problems)
+                rows = self._group(reader, group, p, problems, no_delta)
             except Rewritten as exc:
                 problems.append(str(exc))
                 break
@@ -231,6 +233,9 @@ class Importer:
                     samples.append(sample)
                 seen.append(name)
                 self.shapes.setdefault(name, spec.shape)
+        for why, names in no_delta.items():
+            problems.append(f"no update statistics for {len(names)} tensor(s) from {names[0]} on: the previous "
+                            f"checkpoint's {why}")
         missing = [n for n in self.last_seen if n not in specs]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -255,17 +260,23 @@ class Importer:
         self._close_unused()
         return True
 
-    def _group(self, reader: Reader, group, p: Planned, problems: list[str]) -> list:
+    def _group(self, reader: Reader, group, p: Planned, problems: list[str], no_delta: dict) -> list:
         """[(name, spec, info, weights row, delta row, samples)] of a group of tensors read together (the
         arrays die with this call: views of mapped pages, or copies, are not kept past it)."""
         loaded = []  # (name, spec, info, arr, bf16, prev, prev_bf16, prev_reader)
         done = []
+        # Earlier checkpoints' files mapped in place that someone began to rewrite: let go of them now (no page
+        # of theirs is read between groups) and take no deltas against them (their pages may be gone).
+        gone = {id(r): why for r in self.open_readers if (why := changed(r)) is not None}
         try:
             for name, spec in group:
                 if name in self.shapes and self.shapes[name] != spec.shape:
                     problems.append(f"{name} changed shape {self.shapes[name]} -> {spec.shape} (left out)")
                     continue
                 prev_reader = self.last_seen.get(name)
+                if prev_reader is not None and id(prev_reader) in gone:
+                    no_delta.setdefault(gone[id(prev_reader)], []).append(name)
+                    prev_reader = None
                 try:
                     loaded.append((name, spec, *self._load(reader, prev_reader, name, spec), prev_reader))
                     continue
@@ -384,18 +395,19 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
     if not units:
         raise ImportFileError(f"{src}: no checkpoints found (safetensors, .pt/.pth/.bin/.ckpt, .keras/.h5, "
                               ".npz, .json, HF checkpoint-N/ directories, TensorBoard event files)")
-    planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)))
-    imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
-                   meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
-    status = "failed"
-    try:
-        for p in planned:
-            imp.add(p)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        imp.close(status)
+    with mapping.leases():  # files read in place are leased: a trainer rewriting one waits for a safe point
+        planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)))
+        imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
+                       meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
+        status = "failed"
+        try:
+            for p in planned:
+                imp.add(p)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            imp.close(status)
     return {"kind": kind, "checkpoints": imp.snapshots, "skipped": imp.skipped + len(units) - len(planned),
             "out": out}
