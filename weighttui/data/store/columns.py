@@ -629,15 +629,20 @@ class KindColumns:
         self.bins: int | None = None
         self.seen = False
         self._tail_seg: Segment | None = None  # the tail sorted, built when a query needs it
+        self._prefixes: dict[tuple, np.ndarray] = {}  # column lists that are a prefix -> the `filled` they marked
 
     def add(self, row: int, cols: np.ndarray, block, samples=None, slen=None) -> None:
         """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
         self.seen = True
         n = cols.size
         names = tuple(block.names)
-        if names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
+        if self._prefixes.get(names) is self.filled:  # marked in these very flags already
+            stats = block.stats
+        elif names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
             stats = block.stats  # (stored as wide as it is: the columns after it read as NaN)
             self.filled[: len(names)] = True
+            if len(self._prefixes) < 64:
+                self._prefixes[names] = self.filled
         else:  # columns in another order or unknown ones: map by name, NaN where missing
             stats = np.full((n, len(self.columns)), np.nan)
             for src, name in enumerate(block.names):
