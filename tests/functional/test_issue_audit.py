@@ -246,3 +246,23 @@ def test_python_dash_m_weighttui_is_the_command():
     r = subprocess.run([sys.executable, "-m", "weighttui", "--version"], capture_output=True, text=True,
                        timeout=120, env={**os.environ})
     assert r.returncode == 0 and r.stdout.startswith("weighttui "), r.stderr
+
+
+def test_weights_of_a_no_values_import_say_why_they_are_missing(tmp_path, capsys):
+    """Issue 17: `--no-values` keeps no complete values; asking an export for them says that the
+    import left them out (not only "record with full_every"), one line, exit 2."""
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in (1, 2):
+        save_file({"w": np.full((3, 3), e, np.float32)}, str(ck / f"epoch_{e}.safetensors"))
+    out = tmp_path / "run.wtui"
+    assert _cli(capsys, "import", str(ck), "--out", str(out), "--no-values")[0] == 0
+    assert weighttui.open(str(out)).full_steps == []
+    code, _, err = _cli(capsys, "export", str(out), "--format", "npz", "--epoch", "2", "--out", str(tmp_path / "w.npz"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--no-values" in err, err
+    assert _cli(capsys, "import", str(ck), "--out", str(out))[0] == 0  # --values is the default
+    code, _, err = _cli(capsys, "export", str(out), "--format", "npz", "--epoch", "2", "--out", str(tmp_path / "w.npz"))
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "w.npz")["w"], np.full((3, 3), 2, np.float32))
