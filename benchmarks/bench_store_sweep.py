@@ -345,7 +345,7 @@ def _live_child(directory: str, window: float, timeout: float, alerts: bool) -> 
                     if text.isdigit() and int(text) != last.get(slot.path):
                         last[slot.path] = int(text)
                         seen[slot.path].append((int(text), now_wall))
-                await pilot.pause(0.01)
+                await asyncio.sleep(0.01)  # (not pilot.pause: it forces a compositor update each time)
                 now = time.monotonic()
                 longest = max(longest, now - prev - 0.01)  # the UI thread's longest pause beyond the 10 ms asked for
                 prev = now
@@ -374,8 +374,9 @@ def _live_child(directory: str, window: float, timeout: float, alerts: bool) -> 
 
 def _time_ui_parts(app_class, on: list) -> dict[str, list]:
     """Wall and CPU (thread) time of the UI thread's parts while `on` is non-empty: ingest (per
-    delivery), the redraws (the run list), the alerts, the 1 s tick."""
-    spent: dict[str, list] = {"ingest": [], "draw": [], "alerts": [], "tick": []}
+    delivery), the redraws (the run list's cells set), the alerts, the 1 s tick, the followers'
+    wake-ups (ingest and redraw inside them), the run list's DataTable rendering its lines."""
+    spent: dict[str, list] = {"ingest": [], "draw": [], "alerts": [], "tick": [], "wake": [], "list_render": []}
 
     def timed(name, fn):
         def wrapper(*a, **kw):
@@ -391,6 +392,10 @@ def _time_ui_parts(app_class, on: list) -> dict[str, list]:
     app_class._draw = timed("draw", app_class._draw)
     app_class._update_alerts = timed("alerts", app_class._update_alerts)
     app_class._tick = timed("tick", app_class._tick)
+    app_class.on_follower_wake = timed("wake", app_class.on_follower_wake)
+    from weighttui.tui.screens.runs_list import RunTable
+
+    RunTable.render_lines = timed("list_render", RunTable.render_lines)  # the DataTable drawing its lines
     return spent
 
 
