@@ -65,9 +65,9 @@ OPEN = textwrap.dedent('''
 NOCACHE_READS = textwrap.dedent('''
     import json, sys, time
     import weighttui
-    path = sys.argv[1]
+    path, max_rows = sys.argv[1], (int(sys.argv[2]) if len(sys.argv) > 2 else None)
     t0, c0 = time.perf_counter(), time.process_time()
-    d = weighttui.open(path, cache=False)
+    d = weighttui.open(path, cache=False, max_rows=max_rows)
     out = {"open_s": time.perf_counter() - t0, "open_cpu_s": time.process_time() - c0}
     names = d.tensor_names
     mid = int(d.steps[d.n // 2])
@@ -292,13 +292,15 @@ def nocache_only(path: str, before: str | None, env: dict, cache_home: str, py: 
     checkouts.append(("after", env))
     for label, e in checkouts:
         rows[f"{label}: open(cache=False) reads"] = measured([py, "-c", NOCACHE_READS, path], e)
+        # the viewer's row view (max_rows 2048): what its screens read without start/stop
+        rows[f"{label}: open(cache=False, max_rows=2048)"] = measured([py, "-c", NOCACHE_READS, path, "2048"], e)
         rows[f"{label}: info --json --no-cache"] = measured([py, "-m", "weighttui.cli", "info", "--json",
                                                              "--no-cache", path], e)
     end = os.getloadavg()
     print(f"log: {path}, {os.path.getsize(path) / 2**30:.2f} GiB; load average {load[0]:.2f} -> {end[0]:.2f}")
-    print(f"{'what':36s} {'wall s':>7s} {'cpu s':>6s} {'peak RSS MB':>11s}")
+    print(f"{'what':40s} {'wall s':>7s} {'cpu s':>6s} {'peak RSS MB':>11s}")
     for name, r in rows.items():
-        print(f"{name:36s} {r['wall_s']:7.2f} {r['cpu_s']:6.2f} {r['peak_rss_mb']:11.0f}")
+        print(f"{name:40s} {r['wall_s']:7.2f} {r['cpu_s']:6.2f} {r['peak_rss_mb']:11.0f}")
         reads = {k[:-3]: (v, r.get(k[:-3] + "_cpu_ms")) for k, v in r.items()
                  if k.endswith("_ms") and not k.endswith("_cpu_ms")}
         if reads:

@@ -216,3 +216,28 @@ def test_torn_tail_means_the_same_fed_by_ingest_as_read_by_refresh(tmp_path):
         feed(fed, tail)
     assert fed.torn_tail == refreshed.torn_tail
     assert (fed.corruptions, fed.torn_tail) == (refreshed.corruptions, refreshed.torn_tail)
+
+
+def test_the_change_table_between_marks_reads_back_only_the_marked_snapshots(indexed):
+    """The change between two marks from samples: two snapshots read back per tensor, not every row."""
+    from weighttui.analysis.changes import change_table
+
+    path = indexed / "run.wtui"
+    write_run(path, 60)
+    want = change_table(weighttui.open(path), mark_a=9, mark_b=40)  # (no complete values at 9 or 40)
+    run = weighttui.open(path, cache=False)
+    source = run._store.spill
+    got = change_table(run, mark_a=9, mark_b=40)
+    assert [r["change_ab_from"] for r in got] == ["samples"] * len(got)
+    assert np.array_equal([r["change_ab"] for r in got], [r["change_ab"] for r in want], equal_nan=True)
+    assert 0 < source.reads <= 2 * len(run.tensor_names)
+
+
+def test_a_thinned_row_view_reads_back_only_its_rows(indexed):
+    path = indexed / "run.wtui"
+    write_run(path, 90)
+    run = weighttui.open(path, cache=False, max_rows=8)
+    source = run._store.spill
+    assert reads(run, ranges=False) == reads(weighttui.open(path, max_rows=8), ranges=False)
+    per_tensor = len(run.tensor_names) * 3  # weights and grad histograms, samples
+    assert 0 < source.reads <= 8 * per_tensor < run.row_count

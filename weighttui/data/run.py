@@ -851,9 +851,11 @@ class RunData:
         if not got:
             return run.steps.view[:0].copy(), np.zeros(0), np.zeros(0), np.zeros((0, 0), dtype=np.uint32)
         rows = np.concatenate([e[4] for e in got])
-        lo = np.concatenate([seg.part("lo", a, b)[m] for seg, a, b, m, _r in got])
-        hi = np.concatenate([seg.part("hi", a, b)[m] for seg, a, b, m, _r in got])
-        counts = np.concatenate([seg.part("counts", a, b)[m].astype(np.uint32) for seg, a, b, m, _r in got])
+        # only the entries wanted (a store without an index reads each from its frame: data/store/fromlog.py)
+        wanted = [(seg, a + np.flatnonzero(m)) for seg, a, _b, m, _r in got]
+        lo = np.concatenate([seg.take("lo", i) for seg, i in wanted])
+        hi = np.concatenate([seg.take("hi", i) for seg, i in wanted])
+        counts = np.concatenate([seg.take("counts", i).astype(np.uint32) for seg, i in wanted])
         has = (counts.sum(axis=1) > 0) | np.isfinite(lo)
         return run.steps.view[rows[has]], lo[has], hi[has], counts[has]
 
@@ -870,20 +872,19 @@ class RunData:
             return steps, out
         at = 0
         for seg, a, b, mask, _r in got:
-            n = int(mask.sum())
-            if seg.soff is not None:
+            idx = a + np.flatnonzero(mask)
+            n = idx.size
+            if seg.soff is not None and n:
                 soff = seg.part("soff", a, b + 1)
-                flat = seg.part("samples", int(soff[0]), int(soff[-1]))
-                lens = np.diff(soff)
+                lens = (soff[1:] - soff[:-1])[idx - a]
+                flat = seg.take("samples", idx)  # those entries' samples, one after the other
                 full = lens == k  # snapshots that carried no samples have none here
-                block = np.full((b - a, k), np.nan, dtype=np.float32)
                 if full.all():
-                    block = flat.reshape(b - a, k)
+                    out[at:at + n] = flat.reshape(n, k)
                 else:
-                    starts = soff[:-1] - soff[0]
+                    starts = np.cumsum(lens) - lens
                     for i in np.nonzero(full)[0]:
-                        block[i] = flat[starts[i]:starts[i] + k]
-                out[at:at + n] = block[mask]
+                        out[at + i] = flat[starts[i]:starts[i] + k]
             at += n
         return steps, out
 

@@ -255,6 +255,9 @@ class FromLog:
     def values(self, seg, a: int, b: int) -> np.ndarray:
         return self.source.read(seg, self.field, a, b)
 
+    def take(self, seg, idx: np.ndarray) -> np.ndarray:
+        return self.source.take(seg, self.field, idx)
+
 
 VIRTUAL = (Const, Tiled, Runs, Uniform, Alias, Split, FromLog)
 
@@ -325,6 +328,22 @@ class Segment:
         except _Damaged:
             self.on_damage(self)
             return self.part(name, a, b, s)
+
+    def take(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Entries `idx` (ascending; `name` lo, hi, counts or samples - for samples the samples of
+        those entries, one after the other) as a plain array. Where the array is read back from the
+        log (FromLog) only the frames of those entries are read, not every one between them."""
+        arr = getattr(self, name)
+        if isinstance(arr, FromLog):
+            return arr.take(self, idx)
+        a, b = (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+        if name != "samples":
+            return self.part(name, a, b)[idx - a]
+        soff = self.part("soff", a, b + 1)
+        flat = self.part("samples", int(soff[0]), int(soff[-1]))
+        starts, lens = soff[idx - a] - soff[0], soff[idx - a + 1] - soff[idx - a]
+        first = np.cumsum(lens) - lens  # where each entry's samples go in the result
+        return flat[np.repeat(starts - first, lens) + np.arange(int(lens.sum()))]
 
     def _runs(self) -> tuple[np.ndarray, np.ndarray]:
         """(tensor columns, entry starts [u + 1]) of the segment's runs of equal columns."""
@@ -610,15 +629,20 @@ class KindColumns:
         self.bins: int | None = None
         self.seen = False
         self._tail_seg: Segment | None = None  # the tail sorted, built when a query needs it
+        self._prefixes: dict[tuple, np.ndarray] = {}  # column lists that are a prefix -> the `filled` they marked
 
     def add(self, row: int, cols: np.ndarray, block, samples=None, slen=None) -> None:
         """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
         self.seen = True
         n = cols.size
         names = tuple(block.names)
-        if names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
+        if self._prefixes.get(names) is self.filled:  # marked in these very flags already
+            stats = block.stats
+        elif names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
             stats = block.stats  # (stored as wide as it is: the columns after it read as NaN)
             self.filled[: len(names)] = True
+            if len(self._prefixes) < 64:
+                self._prefixes[names] = self.filled
         else:  # columns in another order or unknown ones: map by name, NaN where missing
             stats = np.full((n, len(self.columns)), np.nan)
             for src, name in enumerate(block.names):

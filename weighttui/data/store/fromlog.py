@@ -119,34 +119,37 @@ class LogSource:
     # ------------------------------------------------------------ reading back
 
     def read(self, back: _Back, seg: Segment, field: str, a: int, b: int) -> np.ndarray:
+        """Entries [a, b) of a field (samples: values [a, b) of the flat array)."""
         if field != "samples":
-            return self._entries(back, seg, a, b)[field]
+            return self.take(back, seg, field, np.arange(a, max(a, b), dtype=np.int64))
         if b <= a:
             return np.zeros(0, np.float32)
         # samples [a, b) of the flat array: the entries that hold them, then the slice
         soff = seg.part("soff")
         ea = max(0, int(np.searchsorted(soff, a, "right")) - 1)
-        eb = max(ea, int(np.searchsorted(soff, b, "left")))
-        flat = self._entries(back, seg, ea, min(eb, seg.entries))["samples"]
+        eb = min(max(ea, int(np.searchsorted(soff, b, "left"))), seg.entries)
+        flat = self.take(back, seg, "samples", np.arange(ea, eb, dtype=np.int64))
         base = int(soff[ea])
         return flat[a - base:b - base]
 
-    def _entries(self, back: _Back, seg: Segment, a: int, b: int) -> dict:
-        key = (id(seg), a, b)
+    def take(self, back: _Back, seg: Segment, field: str, idx: np.ndarray) -> np.ndarray:
+        """Entries `idx` (ascending) of a field; samples: those entries' samples, one after the other.
+        Only their frames are read (a thinned row view or one step need not read every row)."""
+        key = (id(seg), idx.tobytes())
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[0] is seg:
                 self._cache.move_to_end(key)
-                return hit[1]
-        arrays = self._read_back(back, seg, a, b)
-        size = sum(v.nbytes for v in arrays.values())
+                return hit[1][field]
+        arrays = self._read_back(back, seg, idx)
+        size = sum(v.nbytes for v in arrays.values()) + len(key[1])
         with self._lock:
             self._cache[key] = (seg, arrays, size)
             self._cached_bytes += size
             while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
                 _k, (_s, _a, dropped) = self._cache.popitem(last=False)
                 self._cached_bytes -= dropped
-        return arrays
+        return arrays[field]
 
     def _positions(self, cols: np.ndarray) -> np.ndarray:
         """tensor column -> its position in a snapshot covering `cols` (-1: not covered)."""
@@ -157,49 +160,51 @@ class LogSource:
             hit = self._inverse[id(cols)] = (cols, inv)
         return hit[1]
 
-    def _read_back(self, back: _Back, seg: Segment, a: int, b: int) -> dict:
-        """The histogram edges, counts and samples of entries [a, b), from their frames."""
-        run, kind, n = back.run, back.kind, b - a
+    def _read_back(self, back: _Back, seg: Segment, idx: np.ndarray) -> dict:
+        """The histogram edges, counts and samples of entries `idx`, from their frames."""
+        run, kind, n = back.run, back.kind, idx.size
         out: dict[str, np.ndarray] = {}
         counts = seg.counts if isinstance(seg.counts, FromLog) else None
         if counts is not None:
             out["lo"], out["hi"] = np.full(n, np.nan), np.full(n, np.nan)
             out["counts"] = np.zeros((n, counts.bins), counts.dtype)
-        flat = soff = None
+        flat = at_sample = lens = None
+        a, b = (int(idx[0]), int(idx[-1]) + 1) if n else (0, 0)
         if isinstance(seg.samples, FromLog):
             soff = seg.part("soff", a, b + 1)
-            flat = out["samples"] = np.full(int(soff[-1] - soff[0]), np.nan, np.float32)
-            soff = soff - soff[0]
+            lens = (soff[1:] - soff[:-1])[idx - a]
+            at_sample = np.concatenate(([0], np.cumsum(lens)))
+            flat = out["samples"] = np.full(int(at_sample[-1]), np.nan, np.float32)
         if not n or not out:
             return out
-        rows = seg.part("rows", a, b)
-        cols = seg.part("cols", a, b)
+        rows = seg.part("rows", a, b)[idx - a]
+        cols = seg.part("cols", a, b)[idx - a]
         order = np.argsort(rows, kind="stable")
         cut = np.flatnonzero(np.diff(rows[order])) + 1
         fd = self._log()
-        for at in np.split(order, cut):  # the entries of one row: one frame read
-            s = snapshot_at(fd, run, int(rows[at[0]]))
+        for ent in np.split(order, cut):  # the entries of one row: one frame read
+            s = snapshot_at(fd, run, int(rows[ent[0]]))
             self.reads += 1
             if s is None:
                 continue
             scols, slen = run.cols_of(s.ids)
             inv = self._positions(scols)
-            want = cols[at]
-            pos = np.where(want < inv.size, inv[np.minimum(want, max(0, inv.size - 1))], -1) if inv.size \
-                else np.full(want.size, -1)
-            ok = pos >= 0
-            at, pos = at[ok], pos[ok]
+            want = cols[ent]
+            pos = inv[np.minimum(want, inv.size - 1)] if inv.size else np.full(want.size, -1)
+            ok = (pos >= 0) & (want < inv.size)
+            ent, pos = ent[ok], pos[ok]
             block = getattr(s, kind)
             if counts is not None and block is not None and block.hist is not None:
                 lo, hi, c = block.hist
-                out["lo"][at], out["hi"][at] = lo[pos], hi[pos]
-                out["counts"][at] = c[pos].astype(counts.dtype, copy=False)
-            if flat is not None and soff is not None and s.sample is not None and slen is not None:
+                out["lo"][ent], out["hi"][ent] = lo[pos], hi[pos]
+                out["counts"][ent] = c[pos].astype(counts.dtype, copy=False)
+            if flat is not None and at_sample is not None and lens is not None and s.sample is not None \
+                    and slen is not None:
                 starts = np.concatenate(([0], np.cumsum(slen)))
-                for e, p in zip(at.tolist(), pos.tolist(), strict=True):
-                    k = int(soff[e + 1] - soff[e])
+                for e, p in zip(ent.tolist(), pos.tolist(), strict=True):
+                    k = int(lens[e])
                     if k == int(slen[p]):
-                        flat[soff[e]:soff[e] + k] = s.sample[starts[p]:starts[p] + k]
+                        flat[at_sample[e]:at_sample[e] + k] = s.sample[starts[p]:starts[p] + k]
         return out
 
 
@@ -213,3 +218,6 @@ class _Back:
 
     def read(self, seg: Segment, field: str, a: int, b: int) -> np.ndarray:
         return self.source.read(self, seg, field, a, b)
+
+    def take(self, seg: Segment, field: str, idx: np.ndarray) -> np.ndarray:
+        return self.source.take(self, seg, field, idx)
