@@ -450,9 +450,15 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def bench_big(tmp, megabytes, existing=None):
+# The same, with nowhere to write an index (read-only media: the one check the store makes before
+# writing says no, as in tests/unit/test_store.py): the viewer holds what it read itself.
+BIG_READONLY = "import weighttui.data.store.index as _index\n_index.writable = lambda d: False\n" + BIG
+
+
+def bench_big(tmp, megabytes, existing=None, readonly=False):
     """A big finished log (benchmarks/make_big_log.py), `watch` headless in a fresh process: without an
-    index (the latest snapshots first, the log indexed behind them), then again with the index it left."""
+    index (the latest snapshots first, the log indexed behind them), then again with the index it left.
+    readonly: once, with nowhere to write an index."""
     import shutil
 
     path = existing
@@ -467,8 +473,8 @@ def bench_big(tmp, megabytes, existing=None):
     size = os.path.getsize(path)
     index = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.wtuidx")
     shutil.rmtree(index, ignore_errors=True)  # (an index in the cache directory is not removed)
-    code = BIG
-    for label in ("no index", "with the index it left"):
+    code = BIG_READONLY if readonly else BIG
+    for label in (("nowhere to write an index",) if readonly else ("no index", "with the index it left")):
         out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=1800)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
         if out.returncode or not line:
@@ -683,6 +689,8 @@ def main():
                     help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: %(default)s)")
     ap.add_argument("--tmux", action="store_true", help="add the tmux part")
     ap.add_argument("--big-mb", type=int, default=0, help="add the big-log part with a log of this size")
+    ap.add_argument("--big-readonly", action="store_true",
+                    help="big part: the viewer with nowhere to write an index (read-only media), instead")
     ap.add_argument("--big-log", help="use this existing big log instead of writing one")
     ap.add_argument("--tensors", type=int, default=2000, help="tensors for the scroll part")
     ap.add_argument("--live-seconds", type=float, default=15.0, help="how long the live part's writer runs")
@@ -719,7 +727,7 @@ def main():
         if "tmux" in parts:
             bench_tmux(tmp)
         if "big" in parts:
-            bench_big(tmp, args.big_mb or 1024, args.big_log)
+            bench_big(tmp, args.big_mb or 1024, args.big_log, args.big_readonly)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
           f"(load average now {os.getloadavg()[0]:.1f})")
 

@@ -283,15 +283,16 @@ class Lease:
             return None
         return cls(fd)
 
-    def broken(self) -> bool:
-        """Whether someone asked to write the file since (or the lease is gone): let go of it then."""
+    def broken(self, let_go: bool = True) -> bool:
+        """Whether someone asked to write the file since (or the lease is gone); with let_go, let go of it
+        then (the writer goes on). It stays broken."""
         if self.fd is None:
             return True
         try:
             held = fcntl.fcntl(self.fd, _F_GETLEASE) == _F_RDLCK
         except OSError:
             held = False
-        if not held:
+        if not held and let_go:
             self.close()
         return not held
 

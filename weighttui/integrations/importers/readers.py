@@ -111,16 +111,17 @@ def _open_in_place(unit: Unit) -> Reader | None:
     return reader
 
 
-def changed(reader: Reader) -> str | None:
+def changed(reader: Reader, let_go: bool = True) -> str | None:
     """Why a file the reader maps in place must not be read any more (None: it may): someone opened it for
-    writing (its lease broke: let go of now, so call this only where no page of it is read until the next
-    call), or its size, mtime, ctime or inode differ from when it was opened (by path: a file replaced by
-    rename counts as changed too; its map would be fine, refused anyway). A private copy never changes."""
+    writing (its lease broke; with let_go, let go of now, so that the writer goes on: call it so only where
+    no page of the file is read until the next call), or its size, mtime, ctime or inode differ from when it
+    was opened (by path: a file replaced by rename counts as changed too; its map would be fine, refused
+    anyway). A private copy never changes."""
     for r in getattr(reader, "parts", None) or [reader]:
         if not r.in_place:
             continue
         name = os.path.basename(r.unit.path)
-        if r.lease is not None and r.lease.broken():
+        if r.lease is not None and r.lease.broken(let_go):
             return f"{name} changed while being read (a trainer opened it for writing)"
         try:
             now = mapping.signature(os.stat(r.unit.path))
@@ -129,13 +130,6 @@ def changed(reader: Reader) -> str | None:
         if now != r.source:
             return f"{name} changed while being read (a trainer rewriting it?)"
     return None
-
-
-def check_unchanged(reader: Reader) -> None:
-    """ImportFileError if changed(reader) says why."""
-    why = changed(reader)
-    if why is not None:
-        raise ImportFileError(why)
 
 
 def _open(unit: Unit, *, mapped: bool) -> Reader:
