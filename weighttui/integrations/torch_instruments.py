@@ -33,17 +33,22 @@ from weighttui.record.stats import Block
 def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     """Block power iteration (two passes over w2 each): (next V, B B^T) with
     Q = orth(W V), B = Q^T W; B B^T's largest eigenvalue is sigma_max^2 (Ritz).
-    One vector: u = W v / |W v|, b = u^T W (two matrix-vector products)."""
+    One vector: u = W v / |W v|, b = u^T W (two matrix-vector products).
+
+    The products are taken as V^T W^T (p x m) and Q^T W (p x n), with V kept as the transpose of
+    the contiguous B: MKL computes these wide forms 1.3-3x faster than the tall W V (n x p), and
+    the QR reads V^T W^T as W V in column-major order without a copy."""
     b = None
     for _ in range(iters):
-        if v.shape[1] == 1:  # torch's matrix-vector paths (mv, vm); a QR of one column is a normalisation
+        if v.shape[1] == 1:  # torch's matrix-vector paths; a QR of one column is a normalisation
             y = torch.mv(w2, v[:, 0].contiguous())
             b = (y / torch.linalg.vector_norm(y).clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
         else:
-            b = torch.linalg.qr(w2 @ v).Q.T @ w2
-        v = b.T.contiguous()  # a strided V sends the next product down a slow path
+            q = torch.linalg.qr((v.mT.contiguous() @ w2.mT).mT).Q
+            b = q.mT @ w2
+        v = b.mT  # (n x p), the transpose of the contiguous B
     assert b is not None
-    return v, b @ b.T
+    return v, b @ b.mT
 
 
 class _Pending:
@@ -51,10 +56,8 @@ class _Pending:
 
     def __init__(self, t: int):
         self.parts: list[torch.Tensor] = []
-        self.gram: dict[int, int] = {}  # row -> part index (W)
-        self.gram_d: dict[int, int] = {}  # row -> part index (dW)
-        self.v_new: dict[int, torch.Tensor] = {}
-        self.vd_new: dict[int, torch.Tensor] = {}
+        # the torch ops' spectral steps: (part index of k B B^T, [(row, of the update?)] * k, next V [k, n, p])
+        self.grams: list[tuple] = []
         self.dist: dict[int, int] = {}  # row -> part index of ||x - x0||
         self.fresh_init: set[int] = set()  # rows whose initial copy was taken now
         self.xs: dict[int, int] = {}  # row -> part index of the sampled values
@@ -133,15 +136,19 @@ class TorchInstruments:
         flat = x.detach().reshape(-1)
         return flat if idx[0] is None else flat.index_select(0, idx[0])
 
-    def _spectral(self, store: dict, name: str, w2: torch.Tensor):
-        m, n = w2.shape
+    def _spectral(self, pend: _Pending, i: int, name: str, a: torch.Tensor, b: torch.Tensor | None) -> None:
+        """One iteration on a (b None: W) or on a - b (the update), warm-started from the kept vectors."""
+        store = self._v if b is None else self._vd
+        m, n = a.shape
         p = ref.vectors(m, n, self.block, self.block_max)
-        v = store.get(name)
+        w2 = a if b is None else torch.sub(a, b, out=self._buf(a))
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
+        v = store.get(name)
         if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
             v = self._warm(name, w2, p)
-        return _spectral_step(w2, v.to(torch.float32), 1)
+        v_new, gram = _spectral_step(w2, v.to(torch.float32), 1)
+        pend.grams.append((pend.add(gram), [(i, b is not None)], v_new[None]))
 
     def _warm(self, name: str, w2: torch.Tensor, p: int) -> torch.Tensor:
         """The first subspace of a tensor (n x p float32): a block of vectors iterated `warmup` times
@@ -360,12 +367,9 @@ class TorchInstruments:
             return
         w2 = x.reshape(mn)
         if weights:
-            pend.v_new[i], gram = self._spectral(self._v, name, w2)
-            pend.gram[i] = pend.add(gram)
+            self._spectral(pend, i, name, w2, None)
         if delta and prev is not None and prev.shape == x.shape:
-            d2 = torch.sub(x, prev, out=self._buf(x)).reshape(mn)
-            pend.vd_new[i], gram_d = self._spectral(self._vd, name, d2)
-            pend.gram_d[i] = pend.add(gram_d)
+            self._spectral(pend, i, name, w2, prev.reshape(mn))
 
     def _rest_torch(self, pend: _Pending, i: int, name: str, x, mn, *, units: bool = True, dist: bool = True,
                     cos: bool = True) -> None:
@@ -433,10 +437,23 @@ class TorchInstruments:
         t = pend.t
         w = np.full((t, len(WEIGHT_INSTRUMENTS)), np.nan)
         d = np.full((t, len(DELTA_INSTRUMENTS)), np.nan)
-        for i, k in pend.gram.items():
-            sigma = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
-            w[i, 0] = sigma
-            self._commit(self._v, entries[i].name, pend.v_new[i], sigma)
+        # the torch ops' iterations: every B B^T of one size in one eigvalsh
+        by_p: dict[int, list] = {}
+        for k, rows, v_new in pend.grams:
+            p = v_new.shape[-1]
+            by_p.setdefault(p, []).append((host[k].reshape(len(rows), p, p), rows, v_new))
+        sigmas = {}  # (row, of the update?) -> (sigma, next V)
+        for got in by_p.values():
+            flat = ref.ritz_sigmas(np.concatenate([g for g, _, _ in got]))
+            j = 0
+            for _g, rows, v_new in got:
+                for row_d, v in zip(rows, v_new, strict=True):
+                    sigmas[row_d] = (float(flat[j]), v)
+                    j += 1
+        for (i, of_d), (sigma, v) in sigmas.items():
+            if not of_d:
+                w[i, 0] = sigma
+                self._commit(self._v, entries[i].name, v, sigma)
         done = {i: ex for i, ex in pend.extras.items() if ex.w_done}
         for i, ex in done.items():
             b = ex.b
@@ -444,10 +461,10 @@ class TorchInstruments:
                 w[i, 0] = sigma = float(np.linalg.norm(b))
                 self._commit(self._v, entries[i].name, torch.from_numpy(b).view(-1, 1), sigma)
         w[:, 1] = ref.stable_rank(fro_norms, w[:, 0])
-        for i, k in pend.gram_d.items():
-            sd = ref.ritz_sigma(host[k].reshape(int(math.isqrt(host[k].size)), -1))
-            self._commit(self._vd, entries[i].name + "/delta", pend.vd_new[i], sd, key=entries[i].name)
-            d[i, 2] = ref.ratio(sd, w[i, 0])
+        for (i, of_d), (sd, v) in sigmas.items():
+            if of_d:
+                self._commit(self._vd, entries[i].name + "/delta", v, sd, key=entries[i].name)
+                d[i, 2] = ref.ratio(sd, w[i, 0])
         for i, ex in pend.extras.items():
             bd = ex.bd
             if bd is not None and ex.d_done:

@@ -138,11 +138,18 @@ def _compute(arr: np.ndarray) -> np.ndarray:
 
 def ritz_sigma(gram) -> float:
     """sigma_max estimate from B B^T, B = Q^T W (p x p): sqrt of its largest eigenvalue."""
-    g = np.asarray(gram, dtype=np.float64)
-    if not np.all(np.isfinite(g)):
-        return math.nan
-    g = (g + g.T) / 2
-    return float(math.sqrt(max(float(np.linalg.eigvalsh(g)[-1]), 0.0)))
+    return float(ritz_sigmas(np.asarray(gram)[None])[0])
+
+
+def ritz_sigmas(grams) -> np.ndarray:
+    """ritz_sigma of a stack of B B^T [k, p, p] in one eigvalsh call (NaN where one is not finite)."""
+    g = np.asarray(grams, dtype=np.float64)
+    out = np.full(g.shape[0], np.nan)
+    ok = np.isfinite(g).all(axis=(1, 2))
+    if ok.any():
+        h = g[ok]
+        out[ok] = np.sqrt(np.maximum(np.linalg.eigvalsh((h + h.transpose(0, 2, 1)) / 2)[:, -1], 0.0))
+    return out
 
 
 def vectors(m: int, n: int, block: int = DEFAULT_BLOCK, block_max: int = BLOCK_MAX) -> int:
