@@ -84,12 +84,9 @@ class _Pending:
 
 
 class TorchInstruments:
-    def __init__(self, chosen, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
-                 warmup: int = ref.DEFAULT_WARMUP, budget_bytes: int = 1 << 30, block_max: int = ref.BLOCK_MAX,
-                 alpha_every: int = ref.ALPHA_EVERY, alpha_max: int = ref.ALPHA_MAX_ELEMENTS):
+    def __init__(self, chosen, settings: ref.Settings = ref.DEFAULTS, *, budget_bytes: int = 1 << 30):
         self.chosen = frozenset(chosen)
-        self.cos_sample = int(cos_sample)
-        self.block, self.warmup, self.block_max = int(block), int(warmup), int(block_max)
+        self.settings = settings
         self.budget_bytes = int(budget_bytes)
         self._v: dict[str, torch.Tensor] = {}
         self._vd: dict[str, torch.Tensor] = {}
@@ -102,7 +99,7 @@ class TorchInstruments:
         self._grads: dict[str, torch.Tensor] = {}  # sampled gradients of the coming snapshot
         self._gunits: dict[str, torch.Tensor] = {}  # per-unit gradient norms of the coming snapshot
         self.units = ref.UnitHealth()
-        self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
+        self.alpha = settings.alpha_schedule()
         self.alpha_col = np.zeros((0, 1))
         self._scratch: dict[tuple, torch.Tensor] = {}
         self._hidx: dict[tuple[str, int], np.ndarray] = {}  # host coordinates of the kernel's gather
@@ -131,7 +128,7 @@ class TorchInstruments:
     def _coords(self, name: str, x: torch.Tensor) -> torch.Tensor:
         idx = self._idx.get(name)
         if idx is None or idx[1] != x.device:
-            host = ref.sample_index(name, x.numel(), self.cos_sample)
+            host = ref.sample_index(name, x.numel(), self.settings.cos_sample)
             idx = self._idx[name] = (None if host is None else torch.as_tensor(host, device=x.device), x.device)
         flat = x.detach().reshape(-1)
         return flat if idx[0] is None else flat.index_select(0, idx[0])
@@ -140,7 +137,7 @@ class TorchInstruments:
         """One iteration on a (b None: W) or on a - b (the update), warm-started from the kept vectors."""
         store = self._v if b is None else self._vd
         m, n = a.shape
-        p = ref.vectors(m, n, self.block, self.block_max)
+        p = self.settings.vectors(m, n)
         w2 = a if b is None else torch.sub(a, b, out=self._buf(a))
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
@@ -158,7 +155,7 @@ class TorchInstruments:
             w2 = w2.to(torch.float32)
         gen = ref.start_block(name, n, max(p, min(ref.WARMUP_BLOCK, m, n)))
         v, gram = _spectral_step(w2, torch.as_tensor(gen, dtype=torch.float32, device=w2.device),
-                                 max(1, self.warmup))
+                                 max(1, self.settings.warmup))
         if v.shape[1] > p:
             if p == 1:
                 _w, y = torch.linalg.eigh((gram + gram.T) / 2)
@@ -191,7 +188,7 @@ class TorchInstruments:
         key = (name, size)
         idx = self._hidx.get(key)
         if idx is None:
-            idx = ref.sample_index(name, size, self.cos_sample)
+            idx = ref.sample_index(name, size, self.settings.cos_sample)
             idx = self._hidx[key] = np.arange(size, dtype=np.int64) if idx is None else idx
         return idx
 
@@ -294,7 +291,7 @@ class TorchInstruments:
         """What the kernel computes for x in its passes; the rest with torch ops now."""
         ex = kernel.Extras()
         if "sigma" in self.chosen and mn is not None:
-            p = ref.vectors(mn[0], mn[1], self.block, self.block_max)
+            p = self.settings.vectors(*mn)
             w2 = x.reshape(mn)
             if p == 1:  # one vector: the kernel's two passes are the iteration's two products
                 ex.rows, ex.v = mn[0], self._fused_vector(self._v, name, w2)

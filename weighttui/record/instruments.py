@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -43,6 +43,37 @@ ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
 DEFAULT = ("optim", "nan_origin", "units")
 ALPHA_EVERY = 10  # the power-law fit every this many snapshots of a tensor ...
 ALPHA_MAX_ELEMENTS = 1 << 18  # ... for matrices up to this size (a full SVD: 512 x 512 takes ~30 ms here)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The instruments' settings (docs/instruments.md, "Choosing"): their one home, defaults and checks,
+    for every path (numpy Recorder, torch, device, sharded). Users give them as keys of an
+    instruments={...} dict (parse_options)."""
+
+    cos_sample: int = DEFAULT_COS_SAMPLE  # coordinates per tensor for the update cosines (0: every element)
+    block: int = DEFAULT_BLOCK  # vectors of the spectral iteration of a matrix of at most block_max elements
+    warmup: int = DEFAULT_WARMUP  # its iterations the first time a tensor is seen
+    block_max: int = BLOCK_MAX  # bigger matrices iterate one vector (0: every matrix)
+    alpha_every: int = ALPHA_EVERY  # snapshots of a tensor between alpha fits
+    alpha_max: int = ALPHA_MAX_ELEMENTS  # the largest matrix fitted, in elements
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value, low = getattr(self, f.name), 0 if f.name in ("cos_sample", "block_max") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"instruments {f.name} must be an int >= {low}, got {value!r}")
+
+    def vectors(self, m: int, n: int) -> int:
+        """How many vectors the spectral iteration of an m x n matrix keeps (see vectors())."""
+        return vectors(m, n, self.block, self.block_max)
+
+    def alpha_schedule(self) -> AlphaSchedule:
+        return AlphaSchedule(self.alpha_every, self.alpha_max)
+
+
+DEFAULTS = Settings()
+SETTINGS = tuple(f.name for f in fields(Settings))  # the settings' names, beside ALL's in an instruments dict
 
 
 def matrix_shape(shape) -> tuple[int, int] | None:
@@ -184,16 +215,16 @@ def top_vector(v, gram, xp=np):
 
 class Spectral:
     """sigma_max of a sequence of matrices (one tensor's snapshots), each estimate
-    one block iteration warm-started from the previous snapshot's subspace.
+    one block iteration warm-started from the previous snapshot's subspace
+    (settings: block, block_max, warmup).
 
     `step` (no host sync: device arrays stay on their device with xp) then `commit`
     with the Ritz value of its B B^T; `update` does both on numpy arrays."""
 
-    __slots__ = ("name", "block", "warmup", "v", "xp", "block_max")
+    __slots__ = ("name", "settings", "v", "xp")
 
-    def __init__(self, name: str, block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, xp=np,
-                 block_max: int = BLOCK_MAX):
-        self.name, self.block, self.warmup, self.xp, self.block_max = name, block, warmup, xp, block_max
+    def __init__(self, name: str, settings: Settings = DEFAULTS, xp=np):
+        self.name, self.settings, self.xp = name, settings, xp
         self.v = None
 
     def update(self, w2: np.ndarray) -> float:
@@ -206,11 +237,11 @@ class Spectral:
         """(next V, B B^T) of one iteration on w2 (a warm-up the first time)."""
         xp = self.xp
         m, n = w2.shape
-        p = vectors(m, n, self.block, self.block_max)
+        p = self.settings.vectors(m, n)
         if self.v is None or tuple(self.v.shape) != (n, p) or self.v.dtype != w2.dtype:
             # warm-up: a block of vectors, then the top p Ritz vectors go on
             v = xp.asarray(start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n))), dtype=w2.dtype)
-            for _ in range(max(1, self.warmup)):
+            for _ in range(max(1, self.settings.warmup)):
                 v, gram = subspace_step(w2, v, xp)
             # numpy's eigh raises on NaN; the device modules give NaN, and commit() drops it
             if v.shape[1] > p and (xp is not np or np.all(np.isfinite(gram))):
@@ -330,43 +361,34 @@ def with_columns(block: Block, names, values: np.ndarray) -> Block:
     return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
 
 
-SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "block_max": BLOCK_MAX,
-            "warmup": DEFAULT_WARMUP,
-            "alpha_every": ALPHA_EVERY, "alpha_max": ALPHA_MAX_ELEMENTS}
-
-
-def parse_options(instruments) -> tuple[frozenset, dict]:
-    """(chosen instruments, settings) from instruments="default" (DEFAULT), True (all), False/None (none),
-    an iterable of ALL's names, or a dict: names -> bool (the rest stay on) and
-    the SETTINGS (cos_sample, block, warmup) -> int."""
-    settings = dict(SETTINGS)
+def parse_options(instruments) -> tuple[frozenset, Settings]:
+    """(chosen instruments, Settings) from instruments="default" (DEFAULT), True (all), False/None (none),
+    an iterable of ALL's names, or a dict: names -> bool (the rest stay on) and the
+    SETTINGS' names -> int (checked by Settings)."""
     if isinstance(instruments, str) and instruments == "default":
-        return frozenset(DEFAULT), settings
+        return frozenset(DEFAULT), DEFAULTS
     if instruments is True:
-        return frozenset(ALL), settings
+        return frozenset(ALL), DEFAULTS
     if instruments in (False, None):
-        return frozenset(), settings
+        return frozenset(), DEFAULTS
     if isinstance(instruments, dict):
-        chosen = set(ALL)
+        chosen, given = set(ALL), {}
         for key, value in instruments.items():
             if key in SETTINGS:
-                if isinstance(value, bool) or not isinstance(value, int) or \
-                        value < (0 if key in ("cos_sample", "block_max") else 1):
-                    raise ValueError(f"instruments {key} must be an int >= 1, got {value!r}")
-                settings[key] = value
+                given[key] = value
             elif key in ALL:
                 if not value:
                     chosen.discard(key)
             else:
-                raise ValueError(f"unknown instruments option {key!r}; choose from {ALL + tuple(SETTINGS)}")
-        return frozenset(chosen), settings
+                raise ValueError(f"unknown instruments option {key!r}; choose from {ALL + SETTINGS}")
+        return frozenset(chosen), Settings(**given)
     if isinstance(instruments, str):
         instruments = [instruments]
     names = frozenset(str(i) for i in instruments)
     unknown = names - set(ALL)
     if unknown:
         raise ValueError(f"unknown instruments {sorted(unknown)}; choose from {ALL}")
-    return names, settings
+    return names, DEFAULTS
 
 
 class Instruments:
@@ -377,14 +399,10 @@ class Instruments:
     the cosines the previous values and update at `cos_sample` coordinates.
     """
 
-    def __init__(self, chosen=ALL, *, cos_sample: int = DEFAULT_COS_SAMPLE,
-                 block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, alpha_every: int = ALPHA_EVERY,
-                 block_max: int = BLOCK_MAX,
-                 alpha_max: int = ALPHA_MAX_ELEMENTS):
+    def __init__(self, chosen=ALL, settings: Settings = DEFAULTS):
         self.chosen = frozenset(chosen)
-        self.alpha = AlphaSchedule(alpha_every, alpha_max)
-        self.cos_sample = int(cos_sample)
-        self.block, self.warmup, self.block_max = int(block), int(warmup), int(block_max)
+        self.settings = settings
+        self.alpha = settings.alpha_schedule()
         self._spec: dict[int, Spectral] = {}
         self._spec_d: dict[int, Spectral] = {}
         self._init: dict[int, tuple[np.ndarray, float]] = {}
@@ -398,7 +416,7 @@ class Instruments:
 
     def _coords(self, info, arr: np.ndarray) -> np.ndarray:
         if info.id not in self._idx:
-            self._idx[info.id] = sample_index(info.name, arr.size, self.cos_sample)
+            self._idx[info.id] = sample_index(info.name, arr.size, self.settings.cos_sample)
         idx = self._idx[info.id]
         flat = arr.reshape(-1)
         return (flat if idx is None else flat[idx]).astype(np.float64)
@@ -411,8 +429,7 @@ class Instruments:
                 continue
             mn = matrix_shape(arr.shape)
             if "sigma" in self.chosen and mn is not None:
-                spec = self._spec.setdefault(info.id, Spectral(info.name, self.block, self.warmup,
-                                                                         block_max=self.block_max))
+                spec = self._spec.setdefault(info.id, Spectral(info.name, self.settings))
                 out[i, 0] = spec.update(_compute(arr).reshape(mn))
             if "dist_init" in self.chosen:
                 init = self._init.get(info.id)
@@ -446,8 +463,7 @@ class Instruments:
             if arr.dtype.kind != "f" or mn is None or prev is None or prev.shape != arr.shape:
                 continue
             d2 = (_compute(arr) - _compute(prev)).reshape(mn)
-            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block,
-                                                                              self.warmup, block_max=self.block_max))
+            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.settings))
             out[i] = spec.update(d2)
         return out
 
