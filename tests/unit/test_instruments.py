@@ -427,3 +427,66 @@ def test_settings_one_home_for_every_path(tmp_path):
         assert handle.instruments.settings == rec.instruments.settings
     finally:
         handle.close()
+
+
+def test_unit_health_counts_against_a_direct_computation():
+    """UnitHealth compares every tensor's units at once: its counts, events and payload against a
+    direct per-tensor computation, with tensors coming and going, gradients missing or NaN, a NaN
+    weight norm, a zero median and a tensor changing its number of units."""
+    from weighttui.log.format import decode_array
+
+    rng = np.random.default_rng(11)
+
+    class Info:
+        def __init__(self, i):
+            self.id, self.name = i, f"t{i}"
+
+    infos = [Info(i) for i in range(5)]
+    health = inst.UnitHealth()
+    streak: dict[int, np.ndarray] = {}
+    reported: dict[tuple[int, str], int] = {}
+    for step in range(12):
+        sizes = {0: 7, 1: 1, 2: 40, 3: 9 if step < 6 else 11, 4: 3}
+        rows = [r for r in range(5) if not (r == 4 and step % 3 == 0)]
+        w = {r: np.abs(rng.standard_normal(sizes[r])) for r in rows}
+        w[2][[3, 17]] *= 50.0  # exploding
+        if step == 4:
+            w[0][2] = np.nan
+        if step == 7:
+            w[4] = np.zeros(3)  # zero median
+        g = {}
+        for r in rows:
+            if r == 1 and step % 4 == 1:
+                continue  # no gradient this time
+            gr = np.abs(rng.standard_normal(sizes[r]))
+            gr[: 1 + r % 3] = 0.0  # dead units
+            if step == 5 and r == 2:
+                gr[5] = np.nan
+            g[r] = gr.astype(np.float32)
+        wcol, gcol, payload, events = health.update(infos, w, g)
+        want_events = []
+        for r in rows:
+            med = np.median(w[r])
+            hot = np.nonzero(w[r] > 10 * med)[0] if med > 0 else np.zeros(0, int)
+            assert wcol[r, 0] == hot.size
+            if hot.size > reported.get((r, "exploding"), 0):
+                reported[(r, "exploding")] = hot.size
+                want_events.append(("exploding_units", r, hot.tolist()))
+            if r in g:
+                s = streak.get(r)
+                s = np.zeros(sizes[r], int) if s is None or s.size != sizes[r] else s
+                s = streak[r] = np.where(g[r] == 0, s + 1, 0)
+                dead = np.nonzero(s >= inst.DEAD_WINDOW)[0]
+                assert gcol[r, 0] == dead.size
+                if dead.size > reported.get((r, "dead"), 0):
+                    reported[(r, "dead")] = dead.size
+                    want_events.append(("dead_units", r, dead.tolist()))
+            else:
+                assert np.isnan(gcol[r, 0])
+        got = sorted((e["kind"], e["tensor"], e["units"]) for e in events)
+        assert got == sorted(want_events), step
+        assert decode_array(payload["ids"]).tolist() == rows
+        np.testing.assert_allclose(decode_array(payload["weights"]), np.concatenate([w[r] for r in rows]),
+                                   rtol=1 / 128)
+        gv = np.concatenate([g[r] if r in g else np.full(sizes[r], np.nan) for r in rows])
+        np.testing.assert_allclose(decode_array(payload["grad"]), gv, rtol=1 / 128)

@@ -88,8 +88,10 @@ class TorchInstruments:
         self.chosen = frozenset(chosen)
         self.settings = settings
         self.budget_bytes = int(budget_bytes)
-        self._v: dict[str, torch.Tensor] = {}
-        self._vd: dict[str, torch.Tensor] = {}
+        # the spectral iteration's vectors (n x p) of W and of the update: torch tensors, or the kernel's
+        # float64 host arrays (n x 1) where it iterates (handed to it again as they are)
+        self._v: dict[str, torch.Tensor | np.ndarray] = {}
+        self._vd: dict[str, torch.Tensor | np.ndarray] = {}
         self._init: dict[str, torch.Tensor] = {}
         self._init_norm: dict[str, float] = {}
         self._init_bytes: dict[torch.device, int] = {}
@@ -142,6 +144,8 @@ class TorchInstruments:
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
         v = store.get(name)
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(v)
         if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
             v = self._warm(name, w2, p)
         v_new, gram = _spectral_step(w2, v.to(torch.float32), 1)
@@ -164,12 +168,15 @@ class TorchInstruments:
                 v = v[:, :p]
         return v
 
-    def _fused_vector(self, store: dict, name: str, w2: torch.Tensor) -> np.ndarray:
-        """The kernel's iteration vector of w2 (float64 [n]): the one kept, else a warm-up's."""
-        n = w2.shape[1]
+    def _fused_vector(self, store: dict, name: str, w2, warm_name: str | None = None) -> np.ndarray:
+        """The kernel's iteration vector of w2 (float64 [n]): the one kept, else a warm-up's on w2
+        (a function giving the matrix: the update's is computed only then)."""
         v = store.get(name)
-        if v is None or tuple(v.shape) != (n, 1) or v.device != w2.device:
-            v = self._warm(name, w2, 1)
+        if isinstance(v, np.ndarray) and v.shape[1] == 1:  # the kernel's own, as it left it
+            return v.reshape(-1)
+        m2 = w2() if callable(w2) else w2
+        if v is None or tuple(v.shape) != (m2.shape[1], 1) or v.device != m2.device:
+            v = self._warm(name if warm_name is None else warm_name, m2, 1)
         return v.reshape(-1).to(torch.float64).contiguous().numpy()
 
     def _flat(self, t: torch.Tensor) -> np.ndarray:
@@ -298,11 +305,9 @@ class TorchInstruments:
             else:
                 self._sigma_torch(pend, i, name, x, None, mn, weights=True, delta=False)
             if prev is not None:
-                if p == 1 and pair:
-                    vd = self._vd.get(name)
-                    if vd is None or tuple(vd.shape) != (mn[1], 1):  # warm-up on the update, once
-                        vd = self._warm(name + "/delta", torch.sub(x, prev, out=self._buf(x)).reshape(mn), 1)
-                    ex.rows, ex.vd = mn[0], vd.reshape(-1).to(torch.float64).contiguous().numpy()
+                if p == 1 and pair:  # warm-up on the update, once
+                    ex.rows, ex.vd = mn[0], self._fused_vector(
+                        self._vd, name, lambda: torch.sub(x, prev, out=self._buf(x)).reshape(mn), name + "/delta")
                 else:
                     self._sigma_torch(pend, i, name, x, prev, mn, weights=False, delta=True)
         if "units" in self.chosen and mn is not None:
@@ -456,7 +461,7 @@ class TorchInstruments:
             b = ex.b
             if b is not None:  # one step: b = W^T u, |u| = 1; |b| is the Ritz value
                 w[i, 0] = sigma = float(np.linalg.norm(b))
-                self._commit(self._v, entries[i].name, torch.from_numpy(b).view(-1, 1), sigma)
+                self._commit(self._v, entries[i].name, b.reshape(-1, 1), sigma)
         w[:, 1] = ref.stable_rank(fro_norms, w[:, 0])
         for (i, of_d), (sd, v) in sigmas.items():
             if of_d:
@@ -466,7 +471,7 @@ class TorchInstruments:
             bd = ex.bd
             if bd is not None and ex.d_done:
                 sd = float(np.linalg.norm(bd))
-                self._commit(self._vd, entries[i].name + "/delta", torch.from_numpy(bd).view(-1, 1), sd,
+                self._commit(self._vd, entries[i].name + "/delta", bd.reshape(-1, 1), sd,
                              key=entries[i].name)
                 d[i, 2] = ref.ratio(sd, w[i, 0])
         for i in pend.fresh_init:
@@ -540,7 +545,7 @@ class TorchInstruments:
             xs_prev[name] = xs.copy()
 
     @staticmethod
-    def _commit(store: dict, name: str, v: torch.Tensor, sigma: float, key: str | None = None) -> None:
+    def _commit(store: dict, name: str, v: torch.Tensor | np.ndarray, sigma: float, key: str | None = None) -> None:
         """Keep the iteration's vectors for the next snapshot. A NaN matrix leaves them as they
         were; a zero one (a frozen tensor's update) would leave zero vectors that stay zero:
         a fresh random block instead, iterated once from the next snapshot on (no warm-up)."""
@@ -548,8 +553,9 @@ class TorchInstruments:
         if sigma > 0:
             store[key] = v
         elif sigma == 0:
-            store[key] = torch.as_tensor(ref.start_block(name, v.shape[0], v.shape[1]), dtype=v.dtype,
-                                         device=v.device)
+            fresh = ref.start_block(name, v.shape[0], v.shape[1])
+            store[key] = fresh if isinstance(v, np.ndarray) else torch.as_tensor(fresh, dtype=v.dtype,
+                                                                                 device=v.device)
 
     @staticmethod
     def _masked_optim(optimizer, param) -> tuple[float, float, int]:

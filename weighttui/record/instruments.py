@@ -575,46 +575,79 @@ class UnitHealth:
 
     def __init__(self, window: int = DEAD_WINDOW, factor: float = EXPLODING_FACTOR):
         self.window, self.factor = window, factor
+        # dead-unit streaks: one int32 per unit, of the tensors that had a gradient at the last update,
+        # concatenated in their order (ids); _streak[id] is a view of that tensor's part
+        self._streak_ids: tuple[int, ...] = ()
+        self._streak_all = np.zeros(0, dtype=np.int32)
         self._streak: dict[int, np.ndarray] = {}
         self._reported: dict[tuple[int, str], int] = {}
 
     def update(self, infos, w_norms: dict, g_norms: dict):
         """w_norms / g_norms: row -> per-unit norms (host arrays). Returns (weights column
-        [T, 1], grad column [T, 1], units payload or None, event payloads)."""
+        [T, 1], grad column [T, 1], units payload or None, event payloads).
+
+        The tensors' units are concatenated and compared at once (only the medians go tensor
+        by tensor): a Python step per tensor for each comparison cost more than the comparisons."""
         t = len(infos)
         wcol = np.full((t, 1), np.nan)
         gcol = np.full((t, 1), np.nan)
-        events = []
         rows = sorted(w_norms)
-        for i in rows:
-            info, w = infos[i], np.asarray(w_norms[i], dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                med = median(w)
-                hot = np.nonzero(w > self.factor * med)[0] if med > 0 else np.zeros(0, dtype=np.int64)
-            wcol[i, 0] = hot.size
-            events += self._event(info, "exploding", hot, w.size, f"weight norm above {self.factor:g}x the "
-                                  f"median unit's ({three(med)})")
-            g = g_norms.get(i)
-            if g is not None and np.size(g) == w.size:
-                g = np.asarray(g, dtype=np.float64)
-                streak = self._streak.get(info.id)
-                if streak is None or streak.shape != g.shape:
-                    streak = self._streak[info.id] = np.zeros(g.shape, dtype=np.int32)
-                streak[:] = np.where(g == 0, streak + 1, 0)
-                dead = np.nonzero(streak >= self.window)[0]
-                gcol[i, 0] = dead.size
-                events += self._event(info, "dead", dead, w.size,
-                                      f"gradient exactly zero for {self.window}+ snapshots")
         if not rows:
-            return wcol, gcol, None, events
+            return wcol, gcol, None, []
+        ws = [np.asarray(w_norms[i], dtype=np.float64).reshape(-1) for i in rows]
+        sizes = np.array([w.size for w in ws], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        w_all = np.concatenate(ws)
+        meds = np.array([median(w) for w in ws])
+        with np.errstate(invalid="ignore"):
+            limit = np.where(meds > 0, self.factor * meds, np.inf)  # a NaN or zero median: none exploding
+            hot = w_all > np.repeat(limit, sizes)
+        counts = np.add.reduceat(hot, starts) if w_all.size else np.zeros(len(rows), np.int64)
+        wcol[rows, 0] = counts
+        events = []
+        for j, i in enumerate(rows):
+            if counts[j] > self._reported.get((infos[i].id, "exploding"), 0):
+                units = np.nonzero(hot[starts[j]:starts[j] + sizes[j]])[0]
+                events += self._event(infos[i], "exploding", units, int(sizes[j]), f"weight norm above "
+                                      f"{self.factor:g}x the median unit's ({three(meds[j])})")
+        with_g = [j for j, i in enumerate(rows) if i in g_norms and np.size(g_norms[i]) == sizes[j]]
+        g_all = None
+        if with_g:
+            g_ids = tuple(infos[rows[j]].id for j in with_g)
+            gs = np.concatenate([np.asarray(g_norms[rows[j]], dtype=np.float64).reshape(-1) for j in with_g])
+            streak = self._streaks(g_ids, sizes[with_g])
+            streak += 1
+            streak[gs != 0] = 0
+            dead = streak >= self.window
+            g_starts = np.concatenate([[0], np.cumsum(sizes[with_g])[:-1]])
+            dead_counts = np.add.reduceat(dead, g_starts) if dead.size else np.zeros(len(with_g), np.int64)
+            for k, j in enumerate(with_g):
+                i = rows[j]
+                gcol[i, 0] = dead_counts[k]
+                if dead_counts[k] > self._reported.get((infos[i].id, "dead"), 0):
+                    units = np.nonzero(dead[g_starts[k]:g_starts[k] + sizes[j]])[0]
+                    events += self._event(infos[i], "dead", units, int(sizes[j]),
+                                          f"gradient exactly zero for {self.window}+ snapshots")
+            g_all = np.full(w_all.size, np.nan, dtype=np.float32)
+            at = np.concatenate([np.arange(starts[j], starts[j] + sizes[j]) for j in with_g])
+            g_all[at] = gs
         ids = np.array([infos[i].id for i in rows], dtype="<u4")
-        wv = np.concatenate([np.asarray(w_norms[i], dtype=np.float32) for i in rows])
-        payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(wv)), "grad": None}
-        if any(i in g_norms for i in rows):
-            gv = np.concatenate([np.asarray(g_norms[i], dtype=np.float32) if i in g_norms
-                                 else np.full(np.size(w_norms[i]), np.nan, np.float32) for i in rows])
-            payload["grad"] = encode_bf16_bits(bf16_bits(gv))
+        payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(w_all.astype(np.float32))),
+                   "grad": None if g_all is None else encode_bf16_bits(bf16_bits(g_all))}
         return wcol, gcol, payload, events
+
+    def _streaks(self, ids: tuple[int, ...], sizes) -> np.ndarray:
+        """The streaks of these tensors, concatenated (their own if kept at this size, else zeros)."""
+        if ids != self._streak_ids:
+            parts = []
+            for tid, n in zip(ids, sizes, strict=True):
+                old = self._streak.get(tid)
+                parts.append(old if old is not None and old.size == n else np.zeros(int(n), dtype=np.int32))
+            self._streak_all = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+            self._streak_ids = ids
+            ends = np.cumsum(sizes)
+            self._streak.update({tid: self._streak_all[e - n:e] for tid, n, e in zip(ids, sizes, ends, strict=True)})
+        return self._streak_all
 
     def _event(self, info, what: str, units: np.ndarray, total: int, why: str) -> list:
         """An event when a tensor has more such units than ever reported before."""
