@@ -573,6 +573,34 @@ def test_narrow_delta_ranges():
         assert status[0] == 0, (bins, status)
 
 
+def joint_min(bins: int) -> int:
+    """The size from which the kernel counts (value bin, delta bin) pairs in one joint table
+    (fastats.c JOINT_MIN; bins^2 <= 4096): tensors at least this big take that path."""
+    return 32 * bins * bins
+
+
+@pytest.mark.parametrize("bins", [1, 2, 3, 7, 12, 64])
+@pytest.mark.parametrize("code", CODES)
+def test_joint_table_values_and_deltas_on_edges(code, bins):
+    """Tensors big enough for the joint (value, delta) table, just below and just above its
+    threshold, whose values and deltas sit on numpy's edges (small integers: the edges of
+    [-3, 3] and of [-6, 6] meet them for many B) and in between, with copy: both histograms
+    (the joint table's two marginals) still equal numpy.histogram's."""
+    g = rng(40 + bins)
+    for n in (joint_min(bins) - 1, joint_min(bins) + 17, max(joint_min(bins), 5000) * 3 + 5):
+        x32 = g.integers(-3, 4, n).astype(np.float32)
+        x32[g.random(n) < 0.3] += np.float32(0.5)
+        p32 = (x32 - g.integers(-6, 7, n)).astype(np.float32)
+        p32[::7] = x32[::7]  # zero deltas too
+        x, p = as_code(x32, code), as_code(p32, code)
+        _, _, status = check_snapshot([x], [p], [code], bins=bins, copy=True)
+        assert status[0] == 0, (n, status)
+        edges = edge_values(-1.0, 1.0, bins)
+        xe = g.choice(edges, n).astype(np.float32)
+        pe = g.choice(edges, n).astype(np.float32)
+        _, _, status = check_snapshot([as_code(xe, code)], [as_code(pe, code)], [code], bins=bins, copy=True)
+
+
 def test_repeated_and_quantised_values():
     """Many equal values and float16/bfloat16-quantised data (values repeat, sit on a
     coarse grid that often meets the edges)."""

@@ -96,7 +96,11 @@ def tensor_rows_now(run: RunData) -> list[dict]:
                 if kind not in cover:
                     cover[kind] = covered(run, kind)
                 matrix = per_step_ratio(run) if stat == "ratio/step" else run.stat_matrix(kind, stat)
-                cache[kind, stat] = latest(matrix, cover[kind])
+                cover_k = cover[kind]
+                if (kind, stat) in SPARSE_STATS:  # NaN between fits: the latest fit is the latest value
+                    with np.errstate(invalid="ignore"):
+                        cover_k = cover_k & ~np.isnan(matrix)
+                cache[kind, stat] = latest(matrix, cover_k)
         return cache[kind, stat]
 
     instruments = INSTRUMENT_STATS if _has_instruments(run) else ()
@@ -119,7 +123,7 @@ def tensor_rows_now(run: RunData) -> list[dict]:
             "update_ratio_per_step": last("delta", "ratio/step")[c] if run.has_kind("delta") else None,
             "grad_norm": last("grad", "norm")[c],
             # instruments (docs/instruments.md), when the log has them
-            **{stat: last(kind, stat)[c] for kind, stat in instruments},
+            **{INSTRUMENT_KEYS.get((kind, stat), stat): last(kind, stat)[c] for kind, stat in instruments},
         })
     return rows
 
@@ -127,7 +131,13 @@ def tensor_rows_now(run: RunData) -> list[dict]:
 # the instrument columns `info` shows, latest value per tensor
 INSTRUMENT_STATS = (("weights", "sigma_max"), ("weights", "stable_rank"), ("weights", "dist_init"),
                     ("delta", "cos_prev"), ("delta", "cos_grad"), ("delta", "sigma_ratio"),
-                    ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr"))
+                    ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr"),
+                    ("weights", "alpha"), ("weights", "exploding_units"), ("grad", "dead_units"),
+                    ("optim", "nonfinite"))
+# keys of tensor_rows for stats whose bare name would not say what they count
+INSTRUMENT_KEYS = {("optim", "nonfinite"): "optim_nonfinite"}
+# columns written only on some snapshots (alpha: every alpha_every-th); NaN elsewhere means "not fitted"
+SPARSE_STATS = {("weights", "alpha")}
 
 
 def _has_instruments(run: RunData) -> bool:
@@ -263,14 +273,18 @@ def print_info(run: RunData, alerts, out) -> None:
             shape = "x".join(map(str, t["shape"])) or "scalar"
             flag = "" if t["trainable"] else "  (frozen)"
             bad = (t["nan"] or 0) + (t["inf"] or 0)
-            if bad:  # a count from the log: may be anything a float can be
+            if bad and not math.isnan(bad):  # a count from the log: may be anything a float can be;
+                # NaN is no count (an imported TensorBoard histogram does not know its NaN/Inf)
                 flag += f"  {int(bad) if math.isfinite(bad) and bad == int(bad) else _fmt(bad)} non-finite"
             w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
               f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
         if _has_instruments(run):
-            heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr")
-            keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr")
-            w(f"\n  instruments (latest)\n  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
+            heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr",
+                     "alpha", "dead u.", "expl. u.")
+            keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr",
+                    "alpha", "dead_units", "exploding_units")
+            w(f"\n  instruments (latest) · alpha: latest fit · dead u., expl. u.: units counted\n"
+              f"  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
             for t, name in zip(tensors, names, strict=True):
                 name = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
                 w(f"  {name:<{name_w}}  " + "  ".join(f"{three_digits(t[k]):>9}" for k in keys) + "\n")

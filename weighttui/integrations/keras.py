@@ -17,6 +17,8 @@ batches across all `fit` calls of one callback; epochs are Keras' own
 from __future__ import annotations
 
 import fnmatch
+import threading
+from queue import SimpleQueue
 
 import keras
 import numpy as np
@@ -123,6 +125,8 @@ class WeightCallback(keras.callbacks.Callback):
         self._epoch = None
         self._epoch_base = 0
         self._last_recorded = -1  # step of the latest weights snapshot
+        # a batch's snapshot of TF reads is computed off the training thread (_Background)
+        self._background: _Background | None = None
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
         self._tf_instruments = None  # TFInstruments of the current recorder
@@ -237,12 +241,51 @@ class WeightCallback(keras.callbacks.Callback):
             if grads is not None:
                 at, more = rs.slot_at, iter(host[len(rs.items):])
                 grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
+            if batch is not None and self._deferrable(host):
+                # the reads are immutable TF tensors (the next step's update copies a buffer a read
+                # still holds): their statistics are taken while training goes on, one at a time
+                self._in_background(lambda: self._snapshot(step, arrays, epoch, batch, grad_arrays, full,
+                                                           None, scalars))
+                return
+            self._settle()
             optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
-            # the scalars go in the snapshot's job (one queue entry, one wake of the writer thread)
-            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim,
-                                scalars=scalars or None)
+            done = self._snapshot(step, arrays, epoch, batch, grad_arrays, full, optim, scalars)
         if done:
             self._last_recorded = step
+
+    def _snapshot(self, step, arrays, epoch, batch, grads, full, optim, scalars) -> bool:
+        # the scalars go in the snapshot's job (one queue entry, one wake of the writer thread)
+        done = self.recorder.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grads, full=full, optim=optim,
+                                      scalars=scalars or None)
+        if done:
+            self._last_recorded = step
+        return done
+
+    def _deferrable(self, host) -> bool:
+        """Whether a batch's snapshot of these host arrays may be taken off the training thread:
+        TensorFlow reads (views of immutable tensors; torch and JAX hand views of buffers the
+        next step updates in place), no instruments (they read optimizer slots as they are now),
+        and at most DEFER_MAX_BYTES held (the next step's update copies what a read holds)."""
+        if keras.backend.backend() != "tensorflow" or self.recorder.instruments:
+            return False
+        return sum(a.nbytes for a in host) <= DEFER_MAX_BYTES
+
+    def _in_background(self, fn) -> None:
+        bg = self._background
+        if bg is None or not bg.alive:
+            bg = self._background = _Background(self._reporter)
+        bg.run(fn)
+
+    def _settle(self) -> None:
+        """Wait for a batch's snapshot still being taken in the background (before anything else
+        reads `_last_recorded` or writes to the log: records stay in step order)."""
+        if self._background is not None:
+            self._background.wait()
+
+    def _stop_background(self) -> None:
+        bg, self._background = self._background, None
+        if bg is not None:
+            bg.stop()
 
     def _record_tf(self, step, tracked, epoch, batch, full, grad_arrays) -> bool:
         """Statistics with TF ops on the variables' device, then Recorder.submit."""
@@ -360,6 +403,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("starting to record", self._train_begin)
 
     def _train_begin(self):
+        self._stop_background()  # one left by a fit that ended without on_train_end
         if self._closed_by_fit:
             # a second fit with the same callback: a new run in the same log
             self._closed_by_fit = False
@@ -439,6 +483,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("recording an epoch", self._epoch_end, int(epoch), logs)
 
     def _epoch_end(self, epoch, logs):
+        self._settle()
         scalars = self._scalars(logs)
         full = (self._full_epochs is not None and self._full_epochs(epoch)) or self._full_every_due()
         wanted = self._epochs is None or self._epochs(epoch)
@@ -449,6 +494,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # the end of training is always in the log, whatever `epochs` / `every_batches` chose
+        self._guard("finishing a batch's snapshot", self._stop_background)
         if self.step != self._last_recorded:
             self._guard("taking the final snapshot", lambda: self._record(epoch=self._epoch, batch=None, full=False))
         self._release_capture()
@@ -467,6 +513,7 @@ class WeightCallback(keras.callbacks.Callback):
         count `fit` would have used. Never raises.
         """
         pairs = None if grads is None else list(grads)
+        self._guard("finishing a batch's snapshot", self._settle)
         self._guard("recording a step", lambda: self._record(
             epoch=epoch, batch=batch, full=bool(full), scalars=self._scalars(logs),
             grads=pairs, step=step))
@@ -475,6 +522,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def close(self) -> None:
         """Close the log (done by `fit` itself when the callback owns it)."""
+        self._guard("finishing a batch's snapshot", self._stop_background)
         self._release_capture()  # inside a fit: other callbacks keep their gradients, this one stops asking
         self._guard("closing the log", self.recorder.close)
 
@@ -482,6 +530,53 @@ class WeightCallback(keras.callbacks.Callback):
         if self._capture is not None:
             self._guard("releasing the gradients", self._capture.release)
             self._capture = None
+
+
+DEFER_MAX_BYTES = 1 << 30  # a batch's snapshot held while training goes on: at most this much (reads + copies)
+
+
+class _Background:
+    """One snapshot at a time taken on a thread of its own, while the training thread goes on to
+    the next batch: run() waits for the previous one first, so snapshots stay in step order and at
+    most one batch's reads are held. The statistics kernel runs without the GIL, beside TF's step."""
+
+    def __init__(self, reporter: Reporter):
+        self._reporter = reporter
+        self._jobs: SimpleQueue = SimpleQueue()
+        self._idle = threading.Lock()  # held from run() until the job is done
+        self._thread = threading.Thread(target=self._loop, name="weighttui-keras-snapshot", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def run(self, fn) -> None:
+        self._idle.acquire()
+        self._jobs.put(fn)
+
+    def wait(self) -> None:
+        if self._thread.is_alive():
+            with self._idle:
+                pass
+
+    def stop(self) -> None:
+        """Finish the snapshot in flight, then end the thread."""
+        if self._thread.is_alive():
+            self._idle.acquire()
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            fn = self._jobs.get()
+            try:
+                if fn is None:
+                    return
+                self._reporter.guard("recording a batch", fn)
+                fn = None  # not held while waiting: the next step's update would copy what it reads
+            finally:
+                self._idle.release()
 
 
 class _ReadSet:

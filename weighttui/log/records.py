@@ -243,7 +243,7 @@ def _block(v, what, t: int, required: bool) -> BlockRecord | None:
     if not isinstance(v, dict):
         raise InvalidRecord(f"{what} block is not a map")
     names = v.get("names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not _strings(names):
         raise InvalidRecord(f"{what} names is not a list of strings")
     stats = _array(v.get("stats"), f"{what} stats", ndim=2, kinds="f")
     if stats.shape != (t, len(names)):
@@ -263,8 +263,26 @@ def _block(v, what, t: int, required: bool) -> BlockRecord | None:
             # readers keep counts as uint32: anything else must fit, never wrap
             if counts.min() < 0 or counts.max() >= 2**32:
                 raise InvalidRecord(f"{what} hist counts outside the uint32 range")
-        hist = (lo.astype(np.float64), hi.astype(np.float64), counts)
+        # (read-only views of the payload when they are float64 already, as the counts are)
+        hist = (lo.astype(np.float64, copy=False), hi.astype(np.float64, copy=False), counts)
     return BlockRecord(names, _no_finite_is_nan(names, stats.astype(np.float64, copy=False)), hist)
+
+
+_STRING_LISTS: set = set()  # column lists seen (a log's blocks repeat a few): checked once each
+
+
+def _strings(names: list) -> bool:
+    """Whether every item of names is a str."""
+    try:
+        key = tuple(names)
+        if key in _STRING_LISTS:  # (only str compares equal to a str)
+            return True
+    except TypeError:  # an unhashable item
+        return False
+    ok = all(isinstance(n, str) for n in names)
+    if ok and len(_STRING_LISTS) < 256:
+        _STRING_LISTS.add(key)
+    return ok
 
 
 # Statistics a writer sums over the finite elements: with none finite the sum is over nothing and
@@ -320,23 +338,26 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
     """tensors: id -> TensorInfo of the current run (ids must be declared).
 
     checked: optional cache owned by the caller for one run, ids bytes ->
-    sample length; snapshots usually repeat the same ids, and ids are never
-    reused in a run, so their check is done once.
+    (sample length, the ids as int64); snapshots usually repeat the same ids,
+    and ids are never reused in a run, so their check is done once.
     """
     ids = _array(p.get("ids"), "ids", ndim=1, kinds="iu")
     t = ids.size
     key = ids.tobytes() + ids.dtype.str.encode()
-    expected = None if checked is None else checked.get(key)
-    if expected is None:
+    hit = None if checked is None else checked.get(key)
+    if hit is None:
         id_list = ids.tolist()
         for i in id_list:
             if i not in tensors:
                 raise InvalidRecord(f"snapshot names undeclared tensor id {i}")
         if len(set(id_list)) != t:
             raise InvalidRecord("snapshot names a tensor twice")
-        expected = sum(tensors[i].sample_len for i in id_list)
+        ids64 = ids.astype(np.int64)
+        ids64.flags.writeable = False  # (shared by every snapshot of these ids)
+        hit = (sum(tensors[i].sample_len for i in id_list), ids64)
         if checked is not None:
-            checked[key] = expected
+            checked[key] = hit
+    expected, ids64 = hit
     sample = p.get("sample")
     if sample is not None:
         sample = _array(sample, "sample", ndim=1, kinds="f")
@@ -350,7 +371,7 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
         epoch=_int(p.get("epoch"), "epoch", nullable=True),
         batch=_int(p.get("batch"), "batch", nullable=True),
         time=_float(p.get("time"), "time", nullable=True) or 0.0,
-        ids=ids.astype(np.int64),
+        ids=ids64,
         weights=weights,
         delta=_block(p.get("delta"), "delta", t, required=False),
         grad=_block(p.get("grad"), "grad", t, required=False),

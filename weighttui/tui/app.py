@@ -99,8 +99,10 @@ class WeightApp(App[int]):
         Binding("question_mark", "help", "help"),
         Binding("left", "step(-1)", "back", show=False),
         Binding("right", "step(1)", "forward", show=False),
-        Binding("shift+left", "step(-10)", "back 10", show=False),
-        Binding("shift+right", "step(10)", "forward 10", show=False),
+        # ← → walk every snapshot of the log; shift+← → ten rows of the timeline's track (the row
+        # view: ten snapshots, or ten of its rows when a long run is thinned by --max-rows)
+        Binding("shift+left", "step_rows(-10)", "back 10", show=False),
+        Binding("shift+right", "step_rows(10)", "forward 10", show=False),
         Binding("home", "first", "first", show=False),
         Binding("end", "last", "latest", show=False),
         Binding("space", "play", "play"),
@@ -208,7 +210,8 @@ class WeightApp(App[int]):
             waiting=self.waiting, loading=self.loading, previewing=self._building is not None,
             display_paused=self.display_paused,
             paused_new=self.paused_new, since_last_record=self.since_last_record(),
-            snapshot_rate=self.snapshot_rate(), torn_bytes=self._torn_bytes(status), **self._run_of())
+            snapshot_rate=self.snapshot_rate(), torn_bytes=self._torn_bytes(status), snapshot=self.snapshot,
+            **self._run_of())
 
     def _run_of(self) -> dict[str, int]:
         """Which run of an appended log is shown ("run 2 of 2"): the one asked for, else the latest."""
@@ -301,7 +304,7 @@ class WeightApp(App[int]):
         if poll.waiting != self.waiting:
             self.waiting = poll.waiting
             changed = True
-        self._pending_bytes = item.pending
+        self._pending_bytes = target.torn_tail  # (RunData's rule, as `info` says it: not damage being skipped)
         self.loading = None if item.caught_up or not poll.size else poll.offset / poll.size
         if building is not None and (item.caught_up or building.resets or poll.waiting):
             # indexed (or the file was replaced meanwhile): the whole history replaces the latest snapshots
@@ -424,6 +427,35 @@ class WeightApp(App[int]):
         self._position_changed()
 
     @property
+    def snapshot(self) -> int | None:
+        """The position's snapshot (index among all the run's) when the row view lacks it (the
+        replay cursor walks every snapshot; `max_rows` thins the row view); None: it is `row`'s."""
+        step = self._pause_step if self._pos_step is None else self._pos_step
+        data = self.data
+        if step is None or not data.n:
+            return None
+        j = data.rows_for_steps(None, step + 1)[1] - 1
+        row = self._row_of_step(step)
+        if j < 0 or data.snapshot_count == data.n or int(data.steps[row]) == step:
+            return None  # (a step recorded twice is shown from its row)
+        return j
+
+    def _snapshot_at(self) -> int:
+        """Index among all the run's snapshots of the one at the position (the latest when following)."""
+        step = self._pause_step if self._pos_step is None else self._pos_step
+        data = self.data
+        if step is None:
+            return data.row_count - 1
+        return max(0, data.rows_for_steps(None, step + 1)[1] - 1)
+
+    def _go_snapshot(self, index: int) -> None:
+        """Move the position to the run's snapshot `index` (full resolution)."""
+        steps, _epochs, _times = self.data.snapshot_meta(index, index + 1)
+        if steps.size:
+            self._pos_step = int(steps[0])
+            self._position_changed()
+
+    @property
     def row(self) -> int:
         """The effective row: the position, else the latest (-1 with no snapshots)."""
         pos = self.position
@@ -436,9 +468,10 @@ class WeightApp(App[int]):
         return max(0, int(np.searchsorted(steps, step, side="right")) - 1)
 
     def on_seek_step(self, message: SeekStep) -> None:
-        """A click on the timeline or a heatmap: the last snapshot at or before that step."""
+        """A click on the timeline or a heatmap: the last snapshot at or before that step (at full
+        resolution: a zoomed heatmap draws snapshots the row view lacks)."""
         if self.data.n:
-            self.position = self._row_of_step(message.step)
+            self._go_snapshot(max(0, self.data.rows_for_steps(None, message.step + 1)[1] - 1))
 
     def _position_changed(self) -> None:
         self._alerts_dirty = self._alerts_dirty or self._diagnose is not None
@@ -448,12 +481,32 @@ class WeightApp(App[int]):
             self.set_timer(max(0.05, 1.0 - (time.monotonic() - self._alerts_at)), self._tick)
 
     def action_step(self, delta: int) -> None:
+        """`delta` snapshots back or forward, at full resolution: every snapshot of the log, also
+        those a long run's row view thinned away (their values are read from the store)."""
+        data = self.data
+        count = data.row_count
+        if not data.n or not count:
+            return
+        here = self._snapshot_at()
+        if delta < 0:  # from the first snapshot of this step (a step recorded twice is passed at once)
+            here = data.rows_for_steps(None, int(data.snapshot_meta(here, here + 1)[0][0]))[1]
+        new = min(max(here + delta, 0), count - 1)
+        if self.mode == "watch" and new == count - 1 and delta > 0 and not self.display_paused:
+            self.position = None  # reaching the newest snapshot follows again
+        else:
+            self._go_snapshot(new)
+
+    def action_step_rows(self, delta: int) -> None:
+        """`delta` rows of the timeline's row view (ten snapshots, or ten thinned rows of a long run)."""
         n = self.data.n
         if not n:
             return
-        new = min(max(self.row + delta, 0), n - 1)
+        row = self.row
+        if delta < 0 and self.snapshot is not None:
+            row += 1  # between two rows: the one at or before counts as the first step back
+        new = min(max(row + delta, 0), n - 1)
         if self.mode == "watch" and new == n - 1 and delta > 0 and not self.display_paused:
-            self.position = None  # reaching the newest snapshot follows again
+            self.position = None
         else:
             self.position = new
 
@@ -486,17 +539,21 @@ class WeightApp(App[int]):
             self._play_timer = self.set_interval(1.0 / min(self.speed, 20), self._play_tick)
 
     def _play_tick(self) -> None:
-        n = self.data.n
-        pos = self.position
-        if not n or pos is None:
+        """The speed is in snapshots a second, at full resolution (a thinned row view is walked
+        through every snapshot too)."""
+        count = self.data.row_count
+        if not self.data.n or self.position is None:
             return
-        new = pos + max(1, round(self.speed / 20))
-        if new >= n - 1:
+        new = self._snapshot_at() + max(1, round(self.speed / 20))
+        if new >= count - 1:
             self.playing = False
             self._restart_play_timer()
-            self.position = None if self.mode == "watch" else n - 1
+            if self.mode == "watch":
+                self.position = None
+            else:
+                self._go_snapshot(count - 1)
         else:
-            self.position = new
+            self._go_snapshot(new)
 
     def action_goto(self) -> None:
         from weighttui.tui.widgets.timeline import GotoScreen
@@ -508,12 +565,13 @@ class WeightApp(App[int]):
             return
         from weighttui.tui.widgets.timeline import parse_goto
 
-        row = parse_goto(text, self.data.steps, self.data.epochs)
-        if row is None:
+        steps, epochs, _times = self.data.snapshot_meta()  # every snapshot, not only the row view's
+        index = parse_goto(text, steps, epochs)
+        if index is None:
             self.notify(inert(f"no snapshot for {text!r} (type a step like 1200 or an epoch like e5)"),
                         severity="warning", markup=False)
             return
-        self.position = row
+        self._go_snapshot(index)
 
     def action_pause(self) -> None:
         self.display_paused = not self.display_paused

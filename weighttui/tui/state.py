@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from rich.text import Text
@@ -53,6 +54,35 @@ class RunView:
     torn_bytes: int = 0
     run_number: int = 1  # which run of an appended log is shown (1-based) ...
     run_count: int = 1  # ... of how many runs the log holds
+    # The position's snapshot (its index among all the run's) when the row view lacks it: the
+    # replay cursor walks every snapshot (← →), the row view may be thinned (`max_rows`). `row`
+    # is then the row at or before it; what is shown *at* the position is read from the store
+    # (`RunData.snapshot_meta/snapshot_stats`), the histories up to it come from the row view.
+    # None: the position is `row` itself.
+    snapshot: int | None = None
+
+    @cached_property
+    def meta(self) -> tuple[int, int, float] | None:
+        """(step, epoch (-1: unknown), time) at the position; None without snapshots."""
+        data = self.data
+        if self.snapshot is not None:
+            steps, epochs, times = data.snapshot_meta(self.snapshot, self.snapshot + 1)
+            if steps.size:
+                return int(steps[0]), int(epochs[0]), float(times[0])
+        if not 0 <= self.row < data.n:
+            return None
+        return int(data.steps[self.row]), int(data.epochs[self.row]), float(data.times[self.row])
+
+    @property
+    def step(self) -> int | None:
+        """The step at the position (exact, also between the row view's rows)."""
+        meta = self.meta
+        return None if meta is None else meta[0]
+
+    @property
+    def epoch(self) -> int:
+        meta = self.meta
+        return -1 if meta is None else meta[1]
 
 
 @runtime_checkable

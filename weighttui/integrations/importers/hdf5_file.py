@@ -1,7 +1,14 @@
-"""HDF5 files (plain h5py dumps, Keras `.weights.h5` / legacy `.h5`, Keras 3 `.keras` archives), read with h5py.
+"""HDF5 files (plain h5py dumps, Keras `.weights.h5` / legacy `.h5`, Keras 3 `.keras` archives), indexed with h5py.
 
-Every numeric dataset is a tensor, read on its own (one h5py read per
-dataset); names are dataset paths. Keras files: optimizer groups are left
+Every numeric dataset is a tensor, read on its own; names are dataset paths.
+With `mapped` (readers.open_reader: the file in place when settled, else a
+private copy), a dataset stored contiguous and unfiltered (h5py's default
+layout, Keras' too) in native byte order is a read-only view of the
+memory-mapped file at the address HDF5 gives for its data
+(`H5Dget_offset`; in a `.keras` archive, plus where its stored `.h5` member
+starts), like a safetensors tensor: no copy, pages given back by release().
+Chunked or compressed datasets, and big-endian ones, are read by h5py (one
+read per dataset). Keras files: optimizer groups are left
 out, Keras 3's `layers/<name>/vars/<i>` becomes `<name>/vars/<i>` in layer
 `<name>`, and a legacy full-model file's `model_weights/` prefix is dropped.
 A file whose top-level groups are all named by epoch or step
@@ -12,10 +19,14 @@ Nothing is executed: HDF5 holds data only, and object/string datasets are skippe
 
 from __future__ import annotations
 
+import mmap
+import os
 import zipfile
+from typing import BinaryIO
 
 import numpy as np
 
+from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers.base import ImportFileError, Reader, Spec, Unit, int_or_none, is_checkpoint_key
 
 _SKIP_GROUPS = ("optimizer", "optimizer_weights")
@@ -29,7 +40,7 @@ def open_h5(unit: Unit):
     try:
         if unit.path.endswith(".keras"):
             zf = zipfile.ZipFile(unit.path)
-            member = next((n for n in zf.namelist() if n.endswith(".weights.h5") or n.endswith(".h5")), None)
+            member = _keras_member(zf)
             if member is None:
                 raise ImportFileError("a .keras archive without a weights file")
             return h5py.File(zf.open(member), "r"), zf
@@ -43,6 +54,11 @@ def open_h5(unit: Unit):
             zf.close()
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImportFileError(f"not a readable HDF5 file (truncated or another format?): {text[:200]}") from None
+
+
+def _keras_member(zf: zipfile.ZipFile) -> zipfile.ZipInfo | None:
+    """The weights file in a .keras archive."""
+    return next((i for i in zf.infolist() if i.filename.endswith(".h5")), None)
 
 
 def epoch_groups(unit: Unit) -> list[str]:
@@ -67,13 +83,20 @@ def epoch_groups(unit: Unit) -> list[str]:
 
 
 class Hdf5Reader(Reader):
-    def __init__(self, unit: Unit):
+    def __init__(self, unit: Unit, *, mapped: bool = False):
         super().__init__(unit)
         import h5py
 
         self.file, self._zip = open_h5(unit)
+        self._f: BinaryIO | None = None
+        self._mm: mmap.mmap | None = None
+        self._base = 0  # where the HDF5 file starts in the mapped one (a stored .keras member: its offset)
+        self._end = 0  # and ends
+        self.mapped: dict[str, tuple[int, np.dtype, tuple]] = {}  # tensor -> (offset in the map, dtype, shape)
         root = self.file
         try:
+            if mapped:
+                self._map()
             if unit.member is not None:
                 root = self.file[unit.member]
             elif isinstance(root.get("model_weights"), h5py.Group):  # legacy Keras full-model .h5
@@ -100,6 +123,9 @@ class Hdf5Reader(Reader):
                     return
                 name, layer = _keras_name(path)
                 self.datasets[name] = (path, Spec(tuple(int(d) for d in obj.shape), obj.dtype.name, layer))
+                at = self._place(obj)
+                if at is not None:
+                    self.mapped[name] = (at, obj.dtype, tuple(int(d) for d in obj.shape))
 
             root.visititems(visit)
             self.root = root
@@ -109,6 +135,50 @@ class Hdf5Reader(Reader):
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
             self.close()
             raise ImportFileError(f"unreadable HDF5 file: {str(exc)[:200]}") from None
+
+    def _map(self) -> None:
+        """Map the file (for a .keras archive: only where its .h5 member is stored uncompressed)."""
+        self._f = open(self.unit.path, "rb")
+        if self._zip is None and self.file.driver != "sec2":  # family/split/core: addresses are not offsets here
+            return
+        # the file h5py (or the zip) indexed must be the one mapped: not replaced by a rename in between
+        indexed = os.fstat(self._zip.fp.fileno() if self._zip is not None and self._zip.fp is not None
+                           else self.file.id.get_vfd_handle())
+        mine = os.fstat(self._f.fileno())
+        if (indexed.st_dev, indexed.st_ino) != (mine.st_dev, mine.st_ino):
+            raise ImportFileError("replaced while being read: left for later")
+        self._mm = mapping.map_file(self._f)
+        if self._mm is None:
+            return
+        if self._zip is None:
+            self._base, self._end = 0, len(self._mm)
+            return
+        info = _keras_member(self._zip)
+        start = None if info is None else mapping.zip_member_start(self._mm, info)
+        if info is None or start is None:  # compressed: h5py reads it through the zip
+            self._unmap()
+            return
+        self._base, self._end = start, start + info.file_size
+
+    def _place(self, ds) -> int | None:
+        """Where ds's data lies in the map, when it can be read there: contiguous (an address), unfiltered,
+        stored whole (not a fill value), native byte order, not external or virtual; else None (h5py reads it)."""
+        if self._mm is None or ds.chunks is not None or ds.dtype.kind not in "iuf" or not ds.dtype.isnative:
+            return None
+        try:
+            if ds.is_virtual or ds.external:
+                return None
+            dcpl = ds.id.get_create_plist()
+            offset = ds.id.get_offset()
+            if dcpl.get_nfilters() or offset is None:
+                return None
+            nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+            if ds.id.get_storage_size() != nbytes or nbytes == 0:
+                return None
+        except (RuntimeError, ValueError, OSError, AttributeError):
+            return None
+        at = self._base + int(offset)
+        return at if at + nbytes <= self._end else None
 
     def _meta_from(self, attrs) -> None:
         for key in ("step", "global_step"):
@@ -120,7 +190,13 @@ class Hdf5Reader(Reader):
     def specs(self):
         return {name: spec for name, (_p, spec) in self.datasets.items()}
 
-    def read(self, name):
+    def raw(self, name):
+        if name in self.mapped and self._mm is not None and self._f is not None:
+            # a file cut short since it was mapped would fault on the missing pages: refuse instead
+            if os.fstat(self._f.fileno()).st_size < len(self._mm):
+                raise ImportFileError(f"truncated while being read: dataset {self.datasets[name][0]} is cut off")
+            offset, dtype, shape = self.mapped[name]
+            return mapping.view(self._mm, dtype, shape, offset), False
         path, _spec = self.datasets[name]
         try:
             arr = np.asarray(self.root[path][()])
@@ -128,7 +204,16 @@ class Hdf5Reader(Reader):
             raise ImportFileError(f"dataset {path}: unreadable (truncated?): {str(exc)[:200]}") from None
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
+        return arr, False
+
+    def read(self, name):
+        arr = self.raw(name)[0]
         return arr, arr
+
+    def release(self, name):
+        if name in self.mapped:
+            offset, dtype, shape = self.mapped[name]
+            mapping.drop(self._mm, offset, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
 
     def close(self):
         try:
@@ -136,6 +221,19 @@ class Hdf5Reader(Reader):
         finally:
             if self._zip is not None:
                 self._zip.close()
+            self._unmap()
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+            super().close()
+
+    def _unmap(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a view is still referenced somewhere: the map goes with it
+                pass
+            self._mm = None
 
 
 def _keras_name(path: str) -> tuple[str, str | None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import mmap
 import os
-import struct
 import zipfile
 from typing import BinaryIO
 
@@ -22,8 +21,6 @@ from weighttui.integrations.importers.base import ImportFileError, Reader, Spec,
 _META_KEYS = ("step", "global_step", "epoch")
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
-
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
 
 
 class NpzReader(Reader):
@@ -81,15 +78,11 @@ class NpzReader(Reader):
         size = len(self._mm)
         for info in self.npz.zip.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else None
-            if key not in self._specs or info.compress_type != zipfile.ZIP_STORED:
+            if key not in self._specs:
                 continue
-            at = info.header_offset
-            if at + _LOCAL_HEADER.size > size:
+            start = mapping.zip_member_start(self._mm, info)
+            if start is None:
                 continue
-            sig, n_name, n_extra = _LOCAL_HEADER.unpack_from(self._mm, at)
-            if sig != b"PK\x03\x04":
-                continue
-            start = at + _LOCAL_HEADER.size + n_name + n_extra
             try:
                 fp = io.BytesIO(self._mm[start:start + min(info.file_size, 1 << 16)])
                 header = _HEADERS.get(np.lib.format.read_magic(fp))
@@ -135,3 +128,4 @@ class NpzReader(Reader):
             self._mm = None
         if self._file is not None:
             self._file.close()
+        super().close()

@@ -255,11 +255,19 @@ typedef struct {
 
 /* Where pass B counts: every histogram has SUBH small tables that neighbouring
  * elements rotate through (an increment is a load and a store; equal bins in a
- * row would otherwise wait on each other), kept in L1 and added up at the end. */
+ * row would otherwise wait on each other), kept in L1 and added up at the end.
+ * With both histograms of a large tensor (bins^2 <= MAX_BINS), one joint table
+ * of (value bin, delta bin) pairs instead: one increment per element, not two
+ * (the increments are what pass B spends most on), its two marginals added into
+ * the histograms at the flush; SUBJ tables of bins^2 stay in L1. */
 typedef struct {
     uint32_t sub[2][SUBH][MAX_BINS];
     uint64_t pending;      /* increments since the last flush (uint32 tables) */
+    int joint;             /* this tensor counts pairs in sub[0][0..SUBJ) */
 } tally_t;
+#define SUBJ 2
+/* the joint table pays its flush (bins^2 per table) from this many elements up */
+#define JOINT_MIN(bins) ((size_t)32 * (size_t)(bins) * (size_t)(bins))
 
 /* np.linspace(lo, hi, bins + 1) in float64, operation for operation: the
  * product goes through a volatile so that it is rounded before the sum, as in
@@ -329,20 +337,38 @@ static int hist_setup(hist_t *h, int bins, double lo, double hi, int allow_f32) 
 }
 
 static void tally_clear(tally_t *t, int bins) {
-    for (int w = 0; w < 2; w++)
-        for (int s = 0; s < SUBH; s++)
-            memset(t->sub[w][s], 0, sizeof(uint32_t) * bins);
+    if (t->joint)
+        for (int s = 0; s < SUBJ; s++)
+            memset(t->sub[0][s], 0, sizeof(uint32_t) * bins * bins);
+    else
+        for (int w = 0; w < 2; w++)
+            for (int s = 0; s < SUBH; s++)
+                memset(t->sub[w][s], 0, sizeof(uint32_t) * bins);
     t->pending = 0;
 }
 
 /* Adds the tables into the totals of hv and hd (either may be NULL), clears them. */
 static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
-    hist_t *hs[2] = {hv, hd};
-    for (int w = 0; w < 2; w++)
-        if (hs[w])
-            for (int s = 0; s < SUBH; s++)
-                for (int k = 0; k < bins; k++)
-                    hs[w]->total[k] += t->sub[w][s][k];
+    if (t->joint) { /* row sums: the values' counts; column sums: the deltas' */
+        for (int a = 0; a < bins; a++) {
+            uint64_t row = 0;
+            for (int s = 0; s < SUBJ; s++) {
+                const uint32_t *r = t->sub[0][s] + (size_t)a * bins;
+                for (int b = 0; b < bins; b++) {
+                    row += r[b];
+                    hd->total[b] += r[b];
+                }
+            }
+            hv->total[a] += row;
+        }
+    } else {
+        hist_t *hs[2] = {hv, hd};
+        for (int w = 0; w < 2; w++)
+            if (hs[w])
+                for (int s = 0; s < SUBH; s++)
+                    for (int k = 0; k < bins; k++)
+                        hs[w]->total[k] += t->sub[w][s][k];
+    }
     tally_clear(t, bins);
 }
 
@@ -362,6 +388,11 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
         (q) = (q) - (v_ < below_) + (((q) < last_) & (v_ >= above_));   \
     } while (0)
 
+/* x + 1.5 * 2^(p-1) - 1.5 * 2^(p-1): x rounded to the nearest integer (|x| < 2^(p-2)), with
+ * plain adds (no rint libcall in the baseline build; -ffp-contract=off, no -ffast-math: kept) */
+#define ROUND_MAGIC(T) ((T)(sizeof(T) == 4 ? 12582912.0 : 6755399441055744.0))
+#define ABS_(v) (sizeof(v) == 4 ? fabsf((float)(v)) : fabs((double)(v)))
+
 /* Bin indices k[0:m] of the values VALUE(i) (an expression of i), index
  * arithmetic in type T with h's lo, scale and slack for T: one vectorised pass;
  * then, if any index was within slack of an inner bin edge, every index
@@ -372,20 +403,26 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
  * edges group after group (few distinct values, a constant shift) cost about
  * what any other input costs. Indices within two slacks of 0 or B are clamped
  * first (their bin is 0 or B - 1 however they round) and raise no flag: lo
- * and hi are no inner edges (updates of +-lr sit there, every element). */
+ * and hi are no inner edges (updates of +-lr sit there, every element).
+ * Written for the vector units: the clamps are max/min (the values are finite,
+ * so the NaN order of `a > b ? a : b` does not matter; it is the one x86's
+ * max/min instructions have), and an index is flagged where its distance from
+ * the nearest integer is under the slack. */
 #define INDEX_GROUP(T, LO, SC, SL, CLO, CHI, VALUE, EXACT)                \
     do {                                                                \
         const T lo_ = (LO), sc_ = (SC), sl_ = (SL), clo_ = (CLO), chi_ = (CHI); \
+        const T mg_ = ROUND_MAGIC(T);                                   \
         const double step_ = h->step, e0_ = h->lo;                      \
         const int32_t last_ = h->bins - 1;                              \
         int32_t any_ = 0;                                               \
         if (h->edgy) { /* one loop: every index corrected */            \
             for (size_t i = 0; i < m; i++) {                            \
                 T f_ = ((T)(VALUE) - lo_) * sc_;                        \
-                f_ = f_ < clo_ ? clo_ : (f_ > chi_ ? chi_ : f_);        \
+                f_ = clo_ > f_ ? clo_ : f_;                             \
+                f_ = chi_ < f_ ? chi_ : f_;                             \
                 int32_t q_ = (int32_t)f_;                               \
-                T fr_ = f_ - (T)q_;                                     \
-                any_ |= (fr_ < sl_) | (fr_ > (T)1 - sl_);               \
+                T r_ = (f_ + mg_) - mg_;                                \
+                any_ |= (T)ABS_(f_ - r_) < sl_;                         \
                 CORRECT(q_, (EXACT));                                   \
                 k[i] = q_;                                              \
             }                                                           \
@@ -393,10 +430,11 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
             for (size_t i = 0; i < m; i++) {                            \
                 T f_ = ((T)(VALUE) - lo_) * sc_;                        \
                 /* lo and hi are no bin boundaries: no flag next to them */ \
-                f_ = f_ < clo_ ? clo_ : (f_ > chi_ ? chi_ : f_);        \
+                f_ = clo_ > f_ ? clo_ : f_;                             \
+                f_ = chi_ < f_ ? chi_ : f_;                             \
                 int32_t q_ = (int32_t)f_;                               \
-                T fr_ = f_ - (T)q_;                                     \
-                any_ |= (fr_ < sl_) | (fr_ > (T)1 - sl_);               \
+                T r_ = (f_ + mg_) - mg_;                                \
+                any_ |= (T)ABS_(f_ - r_) < sl_;                         \
                 k[i] = q_;                                              \
             }                                                           \
             if (any_)                                                   \
@@ -450,6 +488,19 @@ static inline void count(uint32_t (*sub)[MAX_BINS], const int32_t *k, size_t m) 
         sub[0][k[j]]++;
 }
 
+/* Counts the m pairs (kv, kd) into the SUBJ joint tables (kd is overwritten). */
+static inline void count_joint(uint32_t (*sub)[MAX_BINS], const int32_t *restrict kv, int32_t *restrict kd,
+                               size_t m, int bins) {
+    for (size_t j = 0; j < m; j++) /* vectorised */
+        kd[j] += kv[j] * bins;
+    size_t j = 0;
+    for (; j + SUBJ <= m; j += SUBJ)
+        for (int s = 0; s < SUBJ; s++)
+            sub[s][kd[j + s]]++;
+    for (; j < m; j++)
+        sub[0][kd[j]]++;
+}
+
 /* Bins x[0:n] into hv (NULL: skip) and d = x - p into hd (NULL: skip); with
  * copy, p[0:n] = x[0:n] afterwards (the previous copy for the next delta).
  * The tally is cleared before the first call of a tensor and flushed after its
@@ -461,13 +512,19 @@ static inline void count(uint32_t (*sub)[MAX_BINS], const int32_t *k, size_t m) 
         const int bins = hv ? hv->bins : (hd ? hd->bins : 1);                                \
         for (size_t i = 0; i < n; i += GROUP) {                                              \
             size_t m = n - i < GROUP ? n - i : GROUP;                                        \
-            if (hv) {                                                                        \
+            if (t->joint) {                                                                  \
                 INDEX_V(x + i, m, hv, kv);                                                   \
-                count(t->sub[0], kv, m);                                                     \
-            }                                                                                \
-            if (hd) {                                                                        \
                 INDEX_D(x + i, p + i, m, hd, kd);                                            \
-                count(t->sub[1], kd, m);                                                     \
+                count_joint(t->sub[0], kv, kd, m, bins);                                     \
+            } else {                                                                         \
+                if (hv) {                                                                    \
+                    INDEX_V(x + i, m, hv, kv);                                               \
+                    count(t->sub[0], kv, m);                                                 \
+                }                                                                            \
+                if (hd) {                                                                    \
+                    INDEX_D(x + i, p + i, m, hd, kd);                                        \
+                    count(t->sub[1], kd, m);                                                 \
+                }                                                                            \
             }                                                                                \
             if (copy)                                                                        \
                 memcpy(p + i, x + i, m * sizeof(T));                                         \
@@ -834,6 +891,7 @@ static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
 static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy, int with_x, int with_d) {
     xjob_t *e = with_x ? jb->ex : NULL;
     const int bins = hv ? hv->bins : (hd ? hd->bins : 1);
+    s->tally.joint = hv && hd && bins * bins <= MAX_BINS && jb->n >= JOINT_MIN(bins);
     tally_clear(&s->tally, bins);
     if (jb->dtype == DT_F64 || jb->dtype == DT_F32) {
         size_t chunk = e ? XCHUNK : jb->n;

@@ -272,18 +272,18 @@ class DetailScreen(RunScreen):
     # -------------------------------------------------------------- refresh
 
     def _position_step(self, view: RunView) -> int | None:
-        """The step the screen is at: the zoom's cursor while the app's timeline stays on the row
-        at or before it, else the timeline's row."""
+        """The step the screen is at: the zoom's cursor while the app's timeline stays on it (or,
+        for a host whose timeline holds only the row view's rows, on the row at or before it),
+        else the timeline's position (exact: `RunView.step`, also between a thinned view's rows)."""
         data = view.data
-        row = view.row
-        row_step = int(data.steps[row]) if 0 <= row < data.n else None
+        here = view.step
         cur = self.cursor
-        if cur is not None:
+        if cur is not None and cur != here:
             steps = data.steps
             at = int(np.searchsorted(steps, cur, side="right")) - 1
-            if self.span is None or row_step is None or at < 0 or int(steps[at]) != row_step:
+            if self.span is None or here is None or at < 0 or int(steps[at]) != here:
                 self.cursor = cur = None  # the timeline moved elsewhere: follow it
-        return cur if cur is not None else row_step
+        return cur if cur is not None else here
 
     def _read(self, data, span: Span | None) -> Window:
         """The tensor's window, read again only when the rows of the range changed."""
@@ -372,7 +372,6 @@ class DetailScreen(RunScreen):
     def _header(self, view: RunView, info: TensorInfo, pos_step: int | None, stats: Series, win: Window,
                 columns: int, *, recent_full: bool = False) -> None:
         data = view.data
-        row = view.row
         t = Text()
         t.append(inert(info.name), style="bold")
         shape = "x".join(map(str, info.shape)) or "scalar"
@@ -403,10 +402,11 @@ class DetailScreen(RunScreen):
             if self.cursor is not None:
                 where = "zoom cursor"
             t.append(f"step {pos_step}", style="bold")
-            epoch = int(data.epochs[row]) if self.cursor is None else -1
-            if epoch >= 0:
-                t.append(f" epoch {epoch}")
             index = data.rows_for_steps(None, pos_step + 1)[1]
+            # read from the store at full resolution: the cursor's snapshot may be one the row view lacks
+            epochs = data.snapshot_meta(index - 1, index)[1]
+            if epochs.size and int(epochs[0]) >= 0:
+                t.append(f" epoch {int(epochs[0])}")
             t.append(f" (snapshot {index}/{data.row_count}, {where})  ", style="dim")
             i = self._at(stats, pos_step)
             if i is None:

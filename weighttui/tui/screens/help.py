@@ -26,12 +26,12 @@ OVERVIEW = ("Overview", (
     ("m", "choose the metric columns (fewer columns, wider sparklines)"),
 ))
 TIMELINE = ("Timeline (every screen)", (
-    ("← →", "previous / next snapshot"),
-    ("shift+← →", "10 snapshots back / forward"),
+    ("← →", "previous / next snapshot: every one of the log, also where a long run's charts are thinned"),
+    ("shift+← →", "10 rows of the timeline back / forward (10 snapshots; on a thinned run, 10 of its rows)"),
     ("home", "first snapshot"),
     ("end", "latest snapshot, and follow new ones"),
-    ("space", "play / stop"),
-    ("+ -", "play faster / slower"),
+    ("space", "play / stop (through every snapshot)"),
+    ("+ -", "play faster / slower (snapshots a second)"),
     ("g", "go to a step (1200) or an epoch (e5)"),
     ("p", "pause the display (data keeps loading)"),
 ))

@@ -85,7 +85,7 @@ class OverviewScreen(RunScreen):
         else:
             empty.display = False
             table.display = True
-        table.update_values(data, view.row, view.alerts_by_tensor)
+        table.update_values(data, view.row, view.alerts_by_tensor, view.snapshot)
         self.query_one(RunHeader).show(view)
         self.query_one(ScalarsPanel).show(view)
         self.query_one(Timeline).show(view)

@@ -104,7 +104,13 @@ class RunListScreen(RunsScreen):
             else:
                 for k, text in plain.items():
                     if old[k] != text:
-                        table.update_cell(row.path, k, cells[k], update_width=True)
+                        # widen a column for a wider cell, never narrow it: a narrower cell makes
+                        # DataTable measure every cell of the column again, and with every run of a
+                        # live sweep changing each refresh that was most of the viewer's CPU
+                        # (benchmarks/bench_store_sweep.py --live)
+                        column = table.columns.get(ColumnKey(k))
+                        wider = column is None or cells[k].cell_len > column.content_width
+                        table.update_cell(row.path, k, cells[k], update_width=wider)
             self._cells[row.path] = plain
         self._relabel_loss(rows)
         self.refresh_note()

@@ -77,10 +77,9 @@ def header_text(view: RunView) -> Text:
     if view.waiting == "no header" or run is None:
         line2.append(f"waiting for the run to start in {inert(os.path.basename(view.path))}…", style="yellow")
         return Text("\n").join([line1, line2])
-    row = view.row
-    if row >= 0:
-        step = int(data.steps[row])
-        epoch = int(data.epochs[row])
+    meta = view.meta  # the position's step and epoch, also between a thinned row view's rows
+    if meta is not None:
+        step, epoch, _time = meta
         line2.append("step ", style="dim")
         line2.append(f"{step}", style="bold")
         if epoch >= 0:

@@ -138,11 +138,37 @@ def _last_present(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(last), np.asarray(has)
 
 
-def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+def snapshot_values(data, cols: list[int], index: int) -> dict[str, np.ndarray]:
+    """The values at one snapshot of the run (its index among all, full resolution: one the row
+    view thinned away), read from the store: per metric key, "nan", "inf" (weights) and
+    "present" (the snapshot covered the tensor), each per col. The update ratio is per
+    optimizer step, divided by the steps since the snapshot before it (as step_interval)."""
+    idx = np.asarray(cols, dtype=np.int64)
+    keys: list[tuple[str, str | None]] = [("weights", None), ("weights", "nan"), ("weights", "inf")]
+    names = ["present", "nan", "inf"]
+    for key, kind, stat, _label, _log in METRICS:
+        if data.has_kind(kind):
+            keys.append((kind, stat))
+            names.append(key)
+    got = data.snapshot_stats(index, keys)
+    out = {name: a[idx] for name, a in zip(names, got, strict=True)}
+    if "ratio" in out:
+        steps = data.snapshot_meta(max(0, index - 1), index + 2)[0]
+        gap = float(steps[1] - steps[0]) if steps.size >= 2 else 1.0  # the first borrows the second's
+        out["ratio"] = out["ratio"] / (gap if gap > 0 else 1.0)
+    for key, *_rest in METRICS:
+        out.setdefault(key, np.full(idx.size, np.nan))
+    return out
+
+
+def metric_values(data, cols: list[int], row: int,
+                  exact: dict[str, np.ndarray] | None = None) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
     """For each metric: (value at `row` per col, history up to `row` per col).
 
     A tensor missing from the snapshot at `row` shows its last value before
-    it. History holds only the snapshots that covered the tensor.
+    it. History holds only the snapshots that covered the tensor. `exact`
+    (snapshot_values of a snapshot after `row` that the row view lacks): the
+    values there, ending the histories, for the tensors it covered.
     """
     out = {}
     if row < 0 or not cols:
@@ -163,6 +189,10 @@ def metric_values(data, cols: list[int], row: int) -> dict[str, tuple[np.ndarray
             m = m / step_interval(data, row + 1)[:, None]
         now = np.where(has, m[last, span], np.nan)
         hist = [m[present[:, j], j] for j in range(idx.size)]
+        if exact is not None:
+            here, value = exact["present"], exact[key]
+            now = np.where(here, value, now)
+            hist = [np.append(h, value[j]) if here[j] else h for j, h in enumerate(hist)]
         out[key] = (now, hist)
     return out
 

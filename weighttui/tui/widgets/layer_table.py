@@ -45,7 +45,7 @@ from weighttui.analysis.diagnose import Alert
 from weighttui.data.run import RunData
 from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt, fmt_int
-from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band
+from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band, snapshot_values
 from weighttui.tui.widgets.sparkline import spark_many
 
 VALUE_WIDTH = 8
@@ -193,6 +193,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         self._cursor = 0
         self._run = None
         self._at_row = -1
+        self._at_snapshot: int | None = None  # the position between the row view's rows (update_values)
         self._alerts: Mapping[str, Sequence[Alert]] = {}
         self._line_styles: tuple | None = None
         self._drawn_for: tuple | None = None  # (width, scroll x, styles) the cached lines were drawn for
@@ -341,9 +342,13 @@ class LayerTable(ScrollView, inherit_bindings=False):
 
     # --------------------------------------------------------------- values
 
-    def update_values(self, data: RunData, row: int, alerts_by_tensor: Mapping[str, Sequence[Alert]]) -> None:
-        """New data or a new timeline position: refresh visible rows, mark the rest stale."""
+    def update_values(self, data: RunData, row: int, alerts_by_tensor: Mapping[str, Sequence[Alert]],
+                      snapshot: int | None = None) -> None:
+        """New data or a new timeline position: refresh visible rows, mark the rest stale.
+        `snapshot`: the position is that snapshot (index among all the run's), after `row`, which
+        the row view lacks: the values shown are read from the store there (RunView.snapshot)."""
         self._run, self._at_row, self._alerts = data, row, alerts_by_tensor
+        self._at_snapshot = snapshot
         self._stale = set(self._index)
         self._fill_visible()
 
@@ -362,8 +367,18 @@ class LayerTable(ScrollView, inherit_bindings=False):
             return
         grouped = isinstance(self.entries[0], GroupRow)
         tensors = [e for e in todo if isinstance(e, TensorRow)]
-        values = metric_values(self._run, [t.col for t in tensors], self._at_row)
-        nonfinite, nans = self._nonfinite([t.col for t in tensors])
+        cols = [t.col for t in tensors]
+        at = self._at_snapshot
+        exact = snapshot_values(self._run, cols, at) if at is not None and cols else None
+        values = metric_values(self._run, cols, self._at_row, exact)
+        if exact is not None:  # NaN/Inf at that snapshot; a tensor it did not cover: as at the row
+            nonfinite, nans = self._nonfinite(cols)
+            here = exact["present"]
+            nan = np.nan_to_num(exact["nan"]) > 0
+            nonfinite = np.where(here, nan | (np.nan_to_num(exact["inf"]) > 0), nonfinite)
+            nans = np.where(here, nan, nans)
+        else:
+            nonfinite, nans = self._nonfinite(cols)
         self._changed = False
         width = self._lay["spark"]
         lines = {key: spark_many(values[key][1], width, log=log) for key, _k, _s, _l, log in METRICS

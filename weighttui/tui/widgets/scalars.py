@@ -31,8 +31,7 @@ def scalars_text(view: RunView, width: int) -> Text:
     names = ordered_names(data.scalar_names)
     if not names:
         return Text("")
-    row = view.row
-    upto = int(data.steps[row]) if row >= 0 else None
+    upto = view.step  # exact, also between a thinned row view's rows
     # Cells of at least 26 characters; with fewer scalars than fit on a line, each gets more room, so the
     # sparklines are wider (up to 60 characters a cell).
     per_line = max(1, min(width // 26, len(names)))

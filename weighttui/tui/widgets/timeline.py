@@ -43,14 +43,21 @@ def timeline_text(view: RunView, width: int) -> Text:
         out.append("─" * max(8, width - len(out) - 20), style="dim")
         out.append("  no snapshots yet", style="dim")
         return out
-    epoch = int(data.epochs[row])
-    label = f"  {row + 1}/{n}  step {int(data.steps[row])}"
+    step, epoch = view.step, view.epoch
+    count = data.snapshot_count
+    if count > n:  # thinned row view: the position among every snapshot (← → walk them all)
+        index = view.snapshot if view.snapshot is not None else int(data.snapshot_index[row])
+        label = f"  {index + 1}/{count}  step {step}"
+        frac = index / max(1, count - 1)
+    else:
+        label = f"  {row + 1}/{n}  step {step}"
+        frac = row / max(1, n - 1)
     if epoch >= 0:
         label += f"  epoch {epoch}"
-    if data.snapshot_count > n:
-        label += f"  ({data.snapshot_count} recorded, thinned)"
+    if count > n:
+        label += f"  (charts thinned to {n})"
     track_w = max(8, width - len(out) - len(label))
-    at = 0 if n == 1 else round(row / (n - 1) * (track_w - 1))
+    at = round(frac * (track_w - 1))
     out.append("━" * at, style="bold")
     out.append("●", style="bold yellow")
     out.append("─" * (track_w - at - 1), style="dim")
