@@ -180,9 +180,22 @@ def decode_payload(body) -> dict:
         obj = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ValueError(f"payload is not one msgpack object ({type(exc).__name__})") from None
-    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+    if type(obj) is not dict or not _str_keys(obj):
         raise ValueError("payload is not a map with string keys")
     return obj
+
+
+_KEY_LISTS: set = set()  # key lists of payloads seen (a log's frames repeat a few): checked once each
+
+
+def _str_keys(obj: dict) -> bool:
+    key = tuple(obj)  # (dict keys are hashable; only a str compares equal to a str)
+    if key in _KEY_LISTS:
+        return True
+    ok = all(isinstance(k, str) for k in obj)
+    if ok and len(_KEY_LISTS) < 1024:
+        _KEY_LISTS.add(key)
+    return ok
 
 
 class FrameDecoder:

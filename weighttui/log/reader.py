@@ -23,7 +23,9 @@ from weighttui.log.format import (
     parse_frame_header,
 )
 
-READ_CHUNK = 8 * 1024 * 1024
+# 2 MiB: a chunk is copied, verified and decoded while it is still in the CPU caches (8 MiB read
+# about 12% slower on the 1 GiB benchmark log); a bigger frame is read whole (FrameDecoder.wanted)
+READ_CHUNK = 2 * 1024 * 1024
 _U32 = struct.Struct("<I")
 
 
@@ -82,7 +84,7 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     state.offset, state.resyncing, state.pending = dec.offset, dec.resyncing, dec.pending
 
 
-READ_AHEAD_MIN = 4 * READ_CHUNK  # scans shorter than this read on one thread
+READ_AHEAD_MIN = 32 * 1024 * 1024  # scans shorter than this read on one thread
 _AHEAD: ThreadPoolExecutor | None = None
 _AHEAD_LOCK = threading.Lock()
 
