@@ -80,7 +80,8 @@ class WeightCallback(keras.callbacks.Callback):
         (TensorFlow and torch backends; on TensorFlow one extra copy of the
         trainable weights holds them between the graph and the host).
     stats: "auto" (TF ops for TensorFlow variables on a GPU/TPU, numpy
-        otherwise), "device" (TF ops; TensorFlow backend only) or "numpy".
+        otherwise; torch ops for torch variables on a GPU), "device" (TF or torch ops, wherever
+        the variables are; TensorFlow and torch backends) or "numpy".
     recorder_options: passed to `Recorder` (bins, sample, delta, include,
         exclude, meta, full_every ...).
     """
@@ -97,8 +98,8 @@ class WeightCallback(keras.callbacks.Callback):
                 raise TypeError(f"{bad}= is not a WeightCallback option (use epochs, every_batches, full_epochs)")
         if stats not in ("auto", "device", "numpy"):
             raise ValueError(f"stats must be 'auto', 'device' or 'numpy', got {stats!r}")
-        if stats == "device" and keras.backend.backend() != "tensorflow":
-            raise ValueError("stats='device' needs the TensorFlow backend")
+        if stats == "device" and keras.backend.backend() not in ("tensorflow", "torch"):
+            raise ValueError("stats='device' needs the TensorFlow or torch backend")
         self.stats = stats
         self._device = None if stats == "auto" else stats == "device"  # auto: decided on first use
         self._epochs = epoch_selector(epochs, "epochs")
@@ -130,6 +131,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
         self._tf_instruments = None  # TFInstruments of the current recorder
+        self._torch_stats = None  # keras_torch_stats.TorchStats (torch backend, stats on the device)
         self._reads: _ReadSet | None = None  # what the CPU path reads: _read_set()
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
         self._n_weights = -1
@@ -217,9 +219,12 @@ class WeightCallback(keras.callbacks.Callback):
         if self._device:
             if scalars:
                 rec.scalars(step, epoch=epoch, **scalars)
-            grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
-                           for g, name in pairs} if grads is not None else None
-            done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
+            if keras.backend.backend() == "torch":
+                done = self._record_torch(step, tracked, epoch, batch, full, pairs if grads is not None else None)
+            else:
+                grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
+                               for g, name in pairs} if grads is not None else None
+                done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
             # the same items every call (weights, every gradient slot, the learning rate variable), so
             # that one concrete function, traced once per model, reads them; gradients that are not
@@ -286,6 +291,34 @@ class WeightCallback(keras.callbacks.Callback):
         bg, self._background = self._background, None
         if bg is not None:
             bg.stop()
+
+    def _record_torch(self, step, tracked, epoch, batch, full, pairs) -> bool:
+        """Statistics with torch ops on the variables' device (keras_torch_stats.py), then Recorder.submit."""
+        from weighttui.integrations import torch_host
+        from weighttui.integrations.keras_torch_stats import TorchStats
+
+        rec = self.recorder
+        if self._torch_stats is None:
+            # stats="device" on CPU variables: torch's ops rather than the fused kernel (what a GPU runs)
+            self._torch_stats = TorchStats(rec.bins, delta=rec.delta_policy == "exact",
+                                           cpu_kernel="torch" if self.stats == "device" else "fused")
+        if rec.instruments and self._reporter.once("torch_device_instruments", (
+                "weighttui: the instruments (docs/instruments.md) are not computed for Keras variables on a "
+                "torch device; the statistics are")):
+            self._reporter.record_event("instruments", "not computed for Keras variables on a torch device", "info")
+        infos = [rec.tensors[name] for name, _v, _l, _t in tracked]
+        names = [name for name, _v, _l, _t in tracked]
+        xs = [v.value.detach() for _n, v, _l, _t in tracked]
+        grads = None
+        if pairs is not None:
+            by_name = {name: g for g, name in pairs}
+            grads = [by_name.get(name) for name in names]
+        weights, delta, grad, sample = self._torch_stats(infos, xs, grads)
+        if rec.delta_policy == "sample":
+            delta = self._sample_delta(infos, names, sample)
+        values = [torch_host.host_value(x) for x in xs] if full else None
+        return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
+                          sample=None if sample is None else sample.astype(np.float32), values=values)
 
     def _record_tf(self, step, tracked, epoch, batch, full, grad_arrays) -> bool:
         """Statistics with TF ops on the variables' device, then Recorder.submit."""
@@ -410,6 +443,7 @@ class WeightCallback(keras.callbacks.Callback):
             self.recorder = self._new_recorder(mode="a")
             self._variables = None
             self._prev = {}  # delta history starts afresh with the new run
+            self._torch_stats = None
         if self._capture is not None:  # an earlier fit that ended without on_train_end
             self._release_capture()
         if self.grads and self.recorder.active:  # first: the initial snapshot reads what later ones do
@@ -616,7 +650,12 @@ def _reader_cache(model) -> dict:
 
 
 def _on_accelerator(variable) -> bool:
-    """Whether a TensorFlow-backed variable lives on a GPU or TPU."""
+    """Whether a TensorFlow- or torch-backed variable lives on a GPU or TPU."""
+    if keras.backend.backend() == "torch":
+        try:
+            return variable.value.device.type != "cpu"
+        except Exception:
+            return False
     if keras.backend.backend() != "tensorflow":
         return False
     try:
