@@ -71,6 +71,10 @@ def cmd_watch(args) -> int:
 
     config = _diagnose_config(args.threshold)  # bad thresholds fail before the app starts
     if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
+        if len(args.path) == 1 and args.mode == "watch" and os.path.isdir(args.path[0]):
+            from weighttui.cli.importing import wait_for_content
+
+            wait_for_content(args.path[0])  # an empty directory: run logs or checkpoints decide the view
         if len(args.path) == 1 and _is_checkpoint_dir(args.path[0]):  # checkpoints, not run logs
             from weighttui.cli.importing import watch_checkpoints
 
