@@ -14,11 +14,14 @@ and as wall time.
     python benchmarks/bench_instruments.py --threads 1   # full run (about 3 minutes on 2 cores)
     python benchmarks/bench_instruments.py --quick       # small sizes, to check it runs
     python benchmarks/bench_instruments.py --threads 1 --kernel-parts   # the kernel's time per instrument part
+    python benchmarks/bench_instruments.py --threads 1 --no-training --only-key --other OLD.so
+        # no instruments / all of 1-5 only, this build and another build of weighttui._fastats interleaved
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -58,7 +61,37 @@ CONFIGS = {
 }
 
 
-def bench_snapshot(shapes, rounds, repeat, tmp):
+KEY = ("no instruments (gradients)", "all of 1-5 (sigma, dist_init, cos, units, optim; nan_origin)")
+
+
+def load_build(path: str):
+    """Another build of weighttui._fastats (an .so), under its own module name."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.ExtensionFileLoader("_wt_other._fastats", path)
+    spec = importlib.util.spec_from_file_location("_wt_other._fastats", path, loader=loader)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    loader.exec_module(mod)
+    return mod
+
+
+def with_other(configs: dict, other: str | None) -> dict:
+    """configs, and each again as "... [other build]" run with the kernel build at `other`."""
+    if not other:
+        return configs
+    mod = load_build(other)
+    out = {}
+    for name, cfg in configs.items():
+        out[name] = cfg
+        out[f"{name} [other build]"] = {**cfg, "fastats": mod}
+    return out
+
+
+def bench_snapshot(shapes, rounds, repeat, tmp, configs=None):
+    from weighttui.record import kernel
+
+    configs = CONFIGS if configs is None else configs
     torch.manual_seed(0)
     model = ParamSet(shapes)
     params = list(model.parameters())
@@ -68,15 +101,17 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
     opt.step()  # the state (exp_avg, exp_avg_sq) exists
     noise = [torch.randn_like(p) * 1e-4 for p in params]
     read_times = []
-    times = {k: [] for k in CONFIGS}
-    cpu = {k: [] for k in CONFIGS}
-    first = {k: [] for k in CONFIGS}  # CPU time of the first two snapshots (one-time work)
+    times = {k: [] for k in configs}
+    cpu = {k: [] for k in configs}
+    first = {k: [] for k in configs}  # CPU time of the first two snapshots (one-time work)
+    this_build = kernel._fastats
     for r in range(rounds):
         t0 = time.perf_counter()
         for _ in range(repeat):
             [p.sum() for p in params]
         read_times.append((time.perf_counter() - t0) / repeat)
-        for name, cfg in CONFIGS.items():
+        for name, cfg in configs.items():
+            kernel._fastats = cfg.get("fastats", this_build)
             handle = wt.watch(model, tmp / f"snap{r}.wtui", delta="exact", initial=False, queue_size=1000,
                               grads=cfg["grads"], instruments=cfg["instruments"])
             handle.optimizer = opt  # its state, without hooking its step
@@ -106,6 +141,7 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
                 handle.recorder.drain()  # the writer thread's encoding of this snapshot: in the CPU time
                 cpu[name].append(time.process_time() - c0)
             handle.close()
+    kernel._fastats = this_build
     return sum(p.numel() for p in params), len(params), statistics.median(read_times), \
         {k: statistics.median(v) for k, v in times.items()}, {k: statistics.median(v) for k, v in cpu.items()}, \
         {k: statistics.median(v) for k, v in first.items()}
@@ -186,6 +222,9 @@ def main(argv=None):
     ap.add_argument("--no-training", action="store_true", help="only the snapshot table")
     ap.add_argument("--kernel-parts", action="store_true",
                     help="only the fused kernel's time per instrument part (kernel.Extras), about 20 s")
+    ap.add_argument("--only-key", action="store_true",
+                    help="the snapshot table's two key rows only: no instruments and all of 1-5")
+    ap.add_argument("--other", help="another build of weighttui._fastats (.so): every row again with it")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,18 +243,22 @@ def main(argv=None):
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        n, t, read, times, cpu, first = bench_snapshot(shapes, rounds, repeat, tmp)
+        configs = {k: v for k, v in CONFIGS.items() if k in KEY} if args.only_key else CONFIGS
+        configs = with_other(configs, args.other)
+        n, t, read, times, cpu, first = bench_snapshot(shapes, rounds, repeat, tmp, configs)
         base = "no instruments, no gradients (today's default snapshot)"
         base_g = "no instruments (gradients)"
         print(f"### One snapshot, {t} tensors, {n / 1e6:.1f}M float32 values; read pass {read * 1e3:.1f} ms\n")
         print("| configuration | CPU ms | x no instruments (gradients) | instrument alone: CPU ms | wall ms "
               "| first two snapshots (one-time work): CPU ms |")
         print("|---|---:|---:|---:|---:|---:|")
-        for name in CONFIGS:
-            alone = "" if "no instruments" in name else f"{(cpu[name] - cpu[base_g]) * 1e3:+.1f}"
-            print(f"| {name} | {cpu[name] * 1e3:.1f} | {cpu[name] / cpu[base_g]:.2f} | {alone} "
+        for name in configs:
+            ref = base_g + (" [other build]" if name.endswith("[other build]") else "")
+            alone = "" if "no instruments" in name else f"{(cpu[name] - cpu[ref]) * 1e3:+.1f}"
+            print(f"| {name} | {cpu[name] * 1e3:.1f} | {cpu[name] / cpu[ref]:.2f} | {alone} "
                   f"| {times[name] * 1e3:.1f} | {first[name] * 1e3:.0f} |")
         del base
+        print(f"\nload (uptime) at the end: {os.getloadavg()}")
         if args.no_training:
             return
         med_cpu, med_wall = bench_training(rounds, steps, width, 4, 256, tmp)

@@ -374,6 +374,9 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
 
 /* Pass B computes bin indices GROUP elements at a time, then counts them. */
 #define GROUP 256
+/* ... and asks for the values (and previous copy) this many groups ahead: a tensor
+ * bigger than L2 comes back from L3, faster asked for than as the prefetcher guesses */
+#define PREFETCH_GROUPS 4
 
 /* numpy's correction of a bin index q within one bin of v's: down one if v is
  * below edge q, up one if at or above edge q + 1 (not past the last bin, which
@@ -512,6 +515,15 @@ static inline void count_joint(uint32_t (*sub)[MAX_BINS], const int32_t *restric
         const int bins = hv ? hv->bins : (hd ? hd->bins : 1);                                \
         for (size_t i = 0; i < n; i += GROUP) {                                              \
             size_t m = n - i < GROUP ? n - i : GROUP;                                        \
+            if (i + (PREFETCH_GROUPS + 1) * GROUP <= n) { /* the re-read comes from L3 */    \
+                const char *xa_ = (const char *)(x + i + PREFETCH_GROUPS * GROUP);           \
+                const char *pa_ = p ? (const char *)(p + i + PREFETCH_GROUPS * GROUP) : NULL; \
+                for (size_t o_ = 0; o_ < GROUP * sizeof(T); o_ += 64) {                      \
+                    __builtin_prefetch(xa_ + o_, 0, 3);                                      \
+                    if (pa_)                                                                 \
+                        __builtin_prefetch(pa_ + o_, 0, 3);                                  \
+                }                                                                            \
+            }                                                                                \
             if (t->joint) {                                                                  \
                 INDEX_V(x + i, m, hv, kv);                                                   \
                 INDEX_D(x + i, p + i, m, hd, kd);                                            \
