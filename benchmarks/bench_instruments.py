@@ -14,8 +14,10 @@ and as wall time.
     python benchmarks/bench_instruments.py --threads 1   # full run (about 3 minutes on 2 cores)
     python benchmarks/bench_instruments.py --quick       # small sizes, to check it runs
     python benchmarks/bench_instruments.py --threads 1 --kernel-parts   # the kernel's time per instrument part
-    python benchmarks/bench_instruments.py --threads 1 --no-training --only-key --other OLD.so
-        # no instruments / all of 1-5 only, this build and another build of weighttui._fastats interleaved
+    python benchmarks/bench_instruments.py --threads 1 --no-training --only "all of 1-5" --rounds 5
+        # development: the baseline and the configurations named (substrings), about 40 s
+    python benchmarks/bench_instruments.py --threads 1 --no-training --only "all of 1-5" --other OLD.so
+        # every row again with another build of weighttui._fastats, interleaved (a kernel change)
 """
 
 from __future__ import annotations
@@ -61,9 +63,6 @@ CONFIGS = {
 }
 
 
-KEY = ("no instruments (gradients)", "all of 1-5 (sigma, dist_init, cos, units, optim; nan_origin)")
-
-
 def load_build(path: str):
     """Another build of weighttui._fastats (an .so), under its own module name."""
     import importlib.machinery
@@ -88,10 +87,9 @@ def with_other(configs: dict, other: str | None) -> dict:
     return out
 
 
-def bench_snapshot(shapes, rounds, repeat, tmp, configs=None):
+def bench_snapshot(shapes, rounds, repeat, tmp, configs=CONFIGS):
     from weighttui.record import kernel
 
-    configs = CONFIGS if configs is None else configs
     torch.manual_seed(0)
     model = ParamSet(shapes)
     params = list(model.parameters())
@@ -220,10 +218,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-training", action="store_true", help="only the snapshot table")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated substrings: only the snapshot configurations whose name has one "
+                         "(the two without instruments are always run)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the snapshot table (3)")
     ap.add_argument("--kernel-parts", action="store_true",
                     help="only the fused kernel's time per instrument part (kernel.Extras), about 20 s")
-    ap.add_argument("--only-key", action="store_true",
-                    help="the snapshot table's two key rows only: no instruments and all of 1-5")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): every row again with it")
     args = ap.parse_args(argv)
     if args.threads:
@@ -233,6 +233,12 @@ def main(argv=None):
     if args.quick:
         shapes = [(64, 3, 7, 7), (256, 64, 3, 3), (1000, 512), (1000,)]
         rounds, repeat, steps, width = 1, 2, 10, 128
+    if args.rounds:
+        rounds = args.rounds
+    configs = CONFIGS
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        configs = {k: v for k, v in CONFIGS.items() if "no instruments" in k or any(w in k for w in wanted)}
     print(f"machine: {machine()}\n")
     if args.kernel_parts:
         parts = bench_kernel_parts(shapes, 5 if args.quick else 25)
@@ -243,7 +249,6 @@ def main(argv=None):
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        configs = {k: v for k, v in CONFIGS.items() if k in KEY} if args.only_key else CONFIGS
         configs = with_other(configs, args.other)
         n, t, read, times, cpu, first = bench_snapshot(shapes, rounds, repeat, tmp, configs)
         base = "no instruments, no gradients (today's default snapshot)"

@@ -61,6 +61,36 @@ OPEN = textwrap.dedent('''
                       "hist_shape": list(hs[3].shape), "index": getattr(d, "index_path", None)}))
 ''')
 
+# no index (cache=False): what a reader holds and how long histogram and sample reads take
+NOCACHE_READS = textwrap.dedent('''
+    import json, sys, time
+    import weighttui
+    path, max_rows = sys.argv[1], (int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    t0, c0 = time.perf_counter(), time.process_time()
+    d = weighttui.open(path, cache=False, max_rows=max_rows)
+    out = {"open_s": time.perf_counter() - t0, "open_cpu_s": time.process_time() - c0}
+    names = d.tensor_names
+    mid = int(d.steps[d.n // 2])
+
+    def timed(key, fn):
+        t, c = time.perf_counter(), time.process_time()
+        r = fn()
+        out[key + "_ms"] = (time.perf_counter() - t) * 1e3
+        out[key + "_cpu_ms"] = (time.process_time() - c) * 1e3
+        return r
+
+    timed("series", lambda: d.series(names[len(names) // 2], "norm"))
+    h = timed("hist_all", lambda: d.histograms(names[len(names) // 2]))
+    timed("hist_all_other", lambda: d.histograms(names[1], "delta"))
+    timed("hist_range100", lambda: d.histograms(names[3], start=mid, stop=mid + 100))
+    timed("hist_range100_again", lambda: d.histograms(names[3], start=mid, stop=mid + 100))
+    timed("samples_all", lambda: d.samples(names[5]))
+    timed("samples_range100", lambda: d.samples(names[7], start=mid, stop=mid + 100))
+    timed("matrix", lambda: d.stat_matrix("weights", "norm"))
+    out.update(snapshots=d.snapshot_count, tensors=len(names), hist_rows=int(h[3].shape[0]))
+    print(json.dumps(out))
+''')
+
 PARQUET_WRITE = textwrap.dedent('''
     import json, os, sys, time
     import numpy as np
@@ -255,6 +285,30 @@ def live(seconds: float, rate: float, tensors: int, tmpdir: str) -> dict:
             "refresh_max_ms": float(costs_a.max() * 1e3), "index_mb": du(index_dir(path)) / 2**20}
 
 
+def nocache_only(path: str, before: str | None, env: dict, cache_home: str, py: str, load) -> None:
+    """Reads without an index, each in a fresh process (before and after alternating when --before)."""
+    rows = {}
+    checkouts = [("before", env_for(before, cache_home))] if before else []
+    checkouts.append(("after", env))
+    for label, e in checkouts:
+        rows[f"{label}: open(cache=False) reads"] = measured([py, "-c", NOCACHE_READS, path], e)
+        # the viewer's row view (max_rows 2048): what its screens read without start/stop
+        rows[f"{label}: open(cache=False, max_rows=2048)"] = measured([py, "-c", NOCACHE_READS, path, "2048"], e)
+        rows[f"{label}: info --json --no-cache"] = measured([py, "-m", "weighttui.cli", "info", "--json",
+                                                             "--no-cache", path], e)
+    end = os.getloadavg()
+    print(f"log: {path}, {os.path.getsize(path) / 2**30:.2f} GiB; load average {load[0]:.2f} -> {end[0]:.2f}")
+    print(f"{'what':40s} {'wall s':>7s} {'cpu s':>6s} {'peak RSS MB':>11s}")
+    for name, r in rows.items():
+        print(f"{name:40s} {r['wall_s']:7.2f} {r['cpu_s']:6.2f} {r['peak_rss_mb']:11.0f}")
+        reads = {k[:-3]: (v, r.get(k[:-3] + "_cpu_ms")) for k, v in r.items()
+                 if k.endswith("_ms") and not k.endswith("_cpu_ms")}
+        if reads:
+            print(f"    open {r['open_s']:.2f} s ({r['open_cpu_s']:.2f} CPU); ms wall/CPU: "
+                  + ", ".join(f"{k} {w:.0f}/{c:.0f}" for k, (w, c) in reads.items()))
+    print(json.dumps({"rows": rows, "load": [load, end]}, default=str))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path")
@@ -264,6 +318,9 @@ def main(argv=None) -> int:
     ap.add_argument("--live-tensors", type=int, default=500)
     ap.add_argument("--skip", action="append", default=[], help="parts to skip: before, nocache, parquet, info, live")
     ap.add_argument("--live-only", action="store_true", help="only the live append measurement")
+    ap.add_argument("--nocache-only", action="store_true",
+                    help="only the reads without an index (open(cache=False): open, series, histogram and sample "
+                         "latency; info --json --no-cache), with --before side by side")
     ap.add_argument("--recorder-index", type=int, metavar="SNAPSHOTS",
                     help="only: the index size of a log the numpy Recorder writes (40 mixed tensors, this many "
                          "snapshots; 1500 is about 106 MiB), with --before side by side")
@@ -278,6 +335,12 @@ def main(argv=None) -> int:
     if args.recorder_index:
         try:
             print(json.dumps(recorder_index_sizes(args.recorder_index, args.before, tmp)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    if args.nocache_only:
+        try:
+            nocache_only(path, args.before, env, cache_home, py, load)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0

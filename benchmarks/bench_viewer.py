@@ -5,6 +5,7 @@
     python benchmarks/bench_viewer.py --big-mb 1024   # plus a 1 GB log (make_big_log.py, under $TMPDIR):
                                                       # first screen, fully loaded, peak RSS
     python benchmarks/bench_viewer.py --only scroll --tensors 2000   # one part
+    python benchmarks/bench_viewer.py --only replay   # ← → at full resolution on a thinned run (~30 s)
 
 Logs are written frame by frame with synthetic statistics (the viewer's cost
 does not depend on the values). Prints one line per measurement; nothing here
@@ -363,6 +364,41 @@ def bench_2000(tmp, tensors=2000, n=200, pages=40, lines=60):
           f"{refresh * 1000:.1f} ms")
 
 
+def bench_replay(tmp, tensors=500, snapshots=6000, presses=40):
+    """Replay at full resolution: → on a run whose row view is thinned (6,000 snapshots, at most
+    2,048 rows: every 4th snapshot is a row), 500 tensors, 160x48, the real app headless. Per key:
+    the app's part (the step, reading the snapshot's values from the store, the overview's
+    redraw), called directly; CPU (thread time) and wall, onto a row and between rows."""
+    path = os.path.join(tmp, "replay.wtui")
+    write_log(path, tensors, snapshots)
+    from weighttui.tui.app import WeightApp
+
+    async def run():
+        app = WeightApp(path, mode="replay", alerts=False)
+        async with app.run_test(size=(160, 48)) as pilot:
+            while app.data.row_count < snapshots or app.data.end is None:
+                await pilot.pause(0.05)
+            await pilot.pause(0.2)
+            app.action_first()
+            on, off = [], []
+            for _ in range(presses):
+                t, c = time.perf_counter(), time.thread_time()
+                app.action_step(1)
+                (off if app.view().snapshot is not None else on).append(
+                    (time.perf_counter() - t, time.thread_time() - c))
+                await pilot.pause(0)
+            return app.data.n, on, off
+
+    n, on, off = asyncio.run(run())
+
+    def ms(v, i):
+        return f"median {statistics.median(x[i] for x in v) * 1000:.1f} max {max(x[i] for x in v) * 1000:.1f} ms"
+
+    print(f"replay at full resolution, {tensors} tensors, {snapshots} snapshots ({n} rows): → onto a row "
+          f"x{len(on)}: CPU {ms(on, 1)}, wall {ms(on, 0)}; → between rows (values read from the store) "
+          f"x{len(off)}: CPU {ms(off, 1)}, wall {ms(off, 0)}")
+
+
 def bench_idle_cpu(tmp, seconds=10.0):
     from weighttui.tui.app import WeightApp
 
@@ -414,9 +450,15 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def bench_big(tmp, megabytes, existing=None):
+# The same, with nowhere to write an index (read-only media: the one check the store makes before
+# writing says no, as in tests/unit/test_store.py): the viewer holds what it read itself.
+BIG_READONLY = "import weighttui.data.store.index as _index\n_index.writable = lambda d: False\n" + BIG
+
+
+def bench_big(tmp, megabytes, existing=None, readonly=False):
     """A big finished log (benchmarks/make_big_log.py), `watch` headless in a fresh process: without an
-    index (the latest snapshots first, the log indexed behind them), then again with the index it left."""
+    index (the latest snapshots first, the log indexed behind them), then again with the index it left.
+    readonly: once, with nowhere to write an index."""
     import shutil
 
     path = existing
@@ -431,8 +473,8 @@ def bench_big(tmp, megabytes, existing=None):
     size = os.path.getsize(path)
     index = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.wtuidx")
     shutil.rmtree(index, ignore_errors=True)  # (an index in the cache directory is not removed)
-    code = BIG
-    for label in ("no index", "with the index it left"):
+    code = BIG_READONLY if readonly else BIG
+    for label in (("nowhere to write an index",) if readonly else ("no index", "with the index it left")):
         out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=1800)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
         if out.returncode or not line:
@@ -637,7 +679,7 @@ def bench_paint_cpu(tmp, runs=7):
           f"{med(watch) * 1000:.0f} ms: {med(watch) / med(bare):.2f}x", flush=True)
 
 
-PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle", "tmux", "big")
+PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle", "tmux", "big", "replay")
 DEFAULT_PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle")
 
 
@@ -647,6 +689,8 @@ def main():
                     help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: %(default)s)")
     ap.add_argument("--tmux", action="store_true", help="add the tmux part")
     ap.add_argument("--big-mb", type=int, default=0, help="add the big-log part with a log of this size")
+    ap.add_argument("--big-readonly", action="store_true",
+                    help="big part: the viewer with nowhere to write an index (read-only media), instead")
     ap.add_argument("--big-log", help="use this existing big log instead of writing one")
     ap.add_argument("--tensors", type=int, default=2000, help="tensors for the scroll part")
     ap.add_argument("--live-seconds", type=float, default=15.0, help="how long the live part's writer runs")
@@ -678,10 +722,12 @@ def main():
             bench_2000(tmp, tensors=args.tensors)
         if "idle" in parts:
             bench_idle_cpu(tmp)
+        if "replay" in parts:
+            bench_replay(tmp)
         if "tmux" in parts:
             bench_tmux(tmp)
         if "big" in parts:
-            bench_big(tmp, args.big_mb or 1024, args.big_log)
+            bench_big(tmp, args.big_mb or 1024, args.big_log, args.big_readonly)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
           f"(load average now {os.getloadavg()[0]:.1f})")
 

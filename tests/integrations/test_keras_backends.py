@@ -74,12 +74,47 @@ def test_torch_backend_sequential_functional_subclassed(tmp_path):
         assert steps[~np.isnan(g)].tolist() == [3, 4, 6, 8], name
         for step, gnorm in zip(steps[~np.isnan(g)].tolist(), g[~np.isnan(g)].tolist(), strict=True):
             assert gnorm == pytest.approx(ref[step], rel=1e-6), (name, step)
+    _assert_device_path_matches_the_host_path(tmp_path)
     # custom loop on the torch backend: gradients are torch tensors
     run = weighttui.open(tmp_path / "loop.wtui")
     assert run.has_kind("grad")
     ref = np.load(tmp_path / "loop.npz")
     _, gnorm = run.series(info["loop"]["names"][0], "norm", kind="grad")
     assert gnorm[-1] == pytest.approx(np.linalg.norm(ref["g0"].astype(np.float64)), rel=1e-12)
+
+
+def _assert_device_path_matches_the_host_path(tmp_path):
+    """stats="device" on the torch backend (torch ops, device copies of the previous values, one host
+    copy per snapshot) logs what the host path (fused kernel) does: statistics within float32
+    tolerance, the same histogram counts, the same complete values."""
+    import weighttui
+    from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS
+
+    host, dev = weighttui.open(tmp_path / "numpy.wtui"), weighttui.open(tmp_path / "device.wtui")
+    assert dev.steps.tolist() == host.steps.tolist() == list(range(0, 9))
+    assert dev.tensor_names == host.tensor_names
+    ref = np.load(tmp_path / "device.npz")
+    stored = dev.weights(epoch=1)
+    for i, name in enumerate(dev.tensor_names):
+        assert stored[name].tobytes() == ref[f"w{i}"].tobytes(), name
+        for kind, stats in (("weights", WEIGHT_STATS), ("delta", DELTA_STATS), ("grad", WEIGHT_STATS)):
+            for stat in stats:
+                s_h, v_h = host.series(name, stat, kind)
+                s_d, v_d = dev.series(name, stat, kind)
+                assert s_d.tolist() == s_h.tolist(), (name, kind, stat)
+                np.testing.assert_allclose(v_d, v_h, rtol=2e-5, atol=1e-7, equal_nan=True,
+                                           err_msg=f"{name} {kind} {stat}")
+            if kind != "weights":
+                assert np.isfinite(dev.series(name, "norm", kind)[1][1:]).all(), (name, kind)  # every batch
+            h_steps, h_lo, h_hi, h_counts = host.histograms(name, kind)
+            d_steps, d_lo, d_hi, d_counts = dev.histograms(name, kind)
+            assert d_steps.tolist() == h_steps.tolist(), (name, kind)
+            np.testing.assert_allclose(d_lo, h_lo, rtol=1e-12)
+            np.testing.assert_allclose(d_hi, h_hi, rtol=1e-12)
+            assert (d_counts == h_counts).all(), (name, kind)
+        _s, samples_h = host.samples(name)
+        _s, samples_d = dev.samples(name)
+        np.testing.assert_array_equal(samples_d, samples_h)
 
 
 def test_mirrored_strategy_on_two_cpu_devices_writes_one_log(tmp_path):
@@ -170,6 +205,15 @@ def _torch_case(out: str) -> None:
               callbacks=[WeightCallback(os.path.join(out, "sgd.wtui"), every_batches=1),
                          WeightCallback(os.path.join(out, "sgd_3.wtui"), every_batches=3),
                          WeightCallback(os.path.join(out, "sgd_b.wtui"), every_batches=1, layers=["out"])])
+
+    # the device path (statistics with torch's ops where the variables live; what CUDA variables
+    # take), forced on these CPU variables, beside the host path in the same fit
+    model = sequential()
+    model.compile(keras.optimizers.Adam(0.02), "mse")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[WeightCallback(os.path.join(out, f"{stats}.wtui"), every_batches=1, stats=stats,
+                                        full_epochs=[1], instruments=False) for stats in ("numpy", "device")])
+    np.savez(os.path.join(out, "device.npz"), **{f"w{i}": w for i, w in enumerate(model.get_weights())})
 
     model = sequential()
     model.build((None, 4))

@@ -160,3 +160,48 @@ def test_a_failing_gradient_capture_costs_no_weights(tmp_path, monkeypatch, capf
     run = weighttui.open(path)
     assert run.steps.tolist() == [0, 2, 4, 6, 8]
     assert np.isnan(run.series("sequential/dense/kernel", "norm", "grad")[1]).all()
+
+
+def test_a_slow_background_snapshot_still_sees_its_own_batch(tmp_path, monkeypatch):
+    """A batch's snapshot is taken on a thread of its own while the next batches run; its reads
+    are immutable TF tensors. With each snapshot slowed down (the next step's update and gradient
+    assignment certainly run while it holds them), the weights, updates and gradients logged are
+    still those of its own batch, and the snapshots ran off the training thread."""
+    import threading
+    import time
+
+    from weighttui.record.recorder import Recorder
+
+    threads = []
+    real = Recorder.snapshot
+
+    def slow(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.02)  # the training thread would overtake it, were it not waited for
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Recorder, "snapshot", slow)
+    keras.utils.set_random_seed(26)
+    x, y = _data(96)
+    model = _model()
+    lr = 0.05
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    path = tmp_path / "slow.wtui"
+    snap = Snap()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[WeightCallback(path, every_batches=1, instruments=False), snap])
+    assert threads.count("weighttui-keras-snapshot") == 10  # every batch but each epoch's last
+    assert threads.count(threading.main_thread().name) == 3  # the initial snapshot, the epoch ends
+    run = weighttui.open(path)
+    assert run.steps.tolist() == list(range(0, 13))
+    for i, name in enumerate(v.path for v in model.weights):
+        _s, norms = run.series(name, "norm")
+        _s, dnorm = run.series(name, "norm", "delta")
+        _s, gnorm = run.series(name, "norm", "grad")
+        for step in range(1, 13):
+            assert norms[step] == pytest.approx(weight_stats(snap.taken[step - 1][i])[5], rel=1e-12)
+            if step > 1:
+                want = delta_row(snap.taken[step - 1][i], snap.taken[step - 2][i], 64)[0][0]
+                assert dnorm[step] == pytest.approx(want, rel=1e-9)
+                assert dnorm[step] == pytest.approx(lr * gnorm[step], rel=1e-4)  # SGD: this batch's gradient

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+import weighttui
 from weighttui import Recorder
 from weighttui.log.format import HEADER
 from weighttui.tui.app import WeightApp
@@ -133,6 +134,27 @@ async def test_torn_tail_of_a_dead_writer_is_reported(tmp_path, tui):
         await pilot.press("end")
         assert f"incomplete final record, {expected['torn_tail_bytes']} bytes ignored" in header(app)
         assert "STALLED" in header(app)
+
+
+async def test_damage_at_the_end_is_no_incomplete_record(tmp_path, tui):
+    """Bytes the reader skips as damage at the end of a finished log are a corruption, not an
+    incomplete final record: the header says what `info` says (torn_tail 0)."""
+    src = os.path.join(tui.DATA, "torn_tail.wtui")
+    expected = json.load(open(os.path.join(tui.DATA, "expected.json")))["torn_tail.wtui"]
+    raw = open(src, "rb").read()
+    path = tmp_path / "damaged_end.wtui"
+    path.write_bytes(raw[: len(raw) - expected["torn_tail_bytes"]] + b"\x00not a frame" * 4)
+    old = time.time() - 3600
+    os.utime(path, (old, old))  # not growing for an hour: the writer is gone
+    info = weighttui.open(path)
+    assert info.torn_tail == 0 and info.corruptions
+    app = WeightApp(path, mode="replay", alerts=False)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == len(expected["snapshot_steps"]), what="snapshots")
+        await pilot.pause(0.15)
+        await pilot.press("end")
+        assert app.data.torn_tail == 0 and app.data.corruptions == info.corruptions
+        assert "incomplete final record" not in header(app)
 
 
 async def test_truncated_and_rewritten_by_a_new_run_reloads(tmp_path, tui):

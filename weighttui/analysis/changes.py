@@ -65,12 +65,7 @@ def _last_present(present: np.ndarray, row: int) -> np.ndarray:
 
 
 def _sample_change(run, name: str, row_a: int, row_b: int) -> float:
-    steps, values = run.samples(name)
-    if values.shape[1] == 0:
-        return float("nan")
-    all_steps = run.steps
-    sa = values[np.searchsorted(steps, all_steps[row_a])] if all_steps[row_a] in steps else None
-    sb = values[np.searchsorted(steps, all_steps[row_b])] if all_steps[row_b] in steps else None
+    sa, sb = _sample_at(run, name, row_a), _sample_at(run, name, row_b)
     if sa is None or sb is None:
         return float("nan")
     sa = sa.astype(np.float64)
@@ -83,6 +78,18 @@ def _sample_change(run, name: str, row_a: int, row_b: int) -> float:
     if base == 0:
         return 0.0 if diff == 0 else float("inf")
     return float(diff / base)
+
+
+def _sample_at(run, name: str, row: int) -> np.ndarray | None:
+    """The tensor's samples at the snapshot of row `row`, or None (not covered, none sampled).
+
+    A range read of that step alone: reading the samples of every row would read every
+    snapshot frame again in a store without an index (data/store/fromlog.py)."""
+    step = int(run.steps[row])
+    steps, values = run.samples(name, start=step, stop=step + 1)
+    if values.shape[1] == 0 or not steps.size:
+        return None
+    return values[0]
 
 
 _values_cache: dict = {}  # (id(run), run_id, step) -> {name: array}; the last two marks read

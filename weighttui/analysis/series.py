@@ -64,8 +64,11 @@ def covered(run, kind: str) -> np.ndarray:
     """[rows, tensors] booleans: the tensor was in the snapshot and the block has a row for it."""
     if not run.has_kind(kind) or not run.n:
         return np.zeros((run.n, len(run.tensors)), dtype=bool)
-    stacked = np.stack([run.stat_matrix(kind, s) for s in run.columns(kind)], axis=-1)
-    return run.present & ~np.isnan(stacked).all(axis=-1)
+    blank = None  # every statistic NaN so far (one matrix at a time: no [rows, tensors, stats] stack)
+    for s in run.columns(kind):
+        nan = np.isnan(run.stat_matrix(kind, s, keep=False))
+        blank = nan if blank is None else np.logical_and(blank, nan, out=blank)
+    return run.present & ~blank if blank is not None else run.present.copy()
 
 
 def latest(matrix: np.ndarray, cover: np.ndarray) -> list[float | None]:

@@ -117,10 +117,14 @@ def _kinds(run: RunData, kinds) -> list[str]:
     return list(kinds)
 
 
-def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=None) -> str:
-    """Write `run` to `out` in `fmt`; returns a short description of what was written."""
+def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=None, marks=None) -> str:
+    """Write `run` to `out` in `fmt`; returns a short description of what was written.
+
+    marks: (step A, step B) for the change table's change between two steps (fmt "changes")."""
     if fmt not in FORMATS:
         raise CliError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if marks is not None and fmt != "changes":
+        raise CliError("--marks A B goes with --format changes (the change table between two steps)")
     mode = log_mode(run)
     if step is not None or epoch is not None:
         return _export_weights(run, fmt, out, step, epoch, mode)
@@ -131,7 +135,7 @@ def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=Non
     if fmt == "npz":
         return _stats_npz(run, out, _kinds(run, kinds), mode)
     if fmt == "changes":
-        return _changes_csv(run, out, mode)
+        return _changes_csv(run, out, mode, marks)
     if fmt == "parquet":
         return _stats_parquet(run, out, kinds, mode)
     try:
@@ -232,12 +236,14 @@ def _encoded_note(encoded: int) -> str:
             if encoded else "")
 
 
-def _changes_csv(run: RunData, out: str, mode: int = 0o600) -> str:
+def _changes_csv(run: RunData, out: str, mode: int = 0o600, marks=None) -> str:
     from weighttui.analysis.changes import COLUMNS, change_table
 
-    rows = change_table(run)
+    mark_a, mark_b = marks if marks is not None else (None, None)
+    rows = change_table(run, mark_a=mark_a, mark_b=mark_b)
     with _text_out(out, mode) as fh:
-        w = csv.DictWriter(fh, fieldnames=["tensor", *COLUMNS, "flag"], extrasaction="ignore")
+        # change_ab_from: "values" (complete tensors at both marks), "samples", or "" (no marks)
+        w = csv.DictWriter(fh, fieldnames=["tensor", *COLUMNS, "flag", "change_ab_from"], extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow(row)
@@ -253,7 +259,11 @@ def _export_weights(run: RunData, fmt: str, out: str, step, epoch, mode: int = 0
     try:
         weights = run.weights(step=step, epoch=epoch)
     except KeyError as exc:  # no values there: the message lists where they exist
-        raise CliError(exc.args[0] if exc.args else str(exc)) from None
+        message = exc.args[0] if exc.args else str(exc)
+        imported = (run.run.meta or {}).get("import") if run.run is not None else None
+        if isinstance(imported, dict) and imported.get("values") is False:
+            message += "; this run was imported with --no-values (import it again without it to keep them)"
+        raise CliError(message) from None
     where = f"step {step}" if step is not None else f"epoch {epoch}"
     encoded = 0
     if fmt == "npz":

@@ -30,6 +30,12 @@ def cmd_import(args) -> int:
         raise FileNotFoundError(f"no such file or directory: {args.src}")
     if os.path.abspath(args.out) == os.path.abspath(args.src):
         raise CliError("--out must not be the source")
+    if os.path.isdir(args.out):
+        raise CliError(f"--out {args.out} is a directory; give the run log's file name "
+                       f"(e.g. {os.path.join(args.out, 'run.wtui')})")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):  # said before any checkpoint is read, in one line
+        raise CliError(f"--out {args.out}: no such directory: {out_dir}")
     try:
         result = import_source(args.src, args.out, values=args.values, bins=args.bins)
     except ImportFileError as exc:

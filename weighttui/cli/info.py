@@ -96,7 +96,11 @@ def tensor_rows_now(run: RunData) -> list[dict]:
                 if kind not in cover:
                     cover[kind] = covered(run, kind)
                 matrix = per_step_ratio(run) if stat == "ratio/step" else run.stat_matrix(kind, stat)
-                cache[kind, stat] = latest(matrix, cover[kind])
+                cover_k = cover[kind]
+                if (kind, stat) in SPARSE_STATS:  # NaN between fits: the latest fit is the latest value
+                    with np.errstate(invalid="ignore"):
+                        cover_k = cover_k & ~np.isnan(matrix)
+                cache[kind, stat] = latest(matrix, cover_k)
         return cache[kind, stat]
 
     instruments = INSTRUMENT_STATS if _has_instruments(run) else ()
@@ -119,7 +123,7 @@ def tensor_rows_now(run: RunData) -> list[dict]:
             "update_ratio_per_step": last("delta", "ratio/step")[c] if run.has_kind("delta") else None,
             "grad_norm": last("grad", "norm")[c],
             # instruments (docs/instruments.md), when the log has them
-            **{stat: last(kind, stat)[c] for kind, stat in instruments},
+            **{INSTRUMENT_KEYS.get((kind, stat), stat): last(kind, stat)[c] for kind, stat in instruments},
         })
     return rows
 
@@ -127,7 +131,13 @@ def tensor_rows_now(run: RunData) -> list[dict]:
 # the instrument columns `info` shows, latest value per tensor
 INSTRUMENT_STATS = (("weights", "sigma_max"), ("weights", "stable_rank"), ("weights", "dist_init"),
                     ("delta", "cos_prev"), ("delta", "cos_grad"), ("delta", "sigma_ratio"),
-                    ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr"))
+                    ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr"),
+                    ("weights", "alpha"), ("weights", "exploding_units"), ("grad", "dead_units"),
+                    ("optim", "nonfinite"))
+# keys of tensor_rows for stats whose bare name would not say what they count
+INSTRUMENT_KEYS = {("optim", "nonfinite"): "optim_nonfinite"}
+# columns written only on some snapshots (alpha: every alpha_every-th); NaN elsewhere means "not fitted"
+SPARSE_STATS = {("weights", "alpha")}
 
 
 def _has_instruments(run: RunData) -> bool:
@@ -222,8 +232,13 @@ def print_info(run: RunData, alerts, out) -> None:
           f"started {r['created'] or '?'}\n")
         if d["runs_in_log"] > 1:
             w(f"  this log holds {d['runs_in_log']} runs (appended); showing the latest (--run N for others)\n")
-        if r["meta"]:
-            w(f"  meta: {inert(r['meta'])}\n")
+        meta = r["meta"]
+        imported = meta.get("import") if isinstance(meta, dict) else None
+        if isinstance(imported, dict):  # `weighttui import`: where steps and epochs came from, said plainly
+            w(f"  imported: {inert(_import_line(imported))}\n")
+            meta = {k: v for k, v in meta.items() if k != "import"}
+        if meta:
+            w(f"  meta: {inert(meta)}\n")
     status = inert(d["status"])
     if d.get("ended_by"):
         status += f" ({inert(d['ended_by'])})"
@@ -263,14 +278,18 @@ def print_info(run: RunData, alerts, out) -> None:
             shape = "x".join(map(str, t["shape"])) or "scalar"
             flag = "" if t["trainable"] else "  (frozen)"
             bad = (t["nan"] or 0) + (t["inf"] or 0)
-            if bad:  # a count from the log: may be anything a float can be
+            if bad and not math.isnan(bad):  # a count from the log: may be anything a float can be;
+                # NaN is no count (an imported TensorBoard histogram does not know its NaN/Inf)
                 flag += f"  {int(bad) if math.isfinite(bad) and bad == int(bad) else _fmt(bad)} non-finite"
             w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
               f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
         if _has_instruments(run):
-            heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr")
-            keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr")
-            w(f"\n  instruments (latest)\n  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
+            heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr",
+                     "alpha", "dead u.", "expl. u.")
+            keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr",
+                    "alpha", "dead_units", "exploding_units")
+            w(f"\n  instruments (latest) · alpha: latest fit · dead u., expl. u.: units counted\n"
+              f"  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
             for t, name in zip(tensors, names, strict=True):
                 name = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
                 w(f"  {name:<{name_w}}  " + "  ".join(f"{three_digits(t[k]):>9}" for k in keys) + "\n")
@@ -291,6 +310,37 @@ def print_info(run: RunData, alerts, out) -> None:
                 w(f"      -> {inert(a['advice'])}\n")
     elif d["snapshots"]:
         w("\n  alerts: none\n")
+
+
+# the import's rules for steps and epochs (docs/import.md, "Steps and epochs"), as `info` says them
+_IMPORT_RULES = {"metadata": "the files' metadata", "name": "numbers in file names", "epoch": "the epoch",
+                 "order": "file order", "unknown": "unknown"}
+
+
+def _import_line(imp: dict) -> str:
+    """The run meta's `import` record (docs/import.md) as one line: source, what was kept, and where the
+    steps and epochs came from (`{"name": 3}`: from 3 file names; "metadata", "epoch", "order" ...)."""
+    def origin(v) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{_IMPORT_RULES.get(k, k)} ({n})" if isinstance(n, int) else str(k)
+                             for k, n in v.items()) or "?"
+        return str(v)
+
+    parts = [f"{imp.get('kind', '?')} from {imp.get('source', '?')}"]
+    if "checkpoints" in imp:
+        parts[0] += f" ({imp['checkpoints']} checkpoints)"
+    if imp.get("kind") == "tensorboard":
+        parts.append("histograms and scalars, no complete values")
+    elif "values" in imp:
+        parts.append("complete values kept" if imp["values"] else "no complete values (--no-values)")
+    if "step_from" in imp:
+        parts.append(f"steps from: {origin(imp['step_from'])}")
+    if "epoch_from" in imp:
+        parts.append(f"epochs from: {origin(imp['epoch_from'])}")
+    approx = imp.get("approximate")
+    if isinstance(approx, list) and approx:
+        parts.append("approximate: " + "; ".join(map(str, approx)))
+    return "; ".join(parts)
 
 
 def _clip(text: str, width: int = 48) -> str:

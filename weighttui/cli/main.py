@@ -29,8 +29,26 @@ def _check_log(path: str, *, must_exist: bool) -> None:
             raise CliError(f"no such run log: {path}")
         return
     if os.path.isdir(path):
-        raise CliError(f"{path} is a directory, not a run log")
-    sniff_file(path).raise_if_foreign()  # LogFormatError -> exit 2; a pending header is fine
+        hint = (f" (checkpoints: `weighttui import {path} --out run.wtui`, or `weighttui watch {path}`)"
+                if _is_checkpoint_dir(path) else "")
+        raise CliError(f"{path} is a directory, not a run log{hint}")
+    try:
+        sniff_file(path).raise_if_foreign()  # LogFormatError -> exit 2; a pending header is fine
+    except LogFormatError as exc:
+        if not _looks_like_checkpoint(path):
+            raise
+        raise CliError(f"{path}: {exc}; it looks like a checkpoint: `weighttui import {path} --out run.wtui` "
+                       f"makes a run log of it") from None
+
+
+# names `weighttui import` reads (integrations/importers), said as a hint when one is given as a run log;
+# not .bin or .json, which name many other things too
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".h5", ".hdf5", ".keras", ".npz")
+
+
+def _looks_like_checkpoint(path: str) -> bool:
+    name = os.path.basename(path).lower()
+    return name.endswith(_CHECKPOINT_SUFFIXES) or "tfevents" in name or name == "pytorch_model.bin"
 
 
 # ---------------------------------------------------------------- commands
@@ -165,7 +183,7 @@ def cmd_export(args) -> int:
     _check_log(args.path, must_exist=True)
     run = open_run(args.path, run=args.run)
     wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
-                          kinds=args.kind)
+                          kinds=args.kind, marks=args.marks)
     print(f"wrote {wrote}", file=sys.stderr)
     return 0 if complete else 1
 
@@ -232,7 +250,7 @@ examples, one per command:
   weighttui watch run.sock                    follow a live run (waits for the file to appear)
   weighttui replay run.sock                   scrub a finished run from its first snapshot
   weighttui info run.sock --json              summary: run, status, tensors, damage, alerts
-  weighttui export run.sock --format csv --out stats.csv      statistics (or json, npz, changes, tensorboard)
+  weighttui export run.sock --format csv --out stats.csv      statistics (or json, npz, parquet, changes, tensorboard)
   weighttui import ckpts/ --out run.wtui      existing checkpoints, HF Trainer output, TB events -> a run log
   weighttui demo                              a small numpy MLP trains in another process; watch it live
 
@@ -246,6 +264,9 @@ examples:
   weighttui {name} gpu-box:runs/run.sock          a log on another machine, over your own ssh
   weighttui {name} ssh://me@gpu-box:2222/runs/run.sock   the same with a user and port
   weighttui {name} sweep/                         every log under a directory, side by side
+  weighttui {name} ckpts/                         a checkpoint directory (safetensors, .pt, .ckpt, Keras/HDF5,
+                                                 .npz, JSON, HF checkpoint-N/, TensorBoard events) as a live run:
+                                                 each checkpoint is shown once completely written (docs/import.md)
   weighttui {name} run.sock --threshold ratio_high=0.05 --threshold disable=dead_units
 
 remote watching: host:path (scp style) or ssh://[user@]host[:port]/path runs `ssh` with your
@@ -287,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=raw)
         p.add_argument("path", nargs="+",
                        help="run log (e.g. run.sock), local or [user@]host:path / ssh://user@host:port/path; "
-                            "several logs or a directory compare runs side by side")
+                            "several logs or a directory compare runs side by side; a directory of checkpoints "
+                            "(where a trainer keeps writing them) is imported and followed as a live run")
         p.add_argument("--max-rows", type=_at_least_4, default=2048,
                        help="snapshots kept in memory before old history is thinned (default 2048: enough "
                             "for any terminal width, and a 1 GB log stays under 500 MB)")
@@ -334,6 +356,10 @@ examples:
     p.add_argument("--kind", action="append", choices=KINDS,
                    help="statistics blocks to export (default: all present)")
     p.add_argument("--run", type=int, default=None, help="which run of an appended log")
+    p.add_argument("--marks", nargs=2, type=int, metavar=("A", "B"),
+                   help="with --format changes: also the change |w_B - w_A| / |w_A| between steps A and B "
+                        "(column change_ab; exact from complete values where both steps have them, else from "
+                        "the sampled elements: column change_ab_from says which)")
     p.set_defaults(func=cmd_export)
 
     from weighttui.cli.importing import add_parser as add_import_parser

@@ -33,6 +33,7 @@ import numpy as np
 from weighttui.data.liveness import writer_running
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
+from weighttui.data.store.fromlog import LogSource
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
@@ -103,6 +104,11 @@ class _Dense:
     def __init__(self, rows, buf, run):
         self.rows, self.buf, self.run = rows, buf, run
 
+
+
+def _directory(store: LogIndex) -> str | None:
+    """The index directory the store's Spiller writes to (None: no Spiller)."""
+    return store.spill.directory if isinstance(store.spill, store_index.Spiller) else None
 
 
 def _read_marks(store) -> tuple:
@@ -191,12 +197,8 @@ class RunData:
         if poll.reset:
             self._reset()
             changed = True
-        if self.cache and self.path is not None and self._store.spill is None \
-                and poll.size >= store_index.MIN_LOG_BYTES:
-            # a big log read by a viewer: sealed segments go to the index directory, not memory
-            self._store.spill = store_index.spiller_for(self.path, poll.size)
-            for r in self._store.runs:
-                r.spill = self._store.spill
+        if self.path is not None and self._store.spill is None:
+            self._set_spill(self._store, poll.size)
         if poll.size > self.file_size:
             self.last_growth = time.monotonic()
         self.file_size = poll.size or self.file_size
@@ -206,11 +208,17 @@ class RunData:
             self._store.apply(item)
             changed = True
         if poll.offset > 0:  # past the file's start: how far the store covers the log, for save_index()
-            self._store.scan = ScanState(poll.offset, poll.resyncing, max(0, poll.size - poll.offset))
+            pending = getattr(poll, "pending", None)
+            pending = max(0, poll.size - poll.offset) if pending is None else pending
+            self._store.scan = ScanState(poll.offset, poll.resyncing, pending)
+            # as refresh() says it: what is left after the last complete frame once the whole file has
+            # been read (a poll that stopped short of the end, reading a big log in parts, has none yet)
+            self.torn_tail = self._store.scan.torn_tail if poll.offset + pending >= poll.size else 0
         return changed
 
     def _reset(self) -> None:
         self.resets += 1
+        self.torn_tail = 0
         self._store = LogIndex()
         self._ident = None
         self._reset_view()
@@ -250,23 +258,41 @@ class RunData:
                         store = self._store
             before = store.version
             start = store.scan.offset
-            if self.cache and store.spill is None and st.st_size - start >= store_index.MIN_LOG_BYTES:
-                store.spill = store_index.spiller_for(self.path, st.st_size)
-                for r in store.runs:
-                    r.spill = store.spill
-            for item in scan_frames(fd, store.scan, st.st_size):
-                store.apply(item)
+            if store.spill is None:
+                self._set_spill(store, st.st_size - start)
+            if isinstance(store.spill, LogSource):
+                store.spill.reading = fd
+            try:
+                for item in scan_frames(fd, store.scan, st.st_size):
+                    store.apply(item)
+            finally:
+                if isinstance(store.spill, LogSource):
+                    store.spill.reading = None
             store.size = st.st_size
             self.torn_tail = store.scan.torn_tail
             if len(self._ident[2]) < min(_FIRST_BYTES, store.scan.offset):  # keep what was read as the identity
                 self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
-            if self.cache and store.scan.offset != start:
-                where = store_index.save_index(self.path, fd, st, store,
-                                               store.spill.directory if store.spill is not None else None)
+            if self.cache and store.scan.offset != start and not isinstance(store.spill, LogSource):
+                where = store_index.save_index(self.path, fd, st, store, _directory(store))
                 self.index_path = where or self.index_path
             return store.version != before
         finally:
             os.close(fd)
+
+    def _set_spill(self, store: LogIndex, new_bytes: int) -> None:
+        """Where the store's sealed segments go. A big log read with a cache: the index directory
+        (a Spiller). With no index to hold them (cache=False, or nowhere to write one): a LogSource
+        (statistics in memory, histograms and samples read back from the log). Small logs read with
+        a cache keep them in memory until the index is saved."""
+        assert self.path is not None
+        big = new_bytes >= store_index.MIN_LOG_BYTES
+        spill: store_index.Spiller | LogSource | None = \
+            store_index.spiller_for(self.path, new_bytes) if self.cache and big else None
+        if spill is None and (big or not self.cache):
+            spill = LogSource(self.path)
+        store.spill = spill
+        for r in store.runs:
+            r.spill = spill
 
     def load_index(self):
         """Take the run as far as the log's index covers it (a viewer's start); the ScanState to
@@ -299,7 +325,8 @@ class RunData:
         last frame applied read back the same (a log replaced meanwhile is not indexed).
         """
         store = self._store
-        if not self.cache or self.path is None or not store.runs or store.last_frame is None:
+        if not self.cache or self.path is None or not store.runs or store.last_frame is None \
+                or isinstance(store.spill, LogSource):
             return None
         with self._log_for_index(self.path) as fd:
             if fd is None:
@@ -317,8 +344,7 @@ class RunData:
             if not _still_holds(fd, st, _read_marks(store)):
                 return None
             store.size = st.st_size
-            return store_index.save_index(path, fd, st, store,
-                                          store.spill.directory if store.spill is not None else None)
+            return store_index.save_index(path, fd, st, store, _directory(store))
         except OSError:
             return None
 
@@ -327,10 +353,10 @@ class RunData:
         ingests), written by IndexSave.write() on another thread, then IndexSave.commit() here again.
         None when there is nothing to save."""
         store = self._store
-        if not self.cache or self.path is None or not store.runs or store.last_frame is None:
+        if not self.cache or self.path is None or not store.runs or store.last_frame is None \
+                or isinstance(store.spill, LogSource):
             return None
-        plan = store_index.prepare_save(self.path, self.file_size, store,
-                                        store.spill.directory if store.spill is not None else None)
+        plan = store_index.prepare_save(self.path, self.file_size, store, _directory(store))
         return None if plan is None else IndexSave(self, plan, _read_marks(store))
 
     def derived(self, key: str, compute):
@@ -626,14 +652,22 @@ class RunData:
         self._dense = {}
         self._fill_maps = {}
 
-    def stat_matrix(self, kind: str, stat: str) -> np.ndarray:
+    def stat_matrix(self, kind: str, stat: str, *, keep: bool = True) -> np.ndarray:
         """[rows, tensor columns] of one statistic over the row view (NaN where not covered;
-        every statistic of log/schema.COLUMNS can be asked for, NaN where the log has none)."""
+        every statistic of log/schema.COLUMNS can be asked for, NaN where the log has none).
+
+        Kept and extended as rows arrive; keep=False: a matrix not kept already is built for
+        this call only (a caller that reads every statistic once holds one at a time)."""
         self._kind(kind)
         cols = COLUMNS[kind]
         if stat not in cols:
             raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
-        return self._dense_matrix((kind, cols.index(stat)), np.nan, np.float64)
+        key = (kind, cols.index(stat))
+        if keep or key in self._dense:
+            return self._dense_matrix(key, np.nan, np.float64)
+        out = self._dense_matrix(key, np.nan, np.float64)
+        del self._dense[key]
+        return out
 
     @property
     def present(self) -> np.ndarray:
@@ -817,9 +851,11 @@ class RunData:
         if not got:
             return run.steps.view[:0].copy(), np.zeros(0), np.zeros(0), np.zeros((0, 0), dtype=np.uint32)
         rows = np.concatenate([e[4] for e in got])
-        lo = np.concatenate([seg.part("lo", a, b)[m] for seg, a, b, m, _r in got])
-        hi = np.concatenate([seg.part("hi", a, b)[m] for seg, a, b, m, _r in got])
-        counts = np.concatenate([seg.part("counts", a, b)[m].astype(np.uint32) for seg, a, b, m, _r in got])
+        # only the entries wanted (a store without an index reads each from its frame: data/store/fromlog.py)
+        wanted = [(seg, a + np.flatnonzero(m)) for seg, a, _b, m, _r in got]
+        lo = np.concatenate([seg.take("lo", i) for seg, i in wanted])
+        hi = np.concatenate([seg.take("hi", i) for seg, i in wanted])
+        counts = np.concatenate([seg.take("counts", i).astype(np.uint32) for seg, i in wanted])
         has = (counts.sum(axis=1) > 0) | np.isfinite(lo)
         return run.steps.view[rows[has]], lo[has], hi[has], counts[has]
 
@@ -836,20 +872,19 @@ class RunData:
             return steps, out
         at = 0
         for seg, a, b, mask, _r in got:
-            n = int(mask.sum())
-            if seg.soff is not None:
+            idx = a + np.flatnonzero(mask)
+            n = idx.size
+            if seg.soff is not None and n:
                 soff = seg.part("soff", a, b + 1)
-                flat = seg.part("samples", int(soff[0]), int(soff[-1]))
-                lens = np.diff(soff)
+                lens = (soff[1:] - soff[:-1])[idx - a]
+                flat = seg.take("samples", idx)  # those entries' samples, one after the other
                 full = lens == k  # snapshots that carried no samples have none here
-                block = np.full((b - a, k), np.nan, dtype=np.float32)
                 if full.all():
-                    block = flat.reshape(b - a, k)
+                    out[at:at + n] = flat.reshape(n, k)
                 else:
-                    starts = soff[:-1] - soff[0]
+                    starts = np.cumsum(lens) - lens
                     for i in np.nonzero(full)[0]:
-                        block[i] = flat[starts[i]:starts[i] + k]
-                out[at:at + n] = block[mask]
+                        out[at + i] = flat[starts[i]:starts[i] + k]
             at += n
         return steps, out
 

@@ -17,6 +17,8 @@ batches across all `fit` calls of one callback; epochs are Keras' own
 from __future__ import annotations
 
 import fnmatch
+import threading
+from queue import SimpleQueue
 
 import keras
 import numpy as np
@@ -78,7 +80,8 @@ class WeightCallback(keras.callbacks.Callback):
         (TensorFlow and torch backends; on TensorFlow one extra copy of the
         trainable weights holds them between the graph and the host).
     stats: "auto" (TF ops for TensorFlow variables on a GPU/TPU, numpy
-        otherwise), "device" (TF ops; TensorFlow backend only) or "numpy".
+        otherwise; torch ops for torch variables on a GPU), "device" (TF or torch ops, wherever
+        the variables are; TensorFlow and torch backends) or "numpy".
     recorder_options: passed to `Recorder` (bins, sample, delta, include,
         exclude, meta, full_every ...).
     """
@@ -95,8 +98,8 @@ class WeightCallback(keras.callbacks.Callback):
                 raise TypeError(f"{bad}= is not a WeightCallback option (use epochs, every_batches, full_epochs)")
         if stats not in ("auto", "device", "numpy"):
             raise ValueError(f"stats must be 'auto', 'device' or 'numpy', got {stats!r}")
-        if stats == "device" and keras.backend.backend() != "tensorflow":
-            raise ValueError("stats='device' needs the TensorFlow backend")
+        if stats == "device" and keras.backend.backend() not in ("tensorflow", "torch"):
+            raise ValueError("stats='device' needs the TensorFlow or torch backend")
         self.stats = stats
         self._device = None if stats == "auto" else stats == "device"  # auto: decided on first use
         self._epochs = epoch_selector(epochs, "epochs")
@@ -123,9 +126,12 @@ class WeightCallback(keras.callbacks.Callback):
         self._epoch = None
         self._epoch_base = 0
         self._last_recorded = -1  # step of the latest weights snapshot
+        # a batch's snapshot of TF reads is computed off the training thread (_Background)
+        self._background: _Background | None = None
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
         self._tf_instruments = None  # TFInstruments of the current recorder
+        self._torch_stats = None  # keras_torch_stats.TorchStats (torch backend, stats on the device)
         self._reads: _ReadSet | None = None  # what the CPU path reads: _read_set()
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
         self._n_weights = -1
@@ -213,9 +219,12 @@ class WeightCallback(keras.callbacks.Callback):
         if self._device:
             if scalars:
                 rec.scalars(step, epoch=epoch, **scalars)
-            grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
-                           for g, name in pairs} if grads is not None else None
-            done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
+            if keras.backend.backend() == "torch":
+                done = self._record_torch(step, tracked, epoch, batch, full, pairs if grads is not None else None)
+            else:
+                grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
+                               for g, name in pairs} if grads is not None else None
+                done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
             # the same items every call (weights, every gradient slot, the learning rate variable), so
             # that one concrete function, traced once per model, reads them; gradients that are not
@@ -237,12 +246,79 @@ class WeightCallback(keras.callbacks.Callback):
             if grads is not None:
                 at, more = rs.slot_at, iter(host[len(rs.items):])
                 grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
+            if batch is not None and self._deferrable(host):
+                # the reads are immutable TF tensors (the next step's update copies a buffer a read
+                # still holds): their statistics are taken while training goes on, one at a time
+                self._in_background(lambda: self._snapshot(step, arrays, epoch, batch, grad_arrays, full,
+                                                           None, scalars))
+                return
+            self._settle()
             optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
-            # the scalars go in the snapshot's job (one queue entry, one wake of the writer thread)
-            done = rec.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grad_arrays, full=full, optim=optim,
-                                scalars=scalars or None)
+            done = self._snapshot(step, arrays, epoch, batch, grad_arrays, full, optim, scalars)
         if done:
             self._last_recorded = step
+
+    def _snapshot(self, step, arrays, epoch, batch, grads, full, optim, scalars) -> bool:
+        # the scalars go in the snapshot's job (one queue entry, one wake of the writer thread)
+        done = self.recorder.snapshot(step, arrays, epoch=epoch, batch=batch, grads=grads, full=full, optim=optim,
+                                      scalars=scalars or None)
+        if done:
+            self._last_recorded = step
+        return done
+
+    def _deferrable(self, host) -> bool:
+        """Whether a batch's snapshot of these host arrays may be taken off the training thread:
+        TensorFlow reads (views of immutable tensors; torch and JAX hand views of buffers the
+        next step updates in place), no instruments (they read optimizer slots as they are now),
+        and at most DEFER_MAX_BYTES held (the next step's update copies what a read holds)."""
+        if keras.backend.backend() != "tensorflow" or self.recorder.instruments:
+            return False
+        return sum(a.nbytes for a in host) <= DEFER_MAX_BYTES
+
+    def _in_background(self, fn) -> None:
+        bg = self._background
+        if bg is None or not bg.alive:
+            bg = self._background = _Background(self._reporter)
+        bg.run(fn)
+
+    def _settle(self) -> None:
+        """Wait for a batch's snapshot still being taken in the background (before anything else
+        reads `_last_recorded` or writes to the log: records stay in step order)."""
+        if self._background is not None:
+            self._background.wait()
+
+    def _stop_background(self) -> None:
+        bg, self._background = self._background, None
+        if bg is not None:
+            bg.stop()
+
+    def _record_torch(self, step, tracked, epoch, batch, full, pairs) -> bool:
+        """Statistics with torch ops on the variables' device (keras_torch_stats.py), then Recorder.submit."""
+        from weighttui.integrations import torch_host
+        from weighttui.integrations.keras_torch_stats import TorchStats
+
+        rec = self.recorder
+        if self._torch_stats is None:
+            # stats="device" on CPU variables: torch's ops rather than the fused kernel (what a GPU runs)
+            self._torch_stats = TorchStats(rec.bins, delta=rec.delta_policy == "exact",
+                                           cpu_kernel="torch" if self.stats == "device" else "fused")
+        if rec.instruments and self._reporter.once("torch_device_instruments", (
+                "weighttui: the instruments (docs/instruments.md) are not computed for Keras variables on a "
+                "torch device; the statistics are")):
+            self._reporter.record_event("instruments", "not computed for Keras variables on a torch device", "info")
+        infos = [rec.tensors[name] for name, _v, _l, _t in tracked]
+        names = [name for name, _v, _l, _t in tracked]
+        xs = [v.value.detach() for _n, v, _l, _t in tracked]
+        grads = None
+        if pairs is not None:
+            by_name = {name: g for g, name in pairs}
+            grads = [by_name.get(name) for name in names]
+        weights, delta, grad, sample = self._torch_stats(infos, xs, grads)
+        if rec.delta_policy == "sample":
+            delta = self._sample_delta(infos, names, sample)
+        values = [torch_host.host_value(x) for x in xs] if full else None
+        return rec.submit(step, infos, weights, epoch=epoch, batch=batch, delta=delta, grad=grad,
+                          sample=None if sample is None else sample.astype(np.float32), values=values)
 
     def _record_tf(self, step, tracked, epoch, batch, full, grad_arrays) -> bool:
         """Statistics with TF ops on the variables' device, then Recorder.submit."""
@@ -360,12 +436,14 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("starting to record", self._train_begin)
 
     def _train_begin(self):
+        self._stop_background()  # one left by a fit that ended without on_train_end
         if self._closed_by_fit:
             # a second fit with the same callback: a new run in the same log
             self._closed_by_fit = False
             self.recorder = self._new_recorder(mode="a")
             self._variables = None
             self._prev = {}  # delta history starts afresh with the new run
+            self._torch_stats = None
         if self._capture is not None:  # an earlier fit that ended without on_train_end
             self._release_capture()
         if self.grads and self.recorder.active:  # first: the initial snapshot reads what later ones do
@@ -439,6 +517,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("recording an epoch", self._epoch_end, int(epoch), logs)
 
     def _epoch_end(self, epoch, logs):
+        self._settle()
         scalars = self._scalars(logs)
         full = (self._full_epochs is not None and self._full_epochs(epoch)) or self._full_every_due()
         wanted = self._epochs is None or self._epochs(epoch)
@@ -449,6 +528,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # the end of training is always in the log, whatever `epochs` / `every_batches` chose
+        self._guard("finishing a batch's snapshot", self._stop_background)
         if self.step != self._last_recorded:
             self._guard("taking the final snapshot", lambda: self._record(epoch=self._epoch, batch=None, full=False))
         self._release_capture()
@@ -467,6 +547,7 @@ class WeightCallback(keras.callbacks.Callback):
         count `fit` would have used. Never raises.
         """
         pairs = None if grads is None else list(grads)
+        self._guard("finishing a batch's snapshot", self._settle)
         self._guard("recording a step", lambda: self._record(
             epoch=epoch, batch=batch, full=bool(full), scalars=self._scalars(logs),
             grads=pairs, step=step))
@@ -475,6 +556,7 @@ class WeightCallback(keras.callbacks.Callback):
 
     def close(self) -> None:
         """Close the log (done by `fit` itself when the callback owns it)."""
+        self._guard("finishing a batch's snapshot", self._stop_background)
         self._release_capture()  # inside a fit: other callbacks keep their gradients, this one stops asking
         self._guard("closing the log", self.recorder.close)
 
@@ -482,6 +564,53 @@ class WeightCallback(keras.callbacks.Callback):
         if self._capture is not None:
             self._guard("releasing the gradients", self._capture.release)
             self._capture = None
+
+
+DEFER_MAX_BYTES = 1 << 30  # a batch's snapshot held while training goes on: at most this much (reads + copies)
+
+
+class _Background:
+    """One snapshot at a time taken on a thread of its own, while the training thread goes on to
+    the next batch: run() waits for the previous one first, so snapshots stay in step order and at
+    most one batch's reads are held. The statistics kernel runs without the GIL, beside TF's step."""
+
+    def __init__(self, reporter: Reporter):
+        self._reporter = reporter
+        self._jobs: SimpleQueue = SimpleQueue()
+        self._idle = threading.Lock()  # held from run() until the job is done
+        self._thread = threading.Thread(target=self._loop, name="weighttui-keras-snapshot", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def run(self, fn) -> None:
+        self._idle.acquire()
+        self._jobs.put(fn)
+
+    def wait(self) -> None:
+        if self._thread.is_alive():
+            with self._idle:
+                pass
+
+    def stop(self) -> None:
+        """Finish the snapshot in flight, then end the thread."""
+        if self._thread.is_alive():
+            self._idle.acquire()
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            fn = self._jobs.get()
+            try:
+                if fn is None:
+                    return
+                self._reporter.guard("recording a batch", fn)
+                fn = None  # not held while waiting: the next step's update would copy what it reads
+            finally:
+                self._idle.release()
 
 
 class _ReadSet:
@@ -521,7 +650,12 @@ def _reader_cache(model) -> dict:
 
 
 def _on_accelerator(variable) -> bool:
-    """Whether a TensorFlow-backed variable lives on a GPU or TPU."""
+    """Whether a TensorFlow- or torch-backed variable lives on a GPU or TPU."""
+    if keras.backend.backend() == "torch":
+        try:
+            return variable.value.device.type != "cpu"
+        except Exception:
+            return False
     if keras.backend.backend() != "tensorflow":
         return False
     try:

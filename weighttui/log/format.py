@@ -38,6 +38,26 @@ START_SEARCH = 64 * 1024 * 1024
 _FRAME_HEAD = struct.Struct("<4sIB3sI")  # sync, LEN, TYPE, reserved, HCRC
 _U32 = struct.Struct("<I")
 
+# The format's CRC-32 is zlib's. weighttui._crc32 (setup.py, optional) computes the same values
+# with carry-less multiplication, 5x faster than zlib's table here: a reader verifies every byte
+# of a log with it, and the index every byte it writes (docs/store.md).
+try:
+    from weighttui._crc32 import accelerated as _ACCELERATED
+    from weighttui._crc32 import crc32 as _fast_crc32
+    from weighttui._crc32 import crc32_blocks as _fast_blocks
+except ImportError:  # not built: zlib's
+    _ACCELERATED = False
+
+
+def zlib_crc32_blocks(data, block: int) -> list:
+    """[zlib.crc32(data[i:i + block]) for each block of data] (the last may be short)."""
+    view = memoryview(data).cast("B")
+    return [zlib.crc32(view[i:i + block]) for i in range(0, len(view), block)]
+
+
+crc32 = _fast_crc32 if _ACCELERATED else zlib.crc32
+crc32_blocks = _fast_blocks if _ACCELERATED else zlib_crc32_blocks
+
 
 class FrameType(IntEnum):
     RUN = 1
@@ -87,7 +107,7 @@ def encode_frame_bytes(ftype: int, body: bytes) -> bytes:
         raise ValueError(f"payload of {len(body)} bytes exceeds the {MAX_PAYLOAD}-byte cap")
     head = struct.pack("<4sIB3s", SYNC, len(body), ftype, b"\0\0\0")
     return b"".join(
-        (head, _U32.pack(zlib.crc32(head)), body, _U32.pack(zlib.crc32(body)))
+        (head, _U32.pack(zlib.crc32(head)), body, _U32.pack(crc32(body)))
     )
 
 
@@ -117,7 +137,7 @@ def encode_frame_parts(ftype: int, payload: dict, data) -> list:
     if size > MAX_PAYLOAD:
         raise ValueError(f"payload of {size} bytes exceeds the {MAX_PAYLOAD}-byte cap")
     head = struct.pack("<4sIB3s", SYNC, size, ftype, b"\0\0\0")
-    crc = zlib.crc32(view, zlib.crc32(prefix))
+    crc = crc32(view, zlib.crc32(prefix))
     return [head + _U32.pack(zlib.crc32(head)) + prefix, view, _U32.pack(crc)]
 
 
@@ -160,9 +180,22 @@ def decode_payload(body) -> dict:
         obj = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ValueError(f"payload is not one msgpack object ({type(exc).__name__})") from None
-    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+    if type(obj) is not dict or not _str_keys(obj):
         raise ValueError("payload is not a map with string keys")
     return obj
+
+
+_KEY_LISTS: set = set()  # key lists of payloads seen (a log's frames repeat a few): checked once each
+
+
+def _str_keys(obj: dict) -> bool:
+    key = tuple(obj)  # (dict keys are hashable; only a str compares equal to a str)
+    if key in _KEY_LISTS:
+        return True
+    ok = all(isinstance(k, str) for k in obj)
+    if ok and len(_KEY_LISTS) < 1024:
+        _KEY_LISTS.add(key)
+    return ok
 
 
 class FrameDecoder:
@@ -350,7 +383,7 @@ class FrameDecoder:
                 with memoryview(buf)[pos + FRAME_HEADER_SIZE : end - 4] as body:
                     (pcrc,) = _U32.unpack_from(buf, end - 4)
                     try:
-                        if zlib.crc32(body) != pcrc:
+                        if crc32(body) != pcrc:
                             raise ValueError("payload CRC mismatch")
                         item = Frame(self._base + pos, ftype, decode_payload(body), end - pos)
                     except ValueError as exc:
@@ -387,7 +420,7 @@ class FrameDecoder:
                     break  # not all here yet: look again from this sync next time
                 (pcrc,) = _U32.unpack_from(buf, end - 4)
                 with memoryview(buf)[i + FRAME_HEADER_SIZE : end - 4] as body:
-                    if zlib.crc32(body) == pcrc:
+                    if crc32(body) == pcrc:
                         return True
             i += 1
         resume = len(buf) - (FRAME_HEADER_SIZE - 1) if i < 0 else i
@@ -460,12 +493,36 @@ def encode_bf16_bits(bits: np.ndarray) -> dict:
     return {"dtype": BF16, "shape": list(bits.shape), "data": bits.tobytes()}
 
 
+# decode_array's fast path: dtype string -> numpy dtype, each added by the full checks on its first
+# use (so numpy is imported by then: `_np`)
+_NP_DTYPES: dict = {}
+_np: Any = None
+
+
 def decode_array(obj: Any, *, ndim: int | None = None) -> np.ndarray:
     """Validate and decode an array map; ValueError on anything off-spec.
 
     The result is a read-only view of the payload bytes (no copy), except for
     bf16, which is widened to float32.
     """
+    # the usual array (1 or 2 plain int dimensions, a known dtype, the bytes it needs) in few
+    # steps: a reader decodes about seven per snapshot; anything else takes the full checks below
+    if type(obj) is dict:
+        dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
+        dt = _NP_DTYPES.get(dtype) if type(dtype) is str else None
+        if dt is not None and type(data) is bytes and type(shape) is list and (ndim is None or len(shape) == ndim):
+            if len(shape) == 1:
+                d0 = shape[0]
+                if type(d0) is int and 0 < d0 and d0 * dt.itemsize == len(data):
+                    return _np.frombuffer(data, dt)
+            elif len(shape) == 2:
+                d0, d1 = shape
+                if type(d0) is int and type(d1) is int and 0 < d0 and 0 < d1 and d0 * d1 * dt.itemsize == len(data):
+                    return _np.frombuffer(data, dt).reshape(d0, d1)
+    return _decode_array_checked(obj, ndim)
+
+
+def _decode_array_checked(obj: Any, ndim: int | None) -> np.ndarray:
     import numpy as np
 
     if not isinstance(obj, dict):
@@ -495,5 +552,9 @@ def decode_array(obj: Any, *, ndim: int | None = None) -> np.ndarray:
     if dtype == BF16:
         bits = np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16
         return bits.view(np.float32).reshape(shape)
+    if dtype not in _NP_DTYPES:
+        global _np
+        _np = np
+        _NP_DTYPES[dtype] = np.dtype(dtype)
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 

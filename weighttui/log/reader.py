@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     FrameDecoder,
+    crc32,
     decode_payload,
     parse_frame_header,
 )
 
-READ_CHUNK = 8 * 1024 * 1024
+# 2 MiB: a chunk is copied, verified and decoded while it is still in the CPU caches (8 MiB read
+# about 12% slower on the 1 GiB benchmark log); a bigger frame is read whole (FrameDecoder.wanted)
+READ_CHUNK = 2 * 1024 * 1024
 _U32 = struct.Struct("<I")
 
 
@@ -56,17 +60,42 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     """
     dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0)
     read_at = state.offset
-    while read_at < size:
-        want = min(max(chunk, dec.wanted()), size - read_at)
-        data = os.pread(fd, want, read_at)
-        if not data:
-            break  # the file shrank under us: stop, the caller notices the reset
-        read_at += len(data)
-        dec.feed(data)
-        yield from dec.frames()
+    # A long scan reads its next chunk on another thread while this one's frames are decoded
+    # (os.pread runs without the GIL: the copy out of the page cache overlaps the decoding).
+    ahead = _read_ahead() if size - read_at > READ_AHEAD_MIN else None
+    nxt = None
+    try:
+        while read_at < size:
+            want = min(max(chunk, dec.wanted()), size - read_at)
+            data = nxt.result() if nxt is not None else os.pread(fd, want, read_at)
+            nxt = None
+            if not data:
+                break  # the file shrank under us: stop, the caller notices the reset
+            read_at += len(data)
+            dec.feed(data)
+            if ahead is not None and read_at < size:
+                nxt = ahead.submit(os.pread, fd, min(max(chunk, dec.wanted()), size - read_at), read_at)
+            yield from dec.frames()
+    finally:
+        if nxt is not None:  # (closed early: the read must not outlive the caller's fd)
+            nxt.result()
     if read_at >= size:
         dec.end_of_data()
     state.offset, state.resyncing, state.pending = dec.offset, dec.resyncing, dec.pending
+
+
+READ_AHEAD_MIN = 32 * 1024 * 1024  # scans shorter than this read on one thread
+_AHEAD: ThreadPoolExecutor | None = None
+_AHEAD_LOCK = threading.Lock()
+
+
+def _read_ahead() -> ThreadPoolExecutor:
+    """The one thread that reads ahead for every long scan of the process."""
+    global _AHEAD
+    with _AHEAD_LOCK:
+        if _AHEAD is None:
+            _AHEAD = ThreadPoolExecutor(1, thread_name_prefix="weighttui-read")
+        return _AHEAD
 
 
 def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
@@ -82,7 +111,7 @@ def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
     if len(rest) != length + 4:
         return None
     body = memoryview(rest)[:length]
-    if zlib.crc32(body) != _U32.unpack_from(rest, length)[0]:
+    if crc32(body) != _U32.unpack_from(rest, length)[0]:
         return None
     try:
         return ftype, decode_payload(body)

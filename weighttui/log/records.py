@@ -52,13 +52,15 @@ def _str(v, what, *, nullable=False, default=None):
     return v
 
 
-def _array(v, what, ndim=None, kinds=None):
+def _array(v, what, ndim=None, kinds=None, part=""):
+    """The array map v, decoded; `what` + `part` name it in the message of an InvalidRecord (a
+    block's parts pass them apart: the name is made only for the message)."""
     try:
         arr = decode_array(v, ndim=ndim)
     except ValueError as exc:
-        raise InvalidRecord(f"{what}: {exc}") from None
+        raise InvalidRecord(f"{what}{part}: {exc}") from None
     if kinds and arr.dtype.kind not in kinds:
-        raise InvalidRecord(f"{what} has dtype {arr.dtype}")
+        raise InvalidRecord(f"{what}{part} has dtype {arr.dtype}")
     return arr
 
 
@@ -243,28 +245,47 @@ def _block(v, what, t: int, required: bool) -> BlockRecord | None:
     if not isinstance(v, dict):
         raise InvalidRecord(f"{what} block is not a map")
     names = v.get("names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not _strings(names):
         raise InvalidRecord(f"{what} names is not a list of strings")
-    stats = _array(v.get("stats"), f"{what} stats", ndim=2, kinds="f")
+    stats = _array(v.get("stats"), what, 2, "f", " stats")
     if stats.shape != (t, len(names)):
         raise InvalidRecord(f"{what} stats has shape {stats.shape}, expected {(t, len(names))}")
     hist = v.get("hist")
     if hist is not None:
         if not isinstance(hist, dict):
             raise InvalidRecord(f"{what} hist is not a map")
-        lo = _array(hist.get("lo"), f"{what} hist lo", ndim=1, kinds="f")
-        hi = _array(hist.get("hi"), f"{what} hist hi", ndim=1, kinds="f")
-        counts = _array(hist.get("counts"), f"{what} hist counts", ndim=2, kinds="iu")
+        lo = _array(hist.get("lo"), what, 1, "f", " hist lo")
+        hi = _array(hist.get("hi"), what, 1, "f", " hist hi")
+        counts = _array(hist.get("counts"), what, 2, "iu", " hist counts")
         if lo.shape != (t,) or hi.shape != (t,) or counts.shape[0] != t or counts.shape[1] < 1:
             raise InvalidRecord(f"{what} hist does not have one row per tensor")
         if counts.shape[1] > MAX_BINS:
             raise InvalidRecord(f"{what} hist has {counts.shape[1]} bins, more than {MAX_BINS}")
-        if counts.dtype != np.uint32 and counts.size:
+        if counts.dtype.char != _U32_CHAR and counts.size:
             # readers keep counts as uint32: anything else must fit, never wrap
             if counts.min() < 0 or counts.max() >= 2**32:
                 raise InvalidRecord(f"{what} hist counts outside the uint32 range")
-        hist = (lo.astype(np.float64), hi.astype(np.float64), counts)
+        # (read-only views of the payload when they are float64 already, as the counts are)
+        hist = (lo.astype(np.float64, copy=False), hi.astype(np.float64, copy=False), counts)
     return BlockRecord(names, _no_finite_is_nan(names, stats.astype(np.float64, copy=False)), hist)
+
+
+_U32_CHAR = np.dtype(np.uint32).char
+_STRING_LISTS: set = set()  # column lists seen (a log's blocks repeat a few): checked once each
+
+
+def _strings(names: list) -> bool:
+    """Whether every item of names is a str."""
+    try:
+        key = tuple(names)
+        if key in _STRING_LISTS:  # (only str compares equal to a str)
+            return True
+    except TypeError:  # an unhashable item
+        return False
+    ok = all(isinstance(n, str) for n in names)
+    if ok and len(_STRING_LISTS) < 256:
+        _STRING_LISTS.add(key)
+    return ok
 
 
 # Statistics a writer sums over the finite elements: with none finite the sum is over nothing and
@@ -280,7 +301,9 @@ def _no_finite_is_nan(names: list, stats: np.ndarray) -> np.ndarray:
         if len(_NO_FINITE_PLANS) < 256:  # (a log's blocks repeat a few column lists)
             _NO_FINITE_PLANS[key] = plan
     which, probe, cols, reads = plan
-    if not cols or not np.isnan(stats[:, probe]).any():  # the usual row: a finite mean: nothing to do
+    # the usual block: every mean finite, nothing to do (a sum is NaN if any term is; inf - inf is
+    # NaN too: then the exact check below decides)
+    if not cols or not math.isnan(np.add.reduce(stats[:, probe])):
         return stats
     with np.errstate(invalid="ignore"):
         if which == "weights":
@@ -320,23 +343,26 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
     """tensors: id -> TensorInfo of the current run (ids must be declared).
 
     checked: optional cache owned by the caller for one run, ids bytes ->
-    sample length; snapshots usually repeat the same ids, and ids are never
-    reused in a run, so their check is done once.
+    (sample length, the ids as int64); snapshots usually repeat the same ids,
+    and ids are never reused in a run, so their check is done once.
     """
     ids = _array(p.get("ids"), "ids", ndim=1, kinds="iu")
     t = ids.size
     key = ids.tobytes() + ids.dtype.str.encode()
-    expected = None if checked is None else checked.get(key)
-    if expected is None:
+    hit = None if checked is None else checked.get(key)
+    if hit is None:
         id_list = ids.tolist()
         for i in id_list:
             if i not in tensors:
                 raise InvalidRecord(f"snapshot names undeclared tensor id {i}")
         if len(set(id_list)) != t:
             raise InvalidRecord("snapshot names a tensor twice")
-        expected = sum(tensors[i].sample_len for i in id_list)
+        ids64 = ids.astype(np.int64)
+        ids64.flags.writeable = False  # (shared by every snapshot of these ids)
+        hit = (sum(tensors[i].sample_len for i in id_list), ids64)
         if checked is not None:
-            checked[key] = expected
+            checked[key] = hit
+    expected, ids64 = hit
     sample = p.get("sample")
     if sample is not None:
         sample = _array(sample, "sample", ndim=1, kinds="f")
@@ -350,7 +376,7 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
         epoch=_int(p.get("epoch"), "epoch", nullable=True),
         batch=_int(p.get("batch"), "batch", nullable=True),
         time=_float(p.get("time"), "time", nullable=True) or 0.0,
-        ids=ids.astype(np.int64),
+        ids=ids64,
         weights=weights,
         delta=_block(p.get("delta"), "delta", t, required=False),
         grad=_block(p.get("grad"), "grad", t, required=False),

@@ -42,6 +42,7 @@ class Poll:
     size: int = 0  # file size seen by this poll
     offset: int = 0  # bytes consumed so far (header and complete frames)
     resyncing: bool = False  # the reader is skipping damage at `offset`
+    pending: int = 0  # bytes read after `offset` and held (a frame not complete yet, or damage being skipped)
 
 
 class LogTail:
@@ -151,6 +152,7 @@ class LogTail:
             self.version = dec.version or self.version
         out.offset = dec.offset
         out.resyncing = dec.resyncing
+        out.pending = dec.pending
         return out
 
     @staticmethod

@@ -304,7 +304,7 @@ class WeightApp(App[int]):
         if poll.waiting != self.waiting:
             self.waiting = poll.waiting
             changed = True
-        self._pending_bytes = item.pending
+        self._pending_bytes = target.torn_tail  # (RunData's rule, as `info` says it: not damage being skipped)
         self.loading = None if item.caught_up or not poll.size else poll.offset / poll.size
         if building is not None and (item.caught_up or building.resets or poll.waiting):
             # indexed (or the file was replaced meanwhile): the whole history replaces the latest snapshots

@@ -57,19 +57,38 @@ class Group:
 
 
 class _Growing:
-    """A 1-D numpy array appended to one value at a time (amortised doubling)."""
+    """A 1-D numpy array appended to one value at a time (amortised doubling).
 
-    __slots__ = ("a", "n")
+    Appended values wait in a list and join the array when it is read (`a`, `view`):
+    a list append is a fifth of a numpy item assignment, and a reader appends several
+    per snapshot. Appends and reads happen on the thread that ingests.
+    """
+
+    __slots__ = ("_a", "_more", "n", "last")
 
     def __init__(self, dtype, fill=0, data=None):
-        self.a = np.full(64, fill, dtype=dtype) if data is None else np.array(data, dtype=dtype)
-        self.n = 0 if data is None else self.a.size
+        self._a = np.full(64, fill, dtype=dtype) if data is None else np.array(data, dtype=dtype)
+        self._more: list = []
+        self.n = 0 if data is None else self._a.size
+        self.last = self._a[self.n - 1].item() if self.n else None  # the latest value
 
     def append(self, v) -> None:
-        if self.n == self.a.size:
-            self.a = np.concatenate((self.a, np.empty(max(64, self.n), dtype=self.a.dtype)))
-        self.a[self.n] = v
+        self._more.append(v)
         self.n += 1
+        self.last = v
+
+    @property
+    def a(self) -> np.ndarray:
+        more = self._more
+        if more:
+            have = self.n - len(more)
+            if self.n > self._a.size:
+                grown = np.empty(max(self.n, 2 * self._a.size, 64), dtype=self._a.dtype)
+                grown[:have] = self._a[:have]
+                self._a = grown
+            self._a[have:self.n] = more
+            self._more = []
+        return self._a
 
     @property
     def view(self) -> np.ndarray:
@@ -123,7 +142,7 @@ class RunState:
 
     @property
     def last_step(self) -> int | None:
-        return int(self.steps.a[self.steps.n - 1]) if self.steps.n else None
+        return int(self.steps.last) if self.steps.n else None
 
     @property
     def status(self) -> str:
@@ -158,33 +177,31 @@ class RunState:
     # -- snapshots
 
     def add_snapshot(self, s, offset: int) -> None:
-        if self.steps.n and s.step < self.steps.a[self.steps.n - 1]:
-            raise InvalidRecord(f"snapshot step {s.step} goes back from {self.steps.a[self.steps.n - 1]}")
-        for kind in KINDS:
-            why = self.kinds[kind].check_bins(getattr(s, kind))
+        steps = self.steps
+        if steps.n and s.step < steps.last:
+            raise InvalidRecord(f"snapshot step {s.step} goes back from {steps.last}")
+        kinds = self.kinds
+        present = [(kinds[kind], block) for kind in KINDS if (block := getattr(s, kind)) is not None]
+        for kc, block in present:
+            why = kc.check_bins(block)
             if why:
                 raise InvalidRecord(why)
         cols, slen = self.cols_of(s.ids)
-        row = self.steps.n
-        for kind in KINDS:
-            block = getattr(s, kind)
-            if block is None:
-                continue
-            if kind == "weights":
-                if s.sample is not None and slen is not None:
-                    self.kinds[kind].add(row, cols, block, s.sample, slen)
-                else:
-                    self.kinds[kind].add(row, cols, block)
+        row = steps.n
+        for kc, block in present:
+            if kc.kind == "weights" and s.sample is not None and slen is not None:
+                kc.add(row, cols, block, s.sample, slen)
             else:
-                self.kinds[kind].add(row, cols, block)
-        self.steps.append(s.step)
+                kc.add(row, cols, block)
+        steps.append(s.step)
         self.offsets.append(offset)
         self.epochs.append(-1 if s.epoch is None else s.epoch)
         self.batches.append(-1 if s.batch is None else s.batch)
         self.times.append(s.time)
         self.touch(s.time)
         self.version += 1
-        if any(k.full() for k in self.kinds.values()):
+        seal_bytes = getattr(self.spill, "seal_bytes", None)
+        if any(kc.full(seal_bytes) for kc, _block in present):  # (only a kind added to can have become full)
             self.seal()
 
     def seal(self, base: bool = False) -> None:
@@ -297,7 +314,10 @@ class LogIndex:
         except (InvalidRecord, ValueError, TypeError, OverflowError) as exc:
             self.corrupt(off, str(exc))
             return
-        run.record_counts[RECORD_NAMES[FrameType(ftype)]] += 1
+        run.record_counts[_RECORD_NAME[ftype]] += 1
+
+
+_RECORD_NAME = {int(t): name for t, name in RECORD_NAMES.items()}  # (FrameType(t) costs more than the rest)
 
 
 def event_to_json(ev: EventRecord) -> list:

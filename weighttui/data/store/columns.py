@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 
 import numpy as np
 
+from weighttui.log.format import crc32_blocks
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 
 # A tail is sealed into a segment at this many entries (tensor-snapshots) or bytes,
@@ -77,11 +77,8 @@ class FileArray:
             os.close(fd)
         if len(data) != end - start or b1 > len(self.crcs):
             return None
-        view = memoryview(data)
-        for blk in range(b0, b1):
-            at = (blk - b0) * CRC_BLOCK
-            if zlib.crc32(view[at:at + CRC_BLOCK]) != self.crcs[blk]:
-                return None
+        if crc32_blocks(data, CRC_BLOCK) != self.crcs[b0:b1]:
+            return None
         return data[lo - start:hi - start]
 
 
@@ -241,7 +238,28 @@ def _split_counts(counts: np.ndarray, starts: np.ndarray) -> Split | None:
     return Split(parts, cls, at, counts.shape[0], counts.shape[1], counts.dtype)
 
 
-VIRTUAL = (Const, Tiled, Runs, Uniform, Alias, Split)
+class FromLog:
+    """An array a segment does not hold: read back from the log's snapshot frames when asked for.
+
+    For a store with no index to keep its sealed segments (fromlog.py): histograms
+    (`lo`, `hi`, `counts` [n, bins] as `dtype`) and `samples` (n values, addressed
+    through the segment's sample offsets) of the entries a query touches are
+    re-read from their frames by `source`.
+    """
+
+    __slots__ = ("source", "field", "n", "bins", "dtype")
+
+    def __init__(self, source, field: str, n: int, bins: int = 0, dtype=np.float64):
+        self.source, self.field, self.n, self.bins, self.dtype = source, field, int(n), int(bins), np.dtype(dtype)
+
+    def values(self, seg, a: int, b: int) -> np.ndarray:
+        return self.source.read(seg, self.field, a, b)
+
+    def take(self, seg, idx: np.ndarray) -> np.ndarray:
+        return self.source.take(seg, self.field, idx)
+
+
+VIRTUAL = (Const, Tiled, Runs, Uniform, Alias, Split, FromLog)
 
 
 def length(arr) -> int:
@@ -310,6 +328,22 @@ class Segment:
         except _Damaged:
             self.on_damage(self)
             return self.part(name, a, b, s)
+
+    def take(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Entries `idx` (ascending; `name` lo, hi, counts or samples - for samples the samples of
+        those entries, one after the other) as a plain array. Where the array is read back from the
+        log (FromLog) only the frames of those entries are read, not every one between them."""
+        arr = getattr(self, name)
+        if isinstance(arr, FromLog):
+            return arr.take(self, idx)
+        a, b = (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+        if name != "samples":
+            return self.part(name, a, b)[idx - a]
+        soff = self.part("soff", a, b + 1)
+        flat = self.part("samples", int(soff[0]), int(soff[-1]))
+        starts, lens = soff[idx - a] - soff[0], soff[idx - a + 1] - soff[idx - a]
+        first = np.cumsum(lens) - lens  # where each entry's samples go in the result
+        return flat[np.repeat(starts - first, lens) + np.arange(int(lens.sum()))]
 
     def _runs(self) -> tuple[np.ndarray, np.ndarray]:
         """(tensor columns, entry starts [u + 1]) of the segment's runs of equal columns."""
@@ -433,13 +467,17 @@ def compact(seg: Segment, edges: tuple[int | None, int | None] = (None, None)) -
     return out
 
 
-def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool) -> Segment:
+def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool,
+          heavy: bool = True) -> Segment:
     """One Segment from pieces given in row order.
 
     Each piece: {"rows", "cols", "stats" [E, S] or [S, E] via "stats_t", "lo", "hi",
     "counts", "samples" (flat), "slen" [E]} - a snapshot or an existing segment.
+    heavy=False: without the histogram counts and the samples (counts and samples
+    None; lo, hi and the sample offsets are there): for a store that reads them
+    back from the log (fromlog.py).
     """
-    grid = _grid(parts, row0, row1, nstats, bins, with_samples)
+    grid = _grid(parts, row0, row1, nstats, bins, with_samples, heavy)
     if grid is not None:
         return grid
     rows = np.concatenate([p["rows"] for p in parts]) if parts else _EMPTY_I4
@@ -461,23 +499,30 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
 
         lo = np.concatenate([field(p, "lo", p["rows"].size, np.nan) for p in parts]) if parts else nan
         hi = np.concatenate([field(p, "hi", p["rows"].size, np.nan) for p in parts]) if parts else nan
-        counts = np.concatenate([field(p, "counts", (p["rows"].size, bins), 0) for p in parts]) if parts \
-            else np.zeros((0, bins), np.uint32)
-        cmax = int(counts.max()) if counts.size else 0
-        dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
-        lo, hi, counts = lo[order], hi[order], counts[order].astype(dtype, copy=False)
+        lo, hi = lo[order], hi[order]
+        if heavy:
+            counts = np.concatenate([field(p, "counts", (p["rows"].size, bins), 0) for p in parts]) if parts \
+                else np.zeros((0, bins), np.uint32)
+            counts = counts[order].astype(count_dtype(counts), copy=False)
     samples = soff = None
     if with_samples:
         slen = np.concatenate([p["slen"] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-        flat = np.concatenate([p["samples"] for p in parts]).astype(np.float32, copy=False) if parts \
-            else np.zeros(0, np.float32)
         starts = np.concatenate(([0], np.cumsum(slen)))
         lens = slen[order]
         soff = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-        gather = np.repeat(starts[:-1][order] - soff[:-1], lens) + np.arange(int(soff[-1]))
-        samples = flat[gather]
+        if heavy:
+            flat = np.concatenate([p["samples"] for p in parts]).astype(np.float32, copy=False) if parts \
+                else np.zeros(0, np.float32)
+            gather = np.repeat(starts[:-1][order] - soff[:-1], lens) + np.arange(int(soff[-1]))
+            samples = flat[gather]
     return Segment(row0, row1, rows[order].astype(np.int32), cols[order].astype(np.int32), stats,
                    lo, hi, counts, samples, soff)
+
+
+def count_dtype(*counts: np.ndarray):
+    """The narrowest of uint8/16/32 that holds every count (a segment's histogram counts are kept in it)."""
+    cmax = max((int(c.max()) for c in counts if c.size), default=0)
+    return np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
 
 
 def _widened(stats: np.ndarray, width: int) -> np.ndarray:
@@ -489,7 +534,8 @@ def _widened(stats: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool):
+def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None, with_samples: bool,
+          heavy: bool = True):
     """merge() for the usual tail: snapshots that all cover the same tensors (the same cols object).
 
     Their entries form a [rows, tensors] grid, so (col, row) order is a transpose:
@@ -511,39 +557,46 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     perm = np.argsort(c0, kind="stable")
     ident = bool(np.array_equal(perm, np.arange(t)))
     rowvals = np.fromiter((p["rows"][0] for p in parts), dtype=np.int32, count=r)
-    grid = np.stack([p["stats"] for p in parts])  # [rows, tensors, columns]: one contiguous copy
+    grid = _stacked(parts, "stats")  # [rows, tensors, columns]: one contiguous copy
     stats = np.ascontiguousarray((grid if ident else grid[:, perm]).transpose(2, 1, 0))
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
     counts: np.ndarray | None = None
     if has_hist and bins is not None:
+        lo, hi = (np.ascontiguousarray((e if ident else e[:, perm]).T).reshape(-1)
+                  for e in (_stacked(parts, "lo"), _stacked(parts, "hi")))  # [rows, tensors] -> (tensor, row)
+    if has_hist and bins is not None and heavy:
         # whole-array copies (numpy runs them without the GIL: this may run on the spiller's thread)
-        stacked = np.stack([p["counts"] for p in parts])  # [rows, tensors, bins]
-        cmax = int(stacked.max()) if stacked.size else 0
-        dtype = np.uint8 if cmax < 2**8 else np.uint16 if cmax < 2**16 else np.uint32
-        grid_counts = np.empty((t, r, bins), dtype=dtype)
+        stacked = _stacked(parts, "counts")  # [rows, tensors, bins]
+        grid_counts = np.empty((t, r, bins), dtype=count_dtype(stacked))
         grid_counts[...] = (stacked if ident else stacked[:, perm]).transpose(1, 0, 2)
         del stacked
-        edges = np.stack([np.stack((p["lo"], p["hi"])) for p in parts])  # [rows, 2, tensors]
-        edges = np.ascontiguousarray((edges if ident else edges[:, :, perm]).transpose(1, 2, 0))
-        counts, lo, hi = grid_counts.reshape(t * r, bins), edges[0].reshape(-1), edges[1].reshape(-1)
+        counts = grid_counts.reshape(t * r, bins)
     samples: np.ndarray | None = None
     soff: np.ndarray | None = None
     if with_samples and slen0 is not None:
         slen = np.asarray(slen0, dtype=np.int64)
         starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(slen)))
-        table = np.stack([p["samples"] for p in parts])  # [rows, all samples of a snapshot]
         k = int(slen[0]) if t else 0
-        if t and (slen == k).all():  # every tensor samples k values: a transpose again
-            cube = table.reshape(r, t, k)
-            samples = np.ascontiguousarray((cube if ident else cube[:, perm]).transpose(1, 0, 2)).reshape(-1)
-        else:
-            samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
-                if t else np.zeros(0, np.float32)
+        if heavy:  # (heavy=False: only the offsets, below)
+            table = _stacked(parts, "samples")  # [rows, all samples of a snapshot]
+            if t and (slen == k).all():  # every tensor samples k values: a transpose again
+                cube = table.reshape(r, t, k)
+                samples = np.ascontiguousarray((cube if ident else cube[:, perm]).transpose(1, 0, 2)).reshape(-1)
+            else:
+                samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
+                    if t else np.zeros(0, np.float32)
         soff = np.concatenate((np.zeros(1, np.int64), np.cumsum(np.repeat(slen[perm], r)))).astype(np.int64)
     return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
                    stats.reshape(width, t * r), lo, hi, counts,
                    None if samples is None else samples.astype(np.float32, copy=False), soff)
+
+
+def _stacked(parts: list[dict], name: str) -> np.ndarray:
+    """np.stack of every part's array `name` (all of one shape): one concatenation in C, where
+    np.stack makes a view of each part in Python first (holding the GIL, which the reader wants)."""
+    first = parts[0][name]
+    return np.concatenate([p[name] for p in parts]).reshape(len(parts), *first.shape)
 
 
 def segment_piece(seg: Segment) -> dict:
@@ -576,15 +629,20 @@ class KindColumns:
         self.bins: int | None = None
         self.seen = False
         self._tail_seg: Segment | None = None  # the tail sorted, built when a query needs it
+        self._prefixes: dict[tuple, np.ndarray] = {}  # column lists that are a prefix -> the `filled` they marked
 
     def add(self, row: int, cols: np.ndarray, block, samples=None, slen=None) -> None:
         """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
         self.seen = True
         n = cols.size
         names = tuple(block.names)
-        if names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
+        if self._prefixes.get(names) is self.filled:  # marked in these very flags already
+            stats = block.stats
+        elif names == self.columns[: len(names)]:  # the usual case: the kind's first columns, in order
             stats = block.stats  # (stored as wide as it is: the columns after it read as NaN)
             self.filled[: len(names)] = True
+            if len(self._prefixes) < 64:
+                self._prefixes[names] = self.filled
         else:  # columns in another order or unknown ones: map by name, NaN where missing
             stats = np.full((n, len(self.columns)), np.nan)
             for src, name in enumerate(block.names):
@@ -615,8 +673,9 @@ class KindColumns:
             return f"{self.kind} histogram has {block.hist[2].shape[1]} bins, the run {self.bins}"
         return None
 
-    def full(self) -> bool:
-        return self.tail_entries >= SEAL_ENTRIES or self.tail_bytes >= SEAL_BYTES
+    def full(self, seal_bytes: int | None = None) -> bool:
+        """Whether the tail is due to be sealed (seal_bytes: a store's own bound instead of SEAL_BYTES)."""
+        return self.tail_entries >= SEAL_ENTRIES or self.tail_bytes >= (seal_bytes or SEAL_BYTES)
 
     def _pieces_of_tail(self, with_samples: bool) -> list[dict]:
         if not with_samples:

@@ -33,19 +33,17 @@ import stat
 import tempfile
 import threading
 import time
-import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from weighttui.log.format import crc32_blocks
 from weighttui.log.reader import ScanState, read_frame_at
 from weighttui.log.records import (
-    InvalidRecord,
     RunRecord,
     parse_end,
     parse_run,
-    parse_snapshot,
     parse_tensors,
 )
 from weighttui.log.schema import COLUMNS, KINDS
@@ -66,6 +64,7 @@ from .columns import (
     Uniform,
     sealed_segment,
 )
+from .fromlog import snapshot_at
 
 INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (columns.compact)
 # Logs smaller than this are read in milliseconds: no index is written for them
@@ -189,7 +188,7 @@ class _Writer:
             with os.fdopen(fd, "wb") as fh:
                 for part, crcs in self.parts:
                     if crcs is not None:
-                        crcs[:] = [zlib.crc32(part[i:i + CRC_BLOCK]) for i in range(0, len(part), CRC_BLOCK)]
+                        crcs[:] = crc32_blocks(part, CRC_BLOCK)
                     fh.write(part)
             os.replace(tmp, os.path.join(directory, as_name or self.name))
         except BaseException:
@@ -901,11 +900,7 @@ def _rederive(run: RunState, g: Group, path: str) -> Group:
     try:
         for row in range(g.row0, g.row1):
             # a frame that no longer verifies (the log was rewritten in place) is left out, not guessed
-            got = read_frame_at(fd, int(run.offsets.a[row]))
-            try:
-                s = parse_snapshot(got[1], run.by_id) if got is not None else None
-            except InvalidRecord:
-                s = None
+            s = snapshot_at(fd, run, row)
             if s is None:
                 continue
             cols, slen = run.cols_of(s.ids)

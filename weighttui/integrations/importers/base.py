@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from weighttui.integrations.importers.mapped import Lease
 
 
 class ImportFileError(Exception):
@@ -55,6 +59,7 @@ class Reader:
         self.meta = Meta()
         self.source: object = None  # which version of the file(s) this reads (readers.open_reader)
         self.in_place = False  # mapped in the trainer's file itself, not in a private copy
+        self.lease: Lease | None = None  # mapped.Lease held on that file (readers.open_reader), if any
 
     def specs(self) -> dict[str, Spec]:
         raise NotImplementedError
@@ -83,7 +88,10 @@ class Reader:
         """Done with name for now: a mapped reader gives its pages back (it can still be read again)."""
 
     def close(self) -> None:
-        pass
+        """Subclasses close their files, then call this (it lets go of the lease)."""
+        if self.lease is not None:
+            self.lease.close()
+            self.lease = None
 
 
 def bf16_pair(bits: np.ndarray):

@@ -19,14 +19,16 @@ from __future__ import annotations
 import math
 import os
 import sys
+from concurrent import futures
 from dataclasses import dataclass
 
 import numpy as np
 
 from weighttui._version import __version__
+from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers import tensor_stats
 from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Spec, Unit, name_numbers
-from weighttui.integrations.importers.readers import check_unchanged, open_reader
+from weighttui.integrations.importers.readers import changed, open_reader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
 from weighttui.record.recorder import Recorder, scalars_payload
@@ -34,6 +36,9 @@ from weighttui.record.stats import DEFAULT_BINS, Block
 
 QUEUE = 4  # writer-queue slots: at most one group's values are in flight (see _drain)
 GROUP_MAX = 256  # tensors per kernel call
+# Without values, what the kernel calls of the other cores may hold on top of the largest tensor and its
+# previous copy (2 x): small tensors are taken while the largest one is (Importer._tensors).
+SPARE = 64 * 1024 * 1024
 
 
 def default_threads() -> int:
@@ -47,6 +52,12 @@ def default_threads() -> int:
 
 class Rewritten(Exception):
     """The checkpoint's file changed while it was read in place: the rest of it is left out."""
+
+
+def _left_out(exc: Rewritten, rest: list) -> str:
+    """What a Rewritten leaves out: the groups not read (the first one being the group that was loading)."""
+    names = [n for group in rest for n, _s in group]
+    return f"{exc}: {len(names)} tensor(s) from {names[0]} on left out" if names else str(exc)
 
 
 class LogStopped(OSError):
@@ -75,11 +86,12 @@ def _nbytes(spec: Spec) -> int:
     return math.prod(spec.shape) * item
 
 
-def groups(specs: dict[str, Spec]) -> list[list[tuple[str, Spec]]]:
-    """Consecutive tensors in groups no larger together than the checkpoint's largest tensor: the
-    kernel's threads share a group (whole tensors each) while memory holds at most that much (and the
-    previous copies) at a time."""
-    budget = max((_nbytes(s) for s in specs.values()), default=0)
+def groups(specs: dict[str, Spec], budget: int | None = None) -> list[list[tuple[str, Spec]]]:
+    """Consecutive tensors in groups no larger together than budget (default: the checkpoint's largest
+    tensor; a larger tensor is a group of its own): the kernel's threads share a group (whole tensors
+    each) while memory holds at most that much (and the previous copies) at a time."""
+    if budget is None:
+        budget = max((_nbytes(s) for s in specs.values()), default=0)
     out: list[list[tuple[str, Spec]]] = []
     size = 0
     for name, spec in specs.items():
@@ -177,6 +189,7 @@ class Importer:
         self.scalar_step = -1  # scalars up to this step are written
         self.snapshots = 0
         self.skipped = 0
+        self._lanes: futures.ThreadPoolExecutor | None = None  # kernel calls of the other cores (no values)
 
     # ------------------------------------------------------------ writer queue
 
@@ -216,21 +229,19 @@ class Importer:
             return False
         infos, wrows, drows, samples = [], [], [], []
         problems: list[str] = []
+        no_delta: dict[str, list[str]] = {}  # why the previous copy could not be read -> tensors
         seen = []
-        for group in groups(specs):
-            try:
-                rows = self._group(reader, group, p, problems)
-            except Rewritten as exc:
-                problems.append(str(exc))
-                break
-            for name, spec, info, wrow, drow, sample in rows:
-                infos.append(info)
-                wrows.append(wrow)
-                drows.append(drow)
-                if sample is not None:
-                    samples.append(sample)
-                seen.append(name)
-                self.shapes.setdefault(name, spec.shape)
+        for name, spec, info, wrow, drow, sample in self._tensors(reader, specs, p, problems, no_delta):
+            infos.append(info)
+            wrows.append(wrow)
+            drows.append(drow)
+            if sample is not None:
+                samples.append(sample)
+            seen.append(name)
+            self.shapes.setdefault(name, spec.shape)
+        for why, names in no_delta.items():
+            problems.append(f"no update statistics for {len(names)} tensor(s) from {names[0]} on: the previous "
+                            f"checkpoint's {why}")
         missing = [n for n in self.last_seen if n not in specs]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -255,17 +266,117 @@ class Importer:
         self._close_unused()
         return True
 
-    def _group(self, reader: Reader, group, p: Planned, problems: list[str]) -> list:
+    def _tensors(self, reader: Reader, specs: dict[str, Spec], p: Planned, problems: list[str],
+                 no_delta: dict) -> list:
+        """[(name, spec, info, weights row, delta row, samples)] of the checkpoint's tensors, in file order.
+
+        With values, one group at a time (its values go to the writer while the kernel's threads share its
+        tensors). Without, `threads` lanes, each a kernel call on one thread, take groups (the largest first,
+        then in file order) while the groups in flight (and their previous copies) stay within 2 x the
+        largest tensor + SPARE: small tensors are taken on the other cores while the largest one is, which
+        one kernel call (whole tensors per thread) cannot do. No group is taken once the checkpoint's file
+        changed (Rewritten); broken leases are let go of once nothing is in flight (readers.changed).
+        """
+        lanes = 1 if self.values else self.threads
+        if lanes == 1:
+            out: list = []
+            todo = groups(specs)
+            for k, group in enumerate(todo):
+                try:
+                    out.extend(self._group(reader, group, p, problems, no_delta))
+                except Rewritten as exc:
+                    problems.append(_left_out(exc, todo[k:]))
+                    break
+            return out
+        largest = max((_nbytes(s) for s in specs.values()), default=0)
+        budget = 2 * largest + SPARE
+        todo = groups(specs, min(largest, SPARE // 2))
+        order = list(range(len(todo)))
+        big = max(order, key=lambda k: sum(_nbytes(s) for _n, s in todo[k]), default=0)
+        known = self.rec.tensors
+        if todo and all(n in known and known[n].shape == s.shape for n, s in todo[big]):
+            order.insert(0, order.pop(big))  # the largest first (the others fill in beside it), once declared
+        results: list = [[] for _ in todo]
+        inflight: dict = {}  # future -> (group index, loaded, cost)
+        used, i = 0, 0
+        pool = self._pool(lanes)
+        try:
+            while i < len(order) or inflight:
+                while i < len(order) and len(inflight) < lanes:
+                    k = order[i]
+                    cost = 2 * sum(_nbytes(s) for _n, s in todo[k])
+                    if inflight and used + cost > budget:
+                        break
+                    try:
+                        loaded = self._load_group(reader, todo[k], problems, no_delta, let_go=False)
+                    except Rewritten as exc:
+                        problems.append(_left_out(exc, [todo[j] for j in sorted(order[i:])]))
+                        i = len(order)
+                        break
+                    i += 1
+                    if loaded:
+                        fut = pool.submit(tensor_stats.rows_many, [t[3:7] for t in loaded], self.bins, 1)
+                        inflight[fut] = (k, loaded, cost)
+                        used += cost
+                if not inflight:
+                    continue
+                finished, _ = futures.wait(inflight, return_when=futures.FIRST_COMPLETED)
+                for fut in finished:
+                    k, loaded, cost = inflight.pop(fut)
+                    used -= cost
+                    try:
+                        results[k] = self._finish_group(loaded, fut.result(), problems)
+                    finally:
+                        self._release(reader, loaded)
+        finally:
+            for fut, (_k, loaded, _c) in inflight.items():  # interrupted: no page is given back under the kernel
+                futures.wait([fut])
+                self._release(reader, loaded)
+        for r in [reader, *self.open_readers]:  # nothing in flight: let go of leases that broke meanwhile
+            changed(r)
+        return [row for rows in results for row in rows]
+
+    def _pool(self, lanes: int) -> futures.ThreadPoolExecutor:
+        if self._lanes is None:
+            self._lanes = futures.ThreadPoolExecutor(lanes, thread_name_prefix="weighttui-import")
+        return self._lanes
+
+    def _group(self, reader: Reader, group, p: Planned, problems: list[str], no_delta: dict) -> list:
         """[(name, spec, info, weights row, delta row, samples)] of a group of tensors read together (the
         arrays die with this call: views of mapped pages, or copies, are not kept past it)."""
-        loaded = []  # (name, spec, info, arr, bf16, prev, prev_bf16, prev_reader)
-        done = []
+        loaded = []
+        try:
+            loaded = self._load_group(reader, group, problems, no_delta, let_go=True)
+            if not loaded:
+                return []
+            if self.values:  # written from the files' pages while the statistics are taken
+                if not self.rec.submit_values(p.step, [t[2] for t in loaded],
+                                              [("bf16", t[3]) if t[4] else t[3] for t in loaded], epoch=p.epoch):
+                    raise LogStopped("the run log stopped taking writes (see the message above)")
+            done = self._finish_group(loaded, tensor_stats.rows_many([t[3:7] for t in loaded], self.bins,
+                                                                     self.threads), problems)
+            if self.values:
+                self._drain()  # the writer is done with these pages: one group in memory at a time
+            return done
+        finally:
+            self._release(reader, loaded)
+
+    def _load_group(self, reader: Reader, group, problems: list[str], no_delta: dict, let_go: bool) -> list:
+        """[(name, spec, info, arr, bf16, prev, prev_bf16, prev_reader)] of a group: views of (or copies from)
+        the files; Rewritten if the checkpoint's own file changed (what was loaded is given back)."""
+        loaded: list = []
+        # Earlier checkpoints' files mapped in place that someone began to rewrite: no deltas against them
+        # (their pages may go), and their leases let go of where nothing reads them now (let_go).
+        gone = {id(r): why for r in self.open_readers if (why := changed(r, let_go=let_go)) is not None}
         try:
             for name, spec in group:
                 if name in self.shapes and self.shapes[name] != spec.shape:
                     problems.append(f"{name} changed shape {self.shapes[name]} -> {spec.shape} (left out)")
                     continue
                 prev_reader = self.last_seen.get(name)
+                if prev_reader is not None and id(prev_reader) in gone:
+                    no_delta.setdefault(gone[id(prev_reader)], []).append(name)
+                    prev_reader = None
                 try:
                     loaded.append((name, spec, *self._load(reader, prev_reader, name, spec), prev_reader))
                     continue
@@ -276,34 +387,36 @@ class Importer:
                 reader.release(name)
                 if prev_reader is not None:
                     prev_reader.release(name)
-            if not loaded:
-                return []
-            try:  # a file mapped in place that a trainer began to rewrite: keep what was read before
-                check_unchanged(reader)
-            except ImportFileError as exc:
-                raise Rewritten(f"{exc}: {len(loaded)} tensor(s) from {loaded[0][0]} on left out") from None
-            if self.values:  # written from the files' pages while the statistics are taken
-                if not self.rec.submit_values(p.step, [t[2] for t in loaded],
-                                              [("bf16", t[3]) if t[4] else t[3] for t in loaded], epoch=p.epoch):
-                    raise LogStopped("the run log stopped taking writes (see the message above)")
-            results = tensor_stats.rows_many([t[3:7] for t in loaded], self.bins, self.threads)
-            for t, res in zip(loaded, results, strict=True):
-                name, spec, info, arr, bf16 = t[:5]
-                if isinstance(res, Exception):
-                    problems.append(f"tensor {name}: {type(res).__name__}: {res}")
-                    continue
-                sample = None
-                if info.sample_index is not None and arr.size:
-                    sample = tensor_stats.samples(arr, bf16, info.sample_index)
-                done.append((name, spec, info, res[0], res[1], sample))
-            if self.values:
-                self._drain()  # the writer is done with these pages: one group in memory at a time
-            return done
-        finally:
-            for t in loaded:
-                reader.release(t[0])
-                if t[-1] is not None:
-                    t[-1].release(t[0])
+            if loaded:  # a file mapped in place that a trainer began to rewrite: keep what was read before
+                why = changed(reader, let_go=let_go)
+                if why is not None:
+                    raise Rewritten(why)
+            return loaded
+        except BaseException:
+            self._release(reader, loaded)
+            raise
+
+    def _finish_group(self, loaded: list, results: list, problems: list[str]) -> list:
+        """The rows of a group from the kernel's results, with each tensor's samples."""
+        done = []
+        for t, res in zip(loaded, results, strict=True):
+            name, spec, info, arr, bf16 = t[:5]
+            if isinstance(res, Exception):
+                problems.append(f"tensor {name}: {type(res).__name__}: {res}")
+                continue
+            sample = None
+            if info.sample_index is not None and arr.size:
+                sample = tensor_stats.samples(arr, bf16, info.sample_index)
+            done.append((name, spec, info, res[0], res[1], sample))
+        return done
+
+    @staticmethod
+    def _release(reader: Reader, loaded: list) -> None:
+        """Give the pages of loaded tensors (and of their previous copies) back."""
+        for t in loaded:
+            reader.release(t[0])
+            if t[-1] is not None:
+                t[-1].release(t[0])
 
     def _load(self, reader: Reader, prev_reader: Reader | None, name: str, spec):
         """(info, array, bf16, previous copy or None, its bf16) of one tensor; ImportFileError if unusable."""
@@ -363,6 +476,9 @@ class Importer:
         self.open_readers = still
 
     def close(self, status: str = "finished") -> None:
+        if self._lanes is not None:
+            self._lanes.shutdown(wait=True)
+            self._lanes = None
         for r in self.open_readers:
             r.close()
         self.open_readers = []
@@ -384,18 +500,19 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
     if not units:
         raise ImportFileError(f"{src}: no checkpoints found (safetensors, .pt/.pth/.bin/.ckpt, .keras/.h5, "
                               ".npz, .json, HF checkpoint-N/ directories, TensorBoard event files)")
-    planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)))
-    imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
-                   meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
-    status = "failed"
-    try:
-        for p in planned:
-            imp.add(p)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        imp.close(status)
+    with mapping.leases():  # files read in place are leased: a trainer rewriting one waits for a safe point
+        planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)))
+        imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
+                       meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
+        status = "failed"
+        try:
+            for p in planned:
+                imp.add(p)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            imp.close(status)
     return {"kind": kind, "checkpoints": imp.snapshots, "skipped": imp.skipped + len(units) - len(planned),
             "out": out}

@@ -225,6 +225,7 @@ class Hdf5Reader(Reader):
             if self._f is not None:
                 self._f.close()
                 self._f = None
+            super().close()
 
     def _unmap(self) -> None:
         if self._mm is not None:

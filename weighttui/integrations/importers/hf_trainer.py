@@ -117,3 +117,4 @@ class HfCheckpointReader(Reader):
     def close(self):
         for part in self.parts:
             part.close()
+        super().close()

@@ -14,18 +14,36 @@ a file unchanged for SETTLED_S; readers.open_reader decides), and a mapped
 reader checks the file's size before each tensor; every other file
 (`weighttui watch`, a file changed recently) is first copied with
 private_copy() into a file nobody else writes, and that copy is mapped.
+
+A file mapped in place is also held under a read lease (Lease, Linux's
+fcntl F_SETLEASE) where the system grants one: a process that opens it for
+writing or truncates it then waits in open()/truncate() until the import
+lets go, which it does only between groups of tensors, once nothing reads
+the file's pages any more (Lease.broken(), checked by readers.changed). So a
+trainer rewriting a settled file can no longer pull pages from under the
+kernel; it is held up for at most one group's reading (the kernel gives the
+lease up by itself after /proc/sys/fs/lease-break-time, 45 s by default).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mmap
 import os
+import signal
 import struct
 import sys
 import tempfile
+import threading
 import zipfile
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not a Unix: no leases
+    fcntl = None  # type: ignore[assignment]
 
 from weighttui.integrations.importers.base import ImportFileError
 
@@ -197,3 +215,92 @@ def _copy(src, dst) -> int:
                 return copied
             dst.write(memoryview(buf)[:n])
             copied += n
+
+
+# ------------------------------------------------------------------ leases
+
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+_F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
+_F_RDLCK, _F_UNLCK = getattr(fcntl, "F_RDLCK", 0), getattr(fcntl, "F_UNLCK", 2)
+_lease_users = 0  # leases() contexts open; while 0, no lease is taken
+_saved_sigio = None
+
+
+@contextlib.contextmanager
+def leases():
+    """Files mapped in place inside this context are held under read leases (where the system grants them).
+
+    A broken lease is signalled with SIGIO, whose default action ends the
+    process: the lease is polled instead (Lease.broken), so SIGIO is ignored
+    while inside, and restored after. Only where that can be done (the main
+    thread; SIGIO not handled by someone else) are leases taken at all.
+    """
+    global _lease_users, _saved_sigio
+    usable = False
+    if fcntl is not None and sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+        current = signal.getsignal(signal.SIGIO)
+        if _lease_users or current in (signal.SIG_DFL, signal.SIG_IGN):
+            if not _lease_users:
+                _saved_sigio = current
+                signal.signal(signal.SIGIO, signal.SIG_IGN)
+            _lease_users += 1
+            usable = True
+    try:
+        yield usable
+    finally:
+        if usable:
+            _lease_users -= 1
+            if not _lease_users and _saved_sigio is not None:
+                signal.signal(signal.SIGIO, _saved_sigio)
+                _saved_sigio = None
+
+
+class BeingWritten(ImportFileError):
+    """Someone has the file open for writing right now (a read lease is refused): read a private copy."""
+
+
+class Lease:
+    """A read lease on path (its own read-only descriptor), or None from take() where leases are off or refused
+    (leases() not entered, another filesystem, a file this user does not own without CAP_LEASE)."""
+
+    def __init__(self, fd: int):
+        self.fd: int | None = fd
+
+    @classmethod
+    def take(cls, path: str) -> Lease | None:
+        if not _lease_users:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.fcntl(fd, _F_SETLEASE, _F_RDLCK)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.EAGAIN:
+                raise BeingWritten("open for writing by another process") from None
+            return None
+        return cls(fd)
+
+    def broken(self, let_go: bool = True) -> bool:
+        """Whether someone asked to write the file since (or the lease is gone); with let_go, let go of it
+        then (the writer goes on). It stays broken."""
+        if self.fd is None:
+            return True
+        try:
+            held = fcntl.fcntl(self.fd, _F_GETLEASE) == _F_RDLCK
+        except OSError:
+            held = False
+        if not held and let_go:
+            self.close()
+        return not held
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                fcntl.fcntl(self.fd, _F_SETLEASE, _F_UNLCK)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None

@@ -128,3 +128,4 @@ class NpzReader(Reader):
             self._mm = None
         if self._file is not None:
             self._file.close()
+        super().close()

@@ -10,6 +10,9 @@ import time
 from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers.base import ImportFileError, Reader, Unit
 
+# Kinds whose readers map the file (and so hold a lease on it when in place); the others read it whole at open.
+_MAPPED = ("safetensors", "torch", "hdf5", "npz")
+
 # A file unchanged for this long is read in place by `weighttui import` (mapped); a younger one may still be
 # rewritten by a trainer (Lightning's last.ckpt, torch.save in place) and is read from a private copy.
 SETTLED_S = 30.0
@@ -54,8 +57,11 @@ def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None
 
     mapped (`weighttui import`): a file that has not changed for SETTLED_S is
     memory-mapped in place where the format allows (safetensors, PyTorch zip
-    files, stored .npz members; see mapped.py). Every other file (`weighttui
-    watch`, and a file changed recently) is copied first into copy_dir
+    files, stored .npz members, contiguous HDF5 datasets; see mapped.py),
+    under a read lease inside mapped.leases() (readers.changed says when it
+    broke), unless someone has it open for writing right now. Every other
+    file (`weighttui watch`, a file changed recently or being written) is
+    copied first into copy_dir
     (mapped.private_copy: refused if it changed during the copy), the reader
     opens the copy (mapped: nobody else writes it) and the copy is unlinked
     at once (its space is freed when the reader closes). Files under a
@@ -66,14 +72,9 @@ def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None
 
         return HfCheckpointReader(unit, mapped=mapped, copy_dir=copy_dir)
     if mapped and settled(unit.path):
-        try:
-            source = mapping.signature(os.stat(unit.path))
-        except OSError as exc:
-            raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
-        reader = _open(unit, mapped=True)
-        reader.source = source
-        reader.in_place = True
-        return reader
+        in_place = _open_in_place(unit)
+        if in_place is not None:
+            return in_place
     copy, source = mapping.private_copy(unit.path, copy_dir)
     try:
         reader = _open(dataclasses.replace(unit, path=copy), mapped=True)
@@ -86,19 +87,52 @@ def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None
             pass
 
 
-def check_unchanged(reader: Reader) -> None:
-    """ImportFileError if a file the reader maps in place changed since it was opened (a private copy never
-    does). By path: a file replaced by rename counts as changed too (its map would be fine; refused anyway)."""
+def _open_in_place(unit: Unit) -> Reader | None:
+    """The reader of unit's file itself, under a read lease where one is granted (mapped.Lease); None if
+    someone has the file open for writing now (read a private copy instead)."""
+    try:
+        lease = mapping.Lease.take(unit.path) if unit.kind in _MAPPED else None
+    except mapping.BeingWritten:
+        return None
+    try:
+        try:
+            st = os.stat(unit.path)
+        except OSError as exc:
+            raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
+        if lease is not None and lease.fd is not None \
+                and (os.fstat(lease.fd).st_ino, os.fstat(lease.fd).st_dev) != (st.st_ino, st.st_dev):
+            lease.close()  # replaced by a rename just now
+            return None
+        reader = _open(unit, mapped=True)
+    except BaseException:
+        if lease is not None:
+            lease.close()
+        raise
+    reader.source = mapping.signature(st)
+    reader.in_place = True
+    reader.lease = lease
+    return reader
+
+
+def changed(reader: Reader, let_go: bool = True) -> str | None:
+    """Why a file the reader maps in place must not be read any more (None: it may): someone opened it for
+    writing (its lease broke; with let_go, let go of now, so that the writer goes on: call it so only where
+    no page of the file is read until the next call), or its size, mtime, ctime or inode differ from when it
+    was opened (by path: a file replaced by rename counts as changed too; its map would be fine, refused
+    anyway). A private copy never changes."""
     for r in getattr(reader, "parts", None) or [reader]:
         if not r.in_place:
             continue
+        name = os.path.basename(r.unit.path)
+        if r.lease is not None and r.lease.broken(let_go):
+            return f"{name} changed while being read (a trainer opened it for writing)"
         try:
             now = mapping.signature(os.stat(r.unit.path))
         except OSError:
             now = None
         if now != r.source:
-            raise ImportFileError(f"{os.path.basename(r.unit.path)} changed while being read "
-                                  "(a trainer rewriting it?)")
+            return f"{name} changed while being read (a trainer rewriting it?)"
+    return None
 
 
 def _open(unit: Unit, *, mapped: bool) -> Reader:

@@ -135,3 +135,4 @@ class SafetensorsReader(Reader):
 
     def close(self):
         self.file.close()
+        super().close()

@@ -126,3 +126,4 @@ class TorchReader(Reader):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        super().close()

@@ -7,12 +7,13 @@ text changed, so a sweep of dozens of live runs redraws little per refresh.
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 from weighttui.analysis.multirun import RunRow
 from weighttui.log.text import inert
@@ -57,11 +58,49 @@ def row_cells(row: RunRow) -> dict[str, Text]:
     }
 
 
+# DataTable's caches this table trims row by row (set_cells); without them (another Textual) it
+# falls back to update_cell
+_ROW_CACHES = ("_cell_render_cache", "_row_render_cache", "_row_renderable_cache", "_line_cache")
+
+
 class RunTable(DataTable):
     BINDINGS = [
         Binding("j", "cursor_down", show=False),
         Binding("k", "cursor_up", show=False),
     ]
+
+    def set_cells(self, changes: list[tuple[str, str, Text, bool]]) -> None:
+        """Set cells: [(row key, column key, value, widen the column)].
+
+        DataTable.update_cell keys all its render caches by one update count, so any change makes
+        it draw every visible cell again, through Rich: in a live sweep, where every run's row
+        changes a few times a second, that was half the UI thread's time
+        (benchmarks/bench_store_sweep.py --live). Here only the changed rows' cached renders are
+        dropped (their cell, row and renderables entries; the assembled lines, which are cheap),
+        unless a column must widen, which redraws all as before.
+        """
+        if not changes:
+            return
+        if any(widen for *_rest, widen in changes) or not all(hasattr(self, c) for c in _ROW_CACHES):
+            for row, column, value, widen in changes:
+                self.update_cell(row, column, value, update_width=widen)
+            return
+        rows: set[RowKey] = set()
+        for row, column, value, _widen in changes:
+            rk, ck = RowKey(row), ColumnKey(column)
+            if rk not in self._row_locations or ck not in self._column_locations:
+                raise CellDoesNotExist(f"No cell exists for row_key={rk!r}, column_key={ck!r}.")
+            self._data[rk][ck] = value
+            rows.add(rk)
+        indices = {self._row_locations.get(rk) for rk in rows}
+        caches: tuple[tuple[Any, int, set], ...] = (
+            (self._cell_render_cache, 0, rows), (self._row_render_cache, 0, rows),
+            (self._row_renderable_cache, 1, indices))
+        for cache, at, drop in caches:
+            for key in [k for k in cache.keys() if k[at] in drop]:
+                cache.discard(key)
+        self._line_cache.clear()
+        self.refresh()
 
 
 class RunListScreen(RunsScreen):
@@ -95,6 +134,7 @@ class RunListScreen(RunsScreen):
         rows = app.run_rows()
         self.query_one("#runs-title", Static).update(app.title_line())
         table = self.table
+        changes: list[tuple[str, str, Text, bool]] = []
         for row in rows:
             cells = row_cells(row)
             plain = {k: c.plain + "|" + str(c.style) for k, c in cells.items()}
@@ -104,8 +144,15 @@ class RunListScreen(RunsScreen):
             else:
                 for k, text in plain.items():
                     if old[k] != text:
-                        table.update_cell(row.path, k, cells[k], update_width=True)
+                        # widen a column for a wider cell, never narrow it: a narrower cell makes
+                        # DataTable measure every cell of the column again, and with every run of a
+                        # live sweep changing each refresh that was most of the viewer's CPU
+                        # (benchmarks/bench_store_sweep.py --live)
+                        column = table.columns.get(ColumnKey(k))
+                        wider = column is None or cells[k].cell_len > column.content_width
+                        changes.append((row.path, k, cells[k], wider))
             self._cells[row.path] = plain
+        table.set_cells(changes)
         self._relabel_loss(rows)
         self.refresh_note()
 

@@ -1,0 +1,223 @@
+"""A store with no index: statistics in memory, histograms and samples read back from the log.
+
+Sealed segments normally live in the log's index on disk. Where there is none
+(`weighttui.open(path, cache=False)`, `weighttui info --no-cache`, a log whose
+directory and user cache are both unwritable) they would stay in memory whole,
+and most of a segment is histogram counts and samples (on the 1 GiB benchmark log
+302 + 76 MiB of the 569 MiB an index holds). `LogSource` seals a run's segments
+without them: a segment keeps its statistics (in the compact forms of
+columns.compact), rows, columns and sample offsets; histogram edges and counts and
+samples become `columns.FromLog` stand-ins. A query reads the entries it touches back from their
+snapshot frames, whose offsets the row table keeps (the log is the truth; full
+weight values are read the same way). Nothing is written anywhere.
+
+Every frame read back is checked as it was when first read (`snapshot_at`: the
+frame verifies, is a snapshot of this run's tensors, with the step and time the
+row table holds); one that does not (the log rewritten in place under a reader)
+is left out - its histogram reads as absent, its samples as NaN - never guessed.
+The source keeps the log open (a descriptor of the file first read), so a log
+replaced at its path is still read from the file the store describes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+
+from weighttui.log.format import FrameType
+from weighttui.log.reader import read_frame_at
+from weighttui.log.records import InvalidRecord, parse_snapshot
+
+from .builder import Group, RunState
+from .columns import FromLog, Segment, compact, count_dtype, merge
+
+# Ranges of entries read back are kept (least recently used first out) up to this many bytes:
+# histograms() asks for lo, hi and counts of the same entries one after the other, and a
+# viewer redraws the same tensor's range several times.
+CACHE_BYTES = 32 << 20
+
+
+def snapshot_at(fd: int, run: RunState, row: int):
+    """The snapshot record of row `row` of `run`, read again from the log (`fd`), or None when its
+    frame no longer verifies or no longer holds that snapshot (same step and time)."""
+    got = read_frame_at(fd, int(run.offsets.a[row]))
+    if got is None or got[0] != FrameType.SNAPSHOT:
+        return None
+    try:
+        s = parse_snapshot(got[1], run.by_id, run._ids_checked)
+    except (InvalidRecord, ValueError, TypeError, OverflowError):
+        return None
+    t = float(run.times.a[row])
+    if s.step != int(run.steps.a[row]) or not (s.time == t or (s.time != s.time and t != t)):
+        return None
+    return s
+
+
+class LogSource:
+    """The `spill` of a store with no index (builder.RunState.seal): seals groups without their
+    histograms and samples, and reads those back from the log when a query asks for them."""
+
+    # the tail (every array of its snapshots, as decoded) is sealed at this many bytes rather
+    # than columns.SEAL_BYTES: what stays of a sealed group is a fraction of it, so the tail and
+    # its sealing are most of what a read holds beyond the statistics
+    seal_bytes = 8 << 20
+
+    def __init__(self, path: str):
+        self.path = path
+        # the log as it is being read (refresh() sets it while it scans): duplicated when the first
+        # group is sealed, so groups are read back from the file they were read from
+        self.reading: int | None = None
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._cache: OrderedDict = OrderedDict()  # (id(seg), a, b) -> (seg, arrays, bytes)
+        self._cached_bytes = 0
+        self._inverse: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(cols) -> (cols, col -> position)
+        self.reads = 0  # frames read back (for tests and benchmarks)
+
+    def _adopt(self, fd: int) -> None:
+        self._fd = fd
+        weakref.finalize(self, os.close, fd)
+
+    def _log(self) -> int:
+        if self._fd is None:  # (a reader never writes to the log)
+            self._adopt(os.dup(self.reading) if self.reading is not None else os.open(self.path, os.O_RDONLY))
+        assert self._fd is not None
+        return self._fd
+
+    # ------------------------------------------------------------ sealing
+
+    def __call__(self, run: RunState, row0: int, row1: int, jobs: dict) -> Group:
+        """A group for rows [row0, row1) (jobs: columns.sealed_segment's arguments per kind)."""
+        try:
+            self._log()  # the file being read now is the one the rows point into
+        except OSError:
+            pass  # (read back later from the path, each frame checked)
+        return Group(row0, row1, {kind: self._seal(run, kind, *job) for kind, job in jobs.items()})
+
+    def _seal(self, run, kind, parts, row0, row1, nstats, bins, with_samples, edges) -> Segment:
+        seg = compact(merge(parts, row0, row1, nstats, bins, with_samples, heavy=False), edges)
+        # a column kept as it is would be a view holding the whole [statistics, entries] array
+        # (constant columns included): each is copied out
+        seg.stats = [c.copy() if isinstance(c, np.ndarray) and c.base is not None else c for c in seg.stats]
+        n = seg.entries
+        back = _Back(self, run, kind)
+        if bins is not None:
+            dtype = count_dtype(*(p["counts"] for p in parts if p.get("counts") is not None))
+            seg.counts = FromLog(back, "counts", n, bins, dtype)
+            # the edges too, even where they repeat min/max (an Alias would give them without a read):
+            # an entry whose frame no longer reads back is then absent (NaN edges, no counts), as
+            # histograms() leaves out a snapshot without one, not an empty histogram
+            seg.lo, seg.hi = FromLog(back, "lo", n), FromLog(back, "hi", n)
+        if with_samples and seg.soff is not None:
+            seg.samples = FromLog(back, "samples", int(seg.part("soff", n, n + 1)[0]), 0, np.float32)
+        return seg
+
+    # ------------------------------------------------------------ reading back
+
+    def read(self, back: _Back, seg: Segment, field: str, a: int, b: int) -> np.ndarray:
+        """Entries [a, b) of a field (samples: values [a, b) of the flat array)."""
+        if field != "samples":
+            return self.take(back, seg, field, np.arange(a, max(a, b), dtype=np.int64))
+        if b <= a:
+            return np.zeros(0, np.float32)
+        # samples [a, b) of the flat array: the entries that hold them, then the slice
+        soff = seg.part("soff")
+        ea = max(0, int(np.searchsorted(soff, a, "right")) - 1)
+        eb = min(max(ea, int(np.searchsorted(soff, b, "left"))), seg.entries)
+        flat = self.take(back, seg, "samples", np.arange(ea, eb, dtype=np.int64))
+        base = int(soff[ea])
+        return flat[a - base:b - base]
+
+    def take(self, back: _Back, seg: Segment, field: str, idx: np.ndarray) -> np.ndarray:
+        """Entries `idx` (ascending) of a field; samples: those entries' samples, one after the other.
+        Only their frames are read (a thinned row view or one step need not read every row)."""
+        key = (id(seg), idx.tobytes())
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] is seg:
+                self._cache.move_to_end(key)
+                return hit[1][field]
+        arrays = self._read_back(back, seg, idx)
+        size = sum(v.nbytes for v in arrays.values()) + len(key[1])
+        with self._lock:
+            self._cache[key] = (seg, arrays, size)
+            self._cached_bytes += size
+            while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
+                _k, (_s, _a, dropped) = self._cache.popitem(last=False)
+                self._cached_bytes -= dropped
+        return arrays[field]
+
+    def _positions(self, cols: np.ndarray) -> np.ndarray:
+        """tensor column -> its position in a snapshot covering `cols` (-1: not covered)."""
+        hit = self._inverse.get(id(cols))
+        if hit is None or hit[0] is not cols:
+            inv = np.full(int(cols.max()) + 1 if cols.size else 0, -1, np.int64)
+            inv[cols] = np.arange(cols.size)
+            hit = self._inverse[id(cols)] = (cols, inv)
+        return hit[1]
+
+    def _read_back(self, back: _Back, seg: Segment, idx: np.ndarray) -> dict:
+        """The histogram edges, counts and samples of entries `idx`, from their frames."""
+        run, kind, n = back.run, back.kind, idx.size
+        out: dict[str, np.ndarray] = {}
+        counts = seg.counts if isinstance(seg.counts, FromLog) else None
+        if counts is not None:
+            out["lo"], out["hi"] = np.full(n, np.nan), np.full(n, np.nan)
+            out["counts"] = np.zeros((n, counts.bins), counts.dtype)
+        flat = at_sample = lens = None
+        a, b = (int(idx[0]), int(idx[-1]) + 1) if n else (0, 0)
+        if isinstance(seg.samples, FromLog):
+            soff = seg.part("soff", a, b + 1)
+            lens = (soff[1:] - soff[:-1])[idx - a]
+            at_sample = np.concatenate(([0], np.cumsum(lens)))
+            flat = out["samples"] = np.full(int(at_sample[-1]), np.nan, np.float32)
+        if not n or not out:
+            return out
+        rows = seg.part("rows", a, b)[idx - a]
+        cols = seg.part("cols", a, b)[idx - a]
+        order = np.argsort(rows, kind="stable")
+        cut = np.flatnonzero(np.diff(rows[order])) + 1
+        fd = self._log()
+        for ent in np.split(order, cut):  # the entries of one row: one frame read
+            s = snapshot_at(fd, run, int(rows[ent[0]]))
+            self.reads += 1
+            if s is None:
+                continue
+            scols, slen = run.cols_of(s.ids)
+            inv = self._positions(scols)
+            want = cols[ent]
+            pos = inv[np.minimum(want, inv.size - 1)] if inv.size else np.full(want.size, -1)
+            ok = (pos >= 0) & (want < inv.size)
+            ent, pos = ent[ok], pos[ok]
+            block = getattr(s, kind)
+            if counts is not None and block is not None and block.hist is not None:
+                lo, hi, c = block.hist
+                out["lo"][ent], out["hi"][ent] = lo[pos], hi[pos]
+                out["counts"][ent] = c[pos].astype(counts.dtype, copy=False)
+            if flat is not None and at_sample is not None and lens is not None and s.sample is not None \
+                    and slen is not None:
+                starts = np.concatenate(([0], np.cumsum(slen)))
+                for e, p in zip(ent.tolist(), pos.tolist(), strict=True):
+                    k = int(lens[e])
+                    if k == int(slen[p]):
+                        flat[at_sample[e]:at_sample[e] + k] = s.sample[starts[p]:starts[p] + k]
+        return out
+
+
+class _Back:
+    """What a FromLog stand-in reads back through: the source, the run and the kind of its segment."""
+
+    __slots__ = ("source", "run", "kind")
+
+    def __init__(self, source: LogSource, run: RunState, kind: str):
+        self.source, self.run, self.kind = source, run, kind
+
+    def read(self, seg: Segment, field: str, a: int, b: int) -> np.ndarray:
+        return self.source.read(self, seg, field, a, b)
+
+    def take(self, seg: Segment, field: str, idx: np.ndarray) -> np.ndarray:
+        return self.source.take(self, seg, field, idx)
