@@ -14,6 +14,8 @@ and as wall time.
     python benchmarks/bench_instruments.py --threads 1   # full run (about 3 minutes on 2 cores)
     python benchmarks/bench_instruments.py --quick       # small sizes, to check it runs
     python benchmarks/bench_instruments.py --threads 1 --kernel-parts   # the kernel's time per instrument part
+    python benchmarks/bench_instruments.py --threads 1 --no-training --only "all of 1-5" --rounds 5
+        # development: the baseline and the configurations named (substrings), about 40 s
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ CONFIGS = {
 }
 
 
-def bench_snapshot(shapes, rounds, repeat, tmp):
+def bench_snapshot(shapes, rounds, repeat, tmp, configs=CONFIGS):
     torch.manual_seed(0)
     model = ParamSet(shapes)
     params = list(model.parameters())
@@ -68,15 +70,15 @@ def bench_snapshot(shapes, rounds, repeat, tmp):
     opt.step()  # the state (exp_avg, exp_avg_sq) exists
     noise = [torch.randn_like(p) * 1e-4 for p in params]
     read_times = []
-    times = {k: [] for k in CONFIGS}
-    cpu = {k: [] for k in CONFIGS}
-    first = {k: [] for k in CONFIGS}  # CPU time of the first two snapshots (one-time work)
+    times = {k: [] for k in configs}
+    cpu = {k: [] for k in configs}
+    first = {k: [] for k in configs}  # CPU time of the first two snapshots (one-time work)
     for r in range(rounds):
         t0 = time.perf_counter()
         for _ in range(repeat):
             [p.sum() for p in params]
         read_times.append((time.perf_counter() - t0) / repeat)
-        for name, cfg in CONFIGS.items():
+        for name, cfg in configs.items():
             handle = wt.watch(model, tmp / f"snap{r}.wtui", delta="exact", initial=False, queue_size=1000,
                               grads=cfg["grads"], instruments=cfg["instruments"])
             handle.optimizer = opt  # its state, without hooking its step
@@ -184,6 +186,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-training", action="store_true", help="only the snapshot table")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated substrings: only the snapshot configurations whose name has one "
+                         "(the two without instruments are always run)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the snapshot table (3)")
     ap.add_argument("--kernel-parts", action="store_true",
                     help="only the fused kernel's time per instrument part (kernel.Extras), about 20 s")
     args = ap.parse_args(argv)
@@ -194,6 +200,12 @@ def main(argv=None):
     if args.quick:
         shapes = [(64, 3, 7, 7), (256, 64, 3, 3), (1000, 512), (1000,)]
         rounds, repeat, steps, width = 1, 2, 10, 128
+    if args.rounds:
+        rounds = args.rounds
+    configs = CONFIGS
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        configs = {k: v for k, v in CONFIGS.items() if "no instruments" in k or any(w in k for w in wanted)}
     print(f"machine: {machine()}\n")
     if args.kernel_parts:
         parts = bench_kernel_parts(shapes, 5 if args.quick else 25)
@@ -204,14 +216,14 @@ def main(argv=None):
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        n, t, read, times, cpu, first = bench_snapshot(shapes, rounds, repeat, tmp)
+        n, t, read, times, cpu, first = bench_snapshot(shapes, rounds, repeat, tmp, configs)
         base = "no instruments, no gradients (today's default snapshot)"
         base_g = "no instruments (gradients)"
         print(f"### One snapshot, {t} tensors, {n / 1e6:.1f}M float32 values; read pass {read * 1e3:.1f} ms\n")
         print("| configuration | CPU ms | x no instruments (gradients) | instrument alone: CPU ms | wall ms "
               "| first two snapshots (one-time work): CPU ms |")
         print("|---|---:|---:|---:|---:|---:|")
-        for name in CONFIGS:
+        for name in configs:
             alone = "" if "no instruments" in name else f"{(cpu[name] - cpu[base_g]) * 1e3:+.1f}"
             print(f"| {name} | {cpu[name] * 1e3:.1f} | {cpu[name] / cpu[base_g]:.2f} | {alone} "
                   f"| {times[name] * 1e3:.1f} | {first[name] * 1e3:.0f} |")

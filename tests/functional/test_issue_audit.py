@@ -296,3 +296,65 @@ def test_torch_sigma_max_tracks_svd_after_warm_up_under_sgd(tmp_path):
         last = run.full_steps[-1]
         exact = np.linalg.svd(run.weights(step=last)[name].astype(np.float64), compute_uv=False)[0]
         assert sigma[list(steps).index(last)] == pytest.approx(exact, rel=1e-3), name
+
+
+def test_info_says_where_an_imported_runs_steps_and_epochs_came_from(tmp_path, capsys):
+    """Issue 17: step and epoch come from metadata, else numbers in names, else order, "said in the
+    log's meta"; `info` says it in a line a person reads (and --json keeps the meta as written)."""
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in (2, 10):  # natural order, not 10 before 2
+        save_file({"w": np.full((2, 2), e, np.float32)}, str(ck / f"epoch_{e}.safetensors"))
+    out = tmp_path / "run.wtui"
+    assert _cli(capsys, "import", str(ck), "--out", str(out))[0] == 0
+    code, text, _ = _cli(capsys, "info", str(out))
+    assert code == 0
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("imported:"))
+    assert "2 checkpoints" in line and "complete values kept" in line
+    assert "steps from: the epoch (2)" in line and "epochs from: numbers in file names (2)" in line
+    code, text, _ = _cli(capsys, "info", str(out), "--json")
+    meta = json.loads(text)["run"]["meta"]["import"]
+    assert meta["step_from"] == {"epoch": 2} and meta["epoch_from"] == {"name": 2}
+    assert list(weighttui.open(str(out)).epochs) == [2, 10]
+
+
+@pytest.mark.parametrize("first", ["checkpoint", "run_log"])
+def test_watch_on_an_empty_directory_waits_for_checkpoints_or_logs(tmp_path, monkeypatch, capsys, first):
+    """Issue 17: `weighttui watch DIR` started before the trainer wrote its first checkpoint must
+    follow the checkpoints once they come (it used to open the multi-run view of run logs, which
+    never shows a checkpoint); a run log appearing instead still opens the multi-run view."""
+    import threading
+
+    launched = []
+    monkeypatch.setattr("weighttui.cli.importing.watch_checkpoints",
+                        lambda directory, **kw: launched.append(("checkpoints", directory)) or 0)
+    monkeypatch.setattr("weighttui.tui.multi_app.run_multi_app",
+                        lambda files, **kw: launched.append(("runs", kw["directory"])) or 0)
+
+    import weighttui.cli.importing as importing
+
+    looked = threading.Event()  # the watcher has looked at the empty directory once
+    real = importing.is_checkpoint_dir
+    monkeypatch.setattr(importing, "is_checkpoint_dir", lambda d: (real(d), looked.set())[0])
+
+    def trainer():
+        assert looked.wait(60)
+        if first == "checkpoint":
+            from safetensors.numpy import save_file
+
+            save_file({"w": np.ones((2, 2), np.float32)}, str(tmp_path / "tmp.partial"))
+            os.replace(tmp_path / "tmp.partial", tmp_path / "epoch_1.safetensors")
+        else:
+            with weighttui.Recorder(str(tmp_path / "run.wtui")) as rec:
+                rec.snapshot(0, {"w": np.ones((2, 2), np.float32)})
+
+    t = threading.Thread(target=trainer)
+    t.start()
+    try:
+        assert main(["watch", str(tmp_path)]) == 0
+    finally:
+        t.join()
+    assert launched == [("checkpoints" if first == "checkpoint" else "runs", str(tmp_path))]
+    assert "waiting for run logs or checkpoints" in capsys.readouterr().err

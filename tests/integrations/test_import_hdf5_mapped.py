@@ -145,3 +145,24 @@ def test_compressed_keras_archive_is_read_through_h5py(tmp_path, h5py_reads):
         assert len(h5py_reads) == 4
     finally:
         reader.close()
+
+
+def test_legacy_keras_full_model_h5_from_the_map(tmp_path, h5py_reads):
+    """Keras' legacy full-model `.h5` (model_weights/...) is mapped too."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(40), keras.layers.Dense(3)])
+    path = tmp_path / "legacy_epoch_1.h5"
+    model.save(str(path))
+    os.utime(path, (1e9, 1e9))
+    reader = open_reader(Unit(str(path), "hdf5", path.name), mapped=True)
+    try:
+        assert reader.in_place and set(reader.mapped) == set(reader.specs()) and len(reader.mapped) == 4
+        got = {(name.split("/", 1)[0], name.rsplit("/", 1)[-1]): reader.raw(name)[0] for name in reader.specs()}
+        for layer in model.layers:  # named dense_N after the number of Dense layers made so far
+            kernel, bias = layer.get_weights()
+            assert got[(layer.name, "kernel")].tobytes() == np.asarray(kernel).tobytes()
+            assert got[(layer.name, "bias")].tobytes() == np.asarray(bias).tobytes()
+        assert h5py_reads == []
+    finally:
+        reader.close()

@@ -366,13 +366,13 @@ def test_vectors_by_matrix_size_and_block_max_option():
     assert inst.vectors(256, 257) == 1 and inst.vectors(2048, 512) == 1
     assert inst.vectors(96, 288, block=8, block_max=0) == 1 and inst.vectors(2048, 512, 4, 1 << 30) == 4
     chosen, settings = inst.parse_options({"block_max": 0, "cos": False})
-    assert settings["block_max"] == 0 and "cos" not in chosen
+    assert settings.block_max == 0 and "cos" not in chosen
     with pytest.raises(ValueError, match="block_max"):
         inst.parse_options({"block_max": -1})
     # one vector on a small matrix: still a Ritz value (from below), warmed up at the first snapshot
     rng = np.random.default_rng(3)
     w = rng.standard_normal((40, 24)) * np.linspace(2.0, 0.1, 24)
-    spec = inst.Spectral("w", block=8, block_max=0)
+    spec = inst.Spectral("w", inst.Settings(block=8, block_max=0))
     est = spec.update(w)
     assert spec.v.shape == (24, 1)
     assert est <= inst.sigma_max_ref(w) * (1 + 1e-12) and est == pytest.approx(inst.sigma_max_ref(w), rel=1e-3)
@@ -392,3 +392,101 @@ def test_median_is_numpys():
             got, want = inst.median(w), float(np.median(w))
             assert (math.isnan(got) and math.isnan(want)) or got == want, (n, trial, got, want)
     assert math.isnan(inst.median(np.zeros(0)))
+
+
+def test_settings_one_home_for_every_path(tmp_path):
+    """The six settings live in inst.Settings (defaults, checks); an instruments dict's keys become one,
+    and the numpy Recorder, its device twin (JAX, Keras TF ops) and torch's watch() all hold that object."""
+    import torch
+
+    import weighttui.torch as wt
+    from weighttui.record.device_instruments import ArrayInstruments
+
+    assert inst.SETTINGS == ("cos_sample", "block", "warmup", "block_max", "alpha_every", "alpha_max")
+    assert (inst.DEFAULTS.cos_sample, inst.DEFAULTS.block, inst.DEFAULTS.warmup, inst.DEFAULTS.block_max,
+            inst.DEFAULTS.alpha_every, inst.DEFAULTS.alpha_max) == (
+        inst.DEFAULT_COS_SAMPLE, inst.DEFAULT_BLOCK, inst.DEFAULT_WARMUP, inst.BLOCK_MAX, inst.ALPHA_EVERY,
+        inst.ALPHA_MAX_ELEMENTS)
+    chosen, settings = inst.parse_options({"cos_sample": 0, "block": 4, "alpha_every": 3, "units": False})
+    assert settings == inst.Settings(cos_sample=0, block=4, alpha_every=3) and "units" not in chosen
+    assert settings.vectors(96, 288) == 4 and settings.alpha_schedule().every == 3
+    for bad, low in (({"warmup": 0}, 1), ({"block": True}, 1), ({"alpha_max": 1.5}, 1), ({"cos_sample": -1}, 0)):
+        key = next(iter(bad))
+        with pytest.raises(ValueError, match=f"instruments {key} must be an int >= {low}"):
+            inst.parse_options(bad)
+    with pytest.raises(ValueError, match="unknown instruments option 'blocks'"):
+        inst.parse_options({"blocks": 4})
+    assert inst.parse_options(True)[1] is inst.DEFAULTS
+    option = {"block": 4, "cos_sample": 16, "block_max": 0}
+    with Recorder(tmp_path / "np.wtui", instruments=option) as rec:
+        assert rec.instruments.settings == inst.Settings(block=4, cos_sample=16, block_max=0)
+        assert ArrayInstruments.like(rec.instruments, np).settings is rec.instruments.settings
+    model = torch.nn.Linear(4, 3)
+    handle = wt.watch(model, tmp_path / "torch.wtui", instruments=option)
+    try:
+        assert handle.instruments.settings == rec.instruments.settings
+    finally:
+        handle.close()
+
+
+def test_unit_health_counts_against_a_direct_computation():
+    """UnitHealth compares every tensor's units at once: its counts, events and payload against a
+    direct per-tensor computation, with tensors coming and going, gradients missing or NaN, a NaN
+    weight norm, a zero median and a tensor changing its number of units."""
+    from weighttui.log.format import decode_array
+
+    rng = np.random.default_rng(11)
+
+    class Info:
+        def __init__(self, i):
+            self.id, self.name = i, f"t{i}"
+
+    infos = [Info(i) for i in range(5)]
+    health = inst.UnitHealth()
+    streak: dict[int, np.ndarray] = {}
+    reported: dict[tuple[int, str], int] = {}
+    for step in range(12):
+        sizes = {0: 7, 1: 1, 2: 40, 3: 9 if step < 6 else 11, 4: 3}
+        rows = [r for r in range(5) if not (r == 4 and step % 3 == 0)]
+        w = {r: np.abs(rng.standard_normal(sizes[r])) for r in rows}
+        w[2][[3, 17]] *= 50.0  # exploding
+        if step == 4:
+            w[0][2] = np.nan
+        if step == 7:
+            w[4] = np.zeros(3)  # zero median
+        g = {}
+        for r in rows:
+            if r == 1 and step % 4 == 1:
+                continue  # no gradient this time
+            gr = np.abs(rng.standard_normal(sizes[r]))
+            gr[: 1 + r % 3] = 0.0  # dead units
+            if step == 5 and r == 2:
+                gr[5] = np.nan
+            g[r] = gr.astype(np.float32)
+        wcol, gcol, payload, events = health.update(infos, w, g)
+        want_events = []
+        for r in rows:
+            med = np.median(w[r])
+            hot = np.nonzero(w[r] > 10 * med)[0] if med > 0 else np.zeros(0, int)
+            assert wcol[r, 0] == hot.size
+            if hot.size > reported.get((r, "exploding"), 0):
+                reported[(r, "exploding")] = hot.size
+                want_events.append(("exploding_units", r, hot.tolist()))
+            if r in g:
+                s = streak.get(r)
+                s = np.zeros(sizes[r], int) if s is None or s.size != sizes[r] else s
+                s = streak[r] = np.where(g[r] == 0, s + 1, 0)
+                dead = np.nonzero(s >= inst.DEAD_WINDOW)[0]
+                assert gcol[r, 0] == dead.size
+                if dead.size > reported.get((r, "dead"), 0):
+                    reported[(r, "dead")] = dead.size
+                    want_events.append(("dead_units", r, dead.tolist()))
+            else:
+                assert np.isnan(gcol[r, 0])
+        got = sorted((e["kind"], e["tensor"], e["units"]) for e in events)
+        assert got == sorted(want_events), step
+        assert decode_array(payload["ids"]).tolist() == rows
+        np.testing.assert_allclose(decode_array(payload["weights"]), np.concatenate([w[r] for r in rows]),
+                                   rtol=1 / 128)
+        gv = np.concatenate([g[r] if r in g else np.full(sizes[r], np.nan) for r in rows])
+        np.testing.assert_allclose(decode_array(payload["grad"]), gv, rtol=1 / 128)

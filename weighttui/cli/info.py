@@ -232,8 +232,13 @@ def print_info(run: RunData, alerts, out) -> None:
           f"started {r['created'] or '?'}\n")
         if d["runs_in_log"] > 1:
             w(f"  this log holds {d['runs_in_log']} runs (appended); showing the latest (--run N for others)\n")
-        if r["meta"]:
-            w(f"  meta: {inert(r['meta'])}\n")
+        meta = r["meta"]
+        imported = meta.get("import") if isinstance(meta, dict) else None
+        if isinstance(imported, dict):  # `weighttui import`: where steps and epochs came from, said plainly
+            w(f"  imported: {inert(_import_line(imported))}\n")
+            meta = {k: v for k, v in meta.items() if k != "import"}
+        if meta:
+            w(f"  meta: {inert(meta)}\n")
     status = inert(d["status"])
     if d.get("ended_by"):
         status += f" ({inert(d['ended_by'])})"
@@ -305,6 +310,37 @@ def print_info(run: RunData, alerts, out) -> None:
                 w(f"      -> {inert(a['advice'])}\n")
     elif d["snapshots"]:
         w("\n  alerts: none\n")
+
+
+# the import's rules for steps and epochs (docs/import.md, "Steps and epochs"), as `info` says them
+_IMPORT_RULES = {"metadata": "the files' metadata", "name": "numbers in file names", "epoch": "the epoch",
+                 "order": "file order", "unknown": "unknown"}
+
+
+def _import_line(imp: dict) -> str:
+    """The run meta's `import` record (docs/import.md) as one line: source, what was kept, and where the
+    steps and epochs came from (`{"name": 3}`: from 3 file names; "metadata", "epoch", "order" ...)."""
+    def origin(v) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{_IMPORT_RULES.get(k, k)} ({n})" if isinstance(n, int) else str(k)
+                             for k, n in v.items()) or "?"
+        return str(v)
+
+    parts = [f"{imp.get('kind', '?')} from {imp.get('source', '?')}"]
+    if "checkpoints" in imp:
+        parts[0] += f" ({imp['checkpoints']} checkpoints)"
+    if imp.get("kind") == "tensorboard":
+        parts.append("histograms and scalars, no complete values")
+    elif "values" in imp:
+        parts.append("complete values kept" if imp["values"] else "no complete values (--no-values)")
+    if "step_from" in imp:
+        parts.append(f"steps from: {origin(imp['step_from'])}")
+    if "epoch_from" in imp:
+        parts.append(f"epochs from: {origin(imp['epoch_from'])}")
+    approx = imp.get("approximate")
+    if isinstance(approx, list) and approx:
+        parts.append("approximate: " + "; ".join(map(str, approx)))
+    return "; ".join(parts)
 
 
 def _clip(text: str, width: int = 48) -> str:

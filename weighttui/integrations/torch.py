@@ -125,11 +125,12 @@ class WatchHandle:
         self.sharded = sharded
         # instruments (docs/instruments.md); not across the shards of a sharded run
         chosen, settings = inst.parse_options(instruments)
-        self.instruments = TorchInstruments(chosen if not sharded else (), budget_bytes=self.delta_budget_bytes,
-                                            **settings)
+        self.instruments = TorchInstruments(chosen if not sharded else (), settings,
+                                            budget_bytes=self.delta_budget_bytes)
         # across the shards: every rank computes its part (torch_shard_instruments.py)
-        self.shard_instruments = ShardInstruments(chosen, reducer.group, reporter=self.reporter if writer else None,
-                                                  **settings) if reducer is not None and chosen else None
+        self.shard_instruments = ShardInstruments(chosen, reducer.group, settings,
+                                                  reporter=self.reporter if writer else None) \
+            if reducer is not None and chosen else None
         self.engine = DeviceStats(bins, hist_sample=hist_sample, reducer=reducer)
         self.router = RowRouter(self.engine, cpu_kernel=cpu_kernel, sharded=sharded)
         self.cpu_kernel = self.router.cpu_kernel

@@ -80,21 +80,21 @@ def _sq(x: torch.Tensor) -> torch.Tensor:
 class _Spectral:
     """ref.Spectral's iteration over a matrix sharded by rows (V replicated on every rank)."""
 
-    __slots__ = ("name", "block", "warmup", "v", "group", "block_max")
+    __slots__ = ("name", "settings", "v", "group")
 
-    def __init__(self, name: str, block: int, warmup: int, group, block_max: int = ref.BLOCK_MAX):
-        self.name, self.block, self.warmup, self.group, self.block_max = name, block, warmup, group, block_max
+    def __init__(self, name: str, settings: ref.Settings, group):
+        self.name, self.settings, self.group = name, settings, group
         self.v: torch.Tensor | None = None
 
     def first_v(self, w2: torch.Tensor, m: int, n: int) -> torch.Tensor:
         """The subspace to iterate from: the kept one, or a warm-up's (collectives of its own)."""
-        p = ref.vectors(m, n, self.block, self.block_max)
+        p = self.settings.vectors(m, n)
         if self.v is not None and tuple(self.v.shape) == (n, p) and self.v.device == w2.device:
             return self.v
         v = torch.as_tensor(ref.start_block(self.name, n, max(p, min(ref.WARMUP_BLOCK, m, n))),
                             dtype=torch.float32, device=w2.device)
         gram = None
-        for _ in range(max(1, self.warmup)):
+        for _ in range(max(1, self.settings.warmup)):
             y = w2 @ v
             g = self._sum(y.to(torch.float64).T @ y.to(torch.float64))
             b = self._sum(_coeffs_apply(y, g).T @ w2)
@@ -159,14 +159,11 @@ class _Pending:
 class ShardInstruments:
     """The instruments of a sharded run; every rank calls the same methods in the same order."""
 
-    def __init__(self, chosen, group, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
-                 warmup: int = ref.DEFAULT_WARMUP, alpha_every: int = ref.ALPHA_EVERY,
-                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS, block_max: int = ref.BLOCK_MAX, reporter=None):
+    def __init__(self, chosen, group, settings: ref.Settings = ref.DEFAULTS, *, reporter=None):
         self.chosen = frozenset(chosen)
         self.group = group
-        self.cos_sample, self.block, self.warmup = int(cos_sample), int(block), int(warmup)
-        self.block_max = int(block_max)
-        self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
+        self.settings = settings
+        self.alpha = settings.alpha_schedule()
         self.units = ref.UnitHealth()
         self.reporter = reporter
         self._layouts: dict[str, tuple] = {}
@@ -202,7 +199,7 @@ class ShardInstruments:
         got = self._coords.get(e.name)
         numel = math.prod(lay.shape)
         if got is None or got[0] is not e.tensor:
-            idx = ref.sample_index(e.name, numel, self.cos_sample)
+            idx = ref.sample_index(e.name, numel, self.settings.cos_sample)
             idx = np.arange(numel, dtype=np.int64) if idx is None else idx
             if torch_dist.shardable(e.tensor):
                 pos, loc = torch_dist.local_sample_positions(e.tensor, idx)
@@ -345,7 +342,7 @@ class ShardInstruments:
         w2 = x.reshape(-1, n).to(torch.float32)
         spec = self._spec.get(name)
         if spec is None:
-            spec = self._spec[name] = _Spectral(name, self.block, self.warmup, self.group, self.block_max)
+            spec = self._spec[name] = _Spectral(name, self.settings, self.group)
         y = w2 @ spec.first_v(w2, m, n)
         pend.spec[i] = (spec, y, w2)
         add(("gram_w", i), y.to(torch.float64).T @ y.to(torch.float64))
@@ -353,8 +350,7 @@ class ShardInstruments:
             d2 = (x - prev).reshape(-1, n).to(torch.float32)
             sd = self._spec_d.get(name)
             if sd is None:
-                sd = self._spec_d[name] = _Spectral(name + "/delta", self.block, self.warmup, self.group,
-                                                          self.block_max)
+                sd = self._spec_d[name] = _Spectral(name + "/delta", self.settings, self.group)
             yd = d2 @ sd.first_v(d2, m, n)
             pend.spec_d[i] = (sd, yd, d2)
             add(("gram_d", i), yd.to(torch.float64).T @ yd.to(torch.float64))

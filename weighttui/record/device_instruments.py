@@ -85,15 +85,12 @@ class _Pending:
 class ArrayInstruments:
     """The instruments of one recorder's device snapshots, with array module `xp`."""
 
-    def __init__(self, chosen, xp, *, cos_sample: int = ref.DEFAULT_COS_SAMPLE, block: int = ref.DEFAULT_BLOCK,
-                 warmup: int = ref.DEFAULT_WARMUP, alpha_every: int = ref.ALPHA_EVERY,
-                 alpha_max: int = ref.ALPHA_MAX_ELEMENTS, block_max: int = ref.BLOCK_MAX, jit=None):
+    def __init__(self, chosen, xp, settings: ref.Settings = ref.DEFAULTS, *, jit=None):
         self.chosen = frozenset(chosen)
         self.xp = xp
         self._k = self._kernels(jit or (lambda f: f))
-        self.cos_sample, self.block, self.warmup = int(cos_sample), int(block), int(warmup)
-        self.block_max = int(block_max)
-        self.alpha = ref.AlphaSchedule(alpha_every, alpha_max)
+        self.settings = settings
+        self.alpha = settings.alpha_schedule()
         self.units = ref.UnitHealth()
         self._spec: dict[int, ref.Spectral] = {}
         self._spec_d: dict[int, ref.Spectral] = {}
@@ -108,9 +105,7 @@ class ArrayInstruments:
         """The device twin of a Recorder's instruments: the same choice and settings. jit: how the
         per-tensor kernels are compiled (jax.jit: one dispatch each instead of one per op)."""
         ins = numpy_instruments
-        return cls(ins.chosen, xp, cos_sample=ins.cos_sample, block=ins.block, warmup=ins.warmup,
-                   alpha_every=ins.alpha.every, alpha_max=ins.alpha.max_elements, block_max=ins.block_max,
-                   jit=jit)
+        return cls(ins.chosen, xp, ins.settings, jit=jit)
 
     def _kernels(self, jit) -> dict:
         """The per-tensor computations other than the spectral step, each ending in the flat float64
@@ -163,7 +158,7 @@ class ArrayInstruments:
         """The part of the values of x at the cosines' coordinates (every element when small)."""
         got = self._idx.get(info.id)
         if got is None:
-            host = ref.sample_index(info.name, _size(x), self.cos_sample)
+            host = ref.sample_index(info.name, _size(x), self.settings.cos_sample)
             got = self._idx[info.id] = (host, None if host is None else self.xp.asarray(host))
         return self._add(pend, x) if got[1] is None else self._add(pend, x, "take", got[1])
 
@@ -186,15 +181,14 @@ class ArrayInstruments:
             if "sigma" in ch and mn is not None:
                 spec = self._spec.get(info.id)
                 if spec is None:
-                    spec = self._spec[info.id] = ref.Spectral(info.name, self.block, self.warmup, xp, self.block_max)
+                    spec = self._spec[info.id] = ref.Spectral(info.name, self.settings, xp)
                 pend.v_new[i], gram = spec.step(xp.reshape(w, mn))
                 pend.gram[i] = self._add(pend, gram)
                 prev = None if prevs is None else prevs.get(i)
                 if prev is not None and tuple(prev.shape) == tuple(x.shape):
                     sd = self._spec_d.get(info.id)
                     if sd is None:
-                        sd = self._spec_d[info.id] = ref.Spectral(info.name + "/delta", self.block, self.warmup, xp,
-                                                                     self.block_max)
+                        sd = self._spec_d[info.id] = ref.Spectral(info.name + "/delta", self.settings, xp)
                     pend.vd_new[i], gram_d = sd.step(xp.reshape(w - self._work(prev), mn))
                     pend.gram_d[i] = self._add(pend, gram_d)
             if "dist_init" in ch:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -43,6 +43,37 @@ ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
 DEFAULT = ("optim", "nan_origin", "units")
 ALPHA_EVERY = 10  # the power-law fit every this many snapshots of a tensor ...
 ALPHA_MAX_ELEMENTS = 1 << 18  # ... for matrices up to this size (a full SVD: 512 x 512 takes ~30 ms here)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The instruments' settings (docs/instruments.md, "Choosing"): their one home, defaults and checks,
+    for every path (numpy Recorder, torch, device, sharded). Users give them as keys of an
+    instruments={...} dict (parse_options)."""
+
+    cos_sample: int = DEFAULT_COS_SAMPLE  # coordinates per tensor for the update cosines (0: every element)
+    block: int = DEFAULT_BLOCK  # vectors of the spectral iteration of a matrix of at most block_max elements
+    warmup: int = DEFAULT_WARMUP  # its iterations the first time a tensor is seen
+    block_max: int = BLOCK_MAX  # bigger matrices iterate one vector (0: every matrix)
+    alpha_every: int = ALPHA_EVERY  # snapshots of a tensor between alpha fits
+    alpha_max: int = ALPHA_MAX_ELEMENTS  # the largest matrix fitted, in elements
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value, low = getattr(self, f.name), 0 if f.name in ("cos_sample", "block_max") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"instruments {f.name} must be an int >= {low}, got {value!r}")
+
+    def vectors(self, m: int, n: int) -> int:
+        """How many vectors the spectral iteration of an m x n matrix keeps (see vectors())."""
+        return vectors(m, n, self.block, self.block_max)
+
+    def alpha_schedule(self) -> AlphaSchedule:
+        return AlphaSchedule(self.alpha_every, self.alpha_max)
+
+
+DEFAULTS = Settings()
+SETTINGS = tuple(f.name for f in fields(Settings))  # the settings' names, beside ALL's in an instruments dict
 
 
 def matrix_shape(shape) -> tuple[int, int] | None:
@@ -138,11 +169,18 @@ def _compute(arr: np.ndarray) -> np.ndarray:
 
 def ritz_sigma(gram) -> float:
     """sigma_max estimate from B B^T, B = Q^T W (p x p): sqrt of its largest eigenvalue."""
-    g = np.asarray(gram, dtype=np.float64)
-    if not np.all(np.isfinite(g)):
-        return math.nan
-    g = (g + g.T) / 2
-    return float(math.sqrt(max(float(np.linalg.eigvalsh(g)[-1]), 0.0)))
+    return float(ritz_sigmas(np.asarray(gram)[None])[0])
+
+
+def ritz_sigmas(grams) -> np.ndarray:
+    """ritz_sigma of a stack of B B^T [k, p, p] in one eigvalsh call (NaN where one is not finite)."""
+    g = np.asarray(grams, dtype=np.float64)
+    out = np.full(g.shape[0], np.nan)
+    ok = np.isfinite(g).all(axis=(1, 2))
+    if ok.any():
+        h = g[ok]
+        out[ok] = np.sqrt(np.maximum(np.linalg.eigvalsh((h + h.transpose(0, 2, 1)) / 2)[:, -1], 0.0))
+    return out
 
 
 def vectors(m: int, n: int, block: int = DEFAULT_BLOCK, block_max: int = BLOCK_MAX) -> int:
@@ -177,16 +215,16 @@ def top_vector(v, gram, xp=np):
 
 class Spectral:
     """sigma_max of a sequence of matrices (one tensor's snapshots), each estimate
-    one block iteration warm-started from the previous snapshot's subspace.
+    one block iteration warm-started from the previous snapshot's subspace
+    (settings: block, block_max, warmup).
 
     `step` (no host sync: device arrays stay on their device with xp) then `commit`
     with the Ritz value of its B B^T; `update` does both on numpy arrays."""
 
-    __slots__ = ("name", "block", "warmup", "v", "xp", "block_max")
+    __slots__ = ("name", "settings", "v", "xp")
 
-    def __init__(self, name: str, block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, xp=np,
-                 block_max: int = BLOCK_MAX):
-        self.name, self.block, self.warmup, self.xp, self.block_max = name, block, warmup, xp, block_max
+    def __init__(self, name: str, settings: Settings = DEFAULTS, xp=np):
+        self.name, self.settings, self.xp = name, settings, xp
         self.v = None
 
     def update(self, w2: np.ndarray) -> float:
@@ -199,11 +237,11 @@ class Spectral:
         """(next V, B B^T) of one iteration on w2 (a warm-up the first time)."""
         xp = self.xp
         m, n = w2.shape
-        p = vectors(m, n, self.block, self.block_max)
+        p = self.settings.vectors(m, n)
         if self.v is None or tuple(self.v.shape) != (n, p) or self.v.dtype != w2.dtype:
             # warm-up: a block of vectors, then the top p Ritz vectors go on
             v = xp.asarray(start_block(self.name, n, max(p, min(WARMUP_BLOCK, m, n))), dtype=w2.dtype)
-            for _ in range(max(1, self.warmup)):
+            for _ in range(max(1, self.settings.warmup)):
                 v, gram = subspace_step(w2, v, xp)
             # numpy's eigh raises on NaN; the device modules give NaN, and commit() drops it
             if v.shape[1] > p and (xp is not np or np.all(np.isfinite(gram))):
@@ -323,43 +361,34 @@ def with_columns(block: Block, names, values: np.ndarray) -> Block:
     return Block(tuple(block.names) + tuple(names), np.hstack([block.stats, values]), block.hist)
 
 
-SETTINGS = {"cos_sample": DEFAULT_COS_SAMPLE, "block": DEFAULT_BLOCK, "block_max": BLOCK_MAX,
-            "warmup": DEFAULT_WARMUP,
-            "alpha_every": ALPHA_EVERY, "alpha_max": ALPHA_MAX_ELEMENTS}
-
-
-def parse_options(instruments) -> tuple[frozenset, dict]:
-    """(chosen instruments, settings) from instruments="default" (DEFAULT), True (all), False/None (none),
-    an iterable of ALL's names, or a dict: names -> bool (the rest stay on) and
-    the SETTINGS (cos_sample, block, warmup) -> int."""
-    settings = dict(SETTINGS)
+def parse_options(instruments) -> tuple[frozenset, Settings]:
+    """(chosen instruments, Settings) from instruments="default" (DEFAULT), True (all), False/None (none),
+    an iterable of ALL's names, or a dict: names -> bool (the rest stay on) and the
+    SETTINGS' names -> int (checked by Settings)."""
     if isinstance(instruments, str) and instruments == "default":
-        return frozenset(DEFAULT), settings
+        return frozenset(DEFAULT), DEFAULTS
     if instruments is True:
-        return frozenset(ALL), settings
+        return frozenset(ALL), DEFAULTS
     if instruments in (False, None):
-        return frozenset(), settings
+        return frozenset(), DEFAULTS
     if isinstance(instruments, dict):
-        chosen = set(ALL)
+        chosen, given = set(ALL), {}
         for key, value in instruments.items():
             if key in SETTINGS:
-                if isinstance(value, bool) or not isinstance(value, int) or \
-                        value < (0 if key in ("cos_sample", "block_max") else 1):
-                    raise ValueError(f"instruments {key} must be an int >= 1, got {value!r}")
-                settings[key] = value
+                given[key] = value
             elif key in ALL:
                 if not value:
                     chosen.discard(key)
             else:
-                raise ValueError(f"unknown instruments option {key!r}; choose from {ALL + tuple(SETTINGS)}")
-        return frozenset(chosen), settings
+                raise ValueError(f"unknown instruments option {key!r}; choose from {ALL + SETTINGS}")
+        return frozenset(chosen), Settings(**given)
     if isinstance(instruments, str):
         instruments = [instruments]
     names = frozenset(str(i) for i in instruments)
     unknown = names - set(ALL)
     if unknown:
         raise ValueError(f"unknown instruments {sorted(unknown)}; choose from {ALL}")
-    return names, settings
+    return names, DEFAULTS
 
 
 class Instruments:
@@ -370,14 +399,10 @@ class Instruments:
     the cosines the previous values and update at `cos_sample` coordinates.
     """
 
-    def __init__(self, chosen=ALL, *, cos_sample: int = DEFAULT_COS_SAMPLE,
-                 block: int = DEFAULT_BLOCK, warmup: int = DEFAULT_WARMUP, alpha_every: int = ALPHA_EVERY,
-                 block_max: int = BLOCK_MAX,
-                 alpha_max: int = ALPHA_MAX_ELEMENTS):
+    def __init__(self, chosen=ALL, settings: Settings = DEFAULTS):
         self.chosen = frozenset(chosen)
-        self.alpha = AlphaSchedule(alpha_every, alpha_max)
-        self.cos_sample = int(cos_sample)
-        self.block, self.warmup, self.block_max = int(block), int(warmup), int(block_max)
+        self.settings = settings
+        self.alpha = settings.alpha_schedule()
         self._spec: dict[int, Spectral] = {}
         self._spec_d: dict[int, Spectral] = {}
         self._init: dict[int, tuple[np.ndarray, float]] = {}
@@ -391,7 +416,7 @@ class Instruments:
 
     def _coords(self, info, arr: np.ndarray) -> np.ndarray:
         if info.id not in self._idx:
-            self._idx[info.id] = sample_index(info.name, arr.size, self.cos_sample)
+            self._idx[info.id] = sample_index(info.name, arr.size, self.settings.cos_sample)
         idx = self._idx[info.id]
         flat = arr.reshape(-1)
         return (flat if idx is None else flat[idx]).astype(np.float64)
@@ -404,8 +429,7 @@ class Instruments:
                 continue
             mn = matrix_shape(arr.shape)
             if "sigma" in self.chosen and mn is not None:
-                spec = self._spec.setdefault(info.id, Spectral(info.name, self.block, self.warmup,
-                                                                         block_max=self.block_max))
+                spec = self._spec.setdefault(info.id, Spectral(info.name, self.settings))
                 out[i, 0] = spec.update(_compute(arr).reshape(mn))
             if "dist_init" in self.chosen:
                 init = self._init.get(info.id)
@@ -439,8 +463,7 @@ class Instruments:
             if arr.dtype.kind != "f" or mn is None or prev is None or prev.shape != arr.shape:
                 continue
             d2 = (_compute(arr) - _compute(prev)).reshape(mn)
-            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.block,
-                                                                              self.warmup, block_max=self.block_max))
+            spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.settings))
             out[i] = spec.update(d2)
         return out
 
@@ -483,12 +506,12 @@ class Instruments:
             m = st.get("m")
             if m is not None:
                 m64 = np.asarray(m, dtype=np.float64)
-                rows[i, 0] = float(np.linalg.norm(m64[np.isfinite(m64)]))
+                rows[i, 0] = _norm(m64[np.isfinite(m64)])
                 bad += int(np.count_nonzero(~np.isfinite(m64)))
             v = st.get("v")
             if v is not None:
                 v64 = np.asarray(v, dtype=np.float64)
-                rows[i, 1] = float(np.linalg.norm(v64[np.isfinite(v64)]))
+                rows[i, 1] = _norm(v64[np.isfinite(v64)])
                 bad += int(np.count_nonzero(~np.isfinite(v64)))
                 rows[i, 2] = adam_eff_lr(float(st.get("lr", math.nan)), rows[i, 1], v64.size,
                                          float(st.get("step", 0) or 0), float(st.get("beta2", 0.999)),
@@ -497,6 +520,13 @@ class Instruments:
                 rows[i, 2] = float(st["lr"])
             rows[i, 3] = bad
         return Block(OPTIM_STATS, rows, None) if seen else None
+
+
+def _norm(a: np.ndarray) -> float:
+    """The L2 norm of a 1-D float64 array without BLAS: np.linalg.norm's dot product wakes
+    OpenBLAS's threads, which then spin beside the training's (a Keras fit recording Adam's state
+    every 10 batches on 2 cores: +260% CPU, against +27% with this)."""
+    return math.sqrt(float(np.einsum("i,i->", a, a)))
 
 
 # ------------------------------------------------------------ per-unit health
@@ -552,46 +582,79 @@ class UnitHealth:
 
     def __init__(self, window: int = DEAD_WINDOW, factor: float = EXPLODING_FACTOR):
         self.window, self.factor = window, factor
+        # dead-unit streaks: one int32 per unit, of the tensors that had a gradient at the last update,
+        # concatenated in their order (ids); _streak[id] is a view of that tensor's part
+        self._streak_ids: tuple[int, ...] = ()
+        self._streak_all = np.zeros(0, dtype=np.int32)
         self._streak: dict[int, np.ndarray] = {}
         self._reported: dict[tuple[int, str], int] = {}
 
     def update(self, infos, w_norms: dict, g_norms: dict):
         """w_norms / g_norms: row -> per-unit norms (host arrays). Returns (weights column
-        [T, 1], grad column [T, 1], units payload or None, event payloads)."""
+        [T, 1], grad column [T, 1], units payload or None, event payloads).
+
+        The tensors' units are concatenated and compared at once (only the medians go tensor
+        by tensor): a Python step per tensor for each comparison cost more than the comparisons."""
         t = len(infos)
         wcol = np.full((t, 1), np.nan)
         gcol = np.full((t, 1), np.nan)
-        events = []
         rows = sorted(w_norms)
-        for i in rows:
-            info, w = infos[i], np.asarray(w_norms[i], dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                med = median(w)
-                hot = np.nonzero(w > self.factor * med)[0] if med > 0 else np.zeros(0, dtype=np.int64)
-            wcol[i, 0] = hot.size
-            events += self._event(info, "exploding", hot, w.size, f"weight norm above {self.factor:g}x the "
-                                  f"median unit's ({three(med)})")
-            g = g_norms.get(i)
-            if g is not None and np.size(g) == w.size:
-                g = np.asarray(g, dtype=np.float64)
-                streak = self._streak.get(info.id)
-                if streak is None or streak.shape != g.shape:
-                    streak = self._streak[info.id] = np.zeros(g.shape, dtype=np.int32)
-                streak[:] = np.where(g == 0, streak + 1, 0)
-                dead = np.nonzero(streak >= self.window)[0]
-                gcol[i, 0] = dead.size
-                events += self._event(info, "dead", dead, w.size,
-                                      f"gradient exactly zero for {self.window}+ snapshots")
         if not rows:
-            return wcol, gcol, None, events
+            return wcol, gcol, None, []
+        ws = [np.asarray(w_norms[i], dtype=np.float64).reshape(-1) for i in rows]
+        sizes = np.array([w.size for w in ws], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        w_all = np.concatenate(ws)
+        meds = np.array([median(w) for w in ws])
+        with np.errstate(invalid="ignore"):
+            limit = np.where(meds > 0, self.factor * meds, np.inf)  # a NaN or zero median: none exploding
+            hot = w_all > np.repeat(limit, sizes)
+        counts = np.add.reduceat(hot, starts) if w_all.size else np.zeros(len(rows), np.int64)
+        wcol[rows, 0] = counts
+        events = []
+        for j, i in enumerate(rows):
+            if counts[j] > self._reported.get((infos[i].id, "exploding"), 0):
+                units = np.nonzero(hot[starts[j]:starts[j] + sizes[j]])[0]
+                events += self._event(infos[i], "exploding", units, int(sizes[j]), f"weight norm above "
+                                      f"{self.factor:g}x the median unit's ({three(meds[j])})")
+        with_g = [j for j, i in enumerate(rows) if i in g_norms and np.size(g_norms[i]) == sizes[j]]
+        g_all = None
+        if with_g:
+            g_ids = tuple(infos[rows[j]].id for j in with_g)
+            gs = np.concatenate([np.asarray(g_norms[rows[j]], dtype=np.float64).reshape(-1) for j in with_g])
+            streak = self._streaks(g_ids, sizes[with_g])
+            streak += 1
+            streak[gs != 0] = 0
+            dead = streak >= self.window
+            g_starts = np.concatenate([[0], np.cumsum(sizes[with_g])[:-1]])
+            dead_counts = np.add.reduceat(dead, g_starts) if dead.size else np.zeros(len(with_g), np.int64)
+            for k, j in enumerate(with_g):
+                i = rows[j]
+                gcol[i, 0] = dead_counts[k]
+                if dead_counts[k] > self._reported.get((infos[i].id, "dead"), 0):
+                    units = np.nonzero(dead[g_starts[k]:g_starts[k] + sizes[j]])[0]
+                    events += self._event(infos[i], "dead", units, int(sizes[j]),
+                                          f"gradient exactly zero for {self.window}+ snapshots")
+            g_all = np.full(w_all.size, np.nan, dtype=np.float32)
+            at = np.concatenate([np.arange(starts[j], starts[j] + sizes[j]) for j in with_g])
+            g_all[at] = gs
         ids = np.array([infos[i].id for i in rows], dtype="<u4")
-        wv = np.concatenate([np.asarray(w_norms[i], dtype=np.float32) for i in rows])
-        payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(wv)), "grad": None}
-        if any(i in g_norms for i in rows):
-            gv = np.concatenate([np.asarray(g_norms[i], dtype=np.float32) if i in g_norms
-                                 else np.full(np.size(w_norms[i]), np.nan, np.float32) for i in rows])
-            payload["grad"] = encode_bf16_bits(bf16_bits(gv))
+        payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(w_all.astype(np.float32))),
+                   "grad": None if g_all is None else encode_bf16_bits(bf16_bits(g_all))}
         return wcol, gcol, payload, events
+
+    def _streaks(self, ids: tuple[int, ...], sizes) -> np.ndarray:
+        """The streaks of these tensors, concatenated (their own if kept at this size, else zeros)."""
+        if ids != self._streak_ids:
+            parts = []
+            for tid, n in zip(ids, sizes, strict=True):
+                old = self._streak.get(tid)
+                parts.append(old if old is not None and old.size == n else np.zeros(int(n), dtype=np.int32))
+            self._streak_all = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+            self._streak_ids = ids
+            ends = np.cumsum(sizes)
+            self._streak.update({tid: self._streak_all[e - n:e] for tid, n, e in zip(ids, sizes, ends, strict=True)})
+        return self._streak_all
 
     def _event(self, info, what: str, units: np.ndarray, total: int, why: str) -> list:
         """An event when a tensor has more such units than ever reported before."""

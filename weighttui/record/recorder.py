@@ -124,7 +124,7 @@ class Recorder:
         self._numpy = NumpyStats(self.bins, self.delta_policy)
         # instrument columns of the numpy path (docs/instruments.md)
         chosen, settings = inst.parse_options(instruments)
-        self.instruments = inst.Instruments(chosen, **settings)
+        self.instruments = inst.Instruments(chosen, settings)
         self._nonfinite_seen: set[int] = set()
         self._origin_seen = False  # nan_origin is reported once per run
         self._closed = False

@@ -271,11 +271,11 @@ class Importer:
         """[(name, spec, info, weights row, delta row, samples)] of the checkpoint's tensors, in file order.
 
         With values, one group at a time (its values go to the writer while the kernel's threads share its
-        tensors). Without, `threads` lanes, each a kernel call on one thread, take groups in file order while
-        the groups in flight (and their previous copies) stay within 2 x the largest tensor + SPARE: small
-        tensors are taken on the other cores while the largest one is, which one kernel call (whole tensors
-        per thread) cannot do. A group stops being taken once its file changed (Rewritten), and a lease is
-        let go only once no group in flight reads that file (readers.changed).
+        tensors). Without, `threads` lanes, each a kernel call on one thread, take groups (the largest first,
+        then in file order) while the groups in flight (and their previous copies) stay within 2 x the
+        largest tensor + SPARE: small tensors are taken on the other cores while the largest one is, which
+        one kernel call (whole tensors per thread) cannot do. No group is taken once the checkpoint's file
+        changed (Rewritten); broken leases are let go of once nothing is in flight (readers.changed).
         """
         lanes = 1 if self.values else self.threads
         if lanes == 1:
