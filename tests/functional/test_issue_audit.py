@@ -318,3 +318,67 @@ def test_info_says_where_an_imported_runs_steps_and_epochs_came_from(tmp_path, c
     meta = json.loads(text)["run"]["meta"]["import"]
     assert meta["step_from"] == {"epoch": 2} and meta["epoch_from"] == {"name": 2}
     assert list(weighttui.open(str(out)).epochs) == [2, 10]
+
+
+@pytest.mark.parametrize("first", ["checkpoint", "run_log"])
+def test_watch_on_an_empty_directory_waits_for_checkpoints_or_logs(tmp_path, monkeypatch, capsys, first):
+    """Issue 17: `weighttui watch DIR` started before the trainer wrote its first checkpoint must
+    follow the checkpoints once they come (it used to open the multi-run view of run logs, which
+    never shows a checkpoint); a run log appearing instead still opens the multi-run view."""
+    import threading
+
+    launched = []
+    monkeypatch.setattr("weighttui.cli.importing.watch_checkpoints",
+                        lambda directory, **kw: launched.append(("checkpoints", directory)) or 0)
+    monkeypatch.setattr("weighttui.tui.multi_app.run_multi_app",
+                        lambda files, **kw: launched.append(("runs", kw["directory"])) or 0)
+
+    import weighttui.cli.importing as importing
+
+    looked = threading.Event()  # the watcher has looked at the empty directory once
+    real = importing.is_checkpoint_dir
+    monkeypatch.setattr(importing, "is_checkpoint_dir", lambda d: (real(d), looked.set())[0])
+
+    def trainer():
+        assert looked.wait(60)
+        if first == "checkpoint":
+            from safetensors.numpy import save_file
+
+            save_file({"w": np.ones((2, 2), np.float32)}, str(tmp_path / "tmp.partial"))
+            os.replace(tmp_path / "tmp.partial", tmp_path / "epoch_1.safetensors")
+        else:
+            with weighttui.Recorder(str(tmp_path / "run.wtui")) as rec:
+                rec.snapshot(0, {"w": np.ones((2, 2), np.float32)})
+
+    t = threading.Thread(target=trainer)
+    t.start()
+    try:
+        assert main(["watch", str(tmp_path)]) == 0
+    finally:
+        t.join()
+    assert launched == [("checkpoints" if first == "checkpoint" else "runs", str(tmp_path))]
+    assert "waiting for run logs or checkpoints" in capsys.readouterr().err
+
+
+def test_info_json_gives_the_nan_origin_as_fields(tmp_path, capsys):
+    """Issue 16 item 6: the first step, tensor, kind and flat index of the first non-finite element,
+    "shown in the alert and info": for scripts as fields, beside the message."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    path = tmp_path / "nan.wtui"
+    with weighttui.Recorder(str(path), every=1) as rec:
+        for s in range(6):
+            m = 0.1 * rng.standard_normal(w.shape).astype(np.float32)
+            if s >= 3:
+                m.flat[5] = np.inf  # the optimizer state goes first
+            if s >= 4:
+                w = w.copy()
+                w.flat[9] = np.nan
+            rec.snapshot(s, {"a": w * 2, "w": w}, grads={"a": w, "w": w},
+                         optim={"w": {"m": m, "v": m * m, "lr": 1e-3, "step": s + 1}})
+    code, out, _ = _cli(capsys, "info", str(path), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["nan_origin_at"] == {"step": 3, "tensor": "w", "kind": "optim", "index": 5}
+    assert "optimizer state of w at flat index 5" in doc["nan_origin"]
+    assert any(a["rule"] == "nan_origin" and a["tensor"] == "w" and a["step"] == 3 for a in doc["alerts"])

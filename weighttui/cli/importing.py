@@ -63,6 +63,23 @@ def is_checkpoint_dir(path: str) -> bool:
         return False
 
 
+def wait_for_content(directory: str, *, poll: float = 0.5, say=None) -> None:
+    """`watch DIR` on a directory with neither run logs nor checkpoints yet (the trainer has not written
+    its first one): wait for either, so that the first checkpoint is followed as a live run instead of
+    the directory being watched for run logs only. Says once what it waits for; ctrl-c stops."""
+    import time
+
+    from weighttui.analysis.multirun import DirectoryWatch
+
+    said = False
+    while not (DirectoryWatch(directory).scan().logs or is_checkpoint_dir(directory)):
+        if not said:
+            (say or (lambda m: print(m, file=sys.stderr, flush=True)))(
+                f"weighttui: waiting for run logs or checkpoints in {directory} (ctrl-c stops)")
+            said = True
+        time.sleep(poll)
+
+
 def cache_log(directory: str) -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "weighttui", "import")

@@ -71,6 +71,10 @@ def cmd_watch(args) -> int:
 
     config = _diagnose_config(args.threshold)  # bad thresholds fail before the app starts
     if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
+        if len(args.path) == 1 and args.mode == "watch" and os.path.isdir(args.path[0]):
+            from weighttui.cli.importing import wait_for_content
+
+            wait_for_content(args.path[0])  # an empty directory: run logs or checkpoints decide the view
         if len(args.path) == 1 and _is_checkpoint_dir(args.path[0]):  # checkpoints, not run logs
             from weighttui.cli.importing import watch_checkpoints
 
@@ -383,7 +387,17 @@ BAD_INPUT = (CliError, LogFormatError, FileNotFoundError, IsADirectoryError, Not
              PermissionError)
 
 
+def _one_blas_thread() -> None:
+    """numpy's OpenBLAS starts a spinning thread per core at import (about 40-110 ms of CPU on a
+    2-core machine) although no command multiplies matrices with numpy; one thread also keeps the
+    demo's trainer (a child, which inherits it) from competing with the viewer for the cores.
+    A value the user set is kept; numpy already imported (main() called from Python) is left as is."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv=None) -> int:
+    _one_blas_thread()
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # bare `weighttui`: the help, with its examples
         parser.print_help(sys.stderr)
