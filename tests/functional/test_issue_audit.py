@@ -382,3 +382,23 @@ def test_info_json_gives_the_nan_origin_as_fields(tmp_path, capsys):
     assert doc["nan_origin_at"] == {"step": 3, "tensor": "w", "kind": "optim", "index": 5}
     assert "optimizer state of w at flat index 5" in doc["nan_origin"]
     assert any(a["rule"] == "nan_origin" and a["tensor"] == "w" and a["step"] == 3 for a in doc["alerts"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner tui14 (tui/widgets/layer_rows.METRICS, tui/screens/detail.INSTRUMENT_CHARTS): issue 16 says each "
+    "instrument is shown in the TUI (a column that can be chosen in the layer table, a panel or chart in the "
+    "detail screen); WeightWatcher's alpha (instrument 3, with its 2-6 alert band) is in the log, info and every "
+    "export but in no column and no chart of the viewer"))
+def test_the_viewer_offers_every_instrument_somewhere():
+    from weighttui.log.schema import COLUMNS
+    from weighttui.tui.screens.detail import INSTRUMENT_CHARTS
+    from weighttui.tui.widgets.layer_rows import METRICS
+
+    shown = {(kind, stat) for _key, kind, stat, _label, _log in METRICS}
+    shown |= {(kind, stat) for charts in INSTRUMENT_CHARTS.values() for _title, kind, lines, *_ in charts
+              for _label, stat, _colour in lines}
+    instruments = {("weights", "sigma_max"), ("weights", "stable_rank"), ("weights", "dist_init"),
+                   ("weights", "alpha"), ("delta", "cos_prev"), ("delta", "cos_grad"), ("delta", "sigma_ratio"),
+                   ("grad", "dead_units"), ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr")}
+    assert all(stat in COLUMNS[kind] for kind, stat in instruments)  # the names the log has
+    assert instruments - shown == set()
