@@ -157,3 +157,34 @@ def test_row_table_appends_read_back_in_order():
     assert loaded.view.dtype == np.float64
     empty = _Growing(np.float64)
     assert empty.n == 0 and empty.last is None and empty.view.size == 0
+
+
+def test_a_forked_child_reads_and_indexes_with_threads_of_its_own(tmp_path, monkeypatch):
+    """The read-ahead and the index writer are one thread each per process; a child forked after
+    the parent used them (a DataLoader worker opening a log) must start its own, not wait forever
+    on the parent's executors, which have no thread in the child."""
+    import signal
+
+    import weighttui
+    from tests.logbuilder import fixed_log
+    from weighttui.data.store import index as store_index
+
+    monkeypatch.setattr(reader, "READ_AHEAD_MIN", 0)
+    monkeypatch.setattr(store_index, "MIN_LOG_BYTES", 0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    fixed_log(tmp_path / "a.wtui", steps=40)
+    fixed_log(tmp_path / "b.wtui", steps=40)
+    want = weighttui.open(tmp_path / "a.wtui").series("head.weight", "norm")[1]
+    assert reader._AHEAD is not None and store_index._POOL is not None  # both used in the parent
+    pid = os.fork()
+    if pid == 0:  # the child: a hang is ended by the alarm (exit status 14), a wrong value by 3
+        code = 1
+        try:
+            signal.alarm(60)
+            got = weighttui.open(tmp_path / "b.wtui").series("head.weight", "norm")[1]
+            code = 0 if np.array_equal(got, want) else 3
+        finally:
+            os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert weighttui.open(tmp_path / "b.wtui").index_path is not None  # the child left its index

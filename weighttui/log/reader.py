@@ -9,6 +9,7 @@ writes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -79,7 +80,8 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
             yield from dec.frames()
     finally:
         if nxt is not None:  # (closed early: the read must not outlive the caller's fd)
-            nxt.result()
+            with contextlib.suppress(OSError):
+                nxt.result()
     if read_at >= size:
         dec.end_of_data()
     state.offset, state.resyncing, state.pending = dec.offset, dec.resyncing, dec.pending
@@ -97,6 +99,15 @@ def _read_ahead() -> ThreadPoolExecutor:
         if _AHEAD is None:
             _AHEAD = ThreadPoolExecutor(1, thread_name_prefix="weighttui-read")
         return _AHEAD
+
+
+def _forget_read_ahead() -> None:
+    # a forked child has no thread behind the parent's executor: it starts its own
+    global _AHEAD, _AHEAD_LOCK
+    _AHEAD, _AHEAD_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_read_ahead)
 
 
 def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:

@@ -341,17 +341,31 @@ class DetailScreen(RunScreen):
         recent = self._recent_span(data, win, pos_step, columns)
         steps, lo, hi, counts = win.hist if recent is None else self._recent_hist(data, recent)
         stats = win.stats
-        self._header(view, info, pos_step, stats, win, columns, recent_full=recent is not None)
+        # the position between the row view's rows (the app's ← → walk every snapshot): its own
+        # values and histogram, read from the store, for the header and the bars
+        exact = self._exact(data, pos_step, stats)
+        here = stats if exact is None else exact.stats
+        self._header(view, info, pos_step, here, win, columns, recent_full=recent is not None)
         heat.show(steps, lo, hi, counts, position_step=pos_step, zoom=self.zoom, range_mode=self.range_mode,
                   log=self.log_density, message=f"no {KIND_NAMES[self.kind]} histograms in this log")
         if self.units:
             self._units(view, info, pos_step)
-        self._bars(steps, lo, hi, counts, pos_step, stats)
+        self._bars(*((steps, lo, hi, counts) if exact is None or not exact.hist[0].size else exact.hist),
+                   pos_step, here)
         self._charts_due = (view, win, pos_step, key)
         if (self.tensor, self.kind) != self._charts_for:  # another tensor or view: all at once
             self._flush_charts()
         elif self._chart_timer is None:
             self._chart_timer = self.set_timer(CHART_DELAY, self._flush_charts)
+
+    def _exact(self, data, pos_step: int | None, stats: Series) -> Window | None:
+        """The tensor at the position's own snapshot when the window drawn lacks it (a thinned row
+        view); None when the window has it, or the snapshot did not cover the tensor."""
+        steps = stats.get("steps")
+        if pos_step is None or steps is None or (steps.size and bool((steps == pos_step).any())):
+            return None
+        win = detail_zoom.read(data, self.tensor, self.kind, (pos_step, pos_step + 1))
+        return win if win.stats.get("steps", np.zeros(0)).size else None
 
     def _flush_charts(self) -> None:
         self._chart_timer = None
