@@ -138,6 +138,12 @@ def cmd_info(args) -> int:
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
+    if args.no_cache:
+        # this reader keeps the statistics in memory: what the reading threads free goes back to the
+        # one arena they share, not stays in theirs (info --no-cache, 1 GiB log: 302-306 -> 288-291 MB)
+        from weighttui.data.malloc import share_malloc_arena
+
+        share_malloc_arena()
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
     run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache)
     _check_run_number(run, args.run)
