@@ -397,3 +397,25 @@ def test_the_viewer_offers_every_instrument_somewhere():
                    ("grad", "dead_units"), ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr")}
     assert all(stat in COLUMNS[kind] for kind, stat in instruments)  # the names the log has
     assert instruments - shown == set()
+
+
+def test_run_number_that_the_log_does_not_hold_is_bad_input(tmp_path, capsys):
+    """`info`/`export --run N` of a log of two appended runs: N out of range is one line and exit 2 (it was
+    an empty summary, "no run yet", and an export of 0 rows, exit 0); `info --run 0` says it shows run 0."""
+    path = tmp_path / "app.wtui"
+    for r in range(2):
+        with weighttui.Recorder(str(path), mode="a", every=1) as rec:
+            for s in range(3):
+                rec.snapshot(s, {"w": np.full((2, 2), r + s, np.float32)})
+    for argv in (["info", str(path), "--run", "2"], ["info", str(path), "--json", "--run", "7"],
+                 ["export", str(path), "--format", "parquet", "--run", "2", "--out", str(tmp_path / "x.parquet")],
+                 ["export", str(path), "--format", "csv", "--run", "5", "--out", "-"]):
+        code, out, err = _cli(capsys, *argv)
+        assert code == 2 and out == "" and "--run" in err and "runs 0..1" in err, (argv, err)
+    with pytest.raises(SystemExit):  # argparse: negative numbers are refused for export too
+        main(["export", str(path), "--format", "csv", "--run", "-1", "--out", "-"])
+    assert "must be 0 or more" in capsys.readouterr().err
+    code, out, _ = _cli(capsys, "info", str(path), "--run", "0")
+    assert code == 0 and "showing run 0" in out
+    code, out, _ = _cli(capsys, "info", str(path))
+    assert code == 0 and "showing the latest" in out
