@@ -419,3 +419,25 @@ def test_run_number_that_the_log_does_not_hold_is_bad_input(tmp_path, capsys):
     assert code == 0 and "showing run 0" in out
     code, out, _ = _cli(capsys, "info", str(path))
     assert code == 0 and "showing the latest" in out
+
+
+def test_export_no_cache_writes_only_its_output(tmp_path, capsys, monkeypatch):
+    """Issue 14: "`weighttui info --no-cache` / `open(..., cache=False)` (or similar) reads without touching
+    the disk" - export reads through the same store, so it takes --no-cache too, with the same result."""
+    rng = np.random.default_rng(5)
+    ws = {f"l{i}": rng.standard_normal((64, 64)).astype(np.float32) for i in range(8)}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "big.wtui"
+    with weighttui.Recorder(str(path), every=1) as rec:
+        for s in range(120):  # over the 1 MiB under which no index is made
+            ws = {k: v + 0.01 for k, v in ws.items()}
+            rec.snapshot(s, ws, grads=ws)
+    assert path.stat().st_size > 1 << 20
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "a.csv"
+    assert _cli(capsys, "export", str(path), "--format", "csv", "--no-cache", "--out", str(out))[0] == 0
+    assert sorted(os.listdir(logs)) == ["big.wtui"] and not (tmp_path / "cache").exists()
+    assert _cli(capsys, "export", str(path), "--format", "csv", "--out", str(tmp_path / "b.csv"))[0] == 0
+    assert len(os.listdir(logs)) == 2  # the index, beside the log
+    assert out.read_bytes() == (tmp_path / "b.csv").read_bytes()

@@ -202,7 +202,7 @@ def cmd_export(args) -> int:
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
-    run = open_run(args.path, run=args.run)
+    run = open_run(args.path, run=args.run, cache=not args.no_cache)
     _check_run_number(run, args.run)
     wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
                           kinds=args.kind, marks=args.marks)
@@ -380,6 +380,8 @@ examples:
                    help="statistics blocks to export (default: all present)")
     p.add_argument("--run", type=_run_number, default=None,
                    help="which run of an appended log (0-based; default latest)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read the log without using or writing its index (only --out is written)")
     p.add_argument("--marks", nargs=2, type=int, metavar=("A", "B"),
                    help="with --format changes: also the change |w_B - w_A| / |w_A| between steps A and B "
                         "(column change_ab; exact from complete values where both steps have them, else from "
