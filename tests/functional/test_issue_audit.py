@@ -389,11 +389,6 @@ def test_info_json_gives_the_nan_origin_as_fields(tmp_path, capsys):
     assert any(a["rule"] == "nan_origin" and a["tensor"] == "w" and a["step"] == 3 for a in doc["alerts"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner tui14 (tui/widgets/layer_rows.METRICS, tui/screens/detail.INSTRUMENT_CHARTS): issue 16 says each "
-    "instrument is shown in the TUI (a column that can be chosen in the layer table, a panel or chart in the "
-    "detail screen); WeightWatcher's alpha (instrument 3, with its 2-6 alert band) is in the log, info and every "
-    "export but in no column and no chart of the viewer"))
 def test_the_viewer_offers_every_instrument_somewhere():
     from weighttui.log.schema import COLUMNS
     from weighttui.tui.screens.detail import INSTRUMENT_CHARTS
