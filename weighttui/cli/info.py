@@ -242,7 +242,9 @@ def print_info(run: RunData, alerts, out) -> None:
           f"({inert(r['framework']) or '?'}) on {inert(r['host']) or '?'} pid {r['pid'] or '?'}, "
           f"started {r['created'] or '?'}\n")
         if d["runs_in_log"] > 1:
-            w(f"  this log holds {d['runs_in_log']} runs (appended); showing the latest (--run N for others)\n")
+            shown = ("the latest" if run.run_index is None or run.run_index == d["runs_in_log"] - 1
+                     else f"run {run.run_index}")
+            w(f"  this log holds {d['runs_in_log']} runs (appended); showing {shown} (--run N for others)\n")
         meta = r["meta"]
         imported = meta.get("import") if isinstance(meta, dict) else None
         if isinstance(imported, dict):  # `weighttui import`: where steps and epochs came from, said plainly
