@@ -158,7 +158,8 @@ def bench_kernel_parts(shapes, reps):
 
     torch.manual_seed(0)
     xs = [torch.randn(s) for s in shapes]
-    prevs = [x + 1e-4 * torch.randn_like(x) for x in xs]
+    prevs0 = [x + 1e-4 * torch.randn_like(x) for x in xs]
+    prevs = [p.clone() for p in prevs0]
     x0s = [torch_native.flat(x + 1e-3 * torch.randn_like(x)) for x in xs]
     ms = [torch_native.flat(torch.randn_like(x)) for x in xs]
     vs = [torch_native.flat(torch.rand_like(x)) for x in xs]
@@ -188,6 +189,8 @@ def bench_kernel_parts(shapes, reps):
     for _ in range(reps):  # interleaved
         for part in KERNEL_PARTS:
             ex = None if part == "none" else [extras(part, i) for i in range(len(xs))]
+            for p, q in zip(prevs, prevs0, strict=True):  # a real update at every call (the copy makes it 0)
+                p.copy_(q)
             c0 = time.process_time()
             torch_native.rows(xs, prevs, 64, copy=True, threads=1, extras=ex)
             out[part].append(time.process_time() - c0)

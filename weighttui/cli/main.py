@@ -202,10 +202,23 @@ def cmd_export(args) -> int:
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
-    run = open_run(args.path, run=args.run)
+    run = open_run(args.path, run=args.run, cache=not args.no_cache)
     _check_run_number(run, args.run)
-    wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
-                          kinds=args.kind, marks=args.marks)
+    created = args.out != "-" and not os.path.lexists(args.out)
+    try:
+        wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
+                              kinds=args.kind, marks=args.marks)
+    except OSError as exc:
+        if isinstance(exc, (*BAD_INPUT, BrokenPipeError)):
+            raise
+        # a full disk, an I/O error: one line, and no partial file (of ours) that would read as a whole export
+        if created and os.path.isfile(args.out):
+            try:
+                os.unlink(args.out)
+            except OSError:
+                pass
+        print(f"weighttui: export to {args.out} failed: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {wrote}", file=sys.stderr)
     return 0 if complete else 1
 
@@ -380,6 +393,8 @@ examples:
                    help="statistics blocks to export (default: all present)")
     p.add_argument("--run", type=_run_number, default=None,
                    help="which run of an appended log (0-based; default latest)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read the log without using or writing its index (only --out is written)")
     p.add_argument("--marks", nargs=2, type=int, metavar=("A", "B"),
                    help="with --format changes: also the change |w_B - w_A| / |w_A| between steps A and B "
                         "(column change_ab; exact from complete values where both steps have them, else from "

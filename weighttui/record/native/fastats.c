@@ -252,7 +252,8 @@ typedef struct {
      * the bin is 0 or B - 1 whatever the rounding, and no flag is raised there */
     double clamp_lo, clamp_hi;
     float clamp_lof, clamp_hif;
-    int edgy;              /* the last group had values near an edge: index and correct in one loop */
+    int edgy;              /* > 0: groups left to index and correct in one loop (the last had values near an edge) */
+    int run;               /* the length of the next run of such groups */
     double step;           /* numpy's edge k < B is k * step + lo (two roundings) */
     double edges[MAX_BINS + 1];
     uint64_t total[MAX_BINS];
@@ -303,6 +304,7 @@ static int hist_setup(hist_t *h, int bins, double lo, double hi, int allow_f32) 
     memset(h->total, 0, sizeof(uint64_t) * bins);
     h->constant = lo == hi;
     h->edgy = 0;
+    h->run = 1;
     if (h->constant)
         return 1;
     if (!isfinite(hi - lo))
@@ -377,6 +379,11 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
     tally_clear(t, bins);
 }
 
+/* Inputs on the edges group after group (a constant shift, few distinct values) are
+ * indexed and corrected in one loop, in runs of up to this many groups with no flags
+ * looked at but in the run's last group. */
+#define EDGY_RUN 16
+
 /* Pass B computes bin indices GROUP elements at a time, then counts them. */
 #define GROUP 256
 /* ... and asks for the values (and previous copy) this many groups ahead: a tensor
@@ -423,6 +430,18 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
         const double step_ = h->step, e0_ = h->lo;                      \
         const int32_t last_ = h->bins - 1;                              \
         int32_t any_ = 0;                                               \
+        if (h->edgy > 1) { /* within a run of edgy groups: no flags */  \
+            for (size_t i = 0; i < m; i++) {                            \
+                T f_ = ((T)(VALUE) - lo_) * sc_;                        \
+                f_ = clo_ > f_ ? clo_ : f_;                             \
+                f_ = chi_ < f_ ? chi_ : f_;                             \
+                int32_t q_ = (int32_t)f_;                               \
+                CORRECT(q_, (EXACT));                                   \
+                k[i] = q_;                                              \
+            }                                                           \
+            h->edgy--;                                                  \
+            break;                                                      \
+        }                                                               \
         if (h->edgy) { /* one loop: every index corrected */            \
             for (size_t i = 0; i < m; i++) {                            \
                 T f_ = ((T)(VALUE) - lo_) * sc_;                        \
@@ -452,7 +471,13 @@ static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
                     k[i] = q_;                                          \
                 }                                                       \
         }                                                               \
-        h->edgy = any_ != 0;                                            \
+        /* edgy groups in a row: the next run (every index corrected, flags looked at in its \
+         * last group only) twice as long, up to EDGY_RUN groups */     \
+        if (!any_)                                                      \
+            h->run = 1;                                                 \
+        else if (h->edgy)                                               \
+            h->run = h->run * 2 > EDGY_RUN ? EDGY_RUN : h->run * 2;     \
+        h->edgy = any_ ? h->run : 0;                                    \
     } while (0)
 
 /* Bin indices of m <= GROUP values, exact near the edges: a float32 index, or

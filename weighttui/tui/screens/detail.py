@@ -67,7 +67,9 @@ CHARTS["grad"] = CHARTS["weights"]
 # (chart title, kind of the series, [(label, stat, colour)], log y, y range)
 INSTRUMENT_CHARTS: dict[str, list[tuple[str, str, list[tuple[str, str, str]], bool, tuple | None]]] = {
     "weights": [("spectral norm sigma_max", "weights", [("sigma", "sigma_max", "green")], False, None),
-                ("distance from init |W-W0|/|W0|", "weights", [("dist", "dist_init", "cyan")], False, None)],
+                ("distance from init |W-W0|/|W0|", "weights", [("dist", "dist_init", "cyan")], False, None),
+                ("WeightWatcher alpha (its fits; alert outside 2..6)", "weights", [("alpha", "alpha", "magenta")],
+                 False, None)],
     "delta": [("cos(update, previous update) · cos(update, gradient)", "delta",
                [("prev", "cos_prev", "yellow"), ("grad", "cos_grad", "magenta")], False, (-1.0, 1.0)),
               ("spectral update sigma(dW)/sigma(W)", "delta", [("ratio", "sigma_ratio", "orange")], True, None)],
@@ -179,7 +181,7 @@ class DetailScreen(RunScreen):
             for i in range(4):
                 yield LineChart(id=f"stat{i}")
         with Horizontal(id="instruments"):
-            for i in range(2):
+            for i in range(max(len(charts) for charts in INSTRUMENT_CHARTS.values())):
                 yield LineChart(id=f"inst{i}")
         yield Footer(compact=True)
 
@@ -578,7 +580,10 @@ class DetailScreen(RunScreen):
     def _instrument_charts(self, data, win: Window, marker, key) -> None:
         """The instrument row: shown on tall terminals when the log has any of its columns."""
         shown = False
-        for i, (title, kind, lines, log_y, ylim) in enumerate(INSTRUMENT_CHARTS[self.kind]):
+        charts = INSTRUMENT_CHARTS[self.kind]
+        for i, chart in enumerate(self.query("#instruments LineChart").results(LineChart)):
+            chart.display = i < len(charts)  # (the weights view has one chart more)
+        for i, (title, kind, lines, log_y, ylim) in enumerate(charts):
             chart = self.query_one(f"#inst{i}", LineChart)
             series = detail_zoom.series(data, self.tensor, kind, self.span, win.full) if data.has_kind(kind) else {}
             traces = [(label, series[stat], color) for label, stat, color in lines
@@ -587,6 +592,7 @@ class DetailScreen(RunScreen):
                 chart.show(title + ": not in this log", np.zeros(0), [], key=key)
                 continue
             shown = True
+            # (a line is drawn through its finite points: alpha's fits, NaN between)
             chart.show(title, series["steps"], traces, marker=marker, log_y=log_y, key=key, ylim=ylim)
         self._inst_shown = shown
         self.query_one("#instruments").display = shown and self._tall
