@@ -188,3 +188,19 @@ def test_a_forked_child_reads_and_indexes_with_threads_of_its_own(tmp_path, monk
     _pid, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert weighttui.open(tmp_path / "b.wtui").index_path is not None  # the child left its index
+
+
+def test_the_check_caches_keep_no_hostile_log_in_memory():
+    """What the key and column-name checks remember is bounded: big maps, long names and many
+    distinct lists are checked every time instead of kept (a payload's memory stays its own)."""
+    from weighttui.log import records
+
+    stats = {"dtype": "<f8", "shape": [1, 1], "data": np.zeros(1).tobytes()}
+    for i in range(400):
+        decode_payload(msgpack.packb({f"k{i}": 1, "x" * 5000: 2}, use_bin_type=True))
+        decode_payload(msgpack.packb({str(j): j for j in range(40 + i)}, use_bin_type=True))
+        _block({"names": [f"n{i}" + "y" * 5000], "stats": stats}, "weights", 1, True)
+        _block({"names": [f"m{i}"], "stats": stats}, "weights", 1, True)
+    assert len(fmt._KEY_LISTS) <= 256 and all(len(k) <= 32 and sum(map(len, k)) <= 1024 for k in fmt._KEY_LISTS)
+    assert len(records._STRING_LISTS) <= 256
+    assert all(sum(map(len, k)) <= 4096 for k in records._STRING_LISTS)
