@@ -487,13 +487,14 @@ class TorchInstruments:
             n0 = self._init_norm.get(entries[i].name)
             if n0 is not None:
                 w[i, 2] = ref.ratio(dist, n0)
-        samples = {i: host[k] for i, k in pend.xs.items()}
+        # the sampled values, kept until the next snapshot: a copy of the host copy's part (the
+        # snapshot's whole host buffer would stay); the kernel's own output buffer, fresh per call, as it is
+        samples = {i: host[k].copy() for i, k in pend.xs.items()}
         samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
         if samples:
             grads = {i: host[k] for i, k in pend.gs.items()} | pend.g_host
             for i, xs in samples.items():
-                # a copy: xs is a view of a bigger buffer (the kernel's output, the snapshot's host copy)
-                d[i, 0], d[i, 1] = self.cosines.update(entries[i].name, xs.reshape(-1).copy(), grads.get(i))
+                d[i, 0], d[i, 1] = self.cosines.update(entries[i].name, xs, grads.get(i))
         optim = None
         if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)

@@ -10,6 +10,7 @@ The torch path (integrations/torch_instruments.py) is tested against these.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass, fields
@@ -79,6 +80,14 @@ SETTINGS = tuple(f.name for f in fields(Settings))  # the settings' names, besid
 def matrix_shape(shape) -> tuple[int, int] | None:
     """(rows, cols) of a weight seen as a matrix: (out, everything else), conv kernels
     included; None for 0-D/1-D tensors and empty ones."""
+    try:  # asked several times per tensor and snapshot on every path: remembered per shape
+        return _matrix_shape(shape)
+    except TypeError:  # an unhashable shape (a list)
+        return _matrix_shape(tuple(shape))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _matrix_shape(shape) -> tuple[int, int] | None:
     if len(shape) < 2:
         return None
     m, n = int(shape[0]), math.prod(int(s) for s in shape[1:])
