@@ -111,7 +111,7 @@ def cpu_best(fn, repeat=5, setup=None):
     return best
 
 
-def numpy_statistics(repeat: int) -> None:
+def numpy_statistics(repeat: int, other: str | None = None) -> None:
     """The numpy Recorder's statistics on ResNet-50 shapes: the fused kernel against the
     numpy reference it replaces, TensorBoard's histograms, and the perf-cliff inputs."""
     from weighttui.record import kernel
@@ -157,6 +157,15 @@ def numpy_statistics(repeat: int) -> None:
              cpu_best(lambda: reference(arrays, prevs), max(1, repeat // 2)))]
     if kernel.available():
         rows.append(("fused kernel (NumpyStats.blocks): the same", snapshot_time(fused, arrays, prevs)))
+        if other:  # another build of the kernel, side by side (before/after a kernel change)
+            from bench_kernel import load
+
+            this_build, kernel._fastats = kernel._fastats, load(other, "_wt_core_other")
+            try:
+                rows.append((f"  the same with the kernel build {os.path.basename(other)}",
+                             snapshot_time(NumpyStats(64, "exact"), arrays, prevs)))
+            finally:
+                kernel._fastats = this_build
     else:
         rows.append((f"fused kernel: not built ({kernel.UNAVAILABLE})", float("nan")))
     try:
@@ -215,12 +224,15 @@ def main() -> None:
     ap.add_argument("--tensors", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--snapshots", type=int, default=500)
+    ap.add_argument("--other", help="another build of weighttui._fastats (.so): its numpy Recorder row too")
+    ap.add_argument("--stats-only", action="store_true", help="only the numpy Recorder statistics part")
     args = ap.parse_args()
     print(f"# weighttui core benchmark: {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, numpy {np.__version__}")
-    bytes_per_tensor(args.tensors, 64)
-    encode_decode(args.tensors, args.snapshots)
-    numpy_statistics(args.repeat)
+    if not args.stats_only:
+        bytes_per_tensor(args.tensors, 64)
+        encode_decode(args.tensors, args.snapshots)
+    numpy_statistics(args.repeat, args.other)
     print(f"\nload (uptime): {os.getloadavg()} on {os.cpu_count()} cores")
 
 

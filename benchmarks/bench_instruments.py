@@ -16,11 +16,14 @@ and as wall time.
     python benchmarks/bench_instruments.py --threads 1 --kernel-parts   # the kernel's time per instrument part
     python benchmarks/bench_instruments.py --threads 1 --no-training --only "all of 1-5" --rounds 5
         # development: the baseline and the configurations named (substrings), about 40 s
+    python benchmarks/bench_instruments.py --threads 1 --no-training --only "all of 1-5" --other OLD.so
+        # every row again with another build of weighttui._fastats, interleaved (a kernel change)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -60,7 +63,33 @@ CONFIGS = {
 }
 
 
+def load_build(path: str):
+    """Another build of weighttui._fastats (an .so), under its own module name."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.ExtensionFileLoader("_wt_other._fastats", path)
+    spec = importlib.util.spec_from_file_location("_wt_other._fastats", path, loader=loader)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    loader.exec_module(mod)
+    return mod
+
+
+def with_other(configs: dict, other: str | None) -> dict:
+    """configs, and each again as "... [other build]" run with the kernel build at `other`."""
+    if not other:
+        return configs
+    mod = load_build(other)
+    out = {}
+    for name, cfg in configs.items():
+        out[name] = cfg
+        out[f"{name} [other build]"] = {**cfg, "fastats": mod}
+    return out
+
+
 def bench_snapshot(shapes, rounds, repeat, tmp, configs=CONFIGS):
+    from weighttui.record import kernel
+
     torch.manual_seed(0)
     model = ParamSet(shapes)
     params = list(model.parameters())
@@ -73,12 +102,14 @@ def bench_snapshot(shapes, rounds, repeat, tmp, configs=CONFIGS):
     times = {k: [] for k in configs}
     cpu = {k: [] for k in configs}
     first = {k: [] for k in configs}  # CPU time of the first two snapshots (one-time work)
+    this_build = kernel._fastats
     for r in range(rounds):
         t0 = time.perf_counter()
         for _ in range(repeat):
             [p.sum() for p in params]
         read_times.append((time.perf_counter() - t0) / repeat)
         for name, cfg in configs.items():
+            kernel._fastats = cfg.get("fastats", this_build)
             handle = wt.watch(model, tmp / f"snap{r}.wtui", delta="exact", initial=False, queue_size=1000,
                               grads=cfg["grads"], instruments=cfg["instruments"])
             handle.optimizer = opt  # its state, without hooking its step
@@ -108,6 +139,7 @@ def bench_snapshot(shapes, rounds, repeat, tmp, configs=CONFIGS):
                 handle.recorder.drain()  # the writer thread's encoding of this snapshot: in the CPU time
                 cpu[name].append(time.process_time() - c0)
             handle.close()
+    kernel._fastats = this_build
     return sum(p.numel() for p in params), len(params), statistics.median(read_times), \
         {k: statistics.median(v) for k, v in times.items()}, {k: statistics.median(v) for k, v in cpu.items()}, \
         {k: statistics.median(v) for k, v in first.items()}
@@ -126,7 +158,8 @@ def bench_kernel_parts(shapes, reps):
 
     torch.manual_seed(0)
     xs = [torch.randn(s) for s in shapes]
-    prevs = [x + 1e-4 * torch.randn_like(x) for x in xs]
+    prevs0 = [x + 1e-4 * torch.randn_like(x) for x in xs]
+    prevs = [p.clone() for p in prevs0]
     x0s = [torch_native.flat(x + 1e-3 * torch.randn_like(x)) for x in xs]
     ms = [torch_native.flat(torch.randn_like(x)) for x in xs]
     vs = [torch_native.flat(torch.rand_like(x)) for x in xs]
@@ -156,6 +189,8 @@ def bench_kernel_parts(shapes, reps):
     for _ in range(reps):  # interleaved
         for part in KERNEL_PARTS:
             ex = None if part == "none" else [extras(part, i) for i in range(len(xs))]
+            for p, q in zip(prevs, prevs0, strict=True):  # a real update at every call (the copy makes it 0)
+                p.copy_(q)
             c0 = time.process_time()
             torch_native.rows(xs, prevs, 64, copy=True, threads=1, extras=ex)
             out[part].append(time.process_time() - c0)
@@ -192,6 +227,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the snapshot table (3)")
     ap.add_argument("--kernel-parts", action="store_true",
                     help="only the fused kernel's time per instrument part (kernel.Extras), about 20 s")
+    ap.add_argument("--other", help="another build of weighttui._fastats (.so): every row again with it")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,6 +252,7 @@ def main(argv=None):
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        configs = with_other(configs, args.other)
         n, t, read, times, cpu, first = bench_snapshot(shapes, rounds, repeat, tmp, configs)
         base = "no instruments, no gradients (today's default snapshot)"
         base_g = "no instruments (gradients)"
@@ -224,10 +261,12 @@ def main(argv=None):
               "| first two snapshots (one-time work): CPU ms |")
         print("|---|---:|---:|---:|---:|---:|")
         for name in configs:
-            alone = "" if "no instruments" in name else f"{(cpu[name] - cpu[base_g]) * 1e3:+.1f}"
-            print(f"| {name} | {cpu[name] * 1e3:.1f} | {cpu[name] / cpu[base_g]:.2f} | {alone} "
+            ref = base_g + (" [other build]" if name.endswith("[other build]") else "")
+            alone = "" if "no instruments" in name else f"{(cpu[name] - cpu[ref]) * 1e3:+.1f}"
+            print(f"| {name} | {cpu[name] * 1e3:.1f} | {cpu[name] / cpu[ref]:.2f} | {alone} "
                   f"| {times[name] * 1e3:.1f} | {first[name] * 1e3:.0f} |")
         del base
+        print(f"\nload (uptime) at the end: {os.getloadavg()}")
         if args.no_training:
             return
         med_cpu, med_wall = bench_training(rounds, steps, width, 4, 256, tmp)

@@ -84,7 +84,7 @@ def measure(fn, repeat: int, cpu_clock, setup=None) -> tuple[float, float, float
     return statistics.median(walls), statistics.median(cpus), min(cpus)
 
 
-def part1(model: keras.Model, repeat: int) -> None:
+def part1(model: keras.Model, repeat: int, other: str | None = None) -> None:
     params = sum(int(np.prod(v.shape)) for v in model.weights)
     variables = list(model.weights)
     tmp = tempfile.mkdtemp()
@@ -101,7 +101,7 @@ def part1(model: keras.Model, repeat: int) -> None:
         for v in variables:
             tf.reduce_sum(v.value).numpy()
 
-    def timed_record(stats, without_kernel=False, **options):
+    def timed_record(stats, without_kernel=False, build=None, **options):
         # the real thing: a callback recording into a log, as fit would call it; the CPU time is
         # the calling (training) thread's: encoding and writing run on the writer thread
         rec = Recorder(os.path.join(tmp, f"{stats}{time.monotonic_ns()}.wtui"), queue_size=4096, **options)
@@ -110,6 +110,8 @@ def part1(model: keras.Model, repeat: int) -> None:
         saved = kernel._fastats
         if without_kernel:
             kernel._fastats = None  # the numpy reference path, as before the kernel
+        elif build is not None:
+            kernel._fastats = build  # another build of the kernel (--other)
         step = [0]
 
         def run():
@@ -138,6 +140,11 @@ def part1(model: keras.Model, repeat: int) -> None:
     rows = [("read pass (tf.reduce_sum each variable)", base)]
     if kernel.available():
         rows.append(("WeightCallback record, CPU: views + fused kernel", timed_record("numpy", instruments=False)))
+        if other:
+            from bench_kernel import load
+
+            rows.append((f"  the same with the kernel build {os.path.basename(other)}"[:56],
+                         timed_record("numpy", build=load(other, "_wt_keras_other"), instruments=False)))
     rows.append(("WeightCallback record, CPU: numpy reference (before)",
                  timed_record("numpy", without_kernel=True, instruments=False)))
     rows.append(("WeightCallback record, stats='device' (TF ops)", timed_record("device", instruments=False)))
@@ -233,17 +240,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller and fewer runs (a smoke test)")
     ap.add_argument("--fit-only", action="store_true", help="part 2 only (the fit slowdowns)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of part 2 (median)")
+    ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
+    ap.add_argument("--record-only", action="store_true", help="part 1 only, on the 3.6M MLP (the record ratio)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     print(f"load (uptime) at the start: {os.getloadavg()} on {os.cpu_count()} cores")
     if args.quick:
-        part1(big_model(512), repeat=3)
+        part1(big_model(512), repeat=3, other=args.other)
         part2(rounds=1, epochs=2)
     else:
         if not args.fit_only:
-            part1(big_model(1536), repeat=15)
-            part1(cnn_model(), repeat=9)
-        part2(rounds=args.rounds, epochs=5)
+            part1(big_model(1536), repeat=15, other=args.other)
+            if not args.record_only:
+                part1(cnn_model(), repeat=9, other=args.other)
+        if not args.record_only:
+            part2(rounds=args.rounds, epochs=5)
     print(f"\nload (uptime) at the end: {os.getloadavg()} on {os.cpu_count()} cores (shared with other work); "
           f"{time.perf_counter() - t0:.0f} s in all")
 

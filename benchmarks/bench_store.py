@@ -55,10 +55,21 @@ OPEN = textwrap.dedent('''
     t4 = time.perf_counter()
     d.stat_matrix("weights", "norm")
     t5 = time.perf_counter()
+    import os, threading
+    threads = {}  # CPU seconds (user + system) of each thread still alive: the reader is MainThread
+    tick = os.sysconf("SC_CLK_TCK")
+    for t in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            threads[t.name] = (int(f[11]) + int(f[12])) / tick
+        except (OSError, AttributeError, TypeError):
+            pass
     print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "series_s": t3 - t2, "hist_s": t4 - t3,
                       "matrix_s": t5 - t4, "total_s": t5 - t1, "snapshots": d.snapshot_count,
                       "tensors": len(d.tensor_names), "series_len": int(steps.size),
-                      "hist_shape": list(hs[3].shape), "index": getattr(d, "index_path", None)}))
+                      "hist_shape": list(hs[3].shape), "index": getattr(d, "index_path", None),
+                      "threads": threads}))
 ''')
 
 # no index (cache=False): what a reader holds and how long histogram and sample reads take
@@ -402,6 +413,10 @@ def main(argv=None) -> int:
               f"{r['peak_rss_mb']:11.0f}")
     first = rows["store: first open (builds index)"]
     snaps, tensors = first.get("snapshots", 0), first.get("tensors", 0)
+    for name in ("before: open + series + hist", "store: first open (builds index)"):
+        if rows.get(name, {}).get("threads"):  # (how the reader and the index writer overlap)
+            print(f"{name}, CPU s by thread: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in rows[name]["threads"].items()))
     print("index MiB by array: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
     print(f"index on disk: {index_bytes / 2**20:.0f} MiB ({index_bytes / size:.2f} x the log); "
           f"ingest {snaps * tensors / first['open_s'] / 1e6:.2f} M tensor-snapshots/s on first open "

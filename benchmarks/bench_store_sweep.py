@@ -97,19 +97,10 @@ def _app_child(directory: str, spawned: float, timeout: float, alerts: bool = Tr
     def since() -> float:
         return round(time.time() - spawned, 3)
 
-    def rss_mb() -> float:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+    rss_mb = _rss_mb
 
     async def until(pilot, cond, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out waiting for {what}")
-            await pilot.pause(0.05)
+        await _until(pilot, cond, what, timeout)
 
     async def drive() -> None:
         from weighttui.tui.screens.runs_compare import CompareScreen
@@ -150,6 +141,23 @@ def _app_child(directory: str, spawned: float, timeout: float, alerts: bool = Tr
     asyncio.run(drive())
     print("RESULT " + json.dumps(out), flush=True)
     return 0
+
+
+async def _until(pilot, cond, what: str, timeout: float) -> None:
+    """Let the app run until `cond()` holds; the child exits with a message after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _read(slot) -> bool:
@@ -312,11 +320,7 @@ def _live_child(directory: str, window: float, timeout: float, alerts: bool) -> 
     spent = _time_ui_parts(MultiRunApp, on)
 
     async def until(pilot, cond, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out waiting for {what}")
-            await pilot.pause(0.05)
+        await _until(pilot, cond, what, timeout)
 
     async def drive() -> None:
         from weighttui.tui.screens.runs_list import RunTable
@@ -413,14 +417,6 @@ def _thread_cpu() -> dict[int, tuple[str, float]]:
         fields = stat[stat.rindex(")") + 2:].split()
         out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
     return out
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def live_side(directory: str, args) -> int:

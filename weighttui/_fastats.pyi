@@ -7,6 +7,8 @@ from typing_extensions import Buffer
 NRAW: int  # raw statistics per row before the histogram counts (12)
 DTYPES: int  # how many dtype codes this build reads (4: float32, float16, bfloat16, float64)
 EXTRAS: int  # 1: snapshot() takes `extras` (the instruments computed in its passes; absent in older builds)
+XCHUNK: int  # elements per chunk of a 32/64-bit tensor with extras (absent in older builds: 16384 there)
+BLOCK: int  # elements per block of a 16-bit tensor, widened to float32 (absent in older builds: 4096)
 
 def snapshot(
     xs: Sequence[Buffer],

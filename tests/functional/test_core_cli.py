@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -144,3 +145,17 @@ def test_info_escapes_control_characters_from_the_log(tmp_path):
     assert "\x1b" not in out and "\x07" not in out
     assert "evil\\x1b]0;owned\\x07" in out
     assert "\\x0a" not in out and "\n  1 tensors" in out  # its own line breaks stay
+
+
+@pytest.mark.parametrize("preset", [None, "2"])
+def test_commands_run_numpy_with_one_blas_thread_unless_told(preset, tmp_path):
+    # OpenBLAS spins a thread per core from numpy's import on; no command needs it, and the demo's
+    # trainer (a child) inherits the setting. A value the user chose is kept.
+    script = ("import os, sys\nfrom weighttui.cli.main import main\n"
+              f"rc = main(['info', {str(DATA / 'bitflip_payload.wtui')!r}])\n"
+              "print('BLAS', os.environ.get('OPENBLAS_NUM_THREADS'), file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert f"BLAS {preset or '1'}" in proc.stderr, proc.stderr

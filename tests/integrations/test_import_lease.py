@@ -184,3 +184,45 @@ def test_rewriting_a_file_the_kernel_reads_neither_kills_nor_mixes(tmp_path, tar
                 "changed while being read (a trainer opened it for writing)") in err
     s2 = run.weights(step=2)
     assert all(np.array_equal(s2[k], np.full(MIB, 2.0 + i, np.float32)) for i, k in enumerate("abc"))
+
+
+def test_leases_only_where_sigio_can_be_ignored(tmp_path):
+    """A broken lease is signalled with SIGIO, whose default action ends the process: leases() ignores it
+    while inside and restores it after; off the main thread, or with someone else's SIGIO handler, no lease
+    is taken at all."""
+    import signal
+
+    path = tmp_path / "a.safetensors"
+    _save(path, _model(0.0))
+    before = signal.getsignal(signal.SIGIO)
+    with mapping.leases() as usable:
+        assert usable and signal.getsignal(signal.SIGIO) == signal.SIG_IGN
+        with mapping.leases() as nested:  # nested: still usable, restored by the outer one only
+            assert nested
+        assert signal.getsignal(signal.SIGIO) == signal.SIG_IGN
+        got: list = []
+        worker = threading.Thread(target=lambda: got.append(_in_thread(path)))
+        worker.start()
+        worker.join()
+        assert got == [True]  # a thread of a process inside leases() may take them (SIGIO is ignored)
+    assert signal.getsignal(signal.SIGIO) == before
+    got = []
+    worker = threading.Thread(target=lambda: got.append(_in_thread(path)))
+    worker.start()
+    worker.join()
+    assert got == [False]  # off the main thread, SIGIO's disposition cannot be set: no leases
+    seen: list = []
+    signal.signal(signal.SIGIO, lambda *a: seen.append(a))
+    try:
+        with mapping.leases() as usable:
+            assert not usable and mapping.Lease.take(str(path)) is None
+    finally:
+        signal.signal(signal.SIGIO, before)
+
+
+def _in_thread(path) -> bool:
+    with mapping.leases() as usable:
+        lease = mapping.Lease.take(str(path))
+        if lease is not None:
+            lease.close()
+        return usable or lease is not None

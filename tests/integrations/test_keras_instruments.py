@@ -47,3 +47,54 @@ def test_optimizer_state_after_fit(tmp_path, name):
             m_ref = np.linalg.norm(np.asarray(opt.momentums[i], dtype=np.float64))
             assert m[-1] == pytest.approx(m_ref, rel=1e-6) and math.isnan(v[-1])
             assert eff[-1] == pytest.approx(1e-2)
+
+
+def test_optimizer_state_of_every_batch_taken_in_the_background(tmp_path, monkeypatch):
+    """Batch snapshots are taken on a thread of their own while the next batches run (slowed down
+    here, so that they certainly do): the optimizer state each one logs is that of its own batch."""
+    import threading
+    import time
+
+    from weighttui.record.recorder import Recorder
+
+    real, threads = Recorder.snapshot, []
+
+    def slow(self, *args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        if not threads[-1]:
+            time.sleep(0.02)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Recorder, "snapshot", slow)
+
+    class Moments(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.taken = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            opt = self.model.optimizer
+            self.taken.append({v.path: (np.linalg.norm(np.asarray(opt._momentums[opt._get_variable_index(v)],
+                                                                  dtype=np.float64)),
+                                        np.linalg.norm(np.asarray(opt._velocities[opt._get_variable_index(v)],
+                                                                  dtype=np.float64)))
+                               for v in self.model.trainable_variables})
+
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((64, 6)).astype("float32"), rng.standard_normal((64, 2)).astype("float32")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu", name="hidden"),
+                              keras.layers.Dense(2, name="head")], name="seq")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    path = tmp_path / "bg.wtui"
+    moments = Moments()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[WeightCallback(path, every_batches=1), moments])
+    assert threads.count(False) == 6  # every batch but the epochs' last ran in the background
+    run = weighttui.open(path)
+    for name in run.tensor_names:
+        steps, m = run.series(name, "m_norm", kind="optim")
+        _, v = run.series(name, "v_norm", kind="optim")
+        assert steps.tolist() == list(range(0, 9))
+        for step in range(1, 9):
+            m_ref, v_ref = moments.taken[step - 1][name]
+            assert m[step] == pytest.approx(m_ref, rel=1e-6) and v[step] == pytest.approx(v_ref, rel=1e-6)

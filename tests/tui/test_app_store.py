@@ -45,3 +45,37 @@ async def test_viewer_starts_from_the_index_and_extends_it(tmp_path, tui, monkey
     assert after > covered  # the viewer wrote what it read
     again = weighttui.open(path)
     assert [r.snapshots for r in again.runs] == [40, 10] and again.corruptions == want.corruptions
+
+
+async def test_viewer_with_nowhere_to_write_an_index_reads_histograms_back_from_the_log(tmp_path, tui, monkeypatch):
+    """Read-only media and no user cache: the viewer keeps the statistics and reads histograms and samples
+    back from the log (data/store/fromlog.py); its detail screen shows the same as through an index."""
+    from weighttui.data.store import columns as store_columns
+    from weighttui.data.store.fromlog import LogSource
+    from weighttui.tui.screens.detail import DetailScreen
+
+    monkeypatch.setattr(store_index, "MIN_LOG_BYTES", 0)
+    monkeypatch.setattr(store_columns, "SEAL_ENTRIES", 20)  # sealed segments, even for a small log
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = tmp_path / "run.wtui"
+    _write(path, 60)
+    want = weighttui.open(path)  # through an index
+    monkeypatch.setattr(store_index, "writable", lambda d: False)
+    (tmp_path / ".run.wtui.wtuidx").rename(tmp_path / "elsewhere")
+    app = WeightApp(path, mode="replay", alerts=False, max_rows=None)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.snapshot_count == 60 and app.loading is None, what="loaded")
+        data = app.data
+        assert data.index_path is None and isinstance(data._store.spill, LogSource) and data._run.groups
+        await pilot.press("end", "enter")  # the detail screen of the selected tensor: its histograms
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, DetailScreen)
+        assert data._store.spill.reads > 0  # the screen's histograms came back from the log
+        for name in ("a", "b"):
+            for got, expected in zip(data.histograms(name), want.histograms(name), strict=True):
+                np.testing.assert_array_equal(got, expected)
+            for got, expected in zip(data.samples(name), want.samples(name), strict=True):
+                np.testing.assert_array_equal(got, expected)
+        assert data.index_save() is None
+    assert not (tmp_path / ".run.wtui.wtuidx").exists()
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and "elsewhere" not in p.parts] == [path]

@@ -68,3 +68,65 @@ def test_layer_table_instrument_metrics(trained):
     assert values["cos_grad"][0][0] == pytest.approx(data.series("w", "cos_grad", kind="delta")[1][-1])
     assert values["eff_lr"][0][0] == 0.05
     assert len(values["dist"][1][0]) == data.n
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A 32x48 matrix trained 40 steps with the instruments: alpha is fitted every 10th snapshot."""
+    path = tmp_path_factory.mktemp("alpha") / "run.wtui"
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((32, 48)) * 0.1
+    with Recorder(path, instruments=True) as rec:
+        for step in range(40):
+            g = rng.standard_normal(w.shape) * 0.01
+            w = w - (0.1 if step < 25 else 3.0) * g  # the spectrum moves: the later fits differ
+            rec.snapshot(step, {"w": w}, grads={"w": g})
+    return path
+
+
+def test_layer_table_alpha_is_the_latest_fit(fitted):
+    data = weighttui.open(fitted)
+    steps, alpha = data.series("w", "alpha")
+    fits = np.isfinite(alpha)
+    assert 3 <= fits.sum() < steps.size  # fitted now and then, NaN between
+    col = data.column("w")
+    for row in (data.n - 1, 15):  # after the last fit; between two fits
+        now, hist = metric_values(data, [col], row)["alpha"]
+        upto = fits & (steps <= data.steps[row])
+        assert now[0] == alpha[upto][-1]  # the latest fit at or before the row, not NaN
+        np.testing.assert_array_equal(hist[0], alpha[upto])  # the sparkline: the fits
+
+
+async def test_alpha_chart_and_column(fitted, tui):
+    from weighttui.tui.app import WeightApp
+    from weighttui.tui.formatting import fmt
+    from weighttui.tui.widgets.layer_table import LayerTable
+
+    data = weighttui.open(fitted)
+    steps, alpha = data.series("w", "alpha")
+    fits = np.isfinite(alpha)
+    app = WeightApp(fitted, mode="replay", alerts=False)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 40 and app.data.end is not None, what="the run")
+        await pilot.press("end")
+        table = app.screen.query_one(LayerTable)
+        table.chosen_metrics = ("norm", "alpha")  # what `m` offers: alpha among the instruments
+        table.set_layout(120)
+        app.screen.refresh_view()
+        await pilot.pause()
+        cell = table.get_cell("t:w", "alpha").plain
+        assert cell.split()[-1] == fmt(alpha[fits][-1], table._lay["value"]).strip()
+
+        app.open_tensor("w")
+        await pilot.pause()
+        screen = app.screen
+        screen._flush_charts()
+        await pilot.pause()
+        chart = screen.query_one("#inst2", LineChart)
+        assert chart.display and chart.title_text.startswith("WeightWatcher alpha")
+        np.testing.assert_array_equal(chart.series_data[0][1], steps[fits])  # drawn through its fits
+        np.testing.assert_array_equal(chart.series_data[0][2], alpha[fits])
+        await pilot.press("d")
+        screen._flush_charts()
+        await pilot.pause()
+        assert not screen.query_one("#inst2", LineChart).display  # two charts in the updates view

@@ -14,9 +14,10 @@ from logbuilder import FixedLog
 
 import weighttui
 from weighttui.tui.app import WeightApp
-from weighttui.tui.formatting import fmt
+from weighttui.tui.formatting import fmt, fmt_value
 from weighttui.tui.screens.detail import DetailScreen
 from weighttui.tui.widgets.header import RunHeader
+from weighttui.tui.widgets.heatmap_view import HistogramBars
 from weighttui.tui.widgets.layer_table import LayerTable
 from weighttui.tui.widgets.scalars import ScalarsPanel
 from weighttui.tui.widgets.timeline import Timeline
@@ -157,6 +158,11 @@ async def test_detail_screen_shows_the_epoch_of_any_snapshot(long_log, tui):
         assert isinstance(screen, DetailScreen)
         head = text(screen.query_one("#dhead"))
         assert f"step 30 epoch {full.epochs[3]} (snapshot 4/{STEPS}" in head
+        # the values and the histogram are that snapshot's, not the row's before it (step 0)
+        name = full.tensor_names[1]
+        norm = full.series(name, "norm")[1]
+        assert f"norm {fmt_value(norm[3], 0).strip()} " in head and fmt_value(norm[0], 0) != fmt_value(norm[3], 0)
+        assert "at step 30:" in screen.query_one(HistogramBars)._source[5]
         await pilot.press("end", "i", "i", "i", "left", "left", "left")
         await pilot.pause()
         index = STEPS - 4

@@ -32,6 +32,8 @@ DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "
 PRODUCT_RTOL = {"float64": 1e-12, "float32": 2e-5, "float16": 2e-5, "bfloat16": 2e-5}
 NORM_RTOL = 1e-12
 BINS = 64
+# the kernel's chunk of a float32/float64 tensor with extras (a build from before it said none: 16384)
+XCHUNK = getattr(kernel._fastats, "XCHUNK", 16384)
 
 
 def rng(seed):
@@ -101,10 +103,12 @@ def run(xs, prevs, extras, copy=True, threads=1):
 
 
 @pytest.mark.parametrize("dtype", sorted(DTYPES))
-@pytest.mark.parametrize("shape", [(3, 5), (64, 3, 7, 7), (300, 1001), (1, 40000), (40000, 1)])
+@pytest.mark.parametrize("shape", [(3, 5), (64, 3, 7, 7), (300, 1001), (1, 40000), (40000, 1), (1, 140_000)])
 def test_every_output_against_float64(dtype, shape):
     """Small, conv-shaped, several chunks with rows across chunk boundaries (300 x 1001 >
-    16384-element chunks, 4096-element blocks for 16-bit), one row, one column."""
+    XCHUNK-element chunks, 4096-element blocks for 16-bit), one row, one column, one row over
+    two chunk boundaries."""
+    assert 300 * 1001 > 2 * XCHUNK and 140_000 > 2 * XCHUNK
     x = values(shape, dtype, 1)
     prev = (f64(x) + values(shape, "float64", 2, 1e-2)).astype(x.dtype)
     p = prev.copy()
@@ -258,10 +262,13 @@ def test_vd_needs_a_prev_and_extras_their_length():
 def test_gathered_values_for_any_order_of_coordinates(dtype):
     """Sorted coordinates are gathered while each chunk is in the cache, any others after the passes:
     sorted, repeated, unsorted after a sorted prefix, across chunk and block boundaries."""
-    x = values((50_000,), dtype, 11)
+    n = 2 * XCHUNK + 17_000
+    x = values((n,), dtype, 11)
     g = rng(12)
-    for idx in (np.sort(g.choice(x.size, 500, replace=False)), np.array([0, 0, 16383, 16384, 49_999, 49_999]),
-                np.r_[np.arange(10, 40_000, 997), [3, 45_000, 1, 16384]], g.integers(0, x.size, 300)):
+    c, b = XCHUNK, getattr(kernel._fastats, "BLOCK", 4096)
+    for idx in (np.sort(g.choice(x.size, 500, replace=False)),
+                np.array([0, 0, b - 1, b, c - 1, c, c, 2 * c - 1, 2 * c, n - 1, n - 1]),
+                np.r_[np.arange(10, 2 * c, 997), [3, 2 * c + 5, 1, c]], g.integers(0, x.size, 300)):
         ex = kernel.Extras(idx=idx.astype(np.int64))
         run([x], [None], [ex])
         assert ex.w_done

@@ -17,8 +17,19 @@ def add_parser(sub) -> None:
     p.add_argument("--values", action=argparse.BooleanOptionalAction, default=True,
                    help="keep complete tensor values of every checkpoint, so weighttui.open(out).weights(epoch=N) "
                         "works (default); --no-values keeps statistics, histograms, deltas and samples only")
-    p.add_argument("--bins", type=int, default=64, help="histogram bins (default 64)")
+    p.add_argument("--bins", type=_bins, default=64, help="histogram bins, 1..4096 (default 64)")
     p.set_defaults(func=cmd_import)
+
+
+def _bins(text: str) -> int:
+    """--bins: the range the log format allows (record/recorder.py checks the same), as argparse's error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..4096, not {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..4096, not {value}")
+    return value
 
 
 def cmd_import(args) -> int:
@@ -61,6 +72,23 @@ def is_checkpoint_dir(path: str) -> bool:
         return bool(hf_dirs(path) or event_files(path) or checkpoint_units(path))
     except Exception:
         return False
+
+
+def wait_for_content(directory: str, *, poll: float = 0.5, say=None) -> None:
+    """`watch DIR` on a directory with neither run logs nor checkpoints yet (the trainer has not written
+    its first one): wait for either, so that the first checkpoint is followed as a live run instead of
+    the directory being watched for run logs only. Says once what it waits for; ctrl-c stops."""
+    import time
+
+    from weighttui.analysis.multirun import DirectoryWatch
+
+    said = False
+    while not (DirectoryWatch(directory).scan().logs or is_checkpoint_dir(directory)):
+        if not said:
+            (say or (lambda m: print(m, file=sys.stderr, flush=True)))(
+                f"weighttui: waiting for run logs or checkpoints in {directory} (ctrl-c stops)")
+            said = True
+        time.sleep(poll)
 
 
 def cache_log(directory: str) -> str:

@@ -179,6 +179,7 @@ def info_dict(run: RunData, alerts=()) -> dict:
         "time_span_s": _span(run),
         "kinds": [k for k in KINDS if run.has_kind(k)],
         "nan_origin": next((e.message for e in run.events if e.kind == "nan_origin"), None),
+        "nan_origin_at": _nan_origin_at(run),  # the same, for scripts: step, tensor, kind, flat index
         "tensors": len(run.tensor_names),
         "tensor_list": tensor_rows(run),
         "parameters": sum(t.size for t in (run.tensor(n) for n in run.tensor_names)),
@@ -192,6 +193,16 @@ def info_dict(run: RunData, alerts=()) -> dict:
         "damage": damage(run),
         "alerts": [_alert_dict(a) for a in alerts],
     }
+
+
+def _nan_origin_at(run: RunData) -> dict | None:
+    """The run's nan_origin event (docs/FORMAT.md) as fields: where the first non-finite value was."""
+    event = next((e for e in run.events if e.kind == "nan_origin"), None)
+    if event is None:
+        return None
+    names = {t.id: t.name for t in run.tensors}
+    return {"step": event.step, "tensor": names.get(event.tensor) if event.tensor is not None else None,
+            "kind": event.where, "index": event.index}
 
 
 def _span(run: RunData) -> float | None:
@@ -231,7 +242,9 @@ def print_info(run: RunData, alerts, out) -> None:
           f"({inert(r['framework']) or '?'}) on {inert(r['host']) or '?'} pid {r['pid'] or '?'}, "
           f"started {r['created'] or '?'}\n")
         if d["runs_in_log"] > 1:
-            w(f"  this log holds {d['runs_in_log']} runs (appended); showing the latest (--run N for others)\n")
+            shown = ("the latest" if run.run_index is None or run.run_index == d["runs_in_log"] - 1
+                     else f"run {run.run_index}")
+            w(f"  this log holds {d['runs_in_log']} runs (appended); showing {shown} (--run N for others)\n")
         meta = r["meta"]
         imported = meta.get("import") if isinstance(meta, dict) else None
         if isinstance(imported, dict):  # `weighttui import`: where steps and epochs came from, said plainly

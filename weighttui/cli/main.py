@@ -71,6 +71,10 @@ def cmd_watch(args) -> int:
 
     config = _diagnose_config(args.threshold)  # bad thresholds fail before the app starts
     if isinstance(args.path, list):  # nargs="+": several logs or a directory -> the multi-run app
+        if len(args.path) == 1 and args.mode == "watch" and os.path.isdir(args.path[0]):
+            from weighttui.cli.importing import wait_for_content
+
+            wait_for_content(args.path[0])  # an empty directory: run logs or checkpoints decide the view
         if len(args.path) == 1 and _is_checkpoint_dir(args.path[0]):  # checkpoints, not run logs
             from weighttui.cli.importing import watch_checkpoints
 
@@ -118,14 +122,31 @@ def _watch_several(args, config) -> int:
                          max_rows=min(args.max_rows, 1024), diagnose_config=config)
 
 
+def _check_run_number(run, number) -> None:
+    """--run N names a run the log holds (else an empty summary or export would look like an answer)."""
+    if number is None:
+        return
+    held = len(run.runs)
+    if not 0 <= number < held:
+        have = f"runs 0..{held - 1}" if held > 1 else ("run 0" if held else "no run yet")
+        raise CliError(f"--run {number}: this log holds {have}")
+
+
 def cmd_info(args) -> int:
     from weighttui.cli.info import alerts_of, info_dict, print_info
     from weighttui.data.run import open as open_run
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
+    if args.no_cache:
+        # this reader keeps the statistics in memory: what the reading threads free goes back to the
+        # one arena they share, not stays in theirs (info --no-cache, 1 GiB log: 302-306 -> 288-291 MB)
+        from weighttui.data.malloc import share_malloc_arena
+
+        share_malloc_arena()
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
     run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache)
+    _check_run_number(run, args.run)
     alerts = alerts_of(run, _diagnose_config(args.threshold))  # (kept beside the index for the next info)
     if args.json:
         import json
@@ -181,9 +202,23 @@ def cmd_export(args) -> int:
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
-    run = open_run(args.path, run=args.run)
-    wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
-                          kinds=args.kind, marks=args.marks)
+    run = open_run(args.path, run=args.run, cache=not args.no_cache)
+    _check_run_number(run, args.run)
+    created = args.out != "-" and not os.path.lexists(args.out)
+    try:
+        wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
+                              kinds=args.kind, marks=args.marks)
+    except OSError as exc:
+        if isinstance(exc, (*BAD_INPUT, BrokenPipeError)):
+            raise
+        # a full disk, an I/O error: one line, and no partial file (of ours) that would read as a whole export
+        if created and os.path.isfile(args.out):
+            try:
+                os.unlink(args.out)
+            except OSError:
+                pass
+        print(f"weighttui: export to {args.out} failed: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {wrote}", file=sys.stderr)
     return 0 if complete else 1
 
@@ -328,7 +363,8 @@ examples:
 """)
     p.add_argument("path", help="run log, local or [user@]host:path / ssh://user@host:port/path")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--run", type=int, default=None, help="which run of an appended log (0-based; default latest)")
+    p.add_argument("--run", type=_run_number, default=None,
+                   help="which run of an appended log (0-based; default latest)")
     p.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                    help="change an alert threshold (docs/alerts.md lists them)")
     p.add_argument("--no-cache", action="store_true",
@@ -355,7 +391,10 @@ examples:
     g.add_argument("--epoch", type=int, help="complete weights stored at the end of this epoch")
     p.add_argument("--kind", action="append", choices=KINDS,
                    help="statistics blocks to export (default: all present)")
-    p.add_argument("--run", type=int, default=None, help="which run of an appended log")
+    p.add_argument("--run", type=_run_number, default=None,
+                   help="which run of an appended log (0-based; default latest)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read the log without using or writing its index (only --out is written)")
     p.add_argument("--marks", nargs=2, type=int, metavar=("A", "B"),
                    help="with --format changes: also the change |w_B - w_A| / |w_A| between steps A and B "
                         "(column change_ab; exact from complete values where both steps have them, else from "
@@ -383,7 +422,17 @@ BAD_INPUT = (CliError, LogFormatError, FileNotFoundError, IsADirectoryError, Not
              PermissionError)
 
 
+def _one_blas_thread() -> None:
+    """numpy's OpenBLAS starts a spinning thread per core at import (about 40-110 ms of CPU on a
+    2-core machine) although no command multiplies matrices with numpy; one thread also keeps the
+    demo's trainer (a child, which inherits it) from competing with the viewer for the cores.
+    A value the user set is kept; numpy already imported (main() called from Python) is left as is."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv=None) -> int:
+    _one_blas_thread()
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # bare `weighttui`: the help, with its examples
         parser.print_help(sys.stderr)

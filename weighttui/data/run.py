@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from weighttui.data.liveness import writer_running
+from weighttui.data.malloc import release_freed_memory
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
 from weighttui.data.store.fromlog import LogSource
@@ -268,6 +269,10 @@ class RunData:
             finally:
                 if isinstance(store.spill, LogSource):
                     store.spill.reading = None
+            if isinstance(store.spill, LogSource) and store.scan.offset - start >= store_index.MIN_LOG_BYTES:
+                # the chunks and tails of a long read, freed, back to the system: what this store keeps
+                # stays in memory, and would otherwise sit on top of them
+                release_freed_memory()
             store.size = st.st_size
             self.torn_tail = store.scan.torn_tail
             if len(self._ident[2]) < min(_FIRST_BYTES, store.scan.offset):  # keep what was read as the identity

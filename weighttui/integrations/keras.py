@@ -246,14 +246,15 @@ class WeightCallback(keras.callbacks.Callback):
             if grads is not None:
                 at, more = rs.slot_at, iter(host[len(rs.items):])
                 grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
+            # docs/instruments.md: the optimizer's state now (host copies of its slot variables)
+            optim = optimizer_state(self.model, tracked) if rec.instruments else None
             if batch is not None and self._deferrable(host):
                 # the reads are immutable TF tensors (the next step's update copies a buffer a read
                 # still holds): their statistics are taken while training goes on, one at a time
                 self._in_background(lambda: self._snapshot(step, arrays, epoch, batch, grad_arrays, full,
-                                                           None, scalars))
+                                                           optim, scalars))
                 return
             self._settle()
-            optim = optimizer_state(self.model, tracked) if rec.instruments else None  # docs/instruments.md
             done = self._snapshot(step, arrays, epoch, batch, grad_arrays, full, optim, scalars)
         if done:
             self._last_recorded = step
@@ -269,9 +270,9 @@ class WeightCallback(keras.callbacks.Callback):
     def _deferrable(self, host) -> bool:
         """Whether a batch's snapshot of these host arrays may be taken off the training thread:
         TensorFlow reads (views of immutable tensors; torch and JAX hand views of buffers the
-        next step updates in place), no instruments (they read optimizer slots as they are now),
-        and at most DEFER_MAX_BYTES held (the next step's update copies what a read holds)."""
-        if keras.backend.backend() != "tensorflow" or self.recorder.instruments:
+        next step updates in place), at most DEFER_MAX_BYTES held (the next step's update copies
+        what a read holds). The instruments' optimizer state is read before, as host copies."""
+        if keras.backend.backend() != "tensorflow":
             return False
         return sum(a.nbytes for a in host) <= DEFER_MAX_BYTES
 

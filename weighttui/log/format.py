@@ -189,11 +189,13 @@ _KEY_LISTS: set = set()  # key lists of payloads seen (a log's frames repeat a f
 
 
 def _str_keys(obj: dict) -> bool:
+    if len(obj) > 32:  # (not a record's map: checked, not kept - a payload's memory stays its own)
+        return all(isinstance(k, str) for k in obj)
     key = tuple(obj)  # (dict keys are hashable; only a str compares equal to a str)
     if key in _KEY_LISTS:
         return True
     ok = all(isinstance(k, str) for k in obj)
-    if ok and len(_KEY_LISTS) < 1024:
+    if ok and len(_KEY_LISTS) < 256 and sum(map(len, key)) <= 1024:
         _KEY_LISTS.add(key)
     return ok
 

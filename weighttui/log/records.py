@@ -283,7 +283,7 @@ def _strings(names: list) -> bool:
     except TypeError:  # an unhashable item
         return False
     ok = all(isinstance(n, str) for n in names)
-    if ok and len(_STRING_LISTS) < 256:
+    if ok and len(_STRING_LISTS) < 256 and sum(map(len, key)) <= 4096:  # (a hostile log's lists are not kept)
         _STRING_LISTS.add(key)
     return ok
 
@@ -301,9 +301,9 @@ def _no_finite_is_nan(names: list, stats: np.ndarray) -> np.ndarray:
         if len(_NO_FINITE_PLANS) < 256:  # (a log's blocks repeat a few column lists)
             _NO_FINITE_PLANS[key] = plan
     which, probe, cols, reads = plan
-    # the usual block: every mean finite, nothing to do (a sum is NaN if any term is; inf - inf is
-    # NaN too: then the exact check below decides)
-    if not cols or not math.isnan(np.add.reduce(stats[:, probe])):
+    # the usual block: no mean NaN, nothing to do (the maximum is NaN if any value is: one reduction,
+    # no temporary, and no overflow warning as a sum of extreme values would give)
+    if not cols or not stats.shape[0] or not math.isnan(np.maximum.reduce(stats[:, probe])):
         return stats
     with np.errstate(invalid="ignore"):
         if which == "weights":

@@ -535,12 +535,12 @@ class Instruments:
             m = st.get("m")
             if m is not None:
                 m64 = np.asarray(m, dtype=np.float64)
-                rows[i, 0] = float(np.linalg.norm(m64[np.isfinite(m64)]))
+                rows[i, 0] = _norm(m64[np.isfinite(m64)])
                 bad += int(np.count_nonzero(~np.isfinite(m64)))
             v = st.get("v")
             if v is not None:
                 v64 = np.asarray(v, dtype=np.float64)
-                rows[i, 1] = float(np.linalg.norm(v64[np.isfinite(v64)]))
+                rows[i, 1] = _norm(v64[np.isfinite(v64)])
                 bad += int(np.count_nonzero(~np.isfinite(v64)))
                 rows[i, 2] = adam_eff_lr(float(st.get("lr", math.nan)), rows[i, 1], v64.size,
                                          float(st.get("step", 0) or 0), float(st.get("beta2", 0.999)),
@@ -549,6 +549,13 @@ class Instruments:
                 rows[i, 2] = float(st["lr"])
             rows[i, 3] = bad
         return Block(OPTIM_STATS, rows, None) if seen else None
+
+
+def _norm(a: np.ndarray) -> float:
+    """The L2 norm of a 1-D float64 array without BLAS: np.linalg.norm's dot product wakes
+    OpenBLAS's threads, which then spin beside the training's (a Keras fit recording Adam's state
+    every 10 batches on 2 cores: +260% CPU, against +27% with this)."""
+    return math.sqrt(float(np.einsum("i,i->", a, a)))
 
 
 # ------------------------------------------------------------ per-unit health

@@ -18,7 +18,6 @@ follower thread, the widgets and the chart with it.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import shlex
@@ -45,6 +44,7 @@ from weighttui.analysis.multirun import (
 from weighttui.data.follower import Delivery, Failure, Follower
 from weighttui.data.latest import preview
 from weighttui.data.liveness import growth_age, run_status
+from weighttui.data.malloc import release_freed_memory, share_malloc_arena
 from weighttui.data.run import RunData
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
@@ -69,33 +69,6 @@ ALERTS_TICK_S = 0.5  # how often runs whose alerts are due are looked for ...
 ALERTS_BUDGET_S = 0.1  # ... and the UI-thread time spent on them each time (at least one run)
 SCAN_INTERVAL_S = 1.0
 DEFAULT_METRIC = Metric("weights norm", "weights", "norm")
-
-
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
-def _libc_call(name: str, *args: int) -> None:
-    """Call a glibc allocator function if this C library has it (musl, macOS: nothing happens)."""
-    try:
-        getattr(ctypes.CDLL(None), name)(*args)
-    except (OSError, AttributeError):
-        pass
-
-
-def share_malloc_arena() -> None:
-    """One malloc arena for every thread of this process.
-
-    glibc gives each thread its own arena and keeps what a thread freed there for reuse: every
-    follower thread decodes its log's chunks into its own, so a sweep read run after run held
-    each run's high-water mark (5 runs of 100 MB: 220 MB after reading, 75 MB with one arena;
-    benchmarks/bench_store_sweep.py --app). The threads take turns under the GIL anyway.
-    """
-    _libc_call("mallopt", _M_ARENA_MAX, 1)
-
-
-def release_freed_memory() -> None:
-    """Hand what reading a run took (chunks, the store's tail) back to the system once it is read."""
-    _libc_call("malloc_trim", 0)
 
 
 class RunSlot:

@@ -593,10 +593,17 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
 
 
 def _stacked(parts: list[dict], name: str) -> np.ndarray:
-    """np.stack of every part's array `name` (all of one shape): one concatenation in C, where
-    np.stack makes a view of each part in Python first (holding the GIL, which the reader wants)."""
-    first = parts[0][name]
-    return np.concatenate([p[name] for p in parts]).reshape(len(parts), *first.shape)
+    """np.stack of every part's array `name` (all of one shape), read-only.
+
+    Usually (one dtype, each array contiguous: views of the payloads) one bytes.join, which
+    copies every part in one pass; np.concatenate takes 2x as long here and np.stack first makes
+    a view of each part in Python, holding the GIL that the reader's thread wants."""
+    arrays = [p[name] for p in parts]
+    first = arrays[0]
+    dt = first.dtype
+    if all(a.dtype == dt and a.flags.c_contiguous for a in arrays):
+        return np.frombuffer(b"".join(arrays), dtype=dt).reshape(len(arrays), *first.shape)
+    return np.concatenate(arrays).reshape(len(arrays), *first.shape)
 
 
 def segment_piece(seg: Segment) -> dict:

@@ -75,7 +75,8 @@ class LogSource:
         self._lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()  # (id(seg), a, b) -> (seg, arrays, bytes)
         self._cached_bytes = 0
-        self._inverse: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(cols) -> (cols, col -> position)
+        self._inverse: dict[int, tuple] = {}  # id(cols) -> (cols, {col: position}, col -> position)
+        self._sample_starts: dict[int, tuple] = {}  # id(sample lengths) -> (them, starts)
         self.reads = 0  # frames read back (for tests and benchmarks)
 
     def _adopt(self, fd: int) -> None:
@@ -151,14 +152,15 @@ class LogSource:
                 self._cached_bytes -= dropped
         return arrays[field]
 
-    def _positions(self, cols: np.ndarray) -> np.ndarray:
-        """tensor column -> its position in a snapshot covering `cols` (-1: not covered)."""
+    def _positions(self, cols: np.ndarray) -> tuple[dict, np.ndarray]:
+        """Where each tensor column is in a snapshot covering `cols`: {column: position}, and as an
+        array indexed by column (-1: not covered). Snapshots mostly repeat one `cols` object."""
         hit = self._inverse.get(id(cols))
         if hit is None or hit[0] is not cols:
             inv = np.full(int(cols.max()) + 1 if cols.size else 0, -1, np.int64)
             inv[cols] = np.arange(cols.size)
-            hit = self._inverse[id(cols)] = (cols, inv)
-        return hit[1]
+            hit = self._inverse[id(cols)] = (cols, {c: p for p, c in enumerate(cols.tolist())}, inv)
+        return hit[1], hit[2]
 
     def _read_back(self, back: _Back, seg: Segment, idx: np.ndarray) -> dict:
         """The histogram edges, counts and samples of entries `idx`, from their frames."""
@@ -179,33 +181,54 @@ class LogSource:
             return out
         rows = seg.part("rows", a, b)[idx - a]
         cols = seg.part("cols", a, b)[idx - a]
-        order = np.argsort(rows, kind="stable")
-        cut = np.flatnonzero(np.diff(rows[order])) + 1
+        by_row: dict[int, list[int]] = {}
+        for e, r in enumerate(rows.tolist()):
+            by_row.setdefault(r, []).append(e)
+        col_list = cols.tolist()
         fd = self._log()
-        for ent in np.split(order, cut):  # the entries of one row: one frame read
-            s = snapshot_at(fd, run, int(rows[ent[0]]))
+        for r in sorted(by_row):  # one frame read per snapshot
+            s = snapshot_at(fd, run, r)
             self.reads += 1
             if s is None:
                 continue
             scols, slen = run.cols_of(s.ids)
-            inv = self._positions(scols)
-            want = cols[ent]
-            pos = inv[np.minimum(want, inv.size - 1)] if inv.size else np.full(want.size, -1)
-            ok = (pos >= 0) & (want < inv.size)
-            ent, pos = ent[ok], pos[ok]
             block = getattr(s, kind)
-            if counts is not None and block is not None and block.hist is not None:
-                lo, hi, c = block.hist
-                out["lo"][ent], out["hi"][ent] = lo[pos], hi[pos]
-                out["counts"][ent] = c[pos].astype(counts.dtype, copy=False)
-            if flat is not None and at_sample is not None and lens is not None and s.sample is not None \
+            hist = block.hist if counts is not None and block is not None else None
+            sampled = s.sample if flat is not None and slen is not None else None
+            ents = by_row[r]
+            if len(ents) > 8:  # many tensors of one snapshot: whole arrays at once
+                inv = self._positions(scols)[1]
+                ent = np.array(ents)
+                want = cols[ent]
+                pos = inv[np.minimum(want, inv.size - 1)] if inv.size else np.full(want.size, -1)
+                ok = (pos >= 0) & (want < inv.size)
+                ent, pos = ent[ok], pos[ok]
+                found = list(zip(ent.tolist(), pos.tolist(), strict=True))
+                if hist is not None:
+                    out["lo"][ent], out["hi"][ent], out["counts"][ent] = hist[0][pos], hist[1][pos], hist[2][pos]
+                    hist = None
+            else:  # one tensor of each snapshot (a series of histograms): no array operations per row
+                where = self._positions(scols)[0]
+                found = [(e, p) for e in ents if (p := where.get(col_list[e])) is not None]
+            if hist is not None:
+                lo, hi, c = hist
+                for e, p in found:
+                    out["lo"][e], out["hi"][e], out["counts"][e] = lo[p], hi[p], c[p]
+            if sampled is not None and flat is not None and at_sample is not None and lens is not None \
                     and slen is not None:
-                starts = np.concatenate(([0], np.cumsum(slen)))
-                for e, p in zip(ent.tolist(), pos.tolist(), strict=True):
+                starts = self._starts(slen)
+                for e, p in found:
                     k = int(lens[e])
                     if k == int(slen[p]):
-                        flat[at_sample[e]:at_sample[e] + k] = s.sample[starts[p]:starts[p] + k]
+                        flat[at_sample[e]:at_sample[e] + k] = sampled[starts[p]:starts[p] + k]
         return out
+
+    def _starts(self, slen: np.ndarray) -> list:
+        """Where each tensor's samples start in a snapshot's sample array (slen: their lengths)."""
+        hit = self._sample_starts.get(id(slen))
+        if hit is None or hit[0] is not slen:
+            hit = self._sample_starts[id(slen)] = (slen, np.concatenate(([0], np.cumsum(slen))).tolist())
+        return hit[1]
 
 
 class _Back:

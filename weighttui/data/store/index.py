@@ -493,6 +493,16 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool() -> None:
+    # a forked child (a DataLoader worker opening a log) has no thread behind the parent's
+    # executor: work submitted to it would never run
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 class Spiller:
     """Writes groups sealed while a big log is being indexed straight to the index directory.
 

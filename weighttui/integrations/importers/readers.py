@@ -57,8 +57,11 @@ def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None
 
     mapped (`weighttui import`): a file that has not changed for SETTLED_S is
     memory-mapped in place where the format allows (safetensors, PyTorch zip
-    files, stored .npz members; see mapped.py). Every other file (`weighttui
-    watch`, and a file changed recently) is copied first into copy_dir
+    files, stored .npz members, contiguous HDF5 datasets; see mapped.py),
+    under a read lease inside mapped.leases() (readers.changed says when it
+    broke), unless someone has it open for writing right now. Every other
+    file (`weighttui watch`, a file changed recently or being written) is
+    copied first into copy_dir
     (mapped.private_copy: refused if it changed during the copy), the reader
     opens the copy (mapped: nobody else writes it) and the copy is unlinked
     at once (its space is freed when the reader closes). Files under a

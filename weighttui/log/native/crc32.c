@@ -136,7 +136,9 @@ static uint32_t crc_update(uint32_t value, const unsigned char *p, size_t n) {
     return ~crc_bytes(crc, p, n);
 }
 
-#define GIL_FREE_BYTES (256 * 1024)
+/* As zlib.crc32 (5 KiB there): a reader's frames (a snapshot is ~86 KB) release the GIL, which
+ * is how the index's writer thread (and the read-ahead) get it back while the reader decodes. */
+#define GIL_FREE_BYTES (16 * 1024)
 
 static PyObject *py_crc32(PyObject *self, PyObject *args) {
     Py_buffer view;

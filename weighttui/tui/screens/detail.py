@@ -67,7 +67,9 @@ CHARTS["grad"] = CHARTS["weights"]
 # (chart title, kind of the series, [(label, stat, colour)], log y, y range)
 INSTRUMENT_CHARTS: dict[str, list[tuple[str, str, list[tuple[str, str, str]], bool, tuple | None]]] = {
     "weights": [("spectral norm sigma_max", "weights", [("sigma", "sigma_max", "green")], False, None),
-                ("distance from init |W-W0|/|W0|", "weights", [("dist", "dist_init", "cyan")], False, None)],
+                ("distance from init |W-W0|/|W0|", "weights", [("dist", "dist_init", "cyan")], False, None),
+                ("WeightWatcher alpha (its fits; alert outside 2..6)", "weights", [("alpha", "alpha", "magenta")],
+                 False, None)],
     "delta": [("cos(update, previous update) · cos(update, gradient)", "delta",
                [("prev", "cos_prev", "yellow"), ("grad", "cos_grad", "magenta")], False, (-1.0, 1.0)),
               ("spectral update sigma(dW)/sigma(W)", "delta", [("ratio", "sigma_ratio", "orange")], True, None)],
@@ -179,7 +181,7 @@ class DetailScreen(RunScreen):
             for i in range(4):
                 yield LineChart(id=f"stat{i}")
         with Horizontal(id="instruments"):
-            for i in range(2):
+            for i in range(max(len(charts) for charts in INSTRUMENT_CHARTS.values())):
                 yield LineChart(id=f"inst{i}")
         yield Footer(compact=True)
 
@@ -341,17 +343,31 @@ class DetailScreen(RunScreen):
         recent = self._recent_span(data, win, pos_step, columns)
         steps, lo, hi, counts = win.hist if recent is None else self._recent_hist(data, recent)
         stats = win.stats
-        self._header(view, info, pos_step, stats, win, columns, recent_full=recent is not None)
+        # the position between the row view's rows (the app's ← → walk every snapshot): its own
+        # values and histogram, read from the store, for the header and the bars
+        exact = self._exact(data, pos_step, stats)
+        here = stats if exact is None else exact.stats
+        self._header(view, info, pos_step, here, win, columns, recent_full=recent is not None)
         heat.show(steps, lo, hi, counts, position_step=pos_step, zoom=self.zoom, range_mode=self.range_mode,
                   log=self.log_density, message=f"no {KIND_NAMES[self.kind]} histograms in this log")
         if self.units:
             self._units(view, info, pos_step)
-        self._bars(steps, lo, hi, counts, pos_step, stats)
+        self._bars(*((steps, lo, hi, counts) if exact is None or not exact.hist[0].size else exact.hist),
+                   pos_step, here)
         self._charts_due = (view, win, pos_step, key)
         if (self.tensor, self.kind) != self._charts_for:  # another tensor or view: all at once
             self._flush_charts()
         elif self._chart_timer is None:
             self._chart_timer = self.set_timer(CHART_DELAY, self._flush_charts)
+
+    def _exact(self, data, pos_step: int | None, stats: Series) -> Window | None:
+        """The tensor at the position's own snapshot when the window drawn lacks it (a thinned row
+        view); None when the window has it, or the snapshot did not cover the tensor."""
+        steps = stats.get("steps")
+        if pos_step is None or steps is None or (steps.size and bool((steps == pos_step).any())):
+            return None
+        win = detail_zoom.read(data, self.tensor, self.kind, (pos_step, pos_step + 1))
+        return win if win.stats.get("steps", np.zeros(0)).size else None
 
     def _flush_charts(self) -> None:
         self._chart_timer = None
@@ -564,7 +580,10 @@ class DetailScreen(RunScreen):
     def _instrument_charts(self, data, win: Window, marker, key) -> None:
         """The instrument row: shown on tall terminals when the log has any of its columns."""
         shown = False
-        for i, (title, kind, lines, log_y, ylim) in enumerate(INSTRUMENT_CHARTS[self.kind]):
+        charts = INSTRUMENT_CHARTS[self.kind]
+        for i, chart in enumerate(self.query("#instruments LineChart").results(LineChart)):
+            chart.display = i < len(charts)  # (the weights view has one chart more)
+        for i, (title, kind, lines, log_y, ylim) in enumerate(charts):
             chart = self.query_one(f"#inst{i}", LineChart)
             series = detail_zoom.series(data, self.tensor, kind, self.span, win.full) if data.has_kind(kind) else {}
             traces = [(label, series[stat], color) for label, stat, color in lines
@@ -573,6 +592,7 @@ class DetailScreen(RunScreen):
                 chart.show(title + ": not in this log", np.zeros(0), [], key=key)
                 continue
             shown = True
+            # (a line is drawn through its finite points: alpha's fits, NaN between)
             chart.show(title, series["steps"], traces, marker=marker, log_y=log_y, key=key, ylim=ylim)
         self._inst_shown = shown
         self.query_one("#instruments").display = shown and self._tall

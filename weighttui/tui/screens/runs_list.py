@@ -114,6 +114,7 @@ class RunListScreen(RunsScreen):
     def __init__(self):
         super().__init__()
         self._cells: dict[str, dict[str, str]] = {}  # path -> column -> plain text shown
+        self._shown: dict[str, RunRow] = {}  # path -> the row those cells were made from
         self._loss_label = "loss"
 
     def compose(self) -> ComposeResult:
@@ -136,6 +137,9 @@ class RunListScreen(RunsScreen):
         table = self.table
         changes: list[tuple[str, str, Text, bool]] = []
         for row in rows:
+            if self._shown.get(row.path) is row:
+                continue  # the same row as drawn (RunSlot.row() keeps it while the run is unchanged)
+            self._shown[row.path] = row
             cells = row_cells(row)
             plain = {k: c.plain + "|" + str(c.style) for k, c in cells.items()}
             old = self._cells.get(row.path)

@@ -36,7 +36,11 @@ METRICS = (
     ("sratio", "delta", "sigma_ratio", "sigma ratio", True),
     ("eff_lr", "optim", "eff_lr", "Adam step", True),
     ("dead", "grad", "dead_units", "dead units", False),
+    ("alpha", "weights", "alpha", "alpha", False),
 )
+# Metrics fitted now and then, NaN between (alpha: every alpha_every snapshots, docs/instruments.md):
+# the value shown is the latest fit, the sparkline the fits
+SPARSE = frozenset({"alpha"})
 SORTS = ("model", "name", "update ratio", "norm change", "alerts")
 
 
@@ -187,10 +191,18 @@ def metric_values(data, cols: list[int], row: int,
             # per optimizer step, like the alert rules: a writer recording every
             # 10 steps must not look 10x "too fast" against the RATIO_BAND
             m = m / step_interval(data, row + 1)[:, None]
-        now = np.where(has, m[last, span], np.nan)
-        hist = [m[present[:, j], j] for j in range(idx.size)]
+        if key in SPARSE:  # the latest fit, and the fits
+            fitted = present & np.isfinite(m)
+            last, has = _last_present(fitted)
+            now = np.where(has, m[last, span], np.nan)
+            hist = [m[fitted[:, j], j] for j in range(idx.size)]
+        else:
+            now = np.where(has, m[last, span], np.nan)
+            hist = [m[present[:, j], j] for j in range(idx.size)]
         if exact is not None:
             here, value = exact["present"], exact[key]
+            if key in SPARSE:
+                here = here & np.isfinite(value)
             now = np.where(here, value, now)
             hist = [np.append(h, value[j]) if here[j] else h for j, h in enumerate(hist)]
         out[key] = (now, hist)
