@@ -465,3 +465,30 @@ def test_watch_of_tensorboard_events_keeps_the_last_step(tmp_path):
     run = weighttui.open(str(out))
     assert list(run.steps) == [0, 10, 20, 30]
     assert list(run.scalars("loss")[0]) == [0, 10, 20, 30]
+
+
+@pytest.mark.parametrize("bins", ["0", "-5", "4097", "x"])
+def test_import_bad_bins_is_a_usage_error_not_a_traceback(tmp_path, capsys, bins):
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.ones((3, 3), np.float32)}, str(tmp_path / "epoch_1.safetensors"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["import", str(tmp_path), "--out", str(tmp_path / "run.wtui"), f"--bins={bins}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--bins" in err and "1..4096" in err and "Traceback" not in err
+    assert not (tmp_path / "run.wtui").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt", ["csv", "json", "npz", "parquet"])
+def test_export_to_a_full_disk_is_one_line(tmp_path, capsys, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    path = tmp_path / "run.wtui"
+    with weighttui.Recorder(str(path), every=1) as rec:
+        for s in range(3):
+            rec.snapshot(s, {"w": np.full((4, 4), s, np.float32)})
+    code, _, err = _cli(capsys, "export", str(path), "--format", fmt, "--out", "/dev/full")
+    assert code == 1 and err.strip().splitlines() == [
+        "weighttui: export to /dev/full failed: [Errno 28] No space left on device"], err

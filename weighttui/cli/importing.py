@@ -17,8 +17,19 @@ def add_parser(sub) -> None:
     p.add_argument("--values", action=argparse.BooleanOptionalAction, default=True,
                    help="keep complete tensor values of every checkpoint, so weighttui.open(out).weights(epoch=N) "
                         "works (default); --no-values keeps statistics, histograms, deltas and samples only")
-    p.add_argument("--bins", type=int, default=64, help="histogram bins (default 64)")
+    p.add_argument("--bins", type=_bins, default=64, help="histogram bins, 1..4096 (default 64)")
     p.set_defaults(func=cmd_import)
+
+
+def _bins(text: str) -> int:
+    """--bins: the range the log format allows (record/recorder.py checks the same), as argparse's error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..4096, not {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..4096, not {value}")
+    return value
 
 
 def cmd_import(args) -> int:

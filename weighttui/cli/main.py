@@ -204,8 +204,21 @@ def cmd_export(args) -> int:
     _check_log(args.path, must_exist=True)
     run = open_run(args.path, run=args.run, cache=not args.no_cache)
     _check_run_number(run, args.run)
-    wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
-                          kinds=args.kind, marks=args.marks)
+    created = args.out != "-" and not os.path.lexists(args.out)
+    try:
+        wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,
+                              kinds=args.kind, marks=args.marks)
+    except OSError as exc:
+        if isinstance(exc, (*BAD_INPUT, BrokenPipeError)):
+            raise
+        # a full disk, an I/O error: one line, and no partial file (of ours) that would read as a whole export
+        if created and os.path.isfile(args.out):
+            try:
+                os.unlink(args.out)
+            except OSError:
+                pass
+        print(f"weighttui: export to {args.out} failed: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {wrote}", file=sys.stderr)
     return 0 if complete else 1
 
