@@ -6,7 +6,10 @@ arrays without a copy (a view of the TF tensor or torch tensor) and go through
 the fused C kernel (record/kernel.py) in one call per snapshot; TF variables
 on a GPU/TPU use the TF-ops path (keras_tf_stats.py) instead, so that only the
 results leave the device. Gradients inside `fit` are taken where the
-optimizer applies them (keras_grads.py).
+optimizer applies them (keras_grads.py). On TensorFlow a batch's snapshot is
+taken on a thread of its own (_Background) while `fit` goes on: what it reads
+are immutable TF tensors. Torch variables on a GPU get the PyTorch
+integration's device statistics (keras_torch_stats.py).
 
 Tensor names are Keras variable paths (`sequential/dense/kernel`), the layer
 is the name of the layer that owns the variable. Steps count training
@@ -567,7 +570,9 @@ class WeightCallback(keras.callbacks.Callback):
             self._capture = None
 
 
-DEFER_MAX_BYTES = 1 << 30  # a batch's snapshot held while training goes on: at most this much (reads + copies)
+# a batch's snapshot held while training goes on: at most this many bytes of reads (weights, gradient
+# slots); 0 takes every snapshot in the training thread (as before the background thread)
+DEFER_MAX_BYTES = 1 << 30
 
 
 class _Background:
