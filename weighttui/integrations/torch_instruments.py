@@ -96,8 +96,7 @@ class TorchInstruments:
         self._init_norm: dict[str, float] = {}
         self._init_bytes: dict[torch.device, int] = {}
         self._idx: dict[str, tuple[torch.Tensor | None, torch.device]] = {}
-        self._xs_prev: dict[str, np.ndarray] = {}
-        self._d_prev: dict[str, tuple[np.ndarray, float]] = {}  # previous sampled update, its squared norm
+        self.cosines = ref.UpdateCosines()  # keyed by name
         self._grads: dict[str, torch.Tensor] = {}  # sampled gradients of the coming snapshot
         self._gunits: dict[str, torch.Tensor] = {}  # per-unit gradient norms of the coming snapshot
         self.units = ref.UnitHealth()
@@ -488,10 +487,14 @@ class TorchInstruments:
             n0 = self._init_norm.get(entries[i].name)
             if n0 is not None:
                 w[i, 2] = ref.ratio(dist, n0)
-        samples = {i: host[k] for i, k in pend.xs.items()}
+        # the sampled values, kept until the next snapshot: a copy of the host copy's part (the
+        # snapshot's whole host buffer would stay); the kernel's own output buffer, fresh per call, as it is
+        samples = {i: host[k].copy() for i, k in pend.xs.items()}
         samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
         if samples:
-            self._cosines(samples, {i: host[k] for i, k in pend.gs.items()} | pend.g_host, entries, d)
+            grads = {i: host[k] for i, k in pend.gs.items()} | pend.g_host
+            for i, xs in samples.items():
+                d[i, 0], d[i, 1] = self.cosines.update(entries[i].name, xs, grads.get(i))
         optim = None
         if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
@@ -520,29 +523,6 @@ class TorchInstruments:
         gu.update(pend.gunits_host)
         self.unit_norms = (dict(sorted(wu.items())), gu)
         return w, d, optim
-
-    def _cosines(self, samples: dict, grads: dict, entries, d: np.ndarray) -> None:
-        """cos_prev and cos_grad from the sampled values (1-D float64 host arrays): bare dot products
-        per tensor (a microsecond each for 4096 coordinates; numpy's per-call overhead is the cost
-        here), the previous update's squared norm kept with it."""
-        xs_prev, d_prev, dot = self._xs_prev, self._d_prev, np.dot
-        for i, xs in samples.items():
-            name = entries[i].name
-            xs = xs.reshape(-1)
-            prev = xs_prev.get(name)
-            if prev is not None and prev.size == xs.size:
-                delta = xs - prev
-                dd = float(dot(delta, delta))
-                got = d_prev.get(name)
-                if got is not None and got[0].size == xs.size:
-                    d[i, 0] = ref.cosine_of_dots(float(dot(delta, got[0])), dd, got[1])
-                g = grads.get(i)
-                if g is not None and g.size == xs.size:
-                    g = g.reshape(-1)
-                    d[i, 1] = ref.cosine_of_dots(float(dot(delta, g)), dd, float(dot(g, g)))
-                d_prev[name] = (delta, dd)
-            # a copy: xs is a view of a bigger buffer (the kernel's output, the snapshot's host copy)
-            xs_prev[name] = xs.copy()
 
     @staticmethod
     def _commit(store: dict, name: str, v: torch.Tensor | np.ndarray, sigma: float, key: str | None = None) -> None:

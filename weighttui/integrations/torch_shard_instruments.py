@@ -172,8 +172,7 @@ class ShardInstruments:
         self._init: dict[str, torch.Tensor] = {}
         self._init_norm: dict[str, float] = {}
         self._coords: dict[str, tuple] = {}
-        self._xs_prev: dict[str, np.ndarray] = {}
-        self._d_prev: dict[str, np.ndarray] = {}
+        self.cosines = ref.UpdateCosines()
         self._grad: dict | None = None  # take_grads' reduced parts: name -> (coords, unit sq sums)
         self._origin_done = False
         self.optim_bad = np.zeros(0)
@@ -409,18 +408,7 @@ class ShardInstruments:
             xs = h(("xs", i))
             if xs is None:
                 continue
-            name = entries[i].name
-            prev = self._xs_prev.get(name)
-            if prev is not None and prev.shape == xs.shape:
-                step_d = xs - prev
-                dp = self._d_prev.get(name)
-                if dp is not None:
-                    d[i, 0] = ref.cosine(step_d, dp)
-                gs = h(("gs", i))
-                if gs is not None:
-                    d[i, 1] = ref.cosine(step_d, gs)
-                self._d_prev[name] = step_d
-            self._xs_prev[name] = xs.copy()
+            d[i, 0], d[i, 1] = self.cosines.update(entries[i].name, xs.copy(), h(("gs", i)))
         # every rank: the optimizer state's non-finite counts (origin() reads them)
         self.optim_bad = np.zeros(t)
         for i in pend.optim:

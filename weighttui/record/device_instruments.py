@@ -97,8 +97,7 @@ class ArrayInstruments:
         self._init: dict[int, Any] = {}
         self._init_norm: dict[int, float] = {}
         self._idx: dict[int, tuple[np.ndarray | None, object]] = {}
-        self._xs_prev: dict[int, np.ndarray] = {}
-        self._d_prev: dict[int, np.ndarray] = {}
+        self.cosines = ref.UpdateCosines()
 
     @classmethod
     def like(cls, numpy_instruments: ref.Instruments, xp, jit=None) -> ArrayInstruments:
@@ -255,17 +254,8 @@ class ArrayInstruments:
             if n0 is not None:
                 w[i, 2] = ref.ratio(float(host[k][0]), n0)
         for i, k in pend.xs.items():
-            iid, xs = infos[i].id, host[k]
-            prev = self._xs_prev.get(iid)
-            if prev is not None and prev.shape == xs.shape:
-                step_d = xs - prev
-                dp = self._d_prev.get(iid)
-                if dp is not None:
-                    d[i, 0] = ref.cosine(step_d, dp)
-                if i in pend.gs:
-                    d[i, 1] = ref.cosine(step_d, host[pend.gs[i]])
-                self._d_prev[iid] = step_d
-            self._xs_prev[iid] = xs
+            d[i, 0], d[i, 1] = self.cosines.update(infos[i].id, host[k],
+                                                   host[pend.gs[i]] if i in pend.gs else None)
         alpha = np.full((t, 1), np.nan)
         for i, k in pend.alpha.items():
             alpha[i, 0] = ref.powerlaw_alpha(host[k] ** 2)

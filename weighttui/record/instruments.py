@@ -10,6 +10,7 @@ The torch path (integrations/torch_instruments.py) is tested against these.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass, fields
@@ -79,6 +80,14 @@ SETTINGS = tuple(f.name for f in fields(Settings))  # the settings' names, besid
 def matrix_shape(shape) -> tuple[int, int] | None:
     """(rows, cols) of a weight seen as a matrix: (out, everything else), conv kernels
     included; None for 0-D/1-D tensors and empty ones."""
+    try:  # asked several times per tensor and snapshot on every path: remembered per shape
+        return _matrix_shape(shape)
+    except TypeError:  # an unhashable shape (a list)
+        return _matrix_shape(tuple(shape))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _matrix_shape(shape) -> tuple[int, int] | None:
     if len(shape) < 2:
         return None
     m, n = int(shape[0]), math.prod(int(s) for s in shape[1:])
@@ -135,6 +144,36 @@ def cosine_of_dots(ab: float, aa: float, bb: float) -> float:
     if not (na > 0 and nb > 0 and math.isfinite(na) and math.isfinite(nb)):
         return math.nan
     return min(1.0, max(-1.0, ab / (na * nb)))
+
+
+class UpdateCosines:
+    """cos_prev and cos_grad of each tensor from its sampled values, snapshot after snapshot: the one
+    home of the rule for every path. Keeps per key the previous sampled values and the previous
+    update with its squared norm; bare dot products per tensor (numpy's per-call overhead is the
+    cost at 4096 coordinates, not the arithmetic)."""
+
+    def __init__(self):
+        self._xs: dict = {}
+        self._d: dict = {}  # key -> (previous sampled update, its squared norm)
+
+    def update(self, key, xs: np.ndarray, g: np.ndarray | None = None) -> tuple[float, float]:
+        """(cos_prev, cos_grad) from this snapshot's sampled values xs (float64, 1-D; kept until the next
+        call: a copy where the caller's buffer is reused) and sampled gradient g (or None); NaN until the
+        values (cos_grad) and an update (cos_prev) before them are known."""
+        cos_prev = cos_grad = math.nan
+        prev = self._xs.get(key)
+        if prev is not None and prev.size == xs.size:
+            delta = xs - prev
+            dd = float(np.dot(delta, delta))
+            got = self._d.get(key)
+            if got is not None and got[0].size == xs.size:
+                cos_prev = cosine_of_dots(float(np.dot(delta, got[0])), dd, got[1])
+            if g is not None and g.size == xs.size:
+                g = g.reshape(-1)
+                cos_grad = cosine_of_dots(float(np.dot(delta, g)), dd, float(np.dot(g, g)))
+            self._d[key] = (delta, dd)
+        self._xs[key] = xs
+        return cos_prev, cos_grad
 
 
 def sample_index(name: str, size: int, k: int) -> np.ndarray | None:
@@ -407,8 +446,7 @@ class Instruments:
         self._spec_d: dict[int, Spectral] = {}
         self._init: dict[int, tuple[np.ndarray, float]] = {}
         self._idx: dict[int, np.ndarray | None] = {}
-        self._xs_prev: dict[int, np.ndarray] = {}
-        self._d_prev: dict[int, np.ndarray] = {}
+        self.cosines = UpdateCosines()
         self.units = UnitHealth()
 
     def __bool__(self) -> bool:
@@ -475,18 +513,9 @@ class Instruments:
             if arr.dtype.kind != "f":
                 continue
             if "cos" in self.chosen:
-                xs = self._coords(info, arr)
-                prev = self._xs_prev.get(info.id)
-                if prev is not None and prev.shape == xs.shape:
-                    d = xs - prev
-                    dp = self._d_prev.get(info.id)
-                    if dp is not None:
-                        out[i, 0] = cosine(d, dp)
-                    g = grads.get(info.name)
-                    if g is not None and np.size(g) == arr.size:
-                        out[i, 1] = cosine(d, self._coords(info, np.asarray(g)))
-                    self._d_prev[info.id] = d
-                self._xs_prev[info.id] = xs
+                g = grads.get(info.name)
+                g = self._coords(info, np.asarray(g)) if g is not None and np.size(g) == arr.size else None
+                out[i, 0], out[i, 1] = self.cosines.update(info.id, self._coords(info, arr), g)
             if not math.isnan(update_sigma[i]):
                 out[i, 2] = ratio(float(update_sigma[i]), float(sigma[i]))
         return out

@@ -188,11 +188,12 @@ class RunState:
                 raise InvalidRecord(why)
         cols, slen = self.cols_of(s.ids)
         row = steps.n
+        rows = np.full(cols.size, row, dtype=np.int32)  # (one for every kind of the snapshot)
         for kc, block in present:
             if kc.kind == "weights" and s.sample is not None and slen is not None:
-                kc.add(row, cols, block, s.sample, slen)
+                kc.add(row, cols, block, s.sample, slen, rows=rows)
             else:
-                kc.add(row, cols, block)
+                kc.add(row, cols, block, rows=rows)
         steps.append(s.step)
         self.offsets.append(offset)
         self.epochs.append(-1 if s.epoch is None else s.epoch)

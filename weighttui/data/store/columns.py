@@ -281,7 +281,7 @@ class Segment:
     """
 
     __slots__ = ("row0", "row1", "rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff", "on_damage",
-                 "_cache")
+                 "_cache", "__weakref__")
 
     def __init__(self, row0, row1, rows, cols, stats, lo=None, hi=None, counts=None, samples=None, soff=None):
         self.row0, self.row1 = int(row0), int(row1)
@@ -638,8 +638,11 @@ class KindColumns:
         self._tail_seg: Segment | None = None  # the tail sorted, built when a query needs it
         self._prefixes: dict[tuple, np.ndarray] = {}  # column lists that are a prefix -> the `filled` they marked
 
-    def add(self, row: int, cols: np.ndarray, block, samples=None, slen=None) -> None:
-        """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows."""
+    def add(self, row: int, cols: np.ndarray, block, samples=None, slen=None, rows=None) -> None:
+        """One snapshot's block (records.BlockRecord); cols are the tensor columns of its rows.
+
+        rows: `row` once per entry, when the caller has it already (the kinds of one snapshot share
+        it; pieces are never changed)."""
         self.seen = True
         n = cols.size
         names = tuple(block.names)
@@ -657,16 +660,16 @@ class KindColumns:
                 if dst is not None:
                     stats[:, dst] = block.stats[:, src]
                     self.filled[dst] = True
-        piece = {"rows": np.full(n, row, dtype=np.int32), "cols": cols, "stats": stats}
+        piece = {"rows": np.full(n, row, dtype=np.int32) if rows is None else rows, "cols": cols, "stats": stats}
         size = stats.nbytes
         if block.hist is not None:
             lo, hi, counts = block.hist
             if self.bins is None:
                 self.bins = counts.shape[1]
-            piece.update(lo=lo, hi=hi, counts=counts)
+            piece["lo"], piece["hi"], piece["counts"] = lo, hi, counts
             size += counts.nbytes + 16 * n
         if samples is not None:
-            piece.update(samples=samples, slen=slen)
+            piece["samples"], piece["slen"] = samples, slen
             size += samples.nbytes
         self.tail.append(piece)
         self.tail_entries += n
