@@ -217,6 +217,9 @@ def test_export_changes_between_two_marked_steps_says_how_it_was_derived(tmp_pat
     code, _, err = _cli(capsys, "export", str(path), "--format", "csv", "--marks", "0", "10", "--out",
                         str(tmp_path / "x.csv"))
     assert code == 2 and "--marks" in err
+    code, _, err = _cli(capsys, "export", str(path), "--format", "changes", "--marks", "-5", "10", "--out",
+                        str(tmp_path / "x.csv"))
+    assert code == 2 and "before the run's first snapshot" in err
 
 
 # ---------------------------------------------------------------- issue 15/16: bfloat16 through the numpy Recorder
