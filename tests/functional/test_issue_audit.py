@@ -492,3 +492,23 @@ def test_export_to_a_full_disk_is_one_line(tmp_path, capsys, fmt):
     code, _, err = _cli(capsys, "export", str(path), "--format", fmt, "--out", "/dev/full")
     assert code == 1 and err.strip().splitlines() == [
         "weighttui: export to /dev/full failed: [Errno 28] No space left on device"], err
+
+
+def test_info_text_shows_the_instrument_columns_the_log_has(tmp_path, capsys):
+    """The default instrument set (optimizer state, units) gives a table of those columns, not ten
+    columns of `-` for the spectral norms and cosines it did not record; |m| and |v| are shown too."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    path = tmp_path / "default.wtui"
+    with weighttui.Recorder(str(path), every=1) as rec:  # instruments="default"
+        for s in range(4):
+            g = rng.standard_normal(w.shape).astype(np.float32)
+            w = w - 0.01 * g
+            rec.snapshot(s, {"w": w}, grads={"w": g}, optim={"w": {"m": g, "v": g * g, "lr": 1e-3, "step": s + 1}})
+    code, out, _ = _cli(capsys, "info", str(path))
+    assert code == 0
+    lines = out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if "instruments (latest)" in ln)
+    cols = lines[head + 1].split()
+    assert {"|m|", "|v|", "eff_lr"} <= set(cols) and "sigma_max" not in cols and "cos_prev" not in cols, cols
+    assert "-" not in lines[head + 2].split()[1:4]
