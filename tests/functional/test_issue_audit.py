@@ -515,3 +515,21 @@ def test_info_text_shows_the_instrument_columns_the_log_has(tmp_path, capsys):
     cols = lines[head + 1].split()
     assert {"|m|", "|v|", "eff_lr"} <= set(cols) and "sigma_max" not in cols and "cos_prev" not in cols, cols
     assert "-" not in lines[head + 2].split()[1:4]
+
+
+def test_watch_of_a_checkpoint_directory_takes_the_thresholds(tmp_path, monkeypatch, capsys):
+    """`weighttui watch DIR --threshold ...` on checkpoints: the viewer gets the thresholds (they were
+    dropped without a word); `--run` (a run of an appended log) is refused in one line."""
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_file({"w": np.ones((2, 2), np.float32)}, str(ck / "epoch_1.safetensors"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    seen = []
+    monkeypatch.setattr("weighttui.tui.app.run_app", lambda path, **kw: seen.append(kw) or 0)
+    assert main(["watch", str(ck), "--threshold", "ratio_high=0.05"]) == 0
+    assert seen and seen[0]["diagnose_config"].ratio_high == 0.05
+    assert "the imported run log is" in capsys.readouterr().err
+    code, _, err = _cli(capsys, "watch", str(ck), "--run", "0")
+    assert code == 2 and "--run" in err and len(err.strip().splitlines()) == 1
