@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from weighttui.integrations import keras as keras_integration
 from weighttui.integrations.keras import WeightCallback
 from weighttui.record import kernel
 from weighttui.record.recorder import Recorder
@@ -185,6 +186,7 @@ def part2(rounds: int, epochs: int) -> None:
             "weighttui every 10 batches, no grads": wt("n", every_batches=10, grads=False, **plain),
             "weighttui every batch": wt("b", every_batches=1, **plain),
             "weighttui every batch, no grads": wt("m", every_batches=1, grads=False, **plain),
+            "weighttui every batch, in the training thread": wt("s", every_batches=1, **plain),
             "weighttui every 10 batches, instruments on": wt("i", every_batches=10),
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
@@ -194,6 +196,8 @@ def part2(rounds: int, epochs: int) -> None:
         model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
                   callbacks=callbacks() if callable(callbacks) else callbacks)
         cbs = callbacks() if callable(callbacks) else callbacks
+        # batch snapshots are taken on a thread of their own unless none may be (what they did before)
+        keras_integration.DEFER_MAX_BYTES = -1 if kind.endswith("in the training thread") else defer_max
         t0, c0 = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
         written = 0
@@ -202,10 +206,13 @@ def part2(rounds: int, epochs: int) -> None:
             if rec is not None:
                 rec.close()
                 written += rec.written
+        keras_integration.DEFER_MAX_BYTES = defer_max
         return time.perf_counter() - t0, time.process_time() - c0, written
 
+    defer_max = keras_integration.DEFER_MAX_BYTES
     kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every 10 batches, no grads",
-             "weighttui every batch", "weighttui every batch, no grads", "weighttui every 10 batches, instruments on",
+             "weighttui every batch", "weighttui every batch, no grads",
+             "weighttui every batch, in the training thread", "weighttui every 10 batches, instruments on",
              "TensorBoard(histogram_freq=1)"]
     times = {k: [] for k in kinds}
     snaps = dict.fromkeys(kinds, 0)
@@ -221,17 +228,18 @@ def part2(rounds: int, epochs: int) -> None:
     params = 64 * 256 + 256 + 256 * 256 + 256 + 257
     print(f"\n## fit: MLP 64-256-256-1 ({params / 1e3:.0f}k parameters), 4096 samples, batch 64 "
           f"(64 batches/epoch), {epochs} epochs, median of {rounds} interleaved rounds")
-    print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on')")
+    print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on'; "
+          "batch snapshots are taken on a thread of their own beside the training, unless 'in the training thread')")
     print("(wall: seconds per fit; CPU: the process's CPU seconds, every thread: TF's, the writer's, "
           "the kernel's; on a shared machine the CPU column is the one to trust)")
     print("(per snapshot: the CPU added over 'none', divided by the snapshots written; a batch is "
           f"{1e3 * statistics.median(cpu['none']) / (64 * epochs):.2f} ms of CPU without callbacks)")
-    print(f"{'callbacks':44s} {'wall s':>8s} {'slowdown':>9s} {'CPU s':>8s} {'slowdown':>9s} {'snapshots':>9s} "
+    print(f"{'callbacks':46s} {'wall s':>8s} {'slowdown':>9s} {'CPU s':>8s} {'slowdown':>9s} {'snapshots':>9s} "
           f"{'ms each':>8s}")
     for k in kinds:
         t, c = statistics.median(times[k]), statistics.median(cpu[k])
         each = f"{1e3 * (c - cbase) / snaps[k]:8.2f}" if snaps[k] else f"{'':8s}"
-        print(f"{k:44s} {t:8.2f} {100 * (t / base - 1):+8.1f}% {c:8.2f} {100 * (c / cbase - 1):+8.1f}% "
+        print(f"{k:46s} {t:8.2f} {100 * (t / base - 1):+8.1f}% {c:8.2f} {100 * (c / cbase - 1):+8.1f}% "
               f"{snaps[k]:9d} {each}")
 
 

@@ -241,3 +241,25 @@ def test_a_thinned_row_view_reads_back_only_its_rows(indexed):
     assert reads(run, ranges=False) == reads(weighttui.open(path, max_rows=8), ranges=False)
     per_tensor = len(run.tensor_names) * 3  # weights and grad histograms, samples
     assert 0 < source.reads <= 8 * per_tensor < run.row_count
+
+
+def test_what_is_read_back_is_kept_within_one_budget_for_every_store(indexed, monkeypatch):
+    """Entries read back are kept up to fromlog.CACHE_BYTES for the whole process, not per store (a
+    viewer of many runs); a segment that died is never answered for by its id."""
+    import gc
+
+    from weighttui.data.store import fromlog
+
+    monkeypatch.setattr(fromlog, "CACHE_BYTES", 4096)
+    paths = []
+    for seed in range(3):
+        paths.append(indexed / f"run{seed}.wtui")
+        write_run(paths[-1], 60, seed=seed)
+    wants = [reads(weighttui.open(p), ranges=False) for p in paths]
+    for _round in range(2):
+        for p, want in zip(paths, wants, strict=True):
+            run = weighttui.open(p, cache=False)  # (the last round's store of this log has died)
+            assert reads(run, ranges=False) == want
+            assert fromlog._cached_bytes <= 4096 or len(fromlog._CACHE) == 1
+            del run
+            gc.collect()

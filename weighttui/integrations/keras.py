@@ -6,7 +6,10 @@ arrays without a copy (a view of the TF tensor or torch tensor) and go through
 the fused C kernel (record/kernel.py) in one call per snapshot; TF variables
 on a GPU/TPU use the TF-ops path (keras_tf_stats.py) instead, so that only the
 results leave the device. Gradients inside `fit` are taken where the
-optimizer applies them (keras_grads.py).
+optimizer applies them (keras_grads.py). On TensorFlow a batch's snapshot is
+taken on a thread of its own (_Background) while `fit` goes on: what it reads
+are immutable TF tensors. Torch variables on a GPU get the PyTorch
+integration's device statistics (keras_torch_stats.py).
 
 Tensor names are Keras variable paths (`sequential/dense/kernel`), the layer
 is the name of the layer that owns the variable. Steps count training
@@ -567,7 +570,9 @@ class WeightCallback(keras.callbacks.Callback):
             self._capture = None
 
 
-DEFER_MAX_BYTES = 1 << 30  # a batch's snapshot held while training goes on: at most this much (reads + copies)
+# a batch's snapshot held while training goes on: at most this many bytes of reads (weights, gradient
+# slots); 0 takes every snapshot in the training thread (as before the background thread)
+DEFER_MAX_BYTES = 1 << 30
 
 
 class _Background:
@@ -587,20 +592,27 @@ class _Background:
         return self._thread.is_alive()
 
     def run(self, fn) -> None:
-        self._idle.acquire()
-        self._jobs.put(fn)
+        if self._acquire():
+            self._jobs.put(fn)
+        else:  # the thread is gone (it never should be): the snapshot is taken here
+            self._reporter.guard("recording a batch", fn)
 
     def wait(self) -> None:
-        if self._thread.is_alive():
-            with self._idle:
-                pass
+        if self._acquire():
+            self._idle.release()
 
     def stop(self) -> None:
         """Finish the snapshot in flight, then end the thread."""
-        if self._thread.is_alive():
-            self._idle.acquire()
+        if self._acquire():
             self._jobs.put(None)
             self._thread.join()
+
+    def _acquire(self) -> bool:
+        """Wait until no snapshot is in flight (the idle lock held); False if the thread is gone."""
+        while not self._idle.acquire(timeout=1.0):
+            if not self._thread.is_alive():
+                return False
+        return True
 
     def _loop(self) -> None:
         while True:

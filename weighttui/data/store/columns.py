@@ -281,7 +281,7 @@ class Segment:
     """
 
     __slots__ = ("row0", "row1", "rows", "cols", "stats", "lo", "hi", "counts", "samples", "soff", "on_damage",
-                 "_cache")
+                 "_cache", "__weakref__")
 
     def __init__(self, row0, row1, rows, cols, stats, lo=None, hi=None, counts=None, samples=None, soff=None):
         self.row0, self.row1 = int(row0), int(row1)

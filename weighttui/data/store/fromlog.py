@@ -35,10 +35,14 @@ from weighttui.log.records import InvalidRecord, parse_snapshot
 from .builder import Group, RunState
 from .columns import FromLog, Segment, compact, count_dtype, merge
 
-# Ranges of entries read back are kept (least recently used first out) up to this many bytes:
+# Entries read back are kept (least recently used first out) up to this many bytes in all, for
+# every store of the process (a viewer of 50 runs holds 32 MiB of them, not 50 x 32):
 # histograms() asks for lo, hi and counts of the same entries one after the other, and a
 # viewer redraws the same tensor's range several times.
 CACHE_BYTES = 32 << 20
+_CACHE: OrderedDict = OrderedDict()  # (id(seg), entries) -> (weakref to seg, arrays, bytes)
+_CACHE_LOCK = threading.Lock()
+_cached_bytes = 0
 
 
 def snapshot_at(fd: int, run: RunState, row: int):
@@ -72,9 +76,6 @@ class LogSource:
         # group is sealed, so groups are read back from the file they were read from
         self.reading: int | None = None
         self._fd: int | None = None
-        self._lock = threading.Lock()
-        self._cache: OrderedDict = OrderedDict()  # (id(seg), a, b) -> (seg, arrays, bytes)
-        self._cached_bytes = 0
         self._inverse: dict[int, tuple] = {}  # id(cols) -> (cols, {col: position}, col -> position)
         self._sample_starts: dict[int, tuple] = {}  # id(sample lengths) -> (them, starts)
         self.reads = 0  # frames read back (for tests and benchmarks)
@@ -136,20 +137,24 @@ class LogSource:
     def take(self, back: _Back, seg: Segment, field: str, idx: np.ndarray) -> np.ndarray:
         """Entries `idx` (ascending) of a field; samples: those entries' samples, one after the other.
         Only their frames are read (a thinned row view or one step need not read every row)."""
+        global _cached_bytes
         key = (id(seg), idx.tobytes())
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] is seg:
-                self._cache.move_to_end(key)
+        with _CACHE_LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None and hit[0]() is seg:  # (a dead segment's id may be another's now)
+                _CACHE.move_to_end(key)
                 return hit[1][field]
         arrays = self._read_back(back, seg, idx)
         size = sum(v.nbytes for v in arrays.values()) + len(key[1])
-        with self._lock:
-            self._cache[key] = (seg, arrays, size)
-            self._cached_bytes += size
-            while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
-                _k, (_s, _a, dropped) = self._cache.popitem(last=False)
-                self._cached_bytes -= dropped
+        with _CACHE_LOCK:
+            old = _CACHE.pop(key, None)
+            if old is not None:
+                _cached_bytes -= old[2]
+            _CACHE[key] = (weakref.ref(seg), arrays, size)
+            _cached_bytes += size
+            while _cached_bytes > CACHE_BYTES and len(_CACHE) > 1:
+                _k, (_s, _a, dropped) = _CACHE.popitem(last=False)
+                _cached_bytes -= dropped
         return arrays[field]
 
     def _positions(self, cols: np.ndarray) -> tuple[dict, np.ndarray]:
