@@ -217,6 +217,9 @@ def test_export_changes_between_two_marked_steps_says_how_it_was_derived(tmp_pat
     code, _, err = _cli(capsys, "export", str(path), "--format", "csv", "--marks", "0", "10", "--out",
                         str(tmp_path / "x.csv"))
     assert code == 2 and "--marks" in err
+    code, _, err = _cli(capsys, "export", str(path), "--format", "changes", "--marks", "-5", "10", "--out",
+                        str(tmp_path / "x.csv"))
+    assert code == 2 and "before the run's first snapshot" in err
 
 
 # ---------------------------------------------------------------- issue 15/16: bfloat16 through the numpy Recorder
@@ -492,3 +495,64 @@ def test_export_to_a_full_disk_is_one_line(tmp_path, capsys, fmt):
     code, _, err = _cli(capsys, "export", str(path), "--format", fmt, "--out", "/dev/full")
     assert code == 1 and err.strip().splitlines() == [
         "weighttui: export to /dev/full failed: [Errno 28] No space left on device"], err
+
+
+def test_info_text_shows_the_instrument_columns_the_log_has(tmp_path, capsys):
+    """The default instrument set (optimizer state, units) gives a table of those columns, not ten
+    columns of `-` for the spectral norms and cosines it did not record; |m| and |v| are shown too."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    path = tmp_path / "default.wtui"
+    with weighttui.Recorder(str(path), every=1) as rec:  # instruments="default"
+        for s in range(4):
+            g = rng.standard_normal(w.shape).astype(np.float32)
+            w = w - 0.01 * g
+            rec.snapshot(s, {"w": w}, grads={"w": g}, optim={"w": {"m": g, "v": g * g, "lr": 1e-3, "step": s + 1}})
+    code, out, _ = _cli(capsys, "info", str(path))
+    assert code == 0
+    lines = out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if "instruments (latest)" in ln)
+    cols = lines[head + 1].split()
+    assert {"|m|", "|v|", "eff_lr"} <= set(cols) and "sigma_max" not in cols and "cos_prev" not in cols, cols
+    assert "-" not in lines[head + 2].split()[1:4]
+
+
+def test_watch_of_a_checkpoint_directory_takes_the_thresholds(tmp_path, monkeypatch, capsys):
+    """`weighttui watch DIR --threshold ...` on checkpoints: the viewer gets the thresholds (they were
+    dropped without a word); `--run` (a run of an appended log) is refused in one line."""
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_file({"w": np.ones((2, 2), np.float32)}, str(ck / "epoch_1.safetensors"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    seen = []
+    monkeypatch.setattr("weighttui.tui.app.run_app", lambda path, **kw: seen.append(kw) or 0)
+    assert main(["watch", str(ck), "--threshold", "ratio_high=0.05"]) == 0
+    assert seen and seen[0]["diagnose_config"].ratio_high == 0.05
+    assert "the imported run log is" in capsys.readouterr().err
+    code, _, err = _cli(capsys, "watch", str(ck), "--run", "0")
+    assert code == 2 and "--run" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner import17 (integrations/importers/driver.py): docs/import.md says a bad file gets one line on stderr "
+    "'and a warning event in the log'; a file skipped whole (truncated, foreign, a refused pickle) gets the "
+    "stderr line only (driver.py ~138-141: the plan reads each file's metadata and report()s the ones it cannot "
+    "read before the Importer and its Recorder exist; Importer.skip() would write the import_skipped event) - "
+    "so `weighttui info` of the imported run cannot tell that checkpoints are missing"))
+def test_a_skipped_checkpoint_is_an_event_in_the_imported_log(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in (1, 2, 3):
+        save_file({"w": np.full((8, 8), e, np.float32)}, str(ck / f"epoch_{e}.safetensors"))
+    data = (ck / "epoch_2.safetensors").read_bytes()
+    (ck / "epoch_2.safetensors").write_bytes(data[: len(data) - 40])  # cut short
+    out = tmp_path / "run.wtui"
+    code, _, err = _cli(capsys, "import", str(ck), "--out", str(out))
+    assert code == 0 and "epoch_2.safetensors" in err
+    run = weighttui.open(str(out))
+    assert list(run.steps) == [1, 3]
+    assert any("epoch_2.safetensors" in e.message and e.level == "warning" for e in run.events), run.events

@@ -240,6 +240,8 @@ def _changes_csv(run: RunData, out: str, mode: int = 0o600, marks=None) -> str:
     from weighttui.analysis.changes import COLUMNS, change_table
 
     mark_a, mark_b = marks if marks is not None else (None, None)
+    if marks is not None and run.n and min(marks) < int(run.steps[0]):  # no snapshot at or before it
+        raise CliError(f"--marks: step {min(marks)} is before the run's first snapshot (step {int(run.steps[0])})")
     rows = change_table(run, mark_a=mark_a, mark_b=mark_b)
     with _text_out(out, mode) as fh:
         # change_ab_from: "values" (complete tensors at both marks), "samples", or "" (no marks)

@@ -100,7 +100,8 @@ def cache_log(directory: str) -> str:
     return os.path.join(folder, f"{name}-{key}.wtui")
 
 
-def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 2048, values: bool = True) -> int:
+def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 2048, values: bool = True,
+                      diagnose_config=None) -> int:
     """Follow a checkpoint directory into a cached run log and show it in the single-run viewer."""
     from weighttui.integrations.importers.follow import CheckpointFollower
     from weighttui.tui.app import run_app
@@ -111,7 +112,8 @@ def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 20
     follower.start()
     status = "interrupted"
     try:
-        code = run_app(out, mode=mode, max_rows=max_rows, title=f"{directory} (checkpoints)")
+        code = run_app(out, mode=mode, max_rows=max_rows, title=f"{directory} (checkpoints)",
+                       diagnose_config=diagnose_config)  # --threshold applies here too
         status = "finished"
         return code
     finally:

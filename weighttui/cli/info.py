@@ -134,6 +134,11 @@ INSTRUMENT_STATS = (("weights", "sigma_max"), ("weights", "stable_rank"), ("weig
                     ("optim", "m_norm"), ("optim", "v_norm"), ("optim", "eff_lr"),
                     ("weights", "alpha"), ("weights", "exploding_units"), ("grad", "dead_units"),
                     ("optim", "nonfinite"))
+# the text table's instrument columns: (heading, key of tensor_rows)
+INSTRUMENT_HEADS = (("sigma_max", "sigma_max"), ("stab.rank", "stable_rank"), ("dist_init", "dist_init"),
+                    ("cos_prev", "cos_prev"), ("cos_grad", "cos_grad"), ("sig.ratio", "sigma_ratio"),
+                    ("|m|", "m_norm"), ("|v|", "v_norm"), ("eff_lr", "eff_lr"), ("alpha", "alpha"),
+                    ("dead u.", "dead_units"), ("expl. u.", "exploding_units"))
 # keys of tensor_rows for stats whose bare name would not say what they count
 INSTRUMENT_KEYS = {("optim", "nonfinite"): "optim_nonfinite"}
 # columns written only on some snapshots (alpha: every alpha_every-th); NaN elsewhere means "not fitted"
@@ -297,15 +302,18 @@ def print_info(run: RunData, alerts, out) -> None:
             w(f"  {name:<{name_w}}  {shape:>14}  {_fmt(t['norm']):>9}  {_fmt(t['std']):>9}  "
               f"{_fmt(t['update_ratio_per_step']):>9}  {_fmt(t['grad_norm']):>9}{flag}\n")
         if _has_instruments(run):
-            heads = ("sigma_max", "stab.rank", "dist_init", "cos_prev", "cos_grad", "sig.ratio", "eff_lr",
-                     "alpha", "dead u.", "expl. u.")
-            keys = ("sigma_max", "stable_rank", "dist_init", "cos_prev", "cos_grad", "sigma_ratio", "eff_lr",
-                    "alpha", "dead_units", "exploding_units")
-            w(f"\n  instruments (latest) · alpha: latest fit · dead u., expl. u.: units counted\n"
-              f"  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h in heads) + "\n")
-            for t, name in zip(tensors, names, strict=True):
-                name = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
-                w(f"  {name:<{name_w}}  " + "  ".join(f"{three_digits(t[k]):>9}" for k in keys) + "\n")
+            # only the columns the log has a value for (the default set records few of them)
+            columns = [(h, k) for h, k in INSTRUMENT_HEADS
+                       if any(t.get(k) is not None and not math.isnan(t[k]) for t in tensors)]
+            if columns:
+                keys = {k for _h, k in columns}
+                notes = (["alpha: latest fit"] if "alpha" in keys else []) + (
+                    ["dead u., expl. u.: units counted"] if keys & {"dead_units", "exploding_units"} else [])
+                w("\n  instruments (latest)" + "".join(f" · {n}" for n in notes) + "\n"
+                  f"  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h, _k in columns) + "\n")
+                for t, name in zip(tensors, names, strict=True):
+                    name = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
+                    w(f"  {name:<{name_w}}  " + "  ".join(f"{three_digits(t[k]):>9}" for _h, k in columns) + "\n")
     if d["nan_origin"]:
         w(f"\n  NaN origin: {inert(d['nan_origin'])}\n")
 

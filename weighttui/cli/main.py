@@ -78,7 +78,10 @@ def cmd_watch(args) -> int:
         if len(args.path) == 1 and _is_checkpoint_dir(args.path[0]):  # checkpoints, not run logs
             from weighttui.cli.importing import watch_checkpoints
 
-            return watch_checkpoints(args.path[0], mode=args.mode, max_rows=args.max_rows)
+            if args.run is not None:
+                raise CliError("--run picks a run of one appended log, not of a checkpoint directory")
+            return watch_checkpoints(args.path[0], mode=args.mode, max_rows=args.max_rows,
+                                     diagnose_config=config)
         if len(args.path) > 1 or os.path.isdir(args.path[0]):
             if args.run is not None:
                 raise CliError("--run picks a run of one appended log; the side-by-side view shows the latest of each")

@@ -592,20 +592,27 @@ class _Background:
         return self._thread.is_alive()
 
     def run(self, fn) -> None:
-        self._idle.acquire()
-        self._jobs.put(fn)
+        if self._acquire():
+            self._jobs.put(fn)
+        else:  # the thread is gone (it never should be): the snapshot is taken here
+            self._reporter.guard("recording a batch", fn)
 
     def wait(self) -> None:
-        if self._thread.is_alive():
-            with self._idle:
-                pass
+        if self._acquire():
+            self._idle.release()
 
     def stop(self) -> None:
         """Finish the snapshot in flight, then end the thread."""
-        if self._thread.is_alive():
-            self._idle.acquire()
+        if self._acquire():
             self._jobs.put(None)
             self._thread.join()
+
+    def _acquire(self) -> bool:
+        """Wait until no snapshot is in flight (the idle lock held); False if the thread is gone."""
+        while not self._idle.acquire(timeout=1.0):
+            if not self._thread.is_alive():
+                return False
+        return True
 
     def _loop(self) -> None:
         while True:
