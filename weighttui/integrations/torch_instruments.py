@@ -167,14 +167,14 @@ class TorchInstruments:
                 v = v[:, :p]
         return v
 
-    def _fused_vector(self, store: dict, name: str, w2, warm_name: str | None = None) -> np.ndarray:
-        """The kernel's iteration vector of w2 (float64 [n]): the one kept, else a warm-up's on w2
-        (a function giving the matrix: the update's is computed only then)."""
+    def _fused_vector(self, store: dict, name: str, n: int, w2, warm_name: str | None = None) -> np.ndarray:
+        """The kernel's iteration vector (float64 [n]) of w2 (m x n): the one kept, else a warm-up's
+        on w2 (a function giving the matrix: the update's is computed only then)."""
         v = store.get(name)
-        if isinstance(v, np.ndarray) and v.shape[1] == 1:  # the kernel's own, as it left it
+        if isinstance(v, np.ndarray) and v.shape == (n, 1):  # the kernel's own, as it left it
             return v.reshape(-1)
         m2 = w2() if callable(w2) else w2
-        if v is None or tuple(v.shape) != (m2.shape[1], 1) or v.device != m2.device:
+        if v is None or tuple(v.shape) != (n, 1) or v.device != m2.device:
             v = self._warm(name if warm_name is None else warm_name, m2, 1)
         return v.reshape(-1).to(torch.float64).contiguous().numpy()
 
@@ -300,13 +300,13 @@ class TorchInstruments:
             p = self.settings.vectors(*mn)
             w2 = x.reshape(mn)
             if p == 1:  # one vector: the kernel's two passes are the iteration's two products
-                ex.rows, ex.v = mn[0], self._fused_vector(self._v, name, w2)
+                ex.rows, ex.v = mn[0], self._fused_vector(self._v, name, mn[1], w2)
             else:
                 self._sigma_torch(pend, i, name, x, None, mn, weights=True, delta=False)
             if prev is not None:
                 if p == 1 and pair:  # warm-up on the update, once
-                    ex.rows, ex.vd = mn[0], self._fused_vector(
-                        self._vd, name, lambda: torch.sub(x, prev, out=self._buf(x)).reshape(mn), name + "/delta")
+                    update = lambda: torch.sub(x, prev, out=self._buf(x)).reshape(mn)
+                    ex.rows, ex.vd = mn[0], self._fused_vector(self._vd, name, mn[1], update, name + "/delta")
                 else:
                     self._sigma_torch(pend, i, name, x, prev, mn, weights=False, delta=True)
         if "units" in self.chosen and mn is not None:
