@@ -46,7 +46,8 @@ def _load(path: str):
         raise ImportFileError(refusal(str(exc))) from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImportFileError(f"not a readable PyTorch file (truncated or another format?): {_words(text, 200)}") from None
+        raise ImportFileError("not a readable PyTorch file (truncated or another format?): "
+                              f"{_words(text, 200)}") from None
 
 
 def refusal(torch_says: str) -> str:
