@@ -12,13 +12,14 @@ import os
 from setuptools import Extension, setup
 
 POSIX = os.name == "posix"
+KERNEL_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=gnu11", "-pthread"]
 
 setup(
     ext_modules=[
         Extension(
             "weighttui._fastats",
             ["weighttui/record/native/fastats.c"],
-            extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=gnu11", "-pthread"] if POSIX else [],
+            extra_compile_args=KERNEL_FLAGS if POSIX else [],
             extra_link_args=["-pthread"] if POSIX else [],
             optional=True,
         ),

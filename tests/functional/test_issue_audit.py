@@ -225,11 +225,6 @@ def test_export_changes_between_two_marked_steps_says_how_it_was_derived(tmp_pat
 # ---------------------------------------------------------------- issue 15/16: bfloat16 through the numpy Recorder
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner instr16 (record/instruments.py, record/recorder.py:343): ml_dtypes bfloat16 arrays have "
-    "dtype.kind 'V', and every `arr.dtype.kind != 'f'` check skips them, so the numpy Recorder (Keras "
-    "bfloat16 layers, JAX bfloat16 leaves on the default host path, plain numpy) records NaN for every "
-    "instrument without a word; float16/float32/float64 and the torch and JAX device paths are right"))
 def test_numpy_recorder_bfloat16_records_the_instruments(tmp_path):
     ml_dtypes = pytest.importorskip("ml_dtypes")
     rng = np.random.default_rng(2)
@@ -544,3 +539,17 @@ def test_a_skipped_checkpoint_is_an_event_in_the_imported_log(tmp_path, capsys):
     run = weighttui.open(str(out))
     assert list(run.steps) == [1, 3]
     assert any("epoch_2.safetensors" in e.message and e.level == "warning" for e in run.events), run.events
+
+
+def test_numpy_recorder_bfloat16_nan_origin_names_the_element(tmp_path):
+    """A bfloat16 NaN gets its nan_origin event with the flat index, like float32."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    path = tmp_path / "bf16nan.wtui"
+    w = np.ones((8, 4), dtype=ml_dtypes.bfloat16)
+    with weighttui.Recorder(str(path), every=1, instruments=True) as rec:
+        rec.snapshot(0, {"w": w})
+        w = w.copy()
+        w[2, 3] = np.nan
+        rec.snapshot(1, {"w": w})
+    origin = [e for e in weighttui.open(str(path)).events if e.kind == "nan_origin"]
+    assert len(origin) == 1 and origin[0].where == "weights" and origin[0].index == 11, origin

@@ -75,7 +75,7 @@ def test_a_scan_closed_early_leaves_no_read_behind(tmp_path, monkeypatch):
     gen.close()  # the read-ahead's pending read is waited for here, before the caller closes the fd
     os.close(fd)
     assert [f.payload["step"] for f in first] == [0, 1, 2, 3, 4]
-    pool = reader._AHEAD
+    pool = reader.READ_AHEAD.started
     assert pool is not None and pool.submit(lambda: 1).result() == 1  # the thread is free again
 
 
@@ -175,7 +175,8 @@ def test_a_forked_child_reads_and_indexes_with_threads_of_its_own(tmp_path, monk
     fixed_log(tmp_path / "a.wtui", steps=40)
     fixed_log(tmp_path / "b.wtui", steps=40)
     want = weighttui.open(tmp_path / "a.wtui").series("head.weight", "norm")[1]
-    assert reader._AHEAD is not None and store_index._POOL is not None  # both used in the parent
+    # both used in the parent
+    assert reader.READ_AHEAD.started is not None and store_index.INDEX_WRITER.started is not None
     pid = os.fork()
     if pid == 0:  # the child: a hang is ended by the alarm (exit status 14), a wrong value by 3
         code = 1

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from weighttui.log.format import (
@@ -23,6 +21,7 @@ from weighttui.log.format import (
     decode_payload,
     parse_frame_header,
 )
+from weighttui.log.worker import SharedWorker
 
 # (2 MiB chunks decode a little faster, but freed 8 MiB chunks also raise glibc's mmap threshold,
 # so that the index writer's arrays are reused from the heap: with 2 MiB its page faults went
@@ -64,7 +63,7 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     read_at = state.offset
     # A long scan reads its next chunk on another thread while this one's frames are decoded
     # (os.pread runs without the GIL: the copy out of the page cache overlaps the decoding).
-    ahead = _read_ahead() if size - read_at > READ_AHEAD_MIN else None
+    ahead = READ_AHEAD.executor() if size - read_at > READ_AHEAD_MIN else None
     nxt = None
     try:
         while read_at < size:
@@ -88,26 +87,7 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
 
 
 READ_AHEAD_MIN = 32 * 1024 * 1024  # scans shorter than this read on one thread
-_AHEAD: ThreadPoolExecutor | None = None
-_AHEAD_LOCK = threading.Lock()
-
-
-def _read_ahead() -> ThreadPoolExecutor:
-    """The one thread that reads ahead for every long scan of the process."""
-    global _AHEAD
-    with _AHEAD_LOCK:
-        if _AHEAD is None:
-            _AHEAD = ThreadPoolExecutor(1, thread_name_prefix="weighttui-read")
-        return _AHEAD
-
-
-def _forget_read_ahead() -> None:
-    # a forked child has no thread behind the parent's executor: it starts its own
-    global _AHEAD, _AHEAD_LOCK
-    _AHEAD, _AHEAD_LOCK = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_read_ahead)
+READ_AHEAD = SharedWorker("weighttui-read")  # the one thread that reads ahead for every long scan
 
 
 def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:

@@ -24,6 +24,7 @@ from weighttui.log.schema import DELTA_INSTRUMENTS, OPTIM_STATS, WEIGHT_INSTRUME
 from weighttui.log.schema import EXPLODING_FACTOR as EXPLODING_FACTOR
 from weighttui.log.schema import UNIT_GRAD_STATS as UNIT_GRAD_STATS
 from weighttui.log.schema import UNIT_WEIGHT_STATS as UNIT_WEIGHT_STATS
+from weighttui.record.numpy_path import is_float
 from weighttui.record.stats import Block
 
 DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
@@ -310,7 +311,7 @@ ORIGIN_WORDS = {"grad": "gradient", "optim": "optimizer state", "delta": "update
 def first_nonfinite(arr) -> int | None:
     """Flat (C order) index of the first NaN/Inf element, or None."""
     a = np.asarray(arr).reshape(-1)
-    if a.dtype.kind != "f":
+    if not is_float(a):
         return None
     bad = ~np.isfinite(a)
     if not bad.any():
@@ -463,7 +464,7 @@ class Instruments:
         """[T, 3]: sigma_max, stable_rank, dist_init."""
         out = np.full((len(infos), len(WEIGHT_INSTRUMENTS)), np.nan)
         for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
-            if arr.dtype.kind != "f":
+            if not is_float(arr):
                 continue
             mn = matrix_shape(arr.shape)
             if "sigma" in self.chosen and mn is not None:
@@ -485,7 +486,7 @@ class Instruments:
         """[T, 1]: alpha where due (AlphaSchedule), NaN elsewhere."""
         out = np.full((len(infos), 1), np.nan)
         for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
-            if arr.dtype.kind == "f" and self.alpha.due(info, arr.shape) and np.all(np.isfinite(arr)):
+            if is_float(arr) and self.alpha.due(info, arr.shape) and np.all(np.isfinite(arr)):
                 sv = np.linalg.svd(arr.reshape(matrix_shape(arr.shape)).astype(np.float64), compute_uv=False)
                 out[i, 0] = powerlaw_alpha(sv**2)
         return out
@@ -498,7 +499,7 @@ class Instruments:
             return out
         for i, (info, arr, prev) in enumerate(zip(infos, arrays, prevs, strict=True)):
             mn = matrix_shape(arr.shape)
-            if arr.dtype.kind != "f" or mn is None or prev is None or prev.shape != arr.shape:
+            if not is_float(arr) or mn is None or prev is None or prev.shape != arr.shape:
                 continue
             d2 = (_compute(arr) - _compute(prev)).reshape(mn)
             spec = self._spec_d.setdefault(info.id, Spectral(info.name + "/delta", self.settings))
@@ -510,7 +511,7 @@ class Instruments:
         update_sigma from update_sigmas(), sigma the weights' sigma_max."""
         out = np.full((len(infos), len(DELTA_INSTRUMENTS)), np.nan)
         for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
-            if arr.dtype.kind != "f":
+            if not is_float(arr):
                 continue
             if "cos" in self.chosen:
                 g = grads.get(info.name)

@@ -57,6 +57,11 @@ def is_bfloat16(arr: np.ndarray) -> bool:
     return arr.dtype.name == "bfloat16" and arr.dtype.itemsize == 2
 
 
+def is_float(arr: np.ndarray) -> bool:
+    """A floating array, ml_dtypes' bfloat16 included (its dtype.kind is 'V', not 'f')."""
+    return arr.dtype.kind == "f" or is_bfloat16(arr)
+
+
 def reference_view(arr: np.ndarray) -> np.ndarray:
     """arr as the numpy reference reads it: bfloat16 widened to float32 (exact), the rest as is."""
     return arr.astype(np.float32) if is_bfloat16(arr) else arr

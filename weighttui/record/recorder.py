@@ -30,7 +30,7 @@ from weighttui.record import instruments as inst
 from weighttui.record import lifecycle
 from weighttui.record.device_instruments import assemble, locator
 from weighttui.record.encode import plain
-from weighttui.record.numpy_path import NumpyStats, to_numpy, value_copy
+from weighttui.record.numpy_path import NumpyStats, is_float, to_numpy, value_copy
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
@@ -340,7 +340,7 @@ class Recorder:
             gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             w_norms, g_norms = {}, {}
             for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
-                if arr.dtype.kind == "f" and inst.matrix_shape(arr.shape) is not None:
+                if is_float(arr) and inst.matrix_shape(arr.shape) is not None:
                     w_norms[i] = inst.unit_norms(arr)
                     g = gmap_np.get(info.name)
                     if g is not None and g.shape == arr.shape:

@@ -31,10 +31,8 @@ import os
 import shutil
 import stat
 import tempfile
-import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -47,6 +45,7 @@ from weighttui.log.records import (
     parse_tensors,
 )
 from weighttui.log.schema import COLUMNS, KINDS
+from weighttui.log.worker import SharedWorker
 
 from .builder import Group, LogIndex, RunState, _Growing, event_from_json, event_to_json
 from .columns import (
@@ -480,27 +479,7 @@ def _drop_spilled(directory: str, store: LogIndex) -> None:
                     os.unlink(os.path.join(directory, g.ref["tmp"]))
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """One writer thread for every Spiller of the process (a viewer of 50 runs starts one, not 50)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(1, thread_name_prefix="weighttui-index")
-        return _POOL
-
-
-def _forget_pool() -> None:
-    # a forked child (a DataLoader worker opening a log) has no thread behind the parent's
-    # executor: work submitted to it would never run
-    global _POOL, _POOL_LOCK
-    _POOL, _POOL_LOCK = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+INDEX_WRITER = SharedWorker("weighttui-index")  # one writer thread for every Spiller of the process
 
 
 class Spiller:
@@ -529,7 +508,7 @@ class Spiller:
         # (before the new group joins the pending ones: it joins run.groups only when this returns)
         self.settle(wait=len(self._pending) >= self.MAX_PENDING)
         name = f"{self.gen}-r{run.offset}-{row0}.seg"
-        pool = _pool()
+        pool = INDEX_WRITER.executor()
         kinds = pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
         g = Group(row0, row1, kinds)
         self._pending.append((pool.submit(self._write, g, name), run, g))

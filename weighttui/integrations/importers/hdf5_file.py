@@ -228,12 +228,8 @@ class Hdf5Reader(Reader):
             super().close()
 
     def _unmap(self) -> None:
-        if self._mm is not None:
-            try:
-                self._mm.close()
-            except BufferError:  # a view is still referenced somewhere: the map goes with it
-                pass
-            self._mm = None
+        mapping.close(self._mm)
+        self._mm = None
 
 
 def _keras_name(path: str) -> tuple[str, str | None]:

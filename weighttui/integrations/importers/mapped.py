@@ -96,6 +96,13 @@ def zip_member_start(mm: mmap.mmap, info: zipfile.ZipInfo) -> int | None:
     return start if start + info.file_size <= len(mm) else None
 
 
+def close(mm: mmap.mmap | None) -> None:
+    """Unmap mm, unless a view of it is still referenced somewhere: then the map goes with the view."""
+    if mm is not None:
+        with contextlib.suppress(BufferError):
+            mm.close()
+
+
 def drop(mm: mmap.mmap | None, offset: int, nbytes: int) -> None:
     """Unmap the pages of mm[offset:offset + nbytes] from this process (not from the page cache)."""
     if mm is None or _MADV_DONTNEED is None or nbytes <= 0:

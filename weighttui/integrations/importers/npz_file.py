@@ -120,12 +120,8 @@ class NpzReader(Reader):
 
     def close(self):
         self.npz.close()
-        if self._mm is not None:
-            try:
-                self._mm.close()
-            except BufferError:
-                pass
-            self._mm = None
+        mapping.close(self._mm)
+        self._mm = None
         if self._file is not None:
             self._file.close()
         super().close()

@@ -103,12 +103,8 @@ class SafetensorsFile:
         mapping.drop(self._mm, offset, nbytes)
 
     def close(self) -> None:
-        if self._mm is not None:
-            try:
-                self._mm.close()
-            except BufferError:  # a view is still referenced somewhere: the map goes with it
-                pass
-            self._mm = None
+        mapping.close(self._mm)
+        self._mm = None
         self._f.close()
 
 
