@@ -282,3 +282,15 @@ def test_name_numbers_of_keras_names_and_decimals():
     assert name_numbers("model_7.pt") == (7, None)  # outside Keras/HDF5 names a bare number is a step
     assert name_numbers("lr0.001_run7.pt") == (7, None)
     assert name_numbers("dump.h5#7") == (7, None)  # a group's bare number is a step, as before
+
+
+def test_refused_pickle_message_is_one_line_cut_at_a_word():
+    from weighttui.integrations.importers.torch_state import refusal
+
+    long = ("Weights only load failed. Do it only if you trust the source.\n\tWeightsUnpickler error: Unsupported "
+            "operand 149 " + "because the reason goes on and on " * 10)
+    msg = refusal(long)
+    assert "\n" not in msg and msg.startswith("refused: it needs arbitrary pickles (Unsupported operand 149 ")
+    inside = msg[msg.index("(") + 1: msg.index("), which")]
+    assert inside.endswith("...") and inside[:-3].split()[-1] in long.split()  # a whole word before the cut
+    assert "trust" not in msg and msg.endswith("(torch.save(model.state_dict(), path) or safetensors) to import them")
