@@ -182,6 +182,7 @@ async def test_instrument_key_on_a_small_terminal(two_layers, tui):
             assert chart.region.height >= 8 and chart.region.width >= 20  # room for a readable chart
         shot = app.export_screenshot()
         assert "sigma" in shot and "dist" in shot  # the legends are on the screen
+        assert "spectral" in shot and "distance" in shot  # the titles (their start: too wide for plotext)
         steps, sigma = data.series("a", "sigma_max")
         x, y = _chart(screen, 0, "sigma")
         np.testing.assert_array_equal(x, steps)
