@@ -274,10 +274,19 @@ class WeightCallback(keras.callbacks.Callback):
             slots.append(variable)
             return len(slots) - 1
 
-        state = optimizer_state(self.model, tracked, read=later)
+        # the learning rate variable and the step count join the same call (a schedule's value does not)
+        opt = getattr(self.model, "optimizer", None)
+        lr_var = getattr(opt, "_learning_rate", None)
+        counter = getattr(opt, "iterations", None)
+        same_call = isinstance(lr_var, keras.Variable) and isinstance(counter, keras.Variable)
+        state = optimizer_state(self.model, tracked, read=later, lr_step=(0.0, 0.0) if same_call else None)
         if not state:
             return state
-        host = _read_host(slots, _reader_cache(self.model))
+        host = _read_host(slots + ([lr_var, counter] if same_call else []), _reader_cache(self.model))
+        if same_call:
+            lr, step = float(host[-2]), float(host[-1])
+            for st in state.values():
+                st["lr"], st["step"] = lr, step
         for st in state.values():
             for key in ("m", "v"):
                 if key in st:
