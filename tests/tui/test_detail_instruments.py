@@ -235,3 +235,32 @@ async def test_instrument_key_hides_the_row_on_a_tall_terminal(two_layers):
         await pilot.press("n")
         await pilot.pause()
         assert row.display and screen.query_one("#bottom").display  # tall: beside the other rows
+
+
+async def test_instrument_key_points_to_the_views_that_have_them(tmp_path):
+    """A log whose only instrument column is the gradients' dead_units: `n` is offered in the weights
+    view too; pressed there it says where the charts are, and `g` then shows them (the choice holds)."""
+    from screen_host import tanh_neuron_log
+
+    data = weighttui.open(tanh_neuron_log(tmp_path / "neuron.wtui"))
+    assert "dead_units" in data.columns("grad") and "sigma_max" not in data.columns("weights")
+    app = ScreenHost(data=data, make_screen=lambda: DetailScreen("hidden.weight"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        screen._flush_charts()
+        await pilot.pause()
+        assert any(b.binding.key == "n" for b in screen.active_bindings.values())
+        await pilot.press("n")
+        await pilot.pause()
+        row = screen.query_one("#instruments")
+        assert not row.display and screen.query_one("#middle").display  # nothing to show here
+        assert any("gradients (g)" in n.message for n in app._notifications)
+        await pilot.press("g")
+        screen._flush_charts()
+        await pilot.pause()
+        assert row.display and not screen.query_one("#middle").display
+        chart = screen.query_one("#inst0", LineChart)
+        assert chart.title_text.startswith("dead units") and chart.region.height >= 8
+        steps, dead = data.series("hidden.weight", "dead_units", kind="grad")
+        np.testing.assert_array_equal(_chart(screen, 0, "dead")[1], dead[np.isfinite(dead)])

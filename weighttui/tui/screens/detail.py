@@ -112,7 +112,7 @@ class DetailScreen(RunScreen):
         Binding("escape", "close", "back"),
         Binding("left_square_bracket", "move(-1)", "prev", show=False),
         Binding("right_square_bracket", "move(1)", "next tensor"),
-        # shown in the footer only while this view has instrument charts (check_action)
+        # in the footer when the log has instrument columns (check_action)
         Binding("n", "toggle_instruments", "instruments"),
         Binding("w", "kind('weights')", "weights", show=False),
         Binding("d", "kind('delta')", "delta", show=False),
@@ -243,10 +243,21 @@ class DetailScreen(RunScreen):
         shown = self._tall if self.instruments is None else self.instruments
         self.instruments = not shown  # remembered while the screen is open (other tensors and views too)
         self._layout()
+        if self.instruments and not self._inst_shown:
+            views = ", ".join(f"{KIND_NAMES[v]} ({v[0]})" for v in self._instrument_views())
+            self.notify(f"no instrument charts of {inert(self.tensor)} in this view; this log has them for: {views}",
+                        severity="warning", markup=False)
+
+    def _instrument_views(self) -> list[str]:
+        """The views whose instrument charts have a column in this log (any tensor's)."""
+        data = self.view().data
+        return [view for view, charts in INSTRUMENT_CHARTS.items()
+                if any(data.has_kind(kind) and stat in data.columns(kind)
+                       for _title, kind, lines, _log, _ylim in charts for _label, stat, _color in lines)]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "toggle_instruments":
-            return self._inst_shown  # no instrument columns for this tensor and view: no key
+            return bool(self._instrument_views())  # a log without instrument columns: no key
         return True
 
     def action_toggle_log(self) -> None:
