@@ -13,6 +13,7 @@ keras.callbacks.TensorBoard(histogram_freq=1), interleaved rounds, median
 seconds per fit.
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick] [--fit-only] [--rounds N]
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --every-batch-ab   # the background thread, A/B
 """
 
 from __future__ import annotations
@@ -163,7 +164,10 @@ def part1(model: keras.Model, repeat: int, other: str | None = None) -> None:
         print(f"{name:56s} {wall * 1e3:9.2f} {cpu * 1e3:9.2f} {least * 1e3:7.2f} {cpu / base[1]:18.1f}")
 
 
-def part2(rounds: int, epochs: int) -> None:
+EVERY_BATCH_AB = ["none", "weighttui every batch", "weighttui every batch, in the training thread"]
+
+
+def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4096, 64)).astype("float32")
     y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
@@ -214,6 +218,7 @@ def part2(rounds: int, epochs: int) -> None:
              "weighttui every batch", "weighttui every batch, no grads",
              "weighttui every batch, in the training thread", "weighttui every 10 batches, instruments on",
              "TensorBoard(histogram_freq=1)"]
+    kinds = only or kinds
     times = {k: [] for k in kinds}
     snaps = dict.fromkeys(kinds, 0)
     cpu = {k: [] for k in kinds}
@@ -250,10 +255,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of part 2 (median)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
     ap.add_argument("--record-only", action="store_true", help="part 1 only, on the 3.6M MLP (the record ratio)")
+    ap.add_argument("--every-batch-ab", action="store_true",
+                    help="part 2's none / every batch / every batch in the training thread only, 9 rounds by default")
     args = ap.parse_args()
     t0 = time.perf_counter()
     print(f"load (uptime) at the start: {os.getloadavg()} on {os.cpu_count()} cores")
-    if args.quick:
+    if args.every_batch_ab:
+        part2(rounds=args.rounds if args.rounds != 7 else 9, epochs=5, only=EVERY_BATCH_AB)
+    elif args.quick:
         part1(big_model(512), repeat=3, other=args.other)
         part2(rounds=1, epochs=2)
     else:

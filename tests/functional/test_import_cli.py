@@ -41,6 +41,10 @@ def test_import_cli_bad_files_and_pickles(tmp_path):
     assert any("epoch_1.pt" in ln for ln in lines)
     refused = [ln for ln in lines if "epoch_3.pt" in ln]
     assert refused and "refused" in refused[0] and "arbitrary pickles" in refused[0]
+    # one clear line: the class it needs, the safe alternative, and not torch's paragraph cut mid-word
+    assert len(refused) == 1 and len(refused[0]) < 260, refused
+    assert "(here: posix.system)" in refused[0] and "state_dict()" in refused[0] and "safetensors" in refused[0]
+    assert refused[0].endswith("to import them") and "weights_only=False" not in refused[0]
     assert not (tmp_path / "pwned.txt").exists()
     run = weighttui.open(str(out))
     assert list(run.steps) == [0, 2]

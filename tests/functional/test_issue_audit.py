@@ -440,12 +440,6 @@ def test_export_no_cache_writes_only_its_output(tmp_path, capsys, monkeypatch):
     assert out.read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner import17 (integrations/importers/tensorboard_events.py EventsImporter.close, used by follow.py's "
-    "CheckpointFollower.stop): `weighttui watch DIR` of TensorBoard events holds the newest step back while it "
-    "may still gain values (poll: cut = newest step) and close() never polls with final=True, so the run's "
-    "last step is never shown and never written, also after the trainer ended and the viewer quit; "
-    "`weighttui import` of the same directory has it"))
 def test_watch_of_tensorboard_events_keeps_the_last_step(tmp_path):
     from weighttui.integrations.importers.follow import CheckpointFollower
 
@@ -524,12 +518,6 @@ def test_watch_of_a_checkpoint_directory_takes_the_thresholds(tmp_path, monkeypa
     assert code == 2 and "--run" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner import17 (integrations/importers/driver.py): docs/import.md says a bad file gets one line on stderr "
-    "'and a warning event in the log'; a file skipped whole (truncated, foreign, a refused pickle) gets the "
-    "stderr line only (driver.py ~138-141: the plan reads each file's metadata and report()s the ones it cannot "
-    "read before the Importer and its Recorder exist; Importer.skip() would write the import_skipped event) - "
-    "so `weighttui info` of the imported run cannot tell that checkpoints are missing"))
 def test_a_skipped_checkpoint_is_an_event_in_the_imported_log(tmp_path, capsys):
     from safetensors.numpy import save_file
 

@@ -189,3 +189,108 @@ def test_no_values(tmp_path):
     import_source(str(tmp_path), out, values=False)
     run = weighttui.open(out)
     assert run.n == 3 and run.full_steps == []
+
+
+def test_pytorch_tutorial_checkpoint_dict_epoch_and_loss(tmp_path, capsys):
+    """The PyTorch tutorial's `torch.save({'epoch': e, 'model_state_dict': ..., 'optimizer_state_dict': ...,
+    'loss': loss}, path)`: its epoch is the snapshot's epoch and its loss (a 0-d tensor or a float) a scalar at
+    that step, as trainer_state.json's are; the meta says where the scalars came from."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 5), torch.randn(16, 2)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    dumped, losses = [], []
+    for epoch in range(3):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        dumped.append({k: v.detach().clone().numpy() for k, v in model.state_dict().items()})
+        losses.append(float(loss.detach()))
+        # the tutorial saves the tensor itself (`'loss': loss`); the float form (loss.item()) is as common
+        torch.save({"epoch": epoch, "model_state_dict": model.state_dict(),
+                    "optimizer_state_dict": opt.state_dict(),
+                    "loss": loss.detach() if epoch != 1 else loss.item()},
+                   ck / f"model_{100 * (epoch + 1)}.pt")  # the name's number is the step, not the epoch
+    out = str(tmp_path / "run.wtui")
+    import_source(str(ck), out)
+    run = weighttui.open(out)
+    assert list(run.steps) == [100, 200, 300] and list(run.epochs) == [0, 1, 2]
+    for epoch, ws in enumerate(dumped):
+        got = run.weights(epoch=epoch)
+        assert set(got) == {"weight", "bias"}
+        assert all(np.array_equal(got[k], v) for k, v in ws.items())
+    steps, values = run.scalars("loss")
+    assert list(steps) == [100, 200, 300]
+    assert values.tolist() == pytest.approx(losses, rel=1e-7)
+    meta = run.run.meta["import"]
+    assert meta["scalars_from"] == {"checkpoint dict": 3} and meta["epoch_from"] == {"metadata": 3}
+    from weighttui.cli.main import main
+
+    capsys.readouterr()
+    assert main(["info", out]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("imported:"))
+    assert "scalars from: checkpoint dict (3)" in line, line
+
+
+def test_keras_model_checkpoint_names_give_epochs(tmp_path):
+    """Keras' ModelCheckpoint names (`weights.{epoch:02d}-{val_loss:.2f}...`): the first number is the epoch
+    (Keras counts from 1 in names: the file after the first epoch is epoch 1); the val_loss digits are never
+    the step."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((32, 4)), rng.standard_normal((32, 1))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    dirs = {name: tmp_path / name for name in ("a", "b", "c")}
+    for d in dirs.values():
+        d.mkdir()
+    dumped = []
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(dirs["a"] / "weights.{epoch:02d}-{val_loss:.2f}.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(str(dirs["b"] / "model.{epoch:02d}.keras")),
+        keras.callbacks.ModelCheckpoint(str(dirs["c"] / "model-epoch{epoch:02d}-val{val_loss:.2f}.keras")),
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, logs: dumped.append([np.array(w) for w in model.get_weights()])),
+    ]
+    model.fit(x, y, epochs=3, validation_split=0.25, verbose=0, callbacks=callbacks)
+    assert sorted(os.listdir(dirs["a"]))[0].startswith("weights.01-")
+    names = ("dense/vars/0", "dense/vars/1", "dense_1/vars/0", "dense_1/vars/1")
+    for name, d in dirs.items():
+        out = str(tmp_path / f"{name}.wtui")
+        import_source(str(d), out)
+        run = weighttui.open(out)
+        assert list(run.epochs) == [1, 2, 3] and list(run.steps) == [1, 2, 3], name
+        assert run.run.meta["import"]["epoch_from"] == {"name": 3}, name
+        for epoch, ws in enumerate(dumped, start=1):
+            got = run.weights(epoch=epoch)
+            assert all(np.array_equal(got[k], w) for k, w in zip(names, ws, strict=True)), (name, epoch)
+
+
+def test_name_numbers_of_keras_names_and_decimals():
+    from weighttui.integrations.importers.base import name_numbers
+
+    assert name_numbers("weights.03-0.52.hdf5") == (None, 3)
+    assert name_numbers("model.05.h5") == (None, 5)
+    assert name_numbers("model-epoch03-val0.52.keras") == (None, 3)
+    assert name_numbers("val0.52-model.h5") == (None, None)  # a metric is neither
+    assert name_numbers("model_7.pt") == (7, None)  # outside Keras/HDF5 names a bare number is a step
+    assert name_numbers("lr0.001_run7.pt") == (7, None)
+    assert name_numbers("dump.h5#7") == (7, None)  # a group's bare number is a step, as before
+
+
+def test_refused_pickle_message_is_one_line_cut_at_a_word():
+    from weighttui.integrations.importers.torch_state import refusal
+
+    long = ("Weights only load failed. Do it only if you trust the source.\n\tWeightsUnpickler error: Unsupported "
+            "operand 149 " + "because the reason goes on and on " * 10)
+    msg = refusal(long)
+    assert "\n" not in msg and msg.startswith("refused: it needs arbitrary pickles (Unsupported operand 149 ")
+    inside = msg[msg.index("(") + 1: msg.index("), which")]
+    assert inside.endswith("...") and inside[:-3].split()[-1] in long.split()  # a whole word before the cut
+    assert "trust" not in msg and msg.endswith("(torch.save(model.state_dict(), path) or safetensors) to import them")

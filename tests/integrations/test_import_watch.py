@@ -96,3 +96,26 @@ def test_watch_dir_through_the_tui(tmp_path, monkeypatch):
     finally:
         f.stop()
     assert ok
+
+
+def test_watch_takes_a_torch_checkpoint_dicts_epoch_and_loss(tmp_path):
+    """`watch DIR` of the PyTorch tutorial's checkpoint dicts: epoch from the dict, loss as a scalar at the
+    checkpoint's step, as `import` does (docs/import.md)."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    d = tmp_path / "ck"
+    d.mkdir()
+    out = str(tmp_path / "live.wtui")
+    f = CheckpointFollower(str(d), out, report=lambda m: None)
+    model = torch.nn.Linear(3, 2)
+    for epoch in range(2):
+        torch.save({"epoch": epoch, "model_state_dict": model.state_dict(), "loss": torch.tensor(0.5 / (epoch + 1))},
+                   d / f"ckpt_{10 * (epoch + 1)}.pt")
+    assert _until(lambda: f.snapshots == 2, f)
+    f.stop()
+    run = weighttui.open(out)
+    assert list(run.steps) == [10, 20] and list(run.epochs) == [0, 1]
+    steps, loss = run.scalars("loss")
+    assert list(steps) == [10, 20] and loss.tolist() == [0.5, 0.25]
+    assert "checkpoint dict" in run.run.meta["import"]["scalars_from"]

@@ -130,3 +130,137 @@ async def test_alpha_chart_and_column(fitted, tui):
         screen._flush_charts()
         await pilot.pause()
         assert not screen.query_one("#inst2", LineChart).display  # two charts in the updates view
+
+
+@pytest.fixture(scope="module")
+def two_layers(tmp_path_factory):
+    """Two matrices of different scale trained with momentum, optimizer state and the instruments."""
+    path = tmp_path_factory.mktemp("small") / "run.wtui"
+    rng = np.random.default_rng(1)
+    ws = {"a": rng.standard_normal((4, 12)) * 0.1, "b": rng.standard_normal((6, 12)) * 2.0}
+    ms = {k: np.zeros_like(w) for k, w in ws.items()}
+    with Recorder(path, instruments=True) as rec:
+        for step in range(30):
+            gs = {k: rng.standard_normal(w.shape) * 0.1 + 0.05 * w for k, w in ws.items()}
+            for k in ws:
+                ms[k] = 0.9 * ms[k] + gs[k]
+                ws[k] = ws[k] - 0.05 * ms[k]
+            rec.snapshot(step, dict(ws), grads=gs, optim={k: {"m": ms[k], "lr": 0.05} for k in ws})
+    return path
+
+
+def _chart(screen, i: int, label: str) -> tuple[np.ndarray, np.ndarray]:
+    chart = screen.query_one(f"#inst{i}", LineChart)
+    return next((x, y) for name, x, y in chart.series_data if name == label)
+
+
+async def test_instrument_key_on_a_small_terminal(two_layers, tui):
+    """80x24 (an ssh terminal): the instrument row is off by default; `n` shows it in place of the
+    chart rows, for the tensor and view shown, and stays on across tensors and views until `n` again."""
+    from weighttui.tui.app import WeightApp
+
+    data = weighttui.open(two_layers)
+    app = WeightApp(two_layers, mode="replay", alerts=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30 and app.data.end is not None, what="the run")
+        await pilot.press("end")
+        app.open_tensor("a")
+        await tui.wait_until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.is_mounted,
+                             what="the detail screen")
+        screen = app.screen
+        screen._flush_charts()
+        await pilot.pause()
+        row = screen.query_one("#instruments")
+        assert not row.display and screen.query_one("#middle").display
+        assert "sigma" not in app.export_screenshot()
+        assert any(b.binding.key == "n" for b in screen.active_bindings.values())  # offered in the footer
+
+        await pilot.press("n")
+        await pilot.pause()
+        assert row.display and not screen.query_one("#middle").display and not screen.query_one("#bottom").display
+        for chart in screen.query("#inst0, #inst1").results(LineChart):
+            assert chart.region.height >= 8 and chart.region.width >= 20  # room for a readable chart
+        shot = app.export_screenshot()
+        assert "sigma" in shot and "dist" in shot  # the legends are on the screen
+        assert "spectral" in shot and "distance" in shot  # the titles (their start: too wide for plotext)
+        steps, sigma = data.series("a", "sigma_max")
+        x, y = _chart(screen, 0, "sigma")
+        np.testing.assert_array_equal(x, steps)
+        np.testing.assert_array_equal(y, sigma)
+
+        await pilot.press("right_square_bracket")  # the other tensor: its own values, the row still on
+        screen._flush_charts()
+        await pilot.pause()
+        assert screen.tensor == "b" and row.display
+        steps, sigma_b = data.series("b", "sigma_max")
+        np.testing.assert_array_equal(_chart(screen, 0, "sigma")[1], sigma_b)
+        assert sigma_b[-1] > 3 * sigma[-1]  # a different tensor indeed
+        np.testing.assert_array_equal(_chart(screen, 1, "dist")[1], data.series("b", "dist_init")[1])
+
+        await pilot.press("d")  # the updates view: the cosines of b
+        screen._flush_charts()
+        await pilot.pause()
+        assert row.display and screen.query_one("#inst0", LineChart).title_text.startswith("cos(update")
+        np.testing.assert_array_equal(_chart(screen, 0, "prev")[1],
+                                      data.series("b", "cos_prev", kind="delta")[1][_finite(data, "b")])
+        await pilot.press("g")  # the gradients view: the optimizer's moments
+        screen._flush_charts()
+        await pilot.pause()
+        assert row.display and screen.query_one("#inst1", LineChart).title_text.startswith("optimizer:")
+        np.testing.assert_allclose(_chart(screen, 1, "step")[1], 0.05)
+
+        await pilot.press("n")  # off again: the chart rows come back
+        await pilot.pause()
+        assert not row.display and screen.query_one("#middle").display
+        assert "sigma" not in app.export_screenshot()
+
+
+def _finite(data, name: str) -> np.ndarray:
+    return np.isfinite(data.series(name, "cos_prev", kind="delta")[1])
+
+
+async def test_instrument_key_hides_the_row_on_a_tall_terminal(two_layers):
+    data = weighttui.open(two_layers)
+    app = ScreenHost(data=data, make_screen=lambda: DetailScreen("a"))
+    async with app.run_test(size=(120, 50)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        screen._flush_charts()
+        await pilot.pause()
+        row = screen.query_one("#instruments")
+        assert row.display and screen.query_one("#bottom").display
+        await pilot.press("n")
+        await pilot.pause()
+        assert not row.display and screen.query_one("#bottom").display
+        await pilot.press("n")
+        await pilot.pause()
+        assert row.display and screen.query_one("#bottom").display  # tall: beside the other rows
+
+
+async def test_instrument_key_points_to_the_views_that_have_them(tmp_path):
+    """A log whose only instrument column is the gradients' dead_units: `n` is offered in the weights
+    view too; pressed there it says where the charts are, and `g` then shows them (the choice holds)."""
+    from screen_host import tanh_neuron_log
+
+    data = weighttui.open(tanh_neuron_log(tmp_path / "neuron.wtui"))
+    assert "dead_units" in data.columns("grad") and "sigma_max" not in data.columns("weights")
+    app = ScreenHost(data=data, make_screen=lambda: DetailScreen("hidden.weight"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        screen._flush_charts()
+        await pilot.pause()
+        assert any(b.binding.key == "n" for b in screen.active_bindings.values())
+        await pilot.press("n")
+        await pilot.pause()
+        row = screen.query_one("#instruments")
+        assert not row.display and screen.query_one("#middle").display  # nothing to show here
+        assert any("gradients (g)" in n.message for n in app._notifications)
+        await pilot.press("g")
+        screen._flush_charts()
+        await pilot.pause()
+        assert row.display and not screen.query_one("#middle").display
+        chart = screen.query_one("#inst0", LineChart)
+        assert chart.title_text.startswith("dead units") and chart.region.height >= 8
+        steps, dead = data.series("hidden.weight", "dead_units", kind="grad")
+        np.testing.assert_array_equal(_chart(screen, 0, "dead")[1], dead[np.isfinite(dead)])

@@ -358,6 +358,8 @@ def _import_line(imp: dict) -> str:
         parts.append(f"steps from: {origin(imp['step_from'])}")
     if "epoch_from" in imp:
         parts.append(f"epochs from: {origin(imp['epoch_from'])}")
+    if "scalars_from" in imp:
+        parts.append(f"scalars from: {origin(imp['scalars_from'])}")
     approx = imp.get("approximate")
     if isinstance(approx, list) and approx:
         parts.append("approximate: " + "; ".join(map(str, approx)))

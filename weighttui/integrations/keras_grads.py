@@ -84,6 +84,7 @@ class GradientCapture:
         self._method = None  # the wrapped attribute's name
         self._want = False
         self._want_var = None
+        self._flags = None  # (False, True) as TF constants, for the bare assignment of _want_var
         self._slots: dict[int, tuple] = {}  # id(tf variable) -> (keras variable, slot)
         self._eager = None  # [(gradient, keras variable)] of the last wanted batch
         self._taps: list = []  # weak references: a callback dropped without release stops counting
@@ -209,8 +210,21 @@ class GradientCapture:
         if flag == self._want:
             return
         self._want = flag
-        if self._want_var is not None:
-            self._want_var.assign(flag, read_value=False)  # (reading it back cost twice the assignment)
+        var = self._want_var
+        if var is None:
+            return
+        if type(var).__name__ == "ResourceVariable":
+            # the bare op on a tensor made once: Variable.assign converts the value and checks its
+            # context first (in fit, 142 us of CPU a flip for the 83k MLP); reading back cost twice that
+            from tensorflow.python.ops import gen_resource_variable_ops
+
+            if self._flags is None:
+                import tensorflow as tf
+
+                self._flags = (tf.constant(False), tf.constant(True))
+            gen_resource_variable_ops.assign_variable_op(var.handle, self._flags[flag])
+        else:  # a MirroredVariable: every replica's copy
+            var.assign(flag, read_value=False)
 
     def slots(self, ids=None) -> list:
         """[(slot variable, keras variable)] (of the variables with these ids): where a compiled

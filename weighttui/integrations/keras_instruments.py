@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def optimizer_state(model, tracked, read=np.asarray) -> dict | None:
+def optimizer_state(model, tracked, read=np.asarray, lr_step=None) -> dict | None:
     """tracked: (name, variable, layer, trainable) as KerasWatcher records them; read: how a
-    slot variable is read (numpy on the host; the TF-ops path reads TF tensors)."""
+    slot variable is read (numpy on the host; the TF-ops path reads TF tensors); lr_step: the
+    learning rate and step count if the caller read them already (else they are read here)."""
     opt = getattr(model, "optimizer", None)
     if opt is None or not hasattr(opt, "_get_variable_index"):
         return None
@@ -24,8 +25,8 @@ def optimizer_state(model, tracked, read=np.asarray) -> dict | None:
     if not m_slots and not v_slots:
         return None
     try:
-        lr = float(np.asarray(opt.learning_rate))
-        step = float(np.asarray(opt.iterations))
+        lr, step = lr_step if lr_step is not None else (float(np.asarray(opt.learning_rate)),
+                                                        float(np.asarray(opt.iterations)))
     except Exception:  # a schedule object or a symbolic value: no step size, the norms still go
         lr, step = float("nan"), float("nan")
     beta2, eps = getattr(opt, "beta_2", None), getattr(opt, "epsilon", None)

@@ -48,7 +48,8 @@ class Meta:
 
     step: int | None = None
     epoch: int | None = None
-    scalars: list = field(default_factory=list)  # [(step, epoch, {name: float})], HF log history
+    scalars: list = field(default_factory=list)  # [(step, epoch, {name: float})]; step None: this checkpoint's
+    scalars_from: str | None = None  # where the scalars came from (the run meta's import.scalars_from)
 
 
 class Reader:
@@ -121,22 +122,29 @@ def int_or_none(v) -> int | None:
 _EPOCH = re.compile(r"(?:^|[^a-z])(?:epochs?|ep)[=_\-.]?(\d+)", re.IGNORECASE)
 _STEP = re.compile(r"(?:^|[^a-z])(?:global[_-]?step|steps?|checkpoint|ckpt|iter(?:ation)?s?|it|batch)[=_\-.]?(\d+)",
                    re.IGNORECASE)
-_NUMBER = re.compile(r"\d+")
+_NUMBERS = re.compile(r"\d+(?:\.\d+)*")  # whole numbers and decimals (`-0.52`, a metric: not a step)
+_KERAS = re.compile(r"\.(keras|weights\.h5|h5|hdf5)$", re.IGNORECASE)
 _STRIP = re.compile(r"\.(safetensors|pth?|bin|ckpt|keras|weights\.h5|h5|hdf5|npz|json)$", re.IGNORECASE)
 
 
 def name_numbers(label: str) -> tuple[int | None, int | None]:
     """(step, epoch) that a checkpoint's name states: `epoch_5`, `checkpoint-500`, `epoch=3-step=120`.
 
-    A number with no word in front (`model_7.pt`, `weights.05-0.23.h5`'s first
-    number) counts as a step. Only the last path component (and a '#group')
-    is read, so that `runs/v2/epoch_3.pt` is epoch 3.
+    A number with no word in front (`model_7.pt`) counts as a step, except in
+    a Keras or HDF5 file's name, where it is the epoch: Keras' ModelCheckpoint
+    names files `weights.{epoch:02d}-{val_loss:.2f}.hdf5` (`weights.03-0.52.hdf5`:
+    epoch 3, counted from 1 as Keras does, which is also weighttui's "epochs
+    done"). Decimals (`-0.52`, a metric) are never a step or an epoch. Only the
+    last path component (and a '#group') is read, so that `runs/v2/epoch_3.pt`
+    is epoch 3.
     """
     base = label.replace("\\", "/")
     group = ""
     if "#" in base:
         base, group = base.split("#", 1)
-    base = _STRIP.sub("", base.rstrip("/").rsplit("/", 1)[-1])
+    base = base.rstrip("/").rsplit("/", 1)[-1]
+    keras = bool(_KERAS.search(base))
+    base = _STRIP.sub("", base)
     for text in (group, base):
         if not text:
             continue
@@ -144,9 +152,9 @@ def name_numbers(label: str) -> tuple[int | None, int | None]:
         if e or s:
             return (int(s.group(1)) if s else None), (int(e.group(1)) if e else None)
     for text in (group, base):
-        m = _NUMBER.search(text) if text else None
-        if m:
-            return int(m.group(0)), None
+        whole = next((m.group(0) for m in _NUMBERS.finditer(text) if "." not in m.group(0)), None)
+        if whole is not None:
+            return (None, int(whole)) if keras and text is base else (int(whole), None)
     return None, None
 
 

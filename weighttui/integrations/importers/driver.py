@@ -76,6 +76,7 @@ class Planned:
     step_from: str
     epoch_from: str | None
     source: object = None  # the version of the file that gave step and epoch (Reader.source); None: any
+    scalars_from: str | None = None  # Meta.scalars_from of the file
 
 
 def _nbytes(spec: Spec) -> int:
@@ -128,30 +129,32 @@ def resolve(unit: Unit, meta: Meta, position: int) -> tuple[int | None, int | No
     return None, epoch, "order", epoch_from
 
 
-def plan(units: list[Unit], report=say, copy_dir: str | None = None) -> list[Planned]:
-    """Units in step order with their step and epoch; unreadable ones are reported and left out."""
+def plan(units: list[Unit], report=say, copy_dir: str | None = None,
+         skipped: list | None = None) -> list[Planned]:
+    """Units in step order with their step and epoch; unreadable ones are reported and left out
+    (and appended to skipped as (label, why), for the log's events once it exists)."""
     rows = []
     for i, unit in enumerate(units):
         try:
             meta, source = probe(unit, copy_dir)
-        except ImportFileError as exc:
-            report(f"skipped {unit.label}: {exc}")
+        except Exception as exc:  # ImportFileError, or a library's error on a file cut short
+            why = str(exc) if isinstance(exc, ImportFileError) else f"{type(exc).__name__}: {exc}"
+            report(f"skipped {unit.label}: {why}")
+            if skipped is not None:
+                skipped.append((unit.label, why))
             continue
-        except Exception as exc:
-            report(f"skipped {unit.label}: {type(exc).__name__}: {exc}")
-            continue
-        rows.append((unit, resolve(unit, meta, i), source))
+        rows.append((unit, resolve(unit, meta, i), source, meta.scalars_from))
     if rows and all(r[1][0] is not None for r in rows):
         from weighttui.integrations.importers.base import natural_key
 
         rows.sort(key=lambda r: (r[1][0], natural_key(r[0].label)))
     out: list[Planned] = []
     last = -1
-    for unit, (step, epoch, step_from, epoch_from), source in rows:
+    for unit, (step, epoch, step_from, epoch_from), source, scalars_from in rows:
         if step is None:
             step = last + 1
         step = max(step, last) if step_from == "order" else step
-        out.append(Planned(unit, int(step), epoch, step_from, epoch_from, source))
+        out.append(Planned(unit, int(step), epoch, step_from, epoch_from, source, scalars_from))
         last = max(last, int(step))
     return out
 
@@ -162,7 +165,11 @@ def summary(planned: list[Planned]) -> dict:
     for p in planned:
         steps[p.step_from] = steps.get(p.step_from, 0) + 1
         epochs[p.epoch_from or "unknown"] = epochs.get(p.epoch_from or "unknown", 0) + 1
-    return {"step_from": steps, "epoch_from": epochs}
+    scalars: dict[str, int] = {}
+    for p in planned:
+        if p.scalars_from:
+            scalars[p.scalars_from] = scalars.get(p.scalars_from, 0) + 1
+    return {"step_from": steps, "epoch_from": epochs, **({"scalars_from": scalars} if scalars else {})}
 
 
 class Importer:
@@ -201,9 +208,11 @@ class Importer:
 
     # ------------------------------------------------------------- checkpoints
 
-    def skip(self, label: str, why) -> None:
+    def skip(self, label: str, why, *, reported: bool = False) -> None:
+        """A checkpoint left out: one line on stderr (unless said already) and a warning event in the log."""
         self.skipped += 1
-        self.report(f"skipped {label}: {why}")
+        if not reported:
+            self.report(f"skipped {label}: {why}")
         self.rec.event("import_skipped", f"{label}: {why}", level="warning")
 
     def add(self, p: Planned, reader: Reader | None = None) -> bool:
@@ -253,7 +262,9 @@ class Importer:
             self.skip(label, "no tensor could be read")
             reader.close()
             return False
-        frames = self._scalar_frames(reader.meta.scalars, upto=p.step)
+        # scalars of no step of their own (a checkpoint dict's loss) are this checkpoint's
+        scalars = [(p.step, p.epoch, v) if s is None else (s, e, v) for s, e, v in reader.meta.scalars]
+        frames = self._scalar_frames(scalars, upto=p.step)
         self._drain()  # room in the queue: a refused snapshot would count as dropped
         if not self.rec.submit(p.step, infos, self._weights(wrows), epoch=p.epoch, delta=self._delta(drows),
                                sample=np.concatenate(samples) if samples else None, extra_frames=frames):
@@ -501,11 +512,14 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
         raise ImportFileError(f"{src}: no checkpoints found (safetensors, .pt/.pth/.bin/.ckpt, .keras/.h5, "
                               ".npz, .json, HF checkpoint-N/ directories, TensorBoard event files)")
     with mapping.leases():  # files read in place are leased: a trainer rewriting one waits for a safe point
-        planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)))
+        unread: list = []
+        planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)), skipped=unread)
         imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
                        meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
         status = "failed"
         try:
+            for label, why in unread:  # reported at planning, before the log existed
+                imp.skip(label, why, reported=True)
             for p in planned:
                 imp.add(p)
             status = "finished"
@@ -514,5 +528,5 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
             raise
         finally:
             imp.close(status)
-    return {"kind": kind, "checkpoints": imp.snapshots, "skipped": imp.skipped + len(units) - len(planned),
+    return {"kind": kind, "checkpoints": imp.snapshots, "skipped": imp.skipped,
             "out": out}

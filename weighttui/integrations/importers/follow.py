@@ -58,7 +58,9 @@ class CheckpointFollower:
         else:
             self.importer = Importer(out, source=src, kind=self.kind, values=values, report=report,
                                      meta={"watch": True, "step_from": "per checkpoint: its metadata, else "
-                                           "numbers in its name, else its epoch, else the next step"})
+                                           "numbers in its name, else its epoch, else the next step",
+                                           "scalars_from": "per checkpoint: trainer_state.json log_history, "
+                                           "or a PyTorch checkpoint dict's numbers (loss ...)"})
         self.copy_dir = os.path.dirname(os.path.abspath(out))
         self.sigs: dict[str, object] = {}
         self.done: dict[str, object] = {}  # label -> its signature when imported (or given up)

@@ -79,6 +79,7 @@ class HfCheckpointReader(Reader):
         self.meta.step = int_or_none(state.get("global_step"))
         self.meta.epoch = hf_epoch(state.get("epoch")) if "epoch" in state else None
         self.meta.scalars = log_scalars(state)
+        self.meta.scalars_from = "trainer_state.json log_history" if self.meta.scalars else None
         files = weight_files(unit.path)
         if not files:
             raise ImportFileError("no model weights in it (model.safetensors or pytorch_model.bin)")

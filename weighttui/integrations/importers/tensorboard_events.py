@@ -258,6 +258,11 @@ class EventsImporter:
         return wrote
 
     def close(self, status: str = "finished") -> None:
+        # the newest step was held back while it could still gain values; at the end it is complete
+        try:
+            self.poll(final=True)
+        except Exception as exc:  # the log must still be closed; nothing read is worth a traceback here
+            self.report(f"the last step was not written: {type(exc).__name__}: {exc}")
         self.rec.close(status)
 
 

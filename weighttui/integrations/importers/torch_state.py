@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import numpy as np
 
@@ -42,13 +43,49 @@ def _load(path: str):
             # legacy (pre-1.6, non-zip) serialization cannot be mapped: load it whole
             return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        why = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
-        raise ImportFileError("refused: the file needs arbitrary pickles, which weighttui never loads "
-                              f"(torch.load(weights_only=True) says: {why[:200]})") from None
+        raise ImportFileError(refusal(str(exc))) from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImportFileError(f"not a readable PyTorch file (truncated or another format?): {text[:200]}") from None
+        raise ImportFileError("not a readable PyTorch file (truncated or another format?): "
+                              f"{_words(text, 200)}") from None
+
+
+def refusal(torch_says: str) -> str:
+    """One line for a file torch's restricted unpickler refused: what it needs (torch's own message is a
+    paragraph of advice to load it anyway), that it is refused, and what to save instead."""
+    found = re.search(r"GLOBAL ([\w.]+)", torch_says)
+    if found:
+        needs = f"arbitrary pickles (here: {found.group(1)})"
+    else:
+        line = next((ln.strip() for ln in torch_says.splitlines() if "Unsupported" in ln), "")
+        line = re.sub(r"^.*?error:\s*", "", line)
+        needs = f"arbitrary pickles ({_words(line, 80)})" if line else "arbitrary pickles"
+    return (f"refused: it needs {needs}, which weighttui never loads; save the weights alone "
+            "(torch.save(model.state_dict(), path) or safetensors) to import them")
+
+
+def _words(text: str, limit: int) -> str:
+    """text cut to at most limit characters at a word boundary (with '...' when cut)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
+
+
+_NOT_SCALARS = ("epoch", "global_step", "step", "iteration")
+
+
+def _scalars(obj: dict, torch) -> dict[str, float]:
+    """The top-level numbers of a checkpoint dict (the tutorial's `'loss': loss`, a float or a 0-d or
+    1-element tensor), by key; step and epoch keys and bools are not scalars."""
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or k in _NOT_SCALARS or isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            out[k] = float(v)
+        elif isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_complex() and v.dtype != torch.bool:
+            out[k] = float(v.detach().float().reshape(-1)[0])
+    return out
 
 
 def _flatten(obj, prefix: str, out: dict, torch) -> None:
@@ -88,6 +125,11 @@ class TorchReader(Reader):
                     break
             inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
             _flatten(inner if inner is not None else obj, "", tensors, torch)
+            if inner is not None:  # a checkpoint dict: its numbers (loss, val_acc ...) are this step's scalars
+                values = _scalars(obj, torch)
+                if values:
+                    self.meta.scalars = [(None, None, values)]
+                    self.meta.scalars_from = "checkpoint dict"
         elif isinstance(obj, torch.Tensor):
             tensors["tensor"] = obj
         if not tensors:

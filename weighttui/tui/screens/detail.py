@@ -3,6 +3,8 @@
 Opened by `open_tensor(name)` on the app (enter on a row). Keys: `[` / `]` previous
 / next tensor along the overview's order (`RunView.tensor_order`); `w` / `d` / `g` weights, update
 (delta) or gradient statistics; `u` the per-unit norms strip instead of the histograms;
+`n` the instrument charts on / off (by default on terminals at least 44 lines tall; on a short
+one they take the place of the chart rows);
 `l` linear / log density; `r` value range over the whole run / the snapshots shown;
 `z` all snapshots up to the position / only the most recent (one per column);
 `i` / `o` zoom in / out, `<` / `>` pan, `0` the whole run again: a zoomed range is read
@@ -77,7 +79,7 @@ INSTRUMENT_CHARTS: dict[str, list[tuple[str, str, list[tuple[str, str, str]], bo
              ("optimizer: Adam step size · moment norms", "optim",
               [("step", "eff_lr", "yellow"), ("|m|", "m_norm", "cyan"), ("|v|", "v_norm", "blue")], True, None)],
 }
-INSTRUMENT_MIN_HEIGHT = 44  # the instrument row only on tall terminals (the others keep their room)
+INSTRUMENT_MIN_HEIGHT = 44  # the instrument row by default only on tall terminals (the others keep their room)
 YLIM = {"zero fraction": (0.0, 1.0), "changed fraction": (0.0, 1.0)}  # fractions: the whole 0..1
 
 # plotext is the slow part of this screen (tens of ms a chart): the heatmap, bars and header
@@ -110,6 +112,8 @@ class DetailScreen(RunScreen):
         Binding("escape", "close", "back"),
         Binding("left_square_bracket", "move(-1)", "prev", show=False),
         Binding("right_square_bracket", "move(1)", "next tensor"),
+        # in the footer when the log has instrument columns (check_action)
+        Binding("n", "toggle_instruments", "instruments"),
         Binding("w", "kind('weights')", "weights", show=False),
         Binding("d", "kind('delta')", "delta", show=False),
         Binding("g", "kind('grad')", "grads", show=False),
@@ -133,6 +137,8 @@ class DetailScreen(RunScreen):
         ("[ ]", "previous / next tensor (in the overview's order)"),
         ("w d g", "weights / updates (delta) / gradients"),
         ("u", "per-unit norms over time (units x snapshots) / histograms"),
+        ("n", "instrument charts (sigma_max, dist_init, alpha, cosines, optimizer) on / off; "
+              "on a short terminal in place of the chart rows"),
         ("l", "histogram density: linear / log"),
         ("r", "value range: the whole run / the snapshots shown"),
         ("z", "all snapshots up to the position / the latest, one per column"),
@@ -167,6 +173,7 @@ class DetailScreen(RunScreen):
         self._chart_timer: Timer | None = None
         self._tall = False
         self._inst_shown = False  # the log has instrument columns for this tensor and view
+        self.instruments: bool | None = None  # `n`: the instrument row on / off; None: on tall terminals
 
     def compose(self) -> ComposeResult:
         yield Static(id="dhead")
@@ -191,11 +198,21 @@ class DetailScreen(RunScreen):
 
     def on_resize(self, event: events.Resize) -> None:
         # small terminals: give the heatmap the room, drop the chart rows that would be unreadable
-        height = event.size.height
-        self.query_one("#bottom").display = height >= 34
-        self.query_one("#middle").display = height >= 24
-        self._tall = height >= INSTRUMENT_MIN_HEIGHT
-        self.query_one("#instruments").display = self._inst_shown and self._tall
+        self._tall = event.size.height >= INSTRUMENT_MIN_HEIGHT
+        self._layout()
+
+    def _layout(self) -> None:
+        """Which chart rows fit: the instrument row when chosen (`n`) or on tall terminals; on a short
+        terminal it takes the place of the percentile/statistics rows, as tall as the heatmap."""
+        height = self.size.height
+        inst = self._inst_shown and (self._tall if self.instruments is None else self.instruments)
+        short = inst and not self._tall
+        self.query_one("#bottom").display = height >= 34 and not short
+        self.query_one("#middle").display = height >= 24 and not short
+        row = self.query_one("#instruments")
+        row.display = inst
+        row.styles.height = "2fr" if short else "1fr"
+        self.refresh_bindings()  # the footer's `n` follows whether there are instrument charts
 
     # ----------------------------------------------------------------- keys
 
@@ -221,6 +238,27 @@ class DetailScreen(RunScreen):
         self.query_one(UnitStrip).display = self.units
         self.refresh_data()
         self.call_after_refresh(self.refresh_data)  # again once the strip has its width
+
+    def action_toggle_instruments(self) -> None:
+        shown = self._tall if self.instruments is None else self.instruments
+        self.instruments = not shown  # remembered while the screen is open (other tensors and views too)
+        self._layout()
+        if self.instruments and not self._inst_shown:
+            views = ", ".join(f"{KIND_NAMES[v]} ({v[0]})" for v in self._instrument_views())
+            self.notify(f"no instrument charts of {inert(self.tensor)} in this view; this log has them for: {views}",
+                        severity="warning", markup=False)
+
+    def _instrument_views(self) -> list[str]:
+        """The views whose instrument charts have a column in this log (any tensor's)."""
+        data = self.view().data
+        return [view for view, charts in INSTRUMENT_CHARTS.items()
+                if any(data.has_kind(kind) and stat in data.columns(kind)
+                       for _title, kind, lines, _log, _ylim in charts for _label, stat, _color in lines)]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle_instruments":
+            return bool(self._instrument_views())  # a log without instrument columns: no key
+        return True
 
     def action_toggle_log(self) -> None:
         self.log_density = not self.log_density
@@ -578,7 +616,7 @@ class DetailScreen(RunScreen):
         self._instrument_charts(data, win, marker, key)
 
     def _instrument_charts(self, data, win: Window, marker, key) -> None:
-        """The instrument row: shown on tall terminals when the log has any of its columns."""
+        """The instrument row, when the log has any of its columns: on tall terminals, or chosen with `n`."""
         shown = False
         charts = INSTRUMENT_CHARTS[self.kind]
         for i, chart in enumerate(self.query("#instruments LineChart").results(LineChart)):
@@ -594,5 +632,6 @@ class DetailScreen(RunScreen):
             shown = True
             # (a line is drawn through its finite points: alpha's fits, NaN between)
             chart.show(title, series["steps"], traces, marker=marker, log_y=log_y, key=key, ylim=ylim)
-        self._inst_shown = shown
-        self.query_one("#instruments").display = shown and self._tall
+        if shown != self._inst_shown:
+            self._inst_shown = shown
+            self._layout()

@@ -11,6 +11,8 @@ import itertools
 import math
 
 import numpy as np
+from rich.text import Text
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from weighttui.tui.widgets.log_axis import log_ticks, to_log10
@@ -54,8 +56,33 @@ class LineChart(PlotextPlot):
         self.drawn: list[str] = []  # labels of the series drawn last
         self.series_data: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, x, y) drawn last
         self.title_text = ""
+        self._title_set = ""  # the title plotext has: title_text, or its start on a narrow chart
         self._last_show = None
         self._drawn_size = None
+
+    def render(self) -> RenderResult:
+        out = super().render()
+        title = self._title_set
+        if not title or not isinstance(out, Text) or title in out.plain:
+            return out
+        # plotext leaves out a title wider than the space centred over its plot area (a chart of
+        # a third of 80 columns): show the title's start instead, measured on the frame just drawn
+        frame = next((line for line in out.plain.split("\n") if "┌" in line), None)
+        if frame is None:
+            return out
+        left = frame.index("┌")
+        centre = left + 1 + (frame.find("┐", left) - left - 1) // 2
+        room = min(len(title), 2 * (len(frame) - centre - 1) - 1)
+        for n in range(room, max(room - 4, 1), -1):  # (the measure is off by a column at most)
+            short = title[:n - 1] + "…"
+            self.plt.title(short)
+            out = super().render()
+            if isinstance(out, Text) and short in out.plain:
+                self._title_set = short
+                return out
+        self.plt.title(None)
+        self._title_set = ""
+        return out
 
     def on_resize(self) -> None:
         # series are thinned to the width, and log ticks to the height, they were
@@ -77,6 +104,7 @@ class LineChart(PlotextPlot):
         plt = self.plt
         plt.clear_figure()
         plt.title(title)
+        self._title_set = title
         x = np.asarray(x, dtype=np.float64)
         drawn, data = [], []
         log_lo, log_hi = math.inf, -math.inf
