@@ -271,12 +271,6 @@ def test_weights_of_a_no_values_import_say_why_they_are_missing(tmp_path, capsys
     assert np.array_equal(np.load(tmp_path / "w.npz")["w"], np.full((3, 3), 2, np.float32))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner instr16 (torch instruments / instruments.Spectral): issue 16 asks sigma_max within 1e-3 of "
-    "numpy.linalg.svd after warm-up on real training; with plain SGD (lr 0.1) and a snapshot every 5 steps the "
-    "one warm-started iteration per snapshot falls behind the moving top singular vector: 6.5e-3 off at step 30 "
-    "on the 64x384 matrix (the 8-vector block path), 1.1e-2 at step 40; with a 384x512 one (one vector), 7e-3 "
-    "at step 60, and with AdamW lr 1e-3 every=10 2e-2 (repro: /tmp/audit/sig.py, sig2.py)"))
 def test_torch_sigma_max_tracks_svd_after_warm_up_under_sgd(tmp_path):
     torch = pytest.importorskip("torch")
     import weighttui.torch as wt

@@ -30,7 +30,7 @@ from weighttui.record import kernel
 from weighttui.record.stats import Block
 
 
-def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
+def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int, check: bool = False):
     """Block power iteration (two passes over w2 each): (next V, B B^T) with
     Q = orth(W V), B = Q^T W; B B^T's largest eigenvalue is sigma_max^2 (Ritz).
     One vector: u = W v / |W v|, b = u^T W (two matrix-vector products).
@@ -39,16 +39,37 @@ def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     the contiguous B: MKL computes these wide forms 1.3-3x faster than the tall W V (n x p), and
     the QR reads V^T W^T as W V in column-major order without a copy."""
     b = None
+    est = (math.nan, math.nan)
     for _ in range(iters):
         if v.shape[1] == 1:  # torch's matrix-vector paths; a QR of one column is a normalisation
             y = torch.mv(w2, v[:, 0].contiguous())
-            b = (y / torch.linalg.vector_norm(y).clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
+            ny = torch.linalg.vector_norm(y)
+            b = (y / ny.clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
+            if check:  # |W v| / |v| and |b|
+                got = torch.stack([ny, torch.linalg.vector_norm(v), torch.linalg.vector_norm(b)]).double().cpu()
+                est = (float(got[0] / got[1]), float(got[2]))
         else:
-            q = torch.linalg.qr((v.mT.contiguous() @ w2.mT).mT).Q
+            y = (v.mT.contiguous() @ w2.mT).mT
+            q, r = torch.linalg.qr(y)
             b = q.mT @ w2
+            if check:  # V^T V, R^T R (= Y^T Y) and B B^T in one host read
+                vtv, rtr, bbt = torch.stack([v.mT @ v, r.mT @ r, b @ b.mT]).double().cpu().numpy()
+                est = (ref.rayleigh_sigma(vtv, rtr), ref.ritz_sigma(bbt))
         v = b.mT  # (n x p), the transpose of the contiguous B
     assert b is not None
-    return v, b @ b.mT
+    return v, ((b @ b.mT, est) if check else b @ b.mT)
+
+
+def _converge(w2: torch.Tensor, v: torch.Tensor, extra: int):
+    """_spectral_step, and `extra` more when the first has not converged: its Ritz value and the
+    Rayleigh quotient of the vectors it started from differ by more than ref.CONVERGE_TOL (one host
+    read of a few numbers, once: checking every step cost more than the steps on small matrices)."""
+    v, gram = _spectral_step(w2, v, 1, check=extra > 0)
+    if isinstance(gram, tuple):
+        gram, (lo, hi) = gram
+        if math.isfinite(hi) and not ref.converged(lo, hi):
+            v, gram = _spectral_step(w2, v, extra)
+    return v, gram
 
 
 class _Pending:
@@ -147,7 +168,8 @@ class TorchInstruments:
             v = torch.from_numpy(v)
         if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
             v = self._warm(name, w2, p)
-        v_new, gram = _spectral_step(w2, v.to(torch.float32), 1)
+        # W's iteration goes on until it converges; the update's keeps one step (as in the kernel's passes)
+        v_new, gram = _converge(w2, v.to(torch.float32), ref.extra_iters(m, n) if b is None else 0)
         pend.grams.append((pend.add(gram), [(i, b is not None)], v_new[None]))
 
     def _warm(self, name: str, w2: torch.Tensor, p: int) -> torch.Tensor:
@@ -361,6 +383,24 @@ class TorchInstruments:
                     self._optim_torch(pend, i, e.tensor)
             if ex.vd is not None and not ex.d_done:
                 self._sigma_torch(pend, i, e.name, x, prev, mn, weights=False, delta=True)
+            if "sigma" in self.chosen and mn is not None:
+                self._refine(ex, x, mn)
+
+    @staticmethod
+    def _refine(ex: kernel.Extras, x: torch.Tensor, mn) -> None:
+        """extra_iters() more iterations (torch ops) where the kernel's one step on W has not converged:
+        |W v| / |v| (its first pass) below |b| (its second) by more than ref.CONVERGE_TOL. (Not of
+        the update: the kernel's pass has already made the previous copy x.)"""
+        extra = ref.extra_iters(*mn)
+        v, b = ex.v, ex.b
+        if not extra or v is None or b is None or not ex.w_done:
+            return
+        nv, hi = float(np.linalg.norm(v)), float(np.linalg.norm(b))
+        if not (nv > 0 and hi > 0) or ref.converged(float(ex.out[1]) / nv, hi):
+            return
+        v_new, _ = _spectral_step(x.reshape(mn).to(torch.float32), torch.from_numpy(b).to(torch.float32)[:, None],
+                                  extra)
+        b[:] = v_new[:, 0].double().numpy()  # finish() reads the kernel's output as it would have
 
     def _sigma_torch(self, pend: _Pending, i: int, name: str, x, prev, mn, *, weights: bool, delta: bool) -> None:
         """sigma_max of x (weights) and of x - prev (delta) with torch ops."""

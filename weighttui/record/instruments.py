@@ -36,6 +36,14 @@ DEFAULT_BLOCK = 8
 BLOCK_MAX = 1 << 16
 WARMUP_BLOCK = 8  # vectors of the block iteration the first time a tensor is seen
 DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vector would converge slowly)
+# After a snapshot's iteration, while the Ritz value (upper estimate) and the Rayleigh quotient of the
+# vectors it started from (lower estimate; the same products) differ by more than CONVERGE_TOL
+# relative, iterate again: up to CONVERGE_ELEMENTS // (m n) more iterations, at most CONVERGE_ITERS
+# (small matrices converge under training that moves them between sparse snapshots; big ones keep
+# the one iteration per snapshot: docs/instruments.md, "Spectral norm")
+CONVERGE_TOL = 1e-5
+CONVERGE_ITERS = 4
+CONVERGE_ELEMENTS = 1 << 18
 ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
 # What instruments="default" records: the instruments whose cost is within the noise of a
 # snapshot (docs/instruments.md: optimizer state, NaN origin, per-unit norms). The spectral
@@ -223,6 +231,31 @@ def ritz_sigmas(grams) -> np.ndarray:
     return out
 
 
+def extra_iters(m: int, n: int) -> int:
+    """How many more iterations a snapshot may spend on an m x n matrix that has not converged."""
+    return min(CONVERGE_ITERS, CONVERGE_ELEMENTS // max(1, m * n))
+
+
+def rayleigh_sigma(vtv, yty) -> float:
+    """The lower estimate of sigma_max on span(V), from V^T V and Y^T Y (Y = W V): the square root
+    of the largest eigenvalue of Y^T Y x = l V^T V x (NaN when V^T V is singular or not finite)."""
+    g = np.asarray(vtv, dtype=np.float64)
+    h = np.asarray(yty, dtype=np.float64)
+    try:
+        li = np.linalg.inv(np.linalg.cholesky((g + g.T) / 2))
+    except np.linalg.LinAlgError:
+        return math.nan
+    m = li @ ((h + h.T) / 2) @ li.T
+    if not np.all(np.isfinite(m)):
+        return math.nan
+    return math.sqrt(max(float(np.linalg.eigvalsh((m + m.T) / 2)[-1]), 0.0))
+
+
+def converged(lo: float, hi: float) -> bool:
+    """Whether the lower and upper estimates of sigma_max agree within CONVERGE_TOL (NaN: stop)."""
+    return not hi - lo > CONVERGE_TOL * hi
+
+
 def vectors(m: int, n: int, block: int = DEFAULT_BLOCK, block_max: int = BLOCK_MAX) -> int:
     """How many vectors the spectral iteration of an m x n matrix keeps: `block` up to `block_max`
     elements, one above (never more than min(m, n))."""
@@ -268,13 +301,26 @@ class Spectral:
         self.v = None
 
     def update(self, w2: np.ndarray) -> float:
-        v, gram = self.step(w2)
-        sigma = ritz_sigma(gram)
+        """sigma_max of w2 (numpy): the snapshot's iteration, and more while not converged (extra_iters)."""
+        v = self.start(w2)
+        sigma = math.nan
+        for _ in range(1 + extra_iters(*w2.shape)):
+            q, r = np.linalg.qr(w2 @ v)
+            b = q.T @ w2
+            sigma = ritz_sigma(b @ b.T)
+            if not math.isfinite(sigma) or converged(rayleigh_sigma(v.T @ v, r.T @ r), sigma):
+                v = b.T  # (the lower estimate: of the vectors this iteration started from)
+                break
+            v = b.T
         self.commit(v, sigma)
         return sigma
 
     def step(self, w2):
         """(next V, B B^T) of one iteration on w2 (a warm-up the first time)."""
+        return subspace_step(w2, self.start(w2), self.xp)
+
+    def start(self, w2):
+        """The vectors the snapshot's iteration on w2 starts from: the kept ones, else a warm-up's."""
         xp = self.xp
         m, n = w2.shape
         p = self.settings.vectors(m, n)
@@ -290,7 +336,7 @@ class Spectral:
                     v = v.astype(w2.dtype)
         else:
             v = self.v
-        return subspace_step(w2, v, xp)
+        return v
 
     def commit(self, v, sigma: float) -> None:
         """Keep the subspace for the next snapshot: a NaN matrix leaves it as it was; a zero
