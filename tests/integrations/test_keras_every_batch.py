@@ -170,6 +170,7 @@ def test_a_slow_background_snapshot_still_sees_its_own_batch(tmp_path, monkeypat
     import threading
     import time
 
+    import weighttui.integrations.keras as wk
     from weighttui.record.recorder import Recorder
 
     threads = []
@@ -182,6 +183,7 @@ def test_a_slow_background_snapshot_still_sees_its_own_batch(tmp_path, monkeypat
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Recorder, "snapshot", slow)
+    monkeypatch.setattr(wk, "DEFER_MAX_BYTES", 1 << 30)  # opt in: batch snapshots on a thread of their own
     keras.utils.set_random_seed(26)
     x, y = _data(96)
     model = _model()

@@ -55,6 +55,7 @@ def test_optimizer_state_of_every_batch_taken_in_the_background(tmp_path, monkey
     import threading
     import time
 
+    import weighttui.integrations.keras as wk
     from weighttui.record.recorder import Recorder
 
     real, threads = Recorder.snapshot, []
@@ -66,6 +67,7 @@ def test_optimizer_state_of_every_batch_taken_in_the_background(tmp_path, monkey
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Recorder, "snapshot", slow)
+    monkeypatch.setattr(wk, "DEFER_MAX_BYTES", 1 << 30)  # opt in: batch snapshots on a thread of their own
 
     class Moments(keras.callbacks.Callback):
         def __init__(self):

@@ -6,10 +6,10 @@ arrays without a copy (a view of the TF tensor or torch tensor) and go through
 the fused C kernel (record/kernel.py) in one call per snapshot; TF variables
 on a GPU/TPU use the TF-ops path (keras_tf_stats.py) instead, so that only the
 results leave the device. Gradients inside `fit` are taken where the
-optimizer applies them (keras_grads.py). On TensorFlow a batch's snapshot is
-taken on a thread of its own (_Background) while `fit` goes on: what it reads
-are immutable TF tensors. Torch variables on a GPU get the PyTorch
-integration's device statistics (keras_torch_stats.py).
+optimizer applies them (keras_grads.py). On TensorFlow a batch's snapshot can
+be taken on a thread of its own (_Background, opt-in: DEFER_MAX_BYTES) while
+`fit` goes on: what it reads are immutable TF tensors. Torch variables on a
+GPU get the PyTorch integration's device statistics (keras_torch_stats.py).
 
 Tensor names are Keras variable paths (`sequential/dense/kernel`), the layer
 is the name of the layer that owns the variable. Steps count training
@@ -601,9 +601,11 @@ class WeightCallback(keras.callbacks.Callback):
             self._capture = None
 
 
-# a batch's snapshot held while training goes on: at most this many bytes of reads (weights, gradient
-# slots); 0 takes every snapshot in the training thread (as before the background thread)
-DEFER_MAX_BYTES = 1 << 30
+# A batch's snapshot may be taken on a thread of its own while training goes on when its reads (weights,
+# gradient slots) are at most this many bytes. 0 (the default): every snapshot in the training thread.
+# Measured on the bench's MLP at load 2-3 it cost CPU and wall time (the snapshot's Python and the training
+# loop's contend for the GIL): docs/keras.md, "Batch snapshots beside the training". Opt in with e.g. 1 << 30.
+DEFER_MAX_BYTES = 0
 
 
 class _Background:
