@@ -19,12 +19,10 @@ import torch
 from weighttui.integrations import torch_host
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_stats import (
-    _PSQ,
     DeviceStats,
-    delta_rows,
+    exact_delta_rows,
     hist_parts,
-    needs_slow_path,
-    sumsq,
+    remember_sumsq,
     weight_rows,
 )
 from weighttui.record.stats import DELTA_STATS, WEIGHT_STATS, Block
@@ -102,11 +100,8 @@ class TorchStats:
         counts = np.zeros((t, bins), dtype=np.uint32)
         at = [i for i, p in enumerate(prevs) if p is not None]
         if at and raw_d is not None:
-            slow = needs_slow_path(raw_d) | (raw_d[:, _PSQ] != 0)
             known = np.array([self._prev_sumsq.get(names[i], np.nan) for i in at])
-            rows = delta_rows(raw_d, np.where(slow, raw_d[:, _PSQ], known))
-            rows[raw_d[:, 0] == 0] = [0.0, np.nan, np.nan, np.nan, np.nan, 1.0]
-            stats[at] = rows
+            stats[at] = exact_delta_rows(raw_d, known)
             lo[at], hi[at], counts[at] = hist_parts(raw_d, bins)
         return Block(DELTA_STATS, stats, (lo, hi, counts))
 
@@ -114,13 +109,9 @@ class TorchStats:
         """What the next snapshot's deltas compare against (the kernel copied some already)."""
         if not self.delta:
             return
-        sq, fin = sumsq(raw_w), ~needs_slow_path(raw_w)
+        remember_sumsq(self._prev_sumsq, names, raw_w)
         to, frm = [], []
         for i, (name, x) in enumerate(zip(names, xs, strict=True)):
-            if fin[i]:
-                self._prev_sumsq[name] = float(sq[i])
-            else:
-                self._prev_sumsq.pop(name, None)
             if i in copied:
                 continue
             prev = self._prev.get(name)

@@ -28,12 +28,11 @@ from weighttui.integrations.torch_plan import TensorPlan, unwrap
 from weighttui.integrations.torch_rows import RowRouter
 from weighttui.integrations.torch_shard_instruments import ShardInstruments
 from weighttui.integrations.torch_stats import (
-    _PSQ,
     N_RAW,
     DeviceStats,
-    delta_rows,
+    exact_delta_rows,
     hist_parts,
-    needs_slow_path,
+    remember_sumsq,
     sumsq,
     weight_rows,
 )
@@ -615,13 +614,8 @@ class WatchHandle:
         lo, hi = np.full(t_count, np.nan), np.full(t_count, np.nan)
         counts = np.zeros((t_count, bins), dtype=np.uint32)
         if d_rows:
-            slow = needs_slow_path(raw_d) | (raw_d[:, _PSQ] != 0)
-            psq = np.array([self._prev_sumsq.get(entries[i].name, np.nan) for i in d_rows])
-            psq = np.where(slow, raw_d[:, _PSQ], psq)
-            rows = delta_rows(raw_d, psq)
-            empty = raw_d[:, 0] == 0
-            rows[empty] = [0.0, np.nan, np.nan, np.nan, np.nan, 1.0]
-            st[d_rows] = rows
+            known = np.array([self._prev_sumsq.get(entries[i].name, np.nan) for i in d_rows])
+            st[d_rows] = exact_delta_rows(raw_d, known)
             lo[d_rows], hi[d_rows], counts[d_rows] = hist_parts(raw_d, bins)
         # sampled deltas, from the sampled values on the host
         if samples is not None:
@@ -640,19 +634,14 @@ class WatchHandle:
 
     def _after(self, entries, xs, raw_w, samples) -> None:
         """Remember what the next snapshot's deltas compare against."""
-        sq = sumsq(raw_w)
-        fin = ~needs_slow_path(raw_w)
+        remember_sumsq(self._prev_sumsq, [e.name for e in entries], raw_w)
         copies_to, copies_from = [], []
         at = 0
-        for i, (e, x) in enumerate(zip(entries, xs, strict=True)):
+        for e, x in zip(entries, xs, strict=True):
             k = 0 if e.info.sample_index is None else e.info.sample_index.size
             if samples is not None and k:
                 self._sample_prev[e.name] = samples[at:at + k].copy()
             at += k
-            if fin[i]:
-                self._prev_sumsq[e.name] = float(sq[i])
-            else:
-                self._prev_sumsq.pop(e.name, None)
             if not e.exact:
                 continue
             if e.name in self._copied:  # the fused kernel copied it already

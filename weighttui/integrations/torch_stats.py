@@ -39,9 +39,11 @@ from weighttui.record.raw_rows import (  # noqa: F401
     UNSHIFTED_LIMIT,
     cancelled,
     delta_rows,
+    exact_delta_rows,
     hist_parts,
     needs_redo,
     needs_slow_path,
+    remember_sumsq,
     sumsq,
     weight_rows,
 )

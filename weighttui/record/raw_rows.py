@@ -104,6 +104,28 @@ def delta_rows(raw: np.ndarray, prev_sumsq: np.ndarray) -> np.ndarray:
     return out
 
 
+def exact_delta_rows(raw: np.ndarray, known_prev_sumsq: np.ndarray) -> np.ndarray:
+    """DELTA_STATS [R, 6] of exact deltas from a pass that measures sum(prev^2) (psq) only when
+    it had to: the slow path (NaN/Inf), or a nonzero psq. Elsewhere the previous snapshot's
+    sum of squares is used (known_prev_sumsq, NaN where unknown: see remember_sumsq). A tensor
+    with no elements changed nothing: norm 0, exact."""
+    slow = needs_slow_path(raw) | (raw[:, _PSQ] != 0)
+    rows = delta_rows(raw, np.where(slow, raw[:, _PSQ], known_prev_sumsq))
+    rows[raw[:, _N] == 0] = [0.0, np.nan, np.nan, np.nan, np.nan, 1.0]
+    return rows
+
+
+def remember_sumsq(memory: dict, names, raw_w: np.ndarray) -> None:
+    """Keep each tensor's sum(x^2) from its weights' raw row under its name, the next
+    snapshot's known_prev_sumsq; a row with non-finite elements is forgotten (measured again)."""
+    sq, finite = sumsq(raw_w), ~needs_slow_path(raw_w)
+    for name, s, ok in zip(names, sq, finite, strict=True):
+        if ok:
+            memory[name] = float(s)
+        else:
+            memory.pop(name, None)
+
+
 def hist_parts(raw: np.ndarray, bins: int):
     """(lo, hi, counts uint32) of raw rows; NaN bounds where no element is finite."""
     m = raw[:, _M]
