@@ -49,7 +49,7 @@ class ScanState:
         return 0 if self.resyncing or self.offset == 0 else self.pending
 
 
-def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK):
+def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK, prepared: bool = False):
     """Frames and corruptions of the file `fd` from `state.offset` up to `size`.
 
     Every reader goes through this (or through FrameDecoder, its engine, when it
@@ -57,9 +57,10 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     incomplete frame followed by an appended one, a torn tail; from offset 0, the
     file header and a damaged start (FrameDecoder's file_start). `state` is
     updated when the generator is exhausted; reading never writes. Raises
-    LogFormatError for a file that is not a log or is too new.
+    LogFormatError for a file that is not a log or is too new. prepared: snapshot payloads may come as
+    format.decode_snapshot's tuples (for store.builder, which reads both; FrameDecoder).
     """
-    dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0)
+    dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0, prepared=prepared)
     read_at = state.offset
     # A long scan reads its next chunk on another thread while this one's frames are decoded
     # (os.pread runs without the GIL: the copy out of the page cache overlaps the decoding).
