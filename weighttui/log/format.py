@@ -272,6 +272,17 @@ class FrameDecoder:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def feed_reserved(self, data: bytearray, room: int) -> None:
+        """feed(data[room:]), taking data itself as the buffer when the bytes pending fit in its first
+        `room` bytes (kept free for them): the new bytes are not copied (scan_frames reads into it)."""
+        pending = len(self._buf)
+        if pending > room:
+            self._buf += memoryview(data)[room:]
+            return
+        data[room - pending : room] = self._buf
+        del data[: room - pending]  # (from the front of a bytearray: no bytes move)
+        self._buf = data
+
     def wanted(self) -> int:
         buf = self._buf
         if self._head is not None:
