@@ -394,3 +394,50 @@ def test_frame_checks_match_the_decoders_on_damaged_streams(tmp_path, monkeypatc
     for stream in streams:
         for piece in (7, 4096, len(stream)):
             assert read(stream, piece, True) == read(stream, piece, False)
+
+
+@pytest.mark.parametrize("top", [200, 60_000, 2**31])
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_sealed_segments_are_the_same_with_the_c_transposes(monkeypatch, top, order):
+    """columns._grid with gather_blocks / gather_columns / gather_counts and with numpy: the same
+    segments (every array, dtype and stand-in, histogram counts split per tensor), for tensors given
+    in column order or not, and counts that need uint8, uint16 or uint32."""
+    assert _frames is not None
+    from weighttui.data.store import columns
+    from weighttui.log.records import BlockRecord
+
+    rng = np.random.default_rng(top)
+    t, k, bins, rows = 7, 3, 5, 40
+    cols = np.arange(t, dtype=np.int32) if order == "sorted" else rng.permutation(t).astype(np.int32)
+    slen = np.full(t, k, np.int64)
+
+    def build():
+        kc = columns.KindColumns("weights")
+        r2 = np.random.default_rng(1)
+        for row in range(rows):
+            stats = r2.normal(size=(t, len(WEIGHT_STATS)))
+            stats[:, 6] = 0.25  # a constant column (a Const stand-in)
+            counts = r2.integers(0, 100, (t, bins)).astype(np.uint32)
+            counts[2] = r2.integers(0, top, bins)  # one tensor needs the widest dtype
+            hist = (stats[:, 2].copy(), stats[:, 3].copy(), counts)
+            kc.add(row, cols, BlockRecord(list(WEIGHT_STATS), stats, hist),
+                   r2.normal(size=t * k).astype(np.float32), slen)
+        return columns.sealed_segment(*kc.take(0, rows, True))
+
+    def arrays(seg):
+        out = {n: seg.part(n).tobytes() for n in ("rows", "cols", "lo", "hi", "counts", "samples", "soff")}
+        out["types"] = [type(getattr(seg, n)).__name__ for n in ("rows", "cols", "lo", "hi", "counts", "soff")]
+        out["stats"] = [(type(x).__name__, seg.part("stats", s=i).tobytes()) for i, x in enumerate(seg.stats)]
+        out["dtype"] = seg.part("counts").dtype.str
+        if isinstance(seg.counts, columns.Split):
+            out["split"] = [None if p is None else (p.dtype.str, p.tobytes()) for p in seg.counts.parts]
+            out["cls"] = seg.counts.cls.tobytes()
+        return out
+
+    calls: list = []
+    monkeypatch.setattr(columns, "_gather_counts", lambda *a: calls.append(1) or _frames.gather_counts(*a))
+    fast = arrays(build())
+    assert calls  # (the C path was taken)
+    monkeypatch.setattr(columns, "_gather_blocks", None)
+    assert arrays(build()) == fast
+    assert ("split" in fast) == (top > 2**8)

@@ -62,13 +62,15 @@ crc32_blocks = _fast_blocks if _ACCELERATED else zlib_crc32_blocks
 # into what records.parse_prepared finishes, or None for anything else (then msgpack and
 # records.parse_snapshot, which define the result: both give the same records, tests/unit/test_frames_c.py)
 # (frame_at: one verified frame's end, type and, for prepared readers, its snapshot; FrameDecoder.frames)
-decode_snapshot: Any
-frame_at: Any
+decode_snapshot: Any = None
+frame_at: Any = None
 try:
-    from weighttui._frames import frame as frame_at
-    from weighttui._frames import snapshot as decode_snapshot
+    from weighttui._frames import frame as _c_frame
+    from weighttui._frames import snapshot as _c_snapshot
 except ImportError:  # not built
-    decode_snapshot = frame_at = None
+    pass
+else:
+    decode_snapshot, frame_at = _c_snapshot, _c_frame
 
 
 class FrameType(IntEnum):

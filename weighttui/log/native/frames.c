@@ -7,6 +7,7 @@
  *
  *   snapshot(body) -> tuple | None
  *   frame(buf, pos, prepared) -> (end, type, payload | None) | None   (one verified frame: py_frame)
+ *   gather_blocks / gather_columns / gather_counts: the store's row-to-tensor transposes (below)
  *
  * It is conservative: it returns a tuple only for a payload that msgpack decodes
  * (one map, string keys, nothing after it) and that passes every check of
@@ -716,8 +717,258 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------- the store's transposes
+
+   A sealed segment holds a run's rows tensor by tensor (data/store/columns._grid): r snapshots
+   that each carry [t, ...] values become [t, r, ...]. numpy did that as a join of the r pieces,
+   then a transposing copy (and for histogram counts a pass for their largest value, another for
+   each tensor's, and a narrowing copy); these read each piece once, or twice for counts, and
+   write the result in place. Run on the index writer's thread, without the GIL. */
+
+typedef struct {
+    Py_buffer *views;
+    Py_ssize_t r;
+} pieces;
+
+static void pieces_release(pieces *p) {
+    for (Py_ssize_t i = 0; i < p->r; i++)
+        PyBuffer_Release(&p->views[i]);
+    PyMem_Free(p->views);
+}
+
+/* every item of seq as a C-contiguous buffer of exactly `nbytes` bytes */
+static int pieces_get(PyObject *seq, Py_ssize_t nbytes, pieces *p) {
+    PyObject *fast = PySequence_Fast(seq, "pieces must be a sequence");
+    if (fast == NULL)
+        return -1;
+    Py_ssize_t r = PySequence_Fast_GET_SIZE(fast);
+    p->views = PyMem_Calloc((size_t)(r ? r : 1), sizeof(Py_buffer));
+    p->r = 0;
+    if (p->views == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < r; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &p->views[i], PyBUF_C_CONTIGUOUS) < 0)
+            goto fail;
+        p->r = i + 1;
+        if (p->views[i].len != nbytes) {
+            PyErr_SetString(PyExc_ValueError, "pieces of different sizes");
+            goto fail;
+        }
+    }
+    Py_DECREF(fast);
+    return 0;
+fail:
+    Py_DECREF(fast);
+    pieces_release(p);
+    return -1;
+}
+
+/* perm: None (identity) or a buffer of t int64 source positions, each in [0, t) */
+static int perm_get(PyObject *obj, Py_ssize_t t, Py_buffer *view, const int64_t **perm) {
+    *perm = NULL;
+    if (obj == Py_None)
+        return 0;
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->len != t * (Py_ssize_t)sizeof(int64_t)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "perm must hold t int64");
+        return -1;
+    }
+    *perm = (const int64_t *)view->buf;
+    for (Py_ssize_t j = 0; j < t; j++) {
+        if ((*perm)[j] < 0 || (*perm)[j] >= t) {
+            PyBuffer_Release(view);
+            PyErr_SetString(PyExc_ValueError, "perm out of range");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* gather_blocks(pieces, t, block, perm) -> bytearray: pieces are r buffers of t blocks of `block`
+   bytes; out[j, i] = pieces[i][perm[j]] (a [t, r, block] array). */
+static PyObject *py_gather_blocks(PyObject *self, PyObject *args) {
+    PyObject *seq, *perm_obj;
+    Py_ssize_t t, block;
+    if (!PyArg_ParseTuple(args, "OnnO:gather_blocks", &seq, &t, &block, &perm_obj))
+        return NULL;
+    if (t < 0 || block < 0 || (block && t > PY_SSIZE_T_MAX / block)) {
+        PyErr_SetString(PyExc_ValueError, "bad sizes");
+        return NULL;
+    }
+    pieces p;
+    if (pieces_get(seq, t * block, &p) < 0)
+        return NULL;
+    Py_buffer pv;
+    const int64_t *perm;
+    if (perm_get(perm_obj, t, &pv, &perm) < 0) {
+        pieces_release(&p);
+        return NULL;
+    }
+    Py_ssize_t r = p.r;
+    PyObject *out = (t * block != 0 && r > PY_SSIZE_T_MAX / (t * block)) ? PyErr_NoMemory()
+                    : PyByteArray_FromStringAndSize(NULL, t * block * r);
+    if (out != NULL) {
+        char *o = PyByteArray_AS_STRING(out);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t j = 0; j < t; j++) {
+            Py_ssize_t src = (perm ? (Py_ssize_t)perm[j] : j) * block;
+            for (Py_ssize_t i = 0; i < r; i++, o += block)
+                memcpy(o, (const char *)p.views[i].buf + src, (size_t)block);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (perm)
+        PyBuffer_Release(&pv);
+    pieces_release(&p);
+    return out;
+}
+
+/* gather_columns(pieces, t, s, perm) -> bytearray: pieces are r buffers of [t, s] 8-byte values;
+   out[c, j, i] = pieces[i][perm[j], c] (an [s, t, r] array: one column per statistic). */
+static PyObject *py_gather_columns(PyObject *self, PyObject *args) {
+    PyObject *seq, *perm_obj;
+    Py_ssize_t t, s;
+    if (!PyArg_ParseTuple(args, "OnnO:gather_columns", &seq, &t, &s, &perm_obj))
+        return NULL;
+    if (t < 0 || s < 0 || (s && t > PY_SSIZE_T_MAX / 8 / s)) {
+        PyErr_SetString(PyExc_ValueError, "bad sizes");
+        return NULL;
+    }
+    pieces p;
+    if (pieces_get(seq, t * s * 8, &p) < 0)
+        return NULL;
+    Py_buffer pv;
+    const int64_t *perm;
+    if (perm_get(perm_obj, t, &pv, &perm) < 0) {
+        pieces_release(&p);
+        return NULL;
+    }
+    Py_ssize_t r = p.r;
+    PyObject *out = (t * s != 0 && r > PY_SSIZE_T_MAX / 8 / (t * s)) ? PyErr_NoMemory()
+                    : PyByteArray_FromStringAndSize(NULL, t * s * 8 * r);
+    if (out != NULL) {
+        uint64_t *o = (uint64_t *)PyByteArray_AS_STRING(out);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < r; i++) {
+            const char *src = (const char *)p.views[i].buf;
+            for (Py_ssize_t j = 0; j < t; j++) {
+                const char *row = src + (perm ? (Py_ssize_t)perm[j] : j) * s * 8;
+                for (Py_ssize_t c = 0; c < s; c++) {
+                    uint64_t v;
+                    memcpy(&v, row + c * 8, 8);
+                    o[(c * t + j) * r + i] = v;
+                }
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (perm)
+        PyBuffer_Release(&pv);
+    pieces_release(&p);
+    return out;
+}
+
+/* gather_counts(pieces, t, bins, perm) -> (bytearray, itemsize, maxima): pieces are r buffers of
+   [t, bins] uint32 counts; out[j, i] = pieces[i][perm[j]] as uint8, uint16 or uint32, the
+   narrowest that holds every count (columns.count_dtype); maxima: each output tensor's largest. */
+static PyObject *py_gather_counts(PyObject *self, PyObject *args) {
+    PyObject *seq, *perm_obj;
+    Py_ssize_t t, bins;
+    if (!PyArg_ParseTuple(args, "OnnO:gather_counts", &seq, &t, &bins, &perm_obj))
+        return NULL;
+    if (t < 0 || bins < 0 || (bins && t > PY_SSIZE_T_MAX / 4 / bins)) {
+        PyErr_SetString(PyExc_ValueError, "bad sizes");
+        return NULL;
+    }
+    pieces p;
+    if (pieces_get(seq, t * bins * 4, &p) < 0)
+        return NULL;
+    Py_buffer pv;
+    const int64_t *perm;
+    if (perm_get(perm_obj, t, &pv, &perm) < 0) {
+        pieces_release(&p);
+        return NULL;
+    }
+    Py_ssize_t r = p.r, n = t * bins;
+    PyObject *out = NULL, *maxima = NULL, *result = NULL;
+    uint32_t *tmax = PyMem_Calloc((size_t)(t ? t : 1), sizeof(uint32_t));
+    if (tmax == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    uint32_t top = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < r; i++) { /* pass 1: each source tensor's largest count */
+        const uint32_t *src = (const uint32_t *)p.views[i].buf;
+        for (Py_ssize_t j = 0; j < t; j++) {
+            uint32_t m = tmax[j];
+            const uint32_t *row = src + j * bins;
+            for (Py_ssize_t b = 0; b < bins; b++)
+                m = row[b] > m ? row[b] : m;
+            tmax[j] = m;
+        }
+    }
+    for (Py_ssize_t j = 0; j < t; j++)
+        top = tmax[j] > top ? tmax[j] : top;
+    Py_END_ALLOW_THREADS
+    int size = top < 256u ? 1 : top < 65536u ? 2 : 4;
+    if (n && r > PY_SSIZE_T_MAX / size / n) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    out = PyByteArray_FromStringAndSize(NULL, n * r * size);
+    maxima = PyList_New(t);
+    if (out == NULL || maxima == NULL)
+        goto done;
+    char *o = PyByteArray_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < t; j++) { /* pass 2: tensor by tensor, narrowed */
+        Py_ssize_t at = (perm ? (Py_ssize_t)perm[j] : j) * bins;
+        for (Py_ssize_t i = 0; i < r; i++) {
+            const uint32_t *row = (const uint32_t *)p.views[i].buf + at;
+            if (size == 1) {
+                uint8_t *d = (uint8_t *)o;
+                for (Py_ssize_t b = 0; b < bins; b++)
+                    d[b] = (uint8_t)row[b];
+            } else if (size == 2) {
+                uint16_t *d = (uint16_t *)o;
+                for (Py_ssize_t b = 0; b < bins; b++)
+                    d[b] = (uint16_t)row[b];
+            } else {
+                memcpy(o, row, (size_t)bins * 4);
+            }
+            o += bins * size;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < t; j++) {
+        PyObject *v = PyLong_FromUnsignedLong(tmax[perm ? (Py_ssize_t)perm[j] : j]);
+        if (v == NULL)
+            goto done;
+        PyList_SET_ITEM(maxima, j, v);
+    }
+    result = Py_BuildValue("(OiO)", out, size, maxima);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(maxima);
+    PyMem_Free(tmax);
+    if (perm)
+        PyBuffer_Release(&pv);
+    pieces_release(&p);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"snapshot", py_snapshot, METH_O, "snapshot(body): the common snapshot payload decoded, or None."},
+    {"gather_blocks", py_gather_blocks, METH_VARARGS, "gather_blocks(pieces, t, block, perm): [t, r, block]."},
+    {"gather_columns", py_gather_columns, METH_VARARGS, "gather_columns(pieces, t, s, perm): [s, t, r] of 8-byte values."},
+    {"gather_counts", py_gather_counts, METH_VARARGS,
+     "gather_counts(pieces, t, bins, perm): ([t, r, bins] narrowed, itemsize, each tensor's largest count)."},
     {"frame", py_frame, METH_VARARGS, "frame(buf, pos, prepared): (end, type, payload | None) of the verified "
                                       "frame at buf[pos:], or None."},
     {NULL, NULL, 0, NULL},
