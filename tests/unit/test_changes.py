@@ -137,6 +137,12 @@ def test_marks_and_position_at_full_resolution_in_a_thinned_row_view(logged):
     # the table as of snapshot 21 (step 42): its values are that snapshot's
     at = thin.upto_snapshot(21)
     assert at is not thin and int(at.steps[-1]) == 42 and at.snapshot_index[-2:].tolist() == [20, 21]
+    k = at.n - 2  # the row view's rows before snapshot 20, then 20 and 21 from the store
+    assert at.snapshot_index[:k].tolist() == [i for i in thin.snapshot_index.tolist() if i < 20]
+    for kind, stat in (("weights", "norm"), ("delta", "ratio")):
+        np.testing.assert_array_equal(at.stat_matrix(kind, stat)[k:], full.stat_matrix(kind, stat)[[20, 21]])
+        np.testing.assert_array_equal(at.stat_matrix(kind, stat)[:k], thin.stat_matrix(kind, stat)[:k])
+    assert at.present[k:].all() and at.epochs.size == at.times.size == at.n
     got, want = by_name(change_table(at)), by_name(change_table(full, row=21))
     for name in SHAPES:
         for col in ("ratio", "update_norm", "max_abs", "changed_frac", "norm_change"):
