@@ -151,3 +151,62 @@ def test_tensorboard_events_with_only_scalars_import_as_a_run_of_scalars(tmp_pat
     (empty / "events.out.tfevents.2.audit").write_bytes(b"")
     code, _, err = _cli(capsys, "import", str(empty), "--out", str(tmp_path / "e.wtui"))
     assert code == 1 and "wrote 0 snapshot(s)" in err  # nothing at all is still a failure
+
+
+# ---------------------------------------------------------------- issue 17: Keras files of bfloat16 layers
+
+
+KERAS_BF16_SAVES = """
+    import sys
+    import numpy as np, keras
+    d = sys.argv[1]
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, dtype="bfloat16", name="low"),
+                              keras.layers.Dense(1, name="head")])
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype("float32")
+    for e in (1, 2):
+        model.fit(x, x[:, :1], verbose=0, epochs=1)
+        model.save_weights(f"{d}/weights/epoch_{e}.weights.h5")
+        model.save(f"{d}/models/model_{e}.keras")
+        np.savez(f"{d}/truth_{e}.npz", *[np.asarray(v.numpy()).astype(np.float32) for v in model.weights])
+    print(model.weights[0].dtype)
+"""
+
+
+def test_keras_files_of_a_bfloat16_layer_import_every_tensor(tmp_path, capsys):
+    """Issue 17: Keras `save_weights` / `model.save` import "bit for bit". Keras 3 writes a bfloat16
+    variable into HDF5 as 2-byte opaque data (attribute dtype="bfloat16"): the importer left such a layer out,
+    silently, so a model with a bf16 layer came back without it."""
+    pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    h5py = pytest.importorskip("h5py")
+    for sub in ("weights", "models"):
+        (tmp_path / sub).mkdir()
+    r = _python(KERAS_BF16_SAVES, str(tmp_path), env={"KERAS_BACKEND": "tensorflow"})
+    assert r.returncode == 0 and "bfloat16" in r.stdout, r.stderr[-3000:]
+    for sub in ("weights", "models"):
+        out = tmp_path / f"{sub}.wtui"
+        code, _, err = _cli(capsys, "import", str(tmp_path / sub), "--out", str(out))
+        assert code == 0, err
+        run = weighttui.open(str(out))
+        assert len(run.tensor_names) == 4, (sub, run.tensor_names)
+        assert [t.dtype for t in run.tensors][:2] == ["bfloat16", "bfloat16"]
+        for e in (1, 2):
+            truth = np.load(tmp_path / f"truth_{e}.npz")
+            got = run.weights(epoch=e)
+            for name, want in zip(run.tensor_names, (truth[f"arr_{i}"] for i in range(4)), strict=True):
+                assert got[name].shape == want.shape and np.array_equal(got[name], want), (sub, e, name)
+        steps, norm = run.series(run.tensor_names[0], "norm")
+        assert norm[-1] == pytest.approx(np.linalg.norm(np.load(tmp_path / "truth_2.npz")["arr_0"].astype(np.float64)),
+                                         rel=1e-12)
+    # the same convention in a chunked, compressed dataset (read through h5py, not the map)
+    bits = (np.arange(12, dtype=np.float32).view(np.uint32) >> 16).astype("<u2")
+    with h5py.File(tmp_path / "chunked.h5", "w") as f:
+        ds = f.create_dataset("layer/kernel", data=bits.view("V2").reshape(3, 4), chunks=(1, 4), compression="gzip")
+        ds.attrs["dtype"] = "bfloat16"
+    code, _, err = _cli(capsys, "import", str(tmp_path / "chunked.h5"), "--out", str(tmp_path / "c.wtui"))
+    assert code == 0, err
+    run = weighttui.open(str(tmp_path / "c.wtui"))
+    got = run.weights(step=run.full_steps[0])["layer/kernel"]
+    assert np.array_equal(got, np.arange(12, dtype=np.float32).reshape(3, 4))
