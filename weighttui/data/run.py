@@ -265,7 +265,7 @@ class RunData:
             if isinstance(store.spill, LogSource):
                 store.spill.reading = fd
             try:
-                for item in scan_frames(fd, store.scan, st.st_size):
+                for item in scan_frames(fd, store.scan, st.st_size, prepared=True):
                     store.apply(item)
             finally:
                 if isinstance(store.spill, LogSource):
