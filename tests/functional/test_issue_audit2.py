@@ -210,3 +210,37 @@ def test_keras_files_of_a_bfloat16_layer_import_every_tensor(tmp_path, capsys):
     run = weighttui.open(str(tmp_path / "c.wtui"))
     got = run.weights(step=run.full_steps[0])["layer/kernel"]
     assert np.array_equal(got, np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+# ---------------------------------------------------------------- issue 17: watch DIR where the home is read-only
+
+
+def test_watch_of_a_checkpoint_directory_with_no_writable_cache_directory(tmp_path, monkeypatch, capsys):
+    """Issue 17 `weighttui watch DIR` imports into the user's cache directory; with a home that cannot be
+    written (compute nodes often mount it read-only; /proc stands in here, unwritable even for root) it stopped
+    with "[Errno 2] No such file or directory". The imported log is a cache: a temporary directory serves."""
+    import time
+
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in (1, 2):
+        save_file({"w": np.full((4, 4), e, np.float32)}, str(ck / f"epoch_{e}.safetensors"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/weighttui-audit")
+    monkeypatch.setenv("HOME", "/proc/weighttui-audit")
+    seen = {}
+
+    def viewer(path, **kw):  # stands in for the terminal: reads what the follower imports, as the viewer does
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            if os.path.exists(path) and len(weighttui.open(path, cache=False).steps) == 2:
+                seen["path"], seen["steps"] = path, weighttui.open(path, cache=False).steps.tolist()
+                return 0
+            time.sleep(0.05)
+        return 1
+
+    monkeypatch.setattr("weighttui.tui.app.run_app", viewer)
+    assert main(["watch", str(ck)]) == 0
+    assert seen["steps"] == [1, 2] and not seen["path"].startswith("/proc")
+    assert f"the imported run log is {seen['path']}" in capsys.readouterr().err
