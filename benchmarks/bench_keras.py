@@ -13,7 +13,6 @@ keras.callbacks.TensorBoard(histogram_freq=1), interleaved rounds, median
 seconds per fit.
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick] [--fit-only] [--rounds N]
-    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --every-batch-ab   # the opt-in background thread, A/B
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from weighttui.integrations import keras as keras_integration
 from weighttui.integrations.keras import WeightCallback
 from weighttui.record import kernel
 from weighttui.record.recorder import Recorder
@@ -164,9 +162,6 @@ def part1(model: keras.Model, repeat: int, other: str | None = None) -> None:
         print(f"{name:56s} {wall * 1e3:9.2f} {cpu * 1e3:9.2f} {least * 1e3:7.2f} {cpu / base[1]:18.1f}")
 
 
-EVERY_BATCH_AB = ["none", "weighttui every batch", "weighttui every batch, on a thread of its own"]
-
-
 def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4096, 64)).astype("float32")
@@ -190,7 +185,6 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
             "weighttui every 10 batches, no grads": wt("n", every_batches=10, grads=False, **plain),
             "weighttui every batch": wt("b", every_batches=1, **plain),
             "weighttui every batch, no grads": wt("m", every_batches=1, grads=False, **plain),
-            "weighttui every batch, on a thread of its own": wt("s", every_batches=1, **plain),
             "weighttui every 10 batches, instruments on": wt("i", every_batches=10),
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
@@ -200,8 +194,6 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
         model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
                   callbacks=callbacks() if callable(callbacks) else callbacks)
         cbs = callbacks() if callable(callbacks) else callbacks
-        # batch snapshots in the training thread (the default) or, opted in, on a thread of their own
-        keras_integration.DEFER_MAX_BYTES = 1 << 30 if kind.endswith("on a thread of its own") else defer_max
         t0, c0 = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
         written = 0
@@ -210,13 +202,11 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
             if rec is not None:
                 rec.close()
                 written += rec.written
-        keras_integration.DEFER_MAX_BYTES = defer_max
         return time.perf_counter() - t0, time.process_time() - c0, written
 
-    defer_max = keras_integration.DEFER_MAX_BYTES
     kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every 10 batches, no grads",
              "weighttui every batch", "weighttui every batch, no grads",
-             "weighttui every batch, on a thread of its own", "weighttui every 10 batches, instruments on",
+             "weighttui every 10 batches, instruments on",
              "TensorBoard(histogram_freq=1)"]
     kinds = only or kinds
     times = {k: [] for k in kinds}
@@ -233,8 +223,7 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
     params = 64 * 256 + 256 + 256 * 256 + 256 + 257
     print(f"\n## fit: MLP 64-256-256-1 ({params / 1e3:.0f}k parameters), 4096 samples, batch 64 "
           f"(64 batches/epoch), {epochs} epochs, median of {rounds} interleaved rounds")
-    print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on'; "
-          "batch snapshots in the training thread, but 'on a thread of its own' (opt-in: keras.DEFER_MAX_BYTES))")
+    print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on')")
     print("(wall: seconds per fit; CPU: the process's CPU seconds, every thread: TF's, the writer's, "
           "the kernel's; on a shared machine the CPU column is the one to trust)")
     print("(per snapshot: the CPU added over 'none', divided by the snapshots written; a batch is "
@@ -255,14 +244,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of part 2 (median)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
     ap.add_argument("--record-only", action="store_true", help="part 1 only, on the 3.6M MLP (the record ratio)")
-    ap.add_argument("--every-batch-ab", action="store_true",
-                    help="part 2's none / every batch / every batch on a thread of its own only, 9 rounds by default")
     args = ap.parse_args()
     t0 = time.perf_counter()
     print(f"load (uptime) at the start: {os.getloadavg()} on {os.cpu_count()} cores")
-    if args.every_batch_ab:
-        part2(rounds=args.rounds if args.rounds != 7 else 9, epochs=5, only=EVERY_BATCH_AB)
-    elif args.quick:
+    if args.quick:
         part1(big_model(512), repeat=3, other=args.other)
         part2(rounds=1, epochs=2)
     else:

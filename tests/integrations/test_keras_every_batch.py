@@ -162,48 +162,60 @@ def test_a_failing_gradient_capture_costs_no_weights(tmp_path, monkeypatch, capf
     assert np.isnan(run.series("sequential/dense/kernel", "norm", "grad")[1]).all()
 
 
-def test_a_slow_background_snapshot_still_sees_its_own_batch(tmp_path, monkeypatch):
-    """A batch's snapshot is taken on a thread of its own while the next batches run; its reads
-    are immutable TF tensors. With each snapshot slowed down (the next step's update and gradient
-    assignment certainly run while it holds them), the weights, updates and gradients logged are
-    still those of its own batch, and the snapshots ran off the training thread."""
-    import threading
-    import time
+def test_only_recorded_batches_run_the_train_function_that_stores_gradients(tmp_path):
+    """The gradient capture adds no op to `fit`'s own train function: a batch whose gradients a
+    callback wants runs a second one, traced once, that stores them; the others leave the slots as
+    they were. Neither is traced again by a later fit, and after a fit `fit`'s own is back."""
+    from weighttui.integrations import keras_grads
 
-    import weighttui.integrations.keras as wk
-    from weighttui.record.recorder import Recorder
+    calls = []
+    real = keras_grads.GradientCapture._tf_wrapper
 
-    threads = []
-    real = Recorder.snapshot
+    def counting(self, original):  # the wrapper runs only while a train function is traced
+        inner = real(self, original)
+        return lambda *a: calls.append(self._tracing_store) or inner(*a)
 
-    def slow(self, *args, **kwargs):
-        threads.append(threading.current_thread().name)
-        if threading.current_thread() is not threading.main_thread():
-            time.sleep(0.02)  # the training thread would overtake it, were it not waited for
-        return real(self, *args, **kwargs)
+    keras_grads.GradientCapture._tf_wrapper = counting
+    try:
+        keras.utils.set_random_seed(26)
+        x, y = _data(96)
+        model = _model()
+        lr = 0.05
+        model.compile(keras.optimizers.SGD(lr), "mse")
 
-    monkeypatch.setattr(Recorder, "snapshot", slow)
-    monkeypatch.setattr(wk, "DEFER_MAX_BYTES", 1 << 30)  # opt in: batch snapshots on a thread of their own
-    keras.utils.set_random_seed(26)
-    x, y = _data(96)
-    model = _model()
-    lr = 0.05
-    model.compile(keras.optimizers.SGD(lr), "mse")
-    path = tmp_path / "slow.wtui"
-    snap = Snap()
-    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
-              callbacks=[WeightCallback(path, every_batches=1, instruments=False), snap])
-    assert threads.count("weighttui-keras-snapshot") == 10  # every batch but each epoch's last
-    assert threads.count(threading.main_thread().name) == 3  # the initial snapshot, the epoch ends
-    run = weighttui.open(path)
-    assert run.steps.tolist() == list(range(0, 13))
-    for i, name in enumerate(v.path for v in model.weights):
-        _s, norms = run.series(name, "norm")
-        _s, dnorm = run.series(name, "norm", "delta")
-        _s, gnorm = run.series(name, "norm", "grad")
-        for step in range(1, 13):
-            assert norms[step] == pytest.approx(weight_stats(snap.taken[step - 1][i])[5], rel=1e-12)
-            if step > 1:
-                want = delta_row(snap.taken[step - 1][i], snap.taken[step - 2][i], 64)[0][0]
-                assert dnorm[step] == pytest.approx(want, rel=1e-9)
-                assert dnorm[step] == pytest.approx(lr * gnorm[step], rel=1e-4)  # SGD: this batch's gradient
+        class Probe(keras.callbacks.Callback):
+            """Which train function each batch runs, and the kernel's gradient slot after it."""
+
+            def __init__(self):
+                super().__init__()
+                self.storing, self.slots = [], []
+
+            def on_train_batch_begin(self, batch, logs=None):
+                cap = vars(self.model.optimizer)[keras_grads._ATTR]
+                self.storing.append(self.model.train_function is cap._storing)
+
+            def on_train_batch_end(self, batch, logs=None):
+                cap = vars(self.model.optimizer)[keras_grads._ATTR]
+                self.slots.append(cap.slots()[0][0].numpy().copy())
+
+        for fit in range(2):
+            probe = Probe()
+            path = tmp_path / f"every3_{fit}.wtui"
+            model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                      callbacks=[WeightCallback(path, every_batches=3, instruments=False), probe])
+            # 6 batches an epoch: steps 3, 6 (the epoch's end), 9, 12 want their gradients
+            assert probe.storing == [b % 3 == 2 for b in range(12)], fit
+            for b in range(1, 12):
+                same = np.array_equal(probe.slots[b], probe.slots[b - 1])
+                assert same == (not probe.storing[b]), (fit, b)  # stored exactly at those batches
+            cap = vars(model.optimizer)[keras_grads._ATTR]
+            assert model.train_function is cap._plain and cap._plain is not None
+            run = weighttui.open(path)
+            _s, g = run.series("sequential/dense/kernel", "norm", "grad")
+            assert np.isfinite(g[1:]).all() and (g[1:] > 0).all()
+        # one trace of each train function, in the first fit
+        assert calls == [False, True]
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no callback: fit's own, no trace
+        assert calls == [False, True]
+    finally:
+        keras_grads.GradientCapture._tf_wrapper = real

@@ -49,25 +49,9 @@ def test_optimizer_state_after_fit(tmp_path, name):
             assert eff[-1] == pytest.approx(1e-2)
 
 
-def test_optimizer_state_of_every_batch_taken_in_the_background(tmp_path, monkeypatch):
-    """Batch snapshots are taken on a thread of their own while the next batches run (slowed down
-    here, so that they certainly do): the optimizer state each one logs is that of its own batch."""
-    import threading
-    import time
-
-    import weighttui.integrations.keras as wk
-    from weighttui.record.recorder import Recorder
-
-    real, threads = Recorder.snapshot, []
-
-    def slow(self, *args, **kwargs):
-        threads.append(threading.current_thread() is threading.main_thread())
-        if not threads[-1]:
-            time.sleep(0.02)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Recorder, "snapshot", slow)
-    monkeypatch.setattr(wk, "DEFER_MAX_BYTES", 1 << 30)  # opt in: batch snapshots on a thread of their own
+def test_optimizer_state_of_every_batch_is_its_own(tmp_path):
+    """Adam's moments, read with the weights in one TF call at every batch: each snapshot logs
+    those of its own batch."""
 
     class Moments(keras.callbacks.Callback):
         def __init__(self):
@@ -91,7 +75,6 @@ def test_optimizer_state_of_every_batch_taken_in_the_background(tmp_path, monkey
     path = tmp_path / "bg.wtui"
     moments = Moments()
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[WeightCallback(path, every_batches=1), moments])
-    assert threads.count(False) == 6  # every batch but the epochs' last ran in the background
     run = weighttui.open(path)
     for name in run.tensor_names:
         steps, m = run.series(name, "m_norm", kind="optim")

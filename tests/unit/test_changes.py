@@ -9,7 +9,7 @@ import pytest
 
 import weighttui
 from weighttui import Recorder
-from weighttui.analysis.changes import COLUMNS, change_table, row_at_step
+from weighttui.analysis.changes import COLUMNS, change_table, snapshot_step
 
 SHAPES = {"enc.weight": (12, 6), "enc.bias": (12,), "head.weight": (3, 12), "frozen.weight": (4, 4)}
 RATIOS = {"enc.weight": 2e-3, "enc.bias": 5e-2, "head.weight": 4e-2, "frozen.weight": 0.0}
@@ -95,8 +95,8 @@ def test_flags_stagnant_and_fast(logged):
 
 def test_rows_and_marks_by_step(logged):
     run = weighttui.open(logged[0])
-    assert row_at_step(run, 13) == 6 and row_at_step(run, 12) == 6
-    assert row_at_step(run, -1) is None and row_at_step(run, None) is None
+    assert snapshot_step(run, 13) == 12 and snapshot_step(run, 12) == 12
+    assert snapshot_step(run, -1) is None and snapshot_step(run, None) is None
     table = change_table(run)
     assert [r["tensor"] for r in table] == list(SHAPES)
     assert set(table[0]) >= {"tensor", "flag", *COLUMNS}
@@ -119,3 +119,34 @@ def test_export_changes_csv(tmp_path, logged):
     rows = list(csv.DictReader(out.open()))
     assert [r["tensor"] for r in rows] == list(SHAPES)
     assert rows[3]["flag"] == "stagnant" and float(rows[0]["changed_frac"]) == pytest.approx(1 - 6 / 72)
+
+
+def test_marks_and_position_at_full_resolution_in_a_thinned_row_view(logged):
+    """max_rows thins the row view; the marks, and a position (`RunData.upto_snapshot`) between its
+    rows, are the snapshots' own, not the rows at or before them (issue 14: replay at full resolution)."""
+    path, kept = logged
+    full = weighttui.open(path)
+    thin = weighttui.open(path, max_rows=8)
+    rows = set(thin.snapshot_index.tolist())
+    assert thin.n < full.n and not {6, 17, 21} & rows  # steps 12, 34, 42: between the thinned rows
+    for a, b, source in ((12, 34, "samples"), (10, 40, "values")):
+        got, want = by_name(change_table(thin, mark_a=a, mark_b=b)), by_name(change_table(full, mark_a=a, mark_b=b))
+        for name in SHAPES:
+            assert got[name]["change_ab_from"] == source
+            assert got[name]["change_ab"] == pytest.approx(want[name]["change_ab"], rel=1e-12, abs=1e-15)
+    # the table as of snapshot 21 (step 42): its values are that snapshot's
+    at = thin.upto_snapshot(21)
+    assert at is not thin and int(at.steps[-1]) == 42 and at.snapshot_index[-2:].tolist() == [20, 21]
+    k = at.n - 2  # the row view's rows before snapshot 20, then 20 and 21 from the store
+    assert at.snapshot_index[:k].tolist() == [i for i in thin.snapshot_index.tolist() if i < 20]
+    for kind, stat in (("weights", "norm"), ("delta", "ratio")):
+        np.testing.assert_array_equal(at.stat_matrix(kind, stat)[k:], full.stat_matrix(kind, stat)[[20, 21]])
+        np.testing.assert_array_equal(at.stat_matrix(kind, stat)[:k], thin.stat_matrix(kind, stat)[:k])
+    assert at.present[k:].all() and at.epochs.size == at.times.size == at.n
+    got, want = by_name(change_table(at)), by_name(change_table(full, row=21))
+    for name in SHAPES:
+        for col in ("ratio", "update_norm", "max_abs", "changed_frac", "norm_change"):
+            assert got[name][col] == pytest.approx(want[name][col], nan_ok=True), (name, col)
+    before = by_name(change_table(thin, row=int(np.searchsorted(thin.snapshot_index, 21)) - 1))
+    assert before["enc.weight"]["update_norm"] != got["enc.weight"]["update_norm"]
+    assert thin.upto_snapshot(int(thin.snapshot_index[3])) is thin  # a row of the row view: the view itself

@@ -40,14 +40,6 @@ LABELS = {
 FLAGS = ("stagnant", "fast", "")
 
 
-def row_at_step(run, step: int | None) -> int | None:
-    """The last stored row at or before `step` (None if there is none or step is None)."""
-    if step is None or run.n == 0:
-        return None
-    r = int(np.searchsorted(run.steps, step, side="right")) - 1
-    return r if r >= 0 else None
-
-
 def _latest_columns(run) -> tuple[list[str], np.ndarray]:
     """Tensor names once each and the column holding each (a re-declared name: the newest)."""
     last = {}
@@ -64,8 +56,17 @@ def _last_present(present: np.ndarray, row: int) -> np.ndarray:
     return np.where(found, row - np.argmax(window, axis=0), -1)
 
 
-def _sample_change(run, name: str, row_a: int, row_b: int) -> float:
-    sa, sb = _sample_at(run, name, row_a), _sample_at(run, name, row_b)
+def snapshot_step(run, step: int | None) -> int | None:
+    """The step of the run's last snapshot at or before `step`, at full resolution (every
+    snapshot, also those a thinned row view lacks); None if there is none or step is None."""
+    if step is None:
+        return None
+    hi = run.rows_for_steps(None, int(step) + 1)[1]
+    return int(run.snapshot_meta(hi - 1, hi)[0][0]) if hi > 0 else None
+
+
+def _sample_change(run, name: str, step_a: int, step_b: int) -> float:
+    sa, sb = _sample_at(run, name, step_a), _sample_at(run, name, step_b)
     if sa is None or sb is None:
         return float("nan")
     sa = sa.astype(np.float64)
@@ -80,12 +81,11 @@ def _sample_change(run, name: str, row_a: int, row_b: int) -> float:
     return float(diff / base)
 
 
-def _sample_at(run, name: str, row: int) -> np.ndarray | None:
-    """The tensor's samples at the snapshot of row `row`, or None (not covered, none sampled).
+def _sample_at(run, name: str, step: int) -> np.ndarray | None:
+    """The tensor's samples at the snapshot of `step`, or None (not covered, none sampled).
 
     A range read of that step alone: reading the samples of every row would read every
     snapshot frame again in a store without an index (data/store/fromlog.py)."""
-    step = int(run.steps[row])
     steps, values = run.samples(name, start=step, stop=step + 1)
     if values.shape[1] == 0 or not steps.size:
         return None
@@ -96,7 +96,8 @@ _values_cache: dict = {}  # (id(run), run_id, step) -> {name: array}; the last t
 
 
 def _values_at(run, step: int):
-    key = (id(run), getattr(run.run, "run_id", None), run.resets, step)
+    owner = getattr(run, "data", run)  # the RunData behind a RowsUpTo (RunData.upto_snapshot)
+    key = (id(owner), getattr(run.run, "run_id", None), run.resets, step)
     if key not in _values_cache:
         if len(_values_cache) >= 2:
             _values_cache.pop(next(iter(_values_cache)))
@@ -131,8 +132,8 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
     """One dict per tensor: "tensor", the COLUMNS (floats, NaN where unknown) and "flag".
 
     `row` is the stored row the table describes (default: the latest);
-    `mark_a` / `mark_b` are steps (the last stored snapshot at or before
-    each is used); the change between them is exact where the log holds
+    `mark_a` / `mark_b` are steps (the last snapshot at or before each is used, at full
+    resolution: also one a thinned row view lacks); the change between them is exact where the log holds
     complete values at both steps, else estimated from the sampled elements
     ("change_ab_from" says which). "flag" is "stagnant" for a trainable tensor that did not
     change (no element changed, or mean update ratio below the stagnant
@@ -189,13 +190,13 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
 
     out["change_ab"] = nan.copy()
     source = ""
-    ra, rb = row_at_step(run, mark_a), row_at_step(run, mark_b)
-    if ra is not None and rb is not None:
-        exact = _exact_change(run, names, int(run.steps[ra]), int(run.steps[rb]))
+    sa, sb = snapshot_step(run, mark_a), snapshot_step(run, mark_b)
+    if sa is not None and sb is not None:
+        exact = _exact_change(run, names, sa, sb)
         if exact is not None:
             out["change_ab"], source = exact, "values"
         else:
-            out["change_ab"] = np.array([_sample_change(run, nm, ra, rb) for nm in names])
+            out["change_ab"] = np.array([_sample_change(run, nm, sa, sb) for nm in names])
             source = "samples"
 
     infos = [run.tensors[c] for c in cols]

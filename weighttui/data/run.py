@@ -189,6 +189,7 @@ class RunData:
         self._shown_cache: tuple | None = None
         self._dense: dict = {}
         self._fill_maps: dict = {}  # id(segment) -> where its entries go in the row view (_fill)
+        self._members_cache: tuple | None = None  # (shown, lookup) of _members
 
     # ------------------------------------------------------------- reading
 
@@ -264,7 +265,7 @@ class RunData:
             if isinstance(store.spill, LogSource):
                 store.spill.reading = fd
             try:
-                for item in scan_frames(fd, store.scan, st.st_size):
+                for item in scan_frames(fd, store.scan, st.st_size, prepared=True):
                     store.apply(item)
             finally:
                 if isinstance(store.spill, LogSource):
@@ -586,29 +587,50 @@ class RunData:
         snapshots (whether or not the row view has it): per (kind, stat) a [tensor columns] array
         as a row of stat_matrix (NaN where not covered), and for (kind, None) as a row of
         `present`. Read from the store, nothing kept."""
+        return [block[0] for block in self._snapshots_stats(np.array([index], dtype=np.int64), keys)]
+
+    def _snapshots_stats(self, rows: np.ndarray, keys: list[tuple[str, str | None]]) -> list[np.ndarray]:
+        """snapshot_stats for several snapshots (ascending indices): per key a [len(rows), tensor
+        columns] array; a row outside the run is NaN (False)."""
         run = self._run
         t = 0 if run is None else len(run.tensors)
+        count = 0 if run is None else run.rows
+        inside = (rows >= 0) & (rows < count)
+        dest = np.flatnonzero(inside)
+        rows = rows[inside]
         out = []
-        if run is None or not 0 <= index < run.rows:
-            return [np.zeros(t, dtype=np.bool_) if s is None else np.full(t, np.nan) for _k, s in keys]
-        rows, dest = np.array([index], dtype=np.int64), np.zeros(1, dtype=np.int64)
         maps, self._fill_maps = self._fill_maps, {}  # the row view's fill maps stay as they are
         try:
             for kind, stat in keys:
                 self._kind(kind)
                 if stat is None:
-                    buf = np.zeros((1, t), dtype=np.bool_)
-                    self._fill(buf, dest, rows, ("weights", None))
+                    buf = np.zeros((inside.size, t), dtype=np.bool_)
+                    key: tuple = ("weights", None)
                 else:
                     cols = COLUMNS[kind]
                     if stat not in cols:
                         raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
-                    buf = np.full((1, t), np.nan)
-                    self._fill(buf, dest, rows, (kind, cols.index(stat)))
-                out.append(buf[0])
+                    buf = np.full((inside.size, t), np.nan)
+                    key = (kind, cols.index(stat))
+                if rows.size:
+                    self._fill(buf, dest, rows, key)
+                out.append(buf)
         finally:
             self._fill_maps = maps
         return out
+
+    def upto_snapshot(self, index: int) -> RunData | RowsUpTo:
+        """The row view as of the run's snapshot `index` (full resolution): what is computed *at*
+        a position the replay cursor reached (alerts, a sort, the change table) reads this.
+
+        A snapshot the row view has: this RunData (its rows up to that one are the history). One
+        it lacks (thinned away by max_rows): a `RowsUpTo`, the row view's rows before it followed
+        by that snapshot and the one before it, read from the store."""
+        shown = self._shown()
+        k = int(np.searchsorted(shown, index))
+        if k < shown.size and int(shown[k]) == index:
+            return self
+        return RowsUpTo(self, index)
 
     @property
     def tensor_names(self) -> list[str]:
@@ -805,6 +827,7 @@ class RunData:
             return out
         lo, hi = int(shown[0]), int(shown[-1])
         contiguous = shown.size == hi - lo + 1
+        member = None if contiguous else self._members(shown, hi)
         for seg in run.segment_list(kind):
             if seg.row1 <= lo or seg.row0 > hi:
                 continue
@@ -812,9 +835,21 @@ class RunData:
             if a == b:
                 continue
             rows = seg.part("rows", a, b)
-            mask = (rows >= lo) & (rows <= hi) if contiguous else np.isin(rows, shown)
+            mask = (rows >= lo) & (rows <= hi) if member is None else member[np.minimum(rows, hi + 1)]
             out.append((seg, a, b, mask, rows[mask]))
         return out
+
+    def _members(self, shown: np.ndarray, hi: int) -> np.ndarray:
+        """[hi + 2] booleans: which snapshot indices are in `shown` (the last one, hi + 1, never):
+        a lookup instead of np.isin per segment (a thinned row view: each series() read of the
+        detail screen went through ~30 segments, np.isin sorting both sides every time)."""
+        hit = self._members_cache
+        if hit is not None and hit[0] is shown:
+            return hit[1]
+        member = np.zeros(hi + 2, dtype=np.bool_)
+        member[shown] = True
+        self._members_cache = (shown, member)
+        return member
 
     def series(self, name: str, stat: str, kind: str = "weights", *, start: int | None = None,
                stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -978,6 +1013,52 @@ class RunData:
     def values_epoch(self, step: int) -> int | None:
         run = self._run
         return None if run is None else run.values_epoch.get(step)
+
+
+class RowsUpTo:
+    """The row view as of one snapshot the row view lacks (`RunData.upto_snapshot`).
+
+    Its rows: the RunData's row-view rows before snapshot `index - 1`, then the snapshots
+    `index - 1` and `index` themselves, read from the store. The snapshot before is a row so
+    that the last row's delta spans exactly one writer interval (diagnose.step_interval divides
+    a row's step gap by its snapshot-index gap), as the layer table shows the update ratio there.
+    It has the row-view accessors the analysis reads (n, steps, epochs, times, snapshot_index,
+    present, stat_matrix); everything else is the RunData's, including series()/histograms()
+    without start/stop (the RunData's row view).
+    """
+
+    def __init__(self, data: RunData, index: int):
+        shown = data._shown()
+        index = int(min(max(index, 0), max(data.snapshot_count - 1, 0)))
+        extra = np.arange(max(0, index - 1), index + 1, dtype=np.int64)
+        self._k = int(np.searchsorted(shown, extra[0]))  # the row view's rows before `extra`
+        self._data = self.data = data  # (data: the RunData this is a view of)
+        self._extra = extra
+        self._matrices: dict = {}
+        self.index = index
+        self.snapshot_index = np.concatenate((shown[: self._k], extra))
+        steps, epochs, times = data.snapshot_meta(int(extra[0]), int(extra[-1]) + 1)
+        self.steps = np.concatenate((data.steps[: self._k], steps))
+        self.epochs = np.concatenate((data.epochs[: self._k], epochs))
+        self.times = np.concatenate((data.times[: self._k], times))
+        self.n = int(self.steps.size)
+
+    def __getattr__(self, name: str):
+        return getattr(self._data, name)
+
+    def _matrix(self, key: tuple[str, str | None], head) -> np.ndarray:
+        hit = self._matrices.get(key)
+        if hit is None:
+            tail = self._data._snapshots_stats(self._extra, [key])[0]
+            hit = self._matrices[key] = np.concatenate((head()[: self._k, : tail.shape[1]], tail))
+        return hit
+
+    def stat_matrix(self, kind: str, stat: str, *, keep: bool = True) -> np.ndarray:
+        return self._matrix((kind, stat), lambda: self._data.stat_matrix(kind, stat, keep=keep))
+
+    @property
+    def present(self) -> np.ndarray:
+        return self._matrix(("weights", None), lambda: self._data.present)
 
 
 def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:

@@ -6,10 +6,8 @@ arrays without a copy (a view of the TF tensor or torch tensor) and go through
 the fused C kernel (record/kernel.py) in one call per snapshot; TF variables
 on a GPU/TPU use the TF-ops path (keras_tf_stats.py) instead, so that only the
 results leave the device. Gradients inside `fit` are taken where the
-optimizer applies them (keras_grads.py). On TensorFlow a batch's snapshot can
-be taken on a thread of its own (_Background, opt-in: DEFER_MAX_BYTES) while
-`fit` goes on: what it reads are immutable TF tensors. Torch variables on a
-GPU get the PyTorch integration's device statistics (keras_torch_stats.py).
+optimizer applies them (keras_grads.py). Torch variables on a GPU get the
+PyTorch integration's device statistics (keras_torch_stats.py).
 
 Tensor names are Keras variable paths (`sequential/dense/kernel`), the layer
 is the name of the layer that owns the variable. Steps count training
@@ -20,8 +18,6 @@ batches across all `fit` calls of one callback; epochs are Keras' own
 from __future__ import annotations
 
 import fnmatch
-import threading
-from queue import SimpleQueue
 
 import keras
 import numpy as np
@@ -129,8 +125,6 @@ class WeightCallback(keras.callbacks.Callback):
         self._epoch = None
         self._epoch_base = 0
         self._last_recorded = -1  # step of the latest weights snapshot
-        # a batch's snapshot of TF reads is computed off the training thread (_Background)
-        self._background: _Background | None = None
         self._variables = None  # [(name, variable, layer, trainable)]
         self._tf_stats = None  # TFStats for the current variable list
         self._tf_instruments = None  # TFInstruments of the current recorder
@@ -251,13 +245,6 @@ class WeightCallback(keras.callbacks.Callback):
                 grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
             # docs/instruments.md: the optimizer's state now
             optim = self._optimizer_state(tracked) if rec.instruments else None
-            if batch is not None and self._deferrable(host):
-                # the reads are immutable TF tensors (the next step's update copies a buffer a read
-                # still holds): their statistics are taken while training goes on, one at a time
-                self._in_background(lambda: self._snapshot(step, arrays, epoch, batch, grad_arrays, full,
-                                                           optim, scalars))
-                return
-            self._settle()
             done = self._snapshot(step, arrays, epoch, batch, grad_arrays, full, optim, scalars)
         if done:
             self._last_recorded = step
@@ -300,32 +287,6 @@ class WeightCallback(keras.callbacks.Callback):
         if done:
             self._last_recorded = step
         return done
-
-    def _deferrable(self, host) -> bool:
-        """Whether a batch's snapshot of these host arrays may be taken off the training thread:
-        TensorFlow reads (views of immutable tensors; torch and JAX hand views of buffers the
-        next step updates in place), at most DEFER_MAX_BYTES held (the next step's update copies
-        what a read holds). The instruments' optimizer state is read before, as host copies."""
-        if keras.backend.backend() != "tensorflow":
-            return False
-        return sum(a.nbytes for a in host) <= DEFER_MAX_BYTES
-
-    def _in_background(self, fn) -> None:
-        bg = self._background
-        if bg is None or not bg.alive:
-            bg = self._background = _Background(self._reporter)
-        bg.run(fn)
-
-    def _settle(self) -> None:
-        """Wait for a batch's snapshot still being taken in the background (before anything else
-        reads `_last_recorded` or writes to the log: records stay in step order)."""
-        if self._background is not None:
-            self._background.wait()
-
-    def _stop_background(self) -> None:
-        bg, self._background = self._background, None
-        if bg is not None:
-            bg.stop()
 
     def _record_torch(self, step, tracked, epoch, batch, full, pairs) -> bool:
         """Statistics with torch ops on the variables' device (keras_torch_stats.py), then Recorder.submit."""
@@ -471,7 +432,6 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("starting to record", self._train_begin)
 
     def _train_begin(self):
-        self._stop_background()  # one left by a fit that ended without on_train_end
         if self._closed_by_fit:
             # a second fit with the same callback: a new run in the same log
             self._closed_by_fit = False
@@ -552,7 +512,6 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("recording an epoch", self._epoch_end, int(epoch), logs)
 
     def _epoch_end(self, epoch, logs):
-        self._settle()
         scalars = self._scalars(logs)
         full = (self._full_epochs is not None and self._full_epochs(epoch)) or self._full_every_due()
         wanted = self._epochs is None or self._epochs(epoch)
@@ -563,7 +522,6 @@ class WeightCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # the end of training is always in the log, whatever `epochs` / `every_batches` chose
-        self._guard("finishing a batch's snapshot", self._stop_background)
         if self.step != self._last_recorded:
             self._guard("taking the final snapshot", lambda: self._record(epoch=self._epoch, batch=None, full=False))
         self._release_capture()
@@ -582,7 +540,6 @@ class WeightCallback(keras.callbacks.Callback):
         count `fit` would have used. Never raises.
         """
         pairs = None if grads is None else list(grads)
-        self._guard("finishing a batch's snapshot", self._settle)
         self._guard("recording a step", lambda: self._record(
             epoch=epoch, batch=batch, full=bool(full), scalars=self._scalars(logs),
             grads=pairs, step=step))
@@ -591,7 +548,6 @@ class WeightCallback(keras.callbacks.Callback):
 
     def close(self) -> None:
         """Close the log (done by `fit` itself when the callback owns it)."""
-        self._guard("finishing a batch's snapshot", self._stop_background)
         self._release_capture()  # inside a fit: other callbacks keep their gradients, this one stops asking
         self._guard("closing the log", self.recorder.close)
 
@@ -599,64 +555,6 @@ class WeightCallback(keras.callbacks.Callback):
         if self._capture is not None:
             self._guard("releasing the gradients", self._capture.release)
             self._capture = None
-
-
-# A batch's snapshot may be taken on a thread of its own while training goes on when its reads (weights,
-# gradient slots) are at most this many bytes. 0 (the default): every snapshot in the training thread.
-# Measured on the bench's MLP at load 2-3 it cost CPU and wall time (the snapshot's Python and the training
-# loop's contend for the GIL): docs/keras.md, "Batch snapshots beside the training". Opt in with e.g. 1 << 30.
-DEFER_MAX_BYTES = 0
-
-
-class _Background:
-    """One snapshot at a time taken on a thread of its own, while the training thread goes on to
-    the next batch: run() waits for the previous one first, so snapshots stay in step order and at
-    most one batch's reads are held. The statistics kernel runs without the GIL, beside TF's step."""
-
-    def __init__(self, reporter: Reporter):
-        self._reporter = reporter
-        self._jobs: SimpleQueue = SimpleQueue()
-        self._idle = threading.Lock()  # held from run() until the job is done
-        self._thread = threading.Thread(target=self._loop, name="weighttui-keras-snapshot", daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def run(self, fn) -> None:
-        if self._acquire():
-            self._jobs.put(fn)
-        else:  # the thread is gone (it never should be): the snapshot is taken here
-            self._reporter.guard("recording a batch", fn)
-
-    def wait(self) -> None:
-        if self._acquire():
-            self._idle.release()
-
-    def stop(self) -> None:
-        """Finish the snapshot in flight, then end the thread."""
-        if self._acquire():
-            self._jobs.put(None)
-            self._thread.join()
-
-    def _acquire(self) -> bool:
-        """Wait until no snapshot is in flight (the idle lock held); False if the thread is gone."""
-        while not self._idle.acquire(timeout=1.0):
-            if not self._thread.is_alive():
-                return False
-        return True
-
-    def _loop(self) -> None:
-        while True:
-            fn = self._jobs.get()
-            try:
-                if fn is None:
-                    return
-                self._reporter.guard("recording a batch", fn)
-                fn = None  # not held while waiting: the next step's update would copy what it reads
-            finally:
-                self._idle.release()
 
 
 class _ReadSet:

@@ -8,11 +8,14 @@ accumulation and clipping:
 - TensorFlow: `_distributed_tf_update_step(distribution, grads_and_vars, lr)`,
   which runs in cross-replica context with the all-reduced gradients (one
   value per variable under MirroredStrategy too). `fit` runs it inside a
-  tf.function, so the wrapper adds graph ops: when the boolean variable `want`
-  is set (the callback sets it before a batch it will record), each gradient
-  is assigned to a slot variable of its own (one extra copy of the trainable
-  weights in memory; a copy of the gradients only at those batches). The
-  callback reads the slots on the host after the batch. Eagerly
+  tf.function, so the wrapper adds graph ops, and only to a train function
+  of its own: for a batch that a callback will record, `model.train_function`
+  (which `fit` looks up at every batch) is a second train function, traced
+  with the wrapper on, that assigns each gradient to a slot variable of its
+  own (one extra copy of the trainable weights in memory; a copy of the
+  gradients only at those batches); every other batch runs the train
+  function `fit` made, which the wrapper leaves as it is (no op, no cost).
+  The callback reads the slots on the host after the batch. Eagerly
   (run_eagerly=True), the gradients are kept as they are.
 - torch: `_backend_update_step(grads, variables, lr)` runs eagerly: the
   gradients of a wanted batch are cloned (the update may reuse their memory).
@@ -20,11 +23,12 @@ accumulation and clipping:
 Other backends (JAX: a stateless, jitted apply) record no gradients inside
 `fit`; `capture_for()` says why.
 
-The wrapper stays on the optimizer after `fit` (inert: nothing is kept while
-`want` is off) and a later `fit` with a WeightCallback reuses it: a train
-function traced with it need not be traced again. Installing it where `fit`
-traced a train function before (a warm-up `fit` without the callback) makes
-Keras trace a new one, once.
+The wrapper stays on the optimizer after `fit` (inert: it adds ops only while
+the capture traces its own train function, and `model.train_function` is
+`fit`'s own again when no callback wants a batch) and a later `fit` with a
+WeightCallback reuses both train functions: neither is traced again. A train
+function traced before (a warm-up `fit` without the callback) is kept as the
+plain one.
 
 One capture per optimizer, shared by every WeightCallback of the `fit`: each
 callback holds a `GradientTap` of its own (its variables, whether it wants the
@@ -83,8 +87,11 @@ class GradientCapture:
         self.optimizer = None
         self._method = None  # the wrapped attribute's name
         self._want = False
-        self._want_var = None
-        self._flags = None  # (False, True) as TF constants, for the bare assignment of _want_var
+        # TensorFlow, compiled: the train function `fit` made (`plain`), one of ours that also stores
+        # the gradients (`storing`), and whether the wrapper is tracing the latter (read at trace time)
+        self._plain = None
+        self._storing = None
+        self._tracing_store = False
         self._slots: dict[int, tuple] = {}  # id(tf variable) -> (keras variable, slot)
         self._eager = None  # [(gradient, keras variable)] of the last wanted batch
         self._taps: list = []  # weak references: a callback dropped without release stops counting
@@ -110,15 +117,7 @@ class GradientCapture:
             wrapper = self._tf_wrapper(original) if self.backend == "tensorflow" else self._torch_wrapper(original)
         object.__setattr__(opt, name, wrapper)  # an instance attribute shadows the method
         self.optimizer, self._method = opt, name
-        self._retrace()
         return None
-
-    def _retrace(self) -> None:
-        if (self.backend == "tensorflow" and not getattr(self.model, "run_eagerly", False)
-                and getattr(self.model, "train_function", None) is not None):
-            # one traced before (an earlier fit) would not call the wrapper (or not fill the slots
-            # just added); one fit has just made and not yet traced costs nothing to make again
-            self.model.make_train_function(force=True)
 
     def covers(self, variables) -> bool:
         return all(id(v) in self._ids for v in variables)
@@ -132,7 +131,7 @@ class GradientCapture:
             self._ids.update(id(v) for v in new)
             if self.backend == "tensorflow":
                 self._make_tf_slots()
-                self._retrace()  # the traced step fills the slots it knew when traced
+                self._storing = None  # a traced one fills the slots it knew when traced: made again
         for other in self._live_taps():
             # taps are made as a fit begins, when no batch is in flight: a tap still wanting one is
             # left from a fit that raised before on_train_end, and must not keep `want` on
@@ -149,9 +148,6 @@ class GradientCapture:
 
         strategy = getattr(self.model, "distribute_strategy", None) or tf.distribute.get_strategy()
         with strategy.scope():
-            if self._want_var is None:
-                self._want_var = tf.Variable(False, trainable=False, name="weighttui_want_grads",
-                                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             for v in self.variables:
                 tv = v.value
                 key = id(tv)
@@ -172,20 +168,14 @@ class GradientCapture:
                 if self._want:
                     self._eager = [(g, self._slots[id(v)][0]) for g, v in grads_and_vars
                                    if g is not None and id(v) in self._slots]
-            else:
-                pairs = [(g, self._slots[id(v)][1]) for g, v in grads_and_vars
-                         if g is not None and id(v) in self._slots]
-
-                def store():
-                    for g, slot in pairs:
-                        if isinstance(g, tf.IndexedSlices):  # embeddings: dense (per-replica values stay)
-                            g = tf.convert_to_tensor(g)
-                        distribution.extended.update(slot, lambda s, x: s.assign(tf.cast(x, s.dtype)),
-                                                     args=(g,), group=False)
-                    return tf.constant(True)
-
-                if pairs:
-                    tf.cond(self._want_var.read_value(), store, lambda: tf.constant(False))
+            elif self._tracing_store:  # tracing the capture's own train function: store the gradients
+                for g, v in grads_and_vars:
+                    if g is None or id(v) not in self._slots:
+                        continue
+                    if isinstance(g, tf.IndexedSlices):  # embeddings: dense (per-replica values stay)
+                        g = tf.convert_to_tensor(g)
+                    distribution.extended.update(self._slots[id(v)][1], lambda s, x: s.assign(tf.cast(x, s.dtype)),
+                                                 args=(g,), group=False)
             return original(distribution, grads_and_vars, learning_rate)
 
         return wrapped
@@ -207,24 +197,45 @@ class GradientCapture:
         flag = any(t.wanted for t in self._live_taps())
         if not flag:
             self._eager = None  # nothing wants the last batch's any more (every tap has moved on)
-        if flag == self._want:
-            return
         self._want = flag
-        var = self._want_var
-        if var is None:
-            return
-        if type(var).__name__ == "ResourceVariable":
-            # the bare op on a tensor made once: Variable.assign converts the value and checks its
-            # context first (in fit, 142 us of CPU a flip for the 83k MLP); reading back cost twice that
-            from tensorflow.python.ops import gen_resource_variable_ops
+        if self._slots:
+            self._route(flag)
 
-            if self._flags is None:
-                import tensorflow as tf
+    def _route(self, flag: bool) -> None:
+        """TensorFlow, compiled: the train function the next batch runs (`fit` looks up
+        `model.train_function` at every batch): ours, which stores the gradients, for a batch some
+        tap wants; `fit`'s own, untouched, for every other (a tf.cond on a flag variable in one
+        function cost 0.03-0.045 ms a batch, recorded or not, and each flip of the flag 0.065 ms)."""
+        model = self.model
+        current = getattr(model, "train_function", None)
+        if current is None or getattr(model, "run_eagerly", False):
+            return  # no fit under way, or an eager one (the wrapper keeps the tensors)
+        if current is not self._plain and current is not self._storing:
+            self._plain, self._storing = current, None  # fit made a new one (a first fit, compile() again)
+        if flag and self._storing is None:
+            self._storing = self._storing_function()
+        target = self._storing if flag else self._plain
+        if current is not target:
+            model.train_function = target
 
-                self._flags = (tf.constant(False), tf.constant(True))
-            gen_resource_variable_ops.assign_variable_op(var.handle, self._flags[flag])
-        else:  # a MirroredVariable: every replica's copy
-            var.assign(flag, read_value=False)
+    def _storing_function(self):
+        """A train function of its own, traced (at its first call) with the wrapper storing the gradients."""
+        model = self.model
+        plain = model.train_function
+        try:
+            model.make_train_function(force=True)
+            traced = model.train_function
+        finally:
+            model.train_function = plain
+
+        def storing(iterator):
+            self._tracing_store = True  # read by the wrapper only while tracing
+            try:
+                return traced(iterator)
+            finally:
+                self._tracing_store = False
+
+        return storing
 
     def slots(self, ids=None) -> list:
         """[(slot variable, keras variable)] (of the variables with these ids): where a compiled

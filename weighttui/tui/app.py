@@ -384,9 +384,13 @@ class WeightApp(App[int]):
             return False
         self._alerts_dirty = False
         self._alerts_at = time.monotonic()
+        snapshot = self.snapshot
         try:
-            alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
-                                             upto_row=self.row if self.position is not None else None)
+            if snapshot is not None:  # a snapshot the row view lacks: the alerts as of that snapshot
+                alerts = self._diagnose.diagnose(self.data.upto_snapshot(snapshot), self.diagnose_config)
+            else:
+                alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
+                                                 upto_row=self.row if self.position is not None else None)
         except Exception as exc:  # a bug in one rule must not end the viewer: the data stays on screen
             self._diagnose = None
             self.notify(inert(f"alerts disabled: {type(exc).__name__}: {exc}"), severity="error", markup=False)

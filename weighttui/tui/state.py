@@ -23,7 +23,7 @@ from textual.message import Message
 if TYPE_CHECKING:  # annotations only: the first screen of `watch` is painted before numpy and the reader load
     from weighttui.analysis.diagnose import Alert
     from weighttui.analysis.multirun import Metric, RunRow
-    from weighttui.data.run import RunData
+    from weighttui.data.run import RowsUpTo, RunData
     from weighttui.tui.multi_app import RunSlot
 
 
@@ -72,6 +72,26 @@ class RunView:
         if not 0 <= self.row < data.n:
             return None
         return int(data.steps[self.row]), int(data.epochs[self.row]), float(data.times[self.row])
+
+    @cached_property
+    def upto(self) -> tuple[RunData | RowsUpTo, int]:
+        """(rows, last row) as of the position, at full resolution: what the alerts, the layer
+        table's sort and the change table are computed on. At a row of the row view: the RunData
+        and `row` (its rows 0..row); at a snapshot it lacks: `RunData.upto_snapshot`, whose last
+        row is that snapshot."""
+        if self.snapshot is None:
+            return self.data, self.row
+        rows = self.data.upto_snapshot(self.snapshot)
+        return rows, rows.n - 1
+
+    @property
+    def snapshot_number(self) -> int:
+        """The position's index among all the run's snapshots (-1 without snapshots)."""
+        if self.snapshot is not None:
+            return self.snapshot
+        if not 0 <= self.row < self.data.n:
+            return -1
+        return int(self.data.snapshot_index[self.row])
 
     @property
     def step(self) -> int | None:

@@ -124,7 +124,7 @@ class ChangeTableScreen(RunScreen):
         view = self.view()
         if view.row < 0:
             return
-        setattr(self, f"mark_{which}", int(view.data.steps[view.row]))
+        setattr(self, f"mark_{which}", view.step)  # the position's own step, also between thinned rows
         self.refresh_data(force=True)
 
     def action_clear_marks(self) -> None:
@@ -151,12 +151,13 @@ class ChangeTableScreen(RunScreen):
     def refresh_data(self, force: bool = False) -> None:
         view = self.view()
         data = view.data
-        row = view.row
-        key = (data.resets, data.snapshot_count, data.n, row, self.window, self.mark_a, self.mark_b, id(data.run))
+        key = (data.resets, data.snapshot_count, data.n, view.row, view.snapshot, self.window, self.mark_a,
+               self.mark_b, id(data.run))
         if key == self._key and not force:
             return
         self._key = key
-        self.rows = change_table(data, row=row if row >= 0 else None, window=self.window,
+        rows, row = view.upto  # as of the position: a snapshot the thinned row view lacks is its own
+        self.rows = change_table(rows, row=row if row >= 0 else None, window=self.window,
                                  mark_a=self.mark_a, mark_b=self.mark_b, config=self.config)
         self._header(view)
         table = self.table
@@ -200,11 +201,10 @@ class ChangeTableScreen(RunScreen):
         self._header(view or self.view())
 
     def _header(self, view: RunView) -> None:
-        data, row = view.data, view.row
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append("changes", style="bold")
-        if row >= 0:
-            t.append(f" at step {int(data.steps[row])} (snapshot {row + 1}/{data.n})")
+        if view.step is not None:
+            t.append(f" at step {view.step} (snapshot {view.snapshot_number + 1}/{view.data.snapshot_count})")
         t.append(f" · mean over {self.window} snapshots · sorted by {LABELS[self.sort_key]} "
                  f"{'↓' if self.reverse else '↑'}", style="dim")
         stagnant = sum(1 for r in self.rows if r["flag"] == "stagnant")

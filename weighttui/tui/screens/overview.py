@@ -40,7 +40,7 @@ class OverviewScreen(RunScreen):
         self.collapsed: set[str] = set()
         self._rows: list[TensorRow] = []
         self._shape_key: tuple | None = None  # (resets, tensor count, run) the rows were built for
-        self._sorted_at: int | None = None
+        self._sorted_at: int | None = None  # the step the metric sort was computed at
         self._order: list[str] = []  # tensors in table order, folded groups included
 
     def compose(self) -> ComposeResult:
@@ -105,7 +105,8 @@ class OverviewScreen(RunScreen):
 
     def _arrange(self, view: RunView | None = None) -> None:
         view = view or self.view()
-        values = sort_values(view.data, self._rows, view.row, self.sort, view.alerts_by_tensor)
+        rows, row = view.upto  # as of the position: a snapshot the thinned row view lacks is its own
+        values = sort_values(rows, self._rows, row, self.sort, view.alerts_by_tensor)
         entries = arrange(self._rows, sort=self.sort, pattern=self.pattern, collapsed=self.collapsed,
                           sort_values=values)
         self.table.set_entries(entries)
@@ -114,15 +115,15 @@ class OverviewScreen(RunScreen):
             self._rows, sort=self.sort, pattern=self.pattern, collapsed=set(), sort_values=values)
         self._order = [e.name for e in unfolded if isinstance(e, TensorRow)]
         self.host.set_tensor_order(self._order)
-        self._sorted_at = view.row
+        self._sorted_at = view.step
         sortline = self.query_one("#sortline", Static)
         shown = sum(1 for e in entries if isinstance(e, TensorRow))
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append(f"{len(self._rows)} tensors", style="bold")
         line.append(f" · {sum(r.size for r in self._rows):,} params · sort: ", style="dim")
         line.append(self.sort, style="bold")
-        if self.sort not in ("model", "name") and self._sorted_at is not None and self._sorted_at >= 0:
-            line.append(f" (at step {int(view.data.steps[self._sorted_at])}, s to re-sort)", style="dim")
+        if self.sort not in ("model", "name") and self._sorted_at is not None:
+            line.append(f" (at step {self._sorted_at}, s to re-sort)", style="dim")
         if self.pattern:
             line.append("  filter: ", style="dim")
             line.append(self.pattern, style="bold yellow")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from weighttui.analysis.diagnose import RATIO_BAND, Alert, step_interval
-from weighttui.data.run import RunData
+from weighttui.data.run import RowsUpTo, RunData
 
 # The metric columns: (key, kind, stat, label, log scale)
 METRICS = (
@@ -209,9 +209,10 @@ def metric_values(data, cols: list[int], row: int,
     return out
 
 
-def sort_values(data: RunData, rows: list[TensorRow], row: int, sort: str,
+def sort_values(data: RunData | RowsUpTo, rows: list[TensorRow], row: int, sort: str,
                 alerts_by_tensor: Mapping[str, Sequence[Alert]]) -> dict[str, float]:
-    """The number each tensor is sorted by (largest first) for the metric sorts."""
+    """The number each tensor is sorted by (largest first) for the metric sorts, as of `row`
+    (the viewer passes `RunView.upto`: at a snapshot the row view lacks, that snapshot's values)."""
     if sort in ("model", "name") or not rows:
         return {}
     if sort == "alerts":

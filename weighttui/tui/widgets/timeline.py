@@ -46,7 +46,7 @@ def timeline_text(view: RunView, width: int) -> Text:
     step, epoch = view.step, view.epoch
     count = data.snapshot_count
     if count > n:  # thinned row view: the position among every snapshot (← → walk them all)
-        index = view.snapshot if view.snapshot is not None else int(data.snapshot_index[row])
+        index = view.snapshot_number
         label = f"  {index + 1}/{count}  step {step}"
         frac = index / max(1, count - 1)
     else:
