@@ -54,9 +54,15 @@ def cmd_import(args) -> int:
     except LogStopped as exc:  # the writer said why (cannot open, disk full ...)
         print(f"weighttui import: {args.out}: {exc}", file=sys.stderr)
         return 1
-    print(f"weighttui import: wrote {result['checkpoints']} snapshot(s) to {args.out}"
+    scalars_only = result.get("scalar_steps", 0)  # TensorBoard steps with scalars and no histograms
+    if result["checkpoints"] or not scalars_only:
+        wrote = f"{result['checkpoints']} snapshot(s)" + (f" and scalars at {scalars_only} more step(s)"
+                                                          if scalars_only else "")
+    else:
+        wrote = f"scalars at {scalars_only} step(s) (the event files hold no histograms)"
+    print(f"weighttui import: wrote {wrote} to {args.out}"
           + (f" ({result['skipped']} file(s) skipped)" if result["skipped"] else ""), file=sys.stderr)
-    return 0 if result["checkpoints"] else 1
+    return 0 if result["checkpoints"] or scalars_only else 1
 
 
 def is_checkpoint_dir(path: str) -> bool:
@@ -92,9 +98,18 @@ def wait_for_content(directory: str, *, poll: float = 0.5, say=None) -> None:
 
 
 def cache_log(directory: str) -> str:
+    """Where `watch DIR` imports a checkpoint directory: the user's cache directory, else (a read-only or
+    missing home, as on some compute nodes) a new temporary directory: the log is only a cache."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "weighttui", "import")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(folder)
+    except OSError:
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="weighttui-import-")
     key = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:12]
     name = os.path.basename(os.path.normpath(os.path.abspath(directory))) or "checkpoints"
     return os.path.join(folder, f"{name}-{key}.wtui")

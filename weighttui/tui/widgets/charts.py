@@ -7,7 +7,6 @@ so an unchanged chart is not rebuilt (plotext is the slow part of a screen).
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -34,14 +33,13 @@ def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np
     if n <= 2 * buckets or buckets < 1:
         return x, y
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-    keep: list[int] = []
-    for a, b in itertools.pairwise(edges):
-        if b <= a:
-            continue
-        seg = y[a:b]
-        i, j = a + int(np.argmin(seg)), a + int(np.argmax(seg))
-        keep.extend(sorted({i, j}))
-    index = np.asarray(keep, dtype=np.int64)
+    starts = edges[:-1][np.diff(edges) > 0]
+    bucket = np.repeat(np.arange(starts.size), np.diff(np.append(starts, n)))
+    picked = []
+    for extreme in (np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)):
+        at = np.flatnonzero(y == extreme[bucket])  # (finite values: each bucket has one at least)
+        picked.append(at[np.unique(bucket[at], return_index=True)[1]])  # the first, as argmin / argmax
+    index = np.unique(np.concatenate(picked))  # in x order; one point where min and max coincide
     return x[index], y[index]
 
 
