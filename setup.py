@@ -1,10 +1,12 @@
-"""Builds weighttui's two C extensions: the fused CPU statistics kernel, and the CRC-32 of the log
-format with carry-less multiplication (what a reader verifies every frame with; docs/store.md).
+"""Builds weighttui's three C extensions: the fused CPU statistics kernel, the CRC-32 of the log
+format with carry-less multiplication (what a reader verifies every frame with; docs/store.md), and
+the decoder of the common snapshot payload (log/native/frames.c; docs/store.md).
 
-Everything else is in pyproject.toml. Both are optional: without a C compiler the
+Everything else is in pyproject.toml. All three are optional: without a C compiler the
 install goes on and weighttui uses its torch-ops path instead of the kernel
 (slower on the CPU, same numbers; see docs/torch.md) and zlib.crc32 instead of
-the folded CRC (the same values, about 3 GB/s instead of 10+).
+the folded CRC (the same values, about 3 GB/s instead of 10+), and msgpack with the checks of
+log/records.py instead of the snapshot decoder (the same records, slower).
 """
 
 import os
@@ -26,6 +28,14 @@ setup(
         Extension(
             "weighttui._crc32",
             ["weighttui/log/native/crc32.c"],
+            depends=["weighttui/log/native/crc32_core.h"],
+            extra_compile_args=["-O2", "-std=gnu11"] if POSIX else [],
+            optional=True,
+        ),
+        Extension(
+            "weighttui._frames",
+            ["weighttui/log/native/frames.c"],
+            depends=["weighttui/log/native/crc32_core.h"],
             extra_compile_args=["-O2", "-std=gnu11"] if POSIX else [],
             optional=True,
         ),

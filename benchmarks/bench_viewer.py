@@ -6,6 +6,8 @@
                                                       # first screen, fully loaded, peak RSS
     python benchmarks/bench_viewer.py --only scroll --tensors 2000   # one part
     python benchmarks/bench_viewer.py --only replay   # ← → at full resolution on a thinned run (~30 s)
+    python benchmarks/bench_viewer.py --only bigreplay --big-log LOG   # `replay` on a big log as a user
+                                                      # walks it: first screen, keys, RSS from outside
 
 Logs are written frame by frame with synthetic statistics (the viewer's cost
 does not depend on the values). Prints one line per measurement; nothing here
@@ -490,6 +492,88 @@ def bench_big(tmp, megabytes, existing=None, readonly=False):
               flush=True)
 
 
+# `replay` on a big log as a user walks it, in a fresh process (headless, 160x48): the first screen,
+# the whole history, then keys; per key the wall and CPU time from the press to the screen drawn
+# (Pilot's press waits for the app to process it and paint).
+BIG_REPLAY = """
+import time
+t0 = time.monotonic()
+import asyncio, sys
+
+JOURNEY = (["right"] * 5 + ["shift+right"] * 3 + ["left"] * 3 + ["shift+left", "end", "left", "left"]
+           + ["s", "s", "s", "s", "s", "c", "a", "left", "left", "left", "b", "shift+left", "b", "escape"]
+           + ["enter", "left", "i", "i", "i", "left", "left", "o", "0", "d", "g", "w", "escape"])
+
+async def main(path):
+    from weighttui.tui.app import WeightApp
+    app = WeightApp(path, mode="replay", alerts=True)
+    first = first_cpu = None
+    async with app.run_test(size=(160, 48)) as pilot:
+        while True:
+            if first is None and app.first_data_at is not None:
+                first, first_cpu = app.first_data_at - t0, time.process_time()
+            if first is not None and app.data.end is not None and app.loading is None and not app.follower.backlog:
+                break
+            await pilot.pause(0.005)
+        loaded, loaded_cpu = time.monotonic() - t0, time.process_time()
+        await pilot.pause(1.1)  # the alerts at the first snapshot
+        keys = []
+        for key in JOURNEY:
+            t, c = time.perf_counter(), time.process_time()
+            await pilot.press(key)
+            keys.append((key, time.perf_counter() - t, time.process_time() - c))
+        with open("/proc/self/status") as fh:
+            hwm = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+        print("RESULT", first, first_cpu, loaded, loaded_cpu, hwm / 1024, app.data.n, app.data.snapshot_count,
+              flush=True)
+        for key, wall, cpu in keys:
+            print("KEY", key, wall, cpu, flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def bench_big_replay(tmp, megabytes, existing=None):
+    """`weighttui replay` on a big log as a user walks it (BIG_REPLAY), without an index and then with
+    the index it left; peak RSS measured from outside (childproc: VmHWM polled, CPU from wait4)."""
+    import shutil
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from childproc import wait_measured
+
+    path = existing
+    if path is None:
+        import make_big_log
+
+        path = os.path.join(tmp, "big.wtui")
+        make_big_log.make(path, size_mb=megabytes, tensors=200, bins=64, sample=8, full_every=2000)
+    size = os.path.getsize(path)
+    index = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.wtuidx")
+    shutil.rmtree(index, ignore_errors=True)  # (an index in the cache directory is not removed)
+    for label in ("no index", "with the index it left"):
+        load = os.getloadavg()[0]
+        proc = subprocess.Popen([sys.executable, "-c", BIG_REPLAY, path], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        code, cpu, peak = wait_measured(proc)
+        out, err = proc.communicate()
+        line = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
+        if code or not line:
+            print(err[-3000:])
+            return
+        first, first_cpu, loaded, loaded_cpu, hwm, rows, snaps = map(float, line[-1].split()[1:])
+        keys = [(k, float(w), float(c)) for _tag, k, w, c in (ln.split() for ln in out.splitlines()
+                                                                if ln.startswith("KEY"))]
+        worst = sorted(keys, key=lambda x: -x[1])[:5]
+        print(f"replay, big log {size / 2**20:.0f} MiB ({snaps:.0f} snapshots, {rows:.0f} rows), {label} (load "
+              f"{load:.1f}): first screen {first * 1000:.0f} ms after the interpreter started "
+              f"({first_cpu * 1000:.0f} ms CPU); whole history {loaded:.1f} s ({loaded_cpu:.1f} s CPU); "
+              f"{len(keys)} keys: wall median {statistics.median(k[1] for k in keys) * 1000:.0f} ms, CPU median "
+              f"{statistics.median(k[2] for k in keys) * 1000:.0f} ms; slowest "
+              + ", ".join(f"{k} {w * 1000:.0f}/{c * 1000:.0f} ms" for k, w, c in worst)
+              + f" (wall/CPU); peak RSS from outside {peak / 2**20:.0f} MB (VmHWM inside {hwm:.0f} MB); "
+              f"process CPU {cpu:.1f} s", flush=True)
+
+
 COLD = """
 import sys, time
 t0 = time.perf_counter()
@@ -679,7 +763,7 @@ def bench_paint_cpu(tmp, runs=7):
           f"{med(watch) * 1000:.0f} ms: {med(watch) / med(bare):.2f}x", flush=True)
 
 
-PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle", "tmux", "big", "replay")
+PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle", "tmux", "big", "replay", "bigreplay")
 DEFAULT_PARTS = ("first", "cold", "paintcpu", "latency", "live", "scroll", "idle")
 
 
@@ -700,7 +784,7 @@ def main():
     parts = [p for p in args.only.split(",") if p]
     if args.tmux:
         parts.append("tmux")
-    if args.big_mb or args.big_log:
+    if (args.big_mb or args.big_log) and "bigreplay" not in parts:
         parts.append("big")
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -728,6 +812,8 @@ def main():
             bench_tmux(tmp)
         if "big" in parts:
             bench_big(tmp, args.big_mb or 1024, args.big_log, args.big_readonly)
+        if "bigreplay" in parts:
+            bench_big_replay(tmp, args.big_mb or 1024, args.big_log)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
           f"(load average now {os.getloadavg()[0]:.1f})")
 

@@ -135,8 +135,8 @@ def test_one_reader_per_model_across_snapshots_callbacks_and_fits(tmp_path, monk
         assert run.steps.tolist() == [0, 4, 6, 8, 12]  # initial, every 4 batches, the end of epoch 0
         _s, g = run.series("sequential/dense/kernel", "norm", "grad")
         assert np.isfinite(g[-4:]).all()  # gradients at every recorded batch
-    # 4 weights + 4 gradient slots + the learning rate, planned once
-    assert made == [9]
+    # 4 weights + 4 gradient slots + the count of filled batches + the learning rate, planned once
+    assert made == [10]
 
 
 def test_a_failing_gradient_capture_costs_no_weights(tmp_path, monkeypatch, capfd):

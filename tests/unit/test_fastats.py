@@ -16,11 +16,17 @@ Without the built kernel the module is skipped, unless WEIGHTTUI_REQUIRE_KERNEL=
 
 from __future__ import annotations
 
+import ast
+import importlib.machinery
+import importlib.util
 import math
 import os
 import pathlib
+import platform
+import shutil
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -574,9 +580,29 @@ def test_narrow_delta_ranges():
 
 
 def joint_min(bins: int) -> int:
-    """The size from which the kernel counts (value bin, delta bin) pairs in one joint table
-    (fastats.c JOINT_MIN; bins^2 <= 4096): tensors at least this big take that path."""
-    return 32 * bins * bins
+    """The size from which the kernel counts (value bin, delta bin) pairs in one joint table,
+    or pairs of neighbouring elements of a lone histogram (fastats.c JOINT_MIN; bins^2 <= 4096):
+    tensors at least this big take that path."""
+    return kernel().JOINT_FACTOR * bins * bins
+
+
+@pytest.mark.parametrize("bins", [1, 2, 3, 7, 12, 64])
+@pytest.mark.parametrize("code", CODES)
+def test_pair_tables_of_one_histogram_on_edges(code, bins):
+    """A lone histogram of a tensor big enough for the pair tables (values without a previous
+    copy; the deltas of a constant tensor), of odd and even sizes around the threshold (an
+    odd group's last element is counted alone), its elements on numpy's edges and their
+    neighbours: the counts (both marginals of the pairs) equal numpy.histogram's."""
+    g = rng(70 + bins)
+    edges = edge_values(-1.0, 1.0, bins)
+    for n in (joint_min(bins) - 1, joint_min(bins), joint_min(bins) + 17, max(joint_min(bins), 5000) * 3 + 5):
+        x32 = g.choice(edges, n).astype(np.float32)
+        _, _, status = check_snapshot([as_code(x32, code)], codes=[code], bins=bins)
+        assert status[0] == 0, (n, status)
+        ones = np.ones(n, dtype=np.float32)  # constant values: the deltas' histogram alone
+        p32 = (ones - x32).astype(np.float32)
+        _, raw_d, status = check_snapshot([as_code(ones, code)], [as_code(p32, code)], [code], bins=bins, copy=True)
+        assert status[0] == 0 and raw_d[0, N_RAW:].sum() == n, (n, status)
 
 
 @pytest.mark.parametrize("bins", [1, 2, 3, 7, 12, 64])
@@ -1021,3 +1047,167 @@ def test_property_random_tensors(batch, bins, copy):
     _, _, status = check_snapshot(xs, prevs, codes, bins=bins, copy=copy)
     for p, code, st_ in zip(prevs, codes, status, strict=True):  # what was covered (--hypothesis-show-statistics)
         event(f"dtype {code}, {'delta' if p is not None else 'weights only'}, status {st_}")
+
+
+# ------------------------------------------------------------ ISA variants
+#
+# The hot loops are compiled for AVX-512, AVX2 and the baseline and picked at load time
+# (fastats.c HOT). Each variant must give the same bits: these tests build fastats.c once
+# per variant this CPU can run, with setup.py's flags, and compare every output with the
+# installed build's on inputs where a difference in rounding would show.
+
+
+def _setup_kernel_flags() -> list[str]:
+    """setup.py's KERNEL_FLAGS, read from its source (setup.py runs setup() when imported)."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "KERNEL_FLAGS" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise AssertionError("setup.py defines no KERNEL_FLAGS")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+ISA_DEFINES = {"baseline": ["-DWEIGHTTUI_FASTATS_BASELINE"], "avx2": ['-DWEIGHTTUI_FASTATS_TARGET="avx2"'],
+               "avx512f": ['-DWEIGHTTUI_FASTATS_TARGET="avx512f"']}
+
+
+def _load_as(path: pathlib.Path, tag: str):
+    loader = importlib.machinery.ExtensionFileLoader(f"{tag}._fastats", str(path))
+    spec = importlib.util.spec_from_file_location(f"{tag}._fastats", str(path), loader=loader)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def isa_builds(tmp_path_factory):
+    """{variant: module}: fastats.c built for the baseline and for each of AVX2 and AVX-512 the CPU has."""
+    kernel()
+    if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")):
+        pytest.skip("the ISA variants are built on x86-64 Linux only")
+    cc_var = (sysconfig.get_config_var("CC") or "cc").split()
+    cc = shutil.which(cc_var[0]) or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler to build the variants with")
+    include = sysconfig.get_paths()["include"]
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    out = tmp_path_factory.mktemp("isa")
+    cpu = _cpu_flags()
+    want = ["baseline"] + [v for v in ("avx2", "avx512f") if v in cpu]
+    procs = {}
+    for v in want:  # built side by side
+        so = out / f"{v}{suffix}"
+        cmd = [cc, "-shared", "-fPIC", *_setup_kernel_flags(), f"-I{include}", *ISA_DEFINES[v],
+               str(ROOT / "weighttui/record/native/fastats.c"), "-o", str(so)]
+        procs[v] = (so, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    mods = {}
+    for v, (so, proc) in procs.items():
+        log = proc.communicate()[0].decode(errors="replace")
+        assert proc.returncode == 0, f"building the {v} variant failed:\n{log}"
+        mods[v] = _load_as(so, f"_wtisa_{v}")
+    return mods
+
+
+def _isa_cases():
+    """(name, xs, prevs, codes, bins, copy, extras) of inputs where rounding differences would show."""
+    g = rng(99)
+    cases = []
+    for code in CODES:
+        for n in (1, 15, 17, 257, 4097, 16383, 16384 + 17, 300_001):
+            x32 = random_values(n, n, scale=0.05)
+            xs, ps = as_code(x32, code), as_code(step_from(x32, n + 1), code)
+            for bins in (7, 64):
+                cases.append((f"normal {code} n={n} B={bins}", [xs], [ps.copy()], [code], bins, True, None))
+            cases.append((f"values only {code} n={n}", [xs], [None], [code], 64, False, None))
+    for lo, hi in EDGE_RANGES:
+        for bins in (7, 64, 4096):
+            lo32, hi32 = float(np.float32(lo)), float(np.float32(hi))
+            vals = edge_values(lo32, hi32, bins)
+            x = np.resize(vals, 20_001)
+            g.shuffle(x)
+            p = np.resize(edge_values(lo32 / 2, hi32 / 2, bins), x.size)
+            cases.append((f"edges [{lo}, {hi}] B={bins}", [x, x[::-1].copy()], [p, None], [F32, F32], bins, True,
+                          None))
+    x = random_values(50_000, 5)
+    lr = np.float32(1e-3)
+    sign = np.where(g.random(x.size) < 0.5, lr, -lr).astype(np.float32)
+    cases.append(("constant shift", [x], [(x - lr).astype(np.float32)], [F32], 64, True, None))
+    cases.append(("+-lr", [x], [(x - sign).astype(np.float32)], [F32], 64, True, None))
+    cases.append(("+-lr float64", [x.astype(np.float64)], [(x - sign).astype(np.float64)], [F64], 64, True, None))
+    den = (g.integers(-1000, 1000, 40_000) * np.float32(1e-45)).astype(np.float32)  # subnormals
+    cases.append(("denormals", [den], [np.roll(den, 1)], [F32], 64, True, None))
+    z = np.where(g.random(40_000) < 0.5, np.float32(0.0), np.float32(-0.0)).astype(np.float32)
+    z[::97] = np.float32(1e-3)
+    cases.append(("+-0.0", [z, np.zeros(40_000, np.float32)], [-z, np.full(40_000, -0.0, np.float32)],
+                  [F32, F32], 64, True, None))
+    bad = random_values(40_000, 6)
+    bad[12_345] = np.nan
+    cases.append(("NaN handed back", [bad, x], [x[:40_000].copy(), None], [F32, F32], 64, True, None))
+    narrow = ulps_from(1.0, 40)[g.integers(0, 40, 30_000)]
+    cases.append(("narrow", [narrow, narrow.astype(np.float64)], [None, None], [F32, F64], 64, False, None))
+    # the instruments that read every element, in the same passes
+    for code in (F32, BF16, F64):
+        rows, cols = 300, 257
+        x32 = random_values(rows * cols, 7, scale=0.05)
+        xs, ps = as_code(x32, code), as_code(step_from(x32, 8), code)
+        x0 = as_code(random_values(x32.size, 9, scale=0.05), code)
+        s0, s1 = as_code(random_values(x32.size, 10, 1e-3), code), as_code(random_values(x32.size, 11, 1e-4), code)
+        v, vd = rng(12).standard_normal(cols), rng(13).standard_normal(cols)
+        idx = rng(14).integers(0, x32.size, 100).astype(np.int64)
+        need = 8 + rows + 2 * (rows + cols) + idx.size
+        cases.append((f"extras {code}", [xs], [ps], [code], 64, True,
+                      [(x0, rows, True, v, vd, idx, (s0, s1), need)]))
+    return cases
+
+
+def _isa_run(mod, xs, prevs, codes, bins, copy, extras):
+    """Every output of one call: status, raw rows (NaN where not written), prevs after, extras' out."""
+    t = len(xs)
+    raw_w, raw_d = np.full((t, N_RAW + bins), np.nan), np.full((t, N_RAW + bins), np.nan)
+    prevs = [None if p is None else p.copy() for p in prevs]
+    args = [list(xs), prevs, bytes(codes), bins, raw_w, raw_d, copy, 1]
+    outs = []
+    if extras is not None:
+        ex = []
+        for x0, rows, units, v, vd, idx, states, need in extras:
+            out = np.full(need, np.nan)
+            outs.append(out)
+            ex.append((x0, rows, units, v, vd, idx, states, out))
+        args.append(ex)
+    status = mod.snapshot(*args)
+    return [status, raw_w.tobytes(), raw_d.tobytes(), *[b"" if p is None else p.tobytes() for p in prevs],
+            *[o.tobytes() for o in outs]]
+
+
+def test_isa_variant_that_runs():
+    """The installed build says which variant of the hot loops runs: on a CPU with AVX-512
+    (or AVX2) the clone for it, unless the compiler had no target_clones (then the baseline)."""
+    isa = kernel().ISA
+    assert isa in ("baseline", "avx2", "avx512f")
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64" and isa != "baseline":
+        assert isa == ("avx512f" if "avx512f" in _cpu_flags() else "avx2")
+
+
+def test_isa_variants_give_the_same_bits(isa_builds):
+    """Every variant this CPU runs (baseline SSE2, AVX2, AVX-512) against the installed build
+    (the clone the loader picked): status, rows, histograms, the previous copies after copy and
+    the instruments' outputs equal bit for bit, for every dtype, on bin edges, constant shifts,
+    +-lr updates, subnormals, +-0.0, NaN, narrow ranges and the joint/pair table sizes."""
+    for v, mod in isa_builds.items():
+        assert mod.ISA == v, (v, mod.ISA)
+    for name, xs, prevs, codes, bins, copy, extras in _isa_cases():
+        want = _isa_run(kernel(), xs, prevs, codes, bins, copy, extras)
+        for v, mod in isa_builds.items():
+            got = _isa_run(mod, xs, prevs, codes, bins, copy, extras)
+            for k, (a, b) in enumerate(zip(want, got, strict=True)):
+                assert a == b, f"{name}: the {v} variant differs from the installed build ({kernel().ISA}), output {k}"

@@ -464,15 +464,20 @@ def test_unit_health_counts_against_a_direct_computation():
         def __init__(self, i):
             self.id, self.name = i, f"t{i}"
 
-    infos = [Info(i) for i in range(5)]
+    infos = [Info(i) for i in range(6)]
     health = inst.UnitHealth()
     streak: dict[int, np.ndarray] = {}
     reported: dict[tuple[int, str], int] = {}
     for step in range(12):
-        sizes = {0: 7, 1: 1, 2: 40, 3: 9 if step < 6 else 11, 4: 3}
-        rows = [r for r in range(5) if not (r == 4 and step % 3 == 0)]
+        sizes = {0: 7, 1: 1, 2: 40, 3: 9 if step < 6 else 11, 4: 3, 5: 8}
+        rows = [r for r in range(6) if not (r == 4 and step % 3 == 0)]
         w = {r: np.abs(rng.standard_normal(sizes[r])) for r in rows}
         w[2][[3, 17]] *= 50.0  # exploding
+        # norms within 10x of each other (the medians' shortcut: none can explode), and at odd steps
+        # one unit 10.5x the smallest (no shortcut) or 30x (exploding)
+        w[5] = 1.0 + rng.random(8)
+        if step % 2:
+            w[5][0] = 10.5 * w[5].min() if step % 4 == 1 else 30.0
         if step == 4:
             w[0][2] = np.nan
         if step == 7:
@@ -513,3 +518,40 @@ def test_unit_health_counts_against_a_direct_computation():
                                    rtol=1 / 128)
         gv = np.concatenate([g[r] if r in g else np.full(sizes[r], np.nan) for r in rows])
         np.testing.assert_allclose(decode_array(payload["grad"]), gv, rtol=1 / 128)
+
+
+def test_update_cosines_many_at_once_is_one_by_one():
+    """UpdateCosines.update_many (small tensors computed together) gives update()'s numbers, with
+    tensors coming and going, changing size, gradients missing, NaN values and frozen tensors."""
+    rng = np.random.default_rng(5)
+    one, many = inst.UpdateCosines(), inst.UpdateCosines()
+    sizes = {"a": 3, "b": 64, "c": inst.COS_BATCH_MAX, "d": inst.COS_BATCH_MAX + 1, "e": 500, "f": 1}
+    xs = {k: rng.standard_normal(n) for k, n in sizes.items()}
+    for step in range(9):
+        keys = [k for k in sizes if not (k == "b" and step == 3)]
+        if step == 5:
+            xs["e"] = rng.standard_normal(700)  # a new size: no update to compare with
+        for k in keys:
+            if not (k == "f" and step > 4):  # f frozen: a zero update
+                xs[k] = xs[k] + rng.standard_normal(xs[k].size) * 0.1
+        vals = {k: xs[k].copy() for k in keys}
+        if step == 6:
+            vals["a"][1] = np.nan
+        gs = {k: (None if (k == "c" and step % 2) else rng.standard_normal(vals[k].size)) for k in keys}
+        want = np.array([one.update(k, vals[k], gs[k]) for k in keys])
+        got = many.update_many(keys, [vals[k] for k in keys], [gs[k] for k in keys])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
+        assert np.isnan(got).sum() == np.isnan(want).sum()
+
+
+def test_bf16_bits_rounds_to_nearest_even():
+    """bf16_bits against the rounding done in 64-bit integers, over every float32 class."""
+    rng = np.random.default_rng(2)
+    f = np.concatenate([(rng.standard_normal(1000) * 10.0 ** rng.integers(-30, 30, 1000)).astype(np.float32),
+                        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, np.finfo(np.float32).max,
+                                  -np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1e-45], dtype=np.float32)])
+    f = np.concatenate([f, (f.view(np.uint32) | 0x7FFF).view(np.float32),
+                        (f.view(np.uint32) & ~np.uint32(0xFFFF) | 0x8000).view(np.float32)])
+    u = f.view(np.uint32).astype(np.uint64)
+    want = np.where(np.isnan(f), np.uint16(0x7FC0), ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16))
+    np.testing.assert_array_equal(inst.bf16_bits(f), want)

@@ -54,9 +54,15 @@ def cmd_import(args) -> int:
     except LogStopped as exc:  # the writer said why (cannot open, disk full ...)
         print(f"weighttui import: {args.out}: {exc}", file=sys.stderr)
         return 1
-    print(f"weighttui import: wrote {result['checkpoints']} snapshot(s) to {args.out}"
+    scalars_only = result.get("scalar_steps", 0)  # TensorBoard steps with scalars and no histograms
+    if result["checkpoints"] or not scalars_only:
+        wrote = f"{result['checkpoints']} snapshot(s)" + (f" and scalars at {scalars_only} more step(s)"
+                                                          if scalars_only else "")
+    else:
+        wrote = f"scalars at {scalars_only} step(s) (the event files hold no histograms)"
+    print(f"weighttui import: wrote {wrote} to {args.out}"
           + (f" ({result['skipped']} file(s) skipped)" if result["skipped"] else ""), file=sys.stderr)
-    return 0 if result["checkpoints"] else 1
+    return 0 if result["checkpoints"] or scalars_only else 1
 
 
 def is_checkpoint_dir(path: str) -> bool:

@@ -66,8 +66,8 @@ def _raw(x, prev, bins: int):
         p2 = jnp.sum(jnp.where(ok, p * p, 0.0))
     m = jnp.sum(ok).astype(jnp.float64)
     fin = jnp.where(ok, v, 0.0)
-    lo = jnp.min(jnp.where(ok, v, jnp.inf))
-    hi = jnp.max(jnp.where(ok, v, -jnp.inf))
+    lo = jnp.min(jnp.where(ok, v, jnp.inf), initial=jnp.inf)  # initial: a zero-size leaf has no min
+    hi = jnp.max(jnp.where(ok, v, -jnp.inf), initial=-jnp.inf)
     c = jnp.where(m > 0, jnp.sum(fin) / jnp.maximum(m, 1.0), 0.0) if prev is None else jnp.float64(0.0)
     t = jnp.where(ok, v - c, 0.0)
     s1 = jnp.sum(t)

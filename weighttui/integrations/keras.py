@@ -206,8 +206,10 @@ class WeightCallback(keras.callbacks.Callback):
                 rec.scalars(step, epoch=epoch, **scalars)
             return  # a subclassed model before fit built it
         grad_arrays = None
+        slots = False  # the grads are the capture's slot variables (TF): filled by this batch only if applied
         if grads is None and self._capture is not None:
             grads = self._capture.take()  # the gradients of the batch just done, if it was wanted
+            slots = grads is not None and self._capture.capture._eager is None
         if self._device is None:
             self._device = _on_accelerator(tracked[0][1])
         rs = self._read_set(tracked)
@@ -219,6 +221,8 @@ class WeightCallback(keras.callbacks.Callback):
             if keras.backend.backend() == "torch":
                 done = self._record_torch(step, tracked, epoch, batch, full, pairs if grads is not None else None)
             else:
+                if slots and not self._applied():
+                    grads = None
                 grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
                                for g, name in pairs} if grads is not None else None
                 done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
@@ -240,7 +244,7 @@ class WeightCallback(keras.callbacks.Callback):
                 self._add_learning_rate(scalars, float(host[rs.lr_at]) if lr_value is rs.lr else lr_value)
             arrays = dict(zip(rs.names, host, strict=False))
             grad_arrays = None
-            if grads is not None:
+            if grads is not None and (not slots or self._applied(host[rs.fills_at] if rs.fills_at else None)):
                 at, more = rs.slot_at, iter(host[len(rs.items):])
                 grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
             # docs/instruments.md: the optimizer's state now
@@ -248,6 +252,14 @@ class WeightCallback(keras.callbacks.Callback):
             done = self._snapshot(step, arrays, epoch, batch, grad_arrays, full, optim, scalars)
         if done:
             self._last_recorded = step
+
+    def _applied(self, fills=None) -> bool:
+        """Whether the optimizer applied the batch just done, so that the gradient slots hold its gradients
+        (keras_grads.GradientCapture.applied); `fills` as read with the weights, else read here."""
+        capture = self._capture.capture if self._capture is not None else None
+        if capture is None or capture.fills is None:
+            return True
+        return capture.applied(int(fills if fills is not None else _read_host([capture.fills])[0]))
 
     def _optimizer_state(self, tracked) -> dict | None:
         """optimizer_state() with its slot variables (Adam's moments ...) read by one kept reader (views
@@ -574,6 +586,11 @@ class _ReadSet:
             if id(v) in self.names_of and type(slot).__name__ == "ResourceVariable":
                 self.slot_at[id(slot)] = len(self.items)
                 self.items.append(slot)
+        self.fills_at = None  # the capture's count of filled batches, read with the slots
+        fills = capture.capture.fills if capture is not None else None
+        if self.slot_at and fills is not None and type(fills).__name__ == "ResourceVariable":
+            self.fills_at = len(self.items)
+            self.items.append(fills)
         self.lr_at = len(self.items)
         if lr is not None:
             self.items.append(lr)

@@ -94,6 +94,13 @@ class GradientCapture:
         self._tracing_store = False
         self._slots: dict[int, tuple] = {}  # id(tf variable) -> (keras variable, slot)
         self._eager = None  # [(gradient, keras variable)] of the last wanted batch
+        # TF: counts the wanted batches whose gradients reached the slots. A LossScaleOptimizer skips
+        # the update of a batch whose scaled gradients overflowed (gradient accumulation applies only
+        # every n-th batch): the slots then still hold an earlier batch's, which must not be logged
+        self.fills = None
+        self._fills_seen = 0
+        self._judged: tuple[int, bool] | None = None  # (batch generation, applied) of the last judgement
+        self._gen = 0  # moves at every batch_begin of any tap: which batch a judgement is about
         self._taps: list = []  # weak references: a callback dropped without release stops counting
 
     # ------------------------------------------------------------ setup
@@ -148,6 +155,9 @@ class GradientCapture:
 
         strategy = getattr(self.model, "distribute_strategy", None) or tf.distribute.get_strategy()
         with strategy.scope():
+            if self.fills is None:
+                self.fills = tf.Variable(0, dtype=tf.int64, trainable=False, name="weighttui_grad_fills",
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             for v in self.variables:
                 tv = v.value
                 key = id(tv)
@@ -176,6 +186,7 @@ class GradientCapture:
                         g = tf.convert_to_tensor(g)
                     distribution.extended.update(self._slots[id(v)][1], lambda s, x: s.assign(tf.cast(x, s.dtype)),
                                                  args=(g,), group=False)
+                distribution.extended.update(self.fills, lambda s: s.assign_add(1), group=False)
             return original(distribution, grads_and_vars, learning_rate)
 
         return wrapped
@@ -246,9 +257,19 @@ class GradientCapture:
         """[(gradient, keras variable)] of the last wanted batch, for the variables with these ids."""
         if self._eager is not None:
             return [(g, v) for g, v in self._eager if id(v) in ids]
-        if self._slots:  # the slot variables themselves: the callback reads them with the weights
+        if self._slots and not getattr(self.model, "run_eagerly", False):
+            # the slot variables themselves: the callback reads them with the weights and `fills`, and
+            # asks applied() (eagerly the slots are never filled: an update not applied left no gradients)
             return self.slots(ids)
         return None
+
+    def applied(self, fills: int) -> bool:
+        """Whether the slots hold the last wanted batch's gradients, given `fills` read after it.
+        Every tap that takes the same batch gets the same answer."""
+        if self._judged is None or self._judged[0] != self._gen:
+            self._judged = (self._gen, fills != self._fills_seen)
+            self._fills_seen = fills
+        return self._judged[1]
 
 
 class GradientTap:
@@ -265,6 +286,7 @@ class GradientTap:
         """Before a batch: whether this callback wants its gradients (others may want them too)."""
         self._fresh = False
         self.wanted = bool(wanted) and self.attached
+        self.capture._gen += 1
         if self.attached:
             # every tap has taken the last batch's gradients by now (on_train_batch_end and
             # on_epoch_end of all callbacks run before the next batch begins)

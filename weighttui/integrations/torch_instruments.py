@@ -128,6 +128,8 @@ class TorchInstruments:
         self._flats: dict[int, tuple] = {}  # id(tensor) -> (tensor, data_ptr, its kernel view): see _flat
         self._states: dict[int, tuple] = {}  # id(param) -> (param, m, v, their data_ptrs, kernel views): _states_fused
         self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
+        self._gplan: tuple | None = None  # (entries, router, rows, plan): see _grad_plan
+        self._splan: tuple | None = None  # (entries, router, plan): see _start_plan
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
@@ -136,6 +138,7 @@ class TorchInstruments:
         for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx, self._flats,
                   self._states):
             d.clear()
+        self._gplan = self._splan = None
 
     # ------------------------------------------------------------ helpers
 
@@ -228,24 +231,46 @@ class TorchInstruments:
         kernel.Extras to give router.rows(grads, extras=...) (None: none), then call grads_done()."""
         self._grads, self._gunits, self._gpending = {}, {}, []
         fuse = router is not None and torch_native.has_extras()
+        plan = self._grad_plan(entries, rows, grads, router if fuse else None)
         extras: list | None = [None] * len(grads) if fuse else None
         with torch.no_grad():
-            for k, (i, g) in enumerate(zip(rows, grads, strict=True)):
-                if not (g.is_floating_point() and g.numel() == entries[i].tensor.numel()):
+            for k, name, size, dtype, cos, units, ex in plan:
+                g = grads[k]
+                if g.dtype != dtype or g.numel() != size:
                     continue
-                name = entries[i].name
-                mn = ref.matrix_shape(tuple(g.shape))
-                cos, units = "cos" in self.chosen, "units" in self.chosen and mn is not None
-                if not (cos or units):
-                    continue
-                if extras is not None and router.takes(g):
-                    ex = kernel.Extras(rows=mn[0] if units and mn else 0, units=units,
-                                       idx=self._host_idx(name, g.numel()) if cos else None)
+                if ex is not None and extras is not None:
+                    ex.w_done = False  # (kept from snapshot to snapshot: a row the kernel skips is not done)
                     extras[k] = ex
                     self._gpending.append((name, g, ex, cos, units))
                 else:
                     self._grads_torch(name, g, cos, units)
         return extras if extras is not None and self._gpending else None
+
+    def _grad_plan(self, entries, rows, grads, router) -> list:
+        """What take_grads does per gradient: (position, name, size, dtype, cos, units, the kernel.Extras
+        when the router's kernel takes it), built when the tensors or the rows with a gradient change,
+        else kept (the Extras too: their inputs are the same, the kernel writes fresh outputs). A
+        gradient the kernel does not take after all (not contiguous) is handed back to torch ops."""
+        got = self._gplan
+        if got is not None and got[0] is entries and got[1] is router and got[2] == rows:
+            return got[3]
+        plan = []
+        for k, (i, g) in enumerate(zip(rows, grads, strict=True)):
+            size = entries[i].tensor.numel()
+            if not (g.is_floating_point() and g.numel() == size):
+                continue
+            name = entries[i].name
+            mn = ref.matrix_shape(tuple(g.shape))
+            cos, units = "cos" in self.chosen, "units" in self.chosen and mn is not None
+            if not (cos or units):
+                continue
+            ex = None
+            if router is not None and router.takes(g):
+                ex = kernel.Extras(rows=mn[0] if units and mn else 0, units=units,
+                                   idx=self._host_idx(name, size) if cos else None)
+            plan.append((k, name, size, g.dtype, cos, units, ex))
+        self._gplan = (entries, router, list(rows), plan)
+        return plan
 
     def _grads_torch(self, name: str, g: torch.Tensor, cos: bool, units: bool) -> None:
         if cos:
@@ -279,19 +304,20 @@ class TorchInstruments:
         pend.grad_samples, self._grads = self._grads, {}
         pend.grad_units, self._gunits = self._gunits, {}
         fuse = router is not None and torch_native.has_extras()
-        for i, (e, x) in enumerate(zip(entries, xs, strict=True)):
-            if not x.is_floating_point() or x.numel() == 0:
+        plan, fresh = self._start_plan(entries, xs, router if fuse else None)
+        dist, init = "dist_init" in self.chosen, self._init
+        for i, (e, x, (mn, takes)) in enumerate(zip(entries, xs, plan, strict=True)):
+            if mn is False:  # not a float tensor, or empty
                 continue
             prev = prevs[i] if prevs is not None else None
             if prev is not None and prev.shape != x.shape:
                 prev = None
-            mn = ref.matrix_shape(tuple(x.shape))
             if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
                 pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
-            if "dist_init" in self.chosen:
+            if dist and (fresh or e.name not in init):  # (same plan: same shapes and devices as checked)
                 self._take_init(pend, i, e.name, x)
-            if fuse and router.takes(x):
-                pair = prev is not None and torch_native.takes_pair(x, prev)
+            if takes:
+                pair = "sigma" in self.chosen and prev is not None and torch_native.takes_pair(x, prev)
                 pend.extras[i] = self._extras(pend, i, e.name, x, prev, mn, pair)
                 continue
             self._sigma_torch(pend, i, e.name, x, prev, mn, weights=True, delta=True)
@@ -303,6 +329,19 @@ class TorchInstruments:
             if ex.x0 is None and not ex.rows and ex.idx is None and not ex.states:
                 del pend.extras[i]  # nothing for the kernel to do: no extras (whole-tensor passes)
         return pend
+
+    def _start_plan(self, entries, xs, router) -> tuple[list, bool]:
+        """Per tensor (its matrix shape, None below 2-D, False where start() skips it; whether the
+        router's kernel takes it), and whether the plan is new: kept while the tensors are the same
+        (the entries list the TensorPlan keeps until a tensor, shape, dtype or device changes). A
+        tensor the kernel does not take after all is handed back to torch ops (after_kernel)."""
+        got = self._splan
+        if got is not None and got[0] is entries and got[1] is router:
+            return got[2], False
+        plan = [(False if not x.is_floating_point() or x.numel() == 0 else ref.matrix_shape(tuple(x.shape)),
+                 router is not None and router.takes(x)) for x in xs]
+        self._splan = (entries, router, plan)
+        return plan, True
 
     def _take_init(self, pend: _Pending, i: int, name: str, x: torch.Tensor) -> None:
         """The initial copy of x for dist_init, the first time (within the budget)."""
@@ -427,10 +466,9 @@ class TorchInstruments:
             self._grad_sample(pend, i, name)
 
     def _optim_start(self, pend: _Pending, entries, optimizer) -> None:
-        groups = param_groups(optimizer)
         want: dict[tuple, list[torch.Tensor]] = {}
-        for i, e in enumerate(entries):
-            got = optim_state(optimizer, groups, e.tensor) if e.is_param else None
+        states = optim_states(optimizer, [e.tensor if e.is_param else None for e in entries])
+        for i, (e, got) in enumerate(zip(entries, states, strict=True)):
             if got is None:
                 continue
             m, v, hyper = got
@@ -533,8 +571,9 @@ class TorchInstruments:
         samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
         if samples:
             grads = {i: host[k] for i, k in pend.gs.items()} | pend.g_host
-            for i, xs in samples.items():
-                d[i, 0], d[i, 1] = self.cosines.update(entries[i].name, xs, grads.get(i))
+            at = list(samples)
+            d[at, :2] = self.cosines.update_many([entries[i].name for i in at], list(samples.values()),
+                                                 [grads.get(i) for i in at])
         optim = None
         if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
@@ -598,26 +637,50 @@ def param_groups(optimizer) -> dict[int, dict]:
     return {id(p): g for g in optimizer.param_groups for p in g["params"]}
 
 
-def optim_state(optimizer, groups: dict[int, dict], param: torch.Tensor):
-    """(m, v, (lr, step, beta2, eps)) of one parameter under torch's Adam/AdamW (exp_avg,
-    exp_avg_sq) or SGD momentum (momentum_buffer) state, m or v None where the optimizer keeps
-    none; None for a tensor the optimizer does not hold, or before its moments exist (they start
-    at the first step). One reading of the state for the whole and the sharded instruments."""
-    group = groups.get(id(param))
-    if group is None:
-        return None
-    state = optimizer.state.get(param) or {}
-    m = state.get("exp_avg")
-    if m is None:
-        m = state.get("momentum_buffer")
-    v = state.get("exp_avg_sq")
-    if m is None and v is None and ("betas" in group or group.get("momentum")):
-        return None
-    step = state.get("step", 0)
-    step = float(step.item() if torch.is_tensor(step) else step)
-    lr = group.get("lr", math.nan)
-    lr = float(lr.item() if torch.is_tensor(lr) else lr)
-    return m, v, (lr, step, float(group.get("betas", (0.9, 0.999))[1]), float(group.get("eps", 1e-8)))
+def optim_states(optimizer, params) -> list:
+    """Per parameter (None: not one), (m, v, (lr, step, beta2, eps)) under torch's Adam/AdamW (exp_avg,
+    exp_avg_sq) or SGD momentum (momentum_buffer) state, m or v None where the optimizer keeps none;
+    None for a tensor the optimizer does not hold, or before its moments exist (they start at the
+    first step). One reading of the state for the whole and the sharded instruments.
+
+    Each parameter group's hyperparameters are read once, and the steps torch keeps as tensors (one
+    per parameter; on the device with capturable=True) in one host read per device and dtype
+    instead of an .item() (a sync on a GPU) each."""
+    groups = param_groups(optimizer)
+    hyper: dict[int, tuple[float, float, float]] = {}
+    out: list = []
+    tensor_steps: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+    for param in params:
+        group = None if param is None else groups.get(id(param))
+        if group is None:
+            out.append(None)
+            continue
+        state = optimizer.state.get(param) or {}
+        m = state.get("exp_avg")
+        if m is None:
+            m = state.get("momentum_buffer")
+        v = state.get("exp_avg_sq")
+        if m is None and v is None and ("betas" in group or group.get("momentum")):
+            out.append(None)
+            continue
+        h = hyper.get(id(group))
+        if h is None:
+            lr = group.get("lr", math.nan)
+            h = hyper[id(group)] = (float(lr.item() if torch.is_tensor(lr) else lr),
+                                    float(group.get("betas", (0.9, 0.999))[1]), float(group.get("eps", 1e-8)))
+        step = state.get("step", 0)
+        if torch.is_tensor(step) and step.numel() == 1:
+            tensor_steps.setdefault((step.device, step.dtype), []).append((len(out), step))
+            step = math.nan  # read below
+        elif torch.is_tensor(step):  # (no step torch keeps)
+            step = float(step.reshape(-1)[0].item()) if step.numel() else 0.0
+        out.append((m, v, (h[0], float(step), h[1], h[2])))
+    for ts in tensor_steps.values():
+        values = torch.stack([t.detach().reshape(()) for _, t in ts]).tolist()
+        for (k, _), value in zip(ts, values, strict=True):
+            m, v, (lr, _nan, beta2, eps) = out[k]
+            out[k] = (m, v, (lr, float(value), beta2, eps))
+    return out
 
 
 def _queue(want: dict, t: torch.Tensor | None):

@@ -11,7 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
@@ -58,6 +58,20 @@ def zlib_crc32_blocks(data, block: int) -> list:
 crc32 = _fast_crc32 if _ACCELERATED else zlib.crc32
 crc32_blocks = _fast_blocks if _ACCELERATED else zlib_crc32_blocks
 
+# weighttui._frames (setup.py, optional): a snapshot payload of the usual shape decoded in one C call
+# into what records.parse_prepared finishes, or None for anything else (then msgpack and
+# records.parse_snapshot, which define the result: both give the same records, tests/unit/test_frames_c.py)
+# (frame_at: one verified frame's end, type and, for prepared readers, its snapshot; FrameDecoder.frames)
+decode_snapshot: Any = None
+frame_at: Any = None
+try:
+    from weighttui._frames import frame as _c_frame
+    from weighttui._frames import snapshot as _c_snapshot
+except ImportError:  # not built
+    pass
+else:
+    decode_snapshot, frame_at = _c_snapshot, _c_frame
+
 
 class FrameType(IntEnum):
     RUN = 1
@@ -67,6 +81,9 @@ class FrameType(IntEnum):
     EVENT = 5
     END = 6
     VALUES = 7
+
+
+_SNAPSHOT = int(FrameType.SNAPSHOT)  # (an IntEnum compares slower)
 
 
 class LogFormatError(ValueError):
@@ -141,11 +158,12 @@ def encode_frame_parts(ftype: int, payload: dict, data) -> list:
     return [head + _U32.pack(zlib.crc32(head)) + prefix, view, _U32.pack(crc)]
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):  # (a NamedTuple: made for every frame of a log, at a third of a frozen dataclass's cost)
     offset: int  # byte offset of the frame's sync in the file
     type: int
-    payload: dict
+    # the decoded map; from a decoder made with prepared=True, a snapshot's may instead be
+    # decode_snapshot's tuple (records.parse_prepared reads it)
+    payload: Any
     size: int  # bytes the frame occupies (header + payload + PCRC)
 
 
@@ -217,10 +235,14 @@ class FrameDecoder:
 
     `wanted()` says how many more bytes would complete the frame at the front,
     so a reader can fetch a large frame in one read instead of many.
+
+    With `prepared=True` (a reader that gives every frame to store.builder), a
+    snapshot payload of the usual shape is decoded by the C decoder into a tuple
+    (`decode_snapshot`) instead of a dict, when it is built.
     """
 
     def __init__(self, start_offset: int, *, resyncing: bool = False, file_start: bool = False,
-                 search: int | None = None):
+                 search: int | None = None, prepared: bool = False):
         if file_start and start_offset != 0:
             raise ValueError("a file's start is at offset 0")
         self._buf = bytearray()
@@ -236,6 +258,9 @@ class FrameDecoder:
         self._search_at = 0  # "search": bytes of the buffer already searched
         self._maybe = False  # "search": the buffer ends inside what may become a header
         self.version: int | None = None  # the file header's format version, once read
+        self._snapshot = decode_snapshot if prepared else None
+        self._prepared = self._snapshot is not None
+        self._frame = frame_at
 
     @property
     def offset(self) -> int:
@@ -248,6 +273,17 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> None:
         self._buf += data
+
+    def feed_reserved(self, data: bytearray, room: int) -> None:
+        """feed(data[room:]), taking data itself as the buffer when the bytes pending fit in its first
+        `room` bytes (kept free for them): the new bytes are not copied (scan_frames reads into it)."""
+        pending = len(self._buf)
+        if pending > room:
+            self._buf += memoryview(data)[room:]
+            return
+        data[room - pending : room] = self._buf
+        del data[: room - pending]  # (from the front of a bytearray: no bytes move)
+        self._buf = data
 
     def wanted(self) -> int:
         buf = self._buf
@@ -361,6 +397,23 @@ class FrameDecoder:
                         return
                     pos = nxt
                     self._resyncing = False
+                if self._frame is not None:  # the usual frame in one C call; anything else below
+                    got = self._frame(buf, pos, self._prepared)
+                    if got is not None:
+                        end, ftype, payload = got
+                        if payload is None:
+                            try:
+                                with memoryview(buf)[pos + FRAME_HEADER_SIZE : end - 4] as body:
+                                    payload = decode_payload(body)
+                            except ValueError as exc:
+                                self._resyncing = True
+                                pos += 1
+                                yield Corruption(self._base + pos - 1, str(exc))
+                                continue
+                        item = Frame(self._base + pos, ftype, payload, end - pos)
+                        pos = end
+                        yield item
+                        continue
                 if len(buf) - pos < FRAME_HEADER_SIZE:
                     return
                 head = parse_frame_header(buf, pos)
@@ -387,7 +440,9 @@ class FrameDecoder:
                     try:
                         if crc32(body) != pcrc:
                             raise ValueError("payload CRC mismatch")
-                        item = Frame(self._base + pos, ftype, decode_payload(body), end - pos)
+                        got = self._snapshot(body) if ftype == _SNAPSHOT and self._snapshot is not None else None
+                        item = Frame(self._base + pos, ftype, decode_payload(body) if got is None else got,
+                                     end - pos)
                     except ValueError as exc:
                         item = Corruption(self._base + pos, str(exc))
                 if isinstance(item, Corruption):

@@ -49,7 +49,7 @@ class ScanState:
         return 0 if self.resyncing or self.offset == 0 else self.pending
 
 
-def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK):
+def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK, prepared: bool = False):
     """Frames and corruptions of the file `fd` from `state.offset` up to `size`.
 
     Every reader goes through this (or through FrameDecoder, its engine, when it
@@ -57,25 +57,29 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     incomplete frame followed by an appended one, a torn tail; from offset 0, the
     file header and a damaged start (FrameDecoder's file_start). `state` is
     updated when the generator is exhausted; reading never writes. Raises
-    LogFormatError for a file that is not a log or is too new.
+    LogFormatError for a file that is not a log or is too new. prepared: snapshot payloads may come as
+    format.decode_snapshot's tuples (for store.builder, which reads both; FrameDecoder).
     """
-    dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0)
+    dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0, prepared=prepared)
     read_at = state.offset
     # A long scan reads its next chunk on another thread while this one's frames are decoded
-    # (os.pread runs without the GIL: the copy out of the page cache overlaps the decoding).
+    # (os.preadv runs without the GIL: the copy out of the page cache overlaps the decoding), into a
+    # buffer with room in front for the bytes the last chunk left pending (a frame cut by the chunk's
+    # end), so that the decoder takes it as it is instead of copying it (FrameDecoder.feed_reserved).
     ahead = READ_AHEAD.executor() if size - read_at > READ_AHEAD_MIN else None
     nxt = None
     try:
         while read_at < size:
             want = min(max(chunk, dec.wanted()), size - read_at)
-            data = nxt.result() if nxt is not None else os.pread(fd, want, read_at)
+            # (read here, the pending bytes are known: room for just them)
+            data, room = nxt.result() if nxt is not None else _read_with_room(fd, want, read_at, dec.pending)
             nxt = None
-            if not data:
+            if len(data) == room:
                 break  # the file shrank under us: stop, the caller notices the reset
-            read_at += len(data)
-            dec.feed(data)
+            read_at += len(data) - room
+            dec.feed_reserved(data, room)
             if ahead is not None and read_at < size:
-                nxt = ahead.submit(os.pread, fd, min(max(chunk, dec.wanted()), size - read_at), read_at)
+                nxt = ahead.submit(_read_with_room, fd, min(max(chunk, dec.wanted()), size - read_at), read_at, ROOM)
             yield from dec.frames()
     finally:
         if nxt is not None:  # (closed early: the read must not outlive the caller's fd)
@@ -87,6 +91,17 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
 
 
 READ_AHEAD_MIN = 32 * 1024 * 1024  # scans shorter than this read on one thread
+ROOM = 1 << 20  # room kept before a chunk's bytes for the last one's pending bytes (a snapshot is ~100 KB)
+
+
+def _read_with_room(fd: int, n: int, offset: int, room: int) -> tuple[bytearray, int]:
+    """(`room` free bytes then up to n bytes of the file from offset (fewer at its end), room)."""
+    buf = bytearray(room + n)
+    with memoryview(buf) as view:
+        got = os.preadv(fd, [view[room:]], offset)
+    if got < n:
+        del buf[room + got :]
+    return buf, room
 READ_AHEAD = SharedWorker("weighttui-read")  # the one thread that reads ahead for every long scan
 
 

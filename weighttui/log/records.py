@@ -351,15 +351,7 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
     key = ids.tobytes() + ids.dtype.str.encode()
     hit = None if checked is None else checked.get(key)
     if hit is None:
-        id_list = ids.tolist()
-        for i in id_list:
-            if i not in tensors:
-                raise InvalidRecord(f"snapshot names undeclared tensor id {i}")
-        if len(set(id_list)) != t:
-            raise InvalidRecord("snapshot names a tensor twice")
-        ids64 = ids.astype(np.int64)
-        ids64.flags.writeable = False  # (shared by every snapshot of these ids)
-        hit = (sum(tensors[i].sample_len for i in id_list), ids64)
+        hit = _check_ids(ids, t, tensors)
         if checked is not None:
             checked[key] = hit
     expected, ids64 = hit
@@ -383,6 +375,75 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
         sample=sample,
         optim=_block(p.get("optim"), "optim", t, required=False),
     )
+
+
+def parse_prepared(p: tuple, tensors: dict, checked: dict | None = None) -> SnapshotRecord:
+    """parse_snapshot for what format.decode_snapshot made of a snapshot payload: the same record,
+    the same InvalidRecord. decode_snapshot has checked everything that does not need the run's
+    tensors (log/native/frames.c); what is left is checked here in parse_snapshot's order."""
+    step, epoch, batch, time, ids_a, weights, delta, grad, optim, sample_a = p
+    ids = _frombuffer(ids_a)
+    t = ids.size
+    key = ids_a[2] + ids_a[0].encode()  # (ids.tobytes() + ids.dtype.str.encode(), as parse_snapshot)
+    hit = None if checked is None else checked.get(key)
+    if hit is None:
+        hit = _check_ids(ids, t, tensors)
+        if checked is not None:
+            checked[key] = hit
+    expected, ids64 = hit
+    sample = None
+    if sample_a is not None:
+        sample = _frombuffer(sample_a)
+        if sample.size != expected:
+            raise InvalidRecord(f"sample has {sample.size} values, expected {expected}")
+    w = _prepared_block(weights, "weights")
+    assert w is not None  # (decode_snapshot returns None without a weights block)
+    return SnapshotRecord(
+        step=step, epoch=epoch, batch=batch, time=time, ids=ids64, weights=w,
+        delta=_prepared_block(delta, "delta"), grad=_prepared_block(grad, "grad"), sample=sample,
+        optim=_prepared_block(optim, "optim"),
+    )
+
+
+def _frombuffer(a: tuple) -> np.ndarray:
+    """An (dtype, shape, data) of decode_snapshot as decode_array would give it: a read-only view."""
+    dtype, shape, data = a
+    dt = _NP_DTYPES.get(dtype)
+    if dt is None:
+        dt = _NP_DTYPES[dtype] = np.dtype(dtype)
+    arr = np.frombuffer(data, dt)
+    return arr if len(shape) == 1 else arr.reshape(shape)
+
+
+_NP_DTYPES: dict = {}
+
+
+def _prepared_block(b: tuple | None, what: str) -> BlockRecord | None:
+    if b is None:
+        return None
+    names, stats_a, hist_a = b
+    stats = _frombuffer(stats_a)
+    hist = None
+    if hist_a is not None:
+        lo, hi, counts = (_frombuffer(a) for a in hist_a)
+        if counts.dtype.char != _U32_CHAR and counts.size:
+            if counts.min() < 0 or counts.max() >= 2**32:
+                raise InvalidRecord(f"{what} hist counts outside the uint32 range")
+        hist = (lo.astype(np.float64, copy=False), hi.astype(np.float64, copy=False), counts)
+    return BlockRecord(names, _no_finite_is_nan(names, stats.astype(np.float64, copy=False)), hist)
+
+
+def _check_ids(ids: np.ndarray, t: int, tensors: dict) -> tuple:
+    """(sample length, the ids as int64) of a snapshot's ids, or InvalidRecord."""
+    id_list = ids.tolist()
+    for i in id_list:
+        if i not in tensors:
+            raise InvalidRecord(f"snapshot names undeclared tensor id {i}")
+    if len(set(id_list)) != t:
+        raise InvalidRecord("snapshot names a tensor twice")
+    ids64 = ids.astype(np.int64)
+    ids64.flags.writeable = False  # (shared by every snapshot of these ids)
+    return (sum(tensors[i].sample_len for i in id_list), ids64)
 
 
 def parse_scalars(p: dict) -> ScalarsRecord:

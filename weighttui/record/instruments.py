@@ -28,6 +28,9 @@ from weighttui.record.numpy_path import is_float
 from weighttui.record.stats import Block
 
 DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
+# UpdateCosines.update_many computes tensors of at most this many sampled values together (one numpy
+# call for all of them): below it a tensor's five numpy calls cost more than its arithmetic
+COS_BATCH_MAX = 2048
 # vectors of the warm-started block iteration per snapshot (block=1: plain power iteration)
 DEFAULT_BLOCK = 8
 # ... for matrices up to this many elements; larger ones iterate one vector (plain power iteration),
@@ -183,6 +186,58 @@ class UpdateCosines:
             self._d[key] = (delta, dd)
         self._xs[key] = xs
         return cos_prev, cos_grad
+
+    def update_many(self, keys, xs: list, gs: list) -> np.ndarray:
+        """update() of many tensors at once: [len(keys), 2] (cos_prev, cos_grad). The tensors of at most
+        COS_BATCH_MAX sampled values (biases, norms: most of a network's tensors) are computed together
+        over their values concatenated (a numpy call per snapshot instead of five per tensor); the
+        others, whose arithmetic outweighs a call, go one by one. The numbers are update()'s."""
+        out = np.full((len(keys), 2), np.nan)
+        rows, cat_x, cat_p, cat_d, cat_g, prev_dd, has_d, has_g = [], [], [], [], [], [], [], []
+        for j, (key, x, g) in enumerate(zip(keys, xs, gs, strict=True)):
+            size = x.size
+            prev = self._xs.get(key)
+            if size > COS_BATCH_MAX or size == 0 or prev is None or prev.size != size:
+                out[j] = self.update(key, x, g)
+                continue
+            got = self._d.get(key)
+            ok_d = got is not None and got[0].size == size
+            rows.append(j)
+            cat_x.append(x)
+            cat_p.append(prev)
+            cat_d.append(got[0] if got is not None and ok_d else np.zeros(size))
+            prev_dd.append(got[1] if got is not None and ok_d else math.nan)
+            ok_g = g is not None and g.size == size
+            cat_g.append(g.reshape(-1) if g is not None and ok_g else np.zeros(size))
+            has_d.append(ok_d)
+            has_g.append(ok_g)
+            self._xs[key] = x
+        if not rows:
+            return out
+        sizes = np.fromiter((x.size for x in cat_x), dtype=np.int64, count=len(cat_x))
+        starts = np.zeros(len(sizes), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        delta = np.concatenate(cat_x) - np.concatenate(cat_p)
+        g_all = np.concatenate(cat_g)
+        dd = np.add.reduceat(delta * delta, starts)
+        dp = np.add.reduceat(delta * np.concatenate(cat_d), starts)
+        dg = np.add.reduceat(delta * g_all, starts)
+        gg = np.add.reduceat(g_all * g_all, starts)
+        at = np.asarray(rows)
+        out[at, 0] = np.where(has_d, cosines_of_dots(dp, dd, np.asarray(prev_dd)), np.nan)
+        out[at, 1] = np.where(has_g, cosines_of_dots(dg, dd, gg), np.nan)
+        ends = starts + sizes
+        for j, s, e, d2 in zip(rows, starts.tolist(), ends.tolist(), dd.tolist(), strict=True):
+            self._d[keys[j]] = (delta[s:e], d2)
+        return out
+
+
+def cosines_of_dots(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """cosine_of_dots() of arrays of dot products, element by element."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        na, nb = np.sqrt(aa), np.sqrt(bb)
+        ok = (na > 0) & (nb > 0) & np.isfinite(na) & np.isfinite(nb)
+        return np.where(ok, np.clip(ab / np.where(ok, na * nb, 1.0), -1.0, 1.0), np.nan)
 
 
 def sample_index(name: str, size: int, k: int) -> np.ndarray | None:
@@ -626,8 +681,10 @@ def unit_norms(x: np.ndarray) -> np.ndarray:
 def bf16_bits(x) -> np.ndarray:
     """float values as bfloat16 bits (round to nearest even; NaN stays NaN)."""
     f = np.ascontiguousarray(x, dtype=np.float32)
-    u = f.view(np.uint32).astype(np.uint64)
-    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    u = f.view(np.uint32)
+    # in uint32: the largest finite or infinite pattern (0xFF800000) plus 0x8000 does not wrap; the NaN
+    # patterns that would are replaced below
+    rounded = ((u + ((u >> 16) & 1) + 0x7FFF) >> 16).astype(np.uint16)
     return np.where(np.isnan(f), np.uint16(0x7FC0), rounded)
 
 
@@ -678,22 +735,25 @@ class UnitHealth:
         if not rows:
             return wcol, gcol, None, []
         ws = [np.asarray(w_norms[i], dtype=np.float64).reshape(-1) for i in rows]
-        sizes = np.array([w.size for w in ws], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        sizes = np.fromiter((w.size for w in ws), dtype=np.int64, count=len(ws))
+        starts = np.zeros(len(ws), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
         w_all = np.concatenate(ws)
-        meds = np.array([median(w) for w in ws])
+        meds = self._medians(ws, w_all, starts, sizes)
         with np.errstate(invalid="ignore"):
             limit = np.where(meds > 0, self.factor * meds, np.inf)  # a NaN or zero median: none exploding
             hot = w_all > np.repeat(limit, sizes)
         counts = np.add.reduceat(hot, starts) if w_all.size else np.zeros(len(rows), np.int64)
         wcol[rows, 0] = counts
         events = []
-        for j, i in enumerate(rows):
+        for j in np.nonzero(counts)[0].tolist():  # (a count of 0 is never above the reported one)
+            i = rows[j]
             if counts[j] > self._reported.get((infos[i].id, "exploding"), 0):
                 units = np.nonzero(hot[starts[j]:starts[j] + sizes[j]])[0]
                 events += self._event(infos[i], "exploding", units, int(sizes[j]), f"weight norm above "
                                       f"{self.factor:g}x the median unit's ({three(meds[j])})")
-        with_g = [j for j, i in enumerate(rows) if i in g_norms and np.size(g_norms[i]) == sizes[j]]
+        g_size = [np.size(g_norms[i]) if i in g_norms else -1 for i in rows]
+        with_g = np.nonzero(np.asarray(g_size) == sizes)[0].tolist()
         g_all = None
         if with_g:
             g_ids = tuple(infos[rows[j]].id for j in with_g)
@@ -704,20 +764,39 @@ class UnitHealth:
             dead = streak >= self.window
             g_starts = np.concatenate([[0], np.cumsum(sizes[with_g])[:-1]])
             dead_counts = np.add.reduceat(dead, g_starts) if dead.size else np.zeros(len(with_g), np.int64)
-            for k, j in enumerate(with_g):
+            g_rows = [rows[j] for j in with_g]
+            gcol[g_rows, 0] = dead_counts
+            for k in np.nonzero(dead_counts)[0].tolist():
+                j = with_g[k]
                 i = rows[j]
-                gcol[i, 0] = dead_counts[k]
                 if dead_counts[k] > self._reported.get((infos[i].id, "dead"), 0):
                     units = np.nonzero(dead[g_starts[k]:g_starts[k] + sizes[j]])[0]
                     events += self._event(infos[i], "dead", units, int(sizes[j]),
                                           f"gradient exactly zero for {self.window}+ snapshots")
-            g_all = np.full(w_all.size, np.nan, dtype=np.float32)
-            at = np.concatenate([np.arange(starts[j], starts[j] + sizes[j]) for j in with_g])
-            g_all[at] = gs
+            if len(with_g) == len(rows):  # every tensor had its gradient (the usual case)
+                g_all = gs.astype(np.float32)
+            else:
+                g_all = np.full(w_all.size, np.nan, dtype=np.float32)
+                at = np.concatenate([np.arange(starts[j], starts[j] + sizes[j]) for j in with_g])
+                g_all[at] = gs
         ids = np.array([infos[i].id for i in rows], dtype="<u4")
         payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(w_all.astype(np.float32))),
                    "grad": None if g_all is None else encode_bf16_bits(bf16_bits(g_all))}
         return wcol, gcol, payload, events
+
+    def _medians(self, ws: list, w_all: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """The median unit norm of each tensor where a unit could be exploding, else NaN (no unit is):
+        where max <= factor * min (min > 0), no unit is above factor x the median (>= min), so its
+        partition is skipped: two reductions over all tensors instead of a partition per tensor."""
+        calm = np.zeros(len(ws), dtype=bool)
+        if sizes.size and sizes.min() > 0:  # (reduceat gives no identity for empty parts)
+            with np.errstate(invalid="ignore"):
+                lo, hi = np.minimum.reduceat(w_all, starts), np.maximum.reduceat(w_all, starts)
+                calm = (lo > 0) & (hi <= self.factor * lo)
+        meds = np.full(len(ws), np.nan)
+        for j in np.nonzero(~calm)[0].tolist():
+            meds[j] = median(ws[j])
+        return meds
 
     def _streaks(self, ids: tuple[int, ...], sizes) -> np.ndarray:
         """The streaks of these tensors, concatenated (their own if kept at this size, else zeros)."""

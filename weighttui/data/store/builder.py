@@ -26,6 +26,7 @@ from weighttui.log.records import (
     TensorInfo,
     parse_end,
     parse_event,
+    parse_prepared,
     parse_run,
     parse_scalars,
     parse_snapshot,
@@ -284,7 +285,8 @@ class LogIndex:
             self.runs.append(run)
         try:
             if ftype == FrameType.SNAPSHOT:
-                run.add_snapshot(parse_snapshot(p, run.by_id, run._ids_checked), off)
+                parse = parse_prepared if type(p) is tuple else parse_snapshot  # (scan_frames(prepared=True))
+                run.add_snapshot(parse(p, run.by_id, run._ids_checked), off)
             elif ftype == FrameType.SCALARS:
                 s = parse_scalars(p)
                 for k, v in s.values.items():

@@ -23,6 +23,13 @@ import numpy as np
 from weighttui.log.format import crc32_blocks
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 
+try:  # the row-to-tensor transposes in C (log/native/frames.c; setup.py, optional)
+    from weighttui._frames import gather_blocks as _gather_blocks
+    from weighttui._frames import gather_columns as _gather_columns
+    from weighttui._frames import gather_counts as _gather_counts
+except ImportError:  # not built: numpy's
+    _gather_blocks = _gather_columns = _gather_counts = None
+
 # A tail is sealed into a segment at this many entries (tensor-snapshots) or bytes,
 # whichever comes first: bounded memory while building, few segments per GiB of log.
 SEAL_ENTRIES = 131072
@@ -213,13 +220,15 @@ class Split:
         return out
 
 
-def _split_counts(counts: np.ndarray, starts: np.ndarray) -> Split | None:
-    """counts [E, B] as a Split when some tensors' counts fit a narrower dtype than the segment's."""
+def _split_counts(counts: np.ndarray, starts: np.ndarray, runmax: np.ndarray | None = None) -> Split | None:
+    """counts [E, B] as a Split when some tensors' counts fit a narrower dtype than the segment's
+    (runmax: each run's largest count, when known)."""
     u = starts.size - 1
     top = _COUNT_DTYPES.index(counts.dtype.type) if counts.dtype.type in _COUNT_DTYPES else -1
     if u < 2 or top < 1 or not counts.size:
         return None
-    runmax = np.maximum.reduceat(counts.max(axis=1), starts[:-1])
+    if runmax is None:
+        runmax = np.maximum.reduceat(counts.max(axis=1), starts[:-1])
     cls = np.where(runmax < 2**8, 0, np.where(runmax < 2**16, 1, 2)).astype(np.int8)
     if not (cls < top).any():
         return None
@@ -457,7 +466,8 @@ def compact(seg: Segment, edges: tuple[int | None, int | None] = (None, None)) -
                 and np.array_equal(arr.view(np.int64), seg.stats[s].view(np.int64)):
             setattr(out, name, Alias(s, e))
     if isinstance(seg.counts, np.ndarray):
-        split = _split_counts(seg.counts, starts)
+        runmax = seg._cache.get("runmax")
+        split = _split_counts(seg.counts, starts, runmax if runmax is not None and runmax.size == cols.size else None)
         if split is not None:
             out.counts = split
     if isinstance(seg.soff, np.ndarray) and seg.soff.size > 1:
@@ -557,39 +567,75 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     perm = np.argsort(c0, kind="stable")
     ident = bool(np.array_equal(perm, np.arange(t)))
     rowvals = np.fromiter((p["rows"][0] for p in parts), dtype=np.int32, count=r)
-    grid = _stacked(parts, "stats")  # [rows, tensors, columns]: one contiguous copy
-    stats = np.ascontiguousarray((grid if ident else grid[:, perm]).transpose(2, 1, 0))
+    # (C: each piece read once, the tensor-major result written in place, without the GIL: _gathered)
+    c_perm = None if ident else perm.astype(np.int64)
+    stats = _gathered(parts, "stats", np.float64, lambda a: _gather_columns(a, t, width, c_perm))
+    if stats is not None:
+        stats = stats.reshape(width, t, r)
+    else:
+        grid = _stacked(parts, "stats")  # [rows, tensors, columns]: one contiguous copy
+        stats = np.ascontiguousarray((grid if ident else grid[:, perm]).transpose(2, 1, 0))
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
     counts: np.ndarray | None = None
+    runmax = None  # each tensor's largest count, when the gather found it (for compact's Split)
     if has_hist and bins is not None:
-        lo, hi = (np.ascontiguousarray((e if ident else e[:, perm]).T).reshape(-1)
-                  for e in (_stacked(parts, "lo"), _stacked(parts, "hi")))  # [rows, tensors] -> (tensor, row)
+        lo, hi = (_gathered(parts, name, np.float64, lambda a: _gather_blocks(a, t, 8, c_perm))
+                  for name in ("lo", "hi"))  # [rows, tensors] -> (tensor, row)
+        if lo is None or hi is None:
+            lo, hi = (np.ascontiguousarray((e if ident else e[:, perm]).T).reshape(-1)
+                      for e in (_stacked(parts, "lo"), _stacked(parts, "hi")))
     if has_hist and bins is not None and heavy:
-        # whole-array copies (numpy runs them without the GIL: this may run on the spiller's thread)
-        stacked = _stacked(parts, "counts")  # [rows, tensors, bins]
-        grid_counts = np.empty((t, r, bins), dtype=count_dtype(stacked))
-        grid_counts[...] = (stacked if ident else stacked[:, perm]).transpose(1, 0, 2)
-        del stacked
-        counts = grid_counts.reshape(t * r, bins)
+        got = _gathered(parts, "counts", np.uint32, lambda a: _gather_counts(a, t, bins, c_perm), raw=True)
+        if got is not None:
+            data, size, maxima = got
+            counts = np.frombuffer(data, dtype=_COUNT_DTYPES[(1, 2, 4).index(size)]).reshape(t * r, bins)
+            runmax = np.array(maxima, dtype=np.int64)
+        else:
+            # whole-array copies (numpy runs them without the GIL: this may run on the spiller's thread)
+            stacked = _stacked(parts, "counts")  # [rows, tensors, bins]
+            grid_counts = np.empty((t, r, bins), dtype=count_dtype(stacked))
+            grid_counts[...] = (stacked if ident else stacked[:, perm]).transpose(1, 0, 2)
+            del stacked
+            counts = grid_counts.reshape(t * r, bins)
     samples: np.ndarray | None = None
     soff: np.ndarray | None = None
     if with_samples and slen0 is not None:
         slen = np.asarray(slen0, dtype=np.int64)
         starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(slen)))
         k = int(slen[0]) if t else 0
-        if heavy:  # (heavy=False: only the offsets, below)
+        if heavy and t and (slen == k).all():  # every tensor samples k values: a transpose again
+            samples = _gathered(parts, "samples", np.float32, lambda a: _gather_blocks(a, t, 4 * k, c_perm))
+        if heavy and samples is None:  # (heavy=False: only the offsets, below)
             table = _stacked(parts, "samples")  # [rows, all samples of a snapshot]
-            if t and (slen == k).all():  # every tensor samples k values: a transpose again
+            if t and (slen == k).all():
                 cube = table.reshape(r, t, k)
                 samples = np.ascontiguousarray((cube if ident else cube[:, perm]).transpose(1, 0, 2)).reshape(-1)
             else:
                 samples = np.concatenate([table[:, starts[j]:starts[j + 1]].reshape(-1) for j in perm.tolist()]) \
                     if t else np.zeros(0, np.float32)
         soff = np.concatenate((np.zeros(1, np.int64), np.cumsum(np.repeat(slen[perm], r)))).astype(np.int64)
-    return Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
-                   stats.reshape(width, t * r), lo, hi, counts,
-                   None if samples is None else samples.astype(np.float32, copy=False), soff)
+    seg = Segment(row0, row1, np.tile(rowvals, t), np.repeat(c0[perm].astype(np.int32), r),
+                  stats.reshape(width, t * r), lo, hi, counts,
+                  None if samples is None else samples.astype(np.float32, copy=False), soff)
+    if runmax is not None:
+        seg._cache["runmax"] = runmax  # (the tensors are the segment's runs, in order)
+    return seg
+
+
+def _gathered(parts: list[dict], name: str, dtype, gather, raw: bool = False):
+    """gather(the parts' arrays `name`) as a flat array of dtype (raw: what gather returned), or None
+    when the C transposes are not built or an array is not C-contiguous of that dtype (then numpy)."""
+    if _gather_blocks is None:
+        return None
+    arrays = [p[name] for p in parts]
+    if not all(a.dtype == dtype and a.flags.c_contiguous for a in arrays):
+        return None
+    try:
+        out = gather(arrays)
+    except ValueError:  # (pieces of different sizes: numpy's path says what is wrong, or copes)
+        return None
+    return out if raw else np.frombuffer(out, dtype)
 
 
 def _stacked(parts: list[dict], name: str) -> np.ndarray:

@@ -27,9 +27,26 @@ from typing import BinaryIO
 import numpy as np
 
 from weighttui.integrations.importers import mapped as mapping
-from weighttui.integrations.importers.base import ImportFileError, Reader, Spec, Unit, int_or_none, is_checkpoint_key
+from weighttui.integrations.importers.base import (
+    ImportFileError,
+    Reader,
+    Spec,
+    Unit,
+    bf16_pair,
+    int_or_none,
+    is_checkpoint_key,
+)
 
 _SKIP_GROUPS = ("optimizer", "optimizer_weights")
+_BITS = np.dtype("<u2")  # how a bfloat16 dataset is read: its raw bits
+
+
+def _is_bfloat16(ds) -> bool:
+    """Keras 3 stores bfloat16 variables as 2-byte opaque data with the attribute dtype="bfloat16"."""
+    if ds.dtype.kind != "V" or ds.dtype.itemsize != 2:
+        return False
+    tag = ds.attrs.get("dtype")
+    return (tag.decode() if isinstance(tag, bytes) else tag) == "bfloat16"
 
 
 def open_h5(unit: Unit):
@@ -93,6 +110,7 @@ class Hdf5Reader(Reader):
         self._base = 0  # where the HDF5 file starts in the mapped one (a stored .keras member: its offset)
         self._end = 0  # and ends
         self.mapped: dict[str, tuple[int, np.dtype, tuple]] = {}  # tensor -> (offset in the map, dtype, shape)
+        self.bf16: set[str] = set()  # tensors stored as bfloat16 (read as their raw bits)
         root = self.file
         try:
             if mapped:
@@ -110,7 +128,8 @@ class Hdf5Reader(Reader):
                 if not isinstance(obj, h5py.Dataset):
                     return
                 top = path.split("/", 1)[0]
-                if top in _SKIP_GROUPS or obj.dtype.kind not in "biuf":
+                bf16 = _is_bfloat16(obj)
+                if top in _SKIP_GROUPS or (obj.dtype.kind not in "biuf" and not bf16):
                     return
                 if obj.shape is None:
                     return
@@ -122,10 +141,14 @@ class Hdf5Reader(Reader):
                         self.meta.step = value
                     return
                 name, layer = _keras_name(path)
-                self.datasets[name] = (path, Spec(tuple(int(d) for d in obj.shape), obj.dtype.name, layer))
-                at = self._place(obj)
+                dtype = _BITS if bf16 else obj.dtype
+                self.datasets[name] = (path, Spec(tuple(int(d) for d in obj.shape),
+                                                  "bfloat16" if bf16 else obj.dtype.name, layer))
+                if bf16:
+                    self.bf16.add(name)
+                at = self._place(obj, dtype)
                 if at is not None:
-                    self.mapped[name] = (at, obj.dtype, tuple(int(d) for d in obj.shape))
+                    self.mapped[name] = (at, dtype, tuple(int(d) for d in obj.shape))
 
             root.visititems(visit)
             self.root = root
@@ -160,10 +183,11 @@ class Hdf5Reader(Reader):
             return
         self._base, self._end = start, start + info.file_size
 
-    def _place(self, ds) -> int | None:
-        """Where ds's data lies in the map, when it can be read there: contiguous (an address), unfiltered,
-        stored whole (not a fill value), native byte order, not external or virtual; else None (h5py reads it)."""
-        if self._mm is None or ds.chunks is not None or ds.dtype.kind not in "iuf" or not ds.dtype.isnative:
+    def _place(self, ds, dtype: np.dtype) -> int | None:
+        """Where ds's data lies in the map, when it can be read there (as dtype): contiguous (an address),
+        unfiltered, stored whole (not a fill value), native byte order, not external or virtual; else None
+        (h5py reads it)."""
+        if self._mm is None or ds.chunks is not None or dtype.kind not in "iuf" or not dtype.isnative:
             return None
         try:
             if ds.is_virtual or ds.external:
@@ -172,7 +196,7 @@ class Hdf5Reader(Reader):
             offset = ds.id.get_offset()
             if dcpl.get_nfilters() or offset is None:
                 return None
-            nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+            nbytes = int(np.prod(ds.shape, dtype=np.int64)) * dtype.itemsize
             if ds.id.get_storage_size() != nbytes or nbytes == 0:
                 return None
         except (RuntimeError, ValueError, OSError, AttributeError):
@@ -196,19 +220,21 @@ class Hdf5Reader(Reader):
             if os.fstat(self._f.fileno()).st_size < len(self._mm):
                 raise ImportFileError(f"truncated while being read: dataset {self.datasets[name][0]} is cut off")
             offset, dtype, shape = self.mapped[name]
-            return mapping.view(self._mm, dtype, shape, offset), False
+            return mapping.view(self._mm, dtype, shape, offset), name in self.bf16
         path, _spec = self.datasets[name]
         try:
             arr = np.asarray(self.root[path][()])
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
             raise ImportFileError(f"dataset {path}: unreadable (truncated?): {str(exc)[:200]}") from None
+        if name in self.bf16:
+            return arr.view(_BITS), True
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         return arr, False
 
     def read(self, name):
-        arr = self.raw(name)[0]
-        return arr, arr
+        arr, bf16 = self.raw(name)
+        return bf16_pair(arr) if bf16 else (arr, arr)
 
     def release(self, name):
         if name in self.mapped:

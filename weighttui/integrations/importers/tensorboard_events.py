@@ -189,6 +189,7 @@ class EventsImporter:
         self.shapes: dict[str, int] = {}
         self.last_step = -1
         self.snapshots = 0
+        self.scalar_steps = 0  # steps written with scalars only (event files without histograms)
         self.broken: set[str] = set()
 
     def poll(self, final: bool = False) -> int:
@@ -233,6 +234,7 @@ class EventsImporter:
             if not histos:
                 if scalars:
                     self.rec.scalars(step, **scalars)
+                    self.scalar_steps += 1
                 continue
             infos, rows, los, his, counts = [], [], [], [], []
             for tag, h in sorted(histos.items()):
@@ -278,4 +280,5 @@ def import_events(src: str, out: str, *, bins: int = DEFAULT_BINS, report=None) 
         status = "finished"
     finally:
         imp.close(status)
-    return {"kind": "tensorboard", "checkpoints": imp.snapshots, "skipped": len(imp.broken), "out": out}
+    return {"kind": "tensorboard", "checkpoints": imp.snapshots, "skipped": len(imp.broken), "out": out,
+            "scalar_steps": imp.scalar_steps}

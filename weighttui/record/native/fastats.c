@@ -58,12 +58,43 @@ enum { ST_W_NOT_DONE = 1, ST_D_NOT_DONE = 2 };
 #define FLUSH (1u << 28)
 
 /* Hot loops are compiled for AVX-512, AVX2 and the baseline, chosen at load
- * time (GCC/clang function multiversioning). */
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
+ * time (GCC/clang function multiversioning: target_clones, GCC 6+ and clang 14+;
+ * a compiler without it builds the baseline only). The outputs do not depend on
+ * the variant: no fused multiply-adds (-ffp-contract=off), the same lanes and the
+ * same order of additions in each. Tests build this file once per variant
+ * (-DWEIGHTTUI_FASTATS_BASELINE, or -DWEIGHTTUI_FASTATS_TARGET='"avx2"') and
+ * compare their outputs bit for bit with the clones'; ISA says which one runs. */
+#if defined(WEIGHTTUI_FASTATS_BASELINE)
 #define HOT
+#define HOT_ISA "baseline"
+#elif defined(WEIGHTTUI_FASTATS_TARGET)
+#define HOT __attribute__((target(WEIGHTTUI_FASTATS_TARGET)))
+#define HOT_ISA WEIGHTTUI_FASTATS_TARGET
+#elif defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
+    defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#define HOT_CLONES 1
 #endif
+#endif
+#ifndef HOT
+#define HOT
+#define HOT_ISA "baseline"
+#endif
+
+/* The variant the hot loops run as (the clone the loader picked, by the same test). */
+static const char *hot_isa(void) {
+#ifdef HOT_CLONES
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "avx512f";
+    if (__builtin_cpu_supports("avx2"))
+        return "avx2";
+    return "baseline";
+#else
+    return HOT_ISA;
+#endif
+}
 
 /* ------------------------------------------------------------ pass A */
 
@@ -265,15 +296,25 @@ typedef struct {
  * With both histograms of a large tensor (bins^2 <= MAX_BINS), one joint table
  * of (value bin, delta bin) pairs instead: one increment per element, not two
  * (the increments are what pass B spends most on), its two marginals added into
- * the histograms at the flush; SUBJ tables of bins^2 stay in L1. */
+ * the histograms at the flush; SUBJ tables of bins^2 stay in L1. With one
+ * histogram only (values without an update, or the update of constant values), the
+ * same tables count pairs of neighbouring elements (element 2j's bin, element 2j+1's):
+ * one increment per two elements, both marginals added into that histogram (an odd
+ * group's last element goes to sub[1][0]). The increments are bound by the load and
+ * store units (about one a cycle here; packing the indices or more tables did not
+ * help), so fewer of them is what makes pass B faster. */
+enum { TALLY_SPLIT = 0, TALLY_JOINT = 1, TALLY_PAIRS = 2 };
 typedef struct {
     uint32_t sub[2][SUBH][MAX_BINS];
     uint64_t pending;      /* increments since the last flush (uint32 tables) */
-    int joint;             /* this tensor counts pairs in sub[0][0..SUBJ) */
+    int joint;             /* TALLY_*: JOINT and PAIRS count cells of bins^2 in sub[0][0..SUBJ) */
 } tally_t;
 #define SUBJ 2
-/* the joint table pays its flush (bins^2 per table) from this many elements up */
-#define JOINT_MIN(bins) ((size_t)32 * (size_t)(bins) * (size_t)(bins))
+/* the joint table pays its flush (bins^2 per table) from this many elements up: 4 bins^2
+ * (16384 elements for 64 bins) measured faster than separate tables from there on; at
+ * 2 bins^2 the pairs' flush cost more than it saved */
+#define JOINT_FACTOR 4
+#define JOINT_MIN(bins) ((size_t)JOINT_FACTOR * (size_t)(bins) * (size_t)(bins))
 
 /* np.linspace(lo, hi, bins + 1) in float64, operation for operation: the
  * product goes through a volatile so that it is rounded before the sum, as in
@@ -344,10 +385,11 @@ static int hist_setup(hist_t *h, int bins, double lo, double hi, int allow_f32) 
 }
 
 static void tally_clear(tally_t *t, int bins) {
-    if (t->joint)
+    if (t->joint) {
         for (int s = 0; s < SUBJ; s++)
             memset(t->sub[0][s], 0, sizeof(uint32_t) * bins * bins);
-    else
+        memset(t->sub[1][0], 0, sizeof(uint32_t) * bins);
+    } else
         for (int w = 0; w < 2; w++)
             for (int s = 0; s < SUBH; s++)
                 memset(t->sub[w][s], 0, sizeof(uint32_t) * bins);
@@ -356,7 +398,20 @@ static void tally_clear(tally_t *t, int bins) {
 
 /* Adds the tables into the totals of hv and hd (either may be NULL), clears them. */
 static void tally_flush(tally_t *t, int bins, hist_t *hv, hist_t *hd) {
-    if (t->joint) { /* row sums: the values' counts; column sums: the deltas' */
+    if (t->joint == TALLY_PAIRS) { /* both marginals into the one histogram */
+        hist_t *h = hv ? hv : hd;
+        for (int a = 0; a < bins; a++) {
+            uint64_t row = 0;
+            for (int s = 0; s < SUBJ; s++) {
+                const uint32_t *r = t->sub[0][s] + (size_t)a * bins;
+                for (int b = 0; b < bins; b++) {
+                    row += r[b];
+                    h->total[b] += r[b];
+                }
+            }
+            h->total[a] += row + t->sub[1][0][a];
+        }
+    } else if (t->joint) { /* row sums: the values' counts; column sums: the deltas' */
         for (int a = 0; a < bins; a++) {
             uint64_t row = 0;
             for (int s = 0; s < SUBJ; s++) {
@@ -534,6 +589,24 @@ static inline void count_joint(uint32_t (*sub)[MAX_BINS], const int32_t *restric
         sub[0][kd[j]]++;
 }
 
+/* Counts the m indices k as pairs (k[2j], k[2j + 1]) into the SUBJ tables, the last
+ * of an odd m into single. */
+static inline void count_pairs(uint32_t (*sub)[MAX_BINS], uint32_t *restrict single, const int32_t *restrict k,
+                               size_t m, int bins) {
+    int32_t kp[GROUP / 2];
+    const size_t h = m / 2;
+    for (size_t j = 0; j < h; j++) /* vectorised */
+        kp[j] = k[2 * j] * bins + k[2 * j + 1];
+    size_t j = 0;
+    for (; j + SUBJ <= h; j += SUBJ)
+        for (int s = 0; s < SUBJ; s++)
+            sub[s][kp[j + s]]++;
+    for (; j < h; j++)
+        sub[0][kp[j]]++;
+    if (m & 1)
+        single[k[m - 1]]++;
+}
+
 /* Bins x[0:n] into hv (NULL: skip) and d = x - p into hd (NULL: skip); with
  * copy, p[0:n] = x[0:n] afterwards (the previous copy for the next delta).
  * The tally is cleared before the first call of a tensor and flushed after its
@@ -554,10 +627,16 @@ static inline void count_joint(uint32_t (*sub)[MAX_BINS], const int32_t *restric
                         __builtin_prefetch(pa_ + o_, 0, 3);                                  \
                 }                                                                            \
             }                                                                                \
-            if (t->joint) {                                                                  \
+            if (t->joint == TALLY_JOINT) {                                                   \
                 INDEX_V(x + i, m, hv, kv);                                                   \
                 INDEX_D(x + i, p + i, m, hd, kd);                                            \
                 count_joint(t->sub[0], kv, kd, m, bins);                                     \
+            } else if (t->joint == TALLY_PAIRS) {                                            \
+                if (hv)                                                                      \
+                    INDEX_V(x + i, m, hv, kv);                                               \
+                else                                                                         \
+                    INDEX_D(x + i, p + i, m, hd, kv);                                        \
+                count_pairs(t->sub[0], t->sub[1][0], kv, m, bins);                           \
             } else {                                                                         \
                 if (hv) {                                                                    \
                     INDEX_V(x + i, m, hv, kv);                                               \
@@ -945,7 +1024,9 @@ static void run_a(job_t *jb, scratch_t *s, double c, acc_t *a) {
 static void run_b(job_t *jb, scratch_t *s, hist_t *hv, hist_t *hd, int copy, int with_x, int with_d) {
     xjob_t *e = with_x ? jb->ex : NULL;
     const int bins = hv ? hv->bins : (hd ? hd->bins : 1);
-    s->tally.joint = hv && hd && bins * bins <= MAX_BINS && jb->n >= JOINT_MIN(bins);
+    s->tally.joint = !(hv || hd) || bins * bins > MAX_BINS || jb->n < JOINT_MIN(bins) ? TALLY_SPLIT
+                     : hv && hd                                                     ? TALLY_JOINT
+                                                                                    : TALLY_PAIRS;
     tally_clear(&s->tally, bins);
     if (jb->dtype == DT_F64 || jb->dtype == DT_F32) {
         size_t chunk = e ? XCHUNK : jb->n;
@@ -1568,10 +1649,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__fastats(void) {
     PyObject *m = PyModule_Create(&module);
     /* DTYPES: how many dtype codes this build reads (3 before float64: a stale build) */
-    /* XCHUNK, BLOCK: the chunk sizes (tests put coordinates and rows across their boundaries) */
+    /* XCHUNK, BLOCK: the chunk sizes (tests put coordinates and rows across their boundaries);
+     * JOINT_FACTOR: tensors of at least JOINT_FACTOR * bins^2 elements count into bins^2 tables;
+     * ISA: the variant of the hot loops that runs (baseline, avx2, avx512f) */
     if (m && (PyModule_AddIntConstant(m, "NRAW", NRAW) < 0 || PyModule_AddIntConstant(m, "DTYPES", 4) < 0 ||
               PyModule_AddIntConstant(m, "EXTRAS", 1) < 0 || PyModule_AddIntConstant(m, "XCHUNK", XCHUNK) < 0 ||
-              PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0)) {
+              PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 ||
+              PyModule_AddIntConstant(m, "JOINT_FACTOR", JOINT_FACTOR) < 0 ||
+              PyModule_AddStringConstant(m, "ISA", hot_isa()) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -7,7 +7,6 @@ so an unchanged chart is not rebuilt (plotext is the slow part of a screen).
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -34,14 +33,13 @@ def envelope(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np
     if n <= 2 * buckets or buckets < 1:
         return x, y
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-    keep: list[int] = []
-    for a, b in itertools.pairwise(edges):
-        if b <= a:
-            continue
-        seg = y[a:b]
-        i, j = a + int(np.argmin(seg)), a + int(np.argmax(seg))
-        keep.extend(sorted({i, j}))
-    index = np.asarray(keep, dtype=np.int64)
+    starts = edges[:-1][np.diff(edges) > 0]
+    bucket = np.repeat(np.arange(starts.size), np.diff(np.append(starts, n)))
+    picked = []
+    for extreme in (np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)):
+        at = np.flatnonzero(y == extreme[bucket])  # (finite values: each bucket has one at least)
+        picked.append(at[np.unique(bucket[at], return_index=True)[1]])  # the first, as argmin / argmax
+    index = np.unique(np.concatenate(picked))  # in x order; one point where min and max coincide
     return x[index], y[index]
 
 
@@ -61,6 +59,11 @@ class LineChart(PlotextPlot):
         self._drawn_size = None
 
     def render(self) -> RenderResult:
+        if self._last_show is not None and self.size != self._drawn_size:
+            # series are thinned to the width, and log ticks to the height, they are drawn at: a chart
+            # shown before layout (a new screen) is drawn here at its size, once, rather than drawn at
+            # the wrong size and again when its Resize event comes (plotext is a screen's slow part)
+            self._draw(*self._last_show)
         out = super().render()
         title = self._title_set
         if not title or not isinstance(out, Text) or title in out.plain:
@@ -85,12 +88,8 @@ class LineChart(PlotextPlot):
         return out
 
     def on_resize(self) -> None:
-        # series are thinned to the width, and log ticks to the height, they were
-        # drawn at: a chart first drawn before layout or at another size is redrawn
         if self._last_show is not None and self.size != self._drawn_size:
-            title, x, series, marker, log_y, ylim = self._last_show
-            self._key = None
-            self.show(title, x, series, marker=marker, log_y=log_y, ylim=ylim)
+            self.refresh()  # render() draws it again at the new size
 
     def show(self, title: str, x, series, *, marker=None, log_y: bool = False, key=None,
              ylim: tuple[float, float] | None = None) -> None:
@@ -100,6 +99,11 @@ class LineChart(PlotextPlot):
             return
         self._key = key
         self._last_show = (title, x, series, marker, log_y, ylim)
+        self._draw(title, x, series, marker, log_y, ylim)
+        self.refresh()
+
+    def _draw(self, title: str, x, series, marker, log_y: bool, ylim: tuple[float, float] | None) -> None:
+        """Give plotext the figure for the chart's current size (render() builds it)."""
         self._drawn_size = self.size
         plt = self.plt
         plt.clear_figure()
@@ -141,4 +145,3 @@ class LineChart(PlotextPlot):
                 plt.vline(float(marker), "yellow")
         self.drawn = drawn
         self.series_data = data
-        self.refresh()

@@ -165,9 +165,9 @@ def snapshot_values(data, cols: list[int], index: int) -> dict[str, np.ndarray]:
     return out
 
 
-def metric_values(data, cols: list[int], row: int,
-                  exact: dict[str, np.ndarray] | None = None) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
-    """For each metric: (value at `row` per col, history up to `row` per col).
+def metric_values(data, cols: list[int], row: int, exact: dict[str, np.ndarray] | None = None,
+                  only: str | None = None) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+    """For each metric (or the one named `only`): (value at `row` per col, history up to `row` per col).
 
     A tensor missing from the snapshot at `row` shows its last value before
     it. History holds only the snapshots that covered the tensor. `exact`
@@ -175,14 +175,15 @@ def metric_values(data, cols: list[int], row: int,
     values there, ending the histories, for the tensors it covered.
     """
     out = {}
+    metrics = [m for m in METRICS if only is None or m[0] == only]
     if row < 0 or not cols:
         empty = np.full(len(cols), np.nan)
-        return {m[0]: (empty, [np.zeros(0)] * len(cols)) for m in METRICS}
+        return {m[0]: (empty, [np.zeros(0)] * len(cols)) for m in metrics}
     idx = np.asarray(cols, dtype=np.int64)
     present = data.present[: row + 1][:, idx]
     last, has = _last_present(present)
     span = np.arange(idx.size)
-    for key, kind, stat, _label, _log in METRICS:
+    for key, kind, stat, _label, _log in metrics:
         if not data.has_kind(kind):
             out[key] = (np.full(idx.size, np.nan), [np.zeros(0)] * idx.size)
             continue
@@ -221,7 +222,7 @@ def sort_values(data: RunData | RowsUpTo, rows: list[TensorRow], row: int, sort:
     if row < 0:
         return {}
     if sort == "update ratio":
-        now, _hist = metric_values(data, cols, row)["ratio"]
+        now, _hist = metric_values(data, cols, row, only="ratio")["ratio"]
         return {r.name: float(v) for r, v in zip(rows, now, strict=True)}
     # norm change: relative change of the norm since the tensor's first snapshot
     idx = np.asarray(cols, dtype=np.int64)

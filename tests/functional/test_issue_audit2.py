@@ -1,0 +1,212 @@
+"""Second black-box audit of issues 14-17 (the first is test_issue_audit.py): what a user meets
+off the happy path. Each test is a gap the audit found, fixed in the module that owns the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import weighttui
+from weighttui.cli.main import main
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(args))
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+def _python(code: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """A fresh interpreter (Keras policies and TF graphs are process-wide)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+
+
+# ---------------------------------------------------------------- issue 15: gradients inside model.fit
+
+
+KERAS_LOSS_SCALE = """
+    import json, sys
+    import numpy as np, keras, weighttui
+    from weighttui.keras import WeightCallback
+    path, eager = sys.argv[1], sys.argv[2] == "1"
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype("float32")
+    y = (100.0 * x.sum(1, keepdims=True)).astype("float32")  # gradients in the hundreds
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh", name="dense"),
+                              keras.layers.Dense(1, name="head")], name="sequential")
+    lr = 0.1
+    # a scale this large overflows the scaled gradients: the optimizer skips the update and halves
+    # the scale, batch after batch, until the gradients are finite (what mixed_float16 runs meet)
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(lr), initial_scale=2.0 ** 126),
+                  "mse", run_eagerly=eager)
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[WeightCallback(path, every_batches=1)])
+    run = weighttui.open(path)
+    out = {}
+    for name in run.tensor_names:
+        gs, g = run.series(name, "norm", kind="grad")
+        ds, d = run.series(name, "norm", kind="delta")
+        out[name] = {"grad": dict(zip(gs.tolist(), g.tolist())), "delta": dict(zip(ds.tolist(), d.tolist()))}
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["graph", "run_eagerly"])
+def test_a_step_the_loss_scaler_skipped_logs_no_gradient_of_another_batch(tmp_path, eager):
+    """Issue 15: gradient statistics "of the gradients the optimizer actually applies ... unscaled under
+    a LossScaleOptimizer". A batch whose scaled gradients overflow is skipped (no update): its gradient
+    was logged as the previous batch's again (compiled fit) or as zeros (run_eagerly). Nothing was applied:
+    the snapshot has no gradient (NaN), and every applied batch still has update norm == lr x gradient norm."""
+    pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    path = tmp_path / "ls.wtui"
+    r = _python(KERAS_LOSS_SCALE, str(path), "1" if eager else "0", env={"KERAS_BACKEND": "tensorflow"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    for name, series in got.items():
+        grad = {int(k): v for k, v in series["grad"].items()}
+        delta = {int(k): v for k, v in series["delta"].items()}
+        skipped = [s for s in delta if s > 0 and delta[s] == 0.0]
+        applied = [s for s in delta if s > 0 and delta[s] > 0.0]
+        assert skipped and applied, (name, delta)  # the scale overflowed at first, then came down
+        for s in skipped:
+            assert grad[s] is None or np.isnan(grad[s]), (name, s, grad[s])  # json: NaN -> NaN
+        for s in applied:
+            assert delta[s] == pytest.approx(0.1 * grad[s], rel=1e-4), (name, s)
+
+
+# ---------------------------------------------------------------- issue 15: JAX pytrees
+
+
+def test_jax_device_statistics_of_a_tree_with_a_zero_size_leaf(tmp_path):
+    """Issue 15 JAX "on an accelerator, statistics are computed on the device with jnp (tested on CPU with the
+    jnp path forced)": one zero-size leaf in the tree made every device snapshot fail ("zero-size array to
+    reduction operation min"), so nothing at all was recorded. The device path must give what the host path gives."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    import weighttui.jax as wj
+
+    key = jax.random.PRNGKey(0)
+    params = {"dense": {"kernel": jax.random.normal(key, (16, 8)), "bias": jnp.zeros(8)},
+              "lora": {"a": jnp.zeros((0, 8)), "b": jnp.ones((8, 0))}, "scale": jnp.ones((3,), jnp.bfloat16)}
+    runs = {}
+    for stats in ("host", "device"):
+        path = tmp_path / f"{stats}.wtui"
+        rec = wj.recorder(str(path), every=1)
+        p = params
+        for s in range(3):
+            p = jax.tree_util.tree_map(lambda a: (a * 1.01 + 0.001).astype(a.dtype), p)
+            wj.snapshot(rec, s, p, grads=p, stats=stats)
+        rec.close()
+        runs[stats] = weighttui.open(str(path))
+    host, device = runs["host"], runs["device"]
+    assert device.tensor_names == host.tensor_names and len(device.steps) == 3
+    for name in host.tensor_names:
+        for kind, stats in (("weights", ("mean", "std", "min", "max", "norm", "zero_frac")),
+                            ("grad", ("mean", "std", "min", "max", "norm")),
+                            ("delta", ("norm", "max_abs", "mean_abs", "changed_frac"))):
+            for stat in stats:
+                a, b = host.series(name, stat, kind=kind)[1], device.series(name, stat, kind=kind)[1]
+                assert np.allclose(a, b, rtol=1e-5, atol=1e-7, equal_nan=True), (name, kind, stat, a, b)
+    assert device.series("lora/a", "norm")[1].tolist() == [0.0, 0.0, 0.0]
+
+
+# ---------------------------------------------------------------- issue 17: TensorBoard events
+
+
+def test_tensorboard_events_with_only_scalars_import_as_a_run_of_scalars(tmp_path, capsys):
+    """Issue 17: TensorBoard event files, "their histograms and scalars". A run that logged only scalars
+    (the most common TensorBoard log) was imported, then reported as a failure: exit 1, "wrote 0 snapshot(s)"."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    tb = tmp_path / "tb"
+    tb.mkdir()
+    with open(tb / "events.out.tfevents.1.audit", "wb") as fh:
+        writer = RecordWriter(fh)
+        writer.write(Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString())
+        for s in range(5):
+            writer.write(Event(step=10 * s, wall_time=1.0 + s, summary=Summary(value=[
+                Summary.Value(tag="loss", simple_value=1.0 / (s + 1))])).SerializeToString())
+    out = tmp_path / "tb.wtui"
+    code, _, err = _cli(capsys, "import", str(tb), "--out", str(out))
+    assert code == 0, err
+    line = err.strip().splitlines()[-1]
+    assert "scalars at 5 step(s)" in line and "no histograms" in line, err
+    steps, loss = weighttui.open(str(out)).scalars("loss")
+    assert steps.tolist() == [0, 10, 20, 30, 40]
+    assert loss == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "events.out.tfevents.2.audit").write_bytes(b"")
+    code, _, err = _cli(capsys, "import", str(empty), "--out", str(tmp_path / "e.wtui"))
+    assert code == 1 and "wrote 0 snapshot(s)" in err  # nothing at all is still a failure
+
+
+# ---------------------------------------------------------------- issue 17: Keras files of bfloat16 layers
+
+
+KERAS_BF16_SAVES = """
+    import sys
+    import numpy as np, keras
+    d = sys.argv[1]
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, dtype="bfloat16", name="low"),
+                              keras.layers.Dense(1, name="head")])
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype("float32")
+    for e in (1, 2):
+        model.fit(x, x[:, :1], verbose=0, epochs=1)
+        model.save_weights(f"{d}/weights/epoch_{e}.weights.h5")
+        model.save(f"{d}/models/model_{e}.keras")
+        np.savez(f"{d}/truth_{e}.npz", *[np.asarray(v.numpy()).astype(np.float32) for v in model.weights])
+    print(model.weights[0].dtype)
+"""
+
+
+def test_keras_files_of_a_bfloat16_layer_import_every_tensor(tmp_path, capsys):
+    """Issue 17: Keras `save_weights` / `model.save` import "bit for bit". Keras 3 writes a bfloat16
+    variable into HDF5 as 2-byte opaque data (attribute dtype="bfloat16"): the importer left such a layer out,
+    silently, so a model with a bf16 layer came back without it."""
+    pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    h5py = pytest.importorskip("h5py")
+    for sub in ("weights", "models"):
+        (tmp_path / sub).mkdir()
+    r = _python(KERAS_BF16_SAVES, str(tmp_path), env={"KERAS_BACKEND": "tensorflow"})
+    assert r.returncode == 0 and "bfloat16" in r.stdout, r.stderr[-3000:]
+    for sub in ("weights", "models"):
+        out = tmp_path / f"{sub}.wtui"
+        code, _, err = _cli(capsys, "import", str(tmp_path / sub), "--out", str(out))
+        assert code == 0, err
+        run = weighttui.open(str(out))
+        assert len(run.tensor_names) == 4, (sub, run.tensor_names)
+        assert [t.dtype for t in run.tensors][:2] == ["bfloat16", "bfloat16"]
+        for e in (1, 2):
+            truth = np.load(tmp_path / f"truth_{e}.npz")
+            got = run.weights(epoch=e)
+            for name, want in zip(run.tensor_names, (truth[f"arr_{i}"] for i in range(4)), strict=True):
+                assert got[name].shape == want.shape and np.array_equal(got[name], want), (sub, e, name)
+        steps, norm = run.series(run.tensor_names[0], "norm")
+        assert norm[-1] == pytest.approx(np.linalg.norm(np.load(tmp_path / "truth_2.npz")["arr_0"].astype(np.float64)),
+                                         rel=1e-12)
+    # the same convention in a chunked, compressed dataset (read through h5py, not the map)
+    bits = (np.arange(12, dtype=np.float32).view(np.uint32) >> 16).astype("<u2")
+    with h5py.File(tmp_path / "chunked.h5", "w") as f:
+        ds = f.create_dataset("layer/kernel", data=bits.view("V2").reshape(3, 4), chunks=(1, 4), compression="gzip")
+        ds.attrs["dtype"] = "bfloat16"
+    code, _, err = _cli(capsys, "import", str(tmp_path / "chunked.h5"), "--out", str(tmp_path / "c.wtui"))
+    assert code == 0, err
+    run = weighttui.open(str(tmp_path / "c.wtui"))
+    got = run.weights(step=run.full_steps[0])["layer/kernel"]
+    assert np.array_equal(got, np.arange(12, dtype=np.float32).reshape(3, 4))
