@@ -240,7 +240,9 @@ INSTRUMENT_COLUMNS = [("sigma_max", "weights"), ("stable_rank", "weights"), ("di
 @pytest.mark.parametrize("nan_at", [None, 12])
 def test_instruments_in_the_kernel_passes_equal_torch_ops(tmp_path, monkeypatch, nan_at):
     """With one vector (block=1), the fused kernel computes the instruments in its passes
-    (kernel.Extras); the numbers equal the torch-ops path's (float32 vs float64 products: 1e-5).
+    (kernel.Extras); the numbers equal the torch-ops path's (float32 vs float64 products: 1e-5), except
+    sigma_max and what divides by it: each path's estimate stops within inst.SIGMA_TOL of the true value
+    by its own steps (the kernel's first, then Lanczos), so the two agree within twice that.
     A NaN gradient at step 12 makes the weights NaN: the kernel hands those tensors back and
     torch ops compute their instruments (the same NaN columns, the same nan_origin)."""
     from weighttui.record import kernel
@@ -269,10 +271,58 @@ def test_instruments_in_the_kernel_passes_equal_torch_ops(tmp_path, monkeypatch,
             s1, a = fused.series(name, stat, kind=kind)
             s2, b = ops.series(name, stat, kind=kind)
             assert s1.tolist() == s2.tolist()
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9, err_msg=f"{name} {stat}")
+            rtol = {"sigma_max": 2, "stable_rank": 4, "sigma_ratio": 2}.get(stat, 0) * inst.SIGMA_TOL + 1e-5
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9, err_msg=f"{name} {stat}")
             compared += int(np.isfinite(b).sum())
     assert compared > 600
     assert [e.message for e in fused.events if e.kind == "nan_origin"] == \
         [e.message for e in ops.events if e.kind == "nan_origin"]
     if nan_at:
         assert np.isnan(fused.series("fc2.weight", "sigma_max")[1][-1])
+
+
+def _train_strided(path, cpu_kernel, steps=12):
+    """_train's network with fc1's weight made non-contiguous at step 6 (the same values) and fc1's
+    gradient non-contiguous at steps 4 and 9 to 10, and fc2's gradient missing at step 7: the
+    tensors and the rows with a gradient that the instruments' per-tensor plans were built for change."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x = torch.randn(64, 3, 8, 8)
+    y = torch.randint(0, 5, (64,))
+    handle = wt.watch(model, path, optimizer=optimizer, full_every=1, cpu_kernel=cpu_kernel,
+                      instruments={"block": 1, "cos_sample": 256})
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if step == 6:
+            with torch.no_grad():
+                model.fc1.weight.data = model.fc1.weight.data.t().contiguous().t()
+        if step in (4, 9, 10):
+            model.fc1.weight.grad = model.fc1.weight.grad.t().contiguous().t()
+        if step == 7:
+            model.fc2.weight.grad = None
+        optimizer.step()
+    handle.close()
+
+
+@pytest.mark.skipif("fused" not in KERNELS or not torch_native.has_extras(), reason="the fused kernel is not built")
+def test_kernel_plans_follow_tensors_that_change(tmp_path):
+    """The per-tensor plans of the torch instruments (kept while the tensors are the same) hand a
+    tensor or gradient the kernel no longer takes (not contiguous) to torch ops, and are rebuilt when
+    a gradient goes missing: every instrument equals the torch-ops path's, snapshot by snapshot."""
+    _train_strided(tmp_path / "fused.wtui", "fused")
+    _train_strided(tmp_path / "torch.wtui", "torch")
+    fused, ops = weighttui.open(tmp_path / "fused.wtui"), weighttui.open(tmp_path / "torch.wtui")
+    compared = 0
+    for name in ops.tensor_names:
+        for stat, kind in INSTRUMENT_COLUMNS:
+            s1, a = fused.series(name, stat, kind=kind)
+            s2, b = ops.series(name, stat, kind=kind)
+            assert s1.tolist() == s2.tolist()
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9, err_msg=f"{name} {stat}")
+            compared += int(np.isfinite(b).sum())
+    assert compared > 400
+    # the steps that changed the tensors have their numbers (not NaN) where torch ops have them
+    _, cos = fused.series("fc1.weight", "cos_grad", kind="delta")
+    assert np.isfinite(cos[[4, 6, 9, 10]]).all()

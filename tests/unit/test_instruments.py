@@ -253,7 +253,7 @@ def test_spectral_iteration_follows_a_matrix_that_moves_between_snapshots():
         w = (uk * s) @ vk.T
         errors.append(abs(spec.update(w) / inst.sigma_max_ref(w) - 1))
     assert max(errors[1:]) < 1e-3, errors
-    assert inst.converged(1.0, 1.0) and not inst.converged(0.99, 1.0) and inst.converged(math.nan, 1.0)
+    assert inst.lanczos_bound([0.5, 1.0], 0.0) == 0.0 and inst.lanczos_bound([0.5, 1.0], 0.1) == pytest.approx(0.01)
 
 
 def test_per_unit_norms_dead_and_exploding_units(tmp_path):
@@ -418,22 +418,24 @@ def test_median_is_numpys():
 
 
 def test_settings_one_home_for_every_path(tmp_path):
-    """The six settings live in inst.Settings (defaults, checks); an instruments dict's keys become one,
+    """The seven settings live in inst.Settings (defaults, checks); an instruments dict's keys become one,
     and the numpy Recorder, its device twin (JAX, Keras TF ops) and torch's watch() all hold that object."""
     import torch
 
     import weighttui.torch as wt
     from weighttui.record.device_instruments import ArrayInstruments
 
-    assert inst.SETTINGS == ("cos_sample", "block", "warmup", "block_max", "alpha_every", "alpha_max")
+    assert inst.SETTINGS == ("cos_sample", "block", "warmup", "block_max", "alpha_every", "alpha_max",
+                             "sigma_steps")
     assert (inst.DEFAULTS.cos_sample, inst.DEFAULTS.block, inst.DEFAULTS.warmup, inst.DEFAULTS.block_max,
-            inst.DEFAULTS.alpha_every, inst.DEFAULTS.alpha_max) == (
+            inst.DEFAULTS.alpha_every, inst.DEFAULTS.alpha_max, inst.DEFAULTS.sigma_steps) == (
         inst.DEFAULT_COS_SAMPLE, inst.DEFAULT_BLOCK, inst.DEFAULT_WARMUP, inst.BLOCK_MAX, inst.ALPHA_EVERY,
-        inst.ALPHA_MAX_ELEMENTS)
+        inst.ALPHA_MAX_ELEMENTS, inst.DEFAULT_SIGMA_STEPS)
     chosen, settings = inst.parse_options({"cos_sample": 0, "block": 4, "alpha_every": 3, "units": False})
     assert settings == inst.Settings(cos_sample=0, block=4, alpha_every=3) and "units" not in chosen
     assert settings.vectors(96, 288) == 4 and settings.alpha_schedule().every == 3
-    for bad, low in (({"warmup": 0}, 1), ({"block": True}, 1), ({"alpha_max": 1.5}, 1), ({"cos_sample": -1}, 0)):
+    for bad, low in (({"warmup": 0}, 1), ({"block": True}, 1), ({"alpha_max": 1.5}, 1), ({"cos_sample": -1}, 0),
+                     ({"sigma_steps": -1}, 0)):
         key = next(iter(bad))
         with pytest.raises(ValueError, match=f"instruments {key} must be an int >= {low}"):
             inst.parse_options(bad)
@@ -464,15 +466,20 @@ def test_unit_health_counts_against_a_direct_computation():
         def __init__(self, i):
             self.id, self.name = i, f"t{i}"
 
-    infos = [Info(i) for i in range(5)]
+    infos = [Info(i) for i in range(6)]
     health = inst.UnitHealth()
     streak: dict[int, np.ndarray] = {}
     reported: dict[tuple[int, str], int] = {}
     for step in range(12):
-        sizes = {0: 7, 1: 1, 2: 40, 3: 9 if step < 6 else 11, 4: 3}
-        rows = [r for r in range(5) if not (r == 4 and step % 3 == 0)]
+        sizes = {0: 7, 1: 1, 2: 40, 3: 9 if step < 6 else 11, 4: 3, 5: 8}
+        rows = [r for r in range(6) if not (r == 4 and step % 3 == 0)]
         w = {r: np.abs(rng.standard_normal(sizes[r])) for r in rows}
         w[2][[3, 17]] *= 50.0  # exploding
+        # norms within 10x of each other (the medians' shortcut: none can explode), and at odd steps
+        # one unit 10.5x the smallest (no shortcut) or 30x (exploding)
+        w[5] = 1.0 + rng.random(8)
+        if step % 2:
+            w[5][0] = 10.5 * w[5].min() if step % 4 == 1 else 30.0
         if step == 4:
             w[0][2] = np.nan
         if step == 7:
@@ -513,3 +520,40 @@ def test_unit_health_counts_against_a_direct_computation():
                                    rtol=1 / 128)
         gv = np.concatenate([g[r] if r in g else np.full(sizes[r], np.nan) for r in rows])
         np.testing.assert_allclose(decode_array(payload["grad"]), gv, rtol=1 / 128)
+
+
+def test_update_cosines_many_at_once_is_one_by_one():
+    """UpdateCosines.update_many (small tensors computed together) gives update()'s numbers, with
+    tensors coming and going, changing size, gradients missing, NaN values and frozen tensors."""
+    rng = np.random.default_rng(5)
+    one, many = inst.UpdateCosines(), inst.UpdateCosines()
+    sizes = {"a": 3, "b": 64, "c": inst.COS_BATCH_MAX, "d": inst.COS_BATCH_MAX + 1, "e": 500, "f": 1}
+    xs = {k: rng.standard_normal(n) for k, n in sizes.items()}
+    for step in range(9):
+        keys = [k for k in sizes if not (k == "b" and step == 3)]
+        if step == 5:
+            xs["e"] = rng.standard_normal(700)  # a new size: no update to compare with
+        for k in keys:
+            if not (k == "f" and step > 4):  # f frozen: a zero update
+                xs[k] = xs[k] + rng.standard_normal(xs[k].size) * 0.1
+        vals = {k: xs[k].copy() for k in keys}
+        if step == 6:
+            vals["a"][1] = np.nan
+        gs = {k: (None if (k == "c" and step % 2) else rng.standard_normal(vals[k].size)) for k in keys}
+        want = np.array([one.update(k, vals[k], gs[k]) for k in keys])
+        got = many.update_many(keys, [vals[k] for k in keys], [gs[k] for k in keys])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
+        assert np.isnan(got).sum() == np.isnan(want).sum()
+
+
+def test_bf16_bits_rounds_to_nearest_even():
+    """bf16_bits against the rounding done in 64-bit integers, over every float32 class."""
+    rng = np.random.default_rng(2)
+    f = np.concatenate([(rng.standard_normal(1000) * 10.0 ** rng.integers(-30, 30, 1000)).astype(np.float32),
+                        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, np.finfo(np.float32).max,
+                                  -np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1e-45], dtype=np.float32)])
+    f = np.concatenate([f, (f.view(np.uint32) | 0x7FFF).view(np.float32),
+                        (f.view(np.uint32) & ~np.uint32(0xFFFF) | 0x8000).view(np.float32)])
+    u = f.view(np.uint32).astype(np.uint64)
+    want = np.where(np.isnan(f), np.uint16(0x7FC0), ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16))
+    np.testing.assert_array_equal(inst.bf16_bits(f), want)

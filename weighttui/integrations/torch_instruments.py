@@ -30,7 +30,7 @@ from weighttui.record import kernel
 from weighttui.record.stats import Block
 
 
-def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int, check: bool = False):
+def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     """Block power iteration (two passes over w2 each): (next V, B B^T) with
     Q = orth(W V), B = Q^T W; B B^T's largest eigenvalue is sigma_max^2 (Ritz).
     One vector: u = W v / |W v|, b = u^T W (two matrix-vector products).
@@ -39,37 +39,39 @@ def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int, check: bool = 
     the contiguous B: MKL computes these wide forms 1.3-3x faster than the tall W V (n x p), and
     the QR reads V^T W^T as W V in column-major order without a copy."""
     b = None
-    est = (math.nan, math.nan)
     for _ in range(iters):
         if v.shape[1] == 1:  # torch's matrix-vector paths; a QR of one column is a normalisation
             y = torch.mv(w2, v[:, 0].contiguous())
-            ny = torch.linalg.vector_norm(y)
-            b = (y / ny.clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
-            if check:  # |W v| / |v| and |b|
-                got = torch.stack([ny, torch.linalg.vector_norm(v), torch.linalg.vector_norm(b)]).double().cpu()
-                est = (float(got[0] / got[1]), float(got[2]))
+            b = (y / torch.linalg.vector_norm(y).clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
         else:
-            y = (v.mT.contiguous() @ w2.mT).mT
-            q, r = torch.linalg.qr(y)
+            q, _ = torch.linalg.qr((v.mT.contiguous() @ w2.mT).mT)
             b = q.mT @ w2
-            if check:  # V^T V, R^T R (= Y^T Y) and B B^T in one host read
-                vtv, rtr, bbt = torch.stack([v.mT @ v, r.mT @ r, b @ b.mT]).double().cpu().numpy()
-                est = (ref.rayleigh_sigma(vtv, rtr), ref.ritz_sigma(bbt))
         v = b.mT  # (n x p), the transpose of the contiguous B
     assert b is not None
-    return v, ((b @ b.mT, est) if check else b @ b.mT)
+    return v, b @ b.mT
 
 
-def _converge(w2: torch.Tensor, v: torch.Tensor, extra: int):
-    """_spectral_step, and `extra` more when the first has not converged: its Ritz value and the
-    Rayleigh quotient of the vectors it started from differ by more than ref.CONVERGE_TOL (one host
-    read of a few numbers, once: checking every step cost more than the steps on small matrices)."""
-    v, gram = _spectral_step(w2, v, 1, check=extra > 0)
-    if isinstance(gram, tuple):
-        gram, (lo, hi) = gram
-        if math.isfinite(hi) and not ref.converged(lo, hi):
-            v, gram = _spectral_step(w2, v, extra)
-    return v, gram
+def _host(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+
+
+def _like(a: np.ndarray, ref: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, order="C")).to(device=ref.device, dtype=ref.dtype)
+
+
+def _lanczos(w2: torch.Tensor, v: torch.Tensor, steps: int):
+    """sigma_max of w2 by ref.lanczos from the kept vectors v (n x p) with torch ops: (the top p Ritz
+    vectors, a p x p float64 matrix whose largest eigenvalue is sigma^2: finish() reads every
+    iteration's estimate from such a matrix)."""
+    def apply(q):
+        if q.shape[1] == 1:
+            return (torch.mv(w2, q[:, 0].contiguous()) @ w2)[:, None]
+        return ((q.mT.contiguous() @ w2.mT) @ w2).mT  # the wide layout (see _spectral_step)
+
+    sigma, _bound, v_new, _ = ref.lanczos(apply, v, steps=steps, host=_host, like=_like)
+    gram = torch.zeros((v.shape[1], v.shape[1]), dtype=torch.float64, device=v.device)
+    gram[0, 0] = sigma * sigma
+    return v_new.contiguous(), gram
 
 
 class _Pending:
@@ -128,6 +130,8 @@ class TorchInstruments:
         self._flats: dict[int, tuple] = {}  # id(tensor) -> (tensor, data_ptr, its kernel view): see _flat
         self._states: dict[int, tuple] = {}  # id(param) -> (param, m, v, their data_ptrs, kernel views): _states_fused
         self._gpending: list = []  # gradients given to the kernel with extras (take_grads -> grads_done)
+        self._gplan: tuple | None = None  # (entries, router, rows, plan): see _grad_plan
+        self._splan: tuple | None = None  # (entries, router, plan): see _start_plan
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
@@ -136,6 +140,7 @@ class TorchInstruments:
         for d in (self._v, self._vd, self._init, self._idx, self._grads, self._scratch, self._hidx, self._flats,
                   self._states):
             d.clear()
+        self._gplan = self._splan = None
 
     # ------------------------------------------------------------ helpers
 
@@ -168,8 +173,11 @@ class TorchInstruments:
             v = torch.from_numpy(v)
         if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
             v = self._warm(name, w2, p)
-        # W's iteration goes on until it converges; the update's keeps one step (as in the kernel's passes)
-        v_new, gram = _converge(w2, v.to(torch.float32), ref.extra_iters(m, n) if b is None else 0)
+        # W's estimate goes on until its bound says SIGMA_TOL; the update's keeps one step (as in the kernel's passes)
+        if b is None and self.settings.sigma_steps:
+            v_new, gram = _lanczos(w2, v.to(torch.float32), self.settings.sigma_steps)
+        else:
+            v_new, gram = _spectral_step(w2, v.to(torch.float32), 1)
         pend.grams.append((pend.add(gram), [(i, b is not None)], v_new[None]))
 
     def _warm(self, name: str, w2: torch.Tensor, p: int) -> torch.Tensor:
@@ -182,7 +190,7 @@ class TorchInstruments:
         v, gram = _spectral_step(w2, torch.as_tensor(gen, dtype=torch.float32, device=w2.device),
                                  max(1, self.settings.warmup))
         if v.shape[1] > p:
-            if p == 1:
+            if p == 1 and bool(torch.isfinite(gram).all()):  # (eigh raises on NaN: a tensor first seen with NaN)
                 _w, y = torch.linalg.eigh((gram + gram.T) / 2)
                 v = v @ y[:, -1:]
             else:
@@ -228,24 +236,46 @@ class TorchInstruments:
         kernel.Extras to give router.rows(grads, extras=...) (None: none), then call grads_done()."""
         self._grads, self._gunits, self._gpending = {}, {}, []
         fuse = router is not None and torch_native.has_extras()
+        plan = self._grad_plan(entries, rows, grads, router if fuse else None)
         extras: list | None = [None] * len(grads) if fuse else None
         with torch.no_grad():
-            for k, (i, g) in enumerate(zip(rows, grads, strict=True)):
-                if not (g.is_floating_point() and g.numel() == entries[i].tensor.numel()):
+            for k, name, size, dtype, cos, units, ex in plan:
+                g = grads[k]
+                if g.dtype != dtype or g.numel() != size:
                     continue
-                name = entries[i].name
-                mn = ref.matrix_shape(tuple(g.shape))
-                cos, units = "cos" in self.chosen, "units" in self.chosen and mn is not None
-                if not (cos or units):
-                    continue
-                if extras is not None and router.takes(g):
-                    ex = kernel.Extras(rows=mn[0] if units and mn else 0, units=units,
-                                       idx=self._host_idx(name, g.numel()) if cos else None)
+                if ex is not None and extras is not None:
+                    ex.w_done = False  # (kept from snapshot to snapshot: a row the kernel skips is not done)
                     extras[k] = ex
                     self._gpending.append((name, g, ex, cos, units))
                 else:
                     self._grads_torch(name, g, cos, units)
         return extras if extras is not None and self._gpending else None
+
+    def _grad_plan(self, entries, rows, grads, router) -> list:
+        """What take_grads does per gradient: (position, name, size, dtype, cos, units, the kernel.Extras
+        when the router's kernel takes it), built when the tensors or the rows with a gradient change,
+        else kept (the Extras too: their inputs are the same, the kernel writes fresh outputs). A
+        gradient the kernel does not take after all (not contiguous) is handed back to torch ops."""
+        got = self._gplan
+        if got is not None and got[0] is entries and got[1] is router and got[2] == rows:
+            return got[3]
+        plan = []
+        for k, (i, g) in enumerate(zip(rows, grads, strict=True)):
+            size = entries[i].tensor.numel()
+            if not (g.is_floating_point() and g.numel() == size):
+                continue
+            name = entries[i].name
+            mn = ref.matrix_shape(tuple(g.shape))
+            cos, units = "cos" in self.chosen, "units" in self.chosen and mn is not None
+            if not (cos or units):
+                continue
+            ex = None
+            if router is not None and router.takes(g):
+                ex = kernel.Extras(rows=mn[0] if units and mn else 0, units=units,
+                                   idx=self._host_idx(name, size) if cos else None)
+            plan.append((k, name, size, g.dtype, cos, units, ex))
+        self._gplan = (entries, router, list(rows), plan)
+        return plan
 
     def _grads_torch(self, name: str, g: torch.Tensor, cos: bool, units: bool) -> None:
         if cos:
@@ -279,19 +309,20 @@ class TorchInstruments:
         pend.grad_samples, self._grads = self._grads, {}
         pend.grad_units, self._gunits = self._gunits, {}
         fuse = router is not None and torch_native.has_extras()
-        for i, (e, x) in enumerate(zip(entries, xs, strict=True)):
-            if not x.is_floating_point() or x.numel() == 0:
+        plan, fresh = self._start_plan(entries, xs, router if fuse else None)
+        dist, init = "dist_init" in self.chosen, self._init
+        for i, (e, x, (mn, takes)) in enumerate(zip(entries, xs, plan, strict=True)):
+            if mn is False:  # not a float tensor, or empty
                 continue
             prev = prevs[i] if prevs is not None else None
             if prev is not None and prev.shape != x.shape:
                 prev = None
-            mn = ref.matrix_shape(tuple(x.shape))
             if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
                 pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
-            if "dist_init" in self.chosen:
+            if dist and (fresh or e.name not in init):  # (same plan: same shapes and devices as checked)
                 self._take_init(pend, i, e.name, x)
-            if fuse and router.takes(x):
-                pair = prev is not None and torch_native.takes_pair(x, prev)
+            if takes:
+                pair = "sigma" in self.chosen and prev is not None and torch_native.takes_pair(x, prev)
                 pend.extras[i] = self._extras(pend, i, e.name, x, prev, mn, pair)
                 continue
             self._sigma_torch(pend, i, e.name, x, prev, mn, weights=True, delta=True)
@@ -303,6 +334,19 @@ class TorchInstruments:
             if ex.x0 is None and not ex.rows and ex.idx is None and not ex.states:
                 del pend.extras[i]  # nothing for the kernel to do: no extras (whole-tensor passes)
         return pend
+
+    def _start_plan(self, entries, xs, router) -> tuple[list, bool]:
+        """Per tensor (its matrix shape, None below 2-D, False where start() skips it; whether the
+        router's kernel takes it), and whether the plan is new: kept while the tensors are the same
+        (the entries list the TensorPlan keeps until a tensor, shape, dtype or device changes). A
+        tensor the kernel does not take after all is handed back to torch ops (after_kernel)."""
+        got = self._splan
+        if got is not None and got[0] is entries and got[1] is router:
+            return got[2], False
+        plan = [(False if not x.is_floating_point() or x.numel() == 0 else ref.matrix_shape(tuple(x.shape)),
+                 router is not None and router.takes(x)) for x in xs]
+        self._splan = (entries, router, plan)
+        return plan, True
 
     def _take_init(self, pend: _Pending, i: int, name: str, x: torch.Tensor) -> None:
         """The initial copy of x for dist_init, the first time (within the budget)."""
@@ -386,21 +430,26 @@ class TorchInstruments:
             if "sigma" in self.chosen and mn is not None:
                 self._refine(ex, x, mn)
 
-    @staticmethod
-    def _refine(ex: kernel.Extras, x: torch.Tensor, mn) -> None:
-        """extra_iters() more iterations (torch ops) where the kernel's one step on W has not converged:
-        |W v| / |v| (its first pass) below |b| (its second) by more than ref.CONVERGE_TOL. (Not of
-        the update: the kernel's pass has already made the previous copy x.)"""
-        extra = ref.extra_iters(*mn)
-        v, b = ex.v, ex.b
-        if not extra or v is None or b is None or not ex.w_done:
+    def _refine(self, ex: kernel.Extras, x: torch.Tensor, mn) -> None:
+        """The Lanczos steps (ref.lanczos, torch products) after the kernel's one step on W (W^T W v =
+        |W v| b from its two passes) while its bound is above SIGMA_TOL; b becomes sigma times the top
+        Ritz vector, which finish() reads as the kernel's output. (Not of the update: the kernel's
+        pass has already made the previous copy x.)"""
+        v, b, steps = ex.v, ex.b, self.settings.sigma_steps
+        if not steps or v is None or b is None or not ex.w_done:
             return
-        nv, hi = float(np.linalg.norm(v)), float(np.linalg.norm(b))
-        if not (nv > 0 and hi > 0) or ref.converged(float(ex.out[1]) / nv, hi):
-            return
-        v_new, _ = _spectral_step(x.reshape(mn).to(torch.float32), torch.from_numpy(b).to(torch.float32)[:, None],
-                                  extra)
-        b[:] = v_new[:, 0].double().numpy()  # finish() reads the kernel's output as it would have
+        w2 = x.reshape(mn)
+        if w2.dtype != torch.float32:
+            w2 = w2.to(torch.float32)
+
+        def apply(q: np.ndarray) -> np.ndarray:  # host float64 vectors, torch float32 products
+            y = torch.mv(w2, torch.from_numpy(q[:, 0].astype(np.float32)))
+            return (y @ w2).double().numpy()[:, None]
+
+        sigma, _bound, v_new, taken = ref.lanczos(apply, v[:, None], (b * float(ex.out[1]))[:, None],
+                                                  steps=steps)
+        if taken and sigma > 0:  # else the kernel's b: |b| is above the start vector's Rayleigh quotient
+            b[:] = v_new[:, 0] * sigma
 
     def _sigma_torch(self, pend: _Pending, i: int, name: str, x, prev, mn, *, weights: bool, delta: bool) -> None:
         """sigma_max of x (weights) and of x - prev (delta) with torch ops."""
@@ -427,10 +476,9 @@ class TorchInstruments:
             self._grad_sample(pend, i, name)
 
     def _optim_start(self, pend: _Pending, entries, optimizer) -> None:
-        groups = param_groups(optimizer)
         want: dict[tuple, list[torch.Tensor]] = {}
-        for i, e in enumerate(entries):
-            got = optim_state(optimizer, groups, e.tensor) if e.is_param else None
+        states = optim_states(optimizer, [e.tensor if e.is_param else None for e in entries])
+        for i, (e, got) in enumerate(zip(entries, states, strict=True)):
             if got is None:
                 continue
             m, v, hyper = got
@@ -533,8 +581,9 @@ class TorchInstruments:
         samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
         if samples:
             grads = {i: host[k] for i, k in pend.gs.items()} | pend.g_host
-            for i, xs in samples.items():
-                d[i, 0], d[i, 1] = self.cosines.update(entries[i].name, xs, grads.get(i))
+            at = list(samples)
+            d[at, :2] = self.cosines.update_many([entries[i].name for i in at], list(samples.values()),
+                                                 [grads.get(i) for i in at])
         optim = None
         if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
@@ -598,26 +647,50 @@ def param_groups(optimizer) -> dict[int, dict]:
     return {id(p): g for g in optimizer.param_groups for p in g["params"]}
 
 
-def optim_state(optimizer, groups: dict[int, dict], param: torch.Tensor):
-    """(m, v, (lr, step, beta2, eps)) of one parameter under torch's Adam/AdamW (exp_avg,
-    exp_avg_sq) or SGD momentum (momentum_buffer) state, m or v None where the optimizer keeps
-    none; None for a tensor the optimizer does not hold, or before its moments exist (they start
-    at the first step). One reading of the state for the whole and the sharded instruments."""
-    group = groups.get(id(param))
-    if group is None:
-        return None
-    state = optimizer.state.get(param) or {}
-    m = state.get("exp_avg")
-    if m is None:
-        m = state.get("momentum_buffer")
-    v = state.get("exp_avg_sq")
-    if m is None and v is None and ("betas" in group or group.get("momentum")):
-        return None
-    step = state.get("step", 0)
-    step = float(step.item() if torch.is_tensor(step) else step)
-    lr = group.get("lr", math.nan)
-    lr = float(lr.item() if torch.is_tensor(lr) else lr)
-    return m, v, (lr, step, float(group.get("betas", (0.9, 0.999))[1]), float(group.get("eps", 1e-8)))
+def optim_states(optimizer, params) -> list:
+    """Per parameter (None: not one), (m, v, (lr, step, beta2, eps)) under torch's Adam/AdamW (exp_avg,
+    exp_avg_sq) or SGD momentum (momentum_buffer) state, m or v None where the optimizer keeps none;
+    None for a tensor the optimizer does not hold, or before its moments exist (they start at the
+    first step). One reading of the state for the whole and the sharded instruments.
+
+    Each parameter group's hyperparameters are read once, and the steps torch keeps as tensors (one
+    per parameter; on the device with capturable=True) in one host read per device and dtype
+    instead of an .item() (a sync on a GPU) each."""
+    groups = param_groups(optimizer)
+    hyper: dict[int, tuple[float, float, float]] = {}
+    out: list = []
+    tensor_steps: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+    for param in params:
+        group = None if param is None else groups.get(id(param))
+        if group is None:
+            out.append(None)
+            continue
+        state = optimizer.state.get(param) or {}
+        m = state.get("exp_avg")
+        if m is None:
+            m = state.get("momentum_buffer")
+        v = state.get("exp_avg_sq")
+        if m is None and v is None and ("betas" in group or group.get("momentum")):
+            out.append(None)
+            continue
+        h = hyper.get(id(group))
+        if h is None:
+            lr = group.get("lr", math.nan)
+            h = hyper[id(group)] = (float(lr.item() if torch.is_tensor(lr) else lr),
+                                    float(group.get("betas", (0.9, 0.999))[1]), float(group.get("eps", 1e-8)))
+        step = state.get("step", 0)
+        if torch.is_tensor(step) and step.numel() == 1:
+            tensor_steps.setdefault((step.device, step.dtype), []).append((len(out), step))
+            step = math.nan  # read below
+        elif torch.is_tensor(step):  # (no step torch keeps)
+            step = float(step.reshape(-1)[0].item()) if step.numel() else 0.0
+        out.append((m, v, (h[0], float(step), h[1], h[2])))
+    for ts in tensor_steps.values():
+        values = torch.stack([t.detach().reshape(()) for _, t in ts]).tolist()
+        for (k, _), value in zip(ts, values, strict=True):
+            m, v, (lr, _nan, beta2, eps) = out[k]
+            out[k] = (m, v, (lr, float(value), beta2, eps))
+    return out
 
 
 def _queue(want: dict, t: torch.Tensor | None):

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 from weighttui.integrations import torch_dist
-from weighttui.integrations.torch_instruments import optim_state, param_groups
+from weighttui.integrations.torch_instruments import optim_states
 from weighttui.record import instruments as ref
 from weighttui.record.raw_rows import _INF, _NAN
 from weighttui.record.stats import Block
@@ -355,9 +355,8 @@ class ShardInstruments:
             add(("gram_d", i), yd.to(torch.float64).T @ yd.to(torch.float64))
 
     def _optim_start(self, pend: _Pending, entries, optimizer, add) -> None:
-        groups = param_groups(optimizer)
-        for i, e in enumerate(entries):
-            got = optim_state(optimizer, groups, e.tensor) if e.is_param else None
+        states = optim_states(optimizer, [e.tensor if e.is_param else None for e in entries])
+        for i, (e, got) in enumerate(zip(entries, states, strict=True)):
             if got is None:
                 continue
             m, v, hyper = got

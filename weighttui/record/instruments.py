@@ -28,6 +28,9 @@ from weighttui.record.numpy_path import is_float
 from weighttui.record.stats import Block
 
 DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
+# UpdateCosines.update_many computes tensors of at most this many sampled values together (one numpy
+# call for all of them): below it a tensor's five numpy calls cost more than its arithmetic
+COS_BATCH_MAX = 2048
 # vectors of the warm-started block iteration per snapshot (block=1: plain power iteration)
 DEFAULT_BLOCK = 8
 # ... for matrices up to this many elements; larger ones iterate one vector (plain power iteration),
@@ -36,14 +39,13 @@ DEFAULT_BLOCK = 8
 BLOCK_MAX = 1 << 16
 WARMUP_BLOCK = 8  # vectors of the block iteration the first time a tensor is seen
 DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vector would converge slowly)
-# After a snapshot's iteration, while the Ritz value (upper estimate) and the Rayleigh quotient of the
-# vectors it started from (lower estimate; the same products) differ by more than CONVERGE_TOL
-# relative, iterate again: up to CONVERGE_ELEMENTS // (m n) more iterations, at most CONVERGE_ITERS
-# (small matrices converge under training that moves them between sparse snapshots; big ones keep
-# the one iteration per snapshot: docs/instruments.md, "Spectral norm")
-CONVERGE_TOL = 1e-5
-CONVERGE_ITERS = 4
-CONVERGE_ELEMENTS = 1 << 18
+# After a snapshot's first products, the estimate goes on as a Lanczos (Krylov) iteration on W^T W,
+# warm-started from the kept vectors, until its own error estimate (lanczos_bound: the residual of
+# the top Ritz pair and the gap to the second Ritz value) is under SIGMA_TOL relative, at most
+# `sigma_steps` more steps per snapshot (two matrix-vector products each): docs/instruments.md,
+# "Spectral norm". Unconverged work carries over in the kept top Ritz vectors.
+SIGMA_TOL = 1e-4
+DEFAULT_SIGMA_STEPS = 12
 ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
 # What instruments="default" records: the instruments whose cost is within the noise of a
 # snapshot (docs/instruments.md: optimizer state, NaN origin, per-unit norms). The spectral
@@ -67,10 +69,13 @@ class Settings:
     block_max: int = BLOCK_MAX  # bigger matrices iterate one vector (0: every matrix)
     alpha_every: int = ALPHA_EVERY  # snapshots of a tensor between alpha fits
     alpha_max: int = ALPHA_MAX_ELEMENTS  # the largest matrix fitted, in elements
+    # Lanczos steps (2 matrix-vector products each) a snapshot may add to sigma_max's estimate of a matrix
+    # until its error estimate is under SIGMA_TOL (0: the one warm-started step of before)
+    sigma_steps: int = DEFAULT_SIGMA_STEPS
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value, low = getattr(self, f.name), 0 if f.name in ("cos_sample", "block_max") else 1
+            value, low = getattr(self, f.name), 0 if f.name in ("cos_sample", "block_max", "sigma_steps") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"instruments {f.name} must be an int >= {low}, got {value!r}")
 
@@ -184,6 +189,58 @@ class UpdateCosines:
         self._xs[key] = xs
         return cos_prev, cos_grad
 
+    def update_many(self, keys, xs: list, gs: list) -> np.ndarray:
+        """update() of many tensors at once: [len(keys), 2] (cos_prev, cos_grad). The tensors of at most
+        COS_BATCH_MAX sampled values (biases, norms: most of a network's tensors) are computed together
+        over their values concatenated (a numpy call per snapshot instead of five per tensor); the
+        others, whose arithmetic outweighs a call, go one by one. The numbers are update()'s."""
+        out = np.full((len(keys), 2), np.nan)
+        rows, cat_x, cat_p, cat_d, cat_g, prev_dd, has_d, has_g = [], [], [], [], [], [], [], []
+        for j, (key, x, g) in enumerate(zip(keys, xs, gs, strict=True)):
+            size = x.size
+            prev = self._xs.get(key)
+            if size > COS_BATCH_MAX or size == 0 or prev is None or prev.size != size:
+                out[j] = self.update(key, x, g)
+                continue
+            got = self._d.get(key)
+            ok_d = got is not None and got[0].size == size
+            rows.append(j)
+            cat_x.append(x)
+            cat_p.append(prev)
+            cat_d.append(got[0] if got is not None and ok_d else np.zeros(size))
+            prev_dd.append(got[1] if got is not None and ok_d else math.nan)
+            ok_g = g is not None and g.size == size
+            cat_g.append(g.reshape(-1) if g is not None and ok_g else np.zeros(size))
+            has_d.append(ok_d)
+            has_g.append(ok_g)
+            self._xs[key] = x
+        if not rows:
+            return out
+        sizes = np.fromiter((x.size for x in cat_x), dtype=np.int64, count=len(cat_x))
+        starts = np.zeros(len(sizes), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        delta = np.concatenate(cat_x) - np.concatenate(cat_p)
+        g_all = np.concatenate(cat_g)
+        dd = np.add.reduceat(delta * delta, starts)
+        dp = np.add.reduceat(delta * np.concatenate(cat_d), starts)
+        dg = np.add.reduceat(delta * g_all, starts)
+        gg = np.add.reduceat(g_all * g_all, starts)
+        at = np.asarray(rows)
+        out[at, 0] = np.where(has_d, cosines_of_dots(dp, dd, np.asarray(prev_dd)), np.nan)
+        out[at, 1] = np.where(has_g, cosines_of_dots(dg, dd, gg), np.nan)
+        ends = starts + sizes
+        for j, s, e, d2 in zip(rows, starts.tolist(), ends.tolist(), dd.tolist(), strict=True):
+            self._d[keys[j]] = (delta[s:e], d2)
+        return out
+
+
+def cosines_of_dots(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """cosine_of_dots() of arrays of dot products, element by element."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        na, nb = np.sqrt(aa), np.sqrt(bb)
+        ok = (na > 0) & (nb > 0) & np.isfinite(na) & np.isfinite(nb)
+        return np.where(ok, np.clip(ab / np.where(ok, na * nb, 1.0), -1.0, 1.0), np.nan)
+
 
 def sample_index(name: str, size: int, k: int) -> np.ndarray | None:
     """The fixed coordinates of a tensor that the update cosines are computed on:
@@ -231,29 +288,88 @@ def ritz_sigmas(grams) -> np.ndarray:
     return out
 
 
-def extra_iters(m: int, n: int) -> int:
-    """How many more iterations a snapshot may spend on an m x n matrix that has not converged."""
-    return min(CONVERGE_ITERS, CONVERGE_ELEMENTS // max(1, m * n))
+def lanczos_bound(lam, rn: float) -> float:
+    """The relative error estimate of sigma_max = sqrt(lam[-1]) (lam: the Ritz values of W^T W, ascending;
+    rn: the residual norm |W^T W x - lam[-1] x| of the top Ritz vector x). Some eigenvalue of W^T W lies
+    within rn of lam[-1] and, when the second Ritz value is close to its own, within rn^2 / gap
+    (Kato-Temple); the Ritz value is from below, and sigma's relative error is half lambda's."""
+    top = float(lam[-1])
+    if not (top > 0 and math.isfinite(rn)):
+        return 0.0 if top == 0 and rn == 0 else math.nan
+    gap = top - float(lam[-2]) if len(lam) > 1 else top
+    err = min(rn, rn * rn / gap) if gap > 0 else rn
+    return err / top / 2
 
 
-def rayleigh_sigma(vtv, yty) -> float:
-    """The lower estimate of sigma_max on span(V), from V^T V and Y^T Y (Y = W V): the square root
-    of the largest eigenvalue of Y^T Y x = l V^T V x (NaN when V^T V is singular or not finite)."""
-    g = np.asarray(vtv, dtype=np.float64)
-    h = np.asarray(yty, dtype=np.float64)
+def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asarray, like=None):
+    """sigma_max of the matrix W behind apply (q -> W^T W q, q: n x k) by Rayleigh-Ritz on a Krylov space
+    of W^T W started from the block v (n x p, the kept vectors): after the start, each step adds the
+    residual of the top Ritz pair (the next Lanczos direction, re-orthogonalised) until lanczos_bound is
+    under tol or `steps` were taken. z: apply(v) where the caller has it already (the fused kernel's
+    passes), only with p = 1. host: an array -> numpy; like(a, ref): numpy a as ref's kind, dtype and
+    device of array (default: numpy). The arrays need @, .T, slicing and assignment (numpy, torch).
+
+    Returns (sigma, bound, the top p Ritz vectors (n x p, unit), steps taken); NaN sigma (and v back)
+    where W is not finite."""
+    n, p = v.shape
+    cast = (lambda a, ref: np.asarray(a, dtype=ref.dtype)) if like is None else like
+
+    def norm(a) -> float:
+        return float(np.sqrt(np.sum(np.square(np.asarray(host(a), dtype=np.float64)))))
+
+    vb = _empty_like(v, n, p + steps)
+    zb = _empty_like(v, n, p + steps)
+    if z is not None and p == 1:
+        nv = norm(v)
+        if not nv > 0:
+            return math.nan, math.nan, v, 0
+        vb[:, :1] = v / nv
+        zb[:, :1] = z / nv
+    else:
+        q = _orth(v, host, cast)
+        vb[:, :p] = q
+        zb[:, :p] = apply(q)
+    k = p
+    while True:
+        vk, zk = vb[:, :k], zb[:, :k]
+        h = np.asarray(host(vk.T @ zk), dtype=np.float64)
+        if not np.all(np.isfinite(h)):
+            return math.nan, math.nan, v, k - p
+        lam, s = np.linalg.eigh((h + h.T) / 2)
+        top = max(float(lam[-1]), 0.0)
+        sk = cast(s[:, -1:], vk)
+        x = vk @ sk
+        r = zk @ sk - x * top
+        bound = lanczos_bound(lam, norm(r))
+        if not bound > tol or k - p >= steps:
+            break
+        q = r - vk @ (vk.T @ r)
+        q = q - vk @ (vk.T @ q)  # twice: in float32 the basis stays orthogonal to ~1e-7
+        nq = norm(q)
+        if not nq > 1e-12 * math.sqrt(max(top, 1e-300)):
+            break
+        vb[:, k:k + 1] = q / nq
+        zb[:, k:k + 1] = apply(vb[:, k:k + 1])
+        k += 1
+    return math.sqrt(top), bound, vb[:, :k] @ cast(s[:, ::-1][:, :p].copy(), v), k - p
+
+
+def _empty_like(a, n: int, k: int):
+    """An n x k buffer of a's kind, dtype and device (numpy or torch)."""
+    new = getattr(a, "new_empty", None)
+    return np.empty((n, k), dtype=a.dtype) if new is None else new((n, k))
+
+
+def _orth(v, host, cast):
+    """An orthonormal basis of v's columns (n x p): v L^-T from the Cholesky factor of the p x p Gram
+    matrix (a small host read instead of a device QR); a rank-deficient v goes through numpy's QR."""
+    g = np.asarray(host(v.T @ v), dtype=np.float64)
     try:
-        li = np.linalg.inv(np.linalg.cholesky((g + g.T) / 2))
+        li = np.linalg.inv(np.linalg.cholesky((g + g.T) / 2)).T
     except np.linalg.LinAlgError:
-        return math.nan
-    m = li @ ((h + h.T) / 2) @ li.T
-    if not np.all(np.isfinite(m)):
-        return math.nan
-    return math.sqrt(max(float(np.linalg.eigvalsh((m + m.T) / 2)[-1]), 0.0))
-
-
-def converged(lo: float, hi: float) -> bool:
-    """Whether the lower and upper estimates of sigma_max agree within CONVERGE_TOL (NaN: stop)."""
-    return not hi - lo > CONVERGE_TOL * hi
+        q, _ = np.linalg.qr(np.asarray(host(v), dtype=np.float64))
+        return cast(q, v)
+    return v @ cast(li, v)
 
 
 def vectors(m: int, n: int, block: int = DEFAULT_BLOCK, block_max: int = BLOCK_MAX) -> int:
@@ -294,24 +410,22 @@ class Spectral:
     `step` (no host sync: device arrays stay on their device with xp) then `commit`
     with the Ritz value of its B B^T; `update` does both on numpy arrays."""
 
-    __slots__ = ("name", "settings", "v", "xp")
+    __slots__ = ("name", "settings", "v", "xp", "bound")
 
     def __init__(self, name: str, settings: Settings = DEFAULTS, xp=np):
         self.name, self.settings, self.xp = name, settings, xp
         self.v = None
+        self.bound = math.nan  # the last estimate's relative error estimate (lanczos_bound)
 
     def update(self, w2: np.ndarray) -> float:
-        """sigma_max of w2 (numpy): the snapshot's iteration, and more while not converged (extra_iters)."""
+        """sigma_max of w2 (numpy): lanczos() from the kept vectors until its bound is under SIGMA_TOL
+        (at most settings.sigma_steps more steps); keeps the top Ritz vectors. self.bound: its estimate."""
         v = self.start(w2)
-        sigma = math.nan
-        for _ in range(1 + extra_iters(*w2.shape)):
-            q, r = np.linalg.qr(w2 @ v)
-            b = q.T @ w2
-            sigma = ritz_sigma(b @ b.T)
-            if not math.isfinite(sigma) or converged(rayleigh_sigma(v.T @ v, r.T @ r), sigma):
-                v = b.T  # (the lower estimate: of the vectors this iteration started from)
-                break
-            v = b.T
+        if not self.settings.sigma_steps:  # one block power step (the estimate before sigma_steps)
+            v, gram = subspace_step(w2, v)
+            sigma, self.bound = ritz_sigma(gram), math.nan
+        else:
+            sigma, self.bound, v, _ = lanczos(lambda q: w2.T @ (w2 @ q), v, steps=self.settings.sigma_steps)
         self.commit(v, sigma)
         return sigma
 
@@ -626,8 +740,10 @@ def unit_norms(x: np.ndarray) -> np.ndarray:
 def bf16_bits(x) -> np.ndarray:
     """float values as bfloat16 bits (round to nearest even; NaN stays NaN)."""
     f = np.ascontiguousarray(x, dtype=np.float32)
-    u = f.view(np.uint32).astype(np.uint64)
-    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    u = f.view(np.uint32)
+    # in uint32: the largest finite or infinite pattern (0xFF800000) plus 0x8000 does not wrap; the NaN
+    # patterns that would are replaced below
+    rounded = ((u + ((u >> 16) & 1) + 0x7FFF) >> 16).astype(np.uint16)
     return np.where(np.isnan(f), np.uint16(0x7FC0), rounded)
 
 
@@ -678,22 +794,25 @@ class UnitHealth:
         if not rows:
             return wcol, gcol, None, []
         ws = [np.asarray(w_norms[i], dtype=np.float64).reshape(-1) for i in rows]
-        sizes = np.array([w.size for w in ws], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        sizes = np.fromiter((w.size for w in ws), dtype=np.int64, count=len(ws))
+        starts = np.zeros(len(ws), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
         w_all = np.concatenate(ws)
-        meds = np.array([median(w) for w in ws])
+        meds = self._medians(ws, w_all, starts, sizes)
         with np.errstate(invalid="ignore"):
             limit = np.where(meds > 0, self.factor * meds, np.inf)  # a NaN or zero median: none exploding
             hot = w_all > np.repeat(limit, sizes)
         counts = np.add.reduceat(hot, starts) if w_all.size else np.zeros(len(rows), np.int64)
         wcol[rows, 0] = counts
         events = []
-        for j, i in enumerate(rows):
+        for j in np.nonzero(counts)[0].tolist():  # (a count of 0 is never above the reported one)
+            i = rows[j]
             if counts[j] > self._reported.get((infos[i].id, "exploding"), 0):
                 units = np.nonzero(hot[starts[j]:starts[j] + sizes[j]])[0]
                 events += self._event(infos[i], "exploding", units, int(sizes[j]), f"weight norm above "
                                       f"{self.factor:g}x the median unit's ({three(meds[j])})")
-        with_g = [j for j, i in enumerate(rows) if i in g_norms and np.size(g_norms[i]) == sizes[j]]
+        g_size = [np.size(g_norms[i]) if i in g_norms else -1 for i in rows]
+        with_g = np.nonzero(np.asarray(g_size) == sizes)[0].tolist()
         g_all = None
         if with_g:
             g_ids = tuple(infos[rows[j]].id for j in with_g)
@@ -704,20 +823,39 @@ class UnitHealth:
             dead = streak >= self.window
             g_starts = np.concatenate([[0], np.cumsum(sizes[with_g])[:-1]])
             dead_counts = np.add.reduceat(dead, g_starts) if dead.size else np.zeros(len(with_g), np.int64)
-            for k, j in enumerate(with_g):
+            g_rows = [rows[j] for j in with_g]
+            gcol[g_rows, 0] = dead_counts
+            for k in np.nonzero(dead_counts)[0].tolist():
+                j = with_g[k]
                 i = rows[j]
-                gcol[i, 0] = dead_counts[k]
                 if dead_counts[k] > self._reported.get((infos[i].id, "dead"), 0):
                     units = np.nonzero(dead[g_starts[k]:g_starts[k] + sizes[j]])[0]
                     events += self._event(infos[i], "dead", units, int(sizes[j]),
                                           f"gradient exactly zero for {self.window}+ snapshots")
-            g_all = np.full(w_all.size, np.nan, dtype=np.float32)
-            at = np.concatenate([np.arange(starts[j], starts[j] + sizes[j]) for j in with_g])
-            g_all[at] = gs
+            if len(with_g) == len(rows):  # every tensor had its gradient (the usual case)
+                g_all = gs.astype(np.float32)
+            else:
+                g_all = np.full(w_all.size, np.nan, dtype=np.float32)
+                at = np.concatenate([np.arange(starts[j], starts[j] + sizes[j]) for j in with_g])
+                g_all[at] = gs
         ids = np.array([infos[i].id for i in rows], dtype="<u4")
         payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(w_all.astype(np.float32))),
                    "grad": None if g_all is None else encode_bf16_bits(bf16_bits(g_all))}
         return wcol, gcol, payload, events
+
+    def _medians(self, ws: list, w_all: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """The median unit norm of each tensor where a unit could be exploding, else NaN (no unit is):
+        where max <= factor * min (min > 0), no unit is above factor x the median (>= min), so its
+        partition is skipped: two reductions over all tensors instead of a partition per tensor."""
+        calm = np.zeros(len(ws), dtype=bool)
+        if sizes.size and sizes.min() > 0:  # (reduceat gives no identity for empty parts)
+            with np.errstate(invalid="ignore"):
+                lo, hi = np.minimum.reduceat(w_all, starts), np.maximum.reduceat(w_all, starts)
+                calm = (lo > 0) & (hi <= self.factor * lo)
+        meds = np.full(len(ws), np.nan)
+        for j in np.nonzero(~calm)[0].tolist():
+            meds[j] = median(ws[j])
+        return meds
 
     def _streaks(self, ids: tuple[int, ...], sizes) -> np.ndarray:
         """The streaks of these tensors, concatenated (their own if kept at this size, else zeros)."""
