@@ -913,10 +913,11 @@ static PyObject *py_gather_columns(PyObject *self, PyObject *args) {
     if (out != NULL) {
         uint64_t *o = (uint64_t *)PyByteArray_AS_STRING(out);
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < r; i++) {
-            const char *src = (const char *)p.views[i].buf;
-            for (Py_ssize_t j = 0; j < t; j++) {
-                const char *row = src + (perm ? (Py_ssize_t)perm[j] : j) * s * 8;
+        /* tensor by tensor: the s output columns of a tensor are s sequential streams */
+        for (Py_ssize_t j = 0; j < t; j++) {
+            Py_ssize_t at = (perm ? (Py_ssize_t)perm[j] : j) * s * 8;
+            for (Py_ssize_t i = 0; i < r; i++) {
+                const char *row = (const char *)p.views[i].buf + at;
                 for (Py_ssize_t c = 0; c < s; c++) {
                     uint64_t v;
                     memcpy(&v, row + c * 8, 8);
