@@ -1023,6 +1023,19 @@ done:
     return result;
 }
 
+/* buffer(n) -> bytearray of n bytes, not zeroed (bytearray(n) writes n zeros first: a pass over
+   every chunk a reader then reads into) */
+static PyObject *py_buffer(PyObject *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, n);
+}
+
 static PyMethodDef methods[] = {
     {"snapshot", py_snapshot, METH_O, "snapshot(body): the common snapshot payload decoded, or None."},
     {"configure", py_configure, METH_VARARGS,
@@ -1031,6 +1044,7 @@ static PyMethodDef methods[] = {
     {"gather_columns", py_gather_columns, METH_VARARGS, "gather_columns(pieces, t, s, perm): [s, t, r] of 8-byte values."},
     {"gather_counts", py_gather_counts, METH_VARARGS,
      "gather_counts(pieces, t, bins, perm): ([t, r, bins] narrowed, itemsize, each tensor's largest count)."},
+    {"buffer", py_buffer, METH_O, "buffer(n): a bytearray of n bytes, not zeroed."},
     {"frame", py_frame, METH_VARARGS, "frame(buf, pos, prepared): (end, type, payload | None) of the verified "
                                       "frame at buf[pos:], or None."},
     {NULL, NULL, 0, NULL},
