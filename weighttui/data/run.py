@@ -22,6 +22,7 @@ from a follower thread with `ingest(poll)`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 import warnings
@@ -264,10 +265,16 @@ class RunData:
                 self._set_spill(store, st.st_size - start)
             if isinstance(store.spill, LogSource):
                 store.spill.reading = fd
+            # (no cyclic GC while frames are applied: a big log makes millions of small objects, none in
+            # a cycle, and the collector kept walking the store's growing tail)
+            gc_on = gc.isenabled()
+            gc.disable()
             try:
                 for item in scan_frames(fd, store.scan, st.st_size, prepared=True):
                     store.apply(item)
             finally:
+                if gc_on:
+                    gc.enable()
                 if isinstance(store.spill, LogSource):
                     store.spill.reading = None
             if isinstance(store.spill, LogSource) and store.scan.offset - start >= store_index.MIN_LOG_BYTES:
