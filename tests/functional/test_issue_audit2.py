@@ -210,3 +210,63 @@ def test_keras_files_of_a_bfloat16_layer_import_every_tensor(tmp_path, capsys):
     run = weighttui.open(str(tmp_path / "c.wtui"))
     got = run.weights(step=run.full_steps[0])["layer/kernel"]
     assert np.array_equal(got, np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+# ---------------------------------------------------------------- issue 17: watch DIR where the home is read-only
+
+
+def test_watch_of_a_checkpoint_directory_with_no_writable_cache_directory(tmp_path, monkeypatch, capsys):
+    """Issue 17 `weighttui watch DIR` imports into the user's cache directory; with a home that cannot be
+    written (compute nodes often mount it read-only; /proc stands in here, unwritable even for root) it stopped
+    with "[Errno 2] No such file or directory". The imported log is a cache: a temporary directory serves."""
+    import time
+
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in (1, 2):
+        save_file({"w": np.full((4, 4), e, np.float32)}, str(ck / f"epoch_{e}.safetensors"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/weighttui-audit")
+    monkeypatch.setenv("HOME", "/proc/weighttui-audit")
+    seen = {}
+
+    def viewer(path, **kw):  # stands in for the terminal: reads what the follower imports, as the viewer does
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            if os.path.exists(path) and len(weighttui.open(path, cache=False).steps) == 2:
+                seen["path"], seen["steps"] = path, weighttui.open(path, cache=False).steps.tolist()
+                return 0
+            time.sleep(0.05)
+        return 1
+
+    monkeypatch.setattr("weighttui.tui.app.run_app", viewer)
+    assert main(["watch", str(ck)]) == 0
+    assert seen["steps"] == [1, 2] and not seen["path"].startswith("/proc")
+    assert f"the imported run log is {seen['path']}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 15: the numpy Recorder's odd dtypes
+
+
+def test_a_longdouble_tensor_is_left_out_and_the_recording_goes_on(tmp_path, capfd):
+    """Bad input: "a clear one-line message, nothing lost; the recorder never raises into training". A
+    np.longdouble array (the format stores no float wider than float64) stopped the whole recording when its
+    complete values were written: every later snapshot of every tensor was lost. Now only it is left out."""
+    if np.dtype(np.longdouble).itemsize <= 8:
+        pytest.skip("longdouble is float64 on this platform")
+    path = tmp_path / "ld.wtui"
+    rng = np.random.default_rng(7)
+    others = {"h": rng.standard_normal((8, 4)).astype(np.float16), "d": rng.standard_normal((8, 4)),
+              "i": rng.integers(-5, 5, (8, 4)).astype(np.int8), "z": np.zeros((0, 4), np.float32)}
+    with weighttui.Recorder(str(path), every=1, full_every=1) as rec:
+        for s in range(4):
+            rec.snapshot(s, {"wide": np.full((3, 3), s, np.longdouble), **{k: v + s for k, v in others.items()}})
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "'wide' skipped" in lines[0] and np.dtype(np.longdouble).name in lines[0], lines
+    run = weighttui.open(str(path))
+    assert run.status == "finished" and run.tensor_names == ["h", "d", "i", "z"]
+    assert run.steps.tolist() == [0, 1, 2, 3] and run.full_steps == [0, 1, 2, 3]
+    for k, v in others.items():
+        got = run.weights(step=3)[k]
+        assert got.dtype == v.dtype and np.array_equal(got, v + 3), k

@@ -98,9 +98,18 @@ def wait_for_content(directory: str, *, poll: float = 0.5, say=None) -> None:
 
 
 def cache_log(directory: str) -> str:
+    """Where `watch DIR` imports a checkpoint directory: the user's cache directory, else (a read-only or
+    missing home, as on some compute nodes) a new temporary directory: the log is only a cache."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "weighttui", "import")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(folder)
+    except OSError:
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="weighttui-import-")
     key = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:12]
     name = os.path.basename(os.path.normpath(os.path.abspath(directory))) or "checkpoints"
     return os.path.join(folder, f"{name}-{key}.wtui")

@@ -35,7 +35,7 @@ def to_numpy(x) -> np.ndarray:
     bfloat16 arrays (ml_dtypes) stay bfloat16 (the kernel reads them; the
     reference path widens them to float32, exactly).
     """
-    if type(x) is np.ndarray and x.dtype.kind in "fiub":  # the common case, first
+    if type(x) is np.ndarray and x.dtype.kind in "fiub" and x.dtype.itemsize <= 8:  # the common case, first
         return x
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
         # torch: leave autograd, come to the host, and widen bfloat16 (numpy has none)
@@ -48,7 +48,9 @@ def to_numpy(x) -> np.ndarray:
         except Exception:  # not convertible this way: np.asarray below has its go
             pass
     arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf" and not is_bfloat16(arr):
+    if (arr.dtype.kind not in "biuf" and not is_bfloat16(arr)) or arr.dtype.itemsize > 8:
+        # longdouble (float96/float128): the log stores no float wider than float64 (docs/FORMAT.md); it
+        # stopped the whole recording when its complete values were written, now only it is left out
         raise TypeError(f"cannot record dtype {arr.dtype}")
     return arr
 
