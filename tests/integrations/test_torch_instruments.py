@@ -320,7 +320,9 @@ def test_kernel_plans_follow_tensors_that_change(tmp_path):
             s1, a = fused.series(name, stat, kind=kind)
             s2, b = ops.series(name, stat, kind=kind)
             assert s1.tolist() == s2.tolist()
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9, err_msg=f"{name} {stat}")
+            # the spectral estimates: each within its bound (SIGMA_TOL) of the truth, as in the test above
+            rtol = {"sigma_max": 2, "stable_rank": 4, "sigma_ratio": 2}.get(stat, 0) * inst.SIGMA_TOL + 1e-5
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9, err_msg=f"{name} {stat}")
             compared += int(np.isfinite(b).sum())
     assert compared > 400
     # the steps that changed the tensors have their numbers (not NaN) where torch ops have them
