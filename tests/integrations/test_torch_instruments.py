@@ -240,7 +240,9 @@ INSTRUMENT_COLUMNS = [("sigma_max", "weights"), ("stable_rank", "weights"), ("di
 @pytest.mark.parametrize("nan_at", [None, 12])
 def test_instruments_in_the_kernel_passes_equal_torch_ops(tmp_path, monkeypatch, nan_at):
     """With one vector (block=1), the fused kernel computes the instruments in its passes
-    (kernel.Extras); the numbers equal the torch-ops path's (float32 vs float64 products: 1e-5).
+    (kernel.Extras); the numbers equal the torch-ops path's (float32 vs float64 products: 1e-5), except
+    sigma_max and what divides by it: each path's estimate stops within inst.SIGMA_TOL of the true value
+    by its own steps (the kernel's first, then Lanczos), so the two agree within twice that.
     A NaN gradient at step 12 makes the weights NaN: the kernel hands those tensors back and
     torch ops compute their instruments (the same NaN columns, the same nan_origin)."""
     from weighttui.record import kernel
@@ -269,7 +271,8 @@ def test_instruments_in_the_kernel_passes_equal_torch_ops(tmp_path, monkeypatch,
             s1, a = fused.series(name, stat, kind=kind)
             s2, b = ops.series(name, stat, kind=kind)
             assert s1.tolist() == s2.tolist()
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9, err_msg=f"{name} {stat}")
+            rtol = {"sigma_max": 2, "stable_rank": 4, "sigma_ratio": 2}.get(stat, 0) * inst.SIGMA_TOL + 1e-5
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9, err_msg=f"{name} {stat}")
             compared += int(np.isfinite(b).sum())
     assert compared > 600
     assert [e.message for e in fused.events if e.kind == "nan_origin"] == \

@@ -134,3 +134,11 @@ async def test_change_table_at_the_position_and_between_exact_marks(long_log, tu
         assert got["a.weight"]["change_ab"] > 0.4
         cell = screen.table.get_cell("a.weight", "change_ab").plain.strip()
         assert cell and cell != "–"
+        # the marks stay when the table is left and opened again
+        await pilot.press("escape", "home", "c")
+        again = app.screen
+        assert isinstance(again, ChangeTableScreen) and again is not screen
+        assert (again.mark_a, again.mark_b) == (3, JUMP_AT)
+        assert "a = step 3, b = step 20" in again.query_one("#chead").content.plain
+        await pilot.press("x")
+        assert (again.mark_a, again.mark_b) == (None, None)

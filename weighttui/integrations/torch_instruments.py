@@ -30,7 +30,7 @@ from weighttui.record import kernel
 from weighttui.record.stats import Block
 
 
-def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int, check: bool = False):
+def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int):
     """Block power iteration (two passes over w2 each): (next V, B B^T) with
     Q = orth(W V), B = Q^T W; B B^T's largest eigenvalue is sigma_max^2 (Ritz).
     One vector: u = W v / |W v|, b = u^T W (two matrix-vector products).
@@ -39,37 +39,39 @@ def _spectral_step(w2: torch.Tensor, v: torch.Tensor, iters: int, check: bool = 
     the contiguous B: MKL computes these wide forms 1.3-3x faster than the tall W V (n x p), and
     the QR reads V^T W^T as W V in column-major order without a copy."""
     b = None
-    est = (math.nan, math.nan)
     for _ in range(iters):
         if v.shape[1] == 1:  # torch's matrix-vector paths; a QR of one column is a normalisation
             y = torch.mv(w2, v[:, 0].contiguous())
-            ny = torch.linalg.vector_norm(y)
-            b = (y / ny.clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
-            if check:  # |W v| / |v| and |b|
-                got = torch.stack([ny, torch.linalg.vector_norm(v), torch.linalg.vector_norm(b)]).double().cpu()
-                est = (float(got[0] / got[1]), float(got[2]))
+            b = (y / torch.linalg.vector_norm(y).clamp_min(1e-30) @ w2)[None, :]  # W v = 0: b = 0
         else:
-            y = (v.mT.contiguous() @ w2.mT).mT
-            q, r = torch.linalg.qr(y)
+            q, _ = torch.linalg.qr((v.mT.contiguous() @ w2.mT).mT)
             b = q.mT @ w2
-            if check:  # V^T V, R^T R (= Y^T Y) and B B^T in one host read
-                vtv, rtr, bbt = torch.stack([v.mT @ v, r.mT @ r, b @ b.mT]).double().cpu().numpy()
-                est = (ref.rayleigh_sigma(vtv, rtr), ref.ritz_sigma(bbt))
         v = b.mT  # (n x p), the transpose of the contiguous B
     assert b is not None
-    return v, ((b @ b.mT, est) if check else b @ b.mT)
+    return v, b @ b.mT
 
 
-def _converge(w2: torch.Tensor, v: torch.Tensor, extra: int):
-    """_spectral_step, and `extra` more when the first has not converged: its Ritz value and the
-    Rayleigh quotient of the vectors it started from differ by more than ref.CONVERGE_TOL (one host
-    read of a few numbers, once: checking every step cost more than the steps on small matrices)."""
-    v, gram = _spectral_step(w2, v, 1, check=extra > 0)
-    if isinstance(gram, tuple):
-        gram, (lo, hi) = gram
-        if math.isfinite(hi) and not ref.converged(lo, hi):
-            v, gram = _spectral_step(w2, v, extra)
-    return v, gram
+def _host(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+
+
+def _like(a: np.ndarray, ref: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, order="C")).to(device=ref.device, dtype=ref.dtype)
+
+
+def _lanczos(w2: torch.Tensor, v: torch.Tensor, steps: int):
+    """sigma_max of w2 by ref.lanczos from the kept vectors v (n x p) with torch ops: (the top p Ritz
+    vectors, a p x p float64 matrix whose largest eigenvalue is sigma^2: finish() reads every
+    iteration's estimate from such a matrix)."""
+    def apply(q):
+        if q.shape[1] == 1:
+            return (torch.mv(w2, q[:, 0].contiguous()) @ w2)[:, None]
+        return ((q.mT.contiguous() @ w2.mT) @ w2).mT  # the wide layout (see _spectral_step)
+
+    sigma, _bound, v_new, _ = ref.lanczos(apply, v, steps=steps, host=_host, like=_like)
+    gram = torch.zeros((v.shape[1], v.shape[1]), dtype=torch.float64, device=v.device)
+    gram[0, 0] = sigma * sigma
+    return v_new.contiguous(), gram
 
 
 class _Pending:
@@ -171,8 +173,11 @@ class TorchInstruments:
             v = torch.from_numpy(v)
         if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
             v = self._warm(name, w2, p)
-        # W's iteration goes on until it converges; the update's keeps one step (as in the kernel's passes)
-        v_new, gram = _converge(w2, v.to(torch.float32), ref.extra_iters(m, n) if b is None else 0)
+        # W's estimate goes on until its bound says SIGMA_TOL; the update's keeps one step (as in the kernel's passes)
+        if b is None and self.settings.sigma_steps:
+            v_new, gram = _lanczos(w2, v.to(torch.float32), self.settings.sigma_steps)
+        else:
+            v_new, gram = _spectral_step(w2, v.to(torch.float32), 1)
         pend.grams.append((pend.add(gram), [(i, b is not None)], v_new[None]))
 
     def _warm(self, name: str, w2: torch.Tensor, p: int) -> torch.Tensor:
@@ -185,7 +190,7 @@ class TorchInstruments:
         v, gram = _spectral_step(w2, torch.as_tensor(gen, dtype=torch.float32, device=w2.device),
                                  max(1, self.settings.warmup))
         if v.shape[1] > p:
-            if p == 1:
+            if p == 1 and bool(torch.isfinite(gram).all()):  # (eigh raises on NaN: a tensor first seen with NaN)
                 _w, y = torch.linalg.eigh((gram + gram.T) / 2)
                 v = v @ y[:, -1:]
             else:
@@ -425,21 +430,26 @@ class TorchInstruments:
             if "sigma" in self.chosen and mn is not None:
                 self._refine(ex, x, mn)
 
-    @staticmethod
-    def _refine(ex: kernel.Extras, x: torch.Tensor, mn) -> None:
-        """extra_iters() more iterations (torch ops) where the kernel's one step on W has not converged:
-        |W v| / |v| (its first pass) below |b| (its second) by more than ref.CONVERGE_TOL. (Not of
-        the update: the kernel's pass has already made the previous copy x.)"""
-        extra = ref.extra_iters(*mn)
-        v, b = ex.v, ex.b
-        if not extra or v is None or b is None or not ex.w_done:
+    def _refine(self, ex: kernel.Extras, x: torch.Tensor, mn) -> None:
+        """The Lanczos steps (ref.lanczos, torch products) after the kernel's one step on W (W^T W v =
+        |W v| b from its two passes) while its bound is above SIGMA_TOL; b becomes sigma times the top
+        Ritz vector, which finish() reads as the kernel's output. (Not of the update: the kernel's
+        pass has already made the previous copy x.)"""
+        v, b, steps = ex.v, ex.b, self.settings.sigma_steps
+        if not steps or v is None or b is None or not ex.w_done:
             return
-        nv, hi = float(np.linalg.norm(v)), float(np.linalg.norm(b))
-        if not (nv > 0 and hi > 0) or ref.converged(float(ex.out[1]) / nv, hi):
-            return
-        v_new, _ = _spectral_step(x.reshape(mn).to(torch.float32), torch.from_numpy(b).to(torch.float32)[:, None],
-                                  extra)
-        b[:] = v_new[:, 0].double().numpy()  # finish() reads the kernel's output as it would have
+        w2 = x.reshape(mn)
+        if w2.dtype != torch.float32:
+            w2 = w2.to(torch.float32)
+
+        def apply(q: np.ndarray) -> np.ndarray:  # host float64 vectors, torch float32 products
+            y = torch.mv(w2, torch.from_numpy(q[:, 0].astype(np.float32)))
+            return (y @ w2).double().numpy()[:, None]
+
+        sigma, _bound, v_new, taken = ref.lanczos(apply, v[:, None], (b * float(ex.out[1]))[:, None],
+                                                  steps=steps)
+        if taken and sigma > 0:  # else the kernel's b: |b| is above the start vector's Rayleigh quotient
+            b[:] = v_new[:, 0] * sigma
 
     def _sigma_torch(self, pend: _Pending, i: int, name: str, x, prev, mn, *, weights: bool, delta: bool) -> None:
         """sigma_max of x (weights) and of x - prev (delta) with torch ops."""

@@ -39,14 +39,13 @@ DEFAULT_BLOCK = 8
 BLOCK_MAX = 1 << 16
 WARMUP_BLOCK = 8  # vectors of the block iteration the first time a tensor is seen
 DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vector would converge slowly)
-# After a snapshot's iteration, while the Ritz value (upper estimate) and the Rayleigh quotient of the
-# vectors it started from (lower estimate; the same products) differ by more than CONVERGE_TOL
-# relative, iterate again: up to CONVERGE_ELEMENTS // (m n) more iterations, at most CONVERGE_ITERS
-# (small matrices converge under training that moves them between sparse snapshots; big ones keep
-# the one iteration per snapshot: docs/instruments.md, "Spectral norm")
-CONVERGE_TOL = 1e-5
-CONVERGE_ITERS = 4
-CONVERGE_ELEMENTS = 1 << 18
+# After a snapshot's first products, the estimate goes on as a Lanczos (Krylov) iteration on W^T W,
+# warm-started from the kept vectors, until its own error estimate (lanczos_bound: the residual of
+# the top Ritz pair and the gap to the second Ritz value) is under SIGMA_TOL relative, at most
+# `sigma_steps` more steps per snapshot (two matrix-vector products each): docs/instruments.md,
+# "Spectral norm". Unconverged work carries over in the kept top Ritz vectors.
+SIGMA_TOL = 1e-4
+DEFAULT_SIGMA_STEPS = 12
 ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
 # What instruments="default" records: the instruments whose cost is within the noise of a
 # snapshot (docs/instruments.md: optimizer state, NaN origin, per-unit norms). The spectral
@@ -70,10 +69,13 @@ class Settings:
     block_max: int = BLOCK_MAX  # bigger matrices iterate one vector (0: every matrix)
     alpha_every: int = ALPHA_EVERY  # snapshots of a tensor between alpha fits
     alpha_max: int = ALPHA_MAX_ELEMENTS  # the largest matrix fitted, in elements
+    # Lanczos steps (2 matrix-vector products each) a snapshot may add to sigma_max's estimate of a matrix
+    # until its error estimate is under SIGMA_TOL (0: the one warm-started step of before)
+    sigma_steps: int = DEFAULT_SIGMA_STEPS
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value, low = getattr(self, f.name), 0 if f.name in ("cos_sample", "block_max") else 1
+            value, low = getattr(self, f.name), 0 if f.name in ("cos_sample", "block_max", "sigma_steps") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"instruments {f.name} must be an int >= {low}, got {value!r}")
 
@@ -286,29 +288,88 @@ def ritz_sigmas(grams) -> np.ndarray:
     return out
 
 
-def extra_iters(m: int, n: int) -> int:
-    """How many more iterations a snapshot may spend on an m x n matrix that has not converged."""
-    return min(CONVERGE_ITERS, CONVERGE_ELEMENTS // max(1, m * n))
+def lanczos_bound(lam, rn: float) -> float:
+    """The relative error estimate of sigma_max = sqrt(lam[-1]) (lam: the Ritz values of W^T W, ascending;
+    rn: the residual norm |W^T W x - lam[-1] x| of the top Ritz vector x). Some eigenvalue of W^T W lies
+    within rn of lam[-1] and, when the second Ritz value is close to its own, within rn^2 / gap
+    (Kato-Temple); the Ritz value is from below, and sigma's relative error is half lambda's."""
+    top = float(lam[-1])
+    if not (top > 0 and math.isfinite(rn)):
+        return 0.0 if top == 0 and rn == 0 else math.nan
+    gap = top - float(lam[-2]) if len(lam) > 1 else top
+    err = min(rn, rn * rn / gap) if gap > 0 else rn
+    return err / top / 2
 
 
-def rayleigh_sigma(vtv, yty) -> float:
-    """The lower estimate of sigma_max on span(V), from V^T V and Y^T Y (Y = W V): the square root
-    of the largest eigenvalue of Y^T Y x = l V^T V x (NaN when V^T V is singular or not finite)."""
-    g = np.asarray(vtv, dtype=np.float64)
-    h = np.asarray(yty, dtype=np.float64)
+def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asarray, like=None):
+    """sigma_max of the matrix W behind apply (q -> W^T W q, q: n x k) by Rayleigh-Ritz on a Krylov space
+    of W^T W started from the block v (n x p, the kept vectors): after the start, each step adds the
+    residual of the top Ritz pair (the next Lanczos direction, re-orthogonalised) until lanczos_bound is
+    under tol or `steps` were taken. z: apply(v) where the caller has it already (the fused kernel's
+    passes), only with p = 1. host: an array -> numpy; like(a, ref): numpy a as ref's kind, dtype and
+    device of array (default: numpy). The arrays need @, .T, slicing and assignment (numpy, torch).
+
+    Returns (sigma, bound, the top p Ritz vectors (n x p, unit), steps taken); NaN sigma (and v back)
+    where W is not finite."""
+    n, p = v.shape
+    cast = (lambda a, ref: np.asarray(a, dtype=ref.dtype)) if like is None else like
+
+    def norm(a) -> float:
+        return float(np.sqrt(np.sum(np.square(np.asarray(host(a), dtype=np.float64)))))
+
+    vb = _empty_like(v, n, p + steps)
+    zb = _empty_like(v, n, p + steps)
+    if z is not None and p == 1:
+        nv = norm(v)
+        if not nv > 0:
+            return math.nan, math.nan, v, 0
+        vb[:, :1] = v / nv
+        zb[:, :1] = z / nv
+    else:
+        q = _orth(v, host, cast)
+        vb[:, :p] = q
+        zb[:, :p] = apply(q)
+    k = p
+    while True:
+        vk, zk = vb[:, :k], zb[:, :k]
+        h = np.asarray(host(vk.T @ zk), dtype=np.float64)
+        if not np.all(np.isfinite(h)):
+            return math.nan, math.nan, v, k - p
+        lam, s = np.linalg.eigh((h + h.T) / 2)
+        top = max(float(lam[-1]), 0.0)
+        sk = cast(s[:, -1:], vk)
+        x = vk @ sk
+        r = zk @ sk - x * top
+        bound = lanczos_bound(lam, norm(r))
+        if not bound > tol or k - p >= steps:
+            break
+        q = r - vk @ (vk.T @ r)
+        q = q - vk @ (vk.T @ q)  # twice: in float32 the basis stays orthogonal to ~1e-7
+        nq = norm(q)
+        if not nq > 1e-12 * math.sqrt(max(top, 1e-300)):
+            break
+        vb[:, k:k + 1] = q / nq
+        zb[:, k:k + 1] = apply(vb[:, k:k + 1])
+        k += 1
+    return math.sqrt(top), bound, vb[:, :k] @ cast(s[:, ::-1][:, :p].copy(), v), k - p
+
+
+def _empty_like(a, n: int, k: int):
+    """An n x k buffer of a's kind, dtype and device (numpy or torch)."""
+    new = getattr(a, "new_empty", None)
+    return np.empty((n, k), dtype=a.dtype) if new is None else new((n, k))
+
+
+def _orth(v, host, cast):
+    """An orthonormal basis of v's columns (n x p): v L^-T from the Cholesky factor of the p x p Gram
+    matrix (a small host read instead of a device QR); a rank-deficient v goes through numpy's QR."""
+    g = np.asarray(host(v.T @ v), dtype=np.float64)
     try:
-        li = np.linalg.inv(np.linalg.cholesky((g + g.T) / 2))
+        li = np.linalg.inv(np.linalg.cholesky((g + g.T) / 2)).T
     except np.linalg.LinAlgError:
-        return math.nan
-    m = li @ ((h + h.T) / 2) @ li.T
-    if not np.all(np.isfinite(m)):
-        return math.nan
-    return math.sqrt(max(float(np.linalg.eigvalsh((m + m.T) / 2)[-1]), 0.0))
-
-
-def converged(lo: float, hi: float) -> bool:
-    """Whether the lower and upper estimates of sigma_max agree within CONVERGE_TOL (NaN: stop)."""
-    return not hi - lo > CONVERGE_TOL * hi
+        q, _ = np.linalg.qr(np.asarray(host(v), dtype=np.float64))
+        return cast(q, v)
+    return v @ cast(li, v)
 
 
 def vectors(m: int, n: int, block: int = DEFAULT_BLOCK, block_max: int = BLOCK_MAX) -> int:
@@ -349,24 +410,22 @@ class Spectral:
     `step` (no host sync: device arrays stay on their device with xp) then `commit`
     with the Ritz value of its B B^T; `update` does both on numpy arrays."""
 
-    __slots__ = ("name", "settings", "v", "xp")
+    __slots__ = ("name", "settings", "v", "xp", "bound")
 
     def __init__(self, name: str, settings: Settings = DEFAULTS, xp=np):
         self.name, self.settings, self.xp = name, settings, xp
         self.v = None
+        self.bound = math.nan  # the last estimate's relative error estimate (lanczos_bound)
 
     def update(self, w2: np.ndarray) -> float:
-        """sigma_max of w2 (numpy): the snapshot's iteration, and more while not converged (extra_iters)."""
+        """sigma_max of w2 (numpy): lanczos() from the kept vectors until its bound is under SIGMA_TOL
+        (at most settings.sigma_steps more steps); keeps the top Ritz vectors. self.bound: its estimate."""
         v = self.start(w2)
-        sigma = math.nan
-        for _ in range(1 + extra_iters(*w2.shape)):
-            q, r = np.linalg.qr(w2 @ v)
-            b = q.T @ w2
-            sigma = ritz_sigma(b @ b.T)
-            if not math.isfinite(sigma) or converged(rayleigh_sigma(v.T @ v, r.T @ r), sigma):
-                v = b.T  # (the lower estimate: of the vectors this iteration started from)
-                break
-            v = b.T
+        if not self.settings.sigma_steps:  # one block power step (the estimate before sigma_steps)
+            v, gram = subspace_step(w2, v)
+            sigma, self.bound = ritz_sigma(gram), math.nan
+        else:
+            sigma, self.bound, v, _ = lanczos(lambda q: w2.T @ (w2 @ q), v, steps=self.settings.sigma_steps)
         self.commit(v, sigma)
         return sigma
 

@@ -142,6 +142,7 @@ class WeightApp(App[int]):
         self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
         self.alerts_by_tensor: dict[str, list[Alert]] = {}
         self.tensor_order: list[str] = []
+        self.change_marks: dict[str, int | None] = {}  # the change table's marks a / b (steps), kept across visits
         self.waiting: str | None = None
         self.loading: float | None = None  # fraction read while a big log loads
         self.error_message: str | None = None
@@ -601,7 +602,7 @@ class WeightApp(App[int]):
     def action_changes(self) -> None:
         from weighttui.tui.screens.change_table import ChangeTableScreen
 
-        self.push_screen(ChangeTableScreen())
+        self.push_screen(ChangeTableScreen(marks=self.change_marks))
 
     def action_alerts(self) -> None:
         from weighttui.tui.screens.alerts import AlertsScreen

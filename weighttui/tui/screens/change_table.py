@@ -3,7 +3,8 @@
 Numbers come from `weighttui.analysis.changes.change_table` (pure). Rows are keyed by
 tensor and updated in place; they are rebuilt only when the set of tensors
 changes. Keys: `s` / `S` next sort column / reverse (or click a header),
-`a` / `b` mark the timeline position, `x` clear the marks, `w` averaging
+`a` / `b` mark the timeline position (the app keeps the marks when the screen is left),
+`x` clear the marks, `w` averaging
 window, enter opens the tensor, escape goes back. Stagnant tensors are
 yellow, too-fast ones red.
 """
@@ -75,13 +76,15 @@ class ChangeTableScreen(RunScreen):
         ("from 0", "the norm started at 0 (a zero-initialised bias): no relative change"),
     )))
 
-    def __init__(self, *, sort: str = "ratio", reverse: bool = True, config: DiagnoseConfig | None = None):
+    def __init__(self, *, sort: str = "ratio", reverse: bool = True, config: DiagnoseConfig | None = None,
+                 marks: dict[str, int | None] | None = None):
         super().__init__()
         self.sort_key = sort
         self.reverse = reverse
         self.window = 10
-        self.mark_a: int | None = None  # steps
-        self.mark_b: int | None = None
+        # the marks a and b (steps), in a dict the app keeps: they stay set when the screen is left
+        # and opened again (`c`), as a user marks a, looks elsewhere, and comes back for b
+        self.marks: dict[str, int | None] = {} if marks is None else marks
         self.config = config
         self.rows: list[dict] = []
         self._shape: tuple[str, ...] | None = None
@@ -96,6 +99,14 @@ class ChangeTableScreen(RunScreen):
     @property
     def table(self) -> RowTable:
         return self.query_one(RowTable)
+
+    @property
+    def mark_a(self) -> int | None:
+        return self.marks.get("a")
+
+    @property
+    def mark_b(self) -> int | None:
+        return self.marks.get("b")
 
     def on_mount(self) -> None:
         for key in KEYS:
@@ -124,11 +135,11 @@ class ChangeTableScreen(RunScreen):
         view = self.view()
         if view.row < 0:
             return
-        setattr(self, f"mark_{which}", view.step)  # the position's own step, also between thinned rows
+        self.marks[which] = view.step  # the position's own step, also between thinned rows
         self.refresh_data(force=True)
 
     def action_clear_marks(self) -> None:
-        self.mark_a = self.mark_b = None
+        self.marks.clear()
         self.refresh_data(force=True)
 
     def action_window(self) -> None:
