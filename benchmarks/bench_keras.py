@@ -12,7 +12,8 @@ batches, every batch (gradients inside fit included, the default), and
 keras.callbacks.TensorBoard(histogram_freq=1), interleaved rounds, median
 seconds per fit.
 
-    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick] [--fit-only] [--rounds N]
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick] [--fit-only] [--rounds N] [--epochs N]
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --fit-cnn   # part 2 on a 6.5M-parameter CNN
 """
 
 from __future__ import annotations
@@ -162,17 +163,43 @@ def part1(model: keras.Model, repeat: int, other: str | None = None) -> None:
         print(f"{name:56s} {wall * 1e3:9.2f} {cpu * 1e3:9.2f} {least * 1e3:7.2f} {cpu / base[1]:18.1f}")
 
 
-def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
+def fit_cnn() -> keras.Model:
+    """A CNN of 6.5M parameters cheap enough to train on a CPU: 16x16 images, pooling after
+    each of the first three convolutions, most parameters in the 512-channel convolutions at 2x2."""
+    layers = [keras.Input((16, 16, 3))]
+    for width in (64, 128, 256):
+        layers += [keras.layers.Conv2D(width, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D()]
+    layers += [keras.layers.Conv2D(512, 3, padding="same", activation="relu") for _ in range(3)]
+    layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(512, activation="relu"),
+               keras.layers.Dense(10)]
+    return keras.Sequential(layers, name="cnn")
+
+
+def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: str = "mlp") -> None:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(4096, 64)).astype("float32")
-    y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+    if model_kind == "cnn":
+        n, batch = 512, 16
+        x = rng.normal(size=(n, 16, 16, 3)).astype("float32")
+        y = rng.integers(0, 10, size=n)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        n, batch = 4096, 64
+        x = rng.normal(size=(n, 64)).astype("float32")
+        y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+        loss = "mse"
+    batches = n // batch
     tmp = tempfile.mkdtemp()
+
+    def make() -> keras.Model:
+        if model_kind == "cnn":
+            return fit_cnn()
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
+                                 keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)], name="mlp")
 
     def fit(kind: str) -> float:
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                                  keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
-        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        model = make()
+        model.compile(keras.optimizers.Adam(1e-3), loss)
 
         def wt(name, **options):
             return lambda: [WeightCallback(os.path.join(tmp, f"{name}.wtui"), **options)]
@@ -189,13 +216,13 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
         }[kind]
-        # trace outside the clock, with the same kind of callback: a one-time cost (a train function
-        # traced again once for the gradient wrapper) is not what a long fit pays per batch
-        model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
+        # trace outside the clock, with the same kind of callback: a one-time cost (the train function
+        # that stores the gradients, traced at its first recorded batch) is not what a long fit pays per batch
+        model.fit(x[:4 * batch], y[:4 * batch], batch_size=batch, epochs=1, verbose=0,
                   callbacks=callbacks() if callable(callbacks) else callbacks)
         cbs = callbacks() if callable(callbacks) else callbacks
         t0, c0 = time.perf_counter(), time.process_time()
-        model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
+        model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=cbs)
         written = 0
         for cb in cbs:  # the writer thread's work is part of the cost: wait for it
             rec = getattr(cb, "recorder", None)
@@ -220,14 +247,15 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None) -> None:
             cpu[k].append(used)
     base = statistics.median(times["none"])
     cbase = statistics.median(cpu["none"])
-    params = 64 * 256 + 256 + 256 * 256 + 256 + 257
-    print(f"\n## fit: MLP 64-256-256-1 ({params / 1e3:.0f}k parameters), 4096 samples, batch 64 "
-          f"(64 batches/epoch), {epochs} epochs, median of {rounds} interleaved rounds")
+    params = sum(int(np.prod(v.shape)) for v in make().weights)
+    what = ("CNN 16x16x3, conv 64-128-256-512-512-512, dense 512-10" if model_kind == "cnn" else "MLP 64-256-256-1")
+    print(f"\n## fit: {what} ({params / 1e3:.0f}k parameters), {n} samples, batch {batch} "
+          f"({batches} batches/epoch), {epochs} epochs, median of {rounds} interleaved rounds")
     print("(weighttui records the gradients fit applies too, unless 'no grads'; instruments=False unless 'on')")
     print("(wall: seconds per fit; CPU: the process's CPU seconds, every thread: TF's, the writer's, "
           "the kernel's; on a shared machine the CPU column is the one to trust)")
     print("(per snapshot: the CPU added over 'none', divided by the snapshots written; a batch is "
-          f"{1e3 * statistics.median(cpu['none']) / (64 * epochs):.2f} ms of CPU without callbacks)")
+          f"{1e3 * statistics.median(cpu['none']) / (batches * epochs):.2f} ms of CPU without callbacks)")
     print(f"{'callbacks':46s} {'wall s':>8s} {'slowdown':>9s} {'CPU s':>8s} {'slowdown':>9s} {'snapshots':>9s} "
           f"{'ms each':>8s}")
     for k in kinds:
@@ -242,21 +270,28 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller and fewer runs (a smoke test)")
     ap.add_argument("--fit-only", action="store_true", help="part 2 only (the fit slowdowns)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of part 2 (median)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs of part 2's MLP fit (64 batches each)")
+    ap.add_argument("--fit-cnn", action="store_true",
+                    help="part 2 on a 6.5M-parameter CNN (2 epochs of 32 batches, 3 rounds unless --rounds)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
     ap.add_argument("--record-only", action="store_true", help="part 1 only, on the 3.6M MLP (the record ratio)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     print(f"load (uptime) at the start: {os.getloadavg()} on {os.cpu_count()} cores")
+    cnn_kinds = ["none", "weighttui every epoch", "weighttui every 10 batches", "weighttui every batch",
+                 "TensorBoard(histogram_freq=1)"]
     if args.quick:
         part1(big_model(512), repeat=3, other=args.other)
         part2(rounds=1, epochs=2)
+    elif args.fit_cnn:
+        part2(rounds=args.rounds if args.rounds != 7 else 3, epochs=2, only=cnn_kinds, model_kind="cnn")
     else:
         if not args.fit_only:
             part1(big_model(1536), repeat=15, other=args.other)
             if not args.record_only:
                 part1(cnn_model(), repeat=9, other=args.other)
         if not args.record_only:
-            part2(rounds=args.rounds, epochs=5)
+            part2(rounds=args.rounds, epochs=args.epochs)
     print(f"\nload (uptime) at the end: {os.getloadavg()} on {os.cpu_count()} cores (shared with other work); "
           f"{time.perf_counter() - t0:.0f} s in all")
 

@@ -270,3 +270,50 @@ def test_a_longdouble_tensor_is_left_out_and_the_recording_goes_on(tmp_path, cap
     for k, v in others.items():
         got = run.weights(step=3)[k]
         assert got.dtype == v.dtype and np.array_equal(got, v + 3), k
+
+
+# ---------------------------------------------------------------- issue 17: Lightning checkpoints with hyperparameters
+
+
+def test_lightning_checkpoints_whose_hyperparameters_hold_a_path_import_their_state_dict(tmp_path, capsys):
+    """Issue 17: "Lightning `.ckpt` whose `state_dict` it takes", and "nothing is unpickled". A real Lightning
+    module with `save_hyperparameters()` and a `pathlib.Path` argument (or an argparse Namespace in a checkpoint
+    dict) was refused whole ("needs arbitrary pickles"): its weights were never the problem. Those classes now get
+    an inert stand-in (nothing of the file runs); a file whose weights need them (a pickled model) is still refused."""
+    import argparse
+    import pathlib
+
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning")
+
+    class M(L.LightningModule):
+        def __init__(self, data_dir=pathlib.Path("/data/train"), lr=0.1):
+            super().__init__()
+            self.save_hyperparameters()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def training_step(self, batch, i):
+            return self.lin(batch[0]).pow(2).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    ck = tmp_path / "ck"
+    cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(ck), every_n_epochs=1, save_top_k=-1)
+    model = M()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 3)), batch_size=4)
+    L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, callbacks=[cb], enable_model_summary=False,
+              accelerator="cpu").fit(model, data)
+    lin = torch.nn.Linear(3, 2)
+    torch.save({"model_state_dict": lin.state_dict(), "epoch": 7, "args": argparse.Namespace(lr=0.1, out="x")},
+               str(ck / "plain_epoch_7.pt"))
+    torch.save(lin, str(ck / "whole_model.pt"))  # the module itself: still refused
+    out = tmp_path / "run.wtui"
+    code, _, err = _cli(capsys, "import", str(ck), "--out", str(out))
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("weighttui import: skipped")]
+    assert len(lines) == 1 and "whole_model.pt" in lines[0] and "refused" in lines[0], err
+    run = weighttui.open(str(out))
+    assert run.steps.tolist() == [2, 4, 7] and run.epochs.tolist() == [0, 1, 7]
+    assert np.array_equal(run.weights(epoch=1)["lin.weight"], model.lin.weight.detach().numpy())
+    assert np.array_equal(run.weights(epoch=7)["weight"], lin.weight.detach().numpy())

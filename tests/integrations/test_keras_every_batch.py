@@ -115,9 +115,9 @@ def test_a_schedule_every_batch(tmp_path):
     assert lr.tolist() == pytest.approx([0.1 * 0.5 ** s for s in steps], rel=1e-6)  # after s steps
 
 
-def test_one_traced_reader_per_model_across_snapshots_callbacks_and_fits(tmp_path, monkeypatch):
+def test_one_reader_per_model_across_snapshots_callbacks_and_fits(tmp_path, monkeypatch):
     """Snapshots with and without kept gradients, the initial one and those of a later fit with
-    a new callback all read through one concrete function (tracing one costs ~15 ms a time)."""
+    a new callback all read through one reader, planned once."""
     import weighttui.integrations.keras as wk
 
     made = []
@@ -135,7 +135,7 @@ def test_one_traced_reader_per_model_across_snapshots_callbacks_and_fits(tmp_pat
         assert run.steps.tolist() == [0, 4, 6, 8, 12]  # initial, every 4 batches, the end of epoch 0
         _s, g = run.series("sequential/dense/kernel", "norm", "grad")
         assert np.isfinite(g[-4:]).all()  # gradients at every recorded batch
-    # 4 weights + 4 gradient slots + the count of filled batches + the learning rate, traced once
+    # 4 weights + 4 gradient slots + the count of filled batches + the learning rate, planned once
     assert made == [10]
 
 

@@ -236,6 +236,13 @@ INSTRUMENT_COLUMNS = [("sigma_max", "weights"), ("stable_rank", "weights"), ("di
                       ("exploding_units", "weights"), ("dead_units", "grad")]
 
 
+def _paths_rtol(stat: str) -> float:
+    """How close the fused kernel's and torch ops' columns are: float32 vs float64 products (1e-5), and
+    for sigma_max and what divides by it, each path's estimate stops within inst.SIGMA_TOL of the true
+    value by its own steps (the kernel's first, then Lanczos): within twice that of each other."""
+    return {"sigma_max": 2, "stable_rank": 4, "sigma_ratio": 2}.get(stat, 0) * inst.SIGMA_TOL + 1e-5
+
+
 @pytest.mark.skipif("fused" not in KERNELS or not torch_native.has_extras(), reason="the fused kernel is not built")
 @pytest.mark.parametrize("nan_at", [None, 12])
 def test_instruments_in_the_kernel_passes_equal_torch_ops(tmp_path, monkeypatch, nan_at):
@@ -271,8 +278,7 @@ def test_instruments_in_the_kernel_passes_equal_torch_ops(tmp_path, monkeypatch,
             s1, a = fused.series(name, stat, kind=kind)
             s2, b = ops.series(name, stat, kind=kind)
             assert s1.tolist() == s2.tolist()
-            rtol = {"sigma_max": 2, "stable_rank": 4, "sigma_ratio": 2}.get(stat, 0) * inst.SIGMA_TOL + 1e-5
-            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9, err_msg=f"{name} {stat}")
+            np.testing.assert_allclose(a, b, rtol=_paths_rtol(stat), atol=1e-9, err_msg=f"{name} {stat}")
             compared += int(np.isfinite(b).sum())
     assert compared > 600
     assert [e.message for e in fused.events if e.kind == "nan_origin"] == \
@@ -320,7 +326,7 @@ def test_kernel_plans_follow_tensors_that_change(tmp_path):
             s1, a = fused.series(name, stat, kind=kind)
             s2, b = ops.series(name, stat, kind=kind)
             assert s1.tolist() == s2.tolist()
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9, err_msg=f"{name} {stat}")
+            np.testing.assert_allclose(a, b, rtol=_paths_rtol(stat), atol=1e-9, err_msg=f"{name} {stat}")
             compared += int(np.isfinite(b).sum())
     assert compared > 400
     # the steps that changed the tensors have their numbers (not NaN) where torch ops have them

@@ -228,8 +228,8 @@ class WeightCallback(keras.callbacks.Callback):
                 done = self._record_tf(step, tracked, epoch, batch, full, grad_arrays)
         else:
             # the same items every call (weights, every gradient slot, the learning rate variable), so
-            # that one concrete function, traced once per model, reads them; gradients that are not
-            # slots (a custom loop's tensors) are read after them
+            # that one reader, made once per model, reads them; gradients that are not slots (a
+            # custom loop's tensors) are read after them
             extra = [g for g, _name in pairs if id(g) not in rs.slot_at]
             try:
                 host = _read_host(rs.items, _reader_cache(self.model))
@@ -262,8 +262,8 @@ class WeightCallback(keras.callbacks.Callback):
         return capture.applied(int(fills if fills is not None else _read_host([capture.fills])[0]))
 
     def _optimizer_state(self, tracked) -> dict | None:
-        """optimizer_state() with its slot variables (Adam's moments ...) read by one TF call (views of
-        immutable read tensors, as the weights): one eager read per slot cost ~50-80 us each, over
+        """optimizer_state() with its slot variables (Adam's moments ...) read by one kept reader (views
+        of immutable read tensors, as the weights): Keras' own read per slot cost ~50-80 us each, over
         1 ms a snapshot for a 3-layer MLP under Adam."""
         if keras.backend.backend() != "tensorflow":
             return optimizer_state(self.model, tracked)
@@ -571,9 +571,9 @@ class WeightCallback(keras.callbacks.Callback):
 
 class _ReadSet:
     """The tracked variables, the gradient capture's slot variables and the learning rate variable
-    as one list, read by one TF call per snapshot (weights, gradients and learning rate together).
+    as one list, read by one kept reader per snapshot (weights, gradients and learning rate together).
     A batch whose gradients were not kept reads its slots all the same (views, no copy) and leaves
-    them: the same list every time, one concrete function."""
+    them: the same list every time, one reader."""
 
     def __init__(self, tracked, capture, lr):
         self.tracked, self.capture, self.lr = tracked, capture, lr
@@ -597,9 +597,8 @@ class _ReadSet:
 
 
 def _reader_cache(model) -> dict:
-    """Concrete functions reading a model's variables, kept on the model (object.__setattr__: Keras
-    does not track it), so that every callback and fit on that model reuses them: tracing one costs
-    about 15 ms, which a new callback per fit would pay at each fit."""
+    """Readers of a model's variables (_read_plan), kept on the model (object.__setattr__: Keras
+    does not track it), so that every callback and fit on that model reuses them."""
     cache = vars(model).get("_weighttui_readers")
     if cache is None:
         cache = {}
@@ -629,10 +628,9 @@ def _on_accelerator(variable) -> bool:
 def _read_host(items, cache: dict | None = None) -> list:
     """numpy arrays of Keras variables, TF variables and tensors, in order (views on the CPU).
 
-    On TensorFlow, plain (not distributed) variables are read by one call of a
-    concrete function that closes over them, kept in `cache` (per list of
-    items): each eager read is an op dispatch of its own, which for a small
-    model cost more than the statistics (12 reads: 240 us eagerly, 38 us so)."""
+    On TensorFlow, plain (not distributed) variables are read by a reader made
+    once per list of items and kept in `cache` (_read_plan): a Keras variable's
+    own read goes through several layers of Python per variable (12 reads: 240 us)."""
     items = list(items)
     if keras.backend.backend() != "tensorflow":
         return [_host_array(x) if hasattr(x, "value") and hasattr(x, "path") else _to_host(x) for x in items]
@@ -640,7 +638,7 @@ def _read_host(items, cache: dict | None = None) -> list:
 
     at: list[int] = []
     reader = None
-    if cache is not None and tf.executing_eagerly():  # a traced reader is kept: worth making
+    if cache is not None and tf.executing_eagerly():  # a reader is kept: worth making
         key = tuple(map(id, items))
         plan = cache.get(key)
         if plan is None or not all(a is b for a, b in zip(plan[0], items, strict=True)):
@@ -648,6 +646,8 @@ def _read_host(items, cache: dict | None = None) -> list:
                 cache.clear()
             plan = cache[key] = _read_plan(items, tf)
         _items, at, reader = plan
+        if reader is not None and len(at) == len(items):  # all of them (a snapshot's usual case)
+            return [np.asarray(t) for t in reader()]  # views of the read tensors
     out: list = [None] * len(items)
     if reader is not None:
         for i, t in zip(at, reader(), strict=True):
@@ -665,8 +665,8 @@ _PLAIN_VARIABLES = ("ResourceVariable", "UnliftedInitializerVariable")
 
 
 def _read_plan(items, tf) -> tuple:
-    """(items, positions read by the reader, reader or None): a concrete function reading every plain
-    ResourceVariable among items (a Keras variable's tf.Variable, a gradient slot) in one call."""
+    """(items, positions read by the reader, reader or None): a function reading every plain
+    ResourceVariable among items (a Keras variable's tf.Variable, a gradient slot)."""
     plain = []
     for x in items:
         tv = x.value if hasattr(x, "path") and hasattr(x, "value") else x  # a Keras variable's tf.Variable
@@ -674,26 +674,32 @@ def _read_plan(items, tf) -> tuple:
         # not distributed ones, which are read one replica at a time
         plain.append(tv if type(tv).__name__ in _PLAIN_VARIABLES else None)
     at = [i for i, tv in enumerate(plain) if tv is not None]
-    if len(at) < 2 or not tf.executing_eagerly():
+    if not at or not tf.executing_eagerly():
         return tuple(items), [], None
-    tvars = [tv for tv in plain if tv is not None]  # plain[i] for i in at
-    reader = tf.function(lambda: [v.read_value() for v in tvars]).get_concrete_function()
-    return tuple(items), at, _flat_call(reader, len(at))
+    return tuple(items), at, _inline_reader([plain[i] for i in at])
 
 
-def _flat_call(concrete, n: int):
-    """A call of a concrete function without inputs that skips its Python argument binding and
-    output packing (its atomic function's call_flat, what ConcreteFunction.__call__ ends in when
-    no tape watches: about a third of the call for a small model); the concrete function itself
-    where that private path is not there or does not give its n outputs."""
+def _inline_reader(tvars):
+    """A function reading these resource variables as TF tensors, each ReadVariableOp run by TF's eager
+    fast path in the calling thread. One concrete function reading them all (before) cost the calling
+    thread less, but ran on TF's inter-op threads: their wake-ups cost more CPU than it saved, and under
+    load the training thread waited 0.4-0.9 ms for them (83k MLP, 13 reads: 0.10 ms of the process's
+    CPU against 0.07 ms here). The public read where TF's private fast path is not there."""
     try:
-        atomic = concrete._inference_function
-        captured = list(concrete.captured_inputs)
-        if len(atomic.call_flat(*captured)) == n:
-            return lambda: atomic.call_flat(*captured)
-    except Exception:  # another TensorFlow: the public call
-        pass
-    return concrete
+        from tensorflow.python import pywrap_tfe
+        from tensorflow.python.eager import context
+
+        execute = pywrap_tfe.TFE_Py_FastPathExecute
+        pairs = [(v.handle, v.dtype) for v in tvars]
+
+        def read() -> list:
+            ctx = context.context()
+            return [execute(ctx, "ReadVariableOp", None, h, "dtype", d) for h, d in pairs]
+
+        read()
+        return read
+    except Exception:  # another TensorFlow
+        return lambda: [v.read_value() for v in tvars]
 
 
 def _tf_value(variable):
