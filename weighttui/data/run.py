@@ -628,8 +628,8 @@ class RunData:
         by that snapshot and the one before it, read from the store."""
         shown = self._shown()
         k = int(np.searchsorted(shown, index))
-        if k < shown.size and int(shown[k]) == index:
-            return self
+        if not shown.size or (k < shown.size and int(shown[k]) == index):
+            return self  # (no snapshots yet: nothing to add)
         return RowsUpTo(self, index)
 
     @property
