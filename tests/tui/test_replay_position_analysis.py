@@ -85,6 +85,8 @@ async def test_alerts_are_those_of_the_snapshot_at_the_position(long_log, tui):
         shown = [(table.get_row_at(i)[1].plain, table.get_row_at(i)[2].plain, table.get_row_at(i)[3].plain)
                  for i in range(table.row_count)]
         assert ("nonfinite", "b.weight", str(NAN_AT)) in shown
+        assert screen.query_one("#ahead").content.plain.startswith(f"{len(app.alerts)} alert")
+        assert f" as of step {NAN_AT} · " in screen.query_one("#ahead").content.plain
         await pilot.press("escape")
         await go(pilot, app, tui, NAN_AT + 1)  # the snapshot before it is part of the history there
         assert "finite again at step 6" in nonfinite(app)[0].message

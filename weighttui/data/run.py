@@ -39,7 +39,7 @@ from weighttui.data.store.fromlog import LogSource
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
-from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
+from weighttui.log.schema import BASE_COLUMNS, COLUMNS, EXPORT_NAMES, KINDS
 from weighttui.log.sniff import open_readonly
 from weighttui.log.tail import Poll
 
@@ -635,8 +635,8 @@ class RunData:
         by that snapshot and the one before it, read from the store."""
         shown = self._shown()
         k = int(np.searchsorted(shown, index))
-        if k < shown.size and int(shown[k]) == index:
-            return self
+        if not shown.size or (k < shown.size and int(shown[k]) == index):
+            return self  # (no snapshots yet: nothing to add)
         return RowsUpTo(self, index)
 
     @property
@@ -858,14 +858,21 @@ class RunData:
         self._members_cache = (shown, member)
         return member
 
-    def series(self, name: str, stat: str, kind: str = "weights", *, start: int | None = None,
+    def series(self, name: str, stat: str, kind: str | None = None, *, start: int | None = None,
                stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one statistic of one tensor over the snapshots covering it.
 
+        kind: the block (weights, delta, grad, optim); left out, "weights", or the one block whose
+        statistic this is (`cos_prev` is the delta block's). The exports' names `nan_count` and
+        `inf_count` read `nan` and `inf`.
         Without start/stop: the rows of the row view; with them: every snapshot
         whose step lies in [start, stop), at full resolution.
         """
         col = self._col(name)
+        stat = {v: k for k, v in EXPORT_NAMES.items()}.get(stat, stat)
+        if kind is None:
+            owners = [k for k in KINDS if stat in COLUMNS[k]]
+            kind = "weights" if "weights" in owners or len(owners) != 1 else owners[0]
         self._kind(kind)
         cols = COLUMNS[kind]
         if stat not in cols:

@@ -36,6 +36,7 @@ class RunView:
     position: int | None  # None: following the latest snapshot
     alerts: Sequence[Alert] = ()
     alerts_by_tensor: Mapping[str, Sequence[Alert]] = field(default_factory=dict)
+    alerts_as_of: int | None = None  # the step the alerts were diagnosed up to (None: the latest)
     tensor_order: Sequence[str] = ()  # the overview's order, which the detail screen's [ ] walk
     mode: str = "replay"
     playing: bool = False
