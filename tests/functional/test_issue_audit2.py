@@ -349,3 +349,45 @@ def test_series_reads_an_instrument_without_its_kind_and_the_export_names(tmp_pa
     assert len(row) == 6 and (row.value == run.series("w", "nan_count", kind="grad")[1]).all()
     with pytest.raises(ValueError, match="not 'cos_prev'"):
         run.series("w", "cos_prev", kind="weights")  # an explicit kind is kept
+
+
+# ---------------------------------------------------------------- issue 17: a directory of mixed formats
+
+
+def test_a_checkpoint_directory_of_mixed_formats_keeps_epoch_order(tmp_path, capsys):
+    """Issue 17: "step and epoch come from the files' own metadata where they have it, else from numbers in
+    their names". In a directory of mixed files (a PyTorch loop's epoch_N.pt, a safetensors export, an .npz, a
+    Lightning-style dict with its global_step, a JSON dump) only one had a real step: sorted by step, its epoch 4
+    (step 400) came after epoch 6 (step 6). Every epoch must stay in order, each with its own weights."""
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    want = {}
+    for e in range(1, 7):
+        sd = {"fc.weight": np.full((4, 3), e, np.float32), "fc.bias": np.arange(4, dtype=np.float32) * e}
+        want[e] = sd
+        tensors = {k: torch.from_numpy(v.copy()) for k, v in sd.items()}
+        if e in (1, 5):
+            torch.save(tensors, str(ck / f"epoch_{e}.pt"))
+        elif e == 2:
+            save_file(sd, str(ck / f"epoch_{e}.safetensors"))
+        elif e == 3:
+            np.savez(ck / f"epoch_{e}.npz", **sd)
+        elif e == 4:
+            torch.save({"state_dict": tensors, "epoch": 4, "global_step": 400}, str(ck / "epoch_4.ckpt"))
+        else:
+            (ck / f"weights_epoch_{e}.json").write_text(json.dumps({k: v.tolist() for k, v in sd.items()}))
+    out = tmp_path / "run.wtui"
+    code, _, err = _cli(capsys, "import", str(ck), "--out", str(out))
+    assert code == 0, err
+    run = weighttui.open(str(out))
+    assert run.epochs.tolist() == [1, 2, 3, 4, 5, 6]
+    steps = run.steps.tolist()
+    assert steps == sorted(steps) and len(set(steps)) == 6 and steps[3] == 400  # the real step is kept
+    for e, sd in want.items():
+        got = run.weights(epoch=e)
+        assert all(np.array_equal(got[k], v) for k, v in sd.items()), e
+    _, norm = run.series("fc.weight", "norm")
+    assert norm == pytest.approx([np.sqrt(12.0) * e for e in range(1, 7)])
