@@ -317,3 +317,35 @@ def test_lightning_checkpoints_whose_hyperparameters_hold_a_path_import_their_st
     assert run.steps.tolist() == [2, 4, 7] and run.epochs.tolist() == [0, 1, 7]
     assert np.array_equal(run.weights(epoch=1)["lin.weight"], model.lin.weight.detach().numpy())
     assert np.array_equal(run.weights(epoch=7)["weight"], lin.weight.detach().numpy())
+
+
+# ---------------------------------------------------------------- issues 14/16: run.series as a user calls it
+
+
+def test_series_reads_an_instrument_without_its_kind_and_the_export_names(tmp_path):
+    """Issue 16 names are "readable with run.series(name, stat, kind=...)"; a user who leaves kind out for a
+    statistic of the delta, grad or optim block got "weights statistics are ..., not 'cos_prev'"; and the names
+    the parquet/csv exports use for the NaN/Inf counts (`nan_count`, `inf_count`) were not readable at all."""
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    path = tmp_path / "run.wtui"
+    with weighttui.Recorder(str(path), every=1, instruments=True) as rec:
+        for s in range(6):
+            g = rng.standard_normal(w.shape).astype(np.float32)
+            w = w - 0.1 * g
+            rec.snapshot(s, {"w": w}, grads={"w": g}, optim={"w": {"m": g, "v": g * g, "lr": 0.1, "step": s + 1}})
+    run = weighttui.open(str(path))
+    for stat, kind in (("cos_prev", "delta"), ("cos_grad", "delta"), ("sigma_ratio", "delta"),
+                       ("dead_units", "grad"), ("m_norm", "optim"), ("sigma_max", "weights"), ("norm", "weights")):
+        a, b = run.series("w", stat), run.series("w", stat, kind=kind)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1], equal_nan=True), stat
+    assert np.isfinite(run.series("w", "cos_prev")[1][2:]).all()
+    for kind in ("weights", "grad"):
+        assert np.array_equal(run.series("w", "nan_count", kind=kind)[1], run.series("w", "nan", kind=kind)[1])
+    import pandas as pd  # noqa: F401  (to_pandas needs it)
+
+    df = run.to_pandas()
+    row = df[(df.stat == "nan_count") & (df.kind == "grad")]
+    assert len(row) == 6 and (row.value == run.series("w", "nan_count", kind="grad")[1]).all()
+    with pytest.raises(ValueError, match="not 'cos_prev'"):
+        run.series("w", "cos_prev", kind="weights")  # an explicit kind is kept

@@ -22,6 +22,7 @@ from a follower thread with `ingest(poll)`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 import warnings
@@ -38,7 +39,7 @@ from weighttui.data.store.fromlog import LogSource
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
-from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
+from weighttui.log.schema import BASE_COLUMNS, COLUMNS, EXPORT_NAMES, KINDS
 from weighttui.log.sniff import open_readonly
 from weighttui.log.tail import Poll
 
@@ -264,10 +265,16 @@ class RunData:
                 self._set_spill(store, st.st_size - start)
             if isinstance(store.spill, LogSource):
                 store.spill.reading = fd
+            # (no cyclic GC while frames are applied: a big log makes millions of small objects, none in
+            # a cycle, and the collector kept walking the store's growing tail)
+            gc_on = gc.isenabled()
+            gc.disable()
             try:
                 for item in scan_frames(fd, store.scan, st.st_size, prepared=True):
                     store.apply(item)
             finally:
+                if gc_on:
+                    gc.enable()
                 if isinstance(store.spill, LogSource):
                     store.spill.reading = None
             if isinstance(store.spill, LogSource) and store.scan.offset - start >= store_index.MIN_LOG_BYTES:
@@ -850,14 +857,21 @@ class RunData:
         self._members_cache = (shown, member)
         return member
 
-    def series(self, name: str, stat: str, kind: str = "weights", *, start: int | None = None,
+    def series(self, name: str, stat: str, kind: str | None = None, *, start: int | None = None,
                stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one statistic of one tensor over the snapshots covering it.
 
+        kind: the block (weights, delta, grad, optim); left out, "weights", or the one block whose
+        statistic this is (`cos_prev` is the delta block's). The exports' names `nan_count` and
+        `inf_count` read `nan` and `inf`.
         Without start/stop: the rows of the row view; with them: every snapshot
         whose step lies in [start, stop), at full resolution.
         """
         col = self._col(name)
+        stat = {v: k for k, v in EXPORT_NAMES.items()}.get(stat, stat)
+        if kind is None:
+            owners = [k for k in KINDS if stat in COLUMNS[k]]
+            kind = "weights" if "weights" in owners or len(owners) != 1 else owners[0]
         self._kind(kind)
         cols = COLUMNS[kind]
         if stat not in cols:
