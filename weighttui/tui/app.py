@@ -387,11 +387,12 @@ class WeightApp(App[int]):
             return False
         self._alerts_dirty = False
         self._alerts_at = time.monotonic()
-        snapshot = self.snapshot
         as_of = None if self.position is None else (self._pause_step if self._pos_step is None else self._pos_step)
+        # a replay position on a thinned row view: as of that snapshot, every snapshot near it
+        rows = self.data if as_of is None else self.data.upto_snapshot(self._snapshot_at())
         try:
-            if snapshot is not None:  # a snapshot the row view lacks: the alerts as of that snapshot
-                alerts = self._diagnose.diagnose(self.data.upto_snapshot(snapshot), self.diagnose_config)
+            if rows is not self.data:
+                alerts = self._diagnose.diagnose(rows, self.diagnose_config)
             else:
                 alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
                                                  upto_row=self.row if self.position is not None else None)

@@ -913,10 +913,11 @@ static PyObject *py_gather_columns(PyObject *self, PyObject *args) {
     if (out != NULL) {
         uint64_t *o = (uint64_t *)PyByteArray_AS_STRING(out);
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < r; i++) {
-            const char *src = (const char *)p.views[i].buf;
-            for (Py_ssize_t j = 0; j < t; j++) {
-                const char *row = src + (perm ? (Py_ssize_t)perm[j] : j) * s * 8;
+        /* tensor by tensor: the s output columns of a tensor are s sequential streams */
+        for (Py_ssize_t j = 0; j < t; j++) {
+            Py_ssize_t at = (perm ? (Py_ssize_t)perm[j] : j) * s * 8;
+            for (Py_ssize_t i = 0; i < r; i++) {
+                const char *row = (const char *)p.views[i].buf + at;
                 for (Py_ssize_t c = 0; c < s; c++) {
                     uint64_t v;
                     memcpy(&v, row + c * 8, 8);
@@ -1022,6 +1023,19 @@ done:
     return result;
 }
 
+/* buffer(n) -> bytearray of n bytes, not zeroed (bytearray(n) writes n zeros first: a pass over
+   every chunk a reader then reads into) */
+static PyObject *py_buffer(PyObject *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, n);
+}
+
 static PyMethodDef methods[] = {
     {"snapshot", py_snapshot, METH_O, "snapshot(body): the common snapshot payload decoded, or None."},
     {"configure", py_configure, METH_VARARGS,
@@ -1030,6 +1044,7 @@ static PyMethodDef methods[] = {
     {"gather_columns", py_gather_columns, METH_VARARGS, "gather_columns(pieces, t, s, perm): [s, t, r] of 8-byte values."},
     {"gather_counts", py_gather_counts, METH_VARARGS,
      "gather_counts(pieces, t, bins, perm): ([t, r, bins] narrowed, itemsize, each tensor's largest count)."},
+    {"buffer", py_buffer, METH_O, "buffer(n): a bytearray of n bytes, not zeroed."},
     {"frame", py_frame, METH_VARARGS, "frame(buf, pos, prepared): (end, type, payload | None) of the verified "
                                       "frame at buf[pos:], or None."},
     {NULL, NULL, 0, NULL},
