@@ -55,7 +55,7 @@ KERAS_LOSS_SCALE = """
         gs, g = run.series(name, "norm", kind="grad")
         ds, d = run.series(name, "norm", kind="delta")
         out[name] = {"grad": dict(zip(gs.tolist(), g.tolist())), "delta": dict(zip(ds.tolist(), d.tolist()))}
-    print(json.dumps(out))
+    print(json.dumps({"series": out, "skipped": [e.step for e in run.events if e.kind == "skipped_step"]}))
 """
 
 
@@ -70,7 +70,8 @@ def test_a_step_the_loss_scaler_skipped_logs_no_gradient_of_another_batch(tmp_pa
     path = tmp_path / "ls.wtui"
     r = _python(KERAS_LOSS_SCALE, str(path), "1" if eager else "0", env={"KERAS_BACKEND": "tensorflow"})
     assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    got = doc["series"]
     for name, series in got.items():
         grad = {int(k): v for k, v in series["grad"].items()}
         delta = {int(k): v for k, v in series["delta"].items()}
@@ -81,6 +82,8 @@ def test_a_step_the_loss_scaler_skipped_logs_no_gradient_of_another_batch(tmp_pa
             assert grad[s] is None or np.isnan(grad[s]), (name, s, grad[s])  # json: NaN -> NaN
         for s in applied:
             assert delta[s] == pytest.approx(0.1 * grad[s], rel=1e-4), (name, s)
+        if not eager:  # said in the log, as GradScaler's skipped steps are by the PyTorch integration
+            assert doc["skipped"] == skipped, doc["skipped"]
 
 
 # ---------------------------------------------------------------- issue 15: JAX pytrees
@@ -476,3 +479,39 @@ def _read_only_case(tmp_path, cache_writable: bool) -> None:
         assert got["again"] == got["index"]
     else:
         assert got["index"] is None and got["again"] is None and os.listdir(cache) == []
+
+
+# ---------------------------------------------------------------- issue 17: Ctrl-C in the middle of an import
+
+
+def test_ctrl_c_during_an_import_leaves_a_readable_log_and_says_so(tmp_path):
+    """Ctrl-C mid-import: exit 130 with no traceback and one line saying what was kept (it was silent), and the
+    log holds the checkpoints written so far, complete, with status interrupted."""
+    import signal
+    import time
+
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in range(300):  # per-file work: long enough to be interrupted after the first snapshot on any machine
+        save_file({"w": np.full((64, 64), e, np.float32), "b": np.full(64, -e, np.float32)},
+                  str(ck / f"epoch_{e}.safetensors"))
+    out = tmp_path / "run.wtui"
+    proc = subprocess.Popen([sys.executable, "-m", "weighttui", "import", str(ck), "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while time.monotonic() < end and proc.poll() is None:
+        if out.exists() and len(weighttui.open(str(out), cache=False).steps) >= 1:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the import finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and str(out) in lines[0] and "Traceback" not in err, err
+    run = weighttui.open(str(out))
+    assert run.status == "interrupted" and 1 <= len(run.steps) < 300
+    last = int(run.epochs[-1])
+    assert np.array_equal(run.weights(epoch=last)["w"], np.full((64, 64), last, np.float32))

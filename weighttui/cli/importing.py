@@ -49,6 +49,10 @@ def cmd_import(args) -> int:
         raise CliError(f"--out {args.out}: no such directory: {out_dir}")
     try:
         result = import_source(args.src, args.out, values=args.values, bins=args.bins)
+    except KeyboardInterrupt:  # the log is closed (status interrupted) and readable: say so, in one line
+        print(f"weighttui import: interrupted; {args.out} keeps the snapshots written so far "
+              "(status: interrupted)", file=sys.stderr)
+        raise
     except ImportFileError as exc:
         raise CliError(str(exc)) from None
     except LogStopped as exc:  # the writer said why (cannot open, disk full ...)

@@ -32,7 +32,7 @@ import numpy as np
 
 from weighttui.log.format import FrameType
 from weighttui.log.reader import read_frame_at
-from weighttui.log.records import InvalidRecord, parse_snapshot
+from weighttui.log.records import InvalidRecord, parse_prepared, parse_snapshot
 
 from .builder import Group, RunState
 from .columns import Const, FromLog, KindColumns, Segment, _narrow, compact, count_dtype, merge
@@ -148,11 +148,12 @@ def stat_grid(seg: Segment, s: int, sel: np.ndarray, u: int) -> np.ndarray:
 def snapshot_at(fd: int, run: RunState, row: int):
     """The snapshot record of row `row` of `run`, read again from the log (`fd`), or None when its
     frame no longer verifies or no longer holds that snapshot (same step and time)."""
-    got = read_frame_at(fd, int(run.offsets.a[row]))
+    got = read_frame_at(fd, int(run.offsets.a[row]), prepared=True)
     if got is None or got[0] != FrameType.SNAPSHOT:
         return None
     try:
-        s = parse_snapshot(got[1], run.by_id, run._ids_checked)
+        parse = parse_prepared if type(got[1]) is tuple else parse_snapshot  # (the C decoder's, or a dict)
+        s = parse(got[1], run.by_id, run._ids_checked)
     except (InvalidRecord, ValueError, TypeError, OverflowError):
         return None
     t = float(run.times.a[row])

@@ -374,14 +374,13 @@ static int array_at(cur *c, int ndim, const char *kinds, arr *a) {
     }
     if (seen != 7)
         return 0;
-    /* each dimension is at least 1, so a product over the data's length stops early */
+    /* each dimension is at least 1, so a product over the data's length stops early (and never
+       overflows: count <= nbytes before each step, and the step is taken only if it stays so) */
     Py_ssize_t count = DTYPES[a->dtype].size;
     for (int d = 0; d < ndim; d++) {
-        if (a->dims[d] > a->nbytes)
+        if (a->dims[d] > a->nbytes / count)
             return 0;
         count *= a->dims[d];
-        if (count > a->nbytes)
-            return 0;
     }
     return count == a->nbytes;
 }
