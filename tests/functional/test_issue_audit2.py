@@ -515,3 +515,34 @@ def test_ctrl_c_during_an_import_leaves_a_readable_log_and_says_so(tmp_path):
     assert run.status == "interrupted" and 1 <= len(run.steps) < 300
     last = int(run.epochs[-1])
     assert np.array_equal(run.weights(epoch=last)["w"], np.full((64, 64), last, np.float32))
+
+
+# ---------------------------------------------------------------- issue 17: --out must not destroy the user's files
+
+
+def test_import_out_naming_a_file_that_is_not_a_run_log_keeps_it(tmp_path, capsys):
+    """Bad input: "a clear one-line message, nothing lost". `--out` was "replaced if it exists": a typo naming one
+    of the user's checkpoints (or any other file) destroyed it. A run log is still replaced; anything else is kept."""
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in (1, 2):
+        save_file({"w": np.full((3, 3), e, np.float32)}, str(ck / f"epoch_{e}.safetensors"))
+    precious = tmp_path / "best.safetensors"
+    save_file({"w": np.full((3, 3), 9, np.float32)}, str(precious))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("results of last month\n")
+    for victim in (precious, notes):
+        before = victim.read_bytes()
+        code, _, err = _cli(capsys, "import", str(ck), "--out", str(victim))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "not a weighttui run log" in err, err
+        assert victim.read_bytes() == before
+    log = tmp_path / "run.wtui"
+    for _ in range(2):  # a run log (the last import's) is replaced
+        code, _, err = _cli(capsys, "import", str(ck), "--out", str(log))
+        assert code == 0, err
+    assert weighttui.open(str(log)).steps.tolist() == [1, 2]
+    empty = tmp_path / "empty.wtui"
+    empty.touch()  # an empty file is a log not started yet (the same rule as the readers')
+    assert _cli(capsys, "import", str(ck), "--out", str(empty))[0] == 0

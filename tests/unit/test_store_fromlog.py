@@ -368,7 +368,8 @@ def test_a_thinned_row_view_reads_back_the_statistics_of_its_rows_only(indexed, 
             assert got.view(np.int64).tolist() == want.stat_matrix(kind, stat).view(np.int64).tolist()
         for name in run.tensor_names:  # a series over the row view: its rows only
             got, exp = run.series(name, "norm", kind), want.series(name, "norm", kind)
-            assert got[0].tolist() == exp[0].tolist() and got[1].view(np.int64).tolist() == exp[1].view(np.int64).tolist()
+            assert got[0].tolist() == exp[0].tolist()
+            assert got[1].view(np.int64).tolist() == exp[1].view(np.int64).tolist()
         calls = len(run.columns(kind)) + len(run.tensor_names)
         assert 0 < source.reads - before <= calls * run.n < calls * run.snapshot_count // 2
     assert digest(run) == digest(want)

@@ -51,7 +51,7 @@ _cached_bytes = 0
 # frames when a query asks for them, whole segments (every statistic of every kind of a group at
 # once) into the read-back cache above. Without this bound a store with no index held every
 # statistic of the log: ~190 MB for 1 GiB, ~1.9 GB for 10 GiB.
-STATS_BYTES = 128 << 20
+STATS_BYTES = 96 << 20
 _RESIDENT: OrderedDict = OrderedDict()  # id(seg) -> (weakref to seg, [compact columns], bytes), seal order
 _resident_bytes = 0
 _DEAD: list = []  # ids of segments that died (weakref callbacks: dropped at the next insert)
