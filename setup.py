@@ -56,7 +56,7 @@ setup(
             "weighttui._frames",
             ["weighttui/log/native/frames.c"],
             depends=["weighttui/log/native/crc32_core.h"],
-            extra_compile_args=["-O2", "-std=gnu11"] if POSIX else [],
+            extra_compile_args=["-O3", "-std=gnu11"] if POSIX else [],  # (-O3: the counts' loops vectorized)
             optional=True,
         ),
     ]

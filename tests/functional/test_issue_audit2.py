@@ -270,3 +270,82 @@ def test_a_longdouble_tensor_is_left_out_and_the_recording_goes_on(tmp_path, cap
     for k, v in others.items():
         got = run.weights(step=3)[k]
         assert got.dtype == v.dtype and np.array_equal(got, v + 3), k
+
+
+# ---------------------------------------------------------------- issue 17: Lightning checkpoints with hyperparameters
+
+
+def test_lightning_checkpoints_whose_hyperparameters_hold_a_path_import_their_state_dict(tmp_path, capsys):
+    """Issue 17: "Lightning `.ckpt` whose `state_dict` it takes", and "nothing is unpickled". A real Lightning
+    module with `save_hyperparameters()` and a `pathlib.Path` argument (or an argparse Namespace in a checkpoint
+    dict) was refused whole ("needs arbitrary pickles"): its weights were never the problem. Those classes now get
+    an inert stand-in (nothing of the file runs); a file whose weights need them (a pickled model) is still refused."""
+    import argparse
+    import pathlib
+
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning")
+
+    class M(L.LightningModule):
+        def __init__(self, data_dir=pathlib.Path("/data/train"), lr=0.1):
+            super().__init__()
+            self.save_hyperparameters()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def training_step(self, batch, i):
+            return self.lin(batch[0]).pow(2).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    ck = tmp_path / "ck"
+    cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(ck), every_n_epochs=1, save_top_k=-1)
+    model = M()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 3)), batch_size=4)
+    L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, callbacks=[cb], enable_model_summary=False,
+              accelerator="cpu").fit(model, data)
+    lin = torch.nn.Linear(3, 2)
+    torch.save({"model_state_dict": lin.state_dict(), "epoch": 7, "args": argparse.Namespace(lr=0.1, out="x")},
+               str(ck / "plain_epoch_7.pt"))
+    torch.save(lin, str(ck / "whole_model.pt"))  # the module itself: still refused
+    out = tmp_path / "run.wtui"
+    code, _, err = _cli(capsys, "import", str(ck), "--out", str(out))
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("weighttui import: skipped")]
+    assert len(lines) == 1 and "whole_model.pt" in lines[0] and "refused" in lines[0], err
+    run = weighttui.open(str(out))
+    assert run.steps.tolist() == [2, 4, 7] and run.epochs.tolist() == [0, 1, 7]
+    assert np.array_equal(run.weights(epoch=1)["lin.weight"], model.lin.weight.detach().numpy())
+    assert np.array_equal(run.weights(epoch=7)["weight"], lin.weight.detach().numpy())
+
+
+# ---------------------------------------------------------------- issues 14/16: run.series as a user calls it
+
+
+def test_series_reads_an_instrument_without_its_kind_and_the_export_names(tmp_path):
+    """Issue 16 names are "readable with run.series(name, stat, kind=...)"; a user who leaves kind out for a
+    statistic of the delta, grad or optim block got "weights statistics are ..., not 'cos_prev'"; and the names
+    the parquet/csv exports use for the NaN/Inf counts (`nan_count`, `inf_count`) were not readable at all."""
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    path = tmp_path / "run.wtui"
+    with weighttui.Recorder(str(path), every=1, instruments=True) as rec:
+        for s in range(6):
+            g = rng.standard_normal(w.shape).astype(np.float32)
+            w = w - 0.1 * g
+            rec.snapshot(s, {"w": w}, grads={"w": g}, optim={"w": {"m": g, "v": g * g, "lr": 0.1, "step": s + 1}})
+    run = weighttui.open(str(path))
+    for stat, kind in (("cos_prev", "delta"), ("cos_grad", "delta"), ("sigma_ratio", "delta"),
+                       ("dead_units", "grad"), ("m_norm", "optim"), ("sigma_max", "weights"), ("norm", "weights")):
+        a, b = run.series("w", stat), run.series("w", stat, kind=kind)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1], equal_nan=True), stat
+    assert np.isfinite(run.series("w", "cos_prev")[1][2:]).all()
+    for kind in ("weights", "grad"):
+        assert np.array_equal(run.series("w", "nan_count", kind=kind)[1], run.series("w", "nan", kind=kind)[1])
+    import pandas as pd  # noqa: F401  (to_pandas needs it)
+
+    df = run.to_pandas()
+    row = df[(df.stat == "nan_count") & (df.kind == "grad")]
+    assert len(row) == 6 and (row.value == run.series("w", "nan_count", kind="grad")[1]).all()
+    with pytest.raises(ValueError, match="not 'cos_prev'"):
+        run.series("w", "cos_prev", kind="weights")  # an explicit kind is kept

@@ -13,6 +13,7 @@ import contextlib
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
@@ -90,13 +91,22 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     state.offset, state.resyncing, state.pending = dec.offset, dec.resyncing, dec.pending
 
 
+# a bytearray not zeroed first (weighttui._frames, optional): the read overwrites what is used of it
+_buffer: Any = bytearray
+try:
+    from weighttui._frames import buffer as _c_buffer
+except ImportError:  # not built
+    pass
+else:
+    _buffer = _c_buffer
+
 READ_AHEAD_MIN = 32 * 1024 * 1024  # scans shorter than this read on one thread
 ROOM = 1 << 20  # room kept before a chunk's bytes for the last one's pending bytes (a snapshot is ~100 KB)
 
 
 def _read_with_room(fd: int, n: int, offset: int, room: int) -> tuple[bytearray, int]:
     """(`room` free bytes then up to n bytes of the file from offset (fewer at its end), room)."""
-    buf = bytearray(room + n)
+    buf = _buffer(room + n)
     with memoryview(buf) as view:
         got = os.preadv(fd, [view[room:]], offset)
     if got < n:
