@@ -18,11 +18,16 @@ and as wall time.
         # development: the baseline and the configurations named (substrings), about 40 s
     python benchmarks/bench_instruments.py --threads 1 --no-training --only "all of 1-5" --other OLD.so
         # every row again with another build of weighttui._fastats, interleaved (a kernel change)
+    python benchmarks/bench_instruments.py --threads 1 --only "all of 1-5" --compare /tmp/before
+        # the snapshot table of another checkout (built) and of this one, a process each, alternating
+        # round by round (--rounds, default 3): the Python around the kernel changed too
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import statistics
 import sys
@@ -32,13 +37,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# --repo DIR: weighttui from another checkout (its build included); read before weighttui is imported
+sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--repo") + 1] if "--repo" in sys.argv[:-1]
+                            else Path(__file__).parents[1]).resolve()))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_torch import ParamSet, machine, resnet50_shapes, time_training
-
-import weighttui.torch as wt
+# weighttui before bench_torch, which puts this file's checkout first on the path (--repo)
+import weighttui.torch as wt  # noqa: I001
 from weighttui.record import instruments as inst
+
+from bench_torch import ParamSet, machine, resnet50_shapes, time_training
 
 OFF = {name: False for name in inst.ALL}
 CONFIGS = {
@@ -228,7 +236,14 @@ def main(argv=None):
     ap.add_argument("--kernel-parts", action="store_true",
                     help="only the fused kernel's time per instrument part (kernel.Extras), about 20 s")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): every row again with it")
+    ap.add_argument("--repo", help="weighttui from this checkout instead of this file's (built in place)")
+    ap.add_argument("--compare", metavar="DIR",
+                    help="the snapshot table of the checkout DIR beside this one's: each round a process "
+                         "per checkout, alternating (what the snapshot costs when the Python changed too)")
+    ap.add_argument("--json", help="also write the snapshot table's CPU and wall seconds to this file")
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare(args, argv if argv is not None else sys.argv[1:])
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = resnet50_shapes()
@@ -242,7 +257,7 @@ def main(argv=None):
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
         configs = {k: v for k, v in CONFIGS.items() if "no instruments" in k or any(w in k for w in wanted)}
-    print(f"machine: {machine()}\n")
+    print(f"machine: {machine()}\nweighttui: {Path(wt.__file__).resolve().parents[1]}\n")
     if args.kernel_parts:
         parts = bench_kernel_parts(shapes, 5 if args.quick else 25)
         print("### The fused kernel alone on the weights (exact deltas), CPU ms, median\n")
@@ -267,6 +282,8 @@ def main(argv=None):
                   f"| {times[name] * 1e3:.1f} | {first[name] * 1e3:.0f} |")
         del base
         print(f"\nload (uptime) at the end: {os.getloadavg()}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"cpu": cpu, "wall": times, "first": first}))
         if args.no_training:
             return
         med_cpu, med_wall = bench_training(rounds, steps, width, 4, 256, tmp)
@@ -280,6 +297,53 @@ def main(argv=None):
             slow_c = "" if name == "no recording" else f"{(c / plain_c - 1) * 100:+.1f}%"
             slow_w = "" if name == "no recording" else f"{(w / plain_w - 1) * 100:+.1f}%"
             print(f"| {name} | {c * 1e3:.2f} | {slow_c} | {w * 1e3:.2f} | {slow_w} |")
+
+
+def _without(argv: list[str], option: str, takes_value: bool = True) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = takes_value
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
+def compare(args, argv: list[str]) -> None:
+    """--compare DIR: each round, this script's snapshot table with weighttui from DIR, then from this
+    checkout (a process each, --rounds 1); the medians over the rounds side by side."""
+    import subprocess
+
+    rounds = args.rounds or (1 if args.quick else 3)
+    rest = _without(_without(_without(_without(argv, "--compare"), "--rounds"), "--json"), "--repo")
+    here = str(Path(__file__).resolve().parents[1])
+    got: dict[str, list[dict]] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(rounds):
+            for label, repo in (("before", args.compare), ("after", here)):
+                out = Path(d) / f"{label}{r}.json"
+                cmd = [sys.executable, __file__, *rest, "--no-training", "--rounds", "1", "--repo", repo,
+                       "--json", str(out)]
+                print(f"round {r + 1}/{rounds}: {label} ({repo}), load {os.getloadavg()[0]:.2f}", flush=True)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                got[label].append(json.loads(out.read_text()))
+    base_g = "no instruments (gradients)"
+    med = {label: {k: statistics.median(run["cpu"][k] for run in runs) for k in runs[0]["cpu"]}
+           for label, runs in got.items()}
+    print(f"\n### CPU ms per snapshot, before ({args.compare}) and after ({here}), median of {rounds} "
+          "alternating rounds\n")
+    print("| configuration | before | after | after - before | x no instruments (gradients): before -> after "
+          "| each round: before / after |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name in med["after"]:
+        b, a = med["before"].get(name, math.nan), med["after"][name]
+        each = " / ".join(" ".join(f"{run['cpu'][name] * 1e3:.1f}" for run in got[label] if name in run["cpu"])
+                          for label in ("before", "after"))
+        print(f"| {name} | {b * 1e3:.1f} | {a * 1e3:.1f} | {(a - b) * 1e3:+.1f} "
+              f"| {b / med['before'][base_g]:.2f} -> {a / med['after'][base_g]:.2f} | {each} |")
+    print(f"\nload (uptime) at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
 STEPS = 300
 MAX_ROWS = 32  # rows 0, 16, 32 ... 288 and the latest: snapshots 5 and 20 are not rows
+# (what is computed as of a position sees the last data/run.UPTO_TAIL = 64 snapshots, every one)
 NAN_AT = 5  # b.weight holds a NaN at this snapshot only
 JUMP_AT = 20  # a.weight is scaled by 1.5 at this snapshot: the largest update and norm change there
 RATIOS = {"a.weight": 1e-3, "b.weight": 2e-3, "c.weight": 3e-3}
@@ -85,9 +86,19 @@ async def test_alerts_are_those_of_the_snapshot_at_the_position(long_log, tui):
         shown = [(table.get_row_at(i)[1].plain, table.get_row_at(i)[2].plain, table.get_row_at(i)[3].plain)
                  for i in range(table.row_count)]
         assert ("nonfinite", "b.weight", str(NAN_AT)) in shown
+        assert screen.query_one("#ahead").content.plain.startswith(f"{len(app.alerts)} alert")
+        assert f" as of step {NAN_AT} · " in screen.query_one("#ahead").content.plain
         await pilot.press("escape")
-        await go(pilot, app, tui, NAN_AT + 1)  # the snapshot before it is part of the history there
+        await go(pilot, app, tui, NAN_AT + 1)  # the snapshots just before a position are its history
         assert "finite again at step 6" in nonfinite(app)[0].message
+        # at snapshot 16, a row of the row view, too: the NaN 11 snapshots before is seen (the row
+        # view alone, rows 0 and 16, lacks it); 100 snapshots on, only the thinned history is left
+        await pilot.press("home", *["right"] * 16)
+        assert app.view().snapshot is None and app.view().step == 16
+        await tui.wait_until(pilot, lambda: not app._alerts_dirty, what="the alerts at the position")
+        assert [a.step for a in nonfinite(app)] == [NAN_AT]
+        await go(pilot, app, tui, 100)
+        assert nonfinite(app) == []
 
 
 async def test_sort_is_by_the_values_of_the_snapshot_at_the_position(long_log, tui):

@@ -10,6 +10,7 @@ import pytest
 import weighttui
 from weighttui import Recorder
 from weighttui.analysis.changes import COLUMNS, change_table, snapshot_step
+from weighttui.data.run import RowsUpTo
 
 SHAPES = {"enc.weight": (12, 6), "enc.bias": (12,), "head.weight": (3, 12), "frozen.weight": (4, 4)}
 RATIOS = {"enc.weight": 2e-3, "enc.bias": 5e-2, "head.weight": 4e-2, "frozen.weight": 0.0}
@@ -134,19 +135,23 @@ def test_marks_and_position_at_full_resolution_in_a_thinned_row_view(logged):
         for name in SHAPES:
             assert got[name]["change_ab_from"] == source
             assert got[name]["change_ab"] == pytest.approx(want[name]["change_ab"], rel=1e-12, abs=1e-15)
-    # the table as of snapshot 21 (step 42): its values are that snapshot's
+    # the table as of snapshot 21 (step 42): its values are that snapshot's, and the mean over the
+    # last 4 snapshots is over snapshots 18-21 (the row view has only 16 of them)
     at = thin.upto_snapshot(21)
-    assert at is not thin and int(at.steps[-1]) == 42 and at.snapshot_index[-2:].tolist() == [20, 21]
-    k = at.n - 2  # the row view's rows before snapshot 20, then 20 and 21 from the store
-    assert at.snapshot_index[:k].tolist() == [i for i in thin.snapshot_index.tolist() if i < 20]
-    for kind, stat in (("weights", "norm"), ("delta", "ratio")):
-        np.testing.assert_array_equal(at.stat_matrix(kind, stat)[k:], full.stat_matrix(kind, stat)[[20, 21]])
-        np.testing.assert_array_equal(at.stat_matrix(kind, stat)[:k], thin.stat_matrix(kind, stat)[:k])
-    assert at.present[k:].all() and at.epochs.size == at.times.size == at.n
-    got, want = by_name(change_table(at)), by_name(change_table(full, row=21))
+    assert at is not thin and int(at.steps[-1]) == 42 and at.snapshot_index.tolist() == list(range(22))
+    got, want = by_name(change_table(at, window=4)), by_name(change_table(full, row=21, window=4))
     for name in SHAPES:
-        for col in ("ratio", "update_norm", "max_abs", "changed_frac", "norm_change"):
+        for col in ("ratio", "ratio_mean", "update_norm", "max_abs", "changed_frac", "norm_change"):
             assert got[name][col] == pytest.approx(want[name][col], nan_ok=True), (name, col)
+        assert got[name]["flag"] == want[name]["flag"]
+    # older history is the row view's: with 4 snapshots at full resolution, rows 0, 8, 16, then 18-21
+    short = RowsUpTo(thin, 21, tail=4)
+    assert short.snapshot_index.tolist() == [0, 8, 16, 18, 19, 20, 21] and short.n == 7
+    assert short.steps.tolist() == [0, 16, 32, 36, 38, 40, 42]
+    for kind, stat in (("weights", "norm"), ("delta", "ratio")):
+        np.testing.assert_array_equal(short.stat_matrix(kind, stat)[3:], full.stat_matrix(kind, stat)[18:22])
+        np.testing.assert_array_equal(short.stat_matrix(kind, stat)[:3], thin.stat_matrix(kind, stat)[:3])
+    assert short.present[3:].all() and short.epochs.size == short.times.size == short.n
     before = by_name(change_table(thin, row=int(np.searchsorted(thin.snapshot_index, 21)) - 1))
     assert before["enc.weight"]["update_norm"] != got["enc.weight"]["update_norm"]
-    assert thin.upto_snapshot(int(thin.snapshot_index[3])) is thin  # a row of the row view: the view itself
+    assert full.upto_snapshot(21) is full  # a row view with every snapshot: the view itself

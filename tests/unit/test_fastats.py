@@ -1100,6 +1100,8 @@ def isa_builds(tmp_path_factory):
     if cc is None:
         pytest.skip("no C compiler to build the variants with")
     include = sysconfig.get_paths()["include"]
+    if not (pathlib.Path(include) / "Python.h").exists():
+        pytest.skip(f"no Python.h in {include} to build the variants with")
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     out = tmp_path_factory.mktemp("isa")
     cpu = _cpu_flags()

@@ -522,30 +522,6 @@ def test_unit_health_counts_against_a_direct_computation():
         np.testing.assert_allclose(decode_array(payload["grad"]), gv, rtol=1 / 128)
 
 
-def test_update_cosines_many_at_once_is_one_by_one():
-    """UpdateCosines.update_many (small tensors computed together) gives update()'s numbers, with
-    tensors coming and going, changing size, gradients missing, NaN values and frozen tensors."""
-    rng = np.random.default_rng(5)
-    one, many = inst.UpdateCosines(), inst.UpdateCosines()
-    sizes = {"a": 3, "b": 64, "c": inst.COS_BATCH_MAX, "d": inst.COS_BATCH_MAX + 1, "e": 500, "f": 1}
-    xs = {k: rng.standard_normal(n) for k, n in sizes.items()}
-    for step in range(9):
-        keys = [k for k in sizes if not (k == "b" and step == 3)]
-        if step == 5:
-            xs["e"] = rng.standard_normal(700)  # a new size: no update to compare with
-        for k in keys:
-            if not (k == "f" and step > 4):  # f frozen: a zero update
-                xs[k] = xs[k] + rng.standard_normal(xs[k].size) * 0.1
-        vals = {k: xs[k].copy() for k in keys}
-        if step == 6:
-            vals["a"][1] = np.nan
-        gs = {k: (None if (k == "c" and step % 2) else rng.standard_normal(vals[k].size)) for k in keys}
-        want = np.array([one.update(k, vals[k], gs[k]) for k in keys])
-        got = many.update_many(keys, [vals[k] for k in keys], [gs[k] for k in keys])
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
-        assert np.isnan(got).sum() == np.isnan(want).sum()
-
-
 def test_bf16_bits_rounds_to_nearest_even():
     """bf16_bits against the rounding done in 64-bit integers, over every float32 class."""
     rng = np.random.default_rng(2)

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 import weighttui
 from weighttui.data.store import builder as store_builder
 from weighttui.data.store import columns as store_columns
+from weighttui.data.store import fromlog as store_fromlog
 from weighttui.data.store import index as store_index
 from weighttui.log.format import HEADER, HEADER_SIZE, FrameDecoder, FrameType, encode_array, encode_frame
 
@@ -44,6 +45,8 @@ def indexed(monkeypatch, tmp_path):
     monkeypatch.setattr(store_columns, "SEAL_ENTRIES", 40)
     monkeypatch.setattr(store_index, "SEAL_ENTRIES", 40)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # with no index, the statistics of every sealed segment but the newest are read back from the log
+    monkeypatch.setattr(store_fromlog, "STATS_BYTES", 0)
     assert store_builder  # (imported for the layering it documents)
     return tmp_path
 
@@ -658,6 +661,38 @@ def test_segments_the_spiller_cannot_write_stay_in_memory_and_are_saved_later(in
     assert failed and run.index_path is not None and digest(run) == want
     assert not [p for p in index_dir(path).iterdir() if p.name.startswith(".tmp-")]
     monkeypatch.setattr(store_index._Writer, "write", real)
+    again = weighttui.open(path)
+    assert again._run.groups and all(g.ref is not None for g in again._run.groups)
+    assert digest(again) == want
+
+
+def test_a_writer_behind_the_reader_has_groups_sealed_on_the_readers_thread(indexed, monkeypatch):
+    """When the index writer is still writing a group as the next one is due (a slow disk, two busy
+    cores), the reading thread seals that group itself instead of waiting (Spiller.__call__): the
+    same run and the same index as when the writer keeps up."""
+    import threading
+    import time as time_mod
+
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    want = digest(weighttui.open(path, cache=False))
+    real_write, real_seal = store_index.Spiller._write, store_index.sealed_segment
+    sealed_on: list[str] = []
+
+    def slow_write(self, g, name):
+        time_mod.sleep(0.05)  # the writer falls behind
+        return real_write(self, g, name)
+
+    def seal(*job):
+        sealed_on.append(threading.current_thread().name)
+        return real_seal(*job)
+
+    monkeypatch.setattr(store_index.Spiller, "_write", slow_write)
+    monkeypatch.setattr(store_index, "sealed_segment", seal)
+    run = weighttui.open(path)
+    assert digest(run) == want and run.index_path is not None
+    assert "MainThread" in sealed_on  # (some groups were sealed here, the writer being behind)
+    monkeypatch.setattr(store_index.Spiller, "_write", real_write)
     again = weighttui.open(path)
     assert again._run.groups and all(g.ref is not None for g in again._run.groups)
     assert digest(again) == want

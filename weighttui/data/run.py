@@ -22,6 +22,7 @@ from a follower thread with `ingest(poll)`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 import warnings
@@ -34,11 +35,11 @@ from weighttui.data.liveness import writer_running
 from weighttui.data.malloc import release_freed_memory
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
-from weighttui.data.store.fromlog import LogSource
+from weighttui.data.store.fromlog import LogSource, stat_grid, stat_take
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
-from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
+from weighttui.log.schema import BASE_COLUMNS, COLUMNS, EXPORT_NAMES, KINDS
 from weighttui.log.sniff import open_readonly
 from weighttui.log.tail import Poll
 
@@ -264,10 +265,16 @@ class RunData:
                 self._set_spill(store, st.st_size - start)
             if isinstance(store.spill, LogSource):
                 store.spill.reading = fd
+            # (no cyclic GC while frames are applied: a big log makes millions of small objects, none in
+            # a cycle, and the collector kept walking the store's growing tail)
+            gc_on = gc.isenabled()
+            gc.disable()
             try:
                 for item in scan_frames(fd, store.scan, st.st_size, prepared=True):
                     store.apply(item)
             finally:
+                if gc_on:
+                    gc.enable()
                 if isinstance(store.spill, LogSource):
                     store.spill.reading = None
             if isinstance(store.spill, LogSource) and store.scan.offset - start >= store_index.MIN_LOG_BYTES:
@@ -620,16 +627,15 @@ class RunData:
         return out
 
     def upto_snapshot(self, index: int) -> RunData | RowsUpTo:
-        """The row view as of the run's snapshot `index` (full resolution): what is computed *at*
-        a position the replay cursor reached (alerts, a sort, the change table) reads this.
+        """The rows as of the run's snapshot `index`, at full resolution near it: what is computed
+        *at* a position the replay cursor reached (alerts, a sort, the change table) reads this.
 
-        A snapshot the row view has: this RunData (its rows up to that one are the history). One
-        it lacks (thinned away by max_rows): a `RowsUpTo`, the row view's rows before it followed
-        by that snapshot and the one before it, read from the store."""
+        A row view that holds every snapshot (not thinned): this RunData (its rows 0..index are
+        the history). A thinned one (max_rows): a `RowsUpTo`, the row view's rows before the last
+        `UPTO_TAIL` snapshots up to `index`, then those snapshots, every one, read from the store."""
         shown = self._shown()
-        k = int(np.searchsorted(shown, index))
-        if k < shown.size and int(shown[k]) == index:
-            return self
+        if shown.size == self.snapshot_count:
+            return self  # (also with no snapshots yet)
         return RowsUpTo(self, index)
 
     @property
@@ -767,11 +773,11 @@ class RunData:
                 _g, sel, to, ucols = where
                 if sel.size:
                     block = True if s is None else \
-                        seg.part("stats", s=s).reshape(ucols.size, -1)[:, sel].T
+                        stat_grid(seg, s, sel, ucols.size)
                     buf[np.ix_(to, ucols)] = block
             else:
                 _g, mask, pos, cols = where
-                buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
+                buf[pos, cols] = True if s is None else stat_take(seg, s, np.flatnonzero(mask))
         if hi < tail_start:
             return
         lookup = {} if dense_rows else dict(zip(rows.tolist(), dest.tolist(), strict=True))
@@ -851,14 +857,21 @@ class RunData:
         self._members_cache = (shown, member)
         return member
 
-    def series(self, name: str, stat: str, kind: str = "weights", *, start: int | None = None,
+    def series(self, name: str, stat: str, kind: str | None = None, *, start: int | None = None,
                stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one statistic of one tensor over the snapshots covering it.
 
+        kind: the block (weights, delta, grad, optim); left out, "weights", or the one block whose
+        statistic this is (`cos_prev` is the delta block's). The exports' names `nan_count` and
+        `inf_count` read `nan` and `inf`.
         Without start/stop: the rows of the row view; with them: every snapshot
         whose step lies in [start, stop), at full resolution.
         """
         col = self._col(name)
+        stat = {v: k for k, v in EXPORT_NAMES.items()}.get(stat, stat)
+        if kind is None:
+            owners = [k for k in KINDS if stat in COLUMNS[k]]
+            kind = "weights" if "weights" in owners or len(owners) != 1 else owners[0]
         self._kind(kind)
         cols = COLUMNS[kind]
         if stat not in cols:
@@ -873,7 +886,8 @@ class RunData:
         got = self._entries(kind, col, want) if kind != "weights" else present
         if got:
             krows = np.concatenate([e[4] for e in got])
-            kvals = np.concatenate([seg.part("stats", a, b, s)[mask] for seg, a, b, mask, _r in got])
+            # (stat_take: without an index, only the frames of the rows wanted are read back)
+            kvals = np.concatenate([stat_take(seg, s, a + np.flatnonzero(mask)) for seg, a, b, mask, _r in got])
             values[np.searchsorted(rows, krows)] = kvals
         return steps, values
 
@@ -1015,22 +1029,30 @@ class RunData:
         return None if run is None else run.values_epoch.get(step)
 
 
-class RowsUpTo:
-    """The row view as of one snapshot the row view lacks (`RunData.upto_snapshot`).
+# Snapshots a RowsUpTo holds at full resolution, up to its position: what the alert rules read
+# first (analysis/diagnose._TAIL rows: trailing states, recent windows), the change table's mean
+# window (at most 50), and a last update ratio spanning one writer interval.
+UPTO_TAIL = 64
 
-    Its rows: the RunData's row-view rows before snapshot `index - 1`, then the snapshots
-    `index - 1` and `index` themselves, read from the store. The snapshot before is a row so
-    that the last row's delta spans exactly one writer interval (diagnose.step_interval divides
-    a row's step gap by its snapshot-index gap), as the layer table shows the update ratio there.
+
+class RowsUpTo:
+    """A thinned row view as of one snapshot, at full resolution near it (`RunData.upto_snapshot`).
+
+    Its rows: the RunData's row-view rows before snapshot `index - UPTO_TAIL + 1`, then every
+    snapshot from there to `index`, read from the store. So what the analysis computes as of a
+    replay position sees that snapshot and the ones just before it, every one: its update ratio
+    spans one writer interval (diagnose.step_interval divides a row's step gap by its
+    snapshot-index gap), as the layer table shows it; an event (a NaN) in them is seen; a mean
+    "over 10 snapshots" is over 10 snapshots. Older history is the row view's (thinned).
     It has the row-view accessors the analysis reads (n, steps, epochs, times, snapshot_index,
     present, stat_matrix); everything else is the RunData's, including series()/histograms()
     without start/stop (the RunData's row view).
     """
 
-    def __init__(self, data: RunData, index: int):
+    def __init__(self, data: RunData, index: int, tail: int = UPTO_TAIL):
         shown = data._shown()
         index = int(min(max(index, 0), max(data.snapshot_count - 1, 0)))
-        extra = np.arange(max(0, index - 1), index + 1, dtype=np.int64)
+        extra = np.arange(max(0, index - max(tail, 2) + 1), index + 1, dtype=np.int64)
         self._k = int(np.searchsorted(shown, extra[0]))  # the row view's rows before `extra`
         self._data = self.data = data  # (data: the RunData this is a view of)
         self._extra = extra

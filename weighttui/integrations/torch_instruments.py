@@ -581,9 +581,8 @@ class TorchInstruments:
         samples.update({i: ex.gathered for i, ex in done.items() if ex.gathered is not None})
         if samples:
             grads = {i: host[k] for i, k in pend.gs.items()} | pend.g_host
-            at = list(samples)
-            d[at, :2] = self.cosines.update_many([entries[i].name for i in at], list(samples.values()),
-                                                 [grads.get(i) for i in at])
+            for i, xs in samples.items():
+                d[i, 0], d[i, 1] = self.cosines.update(entries[i].name, xs, grads.get(i))
         optim = None
         if pend.optim or pend.optim_fused:
             rows = np.full((t, len(OPTIM_STATS)), np.nan)
@@ -653,9 +652,10 @@ def optim_states(optimizer, params) -> list:
     None for a tensor the optimizer does not hold, or before its moments exist (they start at the
     first step). One reading of the state for the whole and the sharded instruments.
 
-    Each parameter group's hyperparameters are read once, and the steps torch keeps as tensors (one
-    per parameter; on the device with capturable=True) in one host read per device and dtype
-    instead of an .item() (a sync on a GPU) each."""
+    Each parameter group's hyperparameters are read once; the steps torch keeps as tensors (one per
+    parameter) are read with float() on the CPU (0.15 us each, against 0.6 us for .item() and more
+    for a stack) and, on a device (capturable=True), in one host copy per device instead of an
+    .item() (a sync) each."""
     groups = param_groups(optimizer)
     hyper: dict[int, tuple[float, float, float]] = {}
     out: list = []
@@ -679,14 +679,17 @@ def optim_states(optimizer, params) -> list:
             h = hyper[id(group)] = (float(lr.item() if torch.is_tensor(lr) else lr),
                                     float(group.get("betas", (0.9, 0.999))[1]), float(group.get("eps", 1e-8)))
         step = state.get("step", 0)
-        if torch.is_tensor(step) and step.numel() == 1:
-            tensor_steps.setdefault((step.device, step.dtype), []).append((len(out), step))
-            step = math.nan  # read below
-        elif torch.is_tensor(step):  # (no step torch keeps)
-            step = float(step.reshape(-1)[0].item()) if step.numel() else 0.0
+        if torch.is_tensor(step):
+            if step.numel() != 1:  # (no step torch keeps)
+                step = float(step.reshape(-1)[0]) if step.numel() else 0.0
+            elif step.is_cpu:  # float() of a CPU scalar: a fraction of .item()'s cost, less than a stack
+                step = float(step)
+            else:  # on a device (capturable=True): one copy for all of them below
+                tensor_steps.setdefault((step.device, step.dtype, step.shape), []).append((len(out), step))
+                step = math.nan
         out.append((m, v, (h[0], float(step), h[1], h[2])))
     for ts in tensor_steps.values():
-        values = torch.stack([t.detach().reshape(()) for _, t in ts]).tolist()
+        values = torch.stack([t for _, t in ts]).reshape(-1).tolist()
         for (k, _), value in zip(ts, values, strict=True):
             m, v, (lr, _nan, beta2, eps) = out[k]
             out[k] = (m, v, (lr, float(value), beta2, eps))

@@ -13,10 +13,13 @@ import contextlib
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
+from weighttui.log import format as fmt
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     FrameDecoder,
+    FrameType,
     crc32,
     decode_payload,
     parse_frame_header,
@@ -90,13 +93,22 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     state.offset, state.resyncing, state.pending = dec.offset, dec.resyncing, dec.pending
 
 
+# a bytearray not zeroed first (weighttui._frames, optional): the read overwrites what is used of it
+_buffer: Any = bytearray
+try:
+    from weighttui._frames import buffer as _c_buffer
+except ImportError:  # not built
+    pass
+else:
+    _buffer = _c_buffer
+
 READ_AHEAD_MIN = 32 * 1024 * 1024  # scans shorter than this read on one thread
 ROOM = 1 << 20  # room kept before a chunk's bytes for the last one's pending bytes (a snapshot is ~100 KB)
 
 
 def _read_with_room(fd: int, n: int, offset: int, room: int) -> tuple[bytearray, int]:
     """(`room` free bytes then up to n bytes of the file from offset (fewer at its end), room)."""
-    buf = bytearray(room + n)
+    buf = _buffer(room + n)
     with memoryview(buf) as view:
         got = os.preadv(fd, [view[room:]], offset)
     if got < n:
@@ -105,8 +117,9 @@ def _read_with_room(fd: int, n: int, offset: int, room: int) -> tuple[bytearray,
 READ_AHEAD = SharedWorker("weighttui-read")  # the one thread that reads ahead for every long scan
 
 
-def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
-    """(TYPE, payload) of the frame at `offset`, verified as scan_frames would; None if it does not verify."""
+def read_frame_at(fd: int, offset: int, *, prepared: bool = False) -> tuple[int, Any] | None:
+    """(TYPE, payload) of the frame at `offset`, verified as scan_frames would; None if it does not verify.
+    prepared: a snapshot's payload may be format.decode_snapshot's tuple, as from scan_frames."""
     head = os.pread(fd, FRAME_HEADER_SIZE, offset)
     if len(head) < FRAME_HEADER_SIZE:
         return None
@@ -120,6 +133,10 @@ def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
     body = memoryview(rest)[:length]
     if crc32(body) != _U32.unpack_from(rest, length)[0]:
         return None
+    if prepared and ftype == FrameType.SNAPSHOT and fmt.decode_snapshot is not None:
+        got = fmt.decode_snapshot(body)
+        if got is not None:
+            return ftype, got
     try:
         return ftype, decode_payload(body)
     except ValueError:

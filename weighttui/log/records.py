@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from weighttui.log.format import FrameType, decode_array
+from weighttui.log.format import _DTYPES, FrameType, decode_array
 
 
 class InvalidRecord(ValueError):
@@ -381,56 +381,56 @@ def parse_prepared(p: tuple, tensors: dict, checked: dict | None = None) -> Snap
     """parse_snapshot for what format.decode_snapshot made of a snapshot payload: the same record,
     the same InvalidRecord. decode_snapshot has checked everything that does not need the run's
     tensors (log/native/frames.c); what is left is checked here in parse_snapshot's order."""
-    step, epoch, batch, time, ids_a, weights, delta, grad, optim, sample_a = p
-    ids = _frombuffer(ids_a)
-    t = ids.size
-    key = ids_a[2] + ids_a[0].encode()  # (ids.tobytes() + ids.dtype.str.encode(), as parse_snapshot)
+    step, epoch, batch, time, (ids_dtype, _shape, ids_data), weights, delta, grad, optim, sample = p
+    key = ids_data + ids_dtype.encode()  # (ids.tobytes() + ids.dtype.str.encode(), as parse_snapshot)
     hit = None if checked is None else checked.get(key)
     if hit is None:
-        hit = _check_ids(ids, t, tensors)
+        dt = _NP_DTYPES.get(ids_dtype)
+        if dt is None:
+            dt = _NP_DTYPES[ids_dtype] = np.dtype(ids_dtype)
+        ids = np.frombuffer(ids_data, dt)
+        hit = _check_ids(ids, ids.size, tensors)
         if checked is not None:
             checked[key] = hit
     expected, ids64 = hit
-    sample = None
-    if sample_a is not None:
-        sample = _frombuffer(sample_a)
-        if sample.size != expected:
-            raise InvalidRecord(f"sample has {sample.size} values, expected {expected}")
+    if sample is not None and sample.size != expected:
+        raise InvalidRecord(f"sample has {sample.size} values, expected {expected}")
     w = _prepared_block(weights, "weights")
     assert w is not None  # (decode_snapshot returns None without a weights block)
     return SnapshotRecord(
         step=step, epoch=epoch, batch=batch, time=time, ids=ids64, weights=w,
-        delta=_prepared_block(delta, "delta"), grad=_prepared_block(grad, "grad"), sample=sample,
-        optim=_prepared_block(optim, "optim"),
+        delta=None if delta is None else _prepared_block(delta, "delta"),
+        grad=None if grad is None else _prepared_block(grad, "grad"), sample=sample,
+        optim=None if optim is None else _prepared_block(optim, "optim"),
     )
 
 
-def _frombuffer(a: tuple) -> np.ndarray:
-    """An (dtype, shape, data) of decode_snapshot as decode_array would give it: a read-only view."""
-    dtype, shape, data = a
-    dt = _NP_DTYPES.get(dtype)
-    if dt is None:
-        dt = _NP_DTYPES[dtype] = np.dtype(dtype)
-    arr = np.frombuffer(data, dt)
-    return arr if len(shape) == 1 else arr.reshape(shape)
-
-
 _NP_DTYPES: dict = {}
+_F8 = np.dtype(np.float64)
 
 
-def _prepared_block(b: tuple | None, what: str) -> BlockRecord | None:
-    if b is None:
-        return None
-    names, stats_a, hist_a = b
-    stats = _frombuffer(stats_a)
-    hist = None
-    if hist_a is not None:
-        lo, hi, counts = (_frombuffer(a) for a in hist_a)
+def _prepared_block(b: tuple, what: str) -> BlockRecord:
+    names, stats, hist, maybe_nan = b
+    if hist is not None:
+        lo, hi, counts = hist
         if counts.dtype.char != _U32_CHAR and counts.size:
             if counts.min() < 0 or counts.max() >= 2**32:
                 raise InvalidRecord(f"{what} hist counts outside the uint32 range")
-        hist = (lo.astype(np.float64, copy=False), hi.astype(np.float64, copy=False), counts)
-    return BlockRecord(names, _no_finite_is_nan(names, stats.astype(np.float64, copy=False)), hist)
+        if lo.dtype != _F8 or hi.dtype != _F8:
+            lo, hi = lo.astype(np.float64, copy=False), hi.astype(np.float64, copy=False)
+        hist = (lo, hi, counts)
+    if maybe_nan or stats.dtype != _F8:  # (float64 without a NaN: the no-finite rule has nothing to do)
+        stats = _no_finite_is_nan(names, stats.astype(np.float64, copy=False))
+    return BlockRecord(names, stats, hist)
+
+
+# decode_snapshot gives numpy arrays (log/native/frames.c, configure)
+try:
+    from weighttui._frames import configure as _configure
+except ImportError:  # not built
+    pass
+else:
+    _configure(np.frombuffer, {d: np.dtype(d) for d in _DTYPES})
 
 
 def _check_ids(ids: np.ndarray, t: int, tensors: dict) -> tuple:

@@ -253,11 +253,9 @@ class ArrayInstruments:
             n0 = self._init_norm.get(infos[i].id)
             if n0 is not None:
                 w[i, 2] = ref.ratio(float(host[k][0]), n0)
-        if pend.xs:
-            cos_rows = list(pend.xs)
-            d[cos_rows, :2] = self.cosines.update_many([infos[i].id for i in cos_rows],
-                                                       [host[k] for k in pend.xs.values()],
-                                                       [host[pend.gs[i]] if i in pend.gs else None for i in cos_rows])
+        for i, k in pend.xs.items():
+            d[i, 0], d[i, 1] = self.cosines.update(infos[i].id, host[k],
+                                                   host[pend.gs[i]] if i in pend.gs else None)
         alpha = np.full((t, 1), np.nan)
         for i, k in pend.alpha.items():
             alpha[i, 0] = ref.powerlaw_alpha(host[k] ** 2)

@@ -28,9 +28,6 @@ from weighttui.record.numpy_path import is_float
 from weighttui.record.stats import Block
 
 DEFAULT_COS_SAMPLE = 4096  # coordinates per tensor kept for the update cosines
-# UpdateCosines.update_many computes tensors of at most this many sampled values together (one numpy
-# call for all of them): below it a tensor's five numpy calls cost more than its arithmetic
-COS_BATCH_MAX = 2048
 # vectors of the warm-started block iteration per snapshot (block=1: plain power iteration)
 DEFAULT_BLOCK = 8
 # ... for matrices up to this many elements; larger ones iterate one vector (plain power iteration),
@@ -188,58 +185,6 @@ class UpdateCosines:
             self._d[key] = (delta, dd)
         self._xs[key] = xs
         return cos_prev, cos_grad
-
-    def update_many(self, keys, xs: list, gs: list) -> np.ndarray:
-        """update() of many tensors at once: [len(keys), 2] (cos_prev, cos_grad). The tensors of at most
-        COS_BATCH_MAX sampled values (biases, norms: most of a network's tensors) are computed together
-        over their values concatenated (a numpy call per snapshot instead of five per tensor); the
-        others, whose arithmetic outweighs a call, go one by one. The numbers are update()'s."""
-        out = np.full((len(keys), 2), np.nan)
-        rows, cat_x, cat_p, cat_d, cat_g, prev_dd, has_d, has_g = [], [], [], [], [], [], [], []
-        for j, (key, x, g) in enumerate(zip(keys, xs, gs, strict=True)):
-            size = x.size
-            prev = self._xs.get(key)
-            if size > COS_BATCH_MAX or size == 0 or prev is None or prev.size != size:
-                out[j] = self.update(key, x, g)
-                continue
-            got = self._d.get(key)
-            ok_d = got is not None and got[0].size == size
-            rows.append(j)
-            cat_x.append(x)
-            cat_p.append(prev)
-            cat_d.append(got[0] if got is not None and ok_d else np.zeros(size))
-            prev_dd.append(got[1] if got is not None and ok_d else math.nan)
-            ok_g = g is not None and g.size == size
-            cat_g.append(g.reshape(-1) if g is not None and ok_g else np.zeros(size))
-            has_d.append(ok_d)
-            has_g.append(ok_g)
-            self._xs[key] = x
-        if not rows:
-            return out
-        sizes = np.fromiter((x.size for x in cat_x), dtype=np.int64, count=len(cat_x))
-        starts = np.zeros(len(sizes), dtype=np.int64)
-        np.cumsum(sizes[:-1], out=starts[1:])
-        delta = np.concatenate(cat_x) - np.concatenate(cat_p)
-        g_all = np.concatenate(cat_g)
-        dd = np.add.reduceat(delta * delta, starts)
-        dp = np.add.reduceat(delta * np.concatenate(cat_d), starts)
-        dg = np.add.reduceat(delta * g_all, starts)
-        gg = np.add.reduceat(g_all * g_all, starts)
-        at = np.asarray(rows)
-        out[at, 0] = np.where(has_d, cosines_of_dots(dp, dd, np.asarray(prev_dd)), np.nan)
-        out[at, 1] = np.where(has_g, cosines_of_dots(dg, dd, gg), np.nan)
-        ends = starts + sizes
-        for j, s, e, d2 in zip(rows, starts.tolist(), ends.tolist(), dd.tolist(), strict=True):
-            self._d[keys[j]] = (delta[s:e], d2)
-        return out
-
-
-def cosines_of_dots(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
-    """cosine_of_dots() of arrays of dot products, element by element."""
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        na, nb = np.sqrt(aa), np.sqrt(bb)
-        ok = (na > 0) & (nb > 0) & np.isfinite(na) & np.isfinite(nb)
-        return np.where(ok, np.clip(ab / np.where(ok, na * nb, 1.0), -1.0, 1.0), np.nan)
 
 
 def sample_index(name: str, size: int, k: int) -> np.ndarray | None:

@@ -141,6 +141,7 @@ class WeightApp(App[int]):
         self.alerts: list[Alert] = []
         self.diagnose_config = diagnose_config  # DiagnoseConfig (watch --threshold) or None: defaults
         self.alerts_by_tensor: dict[str, list[Alert]] = {}
+        self.alerts_as_of: int | None = None  # the position's step the alerts are as of (None: the latest)
         self.tensor_order: list[str] = []
         self.change_marks: dict[str, int | None] = {}  # the change table's marks a / b (steps), kept across visits
         self.waiting: str | None = None
@@ -206,7 +207,8 @@ class WeightApp(App[int]):
         status = self.run_status()
         return RunView(
             data=self.data, row=self.row, position=self.position, alerts=tuple(self.alerts),
-            alerts_by_tensor=self.alerts_by_tensor, tensor_order=tuple(self.tensor_order), mode=self.mode,
+            alerts_by_tensor=self.alerts_by_tensor, alerts_as_of=self.alerts_as_of,
+            tensor_order=tuple(self.tensor_order), mode=self.mode,
             playing=self.playing, speed=self.speed, title=self.title_text, path=self.path, status=status,
             waiting=self.waiting, loading=self.loading, previewing=self._building is not None,
             display_paused=self.display_paused,
@@ -385,10 +387,12 @@ class WeightApp(App[int]):
             return False
         self._alerts_dirty = False
         self._alerts_at = time.monotonic()
-        snapshot = self.snapshot
+        as_of = None if self.position is None else (self._pause_step if self._pos_step is None else self._pos_step)
+        # a replay position on a thinned row view: as of that snapshot, every snapshot near it
+        rows = self.data if as_of is None else self.data.upto_snapshot(self._snapshot_at())
         try:
-            if snapshot is not None:  # a snapshot the row view lacks: the alerts as of that snapshot
-                alerts = self._diagnose.diagnose(self.data.upto_snapshot(snapshot), self.diagnose_config)
+            if rows is not self.data:
+                alerts = self._diagnose.diagnose(rows, self.diagnose_config)
             else:
                 alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
                                                  upto_row=self.row if self.position is not None else None)
@@ -396,8 +400,9 @@ class WeightApp(App[int]):
             self._diagnose = None
             self.notify(inert(f"alerts disabled: {type(exc).__name__}: {exc}"), severity="error", markup=False)
             return False
-        if alerts == self.alerts:
+        if alerts == self.alerts and as_of == self.alerts_as_of:
             return False
+        self.alerts_as_of = as_of
         self.set_alerts(alerts, refresh=False)
         return True
 

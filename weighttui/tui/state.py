@@ -36,6 +36,7 @@ class RunView:
     position: int | None  # None: following the latest snapshot
     alerts: Sequence[Alert] = ()
     alerts_by_tensor: Mapping[str, Sequence[Alert]] = field(default_factory=dict)
+    alerts_as_of: int | None = None  # the step the alerts were diagnosed up to (None: the latest)
     tensor_order: Sequence[str] = ()  # the overview's order, which the detail screen's [ ] walk
     mode: str = "replay"
     playing: bool = False
@@ -75,14 +76,14 @@ class RunView:
 
     @cached_property
     def upto(self) -> tuple[RunData | RowsUpTo, int]:
-        """(rows, last row) as of the position, at full resolution: what the alerts, the layer
-        table's sort and the change table are computed on. At a row of the row view: the RunData
-        and `row` (its rows 0..row); at a snapshot it lacks: `RunData.upto_snapshot`, whose last
-        row is that snapshot."""
-        if self.snapshot is None:
+        """(rows, last row) as of the position (the latest when following), at full resolution near
+        it: what the layer table's sort and the change table are computed on (and the app's alerts
+        at a replay position). A row view that is not thinned: the RunData and `row` (its rows
+        0..row); a thinned one: `RunData.upto_snapshot`, whose last row is the position's snapshot."""
+        if self.row < 0:
             return self.data, self.row
-        rows = self.data.upto_snapshot(self.snapshot)
-        return rows, rows.n - 1
+        rows = self.data.upto_snapshot(self.snapshot_number)
+        return (rows, self.row) if rows is self.data else (rows, rows.n - 1)
 
     @property
     def snapshot_number(self) -> int:

@@ -128,6 +128,7 @@ class RunState:
         self.values: dict[int, dict[int, list]] = {}  # step -> tensor id -> [(frame offset, start, n)]
         self.values_epoch: dict[int, int | None] = {}
         self._cols_cache: dict[bytes, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._cols_last: tuple | None = None  # (ids array, cols_of's answer) of the last snapshot
         self._ids_checked: dict[bytes, int] = {}
         self.version = 0  # bumped whenever rows or segments change
 
@@ -165,6 +166,9 @@ class RunState:
 
     def cols_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(tensor columns, sample lengths or None) of a snapshot's ids; snapshots mostly repeat them."""
+        last = self._cols_last
+        if last is not None and last[0] is ids:  # (the records of one id set share one read-only ids array)
+            return last[1]
         key = ids.tobytes()
         hit = self._cols_cache.get(key)
         if hit is None:
@@ -173,6 +177,8 @@ class RunState:
             slen = np.fromiter((self.by_id[i].sample_len for i in id_list), dtype=np.int64, count=len(id_list))
             hit = (cols, slen if slen.any() else None)
             self._cols_cache[key] = hit
+        if not ids.flags.writeable:
+            self._cols_last = (ids, hit)
         return hit
 
     # -- snapshots

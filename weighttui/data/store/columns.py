@@ -17,18 +17,25 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 
 from weighttui.log.format import crc32_blocks
 from weighttui.log.schema import BASE_COLUMNS, COLUMNS, KINDS
 
-try:  # the row-to-tensor transposes in C (log/native/frames.c; setup.py, optional)
-    from weighttui._frames import gather_blocks as _gather_blocks
-    from weighttui._frames import gather_columns as _gather_columns
-    from weighttui._frames import gather_counts as _gather_counts
-except ImportError:  # not built: numpy's
-    _gather_blocks = _gather_columns = _gather_counts = None
+# the row-to-tensor transposes in C (log/native/frames.c; setup.py, optional); None: numpy's
+_gather_blocks: Any = None
+_gather_columns: Any = None
+_gather_counts: Any = None
+try:
+    from weighttui._frames import gather_blocks as _c_blocks
+    from weighttui._frames import gather_columns as _c_columns
+    from weighttui._frames import gather_counts as _c_counts
+except ImportError:  # not built
+    pass
+else:
+    _gather_blocks, _gather_columns, _gather_counts = _c_blocks, _c_columns, _c_counts
 
 # A tail is sealed into a segment at this many entries (tensor-snapshots) or bytes,
 # whichever comes first: bounded memory while building, few segments per GiB of log.

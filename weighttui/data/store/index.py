@@ -33,6 +33,7 @@ import stat
 import tempfile
 import time
 from collections import deque
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -506,10 +507,18 @@ class Spiller:
         """A group for rows [row0, row1) whose segments are sealed (columns.sealed_segment(*jobs[kind]))
         and written on the spiller's thread; the log is parsed on meanwhile."""
         # (before the new group joins the pending ones: it joins run.groups only when this returns)
-        self.settle(wait=len(self._pending) >= self.MAX_PENDING)
+        self.settle()
         name = f"{self.gen}-r{run.offset}-{row0}.seg"
         pool = INDEX_WRITER.executor()
-        kinds = pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
+        kinds: dict | Future
+        if len(self._pending) >= self.MAX_PENDING:
+            # The writer is behind: this thread seals the group (rather than wait for it), then waits
+            # for the oldest write only. On two cores the parsing and the writing then share out the
+            # sealing as their speeds need (the C transposes run without the GIL).
+            kinds = {k: sealed_segment(*job) for k, job in jobs.items()}
+            self.settle(wait=True)
+        else:
+            kinds = pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
         g = Group(row0, row1, kinds)
         self._pending.append((pool.submit(self._write, g, name), run, g))
         return g

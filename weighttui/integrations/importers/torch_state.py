@@ -10,6 +10,13 @@ is checked (a file cut short would fault: "truncated while being read");
 files that may be rewritten are read from a private copy (readers.open_reader). torch is imported only when a
 PyTorch file is met.
 
+A checkpoint whose weights load this way but whose other entries name classes
+torch does not allow (Lightning's `hyper_parameters` holding a `pathlib.Path`
+or an `argparse.Namespace`) is loaded again with `_Inert` standing in for each
+such class (outside `torch.*`): it is built from nothing and keeps nothing, so
+still nothing in the file runs, and the weights are taken when a weights dict
+of tensors is found; anything else (a whole pickled model) is refused.
+
 Which dict holds the weights: Lightning's `state_dict`, the common recipe's
 `model_state_dict` / `model` / `state_dict`, else the object itself (a
 state dict); nested dicts of tensors are flattened with '.'. `epoch`,
@@ -18,6 +25,7 @@ state dict); nested dicts of tensors are flattened with '.'. `epoch`,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -30,8 +38,60 @@ from weighttui.integrations.importers.base import ImportFileError, Reader, Spec,
 _WRAPPERS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "weights")
 
 
+class _Inert:
+    """Stands in for a class a checkpoint names beside its weights: takes any arguments and state, keeps none."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+_MAX_STAND_INS = 16
+
+
 def _load(path: str):
-    """(the loaded object, whether its tensors are views of the mapped file)."""
+    """(the loaded object, whether its tensors are views of the mapped file). A refused class outside
+    torch.* is given a stand-in (_Inert) and the file loaded again, kept only if its weights dict loads."""
+    import torch
+
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    stand_ins: list[str] = []
+    first = None
+    while True:
+        try:
+            with allow([(_Inert, n) for n in stand_ins]) if stand_ins and allow else contextlib.nullcontext():
+                obj, mapped = _load_once(path)
+        except pickle.UnpicklingError as exc:
+            first = first or str(exc)
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            name = found.group(1) if found else None
+            if (allow is None or name is None or name.startswith("torch.") or name in stand_ins
+                    or len(stand_ins) >= _MAX_STAND_INS):
+                raise ImportFileError(refusal(first)) from None
+            stand_ins.append(name)
+            continue
+        if stand_ins and _weights_dict(obj, torch) is None:
+            raise ImportFileError(refusal(first or ""))
+        return obj, mapped
+
+
+def _weights_dict(obj, torch):
+    """The dict of a checkpoint dict that holds its weights (a _WRAPPERS key with a tensor in it), or None."""
+    if not isinstance(obj, dict):
+        return None
+    for k in _WRAPPERS:
+        inner = obj.get(k)
+        if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return None
+
+
+def _load_once(path: str):
     import torch
 
     try:
@@ -42,8 +102,8 @@ def _load(path: str):
                 raise
             # legacy (pre-1.6, non-zip) serialization cannot be mapped: load it whole
             return torch.load(path, map_location="cpu", weights_only=True), False
-    except pickle.UnpicklingError as exc:
-        raise ImportFileError(refusal(str(exc))) from None
+    except pickle.UnpicklingError:
+        raise  # _load decides: a stand-in, or refused
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ImportFileError("not a readable PyTorch file (truncated or another format?): "

@@ -21,7 +21,9 @@
  * Top-level keys records.py does not read (the Recorder's "units") are skipped,
  * checked as msgpack would decode them (skip_value).
  *   array:  (dtype str, shape tuple, data bytes)          (the data copied, as msgpack does)
- *   block:  (names list, stats array, None | (lo, hi, counts))
+ *           or, once configure() gave numpy.frombuffer, a read-only numpy array over that copy
+ *           (the ids stay a tuple: records.parse_prepared keys its id checks by their bytes)
+ *   block:  (names list, stats array, None | (lo, hi, counts), stats may hold a NaN)
  *
  * Checked here: the keys, the types, each array's dtype (known, of the kind its
  * place needs), ndim, non-zero dimensions and byte length; the shapes a block must
@@ -372,19 +374,24 @@ static int array_at(cur *c, int ndim, const char *kinds, arr *a) {
     }
     if (seen != 7)
         return 0;
-    /* each dimension is at least 1, so a product over the data's length stops early */
+    /* each dimension is at least 1, so a product over the data's length stops early (and never
+       overflows: count <= nbytes before each step, and the step is taken only if it stays so) */
     Py_ssize_t count = DTYPES[a->dtype].size;
     for (int d = 0; d < ndim; d++) {
-        if (a->dims[d] > a->nbytes)
+        if (a->dims[d] > a->nbytes / count)
             return 0;
         count *= a->dims[d];
-        if (count > a->nbytes)
-            return 0;
     }
     return count == a->nbytes;
 }
 
-static PyObject *array_obj(const arr *a) {
+/* numpy.frombuffer and a numpy dtype per DTYPES entry, given by configure(): then the arrays of a
+   snapshot (but its ids) come as numpy arrays (read-only views of a bytes copy, as decode_array
+   gives them) instead of (dtype, shape, data) */
+static PyObject *np_frombuffer = NULL;
+static PyObject *np_dtypes[sizeof(DTYPES) / sizeof(DTYPES[0])];
+
+static PyObject *array_tuple(const arr *a) {
     PyObject *shape = a->ndim == 1 ? Py_BuildValue("(n)", a->dims[0]) : Py_BuildValue("(nn)", a->dims[0], a->dims[1]);
     if (shape == NULL)
         return NULL;
@@ -396,6 +403,57 @@ static PyObject *array_obj(const arr *a) {
     PyObject *dt = dtype_strs[a->dtype];
     Py_INCREF(dt);
     return Py_BuildValue("(NNN)", dt, shape, data);
+}
+
+static PyObject *array_obj(const arr *a) {
+    if (np_frombuffer == NULL)
+        return array_tuple(a);
+    PyObject *data = PyBytes_FromStringAndSize((const char *)a->data, a->nbytes);
+    if (data == NULL)
+        return NULL;
+    PyObject *out = PyObject_CallFunctionObjArgs(np_frombuffer, data, np_dtypes[a->dtype], NULL);
+    Py_DECREF(data);
+    if (out == NULL || a->ndim == 1)
+        return out;
+    PyObject *shaped = PyObject_CallMethod(out, "reshape", "(nn)", a->dims[0], a->dims[1]);
+    Py_DECREF(out);
+    return shaped;
+}
+
+/* whether 8-byte float data may hold a NaN (records._no_finite_is_nan has nothing to do without
+   one); 1 for other dtypes (then the rule runs as it would) */
+static int maybe_nan(const arr *a) {
+    if (strcmp(DTYPES[a->dtype].name, "<f8") != 0)
+        return 1;
+    const unsigned char *p = a->data;
+    for (Py_ssize_t i = 0; i + 8 <= a->nbytes; i += 8) {
+        double v;
+        memcpy(&v, p + i, 8);
+        if (v != v)
+            return 1;
+    }
+    return 0;
+}
+
+static PyObject *py_configure(PyObject *self, PyObject *args) {
+    PyObject *fb, *dtypes;
+    if (!PyArg_ParseTuple(args, "OO!:configure", &fb, &PyDict_Type, &dtypes))
+        return NULL;
+    PyObject *got[sizeof(DTYPES) / sizeof(DTYPES[0])];
+    for (size_t j = 0; j < sizeof(DTYPES) / sizeof(DTYPES[0]); j++) {
+        got[j] = PyDict_GetItemString(dtypes, DTYPES[j].name);
+        if (got[j] == NULL) {
+            PyErr_Format(PyExc_KeyError, "no dtype for %s", DTYPES[j].name);
+            return NULL;
+        }
+    }
+    for (size_t j = 0; j < sizeof(DTYPES) / sizeof(DTYPES[0]); j++) {
+        Py_INCREF(got[j]);
+        Py_XSETREF(np_dtypes[j], got[j]);
+    }
+    Py_INCREF(fb);
+    Py_XSETREF(np_frombuffer, fb);
+    Py_RETURN_NONE;
 }
 
 typedef struct {
@@ -509,7 +567,7 @@ static PyObject *block_obj(const blk *b, const unsigned char *end) {
         Py_DECREF(names);
         return NULL;
     }
-    return Py_BuildValue("(NNN)", names, array_obj(&b->stats), hist);
+    return Py_BuildValue("(NNNO)", names, array_obj(&b->stats), hist, maybe_nan(&b->stats) ? Py_True : Py_False);
 }
 
 enum { K_STEP, K_EPOCH, K_BATCH, K_TIME, K_IDS, K_WEIGHTS, K_DELTA, K_GRAD, K_OPTIM, K_SAMPLE, NKEYS };
@@ -636,7 +694,7 @@ static PyObject *py_snapshot(PyObject *self, PyObject *arg) {
             sample_obj = Py_None;
         }
         result = Py_BuildValue("(LNNdNOOOON)", (long long)step, int_or_none(has_epoch, epoch),
-                               int_or_none(has_batch, batch), time, array_obj(&ids), objs[K_WEIGHTS],
+                               int_or_none(has_batch, batch), time, array_tuple(&ids), objs[K_WEIGHTS],
                                objs[K_DELTA], objs[K_GRAD], objs[K_OPTIM], sample_obj);
     }
 done:
@@ -854,10 +912,11 @@ static PyObject *py_gather_columns(PyObject *self, PyObject *args) {
     if (out != NULL) {
         uint64_t *o = (uint64_t *)PyByteArray_AS_STRING(out);
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < r; i++) {
-            const char *src = (const char *)p.views[i].buf;
-            for (Py_ssize_t j = 0; j < t; j++) {
-                const char *row = src + (perm ? (Py_ssize_t)perm[j] : j) * s * 8;
+        /* tensor by tensor: the s output columns of a tensor are s sequential streams */
+        for (Py_ssize_t j = 0; j < t; j++) {
+            Py_ssize_t at = (perm ? (Py_ssize_t)perm[j] : j) * s * 8;
+            for (Py_ssize_t i = 0; i < r; i++) {
+                const char *row = (const char *)p.views[i].buf + at;
                 for (Py_ssize_t c = 0; c < s; c++) {
                     uint64_t v;
                     memcpy(&v, row + c * 8, 8);
@@ -963,12 +1022,28 @@ done:
     return result;
 }
 
+/* buffer(n) -> bytearray of n bytes, not zeroed (bytearray(n) writes n zeros first: a pass over
+   every chunk a reader then reads into) */
+static PyObject *py_buffer(PyObject *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, n);
+}
+
 static PyMethodDef methods[] = {
     {"snapshot", py_snapshot, METH_O, "snapshot(body): the common snapshot payload decoded, or None."},
+    {"configure", py_configure, METH_VARARGS,
+     "configure(numpy.frombuffer, {dtype string: numpy dtype}): snapshot() gives numpy arrays from then on."},
     {"gather_blocks", py_gather_blocks, METH_VARARGS, "gather_blocks(pieces, t, block, perm): [t, r, block]."},
     {"gather_columns", py_gather_columns, METH_VARARGS, "gather_columns(pieces, t, s, perm): [s, t, r] of 8-byte values."},
     {"gather_counts", py_gather_counts, METH_VARARGS,
      "gather_counts(pieces, t, bins, perm): ([t, r, bins] narrowed, itemsize, each tensor's largest count)."},
+    {"buffer", py_buffer, METH_O, "buffer(n): a bytearray of n bytes, not zeroed."},
     {"frame", py_frame, METH_VARARGS, "frame(buf, pos, prepared): (end, type, payload | None) of the verified "
                                       "frame at buf[pos:], or None."},
     {NULL, NULL, 0, NULL},

@@ -41,6 +41,7 @@ class AlertsScreen(RunScreen):
     def __init__(self):
         super().__init__()
         self._shown: list[Alert] | None = None
+        self._as_of: int | None = None  # the step the alerts are as of, in the header (a replay position)
 
     def compose(self) -> ComposeResult:
         yield Static(id="ahead")
@@ -59,10 +60,12 @@ class AlertsScreen(RunScreen):
         self.table.focus()  # the base class draws next
 
     def refresh_data(self) -> None:
-        alerts = list(self.view().alerts)
-        if alerts == self._shown:
+        view = self.view()
+        alerts = list(view.alerts)
+        as_of = view.alerts_as_of
+        if alerts == self._shown and as_of == self._as_of:
             return
-        self._shown = alerts
+        self._shown, self._as_of = alerts, as_of
         table = self.table
         keep = table.cursor_row
         table.clear()
@@ -75,6 +78,8 @@ class AlertsScreen(RunScreen):
         errors = sum(1 for a in alerts if a.severity == "error")
         head = Text(no_wrap=True)
         head.append(f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}", style="bold")
+        if as_of is not None:
+            head.append(f" as of step {as_of}", style="bold")
         if alerts:
             head.append(f" · {errors} error{'s' if errors != 1 else ''}, {len(alerts) - errors} warnings",
                         style="dim")
