@@ -98,7 +98,14 @@ NOCACHE_READS = textwrap.dedent('''
     timed("samples_all", lambda: d.samples(names[5]))
     timed("samples_range100", lambda: d.samples(names[7], start=mid, stop=mid + 100))
     timed("matrix", lambda: d.stat_matrix("weights", "norm"))
+    timed("series_other", lambda: d.series(names[len(names) // 2 + 1], "ratio", "delta"))
+    timed("series_range100", lambda: d.series(names[9], "norm", start=mid, stop=mid + 100))
     out.update(snapshots=d.snapshot_count, tensors=len(names), hist_rows=int(h[3].shape[0]))
+    try:  # statistics held in memory (a checkout from before fromlog.STATS_BYTES has none)
+        from weighttui.data.store import fromlog
+        out["stats_held_mb"] = fromlog.resident_bytes() / 2**20
+    except (ImportError, AttributeError):
+        pass
     print(json.dumps(out))
 ''')
 
@@ -315,7 +322,8 @@ def nocache_only(path: str, before: str | None, env: dict, cache_home: str, py: 
         reads = {k[:-3]: (v, r.get(k[:-3] + "_cpu_ms")) for k, v in r.items()
                  if k.endswith("_ms") and not k.endswith("_cpu_ms")}
         if reads:
-            print(f"    open {r['open_s']:.2f} s ({r['open_cpu_s']:.2f} CPU); ms wall/CPU: "
+            held = f", statistics held {r['stats_held_mb']:.0f} MB" if "stats_held_mb" in r else ""
+            print(f"    open {r['open_s']:.2f} s ({r['open_cpu_s']:.2f} CPU){held}; ms wall/CPU: "
                   + ", ".join(f"{k} {w:.0f}/{c:.0f}" for k, (w, c) in reads.items()))
     print(json.dumps({"rows": rows, "load": [load, end]}, default=str))
 

@@ -55,7 +55,7 @@ KERAS_LOSS_SCALE = """
         gs, g = run.series(name, "norm", kind="grad")
         ds, d = run.series(name, "norm", kind="delta")
         out[name] = {"grad": dict(zip(gs.tolist(), g.tolist())), "delta": dict(zip(ds.tolist(), d.tolist()))}
-    print(json.dumps(out))
+    print(json.dumps({"series": out, "skipped": [e.step for e in run.events if e.kind == "skipped_step"]}))
 """
 
 
@@ -70,7 +70,8 @@ def test_a_step_the_loss_scaler_skipped_logs_no_gradient_of_another_batch(tmp_pa
     path = tmp_path / "ls.wtui"
     r = _python(KERAS_LOSS_SCALE, str(path), "1" if eager else "0", env={"KERAS_BACKEND": "tensorflow"})
     assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    got = doc["series"]
     for name, series in got.items():
         grad = {int(k): v for k, v in series["grad"].items()}
         delta = {int(k): v for k, v in series["delta"].items()}
@@ -81,6 +82,8 @@ def test_a_step_the_loss_scaler_skipped_logs_no_gradient_of_another_batch(tmp_pa
             assert grad[s] is None or np.isnan(grad[s]), (name, s, grad[s])  # json: NaN -> NaN
         for s in applied:
             assert delta[s] == pytest.approx(0.1 * grad[s], rel=1e-4), (name, s)
+        if not eager:  # said in the log, as GradScaler's skipped steps are by the PyTorch integration
+            assert doc["skipped"] == skipped, doc["skipped"]
 
 
 # ---------------------------------------------------------------- issue 15: JAX pytrees
@@ -349,3 +352,197 @@ def test_series_reads_an_instrument_without_its_kind_and_the_export_names(tmp_pa
     assert len(row) == 6 and (row.value == run.series("w", "nan_count", kind="grad")[1]).all()
     with pytest.raises(ValueError, match="not 'cos_prev'"):
         run.series("w", "cos_prev", kind="weights")  # an explicit kind is kept
+
+
+# ---------------------------------------------------------------- issue 17: a directory of mixed formats
+
+
+def test_a_checkpoint_directory_of_mixed_formats_keeps_epoch_order(tmp_path, capsys):
+    """Issue 17: "step and epoch come from the files' own metadata where they have it, else from numbers in
+    their names". In a directory of mixed files (a PyTorch loop's epoch_N.pt, a safetensors export, an .npz, a
+    Lightning-style dict with its global_step, a JSON dump) only one had a real step: sorted by step, its epoch 4
+    (step 400) came after epoch 6 (step 6). Every epoch must stay in order, each with its own weights."""
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    want = {}
+    for e in range(1, 7):
+        sd = {"fc.weight": np.full((4, 3), e, np.float32), "fc.bias": np.arange(4, dtype=np.float32) * e}
+        want[e] = sd
+        tensors = {k: torch.from_numpy(v.copy()) for k, v in sd.items()}
+        if e in (1, 5):
+            torch.save(tensors, str(ck / f"epoch_{e}.pt"))
+        elif e == 2:
+            save_file(sd, str(ck / f"epoch_{e}.safetensors"))
+        elif e == 3:
+            np.savez(ck / f"epoch_{e}.npz", **sd)
+        elif e == 4:
+            torch.save({"state_dict": tensors, "epoch": 4, "global_step": 400}, str(ck / "epoch_4.ckpt"))
+        else:
+            (ck / f"weights_epoch_{e}.json").write_text(json.dumps({k: v.tolist() for k, v in sd.items()}))
+    out = tmp_path / "run.wtui"
+    code, _, err = _cli(capsys, "import", str(ck), "--out", str(out))
+    assert code == 0, err
+    run = weighttui.open(str(out))
+    assert run.epochs.tolist() == [1, 2, 3, 4, 5, 6]
+    steps = run.steps.tolist()
+    assert steps == sorted(steps) and len(set(steps)) == 6 and steps[3] == 400  # the real step is kept
+    for e, sd in want.items():
+        got = run.weights(epoch=e)
+        assert all(np.array_equal(got[k], v) for k, v in sd.items()), e
+    _, norm = run.series("fc.weight", "norm")
+    assert norm == pytest.approx([np.sqrt(12.0) * e for e in range(1, 7)])
+
+
+# -------------------------------------------------- issue 14: a log in a directory the reader cannot write to
+
+
+READ_ONLY_READER = """
+    import io, json, os, sys, contextlib
+    import weighttui
+    from weighttui.cli.main import main
+    log, small, cache = sys.argv[1], sys.argv[2], sys.argv[3]
+    with contextlib.redirect_stdout(io.StringIO()):  # every module `info` uses, loaded while they can be read
+        main(["info", small, "--json"])
+    if os.geteuid() == 0:  # root writes anywhere: read as `nobody`, who cannot write the log's directory
+        os.setgid(65534)
+        os.setuid(65534)
+    os.environ.pop("HOME", None)
+    os.environ["XDG_CACHE_HOME"] = cache
+    first = weighttui.open(log)
+    again = weighttui.open(log)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["info", log, "--json"])
+    print(json.dumps({"index": first.index_path, "again": again.index_path, "code": code,
+                      "norm": first.series("w0", "norm")[1].tolist(), "steps": json.loads(out.getvalue())["steps"]}))
+"""
+
+
+@pytest.mark.parametrize("cache_writable", [True, False])
+def test_a_log_in_a_read_only_directory_is_indexed_in_the_user_cache_or_read_without(tmp_path, cache_writable):
+    """Issue 14: the index "lives beside the log when that directory is writable, otherwise in the user's cache
+    directory ($XDG_CACHE_HOME/weighttui/...)"; with neither writable the log is read without one. Real permissions
+    (the unit tests replace the writability check): a reader that cannot write the log's directory."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    # not under tmp_path: pytest's base directories are 0700, which `nobody` cannot pass
+    base = Path(tempfile.mkdtemp(prefix="weighttui-audit-ro-"))
+    try:
+        _read_only_case(base, cache_writable)
+    finally:
+        for d in (base / "logs", base / "cache"):
+            if d.exists():
+                os.chmod(d, 0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _read_only_case(tmp_path, cache_writable: bool) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "run.wtui"
+    rng = np.random.default_rng(2)
+    ws = {f"w{i}": rng.standard_normal((64, 64)).astype(np.float32) for i in range(6)}
+    with weighttui.Recorder(str(path), every=1) as rec:
+        for s in range(150):  # over the 1 MiB under which no index is made
+            ws = {k: v + 0.01 for k, v in ws.items()}
+            rec.snapshot(s, ws, grads=ws)
+    small = tmp_path / "small.wtui"
+    with weighttui.Recorder(str(small)) as rec:
+        rec.snapshot(0, {"w": np.ones(3, np.float32)})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    want = weighttui.open(str(path), cache=False).series("w0", "norm")[1].tolist()
+    before = sorted(os.listdir(logs))
+    os.chmod(tmp_path, 0o755)
+    os.chmod(logs, 0o555)
+    os.chmod(path, 0o444)
+    os.chmod(small, 0o444)
+    if os.geteuid() == 0:
+        os.chown(cache, 65534 if cache_writable else 0, 65534 if cache_writable else 0)
+    os.chmod(cache, 0o700 if cache_writable else 0o555)
+    try:
+        r = _python(READ_ONLY_READER, str(path), str(small), str(cache / "xdg" if cache_writable else cache))
+    finally:
+        os.chmod(logs, 0o755)
+        os.chmod(cache, 0o755)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["norm"] == want and got["code"] == 0 and got["steps"] == 150
+    assert sorted(os.listdir(logs)) == before  # nothing written beside the log
+    if cache_writable:
+        assert got["index"] and got["index"].startswith(str(cache / "xdg" / "weighttui")), got
+        assert got["again"] == got["index"]
+    else:
+        assert got["index"] is None and got["again"] is None and os.listdir(cache) == []
+
+
+# ---------------------------------------------------------------- issue 17: Ctrl-C in the middle of an import
+
+
+def test_ctrl_c_during_an_import_leaves_a_readable_log_and_says_so(tmp_path):
+    """Ctrl-C mid-import: exit 130 with no traceback and one line saying what was kept (it was silent), and the
+    log holds the checkpoints written so far, complete, with status interrupted."""
+    import signal
+    import time
+
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in range(300):  # per-file work: long enough to be interrupted after the first snapshot on any machine
+        save_file({"w": np.full((64, 64), e, np.float32), "b": np.full(64, -e, np.float32)},
+                  str(ck / f"epoch_{e}.safetensors"))
+    out = tmp_path / "run.wtui"
+    proc = subprocess.Popen([sys.executable, "-m", "weighttui", "import", str(ck), "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while time.monotonic() < end and proc.poll() is None:
+        if out.exists() and len(weighttui.open(str(out), cache=False).steps) >= 1:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the import finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and str(out) in lines[0] and "Traceback" not in err, err
+    run = weighttui.open(str(out))
+    assert run.status == "interrupted" and 1 <= len(run.steps) < 300
+    last = int(run.epochs[-1])
+    assert np.array_equal(run.weights(epoch=last)["w"], np.full((64, 64), last, np.float32))
+
+
+# ---------------------------------------------------------------- issue 17: --out must not destroy the user's files
+
+
+def test_import_out_naming_a_file_that_is_not_a_run_log_keeps_it(tmp_path, capsys):
+    """Bad input: "a clear one-line message, nothing lost". `--out` was "replaced if it exists": a typo naming one
+    of the user's checkpoints (or any other file) destroyed it. A run log is still replaced; anything else is kept."""
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for e in (1, 2):
+        save_file({"w": np.full((3, 3), e, np.float32)}, str(ck / f"epoch_{e}.safetensors"))
+    precious = tmp_path / "best.safetensors"
+    save_file({"w": np.full((3, 3), 9, np.float32)}, str(precious))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("results of last month\n")
+    for victim in (precious, notes):
+        before = victim.read_bytes()
+        code, _, err = _cli(capsys, "import", str(ck), "--out", str(victim))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "not a weighttui run log" in err, err
+        assert victim.read_bytes() == before
+    log = tmp_path / "run.wtui"
+    for _ in range(2):  # a run log (the last import's) is replaced
+        code, _, err = _cli(capsys, "import", str(ck), "--out", str(log))
+        assert code == 0, err
+    assert weighttui.open(str(log)).steps.tolist() == [1, 2]
+    empty = tmp_path / "empty.wtui"
+    empty.touch()  # an empty file is a log not started yet (the same rule as the readers')
+    assert _cli(capsys, "import", str(ck), "--out", str(empty))[0] == 0

@@ -332,3 +332,32 @@ def test_kernel_plans_follow_tensors_that_change(tmp_path):
     # the steps that changed the tensors have their numbers (not NaN) where torch ops have them
     _, cos = fused.series("fc1.weight", "cos_grad", kind="delta")
     assert np.isfinite(cos[[4, 6, 9, 10]]).all()
+
+
+def test_optim_states_reads_each_group_and_step():
+    """optim_states: per parameter its moments and its own group's lr / beta2 / eps and step (a tensor
+    per parameter in torch's Adam, a number in other optimizers); None outside the optimizer or
+    before the moments exist."""
+    from weighttui.integrations.torch_instruments import optim_states
+
+    a, b, c, outside = (torch.nn.Parameter(torch.randn(4, 3)) for _ in range(4))
+    opt = torch.optim.AdamW([{"params": [a, b], "lr": 1e-3}, {"params": [c], "lr": 5e-2, "betas": (0.8, 0.95),
+                                                               "eps": 1e-6}])
+    assert optim_states(opt, [a, None, outside]) == [None, None, None]  # no moments before the first step
+    for p in (a, b, c):
+        p.grad = torch.randn_like(p)
+    opt.step()
+    c.grad = torch.randn_like(c)
+    opt.step()  # c: step 2 (a and b too: every parameter with a gradient)
+    opt.state[b]["step"] = 7.0  # a plain number, as other optimizers keep it
+    got = optim_states(opt, [a, b, c, outside, None])
+    assert got[3] is None and got[4] is None
+    for p, (m, v, hyper), want in zip((a, b, c), got, [(1e-3, 2.0, 0.999, 1e-8), (1e-3, 7.0, 0.999, 1e-8),
+                                                      (5e-2, 2.0, 0.95, 1e-6)], strict=False):
+        assert m is opt.state[p]["exp_avg"] and v is opt.state[p]["exp_avg_sq"]
+        assert hyper == pytest.approx(want)
+    sgd = torch.optim.SGD([a], lr=0.1, momentum=0.9)
+    assert optim_states(sgd, [a]) == [None]  # no momentum buffer yet
+    sgd.step()
+    m, v, hyper = optim_states(sgd, [a])[0]
+    assert m is sgd.state[a]["momentum_buffer"] and v is None and hyper[0] == 0.1

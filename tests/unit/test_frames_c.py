@@ -279,6 +279,7 @@ def _store(path, mode: str, monkeypatch, cache=False):
     from weighttui.data.run import RunData
 
     monkeypatch.setattr(fmt, "decode_snapshot", _frames.snapshot if mode == "c" else None)
+    monkeypatch.setattr(fmt, "decode_scalars", _frames.scalars if mode == "c" else None)
     monkeypatch.setattr(fmt, "frame_at", None if mode == "python" else _frames.frame)
     d = RunData(path, cache=cache)
     d.refresh()
@@ -288,7 +289,8 @@ def _store(path, mode: str, monkeypatch, cache=False):
 def _summary(d) -> dict:
     out = {"n": d.snapshot_count, "corruptions": list(zip(d.corruptions, d.corruption_reasons, strict=True)),
            "torn": d.torn_tail, "steps": d.steps.tolist(), "epochs": d.epochs.tolist(),
-           "times": d.times.tobytes()}
+           "times": d.times.tobytes(),
+           "scalars": {s: [a.tobytes() for a in d.scalars(s)] for s in d.scalar_names}}
     for name in d.tensor_names:
         for kind in ("weights", "delta", "grad"):
             if d.has_kind(kind):
@@ -440,3 +442,79 @@ def test_sealed_segments_are_the_same_with_the_c_transposes(monkeypatch, top, or
     monkeypatch.setattr(columns, "_gather_blocks", None)
     assert arrays(build()) == fast
     assert ("split" in fast) == (top > 2**8)
+
+
+def _scalars_python(body: bytes):
+    from weighttui.log.records import parse_scalars
+
+    try:
+        p = decode_payload(body)
+    except ValueError as exc:
+        return "corrupt", str(exc)
+    try:
+        return "record", parse_scalars(p)
+    except (InvalidRecord, ValueError, TypeError, OverflowError) as exc:
+        return "invalid", str(exc)
+
+
+def _scalars_agree(body: bytes) -> bool:
+    """Assert frames.scalars agrees with msgpack + parse_scalars on body; True if C took it."""
+    from weighttui.log.records import ScalarsRecord
+
+    got = _frames.scalars(body)
+    if got is None:
+        return False
+    kind, want = _scalars_python(body)
+    assert kind == "record", want
+    rec = ScalarsRecord(*got)
+    assert type(rec.step) is type(want.step) and rec.step == want.step and rec.epoch == want.epoch
+    assert struct.pack("<d", rec.time) == struct.pack("<d", want.time)
+    assert list(rec.values) == list(want.values)
+    assert [struct.pack("<d", v) for v in rec.values.values()] == [struct.pack("<d", v) for v in want.values.values()]
+    return True
+
+
+def test_scalars_payloads_agree():
+    """frames.scalars (a scalars frame in C, for prepared readers) against msgpack + parse_scalars: the
+    same record for what it takes, variants and random mutations."""
+    assert _frames is not None
+    base = {"step": 5, "epoch": 1, "time": 1.7e9, "values": {"loss": 0.25, "lr": 1e-3, "n": 7, "big": 2**62 + 1}}
+    cases = [
+        (base, True),
+        (dict(base, epoch=None, time=None), True),
+        ({"step": 5, "values": {}}, True),
+        (dict(base, time=-0.0), True),
+        (dict(base, time=float("nan")), True),
+        (dict(base, extra=[1, "x", {"a": None}]), True),
+        (dict(base, values={"é": float("inf"), "x": -3}), True),
+        (dict(base, step=2**63), False),
+        (dict(base, step=True), False),
+        (dict(base, time=3), False),
+        (dict(base, values={"a": True}), False),
+        (dict(base, values={"a": "1"}), False),
+        (dict(base, values={1: 1.0}), False),
+        (dict(base, values={"a": 2**64 - 1}), False),
+        (dict(base, values=[1.0]), False),
+        ({"values": {}}, False),
+        ({"step": 1}, False),
+    ]
+    bodies = []
+    for payload, fast in cases:
+        body = _pack(payload)
+        bodies.append(body)
+        assert _scalars_agree(body) == fast, payload
+    body = _pack(base)
+    assert _scalars_agree(b"\xde\x00\x04" + body[1:])  # a map16 for the small map
+    assert not _scalars_agree(b"\x85" + body[1:] + b"\xa4step\x06")  # a repeated key
+    r = random.Random(8)
+    taken = 0
+    for _ in range(4000):
+        b = bytearray(r.choice(bodies))
+        for _k in range(r.choice((1, 2))):
+            at = r.randrange(len(b))
+            if r.random() < 0.7:
+                b[at] = r.randrange(256)
+            else:
+                del b[at:at + r.randrange(1, 4)]
+        taken += _scalars_agree(bytes(b))
+    assert taken > 200

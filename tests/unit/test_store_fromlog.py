@@ -263,3 +263,113 @@ def test_what_is_read_back_is_kept_within_one_budget_for_every_store(indexed, mo
             assert fromlog._cached_bytes <= 4096 or len(fromlog._CACHE) == 1
             del run
             gc.collect()
+
+
+def test_statistics_past_the_budget_are_read_back_from_the_log(indexed, monkeypatch):
+    """With no index the statistics held in memory are bounded (fromlog.STATS_BYTES for the whole
+    process, the newest sealed segments first): the others are read back from their frames, every
+    series, matrix and row the same as through an index, also with nothing kept between reads."""
+    from weighttui.data.store import fromlog
+
+    monkeypatch.setattr(fromlog, "CACHE_BYTES", 0)  # every read of a segment not held reads its frames
+    path = indexed / "run.wtui"
+    write_run(path, 90)
+    run = weighttui.open(path, cache=False)
+    source = run._store.spill
+    segs = [seg for seg in sealed(run) if seg.width]
+    assert len(segs) > 3
+    held = [seg for seg in segs if fromlog._stats_held(seg) is not None]
+    assert len(held) <= 1 and fromlog.resident_bytes() <= max(fromlog._nbytes(h.stats) for h in segs) + 64 * 16
+    indexed_run = weighttui.open(path)
+    before = source.reads
+    name = run.tensor_names[0]
+    for kind in ("weights", "grad"):
+        for stat in run.columns(kind):
+            got, want = run.series(name, stat, kind), indexed_run.series(name, stat, kind)
+            assert got[0].tolist() == want[0].tolist()
+            assert got[1].view(np.int64).tolist() == want[1].view(np.int64).tolist()  # bit for bit
+    assert source.reads > before
+    assert digest(run) == digest(indexed_run)
+    mid = int(run.steps[run.n // 2])
+    for start, stop in ((None, mid), (mid, mid + 1), (mid, None)):
+        got = run.series(name, "norm", "grad", start=start, stop=stop)
+        want = indexed_run.series(name, "norm", "grad", start=start, stop=stop)
+        assert got[1].view(np.int64).tolist() == want[1].view(np.int64).tolist()
+    # one frame read back gives every kind of its group: a grad series after a weights one is free
+    fresh = weighttui.open(path, cache=False)  # (what leaves the budget while it opens is not kept)
+    monkeypatch.setattr(fromlog, "CACHE_BYTES", 64 << 20)
+    fresh.series(name, "norm", "weights")
+    first = fresh._store.spill.reads
+    assert 0 < first <= fresh.snapshot_count
+    fresh.series(name, "norm", "grad")
+    fresh.series(run.tensor_names[-1], "mean", "weights")
+    assert fresh._store.spill.reads == first
+
+
+def test_memory_for_statistics_does_not_grow_with_the_log(indexed, monkeypatch):
+    from weighttui.data.store import fromlog
+
+    monkeypatch.setattr(fromlog, "STATS_BYTES", 4096)
+    monkeypatch.setattr(fromlog, "CACHE_BYTES", 0)
+    held = []
+    for steps in (60, 240):
+        path = indexed / f"run{steps}.wtui"
+        write_run(path, steps)
+        run = weighttui.open(path, cache=False)
+        resident = [seg for seg in sealed(run) if id(seg) in fromlog._RESIDENT]
+        assert resident and fromlog.resident_bytes() <= 4096 + max(fromlog._RESIDENT[id(s)][2] for s in resident)
+        held.append(len(resident))
+        assert digest(run) == digest(weighttui.open(path))
+        del run
+    assert held[1] <= held[0] + 1  # four times the log, the same few segments held
+
+
+def test_statistics_of_a_frame_changed_under_the_reader_read_as_nan(indexed, monkeypatch):
+    from weighttui.data.store import fromlog
+
+    monkeypatch.setattr(fromlog, "CACHE_BYTES", 0)
+    path = indexed / "run.wtui"
+    write_run(path, 60)
+    want = weighttui.open(path)
+    run = weighttui.open(path, cache=False)
+    r = run._run
+    damaged = 10
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        length = _frame_length(fd, int(r.offsets.a[damaged]))
+    finally:
+        os.close(fd)
+    raw = bytearray(path.read_bytes())
+    raw[int(r.offsets.a[damaged]) + length // 2] ^= 0x55
+    with open(path, "r+b") as fh:
+        fh.write(bytes(raw))
+    name = run.tensor_names[0]
+    steps, got = run.series(name, "norm")
+    wsteps, wvals = want.series(name, "norm")
+    assert steps.tolist() == wsteps.tolist()
+    bad = steps == int(r.steps.a[damaged])
+    assert bad.sum() == 1 and np.isnan(got[bad]).all()
+    assert got[~bad].view(np.int64).tolist() == wvals[~bad].view(np.int64).tolist()
+
+
+def test_a_thinned_row_view_reads_back_the_statistics_of_its_rows_only(indexed, monkeypatch):
+    from weighttui.data.store import fromlog
+
+    monkeypatch.setattr(fromlog, "CACHE_BYTES", 0)
+    path = indexed / "run.wtui"
+    write_run(path, 120)
+    run = weighttui.open(path, cache=False, max_rows=8)
+    want = weighttui.open(path, max_rows=8)
+    source = run._store.spill
+    for kind in ("weights", "grad"):
+        before = source.reads
+        for stat in run.columns(kind):
+            got = run.stat_matrix(kind, stat, keep=False)
+            assert got.view(np.int64).tolist() == want.stat_matrix(kind, stat).view(np.int64).tolist()
+        for name in run.tensor_names:  # a series over the row view: its rows only
+            got, exp = run.series(name, "norm", kind), want.series(name, "norm", kind)
+            assert got[0].tolist() == exp[0].tolist()
+            assert got[1].view(np.int64).tolist() == exp[1].view(np.int64).tolist()
+        calls = len(run.columns(kind)) + len(run.tensor_names)
+        assert 0 < source.reads - before <= calls * run.n < calls * run.snapshot_count // 2
+    assert digest(run) == digest(want)

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
             "or TensorBoard events into a run log")
     p = sub.add_parser("import", help=text, description=text)
     p.add_argument("src", metavar="SRC", help="a directory, a file or a quoted glob ('ckpt/epoch_*.pt')")
-    p.add_argument("--out", required=True, help="the run log to write (e.g. run.wtui; replaced if it exists)")
+    p.add_argument("--out", required=True,
+                   help="the run log to write (e.g. run.wtui; an existing run log is replaced, any other file kept)")
     p.add_argument("--values", action=argparse.BooleanOptionalAction, default=True,
                    help="keep complete tensor values of every checkpoint, so weighttui.open(out).weights(epoch=N) "
                         "works (default); --no-values keeps statistics, histograms, deltas and samples only")
@@ -47,8 +48,18 @@ def cmd_import(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):  # said before any checkpoint is read, in one line
         raise CliError(f"--out {args.out}: no such directory: {out_dir}")
+    if os.path.isfile(args.out):  # a run log is replaced; anything else (a checkpoint, notes) is kept
+        from weighttui.log.sniff import HeadState, sniff_file
+
+        if sniff_file(args.out).state is HeadState.FOREIGN:
+            raise CliError(f"--out {args.out} exists and is not a weighttui run log: not replaced "
+                           "(remove it, or give another name)")
     try:
         result = import_source(args.src, args.out, values=args.values, bins=args.bins)
+    except KeyboardInterrupt:  # the log is closed (status interrupted) and readable: say so, in one line
+        print(f"weighttui import: interrupted; {args.out} keeps the snapshots written so far "
+              "(status: interrupted)", file=sys.stderr)
+        raise
     except ImportFileError as exc:
         raise CliError(str(exc)) from None
     except LogStopped as exc:  # the writer said why (cannot open, disk full ...)

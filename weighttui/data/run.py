@@ -35,7 +35,7 @@ from weighttui.data.liveness import writer_running
 from weighttui.data.malloc import release_freed_memory
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
-from weighttui.data.store.fromlog import LogSource
+from weighttui.data.store.fromlog import LogSource, stat_grid, stat_take
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import InvalidRecord, RunRecord, TensorInfo, parse_values
@@ -773,11 +773,11 @@ class RunData:
                 _g, sel, to, ucols = where
                 if sel.size:
                     block = True if s is None else \
-                        seg.part("stats", s=s).reshape(ucols.size, -1)[:, sel].T
+                        stat_grid(seg, s, sel, ucols.size)
                     buf[np.ix_(to, ucols)] = block
             else:
                 _g, mask, pos, cols = where
-                buf[pos, cols] = True if s is None else seg.part("stats", s=s)[mask]
+                buf[pos, cols] = True if s is None else stat_take(seg, s, np.flatnonzero(mask))
         if hi < tail_start:
             return
         lookup = {} if dense_rows else dict(zip(rows.tolist(), dest.tolist(), strict=True))
@@ -886,7 +886,8 @@ class RunData:
         got = self._entries(kind, col, want) if kind != "weights" else present
         if got:
             krows = np.concatenate([e[4] for e in got])
-            kvals = np.concatenate([seg.part("stats", a, b, s)[mask] for seg, a, b, mask, _r in got])
+            # (stat_take: without an index, only the frames of the rows wanted are read back)
+            kvals = np.concatenate([stat_take(seg, s, a + np.flatnonzero(mask)) for seg, a, b, mask, _r in got])
             values[np.searchsorted(rows, krows)] = kvals
         return steps, values
 

@@ -22,7 +22,7 @@ import fnmatch
 import keras
 import numpy as np
 
-from weighttui.integrations.keras_grads import GradientTap, capture_for
+from weighttui.integrations.keras_grads import GradientTap, capture_for, innermost
 from weighttui.integrations.keras_instruments import optimizer_state
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
@@ -221,7 +221,7 @@ class WeightCallback(keras.callbacks.Callback):
             if keras.backend.backend() == "torch":
                 done = self._record_torch(step, tracked, epoch, batch, full, pairs if grads is not None else None)
             else:
-                if slots and not self._applied():
+                if slots and not self._applied(step):
                     grads = None
                 grad_arrays = {name: _to_host(g.read_value() if hasattr(g, "read_value") else g)
                                for g, name in pairs} if grads is not None else None
@@ -244,7 +244,7 @@ class WeightCallback(keras.callbacks.Callback):
                 self._add_learning_rate(scalars, float(host[rs.lr_at]) if lr_value is rs.lr else lr_value)
             arrays = dict(zip(rs.names, host, strict=False))
             grad_arrays = None
-            if grads is not None and (not slots or self._applied(host[rs.fills_at] if rs.fills_at else None)):
+            if grads is not None and (not slots or self._applied(step, host[rs.fills_at] if rs.fills_at else None)):
                 at, more = rs.slot_at, iter(host[len(rs.items):])
                 grad_arrays = {name: host[at[id(g)]] if id(g) in at else next(more) for g, name in pairs}
             # docs/instruments.md: the optimizer's state now
@@ -253,13 +253,20 @@ class WeightCallback(keras.callbacks.Callback):
         if done:
             self._last_recorded = step
 
-    def _applied(self, fills=None) -> bool:
+    def _applied(self, step: int, fills=None) -> bool:
         """Whether the optimizer applied the batch just done, so that the gradient slots hold its gradients
-        (keras_grads.GradientCapture.applied); `fills` as read with the weights, else read here."""
+        (keras_grads.GradientCapture.applied); `fills` as read with the weights, else read here. A step a
+        LossScaleOptimizer skipped is a `skipped_step` event, as GradScaler's are in the PyTorch integration."""
         capture = self._capture.capture if self._capture is not None else None
         if capture is None or capture.fills is None:
             return True
-        return capture.applied(int(fills if fills is not None else _read_host([capture.fills])[0]))
+        if capture.applied(int(fills if fills is not None else _read_host([capture.fills])[0])):
+            return True
+        opt = getattr(self.model, "optimizer", None)
+        if opt is not None and innermost(opt) is not opt:
+            self.recorder.event("skipped_step", f"LossScaleOptimizer skipped the optimizer step at step {step}: "
+                                "inf/NaN scaled gradients; no gradient recorded for it", level="warning", step=step)
+        return False
 
     def _optimizer_state(self, tracked) -> dict | None:
         """optimizer_state() with its slot variables (Adam's moments ...) read by one kept reader (views

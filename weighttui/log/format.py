@@ -63,14 +63,16 @@ crc32_blocks = _fast_blocks if _ACCELERATED else zlib_crc32_blocks
 # records.parse_snapshot, which define the result: both give the same records, tests/unit/test_frames_c.py)
 # (frame_at: one verified frame's end, type and, for prepared readers, its snapshot; FrameDecoder.frames)
 decode_snapshot: Any = None
+decode_scalars: Any = None  # (the same for a scalars payload: (step, epoch, time, values), ScalarsRecord's fields)
 frame_at: Any = None
 try:
     from weighttui._frames import frame as _c_frame
+    from weighttui._frames import scalars as _c_scalars
     from weighttui._frames import snapshot as _c_snapshot
 except ImportError:  # not built
     pass
 else:
-    decode_snapshot, frame_at = _c_snapshot, _c_frame
+    decode_snapshot, decode_scalars, frame_at = _c_snapshot, _c_scalars, _c_frame
 
 
 class FrameType(IntEnum):
@@ -84,6 +86,7 @@ class FrameType(IntEnum):
 
 
 _SNAPSHOT = int(FrameType.SNAPSHOT)  # (an IntEnum compares slower)
+_PREPARED = (_SNAPSHOT, int(FrameType.SCALARS))  # the frames a prepared decoder may give as tuples
 
 
 class LogFormatError(ValueError):
@@ -162,7 +165,8 @@ class Frame(NamedTuple):  # (a NamedTuple: made for every frame of a log, at a t
     offset: int  # byte offset of the frame's sync in the file
     type: int
     # the decoded map; from a decoder made with prepared=True, a snapshot's may instead be
-    # decode_snapshot's tuple (records.parse_prepared reads it)
+    # decode_snapshot's tuple (records.parse_prepared reads it), a scalars frame's decode_scalars'
+    # (ScalarsRecord's fields)
     payload: Any
     size: int  # bytes the frame occupies (header + payload + PCRC)
 
@@ -237,8 +241,8 @@ class FrameDecoder:
     so a reader can fetch a large frame in one read instead of many.
 
     With `prepared=True` (a reader that gives every frame to store.builder), a
-    snapshot payload of the usual shape is decoded by the C decoder into a tuple
-    (`decode_snapshot`) instead of a dict, when it is built.
+    snapshot or scalars payload of the usual shape is decoded by the C decoder into
+    a tuple (`decode_snapshot`, `decode_scalars`) instead of a dict, when it is built.
     """
 
     def __init__(self, start_offset: int, *, resyncing: bool = False, file_start: bool = False,
@@ -258,8 +262,7 @@ class FrameDecoder:
         self._search_at = 0  # "search": bytes of the buffer already searched
         self._maybe = False  # "search": the buffer ends inside what may become a header
         self.version: int | None = None  # the file header's format version, once read
-        self._snapshot = decode_snapshot if prepared else None
-        self._prepared = self._snapshot is not None
+        self._prepared = prepared and decode_snapshot is not None and decode_scalars is not None
         self._frame = frame_at
 
     @property
@@ -400,7 +403,7 @@ class FrameDecoder:
                 if self._frame is not None:  # the usual frame in one C call; anything else below
                     got = self._frame(buf, pos, self._prepared)
                     if got is not None:
-                        end, ftype, payload = got
+                        end, ftype, payload = got  # (prepared: a snapshot's or a scalars frame's tuple)
                         if payload is None:
                             try:
                                 with memoryview(buf)[pos + FRAME_HEADER_SIZE : end - 4] as body:
@@ -440,7 +443,9 @@ class FrameDecoder:
                     try:
                         if crc32(body) != pcrc:
                             raise ValueError("payload CRC mismatch")
-                        got = self._snapshot(body) if ftype == _SNAPSHOT and self._snapshot is not None else None
+                        got = None
+                        if self._prepared and ftype in _PREPARED:  # (as frame_at does: a snapshot, its scalars)
+                            got = (decode_snapshot if ftype == _SNAPSHOT else decode_scalars)(body)
                         item = Frame(self._base + pos, ftype, decode_payload(body) if got is None else got,
                                      end - pos)
                     except ValueError as exc:

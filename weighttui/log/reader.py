@@ -15,9 +15,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from weighttui.log import format as fmt
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     FrameDecoder,
+    FrameType,
     crc32,
     decode_payload,
     parse_frame_header,
@@ -115,8 +117,9 @@ def _read_with_room(fd: int, n: int, offset: int, room: int) -> tuple[bytearray,
 READ_AHEAD = SharedWorker("weighttui-read")  # the one thread that reads ahead for every long scan
 
 
-def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
-    """(TYPE, payload) of the frame at `offset`, verified as scan_frames would; None if it does not verify."""
+def read_frame_at(fd: int, offset: int, *, prepared: bool = False) -> tuple[int, Any] | None:
+    """(TYPE, payload) of the frame at `offset`, verified as scan_frames would; None if it does not verify.
+    prepared: a snapshot's payload may be format.decode_snapshot's tuple, as from scan_frames."""
     head = os.pread(fd, FRAME_HEADER_SIZE, offset)
     if len(head) < FRAME_HEADER_SIZE:
         return None
@@ -130,6 +133,10 @@ def read_frame_at(fd: int, offset: int) -> tuple[int, dict] | None:
     body = memoryview(rest)[:length]
     if crc32(body) != _U32.unpack_from(rest, length)[0]:
         return None
+    if prepared and ftype == FrameType.SNAPSHOT and fmt.decode_snapshot is not None:
+        got = fmt.decode_snapshot(body)
+        if got is not None:
+            return ftype, got
     try:
         return ftype, decode_payload(body)
     except ValueError:

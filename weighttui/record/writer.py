@@ -84,7 +84,9 @@ class JobQueue:
     def get(self):
         with self._cond:
             while not self._items:
-                self._cond.wait()
+                # a timeout, not a bare wait: a KeyboardInterrupt raised in the main thread inside
+                # Condition.notify can lose the wake-up, and close() then waited for a writer that slept on
+                self._cond.wait(0.5)
             job = self._items.popleft()
             if job is not _STOP:
                 if job.heavy:

@@ -23,6 +23,7 @@ from weighttui.log.records import (
     EventRecord,
     InvalidRecord,
     RunRecord,
+    ScalarsRecord,
     TensorInfo,
     parse_end,
     parse_event,
@@ -294,7 +295,7 @@ class LogIndex:
                 parse = parse_prepared if type(p) is tuple else parse_snapshot  # (scan_frames(prepared=True))
                 run.add_snapshot(parse(p, run.by_id, run._ids_checked), off)
             elif ftype == FrameType.SCALARS:
-                s = parse_scalars(p)
+                s = ScalarsRecord(*p) if type(p) is tuple else parse_scalars(p)  # (frames.scalars' tuple)
                 for k, v in s.values.items():
                     pair = run.scalars.get(k)
                     if pair is None:

@@ -27,7 +27,15 @@ import numpy as np
 from weighttui._version import __version__
 from weighttui.integrations.importers import mapped as mapping
 from weighttui.integrations.importers import tensor_stats
-from weighttui.integrations.importers.base import ImportFileError, Meta, Reader, Spec, Unit, name_numbers
+from weighttui.integrations.importers.base import (
+    ImportFileError,
+    Meta,
+    Reader,
+    Spec,
+    Unit,
+    name_numbers,
+    natural_key,
+)
 from weighttui.integrations.importers.readers import changed, open_reader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
@@ -144,9 +152,14 @@ def plan(units: list[Unit], report=say, copy_dir: str | None = None,
                 skipped.append((unit.label, why))
             continue
         rows.append((unit, resolve(unit, meta, i), source, meta.scalars_from))
-    if rows and all(r[1][0] is not None for r in rows):
-        from weighttui.integrations.importers.base import natural_key
-
+    # a directory of mixed files: some with a real step (metadata, name), others only an epoch standing in
+    # for one; the two scales do not compare (step 400 of epoch 4 would follow epoch 6): order by epoch
+    sources = {r[1][2] for r in rows}
+    by_epoch = ("epoch" in sources and bool(sources & {"metadata", "name"})
+                and all(r[1][1] is not None for r in rows))
+    if by_epoch:
+        rows.sort(key=lambda r: (r[1][1], natural_key(r[0].label)))
+    elif rows and all(r[1][0] is not None for r in rows):
         rows.sort(key=lambda r: (r[1][0], natural_key(r[0].label)))
     out: list[Planned] = []
     last = -1
@@ -154,6 +167,8 @@ def plan(units: list[Unit], report=say, copy_dir: str | None = None,
         if step is None:
             step = last + 1
         step = max(step, last) if step_from == "order" else step
+        if by_epoch and step_from == "epoch":
+            step = max(step, last + 1)  # after the real step before it
         out.append(Planned(unit, int(step), epoch, step_from, epoch_from, source, scalars_from))
         last = max(last, int(step))
     return out

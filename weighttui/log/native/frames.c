@@ -6,6 +6,7 @@
  * field by field). This reads the same msgpack bytes in one call.
  *
  *   snapshot(body) -> tuple | None
+ *   scalars(body) -> (step, epoch, time, values) | None           (a scalars payload: py_scalars)
  *   frame(buf, pos, prepared) -> (end, type, payload | None) | None   (one verified frame: py_frame)
  *   gather_blocks / gather_columns / gather_counts: the store's row-to-tensor transposes (below)
  *
@@ -374,14 +375,13 @@ static int array_at(cur *c, int ndim, const char *kinds, arr *a) {
     }
     if (seen != 7)
         return 0;
-    /* each dimension is at least 1, so a product over the data's length stops early */
+    /* each dimension is at least 1, so a product over the data's length stops early (and never
+       overflows: count <= nbytes before each step, and the step is taken only if it stays so) */
     Py_ssize_t count = DTYPES[a->dtype].size;
     for (int d = 0; d < ndim; d++) {
-        if (a->dims[d] > a->nbytes)
+        if (a->dims[d] > a->nbytes / count)
             return 0;
         count *= a->dims[d];
-        if (count > a->nbytes)
-            return 0;
     }
     return count == a->nbytes;
 }
@@ -709,6 +709,106 @@ done:
     Py_RETURN_NONE;
 }
 
+/* scalars(body) -> (step, epoch | None, time, {name: float}) | None: a scalars payload of the usual
+   shape (records.parse_scalars gives the same record from it: ScalarsRecord(*tuple)); None for
+   anything else (then msgpack and parse_scalars) */
+static PyObject *py_scalars(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    cur c = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
+    int64_t step = 0, epoch = 0;
+    int has_step = 0, has_epoch = 0, seen = 0;
+    double time = 0.0;
+    PyObject *values = NULL, *result = NULL;
+    Py_ssize_t n = map_len(&c);
+    if (n < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *k;
+        Py_ssize_t kn;
+        if (!str_at(&c, &k, &kn))
+            goto done;
+        int which = key_is(k, kn, "step") ? 0 : key_is(k, kn, "epoch") ? 1 : key_is(k, kn, "time") ? 2
+                    : key_is(k, kn, "values") ? 3 : -1;
+        if (which < 0) { /* a key parse_scalars does not read: skipped, checked as msgpack would */
+            PyObject *u = PyUnicode_DecodeUTF8((const char *)k, kn, NULL);
+            if (u == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                    PyErr_Clear();
+                goto done;
+            }
+            Py_DECREF(u);
+            if (skip_value(&c, 1) <= 0)
+                goto done;
+            continue;
+        }
+        if (seen & (1 << which))
+            goto done;
+        seen |= 1 << which;
+        if (which == 0) {
+            if (!int_at(&c, &step))
+                goto done;
+            has_step = 1;
+        } else if (which == 1) {
+            if (!is_nil(&c)) {
+                if (!int_at(&c, &epoch))
+                    goto done;
+                has_epoch = 1;
+            }
+        } else if (which == 2) {
+            if (!is_nil(&c) && !float_at(&c, &time))
+                goto done;
+        } else {
+            Py_ssize_t m = map_len(&c);
+            if (m < 0)
+                goto done;
+            values = PyDict_New();
+            if (values == NULL)
+                goto done;
+            for (Py_ssize_t j = 0; j < m; j++) {
+                const unsigned char *vk;
+                Py_ssize_t vkn;
+                int64_t iv;
+                double dv;
+                if (!str_at(&c, &vk, &vkn))
+                    goto done;
+                if (float_at(&c, &dv)) {
+                } else if (int_at(&c, &iv)) {
+                    dv = (double)iv; /* float(int), as parse_scalars */
+                } else {
+                    goto done;
+                }
+                PyObject *key = PyUnicode_DecodeUTF8((const char *)vk, vkn, NULL);
+                if (key == NULL) {
+                    if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                        PyErr_Clear();
+                    goto done;
+                }
+                PyObject *val = PyFloat_FromDouble(dv);
+                int bad = val == NULL || PyDict_SetItem(values, key, val) < 0;
+                Py_DECREF(key);
+                Py_XDECREF(val);
+                if (bad)
+                    goto done;
+            }
+        }
+    }
+    if (c.p != c.end || !has_step || values == NULL)
+        goto done;
+    if (time == 0.0)
+        time = 0.0;
+    result = Py_BuildValue("(LNdO)", (long long)step, int_or_none(has_epoch, epoch), time, values);
+done:
+    Py_XDECREF(values);
+    PyBuffer_Release(&view);
+    if (result != NULL)
+        return result;
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 #define FRAME_HEADER_SIZE 16
 #define MAX_PAYLOAD (256 * 1024 * 1024)
 #define GIL_FREE_BYTES (16 * 1024) /* as weighttui._crc32: the index writer gets the GIL while a CRC runs */
@@ -754,11 +854,11 @@ static PyObject *py_frame(PyObject *self, PyObject *args) {
     if (crc != le32(body + length))
         goto none;
     PyObject *payload = NULL;
-    if (prepared && h[8] == 3) {
+    if (prepared && (h[8] == 3 || h[8] == 4)) { /* a snapshot, or its scalars */
         PyObject *mv = PyMemoryView_FromMemory((char *)body, length, PyBUF_READ);
         if (mv == NULL)
             goto done;
-        payload = py_snapshot(NULL, mv);
+        payload = h[8] == 3 ? py_snapshot(NULL, mv) : py_scalars(NULL, mv);
         Py_DECREF(mv);
         if (payload == NULL)
             goto done;
@@ -1038,6 +1138,7 @@ static PyObject *py_buffer(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"snapshot", py_snapshot, METH_O, "snapshot(body): the common snapshot payload decoded, or None."},
+    {"scalars", py_scalars, METH_O, "scalars(body): (step, epoch, time, values) of a usual scalars payload, or None."},
     {"configure", py_configure, METH_VARARGS,
      "configure(numpy.frombuffer, {dtype string: numpy dtype}): snapshot() gives numpy arrays from then on."},
     {"gather_blocks", py_gather_blocks, METH_VARARGS, "gather_blocks(pieces, t, block, perm): [t, r, block]."},

@@ -1,0 +1,70 @@
+"""The first read of a big log, whole processes, several checkouts alternated: CPU, wall and peak RSS
+from outside (os.wait4), the log's index removed before every run.
+
+    python benchmarks/bench_first_read.py LOG CHECKOUT[,CHECKOUT...] [--rounds 4] [--mode info|open]
+
+mode info: `python -m weighttui.cli info --json LOG` (the first `info`); mode open:
+`weighttui.open(LOG)`, one series() and one histograms() (the first open, counting the interpreter's
+start). Each CHECKOUT is put first on PYTHONPATH (build its extensions and compile its bytecode
+first); the cwd is outside them. Prints min and median per checkout and the load average: on a
+loaded machine compare the CPU columns (docs/store.md, "Fourth round").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+OPEN = ("import sys, weighttui; d = weighttui.open(sys.argv[1]); n = d.tensor_names[len(d.tensor_names) // 2]; "
+        "d.series(n, 'norm'); d.histograms(n)")
+
+
+def index_dir(path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.wtuidx")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("log")
+    ap.add_argument("checkouts", help="comma-separated checkouts (PYTHONPATH), measured alternately")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--mode", choices=("info", "open"), default="info")
+    args = ap.parse_args(argv)
+    log = os.path.abspath(args.log)
+    checkouts = [os.path.abspath(c) for c in args.checkouts.split(",")]
+    cache = tempfile.mkdtemp(prefix="bench_first_read-")
+    load0 = os.getloadavg()[0]
+    res: dict[str, list] = {c: [] for c in checkouts}
+    try:
+        for _ in range(args.rounds):
+            for c in checkouts:
+                shutil.rmtree(index_dir(log), ignore_errors=True)
+                env = dict(os.environ, PYTHONPATH=c, XDG_CACHE_HOME=cache)
+                cmd = [sys.executable, "-m", "weighttui.cli", "info", "--json", log] if args.mode == "info" \
+                    else [sys.executable, "-c", OPEN, log]
+                t0 = time.perf_counter()
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir())
+                _pid, status, ru = os.wait4(proc.pid, 0)
+                if os.waitstatus_to_exitcode(status) not in (0, 1):
+                    raise SystemExit(f"{c}: {cmd[2:4]} failed")
+                res[c].append((time.perf_counter() - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(index_dir(log), ignore_errors=True)
+    print(f"first {args.mode}, {args.rounds} rounds; load average {load0:.2f} -> {os.getloadavg()[0]:.2f} "
+          f"({os.cpu_count()} CPUs)")
+    for c, runs in res.items():
+        wall, cpu = [r[0] for r in runs], [r[1] for r in runs]
+        print(f"{c:40s} wall min {min(wall):.2f} med {statistics.median(wall):.2f} s | CPU min {min(cpu):.2f} "
+              f"med {statistics.median(cpu):.2f} s | peak RSS {max(r[2] for r in runs):.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
