@@ -65,6 +65,8 @@ CONFIGS = {
     'the default set (instruments="default": optim, nan_origin, units)': dict(grads=True, instruments="default"),
     "all of 1-5 (sigma, dist_init, cos, units, optim; nan_origin)": dict(grads=True,
                                                                      instruments={"alpha": False}),
+    "all of 1-5, sigma_steps=0 (one power step per snapshot: sigma_max before its Lanczos steps)":
+        dict(grads=True, instruments={"alpha": False, "sigma_steps": 0}),
     "all instruments": dict(grads=True, instruments=True),
     "all instruments, 8 vectors for every matrix (block_max=inf)": dict(grads=True,
                                                                         instruments={"block_max": 1 << 62}),

@@ -14,6 +14,7 @@ seconds per fit.
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick] [--fit-only] [--rounds N] [--epochs N]
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --fit-cnn   # part 2 on a 6.5M-parameter CNN
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --hooks     # the callback's hook, thread CPU
 """
 
 from __future__ import annotations
@@ -265,12 +266,62 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: s
               f"{snaps[k]:9d} {each}")
 
 
+def part3_hooks(epochs: int, rounds: int) -> None:
+    """The callback's own cost inside a real fit, on the training thread's CPU clock (steady under
+    load, unlike a fit's total): its batch-end hook per recorded batch and per batch not recorded."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4096, 64)).astype("float32")
+    y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+    tmp = tempfile.mkdtemp()
+
+    class Timed(WeightCallback):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.spent = {True: [0.0, 0.0, 0], False: [0.0, 0.0, 0]}  # recorded -> [CPU s, wall s, batches]
+            self.begin = [0.0, 0]  # the batch-begin hook (which batches keep their gradients): [CPU s, batches]
+
+        def on_train_batch_begin(self, batch, logs=None):
+            c0 = time.thread_time()
+            super().on_train_batch_begin(batch, logs)
+            self.begin[0] += time.thread_time() - c0
+            self.begin[1] += 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            c0, w0 = time.thread_time(), time.perf_counter()
+            super().on_train_batch_end(batch, logs)
+            spent = self.spent[self._last_recorded == self.step]
+            spent[0] += time.thread_time() - c0
+            spent[1] += time.perf_counter() - w0
+            spent[2] += 1
+
+    print(f"\n## the callback's batch-end hook inside fit (83k MLP, Adam, {epochs} epochs of 64 batches, gradients "
+          f"on, instruments off), training thread; median of {rounds} fits")
+    print(f"{'every':>6s} {'recorded: CPU ms':>17s} {'wall ms':>8s} {'not recorded: CPU ms':>21s} "
+          f"{'batch begin: CPU ms':>20s}")
+    for every in (1, 10):
+        rows = []
+        for _ in range(rounds):
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
+                                      keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
+            model.compile(keras.optimizers.Adam(1e-3), "mse")
+            cb = Timed(os.path.join(tmp, f"h{time.monotonic_ns()}.wtui"), every_batches=every, instruments=False)
+            model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[cb])
+            rec, rest = cb.spent[True], cb.spent[False]
+            rows.append((rec[0] / max(rec[2], 1), rec[1] / max(rec[2], 1), rest[0] / max(rest[2], 1),
+                         cb.begin[0] / max(cb.begin[1], 1)))
+        med = [statistics.median(r[i] for r in rows) for i in range(4)]
+        print(f"{every:6d} {med[0] * 1e3:17.3f} {med[1] * 1e3:8.3f} {med[2] * 1e3:21.4f} {med[3] * 1e3:20.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller and fewer runs (a smoke test)")
     ap.add_argument("--fit-only", action="store_true", help="part 2 only (the fit slowdowns)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of part 2 (median)")
     ap.add_argument("--epochs", type=int, default=10, help="epochs of part 2's MLP fit (64 batches each)")
+    ap.add_argument("--hooks", action="store_true",
+                    help="the callback's batch-end hook inside fit, training-thread CPU (steady under load)")
     ap.add_argument("--fit-cnn", action="store_true",
                     help="part 2 on a 6.5M-parameter CNN (2 epochs of 32 batches, 3 rounds unless --rounds)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
@@ -283,6 +334,8 @@ def main() -> None:
     if args.quick:
         part1(big_model(512), repeat=3, other=args.other)
         part2(rounds=1, epochs=2)
+    elif args.hooks:
+        part3_hooks(epochs=args.epochs, rounds=args.rounds if args.rounds != 7 else 3)
     elif args.fit_cnn:
         part2(rounds=args.rounds if args.rounds != 7 else 3, epochs=2, only=cnn_kinds, model_kind="cnn")
     else:

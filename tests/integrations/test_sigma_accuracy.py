@@ -113,3 +113,47 @@ def test_one_power_step_per_snapshot_is_not_enough_on_these_runs(tmp_path, cpu_k
     _train_torch(tmp_path / "run.wtui", "adamw", 60, cpu_kernel, sigma_steps=0)
     errors = _errors(tmp_path / "run.wtui")
     assert max(np.max(np.abs(errors[n])) for n in ("0.weight", "2.weight")) > 1e-2
+
+
+def test_jax_device_path_sigma_max_within_1e3_of_the_svd_at_every_snapshot(tmp_path):
+    """JAX stats="device" (jnp, forced on the CPU as the other device-path tests): the fixed Lanczos
+    steps run on the device without a host read (record/instruments.lanczos_fixed); optax AdamW."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+
+    import weighttui.jax as wj
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {f"l{i}": {"w": jax.random.normal(keys[i], (DIMS[i + 1], DIMS[i])) / DIMS[i] ** 0.5}
+              for i in range(len(DIMS) - 1)}
+
+    def loss(p, x, y):
+        h = x
+        for i in range(len(DIMS) - 1):
+            h = h @ p[f"l{i}"]["w"].T
+            if i < len(DIMS) - 2:
+                h = jax.nn.relu(h)
+        return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+    opt = optax.adamw(1e-3, weight_decay=0.01)
+    state = opt.init(params)
+    grad_fn = jax.jit(jax.grad(loss))
+    path = tmp_path / "jax.wtui"
+    rec = wj.recorder(path, every=1, full_every=1, instruments=["sigma"])
+    for step, (x, y) in enumerate(_batches(61)):
+        if step % 10 == 0:
+            assert wj.snapshot(rec, step, params, stats="device")
+        updates, state = opt.update(grad_fn(params, jnp.asarray(x.numpy()), jnp.asarray(y.numpy())), state,
+                                    params)
+        params = optax.apply_updates(params, updates)
+    rec.close()
+    run = weighttui.open(path)
+    checked = 0
+    for name in ("l0/w", "l1/w", "l2/w"):
+        steps, sig = run.series(name, "sigma_max")
+        ref = np.array([inst.sigma_max_ref(run.weights(step=s)[name]) for s in steps.tolist()])
+        err = (ref - sig) / ref
+        assert len(err) == 7 and np.max(np.abs(err)) < 1e-3, (name, err)
+        checked += len(err)
+    assert checked == 21

@@ -60,18 +60,29 @@ def _like(a: np.ndarray, ref: torch.Tensor) -> torch.Tensor:
 
 
 def _lanczos(w2: torch.Tensor, v: torch.Tensor, steps: int):
-    """sigma_max of w2 by ref.lanczos from the kept vectors v (n x p) with torch ops: (the top p Ritz
-    vectors, a p x p float64 matrix whose largest eigenvalue is sigma^2: finish() reads every
-    iteration's estimate from such a matrix)."""
-    def apply(q):
-        if q.shape[1] == 1:
-            return (torch.mv(w2, q[:, 0].contiguous()) @ w2)[:, None]
-        return ((q.mT.contiguous() @ w2.mT) @ w2).mT  # the wide layout (see _spectral_step)
+    """sigma_max of w2 by ref.lanczos from the kept vectors v (n x p): (the top p Ritz vectors, a p x p
+    float64 matrix whose largest eigenvalue is sigma^2: finish() reads every iteration's estimate from
+    such a matrix). CPU tensors go through numpy views (no copy): its calls cost a few microseconds
+    against torch's tens, which is most of the time on the small matrices this path takes."""
+    if w2.device.type == "cpu":
+        vn = v.detach().numpy()
 
-    sigma, _bound, v_new, _ = ref.lanczos(apply, v, steps=steps, host=_host, like=_like)
+        def apply_np(q: np.ndarray) -> np.ndarray:  # torch's products (its threads), numpy views both ways
+            return ((torch.from_numpy(np.ascontiguousarray(q.T)) @ w2.mT) @ w2).numpy().T
+
+        sigma, _bound, v_new, _ = ref.lanczos(apply_np, vn, steps=steps)
+        v_out = torch.from_numpy(np.ascontiguousarray(v_new, dtype=vn.dtype))
+    else:
+        def apply(q):
+            if q.shape[1] == 1:
+                return (torch.mv(w2, q[:, 0].contiguous()) @ w2)[:, None]
+            return ((q.mT.contiguous() @ w2.mT) @ w2).mT  # the wide layout (see _spectral_step)
+
+        sigma, _bound, v_new, _ = ref.lanczos(apply, v, steps=steps, host=_host, like=_like)
+        v_out = v_new.contiguous()
     gram = torch.zeros((v.shape[1], v.shape[1]), dtype=torch.float64, device=v.device)
     gram[0, 0] = sigma * sigma
-    return v_new.contiguous(), gram
+    return v_out, gram
 
 
 class _Pending:

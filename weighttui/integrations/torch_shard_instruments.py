@@ -108,6 +108,23 @@ class _Spectral:
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
         return t
 
+    def refine(self, w2: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ref.lanczos from the snapshot's step (v = B^T, replicated) over the sharded rows: each step's
+        W^T W q is the sum over the ranks of W_r^T (W_r q), one all-reduce; every rank takes the same
+        host decisions from the same replicated numbers. (top p Ritz vectors, p x p matrix whose
+        largest eigenvalue is sigma^2, float64)."""
+        def apply(q: torch.Tensor) -> torch.Tensor:
+            z = ((q.mT.contiguous() @ w2.mT) @ w2).mT.contiguous().to(torch.float64)
+            return self._sum(z).to(q.dtype)
+
+        sigma, _bound, v_new, _ = ref.lanczos(apply, v, steps=self.settings.sigma_steps,
+                                              host=lambda t: t.detach().cpu().numpy(),
+                                              like=lambda a, r: torch.from_numpy(np.array(a, order="C")).to(
+                                                  device=r.device, dtype=r.dtype))
+        gram = torch.zeros((v.shape[1], v.shape[1]), dtype=torch.float64, device=v.device)
+        gram[0, 0] = sigma * sigma
+        return v_new.contiguous(), gram
+
     def commit(self, v: torch.Tensor, sigma: float) -> None:
         if sigma > 0:
             self.v = v
@@ -327,9 +344,13 @@ class ShardInstruments:
             store = pend.spec if tag == "w" else pend.spec_d
             p = store[i][1].shape[1]
             b = b.reshape(p, -1)
-            pend.v_new[(tag, i)] = b.T.to(torch.float32).contiguous()
+            v_new, gram = b.T.to(torch.float32).contiguous(), b @ b.T
+            if tag == "w" and self.settings.sigma_steps:  # W's estimate: Lanczos steps until its bound says 1e-4
+                spec, _y, w2 = store[i]
+                v_new, gram = spec.refine(w2, v_new)
+            pend.v_new[(tag, i)] = v_new
             pend.hat[("gram_" + tag, i)] = len(pend.host)
-            pend.host.append(b @ b.T)
+            pend.host.append(gram)
         for key, t in reduced.items():
             pend.hat[key] = len(pend.host)
             pend.host.append(t)

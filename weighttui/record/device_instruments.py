@@ -188,7 +188,8 @@ class ArrayInstruments:
                     sd = self._spec_d.get(info.id)
                     if sd is None:
                         sd = self._spec_d[info.id] = ref.Spectral(info.name + "/delta", self.settings, xp)
-                    pend.vd_new[i], gram_d = sd.step(xp.reshape(w - self._work(prev), mn))
+                    # the update's estimate: one step per snapshot, as on the other paths
+                    pend.vd_new[i], gram_d = sd.step(xp.reshape(w - self._work(prev), mn), 0)
                     pend.gram_d[i] = self._add(pend, gram_d)
             if "dist_init" in ch:
                 x0 = self._init.get(info.id)

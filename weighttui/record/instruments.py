@@ -42,6 +42,7 @@ DEFAULT_WARMUP = 16  # its iterations (random init has no spectral gap: one vect
 # `sigma_steps` more steps per snapshot (two matrix-vector products each): docs/instruments.md,
 # "Spectral norm". Unconverged work carries over in the kept top Ritz vectors.
 SIGMA_TOL = 1e-4
+RESIDUAL_FLOOR = 1e-6  # a residual below this relative to the top Ritz value is float32 rounding: stop
 DEFAULT_SIGMA_STEPS = 12
 ALL = ("sigma", "dist_init", "cos", "optim", "nan_origin", "units", "alpha")
 # What instruments="default" records: the instruments whose cost is within the noise of a
@@ -257,6 +258,7 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
     Returns (sigma, bound, the top p Ritz vectors (n x p, unit), steps taken); NaN sigma (and v back)
     where W is not finite."""
     n, p = v.shape
+    steps = max(0, min(steps, n - p))  # the basis cannot outgrow the space
     cast = (lambda a, ref: np.asarray(a, dtype=ref.dtype)) if like is None else like
 
     def norm(a) -> float:
@@ -291,12 +293,45 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
         q = r - vk @ (vk.T @ r)
         q = q - vk @ (vk.T @ q)  # twice: in float32 the basis stays orthogonal to ~1e-7
         nq = norm(q)
-        if not nq > 1e-12 * math.sqrt(max(top, 1e-300)):
+        if not nq > RESIDUAL_FLOOR * top:  # converged to the products' rounding
             break
         vb[:, k:k + 1] = q / nq
         zb[:, k:k + 1] = apply(vb[:, k:k + 1])
         k += 1
     return math.sqrt(top), bound, vb[:, :k] @ cast(s[:, ::-1][:, :p].copy(), v), k - p
+
+
+def lanczos_fixed(w2, v, steps: int, xp=np):
+    """lanczos() without host reads, for the device paths (jax.numpy, the TF adapter): always `steps`
+    steps (one more basis row each; the basis is kept as rows, V^T, since the adapters concatenate on
+    axis 0). Returns (the top p Ritz vectors, n x p; their p x p Rayleigh matrix, whose eigenvalues are
+    the top p Ritz values of W^T W): the caller's host copy of the small matrix gives sigma."""
+    n, p = v.shape
+    t = xp.transpose
+
+    def apply(qt):  # rows q^T -> rows (W^T W q)^T
+        return t(xp.matmul(t(w2), xp.matmul(w2, t(qt))))
+
+    q, _ = xp.linalg.qr(v)
+    vt = t(q)
+    zt = apply(vt)
+    for _ in range(max(0, min(steps, n - p))):  # the basis cannot outgrow the space
+        h = xp.matmul(vt, t(zt))
+        lam, s = xp.linalg.eigh((h + t(h)) / 2)
+        s1 = t(s[:, -1:])
+        r = xp.matmul(s1, zt) - lam[-1] * xp.matmul(s1, vt)
+        for _ in range(2):  # re-orthogonalised twice (float32)
+            r = r - xp.matmul(xp.matmul(r, t(vt)), vt)
+        nr = xp.sqrt(xp.sum(r * r))
+        ok = nr > RESIDUAL_FLOOR * lam[-1]  # else converged to the products' rounding: a zero row
+        r = xp.where(ok, r / xp.where(ok, nr, nr * 0 + 1), r * 0)
+        vt = xp.concatenate([vt, r])
+        zt = xp.concatenate([zt, apply(r)])
+    h = xp.matmul(vt, t(zt))
+    h = (h + t(h)) / 2
+    _lam, s = xp.linalg.eigh(h)
+    top = s[:, -p:]  # ascending: the top p, largest last
+    return t(xp.matmul(t(top), vt)), xp.matmul(xp.matmul(t(top), h), top)
 
 
 def _empty_like(a, n: int, k: int):
@@ -374,9 +409,14 @@ class Spectral:
         self.commit(v, sigma)
         return sigma
 
-    def step(self, w2):
-        """(next V, B B^T) of one iteration on w2 (a warm-up the first time)."""
-        return subspace_step(w2, self.start(w2), self.xp)
+    def step(self, w2, steps: int | None = None):
+        """(next V, a p x p matrix whose largest eigenvalue is sigma^2) of w2 on the device, no host sync (a
+        warm-up the first time): lanczos_fixed's `steps` (default settings.sigma_steps) Lanczos steps, or
+        with 0 one block power step (next V = B^T, B B^T)."""
+        steps = self.settings.sigma_steps if steps is None else steps
+        if not steps:
+            return subspace_step(w2, self.start(w2), self.xp)
+        return lanczos_fixed(w2, self.start(w2), steps, self.xp)
 
     def start(self, w2):
         """The vectors the snapshot's iteration on w2 starts from: the kept ones, else a warm-up's."""

@@ -78,6 +78,8 @@ class _Growing:
         self._more.append(v)
         self.n += 1
         self.last = v
+        if len(self._more) >= 4096:  # (a table never read - a scalar's - held ~70 bytes of objects a value)
+            _ = self.a  # (joins the list to the array)
 
     @property
     def a(self) -> np.ndarray:
