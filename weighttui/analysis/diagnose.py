@@ -386,8 +386,9 @@ class _Context:
         m = self.run.stat_matrix(kind, stat)[lo : self.n if hi is None else hi]
         return np.ascontiguousarray(m if cols is None else m[:, cols])
 
-    def add(self, rule: str, col: int | np.integer, row: int | np.integer, severity: str, message: str) -> None:
-        self.alerts.append(Alert(rule=rule, tensor=self.names[col], step=int(self.steps[row]),
+    def add(self, rule: str, col: int | np.integer, row: int | np.integer, severity: str, message: str,
+            step: int | None = None) -> None:
+        self.alerts.append(Alert(rule=rule, tensor=self.names[col], step=int(self.steps[row]) if step is None else step,
                                  severity=severity, message=message, advice=ADVICE[rule]))
 
     def first_present_row(self, col: int | np.integer) -> int:
@@ -482,6 +483,7 @@ def _rule_nonfinite(ctx: _Context) -> None:
             return rows, np.stack([nan[first, cols], inf[first, cols]], axis=1)
 
         rows, extra = ctx.first_event(rule, 0, 1, detect)
+        dated = _nonfinite_between_rows(ctx, kind, rows, extra)
         ctx.nonfinite[kind] = rows
         cols = np.nonzero(rows >= 0)[0]
         if not cols.size or rule in ctx.config.disabled:
@@ -505,7 +507,28 @@ def _rule_nonfinite(ctx: _Context) -> None:
                     "gradient alerts for it are held back while its gradients are not finite")
             ctx.add(rule, c, r0, severity,
                     f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen"
-                    f"{now}; {held}")
+                    f"{now}; {held}", step=dated.get(int(c)))
+
+
+def _nonfinite_between_rows(ctx: _Context, kind: str, rows: np.ndarray, extra: np.ndarray) -> dict[int, int]:
+    """A thinned row view (max_rows, or a replay position's RowsUpTo) leaves snapshots out: a NaN
+    in one of them only, finite again by the next row, is no row's. The run's first non-finite
+    snapshot per tensor at full resolution (RunData.first_nonfinite) corrects `rows` (in place:
+    the first row at or after it) and `extra` (its counts); returns {column: its step}."""
+    first_of = getattr(ctx.run, "first_nonfinite", None)
+    index = np.asarray(ctx.run.snapshot_index[: ctx.n])
+    if first_of is None or not index.size or int(index[-1]) == ctx.n - 1:
+        return {}  # every snapshot is a row: the rows are exact
+    first, nan, inf = first_of(kind, int(index[-1]))
+    first = first[: rows.size]
+    seen = np.where(rows >= 0, index[np.clip(rows, 0, index.size - 1)], -1)
+    earlier = np.flatnonzero((first >= 0) & ((seen < 0) | (first < seen)))
+    if not earlier.size:
+        return {}
+    steps, _epochs, _times = ctx.run.snapshot_meta(0, int(index[-1]) + 1)
+    rows[earlier] = np.minimum(np.searchsorted(index, first[earlier]), ctx.n - 1)
+    extra[earlier, 0], extra[earlier, 1] = nan[earlier], inf[earlier]
+    return {int(c): int(steps[first[c]]) for c in earlier}
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:

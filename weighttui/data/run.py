@@ -191,6 +191,7 @@ class RunData:
         self._dense: dict = {}
         self._fill_maps: dict = {}  # id(segment) -> where its entries go in the row view (_fill)
         self._members_cache: tuple | None = None  # (shown, lookup) of _members
+        self._nonfinite: dict = {}  # kind -> (run, snapshots scanned, first [T], nan [T], inf [T]): first_nonfinite
 
     # ------------------------------------------------------------- reading
 
@@ -625,6 +626,39 @@ class RunData:
         finally:
             self._fill_maps = maps
         return out
+
+    def first_nonfinite(self, kind: str, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per tensor column, the first of the run's snapshots 0..`upto` (default: all), at full
+        resolution, whose `kind` statistics count a NaN or Inf (-1 where none), and its NaN and
+        Inf counts there. A thinned row view (max_rows) may leave out the one snapshot that held
+        a NaN; the alerts read this so that it is never lost. Scanned once, extended as the run
+        grows (the result for a snapshot never changes)."""
+        run = self._run
+        t = 0 if run is None else len(run.tensors)
+        count = 0 if run is None else run.rows
+        upto = count - 1 if upto is None else min(int(upto), count - 1)
+        hit = self._nonfinite.get(kind)
+        if hit is None or hit[0] is not run:
+            hit = (run, 0, np.full(0, -1, dtype=np.int64), np.zeros(0), np.zeros(0))
+        _run, done, first, nan, inf = hit
+        if first.size < t:  # tensors declared since
+            grow = t - first.size
+            first = np.concatenate((first, np.full(grow, -1, dtype=np.int64)))
+            nan, inf = np.concatenate((nan, np.zeros(grow))), np.concatenate((inf, np.zeros(grow)))
+        if run is not None and self.has_kind(kind):
+            step = 4096  # snapshots per read: memory bounded on any run
+            for lo in range(done, upto + 1, step):
+                rows = np.arange(lo, min(lo + step, upto + 1), dtype=np.int64)
+                n_m, i_m = self._snapshots_stats(rows, [(kind, "nan"), (kind, "inf")])
+                with np.errstate(invalid="ignore"):
+                    bad = ((n_m > 0) | (i_m > 0)) & (first[: n_m.shape[1]] < 0)[None, :]
+                cols = np.flatnonzero(bad.any(axis=0))
+                at = np.argmax(bad[:, cols], axis=0)
+                first[cols], nan[cols], inf[cols] = rows[at], n_m[at, cols], i_m[at, cols]
+            done = max(done, upto + 1)
+        self._nonfinite[kind] = (run, done, first, nan, inf)
+        keep = (first >= 0) & (first <= upto)
+        return np.where(keep, first, -1)[:t], nan[:t], inf[:t]
 
     def upto_snapshot(self, index: int) -> RunData | RowsUpTo:
         """The rows as of the run's snapshot `index`, at full resolution near it: what is computed

@@ -249,6 +249,9 @@ class WeightApp(App[int]):
         # history from the log's index when it has one (built by open()/info or an earlier viewer):
         # the follower reads only what was appended since
         start = self.data.load_index()
+        # history taken from the index is new to the alerts too (a finished run's follower delivers
+        # nothing new after it: without this its alerts were never computed)
+        self._alerts_dirty = start is not None and self._diagnose is not None
         self._preview_latest(HEADER_SIZE if start is None else start.offset)
         self.follower = Follower(self.path, self.pump.wake, start=start, **self._follower_options)
         self.follower.start()  # reads while the overview is being mounted (the pump waits for it)
