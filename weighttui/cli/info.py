@@ -321,7 +321,8 @@ def print_info(run: RunData, alerts, out) -> None:
     if warn_events:
         w(f"\n  events ({len(warn_events)} warnings/errors):\n")
         for e in warn_events[:10]:
-            w(f"    step {e['step']}: [{inert(e['kind'])}] {inert(e['message'])}\n")
+            at = "" if e["step"] is None else f"step {e['step']}: "
+            w(f"    {at}[{inert(e['kind'])}] {inert(e['message'])}\n")
     if d["alerts"]:
         w(f"\n  alerts ({len(d['alerts'])}):\n")
         for a in d["alerts"]:  # alert texts quote names from the log

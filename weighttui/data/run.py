@@ -660,6 +660,16 @@ class RunData:
         except (KeyError, AttributeError):
             raise KeyError(f"no tensor named {name!r} in this run") from None
 
+    def _cols_named(self, name: str) -> list[int]:
+        """Every declaration's column of a name, oldest first: a tensor that changed shape
+        (a model rebuilt, a layer resized) is declared again under a new id, and a statistic
+        or histogram of it reads across all of them."""
+        latest = self._col(name)
+        run = self._r
+        if len(run.col_of_name) == len(run.tensors):  # no name declared twice
+            return [latest]
+        return [i for i, t in enumerate(run.tensors) if t.name == name]
+
     def _kind(self, kind: str):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -867,21 +877,23 @@ class RunData:
         Without start/stop: the rows of the row view; with them: every snapshot
         whose step lies in [start, stop), at full resolution.
         """
-        col = self._col(name)
+        cols = self._cols_named(name)
         stat = {v: k for k, v in EXPORT_NAMES.items()}.get(stat, stat)
         if kind is None:
             owners = [k for k in KINDS if stat in COLUMNS[k]]
             kind = "weights" if "weights" in owners or len(owners) != 1 else owners[0]
         self._kind(kind)
-        cols = COLUMNS[kind]
-        if stat not in cols:
+        if stat not in COLUMNS[kind]:
             raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
-        s = cols.index(stat)
+        s = COLUMNS[kind].index(stat)
         want = self._range(start, stop)
+        rows, values = _in_row_order([self._stat_rows(col, kind, s, want) for col in cols])
+        return self._r.steps.view[rows], values
+
+    def _stat_rows(self, col: int, kind: str, s: int, want) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, values) of statistic number `s` of one declaration's column."""
         present = self._entries("weights", col, want)
         rows = np.concatenate([e[4] for e in present]) if present else np.zeros(0, np.int64)
-        run = self._r
-        steps = run.steps.view[rows]
         values = np.full(rows.size, np.nan)
         got = self._entries(kind, col, want) if kind != "weights" else present
         if got:
@@ -889,7 +901,7 @@ class RunData:
             # (stat_take: without an index, only the frames of the rows wanted are read back)
             kvals = np.concatenate([stat_take(seg, s, a + np.flatnonzero(mask)) for seg, a, b, mask, _r in got])
             values[np.searchsorted(rows, krows)] = kvals
-        return steps, values
+        return rows, values
 
     def histograms(self, name: str, kind: str = "weights", *, start: int | None = None,
                    stop: int | None = None):
@@ -898,12 +910,14 @@ class RunData:
         Without start/stop: the rows of the row view; with them: every snapshot
         whose step lies in [start, stop).
         """
-        col = self._col(name)
         self._kind(kind)
-        got = [e for e in self._entries(kind, col, self._range(start, stop)) if e[0].counts is not None]
+        want = self._range(start, stop)
+        got = [e for col in self._cols_named(name) for e in self._entries(kind, col, want) if e[0].counts is not None]
         run = self._r
         if not got:
             return run.steps.view[:0].copy(), np.zeros(0), np.zeros(0), np.zeros((0, 0), dtype=np.uint32)
+        if len(got) > 1 and len(run.col_of_name) != len(run.tensors):  # declarations' entries interleave
+            got.sort(key=lambda e: int(e[4][0]) if e[4].size else -1)
         rows = np.concatenate([e[4] for e in got])
         # only the entries wanted (a store without an index reads each from its frame: data/store/fromlog.py)
         wanted = [(seg, a + np.flatnonzero(m)) for seg, a, _b, m, _r in got]
@@ -1081,6 +1095,16 @@ class RowsUpTo:
     @property
     def present(self) -> np.ndarray:
         return self._matrix(("weights", None), lambda: self._data.present)
+
+
+def _in_row_order(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, values) of several declarations of one name, merged in row order."""
+    if len(parts) == 1:
+        return parts[0]
+    rows = np.concatenate([p[0] for p in parts])
+    values = np.concatenate([p[1] for p in parts])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], values[order]
 
 
 def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:

@@ -64,6 +64,8 @@ class Recorder:
     elements only, False: none).
     """
 
+    GOES_ON = "training continues"  # what a write failure's message says happens next
+
     def __init__(
         self,
         path,
@@ -118,9 +120,9 @@ class Recorder:
         self.refused = 0  # snapshots refused at the call (their step went back)
         self._pid = os.getpid()
         self._epoch_copy: tuple | None = None  # (step, epoch, infos, copies): the latest call of a chosen epoch
-        self.registry = Registry(self.sample, self._lock)
+        self.registry = Registry(self.sample, self._lock, on_reshape=self._tensor_reshaped)
         self._plans: dict[tuple, tuple] = {}  # names -> (shapes and dtypes, registry.count, infos): _infos()
-        self.reporter = Reporter(event=self._report_event)
+        self.reporter = Reporter(event=self._report_event, goes_on=self.GOES_ON)
         self._numpy = NumpyStats(self.bins, self.delta_policy)
         # instrument columns of the numpy path (docs/instruments.md)
         chosen, settings = inst.parse_options(instruments)
@@ -536,6 +538,13 @@ class Recorder:
             self._put_frame(FrameType.EVENT, _event_payload(kind, message, level, step, tensor))
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "recording an event")
+
+    def _tensor_reshaped(self, old: TensorInfo, new: TensorInfo) -> None:
+        shape = "x".join(map(str, new.shape)) or "scalar"
+        was = "x".join(map(str, old.shape)) or "scalar"
+        self.event("tensor_reshaped", f"{new.name} changed shape from {was} to {shape}: a new declaration"
+                   f" (id {new.id}); its statistics and histograms read on across both, its samples and"
+                   " deltas start again", level="warning")
 
     def _report_event(self, kind: str, message: str, level: str) -> None:
         self.event(kind, message, level=level)

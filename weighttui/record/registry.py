@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,8 +28,10 @@ class Registry:
     declarations go out in the job that first needs them.
     """
 
-    def __init__(self, sample: int, lock: threading.Lock | None = None):
+    def __init__(self, sample: int, lock: threading.Lock | None = None,
+                 on_reshape: Callable[[TensorInfo, TensorInfo], None] | None = None):
         self.sample = int(sample)
+        self.on_reshape = on_reshape  # (old, new) of a name declared again with another shape
         self.lock = threading.Lock() if lock is None else lock
         self._by_name: dict[str, TensorInfo] = {}  # name -> latest declaration
         self._by_id: list[TensorInfo] = []  # id -> declaration
@@ -42,9 +45,9 @@ class Registry:
         """
         shape = tuple(int(d) for d in shape)
         with self.lock:
-            info = self._by_name.get(name)
-            if info is not None and info.shape == shape:
-                return info
+            old = self._by_name.get(name)
+            if old is not None and old.shape == shape:
+                return old
             size = int(np.prod(shape)) if shape else 1
             info = TensorInfo(
                 id=len(self._by_id), name=name,
@@ -55,7 +58,9 @@ class Registry:
             self._by_id.append(info)
             self._by_name[name] = info
             self.pending.append(info)
-            return info
+        if old is not None and self.on_reshape is not None:  # outside the lock: it writes an event
+            self.on_reshape(old, info)
+        return info
 
     @property
     def count(self) -> int:

@@ -18,9 +18,10 @@ EventSink = Callable[[str, str, str], None]
 class Reporter:
     """Says each problem once per key; `guard` runs a hook with that protection."""
 
-    def __init__(self, event: EventSink | None = None):
+    def __init__(self, event: EventSink | None = None, goes_on: str = "training continues"):
         self._event = event
         self._said: set[str] = set()
+        self.goes_on = goes_on  # what a failure message says happens next
 
     def once(self, key: str, message: str) -> bool:
         """Print `message` on stderr the first time `key` comes; True if it was printed now."""

@@ -393,9 +393,9 @@ class LogWriter:
         """A write problem: report once, stop writing, training goes on."""
         self.failed = True
         if isinstance(exc, (NotALogFile, LogBusy)):  # refused at the open: the reason says it all
-            message = f"weighttui: error: {exc}; training continues"
+            message = f"weighttui: error: {exc}; {self.reporter.goes_on}"
         else:
-            message = f"weighttui: error {doing} {self.path}: {exc}; recording stopped, training continues"
+            message = f"weighttui: error {doing} {self.path}: {exc}; recording stopped, {self.reporter.goes_on}"
         self.reporter.once("fail", message)
 
 

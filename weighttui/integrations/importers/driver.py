@@ -58,6 +58,10 @@ def default_threads() -> int:
     return max(1, min(4, n))
 
 
+class _ImportRecorder(Recorder):
+    GOES_ON = "the import stops"  # not "training continues": no training runs here
+
+
 class Rewritten(Exception):
     """The checkpoint's file changed while it was read in place: the rest of it is left out."""
 
@@ -202,7 +206,7 @@ class Importer:
         info = {"source": os.path.abspath(source), "kind": kind, "values": values,
                 "importer": f"weighttui {__version__}"}
         info.update(meta or {})
-        self.rec = Recorder(out, every=1, delta=False, bins=bins, sample=sample, mode=mode,
+        self.rec = _ImportRecorder(out, every=1, delta=False, bins=bins, sample=sample, mode=mode,
                             meta={"import": info}, framework=f"weighttui import ({kind})", queue_size=QUEUE)
         self.shapes: dict[str, tuple] = {}
         self.last_seen: dict[str, Reader] = {}  # tensor name -> reader of the last checkpoint holding it
