@@ -9,6 +9,8 @@ DTYPES: int  # how many dtype codes this build reads (4: float32, float16, bfloa
 EXTRAS: int  # 1: snapshot() takes `extras` (the instruments computed in its passes; absent in older builds)
 XCHUNK: int  # elements per chunk of a 32/64-bit tensor with extras (absent in older builds: 16384 there)
 BLOCK: int  # elements per block of a 16-bit tensor, widened to float32 (absent in older builds: 4096)
+JOINT_FACTOR: int  # tensors of at least JOINT_FACTOR * bins**2 elements count into one joint (value, delta) table
+ISA: str  # which build of the hot loops runs: "avx512f", "avx2" or "baseline" (chosen when the module loads)
 
 def snapshot(
     xs: Sequence[Buffer],

@@ -157,3 +157,39 @@ def test_jax_device_path_sigma_max_within_1e3_of_the_svd_at_every_snapshot(tmp_p
         assert len(err) == 7 and np.max(np.abs(err)) < 1e-3, (name, err)
         checked += len(err)
     assert checked == 21
+
+
+def test_keras_tf_ops_path_sigma_max_within_1e3_of_the_svd_at_every_snapshot(tmp_path):
+    """Keras WeightCallback stats="device" (TF ops, forced on the CPU), AdamW, a snapshot every 10
+    batches: kernels of 256 x 512 and 512 x 384 (Keras keeps them in x out)."""
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":  # pragma: no cover - another backend
+        pytest.skip("the TF-ops path needs the TensorFlow backend")
+    from weighttui.keras import WeightCallback
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+    teacher = rng.standard_normal((DIMS[0], DIMS[-1])).astype("float32")
+    x = rng.standard_normal((61 * 128, DIMS[0])).astype("float32")
+    y = (x @ teacher).argmax(1)
+    model = keras.Sequential([keras.Input((DIMS[0],))] + [
+        keras.layers.Dense(d, activation="relu" if k < len(DIMS) - 2 else None, name=f"l{k}")
+        for k, d in enumerate(DIMS[1:])])
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    path = tmp_path / "tf.wtui"
+    cb = WeightCallback(path, stats="device", every_batches=10, full_every=1, initial=False,
+                        instruments=["sigma"])
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=False, callbacks=[cb])
+    run = weighttui.open(path)
+    checked = 0
+    for name in run.tensor_names:
+        if len(run.tensor(name).shape) != 2:
+            continue
+        steps, sig = run.series(name, "sigma_max")
+        ref = np.array([inst.sigma_max_ref(run.weights(step=s)[name]) for s in steps.tolist()])
+        err = (ref - sig) / ref
+        assert len(err) >= 6 and np.max(np.abs(err)) < 1e-3, (name, err)
+        checked += 1
+    assert checked == 3

@@ -56,44 +56,30 @@ static uint64_t be(const unsigned char *p, int n) {
     return v;
 }
 
-/* the length of a map at the cursor (advanced past its header), -1 if not a map */
-static Py_ssize_t map_len(cur *c) {
+/* the length of a container at the cursor (advanced past its header), -1 if the cursor holds something else:
+ * `fix` is its fix-size family's high nibble, w16 / w32 its 16- and 32-bit length markers */
+static Py_ssize_t container_len(cur *c, unsigned char fix, unsigned char w16, unsigned char w32) {
     if (!need(c, 1))
         return -1;
     unsigned char b = *c->p;
-    if ((b & 0xf0) == 0x80) {
+    if ((b & 0xf0) == fix) {
         c->p++;
         return b & 0x0f;
     }
-    if (b == 0xde && need(c, 3)) {
+    if (b == w16 && need(c, 3)) {
         c->p += 3;
         return (Py_ssize_t)be(c->p - 2, 2);
     }
-    if (b == 0xdf && need(c, 5)) {
+    if (b == w32 && need(c, 5)) {
         c->p += 5;
         return (Py_ssize_t)be(c->p - 4, 4);
     }
     return -1;
 }
 
-static Py_ssize_t array_len(cur *c) {
-    if (!need(c, 1))
-        return -1;
-    unsigned char b = *c->p;
-    if ((b & 0xf0) == 0x90) {
-        c->p++;
-        return b & 0x0f;
-    }
-    if (b == 0xdc && need(c, 3)) {
-        c->p += 3;
-        return (Py_ssize_t)be(c->p - 2, 2);
-    }
-    if (b == 0xdd && need(c, 5)) {
-        c->p += 5;
-        return (Py_ssize_t)be(c->p - 4, 4);
-    }
-    return -1;
-}
+static Py_ssize_t map_len(cur *c) { return container_len(c, 0x80, 0xde, 0xdf); }
+
+static Py_ssize_t array_len(cur *c) { return container_len(c, 0x90, 0xdc, 0xdd); }
 
 /* a str at the cursor: its bytes (not checked as UTF-8 here), or 0 if not a str */
 static int str_at(cur *c, const unsigned char **s, Py_ssize_t *n) {
