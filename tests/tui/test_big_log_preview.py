@@ -214,3 +214,45 @@ async def test_before_the_overview_only_quit_works(tmp_path, tui):
         assert type(app.screen).__name__ == "StartScreen" and len(app.screen_stack) == 1
         await pilot.press("q")
     assert app.return_code == 0 and app._data is None and app.follower is None
+
+
+async def test_a_walk_over_its_deadline_says_the_latest_follows(tmp_path, tui, preview_any_size, monkeypatch):
+    """A huge log whose header walk gives up (a 10 GiB log: over 0.5 s), with nowhere to write an index
+    (a read-only directory and cache): read from its start, the first screen shows an early step and
+    says so (LOADING, `indexing N%, the latest follows`), then moves to the latest once read."""
+    import os
+    import stat
+
+    import weighttui.data.latest as latest
+
+    monkeypatch.setattr(latest, "latest_frames", lambda path, **kw: None)  # the walk's deadline passed
+    logs = tmp_path / "ro"
+    logs.mkdir()
+    path = logs / "big.wtui"
+    tui.fixed_log(path, STEPS)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    os.chmod(cache, stat.S_IRUSR | stat.S_IXUSR)
+    os.chmod(logs, stat.S_IRUSR | stat.S_IXUSR)
+    last = (STEPS - 1) * 10
+    try:
+        app = HeldApp(path, mode="watch", alerts=False, follower_options={"chunk_bytes": 16 * 1024})
+        async with app.run_test(size=(120, 30)) as pilot:
+            await tui.wait_until(pilot, lambda: len(app.held) >= 2, what="deliveries queued")
+            assert app._building is None  # no preview
+            WeightApp._ingest(app, app.held.pop(0))  # the first part of the log read
+            app.pump.refresh_now()
+            await pilot.pause()
+            lines = header_lines(app)
+            assert 0 < app.data.snapshot_count < STEPS and f"step {last} " not in lines[1] + " ", lines
+            assert "LOADING" in lines[0] and "%, the latest follows" in lines[1], lines
+            app.release()
+            await tui.wait_until(pilot, lambda: app.loading is None, what="read")
+            await pilot.pause(0.2)
+            lines = header_lines(app)
+            assert f"step {last} " in lines[1] + " " and "follows" not in lines[1], lines
+            assert app.data.snapshot_count == STEPS and app.data.index_path is None
+    finally:
+        os.chmod(logs, stat.S_IRWXU)
+        os.chmod(cache, stat.S_IRWXU)

@@ -91,6 +91,10 @@ def header_text(view: RunView) -> Text:
         line2.append(f"  indexing {view.loading:.0%}", style="bold cyan")
         if view.previewing:
             line2.append(", history follows", style="cyan")  # the latest snapshots are shown meanwhile
+        elif view.mode == "watch" and view.position is None:
+            # read from its start (no preview: a walk over its deadline on a huge log, a damaged
+            # header): the step shown is how far the reading got, not the run's latest
+            line2.append(", the latest follows", style="cyan")
     parts = []
     rate = view.snapshot_rate
     if rate is not None:
