@@ -333,9 +333,11 @@ _RECORD_NAME = {int(t): name for t, name in RECORD_NAMES.items()}  # (FrameType(
 
 
 def event_to_json(ev: EventRecord) -> list:
-    return [ev.step, ev.time, ev.level, ev.kind, ev.message, ev.tensor]
+    # (where, index: a nan_origin event's kind and flat index, which info and the alerts name)
+    return [ev.step, ev.time, ev.level, ev.kind, ev.message, ev.tensor, ev.where, ev.index]
 
 
 def event_from_json(v: list) -> EventRecord:
-    step, t, level, kind, message, tensor = v
-    return EventRecord(step=step, time=t, level=level, kind=kind, message=message, tensor=tensor)
+    step, t, level, kind, message, tensor, where, index = v
+    return EventRecord(step=step, time=t, level=level, kind=kind, message=message, tensor=tensor,
+                       where=where, index=index)

@@ -66,7 +66,9 @@ from .columns import (
 )
 from .fromlog import snapshot_at
 
-INDEX_VERSION = 2  # 2: stand-ins for what a segment holds in less space (columns.compact)
+# 2: stand-ins for what a segment holds in less space (columns.compact); 3: events keep a nan_origin
+# event's where/index (an older index lost them: rebuilt)
+INDEX_VERSION = 3
 # Logs smaller than this are read in milliseconds: no index is written for them
 # (it would only litter directories of small logs, e.g. test data).
 MIN_LOG_BYTES = 1 << 20
