@@ -483,7 +483,7 @@ def _rule_nonfinite(ctx: _Context) -> None:
             return rows, np.stack([nan[first, cols], inf[first, cols]], axis=1)
 
         rows, extra = ctx.first_event(rule, 0, 1, detect)
-        dated = _nonfinite_between_rows(ctx, kind, rows, extra)
+        rows, extra, dated = _nonfinite_between_rows(ctx, kind, rows, extra)
         ctx.nonfinite[kind] = rows
         cols = np.nonzero(rows >= 0)[0]
         if not cols.size or rule in ctx.config.disabled:
@@ -510,25 +510,29 @@ def _rule_nonfinite(ctx: _Context) -> None:
                     f"{now}; {held}", step=dated.get(int(c)))
 
 
-def _nonfinite_between_rows(ctx: _Context, kind: str, rows: np.ndarray, extra: np.ndarray) -> dict[int, int]:
+def _nonfinite_between_rows(ctx: _Context, kind: str, rows: np.ndarray,
+                            extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
     """A thinned row view (max_rows, or a replay position's RowsUpTo) leaves snapshots out: a NaN
     in one of them only, finite again by the next row, is no row's. The run's first non-finite
-    snapshot per tensor at full resolution (RunData.first_nonfinite) corrects `rows` (in place:
-    the first row at or after it) and `extra` (its counts); returns {column: its step}."""
+    snapshot per tensor at full resolution (RunData.first_nonfinite) corrects `rows` (to the first
+    row at or after it) and `extra` (its counts): (rows, extra, {column: its step}), copies (the
+    rule's history keeps what the rows alone decided)."""
     first_of = getattr(ctx.run, "first_nonfinite", None)
     index = np.asarray(ctx.run.snapshot_index[: ctx.n])
     if first_of is None or not index.size or int(index[-1]) == ctx.n - 1:
-        return {}  # every snapshot is a row: the rows are exact
+        return rows, extra, {}  # every snapshot is a row: the rows are exact
     first, nan, inf = first_of(kind, int(index[-1]))
     first = first[: rows.size]
     seen = np.where(rows >= 0, index[np.clip(rows, 0, index.size - 1)], -1)
     earlier = np.flatnonzero((first >= 0) & ((seen < 0) | (first < seen)))
     if not earlier.size:
-        return {}
+        return rows, extra, {}
     steps, _epochs, _times = ctx.run.snapshot_meta(0, int(index[-1]) + 1)
+    rows = rows.copy()
+    extra = extra.copy() if extra.shape[1] >= 2 else np.full((rows.size, 2), np.nan)  # (no row decided yet)
     rows[earlier] = np.minimum(np.searchsorted(index, first[earlier]), ctx.n - 1)
     extra[earlier, 0], extra[earlier, 1] = nan[earlier], inf[earlier]
-    return {int(c): int(steps[first[c]]) for c in earlier}
+    return rows, extra, {int(c): int(steps[first[c]]) for c in earlier}
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:
