@@ -119,3 +119,33 @@ async def test_the_app_names_them_at_the_end_and_after_them_in_replay(nan_once, 
         await tui.wait_until(pilot, lambda: not app._alerts_dirty, what="the alerts at the position")
         await pilot.pause()
         assert named(app.alerts) == EXPECTED
+
+
+async def test_a_live_run_names_it_after_the_row_view_thinned_it_away(tmp_path, tui):
+    """While the run is being written: a NaN at one snapshot, then enough snapshots that the row view
+    (16 rows) halves past it, the run still live (no end record): the alert is there, dated at it."""
+    path = tmp_path / "live.wtui"
+    rng = np.random.default_rng(9)
+    w = rng.normal(size=(4, 4))
+    rec = Recorder(path, every=1, bins=8, sample=0, instruments=False, queue_size=1 << 14)
+    app = WeightApp(str(path), mode="watch", max_rows=16)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            for step in range(400):
+                shown = w + step * 1e-3
+                if step == 201:
+                    shown = shown.copy()
+                    shown[2, 2] = np.nan
+                rec.snapshot(step, {"a.weight": shown})
+                if step % 100 == 99:
+                    assert rec.drain(10)
+                    await pilot.pause(0.05)
+            assert rec.drain(10)
+            await tui.wait_until(pilot, lambda: app.data.snapshot_count == 400, timeout=30, what="every snapshot")
+            assert app.data.end is None and 201 not in app.data.snapshot_index.tolist()
+            want = {("nonfinite", "a.weight", 201)}
+            await tui.wait_until(pilot, lambda: named(app.alerts) == want, timeout=30, what="the alert, live")
+            [alert] = [a for a in app.alerts if a.rule == "nonfinite"]
+            assert "finite again at step 399" in alert.message
+    finally:
+        rec.close()
