@@ -274,3 +274,29 @@ def test_blocked_writer_drops_and_counts(tmp_path, baseline, capfd, monkeypatch)
     dropped_events = [e for e in data.events if e.kind == "dropped"]
     assert dropped_events and dropped_events[0].level == "warning"
     assert str(rec.dropped) in dropped_events[-1].message
+
+
+def test_a_snapshot_in_the_log_counts_as_written_when_a_later_frame_of_its_job_fails(tmp_path, monkeypatch, capfd):
+    """A snapshot's frame reached the log, then its scalars frame failed: the log holds it, so it is
+    counted written, not dropped (the full suite under load hit this as 12 snapshots read, 11 written)."""
+    import weighttui.record.writer as writer_module
+    from weighttui.log.format import FrameType
+
+    real = writer_module.encode_frame
+
+    def encode(ftype, payload):
+        if ftype == FrameType.SCALARS and payload.get("step") == 3:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(ftype, payload)
+
+    monkeypatch.setattr(writer_module, "encode_frame", encode)
+    path = tmp_path / "run.wtui"
+    rec = Recorder(path)
+    for step in range(6):
+        rec.snapshot(step, {"w": np.full(4, float(step), np.float32)}, scalars={"loss": 1.0 / (step + 1)})
+    rec.close()
+    monkeypatch.undo()
+    assert len(error_lines(capfd.readouterr().err)) == 1
+    data = weighttui.open(path)
+    assert data.snapshot_count == rec.written == 4
+    assert rec.written + rec.dropped == 6

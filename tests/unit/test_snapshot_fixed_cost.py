@@ -98,8 +98,10 @@ def test_a_tensor_that_changes_shape_or_dtype_is_declared_again(tmp_path):
     assert run.n == 5
     assert [t.shape for t in run.tensors if t.name == "a"] == [(12,), (3, 4), (12,)]  # ids never reused
     assert [t.shape for t in run.tensors if t.name == "b"] == [(5,)]
-    steps, hi = run.series("a", "max")  # the latest declaration of "a"
-    assert steps.tolist() == [4] and hi.tolist() == pytest.approx([5.0])
+    steps, hi = run.series("a", "max")  # across every declaration of "a" (docs/core.md)
+    assert steps.tolist() == [0, 1, 2, 3, 4] and hi.tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert run.tensor("a").shape == (12,)  # the latest declaration
+    assert [e.kind for e in run.events].count("tensor_reshaped") == 2
     assert run.series("b", "max")[1].tolist() == pytest.approx([float(a[4])])
 
 

@@ -239,6 +239,7 @@ class LogWriter:
             if job.snapshot is not None:
                 self._dropped_write += 1
             return
+        written = self.written
         try:
             self._check_file()
             self._write_job(job)
@@ -247,7 +248,7 @@ class LogWriter:
                 os.fsync(self._fd())
                 self._last_fsync = time.monotonic()
         except Exception as exc:  # whatever stops the writing stops only the writing
-            if job.snapshot is not None:
+            if job.snapshot is not None and self.written == written:  # its frame did not reach the log
                 self._dropped_write += 1
             self._fail(exc, "writing the log")
 
@@ -288,16 +289,16 @@ class LogWriter:
             self._declared.extend(job.declarations)
         if job.snapshot is not None:
             out.append(encode_frame(FrameType.SNAPSHOT, encode_snapshot(job.snapshot)))
-        for ftype, payload in job.frames:
-            out.append(encode_frame(ftype, payload))
         for frame in out:
             self._write(frame)
+        if job.snapshot is not None:  # in the log now, whatever happens to the frames after it
+            self.written += 1
+        for ftype, payload in job.frames:
+            self._write(encode_frame(ftype, payload))
         for step, epoch, info, value in job.values:
             for pieces in values_frames(step, epoch, info, value):
                 for piece in pieces:  # the data piece is a view of the values (no copy)
                     self._write(piece)
-        if job.snapshot is not None:
-            self.written += 1
 
     def _report_drops(self) -> None:
         dropped = self.dropped
