@@ -81,27 +81,27 @@ static Py_ssize_t map_len(cur *c) { return container_len(c, 0x80, 0xde, 0xdf); }
 
 static Py_ssize_t array_len(cur *c) { return container_len(c, 0x90, 0xdc, 0xdd); }
 
-/* a str at the cursor: its bytes (not checked as UTF-8 here), or 0 if not a str */
-static int str_at(cur *c, const unsigned char **s, Py_ssize_t *n) {
-    if (!need(c, 1))
-        return 0;
+/* the header of a str or bin whose 8-, 16- and 32-bit length markers are m8, m8 + 1, m8 + 2 (one byte is
+ * at the cursor): its size h and the length it gives; 0 if the cursor holds another marker or is cut short */
+static int sized_header(cur *c, unsigned char m8, Py_ssize_t *h, Py_ssize_t *len) {
     unsigned char b = *c->p;
-    Py_ssize_t h, len;
-    if ((b & 0xe0) == 0xa0) {
-        h = 1;
-        len = b & 0x1f;
-    } else if (b == 0xd9 && need(c, 2)) {
-        h = 2;
-        len = c->p[1];
-    } else if (b == 0xda && need(c, 3)) {
-        h = 3;
-        len = (Py_ssize_t)be(c->p + 1, 2);
-    } else if (b == 0xdb && need(c, 5)) {
-        h = 5;
-        len = (Py_ssize_t)be(c->p + 1, 4);
+    if (b == m8 && need(c, 2)) {
+        *h = 2;
+        *len = c->p[1];
+    } else if (b == m8 + 1 && need(c, 3)) {
+        *h = 3;
+        *len = (Py_ssize_t)be(c->p + 1, 2);
+    } else if (b == m8 + 2 && need(c, 5)) {
+        *h = 5;
+        *len = (Py_ssize_t)be(c->p + 1, 4);
     } else {
         return 0;
     }
+    return 1;
+}
+
+/* the bytes after a header of size h, len of them (the cursor advanced past them); 0 if cut short */
+static int sized_body(cur *c, Py_ssize_t h, Py_ssize_t len, const unsigned char **s, Py_ssize_t *n) {
     if (!need(c, h + len))
         return 0;
     *s = c->p + h;
@@ -110,29 +110,25 @@ static int str_at(cur *c, const unsigned char **s, Py_ssize_t *n) {
     return 1;
 }
 
-static int bin_at(cur *c, const unsigned char **s, Py_ssize_t *n) {
+/* a str at the cursor: its bytes (not checked as UTF-8 here), or 0 if not a str */
+static int str_at(cur *c, const unsigned char **s, Py_ssize_t *n) {
+    Py_ssize_t h, len;
     if (!need(c, 1))
         return 0;
-    unsigned char b = *c->p;
-    Py_ssize_t h, len;
-    if (b == 0xc4 && need(c, 2)) {
-        h = 2;
-        len = c->p[1];
-    } else if (b == 0xc5 && need(c, 3)) {
-        h = 3;
-        len = (Py_ssize_t)be(c->p + 1, 2);
-    } else if (b == 0xc6 && need(c, 5)) {
-        h = 5;
-        len = (Py_ssize_t)be(c->p + 1, 4);
-    } else {
+    if ((*c->p & 0xe0) == 0xa0) {  /* fixstr */
+        h = 1;
+        len = *c->p & 0x1f;
+    } else if (!sized_header(c, 0xd9, &h, &len)) {
         return 0;
     }
-    if (!need(c, h + len))
+    return sized_body(c, h, len, s, n);
+}
+
+static int bin_at(cur *c, const unsigned char **s, Py_ssize_t *n) {
+    Py_ssize_t h, len;
+    if (!need(c, 1) || !sized_header(c, 0xc4, &h, &len))
         return 0;
-    *s = c->p + h;
-    *n = len;
-    c->p += h + len;
-    return 1;
+    return sized_body(c, h, len, s, n);
 }
 
 static int is_nil(cur *c) {
