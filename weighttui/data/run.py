@@ -946,11 +946,12 @@ class RunData:
         """
         self._kind(kind)
         want = self._range(start, stop)
-        got = [e for col in self._cols_named(name) for e in self._entries(kind, col, want) if e[0].counts is not None]
+        cols = self._cols_named(name)
+        got = [e for col in cols for e in self._entries(kind, col, want) if e[0].counts is not None]
         run = self._r
         if not got:
             return run.steps.view[:0].copy(), np.zeros(0), np.zeros(0), np.zeros((0, 0), dtype=np.uint32)
-        if len(got) > 1 and len(run.col_of_name) != len(run.tensors):  # declarations' entries interleave
+        if len(cols) > 1:  # several declarations of the name: their entries in row order
             got.sort(key=lambda e: int(e[4][0]) if e[4].size else -1)
         rows = np.concatenate([e[4] for e in got])
         # only the entries wanted (a store without an index reads each from its frame: data/store/fromlog.py)
