@@ -110,8 +110,13 @@ def test_raw_rows_are_finished_on_the_writer_thread(tmp_path, monkeypatch):
     threads = []
     if kernel.can_finish():  # the C finishing (kernel.finish), weights rows (delta=False)
         real = kernel.finish
-        monkeypatch.setattr(kernel, "finish", lambda raw, delta, bins: (
-            delta or threads.append(threading.current_thread().name)) and real(raw, delta, bins) or real(raw, delta, bins))
+
+        def finish(raw, delta, bins):
+            if not delta:
+                threads.append(threading.current_thread().name)
+            return real(raw, delta, bins)
+
+        monkeypatch.setattr(kernel, "finish", finish)
     else:
         real_rows = numpy_path.weight_rows
         monkeypatch.setattr(numpy_path, "weight_rows",
