@@ -507,13 +507,11 @@ class WeightCallback(keras.callbacks.Callback):
         before = self.step
         # `batch` is the last batch done (several per call with steps_per_execution)
         self.step = self._epoch_base + int(batch) + 1
-        if self.every_batches is not None:
-            self._guard("recording a batch", self._batch_end, before, int(batch), logs)
-
-    def _batch_end(self, before, batch, logs):
         n = self.every_batches
-        if self.step // n == before // n:
-            return
+        if n is not None and self.step // n != before // n:  # (checked here: most batches are not recorded)
+            self._guard("recording a batch", self._batch_end, int(batch), logs)
+
+    def _batch_end(self, batch, logs):
         steps = (self.params or {}).get("steps")
         epoch = self._epoch
         if steps and batch + 1 >= steps and epoch is not None and self._epoch_wanted(epoch):

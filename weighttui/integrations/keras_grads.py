@@ -346,9 +346,13 @@ class GradientTap:
     def batch_begin(self, wanted: bool) -> None:
         """Before a batch: whether this callback wants its gradients (others may want them too)."""
         self._fresh = False
-        self.wanted = bool(wanted) and self.attached
-        self.capture._gen += 1
-        self.capture._outputs = None  # the reads alias the variables: held, the next update would copy them
+        wanted = bool(wanted) and self.attached
+        cap = self.capture
+        cap._gen += 1
+        if not (wanted or self.wanted or cap._want) and cap._outputs is None and cap._eager is None:
+            return  # not wanted now nor before, by any tap: fit's own train function runs on, nothing to drop
+        self.wanted = wanted
+        cap._outputs = None  # the reads alias the variables: held, the next update would copy them
         if self.attached:
             # every tap has taken the last batch's gradients by now (on_train_batch_end and
             # on_epoch_end of all callbacks run before the next batch begins)
