@@ -162,6 +162,29 @@ def snapshot_at(fd: int, run: RunState, row: int):
     return s
 
 
+def read_back(seg: Segment, back: _Back, bins: int | None, with_samples: bool, dtype=np.uint32) -> Segment:
+    """A segment sealed without its histograms and samples (merge(heavy=False)) with FromLog stand-ins
+    for them: read back from the log through `back` (dtype: what its counts read as)."""
+    n = seg.entries
+    if bins is not None:
+        seg.counts = FromLog(back, "counts", n, bins, dtype)
+        # the edges too, even where they repeat min/max (an Alias would give them without a read):
+        # an entry whose frame no longer reads back is then absent (NaN edges, no counts), as
+        # histograms() leaves out a snapshot without one, not an empty histogram
+        seg.lo, seg.hi = FromLog(back, "lo", n), FromLog(back, "hi", n)
+    if with_samples and seg.soff is not None:
+        seg.samples = FromLog(back, "samples", int(seg.part("soff", n, n + 1)[0]), 0, np.float32)
+    return seg
+
+
+def lagging_segment(back: _Back, parts, row0, row1, nstats, bins, with_samples, edges) -> Segment:
+    """columns.sealed_segment without the histograms and samples, which are read back from the log
+    (an index whose histogram part lags its statistics: `weighttui info`, docs/store.md). Their
+    counts read as uint32, as RunData.histograms gives them."""
+    return read_back(compact(merge(parts, row0, row1, nstats, bins, with_samples, heavy=False), edges), back,
+                     bins, with_samples)
+
+
 class LogSource:
     """The `spill` of a store with no index (builder.RunState.seal): seals groups without their
     histograms and samples, and reads those back from the log when a query asks for them."""
@@ -203,6 +226,8 @@ class LogSource:
 
     def _seal(self, run, kind, parts, row0, row1, nstats, bins, with_samples, edges) -> Segment:
         seg = compact(merge(parts, row0, row1, nstats, bins, with_samples, heavy=False), edges)
+        dtype = count_dtype(*(p["counts"] for p in parts if p.get("counts") is not None)) if bins is not None \
+            else None
         # a column kept as it is would be a view holding the whole [statistics, entries] array
         # (constant columns included): each is copied out
         seg.stats = [c.copy() if isinstance(c, np.ndarray) and c.base is not None else c for c in seg.stats]
@@ -210,16 +235,7 @@ class LogSource:
         back = _Back(self, run, kind)
         _keep_resident(seg, seg.stats)
         seg.stats = [_Stat(back, s, n) for s in range(len(seg.stats))]
-        if bins is not None:
-            dtype = count_dtype(*(p["counts"] for p in parts if p.get("counts") is not None))
-            seg.counts = FromLog(back, "counts", n, bins, dtype)
-            # the edges too, even where they repeat min/max (an Alias would give them without a read):
-            # an entry whose frame no longer reads back is then absent (NaN edges, no counts), as
-            # histograms() leaves out a snapshot without one, not an empty histogram
-            seg.lo, seg.hi = FromLog(back, "lo", n), FromLog(back, "hi", n)
-        if with_samples and seg.soff is not None:
-            seg.samples = FromLog(back, "samples", int(seg.part("soff", n, n + 1)[0]), 0, np.float32)
-        return seg
+        return read_back(seg, back, bins, with_samples, dtype)
 
     # ------------------------------------------------------------ reading back
 

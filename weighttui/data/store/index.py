@@ -56,6 +56,7 @@ from .columns import (
     Alias,
     Const,
     FileArray,
+    FromLog,
     KindColumns,
     Runs,
     Segment,
@@ -64,11 +65,14 @@ from .columns import (
     Uniform,
     sealed_segment,
 )
-from .fromlog import snapshot_at
+from .fromlog import LogSource, _Back, lagging_segment, snapshot_at
 
 # 2: stand-ins for what a segment holds in less space (columns.compact); 3: events keep a nan_origin
-# event's where/index (an older index lost them: rebuilt)
-INDEX_VERSION = 3
+# event's where/index (an older index lost them: rebuilt); 4: a group's histograms and samples may be
+# left in the log ({"fromlog": ...}: the histogram part lags the statistics, `weighttui info`).
+# Version 3 is read as it is (it has no such groups); an older reader rebuilds a version 4 index.
+INDEX_VERSION = 4
+_READS = (3, 4)
 # Logs smaller than this are read in milliseconds: no index is written for them
 # (it would only litter directories of small logs, e.g. test data).
 MIN_LOG_BYTES = 1 << 20
@@ -499,9 +503,13 @@ class Spiller:
 
     MAX_PENDING = 1  # groups written while the next one is sealed: memory for about two groups
 
-    def __init__(self, directory: str, log: str):
+    def __init__(self, directory: str, log: str, histograms: bool = True):
         self.directory = directory
         self.log = log
+        # histograms=False: groups are sealed and written without their histograms and samples, which
+        # are read back from the log (fromlog.lagging_segment) until a reader indexes them (`info`)
+        self.histograms = histograms
+        self.source = LogSource(log)  # (opens the log only when something is read back)
         self.gen = f"{int(time.time() * 1000):x}{os.getpid():x}{os.urandom(3).hex()}"
         self._pending: deque = deque()  # (future of (ref, error), run, group), oldest first
 
@@ -513,14 +521,22 @@ class Spiller:
         name = f"{self.gen}-r{run.offset}-{row0}.seg"
         pool = INDEX_WRITER.executor()
         kinds: dict | Future
+        if not self.histograms:
+            source = self.source
+
+            def seal() -> dict:
+                return {k: lagging_segment(_Back(source, run, k), *job) for k, job in jobs.items()}
+        else:
+            def seal() -> dict:
+                return {k: sealed_segment(*job) for k, job in jobs.items()}
         if len(self._pending) >= self.MAX_PENDING:
             # The writer is behind: this thread seals the group (rather than wait for it), then waits
             # for the oldest write only. On two cores the parsing and the writing then share out the
             # sealing as their speeds need (the C transposes run without the GIL).
-            kinds = {k: sealed_segment(*job) for k, job in jobs.items()}
+            kinds = seal()
             self.settle(wait=True)
         else:
-            kinds = pool.submit(lambda: {k: sealed_segment(*job) for k, job in jobs.items()})
+            kinds = pool.submit(seal)
         g = Group(row0, row1, kinds)
         self._pending.append((pool.submit(self._write, g, name), run, g))
         return g
@@ -545,7 +561,7 @@ class Spiller:
                 if ref is None:
                     raise OSError("not written")
                 files = _Files(self.directory, {ref["tmp"]: ref["info"]})
-                kinds = {k: _segment_in(files, arrays, g.row0, g.row1, ref["tmp"])
+                kinds = {k: _segment_in(files, arrays, g.row0, g.row1, ref["tmp"], _Back(self.source, run, k))
                          for k, arrays in ref["kinds"].items()}
             except Exception:  # the group stays in memory, written by the next save
                 if ref is not None:
@@ -562,14 +578,14 @@ class Spiller:
                 seg.on_damage = _repair(run, g, self.log)
 
 
-def spiller_for(path: str, size: int) -> Spiller | None:
+def spiller_for(path: str, size: int, histograms: bool = True) -> Spiller | None:
     if size < MIN_LOG_BYTES:
         return None
     try:
         directory = _dir_for_writing(path)
     except OSError:
         return None
-    return None if directory is None else Spiller(directory, path)
+    return None if directory is None else Spiller(directory, path, histograms)
 
 
 def _run_json(run: RunState, groups: list, w: _Writer) -> dict:
@@ -671,7 +687,7 @@ def _read_manifest(directory: str) -> dict | None:
             m = json.loads(fh.read(1 << 30))
     except (OSError, ValueError):
         return None
-    return m if isinstance(m, dict) and m.get("weighttui_index") == INDEX_VERSION else None
+    return m if isinstance(m, dict) and m.get("weighttui_index") in _READS else None
 
 
 def load_index(path: str, fd: int, st) -> tuple[LogIndex, str] | None:
@@ -702,12 +718,13 @@ def _load(directory: str, m: dict, fd: int, path: str) -> LogIndex:
     store.size = int(m["size"])
     store.corruptions = [(int(o), str(r)) for o, r in m["corruptions"]]
     store.unknown_frames = int(m["unknown_frames"])
+    source = LogSource(path)  # (what a group whose histograms lag reads them back through)
     for rj in m["runs"]:
-        store.runs.append(_load_run(rj, files, fd, path))
+        store.runs.append(_load_run(rj, files, fd, path, source))
     return store
 
 
-def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
+def _load_run(rj: dict, files: _Files, fd: int, path: str, source: LogSource) -> RunState:
     if rj["placeholder"]:
         run = RunState(RunRecord(run_id="", created=0.0), int(rj["offset"]), run_offset_valid=False)
     else:
@@ -766,7 +783,7 @@ def _load_run(rj: dict, files: _Files, fd: int, path: str) -> RunState:
         for k, arrays in gj["kinds"].items():
             if k not in KINDS:
                 raise _Unusable("unknown kind")
-            seg = _segment_in(files, arrays, row0, row1)
+            seg = _segment_in(files, arrays, row0, row1, back=_Back(source, run, k))
             e = seg.entries
             if seg.width > len(COLUMNS[k]) or any(_shape(c) != (e,) for c in [seg.cols, *seg.stats]):
                 raise _Unusable("segment shapes do not match")
@@ -809,6 +826,8 @@ def _ref_out(w: _Writer, arr):
     if isinstance(arr, Split):
         return {"split": [None if p is None else _ref_out(w, p) for p in arr.parts], "cls": _ref_out(w, arr.cls),
                 "at": _ref_out(w, arr.at), "n": arr.n, "bins": arr.bins, "dtype": arr.dtype.str}
+    if isinstance(arr, FromLog):  # (histograms and samples not indexed yet: read back from the log)
+        return {"fromlog": arr.field, "n": arr.n, "bins": arr.bins, "dtype": arr.dtype.str}
     if isinstance(arr, FileArray):  # (a group is written from memory; read it whole if not)
         data = arr.read(0, arr.nbytes)
         if data is None:
@@ -817,13 +836,23 @@ def _ref_out(w: _Writer, arr):
     return w.add(arr)
 
 
-def _ref_in(files: _Files, ref, fname: str | None = None):
-    """A stored array or stand-in from its manifest reference (the inverse of _ref_out)."""
+_FROMLOG = {"lo": ("<f8",), "hi": ("<f8",), "counts": ("|u1", "<u2", "<u4"), "samples": ("<f4",)}
+
+
+def _ref_in(files: _Files, ref, fname: str | None = None, back: _Back | None = None):
+    """A stored array or stand-in from its manifest reference (the inverse of _ref_out); back: what a
+    part left in the log is read back through."""
     if isinstance(ref, list):
         return files.array(ref, fname)
     if not isinstance(ref, dict) or not isinstance(ref.get("n"), int) or ref["n"] < 0:
         raise _Unusable("bad array reference")
     n = ref["n"]
+    if "fromlog" in ref:
+        field, bins = ref["fromlog"], ref.get("bins")
+        if back is None or ref.get("dtype") not in _FROMLOG.get(field, ()) or not isinstance(bins, int) \
+                or (bins <= 0) != (field != "counts"):
+            raise _Unusable("bad fromlog reference")
+        return FromLog(back, field, n, bins, ref["dtype"])
     if isinstance(ref.get("const"), int) and -(2**63) <= ref["const"] < 2**63:
         return Const(ref["const"], n)
     if isinstance(ref.get("uniform"), int) and ref["uniform"] >= 0:
@@ -856,22 +885,29 @@ def _ref_in(files: _Files, ref, fname: str | None = None):
 
 
 def _shape(arr) -> tuple:
-    if isinstance(arr, Split):
+    if isinstance(arr, Split) or isinstance(arr, FromLog) and arr.field == "counts":
         return (arr.n, arr.bins)
     return (arr.n,) if isinstance(arr, VIRTUAL) else tuple(arr.shape)
 
 
-def _segment_in(files: _Files, arrays: dict, row0: int, row1: int, fname: str | None = None) -> Segment:
+def _segment_in(files: _Files, arrays: dict, row0: int, row1: int, fname: str | None = None,
+                back: _Back | None = None) -> Segment:
     if not isinstance(arrays, dict) or not isinstance(arrays.get("stats"), list):
         raise _Unusable("bad segment")
-    a = {name: ([_ref_in(files, r, fname) for r in ref] if name == "stats" else _ref_in(files, ref, fname))
+    a = {name: ([_ref_in(files, r, fname) for r in ref] if name == "stats"
+                else _ref_in(files, ref, fname, back if name in _FROMLOG else None))
          for name, ref in arrays.items()}
     if any(isinstance(c, VIRTUAL) and not isinstance(c, Const) for c in a["stats"]):
         raise _Unusable("bad statistic column")
+    if any(isinstance(x, FromLog) and x.field != name for name, x in a.items()) \
+            or isinstance(a.get("counts"), FromLog) != isinstance(a.get("lo"), FromLog) \
+            or isinstance(a.get("lo"), FromLog) != isinstance(a.get("hi"), FromLog):
+        raise _Unusable("bad fromlog reference")
     counts = a.get("counts")
     if isinstance(counts, Split) and (not isinstance(a["cols"], Runs) or _shape(counts.cls) != _shape(a["cols"].cols)):
         raise _Unusable("split counts do not match the column runs")
-    if isinstance(a.get("samples"), VIRTUAL) or isinstance(counts, VIRTUAL) and not isinstance(counts, Split):
+    if isinstance(a.get("samples"), VIRTUAL) and not isinstance(a["samples"], FromLog) \
+            or isinstance(counts, VIRTUAL) and not isinstance(counts, (Split, FromLog)):
         raise _Unusable("bad stand-in")
     return Segment(row0, row1, a["rows"], a["cols"], a["stats"], a.get("lo"), a.get("hi"), a.get("counts"),
                    a.get("samples"), a.get("soff"))
