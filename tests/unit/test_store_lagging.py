@@ -18,6 +18,7 @@ from test_store import digest, index_dir, indexed, two_runs_with_damage, write_r
 
 import weighttui
 from weighttui.data.store import columns as store_columns
+from weighttui.data.store import index as store_index
 from weighttui.log.format import HEADER_SIZE
 
 assert indexed  # (the fixture, imported for the tests below)
@@ -40,10 +41,56 @@ def test_an_index_without_histograms_reads_them_back_from_the_log(indexed):
     light = weighttui.open(path, index_histograms=False)
     assert light.index_path == str(index_dir(path)) and _fromlog_refs(path) > 0
     assert digest(light) == want
-    again = weighttui.open(path)  # a full reader on the light index: histograms read back, the same
-    assert any(_lagging_groups(again)) and digest(again) == want
-    light_again = weighttui.open(path, index_histograms=False)
-    assert digest(light_again) == want
+    light_again = weighttui.open(path, index_histograms=False)  # reads them back, indexes nothing
+    assert digest(light_again) == want and _fromlog_refs(path) > 0
+    again = weighttui.open(path)  # a full reader: each group's histograms indexed as it first reads them
+    assert any(_lagging_groups(again))
+    refs = _fromlog_refs(path)
+    assert digest(again) == want
+    assert not any(_lagging_groups(again)) and 0 < _fromlog_refs(path) < refs  # (the other run's lag still)
+    want0 = digest(weighttui.open(path, run=0, cache=False))
+    assert digest(weighttui.open(path, run=0)) == want0 and _fromlog_refs(path) == 0
+    assert not [p for p in index_dir(path).iterdir() if p.name.startswith(".tmp-")]
+    named = set(json.loads((index_dir(path) / "manifest.json").read_text())["files"])
+    assert {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin")} == named
+    final = weighttui.open(path)
+    assert not any(_lagging_groups(final)) and digest(final) == want
+
+
+def test_filling_keeps_the_info_summary_and_two_readers_fill_safely(indexed, capsys, monkeypatch):
+    """Two readers of one lagging index: the first fills the groups; the second, loaded before, finds
+    the manifest changed under it (its group files gone) and still reads the same run. The summary
+    `info` kept beside the index stays valid (the log's reach did not change)."""
+    from weighttui.analysis import diagnose as diagnose_mod
+    from weighttui.cli.main import main as cli
+
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    want = digest(weighttui.open(path, cache=False))
+    assert cli(["info", "--json", str(path)]) in (0, 1)
+    summary = capsys.readouterr().out
+    first, second = weighttui.open(path), weighttui.open(path)
+    assert digest(first) == want and not any(_lagging_groups(first))
+    assert digest(second) == want
+    assert any(g.ref is None for g in second._run.groups)  # (derived from the log again: its files were gone)
+    calls = []
+    real = diagnose_mod.diagnose
+    monkeypatch.setattr(diagnose_mod, "diagnose", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert cli(["info", "--json", str(path)]) in (0, 1)
+    assert capsys.readouterr().out == summary and not calls
+    assert digest(weighttui.open(path)) == want
+
+
+def test_an_unwritable_index_is_not_filled(indexed, monkeypatch):
+    path = indexed / "run.wtui"
+    write_run(path, 60)
+    want = digest(weighttui.open(path, cache=False))
+    weighttui.open(path, index_histograms=False)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in index_dir(path).iterdir())
+    monkeypatch.setattr(store_index, "writable", lambda d: False)
+    run = weighttui.open(path)
+    assert digest(run) == want and any(_lagging_groups(run))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in index_dir(path).iterdir()) == before
 
 
 @pytest.mark.parametrize("modes", [(False, True, False, True), (True, False, True, False), (False, False, True, True)])

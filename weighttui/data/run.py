@@ -257,7 +257,7 @@ class RunData:
                 self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
                 if not self._loaded and self.cache:
                     self._loaded = True
-                    got = store_index.load_index(self.path, fd, st)
+                    got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
                     if got is not None:
                         self._store, self.index_path = got
                         store = self._store
@@ -321,7 +321,8 @@ class RunData:
                 st = os.fstat(fd)
                 if st.st_size < HEADER_SIZE:
                     return None
-                got = store_index.load_index(self.path, fd, st)  # only an index of these very bytes
+                # (only an index of these very bytes)
+                got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
             except (OSError, ValueError):
                 return None
         if got is None:

@@ -156,10 +156,14 @@ def snapshot_at(fd: int, run: RunState, row: int):
         s = parse(got[1], run.by_id, run._ids_checked)
     except (InvalidRecord, ValueError, TypeError, OverflowError):
         return None
+    return s if holds_row(run, row, s) else None
+
+
+def holds_row(run: RunState, row: int, s) -> bool:
+    """Whether a snapshot record read again is the one row `row` of `run` was read from (same step and
+    time: a log rewritten in place under an index gives no other snapshot's values)."""
     t = float(run.times.a[row])
-    if s.step != int(run.steps.a[row]) or not (s.time == t or (s.time != s.time and t != t)):
-        return None
-    return s
+    return s.step == int(run.steps.a[row]) and (s.time == t or (s.time != s.time and t != t))
 
 
 def read_back(seg: Segment, back: _Back, bins: int | None, with_samples: bool, dtype=np.uint32) -> Segment:
