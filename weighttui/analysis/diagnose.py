@@ -98,7 +98,7 @@ RATIO_BAND = (1e-4, 1e-2)
 
 @dataclass
 class DiagnoseConfig:
-    """Thresholds of the rules. A window counts stored snapshots (rows), not steps."""
+    """Thresholds of the rules. A window counts snapshots (every one of the run), not steps."""
 
     stagnant_window: int = 5  # this many snapshots in a row without change: stagnant
     stagnant_ratio: float = 1e-6  # an update ratio below this counts as no change
@@ -347,6 +347,7 @@ class _History:
         self.scans: dict[tuple, tuple[int, np.ndarray]] = {}  # (kind, stat) -> (scanned, first finite row)
         # state rule -> (p, count, last break, columns valid): a state over snapshots 0..p-1 (trailing_state)
         self.trailing: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.tensors: tuple = ()  # (trainable, ndim, size, names) of the key's tensors
 
 
 _histories: weakref.WeakKeyDictionary[Any, _History] = weakref.WeakKeyDictionary()  # RunData -> _History
@@ -378,10 +379,6 @@ class _Context:
         self.tensors = list(run.tensors)
         t = len(self.tensors)
         self.t = t
-        self.trainable = np.array([bool(i.trainable) for i in self.tensors], dtype=bool)
-        self.ndim = np.array([len(i.shape) for i in self.tensors], dtype=np.int64)
-        self.size = np.array([max(1, int(i.size)) for i in self.tensors], dtype=np.float64)
-        self.names = [i.name for i in self.tensors]
         self.alerts: list[Alert] = []
         self.nonfinite: dict[str, np.ndarray] = {}  # kind -> first non-finite snapshot per tensor, or -1
         # steps between the writer's snapshots, per snapshot (what one delta spans; the first borrows
@@ -396,8 +393,13 @@ class _Context:
         hist = _histories.get(run)
         if hist is None or hist.key != key:
             hist = _History(key)
+            hist.tensors = (np.array([bool(i.trainable) for i in self.tensors], dtype=bool),
+                            np.array([len(i.shape) for i in self.tensors], dtype=np.int64),
+                            np.array([max(1, int(i.size)) for i in self.tensors], dtype=np.float64),
+                            [i.name for i in self.tensors])
             _histories[run] = hist
         self.history = hist
+        self.trainable, self.ndim, self.size, self.names = hist.tensors
 
     def rows(self, kind: str, stat: str, lo: int, hi: int | None = None, cols=None) -> np.ndarray:
         """Snapshots lo..hi-1 (default: to n) of one statistic, [snapshots, tensors] (or `cols`),
@@ -632,7 +634,7 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
         if rule not in wanted:
             continue
         for c in np.nonzero(mask)[0]:
-            start = _state_start(ctx, c, w, (lambda m, b=bound: m > b) if word == "above"
+            start = _state_start(ctx, int(c), w, (lambda m, b=bound: m > b) if word == "above"
                                  else (lambda m, b=bound: m < b))
             if rule == "ratio_low" and not (others_learn or start == 0):
                 continue
@@ -700,7 +702,7 @@ def _rule_grad_vanish(ctx: _Context) -> None:
     if "grad_vanish" in cfg.disabled or not ctx.run.has_kind("grad"):
         return
     root = np.sqrt(ctx.size)
-    typical_cache = {}
+    typical_cache: dict[tuple[int, int], tuple] = {}
 
     def rms_typical(lo, hi):
         if (lo, hi) not in typical_cache:
