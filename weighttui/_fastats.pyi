@@ -36,3 +36,9 @@ def snapshot(
     Returns one status byte per tensor: bit 0 set = its weights row was not computed,
     bit 1 = its delta row was not (and its prev was not touched).
     """
+
+
+def finish(raw: Buffer, kind: int, bins: int, stats: Buffer, lo: Buffer, hi: Buffer, counts: Buffer, /) -> None:
+    """Raw rows (float64 [R, NRAW + bins]) finished into stats (float64 [R, 9] for kind 0, weights rows;
+    [R, 6] for kind 1, delta rows against each row's psq), lo, hi (float64 [R]) and counts (uint32 [R, bins]),
+    bit for bit as weighttui.record.raw_rows.weight_rows / delta_rows and hist_parts (absent in older builds)."""

@@ -167,13 +167,14 @@ class RunData:
     """
 
     def __init__(self, path=None, *, max_rows: int | None = None, run_index: int | None = None,
-                 cache: bool = True):
+                 cache: bool = True, index_histograms: bool = True):
         if max_rows is not None and max_rows < 4:
             raise ValueError("max_rows must be at least 4")
         self.path = None if path is None else os.fspath(path)
         self.max_rows = max_rows
         self.run_index = run_index
         self.cache = cache
+        self.index_histograms = index_histograms  # False: what this reader indexes leaves them in the log
         self.torn_tail = 0
         self.resets = 0  # times the file was truncated or replaced under us
         self.file_size = 0
@@ -256,7 +257,7 @@ class RunData:
                 self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
                 if not self._loaded and self.cache:
                     self._loaded = True
-                    got = store_index.load_index(self.path, fd, st)
+                    got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
                     if got is not None:
                         self._store, self.index_path = got
                         store = self._store
@@ -301,7 +302,7 @@ class RunData:
         assert self.path is not None
         big = new_bytes >= store_index.MIN_LOG_BYTES
         spill: store_index.Spiller | LogSource | None = \
-            store_index.spiller_for(self.path, new_bytes) if self.cache and big else None
+            store_index.spiller_for(self.path, new_bytes, self.index_histograms) if self.cache and big else None
         if spill is None and (big or not self.cache):
             spill = LogSource(self.path)
         store.spill = spill
@@ -320,7 +321,8 @@ class RunData:
                 st = os.fstat(fd)
                 if st.st_size < HEADER_SIZE:
                     return None
-                got = store_index.load_index(self.path, fd, st)  # only an index of these very bytes
+                # (only an index of these very bytes)
+                got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
             except (OSError, ValueError):
                 return None
         if got is None:
@@ -1203,9 +1205,10 @@ def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
         return flat.copy()
 
 
-def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True) -> RunData:
+def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True,
+         index_histograms: bool = True) -> RunData:
     """Read a whole log into a RunData (see `open`)."""
-    data = RunData(path, max_rows=max_rows, run_index=run_index, cache=cache)
+    data = RunData(path, max_rows=max_rows, run_index=run_index, cache=cache, index_histograms=index_histograms)
     try:
         data.refresh()
     except FileNotFoundError:
@@ -1213,7 +1216,8 @@ def load(path, *, max_rows: int | None = None, run_index: int | None = None, cac
     return data
 
 
-def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True) -> RunData:  # noqa: A001
+def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True,  # noqa: A001
+         index_histograms: bool = True) -> RunData:
     """Open a run log for reading: `weighttui.open("run.sock").weights(epoch=10)`.
 
     `run` picks a run by index when the log holds several (mode="a"); the
@@ -1224,5 +1228,9 @@ def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bo
     touching the disk. Raises FileNotFoundError for a missing file and
     weighttui.LogFormatError for a file that is not a log or is too new. An
     empty or header-only file opens as a run with no snapshots yet.
+    index_histograms=False: what this read adds to the index holds statistics
+    only (histograms and samples are read back from the log, until a reader
+    that indexes them extends it): a faster first read for a caller that
+    reads statistics (`weighttui info`).
     """
-    return load(path, max_rows=max_rows, run_index=run, cache=cache)
+    return load(path, max_rows=max_rows, run_index=run, cache=cache, index_histograms=index_histograms)
