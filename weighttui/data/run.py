@@ -630,6 +630,39 @@ class RunData:
             self._fill_maps = maps
         return out
 
+    def snapshot_block(self, kind: str, stat: str | None, lo: int, hi: int,
+                       cols: list[int] | np.ndarray | None = None) -> np.ndarray:
+        """[hi - lo, tensor columns] of one statistic (stat None: which tensors each snapshot covered,
+        as `present`) over the run's snapshots [lo, hi) at full resolution, whatever the row view
+        holds; only `cols` (tensor columns) when given. Read from the store, nothing kept: the alert
+        rules read the history this way, a block at a time, so memory stays bounded on any run."""
+        run = self._run
+        count = 0 if run is None else run.rows
+        hi = min(max(int(hi), 0), count)
+        lo = min(max(int(lo), 0), hi)
+        t = 0 if run is None else len(run.tensors)
+        if cols is not None and len(cols) * 8 <= t:  # a few tensors: their own slices (tensor-major store)
+            shape = (hi - lo, len(cols))
+            out = np.zeros(shape, dtype=np.bool_) if stat is None else np.full(shape, np.nan)
+            if hi > lo:
+                want = np.arange(lo, hi, dtype=np.int64)
+                if stat is not None:
+                    self._kind(kind)
+                    if stat not in COLUMNS[kind]:
+                        raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
+                    s = COLUMNS[kind].index(stat)
+                for j, col in enumerate(cols):
+                    if stat is None:
+                        got = self._entries("weights", int(col), want)
+                        if got:
+                            out[np.concatenate([e[4] for e in got]) - lo, j] = True
+                    else:
+                        rows, values = self._stat_rows(int(col), kind, s, want)
+                        out[rows - lo, j] = values
+            return out
+        block = self._snapshots_stats(np.arange(lo, hi, dtype=np.int64), [(kind, stat)])[0]
+        return block if cols is None else block[:, cols]
+
     NONFINITE_BLOCK = 4096
 
     def first_nonfinite(self, kind: str, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
