@@ -798,6 +798,29 @@ static inline double fold_lanes(double *l) {
         for (int j = 0; j < XL; j++)                                                       \
             d[j] = (double)l[j];                                                           \
         return fold_lanes(d);                                                              \
+    }                                                                                      \
+    /* dot_(a, NULL, v) into *yv and dot_(a, p, vd) into *yd, the same lanes, in one loop */ \
+    static inline void dot2_##SUFFIX(const T *restrict a, const T *restrict p,             \
+                                     const VT *restrict v, const VT *restrict vd, size_t n, \
+                                     double *restrict yv, double *restrict yd) {           \
+        VT l[XL] = {0}, ld[XL] = {0};                                                      \
+        size_t i = 0;                                                                      \
+        for (; i + XL <= n; i += XL)                                                       \
+            for (int j = 0; j < XL; j++) {                                                 \
+                l[j] += (VT)a[i + j] * v[i + j];                                           \
+                ld[j] += ((VT)a[i + j] - (VT)p[i + j]) * vd[i + j];                        \
+            }                                                                              \
+        for (int j = 0; i < n; i++, j++) {                                                 \
+            l[j] += (VT)a[i] * v[i];                                                       \
+            ld[j] += ((VT)a[i] - (VT)p[i]) * vd[i];                                        \
+        }                                                                                  \
+        double d[XL], dd[XL];                                                              \
+        for (int j = 0; j < XL; j++) {                                                     \
+            d[j] = (double)l[j];                                                           \
+            dd[j] = (double)ld[j];                                                         \
+        }                                                                                  \
+        *yv += fold_lanes(d);                                                              \
+        *yd += fold_lanes(dd);                                                             \
     }
 
 /* Pass A's instruments over elements [g0, g0 + n) of the tensor (x, p, x0, the
@@ -831,9 +854,11 @@ static inline double fold_lanes(double *l) {
             size_t seg = e->cols - j < n - i ? e->cols - j : n - i;                           \
             if (e->units)                                                                     \
                 e->un[r] += sumsq_##SUFFIX(x + i, seg);                                       \
-            if (e->v)                                                                         \
+            if (e->v && yd) /* both products: x read once */                                  \
+                dot2_##SUFFIX(x + i, p + i, e->V + j, e->VD + j, seg, &e->y[r], &e->yd[r]);   \
+            else if (e->v)                                                                    \
                 e->y[r] += dot_##SUFFIX(x + i, NULL, e->V + j, seg);                          \
-            if (yd)                                                                           \
+            else if (yd)                                                                      \
                 e->yd[r] += dot_##SUFFIX(x + i, p + i, e->VD + j, seg);                       \
             i += seg;                                                                         \
         }                                                                                     \
@@ -866,12 +891,21 @@ static void flush_b(xjob_t *e) {
             size_t seg = e->cols - j < n - i ? e->cols - j : n - i;                           \
             const T *restrict xs = x + i;                                                     \
             VT u = e->v ? (VT)e->y[r] : (VT)0;                                                \
+            VT ud = with_d && e->vd ? (VT)e->yd[r] : (VT)0;                                   \
+            if (u != (VT)0 && ud != (VT)0) { /* both: x and p read once */                  \
+                const T *restrict ps = p + i;                                                 \
+                VT *restrict b = e->B + j, *restrict bd = e->BD + j;                          \
+                for (size_t t = 0; t < seg; t++) {                                            \
+                    b[t] += u * (VT)xs[t];                                                    \
+                    bd[t] += ud * ((VT)xs[t] - (VT)ps[t]);                                    \
+                }                                                                             \
+                u = ud = (VT)0;                                                               \
+            }                                                                                 \
             if (u != (VT)0) {                                                                 \
                 VT *restrict b = e->B + j;                                                    \
                 for (size_t t = 0; t < seg; t++)                                              \
                     b[t] += u * (VT)xs[t];                                                    \
             }                                                                                 \
-            VT ud = with_d && e->vd ? (VT)e->yd[r] : (VT)0;                                   \
             if (ud != (VT)0) {                                                                \
                 const T *restrict ps = p + i;                                                 \
                 VT *restrict bd = e->BD + j;                                                  \
