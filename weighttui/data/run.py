@@ -35,6 +35,7 @@ from weighttui.data.liveness import writer_running
 from weighttui.data.malloc import release_freed_memory
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
+from weighttui.data.store.columns import Const
 from weighttui.data.store.fromlog import LogSource, stat_grid, stat_take
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
@@ -167,13 +168,14 @@ class RunData:
     """
 
     def __init__(self, path=None, *, max_rows: int | None = None, run_index: int | None = None,
-                 cache: bool = True):
+                 cache: bool = True, index_histograms: bool = True):
         if max_rows is not None and max_rows < 4:
             raise ValueError("max_rows must be at least 4")
         self.path = None if path is None else os.fspath(path)
         self.max_rows = max_rows
         self.run_index = run_index
         self.cache = cache
+        self.index_histograms = index_histograms  # False: what this reader indexes leaves them in the log
         self.torn_tail = 0
         self.resets = 0  # times the file was truncated or replaced under us
         self.file_size = 0
@@ -256,7 +258,7 @@ class RunData:
                 self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
                 if not self._loaded and self.cache:
                     self._loaded = True
-                    got = store_index.load_index(self.path, fd, st)
+                    got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
                     if got is not None:
                         self._store, self.index_path = got
                         store = self._store
@@ -301,7 +303,7 @@ class RunData:
         assert self.path is not None
         big = new_bytes >= store_index.MIN_LOG_BYTES
         spill: store_index.Spiller | LogSource | None = \
-            store_index.spiller_for(self.path, new_bytes) if self.cache and big else None
+            store_index.spiller_for(self.path, new_bytes, self.index_histograms) if self.cache and big else None
         if spill is None and (big or not self.cache):
             spill = LogSource(self.path)
         store.spill = spill
@@ -320,7 +322,8 @@ class RunData:
                 st = os.fstat(fd)
                 if st.st_size < HEADER_SIZE:
                     return None
-                got = store_index.load_index(self.path, fd, st)  # only an index of these very bytes
+                # (only an index of these very bytes)
+                got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
             except (OSError, ValueError):
                 return None
         if got is None:
@@ -627,6 +630,41 @@ class RunData:
             self._fill_maps = maps
         return out
 
+    def snapshot_block(self, kind: str, stat: str | None, lo: int, hi: int,
+                       cols: list[int] | np.ndarray | None = None) -> np.ndarray:
+        """[hi - lo, tensor columns] of one statistic (stat None: which tensors each snapshot covered,
+        as `present`) over the run's snapshots [lo, hi) at full resolution, whatever the row view
+        holds; only `cols` (tensor columns) when given. Read from the store, nothing kept: the alert
+        rules read the history this way, a block at a time, so memory stays bounded on any run."""
+        run = self._run
+        count = 0 if run is None else run.rows
+        hi = min(max(int(hi), 0), count)
+        lo = min(max(int(lo), 0), hi)
+        t = 0 if run is None else len(run.tensors)
+        if cols is not None and len(cols) * 8 <= t:  # a few tensors: their own slices (tensor-major store)
+            shape = (hi - lo, len(cols))
+            out = np.zeros(shape, dtype=np.bool_) if stat is None else np.full(shape, np.nan)
+            if hi > lo:
+                want = np.arange(lo, hi, dtype=np.int64)
+                if stat is not None:
+                    self._kind(kind)
+                    if stat not in COLUMNS[kind]:
+                        raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
+                    s = COLUMNS[kind].index(stat)
+                for j, col in enumerate(cols):
+                    if stat is None:
+                        got = self._entries("weights", int(col), want)
+                        if got:
+                            out[np.concatenate([e[4] for e in got]) - lo, j] = True
+                    else:
+                        rows, values = self._stat_rows(int(col), kind, s, want)
+                        out[rows - lo, j] = values
+            return out
+        block = self._snapshots_stats(np.arange(lo, hi, dtype=np.int64), [(kind, stat)])[0]
+        return block if cols is None else block[:, cols]
+
+    NONFINITE_BLOCK = 4096
+
     def first_nonfinite(self, kind: str, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per tensor column, the first of the run's snapshots 0..`upto` (default: all), at full
         resolution, whose `kind` statistics count a NaN or Inf (-1 where none), and its NaN and
@@ -646,8 +684,10 @@ class RunData:
             first = np.concatenate((first, np.full(grow, -1, dtype=np.int64)))
             nan, inf = np.concatenate((nan, np.zeros(grow))), np.concatenate((inf, np.zeros(grow)))
         if run is not None and self.has_kind(kind):
-            step = 4096  # snapshots per read: memory bounded on any run
+            step = self.NONFINITE_BLOCK  # snapshots per read: memory bounded on any run
             for lo in range(done, upto + 1, step):
+                if self._no_nonfinite(run, kind, lo, min(lo + step, upto + 1)):
+                    continue
                 rows = np.arange(lo, min(lo + step, upto + 1), dtype=np.int64)
                 n_m, i_m = self._snapshots_stats(rows, [(kind, "nan"), (kind, "inf")])
                 with np.errstate(invalid="ignore"):
@@ -659,6 +699,24 @@ class RunData:
         self._nonfinite[kind] = (run, done, first, nan, inf)
         keep = (first >= 0) & (first <= upto)
         return np.where(keep, first, -1)[:t], nan[:t], inf[:t]
+
+    @staticmethod
+    def _no_nonfinite(run: RunState, kind: str, lo: int, hi: int) -> bool:
+        """Whether snapshots [lo, hi) surely count no NaN or Inf of `kind`: every sealed segment over
+        them keeps its nan and inf columns as one value that is not above 0 (a Const - the usual
+        case - or a column no block carried: NaN), so nothing need be read."""
+        if hi > run.sealed_rows:
+            return False
+        cols = COLUMNS[kind]
+        at = [cols.index("nan"), cols.index("inf")]
+        for seg in run.sealed(kind):
+            if seg.row1 <= lo or seg.row0 >= hi:
+                continue
+            for s in at:
+                col = seg.stats[s] if s < seg.width else None
+                if col is not None and (not isinstance(col, Const) or col.values(seg, 0, 1)[0] > 0):
+                    return False
+        return True
 
     def upto_snapshot(self, index: int) -> RunData | RowsUpTo:
         """The rows as of the run's snapshot `index`, at full resolution near it: what is computed
@@ -1170,9 +1228,10 @@ def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
         return flat.copy()
 
 
-def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True) -> RunData:
+def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True,
+         index_histograms: bool = True) -> RunData:
     """Read a whole log into a RunData (see `open`)."""
-    data = RunData(path, max_rows=max_rows, run_index=run_index, cache=cache)
+    data = RunData(path, max_rows=max_rows, run_index=run_index, cache=cache, index_histograms=index_histograms)
     try:
         data.refresh()
     except FileNotFoundError:
@@ -1180,7 +1239,8 @@ def load(path, *, max_rows: int | None = None, run_index: int | None = None, cac
     return data
 
 
-def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True) -> RunData:  # noqa: A001
+def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True,  # noqa: A001
+         index_histograms: bool = True) -> RunData:
     """Open a run log for reading: `weighttui.open("run.sock").weights(epoch=10)`.
 
     `run` picks a run by index when the log holds several (mode="a"); the
@@ -1191,5 +1251,9 @@ def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bo
     touching the disk. Raises FileNotFoundError for a missing file and
     weighttui.LogFormatError for a file that is not a log or is too new. An
     empty or header-only file opens as a run with no snapshots yet.
+    index_histograms=False: what this read adds to the index holds statistics
+    only (histograms and samples are read back from the log, until a reader
+    that indexes them extends it): a faster first read for a caller that
+    reads statistics (`weighttui info`).
     """
-    return load(path, max_rows=max_rows, run_index=run, cache=cache)
+    return load(path, max_rows=max_rows, run_index=run, cache=cache, index_histograms=index_histograms)
