@@ -166,6 +166,7 @@ def _directory(d) -> None:
          "goes": rng.standard_normal(300).astype(np.float32),
          "mixed": rng.standard_normal((9, 9)).astype(np.float32),
          "flat": np.full(500, 0.5, dtype=np.float32)}
+    emb = w["emb"]
     for i in range(7):
         w = {k: (v + (1e-3 * rng.standard_normal(v.shape)).astype(v.dtype) if v.dtype.kind == "f" and k != "flat"
                  else v if k == "flat" else v + i) for k, v in w.items()}

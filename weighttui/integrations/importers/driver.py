@@ -236,6 +236,7 @@ class Importer:
         # readers those ids name (kept alive, so that no id is reused while its rows wait)
         self._pre: dict[tuple[int, str, int], tuple] = {}
         self._pre_readers: list[Reader] = []
+        self._stop_chains = False  # set: the chains in flight stop at their next step (_chains)
 
     # ------------------------------------------------------------ writer queue
 
@@ -589,19 +590,37 @@ class Importer:
                 finished, _ = futures.wait(inflight, return_when=futures.FIRST_COMPLETED)
                 for fut in finished:
                     used -= inflight.pop(fut)
-                    self._pre.update(fut.result())
-                if any(changed(r, let_go=False) is not None for r in readers):
-                    stopped = True  # add() finds out which, and says so
+                    rows = fut.result()
+                    if rows is None:  # a file changed: the other chains stop at their next step
+                        stopped = True
+                    else:
+                        self._pre.update(rows)
+                if stopped or any(changed(r, let_go=False) is not None for r in readers):
+                    stopped = True  # add() finds out which, lets go of its lease, and says so
+                    self._stop_chains = True
         finally:
+            self._stop_chains = True
             futures.wait(inflight)  # interrupted: no page is given back under the kernel
+            self._stop_chains = False
         if stopped:
             self._pre.clear()
 
-    def _chain(self, name: str, readers: list[Reader], before: Reader | None) -> dict:
+    def _chain(self, name: str, readers: list[Reader], before: Reader | None) -> dict | None:
         """{(id(reader), name, id(previous reader) or 0): rows} of one tensor along its versions (readers, in
-        order; before: the reader add() pairs the first with, or None). Runs on a lane (the kernel lets go of
-        the GIL)."""
+        order; before: the reader add() pairs the first with, or None); None if a file it reads changed
+        (or another chain said so) before it was done: between two steps, so that a trainer waiting on a
+        lease waits for one step, not for the whole chain. Runs on a lane (the kernel lets go of the GIL)."""
         out: dict = {}
+        state = {"changed": False}
+
+        def stop(j: int, run: list[int]) -> bool:  # before the step reading versions run[j - 2 .. j]
+            step = [readers[run[i]] for i in range(max(0, j - 2), min(j + 1, len(run)))]
+            if j < 2 and run[0] == 0 and before is not None:
+                step.append(before)
+            if self._stop_chains or any(changed(r, let_go=False) is not None for r in step):
+                state["changed"] = True
+            return state["changed"]
+
         try:
             arrs = [r.raw(name) for r in readers]
             first = None
@@ -628,7 +647,8 @@ class Importer:
                         *arrs[j0]) and prev[0].size == arrs[j0][0].size):
                     prev = None
                 vs = [arrs[j] for j in run]
-                for k, rows in enumerate(tensor_stats.chain(vs, self.bins, first_prev=prev, drop=lambda _k: True)):
+                for k, rows in enumerate(tensor_stats.chain(vs, self.bins, first_prev=prev, drop=lambda _k: True,
+                                                            stop=lambda j, run=run: stop(j, run))):
                     r = readers[run[k]]
                     p_r = readers[run[k] - 1] if k else (prev_r if prev is not None else None)
                     if rows is not None and (k or prev is not None or prev_r is None):
@@ -639,7 +659,7 @@ class Importer:
             for r in [*readers, *([before] if before is not None else [])]:
                 with contextlib.suppress(Exception):
                     r.release(name)
-        return out
+        return None if state["changed"] else out
 
     def _scalar_frames(self, scalars, upto: int | None) -> list:
         frames = []

@@ -51,13 +51,15 @@ def code(arr: np.ndarray, bf16: bool) -> int | None:
     return _code(arr, bf16)
 
 
-def chain(versions, bins: int, first_prev=None, drop=None):
+def chain(versions, bins: int, first_prev=None, drop=None, stop=None):
     """rows() of one tensor's versions in order, each against the one before (the first against first_prev:
     (arr, bf16) or None), through the kernel's chain(): each version is read three times, not four
     (kernel.chain). versions: [(arr, bf16)] of one kernel dtype code and size (code()); drop(j): whether
     version j's pages may be given back once read for the last time (a view of a file mapping), after
-    which it is not read again. Yields, per version in order, (rows as rows_many() gives them, or None where
-    the kernel handed the tensor back: the caller computes it as before)."""
+    which it is not read again; stop(j): checked before the step that reads versions j - 2 to j, True ends
+    the chain there (the versions not yielded are not computed). Yields, per version in order, (rows as
+    rows_many() gives them, or None where the kernel handed the tensor back: the caller computes it as
+    before)."""
     flats = [kernel.flat(a) for a, _b in versions]
     codes = {code(a, b) for a, b in versions}
     if len(codes) != 1 or None in codes:
@@ -66,6 +68,8 @@ def chain(versions, bins: int, first_prev=None, drop=None):
     prev = None if first_prev is None else kernel.flat(first_prev[0])
     state = None
     for j in range(len(flats) + 1):
+        if stop is not None and stop(j):
+            return
         bx, bp = (flats[j - 1], prev if j == 1 else flats[j - 2] if j >= 2 else None) if j else (None, None)
         ax = flats[j] if j < len(flats) else None
         ap = (prev if j == 0 else flats[j - 1]) if ax is not None else None
