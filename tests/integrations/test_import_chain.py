@@ -304,3 +304,61 @@ def test_chains_stay_within_the_memory_budget(tmp_path, monkeypatch):
     import_source(str(tmp_path), str(tmp_path / "run.wtui"), values=False)
     assert order[0] == "emb" and sorted(order) == sorted(m)
     assert most[0] <= 2 * m["emb"].nbytes + driver.SPARE
+
+
+def test_hf_checkpoint_directories_go_through_the_chains(tmp_path, monkeypatch):
+    """Trainer output (checkpoint-N/model.safetensors + trainer_state.json): chained, the same log."""
+    import json
+
+    rng = np.random.default_rng(5)
+    w = {"w": rng.standard_normal((200, 100)).astype(np.float32), "b": rng.standard_normal(100).astype(np.float32)}
+    for i, step in enumerate((5, 10, 15)):
+        d = tmp_path / "out" / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        w = {k: v + (1e-3 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in w.items()}
+        _save(d / "model.safetensors", w)
+        (d / "trainer_state.json").write_text(json.dumps(
+            {"global_step": step, "epoch": i + 1.0, "log_history": [{"step": step, "loss": 1.0 / step}]}))
+    chained = []
+    real_chain = kernel.chain
+    monkeypatch.setattr(kernel, "chain", lambda *a, **k: chained.append(a[5]) or real_chain(*a, **k))
+    import_source(str(tmp_path / "out"), str(tmp_path / "new.wtui"), values=False)
+    assert len(chained) == 2 * 4
+    monkeypatch.setattr(kernel, "has_chain", lambda: False)
+    import_source(str(tmp_path / "out"), str(tmp_path / "old.wtui"), values=False)
+    assert _records(str(tmp_path / "new.wtui")) == _records(str(tmp_path / "old.wtui"))
+    assert list(weighttui.open(str(tmp_path / "new.wtui")).steps) == [5, 10, 15]
+
+
+def test_formats_read_whole_at_open_are_not_opened_together(tmp_path, monkeypatch):
+    """Only safetensors files are opened a batch at a time (their tensors are maps of the files); the other
+    formats go one checkpoint at a time as before (a JSON or compressed .npz reader holds its whole file)."""
+    from weighttui.integrations.importers import readers
+
+    rng = np.random.default_rng(6)
+    for i in range(3):
+        np.savez_compressed(tmp_path / f"step_{i}.npz", w=rng.standard_normal(1000).astype(np.float32))
+    live, most = [0], [0]
+    real_open = driver.open_reader
+
+    def open_reader(*a, **k):
+        r = real_open(*a, **k)
+        live[0] += 1
+        most[0] = max(most[0], live[0])
+        close = r.close
+
+        def closing():
+            live[0] -= 1
+            r.close = close
+            close()
+
+        r.close = closing
+        return r
+
+    monkeypatch.setattr(driver, "open_reader", open_reader)
+    monkeypatch.setattr(readers, "open_reader", open_reader)
+    chains = []
+    monkeypatch.setattr(driver.Importer, "_chains", lambda self, batch: chains.append(batch))
+    import_source(str(tmp_path), str(tmp_path / "run.wtui"), values=False)
+    assert chains == [] and most[0] <= 2  # a checkpoint and the previous one (its deltas' source)
+    assert list(weighttui.open(str(tmp_path / "run.wtui")).steps) == [0, 1, 2]

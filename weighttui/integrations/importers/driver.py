@@ -38,6 +38,7 @@ from weighttui.integrations.importers.base import (
     name_numbers,
     natural_key,
 )
+from weighttui.integrations.importers.hf_trainer import HfCheckpointReader, weight_files
 from weighttui.integrations.importers.readers import changed, open_reader
 from weighttui.integrations.importers.safetensors_file import SafetensorsReader
 from weighttui.log.format import FrameType
@@ -105,6 +106,24 @@ def _nbytes(spec: Spec) -> int:
     except TypeError:
         item = 4
     return math.prod(spec.shape) * item
+
+
+def _chainable_unit(unit: Unit) -> bool:
+    """Whether the unit's files are safetensors (mapped, not read whole at open: a batch of them may be open
+    together; Importer.add_all)."""
+    if unit.kind == "safetensors":
+        return True
+    if unit.kind == "hf_checkpoint":
+        files = weight_files(unit.path)
+        return bool(files) and all(f.endswith(".safetensors") for f in files)
+    return False
+
+
+def _chainable(reader: Reader) -> bool:
+    """Whether the reader's tensors are views of mapped safetensors files (Importer._chains)."""
+    if isinstance(reader, HfCheckpointReader):
+        return bool(reader.parts) and all(_chainable(r) for r in reader.parts)
+    return isinstance(reader, SafetensorsReader) and reader.file._mm is not None
 
 
 def _mapped_view(arr: np.ndarray) -> bool:
@@ -512,10 +531,14 @@ class Importer:
             return
         at = 0
         while at < len(planned):
+            if not _chainable_unit(planned[at].unit):  # read whole at open, or not mapped: one at a time
+                self.add(planned[at])
+                at += 1
+                continue
             opened: list[tuple[Planned, Reader | None]] = []
             batch = BATCH
             try:
-                while at < len(planned) and len(opened) < batch:
+                while at < len(planned) and len(opened) < batch and _chainable_unit(planned[at].unit):
                     p = planned[at]
                     at += 1
                     try:
@@ -546,7 +569,7 @@ class Importer:
         mapping, whose pages the chain gives back as it goes); anything else, a tensor the kernel hands
         back, or a pair add() pairs otherwise, is computed by add() as before. Nothing is kept if a file
         changed meanwhile."""
-        if not batch or not all(isinstance(r, SafetensorsReader) and r.file._mm is not None for _p, r in batch):
+        if not batch or not all(_chainable(r) for _p, r in batch):
             return
         shapes = dict(self.shapes)
         versions: dict[str, list[Reader]] = {}
