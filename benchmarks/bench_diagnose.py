@@ -44,7 +44,7 @@ def build(t: int, rows: int, seed: int = 0, max_rows: int | None = None):
                   {"id": i, "name": f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}",
                    "layer": f"layers.{i // 2}", "shape": [256, 256] if i % 2 == 0 else [256],
                    "dtype": "float32", "trainable": True, "sample_index": None} for i in range(t)]})]
-    data.ingest(SimpleNamespace(frames=frames, corruptions=[], reset=False, size=0))
+    data.ingest(SimpleNamespace(frames=frames, corruptions=[], reset=False, size=0, offset=0))
     ids = encode_array(np.arange(t, dtype=np.uint32))
     norm = 10 + rng.random(t)
     count = [0]
@@ -68,7 +68,7 @@ def build(t: int, rows: int, seed: int = 0, max_rows: int | None = None):
                    "weights": block(WEIGHT_STATS, w), "delta": block(DELTA_STATS, d),
                    "grad": block(WEIGHT_STATS, g), "sample": None}
         data.ingest(SimpleNamespace(frames=[frame(FrameType.SNAPSHOT, payload)], corruptions=[],
-                                    reset=False, size=0))
+                                    reset=False, size=0, offset=0))
 
     for _ in range(rows):
         add()

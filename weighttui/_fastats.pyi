@@ -60,3 +60,8 @@ def chain(
     drop: bp is a view of a file mapping whose pages are given back as pass B reads them.
     Returns snapshot()'s status bits for bx's rows (3 when there is no pass B).
     """
+
+def finish(raw: Buffer, kind: int, bins: int, stats: Buffer, lo: Buffer, hi: Buffer, counts: Buffer, /) -> None:
+    """Raw rows (float64 [R, NRAW + bins]) finished into stats (float64 [R, 9] for kind 0, weights rows;
+    [R, 6] for kind 1, delta rows against each row's psq), lo, hi (float64 [R]) and counts (uint32 [R, bins]),
+    bit for bit as weighttui.record.raw_rows.weight_rows / delta_rows and hist_parts (absent in older builds)."""

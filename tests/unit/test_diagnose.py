@@ -323,10 +323,18 @@ def test_empty_run(tmp_path):
     assert diagnose(weighttui.open(path)) == []
 
 
-@pytest.mark.parametrize("max_rows", [None, 16])
-def test_remembered_results_equal_a_cold_diagnosis_at_every_poll(tmp_path, max_rows):
-    """Thinning (max_rows) moves rows and replaces the newest one: the memory must notice."""
+@pytest.mark.parametrize("max_rows,small", [(None, False), (16, False), (None, True), (16, True)],
+                         ids=["every-row", "thinned", "every-row-small-blocks", "thinned-small-blocks"])
+def test_remembered_results_equal_a_cold_diagnosis_at_every_poll(tmp_path, max_rows, small, monkeypatch):
+    """The rules read every snapshot whatever the row view (max_rows) keeps, in blocks, and remember
+    what they decided (events, where a state began): following a growing log, and going back to an
+    earlier row, must give what a cold diagnosis gives. small: blocks of 7 snapshots and a tail of
+    5, so that the block boundaries, the backward reads and the remembered states are crossed."""
     from weighttui.analysis import diagnose as diagnose_module
+
+    if small:
+        monkeypatch.setattr(diagnose_module, "_BLOCK", 7)
+        monkeypatch.setattr(diagnose_module, "_TAIL", 5)
 
     def hook(s, params, grads):
         if s >= 33:
@@ -335,7 +343,10 @@ def test_remembered_results_equal_a_cold_diagnosis_at_every_poll(tmp_path, max_r
             grads["a.weight"] *= 1e4
         if s >= 47:
             params["c.weight"][:2] = 0.0
+        if s >= 60:  # stagnant from here on: where the state began lies behind the tail later
+            params["a.weight"] = kept.setdefault("a", params["a.weight"].copy())
 
+    kept: dict = {}
     sim = Sim(SHAPES)
     sim.ratio["a.bias"] = 0.0
     path = tmp_path / "thin.wtui"
@@ -359,10 +370,11 @@ def test_remembered_results_equal_a_cold_diagnosis_at_every_poll(tmp_path, max_r
             if not poll.frames:
                 break
     assert {"nonfinite", "grad_explode", "dead_units", "stagnant"} <= seen
-    if max_rows is None:
-        assert len(memories) == 1  # one memory, extended poll after poll
+    assert ("stagnant", "a.weight", 60) in {(a.rule, a.tensor, a.step) for a in warm}
+    assert len(memories) == 1  # one memory, extended poll after poll (the rules read snapshots, not rows)
     if max_rows:
         assert live.n <= max_rows < live.snapshot_count
+    assert warm == _cold(diagnose_module, weighttui.open(path), config)  # the same with any max_rows
 
 
 def _cold(module, run, config, row=None):
@@ -373,3 +385,30 @@ def _cold(module, run, config, row=None):
     if saved is not None:
         module._histories[run] = saved
     return out
+
+
+@pytest.mark.parametrize("stride", [1, 3, 9, 17])
+def test_moving_through_a_run_in_jumps_gives_cold_results(tmp_path, monkeypatch, stride):
+    """A replay position moved forward by more than the state rules' tail, across a state that
+    broke and began again meanwhile (a.weight still over 50..59, moved at 60, still again from 61),
+    and back: what the rules remember gives what a cold diagnosis gives at every position."""
+    from weighttui.analysis import diagnose as diagnose_module
+
+    monkeypatch.setattr(diagnose_module, "_BLOCK", 7)
+    monkeypatch.setattr(diagnose_module, "_TAIL", 5)
+    kept: dict = {}
+
+    def hook(s, params, grads):
+        if 50 <= s < 60:
+            params["a.weight"] = kept.setdefault("a", params["a.weight"].copy())
+        if s >= 61:
+            params["a.weight"] = kept.setdefault("b", params["a.weight"].copy())
+
+    run = record(tmp_path / "jumps.wtui", 100, Sim(SHAPES), hook=hook)
+    config = DiagnoseConfig(stagnant_window=3)
+    seen = set()
+    for row in [*range(0, run.n, stride), 55, run.n - 1, *range(run.n - 1, -1, -2 * stride - 1)]:
+        got = diagnose(run, config, upto_row=row)
+        assert got == _cold(diagnose_module, run, config, row), row
+        seen |= {(a.rule, a.tensor, a.step) for a in got}
+    assert {("stagnant", "a.weight", 50), ("stagnant", "a.weight", 61)} <= seen

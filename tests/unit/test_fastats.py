@@ -1213,3 +1213,43 @@ def test_isa_variants_give_the_same_bits(isa_builds):
             got = _isa_run(mod, xs, prevs, codes, bins, copy, extras)
             for k, (a, b) in enumerate(zip(want, got, strict=True)):
                 assert a == b, f"{name}: the {v} variant differs from the installed build ({kernel().ISA}), output {k}"
+
+
+# ------------------------------------------------------------ finish (raw rows -> statistics)
+
+
+def test_finish_equals_raw_rows_bit_for_bit():
+    """finish() (the writer thread's finishing of the kernel's raw rows) gives raw_rows.weight_rows,
+    delta_rows (against each row's psq) and hist_parts bit for bit: empty rows, rows without a finite
+    element, NaN sums, a negative psq, a zero delta norm, shifted and unshifted rows, tiny and huge
+    magnitudes, one bin and many."""
+    from weighttui.record import raw_rows as rr
+
+    if not hasattr(kernel(), "finish"):
+        pytest.fail("the built kernel has no finish(): a stale build (python setup.py build_ext --inplace)")
+    r = rng(11)
+    for trial in range(300):
+        rows, bins = int(r.integers(1, 20)), int(r.choice([1, 2, 7, 64, 200]))
+        raw = r.standard_normal((rows, rr.N_RAW + bins)) * r.choice([1e-300, 1e-30, 1.0, 1e30, 1e300])
+        raw[:, rr._N] = r.integers(0, 5, rows)
+        raw[:, rr._M] = np.minimum(raw[:, rr._N], r.integers(0, 5, rows))
+        raw[:, rr._C] = r.choice([0.0, 1.5], rows)
+        raw[:, rr._ZEROS] = r.integers(0, 3, rows)
+        raw[:, rr.N_RAW:] = r.integers(0, 1 << 20, (rows, bins))
+        if trial % 7 == 0:
+            raw[0, rr._S1] = np.nan
+        if trial % 5 == 0:
+            raw[-1, rr._PSQ] = -1.0
+        if trial % 3 == 0:
+            raw[0, [rr._S1, rr._S2, rr._C]] = 0.0  # a zero delta (norm 0, ratio 0 or inf)
+        for kind, ref in ((0, rr.weight_rows(raw)), (1, rr.delta_rows(raw, raw[:, rr._PSQ]))):
+            stats_ = np.empty(ref.shape)
+            lo, hi, counts = np.empty(rows), np.empty(rows), np.empty((rows, bins), dtype=np.uint32)
+            assert kernel().finish(raw, kind, bins, stats_, lo, hi, counts) is None
+            rlo, rhi, rcounts = rr.hist_parts(raw, bins)
+            assert stats_.tobytes() == ref.tobytes(), (trial, kind)
+            assert lo.tobytes() == rlo.tobytes() and hi.tobytes() == rhi.tobytes()
+            assert np.array_equal(counts, rcounts) and rcounts.dtype == counts.dtype
+    with pytest.raises(ValueError, match="sizes"):
+        kernel().finish(np.zeros((2, rr.N_RAW + 4)), 0, 4, np.empty((2, 6)), np.empty(2), np.empty(2),
+                        np.empty((2, 4), dtype=np.uint32))

@@ -564,3 +564,20 @@ def test_lanczos_reaches_1e4_on_a_clustered_spectrum_where_power_steps_do_not():
     assert inst.lanczos(lambda q: q * 0, start, steps=5)[0] == 0.0
     got = inst.lanczos(lambda q: q * np.nan, start, steps=5)
     assert math.isnan(got[0]) and got[2] is start
+
+
+def test_warm_bound_is_the_bound_lanczos_starts_from():
+    """warm_bound (three dot products: the torch kernel path's check before any Lanczos step) gives the
+    bound lanczos() computes from the same v and z = W^T W v before its first step (steps=0), for an
+    unnormalised v near and far from the top singular vector, a zero and a non-finite one."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((120, 80)).astype(np.float32).astype(np.float64)
+    _u, _s, vt = np.linalg.svd(w)
+    for v in (rng.standard_normal((80, 1)) * 3.0, vt[:1].T * 0.2 + 1e-3 * rng.standard_normal((80, 1)),
+              vt[:1].T * 7.0, vt[5:6].T):
+        z = w.T @ (w @ v)
+        want = inst.lanczos(lambda q: w.T @ (w @ q), v, z, steps=0)[1]
+        got = inst.warm_bound(float(v[:, 0] @ v[:, 0]), float(v[:, 0] @ z[:, 0]), float(z[:, 0] @ z[:, 0]))
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-12)
+    assert math.isnan(inst.warm_bound(0.0, 0.0, 0.0))
+    assert math.isnan(inst.warm_bound(1.0, math.nan, 1.0))

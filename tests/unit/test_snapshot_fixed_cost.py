@@ -108,9 +108,19 @@ def test_a_tensor_that_changes_shape_or_dtype_is_declared_again(tmp_path):
 def test_raw_rows_are_finished_on_the_writer_thread(tmp_path, monkeypatch):
     """The training thread hands the kernel's raw rows to the writer, which finishes them."""
     threads = []
-    real = numpy_path.weight_rows
-    monkeypatch.setattr(numpy_path, "weight_rows",
-                        lambda raw: threads.append(threading.current_thread().name) or real(raw))
+    if kernel.can_finish():  # the C finishing (kernel.finish), weights rows (delta=False)
+        real = kernel.finish
+
+        def finish(raw, delta, bins):
+            if not delta:
+                threads.append(threading.current_thread().name)
+            return real(raw, delta, bins)
+
+        monkeypatch.setattr(kernel, "finish", finish)
+    else:
+        real_rows = numpy_path.weight_rows
+        monkeypatch.setattr(numpy_path, "weight_rows",
+                            lambda raw: threads.append(threading.current_thread().name) or real_rows(raw))
     rng = np.random.default_rng(2)
     with Recorder(tmp_path / "run.wtui", bins=BINS, instruments=False) as rec:
         for step in range(3):

@@ -1,15 +1,16 @@
 """Alerts: what looks wrong in a run, and what it usually means. No textual.
 
-Each rule is a few vectorised numpy operations over `RunData.stat_matrix`
-([rows, tensors] matrices), so a run of 500 tensors x 4096 stored snapshots
-is diagnosed in milliseconds (docs/alerts.md has the measurement). Rules of
-two sorts:
+Each rule is a few vectorised numpy operations over [snapshots, tensors] blocks
+of every snapshot of the run, read from the store (`RunData.snapshot_block`,
+`RunData.first_nonfinite`) a block at a time, whatever the viewer's row view
+keeps: a short event between two thinned rows is still seen, at its own step
+(docs/alerts.md has the cost). Rules of two sorts:
 
 - events, reported from the step they first happened: non-finite values,
   a norm jumping far above its recent median, exploding gradients, a sudden
   rise in the fraction of zeros (dead units);
-- states, reported while they hold at the row diagnosed (the latest, or the
-  timeline position): stagnant tensors, update ratios persistently outside a
+- states, reported while they hold at the snapshot diagnosed (the latest, or
+  the timeline position): stagnant tensors, update ratios persistently outside a
   band, vanishing gradients; the step given is where the state began.
 
 Thresholds live in `DiagnoseConfig`; `weighttui info --threshold key=value`
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from weighttui.analysis.numbers import three_digits
+from weighttui.data.run import RowsUpTo
 
 SEVERITIES = ("error", "warning")
 
@@ -96,7 +98,7 @@ RATIO_BAND = (1e-4, 1e-2)
 
 @dataclass
 class DiagnoseConfig:
-    """Thresholds of the rules. A window counts stored snapshots (rows), not steps."""
+    """Thresholds of the rules. A window counts snapshots (every one of the run), not steps."""
 
     stagnant_window: int = 5  # this many snapshots in a row without change: stagnant
     stagnant_ratio: float = 1e-6  # an update ratio below this counts as no change
@@ -324,67 +326,92 @@ def _trailing(state: np.ndarray, known: np.ndarray):
 
 # ------------------------------------------------------------------- rules
 
-_TAIL = 64  # rows the state rules read first; older rows only for states that began before them
+_TAIL = 64  # snapshots the state rules read first; older ones only for states that began before them
+_BLOCK = 4096  # snapshots a rule reads at once over the history: memory stays bounded on any run
 
 
 class _History:
-    """Event-rule results over rows that can no longer change, kept between calls.
+    """Event-rule results over snapshots already judged, kept between calls.
 
-    The app diagnoses a growing run about once a second: rows already decided
-    are not read again. Every stored row but the newest is final (the newest
-    may be replaced while decimating); decimation, a reset or another config
-    change the rows' snapshot indices or the key, and everything is redone.
+    The app diagnoses a growing run about once a second, and a replay position
+    moves back and forth: snapshots already judged are not read again. Every
+    snapshot the store holds is final (the rules read the run's snapshots, not the
+    row view, whose newest row may be replaced while it is thinned), so a result
+    over snapshots 0..k holds for any later call; a reset, another run or another
+    config change the key, and everything is redone.
     """
 
-    def __init__(self, key, index: np.ndarray):
+    def __init__(self, key):
         self.key = key
-        self.index = index  # snapshot_index of the rows committed so far
-        self.rules: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # rule -> (decided, row, extra)
-
-    def valid_for(self, run, key) -> bool:
-        if key != self.key or run.n < self.index.size:
-            return False
-        return np.array_equal(run.snapshot_index[: self.index.size], self.index)
+        self.rules: dict[str, tuple[int, np.ndarray, np.ndarray | None]] = {}  # rule -> (decided, row, extra)
+        self.scans: dict[tuple, tuple[int, np.ndarray]] = {}  # (kind, stat) -> (scanned, first finite row)
+        # state rule -> (p, count, last break, columns valid): a state over snapshots 0..p-1 (trailing_state)
+        self.trailing: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.tensors: tuple = ()  # (trainable, ndim, size, names) of the key's tensors
 
 
 _histories: weakref.WeakKeyDictionary[Any, _History] = weakref.WeakKeyDictionary()  # RunData -> _History
 
 
+def _resolve(run, upto_row: int | None) -> tuple[Any, int]:
+    """(the RunData, how many of its snapshots to diagnose): the rows asked for are the row view's
+    (upto_row) or a RowsUpTo's (as of its snapshot); the rules read every snapshot up to there."""
+    if isinstance(run, RowsUpTo):
+        data, count = run.data, run.index + 1
+    else:
+        data, count = run, run.snapshot_count
+    if upto_row is not None:
+        index = run.snapshot_index
+        if not index.size:
+            return data, 0
+        count = min(count, int(index[min(max(int(upto_row), 0), index.size - 1)]) + 1)
+    return data, max(0, min(count, data.snapshot_count))
+
+
 class _Context:
-    """What every rule needs, for the rows 0..n-1 being diagnosed."""
+    """What every rule needs, for the run's snapshots 0..n-1 (every one, read from the store)."""
 
     def __init__(self, run, n: int, config: DiagnoseConfig):
         self.run = run
         self.n = n
-        self.n_final = run.n - 1  # rows below this are final
         self.config = config
-        self.steps = run.steps[:n]
+        self.steps = run.snapshot_meta(0, n)[0]
         self.tensors = list(run.tensors)
         t = len(self.tensors)
         self.t = t
-        self.present = run.present[:n, :t]
-        self.trainable = np.array([bool(i.trainable) for i in self.tensors], dtype=bool)
-        self.ndim = np.array([len(i.shape) for i in self.tensors], dtype=np.int64)
-        self.size = np.array([max(1, int(i.size)) for i in self.tensors], dtype=np.float64)
-        self.names = [i.name for i in self.tensors]
         self.alerts: list[Alert] = []
-        self.nonfinite: dict[str, np.ndarray] = {}  # kind -> first non-finite row per tensor, or -1
+        self.nonfinite: dict[str, np.ndarray] = {}  # kind -> first non-finite snapshot per tensor, or -1
+        # steps between the writer's snapshots, per snapshot (what one delta spans; the first borrows
+        # the second's); at least 1
+        interval = np.ones(n)
+        if n >= 2:
+            gap = np.diff(self.steps).astype(np.float64)
+            interval[1:] = np.where(gap > 0, gap, 1.0)
+            interval[0] = interval[1]
+        self.interval = interval
         key = (id(run.run), run.resets, t, dataclasses.astuple(config))
         hist = _histories.get(run)
-        if hist is None or not hist.valid_for(run, key):
-            hist = _History(key, np.zeros(0, dtype=np.int64))
+        if hist is None or hist.key != key:
+            hist = _History(key)
+            hist.tensors = (np.array([bool(i.trainable) for i in self.tensors], dtype=bool),
+                            np.array([len(i.shape) for i in self.tensors], dtype=np.int64),
+                            np.array([max(1, int(i.size)) for i in self.tensors], dtype=np.float64),
+                            [i.name for i in self.tensors])
             _histories[run] = hist
         self.history = hist
+        self.trainable, self.ndim, self.size, self.names = hist.tensors
 
     def rows(self, kind: str, stat: str, lo: int, hi: int | None = None, cols=None) -> np.ndarray:
-        """Rows lo..hi-1 (default: to n) of one statistic, as a C-contiguous copy.
+        """Snapshots lo..hi-1 (default: to n) of one statistic, [snapshots, tensors] (or `cols`),
+        read from the store: callers read a block or a few columns at a time."""
+        hi = self.n if hi is None else min(hi, self.n)
+        m = self.run.snapshot_block(kind, stat, max(0, lo), max(0, hi), cols)
+        return np.ascontiguousarray(m, dtype=np.float64)
 
-        The store interleaves the statistics, so reading one is a strided
-        gather; reading only the rows (and columns) needed is what keeps a
-        call cheap on long runs.
-        """
-        m = self.run.stat_matrix(kind, stat)[lo : self.n if hi is None else hi]
-        return np.ascontiguousarray(m if cols is None else m[:, cols])
+    def present(self, lo: int, hi: int | None = None, cols=None) -> np.ndarray:
+        """Which tensors (or `cols`) snapshots lo..hi-1 covered."""
+        hi = self.n if hi is None else min(hi, self.n)
+        return self.run.snapshot_block("weights", None, max(0, lo), max(0, hi), cols)
 
     def add(self, rule: str, col: int | np.integer, row: int | np.integer, severity: str, message: str,
             step: int | None = None) -> None:
@@ -392,63 +419,110 @@ class _Context:
                                  severity=severity, message=message, advice=ADVICE[rule]))
 
     def first_present_row(self, col: int | np.integer) -> int:
-        rows = np.nonzero(self.present[:, col])[0]
+        rows = np.nonzero(self.present(0, None, [int(col)])[:, 0])[0]
         return int(rows[0]) if rows.size else 0
 
     def first_event(self, name: str, window: int, persist: int, detect):
-        """First row per column where an event rule fires, using and extending the history.
+        """First snapshot per column where an event rule fires, using and extending the history.
 
         detect(lo, hi, start, skip) -> (row [T] absolute or -1, extra [T, k]):
-        candidate rows start..hi-persist, data rows lo..hi-1, columns in skip
-        already settled. Returns (row [T], extra [T, k]) valid for rows < n.
+        candidate snapshots start..hi-persist, data lo..hi-1, columns in skip
+        (booleans) already settled. Called a block of snapshots at a time, in
+        order. Returns (row [T], extra [T, k]) valid for snapshots < n.
         """
         n, t = self.n, self.t
         decided, row, extra = self.history.rules.get(name, (0, np.full(t, -1, dtype=np.int64), None))
-        last = n - persist  # the last row that can be judged with n rows
+        last = n - persist  # the last snapshot that can be judged with n of them
         visible = (row >= 0) & (row <= last)
         out_row = np.where(visible, row, -1)
         out_extra = extra
         if last >= decided:
-            lo = max(0, decided - window)
-            new_row, new_extra = detect(lo, n, decided, visible)
-            fresh = (new_row >= 0) & ~visible
-            out_row = np.where(fresh, new_row, out_row)
-            if out_extra is None:
-                out_extra = new_extra
-            else:
-                out_extra = np.where(fresh[:, None], new_extra, out_extra)
-            # keep what only final rows decided
-            limit = self.n_final - persist  # rows r <= limit read rows < n_final only
-            commit = fresh & (new_row <= limit)
-            if n >= self.n_final and limit + 1 > decided:
-                keep_row = np.where(commit, new_row, row)
-                keep_extra = new_extra if extra is None else np.where(commit[:, None], new_extra, extra)
-                self.history.rules[name] = (limit + 1, keep_row, keep_extra)
-                if self.history.index.size < self.n_final:
-                    self.history.index = self.run.snapshot_index[: self.n_final]
+            done = visible.copy()
+            for b0 in range(decided, last + 1, _BLOCK):
+                if done.all():
+                    break
+                b1 = min(last + 1, b0 + _BLOCK)
+                new_row, new_extra = detect(max(0, b0 - window), b1 + persist - 1, b0, done)
+                fresh = (new_row >= 0) & ~done
+                out_row = np.where(fresh, new_row, out_row)
+                out_extra = new_extra if out_extra is None else np.where(fresh[:, None], new_extra, out_extra)
+                done |= fresh
+            # every snapshot is final: what snapshots 0..last decided holds for good
+            self.history.rules[name] = (last + 1, out_row, out_extra)
         if out_extra is None:
             out_extra = np.full((t, 1), np.nan)
         return out_row, out_extra
 
-    def trailing_state(self, states, min_count: int = 1):
-        """(count [T], last_break [T] absolute or -1) of a state holding over the last rows.
+    def first_finite(self, kind: str, stat: str) -> np.ndarray:
+        """Per column, the first snapshot whose `stat` is finite, or -1 (before n): scanned once,
+        extended as the run grows."""
+        done, first = self.history.scans.get((kind, stat), (0, np.full(self.t, -1, dtype=np.int64)))
+        for lo in range(done, self.n, _BLOCK):
+            hi = min(self.n, lo + _BLOCK)
+            cols = np.flatnonzero(first < 0)
+            if not cols.size:
+                break
+            found = np.isfinite(self.rows(kind, stat, lo, hi, cols=cols))
+            has = found.any(axis=0)
+            first[cols[has]] = lo + np.argmax(found[:, has], axis=0)
+        if self.n > done:
+            self.history.scans[(kind, stat)] = (self.n, first)
+        return np.where(first < self.n, first, -1)
 
-        states(lo, cols) -> (state, known) [rows lo..n-1, cols] booleans. The
-        last _TAIL rows are read first; columns whose state reaches back past
-        them are read in full.
+    def trailing_state(self, name: str, states, min_count: int = 1, only: np.ndarray | None = None):
+        """(count [T], last_break [T] absolute or -1) of a state holding over the last snapshots.
+
+        states(lo, hi, cols) -> (state, known) [snapshots lo..hi-1, cols] booleans.
+        The last _TAIL snapshots are read first; a column whose state holds over
+        all of them (at least min_count times; in `only` if given) is followed
+        back to where it began: from the history (what the last call found before
+        its own tail, extended by the snapshots since) or, where it has none, read
+        backwards a block at a time until the state breaks.
         """
         n = self.n
-        lo = max(0, n - _TAIL)
-        state, known = states(lo, None)
+        p = max(0, n - _TAIL)
+        state, known = states(p, n, None)
         count, last_break = _trailing(state, known)
-        last_break = np.where(last_break >= 0, last_break + lo, -1)
-        open_ = (last_break < 0) & (count >= min_count) & (lo > 0)
+        last_break = np.where(last_break >= 0, last_break + p, -1)
+        open_ = (last_break < 0) & (count >= min_count) & (p > 0)
+        if only is not None:
+            open_ &= only
         if open_.any():
-            cols = np.nonzero(open_)[0]
-            state, known = states(0, cols)
-            c2, b2 = _trailing(state, known)
-            count[cols], last_break[cols] = c2, b2
+            before, broke = self._trailing_before(name, states, p, open_)
+            count[open_] += before[open_]
+            last_break[open_] = broke[open_]
         return count, last_break
+
+    def _trailing_before(self, name: str, states, p: int, open_: np.ndarray):
+        """(count, last_break) of the state over snapshots 0..p-1 for the `open_` columns."""
+        count = np.zeros(self.t, dtype=np.int64)
+        broke = np.full(self.t, -1, dtype=np.int64)
+        todo = open_.copy()
+        hit = self.history.trailing.get(name)
+        if hit is not None and hit[0] <= p:  # snapshots are final: extend what the last call found
+            m, c0, b0, valid = hit
+            use = open_ & valid
+            cols = np.flatnonzero(use)
+            if cols.size:
+                c1, b1 = c0[cols].copy(), b0[cols].copy()
+                for lo in range(m, p, _BLOCK):
+                    hi = min(p, lo + _BLOCK)
+                    c, b = _trailing(*states(lo, hi, cols))
+                    c1 = np.where(b >= 0, c, c1 + c)
+                    b1 = np.where(b >= 0, b + lo, b1)
+                count[cols], broke[cols] = c1, b1
+                todo &= ~use
+        hi = p
+        while todo.any() and hi > 0:  # backwards until the state breaks
+            cols = np.flatnonzero(todo)
+            lo = max(0, hi - _BLOCK)
+            c, b = _trailing(*states(lo, hi, cols))
+            count[cols] += c
+            broke[cols] = np.where(b >= 0, b + lo, -1)
+            todo[cols] = b < 0
+            hi = lo
+        self.history.trailing[name] = (p, count, broke, open_)
+        return count, broke
 
 
 def _jump_detector(ctx: _Context, kind: str, stat: str, window: int, **kw):
@@ -466,34 +540,25 @@ def _count(x) -> str:
 
 
 def _rule_nonfinite(ctx: _Context) -> None:
-    """First non-finite values per tensor; sets ctx.nonfinite[kind] (first row [T] or -1) for the quieting."""
+    """First non-finite values per tensor; sets ctx.nonfinite[kind] (first snapshot [T] or -1) for the quieting."""
     for kind, rule, severity in (("weights", "nonfinite", "error"), ("grad", "nonfinite_grad", "warning")):
         if not ctx.run.has_kind(kind):
             continue
 
-        def detect(lo, hi, start, skip, kind=kind):
-            nan, inf = ctx.rows(kind, "nan", lo, hi), ctx.rows(kind, "inf", lo, hi)
-            with np.errstate(invalid="ignore"):
-                bad = (nan > 0) | (inf > 0)
-            bad[: start - lo] = False
-            bad[:, skip] = False
-            first = np.argmax(bad, axis=0)
-            cols = np.arange(bad.shape[1])
-            rows = np.where(bad.any(axis=0), first + lo, -1)
-            return rows, np.stack([nan[first, cols], inf[first, cols]], axis=1)
-
-        rows, extra = ctx.first_event(rule, 0, 1, detect)
-        rows, extra, dated = _nonfinite_between_rows(ctx, kind, rows, extra)
+        # every snapshot, scanned once in blocks and extended as the run grows (the store keeps it)
+        rows, nan, inf = ctx.run.first_nonfinite(kind, ctx.n - 1)
+        extra = np.stack([nan, inf], axis=1)
         ctx.nonfinite[kind] = rows
         cols = np.nonzero(rows >= 0)[0]
         if not cols.size or rule in ctx.config.disabled:
             continue
         lo = max(0, ctx.n - _TAIL)
         nan_now, inf_now = ctx.rows(kind, "nan", lo), ctx.rows(kind, "inf", lo)
+        present = ctx.present(lo)
         what = "values" if kind == "weights" else "gradients"
         for c in cols:
             r0 = int(rows[c])
-            here = np.nonzero(ctx.present[lo:, c])[0]
+            here = np.nonzero(present[:, c])[0]
             now = ""
             if here.size:
                 k = here[-1]
@@ -507,32 +572,7 @@ def _rule_nonfinite(ctx: _Context) -> None:
                     "gradient alerts for it are held back while its gradients are not finite")
             ctx.add(rule, c, r0, severity,
                     f"non-finite {what}: {_count(extra[c, 0])} NaN, {_count(extra[c, 1])} Inf when first seen"
-                    f"{now}; {held}", step=dated.get(int(c)))
-
-
-def _nonfinite_between_rows(ctx: _Context, kind: str, rows: np.ndarray,
-                            extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-    """A thinned row view (max_rows, or a replay position's RowsUpTo) leaves snapshots out: a NaN
-    in one of them only, finite again by the next row, is no row's. The run's first non-finite
-    snapshot per tensor at full resolution (RunData.first_nonfinite) corrects `rows` (to the first
-    row at or after it) and `extra` (its counts): (rows, extra, {column: its step}), copies (the
-    rule's history keeps what the rows alone decided)."""
-    first_of = getattr(ctx.run, "first_nonfinite", None)
-    index = np.asarray(ctx.run.snapshot_index[: ctx.n])
-    if first_of is None or not index.size or int(index[-1]) == ctx.n - 1:
-        return rows, extra, {}  # every snapshot is a row: the rows are exact
-    first, nan, inf = first_of(kind, int(index[-1]))
-    first = first[: rows.size]
-    seen = np.where(rows >= 0, index[np.clip(rows, 0, index.size - 1)], -1)
-    earlier = np.flatnonzero((first >= 0) & ((seen < 0) | (first < seen)))
-    if not earlier.size:
-        return rows, extra, {}
-    steps, _epochs, _times = ctx.run.snapshot_meta(0, int(index[-1]) + 1)
-    rows = rows.copy()
-    extra = extra.copy() if extra.shape[1] >= 2 else np.full((rows.size, 2), np.nan)  # (no row decided yet)
-    rows[earlier] = np.minimum(np.searchsorted(index, first[earlier]), ctx.n - 1)
-    extra[earlier, 0], extra[earlier, 1] = nan[earlier], inf[earlier]
-    return rows, extra, {int(c): int(steps[first[c]]) for c in earlier}
+                    f"{now}; {held}")
 
 
 def _rule_stagnant(ctx: _Context) -> set[int]:
@@ -541,24 +581,24 @@ def _rule_stagnant(ctx: _Context) -> set[int]:
     if "stagnant" in cfg.disabled or ctx.n < 2:
         return set()
     if ctx.run.has_kind("delta"):
-        def states(lo, cols):
-            changed = ctx.rows("delta", "changed_frac", lo, cols=cols)
-            ratio = ctx.rows("delta", "ratio", lo, cols=cols)
-            present = ctx.present[lo:] if cols is None else ctx.present[lo:, cols]
+        def states(lo, hi, cols):
+            changed = ctx.rows("delta", "changed_frac", lo, hi, cols=cols)
+            ratio = ctx.rows("delta", "ratio", lo, hi, cols=cols)
+            present = ctx.present(lo, hi, cols)
             known = present & (np.isfinite(changed) | np.isfinite(ratio))
             with np.errstate(invalid="ignore"):
                 return (changed == 0) | (ratio < cfg.stagnant_ratio), known
     else:  # no update statistics in the log: identical statistics count as no change
-        def states(lo, cols):
+        def states(lo, hi, cols):
             lo1 = max(0, lo - 1)
-            st = np.stack([ctx.rows("weights", s, lo1, cols=cols) for s in ("mean", "std", "min", "max", "norm")])
-            present = ctx.present[lo1:] if cols is None else ctx.present[lo1:, cols]
+            st = np.stack([ctx.rows("weights", s, lo1, hi, cols=cols) for s in ("mean", "std", "min", "max", "norm")])
+            present = ctx.present(lo1, hi, cols)
             still = np.zeros(present.shape, dtype=bool)
             known = np.zeros(present.shape, dtype=bool)
             still[1:] = (st[:, 1:] == st[:, :-1]).all(axis=0)
             known[1:] = present[1:] & present[:-1] & np.isfinite(st[:, 1:]).all(axis=0)
             return still[lo - lo1:], known[lo - lo1:]
-    count, last_break = ctx.trailing_state(states)
+    count, last_break = ctx.trailing_state("stagnant", states, only=ctx.trainable)
     hits = np.nonzero((count >= cfg.stagnant_window) & ctx.trainable)[0]
     for c in hits:
         r = int(last_break[c]) if last_break[c] >= 0 else ctx.first_present_row(c)
@@ -575,7 +615,7 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
     w = cfg.ratio_window
     if not wanted or not ctx.run.has_kind("delta") or ctx.n < max(2, w):
         return  # not enough history to call anything persistent
-    interval = step_interval(ctx.run, ctx.n)
+    interval = ctx.interval
     recent = ctx.rows("delta", "ratio", ctx.n - w) / interval[-w:, None]
     eligible = ctx.trainable & (ctx.ndim >= cfg.ratio_min_ndim)
     eligible[list(skip)] = False
@@ -594,8 +634,7 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
         if rule not in wanted:
             continue
         for c in np.nonzero(mask)[0]:
-            series = ctx.rows("delta", "ratio", 0, cols=[c])[:, 0] / interval
-            start = _state_start(series, w, (lambda m, b=bound: m > b) if word == "above"
+            start = _state_start(ctx, int(c), w, (lambda m, b=bound: m > b) if word == "above"
                                  else (lambda m, b=bound: m < b))
             if rule == "ratio_low" and not (others_learn or start == 0):
                 continue
@@ -608,16 +647,22 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
                     f"(median of the last {w}: {three_digits(med[c])}){why}")
 
 
-def _state_start(series: np.ndarray, w: int, outside) -> int:
-    """The row where the trailing stretch of 'rolling median outside the band' began."""
-    n = series.size
-    view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w]
-    with quiet_nan(), np.errstate(invalid="ignore"):
-        med = np.nanmedian(view, axis=1)
-        out = outside(med)
-    inside = np.nonzero(~out)[0]
-    first_window = int(inside[-1]) + 1 if inside.size else 0
-    return min(n - 1, first_window)  # the first window of the stretch starts here
+def _state_start(ctx: _Context, c: int, w: int, outside) -> int:
+    """The snapshot where the trailing stretch of 'rolling median of the per-step update ratio outside
+    the band' began, for column c: read backwards a block at a time until a window inside it."""
+    n = ctx.n
+    i1 = n - w + 1  # windows i in [0, i1): ratio[i:i+w]
+    while i1 > 0:
+        i0 = max(0, i1 - _BLOCK)
+        series = ctx.rows("delta", "ratio", i0, i1 + w - 1, cols=[c])[:, 0] / ctx.interval[i0 : i1 + w - 1]
+        view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w]
+        with quiet_nan(), np.errstate(invalid="ignore"):
+            out = outside(np.nanmedian(view, axis=1))
+        inside = np.nonzero(~out)[0]
+        if inside.size:
+            return min(n - 1, i0 + int(inside[-1]) + 1)  # the first window of the stretch starts here
+        i1 = i0
+    return 0
 
 
 def _rule_norm_growth(ctx: _Context) -> None:
@@ -657,32 +702,33 @@ def _rule_grad_vanish(ctx: _Context) -> None:
     if "grad_vanish" in cfg.disabled or not ctx.run.has_kind("grad"):
         return
     root = np.sqrt(ctx.size)
-    typical_cache = {}
+    typical_cache: dict[tuple[int, int], tuple] = {}
 
-    def rms_typical(lo):
-        if lo not in typical_cache:
-            rms = ctx.rows("grad", "norm", lo) / root[None, :]
-            live = ctx.present[lo:] & ctx.trainable[None, :] & np.isfinite(rms)
-            typical = _median_rows(np.where(live, rms, np.nan))  # the median tensor, per row
-            typical_cache[lo] = (rms, live, typical, live.sum(axis=1) >= 2)
-        return typical_cache[lo]
+    def rms_typical(lo, hi):
+        if (lo, hi) not in typical_cache:
+            rms = ctx.rows("grad", "norm", lo, hi) / root[None, :]
+            live = ctx.present(lo, hi) & ctx.trainable[None, :] & np.isfinite(rms)
+            typical = _median_rows(np.where(live, rms, np.nan))  # the median tensor, per snapshot
+            typical_cache.clear()  # (one block at a time)
+            typical_cache[lo, hi] = (rms, live, typical, live.sum(axis=1) >= 2)
+        return typical_cache[lo, hi]
 
-    def states(lo, cols):
-        rms, live, typical, several = rms_typical(lo)
+    def states(lo, hi, cols):
+        rms, live, typical, several = rms_typical(lo, hi)
         if cols is not None:
             rms, live = rms[:, cols], live[:, cols]
         with np.errstate(invalid="ignore"):
             vanish = (rms == 0) | (several[:, None] & (rms < cfg.grad_vanish * typical[:, None]))
         return vanish, live
 
-    count, last_break = ctx.trailing_state(states)
+    count, last_break = ctx.trailing_state("grad_vanish", states, only=ctx.trainable)
+    off = max(0, ctx.n - _TAIL)
     for c in np.nonzero((count >= cfg.grad_vanish_window) & ctx.trainable)[0]:
         lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
-        rms, live, typical, _several = rms_typical(max(0, ctx.n - _TAIL))
-        off = max(0, ctx.n - _TAIL)
+        rms, live, typical, _several = rms_typical(off, ctx.n)
         here = np.nonzero(live[:, c])[0]
         k = here[-1] if here.size else rms.shape[0] - 1
-        r = lo + int(np.argmax(ctx.present[lo:, c]))
+        r = lo + int(np.argmax(ctx.present(lo, None, [int(c)])[:, 0]))
         if rms[k, c] == 0:
             what = "exactly zero"
         else:
@@ -810,15 +856,12 @@ def _quiet_after_nonfinite(ctx: _Context) -> None:
     cfg = ctx.config
     windows = {"stagnant": cfg.stagnant_window, "ratio_high": cfg.ratio_window, "ratio_low": cfg.ratio_window,
                "grad_vanish": cfg.grad_vanish_window}
-    grad_bad: dict[int, np.ndarray] = {}
 
     def grad_bad_in(c: int, lo: int, hi: int) -> bool:
-        if c not in grad_bad:
-            nan = ctx.rows("grad", "nan", 0, cols=[c])[:, 0]
-            inf = ctx.rows("grad", "inf", 0, cols=[c])[:, 0]
-            with np.errstate(invalid="ignore"):
-                grad_bad[c] = (nan > 0) | (inf > 0)
-        return bool(grad_bad[c][max(0, lo):max(0, hi)].any())
+        nan = ctx.rows("grad", "nan", lo, hi, cols=[c])
+        inf = ctx.rows("grad", "inf", lo, hi, cols=[c])
+        with np.errstate(invalid="ignore"):
+            return bool(((nan > 0) | (inf > 0)).any())
 
     keep = []
     for a in ctx.alerts:
@@ -853,17 +896,17 @@ def _rule_cosines(ctx: _Context) -> None:
         if rule in cfg.disabled or stat not in run.columns("delta"):
             continue
 
-        def states(lo, cols, stat=stat, bound=bound, sign=sign):
-            m = ctx.rows("delta", stat, lo, cols=cols)
+        def states(lo, hi, cols, stat=stat, bound=bound, sign=sign):
+            m = ctx.rows("delta", stat, lo, hi, cols=cols)
             known = np.isfinite(m)
             with np.errstate(invalid="ignore"):
                 state = m <= bound if sign < 0 else m >= bound
             return state, known
 
-        count, last_break = ctx.trailing_state(states, window)
+        count, last_break = ctx.trailing_state(rule, states, window, only=ctx.trainable)
         for c in np.nonzero((count >= window) & ctx.trainable)[0]:
             lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
-            held, _known = states(lo, [c])
+            held, _known = states(lo, ctx.n, [c])
             r = lo + int(np.argmax(held[:, 0]))  # the first snapshot that showed it
             latest = ctx.rows("delta", stat, ctx.n - 1, cols=[c])[0, 0]
             word = "at or below" if sign < 0 else "at or above"
@@ -881,15 +924,15 @@ def _rule_units(ctx: _Context) -> None:
         if rule in ctx.config.disabled or not run.has_kind(kind) or stat not in run.columns(kind):
             continue
 
-        def states(lo, cols, kind=kind, stat=stat):
-            m = ctx.rows(kind, stat, lo, cols=cols)
+        def states(lo, hi, cols, kind=kind, stat=stat):
+            m = ctx.rows(kind, stat, lo, hi, cols=cols)
             return m > 0, np.isfinite(m)
 
-        count, last_break = ctx.trailing_state(states)
+        count, last_break = ctx.trailing_state(rule, states)
         last_step = int(ctx.steps[ctx.n - 1])
         for c in np.nonzero(count >= 1)[0]:
             lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
-            held, _known = states(lo, [c])
+            held, _known = states(lo, ctx.n, [c])
             r = lo + int(np.argmax(held[:, 0]))
             now = ctx.rows(kind, stat, ctx.n - 1, cols=[c])[0, 0]
             tid = ctx.tensors[c].id
@@ -904,20 +947,29 @@ def _rule_alpha(ctx: _Context) -> None:
     cfg = ctx.config
     if "alpha_band" in cfg.disabled or "alpha" not in ctx.run.columns("weights"):
         return
-    m = ctx.rows("weights", "alpha", 0)
-    for c in range(ctx.t):
-        rows = np.nonzero(np.isfinite(m[:, c]))[0]
-        if not rows.size:
+    k = cfg.alpha_fits
+    first = ctx.first_finite("weights", "alpha")  # (tensors never fitted are not read back)
+    fits: dict[int, list[tuple[int, float]]] = {int(c): [] for c in np.flatnonzero(first >= 0)}  # newest first
+    want = [c for c in fits]
+    hi = ctx.n
+    while want and hi > 0:  # backwards, a block at a time, until each tensor's last k fits are read
+        lo = max(0, hi - _BLOCK)
+        m = ctx.rows("weights", "alpha", lo, hi, cols=want)
+        for j, c in enumerate(want):
+            rows = np.flatnonzero(np.isfinite(m[:, j]))[::-1]
+            fits[c].extend((lo + int(r), float(m[r, j])) for r in rows[: k - len(fits[c])])
+        want = [c for c in want if len(fits[c]) < k and lo > first[c]]
+        hi = lo
+    for c, got in fits.items():
+        if not got:
             continue
-        last = float(m[rows[-1], c])
-        recent = m[rows[-cfg.alpha_fits:], c]
+        row, last = got[0]
         if last < cfg.alpha_low:
-            ctx.add("alpha_band", c, int(rows[-1]), "warning",
+            ctx.add("alpha_band", c, row, "warning",
                     f"alpha {last:.2f} below {cfg.alpha_low:g} (heavy-tailed spectrum)")
-        elif rows.size >= cfg.alpha_fits and np.all(recent > cfg.alpha_high):
-            r = int(rows[-cfg.alpha_fits])
-            ctx.add("alpha_band", c, r, "warning",
-                    f"alpha above {cfg.alpha_high:g} in the last {cfg.alpha_fits} fits (latest {last:.2f}): "
+        elif len(got) >= k and all(v > cfg.alpha_high for _r, v in got[:k]):
+            ctx.add("alpha_band", c, got[k - 1][0], "warning",
+                    f"alpha above {cfg.alpha_high:g} in the last {k} fits (latest {last:.2f}): "
                     f"the spectrum still looks random")
 
 
@@ -946,17 +998,20 @@ def _rule_nan_origin(ctx: _Context) -> None:
 
 
 def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None = None) -> list[Alert]:
-    """The alerts for a run, looking only at stored rows 0..upto_row (default: all).
+    """The alerts for a run (a RunData, or a RowsUpTo: as of its snapshot), looking only at its
+    snapshots up to the row view's row `upto_row` (default: all).
 
-    Sorted: errors first, then by step, then by tensor name. Results over
-    rows that can no longer change are remembered per RunData, so calling
-    this again as the run grows reads only the new rows (and a short tail).
+    Every rule reads every snapshot up to there from the store, whatever the row view keeps
+    (max_rows thins it), a block at a time. Sorted: errors first, then by step, then by tensor
+    name. Results over snapshots already judged are remembered per RunData, so calling this
+    again as the run grows reads only the new snapshots (and a short tail), and a replay position
+    moved back reads only what the state rules need.
     """
     config = DiagnoseConfig() if config is None else config
-    n = run.n if upto_row is None else max(0, min(run.n, int(upto_row) + 1))
-    if n == 0 or not run.tensors:
+    data, n = _resolve(run, upto_row)
+    if n == 0 or not data.tensors:
         return []
-    ctx = _Context(run, n, config)
+    ctx = _Context(data, n, config)
     _rule_nonfinite(ctx)
     stagnant = _rule_stagnant(ctx)
     _rule_ratio(ctx, stagnant)

@@ -148,7 +148,9 @@ def cmd_info(args) -> int:
 
         share_malloc_arena()
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
-    run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache)
+    # (statistics are what info reads: a first info indexes them only, the histograms stay in the log until
+    # a reader that wants them indexes them; docs/store.md)
+    run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache, index_histograms=False)
     _check_run_number(run, args.run)
     alerts = alerts_of(run, _diagnose_config(args.threshold))  # (kept beside the index for the next info)
     if args.json:

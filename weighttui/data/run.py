@@ -167,13 +167,14 @@ class RunData:
     """
 
     def __init__(self, path=None, *, max_rows: int | None = None, run_index: int | None = None,
-                 cache: bool = True):
+                 cache: bool = True, index_histograms: bool = True):
         if max_rows is not None and max_rows < 4:
             raise ValueError("max_rows must be at least 4")
         self.path = None if path is None else os.fspath(path)
         self.max_rows = max_rows
         self.run_index = run_index
         self.cache = cache
+        self.index_histograms = index_histograms  # False: what this reader indexes leaves them in the log
         self.torn_tail = 0
         self.resets = 0  # times the file was truncated or replaced under us
         self.file_size = 0
@@ -256,7 +257,7 @@ class RunData:
                 self._ident = (st.st_dev, st.st_ino, os.pread(fd, _FIRST_BYTES, 0))
                 if not self._loaded and self.cache:
                     self._loaded = True
-                    got = store_index.load_index(self.path, fd, st)
+                    got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
                     if got is not None:
                         self._store, self.index_path = got
                         store = self._store
@@ -301,7 +302,7 @@ class RunData:
         assert self.path is not None
         big = new_bytes >= store_index.MIN_LOG_BYTES
         spill: store_index.Spiller | LogSource | None = \
-            store_index.spiller_for(self.path, new_bytes) if self.cache and big else None
+            store_index.spiller_for(self.path, new_bytes, self.index_histograms) if self.cache and big else None
         if spill is None and (big or not self.cache):
             spill = LogSource(self.path)
         store.spill = spill
@@ -320,7 +321,8 @@ class RunData:
                 st = os.fstat(fd)
                 if st.st_size < HEADER_SIZE:
                     return None
-                got = store_index.load_index(self.path, fd, st)  # only an index of these very bytes
+                # (only an index of these very bytes)
+                got = store_index.load_index(self.path, fd, st, fill=self.index_histograms)
             except (OSError, ValueError):
                 return None
         if got is None:
@@ -626,6 +628,39 @@ class RunData:
         finally:
             self._fill_maps = maps
         return out
+
+    def snapshot_block(self, kind: str, stat: str | None, lo: int, hi: int,
+                       cols: list[int] | np.ndarray | None = None) -> np.ndarray:
+        """[hi - lo, tensor columns] of one statistic (stat None: which tensors each snapshot covered,
+        as `present`) over the run's snapshots [lo, hi) at full resolution, whatever the row view
+        holds; only `cols` (tensor columns) when given. Read from the store, nothing kept: the alert
+        rules read the history this way, a block at a time, so memory stays bounded on any run."""
+        run = self._run
+        count = 0 if run is None else run.rows
+        hi = min(max(int(hi), 0), count)
+        lo = min(max(int(lo), 0), hi)
+        t = 0 if run is None else len(run.tensors)
+        if cols is not None and len(cols) * 8 <= t:  # a few tensors: their own slices (tensor-major store)
+            shape = (hi - lo, len(cols))
+            out = np.zeros(shape, dtype=np.bool_) if stat is None else np.full(shape, np.nan)
+            if hi > lo:
+                want = np.arange(lo, hi, dtype=np.int64)
+                if stat is not None:
+                    self._kind(kind)
+                    if stat not in COLUMNS[kind]:
+                        raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
+                    s = COLUMNS[kind].index(stat)
+                for j, col in enumerate(cols):
+                    if stat is None:
+                        got = self._entries("weights", int(col), want)
+                        if got:
+                            out[np.concatenate([e[4] for e in got]) - lo, j] = True
+                    else:
+                        rows, values = self._stat_rows(int(col), kind, s, want)
+                        out[rows - lo, j] = values
+            return out
+        block = self._snapshots_stats(np.arange(lo, hi, dtype=np.int64), [(kind, stat)])[0]
+        return block if cols is None else block[:, cols]
 
     def first_nonfinite(self, kind: str, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per tensor column, the first of the run's snapshots 0..`upto` (default: all), at full
@@ -1170,9 +1205,10 @@ def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
         return flat.copy()
 
 
-def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True) -> RunData:
+def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True,
+         index_histograms: bool = True) -> RunData:
     """Read a whole log into a RunData (see `open`)."""
-    data = RunData(path, max_rows=max_rows, run_index=run_index, cache=cache)
+    data = RunData(path, max_rows=max_rows, run_index=run_index, cache=cache, index_histograms=index_histograms)
     try:
         data.refresh()
     except FileNotFoundError:
@@ -1180,7 +1216,8 @@ def load(path, *, max_rows: int | None = None, run_index: int | None = None, cac
     return data
 
 
-def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True) -> RunData:  # noqa: A001
+def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True,  # noqa: A001
+         index_histograms: bool = True) -> RunData:
     """Open a run log for reading: `weighttui.open("run.sock").weights(epoch=10)`.
 
     `run` picks a run by index when the log holds several (mode="a"); the
@@ -1191,5 +1228,9 @@ def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bo
     touching the disk. Raises FileNotFoundError for a missing file and
     weighttui.LogFormatError for a file that is not a log or is too new. An
     empty or header-only file opens as a run with no snapshots yet.
+    index_histograms=False: what this read adds to the index holds statistics
+    only (histograms and samples are read back from the log, until a reader
+    that indexes them extends it): a faster first read for a caller that
+    reads statistics (`weighttui info`).
     """
-    return load(path, max_rows=max_rows, run_index=run, cache=cache)
+    return load(path, max_rows=max_rows, run_index=run, cache=cache, index_histograms=index_histograms)

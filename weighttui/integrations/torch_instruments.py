@@ -449,6 +449,12 @@ class TorchInstruments:
         v, b, steps = ex.v, ex.b, self.settings.sigma_steps
         if not steps or v is None or b is None or not ex.w_done:
             return
+        # the start's bound from dot products (z = y b, y = |W v|): most snapshots stop here, where
+        # lanczos() would take no step and leave the kernel's b
+        y = float(ex.out[1])
+        vb = float(v @ b)
+        if not ref.warm_bound(float(v @ v), y * vb, y * y * float(b @ b)) > ref.SIGMA_TOL:
+            return
         w2 = x.reshape(mn)
         if w2.dtype != torch.float32:
             w2 = w2.to(torch.float32)
@@ -457,7 +463,7 @@ class TorchInstruments:
             y = torch.mv(w2, torch.from_numpy(q[:, 0].astype(np.float32)))
             return (y @ w2).double().numpy()[:, None]
 
-        sigma, _bound, v_new, taken = ref.lanczos(apply, v[:, None], (b * float(ex.out[1]))[:, None],
+        sigma, _bound, v_new, taken = ref.lanczos(apply, v[:, None], (b * y)[:, None],
                                                   steps=steps)
         if taken and sigma > 0:  # else the kernel's b: |b| is above the start vector's Rayleigh quotient
             b[:] = v_new[:, 0] * sigma

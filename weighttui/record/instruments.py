@@ -247,6 +247,19 @@ def lanczos_bound(lam, rn: float) -> float:
     return err / top / 2
 
 
+def warm_bound(vv: float, vz: float, zz: float) -> float:
+    """lanczos_bound of one vector v and z = W^T W v from three dot products (v.v, v.z, z.z): what
+    lanczos() computes before its first step when given z with p = 1, without its n-vectors (the
+    fused kernel's matrices, whose warm start mostly meets the tolerance already). NaN where lanczos
+    would stop at once (v zero or not finite)."""
+    if not (vv > 0 and math.isfinite(vz) and math.isfinite(zz)):
+        return math.nan
+    top = max(vz / vv, 0.0)
+    # |z/|v| - top v/|v||^2 = z.z/v.v - 2 top v.z/v.v + top^2
+    rr = zz / vv - 2.0 * top * (vz / vv) + top * top
+    return lanczos_bound([top], math.sqrt(max(rr, 0.0)))
+
+
 def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asarray, like=None):
     """sigma_max of the matrix W behind apply (q -> W^T W q, q: n x k) by Rayleigh-Ritz on a Krylov space
     of W^T W started from the block v (n x p, the kept vectors): after the start, each step adds the

@@ -210,6 +210,24 @@ def chain(bx, bp, bstate, ax, ap, code: int, bins: int, drop: bool = False):
     return raw_w, raw_d, w_done, d_done, state
 
 
+def can_finish() -> bool:
+    """Whether the built kernel finishes raw rows (finish(); a build from before it does not: a stale checkout)."""
+    return _fastats is not None and hasattr(_fastats, "finish")
+
+
+def finish(raw: np.ndarray, delta: bool, bins: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(stats, (lo, hi, counts)) of raw rows [R, N_RAW + bins], bit for bit raw_rows.weight_rows (delta:
+    delta_rows against the rows' psq) and hist_parts, in one C call instead of some fifty numpy operations.
+    can_finish() builds only."""
+    r = raw.shape[0]
+    raw = np.ascontiguousarray(raw, dtype=np.float64)
+    stats = np.empty((r, 6 if delta else 9))
+    lo, hi = np.empty(r), np.empty(r)
+    counts = np.empty((r, bins), dtype=np.uint32)
+    _fastats.finish(raw, int(delta), bins, stats, lo, hi, counts)  # type: ignore[union-attr]
+    return stats, (lo, hi, counts)
+
+
 def rows(arrays, prevs, bins: int, copy: bool, threads: int = 1, extras=None):
     """run() for numpy arrays that takes() accepts; prevs[i] None or an array of arrays[i]'s dtype and size.
     extras: as run()'s, with x0 and states as arrays of arrays[i]'s dtype and size (flattened here)."""

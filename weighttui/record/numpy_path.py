@@ -308,8 +308,12 @@ class RawBlock:
             else:
                 raw = self._raw
                 assert raw is not None
-                rows = weight_rows(raw) if self.names == WEIGHT_STATS else delta_rows(raw, raw[:, _PSQ])
-                self._block = Block(self.names, rows, hist_parts(raw, self._bins))
+                if kernel.can_finish():  # the same numbers in one C call (the writer thread's main cost)
+                    rows, hist = kernel.finish(raw, self.names != WEIGHT_STATS, self._bins)
+                    self._block = Block(self.names, rows, hist)
+                else:
+                    rows = weight_rows(raw) if self.names == WEIGHT_STATS else delta_rows(raw, raw[:, _PSQ])
+                    self._block = Block(self.names, rows, hist_parts(raw, self._bins))
             self._raw = self._of = None
         return self._block
 

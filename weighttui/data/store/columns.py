@@ -490,9 +490,9 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
 
     Each piece: {"rows", "cols", "stats" [E, S] or [S, E] via "stats_t", "lo", "hi",
     "counts", "samples" (flat), "slen" [E]} - a snapshot or an existing segment.
-    heavy=False: without the histogram counts and the samples (counts and samples
-    None; lo, hi and the sample offsets are there): for a store that reads them
-    back from the log (fromlog.py).
+    heavy=False: without the histograms and the samples (lo, hi, counts and samples
+    None; the sample offsets are there): for a segment that reads them back from
+    the log (fromlog.py).
     """
     grid = _grid(parts, row0, row1, nstats, bins, with_samples, heavy)
     if grid is not None:
@@ -507,7 +507,7 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     else:
         stats = np.zeros((0, 0))
     lo = hi = counts = None
-    if bins is not None:
+    if bins is not None and heavy:
         nan = np.full(0, np.nan)
 
         def field(p, name, shape, fill):
@@ -517,10 +517,9 @@ def merge(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
         lo = np.concatenate([field(p, "lo", p["rows"].size, np.nan) for p in parts]) if parts else nan
         hi = np.concatenate([field(p, "hi", p["rows"].size, np.nan) for p in parts]) if parts else nan
         lo, hi = lo[order], hi[order]
-        if heavy:
-            counts = np.concatenate([field(p, "counts", (p["rows"].size, bins), 0) for p in parts]) if parts \
-                else np.zeros((0, bins), np.uint32)
-            counts = counts[order].astype(count_dtype(counts), copy=False)
+        counts = np.concatenate([field(p, "counts", (p["rows"].size, bins), 0) for p in parts]) if parts \
+            else np.zeros((0, bins), np.uint32)
+        counts = counts[order].astype(count_dtype(counts), copy=False)
     samples = soff = None
     if with_samples:
         slen = np.concatenate([p["slen"] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
@@ -586,7 +585,7 @@ def _grid(parts: list[dict], row0: int, row1: int, nstats: int, bins: int | None
     hi: np.ndarray | None = None
     counts: np.ndarray | None = None
     runmax = None  # each tensor's largest count, when the gather found it (for compact's Split)
-    if has_hist and bins is not None:
+    if has_hist and bins is not None and heavy:
         lo, hi = (_gathered(parts, name, np.float64, lambda a: _gather_blocks(a, t, 8, c_perm))
                   for name in ("lo", "hi"))  # [rows, tensors] -> (tensor, row)
         if lo is None or hi is None:

@@ -156,10 +156,37 @@ def snapshot_at(fd: int, run: RunState, row: int):
         s = parse(got[1], run.by_id, run._ids_checked)
     except (InvalidRecord, ValueError, TypeError, OverflowError):
         return None
+    return s if holds_row(run, row, s) else None
+
+
+def holds_row(run: RunState, row: int, s) -> bool:
+    """Whether a snapshot record read again is the one row `row` of `run` was read from (same step and
+    time: a log rewritten in place under an index gives no other snapshot's values)."""
     t = float(run.times.a[row])
-    if s.step != int(run.steps.a[row]) or not (s.time == t or (s.time != s.time and t != t)):
-        return None
-    return s
+    return s.step == int(run.steps.a[row]) and (s.time == t or (s.time != s.time and t != t))
+
+
+def read_back(seg: Segment, back: _Back, bins: int | None, with_samples: bool, dtype=np.uint32) -> Segment:
+    """A segment sealed without its histograms and samples (merge(heavy=False)) with FromLog stand-ins
+    for them: read back from the log through `back` (dtype: what its counts read as)."""
+    n = seg.entries
+    if bins is not None:
+        seg.counts = FromLog(back, "counts", n, bins, dtype)
+        # the edges too, even where they repeat min/max (an Alias would give them without a read):
+        # an entry whose frame no longer reads back is then absent (NaN edges, no counts), as
+        # histograms() leaves out a snapshot without one, not an empty histogram
+        seg.lo, seg.hi = FromLog(back, "lo", n), FromLog(back, "hi", n)
+    if with_samples and seg.soff is not None:
+        seg.samples = FromLog(back, "samples", int(seg.part("soff", n, n + 1)[0]), 0, np.float32)
+    return seg
+
+
+def lagging_segment(back: _Back, parts, row0, row1, nstats, bins, with_samples, edges) -> Segment:
+    """columns.sealed_segment without the histograms and samples, which are read back from the log
+    (an index whose histogram part lags its statistics: `weighttui info`, docs/store.md). Their
+    counts read as uint32, as RunData.histograms gives them."""
+    return read_back(compact(merge(parts, row0, row1, nstats, bins, with_samples, heavy=False), edges), back,
+                     bins, with_samples)
 
 
 class LogSource:
@@ -203,6 +230,8 @@ class LogSource:
 
     def _seal(self, run, kind, parts, row0, row1, nstats, bins, with_samples, edges) -> Segment:
         seg = compact(merge(parts, row0, row1, nstats, bins, with_samples, heavy=False), edges)
+        dtype = count_dtype(*(p["counts"] for p in parts if p.get("counts") is not None)) if bins is not None \
+            else None
         # a column kept as it is would be a view holding the whole [statistics, entries] array
         # (constant columns included): each is copied out
         seg.stats = [c.copy() if isinstance(c, np.ndarray) and c.base is not None else c for c in seg.stats]
@@ -210,16 +239,7 @@ class LogSource:
         back = _Back(self, run, kind)
         _keep_resident(seg, seg.stats)
         seg.stats = [_Stat(back, s, n) for s in range(len(seg.stats))]
-        if bins is not None:
-            dtype = count_dtype(*(p["counts"] for p in parts if p.get("counts") is not None))
-            seg.counts = FromLog(back, "counts", n, bins, dtype)
-            # the edges too, even where they repeat min/max (an Alias would give them without a read):
-            # an entry whose frame no longer reads back is then absent (NaN edges, no counts), as
-            # histograms() leaves out a snapshot without one, not an empty histogram
-            seg.lo, seg.hi = FromLog(back, "lo", n), FromLog(back, "hi", n)
-        if with_samples and seg.soff is not None:
-            seg.samples = FromLog(back, "samples", int(seg.part("soff", n, n + 1)[0]), 0, np.float32)
-        return seg
+        return read_back(seg, back, bins, with_samples, dtype)
 
     # ------------------------------------------------------------ reading back
 

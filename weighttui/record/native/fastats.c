@@ -802,6 +802,29 @@ static inline double fold_lanes(double *l) {
         for (int j = 0; j < XL; j++)                                                       \
             d[j] = (double)l[j];                                                           \
         return fold_lanes(d);                                                              \
+    }                                                                                      \
+    /* dot_(a, NULL, v) into *yv and dot_(a, p, vd) into *yd, the same lanes, in one loop */ \
+    static inline void dot2_##SUFFIX(const T *restrict a, const T *restrict p,             \
+                                     const VT *restrict v, const VT *restrict vd, size_t n, \
+                                     double *restrict yv, double *restrict yd) {           \
+        VT l[XL] = {0}, ld[XL] = {0};                                                      \
+        size_t i = 0;                                                                      \
+        for (; i + XL <= n; i += XL)                                                       \
+            for (int j = 0; j < XL; j++) {                                                 \
+                l[j] += (VT)a[i + j] * v[i + j];                                           \
+                ld[j] += ((VT)a[i + j] - (VT)p[i + j]) * vd[i + j];                        \
+            }                                                                              \
+        for (int j = 0; i < n; i++, j++) {                                                 \
+            l[j] += (VT)a[i] * v[i];                                                       \
+            ld[j] += ((VT)a[i] - (VT)p[i]) * vd[i];                                        \
+        }                                                                                  \
+        double d[XL], dd[XL];                                                              \
+        for (int j = 0; j < XL; j++) {                                                     \
+            d[j] = (double)l[j];                                                           \
+            dd[j] = (double)ld[j];                                                         \
+        }                                                                                  \
+        *yv += fold_lanes(d);                                                              \
+        *yd += fold_lanes(dd);                                                             \
     }
 
 /* Pass A's instruments over elements [g0, g0 + n) of the tensor (x, p, x0, the
@@ -835,9 +858,11 @@ static inline double fold_lanes(double *l) {
             size_t seg = e->cols - j < n - i ? e->cols - j : n - i;                           \
             if (e->units)                                                                     \
                 e->un[r] += sumsq_##SUFFIX(x + i, seg);                                       \
-            if (e->v)                                                                         \
+            if (e->v && yd) /* both products: x read once */                                  \
+                dot2_##SUFFIX(x + i, p + i, e->V + j, e->VD + j, seg, &e->y[r], &e->yd[r]);   \
+            else if (e->v)                                                                    \
                 e->y[r] += dot_##SUFFIX(x + i, NULL, e->V + j, seg);                          \
-            if (yd)                                                                           \
+            else if (yd)                                                                      \
                 e->yd[r] += dot_##SUFFIX(x + i, p + i, e->VD + j, seg);                       \
             i += seg;                                                                         \
         }                                                                                     \
@@ -870,12 +895,21 @@ static void flush_b(xjob_t *e) {
             size_t seg = e->cols - j < n - i ? e->cols - j : n - i;                           \
             const T *restrict xs = x + i;                                                     \
             VT u = e->v ? (VT)e->y[r] : (VT)0;                                                \
+            VT ud = with_d && e->vd ? (VT)e->yd[r] : (VT)0;                                   \
+            if (u != (VT)0 && ud != (VT)0) { /* both: x and p read once */                  \
+                const T *restrict ps = p + i;                                                 \
+                VT *restrict b = e->B + j, *restrict bd = e->BD + j;                          \
+                for (size_t t = 0; t < seg; t++) {                                            \
+                    b[t] += u * (VT)xs[t];                                                    \
+                    bd[t] += ud * ((VT)xs[t] - (VT)ps[t]);                                    \
+                }                                                                             \
+                u = ud = (VT)0;                                                               \
+            }                                                                                 \
             if (u != (VT)0) {                                                                 \
                 VT *restrict b = e->B + j;                                                    \
                 for (size_t t = 0; t < seg; t++)                                              \
                     b[t] += u * (VT)xs[t];                                                    \
             }                                                                                 \
-            VT ud = with_d && e->vd ? (VT)e->yd[r] : (VT)0;                                   \
             if (ud != (VT)0) {                                                                \
                 const T *restrict ps = p + i;                                                 \
                 VT *restrict bd = e->BD + j;                                                  \
@@ -1925,9 +1959,79 @@ done:
     return result;
 }
 
+/* finish(raw, kind, bins, stats, lo, hi, counts): raw rows -> FORMAT.md statistics rows, the
+ * histogram bounds and counts, as record/raw_rows.py's weight_rows / delta_rows (prev_sumsq: the
+ * rows' psq) and hist_parts compute them, with the same float64 operations in the same order
+ * (-ffp-contract=off: bit for bit). Done by the writer thread for every snapshot: some fifty small
+ * numpy operations there cost 50-200 us a snapshot of a small model, this a few. */
+static const char finish_doc[] =
+    "finish(raw, kind, bins, stats, lo, hi, counts) -> None: kind 0 weights rows (9 columns), 1 delta rows (6)";
+
+static double np_max(double a, double b) { return (a >= b || isnan(a)) ? a : b; } /* numpy.maximum */
+
+static PyObject *py_finish(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer raw, st, lob, hib, cb;
+    int kind, bins;
+    if (!PyArg_ParseTuple(args, "y*iiw*w*w*w*", &raw, &kind, &bins, &st, &lob, &hib, &cb))
+        return NULL;
+    const Py_ssize_t width = NRAW + (Py_ssize_t)bins, ncol = kind == 0 ? 9 : 6;
+    const Py_ssize_t rows = bins >= 0 && width > 0 ? raw.len / (Py_ssize_t)sizeof(double) / width : -1;
+    PyObject *result = NULL;
+    if ((kind != 0 && kind != 1) || bins < 1 || rows < 0 || raw.len != rows * width * (Py_ssize_t)sizeof(double) ||
+        st.len != rows * ncol * (Py_ssize_t)sizeof(double) || lob.len != rows * (Py_ssize_t)sizeof(double) ||
+        hib.len != rows * (Py_ssize_t)sizeof(double) || cb.len != rows * bins * (Py_ssize_t)sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "finish: buffer sizes do not match the rows");
+        goto done;
+    }
+    const double *r = (const double *)raw.buf;
+    double *out = (double *)st.buf, *lo = (double *)lob.buf, *hi = (double *)hib.buf;
+    uint32_t *counts = (uint32_t *)cb.buf;
+    for (Py_ssize_t i = 0; i < rows; i++, r += width, out += ncol) {
+        const double n = r[R_N], m = r[R_M], c = r[R_C], s1 = r[R_S1], s2 = r[R_S2];
+        const int has = m > 0;
+        const double mean = c + s1 / m;
+        const double m2 = np_max(s2 - s1 * s1 / m, 0.0);
+        const double sq = has ? m2 + m * mean * mean : 0.0;
+        if (kind == 0) {
+            out[0] = has ? mean : NAN;
+            out[1] = has ? sqrt(m2 / m) : NAN;
+            out[2] = has ? r[R_LO] : NAN;
+            out[3] = has ? r[R_HI] : NAN;
+            out[4] = has ? r[R_ASUM] / m : NAN;
+            out[5] = has ? sqrt(sq) : 0.0;
+            out[6] = n > 0 ? r[R_ZEROS] / n : NAN;
+            out[7] = r[R_NAN];
+            out[8] = r[R_INF];
+        } else {
+            const double dnorm = sqrt(sq), pnorm = sqrt(np_max(r[R_PSQ], 0.0));
+            out[0] = dnorm;
+            out[1] = pnorm > 0 ? dnorm / pnorm : (dnorm > 0 ? INFINITY : 0.0);
+            out[2] = has ? np_max(-r[R_LO], r[R_HI]) : NAN;
+            out[3] = has ? r[R_ASUM] / m : NAN;
+            out[4] = n > 0 ? (m - r[R_ZEROS]) / n : NAN;
+            out[5] = 1.0;
+        }
+        lo[i] = has ? r[R_LO] : NAN;
+        hi[i] = has ? r[R_HI] : NAN;
+        for (int b = 0; b < bins; b++)
+            counts[i * bins + b] = (uint32_t)nearbyint(r[NRAW + b]);
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&raw);
+    PyBuffer_Release(&st);
+    PyBuffer_Release(&lob);
+    PyBuffer_Release(&hib);
+    PyBuffer_Release(&cb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"snapshot", py_snapshot, METH_VARARGS, snapshot_doc},
     {"chain", py_chain, METH_VARARGS, chain_doc},
+    {"finish", py_finish, METH_VARARGS, finish_doc},
     {NULL, NULL, 0, NULL},
 };
 

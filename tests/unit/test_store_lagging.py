@@ -1,0 +1,193 @@
+"""An index whose histogram part lags its statistics (`open(index_histograms=False)`, `weighttui info`).
+
+A reader that asks only for statistics indexes only them: each group's histogram edges, counts and
+samples stay in the log ({"fromlog": ...} in the manifest) and are read back from the snapshot frames
+by any later reader, until a reader that indexes them rewrites that group. Whatever mix of such groups
+and full ones an index holds - built light then extended by a full reader, or the other way round, or
+damaged - every reader gives the same run as a read without any index.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_store import digest, index_dir, indexed, two_runs_with_damage, write_run
+
+import weighttui
+from weighttui.data.store import columns as store_columns
+from weighttui.data.store import index as store_index
+from weighttui.log.format import HEADER_SIZE
+
+assert indexed  # (the fixture, imported for the tests below)
+
+
+def _fromlog_refs(path) -> int:
+    """How many arrays the manifest leaves in the log."""
+    text = (index_dir(path) / "manifest.json").read_text()
+    return text.count('"fromlog"')
+
+
+def _lagging_groups(run) -> list[bool]:
+    return [any(isinstance(s.counts, store_columns.FromLog) for s in g.kinds.values()) for g in run._run.groups]
+
+
+def test_an_index_without_histograms_reads_them_back_from_the_log(indexed):
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    want = digest(weighttui.open(path, cache=False))
+    light = weighttui.open(path, index_histograms=False)
+    assert light.index_path == str(index_dir(path)) and _fromlog_refs(path) > 0
+    assert digest(light) == want
+    light_again = weighttui.open(path, index_histograms=False)  # reads them back, indexes nothing
+    assert digest(light_again) == want and _fromlog_refs(path) > 0
+    again = weighttui.open(path)  # a full reader: each group's histograms indexed as it first reads them
+    assert any(_lagging_groups(again))
+    refs = _fromlog_refs(path)
+    assert digest(again) == want
+    assert not any(_lagging_groups(again)) and 0 < _fromlog_refs(path) < refs  # (the other run's lag still)
+    want0 = digest(weighttui.open(path, run=0, cache=False))
+    assert digest(weighttui.open(path, run=0)) == want0 and _fromlog_refs(path) == 0
+    assert not [p for p in index_dir(path).iterdir() if p.name.startswith(".tmp-")]
+    named = set(json.loads((index_dir(path) / "manifest.json").read_text())["files"])
+    assert {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin")} == named
+    final = weighttui.open(path)
+    assert not any(_lagging_groups(final)) and digest(final) == want
+
+
+def test_filling_keeps_the_info_summary_and_two_readers_fill_safely(indexed, capsys, monkeypatch):
+    """Two readers of one lagging index: the first fills the groups; the second, loaded before, finds
+    the manifest changed under it (its group files gone) and still reads the same run. The summary
+    `info` kept beside the index stays valid (the log's reach did not change)."""
+    from weighttui.analysis import diagnose as diagnose_mod
+    from weighttui.cli.main import main as cli
+
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+    want = digest(weighttui.open(path, cache=False))
+    assert cli(["info", "--json", str(path)]) in (0, 1)
+    summary = capsys.readouterr().out
+    first, second = weighttui.open(path), weighttui.open(path)
+    assert digest(first) == want and not any(_lagging_groups(first))
+    assert digest(second) == want
+    assert any(g.ref is None for g in second._run.groups)  # (derived from the log again: its files were gone)
+    calls = []
+    real = diagnose_mod.diagnose
+    monkeypatch.setattr(diagnose_mod, "diagnose", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert cli(["info", "--json", str(path)]) in (0, 1)
+    assert capsys.readouterr().out == summary and not calls
+    assert digest(weighttui.open(path)) == want
+
+
+def test_an_unwritable_index_is_not_filled(indexed, monkeypatch):
+    path = indexed / "run.wtui"
+    write_run(path, 60)
+    want = digest(weighttui.open(path, cache=False))
+    weighttui.open(path, index_histograms=False)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in index_dir(path).iterdir())
+    monkeypatch.setattr(store_index, "writable", lambda d: False)
+    run = weighttui.open(path)
+    assert digest(run) == want and any(_lagging_groups(run))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in index_dir(path).iterdir()) == before
+
+
+@pytest.mark.parametrize("modes", [(False, True, False, True), (True, False, True, False), (False, False, True, True)])
+def test_histograms_lag_then_the_index_is_extended(indexed, modes):
+    """The log grows between readers that index histograms and readers that do not: any mix of groups
+    reads the same as no index at all, also reused by a fresh reader of either kind."""
+    raw = two_runs_with_damage(indexed / "full.wtui")
+    path = indexed / "live.wtui"
+    cuts = [len(raw) // 4, len(raw) // 2, len(raw) * 3 // 4, len(raw)]
+    path.write_bytes(raw[: HEADER_SIZE + 10])
+    at = HEADER_SIZE + 10
+    for cut, hist in zip(cuts, modes, strict=True):
+        with open(path, "ab") as fh:
+            fh.write(raw[at:cut])
+        at = cut
+        run = weighttui.open(path, index_histograms=hist)
+        want = digest(weighttui.open(path, cache=False))
+        assert digest(run) == want
+        assert digest(weighttui.open(path)) == want
+        assert digest(weighttui.open(path, index_histograms=False)) == want
+
+
+def test_a_live_reader_extends_a_lagging_index(indexed):
+    path = indexed / "run.wtui"
+    raw = two_runs_with_damage(indexed / "full.wtui")
+    path.write_bytes(raw[: len(raw) // 2])
+    weighttui.open(path, index_histograms=False)
+    live = weighttui.open(path)
+    assert any(_lagging_groups(live))
+    with open(path, "ab") as fh:
+        fh.write(raw[len(raw) // 2:])
+    live.refresh()
+    want = digest(weighttui.open(path, cache=False))
+    assert digest(live) == want and digest(weighttui.open(path)) == want
+
+
+@pytest.mark.parametrize("bad", [{"dtype": "<f8"}, {"bins": 0}, {"fromlog": "stats"}, {"n": -1}, {"bins": "x"}])
+def test_a_damaged_fromlog_reference_is_not_used(indexed, bad):
+    path = indexed / "run.wtui"
+    write_run(path, 40)
+    want = digest(weighttui.open(path, cache=False))
+    weighttui.open(path, index_histograms=False)
+    manifest = index_dir(path) / "manifest.json"
+    m = json.loads(manifest.read_text())
+    for group in m["runs"][0]["groups"]:
+        counts = group["kinds"]["weights"].get("counts")
+        if isinstance(counts, dict) and "fromlog" in counts:
+            counts.update(bad)
+            break
+    else:
+        raise AssertionError("no group left its histograms in the log")
+    manifest.write_text(json.dumps(m))
+    assert digest(weighttui.open(path)) == want
+    assert digest(weighttui.open(path)) == want
+
+
+def test_a_log_rewritten_in_place_under_a_lagging_index_gives_no_wrong_histograms(indexed):
+    """A snapshot frame changed in the middle of the log (its identity - start, size, the bytes before
+    the point covered - unchanged): its histogram, left in the log, no longer reads back and is absent;
+    no other value changes."""
+    path = indexed / "run.wtui"
+    write_run(path, 300)
+    full = weighttui.open(path, cache=False)
+    name = full.tensor_names[0]
+    want_steps, want_lo, _hi, want_counts = full.histograms(name)
+    run = weighttui.open(path, index_histograms=False)
+    offsets = run._run.offsets.view
+    # (past the first 64 KiB and before the last 4 KiB, which the index's identity hashes)
+    off = int(offsets[np.searchsorted(offsets, 70000)])
+    assert off < path.stat().st_size - 8192
+    raw = bytearray(path.read_bytes())
+    raw[off + 40] ^= 0xFF  # inside that frame's payload: its CRC fails
+    path.write_bytes(bytes(raw))
+    reader = weighttui.open(path)
+    assert reader._run.rows == full._run.rows  # (the index still matched the log)
+    steps, lo, _hi, counts = reader.histograms(name)
+    keep = np.isin(want_steps, steps)
+    assert steps.size < want_steps.size and keep.sum() == steps.size
+    assert np.array_equal(steps, want_steps[keep]) and np.array_equal(counts, want_counts[keep])
+    assert np.array_equal(lo, want_lo[keep])
+
+
+def test_first_info_indexes_statistics_only_and_reads_the_same(indexed, capsys):
+    """`weighttui info` on a log with no index writes one without histograms; its summary, the next
+    info's and `info --no-cache` agree, and a full reader of that index reads every histogram."""
+    from weighttui.cli.main import main as cli
+
+    path = indexed / "run.wtui"
+    two_runs_with_damage(path)
+
+    def info(*extra):
+        assert cli(["info", "--json", *extra, str(path)]) in (0, 1)
+        return json.loads(capsys.readouterr().out)
+
+    fresh = info("--no-cache")
+    assert not index_dir(path).exists()
+    assert info() == fresh and _fromlog_refs(path) > 0
+    assert info() == fresh
+    assert digest(weighttui.open(path)) == digest(weighttui.open(path, cache=False))
+    shutil.rmtree(index_dir(path))
