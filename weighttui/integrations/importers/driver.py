@@ -551,6 +551,9 @@ class Importer:
                             batch = max(2, min(BATCH, ROWS_HELD // (2048 * max(1, len(r.specs())))))
                 self._chains([(p, r) for p, r in opened if r is not None])
                 while opened:
+                    for _p, waiting in opened[1:]:  # a trainer rewriting a later file of the batch goes on now
+                        if waiting is not None:
+                            changed(waiting, let_go=True)  # (add() then says it changed, and leaves it out)
                     p, r = opened.pop(0)
                     if not self.add(p, r) and r is not None and r not in self.open_readers:
                         r.close()

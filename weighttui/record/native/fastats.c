@@ -1348,7 +1348,9 @@ enum { S_W, S_D, S_C, S_N, S_S1, S_S2, S_ASUM, S_ZEROS, S_LO, S_HI, S_DS2, S_DAS
 #define CCHUNK 262144
 #endif
 /* pages of the oldest version given back (drop) at least this many bytes at a time */
+#ifndef DROP_BYTES
 #define DROP_BYTES ((size_t)2 << 20)
+#endif
 
 typedef struct {
     const void *bx, *bp;  /* pass B: x_k and x_{k-1} (NULL: none) */
