@@ -11,7 +11,7 @@ import pytest
 import weighttui
 import weighttui.tui.app as appmod
 from weighttui.data.latest import latest_frames
-from weighttui.log.format import FrameType
+from weighttui.log.format import FrameType, encode_frame
 from weighttui.tui.app import WeightApp
 from weighttui.tui.formatting import fmt
 from weighttui.tui.widgets.header import RunHeader
@@ -256,3 +256,107 @@ async def test_a_walk_over_its_deadline_says_the_latest_follows(tmp_path, tui, p
     finally:
         os.chmod(logs, stat.S_IRWXU)
         os.chmod(cache, stat.S_IRWXU)
+
+
+@pytest.fixture
+def walk_gives_up(monkeypatch):
+    """The header walk looks at the clock every 3 frames with a deadline already passed: it stops after
+    the run, tensors and first snapshot frames, as a walk of a huge log stops within its deadline."""
+    import weighttui.data.latest as latest
+
+    monkeypatch.setattr(latest, "CHECK_EVERY", 3)
+    monkeypatch.setattr(latest, "walk_deadline", lambda size: 0.0)
+
+
+def kinds(frames) -> list[tuple[int, int]]:
+    return [(f.offset, f.type) for f in frames]
+
+
+def test_latest_frames_from_the_end_when_the_walk_gives_up(tmp_path, tui, monkeypatch):
+    import weighttui.data.latest as latest
+
+    path = tmp_path / "run.wtui"
+    tui.fixed_log(path, 40)
+    whole = latest_frames(path, snapshots=3)  # the walk to the end
+    monkeypatch.setattr(latest, "CHECK_EVERY", 3)
+    back = latest_frames(path, snapshots=3, deadline_s=0.0)  # the walk stops; the rest found from the end
+    assert back is not None and kinds(back) == kinds(whole)
+    assert [f.payload["step"] for f in back if f.type == FrameType.SNAPSHOT] == [370, 380, 390]
+    # a torn final frame (a writer died mid-write, or a live one mid-write) is left out, as by the walk
+    torn = tmp_path / "torn.wtui"
+    torn.write_bytes(path.read_bytes()[:-10])
+    got = latest_frames(torn, snapshots=1, deadline_s=0.0)
+    assert got is not None and FrameType.END not in [f.type for f in got]
+    assert [f.payload["step"] for f in got if f.type == FrameType.SNAPSHOT] == [390]
+    torn.write_bytes(path.read_bytes()[:-(len(path.read_bytes()) - whole[-1].offset) + 7])  # a header cut
+    got = latest_frames(torn, snapshots=1, deadline_s=0.0)
+    assert [f.payload["step"] for f in got if f.type == FrameType.SNAPSHOT] == [390]
+    # damage in the frames at the end: no shortcut (the full reader resynchronises and counts it)
+    data = bytearray(path.read_bytes())
+    data[whole[-2].offset + 2] ^= 0xFF  # the last snapshot's sync
+    damaged = tmp_path / "damaged.wtui"
+    damaged.write_bytes(bytes(data))
+    assert latest_frames(damaged, snapshots=3, deadline_s=0.0) is None
+    data = bytearray(path.read_bytes())
+    data[whole[-2].offset + 40] ^= 0xFF  # its payload
+    damaged.write_bytes(bytes(data))
+    assert latest_frames(damaged, snapshots=3, deadline_s=0.0) is None
+
+
+def test_from_the_end_an_appended_run_and_tensors_not_read(tmp_path, tui, monkeypatch):
+    import weighttui.data.latest as latest
+
+    monkeypatch.setattr(latest, "CHECK_EVERY", 3)
+    monkeypatch.setattr(latest, "walk_deadline", lambda size: 0.0)  # (what preview's walk is given)
+    path = tmp_path / "appended.wtui"
+    tui.fixed_log(path, 30)
+    second = tui.FixedLog(tmp_path / "second.wtui", names=["other.weight"], run_id="1" * 32)
+    for s in range(3):
+        second.snapshot(s)  # a run restarted from step 0
+    with open(path, "ab") as fh, open(second.path, "rb") as src:
+        fh.write(src.read()[12:])  # the second run's frames after the first run's (mode="a")
+    got = latest_frames(path, snapshots=16, deadline_s=0.0)  # the search reaches the second run's start
+    assert got is not None
+    assert [f.type for f in got].count(FrameType.RUN) == 2
+    assert [f.payload["step"] for f in got if f.type == FrameType.SNAPSHOT] == [0, 1, 2]
+    data = latest.preview(path, 0, max_rows=None, min_bytes=0)
+    assert data is not None and data.tensor_names == ["other.weight"] and len(data.runs) == 2
+    # the second run's start lies where neither the walk nor the search reads (only its last 2
+    # snapshots are looked for), and its steps are below the walk's last one: not shown as the first run's
+    monkeypatch.setattr(latest, "CHECK_EVERY", 40)  # the walk reads into the first run's snapshots
+    assert latest_frames(path, snapshots=2, deadline_s=0.0) is None
+    # a tensor declared where nobody read: its snapshots cannot be shown (the preview gives up)
+    mid = tmp_path / "declared.wtui"
+    log = tui.fixed_log(mid, 30, end=False)
+    log.append(encode_frame(FrameType.TENSORS, {"tensors": [
+        {"id": len(log.names), "name": "late.weight", "layer": "late", "shape": [6, 6], "dtype": "float32",
+         "trainable": True, "sample_index": None}]}))
+    log.names.append("late.weight")
+    log.prev = None
+    for s in range(30, 60):
+        log.snapshot(s * 10)
+    monkeypatch.setattr(latest, "CHECK_EVERY", 3)
+    assert latest_frames(mid, snapshots=3, deadline_s=0.0) is not None  # (the frames are there ...)
+    assert latest.preview(mid, 0, max_rows=None, min_bytes=0) is None  # ... but name a tensor not declared
+    monkeypatch.setattr(latest, "CHECK_EVERY", 1024)
+    assert latest.preview(mid, 0, max_rows=None, min_bytes=0) is not None  # the whole walk: it is declared
+
+
+async def test_a_walk_that_gives_up_still_shows_the_latest_first(tmp_path, tui, preview_any_size, walk_gives_up):
+    """A huge log whose header walk passes its deadline: the latest snapshots are found from the end of the
+    file, and the first screen shows the latest step (`history follows`), not an early one."""
+    path = tmp_path / "big.wtui"
+    tui.fixed_log(path, STEPS)
+    last = (STEPS - 1) * 10
+    app = HeldApp(path, mode="watch", alerts=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.first_data_at is not None, what="the first screen with data")
+        lines = header_lines(app)
+        assert app._building is not None and app._building.snapshot_count == 0
+        assert f"step {last} " in lines[1] and "history follows" in lines[1], lines
+        assert "the latest follows" not in lines[1]
+        table = app.screen.query_one(LayerTable)
+        assert norm_at_last_step(path, "head.weight") in table.get_cell("t:head.weight", "norm").plain
+        app.release()
+        await tui.wait_until(pilot, lambda: app._building is None and app.loading is None, what="indexed")
+        assert app.data.snapshot_count == STEPS

@@ -191,3 +191,32 @@ def test_first_info_indexes_statistics_only_and_reads_the_same(indexed, capsys):
     assert info() == fresh
     assert digest(weighttui.open(path)) == digest(weighttui.open(path, cache=False))
     shutil.rmtree(index_dir(path))
+
+
+def test_first_nonfinite_reads_only_segments_that_may_hold_one(indexed, monkeypatch):
+    """first_nonfinite skips sealed segments whose NaN and Inf counts are one value not above 0 (a
+    Const): a NaN in one snapshot of one segment is found, at that snapshot, as when every segment
+    is read."""
+    from weighttui.data.run import RunData
+
+    path = indexed / "run.wtui"
+    rng = np.random.default_rng(3)
+    rec = weighttui.Recorder(path, bins=8, sample=3, queue_size=100000)
+    for step in range(120):
+        a = rng.normal(size=(4, 5))
+        if step == 77:
+            a[1, 2] = np.nan
+        rec.snapshot(step, {"a": a, "b": rng.normal(size=7)})
+    rec.close()
+    monkeypatch.setattr(RunData, "NONFINITE_BLOCK", 16)
+    run = weighttui.open(path, max_rows=8)
+    first, nan, _inf = run.first_nonfinite("weights")
+    col = run.column("a")
+    assert int(first[col]) == 77 and nan[col] == 1 and int(first[run.column("b")]) == -1
+    skipped = []
+    real = RunData._no_nonfinite
+    monkeypatch.setattr(RunData, "_no_nonfinite", staticmethod(lambda *a: skipped.append(real(*a)) or False))
+    again = weighttui.open(path, max_rows=8)
+    assert [x.tolist() for x in again.first_nonfinite("weights")] == [x.tolist() for x in (first, nan, _inf)]
+    assert run._r.groups and len(run._r.groups) > 2
+    assert True in skipped and False in skipped  # (segments with no NaN skipped, the one with it read)

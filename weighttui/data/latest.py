@@ -7,9 +7,18 @@ snapshots, then reads those frames with `log/reader.read_frame_at` (the payload 
 as every reader checks it). The frames go to a RunData like any poll's: the viewer shows
 them while the whole log is indexed (tui/app.py).
 
+A walk that takes longer than its deadline (walk_deadline: a huge log, a slow disk) stops there
+and the latest snapshots are found from the end instead (`_tail_chain`): the file is searched
+backwards for the frame sync, as a reader resynchronises after damage (docs/FORMAT.md), until a
+frame header that verifies is found from which the headers tile the file to its end; earlier
+ones are added until the chain holds the last snapshots. The latest run's run and tensors frames
+come from the walk (or from the chain, when the latest run began in it); snapshots that name a
+tensor the frames found do not declare, or a step below the walk's last one (a run appended in
+the part neither read), give None.
+
 Anything unusual gives None, and the caller reads the log the ordinary way: damage (a
 header that does not verify: only the resynchronising reader may decide what follows), no
-snapshot yet, a walk that takes longer than its deadline (walk_deadline: a huge log on a slow disk).
+snapshot yet, neither the walk nor the search from the end in time.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from weighttui.log.format import (
     FRAME_HEADER_SIZE,
     FRAME_OVERHEAD,
     HEADER_SIZE,
+    SYNC,
     Frame,
     FrameType,
     check_header,
@@ -42,6 +52,10 @@ SNAPSHOTS = 16  # the last snapshots read: the update ratio needs two, a few mor
 DEADLINE_S = 0.5
 DEADLINE_S_PER_GIB = 0.2
 DEADLINE_MAX_S = 3.0
+CHECK_EVERY = 1024  # frames walked between two looks at the clock
+# The search from the end reads at most this much of the log (backwards, in chunks that double from
+# 1 MiB): the last snapshots of any run fit, unless one snapshot is that big.
+TAIL_SEARCH_BYTES = 256 * 1024 * 1024
 
 
 def walk_deadline(size: int) -> float:
@@ -84,6 +98,8 @@ def preview(path, covered: int, *, max_rows: int | None, min_bytes: int | None =
         return None  # damage, no snapshot yet, or a slow walk: read from the start as before
     data = RunData(path, max_rows=max_rows, cache=False)
     data.ingest(Poll(frames=frames, size=size))
+    if data.corruptions:  # (found from the end: a snapshot naming a tensor declared in the part not read)
+        return None
     return data if data.n else None
 
 
@@ -121,15 +137,107 @@ def _latest(fd: int, snapshots: int, deadline: float) -> list[Frame] | None:
             after.append(item)
         off = end
         frames += 1
-        if frames % 1024 == 0 and time.monotonic() > deadline:
-            return None
+        if frames % CHECK_EVERY == 0 and time.monotonic() > deadline:
+            return _from_the_end(fd, size, off, runs, tensors, snaps[-1] if snaps else None, snapshots)
     if not runs or not snaps:
         return None
-    wanted = sorted([*runs, *tensors, *snaps, *(a for a in after if a[0] > snaps[0][0])])
+    return _read(fd, [*runs, *tensors, *snaps, *(a for a in after if a[0] > snaps[0][0])])
+
+
+def _read(fd: int, wanted: list[tuple[int, int]]) -> list[Frame] | None:
+    """The frames at these (offset, size), each verified, in file order; None if one is not."""
     out = []
-    for at, n in wanted:
+    for at, n in sorted(wanted):
         got = read_frame_at(fd, at)
         if got is None:
             return None
         out.append(Frame(at, got[0], got[1], n))
+    return out
+
+
+def _from_the_end(fd: int, size: int, walked: int, runs: list[tuple[int, int]], tensors: list[tuple[int, int]],
+                  last_walked: tuple[int, int] | None, snapshots: int) -> list[Frame] | None:
+    """The walk stopped at `walked` (its deadline): the latest snapshots from the frames that tile the
+    file's end (`_tail_chain`), with the run and tensors frames the walk found (or the chain's own)."""
+    chain = _tail_chain(fd, size, walked, snapshots)
+    if chain is None:
+        return None
+    starts = [i for i, (_o, _n, t) in enumerate(chain) if t == FrameType.RUN]
+    if starts:  # the latest run began in the chain: its own run and tensors frames follow there
+        runs = runs + [(o, n) for o, n, t in chain if t == FrameType.RUN]
+        chain = chain[starts[-1]:]
+        tensors = []
+        last_walked = None
+    elif not runs:
+        return None
+    snaps = [(o, n) for o, n, t in chain if t == FrameType.SNAPSHOT][-max(1, snapshots):]
+    if not snaps:
+        return None
+    tensors = tensors + [(o, n) for o, n, t in chain if t == FrameType.TENSORS]
+    after = [(o, n) for o, n, t in chain if t in (FrameType.SCALARS, FrameType.END) and o > snaps[0][0]]
+    out = _read(fd, [*runs, *tensors, *snaps, *after])
+    if out is None:
+        return None
+    if last_walked is not None:  # a step lower than the walk's last: another run, appended where nobody read
+        got = read_frame_at(fd, last_walked[0])
+        first = next(f for f in out if f.offset == snaps[0][0])
+        try:
+            if got is None or int(first.payload["step"]) < int(got[1]["step"]):
+                return None
+        except (KeyError, TypeError, ValueError):
+            return None
+    return out
+
+
+def _tail_chain(fd: int, size: int, floor: int, snapshots: int) -> list[tuple[int, int, int]] | None:
+    """(offset, size, type) of the frames that tile the log's end, found by searching backwards from
+    the end for the frame sync: the latest frame header that verifies and from which the headers
+    lead to the end of the file (or to a torn final frame), then earlier ones that lead to it, until
+    the chain holds `snapshots` snapshots or a run frame, or reaches `floor` (where the walk
+    stopped) or TAIL_SEARCH_BYTES. None when no such chain with a snapshot is found."""
+    chain: list[tuple[int, int, int]] = []
+    start = None  # the chain's first frame
+    hi = size
+    chunk = 1 << 20
+    while hi > floor and size - hi < TAIL_SEARCH_BYTES:
+        lo = max(floor, hi - chunk)
+        buf = os.pread(fd, hi - lo + FRAME_HEADER_SIZE - 1, lo)  # (a header that begins before hi)
+        at = len(buf)
+        while True:
+            at = buf.rfind(SYNC, 0, min(at, hi - lo + len(SYNC) - 1))
+            if at < 0:
+                break
+            c = lo + at
+            if start is not None and c >= start:
+                continue
+            got = _lead(fd, c, size if start is None else start)
+            if got is None:
+                continue
+            chain[:0] = got
+            start = c
+            types = {t for _o, _n, t in chain}
+            if FrameType.RUN in types or sum(t == FrameType.SNAPSHOT for _o, _n, t in chain) >= snapshots:
+                return chain
+        hi = lo
+        chunk *= 2
+    return chain if any(t == FrameType.SNAPSHOT for _o, _n, t in chain) else None
+
+
+def _lead(fd: int, c: int, to: int) -> list[tuple[int, int, int]] | None:
+    """The frames from offset c whose verified headers tile exactly to `to` (or, when `to` is the file's
+    size, to a final frame cut short); None if a header there does not verify or they overshoot."""
+    out: list[tuple[int, int, int]] = []
+    off = c
+    while off < to:
+        head = os.pread(fd, FRAME_HEADER_SIZE, off)
+        parsed = parse_frame_header(head, 0) if len(head) == FRAME_HEADER_SIZE else None
+        if parsed is None:
+            return None if off + FRAME_HEADER_SIZE <= to or not out else out  # (a header still being written)
+        length, ftype = parsed
+        end = off + FRAME_OVERHEAD + length
+        if end > to:
+            size = os.fstat(fd).st_size
+            return out if out and to >= size else None  # a torn (or growing) final frame
+        out.append((off, end - off, ftype))
+        off = end
     return out
