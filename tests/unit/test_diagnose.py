@@ -412,3 +412,35 @@ def test_moving_through_a_run_in_jumps_gives_cold_results(tmp_path, monkeypatch,
         assert got == _cold(diagnose_module, run, config, row), row
         seen |= {(a.rule, a.tensor, a.step) for a in got}
     assert {("stagnant", "a.weight", 50), ("stagnant", "a.weight", 61)} <= seen
+
+
+def test_a_budget_spreads_the_first_read_over_calls_and_ends_where_one_call_does(tmp_path, monkeypatch):
+    """diagnose_within(budget_s=0): each call reads one more block of the history per rule and says it
+    is not complete; the alerts so far are right as far as they go, and the last call's are those of
+    one call without a budget (the viewer's UI thread on a log of many GiB)."""
+    from weighttui.analysis import diagnose as diagnose_module
+
+    monkeypatch.setattr(diagnose_module, "_BLOCK", 7)
+
+    def hook(s, params, grads):
+        if 20 <= s < 23:
+            grads["a.weight"] *= 1e4
+        if 60 <= s < 63:
+            grads["b.weight"] *= 1e4
+
+    run = record(tmp_path / "budget.wtui", 90, Sim(SHAPES), hook=hook)
+    config = DiagnoseConfig(grad_window=4)
+    want = _cold(diagnose_module, run, config)
+    assert {(a.rule, a.tensor, a.step) for a in want} >= {("grad_explode", "a.weight", 20),
+                                                          ("grad_explode", "b.weight", 60)}
+    calls = []
+    while True:
+        got, complete = diagnose_module.diagnose_within(run, config, budget_s=0.0)
+        calls.append(got)
+        if complete:
+            break
+        assert len(calls) < 50
+        assert {(a.rule, a.tensor, a.step) for a in got} <= {(a.rule, a.tensor, a.step) for a in want}
+    assert len(calls) > 3 and calls[-1] == want
+    assert ("grad_explode", "b.weight", 60) not in {(a.rule, a.tensor, a.step) for a in calls[0]}
+    assert diagnose_module.diagnose_within(run, config, budget_s=0.0) == (want, True)  # remembered

@@ -20,6 +20,7 @@ and the app pass them through `DiagnoseConfig.from_options`.
 from __future__ import annotations
 
 import dataclasses
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -371,10 +372,12 @@ def _resolve(run, upto_row: int | None) -> tuple[Any, int]:
 class _Context:
     """What every rule needs, for the run's snapshots 0..n-1 (every one, read from the store)."""
 
-    def __init__(self, run, n: int, config: DiagnoseConfig):
+    def __init__(self, run, n: int, config: DiagnoseConfig, budget_s: float | None = None):
         self.run = run
         self.n = n
         self.config = config
+        self.deadline = None if budget_s is None else time.perf_counter() + budget_s
+        self.complete = True  # False: a history scan stopped at the deadline (diagnose_within)
         self.steps = run.snapshot_meta(0, n)[0]
         self.tensors = list(run.tensors)
         t = len(self.tensors)
@@ -438,8 +441,12 @@ class _Context:
         out_extra = extra
         if last >= decided:
             done = visible.copy()
+            upto = last + 1
             for b0 in range(decided, last + 1, _BLOCK):
                 if done.all():
+                    break
+                if b0 > decided and self.over_time():
+                    upto = b0  # the rest on the next call
                     break
                 b1 = min(last + 1, b0 + _BLOCK)
                 new_row, new_extra = detect(max(0, b0 - window), b1 + persist - 1, b0, done)
@@ -447,26 +454,37 @@ class _Context:
                 out_row = np.where(fresh, new_row, out_row)
                 out_extra = new_extra if out_extra is None else np.where(fresh[:, None], new_extra, out_extra)
                 done |= fresh
-            # every snapshot is final: what snapshots 0..last decided holds for good
-            self.history.rules[name] = (last + 1, out_row, out_extra)
+            # every snapshot is final: what snapshots 0..upto-1 decided holds for good
+            self.history.rules[name] = (upto, out_row, out_extra)
         if out_extra is None:
             out_extra = np.full((t, 1), np.nan)
         return out_row, out_extra
+
+    def over_time(self) -> bool:
+        """The deadline passed (diagnose_within): a history scan stops after its current block."""
+        if self.deadline is None or time.perf_counter() <= self.deadline:
+            return False
+        self.complete = False
+        return True
 
     def first_finite(self, kind: str, stat: str) -> np.ndarray:
         """Per column, the first snapshot whose `stat` is finite, or -1 (before n): scanned once,
         extended as the run grows."""
         done, first = self.history.scans.get((kind, stat), (0, np.full(self.t, -1, dtype=np.int64)))
+        upto = self.n
         for lo in range(done, self.n, _BLOCK):
             hi = min(self.n, lo + _BLOCK)
             cols = np.flatnonzero(first < 0)
             if not cols.size:
                 break
+            if lo > done and self.over_time():
+                upto = lo
+                break
             found = np.isfinite(self.rows(kind, stat, lo, hi, cols=cols))
             has = found.any(axis=0)
             first[cols[has]] = lo + np.argmax(found[:, has], axis=0)
-        if self.n > done:
-            self.history.scans[(kind, stat)] = (self.n, first)
+        if upto > done:
+            self.history.scans[(kind, stat)] = (upto, first)
         return np.where(first < self.n, first, -1)
 
     def trailing_state(self, name: str, states, min_count: int = 1, only: np.ndarray | None = None):
@@ -1007,11 +1025,20 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     again as the run grows reads only the new snapshots (and a short tail), and a replay position
     moved back reads only what the state rules need.
     """
+    return diagnose_within(run, config, upto_row=upto_row)[0]
+
+
+def diagnose_within(run, config: DiagnoseConfig | None = None, *, upto_row: int | None = None,
+                    budget_s: float | None = None) -> tuple[list[Alert], bool]:
+    """diagnose(), and whether it is complete: with `budget_s`, the rules' first read of a long
+    history stops after the block during which the budget ran out (a viewer's UI thread on a log
+    of many GiB), and the alerts are those of the history read so far (each right as far as it
+    goes: what was read is remembered, and the next call goes on from there). (alerts, complete)."""
     config = DiagnoseConfig() if config is None else config
     data, n = _resolve(run, upto_row)
     if n == 0 or not data.tensors:
-        return []
-    ctx = _Context(data, n, config)
+        return [], True
+    ctx = _Context(data, n, config, budget_s)
     _rule_nonfinite(ctx)
     stagnant = _rule_stagnant(ctx)
     _rule_ratio(ctx, stagnant)
@@ -1027,4 +1054,5 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     _rule_nan_origin(ctx)
     _quiet_after_nonfinite(ctx)
     order = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))
+    alerts = sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))
+    return alerts, ctx.complete
