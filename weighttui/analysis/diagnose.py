@@ -349,6 +349,10 @@ class _History:
         # state rule -> (p, count, last break, columns valid): a state over snapshots 0..p-1 (trailing_state)
         self.trailing: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.tensors: tuple = ()  # (trainable, ndim, size, names) of the key's tensors
+        # (rule, column) -> (windows judged, the first window of the stretch outside the band): _state_start
+        self.starts: dict[tuple[str, int], tuple[int, int]] = {}
+        # (rule, column, snapshot) -> the first snapshot at or after it where the state held: _first_held
+        self.held: dict[tuple[str, int, int], int] = {}
 
 
 _histories: weakref.WeakKeyDictionary[Any, _History] = weakref.WeakKeyDictionary()  # RunData -> _History
@@ -421,9 +425,23 @@ class _Context:
         self.alerts.append(Alert(rule=rule, tensor=self.names[col], step=int(self.steps[row]) if step is None else step,
                                  severity=severity, message=message, advice=ADVICE[rule]))
 
-    def first_present_row(self, col: int | np.integer) -> int:
-        rows = np.nonzero(self.present(0, None, [int(col)])[:, 0])[0]
-        return int(rows[0]) if rows.size else 0
+    def first_held(self, key: str, col: int | np.integer, lo: int, held) -> int:
+        """The first snapshot at or after `lo` (and before n) where held(a, b) -> bool [b - a] is
+        true for a column, read forward a block at a time and remembered (snapshots are final);
+        `lo` when there is none."""
+        k = (key, int(col), int(lo))
+        hit = self.history.held.get(k)
+        if hit is not None and hit < self.n:
+            return hit
+        for a in range(lo, self.n, _BLOCK):
+            got = held(a, min(self.n, a + _BLOCK))
+            if got.any():
+                self.history.held[k] = r = a + int(np.argmax(got))
+                return r
+        return lo
+
+    def first_present_row(self, col: int | np.integer, lo: int = 0) -> int:
+        return self.first_held("present", col, lo, lambda a, b: self.present(a, b, [int(col)])[:, 0])
 
     def first_event(self, name: str, window: int, persist: int, detect):
         """First snapshot per column where an event rule fires, using and extending the history.
@@ -652,7 +670,7 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
         if rule not in wanted:
             continue
         for c in np.nonzero(mask)[0]:
-            start = _state_start(ctx, int(c), w, (lambda m, b=bound: m > b) if word == "above"
+            start = _state_start(ctx, rule, int(c), w, (lambda m, b=bound: m > b) if word == "above"
                                  else (lambda m, b=bound: m < b))
             if rule == "ratio_low" and not (others_learn or start == 0):
                 continue
@@ -665,22 +683,31 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
                     f"(median of the last {w}: {three_digits(med[c])}){why}")
 
 
-def _state_start(ctx: _Context, c: int, w: int, outside) -> int:
+def _state_start(ctx: _Context, rule: str, c: int, w: int, outside) -> int:
     """The snapshot where the trailing stretch of 'rolling median of the per-step update ratio outside
-    the band' began, for column c: read backwards a block at a time until a window inside it."""
+    the band' began, for column c: read backwards a block at a time until a window inside it; or,
+    when an earlier call found it, only the windows since that call (a window's median is final)."""
     n = ctx.n
-    i1 = n - w + 1  # windows i in [0, i1): ratio[i:i+w]
-    while i1 > 0:
-        i0 = max(0, i1 - _BLOCK)
+    top = n - w + 1  # windows i in [0, top): ratio[i:i+w]
+    hit = ctx.history.starts.get((rule, c))
+    floor, found = (hit[0], hit[1]) if hit is not None and hit[0] <= top else (0, None)
+    i1 = top
+    first = 0
+    while i1 > floor:
+        i0 = max(floor, i1 - _BLOCK)
         series = ctx.rows("delta", "ratio", i0, i1 + w - 1, cols=[c])[:, 0] / ctx.interval[i0 : i1 + w - 1]
         view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w]
         with quiet_nan(), np.errstate(invalid="ignore"):
             out = outside(np.nanmedian(view, axis=1))
         inside = np.nonzero(~out)[0]
         if inside.size:
-            return min(n - 1, i0 + int(inside[-1]) + 1)  # the first window of the stretch starts here
+            first = i0 + int(inside[-1]) + 1  # the first window of the stretch starts here
+            break
         i1 = i0
-    return 0
+    else:
+        first = found if found is not None else 0
+    ctx.history.starts[(rule, c)] = (max(top, 0), first)
+    return min(n - 1, first)
 
 
 def _rule_norm_growth(ctx: _Context) -> None:
@@ -746,7 +773,7 @@ def _rule_grad_vanish(ctx: _Context) -> None:
         rms, live, typical, _several = rms_typical(off, ctx.n)
         here = np.nonzero(live[:, c])[0]
         k = here[-1] if here.size else rms.shape[0] - 1
-        r = lo + int(np.argmax(ctx.present(lo, None, [int(c)])[:, 0]))
+        r = ctx.first_present_row(c, lo)
         if rms[k, c] == 0:
             what = "exactly zero"
         else:
@@ -924,8 +951,8 @@ def _rule_cosines(ctx: _Context) -> None:
         count, last_break = ctx.trailing_state(rule, states, window, only=ctx.trainable)
         for c in np.nonzero((count >= window) & ctx.trainable)[0]:
             lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
-            held, _known = states(lo, ctx.n, [c])
-            r = lo + int(np.argmax(held[:, 0]))  # the first snapshot that showed it
+            r = ctx.first_held(rule, c, lo, lambda a, b, c=c, states=states: states(a, b, [c])[0][:, 0])
+            # (r: the first snapshot that showed it)
             latest = ctx.rows("delta", stat, ctx.n - 1, cols=[c])[0, 0]
             word = "at or below" if sign < 0 else "at or above"
             ctx.add(rule, c, r, "warning",
@@ -950,8 +977,7 @@ def _rule_units(ctx: _Context) -> None:
         last_step = int(ctx.steps[ctx.n - 1])
         for c in np.nonzero(count >= 1)[0]:
             lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
-            held, _known = states(lo, ctx.n, [c])
-            r = lo + int(np.argmax(held[:, 0]))
+            r = ctx.first_held(rule, c, lo, lambda a, b, c=c, states=states: states(a, b, [c])[0][:, 0])
             now = ctx.rows(kind, stat, ctx.n - 1, cols=[c])[0, 0]
             tid = ctx.tensors[c].id
             which = [e for e in getattr(run, "events", ()) if e.kind == event and e.tensor == tid
