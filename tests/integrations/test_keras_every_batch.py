@@ -135,8 +135,10 @@ def test_one_reader_per_model_across_snapshots_callbacks_and_fits(tmp_path, monk
         assert run.steps.tolist() == [0, 4, 6, 8, 12]  # initial, every 4 batches, the end of epoch 0
         _s, g = run.series("sequential/dense/kernel", "norm", "grad")
         assert np.isfinite(g[-4:]).all()  # gradients at every recorded batch
-    # 4 weights + 4 gradient slots + the count of filled batches + the learning rate, planned once
-    assert made == [10]
+    # 4 weights + 4 gradient slots + the count of filled batches + the learning rate (the initial
+    # snapshot), and at the recorded batches the weights and the learning rate (the train function that
+    # stores the gradients returns their slots and count): each list planned once
+    assert made == [10, 5]
 
 
 def test_a_failing_gradient_capture_costs_no_weights(tmp_path, monkeypatch, capfd):
@@ -219,3 +221,46 @@ def test_only_recorded_batches_run_the_train_function_that_stores_gradients(tmp_
         assert calls == [False, True]
     finally:
         keras_grads.GradientCapture._tf_wrapper = real
+
+
+def test_the_storing_train_function_returns_the_gradients_and_fit_never_sees_them(tmp_path, monkeypatch):
+    """At a recorded batch the train function that stores the gradients also returns its reads of the
+    gradient slots and of their fill count (no eager read of them), taken out of the logs before fit and
+    the other callbacks see them; the gradients logged are the slots' values after that batch."""
+    import weighttui.integrations.keras as wk
+    from weighttui.integrations import keras_grads
+
+    planned = []
+    real = wk._read_plan
+    monkeypatch.setattr(wk, "_read_plan", lambda items, tf_: planned.append(list(items)) or real(items, tf_))
+    keras.utils.set_random_seed(27)
+    x, y = _data(96)
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.keys, self.returned, self.norms = [], [], []
+
+        def on_train_batch_end(self, batch, logs=None):
+            cap = vars(self.model.optimizer)[keras_grads._ATTR]
+            self.keys.append(sorted(logs))
+            self.returned.append(cap.outputs() is not None)
+            slot = [s for s, v in cap.slots() if v.path == "sequential/dense/kernel"][0]
+            self.norms.append(float(np.sqrt(np.sum(slot.numpy().astype(np.float64) ** 2))))
+
+    probe = Probe()
+    path = tmp_path / "returned.wtui"
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[WeightCallback(path, every_batches=2, instruments=False), probe])
+    assert probe.keys == [["loss"]] * 12  # fit's logs as they always were
+    assert probe.returned == [b % 2 == 1 for b in range(12)]  # the recorded batches
+    cap = vars(model.optimizer)[keras_grads._ATTR]
+    slot_ids = {id(s) for s, _v in cap.slots()} | {id(cap.fills)}
+    # the slots are read eagerly by the initial snapshot only (before any batch)
+    assert [any(id(x) in slot_ids for x in items) for items in planned] == [True, False]
+    run = weighttui.open(path)
+    steps, g = run.series("sequential/dense/kernel", "norm", "grad")
+    assert steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
+    np.testing.assert_allclose(g[1:], probe.norms[1::2], rtol=1e-6)

@@ -58,9 +58,9 @@ def test_an_index_without_histograms_reads_them_back_from_the_log(indexed):
 
 
 def test_filling_keeps_the_info_summary_and_two_readers_fill_safely(indexed, capsys, monkeypatch):
-    """Two readers of one lagging index: the first fills the groups; the second, loaded before, finds
-    the manifest changed under it (its group files gone) and still reads the same run. The summary
-    `info` kept beside the index stays valid (the log's reach did not change)."""
+    """Two readers of one lagging index: the first fills the groups; the second, loaded before, takes
+    the files the first wrote (nothing written twice) and reads the same run. The summary `info`
+    kept beside the index stays valid (the log's reach did not change)."""
     from weighttui.analysis import diagnose as diagnose_mod
     from weighttui.cli.main import main as cli
 
@@ -71,8 +71,10 @@ def test_filling_keeps_the_info_summary_and_two_readers_fill_safely(indexed, cap
     summary = capsys.readouterr().out
     first, second = weighttui.open(path), weighttui.open(path)
     assert digest(first) == want and not any(_lagging_groups(first))
-    assert digest(second) == want
-    assert any(g.ref is None for g in second._run.groups)  # (derived from the log again: its files were gone)
+    assert digest(second) == want and not any(_lagging_groups(second))
+    manifest = json.loads((index_dir(path) / "manifest.json").read_text())
+    assert all(len(g.get("more", ())) <= 1 for r in manifest["runs"] for g in r["groups"])
+    assert {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin")} == set(manifest["files"])
     calls = []
     real = diagnose_mod.diagnose
     monkeypatch.setattr(diagnose_mod, "diagnose", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -191,3 +193,54 @@ def test_first_info_indexes_statistics_only_and_reads_the_same(indexed, capsys):
     assert info() == fresh
     assert digest(weighttui.open(path)) == digest(weighttui.open(path, cache=False))
     shutil.rmtree(index_dir(path))
+
+
+def test_first_nonfinite_reads_only_segments_that_may_hold_one(indexed, monkeypatch):
+    """first_nonfinite skips sealed segments whose NaN and Inf counts are one value not above 0 (a
+    Const): a NaN in one snapshot of one segment is found, at that snapshot, as when every segment
+    is read."""
+    from weighttui.data.run import RunData
+
+    path = indexed / "run.wtui"
+    rng = np.random.default_rng(3)
+    rec = weighttui.Recorder(path, bins=8, sample=3, queue_size=100000)
+    for step in range(120):
+        a = rng.normal(size=(4, 5))
+        if step == 77:
+            a[1, 2] = np.nan
+        rec.snapshot(step, {"a": a, "b": rng.normal(size=7)})
+    rec.close()
+    monkeypatch.setattr(RunData, "NONFINITE_BLOCK", 16)
+    run = weighttui.open(path, max_rows=8)
+    first, nan, _inf = run.first_nonfinite("weights")
+    col = run.column("a")
+    assert int(first[col]) == 77 and nan[col] == 1 and int(first[run.column("b")]) == -1
+    skipped = []
+    real = RunData._no_nonfinite
+    monkeypatch.setattr(RunData, "_no_nonfinite", staticmethod(lambda *a: skipped.append(real(*a)) or False))
+    again = weighttui.open(path, max_rows=8)
+    assert [x.tolist() for x in again.first_nonfinite("weights")] == [x.tolist() for x in (first, nan, _inf)]
+    assert run._r.groups and len(run._r.groups) > 2
+    assert True in skipped and False in skipped  # (segments with no NaN skipped, the one with it read)
+
+
+def test_filled_groups_survive_the_next_save_and_a_rewrite(indexed):
+    """A group filled later names two files (statistics, then histograms): a save that extends the
+    index keeps both, and a reader of the extended index reads the same run."""
+    raw = two_runs_with_damage(indexed / "full.wtui")
+    path = indexed / "live.wtui"
+    path.write_bytes(raw[: len(raw) * 2 // 3])
+    weighttui.open(path, index_histograms=False)
+    live = weighttui.open(path)
+    assert digest(live) == digest(weighttui.open(path, cache=False))  # (fills the latest run's groups)
+    manifest = json.loads((index_dir(path) / "manifest.json").read_text())
+    assert any(g.get("more") for r in manifest["runs"] for g in r["groups"])
+    with open(path, "ab") as fh:
+        fh.write(raw[len(raw) * 2 // 3:])
+    live.refresh()
+    want = digest(weighttui.open(path, cache=False))
+    assert digest(live) == want
+    named = set(json.loads((index_dir(path) / "manifest.json").read_text())["files"])
+    assert {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin")} == named
+    assert digest(weighttui.open(path)) == want
+    assert digest(weighttui.open(path, run=0)) == digest(weighttui.open(path, run=0, cache=False))

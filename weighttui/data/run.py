@@ -35,6 +35,7 @@ from weighttui.data.liveness import writer_running
 from weighttui.data.malloc import release_freed_memory
 from weighttui.data.store import index as store_index
 from weighttui.data.store.builder import LogIndex, RunState
+from weighttui.data.store.columns import Const
 from weighttui.data.store.fromlog import LogSource, stat_grid, stat_take
 from weighttui.log.format import HEADER_SIZE
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
@@ -665,6 +666,8 @@ class RunData:
         block = self._snapshots_stats(np.arange(lo, hi, dtype=np.int64), [(kind, stat)])[0]
         return block if cols is None else block[:, cols]
 
+    NONFINITE_BLOCK = 4096
+
     def first_nonfinite(self, kind: str, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per tensor column, the first of the run's snapshots 0..`upto` (default: all), at full
         resolution, whose `kind` statistics count a NaN or Inf (-1 where none), and its NaN and
@@ -684,8 +687,10 @@ class RunData:
             first = np.concatenate((first, np.full(grow, -1, dtype=np.int64)))
             nan, inf = np.concatenate((nan, np.zeros(grow))), np.concatenate((inf, np.zeros(grow)))
         if run is not None and self.has_kind(kind):
-            step = 4096  # snapshots per read: memory bounded on any run
+            step = self.NONFINITE_BLOCK  # snapshots per read: memory bounded on any run
             for lo in range(done, upto + 1, step):
+                if self._no_nonfinite(run, kind, lo, min(lo + step, upto + 1)):
+                    continue
                 rows = np.arange(lo, min(lo + step, upto + 1), dtype=np.int64)
                 n_m, i_m = self._snapshots_stats(rows, [(kind, "nan"), (kind, "inf")])
                 with np.errstate(invalid="ignore"):
@@ -697,6 +702,24 @@ class RunData:
         self._nonfinite[kind] = (run, done, first, nan, inf)
         keep = (first >= 0) & (first <= upto)
         return np.where(keep, first, -1)[:t], nan[:t], inf[:t]
+
+    @staticmethod
+    def _no_nonfinite(run: RunState, kind: str, lo: int, hi: int) -> bool:
+        """Whether snapshots [lo, hi) surely count no NaN or Inf of `kind`: every sealed segment over
+        them keeps its nan and inf columns as one value that is not above 0 (a Const - the usual
+        case - or a column no block carried: NaN), so nothing need be read."""
+        if hi > run.sealed_rows:
+            return False
+        cols = COLUMNS[kind]
+        at = [cols.index("nan"), cols.index("inf")]
+        for seg in run.sealed(kind):
+            if seg.row1 <= lo or seg.row0 >= hi:
+                continue
+            for s in at:
+                col = seg.stats[s] if s < seg.width else None
+                if col is not None and (not isinstance(col, Const) or col.values(seg, 0, 1)[0] > 0):
+                    return False
+        return True
 
     def upto_snapshot(self, index: int) -> RunData | RowsUpTo:
         """The rows as of the run's snapshot `index`, at full resolution near it: what is computed

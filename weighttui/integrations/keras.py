@@ -232,7 +232,9 @@ class WeightCallback(keras.callbacks.Callback):
             # custom loop's tensors) are read after them
             extra = [g for g, _name in pairs if id(g) not in rs.slot_at]
             try:
-                host = _read_host(rs.items, _reader_cache(self.model))
+                # the batch's gradients kept: the storing train function may have read everything already
+                reads = self._capture.capture.outputs() if grads is not None and self._capture is not None else None
+                host = _read_host(rs.items, _reader_cache(self.model), reads)
                 if extra:
                     host += _read_host(extra)
             except Exception:
@@ -505,13 +507,11 @@ class WeightCallback(keras.callbacks.Callback):
         before = self.step
         # `batch` is the last batch done (several per call with steps_per_execution)
         self.step = self._epoch_base + int(batch) + 1
-        if self.every_batches is not None:
-            self._guard("recording a batch", self._batch_end, before, int(batch), logs)
-
-    def _batch_end(self, before, batch, logs):
         n = self.every_batches
-        if self.step // n == before // n:
-            return
+        if n is not None and self.step // n != before // n:  # (checked here: most batches are not recorded)
+            self._guard("recording a batch", self._batch_end, int(batch), logs)
+
+    def _batch_end(self, batch, logs):
         steps = (self.params or {}).get("steps")
         epoch = self._epoch
         if steps and batch + 1 >= steps and epoch is not None and self._epoch_wanted(epoch):
@@ -632,12 +632,17 @@ def _on_accelerator(variable) -> bool:
     return ":GPU:" in device or ":TPU:" in device
 
 
-def _read_host(items, cache: dict | None = None) -> list:
+def _read_host(items, cache: dict | None = None, reads: dict | None = None) -> list:
     """numpy arrays of Keras variables, TF variables and tensors, in order (views on the CPU).
 
+    reads: {id(item): tensor} the storing train function read after the batch's update
+    (keras_grads.GradientCapture.outputs: the gradient slots): those items are not read again.
     On TensorFlow, plain (not distributed) variables are read by a reader made
     once per list of items and kept in `cache` (_read_plan): a Keras variable's
     own read goes through several layers of Python per variable (12 reads: 240 us)."""
+    if reads is not None:  # views of the function's outputs; the other items read as below
+        rest = iter(_read_host([x for x in items if id(x) not in reads], cache))
+        return [np.asarray(reads[id(x)]) if id(x) in reads else next(rest) for x in items]
     items = list(items)
     if keras.backend.backend() != "tensorflow":
         return [_host_array(x) if hasattr(x, "value") and hasattr(x, "path") else _to_host(x) for x in items]

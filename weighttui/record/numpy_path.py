@@ -245,7 +245,7 @@ class NumpyStats:
                  if i.sample_index is not None]
         if not parts:
             return None
-        return np.concatenate([p.astype(np.float32) for p in parts])
+        return np.concatenate(parts, dtype=np.float32, casting="unsafe")  # one copy, cast on the way
 
 
 def value_copy(arr: np.ndarray):
