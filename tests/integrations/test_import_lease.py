@@ -287,7 +287,10 @@ def test_a_rewrite_during_the_chains_neither_kills_nor_mixes(tmp_path):
     assert opened and opened[0] > float(read_line[1])  # the writer got the file only after the step was read
     calls = int(rest.split()[-1])
     assert calls < 3 * 4  # the chains stopped early (three tensors x four steps when nothing changes)
-    assert "step_1.safetensors changed while being read (a trainer opened it for writing)" in err
+    # said: as changed (the lease let go of when the import reached it) or as cut short (let go of earlier,
+    # while an earlier checkpoint was written: the writer had truncated it by then)
+    assert ("step_1.safetensors changed while being read (a trainer opened it for writing)" in err
+            or "step_1.safetensors: truncated while being read" in err), err
     run = weighttui.open(str(out))
     steps = list(run.steps)
     assert steps[0] == 0 and steps[-1] == 2
