@@ -244,3 +244,23 @@ def test_filled_groups_survive_the_next_save_and_a_rewrite(indexed):
     assert {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin")} == named
     assert digest(weighttui.open(path)) == want
     assert digest(weighttui.open(path, run=0)) == digest(weighttui.open(path, run=0, cache=False))
+
+
+def test_a_thinned_row_view_reads_back_and_a_range_indexes(indexed):
+    """Histograms over a thinned row view (fewer than half of a group's rows) are read back from
+    their frames, nothing indexed; a read of a whole range indexes the groups it covers."""
+    path = indexed / "run.wtui"
+    write_run(path, 200)
+    plain = weighttui.open(path, max_rows=8, cache=False)
+    weighttui.open(path, index_histograms=False)
+    run = weighttui.open(path, max_rows=8)
+    name = run.tensor_names[0]
+    before = (index_dir(path) / "manifest.json").read_bytes()
+    got, want = run.histograms(name), plain.histograms(name)
+    assert all(np.array_equal(g, w, equal_nan=True) for g, w in zip(got, want, strict=True))
+    assert all(_lagging_groups(run)) and (index_dir(path) / "manifest.json").read_bytes() == before
+    steps = run.steps
+    lo, hi = int(steps[len(steps) // 2]), int(steps[-1]) + 1
+    got, want = run.histograms(name, start=lo, stop=hi), plain.histograms(name, start=lo, stop=hi)
+    assert all(np.array_equal(g, w, equal_nan=True) for g, w in zip(got, want, strict=True))
+    assert not all(_lagging_groups(run)) and any(_lagging_groups(run))  # (the later groups only)

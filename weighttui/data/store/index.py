@@ -1019,7 +1019,9 @@ def _rescanned(run: RunState, g: Group, path: str) -> Group | None:
 
 class _Lagging(_Back):
     """What a group whose histograms and samples the index left in the log reads them through: the
-    Filler indexes the group the first time (when it can), else they are read back from the log."""
+    Filler indexes the group when a read wants at least half of its rows (a range, a whole run),
+    else - a thinned row view (the viewer's 2,048 rows of a long run), a few snapshots - only
+    the frames of the rows read are read back."""
 
     __slots__ = ("filler",)
 
@@ -1027,17 +1029,21 @@ class _Lagging(_Back):
         super().__init__(source, run, kind)
         self.filler = filler
 
-    def _filled(self, seg: Segment, field: str) -> bool:
-        return self.filler is not None and self.filler.fill(self.run, seg) \
+    def _filled(self, seg: Segment, field: str, idx: np.ndarray) -> bool:
+        if self.filler is None or not idx.size:
+            return False
+        a = int(idx[0])
+        rows = seg.part("rows", a, int(idx[-1]) + 1)[idx - a]
+        return 2 * np.unique(rows).size >= seg.row1 - seg.row0 and self.filler.fill(self.run, seg) \
             and not isinstance(getattr(seg, field), FromLog)
 
     def read(self, seg: Segment, field: str, a: int, b: int) -> np.ndarray:
-        if self._filled(seg, field):
+        if field != "samples" and self._filled(seg, field, np.arange(a, max(a, b), dtype=np.int64)):
             return seg.part(field, a, b)
         return super().read(seg, field, a, b)
 
     def take(self, seg: Segment, field: str, idx: np.ndarray) -> np.ndarray:
-        if self._filled(seg, field):
+        if self._filled(seg, field, idx):
             return seg.take(field, idx)
         return super().take(seg, field, idx)
 
