@@ -336,15 +336,18 @@ def compare(args, argv: list[str]) -> None:
            for label, runs in got.items()}
     print(f"\n### CPU ms per snapshot, before ({args.compare}) and after ({here}), median of {rounds} "
           "alternating rounds\n")
+    wall = {label: {k: statistics.median(run["wall"][k] for run in runs) for k in runs[0]["wall"]}
+            for label, runs in got.items()}
     print("| configuration | before | after | after - before | x no instruments (gradients): before -> after "
-          "| each round: before / after |")
-    print("|---|---:|---:|---:|---:|---|")
+          "| wall ms: before / after | each round: before / after |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for name in med["after"]:
         b, a = med["before"].get(name, math.nan), med["after"][name]
         each = " / ".join(" ".join(f"{run['cpu'][name] * 1e3:.1f}" for run in got[label] if name in run["cpu"])
                           for label in ("before", "after"))
         print(f"| {name} | {b * 1e3:.1f} | {a * 1e3:.1f} | {(a - b) * 1e3:+.1f} "
-              f"| {b / med['before'][base_g]:.2f} -> {a / med['after'][base_g]:.2f} | {each} |")
+              f"| {b / med['before'][base_g]:.2f} -> {a / med['after'][base_g]:.2f} "
+              f"| {wall['before'].get(name, math.nan) * 1e3:.1f} / {wall['after'][name] * 1e3:.1f} | {each} |")
     print(f"\nload (uptime) at the end: {os.getloadavg()}")
 
 
