@@ -14,6 +14,8 @@ spends), wall beside it:
   a second while the position moves): 20 positions stepping back through the run, then 20 moves
   of one snapshot forward; median and max per move;
 - `info`: open(max_rows=4096) + diagnose, the first call;
+- `viewer's budget`: the viewer's first call as the app makes it (`diagnose_within(budget_s=0.15)`,
+  repeated until complete): how many calls, and the most CPU one took;
 - `follow, first` / `follow, per update`: a RunData fed by LogTail (cache=False: nothing written)
   with all but the last `--follow` snapshots, then one snapshot per poll with diagnose after each
   (what the app does once a second while following a live run): the first call, then median and
@@ -63,6 +65,20 @@ if what == "viewer":
         pos += 1
         moves.append(timed(lambda: diagnose(data.upto_snapshot(pos)))[1])
     out["replay_moves"] = moves
+    try:  # the viewer's way since the rules read every snapshot: the first read spread over calls
+        from weighttui.analysis.diagnose import diagnose_within
+    except ImportError:
+        diagnose_within = None
+    if diagnose_within is not None:
+        fresh = weighttui.open(log, max_rows=2048)
+        calls = []
+        while True:
+            (_a, complete), cpu, _w = timed(lambda: diagnose_within(fresh, budget_s=0.15))
+            calls.append(cpu)
+            if complete:
+                break
+        out["budget_calls"] = [len(calls)]
+        out["budget_max"] = max(calls)
 elif what == "info":
     def go():
         data = weighttui.open(log, max_rows=4096)
@@ -133,7 +149,8 @@ def main() -> None:
     rows = [("end, first call (CPU ms)", "end_first"), ("end, first call (wall ms)", "end_first_wall"),
             ("end, again (CPU ms)", "end_again"), ("alerts at the end", "alerts_end"),
             ("replay move (CPU ms)", "replay_moves"), ("info: open + diagnose (CPU ms)", "info"),
-            ("follow, first call (CPU ms)", "follow_first"), ("follow, per update (CPU ms)", "follow_updates")]
+            ("follow, first call (CPU ms)", "follow_first"), ("follow, per update (CPU ms)", "follow_updates"),
+            ("viewer's budget 0.15 s: calls", "budget_calls"), ("... most CPU ms in one call", "budget_max")]
     print(f"{'what':34s}" + "".join(f"{name:>28s}" for name, _ in sides))
     for label, key in rows:
         print(f"{label:34s}" + "".join(f"{fmt(res[name][key]) if key in res[name] else '-':>28s}"

@@ -5,8 +5,10 @@ from outside (os.wait4), the log's index removed before every run.
 
 mode info: `python -m weighttui.cli info --json LOG` (the first `info`); mode open:
 `weighttui.open(LOG)`, one series() and one histograms() (the first open, counting the interpreter's
-start). Each CHECKOUT is put first on PYTHONPATH (build its extensions and compile its bytecode
-first); the cwd is outside them. Prints min and median per checkout and the load average: on a
+start). --then-open (mode info): after each first `info`, the open above twice more on the index
+it left (since session 5 that index holds statistics only: the first open indexes the histograms
+it reads, docs/store.md "Fifth round"), each timed as its own row. Each CHECKOUT is put first on
+PYTHONPATH (build its extensions and compile its bytecode first); the cwd is outside them. Prints min and median per checkout and the load average: on a
 loaded machine compare the CPU columns (docs/store.md, "Fourth round").
 """
 
@@ -35,12 +37,13 @@ def main(argv=None) -> int:
     ap.add_argument("checkouts", help="comma-separated checkouts (PYTHONPATH), measured alternately")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--mode", choices=("info", "open"), default="info")
+    ap.add_argument("--then-open", action="store_true", help="after each first info: open + reads, twice")
     args = ap.parse_args(argv)
     log = os.path.abspath(args.log)
     checkouts = [os.path.abspath(c) for c in args.checkouts.split(",")]
     cache = tempfile.mkdtemp(prefix="bench_first_read-")
     load0 = os.getloadavg()[0]
-    res: dict[str, list] = {c: [] for c in checkouts}
+    res: dict[str, list] = {}
     try:
         for _ in range(args.rounds):
             for c in checkouts:
@@ -48,12 +51,17 @@ def main(argv=None) -> int:
                 env = dict(os.environ, PYTHONPATH=c, XDG_CACHE_HOME=cache)
                 cmd = [sys.executable, "-m", "weighttui.cli", "info", "--json", log] if args.mode == "info" \
                     else [sys.executable, "-c", OPEN, log]
-                t0 = time.perf_counter()
-                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir())
-                _pid, status, ru = os.wait4(proc.pid, 0)
-                if os.waitstatus_to_exitcode(status) not in (0, 1):
-                    raise SystemExit(f"{c}: {cmd[2:4]} failed")
-                res[c].append((time.perf_counter() - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024))
+                reopen = [sys.executable, "-c", OPEN, log]
+                then = [("then open", reopen), ("open again", reopen)] if args.then_open and args.mode == "info" \
+                    else []
+                for label, argv_ in [("", cmd), *then]:
+                    t0 = time.perf_counter()
+                    proc = subprocess.Popen(argv_, stdout=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir())
+                    _pid, status, ru = os.wait4(proc.pid, 0)
+                    if os.waitstatus_to_exitcode(status) not in (0, 1):
+                        raise SystemExit(f"{c}: {argv_[2:4]} failed")
+                    res.setdefault(f"{c} {label}".rstrip(), []).append(
+                        (time.perf_counter() - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(index_dir(log), ignore_errors=True)
@@ -61,7 +69,7 @@ def main(argv=None) -> int:
           f"({os.cpu_count()} CPUs)")
     for c, runs in res.items():
         wall, cpu = [r[0] for r in runs], [r[1] for r in runs]
-        print(f"{c:40s} wall min {min(wall):.2f} med {statistics.median(wall):.2f} s | CPU min {min(cpu):.2f} "
+        print(f"{c:50s} wall min {min(wall):.2f} med {statistics.median(wall):.2f} s | CPU min {min(cpu):.2f} "
               f"med {statistics.median(cpu):.2f} s | peak RSS {max(r[2] for r in runs):.0f} MB")
     return 0
 

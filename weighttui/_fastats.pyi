@@ -10,6 +10,8 @@ EXTRAS: int  # 1: snapshot() takes `extras` (the instruments computed in its pas
 XCHUNK: int  # elements per chunk of a 32/64-bit tensor with extras (absent in older builds: 16384 there)
 BLOCK: int  # elements per block of a 16-bit tensor, widened to float32 (absent in older builds: 4096)
 JOINT_FACTOR: int  # tensors of at least JOINT_FACTOR * bins**2 elements count into one joint (value, delta) table
+NSTATE: int  # float64 items of a chain() state row (pass A's totals of one version)
+CCHUNK: int  # elements per chunk of a 32/64-bit chain() call
 ISA: str  # which build of the hot loops runs: "avx512f", "avx2" or "baseline" (chosen when the module loads)
 
 def snapshot(
@@ -37,6 +39,27 @@ def snapshot(
     bit 1 = its delta row was not (and its prev was not touched).
     """
 
+def chain(
+    bx: Buffer | None,
+    bp: Buffer | None,
+    bstate: Buffer | None,
+    ax: Buffer | None,
+    ap: Buffer | None,
+    dtype: int,
+    bins: int,
+    out_w: Buffer,
+    out_d: Buffer,
+    astate: Buffer | None,
+    drop: bool = False,
+    /,
+) -> int:
+    """One step along the versions of one tensor (weighttui import): pass B of bx against bp (histograms
+    with the ranges in bstate; raw rows into out_w and out_d as snapshot() writes them) and pass A of ax
+    against ap (its totals into astate), in one pass over memory (weighttui.record.kernel.chain).
+
+    drop: bp is a view of a file mapping whose pages are given back as pass B reads them.
+    Returns snapshot()'s status bits for bx's rows (3 when there is no pass B).
+    """
 
 def finish(raw: Buffer, kind: int, bins: int, stats: Buffer, lo: Buffer, hi: Buffer, counts: Buffer, /) -> None:
     """Raw rows (float64 [R, NRAW + bins]) finished into stats (float64 [R, 9] for kind 0, weights rows;

@@ -116,6 +116,7 @@ def run(*a, **k):
     finally:
         print("read", time.monotonic(), flush=True)
 kernel.run = run
+kernel.has_chain = lambda: False  # the per-checkpoint path (the chains: test_a_rewrite_during_the_chains_...)
 import_source(sys.argv[1], sys.argv[2], values=sys.argv[4] == "values")
 """
 
@@ -226,3 +227,76 @@ def _in_thread(path) -> bool:
         if lease is not None:
             lease.close()
         return usable or lease is not None
+
+
+# The same for `import --no-values` along each tensor's versions (driver.Importer._chains): it stops inside
+# one chain() step.
+CHAIN_CHILD = """import sys, time
+from weighttui.record import kernel
+from weighttui.integrations.importers.driver import import_source
+real, calls, at = kernel.chain, [0], int(sys.argv[3])
+def chain(*a, **k):
+    calls[0] += 1
+    if calls[0] != at:
+        return real(*a, **k)
+    print("reading", flush=True)
+    time.sleep(1.5)
+    try:
+        return real(*a, **k)
+    finally:
+        print("read", time.monotonic(), flush=True)
+kernel.chain = chain
+import_source(sys.argv[1], sys.argv[2], values=False)
+print("chain calls", calls[0], flush=True)
+"""
+
+
+def test_a_rewrite_during_the_chains_neither_kills_nor_mixes(tmp_path):
+    """A writer truncates and rewrites step_1 while a chain step reads it: it waits until that step is done;
+    the chains stop at their next step and what they computed is dropped; the import goes on per checkpoint
+    (which lets go of the lease and says what changed) and never records the new version's numbers."""
+    pytest.importorskip("safetensors")
+    from weighttui.record import kernel
+
+    if not kernel.has_chain():
+        pytest.skip("the kernel (with chain()) is not built")
+    src = tmp_path / "ck"
+    src.mkdir()
+    for i in range(3):
+        _save(src / f"step_{i}.safetensors", _model(float(i)))
+    if not _leases_granted(src / "step_1.safetensors"):
+        pytest.skip("this filesystem grants no read leases")
+    out = tmp_path / "run.wtui"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.Popen([sys.executable, "-c", CHAIN_CHILD, str(src), str(out), "2"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "reading"  # the second step of a chain: step_0 and step_1
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(src / "step_1.safetensors"), "2"],
+                              stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reading = threading.Thread(target=lambda: lines.extend(writer.stdout.read().splitlines()))  # type: ignore[union-attr]
+    reading.start()
+    read_line = child.stdout.readline().split()
+    rest, err = child.communicate(timeout=120)
+    writer.wait(timeout=60)
+    reading.join()
+    assert child.returncode == 0, f"the import died ({child.returncode}; SIGBUS is -7): {err}"
+    assert read_line[0] == "read"
+    opened = [float(ln.split()[1]) for ln in lines if ln.startswith("opened")]
+    assert opened and opened[0] > float(read_line[1])  # the writer got the file only after the step was read
+    calls = int(rest.split()[-1])
+    assert calls < 3 * 4  # the chains stopped early (three tensors x four steps when nothing changes)
+    # said: as changed (the lease let go of when the import reached it) or as cut short (let go of earlier,
+    # while an earlier checkpoint was written: the writer had truncated it by then)
+    assert ("step_1.safetensors changed while being read (a trainer opened it for writing)" in err
+            or "step_1.safetensors: truncated while being read" in err), err
+    run = weighttui.open(str(out))
+    steps = list(run.steps)
+    assert steps[0] == 0 and steps[-1] == 2
+    for i, k in enumerate("abc"):  # whatever was kept of step_1 is its old version, never the new one
+        _s, mean = run.series(k, "mean", kind="weights")
+        assert mean[0] == 0.0 + i and mean[-1] == 2.0 + i
+        if steps == [0, 1, 2]:
+            assert np.isnan(mean[1]) or mean[1] == 1.0 + i, (k, mean)
+

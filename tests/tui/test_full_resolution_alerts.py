@@ -97,7 +97,16 @@ def test_info_names_them_at_their_steps(burst, capsys, cache):
     assert {(a["rule"], a["tensor"], a["step"]) for a in out["alerts"] if a["rule"] in RULES} == EVENTS
 
 
-async def test_the_app_names_them_at_the_end_and_at_a_replay_position(burst, tui):
+@pytest.mark.parametrize("budget", [None, 0.0], ids=["one-call", "a-block-a-call"])
+async def test_the_app_names_them_at_the_end_and_at_a_replay_position(burst, tui, monkeypatch, budget):
+    """budget 0: the UI thread reads one block of 256 snapshots per rule per call (a log of many GiB
+    with the default budget): the alerts come in over several calls and end the same."""
+    if budget is not None:
+        import weighttui.analysis.diagnose as diagnose_module
+        import weighttui.tui.app as appmod
+
+        monkeypatch.setattr(appmod, "ALERTS_BUDGET_S", budget)
+        monkeypatch.setattr(diagnose_module, "_BLOCK", 256)
     app = WeightApp(burst, mode="replay", max_rows=MAX_ROWS)
     async with app.run_test(size=(120, 30)) as pilot:
         await tui.wait_until(pilot, lambda: app.data.row_count == STEPS and app.data.end is not None,

@@ -398,17 +398,54 @@ def test_moving_through_a_run_in_jumps_gives_cold_results(tmp_path, monkeypatch,
     monkeypatch.setattr(diagnose_module, "_TAIL", 5)
     kept: dict = {}
 
+    sim = Sim(SHAPES)
+
     def hook(s, params, grads):
         if 50 <= s < 60:
             params["a.weight"] = kept.setdefault("a", params["a.weight"].copy())
         if s >= 61:
             params["a.weight"] = kept.setdefault("b", params["a.weight"].copy())
+        sim.ratio["c.weight"] = 5e-2 if 30 <= s < 45 or s >= 70 else 1e-3  # too fast, twice
 
-    run = record(tmp_path / "jumps.wtui", 100, Sim(SHAPES), hook=hook)
-    config = DiagnoseConfig(stagnant_window=3)
+    run = record(tmp_path / "jumps.wtui", 100, sim, hook=hook)
+    config = DiagnoseConfig(stagnant_window=3, ratio_window=6)
     seen = set()
     for row in [*range(0, run.n, stride), 55, run.n - 1, *range(run.n - 1, -1, -2 * stride - 1)]:
         got = diagnose(run, config, upto_row=row)
         assert got == _cold(diagnose_module, run, config, row), row
         seen |= {(a.rule, a.tensor, a.step) for a in got}
     assert {("stagnant", "a.weight", 50), ("stagnant", "a.weight", 61)} <= seen
+    assert {t for r, t, _s in seen if r == "ratio_high"} == {"c.weight"}
+    assert len({s for r, _t, s in seen if r == "ratio_high"}) >= 2  # two stretches, each from its start
+
+
+def test_a_budget_spreads_the_first_read_over_calls_and_ends_where_one_call_does(tmp_path, monkeypatch):
+    """diagnose_within(budget_s=0): each call reads one more block of the history per rule and says it
+    is not complete; the alerts so far are right as far as they go, and the last call's are those of
+    one call without a budget (the viewer's UI thread on a log of many GiB)."""
+    from weighttui.analysis import diagnose as diagnose_module
+
+    monkeypatch.setattr(diagnose_module, "_BLOCK", 7)
+
+    def hook(s, params, grads):
+        if 20 <= s < 23:
+            grads["a.weight"] *= 1e4
+        if 60 <= s < 63:
+            grads["b.weight"] *= 1e4
+
+    run = record(tmp_path / "budget.wtui", 90, Sim(SHAPES), hook=hook)
+    config = DiagnoseConfig(grad_window=4)
+    want = _cold(diagnose_module, run, config)
+    assert {(a.rule, a.tensor, a.step) for a in want} >= {("grad_explode", "a.weight", 20),
+                                                          ("grad_explode", "b.weight", 60)}
+    calls = []
+    while True:
+        got, complete = diagnose_module.diagnose_within(run, config, budget_s=0.0)
+        calls.append(got)
+        if complete:
+            break
+        assert len(calls) < 50
+        assert {(a.rule, a.tensor, a.step) for a in got} <= {(a.rule, a.tensor, a.step) for a in want}
+    assert len(calls) > 3 and calls[-1] == want
+    assert ("grad_explode", "b.weight", 60) not in {(a.rule, a.tensor, a.step) for a in calls[0]}
+    assert diagnose_module.diagnose_within(run, config, budget_s=0.0) == (want, True)  # remembered

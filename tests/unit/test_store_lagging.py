@@ -58,9 +58,9 @@ def test_an_index_without_histograms_reads_them_back_from_the_log(indexed):
 
 
 def test_filling_keeps_the_info_summary_and_two_readers_fill_safely(indexed, capsys, monkeypatch):
-    """Two readers of one lagging index: the first fills the groups; the second, loaded before, finds
-    the manifest changed under it (its group files gone) and still reads the same run. The summary
-    `info` kept beside the index stays valid (the log's reach did not change)."""
+    """Two readers of one lagging index: the first fills the groups; the second, loaded before, takes
+    the files the first wrote (nothing written twice) and reads the same run. The summary `info`
+    kept beside the index stays valid (the log's reach did not change)."""
     from weighttui.analysis import diagnose as diagnose_mod
     from weighttui.cli.main import main as cli
 
@@ -71,8 +71,10 @@ def test_filling_keeps_the_info_summary_and_two_readers_fill_safely(indexed, cap
     summary = capsys.readouterr().out
     first, second = weighttui.open(path), weighttui.open(path)
     assert digest(first) == want and not any(_lagging_groups(first))
-    assert digest(second) == want
-    assert any(g.ref is None for g in second._run.groups)  # (derived from the log again: its files were gone)
+    assert digest(second) == want and not any(_lagging_groups(second))
+    manifest = json.loads((index_dir(path) / "manifest.json").read_text())
+    assert all(len(g.get("more", ())) <= 1 for r in manifest["runs"] for g in r["groups"])
+    assert {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin")} == set(manifest["files"])
     calls = []
     real = diagnose_mod.diagnose
     monkeypatch.setattr(diagnose_mod, "diagnose", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -220,3 +222,45 @@ def test_first_nonfinite_reads_only_segments_that_may_hold_one(indexed, monkeypa
     assert [x.tolist() for x in again.first_nonfinite("weights")] == [x.tolist() for x in (first, nan, _inf)]
     assert run._r.groups and len(run._r.groups) > 2
     assert True in skipped and False in skipped  # (segments with no NaN skipped, the one with it read)
+
+
+def test_filled_groups_survive_the_next_save_and_a_rewrite(indexed):
+    """A group filled later names two files (statistics, then histograms): a save that extends the
+    index keeps both, and a reader of the extended index reads the same run."""
+    raw = two_runs_with_damage(indexed / "full.wtui")
+    path = indexed / "live.wtui"
+    path.write_bytes(raw[: len(raw) * 2 // 3])
+    weighttui.open(path, index_histograms=False)
+    live = weighttui.open(path)
+    assert digest(live) == digest(weighttui.open(path, cache=False))  # (fills the latest run's groups)
+    manifest = json.loads((index_dir(path) / "manifest.json").read_text())
+    assert any(g.get("more") for r in manifest["runs"] for g in r["groups"])
+    with open(path, "ab") as fh:
+        fh.write(raw[len(raw) * 2 // 3:])
+    live.refresh()
+    want = digest(weighttui.open(path, cache=False))
+    assert digest(live) == want
+    named = set(json.loads((index_dir(path) / "manifest.json").read_text())["files"])
+    assert {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin")} == named
+    assert digest(weighttui.open(path)) == want
+    assert digest(weighttui.open(path, run=0)) == digest(weighttui.open(path, run=0, cache=False))
+
+
+def test_a_thinned_row_view_reads_back_and_a_range_indexes(indexed):
+    """Histograms over a thinned row view (fewer than half of a group's rows) are read back from
+    their frames, nothing indexed; a read of a whole range indexes the groups it covers."""
+    path = indexed / "run.wtui"
+    write_run(path, 200)
+    plain = weighttui.open(path, max_rows=8, cache=False)
+    weighttui.open(path, index_histograms=False)
+    run = weighttui.open(path, max_rows=8)
+    name = run.tensor_names[0]
+    before = (index_dir(path) / "manifest.json").read_bytes()
+    got, want = run.histograms(name), plain.histograms(name)
+    assert all(np.array_equal(g, w, equal_nan=True) for g, w in zip(got, want, strict=True))
+    assert all(_lagging_groups(run)) and (index_dir(path) / "manifest.json").read_bytes() == before
+    steps = run.steps
+    lo, hi = int(steps[len(steps) // 2]), int(steps[-1]) + 1
+    got, want = run.histograms(name, start=lo, stop=hi), plain.histograms(name, start=lo, stop=hi)
+    assert all(np.array_equal(g, w, equal_nan=True) for g, w in zip(got, want, strict=True))
+    assert not all(_lagging_groups(run)) and any(_lagging_groups(run))  # (the later groups only)

@@ -20,6 +20,7 @@ and the app pass them through `DiagnoseConfig.from_options`.
 from __future__ import annotations
 
 import dataclasses
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -348,6 +349,10 @@ class _History:
         # state rule -> (p, count, last break, columns valid): a state over snapshots 0..p-1 (trailing_state)
         self.trailing: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.tensors: tuple = ()  # (trainable, ndim, size, names) of the key's tensors
+        # (rule, column) -> (windows judged, the first window of the stretch outside the band): _state_start
+        self.starts: dict[tuple[str, int], tuple[int, int]] = {}
+        # (rule, column, snapshot) -> the first snapshot at or after it where the state held: _first_held
+        self.held: dict[tuple[str, int, int], int] = {}
 
 
 _histories: weakref.WeakKeyDictionary[Any, _History] = weakref.WeakKeyDictionary()  # RunData -> _History
@@ -371,10 +376,12 @@ def _resolve(run, upto_row: int | None) -> tuple[Any, int]:
 class _Context:
     """What every rule needs, for the run's snapshots 0..n-1 (every one, read from the store)."""
 
-    def __init__(self, run, n: int, config: DiagnoseConfig):
+    def __init__(self, run, n: int, config: DiagnoseConfig, budget_s: float | None = None):
         self.run = run
         self.n = n
         self.config = config
+        self.deadline = None if budget_s is None else time.perf_counter() + budget_s
+        self.complete = True  # False: a history scan stopped at the deadline (diagnose_within)
         self.steps = run.snapshot_meta(0, n)[0]
         self.tensors = list(run.tensors)
         t = len(self.tensors)
@@ -418,9 +425,23 @@ class _Context:
         self.alerts.append(Alert(rule=rule, tensor=self.names[col], step=int(self.steps[row]) if step is None else step,
                                  severity=severity, message=message, advice=ADVICE[rule]))
 
-    def first_present_row(self, col: int | np.integer) -> int:
-        rows = np.nonzero(self.present(0, None, [int(col)])[:, 0])[0]
-        return int(rows[0]) if rows.size else 0
+    def first_held(self, key: str, col: int | np.integer, lo: int, held) -> int:
+        """The first snapshot at or after `lo` (and before n) where held(a, b) -> bool [b - a] is
+        true for a column, read forward a block at a time and remembered (snapshots are final);
+        `lo` when there is none."""
+        k = (key, int(col), int(lo))
+        hit = self.history.held.get(k)
+        if hit is not None and hit < self.n:
+            return hit
+        for a in range(lo, self.n, _BLOCK):
+            got = held(a, min(self.n, a + _BLOCK))
+            if got.any():
+                self.history.held[k] = r = a + int(np.argmax(got))
+                return r
+        return lo
+
+    def first_present_row(self, col: int | np.integer, lo: int = 0) -> int:
+        return self.first_held("present", col, lo, lambda a, b: self.present(a, b, [int(col)])[:, 0])
 
     def first_event(self, name: str, window: int, persist: int, detect):
         """First snapshot per column where an event rule fires, using and extending the history.
@@ -438,8 +459,12 @@ class _Context:
         out_extra = extra
         if last >= decided:
             done = visible.copy()
+            upto = last + 1
             for b0 in range(decided, last + 1, _BLOCK):
                 if done.all():
+                    break
+                if b0 > decided and self.over_time():
+                    upto = b0  # the rest on the next call
                     break
                 b1 = min(last + 1, b0 + _BLOCK)
                 new_row, new_extra = detect(max(0, b0 - window), b1 + persist - 1, b0, done)
@@ -447,26 +472,37 @@ class _Context:
                 out_row = np.where(fresh, new_row, out_row)
                 out_extra = new_extra if out_extra is None else np.where(fresh[:, None], new_extra, out_extra)
                 done |= fresh
-            # every snapshot is final: what snapshots 0..last decided holds for good
-            self.history.rules[name] = (last + 1, out_row, out_extra)
+            # every snapshot is final: what snapshots 0..upto-1 decided holds for good
+            self.history.rules[name] = (upto, out_row, out_extra)
         if out_extra is None:
             out_extra = np.full((t, 1), np.nan)
         return out_row, out_extra
+
+    def over_time(self) -> bool:
+        """The deadline passed (diagnose_within): a history scan stops after its current block."""
+        if self.deadline is None or time.perf_counter() <= self.deadline:
+            return False
+        self.complete = False
+        return True
 
     def first_finite(self, kind: str, stat: str) -> np.ndarray:
         """Per column, the first snapshot whose `stat` is finite, or -1 (before n): scanned once,
         extended as the run grows."""
         done, first = self.history.scans.get((kind, stat), (0, np.full(self.t, -1, dtype=np.int64)))
+        upto = self.n
         for lo in range(done, self.n, _BLOCK):
             hi = min(self.n, lo + _BLOCK)
             cols = np.flatnonzero(first < 0)
             if not cols.size:
                 break
+            if lo > done and self.over_time():
+                upto = lo
+                break
             found = np.isfinite(self.rows(kind, stat, lo, hi, cols=cols))
             has = found.any(axis=0)
             first[cols[has]] = lo + np.argmax(found[:, has], axis=0)
-        if self.n > done:
-            self.history.scans[(kind, stat)] = (self.n, first)
+        if upto > done:
+            self.history.scans[(kind, stat)] = (upto, first)
         return np.where(first < self.n, first, -1)
 
     def trailing_state(self, name: str, states, min_count: int = 1, only: np.ndarray | None = None):
@@ -634,7 +670,7 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
         if rule not in wanted:
             continue
         for c in np.nonzero(mask)[0]:
-            start = _state_start(ctx, int(c), w, (lambda m, b=bound: m > b) if word == "above"
+            start = _state_start(ctx, rule, int(c), w, (lambda m, b=bound: m > b) if word == "above"
                                  else (lambda m, b=bound: m < b))
             if rule == "ratio_low" and not (others_learn or start == 0):
                 continue
@@ -647,22 +683,31 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
                     f"(median of the last {w}: {three_digits(med[c])}){why}")
 
 
-def _state_start(ctx: _Context, c: int, w: int, outside) -> int:
+def _state_start(ctx: _Context, rule: str, c: int, w: int, outside) -> int:
     """The snapshot where the trailing stretch of 'rolling median of the per-step update ratio outside
-    the band' began, for column c: read backwards a block at a time until a window inside it."""
+    the band' began, for column c: read backwards a block at a time until a window inside it; or,
+    when an earlier call found it, only the windows since that call (a window's median is final)."""
     n = ctx.n
-    i1 = n - w + 1  # windows i in [0, i1): ratio[i:i+w]
-    while i1 > 0:
-        i0 = max(0, i1 - _BLOCK)
+    top = n - w + 1  # windows i in [0, top): ratio[i:i+w]
+    hit = ctx.history.starts.get((rule, c))
+    floor, found = (hit[0], hit[1]) if hit is not None and hit[0] <= top else (0, None)
+    i1 = top
+    first = 0
+    while i1 > floor:
+        i0 = max(floor, i1 - _BLOCK)
         series = ctx.rows("delta", "ratio", i0, i1 + w - 1, cols=[c])[:, 0] / ctx.interval[i0 : i1 + w - 1]
         view = np.lib.stride_tricks.sliding_window_view(series, w)  # row i: series[i:i+w]
         with quiet_nan(), np.errstate(invalid="ignore"):
             out = outside(np.nanmedian(view, axis=1))
         inside = np.nonzero(~out)[0]
         if inside.size:
-            return min(n - 1, i0 + int(inside[-1]) + 1)  # the first window of the stretch starts here
+            first = i0 + int(inside[-1]) + 1  # the first window of the stretch starts here
+            break
         i1 = i0
-    return 0
+    else:
+        first = found if found is not None else 0
+    ctx.history.starts[(rule, c)] = (max(top, 0), first)
+    return min(n - 1, first)
 
 
 def _rule_norm_growth(ctx: _Context) -> None:
@@ -728,7 +773,7 @@ def _rule_grad_vanish(ctx: _Context) -> None:
         rms, live, typical, _several = rms_typical(off, ctx.n)
         here = np.nonzero(live[:, c])[0]
         k = here[-1] if here.size else rms.shape[0] - 1
-        r = lo + int(np.argmax(ctx.present(lo, None, [int(c)])[:, 0]))
+        r = ctx.first_present_row(c, lo)
         if rms[k, c] == 0:
             what = "exactly zero"
         else:
@@ -906,8 +951,8 @@ def _rule_cosines(ctx: _Context) -> None:
         count, last_break = ctx.trailing_state(rule, states, window, only=ctx.trainable)
         for c in np.nonzero((count >= window) & ctx.trainable)[0]:
             lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
-            held, _known = states(lo, ctx.n, [c])
-            r = lo + int(np.argmax(held[:, 0]))  # the first snapshot that showed it
+            r = ctx.first_held(rule, c, lo, lambda a, b, c=c, states=states: states(a, b, [c])[0][:, 0])
+            # (r: the first snapshot that showed it)
             latest = ctx.rows("delta", stat, ctx.n - 1, cols=[c])[0, 0]
             word = "at or below" if sign < 0 else "at or above"
             ctx.add(rule, c, r, "warning",
@@ -932,8 +977,7 @@ def _rule_units(ctx: _Context) -> None:
         last_step = int(ctx.steps[ctx.n - 1])
         for c in np.nonzero(count >= 1)[0]:
             lo = int(last_break[c]) + 1 if last_break[c] >= 0 else 0
-            held, _known = states(lo, ctx.n, [c])
-            r = lo + int(np.argmax(held[:, 0]))
+            r = ctx.first_held(rule, c, lo, lambda a, b, c=c, states=states: states(a, b, [c])[0][:, 0])
             now = ctx.rows(kind, stat, ctx.n - 1, cols=[c])[0, 0]
             tid = ctx.tensors[c].id
             which = [e for e in getattr(run, "events", ()) if e.kind == event and e.tensor == tid
@@ -1007,11 +1051,20 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     again as the run grows reads only the new snapshots (and a short tail), and a replay position
     moved back reads only what the state rules need.
     """
+    return diagnose_within(run, config, upto_row=upto_row)[0]
+
+
+def diagnose_within(run, config: DiagnoseConfig | None = None, *, upto_row: int | None = None,
+                    budget_s: float | None = None) -> tuple[list[Alert], bool]:
+    """diagnose(), and whether it is complete: with `budget_s`, the rules' first read of a long
+    history stops after the block during which the budget ran out (a viewer's UI thread on a log
+    of many GiB), and the alerts are those of the history read so far (each right as far as it
+    goes: what was read is remembered, and the next call goes on from there). (alerts, complete)."""
     config = DiagnoseConfig() if config is None else config
     data, n = _resolve(run, upto_row)
     if n == 0 or not data.tensors:
-        return []
-    ctx = _Context(data, n, config)
+        return [], True
+    ctx = _Context(data, n, config, budget_s)
     _rule_nonfinite(ctx)
     stagnant = _rule_stagnant(ctx)
     _rule_ratio(ctx, stagnant)
@@ -1027,4 +1080,5 @@ def diagnose(run, config: DiagnoseConfig | None = None, *, upto_row: int | None 
     _rule_nan_origin(ctx)
     _quiet_after_nonfinite(ctx)
     order = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))
+    alerts = sorted(ctx.alerts, key=lambda a: (order.get(a.severity, 9), a.step, a.tensor or "", a.rule))
+    return alerts, ctx.complete

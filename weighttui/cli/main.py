@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from weighttui._version import __version__
 from weighttui.cli.errors import EXIT_BAD_INPUT, CliError
 from weighttui.log.format import LogFormatError
 from weighttui.log.schema import KINDS
 from weighttui.log.sniff import sniff_file
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["EXIT_BAD_INPUT", "CliError", "build_parser", "main"]
 
@@ -168,6 +171,8 @@ def _fetch_if_remote(path: str) -> tuple[str, bool]:
     """(local path, complete): a remote log (user@host:path, ssh://...) copied once to the local
     cache, else path itself. A copy that stopped early is said on stderr and used as far as it
     goes; the command then exits 1."""
+    if not path.startswith("ssh://") and os.path.exists(path):
+        return path, True  # (parse_remote's first rule: a path that exists here is local; no import)
     from weighttui.data.remote import IncompleteCopy, fetch
 
     spec = _parse_remote(path)
@@ -229,6 +234,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import subprocess  # (only the demo starts a process: not imported for every command)
+
     path = args.path or os.path.join(tempfile.mkdtemp(prefix="weighttui-demo-"), "demo.wtui")
     cmd = [sys.executable, "-m", "weighttui.demo", path, "--steps", str(args.steps),
            "--delay", str(args.delay), "--quiet"]

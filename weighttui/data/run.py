@@ -652,13 +652,16 @@ class RunData:
                         raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
                     s = COLUMNS[kind].index(stat)
                 for j, col in enumerate(cols):
+                    # (the kind's own entries, as the row view's matrices are filled)
+                    got = self._entries("weights" if stat is None else kind, int(col), want)
+                    if not got:
+                        continue
+                    rows = np.concatenate([e[4] for e in got]) - lo
                     if stat is None:
-                        got = self._entries("weights", int(col), want)
-                        if got:
-                            out[np.concatenate([e[4] for e in got]) - lo, j] = True
+                        out[rows, j] = True
                     else:
-                        rows, values = self._stat_rows(int(col), kind, s, want)
-                        out[rows - lo, j] = values
+                        out[rows, j] = np.concatenate([stat_take(seg, s, a + np.flatnonzero(mask))
+                                                       for seg, a, _b, mask, _r in got])
             return out
         block = self._snapshots_stats(np.arange(lo, hi, dtype=np.int64), [(kind, stat)])[0]
         return block if cols is None else block[:, cols]

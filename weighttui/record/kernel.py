@@ -184,6 +184,32 @@ def run(xs, prevs, codes: bytes, bins: int, copy: bool, threads: int = 1, extras
     return raw_w, raw_d, w_done, d_done
 
 
+def has_chain() -> bool:
+    """Whether the built kernel has chain() (a build from before it does not: a stale checkout)."""
+    return _fastats is not None and hasattr(_fastats, "chain")
+
+
+NSTATE = getattr(_fastats, "NSTATE", 16)
+
+
+def chain(bx, bp, bstate, ax, ap, code: int, bins: int, drop: bool = False):
+    """One step along the versions of one tensor (_fastats.chain): pass B of bx against bp with the ranges
+    of bstate (what pass A of bx wrote in the step before) together with pass A of ax against ap, reading
+    memory once for both. Buffers as flat() makes them (any None; all of dtype code and one size); drop:
+    bp is a view of a file mapping whose pages are given back as pass B reads them.
+    Returns (raw_w [1, N_RAW + bins], raw_d [1, N_RAW + bins], w_done, d_done, ax's state or None):
+    rows not done (or with no bx) are garbage, as run()'s."""
+    if _fastats is None:
+        raise RuntimeError(UNAVAILABLE)
+    raw_w = np.empty((1, N_RAW + bins))
+    raw_d = np.empty((1, N_RAW + bins))
+    state = np.zeros(NSTATE) if ax is not None else None
+    st = _fastats.chain(bx, bp, bstate, ax, ap, int(code), int(bins), raw_w, raw_d, state, bool(drop))
+    w_done = bx is not None and not st & W_NOT_DONE
+    d_done = bp is not None and w_done and not st & D_NOT_DONE
+    return raw_w, raw_d, w_done, d_done, state
+
+
 def can_finish() -> bool:
     """Whether the built kernel finishes raw rows (finish(); a build from before it does not: a stale checkout)."""
     return _fastats is not None and hasattr(_fastats, "finish")

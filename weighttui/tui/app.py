@@ -55,6 +55,10 @@ SCREENSHOT_DIR_ENV = "WEIGHTTUI_SCREENSHOT_DIR"  # where ctrl+s saves (default: 
 # A viewer that has caught up with a log writes the log's index at most this often (data/store;
 # the multi-run app keeps each run's index by the same rule).
 INDEX_SAVE_S = 10.0
+# CPU the alert rules take at most per call on the UI thread (about: they stop after the block of
+# 4,096 snapshots during which it ran out): the first call on a log of many GiB reads its whole
+# history, and is spread over several calls 50 ms apart instead of freezing the screen
+ALERTS_BUDGET_S = 0.15
 BOOT_FALLBACK_S = 1.0  # `_boot` runs at the first frame, or after this long without one
 # Actions that work before the first screen is replaced by the overview (see `_boot`).
 BOOT_ACTIONS = frozenset({"quit", "save_svg"})
@@ -395,14 +399,22 @@ class WeightApp(App[int]):
         rows = self.data if as_of is None else self.data.upto_snapshot(self._snapshot_at())
         try:
             if rows is not self.data:
-                alerts = self._diagnose.diagnose(rows, self.diagnose_config)
+                alerts, complete = self._diagnose.diagnose_within(rows, self.diagnose_config,
+                                                                  budget_s=ALERTS_BUDGET_S)
             else:
-                alerts = self._diagnose.diagnose(self.data, self.diagnose_config,
-                                                 upto_row=self.row if self.position is not None else None)
+                alerts, complete = self._diagnose.diagnose_within(
+                    self.data, self.diagnose_config, upto_row=self.row if self.position is not None else None,
+                    budget_s=ALERTS_BUDGET_S)
         except Exception as exc:  # a bug in one rule must not end the viewer: the data stays on screen
             self._diagnose = None
             self.notify(inert(f"alerts disabled: {type(exc).__name__}: {exc}"), severity="error", markup=False)
             return False
+        if not complete:
+            # the rules' first read of a long history, a budget at a time: the UI thread stays
+            # responsive; what was read is kept, and the rest follows right after this is drawn
+            self._alerts_dirty = True
+            self._alerts_at = 0.0
+            self.set_timer(0.05, self._tick)
         if alerts == self.alerts and as_of == self.alerts_as_of:
             return False
         self.alerts_as_of = as_of

@@ -326,6 +326,7 @@ def _save(directory: str, fd: int, st, store: LogIndex) -> None:
                         for arr in seg.file_arrays():
                             arr.path = final
                 files[g.ref["file"]] = g.ref["info"]
+                files.update(g.ref.get("more", {}))  # (a group whose histograms were indexed later: Filler)
                 groups.append(g.ref)
             runs.append(_run_json(run, groups, rows_file))
         files[rows_file.name] = rows_file.write(directory)
@@ -404,6 +405,7 @@ class SavePlan:
                         _link(d, tmp, ref["file"])
                         self.linked.append((g, ref, tmp))
                     files[ref["file"]] = ref["info"]
+                    files.update(ref.get("more", {}))
                     refs.append(ref)
                 if tail:
                     row0 = next(iter(tail.values()))[1]
@@ -1017,7 +1019,9 @@ def _rescanned(run: RunState, g: Group, path: str) -> Group | None:
 
 class _Lagging(_Back):
     """What a group whose histograms and samples the index left in the log reads them through: the
-    Filler indexes the group the first time (when it can), else they are read back from the log."""
+    Filler indexes the group when a read wants at least half of its rows (a range, a whole run),
+    else - a thinned row view (the viewer's 2,048 rows of a long run), a few snapshots - only
+    the frames of the rows read are read back."""
 
     __slots__ = ("filler",)
 
@@ -1025,17 +1029,21 @@ class _Lagging(_Back):
         super().__init__(source, run, kind)
         self.filler = filler
 
-    def _filled(self, seg: Segment, field: str) -> bool:
-        return self.filler is not None and self.filler.fill(self.run, seg) \
+    def _filled(self, seg: Segment, field: str, idx: np.ndarray) -> bool:
+        if self.filler is None or not idx.size:
+            return False
+        a = int(idx[0])
+        rows = seg.part("rows", a, int(idx[-1]) + 1)[idx - a]
+        return 2 * np.unique(rows).size >= seg.row1 - seg.row0 and self.filler.fill(self.run, seg) \
             and not isinstance(getattr(seg, field), FromLog)
 
     def read(self, seg: Segment, field: str, a: int, b: int) -> np.ndarray:
-        if self._filled(seg, field):
+        if field != "samples" and self._filled(seg, field, np.arange(a, max(a, b), dtype=np.int64)):
             return seg.part(field, a, b)
         return super().read(seg, field, a, b)
 
     def take(self, seg: Segment, field: str, idx: np.ndarray) -> np.ndarray:
-        if self._filled(seg, field):
+        if self._filled(seg, field, idx):
             return seg.take(field, idx)
         return super().take(seg, field, idx)
 
@@ -1049,10 +1057,11 @@ class Filler:
     the first time a reader that wants them indexed reads them.
 
     The group is derived again from its snapshot frames (every frame must still read back as the
-    snapshot the row table holds, else nothing is filled and they are read back entry by entry),
-    written as a new file, and put in the manifest in place of the lagging one under the index's
-    lock - only if the manifest still names that very file (another reader may have rewritten or
-    filled it meanwhile: then this reader reads back). The manifest's log identity and reach are
+    snapshot the row table holds, else nothing is filled and they are read back entry by entry);
+    its histograms and samples are written to a second file of the group (`more` in its manifest
+    entry; its statistics, rows and columns stay in the first) and the manifest is replaced under
+    the index's lock - only if it still names that very group (another reader may have rewritten
+    or filled it meanwhile: then this reader reads back). The manifest's log identity and reach are
     not changed, so the summaries kept beside it (derived-*.json) stay valid.
     """
 
@@ -1085,9 +1094,6 @@ class Filler:
         d = self.directory
         if not _usable_dir(d) or not writable(d):
             return False
-        fresh = _rescanned(run, g, self.path)
-        if fresh is None or any(fresh.kinds[k].entries != seg.entries for k, seg in g.kinds.items()):
-            return False  # a frame no longer reads back as it did: nothing is filled
         old = g.ref["file"]
         lock_fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -1099,34 +1105,40 @@ class Filler:
                     return False
             finally:
                 os.close(fd)
-            place = next(((rj, i) for rj in m["runs"] if rj.get("offset") == run.offset
-                          for i, gj in enumerate(rj.get("groups", ())) if isinstance(gj, dict)
-                          and gj.get("file") == old and gj.get("row0") == g.row0 and gj.get("row1") == g.row1), None)
+            place = next((gj for rj in m["runs"] if rj.get("offset") == run.offset
+                          for gj in rj.get("groups", ()) if isinstance(gj, dict)
+                          and gj.get("file") == old and gj.get("row0") == g.row0 and gj.get("row1") == g.row1
+                          and gj.get("kinds", {}).keys() == g.kinds.keys()), None)
             if place is None:
                 return False  # rewritten by another reader meanwhile
-            ref = _write_group(d, f"{self.gen}-r{run.offset}-{g.row0}.seg", fresh)
-            rj, i = place
-            rj["groups"][i] = ref
-            m["files"][ref["file"]] = ref["info"]
-            if not any(gj.get("file") == old for r in m["runs"] for gj in r.get("groups", ())):
-                m["files"].pop(old, None)
-            m["weighttui_index"] = INDEX_VERSION
-            body = json.dumps(m, separators=(",", ":")).encode()
-            tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-            with os.fdopen(tmp_fd, "wb") as fh:
-                fh.write(body)
-            os.replace(tmp, os.path.join(d, "manifest.json"))
-            if old not in m["files"]:
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(d, old))  # (a reader still on it reads the log again: CRCs)
+            if not place.get("more"):  # (else another reader filled it meanwhile: its files are taken)
+                fresh = _rescanned(run, g, self.path)
+                if fresh is None or set(fresh.kinds) != set(g.kinds) \
+                        or any(fresh.kinds[k].entries != seg.entries for k, seg in g.kinds.items()):
+                    return False  # a frame no longer reads back as it did: nothing is filled
+                # only the histograms and samples go to the new file: the group's statistics, rows and
+                # columns stay where they are (the group names both files: "more")
+                w = _Writer(f"{self.gen}-r{run.offset}-{g.row0}-h.seg")
+                for k, seg in fresh.kinds.items():
+                    place["kinds"][k].update({a: _ref_out(w, arr) for a, arr in seg.arrays().items()
+                                              if a in _FROMLOG or a == "soff"})
+                info = w.write(d)
+                place["more"] = {w.name: info}
+                m["files"][w.name] = info
+                m["weighttui_index"] = INDEX_VERSION
+                body = json.dumps(m, separators=(",", ":")).encode()
+                tmp_fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+                with os.fdopen(tmp_fd, "wb") as fh:
+                    fh.write(body)
+                os.replace(tmp, os.path.join(d, "manifest.json"))
         finally:
             os.close(lock_fd)
-        files = _Files(d, {ref["file"]: ref["info"]})
+        files = _Files(d, {name: m["files"][name] for name in (old, *place["more"])})
         kinds = {k: _segment_in(files, arrays, g.row0, g.row1, back=_Back(LogSource(self.path), run, k))
-                 for k, arrays in ref["kinds"].items()}
+                 for k, arrays in place["kinds"].items()}
         for k, seg in g.kinds.items():
             seg.replace_arrays(kinds[k])
             seg.on_damage = _repair(run, g, self.path)
-        g.ref = ref
+        g.ref = place
         self.filled += 1
         return True

@@ -16,7 +16,9 @@ says which (`meta["import"]`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import os
 import sys
 from concurrent import futures
@@ -36,9 +38,12 @@ from weighttui.integrations.importers.base import (
     name_numbers,
     natural_key,
 )
+from weighttui.integrations.importers.hf_trainer import HfCheckpointReader, weight_files
 from weighttui.integrations.importers.readers import changed, open_reader
+from weighttui.integrations.importers.safetensors_file import SafetensorsReader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
+from weighttui.record import kernel
 from weighttui.record.recorder import Recorder, scalars_payload
 from weighttui.record.stats import DEFAULT_BINS, Block
 
@@ -47,6 +52,10 @@ GROUP_MAX = 256  # tensors per kernel call
 # Without values, what the kernel calls of the other cores may hold on top of the largest tensor and its
 # previous copy (2 x): small tensors are taken while the largest one is (Importer._tensors).
 SPARE = 64 * 1024 * 1024
+# Without values, checkpoints are taken in batches of at most this many (their files open together) whose
+# statistics are computed tensor by tensor first (Importer._chains); ROWS_HELD caps the rows a batch holds.
+BATCH = 32
+ROWS_HELD = 64 * 1024 * 1024
 
 
 def default_threads() -> int:
@@ -97,6 +106,32 @@ def _nbytes(spec: Spec) -> int:
     except TypeError:
         item = 4
     return math.prod(spec.shape) * item
+
+
+def _chainable_unit(unit: Unit) -> bool:
+    """Whether the unit's files are safetensors (mapped, not read whole at open: a batch of them may be open
+    together; Importer.add_all)."""
+    if unit.kind == "safetensors":
+        return True
+    if unit.kind == "hf_checkpoint":
+        files = weight_files(unit.path)
+        return bool(files) and all(f.endswith(".safetensors") for f in files)
+    return False
+
+
+def _chainable(reader: Reader) -> bool:
+    """Whether the reader's tensors are views of mapped safetensors files (Importer._chains)."""
+    if isinstance(reader, HfCheckpointReader):
+        return bool(reader.parts) and all(_chainable(r) for r in reader.parts)
+    return isinstance(reader, SafetensorsReader) and reader.file._mm is not None
+
+
+def _mapped_view(arr: np.ndarray) -> bool:
+    """Whether arr is a view of a memory map (its pages may be given back and mapped again), not a copy."""
+    base = arr.base
+    while isinstance(base, (np.ndarray, memoryview)):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    return isinstance(base, mmap.mmap)
 
 
 def groups(specs: dict[str, Spec], budget: int | None = None) -> list[list[tuple[str, Spec]]]:
@@ -216,6 +251,11 @@ class Importer:
         self.snapshots = 0
         self.skipped = 0
         self._lanes: futures.ThreadPoolExecutor | None = None  # kernel calls of the other cores (no values)
+        # rows the chains computed ahead (_chains), by (id(reader), name, id(previous reader) or 0), and the
+        # readers those ids name (kept alive, so that no id is reused while its rows wait)
+        self._pre: dict[tuple[int, str, int], tuple] = {}
+        self._pre_readers: list[Reader] = []
+        self._stop_chains = False  # set: the chains in flight stop at their next step (_chains)
 
     # ------------------------------------------------------------ writer queue
 
@@ -345,7 +385,7 @@ class Importer:
                         break
                     i += 1
                     if loaded:
-                        fut = pool.submit(tensor_stats.rows_many, [t[3:7] for t in loaded], self.bins, 1)
+                        fut = pool.submit(self._rows, reader, loaded, 1)
                         inflight[fut] = (k, loaded, cost)
                         used += cost
                 if not inflight:
@@ -383,13 +423,30 @@ class Importer:
                 if not self.rec.submit_values(p.step, [t[2] for t in loaded],
                                               [("bf16", t[3]) if t[4] else t[3] for t in loaded], epoch=p.epoch):
                     raise LogStopped("the run log stopped taking writes (see the message above)")
-            done = self._finish_group(loaded, tensor_stats.rows_many([t[3:7] for t in loaded], self.bins,
-                                                                     self.threads), problems)
+            done = self._finish_group(loaded, self._rows(reader, loaded, self.threads), problems)
             if self.values:
                 self._drain()  # the writer is done with these pages: one group in memory at a time
             return done
         finally:
             self._release(reader, loaded)
+
+    def _rows(self, reader: Reader, loaded: list, threads: int) -> list:
+        """tensor_stats.rows_many() of a loaded group: the rows the chains computed ahead where they did (the
+        same pair: this tensor of this reader against the same previous reader), the others computed now."""
+        out: list = [None] * len(loaded)
+        todo = []
+        for i, t in enumerate(loaded):
+            key = (id(reader), t[0], 0 if t[-1] is None else id(t[-1]))
+            got = self._pre.pop(key, None) if self._pre else None
+            if got is None:
+                todo.append(i)
+            else:
+                out[i] = got
+        if todo:
+            rows = tensor_stats.rows_many([loaded[i][3:7] for i in todo], self.bins, threads)
+            for i, row in zip(todo, rows, strict=True):
+                out[i] = row
+        return out
 
     def _load_group(self, reader: Reader, group, problems: list[str], no_delta: dict, let_go: bool) -> list:
         """[(name, spec, info, arr, bf16, prev, prev_bf16, prev_reader)] of a group: views of (or copies from)
@@ -460,6 +517,175 @@ class Importer:
                 raise ImportFileError(f"tensor {name}: the previous checkpoint's copy has shape {prev.shape}")
         info = self.rec.declare(name, spec.shape, spec.dtype, layer=spec.layer)
         return info, arr, bf16, prev, prev_bf16
+
+    # ------------------------------------------------------------- chains (no values)
+
+    def add_all(self, planned: list[Planned]) -> None:
+        """add() each planned checkpoint, in order. Without values, where the kernel has chain(), checkpoints
+        go in batches: the batch's files are opened, every tensor's statistics are computed tensor by tensor
+        along its versions (_chains: each version read three times, not four, and its pages mapped once, not
+        twice), then add() writes each checkpoint as before, taking those rows instead of computing them."""
+        if self.values or not kernel.has_chain():
+            for p in planned:
+                self.add(p)
+            return
+        at = 0
+        while at < len(planned):
+            if not _chainable_unit(planned[at].unit):  # read whole at open, or not mapped: one at a time
+                self.add(planned[at])
+                at += 1
+                continue
+            opened: list[tuple[Planned, Reader | None]] = []
+            batch = BATCH
+            try:
+                while at < len(planned) and len(opened) < batch and _chainable_unit(planned[at].unit):
+                    p = planned[at]
+                    at += 1
+                    try:
+                        r: Reader | None = open_reader(p.unit, mapped=self.mapped, copy_dir=self.copy_dir)
+                    except Exception:  # add() opens it again, and says why it cannot
+                        r = None
+                    opened.append((p, r))
+                    if len(opened) == 1 and r is not None:  # rows held: about 2 KB per tensor and checkpoint
+                        with contextlib.suppress(Exception):
+                            batch = max(2, min(BATCH, ROWS_HELD // (2048 * max(1, len(r.specs())))))
+                self._chains([(p, r) for p, r in opened if r is not None])
+                while opened:
+                    for _p, waiting in opened[1:]:  # a trainer rewriting a later file of the batch goes on now
+                        if waiting is not None:
+                            changed(waiting, let_go=True)  # (add() then says it changed, and leaves it out)
+                    p, r = opened.pop(0)
+                    if not self.add(p, r) and r is not None and r not in self.open_readers:
+                        r.close()
+            finally:
+                for _p, r in opened:  # not given to add(): the import stopped
+                    if r is not None and r not in self.open_readers:
+                        r.close()
+                self._pre.clear()
+                self._pre_readers = []
+
+    def _chains(self, batch: list[tuple[Planned, Reader]]) -> None:
+        """The rows of every tensor of the batch's checkpoints (against its previous version, as add() will
+        pair them) into self._pre: one task per tensor runs tensor_stats.chain() along its versions, `threads`
+        tasks at a time while 2 x their tensors stay within 2 x the largest + SPARE (as _tensors). Only
+        safetensors files mapped in place or from a private copy take part (their tensors are views of the
+        mapping, whose pages the chain gives back as it goes); anything else, a tensor the kernel hands
+        back, or a pair add() pairs otherwise, is computed by add() as before. Nothing is kept if a file
+        changed meanwhile."""
+        if not batch or not all(_chainable(r) for _p, r in batch):
+            return
+        shapes = dict(self.shapes)
+        versions: dict[str, list[Reader]] = {}
+        sizes: dict[str, int] = {}
+        last = self.last_step
+        for p, r in batch:
+            if (p.source is not None and r.source != p.source) or (last is not None and p.step < last):
+                continue  # add() leaves it out
+            try:
+                specs = r.specs()
+            except Exception:
+                continue
+            last = p.step
+            for name, spec in specs.items():
+                if shapes.setdefault(name, spec.shape) == spec.shape:
+                    versions.setdefault(name, []).append(r)
+                    sizes[name] = max(sizes.get(name, 0), _nbytes(spec))
+        if not versions:
+            return
+        readers = [r for _p, r in batch]
+        self._pre_readers = [*readers, *self.last_seen.values()]
+        order = sorted(versions, key=lambda n: -sizes[n])  # the largest first (sorted() keeps file order)
+        budget = 2 * max(sizes.values()) + SPARE
+        lanes = max(1, self.threads)
+        pool = self._pool(lanes)
+        inflight: dict = {}
+        used, i, stopped = 0, 0, False
+        try:
+            while i < len(order) or inflight:
+                while not stopped and i < len(order) and len(inflight) < lanes:
+                    name = order[i]
+                    cost = 2 * sizes[name]
+                    if inflight and used + cost > budget:
+                        break
+                    fut = pool.submit(self._chain, name, versions[name], self.last_seen.get(name))
+                    inflight[fut] = cost
+                    used += cost
+                    i += 1
+                if not inflight:
+                    break
+                finished, _ = futures.wait(inflight, return_when=futures.FIRST_COMPLETED)
+                for fut in finished:
+                    used -= inflight.pop(fut)
+                    rows = fut.result()
+                    if rows is None:  # a file changed: the other chains stop at their next step
+                        stopped = True
+                    else:
+                        self._pre.update(rows)
+                if stopped or any(changed(r, let_go=False) is not None for r in readers):
+                    stopped = True  # add() finds out which, lets go of its lease, and says so
+                    self._stop_chains = True
+        finally:
+            self._stop_chains = True
+            futures.wait(inflight)  # interrupted: no page is given back under the kernel
+            self._stop_chains = False
+        if stopped:
+            self._pre.clear()
+
+    def _chain(self, name: str, readers: list[Reader], before: Reader | None) -> dict | None:
+        """{(id(reader), name, id(previous reader) or 0): rows} of one tensor along its versions (readers, in
+        order; before: the reader add() pairs the first with, or None); None if a file it reads changed
+        (or another chain said so) before it was done: between two steps, so that a trainer waiting on a
+        lease waits for one step, not for the whole chain. Runs on a lane (the kernel lets go of the GIL)."""
+        out: dict = {}
+        state = {"changed": False}
+
+        def stop(j: int, run: list[int]) -> bool:  # before the step reading versions run[j - 2 .. j]
+            step = [readers[run[i]] for i in range(max(0, j - 2), min(j + 1, len(run)))]
+            if j < 2 and run[0] == 0 and before is not None:
+                step.append(before)
+            if self._stop_chains or any(changed(r, let_go=False) is not None for r in step):
+                state["changed"] = True
+            return state["changed"]
+
+        try:
+            arrs = [r.raw(name) for r in readers]
+            first = None
+            if before is not None:
+                try:
+                    first = before.raw(name)
+                except Exception:
+                    first = None
+            runs: list[list[int]] = []  # versions the kernel can take one after the other
+            for j, (a, bf16) in enumerate(arrs):
+                c = tensor_stats.code(a, bf16)
+                if c is None or not _mapped_view(a):
+                    continue
+                if runs and runs[-1][-1] == j - 1 and tensor_stats.code(*arrs[j - 1]) == c \
+                        and arrs[j - 1][0].size == a.size:
+                    runs[-1].append(j)
+                else:
+                    runs.append([j])
+            for run in runs:
+                j0 = run[0]
+                prev_r = readers[j0 - 1] if j0 else before
+                prev = arrs[j0 - 1] if j0 else first
+                if prev is not None and not (_mapped_view(prev[0]) and tensor_stats.code(*prev) == tensor_stats.code(
+                        *arrs[j0]) and prev[0].size == arrs[j0][0].size):
+                    prev = None
+                vs = [arrs[j] for j in run]
+                for k, rows in enumerate(tensor_stats.chain(vs, self.bins, first_prev=prev, drop=lambda _k: True,
+                                                            stop=lambda j, run=run: stop(j, run))):
+                    r = readers[run[k]]
+                    p_r = readers[run[k] - 1] if k else (prev_r if prev is not None else None)
+                    if rows is not None and (k or prev is not None or prev_r is None):
+                        out[(id(r), name, 0 if p_r is None else id(p_r))] = (rows[0], rows[1])
+        except Exception:  # add() reads and reports it
+            pass
+        finally:
+            for r in [*readers, *([before] if before is not None else [])]:
+                with contextlib.suppress(Exception):
+                    r.release(name)
+        return None if state["changed"] else out
 
     def _scalar_frames(self, scalars, upto: int | None) -> list:
         frames = []
@@ -539,8 +765,7 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
         try:
             for label, why in unread:  # reported at planning, before the log existed
                 imp.skip(label, why, reported=True)
-            for p in planned:
-                imp.add(p)
+            imp.add_all(planned)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"

@@ -35,6 +35,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #if defined(_WIN32)
 #define HAVE_THREADS 0
@@ -1366,6 +1370,182 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------ chains (weighttui import) */
+
+/* `weighttui import --no-values` reads each tensor's versions x_1, x_2, ... (one per checkpoint) as a
+ * chain: one chain() call per version runs pass B of x_k (against x_{k-1}: its histograms, the ranges
+ * known from pass A of the call before) and pass A of x_{k+1} (against x_k) together, chunk by chunk,
+ * so that x_k's chunk is read from memory once for both: each version is read three times (as the newest,
+ * the middle and the oldest of a call), not four (twice per snapshot() call, as x and as prev). Pass A's
+ * totals go from one call to the next in a state row of NSTATE float64. The rows, histograms and status
+ * are snapshot()'s bit for bit: the same lanes (chunks are multiples of LANES and of GROUP), the same
+ * checks in the same order as do_job. */
+#define NSTATE 16
+enum { S_W, S_D, S_C, S_N, S_S1, S_S2, S_ASUM, S_ZEROS, S_LO, S_HI, S_DS2, S_DASUM, S_DZEROS, S_PSQ, S_DLO, S_DHI };
+/* elements per chunk of a 32/64-bit chain call: x_k's chunk is read again from the cache (L2/L3) by pass A;
+ * 1 MiB chunks of float32 measured faster than 64-256 KiB ones (the prefetchers restart at each chunk) */
+#ifndef CCHUNK
+#define CCHUNK 262144
+#endif
+/* pages of the oldest version given back (drop) at least this many bytes at a time */
+#ifndef DROP_BYTES
+#define DROP_BYTES ((size_t)2 << 20)
+#endif
+
+typedef struct {
+    const void *bx, *bp;  /* pass B: x_k and x_{k-1} (NULL: none) */
+    const double *bst;    /* pass A's state of x_k */
+    const void *ax, *ap;  /* pass A: x_{k+1} and x_k (NULL: none) */
+    double *ast;          /* pass A's state of x_{k+1} (written) */
+    size_t n;
+    int dtype, bins;
+    double *row_w, *row_d;
+    int drop;             /* give bp's pages back (madvise) once pass B read them: a file mapping */
+    int status;
+} chain_t;
+
+/* madvise(MADV_DONTNEED) of the whole pages inside [base + from, base + to) (file mappings only) */
+static void chain_drop(const void *base, size_t from, size_t to) {
+#if defined(__linux__)
+    static size_t page = 0;
+    if (!page)
+        page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)base + from, hi = (uintptr_t)base + to;
+    lo = (lo + page - 1) / page * page;
+    hi = hi / page * page;
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+#else
+    (void)base, (void)from, (void)to;
+#endif
+}
+
+/* pass A's totals (or why there are none) into a state row */
+static void chain_state(double *st, int ok, double c, size_t n, const totals_t *a, int has_p) {
+    memset(st, 0, sizeof(double) * NSTATE);
+    if (!ok)
+        return;
+    st[S_C] = c;
+    st[S_N] = (double)n;
+    st[S_S1] = a->s1, st[S_S2] = a->s2, st[S_ASUM] = a->asum, st[S_ZEROS] = a->zeros;
+    st[S_LO] = a->lo, st[S_HI] = a->hi;
+    st[S_DS2] = a->ds2, st[S_DASUM] = a->dasum, st[S_DZEROS] = a->dzeros, st[S_PSQ] = a->psq;
+    st[S_DLO] = a->dlo, st[S_DHI] = a->dhi;
+    st[S_W] = isfinite(a->s1) && isfinite(a->s2) && isfinite(a->lo) && isfinite(a->hi);
+    st[S_D] = has_p && st[S_W] && isfinite(a->ds2) && isfinite(a->psq) && isfinite(a->dlo) && isfinite(a->dhi);
+}
+
+/* the rows of pass B from the state and the histograms (do_job's tail) */
+static void chain_rows(chain_t *cj, const hist_t *hv, const hist_t *hd, int d_ok) {
+    const double *st = cj->bst;
+    double n = (double)cj->n;
+    double *w = cj->row_w;
+    w[R_N] = n, w[R_M] = n, w[R_LO] = st[S_LO], w[R_HI] = st[S_HI], w[R_C] = st[S_C];
+    w[R_S1] = st[S_S1], w[R_S2] = st[S_S2], w[R_ASUM] = st[S_ASUM], w[R_ZEROS] = st[S_ZEROS];
+    w[R_NAN] = 0.0, w[R_INF] = 0.0, w[R_PSQ] = 0.0;
+    hist_store(hv, n, w + NRAW);
+    cj->status &= ~ST_W_NOT_DONE;
+    if (!d_ok)
+        return;
+    double *d = cj->row_d;
+    d[R_N] = n, d[R_M] = n, d[R_LO] = st[S_DLO], d[R_HI] = st[S_DHI], d[R_C] = 0.0, d[R_S1] = 0.0;
+    d[R_S2] = st[S_DS2], d[R_ASUM] = st[S_DASUM], d[R_ZEROS] = st[S_DZEROS];
+    d[R_NAN] = 0.0, d[R_INF] = 0.0, d[R_PSQ] = st[S_PSQ];
+    hist_store(hd, n, d + NRAW);
+    cj->status &= ~ST_D_NOT_DONE;
+}
+
+static void chain_run(chain_t *cj, scratch_t *s) {
+    const int bins = cj->bins, dt = cj->dtype;
+    const size_t n = cj->n, es = elem_size(dt);
+    cj->status = ST_W_NOT_DONE | (cj->bp ? ST_D_NOT_DONE : 0);
+    /* pass B's setup, as do_job after its pass A */
+    hist_t *hv = NULL, *hd = NULL;
+    int do_b = cj->bx != NULL && n > 0 && cj->bst[S_W] != 0.0, d_ok = 0;
+    if (do_b) {
+        int f32 = dt != DT_F64;
+        d_ok = cj->bp != NULL && cj->bst[S_D] != 0.0;
+        if (!hist_setup(&s->hv, bins, cj->bst[S_LO], cj->bst[S_HI], f32))
+            do_b = 0;
+        else if (d_ok && !hist_setup(&s->hd, bins, cj->bst[S_DLO], cj->bst[S_DHI], f32))
+            d_ok = 0;
+    }
+    if (do_b) {
+        hv = s->hv.constant ? NULL : &s->hv;
+        hd = d_ok && !s->hd.constant ? &s->hd : NULL;
+        s->tally.joint = !(hv || hd) || bins * bins > MAX_BINS || n < JOINT_MIN(bins) ? TALLY_SPLIT
+                         : hv && hd                                                 ? TALLY_JOINT
+                                                                                    : TALLY_PAIRS;
+        tally_clear(&s->tally, bins);
+    }
+    /* pass A's start, as do_job's */
+    acc_t lanes;
+    acc_init(&lanes);
+    double c = 0.0;
+    int do_a = cj->ax != NULL && n > 0;
+    if (do_a) {
+        c = value_at(cj->ax, 0, dt);
+        do_a = isfinite(c);
+    }
+    const int wide = dt == DT_F32 || dt == DT_F64;
+    const size_t chunk = wide ? CCHUNK : BLOCK;
+    size_t dropped = 0;
+    if (do_a || do_b) {
+        for (size_t at = 0; at < n; at += chunk) {
+            size_t m = n - at < chunk ? n - at : chunk;
+            if (wide) {
+                if (dt == DT_F64) {
+                    if (do_b)
+                        pass_b64(at_elem(cj->bx, at, dt), cj->bp ? (double *)cj->bp + at : NULL, m, hv, hd, 0,
+                                 &s->tally);
+                    if (do_a)
+                        pass_a64(at_elem(cj->ax, at, dt), at_elem(cj->ap, at, dt), m, c, &lanes, NULL, NULL, NULL,
+                                 NULL);
+                } else {
+                    if (do_b)
+                        pass_b(at_elem(cj->bx, at, dt), cj->bp ? (float *)cj->bp + at : NULL, m, hv, hd, 0,
+                               &s->tally);
+                    if (do_a)
+                        pass_a(at_elem(cj->ax, at, dt), at_elem(cj->ap, at, dt), m, c, &lanes, NULL, NULL, NULL,
+                               NULL);
+                }
+            } else { /* 16-bit: widened a block at a time, x_k once when both passes read it */
+                const uint16_t *bx = cj->bx, *bp = cj->bp, *ax = cj->ax, *ap = cj->ap;
+                if (do_b) {
+                    widen(bx + at, s->xs, m, dt);
+                    if (hd)
+                        widen(bp + at, s->ps, m, dt);
+                    pass_b(s->xs, hd ? s->ps : NULL, m, hv, hd, 0, &s->tally);
+                }
+                if (do_a) {
+                    widen(ax + at, s->x0s, m, dt);
+                    const float *pw = NULL;
+                    if (ap && do_b && ap == bx)
+                        pw = s->xs;
+                    else if (ap) {
+                        widen(ap + at, s->s0s, m, dt);
+                        pw = s->s0s;
+                    }
+                    pass_a(s->x0s, pw, m, c, &lanes, NULL, NULL, NULL, NULL);
+                }
+            }
+            if (cj->drop && cj->bp && ((at + m) * es - dropped >= DROP_BYTES || at + m == n)) {
+                chain_drop(cj->bp, dropped, (at + m) * es);
+                dropped = (at + m) * es;
+            }
+        }
+    }
+    if (do_b) {
+        tally_flush(&s->tally, bins, hv, hd);
+        chain_rows(cj, &s->hv, &s->hd, d_ok);
+    }
+    if (cj->ast) {
+        totals_t a;
+        acc_fold(&lanes, &a);
+        chain_state(cj->ast, do_a, c, n, &a, cj->ap != NULL);
+    }
+}
+
 /* ------------------------------------------------------------ Python */
 
 /* A C-contiguous buffer whose items match the dtype code: float32 ('f') for
@@ -1710,6 +1890,117 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(chain_doc,
+"chain(bx, bp, bstate, ax, ap, dtype, bins, out_w, out_d, astate, drop=False) -> int\n\n"
+"One step along the versions of one tensor (weighttui import): pass B of bx against bp\n"
+"(x_k and x_{k-1}: histograms with the ranges of bstate, the state that pass A of bx wrote\n"
+"in the call before; raw rows into out_w and out_d as snapshot() writes them) and pass A\n"
+"of ax against ap (x_{k+1} and x_k: its totals into astate) in one pass over memory.\n"
+"Buffers as snapshot()'s xs (all of one dtype code and size), any of them None (bx None:\n"
+"no pass B; ax None: no pass A; bp / ap None: no delta). bstate, astate: float64 of NSTATE.\n"
+"drop: bp is a view of a file mapping whose pages are given back (madvise) as pass B reads them.\n"
+"Returns snapshot()'s status bits for bx's rows (3 when there is no pass B).");
+
+/* a float64 buffer of at least need items (writable or not), or None where allowed */
+static int get_doubles(PyObject *obj, Py_buffer *view, int writable, size_t need, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    char kind = f[0] && strchr("@=<>!", f[0]) ? f[1] : f[0];
+    if (kind != 'd' || view->itemsize != 8 || (size_t)view->len / 8 < need) {
+        PyErr_Format(PyExc_ValueError, "%s: float64 of at least %zu items needed", what, need);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_chain(PyObject *self, PyObject *args) {
+    PyObject *objs[4], *bst_o, *ast_o, *ow_o, *od_o;
+    int dt, bins, drop = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOiiOOO|p", &objs[0], &objs[1], &bst_o, &objs[2], &objs[3], &dt, &bins, &ow_o,
+                          &od_o, &ast_o, &drop))
+        return NULL;
+    static const char *names[4] = {"bx", "bp", "ax", "ap"};
+    Py_buffer v[4], bst, ast, ow, od;
+    int have[4] = {0, 0, 0, 0}, have_bst = 0, have_ast = 0, have_ow = 0, have_od = 0;
+    PyObject *result = NULL;
+    chain_t cj;
+    memset(&cj, 0, sizeof cj);
+    if (bins < 1 || bins > MAX_BINS) {
+        PyErr_Format(PyExc_ValueError, "bins must be in 1..%d", MAX_BINS);
+        return NULL;
+    }
+    if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16 && dt != DT_F64) {
+        PyErr_Format(PyExc_ValueError, "dtype: unknown code %d", dt);
+        return NULL;
+    }
+    size_t es = elem_size(dt), n = 0;
+    int sized = 0;
+    const void *ptr[4] = {NULL, NULL, NULL, NULL};
+    for (int q = 0; q < 4; q++) {
+        if (objs[q] == Py_None)
+            continue;
+        if (get_buffer(objs[q], &v[q], 0, dt, names[q], 0) < 0)
+            goto done;
+        have[q] = 1;
+        size_t nq = (size_t)v[q].len / es;
+        if ((size_t)v[q].len % es || (sized && nq != n)) {
+            PyErr_Format(PyExc_ValueError, "%s: not of the others' size", names[q]);
+            goto done;
+        }
+        n = nq, sized = 1;
+        ptr[q] = v[q].buf;
+    }
+    if ((ptr[1] && !ptr[0]) || (ptr[3] && !ptr[2])) {
+        PyErr_SetString(PyExc_ValueError, "bp needs bx, ap needs ax");
+        goto done;
+    }
+    if (ptr[0]) {
+        if (get_doubles(bst_o, &bst, 0, NSTATE, "bstate") < 0)
+            goto done;
+        have_bst = 1;
+        if (get_doubles(ow_o, &ow, 1, NRAW + (size_t)bins, "out_w") < 0)
+            goto done;
+        have_ow = 1;
+        if (get_doubles(od_o, &od, 1, NRAW + (size_t)bins, "out_d") < 0)
+            goto done;
+        have_od = 1;
+        cj.bst = bst.buf, cj.row_w = ow.buf, cj.row_d = od.buf;
+    }
+    if (ptr[2]) {
+        if (get_doubles(ast_o, &ast, 1, NSTATE, "astate") < 0)
+            goto done;
+        have_ast = 1;
+        cj.ast = ast.buf;
+    }
+    cj.bx = ptr[0], cj.bp = ptr[1], cj.ax = ptr[2], cj.ap = ptr[3];
+    cj.n = n, cj.dtype = dt, cj.bins = bins, cj.drop = drop;
+    scratch_t *s = malloc(sizeof(scratch_t));
+    if (!s) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    chain_run(&cj, s);
+    Py_END_ALLOW_THREADS
+    free(s);
+    result = PyLong_FromLong(cj.bx ? cj.status : (ST_W_NOT_DONE | ST_D_NOT_DONE));
+done:
+    for (int q = 0; q < 4; q++)
+        if (have[q])
+            PyBuffer_Release(&v[q]);
+    if (have_bst)
+        PyBuffer_Release(&bst);
+    if (have_ast)
+        PyBuffer_Release(&ast);
+    if (have_ow)
+        PyBuffer_Release(&ow);
+    if (have_od)
+        PyBuffer_Release(&od);
+    return result;
+}
+
 /* finish(raw, kind, bins, stats, lo, hi, counts): raw rows -> FORMAT.md statistics rows, the
  * histogram bounds and counts, as record/raw_rows.py's weight_rows / delta_rows (prev_sumsq: the
  * rows' psq) and hist_parts compute them, with the same float64 operations in the same order
@@ -1781,6 +2072,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"snapshot", py_snapshot, METH_VARARGS, snapshot_doc},
+    {"chain", py_chain, METH_VARARGS, chain_doc},
     {"finish", py_finish, METH_VARARGS, finish_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1798,7 +2090,8 @@ PyMODINIT_FUNC PyInit__fastats(void) {
      * ISA: the variant of the hot loops that runs (baseline, avx2, avx512f) */
     if (m && (PyModule_AddIntConstant(m, "NRAW", NRAW) < 0 || PyModule_AddIntConstant(m, "DTYPES", 4) < 0 ||
               PyModule_AddIntConstant(m, "EXTRAS", 1) < 0 || PyModule_AddIntConstant(m, "XCHUNK", XCHUNK) < 0 ||
-              PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 ||
+              PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "NSTATE", NSTATE) < 0 ||
+              PyModule_AddIntConstant(m, "CCHUNK", CCHUNK) < 0 ||
               PyModule_AddIntConstant(m, "JOINT_FACTOR", JOINT_FACTOR) < 0 ||
               PyModule_AddStringConstant(m, "ISA", hot_isa()) < 0)) {
         Py_DECREF(m);
