@@ -136,8 +136,9 @@ def test_one_reader_per_model_across_snapshots_callbacks_and_fits(tmp_path, monk
         _s, g = run.series("sequential/dense/kernel", "norm", "grad")
         assert np.isfinite(g[-4:]).all()  # gradients at every recorded batch
     # 4 weights + 4 gradient slots + the count of filled batches + the learning rate (the initial
-    # snapshot), and at the recorded batches the weights and the learning rate (the train function that
-    # stores the gradients returns their slots and count): each list planned once
+    # snapshot), and the weights and the learning rate at the epoch's end (validation and on_epoch_end
+    # may run between the batch and it); a recorded batch's end reads nothing: the train function that
+    # stores the gradients returns them, the weights and the learning rate. Each list planned once
     assert made == [10, 5]
 
 
@@ -264,3 +265,40 @@ def test_the_storing_train_function_returns_the_gradients_and_fit_never_sees_the
     steps, g = run.series("sequential/dense/kernel", "norm", "grad")
     assert steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
     np.testing.assert_allclose(g[1:], probe.norms[1::2], rtol=1e-6)
+
+
+def test_weights_come_from_the_train_function_only_when_no_callback_before_can_change_them(tmp_path):
+    """A snapshot shows the weights as they are when the WeightCallback runs: read by the train function
+    that stores the gradients when every callback before it leaves the batch-end hooks alone (or is one of
+    Keras' own that only read), eagerly after a callback that may change them (it resets a layer here)."""
+    import weighttui.integrations.keras as wk
+
+    class Reset(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            kernel = self.model.get_layer("dense").kernel
+            kernel.assign(np.full(tuple(kernel.shape), 0.25, dtype="float32"))
+
+    lam = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)
+    me = WeightCallback(tmp_path / "unused.wtui", every_batches=1)
+    before = wk._nothing_before_changes_weights
+    assert before([keras.callbacks.ProgbarLogger(), keras.callbacks.History(), me], me)
+    assert before([keras.callbacks.TerminateOnNaN(), WeightCallback(tmp_path / "b.wtui"), me], me)
+    assert not before([Reset(), me], me) and not before([lam, me], me) and not before([], me)
+    assert before([me, Reset()], me)
+    me.close()
+    for order in ("reset first", "weighttui first"):
+        keras.utils.set_random_seed(28)
+        x, y = _data(64)
+        model = _model()
+        model.compile(keras.optimizers.SGD(0.05), "mse")
+        path = tmp_path / f"{order.split()[0]}.wtui"
+        cb = WeightCallback(path, every_batches=1, instruments=False)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+                  callbacks=[Reset(), cb] if order == "reset first" else [cb, Reset()])
+        assert cb._nothing_changes_weights == (order == "weighttui first")
+        _s, lo = weighttui.open(path).series("sequential/dense/kernel", "min")
+        _s, hi = weighttui.open(path).series("sequential/dense/kernel", "max")
+        reset = ((lo[1:] == 0.25) & (hi[1:] == 0.25)).tolist()
+        # reset first: every batch's snapshot sees the reset kernel; weighttui first: the step's update of it,
+        # but at the epoch's last batch, whose snapshot is taken at the epoch's end, after every batch-end hook
+        assert reset == ([True] * 4 if order == "reset first" else [False] * 3 + [True]), order

@@ -18,6 +18,7 @@ batches across all `fit` calls of one callback; epochs are Keras' own
 from __future__ import annotations
 
 import fnmatch
+import sys
 
 import keras
 import numpy as np
@@ -135,6 +136,10 @@ class WeightCallback(keras.callbacks.Callback):
         # one reporter for every fit; its events go to the log of the fit at hand
         self._reporter = Reporter(event=lambda kind, message, level: self.recorder.event(kind, message, level=level))
         self._closed_by_fit = False
+        # whether no callback before this one in fit's list can change the weights or the learning rate at a
+        # batch's end (on_train_begin): then the reads the storing train function made after the update are
+        # what an eager read after those callbacks would give
+        self._nothing_changes_weights = False
 
     def _new_recorder(self, mode: str) -> Recorder:
         framework = f"keras {keras.__version__} ({keras.backend.backend()})"
@@ -189,8 +194,10 @@ class WeightCallback(keras.callbacks.Callback):
 
     # ---------------------------------------------------------- recording
 
-    def _record(self, *, epoch, batch, full, scalars=None, grads=None, step=None, lr=False) -> None:
-        """A snapshot now. lr: add the learning rate to `scalars` (read with the weights)."""
+    def _record(self, *, epoch, batch, full, scalars=None, grads=None, step=None, lr=False,
+                batch_end=False) -> None:
+        """A snapshot now. lr: add the learning rate to `scalars` (read with the weights). batch_end: in
+        on_train_batch_end, right after the batch's train function (nothing else ran since but callbacks)."""
         rec = self.recorder
         if not rec.active:
             return
@@ -232,8 +239,11 @@ class WeightCallback(keras.callbacks.Callback):
             # custom loop's tensors) are read after them
             extra = [g for g, _name in pairs if id(g) not in rs.slot_at]
             try:
-                # the batch's gradients kept: the storing train function may have read everything already
-                reads = self._capture.capture.outputs() if grads is not None and self._capture is not None else None
+                # the batch's gradients kept: the storing train function read them after the update (and the
+                # weights and learning rate, used at a batch's end when no callback before can change them)
+                reads = None
+                if grads is not None and self._capture is not None:
+                    reads = self._capture.capture.outputs(weights=batch_end and self._nothing_changes_weights)
                 host = _read_host(rs.items, _reader_cache(self.model), reads)
                 if extra:
                     host += _read_host(extra)
@@ -450,6 +460,12 @@ class WeightCallback(keras.callbacks.Callback):
     # -------------------------------------------------------- keras hooks
 
     def on_train_begin(self, logs=None):
+        try:  # fit's CallbackList calls this hook: the callbacks that run before this one at a batch's end
+            owner = sys._getframe(1).f_locals.get("self")
+            listed = owner.callbacks if isinstance(owner, keras.callbacks.CallbackList) else None
+        except Exception:  # another caller (or Python): read the weights eagerly
+            listed = None
+        self._nothing_changes_weights = listed is not None and _nothing_before_changes_weights(listed, self)
         self._guard("starting to record", self._train_begin)
 
     def _train_begin(self):
@@ -517,7 +533,8 @@ class WeightCallback(keras.callbacks.Callback):
         if steps and batch + 1 >= steps and epoch is not None and self._epoch_wanted(epoch):
             return  # the epoch-end snapshot is this same step, with the epoch's logs
         full = self._full_every_due()
-        self._record(epoch=epoch, batch=batch, full=full, scalars=self._scalars(logs, lr=False), lr=True)
+        self._record(epoch=epoch, batch=batch, full=full, scalars=self._scalars(logs, lr=False), lr=True,
+                     batch_end=True)
 
     def _full_every_due(self) -> bool:
         every = self.recorder.full_every
@@ -574,6 +591,28 @@ class WeightCallback(keras.callbacks.Callback):
         if self._capture is not None:
             self._guard("releasing the gradients", self._capture.release)
             self._capture = None
+
+
+# Keras' own callbacks that override a batch-end hook without changing the weights or the learning rate
+_READ_ONLY_AT_BATCH_END = ("ProgbarLogger", "TensorBoard", "ModelCheckpoint", "TerminateOnNaN", "BackupAndRestore")
+
+
+def _nothing_before_changes_weights(callbacks, me) -> bool:
+    """Whether every callback before `me` in fit's list leaves the batch-end hooks as keras.callbacks.Callback
+    has them (no-ops), is a WeightCallback, or is one of Keras' own that only read (_READ_ONLY_AT_BATCH_END).
+    Any other may change the weights at a batch's end (demos/keras_watch.py restores a frozen layer there)."""
+    base = keras.callbacks.Callback
+    hooks = ("on_train_batch_end", "on_batch_end")
+    for cb in callbacks:
+        if cb is me:
+            return True
+        kind = type(cb)
+        if isinstance(cb, WeightCallback) or (kind.__module__.startswith("keras.")
+                                              and kind.__name__ in _READ_ONLY_AT_BATCH_END):
+            continue
+        if any(getattr(kind, h, None) is not getattr(base, h) or h in vars(cb) for h in hooks):
+            return False
+    return False
 
 
 class _ReadSet:
@@ -636,12 +675,13 @@ def _read_host(items, cache: dict | None = None, reads: dict | None = None) -> l
     """numpy arrays of Keras variables, TF variables and tensors, in order (views on the CPU).
 
     reads: {id(item): tensor} the storing train function read after the batch's update
-    (keras_grads.GradientCapture.outputs: the gradient slots): those items are not read again.
+    (keras_grads.GradientCapture.outputs): those items are not read again.
     On TensorFlow, plain (not distributed) variables are read by a reader made
     once per list of items and kept in `cache` (_read_plan): a Keras variable's
     own read goes through several layers of Python per variable (12 reads: 240 us)."""
     if reads is not None:  # views of the function's outputs; the other items read as below
-        rest = iter(_read_host([x for x in items if id(x) not in reads], cache))
+        missing = [x for x in items if id(x) not in reads]
+        rest = iter(_read_host(missing, cache) if missing else ())
         return [np.asarray(reads[id(x)]) if id(x) in reads else next(rest) for x in items]
     items = list(items)
     if keras.backend.backend() != "tensorflow":

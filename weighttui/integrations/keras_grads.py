@@ -42,6 +42,7 @@ callback closed, or its fit done) no longer counts.
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import keras
 
@@ -102,11 +103,13 @@ class GradientCapture:
         self._fills_seen = 0
         self._judged: tuple[int, bool] | None = None  # (batch generation, applied) of the last judgement
         self._gen = 0  # moves at every batch_begin of any tap: which batch a judgement is about
-        # TF, compiled, one replica: the storing train function also returns reads of the gradient slots and
-        # `fills` made after it assigned them, with the batch generation it ran in (outputs()): the snapshot
-        # does not read them eagerly (7 of the 14 eager reads of a 3-layer MLP's snapshot, ~0.06 ms)
-        self._outputs: tuple[int, list | dict] | None = None
+        # TF, compiled, one replica: the storing train function also returns reads of the gradient slots,
+        # `fills`, the weights and the learning rate variable made after the update, with the batch generation
+        # it ran in (outputs()): the snapshot does not read them eagerly (14 eager reads of a 3-layer MLP's
+        # snapshot were ~0.1 ms of the training thread)
+        self._outputs: list[Any] | None = None
         self._out_ids: list[int] = []  # id() of each item the storing train function reads, in its order
+        self._n_slot_reads = 0  # how many of them are slots (and fills), first
         self._taps: list = []  # weak references: a callback dropped without release stops counting
 
     # ------------------------------------------------------------ setup
@@ -271,7 +274,7 @@ class GradientCapture:
                 self._tracing_store = False
             if isinstance(logs, dict) and _OUT in logs:
                 logs = dict(logs)  # fit and the other callbacks see the logs they always did
-                self._outputs = (self._gen, logs.pop(_OUT))
+                self._outputs = [self._gen, logs.pop(_OUT), None]  # (generation, reads, outputs() made of them)
             return logs
 
         return storing
@@ -287,27 +290,36 @@ class GradientCapture:
                 and getattr(model, "steps_per_execution", 1) == 1 and not getattr(model, "run_eagerly", False))
 
     def _output_reads(self) -> tuple:
-        """Reads of every gradient slot and of `fills`, in the graph being traced, after they are
-        assigned (automatic control dependencies order them after it). Not the weights nor the learning
-        rate: a callback before the WeightCallback may change them after the step (demos/keras_watch.py
-        restores a frozen layer at every batch end), and the snapshot shows what they are then."""
-        items = [slot for _v, slot in self._slots.values()]
-        if self.fills is not None:
-            items.append(self.fills)
-        self._out_ids = [id(x) for x in items]
-        return tuple(x.read_value() for x in items)  # a tuple: tf.experimental.Optional takes no list
+        """Reads of every gradient slot and `fills`, then of every weight and the learning rate variable,
+        in the graph being traced, after the update (automatic control dependencies order them after it)."""
+        slots = [slot for _v, slot in self._slots.values()] + ([self.fills] if self.fills is not None else [])
+        weights = [v.value for v, _slot in self._slots.values()]  # the tf.Variable of each Keras variable
+        keys = [id(v) for v, _slot in self._slots.values()]
+        opt = getattr(self.model, "optimizer", None)
+        try:
+            lr = opt.learning_rate if opt is not None else None
+        except Exception:  # an optimizer without a readable learning rate
+            lr = None
+        if isinstance(lr, keras.Variable) and hasattr(lr.value, "read_value"):
+            weights.append(lr.value)
+            keys.append(id(lr))
+        self._out_ids = [id(x) for x in slots] + keys
+        self._n_slot_reads = len(slots)
+        return tuple(x.read_value() if hasattr(x, "read_value") else x  # (x: a value, not a tf.Variable)
+                     for x in slots + weights)  # a tuple: tf.experimental.Optional takes no list
 
-    def outputs(self) -> dict | None:
-        """{id(slot or fills): EagerTensor} read by the storing train function after the batch just done,
-        or None (not this batch, or not returned)."""
+    def outputs(self, weights: bool = False) -> dict | None:
+        """{id(item): EagerTensor} read by the storing train function after the batch just done: the
+        gradient slots and `fills` (id of each), and with `weights` also the weights and the learning rate
+        variable (id of the Keras variable), or None (not this batch, or not returned). The weights and the
+        learning rate only where nothing can have changed them since (WeightCallback decides)."""
         out = self._outputs
         if out is None or out[0] != self._gen:
             return None
-        reads = out[1]
-        if not isinstance(reads, dict):  # made once per batch, when first asked
-            reads = dict(zip(self._out_ids, reads, strict=True))
-            self._outputs = (out[0], reads)
-        return reads
+        if out[2] is None:  # made once per batch, when first asked
+            every = list(zip(self._out_ids, out[1], strict=True))
+            out[2] = (dict(every[:self._n_slot_reads]), dict(every))
+        return out[2][1] if weights else out[2][0]
 
     def slots(self, ids=None) -> list:
         """[(slot variable, keras variable)] (of the variables with these ids): where a compiled

@@ -62,9 +62,9 @@ def chain(versions, bins: int, first_prev=None, drop=None, stop=None):
     before)."""
     flats = [kernel.flat(a) for a, _b in versions]
     codes = {code(a, b) for a, b in versions}
-    if len(codes) != 1 or None in codes:
+    c = codes.pop() if len(codes) == 1 else None
+    if c is None:
         raise ValueError("chain: versions of one kernel dtype code are needed")
-    c = codes.pop()
     prev = None if first_prev is None else kernel.flat(first_prev[0])
     state = None
     for j in range(len(flats) + 1):
