@@ -291,6 +291,17 @@ def test_latest_frames_from_the_end_when_the_walk_gives_up(tmp_path, tui, monkey
     torn.write_bytes(path.read_bytes()[:-(len(path.read_bytes()) - whole[-1].offset) + 7])  # a header cut
     got = latest_frames(torn, snapshots=1, deadline_s=0.0)
     assert [f.payload["step"] for f in got if f.type == FrameType.SNAPSHOT] == [390]
+    # a live log: the search began while the end frame was being written, and the file grew since
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chain = latest._tail_chain(fd, whole[-1].offset + 30, 0, 3)  # (the size as the search began)
+    finally:
+        os.close(fd)
+    assert chain is not None and chain[-1][0] + chain[-1][1] == whole[-1].offset
+    assert [o for o, _n, t in chain if t == FrameType.SNAPSHOT] == [f.offset for f in whole
+                                                                    if f.type == FrameType.SNAPSHOT]
     # damage in the frames at the end: no shortcut (the full reader resynchronises and counts it)
     data = bytearray(path.read_bytes())
     data[whole[-2].offset + 2] ^= 0xFF  # the last snapshot's sync

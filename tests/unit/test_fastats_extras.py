@@ -273,3 +273,37 @@ def test_gathered_values_for_any_order_of_coordinates(dtype):
         run([x], [None], [ex])
         assert ex.w_done
         np.testing.assert_array_equal(ex.gathered, f64(x)[idx])
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+@pytest.mark.parametrize("shape", [(64, 3, 7, 7), (300, 1001)])
+def test_row_parts_alone_or_together_give_the_same_bits(dtype, shape):
+    """Pass A sums the per-unit squares, W v and dW vd in one loop over a row when all three are asked,
+    two of them when two are (pass B: W^T u and dW^T ud together): every subset gives the bits the
+    parts give alone."""
+    import itertools
+
+    x = values(shape, dtype, 11)
+    prev = (f64(x) + values(shape, "float64", 12, 1e-2)).astype(x.dtype)
+    m = shape[0]
+    cols = x.size // m
+    g = rng(13)
+    v, vd = g.standard_normal(cols), g.standard_normal(cols)
+    got = {}
+    for units, with_v, with_vd in itertools.product((False, True), repeat=3):
+        if not (units or with_v or with_vd):
+            continue
+        ex = kernel.Extras(rows=m, units=units, v=v if with_v else None, vd=vd if with_vd else None)
+        run([x], [prev.copy()], [ex])
+        assert ex.w_done and ex.d_done
+        got[(units, with_v, with_vd)] = ex
+    for key, ex in got.items():
+        units, with_v, with_vd = key
+        if units:
+            assert np.array_equal(ex.unit_norms, got[(True, False, False)].unit_norms), key
+        if with_v:
+            alone = got[(False, True, False)]
+            assert np.array_equal(ex.b, alone.b) and ex.y_norm == alone.y_norm, key
+        if with_vd:
+            alone = got[(False, False, True)]
+            assert np.array_equal(ex.bd, alone.bd) and ex.yd_norm == alone.yd_norm, key

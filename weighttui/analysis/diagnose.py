@@ -381,6 +381,7 @@ class _Context:
         self.n = n
         self.config = config
         self.deadline = None if budget_s is None else time.perf_counter() + budget_s
+        self._recent: dict[tuple, np.ndarray] = {}  # _block's reads of the last snapshots, this call only
         self.complete = True  # False: a history scan stopped at the deadline (diagnose_within)
         self.steps = run.snapshot_meta(0, n)[0]
         self.tensors = list(run.tensors)
@@ -411,14 +412,24 @@ class _Context:
     def rows(self, kind: str, stat: str, lo: int, hi: int | None = None, cols=None) -> np.ndarray:
         """Snapshots lo..hi-1 (default: to n) of one statistic, [snapshots, tensors] (or `cols`),
         read from the store: callers read a block or a few columns at a time."""
-        hi = self.n if hi is None else min(hi, self.n)
-        m = self.run.snapshot_block(kind, stat, max(0, lo), max(0, hi), cols)
-        return np.ascontiguousarray(m, dtype=np.float64)
+        return np.ascontiguousarray(self._block(kind, stat, lo, hi, cols), dtype=np.float64)
 
     def present(self, lo: int, hi: int | None = None, cols=None) -> np.ndarray:
         """Which tensors (or `cols`) snapshots lo..hi-1 covered."""
-        hi = self.n if hi is None else min(hi, self.n)
-        return self.run.snapshot_block("weights", None, max(0, lo), max(0, hi), cols)
+        return self._block("weights", None, lo, hi, cols)
+
+    def _block(self, kind: str, stat: str | None, lo: int, hi: int | None, cols) -> np.ndarray:
+        hi = max(0, self.n if hi is None else min(hi, self.n))
+        lo = min(max(0, lo), hi)
+        if cols is not None or hi - lo > _TAIL:
+            return self.run.snapshot_block(kind, stat, lo, hi, cols)
+        # the last snapshots, read by several rules in one call: read once (at most _TAIL rows each)
+        key = (kind, stat, lo, hi)
+        got = self._recent.get(key)
+        if got is None:
+            got = self._recent[key] = self.run.snapshot_block(kind, stat, lo, hi)
+            got.flags.writeable = False  # (shared: a rule that wants to change it copies it)
+        return got
 
     def add(self, rule: str, col: int | np.integer, row: int | np.integer, severity: str, message: str,
             step: int | None = None) -> None:

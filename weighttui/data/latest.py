@@ -210,7 +210,7 @@ def _tail_chain(fd: int, size: int, floor: int, snapshots: int) -> list[tuple[in
             c = lo + at
             if start is not None and c >= start:
                 continue
-            got = _lead(fd, c, size if start is None else start)
+            got = _lead(fd, c, size if start is None else start, size)
             if got is None:
                 continue
             chain[:0] = got
@@ -223,20 +223,20 @@ def _tail_chain(fd: int, size: int, floor: int, snapshots: int) -> list[tuple[in
     return chain if any(t == FrameType.SNAPSHOT for _o, _n, t in chain) else None
 
 
-def _lead(fd: int, c: int, to: int) -> list[tuple[int, int, int]] | None:
+def _lead(fd: int, c: int, to: int, size: int) -> list[tuple[int, int, int]] | None:
     """The frames from offset c whose verified headers tile exactly to `to` (or, when `to` is the file's
-    size, to a final frame cut short); None if a header there does not verify or they overshoot."""
+    `size` as the search began, to a final frame cut short there: a live writer's, or a torn tail);
+    None if a header there does not verify or they overshoot."""
     out: list[tuple[int, int, int]] = []
     off = c
     while off < to:
-        head = os.pread(fd, FRAME_HEADER_SIZE, off)
+        head = os.pread(fd, min(FRAME_HEADER_SIZE, size - off), off)
         parsed = parse_frame_header(head, 0) if len(head) == FRAME_HEADER_SIZE else None
         if parsed is None:
             return None if off + FRAME_HEADER_SIZE <= to or not out else out  # (a header still being written)
         length, ftype = parsed
         end = off + FRAME_OVERHEAD + length
         if end > to:
-            size = os.fstat(fd).st_size
             return out if out and to >= size else None  # a torn (or growing) final frame
         out.append((off, end - off, ftype))
         off = end

@@ -641,7 +641,9 @@ class RunData:
         hi = min(max(int(hi), 0), count)
         lo = min(max(int(lo), 0), hi)
         t = 0 if run is None else len(run.tensors)
-        if cols is not None and len(cols) * 8 <= t:  # a few tensors: their own slices (tensor-major store)
+        # a few tensors of sealed snapshots: their own slices (tensor-major store); the unsealed tail
+        # is read as the row view's matrices read it (a per-tensor read would merge it first)
+        if cols is not None and len(cols) * 8 <= t and run is not None and hi <= run.sealed_rows:
             shape = (hi - lo, len(cols))
             out = np.zeros(shape, dtype=np.bool_) if stat is None else np.full(shape, np.nan)
             if hi > lo:

@@ -60,10 +60,10 @@ def _like(a: np.ndarray, ref: torch.Tensor) -> torch.Tensor:
 
 
 def _lanczos(w2: torch.Tensor, v: torch.Tensor, steps: int):
-    """sigma_max of w2 by ref.lanczos from the kept vectors v (n x p): (the top p Ritz vectors, a p x p
-    float64 matrix whose largest eigenvalue is sigma^2: finish() reads every iteration's estimate from
-    such a matrix). CPU tensors go through numpy views (no copy): its calls cost a few microseconds
-    against torch's tens, which is most of the time on the small matrices this path takes."""
+    """sigma_max of w2 by ref.lanczos from the kept vectors v (n x p): (the top p Ritz vectors, sigma, a
+    float on the host already: lanczos read what it decided from). CPU tensors go through numpy views
+    (no copy): its calls cost a few microseconds against torch's tens, which is most of the time on the
+    small matrices this path takes."""
     if w2.device.type == "cpu":
         vn = v.detach().numpy()
 
@@ -80,9 +80,7 @@ def _lanczos(w2: torch.Tensor, v: torch.Tensor, steps: int):
 
         sigma, _bound, v_new, _ = ref.lanczos(apply, v, steps=steps, host=_host, like=_like)
         v_out = v_new.contiguous()
-    gram = torch.zeros((v.shape[1], v.shape[1]), dtype=torch.float64, device=v.device)
-    gram[0, 0] = sigma * sigma
-    return v_out, gram
+    return v_out, sigma
 
 
 class _Pending:
@@ -92,6 +90,7 @@ class _Pending:
         self.parts: list[torch.Tensor] = []
         # the torch ops' spectral steps: (part index of k B B^T, [(row, of the update?)] * k, next V [k, n, p])
         self.grams: list[tuple] = []
+        self.sigmas: dict[tuple[int, bool], tuple] = {}  # the Lanczos estimates: (row, False) -> (sigma, next V)
         self.dist: dict[int, int] = {}  # row -> part index of ||x - x0||
         self.fresh_init: set[int] = set()  # rows whose initial copy was taken now
         self.xs: dict[int, int] = {}  # row -> part index of the sampled values
@@ -185,10 +184,11 @@ class TorchInstruments:
         if v is None or tuple(v.shape) != (n, p) or v.device != w2.device:
             v = self._warm(name, w2, p)
         # W's estimate goes on until its bound says SIGMA_TOL; the update's keeps one step (as in the kernel's passes)
-        if b is None and self.settings.sigma_steps:
-            v_new, gram = _lanczos(w2, v.to(torch.float32), self.settings.sigma_steps)
-        else:
-            v_new, gram = _spectral_step(w2, v.to(torch.float32), 1)
+        if b is None and self.settings.sigma_steps:  # sigma on the host already: no B B^T to copy and decompose
+            v_new, sigma = _lanczos(w2, v.to(torch.float32), self.settings.sigma_steps)
+            pend.sigmas[(i, False)] = (sigma, v_new)
+            return
+        v_new, gram = _spectral_step(w2, v.to(torch.float32), 1)
         pend.grams.append((pend.add(gram), [(i, b is not None)], v_new[None]))
 
     def _warm(self, name: str, w2: torch.Tensor, p: int) -> torch.Tensor:
@@ -548,7 +548,7 @@ class TorchInstruments:
         for k, rows, v_new in pend.grams:
             p = v_new.shape[-1]
             by_p.setdefault(p, []).append((host[k].reshape(len(rows), p, p), rows, v_new))
-        sigmas = {}  # (row, of the update?) -> (sigma, next V)
+        sigmas = dict(pend.sigmas)  # (row, of the update?) -> (sigma, next V)
         for got in by_p.values():
             flat = ref.ritz_sigmas(np.concatenate([g for g, _, _ in got]))
             j = 0

@@ -277,21 +277,17 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
     def norm(a) -> float:
         return float(np.sqrt(np.sum(np.square(np.asarray(host(a), dtype=np.float64)))))
 
-    vb = _empty_like(v, n, p + steps)
-    zb = _empty_like(v, n, p + steps)
     if z is not None and p == 1:
         nv = norm(v)
         if not nv > 0:
             return math.nan, math.nan, v, 0
-        vb[:, :1] = v / nv
-        zb[:, :1] = z / nv
+        vk, zk = v / nv, z / nv
     else:
-        q = _orth(v, host, cast)
-        vb[:, :p] = q
-        zb[:, :p] = apply(q)
+        vk = _orth(v, host, cast)
+        zk = apply(vk)
+    vb = zb = None  # the basis and its products, allocated at the first step (most calls take none)
     k = p
     while True:
-        vk, zk = vb[:, :k], zb[:, :k]
         h = np.asarray(host(vk.T @ zk), dtype=np.float64)
         if not np.all(np.isfinite(h)):
             return math.nan, math.nan, v, k - p
@@ -308,10 +304,14 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
         nq = norm(q)
         if not nq > RESIDUAL_FLOOR * top:  # converged to the products' rounding
             break
+        if vb is None or zb is None:
+            vb, zb = _empty_like(v, n, p + steps), _empty_like(v, n, p + steps)
+            vb[:, :p], zb[:, :p] = vk, zk
         vb[:, k:k + 1] = q / nq
         zb[:, k:k + 1] = apply(vb[:, k:k + 1])
         k += 1
-    return math.sqrt(top), bound, vb[:, :k] @ cast(s[:, ::-1][:, :p].copy(), v), k - p
+        vk, zk = vb[:, :k], zb[:, :k]
+    return math.sqrt(top), bound, vk @ cast(s[:, ::-1][:, :p].copy(), v), k - p
 
 
 def lanczos_fixed(w2, v, steps: int, xp=np):

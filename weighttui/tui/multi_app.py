@@ -154,8 +154,9 @@ class RunSlot:
         self._alerts_key = self.version()
         self._alerts_at = now
         self.alerts = diagnose(self.data)
-        # the rules read a dozen statistics over the row view: rebuilt when next asked for, not
-        # kept for every run of a sweep (the run list needs three)
+        # (the rules read every snapshot from the store in blocks and keep no matrix; the row view's
+        # matrices built meanwhile are dropped here too: rebuilt when next asked for, not kept for
+        # every run of a sweep, the run list needs three)
         self.data.release_views()
 
     def save_index(self) -> None:
