@@ -7,9 +7,10 @@ mode info: `python -m weighttui.cli info --json LOG` (the first `info`); mode op
 `weighttui.open(LOG)`, one series() and one histograms() (the first open, counting the interpreter's
 start). --then-open (mode info): after each first `info`, the open above twice more on the index
 it left (since session 5 that index holds statistics only: the first open indexes the histograms
-it reads, docs/store.md "Fifth round"), each timed as its own row. Each CHECKOUT is put first on
-PYTHONPATH (build its extensions and compile its bytecode first); the cwd is outside them. Prints min and median per checkout and the load average: on a
-loaded machine compare the CPU columns (docs/store.md, "Fourth round").
+it reads, docs/store.md "Fifth round"), each timed as its own row. Each CHECKOUT is put first
+on PYTHONPATH (build its extensions and compile its bytecode first); the cwd is outside them.
+Prints min and median per checkout and the load average: on a loaded machine compare the CPU
+columns (docs/store.md, "Fourth round").
 """
 
 from __future__ import annotations
