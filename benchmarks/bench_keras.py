@@ -15,6 +15,7 @@ seconds per fit.
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py [--quick] [--fit-only] [--rounds N] [--epochs N]
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --fit-cnn   # part 2 on a 6.5M-parameter CNN
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --hooks     # the callback's hook, thread CPU
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --parts     # a snapshot's CPU by part and thread
 """
 
 from __future__ import annotations
@@ -314,6 +315,80 @@ def part3_hooks(epochs: int, rounds: int) -> None:
         print(f"{every:6d} {med[0] * 1e3:17.3f} {med[1] * 1e3:8.3f} {med[2] * 1e3:21.4f} {med[3] * 1e3:20.4f}")
 
 
+def part4_parts(epochs: int, every: int) -> None:
+    """Where a recorded batch's CPU goes inside a real fit (83k MLP, Adam, gradients on): each thread's CPU
+    in the callback's hooks and the parts under them, and the writer thread's per snapshot, summed over one
+    fit by wrapping the functions (thread CPU clock: steady under load). Names that a checkout lacks are left
+    out, so that the same script measures an older checkout (PYTHONPATH=OLD python bench_keras.py --parts)."""
+    import collections
+    import functools
+
+    from weighttui.integrations import keras as wk
+    from weighttui.integrations import keras_grads as kg
+    from weighttui.record import numpy_path as npth
+    from weighttui.record import recorder as rmod
+    from weighttui.record import writer as wmod
+
+    spent = collections.defaultdict(lambda: [0.0, 0])
+
+    def wrap(owner, name, label):
+        fn = getattr(owner, name, None)
+        if fn is None:
+            return
+
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            c0 = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                e = spent[label]
+                e[0] += time.thread_time() - c0
+                e[1] += 1
+
+        setattr(owner, name, timed)
+
+    parts = [(wk.WeightCallback, "on_train_batch_end", "training: batch-end hook (all of the below)"),
+             (wk.WeightCallback, "on_train_batch_begin", "training: batch-begin hook"),
+             (wk, "_read_host", "training:   eager reads and views (_read_host)"),
+             (npth.NumpyStats, "snapshot", "training:   statistics (NumpyStats.snapshot)"),
+             (kernel._fastats, "snapshot", "training:     the fused kernel"),
+             (rmod.Recorder, "submit", "training:   queueing (Recorder.submit)"),
+             (kg.GradientTap, "batch_begin", "training: gradient routing (GradientTap.batch_begin)"),
+             (wmod.LogWriter, "_do", "writer: one job (all of the below)"),
+             (npth.RawBlock, "block", "writer:   finishing raw rows (RawBlock.block)"),
+             (wmod.LogWriter, "_write", "writer:   os.write")]
+    saved = [(owner, name, getattr(owner, name, None)) for owner, name, _l in parts]
+    for owner, name, label in parts:
+        wrap(owner, name, label)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4096, 64)).astype("float32")
+    y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+    tmp = tempfile.mkdtemp()
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
+                                  keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
+                  callbacks=[WeightCallback(os.path.join(tmp, "warm.wtui"), every_batches=every, instruments=False)])
+        spent.clear()
+        cb = WeightCallback(os.path.join(tmp, "parts.wtui"), every_batches=every, instruments=False)
+        model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[cb])
+        n = max(cb.recorder.written, 1)
+    finally:
+        for owner, name, fn in saved:
+            if fn is not None:
+                setattr(owner, name, fn)
+    print(f"\n## where a snapshot's CPU goes inside fit (83k MLP, Adam, every {every} batches, gradients on, "
+          f"{epochs} epochs, {n} snapshots): thread CPU per snapshot, summed over the fit")
+    print(f"{'part':62s} {'us per snapshot':>16s} {'calls':>7s}")
+    for _o, _n, label in parts:
+        if label in spent:
+            t, calls = spent[label]
+            print(f"{label:62s} {1e6 * t / n:16.1f} {calls:7d}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller and fewer runs (a smoke test)")
@@ -326,6 +401,8 @@ def main() -> None:
                     help="part 2 on a 6.5M-parameter CNN (2 epochs of 32 batches, 3 rounds unless --rounds)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
     ap.add_argument("--record-only", action="store_true", help="part 1 only, on the 3.6M MLP (the record ratio)")
+    ap.add_argument("--parts", action="store_true",
+                    help="where a snapshot's CPU goes inside fit (every batch and every 10), per thread and part")
     args = ap.parse_args()
     t0 = time.perf_counter()
     print(f"load (uptime) at the start: {os.getloadavg()} on {os.cpu_count()} cores")
@@ -334,6 +411,9 @@ def main() -> None:
     if args.quick:
         part1(big_model(512), repeat=3, other=args.other)
         part2(rounds=1, epochs=2)
+    elif args.parts:
+        for every in (1, 10):
+            part4_parts(epochs=args.epochs, every=every)
     elif args.hooks:
         part3_hooks(epochs=args.epochs, rounds=args.rounds if args.rounds != 7 else 3)
     elif args.fit_cnn:

@@ -10,6 +10,7 @@ damaged - every reader gives the same run as a read without any index.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -264,3 +265,51 @@ def test_a_thinned_row_view_reads_back_and_a_range_indexes(indexed):
     got, want = run.histograms(name, start=lo, stop=hi), plain.histograms(name, start=lo, stop=hi)
     assert all(np.array_equal(g, w, equal_nan=True) for g, w in zip(got, want, strict=True))
     assert not all(_lagging_groups(run)) and any(_lagging_groups(run))  # (the later groups only)
+
+
+def test_light_and_full_builders_and_fillers_at_once_in_separate_processes(tmp_path):
+    """Six processes at the same moment on a fresh 3 MB log: two index statistics only, two build the
+    full index, two read a lagging index's histograms (filling it) once one exists. All agree with a
+    read without an index; the index left is valid and holds no stray files."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    path = tmp_path / "big.wtui"
+    sys.path.insert(0, str(repo / "benchmarks"))
+    try:
+        from make_big_log import make
+    finally:
+        sys.path.pop(0)
+    make(path, size_mb=3, tensors=20, bins=16, sample=4, full_every=50)
+    script = textwrap.dedent("""
+        import hashlib, sys, time, weighttui
+        mode = sys.argv[2]
+        if mode == "fill":
+            time.sleep(0.2)  # (an index of some kind is there by then, or being written)
+        run = weighttui.open(sys.argv[1], index_histograms=mode != "light", cache=mode != "plain")
+        h = hashlib.sha256()
+        for name in run.tensor_names:
+            for a in run.series(name, "norm") + run.histograms(name)[1:] + run.samples(name)[1:]:
+                h.update(a.tobytes())
+        h.update(run.stat_matrix("delta", "ratio").tobytes())
+        print(h.hexdigest(), run.snapshot_count)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(repo), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+
+    def start(mode):
+        return subprocess.Popen([sys.executable, "-c", script, str(path), mode], stdout=subprocess.PIPE, text=True,
+                                env=env)
+
+    procs = [start(m) for m in ("light", "full", "light", "full", "fill", "fill")]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    plain = start("plain").communicate(timeout=300)[0].split()
+    assert all(o == plain for o in outs)
+    again = [start(m).communicate(timeout=300)[0].split() for m in ("fill", "light", "full")]
+    assert all(o == plain for o in again)
+    names = set(json.loads((index_dir(path) / "manifest.json").read_text())["files"])
+    left = {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin") or p.name.startswith(".tmp-")}
+    assert left == names

@@ -304,7 +304,7 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
         nq = norm(q)
         if not nq > RESIDUAL_FLOOR * top:  # converged to the products' rounding
             break
-        if vb is None:
+        if vb is None or zb is None:
             vb, zb = _empty_like(v, n, p + steps), _empty_like(v, n, p + steps)
             vb[:, :p], zb[:, :p] = vk, zk
         vb[:, k:k + 1] = q / nq
