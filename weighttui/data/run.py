@@ -881,7 +881,10 @@ class RunData:
                 if sel.size:
                     block = True if s is None else \
                         stat_grid(seg, s, sel, ucols.size)
-                    buf[np.ix_(to, ucols)] = block
+                    if _runs_on(to) and _runs_on(ucols):  # (the usual case: a slice, 20x a 2-D gather)
+                        buf[int(to[0]) : int(to[-1]) + 1, int(ucols[0]) : int(ucols[-1]) + 1] = block
+                    else:
+                        buf[np.ix_(to, ucols)] = block
             else:
                 _g, mask, pos, cols = where
                 buf[pos, cols] = True if s is None else stat_take(seg, s, np.flatnonzero(mask))
@@ -1193,6 +1196,11 @@ class RowsUpTo:
     @property
     def present(self) -> np.ndarray:
         return self._matrix(("weights", None), lambda: self._data.present)
+
+
+def _runs_on(idx: np.ndarray) -> bool:
+    """Whether indices are consecutive ascending integers (k, k+1, ...)."""
+    return bool(idx.size) and int(idx[-1]) - int(idx[0]) + 1 == idx.size and bool((np.diff(idx) == 1).all())
 
 
 def _in_row_order(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
