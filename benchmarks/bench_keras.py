@@ -351,7 +351,8 @@ def part4_parts(epochs: int, every: int) -> None:
     parts = [(wk.WeightCallback, "on_train_batch_end", "training: batch-end hook (all of the below)"),
              (wk.WeightCallback, "on_train_batch_begin", "training: batch-begin hook"),
              (wk.WeightCallback, "on_epoch_end", "training: epoch-end hook"),
-             (wk.WeightCallback, "on_train_begin", "training: train-begin hook (log, first snapshot)"),
+             # (_train_begin: on_train_begin itself looks at its caller, fit's CallbackList, not at a wrapper)
+             (wk.WeightCallback, "_train_begin", "training: train-begin hook (log, first snapshot)"),
              (wk.WeightCallback, "on_train_end", "training: train-end hook (last snapshot, close)"),
              (wk, "_read_host", "training:   eager reads and views (_read_host)"),
              (npth.NumpyStats, "snapshot", "training:   statistics (NumpyStats.snapshot)"),
