@@ -66,9 +66,6 @@ def _lanczos(w2: torch.Tensor, v: torch.Tensor, steps: int):
     small matrices this path takes."""
     if w2.device.type == "cpu":
         vn = v.detach().numpy()
-        got = _ritz_start(w2.detach().numpy(), vn)
-        if got is not None:  # the warm start meets the tolerance: what lanczos() would return, cheaper
-            return torch.from_numpy(got[1]), got[0]
 
         def apply_np(q: np.ndarray) -> np.ndarray:  # torch's products (its threads), numpy views both ways
             return ((torch.from_numpy(np.ascontiguousarray(q.T)) @ w2.mT) @ w2).numpy().T
@@ -84,30 +81,6 @@ def _lanczos(w2: torch.Tensor, v: torch.Tensor, steps: int):
         sigma, _bound, v_new, _ = ref.lanczos(apply, v, steps=steps, host=_host, like=_like)
         v_out = v_new.contiguous()
     return v_out, sigma
-
-
-def _ritz_start(w: np.ndarray, v: np.ndarray) -> tuple[float, np.ndarray] | None:
-    """lanczos()'s start on the CPU when it takes no step: (sigma, the p Ritz vectors) of w (m x n float32) on
-    span(v) (n x p float32, the kept Ritz vectors: orthonormal to float32 rounding, so no _orth), or None
-    where lanczos() must run (its bound above SIGMA_TOL, v not orthonormal, not finite). Some ten numpy calls
-    instead of its thirty: most of the cost of the small matrices' check at each snapshot."""
-    if v.dtype != np.float32 or w.dtype != np.float32 or v.shape[1] < 2:
-        return None
-    g = v.T @ v
-    np.fill_diagonal(g, np.diagonal(g) - 1.0)
-    if not np.abs(g).max() < 1e-5:
-        return None
-    zt = (v.T @ w.T) @ w  # (W^T W v)^T, p x n: the wide layout (see _spectral_step)
-    h = (zt @ v).astype(np.float64)
-    if not np.isfinite(h).all():
-        return None
-    lam, s = np.linalg.eigh((h + h.T) / 2)
-    top = max(float(lam[-1]), 0.0)
-    s1 = s[:, -1].astype(np.float32)
-    r = (s1 @ zt - (v @ s1) * np.float32(top)).astype(np.float64)
-    if not ref.lanczos_bound(lam, math.sqrt(float(r @ r))) <= ref.SIGMA_TOL:
-        return None
-    return math.sqrt(top), v @ s[:, ::-1].astype(np.float32)
 
 
 class _Pending:
