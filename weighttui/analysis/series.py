@@ -81,6 +81,51 @@ def latest(matrix: np.ndarray, cover: np.ndarray) -> list[float | None]:
     return out
 
 
+def latest_of(run, kind: str, stats, *, sparse=(), window: int = 64) -> dict[str, list[float | None]]:
+    """{stat: latest(matrix, cover)} for several statistics of one kind, where cover is covered(run, kind)
+    (and, for a stat in `sparse`, the stat not NaN: NaN between fits) and the matrix the stat's over the
+    row view ("ratio/step": per_step_ratio's). The same values, without [rows, tensors] matrices: the row
+    view's last `window` rows are read, then 4x as many before them while a tensor present earlier has no
+    covered row yet (the latest covered row within a suffix of rows is the latest of all of them)."""
+    t = len(run.tensors)
+    out: dict[str, list[float | None]] = {s: [None] * t for s in stats}
+    n = run.n
+    if not stats or not t or not n or not run.has_kind(kind):
+        return out
+    every = list(run.columns(kind))  # covered: the block has a row for the tensor (not every statistic NaN)
+    base = {s: s.partition("/")[0] for s in stats}
+    keys = list(dict.fromkeys([*every, *base.values()]))
+    shown = run.snapshot_index
+    interval = step_interval(run) if any(s != b for s, b in base.items()) else None
+    todo = {s: np.ones(t, dtype=bool) for s in stats}  # tensors whose latest covered row is still ahead
+    hi = n
+    while hi > 0:
+        lo = max(0, hi - window)
+        got = run.snapshots_stats(shown[lo:hi], [("weights", None)] + [(kind, k) for k in keys])
+        present, m = got[0], dict(zip(keys, got[1:], strict=True))
+        cover = present.copy()
+        if every:
+            blank = np.isnan(m[every[0]])
+            for k in every[1:]:
+                blank &= np.isnan(m[k])
+            cover &= ~blank
+        for s in stats:
+            values = m[base[s]] if interval is None or s == base[s] else m[base[s]] / interval[lo:hi, None]
+            cov = cover
+            if s in sparse:
+                with np.errstate(invalid="ignore"):
+                    cov = cover & ~np.isnan(values)
+            has = cov.any(axis=0) & todo[s]
+            last = cov.shape[0] - 1 - np.argmax(cov[::-1], axis=0)
+            for c in np.flatnonzero(has).tolist():
+                out[s][c] = float(values[last[c], c])
+            todo[s] &= ~has
+        if not any(v.any() for v in todo.values()):
+            break
+        hi, window = lo, window * 4
+    return out
+
+
 def nonfinite_now(run) -> list[str]:
     """Tensors whose latest snapshot holds NaN or Inf values (weights; the run has diverged there)."""
     if not run.n or not run.tensors:

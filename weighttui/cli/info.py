@@ -14,9 +14,8 @@ import sys
 
 import numpy as np
 
-from weighttui.analysis.diagnose import per_step_ratio
 from weighttui.analysis.numbers import three_digits
-from weighttui.analysis.series import covered, latest
+from weighttui.analysis.series import latest_of
 from weighttui.data.run import RunData
 from weighttui.log.schema import KINDS
 from weighttui.log.text import inert
@@ -85,25 +84,21 @@ def tensor_rows_now(run: RunData) -> list[dict]:
     NaN or Inf there is reported as such (a diverged tensor's norm is NaN, not
     its last finite value); None means no row of that kind covers it.
     """
-    cover: dict[str, np.ndarray] = {}
-    cache: dict[tuple[str, str], list] = {}
+    instruments = INSTRUMENT_STATS if _has_instruments(run) else ()
+    wanted = [("weights", "norm"), ("weights", "std"), ("weights", "nan"), ("weights", "inf"), ("delta", "ratio"),
+              ("delta", "ratio/step"), ("grad", "norm"), *instruments]
+    by_kind: dict[str, list[str]] = {}
+    for kind, stat in wanted:
+        if run.has_kind(kind) and stat.partition("/")[0] in run.columns(kind):
+            by_kind.setdefault(kind, []).append(stat)
+    # the latest value at each tensor's latest covered row (analysis.series), read from the last rows only
+    cache = {(kind, stat): values for kind, stats in by_kind.items()
+             for stat, values in latest_of(run, kind, stats, sparse={s for k, s in SPARSE_STATS if k == kind}).items()}
+    none = [None] * len(run.tensors)
 
     def last(kind: str, stat: str) -> list:
-        if (kind, stat) not in cache:
-            if not run.has_kind(kind) or stat.partition("/")[0] not in run.columns(kind):
-                cache[kind, stat] = [None] * len(run.tensors)
-            else:
-                if kind not in cover:
-                    cover[kind] = covered(run, kind)
-                matrix = per_step_ratio(run) if stat == "ratio/step" else run.stat_matrix(kind, stat)
-                cover_k = cover[kind]
-                if (kind, stat) in SPARSE_STATS:  # NaN between fits: the latest fit is the latest value
-                    with np.errstate(invalid="ignore"):
-                        cover_k = cover_k & ~np.isnan(matrix)
-                cache[kind, stat] = latest(matrix, cover_k)
-        return cache[kind, stat]
+        return cache.get((kind, stat), none)
 
-    instruments = INSTRUMENT_STATS if _has_instruments(run) else ()
     rows = []
     for name in run.tensor_names:
         t = run.tensor(name)

@@ -600,6 +600,12 @@ class RunData:
         `present`. Read from the store, nothing kept."""
         return [block[0] for block in self._snapshots_stats(np.array([index], dtype=np.int64), keys)]
 
+    def snapshots_stats(self, rows: np.ndarray, keys: list[tuple[str, str | None]]) -> list[np.ndarray]:
+        """snapshot_stats for several snapshots (ascending indices): per key a [len(rows), tensor
+        columns] array, as the rows of stat_matrix / `present` would hold them for those snapshots; a
+        row outside the run is NaN (False). Read from the store, nothing kept."""
+        return self._snapshots_stats(np.asarray(rows, dtype=np.int64), keys)
+
     def _snapshots_stats(self, rows: np.ndarray, keys: list[tuple[str, str | None]]) -> list[np.ndarray]:
         """snapshot_stats for several snapshots (ascending indices): per key a [len(rows), tensor
         columns] array; a row outside the run is NaN (False)."""
