@@ -213,6 +213,7 @@ class TorchInstruments:
         by_p: dict[int, list] = {}
         for i, name, w2 in pend.small:
             v = self._v[name]
+            assert isinstance(v, torch.Tensor)  # (_batched)
             vt = v.mT.contiguous()  # p x n (a view when v is the transpose of a contiguous block: no copy)
             zt = (vt @ w2.mT) @ w2  # (W^T W V)^T: the wide layout (see _spectral_step)
             both = torch.cat((vt, zt)).double()
