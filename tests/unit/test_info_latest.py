@@ -10,7 +10,7 @@ import pytest
 
 import weighttui
 from weighttui import Recorder
-from weighttui.analysis.diagnose import nanmedian, per_step_ratio
+from weighttui.analysis.diagnose import median, nanmedian, per_step_ratio
 from weighttui.analysis.series import covered, latest, latest_of
 
 
@@ -98,6 +98,24 @@ def test_nanmedian_is_numpys_bit_for_bit():
             got = nanmedian(x, axis=axis)
             assert got.shape == want.shape and got.dtype == want.dtype
             assert np.array_equal(np.isnan(got), np.isnan(want))
+            assert np.where(np.isnan(got), 0, got).tobytes() == np.where(np.isnan(want), 0, want).tobytes(), (x, axis)
+
+
+def test_median_is_numpys_bit_for_bit():
+    """np.median's NaN check imports numpy.ma; the same median of values without NaN, without it."""
+    rng = np.random.default_rng(2)
+    for trial in range(3000):
+        shape = (int(rng.integers(1, 30)), int(rng.integers(1, 30)))
+        x = rng.normal(size=shape) * 10.0 ** rng.integers(-5, 5)
+        for v, p in ((np.inf, 0.05), (-np.inf, 0.05), (1.7e308, 0.1), (0.0, 0.3), (-0.0, 0.3), (1.0, 0.2)):
+            x[rng.random(shape) < p * rng.random()] = v
+        if trial % 3 == 0 and x.shape[1]:
+            x = np.lib.stride_tricks.sliding_window_view(x[:, 0], min(3, x.shape[0]))
+        for axis in (0, 1, None):
+            with np.errstate(all="ignore"):
+                want = np.median(x, axis=axis)
+            got = median(x, axis=axis)
+            assert type(got) is type(want) and np.shape(got) == np.shape(want)
             assert np.where(np.isnan(got), 0, got).tobytes() == np.where(np.isnan(want), 0, want).tobytes(), (x, axis)
 
 

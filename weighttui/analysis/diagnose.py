@@ -242,7 +242,26 @@ def _median_rows(x: np.ndarray) -> np.ndarray:
     """Median along axis 1, ignoring NaN; the plain (fast) median when there is none."""
     if np.isnan(x).any():
         return nanmedian(x, axis=1)
-    return np.median(x, axis=1)
+    return median(x, axis=1)
+
+
+def median(x: np.ndarray, axis: int | None = None):
+    """np.median(x, axis) of a float64 array without NaN, bit for bit, without importing numpy.ma (which
+    np.median's NaN check does): the middle value, or the two middle ones, summed from +0.0 (as numpy's
+    mean sums them) and divided by their count."""
+    x = np.asarray(x)
+    if axis is None:
+        x, axis = x.ravel(), 0
+    n = x.shape[axis] if x.ndim else 0
+    if x.dtype != np.float64 or n == 0:
+        return np.median(x, axis=axis)
+    ordered = np.sort(x, axis=axis)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if n % 2:
+            out = (0.0 + np.take(ordered, n // 2, axis=axis)) / 1.0
+        else:
+            out = (0.0 + np.take(ordered, n // 2 - 1, axis=axis) + np.take(ordered, n // 2, axis=axis)) / 2.0
+    return out if out.ndim else np.float64(out)
 
 
 def nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
@@ -727,7 +746,8 @@ def _rule_ratio(ctx: _Context, skip: set[int]) -> None:
         # A tensor slow while the others learn is an outlier; all of them slow together is
         # usually an annealed or converged run, worth an alert only if it was so from the start.
         pool = med[eligible & enough]
-        typical = float(np.nanmedian(pool)) if pool.size else np.nan
+        pool = pool[~np.isnan(pool)]  # (np.nanmedian's rule)
+        typical = float(median(pool)) if pool.size else np.nan
     others_learn = typical >= cfg.ratio_low
     for rule, mask, word, bound in (("ratio_high", high, "above", cfg.ratio_high),
                                     ("ratio_low", low, "below", cfg.ratio_low)):
