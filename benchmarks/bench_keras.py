@@ -350,6 +350,9 @@ def part4_parts(epochs: int, every: int) -> None:
 
     parts = [(wk.WeightCallback, "on_train_batch_end", "training: batch-end hook (all of the below)"),
              (wk.WeightCallback, "on_train_batch_begin", "training: batch-begin hook"),
+             (wk.WeightCallback, "on_epoch_end", "training: epoch-end hook"),
+             (wk.WeightCallback, "on_train_begin", "training: train-begin hook (log, first snapshot)"),
+             (wk.WeightCallback, "on_train_end", "training: train-end hook (last snapshot, close)"),
              (wk, "_read_host", "training:   eager reads and views (_read_host)"),
              (npth.NumpyStats, "snapshot", "training:   statistics (NumpyStats.snapshot)"),
              (kernel._fastats, "snapshot", "training:     the fused kernel"),
@@ -373,20 +376,53 @@ def part4_parts(epochs: int, every: int) -> None:
         model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
                   callbacks=[WeightCallback(os.path.join(tmp, "warm.wtui"), every_batches=every, instruments=False)])
         spent.clear()
-        cb = WeightCallback(os.path.join(tmp, "parts.wtui"), every_batches=every, instruments=False)
+        cb = _TrainCalls(os.path.join(tmp, "parts.wtui"), every_batches=every, instruments=False)
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[cb])
         n = max(cb.recorder.written, 1)
     finally:
         for owner, name, fn in saved:
             if fn is not None:
                 setattr(owner, name, fn)
+    calls = cb.calls
+    if calls["storing"] and calls["plain"]:  # the train function's own cost: what storing adds over fit's own
+        extra = (statistics.median(calls["storing"]) - statistics.median(calls["plain"])) * len(calls["storing"])
+        spent["training: train function, recorded batch minus another (medians)"] = [extra, len(calls["storing"])]
+    elif calls["storing"]:
+        spent["training: train function, recorded batch (all are; no other to compare)"] = [
+            statistics.median(calls["storing"]) * len(calls["storing"]), len(calls["storing"])]
     print(f"\n## where a snapshot's CPU goes inside fit (83k MLP, Adam, every {every} batches, gradients on, "
           f"{epochs} epochs, {n} snapshots): thread CPU per snapshot, summed over the fit")
-    print(f"{'part':62s} {'us per snapshot':>16s} {'calls':>7s}")
-    for _o, _n, label in parts:
+    print(f"{'part':66s} {'us per snapshot':>16s} {'calls':>7s}")
+    for label in [label for _o, _n, label in parts] + [k for k in spent if k.startswith("training: train fun")]:
         if label in spent:
-            t, calls = spent[label]
-            print(f"{label:62s} {1e6 * t / n:16.1f} {calls:7d}")
+            t, count = spent[label]
+            print(f"{label:66s} {1e6 * t / n:16.1f} {count:7d}")
+    for kind, times in cb.calls.items():
+        if times:
+            print(f"  (train function, {kind}: median {1e6 * statistics.median(times):.1f} us of the training thread, "
+                  f"{len(times)} batches)")
+
+
+class _TrainCalls(WeightCallback):
+    """WeightCallback timing the train function `fit` calls between its batch hooks (training-thread CPU), by
+    whether it is the one that stores the gradients (recorded batches) or `fit`'s own."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: dict[str, list[float]] = {"storing": [], "plain": []}
+        self._kind, self._t0 = "plain", None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)
+        capture = getattr(getattr(self, "_capture", None), "capture", None)
+        storing = getattr(capture, "_storing", None)
+        self._kind = "storing" if storing is not None and self.model.train_function is storing else "plain"
+        self._t0 = time.thread_time() if batch else None  # a first batch of an epoch makes its iterator
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._t0 is not None:
+            self.calls[self._kind].append(time.thread_time() - self._t0)
+        super().on_train_batch_end(batch, logs)
 
 
 def main() -> None:

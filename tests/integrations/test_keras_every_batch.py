@@ -302,3 +302,45 @@ def test_weights_come_from_the_train_function_only_when_no_callback_before_can_c
         # reset first: every batch's snapshot sees the reset kernel; weighttui first: the step's update of it,
         # but at the epoch's last batch, whose snapshot is taken at the epoch's end, after every batch-end hook
         assert reset == ([True] * 4 if order == "reset first" else [False] * 3 + [True]), order
+
+
+def test_the_storing_train_function_trains_as_fits_own(tmp_path, monkeypatch):
+    """The train function of recorded batches is the capture's own (no tf.experimental.Optional around its
+    logs, unlike Keras'): a fit recorded at every batch gives the losses and weights of a fit without the
+    callback, and a dataset of unknown length ends each epoch as fit's own function does (out of data)."""
+    import warnings
+
+    from weighttui.integrations import keras_grads
+
+    made = []
+    real = keras_grads.GradientCapture._direct_function
+    monkeypatch.setattr(keras_grads.GradientCapture, "_direct_function",
+                        lambda self, step: made.append(real(self, step)) or made[-1])
+    x, y = _data(96)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True).batch(16)  # length unknown
+    assert int(ds.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    runs = {}
+    for name, data in (("arrays", {"x": x, "y": y, "batch_size": 16}), ("dataset", {"x": ds})):
+        for recorded in (False, True):
+            keras.utils.set_random_seed(31)
+            model = _model()
+            model.compile(keras.optimizers.Adam(0.01), "mse")
+            cbs = [WeightCallback(tmp_path / f"{name}.wtui", every_batches=1, instruments=False)] if recorded else []
+            seen: list[float] = []
+            cbs.append(keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda b, logs, seen=seen: seen.append(float(logs["loss"]))))
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                model.fit(**data, epochs=2, verbose=0, callbacks=cbs)
+            runs[name, recorded] = (seen, model.get_weights(), sorted({str(w.message)[:40] for w in said}))
+            if recorded:
+                cap = vars(model.optimizer)[keras_grads._ATTR]
+                assert cap._storing is not None and cap._plain is model.train_function
+        (loss0, w0, said0), (loss1, w1, said1) = runs[name, False], runs[name, True]
+        assert len(loss1) == len(loss0) == 12 and said1 == said0  # (the dataset's end: the same warning)
+        np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
+        for a, b in zip(w1, w0, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        run = weighttui.open(tmp_path / f"{name}.wtui")
+        assert run.steps.tolist()[:13] == list(range(13))
+    assert len(made) == 2 and all(m is not None for m in made)  # one per model, used for tf.data iterators
