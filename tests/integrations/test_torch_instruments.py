@@ -361,3 +361,60 @@ def test_optim_states_reads_each_group_and_step():
     sgd.step()
     m, v, hyper = optim_states(sgd, [a])[0]
     assert m is sgd.state[a]["momentum_buffer"] and v is None and hyper[0] == 0.1
+
+
+def test_small_matrices_checked_together_equal_lanczos(monkeypatch):
+    """_small_sigmas (the small matrices' sigma_max check, all of them in a few batched calls) gives what
+    the per-matrix lanczos() gives, within SIGMA_TOL of numpy's SVD and from below: from kept Ritz vectors
+    (no step needed), from a block that is not orthonormal (the warm-up's), for a matrix whose top gap is
+    tiny (Lanczos steps from the batched start), for blocks of other sizes; NaN for a matrix with NaN."""
+    from weighttui.integrations import torch_instruments as ti
+
+    rng = np.random.default_rng(3)
+    ins = ti.TorchInstruments({"sigma"})
+
+    def spectrum(m, n, s):  # U diag(s) V^T with the given singular values
+        u = np.linalg.qr(rng.standard_normal((m, len(s))))[0]
+        v = np.linalg.qr(rng.standard_normal((n, len(s))))[0]
+        return torch.from_numpy(((u * s) @ v.T).astype(np.float32))
+
+    mats = {
+        "kept": torch.from_numpy(rng.standard_normal((64, 147)).astype(np.float32)),
+        "raw block": torch.from_numpy(rng.standard_normal((128, 64)).astype(np.float32)),
+        "tiny gap": spectrum(96, 80, np.r_[10.0, 10.0 - 1e-3, np.linspace(9.9, 0.1, 60)]),
+        "p of 5": torch.from_numpy(rng.standard_normal((5, 96)).astype(np.float32)),
+        "nan": torch.from_numpy(np.where(rng.random((64, 64)) < 1e-3, np.nan, 1.0).astype(np.float32)),
+    }
+    pend = ti._Pending(len(mats))
+    starts = {}
+    for i, (name, w) in enumerate(mats.items()):
+        p = ins.settings.vectors(*w.shape)
+        v = torch.from_numpy(rng.standard_normal((w.shape[1], p)).astype(np.float32))
+        if name == "kept":  # the Ritz vectors a previous snapshot kept, orthonormal
+            v = ti._lanczos(w, v, 40)[0]
+        ins._v[name] = starts[name] = v
+        assert ins._batched(name, w, tuple(w.shape), p)
+        pend.small.append((i, name, w))
+    calls = []
+    real = ti._lanczos
+    monkeypatch.setattr(ti, "_lanczos", lambda w2, v, steps, z=None: calls.append((w2, z is not None))
+                        or real(w2, v, steps, z))
+    ins._small_sigmas(pend)
+    monkeypatch.undo()
+    # steps only where the batched start's bound asks for them, from its basis; NaN from the start
+    taken = {name: z for name, w in mats.items() for w2, z in calls if w2 is w}
+    assert "kept" not in taken and taken["tiny gap"] is True and taken["nan"] is False
+    for i, (name, w) in enumerate(mats.items()):
+        sigma, v_new = pend.sigmas[(i, False)]
+        if name == "nan":
+            assert math.isnan(sigma)
+            continue
+        ref = inst.sigma_max_ref(w.numpy())
+        assert sigma <= ref * (1 + 1e-5)
+        _, alone = ti._lanczos(w, starts[name], ins.settings.sigma_steps)
+        if name != "raw block":  # (a random start: within the steps' reach only where the gap allows)
+            assert sigma == pytest.approx(ref, rel=2 * inst.SIGMA_TOL), name
+        assert sigma == pytest.approx(alone, rel=2 * inst.SIGMA_TOL), name
+        assert tuple(v_new.shape) == tuple(starts[name].shape)
+        gram = (v_new.mT @ v_new).double().numpy()
+        np.testing.assert_allclose(gram, np.eye(gram.shape[0]), atol=1e-5)  # unit, orthogonal Ritz vectors

@@ -260,13 +260,16 @@ def warm_bound(vv: float, vz: float, zz: float) -> float:
     return lanczos_bound([top], math.sqrt(max(rr, 0.0)))
 
 
-def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asarray, like=None):
+def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asarray, like=None,
+            orthonormal: bool = False):
     """sigma_max of the matrix W behind apply (q -> W^T W q, q: n x k) by Rayleigh-Ritz on a Krylov space
     of W^T W started from the block v (n x p, the kept vectors): after the start, each step adds the
     residual of the top Ritz pair (the next Lanczos direction, re-orthogonalised) until lanczos_bound is
     under tol or `steps` were taken. z: apply(v) where the caller has it already (the fused kernel's
-    passes), only with p = 1. host: an array -> numpy; like(a, ref): numpy a as ref's kind, dtype and
-    device of array (default: numpy). The arrays need @, .T, slicing and assignment (numpy, torch).
+    passes), only with p = 1 unless orthonormal says v's columns are (then v and z start the basis as they
+    are: a caller that made them so, torch_instruments._small_sigmas). host: an array -> numpy; like(a, ref):
+    numpy a as ref's kind, dtype and device of array (default: numpy). The arrays need @, .T, slicing and
+    assignment (numpy, torch).
 
     Returns (sigma, bound, the top p Ritz vectors (n x p, unit), steps taken); NaN sigma (and v back)
     where W is not finite."""
@@ -277,7 +280,9 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
     def norm(a) -> float:
         return float(np.sqrt(np.sum(np.square(np.asarray(host(a), dtype=np.float64)))))
 
-    if z is not None and p == 1:
+    if z is not None and orthonormal:
+        vk, zk = v, z
+    elif z is not None and p == 1:
         nv = norm(v)
         if not nv > 0:
             return math.nan, math.nan, v, 0
