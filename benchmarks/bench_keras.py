@@ -16,6 +16,7 @@ seconds per fit.
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --fit-cnn   # part 2 on a 6.5M-parameter CNN
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --hooks     # the callback's hook, thread CPU
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --parts     # a snapshot's CPU by part and thread
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --fit-only --controls  # + fits that only pause
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def fit_cnn() -> keras.Model:
     return keras.Sequential(layers, name="cnn")
 
 
-def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: str = "mlp") -> None:
+def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: str = "mlp",
+          controls: bool = False) -> None:
     rng = np.random.default_rng(0)
     if model_kind == "cnn":
         n, batch = 512, 16
@@ -217,6 +219,8 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: s
             "weighttui every 10 batches, instruments on": wt("i", every_batches=10),
             "TensorBoard(histogram_freq=1)": lambda: [keras.callbacks.TensorBoard(
                 os.path.join(tmp, f"tb{time.monotonic_ns()}"), histogram_freq=1)],
+            "control: sleep 0.5 ms every 10 batches": lambda: [_Pause(10, "sleep")],
+            "control: 0.5 ms of numpy every 10 batches": lambda: [_Pause(10, "work")],
         }[kind]
         # trace outside the clock, with the same kind of callback: a one-time cost (the train function
         # that stores the gradients, traced at its first recorded batch) is not what a long fit pays per batch
@@ -238,6 +242,8 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: s
              "weighttui every 10 batches, instruments on",
              "TensorBoard(histogram_freq=1)"]
     kinds = only or kinds
+    if controls:
+        kinds = kinds + ["control: sleep 0.5 ms every 10 batches", "control: 0.5 ms of numpy every 10 batches"]
     times = {k: [] for k in kinds}
     snaps = dict.fromkeys(kinds, 0)
     cpu = {k: [] for k in kinds}
@@ -265,6 +271,28 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: s
         each = f"{1e3 * (c - cbase) / snaps[k]:8.2f}" if snaps[k] else f"{'':8s}"
         print(f"{k:46s} {t:8.2f} {100 * (t / base - 1):+8.1f}% {c:8.2f} {100 * (c / cbase - 1):+8.1f}% "
               f"{snaps[k]:9d} {each}")
+
+
+class _Pause(keras.callbacks.Callback):
+    """--controls: what an interruption of fit's loop costs without any recording: every n batches, 0.5 ms of
+    sleep (no work: the training thread gives up its core) or of numpy work on 1.6 MB (about what a snapshot
+    of the 83k MLP touches)."""
+
+    def __init__(self, every: int, how: str):
+        super().__init__()
+        self.every, self.how, self.n = every, how, 0
+        self.buf = np.zeros(400_000, dtype=np.float32)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.n += 1
+        if self.n % self.every:
+            return
+        if self.how == "sleep":
+            time.sleep(0.0005)
+            return
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.0005:
+            self.buf += 1.0
 
 
 def part3_hooks(epochs: int, rounds: int) -> None:
@@ -351,7 +379,8 @@ def part4_parts(epochs: int, every: int) -> None:
     parts = [(wk.WeightCallback, "on_train_batch_end", "training: batch-end hook (all of the below)"),
              (wk.WeightCallback, "on_train_batch_begin", "training: batch-begin hook"),
              (wk.WeightCallback, "on_epoch_end", "training: epoch-end hook"),
-             (wk.WeightCallback, "on_train_begin", "training: train-begin hook (log, first snapshot)"),
+             # (_train_begin: on_train_begin itself looks at its caller, fit's CallbackList, not at a wrapper)
+             (wk.WeightCallback, "_train_begin", "training: train-begin hook (log, first snapshot)"),
              (wk.WeightCallback, "on_train_end", "training: train-end hook (last snapshot, close)"),
              (wk, "_read_host", "training:   eager reads and views (_read_host)"),
              (npth.NumpyStats, "snapshot", "training:   statistics (NumpyStats.snapshot)"),
@@ -437,6 +466,9 @@ def main() -> None:
                     help="part 2 on a 6.5M-parameter CNN (2 epochs of 32 batches, 3 rounds unless --rounds)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
     ap.add_argument("--record-only", action="store_true", help="part 1 only, on the 3.6M MLP (the record ratio)")
+    ap.add_argument("--controls", action="store_true",
+                    help="part 2 also with a callback that only pauses (sleeps, or does 0.5 ms of numpy) every "
+                         "10 batches: what any interruption of the loop costs the batches after it")
     ap.add_argument("--parts", action="store_true",
                     help="where a snapshot's CPU goes inside fit (every batch and every 10), per thread and part")
     args = ap.parse_args()
@@ -460,7 +492,7 @@ def main() -> None:
             if not args.record_only:
                 part1(cnn_model(), repeat=9, other=args.other)
         if not args.record_only:
-            part2(rounds=args.rounds, epochs=args.epochs)
+            part2(rounds=args.rounds, epochs=args.epochs, controls=args.controls)
     print(f"\nload (uptime) at the end: {os.getloadavg()} on {os.cpu_count()} cores (shared with other work); "
           f"{time.perf_counter() - t0:.0f} s in all")
 

@@ -13,7 +13,9 @@ accumulation and clipping:
   (which `fit` looks up at every batch) is a second train function, traced
   with the wrapper on, that assigns each gradient to a slot variable of its
   own (one extra copy of the trainable weights in memory; a copy of the
-  gradients only at those batches); every other batch runs the train
+  gradients only at those batches; with one replica and one step per call
+  made like Keras' own but returning its logs without the
+  tf.experimental.Optional around them); every other batch runs the train
   function `fit` made, which the wrapper leaves as it is (no op, no cost).
   The callback reads the slots on the host after the batch. Eagerly
   (run_eagerly=True), the gradients are kept as they are.
@@ -247,7 +249,6 @@ class GradientCapture:
         plain = model.train_function
         outputs = self._outputs_ok()
         own_step = "train_step" in vars(model)
-        direct = None
         if outputs:
             original = model.train_step
 
@@ -264,11 +265,12 @@ class GradientCapture:
         finally:
             model.train_function = plain
             if outputs:
-                direct = self._direct_function(model.train_step)
                 if own_step:
                     object.__setattr__(model, "train_step", original)
                 else:
                     object.__delattr__(model, "train_step")
+        # one replica, one step per call: a function of its own for tf.data iterators (_direct_function)
+        direct = self._direct_function(train_step) if outputs else None
 
         def storing(iterator):
             self._tracing_store = True  # read by the wrapper only while tracing
