@@ -28,11 +28,12 @@ OPEN = ("import sys, weighttui; d = weighttui.open(sys.argv[1]); n = d.tensor_na
         "d.series(n, 'norm'); d.histograms(n)")
 # --threads: the child says each of its threads' CPU time at its end (/proc schedstat, user + system), the
 # main (decoding) thread first: under load the whole process's CPU varies, the decoding thread's less
-INFO_THREADS = ("import sys, os, runpy; sys.argv = ['weighttui', 'info', '--json', sys.argv[1]]\n"
+THREADS = ("import os\nts = sorted(int(t) for t in os.listdir('/proc/self/task'))\n"
+           "sys.stderr.write('THREADS ' + ' '.join(open(f'/proc/self/task/{t}/schedstat').read().split()[0] "
+           "for t in ts) + chr(10))\n")
+INFO_THREADS = ("import sys, runpy; sys.argv = ['weighttui', 'info', '--json', sys.argv[1]]\n"
                 "try:\n    runpy.run_module('weighttui.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-                "ts = sorted(int(t) for t in os.listdir('/proc/self/task'))\n"
-                "sys.stderr.write('THREADS ' + ' '.join(open(f'/proc/self/task/{t}/schedstat').read().split()[0] "
-                "for t in ts) + chr(10))\n")
+                + THREADS)
 
 
 def index_dir(path: str) -> str:
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=("info", "open"), default="info")
     ap.add_argument("--then-open", action="store_true", help="after each first info: open + reads, twice")
     ap.add_argument("--threads", action="store_true",
-                    help="mode info: also the CPU of the main (decoding) thread and of the others")
+                    help="also the CPU of the main (decoding) thread and of the others (not for --then-open's rows)")
     args = ap.parse_args(argv)
     log = os.path.abspath(args.log)
     checkouts = [os.path.abspath(c) for c in args.checkouts.split(",")]
@@ -61,8 +62,8 @@ def main(argv=None) -> int:
                 env = dict(os.environ, PYTHONPATH=c, XDG_CACHE_HOME=cache)
                 cmd = [sys.executable, "-m", "weighttui.cli", "info", "--json", log] if args.mode == "info" \
                     else [sys.executable, "-c", OPEN, log]
-                if args.threads and args.mode == "info":
-                    cmd = [sys.executable, "-c", INFO_THREADS, log]
+                if args.threads:
+                    cmd = [sys.executable, "-c", INFO_THREADS if args.mode == "info" else OPEN + "\n" + THREADS, log]
                 reopen = [sys.executable, "-c", OPEN, log]
                 then = [("then open", reopen), ("open again", reopen)] if args.then_open and args.mode == "info" \
                     else []
