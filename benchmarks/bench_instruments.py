@@ -21,6 +21,9 @@ and as wall time.
     python benchmarks/bench_instruments.py --threads 1 --only "all of 1-5" --compare /tmp/before
         # the snapshot table of another checkout (built) and of this one, a process each, alternating
         # round by round (--rounds, default 3): the Python around the kernel changed too
+    python benchmarks/bench_instruments.py --threads 1 --knockout --rounds 5
+        # all of 1-5 with one part of its cost removed at a time (the numbers it records are then
+        # wrong): what each part costs in place, caches and all (about 2 minutes)
 """
 
 from __future__ import annotations
@@ -120,6 +123,10 @@ def bench_snapshot(shapes, rounds, repeat, tmp, configs=CONFIGS):
         read_times.append((time.perf_counter() - t0) / repeat)
         for name, cfg in configs.items():
             kernel._fastats = cfg.get("fastats", this_build)
+            patch = cfg.get("patch", {})  # (object, attribute) -> replacement, for this configuration (--knockout)
+            saved = {key: getattr(*key) for key in patch}
+            for (obj, attr), value in patch.items():
+                setattr(obj, attr, value)
             handle = wt.watch(model, tmp / f"snap{r}.wtui", delta="exact", initial=False, queue_size=1000,
                               grads=cfg["grads"], instruments=cfg["instruments"])
             handle.optimizer = opt  # its state, without hooking its step
@@ -149,10 +156,66 @@ def bench_snapshot(shapes, rounds, repeat, tmp, configs=CONFIGS):
                 handle.recorder.drain()  # the writer thread's encoding of this snapshot: in the CPU time
                 cpu[name].append(time.process_time() - c0)
             handle.close()
+            for (obj, attr), value in saved.items():
+                setattr(obj, attr, value)
     kernel._fastats = this_build
     return sum(p.numel() for p in params), len(params), statistics.median(read_times), \
         {k: statistics.median(v) for k, v in times.items()}, {k: statistics.median(v) for k, v in cpu.items()}, \
         {k: statistics.median(v) for k, v in first.items()}
+
+
+def knockout_configs() -> dict:
+    """All of 1-5, and again with one part removed each (a patched method, for this measurement only:
+    the numbers recorded are wrong). A part's removal also removes the host work that reads its results
+    (no gathered coordinates: no cosines). A timer around each function says less: after the kernel
+    streamed the snapshot through the caches, the Python that follows runs on cache misses."""
+    import math
+
+    from weighttui.integrations import torch_instruments as ti
+    from weighttui.record import instruments as ref
+
+    T = ti.TorchInstruments
+    start, take = T.start, T.take_grads
+    empty = {"states": (), "units": False}
+
+    def start_without(*fields):  # the kernel's Extras of the weights without these parts
+        def patched(self, *a, **k):
+            pend = start(self, *a, **k)
+            for ex in pend.extras.values():
+                for f in fields:
+                    setattr(ex, f, empty.get(f))
+            return pend
+        return patched
+
+    def take_without(*fields):  # the gradients' call
+        def patched(self, *a, **k):
+            out = take(self, *a, **k)
+            for ex in out or ():
+                for f in fields if ex is not None else ():
+                    setattr(ex, f, empty.get(f))
+            return out
+        return patched
+
+    def no_torch_sigma(self, *a, **k):
+        return None
+
+    def no_cosines(self, key, xs, g=None):
+        return math.nan, math.nan
+
+    every = {"alpha": False}
+    out = {name: CONFIGS[name] for name in CONFIGS if name.startswith("no instruments")}
+    out["all of 1-5"] = dict(grads=True, instruments=every)
+    for name, patch in (
+            ("without the kernel reading x0", {(T, "start"): start_without("x0")}),
+            ("without the kernel reading the optimizer state", {(T, "start"): start_without("states")}),
+            ("without the kernel reading x0 and the optimizer state", {(T, "start"): start_without("x0", "states")}),
+            ("without the kernel's units of the weights", {(T, "start"): start_without("units")}),
+            ("without the kernel's gather of the weights (and so the cosines)", {(T, "start"): start_without("idx")}),
+            ("without the gradients' extras (units, gather)", {(T, "take_grads"): take_without("units", "idx")}),
+            ("without the torch ops' sigma (the small matrices)", {(T, "_sigma_torch"): no_torch_sigma}),
+            ("without the host cosines", {(ref.UpdateCosines, "update"): no_cosines})):
+        out[f"all of 1-5, {name}"] = dict(grads=True, instruments=every, patch=patch)
+    return out
 
 
 KERNEL_PARTS = ("none", "x0", "states", "units", "v", "vd", "idx", "all")
@@ -237,6 +300,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the snapshot table (3)")
     ap.add_argument("--kernel-parts", action="store_true",
                     help="only the fused kernel's time per instrument part (kernel.Extras), about 20 s")
+    ap.add_argument("--knockout", action="store_true",
+                    help="all of 1-5 with one part of its cost removed at a time (what each costs in place)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): every row again with it")
     ap.add_argument("--repo", help="weighttui from this checkout instead of this file's (built in place)")
     ap.add_argument("--compare", metavar="DIR",
@@ -266,6 +331,16 @@ def main(argv=None):
         print("| Extras part | CPU ms | added |\n|---|---:|---:|")
         for part, sec in parts.items():
             print(f"| {part} | {sec * 1e3:.2f} | {(sec - parts['none']) * 1e3:+.2f} |")
+        return
+    if args.knockout:
+        with tempfile.TemporaryDirectory() as d:
+            _n, _t, _read, _times, cpu, _first = bench_snapshot(shapes, rounds, repeat, Path(d), knockout_configs())
+        every = cpu["all of 1-5"]
+        print(f"### All of 1-5 with one part removed, CPU ms per snapshot, median of {rounds} interleaved rounds\n")
+        print("| configuration | CPU ms | saved against all of 1-5 |\n|---|---:|---:|")
+        for name, sec in cpu.items():
+            print(f"| {name} | {sec * 1e3:.1f} | {(every - sec) * 1e3:+.1f} |")
+        print(f"\nload (uptime) at the end: {os.getloadavg()}")
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
