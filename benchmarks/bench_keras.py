@@ -179,7 +179,7 @@ def fit_cnn() -> keras.Model:
     return keras.Sequential(layers, name="cnn")
 
 
-def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: str = "mlp",
+def part2(rounds: int, epochs: int, only: list[str] | str | None = None, model_kind: str = "mlp",
           controls: bool = False) -> None:
     rng = np.random.default_rng(0)
     if model_kind == "cnn":
@@ -242,6 +242,9 @@ def part2(rounds: int, epochs: int, only: list[str] | None = None, model_kind: s
              "weighttui every batch", "weighttui every batch, no grads",
              "weighttui every 10 batches, instruments on",
              "TensorBoard(histogram_freq=1)"]
+    if only and not isinstance(only, list):  # --only: words to look for in the names
+        words = [w.strip() for w in str(only).split(",") if w.strip()]
+        only = ["none"] + [k for k in kinds if k != "none" and any(w in k for w in words)]
     kinds = only or kinds
     if controls:
         kinds = kinds + ["control: sleep 0.5 ms every 10 batches", "control: 0.5 ms of numpy every 10 batches"]
@@ -551,6 +554,8 @@ def main() -> None:
                     help="part 2 on a 6.5M-parameter CNN (2 epochs of 32 batches, 3 rounds unless --rounds)")
     ap.add_argument("--other", help="another build of weighttui._fastats (.so): part 1's kernel row with it too")
     ap.add_argument("--record-only", action="store_true", help="part 1 only, on the 3.6M MLP (the record ratio)")
+    ap.add_argument("--only", help="part 2's rows whose names contain one of these comma-separated words "
+                                   "('none' is always run), e.g. --only 'every batch,TensorBoard'")
     ap.add_argument("--controls", action="store_true",
                     help="part 2 also with a callback that only pauses (sleeps, or does 0.5 ms of numpy) every "
                          "10 batches: what any interruption of the loop costs the batches after it")
@@ -582,7 +587,7 @@ def main() -> None:
             if not args.record_only:
                 part1(cnn_model(), repeat=9, other=args.other)
         if not args.record_only:
-            part2(rounds=args.rounds, epochs=args.epochs, controls=args.controls)
+            part2(rounds=args.rounds, epochs=args.epochs, only=args.only, controls=args.controls)
     print(f"\nload (uptime) at the end: {os.getloadavg()} on {os.cpu_count()} cores (shared with other work); "
           f"{time.perf_counter() - t0:.0f} s in all")
 
