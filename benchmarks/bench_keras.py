@@ -17,6 +17,7 @@ seconds per fit.
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --hooks     # the callback's hook, thread CPU
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --parts     # a snapshot's CPU by part and thread
     KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --fit-only --controls  # + fits that only pause
+    KERAS_BACKEND=tensorflow python benchmarks/bench_keras.py --split     # a fit's CPU by thread and place
 """
 
 from __future__ import annotations
@@ -295,6 +296,90 @@ class _Pause(keras.callbacks.Callback):
             self.buf += 1.0
 
 
+def part5_split(rounds: int, epochs: int) -> None:
+    """Where a whole fit's extra CPU goes, by thread and place, next to fits whose callback only pauses every 10
+    batches: fit's train-function calls (training-thread CPU between the last batch-begin hook and the first
+    batch-end hook), the WeightCallback's hooks, the rest of the training thread (Keras' loop, iterators),
+    and every other thread (TF's, the writer). Interleaved rounds in one process, medians."""
+    import collections
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4096, 64)).astype("float32")
+    y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+    tmp = tempfile.mkdtemp()
+    spent: collections.defaultdict = collections.defaultdict(float)
+
+    class Begin(keras.callbacks.Callback):  # last in the list: right before the train function
+        def on_train_batch_begin(self, batch, logs=None):
+            spent["t0"] = time.thread_time()
+
+    class End(keras.callbacks.Callback):  # first in the list: right after it (only reads the clock)
+        def on_train_batch_end(self, batch, logs=None):
+            spent["train function"] += time.thread_time() - spent["t0"]
+
+    def timed(method):
+        def hook(self, *args, **kwargs):
+            c0 = time.thread_time()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                spent["hooks"] += time.thread_time() - c0
+        return hook
+
+    class Timed(WeightCallback):  # on_train_begin is left alone: it looks at its caller (fit's CallbackList)
+        on_train_batch_begin = timed(WeightCallback.on_train_batch_begin)
+        on_train_batch_end = timed(WeightCallback.on_train_batch_end)
+        on_epoch_begin = timed(WeightCallback.on_epoch_begin)
+        on_epoch_end = timed(WeightCallback.on_epoch_end)
+        on_train_end = timed(WeightCallback.on_train_end)
+        _train_begin = timed(WeightCallback._train_begin)
+
+    class Paused(_Pause):
+        on_train_batch_end = timed(_Pause.on_train_batch_end)
+
+    kinds = {"none": None, "weighttui every epoch": {}, "weighttui every 10 batches": {"every_batches": 10},
+             "weighttui every 10 batches, no grads": {"every_batches": 10, "grads": False},
+             "weighttui every batch": {"every_batches": 1},
+             "control: sleep 0.5 ms every 10 batches": "sleep", "control: 0.5 ms of numpy every 10 batches": "work"}
+    cols = ("process", "training thread", "train function", "hooks", "rest", "other threads")
+    got: dict = {k: [] for k in kinds}
+    for r in range(rounds):
+        for kind in (list(kinds) if r % 2 == 0 else list(kinds)[::-1]):
+            opts = kinds[kind]
+
+            def make(opts=opts):
+                if isinstance(opts, str):
+                    mid = [Paused(10, opts)]
+                else:
+                    mid = [] if opts is None else [Timed(os.path.join(tmp, f"s{time.monotonic_ns()}.wtui"),
+                                                         instruments=False, **opts)]
+                return [End(), *mid, Begin()]
+
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
+                                      keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
+            model.compile(keras.optimizers.Adam(1e-3), "mse")
+            model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0, callbacks=make())  # traces
+            cbs = make()
+            spent.clear()
+            t0, p0 = time.thread_time(), time.process_time()
+            model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
+            for cb in cbs:
+                if isinstance(cb, WeightCallback):
+                    cb.recorder.close()  # the writer's work counts
+            main, proc = time.thread_time() - t0, time.process_time() - p0
+            got[kind].append((proc, main, spent["train function"], spent["hooks"],
+                              main - spent["train function"] - spent["hooks"], proc - main))
+    print(f"\n## where a fit's CPU goes (83k MLP, Adam, {epochs} epochs of 64 batches, instruments off), ms, medians "
+          f"of {rounds} interleaved rounds; in brackets: the difference from 'none'")
+    print(f"{'callbacks':42s}" + "".join(f"{c:>22s}" for c in cols))
+    base = [statistics.median(g[i] for g in got["none"]) for i in range(len(cols))]
+    for kind in kinds:
+        med = [statistics.median(g[i] for g in got[kind]) for i in range(len(cols))]
+        print(f"{kind:42s}" + "".join(f"{1e3 * m:10.1f} ({1e3 * (m - b):+8.1f})" for m, b in zip(med, base,
+                                                                                                  strict=True)))
+
+
 def part3_hooks(epochs: int, rounds: int) -> None:
     """The callback's own cost inside a real fit, on the training thread's CPU clock (steady under
     load, unlike a fit's total): its batch-end hook per recorded batch and per batch not recorded."""
@@ -469,6 +554,9 @@ def main() -> None:
     ap.add_argument("--controls", action="store_true",
                     help="part 2 also with a callback that only pauses (sleeps, or does 0.5 ms of numpy) every "
                          "10 batches: what any interruption of the loop costs the batches after it")
+    ap.add_argument("--split", action="store_true",
+                    help="a whole fit's CPU by thread and place (train function, hooks, rest, other threads), "
+                         "with the pausing controls")
     ap.add_argument("--parts", action="store_true",
                     help="where a snapshot's CPU goes inside fit (every batch and every 10), per thread and part")
     args = ap.parse_args()
@@ -479,6 +567,8 @@ def main() -> None:
     if args.quick:
         part1(big_model(512), repeat=3, other=args.other)
         part2(rounds=1, epochs=2)
+    elif args.split:
+        part5_split(rounds=args.rounds if args.rounds != 7 else 5, epochs=args.epochs)
     elif args.parts:
         for every in (1, 10):
             part4_parts(epochs=args.epochs, every=every)

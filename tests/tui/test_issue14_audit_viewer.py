@@ -28,7 +28,8 @@ def _write(path, steps):
     rng = np.random.default_rng(3)
     with Recorder(path, bins=8, queue_size=100000) as rec:
         for step in range(steps):
-            rec.snapshot(step, {"a": rng.normal(size=(6, 6)), "b": rng.normal(size=5)}, scalars={"loss": 1 / (1 + step)})
+            rec.snapshot(step, {"a": rng.normal(size=(6, 6)), "b": rng.normal(size=5)},
+                         scalars={"loss": 1 / (1 + step)})
 
 
 def _fromlog(path) -> int:
