@@ -66,53 +66,6 @@ def test_read_ahead_reads_what_one_thread_reads(tmp_path, monkeypatch, damage, t
         assert plain[1][2] == torn  # the torn tail is pending, as without the read-ahead
 
 
-def _mixed_log(path, seed, damage):
-    """Frames of 0.1 to 60 KB (longer than the smallest chunks), some of them damaged: a payload byte
-    (its CRC no longer matches), a header byte, or garbage between two frames."""
-    rng = np.random.default_rng(seed)
-    out = bytearray(HEADER)
-    for i in range(400):
-        if damage == "garbage" and i == 150:
-            out += rng.bytes(777)
-        start = len(out)
-        size = int(rng.integers(20_000, 60_000)) if rng.random() < 0.2 else int(rng.integers(0, 3000))
-        out += encode_frame(FrameType.SCALARS, {"step": i, "values": {"loss": float(i)}, "pad": rng.bytes(size)})
-        if damage == "payload" and i % 37 == 5:
-            out[start + 16 + int(rng.integers(0, len(out) - start - 20))] ^= 0x40
-        if damage == "header" and i in (100, 101, 300):
-            out[start + int(rng.integers(0, 16))] ^= 0x01
-    path.write_bytes(bytes(out))
-    return path
-
-
-@pytest.mark.skipif(reader._crc_walk is None, reason="weighttui._frames not built")
-@pytest.mark.parametrize("damage", [None, "payload", "header", "garbage"])
-@pytest.mark.parametrize("chunk", [4096, 5003, 65536, 1 << 20])
-def test_crcs_checked_while_reading_ahead_change_nothing(tmp_path, monkeypatch, damage, chunk):
-    """The read-ahead thread checks the payload CRCs of the frames in each chunk (_frames.crc_walk) and the
-    decoder skips those: the same frames and corruptions as a scan that checks every CRC itself; a frame
-    whose CRC does not match is never taken as checked; after damage the decoder checks every one again."""
-    path = _mixed_log(tmp_path / "run.wtui", 7, damage)
-    skipped = []
-    real = fmt.frame_at
-
-    def counting(buf, pos, prepared, checked=False):
-        skipped.append(checked)
-        return real(buf, pos, prepared, checked)
-
-    monkeypatch.setattr(fmt, "frame_at", counting)
-    walked = _scan(path, chunk, True, monkeypatch)
-    monkeypatch.setattr(reader, "_crc_walk", None)
-    every = _scan(path, chunk, True, monkeypatch)
-    plain = _scan(path, chunk, False, monkeypatch)
-    assert walked == every == plain
-    assert sum(1 for kind, _o, _p in plain[0] if kind == "Frame") >= 350
-    assert any(kind == "Corruption" for kind, _o, _p in plain[0]) == (damage is not None)
-    # the walk checked the CRCs of most frames (also after a chunk cut a header or a whole frame), up to a
-    # damaged header or garbage, after which the decoder checks every one itself
-    assert sum(skipped) >= (150 if damage in (None, "payload") else 50)
-
-
 def test_a_scan_closed_early_leaves_no_read_behind(tmp_path, monkeypatch):
     path = _log(tmp_path / "run.wtui", n=600)
     monkeypatch.setattr(reader, "READ_AHEAD_MIN", 0)

@@ -264,9 +264,6 @@ class FrameDecoder:
         self.version: int | None = None  # the file header's format version, once read
         self._prepared = prepared and decode_snapshot is not None and decode_scalars is not None
         self._frame = frame_at
-        # file offsets of frames whose payload CRC was checked already in the bytes fed (log.reader: a
-        # long scan's read-ahead thread checks each chunk's; frame_at then skips it), or None
-        self.checked: set[int] | frozenset[int] | None = None
 
     @property
     def offset(self) -> int:
@@ -404,9 +401,7 @@ class FrameDecoder:
                     pos = nxt
                     self._resyncing = False
                 if self._frame is not None:  # the usual frame in one C call; anything else below
-                    checked = self.checked
-                    got = self._frame(buf, pos, self._prepared) if checked is None else \
-                        self._frame(buf, pos, self._prepared, self._base + pos in checked)
+                    got = self._frame(buf, pos, self._prepared)
                     if got is not None:
                         end, ftype, payload = got  # (prepared: a snapshot's or a scalars frame's tuple)
                         if payload is None:

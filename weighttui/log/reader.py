@@ -18,7 +18,6 @@ from typing import Any
 from weighttui.log import format as fmt
 from weighttui.log.format import (
     FRAME_HEADER_SIZE,
-    HEADER_SIZE,
     FrameDecoder,
     FrameType,
     crc32,
@@ -71,28 +70,19 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     # buffer with room in front for the bytes the last chunk left pending (a frame cut by the chunk's
     # end), so that the decoder takes it as it is instead of copying it (FrameDecoder.feed_reserved).
     ahead = READ_AHEAD.executor() if size - read_at > READ_AHEAD_MIN else None
-    # The reading thread also checks the payload CRCs of the frames that follow one another in each chunk
-    # it reads (_frames.crc_walk, without the GIL), from `walk`: where the next frame begins (or its
-    # header's first bytes), carried from chunk to chunk; the decoding thread then skips those CRCs.
-    walk: Any = None
-    if ahead is not None and _crc_walk is not None and not state.resyncing:
-        walk = HEADER_SIZE if read_at == 0 else read_at
     nxt = None
     try:
         while read_at < size:
             want = min(max(chunk, dec.wanted()), size - read_at)
-            if nxt is not None:
-                data, room, dec.checked, walk = nxt.result()
-            else:  # (read here, the pending bytes are known: room for just them)
-                data, room = _read_with_room(fd, want, read_at, dec.pending)
-                dec.checked, walk = _walked(data, room, read_at, walk)
+            # (read here, the pending bytes are known: room for just them)
+            data, room = nxt.result() if nxt is not None else _read_with_room(fd, want, read_at, dec.pending)
             nxt = None
             if len(data) == room:
                 break  # the file shrank under us: stop, the caller notices the reset
             read_at += len(data) - room
             dec.feed_reserved(data, room)
             if ahead is not None and read_at < size:
-                nxt = ahead.submit(_read_walked, fd, min(max(chunk, dec.wanted()), size - read_at), read_at, walk)
+                nxt = ahead.submit(_read_with_room, fd, min(max(chunk, dec.wanted()), size - read_at), read_at, ROOM)
             yield from dec.frames()
     finally:
         if nxt is not None:  # (closed early: the read must not outlive the caller's fd)
@@ -125,46 +115,6 @@ def _read_with_room(fd: int, n: int, offset: int, room: int) -> tuple[bytearray,
         del buf[room + got :]
     return buf, room
 READ_AHEAD = SharedWorker("weighttui-read")  # the one thread that reads ahead for every long scan
-
-_crc_walk: Any = None
-try:
-    from weighttui._frames import crc_walk as _crc_walk
-except ImportError:  # not built, or built before it
-    pass
-
-
-def _read_walked(fd: int, n: int, offset: int, walk) -> tuple[bytearray, int, set[int] | None, Any]:
-    """_read_with_room(fd, n, offset, ROOM), then _walked: on the read-ahead thread."""
-    buf, room = _read_with_room(fd, n, offset, ROOM)
-    return (buf, room, *_walked(buf, room, offset, walk))
-
-
-def _walked(buf: bytearray, room: int, offset: int, walk) -> tuple[set[int] | None, Any]:
-    """(file offsets of the frames in this chunk whose payload CRC matches, where the walk goes on in
-    the next chunk). The chunk holds the file's bytes from `offset` after `room` bytes; `walk` is where
-    the next frame begins (a file offset), or (its offset, its header's first bytes) for a header the
-    chunk before cut, or None (no walk: the decoder checks every CRC; so after damage)."""
-    if walk is None or _crc_walk is None or len(buf) == room:
-        return None, None
-    base = offset - room  # (the file offset of buf[0])
-    if type(walk) is tuple:  # the rest of a header the last chunk cut: where the frame after it begins
-        start, head = walk
-        need = FRAME_HEADER_SIZE - len(head)
-        parsed = parse_frame_header(head + bytes(buf[room : room + need]), 0) if len(buf) - room >= need else None
-        if parsed is None:
-            return None, None
-        walk = start + fmt.FRAME_OVERHEAD + parsed[0]
-    if walk < offset:
-        return None, None
-    if walk - base >= len(buf):  # (a frame longer than the chunk: the next one begins in a later chunk)
-        return set(), walk
-    positions, nxt, total = _crc_walk(buf, walk - base)
-    checked = {base + p for p in positions}
-    if nxt < 0:  # (not a verified header: damage, which the decoder finds and reports)
-        return checked, None
-    if total >= 0:  # the frame the chunk cut ends in a later chunk: the walk goes on after it
-        return checked, base + nxt + total
-    return checked, (base + nxt, bytes(buf[nxt:]))
 
 
 def read_frame_at(fd: int, offset: int, *, prepared: bool = False) -> tuple[int, Any] | None:

@@ -7,8 +7,7 @@
  *
  *   snapshot(body) -> tuple | None
  *   scalars(body) -> (step, epoch, time, values) | None           (a scalars payload: py_scalars)
- *   frame(buf, pos, prepared, checked) -> (end, type, payload | None) | None   (one verified frame: py_frame)
- *   crc_walk(buf, pos) -> (positions, next, length)   (the payload CRCs of a chunk's frames, without the GIL)
+ *   frame(buf, pos, prepared) -> (end, type, payload | None) | None   (one verified frame: py_frame)
  *   gather_blocks / gather_columns / gather_counts: the store's row-to-tensor transposes (below)
  *
  * It is conservative: it returns a tuple only for a payload that msgpack decodes
@@ -810,8 +809,8 @@ static uint32_t le32(const unsigned char *p) {
 static PyObject *py_frame(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
-    int prepared, checked = 0;
-    if (!PyArg_ParseTuple(args, "y*np|p:frame", &view, &pos, &prepared, &checked))
+    int prepared;
+    if (!PyArg_ParseTuple(args, "y*np:frame", &view, &pos, &prepared))
         return NULL;
     PyObject *out = NULL;
     const unsigned char *b = (const unsigned char *)view.buf;
@@ -826,18 +825,16 @@ static PyObject *py_frame(PyObject *self, PyObject *args) {
     if (end > view.len)
         goto none;
     const unsigned char *body = h + FRAME_HEADER_SIZE;
-    if (!checked) { /* (checked: crc_walk verified this payload's CRC in these very bytes) */
-        uint32_t crc;
-        if (length >= GIL_FREE_BYTES) {
-            Py_BEGIN_ALLOW_THREADS
-            crc = crc_update(0, body, length);
-            Py_END_ALLOW_THREADS
-        } else {
-            crc = crc_update(0, body, length);
-        }
-        if (crc != le32(body + length))
-            goto none;
+    uint32_t crc;
+    if (length >= GIL_FREE_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        crc = crc_update(0, body, length);
+        Py_END_ALLOW_THREADS
+    } else {
+        crc = crc_update(0, body, length);
     }
+    if (crc != le32(body + length))
+        goto none;
     PyObject *payload = NULL;
     if (prepared && (h[8] == 3 || h[8] == 4)) { /* a snapshot, or its scalars */
         PyObject *mv = PyMemoryView_FromMemory((char *)body, length, PyBUF_READ);
@@ -859,68 +856,6 @@ none:
 done:
     PyBuffer_Release(&view);
     return out;
-}
-
-/* crc_walk(buf, pos) -> (positions, next, header)
-
-   The frames that follow one another from buf[pos:] (each header checked as py_frame checks it),
-   walked without the GIL: `positions` (a list) holds the start of every complete one whose payload
-   CRC matches, so that frame(buf, p, prepared, True) need not compute it again (a long scan's
-   read-ahead thread walks each chunk it reads while the decoding thread decodes the one before).
-   `next`: where the first frame not complete in buf begins (len(buf) when none), or -1 where the walk
-   met something that is not a verified frame header (damage: the decoder's own checks take it from
-   there); `header`: that incomplete frame's total length when its header is in buf, else -1. */
-static PyObject *py_crc_walk(PyObject *self, PyObject *args) {
-    Py_buffer view;
-    Py_ssize_t pos;
-    if (!PyArg_ParseTuple(args, "y*n:crc_walk", &view, &pos))
-        return NULL;
-    const unsigned char *b = (const unsigned char *)view.buf;
-    Py_ssize_t cap = view.len / (FRAME_HEADER_SIZE + 4) + 1, n = 0, next = -1, total = -1;
-    Py_ssize_t *found = PyMem_Malloc((size_t)cap * sizeof(Py_ssize_t));
-    if (found == NULL) {
-        PyBuffer_Release(&view);
-        return PyErr_NoMemory();
-    }
-    Py_BEGIN_ALLOW_THREADS
-    while (pos >= 0) {
-        if (view.len - pos < FRAME_HEADER_SIZE) {
-            next = pos;
-            break;
-        }
-        const unsigned char *h = b + pos;
-        uint32_t length = le32(h + 4);
-        if (memcmp(h, "\xd7WTR", 4) != 0 || h[9] || h[10] || h[11] || length > MAX_PAYLOAD ||
-            crc_update(0, h, 12) != le32(h + 12))
-            break; /* next = -1 */
-        Py_ssize_t end = pos + FRAME_HEADER_SIZE + (Py_ssize_t)length + 4;
-        if (end > view.len) {
-            next = pos;
-            total = end - pos;
-            break;
-        }
-        if (crc_update(0, h + FRAME_HEADER_SIZE, length) == le32(h + FRAME_HEADER_SIZE + length))
-            found[n++] = pos;
-        pos = end;
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    PyObject *list = PyList_New(n);
-    if (list == NULL) {
-        PyMem_Free(found);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromSsize_t(found[i]);
-        if (v == NULL) {
-            Py_DECREF(list);
-            PyMem_Free(found);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, v);
-    }
-    PyMem_Free(found);
-    return Py_BuildValue("(Nnn)", list, next, total);
 }
 
 /* ---------------------------------------------------------------- the store's transposes
@@ -1193,10 +1128,8 @@ static PyMethodDef methods[] = {
     {"gather_counts", py_gather_counts, METH_VARARGS,
      "gather_counts(pieces, t, bins, perm): ([t, r, bins] narrowed, itemsize, each tensor's largest count)."},
     {"buffer", py_buffer, METH_O, "buffer(n): a bytearray of n bytes, not zeroed."},
-    {"frame", py_frame, METH_VARARGS, "frame(buf, pos, prepared, checked=False): (end, type, payload | None) of "
-                                      "the verified frame at buf[pos:], or None (checked: its payload CRC was)."},
-    {"crc_walk", py_crc_walk, METH_VARARGS, "crc_walk(buf, pos): (starts of the frames from pos whose payload CRC "
-                                            "matches, where the first incomplete one begins or -1, its length or -1)."},
+    {"frame", py_frame, METH_VARARGS, "frame(buf, pos, prepared): (end, type, payload | None) of the verified "
+                                      "frame at buf[pos:], or None."},
     {NULL, NULL, 0, NULL},
 };
 
