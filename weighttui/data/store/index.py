@@ -937,6 +937,19 @@ def _repair(run: RunState, group: Group, path: str):
     return on_damage
 
 
+def _add_snapshot(kinds: dict[str, KindColumns], run: RunState, row: int, s) -> None:
+    """A snapshot read back from the log into a group's fresh columns (its samples with the weights)."""
+    cols, slen = run.cols_of(s.ids)
+    for k in KINDS:
+        block = getattr(s, k)
+        if block is None:
+            continue
+        if k == "weights" and s.sample is not None and slen is not None:
+            kinds[k].add(row, cols, block, s.sample, slen)
+        else:
+            kinds[k].add(row, cols, block)
+
+
 def _rederive(run: RunState, g: Group, path: str) -> Group:
     """A group whose index file is damaged, built again from the log's snapshot frames."""
     kinds = {k: KindColumns(k) for k in KINDS}
@@ -949,15 +962,7 @@ def _rederive(run: RunState, g: Group, path: str) -> Group:
             s = snapshot_at(fd, run, row)
             if s is None:
                 continue
-            cols, slen = run.cols_of(s.ids)
-            for k in KINDS:
-                block = getattr(s, k)
-                if block is None:
-                    continue
-                if k == "weights" and s.sample is not None and slen is not None:
-                    kinds[k].add(row, cols, block, s.sample, slen)
-                else:
-                    kinds[k].add(row, cols, block)
+            _add_snapshot(kinds, run, row, s)
     finally:
         os.close(fd)
     segs = {k: kc.seal(g.row0, g.row1, k == "weights") for k, kc in kinds.items()}
@@ -993,15 +998,7 @@ def _rescanned(run: RunState, g: Group, path: str) -> Group | None:
                 return None
             if not holds_row(run, row, s):
                 return None
-            cols, slen = run.cols_of(s.ids)
-            for k in KINDS:
-                block = getattr(s, k)
-                if block is None:
-                    continue
-                if k == "weights" and s.sample is not None and slen is not None:
-                    kinds[k].add(row, cols, block, s.sample, slen)
-                else:
-                    kinds[k].add(row, cols, block)
+            _add_snapshot(kinds, run, row, s)
             row += 1
             if row == g.row1:
                 break
