@@ -518,3 +518,101 @@ def test_scalars_payloads_agree():
                 del b[at:at + r.randrange(1, 4)]
         taken += _scalars_agree(bytes(b))
     assert taken > 200
+
+
+def _light_as(a, b) -> bool:
+    """Whether a light record's array `a` (records.Omitted where the usual dtypes let it) stands for b."""
+    from weighttui.log.records import Omitted
+
+    if type(a) is Omitted:
+        return b is not None and a.shape == b.shape and a.dtype == b.dtype and a.nbytes == b.nbytes \
+            and a.size == b.size
+    return _same_array(a, b)
+
+
+def _light_agrees(full_tuple, light_tuple) -> bool:
+    """parse_prepared of a light decode: the full decode's record (or its InvalidRecord, the same
+    message), its usual histograms and sample as Omitted stand-ins of their shapes; True if it left any."""
+    from weighttui.log.records import Omitted
+
+    try:
+        want = parse_prepared(full_tuple, TENSORS, {})
+    except InvalidRecord as exc:
+        with pytest.raises(InvalidRecord) as got:
+            parse_prepared(light_tuple, TENSORS, {})
+        assert str(got.value) == str(exc)
+        return False
+    got = parse_prepared(light_tuple, TENSORS, {})
+    assert (got.step, got.epoch, got.batch, got.time) == (want.step, want.epoch, want.batch, want.time) \
+        or math.isnan(want.time)
+    assert _same_array(got.ids, want.ids) and _light_as(got.sample, want.sample)
+    left = type(got.sample) is Omitted
+    for k, raw in zip(("weights", "delta", "grad", "optim"), full_tuple[5:9], strict=True):
+        a, b = getattr(got, k), getattr(want, k)
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        assert a.names == b.names and _same_array(a.stats, b.stats)
+        assert (a.hist is None) == (b.hist is None)
+        if a.hist is not None:
+            assert all(_light_as(x, y) for x, y in zip(a.hist, b.hist, strict=True))
+            # only float64 edges with uint32 counts are left out (nothing to convert or range-check)
+            lo, hi, counts = raw[2]  # (as the payload has them)
+            assert (type(a.hist[2]) is Omitted) == (lo.dtype == hi.dtype == np.float64 and counts.dtype == np.uint32)
+            left = left or type(a.hist[2]) is Omitted
+    if want.sample is not None:
+        assert (type(got.sample) is Omitted) == (full_tuple[9].dtype == np.float32)
+    return left
+
+
+def test_light_decoding_leaves_out_only_the_usual_histograms_and_samples():
+    """snapshot(body, True) and frame(buf, pos, 2): the same record as the full decode, or the same
+    InvalidRecord, but with the usual histograms and samples as records.Omitted (no data copied)."""
+    assert _frames is not None
+    from weighttui.log.format import encode_frame_bytes
+
+    rng = np.random.default_rng(8)
+    left = 0
+    for name, body, fast in _variants(rng):
+        full, light = _frames.snapshot(body), _frames.snapshot(body, True)
+        assert (full is None) == (light is None) == (not fast), name
+        if full is None:
+            continue
+        left += _light_agrees(full, light)
+        frame = encode_frame_bytes(FrameType.SNAPSHOT, body)
+        end, ftype, framed = _frames.frame(frame, 0, 2)
+        assert (end, ftype) == (len(frame), FrameType.SNAPSHOT)
+        _light_agrees(full, framed)
+        if _python(body)[0] == "record":
+            assert _same_record(parse_prepared(_frames.frame(frame, 0, 1)[2], TENSORS), parse_prepared(full, TENSORS))
+        assert _frames.frame(frame, 0, 0)[2] is None
+    assert left > 10
+
+
+def test_a_light_read_is_the_same_with_and_without_the_decoder(tmp_path, monkeypatch):
+    """index_histograms=False (`weighttui info`: the C decoder's light scan leaves histograms and samples
+    in their frames) with the C decoder, with only its frame checks, and in Python: the same run as a
+    read without an index, and so is the full reader after it (which indexes them)."""
+    assert _frames is not None
+    from weighttui.data.run import RunData
+    from weighttui.data.store import columns as store_columns
+    from weighttui.data.store import index as store_index
+
+    monkeypatch.setattr(store_index, "MIN_LOG_BYTES", 0)
+    monkeypatch.setattr(store_columns, "SEAL_ENTRIES", 40)
+    monkeypatch.setattr(store_index, "SEAL_ENTRIES", 40)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    log = _recorded_log(str(tmp_path / "rec.wtui"), snapshots=45)
+    want = _summary(_store(log, "python", monkeypatch))
+    for mode in ("python", "frames", "c"):
+        path = tmp_path / mode / "rec.wtui"
+        path.parent.mkdir()
+        path.write_bytes(open(log, "rb").read())
+        _store(str(path), mode, monkeypatch)  # (sets the decoders of the mode)
+        light = RunData(str(path), index_histograms=False)
+        light.refresh()
+        assert light.index_path is not None
+        assert _summary(light) == want, mode
+        full = RunData(str(path))
+        full.refresh()
+        assert _summary(full) == want, mode

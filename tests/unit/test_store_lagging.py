@@ -313,3 +313,90 @@ def test_light_and_full_builders_and_fillers_at_once_in_separate_processes(tmp_p
     names = set(json.loads((index_dir(path) / "manifest.json").read_text())["files"])
     left = {p.name for p in index_dir(path).iterdir() if p.suffix in (".seg", ".bin") or p.name.startswith(".tmp-")}
     assert left == names
+
+
+def _snapshot_ends(path) -> list[int]:
+    """Where each snapshot frame of the log ends."""
+    from weighttui.log.format import FrameType
+    from weighttui.log.reader import ScanState, scan_frames
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return [f.offset + f.size for f in scan_frames(fd, ScanState(), os.fstat(fd).st_size)
+                if getattr(f, "type", None) == FrameType.SNAPSHOT]
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def restores(monkeypatch):
+    """The pieces fromlog.restore_tail found with records.Omitted stand-ins, per call."""
+    from weighttui.data.store import fromlog
+    from weighttui.log.records import Omitted
+
+    calls: list[int] = []
+    real = fromlog.restore_tail
+
+    def spy(fd, run):
+        calls.append(sum(type(p.get("counts")) is Omitted or type(p.get("samples")) is Omitted
+                         for kc in run.kinds.values() for p in kc.tail))
+        return real(fd, run)
+
+    monkeypatch.setattr(store_index, "restore_tail", spy)
+    return calls
+
+
+def test_a_light_scan_extending_a_small_group_reads_its_tail_back(indexed, restores):
+    """A light read (index_histograms=False: the scan leaves the usual histograms and samples in their
+    frames, records.Omitted) that extends an index whose last group is small rewrites that group with
+    its new rows and their histograms: those are read back from the log (fromlog.restore_tail), and the
+    run, the index and every later reader are as a read without an index gives them."""
+    from weighttui.log import format as fmt
+
+    path = indexed / "run.wtui"
+    write_run(path, 30)
+    whole = path.read_bytes()
+    ends = _snapshot_ends(path)
+    for cut in (ends[1], ends[3], len(whole)):  # 2 snapshots (a small group), 2 more (its rows again), the rest
+        if cut == ends[1]:
+            path.write_bytes(whole[:cut])
+        else:  # the log grows (the same file)
+            with open(path, "ab") as fh:
+                fh.write(whole[path.stat().st_size:cut])
+        want = digest(weighttui.open(path, cache=False))
+        assert digest(weighttui.open(path, index_histograms=False)) == want, cut
+    if fmt.frame_at is not None:  # (the C decoder makes the light scan's stand-ins)
+        assert restores and max(restores) > 0
+    assert digest(weighttui.open(path, index_histograms=False)) == want
+    assert digest(weighttui.open(path)) == want  # (indexes the histograms)
+    assert digest(weighttui.open(path)) == want
+
+
+def test_a_light_scan_whose_tail_is_queried_unsealed_reads_it_back(indexed, restores, monkeypatch):
+    """A light read whose index is not saved (the tail stays unsealed): a query of the tail reads its
+    histograms and samples back; a tail frame that no longer reads back as its snapshot gives no
+    histogram and NaN samples there (as a FromLog read), never wrong values."""
+    from weighttui.data.store import fromlog
+    from weighttui.log import format as fmt
+
+    path = indexed / "run.wtui"
+    write_run(path, 30)
+    want = digest(weighttui.open(path, cache=False))
+    monkeypatch.setattr(store_index, "save_index", lambda *a, **k: None)
+    light = weighttui.open(path, index_histograms=False)
+    assert digest(light) == want
+    if fmt.frame_at is None:
+        return
+    assert restores and max(restores) > 0
+    real = fromlog.snapshot_at
+    monkeypatch.setattr(fromlog, "snapshot_at",
+                        lambda fd, run, row: None if row == run.rows - 1 else real(fd, run, row))
+    gone = weighttui.open(path, index_histograms=False)
+    last = gone.steps[-1]
+    for name in gone.tensor_names:
+        steps, _lo, _hi, _counts = gone.histograms(name, "weights")
+        assert last not in steps.tolist()
+        s, v = gone.samples(name)
+        if s.size and s[-1] == last:
+            assert np.isnan(v[-1]).all()
+    assert any(gone.histograms(name, "weights")[0].size for name in gone.tensor_names)

@@ -270,10 +270,13 @@ class RunData:
                 store.spill.reading = fd
             # (no cyclic GC while frames are applied: a big log makes millions of small objects, none in
             # a cycle, and the collector kept walking the store's growing tail)
+            # (a Spiller that leaves histograms and samples in the log: the scan does not copy them out of
+            # the frames - records.Omitted; the tail reads them back if it is ever sealed with them)
+            light = isinstance(store.spill, store_index.Spiller) and not store.spill.histograms
             gc_on = gc.isenabled()
             gc.disable()
             try:
-                for item in scan_frames(fd, store.scan, st.st_size, prepared=True):
+                for item in scan_frames(fd, store.scan, st.st_size, prepared=True, light=light):
                     store.apply(item)
             finally:
                 if gc_on:

@@ -246,7 +246,7 @@ class FrameDecoder:
     """
 
     def __init__(self, start_offset: int, *, resyncing: bool = False, file_start: bool = False,
-                 search: int | None = None, prepared: bool = False):
+                 search: int | None = None, prepared: bool = False, light: bool = False):
         if file_start and start_offset != 0:
             raise ValueError("a file's start is at offset 0")
         self._buf = bytearray()
@@ -262,7 +262,10 @@ class FrameDecoder:
         self._search_at = 0  # "search": bytes of the buffer already searched
         self._maybe = False  # "search": the buffer ends inside what may become a header
         self.version: int | None = None  # the file header's format version, once read
-        self._prepared = prepared and decode_snapshot is not None and decode_scalars is not None
+        # (frame_at's `prepared`: 0, 1, or 2 - light: a snapshot's usual histograms and sample come as
+        # records.Omitted stand-ins, their data not copied; for a store that leaves them in the log)
+        self._prepared = (2 if light else 1) if prepared and decode_snapshot is not None \
+            and decode_scalars is not None else 0
         self._frame = frame_at
 
     @property

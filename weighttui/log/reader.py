@@ -52,7 +52,8 @@ class ScanState:
         return 0 if self.resyncing or self.offset == 0 else self.pending
 
 
-def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK, prepared: bool = False):
+def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK, prepared: bool = False,
+                light: bool = False):
     """Frames and corruptions of the file `fd` from `state.offset` up to `size`.
 
     Every reader goes through this (or through FrameDecoder, its engine, when it
@@ -61,9 +62,12 @@ def scan_frames(fd: int, state: ScanState, size: int, *, chunk: int = READ_CHUNK
     file header and a damaged start (FrameDecoder's file_start). `state` is
     updated when the generator is exhausted; reading never writes. Raises
     LogFormatError for a file that is not a log or is too new. prepared: snapshot payloads may come as
-    format.decode_snapshot's tuples (for store.builder, which reads both; FrameDecoder).
+    format.decode_snapshot's tuples (for store.builder, which reads both; FrameDecoder); light (with
+    prepared): their usual histograms and samples as records.Omitted stand-ins, for a store that leaves
+    them in the log (FrameDecoder).
     """
-    dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0, prepared=prepared)
+    dec = FrameDecoder(state.offset, resyncing=state.resyncing, file_start=state.offset == 0, prepared=prepared,
+                       light=light)
     read_at = state.offset
     # A long scan reads its next chunk on another thread while this one's frames are decoded
     # (os.preadv runs without the GIL: the copy out of the page cache overlaps the decoding), into a

@@ -377,10 +377,37 @@ def parse_snapshot(p: dict, tensors: dict, checked: dict | None = None) -> Snaps
     )
 
 
+class Omitted:
+    """An array a light decode left in its frame (format.decode_snapshot(body, light=True)): its shape and
+    dtype, no values. A histogram of float64 edges and uint32 counts, a float32 sample: what a reader that
+    leaves them in the log (`weighttui info`, data/store/index.Spiller(histograms=False)) never reads."""
+
+    __slots__ = ("shape", "dtype", "size", "nbytes")
+
+    def __init__(self, shape: tuple, dtype):
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.size = math.prod(shape)
+        self.nbytes = self.size * self.dtype.itemsize
+
+
+_OMITTED: dict[tuple, Omitted] = {}  # (shape, dtype char) -> the one stand-in (they hold nothing to change)
+
+
+def omitted(shape: tuple, dtype) -> Omitted:
+    key = (shape, dtype)
+    hit = _OMITTED.get(key)
+    if hit is None:
+        hit = Omitted(shape, dtype)
+        if len(_OMITTED) < 1024:
+            _OMITTED[key] = hit
+    return hit
+
+
 def parse_prepared(p: tuple, tensors: dict, checked: dict | None = None) -> SnapshotRecord:
     """parse_snapshot for what format.decode_snapshot made of a snapshot payload: the same record,
     the same InvalidRecord. decode_snapshot has checked everything that does not need the run's
-    tensors (log/native/frames.c); what is left is checked here in parse_snapshot's order."""
+    tensors (log/native/frames.c); what is left is checked here in parse_snapshot's order. A light
+    decode's histograms and sample (ints: their bins, its size) become Omitted stand-ins."""
     step, epoch, batch, time, (ids_dtype, _shape, ids_data), weights, delta, grad, optim, sample = p
     key = ids_data + ids_dtype.encode()  # (ids.tobytes() + ids.dtype.str.encode(), as parse_snapshot)
     hit = None if checked is None else checked.get(key)
@@ -393,6 +420,8 @@ def parse_prepared(p: tuple, tensors: dict, checked: dict | None = None) -> Snap
         if checked is not None:
             checked[key] = hit
     expected, ids64 = hit
+    if type(sample) is int:
+        sample = omitted((sample,), "f")
     if sample is not None and sample.size != expected:
         raise InvalidRecord(f"sample has {sample.size} values, expected {expected}")
     w = _prepared_block(weights, "weights")
@@ -411,7 +440,11 @@ _F8 = np.dtype(np.float64)
 
 def _prepared_block(b: tuple, what: str) -> BlockRecord:
     names, stats, hist, maybe_nan = b
-    if hist is not None:
+    if type(hist) is int:  # a light decode's: float64 edges, uint32 counts, left in the frame
+        t = stats.shape[0]
+        edges = omitted((t,), "d")
+        hist = (edges, edges, omitted((t, hist), _U32_CHAR))
+    elif hist is not None:
         lo, hi, counts = hist
         if counts.dtype.char != _U32_CHAR and counts.size:
             if counts.min() < 0 or counts.max() >= 2**32:

@@ -22,6 +22,7 @@ from weighttui.log.records import (
     EndRecord,
     EventRecord,
     InvalidRecord,
+    Omitted,
     RunRecord,
     ScalarsRecord,
     TensorInfo,
@@ -134,6 +135,9 @@ class RunState:
         self._cols_last: tuple | None = None  # (ids array, cols_of's answer) of the last snapshot
         self._ids_checked: dict[bytes, int] = {}
         self.version = 0  # bumped whenever rows or segments change
+        # some tail piece holds records.Omitted stand-ins (a light scan: histograms and samples left in the
+        # log): a merge that keeps them reads them back first (spill.restore_tail)
+        self.omits = False
 
     # -- counts
 
@@ -196,6 +200,9 @@ class RunState:
             why = kc.check_bins(block)
             if why:
                 raise InvalidRecord(why)
+        if not self.omits and (type(s.sample) is Omitted
+                                or any(b.hist is not None and type(b.hist[2]) is Omitted for _kc, b in present)):
+            self.omits = True
         cols, slen = self.cols_of(s.ids)
         row = steps.n
         rows = np.empty(cols.size, dtype=_I32)  # (one for every kind of the snapshot; np.full costs 3x)
@@ -229,11 +236,14 @@ class RunState:
             group = self.spill(self, row0, row1, {kind: kc.take(row0, row1, kind == "weights")
                                                   for kind, kc in self.kinds.items()})
         else:
+            if self.omits:  # (sealed with its histograms and samples: read back what a light scan left)
+                self.spill.restore_tail(self)
             group = Group(row0, row1, {kind: kc.seal(row0, row1, kind == "weights",
                                                      prev.kinds.get(kind) if prev else None)
                                        for kind, kc in self.kinds.items()})
         self.groups.append(group)
         self.sealed_rows = row1
+        self.omits = False
         self.version += 1
 
     def sealed(self, kind: str) -> list[Segment]:
@@ -242,6 +252,8 @@ class RunState:
     def segment_list(self, kind: str) -> list[Segment]:
         """Sealed segments of a kind and the tail as one more, in row order."""
         out = self.sealed(kind)
+        if self.omits:
+            self.spill.restore_tail(self)
         tail = self.kinds[kind].tail_segment(self.sealed_rows, self.steps.n, kind == "weights")
         if tail is not None:
             out.append(tail)

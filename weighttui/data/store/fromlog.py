@@ -32,7 +32,7 @@ import numpy as np
 
 from weighttui.log.format import FrameType
 from weighttui.log.reader import read_frame_at
-from weighttui.log.records import InvalidRecord, parse_prepared, parse_snapshot
+from weighttui.log.records import InvalidRecord, Omitted, SnapshotRecord, parse_prepared, parse_snapshot
 
 from .builder import Group, RunState
 from .columns import Const, FromLog, KindColumns, Segment, _narrow, compact, count_dtype, merge
@@ -157,6 +157,42 @@ def snapshot_at(fd: int, run: RunState, row: int):
     except (InvalidRecord, ValueError, TypeError, OverflowError):
         return None
     return s if holds_row(run, row, s) else None
+
+
+def restore_tail(fd: int, run: RunState) -> None:
+    """The histograms and samples a light scan left in the log (records.Omitted in the tail's pieces),
+    read back from their frames (`fd`): for a merge that keeps them (a small last group rewritten with
+    its histograms, a query of the tail). Where a frame no longer reads back as its row's snapshot
+    (or no longer has them) they are absent - NaN edges and no counts, NaN samples - as FromLog reads
+    them, never another snapshot's."""
+    again: dict[int, SnapshotRecord | None] = {}  # row -> its snapshot read again (None: not readable as it)
+    for kind, kc in run.kinds.items():
+        tail = []
+        for p in kc.tail:
+            counts, samples = p.get("counts"), p.get("samples")
+            if type(counts) is not Omitted and type(samples) is not Omitted:
+                tail.append(p)
+                continue
+            row = int(p["rows"][0])
+            if row not in again:
+                again[row] = snapshot_at(fd, run, row)
+            got = again[row]
+            s = got if got is not None and np.array_equal(run.cols_of(got.ids)[0], p["cols"]) else None
+            p = dict(p)  # (pieces are never changed in place)
+            if type(counts) is Omitted:
+                block = None if s is None else getattr(s, kind)
+                hist = None if block is None else block.hist
+                del p["lo"], p["hi"], p["counts"]
+                if hist is not None and hist[2].shape == counts.shape:
+                    p["lo"], p["hi"], p["counts"] = hist
+            if type(samples) is Omitted:
+                sample = None if s is None else s.sample
+                p["samples"] = sample if sample is not None and sample.size == samples.size \
+                    else np.full(samples.size, np.nan, np.float32)
+            tail.append(p)
+        kc.tail = tail
+        kc._tail_seg = None
+    run.omits = False
 
 
 def holds_row(run: RunState, row: int, s) -> bool:

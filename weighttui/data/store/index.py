@@ -69,7 +69,7 @@ from .columns import (
     Uniform,
     sealed_segment,
 )
-from .fromlog import LogSource, _Back, holds_row, lagging_segment, snapshot_at
+from .fromlog import LogSource, _Back, holds_row, lagging_segment, restore_tail, snapshot_at
 
 # 2: stand-ins for what a segment holds in less space (columns.compact); 3: events keep a nan_origin
 # event's where/index (an older index lost them: rebuilt); 4: a group's histograms and samples may be
@@ -546,6 +546,11 @@ class Spiller:
         g = Group(row0, row1, kinds)
         self._pending.append((pool.submit(self._write, g, name), run, g))
         return g
+
+    def restore_tail(self, run: RunState) -> None:
+        """What a light scan (histograms=False: run.py reads with scan_frames(light=True)) left of the
+        tail's histograms and samples in the log, read back (fromlog.restore_tail)."""
+        restore_tail(self.source._log(), run)
 
     def _write(self, g: Group, name: str):
         """(ref, None) once the group's file is written under its temporary name, or (None, the error)."""

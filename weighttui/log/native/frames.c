@@ -5,9 +5,9 @@
  * per snapshot (msgpack's dicts, then seven array maps and three blocks checked
  * field by field). This reads the same msgpack bytes in one call.
  *
- *   snapshot(body) -> tuple | None
+ *   snapshot(body, light=False) -> tuple | None  (light: a usual histogram as its bins, a sample as its size)
  *   scalars(body) -> (step, epoch, time, values) | None           (a scalars payload: py_scalars)
- *   frame(buf, pos, prepared) -> (end, type, payload | None) | None   (one verified frame: py_frame)
+ *   frame(buf, pos, prepared) -> (end, type, payload | None) | None   (one verified frame: py_frame; 2: light)
  *   gather_blocks / gather_columns / gather_counts: the store's row-to-tensor transposes (below)
  *
  * It is conservative: it returns a tuple only for a payload that msgpack decodes
@@ -520,8 +520,15 @@ static int block_fits(const blk *b, Py_ssize_t t) {
     return 1;
 }
 
+/* light decoding (snapshot(body, True), frame(buf, pos, 2)): a histogram of the usual dtypes (float64
+   edges, uint32 counts: nothing records.py would convert or range-check) is given as its number of bins,
+   a float32 sample as its number of values - no copy of their data. For a reader that leaves them in the
+   log (`weighttui info`: data/store/index.Spiller(histograms=False)); records.parse_prepared gives
+   records.Omitted stand-ins for them. */
+static int dtype_is(const arr *a, const char *name) { return strcmp(DTYPES[a->dtype].name, name) == 0; }
+
 /* the block as a new tuple; NULL with no error set: a name is not UTF-8 (msgpack refuses that) */
-static PyObject *block_obj(const blk *b, const unsigned char *end) {
+static PyObject *block_obj(const blk *b, const unsigned char *end, int light) {
     PyObject *names = PyList_New(b->nnames);
     if (names == NULL)
         return NULL;
@@ -540,7 +547,9 @@ static PyObject *block_obj(const blk *b, const unsigned char *end) {
         PyList_SET_ITEM(names, j, u);
     }
     PyObject *hist;
-    if (b->has_hist) {
+    if (b->has_hist && light && dtype_is(&b->lo, "<f8") && dtype_is(&b->hi, "<f8") && dtype_is(&b->counts, "<u4")) {
+        hist = PyLong_FromSsize_t(b->counts.dims[1]);
+    } else if (b->has_hist) {
         hist = Py_BuildValue("(NNN)", array_obj(&b->lo), array_obj(&b->hi), array_obj(&b->counts));
     } else {
         Py_INCREF(Py_None);
@@ -563,11 +572,9 @@ static PyObject *int_or_none(int has, int64_t v) {
     return PyLong_FromLongLong(v);
 }
 
-static PyObject *py_snapshot(PyObject *self, PyObject *arg) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    cur c = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
+/* snapshot() of the payload buf[0:len] (light: see block_obj) */
+static PyObject *snapshot_of(const unsigned char *buf, Py_ssize_t len, int light) {
+    cur c = {buf, buf + len};
     blk blocks[NKEYS];
     int has_block[NKEYS] = {0};
     int64_t step = 0, epoch = 0, batch = 0;
@@ -660,7 +667,7 @@ static PyObject *py_snapshot(PyObject *self, PyObject *arg) {
         if (!has_block[j]) {
             Py_INCREF(Py_None);
             objs[j] = Py_None;
-        } else if ((objs[j] = block_obj(&blocks[j], c.end)) == NULL) {
+        } else if ((objs[j] = block_obj(&blocks[j], c.end, light)) == NULL) {
             goto done;
         }
     }
@@ -668,7 +675,11 @@ static PyObject *py_snapshot(PyObject *self, PyObject *arg) {
         time = 0.0;
     {
         PyObject *sample_obj;
-        if (has_sample) {
+        if (has_sample && light && dtype_is(&sample, "<f4")) {
+            sample_obj = PyLong_FromSsize_t(sample.dims[0]);
+            if (sample_obj == NULL)
+                goto done;
+        } else if (has_sample) {
             sample_obj = array_obj(&sample);
             if (sample_obj == NULL)
                 goto done;
@@ -683,12 +694,21 @@ static PyObject *py_snapshot(PyObject *self, PyObject *arg) {
 done:
     for (int j = 0; j < NKEYS; j++)
         Py_XDECREF(objs[j]);
-    PyBuffer_Release(&view);
     if (result != NULL)
         return result;
     if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *py_snapshot(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    int light = 0;
+    if (!PyArg_ParseTuple(args, "y*|p:snapshot", &view, &light))
+        return NULL;
+    PyObject *out = snapshot_of((const unsigned char *)view.buf, view.len, light);
+    PyBuffer_Release(&view);
+    return out;
 }
 
 /* scalars(body) -> (step, epoch | None, time, {name: float}) | None: a scalars payload of the usual
@@ -809,8 +829,8 @@ static uint32_t le32(const unsigned char *p) {
 static PyObject *py_frame(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
-    int prepared;
-    if (!PyArg_ParseTuple(args, "y*np:frame", &view, &pos, &prepared))
+    int prepared; /* 0: no payload decoded, 1: a snapshot's or scalars', 2: the same, light (block_obj) */
+    if (!PyArg_ParseTuple(args, "y*ni:frame", &view, &pos, &prepared))
         return NULL;
     PyObject *out = NULL;
     const unsigned char *b = (const unsigned char *)view.buf;
@@ -837,11 +857,15 @@ static PyObject *py_frame(PyObject *self, PyObject *args) {
         goto none;
     PyObject *payload = NULL;
     if (prepared && (h[8] == 3 || h[8] == 4)) { /* a snapshot, or its scalars */
-        PyObject *mv = PyMemoryView_FromMemory((char *)body, length, PyBUF_READ);
-        if (mv == NULL)
-            goto done;
-        payload = h[8] == 3 ? py_snapshot(NULL, mv) : py_scalars(NULL, mv);
-        Py_DECREF(mv);
+        if (h[8] == 3) {
+            payload = snapshot_of(body, length, prepared == 2);
+        } else {
+            PyObject *mv = PyMemoryView_FromMemory((char *)body, length, PyBUF_READ);
+            if (mv == NULL)
+                goto done;
+            payload = py_scalars(NULL, mv);
+            Py_DECREF(mv);
+        }
         if (payload == NULL)
             goto done;
     } else {
@@ -1119,7 +1143,9 @@ static PyObject *py_buffer(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"snapshot", py_snapshot, METH_O, "snapshot(body): the common snapshot payload decoded, or None."},
+    {"snapshot", py_snapshot, METH_VARARGS,
+     "snapshot(body, light=False): the common snapshot payload decoded, or None (light: histograms and a "
+     "sample of the usual dtypes as their sizes)."},
     {"scalars", py_scalars, METH_O, "scalars(body): (step, epoch, time, values) of a usual scalars payload, or None."},
     {"configure", py_configure, METH_VARARGS,
      "configure(numpy.frombuffer, {dtype string: numpy dtype}): snapshot() gives numpy arrays from then on."},
