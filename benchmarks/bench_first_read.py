@@ -8,7 +8,7 @@ mode info: `python -m weighttui.cli info --json LOG` (the first `info`); mode op
 start). --then-open (mode info): after each first `info`, the open above twice more on the index
 it left (since session 5 that index holds statistics only: the first open indexes the histograms
 it reads, docs/store.md "Fifth round"), each timed as its own row. Each CHECKOUT is put first
-on PYTHONPATH (build its extensions and compile its bytecode first); the cwd is outside them.
+on PYTHONPATH (build its extensions first; its bytecode is compiled here); the cwd is outside them.
 Prints min and median per checkout and the load average: on a loaded machine compare the CPU
 columns (docs/store.md, "Fourth round").
 """
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from childproc import compile_bytecode
 
 OPEN = ("import sys, weighttui; d = weighttui.open(sys.argv[1]); n = d.tensor_names[len(d.tensor_names) // 2]; "
         "d.series(n, 'norm'); d.histograms(n)")
@@ -52,6 +54,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     log = os.path.abspath(args.log)
     checkouts = [os.path.abspath(c) for c in args.checkouts.split(",")]
+    for c in checkouts:
+        compile_bytecode(c)
     cache = tempfile.mkdtemp(prefix="bench_first_read-")
     load0 = os.getloadavg()[0]
     res: dict[str, list] = {}

@@ -37,6 +37,7 @@ import textwrap
 import time
 
 from bench_scale import WRITER  # the live writer: precomputed blocks at a fixed rate
+from childproc import compile_bytecode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -215,6 +216,7 @@ def measured(args, env=None) -> dict:
 
 
 def env_for(pythonpath: str, cache_home: str) -> dict:
+    compile_bytecode(pythonpath)  # (quick when it is there already)
     return dict(os.environ, PYTHONPATH=pythonpath, XDG_CACHE_HOME=cache_home)
 
 
