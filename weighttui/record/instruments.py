@@ -272,7 +272,10 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
     assignment (numpy, torch).
 
     Returns (sigma, bound, the top p Ritz vectors (n x p, unit), steps taken); NaN sigma (and v back)
-    where W is not finite."""
+    where W is not finite. With p = 1 and no step taken, the vector returned is z / |z| (z = W^T W v, made
+    anyway): one power step past v. A kept vector near a singular vector that is no longer the top one
+    (the top two crossed) always looks converged, as its bound has no second Ritz value to take the gap
+    from; the power step lets the new top direction grow in it (docs/instruments.md "Known limit")."""
     n, p = v.shape
     steps = max(0, min(steps, n - p))  # the basis cannot outgrow the space
     cast = (lambda a, ref: np.asarray(a, dtype=ref.dtype)) if like is None else like
@@ -303,6 +306,10 @@ def lanczos(apply, v, z=None, *, steps: int, tol: float = SIGMA_TOL, host=np.asa
         r = zk @ sk - x * top
         bound = lanczos_bound(lam, norm(r))
         if not bound > tol or k - p >= steps:
+            if k == p == 1:  # no step: z / |z| to start from next time, not v (the docstring's power step)
+                nz = norm(zk)
+                if nz > 0:
+                    return math.sqrt(top), bound, zk / nz, 0
             break
         q = r - vk @ (vk.T @ r)
         q = q - vk @ (vk.T @ q)  # twice: in float32 the basis stays orthogonal to ~1e-7
