@@ -207,11 +207,7 @@ class RunState:
         row = steps.n
         rows = np.empty(cols.size, dtype=_I32)  # (one for every kind of the snapshot; np.full costs 3x)
         rows.fill(row)
-        for kc, block in present:
-            if kc.kind == "weights" and s.sample is not None and slen is not None:
-                kc.add(row, cols, block, s.sample, slen, rows=rows)
-            else:
-                kc.add(row, cols, block, rows=rows)
+        add_blocks(present, row, cols, s.sample, slen, rows)
         steps.append(s.step)
         self.offsets.append(offset)
         self.epochs.append(-1 if s.epoch is None else s.epoch)
@@ -340,6 +336,16 @@ class LogIndex:
             self.corrupt(off, str(exc))
             return
         run.record_counts[_RECORD_NAME[ftype]] += 1
+
+
+def add_blocks(present, row: int, cols: np.ndarray, sample, slen, rows=None) -> None:
+    """One snapshot's blocks into their kinds' columns (`present`: (KindColumns, block) pairs; cols and
+    slen: RunState.cols_of its ids); the snapshot's sample goes with the weights block."""
+    for kc, block in present:
+        if kc.kind == "weights" and sample is not None and slen is not None:
+            kc.add(row, cols, block, sample, slen, rows=rows)
+        else:
+            kc.add(row, cols, block, rows=rows)
 
 
 _I32 = np.dtype(np.int32)

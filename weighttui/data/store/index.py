@@ -52,7 +52,7 @@ from weighttui.log.records import (
 from weighttui.log.schema import COLUMNS, KINDS
 from weighttui.log.worker import SharedWorker
 
-from .builder import Group, LogIndex, RunState, _Growing, event_from_json, event_to_json
+from .builder import Group, LogIndex, RunState, _Growing, add_blocks, event_from_json, event_to_json
 from .columns import (
     CRC_BLOCK,
     SEAL_ENTRIES,
@@ -945,14 +945,7 @@ def _repair(run: RunState, group: Group, path: str):
 def _add_snapshot(kinds: dict[str, KindColumns], run: RunState, row: int, s) -> None:
     """A snapshot read back from the log into a group's fresh columns (its samples with the weights)."""
     cols, slen = run.cols_of(s.ids)
-    for k in KINDS:
-        block = getattr(s, k)
-        if block is None:
-            continue
-        if k == "weights" and s.sample is not None and slen is not None:
-            kinds[k].add(row, cols, block, s.sample, slen)
-        else:
-            kinds[k].add(row, cols, block)
+    add_blocks([(kinds[k], block) for k in KINDS if (block := getattr(s, k)) is not None], row, cols, s.sample, slen)
 
 
 def _rederive(run: RunState, g: Group, path: str) -> Group:
