@@ -216,7 +216,7 @@ def measured(args, env=None) -> dict:
 
 
 def env_for(pythonpath: str, cache_home: str) -> dict:
-    compile_bytecode(pythonpath)  # (quick when it is there already)
+    compile_bytecode(pythonpath)  # (once per checkout)
     return dict(os.environ, PYTHONPATH=pythonpath, XDG_CACHE_HOME=cache_home)
 
 

@@ -39,4 +39,9 @@ def compile_bytecode(checkout: str) -> None:
     package has it, but where PYTHONDONTWRITEBYTECODE is set (some shells and CI images) every child
     would compile each module it imports again, ~0.1-0.15 s of a whole-process reading on a 2-core
     machine. compileall writes it whatever that variable says; Python reads it back either way."""
-    compileall.compile_dir(os.path.join(checkout, "weighttui"), quiet=1, workers=1)
+    if checkout not in _COMPILED:
+        compileall.compile_dir(os.path.join(checkout, "weighttui"), quiet=1, workers=1)
+        _COMPILED.add(checkout)
+
+
+_COMPILED: set[str] = set()  # the checkouts compile_bytecode compiled in this process (once is enough)
