@@ -179,6 +179,18 @@ def fit_cnn() -> keras.Model:
     return keras.Sequential(layers, name="cnn")
 
 
+def fit_mlp() -> keras.Model:
+    """The fit parts' 83k MLP (64-256-256-1), not compiled."""
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
+                             keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)], name="mlp")
+
+
+def fit_mlp_data() -> tuple[np.ndarray, np.ndarray]:
+    """The fit parts' data for fit_mlp: 4,096 samples of 64 features, a smooth regression target."""
+    x = np.random.default_rng(0).normal(size=(4096, 64)).astype("float32")
+    return x, (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+
+
 def part2(rounds: int, epochs: int, only: list[str] | str | None = None, model_kind: str = "mlp",
           controls: bool = False) -> None:
     rng = np.random.default_rng(0)
@@ -188,9 +200,8 @@ def part2(rounds: int, epochs: int, only: list[str] | str | None = None, model_k
         y = rng.integers(0, 10, size=n)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
-        n, batch = 4096, 64
-        x = rng.normal(size=(n, 64)).astype("float32")
-        y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+        x, y = fit_mlp_data()
+        n, batch = len(x), 64
         loss = "mse"
     batches = n // batch
     tmp = tempfile.mkdtemp()
@@ -198,8 +209,7 @@ def part2(rounds: int, epochs: int, only: list[str] | str | None = None, model_k
     def make() -> keras.Model:
         if model_kind == "cnn":
             return fit_cnn()
-        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                                 keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)], name="mlp")
+        return fit_mlp()
 
     def fit(kind: str) -> float:
         keras.utils.set_random_seed(0)
@@ -306,9 +316,7 @@ def part5_split(rounds: int, epochs: int) -> None:
     and every other thread (TF's, the writer). Interleaved rounds in one process, medians."""
     import collections
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4096, 64)).astype("float32")
-    y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+    x, y = fit_mlp_data()
     tmp = tempfile.mkdtemp()
     spent: collections.defaultdict = collections.defaultdict(float)
 
@@ -359,8 +367,7 @@ def part5_split(rounds: int, epochs: int) -> None:
                 return [End(), *mid, Begin()]
 
             keras.utils.set_random_seed(0)
-            model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                                      keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
+            model = fit_mlp()
             model.compile(keras.optimizers.Adam(1e-3), "mse")
             model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0, callbacks=make())  # traces
             cbs = make()
@@ -386,9 +393,7 @@ def part5_split(rounds: int, epochs: int) -> None:
 def part3_hooks(epochs: int, rounds: int) -> None:
     """The callback's own cost inside a real fit, on the training thread's CPU clock (steady under
     load, unlike a fit's total): its batch-end hook per recorded batch and per batch not recorded."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4096, 64)).astype("float32")
-    y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+    x, y = fit_mlp_data()
     tmp = tempfile.mkdtemp()
 
     class Timed(WeightCallback):
@@ -419,8 +424,7 @@ def part3_hooks(epochs: int, rounds: int) -> None:
         rows = []
         for _ in range(rounds):
             keras.utils.set_random_seed(0)
-            model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                                      keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
+            model = fit_mlp()
             model.compile(keras.optimizers.Adam(1e-3), "mse")
             cb = Timed(os.path.join(tmp, f"h{time.monotonic_ns()}.wtui"), every_batches=every, instruments=False)
             model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[cb])
@@ -481,14 +485,11 @@ def part4_parts(epochs: int, every: int) -> None:
     saved = [(owner, name, getattr(owner, name, None)) for owner, name, _l in parts]
     for owner, name, label in parts:
         wrap(owner, name, label)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4096, 64)).astype("float32")
-    y = (np.sin(x[:, :8]).sum(axis=1, keepdims=True)).astype("float32")
+    x, y = fit_mlp_data()
     tmp = tempfile.mkdtemp()
     try:
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                                  keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
+        model = fit_mlp()
         model.compile(keras.optimizers.Adam(1e-3), "mse")
         model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
                   callbacks=[WeightCallback(os.path.join(tmp, "warm.wtui"), every_batches=every, instruments=False)])
