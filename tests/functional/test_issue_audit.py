@@ -265,6 +265,8 @@ def test_weights_of_a_no_values_import_say_why_they_are_missing(tmp_path, capsys
     assert weighttui.open(str(out)).full_steps == []
     code, _, err = _cli(capsys, "export", str(out), "--format", "npz", "--epoch", "2", "--out", str(tmp_path / "w.npz"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--no-values" in err, err
+    with pytest.raises(KeyError, match="imported with --no-values"):  # and so does open() in a notebook
+        weighttui.open(str(out)).weights(epoch=2)
     assert _cli(capsys, "import", str(ck), "--out", str(out))[0] == 0  # --values is the default
     code, _, err = _cli(capsys, "export", str(out), "--format", "npz", "--epoch", "2", "--out", str(tmp_path / "w.npz"))
     assert code == 0, err

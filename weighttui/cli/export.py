@@ -261,11 +261,7 @@ def _export_weights(run: RunData, fmt: str, out: str, step, epoch, mode: int = 0
     try:
         weights = run.weights(step=step, epoch=epoch)
     except KeyError as exc:  # no values there: the message lists where they exist
-        message = exc.args[0] if exc.args else str(exc)
-        imported = (run.run.meta or {}).get("import") if run.run is not None else None
-        if isinstance(imported, dict) and imported.get("values") is False:
-            message += "; this run was imported with --no-values (import it again without it to keep them)"
-        raise CliError(message) from None
+        raise CliError(exc.args[0] if exc.args else str(exc)) from None  # (says when an import left them out)
     where = f"step {step}" if step is not None else f"epoch {epoch}"
     encoded = 0
     if fmt == "npz":

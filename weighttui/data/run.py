@@ -1104,6 +1104,20 @@ class RunData:
 
     # ------------------------------------------------------------ full values
 
+    @property
+    def imported_without_values(self) -> bool:
+        """Whether `weighttui import --no-values` wrote this run (so it holds no complete values by choice)."""
+        meta = getattr(self.run, "meta", None)
+        imported = meta.get("import") if isinstance(meta, dict) else None
+        return isinstance(imported, dict) and imported.get("values") is False
+
+    def _no_values_reason(self) -> str:
+        """Why weights() has nothing, with what would have kept the values for this kind of log."""
+        if self.imported_without_values:
+            return ("this log holds no complete tensor values: it was imported with --no-values "
+                    "(run `weighttui import` again without it to keep them)")
+        return "this log holds no complete tensor values (record with full_every or full_epochs)"
+
     def weights(self, step: int | None = None, epoch: int | None = None) -> dict[str, np.ndarray]:
         """Complete tensor values stored at a step (or the last step of an epoch).
 
@@ -1114,7 +1128,7 @@ class RunData:
         values = {} if run is None else run.values
         values_epoch = {} if run is None else run.values_epoch
         if not values:
-            raise KeyError("this log holds no complete tensor values (record with full_every or full_epochs)")
+            raise KeyError(self._no_values_reason())
         if step is not None and epoch is not None:
             raise ValueError("give step or epoch, not both")
         if epoch is not None:
