@@ -294,3 +294,21 @@ def test_refused_pickle_message_is_one_line_cut_at_a_word():
     inside = msg[msg.index("(") + 1: msg.index("), which")]
     assert inside.endswith("...") and inside[:-3].split()[-1] in long.split()  # a whole word before the cut
     assert "trust" not in msg and msg.endswith("(torch.save(model.state_dict(), path) or safetensors) to import them")
+
+
+def test_snapshot_times_are_when_the_checkpoints_were_written(tmp_path):
+    """A folder of last month's checkpoints keeps its timeline: each snapshot's time is its file's
+    modification time (so `info`'s span and the viewer's rate are the training's), not the import's."""
+    from safetensors.numpy import save_file
+
+    written = [1.7e9 + 3600.0 * k for k in range(3)]  # an hour apart, long ago
+    for k, m in enumerate(_models(), start=1):
+        path = tmp_path / f"epoch_{k}.safetensors"
+        save_file(m, str(path))
+        os.utime(path, (written[k - 1], written[k - 1]))
+    for values in (True, False):  # the per-checkpoint path and the chains
+        out = str(tmp_path / f"run{values}.wtui")
+        import_source(str(tmp_path), out, values=values)
+        run = weighttui.open(out)
+        assert list(run.epochs) == [1, 2, 3]
+        assert run.times.tolist() == pytest.approx(written, abs=1e-3)

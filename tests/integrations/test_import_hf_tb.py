@@ -60,3 +60,21 @@ def test_tensorboard_histograms_and_scalars(tmp_path):
     assert mx == pytest.approx([data[s].max() for s in steps])
     steps, loss = run.scalars("loss")
     assert list(steps) == [0, 10, 20, 35]
+
+
+def test_tensorboard_wall_times_are_the_snapshots_times(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    rng = np.random.default_rng(1)
+    w = SummaryWriter(str(tmp_path / "tb"))
+    logged = {step: 1.6e9 + 60.0 * step for step in (0, 5, 10)}  # when training logged them
+    for step, wall in logged.items():
+        w.add_histogram("fc/weight", rng.standard_normal(100), step, walltime=wall)
+        w.add_histogram("fc/bias", rng.standard_normal(10), step, walltime=wall + 0.5)
+    w.close()
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path / "tb"), out)
+    run = weighttui.open(out)
+    assert list(run.steps) == [0, 5, 10]
+    assert run.times.tolist() == pytest.approx([logged[s] + 0.5 for s in (0, 5, 10)])  # the step's last value

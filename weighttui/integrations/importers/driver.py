@@ -39,7 +39,7 @@ from weighttui.integrations.importers.base import (
     natural_key,
 )
 from weighttui.integrations.importers.hf_trainer import HfCheckpointReader, weight_files
-from weighttui.integrations.importers.readers import changed, open_reader
+from weighttui.integrations.importers.readers import changed, open_reader, written_at
 from weighttui.integrations.importers.safetensors_file import SafetensorsReader
 from weighttui.log.format import FrameType
 from weighttui.log.schema import DELTA_STATS, WEIGHT_STATS
@@ -326,7 +326,8 @@ class Importer:
         frames = self._scalar_frames(scalars, upto=p.step)
         self._drain()  # room in the queue: a refused snapshot would count as dropped
         if not self.rec.submit(p.step, infos, self._weights(wrows), epoch=p.epoch, delta=self._delta(drows),
-                               sample=np.concatenate(samples) if samples else None, extra_frames=frames):
+                               sample=np.concatenate(samples) if samples else None, extra_frames=frames,
+                               time_=written_at(p.unit.path)):
             raise LogStopped("the run log stopped taking writes (see the message above)")
         self.snapshots += 1
         self.last_step = p.step

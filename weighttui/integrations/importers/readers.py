@@ -52,6 +52,15 @@ def settled(path: str, now: float | None = None) -> bool:
     return st.st_size > 0 and SETTLED_S <= age
 
 
+def written_at(path: str) -> float | None:
+    """When a checkpoint was written (its modification time, seconds since the epoch): the time of its
+    snapshot, so that an imported run's timeline is the training's, not the import's. None if unknown."""
+    try:
+        return os.stat(path).st_mtime_ns / 1e9
+    except OSError:
+        return None
+
+
 def open_reader(unit: Unit, *, mapped: bool = False, copy_dir: str | None = None) -> Reader:
     """The reader for unit; ImportFileError (a one-line reason) if it cannot be opened.
 

@@ -17,6 +17,7 @@ estimates too. There are no deltas, samples or complete values.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import sys
@@ -212,8 +213,8 @@ class EventsImporter:
                 self.broken.add(path)
                 continue
             prefix = os.path.relpath(os.path.dirname(path), root) + "/" if many_dirs else ""
-            items.extend((step, kind, (prefix + tag) if prefix and prefix != "./" else tag, data)
-                         for step, _t, kind, tag, data in got)
+            items.extend((step, kind, (prefix + tag) if prefix and prefix != "./" else tag, data, wall)
+                         for step, wall, kind, tag, data in got)
         self.pending = getattr(self, "pending", []) + items
         if not self.pending:
             return 0
@@ -222,9 +223,12 @@ class EventsImporter:
         ready = [x for x in self.pending if x[0] < cut]
         self.pending = [x for x in self.pending if x[0] >= cut]
         by_step: dict[int, tuple[dict, dict]] = {}
-        for step, kind, tag, data in ready:
+        wall_of: dict[int, float] = {}  # the step's time: when TensorBoard logged its last value (wall_time)
+        for step, kind, tag, data, wall in ready:
             h, s = by_step.setdefault(step, ({}, {}))
             (h if kind == "histo" else s)[tag] = data
+            if math.isfinite(wall) and wall > 0:  # (an event without one says 0)
+                wall_of[step] = max(wall, wall_of.get(step, wall))
         wrote = 0
         for step in sorted(by_step):
             histos, scalars = by_step[step]
@@ -252,7 +256,8 @@ class EventsImporter:
             if payload is not None:
                 frames.append((FrameType.SCALARS, payload))
             # room in the queue first: a refused snapshot would count (and be reported) as dropped
-            if not self.rec.drain() or not self.rec.submit(step, infos, block, extra_frames=frames):
+            if not self.rec.drain() or not self.rec.submit(step, infos, block, extra_frames=frames,
+                                                           time_=wall_of.get(step)):
                 raise OSError("the run log stopped taking writes")
             self.last_step = step
             self.snapshots += 1
