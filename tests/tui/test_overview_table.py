@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from weighttui.tui.app import WeightApp
-from weighttui.tui.formatting import fmt
+from weighttui.tui.formatting import fmt, fmt_rate
 from weighttui.tui.widgets.layer_table import LayerTable
 from weighttui.tui.widgets.sparkline import spark, spark_many
 
@@ -168,3 +168,12 @@ def test_spark_many_matches_spark():
     for width in (3, 6, 14, 40):
         for log in (False, True):
             assert spark_many(series, width, log=log) == [spark(s, width, log=log) for s in series]
+
+
+def test_slow_snapshot_rates_read_as_an_interval():
+    """A snapshot per epoch or an imported folder of hourly checkpoints: '1 snap per 1h00m', not
+    '0.000278 snap/s'; fast rates stay per second."""
+    assert fmt_rate(0.5) == "0.5 snap/s" and fmt_rate(20.0) == "20 snap/s"
+    assert fmt_rate(1 / 3600) == "1 snap per 1h00m"
+    assert fmt_rate(1 / 300) == "1 snap per 5m00s"
+    assert fmt_rate(1 / 12) == "1 snap per 12s"

@@ -116,6 +116,14 @@ def fmt_age(seconds: float | None) -> str:
     return f"{int(s // 86400)}d"
 
 
+def fmt_rate(per_second: float) -> str:
+    """How often snapshots come: 0.5 snap/s, or for fewer than one in ten seconds (a snapshot per
+    epoch, an imported folder of checkpoints an hour apart) the interval: 1 snap per 1h00m."""
+    if per_second >= 0.1 or not per_second > 0:
+        return f"{per_second:.3g} snap/s"
+    return f"1 snap per {fmt_age(1.0 / per_second)}"
+
+
 def fmt_band(value: float) -> str:
     """A power of ten as the help writes it: 0.0001 -> 1e-4."""
     return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")

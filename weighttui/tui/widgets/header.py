@@ -13,7 +13,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from weighttui.log.text import inert
-from weighttui.tui.formatting import fmt_age, fmt_bytes
+from weighttui.tui.formatting import fmt_age, fmt_bytes, fmt_rate
 from weighttui.tui.state import RunView
 
 STATUS_STYLE = {
@@ -98,7 +98,7 @@ def header_text(view: RunView) -> Text:
     parts = []
     rate = view.snapshot_rate
     if rate is not None:
-        parts.append(f"{rate:.3g} snap/s")
+        parts.append(fmt_rate(rate))
     parts.append(f"last record {fmt_age(view.since_last_record)} ago")
     parts.append(fmt_bytes(data.file_size))
     line2.append("  · " + " · ".join(parts), style="dim")
