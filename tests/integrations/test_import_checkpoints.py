@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import weighttui
+from weighttui.cli.info import info_dict
 from weighttui.integrations.importers.driver import import_source
 
 
@@ -312,3 +313,8 @@ def test_snapshot_times_are_when_the_checkpoints_were_written(tmp_path):
         run = weighttui.open(out)
         assert list(run.epochs) == [1, 2, 3]
         assert run.times.tolist() == pytest.approx(written, abs=1e-3)
+        assert info_dict(run)["time_span_s"] == pytest.approx(7200.0, abs=1e-3)  # info: two hours of training
+    # files touched out of step order (epoch 1 saved again last): the span runs from earliest to latest
+    os.utime(tmp_path / "epoch_1.safetensors", (written[2] + 60, written[2] + 60))
+    import_source(str(tmp_path), str(tmp_path / "again.wtui"))
+    assert info_dict(weighttui.open(str(tmp_path / "again.wtui")))["time_span_s"] == pytest.approx(3660.0, abs=1e-3)

@@ -208,7 +208,8 @@ def _nan_origin_at(run: RunData) -> dict | None:
 def _span(run: RunData) -> float | None:
     times = run.times
     times = times[np.isfinite(times)]
-    return float(times[-1] - times[0]) if times.size else None
+    # from the earliest to the latest: an imported run's times are its files' and need not be in step order
+    return float(times.max() - times.min()) if times.size else None
 
 
 def _alert_dict(alert) -> dict:
