@@ -247,8 +247,8 @@ def print_info(run: RunData, alerts, out) -> None:
                      else f"run {run.run_index}")
             w(f"  this log holds {d['runs_in_log']} runs (appended); showing {shown} (--run N for others)\n")
         meta = r["meta"]
-        imported = meta.get("import") if isinstance(meta, dict) else None
-        if isinstance(imported, dict):  # `weighttui import`: where steps and epochs came from, said plainly
+        imported = run.import_meta
+        if imported is not None:  # `weighttui import`: where steps and epochs came from, said plainly
             w(f"  imported: {inert(_import_line(imported))}\n")
             meta = {k: v for k, v in meta.items() if k != "import"}
         if meta:

@@ -1105,11 +1105,18 @@ class RunData:
     # ------------------------------------------------------------ full values
 
     @property
-    def imported_without_values(self) -> bool:
-        """Whether `weighttui import --no-values` wrote this run (so it holds no complete values by choice)."""
+    def import_meta(self) -> dict | None:
+        """What `weighttui import` said of this run (its run meta's "import": source, where steps and
+        epochs came from, whether values were kept); None for a recorded run."""
         meta = getattr(self.run, "meta", None)
         imported = meta.get("import") if isinstance(meta, dict) else None
-        return isinstance(imported, dict) and imported.get("values") is False
+        return imported if isinstance(imported, dict) else None
+
+    @property
+    def imported_without_values(self) -> bool:
+        """Whether `weighttui import --no-values` wrote this run (so it holds no complete values by choice)."""
+        imported = self.import_meta
+        return imported is not None and imported.get("values") is False
 
     def _no_values_reason(self) -> str:
         """Why weights() has nothing, with what would have kept the values for this kind of log."""
