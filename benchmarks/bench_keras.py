@@ -278,13 +278,21 @@ def part2(rounds: int, epochs: int, only: list[str] | str | None = None, model_k
           "the kernel's; on a shared machine the CPU column is the one to trust)")
     print("(per snapshot: the CPU added over 'none', divided by the snapshots written; a batch is "
           f"{1e3 * statistics.median(cpu['none']) / (batches * epochs):.2f} ms of CPU without callbacks)")
+    print("(wall per round: each round's slowdown against that round's 'none', lowest / median / highest:"
+          " how far one fit's wall time moves on this machine)")
     print(f"{'callbacks':46s} {'wall s':>8s} {'slowdown':>9s} {'CPU s':>8s} {'slowdown':>9s} {'snapshots':>9s} "
-          f"{'ms each':>8s}")
+          f"{'ms each':>8s}  wall per round")
     for k in kinds:
         t, c = statistics.median(times[k]), statistics.median(cpu[k])
         each = f"{1e3 * (c - cbase) / snaps[k]:8.2f}" if snaps[k] else f"{'':8s}"
         print(f"{k:46s} {t:8.2f} {100 * (t / base - 1):+8.1f}% {c:8.2f} {100 * (c / cbase - 1):+8.1f}% "
-              f"{snaps[k]:9d} {each}")
+              f"{snaps[k]:9d} {each}  {_round_spread(times[k], times['none'])}")
+
+
+def _round_spread(walls: list[float], base: list[float]) -> str:
+    """Lowest / median / highest of the per-round slowdowns (each fit against the 'none' fit of its round)."""
+    ratios = sorted(100 * (w / b - 1) for w, b in zip(walls, base, strict=True))
+    return f"{ratios[0]:+.1f} / {statistics.median(ratios):+.1f} / {ratios[-1]:+.1f}%"
 
 
 class _Pause(keras.callbacks.Callback):

@@ -418,3 +418,27 @@ def test_small_matrices_checked_together_equal_lanczos(monkeypatch):
         assert tuple(v_new.shape) == tuple(starts[name].shape)
         gram = (v_new.mT @ v_new).double().numpy()
         np.testing.assert_allclose(gram, np.eye(gram.shape[0]), atol=1e-5)  # unit, orthogonal Ritz vectors
+
+
+@pytest.mark.parametrize("cpu_kernel", KERNELS)
+def test_a_nan_where_alpha_is_due_keeps_the_snapshot(tmp_path, cpu_kernel):
+    # svdvals raises on a NaN/Inf: the snapshot of a diverged run was lost at every alpha fit
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    path = tmp_path / "run.wtui"
+    handle = wt.watch(model, path, optimizer=optimizer, every=1, instruments=True, cpu_kernel=cpu_kernel)
+    x = torch.randn(8, 16)
+    for step in range(1, 15):
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        if step == 5:
+            model.weight.grad[2, 3] = float("nan")
+        optimizer.step()
+    handle.close()
+    run = weighttui.open(path)
+    assert run.steps.tolist() == list(range(15))
+    assert not [e for e in run.events if e.kind == "recorder_error"]
+    steps, alpha = run.series("weight", "alpha")
+    fitted = {int(s): a for s, a in zip(steps, alpha, strict=True) if np.isfinite(a)}
+    assert fitted and max(fitted) < 5  # fitted while the weights were finite, NaN after

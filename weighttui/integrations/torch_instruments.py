@@ -119,6 +119,14 @@ class _Pending:
         return len(self.parts) - 1
 
 
+def _svdvals_or_nan(m: torch.Tensor) -> torch.Tensor:
+    """The singular values of m, NaN where m holds a NaN/Inf (svdvals raises on those, and a diverged
+    run must keep its snapshot: no alpha, as on the numpy path). No host sync: decided on the device."""
+    finite = torch.isfinite(m).all()
+    sv = torch.linalg.svdvals(torch.where(finite, m, torch.zeros_like(m)))
+    return torch.where(finite, sv, torch.full_like(sv, float("nan")))
+
+
 class TorchInstruments:
     def __init__(self, chosen, settings: ref.Settings = ref.DEFAULTS, *, budget_bytes: int = 1 << 30):
         self.chosen = frozenset(chosen)
@@ -388,7 +396,7 @@ class TorchInstruments:
             if prev is not None and prev.shape != x.shape:
                 prev = None
             if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
-                pend.alpha[i] = pend.add(torch.linalg.svdvals(x.reshape(mn).to(torch.float32)))
+                pend.alpha[i] = pend.add(_svdvals_or_nan(x.reshape(mn).to(torch.float32)))
             if dist and (fresh or e.name not in init):  # (same plan: same shapes and devices as checked)
                 self._take_init(pend, i, e.name, x)
             if takes:
@@ -687,7 +695,8 @@ class TorchInstruments:
             optim = Block(OPTIM_STATS, rows, None)
         self.alpha_col = np.full((t, 1), np.nan)
         for i, k in pend.alpha.items():
-            self.alpha_col[i, 0] = ref.powerlaw_alpha(host[k] ** 2)
+            if np.all(np.isfinite(host[k])):  # (NaN: the matrix held a NaN/Inf, _svdvals_or_nan)
+                self.alpha_col[i, 0] = ref.powerlaw_alpha(host[k] ** 2)
         wu = {i: host[k] for i, k in pend.units.items()}
         wu.update({i: ex.unit_norms for i, ex in done.items() if ex.unit_norms is not None})
         gu = {i: host[k] for i, k in pend.gunits.items()}
