@@ -15,10 +15,11 @@ from weighttui.record import instruments as inst
 
 
 def check_log(path, grads: dict, *, warm_after: int, cos_sample: int = inst.DEFAULT_COS_SAMPLE,
-              rtol: float = 1e-5, sigma: bool = True) -> dict:
+              rtol: float = 1e-5, sigma: bool = True, units_last=inst.never_units_last) -> dict:
     """Check every instrument column of the log at `path`; grads: step -> {name: gradient (float64)}
     of the snapshot steps that had one. Returns counts of what was checked, per instrument.
-    sigma=False: a path that cannot record the spectral columns (NaN expected)."""
+    sigma=False: a path that cannot record the spectral columns (NaN expected); units_last: which
+    tensors keep their units on the last axis (inst.units_last_by_name for Keras and Flax)."""
     run = weighttui.open(path)
     steps_all = run.steps.tolist()
     full = {s: {k: v.astype(np.float64) for k, v in run.weights(step=s).items()} for s in run.full_steps}
@@ -58,13 +59,13 @@ def check_log(path, grads: dict, *, warm_after: int, cos_sample: int = inst.DEFA
                         assert sig[i] == pytest.approx(ref, rel=1e-3), (name, s)
                         seen("sigma_max")
                     assert srank[i] == pytest.approx(norm[i] ** 2 / sig[i] ** 2, rel=1e-6)
-                u = inst.unit_norms_ref(w)
+                u = inst.unit_norms_ref(w, units_last(name))
                 np.testing.assert_allclose(wunits[i], u, rtol=1 / 128)  # bfloat16: 8 significant bits
                 ref_hot = int(np.sum(u > inst.EXPLODING_FACTOR * np.median(u)))
                 assert exploding[i] == ref_hot
                 seen("units")
                 if s in grads and name in grads[s]:
-                    np.testing.assert_allclose(gunits[i], inst.unit_norms_ref(grads[s][name]), rtol=1 / 128)
+                    np.testing.assert_allclose(gunits[i], inst.unit_norms_ref(grads[s][name], units_last(name)), rtol=1 / 128)
                     seen("grad_units")
             else:
                 assert math.isnan(sig[i])

@@ -83,3 +83,38 @@ def test_optimizer_state_of_every_batch_is_its_own(tmp_path):
         for step in range(1, 9):
             m_ref, v_ref = moments.taken[step - 1][name]
             assert m[step] == pytest.approx(m_ref, rel=1e-6) and v[step] == pytest.approx(v_ref, rel=1e-6)
+
+
+@pytest.mark.parametrize("stats", ["numpy", "device"])
+def test_units_and_spectra_of_keras_kernels_are_their_output_units(tmp_path, stats):
+    # Keras keeps a Dense kernel as (in, out) and a Conv2D kernel as (kh, kw, in, out): a unit is a column
+    from weighttui.data.units import unit_norms
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 6, 6, 2)).astype("float32")
+    y = rng.standard_normal((64, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="fc1"),
+                              keras.layers.Dense(3, name="fc2")])
+    # a bias far below zero: ReLU never lets the unit through, its gradient is exactly zero
+    model.get_layer("fc1").bias.assign(np.where(np.arange(16) == 5, -1e3, 0).astype("float32"))
+    model.get_layer("conv").bias.assign(np.where(np.arange(4) == 2, -1e3, 0).astype("float32"))
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    path = tmp_path / "run.wtui"
+    model.fit(x, y, batch_size=64, epochs=6, verbose=0,
+              callbacks=[WeightCallback(path, every_batches=1, stats=stats, instruments=True)])
+    run = weighttui.open(path)
+    dead = {run.tensors[e.tensor].name.split("/")[-2]: e.message.rsplit(": ", 1)[-1]
+            for e in run.events if e.kind == "dead_units"}
+    assert dead == {"conv": "2", "fc1": "5"}  # "...: 1 of 16 units dead (...): 5"
+    for layer, units in (("conv", 4), ("fc1", 16), ("fc2", 3)):
+        name = next(n for n in run.tensor_names if n.endswith(f"{layer}/kernel"))
+        w = np.asarray(model.get_layer(layer).kernel, dtype=np.float64)
+        _, norms = unit_norms(path, name)
+        assert norms.shape[1] == units
+        ref = np.linalg.norm(w.reshape(-1, units), axis=0)
+        np.testing.assert_allclose(norms[-1], ref, rtol=8e-3)  # (stored as bfloat16)
+        out_first = np.moveaxis(w, -1, 0).reshape(units, -1)  # the documented out x (everything else)
+        _, sigma = run.series(name, "sigma_max")
+        assert sigma[-1] == pytest.approx(np.linalg.svd(out_first, compute_uv=False)[0], rel=1e-3)

@@ -17,6 +17,7 @@ from instrument_check import check_log  # noqa: E402
 import weighttui  # noqa: E402
 from weighttui.data.units import unit_norms  # noqa: E402
 from weighttui.keras import WeightCallback  # noqa: E402
+from weighttui.record import instruments as inst  # noqa: E402
 
 
 def _fit(tmp_path, epochs=4, nan=False, optimizer=None, **kw):
@@ -39,7 +40,8 @@ def _fit(tmp_path, epochs=4, nan=False, optimizer=None, **kw):
 
 def test_tf_path_instruments_against_float64_references_and_the_numpy_path(tmp_path):
     model, opt = _fit(tmp_path, instruments={"cos_sample": 1024})
-    counts = check_log(tmp_path / "device.wtui", {}, warm_after=10, cos_sample=1024)
+    counts = check_log(tmp_path / "device.wtui", {}, warm_after=10, cos_sample=1024,
+                       units_last=inst.units_last_by_name)
     assert counts["sigma_max"] >= 3 * 6 and counts["cos_prev"] >= 6 * 12 and counts["sigma_ratio"] >= 3 * 6
     dev, ref = weighttui.open(tmp_path / "device.wtui"), weighttui.open(tmp_path / "numpy.wtui")
     assert dev.steps.tolist() == ref.steps.tolist() and dev.n >= 16

@@ -95,10 +95,14 @@ def _units_of(p: dict, units: dict, tensors: dict, name: str, kind: str):
     ids = decode_array(units.get("ids"), ndim=1)
     values = units.get(kind)
     values = None if values is None else decode_array(values, ndim=1)
+    # each tensor's unit count: `sizes` where the writer gave it (units on the last axis), else shape[0]
+    sizes = decode_array(units["sizes"], ndim=1).tolist() if units.get("sizes") is not None else None
+    if sizes is not None and len(sizes) != ids.size:
+        raise ValueError("units sizes do not match their ids")
     at = 0
-    for tid in ids.tolist():
+    for k, tid in enumerate(ids.tolist()):
         info = tensors[tid]
-        m = int(info.shape[0])
+        m = int(info.shape[0]) if sizes is None else int(sizes[k])
         if info.name == name:
             if values is None:  # no gradient in this snapshot
                 return int(p["step"]), np.full(m, np.nan, dtype=np.float32)

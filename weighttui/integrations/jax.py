@@ -34,6 +34,7 @@ import weakref
 import jax
 import numpy as np
 
+from weighttui.record.instruments import units_last_by_name
 from weighttui.record.numpy_path import value_copy
 from weighttui.record.recorder import Recorder
 
@@ -64,7 +65,9 @@ def recorder(path, **options) -> Recorder:
     if flax is not None:
         framework += f" (flax {getattr(flax, '__version__', '?')})"
     options.setdefault("framework", framework)
-    return Recorder(path, **options)
+    rec = Recorder(path, **options)
+    rec.instruments.units_last = units_last_by_name  # Flax kernels: (in, out), (kh, kw, in, out)
+    return rec
 
 
 def _on_accelerator(leaves) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 
 from weighttui.integrations.keras_grads import GradientTap, capture_for, innermost
 from weighttui.integrations.keras_instruments import optimizer_state
+from weighttui.record.instruments import units_last_by_name
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import epoch_selector
@@ -144,7 +145,9 @@ class WeightCallback(keras.callbacks.Callback):
 
     def _new_recorder(self, mode: str) -> Recorder:
         framework = f"keras {keras.__version__} ({keras.backend.backend()})"
-        return Recorder(self._path, mode=mode, framework=framework, **self._options)
+        rec = Recorder(self._path, mode=mode, framework=framework, **self._options)
+        rec.instruments.units_last = units_last_by_name  # Keras kernels: (in, out), (kh, kw, in, out)
+        return rec
 
     # ------------------------------------------------------------ variables
 

@@ -395,7 +395,7 @@ class TorchInstruments:
             prev = prevs[i] if prevs is not None else None
             if prev is not None and prev.shape != x.shape:
                 prev = None
-            if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, tuple(x.shape)):
+            if "alpha" in self.chosen and mn is not None and self.alpha.due(e.info, mn):
                 pend.alpha[i] = pend.add(_svdvals_or_nan(x.reshape(mn).to(torch.float32)))
             if dist and (fresh or e.name not in init):  # (same plan: same shapes and devices as checked)
                 self._take_init(pend, i, e.name, x)

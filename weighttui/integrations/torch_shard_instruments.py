@@ -325,7 +325,7 @@ class ShardInstruments:
                                 f"sharded on a dimension other than their first ({e.name} and any others: NaN)")
                 else:
                     self._sigma_start(pend, i, e.name, x, None if prevs is None else prevs[i], mn, add, lay)
-            if "alpha" in ch and mn is not None and self.alpha.due(e.info, lay.shape):
+            if "alpha" in ch and mn is not None and self.alpha.due(e.info, mn):
                 w = torch_dist.full(e.tensor.detach())  # a collective: every rank, the same tensors
                 if torch_dist.rank() == 0:
                     pend.alpha[i] = len(pend.host)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -98,17 +99,20 @@ class ArrayInstruments:
         self._init_norm: dict[int, float] = {}
         self._idx: dict[int, tuple[np.ndarray | None, object]] = {}
         self.cosines = ref.UpdateCosines()
+        self.units_last: Callable[[str], bool] = ref.never_units_last  # ref.Instruments.units_last
 
     @classmethod
     def like(cls, numpy_instruments: ref.Instruments, xp, jit=None) -> ArrayInstruments:
         """The device twin of a Recorder's instruments: the same choice and settings. jit: how the
         per-tensor kernels are compiled (jax.jit: one dispatch each instead of one per op)."""
         ins = numpy_instruments
-        return cls(ins.chosen, xp, ins.settings, jit=jit)
+        twin = cls(ins.chosen, xp, ins.settings, jit=jit)
+        twin.units_last = ins.units_last
+        return twin
 
     def _kernels(self, jit) -> dict:
         """The per-tensor computations other than the spectral step, each ending in the flat float64
-        part that goes to the host: flat (any array), dist (||x - x0||), rows (per-unit norms),
+        part that goes to the host: flat (any array), dist (||x - x0||), rows (per-unit norms; cols: units last),
         state ([norm over the finite elements, non-finite count]), take (the cosines' coordinates)."""
         xp, work = self.xp, self._work
 
@@ -124,6 +128,11 @@ class ArrayInstruments:
             w2 = xp.reshape(w, (w.shape[0], -1))
             return flat(xp.sqrt(xp.sum(w2 * w2, axis=1)))
 
+        def cols(x):  # the units of a tensor whose units are its last axis (ref.matrix_shape)
+            w = work(x)
+            w2 = xp.reshape(w, (-1, w.shape[-1]))
+            return flat(xp.sqrt(xp.sum(w2 * w2, axis=0)))
+
         def state(s):
             s = work(s)
             ok = xp.isfinite(s)
@@ -134,7 +143,7 @@ class ArrayInstruments:
         def take(x, idx):
             return flat(xp.take(xp.reshape(x, (-1,)), idx))
 
-        return {f.__name__: jit(f) for f in (flat, dist, rows, state, take)}
+        return {f.__name__: jit(f) for f in (flat, dist, rows, cols, state, take)}
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
@@ -174,7 +183,8 @@ class ArrayInstruments:
             if not _is_float(x) or not _size(x):
                 continue
             w = self._work(x)
-            mn = ref.matrix_shape(tuple(x.shape))
+            last = self.units_last(info.name)
+            mn = ref.matrix_shape(tuple(x.shape), last)
             g = grads.get(info.name)
             g = g if g is not None and tuple(g.shape) == tuple(x.shape) and _is_float(g) else None
             if "sigma" in ch and mn is not None:
@@ -205,10 +215,10 @@ class ArrayInstruments:
                 if g is not None:
                     pend.gs[i] = self._coords(pend, info, g)
             if "units" in ch and mn is not None:
-                pend.units[i] = self._add(pend, x, "rows")
+                pend.units[i] = self._add(pend, x, "cols" if last else "rows")
                 if g is not None:
-                    pend.gunits[i] = self._add(pend, g, "rows")
-            if "alpha" in ch and mn is not None and self.alpha.due(info, tuple(x.shape)):
+                    pend.gunits[i] = self._add(pend, g, "cols" if last else "rows")
+            if "alpha" in ch and mn is not None and self.alpha.due(info, mn):
                 pend.alpha[i] = self._add(pend, xp.linalg.svdvals(xp.reshape(self._work(x), mn)))
             st = (optim or {}).get(info.name) if "optim" in ch else None
             if st:

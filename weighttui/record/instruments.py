@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -89,21 +90,46 @@ DEFAULTS = Settings()
 SETTINGS = tuple(f.name for f in fields(Settings))  # the settings' names, beside ALL's in an instruments dict
 
 
-def matrix_shape(shape) -> tuple[int, int] | None:
+def matrix_shape(shape, units_last: bool = False) -> tuple[int, int] | None:
     """(rows, cols) of a weight seen as a matrix: (out, everything else), conv kernels
-    included; None for 0-D/1-D tensors and empty ones."""
+    included; None for 0-D/1-D tensors and empty ones.
+
+    units_last: the output units are the last axis (Keras and Flax kernels: Dense (in, out),
+    Conv2D (kh, kw, in, out); units_last_by_name): the matrix is (everything else, out), the
+    transpose of the out-first one up to an order of its columns, so with the same singular
+    values; its units are its columns (unit_norms)."""
     try:  # asked several times per tensor and snapshot on every path: remembered per shape
-        return _matrix_shape(shape)
+        return _matrix_shape(shape, units_last)
     except TypeError:  # an unhashable shape (a list)
-        return _matrix_shape(tuple(shape))
+        return _matrix_shape(tuple(shape), units_last)
 
 
 @functools.lru_cache(maxsize=1 << 12)
-def _matrix_shape(shape) -> tuple[int, int] | None:
+def _matrix_shape(shape, units_last: bool) -> tuple[int, int] | None:
     if len(shape) < 2:
         return None
-    m, n = int(shape[0]), math.prod(int(s) for s in shape[1:])
+    if units_last:
+        m, n = math.prod(int(s) for s in shape[:-1]), int(shape[-1])
+    else:
+        m, n = int(shape[0]), math.prod(int(s) for s in shape[1:])
     return (m, n) if m and n else None
+
+
+# the last path component of a Keras or Flax variable whose output units are its last axis
+_UNITS_LAST_NAMES = ("kernel", "recurrent_kernel", "pointwise_kernel")
+
+
+def units_last_by_name(name: str) -> bool:
+    """Whether a Keras or Flax variable keeps its output units on its last axis: their kernels
+    (`dense/kernel`: (in, out); `conv2d/kernel`: (kh, kw, in, out); an LSTM's `recurrent_kernel`)
+    do; embeddings ((vocab, dim): a unit per row, as in torch) and the rest do not. A depthwise
+    kernel's last axis is its channel multiplier, not its output channels: it is left out-first."""
+    return name.rsplit("/", 1)[-1] in _UNITS_LAST_NAMES
+
+
+def never_units_last(name: str) -> bool:
+    """PyTorch and the numpy Recorder's default: the output units are the first axis."""
+    return False
 
 
 # ------------------------------------------------------------ references (float64)
@@ -619,9 +645,15 @@ class Instruments:
         self._idx: dict[int, np.ndarray | None] = {}
         self.cosines = UpdateCosines()
         self.units = UnitHealth()
+        # which tensors keep their output units on the last axis (set by the Keras and JAX integrations)
+        self.units_last: Callable[[str], bool] = never_units_last
 
     def __bool__(self) -> bool:
         return bool(self.chosen)
+
+    def matrix(self, info, shape) -> tuple[int, int] | None:
+        """matrix_shape of this tensor, its units where units_last says."""
+        return matrix_shape(shape, self.units_last(info.name))
 
     def _coords(self, info, arr: np.ndarray) -> np.ndarray:
         if info.id not in self._idx:
@@ -636,7 +668,7 @@ class Instruments:
         for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
             if not is_float(arr):
                 continue
-            mn = matrix_shape(arr.shape)
+            mn = self.matrix(info, arr.shape)
             if "sigma" in self.chosen and mn is not None:
                 spec = self._spec.setdefault(info.id, Spectral(info.name, self.settings))
                 out[i, 0] = spec.update(_compute(arr).reshape(mn))
@@ -656,8 +688,9 @@ class Instruments:
         """[T, 1]: alpha where due (AlphaSchedule), NaN elsewhere."""
         out = np.full((len(infos), 1), np.nan)
         for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
-            if is_float(arr) and self.alpha.due(info, arr.shape) and np.all(np.isfinite(arr)):
-                sv = np.linalg.svd(arr.reshape(matrix_shape(arr.shape)).astype(np.float64), compute_uv=False)
+            mn = self.matrix(info, arr.shape) if is_float(arr) else None
+            if mn is not None and self.alpha.due(info, mn) and np.all(np.isfinite(arr)):
+                sv = np.linalg.svd(arr.reshape(mn).astype(np.float64), compute_uv=False)
                 out[i, 0] = powerlaw_alpha(sv**2)
         return out
 
@@ -668,7 +701,7 @@ class Instruments:
         if "sigma" not in self.chosen or prevs is None:
             return out
         for i, (info, arr, prev) in enumerate(zip(infos, arrays, prevs, strict=True)):
-            mn = matrix_shape(arr.shape)
+            mn = self.matrix(info, arr.shape)
             if not is_float(arr) or mn is None or prev is None or prev.shape != arr.shape:
                 continue
             d2 = (_compute(arr) - _compute(prev)).reshape(mn)
@@ -732,19 +765,20 @@ def _norm(a: np.ndarray) -> float:
 # ------------------------------------------------------------ per-unit health
 
 
-def unit_norms_ref(x) -> np.ndarray | None:
-    """L2 norm of each unit (row of x as a matrix), float64; None below two dimensions."""
-    mn = matrix_shape(np.shape(x))
+def unit_norms_ref(x, units_last: bool = False) -> np.ndarray | None:
+    """L2 norm of each unit (row of x as a matrix, its column with units_last), float64; None below
+    two dimensions."""
+    mn = matrix_shape(np.shape(x), units_last)
     if mn is None:
         return None
-    return np.linalg.norm(np.asarray(x, dtype=np.float64).reshape(mn), axis=1)
+    return np.linalg.norm(np.asarray(x, dtype=np.float64).reshape(mn), axis=0 if units_last else 1)
 
 
-def unit_norms(x: np.ndarray) -> np.ndarray:
+def unit_norms(x: np.ndarray, units_last: bool = False) -> np.ndarray:
     """Per-unit L2 norms as the numpy path records them (float32 input in float32)."""
-    mn = matrix_shape(x.shape)
+    mn = matrix_shape(x.shape, units_last)
     assert mn is not None
-    return np.linalg.norm(_compute(np.asarray(x)).reshape(mn), axis=1)
+    return np.linalg.norm(_compute(np.asarray(x)).reshape(mn), axis=0 if units_last else 1)
 
 
 def bf16_bits(x) -> np.ndarray:
@@ -851,6 +885,9 @@ class UnitHealth:
         ids = np.array([infos[i].id for i in rows], dtype="<u4")
         payload = {"ids": encode_array(ids), "weights": encode_bf16_bits(bf16_bits(w_all.astype(np.float32))),
                    "grad": None if g_all is None else encode_bf16_bits(bf16_bits(g_all))}
+        if any(int(sizes[j]) != _first_dim(infos[i]) for j, i in enumerate(rows)):
+            # units on a tensor's last axis (Keras, Flax kernels): how many each has (docs/FORMAT.md)
+            payload["sizes"] = encode_array(sizes.astype("<u4"))
         return wcol, gcol, payload, events
 
     def _medians(self, ws: list, w_all: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -890,6 +927,12 @@ class UnitHealth:
         return [{"level": "warning", "kind": f"{what}_units", "tensor": info.id, "count": int(units.size),
                  "units": [int(u) for u in units[:1000]],
                  "message": f"{info.name}: {units.size} of {total} units {what} ({why}): {shown}"}]
+
+
+def _first_dim(info) -> int:
+    """shape[0] of a declared tensor (-1 where its shape is not known: `sizes` is then written)."""
+    shape = getattr(info, "shape", None)
+    return int(shape[0]) if shape else -1
 
 
 def three(x: float) -> str:
@@ -935,8 +978,8 @@ class AlphaSchedule:
         self.every, self.max_elements = int(every), int(max_elements)
         self._count: dict[int, int] = {}
 
-    def due(self, info, shape) -> bool:
-        mn = matrix_shape(shape)
+    def due(self, info, mn: tuple[int, int] | None) -> bool:
+        """Whether this snapshot fits alpha on this tensor, mn its matrix_shape (counts the call)."""
         if mn is None or mn[0] * mn[1] > self.max_elements or min(mn) < 10:
             return False
         k = self._count.get(info.id, 0)

@@ -342,11 +342,12 @@ class Recorder:
             gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             w_norms, g_norms = {}, {}
             for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
-                if is_float(arr) and inst.matrix_shape(arr.shape) is not None:
-                    w_norms[i] = inst.unit_norms(arr)
+                if is_float(arr) and ins.matrix(info, arr.shape) is not None:
+                    last = ins.units_last(info.name)
+                    w_norms[i] = inst.unit_norms(arr, last)
                     g = gmap_np.get(info.name)
                     if g is not None and g.shape == arr.shape:
-                        g_norms[i] = inst.unit_norms(g)
+                        g_norms[i] = inst.unit_norms(g, last)
             wu, gu, units, unit_events = ins.units.update(infos, w_norms, g_norms)
             unit_result = (wu, gu)
         dcols = None
