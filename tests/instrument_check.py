@@ -65,7 +65,8 @@ def check_log(path, grads: dict, *, warm_after: int, cos_sample: int = inst.DEFA
                 assert exploding[i] == ref_hot
                 seen("units")
                 if s in grads and name in grads[s]:
-                    np.testing.assert_allclose(gunits[i], inst.unit_norms_ref(grads[s][name], units_last(name)), rtol=1 / 128)
+                    g_ref = inst.unit_norms_ref(grads[s][name], units_last(name))
+                    np.testing.assert_allclose(gunits[i], g_ref, rtol=1 / 128)
                     seen("grad_units")
             else:
                 assert math.isnan(sig[i])
