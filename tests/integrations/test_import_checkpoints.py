@@ -283,6 +283,49 @@ def test_name_numbers_of_keras_names_and_decimals():
     assert name_numbers("model_7.pt") == (7, None)  # outside Keras/HDF5 names a bare number is a step
     assert name_numbers("lr0.001_run7.pt") == (7, None)
     assert name_numbers("dump.h5#7") == (7, None)  # a group's bare number is a step, as before
+    # a model's name often holds a number: the last one is the checkpoint's
+    assert name_numbers("gpt2_500.pt") == (500, None)
+    assert name_numbers("resnet50_3.pt") == (3, None)
+    assert name_numbers("t5-small-500.safetensors") == (500, None)
+    assert name_numbers("vit-b16_00020.pt") == (20, None)
+
+
+def test_two_files_of_one_step_give_one_snapshot(tmp_path, capsys):
+    # Lightning's ModelCheckpoint(save_last=True): last.ckpt holds the newest epoch file's step
+    torch = pytest.importorskip("torch")
+    models = _models(2)
+    for i, m in enumerate(models):
+        state = {k: torch.from_numpy(v) for k, v in m.items()}
+        torch.save({"epoch": i, "global_step": 100 * (i + 1), "state_dict": state},
+                   str(tmp_path / f"epoch={i}-step={100 * (i + 1)}.ckpt"))
+    torch.save({"epoch": 1, "global_step": 200, "state_dict": {k: torch.from_numpy(v) for k, v in models[1].items()}},
+               str(tmp_path / "last.ckpt"))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    assert "skipped last.ckpt: step 200 is imported already, from epoch=1-step=200.ckpt" in capsys.readouterr().err
+    run = weighttui.open(out)
+    assert run.steps.tolist() == [100, 200]
+    _check(run, models, [0, 1])
+
+
+def test_a_file_without_step_or_epoch_goes_last(tmp_path):
+    torch = pytest.importorskip("torch")
+    models = _models(4)
+
+    def save(m, name, **meta):
+        state = {k: torch.from_numpy(v) for k, v in m.items()}
+        torch.save({**meta, "state_dict": state} if meta else state, str(tmp_path / name))
+
+    save(models[0], "epoch_3.pt")
+    save(models[1], "epoch_4.ckpt", epoch=4, global_step=400)
+    save(models[2], "epoch_6.pt")
+    save(models[3], "final.pt")
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    run = weighttui.open(out)
+    assert run.steps.tolist() == [3, 400, 401, 402]  # epoch 6 after step 400 of epoch 4, then final
+    for step, m in zip([3, 400, 401, 402], models, strict=True):
+        assert np.array_equal(run.weights(step=step)["enc.weight"], m["enc.weight"])
 
 
 def test_refused_pickle_message_is_one_line_cut_at_a_word():

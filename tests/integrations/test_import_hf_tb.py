@@ -22,11 +22,15 @@ def test_hf_trainer_checkpoints(tmp_path):
     args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4,
                                           num_train_epochs=2, save_steps=2, logging_steps=1, report_to=[],
                                           use_cpu=True, disable_tqdm=True)
-    transformers.Trainer(model=model, args=args, train_dataset=ds).train()
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=ds)
+    trainer.train()
+    # as the HF example scripts end: the final model and state next to the checkpoints (which still count)
+    trainer.save_model()
+    trainer.save_state()
     out = str(tmp_path / "run.wtui")
     import_source(str(tmp_path / "out"), out)
     run = weighttui.open(out)
-    assert list(run.steps) == [2, 4, 6, 8]
+    assert list(run.steps) == [2, 4, 6, 8]  # the final model is step 8's: skipped as a copy
     assert run.run.meta["import"]["kind"] == "hf_trainer"
     steps, loss = run.scalars("loss")
     assert list(steps) == list(range(1, 9)) and np.all(np.isfinite(loss))

@@ -130,7 +130,8 @@ _STRIP = re.compile(r"\.(safetensors|pth?|bin|ckpt|keras|weights\.h5|h5|hdf5|npz
 def name_numbers(label: str) -> tuple[int | None, int | None]:
     """(step, epoch) that a checkpoint's name states: `epoch_5`, `checkpoint-500`, `epoch=3-step=120`.
 
-    A number with no word in front (`model_7.pt`) counts as a step, except in
+    A number with no word in front (`model_7.pt`; the last of several: `gpt2_500.pt`,
+    `resnet50_3.pt`, since a model's name often holds one) counts as a step, except in
     a Keras or HDF5 file's name, where it is the epoch: Keras' ModelCheckpoint
     names files `weights.{epoch:02d}-{val_loss:.2f}.hdf5` (`weights.03-0.52.hdf5`:
     epoch 3, counted from 1 as Keras does, which is also weighttui's "epochs
@@ -152,7 +153,7 @@ def name_numbers(label: str) -> tuple[int | None, int | None]:
         if e or s:
             return (int(s.group(1)) if s else None), (int(e.group(1)) if e else None)
     for text in (group, base):
-        whole = next((m.group(0) for m in _NUMBERS.finditer(text) if "." not in m.group(0)), None)
+        whole = next((m.group(0) for m in reversed(list(_NUMBERS.finditer(text))) if "." not in m.group(0)), None)
         if whole is not None:
             return (None, int(whole)) if keras and text is base else (int(whole), None)
     return None, None

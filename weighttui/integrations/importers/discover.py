@@ -22,13 +22,24 @@ def _walk(root: str):
 
 
 def hf_dirs(root: str) -> list[str]:
-    """checkpoint-N directories at root (or root itself if it is one), by N."""
+    """checkpoint-N directories at root (or root itself if it is one), by N; then root itself where it
+    also holds a trainer's final state and model (`trainer.save_model()` and `save_state()` next to the
+    checkpoints: the model after the last step, or a copy of the last checkpoint, skipped as such)."""
     name = os.path.basename(os.path.normpath(root))
-    if HF_DIR.match(name) or os.path.exists(os.path.join(root, "trainer_state.json")):
+    if HF_DIR.match(name):
         return [root]
     found = [os.path.join(root, d) for d in os.listdir(root)
              if HF_DIR.match(d) and os.path.isdir(os.path.join(root, d))]
-    return sorted(found, key=lambda p: int(HF_DIR.match(os.path.basename(p)).group(1)))  # type: ignore[union-attr]
+    found.sort(key=lambda p: int(HF_DIR.match(os.path.basename(p)).group(1)))  # type: ignore[union-attr]
+    if os.path.exists(os.path.join(root, "trainer_state.json")) and (not found or _has_model(root)):
+        found.append(root)
+    return found
+
+
+def _has_model(root: str) -> bool:
+    """Whether a directory holds model weights as a Trainer saves them (safetensors or a .bin, sharded or not)."""
+    return any(f.endswith((".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json"))
+               for f in os.listdir(root))
 
 
 def event_files(root: str) -> list[str]:

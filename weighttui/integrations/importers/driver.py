@@ -191,15 +191,19 @@ def plan(units: list[Unit], report=say, copy_dir: str | None = None,
                 skipped.append((unit.label, why))
             continue
         rows.append((unit, resolve(unit, meta, i), source, meta.scalars_from))
+    # files that say nothing of their step or epoch (`final.pt`) go after those that do, in name order
+    known = [r for r in rows if r[1][0] is not None]
+    unknown = [r for r in rows if r[1][0] is None]
     # a directory of mixed files: some with a real step (metadata, name), others only an epoch standing in
     # for one; the two scales do not compare (step 400 of epoch 4 would follow epoch 6): order by epoch
-    sources = {r[1][2] for r in rows}
+    sources = {r[1][2] for r in known}
     by_epoch = ("epoch" in sources and bool(sources & {"metadata", "name"})
-                and all(r[1][1] is not None for r in rows))
+                and all(r[1][1] is not None for r in known))
     if by_epoch:
-        rows.sort(key=lambda r: (r[1][1], natural_key(r[0].label)))
-    elif rows and all(r[1][0] is not None for r in rows):
-        rows.sort(key=lambda r: (r[1][0], natural_key(r[0].label)))
+        known.sort(key=lambda r: (r[1][1], natural_key(r[0].label)))
+    else:
+        known.sort(key=lambda r: (r[1][0], natural_key(r[0].label)))
+    rows = known + unknown
     out: list[Planned] = []
     last = -1
     for unit, (step, epoch, step_from, epoch_from), source, scalars_from in rows:
@@ -247,6 +251,7 @@ class Importer:
         self.last_seen: dict[str, Reader] = {}  # tensor name -> reader of the last checkpoint holding it
         self.open_readers: list[Reader] = []
         self.last_step: int | None = None
+        self.last_label = ""  # the checkpoint imported at last_step
         self.scalar_step = -1  # scalars up to this step are written
         self.snapshots = 0
         self.skipped = 0
@@ -279,6 +284,9 @@ class Importer:
         label = p.unit.label
         if self.last_step is not None and p.step < self.last_step:
             self.skip(label, f"its step {p.step} is before the last imported step {self.last_step}")
+            return False
+        if p.step == self.last_step:  # two files of one step (Lightning's last.ckpt, a copy): one snapshot a step
+            self.skip(label, f"step {p.step} is imported already, from {self.last_label}")
             return False
         try:
             if reader is None:
@@ -330,7 +338,7 @@ class Importer:
                                time_=written_at(p.unit.path)):
             raise LogStopped("the run log stopped taking writes (see the message above)")
         self.snapshots += 1
-        self.last_step = p.step
+        self.last_step, self.last_label = p.step, label
         for name in seen:
             self.last_seen[name] = reader
         self.open_readers.append(reader)
