@@ -357,6 +357,7 @@ def test_snapshot_times_are_when_the_checkpoints_were_written(tmp_path):
         assert list(run.epochs) == [1, 2, 3]
         assert run.times.tolist() == pytest.approx(written, abs=1e-3)
         assert info_dict(run)["time_span_s"] == pytest.approx(7200.0, abs=1e-3)  # info: two hours of training
+        assert run.last_time == pytest.approx(written[-1], abs=1e-3)  # "last record": the newest checkpoint's
     # files touched out of step order (epoch 1 saved again last): the span runs from earliest to latest
     os.utime(tmp_path / "epoch_1.safetensors", (written[2] + 60, written[2] + 60))
     import_source(str(tmp_path), str(tmp_path / "again.wtui"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import time
 import warnings
@@ -495,8 +496,17 @@ class RunData:
 
     @property
     def last_time(self) -> float | None:
+        """When the run last wrote a record; for an imported run, its latest snapshot's time (when that
+        checkpoint was written: the training's time, not the import's; docs/import.md "Times")."""
         r = self._run
-        return None if r is None else r.last_time
+        if r is None:
+            return None
+        if self.import_meta is not None and self.n:
+            times = self.times
+            latest = float(np.nanmax(times)) if np.isfinite(times).any() else math.nan
+            if math.isfinite(latest):
+                return latest
+        return r.last_time
 
     # ------------------------------------------------------- the row view
 
