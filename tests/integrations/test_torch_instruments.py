@@ -442,3 +442,26 @@ def test_a_nan_where_alpha_is_due_keeps_the_snapshot(tmp_path, cpu_kernel):
     steps, alpha = run.series("weight", "alpha")
     fitted = {int(s): a for s, a in zip(steps, alpha, strict=True) if np.isfinite(a)}
     assert fitted and max(fitted) < 5  # fitted while the weights were finite, NaN after
+
+
+def test_dead_unit_events_follow_which_units_are_dead(tmp_path):
+    # the alert quotes the latest event: it must name the units dead now, not those of an earlier event
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(6, 10)
+    optimizer = torch.optim.SGD(fc.parameters(), lr=1e-3)
+    mask = torch.ones(10, 1)
+    fc.weight.register_hook(lambda g: g * mask)
+    path = tmp_path / "run.wtui"
+    handle = wt.watch(fc, path, optimizer=optimizer, every=1)
+    x = torch.randn(8, 6)
+    for step in range(1, 22):
+        mask.fill_(1)
+        dead = [5, 7] if step <= 6 else ([1, 2] if step <= 14 else [1])  # the same count, then fewer
+        mask[dead] = 0
+        optimizer.zero_grad()
+        fc(x).square().mean().backward()
+        optimizer.step()
+    handle.close()
+    run = weighttui.open(path)
+    named = [e.message.rsplit(": ", 1)[-1] for e in run.events if e.kind == "dead_units"]
+    assert named == ["5, 7", "1, 2", "1"]

@@ -823,7 +823,7 @@ class UnitHealth:
         self._streak_ids: tuple[int, ...] = ()
         self._streak_all = np.zeros(0, dtype=np.int32)
         self._streak: dict[int, np.ndarray] = {}
-        self._reported: dict[tuple[int, str], int] = {}
+        self._reported: dict[tuple[int, str], np.ndarray] = {}  # the units the last event named
 
     def update(self, infos, w_norms: dict, g_norms: dict):
         """w_norms / g_norms: row -> per-unit norms (host arrays). Returns (weights column
@@ -849,12 +849,11 @@ class UnitHealth:
         counts = np.add.reduceat(hot, starts) if w_all.size else np.zeros(len(rows), np.int64)
         wcol[rows, 0] = counts
         events = []
-        for j in np.nonzero(counts)[0].tolist():  # (a count of 0 is never above the reported one)
+        for j in np.nonzero(counts)[0].tolist():
             i = rows[j]
-            if counts[j] > self._reported.get((infos[i].id, "exploding"), 0):
-                units = np.nonzero(hot[starts[j]:starts[j] + sizes[j]])[0]
-                events += self._event(infos[i], "exploding", units, int(sizes[j]), f"weight norm above "
-                                      f"{self.factor:g}x the median unit's ({three(meds[j])})")
+            units = np.nonzero(hot[starts[j]:starts[j] + sizes[j]])[0]
+            events += self._event(infos[i], "exploding", units, int(sizes[j]), f"weight norm above "
+                                  f"{self.factor:g}x the median unit's ({three(meds[j])})")
         g_size = [np.size(g_norms[i]) if i in g_norms else -1 for i in rows]
         with_g = np.nonzero(np.asarray(g_size) == sizes)[0].tolist()
         g_all = None
@@ -872,10 +871,9 @@ class UnitHealth:
             for k in np.nonzero(dead_counts)[0].tolist():
                 j = with_g[k]
                 i = rows[j]
-                if dead_counts[k] > self._reported.get((infos[i].id, "dead"), 0):
-                    units = np.nonzero(dead[g_starts[k]:g_starts[k] + sizes[j]])[0]
-                    events += self._event(infos[i], "dead", units, int(sizes[j]),
-                                          f"gradient exactly zero for {self.window}+ snapshots")
+                units = np.nonzero(dead[g_starts[k]:g_starts[k] + sizes[j]])[0]
+                events += self._event(infos[i], "dead", units, int(sizes[j]),
+                                      f"gradient exactly zero for {self.window}+ snapshots")
             if len(with_g) == len(rows):  # every tensor had its gradient (the usual case)
                 g_all = gs.astype(np.float32)
             else:
@@ -918,11 +916,13 @@ class UnitHealth:
         return self._streak_all
 
     def _event(self, info, what: str, units: np.ndarray, total: int, why: str) -> list:
-        """An event when a tensor has more such units than ever reported before."""
+        """An event when a tensor's such units are not those its last event named (units that died since,
+        or others that recovered: the alert quotes the latest event, which must name the units of now)."""
         key = (info.id, what)
-        if units.size <= self._reported.get(key, 0):
+        last = self._reported.get(key)
+        if last is not None and np.array_equal(last, units):
             return []
-        self._reported[key] = int(units.size)
+        self._reported[key] = units
         shown = ", ".join(str(int(u)) for u in units[:20]) + (" ..." if units.size > 20 else "")
         return [{"level": "warning", "kind": f"{what}_units", "tensor": info.id, "count": int(units.size),
                  "units": [int(u) for u in units[:1000]],
