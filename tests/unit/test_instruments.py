@@ -491,7 +491,7 @@ def test_unit_health_counts_against_a_direct_computation():
     infos = [Info(i) for i in range(6)]
     health = inst.UnitHealth()
     streak: dict[int, np.ndarray] = {}
-    reported: dict[tuple[int, str], int] = {}
+    reported: dict[tuple[int, str], list[int]] = {}
     for step in range(12):
         sizes = {0: 7, 1: 1, 2: 40, 3: 9 if step < 6 else 11, 4: 3, 5: 8}
         rows = [r for r in range(6) if not (r == 4 and step % 3 == 0)]
@@ -521,8 +521,8 @@ def test_unit_health_counts_against_a_direct_computation():
             med = np.median(w[r])
             hot = np.nonzero(w[r] > 10 * med)[0] if med > 0 else np.zeros(0, int)
             assert wcol[r, 0] == hot.size
-            if hot.size > reported.get((r, "exploding"), 0):
-                reported[(r, "exploding")] = hot.size
+            if hot.size and hot.tolist() != reported.get((r, "exploding")):  # not the units last named
+                reported[(r, "exploding")] = hot.tolist()
                 want_events.append(("exploding_units", r, hot.tolist()))
             if r in g:
                 s = streak.get(r)
@@ -530,8 +530,8 @@ def test_unit_health_counts_against_a_direct_computation():
                 s = streak[r] = np.where(g[r] == 0, s + 1, 0)
                 dead = np.nonzero(s >= inst.DEAD_WINDOW)[0]
                 assert gcol[r, 0] == dead.size
-                if dead.size > reported.get((r, "dead"), 0):
-                    reported[(r, "dead")] = dead.size
+                if dead.size and dead.tolist() != reported.get((r, "dead")):
+                    reported[(r, "dead")] = dead.tolist()
                     want_events.append(("dead_units", r, dead.tolist()))
             else:
                 assert np.isnan(gcol[r, 0])
