@@ -118,3 +118,28 @@ def test_units_and_spectra_of_keras_kernels_are_their_output_units(tmp_path, sta
         out_first = np.moveaxis(w, -1, 0).reshape(units, -1)  # the documented out x (everything else)
         _, sigma = run.series(name, "sigma_max")
         assert sigma[-1] == pytest.approx(np.linalg.svd(out_first, compute_uv=False)[0], rel=1e-3)
+
+
+@pytest.mark.parametrize("stats", ["numpy", "device"])
+def test_a_schedule_gives_the_learning_rate_of_the_step_taken(tmp_path, stats):
+    # after an update Keras' `learning_rate` is the schedule's value at the next step
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 8)).astype("float32"), rng.standard_normal((32, 2)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="tanh", name="hidden"),
+                              keras.layers.Dense(2, name="head")])
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=1, decay_rate=0.5)
+    model.compile(keras.optimizers.Adam(schedule), "mse")
+    path = tmp_path / "run.wtui"
+    model.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[WeightCallback(path, every_batches=1, stats=stats)])
+    run = weighttui.open(path)
+    name = next(n for n in run.tensor_names if n.endswith("hidden/kernel"))
+    steps, eff = run.series(name, "eff_lr", kind="optim")
+    lr_steps, lr = run.scalars("learning_rate")
+    for s, e in zip(steps.tolist(), eff, strict=True):
+        if s >= 1:
+            used = 1e-2 * 0.5 ** (s - 1)  # the step from s - 1 to s
+            assert lr[lr_steps.tolist().index(s)] == pytest.approx(used, rel=1e-6)
+            _, v = run.series(name, "v_norm", kind="optim")
+            rms = v[steps.tolist().index(s)] / math.sqrt(8 * 6)
+            assert e == pytest.approx(used / (math.sqrt(rms / (1 - 0.999 ** s)) + 1e-7), rel=1e-5)

@@ -10,6 +10,7 @@ gives no state, never an error.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 
@@ -25,9 +26,9 @@ def optimizer_state(model, tracked, read=np.asarray, lr_step=None) -> dict | Non
     if not m_slots and not v_slots:
         return None
     try:
-        lr, step = lr_step if lr_step is not None else (float(np.asarray(opt.learning_rate)),
+        lr, step = lr_step if lr_step is not None else (float(np.asarray(applied_learning_rate(opt))),
                                                         float(np.asarray(opt.iterations)))
-    except Exception:  # a schedule object or a symbolic value: no step size, the norms still go
+    except Exception:  # a symbolic value: no step size, the norms still go
         lr, step = float("nan"), float("nan")
     beta2, eps = getattr(opt, "beta_2", None), getattr(opt, "epsilon", None)
     out = {}
@@ -46,3 +47,14 @@ def optimizer_state(model, tracked, read=np.asarray, lr_step=None) -> dict | Non
         if "m" in st or "v" in st:
             out[name] = st
     return out or None
+
+
+def applied_learning_rate(opt):
+    """The learning rate of the update just applied: the variable, or a schedule's value at the step it
+    was applied at. After an update `iterations` has moved on, and Keras' `learning_rate` gives a
+    schedule's value at the next step (half the one applied under a schedule that halves every step)."""
+    schedule = getattr(opt, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        done = int(np.asarray(opt.iterations))
+        return schedule(max(done - 1, 0))
+    return opt.learning_rate
