@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from weighttui.integrations.keras_grads import GradientTap, capture_for, innermost
-from weighttui.integrations.keras_instruments import applied_learning_rate, optimizer_state
+from weighttui.integrations.keras_instruments import optimizer_state
 from weighttui.record.instruments import units_last_by_name
 from weighttui.record.recorder import Recorder
 from weighttui.record.reporting import Reporter
@@ -441,7 +441,7 @@ class WeightCallback(keras.callbacks.Callback):
         if opt is None:
             return None
         try:
-            lr = applied_learning_rate(opt)  # a variable, or a schedule's value at the step just taken
+            lr = opt.learning_rate  # a variable, or a schedule's current value
             if isinstance(lr, keras.Variable):
                 return lr
             return float(lr.numpy() if hasattr(lr, "numpy") else lr)
