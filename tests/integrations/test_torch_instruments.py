@@ -465,3 +465,28 @@ def test_dead_unit_events_follow_which_units_are_dead(tmp_path):
     run = weighttui.open(path)
     named = [e.message.rsplit(": ", 1)[-1] for e in run.events if e.kind == "dead_units"]
     assert named == ["5, 7", "1, 2", "1"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_torch_ops_norms_of_16_bit_tensors_are_float32(tmp_path, dtype):
+    # the torch-ops path (what a GPU runs): a difference or a norm in the tensor's own dtype keeps 8-11 bits
+    torch.manual_seed(0)
+    model = torch.nn.Linear(32, 16).to(dtype)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=1e-4)
+    w0 = model.weight.detach().double().numpy().copy()
+    path = tmp_path / "run.wtui"
+    handle = wt.watch(model, path, optimizer=optimizer, every=1, full_every=1, cpu_kernel="torch", instruments=True)
+    x = torch.randn(8, 32).to(dtype)
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(x).float().square().mean().backward()
+        optimizer.step()
+    handle.close()
+    run = weighttui.open(path)
+    w = run.weights(step=5)["weight"].astype(np.float64)
+    _, dist = run.series("weight", "dist_init")
+    assert dist[-1] == pytest.approx(np.linalg.norm(w - w0) / np.linalg.norm(w0), rel=1e-5)
+    state = optimizer.state[model.weight]
+    for stat, key in (("m_norm", "exp_avg"), ("v_norm", "exp_avg_sq")):
+        _, got = run.series("weight", stat, kind="optim")
+        assert got[-1] == pytest.approx(np.linalg.norm(state[key].double().numpy()), rel=1e-5), stat

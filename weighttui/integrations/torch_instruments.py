@@ -165,13 +165,20 @@ class TorchInstruments:
 
     # ------------------------------------------------------------ helpers
 
-    def _buf(self, x: torch.Tensor) -> torch.Tensor:
-        """Scratch of x's shape, dtype and device (one flat buffer per dtype and device)."""
-        key = (x.device, x.dtype)
+    def _buf(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Scratch of x's shape and device, in x's dtype or `dtype` (one flat buffer per dtype and device)."""
+        key = (x.device, dtype or x.dtype)
         buf = self._scratch.get(key)
         if buf is None or buf.numel() < x.numel():
-            buf = self._scratch[key] = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
+            buf = self._scratch[key] = torch.empty(x.numel(), dtype=key[1], device=x.device)
         return buf[: x.numel()].view(x.shape)
+
+    def _difference(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """x - x0 in scratch memory, in float32 for 16-bit tensors: their difference in their own dtype
+        rounds to 8 (bfloat16) or 11 (float16) bits, and dist_init came out 1e-3 off."""
+        if x.dtype in (torch.float32, torch.float64):
+            return torch.sub(x, x0, out=self._buf(x))
+        return self._buf(x, torch.float32).copy_(x).sub_(x0)  # (widened exactly, then subtracted in float32)
 
     def _coords(self, name: str, x: torch.Tensor) -> torch.Tensor:
         idx = self._idx.get(name)
@@ -561,7 +568,7 @@ class TorchInstruments:
         if dist and "dist_init" in self.chosen and i not in pend.fresh_init:
             x0 = self._init.get(name)
             if x0 is not None and x0.shape == x.shape and x0.device == x.device:
-                pend.dist[i] = pend.add(torch.linalg.vector_norm(torch.sub(x, x0, out=self._buf(x))))
+                pend.dist[i] = pend.add(torch.linalg.vector_norm(self._difference(x, x0), dtype=_norm_dtype(x)))
         if cos and "cos" in self.chosen:
             pend.xs[i] = pend.add(self._coords(name, x))
             self._grad_sample(pend, i, name)
@@ -582,7 +589,9 @@ class TorchInstruments:
                 continue
             pend.optim[i] = (_queue(want, m), _queue(want, v), *rest)
         # one foreach norm per device and dtype (a kernel launch per list, not per tensor)
-        at = {key: pend.add(torch.stack(torch._foreach_norm(ts))) for key, ts in want.items()}
+        # (float32 norms of 16-bit states: a bfloat16 norm keeps 8 bits, a float16 one overflows above 65504)
+        at = {key: pend.add(torch.stack(torch._foreach_norm(ts, 2, dtype=_norm_dtype(ts[0]))))
+              for key, ts in want.items()}
         pend.optim = {i: (None if mi is None else (at[mi[:2]], mi[2]), None if vi is None else (at[vi[:2]], vi[2]),
                           *rest) for i, (mi, vi, *rest) in pend.optim.items()}
 
@@ -607,7 +616,8 @@ class TorchInstruments:
         at = []
         for key, has in ((("exp_avg", "momentum_buffer"), has_m), (("exp_avg_sq",), has_v)):
             t = next((state[k] for k in key if state.get(k) is not None), None) if has else None
-            at.append(None if t is None else (pend.add(torch.linalg.vector_norm(t.detach()).reshape(1)), 0))
+            at.append(None if t is None else (pend.add(torch.linalg.vector_norm(t.detach(), dtype=_norm_dtype(t))
+                                                        .reshape(1)), 0))
         pend.optim[i] = (at[0], at[1], *rest)
 
     def finish(self, pend: _Pending, host: list[np.ndarray], entries, fro_norms: np.ndarray,
