@@ -68,6 +68,19 @@ def test_layer_table_instrument_metrics(trained):
     assert values["cos_grad"][0][0] == pytest.approx(data.series("w", "cos_grad", kind="delta")[1][-1])
     assert values["eff_lr"][0][0] == 0.05
     assert len(values["dist"][1][0]) == data.n
+    assert values["m_norm"][0][0] == pytest.approx(data.series("w", "m_norm", kind="optim")[1][-1])
+    assert values["optim_bad"][0][0] == 0 and values["exploding"][0][0] == 0
+
+
+def test_every_instrument_column_can_be_chosen_in_the_layer_table():
+    from weighttui.log import schema
+    from weighttui.tui.widgets.layer_rows import METRICS
+
+    offered = {(kind, stat) for _key, kind, stat, _label, _log in METRICS}
+    columns = ([("weights", s) for s in schema.WEIGHT_INSTRUMENTS + schema.UNIT_WEIGHT_STATS + schema.ALPHA_STATS]
+               + [("delta", s) for s in schema.DELTA_INSTRUMENTS] + [("grad", s) for s in schema.UNIT_GRAD_STATS]
+               + [("optim", s) for s in schema.OPTIM_STATS])
+    assert set(columns) <= offered
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,11 @@ METRICS = (
     ("cos_grad", "delta", "cos_grad", "cos upd/grad", False),
     ("sratio", "delta", "sigma_ratio", "sigma ratio", True),
     ("eff_lr", "optim", "eff_lr", "Adam step", True),
+    ("m_norm", "optim", "m_norm", "|moment 1|", True),
+    ("v_norm", "optim", "v_norm", "|moment 2|", True),
+    ("optim_bad", "optim", "nonfinite", "state NaN/Inf", False),
     ("dead", "grad", "dead_units", "dead units", False),
+    ("exploding", "weights", "exploding_units", "exploding units", False),
     ("alpha", "weights", "alpha", "alpha", False),
 )
 # Metrics fitted now and then, NaN between (alpha: every alpha_every snapshots, docs/instruments.md):
