@@ -102,3 +102,47 @@ def test_cli_export_writes_event_files_without_tensorflow(log, tmp_path):
     acc.Reload()
     assert "weights/lin.weight" in acc.Tags()["histograms"]
     assert not any(t.startswith("grad") for t in acc.Tags()["histograms"] + acc.Tags()["scalars"])
+
+
+def test_every_export_says_where_the_first_nan_was(tmp_path):
+    import csv
+    import json
+
+    from weighttui.cli.export import export
+
+    path = tmp_path / "run.wtui"
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 5)).astype(np.float32)
+    with Recorder(path) as rec:  # the default instruments include nan_origin
+        for step in range(4):
+            g = rng.standard_normal(w.shape).astype(np.float32)
+            if step == 2:
+                g[1, 3] = np.nan
+            w = w - 0.1 * g
+            rec.snapshot(step, {"w": w}, grads={"w": g})
+    run = weighttui.open(path)
+    assert run.nan_origin is not None and run.nan_origin["step"] == 2
+    want = {"step": 2, "tensor": "w", "kind": "grad", "index": 8}
+    assert {k: run.nan_origin[k] for k in want} == want
+    export(run, fmt="json", out=str(tmp_path / "s.json"))
+    got = json.loads((tmp_path / "s.json").read_text())["nan_origin"]
+    assert {k: got[k] for k in want} == want
+    export(run, fmt="csv", out=str(tmp_path / "s.csv"))
+    rows = [r for r in csv.reader(open(tmp_path / "s.csv")) if r[3] == "nan_origin"]
+    assert rows == [["2", "", "w", "nan_origin", "grad", "8"]]
+    export(run, fmt="npz", out=str(tmp_path / "s.npz"))
+    with np.load(tmp_path / "s.npz") as z:
+        assert (int(z["nan_origin.step"]), str(z["nan_origin.tensor"]), str(z["nan_origin.kind"]),
+                int(z["nan_origin.index"])) == (2, "w", "grad", 8)
+    pq = pytest.importorskip("pyarrow.parquet")
+    export(run, fmt="parquet", out=str(tmp_path / "s.parquet"))
+    table = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    origin = [r for r in table if r["kind"] == "nan_origin"]
+    assert [(r["step"], r["tensor"], r["stat"], r["value"]) for r in origin] == [(2, "w", "grad", 8.0)]
+    out = tmp_path / "tb"
+    write_tensorboard(run, str(out))
+    acc = EventAccumulator(str(out), size_guidance={"tensors": 0})
+    acc.Reload()
+    texts = acc.Tensors("nan_origin")
+    assert [t.step for t in texts] == [2]
+    assert b"flat index 8" in texts[0].tensor_proto.string_val[0]

@@ -173,6 +173,11 @@ def _stats_csv(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
             for s, v in zip(s_steps, values, strict=True):
                 w.writerow([int(s), "", "", "scalar", sname, repr(float(v))])
                 rows += 1
+        origin = run.nan_origin
+        if origin is not None:  # kind nan_origin, stat: where it was (weights, grad ...), value: its flat index
+            w.writerow([origin["step"], "", origin["tensor"] or "", "nan_origin", origin["kind"] or "",
+                        "" if origin["index"] is None else origin["index"]])
+            rows += 1
     return f"{rows} rows of statistics to {out}"
 
 
@@ -198,6 +203,7 @@ def _stats_json(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
         "scalars": {n: {"steps": run.scalars(n)[0].tolist(),
                         "values": [_json_number(float(x)) for x in run.scalars(n)[1]]}
                     for n in run.scalar_names},
+        "nan_origin": run.nan_origin,  # where the first non-finite value was, or null
     }
     with _text_out(out, mode) as fh:
         json.dump(doc, fh)
@@ -214,6 +220,12 @@ def _stats_npz(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
         s_steps, values = run.scalars(sname)
         arrays[f"scalar.{sname}.steps"] = s_steps
         arrays[f"scalar.{sname}.values"] = values
+    origin = run.nan_origin
+    if origin is not None:  # where the first non-finite value was (index -1: not known)
+        arrays["nan_origin.step"] = np.array(origin["step"] if origin["step"] is not None else -1)
+        arrays["nan_origin.tensor"] = np.array(origin["tensor"] or "", dtype=str)
+        arrays["nan_origin.kind"] = np.array(origin["kind"] or "", dtype=str)
+        arrays["nan_origin.index"] = np.array(origin["index"] if origin["index"] is not None else -1)
     encoded = _write_npz(out, arrays, mode)
     return f"{len(arrays)} arrays to {out}{_encoded_note(encoded)}"
 

@@ -159,6 +159,7 @@ def info_dict(run: RunData, alerts=()) -> dict:
     rec = run.run
     steps = run.steps
     epochs = [int(e) for e in run.epochs if e >= 0]
+    origin = run.nan_origin
     return {
         "path": run.path,
         "file_size": run.file_size,
@@ -178,8 +179,8 @@ def info_dict(run: RunData, alerts=()) -> dict:
         "last_record": _when(run.last_time),
         "time_span_s": _span(run),
         "kinds": [k for k in KINDS if run.has_kind(k)],
-        "nan_origin": next((e.message for e in run.events if e.kind == "nan_origin"), None),
-        "nan_origin_at": _nan_origin_at(run),  # the same, for scripts: step, tensor, kind, flat index
+        "nan_origin": origin["message"] if origin else None,
+        "nan_origin_at": _origin_fields(origin),  # the same, for scripts: step, tensor, kind, flat index
         "tensors": len(run.tensor_names),
         "tensor_list": tensor_rows(run),
         "parameters": sum(t.size for t in (run.tensor(n) for n in run.tensor_names)),
@@ -195,14 +196,9 @@ def info_dict(run: RunData, alerts=()) -> dict:
     }
 
 
-def _nan_origin_at(run: RunData) -> dict | None:
-    """The run's nan_origin event (docs/FORMAT.md) as fields: where the first non-finite value was."""
-    event = next((e for e in run.events if e.kind == "nan_origin"), None)
-    if event is None:
-        return None
-    names = {t.id: t.name for t in run.tensors}
-    return {"step": event.step, "tensor": names.get(event.tensor) if event.tensor is not None else None,
-            "kind": event.where, "index": event.index}
+def _origin_fields(origin: dict | None) -> dict | None:
+    """RunData.nan_origin without its message (info says that one on its own line)."""
+    return None if origin is None else {k: v for k, v in origin.items() if k != "message"}
 
 
 def _span(run: RunData) -> float | None:

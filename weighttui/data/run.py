@@ -1123,6 +1123,17 @@ class RunData:
         return imported if isinstance(imported, dict) else None
 
     @property
+    def nan_origin(self) -> dict | None:
+        """Where the run's first non-finite value was (its nan_origin event, docs/instruments.md):
+        {"step", "tensor" (name), "kind" (weights, grad, delta, optim), "index" (flat), "message"}, or None."""
+        event = next((e for e in self.events if e.kind == "nan_origin"), None)
+        if event is None:
+            return None
+        names = {t.id: t.name for t in self.tensors}
+        return {"step": event.step, "tensor": names.get(event.tensor) if event.tensor is not None else None,
+                "kind": event.where, "index": event.index, "message": event.message}
+
+    @property
     def imported_without_values(self) -> bool:
         """Whether `weighttui import --no-values` wrote this run (so it holds no complete values by choice)."""
         imported = self.import_meta

@@ -127,6 +127,18 @@ def write_parquet(run, out, kinds=None, mode: int = 0o600) -> int:
             ], schema=schema)
             writer.write_batch(batch)
             total += n
+        origin = run.nan_origin
+        if origin is not None:  # a row of kind nan_origin: stat where it was, value its flat index
+            code = levels.index(origin["tensor"]) if origin["tensor"] in levels else -1
+            writer.write_batch(pa.record_batch([
+                pa.array([run_id], pa.string()), pa.array([origin["step"]], pa.int64()),
+                pa.array([None], pa.int64()),
+                pa.DictionaryArray.from_arrays(pa.array([code], pa.int32(), mask=np.array([code < 0])),
+                                               tensor_dict),
+                pa.array(["nan_origin"], pa.string()), pa.array([origin["kind"] or ""], pa.string()),
+                pa.array([float("nan") if origin["index"] is None else float(origin["index"])], pa.float64()),
+            ], schema=schema))
+            total += 1
     return total
 
 

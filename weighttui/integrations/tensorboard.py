@@ -10,7 +10,8 @@ written, at each snapshot's step and wall time:
 - every statistic as a scalar `<kind>.<stat>/<tensor>` (e.g.
   `delta.ratio/fc1.weight`), so TensorBoard groups one statistic of all
   tensors on one card, which is how layers are compared;
-- the run's own scalars (loss, learning rate ...) under their names.
+- the run's own scalars (loss, learning rate ...) under their names;
+- where the first non-finite value was (the nan_origin event), as a text summary `nan_origin`.
 
 A row whose statistics are all NaN means "not covered by this snapshot" in a
 run log and is left out; a NaN or Inf in a covered row (the norm of a tensor
@@ -25,7 +26,7 @@ import socket
 import time
 
 import numpy as np
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from weighttui.log.schema import KINDS, export_name
@@ -49,6 +50,7 @@ def write_tensorboard(run, out_dir: str, *, kinds=None, file_mode: int = 0o644) 
         _add_stats(run, kind, by_step)
         _add_histograms(run, kind, by_step)
     _add_scalars(run, by_step)
+    _add_nan_origin(run, by_step)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), file_mode)
     os.fchmod(fd, file_mode)
     with os.fdopen(fd, "wb") as fh:
@@ -162,3 +164,14 @@ def _add_scalars(run, out: _Steps) -> None:
         steps, values = run.scalars(name)
         for s, v in zip(steps.tolist(), values.tolist(), strict=True):
             out.add(s, summary_pb2.Summary.Value(tag=name, simple_value=float(v)))
+
+
+def _add_nan_origin(run, out: _Steps) -> None:
+    """Where the first non-finite value was: a text summary `nan_origin` at its step (TensorBoard's Text tab)."""
+    origin = run.nan_origin
+    if origin is None or origin["step"] is None:
+        return
+    text = tensor_pb2.TensorProto(dtype=7, string_val=[origin["message"].encode()],  # 7: DT_STRING
+                                  tensor_shape=tensor_shape_pb2.TensorShapeProto())
+    meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+    out.add(int(origin["step"]), summary_pb2.Summary.Value(tag="nan_origin", metadata=meta, tensor=text))
