@@ -362,3 +362,25 @@ def test_snapshot_times_are_when_the_checkpoints_were_written(tmp_path):
     os.utime(tmp_path / "epoch_1.safetensors", (written[2] + 60, written[2] + 60))
     import_source(str(tmp_path), str(tmp_path / "again.wtui"))
     assert info_dict(weighttui.open(str(tmp_path / "again.wtui")))["time_span_s"] == pytest.approx(3660.0, abs=1e-3)
+
+
+def test_several_models_in_one_checkpoint_dict_without_their_optimizers(tmp_path):
+    # the GAN recipe: {'epoch', 'generator', 'discriminator', 'optimizerG', 'loss'}
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    gen, disc = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+    opt = torch.optim.Adam(gen.parameters())
+    for epoch in (1, 2):
+        gen(torch.randn(4, 3)).sum().backward()
+        opt.step()
+        torch.save({"epoch": epoch, "generator": gen.state_dict(), "discriminator": disc.state_dict(),
+                    "optimizerG": opt.state_dict(), "loss": torch.tensor(0.5 / epoch)},
+                   str(tmp_path / f"gan_epoch_{epoch}.pth"))
+    out = str(tmp_path / "run.wtui")
+    import_source(str(tmp_path), out)
+    run = weighttui.open(out)
+    assert sorted(run.tensor_names) == ["discriminator.bias", "discriminator.weight", "generator.bias",
+                                        "generator.weight"]
+    steps, loss = run.scalars("loss")
+    assert loss.tolist() == [0.5, 0.25]
+    assert np.array_equal(run.weights(epoch=2)["generator.weight"], gen.weight.detach().numpy())

@@ -134,18 +134,28 @@ def _words(text: str, limit: int) -> str:
 _NOT_SCALARS = ("epoch", "global_step", "step", "iteration")
 
 
-def _scalars(obj: dict, torch) -> dict[str, float]:
-    """The top-level numbers of a checkpoint dict (the tutorial's `'loss': loss`, a float or a 0-d or
-    1-element tensor), by key; step and epoch keys and bools are not scalars."""
+def _scalars(obj: dict, torch, tensors: bool = True) -> dict[str, float]:
+    """The top-level numbers of a checkpoint dict (the tutorial's `'loss': loss`, a float or, with `tensors`,
+    a 0-d or 1-element tensor), by key; step and epoch keys and bools are not scalars."""
     out = {}
     for k, v in obj.items():
         if not isinstance(k, str) or k in _NOT_SCALARS or isinstance(v, bool):
             continue
         if isinstance(v, (int, float)):
             out[k] = float(v)
-        elif isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_complex() and v.dtype != torch.bool:
+        elif tensors and _number_tensor(v, torch):
             out[k] = float(v.detach().float().reshape(-1)[0])
     return out
+
+
+def _number_tensor(v, torch) -> bool:
+    """A 0-d or 1-element real tensor: a number saved as a tensor (`'loss': loss`)."""
+    return isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_complex() and v.dtype != torch.bool
+
+
+def _optimizer_state(v) -> bool:
+    """Whether v is an optimizer's state_dict (its `state` and `param_groups`): moments, not weights."""
+    return isinstance(v, dict) and "state" in v and "param_groups" in v
 
 
 def _flatten(obj, prefix: str, out: dict, torch) -> None:
@@ -184,9 +194,18 @@ class TorchReader(Reader):
                     self.meta.step = int_or_none(obj[key])
                     break
             inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
-            _flatten(inner if inner is not None else obj, "", tensors, torch)
-            if inner is not None:  # a checkpoint dict: its numbers (loss, val_acc ...) are this step's scalars
-                values = _scalars(obj, torch)
+            # several models' state dicts side by side (a GAN's `generator`, `discriminator`): a top-level
+            # one-element tensor beside them is a number (`loss`), as it is beside a weights key
+            nested = inner is None and any(isinstance(v, dict) for v in obj.values())
+            if inner is not None:
+                _flatten(inner, "", tensors, torch)
+            else:  # a flat state dict, or several models': not the optimizers' state (moments, not weights)
+                _flatten({k: v for k, v in obj.items() if not _optimizer_state(v)
+                          and not (nested and _number_tensor(v, torch))}, "", tensors, torch)
+            # a checkpoint dict (not a flat state dict): its numbers (loss, val_acc ...) are this step's scalars;
+            # in a flat dict only plain numbers (a top-level tensor there is a weight)
+            if inner is not None or any(not isinstance(v, torch.Tensor) for v in obj.values()):
+                values = _scalars(obj, torch, tensors=inner is not None or nested)
                 if values:
                     self.meta.scalars = [(None, None, values)]
                     self.meta.scalars_from = "checkpoint dict"
