@@ -119,3 +119,29 @@ def test_watch_takes_a_torch_checkpoint_dicts_epoch_and_loss(tmp_path):
     steps, loss = run.scalars("loss")
     assert list(steps) == [10, 20] and loss.tolist() == [0.5, 0.25]
     assert "checkpoint dict" in run.run.meta["import"]["scalars_from"]
+
+
+def test_a_directory_of_tensorboard_scalars_then_checkpoints_follows_the_checkpoints(tmp_path):
+    # an HF output dir logs to runs/ (TensorBoard scalars, no histograms) before its first checkpoint
+    from safetensors.numpy import save_file
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    d = tmp_path / "out"
+    (d / "runs").mkdir(parents=True)
+    writer = EventFileWriter(str(d / "runs"))
+    writer.add_event(event_pb2.Event(step=1, wall_time=time.time(), summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag="loss", simple_value=1.0)])))
+    writer.close()
+    out = str(tmp_path / "live.wtui")
+    messages = []
+    f = CheckpointFollower(str(d), out, report=messages.append)
+    assert f.kind == "tensorboard"
+    for step in (100, 200):
+        save_file({"w": np.full((3, 3), step, np.float32)}, str(d / f"step_{step}.safetensors"))
+        assert _until(lambda step=step: f.snapshots and f.importer is not None and f.importer.last_step == step, f)
+    f.stop()
+    assert any("checkpoints appeared" in m for m in messages)
+    run = weighttui.open(out)  # the latest run of the log: the checkpoints
+    assert run.steps.tolist() == [100, 200]
+    assert np.array_equal(run.weights(step=200)["w"], np.full((3, 3), 200, np.float32))

@@ -48,6 +48,7 @@ class CheckpointFollower:
         self.out = out
         self.report = report
         self.give_up = give_up
+        self.values = values
         self.kind = source_kind(src)
         self.events = None
         self.importer = None
@@ -56,17 +57,51 @@ class CheckpointFollower:
 
             self.events = EventsImporter(src, out, report=report, watch=True)
         else:
-            self.importer = Importer(out, source=src, kind=self.kind, values=values, report=report,
-                                     meta={"watch": True, "step_from": "per checkpoint: its metadata, else "
-                                           "numbers in its name, else its epoch, else the next step",
-                                           "scalars_from": "per checkpoint: trainer_state.json log_history, "
-                                           "or a PyTorch checkpoint dict's numbers (loss ...)"})
+            self.importer = self._checkpoint_importer()
         self.copy_dir = os.path.dirname(os.path.abspath(out))
         self.sigs: dict[str, object] = {}
         self.done: dict[str, object] = {}  # label -> its signature when imported (or given up)
         self.failures: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._polls = 0
+        self._told_checkpoints = False
+
+    def _checkpoints_came(self) -> None:
+        """Followed as TensorBoard events (all the directory held at the start): when checkpoints appear
+        there too (an HF output dir logs to TensorBoard before its first save), follow those instead,
+        as a new run of the log, if the events gave no snapshot (histograms) yet; else say once that
+        they are not read, rather than leave them unread without a word."""
+        from weighttui.integrations.importers.discover import checkpoint_units, source_kind
+
+        try:
+            found = checkpoint_units(self.src)
+        except (OSError, ImportFileError):
+            return
+        if not found:
+            return
+        events = self.events
+        assert events is not None
+        if events.snapshots == 0:
+            events.close("finished")
+            self.events = None
+            self.kind = source_kind(self.src)
+            self.report(f"{self.src}: checkpoints appeared ({found[0].label} ...): following them")
+            self.importer = self._checkpoint_importer(mode="a")
+            return
+        self._told_checkpoints = True
+        message = (f"{self.src} now holds checkpoints ({found[0].label} ...), but it is followed as the "
+                   "TensorBoard histograms it held when watching began: watch it again (or weighttui import "
+                   "it) to read the checkpoints")
+        self.report(message)
+        events.rec.event("checkpoints_not_followed", message, level="warning")
+
+    def _checkpoint_importer(self, mode: str = "w") -> Importer:
+        return Importer(self.out, source=self.src, kind=self.kind, values=self.values, report=self.report, mode=mode,
+                        meta={"watch": True, "step_from": "per checkpoint: its metadata, else "
+                              "numbers in its name, else its epoch, else the next step",
+                              "scalars_from": "per checkpoint: trainer_state.json log_history, "
+                              "or a PyTorch checkpoint dict's numbers (loss ...)"})
 
     @property
     def snapshots(self) -> int:
@@ -75,7 +110,11 @@ class CheckpointFollower:
     def poll(self) -> int:
         """One look at the directory; the number of checkpoints imported."""
         if self.events is not None:
-            return self.events.poll()
+            self._polls += 1
+            if self._polls % 5 == 1 and not self._told_checkpoints:
+                self._checkpoints_came()  # (a directory walk: not at every poll)
+            if self.events is not None:
+                return self.events.poll()
         from weighttui.integrations.importers.discover import checkpoint_units
 
         assert self.importer is not None
