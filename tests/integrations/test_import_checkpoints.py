@@ -181,6 +181,18 @@ def test_bad_files_are_named_and_skipped(tmp_path, capsys):
     assert np.array_equal(run.weights(step=3)["head.weight"], models[3]["head.weight"])
 
 
+def test_a_file_that_is_no_pytorch_file_is_not_called_a_refused_pickle(tmp_path, capsys):
+    pytest.importorskip("torch")
+    (tmp_path / "step_1.pt").write_bytes(bytes([155]) * 300)  # an unpickler reads opcode 155 and gives up
+    (tmp_path / "step_2.pt").write_text("hello, not a checkpoint\n")
+    import_source(str(tmp_path), str(tmp_path / "run.wtui"))
+    assert weighttui.open(str(tmp_path / "run.wtui")).n == 0
+    err = capsys.readouterr().err
+    for name in ("step_1.pt", "step_2.pt"):
+        assert f"skipped {name}: not a PyTorch file (neither the zip archive torch.save writes nor a pickle)" in err
+    assert "arbitrary pickles" not in err
+
+
 def test_no_values(tmp_path):
     from safetensors.numpy import save_file
 

@@ -59,6 +59,7 @@ def _load(path: str):
     torch.* is given a stand-in (_Inert) and the file loaded again, kept only if its weights dict loads."""
     import torch
 
+    _check_container(path)
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     stand_ins: list[str] = []
     first = None
@@ -89,6 +90,21 @@ def _weights_dict(obj, torch):
         if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
             return inner
     return None
+
+
+def _check_container(path: str) -> None:
+    """A PyTorch file is a zip archive (torch.save since 1.6) or a pickle (the legacy format, protocol 2+:
+    0x80 first); anything else gets that said, where torch's own error (an unpickler's complaint about an
+    opcode, a bare KeyError) reads as a refused pickle or says nothing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise ImportFileError(f"cannot be read: {exc.strerror or exc}") from None
+    if not head:
+        raise ImportFileError("empty (0 bytes)")
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        raise ImportFileError("not a PyTorch file (neither the zip archive torch.save writes nor a pickle)")
 
 
 def _load_once(path: str):
