@@ -4,7 +4,11 @@ Accepted shapes of the document (keys become tensor names, '/'-joined):
 
 - `{"dense": [[...kernel...], [...bias...]]}`: a layer's `get_weights()`
   list, one tensor per entry (`dense/0`, `dense/1`) when the entries differ
-  in shape; a rectangular nested list of numbers is one tensor (`dense`);
+  in shape; a rectangular nested list of numbers is one tensor (`dense`),
+  except in a document of such layer lists where one layer's entries differ
+  in shape (the recipe): there every layer's list is its weights (a
+  BatchNorm's four vectors `bn/0` ... `bn/3`, a one-weight layer `proj/0`,
+  a Dropout's empty list nothing);
 - `{"dense": {"kernel": [...], "bias": [...]}}`: nested maps;
 - `[[...], [...]]`: `model.get_weights()` as a list (`0`, `1`, ...);
 - integers `epoch`, `step` / `global_step` at the top level are metadata,
@@ -91,7 +95,15 @@ class JsonReader(Reader):
             if inner is not None:
                 doc = inner
         self.arrays: dict[str, np.ndarray] = {}
-        flatten(doc, "", self.arrays)
+        if _layer_lists(doc):
+            for k, v in doc.items():  # each layer's get_weights(): one tensor per entry, whatever their shapes
+                if isinstance(v, list):
+                    for i, w in enumerate(v):
+                        flatten(w, f"{k}/{i}", self.arrays)
+                else:
+                    flatten(v, k, self.arrays)
+        else:
+            flatten(doc, "", self.arrays)
         self.arrays = {k: v for k, v in self.arrays.items() if v is not None}
         if not self.arrays:
             raise ImportFileError("holds no numeric arrays (not a weights dump)")
@@ -102,6 +114,19 @@ class JsonReader(Reader):
     def read(self, name):
         arr = self.arrays[name]
         return arr, arr
+
+
+def _layer_lists(doc) -> bool:
+    """Whether a document is the recipe's `{layer.name: [w.tolist() for w in layer.get_weights()]}`: a map
+    whose values are lists, one at least a list of differently shaped tensors (a Dense layer's kernel and
+    bias). Then every layer's list is its weights, also where they happen to share a shape (a BatchNorm's
+    four vectors, a layer with one weight: `bn/0` ... `bn/3`, `proj/0`, not one stacked tensor) or are
+    none (a Dropout's [])."""
+    if not isinstance(doc, dict):
+        return False
+    lists = [v for k, v in doc.items() if k not in _META]
+    return (bool(lists) and all(isinstance(v, list) for v in lists)
+            and any(v and all(isinstance(w, list) for w in v) and _array(v) is None for v in lists))
 
 
 def epoch_keys(path: str) -> list[str]:
