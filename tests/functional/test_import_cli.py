@@ -72,3 +72,19 @@ def test_import_cli_log_that_cannot_be_written(tmp_path):
     assert "Traceback" not in r.stderr
     assert any(ln.startswith("weighttui import: ") and "/dev/full" in ln and "stopped taking writes" in ln
                for ln in r.stderr.splitlines()), r.stderr
+
+
+def test_import_cli_with_nothing_readable_leaves_the_run_log_alone(tmp_path):
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_file({"w": np.ones((3, 3), np.float32)}, str(ck / "step_1.safetensors"))
+    out = tmp_path / "run.wtui"
+    assert _cli("import", str(ck), "--out", str(out)).returncode == 0
+    before = out.read_bytes()
+    (ck / "step_1.safetensors").write_bytes(b"not a checkpoint any more")
+    r = _cli("import", str(ck), "--out", str(out))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "skipped step_1.safetensors" in r.stderr and "was not written" in r.stderr
+    assert out.read_bytes() == before

@@ -185,8 +185,12 @@ def test_a_file_that_is_no_pytorch_file_is_not_called_a_refused_pickle(tmp_path,
     pytest.importorskip("torch")
     (tmp_path / "step_1.pt").write_bytes(bytes([155]) * 300)  # an unpickler reads opcode 155 and gives up
     (tmp_path / "step_2.pt").write_text("hello, not a checkpoint\n")
-    import_source(str(tmp_path), str(tmp_path / "run.wtui"))
-    assert weighttui.open(str(tmp_path / "run.wtui")).n == 0
+    from weighttui.integrations.importers.base import ImportFileError
+
+    (tmp_path / "run.wtui").write_bytes(b"")  # what was there before: left alone when nothing could be read
+    with pytest.raises(ImportFileError, match="none of its 2 checkpoint"):
+        import_source(str(tmp_path), str(tmp_path / "run.wtui"))
+    assert (tmp_path / "run.wtui").read_bytes() == b""
     err = capsys.readouterr().err
     for name in ("step_1.pt", "step_2.pt"):
         assert f"skipped {name}: not a PyTorch file (neither the zip archive torch.save writes nor a pickle)" in err

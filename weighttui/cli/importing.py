@@ -36,7 +36,7 @@ def _bins(text: str) -> int:
 def cmd_import(args) -> int:
     from weighttui.cli.errors import CliError
     from weighttui.integrations.importers.base import ImportFileError
-    from weighttui.integrations.importers.driver import LogStopped, import_source
+    from weighttui.integrations.importers.driver import LogStopped, NothingImported, import_source
 
     if not os.path.exists(args.src) and not any(c in args.src for c in "*?["):
         raise FileNotFoundError(f"no such file or directory: {args.src}")
@@ -60,6 +60,9 @@ def cmd_import(args) -> int:
         print(f"weighttui import: interrupted; {args.out} keeps the snapshots written so far "
               "(status: interrupted)", file=sys.stderr)
         raise
+    except NothingImported as exc:  # each file was named on its own line: exit 1, as for no snapshot written
+        print(f"weighttui import: {exc}", file=sys.stderr)
+        return 1
     except ImportFileError as exc:
         raise CliError(str(exc)) from None
     except LogStopped as exc:  # the writer said why (cannot open, disk full ...)

@@ -751,6 +751,10 @@ class Importer:
         self.rec.close(status)
 
 
+class NothingImported(ImportFileError):
+    """No checkpoint of SRC could be read: the run log was not written (an existing one is left as it was)."""
+
+
 def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAULT_BINS,
                   report=say) -> dict:
     """Import SRC (directory, file or glob) into the run log at out; returns a summary dict."""
@@ -768,6 +772,9 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
     with mapping.leases():  # files read in place are leased: a trainer rewriting one waits for a safe point
         unread: list = []
         planned = plan(units, report=report, copy_dir=os.path.dirname(os.path.abspath(out)), skipped=unread)
+        if not planned:  # nothing readable: an existing run log at `out` is left as it is, not emptied
+            raise NothingImported(f"{src}: none of its {len(units)} checkpoint(s) could be read (see above); "
+                                  f"{out} was not written")
         imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
                        meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
         status = "failed"
