@@ -264,3 +264,22 @@ def test_appending_to_a_foreign_file_raises_from_the_constructor(tmp_path):
     with pytest.raises(weighttui.LogFormatError, match="cannot append"):
         Recorder(path, mode="a")
     assert path.read_bytes() == b"hello, this is not a log"
+
+
+def test_float64_values_beyond_float32_and_subnormals_under_a_raising_seterr(tmp_path, recwarn):
+    # a caller's np.seterr(all="raise") (or -W error) must not cost the snapshot, nor warnings leak to it
+    path = tmp_path / "run.wtui"
+    big = np.array([1e200, 2.0, 3.0])
+    old = np.seterr(all="raise")
+    try:
+        with Recorder(path) as rec:
+            for s in range(2):
+                rec.snapshot(s, {"big": big + s, "tiny": np.array([5e-324, 0.0, 1e-310 * s])})
+    finally:
+        np.seterr(**old)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    run = weighttui.open(path)
+    assert run.steps.tolist() == [0, 1]
+    assert not [e for e in run.events if e.kind == "recorder_error"]
+    _, top = run.series("big", "max")
+    assert top.tolist() == [1e200, 1e200]

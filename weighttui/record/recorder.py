@@ -247,7 +247,9 @@ class Recorder:
                 if scalars:
                     self.scalars(step, epoch=epoch, **scalars)
                 return False
-            with self._snapshot_lock:
+            # values beyond float32 (a float64 1e200) or subnormal ones: no warning into the caller's output, and
+            # a caller's np.seterr(all="raise") (or -W error) does not cost the snapshot (errstate is per thread)
+            with self._snapshot_lock, np.errstate(all="ignore"):
                 names, arrays = self._arrays(tensors)
                 if keep:
                     infos = [self.declare(n, a.shape, a.dtype.name) for n, a in zip(names, arrays, strict=True)]

@@ -21,6 +21,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from weighttui.log.format import HEADER, FrameType, encode_frame
 from weighttui.record.encode import declarations_frame, encode_snapshot, values_frames
 from weighttui.record.logfile import LogBusy, NotALogFile, open_log, release
@@ -218,7 +220,8 @@ class LogWriter:
 
     def _loop(self) -> None:
         try:
-            self._run()
+            with np.errstate(all="ignore"):  # finishing rows of extreme values: no warnings from this thread
+                self._run()
         finally:
             if self._abandoned:
                 self._close_fd()  # close() left the descriptor to this thread
