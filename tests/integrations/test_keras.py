@@ -500,3 +500,57 @@ def test_device_statistics_edge_cases_match_the_reference():
             assert np.isnan(delta.stats[i]).all() and delta.hist[2][i].sum() == 0
     want = np.concatenate([a.reshape(-1)[j] for a, j in zip(now, idx, strict=True)]).astype(np.float32)
     np.testing.assert_array_equal(sample, want)
+
+
+@pytest.mark.parametrize("data", ["filtered tf.data", "generator"])
+def test_epoch_end_gradients_of_data_of_unknown_length(tmp_path, data):
+    """fit asks one batch more than data of unknown length holds (the call that runs out of it never ends):
+    the epoch-end snapshot still has the last batch's gradients. SGD: the gradient is the weights' change / lr."""
+    lr = 0.05
+    keras.utils.set_random_seed(3)
+    x, y = regression(n=64)
+    model = dense_model()
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    ends: dict[int, list] = {}
+
+    class Ends(keras.callbacks.Callback):
+        step = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            Ends.step += 1
+            ends[Ends.step] = [np.array(w, dtype=np.float64) for w in model.trainable_weights]
+
+    if data == "generator":
+        source, epochs = ((x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)), 1
+    else:
+        import tensorflow as tf
+
+        source = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True).batch(16)  # length unknown
+        epochs = 2
+    path = tmp_path / "run.wtui"
+    model.fit(source, epochs=epochs, verbose=0, callbacks=[Ends(), WeightCallback(path)])
+    run = weighttui.open(path)
+    assert run.steps.tolist() == [0, 4, 8][:epochs + 1]
+    for k, name in enumerate(n for n in run.tensor_names):
+        steps, g = run.series(name, "norm", kind="grad")
+        for s, gnorm in zip(steps.tolist()[1:], g.tolist()[1:], strict=True):
+            assert gnorm == pytest.approx(np.linalg.norm(ends[s - 1][k] - ends[s][k]) / lr, rel=1e-4), (name, s)
+
+
+def test_gradients_of_a_model_that_fit_builds(tmp_path):
+    """No keras.Input: the weights are made by fit's first batch, after on_train_begin; the gradients are
+    recorded from the next batch on (the update is lr x the gradient, SGD)."""
+    lr = 0.05
+    keras.utils.set_random_seed(3)
+    x, y = regression(n=64)
+    model = keras.Sequential([keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    path = tmp_path / "run.wtui"
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[WeightCallback(path, every_batches=1)])
+    run = weighttui.open(path)
+    assert run.has_kind("grad")
+    for name in run.tensor_names:
+        steps, g, d = _grad_and_update_norms(run, name)
+        assert steps.tolist() == list(range(2, 9)), name  # the first batch built the weights
+        for step, gnorm in zip(steps.tolist(), g.tolist(), strict=True):
+            assert d[step] == pytest.approx(lr * gnorm, rel=1e-4), (name, step)

@@ -113,6 +113,7 @@ class WeightCallback(keras.callbacks.Callback):
         self.initial = bool(initial)
         self.grads = bool(grads)
         self._capture: GradientTap | None = None  # this callback's view of the optimizer's capture
+        self._capture_later = False  # the model had no weights at fit's start: capture once its first batch built them
         if isinstance(path_or_recorder, Recorder):
             if recorder_options:
                 raise TypeError("recorder options go to the Recorder you passed, not to WeightCallback")
@@ -492,6 +493,8 @@ class WeightCallback(keras.callbacks.Callback):
         tracked = self._tracked()
         trainable = [v for _n, v, _l, t in tracked if t]
         if not trainable:
+            # a model fit builds (no keras.Input, an unbuilt subclassed model): its first batch makes the weights
+            self._capture_later = not self.model.weights
             return
         capture, why = capture_for(self.model, trainable)
         if capture is None:  # said in the log (once per fit): weights are recorded all the same
@@ -500,6 +503,9 @@ class WeightCallback(keras.callbacks.Callback):
         self._capture = capture
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._capture_later and self.model.weights:  # built by the batches before: gradients from now on
+            self._capture_later = False
+            self._guard("recording gradients inside fit", self._install_capture)
         if self._capture is not None:
             self._guard("preparing gradients", self._batch_begin, int(batch))
 
@@ -518,7 +524,7 @@ class WeightCallback(keras.callbacks.Callback):
         # the epoch-end snapshot follows this batch (or may: steps unknown)
         wanted = (n is not None and (before + k) // n != before // n) or (
             epoch_end and (not steps or batch + k >= steps))
-        self._capture.batch_begin(wanted)
+        self._capture.batch_begin(wanted, may_be_past_the_end=not steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
@@ -553,6 +559,8 @@ class WeightCallback(keras.callbacks.Callback):
             self._full_epochs is not None and self._full_epochs(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._capture is not None:  # data of unknown length: the batch begun last may have been past its end
+            self._guard("preparing gradients", self._capture.batch_never_ran)
         self._guard("recording an epoch", self._epoch_end, int(epoch), logs)
 
     def _epoch_end(self, epoch, logs):
@@ -598,6 +606,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("closing the log", self.recorder.close)
 
     def _release_capture(self) -> None:
+        self._capture_later = False
         if self._capture is not None:
             self._guard("releasing the gradients", self._capture.release)
             self._capture = None

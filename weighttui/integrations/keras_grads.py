@@ -390,12 +390,19 @@ class GradientTap:
         self.wanted = False
         self.attached = True
         self._fresh = False
+        # a batch begun and not done: fit asks one batch more than data of unknown length holds (the call
+        # that runs out of it never ends); then the batch before is the last, and its gradients stay
+        self._running = False
+        self._kept: tuple | None = None  # (whether that batch's gradients were fresh, its outputs, its eager ones)
 
-    def batch_begin(self, wanted: bool) -> None:
-        """Before a batch: whether this callback wants its gradients (others may want them too)."""
+    def batch_begin(self, wanted: bool, may_be_past_the_end: bool = False) -> None:
+        """Before a batch: whether this callback wants its gradients (others may want them too).
+        may_be_past_the_end: the data's length is unknown, so this batch may not exist (batch_never_ran)."""
+        cap = self.capture
+        self._kept = (self._fresh, cap._outputs, cap._eager) if may_be_past_the_end else None
+        self._running = True
         self._fresh = False
         wanted = bool(wanted) and self.attached
-        cap = self.capture
         cap._gen += 1
         if not (wanted or self.wanted or cap._want) and cap._outputs is None and cap._eager is None:
             return  # not wanted now nor before, by any tap: fit's own train function runs on, nothing to drop
@@ -409,7 +416,28 @@ class GradientTap:
 
     def batch_done(self) -> None:
         """After a batch: its gradients are there if this tap wanted it."""
+        self._running = False
+        self._kept = None
         self._fresh = self.wanted and self.capture.optimizer is not None
+
+    def batch_never_ran(self) -> None:
+        """At an epoch's end: a batch begun and never done was the call past the end of the data (unknown
+        length): the batch before it is the last, its gradients (still in the slots, or the reads the storing
+        function returned) are this tap's again."""
+        if not self._running:
+            return
+        self._running = False
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return
+        fresh, outputs, eager = kept
+        cap = self.capture
+        self._fresh = fresh
+        if outputs is not None and cap._outputs is None:
+            outputs[0] = cap._gen  # (the generation the failed call would have had: outputs() takes it)
+            cap._outputs = outputs
+        if eager is not None and cap._eager is None:
+            cap._eager = eager
 
     def slots(self) -> list:
         """[(slot variable, keras variable)] of this tap's variables (TensorFlow; empty elsewhere).
