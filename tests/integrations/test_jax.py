@@ -177,3 +177,18 @@ def test_host_path_reads_cpu_leaves_without_device_get(tmp_path, monkeypatch):
     assert wj.snapshot(rec, 0, {"w": jnp.ones((50, 50))}, grads={"w": jnp.full((50, 50), 0.5)})
     rec.close()
     assert weighttui.open(tmp_path / "v.wtui").series("w", "norm", "grad")[1].tolist() == [25.0]
+
+
+def test_an_empty_leaf_has_the_same_update_ratio_on_both_paths(tmp_path):
+    got = {}
+    for mode in ("host", "device"):
+        path = tmp_path / f"{mode}.wtui"
+        rec = wj.recorder(path)
+        for step in range(2):
+            wj.snapshot(rec, step, {"empty": jnp.zeros((0, 3)), "w": jnp.ones(3) * (step + 1)}, stats=mode)
+        rec.close()
+        run = weighttui.open(path)
+        got[mode] = (run.series("empty", "ratio", kind="delta")[1].tolist(),
+                     run.series("w", "ratio", kind="delta")[1].tolist())
+    assert np.isnan(got["host"][0]).all() and np.isnan(got["device"][0]).all()  # no ratio of nothing
+    assert got["host"][1][1] == got["device"][1][1] == pytest.approx(1.0)

@@ -94,6 +94,7 @@ def delta_rows(raw: np.ndarray, prev_sumsq: np.ndarray) -> np.ndarray:
     pnorm = np.sqrt(np.maximum(prev_sumsq, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(pnorm > 0, dnorm / pnorm, np.where(dnorm > 0, np.inf, 0.0))
+        ratio = np.where(n > 0, ratio, np.nan)  # an empty tensor has no ratio (as stats.delta_stats)
         has = m > 0
         out[:, 0] = dnorm
         out[:, 1] = ratio

@@ -2061,7 +2061,8 @@ static PyObject *py_finish(PyObject *self, PyObject *args) {
         } else {
             const double dnorm = sqrt(sq), pnorm = sqrt(np_max(r[R_PSQ], 0.0));
             out[0] = dnorm;
-            out[1] = pnorm > 0 ? dnorm / pnorm : (dnorm > 0 ? INFINITY : 0.0);
+            /* an empty tensor has no ratio (NaN, as the reference's delta_stats) */
+            out[1] = n == 0 ? NAN : pnorm > 0 ? dnorm / pnorm : (dnorm > 0 ? INFINITY : 0.0);
             out[2] = has ? np_max(-r[R_LO], r[R_HI]) : NAN;
             out[3] = has ? r[R_ASUM] / m : NAN;
             out[4] = n > 0 ? (m - r[R_ZEROS]) / n : NAN;
