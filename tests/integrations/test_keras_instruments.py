@@ -15,13 +15,19 @@ from weighttui.keras import WeightCallback  # noqa: E402
 from weighttui.record import instruments as inst  # noqa: E402
 
 
+def _hidden_head(seed: int, n: int, d_in: int, hidden: int, d_out: int, activation: str, **model_kw):
+    """(model, x, y): Input -> Dense `hidden` -> Dense `head`, not compiled, and n random samples (seeded)."""
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((n, d_in)).astype("float32"), rng.standard_normal((n, d_out)).astype("float32")
+    model = keras.Sequential([keras.Input((d_in,)), keras.layers.Dense(hidden, activation=activation, name="hidden"),
+                              keras.layers.Dense(d_out, name="head")], **model_kw)
+    return model, x, y
+
+
 @pytest.mark.parametrize("name", ["adam", "sgd"])
 def test_optimizer_state_after_fit(tmp_path, name):
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((64, 6)).astype("float32"), rng.standard_normal((64, 2)).astype("float32")
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu", name="hidden"),
-                              keras.layers.Dense(2, name="head")])
+    model, x, y = _hidden_head(0, 64, 6, 16, 2, "relu")
     opt = keras.optimizers.Adam(1e-2) if name == "adam" else keras.optimizers.SGD(1e-2, momentum=0.9)
     model.compile(optimizer=opt, loss="mse")
     path = tmp_path / "run.wtui"
@@ -66,11 +72,7 @@ def test_optimizer_state_of_every_batch_is_its_own(tmp_path):
                                                                   dtype=np.float64)))
                                for v in self.model.trainable_variables})
 
-    keras.utils.set_random_seed(1)
-    rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((64, 6)).astype("float32"), rng.standard_normal((64, 2)).astype("float32")
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu", name="hidden"),
-                              keras.layers.Dense(2, name="head")], name="seq")
+    model, x, y = _hidden_head(1, 64, 6, 16, 2, "relu", name="seq")
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     path = tmp_path / "bg.wtui"
     moments = Moments()
@@ -123,11 +125,7 @@ def test_units_and_spectra_of_keras_kernels_are_their_output_units(tmp_path, sta
 @pytest.mark.parametrize("stats", ["numpy", "device"])
 def test_a_schedule_gives_the_learning_rate_of_the_step_taken(tmp_path, stats):
     # eff_lr is the step size of the update just taken; after it Keras' `learning_rate` is the next step's
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((32, 8)).astype("float32"), rng.standard_normal((32, 2)).astype("float32")
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="tanh", name="hidden"),
-                              keras.layers.Dense(2, name="head")])
+    model, x, y = _hidden_head(0, 32, 8, 6, 2, "tanh")
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=1, decay_rate=0.5)
     model.compile(keras.optimizers.Adam(schedule), "mse")
     path = tmp_path / "run.wtui"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import os
 import time
 import warnings
@@ -503,9 +502,9 @@ class RunData:
             return None
         if self.import_meta is not None and self.n:
             times = self.times
-            latest = float(np.nanmax(times)) if np.isfinite(times).any() else math.nan
-            if math.isfinite(latest):
-                return latest
+            times = times[np.isfinite(times)]
+            if times.size:
+                return float(times.max())
         return r.last_time
 
     # ------------------------------------------------------- the row view

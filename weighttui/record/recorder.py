@@ -344,8 +344,8 @@ class Recorder:
             gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             w_norms, g_norms = {}, {}
             for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
-                if is_float(arr) and ins.matrix(info, arr.shape) is not None:
-                    last = ins.units_last(info.name)
+                last = ins.units_last(info.name)
+                if is_float(arr) and inst.matrix_shape(arr.shape, last) is not None:
                     w_norms[i] = inst.unit_norms(arr, last)
                     g = gmap_np.get(info.name)
                     if g is not None and g.shape == arr.shape:
