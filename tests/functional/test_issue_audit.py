@@ -220,6 +220,10 @@ def test_export_changes_between_two_marked_steps_says_how_it_was_derived(tmp_pat
     code, _, err = _cli(capsys, "export", str(path), "--format", "changes", "--marks", "-5", "10", "--out",
                         str(tmp_path / "x.csv"))
     assert code == 2 and "before the run's first snapshot" in err
+    # marks past the run's end are its last snapshot: the "no change" says why
+    code, _, err = _cli(capsys, "export", str(path), "--format", "changes", "--marks", "100", "200", "--out",
+                        str(tmp_path / "x.csv"))
+    assert code == 0 and "read as the snapshots at steps 10 and 10: the same snapshot" in err
 
 
 # ---------------------------------------------------------------- issue 15/16: bfloat16 through the numpy Recorder

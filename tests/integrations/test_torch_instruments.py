@@ -490,3 +490,29 @@ def test_torch_ops_norms_of_16_bit_tensors_are_float32(tmp_path, dtype):
     for stat, key in (("m_norm", "exp_avg"), ("v_norm", "exp_avg_sq")):
         _, got = run.series("weight", stat, kind="optim")
         assert got[-1] == pytest.approx(np.linalg.norm(state[key].double().numpy()), rel=1e-5), stat
+
+
+def test_a_diverging_run_under_a_raising_seterr_keeps_every_snapshot(tmp_path, recwarn):
+    """The instruments' numpy parts (spectral steps, cosines) meet inf/NaN on a diverging run: a caller's
+    np.seterr(all="raise") must not cost the snapshot where the NaN began, nor warnings leak to the caller."""
+    path = tmp_path / "run.wtui"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=50.0, momentum=0.9)
+    x, y = torch.randn(64, 8), torch.randn(64, 3)
+    old = np.seterr(all="raise")
+    try:
+        with wt.watch(model, path, optimizer=opt, instruments=True):
+            for _ in range(15):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+    finally:
+        np.seterr(**old)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    run = weighttui.open(path)
+    assert not [e for e in run.events if e.kind == "recorder_error"]
+    assert run.steps.tolist() == list(range(16))
+    assert not np.isfinite(run.series("0.weight", "norm")[1][-1])  # it did diverge
+    origin = [e for e in run.events if e.kind == "nan_origin"]
+    assert len(origin) == 1 and origin[0].step == 4

@@ -87,6 +87,23 @@ def test_change_between_marks_from_samples_otherwise(logged):
         assert t[name]["change_ab_from"] == "samples"
 
 
+@pytest.mark.parametrize("full_every", [5, 0], ids=["values", "samples"])
+def test_change_between_marks_of_a_tensor_gone_all_nan_is_nan(tmp_path, full_every):
+    """Nothing finite in both copies is not "no change" (0): NaN, as numpy says, on both paths."""
+    path = tmp_path / "nan.wtui"
+    w = {"ok": np.ones((4, 4)), "gone": np.ones((4, 4))}
+    with Recorder(path, full_every=full_every or None, sample=8) as rec:
+        for step in range(11):
+            if step == 6:
+                w["gone"] = np.full((4, 4), np.nan)
+            rec.snapshot(step, w)
+            w["ok"] = w["ok"] * 1.01
+    t = by_name(change_table(weighttui.open(path), mark_a=0, mark_b=10))
+    assert t["gone"]["change_ab_from"] == ("values" if full_every else "samples")
+    assert np.isnan(t["gone"]["change_ab"])
+    assert t["ok"]["change_ab"] == pytest.approx(1.01 ** 10 - 1, rel=1e-5)
+
+
 def test_flags_stagnant_and_fast(logged):
     run = weighttui.open(logged[0])
     flags = {name: row["flag"] for name, row in by_name(change_table(run)).items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import weighttui
 from weighttui.analysis.diagnose import DiagnoseConfig, diagnose
@@ -106,6 +107,24 @@ def test_alpha_band(tmp_path):
             rec.snapshot(step, {"heavy": heavy, "bulk": bulk})
     run = weighttui.open(path)
     alerts = {a.tensor: a for a in diagnose(run) if a.rule == "alpha_band"}
-    assert "below 2" in alerts["heavy"].message and alerts["heavy"].step == 5
+    # dated where it began: every fit of this run was below 2
+    assert "below 2" in alerts["heavy"].message and alerts["heavy"].step == 0
     assert "above 6 in the last 5 fits" in alerts["bulk"].message and alerts["bulk"].step == 1
     assert not [a for a in diagnose(run, upto_row=3) if a.rule == "alpha_band" and a.tensor == "bulk"]
+
+
+def test_alpha_band_leaves_small_matrices_out(tmp_path):
+    """A freshly initialised 16 x 16 Linear fits alpha below 2 (too few eigenvalues for a power law):
+    its fit is recorded, but it raises no alert; a 64 x 64 one would."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    small = torch.nn.Linear(16, 16).weight.detach().numpy()
+    path = tmp_path / "small.wtui"
+    with Recorder(path, instruments={"alpha_every": 1}) as rec:
+        for step in range(3):
+            rec.snapshot(step, {"small": small})
+    run = weighttui.open(path)
+    steps, alpha = run.series("small", "alpha")
+    assert np.all(alpha < 2)  # what would have raised the alert
+    assert not [a for a in diagnose(run) if a.rule == "alpha_band"]
+    assert [a for a in diagnose(run, DiagnoseConfig(alpha_min_evals=16)) if a.rule == "alpha_band"]

@@ -473,6 +473,30 @@ def test_to_frame_and_the_parquet_export_give_the_same_tidy_table(tmp_path):
     assert [m for _r, m in per_run] == [4, 19]
 
 
+@pytest.mark.parametrize("source", ["format example", "instruments"])
+def test_the_tidy_table_has_the_statistics_the_log_has_and_no_others(tmp_path, source):
+    """The store keeps a column for every statistic of the schema; the tidy table (to_frame, parquet)
+    has rows only for those the log carries, as csv does: an old log gets no NaN instrument rows."""
+    pytest.importorskip("pandas")
+    from weighttui.log.schema import export_name
+
+    if source == "format example":
+        path = Path(__file__).parents[1] / "data" / "clean.wtui"
+    else:
+        path = tmp_path / "run.wtui"
+        rng = np.random.default_rng(0)
+        with weighttui.Recorder(path) as rec:  # the default instruments: no spectral ones
+            for step in range(4):
+                rec.snapshot(step, {"w": rng.normal(size=(8, 8))}, grads={"w": rng.normal(size=(8, 8))})
+    run = weighttui.open(path)
+    frame = run.to_frame()
+    kinds = set(frame.kind)
+    assert {"weights", "delta"} <= kinds
+    for kind in {"weights", "delta", "grad"} & kinds:  # (the format example has no gradients)
+        assert set(frame[frame.kind == kind].stat) == {export_name(c) for c in run.columns(kind)}, kind
+    assert "sigma_max" not in set(frame.stat)
+
+
 def test_parquet_export_without_pyarrow_says_what_to_install(tmp_path, monkeypatch, capsys):
     import builtins
 

@@ -69,13 +69,18 @@ def _sample_change(run, name: str, step_a: int, step_b: int) -> float:
     sa, sb = _sample_at(run, name, step_a), _sample_at(run, name, step_b)
     if sa is None or sb is None:
         return float("nan")
-    sa = sa.astype(np.float64)
-    sb = sb.astype(np.float64)
-    ok = np.isfinite(sa) & np.isfinite(sb)
+    return _relative_change(sa, sb)
+
+
+def _relative_change(a: np.ndarray, b: np.ndarray) -> float:
+    """|b - a| / |a| over the elements finite in both (float64); NaN when none is: a tensor that became
+    all NaN did not "not change"."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    ok = np.isfinite(a) & np.isfinite(b)
     if not ok.any():
         return float("nan")
-    base = np.sqrt(np.sum(sa[ok] ** 2))
-    diff = np.sqrt(np.sum((sb[ok] - sa[ok]) ** 2))
+    base, diff = np.linalg.norm(a[ok]), np.linalg.norm(b[ok] - a[ok])
     if base == 0:
         return 0.0 if diff == 0 else float("inf")
     return float(diff / base)
@@ -119,11 +124,7 @@ def _exact_change(run, names, step_a: int, step_b: int):
     out = np.full(len(names), np.nan)
     for i, nm in enumerate(names):
         if nm in wa and nm in wb and wa[nm].shape == wb[nm].shape:
-            a = wa[nm].astype(np.float64).ravel()
-            b = wb[nm].astype(np.float64).ravel()
-            ok = np.isfinite(a) & np.isfinite(b)
-            base, diff = np.linalg.norm(a[ok]), np.linalg.norm(b[ok] - a[ok])
-            out[i] = diff / base if base > 0 else (0.0 if diff == 0 else np.inf)
+            out[i] = _relative_change(wa[nm], wb[nm])
     return out
 
 

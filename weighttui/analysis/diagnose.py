@@ -29,6 +29,7 @@ import numpy as np
 
 from weighttui.analysis.numbers import three_digits
 from weighttui.data.run import RowsUpTo
+from weighttui.record.instruments import matrix_shape, units_last_by_name
 
 SEVERITIES = ("error", "warning")
 
@@ -126,6 +127,8 @@ class DiagnoseConfig:
     alpha_low: float = 2.0  # WeightWatcher's alpha (docs/instruments.md) below this: heavy-tailed ...
     alpha_high: float = 6.0  # ... above this in every one of the layer's last alpha_fits fits: random-like
     alpha_fits: int = 5
+    alpha_min_evals: int = 64  # a fit over fewer eigenvalues (a smaller matrix) raises no alert: a random
+    # 16 x 16 matrix fits 1.1-2.1, a random 32 x 32 one below 2 in 7% of draws, 64 x 64 and up never (600 draws)
     disable: str = ""  # comma-separated rule names not to run
 
     @classmethod
@@ -1079,13 +1082,16 @@ def _rule_units(ctx: _Context) -> None:
 
 
 def _rule_alpha(ctx: _Context) -> None:
-    """alpha_band: the latest alpha fit below alpha_low, or the last alpha_fits fits all above alpha_high."""
+    """alpha_band: the latest alpha fit below alpha_low (dated at the first of the fits below it in a
+    row), or the last alpha_fits fits all above alpha_high; matrices with fewer than alpha_min_evals
+    eigenvalues are left out (their fit says nothing: see DiagnoseConfig)."""
     cfg = ctx.config
     if "alpha_band" in cfg.disabled or "alpha" not in ctx.run.columns("weights"):
         return
     k = cfg.alpha_fits
     first = ctx.first_finite("weights", "alpha")  # (tensors never fitted are not read back)
-    fits: dict[int, list[tuple[int, float]]] = {int(c): [] for c in np.flatnonzero(first >= 0)}  # newest first
+    fits: dict[int, list[tuple[int, float]]] = {  # newest first
+        int(c): [] for c in np.flatnonzero(first >= 0) if _eigenvalue_count(ctx, int(c)) >= cfg.alpha_min_evals}
     want = [c for c in fits]
     hi = ctx.n
     while want and hi > 0:  # backwards, a block at a time, until each tensor's last k fits are read
@@ -1093,20 +1099,33 @@ def _rule_alpha(ctx: _Context) -> None:
         m = ctx.rows("weights", "alpha", lo, hi, cols=want)
         for j, c in enumerate(want):
             rows = np.flatnonzero(np.isfinite(m[:, j]))[::-1]
-            fits[c].extend((lo + int(r), float(m[r, j])) for r in rows[: k - len(fits[c])])
-        want = [c for c in want if len(fits[c]) < k and lo > first[c]]
+            fits[c].extend((lo + int(r), float(m[r, j])) for r in rows)
+        # on, for a tensor with fewer than k fits read, or all of them below alpha_low (where did it begin?)
+        want = [c for c in want if lo > first[c] and (
+            len(fits[c]) < k or all(v < cfg.alpha_low for _r, v in fits[c]))]
         hi = lo
     for c, got in fits.items():
         if not got:
             continue
-        row, last = got[0]
+        last = got[0][1]
         if last < cfg.alpha_low:
-            ctx.add("alpha_band", c, row, "warning",
+            below = 0
+            while below + 1 < len(got) and got[below + 1][1] < cfg.alpha_low:
+                below += 1
+            ctx.add("alpha_band", c, got[below][0], "warning",
                     f"alpha {last:.2f} below {cfg.alpha_low:g} (heavy-tailed spectrum)")
         elif len(got) >= k and all(v > cfg.alpha_high for _r, v in got[:k]):
             ctx.add("alpha_band", c, got[k - 1][0], "warning",
                     f"alpha above {cfg.alpha_high:g} in the last {k} fits (latest {last:.2f}): "
                     f"the spectrum still looks random")
+
+
+def _eigenvalue_count(ctx: _Context, c: int) -> int:
+    """How many eigenvalues the alpha fit of tensor column c had: the smaller side of its matrix (the
+    writer's layout: Keras/Flax kernels keep their units last, record/instruments.py)."""
+    name = ctx.names[c]
+    mn = matrix_shape(tuple(ctx.tensors[c].shape), units_last_by_name(name))
+    return 0 if mn is None else min(mn)
 
 
 def _rule_nan_origin(ctx: _Context) -> None:

@@ -249,19 +249,25 @@ def _encoded_note(encoded: int) -> str:
 
 
 def _changes_csv(run: RunData, out: str, mode: int = 0o600, marks=None) -> str:
-    from weighttui.analysis.changes import COLUMNS, change_table
+    from weighttui.analysis.changes import COLUMNS, change_table, snapshot_step
 
     mark_a, mark_b = marks if marks is not None else (None, None)
     if marks is not None and run.n and min(marks) < int(run.steps[0]):  # no snapshot at or before it
         raise CliError(f"--marks: step {min(marks)} is before the run's first snapshot (step {int(run.steps[0])})")
     rows = change_table(run, mark_a=mark_a, mark_b=mark_b)
+    note = ""
+    if marks is not None:  # a mark between or after snapshots is the last snapshot at or before it: say so
+        used = [snapshot_step(run, m) for m in marks]
+        if used != [int(m) for m in marks]:
+            note = f" (--marks {marks[0]} {marks[1]} read as the snapshots at steps {used[0]} and {used[1]}" + (
+                ": the same snapshot, so no change" if used[0] == used[1] else "") + ")"
     with _text_out(out, mode) as fh:
         # change_ab_from: "values" (complete tensors at both marks), "samples", or "" (no marks)
         w = csv.DictWriter(fh, fieldnames=["tensor", *COLUMNS, "flag", "change_ab_from"], extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow(row)
-    return f"change table of {len(rows)} tensors to {out}"
+    return f"change table of {len(rows)} tensors to {out}{note}"
 
 
 # ------------------------------------------------------------------ weights

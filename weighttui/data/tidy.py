@@ -33,6 +33,7 @@ def chunks(run, kinds=None) -> Iterator[dict]:
     steps, epochs = state.steps.view, state.epochs.view
     for kind in kinds or KINDS:
         names = [export_name(s) for s in COLUMNS[kind]]
+        has = set(run.columns(kind))  # the store keeps every schema column; rows only for those the log has
         for seg in state.segment_list(kind):
             if not seg.entries:
                 continue
@@ -42,6 +43,8 @@ def chunks(run, kinds=None) -> Iterator[dict]:
             if not keep.all():
                 rows, cols, stats = rows[keep], cols[keep], stats[:, keep]
             for s, stat in enumerate(names):
+                if COLUMNS[kind][s] not in has:
+                    continue
                 yield {"step": steps[rows], "epoch": epochs[rows], "tensor": cols.astype(np.int32),
                        "kind": kind, "stat": stat, "value": stats[s]}
     if kinds is None:

@@ -339,7 +339,8 @@ class WatchHandle:
             self._grad_pending = None
             s = self.step_count + 1
             if self.grads and self.active and self._due(s):
-                self._grad_pending = self._grad_stats()
+                with np.errstate(all="ignore"):  # as in _snapshot
+                    self._grad_pending = self._grad_stats()
         except Exception as exc:
             self._grad_pending = None
             self._fail_soft(exc, "taking gradient statistics")
@@ -460,7 +461,10 @@ class WatchHandle:
     def _snapshot(self, step, grad_part, *, full=False, batch=None, scalars=None) -> bool:
         self._copied = set()
         try:
-            return self._take(step, grad_part, full=full, batch=batch, scalars=scalars)
+            # a caller's np.seterr(all="raise") or -W error does not cost the snapshot (the instruments'
+            # numpy parts on a diverging run), and no RuntimeWarning reaches the caller (per thread)
+            with np.errstate(all="ignore"):
+                return self._take(step, grad_part, full=full, batch=batch, scalars=scalars)
         except BaseException:
             self._forget_copied()
             raise
