@@ -192,3 +192,21 @@ def test_an_empty_leaf_has_the_same_update_ratio_on_both_paths(tmp_path):
                      run.series("w", "ratio", kind="delta")[1].tolist())
     assert np.isnan(got["host"][0]).all() and np.isnan(got["device"][0]).all()  # no ratio of nothing
     assert got["host"][1][1] == got["device"][1][1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("stats", ["host", "device"])
+def test_full_epochs_and_every_on_both_paths(tmp_path, stats):
+    """full_epochs stores each chosen epoch's last call (values as they were then), and a chosen epoch's
+    calls are snapshots only where `every` says, on the device path as on the host one."""
+    path = tmp_path / "run.wtui"
+    rec = wj.recorder(path, every=2, full_epochs=[0, 1], instruments=False)
+    p = {"w": jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3)}
+    for step in range(1, 8):  # epochs of 3 calls: steps 1-3, 4-6, 7
+        p = {"w": p["w"] + 1.0}
+        wj.snapshot(rec, step, p, epoch=(step - 1) // 3, stats=stats)
+    rec.close()
+    run = weighttui.open(path)
+    assert run.steps.tolist() == [2, 4, 6]
+    assert run.full_steps == [3, 6]
+    np.testing.assert_array_equal(run.weights(epoch=0)["w"], np.arange(6.0).reshape(2, 3) + 3)
+    np.testing.assert_array_equal(run.weights(epoch=1)["w"], np.arange(6.0).reshape(2, 3) + 6)

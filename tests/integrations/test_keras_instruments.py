@@ -25,10 +25,11 @@ def _hidden_head(seed: int, n: int, d_in: int, hidden: int, d_out: int, activati
     return model, x, y
 
 
-@pytest.mark.parametrize("name", ["adam", "sgd"])
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop"])
 def test_optimizer_state_after_fit(tmp_path, name):
     model, x, y = _hidden_head(0, 64, 6, 16, 2, "relu")
-    opt = keras.optimizers.Adam(1e-2) if name == "adam" else keras.optimizers.SGD(1e-2, momentum=0.9)
+    opt = {"adam": keras.optimizers.Adam(1e-2), "sgd": keras.optimizers.SGD(1e-2, momentum=0.9),
+           "rmsprop": keras.optimizers.RMSprop(1e-2)}[name]
     model.compile(optimizer=opt, loss="mse")
     path = tmp_path / "run.wtui"
     model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[WeightCallback(path)])
@@ -49,6 +50,11 @@ def test_optimizer_state_after_fit(tmp_path, name):
             assert eff[-1] == pytest.approx(inst.adam_eff_lr(float(np.asarray(opt.learning_rate)), v_ref, n,
                                                              float(np.asarray(opt.iterations)), 0.999, 1e-7),
                                             rel=1e-6)
+        elif name == "rmsprop":  # lr / (sqrt(rms(v)) + eps): a rho-average of g^2 with no bias correction
+            v_ref = np.linalg.norm(np.asarray(opt._velocities[i], dtype=np.float64))
+            assert v[-1] == pytest.approx(v_ref, rel=1e-6) and math.isnan(m[-1])
+            rms = v_ref / math.sqrt(int(np.prod(var.shape)))
+            assert eff[-1] == pytest.approx(1e-2 / (math.sqrt(rms) + 1e-7), rel=1e-6)
         else:
             m_ref = np.linalg.norm(np.asarray(opt.momentums[i], dtype=np.float64))
             assert m[-1] == pytest.approx(m_ref, rel=1e-6) and math.isnan(v[-1])

@@ -283,3 +283,35 @@ def test_float64_values_beyond_float32_and_subnormals_under_a_raising_seterr(tmp
     assert not [e for e in run.events if e.kind == "recorder_error"]
     _, top = run.series("big", "max")
     assert top.tolist() == [1e200, 1e200]
+
+
+@pytest.mark.parametrize("instruments", [False, True])
+def test_a_gradient_that_cannot_be_recorded_is_left_out_not_the_snapshot(tmp_path, capsys, instruments):
+    path = tmp_path / "run.wtui"
+    ok = np.ones(3, np.float32)
+    with Recorder(path, instruments=instruments) as rec:
+        rec.snapshot(1, {"w": ok, "v": ok}, grads={"w": ok, "v": ok})
+        rec.snapshot(2, {"w": ok * 2, "v": ok}, grads={"w": ok, "v": np.array(["a", "b", "c"])})
+        rec.snapshot(3, {"w": ok * 3, "v": ok}, grads={"w": ok, "v": np.ones(3, np.complex64)})
+    run = weighttui.open(path)
+    assert run.steps.tolist() == [1, 2, 3]
+    assert not [e for e in run.events if e.kind == "recorder_error"]
+    assert [e for e in run.events if e.kind == "tensor_skipped" and "gradient of 'v'" in e.message]
+    _, g = run.series("v", "norm", kind="grad")
+    assert np.isfinite(g[0]) and np.isnan(g[1:]).all()
+    _, gw = run.series("w", "norm", kind="grad")
+    np.testing.assert_allclose(gw, np.sqrt(3), rtol=1e-6)
+    assert "gradient of 'v' skipped" in capsys.readouterr().err
+
+
+def test_a_step_beyond_64_bits_is_refused_and_recording_goes_on(tmp_path, capsys):
+    path = tmp_path / "run.wtui"
+    with Recorder(path) as rec:
+        rec.snapshot(1, {"w": np.ones(3)})
+        assert not rec.snapshot(2**64, {"w": np.ones(3)}, scalars={"loss": 1.0})
+        rec.scalars(2**63, loss=2.0)
+        assert rec.snapshot(5, {"w": np.ones(3)}, scalars={"loss": 3.0})
+    run = weighttui.open(path)
+    assert run.steps.tolist() == [1, 5] and run.status == "finished"
+    assert run.scalars("loss")[0].tolist() == [5]
+    assert "does not fit the log's 64-bit integers" in capsys.readouterr().err

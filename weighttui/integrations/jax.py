@@ -118,6 +118,14 @@ def snapshot(rec: Recorder, step, params, *, grads=None, epoch=None, batch=None,
         named_grads = named_leaves(grads, sep) if grads is not None else None
         device = stats == "device" or (stats == "auto" and _on_accelerator(named.values()))
         if device and rec.delta_policy != "sample":
+            due, keep = rec.epoch_call(step, epoch, bool(full))  # as Recorder.snapshot does on the host
+            if not named:
+                return False
+            if keep:
+                infos = [rec.declare(n, tuple(a.shape), str(a.dtype)) for n, a in named.items()]
+                rec.keep_epoch_values(step, epoch, infos, [value_copy(a) for a in jax.device_get(list(named.values()))])
+            if not due:
+                return False
             return _device_snapshot(rec, step, named, named_grads, epoch, batch, full, optim)
         host_grads = _host(named_grads) if named_grads is not None else None
         host_optim = None

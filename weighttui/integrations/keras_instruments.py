@@ -1,7 +1,8 @@
 """Keras optimizer state for the `optim` instrument (docs/instruments.md).
 
 Keras 3 optimizers keep one slot variable per trainable variable: Adam and
-AdamW `_momentums` / `_velocities`, SGD with momentum `momentums`, indexed by
+AdamW `_momentums` / `_velocities` (Nadam too; RMSprop `_velocities`, and
+`_momentums` with momentum), SGD with momentum `momentums`, indexed by
 `optimizer._get_variable_index(variable)`. What a snapshot needs is read on
 the host: {name: {"m", "v", "lr", "step", "beta2", "eps"}} for Recorder.snapshot(optim=...).
 Anything unexpected (another optimizer, a Keras version without these slots)
@@ -31,6 +32,8 @@ def optimizer_state(model, tracked, read=np.asarray, lr_step=None) -> dict | Non
     except Exception:  # a symbolic value: no step size, the norms still go
         lr, step = float("nan"), float("nan")
     beta2, eps = getattr(opt, "beta_2", None), getattr(opt, "epsilon", None)
+    if beta2 is None and hasattr(opt, "rho"):  # RMSprop: lr / (sqrt(v) + eps), v a rho-average with no bias
+        beta2 = 0.0  # correction, which Adam's formula gives with beta2 = 0 (1 - 0^t = 1)
     out = {}
     for name, var, _layer, _trainable in tracked:
         try:

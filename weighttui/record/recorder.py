@@ -40,6 +40,15 @@ from weighttui.record.writer import DEFAULT_CLOSE_TIMEOUT, DEFAULT_QUEUE_SIZE, J
 __all__ = ["Recorder", "scalars_payload"]
 
 
+def log_int(value, what: str) -> int:
+    """A step, epoch or batch as the log stores it (a 64-bit signed integer); ValueError outside that
+    range: a call refused and said, where the writer would otherwise fail on it and stop recording."""
+    v = int(value)
+    if not -(1 << 63) <= v < (1 << 63):
+        raise ValueError(f"{what} {v} does not fit the log's 64-bit integers")
+    return v
+
+
 def scalars_payload(step, epoch, values: dict) -> dict | None:
     """A scalars record of the numeric `values` (others are left out); None if none is numeric."""
     clean = {}
@@ -50,7 +59,7 @@ def scalars_payload(step, epoch, values: dict) -> dict | None:
             continue  # a non-numeric log entry is not a scalar
     if not clean:
         return None
-    return {"step": int(step), "epoch": None if epoch is None else int(epoch),
+    return {"step": log_int(step, "step"), "epoch": None if epoch is None else log_int(epoch, "epoch"),
             "time": time.time(), "values": clean}
 
 
@@ -233,8 +242,8 @@ class Recorder:
         epoch every call keeps a copy of its tensors for that.
         """
         try:
-            step = int(step)
-            epoch = None if epoch is None else int(epoch)
+            step = log_int(step, "step")
+            epoch = None if epoch is None else log_int(epoch, "epoch")
             if not self.active:
                 self.should_record(step, epoch)  # counts a missed snapshot after a failure
                 return False
@@ -283,13 +292,15 @@ class Recorder:
             prevs = [stats.previous(i) for i in infos]
             with np.errstate(all="ignore"):
                 update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
+        grad_rows = self._grad_rows(names, grads) if grads else None  # numpy, once, for all that follows
         # weights, exact deltas and gradients: one kernel call
-        weights, delta, grad = stats.snapshot(infos, arrays, _grad_rows(names, grads) if grads else None)
+        weights, delta, grad = stats.snapshot(infos, arrays, grad_rows)
         optim_block, units, origin = None, None, []
         if self.instruments:
+            gmap = {} if grad_rows is None else {n: g for n, g in zip(names, grad_rows, strict=True) if g is not None}
             with np.errstate(all="ignore"):  # NaN/Inf tensors give NaN columns, quietly
                 weights, delta, grad, optim_block, units, origin = self._instrument(
-                    step, infos, arrays, update_sigma, weights, delta, grad, grads, optim)
+                    step, infos, arrays, update_sigma, weights, delta, grad, gmap, optim)
         return self.submit(step, infos, weights, epoch=epoch, batch=batch,
                            delta=delta, grad=grad, optim=optim_block, units=units,
                            sample=stats.samples(infos, arrays),
@@ -312,6 +323,20 @@ class Recorder:
         self._plans[key] = (sig, self.registry.count, infos)
         return infos
 
+    def epoch_call(self, step: int, epoch: int | None, full: bool) -> tuple[bool, bool]:
+        """For a path that takes its snapshots itself (JAX on the device): the bookkeeping of
+        snapshot() for one call. A call in another epoch than the kept copy's ends that epoch (its
+        complete values are stored). Returns (due: take a snapshot, keep: this call may be its
+        chosen epoch's last, so hand its values to keep_epoch_values)."""
+        with self._snapshot_lock:
+            self._epoch_boundary(epoch)
+        return self.should_record(step, epoch) or full, self.schedule.full_epoch_due(epoch)
+
+    def keep_epoch_values(self, step: int, epoch: int | None, infos, copies) -> None:
+        """The values of a call that may be its chosen epoch's last (host copies, in infos order)."""
+        with self._snapshot_lock:
+            self._epoch_copy = (step, epoch, list(infos), list(copies))
+
     def _epoch_boundary(self, epoch) -> None:
         """A call in another epoch than the kept copy's: that epoch ended at its last call."""
         kept = self._epoch_copy
@@ -333,29 +358,28 @@ class Recorder:
             if kept is not None:
                 self._store_epoch(kept)
 
-    def _instrument(self, step, infos, arrays, update_sigma, weights, delta, grad, grads, optim):
-        """The numpy path's instrument columns, optim block and NaN-origin event."""
+    def _instrument(self, step, infos, arrays, update_sigma, weights, delta, grad, grads: dict, optim):
+        """The numpy path's instrument columns, optim block and NaN-origin event (grads: name ->
+        numpy array, those the snapshot could take)."""
         ins = self.instruments
         norms = weights.stats[:, list(weights.names).index("norm")]
         wcols = ins.weights_columns(infos, arrays, norms)
         alpha = ins.alpha_columns(infos, arrays) if "alpha" in ins.chosen else None
         units, unit_events, unit_result = None, [], None
         if "units" in ins.chosen:
-            gmap_np = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
             w_norms, g_norms = {}, {}
             for i, (info, arr) in enumerate(zip(infos, arrays, strict=True)):
                 last = ins.units_last(info.name)
                 if is_float(arr) and inst.matrix_shape(arr.shape, last) is not None:
                     w_norms[i] = inst.unit_norms(arr, last)
-                    g = gmap_np.get(info.name)
+                    g = grads.get(info.name)
                     if g is not None and g.shape == arr.shape:
                         g_norms[i] = inst.unit_norms(g, last)
             wu, gu, units, unit_events = ins.units.update(infos, w_norms, g_norms)
             unit_result = (wu, gu)
         dcols = None
         if delta is not None and inst.fills(ins.chosen, "delta"):
-            g = {str(k): to_numpy(v) for k, v in (grads or {}).items()}
-            dcols = ins.delta_columns(infos, arrays, g, update_sigma, wcols[:, 0])
+            dcols = ins.delta_columns(infos, arrays, grads, update_sigma, wcols[:, 0])
         # which columns each block carries: one rule for every path (record/device_instruments.py)
         weights, delta, grad = assemble(ins.chosen, weights, delta, grad, wcols, dcols, alpha, unit_result)
         optim_block = None
@@ -363,8 +387,7 @@ class Recorder:
             optim_block = ins.optim_block(infos, {str(k): v for k, v in optim.items()})
         frames = []
         if "nan_origin" in ins.chosen:
-            locate = locator(arrays, [i.name for i in infos], {str(k): v for k, v in (grads or {}).items()},
-                             optim, to_numpy)
+            locate = locator(arrays, [i.name for i in infos], grads, optim, to_numpy)
             frames = self.origin_frames(step, infos, {"weights": weights, "delta": delta, "grad": grad,
                                                        "optim": optim_block}, locate)
         frames += [(FrameType.EVENT, {**e, "step": int(step), "time": time.time()}) for e in unit_events]
@@ -406,6 +429,27 @@ class Recorder:
             arrays.append(arr)
         return names, arrays
 
+    def _grad_rows(self, names: list[str], grads: dict) -> list | None:
+        """grads (name -> array-like) as numpy arrays in the rows of `names` (None where a row has
+        none, or one that cannot be recorded: left out and said once, as a tensor is); None if no
+        row has one."""
+        if not all(type(k) is str for k in grads):
+            grads = {str(k): v for k, v in grads.items()}
+        rows = [grads.get(n) for n in names]
+        if all(g is None for g in rows):
+            return None
+        out: list = []
+        for name, g in zip(names, rows, strict=True):
+            if g is not None:
+                try:
+                    g = to_numpy(g)
+                except Exception as exc:
+                    self._skip_tensor(f"grad:{name}", f"gradient of {name!r} skipped: {exc}; the snapshot "
+                                      "is recorded without it")
+                    g = None
+            out.append(g)
+        return out if any(g is not None for g in out) else None
+
     def _skip_tensor(self, key: str, message: str) -> None:
         """A tensor left out of snapshots: said once on stderr and in the log."""
         if self.reporter.once(key, f"weighttui: {message}"):
@@ -444,9 +488,9 @@ class Recorder:
                 self.writer.count_missed(int(step))  # the writer failed after should_record said yes
             return False
         payload: dict[str, Any] = {
-            "step": int(step),
-            "epoch": None if epoch is None else int(epoch),
-            "batch": None if batch is None else int(batch),
+            "step": log_int(step, "step"),
+            "epoch": None if epoch is None else log_int(epoch, "epoch"),
+            "batch": None if batch is None else log_int(batch, "batch"),
             "time": time.time() if time_ is None else time_,
             "ids": np.array([i.id for i in infos], dtype="<u4"),
             "weights": weights,
@@ -618,15 +662,6 @@ class Recorder:
         return False
 
 
-def _grad_rows(names: list[str], grads: dict) -> list | None:
-    """grads (name -> array-like) as numpy arrays in the rows of `names` (None where a row has none);
-    None if no row has one."""
-    if not all(type(k) is str for k in grads):
-        grads = {str(k): v for k, v in grads.items()}
-    rows = [grads.get(n) for n in names]
-    if all(g is None for g in rows):
-        return None
-    return [None if g is None else to_numpy(g) for g in rows]
 
 
 def _event_payload(kind, message, level: str, step=None, tensor=None) -> dict:
