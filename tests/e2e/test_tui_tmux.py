@@ -114,6 +114,24 @@ def test_watch_follows_a_writer_process(tmux, tmp_path):
         writer.wait()
 
 
+def test_watch_of_a_path_that_appears_as_a_checkpoint_directory(tmux, tmp_path):
+    """`watch ckpt` before the trainer has made ckpt/: it waits, then follows the checkpoints saved there."""
+    import numpy as np
+
+    folder = tmp_path / "ckpt"
+    tmux.start([*WEIGHTTUI, "watch", str(folder)], env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    tmux.wait_for(r"waiting for ckpt to appear")
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(folder / "epoch_1.npz", w=rng.normal(size=(4, 3)))
+    tmux.wait_for(r"\(checkpoints\)", timeout=60)
+    tmux.wait_for(r"epoch 1", timeout=60)
+    np.savez(folder / "epoch_2.npz", w=rng.normal(size=(4, 3)))
+    tmux.wait_for(r"epoch 2", timeout=60)
+    tmux.keys("q")
+    assert tmux.exit_status() == 0
+
+
 def test_replay_keys_in_a_real_terminal(tmux, tmp_path):
     path = tmp_path / "done.wtui"
     subprocess.run([sys.executable, "-c", WRITER, str(path), "60", "0"], check=True, timeout=120)

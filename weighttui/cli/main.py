@@ -90,7 +90,7 @@ def cmd_watch(args) -> int:
                 raise CliError("--run picks a run of one appended log; the side-by-side view shows the latest of each")
             return _watch_several(args, config)
         args.path = args.path[0]
-    from weighttui.tui.app import run_app
+    from weighttui.tui.app import DIRECTORY_APPEARED, run_app
 
     if config is not None:  # --threshold: the app's alerts use it
         run_app = functools.partial(run_app, diagnose_config=config)
@@ -100,7 +100,13 @@ def cmd_watch(args) -> int:
     if spec is not None:
         return view_remote(spec, run_app, mode=args.mode, max_rows=args.max_rows)
     _check_log(args.path, must_exist=args.mode == "replay")
-    return run_app(args.path, mode=args.mode, max_rows=args.max_rows)
+    # a path not there yet may appear as a file (a run log) or as a directory (a trainer's checkpoints)
+    waiting = args.mode == "watch" and not os.path.exists(args.path)
+    code = run_app(args.path, mode=args.mode, max_rows=args.max_rows, directory_ok=waiting)
+    if code == DIRECTORY_APPEARED:
+        args.path = [args.path]
+        return cmd_watch(args)
+    return code
 
 
 def _is_checkpoint_dir(path: str) -> bool:

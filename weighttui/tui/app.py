@@ -701,17 +701,25 @@ def screenshot_name(log_path: str, directory: str) -> str:
     return name
 
 
+DIRECTORY_APPEARED = -1  # run_app(..., directory_ok=True): the path it waited for appeared as a directory
+
+
 def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048,
-            diagnose_config: DiagnoseConfig | None = None, run: int | None = None) -> int:
+            diagnose_config: DiagnoseConfig | None = None, run: int | None = None,
+            directory_ok: bool = False) -> int:
     """Run the app in this terminal; the exit status (0, or 2 for bad input found while running).
 
     `run`: which run of an appended log to show (0-based; default: the latest, following new ones).
+    `directory_ok`: a path that appears as a directory (a trainer's checkpoint folder) is not an error:
+    the app ends and returns DIRECTORY_APPEARED, for the caller to follow the directory.
     """
     app = WeightApp(path, mode=mode, title=title, max_rows=max_rows, diagnose_config=diagnose_config, run=run)
     try:
         app.run()
     finally:
         app.stop_follower()
+    if app.error_message and directory_ok and os.path.isdir(path):
+        return DIRECTORY_APPEARED
     if app.error_message:
         print(f"weighttui: {inert(app.error_message)}", file=sys.stderr)
     return app.return_code or 0
