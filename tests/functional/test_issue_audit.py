@@ -316,7 +316,7 @@ def test_info_says_where_an_imported_runs_steps_and_epochs_came_from(tmp_path, c
     assert code == 0
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("imported:"))
     assert "2 checkpoints" in line and "complete values kept" in line
-    assert "steps from: the epoch (2)" in line and "epochs from: numbers in file names (2)" in line
+    assert "steps from: the epoch (2)" in line and "epochs from: numbers in their names (2)" in line
     code, text, _ = _cli(capsys, "info", str(out), "--json")
     meta = json.loads(text)["run"]["meta"]["import"]
     assert meta["step_from"] == {"epoch": 2} and meta["epoch_from"] == {"name": 2}

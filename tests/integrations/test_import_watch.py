@@ -145,3 +145,81 @@ def test_a_directory_of_tensorboard_scalars_then_checkpoints_follows_the_checkpo
     run = weighttui.open(out)  # the latest run of the log: the checkpoints
     assert run.steps.tolist() == [100, 200]
     assert np.array_equal(run.weights(step=200)["w"], np.full((3, 3), 200, np.float32))
+
+
+def test_a_slow_writer_is_waited_for_not_given_up(tmp_path):
+    """A .pt written to its final name in parts, polled between them (a slow disk): each part is tried
+    and fails, more times than give_up in all, but the file grows between tries, so it is not skipped;
+    once complete it is imported."""
+    import io
+
+    import torch
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    buf = io.BytesIO()
+    w = torch.arange(12.0).reshape(3, 4)
+    torch.save({"w": w}, buf)
+    data = buf.getvalue()
+    messages = []
+    f = CheckpointFollower(str(d), str(tmp_path / "live.wtui"), report=messages.append, give_up=3)
+    path = d / "epoch_1.pt"
+    parts = 6
+    for i in range(parts):
+        with open(path, "ab") as fh:
+            fh.write(data[i * len(data) // parts:(i + 1) * len(data) // parts])
+        if i < parts - 1:
+            for _ in range(3):  # a poll sees the new size, two try it: fewer than give_up at one size
+                f.poll()
+    assert not messages and f.snapshots == 0
+    assert _until(lambda: f.snapshots == 1, f), messages
+    f.stop()
+    run = weighttui.open(str(tmp_path / "live.wtui"))
+    assert np.array_equal(run.weights(epoch=1)["w"], w.numpy())
+    assert not [e for e in run.events if e.kind == "import_skipped"] and not messages
+
+
+def test_an_hdf5_file_still_open_for_writing_is_waited_for(tmp_path):
+    """h5py flushes leave a file that parses at every stage: the superblock's open-for-writing flag says
+    it is not done; the follower waits for the writer to close it, then reads every dataset."""
+    import h5py
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    f = CheckpointFollower(str(d), str(tmp_path / "live.wtui"), report=lambda m: None)
+    h5 = h5py.File(d / "weights_epoch_1.h5", "w")
+    for i in range(3):
+        h5.create_dataset(f"layer{i}/kernel", data=np.full((4, 4), i, np.float32))
+        h5.flush()
+        for _ in range(3):
+            f.poll()
+        assert f.snapshots == 0
+    h5.close()
+    assert _until(lambda: f.snapshots == 1, f)
+    f.stop()
+    run = weighttui.open(str(tmp_path / "live.wtui"))
+    assert sorted(run.weights(epoch=1)) == ["layer0/kernel", "layer1/kernel", "layer2/kernel"]
+
+
+def test_a_writers_temporary_file_is_not_a_checkpoint(tmp_path):
+    """tempfile.mkstemp(dir=DIR, suffix=".pt"), then os.replace to epoch_N.pt: the temporary name's
+    random digits are no step; only the renamed file is imported."""
+    import os
+    import tempfile
+
+    import torch
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    f = CheckpointFollower(str(d), str(tmp_path / "live.wtui"), report=lambda m: None)
+    for epoch in (1, 2):
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".pt")
+        os.close(fd)
+        torch.save({"w": torch.full((2, 2), float(epoch))}, tmp)
+        for _ in range(4):  # complete and unchanged over several polls before the rename
+            f.poll()
+        os.replace(tmp, d / f"epoch_{epoch}.pt")
+        assert _until(lambda: f.snapshots == epoch, f)  # noqa: B023 (read at once)
+    f.stop()
+    run = weighttui.open(str(tmp_path / "live.wtui"))
+    assert run.steps.tolist() == [1, 2] and run.epochs.tolist() == [1, 2]

@@ -17,6 +17,7 @@ import numpy as np
 from weighttui.analysis.numbers import three_digits
 from weighttui.analysis.series import latest_of
 from weighttui.data.run import RunData
+from weighttui.integrations.importers.base import SOURCE_WORDS
 from weighttui.log.schema import KINDS
 from weighttui.log.text import inert
 
@@ -326,9 +327,6 @@ def print_info(run: RunData, alerts, out) -> None:
         w("\n  alerts: none\n")
 
 
-# the import's rules for steps and epochs (docs/import.md, "Steps and epochs"), as `info` says them
-_IMPORT_RULES = {"metadata": "the files' metadata", "name": "numbers in file names", "epoch": "the epoch",
-                 "order": "file order", "unknown": "unknown"}
 
 
 def _import_line(imp: dict) -> str:
@@ -336,7 +334,7 @@ def _import_line(imp: dict) -> str:
     steps and epochs came from (`{"name": 3}`: from 3 file names; "metadata", "epoch", "order" ...)."""
     def origin(v) -> str:
         if isinstance(v, dict):
-            return ", ".join(f"{_IMPORT_RULES.get(k, k)} ({n})" if isinstance(n, int) else str(k)
+            return ", ".join(f"{SOURCE_WORDS.get(k, k)} ({n})" if isinstance(n, int) else str(k)
                              for k, n in v.items()) or "?"
         return str(v)
 

@@ -127,6 +127,12 @@ _KERAS = re.compile(r"\.(keras|weights\.h5|h5|hdf5)$", re.IGNORECASE)
 _STRIP = re.compile(r"\.(safetensors|pth?|bin|ckpt|keras|weights\.h5|h5|hdf5|npz|json)$", re.IGNORECASE)
 
 
+# Where an import's steps and epochs came from (Planned.step_from / epoch_from; docs/import.md,
+# "Steps and epochs"), as `info` and a watched run's import_source events say them
+SOURCE_WORDS = {"metadata": "the files' metadata", "name": "numbers in their names", "epoch": "the epoch",
+                "order": "file order", "unknown": "unknown"}
+
+
 def name_numbers(label: str) -> tuple[int | None, int | None]:
     """(step, epoch) that a checkpoint's name states: `epoch_5`, `checkpoint-500`, `epoch=3-step=120`.
 
@@ -135,15 +141,31 @@ def name_numbers(label: str) -> tuple[int | None, int | None]:
     a Keras or HDF5 file's name, where it is the epoch: Keras' ModelCheckpoint
     names files `weights.{epoch:02d}-{val_loss:.2f}.hdf5` (`weights.03-0.52.hdf5`:
     epoch 3, counted from 1 as Keras does, which is also weighttui's "epochs
-    done"). Decimals (`-0.52`, a metric) are never a step or an epoch. Only the
-    last path component (and a '#group') is read, so that `runs/v2/epoch_3.pt`
-    is epoch 3.
+    done"). Decimals (`-0.52`, a metric) are never a step or an epoch. The last
+    path component (and a '#group') is read first, so that `runs/v2/epoch_3.pt`
+    is epoch 3; a file whose name says nothing (`step_500/model.safetensors`,
+    `ckpts/1000/model.pt`) takes its directories' names, innermost first, where
+    one states a step or epoch or is a whole number (`v2` is neither).
     """
-    base = label.replace("\\", "/")
+    path = label.replace("\\", "/")
     group = ""
-    if "#" in base:
-        base, group = base.split("#", 1)
-    base = base.rstrip("/").rsplit("/", 1)[-1]
+    if "#" in path:
+        path, group = path.split("#", 1)
+    parts = path.rstrip("/").split("/")
+    found = _name_numbers(parts[-1], group)
+    if found != (None, None):
+        return found
+    for folder in reversed(parts[:-1]):
+        e, s = _EPOCH.search(folder), _STEP.search(folder)
+        if e or s:
+            return (int(s.group(1)) if s else None), (int(e.group(1)) if e else None)
+        if folder.isdigit():
+            return int(folder), None
+    return None, None
+
+
+def _name_numbers(base: str, group: str) -> tuple[int | None, int | None]:
+    """name_numbers of one file name (and its '#group')."""
     keras = bool(_KERAS.search(base))
     base = _STRIP.sub("", base)
     for text in (group, base):

@@ -13,11 +13,22 @@ HF_DIR = re.compile(r"^checkpoint-(\d+)$")
 EVENTS = "events.out.tfevents."
 
 
+# Names a writer gives a file or directory before renaming it into place: Python's tempfile
+# (`tempfile.mkstemp(dir=DIR, suffix=".pt")`: "tmp" and 8 random characters) and the HF Trainer's
+# `tmp-checkpoint-N/`. Not checkpoints yet: their random digits are no step.
+_TRANSIENT = re.compile(r"^(?:\.|tmp[a-z0-9_]{8}(?:\.|$)|tmp-checkpoint-\d+$)")
+
+
+def transient(name: str) -> bool:
+    """Whether a file or directory name is hidden or a writer's temporary one (left out)."""
+    return bool(_TRANSIENT.match(name))
+
+
 def _walk(root: str):
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not transient(d))
         for f in sorted(filenames):
-            if not f.startswith("."):
+            if not transient(f):
                 yield os.path.join(dirpath, f)
 
 
@@ -54,6 +65,8 @@ def source_kind(src: str) -> str:
         paths = glob.glob(src, recursive=True)
         if paths and all(EVENTS in os.path.basename(p) for p in paths):
             return "tensorboard"
+        if paths and all(os.path.isdir(p) and hf_dirs(p) for p in paths):  # 'out/checkpoint-*'
+            return "hf_trainer"
         return "checkpoints"
     if os.path.isdir(src):
         if hf_dirs(src):
@@ -105,10 +118,17 @@ def checkpoint_units(src: str) -> list[Unit]:
     if any(c in src for c in "*?[") and not os.path.exists(src):
         paths = sorted(glob.glob(src, recursive=True))
         files: list[str] = []
+        units: list[Unit] = []
         for p in paths:
+            if transient(os.path.basename(os.path.normpath(p))):
+                continue
+            dirs = hf_dirs(p) if os.path.isdir(p) else []
+            if dirs:  # 'out/checkpoint-*': the Trainer's checkpoints, with their trainer_state.json
+                units.extend(Unit(d, "hf_checkpoint", os.path.basename(os.path.normpath(d))) for d in dirs)
+                continue
             files.extend(_walk(p) if os.path.isdir(p) else [p])
         root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files]) if files else None
-        units = file_units(files, root)
+        units += file_units(files, root)
     elif os.path.isdir(src):
         dirs = hf_dirs(src)
         if dirs:

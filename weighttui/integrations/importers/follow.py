@@ -3,7 +3,10 @@
 A checkpoint file is complete when its size, mtime and inode are the same on
 two consecutive polls and on either side of copying it, and its reader opens
 the copy (a file that parses only partially is retried on later polls, and
-reported after `give_up` tries). Files are read from private copies
+reported after `give_up` tries at one size and time, then read if it changes:
+a slow writer's file grows between tries). An HDF5 file whose superblock says
+its writer still has it open waits (h5py's flushes leave it parseable at every
+stage). Files are read from private copies
 (readers.open_reader), never mapped in place: a trainer may rewrite a file in
 place (Lightning's last.ckpt), which would kill a process that maps it
 (SIGBUS); a file rewritten after it was imported is imported again once
@@ -20,8 +23,9 @@ import os
 import threading
 
 from weighttui.integrations.importers import mapped as mapping
-from weighttui.integrations.importers.base import ImportFileError, Unit, name_numbers
+from weighttui.integrations.importers.base import SOURCE_WORDS, ImportFileError, Unit, name_numbers
 from weighttui.integrations.importers.driver import Importer, Planned, say
+from weighttui.integrations.importers.hdf5_file import open_for_writing
 from weighttui.integrations.importers.readers import open_reader
 
 
@@ -61,7 +65,9 @@ class CheckpointFollower:
         self.copy_dir = os.path.dirname(os.path.abspath(out))
         self.sigs: dict[str, object] = {}
         self.done: dict[str, object] = {}  # label -> its signature when imported (or given up)
-        self.failures: dict[str, int] = {}
+        self.failures: dict[str, tuple[int, object]] = {}  # label -> (failed tries, at this signature)
+        self.given_up: set[str] = set()  # labels reported skipped that may still come
+        self._where_from: tuple | None = None  # (step_from, epoch_from) of the last import_source event
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polls = 0
@@ -99,7 +105,10 @@ class CheckpointFollower:
     def _checkpoint_importer(self, mode: str = "w") -> Importer:
         return Importer(self.out, source=self.src, kind=self.kind, values=self.values, report=self.report, mode=mode,
                         meta={"watch": True, "step_from": "per checkpoint: its metadata, else "
-                              "numbers in its name, else its epoch, else the next step",
+                              "numbers in its name, else its epoch, else the next step (import_source "
+                              "events say which)",
+                              "epoch_from": "per checkpoint: its metadata, else numbers in its name, else "
+                              "not known (import_source events say which)",
                               "scalars_from": "per checkpoint: trainer_state.json log_history, "
                               "or a PyTorch checkpoint dict's numbers (loss ...)"})
 
@@ -131,16 +140,22 @@ class CheckpointFollower:
                 self.sigs[unit.label] = sig
                 continue
             try:
+                if unit.kind == "hdf5" and open_for_writing(unit.path):  # (it parses at every flush)
+                    raise ImportFileError("its writer still has it open (the HDF5 superblock says so)")
                 # a private copy of the file (never the file itself mapped: a trainer may rewrite it in place)
                 reader = open_reader(unit, copy_dir=self.copy_dir)
             except Exception as exc:  # ImportFileError, or a library's error on a file cut short
                 if not isinstance(exc, ImportFileError):
                     exc = ImportFileError(f"{type(exc).__name__}: {exc}")
-                n = self.failures[unit.label] = self.failures.get(unit.label, 0) + 1
+                # tries at this same size and time: a file that grows between them is still being written
+                tries, at = self.failures.get(unit.label, (0, sig))
+                n = tries + 1 if at == sig else 1
+                self.failures[unit.label] = (n, sig)
                 if n >= self.give_up:
                     self.done[unit.label] = sig
                     self.failures.pop(unit.label, None)
-                    self.importer.skip(unit.label, exc)
+                    self.given_up.add(unit.label)
+                    self.importer.skip(unit.label, f"{exc} (unchanged over {n} tries; read again if it changes)")
                 continue
             if signature(unit) != sig:  # changed while it was copied: it is not complete, look again
                 reader.close()
@@ -156,10 +171,11 @@ class CheckpointFollower:
             step = meta.step if meta.step is not None else (n_step if n_step is not None else epoch)
             step_from = "metadata" if meta.step is not None else ("name" if n_step is not None else
                                                                   ("epoch" if epoch is not None else "order"))
-            planned.append((step, unit, reader, epoch, step_from, sig))
+            epoch_from = "metadata" if meta.epoch is not None else ("name" if n_epoch is not None else None)
+            planned.append((step, unit, reader, epoch, step_from, epoch_from, sig))
         planned.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0))
         wrote = 0
-        for step, unit, reader, epoch, step_from, sig in planned:
+        for step, unit, reader, epoch, step_from, epoch_from, sig in planned:
             again = unit.label in self.done
             self.done[unit.label] = sig
             if again and step is not None and step == self.importer.last_step:
@@ -169,11 +185,27 @@ class CheckpointFollower:
             if step is None:
                 last = self.importer.last_step
                 step = 0 if last is None else last + 1
-            if self.importer.add(Planned(unit, int(step), epoch, step_from, None), reader=reader):
+            if self.importer.add(Planned(unit, int(step), epoch, step_from, epoch_from), reader=reader):
                 wrote += 1
+                self._say_where_from(unit.label, step_from, epoch_from)
+                if unit.label in self.given_up:  # its import_skipped warning was early: say it came
+                    self.given_up.discard(unit.label)
+                    message = f"{unit.label}: read after all, once its writer finished it (step {step})"
+                    self.report(message)
+                    self.importer.rec.event("import_skipped_then_read", message, level="info")
             else:
                 reader.close()
         return wrote
+
+    def _say_where_from(self, label: str, step_from: str, epoch_from: str | None) -> None:
+        """The log's meta is written before the first checkpoint comes: where steps and epochs come from
+        is an info event at the first checkpoint and whenever it changes (import_source)."""
+        if (step_from, epoch_from) == self._where_from:
+            return
+        self._where_from = (step_from, epoch_from)
+        assert self.importer is not None
+        self.importer.rec.event("import_source", f"from {label} on: steps from {SOURCE_WORDS[step_from]}, epochs from "
+                                f"{SOURCE_WORDS[epoch_from or 'unknown']}", level="info")
 
     # ------------------------------------------------------------- background
 

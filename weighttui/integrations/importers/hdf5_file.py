@@ -38,6 +38,31 @@ from weighttui.integrations.importers.base import (
 )
 
 _SKIP_GROUPS = ("optimizer", "optimizer_weights")
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def open_for_writing(path: str) -> bool:
+    """Whether an HDF5 file's superblock says a writer still has it open. HDF5 (1.10 on) sets the
+    file consistency flags while a file is open for writing and clears them on close; a file a writer
+    flushes as it goes parses at every stage, so parsing is no sign that it is complete. The superblock
+    is at 0, 512, 1024, ... (after a user block); the flags are at +20 in versions 0 and 1, at +11
+    in versions 2 and 3. False where the file cannot be read or is not HDF5 (the reader says why)."""
+    try:
+        with open(path, "rb") as fh:
+            at = 0
+            while at <= 1 << 20:
+                fh.seek(at)
+                head = fh.read(24)
+                if len(head) < 12:
+                    return False
+                if head[:8] == _SIGNATURE:
+                    version = head[8]
+                    flags = head[20:24] if version in (0, 1) else head[11:12]
+                    return any(flags)
+                at = 512 if at == 0 else at * 2
+    except OSError:
+        return False
+    return False
 _BITS = np.dtype("<u2")  # how a bfloat16 dataset is read: its raw bits
 
 
