@@ -304,6 +304,12 @@ def test_name_numbers_of_keras_names_and_decimals():
     assert name_numbers("resnet50_3.pt") == (3, None)
     assert name_numbers("t5-small-500.safetensors") == (500, None)
     assert name_numbers("vit-b16_00020.pt") == (20, None)
+    # a file whose name says nothing takes its folders' (innermost first), where one says or is a number
+    assert name_numbers("step_500/model.safetensors") == (500, None)
+    assert name_numbers("epoch_3/weights/model.safetensors") == (None, 3)
+    assert name_numbers("ckpts/1000/model.pt") == (1000, None)
+    assert name_numbers("v2/model.pt") == (None, None)
+    assert name_numbers("step_5/epoch_7.pt") == (None, 7)  # the file's own name first
 
 
 def test_two_files_of_one_step_give_one_snapshot(tmp_path, capsys):

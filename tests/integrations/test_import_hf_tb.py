@@ -38,6 +38,12 @@ def test_hf_trainer_checkpoints(tmp_path):
     saved = load_file(str(tmp_path / "out" / "checkpoint-8" / "model.safetensors"))
     got = run.weights(epoch=2)
     assert all(np.array_equal(got[k], v) for k, v in saved.items())
+    # the checkpoint folders through a glob: the same steps, epochs and scalars (their trainer_state.json)
+    globbed = str(tmp_path / "glob.wtui")
+    import_source(str(tmp_path / "out" / "checkpoint-*"), globbed)
+    g = weighttui.open(globbed)
+    assert list(g.steps) == [2, 4, 6, 8] and list(g.epochs) == list(run.epochs)
+    assert g.run.meta["import"]["kind"] == "hf_trainer" and list(g.scalars("loss")[0]) == list(range(1, 9))
 
 
 def test_tensorboard_histograms_and_scalars(tmp_path):
