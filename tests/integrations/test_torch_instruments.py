@@ -516,3 +516,59 @@ def test_a_diverging_run_under_a_raising_seterr_keeps_every_snapshot(tmp_path, r
     assert not np.isfinite(run.series("0.weight", "norm")[1][-1])  # it did diverge
     origin = [e for e in run.events if e.kind == "nan_origin"]
     assert len(origin) == 1 and origin[0].step == 4
+
+
+@pytest.mark.parametrize("cpu_kernel", KERNELS)
+@pytest.mark.parametrize("opt_name", ["amsgrad", "rmsprop", "adagrad"])
+def test_second_moments_of_adaptive_optimizers_give_the_step_taken(tmp_path, cpu_kernel, opt_name):
+    """v_norm is the state the step divides by (AMSGrad's max_exp_avg_sq, RMSprop's square_avg, Adagrad's
+    sum) and eff_lr = lr / (sqrt(rms(v) / bias correction) + eps), with no bias correction but Adam's."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(32, 16)
+    opt = {"amsgrad": lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.9, 0.9), amsgrad=True),
+           "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5),
+           "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2)}[opt_name](model.parameters())
+    x, y = torch.randn(64, 32), torch.randn(64, 16)
+    path = tmp_path / "run.wtui"
+    with wt.watch(model, path, optimizer=opt, cpu_kernel=cpu_kernel, instruments=["optim"]):
+        for _ in range(8):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    run = weighttui.open(path)
+    st = opt.state[model.weight]
+    v = {"amsgrad": "max_exp_avg_sq", "rmsprop": "square_avg", "adagrad": "sum"}[opt_name]
+    v_ref = float(np.linalg.norm(st[v].double().numpy()))
+    group = opt.param_groups[0]
+    bc2 = 1 - group["betas"][1] ** 8 if opt_name == "amsgrad" else 1.0
+    rms = v_ref / math.sqrt(model.weight.numel())
+    assert run.series("weight", "v_norm", kind="optim")[1][-1] == pytest.approx(v_ref, rel=1e-5)
+    assert run.series("weight", "eff_lr", kind="optim")[1][-1] == pytest.approx(
+        group["lr"] / (math.sqrt(rms / bc2) + group["eps"]), rel=1e-5)
+    if opt_name == "rmsprop":  # its momentum buffer is the first moment
+        m_ref = float(np.linalg.norm(st["momentum_buffer"].double().numpy()))
+        assert run.series("weight", "m_norm", kind="optim")[1][-1] == pytest.approx(m_ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("cpu_kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_dist_init_goes_on_after_the_model_is_cast(tmp_path, cpu_kernel, dtype):
+    """model.to(dtype) mid-run keeps the Parameters (optimizer and watch go on): dist_init against the W0
+    taken in the old dtype, on both paths (the kernel reads W0 only in W's dtype)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(32, 8), torch.randn(32, 16)
+    w0 = model.weight.detach().double().clone()
+    path = tmp_path / "run.wtui"
+    with wt.watch(model, path, optimizer=opt, cpu_kernel=cpu_kernel, instruments=["dist_init"]):
+        for step in range(6):
+            if step == 3:
+                model.to(dtype)
+                x, y = x.to(dtype), y.to(dtype)
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    want = float(torch.linalg.vector_norm(model.weight.detach().double() - w0) / torch.linalg.vector_norm(w0))
+    _, dist = weighttui.open(path).series("weight", "dist_init")
+    assert np.isfinite(dist).all() and dist[-1] == pytest.approx(want, rel=1e-3)

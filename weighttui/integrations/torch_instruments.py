@@ -469,6 +469,8 @@ class TorchInstruments:
             x0 = self._init.get(name)
             if x0 is not None and x0.dtype == x.dtype and x0.shape == x.shape and x0.is_contiguous():
                 ex.x0 = self._flat(x0)
+            else:  # W0 in another dtype (the model cast since): torch ops, which take either
+                self._rest_torch(pend, i, name, x, mn, units=False, cos=False)
         if "cos" in self.chosen:
             ex.idx = self._host_idx(name, x.numel())
             self._grad_sample(pend, i, name)
@@ -750,7 +752,8 @@ def param_groups(optimizer) -> dict[int, dict]:
 
 def optim_states(optimizer, params) -> list:
     """Per parameter (None: not one), (m, v, (lr, step, beta2, eps)) under torch's Adam/AdamW (exp_avg,
-    exp_avg_sq) or SGD momentum (momentum_buffer) state, m or v None where the optimizer keeps none;
+    exp_avg_sq; max_exp_avg_sq with amsgrad), RMSprop (square_avg, momentum_buffer), Adagrad (sum) or
+    SGD momentum (momentum_buffer) state, m or v None where the optimizer keeps none;
     None for a tensor the optimizer does not hold, or before its moments exist (they start at the
     first step). One reading of the state for the whole and the sharded instruments.
 
@@ -772,14 +775,22 @@ def optim_states(optimizer, params) -> list:
         if m is None:
             m = state.get("momentum_buffer")
         v = state.get("exp_avg_sq")
+        if v is not None and group.get("amsgrad") and state.get("max_exp_avg_sq") is not None:
+            v = state["max_exp_avg_sq"]  # what AMSGrad's step divides by
+        if v is None:  # RMSprop's average of g^2, Adagrad's sum: no bias correction (beta2 0 below)
+            v = state.get("square_avg")
+            if v is None:
+                v = state.get("sum")
         if m is None and v is None and ("betas" in group or group.get("momentum")):
             out.append(None)
             continue
         h = hyper.get(id(group))
         if h is None:
             lr = group.get("lr", math.nan)
+            # beta2 0 where the group has no betas: 1 - 0^t = 1, Adam's formula without its bias correction
             h = hyper[id(group)] = (float(lr.item() if torch.is_tensor(lr) else lr),
-                                    float(group.get("betas", (0.9, 0.999))[1]), float(group.get("eps", 1e-8)))
+                                    float(group["betas"][1]) if "betas" in group else 0.0,
+                                    float(group.get("eps", 1e-8)))
         step = state.get("step", 0)
         if torch.is_tensor(step):
             if step.numel() != 1:  # (no step torch keeps)
