@@ -42,15 +42,12 @@ async def test_instrument_row_on_tall_terminals(trained):
         await pilot.pause()
         row = screen.query_one("#instruments")
         assert row.display
-        assert screen.query_one("#inst0", LineChart).title_text == "spectral norm sigma_max"
-        await pilot.press("d")
+        assert screen.query_one("#inst0", LineChart).title_text == "spectral norm sigma_max · stable rank"
+        await pilot.press("d")  # the updates view: the optimizer beside the update ratio
         screen._flush_charts()
         await pilot.pause()
         assert screen.query_one("#inst0", LineChart).title_text.startswith("cos(update, previous update)")
-        await pilot.press("g")
-        screen._flush_charts()
-        await pilot.pause()
-        assert screen.query_one("#inst1", LineChart).title_text.startswith("optimizer:")
+        assert screen.query_one("#inst2", LineChart).title_text.startswith("optimizer:")
     # a short terminal keeps its room for the other charts
     app = ScreenHost(data=data, make_screen=lambda: DetailScreen("w"))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -216,11 +213,9 @@ async def test_instrument_key_on_a_small_terminal(two_layers, tui):
         assert row.display and screen.query_one("#inst0", LineChart).title_text.startswith("cos(update")
         np.testing.assert_array_equal(_chart(screen, 0, "prev")[1],
                                       data.series("b", "cos_prev", kind="delta")[1][_finite(data, "b")])
-        await pilot.press("g")  # the gradients view: the optimizer's moments
-        screen._flush_charts()
-        await pilot.pause()
-        assert row.display and screen.query_one("#inst1", LineChart).title_text.startswith("optimizer:")
-        np.testing.assert_allclose(_chart(screen, 1, "step")[1], 0.05)
+        # the optimizer's step size and moments, in the same (updates) view
+        assert row.display and screen.query_one("#inst2", LineChart).title_text.startswith("optimizer:")
+        np.testing.assert_allclose(_chart(screen, 2, "step")[1], 0.05)
 
         await pilot.press("n")  # off again: the chart rows come back
         await pilot.pause()
@@ -277,3 +272,29 @@ async def test_instrument_key_points_to_the_views_that_have_them(tmp_path):
         assert chart.title_text.startswith("dead units") and chart.region.height >= 8
         steps, dead = data.series("hidden.weight", "dead_units", kind="grad")
         np.testing.assert_array_equal(_chart(screen, 0, "dead")[1], dead[np.isfinite(dead)])
+
+
+async def test_the_columns_menu_offers_what_the_log_has_the_optimizer_beside_the_update_ratio(two_layers, tmp_path,
+                                                                                              tui):
+    from textual.widgets import SelectionList
+
+    from weighttui.tui.app import WeightApp
+
+    plain = tmp_path / "plain.wtui"
+    with Recorder(plain, instruments=False) as rec:
+        for step in range(3):
+            rec.snapshot(step, {"w": np.full((4, 4), float(step))})
+    for path, want in ((two_layers, True), (plain, False)):
+        app = WeightApp(path, mode="replay", alerts=False)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await tui.wait_until(pilot, lambda: app.data.end is not None, what="the run")  # noqa: B023
+            await pilot.press("m")
+            await tui.wait_until(pilot, lambda: type(app.screen).__name__ == "ColumnsScreen")  # noqa: B023
+            options = app.screen.query_one(SelectionList)
+            keys = [options.get_option_at_index(i).value for i in range(options.option_count)]
+            if want:  # every instrument column of this log, the optimizer's next to the update ratio
+                assert keys[:8] == ["norm", "std", "ratio", "eff_lr", "m_norm", "v_norm", "optim_bad", "grad"]
+                assert {"sigma", "srank", "dist", "cos_prev", "cos_grad", "sratio", "alpha"} <= set(keys)
+            else:
+                assert keys == ["norm", "std", "ratio", "grad"]
+            await pilot.press("escape")

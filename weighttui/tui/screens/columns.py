@@ -9,6 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, SelectionList
 
 from weighttui.tui.widgets.layer_rows import METRICS
+from weighttui.tui.widgets.layer_table import METRIC_KEYS
 
 
 class ColumnsScreen(ModalScreen[tuple[str, ...] | None]):
@@ -22,14 +23,17 @@ class ColumnsScreen(ModalScreen[tuple[str, ...] | None]):
     """
     BINDINGS = [Binding("escape", "cancel", "cancel"), Binding("enter", "done", "done", priority=True)]
 
-    def __init__(self, shown: tuple[str, ...]):
+    def __init__(self, shown: tuple[str, ...], offered: frozenset[str] | None = None):
+        """offered: the metric keys to list (offered_metrics: those the log has); None: every one."""
         super().__init__()
         self.shown = shown
+        self.offered = offered
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Columns (space toggles, enter applies):")
-            yield SelectionList[str](*((label, key, key in self.shown) for key, _k, _s, label, _l in METRICS))
+            yield SelectionList[str](*((label, key, key in self.shown) for key, _k, _s, label, _l in METRICS
+                                       if self.offered is None or key in self.offered or key in self.shown))
 
     def action_done(self) -> None:
         chosen = set(self.query_one(SelectionList).selected)
@@ -37,3 +41,10 @@ class ColumnsScreen(ModalScreen[tuple[str, ...] | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def offered_metrics(data) -> frozenset[str]:
+    """The default columns, and the instruments' this log has (a column of a statistic no snapshot
+    carried would stay empty)."""
+    return frozenset(key for key, kind, stat, _label, _log in METRICS
+                     if key in METRIC_KEYS or (data.has_kind(kind) and stat in data.columns(kind)))

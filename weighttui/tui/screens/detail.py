@@ -68,16 +68,19 @@ CHARTS["grad"] = CHARTS["weights"]
 # Instrument charts (docs/instruments.md), one row under the others when the log has them:
 # (chart title, kind of the series, [(label, stat, colour)], log y, y range)
 INSTRUMENT_CHARTS: dict[str, list[tuple[str, str, list[tuple[str, str, str]], bool, tuple | None]]] = {
-    "weights": [("spectral norm sigma_max", "weights", [("sigma", "sigma_max", "green")], False, None),
+    "weights": [("spectral norm sigma_max · stable rank", "weights",
+                 [("sigma", "sigma_max", "green"), ("srank", "stable_rank", "blue")], True, None),
                 ("distance from init |W-W0|/|W0|", "weights", [("dist", "dist_init", "cyan")], False, None),
                 ("WeightWatcher alpha (its fits; alert outside 2..6)", "weights", [("alpha", "alpha", "magenta")],
                  False, None)],
     "delta": [("cos(update, previous update) · cos(update, gradient)", "delta",
                [("prev", "cos_prev", "yellow"), ("grad", "cos_grad", "magenta")], False, (-1.0, 1.0)),
-              ("spectral update sigma(dW)/sigma(W)", "delta", [("ratio", "sigma_ratio", "orange")], True, None)],
-    "grad": [("dead units (gradient 0 for 3+ snapshots)", "grad", [("dead", "dead_units", "red")], False, None),
-             ("optimizer: Adam step size · moment norms", "optim",
-              [("step", "eff_lr", "yellow"), ("|m|", "m_norm", "cyan"), ("|v|", "v_norm", "blue")], True, None)],
+              ("spectral update sigma(dW)/sigma(W)", "delta", [("ratio", "sigma_ratio", "orange")], True, None),
+              # next to the update ratio (the view's first chart): what the optimizer made of the gradient
+              ("optimizer: step size · moment norms · NaN/Inf", "optim",
+               [("step", "eff_lr", "yellow"), ("|m|", "m_norm", "cyan"), ("|v|", "v_norm", "blue"),
+                ("bad", "nonfinite", "red")], True, None)],
+    "grad": [("dead units (gradient 0 for 3+ snapshots)", "grad", [("dead", "dead_units", "red")], False, None)],
 }
 INSTRUMENT_MIN_HEIGHT = 44  # the instrument row by default only on tall terminals (the others keep their room)
 YLIM = {"zero fraction": (0.0, 1.0), "changed fraction": (0.0, 1.0)}  # fractions: the whole 0..1
@@ -85,6 +88,12 @@ YLIM = {"zero fraction": (0.0, 1.0), "changed fraction": (0.0, 1.0)}  # fraction
 # plotext is the slow part of this screen (tens of ms a chart): the heatmap, bars and header
 # follow every timeline move and update at once, the charts catch up at most this often.
 CHART_DELAY = 0.25
+
+
+def _charts_of(data, view: str) -> list:
+    """The view's instrument charts whose columns the log has (some snapshot carried one)."""
+    return [c for c in INSTRUMENT_CHARTS[view] if data.has_kind(c[1])
+            and any(stat in data.columns(c[1]) for _label, stat, _color in c[2])]
 
 
 UNITS_CACHE = 4096  # snapshots' unit norms kept for the strip (one tensor's: a few KiB each)
@@ -251,9 +260,7 @@ class DetailScreen(RunScreen):
     def _instrument_views(self) -> list[str]:
         """The views whose instrument charts have a column in this log (any tensor's)."""
         data = self.view().data
-        return [view for view, charts in INSTRUMENT_CHARTS.items()
-                if any(data.has_kind(kind) and stat in data.columns(kind)
-                       for _title, kind, lines, _log, _ylim in charts for _label, stat, _color in lines)]
+        return [view for view in INSTRUMENT_CHARTS if _charts_of(data, view)]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "toggle_instruments":
@@ -618,16 +625,16 @@ class DetailScreen(RunScreen):
     def _instrument_charts(self, data, win: Window, marker, key) -> None:
         """The instrument row, when the log has any of its columns: on tall terminals, or chosen with `n`."""
         shown = False
-        charts = INSTRUMENT_CHARTS[self.kind]
+        charts = _charts_of(data, self.kind)
         for i, chart in enumerate(self.query("#instruments LineChart").results(LineChart)):
-            chart.display = i < len(charts)  # (the weights view has one chart more)
+            chart.display = i < len(charts)
         for i, (title, kind, lines, log_y, ylim) in enumerate(charts):
             chart = self.query_one(f"#inst{i}", LineChart)
-            series = detail_zoom.series(data, self.tensor, kind, self.span, win.full) if data.has_kind(kind) else {}
+            series = detail_zoom.series(data, self.tensor, kind, self.span, win.full)
             traces = [(label, series[stat], color) for label, stat, color in lines
                       if stat in series and np.isfinite(series[stat]).any()]
-            if not traces:
-                chart.show(title + ": not in this log", np.zeros(0), [], key=key)
+            if not traces:  # in the log, not for this tensor here (alpha: no fit yet, or a matrix it skips)
+                chart.show(title + ": no value for this tensor here", np.zeros(0), [], key=key)
                 continue
             shown = True
             # (a line is drawn through its finite points: alpha's fits, NaN between)

@@ -165,9 +165,10 @@ class OverviewScreen(RunScreen):
             event.stop()
 
     def action_columns(self) -> None:
-        from weighttui.tui.screens.columns import ColumnsScreen
+        from weighttui.tui.screens.columns import ColumnsScreen, offered_metrics
 
-        self.app.push_screen(ColumnsScreen(self.table.shown_metrics), self._set_columns)
+        self.app.push_screen(ColumnsScreen(self.table.shown_metrics, offered_metrics(self.view().data)),
+                             self._set_columns)
 
     def _set_columns(self, chosen: tuple[str, ...] | None) -> None:
         if chosen is None:
