@@ -422,6 +422,12 @@ def test_run_number_that_the_log_does_not_hold_is_bad_input(tmp_path, capsys):
     assert code == 0 and "showing run 0" in out
     code, out, _ = _cli(capsys, "info", str(path))
     assert code == 0 and "showing the latest" in out
+    # the same from a script: weighttui.open(run=N) says so rather than give an empty run
+    from weighttui.data.run import NoSuchRun
+
+    with pytest.raises(NoSuchRun, match=r"run 2: this log holds runs 0\.\.1"):
+        weighttui.open(str(path), run=2)
+    assert weighttui.open(str(path), run=1).steps.tolist() == [0, 1, 2]
 
 
 def test_export_no_cache_writes_only_its_output(tmp_path, capsys, monkeypatch):

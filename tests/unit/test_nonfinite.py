@@ -53,6 +53,26 @@ def test_all_nan_tensor_has_nan_norm_not_zero(tmp_path):
     assert np.isfinite(run.series("ok", "norm")[1]).all()
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_all_nan_optimizer_state_has_nan_norms_not_zero(tmp_path, cache):
+    """Adam moments gone all NaN: their norms over nothing finite (0) and the step size from them (lr / eps)
+    read NaN, as a weight's norm does; an SGD momentum buffer's step size stays its learning rate."""
+    path = tmp_path / "o.wtui"
+    with Recorder(path) as rec:
+        for s in range(3):
+            gone = np.full(6, np.nan) if s == 2 else np.ones(6)
+            rec.snapshot(s, {"adam": np.ones(6) * s, "sgd": np.ones(6) * s},
+                         optim={"adam": {"m": gone, "v": gone, "lr": 0.1, "step": s + 1, "beta2": 0.999, "eps": 1e-8},
+                                "sgd": {"m": gone, "lr": 0.1}})
+    run = weighttui.open(path, cache=cache)
+    for stat in ("m_norm", "v_norm", "eff_lr"):
+        values = run.series("adam", stat, kind="optim")[1]
+        assert np.isfinite(values[:2]).all() and np.isnan(values[2]), stat
+    assert run.series("adam", "nonfinite", kind="optim")[1].tolist() == [0, 0, 12]
+    assert np.isnan(run.series("sgd", "m_norm", kind="optim")[1][2])
+    assert run.series("sgd", "eff_lr", kind="optim")[1].tolist() == [0.1, 0.1, 0.1]
+
+
 def test_zero_size_tensor_keeps_its_zero_norm(tmp_path):
     path = tmp_path / "z.wtui"
     with Recorder(path, every=1) as rec:

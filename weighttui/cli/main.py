@@ -134,19 +134,19 @@ def _watch_several(args, config) -> int:
                          max_rows=min(args.max_rows, 1024), diagnose_config=config)
 
 
-def _check_run_number(run, number) -> None:
-    """--run N names a run the log holds (else an empty summary or export would look like an answer)."""
-    if number is None:
-        return
-    held = len(run.runs)
-    if not 0 <= number < held:
-        have = f"runs 0..{held - 1}" if held > 1 else ("run 0" if held else "no run yet")
-        raise CliError(f"--run {number}: this log holds {have}")
+def _open_run(path, **kw):
+    """weighttui.open for a command: --run N that names no run of the log is a one-line error."""
+    from weighttui.data.run import NoSuchRun
+    from weighttui.data.run import open as open_run
+
+    try:
+        return open_run(path, **kw)
+    except NoSuchRun as exc:
+        raise CliError(f"--{exc}") from None
 
 
 def cmd_info(args) -> int:
     from weighttui.cli.info import alerts_of, info_dict, print_info
-    from weighttui.data.run import open as open_run
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
@@ -159,8 +159,7 @@ def cmd_info(args) -> int:
     # a summary needs no more than 4096 snapshots of history: the fast path for big logs
     # (statistics are what info reads: a first info indexes them only, the histograms stay in the log until
     # a reader that wants them indexes them; docs/store.md)
-    run = open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache, index_histograms=False)
-    _check_run_number(run, args.run)
+    run = _open_run(args.path, run=args.run, max_rows=4096, cache=not args.no_cache, index_histograms=False)
     alerts = alerts_of(run, _diagnose_config(args.threshold))  # (kept beside the index for the next info)
     if args.json:
         import json
@@ -214,12 +213,10 @@ def _alerts(run, thresholds):
 
 def cmd_export(args) -> int:
     from weighttui.cli import export
-    from weighttui.data.run import open as open_run
 
     args.path, complete = _fetch_if_remote(args.path)
     _check_log(args.path, must_exist=True)
-    run = open_run(args.path, run=args.run, cache=not args.no_cache)
-    _check_run_number(run, args.run)
+    run = _open_run(args.path, run=args.run, cache=not args.no_cache)
     created = args.out != "-" and not os.path.lexists(args.out)
     try:
         wrote = export.export(run, fmt=args.format, out=args.out, step=args.step, epoch=args.epoch,

@@ -1291,6 +1291,10 @@ def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
         return flat.copy()
 
 
+class NoSuchRun(ValueError):
+    """`run=N` names no run of the log (an empty RunData would look like an answer)."""
+
+
 def load(path, *, max_rows: int | None = None, run_index: int | None = None, cache: bool = True,
          index_histograms: bool = True) -> RunData:
     """Read a whole log into a RunData (see `open`)."""
@@ -1299,6 +1303,10 @@ def load(path, *, max_rows: int | None = None, run_index: int | None = None, cac
         data.refresh()
     except FileNotFoundError:
         raise FileNotFoundError(f"no such run log: {os.fspath(path)}") from None
+    held = len(data.runs)
+    if run_index is not None and not 0 <= run_index < held:
+        have = f"runs 0..{held - 1}" if held > 1 else ("run 0" if held else "no run yet")
+        raise NoSuchRun(f"run {run_index}: this log holds {have}")
     return data
 
 
@@ -1311,8 +1319,9 @@ def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bo
     present); every snapshot stays reachable through series/histograms/samples
     with start/stop. The log's index is reused and extended (beside the log,
     or under $XDG_CACHE_HOME/weighttui/index); cache=False reads without
-    touching the disk. Raises FileNotFoundError for a missing file and
-    weighttui.LogFormatError for a file that is not a log or is too new. An
+    touching the disk. Raises FileNotFoundError for a missing file,
+    weighttui.LogFormatError for a file that is not a log or is too new, and
+    NoSuchRun (a ValueError) for a `run` the log does not hold. An
     empty or header-only file opens as a run with no snapshots yet.
     index_histograms=False: what this read adds to the index holds statistics
     only (histograms and samples are read back from the log, until a reader

@@ -301,6 +301,8 @@ def _no_finite_is_nan(names: list, stats: np.ndarray) -> np.ndarray:
         if len(_NO_FINITE_PLANS) < 256:  # (a log's blocks repeat a few column lists)
             _NO_FINITE_PLANS[key] = plan
     which, probe, cols, reads = plan
+    if which == "optim":
+        return _no_finite_state_is_nan(stats, probe, cols)
     # the usual block: no mean NaN, nothing to do (the maximum is NaN if any value is: one reduction,
     # no temporary, and no overflow warning as a sum of extreme values would give)
     if not cols or not stats.shape[0] or not math.isnan(np.maximum.reduce(stats[:, probe])):
@@ -324,6 +326,26 @@ def _no_finite_is_nan(names: list, stats: np.ndarray) -> np.ndarray:
 _NO_FINITE_PLANS: dict[tuple, tuple] = {}
 
 
+def _no_finite_state_is_nan(stats: np.ndarray, i_bad: int, cols: list) -> np.ndarray:
+    """The optim block: a moment norm of 0 beside non-finite state elements is a sum over nothing
+    finite (or over zeros only): not a healthy 0, NaN; and the step size taken from such a second
+    moment (lr / eps) with it. cols: m_norm, v_norm, eff_lr (-1 where the block has none)."""
+    i_m, i_v, i_eff = cols
+    if not stats.shape[0] or not np.maximum.reduce(stats[:, i_bad]) > 0:  # (NaN: not > 0)
+        return stats
+    bad = stats[:, i_bad] > 0
+    hit = [(c, bad & (stats[:, c] == 0)) for c in (i_m, i_v) if c >= 0]
+    if i_v >= 0 and i_eff >= 0:
+        hit.append((i_eff, hit[-1][1]))
+    if not any(h.any() for _c, h in hit):
+        return stats
+    if not stats.flags.writeable:
+        stats = stats.copy()
+    for c, h in hit:
+        stats[h, c] = np.nan
+    return stats
+
+
 def _no_finite_plan(names: list) -> tuple:
     """(which block, the column whose NaN says a row may have no finite element, columns to blank,
     the columns the rule reads) for a block's column names."""
@@ -336,6 +358,8 @@ def _no_finite_plan(names: list) -> tuple:
         targets = ("norm", "ratio", "changed_frac")
         return ("delta", col["mean_abs"], [col[c] for c in targets if c in col],
                 (col["mean_abs"], col["changed_frac"]))
+    if "nonfinite" in col:
+        return ("optim", col["nonfinite"], [col.get(c, -1) for c in ("m_norm", "v_norm", "eff_lr")], ())
     return (None, 0, [], ())
 
 
@@ -452,7 +476,9 @@ def _prepared_block(b: tuple, what: str) -> BlockRecord:
         if lo.dtype != _F8 or hi.dtype != _F8:
             lo, hi = lo.astype(np.float64, copy=False), hi.astype(np.float64, copy=False)
         hist = (lo, hi, counts)
-    if maybe_nan or stats.dtype != _F8:  # (float64 without a NaN: the no-finite rule has nothing to do)
+    # (float64 without a NaN: the no-finite rule has nothing to do, but in the optim block, whose rule
+    # reads a count of non-finite elements)
+    if maybe_nan or stats.dtype != _F8 or what == "optim":
         stats = _no_finite_is_nan(names, stats.astype(np.float64, copy=False))
     return BlockRecord(names, stats, hist)
 
