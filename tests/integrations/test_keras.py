@@ -258,12 +258,16 @@ def test_steps_count_batches_across_fits_and_steps_per_execution(tmp_path):
     first = weighttui.open(path)
     assert first.steps.tolist() == [0, 4, 8, 12, 16, 20, 24]
     assert first.epochs.tolist() == [-1, 0, 0, 0, 1, 1, 1]
-    # a second fit with the same callback: a new run in the same log, steps go on
+    # a second fit with the same callback: a new run in the same log, steps go on, from the weights the
+    # first fit left (so its first snapshot has an update to show)
     model.fit(x, y, batch_size=8, epochs=1, initial_epoch=0, verbose=0, callbacks=[cb])
     second = weighttui.open(path)
     assert len(second.runs) == 2
-    assert second.steps.tolist() == [28, 32, 36]
+    assert second.steps.tolist() == [24, 28, 32, 36]
     assert second.status == "finished"
+    name = second.tensor_names[0]
+    assert np.isfinite(second.series(name, "ratio", kind="delta")[1][1:]).all()
+    np.testing.assert_array_equal(second.series(name, "norm")[1][0], first.series(name, "norm")[1][-1])
 
 
 def test_custom_training_loop_records_gradients(tmp_path):

@@ -474,7 +474,8 @@ class WeightCallback(keras.callbacks.Callback):
         self._guard("starting to record", self._train_begin)
 
     def _train_begin(self):
-        if self._closed_by_fit:
+        new_run = self._closed_by_fit
+        if new_run:
             # a second fit with the same callback: a new run in the same log
             self._closed_by_fit = False
             self.recorder = self._new_recorder(mode="a")
@@ -486,7 +487,8 @@ class WeightCallback(keras.callbacks.Callback):
         if self.grads and self.recorder.active:  # first: the initial snapshot reads what later ones do
             # a failure here (reported once) leaves the weights recorded, the initial snapshot included
             self._guard("recording gradients inside fit", self._install_capture)
-        if self.initial and self.step == 0 and self._last_recorded < 0:
+        # the weights before training: also a new run's (its first snapshot then has an update to show)
+        if self.initial and (new_run or (self.step == 0 and self._last_recorded < 0)):
             self._record(epoch=None, batch=None, full=False)
 
     def _install_capture(self):
