@@ -776,7 +776,8 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
             raise NothingImported(f"{src}: none of its {len(units)} checkpoint(s) could be read (see above); "
                                   f"{out} was not written")
         imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
-                       meta={**summary(planned), "checkpoints": len(planned)}, mapped=True)
+                       # (a second file of a step is skipped: Lightning's last.ckpt, an HF final model)
+                       meta={**summary(planned), "checkpoints": len({p.step for p in planned})}, mapped=True)
         status = "failed"
         try:
             for label, why in unread:  # reported at planning, before the log existed
