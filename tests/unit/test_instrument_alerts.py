@@ -128,3 +128,23 @@ def test_alpha_band_leaves_small_matrices_out(tmp_path):
     assert np.all(alpha < 2)  # what would have raised the alert
     assert not [a for a in diagnose(run) if a.rule == "alpha_band"]
     assert [a for a in diagnose(run, DiagnoseConfig(alpha_min_evals=16)) if a.rule == "alpha_band"]
+
+
+def test_weight_decay_outweighing_the_gradient_is_not_ascent(tmp_path):
+    """Near convergence AdamW's decoupled decay outweighs the loss gradient: the update points along the
+    gradient (cos_grad > 0) but shrinks the weights (cos(update, W) < 0): no ascent alert. Real gradient
+    ascent, which grows them, still gets one (test above)."""
+    rng = np.random.default_rng(2)
+    target = rng.standard_normal((8, 8))
+    w = target * 0.98  # the loss 0.5 |w - target|^2 pulls w out, the decay pulls it in
+    path = tmp_path / "decay.wtui"
+    with Recorder(path, instruments=True) as rec:
+        for step in range(30):
+            g = w - target
+            rec.snapshot(step, {"w": w.astype(np.float32)}, grads={"w": g.astype(np.float32)})
+            w = w - 1e-3 * (0.01 * g + 1.0 * w)  # decay dominates, the gradient term is small
+    run = weighttui.open(path)
+    _, cos_grad = run.series("w", "cos_grad", kind="delta")
+    assert np.all(cos_grad[1:] > 0.1)  # along the gradient, as the rule's bound reads it
+    assert not [a for a in diagnose(run) if a.rule == "ascent"]
+    assert [a for a in diagnose(run, DiagnoseConfig(ascent_decay_cos=-1.5)) if a.rule == "ascent"]  # gate off

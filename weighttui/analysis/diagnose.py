@@ -123,7 +123,9 @@ class DiagnoseConfig:
     osc_cos: float = -0.5  # cos_prev (docs/instruments.md) at or below this ...
     osc_window: int = 5  # ... for this many snapshots in a row: oscillation
     ascent_cos: float = 0.1  # cos_grad at or above this ...
-    ascent_window: int = 10  # ... for this many snapshots in a row: the updates climb the gradient
+    ascent_window: int = 10  # ... for this many snapshots in a row: the updates climb the gradient ...
+    ascent_decay_cos: float = -0.1  # ... unless cos(update, W) is at or below this: the update shrinks the
+    # weights, as AdamW's decoupled weight decay does once it outweighs a gradient near convergence
     alpha_low: float = 2.0  # WeightWatcher's alpha (docs/instruments.md) below this: heavy-tailed ...
     alpha_high: float = 6.0  # ... above this in every one of the layer's last alpha_fits fits: random-like
     alpha_fits: int = 5
@@ -1041,6 +1043,8 @@ def _rule_cosines(ctx: _Context) -> None:
             known = np.isfinite(m)
             with np.errstate(invalid="ignore"):
                 state = m <= bound if sign < 0 else m >= bound
+                if sign > 0 and state.any():  # ascent: not where the update shrinks the weights (decay)
+                    state &= ~(_update_weight_cosine(ctx, lo, hi, cols) <= cfg.ascent_decay_cos)
             return state, known
 
         count, last_break = ctx.trailing_state(rule, states, window, only=ctx.trainable)
@@ -1053,6 +1057,25 @@ def _rule_cosines(ctx: _Context) -> None:
             ctx.add(rule, c, r, "warning",
                     f"{stat} {word} {bound:g} for the last {int(count[c])} snapshots "
                     f"(since step {int(ctx.steps[r])}; latest {three_digits(latest)})")
+
+
+def _update_weight_cosine(ctx: _Context, lo: int, hi: int, cols) -> np.ndarray:
+    """cos(d, W_prev) of each snapshot's update d = W - W_prev, from the exact norms the log has:
+    |W|^2 = |W_prev|^2 + 2 W_prev.d + |d|^2. NaN where it cannot be known (the first snapshot, a delta
+    from samples, a tensor missing from the snapshot before: its W_prev is further back)."""
+    start = max(lo - 1, 0)
+    w = ctx.rows("weights", "norm", start, hi, cols=cols)  # from the snapshot before lo
+    d = ctx.rows("delta", "norm", lo, hi, cols=cols)
+    exact = ctx.rows("delta", "exact", lo, hi, cols=cols) if "exact" in ctx.run.columns("delta") else None
+    if lo > 0:
+        prev, now = w[:-1], w[1:]
+    else:
+        prev, now = np.vstack([np.full((1, w.shape[1]), np.nan), w[:-1]]), w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (now * now - prev * prev - d * d) / (2.0 * prev * d)
+    if exact is not None:
+        cos[exact != 1] = np.nan
+    return cos
 
 
 def _rule_units(ctx: _Context) -> None:
