@@ -139,3 +139,25 @@ def test_zero_initialised_tensors_read_from_0_not_inf():
     assert fmt_change("changed_frac", float("nan")) == "-"
     assert fmt_change("ratio", float("inf")) == "inf"
     assert fmt_change("ratio", None) == "-"
+
+
+async def test_c_and_bang_toggle_and_swap_rather_than_stack(run_path, tui):
+    """`c` on the change table closes it, `!` there puts the alerts in its place (and back): one escape
+    always returns to the overview, however often the keys were pressed."""
+    from weighttui.tui.app import WeightApp
+    from weighttui.tui.screens.alerts import AlertsScreen
+
+    app = WeightApp(run_path, mode="replay", alerts=False)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.end is not None, what="the run")
+        base = len(app.screen_stack)
+        await pilot.press("c")
+        await tui.wait_until(pilot, lambda: isinstance(app.screen, ChangeTableScreen))
+        await pilot.press("c")
+        await tui.wait_until(pilot, lambda: len(app.screen_stack) == base)
+        for _ in range(3):
+            await pilot.press("c", "exclamation_mark")
+            await tui.wait_until(pilot, lambda: isinstance(app.screen, AlertsScreen))
+            assert len(app.screen_stack) == base + 1
+        await pilot.press("escape")
+        await tui.wait_until(pilot, lambda: len(app.screen_stack) == base)

@@ -622,12 +622,25 @@ class WeightApp(App[int]):
     def action_changes(self) -> None:
         from weighttui.tui.screens.change_table import ChangeTableScreen
 
-        self.push_screen(ChangeTableScreen(marks=self.change_marks))
+        self._open_table(ChangeTableScreen, lambda: ChangeTableScreen(marks=self.change_marks))
 
     def action_alerts(self) -> None:
         from weighttui.tui.screens.alerts import AlertsScreen
 
-        self.push_screen(AlertsScreen())
+        self._open_table(AlertsScreen, AlertsScreen)
+
+    def _open_table(self, kind: type, make) -> None:
+        """`c` / `!`: the change table or the alerts over the screen below. Its own key again closes it,
+        the other's takes its place: never a stack of copies that takes as many escapes."""
+        from weighttui.tui.screens.alerts import AlertsScreen
+        from weighttui.tui.screens.change_table import ChangeTableScreen
+
+        top = self.screen
+        if isinstance(top, (AlertsScreen, ChangeTableScreen)):
+            self.pop_screen()
+            if isinstance(top, kind):
+                return
+        self.push_screen(make())
 
     def action_save_svg(self) -> None:
         """Save the current screen as SVG (Textual renders it) and say where."""
