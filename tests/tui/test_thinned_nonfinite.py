@@ -149,3 +149,32 @@ async def test_a_live_run_names_it_after_the_row_view_thinned_it_away(tmp_path, 
             assert "finite again at step 399" in alert.message
     finally:
         rec.close()
+
+
+async def test_a_diverged_tensors_gradient_update_and_moments_read_nan_not_a_dash(tmp_path, tui):
+    """`–` is "no value" (a first update); beside weights gone NaN the gradient norm, update ratio and
+    moment norms that went with them read nan."""
+    from weighttui.tui.app import WeightApp
+    from weighttui.tui.widgets.layer_table import LayerTable
+
+    path = tmp_path / "gone.wtui"
+    with weighttui.Recorder(path, instruments=["optim"]) as rec:
+        for s in range(4):
+            w = np.full(6, np.nan) if s == 3 else np.ones(6) * (s + 1)
+            rec.snapshot(s, {"w": w}, grads={"w": w * 0.1},
+                         optim={"w": {"m": w, "v": w * w, "lr": 0.1, "step": s + 1, "beta2": 0.999, "eps": 1e-8}})
+    app = WeightApp(path, mode="replay", alerts=False)
+    async with app.run_test(size=(200, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.end is not None, what="the run")
+        table = app.screen.query_one(LayerTable)
+        table.chosen_metrics = ("norm", "ratio", "grad", "m_norm")
+        table.set_layout(200)
+        await pilot.press("end")
+        app.screen.refresh_view()
+        await pilot.pause()
+        for column in ("norm", "ratio", "grad", "m_norm"):
+            assert table.get_cell("t:w", column).plain.split()[-1] == "nan", column
+        await pilot.press("home")  # the first snapshot: no update yet, no value
+        app.screen.refresh_view()
+        await pilot.pause()
+        assert table.get_cell("t:w", "ratio").plain.split()[-1] == "–"

@@ -421,17 +421,23 @@ class LayerTable(ScrollView, inherit_bindings=False):
             if key not in self._lay["metrics"]:
                 continue
             now, line = vals[key]
+            # NaN is "no value" (–: a first update, no gradient), but beside weights holding NaN/Inf it is
+            # what they made of the rest (the gradient, update and moments of a diverged tensor): nan
+            lost = nonfinite and np.isnan(now)
             if key == "ratio":
                 band = ratio_band(now, trainable=entry.trainable)
                 style = BAND_STYLE[band]
                 shown = "frozen".rjust(value_w - 1) if band == "frozen" and not np.isnan(now) \
                     else fmt(None if np.isnan(now) else now, value_w - 1)  # NaN: not covered (first delta)
                 cell = ((pad, ""), (line, style), (BAND_MARK[band], style),
-                        (" " + shown, style if band != "" else ""))
+                        (" " + ("nan".rjust(value_w - 1) if lost else shown), "bold red" if lost else
+                         (style if band != "" else "")))
             elif nonfinite and key in ("norm", "std"):
                 # statistics are over the finite elements: a tensor holding NaN/Inf is shown as such
                 shown = "nan" if has_nan else "inf"
                 cell = ((pad, ""), (line, METRIC_STYLE[key]), (" " + shown.rjust(value_w), "bold red"))
+            elif lost:
+                cell = ((pad, ""), (line, METRIC_STYLE.get(key, "cyan")), (" " + "nan".rjust(value_w), "bold red"))
             else:
                 cell = ((pad, ""), (line, METRIC_STYLE.get(key, "cyan")),
                         (" " + fmt(None if np.isnan(now) else now, value_w), ""))
