@@ -218,9 +218,13 @@ async def test_writer_killed_without_end_record_shows_stalled(tmp_path, tui):
         assert app.run_status() == "live"  # just written: could still be training
         clock["now"] += 11  # 11 s without growth and the pid is gone
         assert app.run_status() == "stalled"
+        assert "live following" in tui.static_text(app.screen.query_one(Timeline))
         app._tick()
         await pilot.pause(0.05)
         assert "STALLED" in header(app)
+        # the timeline moves with the header: no "live following" under STALLED (nothing else redraws it)
+        timeline = tui.static_text(app.screen.query_one(Timeline))
+        assert "ended" in timeline and "live following" not in timeline
 
 
 @pytest.mark.parametrize("name", ["clean.wtui", "unknown_type.wtui"])

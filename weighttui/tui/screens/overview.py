@@ -91,8 +91,11 @@ class OverviewScreen(RunScreen):
         self.query_one(Timeline).show(view)
 
     def refresh_status(self) -> None:
-        """Header only: the app calls this each second (time since, stalled) and while paused."""
-        self.query_one(RunHeader).show(self.view())
+        """Header and timeline: the app calls this each second (time since, stalled: the timeline's
+        "live following" becomes "ended" with it) and while paused."""
+        view = self.view()
+        self.query_one(RunHeader).show(view)
+        self.query_one(Timeline).show(view)
 
     @staticmethod
     def _empty_text(view: RunView) -> Text:
