@@ -166,7 +166,7 @@ class DiagnoseConfig:
             v = getattr(self, f.name)
             if f.name.endswith(("_window", "_persist")) and v < 1:
                 raise ValueError(f"threshold {f.name} must be >= 1, got {v}")
-            if isinstance(v, float) and not v >= 0 and f.name not in ("osc_cos", "ascent_cos"):
+            if isinstance(v, float) and not v >= 0 and not f.name.endswith("_cos"):  # (cosines: -1..1)
                 raise ValueError(f"threshold {f.name} must be >= 0, got {v}")
         if self.ratio_low > self.ratio_high:
             raise ValueError(f"ratio_low ({self.ratio_low}) must not be above ratio_high ({self.ratio_high})")
@@ -863,12 +863,14 @@ def _rule_grad_vanish(ctx: _Context) -> None:
         here = np.nonzero(live[:, c])[0]
         k = here[-1] if here.size else rms.shape[0] - 1
         r = ctx.first_present_row(c, lo)
+        # the state is "zero or tiny" over the whole span; the words say which it is at its latest snapshot
         if rms[k, c] == 0:
             what = "exactly zero"
         else:
             what = f"{three_digits(rms[k, c])} RMS, {three_digits(rms[k, c] / typical[k])}x the median tensor's"
-        ctx.add("grad_vanish", c, r, "warning", f"gradient {what} for the last {int(count[c])} snapshots "
-                f"(since step {int(ctx.steps[r])}; latest at step {int(ctx.steps[off + k])})")
+        ctx.add("grad_vanish", c, r, "warning", f"gradient zero or below {cfg.grad_vanish:g}x the median tensor's "
+                f"RMS for the last {int(count[c])} snapshots (since step {int(ctx.steps[r])}); at step "
+                f"{int(ctx.steps[off + k])}: {what}")
 
 
 def _rule_dead_units(ctx: _Context) -> None:
