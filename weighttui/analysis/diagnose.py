@@ -29,7 +29,6 @@ import numpy as np
 
 from weighttui.analysis.numbers import three_digits
 from weighttui.data.run import RowsUpTo
-from weighttui.record.instruments import matrix_shape, units_last_by_name
 
 SEVERITIES = ("error", "warning")
 
@@ -1148,6 +1147,9 @@ def _rule_alpha(ctx: _Context) -> None:
 def _eigenvalue_count(ctx: _Context, c: int) -> int:
     """How many eigenvalues the alpha fit of tensor column c had: the smaller side of its matrix (the
     writer's layout: Keras/Flax kernels keep their units last, record/instruments.py)."""
+    # (here, not at the top: the viewer's first screen imports this module, not the recording code)
+    from weighttui.record.instruments import matrix_shape, units_last_by_name
+
     name = ctx.names[c]
     mn = matrix_shape(tuple(ctx.tensors[c].shape), units_last_by_name(name))
     return 0 if mn is None else min(mn)

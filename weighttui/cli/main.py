@@ -90,7 +90,8 @@ def cmd_watch(args) -> int:
                 raise CliError("--run picks a run of one appended log; the side-by-side view shows the latest of each")
             return _watch_several(args, config)
         args.path = args.path[0]
-    from weighttui.tui.app import DIRECTORY_APPEARED, run_app
+    from weighttui.tui.app import run_app
+    from weighttui.tui.state import DIRECTORY_APPEARED
 
     if config is not None:  # --threshold: the app's alerts use it
         run_app = functools.partial(run_app, diagnose_config=config)
@@ -102,7 +103,7 @@ def cmd_watch(args) -> int:
     _check_log(args.path, must_exist=args.mode == "replay")
     # a path not there yet may appear as a file (a run log) or as a directory (a trainer's checkpoints)
     waiting = args.mode == "watch" and not os.path.exists(args.path)
-    code = run_app(args.path, mode=args.mode, max_rows=args.max_rows, directory_ok=waiting)
+    code = run_app(args.path, mode=args.mode, max_rows=args.max_rows, **({"directory_ok": True} if waiting else {}))
     if code == DIRECTORY_APPEARED:
         args.path = [args.path]
         return cmd_watch(args)

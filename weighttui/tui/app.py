@@ -37,7 +37,7 @@ from weighttui.log.format import HEADER_SIZE
 from weighttui.log.text import inert
 from weighttui.tui.pump import IndexSaver, Pump
 from weighttui.tui.screens.base import RefreshableScreen
-from weighttui.tui.state import RunView, SeekStep
+from weighttui.tui.state import DIRECTORY_APPEARED, RunView, SeekStep
 from weighttui.tui.widgets.header import RunHeader, start_header_text
 
 if TYPE_CHECKING:  # the rest loads after the first frame (`_boot`): see StartScreen
@@ -712,9 +712,6 @@ def screenshot_name(log_path: str, directory: str) -> str:
         n += 1
         name = f"{base}-{n}.svg"
     return name
-
-
-DIRECTORY_APPEARED = -1  # run_app(..., directory_ok=True): the path it waited for appeared as a directory
 
 
 def run_app(path, *, mode: str = "watch", title: str | None = None, max_rows: int = 2048,

@@ -149,6 +149,9 @@ class RunsHost(Protocol):
     def threshold_options(self) -> list[str]: ...
 
 
+DIRECTORY_APPEARED = -1  # app.run_app(..., directory_ok=True): the path it waited for appeared as a directory
+
+
 class SeekStep(Message):
     """Move the timeline to the last snapshot at or before `step` (a click on the timeline or a heatmap)."""
 
