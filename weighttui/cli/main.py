@@ -103,7 +103,10 @@ def cmd_watch(args) -> int:
     _check_log(args.path, must_exist=args.mode == "replay")
     # a path not there yet may appear as a file (a run log) or as a directory (a trainer's checkpoints)
     waiting = args.mode == "watch" and not os.path.exists(args.path)
-    code = run_app(args.path, mode=args.mode, max_rows=args.max_rows, **({"directory_ok": True} if waiting else {}))
+    if waiting:
+        code = run_app(args.path, mode=args.mode, max_rows=args.max_rows, directory_ok=True)
+    else:
+        code = run_app(args.path, mode=args.mode, max_rows=args.max_rows)
     if code == DIRECTORY_APPEARED:
         args.path = [args.path]
         return cmd_watch(args)
