@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import weighttui
 from weighttui.integrations.importers.follow import CheckpointFollower
@@ -223,3 +224,45 @@ def test_a_writers_temporary_file_is_not_a_checkpoint(tmp_path):
     f.stop()
     run = weighttui.open(str(tmp_path / "live.wtui"))
     assert run.steps.tolist() == [1, 2] and run.epochs.tolist() == [1, 2]
+
+
+def test_tensorboard_writers_that_start_or_flush_later_rename_and_lose_nothing(tmp_path):
+    """Followed live, a train/ writer (histograms, loss) and an eval/ writer that starts at step 5 and
+    reaches the disk every 4 steps: the tags keep their directory prefix from the start (train/w, no
+    rename when eval/ appears), and the eval scalars that arrive late are kept, as the import keeps them."""
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from weighttui.integrations.importers.driver import import_source
+
+    d = tmp_path / "tb"
+    rng = np.random.default_rng(0)
+    train = SummaryWriter(str(d / "train"), flush_secs=10_000)
+    train.add_scalar("loss", 1.0, 0)
+    train.flush()
+    messages = []
+    f = CheckpointFollower(str(d), str(tmp_path / "live.wtui"), report=messages.append)
+    evaluation = None
+    for s in range(1, 13):
+        train.add_histogram("w", rng.standard_normal(50), s)
+        train.add_scalar("loss", 1.0 / s, s)
+        train.flush()
+        if s == 5:
+            evaluation = SummaryWriter(str(d / "eval"), flush_secs=10_000)
+        if evaluation is not None:
+            evaluation.add_scalar("acc", s / 20, s)
+            if s % 4 == 0:
+                evaluation.flush()
+        f.poll()
+    train.close()
+    evaluation.close()
+    f.poll()
+    f.stop()
+    import_source(str(d), str(tmp_path / "import.wtui"))
+    live, imported = weighttui.open(str(tmp_path / "live.wtui")), weighttui.open(str(tmp_path / "import.wtui"))
+    assert live.tensor_names == imported.tensor_names == ["train/w"]
+    assert live.steps.tolist() == imported.steps.tolist() == list(range(1, 13))
+    for name in ("train/loss", "eval/acc"):
+        assert live.scalars(name)[0].tolist() == imported.scalars(name)[0].tolist(), name
+    assert imported.scalars("eval/acc")[0].tolist() == list(range(5, 13))
+    assert not [m for m in messages if "left out" in m]

@@ -199,7 +199,6 @@ class EventsImporter:
         from weighttui.record.recorder import scalars_payload
 
         files = event_files(self.src)
-        many_dirs = len({os.path.dirname(p) for p in files}) > 1
         root = self.src if os.path.isdir(self.src) else os.path.dirname(self.src)
         items: list = []
         for path in files:
@@ -212,8 +211,10 @@ class EventsImporter:
                 self.report(f"{os.path.relpath(path, root)}: {exc}; the rest of that file is skipped")
                 self.broken.add(path)
                 continue
-            prefix = os.path.relpath(os.path.dirname(path), root) + "/" if many_dirs else ""
-            items.extend((step, kind, (prefix + tag) if prefix and prefix != "./" else tag, data, wall)
+            # a file in a subdirectory (Keras' train/ and validation/, add_scalars' writers) prefixes its tags
+            # with it, whether or not other directories exist yet: one that appears later renames nothing
+            prefix = os.path.relpath(os.path.dirname(path), root) + "/"
+            items.extend((step, kind, (prefix + tag) if prefix != "./" else tag, data, wall)
                          for step, wall, kind, tag, data in got)
         self.pending = getattr(self, "pending", []) + items
         if not self.pending:
@@ -233,7 +234,11 @@ class EventsImporter:
         for step in sorted(by_step):
             histos, scalars = by_step[step]
             if step < self.last_step:
-                self.report(f"step {step} arrived after step {self.last_step} (a restarted run?): left out")
+                if scalars:  # a writer that flushes later (an eval writer, add_scalars'): its scalars count
+                    self.rec.scalars(step, **scalars)
+                if histos:  # snapshots go in step order
+                    self.report(f"histograms of step {step} arrived after step {self.last_step} (a restarted "
+                                "run?): left out")
                 continue
             if not histos:
                 if scalars:
