@@ -266,3 +266,24 @@ def test_tensorboard_writers_that_start_or_flush_later_rename_and_lose_nothing(t
         assert live.scalars(name)[0].tolist() == imported.scalars(name)[0].tolist(), name
     assert imported.scalars("eval/acc")[0].tolist() == list(range(5, 13))
     assert not [m for m in messages if "left out" in m]
+
+
+def test_a_watch_keeps_the_previous_watchs_log_and_two_watches_take_two_logs(tmp_path, monkeypatch):
+    """The cache log is rebuilt from the files there now: the previous watch's log (maybe with steps whose
+    files a rolling window deleted since) is kept as <name>.previous.wtui; a watch of the same directory
+    still running holds its log's lock, so a second one takes <name>-2.wtui and follows on its own."""
+    from weighttui.cli.importing import cache_log, claim_cache_log
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    d = tmp_path / "ck"
+    d.mkdir()
+    first = cache_log(str(d))
+    assert claim_cache_log(str(d)) == (first, None)
+    with weighttui.Recorder(first) as rec:
+        rec.snapshot(1, {"w": np.ones(3)})
+    out, previous = claim_cache_log(str(d))
+    assert out == first and previous == first[: -len(".wtui")] + ".previous.wtui"
+    assert weighttui.open(previous).steps.tolist() == [1]
+    with weighttui.Recorder(out):  # a watch still running
+        second, _ = claim_cache_log(str(d))
+        assert second == first[: -len(".wtui")] + "-2.wtui"

@@ -111,6 +111,25 @@ def wait_for_content(directory: str, *, poll: float = 0.5, say=None) -> None:
         time.sleep(poll)
 
 
+def claim_cache_log(directory: str) -> tuple[str, str | None]:
+    """The log this watch of `directory` imports into, and where the previous watch's log was kept
+    (None: there was none). The log is rebuilt from the files there now, so the previous one, which
+    may hold steps whose files are gone (a rolling window of checkpoints), is kept beside it as
+    `<name>.previous.wtui` (one generation). A watch of the same directory still running holds its
+    log's lock: this one takes the next free name (`<name>-2.wtui` ...) and imports on its own."""
+    from weighttui.record.logfile import held_by_a_writer
+
+    first = cache_log(directory)
+    stem = first[: -len(".wtui")]
+    out = next(path for path in (first, *(f"{stem}-{k}.wtui" for k in range(2, 1000)))
+               if not held_by_a_writer(path))
+    previous = None
+    if os.path.exists(out) and os.path.getsize(out) > 0:
+        previous = out[: -len(".wtui")] + ".previous.wtui"
+        os.replace(out, previous)
+    return out, previous
+
+
 def cache_log(directory: str) -> str:
     """Where `watch DIR` imports a checkpoint directory: the user's cache directory, else (a read-only or
     missing home, as on some compute nodes) a new temporary directory: the log is only a cache."""
@@ -135,7 +154,7 @@ def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 20
     from weighttui.integrations.importers.follow import CheckpointFollower
     from weighttui.tui.app import run_app
 
-    out = cache_log(directory)
+    out, previous = claim_cache_log(directory)
     messages: list[str] = []
     follower = CheckpointFollower(directory, out, values=values, report=messages.append)
     follower.start()
@@ -150,3 +169,6 @@ def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 20
         for m in messages:
             print(f"weighttui import: {m}", file=sys.stderr)
         print(f"weighttui: the imported run log is {out}", file=sys.stderr)
+        if previous is not None:
+            print(f"weighttui: the previous watch's log of {directory} is kept as {previous} (steps whose "
+                  "files are gone since are only there)", file=sys.stderr)

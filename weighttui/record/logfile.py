@@ -112,6 +112,23 @@ def _lock(fd: int, path: str, key: tuple[int, int]) -> bool:
     return False  # not reached
 
 
+def held_by_a_writer(path) -> bool:
+    """Whether a writer (another process, or another Recorder here) holds the log's lock now."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:  # not there (or unreadable): nobody writes it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a filesystem without flock: nothing tells
+        return False
+    finally:
+        os.close(fd)  # (a shared lock taken goes with the descriptor)
+    return False
+
+
 def release(key: tuple[int, int], supersede: Callable[[str], None]) -> None:
     """Forget this process's writer of `key` (it closed)."""
     with _writers_lock:
