@@ -287,3 +287,31 @@ def test_a_watch_keeps_the_previous_watchs_log_and_two_watches_take_two_logs(tmp
     with weighttui.Recorder(out):  # a watch still running
         second, _ = claim_cache_log(str(d))
         assert second == first[: -len(".wtui")] + "-2.wtui"
+
+
+def test_tensorboards_newest_step_is_written_once_the_files_settle(tmp_path, monkeypatch):
+    """The newest step waits for a later one (it may still gain values), but not forever: when the files
+    have not grown for SETTLED_S (training ended), it is written while the viewer still runs."""
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from weighttui.integrations.importers import tensorboard_events
+
+    d = tmp_path / "tb"
+    writer = SummaryWriter(str(d))
+    rng = np.random.default_rng(1)
+    for s in range(3):
+        writer.add_histogram("w", rng.standard_normal(20), s)
+    writer.close()
+    f = CheckpointFollower(str(d), str(tmp_path / "live.wtui"), report=lambda m: None)
+    f.poll()
+    assert f.snapshots == 2  # step 2 may still gain values
+    clock = {"now": time.monotonic()}
+    monkeypatch.setattr(tensorboard_events.time, "monotonic", lambda: clock["now"])
+    f.poll()
+    assert f.snapshots == 2
+    clock["now"] += tensorboard_events.SETTLED_S
+    f.poll()
+    assert f.snapshots == 3
+    f.stop()
+    assert weighttui.open(str(tmp_path / "live.wtui")).steps.tolist() == [0, 1, 2]

@@ -14,7 +14,8 @@ complete (its step must be later than the last one imported). A
 Hugging Face `checkpoint-N/` directory when `trainer_state.json` is in it
 (the Trainer writes it last) and none of its files changed between two
 polls. TensorBoard event files are read incrementally: a torn final record
-waits for the next poll, and a step is written once a later step appears.
+waits for the next poll, and a step is written once a later step appears or the
+files have not grown for tensorboard_events.SETTLED_S.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import math
 import os
 import struct
 import sys
+import time
 
 import numpy as np
 
@@ -170,6 +171,9 @@ def stats_row(h: dict) -> np.ndarray:
                      np.nan, np.nan, np.nan])
 
 
+SETTLED_S = 10.0  # watching: files that have not grown this long hold a complete newest step
+
+
 class EventsImporter:
     """Event files -> snapshots (one per step that has histograms) and scalars, incrementally."""
 
@@ -219,6 +223,11 @@ class EventsImporter:
         self.pending = getattr(self, "pending", []) + items
         if not self.pending:
             return 0
+        now = time.monotonic()
+        if items:
+            self._grew_at = now
+        elif now - getattr(self, "_grew_at", now) >= SETTLED_S:
+            final = True  # nothing new for a while (training ended, or a long epoch): the newest step too
         self.pending.sort(key=lambda x: x[0])
         cut = self.pending[-1][0] + (1 if final else 0)  # the newest step may still gain values: wait
         ready = [x for x in self.pending if x[0] < cut]
@@ -233,7 +242,7 @@ class EventsImporter:
         wrote = 0
         for step in sorted(by_step):
             histos, scalars = by_step[step]
-            if step < self.last_step:
+            if step < self.last_step or (step == self.last_step and histos):
                 if scalars:  # a writer that flushes later (an eval writer, add_scalars'): its scalars count
                     self.rec.scalars(step, **scalars)
                 if histos:  # snapshots go in step order
