@@ -71,6 +71,16 @@ def test_all_nan_optimizer_state_has_nan_norms_not_zero(tmp_path, cache):
     assert run.series("adam", "nonfinite", kind="optim")[1].tolist() == [0, 0, 12]
     assert np.isnan(run.series("sgd", "m_norm", kind="optim")[1][2])
     assert run.series("sgd", "eff_lr", kind="optim")[1].tolist() == [0.1, 0.1, 0.1]
+    # `info` shows the state's NaN/Inf count where some tensor has any (not a column of zeros otherwise)
+    import io
+
+    from weighttui.cli.info import print_info
+
+    out = io.StringIO()
+    print_info(run, [], out)
+    block = out.getvalue().split("instruments (latest)")[1]
+    line = next(x for x in block.splitlines() if x.strip().startswith("adam "))
+    assert "state NaN" in block and line.split()[-1] == "12"
 
 
 def test_zero_size_tensor_keeps_its_zero_norm(tmp_path):

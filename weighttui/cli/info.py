@@ -134,7 +134,9 @@ INSTRUMENT_STATS = (("weights", "sigma_max"), ("weights", "stable_rank"), ("weig
 INSTRUMENT_HEADS = (("sigma_max", "sigma_max"), ("stab.rank", "stable_rank"), ("dist_init", "dist_init"),
                     ("cos_prev", "cos_prev"), ("cos_grad", "cos_grad"), ("sig.ratio", "sigma_ratio"),
                     ("|m|", "m_norm"), ("|v|", "v_norm"), ("eff_lr", "eff_lr"), ("alpha", "alpha"),
-                    ("dead u.", "dead_units"), ("expl. u.", "exploding_units"))
+                    ("dead u.", "dead_units"), ("expl. u.", "exploding_units"), ("state NaN", "optim_nonfinite"))
+# columns shown only where some tensor's value is not 0 (a healthy run's are all 0)
+INSTRUMENT_IF_NONZERO = {"optim_nonfinite"}
 # keys of tensor_rows for stats whose bare name would not say what they count
 INSTRUMENT_KEYS = {("optim", "nonfinite"): "optim_nonfinite"}
 # columns written only on some snapshots (alpha: every alpha_every-th); NaN elsewhere means "not fitted"
@@ -297,11 +299,13 @@ def print_info(run: RunData, alerts, out) -> None:
         if _has_instruments(run):
             # only the columns the log has a value for (the default set records few of them)
             columns = [(h, k) for h, k in INSTRUMENT_HEADS
-                       if any(t.get(k) is not None and not math.isnan(t[k]) for t in tensors)]
+                       if any(t.get(k) is not None and not math.isnan(t[k])
+                              and (k not in INSTRUMENT_IF_NONZERO or t[k] != 0) for t in tensors)]
             if columns:
                 keys = {k for _h, k in columns}
                 notes = (["alpha: latest fit"] if "alpha" in keys else []) + (
-                    ["dead u., expl. u.: units counted"] if keys & {"dead_units", "exploding_units"} else [])
+                    ["dead u., expl. u.: units counted"] if keys & {"dead_units", "exploding_units"} else []) + (
+                    ["state NaN: NaN/Inf elements of the optimizer state"] if "optim_nonfinite" in keys else [])
                 w("\n  instruments (latest)" + "".join(f" · {n}" for n in notes) + "\n"
                   f"  {'tensor':<{name_w}}  " + "  ".join(f"{h:>9}" for h, _k in columns) + "\n")
                 for t, name in zip(tensors, names, strict=True):
