@@ -33,6 +33,7 @@ def test_hf_trainer_checkpoints(tmp_path):
     assert list(run.steps) == [2, 4, 6, 8]  # the final model is step 8's: skipped as a copy
     assert run.run.meta["import"]["kind"] == "hf_trainer"
     assert run.run.meta["import"]["checkpoints"] == 4  # the final model, a copy of step 8's, is not counted
+    assert run.run.meta["import"]["step_from"] == {"metadata": 4}  # nor in where the steps came from
     steps, loss = run.scalars("loss")
     assert list(steps) == list(range(1, 9)) and np.all(np.isfinite(loss))
     assert "learning_rate" in run.scalar_names

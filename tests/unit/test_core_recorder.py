@@ -315,3 +315,20 @@ def test_a_step_beyond_64_bits_is_refused_and_recording_goes_on(tmp_path, capsys
     assert run.steps.tolist() == [1, 5] and run.status == "finished"
     assert run.scalars("loss")[0].tolist() == [5]
     assert "does not fit the log's 64-bit integers" in capsys.readouterr().err
+
+
+def test_series_of_an_instrument_not_recorded_reads_nan_and_says_so(tmp_path):
+    path = tmp_path / "run.wtui"
+    with Recorder(path) as rec:  # the default instruments: no update cosines
+        for s in range(3):
+            rec.snapshot(s, {"w": np.ones((4, 4)) * (s + 1)})
+    run = weighttui.open(path)
+    with pytest.warns(UserWarning, match="'cos_prev' \\(delta\\) is not in this run"):
+        steps, cos = run.series("w", "cos_prev")
+    assert steps.tolist() == [0, 1, 2] and np.isnan(cos).all()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.series("w", "cos_prev")  # said once
+        run.series("w", "norm")

@@ -305,8 +305,8 @@ def metric_series(data: RunData, tensor: str | None, metric: Metric) -> tuple[np
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
     if metric.kind == "scalar":
         return data.scalars(metric.stat) if metric.stat in data.scalar_names else empty
-    if tensor is None or not data.has_kind(metric.kind):
-        return empty
+    if tensor is None or not data.has_kind(metric.kind) or metric.stat not in data.columns(metric.kind):
+        return empty  # (a run of a sweep recorded without that instrument: nothing, not NaN said as a warning)
     try:
         return data.series(tensor, metric.stat, kind=metric.kind)
     except KeyError:

@@ -1003,10 +1003,22 @@ class RunData:
         self._kind(kind)
         if stat not in COLUMNS[kind]:
             raise ValueError(f"{kind} statistics are {self.columns(kind)}, not {stat!r}")
+        if stat not in BASE_COLUMNS[kind] and stat not in self.columns(kind):
+            self._say_not_recorded(kind, stat)
         s = COLUMNS[kind].index(stat)
         want = self._range(start, stop)
         rows, values = _in_row_order([self._stat_rows(col, kind, s, want) for col in cols])
         return self._r.steps.view[rows], values
+
+    def _say_not_recorded(self, kind: str, stat: str) -> None:
+        """An instrument's column no snapshot of this run carried reads NaN: said once (a warning), so
+        that NaN is not taken for a value."""
+        said = self.__dict__.setdefault("_said_not_recorded", set())
+        if (kind, stat) not in said:
+            said.add((kind, stat))
+            warnings.warn(f"{stat!r} ({kind}) is not in this run: it was recorded without that instrument "
+                          "(docs/instruments.md: instruments=True or a list naming it); its values read NaN",
+                          stacklevel=3)
 
     def _stat_rows(self, col: int, kind: str, s: int, want) -> tuple[np.ndarray, np.ndarray]:
         """(rows, values) of statistic number `s` of one declaration's column."""

@@ -217,6 +217,17 @@ def plan(units: list[Unit], report=say, copy_dir: str | None = None,
     return out
 
 
+def _first_of_each_step(planned: list[Planned]) -> list[Planned]:
+    """The checkpoints the import writes: a second file of a step is skipped (Importer.add)."""
+    out: list[Planned] = []
+    seen: set[int] = set()
+    for p in planned:
+        if p.step not in seen:
+            seen.add(p.step)
+            out.append(p)
+    return out
+
+
 def summary(planned: list[Planned]) -> dict:
     steps: dict[str, int] = {}
     epochs: dict[str, int] = {}
@@ -777,7 +788,8 @@ def import_source(src: str, out: str, *, values: bool = True, bins: int = DEFAUL
                                   f"{out} was not written")
         imp = Importer(out, source=src, kind=kind, values=values, bins=bins, report=report,
                        # (a second file of a step is skipped: Lightning's last.ckpt, an HF final model)
-                       meta={**summary(planned), "checkpoints": len({p.step for p in planned})}, mapped=True)
+                       meta={**summary(_first_of_each_step(planned)), "checkpoints": len({p.step for p in planned})},
+                       mapped=True)
         status = "failed"
         try:
             for label, why in unread:  # reported at planning, before the log existed
