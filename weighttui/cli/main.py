@@ -140,13 +140,16 @@ def _watch_several(args, config) -> int:
 
 def _open_run(path, **kw):
     """weighttui.open for a command: --run N that names no run of the log is a one-line error."""
-    from weighttui.data.run import NoSuchRun
+    from weighttui.data.run import NoSuchRun, no_such_run
     from weighttui.data.run import open as open_run
 
     try:
-        return open_run(path, **kw)
+        run = open_run(path, **kw)
     except NoSuchRun as exc:
         raise CliError(f"--{exc}") from None
+    if kw.get("run") is not None and not run.runs:  # (open() waits for a run to come; a command does not)
+        raise CliError(f"--{no_such_run(kw['run'], 0)}")
+    return run
 
 
 def cmd_info(args) -> int:

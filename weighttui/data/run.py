@@ -1316,10 +1316,15 @@ def load(path, *, max_rows: int | None = None, run_index: int | None = None, cac
     except FileNotFoundError:
         raise FileNotFoundError(f"no such run log: {os.fspath(path)}") from None
     held = len(data.runs)
-    if run_index is not None and not 0 <= run_index < held:
-        have = f"runs 0..{held - 1}" if held > 1 else ("run 0" if held else "no run yet")
-        raise NoSuchRun(f"run {run_index}: this log holds {have}")
+    if held and run_index is not None and not 0 <= run_index < held:  # (none yet: the run may still come)
+        raise NoSuchRun(no_such_run(run_index, held))
     return data
+
+
+def no_such_run(number: int, held: int) -> str:
+    """Why `run=number` names no run of a log that holds `held` runs."""
+    have = f"runs 0..{held - 1}" if held > 1 else ("run 0" if held else "no run yet")
+    return f"run {number}: this log holds {have}"
 
 
 def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bool = True,  # noqa: A001
@@ -1333,7 +1338,8 @@ def open(path, *, run: int | None = None, max_rows: int | None = None, cache: bo
     or under $XDG_CACHE_HOME/weighttui/index); cache=False reads without
     touching the disk. Raises FileNotFoundError for a missing file,
     weighttui.LogFormatError for a file that is not a log or is too new, and
-    NoSuchRun (a ValueError) for a `run` the log does not hold. An
+    NoSuchRun (a ValueError) for a `run` the log does not hold (a log with
+    no run yet opens empty, as the run may still come). An
     empty or header-only file opens as a run with no snapshots yet.
     index_histograms=False: what this read adds to the index holds statistics
     only (histograms and samples are read back from the log, until a reader
