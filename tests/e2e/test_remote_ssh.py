@@ -31,6 +31,7 @@ import pytest
 
 import weighttui
 from weighttui.data.remote import RemoteMirror, parse_remote
+from weighttui.record.lifecycle import SIGTERM_FLUSH_SECONDS
 from weighttui.record.recorder import Recorder
 
 SSHD = "/usr/sbin/sshd"
@@ -276,5 +277,7 @@ def test_watch_over_ssh_in_a_real_terminal(server, tmp_path):
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         trainer.terminate()
-        trainer.wait(10)
+        # on SIGTERM a recorder flushes for up to SIGTERM_FLUSH_SECONDS (10 s) before the process ends: on a
+        # loaded machine that can take all of it, so the wait must be longer than that bound
+        trainer.wait(SIGTERM_FLUSH_SECONDS + 30)
     wait_until(lambda: not remote_tails(remote), 15, "the remote tail to exit after the app")
