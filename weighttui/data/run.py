@@ -184,6 +184,7 @@ class RunData:
         self._store = LogIndex()
         self._ident: tuple | None = None  # (dev, inode, first bytes) of the file read
         self._loaded = False
+        self._said_not_recorded: set[tuple[str, str]] = set()  # (kind, stat) warned of: _say_not_recorded
         self._reset_view()
 
     def _reset_view(self) -> None:
@@ -1013,9 +1014,8 @@ class RunData:
     def _say_not_recorded(self, kind: str, stat: str) -> None:
         """An instrument's column no snapshot of this run carried reads NaN: said once (a warning), so
         that NaN is not taken for a value."""
-        said = self.__dict__.setdefault("_said_not_recorded", set())
-        if (kind, stat) not in said:
-            said.add((kind, stat))
+        if (kind, stat) not in self._said_not_recorded:
+            self._said_not_recorded.add((kind, stat))
             warnings.warn(f"{stat!r} ({kind}) is not in this run: it was recorded without that instrument "
                           "(docs/instruments.md: instruments=True or a list naming it); its values read NaN",
                           stacklevel=3)

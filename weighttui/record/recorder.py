@@ -247,11 +247,9 @@ class Recorder:
             if not self.active:
                 self.should_record(step, epoch)  # counts a missed snapshot after a failure
                 return False
-            self._epoch_boundary(epoch)
             if full is None:
                 full = self.wants_full(step, epoch)
-            due = self.should_record(step, epoch) or full
-            keep = self.schedule.full_epoch_due(epoch)  # this call may be its epoch's last
+            due, keep = self.epoch_call(step, epoch, bool(full))  # keep: this call may be its epoch's last
             if not (due or keep):
                 if scalars:
                     self.scalars(step, epoch=epoch, **scalars)
@@ -324,8 +322,8 @@ class Recorder:
         return infos
 
     def epoch_call(self, step: int, epoch: int | None, full: bool) -> tuple[bool, bool]:
-        """For a path that takes its snapshots itself (JAX on the device): the bookkeeping of
-        snapshot() for one call. A call in another epoch than the kept copy's ends that epoch (its
+        """The epoch bookkeeping of one call, snapshot()'s and that of a path that takes its
+        snapshots itself (JAX on the device). A call in another epoch than the kept copy's ends that epoch (its
         complete values are stored). Returns (due: take a snapshot, keep: this call may be its
         chosen epoch's last, so hand its values to keep_epoch_values)."""
         with self._snapshot_lock:

@@ -156,9 +156,9 @@ def name_numbers(label: str) -> tuple[int | None, int | None]:
     if found != (None, None):
         return found
     for folder in reversed(parts[:-1]):
-        e, s = _EPOCH.search(folder), _STEP.search(folder)
-        if e or s:
-            return (int(s.group(1)) if s else None), (int(e.group(1)) if e else None)
+        worded = _worded_numbers(folder)
+        if worded is not None:
+            return worded
         if folder.isdigit():
             return int(folder), None
     return None, None
@@ -169,11 +169,9 @@ def _name_numbers(base: str, group: str) -> tuple[int | None, int | None]:
     keras = bool(_KERAS.search(base))
     base = _STRIP.sub("", base)
     for text in (group, base):
-        if not text:
-            continue
-        e, s = _EPOCH.search(text), _STEP.search(text)
-        if e or s:
-            return (int(s.group(1)) if s else None), (int(e.group(1)) if e else None)
+        worded = _worded_numbers(text) if text else None
+        if worded is not None:
+            return worded
     for text in (group, base):
         whole = next((m.group(0) for m in reversed(list(_NUMBERS.finditer(text))) if "." not in m.group(0)), None)
         if whole is not None:
@@ -181,9 +179,17 @@ def _name_numbers(base: str, group: str) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _worded_numbers(text: str) -> tuple[int | None, int | None] | None:
+    """(step, epoch) where `text` names them with a word (`epoch_5`, `step-100`), else None."""
+    e, s = _EPOCH.search(text), _STEP.search(text)
+    if not (e or s):
+        return None
+    return (int(s.group(1)) if s else None), (int(e.group(1)) if e else None)
+
+
 def is_checkpoint_key(key: str) -> bool:
     """Whether a group or key name says epoch or step (`epoch_3`, `step-100`), not just a number (`dense_1`)."""
-    return bool(_EPOCH.search(key) or _STEP.search(key))
+    return _worded_numbers(key) is not None
 
 
 def natural_key(label: str):

@@ -196,6 +196,8 @@ class EventsImporter:
         self.snapshots = 0
         self.scalar_steps = 0  # steps written with scalars only (event files without histograms)
         self.broken: set[str] = set()
+        self.pending: list = []  # (step, kind, tag, data, wall) read but not written: the newest step may grow
+        self._grew_at: float | None = None  # monotonic time the event files last gave something new
 
     def poll(self, final: bool = False) -> int:
         """Read what the event files gained; write complete steps (all of them if final). Snapshots written."""
@@ -220,13 +222,13 @@ class EventsImporter:
             prefix = os.path.relpath(os.path.dirname(path), root) + "/"
             items.extend((step, kind, (prefix + tag) if prefix != "./" else tag, data, wall)
                          for step, wall, kind, tag, data in got)
-        self.pending = getattr(self, "pending", []) + items
+        self.pending += items
         if not self.pending:
             return 0
         now = time.monotonic()
         if items:
             self._grew_at = now
-        elif now - getattr(self, "_grew_at", now) >= SETTLED_S:
+        elif now - (now if self._grew_at is None else self._grew_at) >= SETTLED_S:
             final = True  # nothing new for a while (training ended, or a long epoch): the newest step too
         self.pending.sort(key=lambda x: x[0])
         cut = self.pending[-1][0] + (1 if final else 0)  # the newest step may still gain values: wait
