@@ -115,6 +115,28 @@ def test_viewers_never_write(tmp_path):
     assert (sorted(os.listdir(tmp_path)), digest(path), os.stat(path).st_mtime_ns) == before
 
 
+def test_readers_of_a_large_log_add_only_its_index_beside_it(tmp_path):
+    """A log of 1 MiB or more gets its index (the run store's cache, docs/store.md) as one hidden directory
+    beside it; the log's bytes and mtime stay as they were, and --no-cache / cache=False write nothing."""
+    path = tmp_path / "run.wtui"
+    with weighttui.Recorder(path, full_every=1) as rec:
+        for step in range(6):
+            rec.snapshot(step, {"w": np.full((256, 256), step, dtype=np.float32)})
+    assert os.path.getsize(path) >= 1 << 20
+    before = (digest(path), os.stat(path).st_mtime_ns)
+    proc = subprocess.run([sys.executable, "-m", "weighttui.cli", "info", "--no-cache", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert weighttui.open(path, cache=False).snapshot_count == 6
+    assert sorted(os.listdir(tmp_path)) == ["run.wtui"]
+    proc = subprocess.run([sys.executable, "-m", "weighttui.cli", "info", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert weighttui.open(path).snapshot_count == 6
+    assert sorted(os.listdir(tmp_path)) == [".run.wtui.wtuidx", "run.wtui"]
+    assert (digest(path), os.stat(path).st_mtime_ns) == before
+
+
 def test_writer_restart_mode_w_makes_viewers_reload(tmp_path):
     path = tmp_path / "run.wtui"
     a, b = Viewer(path), Viewer(path)

@@ -35,7 +35,7 @@ def _bins(text: str) -> int:
 
 def cmd_import(args) -> int:
     from weighttui.cli.errors import CliError
-    from weighttui.integrations.importers.base import ImportFileError
+    from weighttui.integrations.importers.base import ImportFileError, say
     from weighttui.integrations.importers.driver import LogStopped, NothingImported, import_source
 
     if not os.path.exists(args.src) and not any(c in args.src for c in "*?["):
@@ -61,12 +61,12 @@ def cmd_import(args) -> int:
               "(status: interrupted)", file=sys.stderr)
         raise
     except NothingImported as exc:  # each file was named on its own line: exit 1, as for no snapshot written
-        print(f"weighttui import: {exc}", file=sys.stderr)
+        say(str(exc))
         return 1
     except ImportFileError as exc:
         raise CliError(str(exc)) from None
     except LogStopped as exc:  # the writer said why (cannot open, disk full ...)
-        print(f"weighttui import: {args.out}: {exc}", file=sys.stderr)
+        say(f"{args.out}: {exc}")
         return 1
     scalars_only = result.get("scalar_steps", 0)  # TensorBoard steps with scalars and no histograms
     if result["checkpoints"] or not scalars_only:
@@ -151,6 +151,7 @@ def cache_log(directory: str) -> str:
 def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 2048, values: bool = True,
                       diagnose_config=None) -> int:
     """Follow a checkpoint directory into a cached run log and show it in the single-run viewer."""
+    from weighttui.integrations.importers.base import say
     from weighttui.integrations.importers.follow import CheckpointFollower
     from weighttui.tui.app import run_app
 
@@ -167,7 +168,7 @@ def watch_checkpoints(directory: str, *, mode: str = "watch", max_rows: int = 20
     finally:
         follower.stop(status)
         for m in messages:
-            print(f"weighttui import: {m}", file=sys.stderr)
+            say(m)
         print(f"weighttui: the imported run log is {out}", file=sys.stderr)
         if previous is not None:
             print(f"weighttui: the previous watch's log of {directory} is kept as {previous} (steps whose "

@@ -462,8 +462,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)  # argparse: usage and exit 2 on a bad option
     try:
         return args.func(args)
-    except BAD_INPUT as exc:
-        print(f"weighttui: {exc}", file=sys.stderr)
+    except BAD_INPUT as exc:  # (inert: a message may quote a log's or a checkpoint's strings)
+        from weighttui.log.text import inert
+
+        print(f"weighttui: {inert(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

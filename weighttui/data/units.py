@@ -93,8 +93,11 @@ def units_at(path, offsets, name: str, tensors: dict) -> list[tuple[np.ndarray |
 
 def _units_of(p: dict, units: dict, tensors: dict, name: str, kind: str):
     ids = decode_array(units.get("ids"), ndim=1)
-    values = units.get(kind)
-    values = None if values is None else decode_array(values, ndim=1)
+    weights = decode_array(units["weights"], ndim=1)  # (required: what every unit count is checked against)
+    if kind == "weights":
+        values = weights
+    else:
+        values = None if units.get(kind) is None else decode_array(units[kind], ndim=1)
     # each tensor's unit count: `sizes` where the writer gave it (units on the last axis), else shape[0]
     sizes = decode_array(units["sizes"], ndim=1).tolist() if units.get("sizes") is not None else None
     if sizes is not None and len(sizes) != ids.size:
@@ -103,11 +106,12 @@ def _units_of(p: dict, units: dict, tensors: dict, name: str, kind: str):
     for k, tid in enumerate(ids.tolist()):
         info = tensors[tid]
         m = int(info.shape[0]) if sizes is None else int(sizes[k])
+        # a count the log states is only believed as far as the norms it holds: no allocation from a number
+        if m < 0 or at + m > weights.size or (values is not None and at + m > values.size):
+            raise ValueError("units shorter than their tensors")
         if info.name == name:
             if values is None:  # no gradient in this snapshot
                 return int(p["step"]), np.full(m, np.nan, dtype=np.float32)
-            if at + m > values.size:
-                raise ValueError("units shorter than their tensors")
             return int(p["step"]), np.asarray(values[at:at + m], dtype=np.float32)
         at += m
     return None

@@ -10,8 +10,13 @@ written, at each snapshot's step and wall time:
 - every statistic as a scalar `<kind>.<stat>/<tensor>` (e.g.
   `delta.ratio/fc1.weight`), so TensorBoard groups one statistic of all
   tensors on one card, which is how layers are compared;
-- the run's own scalars (loss, learning rate ...) under their names;
+- the run's own scalars (loss, learning rate ...) under their names; one whose name is
+  already a tag above (a scalar the training script named `weights.norm/fc1.weight`)
+  under `scalars/<name>`, so that no card mixes two series;
 - where the first non-finite value was (the nan_origin event), as a text summary `nan_origin`.
+
+An export that fails (a full disk) removes its event file: none is left that reads as a
+whole export.
 
 A row whose statistics are all NaN means "not covered by this snapshot" in a
 run log and is left out; a NaN or Inf in a covered row (the norm of a tensor
@@ -21,6 +26,7 @@ NaN and Inf counts are called `nan_count` and `inf_count`, as in every export.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -49,18 +55,26 @@ def write_tensorboard(run, out_dir: str, *, kinds=None, file_mode: int = 0o644) 
     for kind in kinds:
         _add_stats(run, kind, by_step)
         _add_histograms(run, kind, by_step)
-    _add_scalars(run, by_step)
     _add_nan_origin(run, by_step)
+    _add_scalars(run, by_step)  # last: their tags give way to those above
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), file_mode)
-    os.fchmod(fd, file_mode)
-    with os.fdopen(fd, "wb") as fh:
-        writer = RecordWriter(fh)
-        header = event_pb2.Event(wall_time=created, file_version="brain.Event:2")
-        writer.write(header.SerializeToString())
-        for step, wall_time, values in by_step.events():
-            event = event_pb2.Event(wall_time=wall_time, step=step, summary=summary_pb2.Summary(value=values))
-            writer.write(event.SerializeToString())
-        writer.flush()
+    try:
+        os.fchmod(fd, file_mode)
+        with os.fdopen(fd, "wb") as fh:
+            fd = -1  # (the file object closes it now)
+            writer = RecordWriter(fh)
+            header = event_pb2.Event(wall_time=created, file_version="brain.Event:2")
+            writer.write(header.SerializeToString())
+            for step, wall_time, values in by_step.events():
+                event = event_pb2.Event(wall_time=wall_time, step=step, summary=summary_pb2.Summary(value=values))
+                writer.write(event.SerializeToString())
+            writer.flush()
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # a partial event file would read as a whole, shorter run
+        raise
     return path
 
 
@@ -70,6 +84,7 @@ class _Steps:
     def __init__(self, run, created: float):
         steps, times = run.steps, run.times
         self._values: dict[int, list] = {}
+        self.tags: set[str] = set()  # every tag added
         self._time: dict[int, float] = {}
         for s, t in zip(steps.tolist(), times.tolist(), strict=True):
             self._time.setdefault(s, t if np.isfinite(t) else created)
@@ -87,6 +102,7 @@ class _Steps:
 
     def add(self, step: int, value) -> None:
         self._values.setdefault(int(step), []).append(value)
+        self.tags.add(value.tag)
 
     def events(self):
         for step in sorted(self._values):
@@ -160,10 +176,12 @@ def histogram_proto(lo: float, hi: float, counts, *, mean=None, norm=None) -> su
 
 
 def _add_scalars(run, out: _Steps) -> None:
+    taken = set(out.tags)
     for name in run.scalar_names:
+        tag = name if name not in taken else f"scalars/{name}"
         steps, values = run.scalars(name)
         for s, v in zip(steps.tolist(), values.tolist(), strict=True):
-            out.add(s, summary_pb2.Summary.Value(tag=name, simple_value=float(v)))
+            out.add(s, summary_pb2.Summary.Value(tag=tag, simple_value=float(v)))
 
 
 def _add_nan_origin(run, out: _Steps) -> None:

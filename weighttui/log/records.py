@@ -180,12 +180,31 @@ def parse_run(p: dict) -> RunRecord:
         created=_float(p.get("created"), "run created", nullable=True) or 0.0,
         host=_str(p.get("host"), "host", nullable=True, default=""),
         pid=_int(p.get("pid"), "pid", nullable=True),
-        argv=[str(a) for a in argv],
+        argv=[a if isinstance(a, str) else str(_clip_depth(a)) for a in argv],
         framework=_str(p.get("framework"), "framework", nullable=True, default=""),
         writer=_str(p.get("writer"), "writer", nullable=True, default=""),
         bins=bins,
-        meta=meta,
+        meta=_clip_depth(meta),
     )
+
+
+# How deep a run's free-form values (meta, argv) are kept: msgpack decodes lists and maps nested 1000
+# deep from a kilobyte, and str() or a JSON encoder of one recurses past Python's limit (a crash of
+# `info`); a value below this depth reads as TOO_DEEP, the rest of the record as written.
+META_DEPTH = 32
+TOO_DEEP = "(nested too deep)"
+
+
+def _clip_depth(obj, depth: int = META_DEPTH):
+    if isinstance(obj, (dict, list, tuple)):
+        if depth <= 0:
+            return TOO_DEEP
+        if isinstance(obj, dict):
+            # (a map key may be an array too: msgpack makes it a tuple)
+            return {(str(_clip_depth(k, depth - 1)) if isinstance(k, tuple) else k): _clip_depth(v, depth - 1)
+                    for k, v in obj.items()}
+        return [_clip_depth(v, depth - 1) for v in obj]
+    return obj
 
 
 def parse_tensors(p: dict, known: dict) -> list[TensorInfo]:

@@ -10,6 +10,7 @@ anything from a file.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,14 @@ import numpy as np
 
 if TYPE_CHECKING:
     from weighttui.integrations.importers.mapped import Lease
+
+
+def say(message: str) -> None:
+    """An import's one-line message on stderr. Inert: it names files and tensors of checkpoints, whose
+    names may hold terminal escapes (docs/security.md)."""
+    from weighttui.log.text import inert
+
+    print(f"weighttui import: {inert(message)}", file=sys.stderr, flush=True)
 
 
 class ImportFileError(Exception):

@@ -20,7 +20,6 @@ import contextlib
 import math
 import mmap
 import os
-import sys
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from weighttui.integrations.importers.base import (
     Unit,
     name_numbers,
     natural_key,
+    say,
 )
 from weighttui.integrations.importers.hf_trainer import HfCheckpointReader, weight_files
 from weighttui.integrations.importers.readers import changed, open_reader, written_at
@@ -83,10 +83,6 @@ def _left_out(exc: Rewritten, rest: list) -> str:
 
 class LogStopped(OSError):
     """The run log stopped taking writes (the writer said why on stderr): the import stops."""
-
-
-def say(message: str) -> None:
-    print(f"weighttui import: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass

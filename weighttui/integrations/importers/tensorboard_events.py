@@ -20,12 +20,11 @@ from __future__ import annotations
 import math
 import os
 import struct
-import sys
 import time
 
 import numpy as np
 
-from weighttui.integrations.importers.base import ImportFileError
+from weighttui.integrations.importers.base import ImportFileError, say
 from weighttui.log.format import FrameType
 from weighttui.log.schema import WEIGHT_STATS
 from weighttui.record.stats import DEFAULT_BINS, Block
@@ -183,7 +182,7 @@ class EventsImporter:
 
         self.src = src
         self.bins = bins
-        self.report = report or (lambda m: print(f"weighttui import: {m}", file=sys.stderr))
+        self.report = report or say
         self.readers: dict[str, EventReader] = {}
         self.rec = Recorder(out, every=1, delta=False, bins=bins, sample=0, framework="weighttui import (tensorboard)",
                             queue_size=1 << 20,
