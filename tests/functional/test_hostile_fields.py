@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 import pytest
+from logbuilder import FixedLog, fixed_log
 
 import weighttui
-from logbuilder import FixedLog, fixed_log
 from weighttui.cli.main import main
 from weighttui.data.units import unit_norms, units_at
 from weighttui.log.format import encode_array
