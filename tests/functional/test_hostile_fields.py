@@ -94,7 +94,8 @@ def test_import_messages_show_checkpoint_names_inert(tmp_path):
               str(src / "step_1.safetensors"))
     save_file({f"enc{ESC}.weight": np.ones((2, 2), np.float32), "b": np.ones(3, np.float32)},
               str(src / "step_2.safetensors"))
-    proc = subprocess.run([sys.executable, "-m", "weighttui.cli", "import", str(src), "--out", str(tmp_path / "o.wtui")],
+    out = tmp_path / "o.wtui"
+    proc = subprocess.run([sys.executable, "-m", "weighttui.cli", "import", str(src), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "changed shape" in proc.stderr and "\\x1b]0;PWNED\\x07" in proc.stderr

@@ -94,6 +94,7 @@ def units_at(path, offsets, name: str, tensors: dict) -> list[tuple[np.ndarray |
 def _units_of(p: dict, units: dict, tensors: dict, name: str, kind: str):
     ids = decode_array(units.get("ids"), ndim=1)
     weights = decode_array(units["weights"], ndim=1)  # (required: what every unit count is checked against)
+    values: np.ndarray | None
     if kind == "weights":
         values = weights
     else:
