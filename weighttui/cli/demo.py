@@ -68,7 +68,8 @@ def train(path, *, steps: int = 3000, delay: float = 0.02, every: int = 5, seed:
     steps_per_epoch = len(x) // batch
     meta = {"model": "MLP 2-64-64-32-1 (tanh)", "task": "two spirals", "optimizer": "SGD+momentum 0.9",
             "lr": lr, "batch": batch}
-    with Recorder(path, every=every, full_every=steps_per_epoch * 5, meta=meta) as rec:
+    # complete weights at the end of every fifth epoch (0, 5, 10 ...): `weights(epoch=10)` of the demo's log
+    with Recorder(path, every=every, full_epochs=5, meta=meta) as rec:
         order = rng.permutation(len(x))
         for step in range(steps):
             epoch, b = divmod(step, steps_per_epoch)
@@ -80,11 +81,12 @@ def train(path, *, steps: int = 3000, delay: float = 0.02, every: int = 5, seed:
             # would make every tensor look stagnant at the end)
             warm = min(1.0, (step + 1) / 200)
             rate = lr * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
-            rec.snapshot(step, model.params, epoch=epoch, batch=b, grads=grads,
-                         scalars={"loss": loss, "accuracy": acc, "lr": rate})
             for k, gk in grads.items():
                 velocity[k] = 0.9 * velocity[k] + gk
                 model.params[k] -= rate * velocity[k]
+            # after the update, as the README's loop: the last call of an epoch holds the weights at its end
+            rec.snapshot(step, model.params, epoch=epoch, batch=b, grads=grads,
+                         scalars={"loss": loss, "accuracy": acc, "lr": rate})
             if not quiet and step % 200 == 0:
                 print(f"step {step:5d}  epoch {epoch:3d}  loss {loss:.4f}  accuracy {acc:.3f}", flush=True)
             if delay:

@@ -281,6 +281,8 @@ def _export_weights(run: RunData, fmt: str, out: str, step, epoch, mode: int = 0
     except KeyError as exc:  # no values there: the message lists where they exist
         raise CliError(exc.args[0] if exc.args else str(exc)) from None  # (says when an import left them out)
     where = f"step {step}" if step is not None else f"epoch {epoch}"
+    if not weights:  # (weights() warned which tensors' values are incomplete there)
+        raise CliError(f"no tensor's complete values at {where} could be read: nothing exported")
     encoded = 0
     if fmt == "npz":
         encoded = _write_npz(out, weights, mode)

@@ -1155,6 +1155,9 @@ class RunData:
         if self.imported_without_values:
             return ("this log holds no complete tensor values: it was imported with --no-values "
                     "(run `weighttui import` again without it to keep them)")
+        note = next((e.message for e in self.events if e.kind == "full_epochs"), None)
+        if note is not None:  # the recorder said at close why full_epochs stored nothing
+            return f"this log holds no complete tensor values: {note}"
         return "this log holds no complete tensor values (record with full_every or full_epochs)"
 
     def weights(self, step: int | None = None, epoch: int | None = None) -> dict[str, np.ndarray]:
@@ -1177,6 +1180,11 @@ class RunData:
                                f"{sorted({e for e in values_epoch.values() if e is not None})} "
                                f"(steps {self.full_steps})")
             step = matching[-1]
+            went_on = self._epoch_went_on(epoch, step)
+            if went_on is not None:  # values from inside the epoch (full_every) are not its end
+                raise KeyError(f"no complete values at the end of epoch {epoch}: the last stored in it are at "
+                               f"step {step}, and the epoch went on to step {went_on} (weights(step={step}) "
+                               f"reads those; full_epochs=[{epoch}] stores an epoch's end)")
         elif step is None:
             step = self.full_steps[-1]
         if step not in values:
@@ -1187,6 +1195,10 @@ class RunData:
             raise KeyError("this RunData has no file to read values from")
         fd = os.open(self.path, os.O_RDONLY)
         try:
+            # the values are read from the frames where this reader saw them: only in the file it read
+            if self._ident is not None and not self._same_file(fd, os.fstat(fd)):
+                raise LogReplaced(f"{self.path} was replaced or truncated since it was read: its values "
+                                  "are no longer this run's (weighttui.open it again, or refresh())")
             for tid, chunks in values[step].items():
                 info = by_id[tid]
                 arr = _assemble(fd, info, chunks)
@@ -1204,6 +1216,12 @@ class RunData:
     def values_epoch(self, step: int) -> int | None:
         run = self._run
         return None if run is None else run.values_epoch.get(step)
+
+    def _epoch_went_on(self, epoch: int, step: int) -> int | None:
+        """The last snapshot step of `epoch` after `step`, if the run has one (None: `step` may be its end)."""
+        steps, epochs, _times = self.snapshot_meta()
+        later = steps[(epochs == epoch) & (steps > step)]
+        return int(later.max()) if later.size else None
 
 
 # Snapshots a RowsUpTo holds at full resolution, up to its position: what the alert rules read
@@ -1276,7 +1294,22 @@ def _in_row_order(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 
 
 def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
-    """A tensor from its values chunks, or None unless they cover it exactly once."""
+    """A tensor from its values chunks, or None unless they cover it exactly once. Values stored twice at
+    one step (two records: a writer's chunks come in order, each record's from offset 0) are read from
+    the last record that covers the tensor."""
+    records: list[list] = []
+    for chunk in sorted(chunks, key=lambda c: c[0]):  # in log order
+        if chunk[1] == 0 or not records:
+            records.append([])
+        records[-1].append(chunk)
+    for record in reversed(records):
+        got = _assemble_one(fd, info, record)
+        if got is not None:
+            return got
+    return None
+
+
+def _assemble_one(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
     size = info.size
     pieces = []
     for frame_offset, start, _n in sorted(chunks, key=lambda c: c[1]):
@@ -1301,6 +1334,15 @@ def _assemble(fd: int, info: TensorInfo, chunks) -> np.ndarray | None:
         return flat.reshape(info.shape).copy()
     except ValueError:  # a declared shape numpy cannot hold, e.g. (0, 2**64 - 1): the values, flat
         return flat.copy()
+
+
+class LogReplaced(KeyError):
+    """The file at a RunData's path is no longer the log it read (rewritten, truncated or replaced): what it
+    would read at the offsets it knows belongs to another run. (A KeyError, as weights() raises for values
+    it cannot give.)"""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class NoSuchRun(ValueError):
