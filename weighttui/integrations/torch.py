@@ -40,7 +40,7 @@ from weighttui.log.format import FrameType
 from weighttui.record import instruments as inst
 from weighttui.record import lifecycle
 from weighttui.record.device_instruments import assemble
-from weighttui.record.recorder import Recorder, status_of
+from weighttui.record.recorder import Recorder, end_of
 from weighttui.record.registry import DEFAULT_SAMPLE, Registry
 from weighttui.record.reporting import Reporter
 from weighttui.record.schedule import Schedule
@@ -93,6 +93,7 @@ class WatchHandle:
         self.skip_frozen = bool(skip_frozen)
         self.step_count = 0
         self.epoch: int | None = None
+        self._epoch_over = False  # end_epoch() ended self.epoch: the next step is the next epoch's
         self.writer = writer  # this rank writes (rank 0)
         self._owns = owns_recorder
         self._closed = False
@@ -139,12 +140,16 @@ class WatchHandle:
         self.plan = TensorPlan(model, selects=self.schedule.selects, registry=registry,
                                buffers=self.buffers, skip_frozen=self.skip_frozen, sharded=sharded,
                                delta=delta, delta_budget_bytes=delta_budget_bytes,
-                               forget=self._forget_prev)
+                               forget=self._forget_prev, skipped=self._skip_tensor)
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_pre_hook(self._pre_hook))
             self._hooks.append(optimizer.register_step_post_hook(self._post_hook))
         if scaler is not None:
             self._wrap_scaler(scaler)
+
+    def _skip_tensor(self, name: str, why: str) -> None:
+        if self.recorder is not None:  # (a sharded run's other ranks: rank 0 says it)
+            self.recorder.skip_tensor(name, why)
 
     # ---------------------------------------------------------------- public
 
@@ -164,8 +169,7 @@ class WatchHandle:
                 if scalars:
                     self._scalars(self.step_count, scalars)
                 return False
-            self.step_count = int(step) if step is not None else self.step_count + 1
-            s = self.step_count
+            s = self._count_step(step)
             full = self._full_due(s)
             taken = False
             if self._due(s) or full:
@@ -196,8 +200,8 @@ class WatchHandle:
         grad, self._grad_pending = self._grad_pending, None
         try:
             if epoch is not None:
-                self.epoch = int(epoch)
-            self.step_count = int(step)
+                self.epoch, self._epoch_over = int(epoch), False
+            self._count_step(step)
             if not self.active:
                 return False
             if full is None:
@@ -218,7 +222,10 @@ class WatchHandle:
         values are taken now if `full_epochs` chose it."""
         try:
             self._marked = True
-            self._epoch_changes_to(None if epoch is None else int(epoch), moved=False)
+            epoch = None if epoch is None else int(epoch)
+            if self.schedule is not None:
+                self.schedule.note_epoch(epoch)
+            self._epoch_changes_to(epoch, moved=False)
         except Exception as exc:
             self._fail_soft(exc, "recording complete values")
 
@@ -232,8 +239,19 @@ class WatchHandle:
             if scalars and self.active:
                 self._scalars(self.step_count, scalars)
             self._epoch_ended(self.epoch)
+            self._epoch_over = self.epoch is not None
         except Exception as exc:
             self._fail_soft(exc, "recording complete values")
+
+    def _count_step(self, step: int | None = None) -> int:
+        """One training step more (or the caller's own step number): after end_epoch(N), the first step
+        is epoch N+1's, and the snapshots from it on say so."""
+        if self._epoch_over:
+            self._epoch_over = False
+            if self.epoch is not None:
+                self.epoch += 1
+        self.step_count = int(step) if step is not None else self.step_count + 1
+        return self.step_count
 
     # One rule for every way of marking epochs (docs/core.md, "Epochs"): the
     # complete values of epoch N are the weights when N has ended, after its last
@@ -244,6 +262,7 @@ class WatchHandle:
         optimizer step of the new epoch has happened already (step(epoch=)), so
         its end is the copy _keep_epoch_copy kept."""
         old, self.epoch = self.epoch, new
+        self._epoch_over = False  # (an epoch the caller names)
         if old is not None and new != old:
             self._epoch_ended(old, kept=moved)
 
@@ -328,7 +347,7 @@ class WatchHandle:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.close(status_of(exc_type), error=exc)
+        self.close(*end_of(exc_type, exc))
         return False
 
     # ----------------------------------------------------------------- hooks
@@ -348,8 +367,7 @@ class WatchHandle:
     def _post_hook(self, optimizer, args, kwargs):
         try:
             self._stepped = True
-            self.step_count += 1
-            s = self.step_count
+            s = self._count_step()
             grad, self._grad_pending = self._grad_pending, None
             if not self.active:
                 return
@@ -787,11 +805,9 @@ def watch(model, path_or_recorder, *, optimizer=None, every: int = 1, grads: boo
             and any(p.device.type == "cpu" for p in model.parameters())):
         # why CPU snapshots take the slower path, where `weighttui info` shows it
         recorder.event("cpu_kernel", torch_native.UNAVAILABLE or "", step=0)
-    if initial and handle.active:
+    if initial and handle.active:  # whatever `epochs` chooses (the initial weights belong to no epoch), as Keras
         try:
-            full = handle._full_due(0)
-            if handle._due(0) or full:
-                handle._snapshot(0, None, full=full)
+            handle._snapshot(0, None, full=handle._full_due(0))
         except Exception as exc:
             handle._fail_soft(exc, "taking the initial snapshot")
     return handle

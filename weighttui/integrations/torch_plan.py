@@ -85,8 +85,9 @@ class TensorPlan:
 
     def __init__(self, model: torch.nn.Module, *, selects: Callable[[str], bool], registry: Registry,
                  buffers: bool, skip_frozen: bool, sharded: bool, delta: str, delta_budget_bytes: int,
-                 forget: Callable[[str], None]):
+                 forget: Callable[[str], None], skipped: Callable[[str, str], None] = lambda name, why: None):
         self.model = model
+        self.skipped = skipped  # (name, why) of a tensor that cannot be recorded (a complex parameter)
         self.selects = selects
         self.registry = registry
         self.buffers = buffers
@@ -101,14 +102,22 @@ class TensorPlan:
     def named_tensors(self) -> Iterator[tuple[str, torch.Tensor, bool]]:
         model = self.model
         for name, p in model.named_parameters():  # tied parameters come once
-            if _lazy(p) or not supported(p):
+            if _lazy(p):
+                continue
+            if not supported(p):
+                if self.selects(clean_name(name)):
+                    self.skipped(clean_name(name), f"cannot record dtype {dtype_name(p.dtype)}")
                 continue
             if self.skip_frozen and not p.requires_grad:
                 continue
             yield clean_name(name), p, True
         if self.buffers:
             for name, b in model.named_buffers():
-                if b is None or _lazy(b) or not supported(b):
+                if b is None or _lazy(b):
+                    continue
+                if not supported(b):
+                    if self.selects(clean_name(name)):
+                        self.skipped(clean_name(name), f"cannot record dtype {dtype_name(b.dtype)}")
                     continue
                 yield clean_name(name), b, False
 

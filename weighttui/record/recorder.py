@@ -206,6 +206,9 @@ class Recorder:
     def full_epoch_taken(self, epoch: int | None) -> None:
         self.schedule.full_epoch_taken(epoch)
 
+    def note_epoch(self, epoch: int | None) -> None:
+        self.schedule.note_epoch(epoch)
+
     def selects(self, name: str) -> bool:
         """Whether include/exclude let this tensor name through."""
         return self.schedule.selects(name)
@@ -419,8 +422,7 @@ class Recorder:
             try:
                 arr = to_numpy(value)
             except Exception as exc:
-                self._skip_tensor(f"tensor:{name}", f"tensor {name!r} skipped: {exc}; the other tensors "
-                                  "are recorded")
+                self.skip_tensor(name, str(exc))
                 continue
             names.append(name)
             seen.add(name)
@@ -447,6 +449,10 @@ class Recorder:
                     g = None
             out.append(g)
         return out if any(g is not None for g in out) else None
+
+    def skip_tensor(self, name: str, why: str) -> None:
+        """Tensor `name` cannot be recorded (`why`): left out of every snapshot, said once."""
+        self._skip_tensor(f"tensor:{name}", f"tensor {name!r} skipped: {why}; the other tensors are recorded")
 
     def _skip_tensor(self, key: str, message: str) -> None:
         """A tensor left out of snapshots: said once on stderr and in the log."""
@@ -636,7 +642,7 @@ class Recorder:
                 self.reporter.failure(exc, "taking the final snapshot")
         self._closed = True
         lifecycle.unregister(self)
-        note = self.schedule.unfired_full_epochs()
+        note = self.schedule.unfired_full_epochs(status)
         if note is not None and not self.writer.failed:
             self.reporter.once("full_epochs", f"weighttui: warning: {note}")
             self._put_frame(FrameType.EVENT, _event_payload("full_epochs", note, "warning"))
@@ -656,7 +662,8 @@ class Recorder:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.close(status=status_of(exc_type), error=exc)
+        status, error = end_of(exc_type, exc)
+        self.close(status=status, error=error)
         return False
 
 
@@ -667,8 +674,17 @@ def _event_payload(kind, message, level: str, step=None, tensor=None) -> dict:
             "kind": str(kind), "message": str(message), "tensor": None if tensor is None else int(tensor)}
 
 
-def status_of(exc_type) -> str:
-    """The end status for a `with` block that ended with exc_type (None: no exception)."""
+def status_of(exc_type, exc=None) -> str:
+    """The end status for a `with` block that ended with exc_type (None: no exception). sys.exit(0) (or
+    sys.exit()) inside it is a clean end, any other exit code a failure."""
     if exc_type is None:
         return "finished"
+    if issubclass(exc_type, SystemExit):
+        return "finished" if getattr(exc, "code", None) in (None, 0) else "failed"
     return "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+
+
+def end_of(exc_type, exc) -> tuple[str, BaseException | None]:
+    """(status, the exception the end record names) for a `with` block's __exit__."""
+    status = status_of(exc_type, exc)
+    return status, (None if status == "finished" else exc)

@@ -72,26 +72,35 @@ class Schedule:
         """Complete values by step count alone (full_every); full_epochs aside."""
         return self.full_every is not None and step % self.full_every == 0
 
-    def wants_full(self, step: int, epoch: int | None = None) -> bool:
+    def note_epoch(self, epoch: int | None) -> None:
+        """A call (or a handle's set_epoch) said it is in `epoch` (for the note at close)."""
         if epoch is not None:
             self.epochs_seen.add(epoch)
+
+    def wants_full(self, step: int, epoch: int | None = None) -> bool:
+        self.note_epoch(epoch)
         # full_epochs are taken when their epoch ends (full_epoch_due / full_epoch_taken)
         return self.full_every_due(step)
 
     def full_epoch_due(self, epoch: int | None) -> bool:
         """Whether `epoch` is one full_epochs chose and whose values are not taken yet."""
-        if epoch is not None:
-            self.epochs_seen.add(epoch)
+        self.note_epoch(epoch)
         return (self._full_epochs is not None and self._full_epochs(epoch)
                 and epoch not in self._full_epochs_done)
 
     def full_epoch_taken(self, epoch: int | None) -> None:
         self._full_epochs_done.add(epoch)
 
-    def unfired_full_epochs(self) -> str | None:
-        """At close: a note if full_epochs was given but no epoch it chose was recorded."""
+    def unfired_full_epochs(self, status: str = "finished") -> str | None:
+        """At close (the run's end `status`): a note if full_epochs was given but no epoch it chose was
+        recorded."""
         if self._full_epochs is None or self._full_epochs_done:
             return None
+        begun = sorted(e for e in self.epochs_seen if self._full_epochs(e))
+        if begun:  # a chosen epoch began and never ended: its end is what full_epochs stores
+            during = {"failed": "the run failed", "interrupted": "the run was interrupted"}.get(status, "the run ended")
+            return (f"full_epochs={self._full_epochs_given!r} stored nothing: epoch {begun[0]} was chosen but did "
+                    f"not end ({during} during it)")
         if not self.epochs_seen:
             return (f"full_epochs={self._full_epochs_given!r} stored nothing: no call said which epoch it "
                     "was in (pass epoch= to snapshot(); with weighttui.torch call handle.set_epoch(e) or "
