@@ -229,7 +229,17 @@ async def test_enter_opens_the_tensor_and_help_lists_the_keys(tmp_path, tui):
         table.move_cursor(row=keys(table).index("t:head.weight"))
         await pilot.press("enter")
         assert isinstance(app.screen, DetailScreen) and app.screen.tensor == "head.weight"
-        await pilot.press("escape")
+        # `g` here shows the gradients; `:` goes to a step, as its help says
+        await pilot.press("g")
+        assert isinstance(app.screen, DetailScreen) and app.screen.kind == "grad"
+        await pilot.press("colon")
+        assert isinstance(app.screen, GotoScreen)
+        await pilot.press(*"100", "enter")
+        assert isinstance(app.screen, DetailScreen) and int(app.data.steps[app.position]) == 100
+        await pilot.press("question_mark")
+        assert "on the tensor screen, where g shows gradients: `:`" in str(
+            app.screen.query_one("Static").content.columns[1]._cells)
+        await pilot.press("question_mark", "escape")
         assert app.screen.query_one(LayerTable)
 
         await pilot.press("question_mark")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import numpy as np
 import pytest
 from screen_host import ScreenHost, tanh_neuron_log
@@ -255,3 +256,39 @@ async def test_log_axis_chart_survives_repeated_renders():
             await pilot.pause(0.1)
         assert chart.drawn == ["a"]
         assert chart.series_data[0][2].tolist() == [1e-3, 2e-3, 5e-3]
+
+
+async def test_header_shows_no_value_as_a_dash_and_a_diverged_one_as_nan(tmp_path):
+    """The header printed `mean nan ... nan nan` for the gradient and update of a snapshot that has none
+    (the first one): "–" is what the log does not have (docs/tui.md); nan is kept for a diverged tensor."""
+    path = tmp_path / "nan.wtui"
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    with Recorder(path) as rec:
+        for step in range(4):
+            if step == 3:
+                w = np.full_like(w, np.nan)
+            rec.snapshot(step, {"fc.weight": w}, grads={"fc.weight": w * 0.1} if step else None)
+            w = w + 0.01
+    app = detail_app(path, "fc.weight")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("home")
+        await pilot.pause()
+        assert "step 0 " in header(screen)
+        assert "nan 0  inf 0" in header(screen)
+        await pilot.press("g")
+        await pilot.pause()
+        head = header(screen)
+        assert "mean –  std –" in head and "nan –  inf –" in head and not re.search(r"\w+ nan\b", head), head
+        await pilot.press("d")
+        await pilot.pause()
+        head = header(screen)
+        assert "norm –" in head and not re.search(r"\w+ nan\b", head), head
+        await pilot.press("end")
+        await pilot.pause()
+        head = header(screen)
+        assert "step 3 " in head and "norm nan" in head, head  # the update of a tensor gone NaN
+        await pilot.press("w")
+        await pilot.pause()
+        assert "nan 12" in header(screen)  # a count, as a whole number

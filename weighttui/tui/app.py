@@ -113,7 +113,8 @@ class WeightApp(App[int]):
         Binding("plus,equals_sign", "speed(1)", "faster", show=False),
         Binding("minus", "speed(-1)", "slower", show=False),
         # Shown in `?` rather than the footer, which must fit 80 columns with each screen's own keys.
-        Binding("g", "goto", "go to", show=False),
+        # `:` too: on the tensor screen `g` shows the gradients
+        Binding("g,colon", "goto", "go to", show=False),
         Binding("p", "pause", "pause", show=False),
         Binding("c", "changes", "changes"),
         Binding("exclamation_mark", "alerts", "alerts"),

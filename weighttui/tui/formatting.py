@@ -59,6 +59,17 @@ def fmt_value(value: float | None, width: int = 9) -> str:
     return text.rjust(width)
 
 
+def fmt_stat(stat: str, value: float, *, weights_nonfinite: bool) -> str:
+    """One statistic of a tensor at a snapshot, in a line of text: NaN is "–" (the log has no value: a
+    first update, no gradient yet) unless the tensor's weights hold NaN/Inf there, where it is what they
+    made of the rest ("nan", as the layer table shows it); counts as whole numbers."""
+    if math.isnan(value) and not weights_nonfinite:
+        return MISSING
+    if stat in ("nan", "inf", "nonfinite") and math.isfinite(value):
+        return str(int(value))
+    return fmt_value(value, 0).strip()
+
+
 def fmt_change(key: str, value: float | None, *, from_zero: bool = False) -> str:
     """A change-table column: fractions as percentages, the rest as `fmt_value`; nan / inf as such.
 

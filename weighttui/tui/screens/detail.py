@@ -32,7 +32,7 @@ from weighttui.data.units import units_at
 from weighttui.log.records import TensorInfo
 from weighttui.log.schema import DEAD_WINDOW
 from weighttui.log.text import inert
-from weighttui.tui.formatting import fmt_value
+from weighttui.tui.formatting import fmt_stat
 from weighttui.tui.screens import detail_zoom
 from weighttui.tui.screens.base import RunScreen
 from weighttui.tui.screens.detail_zoom import Span, Window
@@ -430,6 +430,13 @@ class DetailScreen(RunScreen):
         i = int(np.searchsorted(steps, pos_step, side="right")) - 1
         return i if i >= 0 else None
 
+    @staticmethod
+    def _weights_nonfinite(data, name: str, step: int) -> bool:
+        """Whether the tensor's weights hold NaN/Inf at the snapshot of `step`."""
+        counts = [data.series(name, stat, "weights", start=step, stop=step + 1)[1] for stat in ("nan", "inf")
+                  if stat in data.columns("weights")]
+        return any(bool(np.nansum(c) > 0) for c in counts)
+
     def _header(self, view: RunView, info: TensorInfo, pos_step: int | None, stats: Series, win: Window,
                 columns: int, *, recent_full: bool = False) -> None:
         data = view.data
@@ -475,12 +482,13 @@ class DetailScreen(RunScreen):
             else:
                 shown = ("mean", "std", "min", "max", "norm", "zero_frac", "nan", "inf") if self.kind != "delta" \
                     else ("ratio_step", "norm", "max_abs", "mean_abs", "changed_frac")
+                lost = self._weights_nonfinite(data, info.name, int(stats["steps"][i]))
                 for stat in shown:
                     v = stats[stat][i]
                     label = STAT_LABELS.get(stat, stat)
                     bad = stat in ("nan", "inf") and v > 0
                     t.append(f"{label} ", style="dim")
-                    t.append(f"{fmt_value(v, 0).strip()}  ", style="bold red" if bad else "")
+                    t.append(f"{fmt_stat(stat, float(v), weights_nonfinite=lost)}  ", style="bold red" if bad else "")
         self.query_one("#dhead", Static).update(Text("\n").join([first, second, t]))
 
     # ------------------------------------------------------------ units

@@ -32,7 +32,7 @@ TIMELINE = ("Timeline (every screen)", (
     ("end", "latest snapshot, and follow new ones"),
     ("space", "play / stop (through every snapshot)"),
     ("+ -", "play faster / slower (snapshots a second)"),
-    ("g", "go to a step (1200) or an epoch (e5)"),
+    ("g  :", "go to a step (1200) or an epoch (e5); on the tensor screen, where g shows gradients: `:`"),
     ("p", "pause the display (data keeps loading)"),
 ))
 SCREENS = ("Screens", (
