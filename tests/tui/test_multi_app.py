@@ -277,3 +277,22 @@ def test_log_ticks_are_decades_or_plain_numbers():
     assert 2 <= len(ticks) <= 7 and labels[0] == "1e-12"
     ticks, labels = log_ticks(np.log10(0.02), np.log10(0.05))  # inside one decade: plain numbers
     assert labels == ["0.02", "0.03162", "0.05"] and ticks[0] == pytest.approx(np.log10(0.02))
+
+
+async def test_the_title_counts_a_diverged_run_as_the_list_shows_it(tmp_path, tui):
+    """The title said `finished 3` while the list marked one run `diverged`."""
+    import weighttui
+
+    for name, last in (("a", 1.0), ("b", 2.0), ("nan", float("nan"))):
+        with weighttui.Recorder(tmp_path / f"{name}.wtui") as rec:
+            for step in range(4):
+                rec.snapshot(step, {"w": np.ones(3, np.float32) * step},
+                             scalars={"loss": last if step == 3 else 3.0 - step})
+    app = MultiRunApp(directory=tmp_path, scan_interval=0.05)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await tui.wait_until(pilot, loaded(app, 3, steps=4), what="three runs loaded")
+        await pilot.pause(0.3)
+        table = app.screen.query_one(RunTable)
+        assert cell(table, str(tmp_path / "nan.wtui"), "status") == "diverged"
+        title = tui.static_text(app.screen.query_one("#runs-title"))
+        assert "diverged 1 · finished 2" in title, title

@@ -163,11 +163,13 @@ def test_align_keeps_the_last_value_of_a_repeated_step():
     np.testing.assert_array_equal(al.values[0], [1.0, 2.5, 3.0])
 
 
-def test_align_ignores_nan_for_common_and_latest():
+def test_align_ignores_nan_for_the_common_step_but_shows_it_as_the_latest():
+    """A run whose value went NaN at its last step: its latest value is that NaN (issue 18: NaN shown as
+    such everywhere), not the last finite one; the common step compares finite values only."""
     al = align([(np.array([0, 10]), np.array([1.0, np.nan])), (np.array([0, 10]), np.array([2.0, 4.0]))])
     assert al.common_step == 0
     steps, latest = al.latest()
-    assert steps.tolist() == [0, 10] and latest.tolist() == [1.0, 4.0]
+    assert steps.tolist() == [10, 10] and np.isnan(latest[0]) and latest[1] == 4.0
 
 
 def test_compare_lines_up_a_tensor_statistic_across_real_runs(tmp_path):

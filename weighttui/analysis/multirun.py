@@ -319,6 +319,7 @@ class Aligned:
 
     steps: np.ndarray  # [S] int64, sorted, unique
     values: np.ndarray  # [R, S] float64, NaN where a run has no value at that step
+    present: np.ndarray | None = None  # [R, S] bool: the run has a value there (NaN included); None: finite ones
 
     @property
     def common_step(self) -> int | None:
@@ -340,12 +341,14 @@ class Aligned:
         return out
 
     def latest(self) -> tuple[np.ndarray, np.ndarray]:
-        """(last step with a finite value, that value) per run; -1 / NaN for none."""
+        """(last step with a value, that value) per run, NaN/Inf as they are (a diverged run's latest
+        value is not its last finite one); -1 / NaN for none."""
         r = self.values.shape[0]
         steps = np.full(r, -1, dtype=np.int64)
         vals = np.full(r, np.nan)
+        has = self.present if self.present is not None else np.isfinite(self.values)
         for i in range(r):
-            idx = np.flatnonzero(np.isfinite(self.values[i]))
+            idx = np.flatnonzero(has[i])
             if idx.size:
                 steps[i] = self.steps[idx[-1]]
                 vals[i] = self.values[i, idx[-1]]
@@ -360,16 +363,19 @@ def align(series: list[tuple[np.ndarray, np.ndarray]]) -> Aligned:
     """
     arrays = [(np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64)) for s, v in series]
     if not arrays:
-        return Aligned(np.zeros(0, dtype=np.int64), np.zeros((0, 0)))
+        return Aligned(np.zeros(0, dtype=np.int64), np.zeros((0, 0)), np.zeros((0, 0), dtype=bool))
     steps = np.unique(np.concatenate([s for s, _ in arrays])) if any(s.size for s, _ in arrays) \
         else np.zeros(0, dtype=np.int64)
     out = np.full((len(arrays), steps.size), np.nan)
+    present = np.zeros(out.shape, dtype=bool)
     for i, (s, v) in enumerate(arrays):
         if s.size:
             uniq, first_in_reversed = np.unique(s[::-1], return_index=True)
             last = s.size - 1 - first_in_reversed  # each step's last occurrence
-            out[i, np.searchsorted(steps, uniq)] = v[last]
-    return Aligned(steps, out)
+            at = np.searchsorted(steps, uniq)
+            out[i, at] = v[last]
+            present[i, at] = True
+    return Aligned(steps, out, present)
 
 
 def compare(runs: list[RunData], tensor: str | None, metric: Metric) -> Aligned:

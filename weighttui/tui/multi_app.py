@@ -431,7 +431,7 @@ class MultiRunApp(App[int]):
                 line.append(" (new logs join as they appear)", style="dim")
         counts: dict[str, int] = {}
         for slot in self.slots:
-            st = slot.status()
+            st = slot.row().status  # as the run list shows it ("diverged" included)
             counts[st] = counts.get(st, 0) + 1
         if counts:
             line.append("  · " + " · ".join(f"{k} {v}" for k, v in sorted(counts.items())), style="dim")

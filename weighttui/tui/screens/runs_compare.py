@@ -210,7 +210,7 @@ class CompareScreen(RunsScreen):
                 "meta": Text(inert(slot.meta_text()), style="dim"),
                 "last": Text("–" if i >= last_steps.size or last_steps[i] < 0 else str(int(last_steps[i])),
                              justify="right"),
-                "latest": number_cell(latest[i] if i < latest.size else math.nan),
+                "latest": number_cell(latest[i] if i < latest.size and last_steps[i] >= 0 else None),
                 "common": number_cell(at_common[i] if i < at_common.size else math.nan),
                 "min": number_cell(finite.min() if finite.size else math.nan),
                 "max": number_cell(finite.max() if finite.size else math.nan),
