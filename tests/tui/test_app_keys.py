@@ -356,3 +356,17 @@ async def test_each_screen_has_its_own_help_and_q_in_help_quits(tmp_path, tui, s
         await pilot.press("q")  # q quits from the help too, as the footer says
         await tui.wait_until(pilot, lambda: app.return_code is not None, what="the app to quit")
     assert app.return_code == 0
+
+
+async def test_replay_at_the_end_of_a_finished_run_says_ended_not_following(tmp_path, tui):
+    """`replay` + End on a finished log said `⏸ 10/s following`; docs/tui.md: `■ ended latest` at the end of
+    a finished run (as `watch` shows it)."""
+    app, ctx = await loaded(tui, tmp_path)
+    async with ctx as pilot:
+        await tui.wait_until(pilot, lambda: app.data.n == 30)
+        await pilot.press("home", "end")
+        await pilot.pause(0.1)
+        timeline = app.screen.query_one(Timeline).content.plain
+        assert app.position is None and timeline.startswith("■ ended latest"), timeline
+        await pilot.press("left")
+        assert app.screen.query_one(Timeline).content.plain.startswith("⏸")

@@ -25,7 +25,8 @@ def timeline_text(view: RunView, width: int) -> Text:
     n = data.n
     row = view.row
     out = Text(no_wrap=True, overflow="ellipsis")
-    following = view.position is None and view.mode == "watch" and not view.playing
+    # at the latest snapshot (End), in watch and replay alike: live, or the run is over
+    following = view.position is None and not view.playing
     if following and view.status in ("live", "loading", "waiting"):
         out.append("● live ", style="bold green")  # not "⏸": new snapshots come on screen as they arrive
     elif following:
