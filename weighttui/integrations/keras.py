@@ -135,7 +135,7 @@ class WeightCallback(keras.callbacks.Callback):
         self._torch_stats = None  # keras_torch_stats.TorchStats (torch backend, stats on the device)
         self._reads: _ReadSet | None = None  # what the CPU path reads: _read_set()
         self._prev = {}  # name -> value at the previous snapshot (TF tensor, or sample)
-        self._n_weights = -1
+        self._weights_key: tuple | None = None  # (how many weights, which train) when _variables was chosen
         # one reporter for every fit; its events go to the log of the fit at hand
         self._reporter = Reporter(event=lambda kind, message, level: self.recorder.event(kind, message, level=level))
         self._closed_by_fit = False
@@ -159,8 +159,11 @@ class WeightCallback(keras.callbacks.Callback):
         if not refresh and self._variables:
             return self._variables
         weights = self.model.weights
-        if self._variables is None or len(weights) != self._n_weights:
-            self._n_weights = len(weights)
+        # which weights there are, and which train: layers unfrozen between two fits are recorded in the
+        # second (with a Recorder the caller owns, the callback's selection outlives the first fit)
+        key = (len(weights), tuple(bool(v.trainable) for v in weights) if self.trainable_only else ())
+        if self._variables is None or key != self._weights_key:
+            self._weights_key = key
             self._variables = self._select(weights)
             self._tf_stats = None
             self._reads = None

@@ -94,6 +94,7 @@ class WatchHandle:
         self.step_count = 0
         self.epoch: int | None = None
         self._epoch_over = False  # end_epoch() ended self.epoch: the next step is the next epoch's
+        self._grads_after = False  # this optimizer step runs a closure: its gradients come after it
         self.writer = writer  # this rank writes (rank 0)
         self._owns = owns_recorder
         self._closed = False
@@ -356,8 +357,11 @@ class WatchHandle:
         try:
             self._keep_epoch_copy(self.step_count)  # the weights before this update: maybe an epoch's end
             self._grad_pending = None
+            # optimizer.step(closure) (LBFGS, and loops written for it) computes the gradients inside the
+            # step: they are there only after it (the post hook reads them), .grad before is the last step's
+            self._grads_after = bool(args and args[0] is not None) or kwargs.get("closure") is not None
             s = self.step_count + 1
-            if self.grads and self.active and self._due(s):
+            if self.grads and self.active and self._due(s) and not self._grads_after:
                 with np.errstate(all="ignore"):  # as in _snapshot
                     self._grad_pending = self._grad_stats()
         except Exception as exc:
@@ -373,6 +377,9 @@ class WatchHandle:
                 return
             full = self._full_due(s)
             if self._due(s) or full:
+                if self._grads_after and self.grads:  # the closure's gradients (the last evaluation's)
+                    with np.errstate(all="ignore"):
+                        grad = self._grad_stats()
                 self._snapshot(s, grad, full=full)
         except Exception as exc:
             self._fail_soft(exc, "taking a snapshot")
@@ -669,7 +676,8 @@ class WatchHandle:
             if e.name in self._copied:  # the fused kernel copied it already
                 continue
             prev = self._prev.get(e.name)
-            if prev is None or prev.shape != x.shape or prev.device != x.device:
+            # (a new dtype, model.to(torch.float64): a copy in it, not the new values rounded into the old one)
+            if prev is None or prev.shape != x.shape or prev.device != x.device or prev.dtype != x.dtype:
                 self._prev[e.name] = x.detach().clone()
             else:
                 copies_to.append(prev)

@@ -73,6 +73,8 @@ class Entry:
         g = self.tensor.grad if self.is_param else None
         if g is None:
             return None
+        if g.layout != torch.strided:  # nn.Embedding(sparse=True): the dense gradient the sparse one stands for
+            g = g.to_dense()
         if self.replica and torch_dist.rank() != 0:
             return g.detach().reshape(-1)[:0]
         return torch_dist.local(g.detach())

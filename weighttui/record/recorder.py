@@ -593,7 +593,8 @@ class Recorder:
     def _tensor_reshaped(self, old: TensorInfo, new: TensorInfo) -> None:
         shape = "x".join(map(str, new.shape)) or "scalar"
         was = "x".join(map(str, old.shape)) or "scalar"
-        self.event("tensor_reshaped", f"{new.name} changed shape from {was} to {shape}: a new declaration"
+        what = f"shape from {was} to {shape}" if old.shape != new.shape else f"dtype from {old.dtype} to {new.dtype}"
+        self.event("tensor_reshaped", f"{new.name} changed {what}: a new declaration"
                    f" (id {new.id}); its statistics and histograms read on across both, its samples and"
                    " deltas start again", level="warning")
 

@@ -31,7 +31,7 @@ class Registry:
     def __init__(self, sample: int, lock: threading.Lock | None = None,
                  on_reshape: Callable[[TensorInfo, TensorInfo], None] | None = None):
         self.sample = int(sample)
-        self.on_reshape = on_reshape  # (old, new) of a name declared again with another shape
+        self.on_reshape = on_reshape  # (old, new) of a name declared again with another shape or dtype
         self.lock = threading.Lock() if lock is None else lock
         self._by_name: dict[str, TensorInfo] = {}  # name -> latest declaration
         self._by_id: list[TensorInfo] = []  # id -> declaration
@@ -41,12 +41,13 @@ class Registry:
                 trainable: bool = True) -> TensorInfo:
         """The tensor's entry, declared in the log before first use.
 
-        A name seen again with another shape gets a new id (ids are never reused).
+        A name seen again with another shape or dtype (`model.to(torch.float64)`) gets a new id (ids
+        are never reused): the log says what the values are.
         """
         shape = tuple(int(d) for d in shape)
         with self.lock:
             old = self._by_name.get(name)
-            if old is not None and old.shape == shape:
+            if old is not None and old.shape == shape and old.dtype == str(dtype):
                 return old
             size = int(np.prod(shape)) if shape else 1
             info = TensorInfo(

@@ -1,0 +1,130 @@
+"""PyTorch and Keras loops off the common path, checked against the model itself: an eleventh-session audit
+of issues 3 and 4 (each test is a case the audit found)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import weighttui
+import weighttui.torch as wtorch
+
+
+def test_gradients_of_a_closure_step_are_those_the_step_used(tmp_path):
+    """optimizer.step(closure) computes the gradients inside the step: the log held the previous step's."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    path = tmp_path / "closure.wtui"
+    used = {}
+    with wtorch.watch(lin, path, optimizer=opt):
+        for step in range(1, 5):
+            x, y = torch.randn(8, 4), torch.randn(8, 1)
+
+            def closure(step=step, x=x, y=y):
+                opt.zero_grad()
+                loss = (lin(x) - y).pow(2).mean()
+                loss.backward()
+                used[step] = lin.weight.grad.double().norm().item()
+                return loss
+
+            opt.step(closure)
+    steps, norms = weighttui.open(path, cache=False).series("weight", "norm", kind="grad")
+    got = {int(s): float(v) for s, v in zip(steps, norms, strict=True) if s > 0}
+    assert got == pytest.approx(used, rel=1e-6)
+
+
+def test_a_sparse_embedding_gradient_costs_no_other_tensor_its_statistics(tmp_path, capsys):
+    """nn.Embedding(sparse=True): `reshape is not implemented for sparse tensors` dropped the gradient
+    statistics of every tensor at every step. The sparse gradient is read as the dense one it stands for."""
+    torch.manual_seed(0)
+    emb, out = torch.nn.Embedding(50, 8, sparse=True), torch.nn.Linear(8, 3)
+    model = torch.nn.Sequential(emb, out)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "sparse.wtui"
+    with wtorch.watch(model, path, optimizer=opt):
+        for _ in range(3):
+            i = torch.randint(0, 50, (16,))
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(i), i % 3).backward()
+            want = {"0.weight": emb.weight.grad.to_dense().double().norm().item(),
+                    "1.weight": out.weight.grad.double().norm().item()}
+            opt.step()
+    assert "skipped" not in capsys.readouterr().err
+    run = weighttui.open(path, cache=False)
+    for name, norm in want.items():
+        assert run.series(name, "norm", kind="grad")[1][-1] == pytest.approx(norm, rel=1e-6)
+
+
+def test_a_model_cast_to_float64_after_watch_is_declared_so_and_its_updates_exact(tmp_path):
+    """model.to(torch.float64) after watch(): the previous copy stayed float32 (each new value rounded into
+    it), so an unchanged tensor reported changed_frac 1.0, and the log still said float32."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 3)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    path = tmp_path / "cast.wtui"
+    before = {}
+    with wtorch.watch(lin, path, optimizer=opt) as handle:
+        for step in range(1, 5):
+            if step == 2:
+                lin.to(torch.float64)
+            before[step] = lin.weight.detach().double().clone()
+            opt.zero_grad()
+            if step != 4:  # step 4: no gradient, so the weights do not move
+                lin(torch.randn(4, 6, dtype=lin.weight.dtype)).sum().backward()
+            opt.step()
+        handle.close()
+    run = weighttui.open(path, cache=False)
+    assert [(t.name, t.dtype) for t in run._r.by_id.values() if t.name == "weight"] == [("weight", "float32"),
+                                                                                  ("weight", "float64")]
+    assert any(e.kind == "tensor_reshaped" and "dtype from float32 to float64" in e.message for e in run.events)
+    steps, changed = run.series("weight", "changed_frac", kind="delta")
+    _s, max_abs = run.series("weight", "max_abs", kind="delta")
+    at = dict(zip(steps.tolist(), range(len(steps)), strict=True))
+    assert changed[at[4]] == 0.0 and max_abs[at[4]] == 0.0
+    want = float(np.abs((before[4] - before[3]).numpy()).max())  # step 3's update, in float64
+    assert max_abs[at[3]] == want
+
+
+KERAS_UNFREEZE = """
+    import sys
+    import numpy as np, keras, weighttui
+    from weighttui.keras import WeightCallback
+    path = sys.argv[1]
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="tanh", name="base")(inp)
+    model = keras.Model(inp, keras.layers.Dense(2, name="head")(hidden))
+    x = np.random.RandomState(0).randn(32, 6).astype("float32")
+    y = np.random.RandomState(1).randn(32, 2).astype("float32")
+    rec = weighttui.Recorder(path)
+    cb = WeightCallback(rec, every_batches=2)
+    model.get_layer("base").trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    model.get_layer("base").trainable = True
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    rec.close()
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_keras_layers_unfrozen_between_fits_are_recorded_with_an_owned_recorder(tmp_path, backend):
+    """The fine-tuning recipe with a Recorder the caller owns: the unfrozen base was never recorded in the
+    second fit (the selection was cached by the number of weights alone)."""
+    path = tmp_path / f"unfreeze_{backend}.wtui"
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(KERAS_UNFREEZE), str(path)], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr
+    run = weighttui.open(path, cache=False)
+    assert set(run.tensor_names) == {"base/kernel", "base/bias", "head/kernel", "head/bias"}
+    steps, norms = run.series("base/kernel", "norm", kind="grad")
+    assert steps.tolist() == [6, 8] and np.isfinite(norms).all() and (norms > 0).all()
