@@ -100,7 +100,7 @@ async def test_alerts_are_those_of_the_snapshot_at_the_position(long_log, tui):
         assert [a.step for a in nonfinite(app)] == [NAN_AT]
         await go(pilot, app, tui, 100)
         [alert] = nonfinite(app)
-        assert alert.step == NAN_AT and "finite again at step 100" in alert.message
+        assert alert.step == NAN_AT and "finite again by step 100" in alert.message
 
 
 async def test_sort_is_by_the_values_of_the_snapshot_at_the_position(long_log, tui):

@@ -449,3 +449,21 @@ def test_a_budget_spreads_the_first_read_over_calls_and_ends_where_one_call_does
     assert len(calls) > 3 and calls[-1] == want
     assert ("grad_explode", "b.weight", 60) not in {(a.rule, a.tensor, a.step) for a in calls[0]}
     assert diagnose_module.diagnose_within(run, config, budget_s=0.0) == (want, True)  # remembered
+
+
+def test_finite_again_names_the_step_where_values_became_finite(tmp_path):
+    """The loss and a weight NaN at step 2 only: "finite again at step 9" (the latest step) read as a
+    recovery at 9; it is step 3."""
+    import weighttui
+
+    path = tmp_path / "fa.wtui"
+    with weighttui.Recorder(path) as rec:
+        for s in range(10):
+            w = np.full(4, 1.0 + 0.1 * s, np.float32)
+            if s == 2:
+                w[0] = np.nan
+            rec.snapshot(s, {"w": w}, scalars={"loss": float("nan") if s == 2 else 1.0 / (s + 1)})
+    alerts = diagnose(weighttui.open(path, cache=False))
+    messages = {a.rule: a.message for a in alerts}
+    assert "finite again at step 3" in messages["nonfinite"]
+    assert "finite again at step 3" in messages["nonfinite_scalar"]

@@ -688,8 +688,10 @@ def _rule_nonfinite(ctx: _Context) -> None:
                 if nan_now[k, c] > 0 or inf_now[k, c] > 0:
                     now = (f"; at step {int(ctx.steps[lo + k])}: {_count(nan_now[k, c])} NaN, "
                            f"{_count(inf_now[k, c])} Inf")
-                else:
-                    now = f"; finite again at step {int(ctx.steps[lo + k])}"
+                else:  # the first snapshot after the last non-finite one, where the rows read hold it
+                    bad = np.nonzero((nan_now[here, c] > 0) | (inf_now[here, c] > 0))[0]
+                    now = (f"; finite again at step {int(ctx.steps[lo + here[bad[-1] + 1]])}" if bad.size
+                           else f"; finite again by step {int(ctx.steps[lo + k])}")
             held = ("other alerts for this tensor are held back from then on (they assume finite values)"
                     if kind == "weights" else
                     "gradient alerts for it are held back while its gradients are not finite")
@@ -967,8 +969,9 @@ def _rule_nonfinite_scalars(ctx: _Context) -> None:
             continue
         i = int(np.argmax(bad))
         latest = values[upto - 1]
+        last_bad = int(np.flatnonzero(bad)[-1])
         now = (f"; still {latest} at step {int(steps[upto - 1])}" if not np.isfinite(latest)
-               else f"; finite again at step {int(steps[upto - 1])}")
+               else f"; finite again at step {int(steps[last_bad + 1])}")
         ctx.alerts.append(Alert(rule="nonfinite_scalar", tensor=None, step=int(steps[i]), severity="error",
                                 message=f"scalar {name!r} is {values[i]} from step {int(steps[i])} "
                                         f"({int(bad.sum())} non-finite value(s)){now}",
