@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 import weighttui
 from weighttui.cli.main import main
 from weighttui.data.run import LogReplaced
+from weighttui.data.tidy import to_frame as tidy_frame
 
 
 def _record(path, seed: float, steps: int = 4) -> dict:
@@ -145,3 +148,60 @@ def test_the_demo_keeps_the_weights_at_the_end_of_every_fifth_epoch(tmp_path):
     for s in run.full_steps:  # the last snapshot of its epoch
         assert steps[epochs == run.values_epoch(s)].max() == s
     run.weights(epoch=10)
+
+
+def _tidy(frame):
+    """Rows of a tidy table as a sorted list of tuples (NaN compared as a string)."""
+    rows = []
+    for step, tensor, kind, stat, value in zip(frame["step"], frame["tensor"], frame["kind"], frame["stat"],
+                                               frame["value"], strict=True):
+        tensor = "" if not isinstance(tensor, str) else tensor
+        rows.append((int(step), tensor, str(kind), str(stat), repr(float(value))))
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("kinds", [None, ["weights"]])
+def test_every_tidy_table_is_the_same_table(tmp_path, kinds):
+    """to_frame() lacked the nan_origin row that csv and parquet have, and with --kind parquet dropped the
+    scalars that csv keeps (data/tidy.py: "RunData.to_frame() returns the same table")."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "tidy.wtui"
+    with weighttui.Recorder(path) as rec:
+        for step in range(4):
+            x = np.ones(4, np.float32) * step
+            if step == 2:
+                x[1] = np.nan
+            rec.snapshot(step, {"x": x}, scalars={"loss": 1.0 / (step + 1)})
+    run = weighttui.open(path, cache=False)
+    kind_args = [] if kinds is None else ["--kind", *kinds]
+    for fmt in ("csv", "parquet"):
+        assert main(["export", str(path), "--format", fmt, *kind_args, "--out", str(tmp_path / f"t.{fmt}")]) == 0
+    csv_rows = _tidy(pd.read_csv(tmp_path / "t.csv", keep_default_na=False, na_values=[]).replace("", None))
+    parquet_rows = _tidy(pd.read_parquet(tmp_path / "t.parquet"))
+    frame = run.to_frame() if kinds is None else tidy_frame(run, kinds)
+    assert _tidy(frame) == parquet_rows == csv_rows
+    assert ("nan_origin" in {r[2] for r in parquet_rows}) and ("scalar" in {r[2] for r in parquet_rows})
+
+
+def test_a_reshaped_tensor_keeps_its_history_in_every_export(tmp_path):
+    """A tensor reshaped mid-run: csv, json and npz kept only the latest declaration's rows (parquet, to_frame
+    and series() read across both, as docs/core.md says every reader does)."""
+    path = tmp_path / "reshape.wtui"
+    with weighttui.Recorder(path) as rec:
+        for step in range(10):
+            w = np.full((3, 4), float(step), np.float32) if step < 5 else np.full(5, 100.0 + step, np.float32)
+            rec.snapshot(step, {"w": w})
+    run = weighttui.open(path, cache=False)
+    want = run.series("w", "mean")[1].tolist()
+    assert want == [0.0, 1.0, 2.0, 3.0, 4.0, 105.0, 106.0, 107.0, 108.0, 109.0]
+    for fmt in ("csv", "json", "npz"):
+        assert main(["export", str(path), "--format", fmt, "--out", str(tmp_path / f"s.{fmt}")]) == 0
+    with open(tmp_path / "s.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["tensor"] == "w" and r["kind"] == "weights" and r["stat"] == "mean"]
+    assert [float(r["value"]) for r in rows] == want
+    doc = json.loads((tmp_path / "s.json").read_text())
+    j = [t["name"] for t in doc["tensors"]].index("w")
+    assert [row[j] for row in doc["stats"]["weights"]["mean"]] == want
+    npz = np.load(tmp_path / "s.npz")
+    assert npz["weights.mean"][:, list(npz["tensors"]).index("w")].tolist() == want

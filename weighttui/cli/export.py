@@ -151,8 +151,9 @@ def export(run: RunData, *, fmt: str, out: str, step=None, epoch=None, kinds=Non
 
 
 def _stats_csv(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
-    steps, epochs, names = run.steps, run.epochs, run.tensor_names
-    cols = _name_cols(run)
+    steps, epochs = run.steps, run.epochs
+    # every declaration: a tensor reshaped (or cast) mid-run has its history before that under its name too
+    names, cols = [t.name for t in run.tensors], list(range(len(run.tensors)))
     rows = 0
     with _text_out(out, mode) as fh:
         w = csv.writer(fh)
@@ -174,7 +175,8 @@ def _stats_csv(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
                 w.writerow([int(s), "", "", "scalar", sname, repr(float(v))])
                 rows += 1
         origin = run.nan_origin
-        if origin is not None:  # kind nan_origin, stat: where it was (weights, grad ...), value: its flat index
+        if origin is not None and origin["step"] is not None:  # (as data/tidy.chunks: one rule for the row)
+            # kind nan_origin, stat: where it was (weights, grad ...), value: its flat index
             w.writerow([origin["step"], "", origin["tensor"] or "", "nan_origin", origin["kind"] or "",
                         "" if origin["index"] is None else origin["index"]])
             rows += 1
@@ -182,13 +184,25 @@ def _stats_csv(run: RunData, out: str, kinds, mode: int = 0o600) -> str:
 
 
 def _stats_columns(run: RunData, kinds) -> dict:
-    return {kind: {export_name(stat): run.stat_matrix(kind, stat)[:, _name_cols(run)]
-                   for stat in run.columns(kind)}
-            for kind in kinds}
+    out = {}
+    for kind in kinds:
+        cover = covered(run, kind)
+        out[kind] = {export_name(stat): _by_name(run, run.stat_matrix(kind, stat), cover) for stat in run.columns(kind)}
+    return out
 
 
-def _name_cols(run: RunData) -> list[int]:
-    return [run.column(n) for n in run.tensor_names]
+def _by_name(run: RunData, matrix: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """[rows, tensor_names] of a [rows, declarations] matrix: a name's latest declaration, and where an earlier
+    one of that name (before a reshape or a cast) covers a row the latest does not, that one's value."""
+    latest = [run.column(n) for n in run.tensor_names]
+    out = matrix[:, latest]
+    col_of = {n: j for j, n in enumerate(run.tensor_names)}
+    for c, info in enumerate(run.tensors):
+        j = col_of[info.name]
+        if c != latest[j]:
+            rows = cover[:, c] & ~cover[:, latest[j]]
+            out[rows, j] = matrix[rows, c]
+    return out
 
 
 def _stats_json(run: RunData, out: str, kinds, mode: int = 0o600) -> str:

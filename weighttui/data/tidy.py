@@ -2,7 +2,10 @@
 
 One row per (snapshot, tensor, kind, statistic) that the log holds, at full
 resolution, plus the scalars (kind "scalar", tensor missing, stat = the scalar's
-name). Built straight from the store's tensor-major segments, one segment at a
+name) and, when the run has one, where its first non-finite value was (kind
+"nan_origin", stat: what held it, weights / grad / delta / optim, value: its flat
+index, NaN when not known). `kinds` chooses the statistics blocks; the scalars and
+the nan_origin row come whatever it says, as in every export. Built straight from the store's tensor-major segments, one segment at a
 time, so `write_parquet` holds one segment's rows in memory whatever the log's
 size. A directory of runs exported this way is one dataset for DuckDB, Polars,
 pandas or Spark (`SELECT ... FROM 'runs/*.parquet'`).
@@ -47,12 +50,17 @@ def chunks(run, kinds=None) -> Iterator[dict]:
                     continue
                 yield {"step": steps[rows], "epoch": epochs[rows], "tensor": cols.astype(np.int32),
                        "kind": kind, "stat": stat, "value": stats[s]}
-    if kinds is None:
-        for name, (s_steps, s_values) in state.scalars.items():
-            st = s_steps.view
-            yield {"step": st, "epoch": np.full(st.size, -1, dtype=np.int64),
-                   "tensor": np.full(st.size, -1, dtype=np.int32), "kind": "scalar", "stat": name,
-                   "value": s_values.view}
+    for name, (s_steps, s_values) in state.scalars.items():
+        st = s_steps.view
+        yield {"step": st, "epoch": np.full(st.size, -1, dtype=np.int64),
+               "tensor": np.full(st.size, -1, dtype=np.int32), "kind": "scalar", "stat": name,
+               "value": s_values.view}
+    origin = run.nan_origin
+    if origin is not None and origin["step"] is not None:
+        col = run.column(origin["tensor"]) if origin["tensor"] in run.tensor_names else -1
+        yield {"step": np.array([origin["step"]], np.int64), "epoch": np.array([-1], np.int64),
+               "tensor": np.array([col], np.int32), "kind": "nan_origin", "stat": origin["kind"] or "",
+               "value": np.array([np.nan if origin["index"] is None else float(origin["index"])])}
 
 
 def tensor_names_by_column(run) -> list[str]:
@@ -130,18 +138,6 @@ def write_parquet(run, out, kinds=None, mode: int = 0o600) -> int:
             ], schema=schema)
             writer.write_batch(batch)
             total += n
-        origin = run.nan_origin
-        if origin is not None:  # a row of kind nan_origin: stat where it was, value its flat index
-            code = levels.index(origin["tensor"]) if origin["tensor"] in levels else -1
-            writer.write_batch(pa.record_batch([
-                pa.array([run_id], pa.string()), pa.array([origin["step"]], pa.int64()),
-                pa.array([None], pa.int64()),
-                pa.DictionaryArray.from_arrays(pa.array([code], pa.int32(), mask=np.array([code < 0])),
-                                               tensor_dict),
-                pa.array(["nan_origin"], pa.string()), pa.array([origin["kind"] or ""], pa.string()),
-                pa.array([float("nan") if origin["index"] is None else float(origin["index"])], pa.float64()),
-            ], schema=schema))
-            total += 1
     return total
 
 
