@@ -7,8 +7,9 @@ name) and, when the run has one, where its first non-finite value was (kind
 index, NaN when not known). `kinds` chooses the statistics blocks; the scalars and
 the nan_origin row come whatever it says, as in every export. Built straight from
 the store's tensor-major segments, one segment at a time, so `write_parquet` holds
-one segment's rows in memory whatever the log's size. A directory of runs exported this way is one dataset for DuckDB, Polars,
-pandas or Spark (`SELECT ... FROM 'runs/*.parquet'`).
+one segment's rows in memory whatever the log's size. A directory of runs exported
+this way is one dataset for DuckDB, Polars, pandas or Spark (`SELECT ... FROM
+'runs/*.parquet'`).
 
 `RunData.to_frame()` (alias `to_pandas()`) returns the same table as a pandas
 DataFrame; `weighttui export --format parquet` writes it with pyarrow. Neither
