@@ -118,3 +118,18 @@ def test_window_selects_snapshots_up_to_the_position():
     assert heatmap.window(steps, 95, 3, "recent") == slice(7, 10)
     assert heatmap.window(steps, 45, 3, "recent") == slice(2, 5)
     assert heatmap.window(steps, None, 80, "recent") == slice(0, 10)
+
+
+def test_unit_strip_draws_units_whose_weights_went_all_nan_in_magenta():
+    """The usual divergence (a whole tensor NaN): the strip drew those snapshots blank, as if nothing were
+    recorded; an all-NaN gradient row still means "no gradient" and is not marked."""
+    from weighttui.tui.widgets.unit_strip import NONFINITE, cells
+
+    steps = np.array([0, 1, 2])
+    weights = np.array([[1.0, 2.0], [np.nan, np.nan], [np.nan, np.nan]])
+    grads = np.array([[np.nan, np.nan], [0.1, 0.2], [np.nan, np.nan]])
+    drawn = cells(steps, weights, weights, grads, columns=3, half_rows=2)
+    assert drawn is not None
+    assert (drawn.codes[:, 1:] == NONFINITE).all() and (drawn.codes[:, 0] != NONFINITE).all()
+    drawn = cells(steps, grads, np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]), grads, columns=3, half_rows=2)
+    assert drawn is not None and not (drawn.codes == NONFINITE).any()

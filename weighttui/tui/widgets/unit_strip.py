@@ -45,10 +45,13 @@ def exploding(weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def nonfinite(norms: np.ndarray) -> np.ndarray:
-    """[N, U] booleans: an Inf norm, or a NaN one among finite ones (a snapshot whose norms are all
-    NaN has none of this kind: no gradient then, docs/FORMAT.md)."""
+def nonfinite(norms: np.ndarray, *, gradient: bool = True) -> np.ndarray:
+    """[N, U] booleans: a NaN or Inf norm. Of gradients, a snapshot whose norms are all NaN has none
+    (no gradient then, docs/FORMAT.md): only a NaN among finite ones counts. Weights always have
+    norms: all NaN is a tensor gone NaN (the usual divergence), drawn as such."""
     a = np.asarray(norms, dtype=np.float64)
+    if not gradient:
+        return ~np.isfinite(a)
     missing = np.isnan(a).all(axis=1, keepdims=True)
     return np.isinf(a) | (np.isnan(a) & ~missing)
 
@@ -87,7 +90,7 @@ def cells(steps, shown, weights, grads, *, columns: int, half_rows: int) -> Stri
     w = np.asarray(weights) if weights is not None and np.asarray(weights).shape == shown.shape else None
     if w is not None:
         unit = np.where(exploding(w), EXPLODING, unit)
-    bad = nonfinite(shown) if w is None else nonfinite(shown) | nonfinite(w)
+    bad = nonfinite(shown) if w is None else nonfinite(shown) | nonfinite(w, gradient=False)
     unit = np.where(bad, NONFINITE, unit)
     # half row h draws units [h*U//H, (h+1)*U//H): all of them when there are more units than half
     # rows, else each unit over several half rows (reduceat repeats a unit for a repeated start)
