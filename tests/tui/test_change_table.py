@@ -111,7 +111,7 @@ async def test_marks_from_the_timeline_and_timeline_keys_still_work(run_path):
         assert cell(table, "mid.weight", "change_ab") == f"{exact:.2%}"
         assert cell(table, "frozen.weight", "change_ab") == "0.00%"
         await pilot.press("x")
-        assert cell(table, "mid.weight", "change_ab") == "-"
+        assert cell(table, "mid.weight", "change_ab") == "–"
 
 
 async def test_enter_opens_the_tensor_and_escape_comes_back(run_path):
@@ -132,13 +132,17 @@ def test_zero_initialised_tensors_read_from_0_not_inf():
     from weighttui.tui.formatting import fmt_change
 
     assert fmt_change("norm_change", float("nan"), from_zero=True) == "from 0"
-    assert fmt_change("norm_change", float("nan")) == "-"
+    assert fmt_change("norm_change", float("nan")) == "–"
     assert fmt_change("norm_change", 0.5) == "+50.00%"
     assert fmt_change("change_ab", float("inf")) == "from 0"
     assert fmt_change("change_ab", 0.25) == "25.00%"
-    assert fmt_change("changed_frac", float("nan")) == "-"
+    assert fmt_change("changed_frac", float("nan")) == "–"
     assert fmt_change("ratio", float("inf")) == "inf"
-    assert fmt_change("ratio", None) == "-"
+    assert fmt_change("ratio", None) == "–"
+    # NaN is "no value" (a first update) unless the weights are NaN/Inf there: then it is what they made
+    assert fmt_change("ratio", float("nan")) == "–"
+    assert fmt_change("ratio", float("nan"), nonfinite=True) == "nan"
+    assert fmt_change("norm_change", float("nan"), from_zero=True, nonfinite=True) == "nan"
 
 
 async def test_c_and_bang_toggle_and_swap_rather_than_stack(run_path, tui):

@@ -172,3 +172,24 @@ def test_marks_and_position_at_full_resolution_in_a_thinned_row_view(logged):
     before = by_name(change_table(thin, row=int(np.searchsorted(thin.snapshot_index, 21)) - 1))
     assert before["enc.weight"]["update_norm"] != got["enc.weight"]["update_norm"]
     assert full.upto_snapshot(21) is full  # a row view with every snapshot: the view itself
+
+
+def test_a_tensor_gone_nan_is_flagged_and_its_mean_ratio_is_not_the_finite_past(tmp_path):
+    """At a snapshot where a tensor's weights are NaN the table gave a finite mean ratio (the nanmean of the
+    updates before) and no flag; its NaN cells read as "no value" ("-"), like a first update's."""
+    import weighttui
+
+    path = tmp_path / "nan.wtui"
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    with weighttui.Recorder(path) as rec:
+        for step in range(6):
+            rec.snapshot(step, {"ok.weight": w * (1 + 0.01 * step),
+                                "bad.weight": w * (1 + 0.01 * step) if step < 5 else np.full_like(w, np.nan)})
+    run = weighttui.open(path, cache=False)
+    rows = by_name(change_table(run))
+    assert rows["bad.weight"]["flag"] == "nonfinite" and rows["bad.weight"]["nonfinite"] is True
+    assert np.isnan(rows["bad.weight"]["ratio_mean"])
+    assert rows["ok.weight"]["flag"] != "nonfinite" and rows["ok.weight"]["nonfinite"] is False
+    assert np.isfinite(rows["ok.weight"]["ratio_mean"])
+    first = by_name(change_table(run, row=0))  # no update yet: NaN that is no value
+    assert first["bad.weight"]["nonfinite"] is False and np.isnan(first["bad.weight"]["ratio"])

@@ -37,7 +37,7 @@ LABELS = {
     "flag": "flag",
 }
 
-FLAGS = ("stagnant", "fast", "")
+FLAGS = ("nonfinite", "stagnant", "fast", "")
 
 
 def _latest_columns(run) -> tuple[list[str], np.ndarray]:
@@ -136,7 +136,9 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
     `mark_a` / `mark_b` are steps (the last snapshot at or before each is used, at full
     resolution: also one a thinned row view lacks); the change between them is exact where the log holds
     complete values at both steps, else estimated from the sampled elements
-    ("change_ab_from" says which). "flag" is "stagnant" for a trainable tensor that did not
+    ("change_ab_from" says which). "flag" is "nonfinite" for a tensor whose weights hold NaN/Inf
+    at the row ("nonfinite" True: its NaN values are those, not missing ones), "stagnant" for a
+    trainable tensor that did not
     change (no element changed, or mean update ratio below the stagnant
     threshold), "fast" for a matrix whose mean update ratio per step is above
     the diagnose band; the thresholds are those of `config`.
@@ -200,6 +202,13 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
             out["change_ab"] = np.array([_sample_change(run, nm, sa, sb) for nm in names])
             source = "samples"
 
+    # weights holding NaN/Inf now: what NaN means in this row (a diverged value, not a missing one), and its flag
+    bad = np.zeros(len(cols), dtype=bool)
+    for stat in ("nan", "inf"):
+        if stat in run.columns("weights"):
+            with np.errstate(invalid="ignore"):
+                bad |= ok & (run.stat_matrix("weights", stat)[rows, cols] > 0)
+    out["ratio_mean"] = np.where(bad, np.nan, out["ratio_mean"])  # (a window's mean of what stayed finite: no)
     infos = [run.tensors[c] for c in cols]
     trainable = np.array([bool(i.trainable) for i in infos])
     matrix = np.array([len(i.shape) >= config.ratio_min_ndim for i in infos])
@@ -211,7 +220,8 @@ def change_table(run, *, row: int | None = None, window: int = 10, mark_a: int |
         entry: dict[str, str | float] = {"tensor": nm}
         for c in COLUMNS:
             entry[c] = float(out[c][i])
-        entry["flag"] = "stagnant" if stagnant[i] else ("fast" if fast[i] else "")
+        entry["flag"] = "nonfinite" if bad[i] else "stagnant" if stagnant[i] else ("fast" if fast[i] else "")
+        entry["nonfinite"] = bool(bad[i])  # NaN in this row is what the NaN/Inf weights made of it
         entry["change_ab_from"] = source  # "values" (complete tensors), "samples" or "" (no marks)
         entry["norm_start"] = float(n0[i])  # the norm norm_change is relative to (NaN: none yet)
         table.append(entry)

@@ -11,7 +11,7 @@ from weighttui.analysis.numbers import three_digits
 MISSING = "–"  # a value the log does not have (compact cells)
 
 
-def nonfinite(value: float) -> str:
+def nonfinite_text(value: float) -> str:
     """NaN and Inf as themselves (a diverged value is shown, never as 0 or a blank): nan, inf, -inf."""
     return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
 
@@ -22,7 +22,7 @@ def fmt(value: float | None, width: int = 8) -> str:
         return MISSING.rjust(width)
     v = float(value)
     if not math.isfinite(v):
-        return nonfinite(v).rjust(width)
+        return nonfinite_text(v).rjust(width)
     a = abs(v)
     if a == 0:
         text = "0"
@@ -52,7 +52,7 @@ def fmt_value(value: float | None, width: int = 9) -> str:
     if value is None:
         return "-".rjust(width)
     if not math.isfinite(value):
-        return nonfinite(value).rjust(width)
+        return nonfinite_text(value).rjust(width)
     text = three_digits(value)
     if width and len(text) > width:
         text = f"{value:.1e}"
@@ -70,23 +70,27 @@ def fmt_stat(stat: str, value: float, *, weights_nonfinite: bool) -> str:
     return fmt_value(value, 0).strip()
 
 
-def fmt_change(key: str, value: float | None, *, from_zero: bool = False) -> str:
-    """A change-table column: fractions as percentages, the rest as `fmt_value`; nan / inf as such.
+def fmt_change(key: str, value: float | None, *, from_zero: bool = False, nonfinite: bool = False) -> str:
+    """A change-table column: fractions as percentages, the rest as `fmt_value`; inf as such; NaN as
+    "–" (no value: a first snapshot has no update) unless the tensor's weights hold NaN/Inf there
+    (`nonfinite`), where it is "nan", as fmt_stat and the layer table show it.
 
     `from_zero`: the tensor's norm started at 0 (a zero-initialised bias), so it has no relative
     norm change: "from 0" rather than inf.
     """
     if value is None:
-        return "-"
-    if key == "norm_change" and from_zero and not math.isfinite(value):
+        return MISSING
+    if key == "norm_change" and from_zero and not math.isfinite(value) and not nonfinite:
         return "from 0"
+    if math.isnan(value):
+        return "nan" if nonfinite else MISSING
     if key == "change_ab" and value == math.inf:
         # over the elements finite at both marks, the change is infinite only when the values at
         # mark a are all 0 (a zero-initialised bias marked at step 0): no relative change
         return "from 0"
     if key in ("changed_frac", "norm_change", "change_ab"):
         if not math.isfinite(value):
-            return "-" if math.isnan(value) else nonfinite(value)  # NaN here: no delta to compare yet
+            return nonfinite_text(value)
         return f"{value:.1%}" if key == "changed_frac" else f"{value:+.2%}" if key == "norm_change" \
             else f"{value:.2%}"
     return fmt_value(value, 0).strip()

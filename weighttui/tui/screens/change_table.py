@@ -29,7 +29,7 @@ from weighttui.tui.widgets.layer_table import ROW_TABLE_BINDINGS
 
 KEYS = ("tensor", *COLUMNS, "flag")
 WINDOWS = (5, 10, 20, 50)
-FLAG_STYLE = {"stagnant": "bold yellow", "fast": "bold red", "": ""}
+FLAG_STYLE = {"nonfinite": "bold magenta", "stagnant": "bold yellow", "fast": "bold red", "": ""}
 
 
 class RowTable(DataTable[Any], inherit_bindings=False):
@@ -71,6 +71,7 @@ class ChangeTableScreen(RunScreen):
         ("w", "averaging window: 5, 10, 20, 50 snapshots"),
         ("esc", "back"),
     )), ("Flags", (
+        ("nonfinite", "magenta: its weights hold NaN/Inf at this snapshot (its nan cells are those)"),
         ("stagnant", "yellow: a trainable tensor that hardly moves"),
         ("fast", "red: update ratio above the healthy band"),
         ("from 0", "the norm started at 0 (a zero-initialised bias): no relative change"),
@@ -199,8 +200,10 @@ class ChangeTableScreen(RunScreen):
         style = FLAG_STYLE[entry["flag"]]
         cells = [Text(inert(entry["tensor"]), style=style)]
         from_zero = entry.get("norm_start") == 0.0
+        bad = bool(entry.get("nonfinite"))
         for k in COLUMNS:
-            cells.append(Text(fmt_change(k, entry[k], from_zero=from_zero), style=style, justify="right"))
+            cells.append(Text(fmt_change(k, entry[k], from_zero=from_zero, nonfinite=bad), style=style,
+                              justify="right"))
         cells.append(Text(entry["flag"], style=style))
         return cells
 
@@ -220,7 +223,11 @@ class ChangeTableScreen(RunScreen):
                  f"{'↓' if self.reverse else '↑'}", style="dim")
         stagnant = sum(1 for r in self.rows if r["flag"] == "stagnant")
         fast = sum(1 for r in self.rows if r["flag"] == "fast")
+        bad = sum(1 for r in self.rows if r["flag"] == "nonfinite")
         t.append("\n")
+        if bad:
+            t.append(f"{bad} nonfinite", style=FLAG_STYLE["nonfinite"])
+            t.append(" · ")
         t.append(f"{stagnant} stagnant", style=FLAG_STYLE["stagnant"] if stagnant else "dim")
         t.append(" · ")
         t.append(f"{fast} too fast", style=FLAG_STYLE["fast"] if fast else "dim")
