@@ -769,3 +769,21 @@ def test_counts_of_small_tensors_are_kept_narrow_beside_big_ones(indexed):
         assert split[0].parts[0].dtype == np.uint8 and split[0].dtype == np.uint32
         seg = again._run.groups[0].kinds["weights"]
         assert np.array_equal(seg.part("counts"), np.concatenate([seg.part("counts", *seg.span(c)) for c in range(4)]))
+
+
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
+    """XDG_CACHE_HOME=relcache put index trees under the directory a reader ran in; the XDG specification
+    says a relative value is ignored (~/.cache then), for the index, the remote mirrors and watched imports."""
+    from weighttui.data.remote import default_cache_path, parse_remote
+    from weighttui.data.store.index import cache_root
+    from weighttui.log.paths import user_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relcache")
+    home_cache = os.path.join(str(tmp_path / "home"), ".cache", "weighttui")
+    assert cache_root() == os.path.join(home_cache, "index")
+    assert user_cache_dir("import") == os.path.join(home_cache, "import")
+    spec = parse_remote("box:/runs/a.wtui")
+    assert spec is not None and default_cache_path(spec).startswith(os.path.join(home_cache, "remote"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == os.path.join(str(tmp_path / "xdg"), "weighttui", "index")

@@ -133,8 +133,9 @@ def claim_cache_log(directory: str) -> tuple[str, str | None]:
 def cache_log(directory: str) -> str:
     """Where `watch DIR` imports a checkpoint directory: the user's cache directory, else (a read-only or
     missing home, as on some compute nodes) a new temporary directory: the log is only a cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(base, "weighttui", "import")
+    from weighttui.log.paths import user_cache_dir
+
+    folder = user_cache_dir("import")
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         if not os.access(folder, os.W_OK | os.X_OK):

@@ -187,9 +187,10 @@ def ssh_base_command(ssh_command=None) -> list[str]:
 
 def default_cache_path(spec: RemoteSpec) -> str:
     """$XDG_CACHE_HOME/weighttui/remote/<hash>.wtui, one file per remote spec."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    from weighttui.log.paths import user_cache_dir
+
     digest = hashlib.sha256(str(spec).encode()).hexdigest()[:20]
-    return os.path.join(base, "weighttui", "remote", f"{digest}.wtui")
+    return user_cache_dir("remote", f"{digest}.wtui")
 
 
 # ------------------------------------------------------------------ mirror

@@ -39,6 +39,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from weighttui.log.format import FRAME_HEADER_SIZE, FrameType, crc32_blocks, parse_frame_header
+from weighttui.log.paths import user_cache_dir
 from weighttui.log.reader import ScanState, read_frame_at, scan_frames
 from weighttui.log.records import (
     InvalidRecord,
@@ -99,8 +100,7 @@ def writable(directory: str) -> bool:
 
 
 def cache_root() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "weighttui", "index")
+    return user_cache_dir("index")
 
 
 def candidates(path: str) -> list[str]:
