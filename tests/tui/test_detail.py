@@ -293,3 +293,7 @@ async def test_header_shows_no_value_as_a_dash_and_a_diverged_one_as_nan(tmp_pat
         await pilot.press("w")
         await pilot.pause()
         assert "nan 12" in header(screen)  # a count, as a whole number
+        # nothing to draw at step 3: the histogram says so, and the heatmap puts no marker on step 2
+        bars = lines(screen.query_one(HistogramBars))
+        assert bars[0].startswith("weights at step 3: NaN/Inf · shown: step 2"), bars[0]
+        assert screen.query_one(HeatmapView).position_column is None

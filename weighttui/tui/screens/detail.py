@@ -600,8 +600,13 @@ class DetailScreen(RunScreen):
             mean, std = heatmap.hist_moments(lo[i], hi[i], c)
             src = " · μ,σ from bins"
         total = int(c.sum())
-        bars.show(float(lo[i]), float(hi[i]), c, mean=mean, std=std, log=self.log_density,
-                  title=f"{what} at step {int(steps[i])}: {total:,} values{src}")
+        title = f"{what} at step {int(steps[i])}: {total:,} values{src}"
+        here = self._at(stats, pos_step)
+        if int(steps[i]) != pos_step and here is not None and any(
+                key in stats and float(stats[key][here]) > 0 for key in ("nan", "inf")):
+            # the position's values are all NaN/Inf (no histogram to draw): say so, not just the older step
+            title = f"{what} at step {pos_step}: NaN/Inf · shown: step {int(steps[i])}"
+        bars.show(float(lo[i]), float(hi[i]), c, mean=mean, std=std, log=self.log_density, title=title)
 
     def _charts(self, view: RunView, win: Window, pos_step: int | None, key: tuple) -> None:
         data = view.data

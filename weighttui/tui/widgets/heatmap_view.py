@@ -145,9 +145,11 @@ class HeatmapView(LinesWidget):
         shown = steps[sel]
         first, last = int(shown[0]), int(shown[-1])
         col = None
-        if pos is not None and shown.size:
+        # the marker only where the position lies in the steps drawn: outside (a zoom panned away, or
+        # snapshots past the last histogram, all NaN) a marker pinned to the edge would name a wrong step
+        if pos is not None and shown.size and shown[0] <= pos <= shown[-1]:
             s0, s1 = float(shown[0]), float(shown[-1])
-            col = 0 if s1 <= s0 else int((min(max(pos, s0), s1) - s0) / (s1 - s0) * plot_w)
+            col = 0 if s1 <= s0 else int((pos - s0) / (s1 - s0) * plot_w)
             col = min(col, plot_w - 1)
         self.position_column = col
         lines.append(step_axis(first, last, col, plot_w, self.GUTTER, width))
