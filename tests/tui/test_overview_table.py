@@ -177,3 +177,17 @@ def test_slow_snapshot_rates_read_as_an_interval():
     assert fmt_rate(1 / 3600) == "1 snap per 1h00m"
     assert fmt_rate(1 / 300) == "1 snap per 5m00s"
     assert fmt_rate(1 / 12) == "1 snap per 12s"
+
+
+@pytest.mark.parametrize("width", [8, 10, 12, 14, 16, 20])
+def test_metric_headers_never_run_together(width):
+    """At 120 columns the header read `grad normexploding units`: a label as wide as its column left no space
+    before the next one."""
+    from weighttui.tui.widgets.layer_rows import METRICS
+    from weighttui.tui.widgets.layer_table import header_label
+
+    for _key, _kind, _stat, label, _log in METRICS:
+        got = header_label(label, width)
+        assert len(got) == width and got[0] == " ", (label, got)
+    assert header_label("exploding units", 15) == "      exploding"  # the short form where it does not fit
+    assert header_label("norm", 16) == "            norm"

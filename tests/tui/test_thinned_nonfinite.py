@@ -178,3 +178,30 @@ async def test_a_diverged_tensors_gradient_update_and_moments_read_nan_not_a_das
         app.screen.refresh_view()
         await pilot.pause()
         assert table.get_cell("t:w", "ratio").plain.split()[-1] == "–"
+
+
+async def test_a_diverged_bias_reads_a_dash_in_columns_only_a_matrix_has(tmp_path, tui):
+    """A bias has no unit norms, spectral norm or alpha, diverged or not: `–`, not the `nan` its matrix gets."""
+    from weighttui.tui.app import WeightApp
+    from weighttui.tui.widgets.layer_table import LayerTable
+
+    path = tmp_path / "bias.wtui"
+    with weighttui.Recorder(path, instruments=["units", "sigma"]) as rec:
+        for s in range(4):
+            bad = s == 3
+            w = np.full((4, 4), np.nan) if bad else np.eye(4) * (s + 1)
+            b = np.full(4, np.nan) if bad else np.ones(4) * s
+            rec.snapshot(s, {"fc.weight": w, "fc.bias": b})
+    app = WeightApp(path, mode="replay", alerts=False)
+    async with app.run_test(size=(200, 30)) as pilot:
+        await tui.wait_until(pilot, lambda: app.data.end is not None, what="the run")
+        table = app.screen.query_one(LayerTable)
+        table.chosen_metrics = ("norm", "sigma", "exploding")
+        table.set_layout(200)
+        await pilot.press("end")
+        app.screen.refresh_view()
+        await pilot.pause()
+        assert table.get_cell("t:fc.bias", "norm").plain.split()[-1] == "nan"
+        for column in ("sigma", "exploding"):
+            assert table.get_cell("t:fc.bias", column).plain.split()[-1] == "–", column
+        assert table.get_cell("t:fc.weight", "sigma").plain.split()[-1] == "nan"

@@ -46,6 +46,8 @@ METRICS = (
 # Metrics fitted now and then, NaN between (alpha: every alpha_every snapshots, docs/instruments.md):
 # the value shown is the latest fit, the sparkline the fits
 SPARSE = frozenset({"alpha"})
+# columns only a matrix has (2-D, or conv reshaped to 2-D): a bias never has a value there, diverged or not
+MATRIX_ONLY = frozenset({"sigma", "srank", "sratio", "dead", "exploding", "alpha"})
 SORTS = ("model", "name", "update ratio", "norm change", "alerts")
 
 

@@ -45,19 +45,40 @@ from weighttui.analysis.diagnose import Alert
 from weighttui.data.run import RunData
 from weighttui.log.text import inert
 from weighttui.tui.formatting import fmt, fmt_int
-from weighttui.tui.widgets.layer_rows import METRICS, GroupRow, TensorRow, metric_values, ratio_band, snapshot_values
+from weighttui.tui.widgets.layer_rows import (
+    MATRIX_ONLY,
+    METRICS,
+    GroupRow,
+    TensorRow,
+    metric_values,
+    ratio_band,
+    snapshot_values,
+)
 from weighttui.tui.widgets.sparkline import spark_many
 
 VALUE_WIDTH = 8
 BAND_STYLE = {"good": "green", "slow": "cyan", "fast": "bold red", "frozen": "dim", "": "dim"}
 # Shown next to an out-of-band ratio, so the meaning survives NO_COLOR.
 BAND_MARK = {"good": " ", "slow": "↓", "fast": "↑", "frozen": " ", "": " "}
-SHORT_LABEL = {"update ratio": "upd ratio", "grad norm": "grad"}
+SHORT_LABEL = {"update ratio": "upd ratio", "grad norm": "grad", "exploding units": "exploding",
+               "state NaN/Inf": "state nan", "cos prev upd": "cos prev", "cos upd/grad": "cos grad",
+               "stable rank": "srank", "sigma ratio": "σ ratio"}
 METRIC_STYLE = {"norm": "bright_blue", "std": "magenta", "grad": "yellow"}
 FIXED_COLUMNS = 2  # mark and name stay in place when scrolling sideways
 HEADER_LINES = 1
 
 _STYLES: dict[str, Style] = {"": Style.null()}
+
+
+def header_label(label: str, width: int) -> str:
+    """A metric column's header in `width` cells, right-aligned, with a space before it (neighbouring
+    headers never run together): the short form where the label does not fit, cut with … if that does not."""
+    room = width - 1
+    if len(label) > room:
+        label = SHORT_LABEL.get(label, label)
+    if len(label) > room:
+        label = label[: max(1, room - 1)] + "…"
+    return label.rjust(width)
 
 
 def _style(name: str) -> Style:
@@ -279,9 +300,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
         for key, _kind, _stat, label, _log in METRICS:
             if key not in layout["metrics"]:
                 continue
-            if len(label) >= layout["metric"]:
-                label = SHORT_LABEL.get(label, label)
-            cols.append(Column(TableKey(key), label.rjust(layout["metric"]), layout["metric"]))
+            cols.append(Column(TableKey(key), header_label(label, layout["metric"]), layout["metric"]))
         self._columns = cols
         self._header = None
         self._add_rows(self.current_key())
@@ -423,7 +442,7 @@ class LayerTable(ScrollView, inherit_bindings=False):
             now, line = vals[key]
             # NaN is "no value" (–: a first update, no gradient), but beside weights holding NaN/Inf it is
             # what they made of the rest (the gradient, update and moments of a diverged tensor): nan
-            lost = nonfinite and np.isnan(now)
+            lost = nonfinite and np.isnan(now) and not (key in MATRIX_ONLY and len(entry.shape) < 2)
             if key == "ratio":
                 band = ratio_band(now, trainable=entry.trainable)
                 style = BAND_STYLE[band]
