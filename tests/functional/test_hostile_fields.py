@@ -164,3 +164,18 @@ def test_a_tensorboard_export_that_fails_leaves_no_event_file(tmp_path, capsys, 
     assert "No space left" in capsys.readouterr().err
     assert FillsUp.written > 3
     assert glob.glob(str(out / "events.out.tfevents.*")) == []
+
+
+def test_a_tensors_record_naming_one_tensor_twice_is_a_corrupt_record(tmp_path, capsys):
+    """Two ids declared as `a.weight` in one record: one vanished silently and series() interleaved both
+    (steps [0, 0, 10, 10 ...]). Like a repeated id, the record is invalid, and said so."""
+    path = tmp_path / "dup.wtui"
+    log = FixedLog(path, names=["a.weight", "a.weight", "b.weight"], grad_scale=None)
+    for s in range(5):
+        log.snapshot(s * 10)
+    log.end(snapshots=5)
+    run = weighttui.open(path, cache=False)
+    assert len(run.corruptions) >= 1
+    assert "a.weight" not in run.tensor_names
+    assert main(["info", str(path)]) == 0
+    assert "corrupt record" in capsys.readouterr().out

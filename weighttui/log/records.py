@@ -213,6 +213,7 @@ def parse_tensors(p: dict, known: dict) -> list[TensorInfo]:
         raise InvalidRecord("tensors is not a list")
     out = []
     seen = set()
+    names: set[str] = set()
     for t in items:
         if not isinstance(t, dict):
             raise InvalidRecord("tensor declaration is not a map")
@@ -230,6 +231,9 @@ def parse_tensors(p: dict, known: dict) -> list[TensorInfo]:
         if len(shape) > MAX_NDIM or math.prod(shape) > MAX_ELEMENTS:
             raise InvalidRecord(f"tensor shape {shape[:MAX_NDIM + 1]} is beyond any real tensor")
         name = _str(t.get("name"), "tensor name")
+        if name in names:  # (a later record may declare it again: a reshape; one record cannot say both)
+            raise InvalidRecord(f"tensor name {name!r} declared twice in one record")
+        names.add(name)
         layer = _str(t.get("layer"), "tensor layer", nullable=True, default=None)
         if layer is None:
             layer = default_layer(name)
