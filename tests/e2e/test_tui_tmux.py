@@ -145,7 +145,7 @@ def test_replay_keys_in_a_real_terminal(tmux, tmp_path):
     tmux.keys("e", "2", "Enter")
     tmux.wait_for(r"41/60\s+step 40\b")
     tmux.keys("End")
-    tmux.wait_for(r"following .*60/60\s+step 59\b")
+    tmux.wait_for(r"■ ended latest .*60/60\s+step 59\b")  # the end of a finished run (docs/tui.md)
     tmux.keys("?")
     tmux.wait_for(r"cycle the sort")
     tmux.keys("Escape")  # alone: ESC followed at once by q would read as alt+q

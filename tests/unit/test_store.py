@@ -787,3 +787,31 @@ def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
     assert spec is not None and default_cache_path(spec).startswith(os.path.join(home_cache, "remote"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_root() == os.path.join(str(tmp_path / "xdg"), "weighttui", "index")
+
+
+def test_an_index_is_not_served_for_a_log_written_to_in_place_since(tmp_path):
+    """A byte flipped in the middle of an indexed log (same size: the index's checks of its first bytes and of
+    those before the covered point pass): the index kept serving the old statistics and no corruption, while a
+    read without it reported one. The log's mtime, kept when the index covers the whole file, tells."""
+    import weighttui
+
+    path = tmp_path / "big.wtui"
+    rng = np.random.default_rng(0)
+    with weighttui.Recorder(path) as rec:
+        for step in range(400):
+            rec.snapshot(step, {f"w{i}": rng.standard_normal((32, 32)).astype(np.float32) for i in range(4)})
+    assert os.path.getsize(path) > (1 << 20)
+    first = weighttui.open(path)  # builds the index beside the log
+    assert first.index_path is not None and first.corruptions == []
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        fh.seek(size // 2)
+        byte = fh.read(1)
+        fh.seek(size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # (a coarse clock: the write's own mtime)
+    plain = weighttui.open(path, cache=False)
+    cached = weighttui.open(path)
+    assert len(plain.corruptions) == 1
+    assert cached.corruptions == plain.corruptions and cached.snapshot_count == plain.snapshot_count

@@ -143,11 +143,17 @@ def _dir_for_writing(path: str) -> str | None:
 
 
 def _identity(fd: int, st, covered: int) -> dict:
+    """What ties an index to its log: the file, its first bytes and those before the covered point; and,
+    when the index covers the whole file, its mtime (a log that has not grown since, but was written to
+    in place, bit rot rewritten or an edit, is read again rather than served from the index)."""
     head = os.pread(fd, min(_HASH_BYTES, covered), 0)
     lo = max(0, covered - 4096)
     before = os.pread(fd, covered - lo, lo)
-    return {"dev": st.st_dev, "ino": st.st_ino, "covered": covered,
-            "head": hashlib.sha256(head).hexdigest(), "before": hashlib.sha256(before).hexdigest()}
+    out = {"dev": st.st_dev, "ino": st.st_ino, "covered": covered,
+           "head": hashlib.sha256(head).hexdigest(), "before": hashlib.sha256(before).hexdigest()}
+    if st.st_size == covered:
+        out["mtime"] = st.st_mtime_ns
+    return out
 
 
 def _matches(fd: int, st, ident: dict) -> bool:
@@ -156,7 +162,12 @@ def _matches(fd: int, st, ident: dict) -> bool:
         return False
     if (ident.get("dev"), ident.get("ino")) != (st.st_dev, st.st_ino):
         return False
-    return _identity(fd, st, covered) == ident
+    # a log of the covered size whose mtime moved was written to in place (appends make it longer)
+    if "mtime" in ident and st.st_size == covered and ident["mtime"] != st.st_mtime_ns:
+        return False
+    now = _identity(fd, st, covered)
+    now.pop("mtime", None)
+    return now == {k: v for k, v in ident.items() if k != "mtime"}
 
 
 # ---------------------------------------------------------------- arrays in files
