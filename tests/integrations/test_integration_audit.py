@@ -128,3 +128,48 @@ def test_keras_layers_unfrozen_between_fits_are_recorded_with_an_owned_recorder(
     assert set(run.tensor_names) == {"base/kernel", "base/bias", "head/kernel", "head/bias"}
     steps, norms = run.series("base/kernel", "norm", kind="grad")
     assert steps.tolist() == [6, 8] and np.isfinite(norms).all() and (norms > 0).all()
+
+
+KERAS_PARTLY_BUILT = """
+    import sys
+    import numpy as np, keras, weighttui
+    from weighttui.keras import WeightCallback
+    path = sys.argv[1]
+    keras.utils.set_random_seed(0)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.emb = keras.layers.Dense(8, name="emb")
+            self.head = keras.layers.Dense(2, name="head")
+
+        def call(self, x):
+            return self.head(keras.ops.tanh(self.emb(x)))
+
+    model = Net()
+    model.emb.build((None, 6))  # built before fit (pretrained weights loaded into it, say); head is built by fit
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = np.random.RandomState(0).randn(32, 6).astype("float32")
+    y = np.random.RandomState(1).randn(32, 2).astype("float32")
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[WeightCallback(path, every_batches=1)])
+"""
+
+
+def test_keras_weights_fit_builds_beside_built_ones_are_recorded_with_their_gradients(tmp_path):
+    """On TensorFlow, weights that fit's first step creates while others exist got no gradient for the whole fit
+    and were missing from every batch snapshot (docs/keras.md: gradients from the second batch on)."""
+    path = tmp_path / "partly.wtui"
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(KERAS_PARTLY_BUILT), str(path)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr
+    run = weighttui.open(path, cache=False)
+    steps, _ = run.series("net/head/kernel", "norm")
+    assert steps.tolist() == [1, 2, 3, 4]
+    g_steps, g_norm = run.series("net/head/kernel", "norm", kind="grad")
+    d_steps, d_norm = run.series("net/head/kernel", "norm", kind="delta")
+    grads = dict(zip(g_steps.tolist(), g_norm.tolist(), strict=True))
+    deltas = dict(zip(d_steps.tolist(), d_norm.tolist(), strict=True))
+    assert all(np.isfinite(grads[s]) for s in (2, 3, 4))
+    for s in (2, 3, 4):  # plain SGD: the update is lr times the gradient the optimizer applied
+        assert deltas[s] == pytest.approx(0.1 * grads[s], rel=1e-5)

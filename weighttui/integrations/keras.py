@@ -114,6 +114,7 @@ class WeightCallback(keras.callbacks.Callback):
         self.grads = bool(grads)
         self._capture: GradientTap | None = None  # this callback's view of the optimizer's capture
         self._capture_later = False  # the model had no weights at fit's start: capture once its first batch built them
+        self._built_at: tuple[int, int] | None = None  # (step, weights) when the capture was installed
         if isinstance(path_or_recorder, Recorder):
             if recorder_options:
                 raise TypeError("recorder options go to the Recorder you passed, not to WeightCallback")
@@ -506,6 +507,9 @@ class WeightCallback(keras.callbacks.Callback):
             self.recorder.event("keras_grads", str(why), step=self.step)
             return
         self._capture = capture
+        # fit's first batch may build more weights (a subclassed model with some built before fit): looked
+        # at once, before the next batch
+        self._built_at = (self.step, len(self.model.weights))
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._capture_later and self.model.weights:  # built by the batches before: gradients from now on
@@ -542,6 +546,8 @@ class WeightCallback(keras.callbacks.Callback):
         before = self.step
         # `batch` is the last batch done (several per call with steps_per_execution)
         self.step = self._epoch_base + int(batch) + 1
+        if self._built_at is not None and self.step > self._built_at[0]:  # (once per fit)
+            self._guard("recording gradients inside fit", self._weights_built_in_fit)
         n = self.every_batches
         if n is not None and self.step // n != before // n:  # (checked here: most batches are not recorded)
             self._guard("recording a batch", self._batch_end, int(batch), logs)
@@ -609,6 +615,17 @@ class WeightCallback(keras.callbacks.Callback):
         """Close the log (done by `fit` itself when the callback owns it)."""
         self._release_capture()  # inside a fit: other callbacks keep their gradients, this one stops asking
         self._guard("closing the log", self.recorder.close)
+
+    def _weights_built_in_fit(self) -> None:
+        """After fit's first batch: weights it built join the snapshots (this batch's too) and the gradient
+        capture, from the next batch on."""
+        count, self._built_at = self._built_at[1] if self._built_at else 0, None
+        if len(self.model.weights) == count:
+            return
+        self._tracked()  # (refreshed: the new weights are recorded)
+        self._release_capture()
+        self._install_capture()
+        self._built_at = None  # once per fit
 
     def _release_capture(self) -> None:
         self._capture_later = False
