@@ -173,3 +173,27 @@ def test_keras_weights_fit_builds_beside_built_ones_are_recorded_with_their_grad
     assert all(np.isfinite(grads[s]) for s in (2, 3, 4))
     for s in (2, 3, 4):  # plain SGD: the update is lr times the gradient the optimizer applied
         assert deltas[s] == pytest.approx(0.1 * grads[s], rel=1e-5)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_weights_at_an_epoch_marked_by_step_epoch_with_a_hooked_optimizer(tmp_path, every):
+    """With the optimizer hooked, the first step of epoch N+1 is recorded before step(epoch=N+1) names it, so
+    one snapshot after epoch N's values is tagged N: weights(epoch=N) must still give them (docs/core.md)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(40, 4), torch.randn(40, 1)
+    path = tmp_path / "step_epoch.wtui"
+    ends = {}
+    handle = wtorch.watch(model, path, optimizer=opt, every=every, full_epochs=[0, 1])
+    for epoch in range(2):
+        for i in range(5):
+            opt.zero_grad()
+            ((model(x[i * 8:i * 8 + 8]) - y[i * 8:i * 8 + 8]) ** 2).mean().backward()
+            opt.step()
+            handle.step(epoch=epoch)
+        ends[epoch] = model.weight.detach().clone().numpy()
+    handle.close()
+    run = weighttui.open(path, cache=False)
+    for epoch in (0, 1):
+        assert np.array_equal(run.weights(epoch=epoch)["weight"], ends[epoch])

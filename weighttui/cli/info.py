@@ -256,7 +256,7 @@ def print_info(run: RunData, alerts, out) -> None:
     if d.get("ended_by"):
         status += f" ({inert(d['ended_by'])})"
     if d["dropped"]:
-        status += f", {inert(d['dropped'])} snapshots dropped by the writer"
+        status += f", {inert(d['dropped'])} snapshots dropped (the events say why)"
     w(f"  status: {status}\n")
     if d["snapshots"]:
         epoch = "" if d["last_epoch"] is None else f", last epoch {d['last_epoch']}"

@@ -1218,10 +1218,13 @@ class RunData:
         return None if run is None else run.values_epoch.get(step)
 
     def _epoch_went_on(self, epoch: int, step: int) -> int | None:
-        """The last snapshot step of `epoch` after `step`, if the run has one (None: `step` may be its end)."""
+        """The last snapshot step of `epoch` after `step` when the run has two or more such snapshots (None:
+        `step` may be its end). One is allowed: weighttui.torch with its optimizer hooked and epochs marked by
+        step(epoch=e) records the first step of the next epoch before the call names that epoch, under the
+        old number; values taken inside an epoch (full_every) are followed by every later snapshot of it."""
         steps, epochs, _times = self.snapshot_meta()
         later = steps[(epochs == epoch) & (steps > step)]
-        return int(later.max()) if later.size else None
+        return int(later.max()) if later.size >= 2 else None
 
 
 # Snapshots a RowsUpTo holds at full resolution, up to its position: what the alert rules read

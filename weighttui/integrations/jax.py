@@ -52,10 +52,21 @@ def path_name(path, sep: str = "/") -> str:
     return sep.join(_key_name(k) for k in path)
 
 
-def named_leaves(tree, sep: str = "/") -> dict:
-    """{path name: leaf} of the array leaves of a pytree, in tree order."""
+def named_leaves(tree, sep: str = "/", collided: list | None = None) -> dict:
+    """{path name: leaf} of the array leaves of a pytree, in tree order. Two leaves whose paths read the
+    same (`{"a": [x], "a/0": y}`): the first is kept, the later one's name goes into `collided`."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {path_name(path, sep): leaf for path, leaf in leaves if hasattr(leaf, "shape")}
+    out: dict = {}
+    for path, leaf in leaves:
+        if not hasattr(leaf, "shape"):
+            continue
+        name = path_name(path, sep)
+        if name in out:
+            if collided is not None:
+                collided.append(name)
+            continue
+        out[name] = leaf
+    return out
 
 
 def recorder(path, **options) -> Recorder:
@@ -111,7 +122,11 @@ def snapshot(rec: Recorder, step, params, *, grads=None, epoch=None, batch=None,
         # a chosen epoch's calls all go through: its last one is its complete values
         if not (rec.should_record(step, epoch) or full or rec.full_epoch_due(epoch)):
             return False
-        named = {k: v for k, v in named_leaves(params, sep).items() if rec.selects(k)}
+        collided: list = []
+        named = {k: v for k, v in named_leaves(params, sep, collided).items() if rec.selects(k)}
+        for name in collided:  # said once, as the numpy Recorder says of keys whose strings repeat
+            rec.left_out(f"dup:{name}", f"a leaf named {name!r} skipped: an earlier leaf's path reads the same "
+                                        f"(sep {sep!r}), and that one is recorded")
         for name, leaf in named.items():  # declared with JAX's dtype name (bfloat16 ...)
             if name not in rec.tensors:
                 rec.declare(name, tuple(leaf.shape), str(leaf.dtype))

@@ -49,14 +49,43 @@ def log_int(value, what: str) -> int:
     return v
 
 
-def scalars_payload(step, epoch, values: dict) -> dict | None:
-    """A scalars record of the numeric `values` (others are left out); None if none is numeric."""
+def scalar_value(value) -> float:
+    """A scalar's number: a float, a numpy/jax/torch number or an array of one element (a loss of shape
+    (1,)); TypeError / ValueError for anything else."""
+    try:
+        return float(value)
+    except TypeError:
+        arr = np.asarray(value)
+        if arr.size == 1 and arr.dtype.kind in "fiub":
+            return float(arr.reshape(()))
+        raise
+
+
+def loggable_name(name: str) -> bool:
+    """Whether a name can go into the log (UTF-8: a name decoded from bytes with surrogates cannot)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def scalars_payload(step, epoch, values: dict, skipped: list | None = None) -> dict | None:
+    """A scalars record of the numeric `values` (others are left out, named in `skipped` with why); None if
+    none is numeric."""
     clean = {}
     for k, v in values.items():
+        name = str(k)
+        if not loggable_name(name):
+            if skipped is not None:
+                skipped.append((name, "its name is not valid text (UTF-8)"))
+            continue
         try:
-            clean[str(k)] = float(v)
+            clean[name] = scalar_value(v)
         except (TypeError, ValueError):
-            continue  # a non-numeric log entry is not a scalar
+            if skipped is not None:  # (an importer's non-numeric log entry is not a scalar: it passes none)
+                skipped.append((name, f"not a number ({type(v).__name__})"))
+            continue
     if not clean:
         return None
     return {"step": log_int(step, "step"), "epoch": None if epoch is None else log_int(epoch, "epoch"),
@@ -272,9 +301,20 @@ class Recorder:
                                   scalars=scalars, full=full, optim=optim)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "taking a snapshot")
+            self._count_failed_call(step, epoch)
             if scalars:  # they go on without the snapshot (submit, which queues them, is the last step)
                 self.scalars(step, epoch=epoch, **scalars)
             return False
+
+    def _count_failed_call(self, step, epoch) -> None:
+        """A snapshot the schedule asked for and a failure cost: counted in `dropped` (and the end record),
+        so that the log says how much of the run it lacks."""
+        try:
+            epoch = epoch if isinstance(epoch, int) else None
+            if self.active and isinstance(step, int) and self.schedule.should_record(step, epoch):
+                self.writer.count_missed(step, failed_call=True)
+        except Exception:  # (counting must not become a second failure)
+            pass
 
     def _take(self, step: int, names, arrays, *, epoch, batch=None, grads=None, scalars=None,
               full=False, optim=None) -> bool:
@@ -293,7 +333,7 @@ class Recorder:
             prevs = [stats.previous(i) for i in infos]
             with np.errstate(all="ignore"):
                 update_sigma = self.instruments.update_sigmas(infos, arrays, prevs)
-        grad_rows = self._grad_rows(names, grads) if grads else None  # numpy, once, for all that follows
+        grad_rows = self._grad_rows(names, arrays, grads) if grads else None  # numpy, once, for all that follows
         # weights, exact deltas and gradients: one kernel call
         weights, delta, grad = stats.snapshot(infos, arrays, grad_rows)
         optim_block, units, origin = None, None, []
@@ -416,8 +456,11 @@ class Recorder:
             if not (every or self.selects(name)):
                 continue
             if name in seen:
-                self._skip_tensor(f"dup:{name}", f"tensor {key!r} skipped: its name is {name!r} as a string, "
+                self.left_out(f"dup:{name}", f"tensor {key!r} skipped: its name is {name!r} as a string, "
                                   "like another key of the same snapshot (names are strings in the log)")
+                continue
+            if not loggable_name(name):  # caught here: in the writer it stopped the whole recording
+                self.skip_tensor(name, "its name is not valid text (UTF-8)")
                 continue
             try:
                 arr = to_numpy(value)
@@ -429,22 +472,33 @@ class Recorder:
             arrays.append(arr)
         return names, arrays
 
-    def _grad_rows(self, names: list[str], grads: dict) -> list | None:
+    def _grad_rows(self, names: list[str], arrays: list, grads: dict) -> list | None:
         """grads (name -> array-like) as numpy arrays in the rows of `names` (None where a row has
-        none, or one that cannot be recorded: left out and said once, as a tensor is); None if no
-        row has one."""
+        none, or one that cannot be recorded: left out and said once, as a tensor is: another size
+        than its tensor's included); None if no row has one. A gradient named after no tensor of the
+        snapshot (a misspelt name) is said once too."""
         if not all(type(k) is str for k in grads):
             grads = {str(k): v for k, v in grads.items()}
         rows = [grads.get(n) for n in names]
+        if len(grads) > sum(g is not None for g in rows):
+            known = set(names)
+            for name in grads:
+                if name not in known and self.selects(name):
+                    self.left_out(f"grad-name:{name}", f"gradient {name!r} skipped: no tensor of this "
+                                      "snapshot has that name")
         if all(g is None for g in rows):
             return None
         out: list = []
-        for name, g in zip(names, rows, strict=True):
+        for name, arr, g in zip(names, arrays, rows, strict=True):
             if g is not None:
                 try:
                     g = to_numpy(g)
+                    if g.size != arr.size:  # (grads swapped or misnamed: not this tensor's gradient)
+                        raise ValueError(f"its shape {tuple(g.shape)} is not its tensor's {tuple(arr.shape)}")
+                    if g.shape != arr.shape:
+                        g = g.reshape(arr.shape)  # the same elements in another shape (flattened, say)
                 except Exception as exc:
-                    self._skip_tensor(f"grad:{name}", f"gradient of {name!r} skipped: {exc}; the snapshot "
+                    self.left_out(f"grad:{name}", f"gradient of {name!r} skipped: {exc}; the snapshot "
                                       "is recorded without it")
                     g = None
             out.append(g)
@@ -452,10 +506,11 @@ class Recorder:
 
     def skip_tensor(self, name: str, why: str) -> None:
         """Tensor `name` cannot be recorded (`why`): left out of every snapshot, said once."""
-        self._skip_tensor(f"tensor:{name}", f"tensor {name!r} skipped: {why}; the other tensors are recorded")
+        self.left_out(f"tensor:{name}", f"tensor {name!r} skipped: {why}; the other tensors are recorded")
 
-    def _skip_tensor(self, key: str, message: str) -> None:
-        """A tensor left out of snapshots: said once on stderr and in the log."""
+    def left_out(self, key: str, message: str) -> None:
+        """A tensor (or a gradient) left out of snapshots: `message` said once per `key`, on stderr and in the
+        log (a tensor_skipped event)."""
         if self.reporter.once(key, f"weighttui: {message}"):
             self.reporter.record_event("tensor_skipped", message, "warning")
 
@@ -507,7 +562,7 @@ class Recorder:
         if units is not None:
             payload["units"] = units
         frames = list(extra_frames)
-        scalar_record = scalars_payload(step, epoch, scalars) if scalars else None
+        scalar_record = self._scalars_record(step, epoch, scalars) if scalars else None
         if scalar_record is not None:
             frames.insert(0, (FrameType.SCALARS, scalar_record))
         vals = []
@@ -575,11 +630,21 @@ class Recorder:
         try:
             if not self.active or not values:
                 return
-            payload = scalars_payload(step, epoch, values)
+            payload = self._scalars_record(step, epoch, values)
             if payload is not None:
                 self._put_frame(FrameType.SCALARS, payload)
         except Exception as exc:  # never into the training loop
             self.reporter.failure(exc, "recording scalars")
+
+    def _scalars_record(self, step, epoch, values: dict) -> dict | None:
+        """scalars_payload, and each scalar left out said once (stderr and a scalar_skipped event)."""
+        skipped: list = []
+        payload = scalars_payload(step, epoch, values, skipped)
+        for name, why in skipped:
+            message = f"scalar {name!r} skipped: {why}; the others are recorded"
+            if self.reporter.once(f"scalar:{name}", f"weighttui: {message}"):
+                self.reporter.record_event("scalar_skipped", message, "warning")
+        return payload
 
     def event(self, kind: str, message: str, *, level: str = "info", step=None, tensor=None) -> None:
         """An event record: something a person should notice."""

@@ -7,6 +7,7 @@ which tells the person once (not at every step) and lets training go on.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -35,8 +36,10 @@ class Reporter:
         return True
 
     def failure(self, exc: BaseException, doing: str) -> None:
-        """A problem with one call: reported once per (doing, kind of exception), the call is skipped."""
-        if self.once(f"{doing}:{type(exc).__name__}",
+        """A problem with one call: reported once per (doing, kind of exception, message with its numbers
+        left out: a step in it does not make it new), the call is skipped. Another cause of the same type
+        is said too."""
+        if self.once(f"{doing}:{type(exc).__name__}:{re.sub(r'[0-9]+', '#', str(exc))[:200]}",
                      f"weighttui: skipped while {doing}: {type(exc).__name__}: {exc}"):
             self.record_event("recorder_error", f"{doing}: {type(exc).__name__}: {exc}", "error")
 

@@ -131,6 +131,7 @@ class LogWriter:
         self.written = 0  # snapshots written
         self._dropped_put = 0  # snapshots refused: the queue was full (training thread)
         self._dropped_write = 0  # snapshots lost to a write failure (writer thread)
+        self._dropped_call = 0  # snapshots a failed snapshot() call cost (reported as the failure it was)
         self.values_dropped = 0  # complete-values jobs refused: the queue was full
         self.records_dropped = 0  # scalars/events refused: their queue was full
         self._dropped_reported = 0
@@ -155,8 +156,8 @@ class LogWriter:
 
     @property
     def dropped(self) -> int:
-        """Snapshots skipped: the writer fell behind, or failed."""
-        return self._dropped_put + self._dropped_write
+        """Snapshots skipped: the writer fell behind, or failed, or the call that asked for it did."""
+        return self._dropped_put + self._dropped_write + self._dropped_call
 
     # ------------------------------------------------------------------ open
 
@@ -208,13 +209,17 @@ class LogWriter:
                 "waiting to be written (the disk is slower than training)"))
         return False
 
-    def count_missed(self, step: int) -> None:
-        """After a write failure, a snapshot the schedule asked for counts as dropped
-        (once per step), so `dropped` says how much of the run the log lacks."""
+    def count_missed(self, step: int, *, failed_call: bool = False) -> None:
+        """After a write failure (or a `failed_call`: the snapshot() call raised), a snapshot the
+        schedule asked for counts as dropped (once per step), so `dropped` says how much of the
+        run the log lacks."""
         with self.lock:
             if step != self._missed_step:
                 self._missed_step = step
-                self._dropped_put += 1
+                if failed_call:
+                    self._dropped_call += 1
+                else:
+                    self._dropped_put += 1
 
     # ---------------------------------------------------------------- thread
 
@@ -304,7 +309,7 @@ class LogWriter:
                     self._write(piece)
 
     def _report_drops(self) -> None:
-        dropped = self.dropped
+        dropped = self._dropped_put + self._dropped_write  # (a failed call's were reported as that failure)
         if dropped > self._dropped_reported:
             n = dropped - self._dropped_reported
             self._dropped_reported = dropped
