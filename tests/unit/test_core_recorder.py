@@ -159,7 +159,8 @@ def test_bad_input_never_raises_and_is_reported_once(tmp_path, capsys):
     assert err.count("tensor 'w' skipped") == 1
     run = weighttui.open(path)
     assert run.steps.tolist() == [2] and run.scalar_names == ["acc"]
-    assert [e.kind for e in run.events] == ["tensor_skipped"]
+    assert err.count("scalar 'loss' skipped: not a number (str)") == 1
+    assert [e.kind for e in run.events] == ["tensor_skipped", "scalar_skipped"]
 
 
 def test_unwritable_path_is_reported_and_training_goes_on(tmp_path, capsys):
