@@ -197,3 +197,78 @@ def test_weights_at_an_epoch_marked_by_step_epoch_with_a_hooked_optimizer(tmp_pa
     run = weighttui.open(path, cache=False)
     for epoch in (0, 1):
         assert np.array_equal(run.weights(epoch=epoch)["weight"], ends[epoch])
+
+
+TINY_W = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+
+
+def _tiny_grads(tiny: float) -> np.ndarray:
+    g = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
+    g[3] = tiny  # unit 3: a tiny gradient, not zero (float32's normal range)
+    g[5] = 0.0  # unit 5: dead
+    return g
+
+
+@pytest.mark.parametrize("path_kind", ["numpy", "jax-host", "jax-device", "torch-fused", "torch-ops"])
+def test_a_tiny_gradient_is_not_a_dead_unit_on_any_path(tmp_path, path_kind):
+    """The float32 norm of a row of 1e-25 underflowed to 0 on every path but the fused kernel: that unit
+    counted as dead (docs/FORMAT.md: a gradient row *exactly* zero) and its stored norm read 0."""
+    from weighttui.data.units import unit_norms
+
+    tiny = 1e-25
+    path = tmp_path / f"{path_kind}.wtui"
+    name = "w"
+    if path_kind == "numpy":
+        rec = weighttui.Recorder(path, instruments=True)
+        for s in range(5):
+            rec.snapshot(s, {"w": TINY_W + s * 1e-3}, grads={"w": _tiny_grads(tiny)})
+        rec.close()
+    elif path_kind.startswith("jax"):
+        pytest.importorskip("jax")
+        import jax.numpy as jnp
+
+        import weighttui.jax as wjax
+
+        rec = wjax.recorder(path, instruments=True)
+        for s in range(5):
+            wjax.snapshot(rec, s, {"w": jnp.asarray(TINY_W + s * 1e-3)}, grads={"w": jnp.asarray(_tiny_grads(tiny))},
+                          stats=path_kind.split("-")[1])
+        rec.close()
+    else:
+        lin = torch.nn.Linear(64, 8, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(TINY_W))
+        opt = torch.optim.SGD(lin.parameters(), lr=1e-3)
+        handle = wtorch.watch(lin, path, optimizer=opt, instruments=True,
+                              cpu_kernel="fused" if path_kind == "torch-fused" else "torch")
+        for _ in range(5):
+            lin.weight.grad = torch.from_numpy(_tiny_grads(tiny))
+            opt.step()
+        handle.close()
+        name = "weight"
+    run = weighttui.open(path, cache=False)
+    _steps, dead = run.series(name, "dead_units", kind="grad")
+    assert dead[-1] == 1  # unit 5 only
+    _s, norms = unit_norms(path, name, "grad")
+    assert norms[-1][3] == pytest.approx(tiny * 8, rel=1e-2) and norms[-1][5] == 0
+
+
+def test_a_tiny_second_moment_is_not_zero_on_the_device_path(tmp_path):
+    """JAX's stats="device" recorded v_norm 0 for an Adam second moment of 1e-26 per element (float32
+    squares underflow); the host path had it right."""
+    pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import weighttui.jax as wjax
+
+    w = jnp.ones((16, 16))
+    v = jnp.full((16, 16), 1e-26)
+    got = {}
+    for stats in ("host", "device"):
+        path = tmp_path / f"{stats}.wtui"
+        rec = wjax.recorder(path, instruments=True)
+        optim = {"w": {"m": w * 1e-3, "v": v, "lr": 1e-3, "step": 1.0, "beta2": 0.999, "eps": 1e-8}}
+        wjax.snapshot(rec, 0, {"w": w}, stats=stats, optim=optim)
+        rec.close()
+        got[stats] = weighttui.open(path, cache=False).series("w", "v_norm", kind="optim")[1][-1]
+    assert got["device"] == pytest.approx(got["host"], rel=1e-5) and got["host"] == pytest.approx(16e-26, rel=1e-5)

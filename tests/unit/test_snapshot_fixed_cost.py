@@ -96,12 +96,14 @@ def test_a_tensor_that_changes_shape_or_dtype_is_declared_again(tmp_path):
         rec.snapshot(4, {"a": a * 5, "b": a[:5]})
     run = weighttui.open(path)
     assert run.n == 5
-    assert [t.shape for t in run.tensors if t.name == "a"] == [(12,), (3, 4), (12,)]  # ids never reused
+    # ids never reused; a new dtype is a new declaration too (it says what the values are)
+    assert [(t.shape, t.dtype) for t in run.tensors if t.name == "a"] == [
+        ((12,), "float32"), ((3, 4), "float32"), ((3, 4), "float64"), ((12,), "float32")]
     assert [t.shape for t in run.tensors if t.name == "b"] == [(5,)]
     steps, hi = run.series("a", "max")  # across every declaration of "a" (docs/core.md)
     assert steps.tolist() == [0, 1, 2, 3, 4] and hi.tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
     assert run.tensor("a").shape == (12,)  # the latest declaration
-    assert [e.kind for e in run.events].count("tensor_reshaped") == 2
+    assert [e.kind for e in run.events].count("tensor_reshaped") == 3
     assert run.series("b", "max")[1].tolist() == pytest.approx([float(a[4])])
 
 

@@ -53,9 +53,17 @@ class TFArrays:
     zeros_like = staticmethod(tf.zeros_like)
     stack = staticmethod(tf.stack)
 
+    abs = staticmethod(tf.abs)
+    ones_like = staticmethod(tf.ones_like)
+
     @staticmethod
-    def sum(a, axis=None):
-        return tf.reduce_sum(a, axis=axis)
+    def sum(a, axis=None, keepdims=False):
+        return tf.reduce_sum(a, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def max(a, axis=None, keepdims=False, initial=None):
+        out = tf.reduce_max(a, axis=axis, keepdims=keepdims)  # (-inf over nothing)
+        return out if initial is None else tf.maximum(out, tf.cast(initial, out.dtype))
 
     @staticmethod
     def astype(a, dtype):

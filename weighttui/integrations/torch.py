@@ -359,7 +359,9 @@ class WatchHandle:
             self._grad_pending = None
             # optimizer.step(closure) (LBFGS, and loops written for it) computes the gradients inside the
             # step: they are there only after it (the post hook reads them), .grad before is the last step's
-            self._grads_after = bool(args and args[0] is not None) or kwargs.get("closure") is not None
+            # (the hook's args are step's: the optimizer itself, then the closure if given positionally)
+            closure = args[1] if len(args) > 1 else kwargs.get("closure")
+            self._grads_after = closure is not None
             s = self.step_count + 1
             if self.grads and self.active and self._due(s) and not self._grads_after:
                 with np.errstate(all="ignore"):  # as in _snapshot

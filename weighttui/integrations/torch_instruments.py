@@ -367,8 +367,7 @@ class TorchInstruments:
             self._grads[name] = self._coords(name, g).to(torch.float64)
         mn = ref.matrix_shape(tuple(g.shape))
         if units and mn is not None:
-            # float32 norms of 16/32-bit rows; float64 ones cannot be narrowed by vector_norm
-            self._gunits[name] = torch.linalg.vector_norm(g.reshape(mn), dim=1, dtype=_norm_dtype(g))
+            self._gunits[name] = _row_norms(g.reshape(mn))
 
     @torch.no_grad()
     def grads_done(self) -> None:
@@ -565,7 +564,7 @@ class TorchInstruments:
                     cos: bool = True) -> None:
         """Per-unit norms, dist_init and the sampled values of x with torch ops."""
         if units and "units" in self.chosen and mn is not None:
-            pend.units[i] = pend.add(torch.linalg.vector_norm(x.reshape(mn), dim=1, dtype=_norm_dtype(x)))
+            pend.units[i] = pend.add(_row_norms(x.reshape(mn)))
             self._grad_units(pend, i, name)
         if dist and "dist_init" in self.chosen and i not in pend.fresh_init:
             x0 = self._init.get(name)
@@ -824,6 +823,18 @@ def first_nonfinite(t: torch.Tensor | None) -> int | None:
         return None
     bad = torch.nonzero(~torch.isfinite(t.detach().reshape(-1)))
     return int(bad[0, 0]) if bad.numel() else None
+
+
+def _row_norms(m: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each row of `m` (float32 of 16/32-bit rows, float64 of float64 ones), each row scaled by
+    its largest |value| first: in float32 the squares of a gradient of 1e-25 per element underflow to 0,
+    a row read as exactly zero (a false dead unit), and those of 1e20 overflow."""
+    dt = _norm_dtype(m)
+    if m.shape[1] == 0:  # (amax of nothing raises)
+        return torch.linalg.vector_norm(m, dim=1, dtype=dt)
+    top = m.abs().amax(dim=1, keepdim=True).to(dt)
+    scale = torch.where(torch.isfinite(top) & (top > 0), top, torch.ones_like(top))
+    return torch.linalg.vector_norm(m / scale, dim=1, dtype=dt) * scale.squeeze(1)
 
 
 def _norm_dtype(t: torch.Tensor) -> torch.dtype:

@@ -119,26 +119,32 @@ class ArrayInstruments:
         def flat(a):
             return xp.astype(xp.reshape(a, (-1,)), xp.float64)
 
+        def l2(a, axis=None):
+            """sqrt(sum(a*a)) over `axis`, `a` scaled by its largest |value| first: in float32 the squares
+            of small values (1e-22, a gradient under a scaled loss, Adam's second moment) underflow to 0 (a
+            row read as exactly zero: a false dead unit; v_norm 0), those of large ones overflow."""
+            m = xp.max(xp.abs(a), axis=axis, keepdims=True, initial=0.0)  # (initial: an empty tensor's is 0)
+            scale = xp.where(xp.isfinite(m) & (m > 0), m, xp.ones_like(m))
+            r = a / scale
+            return flat(xp.sqrt(xp.sum(r * r, axis=axis, keepdims=True)) * scale)
+
         def dist(x, x0):
-            d = work(x) - work(x0)
-            return flat(xp.sqrt(xp.sum(d * d)))
+            return l2(work(x) - work(x0))
 
         def rows(x):
             w = work(x)
-            w2 = xp.reshape(w, (w.shape[0], -1))
-            return flat(xp.sqrt(xp.sum(w2 * w2, axis=1)))
+            return l2(xp.reshape(w, (w.shape[0], -1)), axis=1)
 
         def cols(x):  # the units of a tensor whose units are its last axis (ref.matrix_shape)
             w = work(x)
-            w2 = xp.reshape(w, (-1, w.shape[-1]))
-            return flat(xp.sqrt(xp.sum(w2 * w2, axis=0)))
+            return l2(xp.reshape(w, (-1, w.shape[-1])), axis=0)
 
         def state(s):
             s = work(s)
             ok = xp.isfinite(s)
             fin = xp.where(ok, s, xp.zeros_like(s))
             bad = xp.astype(xp.sum(xp.astype(xp.logical_not(ok), xp.int32)), s.dtype)  # counted exactly
-            return flat(xp.stack([xp.sqrt(xp.sum(fin * fin)), bad]))
+            return xp.concatenate([l2(fin), flat(xp.reshape(bad, (1,)))])
 
         def take(x, idx):
             return flat(xp.take(xp.reshape(x, (-1,)), idx))

@@ -774,11 +774,24 @@ def unit_norms_ref(x, units_last: bool = False) -> np.ndarray | None:
     return np.linalg.norm(np.asarray(x, dtype=np.float64).reshape(mn), axis=0 if units_last else 1)
 
 
+# below this a float32 norm may have lost its squares to underflow (elements under 1e-19 square to subnormals)
+TINY_NORM = 1e-15
+
+
 def unit_norms(x: np.ndarray, units_last: bool = False) -> np.ndarray:
-    """Per-unit L2 norms as the numpy path records them (float32 input in float32)."""
+    """Per-unit L2 norms as the numpy path records them (float32 input in float32; a unit whose float32
+    norm is tiny again in float64: its squares underflowed, and a gradient of 1e-22 per element read as
+    exactly zero, a false dead unit)."""
     mn = matrix_shape(x.shape, units_last)
     assert mn is not None
-    return np.linalg.norm(_compute(np.asarray(x)).reshape(mn), axis=0 if units_last else 1)
+    axis = 0 if units_last else 1
+    m = _compute(np.asarray(x)).reshape(mn)
+    out = np.linalg.norm(m, axis=axis)
+    small = out < TINY_NORM
+    if m.dtype != np.float64 and small.any():
+        part = m[:, small] if units_last else m[small]
+        out[small] = np.linalg.norm(part.astype(np.float64), axis=axis)
+    return out
 
 
 def bf16_bits(x) -> np.ndarray:
